@@ -298,3 +298,16 @@ def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings,
         "data_counts": data.counts(),
     }
     return artifacts.write_bundle(models_dir, arrays, manifest, save_towers, version=version)
+
+
+def find_trained_version(models_dir: Path | str, fingerprint: str) -> str | None:
+    """The newest bundle in ``models_dir`` trained from exactly these inputs, if any."""
+    for version in reversed(artifacts.list_versions(models_dir)):
+        manifest_path = Path(models_dir) / version / artifacts.MANIFEST_FILE
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if manifest.get("training_fingerprint") == fingerprint:
+            return version
+    return None

@@ -1,0 +1,60 @@
+"""Shoppers, products and their interactions: the system of record."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from modeling.datasets import EVENT_TYPES
+
+
+class Shopper(models.Model):
+    """A shop's customer, identified by the shop's own id (not a login account)."""
+
+    id = models.CharField(primary_key=True, max_length=128, help_text="The shop's shopper id.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class Product(models.Model):
+    """A product of the catalogue, identified by the shop's own id."""
+
+    id = models.CharField(primary_key=True, max_length=128, help_text="The shop's product id.")
+    title = models.TextField(blank=True, default="")
+    description = models.TextField(blank=True, default="")
+    brand = models.CharField(max_length=255, blank=True, default="", db_index=True)
+    category = models.CharField(max_length=512, blank=True, default="", db_index=True,
+                                help_text="Breadcrumb path, levels separated by ' > '.")
+    price = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.title[:60]}".strip()
+
+
+class Interaction(models.Model):
+    """One event of a shopper with a product (a view, a purchase, a review...)."""
+
+    EVENT_CHOICES = [(event, event) for event in EVENT_TYPES]
+
+    shopper = models.ForeignKey(Shopper, on_delete=models.CASCADE, related_name="interactions")
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="interactions")
+    occurred_at = models.DateTimeField(db_index=True)
+    event = models.CharField(max_length=16, choices=EVENT_CHOICES, db_index=True)
+    weight = models.FloatField(default=1.0)
+    rating = models.FloatField(null=True, blank=True)
+    text = models.TextField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["shopper_id", "occurred_at"]
+        indexes = [models.Index(fields=["shopper", "occurred_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.shopper_id} {self.event} {self.product_id}"

@@ -1,0 +1,63 @@
+"""Reading settings from the environment, in one place.
+
+Every setting that may differ between machines is read here from an
+environment variable (a ``.env`` file is not read implicitly; export the
+variables or use your process manager). Invalid values stop the start-up with
+``ImproperlyConfigured`` naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+
+from django.core.exceptions import ImproperlyConfigured
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def env_str(name: str, default: str | None = None) -> str:
+    """The variable's value, or ``default``; no default and unset raises ImproperlyConfigured."""
+    value = os.environ.get(name)
+    if value is None:
+        if default is None:
+            raise ImproperlyConfigured(f"environment variable {name} is required")
+        return default
+    return value
+
+
+def env_bool(name: str, default: bool) -> bool:
+    """A boolean variable (1/0, true/false, yes/no, on/off)."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"environment variable {name}={value!r} is not a boolean (use 1/0, true/false)")
+
+
+def env_int(name: str, default: int) -> int:
+    """An integer variable."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"environment variable {name}={value!r} is not an integer") from exc
+
+
+def env_list(name: str, default: str) -> list[str]:
+    """A comma-separated list variable."""
+    return [part.strip() for part in env_str(name, default).split(",") if part.strip()]
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """An enum-like variable that must be one of ``choices``."""
+    value = env_str(name, default)
+    if value not in choices:
+        raise ImproperlyConfigured(f"environment variable {name}={value!r} must be one of {', '.join(choices)}")
+    return value

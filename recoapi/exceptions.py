@@ -1,0 +1,106 @@
+"""One error shape for every API response: ``{"error": {"code": ..., "message": ...}}``.
+
+Services raise :class:`ApplicationError` subclasses; DRF's own exceptions and
+``modeling`` errors are translated here, at the edge. No stack trace or file
+path reaches a client.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+logger = logging.getLogger(__name__)
+
+
+class ApplicationError(Exception):
+    """Base of the service's expected errors."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status_code is not None:
+            self.status_code = status_code
+
+
+class NotFound(ApplicationError):
+    status_code = status.HTTP_404_NOT_FOUND
+    code = "not_found"
+
+
+class Conflict(ApplicationError):
+    status_code = status.HTTP_409_CONFLICT
+    code = "conflict"
+
+
+class ServiceUnavailable(ApplicationError):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    code = "unavailable"
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    """The JSON body of every error response."""
+    return {"error": {"code": code, "message": message}}
+
+
+def _flatten(detail: Any, prefix: str = "") -> list[str]:
+    if isinstance(detail, dict):
+        out: list[str] = []
+        for key, value in detail.items():
+            name = "" if key == "non_field_errors" else str(key)
+            out.extend(_flatten(value, f"{prefix}.{name}" if prefix and name else name or prefix))
+        return out
+    if isinstance(detail, list):
+        return [m for item in detail for m in _flatten(item, prefix)]
+    return [f"{prefix}: {detail}" if prefix else str(detail)]
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF exception handler rendering every error in the one shape."""
+    if isinstance(exc, ApplicationError):
+        return Response(error_body(exc.code, exc.message), status=exc.status_code)
+    response = exception_handler(exc, context)
+    if response is None:
+        logger.exception("unhandled error in %s", context.get("view").__class__.__name__, exc_info=exc)
+        return Response(error_body("server_error", "Internal server error."),
+                        status=status.HTTP_500_INTERNAL_SERVER_ERROR)
+    if isinstance(exc, exceptions.ValidationError):
+        code, message = "invalid", "; ".join(_flatten(exc.detail))
+    elif isinstance(exc, exceptions.APIException):
+        codes = exc.get_codes()
+        code = codes if isinstance(codes, str) else exc.default_code
+        message = "; ".join(_flatten(exc.detail))
+    else:  # Http404, PermissionDenied from Django
+        code, message = ("not_found", "Not found.") if response.status_code == 404 else ("error", str(exc))
+    response.data = error_body(str(code), message)
+    return response
+
+
+def json_404(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    """Django handler404: unknown URLs answer JSON too."""
+    return JsonResponse(error_body("not_found", f"No endpoint at {request.path}."), status=404)
+
+
+def json_500(request: HttpRequest) -> JsonResponse:
+    """Django handler500."""
+    return JsonResponse(error_body("server_error", "Internal server error."), status=500)
+
+
+def json_400(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    """Django handler400."""
+    return JsonResponse(error_body("bad_request", "Bad request."), status=400)
+
+
+def json_403(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    """Django handler403."""
+    return JsonResponse(error_body("permission_denied", "Permission denied."), status=403)

@@ -1,0 +1,97 @@
+"""HTTP endpoints. Each validates its input, calls one service or selector, returns JSON."""
+
+from __future__ import annotations
+
+from django.db import connection
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import permissions
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from recoapi.catalog import selectors as catalog_selectors
+from recoapi.recommendations import serializers as s
+from recoapi.recommendations import services
+from recoapi.recommendations.engine import registry
+
+_ERRORS = {400: OpenApiResponse(s.ErrorOutput, description="Invalid input"),
+           503: OpenApiResponse(s.ErrorOutput, description="No active model")}
+_STAFF_ERRORS = {**_ERRORS, 401: OpenApiResponse(s.ErrorOutput, description="Not authenticated"),
+                 403: OpenApiResponse(s.ErrorOutput, description="Not staff")}
+
+
+class RandomUsersApi(APIView):
+    @extend_schema(parameters=[s.RandomUsersInput], responses={200: s.RandomUsersOutput, **_ERRORS})
+    def get(self, request: Request) -> Response:
+        """Random shopper ids from the database, to try the other endpoints with."""
+        data = s.RandomUsersInput(data=request.query_params)
+        data.is_valid(raise_exception=True)
+        return Response({"users": catalog_selectors.shopper_random_ids(n=data.validated_data["n"])})
+
+
+class CheckUsersApi(APIView):
+    @extend_schema(parameters=[s.CheckUsersInput], responses={200: dict, **_ERRORS})
+    def get(self, request: Request) -> Response:
+        """For each shopper id: whether the service knows that shopper."""
+        data = s.CheckUsersInput(data=request.query_params)
+        data.is_valid(raise_exception=True)
+        ids = data.validated_data["users"]
+        known = catalog_selectors.shopper_existing_ids(ids=ids)
+        return Response({user: user in known for user in ids})
+
+
+class RecommendationsApi(APIView):
+    @extend_schema(parameters=[s.RecommendationsInput], responses={200: s.RecommendationsOutput, **_ERRORS})
+    def get(self, request: Request) -> Response:
+        """Top-k products per shopper; products a shopper already has are excluded."""
+        data = s.RecommendationsInput(data=request.query_params)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        return Response(services.recommendation_list(user_ids=v["users"], k=v["k"], category=v.get("category")))
+
+
+class SimilarItemsApi(APIView):
+    @extend_schema(parameters=[s.SimilarItemsInput],
+                   responses={200: s.SimilarItemsOutput, 404: s.ErrorOutput, **_ERRORS})
+    def get(self, request: Request) -> Response:
+        """Products nearest to the given product in the candidate-tower space."""
+        data = s.SimilarItemsInput(data=request.query_params)
+        data.is_valid(raise_exception=True)
+        return Response(services.similar_item_list(item_id=data.validated_data["item"], k=data.validated_data["k"]))
+
+
+class ReloadDataApi(APIView):
+    permission_classes = [permissions.IsAdminUser]
+
+    @extend_schema(request=s.ReloadDataInput, responses={200: s.ReloadDataOutput, **_STAFF_ERRORS})
+    def post(self, request: Request) -> Response:
+        """Re-import the configured data files (staff only); returns the counts."""
+        data = s.ReloadDataInput(data=request.data or {})
+        data.is_valid(raise_exception=True)
+        return Response(services.data_reload(force=data.validated_data["force"]))
+
+
+class ReloadModelApi(APIView):
+    permission_classes = [permissions.IsAdminUser]
+
+    @extend_schema(request=s.ReloadModelInput,
+                   responses={200: s.ReloadModelOutput, 404: s.ErrorOutput, 422: s.ErrorOutput, **_STAFF_ERRORS})
+    def post(self, request: Request) -> Response:
+        """Activate the newest (or the given) model version (staff only). A broken bundle is refused."""
+        data = s.ReloadModelInput(data=request.data or {})
+        data.is_valid(raise_exception=True)
+        return Response(services.model_reload(version=data.validated_data.get("version")))
+
+
+class HealthApi(APIView):
+    @extend_schema(responses={200: s.HealthOutput})
+    def get(self, request: Request) -> Response:
+        """Liveness and readiness: the active model version and the database state."""
+        try:
+            connection.ensure_connection()
+            database = "ok"
+        except Exception:  # noqa: BLE001  (any driver error means unavailable)
+            database = "unavailable"
+        engine = registry.current()
+        return Response({"status": "ok" if engine and database == "ok" else "degraded",
+                         "model_version": engine.version if engine else None, "database": database})

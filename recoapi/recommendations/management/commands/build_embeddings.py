@@ -1,0 +1,35 @@
+"""Build the item and user text embeddings from the imported data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from modeling import datasets as ds
+from modeling.embeddings import build_embeddings
+from modeling.errors import ModelingError
+
+
+class Command(BaseCommand):
+    help = "Encode product and review texts with the sentence-transformers model. Skipped when inputs are unchanged."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--force", action="store_true", help="Rebuild even when current.")
+        parser.add_argument("--batch-size", type=int, default=128, help="Texts per encoder batch.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            data = ds.read_snapshot(settings.RECO_PROCESSED_DIR)
+            self.stdout.write(f"Encoding texts of {len(data.items)} products and {len(data.interactions)} "
+                              f"interactions ...")
+            manifest = build_embeddings(
+                data, settings.RECO_EMBEDDINGS_DIR, model_path=settings.RECO_TEXT_MODEL_PATH,
+                force=options["force"], progress=options["verbosity"] > 0, batch_size=options["batch_size"],
+            )
+        except ModelingError as exc:
+            raise CommandError(str(exc)) from exc
+        counts = ", ".join(f"{k}={v}" for k, v in manifest["counts"].items())
+        verb = "Embeddings are current" if manifest["skipped"] else "Embeddings written"
+        self.stdout.write(self.style.SUCCESS(f"{verb} ({manifest['model_name']}, dim {manifest['dim']}; {counts})."))

@@ -1,0 +1,42 @@
+"""Create (or update) a staff user for the admin and the POST endpoints, with an API token."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandParser
+from rest_framework.authtoken.models import Token
+
+
+class Command(BaseCommand):
+    help = ("Create a staff superuser (username/password from --username/--password, or the environment "
+            "variables RECO_ADMIN_USERNAME / RECO_ADMIN_PASSWORD; a password is generated when none is given) "
+            "and print its credentials and API token.")
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--username", default=os.environ.get("RECO_ADMIN_USERNAME", "admin"))
+        parser.add_argument("--password", default=os.environ.get("RECO_ADMIN_PASSWORD"))
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        model = get_user_model()
+        username = options["username"]
+        user = model.objects.filter(username=username).first()
+        password = options["password"]
+        created = user is None
+        if user is None:
+            password = password or secrets.token_urlsafe(12)
+            user = model.objects.create_superuser(username=username, email="", password=password)
+        elif password:
+            user.set_password(password)
+            user.is_staff = user.is_superuser = True
+            user.save()
+        token, _ = Token.objects.get_or_create(user=user)
+        if created or options["password"]:
+            self.stdout.write(self.style.SUCCESS(f"Staff user: {username} / password: {password}"))
+        else:
+            self.stdout.write(self.style.SUCCESS(
+                f"Staff user {username} exists (password unchanged; pass --password to reset it)."))
+        self.stdout.write(f"API token: {token.key}")

@@ -1,0 +1,113 @@
+"""Input and output serializers of the recommendation API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from rest_framework import serializers
+
+
+class CommaSeparatedIds(serializers.CharField):
+    """A comma-separated list of ids: ``a,b,c`` -> ``["a", "b", "c"]`` (blanks dropped, order kept, unique)."""
+
+    def __init__(self, *, max_items: int | None = None, **kwargs: Any) -> None:
+        self.max_items = max_items
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> list[str]:
+        text = super().to_internal_value(data)
+        ids = list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+        if not ids:
+            raise serializers.ValidationError("give at least one id, comma-separated")
+        limit = self.max_items or settings.RECO_MAX_USERS
+        if len(ids) > limit:
+            raise serializers.ValidationError(f"at most {limit} ids per request, got {len(ids)}")
+        if any(len(i) > 128 for i in ids):
+            raise serializers.ValidationError("ids are at most 128 characters")
+        return ids
+
+
+class RandomUsersInput(serializers.Serializer):
+    n = serializers.IntegerField(min_value=1, max_value=100, default=5)
+
+
+class RandomUsersOutput(serializers.Serializer):
+    users = serializers.ListField(child=serializers.CharField())
+
+
+class CheckUsersInput(serializers.Serializer):
+    users = CommaSeparatedIds(help_text="Comma-separated shopper ids (at most 100).")
+
+
+class RecommendationsInput(serializers.Serializer):
+    users = CommaSeparatedIds(help_text="Comma-separated shopper ids (at most 100).")
+    k = serializers.IntegerField(min_value=1, max_value=100, default=10)
+    category = serializers.CharField(required=False, max_length=512,
+                                     help_text="Only products whose category path starts with this.")
+
+
+class ItemOutput(serializers.Serializer):
+    item_id = serializers.CharField()
+    score = serializers.FloatField()
+    title = serializers.CharField()
+    brand = serializers.CharField()
+    category = serializers.CharField()
+    price = serializers.FloatField(allow_null=True)
+
+
+class UserRecommendationsOutput(serializers.Serializer):
+    strategy = serializers.ChoiceField(choices=["two_tower", "content", "popular"])
+    items = ItemOutput(many=True)
+
+
+class RecommendationsOutput(serializers.Serializer):
+    model_version = serializers.CharField()
+    recommendations = serializers.DictField(child=UserRecommendationsOutput())
+
+
+class SimilarItemsInput(serializers.Serializer):
+    item = serializers.CharField(max_length=128)
+    k = serializers.IntegerField(min_value=1, max_value=100, default=10)
+
+
+class SimilarItemsOutput(serializers.Serializer):
+    model_version = serializers.CharField()
+    item_id = serializers.CharField()
+    items = ItemOutput(many=True)
+
+
+class ReloadModelInput(serializers.Serializer):
+    version = serializers.CharField(required=False, max_length=64)
+
+
+class ReloadModelOutput(serializers.Serializer):
+    model_version = serializers.CharField()
+    previous_version = serializers.CharField(allow_null=True)
+
+
+class ReloadDataInput(serializers.Serializer):
+    force = serializers.BooleanField(default=False)
+
+
+class ReloadDataOutput(serializers.Serializer):
+    source = serializers.CharField()
+    path = serializers.CharField()
+    skipped = serializers.BooleanField()
+    counts = serializers.DictField(child=serializers.IntegerField())
+    report = serializers.DictField(child=serializers.IntegerField())
+
+
+class HealthOutput(serializers.Serializer):
+    status = serializers.CharField()
+    model_version = serializers.CharField(allow_null=True)
+    database = serializers.CharField()
+
+
+class ErrorDetail(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class ErrorOutput(serializers.Serializer):
+    error = ErrorDetail()

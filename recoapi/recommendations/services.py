@@ -1,0 +1,224 @@
+"""Recommendation use cases: serving, reloading, model versions."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+
+from modeling import artifacts
+from modeling.errors import ArtifactError
+from modeling.recommender import History
+from recoapi.catalog import selectors as catalog_selectors
+from recoapi.catalog.services import data_import
+from recoapi.exceptions import ApplicationError, NotFound, ServiceUnavailable
+from recoapi.recommendations.engine import Engine, registry
+from recoapi.recommendations.models import ModelVersion
+
+logger = logging.getLogger(__name__)
+
+
+def _engine_or_503() -> Engine:
+    engine = registry.current()
+    if engine is None:
+        raise ServiceUnavailable(
+            "No active model. Train one with `python manage.py train --activate`.", code="no_model"
+        )
+    return engine
+
+
+def _item_payload(engine: Engine, position: int, score: float) -> dict[str, Any]:
+    info = engine.items[position]
+    return {"item_id": str(engine.recommender.item_ids[position]), "score": round(float(score), 6),
+            "title": info.title, "brand": info.brand, "category": info.category, "price": info.price}
+
+
+def recommendation_list(*, user_ids: list[str], k: int, category: str | None = None) -> dict[str, Any]:
+    """Top-k products for each shopper, with the strategy used.
+
+    Known to the model -> "two_tower"; in the database with a history but not in the
+    model -> "content"; otherwise -> "popular". Products a shopper already interacted
+    with are never recommended to them.
+
+    Returns:
+        ``{"model_version": str, "recommendations": {user_id: {"strategy", "items": [...]}}}``.
+    """
+    engine = _engine_or_503()
+    raw = catalog_selectors.shopper_histories(ids=user_ids)
+    histories = {
+        user: History(item_ids=np.asarray([r[0] for r in rows], dtype=object),
+                      timestamps=np.asarray([r[1] for r in rows], dtype=np.int64),
+                      weights=np.asarray([r[2] for r in rows], dtype=np.float64))
+        for user, rows in raw.items()
+    }
+    allowed = engine.category_mask(category) if category else None
+    rankings = engine.recommender.recommend(user_ids, histories, k, allowed)
+    return {
+        "model_version": engine.version,
+        "recommendations": {
+            user: {
+                "strategy": rankings[user].strategy,
+                "items": [_item_payload(engine, int(p), float(s))
+                          for p, s in zip(rankings[user].items, rankings[user].scores, strict=True)],
+            }
+            for user in user_ids
+        },
+    }
+
+
+def similar_item_list(*, item_id: str, k: int) -> dict[str, Any]:
+    """The k products nearest to ``item_id`` in the candidate-tower space.
+
+    Raises:
+        NotFound: when the product is not in the active model.
+    """
+    engine = _engine_or_503()
+    positions = engine.recommender.item_positions([item_id])
+    if len(positions) == 0:
+        raise NotFound(f"Product {item_id!r} is not in the active model.", code="unknown_item")
+    query = np.asarray(engine.recommender.item_vectors[positions], dtype=np.float32)
+    top, scores = engine.recommender.rank(query, [positions], k)
+    valid = top[0] >= 0
+    return {"model_version": engine.version, "item_id": item_id,
+            "items": [_item_payload(engine, int(p), float(s)) for p, s in zip(top[0][valid], scores[0][valid],
+                                                                             strict=True)]}
+
+
+def _read_manifest(models_dir: Path, version: str) -> dict[str, Any]:
+    return json.loads((models_dir / version / artifacts.MANIFEST_FILE).read_text(encoding="utf-8"))
+
+
+@transaction.atomic
+def model_version_sync() -> list[ModelVersion]:
+    """Mirror the bundles in models/ (and the ACTIVE pointer) into the ModelVersion table."""
+    models_dir = Path(settings.RECO_MODELS_DIR)
+    active = artifacts.read_active(models_dir)
+    versions = artifacts.list_versions(models_dir)
+    rows = []
+    for version in versions:
+        try:
+            manifest = _read_manifest(models_dir, version)
+        except (OSError, json.JSONDecodeError):
+            logger.warning("skipping model %s: unreadable manifest", version)
+            continue
+        row, _ = ModelVersion.objects.update_or_create(
+            version=version,
+            defaults={
+                "created_at": datetime.fromisoformat(manifest["created"]),
+                "is_active": version == active,
+                "metrics": manifest.get("metrics", {}),
+                "params": manifest.get("params", {}),
+                "counts": manifest.get("data_counts", manifest.get("counts", {})),
+            },
+        )
+        rows.append(row)
+    ModelVersion.objects.exclude(version__in=versions).delete()
+    return rows
+
+
+def model_reload(*, version: str | None = None) -> dict[str, Any]:
+    """Load the newest (or the given) bundle and make it the active model.
+
+    The bundle is loaded and checked before anything changes; a broken bundle is
+    refused and the current model keeps serving.
+
+    Raises:
+        NotFound: no such version / no model at all.
+        ApplicationError: the bundle is broken (code "invalid_model").
+    """
+    models_dir = Path(settings.RECO_MODELS_DIR)
+    versions = artifacts.list_versions(models_dir)
+    if version is None:
+        if not versions:
+            raise NotFound("No trained model in the models directory.", code="no_model")
+        version = versions[-1]
+    elif version not in versions:
+        raise NotFound(f"No model version {version!r}.", code="unknown_version")
+    previous = registry.current()
+    try:
+        engine = registry.activate(version)
+    except ArtifactError as exc:
+        logger.error("refused model %s: %s", version, exc)
+        raise ApplicationError(
+            f"Model {version} cannot be loaded and was not activated: {_public(exc)}", code="invalid_model",
+            status_code=422,
+        ) from exc
+    model_version_sync()
+    return {"model_version": engine.version, "previous_version": previous.version if previous else None}
+
+
+def _public(exc: Exception) -> str:
+    """An error message without server paths."""
+    text = str(exc)
+    models_dir = str(Path(settings.RECO_MODELS_DIR))
+    return text.replace(models_dir + "/", "").replace(models_dir, "models")
+
+
+def data_reload(*, force: bool = False) -> dict[str, Any]:
+    """Re-import the configured data files and refresh the serving caches."""
+    result = data_import(source=settings.RECO_DATA_SOURCE, path=settings.RECO_DATA_PATH, force=force)
+    registry.refresh()
+    payload = result.as_dict()
+    path = Path(result.path)
+    if path.is_relative_to(settings.BASE_DIR):
+        payload["path"] = str(path.relative_to(settings.BASE_DIR))
+    else:
+        payload["path"] = path.name
+    return payload
+
+
+def model_train(
+    *,
+    params: Any,
+    activate: bool = False,
+    force: bool = False,
+    on_epoch: Any = None,
+) -> dict[str, Any]:
+    """Train a two-tower model on the imported data and embeddings; publish a bundle.
+
+    Skipped (the existing version is returned) when a bundle trained from the same data,
+    embeddings and parameters exists, unless ``force``.
+
+    Args:
+        params: :class:`modeling.two_tower.TwoTowerParams`.
+        activate: point models/ACTIVE at the result.
+        force: train even when an identical run exists.
+        on_epoch: progress callback, see :func:`modeling.train.train_model`.
+
+    Returns:
+        ``{"version", "skipped", "activated", "metrics", "train_seconds", "examples_per_second"}``.
+    """
+    from modeling import datasets as ds
+    from modeling import train as training
+    from modeling.embeddings import load_embeddings
+
+    models_dir = Path(settings.RECO_MODELS_DIR)
+    data = ds.read_snapshot(settings.RECO_PROCESSED_DIR)
+    embeddings = load_embeddings(settings.RECO_EMBEDDINGS_DIR)
+    if embeddings.manifest.get("data_fingerprint") != data.fingerprint:
+        raise ApplicationError("The embeddings were built from other data; run `manage.py build_embeddings` first.",
+                               code="stale_embeddings")
+    fingerprint = training.training_fingerprint(data.fingerprint, embeddings.manifest["fingerprint"], params)
+    existing = None if force else training.find_trained_version(models_dir, fingerprint)
+    if existing is not None:
+        manifest = _read_manifest(models_dir, existing)
+        result = {"version": existing, "skipped": True, "metrics": manifest.get("metrics", {}),
+                  "train_seconds": manifest.get("train_seconds"),
+                  "examples_per_second": manifest.get("examples_per_second")}
+    else:
+        trained = training.train_model(data, embeddings, params, on_epoch=on_epoch)
+        path = training.publish(trained, data, embeddings, models_dir)
+        result = {"version": path.name, "skipped": False, "metrics": trained.metrics,
+                  "train_seconds": round(trained.train_seconds, 2),
+                  "examples_per_second": round(trained.examples_per_second, 1)}
+    if activate:
+        artifacts.load_bundle(models_dir / result["version"])  # refuse a broken bundle before pointing at it
+        artifacts.set_active(models_dir, result["version"])
+    model_version_sync()
+    return {**result, "activated": activate}

@@ -1,0 +1,153 @@
+"""Django settings of the recommendation service.
+
+Everything that differs between machines comes from environment variables
+(see README "Configuration"); defaults suit a local demo.
+"""
+
+from __future__ import annotations
+
+from modeling import runtime as _runtime  # noqa: F401  (first: environment for TensorFlow)
+
+from pathlib import Path  # noqa: E402
+
+import dj_database_url  # noqa: E402
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+
+from modeling.datasets import SOURCES  # noqa: E402
+from recoapi.env import env_bool, env_choice, env_int, env_list, env_str  # noqa: E402
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+PRODUCTION = env_bool("RECO_PRODUCTION", False)
+if PRODUCTION:
+    SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+    if DEBUG:
+        raise ImproperlyConfigured("DJANGO_DEBUG must be off when RECO_PRODUCTION is on")
+    ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "")
+    if not ALLOWED_HOSTS:
+        raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS is required when RECO_PRODUCTION is on")
+else:
+    SECRET_KEY = env_str("DJANGO_SECRET_KEY", "insecure-local-development-key-do-not-use-in-production")
+    ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "recoapi.catalog",
+    "recoapi.recommendations",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "recoapi.urls"
+WSGI_APPLICATION = "recoapi.wsgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.config(
+        env="DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=60
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "recoapi.exceptions.api_exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Recommendation service API",
+    "DESCRIPTION": "Top-N product recommendations for known, new and anonymous shoppers.",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- The service's own settings -------------------------------------------------------------
+RECO_DATA_SOURCE = env_choice("RECO_DATA_SOURCE", "amazon2018", SOURCES)
+RECO_DATA_PATH = Path(env_str("RECO_DATA_PATH", str(BASE_DIR / "data" / "raw" / "demo")))
+RECO_PROCESSED_DIR = Path(env_str("RECO_PROCESSED_DIR", str(BASE_DIR / "data" / "processed")))
+RECO_EMBEDDINGS_DIR = Path(env_str("RECO_EMBEDDINGS_DIR", str(BASE_DIR / "embeddings")))
+RECO_MODELS_DIR = Path(env_str("RECO_MODELS_DIR", str(BASE_DIR / "models")))
+RECO_TEXT_MODEL_PATH = env_str("RECO_TEXT_MODEL_PATH", "") or None
+# How often (seconds) a worker looks at models/ACTIVE for a newer version.
+RECO_ACTIVE_CHECK_SECONDS = float(env_str("RECO_ACTIVE_CHECK_SECONDS", "1.0"))
+RECO_MAX_K = env_int("RECO_MAX_K", 100)
+RECO_MAX_USERS = env_int("RECO_MAX_USERS", 100)
+
+LOGS_DIR = Path(env_str("RECO_LOGS_DIR", str(BASE_DIR / "logs")))
+LOG_LEVEL = env_choice("RECO_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
+CONSOLE_LOG_LEVEL = env_choice("RECO_CONSOLE_LOG_LEVEL", "WARNING", ("DEBUG", "INFO", "WARNING", "ERROR"))
+LOGS_DIR.mkdir(parents=True, exist_ok=True)
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "level": CONSOLE_LOG_LEVEL},
+        "file": {
+            "class": "logging.handlers.RotatingFileHandler",
+            "filename": str(LOGS_DIR / "recoapi.log"),
+            "maxBytes": 10 * 1024 * 1024,
+            "backupCount": 5,
+            "formatter": "plain",
+        },
+    },
+    "root": {"handlers": ["console", "file"], "level": "WARNING"},
+    "loggers": {
+        "recoapi": {"level": LOG_LEVEL},
+        "modeling": {"level": LOG_LEVEL},
+        "django.request": {"level": "ERROR"},
+        "tensorflow": {"level": "ERROR"},
+    },
+}

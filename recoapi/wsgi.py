@@ -1,0 +1,10 @@
+"""WSGI entry point (gunicorn recoapi.wsgi)."""
+
+from modeling import runtime as _runtime  # noqa: F401  (first: environment for TensorFlow)
+
+import os  # noqa: E402
+
+from django.core.wsgi import get_wsgi_application  # noqa: E402
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "recoapi.settings")
+application = get_wsgi_application()
