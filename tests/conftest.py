@@ -1,0 +1,73 @@
+"""Shared fixtures: a tiny demo shop run through the real pipeline once per session."""
+
+from __future__ import annotations
+
+from modeling import runtime as _runtime  # noqa: F401  (first: environment for TensorFlow)
+
+import shutil  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from modeling import datasets as ds  # noqa: E402
+from modeling.synthetic import DemoParams, generate_demo_data  # noqa: E402
+
+SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+TINY = DemoParams(n_users=150, n_items=60, n_interactions=1800, seed=7)
+
+
+@dataclass
+class Pipeline:
+    """Paths of a fully built tiny pipeline: raw files -> snapshot -> embeddings -> bundle."""
+
+    raw: Path
+    processed: Path
+    embeddings: Path
+    models: Path
+    version: str
+    data: ds.CanonicalData
+
+
+@pytest.fixture(scope="session")
+def tiny_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Amazon-format files of a tiny demo shop."""
+    path = tmp_path_factory.mktemp("raw")
+    generate_demo_data(path, TINY, progress=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory: pytest.TempPathFactory, tiny_raw: Path) -> Pipeline:
+    """The real pipeline on the tiny shop (embeddings with MiniLM, TFRS training, bundle written and active)."""
+    from modeling import artifacts
+    from modeling.embeddings import build_embeddings, load_embeddings
+    from modeling.train import publish, train_model
+    from modeling.two_tower import TwoTowerParams
+
+    root = tmp_path_factory.mktemp("pipeline")
+    data = ds.load_amazon2018(tiny_raw)
+    ds.write_snapshot(data, root / "processed", source="amazon2018")
+    build_embeddings(data, root / "embeddings", progress=False)
+    embeddings = load_embeddings(root / "embeddings")
+    result = train_model(data, embeddings, TwoTowerParams(epochs=3, batch_size=128, seed=1))
+    bundle = publish(result, data, embeddings, root / "models")
+    artifacts.set_active(root / "models", bundle.name)
+    return Pipeline(raw=tiny_raw, processed=root / "processed", embeddings=root / "embeddings",
+                    models=root / "models", version=bundle.name, data=data)
+
+
+@pytest.fixture
+def models_copy(pipeline: Pipeline, tmp_path: Path) -> Path:
+    """A private copy of the pipeline's models/ directory, safe to modify."""
+    target = tmp_path / "models"
+    shutil.copytree(pipeline.models, target)
+    return target
+
+
+def shared_dataset(name: str) -> Path:
+    """Path of a dataset under ../shared/datasets, skipping the test when it is absent."""
+    path = SHARED_DATASETS / name
+    if not path.is_dir():
+        pytest.skip(f"shared dataset {name} not available")
+    return path

@@ -1,0 +1,110 @@
+"""Bundle save/load round trip, refusal of broken bundles, the ACTIVE pointer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modeling import artifacts
+from modeling import datasets as ds
+from modeling.embeddings import load_embeddings
+from modeling.errors import ArtifactError
+from modeling.recommender import CONTENT, POPULAR, TWO_TOWER, History, Recommender
+from modeling.train import build_features, publish, train_model, tower_vectors
+from modeling.two_tower import TwoTowerParams
+from tests.conftest import Pipeline
+
+
+def test_round_trip_gives_identical_top_k(pipeline: Pipeline, tmp_path: Path) -> None:
+    data = pipeline.data
+    embeddings = load_embeddings(pipeline.embeddings)
+    result = train_model(data, embeddings, TwoTowerParams(epochs=1, batch_size=128, seed=3))
+    bundle_dir = publish(result, data, embeddings, tmp_path)
+    loaded = Recommender(artifacts.load_bundle(bundle_dir))
+
+    users = data.users[ds.USER_ID].astype(str).to_numpy()
+    items = data.items[ds.ITEM_ID].astype(str).to_numpy()
+    features = build_features(data.interactions, users, items, embeddings)
+    user_vectors, item_vectors = tower_vectors(result.model, features)
+    exclude = [np.array([], dtype=np.int64)] * len(users)
+    expected = np.argsort(-(user_vectors @ item_vectors.T), axis=1, kind="stable")[:, :10]
+    got, _ = loaded.rank(loaded.known_user_vectors(list(users)), exclude, 10)
+    assert np.array_equal(got, expected)
+
+    # The saved query tower computes the same vectors as the in-memory one.
+    import tensorflow as tf
+
+    served = loaded.bundle.query_tower().serve(
+        user_id=tf.constant(users[:5]), user_text=tf.constant(features.user_text[:5]),
+        user_behaviour=tf.constant(features.user_behaviour[:5]))
+    assert np.allclose(served.numpy(), user_vectors[:5], atol=1e-5)
+
+
+def test_bundle_arrays_are_memory_mapped_and_read_only(pipeline: Pipeline) -> None:
+    bundle = artifacts.load_bundle(pipeline.models / pipeline.version)
+    assert isinstance(bundle.arrays.item_vectors, np.memmap)
+    assert not bundle.arrays.item_vectors.flags.writeable
+    assert bundle.manifest["libraries"]["tensorflow-recommenders"] == "0.7.7"
+
+
+def test_recommender_strategies_and_exclusions(pipeline: Pipeline) -> None:
+    rec = Recommender(artifacts.load_bundle(pipeline.models / pipeline.version))
+    inter = pipeline.data.interactions
+    known = str(inter[ds.USER_ID].iloc[0])
+    rows = inter[inter[ds.USER_ID] == known]
+    history = History(rows[ds.ITEM_ID].to_numpy(dtype=object), rows[ds.TIMESTAMP].to_numpy(),
+                      rows[ds.WEIGHT].to_numpy())
+    result = rec.recommend([known, "newcomer", "stranger"], {known: history, "newcomer": history}, k=10)
+    assert result[known].strategy == TWO_TOWER
+    assert result["newcomer"].strategy == CONTENT
+    assert result["stranger"].strategy == POPULAR
+    seen = set(rec.item_positions(history.item_ids).tolist())
+    for user in (known, "newcomer"):
+        assert len(result[user].items) == 10
+        assert not seen & set(result[user].items.tolist())
+        assert np.all(np.diff(result[user].scores) <= 0)
+    assert result["stranger"].items[0] == int(np.argmax(rec.popularity))
+
+
+def test_write_is_atomic_when_saving_fails(pipeline: Pipeline, tmp_path: Path) -> None:
+    bundle = artifacts.load_bundle(pipeline.models / pipeline.version)
+
+    def failing(directory: Path) -> None:
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        artifacts.write_bundle(tmp_path, bundle.arrays, {}, failing)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: (p / "item_vectors.npy").unlink(), "item_vectors.npy: missing"),
+    (lambda p: np.save(p / "user_vectors.npy", np.zeros((3, 7), dtype=np.float32)), "user_vectors has shape"),
+    (lambda p: (p / "manifest.json").write_text("{not json"), "unreadable manifest"),
+    (lambda p: (p / "query_tower" / "saved_model.pb").unlink(), "missing query_tower"),
+])
+def test_broken_bundles_are_refused(models_copy: Path, pipeline: Pipeline, damage, message: str) -> None:
+    path = models_copy / pipeline.version
+    damage(path)
+    with pytest.raises(ArtifactError, match=message):
+        artifacts.load_bundle(path)
+
+
+def test_other_embedding_size_is_refused(models_copy: Path, pipeline: Pipeline) -> None:
+    path = models_copy / pipeline.version
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["dim"] = 999
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="manifest says 999"):
+        artifacts.load_bundle(path)
+
+
+def test_active_pointer(models_copy: Path, pipeline: Pipeline) -> None:
+    assert artifacts.read_active(models_copy) == pipeline.version
+    assert artifacts.list_versions(models_copy) == [pipeline.version]
+    with pytest.raises(ArtifactError, match="no model version"):
+        artifacts.set_active(models_copy, "20990101T000000Z")
+    assert artifacts.read_active(models_copy) == pipeline.version

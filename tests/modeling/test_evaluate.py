@@ -1,0 +1,89 @@
+"""Metrics against hand-computed values, the split and full-ranking top-k."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from modeling import datasets as ds
+from modeling.evaluate import (
+    catalogue_coverage,
+    evaluate_leave_last_out,
+    hit_rate_at_k,
+    leave_last_out_split,
+    ndcg_at_k,
+    popularity_scores,
+    recall_at_k,
+    seen_items,
+    top_k,
+)
+
+
+def test_hit_rate_and_ndcg_hand_computed() -> None:
+    ranked = np.array([[3, 1, 2], [0, 1, 2], [2, 0, 1]])
+    targets = np.array([1, 5, 2])
+    # user 0 hit at rank 2, user 1 miss, user 2 hit at rank 1
+    assert hit_rate_at_k(ranked, targets, 3) == pytest.approx(2 / 3)
+    assert hit_rate_at_k(ranked, targets, 1) == pytest.approx(1 / 3)
+    assert ndcg_at_k(ranked, targets, 3) == pytest.approx((1 / np.log2(3) + 0 + 1.0) / 3)
+
+
+def test_perfect_and_empty_rankings_give_limits() -> None:
+    ranked = np.array([[4, 0], [7, 1]])
+    assert hit_rate_at_k(ranked, np.array([4, 7]), 2) == 1.0
+    assert ndcg_at_k(ranked, np.array([4, 7]), 2) == 1.0
+    assert hit_rate_at_k(ranked, np.array([9, 9]), 2) == 0.0
+    assert ndcg_at_k(ranked, np.array([9, 9]), 2) == 0.0
+
+
+def test_recall_and_coverage_hand_computed() -> None:
+    ranked = np.array([[0, 1], [0, 2]])
+    assert recall_at_k(ranked, [np.array([1, 5]), np.array([2])], 2) == pytest.approx((0.5 + 1.0) / 2)
+    assert catalogue_coverage(ranked, n_items=6, k=2) == pytest.approx(3 / 6)
+
+
+def test_top_k_excludes_items_and_orders_by_score() -> None:
+    scores = np.array([[0.1, 0.9, 0.5, 0.7], [0.4, 0.3, 0.2, 0.1]])
+    idx, top = top_k(scores, 2, [np.array([1]), np.array([], dtype=int)])
+    assert idx.tolist() == [[3, 2], [0, 1]]
+    assert top[0].tolist() == pytest.approx([0.7, 0.5])
+
+
+def test_top_k_pads_when_too_few_items_remain() -> None:
+    idx, top = top_k(np.array([[0.5, 0.2, 0.1]]), 3, [np.array([0, 2])])
+    assert idx.tolist() == [[1, -1, -1]]
+    assert np.isneginf(top[0, 1:]).all()
+
+
+def _interactions(rows: list[tuple[str, str, int]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=[ds.USER_ID, ds.ITEM_ID, ds.TIMESTAMP])
+    frame[ds.WEIGHT] = 1.0
+    return frame
+
+
+def test_leave_last_out_holds_out_last_two_distinct_items() -> None:
+    frame = _interactions([
+        ("u1", "a", 1), ("u1", "b", 2), ("u1", "c", 3), ("u1", "d", 4), ("u1", "c", 5),
+        ("u2", "a", 1), ("u2", "b", 2),  # only 2 distinct items: all train
+    ])
+    split = leave_last_out_split(frame)
+    assert split.test[[ds.USER_ID, ds.ITEM_ID]].values.tolist() == [["u1", "c"]]
+    assert split.validation[[ds.USER_ID, ds.ITEM_ID]].values.tolist() == [["u1", "d"]]
+    train_pairs = set(map(tuple, split.train[[ds.USER_ID, ds.ITEM_ID]].values.tolist()))
+    assert train_pairs == {("u1", "a"), ("u1", "b"), ("u2", "a"), ("u2", "b")}
+
+
+def test_evaluate_with_an_oracle_scorer_is_perfect_and_popularity_is_not() -> None:
+    n_items = 5
+    test_users, test_items = np.array([0, 1]), np.array([3, 4])
+    seen = seen_items(np.array([0, 1, 1]), np.array([0, 0, 1]), 2)
+    oracle = np.zeros((2, n_items))
+    oracle[0, 3] = oracle[1, 4] = 1.0
+    result = evaluate_leave_last_out(lambda u: oracle[u], test_users, test_items, seen, n_items, k=1, k_recall=2)
+    assert result["hr@1"] == 1.0 and result["ndcg@1"] == 1.0
+    popularity = popularity_scores(np.array([0, 0, 1, 2]), np.ones(4), n_items)
+    assert popularity.tolist() == [2, 1, 1, 0, 0]
+    result = evaluate_leave_last_out(lambda u: np.tile(popularity, (len(u), 1)), test_users, test_items, seen,
+                                     n_items, k=1, k_recall=2)
+    assert result["hr@1"] == 0.0

@@ -1,0 +1,58 @@
+"""The two-tower model learns the demo shop's hidden tastes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modeling import datasets as ds
+from modeling.embeddings import build_embeddings, load_embeddings
+from modeling.errors import TrainingError
+from modeling.synthetic import DemoParams, generate_demo_data
+from modeling.train import train_model, training_fingerprint
+from modeling.two_tower import TwoTowerParams
+from tests.conftest import Pipeline
+
+
+def test_two_tower_beats_popularity_on_held_out_demo_interactions(tmp_path: Path) -> None:
+    generate_demo_data(tmp_path / "raw", DemoParams(n_users=800, n_items=250, n_interactions=12_000, seed=11),
+                       progress=False)
+    data = ds.load_amazon2018(tmp_path / "raw")
+    build_embeddings(data, tmp_path / "emb", progress=False)
+    result = train_model(data, load_embeddings(tmp_path / "emb"), TwoTowerParams(epochs=8, seed=5))
+    model, popular = result.metrics["two_tower"], result.metrics["popularity"]
+    assert model["users"] == 800
+    # Full ranking over all 250 products, training items excluded, fixed seeds.
+    assert model["hr@10"] >= popular["hr@10"] + 0.08, result.metrics
+    assert model["ndcg@10"] >= 1.5 * popular["ndcg@10"], result.metrics
+    assert model["coverage@10"] > popular["coverage@10"]
+    assert result.history and result.best_epoch >= 1
+
+
+def test_training_history_and_metrics_are_recorded(pipeline: Pipeline) -> None:
+    import json
+
+    manifest = json.loads((pipeline.models / pipeline.version / "manifest.json").read_text())
+    assert set(manifest["metrics"]) == {"two_tower", "popularity"}
+    assert 1 <= len(manifest["history"]) <= 3
+    assert manifest["params"]["epochs"] == 3
+    assert manifest["examples_per_second"] > 0
+
+
+def test_training_fingerprint_depends_on_data_embeddings_and_params() -> None:
+    base = training_fingerprint("d", "e", TwoTowerParams())
+    assert base == training_fingerprint("d", "e", TwoTowerParams())
+    assert base != training_fingerprint("d2", "e", TwoTowerParams())
+    assert base != training_fingerprint("d", "e2", TwoTowerParams())
+    assert base != training_fingerprint("d", "e", TwoTowerParams(epochs=2))
+
+
+def test_too_little_data_is_refused(pipeline: Pipeline) -> None:
+    data = pipeline.data
+    one_user = ds.CanonicalData(items=data.items, users=data.users.iloc[:1],
+                                interactions=data.interactions.iloc[:3], fingerprint="x")
+    with pytest.raises(TrainingError, match="at least 2 users"):
+        train_model(one_user, load_embeddings(pipeline.embeddings))
+    assert np.isfinite(0.0)
