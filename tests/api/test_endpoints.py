@@ -1,0 +1,261 @@
+"""Every endpoint through the Django test client, including bad input and unknown shoppers."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+
+import pytest
+from rest_framework.test import APIClient
+
+from modeling import artifacts
+from modeling import datasets as ds
+from recoapi.catalog.models import Interaction, Product, Shopper
+from tests.conftest import Pipeline
+
+ITEM_FIELDS = {"item_id", "score", "title", "brand", "category", "price"}
+
+
+def assert_error(response, status: int, code: str | None = None) -> None:
+    assert response.status_code == status, response.content
+    assert response["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
+    assert body["error"]["message"]
+    if code:
+        assert body["error"]["code"] == code
+
+
+def a_known_user(service: Pipeline) -> str:
+    return str(service.data.interactions[ds.USER_ID].iloc[0])
+
+
+# --------------------------------------------------------------------------- random_users
+
+
+def test_random_users_returns_distinct_known_shoppers(service: Pipeline, client: APIClient) -> None:
+    response = client.get("/random_users", {"n": 7})
+    assert response.status_code == 200
+    users = response.json()["users"]
+    assert len(users) == len(set(users)) == 7
+    assert Shopper.objects.filter(id__in=users).count() == 7
+
+
+def test_random_users_defaults_to_five(service: Pipeline, client: APIClient) -> None:
+    assert len(client.get("/random_users").json()["users"]) == 5
+
+
+@pytest.mark.parametrize("n", ["-1", "0", "101", "abc", "2.5"])
+def test_random_users_rejects_bad_n(service: Pipeline, client: APIClient, n: str) -> None:
+    assert_error(client.get("/random_users", {"n": n}), 400, "invalid")
+
+
+# --------------------------------------------------------------------------- check_users
+
+
+def test_check_users_tells_known_from_unknown(service: Pipeline, client: APIClient) -> None:
+    known = a_known_user(service)
+    response = client.get("/check_users", {"users": f"{known},nobody"})
+    assert response.status_code == 200
+    assert response.json() == {known: True, "nobody": False}
+
+
+@pytest.mark.parametrize("users", [None, "", ",,", ",".join(f"u{i}" for i in range(101))])
+def test_check_users_rejects_missing_empty_or_too_many(service: Pipeline, client: APIClient, users) -> None:
+    params = {} if users is None else {"users": users}
+    assert_error(client.get("/check_users", params), 400, "invalid")
+
+
+# --------------------------------------------------------------------------- recommendations
+
+
+def test_known_user_gets_two_tower_items_without_already_seen(service: Pipeline, client: APIClient) -> None:
+    user = a_known_user(service)
+    response = client.get("/recommendations", {"users": user, "k": 5})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model_version"] == service.version
+    entry = body["recommendations"][user]
+    assert entry["strategy"] == "two_tower"
+    assert len(entry["items"]) == 5
+    assert all(set(item) == ITEM_FIELDS for item in entry["items"])
+    scores = [item["score"] for item in entry["items"]]
+    assert scores == sorted(scores, reverse=True)
+    seen = set(Interaction.objects.filter(shopper_id=user).values_list("product_id", flat=True))
+    assert not seen & {item["item_id"] for item in entry["items"]}
+    first = entry["items"][0]
+    product = Product.objects.get(id=first["item_id"])
+    assert (first["title"], first["brand"], first["category"]) == (product.title, product.brand, product.category)
+
+
+def test_unknown_user_gets_popular_items(service: Pipeline, client: APIClient) -> None:
+    response = client.get("/recommendations", {"users": "never-seen-before", "k": 3})
+    assert response.status_code == 200
+    entry = response.json()["recommendations"]["never-seen-before"]
+    assert entry["strategy"] == "popular"
+    counts = service.data.interactions[ds.ITEM_ID].value_counts()
+    assert entry["items"][0]["item_id"] == counts.index[0]
+    assert len(entry["items"]) == 3
+
+
+def test_shopper_added_after_training_gets_content_strategy(service: Pipeline, client: APIClient) -> None:
+    shopper = Shopper.objects.create(id="late-arrival")
+    products = list(Product.objects.order_by("id")[:2])
+    for product in products:
+        Interaction.objects.create(shopper=shopper, product=product, event="review",
+                                   occurred_at=datetime(2024, 1, 1, tzinfo=UTC))
+    response = client.get("/recommendations", {"users": "late-arrival", "k": 4})
+    entry = response.json()["recommendations"]["late-arrival"]
+    assert entry["strategy"] == "content"
+    assert len(entry["items"]) == 4
+    assert not {p.id for p in products} & {item["item_id"] for item in entry["items"]}
+
+
+def test_several_users_in_one_call_keep_their_order(service: Pipeline, client: APIClient) -> None:
+    user = a_known_user(service)
+    body = client.get("/recommendations", {"users": f"x1,{user},x2,x1", "k": 2}).json()
+    assert list(body["recommendations"]) == ["x1", user, "x2"]
+
+
+def test_category_filter_keeps_only_that_category(service: Pipeline, client: APIClient) -> None:
+    category = Product.objects.order_by("id").values_list("category", flat=True).first().split(" > ")[0]
+    body = client.get("/recommendations", {"users": f"{a_known_user(service)},nobody", "k": 5,
+                                           "category": category.lower()}).json()
+    for entry in body["recommendations"].values():
+        assert entry["items"]
+        assert all(item["category"].startswith(category) for item in entry["items"])
+
+
+@pytest.mark.parametrize("params", [
+    {},
+    {"users": ""},
+    {"users": "a", "k": 0},
+    {"users": "a", "k": 1000},
+    {"users": "a", "k": "ten"},
+    {"users": ",".join(f"u{i}" for i in range(101))},
+])
+def test_recommendations_reject_bad_input(service: Pipeline, client: APIClient, params) -> None:
+    assert_error(client.get("/recommendations", params), 400, "invalid")
+
+
+def test_recommendations_without_a_model_answer_503(settings, service: Pipeline, client: APIClient,
+                                                      tmp_path) -> None:
+    from recoapi.recommendations.engine import registry
+
+    settings.RECO_MODELS_DIR = tmp_path / "empty"
+    registry.reset()
+    assert_error(client.get("/recommendations", {"users": "a"}), 503, "no_model")
+
+
+# --------------------------------------------------------------------------- similar_items
+
+
+def test_similar_items_returns_other_products(service: Pipeline, client: APIClient) -> None:
+    item = str(service.data.items[ds.ITEM_ID].iloc[0])
+    response = client.get("/similar_items", {"item": item, "k": 4})
+    assert response.status_code == 200
+    items = response.json()["items"]
+    assert len(items) == 4 and item not in {i["item_id"] for i in items}
+
+
+def test_similar_items_of_unknown_product_is_404(service: Pipeline, client: APIClient) -> None:
+    assert_error(client.get("/similar_items", {"item": "no-such-product"}), 404, "unknown_item")
+    assert_error(client.get("/similar_items", {"k": 3}), 400, "invalid")
+
+
+# --------------------------------------------------------------------------- reloads
+
+
+def test_reloads_require_authentication(service: Pipeline, client: APIClient) -> None:
+    assert_error(client.post("/reload_model"), 401, "not_authenticated")
+    assert_error(client.post("/reload_data"), 401, "not_authenticated")
+
+
+def test_reloads_require_staff(service: Pipeline, shopper_client: APIClient) -> None:
+    assert_error(shopper_client.post("/reload_model"), 403, "permission_denied")
+    assert_error(shopper_client.post("/reload_data"), 403, "permission_denied")
+
+
+def test_reload_model_activates_the_newest_version(service: Pipeline, staff_client: APIClient, settings) -> None:
+    newer = "20990101T000000Z"
+    shutil.copytree(settings.RECO_MODELS_DIR / service.version, settings.RECO_MODELS_DIR / newer)
+    response = staff_client.post("/reload_model", format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["model_version"] == newer
+    assert artifacts.read_active(settings.RECO_MODELS_DIR) == newer
+    assert staff_client.get("/recommendations", {"users": "a"}).json()["model_version"] == newer
+    back = staff_client.post("/reload_model", {"version": service.version}, format="json")
+    assert back.json() == {"model_version": service.version, "previous_version": newer}
+
+
+def test_broken_bundle_is_refused_and_old_model_keeps_serving(service: Pipeline, staff_client: APIClient,
+                                                              settings) -> None:
+    broken = "20990101T000000Z"
+    shutil.copytree(settings.RECO_MODELS_DIR / service.version, settings.RECO_MODELS_DIR / broken)
+    (settings.RECO_MODELS_DIR / broken / "item_vectors.npy").write_bytes(b"garbage")
+    assert staff_client.get("/recommendations", {"users": "a"}).json()["model_version"] == service.version
+    response = staff_client.post("/reload_model", {"version": broken}, format="json")
+    assert_error(response, 422, "invalid_model")
+    assert str(settings.RECO_MODELS_DIR) not in response.json()["error"]["message"]
+    assert artifacts.read_active(settings.RECO_MODELS_DIR) == service.version
+    assert staff_client.get("/recommendations", {"users": "a"}).json()["model_version"] == service.version
+
+
+def test_reload_model_with_unknown_version_is_404(service: Pipeline, staff_client: APIClient) -> None:
+    assert_error(staff_client.post("/reload_model", {"version": "nope"}, format="json"), 404, "unknown_version")
+
+
+def test_reload_data_reimports_and_reports_counts(service: Pipeline, staff_client: APIClient) -> None:
+    Interaction.objects.all().delete()
+    response = staff_client.post("/reload_data", format="json")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["skipped"] is False
+    assert body["counts"] == service.data.counts()
+    assert Interaction.objects.count() == len(service.data.interactions)
+    again = staff_client.post("/reload_data", format="json").json()
+    assert again["skipped"] is True
+
+
+def test_reload_data_with_a_broken_file_changes_nothing(service: Pipeline, staff_client: APIClient, settings,
+                                                        tmp_path) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "Shop_5.json").write_text('{"reviewerID": "u1"}\n', encoding="utf-8")
+    settings.RECO_DATA_PATH = bad
+    before = Interaction.objects.count()
+    response = staff_client.post("/reload_data", format="json")
+    assert_error(response, 400, "invalid_data")
+    assert "line 1" in response.json()["error"]["message"]
+    assert Interaction.objects.count() == before
+
+
+def test_reload_rejects_malformed_json(service: Pipeline, staff_client: APIClient) -> None:
+    response = staff_client.post("/reload_model", "{not json", content_type="application/json")
+    assert_error(response, 400)
+
+
+# --------------------------------------------------------------------------- misc
+
+
+def test_health_reports_model_and_database(service: Pipeline, client: APIClient) -> None:
+    assert client.get("/health").json() == {"status": "ok", "model_version": service.version, "database": "ok"}
+
+
+def test_unknown_url_answers_json_404(service: Pipeline, client: APIClient) -> None:
+    assert_error(client.get("/no/such/endpoint"), 404, "not_found")
+
+
+def test_wrong_method_answers_json_405(service: Pipeline, client: APIClient) -> None:
+    assert_error(client.post("/recommendations"), 405)
+
+
+def test_openapi_schema_lists_every_endpoint(service: Pipeline, client: APIClient) -> None:
+    response = client.get("/api/schema", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    for path in ("/random_users", "/check_users", "/recommendations", "/similar_items", "/reload_data",
+                 "/reload_model", "/health"):
+        assert path in paths
+    parameters = {p["name"] for p in paths["/recommendations"]["get"]["parameters"]}
+    assert {"users", "k", "category"} <= parameters

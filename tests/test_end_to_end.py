@@ -1,0 +1,77 @@
+"""The real pipeline through the management commands, then the API, as `make demo` runs it."""
+
+from __future__ import annotations
+
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from rest_framework.test import APIClient
+
+from modeling import artifacts
+from recoapi.recommendations.engine import registry
+from recoapi.recommendations.models import ModelVersion
+
+
+def run(*args: str) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out, stderr=StringIO(), verbosity=1)
+    return out.getvalue()
+
+
+@pytest.fixture
+def workdir(settings, tmp_path: Path) -> Path:
+    settings.RECO_DATA_PATH = tmp_path / "raw"
+    settings.RECO_PROCESSED_DIR = tmp_path / "processed"
+    settings.RECO_EMBEDDINGS_DIR = tmp_path / "embeddings"
+    settings.RECO_MODELS_DIR = tmp_path / "models"
+    settings.RECO_ACTIVE_CHECK_SECONDS = 0.0
+    registry.reset()
+    yield tmp_path
+    registry.reset()
+
+
+@pytest.mark.django_db
+def test_commands_build_a_serving_pipeline_and_reruns_skip(workdir: Path) -> None:
+    out = run("generate_demo_data", "--users", "120", "--items", "50", "--interactions", "1400", "--seed", "5")
+    assert "Demo data written: 120 shoppers, 50 products" in out
+    assert "Imported 120 shoppers, 50 products" in run("load_data")
+    assert "Embeddings written" in run("build_embeddings")
+    out = run("train", "--activate", "--epochs", "2", "--batch-size", "128")
+    assert "test two_tower" in out and "test popularity" in out and "ready and activated" in out
+    version = artifacts.read_active(workdir / "models")
+    assert version and ModelVersion.objects.get(version=version).is_active
+    token = run("create_staff_user", "--username", "boss", "--password", "s3cret-pass").split("API token: ")[1]
+
+    client = APIClient()
+    user = client.get("/random_users", {"n": 1}).json()["users"][0]
+    body = client.get("/recommendations", {"users": f"{user},stranger", "k": 5}).json()
+    assert body["model_version"] == version
+    assert body["recommendations"][user]["strategy"] == "two_tower"
+    assert body["recommendations"]["stranger"]["strategy"] == "popular"
+    assert len(body["recommendations"][user]["items"]) == 5
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.strip()}")
+    assert client.post("/reload_model").json()["model_version"] == version
+
+    # A second `make demo` finds every stage current.
+    assert "Demo data is current" in run("generate_demo_data", "--users", "120", "--items", "50",
+                                         "--interactions", "1400", "--seed", "5")
+    assert "import skipped" in run("load_data")
+    assert "Embeddings are current" in run("build_embeddings")
+    assert "training skipped" in run("train", "--activate", "--epochs", "2", "--batch-size", "128")
+    assert artifacts.list_versions(workdir / "models") == [version]
+    assert "curl" in run("demo_examples")
+
+
+@pytest.mark.django_db
+def test_commands_fail_with_clear_messages(workdir: Path) -> None:
+    with pytest.raises(CommandError, match="no such file or directory"):
+        run("load_data", "--path", str(workdir / "missing"))
+    with pytest.raises(CommandError, match="run `manage.py load_data` first"):
+        run("build_embeddings")
+    with pytest.raises(CommandError, match="exceeds half"):
+        run("generate_demo_data", "--users", "10", "--items", "10", "--interactions", "60")
+    with pytest.raises(CommandError, match="--epochs must be at least 1"):
+        run("train", "--epochs", "0")
