@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install serve pipeline migrate clean-artifacts
+.PHONY: demo test lint install serve pipeline migrate clean-artifacts
 
 $(STAMP): pyproject.toml constraints.txt
 	@echo "==> Installing into $(VENV) (pinned by constraints.txt)"
@@ -43,6 +43,7 @@ serve: migrate
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py
 
 test: install
+	$(VENV)/bin/ruff check modeling recoapi tests manage.py
 	$(PY) -m pytest
 
 clean-artifacts:

@@ -143,9 +143,9 @@ class Bundle:
 
 
 def _load_saved_model(path: Path) -> Any:
-    from modeling import runtime as _runtime  # noqa: F401
-
     import tensorflow as tf
+
+    from modeling import runtime as _runtime  # noqa: F401
 
     try:
         return tf.saved_model.load(str(path))

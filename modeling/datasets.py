@@ -197,7 +197,10 @@ def find_amazon_files(path: Path) -> tuple[Path, Path | None]:
         return path, (meta[0] if meta else None)
     if not path.is_dir():
         raise DataValidationError("no such file or directory", path=str(path))
-    candidates = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".") and re.search(r"\.json(l)?(\.gz)?$", p.name))
+    candidates = sorted(
+        p for p in path.iterdir()
+        if p.is_file() and not p.name.startswith(".") and re.search(r"\.json(l)?(\.gz)?$", p.name)
+    )
     metas = [p for p in candidates if p.name.startswith("meta_")]
     reviews = [p for p in candidates if not p.name.startswith("meta_")]
     if len(reviews) != 1:

@@ -305,7 +305,9 @@ def load_embeddings(directory: Path | str) -> Embeddings:
                       user_ids=user_ids, user_text=user_text, manifest=manifest)
 
 
-def _group_mean(keys: np.ndarray, vectors: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _group_mean(
+    keys: np.ndarray, vectors: np.ndarray, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Weighted mean of ``vectors`` (n, d) per key (n,), then unit-normalised.
 
     Returns:

@@ -13,7 +13,7 @@ from modeling import datasets as ds
 from modeling.embeddings import load_embeddings
 from modeling.errors import ArtifactError
 from modeling.recommender import CONTENT, POPULAR, TWO_TOWER, History, Recommender
-from modeling.train import build_features, publish, train_model, tower_vectors
+from modeling.train import build_features, publish, tower_vectors, train_model
 from modeling.two_tower import TwoTowerParams
 from tests.conftest import Pipeline
 
