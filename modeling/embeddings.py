@@ -125,12 +125,7 @@ class Embeddings:
 
     def item_matrix_for(self, item_ids: np.ndarray) -> np.ndarray:
         """Text vectors for ``item_ids`` (n,), zeros for unknown ids. Returns (n, dim) float32."""
-        index = pd.Index(self.item_ids)
-        positions = index.get_indexer(item_ids)
-        out = np.zeros((len(item_ids), self.dim), dtype=np.float32)
-        found = positions >= 0
-        out[found] = self.item_text[positions[found]]
-        return out
+        return _rows_for(self.item_ids, self.item_text, item_ids)
 
     def user_text_from_history(self, user_idx: np.ndarray, texts: np.ndarray, n_users: int) -> np.ndarray:
         """Mean review-text vector per user over the given history rows.
@@ -152,12 +147,16 @@ class Embeddings:
 
     def user_matrix_for(self, user_ids: np.ndarray) -> np.ndarray:
         """Review-text vectors for ``user_ids`` (n,), zeros for users without text. Returns (n, dim)."""
-        index = pd.Index(self.user_ids)
-        positions = index.get_indexer(user_ids)
-        out = np.zeros((len(user_ids), self.dim), dtype=np.float32)
-        found = positions >= 0
-        out[found] = self.user_text[positions[found]]
-        return out
+        return _rows_for(self.user_ids, self.user_text, user_ids)
+
+
+def _rows_for(vocabulary: np.ndarray, matrix: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Rows of ``matrix`` (aligned with ``vocabulary``) for ``ids`` (n,); zeros for ids not in it."""
+    positions = pd.Index(vocabulary).get_indexer(ids)
+    out = np.zeros((len(ids), matrix.shape[1]), dtype=np.float32)
+    found = positions >= 0
+    out[found] = matrix[positions[found]]
+    return out
 
 
 def _vectors_table(id_name: str, ids: np.ndarray, vectors: np.ndarray) -> pa.Table:
