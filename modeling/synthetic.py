@@ -12,8 +12,9 @@ How the data is drawn (deterministic for a given seed):
 - each shopper has a hidden taste: one to three favourite sub-categories and a
   favourite brand;
 - each interaction is, with probability ``taste_strength``, a product of a
-  favourite sub-category (brand-preferring, popularity-weighted), otherwise a
-  product drawn by popularity alone; a shopper never reviews the same product twice;
+  favourite sub-category (popularity-weighted; 30% of those from the favourite
+  brand), otherwise a product drawn by popularity alone; a shopper never reviews
+  the same product twice;
 - ratings are higher for products that match the taste; review texts are short
   sentences that mention the product and the sentiment.
 """
@@ -104,6 +105,7 @@ _COMPLAINT = ["Disappointed with this {noun}", "The {noun} broke quickly", "Woul
               "Poor quality {noun}"]
 _SUMMARY = {5: "Five Stars", 4: "Four Stars", 3: "Three Stars", 2: "Two Stars", 1: "One Star"}
 
+_BRAND_LOYALTY = 0.3  # share of taste-driven picks that go to the shopper's favourite brand
 _START_TIME = 1_609_459_200  # 2021-01-01 UTC
 _SPAN_SECONDS = 730 * 86_400  # two years
 
@@ -237,8 +239,20 @@ def generate_demo_data(output_dir: Path | str, params: DemoParams | None = None,
     weights = rng.lognormal(0.0, 0.8, size=params.n_users)
     counts = params.min_per_user + rng.multinomial(extra, weights / weights.sum())
     counts = np.minimum(counts, params.n_items // 2 if params.n_items >= 2 * params.min_per_user else params.n_items)
+    # Inverse-CDF sampling tables, built once: each draw is a binary search, so a shopper costs
+    # O(draws * log n) whatever the catalogue size.
     items_by_sub = [np.flatnonzero(item_sub == s) for s in range(n_sub)]
-    base_p = popularity / popularity.sum()
+    cdf_by_sub = [_cdf(popularity[members]) for members in items_by_sub]
+    global_cdf = _cdf(popularity)
+    brand_pools: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+    sub_dept = np.array([departments.index(dept) for dept, _, _ in subcats])
+
+    def brand_pool(sub: int, brand: int) -> tuple[np.ndarray, np.ndarray]:
+        key = (sub, brand)
+        if key not in brand_pools:
+            members = items_by_sub[sub][item_brand[items_by_sub[sub]] == brand]
+            brand_pools[key] = (members, _cdf(popularity[members]))
+        return brand_pools[key]
 
     review_lines: list[str] = []
     user_ids = [f"A{index:07d}" for index in range(params.n_users)]
@@ -246,36 +260,48 @@ def generate_demo_data(output_dir: Path | str, params: DemoParams | None = None,
     for user in iterator:
         n_fav = int(rng.integers(1, 4))
         favourites = rng.choice(n_sub, size=n_fav, replace=False)
-        fav_brand = int(rng.integers(0, n_brands))
-        pool = np.concatenate([items_by_sub[s] for s in favourites])
-        pool_p = popularity[pool] * np.where(item_brand[pool] == fav_brand, 3.0, 1.0)
-        pool_p = pool_p / pool_p.sum()
-        chosen: list[int] = []
-        taken = np.zeros(params.n_items, dtype=bool)
-        attempts = 0
-        while len(chosen) < counts[user] and attempts < counts[user] * 20:
-            attempts += 1
-            if rng.random() < params.taste_strength and len(pool) > 0:
-                item = int(pool[rng.choice(len(pool), p=pool_p)])
-            else:
-                item = int(rng.choice(params.n_items, p=base_p))
-            if not taken[item]:
-                taken[item] = True
-                chosen.append(item)
+        dept_brands = np.flatnonzero(brand_dept == sub_dept[favourites[0]])
+        fav_brand = int(rng.choice(dept_brands))
+        need = int(counts[user])
+        chosen = np.zeros(0, dtype=np.int64)
+        for _round in range(40):
+            m = 2 * (need - len(chosen)) + 16
+            draws = np.searchsorted(global_cdf, rng.random(m), side="right")
+            taste = rng.random(m) < params.taste_strength
+            loyal = rng.random(m) < _BRAND_LOYALTY
+            which = favourites[rng.integers(0, n_fav, size=m)]
+            for sub in favourites:
+                mask = taste & (which == sub)
+                members, cdf = items_by_sub[sub], cdf_by_sub[sub]
+                if len(members) == 0:
+                    continue
+                draws[mask] = members[np.searchsorted(cdf, rng.random(int(mask.sum())), side="right")]
+                brand_members, brand_cdf = brand_pool(int(sub), fav_brand)
+                mask &= loyal
+                if len(brand_members):
+                    draws[mask] = brand_members[
+                        np.searchsorted(brand_cdf, rng.random(int(mask.sum())), side="right")]
+            merged = np.concatenate([chosen, np.minimum(draws, params.n_items - 1)])
+            _, first = np.unique(merged, return_index=True)
+            chosen = merged[np.sort(first)][:need]
+            if len(chosen) >= need:
+                break
         times = np.sort(rng.integers(_START_TIME, _START_TIME + _SPAN_SECONDS, size=len(chosen)))
-        for item, timestamp in zip(chosen, times, strict=True):
-            liked = item_sub[item] in favourites
-            rating = int(np.clip(round((4.4 if liked else 3.2) + rng.normal(0, 0.8)), 1, 5))
+        liked = np.isin(item_sub[chosen], favourites)
+        ratings = np.clip(np.round(np.where(liked, 4.4, 3.2) + rng.normal(0, 0.8, size=len(chosen))), 1, 5)
+        picks = rng.integers(0, 1 << 30, size=len(chosen))
+        name = f"Shopper {user}"
+        for item, timestamp, rating, pick in zip(chosen, times, ratings.astype(int), picks, strict=True):
             templates = _PRAISE if rating >= 4 else _NEUTRAL if rating == 3 else _COMPLAINT
-            text = templates[int(rng.integers(0, len(templates)))].format(noun=item_noun[item]) + "."
+            text = templates[pick % len(templates)].format(noun=item_noun[item]) + "."
             review_lines.append(json.dumps({
                 "overall": float(rating),
                 "verified": True,
                 "reviewerID": user_ids[user],
                 "asin": item_ids[item],
-                "reviewerName": f"Shopper {user}",
+                "reviewerName": name,
                 "reviewText": text,
-                "summary": _SUMMARY[rating],
+                "summary": _SUMMARY[int(rating)],
                 "unixReviewTime": int(timestamp),
             }))
 
@@ -287,6 +313,14 @@ def generate_demo_data(output_dir: Path | str, params: DemoParams | None = None,
     os.replace(tmp, params_path)
     logger.info("demo data written to %s: %s", output, result_counts)
     return {"skipped": False, **result_counts, "path": str(output)}
+
+
+def _cdf(weights: np.ndarray) -> np.ndarray:
+    """Normalised cumulative weights (n,) for inverse-CDF sampling with ``searchsorted``."""
+    if len(weights) == 0:
+        return np.zeros(0)
+    cdf = np.cumsum(weights, dtype=np.float64)
+    return cdf / cdf[-1]
 
 
 def _write_gzip_lines(path: Path, lines: list[str]) -> None:
