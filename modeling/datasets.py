@@ -13,7 +13,6 @@ file, the line and the problem, before anything is written anywhere.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import html
 import json
@@ -21,10 +20,9 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -60,7 +58,7 @@ SNAPSHOT_FILES: dict[str, str] = {
     "interactions": "interactions.parquet",
 }
 SNAPSHOT_MANIFEST = "manifest.json"
-SOURCES: tuple[str, ...] = ("amazon2018",)
+SOURCES: tuple[str, ...] = ("amazon2018", "movielens", "retailrocket", "csv")
 
 
 @dataclass
@@ -93,60 +91,45 @@ class CanonicalData:
 
 # --------------------------------------------------------------------------- helpers
 
-
-def _open_text(path: Path) -> IO[str]:
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
-def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any], str]]:
-    """Yield ``(line_number, record, raw_line)`` for each non-blank line of a JSON-lines file."""
-    try:
-        with _open_text(path) as handle:
-            for number, raw in enumerate(handle, start=1):
-                line = raw.strip()
-                if not line:
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataValidationError(
-                        f"not valid JSON ({exc.msg} at column {exc.colno})", path=str(path), line=number
-                    ) from exc
-                if not isinstance(record, dict):
-                    raise DataValidationError("expected a JSON object", path=str(path), line=number)
-                yield number, record, line
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise DataValidationError(f"cannot read file ({exc})", path=str(path)) from exc
-
-
 _TAG_RE = re.compile(r"<[^>]+>")
+_BLOCK_RE = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_CSS_RULE_RE = re.compile(r"[.#@][\w-][^{}]*?\{[^{}]*\}")
 _SPACE_RE = re.compile(r"\s+")
 _PRICE_RE = re.compile(r"^\$?\s*([0-9][0-9,]*(?:\.[0-9]+)?)$")
 
 
 def clean_text(value: Any) -> str:
-    """Flatten a string or list of strings into one clean line (HTML tags and entities removed)."""
+    """Flatten a string or list of strings into one clean line.
+
+    HTML tags, script/style blocks, CSS rules and entities are removed; white space is folded.
+    """
     if value is None:
         return ""
     if isinstance(value, list | tuple):
         value = " ".join(str(v) for v in value if v)
-    text = html.unescape(_TAG_RE.sub(" ", str(value)))
+    text = _BLOCK_RE.sub(" ", str(value))
+    text = html.unescape(_TAG_RE.sub(" ", text))
+    if "{" in text:
+        text = _CSS_RULE_RE.sub(" ", text)
     return _SPACE_RE.sub(" ", text).strip()
 
 
 def parse_price(value: Any) -> float | None:
-    """Parse a price such as ``"$29.99"`` or ``12.5``; anything else gives ``None``."""
+    """Parse a price such as ``"$29.99"``, ``"$1,299.00"``, ``"$10 - $20"`` (lower bound) or ``12.5``.
+
+    Anything else (HTML or CSS junk, empty strings) gives ``None``.
+    """
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int | float):
         return float(value) if np.isfinite(value) and value >= 0 else None
-    match = _PRICE_RE.match(str(value).strip())
+    text = str(value).strip()
+    if " - " in text:  # a range such as "$10.99 - $24.99": its lower bound
+        text = text.split(" - ", 1)[0].strip()
+    match = _PRICE_RE.match(text)
     if not match:
         return None
     return float(match.group(1).replace(",", ""))
-
 
 def file_fingerprint(paths: list[Path], salt: str = "") -> str:
     """sha256 over the contents of ``paths`` (in the given order) and ``salt``."""
@@ -159,178 +142,170 @@ def file_fingerprint(paths: list[Path], salt: str = "") -> str:
     return digest.hexdigest()
 
 
-def _require(record: dict[str, Any], name: str, kinds: tuple[type, ...], path: Path, line: int) -> Any:
-    if name not in record or record[name] is None:
-        raise DataValidationError(f"missing required field {name!r}", path=str(path), line=line)
-    value = record[name]
-    if not isinstance(value, kinds) or isinstance(value, bool):
-        expected = " or ".join(k.__name__ for k in kinds)
-        raise DataValidationError(
-            f"field {name!r} must be {expected}, got {type(value).__name__} {value!r}",
-            path=str(path),
-            line=line,
-        )
-    return value
+# --------------------------------------------------------------------------- validation and filters
+
+_INTERACTION_DTYPES = {USER_ID: "string", ITEM_ID: "string", TIMESTAMP: "int64", EVENT: "string",
+                       WEIGHT: "float64", RATING: "float64", TEXT: "string"}
+_ITEM_DTYPES = {ITEM_ID: "string", TITLE: "string", DESCRIPTION: "string", BRAND: "string", CATEGORY: "string",
+                PRICE: "float64"}
 
 
-# --------------------------------------------------------------------------- Amazon 2018
-
-AMAZON_LOADER_VERSION = "amazon2018-1"
-
-
-def find_amazon_files(path: Path) -> tuple[Path, Path | None]:
-    """Locate the reviews file and the optional ``meta_`` file of an Amazon 2018 category.
-
-    Args:
-        path: a directory holding ``<Category>_5.json[.gz]`` (any ``*.json[.gz]`` not starting
-            with ``meta_``) and optionally ``meta_<Category>.json[.gz]``, or the reviews file itself.
-
-    Returns:
-        ``(reviews_path, meta_path_or_None)``.
-
-    Raises:
-        DataValidationError: when the path does not exist or holds no single reviews file.
-    """
-    path = Path(path)
-    if path.is_file():
-        meta = sorted(path.parent.glob("meta_*.json*"))
-        return path, (meta[0] if meta else None)
-    if not path.is_dir():
-        raise DataValidationError("no such file or directory", path=str(path))
-    candidates = sorted(
-        p for p in path.iterdir()
-        if p.is_file() and not p.name.startswith(".") and re.search(r"\.json(l)?(\.gz)?$", p.name)
-    )
-    metas = [p for p in candidates if p.name.startswith("meta_")]
-    reviews = [p for p in candidates if not p.name.startswith("meta_")]
-    if len(reviews) != 1:
-        found = ", ".join(p.name for p in reviews) or "none"
-        raise DataValidationError(
-            f"expected exactly one reviews file (*.json or *.json.gz not starting with 'meta_'), found {found}",
-            path=str(path),
-        )
-    if len(metas) > 1:
-        raise DataValidationError(
-            f"expected at most one meta_*.json file, found {', '.join(p.name for p in metas)}", path=str(path)
-        )
-    return reviews[0], (metas[0] if metas else None)
-
-
-def load_amazon2018(path: Path | str) -> CanonicalData:
-    """Load an Amazon Reviews 2018 category (reviews JSON lines + optional ``meta_`` file).
-
-    Each review becomes one ``review`` interaction with weight 1.0, its star rating and its
-    text (summary and review text). Repeated lines are dropped. Items reviewed but missing
-    from the metadata become bare items with only an id (``report["bare_items"]``).
-
-    Args:
-        path: directory or reviews file, see :func:`find_amazon_files`.
-
-    Returns:
-        The canonical tables.
-
-    Raises:
-        DataValidationError: on any malformed input, naming file and line.
-    """
-    reviews_path, meta_path = find_amazon_files(Path(path))
-    report: dict[str, int] = {"review_lines": 0, "duplicate_reviews": 0, "meta_lines": 0, "bare_items": 0}
-
-    rows: list[tuple[str, str, int, float, str]] = []
-    seen: set[tuple[str, str, int, str]] = set()
-    for line, record, _raw in _json_lines(reviews_path):
-        report["review_lines"] += 1
-        user_id = str(_require(record, "reviewerID", (str,), reviews_path, line)).strip()
-        item_id = str(_require(record, "asin", (str,), reviews_path, line)).strip()
-        if not user_id or not item_id:
-            raise DataValidationError("empty 'reviewerID' or 'asin'", path=str(reviews_path), line=line)
-        timestamp = _require(record, "unixReviewTime", (int, float), reviews_path, line)
-        rating = _require(record, "overall", (int, float), reviews_path, line)
-        if not 0 <= float(rating) <= 5:
-            raise DataValidationError(
-                f"field 'overall' must be between 0 and 5, got {rating!r}", path=str(reviews_path), line=line
-            )
-        text = clean_text(" ".join(str(record.get(k) or "") for k in ("summary", "reviewText")))
-        key = (user_id, item_id, int(timestamp), text)
-        if key in seen:
-            report["duplicate_reviews"] += 1
-            continue
-        seen.add(key)
-        rows.append((user_id, item_id, int(timestamp), float(rating), text))
-    if not rows:
-        raise DataValidationError("file holds no reviews", path=str(reviews_path))
-
-    interactions = pd.DataFrame(rows, columns=[USER_ID, ITEM_ID, TIMESTAMP, RATING, TEXT])
-    interactions[EVENT] = "review"
-    interactions[WEIGHT] = 1.0
-    interactions[TEXT] = interactions[TEXT].replace("", None)
-
-    item_rows: dict[str, tuple[str, str, str, str, str, float | None]] = {}
-    if meta_path is not None:
-        for line, record, _raw in _json_lines(meta_path):
-            report["meta_lines"] += 1
-            item_id = str(_require(record, "asin", (str,), meta_path, line)).strip()
-            category = record.get("category") or []
-            if isinstance(category, str):
-                category = [category]
-            if not isinstance(category, list):
-                raise DataValidationError(
-                    f"field 'category' must be a list of strings, got {type(category).__name__}",
-                    path=str(meta_path),
-                    line=line,
-                )
-            item_rows[item_id] = (
-                item_id,
-                clean_text(record.get("title")),
-                clean_text(record.get("description")),
-                clean_text(record.get("brand")),
-                CATEGORY_SEPARATOR.join(clean_text(c) for c in category if clean_text(c)),
-                parse_price(record.get("price")),
-            )
-        if report["meta_lines"] == 0:
-            raise DataValidationError("file holds no products", path=str(meta_path))
-
-    interacted = pd.unique(interactions[ITEM_ID])
-    for item_id in interacted:
-        if item_id not in item_rows:
-            item_rows[item_id] = (item_id, "", "", "", "", None)
-            report["bare_items"] += 1
-    # Keep only products someone interacted with: the catalogue of the shop's active items.
-    items = pd.DataFrame([item_rows[i] for i in sorted(interacted)], columns=list(ITEM_COLUMNS))
-
-    fingerprint = file_fingerprint(
-        [p for p in (reviews_path, meta_path) if p is not None], salt=AMAZON_LOADER_VERSION
-    )
-    data = _finish(items, interactions, report, fingerprint)
-    logger.info("loaded %s: %s", reviews_path, data.counts())
-    return data
-
-
-def _finish(
-    items: pd.DataFrame, interactions: pd.DataFrame, report: dict[str, int], fingerprint: str
+def finish_tables(
+    items: pd.DataFrame,
+    interactions: pd.DataFrame,
+    *,
+    report: dict[str, int],
+    fingerprint: str,
+    source_name: str,
+    keep_items: str = "interacted",
+    filters: InteractionFilters | None = None,
 ) -> CanonicalData:
-    """Order columns, fix dtypes and derive the users table."""
-    interactions = interactions.loc[:, list(INTERACTION_COLUMNS)]
-    interactions = interactions.astype(
-        {USER_ID: "string", ITEM_ID: "string", TIMESTAMP: "int64", EVENT: "string", WEIGHT: "float64",
-         RATING: "float64", TEXT: "string"}
-    )
+    """The one validation step every loader ends with.
+
+    Fills missing optional columns, fixes dtypes, checks the values, applies the
+    optional interaction filters, adds bare items for interacted ids the catalogue
+    lacks (``report["bare_items"]``) and derives the users table.
+
+    Args:
+        items: catalogue rows (any subset of ``ITEM_COLUMNS``; ``item_id`` required).
+        interactions: event rows (``user_id``, ``item_id``, ``timestamp`` required).
+        report: counts so far; updated in place and returned in the result.
+        fingerprint: the source fingerprint.
+        source_name: named in error messages (usually the file).
+        keep_items: "interacted" keeps only catalogue items with an interaction after
+            filtering; "all" keeps the whole catalogue.
+        filters: optional interaction filters (all off by default).
+
+    Raises:
+        DataValidationError: on empty input, blank ids, unknown events, non-finite or
+            non-positive weights.
+    """
+    if len(interactions) == 0:
+        raise DataValidationError("no interactions", path=source_name)
+    interactions = interactions.copy()
+    for column, default in ((EVENT, "review"), (WEIGHT, 1.0), (RATING, np.nan), (TEXT, None)):
+        if column not in interactions:
+            interactions[column] = default
+    interactions = interactions.loc[:, list(INTERACTION_COLUMNS)].astype(_INTERACTION_DTYPES)
+    for column in (USER_ID, ITEM_ID):
+        blank = interactions[column].isna() | (interactions[column].str.strip() == "")
+        if blank.any():
+            raise DataValidationError(f"{int(blank.sum())} interactions have an empty {column}", path=source_name)
+    unknown = ~interactions[EVENT].isin(EVENT_TYPES)
+    if unknown.any():
+        bad = interactions.loc[unknown, EVENT].iloc[0]
+        raise DataValidationError(f"unknown event {bad!r}; expected one of {', '.join(EVENT_TYPES)}",
+                                  path=source_name)
+    weights = interactions[WEIGHT].to_numpy()
+    if not np.all(np.isfinite(weights)) or (weights <= 0).any():
+        raise DataValidationError("interaction weights must be finite and positive", path=source_name)
+
+    if filters is not None:
+        interactions = filters.apply(interactions, report)
+        if len(interactions) == 0:
+            raise DataValidationError("the filters removed every interaction", path=source_name)
+
+    items = items.copy()
+    for column in ITEM_COLUMNS:
+        if column not in items:
+            items[column] = np.nan if column == PRICE else ""
+    items = items.loc[:, list(ITEM_COLUMNS)].astype(_ITEM_DTYPES)
+    for column in (TITLE, DESCRIPTION, BRAND, CATEGORY):
+        items[column] = items[column].fillna("")
+    items = items.drop_duplicates(ITEM_ID, keep="last")
+    interacted = pd.Index(pd.unique(interactions[ITEM_ID]))
+    if keep_items == "interacted":
+        items = items[items[ITEM_ID].isin(interacted)]
+    missing = interacted.difference(pd.Index(items[ITEM_ID]))
+    report["bare_items"] = report.get("bare_items", 0) + len(missing)
+    if len(missing):
+        bare = pd.DataFrame({ITEM_ID: missing.astype(str)})
+        for column in (TITLE, DESCRIPTION, BRAND, CATEGORY):
+            bare[column] = ""
+        bare[PRICE] = np.nan
+        items = pd.concat([items, bare.astype(_ITEM_DTYPES)], ignore_index=True)
+    items = items.sort_values(ITEM_ID, kind="stable").reset_index(drop=True)
+
     interactions = interactions.sort_values([USER_ID, TIMESTAMP, ITEM_ID], kind="stable").reset_index(drop=True)
-    items = items.loc[:, list(ITEM_COLUMNS)].astype(
-        {ITEM_ID: "string", TITLE: "string", DESCRIPTION: "string", BRAND: "string", CATEGORY: "string",
-         PRICE: "float64"}
-    )
-    items = items.reset_index(drop=True)
     users = pd.DataFrame({USER_ID: pd.unique(interactions[USER_ID])}).astype({USER_ID: "string"})
     users = users.sort_values(USER_ID).reset_index(drop=True)
     return CanonicalData(items=items, users=users, interactions=interactions, report=report,
                          fingerprint=fingerprint)
 
 
-def load_source(source: str, path: Path | str) -> CanonicalData:
-    """Dispatch to the loader of ``source`` (one of ``SOURCES``)."""
-    if source == "amazon2018":
-        return load_amazon2018(path)
-    raise DataValidationError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
+@dataclass(frozen=True)
+class InteractionFilters:
+    """Optional clean-up of event logs; every filter is off by default.
+
+    Applied in this order: time window, outlier cut, minimum interactions per user,
+    minimum distinct items per user.
+
+    Attributes:
+        min_user_interactions: drop users with fewer interactions.
+        outlier_std: drop users whose interaction count exceeds mean + this many standard
+            deviations of the per-user counts (2.0 is the usual cut); None: off.
+        min_distinct_items: drop users with fewer distinct items.
+        start: keep interactions at or after this unix time (seconds); None: off.
+        end: keep interactions before this unix time (seconds); None: off.
+    """
+
+    min_user_interactions: int = 0
+    outlier_std: float | None = None
+    min_distinct_items: int = 0
+    start: int | None = None
+    end: int | None = None
+
+    def is_active(self) -> bool:
+        return bool(self.min_user_interactions or self.outlier_std is not None or self.min_distinct_items
+                    or self.start is not None or self.end is not None)
+
+    def describe(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    def apply(self, interactions: pd.DataFrame, report: dict[str, int]) -> pd.DataFrame:
+        """Filter ``interactions`` (canonical columns); adds ``filtered_*`` counts to ``report``."""
+        before = len(interactions)
+        frame = interactions
+        if self.start is not None:
+            frame = frame[frame[TIMESTAMP] >= self.start]
+        if self.end is not None:
+            frame = frame[frame[TIMESTAMP] < self.end]
+        report["filtered_time_window"] = before - len(frame)
+        if self.outlier_std is not None and len(frame):
+            counts = frame.groupby(USER_ID, observed=True).size()
+            limit = counts.mean() + self.outlier_std * counts.std(ddof=0)
+            outliers = counts.index[counts > limit]
+            report["filtered_outlier_users"] = len(outliers)
+            frame = frame[~frame[USER_ID].isin(outliers)]
+        if self.min_user_interactions > 1 and len(frame):
+            sizes = frame.groupby(USER_ID, observed=True)[ITEM_ID].transform("size")
+            report["filtered_sparse_users_rows"] = int((sizes < self.min_user_interactions).sum())
+            frame = frame[sizes >= self.min_user_interactions]
+        if self.min_distinct_items > 1 and len(frame):
+            distinct = frame.groupby(USER_ID, observed=True)[ITEM_ID].transform("nunique")
+            report["filtered_few_items_rows"] = int((distinct < self.min_distinct_items).sum())
+            frame = frame[distinct >= self.min_distinct_items]
+        report["filtered_interactions"] = before - len(frame)
+        return frame
+
+
+def load_source(source: str, path: Path | str, *, filters: InteractionFilters | None = None) -> CanonicalData:
+    """Load ``path`` with the loader of ``source`` (one of ``SOURCES``) into the canonical tables.
+
+    Raises:
+        DataValidationError: unknown source or invalid input (naming file, line and problem).
+    """
+    from modeling.sources import LOADERS
+
+    loader = LOADERS.get(source)
+    if loader is None:
+        raise DataValidationError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
+    data = loader(Path(path), filters=filters if filters is not None and filters.is_active() else None)
+    if filters is not None and filters.is_active():
+        # Different filters over the same files are different data.
+        data.fingerprint = hashlib.sha256((data.fingerprint + filters.describe()).encode()).hexdigest()
+    logger.info("loaded %s from %s: %s", source, path, data.counts())
+    return data
 
 
 # --------------------------------------------------------------------------- parquet snapshot

@@ -46,7 +46,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, tiny_raw: Path) -> Pipeli
     from modeling.two_tower import TwoTowerParams
 
     root = tmp_path_factory.mktemp("pipeline")
-    data = ds.load_amazon2018(tiny_raw)
+    data = ds.load_source("amazon2018", tiny_raw)
     ds.write_snapshot(data, root / "processed", source="amazon2018")
     build_embeddings(data, root / "embeddings", progress=False)
     embeddings = load_embeddings(root / "embeddings")

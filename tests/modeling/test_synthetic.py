@@ -27,7 +27,7 @@ def test_other_seed_gives_other_data(tmp_path: Path) -> None:
 
 def test_demo_goes_through_the_amazon_loader_with_requested_sizes(tmp_path: Path) -> None:
     written = generate_demo_data(tmp_path, SMALL, progress=False)
-    data = ds.load_amazon2018(tmp_path)
+    data = ds.load_source("amazon2018", tmp_path)
     counts = data.counts()
     assert counts["users"] == 40
     assert counts["interactions"] == written["interactions"]

@@ -1,0 +1,151 @@
+"""Reading source files with errors that name the file and the line."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pandas as pd
+
+from modeling.errors import DataValidationError
+
+
+def open_text(path: Path, encoding: str = "utf-8") -> IO[str]:
+    """Open a text file, transparently decompressing ``.gz``."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding=encoding)
+    return open(path, encoding=encoding)
+
+
+def json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, record)`` for each non-blank line of a JSON-lines file (optionally gzipped)."""
+    try:
+        with open_text(path) as handle:
+            for number, raw in enumerate(handle, start=1):
+                line = raw.strip()
+                if not line:
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataValidationError(
+                        f"not valid JSON ({exc.msg} at column {exc.colno})", path=str(path), line=number
+                    ) from exc
+                if not isinstance(record, dict):
+                    raise DataValidationError("expected a JSON object", path=str(path), line=number)
+                yield number, record
+    except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile) as exc:
+        raise DataValidationError(f"cannot read file ({exc})", path=str(path)) from exc
+
+
+def require_field(record: dict[str, Any], name: str, kinds: tuple[type, ...], path: Path, line: int) -> Any:
+    """``record[name]`` checked for presence and type."""
+    if name not in record or record[name] is None:
+        raise DataValidationError(f"missing required field {name!r}", path=str(path), line=line)
+    value = record[name]
+    if not isinstance(value, kinds) or isinstance(value, bool):
+        expected = " or ".join(k.__name__ for k in kinds)
+        raise DataValidationError(
+            f"field {name!r} must be {expected}, got {type(value).__name__} {value!r}", path=str(path), line=line
+        )
+    return value
+
+
+def read_table(
+    path: Path,
+    *,
+    columns: list[str],
+    required: list[str],
+    sep: str = ",",
+    header: bool = True,
+    names: list[str] | None = None,
+    encoding: str = "utf-8",
+) -> pd.DataFrame:
+    """Read a delimited text file as strings, checking that the required columns exist.
+
+    Args:
+        path: the file (``.gz`` allowed).
+        columns: columns to keep (those absent and not required are simply missing).
+        required: columns that must be present.
+        sep: field separator.
+        header: whether the first line names the columns; otherwise ``names`` gives them.
+        encoding: text encoding.
+
+    Returns:
+        DataFrame of str (missing values as ""); ``frame.attrs["first_line"]`` is the line
+        number of the first data row, for error messages.
+    """
+    if not path.is_file():
+        raise DataValidationError("file not found", path=str(path))
+    try:
+        frame = pd.read_csv(
+            path, sep=sep, header=0 if header else None, names=names, dtype=str, keep_default_na=False,
+            encoding=encoding, engine="c", skip_blank_lines=True, quoting=3 if sep == "\t" else 0,
+        )
+    except pd.errors.EmptyDataError as exc:
+        raise DataValidationError("file is empty", path=str(path)) from exc
+    except pd.errors.ParserError as exc:
+        raise DataValidationError(f"cannot parse ({str(exc).strip()})", path=str(path)) from exc
+    except (UnicodeDecodeError, OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DataValidationError(f"cannot read file ({exc})", path=str(path)) from exc
+    frame.columns = [str(c).strip() for c in frame.columns]
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise DataValidationError(
+            f"missing required column(s) {', '.join(missing)}; found {', '.join(frame.columns)}", path=str(path)
+        )
+    if len(frame) == 0:
+        raise DataValidationError("file has no data rows", path=str(path))
+    frame = frame[[c for c in columns if c in frame.columns]]
+    frame.attrs["first_line"] = 2 if header else 1
+    return frame
+
+
+def _bad_row(frame: pd.DataFrame, mask: np.ndarray, column: str, expected: str, path: Path) -> DataValidationError:
+    position = int(np.flatnonzero(mask)[0])
+    value = frame[column].iloc[position]
+    line = frame.attrs.get("first_line", 2) + position
+    return DataValidationError(f"column {column!r}: {value!r} is not {expected}", path=str(path), line=line)
+
+
+def to_int(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
+    """Column as int64; the first non-integer value raises with its line."""
+    values = pd.to_numeric(frame[column].str.strip(), errors="coerce")
+    bad = values.isna().to_numpy() | ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
+    if not bad.any():
+        as_float = values.to_numpy(dtype=float)
+        bad = as_float != np.floor(as_float)
+    if bad.any():
+        raise _bad_row(frame, bad, column, "an integer", path)
+    return values.to_numpy(dtype=np.int64)
+
+
+def to_float(frame: pd.DataFrame, column: str, path: Path, *, allow_empty: bool = False) -> np.ndarray:
+    """Column as float64 (empty -> NaN when ``allow_empty``); the first bad value raises with its line."""
+    text = frame[column].str.strip()
+    values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    empty = (text == "").to_numpy()
+    bad = ~np.isfinite(values) & ~(empty & allow_empty)
+    if bad.any():
+        raise _bad_row(frame, bad, column, "a number", path)
+    return values
+
+
+def to_unix_seconds(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
+    """Column of unix seconds or ISO 8601 date-times as int64 seconds (UTC)."""
+    text = frame[column].str.strip()
+    numeric = pd.to_numeric(text, errors="coerce")
+    result = numeric.to_numpy(dtype=float, na_value=np.nan)
+    need = np.isnan(result)
+    if need.any():
+        parsed = pd.to_datetime(text[need], errors="coerce", utc=True, format="ISO8601")
+        seconds = (parsed - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+        result[need] = seconds.to_numpy(dtype=float, na_value=np.nan)
+    bad = np.isnan(result)
+    if bad.any():
+        raise _bad_row(frame, bad, column, "a unix time in seconds or an ISO 8601 date-time", path)
+    return result.astype(np.int64)

@@ -1,0 +1,94 @@
+"""Generic CSV: the canonical tables as plain files a shop can export.
+
+A directory with:
+
+- ``interactions.csv`` (required). Columns: ``user_id``, ``item_id``,
+  ``timestamp`` (unix seconds or ISO 8601) required; ``event`` (view, cart,
+  purchase, review, rating; default ``purchase``), ``weight`` (positive number;
+  default 1), ``rating`` (number or empty), ``text`` (review text or empty) optional.
+- ``items.csv`` (optional). Columns: ``item_id`` required; ``title``,
+  ``description``, ``brand``, ``category`` (breadcrumb, levels joined by `` > ``),
+  ``price`` (number or empty) optional. Every listed product is kept in the
+  catalogue, even without interactions.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from modeling import datasets as ds
+from modeling.errors import DataValidationError
+from modeling.sources._files import read_table, to_float, to_unix_seconds
+
+logger = logging.getLogger(__name__)
+
+LOADER_VERSION = "csv-1"
+INTERACTIONS_FILE = "interactions.csv"
+ITEMS_FILE = "items.csv"
+
+
+def load_csv(path: Path | str, *, filters: ds.InteractionFilters | None = None) -> ds.CanonicalData:
+    """Load ``interactions.csv`` and optional ``items.csv`` from ``path``.
+
+    Raises:
+        DataValidationError: missing file or column, malformed value (with its line).
+    """
+    path = Path(path)
+    inter_file = path / INTERACTIONS_FILE
+    if not path.is_dir() or not inter_file.is_file():
+        raise DataValidationError(f"expected a directory with {INTERACTIONS_FILE}", path=str(path))
+    raw = read_table(inter_file, columns=list(ds.INTERACTION_COLUMNS),
+                     required=[ds.USER_ID, ds.ITEM_ID, ds.TIMESTAMP])
+    interactions = pd.DataFrame({
+        ds.USER_ID: raw[ds.USER_ID].str.strip().to_numpy(),
+        ds.ITEM_ID: raw[ds.ITEM_ID].str.strip().to_numpy(),
+        ds.TIMESTAMP: to_unix_seconds(raw, ds.TIMESTAMP, inter_file),
+    })
+    if ds.EVENT in raw:
+        events = raw[ds.EVENT].str.strip().str.lower().replace("", "purchase")
+        unknown = ~events.isin(ds.EVENT_TYPES)
+        if unknown.any():
+            position = int(np.flatnonzero(unknown.to_numpy())[0])
+            raise DataValidationError(
+                f"column 'event': {events.iloc[position]!r} is not one of {', '.join(ds.EVENT_TYPES)}",
+                path=str(inter_file), line=raw.attrs["first_line"] + position,
+            )
+        interactions[ds.EVENT] = events.to_numpy()
+    else:
+        interactions[ds.EVENT] = "purchase"
+    if ds.WEIGHT in raw:
+        weights = to_float(raw, ds.WEIGHT, inter_file)
+        if (weights <= 0).any():
+            position = int(np.flatnonzero(weights <= 0)[0])
+            raise DataValidationError(f"column 'weight': {weights[position]} is not positive", path=str(inter_file),
+                                      line=raw.attrs["first_line"] + position)
+        interactions[ds.WEIGHT] = weights
+    if ds.RATING in raw:
+        interactions[ds.RATING] = to_float(raw, ds.RATING, inter_file, allow_empty=True)
+    if ds.TEXT in raw:
+        interactions[ds.TEXT] = raw[ds.TEXT].map(ds.clean_text).replace("", None).to_numpy()
+    files = [inter_file]
+
+    items_file = path / ITEMS_FILE
+    items = pd.DataFrame({ds.ITEM_ID: pd.Series(dtype=str)})
+    if items_file.is_file():
+        raw_items = read_table(items_file, columns=list(ds.ITEM_COLUMNS), required=[ds.ITEM_ID])
+        items = pd.DataFrame({ds.ITEM_ID: raw_items[ds.ITEM_ID].str.strip().to_numpy()})
+        for column in (ds.TITLE, ds.DESCRIPTION, ds.BRAND, ds.CATEGORY):
+            if column in raw_items:
+                items[column] = raw_items[column].map(ds.clean_text).to_numpy()
+        if ds.PRICE in raw_items:
+            items[ds.PRICE] = to_float(raw_items, ds.PRICE, items_file, allow_empty=True)
+        if (items[ds.ITEM_ID] == "").any():
+            position = int(np.flatnonzero((items[ds.ITEM_ID] == "").to_numpy())[0])
+            raise DataValidationError("empty item_id", path=str(items_file),
+                                      line=raw_items.attrs["first_line"] + position)
+        files.append(items_file)
+    report = {"interaction_rows": len(interactions), "catalogue_rows": len(items)}
+    fingerprint = ds.file_fingerprint(files, salt=LOADER_VERSION)
+    return ds.finish_tables(items, interactions, report=report, fingerprint=fingerprint,
+                            source_name=str(inter_file), keep_items="all", filters=filters)

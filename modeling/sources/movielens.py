@@ -1,0 +1,130 @@
+"""MovieLens, in both published layouts.
+
+- 100K: ``u.data`` (user, item, rating, timestamp; tab-separated) and ``u.item``
+  (``|``-separated, latin-1: id, title, release date, video release date, IMDb URL,
+  19 genre flags).
+- latest / 25M-style: ``ratings.csv`` (userId, movieId, rating, timestamp),
+  ``movies.csv`` (movieId, title, genres joined by ``|``), optional ``tags.csv``.
+
+Ratings become ``rating`` interactions with weight 1.0. Title, genres and tags
+become the item text; the first genre is the category. Every listed movie is
+kept in the catalogue, rated or not.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from modeling import datasets as ds
+from modeling.errors import DataValidationError
+from modeling.sources._files import read_table, to_float, to_int
+
+logger = logging.getLogger(__name__)
+
+LOADER_VERSION = "movielens-1"
+GENRES_100K = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+               "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
+               "War", "Western"]
+
+
+def load_movielens(path: Path | str, *, filters: ds.InteractionFilters | None = None) -> ds.CanonicalData:
+    """Load a MovieLens directory (100K or latest layout, detected from the file names).
+
+    Raises:
+        DataValidationError: when neither layout is found or a file is malformed.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise DataValidationError("no such directory", path=str(path))
+    if (path / "ratings.csv").is_file():
+        return _load_latest(path, filters)
+    if (path / "u.data").is_file():
+        return _load_100k(path, filters)
+    raise DataValidationError("not a MovieLens directory: expected ratings.csv + movies.csv (latest) "
+                              "or u.data + u.item (100K)", path=str(path))
+
+
+def _ratings(frame: pd.DataFrame, file: Path) -> pd.DataFrame:
+    ratings = to_float(frame, "rating", file)
+    if ((ratings < 0) | (ratings > 5)).any():
+        bad = frame.assign(_r=ratings)
+        raise DataValidationError(
+            f"rating {bad['_r'][(ratings < 0) | (ratings > 5)].iloc[0]} outside 0..5", path=str(file),
+            line=frame.attrs["first_line"] + int(np.flatnonzero((ratings < 0) | (ratings > 5))[0]),
+        )
+    return pd.DataFrame({
+        ds.USER_ID: frame["user"].str.strip().to_numpy(),
+        ds.ITEM_ID: frame["item"].str.strip().to_numpy(),
+        ds.TIMESTAMP: to_int(frame, "timestamp", file),
+        ds.EVENT: "rating",
+        ds.WEIGHT: 1.0,
+        ds.RATING: ratings,
+    })
+
+
+def _load_latest(path: Path, filters: ds.InteractionFilters | None) -> ds.CanonicalData:
+    ratings_file, movies_file, tags_file = path / "ratings.csv", path / "movies.csv", path / "tags.csv"
+    raw = read_table(ratings_file, columns=["userId", "movieId", "rating", "timestamp"],
+                     required=["userId", "movieId", "rating", "timestamp"])
+    raw = raw.rename(columns={"userId": "user", "movieId": "item"})
+    interactions = _ratings(raw, ratings_file)
+    report = {"rating_rows": len(interactions)}
+
+    movies = read_table(movies_file, columns=["movieId", "title", "genres"], required=["movieId", "title"])
+    genres = movies["genres"] if "genres" in movies else pd.Series("", index=movies.index)
+    genre_lists = genres.str.replace("(no genres listed)", "", regex=False).str.split("|")
+    tags_text = pd.Series(dtype=str)
+    files = [ratings_file, movies_file]
+    if tags_file.is_file():
+        tags = read_table(tags_file, columns=["movieId", "tag"], required=["movieId", "tag"])
+        tags["tag"] = tags["tag"].str.strip()
+        tags = tags[tags["tag"] != ""].drop_duplicates(["movieId", "tag"])
+        tags_text = tags.groupby("movieId")["tag"].agg(lambda t: ", ".join(t.iloc[:20]))
+        report["tags"] = len(tags)
+        files.append(tags_file)
+    items = _items(movies["movieId"].str.strip(), movies["title"], genre_lists, tags_text)
+    report["movies"] = len(items)
+    fingerprint = ds.file_fingerprint(files, salt=LOADER_VERSION)
+    return ds.finish_tables(items, interactions, report=report, fingerprint=fingerprint,
+                            source_name=str(ratings_file), keep_items="all", filters=filters)
+
+
+def _load_100k(path: Path, filters: ds.InteractionFilters | None) -> ds.CanonicalData:
+    data_file, item_file = path / "u.data", path / "u.item"
+    raw = read_table(data_file, columns=["user", "item", "rating", "timestamp"],
+                     required=["user", "item", "rating", "timestamp"], sep="\t", header=False,
+                     names=["user", "item", "rating", "timestamp"])
+    interactions = _ratings(raw, data_file)
+    report = {"rating_rows": len(interactions)}
+    names = ["movieId", "title", "release", "video_release", "url", *GENRES_100K]
+    movies = read_table(item_file, columns=names, required=["movieId", "title"], sep="|", header=False,
+                        names=names, encoding="latin-1")
+    flags = movies[GENRES_100K].eq("1").to_numpy()
+    genre_lists = pd.Series([[g for g, f in zip(GENRES_100K, row, strict=True) if f] for row in flags],
+                            index=movies.index)
+    items = _items(movies["movieId"].str.strip(), movies["title"], genre_lists, pd.Series(dtype=str))
+    report["movies"] = len(items)
+    fingerprint = ds.file_fingerprint([data_file, item_file], salt=LOADER_VERSION)
+    return ds.finish_tables(items, interactions, report=report, fingerprint=fingerprint,
+                            source_name=str(data_file), keep_items="all", filters=filters)
+
+
+def _items(ids: pd.Series, titles: pd.Series, genre_lists: pd.Series, tags: pd.Series) -> pd.DataFrame:
+    genre_lists = genre_lists.apply(lambda g: [x for x in (g if isinstance(g, list) else []) if x and x != "unknown"])
+    tag_text = ids.map(tags).fillna("")
+    description = [
+        ". ".join(part for part in (f"Genres: {', '.join(g)}" if g else "", f"Tags: {t}" if t else "") if part)
+        for g, t in zip(genre_lists, tag_text, strict=True)
+    ]
+    return pd.DataFrame({
+        ds.ITEM_ID: ids.to_numpy(),
+        ds.TITLE: titles.map(ds.clean_text).to_numpy(),
+        ds.DESCRIPTION: description,
+        ds.BRAND: "",
+        ds.CATEGORY: [g[0] if g else "" for g in genre_lists],
+        ds.PRICE: np.nan,
+    })

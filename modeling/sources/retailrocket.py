@@ -1,0 +1,132 @@
+"""RetailRocket event logs.
+
+Files in the directory:
+- ``events.csv`` (required): timestamp (milliseconds), visitorid, event
+  (view | addtocart | transaction), itemid, transactionid. Events become
+  view / cart / purchase interactions with weights 1 / 2 / 3.
+- ``item_properties_part1.csv`` / ``item_properties_part2.csv`` (optional):
+  timestamp, itemid, property, value. The latest ``categoryid`` of each item is
+  kept, and the latest value of property ``790``, which holds prices in the
+  published data (values such as ``n5880.000``).
+- ``category_tree.csv`` (optional): categoryid, parentid; categories become
+  breadcrumb paths of ids (``"1016 > 213"`` from the root down).
+
+RetailRocket item properties are hashed, so products have no readable titles;
+their text is the category path.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from modeling import datasets as ds
+from modeling.errors import DataValidationError
+from modeling.sources._files import read_table, to_int
+
+logger = logging.getLogger(__name__)
+
+LOADER_VERSION = "retailrocket-1"
+EVENT_MAP = {"view": ("view", 1.0), "addtocart": ("cart", 2.0), "transaction": ("purchase", 3.0)}
+PRICE_PROPERTY = "790"
+CATEGORY_PROPERTY = "categoryid"
+PROPERTY_FILES = ("item_properties_part1.csv", "item_properties_part2.csv")
+
+
+def load_retailrocket(path: Path | str, *, filters: ds.InteractionFilters | None = None) -> ds.CanonicalData:
+    """Load a RetailRocket directory (see the module docstring for the files).
+
+    Raises:
+        DataValidationError: missing events.csv, unknown event types, malformed values.
+    """
+    path = Path(path)
+    events_file = path / "events.csv"
+    if not path.is_dir() or not events_file.is_file():
+        raise DataValidationError("expected a directory with events.csv", path=str(path))
+    events = read_table(events_file, columns=["timestamp", "visitorid", "event", "itemid"],
+                        required=["timestamp", "visitorid", "event", "itemid"])
+    kinds = events["event"].str.strip()
+    unknown = ~kinds.isin(list(EVENT_MAP))
+    if unknown.any():
+        position = int(np.flatnonzero(unknown.to_numpy())[0])
+        raise DataValidationError(
+            f"column 'event': {kinds.iloc[position]!r} is not one of {', '.join(EVENT_MAP)}",
+            path=str(events_file), line=events.attrs["first_line"] + position,
+        )
+    millis = to_int(events, "timestamp", events_file)
+    interactions = pd.DataFrame({
+        ds.USER_ID: events["visitorid"].str.strip().to_numpy(),
+        ds.ITEM_ID: events["itemid"].str.strip().to_numpy(),
+        ds.TIMESTAMP: millis // 1000,
+        ds.EVENT: kinds.map(lambda k: EVENT_MAP[k][0]).to_numpy(),
+        ds.WEIGHT: kinds.map(lambda k: EVENT_MAP[k][1]).to_numpy(dtype=float),
+    })
+    report = {"event_rows": len(interactions)}
+    for kind in EVENT_MAP:
+        report[f"events_{kind}"] = int((kinds == kind).sum())
+
+    files = [events_file]
+    properties = _latest_properties(path, files)
+    tree_file = path / "category_tree.csv"
+    paths: dict[str, str] = {}
+    if tree_file.is_file():
+        paths = category_paths(tree_file)
+        files.append(tree_file)
+    items = pd.DataFrame({ds.ITEM_ID: pd.unique(interactions[ds.ITEM_ID])})
+    category_ids = items[ds.ITEM_ID].map(properties.get(CATEGORY_PROPERTY, {})).fillna("")
+    items[ds.CATEGORY] = [paths.get(c, c) for c in category_ids]
+    prices = items[ds.ITEM_ID].map(properties.get(PRICE_PROPERTY, {}))
+    items[ds.PRICE] = pd.to_numeric(prices.fillna("").str.lstrip("n"), errors="coerce")
+    items[ds.TITLE] = ""
+    report["items_with_category"] = int((items[ds.CATEGORY] != "").sum())
+    fingerprint = ds.file_fingerprint(files, salt=LOADER_VERSION)
+    return ds.finish_tables(items, interactions, report=report, fingerprint=fingerprint,
+                            source_name=str(events_file), keep_items="interacted", filters=filters)
+
+
+def _latest_properties(path: Path, files: list[Path]) -> dict[str, dict[str, str]]:
+    """property -> {itemid: latest value} for the category and price properties."""
+    wanted = {CATEGORY_PROPERTY, PRICE_PROPERTY}
+    parts = []
+    for name in PROPERTY_FILES:
+        file = path / name
+        if not file.is_file():
+            continue
+        files.append(file)
+        try:
+            for chunk in pd.read_csv(file, dtype=str, keep_default_na=False, chunksize=1_000_000,
+                                     usecols=["timestamp", "itemid", "property", "value"]):
+                parts.append(chunk[chunk["property"].isin(wanted)])
+        except ValueError as exc:  # usecols mismatch, parser errors
+            raise DataValidationError(f"cannot read item properties ({exc})", path=str(file)) from exc
+    if not parts:
+        return {}
+    frame = pd.concat(parts, ignore_index=True)
+    frame["ts"] = pd.to_numeric(frame["timestamp"], errors="coerce")
+    frame = frame.sort_values("ts", kind="stable").drop_duplicates(["itemid", "property"], keep="last")
+    return {prop: dict(zip(group["itemid"], group["value"], strict=True))
+            for prop, group in frame.groupby("property")}
+
+
+def category_paths(tree_file: Path) -> dict[str, str]:
+    """categoryid -> breadcrumb of ids from the root (``"root > ... > id"``).
+
+    Raises:
+        DataValidationError: on malformed rows or a cycle in the tree.
+    """
+    tree = read_table(tree_file, columns=["categoryid", "parentid"], required=["categoryid", "parentid"])
+    to_int(tree, "categoryid", tree_file)
+    parent = dict(zip(tree["categoryid"].str.strip(), tree["parentid"].str.strip(), strict=True))
+    paths: dict[str, str] = {}
+    for category in parent:
+        chain, node = [], category
+        while node:
+            if node in chain:
+                raise DataValidationError(f"category {category} is part of a cycle", path=str(tree_file))
+            chain.append(node)
+            node = parent.get(node, "")
+        paths[category] = ds.CATEGORY_SEPARATOR.join(reversed(chain))
+    return paths
