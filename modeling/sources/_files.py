@@ -139,7 +139,7 @@ def to_unix_seconds(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     """Column of unix seconds or ISO 8601 date-times as int64 seconds (UTC)."""
     text = frame[column].str.strip()
     numeric = pd.to_numeric(text, errors="coerce")
-    result = numeric.to_numpy(dtype=float, na_value=np.nan)
+    result = numeric.to_numpy(dtype=float, na_value=np.nan).copy()
     need = np.isnan(result)
     if need.any():
         parsed = pd.to_datetime(text[need], errors="coerce", utc=True, format="ISO8601")

@@ -1,0 +1,263 @@
+"""MovieLens, RetailRocket and generic CSV loaders, the shared validation step and the filters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modeling import datasets as ds
+from modeling.errors import DataValidationError
+from modeling.sources.retailrocket import category_paths
+from tests.conftest import shared_dataset
+
+
+def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path.write_text(text.lstrip("\n"), encoding=encoding)
+    return path
+
+
+# --------------------------------------------------------------------------- MovieLens
+
+
+@pytest.fixture
+def movielens_latest(tmp_path: Path) -> Path:
+    write(tmp_path / "ratings.csv", """
+userId,movieId,rating,timestamp
+1,10,4.0,964982703
+1,20,3.5,964982800
+2,10,5.0,964983000
+""")
+    write(tmp_path / "movies.csv", """
+movieId,title,genres
+10,Toy Story (1995),Adventure|Animation
+20,"Heat, Again (1995)",Action|Crime
+30,Unrated Film (2001),(no genres listed)
+""")
+    write(tmp_path / "tags.csv", """
+userId,movieId,tag,timestamp
+1,10,pixar,1
+2,10,fun,2
+2,10,pixar,3
+""")
+    return tmp_path
+
+
+def test_movielens_latest_uses_title_genres_and_tags(movielens_latest: Path) -> None:
+    data = ds.load_source("movielens", movielens_latest)
+    assert data.counts() == {"items": 3, "users": 2, "interactions": 3}
+    items = data.items.set_index(ds.ITEM_ID)
+    assert items.loc["10", ds.TITLE] == "Toy Story (1995)"
+    assert items.loc["10", ds.CATEGORY] == "Adventure"
+    assert items.loc["10", ds.DESCRIPTION] == "Genres: Adventure, Animation. Tags: pixar, fun"
+    assert items.loc["20", ds.TITLE] == "Heat, Again (1995)"
+    assert items.loc["30", ds.CATEGORY] == ""  # listed, never rated, still in the catalogue
+    assert set(data.interactions[ds.EVENT]) == {"rating"}
+    assert data.interactions[ds.RATING].tolist() == [4.0, 3.5, 5.0]
+
+
+def test_movielens_100k_layout(tmp_path: Path) -> None:
+    write(tmp_path / "u.data", "1\t10\t4\t881250949\n2\t10\t3\t891717742\n1\t20\t1\t878887116\n")
+    flags = "|".join(["0"] * 19)
+    action = "|".join(["0", "1"] + ["0"] * 17)
+    write(tmp_path / "u.item", f"10|Toy Story (1995)|01-Jan-1995||http://x|{flags}\n"
+                               f"20|Caf\xe9 Movie (1996)|01-Jan-1996||http://y|{action}\n", encoding="latin-1")
+    data = ds.load_source("movielens", tmp_path)
+    items = data.items.set_index(ds.ITEM_ID)
+    assert items.loc["20", ds.TITLE] == "Café Movie (1996)"
+    assert items.loc["20", ds.CATEGORY] == "Action"
+    assert data.counts() == {"items": 2, "users": 2, "interactions": 3}
+
+
+def test_movielens_bad_rating_names_the_line(movielens_latest: Path) -> None:
+    with open(movielens_latest / "ratings.csv", "a", encoding="utf-8") as handle:
+        handle.write("3,10,lots,964983000\n")
+    with pytest.raises(DataValidationError, match=r"ratings\.csv, line 5: column 'rating': 'lots' is not a number"):
+        ds.load_source("movielens", movielens_latest)
+
+
+def test_movielens_missing_column_is_named(movielens_latest: Path) -> None:
+    write(movielens_latest / "ratings.csv", "userId,movieId,timestamp\n1,10,5\n")
+    with pytest.raises(DataValidationError, match="missing required column.*rating"):
+        ds.load_source("movielens", movielens_latest)
+
+
+def test_not_a_movielens_directory(tmp_path: Path) -> None:
+    with pytest.raises(DataValidationError, match="not a MovieLens directory"):
+        ds.load_source("movielens", tmp_path)
+
+
+def test_real_movielens_latest_small() -> None:
+    data = ds.load_source("movielens", shared_dataset("movielens_ml_latest_small"))
+    # Figures from the dataset's README: 100,836 ratings, 610 users, 9,742 movies listed.
+    assert data.counts() == {"items": 9742, "users": 610, "interactions": 100836}
+
+
+# --------------------------------------------------------------------------- RetailRocket
+
+
+@pytest.fixture
+def retailrocket(tmp_path: Path) -> Path:
+    write(tmp_path / "events.csv", """
+timestamp,visitorid,event,itemid,transactionid
+1433221332117,257597,view,355908,
+1433224214164,992329,view,248676,
+1433221999827,257597,addtocart,355908,
+1433222276276,257597,transaction,248676,4000
+""")
+    write(tmp_path / "item_properties_part1.csv", """
+timestamp,itemid,property,value
+1435460400000,355908,categoryid,1016
+1431226800000,355908,categoryid,9
+1435460400000,355908,790,n5880.000
+1435460400000,248676,888,1116713 960601
+""")
+    write(tmp_path / "category_tree.csv", "categoryid,parentid\n1016,213\n213,\n9,\n")
+    return tmp_path
+
+
+def test_retailrocket_events_become_weighted_interactions(retailrocket: Path) -> None:
+    data = ds.load_source("retailrocket", retailrocket)
+    inter = data.interactions
+    assert sorted(zip(inter[ds.EVENT], inter[ds.WEIGHT], strict=True)) == [
+        ("cart", 2.0), ("purchase", 3.0), ("view", 1.0), ("view", 1.0)]
+    assert inter[ds.TIMESTAMP].max() == 1433224214  # milliseconds -> seconds
+    items = data.items.set_index(ds.ITEM_ID)
+    assert items.loc["355908", ds.CATEGORY] == "213 > 1016"  # latest categoryid, as a breadcrumb
+    assert items.loc["355908", ds.PRICE] == 5880.0
+    assert items.loc["248676", ds.CATEGORY] == ""
+    assert data.report["events_transaction"] == 1
+
+
+def test_retailrocket_unknown_event_names_the_line(retailrocket: Path) -> None:
+    with open(retailrocket / "events.csv", "a", encoding="utf-8") as handle:
+        handle.write("1433222276276,1,refund,248676,\n")
+    with pytest.raises(DataValidationError, match=r"events\.csv, line 6: column 'event': 'refund'"):
+        ds.load_source("retailrocket", retailrocket)
+
+
+def test_retailrocket_needs_events_csv(tmp_path: Path) -> None:
+    with pytest.raises(DataValidationError, match="events.csv"):
+        ds.load_source("retailrocket", tmp_path)
+
+
+def test_category_tree_cycle_is_refused(tmp_path: Path) -> None:
+    write(tmp_path / "category_tree.csv", "categoryid,parentid\n1,2\n2,1\n")
+    with pytest.raises(DataValidationError, match="cycle"):
+        category_paths(tmp_path / "category_tree.csv")
+
+
+def test_real_retailrocket_category_tree() -> None:
+    paths = category_paths(shared_dataset("retailrocket_category_tree") / "category_tree.csv")
+    # README: 1,669 categories, 25 roots.
+    assert len(paths) == 1669
+    assert sum(ds.CATEGORY_SEPARATOR not in p for p in paths.values()) == 25
+    assert paths["1016"].endswith("213 > 1016")
+
+
+# --------------------------------------------------------------------------- generic CSV
+
+
+@pytest.fixture
+def shop_csv(tmp_path: Path) -> Path:
+    write(tmp_path / "interactions.csv", """
+user_id,item_id,timestamp,event,weight,rating,text
+u1,p1,1700000000,purchase,1,,
+u1,p2,2023-11-15T10:00:00Z,review,1,4,"Nice, <b>sturdy</b>"
+u2,p1,1700000500,view,0.5,,
+""")
+    write(tmp_path / "items.csv", """
+item_id,title,brand,category,price
+p1,Red Mug,Acme,Kitchen > Mugs,9.5
+p2,Blue Mug,Acme,Kitchen > Mugs,
+p3,Green Mug,Acme,Kitchen > Mugs,12
+""")
+    return tmp_path
+
+
+def test_generic_csv_reads_documented_columns(shop_csv: Path) -> None:
+    data = ds.load_source("csv", shop_csv)
+    assert data.counts() == {"items": 3, "users": 2, "interactions": 3}
+    inter = data.interactions.set_index([ds.USER_ID, ds.ITEM_ID])
+    assert inter.loc[("u1", "p2"), ds.TIMESTAMP] == 1700042400  # ISO 8601 accepted
+    assert inter.loc[("u1", "p2"), ds.TEXT] == "Nice, sturdy"
+    assert inter.loc[("u2", "p1"), ds.WEIGHT] == 0.5
+    assert np.isnan(data.items.set_index(ds.ITEM_ID).loc["p2", ds.PRICE])
+
+
+def test_generic_csv_minimal_columns(tmp_path: Path) -> None:
+    write(tmp_path / "interactions.csv", "user_id,item_id,timestamp\na,x,1\nb,y,2\n")
+    data = ds.load_source("csv", tmp_path)
+    assert set(data.interactions[ds.EVENT]) == {"purchase"}
+    assert data.report["bare_items"] == 2
+
+
+@pytest.mark.parametrize("row, message", [
+    ("u3,p1,yesterday,view,1,,", r"line 5: column 'timestamp': 'yesterday' is not a unix time"),
+    ("u3,p1,1700000000,refund,1,,", r"line 5: column 'event': 'refund'"),
+    ("u3,p1,1700000000,view,-2,,", r"line 5: column 'weight': -2.0 is not positive"),
+    ("u3,p1,1700000000,view,heavy,,", r"line 5: column 'weight': 'heavy' is not a number"),
+    ("u3,p1,1700000000,view,1,,,extra,fields", r"cannot parse"),
+])
+def test_generic_csv_bad_rows_are_named(shop_csv: Path, row: str, message: str) -> None:
+    with open(shop_csv / "interactions.csv", "a", encoding="utf-8") as handle:
+        handle.write(row + "\n")
+    with pytest.raises(DataValidationError, match=message):
+        ds.load_source("csv", shop_csv)
+
+
+def test_generic_csv_empty_or_headless_files(tmp_path: Path) -> None:
+    write(tmp_path / "interactions.csv", "")
+    with pytest.raises(DataValidationError, match="file is empty"):
+        ds.load_source("csv", tmp_path)
+    write(tmp_path / "interactions.csv", "user_id,item_id,timestamp\n")
+    with pytest.raises(DataValidationError, match="no data rows"):
+        ds.load_source("csv", tmp_path)
+    write(tmp_path / "interactions.csv", "user,item,time\na,b,1\n")
+    with pytest.raises(DataValidationError, match="missing required column"):
+        ds.load_source("csv", tmp_path)
+
+
+def test_blank_ids_are_refused(tmp_path: Path) -> None:
+    write(tmp_path / "interactions.csv", "user_id,item_id,timestamp\n ,x,1\n")
+    with pytest.raises(DataValidationError, match="empty user_id"):
+        ds.load_source("csv", tmp_path)
+
+
+# --------------------------------------------------------------------------- filters
+
+
+def _log(tmp_path: Path, rows: list[tuple[str, str, int]]) -> Path:
+    write(tmp_path / "interactions.csv",
+          "user_id,item_id,timestamp\n" + "".join(f"{u},{i},{t}\n" for u, i, t in rows))
+    return tmp_path
+
+
+def test_filters_are_off_by_default_and_each_one_works(tmp_path: Path) -> None:
+    rows = [("heavy", f"i{n}", n) for n in range(30)]
+    rows += [(f"u{u}", f"i{n}", 100 + n) for u in range(10) for n in range(3)]
+    rows += [("once", "i1", 5), ("repeat", "i1", 1), ("repeat", "i1", 2), ("repeat", "i1", 3)]
+    path = _log(tmp_path, rows)
+    assert ds.load_source("csv", path).counts()["users"] == 13
+
+    data = ds.load_source("csv", path, filters=ds.InteractionFilters(outlier_std=2.0))
+    assert "heavy" not in set(data.users[ds.USER_ID])
+    assert data.report["filtered_outlier_users"] == 1
+
+    data = ds.load_source("csv", path, filters=ds.InteractionFilters(min_user_interactions=2))
+    assert "once" not in set(data.users[ds.USER_ID]) and "repeat" in set(data.users[ds.USER_ID])
+
+    data = ds.load_source("csv", path, filters=ds.InteractionFilters(min_distinct_items=2))
+    assert {"once", "repeat"}.isdisjoint(set(data.users[ds.USER_ID]))
+
+    data = ds.load_source("csv", path, filters=ds.InteractionFilters(start=100, end=102))
+    assert set(data.interactions[ds.TIMESTAMP]) == {100, 101}
+
+
+def test_filters_change_the_fingerprint_and_can_empty_the_data(tmp_path: Path) -> None:
+    path = _log(tmp_path, [("a", "x", 1), ("b", "y", 2)])
+    plain = ds.load_source("csv", path).fingerprint
+    assert ds.load_source("csv", path, filters=ds.InteractionFilters(start=0)).fingerprint != plain
+    with pytest.raises(DataValidationError, match="removed every interaction"):
+        ds.load_source("csv", path, filters=ds.InteractionFilters(min_user_interactions=5))
