@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install serve pipeline migrate clean-artifacts
+.PHONY: demo test test-postgres lint install serve pipeline migrate clean-artifacts
 
 $(STAMP): pyproject.toml constraints.txt
 	@echo "==> Installing into $(VENV) (pinned by constraints.txt)"
@@ -42,9 +42,21 @@ serve: migrate
 	$(PY) manage.py collectstatic --noinput -v0
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py
 
+# The database tests run a second time on PostgreSQL when one is reachable (CI starts one).
+POSTGRES_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+
 test: install
 	$(VENV)/bin/ruff check modeling recoapi tests manage.py
 	$(PY) -m pytest
+	@$(MAKE) --no-print-directory test-postgres
+
+test-postgres: install
+	@if $(PY) -c "import psycopg; psycopg.connect('$(POSTGRES_TEST_URL)', connect_timeout=3).close()" 2>/dev/null; then \
+		echo "==> Database tests on PostgreSQL ($(POSTGRES_TEST_URL))"; \
+		DATABASE_URL=$(POSTGRES_TEST_URL) $(PY) -m pytest -m "database and not slow"; \
+	else \
+		echo "==> PostgreSQL is not reachable at $(POSTGRES_TEST_URL): the PostgreSQL test run is SKIPPED"; \
+	fi
 
 clean-artifacts:
 	rm -rf data/processed/*.parquet data/processed/manifest.json embeddings/*.parquet embeddings/manifest.json db.sqlite3

@@ -17,6 +17,22 @@ SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 TINY = DemoParams(n_users=150, n_items=60, n_interactions=1800, seed=7)
 
 
+_DB_FIXTURES = {"db", "transactional_db", "django_db_setup", "service", "staff_client", "shopper_client"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that touches the database, so the PostgreSQL run can select them (-m database)."""
+    for item in items:
+        if item.get_closest_marker("django_db") or _DB_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.database)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    from django.db import connection
+
+    return f"database engine: {connection.vendor}"
+
+
 @dataclass
 class Pipeline:
     """Paths of a fully built tiny pipeline: raw files -> snapshot -> embeddings -> bundle."""
