@@ -117,6 +117,12 @@ RECO_DATA_PATH = Path(env_str("RECO_DATA_PATH", str(BASE_DIR / "data" / "raw" / 
 RECO_PROCESSED_DIR = Path(env_str("RECO_PROCESSED_DIR", str(BASE_DIR / "data" / "processed")))
 RECO_EMBEDDINGS_DIR = Path(env_str("RECO_EMBEDDINGS_DIR", str(BASE_DIR / "embeddings")))
 RECO_MODELS_DIR = Path(env_str("RECO_MODELS_DIR", str(BASE_DIR / "models")))
+# Optional clean-up of event logs at import (all off by default); see modeling.datasets.InteractionFilters.
+RECO_FILTER_MIN_USER_INTERACTIONS = env_int("RECO_FILTER_MIN_USER_INTERACTIONS", 0)
+RECO_FILTER_OUTLIER_STD = float(env_str("RECO_FILTER_OUTLIER_STD", "0")) or None
+RECO_FILTER_MIN_DISTINCT_ITEMS = env_int("RECO_FILTER_MIN_DISTINCT_ITEMS", 0)
+RECO_FILTER_START = env_int("RECO_FILTER_START", 0) or None
+RECO_FILTER_END = env_int("RECO_FILTER_END", 0) or None
 RECO_TEXT_MODEL_PATH = env_str("RECO_TEXT_MODEL_PATH", "") or None
 # How often (seconds) a worker looks at models/ACTIVE for a newer version.
 RECO_ACTIVE_CHECK_SECONDS = float(env_str("RECO_ACTIVE_CHECK_SECONDS", "1.0"))

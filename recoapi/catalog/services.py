@@ -37,6 +37,17 @@ class ImportResult:
                 "report": self.report}
 
 
+def import_filters_from_settings() -> ds.InteractionFilters:
+    """The interaction filters configured by the RECO_FILTER_* settings."""
+    return ds.InteractionFilters(
+        min_user_interactions=settings.RECO_FILTER_MIN_USER_INTERACTIONS,
+        outlier_std=settings.RECO_FILTER_OUTLIER_STD,
+        min_distinct_items=settings.RECO_FILTER_MIN_DISTINCT_ITEMS,
+        start=settings.RECO_FILTER_START,
+        end=settings.RECO_FILTER_END,
+    )
+
+
 def _database_counts() -> dict[str, int]:
     return {"items": Product.objects.count(), "users": Shopper.objects.count(),
             "interactions": Interaction.objects.count()}

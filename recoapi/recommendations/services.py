@@ -16,7 +16,7 @@ from modeling import artifacts
 from modeling.errors import ArtifactError
 from modeling.recommender import History
 from recoapi.catalog import selectors as catalog_selectors
-from recoapi.catalog.services import data_import
+from recoapi.catalog.services import data_import, import_filters_from_settings
 from recoapi.exceptions import ApplicationError, NotFound, ServiceUnavailable
 from recoapi.recommendations.engine import Engine, registry
 from recoapi.recommendations.models import ModelVersion
@@ -162,7 +162,8 @@ def _public(exc: Exception) -> str:
 
 def data_reload(*, force: bool = False) -> dict[str, Any]:
     """Re-import the configured data files and refresh the serving caches."""
-    result = data_import(source=settings.RECO_DATA_SOURCE, path=settings.RECO_DATA_PATH, force=force)
+    result = data_import(source=settings.RECO_DATA_SOURCE, path=settings.RECO_DATA_PATH, force=force,
+                         filters=import_filters_from_settings())
     registry.refresh()
     payload = result.as_dict()
     path = Path(result.path)

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import argparse
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm.auto import tqdm
 
-from modeling.datasets import SOURCES
-from recoapi.catalog.services import data_import
+from modeling.datasets import SOURCES, InteractionFilters
+from recoapi.catalog.services import data_import, import_filters_from_settings
 from recoapi.exceptions import ApplicationError
+
+
+def _date(value: str) -> int:
+    """A YYYY-MM-DD date or unix seconds, as unix seconds (UTC)."""
+    if value.isdigit():
+        return int(value)
+    try:
+        moment = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD) or unix seconds") from exc
+    return int(moment.timestamp())
 
 
 class Command(BaseCommand):
@@ -22,6 +35,18 @@ class Command(BaseCommand):
         parser.add_argument("--path", default=str(settings.RECO_DATA_PATH),
                             help="File or directory of the source (default: RECO_DATA_PATH).")
         parser.add_argument("--force", action="store_true", help="Import even when the files are unchanged.")
+        defaults = import_filters_from_settings()
+        group = parser.add_argument_group("filters (off by default; RECO_FILTER_* settings give the defaults)")
+        group.add_argument("--min-user-interactions", type=int, default=defaults.min_user_interactions,
+                           help="Drop shoppers with fewer interactions.")
+        group.add_argument("--outlier-std", type=float, default=defaults.outlier_std,
+                           help="Drop shoppers above mean + N standard deviations of per-shopper counts (e.g. 2).")
+        group.add_argument("--min-distinct-items", type=int, default=defaults.min_distinct_items,
+                           help="Drop shoppers with fewer distinct products.")
+        group.add_argument("--start", type=_date, default=defaults.start,
+                           help="Keep interactions from this date (YYYY-MM-DD or unix seconds).")
+        group.add_argument("--end", type=_date, default=defaults.end,
+                           help="Keep interactions before this date (YYYY-MM-DD or unix seconds).")
 
     def handle(self, *args: Any, **options: Any) -> None:
         bars: dict[str, tqdm] = {}
@@ -36,8 +61,12 @@ class Command(BaseCommand):
 
         self.stdout.write(f"Reading {options['source']} data from {options['path']} ...")
         try:
+            filters = InteractionFilters(
+                min_user_interactions=options["min_user_interactions"], outlier_std=options["outlier_std"],
+                min_distinct_items=options["min_distinct_items"], start=options["start"], end=options["end"],
+            )
             result = data_import(source=options["source"], path=options["path"], force=options["force"],
-                                 progress=progress)
+                                 filters=filters, progress=progress)
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
         finally:
