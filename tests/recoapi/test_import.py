@@ -1,0 +1,95 @@
+"""The import service: one transaction, idempotent, every source, filters from the command line."""
+
+from __future__ import annotations
+
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from modeling import datasets as ds
+from recoapi.catalog.models import Interaction, Product, Shopper
+from recoapi.catalog.services import data_import
+from recoapi.exceptions import ApplicationError
+from tests.conftest import Pipeline
+
+
+def rows() -> list[tuple]:
+    return list(Interaction.objects.order_by("shopper_id", "occurred_at", "product_id")
+                .values_list("shopper_id", "product_id", "occurred_at", "event", "weight", "rating", "text"))
+
+
+@pytest.mark.django_db
+def test_import_matches_the_canonical_tables(pipeline: Pipeline, tmp_path: Path) -> None:
+    result = data_import(source="amazon2018", path=pipeline.raw, processed_dir=tmp_path)
+    assert result.counts == pipeline.data.counts()
+    assert Interaction.objects.count() == len(pipeline.data.interactions)
+    first = pipeline.data.interactions.iloc[0]
+    stored = Interaction.objects.filter(shopper_id=first[ds.USER_ID], product_id=first[ds.ITEM_ID]).get()
+    assert int(stored.occurred_at.timestamp()) == int(first[ds.TIMESTAMP])
+    assert stored.rating == first[ds.RATING] and stored.text == first[ds.TEXT] and stored.event == "review"
+    product = Product.objects.get(id=pipeline.data.items[ds.ITEM_ID].iloc[0])
+    assert product.title == pipeline.data.items[ds.TITLE].iloc[0]
+    assert ds.read_snapshot(tmp_path).counts() == result.counts
+
+
+@pytest.mark.django_db
+def test_reimport_is_idempotent(pipeline: Pipeline, tmp_path: Path) -> None:
+    data_import(source="amazon2018", path=pipeline.raw, processed_dir=tmp_path)
+    before = rows()
+    assert data_import(source="amazon2018", path=pipeline.raw, processed_dir=tmp_path).skipped is True
+    forced = data_import(source="amazon2018", path=pipeline.raw, processed_dir=tmp_path, force=True)
+    assert forced.skipped is False
+    assert rows() == before
+    assert Shopper.objects.count() == pipeline.data.counts()["users"]
+
+
+@pytest.mark.django_db
+def test_failed_import_leaves_database_and_snapshot_as_they_were(pipeline: Pipeline, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    data_import(source="amazon2018", path=pipeline.raw, processed_dir=tmp_path)
+    before, manifest = rows(), ds.read_snapshot_manifest(tmp_path)
+
+    def broken_snapshot(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ds, "write_snapshot", broken_snapshot)
+    with pytest.raises(OSError, match="disk full"):
+        data_import(source="amazon2018", path=pipeline.raw, processed_dir=tmp_path, force=True)
+    assert rows() == before
+    assert ds.read_snapshot_manifest(tmp_path) == manifest
+
+
+@pytest.mark.django_db
+def test_invalid_file_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    (tmp_path / "interactions.csv").write_text("user_id,item_id,timestamp\na,x,1\nb,y,soon\n")
+    with pytest.raises(ApplicationError, match=r"interactions\.csv, line 3"):
+        data_import(source="csv", path=tmp_path, processed_dir=tmp_path / "processed")
+    assert Interaction.objects.count() == 0 and Shopper.objects.count() == 0
+    assert not (tmp_path / "processed").exists()
+
+
+@pytest.mark.django_db
+def test_load_data_command_with_csv_source_and_filters(tmp_path: Path, settings) -> None:
+    settings.RECO_PROCESSED_DIR = tmp_path / "processed"
+    lines = ["user_id,item_id,timestamp,event"]
+    lines += [f"u{u},p{i},{1_700_000_000 + i},view" for u in range(5) for i in range(u + 1)]
+    (tmp_path / "interactions.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "items.csv").write_text("item_id,title,price\np0,Mug,3\np9,Never bought,4\n")
+    out = StringIO()
+    call_command("load_data", "--source", "csv", "--path", str(tmp_path), "--min-user-interactions", "3",
+                 stdout=out, stderr=StringIO())
+    assert "Imported 3 shoppers" in out.getvalue()
+    assert set(Shopper.objects.values_list("id", flat=True)) == {"u2", "u3", "u4"}
+    assert Product.objects.filter(id="p9").exists()  # catalogue rows stay without interactions
+    assert "filtered_interactions=3" in out.getvalue()
+
+
+@pytest.mark.django_db
+def test_load_data_command_reports_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "events.csv").write_text("timestamp,visitorid,event,itemid\n1,2,view,3\n1,2,buy,3\n")
+    with pytest.raises(CommandError, match=r"events\.csv, line 3: column 'event': 'buy'"):
+        call_command("load_data", "--source", "retailrocket", "--path", str(tmp_path), stdout=StringIO(),
+                     stderr=StringIO())
