@@ -56,6 +56,8 @@ class Command(BaseCommand):
                 return
             bar = bars.get(table)
             if bar is None:
+                for previous in bars.values():
+                    previous.close()
                 bar = bars[table] = tqdm(total=total, desc=f"import {table}", unit="row")
             bar.update(done - bar.n)
 
