@@ -1,36 +1,64 @@
-"""Admin pages for shoppers, products and interactions."""
+"""Admin pages for shoppers, products and interactions.
+
+List pages stay fast on large tables: no full COUNT(*) for unfiltered lists (an
+estimate from the database statistics instead), related rows fetched in the same
+query, and no per-row queries.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
-from django.utils.html import format_html_join
+from django.core.paginator import Paginator
+from django.db import connection
+from django.utils.functional import cached_property
+from django.utils.html import format_html, format_html_join
 
 from recoapi.catalog.models import Interaction, Product, Shopper
 from recoapi.exceptions import ApplicationError
 
+HISTORY_LIMIT = 50
 
-class InteractionInline(admin.TabularInline):
-    model = Interaction
-    fk_name = "shopper"
-    fields = ("occurred_at", "event", "product", "rating")
-    readonly_fields = fields
-    ordering = ("-occurred_at",)
-    extra = 0
-    max_num = 0
-    can_delete = False
-    show_change_link = False
 
-    def get_queryset(self, request):  # type: ignore[no-untyped-def]
-        return super().get_queryset(request).select_related("product")
+class EstimatedCountPaginator(Paginator):
+    """Uses the planner's row estimate for an unfiltered table instead of COUNT(*)."""
+
+    @cached_property
+    def count(self) -> int:  # type: ignore[override]
+        query = getattr(self.object_list, "query", None)
+        if query is not None and not query.where and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE relname = %s",
+                               [self.object_list.model._meta.db_table])
+                row = cursor.fetchone()
+            if row and row[0] > 100_000:
+                return int(row[0])
+        return super().count
+
+
+def _items_table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:
+    head = format_html_join("", "<th>{}</th>", ((h,) for h in header))
+    body = format_html_join("", "<tr>{}</tr>",
+                            ((format_html_join("", "<td>{}</td>", ((c,) for c in row)),) for row in rows))
+    return format_html('<table class="reco-table"><thead><tr>{}</tr></thead><tbody>{}</tbody></table>', head, body)
 
 
 @admin.register(Shopper)
 class ShopperAdmin(admin.ModelAdmin):
     search_fields = ("id",)
+    search_help_text = "Search by shopper id (prefix)."
     list_display = ("id", "created_at")
+    list_per_page = 50
+    paginator = EstimatedCountPaginator
     show_full_result_count = False
-    readonly_fields = ("id", "created_at", "current_recommendations")
-    inlines = [InteractionInline]
+    readonly_fields = ("id", "created_at", "current_recommendations", "history")
+    fields = readonly_fields
+
+    def get_search_results(self, request, queryset, search_term):  # type: ignore[no-untyped-def]
+        if not search_term:
+            return queryset, False
+        return queryset.filter(id__startswith=search_term.strip()), False
 
     @admin.display(description="Current top-10 (active model)")
     def current_recommendations(self, obj: Shopper) -> str:
@@ -41,20 +69,44 @@ class ShopperAdmin(admin.ModelAdmin):
         except ApplicationError as exc:
             return exc.message
         entry = result["recommendations"][obj.id]
-        rows = format_html_join(
-            "", "<li>{} — {} (score {})</li>",
-            ((item["item_id"], item["title"] or "(no title)", f"{item['score']:.3f}") for item in entry["items"]),
-        )
-        return format_html_join("", "<p>Model {}, strategy <b>{}</b></p><ol>{}</ol>",
-                                [(result["model_version"], entry["strategy"], rows)])
+        rows = [(rank, item["item_id"], item["title"] or "(no title)", item["category"], f"{item['score']:.4f}")
+                for rank, item in enumerate(entry["items"], start=1)]
+        return format_html('<p id="reco-strategy">Model {}, strategy <b>{}</b></p>{}', result["model_version"],
+                           entry["strategy"], _items_table(rows, ("#", "product", "title", "category", "score")))
+
+    @admin.display(description=f"History (latest {HISTORY_LIMIT})")
+    def history(self, obj: Shopper) -> str:
+        events = (Interaction.objects.filter(shopper=obj).select_related("product")
+                  .order_by("-occurred_at")[:HISTORY_LIMIT])
+        rows = [(e.occurred_at.strftime("%Y-%m-%d %H:%M"), e.event, e.product_id, e.product.title or "(no title)",
+                 "" if e.rating is None else e.rating) for e in events]
+        if not rows:
+            return "No interactions."
+        return _items_table(rows, ("time", "event", "product", "title", "rating"))
 
 
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):
-    search_fields = ("id", "title", "brand")
+    search_fields = ("=id", "title", "brand")
+    search_help_text = "Search by exact id, or words of the title or brand."
     list_display = ("id", "title", "brand", "category", "price")
     list_filter = ("category", "brand")
+    list_per_page = 50
+    paginator = EstimatedCountPaginator
     show_full_result_count = False
+    readonly_fields = ("nearest_products",)
+
+    @admin.display(description="Nearest products (active model)")
+    def nearest_products(self, obj: Product) -> str:
+        from recoapi.recommendations.services import similar_item_list
+
+        try:
+            result = similar_item_list(item_id=obj.id, k=10)
+        except ApplicationError as exc:
+            return exc.message
+        rows = [(item["item_id"], item["title"] or "(no title)", item["category"], f"{item['score']:.4f}")
+                for item in result["items"]]
+        return _items_table(rows, ("product", "title", "category", "similarity"))
 
 
 @admin.register(Interaction)
@@ -62,5 +114,9 @@ class InteractionAdmin(admin.ModelAdmin):
     list_display = ("occurred_at", "shopper", "event", "product", "rating")
     list_filter = ("event", "occurred_at")
     list_select_related = ("shopper", "product")
-    raw_id_fields = ("shopper", "product")
+    list_per_page = 50
+    paginator = EstimatedCountPaginator
     show_full_result_count = False
+    raw_id_fields = ("shopper", "product")
+    ordering = ("-occurred_at",)
+    date_hierarchy = None

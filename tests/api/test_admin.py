@@ -1,0 +1,67 @@
+"""Admin pages: content, search, and a bounded number of queries per page."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from modeling import datasets as ds
+from recoapi.catalog.models import Interaction
+from recoapi.recommendations.models import ModelVersion
+from recoapi.recommendations.services import model_version_sync
+from tests.conftest import Pipeline
+
+
+@pytest.fixture
+def staff(service: Pipeline, admin_client: Client) -> Client:
+    model_version_sync()
+    return admin_client
+
+
+@pytest.mark.parametrize("url", ["/admin/catalog/shopper/", "/admin/catalog/product/",
+                                 "/admin/catalog/interaction/", "/admin/recommendations/modelversion/"])
+def test_list_pages_use_a_fixed_number_of_queries(staff: Client, url: str, django_assert_max_num_queries) -> None:
+    with django_assert_max_num_queries(12):
+        response = staff.get(url)
+    assert response.status_code == 200
+
+
+def test_shopper_page_shows_history_and_top_10(staff: Client, service: Pipeline) -> None:
+    shopper = str(service.data.interactions[ds.USER_ID].iloc[0])
+    page = staff.get(f"/admin/catalog/shopper/{shopper}/change/").content.decode()
+    assert "strategy <b>two_tower</b>" in page
+    assert page.count("<tr>") >= 10 + Interaction.objects.filter(shopper_id=shopper).count()
+
+
+def test_shopper_search_by_id_prefix(staff: Client, service: Pipeline) -> None:
+    shopper = str(service.data.interactions[ds.USER_ID].iloc[0])
+    page = staff.get("/admin/catalog/shopper/", {"q": shopper[:-1]}).content.decode()
+    assert shopper in page
+
+
+def test_product_page_lists_nearest_products_and_search_finds_titles(staff: Client, service: Pipeline) -> None:
+    item = service.data.items.iloc[0]
+    page = staff.get(f"/admin/catalog/product/{item[ds.ITEM_ID]}/change/").content.decode()
+    assert "Nearest products" in page and "similarity" in page
+    found = staff.get("/admin/catalog/product/", {"q": item[ds.TITLE].split()[0]}).content.decode()
+    assert item[ds.ITEM_ID] in found
+
+
+def test_interactions_filter_by_event(staff: Client) -> None:
+    assert staff.get("/admin/catalog/interaction/", {"event__exact": "review"}).status_code == 200
+
+
+def test_model_version_action_activates(staff: Client, service: Pipeline, settings) -> None:
+    import shutil
+
+    from modeling import artifacts
+
+    other = "20990101T000000Z"
+    shutil.copytree(settings.RECO_MODELS_DIR / service.version, settings.RECO_MODELS_DIR / other)
+    model_version_sync()
+    response = staff.post("/admin/recommendations/modelversion/",
+                          {"action": "activate", "_selected_action": [other]}, follow=True)
+    assert f"Model {other} is active." in response.content.decode()
+    assert artifacts.read_active(settings.RECO_MODELS_DIR) == other
+    assert ModelVersion.objects.get(version=other).is_active
+    assert not ModelVersion.objects.get(version=service.version).is_active

@@ -1,0 +1,91 @@
+"""The admin in a real browser (Debian chromium driven by selenium) against a live test server.
+
+Skipped with a message where chromium or chromedriver is not installed; CI installs both.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from modeling import datasets as ds
+from recoapi.catalog.services import data_import
+from recoapi.recommendations.engine import registry
+from recoapi.recommendations.services import model_version_sync
+from tests.conftest import Pipeline
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "output" / "screenshots"
+
+pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                                reason="chromium and chromedriver are not installed (apt-get install chromium "
+                                       "chromium-driver)")
+
+
+@pytest.fixture
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--window-size=1400,1800"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def live_service(settings, transactional_db, pipeline: Pipeline, models_copy: Path, tmp_path: Path) -> Pipeline:
+    settings.RECO_DATA_PATH = pipeline.raw
+    settings.RECO_PROCESSED_DIR = tmp_path / "processed"
+    settings.RECO_MODELS_DIR = models_copy
+    settings.RECO_ACTIVE_CHECK_SECONDS = 0.0
+    data_import(source="amazon2018", path=pipeline.raw, processed_dir=tmp_path / "processed")
+    get_user_model().objects.create_superuser(username="staff", email="", password="browser-pass-123")
+    model_version_sync()
+    registry.reset()
+    yield pipeline
+    registry.reset()
+
+
+def test_staff_logs_in_and_sees_a_shoppers_history_and_recommendations(live_server, browser,
+                                                                       live_service: Pipeline) -> None:
+    from selenium.webdriver.common.by import By
+
+    inter = live_service.data.interactions
+    shopper = str(inter[ds.USER_ID].iloc[0])
+    latest = inter[inter[ds.USER_ID] == shopper].sort_values(ds.TIMESTAMP).iloc[-1]
+    title = live_service.data.items.set_index(ds.ITEM_ID).loc[latest[ds.ITEM_ID], ds.TITLE]
+
+    browser.get(f"{live_server.url}/admin/login/?next=/admin/")
+    browser.find_element(By.NAME, "username").send_keys("staff")
+    browser.find_element(By.NAME, "password").send_keys("browser-pass-123")
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    assert "Site administration" in browser.page_source
+
+    browser.get(f"{live_server.url}/admin/catalog/shopper/?q={shopper}")
+    browser.find_element(By.LINK_TEXT, shopper).click()
+    page = browser.page_source
+    assert "strategy <b>two_tower</b>" in page
+    assert title in page  # the latest product of the history, by title
+    tables = browser.find_elements(By.CSS_SELECTOR, "table.reco-table")
+    assert len(tables) == 2
+    assert len(tables[0].find_elements(By.CSS_SELECTOR, "tbody tr")) == 10  # top-10
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    assert browser.save_screenshot(str(SCREENSHOTS / "admin_shopper.png"))
+
+    product = str(live_service.data.items[ds.ITEM_ID].iloc[0])
+    browser.get(f"{live_server.url}/admin/catalog/product/{product}/change/")
+    assert "Nearest products" in browser.page_source
+    browser.get(f"{live_server.url}/admin/recommendations/modelversion/")
+    row = browser.find_element(By.LINK_TEXT, live_service.version).find_element(By.XPATH, "./ancestor::tr")
+    assert "HR@10" in browser.page_source and row.find_element(By.CSS_SELECTOR, "img[alt=True]")
