@@ -46,7 +46,7 @@ serve: migrate
 POSTGRES_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
 test: install
-	$(VENV)/bin/ruff check modeling recoapi tests manage.py
+	$(VENV)/bin/ruff check modeling recoapi tests benchmarks manage.py
 	$(PY) -m pytest
 	@$(MAKE) --no-print-directory test-postgres
 

@@ -60,6 +60,10 @@ def live_service(settings, transactional_db, pipeline: Pipeline, models_copy: Pa
 def test_staff_logs_in_and_sees_a_shoppers_history_and_recommendations(live_server, browser,
                                                                        live_service: Pipeline) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 30)
 
     inter = live_service.data.interactions
     shopper = str(inter[ds.USER_ID].iloc[0])
@@ -70,10 +74,11 @@ def test_staff_logs_in_and_sees_a_shoppers_history_and_recommendations(live_serv
     browser.find_element(By.NAME, "username").send_keys("staff")
     browser.find_element(By.NAME, "password").send_keys("browser-pass-123")
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    assert "Site administration" in browser.page_source
+    wait.until(ec.title_contains("Site administration"))
 
     browser.get(f"{live_server.url}/admin/catalog/shopper/?q={shopper}")
-    browser.find_element(By.LINK_TEXT, shopper).click()
+    wait.until(ec.element_to_be_clickable((By.LINK_TEXT, shopper))).click()
+    wait.until(ec.presence_of_element_located((By.ID, "reco-strategy")))
     page = browser.page_source
     assert "strategy <b>two_tower</b>" in page
     assert title in page  # the latest product of the history, by title
