@@ -22,19 +22,27 @@ HISTORY_LIMIT = 50
 
 
 class EstimatedCountPaginator(Paginator):
-    """Uses the planner's row estimate for an unfiltered table instead of COUNT(*)."""
+    """Never counts a whole large table.
+
+    Unfiltered lists on PostgreSQL use the planner's row estimate; any other list counts at
+    most ``COUNT_CAP`` rows (a filter matching more shows that many, i.e. the first pages).
+    """
+
+    COUNT_CAP = 100_000
 
     @cached_property
     def count(self) -> int:  # type: ignore[override]
         query = getattr(self.object_list, "query", None)
-        if query is not None and not query.where and connection.vendor == "postgresql":
+        if query is None:
+            return super().count
+        if not query.where and connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE relname = %s",
                                [self.object_list.model._meta.db_table])
                 row = cursor.fetchone()
-            if row and row[0] > 100_000:
+            if row and row[0] > self.COUNT_CAP:
                 return int(row[0])
-        return super().count
+        return int(self.object_list.order_by()[: self.COUNT_CAP].count())
 
 
 def _items_table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:
