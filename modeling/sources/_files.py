@@ -105,11 +105,16 @@ def read_table(
     return frame
 
 
-def _bad_row(frame: pd.DataFrame, mask: np.ndarray, column: str, expected: str, path: Path) -> DataValidationError:
-    position = int(np.flatnonzero(mask)[0])
-    value = frame[column].iloc[position]
+def row_error(frame: pd.DataFrame, mask: np.ndarray | pd.Series, message: str, path: Path) -> DataValidationError:
+    """An error with ``message`` naming the file line of the first row where ``mask`` is true."""
+    position = int(np.flatnonzero(np.asarray(mask))[0])
     line = frame.attrs.get("first_line", 2) + position
-    return DataValidationError(f"column {column!r}: {value!r} is not {expected}", path=str(path), line=line)
+    return DataValidationError(message, path=str(path), line=line)
+
+
+def _bad_row(frame: pd.DataFrame, mask: np.ndarray, column: str, expected: str, path: Path) -> DataValidationError:
+    value = frame[column].iloc[int(np.flatnonzero(mask)[0])]
+    return row_error(frame, mask, f"column {column!r}: {value!r} is not {expected}", path)
 
 
 def to_int(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:

@@ -17,12 +17,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from modeling import datasets as ds
 from modeling.errors import DataValidationError
-from modeling.sources._files import read_table, to_float, to_unix_seconds
+from modeling.sources._files import read_table, row_error, to_float, to_unix_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -52,20 +51,17 @@ def load_csv(path: Path | str, *, filters: ds.InteractionFilters | None = None) 
         events = raw[ds.EVENT].str.strip().str.lower().replace("", "purchase")
         unknown = ~events.isin(ds.EVENT_TYPES)
         if unknown.any():
-            position = int(np.flatnonzero(unknown.to_numpy())[0])
-            raise DataValidationError(
-                f"column 'event': {events.iloc[position]!r} is not one of {', '.join(ds.EVENT_TYPES)}",
-                path=str(inter_file), line=raw.attrs["first_line"] + position,
-            )
+            bad = events[unknown].iloc[0]
+            raise row_error(raw, unknown, f"column 'event': {bad!r} is not one of {', '.join(ds.EVENT_TYPES)}",
+                            inter_file)
         interactions[ds.EVENT] = events.to_numpy()
     else:
         interactions[ds.EVENT] = "purchase"
     if ds.WEIGHT in raw:
         weights = to_float(raw, ds.WEIGHT, inter_file)
         if (weights <= 0).any():
-            position = int(np.flatnonzero(weights <= 0)[0])
-            raise DataValidationError(f"column 'weight': {weights[position]} is not positive", path=str(inter_file),
-                                      line=raw.attrs["first_line"] + position)
+            raise row_error(raw, weights <= 0, f"column 'weight': {weights[weights <= 0][0]} is not positive",
+                            inter_file)
         interactions[ds.WEIGHT] = weights
     if ds.RATING in raw:
         interactions[ds.RATING] = to_float(raw, ds.RATING, inter_file, allow_empty=True)
@@ -84,9 +80,7 @@ def load_csv(path: Path | str, *, filters: ds.InteractionFilters | None = None) 
         if ds.PRICE in raw_items:
             items[ds.PRICE] = to_float(raw_items, ds.PRICE, items_file, allow_empty=True)
         if (items[ds.ITEM_ID] == "").any():
-            position = int(np.flatnonzero((items[ds.ITEM_ID] == "").to_numpy())[0])
-            raise DataValidationError("empty item_id", path=str(items_file),
-                                      line=raw_items.attrs["first_line"] + position)
+            raise row_error(raw_items, items[ds.ITEM_ID] == "", "empty item_id", items_file)
         files.append(items_file)
     report = {"interaction_rows": len(interactions), "catalogue_rows": len(items)}
     fingerprint = ds.file_fingerprint(files, salt=LOADER_VERSION)

@@ -21,7 +21,7 @@ import pandas as pd
 
 from modeling import datasets as ds
 from modeling.errors import DataValidationError
-from modeling.sources._files import read_table, to_float, to_int
+from modeling.sources._files import read_table, row_error, to_float, to_int
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +50,9 @@ def load_movielens(path: Path | str, *, filters: ds.InteractionFilters | None = 
 
 def _ratings(frame: pd.DataFrame, file: Path) -> pd.DataFrame:
     ratings = to_float(frame, "rating", file)
-    if ((ratings < 0) | (ratings > 5)).any():
-        bad = frame.assign(_r=ratings)
-        raise DataValidationError(
-            f"rating {bad['_r'][(ratings < 0) | (ratings > 5)].iloc[0]} outside 0..5", path=str(file),
-            line=frame.attrs["first_line"] + int(np.flatnonzero((ratings < 0) | (ratings > 5))[0]),
-        )
+    outside = (ratings < 0) | (ratings > 5)
+    if outside.any():
+        raise row_error(frame, outside, f"column 'rating': {ratings[outside][0]} is outside 0..5", file)
     return pd.DataFrame({
         ds.USER_ID: frame["user"].str.strip().to_numpy(),
         ds.ITEM_ID: frame["item"].str.strip().to_numpy(),

@@ -20,12 +20,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from modeling import datasets as ds
 from modeling.errors import DataValidationError
-from modeling.sources._files import read_table, to_int
+from modeling.sources._files import read_table, row_error, to_int
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +50,9 @@ def load_retailrocket(path: Path | str, *, filters: ds.InteractionFilters | None
     kinds = events["event"].str.strip()
     unknown = ~kinds.isin(list(EVENT_MAP))
     if unknown.any():
-        position = int(np.flatnonzero(unknown.to_numpy())[0])
-        raise DataValidationError(
-            f"column 'event': {kinds.iloc[position]!r} is not one of {', '.join(EVENT_MAP)}",
-            path=str(events_file), line=events.attrs["first_line"] + position,
-        )
+        bad = kinds[unknown].iloc[0]
+        raise row_error(events, unknown, f"column 'event': {bad!r} is not one of {', '.join(EVENT_MAP)}",
+                        events_file)
     millis = to_int(events, "timestamp", events_file)
     interactions = pd.DataFrame({
         ds.USER_ID: events["visitorid"].str.strip().to_numpy(),
