@@ -21,8 +21,8 @@ def open_text(path: Path, encoding: str = "utf-8") -> IO[str]:
     return open(path, encoding=encoding)
 
 
-def json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, record)`` for each non-blank line of a JSON-lines file (optionally gzipped)."""
+def json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any], str]]:
+    """Yield ``(line_number, record, stripped_line)`` for each non-blank line of a JSON-lines file (.gz too)."""
     try:
         with open_text(path) as handle:
             for number, raw in enumerate(handle, start=1):
@@ -37,7 +37,7 @@ def json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                     ) from exc
                 if not isinstance(record, dict):
                     raise DataValidationError("expected a JSON object", path=str(path), line=number)
-                yield number, record
+                yield number, record, line
     except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile) as exc:
         raise DataValidationError(f"cannot read file ({exc})", path=str(path)) from exc
 

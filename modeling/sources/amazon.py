@@ -58,9 +58,11 @@ def load_amazon2018(path: Path | str, *, filters: ds.InteractionFilters | None =
     """Load an Amazon Reviews 2018 category.
 
     Each review becomes one ``review`` interaction with weight 1.0, its star rating and its
-    text (summary and review text). Repeated reviews (same user, product, time and text) are
-    dropped. Titles, descriptions and prices are cleaned of HTML. The catalogue keeps the
-    reviewed products; those missing from the metadata become bare items (``report["bare_items"]``).
+    text (summary and review text). Exact duplicate lines are dropped (``report["duplicate_lines"]``),
+    and so are repeats of a review (same user, product, time and text) that differ only in other
+    fields such as the product variant (``report["repeated_reviews"]``). Titles, descriptions and
+    prices are cleaned of HTML and CSS. The catalogue keeps the reviewed products; those missing
+    from the metadata become bare items (``report["bare_items"]``).
 
     Args:
         path: directory or reviews file, see :func:`find_amazon_files`.
@@ -70,12 +72,18 @@ def load_amazon2018(path: Path | str, *, filters: ds.InteractionFilters | None =
         DataValidationError: on any malformed input, naming file and line.
     """
     reviews_path, meta_path = find_amazon_files(Path(path))
-    report: dict[str, int] = {"review_lines": 0, "duplicate_reviews": 0, "meta_lines": 0}
+    report: dict[str, int] = {"review_lines": 0, "duplicate_lines": 0, "repeated_reviews": 0, "meta_lines": 0}
 
     rows: list[tuple[str, str, int, float, str]] = []
     seen: set[tuple[str, str, int, str]] = set()
-    for line, record in json_lines(reviews_path):
+    seen_lines: set[int] = set()
+    for line, record, raw in json_lines(reviews_path):
         report["review_lines"] += 1
+        raw_hash = hash(raw)
+        if raw_hash in seen_lines:
+            report["duplicate_lines"] += 1
+            continue
+        seen_lines.add(raw_hash)
         user_id = str(require_field(record, "reviewerID", (str,), reviews_path, line)).strip()
         item_id = str(require_field(record, "asin", (str,), reviews_path, line)).strip()
         if not user_id or not item_id:
@@ -88,8 +96,8 @@ def load_amazon2018(path: Path | str, *, filters: ds.InteractionFilters | None =
             )
         text = ds.clean_text(" ".join(str(record.get(k) or "") for k in ("summary", "reviewText")))
         key = (user_id, item_id, int(timestamp), text)
-        if key in seen:
-            report["duplicate_reviews"] += 1
+        if key in seen:  # same review again with other variant fields (style, votes...)
+            report["repeated_reviews"] += 1
             continue
         seen.add(key)
         rows.append((user_id, item_id, int(timestamp), float(rating), text))
@@ -103,7 +111,7 @@ def load_amazon2018(path: Path | str, *, filters: ds.InteractionFilters | None =
 
     item_rows: list[tuple[str, str, str, str, str, float | None]] = []
     if meta_path is not None:
-        for line, record in json_lines(meta_path):
+        for line, record, _raw in json_lines(meta_path):
             report["meta_lines"] += 1
             item_id = str(require_field(record, "asin", (str,), meta_path, line)).strip()
             category = record.get("category") or []

@@ -30,6 +30,7 @@ def category(tmp_path: Path) -> Path:
         review("u1", "i1", 100), review("u1", "i2", 200), review("u2", "i1", 150),
         review("u2", "i3", 300, 2.0, "Broke fast"),
         review("u1", "i1", 100),  # exact duplicate line: dropped
+        {**review("u2", "i1", 150), "style": {"Size": "XL"}},  # same review, other variant: dropped
     ])
     write_lines(tmp_path / "meta_Toys.json", [
         {"asin": "i1", "title": "Red <b>Car</b> &amp; Track", "brand": "Acme", "category": ["Toys", "Cars"],
@@ -53,7 +54,8 @@ def test_amazon_loader_builds_canonical_tables(category: Path) -> None:
     assert data.items.set_index(ds.ITEM_ID).loc["i2"][ds.PRICE] != data.items.set_index(ds.ITEM_ID).loc["i2"][
         ds.PRICE]  # NaN: unparseable price becomes null
     assert set(data.interactions[ds.EVENT]) == {"review"}
-    assert data.report["duplicate_reviews"] == 1
+    assert data.report["duplicate_lines"] == 1
+    assert data.report["repeated_reviews"] == 1
 
 
 def test_items_missing_from_meta_become_bare_items(category: Path) -> None:
@@ -155,5 +157,20 @@ def test_real_gift_cards_category_loads() -> None:
 
 def test_real_category_without_meta_loads_as_bare_items() -> None:
     data = ds.load_source("amazon2018", shared_dataset("amazon2018_appliances"))
-    assert data.report["bare_items"] == data.counts()["items"]
-    assert data.report["duplicate_reviews"] > 0
+    assert data.report["bare_items"] == data.counts()["items"] == 48
+    assert data.report["duplicate_lines"] > 2000  # README: only 206 of 2,277 rows are distinct
+
+
+@pytest.mark.parametrize("name, lines, distinct_lines, users, items", [
+    # Figures from each dataset's README.
+    ("amazon2018_all_beauty", 5269, 4242, 991, 85),
+    ("amazon2018_amazon_fashion", 3176, 3108, 406, 31),
+])
+def test_real_categories_drop_upstream_duplicate_lines(name: str, lines: int, distinct_lines: int, users: int,
+                                                        items: int) -> None:
+    data = ds.load_source("amazon2018", shared_dataset(name))
+    assert data.report["review_lines"] == lines
+    assert lines - data.report["duplicate_lines"] == distinct_lines
+    # Distinct lines that repeat a review with another variant (style) count once.
+    assert data.counts()["interactions"] == distinct_lines - data.report["repeated_reviews"]
+    assert data.counts()["users"] == users and data.counts()["items"] == items
