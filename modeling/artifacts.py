@@ -8,7 +8,7 @@ A bundle is a directory ``models/<version>/``:
     item_content.npy     (n_items, t) float32, item text embeddings (behaviour basis for new shoppers)
     user_ids.npy         (n_users,) str, shoppers known to the model
     user_vectors.npy     (n_users, d) float32, query-tower output, unit norm
-    popularity.npy       (n_items,) float32, summed interaction weight
+    popularity.npy       (n_items,) float32, recent (time-decayed) interaction weight
     query_tower/         SavedModel: serve(user_id, user_text, user_behaviour) -> (b, d)
     candidate_tower/     SavedModel: serve(item_id, item_text) -> (b, d)
 

@@ -73,8 +73,35 @@ class Recommender:
         self._item_index = pd.Index(self.item_ids)
         self._user_index = pd.Index(self.user_ids)
         self.item_vectors = arrays.item_vectors
+        self.item_content = arrays.item_content
         self.user_vectors = arrays.user_vectors
         self.popularity = np.asarray(arrays.popularity, dtype=np.float32)
+        self.n_items = len(self.item_ids)
+        self.n_trained_items = self.n_items
+
+    def add_items(self, item_ids: np.ndarray, item_text: np.ndarray) -> None:
+        """Make products unseen in training recommendable: candidate vectors from their text.
+
+        The candidate tower runs with the ids in the out-of-vocabulary bucket. The new
+        products get zero popularity. Arrays are copied once (the bundle stays read-only).
+
+        Args:
+            item_ids: (m,) new product ids (ids already present are ignored).
+            item_text: (m, t) float32 text embeddings of those products.
+        """
+        import tensorflow as tf
+
+        keep = ~pd.Index(item_ids).isin(self._item_index)
+        item_ids, item_text = np.asarray(item_ids)[keep], np.asarray(item_text, dtype=np.float32)[keep]
+        if len(item_ids) == 0:
+            return
+        tower = self.bundle.candidate_tower()
+        vectors = tower.serve(item_id=tf.constant([""] * len(item_ids)), item_text=tf.constant(item_text))
+        self.item_ids = np.concatenate([self.item_ids.astype(str), item_ids.astype(str)])
+        self.item_vectors = np.concatenate([np.asarray(self.item_vectors), np.asarray(vectors, dtype=np.float32)])
+        self.item_content = np.concatenate([np.asarray(self.item_content), item_text])
+        self.popularity = np.concatenate([self.popularity, np.zeros(len(item_ids), dtype=np.float32)])
+        self._item_index = pd.Index(self.item_ids)
         self.n_items = len(self.item_ids)
 
     @property
@@ -115,7 +142,7 @@ class Recommender:
         """
         import tensorflow as tf
 
-        content = np.asarray(self.bundle.arrays.item_content, dtype=np.float32)
+        content = np.asarray(self.item_content, dtype=np.float32)
         text_dim = content.shape[1]
         user_idx_parts, item_idx_parts, ts_parts, w_parts = [], [], [], []
         texts = np.zeros((len(histories), text_dim), dtype=np.float32)
@@ -171,24 +198,26 @@ class Recommender:
         return top_k(scores, k, exclude)
 
     def recommend(self, user_ids: list[str], histories: dict[str, History], k: int,
-                  allowed: np.ndarray | None = None) -> dict[str, Ranking]:
+                  allowed: np.ndarray | None = None, *, exclude_seen: bool = True) -> dict[str, Ranking]:
         """Top-k for each shopper with the best strategy available.
 
         Args:
             user_ids: m shopper ids (any mix of known, new and unknown).
-            histories: what is known of each shopper (missing: nothing known); every
-                history item is excluded from that shopper's results.
+            histories: what is known of each shopper (missing: nothing known).
             k: items per shopper.
             allowed: optional (n_items,) bool mask.
+            exclude_seen: leave out every item of the shopper's history.
 
         Returns:
             user id -> :class:`Ranking` (padding removed).
         """
         empty = History(np.zeros(0, dtype=object), np.zeros(0, dtype=np.int64), np.zeros(0))
-        exclude = {u: self.item_positions(histories.get(u, empty).item_ids) for u in user_ids}
+        seen = {u: self.item_positions(histories.get(u, empty).item_ids) for u in user_ids}
+        nothing = np.zeros(0, dtype=np.int64)
+        exclude = seen if exclude_seen else {u: nothing for u in user_ids}
         known = [u for u in user_ids if self.knows_user(u)]
         content = [u for u in user_ids if not self.knows_user(u) and u in histories
-                   and (len(exclude[u]) > 0 or histories[u].text is not None)]
+                   and (len(seen[u]) > 0 or histories[u].text is not None)]
         popular = [u for u in user_ids if u not in set(known) | set(content)]
         results: dict[str, Ranking] = {}
         for group, strategy in ((known, TWO_TOWER), (content, CONTENT), (popular, POPULAR)):

@@ -46,6 +46,25 @@ logger = logging.getLogger(__name__)
 
 MIN_USERS = 2
 MIN_ITEMS = 2
+POPULARITY_HALF_LIFE_DAYS = 30.0
+
+
+def recent_popularity(item_idx: np.ndarray, weights: np.ndarray, timestamps: np.ndarray, n_items: int,
+                      *, half_life_days: float = POPULARITY_HALF_LIFE_DAYS) -> np.ndarray:
+    """Time-decayed popularity: each interaction's weight halves every ``half_life_days`` before the latest one.
+
+    Args:
+        item_idx, weights, timestamps: (n,) interaction item positions, weights and unix seconds.
+        n_items: catalogue size.
+
+    Returns:
+        (n_items,) float32 scores.
+    """
+    if len(item_idx) == 0:
+        return np.zeros(n_items, dtype=np.float32)
+    age_days = (np.max(timestamps) - np.asarray(timestamps, dtype=np.float64)) / 86_400.0
+    decayed = np.asarray(weights, dtype=np.float64) * np.power(0.5, age_days / half_life_days)
+    return popularity_scores(item_idx, decayed, n_items)
 
 
 @dataclass
@@ -253,8 +272,8 @@ def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings,
             version: str | None = None) -> Path:
     """Write the trained model as a bundle (not activated).
 
-    Known-shopper vectors use features from each shopper's full history; popularity
-    counts every interaction.
+    Known-shopper vectors use features from each shopper's full history; popularity is
+    recent popularity over every interaction (see :func:`recent_popularity`).
 
     Returns:
         The bundle directory.
@@ -272,8 +291,9 @@ def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings,
         item_content=features.item_text,
         user_ids=user_ids,
         user_vectors=user_vectors,
-        popularity=popularity_scores(all_items[all_items >= 0],
-                                     data.interactions[ds.WEIGHT].to_numpy()[all_items >= 0], len(item_ids)),
+        popularity=recent_popularity(all_items[all_items >= 0],
+                                     data.interactions[ds.WEIGHT].to_numpy()[all_items >= 0],
+                                     data.interactions[ds.TIMESTAMP].to_numpy()[all_items >= 0], len(item_ids)),
     )
     text_dim = embeddings.dim
 
@@ -296,6 +316,7 @@ def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings,
         "train_seconds": round(result.train_seconds, 2),
         "examples_per_second": round(result.examples_per_second, 1),
         "data_counts": data.counts(),
+        "popularity_half_life_days": POPULARITY_HALF_LIFE_DAYS,
     }
     return artifacts.write_bundle(models_dir, arrays, manifest, save_towers, version=version)
 

@@ -127,6 +127,9 @@ RECO_TEXT_MODEL_PATH = env_str("RECO_TEXT_MODEL_PATH", "") or None
 # How often (seconds) a worker looks at models/ACTIVE for a newer version.
 RECO_ACTIVE_CHECK_SECONDS = float(env_str("RECO_ACTIVE_CHECK_SECONDS", "1.0"))
 RECO_MAX_K = env_int("RECO_MAX_K", 100)
+# Give products added after training text-based vectors when the engine loads (needs the text model).
+RECO_ENCODE_NEW_PRODUCTS = env_bool("RECO_ENCODE_NEW_PRODUCTS", True)
+RECO_HISTORY_LENGTH = env_int("RECO_HISTORY_LENGTH", 10)
 RECO_MAX_USERS = env_int("RECO_MAX_USERS", 100)
 
 LOGS_DIR = Path(env_str("RECO_LOGS_DIR", str(BASE_DIR / "logs")))

@@ -11,6 +11,7 @@ urlpatterns = [
     path("check_users", apis.CheckUsersApi.as_view(), name="check-users"),
     path("recommendations", apis.RecommendationsApi.as_view(), name="recommendations"),
     path("similar_items", apis.SimilarItemsApi.as_view(), name="similar-items"),
+    path("events", apis.EventsApi.as_view(), name="events"),
     path("reload_data", apis.ReloadDataApi.as_view(), name="reload-data"),
     path("reload_model", apis.ReloadModelApi.as_view(), name="reload-model"),
     path("health", apis.HealthApi.as_view(), name="health"),

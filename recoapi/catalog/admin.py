@@ -97,8 +97,8 @@ class ShopperAdmin(admin.ModelAdmin):
 class ProductAdmin(admin.ModelAdmin):
     search_fields = ("=id", "title", "brand")
     search_help_text = "Search by exact id, or words of the title or brand."
-    list_display = ("id", "title", "brand", "category", "price")
-    list_filter = ("category", "brand")
+    list_display = ("id", "title", "brand", "category", "price", "available")
+    list_filter = ("available", "category", "brand")
     list_per_page = 50
     paginator = EstimatedCountPaginator
     show_full_result_count = False

@@ -30,6 +30,7 @@ class Product(models.Model):
     category = models.CharField(max_length=512, blank=True, default="", db_index=True,
                                 help_text="Breadcrumb path, levels separated by ' > '.")
     price = models.FloatField(null=True, blank=True)
+    available = models.BooleanField(default=True, help_text="Out-of-stock products are never recommended.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -27,15 +27,15 @@ def shopper_existing_ids(*, ids: list[str]) -> set[str]:
     return set(Shopper.objects.filter(id__in=ids).values_list("id", flat=True))
 
 
-def shopper_histories(*, ids: list[str]) -> dict[str, list[tuple[str, int, float]]]:
-    """Each shopper's interactions as ``(product_id, unix_seconds, weight)``, oldest first.
+def shopper_histories(*, ids: list[str]) -> dict[str, list[tuple[str, int, float, str]]]:
+    """Each shopper's interactions as ``(product_id, unix_seconds, weight, event)``, oldest first.
 
     Shoppers without interactions are absent from the result.
     """
     rows = (Interaction.objects.filter(shopper_id__in=ids)
             .order_by("shopper_id", "occurred_at")
-            .values_list("shopper_id", "product_id", "occurred_at", "weight"))
-    histories: dict[str, list[tuple[str, int, float]]] = defaultdict(list)
-    for shopper_id, product_id, occurred_at, weight in rows.iterator(chunk_size=5000):
-        histories[shopper_id].append((product_id, int(occurred_at.timestamp()), float(weight)))
+            .values_list("shopper_id", "product_id", "occurred_at", "weight", "event"))
+    histories: dict[str, list[tuple[str, int, float, str]]] = defaultdict(list)
+    for shopper_id, product_id, occurred_at, weight, event in rows.iterator(chunk_size=5000):
+        histories[shopper_id].append((product_id, int(occurred_at.timestamp()), float(weight), event))
     return dict(histories)

@@ -5,16 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
 from django.conf import settings
 from django.db import connection, transaction
+from django.utils import timezone
 
 from modeling import datasets as ds
 from modeling.errors import DataValidationError
 from recoapi.catalog.models import Interaction, Product, Shopper
-from recoapi.exceptions import ApplicationError
+from recoapi.exceptions import ApplicationError, NotFound
 
 logger = logging.getLogger(__name__)
 
@@ -173,3 +175,34 @@ def data_import(
     return ImportResult(source=source, path=str(path), skipped=False, counts=data.counts(), report=data.report,
                         fingerprint=data.fingerprint)
 
+
+
+EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "cart": 2.0, "purchase": 3.0, "review": 1.0, "rating": 1.0}
+
+
+def interaction_record(
+    *,
+    user_id: str,
+    item_id: str,
+    event: str,
+    occurred_at: datetime | None = None,
+    weight: float | None = None,
+    rating: float | None = None,
+    text: str | None = None,
+) -> Interaction:
+    """Store one live event; an unknown shopper is created, the product must exist.
+
+    The shopper's next recommendations see it at once: the product is excluded, and a
+    shopper the model does not know moves from "popular" to "content".
+
+    Raises:
+        NotFound: the product is not in the catalogue.
+    """
+    if not Product.objects.filter(id=item_id).exists():
+        raise NotFound(f"Product {item_id!r} is not in the catalogue.", code="unknown_item")
+    with transaction.atomic():
+        shopper, _ = Shopper.objects.get_or_create(id=user_id)
+        return Interaction.objects.create(
+            shopper=shopper, product_id=item_id, event=event, occurred_at=occurred_at or timezone.now(),
+            weight=EVENT_WEIGHTS[event] if weight is None else weight, rating=rating, text=text or None,
+        )

@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from recoapi.catalog import selectors as catalog_selectors
+from recoapi.catalog import services as catalog_services
 from recoapi.recommendations import serializers as s
 from recoapi.recommendations import services
 from recoapi.recommendations.engine import registry
@@ -47,7 +48,11 @@ class RecommendationsApi(APIView):
         data = s.RecommendationsInput(data=request.query_params)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        return Response(services.recommendation_list(user_ids=v["users"], k=v["k"], category=v.get("category")))
+        return Response(services.recommendation_list(
+            user_ids=v.get("users", []), k=v["k"], category=v.get("category"), min_price=v.get("min_price"),
+            max_price=v.get("max_price"), exclude_seen=v["exclude_seen"], include_history=v["include_history"],
+            context_items=v.get("items"), context_text=v.get("text"),
+        ))
 
 
 class SimilarItemsApi(APIView):
@@ -58,6 +63,23 @@ class SimilarItemsApi(APIView):
         data = s.SimilarItemsInput(data=request.query_params)
         data.is_valid(raise_exception=True)
         return Response(services.similar_item_list(item_id=data.validated_data["item"], k=data.validated_data["k"]))
+
+
+class EventsApi(APIView):
+    permission_classes = [permissions.IsAdminUser]
+
+    @extend_schema(request=s.EventInput,
+                   responses={201: s.EventOutput, 404: s.ErrorOutput, **_STAFF_ERRORS})
+    def post(self, request: Request) -> Response:
+        """Record a live event (staff only); the shopper's next recommendations reflect it."""
+        data = s.EventInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        stored = catalog_services.interaction_record(
+            user_id=v["user"], item_id=v["item"], event=v["event"], occurred_at=v.get("timestamp"),
+            weight=v.get("weight"), rating=v.get("rating"), text=v.get("text"),
+        )
+        return Response(s.EventOutput(stored).data, status=201)
 
 
 class ReloadDataApi(APIView):

@@ -18,9 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from django.conf import settings
 
 from modeling import artifacts
+from modeling import datasets as ds
+from modeling.embeddings import TextEncoder
 from modeling.errors import ArtifactError
 from modeling.recommender import Recommender
 from recoapi.catalog.models import Product
@@ -43,43 +46,84 @@ class Engine:
     """One loaded model version with its product metadata.
 
     Attributes:
-        recommender: scoring over the bundle.
-        items: (n_items,) metadata aligned with the bundle's item positions.
+        recommender: scoring over the bundle (plus products added after training).
+        items: (n_items,) metadata aligned with the recommender's item positions.
         categories: (n_items,) lower-cased category paths, for filtering.
+        prices: (n_items,) float, NaN where unknown.
+        available: (n_items,) bool; products out of stock or gone from the database are False.
     """
 
     recommender: Recommender
     items: list[ItemInfo]
     categories: np.ndarray
+    prices: np.ndarray
+    available: np.ndarray
 
     @property
     def version(self) -> str:
         return self.recommender.version
 
-    def category_mask(self, category: str) -> np.ndarray:
-        """(n_items,) bool: items whose category path starts with ``category`` (case-insensitive)."""
-        prefix = category.strip().lower()
-        return np.char.startswith(self.categories.astype(str), prefix)
+    def allowed(self, *, category: str | None = None, min_price: float | None = None,
+                max_price: float | None = None) -> np.ndarray:
+        """(n_items,) bool mask of recommendable products under the given filters.
+
+        Unavailable products are never allowed; a price filter excludes products without a price.
+        """
+        mask = self.available.copy()
+        if category:
+            mask &= np.char.startswith(self.categories, category.strip().lower())
+        if min_price is not None:
+            mask &= self.prices >= min_price
+        if max_price is not None:
+            mask &= self.prices <= max_price
+        return mask
+
+
+_encoder: TextEncoder | None = None
+_encoder_lock = threading.Lock()
+
+
+def text_encoder() -> TextEncoder:
+    """The process's sentence encoder (loaded on first use; a few seconds)."""
+    global _encoder
+    with _encoder_lock:
+        if _encoder is None:
+            _encoder = TextEncoder(settings.RECO_TEXT_MODEL_PATH)
+        return _encoder
 
 
 def build_engine(bundle_path: Path) -> Engine:
     """Load a bundle and the metadata of its products from the database.
+
+    Products in the database that the model was not trained on get candidate vectors
+    from their text (encoded now), so they can be recommended without retraining.
 
     Raises:
         ArtifactError: when the bundle is missing or broken.
     """
     bundle = artifacts.load_bundle(bundle_path)
     recommender = Recommender(bundle)
-    rows = {pid: (title, brand, category, price) for pid, title, brand, category, price in
-            Product.objects.values_list("id", "title", "brand", "category", "price").iterator(chunk_size=10000)}
-    items = []
+    rows = {pid: (title, description, brand, category, price, available)
+            for pid, title, description, brand, category, price, available in
+            Product.objects.values_list("id", "title", "description", "brand", "category", "price", "available")
+            .iterator(chunk_size=10000)}
+    new_ids = sorted(set(rows).difference(map(str, recommender.item_ids)))
+    if new_ids and settings.RECO_ENCODE_NEW_PRODUCTS:
+        frame = pd.DataFrame([(pid, *rows[pid][:5]) for pid in new_ids], columns=list(ds.ITEM_COLUMNS))
+        recommender.add_items(np.asarray(new_ids), text_encoder().encode(ds.item_text(frame)))
+        logger.info("model %s: %d products added after training get text-based vectors", bundle.version,
+                    len(new_ids))
+    items, prices, available = [], [], []
     for item_id in recommender.item_ids:
-        title, brand, category, price = rows.get(str(item_id), ("", "", "", None))
+        title, _description, brand, category, price, in_stock = rows.get(str(item_id), ("", "", "", "", None, False))
         items.append(ItemInfo(title=title, brand=brand, category=category, price=price))
+        prices.append(np.nan if price is None else price)
+        available.append(in_stock)
     categories = np.asarray([info.category.lower() for info in items], dtype=str)
     logger.info("engine loaded model %s (%d items, %d users)", bundle.version, recommender.n_items,
                 len(recommender.user_ids))
-    return Engine(recommender=recommender, items=items, categories=categories)
+    return Engine(recommender=recommender, items=items, categories=categories,
+                  prices=np.asarray(prices, dtype=np.float64), available=np.asarray(available, dtype=bool))
 
 
 class EngineRegistry:

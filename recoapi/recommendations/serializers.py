@@ -41,10 +41,26 @@ class CheckUsersInput(serializers.Serializer):
 
 
 class RecommendationsInput(serializers.Serializer):
-    users = CommaSeparatedIds(help_text="Comma-separated shopper ids (at most 100).")
+    users = CommaSeparatedIds(required=False, help_text="Comma-separated shopper ids (at most 100).")
+    items = CommaSeparatedIds(required=False, help_text="Anonymous visitor: recently viewed product ids.")
+    text = serializers.CharField(required=False, max_length=1000,
+                                 help_text="Anonymous visitor: a search query or a description of what they want.")
     k = serializers.IntegerField(min_value=1, max_value=100, default=10)
     category = serializers.CharField(required=False, max_length=512,
                                      help_text="Only products whose category path starts with this.")
+    min_price = serializers.FloatField(required=False, min_value=0)
+    max_price = serializers.FloatField(required=False, min_value=0)
+    exclude_seen = serializers.BooleanField(default=True,
+                                            help_text="Leave out products the shopper already interacted with.")
+    include_history = serializers.BooleanField(default=False, help_text="Add each shopper's recent history.")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not (attrs.get("users") or attrs.get("items") or attrs.get("text")):
+            raise serializers.ValidationError("give users, or items and/or text for an anonymous visitor")
+        low, high = attrs.get("min_price"), attrs.get("max_price")
+        if low is not None and high is not None and low > high:
+            raise serializers.ValidationError("min_price is above max_price")
+        return attrs
 
 
 class ItemOutput(serializers.Serializer):
@@ -56,9 +72,17 @@ class ItemOutput(serializers.Serializer):
     price = serializers.FloatField(allow_null=True)
 
 
+class HistoryOutput(serializers.Serializer):
+    item_id = serializers.CharField()
+    event = serializers.CharField()
+    timestamp = serializers.DateTimeField()
+    title = serializers.CharField()
+
+
 class UserRecommendationsOutput(serializers.Serializer):
     strategy = serializers.ChoiceField(choices=["two_tower", "content", "popular"])
     items = ItemOutput(many=True)
+    history = HistoryOutput(many=True, required=False)
 
 
 class RecommendationsOutput(serializers.Serializer):
@@ -75,6 +99,24 @@ class SimilarItemsOutput(serializers.Serializer):
     model_version = serializers.CharField()
     item_id = serializers.CharField()
     items = ItemOutput(many=True)
+
+
+class EventInput(serializers.Serializer):
+    user = serializers.CharField(max_length=128)
+    item = serializers.CharField(max_length=128)
+    event = serializers.ChoiceField(choices=["view", "cart", "purchase", "review", "rating"])
+    timestamp = serializers.DateTimeField(required=False, help_text="When it happened (ISO 8601); default now.")
+    weight = serializers.FloatField(required=False, min_value=0.001, max_value=1000)
+    rating = serializers.FloatField(required=False, min_value=0, max_value=5)
+    text = serializers.CharField(required=False, max_length=5000)
+
+
+class EventOutput(serializers.Serializer):
+    user = serializers.CharField(source="shopper_id")
+    item = serializers.CharField(source="product_id")
+    event = serializers.CharField()
+    timestamp = serializers.DateTimeField(source="occurred_at")
+    weight = serializers.FloatField()
 
 
 class ReloadModelInput(serializers.Serializer):

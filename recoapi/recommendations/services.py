@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from modeling.recommender import History
 from recoapi.catalog import selectors as catalog_selectors
 from recoapi.catalog.services import data_import, import_filters_from_settings
 from recoapi.exceptions import ApplicationError, NotFound, ServiceUnavailable
-from recoapi.recommendations.engine import Engine, registry
+from recoapi.recommendations.engine import Engine, registry, text_encoder
 from recoapi.recommendations.models import ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -39,37 +39,75 @@ def _item_payload(engine: Engine, position: int, score: float) -> dict[str, Any]
             "title": info.title, "brand": info.brand, "category": info.category, "price": info.price}
 
 
-def recommendation_list(*, user_ids: list[str], k: int, category: str | None = None) -> dict[str, Any]:
-    """Top-k products for each shopper, with the strategy used.
+ANONYMOUS = "anonymous"
 
-    Known to the model -> "two_tower"; in the database with a history but not in the
-    model -> "content"; otherwise -> "popular". Products a shopper already interacted
-    with are never recommended to them.
 
-    Returns:
-        ``{"model_version": str, "recommendations": {user_id: {"strategy", "items": [...]}}}``.
-    """
-    engine = _engine_or_503()
-    raw = catalog_selectors.shopper_histories(ids=user_ids)
-    histories = {
+def _histories(raw: dict[str, list[tuple[str, int, float, str]]]) -> dict[str, History]:
+    return {
         user: History(item_ids=np.asarray([r[0] for r in rows], dtype=object),
                       timestamps=np.asarray([r[1] for r in rows], dtype=np.int64),
                       weights=np.asarray([r[2] for r in rows], dtype=np.float64))
         for user, rows in raw.items()
     }
-    allowed = engine.category_mask(category) if category else None
-    rankings = engine.recommender.recommend(user_ids, histories, k, allowed)
-    return {
-        "model_version": engine.version,
-        "recommendations": {
-            user: {
-                "strategy": rankings[user].strategy,
-                "items": [_item_payload(engine, int(p), float(s))
-                          for p, s in zip(rankings[user].items, rankings[user].scores, strict=True)],
-            }
-            for user in user_ids
-        },
-    }
+
+
+def recommendation_list(
+    *,
+    user_ids: list[str],
+    k: int,
+    category: str | None = None,
+    min_price: float | None = None,
+    max_price: float | None = None,
+    exclude_seen: bool = True,
+    include_history: bool = False,
+    context_items: list[str] | None = None,
+    context_text: str | None = None,
+) -> dict[str, Any]:
+    """Top-k products for each shopper, with the strategy used.
+
+    Known to the model -> "two_tower"; in the database with a history but not in the
+    model -> "content" (query tower on the history's behaviour embedding); otherwise ->
+    "popular" (recent popularity). An anonymous visitor described by recently viewed
+    products and/or a text gets "content" under the key ``"anonymous"``. Unavailable
+    products are never recommended; by default neither are products the shopper already has.
+
+    Returns:
+        ``{"model_version": str, "recommendations": {user_id: {"strategy", "items": [...], ["history"]}}}``.
+    """
+    engine = _engine_or_503()
+    raw = catalog_selectors.shopper_histories(ids=user_ids)
+    histories = _histories(raw)
+    keys = list(user_ids)
+    if context_items or context_text:
+        known = set(engine.recommender.item_positions(context_items or []).tolist())
+        if context_items and not known:
+            raise NotFound("None of the given products is known to the service.", code="unknown_item")
+        text = text_encoder().encode([context_text])[0] if context_text else None
+        items = np.asarray(context_items or [], dtype=object)
+        histories[ANONYMOUS] = History(item_ids=items, timestamps=np.zeros(len(items), dtype=np.int64),
+                                       weights=np.ones(len(items)), text=text)
+        keys.append(ANONYMOUS)
+    allowed = engine.allowed(category=category, min_price=min_price, max_price=max_price)
+    rankings = engine.recommender.recommend(keys, histories, k, allowed, exclude_seen=exclude_seen)
+    result: dict[str, Any] = {}
+    for user in keys:
+        entry: dict[str, Any] = {
+            "strategy": rankings[user].strategy,
+            "items": [_item_payload(engine, int(p), float(s))
+                      for p, s in zip(rankings[user].items, rankings[user].scores, strict=True)],
+        }
+        if include_history and user != ANONYMOUS:
+            entry["history"] = _history_payload(engine, raw.get(user, []))
+        result[user] = entry
+    return {"model_version": engine.version, "recommendations": result}
+
+
+def _history_payload(engine: Engine, rows: list[tuple[str, int, float, str]]) -> list[dict[str, Any]]:
+    latest = rows[-settings.RECO_HISTORY_LENGTH:][::-1]
+    positions = engine.recommender.item_positions([r[0] for r in latest]) if latest else []
+    titles = {str(engine.recommender.item_ids[p]): engine.items[p].title for p in positions}
+    return [{"item_id": item, "event": event, "timestamp": datetime.fromtimestamp(ts, UTC).isoformat(),
+             "title": titles.get(item, "")} for item, ts, _w, event in latest]
 
 
 def similar_item_list(*, item_id: str, k: int) -> dict[str, Any]:
