@@ -35,6 +35,10 @@ class Product(models.Model):
 
     class Meta:
         ordering = ["id"]
+        indexes = [
+            # Serving reads the (few) unavailable products often.
+            models.Index(fields=["available"], condition=models.Q(available=False), name="catalog_product_unavail_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.id} {self.title[:60]}".strip()

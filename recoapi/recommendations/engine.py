@@ -50,14 +50,31 @@ class Engine:
         items: (n_items,) metadata aligned with the recommender's item positions.
         categories: (n_items,) lower-cased category paths, for filtering.
         prices: (n_items,) float, NaN where unknown.
-        available: (n_items,) bool; products out of stock or gone from the database are False.
+        known: (n_items,) bool; False for products gone from the database.
     """
 
     recommender: Recommender
     items: list[ItemInfo]
     categories: np.ndarray
     prices: np.ndarray
-    available: np.ndarray
+    known: np.ndarray
+    _available: np.ndarray | None = None
+    _available_at: float = float("-inf")
+
+    @property
+    def available(self) -> np.ndarray:
+        """(n_items,) bool: in the database and not marked out of stock.
+
+        Stock changes often, so the unavailable products are re-read at most every
+        ``RECO_AVAILABILITY_SECONDS`` (one indexed query for the few unavailable ones).
+        """
+        now = time.monotonic()
+        if self._available is None or now - self._available_at >= settings.RECO_AVAILABILITY_SECONDS:
+            unavailable = list(Product.objects.filter(available=False).values_list("id", flat=True))
+            mask = self.known.copy()
+            mask[self.recommender.item_positions(unavailable)] = False
+            self._available, self._available_at = mask, now
+        return self._available
 
     @property
     def version(self) -> str:
@@ -113,17 +130,18 @@ def build_engine(bundle_path: Path) -> Engine:
         recommender.add_items(np.asarray(new_ids), text_encoder().encode(ds.item_text(frame)))
         logger.info("model %s: %d products added after training get text-based vectors", bundle.version,
                     len(new_ids))
-    items, prices, available = [], [], []
+    items, prices, known = [], [], []
     for item_id in recommender.item_ids:
-        title, _description, brand, category, price, in_stock = rows.get(str(item_id), ("", "", "", "", None, False))
+        row = rows.get(str(item_id))
+        title, _description, brand, category, price, _in_stock = row or ("", "", "", "", None, False)
         items.append(ItemInfo(title=title, brand=brand, category=category, price=price))
         prices.append(np.nan if price is None else price)
-        available.append(in_stock)
+        known.append(row is not None)
     categories = np.asarray([info.category.lower() for info in items], dtype=str)
     logger.info("engine loaded model %s (%d items, %d users)", bundle.version, recommender.n_items,
                 len(recommender.user_ids))
     return Engine(recommender=recommender, items=items, categories=categories,
-                  prices=np.asarray(prices, dtype=np.float64), available=np.asarray(available, dtype=bool))
+                  prices=np.asarray(prices, dtype=np.float64), known=np.asarray(known, dtype=bool))
 
 
 class EngineRegistry:

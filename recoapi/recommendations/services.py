@@ -111,7 +111,7 @@ def _history_payload(engine: Engine, rows: list[tuple[str, int, float, str]]) ->
 
 
 def similar_item_list(*, item_id: str, k: int) -> dict[str, Any]:
-    """The k products nearest to ``item_id`` in the candidate-tower space.
+    """The k available products nearest to ``item_id`` in the candidate-tower space.
 
     Raises:
         NotFound: when the product is not in the active model.
@@ -121,7 +121,7 @@ def similar_item_list(*, item_id: str, k: int) -> dict[str, Any]:
     if len(positions) == 0:
         raise NotFound(f"Product {item_id!r} is not in the active model.", code="unknown_item")
     query = np.asarray(engine.recommender.item_vectors[positions], dtype=np.float32)
-    top, scores = engine.recommender.rank(query, [positions], k)
+    top, scores = engine.recommender.rank(query, [positions], k, engine.allowed())
     valid = top[0] >= 0
     return {"model_version": engine.version, "item_id": item_id,
             "items": [_item_payload(engine, int(p), float(s)) for p, s in zip(top[0][valid], scores[0][valid],
@@ -261,3 +261,19 @@ def model_train(
         artifacts.set_active(models_dir, result["version"])
     model_version_sync()
     return {**result, "activated": activate}
+
+
+def recommendation_batch(*, user_ids: list[str], k: int) -> tuple[str, list[tuple[str, int, str, float]]]:
+    """Top-k for many shoppers at once (same ladder and filters as the API's defaults).
+
+    Returns:
+        ``(model_version, rows)`` with rows ``(user_id, rank (1-based), item_id, score)``.
+    """
+    engine = _engine_or_503()
+    histories = _histories(catalog_selectors.shopper_histories(ids=user_ids))
+    rankings = engine.recommender.recommend(user_ids, histories, k, engine.allowed())
+    rows = [(user, rank, str(engine.recommender.item_ids[p]), round(float(score), 6))
+            for user in user_ids
+            for rank, (p, score) in enumerate(zip(rankings[user].items, rankings[user].scores, strict=True),
+                                              start=1)]
+    return engine.version, rows

@@ -23,6 +23,7 @@ def service(settings, db, pipeline: Pipeline, models_copy: Path, tmp_path: Path)
     settings.RECO_EMBEDDINGS_DIR = pipeline.embeddings
     settings.RECO_MODELS_DIR = models_copy
     settings.RECO_ACTIVE_CHECK_SECONDS = 0.0
+    settings.RECO_AVAILABILITY_SECONDS = 0.0
     data_import(source="amazon2018", path=pipeline.raw, processed_dir=tmp_path / "processed")
     registry.reset()
     yield pipeline

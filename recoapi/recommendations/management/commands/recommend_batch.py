@@ -1,0 +1,91 @@
+"""Batch predictions: top-k for every shopper id of a file, written as CSV."""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from tqdm.auto import tqdm
+
+from recoapi.exceptions import ApplicationError
+from recoapi.recommendations.services import recommendation_batch
+
+HEADER = ("user_id", "rank", "item_id", "score")
+
+
+def _read_ids(path: Path, chunk: int) -> Iterator[list[str]]:
+    """Shopper ids, one per line (an optional ``user_id`` header and blank lines are skipped), in chunks."""
+    batch: list[str] = []
+    with open(path, encoding="utf-8", newline="") as handle:
+        for number, row in enumerate(csv.reader(handle), start=1):
+            value = row[0].strip() if row else ""
+            if not value or (number == 1 and value.lower() in {"user_id", "user", "users"}):
+                continue
+            if len(value) > 128:
+                raise CommandError(f"{path}, line {number}: a shopper id is at most 128 characters")
+            batch.append(value)
+            if len(batch) >= chunk:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+class Command(BaseCommand):
+    help = ("Write the top-k recommendations of every shopper listed in --input (one id per line) to --output "
+            "as CSV rows user_id,rank,item_id,score. Unknown shoppers get popular products; repeated ids are "
+            "answered once.")
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--input", required=True, help="File with one shopper id per line.")
+        parser.add_argument("--output", required=True, help="CSV file to write (replaced atomically).")
+        parser.add_argument("--k", type=int, default=10, help="Recommendations per shopper (1-100).")
+        parser.add_argument("--chunk-size", type=int, default=1000, help="Shoppers scored per step.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        source, target = Path(options["input"]), Path(options["output"])
+        if not source.is_file():
+            raise CommandError(f"{source}: no such file")
+        if not 1 <= options["k"] <= 100:
+            raise CommandError(f"--k must be between 1 and 100, got {options['k']}")
+        if options["chunk_size"] < 1:
+            raise CommandError("--chunk-size must be at least 1")
+        with open(source, encoding="utf-8") as handle:
+            total = sum(1 for line in handle if line.strip())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        users = rows_written = 0
+        versions: set[str] = set()
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle, tqdm(
+                total=total, unit="shopper", desc="recommend", disable=options["verbosity"] == 0
+            ) as bar:
+                writer = csv.writer(handle)
+                writer.writerow(HEADER)
+                done: set[str] = set()
+                for chunk in _read_ids(source, options["chunk_size"]):
+                    ids = [i for i in dict.fromkeys(chunk) if i not in done]
+                    done.update(ids)
+                    bar.update(len(chunk) - len(ids))
+                    if not ids:
+                        continue
+                    version, rows = recommendation_batch(user_ids=ids, k=options["k"])
+                    versions.add(version)
+                    writer.writerows(rows)
+                    users += len(ids)
+                    rows_written += len(rows)
+                    bar.update(len(ids))
+            os.replace(tmp, target)
+        except ApplicationError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            raise CommandError(exc.message) from exc
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.stdout.write(self.style.SUCCESS(
+            f"Wrote {rows_written} rows for {users} shoppers to {target} (model {', '.join(sorted(versions))})."))

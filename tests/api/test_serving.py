@@ -1,0 +1,180 @@
+"""The cold-start ladder, request filters, live events, new products and batch predictions."""
+
+from __future__ import annotations
+
+import csv
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from rest_framework.test import APIClient
+
+from modeling import datasets as ds
+from recoapi.catalog.models import Interaction, Product
+from recoapi.recommendations.engine import registry
+from tests.api.test_endpoints import a_known_user, assert_error
+from tests.conftest import Pipeline
+
+
+def recommend(client: APIClient, **params) -> dict:
+    response = client.get("/recommendations", params)
+    assert response.status_code == 200, response.content
+    return response.json()["recommendations"]
+
+
+# --------------------------------------------------------------------------- filters
+
+
+def test_exclude_seen_can_be_turned_off(service: Pipeline, client: APIClient) -> None:
+    user = a_known_user(service)
+    seen = set(Interaction.objects.filter(shopper_id=user).values_list("product_id", flat=True))
+    n = Product.objects.count()
+    default = {i["item_id"] for i in recommend(client, users=user, k=100)[user]["items"]}
+    everything = {i["item_id"] for i in recommend(client, users=user, k=100, exclude_seen="false")[user]["items"]}
+    assert not default & seen
+    assert seen <= everything
+    assert len(everything) == min(n, 100)
+
+
+def test_price_range_filter(service: Pipeline, client: APIClient) -> None:
+    result = recommend(client, users=f"{a_known_user(service)},nobody", k=10, min_price=20, max_price=60)
+    for entry in result.values():
+        assert entry["items"]
+        assert all(20 <= item["price"] <= 60 for item in entry["items"])
+    assert_error(client.get("/recommendations", {"users": "a", "min_price": 50, "max_price": 10}), 400, "invalid")
+    assert_error(client.get("/recommendations", {"users": "a", "min_price": -1}), 400, "invalid")
+
+
+def test_out_of_stock_products_are_never_recommended(service: Pipeline, client: APIClient) -> None:
+    user = a_known_user(service)
+    top = [i["item_id"] for i in recommend(client, users=f"{user},nobody", k=3)[user]["items"]]
+    popular = [i["item_id"] for i in recommend(client, users="nobody", k=3)["nobody"]["items"]]
+    Product.objects.filter(id__in=[top[0], popular[0]]).update(available=False)
+    after = recommend(client, users=f"{user},nobody", k=50)
+    assert top[0] not in {i["item_id"] for i in after[user]["items"]}
+    assert popular[0] not in {i["item_id"] for i in after["nobody"]["items"]}
+    similar = client.get("/similar_items", {"item": top[1], "k": 50}).json()["items"]
+    assert top[0] not in {i["item_id"] for i in similar}
+
+
+def test_include_history_lists_recent_events_newest_first(service: Pipeline, client: APIClient) -> None:
+    user = a_known_user(service)
+    entry = recommend(client, users=user, k=2, include_history="true")[user]
+    history = entry["history"]
+    expected = service.data.interactions[service.data.interactions[ds.USER_ID] == user]
+    assert len(history) == min(10, len(expected))
+    assert history[0]["item_id"] == expected.sort_values(ds.TIMESTAMP).iloc[-1][ds.ITEM_ID]
+    assert [h["timestamp"] for h in history] == sorted((h["timestamp"] for h in history), reverse=True)
+    assert all(h["title"] for h in history)
+    assert "history" not in recommend(client, users=user, k=2)[user]
+
+
+# --------------------------------------------------------------------------- anonymous visitors
+
+
+def test_anonymous_visitor_with_recently_viewed_items_gets_content(service: Pipeline, client: APIClient) -> None:
+    viewed = list(service.data.items[ds.ITEM_ID].iloc[:2])
+    entry = recommend(client, items=",".join(viewed), k=5)["anonymous"]
+    assert entry["strategy"] == "content"
+    assert len(entry["items"]) == 5 and not set(viewed) & {i["item_id"] for i in entry["items"]}
+    assert_error(client.get("/recommendations", {"items": "no-such-product"}), 404, "unknown_item")
+
+
+def test_anonymous_visitor_with_a_text_gets_matching_products(service: Pipeline, client: APIClient) -> None:
+    item = service.data.items.iloc[0]
+    entry = recommend(client, text=item[ds.TITLE], k=10)["anonymous"]
+    assert entry["strategy"] == "content"
+    department = item[ds.CATEGORY].split(" > ")[0]
+    assert sum(i["category"].startswith(department) for i in entry["items"]) >= 3
+
+
+def test_request_without_users_items_or_text_is_refused(service: Pipeline, client: APIClient) -> None:
+    assert_error(client.get("/recommendations", {"k": 3}), 400, "invalid")
+
+
+# --------------------------------------------------------------------------- events
+
+
+def test_events_require_staff(service: Pipeline, client: APIClient, shopper_client: APIClient) -> None:
+    body = {"user": "x", "item": "y", "event": "view"}
+    assert_error(client.post("/events", body, format="json"), 401)
+    assert_error(shopper_client.post("/events", body, format="json"), 403)
+
+
+def test_event_moves_a_new_shopper_from_popular_to_content(service: Pipeline, staff_client: APIClient) -> None:
+    assert recommend(staff_client, users="walk-in", k=5)["walk-in"]["strategy"] == "popular"
+    item = str(service.data.items[ds.ITEM_ID].iloc[3])
+    response = staff_client.post("/events", {"user": "walk-in", "item": item, "event": "cart"}, format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()["weight"] == 2.0
+    entry = recommend(staff_client, users="walk-in", k=5)["walk-in"]
+    assert entry["strategy"] == "content"
+    assert item not in {i["item_id"] for i in entry["items"]}
+    assert staff_client.get("/check_users", {"users": "walk-in"}).json() == {"walk-in": True}
+
+
+def test_event_excludes_the_product_for_a_known_shopper_at_once(service: Pipeline, staff_client: APIClient) -> None:
+    user = a_known_user(service)
+    first = recommend(staff_client, users=user, k=1)[user]["items"][0]["item_id"]
+    staff_client.post("/events", {"user": user, "item": first, "event": "purchase",
+                                  "timestamp": "2024-05-01T10:00:00Z"}, format="json")
+    assert first not in {i["item_id"] for i in recommend(staff_client, users=user, k=20)[user]["items"]}
+
+
+@pytest.mark.parametrize("body, status", [
+    ({"user": "u", "item": "no-such-product", "event": "view"}, 404),
+    ({"user": "u", "item": "x", "event": "refund"}, 400),
+    ({"user": "", "item": "x", "event": "view"}, 400),
+    ({"item": "x", "event": "view"}, 400),
+    ({"user": "u", "item": "x", "event": "view", "timestamp": "yesterday"}, 400),
+])
+def test_bad_events_are_refused(service: Pipeline, staff_client: APIClient, body: dict, status: int) -> None:
+    before = Interaction.objects.count()
+    assert_error(staff_client.post("/events", body, format="json"), status)
+    assert Interaction.objects.count() == before
+
+
+# --------------------------------------------------------------------------- products added after training
+
+
+def test_product_added_after_training_is_served_without_retraining(service: Pipeline, client: APIClient) -> None:
+    template = Product.objects.order_by("id").first()
+    Product.objects.create(id="NEW-1", title=template.title + " Limited Edition", brand=template.brand,
+                           category="Brand New Range", description=template.description, price=10.0)
+    registry.refresh()
+    similar = client.get("/similar_items", {"item": "NEW-1", "k": 5})
+    assert similar.status_code == 200
+    assert template.id in {i["item_id"] for i in similar.json()["items"]}
+    entry = recommend(client, users=a_known_user(service), k=5, category="brand new")
+    assert [i["item_id"] for i in next(iter(entry.values()))["items"]] == ["NEW-1"]
+
+
+# --------------------------------------------------------------------------- batch predictions
+
+
+def test_recommend_batch_writes_ranked_rows(service: Pipeline, tmp_path: Path) -> None:
+    user = a_known_user(service)
+    source = tmp_path / "predictions.csv"
+    source.write_text(f"user_id\n{user}\n\nstranger\n{user}\n")
+    target = tmp_path / "out" / "results.csv"
+    out = StringIO()
+    call_command("recommend_batch", "--input", str(source), "--output", str(target), "--k", "3",
+                 "--chunk-size", "1", stdout=out, stderr=StringIO())
+    rows = list(csv.DictReader(target.open()))
+    assert [r["user_id"] for r in rows] == [user] * 3 + ["stranger"] * 3
+    assert [r["rank"] for r in rows[:3]] == ["1", "2", "3"]
+    seen = set(Interaction.objects.filter(shopper_id=user).values_list("product_id", flat=True))
+    assert not seen & {r["item_id"] for r in rows[:3]}
+    assert "Wrote 6 rows for 2 shoppers" in out.getvalue()
+
+
+def test_recommend_batch_bad_arguments(service: Pipeline, tmp_path: Path) -> None:
+    with pytest.raises(CommandError, match="no such file"):
+        call_command("recommend_batch", "--input", str(tmp_path / "missing.csv"), "--output", str(tmp_path / "o"))
+    (tmp_path / "in.csv").write_text("a\n")
+    with pytest.raises(CommandError, match="--k must be between 1 and 100"):
+        call_command("recommend_batch", "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "o"),
+                     "--k", "0")
+    assert not (tmp_path / "o").exists()
