@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -124,6 +125,7 @@ class Bundle:
     arrays: BundleArrays
     _query_tower: Any = field(default=None, repr=False)
     _candidate_tower: Any = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def dim(self) -> int:
@@ -131,15 +133,17 @@ class Bundle:
 
     def query_tower(self) -> Any:
         """The query tower SavedModel (loaded on first use; imports TensorFlow)."""
-        if self._query_tower is None:
-            self._query_tower = _load_saved_model(self.path / QUERY_TOWER_DIR)
-        return self._query_tower
+        with self._lock:
+            if self._query_tower is None:
+                self._query_tower = _load_saved_model(self.path / QUERY_TOWER_DIR)
+            return self._query_tower
 
     def candidate_tower(self) -> Any:
         """The candidate tower SavedModel (loaded on first use; imports TensorFlow)."""
-        if self._candidate_tower is None:
-            self._candidate_tower = _load_saved_model(self.path / CANDIDATE_TOWER_DIR)
-        return self._candidate_tower
+        with self._lock:
+            if self._candidate_tower is None:
+                self._candidate_tower = _load_saved_model(self.path / CANDIDATE_TOWER_DIR)
+            return self._candidate_tower
 
 
 def _load_saved_model(path: Path) -> Any:

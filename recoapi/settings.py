@@ -130,6 +130,8 @@ RECO_MAX_K = env_int("RECO_MAX_K", 100)
 # Give products added after training text-based vectors when the engine loads (needs the text model).
 RECO_ENCODE_NEW_PRODUCTS = env_bool("RECO_ENCODE_NEW_PRODUCTS", True)
 RECO_HISTORY_LENGTH = env_int("RECO_HISTORY_LENGTH", 10)
+# Load the query tower (TensorFlow) in the background as soon as a model is loaded.
+RECO_PREWARM = env_bool("RECO_PREWARM", True)
 # How often (seconds) a worker re-reads which products are out of stock.
 RECO_AVAILABILITY_SECONDS = float(env_str("RECO_AVAILABILITY_SECONDS", "5"))
 RECO_MAX_USERS = env_int("RECO_MAX_USERS", 100)

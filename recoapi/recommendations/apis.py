@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from django.db import connection
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import permissions
@@ -108,7 +110,7 @@ class ReloadModelApi(APIView):
 class HealthApi(APIView):
     @extend_schema(responses={200: s.HealthOutput})
     def get(self, request: Request) -> Response:
-        """Liveness and readiness: the active model version and the database state."""
+        """Liveness and readiness: the active model version, the database state and the serving process id."""
         try:
             connection.ensure_connection()
             database = "ok"
@@ -116,4 +118,5 @@ class HealthApi(APIView):
             database = "unavailable"
         engine = registry.current()
         return Response({"status": "ok" if engine and database == "ok" else "degraded",
-                         "model_version": engine.version if engine else None, "database": database})
+                         "model_version": engine.version if engine else None, "database": database,
+                         "process": os.getpid()})

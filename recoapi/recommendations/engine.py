@@ -144,6 +144,12 @@ def build_engine(bundle_path: Path) -> Engine:
                   prices=np.asarray(prices, dtype=np.float64), known=np.asarray(known, dtype=bool))
 
 
+def _prewarm(engine: Engine) -> None:
+    """Load the query tower in the background, so the first "content" request does not wait for TensorFlow."""
+    if settings.RECO_PREWARM:
+        threading.Thread(target=engine.recommender.bundle.query_tower, name="prewarm", daemon=True).start()
+
+
 class EngineRegistry:
     """Holds the process's engine; follows ``models/ACTIVE``."""
 
@@ -177,6 +183,7 @@ class EngineRegistry:
             try:
                 self._engine = build_engine(self.models_dir / version)
                 self._failed = None
+                _prewarm(self._engine)
             except ArtifactError as exc:
                 self._failed = version
                 logger.error("cannot load model %s, keeping %s: %s", version,
@@ -194,6 +201,7 @@ class EngineRegistry:
             engine = build_engine(self.models_dir / version)
             artifacts.set_active(self.models_dir, version)
             self._engine = engine
+            _prewarm(engine)
             self._failed = None
             self._checked_at = time.monotonic()
             return engine

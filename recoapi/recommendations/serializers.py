@@ -144,6 +144,7 @@ class HealthOutput(serializers.Serializer):
     status = serializers.CharField()
     model_version = serializers.CharField(allow_null=True)
     database = serializers.CharField()
+    process = serializers.IntegerField()
 
 
 class ErrorDetail(serializers.Serializer):

@@ -241,7 +241,10 @@ def test_reload_rejects_malformed_json(service: Pipeline, staff_client: APIClien
 
 
 def test_health_reports_model_and_database(service: Pipeline, client: APIClient) -> None:
-    assert client.get("/health").json() == {"status": "ok", "model_version": service.version, "database": "ok"}
+    import os
+
+    assert client.get("/health").json() == {"status": "ok", "model_version": service.version, "database": "ok",
+                                            "process": os.getpid()}
 
 
 def test_unknown_url_answers_json_404(service: Pipeline, client: APIClient) -> None:
@@ -256,8 +259,10 @@ def test_openapi_schema_lists_every_endpoint(service: Pipeline, client: APIClien
     response = client.get("/api/schema", HTTP_ACCEPT="application/vnd.oai.openapi+json")
     assert response.status_code == 200
     paths = response.json()["paths"]
-    for path in ("/random_users", "/check_users", "/recommendations", "/similar_items", "/reload_data",
+    for path in ("/random_users", "/check_users", "/recommendations", "/similar_items", "/events", "/reload_data",
                  "/reload_model", "/health"):
         assert path in paths
     parameters = {p["name"] for p in paths["/recommendations"]["get"]["parameters"]}
-    assert {"users", "k", "category"} <= parameters
+    assert {"users", "items", "text", "k", "category", "min_price", "max_price", "exclude_seen",
+            "include_history"} <= parameters
+    assert "tokenAuth" in str(paths["/events"]["post"]["security"])
