@@ -31,7 +31,12 @@ class Command(BaseCommand):
             f"curl '{base}/random_users?n=5'",
             f"curl '{base}/check_users?users={users[0]},someone-new'",
             f"curl '{base}/recommendations?users={','.join(users)},someone-new&k=5'",
+            f"curl '{base}/recommendations?users={users[0]}&k=5&include_history=true&max_price=100'",
+            f"curl '{base}/recommendations?text=espresso%20coffee%20grinder&k=5'",
+            f"curl '{base}/recommendations?items={item}&k=5'",
             f"curl '{base}/similar_items?item={item}&k=5'",
+            f"curl -X POST -H 'Authorization: Token {token}' -H 'Content-Type: application/json' "
+            f"-d '{{\"user\": \"someone-new\", \"item\": \"{item}\", \"event\": \"view\"}}' '{base}/events'",
             f"curl -X POST -H 'Authorization: Token {token}' '{base}/reload_model'",
             f"curl -X POST -H 'Authorization: Token {token}' '{base}/reload_data'",
             f"# Swagger UI: {base}/api/docs   Admin: {base}/admin/",
