@@ -58,6 +58,7 @@ class Engine:
     categories: np.ndarray
     prices: np.ndarray
     known: np.ndarray
+    data_stamp: int | None = None
     _available: np.ndarray | None = None
     _available_at: float = float("-inf")
 
@@ -109,6 +110,14 @@ def text_encoder() -> TextEncoder:
         return _encoder
 
 
+def data_stamp() -> int | None:
+    """Modification time (ns) of the imported-data manifest; it changes with every completed import."""
+    try:
+        return (Path(settings.RECO_PROCESSED_DIR) / ds.SNAPSHOT_MANIFEST).stat().st_mtime_ns
+    except OSError:
+        return None
+
+
 def build_engine(bundle_path: Path) -> Engine:
     """Load a bundle and the metadata of its products from the database.
 
@@ -118,6 +127,7 @@ def build_engine(bundle_path: Path) -> Engine:
     Raises:
         ArtifactError: when the bundle is missing or broken.
     """
+    stamp = data_stamp()
     bundle = artifacts.load_bundle(bundle_path)
     recommender = Recommender(bundle)
     rows = {pid: (title, description, brand, category, price, available)
@@ -141,7 +151,7 @@ def build_engine(bundle_path: Path) -> Engine:
     logger.info("engine loaded model %s (%d items, %d users)", bundle.version, recommender.n_items,
                 len(recommender.user_ids))
     return Engine(recommender=recommender, items=items, categories=categories,
-                  prices=np.asarray(prices, dtype=np.float64), known=np.asarray(known, dtype=bool))
+                  prices=np.asarray(prices, dtype=np.float64), known=np.asarray(known, dtype=bool), data_stamp=stamp)
 
 
 def _prewarm(engine: Engine) -> None:
@@ -164,13 +174,19 @@ class EngineRegistry:
         return Path(settings.RECO_MODELS_DIR)
 
     def current(self) -> Engine | None:
-        """The engine of the active version (loading it when ACTIVE changed), or None without a model."""
+        """The engine of the active version, or None without a model.
+
+        Rebuilt when ``models/ACTIVE`` names another version, or when a data import completed
+        since the engine was built (new products, changed metadata), in every worker process.
+        """
         now = time.monotonic()
         if now - self._checked_at >= settings.RECO_ACTIVE_CHECK_SECONDS:
             self._checked_at = now
             active = artifacts.read_active(self.models_dir)
             engine = self._engine
-            if active and (engine is None or engine.version != active) and active != self._failed:
+            if active and active != self._failed and (
+                engine is None or engine.version != active or engine.data_stamp != data_stamp()
+            ):
                 self._follow(active)
         return self._engine
 
@@ -178,7 +194,7 @@ class EngineRegistry:
         if not self._lock.acquire(blocking=self._engine is None):
             return  # another thread is loading; keep serving the current engine meanwhile
         try:
-            if self._engine is not None and self._engine.version == version:
+            if self._engine is not None and self._engine.version == version and self._engine.data_stamp == data_stamp():
                 return
             try:
                 self._engine = build_engine(self.models_dir / version)

@@ -178,3 +178,15 @@ def test_recommend_batch_bad_arguments(service: Pipeline, tmp_path: Path) -> Non
         call_command("recommend_batch", "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "o"),
                      "--k", "0")
     assert not (tmp_path / "o").exists()
+
+
+def test_every_worker_sees_new_products_after_a_data_import(service: Pipeline, client: APIClient,
+                                                            settings) -> None:
+    from recoapi.catalog.services import data_import
+
+    assert client.get("/similar_items", {"item": "NEW-2"}).status_code == 404
+    template = Product.objects.order_by("id").first()
+    Product.objects.create(id="NEW-2", title=template.title, category="Fresh Arrivals", price=5.0)
+    # Another process imports data (as POST /reload_data in another worker would); this one was not told.
+    data_import(source="amazon2018", path=service.raw, processed_dir=settings.RECO_PROCESSED_DIR, force=True)
+    assert client.get("/similar_items", {"item": "NEW-2"}).status_code == 200
