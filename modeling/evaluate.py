@@ -65,19 +65,22 @@ def leave_last_out_split(interactions: pd.DataFrame, *, min_items: int = 3) -> S
 # --------------------------------------------------------------------------- ranking
 
 
-def top_k(scores: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def top_k(scores: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None, *,
+          copy: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Top-k item positions per row of a score matrix, best first.
 
     Args:
         scores: (m, n_items) float scores.
         k: number of items per row (clipped to n_items).
         exclude: m arrays of item positions that must not be returned (e.g. already seen).
+        copy: False lets the function overwrite ``scores`` (float32) instead of copying it,
+            which saves a pass over the matrix on the serving path.
 
     Returns:
         ``(indices (m, k) int64, scores (m, k) float32)``; when a row has fewer than
         k allowed items the tail holds index -1 and score -inf.
     """
-    scores = np.array(scores, dtype=np.float32, copy=True)
+    scores = np.array(scores, dtype=np.float32, copy=copy or scores.dtype != np.float32)
     m, n = scores.shape
     if exclude is not None:
         for row, items in enumerate(exclude):

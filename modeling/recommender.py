@@ -32,6 +32,11 @@ POPULAR = "popular"
 STRATEGIES = (TWO_TOWER, CONTENT, POPULAR)
 
 
+def _penalty(allowed: np.ndarray) -> np.ndarray:
+    """(n_items,) float32: 0 where allowed, -inf elsewhere (added to scores: cheaper than masked assignment)."""
+    return np.where(allowed, np.float32(0.0), np.float32(-np.inf)).astype(np.float32)
+
+
 @dataclass
 class History:
     """What is known of one shopper at request time.
@@ -186,16 +191,14 @@ class Recommender:
         """
         scores = np.asarray(query_vectors, dtype=np.float32) @ np.asarray(self.item_vectors, dtype=np.float32).T
         if allowed is not None:
-            scores[:, ~allowed] = -np.inf
-        return top_k(scores, k, exclude)
+            scores += _penalty(allowed)
+        return top_k(scores, k, exclude, copy=False)
 
     def popular(self, exclude: list[np.ndarray], k: int,
                 allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by popularity for each of ``len(exclude)`` shoppers. Shapes as :meth:`rank`."""
-        scores = np.tile(self.popularity, (len(exclude), 1))
-        if allowed is not None:
-            scores[:, ~allowed] = -np.inf
-        return top_k(scores, k, exclude)
+        row = self.popularity if allowed is None else self.popularity + _penalty(allowed)
+        return top_k(np.tile(row, (len(exclude), 1)), k, exclude, copy=False)
 
     def recommend(self, user_ids: list[str], histories: dict[str, History], k: int,
                   allowed: np.ndarray | None = None, *, exclude_seen: bool = True) -> dict[str, Ranking]:
