@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -209,3 +210,95 @@ def evaluate_leave_last_out(
         f"coverage@{k}": catalogue_coverage(ranked, n_items, k),
         "users": float(len(test_users)),
     }
+
+
+# --------------------------------------------------------------------------- comparison
+
+EASE_L2_GRID: tuple[float, ...] = (50.0, 200.0, 1000.0)
+
+
+def compare_leave_last_out(
+    data: ds.CanonicalData,
+    embeddings: Any,
+    params: Any = None,
+    *,
+    ease_l2_grid: Sequence[float] = EASE_L2_GRID,
+    knn_neighbours: int = 100,
+    on_progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Protocol 1 (leave-last-out) for the two-tower model and the baselines, on one split.
+
+    Full ranking over every item with each user's training items excluded. EASE's λ is
+    chosen on the validation items (best NDCG@10); the others have no tuned parameter here.
+
+    Args:
+        data: canonical tables.
+        embeddings: :class:`modeling.embeddings.Embeddings` of the same data (for the two-tower).
+        params: :class:`modeling.two_tower.TwoTowerParams` (default parameters if None).
+        ease_l2_grid: λ values tried for EASE.
+        knn_neighbours: neighbours kept per item by item-kNN.
+        on_progress: called with a short message as each model finishes.
+
+    Returns:
+        ``{"protocol", "split": {...}, "models": {name: metrics}, "ease_l2": float,
+        "two_tower": {"best_epoch", "examples_per_second"}}``.
+    """
+    from modeling.baselines import EASE, ItemKNN, Popularity, interaction_matrix
+    from modeling.train import train_model
+
+    say = on_progress or (lambda message: None)
+    split = leave_last_out_split(data.interactions)
+    users = pd.Index(data.users[ds.USER_ID].astype(str))
+    items = pd.Index(data.items[ds.ITEM_ID].astype(str))
+
+    def positions(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        u = users.get_indexer(frame[ds.USER_ID].astype(str))
+        i = items.get_indexer(frame[ds.ITEM_ID].astype(str))
+        ok = (u >= 0) & (i >= 0)
+        return u[ok], i[ok]
+
+    train_u, train_i = positions(split.train)
+    val_u, val_i = positions(split.validation)
+    test_u, test_i = positions(split.test)
+    matrix = interaction_matrix(train_u, train_i, np.ones(len(train_u)), len(users), len(items))
+    seen = seen_items(train_u, train_i, len(users))
+
+    def measure(model: Any, u: np.ndarray, i: np.ndarray) -> dict[str, float]:
+        return evaluate_leave_last_out(lambda batch: model.score(matrix[batch]), u, i, seen, len(items))
+
+    results: dict[str, dict[str, float]] = {}
+    results["popularity"] = measure(Popularity().fit(matrix), test_u, test_i)
+    say(f"popularity: HR@10 {results['popularity']['hr@10']:.4f}")
+    results["item_knn"] = measure(ItemKNN(knn_neighbours).fit(matrix), test_u, test_i)
+    say(f"item_knn: HR@10 {results['item_knn']['hr@10']:.4f}")
+    best_l2, best_val, best_model = None, -1.0, None
+    for l2 in ease_l2_grid:
+        model = EASE(l2).fit(matrix)
+        val = measure(model, val_u, val_i)["ndcg@10"]
+        say(f"ease λ={l2:g}: validation NDCG@10 {val:.4f}")
+        if val > best_val:
+            best_l2, best_val, best_model = l2, val, model
+    results["ease"] = measure(best_model, test_u, test_i)
+    say(f"ease: HR@10 {results['ease']['hr@10']:.4f} (λ={best_l2:g})")
+    trained = train_model(data, embeddings, params, split=split)
+    results["two_tower"] = trained.metrics["two_tower"]
+    say(f"two_tower: HR@10 {results['two_tower']['hr@10']:.4f}")
+    return {
+        "protocol": "leave_last_out",
+        "split": {"train": int(len(split.train)), "validation_users": int(len(val_u)),
+                  "test_users": int(len(test_u)), "items": int(len(items))},
+        "models": results,
+        "ease_l2": best_l2,
+        "two_tower": {"best_epoch": trained.best_epoch, "examples_per_second": round(trained.examples_per_second)},
+    }
+
+
+def format_table(comparison: dict[str, Any]) -> str:
+    """The comparison as a text table: one row per model, one column per metric."""
+    models = comparison["models"]
+    metrics = [m for m in next(iter(models.values())) if m != "users"]
+    header = f"{'model':<12}" + "".join(f"{m:>13}" for m in metrics)
+    lines = [header, "-" * len(header)]
+    for name, values in models.items():
+        lines.append(f"{name:<12}" + "".join(f"{values[m]:>13.4f}" for m in metrics))
+    return "\n".join(lines)

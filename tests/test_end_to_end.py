@@ -75,3 +75,17 @@ def test_commands_fail_with_clear_messages(workdir: Path) -> None:
         run("generate_demo_data", "--users", "10", "--items", "10", "--interactions", "60")
     with pytest.raises(CommandError, match="--epochs must be at least 1"):
         run("train", "--epochs", "0")
+
+
+@pytest.mark.django_db
+def test_evaluate_command_prints_a_table_and_writes_json(workdir: Path, pipeline) -> None:
+    import json
+
+    out = run("evaluate", "--source", "amazon2018", "--path", str(pipeline.raw), "--epochs", "1",
+              "--ease-l2", "50", "--output", str(workdir / "results.json"))
+    assert "model" in out and "two_tower" in out and "ease" in out
+    result = json.loads((workdir / "results.json").read_text())
+    assert set(result["models"]) == {"popularity", "item_knn", "ease", "two_tower"}
+    assert result["source"]["counts"] == pipeline.data.counts()
+    with pytest.raises(CommandError, match="--epochs must be at least 1"):
+        run("evaluate", "--epochs", "0")

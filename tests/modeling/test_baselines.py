@@ -1,0 +1,65 @@
+"""Baselines on tiny matrices whose answer is known, and the comparison harness."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from modeling.baselines import EASE, ItemKNN, Popularity, interaction_matrix
+from modeling.embeddings import load_embeddings
+from modeling.evaluate import compare_leave_last_out, format_table
+from modeling.two_tower import TwoTowerParams
+from tests.conftest import Pipeline
+
+
+def two_groups() -> tuple:
+    """Users 0-5 like items 0-2, users 6-11 like items 3-5; every user has all items of their group."""
+    users, items = [], []
+    for user in range(12):
+        group = range(0, 3) if user < 6 else range(3, 6)
+        for item in group:
+            users.append(user)
+            items.append(item)
+    return interaction_matrix(np.array(users), np.array(items), np.ones(len(users)), 12, 6)
+
+
+@pytest.mark.parametrize("model", [ItemKNN(neighbours=0), ItemKNN(neighbours=2), EASE(l2=1.0)])
+def test_withheld_item_of_the_users_group_ranks_first(model) -> None:
+    model.fit(two_groups())
+    history = interaction_matrix(np.array([0, 0]), np.array([0, 1]), np.ones(2), 1, 6)  # misses item 2
+    scores = model.score(history)[0]
+    scores[[0, 1]] = -np.inf
+    assert int(np.argmax(scores)) == 2
+    other = interaction_matrix(np.array([0]), np.array([4]), np.ones(1), 1, 6)
+    assert set(np.argsort(-model.score(other)[0])[:3]) >= {3, 5}
+
+
+def test_item_knn_similarity_is_cosine_without_self() -> None:
+    matrix = interaction_matrix(np.array([0, 0, 1]), np.array([0, 1, 0]), np.ones(3), 2, 2)
+    knn = ItemKNN(neighbours=0).fit(matrix)
+    # item 0: users {0, 1}; item 1: user {0}; cosine = 1 / sqrt(2 * 1)
+    assert knn.similarity[0, 1] == pytest.approx(1 / np.sqrt(2))
+    assert knn.similarity[0, 0] == 0.0
+
+
+def test_ease_diagonal_is_zero_and_popularity_counts() -> None:
+    matrix = two_groups()
+    assert np.allclose(np.diag(EASE(10.0).fit(matrix).weights), 0.0)
+    assert Popularity().fit(matrix).scores.tolist() == [6.0] * 6
+    repeated = interaction_matrix(np.array([0, 0]), np.array([1, 1]), np.ones(2), 1, 2)
+    assert repeated.toarray().tolist() == [[0.0, 1.0]]
+
+
+def test_comparison_reports_every_model_on_one_split(pipeline: Pipeline) -> None:
+    messages: list[str] = []
+    result = compare_leave_last_out(pipeline.data, load_embeddings(pipeline.embeddings),
+                                    TwoTowerParams(epochs=2, batch_size=128), ease_l2_grid=(10.0, 100.0),
+                                    on_progress=messages.append)
+    assert set(result["models"]) == {"popularity", "item_knn", "ease", "two_tower"}
+    assert result["ease_l2"] in (10.0, 100.0)
+    for metrics in result["models"].values():
+        assert 0.0 <= metrics["hr@10"] <= metrics["recall@50"] <= 1.0
+        assert metrics["users"] == result["split"]["test_users"]
+    table = format_table(result)
+    assert table.splitlines()[0].split() == ["model", "hr@10", "ndcg@10", "recall@50", "coverage@10"]
+    assert any("ease" in m for m in messages)
