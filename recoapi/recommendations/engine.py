@@ -204,6 +204,10 @@ class EngineRegistry:
                 self._failed = version
                 logger.error("cannot load model %s, keeping %s: %s", version,
                              self._engine.version if self._engine else "none", exc)
+            except Exception:  # e.g. the database is briefly unavailable: keep serving, retry next check
+                if self._engine is None:
+                    raise
+                logger.exception("cannot rebuild the engine for model %s; keeping the current one", version)
         finally:
             self._lock.release()
 
