@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "recoapi.catalog",
     "recoapi.recommendations",
 ]
@@ -109,6 +110,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Top-N product recommendations for known, new and anonymous shoppers.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI's JavaScript and CSS come from this server, not from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- The service's own settings -------------------------------------------------------------

@@ -266,3 +266,10 @@ def test_openapi_schema_lists_every_endpoint(service: Pipeline, client: APIClien
     assert {"users", "items", "text", "k", "category", "min_price", "max_price", "exclude_seen",
             "include_history"} <= parameters
     assert "tokenAuth" in str(paths["/events"]["post"]["security"])
+
+
+def test_swagger_ui_is_served_without_a_cdn(service: Pipeline, client: APIClient) -> None:
+    page = client.get("/api/docs").content.decode()
+    assert "swagger-ui" in page
+    assert "static/drf_spectacular_sidecar/" in page
+    assert "cdn.jsdelivr.net" not in page
