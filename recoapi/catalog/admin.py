@@ -120,7 +120,7 @@ class ProductAdmin(admin.ModelAdmin):
 @admin.register(Interaction)
 class InteractionAdmin(admin.ModelAdmin):
     list_display = ("occurred_at", "shopper", "event", "product", "rating")
-    list_filter = ("event", "occurred_at")
+    list_filter = ("event", "source", "occurred_at")
     list_select_related = ("shopper", "product")
     list_per_page = 50
     paginator = EstimatedCountPaginator

@@ -48,6 +48,9 @@ class Interaction(models.Model):
     """One event of a shopper with a product (a view, a purchase, a review...)."""
 
     EVENT_CHOICES = [(event, event) for event in EVENT_TYPES]
+    IMPORTED = "import"
+    LIVE = "live"
+    SOURCE_CHOICES = [(IMPORTED, "imported from data files"), (LIVE, "recorded through POST /events")]
 
     shopper = models.ForeignKey(Shopper, on_delete=models.CASCADE, related_name="interactions")
     product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="interactions")
@@ -56,6 +59,8 @@ class Interaction(models.Model):
     weight = models.FloatField(default=1.0)
     rating = models.FloatField(null=True, blank=True)
     text = models.TextField(null=True, blank=True)
+    source = models.CharField(max_length=8, choices=SOURCE_CHOICES, default=IMPORTED,
+                              help_text="A data reload replaces imported interactions and keeps live ones.")
 
     class Meta:
         ordering = ["shopper_id", "occurred_at"]

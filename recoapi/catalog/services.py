@@ -51,15 +51,18 @@ def import_filters_from_settings() -> ds.InteractionFilters:
 
 
 def _database_counts() -> dict[str, int]:
-    return {"items": Product.objects.count(), "users": Shopper.objects.count(),
-            "interactions": Interaction.objects.count()}
+    """Counts to compare with a source: its products and shoppers, and the imported interactions."""
+    imported = Interaction.objects.filter(source=Interaction.IMPORTED)
+    return {"items": Product.objects.count(),
+            "users": Shopper.objects.filter(interactions__source=Interaction.IMPORTED).distinct().count(),
+            "interactions": imported.count()}
 
 
 def _batches(n: int, size: int = BATCH_SIZE) -> list[slice]:
     return [slice(start, start + size) for start in range(0, n, size)]
 
 
-_INTERACTION_FIELDS = ("shopper", "product", "occurred_at", "event", "weight", "rating", "text")
+_INTERACTION_FIELDS = ("shopper", "product", "occurred_at", "event", "weight", "rating", "text", "source")
 
 
 def _interaction_rows(frame: pd.DataFrame, vendor: str) -> Iterator[list[tuple[object, ...]]]:
@@ -73,9 +76,10 @@ def _interaction_rows(frame: pd.DataFrame, vendor: str) -> Iterator[list[tuple[o
             occurred = moments.strftime("%Y-%m-%d %H:%M:%S+00:00").tolist()
         ratings = part[ds.RATING].astype(object).where(part[ds.RATING].notna(), None).tolist()
         texts = part[ds.TEXT].astype(object).where(part[ds.TEXT].notna(), None).tolist()
+        sources = [Interaction.IMPORTED] * len(part)
         yield list(zip(part[ds.USER_ID].astype(str).tolist(), part[ds.ITEM_ID].astype(str).tolist(), occurred,
                        part[ds.EVENT].astype(str).tolist(), part[ds.WEIGHT].astype(float).tolist(), ratings, texts,
-                       strict=True))
+                       sources, strict=True))
 
 
 def _insert_interactions(frame: pd.DataFrame, report: Callable[[str, int, int], None]) -> None:
@@ -120,8 +124,8 @@ def data_import(
     The file is read and validated completely before the database is touched; the
     database writes and the snapshot happen in one transaction, so a failure leaves
     both as they were. Re-importing unchanged files is skipped (same fingerprint and
-    the same row counts in the database). The interactions table is replaced; products
-    and shoppers are upserted.
+    the same row counts in the database). Imported interactions are replaced, live
+    events recorded through POST /events are kept; products and shoppers are upserted.
 
     Args:
         source: one of ``modeling.datasets.SOURCES``.
@@ -158,7 +162,10 @@ def data_import(
 
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute(f"DELETE FROM {connection.ops.quote_name(Interaction._meta.db_table)}")
+            # Live events (POST /events) survive a reload; imported interactions are replaced.
+            source_column = connection.ops.quote_name(Interaction._meta.get_field("source").column)
+            cursor.execute(f"DELETE FROM {connection.ops.quote_name(Interaction._meta.db_table)} "
+                           f"WHERE {source_column} = %s", [Interaction.IMPORTED])
         for sl in _batches(len(products)):
             Product.objects.bulk_create(
                 products[sl], update_conflicts=True, unique_fields=["id"],
@@ -205,4 +212,5 @@ def interaction_record(
         return Interaction.objects.create(
             shopper=shopper, product_id=item_id, event=event, occurred_at=occurred_at or timezone.now(),
             weight=EVENT_WEIGHTS[event] if weight is None else weight, rating=rating, text=text or None,
+            source=Interaction.LIVE,
         )

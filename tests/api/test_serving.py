@@ -190,3 +190,16 @@ def test_every_worker_sees_new_products_after_a_data_import(service: Pipeline, c
     # Another process imports data (as POST /reload_data in another worker would); this one was not told.
     data_import(source="amazon2018", path=service.raw, processed_dir=settings.RECO_PROCESSED_DIR, force=True)
     assert client.get("/similar_items", {"item": "NEW-2"}).status_code == 200
+
+
+def test_live_events_survive_a_data_reload(service: Pipeline, staff_client: APIClient) -> None:
+    item = str(service.data.items[ds.ITEM_ID].iloc[5])
+    assert staff_client.post("/events", {"user": "loyal-1", "item": item, "event": "purchase"},
+                             format="json").status_code == 201
+    body = staff_client.post("/reload_data", format="json").json()
+    assert body["skipped"] is True  # imported data unchanged: the live event does not force a re-import
+    forced = staff_client.post("/reload_data", {"force": True}, format="json")
+    assert forced.status_code == 200 and forced.json()["skipped"] is False
+    assert Interaction.objects.filter(shopper_id="loyal-1", source=Interaction.LIVE).count() == 1
+    assert Interaction.objects.filter(source=Interaction.IMPORTED).count() == len(service.data.interactions)
+    assert recommend(staff_client, users="loyal-1", k=3)["loyal-1"]["strategy"] == "content"
