@@ -32,3 +32,16 @@ def test_every_entry_point_imports_the_runtime_module_first() -> None:
         lines = [line for line in (ROOT / path).read_text().splitlines()
                  if line.startswith(("import ", "from ")) and "__future__" not in line]
         assert lines[0].startswith("from modeling import runtime"), path
+
+
+def test_the_web_process_starts_without_tensorflow_or_torch() -> None:
+    """Workers boot fast and small: TensorFlow and torch load only when a request needs them."""
+    code = (
+        "import modeling.runtime, os, sys\n"
+        "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'recoapi.settings')\n"
+        "import recoapi.wsgi, recoapi.urls, recoapi.catalog.admin, recoapi.recommendations.admin\n"
+        "print(','.join(m for m in ('tensorflow', 'torch', 'sentence_transformers') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == ""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from django.conf import settings
@@ -20,6 +21,9 @@ from recoapi.catalog.services import data_import, import_filters_from_settings
 from recoapi.exceptions import ApplicationError, NotFound, ServiceUnavailable
 from recoapi.recommendations.engine import Engine, registry, text_encoder
 from recoapi.recommendations.models import ModelVersion
+
+if TYPE_CHECKING:  # modeling.two_tower imports TensorFlow, which the web process loads only on demand
+    from modeling.two_tower import TwoTowerParams
 
 logger = logging.getLogger(__name__)
 
@@ -214,10 +218,10 @@ def data_reload(*, force: bool = False) -> dict[str, Any]:
 
 def model_train(
     *,
-    params: Any,
+    params: TwoTowerParams,
     activate: bool = False,
     force: bool = False,
-    on_epoch: Any = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> dict[str, Any]:
     """Train a two-tower model on the imported data and embeddings; publish a bundle.
 
