@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 MIN_USERS = 2
 MIN_ITEMS = 2
-POPULARITY_HALF_LIFE_DAYS = 30.0
+POPULARITY_HALF_LIFE_DAYS = 180.0
 
 
 def recent_popularity(item_idx: np.ndarray, weights: np.ndarray, timestamps: np.ndarray, n_items: int,

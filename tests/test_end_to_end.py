@@ -86,6 +86,9 @@ def test_evaluate_command_prints_a_table_and_writes_json(workdir: Path, pipeline
     assert "model" in out and "two_tower" in out and "ease" in out
     result = json.loads((workdir / "results.json").read_text())
     assert set(result["models"]) == {"popularity", "item_knn", "ease", "two_tower"}
+    assert set(result["cold_users"]) == {"users", "given_0", "given_1", "given_3"}
+    assert "recall@50" in result["cold_items"]["two_tower"]
+    assert "Cold users" in out and "Cold items" in out
     assert result["source"]["counts"] == pipeline.data.counts()
     with pytest.raises(CommandError, match="--epochs must be at least 1"):
         run("evaluate", "--epochs", "0")

@@ -93,10 +93,10 @@ def test_unknown_user_gets_popular_items(service: Pipeline, client: APIClient) -
     assert response.status_code == 200
     entry = response.json()["recommendations"]["never-seen-before"]
     assert entry["strategy"] == "popular"
-    # Recent popularity: each interaction's weight halves every 30 days before the latest one.
+    # Recent popularity: each interaction's weight halves every 180 days before the latest one.
     inter = service.data.interactions
     age_days = (inter[ds.TIMESTAMP].max() - inter[ds.TIMESTAMP]) / 86_400
-    recent = (inter[ds.WEIGHT] * 0.5 ** (age_days / 30)).groupby(inter[ds.ITEM_ID]).sum()
+    recent = (inter[ds.WEIGHT] * 0.5 ** (age_days / 180)).groupby(inter[ds.ITEM_ID]).sum()
     assert [i["item_id"] for i in entry["items"]] == list(recent.sort_values(ascending=False).index[:3])
 
 

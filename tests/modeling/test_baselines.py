@@ -63,3 +63,23 @@ def test_comparison_reports_every_model_on_one_split(pipeline: Pipeline) -> None
     table = format_table(result)
     assert table.splitlines()[0].split() == ["model", "hr@10", "ndcg@10", "recall@50", "coverage@10"]
     assert any("ease" in m for m in messages)
+
+
+def test_cold_start_protocols_report_every_model(pipeline: Pipeline) -> None:
+    from modeling.cold_start import cold_items, cold_users, format_cold_table
+
+    embeddings = load_embeddings(pipeline.embeddings)
+    params = TwoTowerParams(epochs=2, batch_size=128)
+    users = cold_users(pipeline.data, embeddings, params, ease_l2=10.0)
+    assert users["users"] == round(0.1 * pipeline.data.counts()["users"])
+    for given in ("given_0", "given_1", "given_3"):
+        assert set(users[given]) == {"two_tower", "popularity", "item_knn", "ease"}
+        for metrics in users[given].values():
+            assert 0.0 <= metrics["recall@50"] <= 1.0 and 0.0 <= metrics["hr@10"] <= 1.0
+    # With nothing given the baselines are all popularity.
+    assert users["given_0"]["item_knn"] == users["given_0"]["popularity"]
+    items = cold_items(pipeline.data, embeddings, params)
+    assert items["items"] == round(0.1 * len(pipeline.data.interactions["item_id"].unique()))
+    assert 0.0 < items["random"]["recall@50"] <= 1.0
+    assert 0.0 <= items["two_tower"]["recall@50"] <= 1.0
+    assert "Cold items" in format_cold_table({"cold_users": users, "cold_items": items})

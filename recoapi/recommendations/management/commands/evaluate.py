@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from modeling import datasets as ds
+from modeling.cold_start import cold_items, cold_users, format_cold_table
 from modeling.embeddings import build_embeddings, load_embeddings
 from modeling.errors import ModelingError
 from modeling.evaluate import EASE_L2_GRID, compare_leave_last_out, format_table
@@ -30,6 +31,8 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=TwoTowerParams().seed)
         parser.add_argument("--ease-l2", type=float, nargs="+", default=list(EASE_L2_GRID),
                             help="EASE λ values to choose from on the validation items.")
+        parser.add_argument("--protocols", choices=["all", "leave_last_out", "cold"], default="all",
+                            help="leave_last_out (protocol 1), cold (cold users and cold items), or all.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["epochs"] < 1:
@@ -41,13 +44,25 @@ class Command(BaseCommand):
             build_embeddings(data, cache, model_path=settings.RECO_TEXT_MODEL_PATH,
                              progress=options["verbosity"] > 1)
             params = TwoTowerParams(epochs=options["epochs"], seed=options["seed"])
-            result = compare_leave_last_out(data, load_embeddings(cache), params,
-                                            ease_l2_grid=options["ease_l2"],
-                                            on_progress=lambda m: self.stdout.write(f"  {m}"))
+            embeddings = load_embeddings(cache)
+            say = lambda message: self.stdout.write(f"  {message}")  # noqa: E731
+            result: dict[str, Any] = {}
+            if options["protocols"] in ("all", "leave_last_out"):
+                result = compare_leave_last_out(data, embeddings, params, ease_l2_grid=options["ease_l2"],
+                                                on_progress=say)
+            if options["protocols"] in ("all", "cold"):
+                ease_l2 = result.get("ease_l2") or options["ease_l2"][0]
+                result["cold_users"] = cold_users(data, embeddings, params, seed=options["seed"], ease_l2=ease_l2,
+                                                  on_progress=say)
+                result["cold_items"] = cold_items(data, embeddings, params, seed=options["seed"], on_progress=say)
         except ModelingError as exc:
             raise CommandError(str(exc)) from exc
         result["source"] = {"name": options["source"], "path": str(options["path"]), "counts": data.counts()}
-        self.stdout.write(format_table(result))
+        if "models" in result:
+            self.stdout.write("Leave-last-out (full ranking):")
+            self.stdout.write(format_table(result))
+        if "cold_users" in result:
+            self.stdout.write(format_cold_table(result))
         if options["output"]:
             target = Path(options["output"])
             target.parent.mkdir(parents=True, exist_ok=True)
