@@ -22,11 +22,23 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 PRODUCTION = env_bool("RECO_PRODUCTION", False)
 if PRODUCTION:
     SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+    if len(SECRET_KEY) < 50:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be at least 50 random characters in production")
     if DEBUG:
         raise ImproperlyConfigured("DJANGO_DEBUG must be off when RECO_PRODUCTION is on")
     ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "")
     if not ALLOWED_HOSTS:
         raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS is required when RECO_PRODUCTION is on")
+    # HTTPS only. Behind a TLS-terminating proxy, set RECO_PROXY_SSL_HEADER=1 so Django trusts X-Forwarded-Proto.
+    SECURE_SSL_REDIRECT = env_bool("RECO_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = env_int("RECO_HSTS_SECONDS", 3600)
+    # Django's deploy checks ask for both; turn them off if a subdomain must stay reachable over plain HTTP.
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("RECO_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("RECO_HSTS_PRELOAD", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    if env_bool("RECO_PROXY_SSL_HEADER", False):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 else:
     SECRET_KEY = env_str("DJANGO_SECRET_KEY", "insecure-local-development-key-do-not-use-in-production")
     ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver")

@@ -1,0 +1,40 @@
+"""Production settings: refuse to start when unsafe; `check --deploy` is clean when configured."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GOOD = {"RECO_PRODUCTION": "1", "DJANGO_SECRET_KEY": "k" * 20 + "-random-enough-" + "x" * 30,
+        "DJANGO_ALLOWED_HOSTS": "shop.example.com"}
+
+
+def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "RECO_PRODUCTION"))}
+    return subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT, env={**clean, **env},
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_deploy_check_is_clean_with_production_settings() -> None:
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env=GOOD)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"DJANGO_SECRET_KEY": None}, "DJANGO_SECRET_KEY is required"),
+    ({"DJANGO_SECRET_KEY": "short"}, "at least 50 random characters"),
+    ({"DJANGO_ALLOWED_HOSTS": None}, "DJANGO_ALLOWED_HOSTS is required"),
+    ({"DJANGO_DEBUG": "1"}, "DJANGO_DEBUG must be off"),
+    ({"DJANGO_DEBUG": "maybe"}, "is not a boolean"),
+])
+def test_production_refuses_to_start_when_unsafe(change: dict[str, str | None], message: str) -> None:
+    env = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
+    result = manage("check", env=env)
+    assert result.returncode != 0
+    assert message in result.stderr
