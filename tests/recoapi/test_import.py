@@ -93,3 +93,8 @@ def test_load_data_command_reports_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(CommandError, match=r"events\.csv, line 3: column 'event': 'buy'"):
         call_command("load_data", "--source", "retailrocket", "--path", str(tmp_path), stdout=StringIO(),
                      stderr=StringIO())
+
+
+@pytest.mark.django_db
+def test_migrations_match_the_models() -> None:
+    call_command("makemigrations", "--check", "--dry-run", stdout=StringIO(), stderr=StringIO())
