@@ -15,14 +15,11 @@ import scipy.sparse as sp
 logger = logging.getLogger(__name__)
 
 
-def interaction_matrix(user_idx: np.ndarray, item_idx: np.ndarray, weights: np.ndarray, n_users: int,
-                       n_items: int) -> sp.csr_matrix:
+def interaction_matrix(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, n_items: int) -> sp.csr_matrix:
     """Binary user x item matrix (n_users, n_items) float32 (repeated pairs count once).
 
-    ``weights`` is accepted for a future weighted variant; EASE and item-kNN are defined
-    on implicit (binary) feedback.
+    EASE and item-kNN are defined on implicit (binary) feedback, so weights are not used.
     """
-    del weights
     data = np.ones(len(user_idx), dtype=np.float32)
     matrix = sp.csr_matrix((data, (user_idx, item_idx)), shape=(n_users, n_items), dtype=np.float32)
     matrix.data[:] = 1.0

@@ -81,7 +81,7 @@ def cold_users(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
         items = pd.Index(recommender.item_ids.astype(str))
         warm_u = pd.Index(warm.users[ds.USER_ID].astype(str)).get_indexer(warm.interactions[ds.USER_ID].astype(str))
         warm_i = items.get_indexer(warm.interactions[ds.ITEM_ID].astype(str))
-        matrix = interaction_matrix(warm_u, warm_i, np.ones(len(warm_u)), len(warm.users), len(items))
+        matrix = interaction_matrix(warm_u, warm_i, len(warm.users), len(items))
         baselines = {"popularity": Popularity().fit(matrix), "item_knn": ItemKNN().fit(matrix),
                      "ease": EASE(ease_l2).fit(matrix)}
         results: dict[str, Any] = {"users": len(cold)}
@@ -100,7 +100,7 @@ def cold_users(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
                                                                   first[ds.WEIGHT].to_numpy())}
                 ranking = recommender.recommend([str(user)], histories, 50)[str(user)]
                 scores = {"two_tower": _hit_and_recall(ranking.items, relevant)}
-                row = interaction_matrix(np.zeros(len(shown), dtype=int), shown, np.ones(len(shown)), 1, len(items))
+                row = interaction_matrix(np.zeros(len(shown), dtype=int), shown, 1, len(items))
                 for name, model in baselines.items():
                     s = model.score(row)[0] if g > 0 or name == "popularity" else baselines["popularity"].score(row)[0]
                     s[shown] = -np.inf

@@ -260,7 +260,7 @@ def compare_leave_last_out(
     train_u, train_i = positions(split.train)
     val_u, val_i = positions(split.validation)
     test_u, test_i = positions(split.test)
-    matrix = interaction_matrix(train_u, train_i, np.ones(len(train_u)), len(users), len(items))
+    matrix = interaction_matrix(train_u, train_i, len(users), len(items))
     seen = seen_items(train_u, train_i, len(users))
 
     def measure(model: Any, u: np.ndarray, i: np.ndarray) -> dict[str, float]:

@@ -8,7 +8,6 @@ ends with :func:`modeling.datasets.finish_tables`, the shared validation step.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 from modeling.datasets import CanonicalData, InteractionFilters
 from modeling.sources.amazon import load_amazon2018
@@ -18,7 +17,7 @@ from modeling.sources.retailrocket import load_retailrocket
 
 Loader = Callable[..., CanonicalData]
 
-LOADERS: dict[str, Callable[[Path], CanonicalData] | Loader] = {
+LOADERS: dict[str, Loader] = {
     "amazon2018": load_amazon2018,
     "movielens": load_movielens,
     "retailrocket": load_retailrocket,

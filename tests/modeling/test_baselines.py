@@ -20,22 +20,22 @@ def two_groups() -> tuple:
         for item in group:
             users.append(user)
             items.append(item)
-    return interaction_matrix(np.array(users), np.array(items), np.ones(len(users)), 12, 6)
+    return interaction_matrix(np.array(users), np.array(items), 12, 6)
 
 
 @pytest.mark.parametrize("model", [ItemKNN(neighbours=0), ItemKNN(neighbours=2), EASE(l2=1.0)])
 def test_withheld_item_of_the_users_group_ranks_first(model) -> None:
     model.fit(two_groups())
-    history = interaction_matrix(np.array([0, 0]), np.array([0, 1]), np.ones(2), 1, 6)  # misses item 2
+    history = interaction_matrix(np.array([0, 0]), np.array([0, 1]), 1, 6)  # misses item 2
     scores = model.score(history)[0]
     scores[[0, 1]] = -np.inf
     assert int(np.argmax(scores)) == 2
-    other = interaction_matrix(np.array([0]), np.array([4]), np.ones(1), 1, 6)
+    other = interaction_matrix(np.array([0]), np.array([4]), 1, 6)
     assert set(np.argsort(-model.score(other)[0])[:3]) >= {3, 5}
 
 
 def test_item_knn_similarity_is_cosine_without_self() -> None:
-    matrix = interaction_matrix(np.array([0, 0, 1]), np.array([0, 1, 0]), np.ones(3), 2, 2)
+    matrix = interaction_matrix(np.array([0, 0, 1]), np.array([0, 1, 0]), 2, 2)
     knn = ItemKNN(neighbours=0).fit(matrix)
     # item 0: users {0, 1}; item 1: user {0}; cosine = 1 / sqrt(2 * 1)
     assert knn.similarity[0, 1] == pytest.approx(1 / np.sqrt(2))
@@ -46,7 +46,7 @@ def test_ease_diagonal_is_zero_and_popularity_counts() -> None:
     matrix = two_groups()
     assert np.allclose(np.diag(EASE(10.0).fit(matrix).weights), 0.0)
     assert Popularity().fit(matrix).scores.tolist() == [6.0] * 6
-    repeated = interaction_matrix(np.array([0, 0]), np.array([1, 1]), np.ones(2), 1, 2)
+    repeated = interaction_matrix(np.array([0, 0]), np.array([1, 1]), 1, 2)
     assert repeated.toarray().tolist() == [[0.0, 1.0]]
 
 
