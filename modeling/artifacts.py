@@ -243,6 +243,9 @@ def load_bundle(path: Path | str) -> Bundle:
         raise ArtifactError(
             f"{path}: vectors have dim {arrays.item_vectors.shape[1]}, manifest says {manifest.get('dim')}"
         )
+    if arrays.item_content.shape[1] != manifest.get("text_dim"):
+        raise ArtifactError(f"{path}: text embeddings have dim {arrays.item_content.shape[1]}, "
+                            f"manifest says {manifest.get('text_dim')} (built with another text model?)")
     for tower in (QUERY_TOWER_DIR, CANDIDATE_TOWER_DIR):
         if not (path / tower / "saved_model.pb").is_file():
             raise ArtifactError(f"{path}: missing {tower}/saved_model.pb")

@@ -61,3 +61,19 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ImproperlyConfigured(f"environment variable {name}={value!r} must be one of {', '.join(choices)}")
     return value
+
+
+_PERIODS = ("second", "minute", "hour", "day")
+
+
+def env_rate(name: str, default: str) -> str | None:
+    """A throttle rate ``<count>/<second|minute|hour|day>``, or None for "off"."""
+    value = env_str(name, default).strip().lower()
+    if value in _FALSE:
+        return None
+    count, _, period = value.partition("/")
+    if not count.isdigit() or int(count) < 1 or not any(p.startswith(period) for p in _PERIODS if period):
+        raise ImproperlyConfigured(
+            f"environment variable {name}={value!r} is not a rate like 100/second, 600/minute or off"
+        )
+    return value

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -49,8 +51,10 @@ class ServiceUnavailable(ApplicationError):
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:
-    """The JSON body of every error response."""
-    return {"error": {"code": code, "message": message}}
+    """The JSON body of every error response; ``request_id`` matches the request's log lines."""
+    from recoapi.middleware import current_request_id
+
+    return {"error": {"code": code, "message": message, "request_id": current_request_id()}}
 
 
 def _flatten(detail: Any, prefix: str = "") -> list[str]:
@@ -69,6 +73,15 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     """DRF exception handler rendering every error in the one shape."""
     if isinstance(exc, ApplicationError):
         return Response(error_body(exc.code, exc.message), status=exc.status_code)
+    if isinstance(exc, DatabaseError):
+        # Connection refused, database locked, server restarting...: the client may retry; Django drops the
+        # broken connection at the end of the request, so the next request reconnects.
+        logger.error("database error in %s: %s", context.get("view").__class__.__name__, exc)
+        return Response(error_body("database_unavailable", "The database is unavailable; try again shortly."),
+                        status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "5"})
+    if isinstance(exc, RequestDataTooBig):
+        return Response(error_body("request_too_large", "The request body is too large."),
+                        status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     response = exception_handler(exc, context)
     if response is None:
         logger.exception("unhandled error in %s", context.get("view").__class__.__name__, exc_info=exc)

@@ -14,7 +14,7 @@ import dj_database_url  # noqa: E402
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 
 from modeling.datasets import SOURCES  # noqa: E402
-from recoapi.env import env_bool, env_choice, env_int, env_list, env_str  # noqa: E402
+from recoapi.env import env_bool, env_choice, env_int, env_list, env_rate, env_str  # noqa: E402
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -59,6 +59,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "recoapi.middleware.RequestMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -116,7 +117,18 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "recoapi.exceptions.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Per client IP (anonymous) or per token/login; "off" disables. Counted per worker process (local memory
+    # cache), so with N workers a client can reach N times the rate.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {"anon": env_rate("RECO_THROTTLE_ANON", "100/second"),
+                               "user": env_rate("RECO_THROTTLE_USER", "1000/second")},
 }
+# Request bounds: bodies above this many bytes get 413, longer query strings 414.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("RECO_MAX_BODY_BYTES", 64 * 1024)
+RECO_MAX_QUERY_STRING = env_int("RECO_MAX_QUERY_STRING", 16 * 1024)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Recommendation service API",
     "DESCRIPTION": "Top-N product recommendations for known, new and anonymous shoppers.",
@@ -161,21 +173,34 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"},
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(process)d] [%(request_id)s] %(message)s"},
+        "request": {"format": "%(asctime)s [%(process)d] %(request_id)s %(message)s"},
     },
+    "filters": {"request_id": {"()": "recoapi.middleware.RequestIdFilter"}},
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "level": CONSOLE_LOG_LEVEL},
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "level": CONSOLE_LOG_LEVEL,
+                    "filters": ["request_id"]},
         "file": {
             "class": "logging.handlers.RotatingFileHandler",
             "filename": str(LOGS_DIR / "recoapi.log"),
             "maxBytes": 10 * 1024 * 1024,
             "backupCount": 5,
             "formatter": "plain",
+            "filters": ["request_id"],
+        },
+        "requests": {
+            "class": "logging.handlers.RotatingFileHandler",
+            "filename": str(LOGS_DIR / "requests.log"),
+            "maxBytes": 10 * 1024 * 1024,
+            "backupCount": 5,
+            "formatter": "request",
+            "filters": ["request_id"],
         },
     },
     "root": {"handlers": ["console", "file"], "level": "WARNING"},
     "loggers": {
         "recoapi": {"level": LOG_LEVEL},
+        "recoapi.requests": {"handlers": ["requests"], "level": "INFO", "propagate": False},
         "modeling": {"level": LOG_LEVEL},
         "django.request": {"level": "ERROR"},
         "tensorflow": {"level": "ERROR"},

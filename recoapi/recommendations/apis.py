@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from django.db import connection
+from django.db import DatabaseError, connection
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import permissions
 from rest_framework.request import Request
@@ -18,9 +18,12 @@ from recoapi.recommendations import services
 from recoapi.recommendations.engine import registry
 
 _ERRORS = {400: OpenApiResponse(s.ErrorOutput, description="Invalid input"),
-           503: OpenApiResponse(s.ErrorOutput, description="No active model")}
+           414: OpenApiResponse(s.ErrorOutput, description="Query string too long"),
+           429: OpenApiResponse(s.ErrorOutput, description="Too many requests (see Retry-After)"),
+           503: OpenApiResponse(s.ErrorOutput, description="No active model, or the database is unavailable")}
 _STAFF_ERRORS = {**_ERRORS, 401: OpenApiResponse(s.ErrorOutput, description="Not authenticated"),
-                 403: OpenApiResponse(s.ErrorOutput, description="Not staff")}
+                 403: OpenApiResponse(s.ErrorOutput, description="Not staff"),
+                 413: OpenApiResponse(s.ErrorOutput, description="Request body too large")}
 
 
 class RandomUsersApi(APIView):
@@ -108,15 +111,23 @@ class ReloadModelApi(APIView):
 
 
 class HealthApi(APIView):
-    @extend_schema(responses={200: s.HealthOutput})
+    @extend_schema(responses={200: s.HealthOutput, 503: OpenApiResponse(s.HealthOutput, description="Degraded")})
     def get(self, request: Request) -> Response:
-        """Liveness and readiness: the active model version, the database state and the serving process id."""
+        """Liveness and readiness: the active model version, the database state and the serving process id.
+
+        503 (same body, status "degraded") while the database is unreachable or no model is active.
+        """
         try:
-            connection.ensure_connection()
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
             database = "ok"
-        except Exception:  # noqa: BLE001  (any driver error means unavailable)
+        except DatabaseError:
             database = "unavailable"
-        engine = registry.current()
-        return Response({"status": "ok" if engine and database == "ok" else "degraded",
+        try:
+            engine = registry.current()
+        except DatabaseError:  # the first engine needs product metadata from the database
+            engine = None
+        healthy = engine is not None and database == "ok"
+        return Response({"status": "ok" if healthy else "degraded",
                          "model_version": engine.version if engine else None, "database": database,
-                         "process": os.getpid()})
+                         "process": os.getpid()}, status=200 if healthy else 503)

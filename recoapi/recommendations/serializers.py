@@ -150,6 +150,7 @@ class HealthOutput(serializers.Serializer):
 class ErrorDetail(serializers.Serializer):
     code = serializers.CharField()
     message = serializers.CharField()
+    request_id = serializers.CharField(help_text="Also in the X-Request-ID header and in the server's log lines.")
 
 
 class ErrorOutput(serializers.Serializer):

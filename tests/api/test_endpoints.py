@@ -20,8 +20,9 @@ def assert_error(response, status: int, code: str | None = None) -> None:
     assert response.status_code == status, response.content
     assert response["Content-Type"].startswith("application/json")
     body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "request_id"}
     assert body["error"]["message"]
+    assert body["error"]["request_id"] == response["X-Request-ID"]
     if code:
         assert body["error"]["code"] == code
 

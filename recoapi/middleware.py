@@ -1,0 +1,106 @@
+"""Request middleware: request ids, size bounds and the one-line-per-request log.
+
+Every request gets an id (the client's ``X-Request-ID`` when it is a short token, a new
+one otherwise). The id is sent back in the ``X-Request-ID`` response header and in every
+error body, and it is on every log record written while the request runs, so a shopper's
+complaint can be matched to the log line of its request.
+
+One line per API request goes to the ``recoapi.requests`` logger (``logs/requests.log``):
+method, path, status, time in milliseconds, and for recommendation responses the number
+of shoppers, the count of each strategy and the model version.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+logger = logging.getLogger("recoapi.requests")
+
+request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
+
+
+def current_request_id() -> str:
+    """The id of the request being handled in this thread, or ``"-"`` outside a request."""
+    return request_id_var.get()
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds ``request_id`` to every log record (used by the log format)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # django.request logs after the middleware has returned; its records carry the request itself.
+        record.request_id = getattr(getattr(record, "request", None), "request_id", None) or request_id_var.get()
+        return True
+
+
+def _summary(data: Any) -> str:
+    """Users, strategy counts and model version of a response body, as ``key=value`` pairs."""
+    if not isinstance(data, dict):
+        return ""
+    parts = []
+    recommendations = data.get("recommendations")
+    if isinstance(recommendations, dict):
+        strategies = Counter(entry.get("strategy", "?") for entry in recommendations.values()
+                             if isinstance(entry, dict))
+        parts.append(f"users={len(recommendations)}")
+        parts.append("strategies=" + ",".join(f"{name}:{count}" for name, count in sorted(strategies.items())))
+    if data.get("model_version"):
+        parts.append(f"model={data['model_version']}")
+    error = data.get("error")
+    if isinstance(error, dict) and error.get("code"):
+        parts.append(f"error={error['code']}")
+    return " ".join(parts)
+
+
+class RequestMiddleware:
+    """Assigns the request id, refuses oversized requests and logs one line per request."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        from recoapi.exceptions import error_body
+
+        offered = request.headers.get("X-Request-ID", "")
+        request_id = offered if _CLIENT_ID.match(offered) else uuid.uuid4().hex
+        request.request_id = request_id  # type: ignore[attr-defined]
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        try:
+            response = self._too_large(request, error_body) or self.get_response(request)
+            response["X-Request-ID"] = request_id
+            if not request.path.startswith(("/static/", "/admin/jsi18n")):
+                logger.info("%s %s %d %.1fms %s", request.method, request.path, response.status_code,
+                            (time.perf_counter() - started) * 1000.0, _summary(getattr(response, "data", None)))
+            return response
+        finally:
+            request_id_var.reset(token)
+
+    @staticmethod
+    def _too_large(request: HttpRequest, error_body: Callable[[str, str], dict[str, Any]]) -> HttpResponse | None:
+        """413/414 JSON for a body or query string above the configured bounds (checked before any parsing)."""
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return JsonResponse(error_body("bad_request", "Content-Length is not a number."), status=400)
+        if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+            return JsonResponse(error_body(
+                "request_too_large",
+                f"The request body is {length} bytes; at most {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} are accepted.",
+            ), status=413)
+        if len(request.META.get("QUERY_STRING", "")) > settings.RECO_MAX_QUERY_STRING:
+            return JsonResponse(error_body(
+                "uri_too_long", f"The query string is longer than {settings.RECO_MAX_QUERY_STRING} characters."
+            ), status=414)
+        return None

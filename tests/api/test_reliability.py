@@ -1,0 +1,221 @@
+"""Faults, bounds and logs, in process: every failure is a clear JSON answer with a request id."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Iterator
+
+import pytest
+from django.db import OperationalError
+from django.middleware.csrf import _get_new_csrf_string
+from rest_framework.test import APIClient
+from rest_framework.throttling import SimpleRateThrottle
+
+from modeling import artifacts
+from recoapi.recommendations import services
+from recoapi.recommendations.engine import registry
+from tests.api.test_endpoints import a_known_user, assert_error
+from tests.conftest import Pipeline
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def request_log() -> Iterator[_Records]:
+    """Records of the per-request logger (it does not propagate to the root logger)."""
+    handler = _Records()
+    logger = logging.getLogger("recoapi.requests")
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+
+
+# --------------------------------------------------------------------------- request ids and logs
+
+
+def test_every_response_carries_a_request_id(service: Pipeline, client: APIClient) -> None:
+    first, second = client.get("/health"), client.get("/health")
+    assert len(first["X-Request-ID"]) == 32 and first["X-Request-ID"] != second["X-Request-ID"]
+    echoed = client.get("/health", HTTP_X_REQUEST_ID="shop-frontend-1234")
+    assert echoed["X-Request-ID"] == "shop-frontend-1234"
+    # Anything that is not a short token is replaced, so log lines cannot be forged.
+    forged = client.get("/health", HTTP_X_REQUEST_ID="x\nERROR fake line")
+    assert forged["X-Request-ID"] != "x\nERROR fake line" and len(forged["X-Request-ID"]) == 32
+
+
+def test_one_log_line_per_request_with_users_strategies_and_model(service: Pipeline, client: APIClient,
+                                                                  request_log: _Records) -> None:
+    response = client.get("/recommendations", {"users": f"{a_known_user(service)},stranger-1,stranger-2", "k": 3})
+    assert response.status_code == 200
+    [record] = request_log.records
+    line = record.getMessage()
+    assert line.startswith("GET /recommendations 200 ")
+    assert "users=3" in line and "strategies=popular:2,two_tower:1" in line
+    assert f"model={service.version}" in line
+    assert record.request_id == response["X-Request-ID"]
+
+
+def test_an_unexpected_error_is_a_json_500_with_request_id_and_no_internals(
+    service: Pipeline, client: APIClient, monkeypatch, caplog
+) -> None:
+    def explode(**kwargs):
+        raise RuntimeError("secret detail at /srv/app/modeling/recommender.py line 12")
+
+    monkeypatch.setattr(services, "recommendation_list", explode)
+    with caplog.at_level(logging.ERROR, logger="recoapi"):
+        response = client.get("/recommendations", {"users": "a"})
+    assert_error(response, 500, "server_error")
+    assert b"secret" not in response.content and b"/srv" not in response.content
+    assert b"Traceback" not in response.content
+    request_id = response.json()["error"]["request_id"]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors and all(r.request_id == request_id for r in errors)
+    assert "secret detail" in errors[0].exc_text
+
+
+# --------------------------------------------------------------------------- database unavailable
+
+
+def test_database_errors_answer_503_json(service: Pipeline, client: APIClient, monkeypatch) -> None:
+    from recoapi.catalog import selectors
+
+    def refused(**kwargs):
+        raise OperationalError('connection to server at "127.0.0.1", port 5432 failed: Connection refused')
+
+    monkeypatch.setattr(selectors, "shopper_histories", refused)
+    response = client.get("/recommendations", {"users": "a"})
+    assert_error(response, 503, "database_unavailable")
+    assert response["Retry-After"] == "5"
+    assert b"5432" not in response.content
+    monkeypatch.undo()
+    assert client.get("/recommendations", {"users": "a"}).status_code == 200
+
+
+# --------------------------------------------------------------------------- bounds
+
+
+def test_oversized_body_is_refused_before_parsing(service: Pipeline, staff_client: APIClient) -> None:
+    body = json.dumps({"user": "u", "item": "i", "event": "view", "text": "x" * 100_000})
+    assert_error(staff_client.post("/events", body, content_type="application/json"), 413, "request_too_large")
+
+
+def test_overlong_query_string_is_refused(service: Pipeline, client: APIClient) -> None:
+    assert_error(client.get("/recommendations", {"users": "u" * 20_000}), 414, "uri_too_long")
+
+
+def test_public_endpoints_are_throttled(service: Pipeline, client: APIClient, monkeypatch) -> None:
+    from django.core.cache import cache
+
+    cache.clear()
+    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"anon": "3/minute", "user": "5/minute"})
+    for _ in range(3):
+        assert client.get("/random_users").status_code == 200
+    response = client.get("/random_users")
+    assert_error(response, 429, "throttled")
+    assert int(response["Retry-After"]) > 0
+    cache.clear()
+
+
+def test_throttle_rates_come_from_the_environment(monkeypatch) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from recoapi.env import env_rate
+
+    monkeypatch.setenv("RATE", "20/minute")
+    assert env_rate("RATE", "1/second") == "20/minute"
+    monkeypatch.setenv("RATE", "off")
+    assert env_rate("RATE", "1/second") is None
+    monkeypatch.setenv("RATE", "lots")
+    with pytest.raises(ImproperlyConfigured, match="RATE"):
+        env_rate("RATE", "1/second")
+
+
+def test_csrf_is_enforced_for_session_logins(service: Pipeline, django_user_model) -> None:
+    django_user_model.objects.create_user(username="ops", password="ops-pass-123", is_staff=True)
+    browser = APIClient(enforce_csrf_checks=True)
+    assert browser.login(username="ops", password="ops-pass-123")
+    refused = browser.post("/reload_model", {}, format="json")
+    assert_error(refused, 403, "permission_denied")
+    assert "CSRF" in refused.json()["error"]["message"]
+    token = _get_new_csrf_string()
+    browser.cookies["csrftoken"] = token
+    accepted = browser.post("/reload_model", {"version": service.version}, format="json", HTTP_X_CSRFTOKEN=token)
+    assert accepted.status_code == 200, accepted.content
+
+
+# --------------------------------------------------------------------------- broken model files
+
+
+def _copy_version(settings, service: Pipeline, name: str = "20990101T000000Z"):
+    target = settings.RECO_MODELS_DIR / name
+    shutil.copytree(settings.RECO_MODELS_DIR / service.version, target)
+    return target
+
+
+def _truncate(path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _other_dim(path) -> None:
+    manifest = json.loads(path.read_text())
+    manifest["dim"] = manifest["dim"] * 2
+    path.write_text(json.dumps(manifest))
+
+
+def _other_text_dim(path) -> None:
+    manifest = json.loads(path.read_text())
+    manifest["text_dim"] = 768
+    path.write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(("file", "damage"), [
+    ("item_vectors.npy", _truncate),
+    ("user_ids.npy", _truncate),
+    ("popularity.npy", lambda p: p.unlink()),
+    ("query_tower/saved_model.pb", lambda p: p.unlink()),
+    ("manifest.json", _other_dim),
+    ("manifest.json", _other_text_dim),
+    ("manifest.json", lambda p: p.write_text("{")),
+])
+def test_damaged_bundle_is_refused_and_the_old_model_keeps_serving(service: Pipeline, staff_client: APIClient,
+                                                                   settings, file: str, damage) -> None:
+    broken = _copy_version(settings, service)
+    damage(broken / file)
+    assert staff_client.get("/recommendations", {"users": "a"}).json()["model_version"] == service.version
+    response = staff_client.post("/reload_model", {"version": broken.name}, format="json")
+    assert_error(response, 422, "invalid_model")
+    assert str(settings.RECO_MODELS_DIR) not in response.json()["error"]["message"]
+    assert artifacts.read_active(settings.RECO_MODELS_DIR) == service.version
+    # Pointed at behind the service's back, the broken version is not loaded either.
+    (settings.RECO_MODELS_DIR / artifacts.ACTIVE_FILE).write_text(broken.name + "\n")
+    assert staff_client.get("/recommendations", {"users": "a"}).json()["model_version"] == service.version
+
+
+def test_damaged_active_bundle_at_start_gives_503_not_500(service: Pipeline, client: APIClient, settings) -> None:
+    _truncate(settings.RECO_MODELS_DIR / service.version / "item_vectors.npy")
+    registry.reset()
+    assert_error(client.get("/recommendations", {"users": "a"}), 503, "no_model")
+    health = client.get("/health")
+    assert health.status_code == 503 and health.json()["status"] == "degraded"
+
+
+def test_active_pointer_at_a_missing_version(service: Pipeline, client: APIClient, settings) -> None:
+    assert client.get("/recommendations", {"users": "a"}).json()["model_version"] == service.version
+    (settings.RECO_MODELS_DIR / artifacts.ACTIVE_FILE).write_text("20990101T000000Z\n")
+    # A running service keeps its model...
+    assert client.get("/recommendations", {"users": "a"}).json()["model_version"] == service.version
+    # ...and a starting one answers 503 until the pointer is fixed.
+    registry.reset()
+    assert_error(client.get("/recommendations", {"users": "a"}), 503, "no_model")
+    artifacts.set_active(settings.RECO_MODELS_DIR, service.version)
+    assert client.get("/recommendations", {"users": "a"}).json()["model_version"] == service.version
