@@ -134,6 +134,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Top-N product recommendations for known, new and anonymous shoppers.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Separate request/response components, so request bodies state their real constraints (minLength...).
+    "COMPONENT_SPLIT_REQUEST": True,
     # Swagger UI's JavaScript and CSS come from this server, not from a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

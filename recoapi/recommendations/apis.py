@@ -47,7 +47,8 @@ class CheckUsersApi(APIView):
 
 
 class RecommendationsApi(APIView):
-    @extend_schema(parameters=[s.RecommendationsInput], responses={200: s.RecommendationsOutput, **_ERRORS})
+    @extend_schema(parameters=[s.RecommendationsInput],
+                   responses={200: s.RecommendationsOutput, 404: s.ErrorOutput, **_ERRORS})
     def get(self, request: Request) -> Response:
         """Top-k products per shopper; products a shopper already has are excluded."""
         data = s.RecommendationsInput(data=request.query_params)
@@ -93,7 +94,7 @@ class ReloadDataApi(APIView):
     @extend_schema(request=s.ReloadDataInput, responses={200: s.ReloadDataOutput, **_STAFF_ERRORS})
     def post(self, request: Request) -> Response:
         """Re-import the configured data files (staff only); returns the counts."""
-        data = s.ReloadDataInput(data=request.data or {})
+        data = s.ReloadDataInput(data=request.data)
         data.is_valid(raise_exception=True)
         return Response(services.data_reload(force=data.validated_data["force"]))
 
@@ -105,7 +106,7 @@ class ReloadModelApi(APIView):
                    responses={200: s.ReloadModelOutput, 404: s.ErrorOutput, 422: s.ErrorOutput, **_STAFF_ERRORS})
     def post(self, request: Request) -> Response:
         """Activate the newest (or the given) model version (staff only). A broken bundle is refused."""
-        data = s.ReloadModelInput(data=request.data or {})
+        data = s.ReloadModelInput(data=request.data)
         data.is_valid(raise_exception=True)
         return Response(services.model_reload(version=data.validated_data.get("version")))
 

@@ -28,7 +28,18 @@ class CommaSeparatedIds(serializers.CharField):
         return ids
 
 
-class RandomUsersInput(serializers.Serializer):
+class QueryInput(serializers.Serializer):
+    """Query-string input: a parameter given with an empty value (``?n=``) is an error, not "use the default"."""
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        blank = [name for name in self.fields if hasattr(data, "get") and data.get(name) == ""]
+        if blank:
+            raise serializers.ValidationError({name: "may not be empty; leave the parameter out instead"
+                                               for name in blank})
+        return super().to_internal_value(data)
+
+
+class RandomUsersInput(QueryInput):
     n = serializers.IntegerField(min_value=1, max_value=100, default=5)
 
 
@@ -36,11 +47,11 @@ class RandomUsersOutput(serializers.Serializer):
     users = serializers.ListField(child=serializers.CharField())
 
 
-class CheckUsersInput(serializers.Serializer):
+class CheckUsersInput(QueryInput):
     users = CommaSeparatedIds(help_text="Comma-separated shopper ids (at most 100).")
 
 
-class RecommendationsInput(serializers.Serializer):
+class RecommendationsInput(QueryInput):
     users = CommaSeparatedIds(required=False, help_text="Comma-separated shopper ids (at most 100).")
     items = CommaSeparatedIds(required=False, help_text="Anonymous visitor: recently viewed product ids.")
     text = serializers.CharField(required=False, max_length=1000,
@@ -90,7 +101,7 @@ class RecommendationsOutput(serializers.Serializer):
     recommendations = serializers.DictField(child=UserRecommendationsOutput())
 
 
-class SimilarItemsInput(serializers.Serializer):
+class SimilarItemsInput(QueryInput):
     item = serializers.CharField(max_length=128)
     k = serializers.IntegerField(min_value=1, max_value=100, default=10)
 
@@ -128,8 +139,18 @@ class ReloadModelOutput(serializers.Serializer):
     previous_version = serializers.CharField(allow_null=True)
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON body boolean: only ``true`` or ``false`` (not 0/1 or "yes")."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if isinstance(data, bool):
+            return data
+        self.fail("invalid", input=data)
+        return False  # not reached: fail() raises
+
+
 class ReloadDataInput(serializers.Serializer):
-    force = serializers.BooleanField(default=False)
+    force = StrictBooleanField(default=False)
 
 
 class ReloadDataOutput(serializers.Serializer):
