@@ -48,6 +48,8 @@ POSTGRES_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 test: install
 	$(VENV)/bin/ruff check modeling recoapi tests benchmarks manage.py
 	$(PY) -m pytest
+	@echo "==> Long tests: load with reloads, killed processes, database outage"
+	$(PY) -m pytest -m slow
 	@$(MAKE) --no-print-directory test-postgres
 
 test-postgres: install

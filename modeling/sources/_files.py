@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,9 @@ import pandas as pd
 
 from modeling.errors import DataValidationError
 
+
+# What reading a damaged, truncated or mis-encoded (possibly gzipped) file raises.
+_READ_ERRORS = (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile, zlib.error)
 
 def open_text(path: Path, encoding: str = "utf-8") -> IO[str]:
     """Open a text file, transparently decompressing ``.gz``."""
@@ -38,7 +42,7 @@ def json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any], str]]:
                 if not isinstance(record, dict):
                     raise DataValidationError("expected a JSON object", path=str(path), line=number)
                 yield number, record, line
-    except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile) as exc:
+    except _READ_ERRORS as exc:
         raise DataValidationError(f"cannot read file ({exc})", path=str(path)) from exc
 
 
@@ -90,7 +94,7 @@ def read_table(
         raise DataValidationError("file is empty", path=str(path)) from exc
     except pd.errors.ParserError as exc:
         raise DataValidationError(f"cannot parse ({str(exc).strip()})", path=str(path)) from exc
-    except (UnicodeDecodeError, OSError, EOFError, gzip.BadGzipFile) as exc:
+    except _READ_ERRORS as exc:
         raise DataValidationError(f"cannot read file ({exc})", path=str(path)) from exc
     frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in required if c not in frame.columns]
