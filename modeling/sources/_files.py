@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import gzip
-import zlib
 import json
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 
 from modeling.errors import DataValidationError
-
 
 # What reading a damaged, truncated or mis-encoded (possibly gzipped) file raises.
 _READ_ERRORS = (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile, zlib.error)

@@ -65,3 +65,13 @@ def test_model_version_action_activates(staff: Client, service: Pipeline, settin
     assert artifacts.read_active(settings.RECO_MODELS_DIR) == other
     assert ModelVersion.objects.get(version=other).is_active
     assert not ModelVersion.objects.get(version=service.version).is_active
+
+
+@pytest.mark.parametrize("url", ["/admin/", "/admin/catalog/shopper/", "/admin/recommendations/modelversion/"])
+def test_admin_needs_a_staff_login(service: Pipeline, client: Client, django_user_model, url: str) -> None:
+    anonymous = client.get(url)
+    assert anonymous.status_code == 302 and anonymous["Location"].startswith("/admin/login/")
+    django_user_model.objects.create_user(username="shopper", password="shopper-pass-1")
+    client.login(username="shopper", password="shopper-pass-1")
+    not_staff = client.get(url)
+    assert not_staff.status_code == 302 and not_staff["Location"].startswith("/admin/login/")

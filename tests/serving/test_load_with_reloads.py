@@ -69,7 +69,7 @@ def test_no_request_fails_and_every_answer_is_from_one_complete_version(
     with scratch_postgres_database() if database == "postgres" else nullcontext(None) as name:
         url = (f"postgres://{POSTGRES['user']}@127.0.0.1:{POSTGRES['port']}/{name}" if name
                else f"sqlite:///{tmp_path / 'db.sqlite3'}")
-        service = prepare_service(pipeline, tmp_path, url, RECO_THROTTLE_ANON="off")
+        service = prepare_service(pipeline, tmp_path, url)
         _load_with_reloads(pipeline, service, second_version)
 
 
