@@ -23,6 +23,7 @@ import pandas as pd
 from modeling.artifacts import Bundle
 from modeling.embeddings import behaviour_embeddings
 from modeling.evaluate import top_k
+from modeling.index import ItemIndex, make_index, penalty
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +31,6 @@ TWO_TOWER = "two_tower"
 CONTENT = "content"
 POPULAR = "popular"
 STRATEGIES = (TWO_TOWER, CONTENT, POPULAR)
-
-
-def _penalty(allowed: np.ndarray) -> np.ndarray:
-    """(n_items,) float32: 0 where allowed, -inf elsewhere (added to scores: cheaper than masked assignment)."""
-    return np.where(allowed, np.float32(0.0), np.float32(-np.inf)).astype(np.float32)
 
 
 @dataclass
@@ -68,10 +64,13 @@ class Recommender:
 
     Args:
         bundle: a loaded :class:`~modeling.artifacts.Bundle`.
+        ann_min_items: catalogues of at least this many items are searched with an approximate
+            (FAISS HNSW) index; None: always exact.
     """
 
-    def __init__(self, bundle: Bundle) -> None:
+    def __init__(self, bundle: Bundle, *, ann_min_items: int | None = None) -> None:
         self.bundle = bundle
+        self.ann_min_items = ann_min_items
         arrays = bundle.arrays
         self.item_ids = np.asarray(arrays.item_ids)
         self.user_ids = np.asarray(arrays.user_ids)
@@ -83,6 +82,7 @@ class Recommender:
         self.popularity = np.asarray(arrays.popularity, dtype=np.float32)
         self.n_items = len(self.item_ids)
         self.n_trained_items = self.n_items
+        self.index: ItemIndex = make_index(self.item_vectors, ann_min_items)
 
     def add_items(self, item_ids: np.ndarray, item_text: np.ndarray) -> None:
         """Make products unseen in training recommendable: candidate vectors from their text.
@@ -108,6 +108,7 @@ class Recommender:
         self.popularity = np.concatenate([self.popularity, np.zeros(len(item_ids), dtype=np.float32)])
         self._item_index = pd.Index(self.item_ids)
         self.n_items = len(self.item_ids)
+        self.index = make_index(self.item_vectors, self.ann_min_items)
 
     @property
     def version(self) -> str:
@@ -178,7 +179,7 @@ class Recommender:
 
     def rank(self, query_vectors: np.ndarray, exclude: list[np.ndarray], k: int,
              allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Full-catalogue top-k by dot product.
+        """Full-catalogue top-k by dot product (exact, or approximate above ``ann_min_items``).
 
         Args:
             query_vectors: (m, d) float32.
@@ -189,15 +190,12 @@ class Recommender:
         Returns:
             ``(positions (m, k), scores (m, k))``; -1 / -inf pad rows with fewer allowed items.
         """
-        scores = np.asarray(query_vectors, dtype=np.float32) @ np.asarray(self.item_vectors, dtype=np.float32).T
-        if allowed is not None:
-            scores += _penalty(allowed)
-        return top_k(scores, k, exclude, copy=False)
+        return self.index.search(query_vectors, k, exclude, allowed)
 
     def popular(self, exclude: list[np.ndarray], k: int,
                 allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by popularity for each of ``len(exclude)`` shoppers. Shapes as :meth:`rank`."""
-        row = self.popularity if allowed is None else self.popularity + _penalty(allowed)
+        row = self.popularity if allowed is None else self.popularity + penalty(allowed)
         return top_k(np.tile(row, (len(exclude), 1)), k, exclude, copy=False)
 
     def recommend(self, user_ids: list[str], histories: dict[str, History], k: int,

@@ -25,6 +25,7 @@ from modeling import artifacts
 from modeling import datasets as ds
 from modeling.embeddings import TextEncoder
 from modeling.errors import ArtifactError
+from modeling.index import HnswIndex
 from modeling.recommender import Recommender
 from recoapi.catalog.models import Product
 
@@ -129,7 +130,7 @@ def build_engine(bundle_path: Path) -> Engine:
     """
     stamp = data_stamp()
     bundle = artifacts.load_bundle(bundle_path)
-    recommender = Recommender(bundle)
+    recommender = Recommender(bundle, ann_min_items=settings.RECO_ANN_MIN_ITEMS or None)
     rows = {pid: (title, description, brand, category, price, available)
             for pid, title, description, brand, category, price, available in
             Product.objects.values_list("id", "title", "description", "brand", "category", "price", "available")
@@ -155,9 +156,11 @@ def build_engine(bundle_path: Path) -> Engine:
 
 
 def _prewarm(engine: Engine) -> None:
-    """Load the query tower in the background, so the first "content" request does not wait for TensorFlow."""
+    """Load the query tower (and build an approximate index) in the background, so no request waits for them."""
     if settings.RECO_PREWARM:
         threading.Thread(target=engine.recommender.bundle.query_tower, name="prewarm", daemon=True).start()
+        if isinstance(engine.recommender.index, HnswIndex):
+            threading.Thread(target=engine.recommender.index.build, name="prewarm-index", daemon=True).start()
 
 
 class EngineRegistry:
@@ -206,6 +209,7 @@ class EngineRegistry:
                              self._engine.version if self._engine else "none", exc)
             except Exception:  # e.g. the database is briefly unavailable: keep serving, retry next check
                 if self._engine is None:
+                    self._checked_at = float("-inf")  # nothing to serve: the next request tries again
                     raise
                 logger.exception("cannot rebuild the engine for model %s; keeping the current one", version)
         finally:

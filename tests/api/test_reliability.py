@@ -219,3 +219,19 @@ def test_active_pointer_at_a_missing_version(service: Pipeline, client: APIClien
     assert_error(client.get("/recommendations", {"users": "a"}), 503, "no_model")
     artifacts.set_active(settings.RECO_MODELS_DIR, service.version)
     assert client.get("/recommendations", {"users": "a"}).json()["model_version"] == service.version
+
+
+def test_a_worker_starting_while_the_database_is_down_keeps_saying_so(service: Pipeline, client: APIClient,
+                                                                      monkeypatch, settings) -> None:
+    from recoapi.recommendations import engine
+
+    def refused(path):
+        raise OperationalError("connection refused")
+
+    settings.RECO_ACTIVE_CHECK_SECONDS = 60.0  # as in production: models/ACTIVE is not re-read on every request
+    registry.reset()
+    monkeypatch.setattr(engine, "build_engine", refused)
+    for _ in range(3):  # not "no model" on the second request: the engine is retried on each one
+        assert_error(client.get("/recommendations", {"users": "a"}), 503, "database_unavailable")
+    monkeypatch.undo()
+    assert client.get("/recommendations", {"users": "a"}).status_code == 200

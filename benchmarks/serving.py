@@ -1,0 +1,356 @@
+"""Serving benchmark: the API under gunicorn at 100,000 products and 200,000 shoppers, loaded by wrk.
+
+Usage:
+    .venv/bin/python benchmarks/serving.py                    # full size, about 5 minutes the first time
+    .venv/bin/python benchmarks/serving.py --items 20000 --users 40000 --interactions 200000   # smaller
+
+Needs `wrk` (Debian/Ubuntu: `apt install wrk`). What it does:
+
+1. Builds a workspace once (reused while the sizes are unchanged): the demo generator at the given
+   size, imported into a SQLite database with `manage.py load_data`, and a model bundle built for the
+   purpose. The towers are real (a short training run on a small shop of the same generator); the
+   bundle's arrays are computed by those towers at full size. The products' text embeddings are random
+   unit vectors instead of MiniLM output (encoding 100,000 texts takes minutes and does not change a
+   single serving cost). 5% of the shoppers are left out of the bundle: they are "new" shoppers with a
+   history in the database, served by the "content" strategy (the query tower runs per request).
+2. Starts gunicorn (2 workers x 2 threads, as shipped) on loopback and runs wrk from a separate process
+   for each scenario: one known shopper, one new shopper ("content"), 100 shoppers per request, and
+   similar_items; at 2 and at 8 connections.
+3. Measures, in the same run, the floor: a bare numpy dot product + argpartition over the same item
+   vectors, and the engine's own time (Recommender.recommend, filters and exclusions included).
+4. Reports each worker's resident memory, and whether the bundle arrays are shared memory maps.
+5. Builds the approximate index (FAISS HNSW) over the same vectors and reports its recall@10 against
+   exact search and its query time.
+
+Prints a table and writes benchmarks/results/serving.json.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from modeling import runtime as _runtime  # noqa: E402,F401  (first: environment for TensorFlow)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+TEXT_DIM = 384
+
+
+def _env(work: Path, port: int | None = None) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "recoapi.settings",
+        "DATABASE_URL": f"sqlite:///{work / 'db.sqlite3'}",
+        "RECO_DATA_PATH": str(work / "raw"),
+        "RECO_PROCESSED_DIR": str(work / "processed"),
+        "RECO_EMBEDDINGS_DIR": str(work / "embeddings"),
+        "RECO_MODELS_DIR": str(work / "models"),
+        "RECO_LOGS_DIR": str(work / "logs"),
+        "RECO_THROTTLE_ANON": "off",
+        "RECO_ENCODE_NEW_PRODUCTS": "0",
+        "RECO_CONSOLE_LOG_LEVEL": "ERROR",
+    }
+    if port:
+        env["RECO_BIND"] = f"127.0.0.1:{port}"
+    return env
+
+
+def _manage(work: Path, *args: str) -> None:
+    subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], env=_env(work), cwd=ROOT, check=True)
+
+
+def _small_towers(work: Path):
+    """A real two-tower model trained briefly on a small shop of the same generator."""
+    from modeling import datasets as ds
+    from modeling.embeddings import build_embeddings, load_embeddings
+    from modeling.synthetic import DemoParams, generate_demo_data
+    from modeling.train import train_model
+    from modeling.two_tower import TwoTowerParams
+
+    small = work / "small"
+    generate_demo_data(small / "raw", DemoParams(n_users=800, n_items=250, n_interactions=8000, seed=3),
+                       progress=False)
+    data = ds.load_source("amazon2018", small / "raw")
+    build_embeddings(data, small / "embeddings", progress=False)
+    return train_model(data, load_embeddings(small / "embeddings"), TwoTowerParams(epochs=2, seed=1))
+
+
+def build_workspace(work: Path, n_users: int, n_items: int, n_interactions: int) -> dict:
+    """Data in the database and an active bundle at full size (skipped when already built)."""
+    import tensorflow as tf
+
+    from modeling import artifacts
+    from modeling import datasets as ds
+    from modeling.synthetic import DemoParams, generate_demo_data
+    from modeling.train import recent_popularity
+    from modeling.two_tower import CandidateTowerServer, QueryTowerServer
+
+    sizes = {"users": n_users, "items": n_items, "interactions": n_interactions}
+    stamp = work / "workspace.json"
+    if stamp.is_file() and json.loads(stamp.read_text()).get("sizes") == sizes:
+        return json.loads(stamp.read_text())
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    timings = {}
+    started = time.perf_counter()
+    generate_demo_data(work / "raw", DemoParams(n_users=n_users, n_items=n_items, n_interactions=n_interactions,
+                                                seed=7), progress=True)
+    timings["generate_s"] = time.perf_counter() - started
+    _manage(work, "migrate", "-v0")
+    started = time.perf_counter()
+    _manage(work, "load_data")
+    timings["import_s"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    result = _small_towers(work)
+    timings["small_training_s"] = time.perf_counter() - started
+    data = ds.read_snapshot(work / "processed")
+    item_ids = data.items[ds.ITEM_ID].astype(str).to_numpy()
+    all_users = data.users[ds.USER_ID].astype(str).to_numpy()
+    user_ids = all_users[: int(len(all_users) * 0.95)]  # the last 5% are "new" shoppers
+    rng = np.random.default_rng(0)
+
+    def unit(n: int) -> np.ndarray:
+        x = rng.normal(size=(n, TEXT_DIM)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    started = time.perf_counter()
+    item_text = unit(len(item_ids))
+    candidate = CandidateTowerServer(result.model.candidate_tower, TEXT_DIM)
+    query = QueryTowerServer(result.model.query_tower, TEXT_DIM)
+    item_vectors = np.concatenate([
+        candidate.serve(item_id=tf.constant(item_ids[i:i + 8192]), item_text=tf.constant(item_text[i:i + 8192]))
+        for i in range(0, len(item_ids), 8192)])
+    user_vectors = np.concatenate([
+        query.serve(user_id=tf.constant(user_ids[i:i + 8192]), user_text=tf.constant(unit(len(user_ids[i:i + 8192]))),
+                    user_behaviour=tf.constant(unit(len(user_ids[i:i + 8192]))))
+        for i in range(0, len(user_ids), 8192)])
+    timings["tower_vectors_s"] = time.perf_counter() - started
+    positions = data.items.reset_index(drop=True).reset_index().set_index(ds.ITEM_ID)["index"]
+    item_pos = positions.reindex(data.interactions[ds.ITEM_ID]).to_numpy()
+    arrays = artifacts.BundleArrays(
+        item_ids=item_ids, item_vectors=np.asarray(item_vectors, np.float32), item_content=item_text,
+        user_ids=user_ids, user_vectors=np.asarray(user_vectors, np.float32),
+        popularity=recent_popularity(item_pos, data.interactions[ds.WEIGHT].to_numpy(),
+                                     data.interactions[ds.TIMESTAMP].to_numpy(), len(item_ids)),
+    )
+
+    def save_towers(directory: Path) -> None:
+        tf.saved_model.save(query, str(directory / artifacts.QUERY_TOWER_DIR))
+        tf.saved_model.save(candidate, str(directory / artifacts.CANDIDATE_TOWER_DIR))
+
+    bundle = artifacts.write_bundle(work / "models", arrays, {"model": "two_tower", "purpose": "benchmark"},
+                                    save_towers)
+    artifacts.set_active(work / "models", bundle.name)
+    info = {"sizes": sizes, "version": bundle.name, "timings": timings,
+            "new_users": all_users[len(user_ids):].tolist()[:2000]}
+    stamp.write_text(json.dumps(info))
+    return info
+
+
+# --------------------------------------------------------------------------- floor and engine, in process
+
+
+def _median_ms(fn, repeat: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return float(np.median(times) * 1000)
+
+
+def in_process(work: Path, version: str, new_users: list[str]) -> dict:
+    from modeling import artifacts
+    from modeling.index import ExactIndex, HnswIndex, recall_against_exact
+    from modeling.recommender import History, Recommender
+
+    bundle = artifacts.load_bundle(work / "models" / version)
+    items = np.asarray(bundle.arrays.item_vectors)
+    users = np.asarray(bundle.arrays.user_vectors)
+    rng = np.random.default_rng(1)
+    one, hundred = users[rng.integers(0, len(users), 1)], users[rng.integers(0, len(users), 100)]
+
+    def floor(q: np.ndarray) -> None:
+        scores = q @ items.T
+        np.argpartition(-scores, 9, axis=1)[:, :10]
+
+    recommender = Recommender(bundle)
+    allowed = np.ones(len(items), dtype=bool)
+    allowed[rng.integers(0, len(items), 200)] = False  # a few products out of stock
+    user_ids = [str(u) for u in bundle.arrays.user_ids[rng.integers(0, len(users), 100)]]
+    history = {u: History(np.asarray(bundle.arrays.item_ids[rng.integers(0, len(items), 5)], dtype=object),
+                          np.zeros(5, dtype=np.int64), np.ones(5)) for u in user_ids + new_users[:1]}
+    figures = {
+        "floor_1_ms": _median_ms(lambda: floor(one), 200),
+        "engine_1_ms": _median_ms(lambda: recommender.recommend(user_ids[:1], history, 10, allowed), 200),
+        "floor_100_ms": _median_ms(lambda: floor(hundred), 30),
+        "engine_100_ms": _median_ms(lambda: recommender.recommend(user_ids, history, 10, allowed), 30),
+        "engine_content_ms": _median_ms(lambda: recommender.recommend(new_users[:1], history, 10, allowed), 50),
+    }
+    figures["ratio_1"] = figures["engine_1_ms"] / figures["floor_1_ms"]
+    figures["ratio_100"] = figures["engine_100_ms"] / figures["floor_100_ms"]
+
+    hnsw = HnswIndex(items)
+    started = time.perf_counter()
+    hnsw.build()
+    queries = users[rng.integers(0, len(users), 1000)]
+    none = [np.zeros(0, dtype=np.int64)]
+    figures["ann"] = {
+        "build_s": time.perf_counter() - started,
+        "recall@10": recall_against_exact(hnsw, items, queries, 10),
+        "query_ms": _median_ms(lambda: hnsw.search(one, 10, none), 200),
+        "exact_query_ms": _median_ms(lambda: ExactIndex(items).search(one, 10, none), 200),
+    }
+    return figures
+
+
+# --------------------------------------------------------------------------- HTTP under wrk
+
+_LUA = """
+local paths = {%s}
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", paths[(i %% #paths) + 1])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('RESULT {"requests": %%d, "duration_us": %%d, "errors": %%d, "non2xx": %%d, '
+    .. '"p50_us": %%d, "p95_us": %%d, "p99_us": %%d}\\n', summary.requests, summary.duration,
+    e.connect + e.read + e.write + e.timeout, e.status, latency:percentile(50), latency:percentile(95),
+    latency:percentile(99)))
+end
+"""
+
+
+def run_wrk(base: str, paths: list[str], connections: int, seconds: int, script_dir: Path) -> dict:
+    script = script_dir / "paths.lua"
+    script.write_text(_LUA % ", ".join(json.dumps(p) for p in paths))
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script),
+                          base], capture_output=True, text=True, check=True).stdout
+    result = json.loads(out.split("RESULT ", 1)[1].splitlines()[0])
+    return {"connections": connections, "requests": result["requests"],
+            "rps": result["requests"] / (result["duration_us"] / 1e6),
+            "p50_ms": result["p50_us"] / 1000, "p95_ms": result["p95_us"] / 1000, "p99_ms": result["p99_us"] / 1000,
+            "errors": result["errors"] + result["non2xx"]}
+
+
+def worker_memory(master_pid: int) -> list[dict]:
+    """Resident and proportional set sizes of each gunicorn worker, and whether the bundle is mapped."""
+    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+    rows = []
+    for pid in children:
+        status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                      if ":" in line)
+        rollup = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]
+                      if ":" in line)
+        maps = Path(f"/proc/{pid}/maps").read_text()
+
+        def mib(value: str) -> float:
+            return round(int(value.split()[0]) / 1024, 1)
+
+        rows.append({"pid": int(pid), "rss_mib": mib(status["VmRSS"]), "rss_anon_mib": mib(status["RssAnon"]),
+                     "rss_file_mib": mib(status["RssFile"]), "pss_mib": mib(rollup["Pss"]),
+                     "bundle_memory_mapped": "item_vectors.npy" in maps and "user_vectors.npy" in maps})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--users", type=int, default=200_000)
+    parser.add_argument("--interactions", type=int, default=1_000_000)
+    parser.add_argument("--seconds", type=int, default=10, help="wrk duration per scenario and concurrency")
+    parser.add_argument("--workdir", default=str(ROOT / "benchmarks" / ".work" / "serving"))
+    parser.add_argument("--output", default=str(RESULTS / "serving.json"))
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (Debian/Ubuntu: apt install wrk)")
+    work = Path(args.workdir)
+    info = build_workspace(work, args.users, args.items, args.interactions)
+    engine = in_process(work, info["version"], info["new_users"])
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = open(work / "gunicorn.log", "w")  # noqa: SIM115
+    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")],
+                              env=_env(work, port), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=5).read()  # noqa: S310
+                break
+            except OSError:
+                time.sleep(0.5)
+        from modeling import artifacts
+
+        bundle = artifacts.load_bundle(work / "models" / info["version"])
+        rng = np.random.default_rng(2)
+        known = [str(u) for u in bundle.arrays.user_ids[rng.integers(0, len(bundle.arrays.user_ids), 5000)]]
+        item_ids = [str(i) for i in bundle.arrays.item_ids[rng.integers(0, len(bundle.arrays.item_ids), 1000)]]
+        scenarios = {
+            "one known shopper": [f"/recommendations?users={u}&k=10" for u in known[:1000]],
+            "one new shopper (content)": [f"/recommendations?users={u}&k=10" for u in info["new_users"][:1000]],
+            "100 shoppers per request": [f"/recommendations?users={','.join(known[i:i + 100])}&k=10"
+                                         for i in range(0, 5000, 100)],
+            "similar_items": [f"/similar_items?item={i}&k=10" for i in item_ids],
+        }
+        for paths in scenarios.values():  # warm every worker (TensorFlow, caches)
+            run_wrk(base, paths, 2, 2, work)
+        http = {name: [run_wrk(base, paths, c, args.seconds, work) for c in (2, 8)]
+                for name, paths in scenarios.items()}
+        memory = worker_memory(server.pid)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+    figures = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                           "python": platform.python_version()},
+               "sizes": info["sizes"], "workspace_timings_s": info["timings"], "gunicorn": "2 workers x 2 threads",
+               "http": http, "engine_in_process": engine, "workers": memory}
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(figures, indent=2) + "\n")
+
+    print(f"\n{info['sizes']['items']:,} products, {info['sizes']['users']:,} shoppers, "
+          f"{os.cpu_count()} CPUs, gunicorn 2 workers x 2 threads, wrk on loopback\n")
+    print(f"{'scenario':<28}{'conns':>6}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    for name, runs in http.items():
+        for run in runs:
+            print(f"{name:<28}{run['connections']:>6}{run['rps']:>9.0f}{run['p50_ms']:>9.1f}{run['p95_ms']:>9.1f}"
+                  f"{run['p99_ms']:>9.1f}{run['errors']:>8}")
+    print(f"\nfloor (numpy dot + argpartition): 1 query {engine['floor_1_ms']:.2f} ms, 100 queries "
+          f"{engine['floor_100_ms']:.2f} ms")
+    print(f"engine (Recommender.recommend): 1 shopper {engine['engine_1_ms']:.2f} ms ({engine['ratio_1']:.2f}x floor), "
+          f"100 shoppers {engine['engine_100_ms']:.2f} ms ({engine['ratio_100']:.2f}x), "
+          f"content {engine['engine_content_ms']:.2f} ms")
+    ann = engine["ann"]
+    print(f"HNSW index: built in {ann['build_s']:.1f} s, recall@10 vs exact {ann['recall@10']:.3f}, "
+          f"query {ann['query_ms']:.3f} ms vs exact {ann['exact_query_ms']:.3f} ms")
+    for row in memory:
+        print(f"worker {row['pid']}: RSS {row['rss_mib']} MiB (anonymous {row['rss_anon_mib']}, file-backed "
+              f"{row['rss_file_mib']}), PSS {row['pss_mib']} MiB, bundle memory-mapped: {row['bundle_memory_mapped']}")
+    print(f"\nwritten to {os.path.relpath(args.output, ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
