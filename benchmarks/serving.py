@@ -51,7 +51,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 TEXT_DIM = 384
 
 
-def _env(work: Path, port: int | None = None) -> dict[str, str]:
+def _env(work: Path, port: int | None = None, workers: int = 2, threads: int = 2) -> dict[str, str]:
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "recoapi.settings",
@@ -64,6 +64,8 @@ def _env(work: Path, port: int | None = None) -> dict[str, str]:
         "RECO_THROTTLE_ANON": "off",
         "RECO_ENCODE_NEW_PRODUCTS": "0",
         "RECO_CONSOLE_LOG_LEVEL": "ERROR",
+        "RECO_WORKERS": str(workers),
+        "RECO_THREADS": str(threads),
     }
     if port:
         env["RECO_BIND"] = f"127.0.0.1:{port}"
@@ -280,6 +282,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration per scenario and concurrency")
     parser.add_argument("--workdir", default=str(ROOT / "benchmarks" / ".work" / "serving"))
     parser.add_argument("--output", default=str(RESULTS / "serving.json"))
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=2, help="threads per worker")
+    parser.add_argument("--only", default="", help="run only the scenarios whose name contains this text")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian/Ubuntu: apt install wrk)")
@@ -292,7 +297,8 @@ def main() -> None:
         port = sock.getsockname()[1]
     log = open(work / "gunicorn.log", "w")  # noqa: SIM115
     server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")],
-                              env=_env(work, port), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                              env=_env(work, port, args.workers, args.threads), cwd=ROOT, stdout=log,
+                              stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
@@ -314,8 +320,10 @@ def main() -> None:
                                          for i in range(0, 5000, 100)],
             "similar_items": [f"/similar_items?item={i}&k=10" for i in item_ids],
         }
-        for paths in scenarios.values():  # warm every worker (TensorFlow, caches)
-            run_wrk(base, paths, 2, 2, work)
+        for paths in scenarios.values():  # warm every worker: TensorFlow and the towers load in the background
+            run_wrk(base, paths, 2, 3, work)
+        time.sleep(5)
+        scenarios = {name: paths for name, paths in scenarios.items() if args.only in name}
         http = {name: [run_wrk(base, paths, c, args.seconds, work) for c in (2, 8)]
                 for name, paths in scenarios.items()}
         memory = worker_memory(server.pid)
@@ -326,13 +334,14 @@ def main() -> None:
 
     figures = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                            "python": platform.python_version()},
-               "sizes": info["sizes"], "workspace_timings_s": info["timings"], "gunicorn": "2 workers x 2 threads",
+               "sizes": info["sizes"], "workspace_timings_s": info["timings"],
+               "gunicorn": f"{args.workers} workers x {args.threads} threads",
                "http": http, "engine_in_process": engine, "workers": memory}
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(figures, indent=2) + "\n")
 
     print(f"\n{info['sizes']['items']:,} products, {info['sizes']['users']:,} shoppers, "
-          f"{os.cpu_count()} CPUs, gunicorn 2 workers x 2 threads, wrk on loopback\n")
+          f"{os.cpu_count()} CPUs, gunicorn {args.workers} workers x {args.threads} threads, wrk on loopback\n")
     print(f"{'scenario':<28}{'conns':>6}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}")
     for name, runs in http.items():
         for run in runs:

@@ -57,7 +57,11 @@ class ExactIndex:
                allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         scores = np.asarray(queries, dtype=np.float32) @ np.asarray(self.vectors, dtype=np.float32).T
         if allowed is not None:
-            scores += penalty(allowed)
+            blocked = np.flatnonzero(~allowed)
+            if len(blocked) * 8 < len(allowed):  # usually a few products out of stock
+                scores[:, blocked] = -np.inf
+            else:  # a narrow filter (a category, a price range)
+                scores += penalty(allowed)
         return top_k(scores, k, exclude, copy=False)
 
 
