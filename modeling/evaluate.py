@@ -72,16 +72,18 @@ _BLOCK = 64
 def _candidates_by_block_max(scores: np.ndarray, k: int) -> np.ndarray:
     """(m, <=k*_BLOCK) positions that contain every row's exact top-k (ties aside).
 
-    The items are cut into blocks of ``_BLOCK``; a block holding one of the k best items has a
-    maximum at least as high as the k-th best score, and at most k blocks can, so the k blocks
-    with the highest maxima contain the top k. One vectorised pass over the scores replaces the
-    partial sort of every row (about 10x faster at 100,000 items and k=10).
+    The items are cut into blocks (block b holds items b, b + s, b + 2s, ... for a stride s); a
+    block holding one of the k best items has a maximum at least as high as the k-th best score,
+    and at most k blocks can, so the k blocks with the highest maxima contain the top k. The
+    block maxima are an element-wise maximum of ``_BLOCK`` contiguous slices (vectorised), which
+    replaces the partial sort of every row: about 10x faster at 100,000 items and k=10.
     """
     m, n = scores.shape
-    full = n // _BLOCK * _BLOCK
-    maxima = scores[:, :full].reshape(m, -1, _BLOCK).max(axis=2)
+    stride = n // _BLOCK
+    full = stride * _BLOCK
+    maxima = scores[:, :full].reshape(m, _BLOCK, stride).max(axis=1)
     best_blocks = np.argpartition(-maxima, k - 1, axis=1)[:, :k]
-    positions = (best_blocks[:, :, None] * _BLOCK + np.arange(_BLOCK)).reshape(m, -1)
+    positions = (best_blocks[:, :, None] + np.arange(_BLOCK) * stride).reshape(m, -1)
     if full < n:  # the ragged tail is always a candidate
         positions = np.concatenate([positions, np.broadcast_to(np.arange(full, n), (m, n - full))], axis=1)
     candidate_scores = np.take_along_axis(scores, positions, axis=1)

@@ -99,6 +99,12 @@ class HnswIndex:
             self._index = index
             logger.info("HNSW index built over %d items", len(data))
 
+    def set_ef_search(self, ef_search: int) -> None:
+        """Change the query-time candidate list size (higher: better recall, slower)."""
+        self.ef_search = ef_search
+        if self._index is not None:
+            self._index.hnsw.efSearch = ef_search
+
     def search(self, queries: np.ndarray, k: int, exclude: Sequence[np.ndarray],
                allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         n = len(self.vectors)
