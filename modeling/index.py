@@ -75,7 +75,7 @@ class HnswIndex:
         extra: candidates fetched beyond ``k`` plus the excluded items, to survive filtering.
     """
 
-    def __init__(self, vectors: np.ndarray, *, neighbours: int = 32, ef_search: int = 128, extra: int = 50) -> None:
+    def __init__(self, vectors: np.ndarray, *, neighbours: int = 32, ef_search: int = 512, extra: int = 50) -> None:
         self.vectors = vectors
         self.exact = ExactIndex(vectors)
         self.neighbours = neighbours
@@ -139,10 +139,10 @@ class HnswIndex:
         return out_pos, out_scores
 
 
-def make_index(vectors: np.ndarray, ann_min_items: int | None) -> ItemIndex:
+def make_index(vectors: np.ndarray, ann_min_items: int | None, ef_search: int = 512) -> ItemIndex:
     """Exact search, or HNSW when the catalogue has at least ``ann_min_items`` items (None: never)."""
     if ann_min_items is not None and len(vectors) >= ann_min_items:
-        return HnswIndex(vectors)
+        return HnswIndex(vectors, ef_search=ef_search)
     return ExactIndex(vectors)
 
 

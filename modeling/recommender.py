@@ -83,11 +83,13 @@ class Recommender:
         bundle: a loaded :class:`~modeling.artifacts.Bundle`.
         ann_min_items: catalogues of at least this many items are searched with an approximate
             (FAISS HNSW) index; None: always exact.
+        ann_ef_search: the approximate index's query-time candidate list (recall vs. speed).
     """
 
-    def __init__(self, bundle: Bundle, *, ann_min_items: int | None = None) -> None:
+    def __init__(self, bundle: Bundle, *, ann_min_items: int | None = None, ann_ef_search: int = 512) -> None:
         self.bundle = bundle
         self.ann_min_items = ann_min_items
+        self.ann_ef_search = ann_ef_search
         arrays = bundle.arrays
         self.item_ids = np.asarray(arrays.item_ids)
         self.user_ids = np.asarray(arrays.user_ids)
@@ -99,7 +101,7 @@ class Recommender:
         self.popularity = np.asarray(arrays.popularity, dtype=np.float32)
         self.n_items = len(self.item_ids)
         self.n_trained_items = self.n_items
-        self.index: ItemIndex = make_index(self.item_vectors, ann_min_items)
+        self.index: ItemIndex = make_index(self.item_vectors, ann_min_items, ann_ef_search)
 
     def add_items(self, item_ids: np.ndarray, item_text: np.ndarray) -> None:
         """Make products unseen in training recommendable: candidate vectors from their text.
@@ -125,7 +127,7 @@ class Recommender:
         self.popularity = np.concatenate([self.popularity, np.zeros(len(item_ids), dtype=np.float32)])
         self._item_index = pd.Index(self.item_ids)
         self.n_items = len(self.item_ids)
-        self.index = make_index(self.item_vectors, self.ann_min_items)
+        self.index = make_index(self.item_vectors, self.ann_min_items, self.ann_ef_search)
 
     @property
     def version(self) -> str:

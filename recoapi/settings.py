@@ -174,6 +174,7 @@ RECO_AVAILABILITY_SECONDS = float(env_str("RECO_AVAILABILITY_SECONDS", "5"))
 RECO_MAX_USERS = env_int("RECO_MAX_USERS", 100)
 # Catalogues with at least this many products are searched with an approximate (FAISS HNSW) index; 0: never.
 RECO_ANN_MIN_ITEMS = env_int("RECO_ANN_MIN_ITEMS", 1_000_000)
+RECO_ANN_EF_SEARCH = env_int("RECO_ANN_EF_SEARCH", 512)
 
 LOGS_DIR = Path(env_str("RECO_LOGS_DIR", str(BASE_DIR / "logs")))
 LOG_LEVEL = env_choice("RECO_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))

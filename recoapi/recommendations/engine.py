@@ -130,7 +130,8 @@ def build_engine(bundle_path: Path) -> Engine:
     """
     stamp = data_stamp()
     bundle = artifacts.load_bundle(bundle_path)
-    recommender = Recommender(bundle, ann_min_items=settings.RECO_ANN_MIN_ITEMS or None)
+    recommender = Recommender(bundle, ann_min_items=settings.RECO_ANN_MIN_ITEMS or None,
+                              ann_ef_search=settings.RECO_ANN_EF_SEARCH)
     rows = {pid: (title, description, brand, category, price, available)
             for pid, title, description, brand, category, price, available in
             Product.objects.values_list("id", "title", "description", "brand", "category", "price", "available")

@@ -203,3 +203,17 @@ def test_live_events_survive_a_data_reload(service: Pipeline, staff_client: APIC
     assert Interaction.objects.filter(shopper_id="loyal-1", source=Interaction.LIVE).count() == 1
     assert Interaction.objects.filter(source=Interaction.IMPORTED).count() == len(service.data.interactions)
     assert recommend(staff_client, users="loyal-1", k=3)["loyal-1"]["strategy"] == "content"
+
+
+def test_approximate_index_above_the_configured_size_serves_the_same_lists(service: Pipeline, client: APIClient,
+                                                                           settings) -> None:
+    from modeling.index import HnswIndex
+    from recoapi.recommendations.engine import registry
+
+    users = ",".join(service.data.interactions[ds.USER_ID].drop_duplicates().head(5))
+    exact = client.get("/recommendations", {"users": users, "k": 5}).json()["recommendations"]
+    settings.RECO_ANN_MIN_ITEMS = 10
+    registry.reset()
+    approximate = client.get("/recommendations", {"users": users, "k": 5}).json()["recommendations"]
+    assert isinstance(registry.current().recommender.index, HnswIndex)
+    assert approximate == exact  # a tiny catalogue: the index answers exactly

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modeling import datasets as ds
 from modeling.evaluate import (
@@ -87,3 +89,23 @@ def test_evaluate_with_an_oracle_scorer_is_perfect_and_popularity_is_not() -> No
     result = evaluate_leave_last_out(lambda u: np.tile(popularity, (len(u), 1)), test_users, test_items, seen,
                                      n_items, k=1, k_recall=2)
     assert result["hr@1"] == 0.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(m=st.integers(1, 4), n=st.integers(1, 3000), k=st.integers(1, 20), seed=st.integers(0, 10_000),
+       blocked=st.floats(0, 0.99))
+def test_top_k_equals_a_full_sort(m: int, n: int, k: int, seed: int, blocked: float) -> None:
+    """The block-maximum shortcut for large catalogues returns exactly the sorted top k."""
+    rng = np.random.default_rng(seed)
+    scores = rng.normal(size=(m, n)).astype(np.float32)
+    scores[rng.random((m, n)) < blocked] = -np.inf
+    exclude = [rng.integers(0, n, rng.integers(0, 5)) for _ in range(m)]
+    positions, values = top_k(scores, k, exclude)
+    expected = scores.copy()
+    for row, items in enumerate(exclude):
+        expected[row, items] = -np.inf
+    reference = np.sort(expected, axis=1)[:, ::-1][:, : min(k, n)]
+    assert np.array_equal(values, reference)
+    finite = np.isfinite(values)
+    assert (positions[~finite] == -1).all()
+    assert np.array_equal(np.take_along_axis(expected, np.where(finite, positions, 0), axis=1)[finite], values[finite])
