@@ -29,6 +29,7 @@ from modeling.errors import TrainingError
 from modeling.evaluate import Split, evaluate_leave_last_out, leave_last_out_split, popularity_scores, seen_items
 from modeling.two_tower import (
     ITEM_ID,
+    ITEM_PROBABILITY,
     ITEM_TEXT,
     USER_BEHAVIOUR,
     USER_ID,
@@ -199,12 +200,16 @@ def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
     user_text_t = tf.constant(features.user_text)
     user_beh_t = tf.constant(features.user_behaviour)
     item_text_t = tf.constant(features.item_text)
+    # How often each item is a training positive, i.e. how often it shows up as an in-batch negative.
+    item_probability_t = tf.constant(
+        (np.bincount(train_i[train_i >= 0], minlength=len(item_ids)) / max(1, int((train_i >= 0).sum())))
+        .astype(np.float32))
 
     def gather(u: tf.Tensor, i: tf.Tensor, w: tf.Tensor) -> dict[str, tf.Tensor]:
         return {
             USER_ID: tf.gather(user_id_t, u), USER_TEXT: tf.gather(user_text_t, u),
             USER_BEHAVIOUR: tf.gather(user_beh_t, u), ITEM_ID: tf.gather(item_id_t, i),
-            ITEM_TEXT: tf.gather(item_text_t, i), WEIGHT: w,
+            ITEM_TEXT: tf.gather(item_text_t, i), WEIGHT: w, ITEM_PROBABILITY: tf.gather(item_probability_t, i),
         }
 
     dataset = (

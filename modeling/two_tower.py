@@ -31,6 +31,7 @@ USER_BEHAVIOUR = "user_behaviour"
 ITEM_ID = "item_id"
 ITEM_TEXT = "item_text"
 WEIGHT = "weight"
+ITEM_PROBABILITY = "item_probability"
 QUERY_FEATURES = (USER_ID, USER_TEXT, USER_BEHAVIOUR)
 CANDIDATE_FEATURES = (ITEM_ID, ITEM_TEXT)
 
@@ -50,6 +51,8 @@ class TwoTowerParams:
         epochs: maximum number of epochs.
         patience: epochs without validation improvement before stopping early.
         seed: seed of weights, shuffling and dropout.
+        logq_correction: subtract log(item frequency) from the in-batch logits, so popular items
+            are not over-penalised for appearing as negatives more often (sampling-bias correction).
     """
 
     embedding_dim: int = 64
@@ -62,6 +65,7 @@ class TwoTowerParams:
     epochs: int = 15
     patience: int = 3
     seed: int = 42
+    logq_correction: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,6 +118,7 @@ class TwoTowerModel(tfrs.Model):
         self.query_tower = query_tower
         self.candidate_tower = candidate_tower
         self.task = tfrs.tasks.Retrieval(temperature=params.temperature, remove_accidental_hits=True)
+        self.logq_correction = params.logq_correction
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         query = self.query_tower(features, training=training)
@@ -123,6 +128,7 @@ class TwoTowerModel(tfrs.Model):
             candidate,
             sample_weight=features[WEIGHT],
             candidate_ids=features[ITEM_ID],
+            candidate_sampling_probability=features[ITEM_PROBABILITY] if self.logq_correction else None,
             compute_metrics=False,
             compute_batch_metrics=False,
         )

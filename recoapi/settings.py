@@ -180,6 +180,14 @@ LOGS_DIR = Path(env_str("RECO_LOGS_DIR", str(BASE_DIR / "logs")))
 LOG_LEVEL = env_choice("RECO_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
 CONSOLE_LOG_LEVEL = env_choice("RECO_CONSOLE_LOG_LEVEL", "WARNING", ("DEBUG", "INFO", "WARNING", "ERROR"))
 LOGS_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _rotating_file(name: str, formatter: str) -> dict:
+    """A log file in LOGS_DIR, rotated at 10 MB with 5 old files kept; records carry the request id."""
+    return {"class": "logging.handlers.RotatingFileHandler", "filename": str(LOGS_DIR / name),
+            "maxBytes": 10 * 1024 * 1024, "backupCount": 5, "formatter": formatter, "filters": ["request_id"]}
+
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -191,22 +199,8 @@ LOGGING = {
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain", "level": CONSOLE_LOG_LEVEL,
                     "filters": ["request_id"]},
-        "file": {
-            "class": "logging.handlers.RotatingFileHandler",
-            "filename": str(LOGS_DIR / "recoapi.log"),
-            "maxBytes": 10 * 1024 * 1024,
-            "backupCount": 5,
-            "formatter": "plain",
-            "filters": ["request_id"],
-        },
-        "requests": {
-            "class": "logging.handlers.RotatingFileHandler",
-            "filename": str(LOGS_DIR / "requests.log"),
-            "maxBytes": 10 * 1024 * 1024,
-            "backupCount": 5,
-            "formatter": "request",
-            "filters": ["request_id"],
-        },
+        "file": _rotating_file("recoapi.log", "plain"),
+        "requests": _rotating_file("requests.log", "request"),
     },
     "root": {"handlers": ["console", "file"], "level": "WARNING"},
     "loggers": {

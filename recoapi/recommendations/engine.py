@@ -184,7 +184,8 @@ class EngineRegistry:
         since the engine was built (new products, changed metadata), in every worker process.
         """
         now = time.monotonic()
-        if now - self._checked_at >= settings.RECO_ACTIVE_CHECK_SECONDS:
+        # Without an engine every request looks (and waits for a load in progress in another thread).
+        if self._engine is None or now - self._checked_at >= settings.RECO_ACTIVE_CHECK_SECONDS:
             self._checked_at = now
             active = artifacts.read_active(self.models_dir)
             engine = self._engine

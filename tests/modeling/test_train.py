@@ -56,3 +56,15 @@ def test_too_little_data_is_refused(pipeline: Pipeline) -> None:
     with pytest.raises(TrainingError, match="at least 2 users"):
         train_model(one_user, load_embeddings(pipeline.embeddings))
     assert np.isfinite(0.0)
+
+
+def test_logq_correction_changes_the_loss_and_still_trains(pipeline: Pipeline) -> None:
+    from modeling.embeddings import load_embeddings
+
+    embeddings = load_embeddings(pipeline.embeddings)
+    plain = train_model(pipeline.data, embeddings, TwoTowerParams(epochs=1, batch_size=128, seed=3))
+    corrected = train_model(pipeline.data, embeddings,
+                            TwoTowerParams(epochs=1, batch_size=128, seed=3, logq_correction=True))
+    assert corrected.history[0]["loss"] != plain.history[0]["loss"]
+    assert 0.0 <= corrected.metrics["two_tower"]["hr@10"] <= 1.0
+    assert corrected.params.to_dict()["logq_correction"] is True

@@ -9,20 +9,34 @@ from __future__ import annotations
 
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from modeling import artifacts
 from tests.conftest import Pipeline
 from tests.serving.live import get, post
 
 
-def versions_seen(base: str, n: int) -> tuple[set[str], set[int]]:
-    versions, processes = set(), set()
-    for _ in range(n):
-        health = get(f"{base}/health")
-        versions.add(health["model_version"])
-        processes.add(health["process"])
-        body = get(f"{base}/recommendations?users=A0000001,stranger&k=3")
-        versions.add(body["model_version"])
+def _one_round(base: str) -> tuple[str, int, str]:
+    health = get(f"{base}/health")
+    body = get(f"{base}/recommendations?users=A0000001,stranger&k=3")
+    return health["model_version"], health["process"], body["model_version"]
+
+
+def versions_seen(base: str, n: int, workers: int = 2) -> tuple[set[str], set[int]]:
+    """Versions answered by at least ``n`` rounds of requests, sent 4 at a time until every worker has answered.
+
+    Sequential requests may all land on one worker (whichever accepts first), so the rounds run
+    concurrently and continue (up to 20 times ``n``) until ``workers`` different processes answered.
+    """
+    versions: set[str] = set()
+    processes: set[int] = set()
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(20):
+            for health_version, process, body_version in pool.map(lambda _: _one_round(base), range(n)):
+                versions |= {health_version, body_version}
+                processes.add(process)
+            if len(processes) >= workers:
+                break
     return versions, processes
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import tempfile
@@ -29,6 +30,9 @@ class Command(BaseCommand):
         parser.add_argument("--output", help="Write the results as JSON to this file.")
         parser.add_argument("--epochs", type=int, default=TwoTowerParams().epochs, help="Two-tower max epochs.")
         parser.add_argument("--seed", type=int, default=TwoTowerParams().seed)
+        parser.add_argument("--logq-correction", action=argparse.BooleanOptionalAction,
+                            default=TwoTowerParams().logq_correction,
+                            help="Two-tower: correct the in-batch softmax for item popularity.")
         parser.add_argument("--ease-l2", type=float, nargs="+", default=list(EASE_L2_GRID),
                             help="EASE λ values to choose from on the validation items.")
         parser.add_argument("--protocols", choices=["all", "leave_last_out", "cold"], default="all",
@@ -43,7 +47,8 @@ class Command(BaseCommand):
             self.stdout.write(f"Loaded {data.counts()}; text embeddings in {cache} ...")
             build_embeddings(data, cache, model_path=settings.RECO_TEXT_MODEL_PATH,
                              progress=options["verbosity"] > 1)
-            params = TwoTowerParams(epochs=options["epochs"], seed=options["seed"])
+            params = TwoTowerParams(epochs=options["epochs"], seed=options["seed"],
+                                    logq_correction=options["logq_correction"])
             embeddings = load_embeddings(cache)
             say = lambda message: self.stdout.write(f"  {message}")  # noqa: E731
             result: dict[str, Any] = {}

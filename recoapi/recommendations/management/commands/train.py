@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -26,6 +27,8 @@ class Command(BaseCommand):
         parser.add_argument("--learning-rate", type=float, default=d.learning_rate, help="Adam learning rate.")
         parser.add_argument("--temperature", type=float, default=d.temperature, help="Softmax temperature.")
         parser.add_argument("--seed", type=int, default=d.seed, help="Random seed.")
+        parser.add_argument("--logq-correction", action=argparse.BooleanOptionalAction, default=d.logq_correction,
+                            help="Correct the in-batch softmax for how often popular items appear as negatives.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         for name in ("epochs", "batch_size", "embedding_dim"):
@@ -35,7 +38,8 @@ class Command(BaseCommand):
             raise CommandError("--learning-rate and --temperature must be positive")
         params = TwoTowerParams(epochs=options["epochs"], batch_size=options["batch_size"],
                                 embedding_dim=options["embedding_dim"], learning_rate=options["learning_rate"],
-                                temperature=options["temperature"], seed=options["seed"])
+                                temperature=options["temperature"], seed=options["seed"],
+                                logq_correction=options["logq_correction"])
 
         def on_epoch(row: dict[str, float]) -> None:
             if options["verbosity"] > 0:
