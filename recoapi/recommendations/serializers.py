@@ -17,6 +17,8 @@ class CommaSeparatedIds(serializers.CharField):
 
     def to_internal_value(self, data: Any) -> list[str]:
         text = super().to_internal_value(data)
+        if "\x00" in text:  # PostgreSQL cannot even compare such a string
+            raise serializers.ValidationError("Null characters are not allowed.")
         ids = list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
         if not ids:
             raise serializers.ValidationError("give at least one id, comma-separated")

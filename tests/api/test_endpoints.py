@@ -274,3 +274,15 @@ def test_swagger_ui_is_served_without_a_cdn(service: Pipeline, client: APIClient
     assert "swagger-ui" in page
     assert "static/drf_spectacular_sidecar/" in page
     assert "cdn.jsdelivr.net" not in page
+
+
+@pytest.mark.parametrize(("path", "params"), [
+    ("/check_users", {"users": "a\x00b"}),
+    ("/recommendations", {"users": "a\x00b"}),
+    ("/recommendations", {"items": "\x00"}),
+    ("/similar_items", {"item": "a\x00"}),
+    ("/recommendations", {"text": "espresso\x00"}),
+])
+def test_null_characters_are_refused_on_every_database(service: Pipeline, client: APIClient, path: str,
+                                                       params: dict) -> None:
+    assert_error(client.get(path, params), 400, "invalid")
