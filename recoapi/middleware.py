@@ -24,6 +24,8 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from recoapi.exceptions import error_body
+
 logger = logging.getLogger("recoapi.requests")
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
@@ -70,15 +72,13 @@ class RequestMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        from recoapi.exceptions import error_body
-
         offered = request.headers.get("X-Request-ID", "")
         request_id = offered if _CLIENT_ID.match(offered) else uuid.uuid4().hex
         request.request_id = request_id  # type: ignore[attr-defined]
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         try:
-            response = self._too_large(request, error_body) or self.get_response(request)
+            response = self._too_large(request) or self.get_response(request)
             response["X-Request-ID"] = request_id
             if not request.path.startswith(("/static/", "/admin/jsi18n")):
                 logger.info("%s %s %d %.1fms %s", request.method, request.path, response.status_code,
@@ -88,7 +88,7 @@ class RequestMiddleware:
             request_id_var.reset(token)
 
     @staticmethod
-    def _too_large(request: HttpRequest, error_body: Callable[[str, str], dict[str, Any]]) -> HttpResponse | None:
+    def _too_large(request: HttpRequest) -> HttpResponse | None:
         """413/414 JSON for a body or query string above the configured bounds (checked before any parsing)."""
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)

@@ -211,8 +211,7 @@ class EngineRegistry:
                              self._engine.version if self._engine else "none", exc)
             except Exception:  # e.g. the database is briefly unavailable: keep serving, retry next check
                 if self._engine is None:
-                    self._checked_at = float("-inf")  # nothing to serve: the next request tries again
-                    raise
+                    raise  # nothing to serve; the next request tries again (current() always does without one)
                 logger.exception("cannot rebuild the engine for model %s; keeping the current one", version)
         finally:
             self._lock.release()
