@@ -172,7 +172,7 @@ class Recommender:
         user_idx_parts, item_idx_parts, ts_parts, w_parts = [], [], [], []
         texts = np.zeros((len(histories), text_dim), dtype=np.float32)
         for row, history in enumerate(histories):
-            positions = self._item_index.get_indexer(np.asarray(history.item_ids, dtype=object))
+            positions = _lookup(self._item_index, history.item_ids)
             keep = positions >= 0
             user_idx_parts.append(np.full(int(keep.sum()), row, dtype=np.int64))
             item_idx_parts.append(positions[keep])

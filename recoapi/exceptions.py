@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
 from rest_framework import exceptions, status
@@ -79,9 +78,6 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         logger.error("database error in %s: %s", context.get("view").__class__.__name__, exc)
         return Response(error_body("database_unavailable", "The database is unavailable; try again shortly."),
                         status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "5"})
-    if isinstance(exc, RequestDataTooBig):
-        return Response(error_body("request_too_large", "The request body is too large."),
-                        status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     response = exception_handler(exc, context)
     if response is None:
         logger.exception("unhandled error in %s", context.get("view").__class__.__name__, exc_info=exc)
