@@ -99,6 +99,7 @@ def build_workspace(work: Path, n_users: int, n_items: int, n_interactions: int)
     from modeling import artifacts
     from modeling import datasets as ds
     from modeling.synthetic import DemoParams, generate_demo_data
+    from modeling.features import item_attributes
     from modeling.train import recent_popularity
     from modeling.two_tower import CandidateTowerServer, QueryTowerServer
 
@@ -135,12 +136,20 @@ def build_workspace(work: Path, n_users: int, n_items: int, n_interactions: int)
     item_text = unit(len(item_ids))
     candidate = CandidateTowerServer(result.model.candidate_tower, TEXT_DIM)
     query = QueryTowerServer(result.model.query_tower, TEXT_DIM)
+    attributes = item_attributes(data.items)
     item_vectors = np.concatenate([
-        candidate.serve(item_id=tf.constant(item_ids[i:i + 8192]), item_text=tf.constant(item_text[i:i + 8192]))
+        candidate.serve(item_id=tf.constant(item_ids[i:i + 8192]), item_text=tf.constant(item_text[i:i + 8192]),
+                        item_category=tf.constant(attributes.category[i:i + 8192]),
+                        item_brand=tf.constant(attributes.brand[i:i + 8192]),
+                        item_price=tf.constant(attributes.price[i:i + 8192]))
         for i in range(0, len(item_ids), 8192)])
+    # Known shoppers' vectors only need the right shape and spread for a serving benchmark: random text
+    # inputs and an empty history window.
     user_vectors = np.concatenate([
         query.serve(user_id=tf.constant(user_ids[i:i + 8192]), user_text=tf.constant(unit(len(user_ids[i:i + 8192]))),
-                    user_behaviour=tf.constant(unit(len(user_ids[i:i + 8192]))))
+                    user_behaviour=tf.constant(unit(len(user_ids[i:i + 8192]))),
+                    history=tf.fill([len(user_ids[i:i + 8192]), 1], ""),
+                    history_weight=tf.zeros([len(user_ids[i:i + 8192]), 1]))
         for i in range(0, len(user_ids), 8192)])
     timings["tower_vectors_s"] = time.perf_counter() - started
     positions = data.items.reset_index(drop=True).reset_index().set_index(ds.ITEM_ID)["index"]
@@ -156,7 +165,8 @@ def build_workspace(work: Path, n_users: int, n_items: int, n_interactions: int)
         tf.saved_model.save(query, str(directory / artifacts.QUERY_TOWER_DIR))
         tf.saved_model.save(candidate, str(directory / artifacts.CANDIDATE_TOWER_DIR))
 
-    bundle = artifacts.write_bundle(work / "models", arrays, {"model": "two_tower", "purpose": "benchmark"},
+    bundle = artifacts.write_bundle(work / "models", arrays, {"model": "two_tower", "purpose": "benchmark",
+                                                              "params": result.params.to_dict()},
                                     save_towers)
     artifacts.set_active(work / "models", bundle.name)
     info = {"sizes": sizes, "version": bundle.name, "timings": timings,

@@ -9,8 +9,8 @@ A bundle is a directory ``models/<version>/``:
     user_ids.npy         (n_users,) str, shoppers known to the model
     user_vectors.npy     (n_users, d) float32, query-tower output, unit norm
     popularity.npy       (n_items,) float32, recent (time-decayed) interaction weight
-    query_tower/         SavedModel: serve(user_id, user_text, user_behaviour) -> (b, d)
-    candidate_tower/     SavedModel: serve(item_id, item_text) -> (b, d)
+    query_tower/         SavedModel: serve(user_id, user_text, user_behaviour, history, history_weight) -> (b, d)
+    candidate_tower/     SavedModel: serve(item_id, item_text, item_category, item_brand, item_price) -> (b, d)
 
 Bundles are written to ``models/.<version>.tmp`` and renamed, so a crash never
 leaves half a bundle; ``ACTIVE`` is rewritten (temp file + rename) only after.
@@ -39,7 +39,7 @@ from modeling.errors import ArtifactError
 
 logger = logging.getLogger(__name__)
 
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2
 MANIFEST_FILE = "manifest.json"
 ACTIVE_FILE = "ACTIVE"
 QUERY_TOWER_DIR = "query_tower"

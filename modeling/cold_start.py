@@ -26,6 +26,7 @@ from modeling import artifacts
 from modeling import datasets as ds
 from modeling.baselines import EASE, ItemKNN, Popularity, interaction_matrix
 from modeling.embeddings import Embeddings
+from modeling.features import item_attributes
 from modeling.recommender import History, Recommender
 
 logger = logging.getLogger(__name__)
@@ -128,7 +129,8 @@ def cold_items(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
     with tempfile.TemporaryDirectory() as directory:
         recommender = _train_and_load(warm, embeddings, params, directory)
         cold_ids = np.asarray(sorted(cold))
-        recommender.add_items(cold_ids, embeddings.item_matrix_for(cold_ids))
+        cold_rows = data.items.set_index(data.items[ds.ITEM_ID].astype(str)).loc[cold_ids].reset_index(drop=True)
+        recommender.add_items(cold_ids, embeddings.item_matrix_for(cold_ids), item_attributes(cold_rows))
         items = pd.Index(recommender.item_ids.astype(str))
         recalls, randoms = [], []
         for user, rows in inter[is_cold].groupby(ds.USER_ID, observed=True, sort=True):

@@ -7,9 +7,8 @@
   events of a new shopper) can be formed without encoding again.
 - User text embeddings: mean of the user's review-text embeddings (unit norm),
   for users who wrote any text.
-- Behaviour embeddings: the weighted, recency-decayed mean of the item text
-  embeddings of a user's history. Computed from the history alone, so they exist
-  for shoppers who arrived after training too.
+- Behaviour embeddings (the recency-weighted mean of the item text embeddings of a
+  history window) are computed by :mod:`modeling.features` from these vectors.
 
 Stored as parquet in ``embeddings/`` with ``manifest.json``; a re-run with the
 same inputs and model is skipped (content fingerprint).
@@ -144,6 +143,12 @@ class Embeddings:
             found = positions >= 0
             np.add.at(out, np.asarray(user_idx)[found], self.review_text[positions[found]].astype(np.float64))
         return _normalise(out).astype(np.float32)
+
+    def review_positions(self, texts: np.ndarray) -> np.ndarray:
+        """Rows of ``review_text`` for review texts (n,); -1 for empty texts and texts not in the build."""
+        if len(self.review_texts) == 0:
+            return np.full(len(texts), -1, dtype=np.int64)
+        return pd.Index(self.review_texts).get_indexer(pd.Series(texts, dtype=object).fillna("")).astype(np.int64)
 
     def user_matrix_for(self, user_ids: np.ndarray) -> np.ndarray:
         """Review-text vectors for ``user_ids`` (n,), zeros for users without text. Returns (n, dim)."""
@@ -325,44 +330,3 @@ def _group_mean(
 def _normalise(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
-
-
-def behaviour_embeddings(
-    user_idx: np.ndarray,
-    item_idx: np.ndarray,
-    timestamps: np.ndarray,
-    weights: np.ndarray,
-    item_content: np.ndarray,
-    n_users: int,
-    *,
-    half_life_days: float = 180.0,
-) -> np.ndarray:
-    """Weighted, recency-decayed mean of the content vectors of each user's history.
-
-    The decay is relative to each user's own latest interaction, so the vector of a
-    user depends on that user's history alone (a shopper who arrives after training
-    gets one the same way).
-
-    Args:
-        user_idx: (n,) int user positions in ``[0, n_users)``.
-        item_idx: (n,) int item positions into ``item_content``.
-        timestamps: (n,) int seconds.
-        weights: (n,) float interaction weights.
-        item_content: (n_items, d) float32 item text vectors.
-        n_users: number of output rows.
-        half_life_days: an interaction this much older than the user's latest counts half.
-
-    Returns:
-        (n_users, d) float32, unit norm rows (zero rows for users without history).
-    """
-    out = np.zeros((n_users, item_content.shape[1]), dtype=np.float64)
-    if len(user_idx) == 0:
-        return out.astype(np.float32)
-    user_idx = np.asarray(user_idx, dtype=np.int64)
-    latest = np.full(n_users, np.iinfo(np.int64).min, dtype=np.int64)
-    np.maximum.at(latest, user_idx, np.asarray(timestamps, dtype=np.int64))
-    age_days = (latest[user_idx] - np.asarray(timestamps, dtype=np.int64)) / 86_400.0
-    decay = np.power(0.5, age_days / half_life_days)
-    w = np.asarray(weights, dtype=np.float64) * decay
-    np.add.at(out, user_idx, item_content[np.asarray(item_idx, dtype=np.int64)].astype(np.float64) * w[:, None])
-    return _normalise(out).astype(np.float32)

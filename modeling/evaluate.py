@@ -200,6 +200,52 @@ def seen_items(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int) -> list
     return [np.unique(items_sorted[bounds[u]:bounds[u + 1]]) for u in range(n_users)]
 
 
+def rank_users(score_fn: ScoreFn, users: np.ndarray, seen: Sequence[np.ndarray], k: int, *,
+               batch_size: int = 1024) -> np.ndarray:
+    """Top-k item positions of each user, best first, the user's ``seen`` items excluded.
+
+    Args:
+        score_fn: maps (m,) user positions to (m, n_items) scores.
+        users: (t,) user positions.
+        seen: per user position, the items to exclude.
+        k: list length.
+
+    Returns:
+        (t, k) int64, -1 where fewer than k items are allowed.
+    """
+    parts = []
+    for start in range(0, len(users), batch_size):
+        batch = users[start:start + batch_size]
+        ranked, _ = top_k(score_fn(batch), k, [seen[u] for u in batch])
+        parts.append(ranked)
+    return np.concatenate(parts) if parts else np.zeros((0, k), dtype=np.int64)
+
+
+def leave_last_out_metrics(ranked: np.ndarray, targets: np.ndarray, n_items: int, *, k: int = 10,
+                           k_recall: int = 50) -> dict[str, float]:
+    """HR@k, NDCG@k, Recall@k_recall and coverage@k of rankings (t, >=max(k, k_recall)) of held-out items (t,)."""
+    return {
+        f"hr@{k}": hit_rate_at_k(ranked, targets, k),
+        f"ndcg@{k}": ndcg_at_k(ranked, targets, k),
+        f"recall@{k_recall}": hit_rate_at_k(ranked, targets, k_recall),
+        f"coverage@{k}": catalogue_coverage(ranked, n_items, k),
+        "users": float(len(targets)),
+    }
+
+
+CURVE_KS: tuple[int, ...] = (1, 5, 10, 20, 50, 100)
+
+
+def metric_curves(ranked: np.ndarray, targets: np.ndarray, ks: Sequence[int] = CURVE_KS) -> dict[str, dict[str, float]]:
+    """HR@k and NDCG@k for each k in ``ks`` (ranked must hold at least max(ks) columns).
+
+    Returns:
+        ``{"hr": {"1": ..., "5": ...}, "ndcg": {...}}`` (keys are strings, for JSON).
+    """
+    return {"hr": {str(k): hit_rate_at_k(ranked, targets, k) for k in ks},
+            "ndcg": {str(k): ndcg_at_k(ranked, targets, k) for k in ks}}
+
+
 def evaluate_leave_last_out(
     score_fn: ScoreFn,
     test_users: np.ndarray,
@@ -223,25 +269,13 @@ def evaluate_leave_last_out(
     Returns:
         ``{"hr@10", "ndcg@10", "recall@50", "coverage@10", "users"}`` (names follow k).
     """
-    ranked_parts = []
-    for start in range(0, len(test_users), batch_size):
-        users = test_users[start:start + batch_size]
-        scores = score_fn(users)
-        ranked, _ = top_k(scores, max(k, k_recall), [seen[u] for u in users])
-        ranked_parts.append(ranked)
-    ranked = np.concatenate(ranked_parts) if ranked_parts else np.zeros((0, max(k, k_recall)), dtype=np.int64)
-    return {
-        f"hr@{k}": hit_rate_at_k(ranked, test_items, k),
-        f"ndcg@{k}": ndcg_at_k(ranked, test_items, k),
-        f"recall@{k_recall}": hit_rate_at_k(ranked, test_items, k_recall),
-        f"coverage@{k}": catalogue_coverage(ranked, n_items, k),
-        "users": float(len(test_users)),
-    }
+    ranked = rank_users(score_fn, test_users, seen, max(k, k_recall), batch_size=batch_size)
+    return leave_last_out_metrics(ranked, test_items, n_items, k=k, k_recall=k_recall)
 
 
 # --------------------------------------------------------------------------- comparison
 
-EASE_L2_GRID: tuple[float, ...] = (50.0, 200.0, 1000.0)
+EASE_L2_GRID: tuple[float, ...] = (10.0, 50.0, 200.0, 500.0, 1000.0)
 
 
 def compare_leave_last_out(
@@ -251,12 +285,16 @@ def compare_leave_last_out(
     *,
     ease_l2_grid: Sequence[float] = EASE_L2_GRID,
     knn_neighbours: int = 100,
+    curve_ks: Sequence[int] = CURVE_KS,
+    trained: Any = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Protocol 1 (leave-last-out) for the two-tower model and the baselines, on one split.
 
-    Full ranking over every item with each user's training items excluded. EASE's λ is
-    chosen on the validation items (best NDCG@10); the others have no tuned parameter here.
+    Full ranking over every item. Validation items are ranked from the training interactions,
+    test items from the training and validation interactions (fold-in; the model is fitted on
+    training interactions only); the input items are excluded. EASE's λ is chosen on the
+    validation items (best NDCG@10); the others have no tuned parameter here.
 
     Args:
         data: canonical tables.
@@ -264,11 +302,16 @@ def compare_leave_last_out(
         params: :class:`modeling.two_tower.TwoTowerParams` (default parameters if None).
         ease_l2_grid: λ values tried for EASE.
         knn_neighbours: neighbours kept per item by item-kNN.
+        curve_ks: list lengths of the HR@k / NDCG@k curves (at most the depth of the two-tower's
+            stored test rankings, 100).
+        trained: a :class:`modeling.train.TrainResult` already fitted on this split with ``params``
+            (trained here when None).
         on_progress: called with a short message as each model finishes.
 
     Returns:
-        ``{"protocol", "split": {...}, "models": {name: metrics}, "ease_l2": float,
-        "two_tower": {"best_epoch", "examples_per_second"}}``.
+        ``{"protocol", "split": {...}, "models": {name: metrics}, "curves": {name: {"hr": {k: v},
+        "ndcg": {k: v}}}, "ease_l2": float, "two_tower": {"best_epoch", "examples_per_second",
+        "train_seconds", "history", "params"}}``.
     """
     from modeling.baselines import EASE, ItemKNN, Popularity, interaction_matrix
     from modeling.train import train_model
@@ -288,12 +331,23 @@ def compare_leave_last_out(
     val_u, val_i = positions(split.validation)
     test_u, test_i = positions(split.test)
     matrix = interaction_matrix(train_u, train_i, len(users), len(items))
-    seen = seen_items(train_u, train_i, len(users))
+    # Test rankings take the validation interactions as part of the input history (fold-in), for every model.
+    before_u, before_i = np.concatenate([train_u, val_u]), np.concatenate([train_i, val_i])
+    inputs = {"validation": (matrix, seen_items(train_u, train_i, len(users))),
+              "test": (interaction_matrix(before_u, before_i, len(users), len(items)),
+                       seen_items(before_u, before_i, len(users)))}
 
-    def measure(model: Any, u: np.ndarray, i: np.ndarray) -> dict[str, float]:
-        return evaluate_leave_last_out(lambda batch: model.score(matrix[batch]), u, i, seen, len(items))
-
+    depth = max(50, *curve_ks)
     results: dict[str, dict[str, float]] = {}
+    curves: dict[str, dict[str, dict[str, float]]] = {}
+
+    def measure(model: Any, u: np.ndarray, i: np.ndarray, stage: str = "test") -> dict[str, float]:
+        rows, seen = inputs[stage]
+        ranked = rank_users(lambda batch: model.score(rows[batch]), u, seen, depth)
+        if stage == "test":
+            curves[model.name] = metric_curves(ranked, i, curve_ks)
+        return leave_last_out_metrics(ranked, i, len(items))
+
     results["popularity"] = measure(Popularity().fit(matrix), test_u, test_i)
     say(f"popularity: HR@10 {results['popularity']['hr@10']:.4f}")
     results["item_knn"] = measure(ItemKNN(knn_neighbours).fit(matrix), test_u, test_i)
@@ -301,22 +355,27 @@ def compare_leave_last_out(
     best_l2, best_val, best_model = None, -1.0, None
     for l2 in ease_l2_grid:
         model = EASE(l2).fit(matrix)
-        val = measure(model, val_u, val_i)["ndcg@10"]
+        val = measure(model, val_u, val_i, "validation")["ndcg@10"]
         say(f"ease λ={l2:g}: validation NDCG@10 {val:.4f}")
         if val > best_val:
             best_l2, best_val, best_model = l2, val, model
     results["ease"] = measure(best_model, test_u, test_i)
     say(f"ease: HR@10 {results['ease']['hr@10']:.4f} (λ={best_l2:g})")
-    trained = train_model(data, embeddings, params, split=split)
+    if trained is None:
+        trained = train_model(data, embeddings, params, split=split)
     results["two_tower"] = trained.metrics["two_tower"]
+    curves["two_tower"] = metric_curves(trained.test_ranked, trained.test_items, curve_ks)
     say(f"two_tower: HR@10 {results['two_tower']['hr@10']:.4f}")
     return {
         "protocol": "leave_last_out",
         "split": {"train": int(len(split.train)), "validation_users": int(len(val_u)),
                   "test_users": int(len(test_u)), "items": int(len(items))},
         "models": results,
+        "curves": curves,
         "ease_l2": best_l2,
-        "two_tower": {"best_epoch": trained.best_epoch, "examples_per_second": round(trained.examples_per_second)},
+        "two_tower": {"best_epoch": trained.best_epoch, "examples_per_second": round(trained.examples_per_second),
+                      "train_seconds": round(trained.train_seconds, 1), "history": trained.history,
+                      "params": trained.params.to_dict()},
     }
 
 

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from modeling.artifacts import Bundle
-from modeling.embeddings import behaviour_embeddings
 from modeling.evaluate import top_k
+from modeling.features import ItemAttributes, pooled_vectors, sort_history, user_windows, window_ids
 from modeling.index import ItemIndex, make_index, penalty
 
 logger = logging.getLogger(__name__)
@@ -101,26 +101,33 @@ class Recommender:
         self.popularity = np.asarray(arrays.popularity, dtype=np.float32)
         self.n_items = len(self.item_ids)
         self.n_trained_items = self.n_items
+        self.history_length = int(bundle.manifest.get("params", {}).get("history_length", 50))
         self.index: ItemIndex = make_index(self.item_vectors, ann_min_items, ann_ef_search)
 
-    def add_items(self, item_ids: np.ndarray, item_text: np.ndarray) -> None:
-        """Make products unseen in training recommendable: candidate vectors from their text.
+    def add_items(self, item_ids: np.ndarray, item_text: np.ndarray, attributes: ItemAttributes | None = None) -> None:
+        """Make products unseen in training recommendable: candidate vectors from their content.
 
-        The candidate tower runs with the ids in the out-of-vocabulary bucket. The new
-        products get zero popularity. Arrays are copied once (the bundle stays read-only).
+        The candidate tower runs with the ids in the out-of-vocabulary bucket, on the text,
+        category, brand and price. The new products get zero popularity. Arrays are copied
+        once (the bundle stays read-only).
 
         Args:
             item_ids: (m,) new product ids (ids already present are ignored).
             item_text: (m, t) float32 text embeddings of those products.
+            attributes: their category, brand and price (None: unknown).
         """
         import tensorflow as tf
 
         keep = ~pd.Index(item_ids).isin(self._item_index)
+        attributes = attributes or ItemAttributes.empty(len(keep))
         item_ids, item_text = np.asarray(item_ids)[keep], np.asarray(item_text, dtype=np.float32)[keep]
         if len(item_ids) == 0:
             return
         tower = self.bundle.candidate_tower()
-        vectors = tower.serve(item_id=tf.constant([""] * len(item_ids)), item_text=tf.constant(item_text))
+        vectors = tower.serve(item_id=tf.constant([""] * len(item_ids)), item_text=tf.constant(item_text),
+                              item_category=tf.constant(np.asarray(attributes.category, dtype=str)[keep]),
+                              item_brand=tf.constant(np.asarray(attributes.brand, dtype=str)[keep]),
+                              item_price=tf.constant(np.asarray(attributes.price, dtype=np.float32)[keep]))
         self.item_ids = np.concatenate([self.item_ids.astype(str), item_ids.astype(str)])
         self.item_vectors = np.concatenate([np.asarray(self.item_vectors), np.asarray(vectors, dtype=np.float32)])
         self.item_content = np.concatenate([np.asarray(self.item_content), item_text])
@@ -159,6 +166,9 @@ class Recommender:
     def content_vectors(self, histories: list[History]) -> np.ndarray:
         """Run the query tower on history-derived features (id in the OOV bucket).
 
+        Each history is cut to the model's window (its ``history_length`` most recent
+        interactions), exactly as the published shopper vectors were.
+
         Args:
             histories: m shopper histories.
 
@@ -168,31 +178,27 @@ class Recommender:
         import tensorflow as tf
 
         content = np.asarray(self.item_content, dtype=np.float32)
-        text_dim = content.shape[1]
-        user_idx_parts, item_idx_parts, ts_parts, w_parts = [], [], [], []
-        texts = np.zeros((len(histories), text_dim), dtype=np.float32)
+        user_parts, item_parts, ts_parts, w_parts = [], [], [], []
+        texts = np.zeros((len(histories), content.shape[1]), dtype=np.float32)
         for row, history in enumerate(histories):
             positions = _lookup(self._item_index, history.item_ids)
             keep = positions >= 0
-            user_idx_parts.append(np.full(int(keep.sum()), row, dtype=np.int64))
-            item_idx_parts.append(positions[keep])
+            user_parts.append(np.full(int(keep.sum()), row, dtype=np.int64))
+            item_parts.append(positions[keep])
             ts_parts.append(np.asarray(history.timestamps, dtype=np.int64)[keep])
             w_parts.append(np.asarray(history.weights, dtype=np.float64)[keep])
             if history.text is not None:
                 texts[row] = history.text
-        behaviour = behaviour_embeddings(
-            np.concatenate(user_idx_parts) if user_idx_parts else np.zeros(0, dtype=np.int64),
-            np.concatenate(item_idx_parts) if item_idx_parts else np.zeros(0, dtype=np.int64),
-            np.concatenate(ts_parts) if ts_parts else np.zeros(0, dtype=np.int64),
-            np.concatenate(w_parts) if w_parts else np.zeros(0),
-            content,
-            len(histories),
-        )
+        joined = sort_history(*(np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+                                for parts in (user_parts, item_parts, ts_parts, w_parts)), len(histories))
+        positions, weights, _ = user_windows(joined, self.history_length)
         tower = self.bundle.query_tower()
         vectors = tower.serve(
             user_id=tf.constant([""] * len(histories)),
             user_text=tf.constant(texts),
-            user_behaviour=tf.constant(behaviour),
+            user_behaviour=tf.constant(pooled_vectors(positions, weights, content)),
+            history=tf.constant(window_ids(positions, self.item_ids)),
+            history_weight=tf.constant(weights),
         )
         return np.asarray(vectors, dtype=np.float32)
 

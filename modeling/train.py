@@ -24,11 +24,37 @@ import pandas as pd
 from modeling import artifacts
 from modeling import datasets as ds
 from modeling import runtime as _runtime  # noqa: F401
-from modeling.embeddings import Embeddings, behaviour_embeddings
+from modeling.embeddings import Embeddings
 from modeling.errors import TrainingError
-from modeling.evaluate import Split, evaluate_leave_last_out, leave_last_out_split, popularity_scores, seen_items
+from modeling.evaluate import (
+    CURVE_KS,
+    Split,
+    evaluate_leave_last_out,
+    leave_last_out_metrics,
+    leave_last_out_split,
+    popularity_scores,
+    rank_users,
+    seen_items,
+)
+from modeling.features import (
+    ItemAttributes,
+    SortedHistory,
+    attribute_vocabularies,
+    history_windows,
+    item_attributes,
+    pooled_vectors,
+    sort_history,
+    user_windows,
+    window_ids,
+    window_reviews,
+)
 from modeling.two_tower import (
+    HISTORY,
+    HISTORY_WEIGHT,
+    ITEM_BRAND,
+    ITEM_CATEGORY,
     ITEM_ID,
+    ITEM_PRICE,
     ITEM_PROBABILITY,
     ITEM_TEXT,
     USER_BEHAVIOUR,
@@ -70,26 +96,36 @@ def recent_popularity(item_idx: np.ndarray, weights: np.ndarray, timestamps: np.
 
 @dataclass
 class Features:
-    """Dense inputs of both towers, aligned to user and item positions.
+    """Inputs of both towers for every user and item, aligned to user and item positions.
 
     Attributes:
         user_ids: (n_users,) str.
         item_ids: (n_items,) str.
-        user_text: (n_users, t) float32.
-        user_behaviour: (n_users, t) float32.
+        user_text: (n_users, t) float32 review-text embeddings.
+        user_behaviour: (n_users, t) float32 pooled item text of each user's history window.
+        history: (n_users, L) str item ids of each user's history window ("" pads).
+        history_weight: (n_users, L) float32.
         item_text: (n_items, t) float32.
+        attributes: category, brand and price of each item.
     """
 
     user_ids: np.ndarray
     item_ids: np.ndarray
     user_text: np.ndarray
     user_behaviour: np.ndarray
+    history: np.ndarray
+    history_weight: np.ndarray
     item_text: np.ndarray
+    attributes: ItemAttributes
 
 
 @dataclass
 class TrainResult:
-    """A trained model and what was measured on the way."""
+    """A trained model and what was measured on the way.
+
+    ``test_ranked`` (t, 100) holds the top 100 items of each test user (best first) and
+    ``test_items`` (t,) their held-out items, for metric@k curves.
+    """
 
     model: TwoTowerModel
     params: TwoTowerParams
@@ -98,30 +134,88 @@ class TrainResult:
     best_epoch: int = 0
     examples_per_second: float = 0.0
     train_seconds: float = 0.0
+    test_ranked: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
+    test_items: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+def sorted_history(interactions: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray,
+                   embeddings: Embeddings) -> SortedHistory:
+    """``interactions`` as a :class:`~modeling.features.SortedHistory` over these vocabularies."""
+    user_pos, item_pos = _positions(interactions, user_ids, item_ids)
+    return sort_history(user_pos, item_pos, interactions[ds.TIMESTAMP].to_numpy(),
+                        interactions[ds.WEIGHT].to_numpy(), len(user_ids),
+                        reviews=embeddings.review_positions(interactions[ds.TEXT].to_numpy(dtype=object)))
 
 
 def build_features(interactions: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray,
-                   embeddings: Embeddings) -> Features:
-    """Text and behaviour features from ``interactions`` (only these rows are used).
+                   embeddings: Embeddings, items: pd.DataFrame, history_length: int) -> Features:
+    """Features of every user at the end of ``interactions`` (only these rows are used).
 
     Args:
         interactions: canonical interactions (a training split, or everything).
         user_ids: (n_users,) the user vocabulary.
         item_ids: (n_items,) the item vocabulary.
         embeddings: precomputed text embeddings.
+        items: canonical items table whose rows are aligned with ``item_ids``.
+        history_length: L.
     """
-    user_pos = pd.Index(user_ids).get_indexer(interactions[ds.USER_ID].astype(str))
-    item_pos = pd.Index(item_ids).get_indexer(interactions[ds.ITEM_ID].astype(str))
-    keep = (user_pos >= 0) & (item_pos >= 0)
+    history = sorted_history(interactions, user_ids, item_ids, embeddings)
     item_text = embeddings.item_matrix_for(item_ids)
-    behaviour = behaviour_embeddings(
-        user_pos[keep], item_pos[keep], interactions[ds.TIMESTAMP].to_numpy()[keep],
-        interactions[ds.WEIGHT].to_numpy()[keep], item_text, len(user_ids),
-    )
-    texts = interactions[ds.TEXT].to_numpy(dtype=object)[keep]
-    user_text = embeddings.user_text_from_history(user_pos[keep], texts, len(user_ids))
-    return Features(user_ids=user_ids, item_ids=item_ids, user_text=user_text, user_behaviour=behaviour,
-                    item_text=item_text)
+    positions, weights, rows = user_windows(history, history_length)
+    user_text = embeddings.user_text_from_history(history.users, _review_texts(interactions, history, embeddings),
+                                                  len(user_ids))
+    return Features(user_ids=user_ids, item_ids=item_ids, user_text=user_text,
+                    user_behaviour=pooled_vectors(positions, weights, item_text),
+                    history=window_ids(positions, item_ids), history_weight=weights, item_text=item_text,
+                    attributes=item_attributes(items))
+
+
+def _review_texts(interactions: pd.DataFrame, history: SortedHistory, embeddings: Embeddings) -> np.ndarray:
+    """The review text of every row of ``history`` ("" where none)."""
+    texts = np.asarray(embeddings.review_texts, dtype=object)
+    if len(texts) == 0:
+        return np.full(len(history.reviews), "", dtype=object)
+    return np.where(history.reviews >= 0, texts[np.maximum(history.reviews, 0)], "")
+
+
+def query_vectors(tower: Any, features: Features, *, batch_size: int = 4096) -> np.ndarray:
+    """Query vectors of every user of ``features``. Returns (n_users, d) float32."""
+    import tensorflow as tf
+
+    users = []
+    for start in range(0, len(features.user_ids), batch_size):
+        sl = slice(start, start + batch_size)
+        users.append(tower({
+            USER_ID: tf.constant(features.user_ids[sl]),
+            USER_TEXT: tf.constant(features.user_text[sl]),
+            USER_BEHAVIOUR: tf.constant(features.user_behaviour[sl]),
+            HISTORY: tf.constant(features.history[sl]),
+            HISTORY_WEIGHT: tf.constant(features.history_weight[sl]),
+        }, training=False).numpy())
+    dim = tower.out.units
+    return (np.concatenate(users) if users else np.zeros((0, dim), dtype=np.float32)).astype(np.float32)
+
+
+def candidate_inputs(item_ids: np.ndarray, item_text: np.ndarray, attributes: ItemAttributes) -> dict[str, Any]:
+    """The candidate tower's input dictionary for n items (tensors)."""
+    import tensorflow as tf
+
+    return {ITEM_ID: tf.constant(np.asarray(item_ids, dtype=str)),
+            ITEM_TEXT: tf.constant(np.asarray(item_text, dtype=np.float32)),
+            ITEM_CATEGORY: tf.constant(np.asarray(attributes.category, dtype=str)),
+            ITEM_BRAND: tf.constant(np.asarray(attributes.brand, dtype=str)),
+            ITEM_PRICE: tf.constant(np.asarray(attributes.price, dtype=np.float32))}
+
+
+def candidate_vectors(tower: Any, item_ids: np.ndarray, item_text: np.ndarray, attributes: ItemAttributes, *,
+                      batch_size: int = 4096) -> np.ndarray:
+    """Candidate vectors of n items from their ids, text (n, t) and attributes. Returns (n, d) float32."""
+    parts = []
+    for start in range(0, len(item_ids), batch_size):
+        sl = slice(start, start + batch_size)
+        chunk = ItemAttributes(attributes.category[sl], attributes.brand[sl], attributes.price[sl])
+        parts.append(tower(candidate_inputs(item_ids[sl], item_text[sl], chunk), training=False).numpy())
+    return (np.concatenate(parts) if parts else np.zeros((0, tower.out.units))).astype(np.float32)
 
 
 def tower_vectors(model: TwoTowerModel, features: Features, *, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -130,31 +224,69 @@ def tower_vectors(model: TwoTowerModel, features: Features, *, batch_size: int =
     Returns:
         ``(user_vectors (n_users, d), item_vectors (n_items, d))`` float32.
     """
-    import tensorflow as tf
-
-    users = []
-    for start in range(0, len(features.user_ids), batch_size):
-        sl = slice(start, start + batch_size)
-        users.append(model.query_tower({
-            USER_ID: tf.constant(features.user_ids[sl]),
-            USER_TEXT: tf.constant(features.user_text[sl]),
-            USER_BEHAVIOUR: tf.constant(features.user_behaviour[sl]),
-        }, training=False).numpy())
-    items = []
-    for start in range(0, len(features.item_ids), batch_size):
-        sl = slice(start, start + batch_size)
-        items.append(model.candidate_tower({
-            ITEM_ID: tf.constant(features.item_ids[sl]),
-            ITEM_TEXT: tf.constant(features.item_text[sl]),
-        }, training=False).numpy())
-    dim = model.query_tower.out.units
-    user_vectors = np.concatenate(users) if users else np.zeros((0, dim), dtype=np.float32)
-    return user_vectors.astype(np.float32), np.concatenate(items).astype(np.float32)
+    return (query_vectors(model.query_tower, features, batch_size=batch_size),
+            candidate_vectors(model.candidate_tower, features.item_ids, features.item_text, features.attributes,
+                              batch_size=batch_size))
 
 
 def _positions(frame: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (pd.Index(user_ids).get_indexer(frame[ds.USER_ID].astype(str)),
             pd.Index(item_ids).get_indexer(frame[ds.ITEM_ID].astype(str)))
+
+
+def _training_dataset(history: SortedHistory, features: Features, embeddings: Embeddings,
+                      params: TwoTowerParams) -> Any:
+    """tf.data pipeline of training examples: one per interaction, predicted from the window before it.
+
+    The windows (and their pooled text) are built per batch with numpy, so memory stays O(interactions).
+    """
+    import tensorflow as tf
+
+    item_text = features.item_text
+    review_text = np.asarray(embeddings.review_text, dtype=np.float32)
+    n = len(history.items)
+    length = params.history_length
+
+    def windows(users: np.ndarray, items: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+        positions, weights, source = history_windows(history, rows, history.starts[users], length, targets=items)
+        reviews = window_reviews(history, source)
+        return (positions + 1, weights, pooled_vectors(positions, weights, item_text),
+                pooled_vectors(reviews, None, review_text))
+
+    ids_with_pad = tf.constant(np.concatenate([[""], features.item_ids.astype(str)]))
+    user_id_t = tf.constant(features.user_ids)
+    item_id_t = tf.constant(features.item_ids)
+    item_text_t = tf.constant(item_text)
+    category_t = tf.constant(features.attributes.category)
+    brand_t = tf.constant(features.attributes.brand)
+    price_t = tf.constant(features.attributes.price)
+    # How often each item is a training positive, i.e. how often it shows up as an in-batch negative.
+    item_probability_t = tf.constant(
+        (np.bincount(history.items, minlength=len(features.item_ids)) / max(1, n)).astype(np.float32))
+    text_dim = item_text.shape[1]
+
+    def gather(u: tf.Tensor, i: tf.Tensor, w: tf.Tensor, r: tf.Tensor) -> dict[str, tf.Tensor]:
+        positions, weights, behaviour, review = tf.numpy_function(
+            windows, [u, i, r], [tf.int64, tf.float32, tf.float32, tf.float32], stateful=False)
+        positions.set_shape([None, length])
+        weights.set_shape([None, length])
+        behaviour.set_shape([None, text_dim])
+        review.set_shape([None, text_dim])
+        return {
+            USER_ID: tf.gather(user_id_t, u), USER_TEXT: review, USER_BEHAVIOUR: behaviour,
+            HISTORY: tf.gather(ids_with_pad, positions), HISTORY_WEIGHT: weights,
+            ITEM_ID: tf.gather(item_id_t, i), ITEM_TEXT: tf.gather(item_text_t, i),
+            ITEM_CATEGORY: tf.gather(category_t, i), ITEM_BRAND: tf.gather(brand_t, i),
+            ITEM_PRICE: tf.gather(price_t, i), WEIGHT: w, ITEM_PROBABILITY: tf.gather(item_probability_t, i),
+        }
+
+    return (
+        tf.data.Dataset.from_tensor_slices((history.users, history.items, history.weights, np.arange(n)))
+        .shuffle(n, seed=params.seed, reshuffle_each_iteration=True)
+        .batch(params.batch_size)
+        .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTowerParams | None = None, *,
@@ -189,38 +321,15 @@ def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
         raise TrainingError("no training interactions")
     tf.keras.utils.set_random_seed(params.seed)
 
-    features = build_features(split.train, user_ids, item_ids, embeddings)
-    train_u, train_i = _positions(split.train, user_ids, item_ids)
-    weights = split.train[ds.WEIGHT].to_numpy(dtype=np.float32)
-    seen = seen_items(train_u, train_i, len(user_ids))
+    features = build_features(split.train, user_ids, item_ids, embeddings, data.items, params.history_length)
+    history = sorted_history(split.train, user_ids, item_ids, embeddings)
+    seen = seen_items(history.users, history.items, len(user_ids))
+    dataset = _training_dataset(history, features, embeddings, params)
 
-    # Constant feature tables; the dataset carries only positions and is gathered per batch.
-    user_id_t = tf.constant(user_ids)
-    item_id_t = tf.constant(item_ids)
-    user_text_t = tf.constant(features.user_text)
-    user_beh_t = tf.constant(features.user_behaviour)
-    item_text_t = tf.constant(features.item_text)
-    # How often each item is a training positive, i.e. how often it shows up as an in-batch negative.
-    item_probability_t = tf.constant(
-        (np.bincount(train_i[train_i >= 0], minlength=len(item_ids)) / max(1, int((train_i >= 0).sum())))
-        .astype(np.float32))
-
-    def gather(u: tf.Tensor, i: tf.Tensor, w: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {
-            USER_ID: tf.gather(user_id_t, u), USER_TEXT: tf.gather(user_text_t, u),
-            USER_BEHAVIOUR: tf.gather(user_beh_t, u), ITEM_ID: tf.gather(item_id_t, i),
-            ITEM_TEXT: tf.gather(item_text_t, i), WEIGHT: w, ITEM_PROBABILITY: tf.gather(item_probability_t, i),
-        }
-
-    dataset = (
-        tf.data.Dataset.from_tensor_slices((train_u.astype(np.int32), train_i.astype(np.int32), weights))
-        .shuffle(len(train_u), seed=params.seed, reshuffle_each_iteration=True)
-        .batch(params.batch_size)
-        .map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-
-    model = TwoTowerModel(QueryTower(list(user_ids), params), CandidateTower(list(item_ids), params), params)
+    categories, brands = attribute_vocabularies(features.attributes)
+    candidate_tower = CandidateTower(list(item_ids), categories, brands, params)
+    shared = (candidate_tower.item_lookup, candidate_tower.item_embedding) if params.share_item_embedding else None
+    model = TwoTowerModel(QueryTower(list(user_ids), list(item_ids), params, shared), candidate_tower, params)
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=params.learning_rate))
 
     val_u, val_i = _positions(split.validation, user_ids, item_ids)
@@ -231,17 +340,17 @@ def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
         user_vectors, item_vectors = tower_vectors(model, features)
         return evaluate_leave_last_out(lambda u: user_vectors[u] @ item_vectors.T, users, items, seen, len(item_ids))
 
-    history: list[dict[str, float]] = []
+    history_log: list[dict[str, float]] = []
     best_score, best_epoch, best_weights, waited = -1.0, 0, model.get_weights(), 0
     started = time.perf_counter()
     for epoch in range(1, params.epochs + 1):
         fit = model.fit(dataset, epochs=1, verbose=0)
         loss = float(fit.history["loss"][-1])
         val = evaluate_on(val_u, val_i) if len(val_u) else {"hr@10": 0.0, "ndcg@10": 0.0}
-        history.append({"epoch": epoch, "loss": loss, "val_hr@10": val["hr@10"], "val_ndcg@10": val["ndcg@10"]})
+        history_log.append({"epoch": epoch, "loss": loss, "val_hr@10": val["hr@10"], "val_ndcg@10": val["ndcg@10"]})
         logger.info("epoch %d/%d: loss %.4f, validation HR@10 %.4f", epoch, params.epochs, loss, val["hr@10"])
         if on_epoch is not None:
-            on_epoch({**history[-1], "epochs": params.epochs})
+            on_epoch({**history_log[-1], "epochs": params.epochs})
         if val["ndcg@10"] > best_score:
             best_score, best_epoch, best_weights, waited = val["ndcg@10"], epoch, model.get_weights(), 0
         else:
@@ -251,19 +360,27 @@ def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
     train_seconds = time.perf_counter() - started
     model.set_weights(best_weights)
 
+    # Test: the validation interactions join the input history (and the excluded items), as they would
+    # in production; the model itself was fitted on the training interactions only.
     test_u, test_i = _positions(split.test, user_ids, item_ids)
     ok = (test_u >= 0) & (test_i >= 0)
     test_u, test_i = test_u[ok], test_i[ok]
-    popularity = popularity_scores(train_i, weights, len(item_ids))
+    before_test = pd.concat([split.train, split.validation], ignore_index=True)
+    test_features = build_features(before_test, user_ids, item_ids, embeddings, data.items, params.history_length)
+    test_history = sorted_history(before_test, user_ids, item_ids, embeddings)
+    test_seen = seen_items(test_history.users, test_history.items, len(user_ids))
+    popularity = popularity_scores(history.items, history.weights, len(item_ids))
+    user_vectors, item_vectors = tower_vectors(model, test_features)
+    test_ranked = rank_users(lambda u: user_vectors[u] @ item_vectors.T, test_u, test_seen, max(CURVE_KS))
     metrics = {
-        "two_tower": evaluate_on(test_u, test_i),
-        "popularity": evaluate_leave_last_out(lambda u: np.tile(popularity, (len(u), 1)), test_u, test_i, seen,
-                                              len(item_ids)),
+        "two_tower": leave_last_out_metrics(test_ranked, test_i, len(item_ids)),
+        "popularity": evaluate_leave_last_out(lambda u: np.tile(popularity, (len(u), 1)), test_u, test_i,
+                                              test_seen, len(item_ids)),
     }
-    examples = len(train_u) * len(history)
-    return TrainResult(model=model, params=params, metrics=metrics, history=history, best_epoch=best_epoch,
+    examples = len(history.items) * len(history_log)
+    return TrainResult(model=model, params=params, metrics=metrics, history=history_log, best_epoch=best_epoch,
                        examples_per_second=examples / train_seconds if train_seconds else 0.0,
-                       train_seconds=train_seconds)
+                       train_seconds=train_seconds, test_ranked=test_ranked, test_items=test_i)
 
 
 def training_fingerprint(data_fingerprint: str, embeddings_fingerprint: str, params: TwoTowerParams) -> str:
@@ -287,7 +404,8 @@ def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings,
 
     user_ids = data.users[ds.USER_ID].astype(str).to_numpy()
     item_ids = data.items[ds.ITEM_ID].astype(str).to_numpy()
-    features = build_features(data.interactions, user_ids, item_ids, embeddings)
+    features = build_features(data.interactions, user_ids, item_ids, embeddings, data.items,
+                              result.params.history_length)
     user_vectors, item_vectors = tower_vectors(result.model, features)
     _, all_items = _positions(data.interactions, user_ids, item_ids)
     arrays = artifacts.BundleArrays(

@@ -1,23 +1,34 @@
-"""The TFRS two-tower retrieval model.
+"""The TFRS two-tower retrieval model (hybrid: ids, behaviour and content).
 
-Query tower:     user id embedding (OOV bucket) + user review-text embedding
-                 + user behaviour embedding -> MLP -> unit vector (d,)
-Candidate tower: item id embedding (OOV bucket) + item text embedding
+Query tower:     user id embedding (OOV bucket)
+                 + user review-text embedding
+                 + text behaviour embedding (recency-weighted mean of the history's item text)
+                 + learned history embedding (weighted mean of item embeddings of the whole
+                   recent history, and plain mean of the last few items)
                  -> MLP -> unit vector (d,)
+Candidate tower: item id embedding (OOV bucket) + item text embedding
+                 + category, brand and price-band embeddings -> MLP -> unit vector (d,)
 
-Trained with ``tfrs.tasks.Retrieval`` (in-batch softmax with interaction weights
-and a temperature). During training ids are dropped to the OOV bucket with
-probability ``id_dropout`` so the content inputs learn to stand alone, which is
-what serves shoppers and products the model has never seen.
+The history embeddings depend only on the item ids of a shopper's history, so they
+exist for shoppers who arrived after training. Training examples are causal: each
+interaction is predicted from the interactions before it, which is what serving and
+leave-last-out evaluation ask of the model.
 
-Feature dictionaries (all tensors batched on axis 0):
-    query:     {"user_id": (b,) string, "user_text": (b, 384) float32, "user_behaviour": (b, 384) float32}
-    candidate: {"item_id": (b,) string, "item_text": (b, 384) float32}
+Trained with ``tfrs.tasks.Retrieval`` (in-batch softmax with interaction weights, a
+temperature and an optional logQ correction). During training ids are dropped to the
+OOV bucket with probability ``id_dropout`` so the content inputs learn to stand alone,
+which is what serves shoppers and products the model has never seen.
+
+Feature dictionaries (all tensors batched on axis 0; t = text dim, L = history length):
+    query:     {"user_id": (b,) string, "user_text": (b, t) float32, "user_behaviour": (b, t) float32,
+                "history": (b, L) string (most recent first, "" pads), "history_weight": (b, L) float32}
+    candidate: {"item_id": (b,) string, "item_text": (b, t) float32, "item_category": (b,) string,
+                "item_brand": (b,) string, "item_price": (b,) float32 (negative: unknown)}
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from modeling import runtime as _runtime  # noqa: F401  (must precede tensorflow)
@@ -28,12 +39,21 @@ import tensorflow_recommenders as tfrs  # noqa: E402
 USER_ID = "user_id"
 USER_TEXT = "user_text"
 USER_BEHAVIOUR = "user_behaviour"
+HISTORY = "history"
+HISTORY_WEIGHT = "history_weight"
 ITEM_ID = "item_id"
 ITEM_TEXT = "item_text"
+ITEM_CATEGORY = "item_category"
+ITEM_BRAND = "item_brand"
+ITEM_PRICE = "item_price"
 WEIGHT = "weight"
 ITEM_PROBABILITY = "item_probability"
-QUERY_FEATURES = (USER_ID, USER_TEXT, USER_BEHAVIOUR)
-CANDIDATE_FEATURES = (ITEM_ID, ITEM_TEXT)
+QUERY_FEATURES = (USER_ID, USER_TEXT, USER_BEHAVIOUR, HISTORY, HISTORY_WEIGHT)
+CANDIDATE_FEATURES = (ITEM_ID, ITEM_TEXT, ITEM_CATEGORY, ITEM_BRAND, ITEM_PRICE)
+
+# Price bands (currency units); an unknown price (negative) falls in the band below 0.
+PRICE_BOUNDARIES = [0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 35.0, 50.0, 75.0, 100.0, 150.0, 250.0, 500.0, 1000.0]
+ATTRIBUTE_DIM = 16
 
 
 @dataclass(frozen=True)
@@ -42,7 +62,7 @@ class TwoTowerParams:
 
     Attributes:
         embedding_dim: size d of the output vectors of both towers.
-        id_dim: size of the id embeddings.
+        id_dim: size of the id embeddings (users, items and history items).
         hidden_dim: width of the hidden layer of each tower's MLP.
         temperature: softmax temperature over the (unit-norm) dot products.
         id_dropout: probability that a training example's ids are replaced by the OOV bucket.
@@ -53,10 +73,15 @@ class TwoTowerParams:
         seed: seed of weights, shuffling and dropout.
         logq_correction: subtract log(item frequency) from the in-batch logits, so popular items
             are not over-penalised for appearing as negatives more often (sampling-bias correction).
+        history_length: most recent interactions the learned history embedding looks at (L).
+        recent_length: the last few of those, pooled separately (short-term interest).
+        use_user_id: whether the query tower has a user id embedding at all.
+        share_item_embedding: the history embedding reuses the candidate tower's item id embedding
+            (one table learns from both roles) instead of a table of its own.
     """
 
     embedding_dim: int = 64
-    id_dim: int = 32
+    id_dim: int = 64
     hidden_dim: int = 128
     temperature: float = 0.05
     id_dropout: float = 0.1
@@ -65,49 +90,145 @@ class TwoTowerParams:
     epochs: int = 15
     patience: int = 3
     seed: int = 42
-    logq_correction: bool = False
+    logq_correction: bool = True
+    history_length: int = 50
+    recent_length: int = 3
+    use_user_id: bool = True
+    share_item_embedding: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], base: TwoTowerParams | None = None) -> TwoTowerParams:
+        """Parameters from a mapping (e.g. the ``best`` of a search log) over ``base`` (defaults).
 
-class _Tower(tf.keras.Model):
-    """id embedding (+ OOV bucket) concatenated with dense content features, then an MLP."""
+        Raises:
+            ValueError: on an unknown name, a value of the wrong type or out of range.
+        """
+        if not isinstance(values, dict):
+            raise ValueError(f"parameters must be a JSON object, got {type(values).__name__}")
+        base = base or cls()
+        known = base.to_dict()
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown parameters: {', '.join(unknown)}")
+        checked: dict[str, Any] = {}
+        for name, value in values.items():
+            default = known[name]
+            if isinstance(default, bool):
+                ok = isinstance(value, bool)
+            elif isinstance(default, int):
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, int | float) and not isinstance(value, bool)
+            if not ok:
+                raise ValueError(f"parameter {name} must be {type(default).__name__}, got {value!r}")
+            checked[name] = float(value) if isinstance(default, float) else value
+        params = replace(base, **checked)
+        params.validate()
+        return params
 
-    def __init__(self, vocabulary: list[str], id_key: str, dense_keys: tuple[str, ...], params: TwoTowerParams,
-                 name: str) -> None:
-        super().__init__(name=name)
-        self.id_key = id_key
-        self.dense_keys = dense_keys
-        self.id_dropout = params.id_dropout
-        self.seed = params.seed
-        self.lookup = tf.keras.layers.StringLookup(vocabulary=vocabulary, mask_token=None, num_oov_indices=1)
-        self.id_embedding = tf.keras.layers.Embedding(len(vocabulary) + 1, params.id_dim)
+    def validate(self) -> None:
+        """Raise ValueError when a value is out of range."""
+        for name in ("embedding_dim", "id_dim", "hidden_dim", "batch_size", "epochs", "patience", "history_length",
+                     "recent_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"parameter {name} must be at least 1, got {getattr(self, name)}")
+        for name in ("temperature", "learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"parameter {name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.id_dropout < 1:
+            raise ValueError(f"parameter id_dropout must be in [0, 1), got {self.id_dropout}")
+
+
+def _drop_ids(ids: tf.Tensor, rate: float, training: bool) -> tf.Tensor:
+    """Replace ids (lookup indices) by the OOV bucket 0 with probability ``rate`` during training."""
+    if not training or rate <= 0:
+        return ids
+    drop = tf.random.uniform(tf.shape(ids)) < rate
+    return tf.where(drop, tf.zeros_like(ids), ids)
+
+
+def _pooled(embedded: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    """Weighted mean over axis 1: (b, L, e) and (b, L) -> (b, e); zero where all weights are 0."""
+    total = tf.reduce_sum(weights, axis=1, keepdims=True)
+    summed = tf.reduce_sum(embedded * weights[:, :, None], axis=1)
+    return tf.math.divide_no_nan(summed, total)
+
+
+class QueryTower(tf.keras.Model):
+    """Maps query features to unit vectors (b, d)."""
+
+    def __init__(self, user_vocabulary: list[str], item_vocabulary: list[str], params: TwoTowerParams,
+                 item_layers: tuple[tf.keras.layers.Layer, tf.keras.layers.Layer] | None = None) -> None:
+        """``item_layers``: the candidate tower's (lookup, embedding) to share for the history, or None
+        for a table of its own."""
+        super().__init__(name="query_tower")
+        self.params_ = params
+        self.user_lookup = tf.keras.layers.StringLookup(vocabulary=user_vocabulary, mask_token=None,
+                                                        num_oov_indices=1)
+        self.user_embedding = tf.keras.layers.Embedding(len(user_vocabulary) + 1, params.id_dim)
+        if item_layers is None:
+            item_layers = (tf.keras.layers.StringLookup(vocabulary=item_vocabulary, mask_token=None,
+                                                        num_oov_indices=1),
+                           tf.keras.layers.Embedding(len(item_vocabulary) + 1, params.id_dim))
+        self.history_lookup, self.history_embedding = item_layers
         self.hidden = tf.keras.layers.Dense(params.hidden_dim, activation="relu")
         self.out = tf.keras.layers.Dense(params.embedding_dim)
 
     def call(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        ids = self.lookup(features[self.id_key])
-        if training and self.id_dropout > 0:
-            drop = tf.random.uniform(tf.shape(ids)) < self.id_dropout
-            ids = tf.where(drop, tf.zeros_like(ids), ids)
-        parts = [self.id_embedding(ids)] + [tf.cast(features[key], tf.float32) for key in self.dense_keys]
+        history = features[HISTORY]
+        weights = tf.cast(features[HISTORY_WEIGHT], tf.float32)
+        embedded = self.history_embedding(self.history_lookup(history))  # (b, L, e)
+        present = tf.cast(history != "", tf.float32)
+        recent = self.params_.recent_length
+        parts = [
+            _pooled(embedded, weights * present),
+            _pooled(embedded[:, :recent], present[:, :recent]),
+            tf.cast(features[USER_TEXT], tf.float32),
+            tf.cast(features[USER_BEHAVIOUR], tf.float32),
+        ]
+        if self.params_.use_user_id:
+            users = _drop_ids(self.user_lookup(features[USER_ID]), self.params_.id_dropout, training)
+            parts.append(self.user_embedding(users))
         x = self.hidden(tf.concat(parts, axis=1))
         return tf.math.l2_normalize(self.out(x), axis=1)
 
 
-class QueryTower(_Tower):
-    """Maps query features to unit vectors (b, d)."""
-
-    def __init__(self, user_vocabulary: list[str], params: TwoTowerParams) -> None:
-        super().__init__(user_vocabulary, USER_ID, (USER_TEXT, USER_BEHAVIOUR), params, name="query_tower")
-
-
-class CandidateTower(_Tower):
+class CandidateTower(tf.keras.Model):
     """Maps candidate features to unit vectors (b, d)."""
 
-    def __init__(self, item_vocabulary: list[str], params: TwoTowerParams) -> None:
-        super().__init__(item_vocabulary, ITEM_ID, (ITEM_TEXT,), params, name="candidate_tower")
+    def __init__(self, item_vocabulary: list[str], category_vocabulary: list[str], brand_vocabulary: list[str],
+                 params: TwoTowerParams) -> None:
+        super().__init__(name="candidate_tower")
+        self.params_ = params
+        self.item_lookup = tf.keras.layers.StringLookup(vocabulary=item_vocabulary, mask_token=None,
+                                                        num_oov_indices=1)
+        self.item_embedding = tf.keras.layers.Embedding(len(item_vocabulary) + 1, params.id_dim)
+        self.category_lookup = tf.keras.layers.StringLookup(vocabulary=category_vocabulary or ["?"],
+                                                            mask_token=None, num_oov_indices=1)
+        self.category_embedding = tf.keras.layers.Embedding(len(category_vocabulary or ["?"]) + 1, ATTRIBUTE_DIM)
+        self.brand_lookup = tf.keras.layers.StringLookup(vocabulary=brand_vocabulary or ["?"], mask_token=None,
+                                                         num_oov_indices=1)
+        self.brand_embedding = tf.keras.layers.Embedding(len(brand_vocabulary or ["?"]) + 1, ATTRIBUTE_DIM)
+        self.price_bands = tf.keras.layers.Discretization(bin_boundaries=PRICE_BOUNDARIES)
+        self.price_embedding = tf.keras.layers.Embedding(len(PRICE_BOUNDARIES) + 1, ATTRIBUTE_DIM // 2)
+        self.hidden = tf.keras.layers.Dense(params.hidden_dim, activation="relu")
+        self.out = tf.keras.layers.Dense(params.embedding_dim)
+
+    def call(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        items = _drop_ids(self.item_lookup(features[ITEM_ID]), self.params_.id_dropout, training)
+        price = tf.cast(features[ITEM_PRICE], tf.float32)
+        parts = [
+            self.item_embedding(items),
+            tf.cast(features[ITEM_TEXT], tf.float32),
+            self.category_embedding(self.category_lookup(features[ITEM_CATEGORY])),
+            self.brand_embedding(self.brand_lookup(features[ITEM_BRAND])),
+            self.price_embedding(self.price_bands(price)),
+        ]
+        x = self.hidden(tf.concat(parts, axis=1))
+        return tf.math.l2_normalize(self.out(x), axis=1)
 
 
 class TwoTowerModel(tfrs.Model):
@@ -137,8 +258,8 @@ class TwoTowerModel(tfrs.Model):
 class QueryTowerServer(tf.Module):
     """SavedModel wrapper of the query tower with a fixed input signature.
 
-    ``serve(user_id (b,) string, user_text (b, t) float32, user_behaviour (b, t) float32)``
-    returns (b, d) float32 unit vectors.
+    ``serve(user_id (b,) string, user_text (b, t) float32, user_behaviour (b, t) float32,
+    history (b, L) string, history_weight (b, L) float32)`` returns (b, d) float32 unit vectors.
     """
 
     def __init__(self, tower: QueryTower, text_dim: int) -> None:
@@ -150,17 +271,22 @@ class QueryTowerServer(tf.Module):
                 tf.TensorSpec([None], tf.string, name=USER_ID),
                 tf.TensorSpec([None, text_dim], tf.float32, name=USER_TEXT),
                 tf.TensorSpec([None, text_dim], tf.float32, name=USER_BEHAVIOUR),
+                tf.TensorSpec([None, None], tf.string, name=HISTORY),
+                tf.TensorSpec([None, None], tf.float32, name=HISTORY_WEIGHT),
             ],
         )
 
-    def _serve(self, user_id: tf.Tensor, user_text: tf.Tensor, user_behaviour: tf.Tensor) -> tf.Tensor:
-        return self.tower({USER_ID: user_id, USER_TEXT: user_text, USER_BEHAVIOUR: user_behaviour}, training=False)
+    def _serve(self, user_id: tf.Tensor, user_text: tf.Tensor, user_behaviour: tf.Tensor, history: tf.Tensor,
+               history_weight: tf.Tensor) -> tf.Tensor:
+        return self.tower({USER_ID: user_id, USER_TEXT: user_text, USER_BEHAVIOUR: user_behaviour,
+                           HISTORY: history, HISTORY_WEIGHT: history_weight}, training=False)
 
 
 class CandidateTowerServer(tf.Module):
     """SavedModel wrapper of the candidate tower.
 
-    ``serve(item_id (b,) string, item_text (b, t) float32)`` returns (b, d) float32 unit vectors.
+    ``serve(item_id (b,) string, item_text (b, t) float32, item_category (b,) string,
+    item_brand (b,) string, item_price (b,) float32)`` returns (b, d) float32 unit vectors.
     """
 
     def __init__(self, tower: CandidateTower, text_dim: int) -> None:
@@ -171,8 +297,13 @@ class CandidateTowerServer(tf.Module):
             input_signature=[
                 tf.TensorSpec([None], tf.string, name=ITEM_ID),
                 tf.TensorSpec([None, text_dim], tf.float32, name=ITEM_TEXT),
+                tf.TensorSpec([None], tf.string, name=ITEM_CATEGORY),
+                tf.TensorSpec([None], tf.string, name=ITEM_BRAND),
+                tf.TensorSpec([None], tf.float32, name=ITEM_PRICE),
             ],
         )
 
-    def _serve(self, item_id: tf.Tensor, item_text: tf.Tensor) -> tf.Tensor:
-        return self.tower({ITEM_ID: item_id, ITEM_TEXT: item_text}, training=False)
+    def _serve(self, item_id: tf.Tensor, item_text: tf.Tensor, item_category: tf.Tensor, item_brand: tf.Tensor,
+               item_price: tf.Tensor) -> tf.Tensor:
+        return self.tower({ITEM_ID: item_id, ITEM_TEXT: item_text, ITEM_CATEGORY: item_category,
+                           ITEM_BRAND: item_brand, ITEM_PRICE: item_price}, training=False)

@@ -25,6 +25,7 @@ from modeling import artifacts
 from modeling import datasets as ds
 from modeling.embeddings import TextEncoder
 from modeling.errors import ArtifactError
+from modeling.features import item_attributes
 from modeling.index import HnswIndex
 from modeling.recommender import Recommender
 from recoapi.catalog.models import Product
@@ -139,7 +140,8 @@ def build_engine(bundle_path: Path) -> Engine:
     new_ids = sorted(set(rows).difference(map(str, recommender.item_ids)))
     if new_ids and settings.RECO_ENCODE_NEW_PRODUCTS:
         frame = pd.DataFrame([(pid, *rows[pid][:5]) for pid in new_ids], columns=list(ds.ITEM_COLUMNS))
-        recommender.add_items(np.asarray(new_ids), text_encoder().encode(ds.item_text(frame)))
+        recommender.add_items(np.asarray(new_ids), text_encoder().encode(ds.item_text(frame)),
+                              item_attributes(frame))
         logger.info("model %s: %d products added after training get text-based vectors", bundle.version,
                     len(new_ids))
     items, prices, known = [], [], []

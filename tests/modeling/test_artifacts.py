@@ -27,7 +27,7 @@ def test_round_trip_gives_identical_top_k(pipeline: Pipeline, tmp_path: Path) ->
 
     users = data.users[ds.USER_ID].astype(str).to_numpy()
     items = data.items[ds.ITEM_ID].astype(str).to_numpy()
-    features = build_features(data.interactions, users, items, embeddings)
+    features = build_features(data.interactions, users, items, embeddings, data.items, result.params.history_length)
     user_vectors, item_vectors = tower_vectors(result.model, features)
     exclude = [np.array([], dtype=np.int64)] * len(users)
     expected = np.argsort(-(user_vectors @ item_vectors.T), axis=1, kind="stable")[:, :10]
@@ -39,7 +39,8 @@ def test_round_trip_gives_identical_top_k(pipeline: Pipeline, tmp_path: Path) ->
 
     served = loaded.bundle.query_tower().serve(
         user_id=tf.constant(users[:5]), user_text=tf.constant(features.user_text[:5]),
-        user_behaviour=tf.constant(features.user_behaviour[:5]))
+        user_behaviour=tf.constant(features.user_behaviour[:5]), history=tf.constant(features.history[:5]),
+        history_weight=tf.constant(features.history_weight[:5]))
     assert np.allclose(served.numpy(), user_vectors[:5], atol=1e-5)
 
 

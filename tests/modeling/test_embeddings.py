@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from modeling import datasets as ds
-from modeling.embeddings import TEXT_DIM, behaviour_embeddings, build_embeddings, load_embeddings
+from modeling.embeddings import TEXT_DIM, build_embeddings, load_embeddings
 from tests.conftest import Pipeline
 
 
@@ -42,18 +41,3 @@ def test_user_text_of_a_history_subset_matches_the_full_mean(pipeline: Pipeline)
     positions = np.searchsorted(users, inter[ds.USER_ID].astype(str).to_numpy())
     recomputed = emb.user_text_from_history(positions, inter[ds.TEXT].to_numpy(dtype=object), len(users))
     assert np.allclose(recomputed, emb.user_matrix_for(users), atol=1e-5)
-
-
-def test_behaviour_embedding_weights_recent_and_heavy_interactions() -> None:
-    content = np.eye(3, dtype=np.float32)
-    day = 86_400
-    out = behaviour_embeddings(
-        user_idx=np.array([0, 0, 1]), item_idx=np.array([0, 1, 2]),
-        timestamps=np.array([0, 180 * day, 5]), weights=np.array([1.0, 1.0, 2.0]),
-        item_content=content, n_users=3, half_life_days=180,
-    )
-    # user 0: item 0 is one half-life older than item 1 -> weights 0.5 and 1
-    expected = np.array([0.5, 1.0, 0.0]) / np.linalg.norm([0.5, 1.0])
-    assert out[0] == pytest.approx(expected, abs=1e-6)
-    assert out[1] == pytest.approx([0, 0, 1])
-    assert out[2] == pytest.approx([0, 0, 0])  # no history: zero vector

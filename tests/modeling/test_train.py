@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from modeling import datasets as ds
@@ -55,14 +54,14 @@ def test_too_little_data_is_refused(pipeline: Pipeline) -> None:
                                 interactions=data.interactions.iloc[:3], fingerprint="x")
     with pytest.raises(TrainingError, match="at least 2 users"):
         train_model(one_user, load_embeddings(pipeline.embeddings))
-    assert np.isfinite(0.0)
 
 
 def test_logq_correction_changes_the_loss_and_still_trains(pipeline: Pipeline) -> None:
     from modeling.embeddings import load_embeddings
 
     embeddings = load_embeddings(pipeline.embeddings)
-    plain = train_model(pipeline.data, embeddings, TwoTowerParams(epochs=1, batch_size=128, seed=3))
+    plain = train_model(pipeline.data, embeddings,
+                        TwoTowerParams(epochs=1, batch_size=128, seed=3, logq_correction=False))
     corrected = train_model(pipeline.data, embeddings,
                             TwoTowerParams(epochs=1, batch_size=128, seed=3, logq_correction=True))
     assert corrected.history[0]["loss"] != plain.history[0]["loss"]

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,14 @@ from modeling.cold_start import cold_items, cold_users, format_cold_table
 from modeling.embeddings import build_embeddings, load_embeddings
 from modeling.errors import ModelingError
 from modeling.evaluate import EASE_L2_GRID, compare_leave_last_out, format_table
+from modeling.tuning import SEARCH_SPACE, random_search, read_params
 from modeling.two_tower import TwoTowerParams
+
+
+def _trial_line(trial: dict[str, Any]) -> str:
+    varied = ", ".join(f"{name}={trial['params'][name]}" for name in SEARCH_SPACE)
+    return (f"trial {trial['trial']}: validation NDCG@10 {trial['val_ndcg@10']:.4f}, HR@10 {trial['val_hr@10']:.4f} "
+            f"(epoch {trial['best_epoch']}, {trial['seconds']} s; {varied})")
 
 
 class Command(BaseCommand):
@@ -28,33 +36,50 @@ class Command(BaseCommand):
         parser.add_argument("--source", choices=ds.SOURCES, default=settings.RECO_DATA_SOURCE)
         parser.add_argument("--path", default=str(settings.RECO_DATA_PATH), help="Files of the source.")
         parser.add_argument("--output", help="Write the results as JSON to this file.")
-        parser.add_argument("--epochs", type=int, default=TwoTowerParams().epochs, help="Two-tower max epochs.")
-        parser.add_argument("--seed", type=int, default=TwoTowerParams().seed)
-        parser.add_argument("--logq-correction", action=argparse.BooleanOptionalAction,
-                            default=TwoTowerParams().logq_correction,
-                            help="Two-tower: correct the in-batch softmax for item popularity.")
+        parser.add_argument("--params", help="Two-tower parameters: a JSON object of TwoTowerParams fields, or "
+                                                 "the output of an earlier --search run (its best parameters).")
+        parser.add_argument("--search", type=int, default=0, metavar="N",
+                            help="First try N parameter sets (the given ones and N-1 random draws) and keep the "
+                                 "best on the validation items; the log goes into --output.")
+        parser.add_argument("--epochs", type=int, help="Two-tower max epochs (overrides --params).")
+        parser.add_argument("--seed", type=int, default=TwoTowerParams().seed,
+                            help="Seed of the two-tower model, the search and the cold-start samples.")
+        parser.add_argument("--logq-correction", action=argparse.BooleanOptionalAction, default=None,
+                            help="Two-tower: correct the in-batch softmax for item popularity (overrides --params).")
         parser.add_argument("--ease-l2", type=float, nargs="+", default=list(EASE_L2_GRID),
                             help="EASE λ values to choose from on the validation items.")
         parser.add_argument("--protocols", choices=["all", "leave_last_out", "cold"], default="all",
                             help="leave_last_out (protocol 1), cold (cold users and cold items), or all.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["epochs"] < 1:
+        if options["epochs"] is not None and options["epochs"] < 1:
             raise CommandError("--epochs must be at least 1")
+        if options["search"] < 0:
+            raise CommandError("--search must be 0 or more")
         try:
+            params = read_params(options["params"]) if options["params"] else TwoTowerParams()
+            overrides = {"seed": options["seed"], "epochs": options["epochs"],
+                         "logq_correction": options["logq_correction"]}
+            params = replace(params, **{k: v for k, v in overrides.items() if v is not None})
             data = ds.load_source(options["source"], options["path"])
             cache = Path(settings.RECO_PROCESSED_DIR).parent / "evaluation" / data.fingerprint[:16]
             self.stdout.write(f"Loaded {data.counts()}; text embeddings in {cache} ...")
             build_embeddings(data, cache, model_path=settings.RECO_TEXT_MODEL_PATH,
                              progress=options["verbosity"] > 1)
-            params = TwoTowerParams(epochs=options["epochs"], seed=options["seed"],
-                                    logq_correction=options["logq_correction"])
             embeddings = load_embeddings(cache)
             say = lambda message: self.stdout.write(f"  {message}")  # noqa: E731
             result: dict[str, Any] = {}
+            if options["search"] > 0:
+                self.stdout.write(f"Parameter search: {options['search']} trials on the validation items ...")
+                search = random_search(data, embeddings, params, trials=options["search"], seed=options["seed"],
+                                       on_trial=lambda t: say(_trial_line(t)))
+                params = TwoTowerParams.from_dict(search["best"])
+                say(f"best: trial {search['best_trial']}")
+                result["search"] = search
+            result["params"] = params.to_dict()
             if options["protocols"] in ("all", "leave_last_out"):
-                result = compare_leave_last_out(data, embeddings, params, ease_l2_grid=options["ease_l2"],
-                                                on_progress=say)
+                result.update(compare_leave_last_out(data, embeddings, params, ease_l2_grid=options["ease_l2"],
+                                                     on_progress=say))
             if options["protocols"] in ("all", "cold"):
                 ease_l2 = result.get("ease_l2") or options["ease_l2"][0]
                 result["cold_users"] = cold_users(data, embeddings, params, seed=options["seed"], ease_l2=ease_l2,

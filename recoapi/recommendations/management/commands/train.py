@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from modeling.errors import ModelingError
+from modeling.tuning import read_params
 from modeling.two_tower import TwoTowerParams
 from recoapi.exceptions import ApplicationError
 from recoapi.recommendations.services import model_train
@@ -21,25 +22,33 @@ class Command(BaseCommand):
         d = TwoTowerParams()
         parser.add_argument("--activate", action="store_true", help="Make the new model the active one.")
         parser.add_argument("--force", action="store_true", help="Train even when an identical model exists.")
-        parser.add_argument("--epochs", type=int, default=d.epochs, help="Maximum epochs (early stopping).")
-        parser.add_argument("--batch-size", type=int, default=d.batch_size, help="Examples per step.")
-        parser.add_argument("--embedding-dim", type=int, default=d.embedding_dim, help="Output vector size.")
-        parser.add_argument("--learning-rate", type=float, default=d.learning_rate, help="Adam learning rate.")
-        parser.add_argument("--temperature", type=float, default=d.temperature, help="Softmax temperature.")
-        parser.add_argument("--seed", type=int, default=d.seed, help="Random seed.")
-        parser.add_argument("--logq-correction", action=argparse.BooleanOptionalAction, default=d.logq_correction,
-                            help="Correct the in-batch softmax for how often popular items appear as negatives.")
+        parser.add_argument("--params", help="A JSON file of TwoTowerParams fields, or the output of "
+                                             "`manage.py evaluate --search` (its best parameters); the options "
+                                             "below override it.")
+        parser.add_argument("--epochs", type=int, help=f"Maximum epochs (early stopping; default {d.epochs}).")
+        parser.add_argument("--batch-size", type=int, help=f"Examples per step (default {d.batch_size}).")
+        parser.add_argument("--embedding-dim", type=int, help=f"Output vector size (default {d.embedding_dim}).")
+        parser.add_argument("--learning-rate", type=float, help=f"Adam learning rate (default {d.learning_rate}).")
+        parser.add_argument("--temperature", type=float, help=f"Softmax temperature (default {d.temperature}).")
+        parser.add_argument("--seed", type=int, help=f"Random seed (default {d.seed}).")
+        parser.add_argument("--logq-correction", action=argparse.BooleanOptionalAction, default=None,
+                            help="Correct the in-batch softmax for how often popular items appear as negatives "
+                                 f"(default {'on' if d.logq_correction else 'off'}).")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        for name in ("epochs", "batch_size", "embedding_dim"):
-            if options[name] < 1:
-                raise CommandError(f"--{name.replace('_', '-')} must be at least 1, got {options[name]}")
-        if options["learning_rate"] <= 0 or options["temperature"] <= 0:
-            raise CommandError("--learning-rate and --temperature must be positive")
-        params = TwoTowerParams(epochs=options["epochs"], batch_size=options["batch_size"],
-                                embedding_dim=options["embedding_dim"], learning_rate=options["learning_rate"],
-                                temperature=options["temperature"], seed=options["seed"],
-                                logq_correction=options["logq_correction"])
+        names = ("epochs", "batch_size", "embedding_dim", "learning_rate", "temperature", "seed", "logq_correction")
+        overrides = {name: options[name] for name in names if options[name] is not None}
+        try:
+            base = read_params(options["params"]) if options["params"] else TwoTowerParams()
+            params = TwoTowerParams.from_dict(overrides, base)
+        except ValueError as exc:
+            option = next((name for name in names if f"parameter {name} " in str(exc)), None)
+            message = str(exc)
+            if option:
+                message = message.replace(f"parameter {option} ", f"--{option.replace('_', '-')} ")
+            raise CommandError(message) from exc
+        except ModelingError as exc:
+            raise CommandError(str(exc)) from exc
 
         def on_epoch(row: dict[str, float]) -> None:
             if options["verbosity"] > 0:

@@ -1,0 +1,182 @@
+"""Model inputs computed with numpy: history windows, pooled text and product attributes.
+
+The same functions feed training (one window per training interaction, built per batch),
+evaluation, the published shopper vectors and the serving path for new shoppers, so the
+query tower always sees features computed the same way.
+
+A history window is the ``L`` most recent interactions before a point in a shopper's
+time-ordered history, most recent first: item positions (-1 pads) and weights (the
+interaction weight, halved every ``half_life_days`` before the window's latest interaction;
+0 on pads).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from modeling import datasets as ds
+
+logger = logging.getLogger(__name__)
+
+HISTORY_HALF_LIFE_DAYS = 180.0
+BRAND_MIN_ITEMS = 2
+
+
+@dataclass
+class SortedHistory:
+    """Interactions sorted by (user, time), with each user's row range.
+
+    Attributes:
+        items: (n,) int64 item positions.
+        timestamps: (n,) int64 unix seconds.
+        weights: (n,) float32 interaction weights.
+        users: (n,) int64 user positions.
+        starts: (n_users,) first row of each user (rows of user u: ``starts[u]:ends[u]``).
+        ends: (n_users,) one past the last row of each user.
+        reviews: (n,) int64 position of each row's review text in a review-vector table (-1: none).
+    """
+
+    items: np.ndarray
+    timestamps: np.ndarray
+    weights: np.ndarray
+    users: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    reviews: np.ndarray
+
+
+def sort_history(user_pos: np.ndarray, item_pos: np.ndarray, timestamps: np.ndarray, weights: np.ndarray,
+                 n_users: int, reviews: np.ndarray | None = None) -> SortedHistory:
+    """Sort interactions (n,) by user, then time (stable); rows with a negative position are dropped.
+
+    ``reviews`` (n,) are positions of the rows' review texts in a vector table (-1 or None: none).
+    """
+    keep = (np.asarray(user_pos) >= 0) & (np.asarray(item_pos) >= 0)
+    reviews = np.full(len(keep), -1, dtype=np.int64) if reviews is None else np.asarray(reviews, dtype=np.int64)
+    users = np.asarray(user_pos, dtype=np.int64)[keep]
+    stamps = np.asarray(timestamps, dtype=np.int64)[keep]
+    order = np.lexsort((stamps, users))
+    users = users[order]
+    bounds = np.searchsorted(users, np.arange(n_users + 1))
+    return SortedHistory(items=np.asarray(item_pos, dtype=np.int64)[keep][order], timestamps=stamps[order],
+                         weights=np.asarray(weights, dtype=np.float32)[keep][order], users=users,
+                         starts=bounds[:-1], ends=bounds[1:], reviews=reviews[keep][order])
+
+
+def history_windows(history: SortedHistory, rows: np.ndarray, starts: np.ndarray, length: int, *,
+                    targets: np.ndarray | None = None,
+                    half_life_days: float = HISTORY_HALF_LIFE_DAYS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``length`` interactions before each row, most recent first.
+
+    Args:
+        history: sorted interactions.
+        rows: (m,) window ends (exclusive): the window of row r is rows ``[max(start, r - length), r)``.
+        starts: (m,) first row of each window's user.
+        length: L.
+        targets: (m,) item positions left out of their window (the item being predicted), or None.
+        half_life_days: recency decay of the weights.
+
+    Returns:
+        ``(positions (m, L) int64 item positions, weights (m, L) float32, source_rows (m, L) int64 rows of
+        ``history``)``; pads are -1, 0.0 and -1.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    index = rows[:, None] - 1 - np.arange(length)[None, :]
+    valid = index >= np.asarray(starts, dtype=np.int64)[:, None]
+    index = np.where(valid, index, 0)
+    if len(history.items) == 0:
+        pads = np.full(index.shape, -1, dtype=np.int64)
+        return pads, np.zeros(index.shape, dtype=np.float32), pads.copy()
+    positions = history.items[index]
+    if targets is not None:
+        valid &= positions != np.asarray(targets)[:, None]
+    stamps = history.timestamps[index]
+    latest = np.where(valid, stamps, np.iinfo(np.int64).min).max(axis=1, keepdims=True)
+    age_days = np.maximum(latest - stamps, 0) / 86_400.0
+    weights = history.weights[index] * np.power(0.5, age_days / half_life_days)
+    return (np.where(valid, positions, -1), np.where(valid, weights, 0.0).astype(np.float32),
+            np.where(valid, index, -1))
+
+
+def user_windows(history: SortedHistory, length: int, *,
+                 half_life_days: float = HISTORY_HALF_LIFE_DAYS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each user's window at the end of the history (shapes as :func:`history_windows`, m = n_users)."""
+    return history_windows(history, history.ends, history.starts, length, half_life_days=half_life_days)
+
+
+def pooled_vectors(positions: np.ndarray, weights: np.ndarray | None, table: np.ndarray) -> np.ndarray:
+    """Weighted mean of rows of ``table`` for each window, unit norm.
+
+    Args:
+        positions: (m, L) row positions in ``table``, -1 pads.
+        weights: (m, L) weights (None: 1 each).
+        table: (n, t) float32, e.g. item text vectors or review text vectors.
+
+    Returns:
+        (m, t) float32; zero rows for empty windows.
+    """
+    if weights is None:
+        weights = np.ones(positions.shape, dtype=np.float32)
+    if len(table) == 0:
+        return np.zeros((len(positions), table.shape[1]), dtype=np.float32)
+    gathered = table[np.maximum(positions, 0)].astype(np.float32)  # (m, L, t)
+    summed = np.einsum("ml,mlt->mt", np.where(positions >= 0, weights, 0.0).astype(np.float32), gathered)
+    norms = np.linalg.norm(summed, axis=1, keepdims=True)
+    return np.divide(summed, norms, out=np.zeros_like(summed), where=norms > 0)
+
+
+def window_reviews(history: SortedHistory, source_rows: np.ndarray) -> np.ndarray:
+    """Review-table positions of the rows of windows (m, L) (-1 for pads and rows without a review)."""
+    if len(history.reviews) == 0:
+        return np.full(source_rows.shape, -1, dtype=np.int64)
+    return np.where(source_rows >= 0, history.reviews[np.maximum(source_rows, 0)], -1)
+
+
+def window_ids(positions: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+    """Item ids of windows (m, L) with "" on pads (the query tower's ``history`` input)."""
+    ids = np.asarray(item_ids, dtype=object)[np.maximum(positions, 0)]
+    ids[positions < 0] = ""
+    return ids.astype(str) if ids.size else np.zeros(positions.shape, dtype=str)
+
+
+@dataclass
+class ItemAttributes:
+    """Product attributes for the candidate tower, aligned to item positions.
+
+    Attributes:
+        category: (n,) str, the full category breadcrumb ("" when unknown).
+        brand: (n,) str, lower-cased ("" when unknown).
+        price: (n,) float32, -1 when unknown.
+    """
+
+    category: np.ndarray
+    brand: np.ndarray
+    price: np.ndarray
+
+    @classmethod
+    def empty(cls, n: int) -> ItemAttributes:
+        """n products with nothing known."""
+        return cls(np.full(n, "", dtype=object).astype(str), np.full(n, "", dtype=object).astype(str),
+                   np.full(n, -1.0, dtype=np.float32))
+
+
+def item_attributes(items: pd.DataFrame) -> ItemAttributes:
+    """Attributes of the rows of a canonical items table (n rows)."""
+    category = items[ds.CATEGORY].fillna("").astype(str).str.strip().to_numpy(dtype=str)
+    brand = items[ds.BRAND].fillna("").astype(str).str.strip().str.lower().to_numpy(dtype=str)
+    price = pd.to_numeric(items[ds.PRICE], errors="coerce").to_numpy(dtype=np.float64)
+    price = np.where(np.isfinite(price) & (price >= 0), price, -1.0).astype(np.float32)
+    return ItemAttributes(category=category, brand=brand, price=price)
+
+
+def attribute_vocabularies(attributes: ItemAttributes, *, brand_min_items: int = BRAND_MIN_ITEMS
+                           ) -> tuple[list[str], list[str]]:
+    """Category and brand vocabularies: every non-empty category; brands of at least ``brand_min_items``
+    products (rarer brands share the unknown bucket, which is what a new brand gets too)."""
+    categories = sorted(set(attributes.category) - {""})
+    brands, counts = np.unique(attributes.brand[attributes.brand != ""], return_counts=True)
+    return categories, sorted(str(b) for b in brands[counts >= brand_min_items])

@@ -1,0 +1,105 @@
+"""A small random hyper-parameter search for the two-tower model, judged on the validation split.
+
+Each trial trains with early stopping on the validation items of one leave-last-out split
+and is scored by its best validation NDCG@10; the test items are never looked at, so the
+chosen parameters can then be measured on test without bias.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modeling import datasets as ds
+from modeling.embeddings import Embeddings
+from modeling.errors import TrainingError
+from modeling.evaluate import Split, leave_last_out_split
+from modeling.two_tower import TwoTowerParams
+
+logger = logging.getLogger(__name__)
+
+SEARCH_SPACE: dict[str, Sequence[Any]] = {
+    "temperature": (0.05, 0.1, 0.2),
+    "learning_rate": (0.001, 0.003),
+    "batch_size": (128, 256, 512),
+    "id_dropout": (0.1, 0.3, 0.5),
+    "history_length": (20, 50),
+    "use_user_id": (True, False),
+}
+
+
+def sample_params(base: TwoTowerParams, space: Mapping[str, Sequence[Any]], trials: int,
+                  seed: int = 0) -> list[TwoTowerParams]:
+    """``trials`` distinct parameter sets: ``base`` first, then random draws from ``space``."""
+    rng = np.random.default_rng(seed)
+    chosen = [base]
+    seen = {tuple(sorted(base.to_dict().items()))}
+    attempts = 0
+    while len(chosen) < trials and attempts < 100 * trials:
+        attempts += 1
+        values = {name: options[int(rng.integers(len(options)))] for name, options in space.items()}
+        params = replace(base, **values)
+        key = tuple(sorted(params.to_dict().items()))
+        if key not in seen:
+            seen.add(key)
+            chosen.append(params)
+    return chosen
+
+
+def random_search(data: ds.CanonicalData, embeddings: Embeddings, base: TwoTowerParams | None = None, *,
+                  space: Mapping[str, Sequence[Any]] = SEARCH_SPACE, trials: int = 8, seed: int = 0,
+                  split: Split | None = None,
+                  on_trial: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train ``trials`` parameter sets and keep the one with the best validation NDCG@10.
+
+    Returns:
+        ``{"trials": [{"trial", "params", "val_ndcg@10", "val_hr@10", "best_epoch", "seconds"}],
+        "best": params dict, "best_trial": int}``.
+    """
+    from modeling.train import train_model
+
+    split = split or leave_last_out_split(data.interactions)
+    log: list[dict[str, Any]] = []
+    for n, params in enumerate(sample_params(base or TwoTowerParams(), space, trials, seed)):
+        started = time.perf_counter()
+        result = train_model(data, embeddings, params, split=split)
+        best = result.history[result.best_epoch - 1] if result.best_epoch else {"val_ndcg@10": 0.0, "val_hr@10": 0.0}
+        entry = {"trial": n, "params": params.to_dict(), "val_ndcg@10": best["val_ndcg@10"],
+                 "val_hr@10": best["val_hr@10"], "best_epoch": result.best_epoch,
+                 "seconds": round(time.perf_counter() - started, 1)}
+        log.append(entry)
+        logger.info("trial %d: validation NDCG@10 %.4f HR@10 %.4f (%s)", n, entry["val_ndcg@10"],
+                    entry["val_hr@10"], {k: v for k, v in params.to_dict().items() if k in space})
+        if on_trial is not None:
+            on_trial(entry)
+    winner = max(log, key=lambda entry: entry["val_ndcg@10"])
+    return {"trials": log, "best": winner["params"], "best_trial": winner["trial"]}
+
+
+def read_params(path: str | Path, base: TwoTowerParams | None = None) -> TwoTowerParams:
+    """Parameters from a JSON file: a parameter object, or a search log (its ``best`` is used).
+
+    Raises:
+        TrainingError: when the file is missing, not JSON, or holds unknown or invalid parameters.
+    """
+    try:
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TrainingError(f"cannot read parameters file {path}: {exc.strerror or exc}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TrainingError(f"{path}: not a JSON file ({exc})") from exc
+    if isinstance(values, dict) and isinstance(values.get("search"), dict):
+        values = values["search"]
+    if isinstance(values, dict) and isinstance(values.get("best"), dict):
+        values = values["best"]
+    try:
+        return TwoTowerParams.from_dict(values, base)
+    except ValueError as exc:
+        raise TrainingError(f"{path}: {exc}") from exc

@@ -1,0 +1,111 @@
+"""The model-selection report: its helpers on hand-made results, and the notebook executed on demo data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+
+from modeling import datasets as ds
+from modeling import selection
+from tests.conftest import Pipeline
+
+REPORT = Path(__file__).resolve().parents[2] / "report"
+
+RESULT = {
+    "models": {"popularity": {"hr@10": 0.1, "ndcg@10": 0.05, "users": 9.0},
+               "two_tower": {"hr@10": 0.3, "ndcg@10": 0.2, "users": 9.0}},
+    "curves": {"popularity": {"hr": {"1": 0.0, "10": 0.1, "5": 0.05}, "ndcg": {"1": 0.0, "10": 0.05, "5": 0.03}},
+               "two_tower": {"hr": {"1": 0.1, "10": 0.3, "5": 0.2}, "ndcg": {"1": 0.1, "10": 0.2, "5": 0.15}}},
+    "cold_users": {"users": 4, "given_0": {"two_tower": {"hr@10": 0.5}, "popularity": {"hr@10": 0.5}},
+                   "given_1": {"two_tower": {"hr@10": 0.75}, "popularity": {"hr@10": 0.25}}},
+    "cold_items": {"items": 2, "users": 3, "two_tower": {"recall@50": 0.6}, "random": {"recall@50": 0.2}},
+}
+
+
+def test_results_table_has_one_row_per_model_protocol_metric() -> None:
+    table = selection.results_table(RESULT)
+    assert len(table) == 4 + 4 + 2
+    row = table[(table.model == "two_tower") & (table.protocol == "cold_users_given_1")]
+    assert row["value"].tolist() == [0.75]
+    assert "users" not in set(table.metric)
+    wide = selection.wide_table(table)
+    assert wide.loc["random", ("cold_items", "recall@50")] == 0.2
+    assert wide.loc["popularity", ("leave_last_out", "hr@10")] == 0.1
+
+
+def test_curves_and_cold_tables_are_sorted_by_k() -> None:
+    curves = selection.curves_table(RESULT, "hr")
+    assert curves.index.tolist() == [1, 5, 10]
+    assert curves["two_tower"].tolist() == [0.1, 0.2, 0.3]
+    cold = selection.cold_users_table(RESULT["cold_users"])
+    assert cold.index.tolist() == [0, 1]
+    assert cold.loc[1, "two_tower"] == 0.75
+
+
+def test_pca_2d_recovers_the_main_directions() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(200, 2)) * np.array([10.0, 3.0])
+    vectors = np.concatenate([base, rng.normal(scale=0.01, size=(200, 3))], axis=1)
+    xy = selection.pca_2d(vectors)
+    assert xy.shape == (200, 2)
+    assert abs(np.corrcoef(xy[:, 0], base[:, 0])[0, 1]) > 0.99
+    assert abs(np.corrcoef(xy[:, 1], base[:, 1])[0, 1]) > 0.99
+    assert np.array_equal(selection.pca_2d(vectors), xy)  # deterministic signs
+
+
+def test_item_map_labels_top_categories() -> None:
+    items = pd.DataFrame({ds.ITEM_ID: ["a", "b", "c", "d"],
+                          ds.CATEGORY: ["Toys > Cars", "Toys", "Books", None]})
+    points = selection.item_map(np.eye(4), items, top_categories=2)
+    assert points["category"].tolist() == ["Toys", "Toys", "Books", "other"]
+    assert list(points.columns) == ["item_id", "x", "y", "category"]
+
+
+def test_model_selection_notebook_runs_on_demo_data(pipeline: Pipeline, tmp_path: Path) -> None:
+    import papermill
+
+    output = tmp_path / "model_selection.ipynb"
+    results = tmp_path / "results.json"
+    papermill.execute_notebook(
+        str(REPORT / "model_selection.ipynb"), str(output), cwd=str(REPORT), progress_bar=False,
+        parameters={"data_source": "amazon2018", "data_path": str(pipeline.raw),
+                    "embeddings_dir": str(tmp_path / "embeddings"), "epochs": 1, "search_trials": 2,
+                    "ease_l2": [50.0], "output_json": str(results)})
+    notebook = nbformat.read(output, as_version=4)
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= 4  # metric@k curves, training curves, cold start, item map
+    written = json.loads(results.read_text())
+    assert set(written["models"]) == {"popularity", "item_knn", "ease", "two_tower"}
+    assert len(written["search"]["trials"]) == 2
+    assert written["params"]["epochs"] == 1
+    assert set(written["curves"]["two_tower"]["hr"]) == {"1", "5", "10", "20", "50", "100"}
+    hr = written["curves"]["ease"]["hr"]
+    assert hr["1"] <= hr["10"] <= hr["100"]
+    assert {"given_0", "given_1", "given_3"} <= set(written["cold_users"])
+
+
+@pytest.mark.parametrize("bad", ["{\"epochs\": 0}", "{\"nope\": 1}", "[1]", "not json"])
+def test_read_params_refuses_bad_files(tmp_path: Path, bad: str) -> None:
+    from modeling.errors import TrainingError
+    from modeling.tuning import read_params
+
+    path = tmp_path / "params.json"
+    path.write_text(bad)
+    with pytest.raises(TrainingError, match="params.json"):
+        read_params(path)
+
+
+def test_read_params_takes_the_best_of_a_search_log(tmp_path: Path) -> None:
+    from modeling.tuning import read_params
+
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"search": {"best": {"temperature": 0.2, "batch_size": 128}}}))
+    params = read_params(path)
+    assert params.temperature == 0.2 and params.batch_size == 128
