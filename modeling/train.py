@@ -74,24 +74,52 @@ logger = logging.getLogger(__name__)
 MIN_USERS = 2
 MIN_ITEMS = 2
 POPULARITY_HALF_LIFE_DAYS = 180.0
+# Half-lives (days) the popularity fallback chooses from on the validation items; None: no decay.
+POPULARITY_HALF_LIVES: tuple[float | None, ...] = (30.0, 90.0, 180.0, 365.0, 730.0, None)
 
 
 def recent_popularity(item_idx: np.ndarray, weights: np.ndarray, timestamps: np.ndarray, n_items: int,
-                      *, half_life_days: float = POPULARITY_HALF_LIFE_DAYS) -> np.ndarray:
+                      *, half_life_days: float | None = POPULARITY_HALF_LIFE_DAYS) -> np.ndarray:
     """Time-decayed popularity: each interaction's weight halves every ``half_life_days`` before the latest one.
 
     Args:
         item_idx, weights, timestamps: (n,) interaction item positions, weights and unix seconds.
         n_items: catalogue size.
+        half_life_days: None for plain summed weights.
 
     Returns:
         (n_items,) float32 scores.
     """
     if len(item_idx) == 0:
         return np.zeros(n_items, dtype=np.float32)
-    age_days = (np.max(timestamps) - np.asarray(timestamps, dtype=np.float64)) / 86_400.0
-    decayed = np.asarray(weights, dtype=np.float64) * np.power(0.5, age_days / half_life_days)
+    decayed = np.asarray(weights, dtype=np.float64)
+    if half_life_days is not None:
+        age_days = (np.max(timestamps) - np.asarray(timestamps, dtype=np.float64)) / 86_400.0
+        decayed = decayed * np.power(0.5, age_days / half_life_days)
     return popularity_scores(item_idx, decayed, n_items)
+
+
+def choose_popularity_half_life(history: SortedHistory, users: np.ndarray, items: np.ndarray,
+                                seen: list[np.ndarray], n_items: int) -> float | None:
+    """The half-life of :data:`POPULARITY_HALF_LIVES` whose popularity ranks the validation items best (NDCG@10).
+
+    Args:
+        history: training interactions.
+        users, items: (v,) validation user and item positions.
+        seen: per user, the items to exclude.
+        n_items: catalogue size.
+    """
+    best, best_score = POPULARITY_HALF_LIFE_DAYS, -1.0
+    if len(users) == 0:
+        return best
+    for half_life in POPULARITY_HALF_LIVES:
+        scores = recent_popularity(history.items, history.weights, history.timestamps, n_items,
+                                   half_life_days=half_life)
+        ndcg = evaluate_leave_last_out(lambda u, s=scores: np.tile(s, (len(u), 1)), users, items, seen,
+                                       n_items)["ndcg@10"]
+        if ndcg > best_score:
+            best, best_score = half_life, ndcg
+    return best
 
 
 @dataclass
@@ -136,6 +164,7 @@ class TrainResult:
     train_seconds: float = 0.0
     test_ranked: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
     test_items: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    popularity_half_life_days: float | None = POPULARITY_HALF_LIFE_DAYS
 
 
 def sorted_history(interactions: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray,
@@ -380,7 +409,9 @@ def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
     examples = len(history.items) * len(history_log)
     return TrainResult(model=model, params=params, metrics=metrics, history=history_log, best_epoch=best_epoch,
                        examples_per_second=examples / train_seconds if train_seconds else 0.0,
-                       train_seconds=train_seconds, test_ranked=test_ranked, test_items=test_i)
+                       train_seconds=train_seconds, test_ranked=test_ranked, test_items=test_i,
+                       popularity_half_life_days=choose_popularity_half_life(history, val_u, val_i, seen,
+                                                                             len(item_ids)))
 
 
 def training_fingerprint(data_fingerprint: str, embeddings_fingerprint: str, params: TwoTowerParams) -> str:
@@ -394,8 +425,9 @@ def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings,
             version: str | None = None) -> Path:
     """Write the trained model as a bundle (not activated).
 
-    Known-shopper vectors use features from each shopper's full history; popularity is
-    recent popularity over every interaction (see :func:`recent_popularity`).
+    Known-shopper vectors use features from each shopper's history window at the end of all
+    interactions; popularity is recent popularity over every interaction, with the half-life
+    chosen on the validation items (see :func:`choose_popularity_half_life`).
 
     Returns:
         The bundle directory.
@@ -416,7 +448,8 @@ def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings,
         user_vectors=user_vectors,
         popularity=recent_popularity(all_items[all_items >= 0],
                                      data.interactions[ds.WEIGHT].to_numpy()[all_items >= 0],
-                                     data.interactions[ds.TIMESTAMP].to_numpy()[all_items >= 0], len(item_ids)),
+                                     data.interactions[ds.TIMESTAMP].to_numpy()[all_items >= 0], len(item_ids),
+                                     half_life_days=result.popularity_half_life_days),
     )
     text_dim = embeddings.dim
 
@@ -439,7 +472,7 @@ def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings,
         "train_seconds": round(result.train_seconds, 2),
         "examples_per_second": round(result.examples_per_second, 1),
         "data_counts": data.counts(),
-        "popularity_half_life_days": POPULARITY_HALF_LIFE_DAYS,
+        "popularity_half_life_days": result.popularity_half_life_days,
     }
     return artifacts.write_bundle(models_dir, arrays, manifest, save_towers, version=version)
 

@@ -92,3 +92,28 @@ def test_evaluate_command_prints_a_table_and_writes_json(workdir: Path, pipeline
     assert result["source"]["counts"] == pipeline.data.counts()
     with pytest.raises(CommandError, match="--epochs must be at least 1"):
         run("evaluate", "--epochs", "0")
+    with pytest.raises(CommandError, match="--search must be 0 or more"):
+        run("evaluate", "--search", "-1")
+
+
+@pytest.mark.django_db
+def test_evaluate_search_log_feeds_train_params(workdir: Path, pipeline) -> None:
+    import json
+
+    results = workdir / "search.json"
+    out = run("evaluate", "--source", "amazon2018", "--path", str(pipeline.raw), "--epochs", "1", "--search", "2",
+              "--protocols", "leave_last_out", "--ease-l2", "50", "--output", str(results))
+    assert "trial 0: validation NDCG@10" in out and "trial 1: validation NDCG@10" in out
+    result = json.loads(results.read_text())
+    trials = result["search"]["trials"]
+    assert len(trials) == 2
+    best = max(trials, key=lambda t: t["val_ndcg@10"])
+    assert result["search"]["best"] == best["params"] == result["params"]
+    assert result["two_tower"]["params"] == best["params"]
+    # A bad parameters file is refused with its name and the problem.
+    bad = workdir / "bad.json"
+    bad.write_text(json.dumps({"temperature": -1}))
+    with pytest.raises(CommandError, match="bad.json: parameter temperature must be positive"):
+        run("train", "--params", str(bad))
+    with pytest.raises(CommandError, match="cannot read parameters file"):
+        run("evaluate", "--params", str(workdir / "missing.json"))
