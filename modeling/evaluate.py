@@ -34,21 +34,27 @@ class Split:
     test: pd.DataFrame
 
 
-def leave_last_out_split(interactions: pd.DataFrame, *, min_items: int = 3) -> Split:
+def leave_last_out_split(interactions: pd.DataFrame, *, min_items: int = 3, seed: int = 0) -> Split:
     """Hold out each user's last distinct item (test) and the one before (validation).
 
     Users with fewer than ``min_items`` distinct items stay wholly in train. All
     interactions with a held-out (user, item) pair leave train, so that a held-out
-    item is never "already seen".
+    item is never "already seen". Interactions with the same timestamp are put in a
+    seeded random order: the order of a file within one second (MovieLens) or one day
+    (Amazon reviews) follows the file's sort key (product id), not time, and must not
+    decide which product is "last".
 
     Args:
         interactions: canonical interactions table.
         min_items: fewest distinct items a user needs to contribute test/validation rows.
+        seed: seed of the tie order.
 
     Returns:
-        The split.
+        The split; every part is sorted by user and time (ties in the seeded order).
     """
-    frame = interactions.sort_values([ds.USER_ID, ds.TIMESTAMP], kind="stable")
+    ties = np.random.default_rng(seed).permutation(len(interactions))
+    frame = (interactions.assign(_tie=ties).sort_values([ds.USER_ID, ds.TIMESTAMP, "_tie"], kind="stable")
+             .drop(columns="_tie"))
     last = frame.drop_duplicates([ds.USER_ID, ds.ITEM_ID], keep="last")
     last = last.sort_values([ds.USER_ID, ds.TIMESTAMP], kind="stable")
     distinct = last.groupby(ds.USER_ID, sort=False)[ds.ITEM_ID].transform("size")

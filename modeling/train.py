@@ -54,6 +54,7 @@ from modeling.two_tower import (
     ITEM_BRAND,
     ITEM_CATEGORY,
     ITEM_ID,
+    ITEM_POSITION,
     ITEM_PRICE,
     ITEM_PROBABILITY,
     ITEM_TEXT,
@@ -277,7 +278,8 @@ def _training_dataset(history: SortedHistory, features: Features, embeddings: Em
     length = params.history_length
 
     def windows(users: np.ndarray, items: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, ...]:
-        positions, weights, source = history_windows(history, rows, history.starts[users], length, targets=items)
+        ends = rows if params.causal_history else history.ends[users]
+        positions, weights, source = history_windows(history, ends, history.starts[users], length, targets=items)
         reviews = window_reviews(history, source)
         return (positions + 1, weights, pooled_vectors(positions, weights, item_text),
                 pooled_vectors(reviews, None, review_text))
@@ -307,6 +309,7 @@ def _training_dataset(history: SortedHistory, features: Features, embeddings: Em
             ITEM_ID: tf.gather(item_id_t, i), ITEM_TEXT: tf.gather(item_text_t, i),
             ITEM_CATEGORY: tf.gather(category_t, i), ITEM_BRAND: tf.gather(brand_t, i),
             ITEM_PRICE: tf.gather(price_t, i), WEIGHT: w, ITEM_PROBABILITY: tf.gather(item_probability_t, i),
+            ITEM_POSITION: i,
         }
 
     return (
@@ -358,7 +361,10 @@ def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
     categories, brands = attribute_vocabularies(features.attributes)
     candidate_tower = CandidateTower(list(item_ids), categories, brands, params)
     shared = (candidate_tower.item_lookup, candidate_tower.item_embedding) if params.share_item_embedding else None
-    model = TwoTowerModel(QueryTower(list(user_ids), list(item_ids), params, shared), candidate_tower, params)
+    full = len(item_ids) <= params.full_softmax_max_items
+    catalogue = candidate_inputs(item_ids, features.item_text, features.attributes) if full else None
+    model = TwoTowerModel(QueryTower(list(user_ids), list(item_ids), params, shared), candidate_tower, params,
+                          catalogue)
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=params.learning_rate))
 
     val_u, val_i = _positions(split.validation, user_ids, item_ids)

@@ -48,6 +48,7 @@ ITEM_BRAND = "item_brand"
 ITEM_PRICE = "item_price"
 WEIGHT = "weight"
 ITEM_PROBABILITY = "item_probability"
+ITEM_POSITION = "item_position"
 QUERY_FEATURES = (USER_ID, USER_TEXT, USER_BEHAVIOUR, HISTORY, HISTORY_WEIGHT)
 CANDIDATE_FEATURES = (ITEM_ID, ITEM_TEXT, ITEM_CATEGORY, ITEM_BRAND, ITEM_PRICE)
 
@@ -78,13 +79,17 @@ class TwoTowerParams:
         use_user_id: whether the query tower has a user id embedding at all.
         share_item_embedding: the history embedding reuses the candidate tower's item id embedding
             (one table learns from both roles) instead of a table of its own.
+        causal_history: each training interaction is predicted from the window before it (True), or
+            from the user's whole training window with that item left out (False: order-free).
+        full_softmax_max_items: catalogues up to this size are trained with a softmax over every
+            item (exact; logQ is then moot); larger ones with in-batch negatives. 0: always in-batch.
     """
 
     embedding_dim: int = 64
     id_dim: int = 64
-    hidden_dim: int = 128
-    temperature: float = 0.05
-    id_dropout: float = 0.1
+    hidden_dim: int = 256
+    temperature: float = 0.1
+    id_dropout: float = 0.3
     learning_rate: float = 0.003
     batch_size: int = 512
     epochs: int = 15
@@ -93,8 +98,10 @@ class TwoTowerParams:
     logq_correction: bool = True
     history_length: int = 50
     recent_length: int = 3
-    use_user_id: bool = True
+    use_user_id: bool = False
     share_item_embedding: bool = False
+    full_softmax_max_items: int = 0
+    causal_history: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,6 +138,8 @@ class TwoTowerParams:
 
     def validate(self) -> None:
         """Raise ValueError when a value is out of range."""
+        if self.full_softmax_max_items < 0:
+            raise ValueError(f"parameter full_softmax_max_items must be 0 or more, got {self.full_softmax_max_items}")
         for name in ("embedding_dim", "id_dim", "hidden_dim", "batch_size", "epochs", "patience", "history_length",
                      "recent_length"):
             if getattr(self, name) < 1:
@@ -232,17 +241,32 @@ class CandidateTower(tf.keras.Model):
 
 
 class TwoTowerModel(tfrs.Model):
-    """tfrs.Model wiring the towers to a weighted in-batch softmax retrieval task."""
+    """tfrs.Model wiring the towers to a weighted softmax retrieval loss.
 
-    def __init__(self, query_tower: QueryTower, candidate_tower: CandidateTower, params: TwoTowerParams) -> None:
+    With a ``catalogue`` (the candidate features of every item, for catalogues of at most
+    ``full_softmax_max_items``) the softmax runs over the whole catalogue: every item is a
+    negative at every step and there is no sampling bias to correct. Otherwise it is
+    ``tfrs.tasks.Retrieval``'s in-batch softmax, optionally with the logQ correction.
+    """
+
+    def __init__(self, query_tower: QueryTower, candidate_tower: CandidateTower, params: TwoTowerParams,
+                 catalogue: dict[str, tf.Tensor] | None = None) -> None:
         super().__init__()
         self.query_tower = query_tower
         self.candidate_tower = candidate_tower
         self.task = tfrs.tasks.Retrieval(temperature=params.temperature, remove_accidental_hits=True)
         self.logq_correction = params.logq_correction
+        self.temperature = params.temperature
+        self.catalogue = catalogue
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         query = self.query_tower(features, training=training)
+        if self.catalogue is not None:
+            candidates = self.candidate_tower(self.catalogue, training=training)  # (n_items, d)
+            logits = tf.matmul(query, candidates, transpose_b=True) / self.temperature
+            losses = tf.keras.losses.sparse_categorical_crossentropy(features[ITEM_POSITION], logits,
+                                                                     from_logits=True)
+            return tf.reduce_sum(losses * tf.cast(features[WEIGHT], tf.float32))
         candidate = self.candidate_tower(features, training=training)
         return self.task(
             query,

@@ -76,6 +76,28 @@ def test_leave_last_out_holds_out_last_two_distinct_items() -> None:
     assert train_pairs == {("u1", "a"), ("u1", "b"), ("u2", "a"), ("u2", "b")}
 
 
+def test_leave_last_out_breaks_timestamp_ties_by_seed_not_file_order() -> None:
+    # Five products rated in the same second: which one is "last" must not follow the file's order.
+    frame = _interactions([("u1", item, 7) for item in "abcde"])
+    tests = {leave_last_out_split(frame, seed=seed).test[ds.ITEM_ID].item() for seed in range(20)}
+    assert len(tests) > 1
+    assert leave_last_out_split(frame, seed=3).test.equals(leave_last_out_split(frame, seed=3).test)
+    # Distinct timestamps still decide: the tie order never reorders time.
+    split = leave_last_out_split(_interactions([("u1", "a", 1), ("u1", "b", 2), ("u1", "c", 3), ("u1", "d", 3)]),
+                                 seed=5)
+    assert split.train[ds.ITEM_ID].tolist() == ["a", "b"]
+
+
+def test_metric_curves_grow_with_k() -> None:
+    from modeling.evaluate import metric_curves
+
+    ranked = np.array([[3, 1, 2, 0], [0, 1, 2, 3]])
+    curves = metric_curves(ranked, np.array([1, 3]), ks=(1, 2, 4))
+    assert curves["hr"] == {"1": 0.0, "2": 0.5, "4": 1.0}
+    assert curves["ndcg"]["2"] == pytest.approx(0.5 / np.log2(3))
+    assert curves["ndcg"]["4"] == pytest.approx((1 / np.log2(3) + 1 / np.log2(5)) / 2)
+
+
 def test_evaluate_with_an_oracle_scorer_is_perfect_and_popularity_is_not() -> None:
     n_items = 5
     test_users, test_items = np.array([0, 1]), np.array([3, 4])

@@ -67,3 +67,17 @@ def test_logq_correction_changes_the_loss_and_still_trains(pipeline: Pipeline) -
     assert corrected.history[0]["loss"] != plain.history[0]["loss"]
     assert 0.0 <= corrected.metrics["two_tower"]["hr@10"] <= 1.0
     assert corrected.params.to_dict()["logq_correction"] is True
+
+
+@pytest.mark.parametrize("variant", [{"full_softmax_max_items": 100_000}, {"causal_history": False},
+                                     {"share_item_embedding": True, "use_user_id": True}])
+def test_model_variants_train(pipeline: Pipeline, variant: dict) -> None:
+    from modeling.embeddings import load_embeddings
+
+    embeddings = load_embeddings(pipeline.embeddings)
+    base = TwoTowerParams(epochs=1, batch_size=128, seed=3)
+    plain = train_model(pipeline.data, embeddings, base)
+    varied = train_model(pipeline.data, embeddings, TwoTowerParams.from_dict(variant, base))
+    assert varied.history[0]["loss"] != plain.history[0]["loss"]
+    assert 0.0 <= varied.metrics["two_tower"]["hr@10"] <= 1.0
+    assert varied.test_ranked.shape == (len(varied.test_items), min(100, len(pipeline.data.items)))
