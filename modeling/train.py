@@ -292,8 +292,10 @@ def _training_dataset(history: SortedHistory, features: Features, embeddings: Em
     brand_t = tf.constant(features.attributes.brand)
     price_t = tf.constant(features.attributes.price)
     # How often each item is a training positive, i.e. how often it shows up as an in-batch negative.
+    # Raised to logq_strength: the correction subtracts logq_strength * log(frequency) from the logits.
     item_probability_t = tf.constant(
-        (np.bincount(history.items, minlength=len(features.item_ids)) / max(1, n)).astype(np.float32))
+        np.power(np.bincount(history.items, minlength=len(features.item_ids)) / max(1, n),
+                 params.logq_strength).astype(np.float32))
     text_dim = item_text.shape[1]
 
     def gather(u: tf.Tensor, i: tf.Tensor, w: tf.Tensor, r: tf.Tensor) -> dict[str, tf.Tensor]:

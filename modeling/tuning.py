@@ -28,9 +28,11 @@ logger = logging.getLogger(__name__)
 SEARCH_SPACE: dict[str, Sequence[Any]] = {
     "temperature": (0.05, 0.1, 0.2),
     "learning_rate": (0.001, 0.003),
-    "batch_size": (128, 256, 512),
+    "batch_size": (256, 512, 1024),
     "id_dropout": (0.1, 0.3, 0.5),
+    "hidden_dim": (128, 256),
     "history_length": (20, 50),
+    "logq_strength": (1.0, 1.5),
     "use_user_id": (True, False),
 }
 

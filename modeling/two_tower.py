@@ -74,6 +74,8 @@ class TwoTowerParams:
         seed: seed of weights, shuffling and dropout.
         logq_correction: subtract log(item frequency) from the in-batch logits, so popular items
             are not over-penalised for appearing as negatives more often (sampling-bias correction).
+        logq_strength: the correction subtracts this multiple of log(item frequency) (1: the exact
+            sampling-bias correction; below 1 keeps part of the popularity signal).
         history_length: most recent interactions the learned history embedding looks at (L).
         recent_length: the last few of those, pooled separately (short-term interest).
         use_user_id: whether the query tower has a user id embedding at all.
@@ -96,6 +98,7 @@ class TwoTowerParams:
     patience: int = 3
     seed: int = 42
     logq_correction: bool = True
+    logq_strength: float = 1.0
     history_length: int = 50
     recent_length: int = 3
     use_user_id: bool = False
