@@ -22,7 +22,14 @@ import pandas as pd
 
 from modeling.artifacts import Bundle
 from modeling.evaluate import top_k
-from modeling.features import ItemAttributes, pooled_vectors, sort_history, user_windows, window_ids
+from modeling.features import (
+    HISTORY_HALF_LIFE_DAYS,
+    ItemAttributes,
+    pooled_vectors,
+    sort_history,
+    user_windows,
+    window_ids,
+)
 from modeling.index import ItemIndex, make_index, penalty
 
 logger = logging.getLogger(__name__)
@@ -101,7 +108,9 @@ class Recommender:
         self.popularity = np.asarray(arrays.popularity, dtype=np.float32)
         self.n_items = len(self.item_ids)
         self.n_trained_items = self.n_items
-        self.history_length = int(bundle.manifest.get("params", {}).get("history_length", 50))
+        params = bundle.manifest.get("params", {})
+        self.history_length = int(params.get("history_length", 50))
+        self.history_half_life_days = float(params.get("history_half_life_days", HISTORY_HALF_LIFE_DAYS))
         self.index: ItemIndex = make_index(self.item_vectors, ann_min_items, ann_ef_search)
 
     def add_items(self, item_ids: np.ndarray, item_text: np.ndarray, attributes: ItemAttributes | None = None) -> None:
@@ -191,7 +200,7 @@ class Recommender:
                 texts[row] = history.text
         joined = sort_history(*(np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
                                 for parts in (user_parts, item_parts, ts_parts, w_parts)), len(histories))
-        positions, weights, _ = user_windows(joined, self.history_length)
+        positions, weights, _ = user_windows(joined, self.history_length, half_life_days=self.history_half_life_days)
         tower = self.bundle.query_tower()
         vectors = tower.serve(
             user_id=tf.constant([""] * len(histories)),

@@ -37,6 +37,7 @@ from modeling.evaluate import (
     seen_items,
 )
 from modeling.features import (
+    HISTORY_HALF_LIFE_DAYS,
     ItemAttributes,
     SortedHistory,
     attribute_vocabularies,
@@ -178,7 +179,8 @@ def sorted_history(interactions: pd.DataFrame, user_ids: np.ndarray, item_ids: n
 
 
 def build_features(interactions: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray,
-                   embeddings: Embeddings, items: pd.DataFrame, history_length: int) -> Features:
+                   embeddings: Embeddings, items: pd.DataFrame, history_length: int,
+                   half_life_days: float = HISTORY_HALF_LIFE_DAYS) -> Features:
     """Features of every user at the end of ``interactions`` (only these rows are used).
 
     Args:
@@ -188,10 +190,11 @@ def build_features(interactions: pd.DataFrame, user_ids: np.ndarray, item_ids: n
         embeddings: precomputed text embeddings.
         items: canonical items table whose rows are aligned with ``item_ids``.
         history_length: L.
+        half_life_days: recency decay of the window weights.
     """
     history = sorted_history(interactions, user_ids, item_ids, embeddings)
     item_text = embeddings.item_matrix_for(item_ids)
-    positions, weights, rows = user_windows(history, history_length)
+    positions, weights, rows = user_windows(history, history_length, half_life_days=half_life_days)
     user_text = embeddings.user_text_from_history(history.users, _review_texts(interactions, history, embeddings),
                                                   len(user_ids))
     return Features(user_ids=user_ids, item_ids=item_ids, user_text=user_text,
@@ -279,7 +282,8 @@ def _training_dataset(history: SortedHistory, features: Features, embeddings: Em
 
     def windows(users: np.ndarray, items: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, ...]:
         ends = rows if params.causal_history else history.ends[users]
-        positions, weights, source = history_windows(history, ends, history.starts[users], length, targets=items)
+        positions, weights, source = history_windows(history, ends, history.starts[users], length, targets=items,
+                                                     half_life_days=params.history_half_life_days)
         reviews = window_reviews(history, source)
         return (positions + 1, weights, pooled_vectors(positions, weights, item_text),
                 pooled_vectors(reviews, None, review_text))
@@ -355,7 +359,8 @@ def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
         raise TrainingError("no training interactions")
     tf.keras.utils.set_random_seed(params.seed)
 
-    features = build_features(split.train, user_ids, item_ids, embeddings, data.items, params.history_length)
+    features = build_features(split.train, user_ids, item_ids, embeddings, data.items, params.history_length,
+                              params.history_half_life_days)
     history = sorted_history(split.train, user_ids, item_ids, embeddings)
     seen = seen_items(history.users, history.items, len(user_ids))
     dataset = _training_dataset(history, features, embeddings, params)
@@ -403,7 +408,8 @@ def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
     ok = (test_u >= 0) & (test_i >= 0)
     test_u, test_i = test_u[ok], test_i[ok]
     before_test = pd.concat([split.train, split.validation], ignore_index=True)
-    test_features = build_features(before_test, user_ids, item_ids, embeddings, data.items, params.history_length)
+    test_features = build_features(before_test, user_ids, item_ids, embeddings, data.items, params.history_length,
+                                   params.history_half_life_days)
     test_history = sorted_history(before_test, user_ids, item_ids, embeddings)
     test_seen = seen_items(test_history.users, test_history.items, len(user_ids))
     popularity = popularity_scores(history.items, history.weights, len(item_ids))
@@ -445,7 +451,7 @@ def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings,
     user_ids = data.users[ds.USER_ID].astype(str).to_numpy()
     item_ids = data.items[ds.ITEM_ID].astype(str).to_numpy()
     features = build_features(data.interactions, user_ids, item_ids, embeddings, data.items,
-                              result.params.history_length)
+                              result.params.history_length, result.params.history_half_life_days)
     user_vectors, item_vectors = tower_vectors(result.model, features)
     _, all_items = _positions(data.interactions, user_ids, item_ids)
     arrays = artifacts.BundleArrays(

@@ -77,6 +77,7 @@ class TwoTowerParams:
         logq_strength: the correction subtracts this multiple of log(item frequency) (1: the exact
             sampling-bias correction; below 1 keeps part of the popularity signal).
         history_length: most recent interactions the learned history embedding looks at (L).
+        history_half_life_days: an interaction this much older than the window's latest counts half.
         recent_length: the last few of those, pooled separately (short-term interest).
         use_user_id: whether the query tower has a user id embedding at all.
         share_item_embedding: the history embedding reuses the candidate tower's item id embedding
@@ -100,6 +101,7 @@ class TwoTowerParams:
     logq_correction: bool = True
     logq_strength: float = 1.0
     history_length: int = 50
+    history_half_life_days: float = 180.0
     recent_length: int = 3
     use_user_id: bool = False
     share_item_embedding: bool = False
