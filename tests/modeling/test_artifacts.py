@@ -109,3 +109,22 @@ def test_active_pointer(models_copy: Path, pipeline: Pipeline) -> None:
     with pytest.raises(ArtifactError, match="no model version"):
         artifacts.set_active(models_copy, "20990101T000000Z")
     assert artifacts.read_active(models_copy) == pipeline.version
+
+
+def test_content_path_reproduces_published_shopper_vectors(pipeline: Pipeline, tmp_path: Path) -> None:
+    """A shopper's history sent at request time gives the vector the bundle stores for them (ids aside)."""
+    from modeling.recommender import History
+
+    data = pipeline.data
+    embeddings = load_embeddings(pipeline.embeddings)
+    result = train_model(data, embeddings, TwoTowerParams(epochs=1, batch_size=128, seed=3, history_length=8))
+    assert result.params.use_user_id is False
+    recommender = Recommender(artifacts.load_bundle(publish(result, data, embeddings, tmp_path)))
+    users = data.users[ds.USER_ID].astype(str).to_numpy()[:6]
+    histories = []
+    for user in users:
+        rows = data.interactions[data.interactions[ds.USER_ID].astype(str) == user]
+        histories.append(History(rows[ds.ITEM_ID].astype(str).to_numpy(), rows[ds.TIMESTAMP].to_numpy(),
+                                 rows[ds.WEIGHT].to_numpy(), text=embeddings.user_matrix_for(np.array([user]))[0]))
+    assert np.allclose(recommender.content_vectors(histories), recommender.known_user_vectors(list(users)),
+                       atol=1e-5)
