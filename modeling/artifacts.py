@@ -229,7 +229,8 @@ def load_bundle(path: Path | str) -> Bundle:
     except (OSError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{manifest_path}: unreadable manifest ({exc})") from exc
     if manifest.get("format") != BUNDLE_FORMAT:
-        raise ArtifactError(f"{path}: bundle format {manifest.get('format')!r}, this version reads {BUNDLE_FORMAT}")
+        raise ArtifactError(f"{path}: bundle format {manifest.get('format')!r}, this version reads {BUNDLE_FORMAT} "
+                            "(train a new model: manage.py train --activate)")
     loaded: dict[str, np.ndarray] = {}
     for name in ARRAY_FILES:
         file = path / f"{name}.npy"

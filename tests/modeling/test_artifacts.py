@@ -128,3 +128,14 @@ def test_content_path_reproduces_published_shopper_vectors(pipeline: Pipeline, t
                                  rows[ds.WEIGHT].to_numpy(), text=embeddings.user_matrix_for(np.array([user]))[0]))
     assert np.allclose(recommender.content_vectors(histories), recommender.known_user_vectors(list(users)),
                        atol=1e-5)
+
+
+def test_bundle_of_an_older_format_is_refused_with_what_to_do(pipeline: Pipeline, tmp_path: Path) -> None:
+    import shutil
+
+    old = tmp_path / pipeline.version
+    shutil.copytree(pipeline.models / pipeline.version, old)
+    manifest = json.loads((old / artifacts.MANIFEST_FILE).read_text())
+    (old / artifacts.MANIFEST_FILE).write_text(json.dumps({**manifest, "format": 1}))
+    with pytest.raises(ArtifactError, match="bundle format 1.*manage.py train --activate"):
+        artifacts.load_bundle(old)
