@@ -6,8 +6,8 @@ query tower always sees features computed the same way.
 
 A history window is the ``L`` most recent interactions before a point in a shopper's
 time-ordered history, most recent first: item positions (-1 pads) and weights (the
-interaction weight, halved every ``half_life_days`` before the window's latest interaction;
-0 on pads).
+interaction weight, halved every ``half_life_days`` before the window's latest interaction
+unless that is 0; 0 on pads).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def history_windows(history: SortedHistory, rows: np.ndarray, starts: np.ndarray
         starts: (m,) first row of each window's user.
         length: L.
         targets: (m,) item positions left out of their window (the item being predicted), or None.
-        half_life_days: recency decay of the weights.
+        half_life_days: recency decay of the weights (0: none).
 
     Returns:
         ``(positions (m, L) int64 item positions, weights (m, L) float32, source_rows (m, L) int64 rows of
@@ -96,8 +96,10 @@ def history_windows(history: SortedHistory, rows: np.ndarray, starts: np.ndarray
         valid &= positions != np.asarray(targets)[:, None]
     stamps = history.timestamps[index]
     latest = np.where(valid, stamps, np.iinfo(np.int64).min).max(axis=1, keepdims=True)
-    age_days = np.maximum(latest - stamps, 0) / 86_400.0
-    weights = history.weights[index] * np.power(0.5, age_days / half_life_days)
+    weights = history.weights[index]
+    if half_life_days > 0:
+        age_days = np.maximum(latest - stamps, 0) / 86_400.0
+        weights = weights * np.power(0.5, age_days / half_life_days)
     return (np.where(valid, positions, -1), np.where(valid, weights, 0.0).astype(np.float32),
             np.where(valid, index, -1))
 

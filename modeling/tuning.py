@@ -32,6 +32,8 @@ SEARCH_SPACE: dict[str, Sequence[Any]] = {
     "id_dropout": (0.1, 0.3, 0.5),
     "hidden_dim": (128, 256),
     "history_length": (20, 50),
+    "history_half_life_days": (180.0, 0.0),
+    "attention_heads": (0, 2),
     "logq_strength": (1.0, 1.5),
     "use_user_id": (True, False),
 }

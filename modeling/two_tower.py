@@ -77,7 +77,10 @@ class TwoTowerParams:
         logq_strength: the correction subtracts this multiple of log(item frequency) (1: the exact
             sampling-bias correction; below 1 keeps part of the popularity signal).
         history_length: most recent interactions the learned history embedding looks at (L).
-        history_half_life_days: an interaction this much older than the window's latest counts half.
+        history_half_life_days: an interaction this much older than the window's latest counts half
+            (0: no decay).
+        attention_heads: > 0 adds the output of the most recent item attending over the window
+            (multi-head attention with recency positions) to the query tower's inputs.
         recent_length: the last few of those, pooled separately (short-term interest).
         use_user_id: whether the query tower has a user id embedding at all.
         share_item_embedding: the history embedding reuses the candidate tower's item id embedding
@@ -102,6 +105,7 @@ class TwoTowerParams:
     logq_strength: float = 1.0
     history_length: int = 50
     history_half_life_days: float = 180.0
+    attention_heads: int = 0
     recent_length: int = 3
     use_user_id: bool = False
     share_item_embedding: bool = False
@@ -145,6 +149,10 @@ class TwoTowerParams:
         """Raise ValueError when a value is out of range."""
         if self.full_softmax_max_items < 0:
             raise ValueError(f"parameter full_softmax_max_items must be 0 or more, got {self.full_softmax_max_items}")
+        if self.history_half_life_days < 0:
+            raise ValueError(f"parameter history_half_life_days must be 0 or more, got {self.history_half_life_days}")
+        if self.attention_heads < 0:
+            raise ValueError(f"parameter attention_heads must be 0 or more, got {self.attention_heads}")
         for name in ("embedding_dim", "id_dim", "hidden_dim", "batch_size", "epochs", "patience", "history_length",
                      "recent_length"):
             if getattr(self, name) < 1:
@@ -188,6 +196,10 @@ class QueryTower(tf.keras.Model):
                                                         num_oov_indices=1),
                            tf.keras.layers.Embedding(len(item_vocabulary) + 1, params.id_dim))
         self.history_lookup, self.history_embedding = item_layers
+        if params.attention_heads > 0:
+            self.positions = tf.keras.layers.Embedding(params.history_length, params.id_dim)
+            self.attention = tf.keras.layers.MultiHeadAttention(num_heads=params.attention_heads,
+                                                                key_dim=max(1, params.id_dim // params.attention_heads))
         self.hidden = tf.keras.layers.Dense(params.hidden_dim, activation="relu")
         self.out = tf.keras.layers.Dense(params.embedding_dim)
 
@@ -200,6 +212,7 @@ class QueryTower(tf.keras.Model):
         parts = [
             _pooled(embedded, weights * present),
             _pooled(embedded[:, :recent], present[:, :recent]),
+            *self._attended(embedded, present),
             tf.cast(features[USER_TEXT], tf.float32),
             tf.cast(features[USER_BEHAVIOUR], tf.float32),
         ]
@@ -208,6 +221,17 @@ class QueryTower(tf.keras.Model):
             parts.append(self.user_embedding(users))
         x = self.hidden(tf.concat(parts, axis=1))
         return tf.math.l2_normalize(self.out(x), axis=1)
+
+
+    def _attended(self, embedded: tf.Tensor, present: tf.Tensor) -> list[tf.Tensor]:
+        """The most recent item attending over the window (with recency positions): [(b, e)], or []."""
+        if self.params_.attention_heads <= 0:
+            return []
+        length = tf.shape(embedded)[1]
+        x = embedded + self.positions(tf.range(length))[None, :, :]
+        mask = tf.cast(present[:, None, :], tf.bool)  # (b, 1, L)
+        attended = self.attention(query=x[:, :1], value=x, key=x, attention_mask=mask)  # (b, 1, e)
+        return [attended[:, 0] * present[:, :1]]
 
 
 class CandidateTower(tf.keras.Model):

@@ -111,13 +111,15 @@ def test_active_pointer(models_copy: Path, pipeline: Pipeline) -> None:
     assert artifacts.read_active(models_copy) == pipeline.version
 
 
-def test_content_path_reproduces_published_shopper_vectors(pipeline: Pipeline, tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra", [{}, {"attention_heads": 2, "history_half_life_days": 0.0}])
+def test_content_path_reproduces_published_shopper_vectors(pipeline: Pipeline, tmp_path: Path, extra: dict) -> None:
     """A shopper's history sent at request time gives the vector the bundle stores for them (ids aside)."""
     from modeling.recommender import History
 
     data = pipeline.data
     embeddings = load_embeddings(pipeline.embeddings)
-    result = train_model(data, embeddings, TwoTowerParams(epochs=1, batch_size=128, seed=3, history_length=8))
+    params = TwoTowerParams.from_dict(extra, TwoTowerParams(epochs=1, batch_size=128, seed=3, history_length=8))
+    result = train_model(data, embeddings, params)
     assert result.params.use_user_id is False
     recommender = Recommender(artifacts.load_bundle(publish(result, data, embeddings, tmp_path)))
     users = data.users[ds.USER_ID].astype(str).to_numpy()[:6]

@@ -92,3 +92,8 @@ def test_item_attributes_and_vocabularies() -> None:
     assert brands == ["acme"]  # "solo" sells one product: it shares the unknown bucket
     empty = ItemAttributes.empty(2)
     assert empty.category.tolist() == ["", ""] and empty.price.tolist() == [-1.0, -1.0]
+
+
+def test_windows_without_decay_keep_the_interaction_weights() -> None:
+    _, weights, _ = user_windows(_history(), 4, half_life_days=0)
+    assert weights[0] == pytest.approx([3.0, 1.0, 1.0, 0.0])

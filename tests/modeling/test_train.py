@@ -70,7 +70,8 @@ def test_logq_correction_changes_the_loss_and_still_trains(pipeline: Pipeline) -
 
 
 @pytest.mark.parametrize("variant", [{"full_softmax_max_items": 100_000}, {"causal_history": False},
-                                     {"share_item_embedding": True, "use_user_id": True}])
+                                     {"share_item_embedding": True, "use_user_id": True},
+                                     {"attention_heads": 2, "history_half_life_days": 0.0}])
 def test_model_variants_train(pipeline: Pipeline, variant: dict) -> None:
     from modeling.embeddings import load_embeddings
 
