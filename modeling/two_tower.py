@@ -188,9 +188,10 @@ class QueryTower(tf.keras.Model):
         for a table of its own."""
         super().__init__(name="query_tower")
         self.params_ = params
-        self.user_lookup = tf.keras.layers.StringLookup(vocabulary=user_vocabulary, mask_token=None,
-                                                        num_oov_indices=1)
-        self.user_embedding = tf.keras.layers.Embedding(len(user_vocabulary) + 1, params.id_dim)
+        if params.use_user_id:  # otherwise the tower (and its SavedModel) carries no user vocabulary at all
+            self.user_lookup = tf.keras.layers.StringLookup(vocabulary=user_vocabulary, mask_token=None,
+                                                            num_oov_indices=1)
+            self.user_embedding = tf.keras.layers.Embedding(len(user_vocabulary) + 1, params.id_dim)
         if item_layers is None:
             item_layers = (tf.keras.layers.StringLookup(vocabulary=item_vocabulary, mask_token=None,
                                                         num_oov_indices=1),
