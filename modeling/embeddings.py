@@ -137,11 +137,24 @@ class Embeddings:
         Returns:
             (n_users, dim) float32, unit norm; zero rows for users without known text.
         """
+        return self.user_text_from_reviews(user_idx, self.review_positions(np.asarray(texts, dtype=object)), n_users)
+
+    def user_text_from_reviews(self, user_idx: np.ndarray, review_rows: np.ndarray, n_users: int) -> np.ndarray:
+        """Mean review-text vector per user from rows of ``review_text`` (as :meth:`review_positions` gives).
+
+        Args:
+            user_idx: (n,) int user positions in ``[0, n_users)``.
+            review_rows: (n,) rows of ``review_text``; -1 (no review) is ignored.
+            n_users: number of output rows.
+
+        Returns:
+            (n_users, dim) float32, unit norm; zero rows for users without known text.
+        """
         out = np.zeros((n_users, self.dim), dtype=np.float64)
-        if len(user_idx):
-            positions = pd.Index(self.review_texts).get_indexer(pd.Series(texts, dtype=object).fillna(""))
-            found = positions >= 0
-            np.add.at(out, np.asarray(user_idx)[found], self.review_text[positions[found]].astype(np.float64))
+        found = np.asarray(review_rows) >= 0
+        if found.any():
+            np.add.at(out, np.asarray(user_idx)[found], self.review_text[np.asarray(review_rows)[found]]
+                      .astype(np.float64))
         return _normalise(out).astype(np.float32)
 
     def review_positions(self, texts: np.ndarray) -> np.ndarray:

@@ -178,13 +178,13 @@ def sorted_history(interactions: pd.DataFrame, user_ids: np.ndarray, item_ids: n
                         reviews=embeddings.review_positions(interactions[ds.TEXT].to_numpy(dtype=object)))
 
 
-def build_features(interactions: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray,
-                   embeddings: Embeddings, items: pd.DataFrame, history_length: int,
+def build_features(history: SortedHistory, user_ids: np.ndarray, item_ids: np.ndarray, embeddings: Embeddings,
+                   items: pd.DataFrame, history_length: int,
                    half_life_days: float = HISTORY_HALF_LIFE_DAYS) -> Features:
-    """Features of every user at the end of ``interactions`` (only these rows are used).
+    """Features of every user at the end of ``history`` (only these interactions are used).
 
     Args:
-        interactions: canonical interactions (a training split, or everything).
+        history: interactions as :func:`sorted_history` gives them (a training split, or everything).
         user_ids: (n_users,) the user vocabulary.
         item_ids: (n_items,) the item vocabulary.
         embeddings: precomputed text embeddings.
@@ -192,23 +192,13 @@ def build_features(interactions: pd.DataFrame, user_ids: np.ndarray, item_ids: n
         history_length: L.
         half_life_days: recency decay of the window weights.
     """
-    history = sorted_history(interactions, user_ids, item_ids, embeddings)
     item_text = embeddings.item_matrix_for(item_ids)
-    positions, weights, rows = user_windows(history, history_length, half_life_days=half_life_days)
-    user_text = embeddings.user_text_from_history(history.users, _review_texts(interactions, history, embeddings),
-                                                  len(user_ids))
+    positions, weights, _ = user_windows(history, history_length, half_life_days=half_life_days)
+    user_text = embeddings.user_text_from_reviews(history.users, history.reviews, len(user_ids))
     return Features(user_ids=user_ids, item_ids=item_ids, user_text=user_text,
                     user_behaviour=pooled_vectors(positions, weights, item_text),
                     history=window_ids(positions, item_ids), history_weight=weights, item_text=item_text,
                     attributes=item_attributes(items))
-
-
-def _review_texts(interactions: pd.DataFrame, history: SortedHistory, embeddings: Embeddings) -> np.ndarray:
-    """The review text of every row of ``history`` ("" where none)."""
-    texts = np.asarray(embeddings.review_texts, dtype=object)
-    if len(texts) == 0:
-        return np.full(len(history.reviews), "", dtype=object)
-    return np.where(history.reviews >= 0, texts[np.maximum(history.reviews, 0)], "")
 
 
 def query_vectors(tower: Any, features: Features, *, batch_size: int = 4096) -> np.ndarray:
@@ -359,9 +349,9 @@ def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
         raise TrainingError("no training interactions")
     tf.keras.utils.set_random_seed(params.seed)
 
-    features = build_features(split.train, user_ids, item_ids, embeddings, data.items, params.history_length,
-                              params.history_half_life_days)
     history = sorted_history(split.train, user_ids, item_ids, embeddings)
+    features = build_features(history, user_ids, item_ids, embeddings, data.items, params.history_length,
+                              params.history_half_life_days)
     seen = seen_items(history.users, history.items, len(user_ids))
     dataset = _training_dataset(history, features, embeddings, params)
 
@@ -408,9 +398,9 @@ def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
     ok = (test_u >= 0) & (test_i >= 0)
     test_u, test_i = test_u[ok], test_i[ok]
     before_test = pd.concat([split.train, split.validation], ignore_index=True)
-    test_features = build_features(before_test, user_ids, item_ids, embeddings, data.items, params.history_length,
-                                   params.history_half_life_days)
     test_history = sorted_history(before_test, user_ids, item_ids, embeddings)
+    test_features = build_features(test_history, user_ids, item_ids, embeddings, data.items, params.history_length,
+                                   params.history_half_life_days)
     test_seen = seen_items(test_history.users, test_history.items, len(user_ids))
     popularity = popularity_scores(history.items, history.weights, len(item_ids))
     user_vectors, item_vectors = tower_vectors(model, test_features)
@@ -450,8 +440,9 @@ def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings,
 
     user_ids = data.users[ds.USER_ID].astype(str).to_numpy()
     item_ids = data.items[ds.ITEM_ID].astype(str).to_numpy()
-    features = build_features(data.interactions, user_ids, item_ids, embeddings, data.items,
-                              result.params.history_length, result.params.history_half_life_days)
+    history = sorted_history(data.interactions, user_ids, item_ids, embeddings)
+    features = build_features(history, user_ids, item_ids, embeddings, data.items, result.params.history_length,
+                              result.params.history_half_life_days)
     user_vectors, item_vectors = tower_vectors(result.model, features)
     _, all_items = _positions(data.interactions, user_ids, item_ids)
     arrays = artifacts.BundleArrays(

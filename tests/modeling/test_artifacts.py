@@ -13,7 +13,7 @@ from modeling import datasets as ds
 from modeling.embeddings import load_embeddings
 from modeling.errors import ArtifactError
 from modeling.recommender import CONTENT, POPULAR, TWO_TOWER, History, Recommender
-from modeling.train import build_features, publish, tower_vectors, train_model
+from modeling.train import build_features, publish, sorted_history, tower_vectors, train_model
 from modeling.two_tower import TwoTowerParams
 from tests.conftest import Pipeline
 
@@ -27,7 +27,8 @@ def test_round_trip_gives_identical_top_k(pipeline: Pipeline, tmp_path: Path) ->
 
     users = data.users[ds.USER_ID].astype(str).to_numpy()
     items = data.items[ds.ITEM_ID].astype(str).to_numpy()
-    features = build_features(data.interactions, users, items, embeddings, data.items, result.params.history_length)
+    features = build_features(sorted_history(data.interactions, users, items, embeddings), users, items, embeddings,
+                              data.items, result.params.history_length)
     user_vectors, item_vectors = tower_vectors(result.model, features)
     exclude = [np.array([], dtype=np.int64)] * len(users)
     expected = np.argsort(-(user_vectors @ item_vectors.T), axis=1, kind="stable")[:, :10]
