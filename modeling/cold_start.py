@@ -50,26 +50,42 @@ def _train_and_load(data: ds.CanonicalData, embeddings: Embeddings, params: Any,
     return Recommender(artifacts.load_bundle(publish(trained, data, embeddings, directory)))
 
 
-def _hit_and_recall(ranked: np.ndarray, relevant: np.ndarray, k_hit: int = 10,
-                    k_recall: int = 50) -> tuple[float, float]:
-    """(1 if any relevant item is in the top ``k_hit`` else 0, share of relevant items in the top ``k_recall``)."""
-    hit = float(np.isin(ranked[:k_hit], relevant).any())
+COLD_USER_METRICS: tuple[str, ...] = ("hr@10", "recall@50", "next_hr@10", "next_ndcg@10")
+
+
+def _cold_user_metrics(ranked: np.ndarray, relevant: np.ndarray, next_item: int, k: int = 10,
+                       k_recall: int = 50) -> tuple[float, float, float, float]:
+    """One cold user's values of :data:`COLD_USER_METRICS` from a ranking (>= k_recall,) best first.
+
+    ``hr@10``: 1 if any relevant item is in the top k; ``recall@50``: share of the relevant items in
+    the top k_recall; ``next_hr@10`` and ``next_ndcg@10``: hit and 1 / log2(rank + 1) of the one
+    product that came right after the given ones (0 when it is not in the top k).
+    """
+    hit = float(np.isin(ranked[:k], relevant).any())
     recall = float(np.isin(relevant, ranked[:k_recall]).mean()) if len(relevant) else 0.0
-    return hit, recall
+    where = np.flatnonzero(ranked[:k] == next_item)
+    next_hit = float(len(where) > 0)
+    next_gain = float(1.0 / np.log2(where[0] + 2)) if len(where) else 0.0
+    return hit, recall, next_hit, next_gain
 
 
 def cold_users(data: ds.CanonicalData, embeddings: Embeddings, params: Any = None, *, fraction: float = 0.1,
                seed: int = 0, given: Sequence[int] = GIVEN, ease_l2: float = 200.0,
                on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Protocol 2. Returns ``{"users": n, "given_<g>": {model: {"hr@10", "recall@50"}}}``.
+    """Protocol 2. Returns ``{"users": n, "given_<g>": {model: {metric: value}}}`` (:data:`COLD_USER_METRICS`).
 
     HR@10 is 1 when any of the user's remaining items is in the top 10; Recall@50 is the
-    share of the remaining items in the top 50. Only users with more than ``max(given)``
-    distinct items can be held out. With nothing given, item-kNN and EASE fall back to
-    popularity (training counts); the two-tower service answers with recent popularity.
+    share of the remaining items in the top 50; next HR@10 and next NDCG@10 look only at the
+    product that came right after the given ones (as leave-last-out does for known users).
+    Only users with more than ``max(given)`` distinct items can be held out. Interactions with
+    the same timestamp are put in a seeded random order (see
+    :func:`modeling.evaluate.leave_last_out_split`). With nothing given, item-kNN and EASE fall
+    back to popularity (training counts); the two-tower service answers with recent popularity.
     """
     say = on_progress or (lambda message: None)
-    inter = data.interactions.sort_values([ds.USER_ID, ds.TIMESTAMP], kind="stable")
+    ties = np.random.default_rng(seed).permutation(len(data.interactions))
+    inter = (data.interactions.assign(_tie=ties).sort_values([ds.USER_ID, ds.TIMESTAMP, "_tie"], kind="stable")
+             .drop(columns="_tie"))
     distinct = inter.groupby(ds.USER_ID, observed=True)[ds.ITEM_ID].nunique()
     eligible = distinct.index[distinct > max(given)].astype(str)
     rng = np.random.default_rng(seed)
@@ -90,8 +106,10 @@ def cold_users(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
         for g in given:
             sums: dict[str, list[float]] = {}
             for user, rows in cold_rows.groupby(ds.USER_ID, observed=True, sort=True):
-                first = rows.drop_duplicates(ds.ITEM_ID).iloc[:g]
+                distinct_rows = rows.drop_duplicates(ds.ITEM_ID)
+                first = distinct_rows.iloc[:g]
                 shown = items.get_indexer(first[ds.ITEM_ID].astype(str))
+                next_item = int(items.get_indexer([str(distinct_rows[ds.ITEM_ID].iloc[g])])[0])
                 relevant = np.setdiff1d(items.get_indexer(rows[ds.ITEM_ID].astype(str)), shown)
                 relevant = relevant[relevant >= 0]
                 if len(relevant) == 0:
@@ -100,18 +118,21 @@ def cold_users(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
                                                                   first[ds.TIMESTAMP].to_numpy(),
                                                                   first[ds.WEIGHT].to_numpy())}
                 ranking = recommender.recommend([str(user)], histories, 50)[str(user)]
-                scores = {"two_tower": _hit_and_recall(ranking.items, relevant)}
+                scores = {"two_tower": _cold_user_metrics(ranking.items, relevant, next_item)}
                 row = interaction_matrix(np.zeros(len(shown), dtype=int), shown, 1, len(items))
                 for name, model in baselines.items():
                     s = model.score(row)[0] if g > 0 or name == "popularity" else baselines["popularity"].score(row)[0]
                     s[shown] = -np.inf
-                    scores[name] = _hit_and_recall(np.argsort(-s, kind="stable")[:50], relevant)
-                for name, (hit, recall) in scores.items():
-                    sums.setdefault(name, []).extend([hit, recall])
-            results[f"given_{g}"] = {name: {"hr@10": float(np.mean(v[0::2])), "recall@50": float(np.mean(v[1::2]))}
+                    scores[name] = _cold_user_metrics(np.argsort(-s, kind="stable")[:50], relevant, next_item)
+                for name, values in scores.items():
+                    sums.setdefault(name, []).append(values)
+            results[f"given_{g}"] = {name: dict(zip(COLD_USER_METRICS, np.mean(v, axis=0).astype(float).tolist(),
+                                                    strict=True))
                                      for name, v in sums.items()}
-            say(f"cold users given {g}: two_tower HR@10 {results[f'given_{g}']['two_tower']['hr@10']:.4f}, "
-                f"popularity {results[f'given_{g}']['popularity']['hr@10']:.4f}")
+            given_g = results[f"given_{g}"]
+            say(f"cold users given {g}: two_tower HR@10 {given_g['two_tower']['hr@10']:.4f}, next HR@10 "
+                f"{given_g['two_tower']['next_hr@10']:.4f}; popularity {given_g['popularity']['hr@10']:.4f}, "
+                f"{given_g['popularity']['next_hr@10']:.4f}")
     return results
 
 
@@ -156,10 +177,15 @@ def format_cold_table(result: dict[str, Any]) -> str:
     users = result["cold_users"]
     givens = [key for key in users if key.startswith("given_")]
     models = list(users[givens[0]])
-    header = f"{'cold users':<12}" + "".join(f"{g.replace('given_', 'given ') + ' HR@10':>16}" for g in givens)
-    lines = [f"Cold users ({users['users']} held out; HR@10 = any remaining item in the top 10):", header]
+    columns = [(g, metric) for metric in ("hr@10", "next_hr@10") for g in givens]
+    header = f"{'cold users':<12}" + "".join(
+        f"{g.replace('given_', 'given ') + (' next HR@10' if metric == 'next_hr@10' else ' HR@10'):>21}"
+        for g, metric in columns)
+    lines = [f"Cold users ({users['users']} held out; HR@10 = any remaining item in the top 10, "
+             "next HR@10 = the product right after the given ones):", header]
     for model in models:
-        lines.append(f"{model:<12}" + "".join(f"{users[g][model]['hr@10']:>16.4f}" for g in givens))
+        lines.append(f"{model:<12}" + "".join(f"{users[g][model].get(metric, float('nan')):>21.4f}"
+                                              for g, metric in columns))
     items = result["cold_items"]
     lines.append(f"Cold items ({items['items']} held out, {items['users']} users): Recall@50 two_tower "
                  f"{items['two_tower']['recall@50']:.4f}, random placement {items['random']['recall@50']:.4f}")

@@ -383,7 +383,7 @@ def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
         logger.info("epoch %d/%d: loss %.4f, validation HR@10 %.4f", epoch, params.epochs, loss, val["hr@10"])
         if on_epoch is not None:
             on_epoch({**history_log[-1], "epochs": params.epochs})
-        if val["ndcg@10"] > best_score:
+        if not len(val_u) or val["ndcg@10"] > best_score:  # without validation items every epoch is kept
             best_score, best_epoch, best_weights, waited = val["ndcg@10"], epoch, model.get_weights(), 0
         else:
             waited += 1

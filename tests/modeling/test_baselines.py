@@ -76,6 +76,8 @@ def test_cold_start_protocols_report_every_model(pipeline: Pipeline) -> None:
         assert set(users[given]) == {"two_tower", "popularity", "item_knn", "ease"}
         for metrics in users[given].values():
             assert 0.0 <= metrics["recall@50"] <= 1.0 and 0.0 <= metrics["hr@10"] <= 1.0
+            # The next product is one of the remaining ones.
+            assert 0.0 <= metrics["next_ndcg@10"] <= metrics["next_hr@10"] <= metrics["hr@10"]
     # With nothing given the baselines are all popularity.
     assert users["given_0"]["item_knn"] == users["given_0"]["popularity"]
     items = cold_items(pipeline.data, embeddings, params)
@@ -83,3 +85,17 @@ def test_cold_start_protocols_report_every_model(pipeline: Pipeline) -> None:
     assert 0.0 < items["random"]["recall@50"] <= 1.0
     assert 0.0 <= items["two_tower"]["recall@50"] <= 1.0
     assert "Cold items" in format_cold_table({"cold_users": users, "cold_items": items})
+
+
+def test_cold_user_metrics_match_hand_computed_values() -> None:
+    from modeling.cold_start import _cold_user_metrics
+
+    ranked = np.arange(50)  # item i at rank i + 1
+    # Remaining items 3, 12 and 70: one in the top 10, two in the top 50; the next product (3) at rank 4.
+    hit, recall, next_hit, next_gain = _cold_user_metrics(ranked, np.array([3, 12, 70]), 3)
+    assert (hit, next_hit) == (1.0, 1.0)
+    assert recall == pytest.approx(2 / 3)
+    assert next_gain == pytest.approx(1 / np.log2(5))
+    # The next product (12) is outside the top 10, another remaining one (3) is inside.
+    assert _cold_user_metrics(ranked, np.array([3, 12]), 12) == (1.0, 1.0, 0.0, 0.0)
+    assert _cold_user_metrics(ranked, np.array([60]), 60) == (0.0, 0.0, 0.0, 0.0)

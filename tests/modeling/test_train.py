@@ -82,3 +82,14 @@ def test_model_variants_train(pipeline: Pipeline, variant: dict) -> None:
     assert varied.history[0]["loss"] != plain.history[0]["loss"]
     assert 0.0 <= varied.metrics["two_tower"]["hr@10"] <= 1.0
     assert varied.test_ranked.shape == (len(varied.test_items), min(100, len(pipeline.data.items)))
+
+
+def test_without_validation_items_every_epoch_is_trained_and_kept(pipeline: Pipeline) -> None:
+    from modeling.evaluate import Split, leave_last_out_split
+
+    split = leave_last_out_split(pipeline.data.interactions)
+    no_validation = Split(train=split.train, validation=split.validation.iloc[:0], test=split.test)
+    result = train_model(pipeline.data, load_embeddings(pipeline.embeddings),
+                         TwoTowerParams(epochs=3, patience=1, batch_size=128, seed=3), split=no_validation)
+    assert [row["epoch"] for row in result.history] == [1, 2, 3]
+    assert result.best_epoch == 3
