@@ -138,6 +138,21 @@ def top_k(scores: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = Non
 # --------------------------------------------------------------------------- metrics
 
 
+def user_hits_and_gains(ranked: np.ndarray, targets: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per user: 1.0 if the single held-out item is in the top k, and its NDCG@k gain 1 / log2(rank + 1).
+
+    Args:
+        ranked: (m, >=k) item positions, best first.
+        targets: (m,) the held-out item position of each user.
+
+    Returns:
+        ``(hits (m,), gains (m,))`` float64; both 0 where the item is not in the top k.
+    """
+    found = ranked[:, :k] == np.asarray(targets)[:, None]
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    return found.any(axis=1).astype(np.float64), (found * discounts[: found.shape[1]]).sum(axis=1)
+
+
 def hit_rate_at_k(ranked: np.ndarray, targets: np.ndarray, k: int) -> float:
     """Share of users whose single held-out item is in their top k (= Recall@k for one item).
 
@@ -147,7 +162,7 @@ def hit_rate_at_k(ranked: np.ndarray, targets: np.ndarray, k: int) -> float:
     """
     if len(targets) == 0:
         return 0.0
-    return float(np.mean(np.any(ranked[:, :k] == targets[:, None], axis=1)))
+    return float(np.mean(user_hits_and_gains(ranked, targets, k)[0]))
 
 
 def ndcg_at_k(ranked: np.ndarray, targets: np.ndarray, k: int) -> float:
@@ -159,9 +174,35 @@ def ndcg_at_k(ranked: np.ndarray, targets: np.ndarray, k: int) -> float:
     """
     if len(targets) == 0:
         return 0.0
-    hits = ranked[:, :k] == targets[:, None]
-    gains = 1.0 / np.log2(np.arange(2, k + 2))
-    return float(np.mean((hits * gains[: hits.shape[1]]).sum(axis=1)))
+    return float(np.mean(user_hits_and_gains(ranked, targets, k)[1]))
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, resamples: int = 2000, level: float = 0.95,
+                     seed: int = 0) -> dict[str, float]:
+    """Mean per-user difference ``a - b`` with a percentile bootstrap interval.
+
+    Users are resampled with replacement (the same users for both models: the comparison is
+    paired), so the interval says how much the difference could move with another sample of
+    shoppers of the same kind.
+
+    Args:
+        a, b: (t,) per-user values of two models on the same users (e.g. NDCG@10 gains).
+        resamples: bootstrap samples.
+        level: coverage of the interval.
+        seed: seed of the resampling.
+
+    Returns:
+        ``{"difference", "low", "high"}``; all 0 when there are no users.
+    """
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if len(diff) == 0:
+        return {"difference": 0.0, "low": 0.0, "high": 0.0}
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(resamples, 2_000_000 // len(diff)))  # bounded memory for large test sets
+    means = np.concatenate([diff[rng.integers(0, len(diff), size=(min(chunk, resamples - start), len(diff)))]
+                            .mean(axis=1) for start in range(0, resamples, chunk)])
+    low, high = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return {"difference": float(diff.mean()), "low": float(low), "high": float(high)}
 
 
 def recall_at_k(ranked: np.ndarray, relevant: Sequence[np.ndarray], k: int) -> float:
@@ -316,8 +357,9 @@ def compare_leave_last_out(
 
     Returns:
         ``{"protocol", "split": {...}, "models": {name: metrics}, "curves": {name: {"hr": {k: v},
-        "ndcg": {k: v}}}, "ease_l2": float, "two_tower": {"best_epoch", "examples_per_second",
-        "train_seconds", "history", "params"}}``.
+        "ndcg": {k: v}}}, "ease_l2": float, "differences": {baseline: {"hr@10", "ndcg@10": {"difference",
+        "low", "high"}}} (two-tower minus baseline, see :func:`compare_per_user`), "two_tower":
+        {"best_epoch", "examples_per_second", "train_seconds", "history", "params"}}``.
     """
     from modeling.baselines import EASE, ItemKNN, Popularity, interaction_matrix
     from modeling.train import train_model
@@ -346,12 +388,14 @@ def compare_leave_last_out(
     depth = max(50, *curve_ks)
     results: dict[str, dict[str, float]] = {}
     curves: dict[str, dict[str, dict[str, float]]] = {}
+    rankings: dict[str, np.ndarray] = {}
 
     def measure(model: Any, u: np.ndarray, i: np.ndarray, stage: str = "test") -> dict[str, float]:
         rows, seen = inputs[stage]
         ranked = rank_users(lambda batch: model.score(rows[batch]), u, seen, depth)
         if stage == "test":
             curves[model.name] = metric_curves(ranked, i, curve_ks)
+            rankings[model.name] = ranked
         return leave_last_out_metrics(ranked, i, len(items))
 
     results["popularity"] = measure(Popularity().fit(matrix), test_u, test_i)
@@ -372,6 +416,9 @@ def compare_leave_last_out(
     results["two_tower"] = trained.metrics["two_tower"]
     curves["two_tower"] = metric_curves(trained.test_ranked, trained.test_items, curve_ks)
     say(f"two_tower: HR@10 {results['two_tower']['hr@10']:.4f}")
+    if not np.array_equal(trained.test_items, test_i):
+        raise ValueError("the two-tower model was measured on other test items than the baselines")
+    differences = {name: compare_per_user(trained.test_ranked, ranked, test_i) for name, ranked in rankings.items()}
     return {
         "protocol": "leave_last_out",
         "split": {"train": int(len(split.train)), "validation_users": int(len(val_u)),
@@ -379,10 +426,37 @@ def compare_leave_last_out(
         "models": results,
         "curves": curves,
         "ease_l2": best_l2,
+        "differences": differences,
         "two_tower": {"best_epoch": trained.best_epoch, "examples_per_second": round(trained.examples_per_second),
                       "train_seconds": round(trained.train_seconds, 1), "history": trained.history,
                       "params": trained.params.to_dict()},
     }
+
+
+def compare_per_user(ranked: np.ndarray, other: np.ndarray, targets: np.ndarray, *,
+                     k: int = 10) -> dict[str, dict[str, float]]:
+    """HR@k and NDCG@k of one ranking minus another on the same users, with 95% paired bootstrap intervals.
+
+    Args:
+        ranked, other: (t, >=k) item positions of the same t users, best first.
+        targets: (t,) held-out items.
+
+    Returns:
+        ``{"hr@k": {"difference", "low", "high"}, "ndcg@k": {...}}``.
+    """
+    hits, gains = user_hits_and_gains(ranked, targets, k)
+    other_hits, other_gains = user_hits_and_gains(other, targets, k)
+    return {f"hr@{k}": paired_bootstrap(hits, other_hits), f"ndcg@{k}": paired_bootstrap(gains, other_gains)}
+
+
+def format_differences(comparison: dict[str, Any], model: str = "two_tower") -> str:
+    """One line per baseline: the model's HR@10 and NDCG@10 minus the baseline's, with 95% intervals."""
+    lines = [f"{model} minus each baseline (95% paired bootstrap interval over test users):"]
+    for name, metrics in comparison.get("differences", {}).items():
+        parts = [f"{metric.upper()} {v['difference']:+.4f} "
+                 f"[{v['low']:+.4f}, {v['high']:+.4f}]" for metric, v in metrics.items()]
+        lines.append(f"  {name:<12}" + "   ".join(parts))
+    return "\n".join(lines)
 
 
 def format_table(comparison: dict[str, Any]) -> str:

@@ -36,6 +36,7 @@ SEARCH_SPACE: dict[str, Sequence[Any]] = {
     "attention_heads": (0, 2),
     "logq_strength": (1.0, 1.5),
     "use_user_id": (True, False),
+    "causal_history": (True, False),
 }
 
 

@@ -88,7 +88,9 @@ def test_evaluate_command_prints_a_table_and_writes_json(workdir: Path, pipeline
     assert set(result["models"]) == {"popularity", "item_knn", "ease", "two_tower"}
     assert set(result["cold_users"]) == {"users", "given_0", "given_1", "given_3"}
     assert "recall@50" in result["cold_items"]["two_tower"]
-    assert "Cold users" in out and "Cold items" in out
+    assert "Cold users" in out and "Cold items" in out and "next HR@10" in out
+    assert "minus each baseline" in out and set(result["differences"]) == {"popularity", "item_knn", "ease"}
+    assert {"hr@10", "next_hr@10", "next_ndcg@10"} <= set(result["cold_users"]["given_1"]["two_tower"])
     assert result["source"]["counts"] == pipeline.data.counts()
     with pytest.raises(CommandError, match="--epochs must be at least 1"):
         run("evaluate", "--epochs", "0")

@@ -7,7 +7,7 @@ import pytest
 
 from modeling.baselines import EASE, ItemKNN, Popularity, interaction_matrix
 from modeling.embeddings import load_embeddings
-from modeling.evaluate import compare_leave_last_out, format_table
+from modeling.evaluate import compare_leave_last_out, format_differences, format_table
 from modeling.two_tower import TwoTowerParams
 from tests.conftest import Pipeline
 
@@ -62,6 +62,14 @@ def test_comparison_reports_every_model_on_one_split(pipeline: Pipeline) -> None
         assert metrics["users"] == result["split"]["test_users"]
     table = format_table(result)
     assert table.splitlines()[0].split() == ["model", "hr@10", "ndcg@10", "recall@50", "coverage@10"]
+    # Two-tower minus each baseline, per user, with intervals around the difference of the means.
+    assert set(result["differences"]) == {"popularity", "item_knn", "ease"}
+    for name, metrics in result["differences"].items():
+        for metric in ("hr@10", "ndcg@10"):
+            gap = result["models"]["two_tower"][metric] - result["models"][name][metric]
+            assert metrics[metric]["difference"] == pytest.approx(gap)
+            assert metrics[metric]["low"] <= metrics[metric]["difference"] <= metrics[metric]["high"]
+    assert "ease" in format_differences(result)
     assert any("ease" in m for m in messages)
 
 

@@ -11,14 +11,17 @@ from hypothesis import strategies as st
 from modeling import datasets as ds
 from modeling.evaluate import (
     catalogue_coverage,
+    compare_per_user,
     evaluate_leave_last_out,
     hit_rate_at_k,
     leave_last_out_split,
     ndcg_at_k,
+    paired_bootstrap,
     popularity_scores,
     recall_at_k,
     seen_items,
     top_k,
+    user_hits_and_gains,
 )
 
 
@@ -29,6 +32,43 @@ def test_hit_rate_and_ndcg_hand_computed() -> None:
     assert hit_rate_at_k(ranked, targets, 3) == pytest.approx(2 / 3)
     assert hit_rate_at_k(ranked, targets, 1) == pytest.approx(1 / 3)
     assert ndcg_at_k(ranked, targets, 3) == pytest.approx((1 / np.log2(3) + 0 + 1.0) / 3)
+
+
+def test_per_user_hits_and_gains_hand_computed() -> None:
+    ranked = np.array([[3, 1, 2], [0, 1, 2], [2, 0, 1]])
+    hits, gains = user_hits_and_gains(ranked, np.array([1, 5, 2]), 3)
+    assert hits.tolist() == [1.0, 0.0, 1.0]
+    assert gains == pytest.approx([1 / np.log2(3), 0.0, 1.0])
+
+
+def test_paired_bootstrap_interval() -> None:
+    rng = np.random.default_rng(1)
+    a = rng.random(400)
+    # The same values: no difference and no spread.
+    assert paired_bootstrap(a, a) == {"difference": 0.0, "low": 0.0, "high": 0.0}
+    # A constant shift is found exactly, whatever the users drawn.
+    shifted = paired_bootstrap(a + 0.1, a)
+    assert shifted["difference"] == pytest.approx(0.1)
+    assert shifted["low"] == pytest.approx(0.1) and shifted["high"] == pytest.approx(0.1)
+    # Noise: the interval holds the mean, is about 2 x 1.96 standard errors wide, and follows the seed.
+    b = rng.random(400)
+    result = paired_bootstrap(a, b, resamples=4000)
+    assert result["low"] < result["difference"] < result["high"]
+    standard_error = np.std(a - b) / np.sqrt(400)
+    assert result["high"] - result["low"] == pytest.approx(2 * 1.96 * standard_error, rel=0.15)
+    assert paired_bootstrap(a, b, resamples=4000) == result
+    assert paired_bootstrap(a, b, resamples=4000, seed=2) != result
+    assert paired_bootstrap(np.zeros(0), np.zeros(0))["difference"] == 0.0
+
+
+def test_compare_per_user_differences() -> None:
+    targets = np.array([1, 5, 2, 0])
+    better = np.array([[1, 0], [5, 0], [2, 0], [0, 1]])   # every target at rank 1
+    worse = np.array([[0, 1], [0, 1], [0, 1], [1, 2]])    # one at rank 2, three missed
+    result = compare_per_user(better, worse, targets, k=2)
+    assert result["hr@2"]["difference"] == pytest.approx(1 - 1 / 4)
+    assert result["ndcg@2"]["difference"] == pytest.approx(1 - (1 / np.log2(3)) / 4)
+    assert result["hr@2"]["low"] <= result["hr@2"]["difference"] <= result["hr@2"]["high"]
 
 
 def test_perfect_and_empty_rankings_give_limits() -> None:

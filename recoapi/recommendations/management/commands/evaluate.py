@@ -17,7 +17,7 @@ from modeling import datasets as ds
 from modeling.cold_start import cold_items, cold_users, format_cold_table
 from modeling.embeddings import build_embeddings, load_embeddings
 from modeling.errors import ModelingError
-from modeling.evaluate import EASE_L2_GRID, compare_leave_last_out, format_table
+from modeling.evaluate import EASE_L2_GRID, compare_leave_last_out, format_differences, format_table
 from modeling.tuning import SEARCH_SPACE, random_search, read_params
 from modeling.two_tower import TwoTowerParams
 
@@ -91,6 +91,7 @@ class Command(BaseCommand):
         if "models" in result:
             self.stdout.write("Leave-last-out (full ranking):")
             self.stdout.write(format_table(result))
+            self.stdout.write(format_differences(result))
         if "cold_users" in result:
             self.stdout.write(format_cold_table(result))
         if options["output"]:
