@@ -334,6 +334,7 @@ def compare_leave_last_out(
     knn_neighbours: int = 100,
     curve_ks: Sequence[int] = CURVE_KS,
     trained: Any = None,
+    refit: bool = False,
     on_progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Protocol 1 (leave-last-out) for the two-tower model and the baselines, on one split.
@@ -341,7 +342,10 @@ def compare_leave_last_out(
     Full ranking over every item. Validation items are ranked from the training interactions,
     test items from the training and validation interactions (fold-in; the model is fitted on
     training interactions only); the input items are excluded. EASE's λ is chosen on the
-    validation items (best NDCG@10); the others have no tuned parameter here.
+    validation items (best NDCG@10); the others have no tuned parameter here. With ``refit``
+    every model is fitted again on the training and validation interactions before it ranks
+    the test items (EASE with the chosen λ, the two-tower for the epochs early stopping chose,
+    see :func:`modeling.train.refit_model`), as ``manage.py train`` does with every interaction.
 
     Args:
         data: canonical tables.
@@ -353,6 +357,7 @@ def compare_leave_last_out(
             stored test rankings, 100).
         trained: a :class:`modeling.train.TrainResult` already fitted on this split with ``params``
             (trained here when None).
+        refit: fit every model again on training + validation interactions for the test items.
         on_progress: called with a short message as each model finishes.
 
     Returns:
@@ -362,7 +367,7 @@ def compare_leave_last_out(
         {"best_epoch", "examples_per_second", "train_seconds", "history", "params"}}``.
     """
     from modeling.baselines import EASE, ItemKNN, Popularity, interaction_matrix
-    from modeling.train import train_model
+    from modeling.train import refit_model, train_model
 
     say = on_progress or (lambda message: None)
     split = leave_last_out_split(data.interactions)
@@ -398,9 +403,10 @@ def compare_leave_last_out(
             rankings[model.name] = ranked
         return leave_last_out_metrics(ranked, i, len(items))
 
-    results["popularity"] = measure(Popularity().fit(matrix), test_u, test_i)
+    fit_for_test = inputs["test"][0] if refit else matrix
+    results["popularity"] = measure(Popularity().fit(fit_for_test), test_u, test_i)
     say(f"popularity: HR@10 {results['popularity']['hr@10']:.4f}")
-    results["item_knn"] = measure(ItemKNN(knn_neighbours).fit(matrix), test_u, test_i)
+    results["item_knn"] = measure(ItemKNN(knn_neighbours).fit(fit_for_test), test_u, test_i)
     say(f"item_knn: HR@10 {results['item_knn']['hr@10']:.4f}")
     best_l2, best_val, best_model = None, -1.0, None
     for l2 in ease_l2_grid:
@@ -409,10 +415,14 @@ def compare_leave_last_out(
         say(f"ease λ={l2:g}: validation NDCG@10 {val:.4f}")
         if val > best_val:
             best_l2, best_val, best_model = l2, val, model
-    results["ease"] = measure(best_model, test_u, test_i)
+    results["ease"] = measure(EASE(best_l2).fit(fit_for_test) if refit else best_model, test_u, test_i)
     say(f"ease: HR@10 {results['ease']['hr@10']:.4f} (λ={best_l2:g})")
     if trained is None:
         trained = train_model(data, embeddings, params, split=split)
+    if refit:
+        before_test = Split(train=pd.concat([split.train, split.validation], ignore_index=True),
+                            validation=split.validation.iloc[:0], test=split.test)
+        trained = refit_model(data, embeddings, trained, split=before_test)
     results["two_tower"] = trained.metrics["two_tower"]
     curves["two_tower"] = metric_curves(trained.test_ranked, trained.test_items, curve_ks)
     say(f"two_tower: HR@10 {results['two_tower']['hr@10']:.4f}")
@@ -426,8 +436,10 @@ def compare_leave_last_out(
         "models": results,
         "curves": curves,
         "ease_l2": best_l2,
+        "refit": refit,
         "differences": differences,
-        "two_tower": {"best_epoch": trained.best_epoch, "examples_per_second": round(trained.examples_per_second),
+        "two_tower": {"best_epoch": trained.best_epoch, "refit_epochs": trained.refit_epochs,
+                      "examples_per_second": round(trained.examples_per_second),
                       "train_seconds": round(trained.train_seconds, 1), "history": trained.history,
                       "params": trained.params.to_dict()},
     }

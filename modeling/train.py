@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +154,8 @@ class TrainResult:
     """A trained model and what was measured on the way.
 
     ``test_ranked`` (t, 100) holds the top 100 items of each test user (best first) and
-    ``test_items`` (t,) their held-out items, for metric@k curves.
+    ``test_items`` (t,) their held-out items, for metric@k curves. ``refit_epochs`` > 0 marks a
+    model trained again on more interactions (see :func:`refit_model`).
     """
 
     model: TwoTowerModel
@@ -167,6 +168,8 @@ class TrainResult:
     test_ranked: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
     test_items: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     popularity_half_life_days: float | None = POPULARITY_HALF_LIFE_DAYS
+    refit_epochs: int = 0
+    refit_seconds: float = 0.0
 
 
 def sorted_history(interactions: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray,
@@ -418,10 +421,56 @@ def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
                                                                              len(item_ids)))
 
 
-def training_fingerprint(data_fingerprint: str, embeddings_fingerprint: str, params: TwoTowerParams) -> str:
-    """Identifies a training run's inputs: data, embeddings and parameters."""
+def refit_model(data: ds.CanonicalData, embeddings: Embeddings, measured: TrainResult, *,
+                split: Split | None = None,
+                on_epoch: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+    """Train again, on the interactions that were held out too, for the epochs early stopping chose.
+
+    :func:`train_model` holds every shopper's last two products out (validation and test), so
+    its model never learns from the newest interactions. Once the held-out run has measured
+    the recipe and chosen the number of epochs, the same parameters are trained for that many
+    epochs on ``split.train`` (default: every interaction) with no early stopping.
+
+    Args:
+        data: canonical tables.
+        embeddings: text embeddings of the same data.
+        measured: the held-out run (parameters, best epoch, metrics).
+        split: what to train on and, if it has test rows, measure (its validation is ignored).
+            Default: every interaction, nothing measured.
+        on_epoch: as for :func:`train_model`, with ``"refit": True`` in each row (the validation
+            figures are 0: there are no validation items).
+
+    Returns:
+        The refitted model. Its ``metrics`` are those of ``split.test`` when it has rows, else the
+        held-out run's (a model trained the same way on less data); ``params`` and ``history`` are
+        the held-out run's, ``refit_epochs`` the epochs trained.
+    """
+    epochs = max(1, measured.best_epoch)
+    if split is None:
+        split = Split(train=data.interactions, validation=data.interactions.iloc[:0],
+                      test=data.interactions.iloc[:0])
+    split = Split(train=split.train, validation=split.validation.iloc[:0], test=split.test)
+    marked = None if on_epoch is None else (lambda row: on_epoch({**row, "refit": True}))
+    refit = train_model(data, embeddings, replace(measured.params, epochs=epochs), split=split, on_epoch=marked)
+    measured_test = len(split.test) > 0
+    return TrainResult(
+        model=refit.model, params=measured.params,
+        metrics=refit.metrics if measured_test else measured.metrics,
+        history=measured.history, best_epoch=measured.best_epoch,
+        examples_per_second=refit.examples_per_second, train_seconds=measured.train_seconds,
+        test_ranked=refit.test_ranked if measured_test else measured.test_ranked,
+        test_items=refit.test_items if measured_test else measured.test_items,
+        popularity_half_life_days=measured.popularity_half_life_days,
+        refit_epochs=epochs, refit_seconds=refit.train_seconds,
+    )
+
+
+def training_fingerprint(data_fingerprint: str, embeddings_fingerprint: str, params: TwoTowerParams, *,
+                         refit: bool = False) -> str:
+    """Identifies a training run's inputs: data, embeddings, parameters and whether the model is refitted."""
     payload = json.dumps({"data": data_fingerprint, "embeddings": embeddings_fingerprint,
-                          "params": params.to_dict(), "format": artifacts.BUNDLE_FORMAT}, sort_keys=True)
+                          "params": params.to_dict(), "format": artifacts.BUNDLE_FORMAT,
+                          **({"refit": True} if refit else {})}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -469,7 +518,9 @@ def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings,
         "data_fingerprint": data.fingerprint,
         "embeddings": {k: embeddings.manifest.get(k) for k in ("fingerprint", "model_name", "dim", "created")},
         "training_fingerprint": training_fingerprint(data.fingerprint, embeddings.manifest["fingerprint"],
-                                                     result.params),
+                                                     result.params, refit=result.refit_epochs > 0),
+        "refit_epochs": result.refit_epochs,
+        "refit_seconds": round(result.refit_seconds, 2),
         "params": result.params.to_dict(),
         "metrics": result.metrics,
         "history": result.history,

@@ -41,7 +41,10 @@ def test_commands_build_a_serving_pipeline_and_reruns_skip(workdir: Path) -> Non
     assert "Embeddings written" in run("build_embeddings")
     out = run("train", "--activate", "--epochs", "2", "--batch-size", "128")
     assert "test two_tower" in out and "test popularity" in out and "ready and activated" in out
+    assert "refit on every interaction, epoch 1/" in out and "trained again on every interaction" in out
     version = artifacts.read_active(workdir / "models")
+    manifest = artifacts.load_bundle(workdir / "models" / version).manifest
+    assert 1 <= manifest["refit_epochs"] <= 2 and manifest["refit_epochs"] == manifest["best_epoch"]
     assert version and ModelVersion.objects.get(version=version).is_active
     token = run("create_staff_user", "--username", "boss", "--password", "s3cret-pass").split("API token: ")[1]
 
@@ -63,6 +66,11 @@ def test_commands_build_a_serving_pipeline_and_reruns_skip(workdir: Path) -> Non
     assert "training skipped" in run("train", "--activate", "--epochs", "2", "--batch-size", "128")
     assert artifacts.list_versions(workdir / "models") == [version]
     assert "curl" in run("demo_examples")
+    # Without the refit it is another model (trained on less), published as a version of its own.
+    out = run("train", "--no-refit", "--epochs", "2", "--batch-size", "128")
+    assert "refit" not in out and "trained again" not in out
+    versions = artifacts.list_versions(workdir / "models")
+    assert len(versions) == 2 and artifacts.load_bundle(workdir / "models" / versions[-1]).manifest["refit_epochs"] == 0
 
 
 @pytest.mark.django_db

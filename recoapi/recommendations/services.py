@@ -221,21 +221,27 @@ def model_train(
     params: TwoTowerParams,
     activate: bool = False,
     force: bool = False,
+    refit: bool = True,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> dict[str, Any]:
     """Train a two-tower model on the imported data and embeddings; publish a bundle.
 
-    Skipped (the existing version is returned) when a bundle trained from the same data,
-    embeddings and parameters exists, unless ``force``.
+    The model is first trained with every shopper's last two products held out (early stopping
+    and the reported test metrics); with ``refit`` it is then trained again on every interaction
+    for the chosen number of epochs, and that model is published (see
+    :func:`modeling.train.refit_model`). Skipped (the existing version is returned) when a bundle
+    trained from the same data, embeddings, parameters and refit choice exists, unless ``force``.
 
     Args:
         params: :class:`modeling.two_tower.TwoTowerParams`.
         activate: point models/ACTIVE at the result.
         force: train even when an identical run exists.
+        refit: publish a model trained again on every interaction.
         on_epoch: progress callback, see :func:`modeling.train.train_model`.
 
     Returns:
-        ``{"version", "skipped", "activated", "metrics", "train_seconds", "examples_per_second"}``.
+        ``{"version", "skipped", "activated", "metrics", "train_seconds", "examples_per_second",
+        "refit_epochs"}``.
     """
     from modeling import datasets as ds
     from modeling import train as training
@@ -247,19 +253,24 @@ def model_train(
     if embeddings.manifest.get("data_fingerprint") != data.fingerprint:
         raise ApplicationError("The embeddings were built from other data; run `manage.py build_embeddings` first.",
                                code="stale_embeddings")
-    fingerprint = training.training_fingerprint(data.fingerprint, embeddings.manifest["fingerprint"], params)
+    fingerprint = training.training_fingerprint(data.fingerprint, embeddings.manifest["fingerprint"], params,
+                                                refit=refit)
     existing = None if force else training.find_trained_version(models_dir, fingerprint)
     if existing is not None:
         manifest = _read_manifest(models_dir, existing)
         result = {"version": existing, "skipped": True, "metrics": manifest.get("metrics", {}),
                   "train_seconds": manifest.get("train_seconds"),
-                  "examples_per_second": manifest.get("examples_per_second")}
+                  "examples_per_second": manifest.get("examples_per_second"),
+                  "refit_epochs": manifest.get("refit_epochs", 0)}
     else:
         trained = training.train_model(data, embeddings, params, on_epoch=on_epoch)
+        if refit:
+            trained = training.refit_model(data, embeddings, trained, on_epoch=on_epoch)
         path = training.publish(trained, data, embeddings, models_dir)
         result = {"version": path.name, "skipped": False, "metrics": trained.metrics,
-                  "train_seconds": round(trained.train_seconds, 2),
-                  "examples_per_second": round(trained.examples_per_second, 1)}
+                  "train_seconds": round(trained.train_seconds + trained.refit_seconds, 2),
+                  "examples_per_second": round(trained.examples_per_second, 1),
+                  "refit_epochs": trained.refit_epochs}
     if activate:
         artifacts.load_bundle(models_dir / result["version"])  # refuse a broken bundle before pointing at it
         artifacts.set_active(models_dir, result["version"])

@@ -73,6 +73,19 @@ def test_comparison_reports_every_model_on_one_split(pipeline: Pipeline) -> None
     assert any("ease" in m for m in messages)
 
 
+def test_comparison_with_refit_fits_every_model_on_validation_too(pipeline: Pipeline) -> None:
+    embeddings = load_embeddings(pipeline.embeddings)
+    params = TwoTowerParams(epochs=2, batch_size=128)
+    plain = compare_leave_last_out(pipeline.data, embeddings, params, ease_l2_grid=(10.0,))
+    refit = compare_leave_last_out(pipeline.data, embeddings, params, ease_l2_grid=(10.0,), refit=True)
+    assert refit["refit"] is True and plain["refit"] is False
+    assert refit["two_tower"]["refit_epochs"] == refit["two_tower"]["best_epoch"]
+    assert refit["split"] == plain["split"]
+    # Popularity counts the validation interactions too, so its ranking of the test items changes.
+    assert refit["curves"]["popularity"] != plain["curves"]["popularity"]
+    assert refit["models"]["two_tower"] != plain["models"]["two_tower"]
+
+
 def test_cold_start_protocols_report_every_model(pipeline: Pipeline) -> None:
     from modeling.cold_start import cold_items, cold_users, format_cold_table
 

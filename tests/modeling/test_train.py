@@ -93,3 +93,30 @@ def test_without_validation_items_every_epoch_is_trained_and_kept(pipeline: Pipe
                          TwoTowerParams(epochs=3, patience=1, batch_size=128, seed=3), split=no_validation)
     assert [row["epoch"] for row in result.history] == [1, 2, 3]
     assert result.best_epoch == 3
+
+
+def test_refit_trains_on_every_interaction_for_the_chosen_epochs(pipeline: Pipeline) -> None:
+    import numpy as np
+
+    from modeling.evaluate import leave_last_out_split
+    from modeling.train import build_features, refit_model, sorted_history, tower_vectors
+
+    embeddings = load_embeddings(pipeline.embeddings)
+    measured = train_model(pipeline.data, embeddings, TwoTowerParams(epochs=2, batch_size=128, seed=3))
+    epochs: list[dict] = []
+    refit = refit_model(pipeline.data, embeddings, measured, on_epoch=epochs.append)
+    assert refit.refit_epochs == measured.best_epoch == len(epochs) and all(row["refit"] for row in epochs)
+    # Nothing is held out any more, so the held-out run's figures are what is reported.
+    assert refit.metrics == measured.metrics and refit.params == measured.params
+    # It learned from the held-out interactions too: another model.
+    user_ids = pipeline.data.users["user_id"].astype(str).to_numpy()
+    item_ids = pipeline.data.items["item_id"].astype(str).to_numpy()
+    history = sorted_history(pipeline.data.interactions, user_ids, item_ids, embeddings)
+    features = build_features(history, user_ids, item_ids, embeddings, pipeline.data.items,
+                              measured.params.history_length, measured.params.history_half_life_days)
+    assert not np.allclose(tower_vectors(refit.model, features)[0], tower_vectors(measured.model, features)[0])
+    # With test rows in the split, the refitted model is measured on them.
+    split = leave_last_out_split(pipeline.data.interactions)
+    measured_on_test = refit_model(pipeline.data, embeddings, measured, split=split)
+    assert measured_on_test.metrics["two_tower"]["users"] == measured.metrics["two_tower"]["users"]
+    assert len(measured_on_test.test_items) == len(measured.test_items)

@@ -48,6 +48,9 @@ class Command(BaseCommand):
                             help="Two-tower: correct the in-batch softmax for item popularity (overrides --params).")
         parser.add_argument("--ease-l2", type=float, nargs="+", default=list(EASE_L2_GRID),
                             help="EASE λ values to choose from on the validation items.")
+        parser.add_argument("--refit", action="store_true",
+                            help="Leave-last-out: fit every model again on the training and validation "
+                                 "interactions before ranking the test items (as `train` does with everything).")
         parser.add_argument("--protocols", choices=["all", "leave_last_out", "cold"], default="all",
                             help="leave_last_out (protocol 1), cold (cold users and cold items), or all.")
 
@@ -79,7 +82,7 @@ class Command(BaseCommand):
             result["params"] = params.to_dict()
             if options["protocols"] in ("all", "leave_last_out"):
                 result.update(compare_leave_last_out(data, embeddings, params, ease_l2_grid=options["ease_l2"],
-                                                     on_progress=say))
+                                                     refit=options["refit"], on_progress=say))
             if options["protocols"] in ("all", "cold"):
                 ease_l2 = result.get("ease_l2") or options["ease_l2"][0]
                 result["cold_users"] = cold_users(data, embeddings, params, seed=options["seed"], ease_l2=ease_l2,
@@ -89,7 +92,8 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         result["source"] = {"name": options["source"], "path": str(options["path"]), "counts": data.counts()}
         if "models" in result:
-            self.stdout.write("Leave-last-out (full ranking):")
+            refitted = " every model refitted on training + validation" if result.get("refit") else ""
+            self.stdout.write(f"Leave-last-out (full ranking{refitted}):")
             self.stdout.write(format_table(result))
             self.stdout.write(format_differences(result))
         if "cold_users" in result:
