@@ -39,7 +39,7 @@ def test_commands_build_a_serving_pipeline_and_reruns_skip(workdir: Path) -> Non
     assert "Demo data written: 120 shoppers, 50 products" in out
     assert "Imported 120 shoppers, 50 products" in run("load_data")
     assert "Embeddings written" in run("build_embeddings")
-    out = run("train", "--activate", "--epochs", "2", "--batch-size", "128")
+    out = run("train", "--activate", "--refit", "--epochs", "2", "--batch-size", "128")
     assert "test two_tower" in out and "test popularity" in out and "ready and activated" in out
     assert "refit on every interaction, epoch 1/" in out and "trained again on every interaction" in out
     version = artifacts.read_active(workdir / "models")
@@ -63,11 +63,11 @@ def test_commands_build_a_serving_pipeline_and_reruns_skip(workdir: Path) -> Non
                                          "--interactions", "1400", "--seed", "5")
     assert "import skipped" in run("load_data")
     assert "Embeddings are current" in run("build_embeddings")
-    assert "training skipped" in run("train", "--activate", "--epochs", "2", "--batch-size", "128")
+    assert "training skipped" in run("train", "--activate", "--refit", "--epochs", "2", "--batch-size", "128")
     assert artifacts.list_versions(workdir / "models") == [version]
     assert "curl" in run("demo_examples")
-    # Without the refit it is another model (trained on less), published as a version of its own.
-    out = run("train", "--no-refit", "--epochs", "2", "--batch-size", "128")
+    # Without the refit it is another model (the measured one), published as a version of its own.
+    out = run("train", "--epochs", "2", "--batch-size", "128")
     assert "refit" not in out and "trained again" not in out
     versions = artifacts.list_versions(workdir / "models")
     assert len(versions) == 2 and artifacts.load_bundle(workdir / "models" / versions[-1]).manifest["refit_epochs"] == 0

@@ -221,7 +221,7 @@ def model_train(
     params: TwoTowerParams,
     activate: bool = False,
     force: bool = False,
-    refit: bool = True,
+    refit: bool = False,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> dict[str, Any]:
     """Train a two-tower model on the imported data and embeddings; publish a bundle.

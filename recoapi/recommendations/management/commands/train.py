@@ -31,9 +31,9 @@ class Command(BaseCommand):
         parser.add_argument("--learning-rate", type=float, help=f"Adam learning rate (default {d.learning_rate}).")
         parser.add_argument("--temperature", type=float, help=f"Softmax temperature (default {d.temperature}).")
         parser.add_argument("--seed", type=int, help=f"Random seed (default {d.seed}).")
-        parser.add_argument("--refit", action=argparse.BooleanOptionalAction, default=True,
+        parser.add_argument("--refit", action="store_true",
                             help="After measuring on held-out interactions, train again on every interaction for "
-                                 "the chosen number of epochs and publish that model (default on).")
+                                 "the chosen number of epochs and publish that model instead of the measured one.")
         parser.add_argument("--logq-correction", action=argparse.BooleanOptionalAction, default=None,
                             help="Correct the in-batch softmax for how often popular items appear as negatives "
                                  f"(default {'on' if d.logq_correction else 'off'}).")
