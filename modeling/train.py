@@ -330,7 +330,8 @@ def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
         embeddings: text embeddings of the same data.
         params: hyper-parameters.
         split: a precomputed split (default: :func:`leave_last_out_split`).
-        on_epoch: called after each epoch with ``{"epoch", "epochs", "loss", "val_hr@10", "val_ndcg@10"}``.
+        on_epoch: called after each epoch with ``{"epoch", "epochs", "loss", "val_hr@10", "val_ndcg@10"}``;
+            ``loss`` is the epoch's mean loss per training example (weighted softmax cross-entropy).
 
     Returns:
         The trained model with validation history and test metrics of the model and of
@@ -378,9 +379,15 @@ def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
     history_log: list[dict[str, float]] = []
     best_score, best_epoch, best_weights, waited = -1.0, 0, model.get_weights(), 0
     started = time.perf_counter()
+    # The task's loss is summed over a batch and Keras logs the last batch's value; the epoch's loss is
+    # the sum over every batch divided by the number of examples.
+    batch_losses: list[float] = []
+    record = tf.keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: batch_losses.append(float(logs["loss"])))
     for epoch in range(1, params.epochs + 1):
-        fit = model.fit(dataset, epochs=1, verbose=0)
-        loss = float(fit.history["loss"][-1])
+        batch_losses.clear()
+        model.fit(dataset, epochs=1, verbose=0, callbacks=[record])
+        loss = sum(batch_losses) / max(1, len(history.items))
         val = evaluate_on(val_u, val_i) if len(val_u) else {"hr@10": 0.0, "ndcg@10": 0.0}
         history_log.append({"epoch": epoch, "loss": loss, "val_hr@10": val["hr@10"], "val_ndcg@10": val["ndcg@10"]})
         logger.info("epoch %d/%d: loss %.4f, validation HR@10 %.4f", epoch, params.epochs, loss, val["hr@10"])

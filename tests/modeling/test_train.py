@@ -120,3 +120,16 @@ def test_refit_trains_on_every_interaction_for_the_chosen_epochs(pipeline: Pipel
     measured_on_test = refit_model(pipeline.data, embeddings, measured, split=split)
     assert measured_on_test.metrics["two_tower"]["users"] == measured.metrics["two_tower"]["users"]
     assert len(measured_on_test.test_items) == len(measured.test_items)
+
+
+def test_epoch_loss_is_the_mean_over_every_training_example(pipeline: Pipeline) -> None:
+    from modeling.evaluate import leave_last_out_split
+
+    n = len(leave_last_out_split(pipeline.data.interactions).train)
+    # A batch size whose last batch is large: a summed loss of one batch would be about that many
+    # examples' cross-entropy, the mean per example is a few nats.
+    batch_size = next(b for b in range(100, 400) if n % b > 0.6 * b)
+    result = train_model(pipeline.data, load_embeddings(pipeline.embeddings),
+                         TwoTowerParams(epochs=2, batch_size=batch_size, seed=3))
+    for row in result.history:
+        assert 0.0 < row["loss"] < 30.0, (n, batch_size, row)
