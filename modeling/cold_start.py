@@ -26,6 +26,7 @@ from modeling import artifacts
 from modeling import datasets as ds
 from modeling.baselines import EASE, ItemKNN, Popularity, interaction_matrix
 from modeling.embeddings import Embeddings
+from modeling.evaluate import time_order, user_hits_and_gains
 from modeling.features import item_attributes
 from modeling.recommender import History, Recommender
 
@@ -63,10 +64,8 @@ def _cold_user_metrics(ranked: np.ndarray, relevant: np.ndarray, next_item: int,
     """
     hit = float(np.isin(ranked[:k], relevant).any())
     recall = float(np.isin(relevant, ranked[:k_recall]).mean()) if len(relevant) else 0.0
-    where = np.flatnonzero(ranked[:k] == next_item)
-    next_hit = float(len(where) > 0)
-    next_gain = float(1.0 / np.log2(where[0] + 2)) if len(where) else 0.0
-    return hit, recall, next_hit, next_gain
+    next_hit, next_gain = user_hits_and_gains(np.asarray(ranked)[None, :], np.array([next_item]), k)
+    return hit, recall, float(next_hit[0]), float(next_gain[0])
 
 
 def cold_users(data: ds.CanonicalData, embeddings: Embeddings, params: Any = None, *, fraction: float = 0.1,
@@ -79,13 +78,11 @@ def cold_users(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
     product that came right after the given ones (as leave-last-out does for known users).
     Only users with more than ``max(given)`` distinct items can be held out. Interactions with
     the same timestamp are put in a seeded random order (see
-    :func:`modeling.evaluate.leave_last_out_split`). With nothing given, item-kNN and EASE fall
+    :func:`modeling.evaluate.time_order`). With nothing given, item-kNN and EASE fall
     back to popularity (training counts); the two-tower service answers with recent popularity.
     """
     say = on_progress or (lambda message: None)
-    ties = np.random.default_rng(seed).permutation(len(data.interactions))
-    inter = (data.interactions.assign(_tie=ties).sort_values([ds.USER_ID, ds.TIMESTAMP, "_tie"], kind="stable")
-             .drop(columns="_tie"))
+    inter = time_order(data.interactions, seed=seed)
     distinct = inter.groupby(ds.USER_ID, observed=True)[ds.ITEM_ID].nunique()
     eligible = distinct.index[distinct > max(given)].astype(str)
     rng = np.random.default_rng(seed)

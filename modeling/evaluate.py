@@ -34,15 +34,24 @@ class Split:
     test: pd.DataFrame
 
 
+def time_order(interactions: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
+    """Interactions sorted by user and time, interactions with the same timestamp in a seeded random order.
+
+    The order of a file within one second (MovieLens) or one day (Amazon reviews) follows the
+    file's sort key (product id), not time, and must not decide which product came first or last.
+    """
+    ties = np.random.default_rng(seed).permutation(len(interactions))
+    return (interactions.assign(_tie=ties).sort_values([ds.USER_ID, ds.TIMESTAMP, "_tie"], kind="stable")
+            .drop(columns="_tie"))
+
+
 def leave_last_out_split(interactions: pd.DataFrame, *, min_items: int = 3, seed: int = 0) -> Split:
     """Hold out each user's last distinct item (test) and the one before (validation).
 
     Users with fewer than ``min_items`` distinct items stay wholly in train. All
     interactions with a held-out (user, item) pair leave train, so that a held-out
     item is never "already seen". Interactions with the same timestamp are put in a
-    seeded random order: the order of a file within one second (MovieLens) or one day
-    (Amazon reviews) follows the file's sort key (product id), not time, and must not
-    decide which product is "last".
+    seeded random order (see :func:`time_order`).
 
     Args:
         interactions: canonical interactions table.
@@ -52,9 +61,7 @@ def leave_last_out_split(interactions: pd.DataFrame, *, min_items: int = 3, seed
     Returns:
         The split; every part is sorted by user and time (ties in the seeded order).
     """
-    ties = np.random.default_rng(seed).permutation(len(interactions))
-    frame = (interactions.assign(_tie=ties).sort_values([ds.USER_ID, ds.TIMESTAMP, "_tie"], kind="stable")
-             .drop(columns="_tie"))
+    frame = time_order(interactions, seed=seed)
     last = frame.drop_duplicates([ds.USER_ID, ds.ITEM_ID], keep="last")
     last = last.sort_values([ds.USER_ID, ds.TIMESTAMP], kind="stable")
     distinct = last.groupby(ds.USER_ID, sort=False)[ds.ITEM_ID].transform("size")
@@ -421,7 +428,7 @@ def compare_leave_last_out(
         trained = train_model(data, embeddings, params, split=split)
     if refit:
         before_test = Split(train=pd.concat([split.train, split.validation], ignore_index=True),
-                            validation=split.validation.iloc[:0], test=split.test)
+                            validation=split.validation, test=split.test)  # refit_model ignores validation
         trained = refit_model(data, embeddings, trained, split=before_test)
     results["two_tower"] = trained.metrics["two_tower"]
     curves["two_tower"] = metric_curves(trained.test_ranked, trained.test_items, curve_ks)

@@ -453,10 +453,9 @@ def refit_model(data: ds.CanonicalData, embeddings: Embeddings, measured: TrainR
         the held-out run's, ``refit_epochs`` the epochs trained.
     """
     epochs = max(1, measured.best_epoch)
-    if split is None:
-        split = Split(train=data.interactions, validation=data.interactions.iloc[:0],
-                      test=data.interactions.iloc[:0])
-    split = Split(train=split.train, validation=split.validation.iloc[:0], test=split.test)
+    nothing = data.interactions.iloc[:0]
+    split = Split(train=data.interactions if split is None else split.train, validation=nothing,
+                  test=nothing if split is None else split.test)
     marked = None if on_epoch is None else (lambda row: on_epoch({**row, "refit": True}))
     refit = train_model(data, embeddings, replace(measured.params, epochs=epochs), split=split, on_epoch=marked)
     measured_test = len(split.test) > 0
