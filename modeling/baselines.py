@@ -1,8 +1,12 @@
-"""Baseline recommenders for the evaluation harness: popularity, item-kNN (cosine) and EASE.
+"""Baseline recommenders for the evaluation harness: popularity, item-kNN (cosine), EASE, implicit ALS,
+first-order transitions and transitions blended with EASE.
 
 Each baseline is fitted on a user x item interaction matrix and scores any history
 row, so shoppers who were not in the training matrix are scored from their
-interactions alone (the same fold-in the cold-start protocols need).
+interactions alone (the same fold-in the cold-start protocols need). Every model has
+``name`` and ``score(histories (m, n_items) csr, last (m,) int64 | None) -> (m, n_items)``;
+``last`` is each user's most recent item (-1: none), used by the sequential ones, which are
+fitted with ``fit_sequences`` on time-ordered interactions instead of ``fit``.
 """
 
 from __future__ import annotations
@@ -36,8 +40,8 @@ class Popularity:
         self.scores = np.asarray(matrix.sum(axis=0)).ravel().astype(np.float32)
         return self
 
-    def score(self, histories: sp.csr_matrix) -> np.ndarray:
-        """(m, n_items) scores for m history rows (the same for everybody)."""
+    def score(self, histories: sp.csr_matrix, last: np.ndarray | None = None) -> np.ndarray:
+        """(m, n_items) scores for m history rows (the same for everybody; ``last`` is not used)."""
         return np.tile(self.scores, (histories.shape[0], 1))
 
 
@@ -60,15 +64,28 @@ class ItemKNN:
         co = (matrix.T @ matrix).toarray().astype(np.float32)
         similarity = co / counts[:, None] / counts[None, :]
         np.fill_diagonal(similarity, 0.0)
-        if 0 < self.neighbours < similarity.shape[1]:
-            cut = np.argpartition(-similarity, self.neighbours, axis=1)[:, self.neighbours:]
-            np.put_along_axis(similarity, cut, 0.0, axis=1)
-        self.similarity = similarity
+        self.similarity = _keep_neighbours(similarity, self.neighbours)
         return self
 
-    def score(self, histories: sp.csr_matrix) -> np.ndarray:
-        """(m, n_items) scores: sum of the similarities to the items of each history row."""
+    def restricted(self, neighbours: int) -> ItemKNN:
+        """A copy that keeps only each item's ``neighbours`` most similar items (self fitted with all: 0)."""
+        if self.neighbours != 0:
+            raise ValueError("restricted() needs a model fitted with every neighbour (neighbours=0)")
+        copy = ItemKNN(neighbours)
+        copy.similarity = _keep_neighbours(self.similarity.copy(), neighbours)
+        return copy
+
+    def score(self, histories: sp.csr_matrix, last: np.ndarray | None = None) -> np.ndarray:
+        """(m, n_items) scores: sum of the similarities to the items of each history row (order-free)."""
         return np.asarray(histories @ self.similarity, dtype=np.float32)
+
+
+def _keep_neighbours(similarity: np.ndarray, neighbours: int) -> np.ndarray:
+    """Zero all but each row's ``neighbours`` largest entries of (n, n) ``similarity`` in place (0: keep all)."""
+    if 0 < neighbours < similarity.shape[1]:
+        cut = np.argpartition(-similarity, neighbours, axis=1)[:, neighbours:]
+        np.put_along_axis(similarity, cut, 0.0, axis=1)
+    return similarity
 
 
 class EASE:
@@ -95,6 +112,142 @@ class EASE:
         self.weights = weights.astype(np.float32)
         return self
 
-    def score(self, histories: sp.csr_matrix) -> np.ndarray:
-        """(m, n_items) scores of m history rows."""
+    def score(self, histories: sp.csr_matrix, last: np.ndarray | None = None) -> np.ndarray:
+        """(m, n_items) scores of m history rows (order-free: ``last`` is not used)."""
         return np.asarray(histories @ self.weights, dtype=np.float32)
+
+
+def transition_counts(user_idx: np.ndarray, item_idx: np.ndarray, n_items: int) -> sp.csr_matrix:
+    """(n_items, n_items) float32 counts of item i directly followed by item j in the same user's sequence.
+
+    Args:
+        user_idx, item_idx: (n,) positions of the interactions, sorted by user and then time.
+            Consecutive repeats of one item count once (a shopper viewing a product twice is not a transition).
+    """
+    user_idx = np.asarray(user_idx, dtype=np.int64)
+    item_idx = np.asarray(item_idx, dtype=np.int64)
+    follows = (user_idx[1:] == user_idx[:-1]) & (item_idx[1:] != item_idx[:-1])
+    data = np.ones(int(follows.sum()), dtype=np.float32)
+    return sp.csr_matrix((data, (item_idx[:-1][follows], item_idx[1:][follows])), shape=(n_items, n_items),
+                         dtype=np.float32)
+
+
+def last_items(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int) -> np.ndarray:
+    """(n_users,) int64: each user's last item position (arrays sorted by user and time), -1 without any."""
+    last = np.full(n_users, -1, dtype=np.int64)
+    last[np.asarray(user_idx, dtype=np.int64)] = np.asarray(item_idx, dtype=np.int64)  # later rows overwrite
+    return last
+
+
+class Transitions:
+    """First-order transitions: P(next item j | last item i) from row-normalised transition counts.
+
+    Scores a user from their last item alone; users whose last item was never followed by anything
+    (or who have none) get popularity, and popularity breaks ties everywhere (scaled far below one
+    transition probability). Fitted with :meth:`fit_sequences` on time-ordered interactions.
+    """
+
+    name = "transitions"
+    sequential = True
+
+    def fit_sequences(self, matrix: sp.csr_matrix, user_idx: np.ndarray, item_idx: np.ndarray) -> Transitions:
+        """Args: matrix (n_users, n_items) binary training interactions; user_idx, item_idx (n,) by user, time."""
+        counts = transition_counts(user_idx, item_idx, matrix.shape[1])
+        totals = np.asarray(counts.sum(axis=1)).ravel()
+        totals[totals == 0] = 1.0
+        self.probabilities = sp.csr_matrix(sp.diags(1.0 / totals) @ counts, dtype=np.float32)
+        popularity = np.asarray(matrix.sum(axis=0)).ravel().astype(np.float64)
+        self.tie_break = (popularity / max(popularity.max(), 1.0) * 1e-6).astype(np.float32)
+        return self
+
+    def score(self, histories: sp.csr_matrix, last: np.ndarray | None = None) -> np.ndarray:
+        """(m, n_items) scores of m users from their last items (m,) (-1: none, popularity only)."""
+        m = histories.shape[0]
+        scores = np.tile(self.tie_break, (m, 1))
+        if last is not None:
+            rows = np.flatnonzero(np.asarray(last) >= 0)
+            if len(rows):
+                scores[rows] += self.probabilities[np.asarray(last)[rows]].toarray()
+        return scores
+
+
+def _row_scaled(scores: np.ndarray) -> np.ndarray:
+    """Each row divided by its largest absolute value (rows of zeros unchanged): (m, n) float32."""
+    scale = np.abs(scores).max(axis=1, keepdims=True)
+    scale[scale == 0] = 1.0
+    return (scores / scale).astype(np.float32)
+
+
+class TransitionsEASE:
+    """Blend of first-order transitions and EASE: w * transitions + (1 - w) * EASE, each row scaled to max 1.
+
+    Args:
+        l2: EASE's λ.
+        weight: the blend weight w of transitions (0: EASE alone, 1: transitions alone).
+    """
+
+    name = "transitions+ease"
+    sequential = True
+
+    def __init__(self, l2: float = 500.0, weight: float = 0.5) -> None:
+        self.l2 = l2
+        self.weight = weight
+
+    def fit_sequences(self, matrix: sp.csr_matrix, user_idx: np.ndarray, item_idx: np.ndarray,
+                      *, ease: EASE | None = None) -> TransitionsEASE:
+        """Fits both parts (an EASE already fitted on ``matrix`` with ``l2`` can be passed in)."""
+        self.ease = ease if ease is not None else EASE(self.l2).fit(matrix)
+        self.transitions = Transitions().fit_sequences(matrix, user_idx, item_idx)
+        return self
+
+    def parts(self, histories: sp.csr_matrix, last: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The two scaled (m, n_items) score matrices (transitions, EASE), to blend with any weight."""
+        return (_row_scaled(self.transitions.score(histories, last)), _row_scaled(self.ease.score(histories)))
+
+    def score(self, histories: sp.csr_matrix, last: np.ndarray | None = None) -> np.ndarray:
+        """(m, n_items) blended scores."""
+        transitions, ease = self.parts(histories, last)
+        return self.weight * transitions + (1.0 - self.weight) * ease
+
+
+class ImplicitALS:
+    """Implicit-feedback matrix factorisation (Hu, Koren and Volinsky, 2008) from the ``implicit`` library.
+
+    A user's vector is solved from their history row against the item factors (fold-in), so users
+    outside the training matrix, or with interactions added after fitting, are scored the same way.
+
+    Args:
+        factors: latent dimensions.
+        regularization: L2 regularisation λ.
+        alpha: confidence weight of an observed interaction (c = 1 + alpha).
+        iterations: ALS sweeps.
+        seed: seed of the initial factors.
+    """
+
+    name = "ials"
+
+    def __init__(self, factors: int = 64, regularization: float = 0.1, alpha: float = 1.0, iterations: int = 15,
+                 seed: int = 0) -> None:
+        self.factors = factors
+        self.regularization = regularization
+        self.alpha = alpha
+        self.iterations = iterations
+        self.seed = seed
+
+    def fit(self, matrix: sp.csr_matrix) -> ImplicitALS:
+        """Args: matrix (n_users, n_items) binary training interactions."""
+        from implicit.cpu.als import AlternatingLeastSquares
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, "blas"):  # implicit parallelises itself; nested BLAS threads only slow it
+            self.model = AlternatingLeastSquares(factors=self.factors, regularization=self.regularization,
+                                                 alpha=self.alpha, iterations=self.iterations,
+                                                 random_state=self.seed)
+            self.model.fit(sp.csr_matrix(matrix, dtype=np.float32), show_progress=False)
+        return self
+
+    def score(self, histories: sp.csr_matrix, last: np.ndarray | None = None) -> np.ndarray:
+        """(m, n_items) scores: folded-in user vectors dot the item factors."""
+        histories = sp.csr_matrix(histories, dtype=np.float32)
+        vectors = self.model.recalculate_user(np.arange(histories.shape[0]), histories)
+        return np.asarray(np.atleast_2d(vectors) @ self.model.item_factors.T, dtype=np.float32)

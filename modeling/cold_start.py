@@ -24,7 +24,7 @@ import pandas as pd
 
 from modeling import artifacts
 from modeling import datasets as ds
-from modeling.baselines import EASE, ItemKNN, Popularity, interaction_matrix
+from modeling.baselines import EASE, ImplicitALS, ItemKNN, Popularity, Transitions, TransitionsEASE, interaction_matrix
 from modeling.embeddings import Embeddings
 from modeling.evaluate import time_order, user_hits_and_gains
 from modeling.features import item_attributes
@@ -70,6 +70,7 @@ def _cold_user_metrics(ranked: np.ndarray, relevant: np.ndarray, next_item: int,
 
 def cold_users(data: ds.CanonicalData, embeddings: Embeddings, params: Any = None, *, fraction: float = 0.1,
                seed: int = 0, given: Sequence[int] = GIVEN, ease_l2: float = 200.0,
+               baselines: dict[str, Any] | None = None,
                on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Protocol 2. Returns ``{"users": n, "given_<g>": {model: {metric: value}}}`` (:data:`COLD_USER_METRICS`).
 
@@ -78,8 +79,14 @@ def cold_users(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
     product that came right after the given ones (as leave-last-out does for known users).
     Only users with more than ``max(given)`` distinct items can be held out. Interactions with
     the same timestamp are put in a seeded random order (see
-    :func:`modeling.evaluate.time_order`). With nothing given, item-kNN and EASE fall
-    back to popularity (training counts); the two-tower service answers with recent popularity.
+    :func:`modeling.evaluate.time_order`). With nothing given, every baseline falls back to
+    popularity (training counts); the two-tower service answers with recent popularity. The
+    sequential baselines score from the last given item.
+
+    Args:
+        baselines: the baselines' parameters chosen on leave-last-out's validation items (the
+            ``"baselines"`` entry of :func:`modeling.evaluate.compare_leave_last_out`'s result:
+            ``{name: {"params": {...}}}``); defaults where absent (EASE: ``ease_l2``).
     """
     say = on_progress or (lambda message: None)
     inter = time_order(data.interactions, seed=seed)
@@ -96,8 +103,18 @@ def cold_users(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
         warm_u = pd.Index(warm.users[ds.USER_ID].astype(str)).get_indexer(warm.interactions[ds.USER_ID].astype(str))
         warm_i = items.get_indexer(warm.interactions[ds.ITEM_ID].astype(str))
         matrix = interaction_matrix(warm_u, warm_i, len(warm.users), len(items))
-        baselines = {"popularity": Popularity().fit(matrix), "item_knn": ItemKNN().fit(matrix),
-                     "ease": EASE(ease_l2).fit(matrix)}
+        chosen = {name: entry.get("params", {}) for name, entry in (baselines or {}).items()}
+        ease = EASE(chosen.get("ease", {}).get("l2", ease_l2)).fit(matrix)
+        blend = chosen.get("transitions+ease", {})
+        als = {"factors": 64, **chosen.get("ials", {})}
+        models = {"popularity": Popularity().fit(matrix),
+                  "item_knn": ItemKNN(int(chosen.get("item_knn", {}).get("neighbours", 100))).fit(matrix),
+                  "ease": ease,
+                  "ials": ImplicitALS(factors=int(als["factors"]), regularization=als.get("regularization", 0.1),
+                                      alpha=als.get("alpha", 1.0), seed=seed).fit(matrix),
+                  "transitions": Transitions().fit_sequences(matrix, warm_u, warm_i),
+                  "transitions+ease": TransitionsEASE(ease.l2, blend.get("weight", 0.5)).fit_sequences(
+                      matrix, warm_u, warm_i, ease=ease)}
         results: dict[str, Any] = {"users": len(cold)}
         cold_rows = inter[is_cold]
         for g in given:
@@ -117,8 +134,9 @@ def cold_users(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
                 ranking = recommender.recommend([str(user)], histories, 50)[str(user)]
                 scores = {"two_tower": _cold_user_metrics(ranking.items, relevant, next_item)}
                 row = interaction_matrix(np.zeros(len(shown), dtype=int), shown, 1, len(items))
-                for name, model in baselines.items():
-                    s = model.score(row)[0] if g > 0 or name == "popularity" else baselines["popularity"].score(row)[0]
+                last = np.array([shown[-1] if g > 0 else -1])
+                for name, model in models.items():
+                    s = (model if g > 0 else models["popularity"]).score(row, last)[0]
                     s[shown] = -np.inf
                     scores[name] = _cold_user_metrics(np.argsort(-s, kind="stable")[:50], relevant, next_item)
                 for name, values in scores.items():
@@ -175,13 +193,13 @@ def format_cold_table(result: dict[str, Any]) -> str:
     givens = [key for key in users if key.startswith("given_")]
     models = list(users[givens[0]])
     columns = [(g, metric) for metric in ("hr@10", "next_hr@10") for g in givens]
-    header = f"{'cold users':<12}" + "".join(
+    header = f"{'cold users':<18}" + "".join(
         f"{g.replace('given_', 'given ') + (' next HR@10' if metric == 'next_hr@10' else ' HR@10'):>21}"
         for g, metric in columns)
     lines = [f"Cold users ({users['users']} held out; HR@10 = any remaining item in the top 10, "
              "next HR@10 = the product right after the given ones):", header]
     for model in models:
-        lines.append(f"{model:<12}" + "".join(f"{users[g][model].get(metric, float('nan')):>21.4f}"
+        lines.append(f"{model:<18}" + "".join(f"{users[g][model].get(metric, float('nan')):>21.4f}"
                                               for g, metric in columns))
     items = result["cold_items"]
     lines.append(f"Cold items ({items['items']} held out, {items['users']} users): Recall@50 two_tower "

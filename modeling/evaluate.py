@@ -330,6 +330,117 @@ def evaluate_leave_last_out(
 # --------------------------------------------------------------------------- comparison
 
 EASE_L2_GRID: tuple[float, ...] = (10.0, 50.0, 200.0, 500.0, 1000.0)
+KNN_NEIGHBOURS_GRID: tuple[int, ...] = (20, 50, 100, 200)
+BLEND_WEIGHT_GRID: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
+ALS_GRIDS: dict[str, tuple[float, ...]] = {"regularization": (0.01, 0.1, 1.0, 10.0), "alpha": (1.0, 4.0, 16.0),
+                                           "factors": (32.0, 64.0, 128.0)}
+
+
+def tune_baselines(matrix: Any, order: tuple[np.ndarray, np.ndarray], validate: Callable[[Any], float], *,
+                   ease_l2_grid: Sequence[float] = EASE_L2_GRID,
+                   knn_neighbours_grid: Sequence[int] = KNN_NEIGHBOURS_GRID,
+                   blend_grid: Sequence[float] = BLEND_WEIGHT_GRID,
+                   als_grids: dict[str, Sequence[float]] | None = None, seed: int = 0,
+                   say: Callable[[str], None] = lambda message: None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fit every baseline on the training interactions, each tuned parameter chosen on the validation items.
+
+    Grids are widened past an edge that wins (:func:`modeling.grid_search.widening_search`). implicit
+    ALS is tuned one parameter at a time (regularisation, then confidence weight, then factors), each
+    search starting from the best values so far.
+
+    Args:
+        matrix: (n_users, n_items) binary training interactions.
+        order: (user positions, item positions) of the training interactions sorted by user and time.
+        validate: validation NDCG@10 of a fitted model.
+
+    Returns:
+        ``(models, tuning)``: the fitted models by name (popularity, item_knn, ease, ials, transitions,
+        transitions+ease) and, per tuned model, its chosen parameters and every value tried.
+    """
+    from modeling.baselines import EASE, ImplicitALS, ItemKNN, Popularity, Transitions, TransitionsEASE
+    from modeling.grid_search import widening_search
+
+    def report(name: str, parameter: str, result: Any) -> None:
+        note = f"; grid widened to {', '.join(f'{v:g}' for v in result.widened)}" if result.widened else ""
+        edge = " (still at the edge after widening)" if result.at_edge else ""
+        say(f"{name} {parameter}={result.best:g}: validation NDCG@10 {result.score:.4f}{note}{edge}")
+
+    models: dict[str, Any] = {"popularity": Popularity().fit(matrix)}
+    tuning: dict[str, Any] = {}
+
+    full_knn = ItemKNN(0).fit(matrix)
+    kept: dict[str, tuple[float, float, Any]] = {}  # the best model so far of each search: (score, value, model)
+
+    def keep(name: str, value: float, model: Any) -> float:
+        score = validate(model)
+        if name not in kept or score > kept[name][0]:
+            kept[name] = (score, value, model)
+        return score
+
+    result = widening_search(lambda n: keep("item_knn", n, full_knn.restricted(int(n))), knn_neighbours_grid,
+                             lower=1, upper=matrix.shape[1] - 1, integer=True)
+    report("item_knn", "neighbours", result)
+    models["item_knn"] = kept.pop("item_knn")[2]
+    tuning["item_knn"] = {"params": {"neighbours": int(result.best)}, "neighbours": result.to_dict()}
+    full_knn = None
+
+    result = widening_search(lambda l2: keep("ease", l2, EASE(l2).fit(matrix)), ease_l2_grid, lower=1e-3)
+    report("ease", "λ", result)
+    models["ease"] = kept.pop("ease")[2]
+    tuning["ease"] = {"params": {"l2": result.best}, "l2": result.to_dict()}
+
+    models["transitions"] = Transitions().fit_sequences(matrix, *order)
+    blend = TransitionsEASE(models["ease"].l2).fit_sequences(matrix, *order, ease=models["ease"])
+
+    def weight(w: float) -> float:
+        blend.weight = w
+        return validate(blend)
+
+    result = widening_search(weight, blend_grid, lower=0.0, upper=1.0)
+    report("transitions+ease", "weight", result)
+    blend.weight = result.best
+    models["transitions+ease"] = blend
+    tuning["transitions+ease"] = {"params": {"l2": blend.l2, "weight": result.best}, "weight": result.to_dict()}
+
+    grids = {**ALS_GRIDS, **(als_grids or {})}
+    als_params: dict[str, float] = {"regularization": 0.1, "alpha": 1.0, "factors": 64.0}
+    tuning["ials"] = {}
+    for name in ("regularization", "alpha", "factors"):
+        def als(value: float, name: str = name) -> float:
+            trial = {**als_params, name: value}
+            model = ImplicitALS(factors=int(trial["factors"]), regularization=trial["regularization"],
+                                alpha=trial["alpha"], seed=seed).fit(matrix)
+            return keep("ials", value, model)
+
+        kept.pop("ials", None)
+        result = widening_search(als, grids[name], lower=1 if name == "factors" else 1e-4,
+                                 upper=512 if name == "factors" else None, integer=name == "factors")
+        report("ials", name, result)
+        als_params[name] = result.best
+        tuning["ials"][name] = result.to_dict()
+    models["ials"] = kept.pop("ials")[2]
+    tuning["ials"]["params"] = {**als_params, "factors": int(als_params["factors"])}
+    return models, tuning
+
+
+def refit_baseline(name: str, model: Any, matrix: Any, order: tuple[np.ndarray, np.ndarray], *,
+                   seed: int = 0) -> Any:
+    """The baseline ``name`` fitted again with its chosen parameters on other interactions."""
+    from modeling.baselines import EASE, ImplicitALS, ItemKNN, Popularity, Transitions, TransitionsEASE
+
+    if name == "popularity":
+        return Popularity().fit(matrix)
+    if name == "item_knn":
+        return ItemKNN(model.neighbours).fit(matrix)
+    if name == "ease":
+        return EASE(model.l2).fit(matrix)
+    if name == "transitions":
+        return Transitions().fit_sequences(matrix, *order)
+    if name == "transitions+ease":
+        return TransitionsEASE(model.l2, model.weight).fit_sequences(matrix, *order)
+    if name == "ials":
+        return ImplicitALS(model.factors, model.regularization, model.alpha, model.iterations, seed=seed).fit(matrix)
+    raise ValueError(f"unknown baseline {name!r}")
 
 
 def compare_leave_last_out(
@@ -338,7 +449,7 @@ def compare_leave_last_out(
     params: Any = None,
     *,
     ease_l2_grid: Sequence[float] = EASE_L2_GRID,
-    knn_neighbours: int = 100,
+    knn_neighbours_grid: Sequence[int] = KNN_NEIGHBOURS_GRID,
     curve_ks: Sequence[int] = CURVE_KS,
     trained: Any = None,
     refit: bool = False,
@@ -347,19 +458,21 @@ def compare_leave_last_out(
     """Protocol 1 (leave-last-out) for the two-tower model and the baselines, on one split.
 
     Full ranking over every item. Validation items are ranked from the training interactions,
-    test items from the training and validation interactions (fold-in; the model is fitted on
-    training interactions only); the input items are excluded. EASE's λ is chosen on the
-    validation items (best NDCG@10); the others have no tuned parameter here. With ``refit``
-    every model is fitted again on the training and validation interactions before it ranks
-    the test items (EASE with the chosen λ, the two-tower for the epochs early stopping chose,
-    see :func:`modeling.train.refit_model`), as ``manage.py train`` does with every interaction.
+    test items from the training and validation interactions (fold-in; the models are fitted on
+    training interactions only); the input items are excluded. Every tuned parameter of every
+    baseline is chosen on the validation items (best NDCG@10, see :func:`tune_baselines`); the
+    sequential baselines score from the last input item (for the test items: the validation item).
+    With ``refit`` every model is fitted again on the training and validation interactions before
+    it ranks the test items (the baselines with their chosen parameters, the two-tower for the
+    epochs early stopping chose, see :func:`modeling.train.refit_model`), as ``manage.py train``
+    does with every interaction.
 
     Args:
         data: canonical tables.
         embeddings: :class:`modeling.embeddings.Embeddings` of the same data (for the two-tower).
         params: :class:`modeling.two_tower.TwoTowerParams` (default parameters if None).
-        ease_l2_grid: λ values tried for EASE.
-        knn_neighbours: neighbours kept per item by item-kNN.
+        ease_l2_grid: λ values tried first for EASE (widened past a winning edge).
+        knn_neighbours_grid: neighbour counts tried first for item-kNN (widened likewise).
         curve_ks: list lengths of the HR@k / NDCG@k curves (at most the depth of the two-tower's
             stored test rankings, 100).
         trained: a :class:`modeling.train.TrainResult` already fitted on this split with ``params``
@@ -369,11 +482,12 @@ def compare_leave_last_out(
 
     Returns:
         ``{"protocol", "split": {...}, "models": {name: metrics}, "curves": {name: {"hr": {k: v},
-        "ndcg": {k: v}}}, "ease_l2": float, "differences": {baseline: {"hr@10", "ndcg@10": {"difference",
-        "low", "high"}}} (two-tower minus baseline, see :func:`compare_per_user`), "two_tower":
-        {"best_epoch", "examples_per_second", "train_seconds", "history", "params"}}``.
+        "ndcg": {k: v}}}, "ease_l2": float, "baselines": {name: {"params", <parameter>: grid log}},
+        "differences": {baseline: {"hr@10", "ndcg@10": {"difference", "low", "high"}}} (two-tower minus
+        baseline, see :func:`compare_per_user`), "two_tower": {"best_epoch", "examples_per_second",
+        "train_seconds", "history", "params"}}``.
     """
-    from modeling.baselines import EASE, ItemKNN, Popularity, interaction_matrix
+    from modeling.baselines import interaction_matrix, last_items
     from modeling.train import refit_model, train_model
 
     say = on_progress or (lambda message: None)
@@ -391,39 +505,39 @@ def compare_leave_last_out(
     val_u, val_i = positions(split.validation)
     test_u, test_i = positions(split.test)
     matrix = interaction_matrix(train_u, train_i, len(users), len(items))
-    # Test rankings take the validation interactions as part of the input history (fold-in), for every model.
-    before_u, before_i = np.concatenate([train_u, val_u]), np.concatenate([train_i, val_i])
-    inputs = {"validation": (matrix, seen_items(train_u, train_i, len(users))),
+    # Test rankings take the validation interactions as part of the input history (fold-in), for every model;
+    # each user's validation item is their most recent input item (it sorts after the training ones).
+    before = pd.concat([split.train, split.validation], ignore_index=True).sort_values(ds.USER_ID, kind="stable")
+    before_u, before_i = positions(before)
+    test_last = last_items(train_u, train_i, len(users))
+    test_last[val_u] = val_i
+    inputs = {"validation": (matrix, seen_items(train_u, train_i, len(users)),
+                             last_items(train_u, train_i, len(users))),
               "test": (interaction_matrix(before_u, before_i, len(users), len(items)),
-                       seen_items(before_u, before_i, len(users)))}
+                       seen_items(before_u, before_i, len(users)), test_last)}
 
     depth = max(50, *curve_ks)
     results: dict[str, dict[str, float]] = {}
     curves: dict[str, dict[str, dict[str, float]]] = {}
     rankings: dict[str, np.ndarray] = {}
 
-    def measure(model: Any, u: np.ndarray, i: np.ndarray, stage: str = "test") -> dict[str, float]:
-        rows, seen = inputs[stage]
-        ranked = rank_users(lambda batch: model.score(rows[batch]), u, seen, depth)
-        if stage == "test":
-            curves[model.name] = metric_curves(ranked, i, curve_ks)
-            rankings[model.name] = ranked
-        return leave_last_out_metrics(ranked, i, len(items))
+    def rank(model: Any, u: np.ndarray, stage: str) -> np.ndarray:
+        rows, seen, last = inputs[stage]
+        return rank_users(lambda batch: model.score(rows[batch], last[batch]), u, seen, depth)
 
-    fit_for_test = inputs["test"][0] if refit else matrix
-    results["popularity"] = measure(Popularity().fit(fit_for_test), test_u, test_i)
-    say(f"popularity: HR@10 {results['popularity']['hr@10']:.4f}")
-    results["item_knn"] = measure(ItemKNN(knn_neighbours).fit(fit_for_test), test_u, test_i)
-    say(f"item_knn: HR@10 {results['item_knn']['hr@10']:.4f}")
-    best_l2, best_val, best_model = None, -1.0, None
-    for l2 in ease_l2_grid:
-        model = EASE(l2).fit(matrix)
-        val = measure(model, val_u, val_i, "validation")["ndcg@10"]
-        say(f"ease λ={l2:g}: validation NDCG@10 {val:.4f}")
-        if val > best_val:
-            best_l2, best_val, best_model = l2, val, model
-    results["ease"] = measure(EASE(best_l2).fit(fit_for_test) if refit else best_model, test_u, test_i)
-    say(f"ease: HR@10 {results['ease']['hr@10']:.4f} (λ={best_l2:g})")
+    def validate(model: Any) -> float:
+        return ndcg_at_k(rank(model, val_u, "validation"), val_i, 10)
+
+    seed = getattr(params, "seed", 0) or 0
+    baselines, tuning = tune_baselines(matrix, (train_u, train_i), validate, ease_l2_grid=ease_l2_grid,
+                                       knn_neighbours_grid=knn_neighbours_grid, seed=seed, say=say)
+    for name, model in baselines.items():
+        if refit:
+            model = refit_baseline(name, model, inputs["test"][0], (before_u, before_i), seed=seed)
+        ranked = rank(model, test_u, "test")
+        curves[name], rankings[name] = metric_curves(ranked, test_i, curve_ks), ranked
+        results[name] = leave_last_out_metrics(ranked, test_i, len(items))
+        say(f"{name}: HR@10 {results[name]['hr@10']:.4f}, NDCG@10 {results[name]['ndcg@10']:.4f}")
     if trained is None:
         trained = train_model(data, embeddings, params, split=split)
     if refit:
@@ -432,7 +546,7 @@ def compare_leave_last_out(
         trained = refit_model(data, embeddings, trained, split=before_test)
     results["two_tower"] = trained.metrics["two_tower"]
     curves["two_tower"] = metric_curves(trained.test_ranked, trained.test_items, curve_ks)
-    say(f"two_tower: HR@10 {results['two_tower']['hr@10']:.4f}")
+    say(f"two_tower: HR@10 {results['two_tower']['hr@10']:.4f}, NDCG@10 {results['two_tower']['ndcg@10']:.4f}")
     if not np.array_equal(trained.test_items, test_i):
         raise ValueError("the two-tower model was measured on other test items than the baselines")
     differences = {name: compare_per_user(trained.test_ranked, ranked, test_i) for name, ranked in rankings.items()}
@@ -442,7 +556,8 @@ def compare_leave_last_out(
                   "test_users": int(len(test_u)), "items": int(len(items))},
         "models": results,
         "curves": curves,
-        "ease_l2": best_l2,
+        "ease_l2": tuning["ease"]["params"]["l2"],
+        "baselines": tuning,
         "refit": refit,
         "differences": differences,
         "two_tower": {"best_epoch": trained.best_epoch, "refit_epochs": trained.refit_epochs,
@@ -471,10 +586,12 @@ def compare_per_user(ranked: np.ndarray, other: np.ndarray, targets: np.ndarray,
 def format_differences(comparison: dict[str, Any], model: str = "two_tower") -> str:
     """One line per baseline: the model's HR@10 and NDCG@10 minus the baseline's, with 95% intervals."""
     lines = [f"{model} minus each baseline (95% paired bootstrap interval over test users):"]
-    for name, metrics in comparison.get("differences", {}).items():
+    differences = comparison.get("differences", {})
+    width = max([12, *(len(name) + 2 for name in differences)])
+    for name, metrics in differences.items():
         parts = [f"{metric.upper()} {v['difference']:+.4f} "
                  f"[{v['low']:+.4f}, {v['high']:+.4f}]" for metric, v in metrics.items()]
-        lines.append(f"  {name:<12}" + "   ".join(parts))
+        lines.append(f"  {name:<{width}}" + "   ".join(parts))
     return "\n".join(lines)
 
 
@@ -482,8 +599,9 @@ def format_table(comparison: dict[str, Any]) -> str:
     """The comparison as a text table: one row per model, one column per metric."""
     models = comparison["models"]
     metrics = [m for m in next(iter(models.values())) if m != "users"]
-    header = f"{'model':<12}" + "".join(f"{m:>13}" for m in metrics)
+    width = max([12, *(len(name) + 2 for name in models)])
+    header = f"{'model':<{width}}" + "".join(f"{m:>13}" for m in metrics)
     lines = [header, "-" * len(header)]
     for name, values in models.items():
-        lines.append(f"{name:<12}" + "".join(f"{values[m]:>13.4f}" for m in metrics))
+        lines.append(f"{name:<{width}}" + "".join(f"{values[m]:>13.4f}" for m in metrics))
     return "\n".join(lines)

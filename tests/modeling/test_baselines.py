@@ -5,7 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from modeling.baselines import EASE, ItemKNN, Popularity, interaction_matrix
+from modeling.baselines import (
+    EASE,
+    ImplicitALS,
+    ItemKNN,
+    Popularity,
+    Transitions,
+    TransitionsEASE,
+    interaction_matrix,
+    last_items,
+    transition_counts,
+)
 from modeling.embeddings import load_embeddings
 from modeling.evaluate import compare_leave_last_out, format_differences, format_table
 from modeling.two_tower import TwoTowerParams
@@ -23,7 +33,8 @@ def two_groups() -> tuple:
     return interaction_matrix(np.array(users), np.array(items), 12, 6)
 
 
-@pytest.mark.parametrize("model", [ItemKNN(neighbours=0), ItemKNN(neighbours=2), EASE(l2=1.0)])
+@pytest.mark.parametrize("model", [ItemKNN(neighbours=0), ItemKNN(neighbours=2), EASE(l2=1.0),
+                                   ImplicitALS(factors=4, regularization=0.01, iterations=30)])
 def test_withheld_item_of_the_users_group_ranks_first(model) -> None:
     model.fit(two_groups())
     history = interaction_matrix(np.array([0, 0]), np.array([0, 1]), 1, 6)  # misses item 2
@@ -55,15 +66,22 @@ def test_comparison_reports_every_model_on_one_split(pipeline: Pipeline) -> None
     result = compare_leave_last_out(pipeline.data, load_embeddings(pipeline.embeddings),
                                     TwoTowerParams(epochs=2, batch_size=128), ease_l2_grid=(10.0, 100.0),
                                     on_progress=messages.append)
-    assert set(result["models"]) == {"popularity", "item_knn", "ease", "two_tower"}
-    assert result["ease_l2"] in (10.0, 100.0)
+    names = {"popularity", "item_knn", "ease", "ials", "transitions", "transitions+ease"}
+    assert set(result["models"]) == names | {"two_tower"}
+    # Every tuned parameter comes with its validation log; a grid is widened only past a winning edge.
+    ease = result["baselines"]["ease"]["l2"]
+    assert result["ease_l2"] == ease["best"] == result["baselines"]["ease"]["params"]["l2"]
+    tried = [value for value, _ in ease["tried"]]
+    assert tried[:2] == [10.0, 100.0] and set(ease["widened"]) == set(tried[2:])
+    assert set(result["baselines"]["ials"]["params"]) == {"factors", "regularization", "alpha"}
+    assert 0.0 <= result["baselines"]["transitions+ease"]["params"]["weight"] <= 1.0
     for metrics in result["models"].values():
         assert 0.0 <= metrics["hr@10"] <= metrics["recall@50"] <= 1.0
         assert metrics["users"] == result["split"]["test_users"]
     table = format_table(result)
     assert table.splitlines()[0].split() == ["model", "hr@10", "ndcg@10", "recall@50", "coverage@10"]
     # Two-tower minus each baseline, per user, with intervals around the difference of the means.
-    assert set(result["differences"]) == {"popularity", "item_knn", "ease"}
+    assert set(result["differences"]) == names
     for name, metrics in result["differences"].items():
         for metric in ("hr@10", "ndcg@10"):
             gap = result["models"]["two_tower"][metric] - result["models"][name][metric]
@@ -94,13 +112,15 @@ def test_cold_start_protocols_report_every_model(pipeline: Pipeline) -> None:
     users = cold_users(pipeline.data, embeddings, params, ease_l2=10.0)
     assert users["users"] == round(0.1 * pipeline.data.counts()["users"])
     for given in ("given_0", "given_1", "given_3"):
-        assert set(users[given]) == {"two_tower", "popularity", "item_knn", "ease"}
+        assert set(users[given]) == {"two_tower", "popularity", "item_knn", "ease", "ials", "transitions",
+                                     "transitions+ease"}
         for metrics in users[given].values():
             assert 0.0 <= metrics["recall@50"] <= 1.0 and 0.0 <= metrics["hr@10"] <= 1.0
             # The next product is one of the remaining ones.
             assert 0.0 <= metrics["next_ndcg@10"] <= metrics["next_hr@10"] <= metrics["hr@10"]
     # With nothing given the baselines are all popularity.
-    assert users["given_0"]["item_knn"] == users["given_0"]["popularity"]
+    for name in ("item_knn", "ease", "ials", "transitions", "transitions+ease"):
+        assert users["given_0"][name] == users["given_0"]["popularity"]
     items = cold_items(pipeline.data, embeddings, params)
     assert items["items"] == round(0.1 * len(pipeline.data.interactions["item_id"].unique()))
     assert 0.0 < items["random"]["recall@50"] <= 1.0
@@ -120,3 +140,49 @@ def test_cold_user_metrics_match_hand_computed_values() -> None:
     # The next product (12) is outside the top 10, another remaining one (3) is inside.
     assert _cold_user_metrics(ranked, np.array([3, 12]), 12) == (1.0, 1.0, 0.0, 0.0)
     assert _cold_user_metrics(ranked, np.array([60]), 60) == (0.0, 0.0, 0.0, 0.0)
+
+
+def test_transition_counts_and_last_items_match_hand_computed_values() -> None:
+    # user 0: 1 -> 2 -> 2 (a repeat, not a transition) -> 1; user 1: 2 -> 3; user 2 has nothing.
+    users, items = np.array([0, 0, 0, 0, 1, 1]), np.array([1, 2, 2, 1, 2, 3])
+    counts = transition_counts(users, items, 4).toarray()
+    expected = np.zeros((4, 4))
+    expected[1, 2] = expected[2, 1] = expected[2, 3] = 1
+    assert counts.tolist() == expected.tolist()
+    assert last_items(users, items, 3).tolist() == [1, 3, -1]
+
+
+def test_transitions_rank_the_usual_next_item_first_and_fall_back_to_popularity() -> None:
+    # Every user walks 0 -> 1 -> 2 -> 3; item 3 is the most popular (two extra users have only it).
+    users = np.repeat(np.arange(6), 4)
+    items = np.tile(np.arange(4), 6)
+    users, items = np.concatenate([users, [6, 7]]), np.concatenate([items, [3, 3]])
+    matrix = interaction_matrix(users, items, 8, 5)
+    model = Transitions().fit_sequences(matrix, users, items)
+    histories = interaction_matrix(np.array([0, 1]), np.array([1, 4]), 3, 5)
+    scores = model.score(histories, np.array([1, 4, -1]))
+    assert int(np.argmax(scores[0])) == 2  # after item 1 always comes item 2
+    assert scores[0, 2] == pytest.approx(1.0, abs=1e-5)
+    assert int(np.argmax(scores[1])) == 3 == int(np.argmax(scores[2]))  # no transitions: popularity
+
+
+def test_transitions_ease_blend_weights_zero_and_one_are_its_parts() -> None:
+    users = np.repeat(np.arange(6), 4)
+    items = np.tile(np.arange(4), 6)
+    matrix = interaction_matrix(users, items, 6, 4)
+    histories = interaction_matrix(np.array([0, 0]), np.array([0, 1]), 1, 4)
+    last = np.array([1])
+    blend = TransitionsEASE(l2=1.0, weight=0.0).fit_sequences(matrix, users, items)
+    transitions, ease = blend.parts(histories, last)
+    assert np.allclose(blend.score(histories, last), ease)
+    blend.weight = 1.0
+    assert np.allclose(blend.score(histories, last), transitions)
+    assert np.abs(transitions).max() == pytest.approx(1.0) and np.abs(ease).max() == pytest.approx(1.0)
+
+
+def test_implicit_als_folds_in_a_history_it_was_not_fitted_on() -> None:
+    model = ImplicitALS(factors=4, regularization=0.01, iterations=30).fit(two_groups())
+    new_user = interaction_matrix(np.array([0]), np.array([3]), 1, 6)
+    scores = model.score(new_user)[0]
+    scores[3] = -np.inf
+    assert set(np.argsort(-scores)[:2]) == {4, 5}

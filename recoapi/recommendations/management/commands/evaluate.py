@@ -86,7 +86,7 @@ class Command(BaseCommand):
             if options["protocols"] in ("all", "cold"):
                 ease_l2 = result.get("ease_l2") or options["ease_l2"][0]
                 result["cold_users"] = cold_users(data, embeddings, params, seed=options["seed"], ease_l2=ease_l2,
-                                                  on_progress=say)
+                                                  baselines=result.get("baselines"), on_progress=say)
                 result["cold_items"] = cold_items(data, embeddings, params, seed=options["seed"], on_progress=say)
         except ModelingError as exc:
             raise CommandError(str(exc)) from exc
