@@ -30,6 +30,13 @@ def interaction_matrix(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int,
     return matrix
 
 
+def popularity_scores(item_idx: np.ndarray, weights: np.ndarray, n_items: int) -> np.ndarray:
+    """Summed interaction weight per item: (n_items,) float32."""
+    counts = np.zeros(n_items, dtype=np.float64)
+    np.add.at(counts, np.asarray(item_idx, dtype=np.int64), np.asarray(weights, dtype=np.float64))
+    return counts.astype(np.float32)
+
+
 class Popularity:
     """Scores every item by its number of training interactions."""
 

@@ -26,9 +26,10 @@ from modeling import artifacts
 from modeling import datasets as ds
 from modeling.baselines import EASE, ImplicitALS, ItemKNN, Popularity, Transitions, TransitionsEASE, interaction_matrix
 from modeling.embeddings import Embeddings
-from modeling.evaluate import time_order, user_hits_and_gains
 from modeling.features import item_attributes
+from modeling.metrics import user_hits_and_gains
 from modeling.recommender import History, Recommender
+from modeling.splits import time_order
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def cold_users(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
     product that came right after the given ones (as leave-last-out does for known users).
     Only users with more than ``max(given)`` distinct items can be held out. Interactions with
     the same timestamp are put in a seeded random order (see
-    :func:`modeling.evaluate.time_order`). With nothing given, every baseline falls back to
+    :func:`modeling.splits.time_order`). With nothing given, every baseline falls back to
     popularity (training counts); the two-tower service answers with recent popularity. The
     sequential baselines score from the last given item.
 

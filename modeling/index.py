@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from modeling.evaluate import top_k
+from modeling.ranking import top_k
 
 logger = logging.getLogger(__name__)
 

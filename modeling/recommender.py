@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 
 from modeling.artifacts import Bundle
-from modeling.evaluate import top_k
 from modeling.features import (
     HISTORY_HALF_LIFE_DAYS,
     ItemAttributes,
@@ -31,6 +30,7 @@ from modeling.features import (
     window_ids,
 )
 from modeling.index import ItemIndex, make_index, penalty
+from modeling.ranking import top_k
 
 logger = logging.getLogger(__name__)
 

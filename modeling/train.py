@@ -24,18 +24,9 @@ import pandas as pd
 from modeling import artifacts
 from modeling import datasets as ds
 from modeling import runtime as _runtime  # noqa: F401
+from modeling.baselines import popularity_scores
 from modeling.embeddings import Embeddings
 from modeling.errors import TrainingError
-from modeling.evaluate import (
-    CURVE_KS,
-    Split,
-    evaluate_leave_last_out,
-    leave_last_out_metrics,
-    leave_last_out_split,
-    popularity_scores,
-    rank_users,
-    seen_items,
-)
 from modeling.features import (
     HISTORY_HALF_LIFE_DAYS,
     ItemAttributes,
@@ -49,6 +40,9 @@ from modeling.features import (
     window_ids,
     window_reviews,
 )
+from modeling.metrics import CURVE_KS, evaluate_leave_last_out, leave_last_out_metrics
+from modeling.ranking import rank_users, seen_items
+from modeling.splits import Split, leave_last_out_split
 from modeling.two_tower import (
     HISTORY,
     HISTORY_WEIGHT,

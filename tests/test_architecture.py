@@ -43,3 +43,16 @@ def test_the_web_process_starts_without_tensorflow_or_torch() -> None:
     imports = ("import modeling.runtime\nimport recoapi.wsgi, recoapi.urls, recoapi.catalog.admin, "
                "recoapi.recommendations.admin")
     assert modules_loaded_by(imports, ("tensorflow", "torch", "sentence_transformers")) == []
+
+
+def test_serving_never_imports_evaluation_code() -> None:
+    """The serving path ranks with modeling.ranking; splits, metrics, baselines and the harness stay out."""
+    loaded = modules_loaded_by("import modeling.recommender, modeling.index, modeling.artifacts", ("modeling",))
+    assert "modeling.ranking" in loaded
+    evaluation = {"modeling.evaluate", "modeling.metrics", "modeling.splits", "modeling.baselines",
+                  "modeling.cold_start", "modeling.tuning", "modeling.grid_search"}
+    assert evaluation.isdisjoint(loaded), sorted(evaluation & set(loaded))
+
+
+def test_training_does_not_import_the_evaluation_harness() -> None:
+    assert "modeling.evaluate" not in modules_loaded_by("import modeling.train", ("modeling",))

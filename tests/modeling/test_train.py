@@ -85,7 +85,7 @@ def test_model_variants_train(pipeline: Pipeline, variant: dict) -> None:
 
 
 def test_without_validation_items_every_epoch_is_trained_and_kept(pipeline: Pipeline) -> None:
-    from modeling.evaluate import Split, leave_last_out_split
+    from modeling.splits import Split, leave_last_out_split
 
     split = leave_last_out_split(pipeline.data.interactions)
     no_validation = Split(train=split.train, validation=split.validation.iloc[:0], test=split.test)
@@ -98,7 +98,7 @@ def test_without_validation_items_every_epoch_is_trained_and_kept(pipeline: Pipe
 def test_refit_trains_on_every_interaction_for_the_chosen_epochs(pipeline: Pipeline) -> None:
     import numpy as np
 
-    from modeling.evaluate import leave_last_out_split
+    from modeling.splits import leave_last_out_split
     from modeling.train import build_features, refit_model, sorted_history, tower_vectors
 
     embeddings = load_embeddings(pipeline.embeddings)
@@ -123,7 +123,7 @@ def test_refit_trains_on_every_interaction_for_the_chosen_epochs(pipeline: Pipel
 
 
 def test_epoch_loss_is_the_mean_over_every_training_example(pipeline: Pipeline) -> None:
-    from modeling.evaluate import leave_last_out_split
+    from modeling.splits import leave_last_out_split
 
     n = len(leave_last_out_split(pipeline.data.interactions).train)
     # A batch size whose last batch is large: a summed loss of one batch would be about that many

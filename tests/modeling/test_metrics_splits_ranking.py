@@ -1,4 +1,5 @@
-"""Metrics against hand-computed values, the split and full-ranking top-k."""
+"""Metrics (modeling.metrics) against hand-computed values, the split (modeling.splits), full-ranking top-k
+(modeling.ranking) and the harness's per-user comparison."""
 
 from __future__ import annotations
 
@@ -9,20 +10,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modeling import datasets as ds
-from modeling.evaluate import (
+from modeling.baselines import popularity_scores
+from modeling.evaluate import compare_per_user
+from modeling.metrics import (
     catalogue_coverage,
-    compare_per_user,
     evaluate_leave_last_out,
     hit_rate_at_k,
-    leave_last_out_split,
     ndcg_at_k,
     paired_bootstrap,
-    popularity_scores,
     recall_at_k,
-    seen_items,
-    top_k,
     user_hits_and_gains,
 )
+from modeling.ranking import seen_items, top_k
+from modeling.splits import leave_last_out_split
 
 
 def test_hit_rate_and_ndcg_hand_computed() -> None:
@@ -129,7 +129,7 @@ def test_leave_last_out_breaks_timestamp_ties_by_seed_not_file_order() -> None:
 
 
 def test_metric_curves_grow_with_k() -> None:
-    from modeling.evaluate import metric_curves
+    from modeling.metrics import metric_curves
 
     ranked = np.array([[3, 1, 2, 0], [0, 1, 2, 3]])
     curves = metric_curves(ranked, np.array([1, 3]), ks=(1, 2, 4))

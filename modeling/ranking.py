@@ -1,0 +1,106 @@
+"""Exact top-k over score matrices: what serving and every evaluation rank with.
+
+Depends on numpy only, so the serving path (recommender, index) never imports evaluation code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+_BLOCK = 64
+
+
+def _candidates_by_block_max(scores: np.ndarray, k: int) -> np.ndarray:
+    """(m, <=k*_BLOCK) positions that contain every row's exact top-k (ties aside).
+
+    The items are cut into blocks (block b holds items b, b + s, b + 2s, ... for a stride s); a
+    block holding one of the k best items has a maximum at least as high as the k-th best score,
+    and at most k blocks can, so the k blocks with the highest maxima contain the top k. The
+    block maxima are an element-wise maximum of ``_BLOCK`` contiguous slices (vectorised), which
+    replaces the partial sort of every row: about 10x faster at 100,000 items and k=10.
+    """
+    m, n = scores.shape
+    stride = n // _BLOCK
+    full = stride * _BLOCK
+    maxima = scores[:, :full].reshape(m, _BLOCK, stride).max(axis=1)
+    best_blocks = np.argpartition(-maxima, k - 1, axis=1)[:, :k]
+    positions = (best_blocks[:, :, None] + np.arange(_BLOCK) * stride).reshape(m, -1)
+    if full < n:  # the ragged tail is always a candidate
+        positions = np.concatenate([positions, np.broadcast_to(np.arange(full, n), (m, n - full))], axis=1)
+    candidate_scores = np.take_along_axis(scores, positions, axis=1)
+    best = np.argpartition(-candidate_scores, k - 1, axis=1)[:, :k]
+    return np.take_along_axis(positions, best, axis=1)
+
+
+def top_k(scores: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None, *,
+          copy: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k item positions per row of a score matrix, best first.
+
+    Args:
+        scores: (m, n_items) float scores.
+        k: number of items per row (clipped to n_items).
+        exclude: m arrays of item positions that must not be returned (e.g. already seen).
+        copy: False lets the function overwrite ``scores`` (float32) instead of copying it,
+            which saves a pass over the matrix on the serving path.
+
+    Returns:
+        ``(indices (m, k) int64, scores (m, k) float32)``; when a row has fewer than
+        k allowed items the tail holds index -1 and score -inf.
+    """
+    scores = np.array(scores, dtype=np.float32, copy=copy or scores.dtype != np.float32)
+    m, n = scores.shape
+    if exclude is not None:
+        for row, items in enumerate(exclude):
+            if len(items):
+                scores[row, items] = -np.inf
+    k = max(0, min(k, n))
+    if k == 0:
+        return np.zeros((m, 0), dtype=np.int64), np.zeros((m, 0), dtype=np.float32)
+    if k * _BLOCK * 4 <= n:
+        part = _candidates_by_block_max(scores, k)
+    elif k < n:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        part = np.tile(np.arange(n), (m, 1))
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    indices = np.take_along_axis(part, order, axis=1).astype(np.int64)
+    top_scores = np.take_along_axis(part_scores, order, axis=1)
+    indices[~np.isfinite(top_scores)] = -1
+    return indices, top_scores
+
+
+ScoreFn = Callable[[np.ndarray], np.ndarray]
+"""Maps (m,) user positions to (m, n_items) scores."""
+
+
+def seen_items(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int) -> list[np.ndarray]:
+    """Per user position, the unique item positions in the history. Returns n_users arrays."""
+    order = np.argsort(user_idx, kind="stable")
+    users_sorted = np.asarray(user_idx)[order]
+    items_sorted = np.asarray(item_idx)[order]
+    bounds = np.searchsorted(users_sorted, np.arange(n_users + 1))
+    return [np.unique(items_sorted[bounds[u]:bounds[u + 1]]) for u in range(n_users)]
+
+
+def rank_users(score_fn: ScoreFn, users: np.ndarray, seen: Sequence[np.ndarray], k: int, *,
+               batch_size: int = 1024) -> np.ndarray:
+    """Top-k item positions of each user, best first, the user's ``seen`` items excluded.
+
+    Args:
+        score_fn: maps (m,) user positions to (m, n_items) scores.
+        users: (t,) user positions.
+        seen: per user position, the items to exclude.
+        k: list length.
+
+    Returns:
+        (t, k) int64, -1 where fewer than k items are allowed.
+    """
+    parts = []
+    for start in range(0, len(users), batch_size):
+        batch = users[start:start + batch_size]
+        ranked, _ = top_k(score_fn(batch), k, [seen[u] for u in batch])
+        parts.append(ranked)
+    return np.concatenate(parts) if parts else np.zeros((0, k), dtype=np.int64)
