@@ -27,9 +27,9 @@ from modeling import datasets as ds
 from modeling.baselines import EASE, ImplicitALS, ItemKNN, Popularity, Transitions, TransitionsEASE, interaction_matrix
 from modeling.embeddings import Embeddings
 from modeling.features import item_attributes
-from modeling.metrics import user_hits_and_gains
+from modeling.metrics import paired_bootstrap, user_hits_and_gains
 from modeling.recommender import History, Recommender
-from modeling.splits import time_order
+from modeling.splits import leave_last_out_split, time_order
 
 logger = logging.getLogger(__name__)
 
@@ -73,16 +73,22 @@ def cold_users(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
                seed: int = 0, given: Sequence[int] = GIVEN, ease_l2: float = 200.0,
                baselines: dict[str, Any] | None = None,
                on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Protocol 2. Returns ``{"users": n, "given_<g>": {model: {metric: value}}}`` (:data:`COLD_USER_METRICS`).
+    """Protocol 2. Returns ``{"users": n, "given_<g>": {model: {metric: value}}, "differences": {...}}``.
 
-    HR@10 is 1 when any of the user's remaining items is in the top 10; Recall@50 is the
-    share of the remaining items in the top 50; next HR@10 and next NDCG@10 look only at the
-    product that came right after the given ones (as leave-last-out does for known users).
-    Only users with more than ``max(given)`` distinct items can be held out. Interactions with
-    the same timestamp are put in a seeded random order (see
-    :func:`modeling.splits.time_order`). With nothing given, every baseline falls back to
-    popularity (training counts); the two-tower service answers with recent popularity. The
-    sequential baselines score from the last given item.
+    Metrics are :data:`COLD_USER_METRICS`: HR@10 is 1 when any of the user's remaining items is in
+    the top 10; Recall@50 is the share of the remaining items in the top 50; next HR@10 and next
+    NDCG@10 look only at the product that came right after the given ones (as leave-last-out does
+    for known users). Only users with more than ``max(given)`` distinct items can be held out.
+    Interactions with the same timestamp are put in a seeded random order (see
+    :func:`modeling.splits.time_order`); a repeated product counts from its first interaction.
+
+    Every model learns from the same interactions: the two-tower is trained on the warm users'
+    leave-last-out training part (their last two products are its early-stopping and test items),
+    and the baselines are fitted on that same part. With nothing given, every model but the
+    popularity baseline (training counts) answers with the service's fallback, recent popularity
+    (``"fallback_given_0"`` says so); the sequential baselines score from the last given item.
+    ``"differences"`` holds, per number given and baseline, the two-tower's value minus the
+    baseline's for every metric with a 95% paired bootstrap interval over the cold users.
 
     Args:
         baselines: the baselines' parameters chosen on leave-last-out's validation items (the
@@ -101,25 +107,19 @@ def cold_users(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
     with tempfile.TemporaryDirectory() as directory:
         recommender = _train_and_load(warm, embeddings, params, directory)
         items = pd.Index(recommender.item_ids.astype(str))
-        warm_u = pd.Index(warm.users[ds.USER_ID].astype(str)).get_indexer(warm.interactions[ds.USER_ID].astype(str))
-        warm_i = items.get_indexer(warm.interactions[ds.ITEM_ID].astype(str))
+        fitted_on = leave_last_out_split(warm.interactions).train  # what train_model fits the two-tower on
+        warm_u = pd.Index(warm.users[ds.USER_ID].astype(str)).get_indexer(fitted_on[ds.USER_ID].astype(str))
+        warm_i = items.get_indexer(fitted_on[ds.ITEM_ID].astype(str))
         matrix = interaction_matrix(warm_u, warm_i, len(warm.users), len(items))
-        chosen = {name: entry.get("params", {}) for name, entry in (baselines or {}).items()}
-        ease = EASE(chosen.get("ease", {}).get("l2", ease_l2)).fit(matrix)
-        blend = chosen.get("transitions+ease", {})
-        als = {"factors": 64, **chosen.get("ials", {})}
-        models = {"popularity": Popularity().fit(matrix),
-                  "item_knn": ItemKNN(int(chosen.get("item_knn", {}).get("neighbours", 100))).fit(matrix),
-                  "ease": ease,
-                  "ials": ImplicitALS(factors=int(als["factors"]), regularization=als.get("regularization", 0.1),
-                                      alpha=als.get("alpha", 1.0), seed=seed).fit(matrix),
-                  "transitions": Transitions().fit_sequences(matrix, warm_u, warm_i),
-                  "transitions+ease": TransitionsEASE(ease.l2, blend.get("weight", 0.5)).fit_sequences(
-                      matrix, warm_u, warm_i, ease=ease)}
-        results: dict[str, Any] = {"users": len(cold)}
+        models = _fitted_baselines(matrix, warm_u, warm_i, baselines, ease_l2=ease_l2, seed=seed)
+        half_life = recommender.bundle.manifest.get("popularity_half_life_days")
+        results: dict[str, Any] = {"users": len(cold), "fallback_given_0": (
+            "every model but popularity answers with the service's fallback, recent popularity (half-life "
+            f"{'none' if not half_life else f'{half_life:g} days'}, chosen on the validation items)")}
+        differences: dict[str, Any] = {}
         cold_rows = inter[is_cold]
         for g in given:
-            sums: dict[str, list[float]] = {}
+            per_user: dict[str, list[tuple[float, ...]]] = {}
             for user, rows in cold_rows.groupby(ds.USER_ID, observed=True, sort=True):
                 distinct_rows = rows.drop_duplicates(ds.ITEM_ID)
                 first = distinct_rows.iloc[:g]
@@ -137,24 +137,79 @@ def cold_users(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
                 row = interaction_matrix(np.zeros(len(shown), dtype=int), shown, 1, len(items))
                 last = np.array([shown[-1] if g > 0 else -1])
                 for name, model in models.items():
-                    s = (model if g > 0 else models["popularity"]).score(row, last)[0]
+                    if g == 0 and name != "popularity":
+                        scores[name] = scores["two_tower"]  # the same fallback for every model
+                        continue
+                    s = model.score(row, last)[0]
                     s[shown] = -np.inf
                     scores[name] = _cold_user_metrics(np.argsort(-s, kind="stable")[:50], relevant, next_item)
                 for name, values in scores.items():
-                    sums.setdefault(name, []).append(values)
-            results[f"given_{g}"] = {name: dict(zip(COLD_USER_METRICS, np.mean(v, axis=0).astype(float).tolist(),
-                                                    strict=True))
-                                     for name, v in sums.items()}
+                    per_user.setdefault(name, []).append(values)
+            values = {name: np.asarray(v, dtype=np.float64) for name, v in per_user.items()}
+            results[f"given_{g}"] = {name: dict(zip(COLD_USER_METRICS, v.mean(axis=0).tolist(), strict=True))
+                                     for name, v in values.items()}
+            differences[f"given_{g}"] = {
+                name: {metric: paired_bootstrap(values["two_tower"][:, j], v[:, j], seed=seed)
+                       for j, metric in enumerate(COLD_USER_METRICS)}
+                for name, v in values.items() if name != "two_tower"}
             given_g = results[f"given_{g}"]
             say(f"cold users given {g}: two_tower HR@10 {given_g['two_tower']['hr@10']:.4f}, next HR@10 "
                 f"{given_g['two_tower']['next_hr@10']:.4f}; popularity {given_g['popularity']['hr@10']:.4f}, "
                 f"{given_g['popularity']['next_hr@10']:.4f}")
+        results["differences"] = differences
     return results
 
 
+def _fitted_baselines(matrix: Any, user_idx: np.ndarray, item_idx: np.ndarray, baselines: dict[str, Any] | None,
+                      *, ease_l2: float, seed: int) -> dict[str, Any]:
+    """Every baseline fitted on ``matrix`` (n_users, n_items) with the parameters chosen on validation.
+
+    Args:
+        user_idx, item_idx: the interactions behind ``matrix``, sorted by user and time (for the
+            sequential baselines).
+        baselines: ``{name: {"params": {...}}}`` as :func:`modeling.evaluate.tune_baselines` reports them.
+    """
+    chosen = {name: entry.get("params", {}) for name, entry in (baselines or {}).items()}
+    ease = EASE(chosen.get("ease", {}).get("l2", ease_l2)).fit(matrix)
+    als = {"factors": 64, "regularization": 0.1, "alpha": 1.0, **chosen.get("ials", {})}
+    return {"popularity": Popularity().fit(matrix),
+            "item_knn": ItemKNN(int(chosen.get("item_knn", {}).get("neighbours", 100))).fit(matrix),
+            "ease": ease,
+            "ials": ImplicitALS(factors=int(als["factors"]), regularization=als["regularization"],
+                                alpha=als["alpha"], seed=seed).fit(matrix),
+            "transitions": Transitions().fit_sequences(matrix, user_idx, item_idx),
+            "transitions+ease": TransitionsEASE(ease.l2, chosen.get("transitions+ease", {}).get("weight", 0.5))
+            .fit_sequences(matrix, user_idx, item_idx, ease=ease)}
+
+
+COLD_ITEM_MODELS: tuple[str, ...] = ("two_tower", "text_similarity", "new_first", "random")
+
+
 def cold_items(data: ds.CanonicalData, embeddings: Embeddings, params: Any = None, *, fraction: float = 0.1,
-               seed: int = 0, on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Protocol 3. Returns ``{"items": n, "pairs": n, "two_tower": {"recall@50"}, "random": {"recall@50"}}``."""
+               seed: int = 0, max_promotion_users: int = 2000,
+               on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Protocol 3: products held out of training, added back the way the service adds new products.
+
+    For every user who had held-out products (and is known to the model), among the products they
+    had not seen in training:
+
+    - ``recall@50``: share of their held-out products in their top 50 of the whole catalogue;
+    - ``cold_recall@10``: share of them in the top 10 when only the held-out products are ranked
+      (personalisation among new products, which a blanket boost of new products cannot fake).
+
+    Models: the two-tower (candidate vectors of the new products from their content), a text
+    similarity baseline (cosine between the product's MiniLM text vector and the mean text vector
+    of the user's training products; no learning), ``new_first`` (every new product first, in a
+    seeded random order, then the rest by popularity) and ``random`` (expected values of random
+    placement). ``over_promotion``: for up to ``max_promotion_users`` known users who had none of the
+    held-out products, the share of their top-50 places given to new products, against the
+    catalogue share of new products. ``differences``: the two-tower minus each baseline per metric
+    with 95% paired bootstrap intervals over the users.
+
+    Returns:
+        ``{"items", "users", <model>: {"recall@50", "cold_recall@10"}, "over_promotion": {...},
+        "differences": {...}}``.
+    """
     say = on_progress or (lambda message: None)
     inter = data.interactions
     interacted = pd.unique(inter[ds.ITEM_ID].astype(str))
@@ -169,23 +224,86 @@ def cold_items(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
         cold_rows = data.items.set_index(data.items[ds.ITEM_ID].astype(str)).loc[cold_ids].reset_index(drop=True)
         recommender.add_items(cold_ids, embeddings.item_matrix_for(cold_ids), item_attributes(cold_rows))
         items = pd.Index(recommender.item_ids.astype(str))
-        recalls, randoms = [], []
+        cold_positions = np.sort(items.get_indexer(cold_ids))
+        text = np.asarray(recommender.item_content, dtype=np.float32)
+        text = text / np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
+        vectors = np.asarray(recommender.item_vectors, dtype=np.float32)
+        popularity = np.asarray(recommender.popularity, dtype=np.float64)
+        def by_user(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+            return {str(user): items.get_indexer(rows[ds.ITEM_ID].astype(str).unique())
+                    for user, rows in frame.groupby(ds.USER_ID, observed=True)}
+
+        seen_by_user = by_user(warm.interactions)  # excluded from every ranking (they are not new products)
+        learned_by_user = by_user(leave_last_out_split(warm.interactions).train)  # what the two-tower learned from
+        per_user: dict[str, list[tuple[float, float]]] = {name: [] for name in COLD_ITEM_MODELS}
+
+        def measure(scores: np.ndarray, seen: np.ndarray, relevant: np.ndarray) -> tuple[float, float]:
+            scores = scores.astype(np.float64, copy=True)
+            scores[seen] = -np.inf
+            top50 = np.argsort(-scores, kind="stable")[:50]
+            among = cold_positions[np.argsort(-scores[cold_positions], kind="stable")[:10]]
+            return float(np.isin(relevant, top50).mean()), float(np.isin(relevant, among).mean())
+
         for user, rows in inter[is_cold].groupby(ds.USER_ID, observed=True, sort=True):
             user = str(user)
             if not recommender.knows_user(user):
                 continue
-            seen = items.get_indexer(inter.loc[(inter[ds.USER_ID] == user) & ~is_cold, ds.ITEM_ID].astype(str))
+            seen = seen_by_user.get(user, np.zeros(0, dtype=np.int64))
             seen = seen[seen >= 0]
             relevant = items.get_indexer(rows[ds.ITEM_ID].astype(str).unique())
-            ranked, _ = recommender.rank(recommender.known_user_vectors([user]), [seen], 50)
-            recalls.append(float(np.isin(relevant, ranked[0]).mean()))
-            randoms.append(min(1.0, 50 / max(1, recommender.n_items - len(seen))))
-    result = {"items": len(cold), "users": len(recalls),
-              "two_tower": {"recall@50": float(np.mean(recalls)) if recalls else 0.0},
-              "random": {"recall@50": float(np.mean(randoms)) if randoms else 0.0}}
-    say(f"cold items: two_tower Recall@50 {result['two_tower']['recall@50']:.4f}, "
-        f"random {result['random']['recall@50']:.4f}")
+            per_user["two_tower"].append(measure(vectors @ recommender.known_user_vectors([user])[0], seen, relevant))
+            learned = learned_by_user.get(user, np.zeros(0, dtype=np.int64))
+            profile = text[learned].mean(axis=0) if len(learned) else np.zeros(text.shape[1], dtype=np.float32)
+            per_user["text_similarity"].append(measure(text @ profile, seen, relevant))
+            new_first = popularity / (popularity.max() + 1.0)  # below 1: every new product ranks above
+            new_first = new_first.copy()
+            new_first[cold_positions] = 1.0 + rng.random(len(cold_positions))
+            per_user["new_first"].append(measure(new_first, seen, relevant))
+            candidates = recommender.n_items - len(seen)
+            per_user["random"].append((min(1.0, 50 / max(1, candidates)), min(1.0, 10 / len(cold_positions))))
+        values = {name: np.asarray(v, dtype=np.float64).reshape(-1, 2) for name, v in per_user.items()}
+        result: dict[str, Any] = {"items": len(cold), "users": len(values["two_tower"])}
+        for name, v in values.items():
+            result[name] = {"recall@50": float(v[:, 0].mean()) if len(v) else 0.0,
+                            "cold_recall@10": float(v[:, 1].mean()) if len(v) else 0.0}
+        result["differences"] = {
+            name: {metric: paired_bootstrap(values["two_tower"][:, j], v[:, j], seed=seed)
+                   for j, metric in enumerate(("recall@50", "cold_recall@10"))}
+            for name, v in values.items() if name != "two_tower"}
+        result["over_promotion"] = _over_promotion(recommender, warm, inter[is_cold], cold_positions,
+                                                   max_users=max_promotion_users, seed=seed)
+    say(f"cold items: Recall@50 two_tower {result['two_tower']['recall@50']:.4f}, text similarity "
+        f"{result['text_similarity']['recall@50']:.4f}, new first {result['new_first']['recall@50']:.4f}, random "
+        f"{result['random']['recall@50']:.4f}; among new products Recall@10 two_tower "
+        f"{result['two_tower']['cold_recall@10']:.4f}, text similarity "
+        f"{result['text_similarity']['cold_recall@10']:.4f}")
     return result
+
+
+def _over_promotion(recommender: Recommender, warm: ds.CanonicalData, cold_interactions: pd.DataFrame,
+                    cold_positions: np.ndarray, *, max_users: int, seed: int) -> dict[str, float]:
+    """Share of top-50 places that new products take for known users who had none of them.
+
+    Returns:
+        ``{"users", "share_of_top50", "catalogue_share"}``: the mean share over up to ``max_users``
+        such users (a seeded sample) and the share of the catalogue that is new (what an even
+        placement would give).
+    """
+    had_new = set(cold_interactions[ds.USER_ID].astype(str))
+    users = [u for u in warm.users[ds.USER_ID].astype(str) if u not in had_new and recommender.knows_user(u)]
+    if len(users) > max_users:
+        users = sorted(np.random.default_rng(seed).choice(users, size=max_users, replace=False).tolist())
+    catalogue_share = len(cold_positions) / max(1, recommender.n_items)
+    if not users:
+        return {"users": 0, "share_of_top50": 0.0, "catalogue_share": catalogue_share}
+    items = pd.Index(recommender.item_ids.astype(str))
+    rows = warm.interactions[warm.interactions[ds.USER_ID].astype(str).isin(set(users))]
+    seen = {str(u): items.get_indexer(r[ds.ITEM_ID].astype(str).unique()) for u, r in rows.groupby(ds.USER_ID,
+                                                                                                 observed=True)}
+    ranked, _ = recommender.rank(recommender.known_user_vectors(users), [seen.get(u, np.zeros(0, dtype=np.int64))
+                                                                          for u in users], 50)
+    shares = np.isin(ranked, cold_positions).sum(axis=1) / np.maximum((ranked >= 0).sum(axis=1), 1)
+    return {"users": len(users), "share_of_top50": float(shares.mean()), "catalogue_share": catalogue_share}
 
 
 def format_cold_table(result: dict[str, Any]) -> str:
@@ -203,6 +321,24 @@ def format_cold_table(result: dict[str, Any]) -> str:
         lines.append(f"{model:<18}" + "".join(f"{users[g][model].get(metric, float('nan')):>21.4f}"
                                               for g, metric in columns))
     items = result["cold_items"]
-    lines.append(f"Cold items ({items['items']} held out, {items['users']} users): Recall@50 two_tower "
-                 f"{items['two_tower']['recall@50']:.4f}, random placement {items['random']['recall@50']:.4f}")
+    lines.append(f"Cold items ({items['items']} held out, {items['users']} users who had them): Recall@50 of "
+                 "the held-out products in the whole catalogue / Recall@10 when only the held-out products are ranked:")
+    for model in COLD_ITEM_MODELS:
+        if model in items:
+            values = items[model]
+            lines.append(f"  {model:<16}{values['recall@50']:>8.4f}{values.get('cold_recall@10', 0):>8.4f}")
+    promotion = items.get("over_promotion")
+    if promotion:
+        lines.append(f"  new products take {promotion['share_of_top50']:.4f} of the two-tower's top-50 places for "
+                     f"{promotion['users']} users who had none of them "
+                     f"(catalogue share {promotion['catalogue_share']:.4f})")
+    for key, label in (("cold_users", "cold users"), ("cold_items", "cold items")):
+        for group, baselines in result[key].get("differences", {}).items():
+            metric = "next_ndcg@10" if key == "cold_users" else "cold_recall@10"
+            if group == "given_0":
+                continue
+            parts = [f"{name} {v[metric]['difference']:+.4f} [{v[metric]['low']:+.4f}, {v[metric]['high']:+.4f}]"
+                     for name, v in (baselines.items() if key == "cold_users" else [(group, baselines)])]
+            title = f"{label} {group.replace('_', ' ')}" if key == "cold_users" else f"{label} vs {group}"
+            lines.append(f"two_tower minus baseline, {metric}, {title}: " + "; ".join(parts))
     return "\n".join(lines)

@@ -41,7 +41,10 @@ def time_order(interactions: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
 
 
 def leave_last_out_split(interactions: pd.DataFrame, *, min_items: int = 3, seed: int = 0) -> Split:
-    """Hold out each user's last distinct item (test) and the one before (validation).
+    """Hold out the last item each user found (test) and the one found before it (validation).
+
+    A product a user interacted with several times counts from its first interaction (when the
+    user found it), as in the cold-shopper protocol.
 
     Users with fewer than ``min_items`` distinct items stay wholly in train. All
     interactions with a held-out (user, item) pair leave train, so that a held-out
@@ -57,13 +60,12 @@ def leave_last_out_split(interactions: pd.DataFrame, *, min_items: int = 3, seed
         The split; every part is sorted by user and time (ties in the seeded order).
     """
     frame = time_order(interactions, seed=seed)
-    last = frame.drop_duplicates([ds.USER_ID, ds.ITEM_ID], keep="last")
-    last = last.sort_values([ds.USER_ID, ds.TIMESTAMP], kind="stable")
-    distinct = last.groupby(ds.USER_ID, sort=False)[ds.ITEM_ID].transform("size")
-    rank_from_end = last.groupby(ds.USER_ID, sort=False).cumcount(ascending=False)
+    first = frame.drop_duplicates([ds.USER_ID, ds.ITEM_ID], keep="first")  # already in time order
+    distinct = first.groupby(ds.USER_ID, sort=False)[ds.ITEM_ID].transform("size")
+    rank_from_end = first.groupby(ds.USER_ID, sort=False).cumcount(ascending=False)
     eligible = distinct >= min_items
-    test = last[eligible & (rank_from_end == 0)]
-    validation = last[eligible & (rank_from_end == 1)]
+    test = first[eligible & (rank_from_end == 0)]
+    validation = first[eligible & (rank_from_end == 1)]
     held = pd.concat([test, validation])[[ds.USER_ID, ds.ITEM_ID]]
     marker = frame.merge(held.assign(_held=True), on=[ds.USER_ID, ds.ITEM_ID], how="left")["_held"]
     train = frame[~marker.fillna(False).to_numpy(dtype=bool)]

@@ -104,14 +104,15 @@ def _interactions(rows: list[tuple[str, str, int]]) -> pd.DataFrame:
     return frame
 
 
-def test_leave_last_out_holds_out_last_two_distinct_items() -> None:
+def test_leave_last_out_holds_out_the_last_two_items_found_first_occurrence_counts() -> None:
+    """A repeated product counts from its first interaction, when the shopper found it (issue 13)."""
     frame = _interactions([
-        ("u1", "a", 1), ("u1", "b", 2), ("u1", "c", 3), ("u1", "d", 4), ("u1", "c", 5),
+        ("u1", "a", 1), ("u1", "b", 2), ("u1", "c", 3), ("u1", "d", 4), ("u1", "c", 5),  # c again after d
         ("u2", "a", 1), ("u2", "b", 2),  # only 2 distinct items: all train
     ])
     split = leave_last_out_split(frame)
-    assert split.test[[ds.USER_ID, ds.ITEM_ID]].values.tolist() == [["u1", "c"]]
-    assert split.validation[[ds.USER_ID, ds.ITEM_ID]].values.tolist() == [["u1", "d"]]
+    assert split.test[[ds.USER_ID, ds.ITEM_ID, ds.TIMESTAMP]].values.tolist() == [["u1", "d", 4]]
+    assert split.validation[[ds.USER_ID, ds.ITEM_ID, ds.TIMESTAMP]].values.tolist() == [["u1", "c", 3]]
     train_pairs = set(map(tuple, split.train[[ds.USER_ID, ds.ITEM_ID]].values.tolist()))
     assert train_pairs == {("u1", "a"), ("u1", "b"), ("u2", "a"), ("u2", "b")}
 
