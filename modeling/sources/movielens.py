@@ -6,9 +6,13 @@
 - latest / 25M-style: ``ratings.csv`` (userId, movieId, rating, timestamp),
   ``movies.csv`` (movieId, title, genres joined by ``|``), optional ``tags.csv``.
 
-Ratings become ``rating`` interactions with weight 1.0. Title, genres and tags
-become the item text; the first genre is the category. Every listed movie is
-kept in the catalogue, rated or not.
+Ratings become ``rating`` interactions with weight 1.0. Title and genres become
+the item text; the first genre is the category. Every listed movie is kept in the
+catalogue, rated or not. Tags are written by shoppers, so they are not product text
+(a new movie has none, and a held-out rating's tags would leak into every model that
+reads the product's text): each user's tags on a movie become the text of their
+rating of it, like a review, and reach a model only through interactions in its
+training data. Tags on movies the user did not rate are dropped and counted.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from modeling.sources._files import read_table, row_error, to_float, to_int
 
 logger = logging.getLogger(__name__)
 
-LOADER_VERSION = "movielens-1"
+LOADER_VERSION = "movielens-2"  # 2: tags are the text of the tagger's rating, not product text
 GENRES_100K = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
                "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
                "War", "Western"]
@@ -74,16 +78,11 @@ def _load_latest(path: Path, filters: ds.InteractionFilters | None) -> ds.Canoni
     movies = read_table(movies_file, columns=["movieId", "title", "genres"], required=["movieId", "title"])
     genres = movies["genres"] if "genres" in movies else pd.Series("", index=movies.index)
     genre_lists = genres.str.replace("(no genres listed)", "", regex=False).str.split("|")
-    tags_text = pd.Series(dtype=str)
     files = [ratings_file, movies_file]
     if tags_file.is_file():
-        tags = read_table(tags_file, columns=["movieId", "tag"], required=["movieId", "tag"])
-        tags["tag"] = tags["tag"].str.strip()
-        tags = tags[tags["tag"] != ""].drop_duplicates(["movieId", "tag"])
-        tags_text = tags.groupby("movieId")["tag"].agg(lambda t: ", ".join(t.iloc[:20]))
-        report["tags"] = len(tags)
+        interactions, report["tags"], report["tags_without_rating"] = _tags_as_rating_text(interactions, tags_file)
         files.append(tags_file)
-    items = _items(movies["movieId"].str.strip(), movies["title"], genre_lists, tags_text)
+    items = _items(movies["movieId"].str.strip(), movies["title"], genre_lists)
     report["movies"] = len(items)
     fingerprint = ds.file_fingerprint(files, salt=LOADER_VERSION)
     return ds.finish_tables(items, interactions, report=report, fingerprint=fingerprint,
@@ -103,20 +102,37 @@ def _load_100k(path: Path, filters: ds.InteractionFilters | None) -> ds.Canonica
     flags = movies[GENRES_100K].eq("1").to_numpy()
     genre_lists = pd.Series([[g for g, f in zip(GENRES_100K, row, strict=True) if f] for row in flags],
                             index=movies.index)
-    items = _items(movies["movieId"].str.strip(), movies["title"], genre_lists, pd.Series(dtype=str))
+    items = _items(movies["movieId"].str.strip(), movies["title"], genre_lists)
     report["movies"] = len(items)
     fingerprint = ds.file_fingerprint([data_file, item_file], salt=LOADER_VERSION)
     return ds.finish_tables(items, interactions, report=report, fingerprint=fingerprint,
                             source_name=str(data_file), keep_items="all", filters=filters)
 
 
-def _items(ids: pd.Series, titles: pd.Series, genre_lists: pd.Series, tags: pd.Series) -> pd.DataFrame:
+def _tags_as_rating_text(interactions: pd.DataFrame, tags_file: Path) -> tuple[pd.DataFrame, int, int]:
+    """Each user's tags on a movie (up to 20, in file order) as the text of their rating of it.
+
+    Returns:
+        ``(interactions with the text column, tags kept, tags on movies the user did not rate)``.
+    """
+    tags = read_table(tags_file, columns=["userId", "movieId", "tag"], required=["userId", "movieId", "tag"])
+    tags = pd.DataFrame({ds.USER_ID: tags["userId"].str.strip(), ds.ITEM_ID: tags["movieId"].str.strip(),
+                         "tag": tags["tag"].str.strip()})
+    tags = tags[tags["tag"] != ""].drop_duplicates()
+    text = (tags.groupby([ds.USER_ID, ds.ITEM_ID], sort=False)["tag"].agg(lambda t: ", ".join(t.iloc[:20]))
+            .rename(ds.TEXT).reset_index())
+    rated = interactions[[ds.USER_ID, ds.ITEM_ID]].drop_duplicates()
+    matched = text.merge(rated, on=[ds.USER_ID, ds.ITEM_ID], how="inner")
+    dropped = int(len(tags) - tags.merge(rated, on=[ds.USER_ID, ds.ITEM_ID], how="inner").shape[0])
+    interactions = interactions.drop(columns=[ds.TEXT], errors="ignore").merge(
+        matched, on=[ds.USER_ID, ds.ITEM_ID], how="left")
+    interactions[ds.TEXT] = interactions[ds.TEXT].astype(object).where(interactions[ds.TEXT].notna(), None)
+    return interactions, int(len(tags)) - dropped, dropped
+
+
+def _items(ids: pd.Series, titles: pd.Series, genre_lists: pd.Series) -> pd.DataFrame:
     genre_lists = genre_lists.apply(lambda g: [x for x in (g if isinstance(g, list) else []) if x and x != "unknown"])
-    tag_text = ids.map(tags).fillna("")
-    description = [
-        ". ".join(part for part in (f"Genres: {', '.join(g)}" if g else "", f"Tags: {t}" if t else "") if part)
-        for g, t in zip(genre_lists, tag_text, strict=True)
-    ]
+    description = [f"Genres: {', '.join(g)}" if g else "" for g in genre_lists]
     return pd.DataFrame({
         ds.ITEM_ID: ids.to_numpy(),
         ds.TITLE: titles.map(ds.clean_text).to_numpy(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from modeling import datasets as ds
@@ -44,17 +45,44 @@ userId,movieId,tag,timestamp
     return tmp_path
 
 
-def test_movielens_latest_uses_title_genres_and_tags(movielens_latest: Path) -> None:
+def test_movielens_latest_uses_title_and_genres_and_tags_are_their_authors_rating_text(
+        movielens_latest: Path) -> None:
     data = ds.load_source("movielens", movielens_latest)
     assert data.counts() == {"items": 3, "users": 2, "interactions": 3}
     items = data.items.set_index(ds.ITEM_ID)
     assert items.loc["10", ds.TITLE] == "Toy Story (1995)"
     assert items.loc["10", ds.CATEGORY] == "Adventure"
-    assert items.loc["10", ds.DESCRIPTION] == "Genres: Adventure, Animation. Tags: pixar, fun"
+    # Tags are written by shoppers: never product text, only the text of the tagger's own rating (issue 13).
+    assert items.loc["10", ds.DESCRIPTION] == "Genres: Adventure, Animation"
+    texts = data.interactions.set_index([ds.USER_ID, ds.ITEM_ID])[ds.TEXT]
+    assert texts.loc[("1", "10")] == "pixar"
+    assert texts.loc[("2", "10")] == "fun, pixar"
+    assert pd.isna(texts.loc[("1", "20")])
+    assert data.report["tags"] == 3 and data.report["tags_without_rating"] == 0
     assert items.loc["20", ds.TITLE] == "Heat, Again (1995)"
     assert items.loc["30", ds.CATEGORY] == ""  # listed, never rated, still in the catalogue
     assert set(data.interactions[ds.EVENT]) == {"rating"}
     assert data.interactions[ds.RATING].tolist() == [4.0, 3.5, 5.0]
+
+
+def test_movielens_held_out_ratings_tags_reach_no_training_input(tmp_path: Path) -> None:
+    """A tag written with a held-out rating must not reach the products' text or the training rows."""
+    from modeling.splits import leave_last_out_split
+
+    write(tmp_path / "ratings.csv", "userId,movieId,rating,timestamp\n" + "".join(
+        f"{user},{movie},4.0,{100 * user + movie}\n" for user in (1, 2) for movie in (10, 20, 30, 40)))
+    write(tmp_path / "movies.csv", "movieId,title,genres\n10,A,Drama\n20,B,Drama\n30,C,Drama\n40,D,Drama\n")
+    # User 2 tagged movie 40, their last rating (the test item); user 1 tagged 10 (training) and 50 (not rated).
+    write(tmp_path / "tags.csv", "userId,movieId,tag,timestamp\n2,40,spaceopera,1\n1,10,slowburn,2\n"
+                                 "1,50,unrated,3\n")
+    data = ds.load_source("movielens", tmp_path)
+    assert data.report["tags_without_rating"] == 1
+    split = leave_last_out_split(data.interactions)
+    assert split.test.set_index(ds.USER_ID).loc["2", ds.ITEM_ID] == "40"
+    product_text = " ".join(data.items[[ds.TITLE, ds.DESCRIPTION]].astype(str).agg(" ".join, axis=1))
+    training_text = " ".join(split.train[ds.TEXT].dropna())
+    assert "spaceopera" not in product_text + training_text
+    assert "slowburn" in training_text and "slowburn" not in product_text
 
 
 def test_movielens_100k_layout(tmp_path: Path) -> None:
