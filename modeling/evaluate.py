@@ -87,6 +87,11 @@ def tune_baselines(matrix: Any, order: tuple[np.ndarray, np.ndarray], validate: 
     report("ease", "λ", result)
     models["ease"] = kept.pop("ease")[2]
     tuning["ease"] = {"params": {"l2": result.best}, "l2": result.to_dict()}
+    if models["ease"].subset is not None:
+        fitted = len(models["ease"].subset)
+        tuning["ease"]["fitted_items"] = fitted
+        say(f"ease: fitted on the {fitted:,} most interacted of {matrix.shape[1]:,} products (a dense EASE of "
+            f"every product would need {matrix.shape[1] ** 2 * 8 / 1e9:.0f} GB)")
 
     models["transitions"] = Transitions().fit_sequences(matrix, *order)
     blend = TransitionsEASE(models["ease"].l2).fit_sequences(matrix, *order, ease=models["ease"])

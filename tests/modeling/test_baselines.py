@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from modeling.baselines import (
     EASE,
@@ -186,3 +187,27 @@ def test_implicit_als_folds_in_a_history_it_was_not_fitted_on() -> None:
     scores = model.score(new_user)[0]
     scores[3] = -np.inf
     assert set(np.argsort(-scores)[:2]) == {4, 5}
+
+
+def test_ease_above_its_size_limit_fits_the_most_interacted_products_only() -> None:
+    matrix = two_groups()  # 6 products, every one with 6 users
+    extra = interaction_matrix(np.array([0, 1, 2]), np.array([6, 6, 7]), 12, 8)
+    matrix = (sp.hstack([matrix, sp.csr_matrix((12, 2))]) + extra).tocsr()
+    limited = EASE(l2=1.0, max_items=7).fit(matrix)
+    assert limited.subset.tolist() == [0, 1, 2, 3, 4, 5, 6]  # product 7 (one user) is left out
+    assert limited.weights.shape == (7, 7)
+    scores = limited.score(interaction_matrix(np.array([0, 0]), np.array([0, 7]), 1, 8))
+    assert scores.shape == (1, 8) and scores[0, 7] == 0.0
+    full = EASE(l2=1.0).fit(matrix)
+    assert int(np.argmax(np.where(np.arange(8) == 0, -np.inf, scores[0]))) in (1, 2)
+    assert full.subset is None and full.weights.shape == (8, 8)
+
+
+def test_item_knn_similarity_is_sparse_and_keeps_the_closest_neighbours() -> None:
+    import scipy.sparse as sparse
+
+    knn = ItemKNN(neighbours=1).fit(two_groups())
+    assert sparse.issparse(knn.similarity)
+    assert (np.diff(knn.similarity.indptr) == 1).all()  # one neighbour each, within the item's group
+    rows, cols = knn.similarity.nonzero()
+    assert ((rows < 3) == (cols < 3)).all()
