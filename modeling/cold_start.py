@@ -52,6 +52,24 @@ def _train_and_load(data: ds.CanonicalData, embeddings: Embeddings, params: Any,
     return Recommender(artifacts.load_bundle(publish(trained, data, embeddings, directory)))
 
 
+def check_held_out(recommender: Recommender, *, users: Sequence[str] = (), items: Sequence[str] = ()) -> None:
+    """Refuse a trained model that knows a held-out shopper or product (ids, and so their vectors).
+
+    Raises:
+        RuntimeError: naming up to five leaked ids.
+    """
+    leaked_users = sorted(set(map(str, users)) & set(np.asarray(recommender.user_ids).astype(str)))
+    leaked_items = sorted(set(map(str, items)) & set(np.asarray(recommender.item_ids).astype(str)))
+    if leaked_users or leaked_items:
+        raise RuntimeError(f"held-out shoppers {leaked_users[:5]} / products {leaked_items[:5]} are in the trained "
+                           "model: the cold-start protocol would measure what it learned, not a cold start")
+
+
+def random_recall(k: int, candidates: int) -> float:
+    """Expected share of a user's relevant products in a random top ``k`` of ``candidates`` products."""
+    return min(1.0, k / max(1, candidates))
+
+
 COLD_USER_METRICS: tuple[str, ...] = ("hr@10", "recall@50", "next_hr@10", "next_ndcg@10")
 
 
@@ -106,6 +124,7 @@ def cold_users(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
     warm = _subset(data, inter[~is_cold])
     with tempfile.TemporaryDirectory() as directory:
         recommender = _train_and_load(warm, embeddings, params, directory)
+        check_held_out(recommender, users=sorted(cold))
         items = pd.Index(recommender.item_ids.astype(str))
         fitted_on = leave_last_out_split(warm.interactions).train  # what train_model fits the two-tower on
         warm_u = pd.Index(warm.users[ds.USER_ID].astype(str)).get_indexer(fitted_on[ds.USER_ID].astype(str))
@@ -221,6 +240,7 @@ def cold_items(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
     with tempfile.TemporaryDirectory() as directory:
         recommender = _train_and_load(warm, embeddings, params, directory)
         cold_ids = np.asarray(sorted(cold))
+        check_held_out(recommender, items=cold_ids)
         cold_rows = data.items.set_index(data.items[ds.ITEM_ID].astype(str)).loc[cold_ids].reset_index(drop=True)
         recommender.add_items(cold_ids, embeddings.item_matrix_for(cold_ids), item_attributes(cold_rows))
         items = pd.Index(recommender.item_ids.astype(str))
@@ -259,8 +279,8 @@ def cold_items(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
             new_first = new_first.copy()
             new_first[cold_positions] = 1.0 + rng.random(len(cold_positions))
             per_user["new_first"].append(measure(new_first, seen, relevant))
-            candidates = recommender.n_items - len(seen)
-            per_user["random"].append((min(1.0, 50 / max(1, candidates)), min(1.0, 10 / len(cold_positions))))
+            per_user["random"].append((random_recall(50, recommender.n_items - len(seen)),
+                                       random_recall(10, len(cold_positions))))
         values = {name: np.asarray(v, dtype=np.float64).reshape(-1, 2) for name, v in per_user.items()}
         result: dict[str, Any] = {"items": len(cold), "users": len(values["two_tower"])}
         for name, v in values.items():

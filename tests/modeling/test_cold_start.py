@@ -1,0 +1,77 @@
+"""The cold-start protocols: held-out shoppers and products, their baselines, intervals and leak guard."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from modeling import artifacts
+from modeling.cold_start import (
+    _cold_user_metrics,
+    check_held_out,
+    cold_items,
+    cold_users,
+    format_cold_table,
+    random_recall,
+)
+from modeling.embeddings import load_embeddings
+from modeling.recommender import Recommender
+from modeling.two_tower import TwoTowerParams
+from tests.conftest import Pipeline
+
+BASELINES = {"popularity", "item_knn", "ease", "ials", "transitions", "transitions+ease"}
+
+
+def test_cold_user_metrics_match_hand_computed_values() -> None:
+    ranked = np.arange(50)  # item i at rank i + 1
+    # Remaining items 3, 12 and 70: one in the top 10, two in the top 50; the next product (3) at rank 4.
+    hit, recall, next_hit, next_gain = _cold_user_metrics(ranked, np.array([3, 12, 70]), 3)
+    assert (hit, next_hit) == (1.0, 1.0)
+    assert recall == pytest.approx(2 / 3)
+    assert next_gain == pytest.approx(1 / np.log2(5))
+    # The next product (12) is outside the top 10, another remaining one (3) is inside.
+    assert _cold_user_metrics(ranked, np.array([3, 12]), 12) == (1.0, 1.0, 0.0, 0.0)
+    assert _cold_user_metrics(ranked, np.array([60]), 60) == (0.0, 0.0, 0.0, 0.0)
+
+
+def test_random_placement_recall_hand_computed() -> None:
+    assert random_recall(50, 200) == 0.25
+    assert random_recall(50, 40) == 1.0  # fewer candidates than places: everything is shown
+    assert random_recall(10, 0) == 1.0
+
+
+def test_a_model_that_knows_a_held_out_shopper_or_product_is_refused(pipeline: Pipeline) -> None:
+    recommender = Recommender(artifacts.load_bundle(pipeline.models / pipeline.version))
+    known_user, known_item = str(recommender.user_ids[0]), str(recommender.item_ids[0])
+    check_held_out(recommender, users=["nobody"], items=["no-such-product"])
+    with pytest.raises(RuntimeError, match=known_user):
+        check_held_out(recommender, users=[known_user])
+    with pytest.raises(RuntimeError, match=known_item):
+        check_held_out(recommender, items=[known_item])
+
+
+def test_cold_shoppers_every_model_one_fallback_and_intervals(pipeline: Pipeline) -> None:
+    embeddings = load_embeddings(pipeline.embeddings)
+    users = cold_users(pipeline.data, embeddings, TwoTowerParams(epochs=2, batch_size=128), ease_l2=10.0)
+    assert users["users"] == round(0.1 * pipeline.data.counts()["users"])
+    for given in ("given_0", "given_1", "given_3"):
+        assert set(users[given]) == BASELINES | {"two_tower"}
+        for metrics in users[given].values():
+            # The next product is one of the remaining ones, and a hit in the top 10 is one in the top 50.
+            assert metrics["next_ndcg@10"] <= metrics["next_hr@10"] <= metrics["hr@10"]
+    # With nothing given every model answers with the service's fallback (recent popularity), except
+    # the popularity baseline itself (training counts); the output says so.
+    for name in BASELINES - {"popularity"}:
+        assert users["given_0"][name] == users["given_0"]["two_tower"]
+    assert "recent popularity" in users["fallback_given_0"]
+    # Given something, the models differ.
+    assert len({tuple(m.values()) for m in users["given_3"].values()}) > 2
+    for given in ("given_1", "given_3"):
+        for name, metrics in users["differences"][given].items():
+            for metric, value in metrics.items():
+                gap = users[given]["two_tower"][metric] - users[given][name][metric]
+                assert value["difference"] == pytest.approx(gap)
+                assert value["low"] <= value["difference"] <= value["high"]
+    items = cold_items(pipeline.data, embeddings, TwoTowerParams(epochs=1, batch_size=128))
+    table = format_cold_table({"cold_users": users, "cold_items": items})
+    assert "Cold items" in table and "text_similarity" in table and "next_ndcg@10, cold users given 3" in table
