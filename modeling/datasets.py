@@ -58,7 +58,7 @@ SNAPSHOT_FILES: dict[str, str] = {
     "interactions": "interactions.parquet",
 }
 SNAPSHOT_MANIFEST = "manifest.json"
-SOURCES: tuple[str, ...] = ("amazon2018", "movielens", "retailrocket", "csv")
+SOURCES: tuple[str, ...] = ("amazon2018", "movielens", "retailrocket", "csv", "clickstream")
 
 
 @dataclass
