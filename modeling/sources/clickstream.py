@@ -100,7 +100,7 @@ def load_clickstream(path: Path | str, *, filters: ds.InteractionFilters | None 
     raw = read_table(file, columns=[name for names in layout.values() for name in names], required=[],
                      sep=sep, encoding=ENCODING)
     columns = {role: next((n for n in names if n in raw.columns), None) for role, names in layout.items()}
-    _require(columns, raw, file, uci)
+    _require(columns, [name.strip() for name in header.split(sep)], file, uci)
 
     sessions = raw[str(columns["session"])].str.strip()
     item_ids = raw[str(columns["item"])].str.strip()
@@ -176,7 +176,7 @@ def _first_line(file: Path) -> str:
     return text.lstrip("\r\n").splitlines()[0]
 
 
-def _require(columns: dict[str, str | None], raw: pd.DataFrame, file: Path, uci: bool) -> None:
+def _require(columns: dict[str, str | None], found: list[str], file: Path, uci: bool) -> None:
     """Refuse a file that lacks the session, the product or a time column, or has part of a date."""
     missing = [role for role in ("session", "item") if columns[role] is None]
     if columns.get("timestamp") is None and columns["order"] is None:
@@ -185,7 +185,7 @@ def _require(columns: dict[str, str | None], raw: pd.DataFrame, file: Path, uci:
         missing += [role for role in ("year", "month", "day", "category", "colour", "price") if columns[role] is None]
     if missing:
         names = [(UCI_COLUMNS if uci else GENERIC_COLUMNS).get(role, (role,))[0] for role in missing]
-        raise DataValidationError(f"missing required column(s) {', '.join(names)}; found {', '.join(raw.columns)}",
+        raise DataValidationError(f"missing required column(s) {', '.join(names)}; found {', '.join(found)}",
                                   path=str(file))
     date_parts = [columns[role] for role in ("year", "month", "day")]
     if any(date_parts) and not all(date_parts):
@@ -210,14 +210,14 @@ def _times(raw: pd.DataFrame, columns: dict[str, str | None], file: Path) -> np.
     plausible = (parts["year"] >= 1970) & (parts["year"] <= 9999)
     frame = pd.DataFrame(parts)
     frame.loc[~plausible, ["year", "month", "day"]] = 1970, 1, 1  # refused below; keeps to_datetime in range
-    dates = pd.to_datetime(frame, errors="coerce", utc=True)
+    dates = pd.to_datetime(frame, errors="coerce")  # naive, read as UTC
     bad = dates.isna().to_numpy() | ~plausible
     if bad.any():
         at = int(np.flatnonzero(bad)[0])
         value = f"{parts['year'][at]}-{parts['month'][at]}-{parts['day'][at]}"
         raise row_error(raw, bad, f"year-month-day {value} is not a date from 1970 on", file)
-    midnight = (dates - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
-    return midnight.to_numpy(dtype=np.int64) + order
+    midnight = dates.to_numpy().astype("datetime64[s]").astype(np.int64)
+    return midnight + order
 
 
 def _decoded(raw: pd.DataFrame, column: str, names: dict[int, str], file: Path) -> pd.Series:
@@ -264,8 +264,8 @@ def _items(raw: pd.DataFrame, columns: dict[str, str | None], file: Path,
         most = counts.sort_values([ds.ITEM_ID, "n", role], ascending=[True, False, True], kind="stable")
         chosen = most.drop_duplicates(ds.ITEM_ID).set_index(ds.ITEM_ID)[role]
         items[role] = items[ds.ITEM_ID].map(chosen).to_numpy()
-    text = {role: items[role].fillna("").astype(str) if role in items else pd.Series("", index=items.index)
-            for role in ("title", "category", "colour")}
+    text = {role: items[role].map(lambda v: v if isinstance(v, str) else "") if role in items
+            else pd.Series("", index=items.index) for role in ("title", "category", "colour")}
     made = [_title(item, category, colour) for item, category, colour
             in zip(items[ds.ITEM_ID], text["category"], text["colour"], strict=True)]
     result = pd.DataFrame({
