@@ -38,3 +38,10 @@ def test_production_refuses_to_start_when_unsafe(change: dict[str, str | None], 
     result = manage("check", env=env)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_reco_data_source_accepts_the_clickstream_source_and_refuses_unknown_ones() -> None:
+    assert manage("check", env={"RECO_DATA_SOURCE": "clickstream"}).returncode == 0
+    refused = manage("check", env={"RECO_DATA_SOURCE": "clicks"})
+    assert refused.returncode != 0
+    assert "RECO_DATA_SOURCE='clicks' must be one of" in refused.stderr and "clickstream" in refused.stderr

@@ -96,5 +96,33 @@ def test_load_data_command_reports_file_and_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.django_db
+def test_load_data_command_with_a_clickstream(tmp_path: Path, settings) -> None:
+    settings.RECO_PROCESSED_DIR = tmp_path / "processed"
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "e-shop clothing 2008.csv").write_text(
+        "year;month;day;order;country;session ID;page 1 (main category);page 2 (clothing model);colour;location;"
+        "model photography;price;price 2;page\n"
+        "2008;4;1;1;29;1;1;A13;1;5;1;28;2;1\n2008;4;1;2;29;1;3;C56;3;6;2;38;2;2\n2008;4;2;1;21;2;3;C56;3;6;2;38;2;2\n")
+    out = StringIO()
+    call_command("load_data", "--source", "clickstream", "--path", str(raw), stdout=out, stderr=StringIO())
+    assert "Imported 2 shoppers, 2 products, 3 interactions" in out.getvalue()
+    assert set(Shopper.objects.values_list("id", flat=True)) == {"s1", "s2"}
+    blouse = Product.objects.get(id="C56")
+    assert (blouse.title, blouse.category, blouse.price) == ("Blouses C56, blue", "Blouses", 38.0)
+    assert list(Interaction.objects.filter(shopper_id="s1").order_by("occurred_at")
+                .values_list("product_id", "event")) == [("A13", "view"), ("C56", "view")]
+    assert ds.read_snapshot_manifest(tmp_path / "processed")["source"] == "clickstream"
+
+    (raw / "e-shop clothing 2008.csv").write_text("year;month;day;order;country;session ID;page 1 (main category);"
+                                                  "page 2 (clothing model);colour;location;model photography;"
+                                                  "price;price 2;page\n2008;4;1;first;29;1;1;A13;1;5;1;28;2;1\n")
+    with pytest.raises(CommandError, match=r"e-shop clothing 2008\.csv, line 2: column 'order': 'first' is not an"):
+        call_command("load_data", "--source", "clickstream", "--path", str(raw), stdout=StringIO(),
+                     stderr=StringIO())
+    assert Interaction.objects.count() == 3  # the refused file changed nothing
+
+
+@pytest.mark.django_db
 def test_migrations_match_the_models() -> None:
     call_command("makemigrations", "--check", "--dry-run", stdout=StringIO(), stderr=StringIO())
