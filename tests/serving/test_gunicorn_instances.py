@@ -88,12 +88,12 @@ def test_two_instances_started_at_once_keep_their_own_control_sockets(service_sq
     first = service_sqlite
     first.env.update(XDG_RUNTIME_DIR=str(runtime_dir), RECO_WORKERS="1")
     first.env.pop("RECO_CONTROL_SOCKET", None)  # the default, as a user gets it
-    second = _second_instance(first, first.root / "second", RECO_CONTROL_SOCKET=str(runtime_dir / "second.ctl"))
+    second = _second_instance(first, first.root / "second")
     try:
         with ThreadPoolExecutor(2) as pool:
             bases = list(pool.map(Service.start, (first, second)))
-        first_socket = runtime_dir / f"recoapi-127.0.0.1-{bases[0].rsplit(':', 1)[1]}.ctl"
-        second_socket = runtime_dir / "second.ctl"
+        first_socket, second_socket = (runtime_dir / f"recoapi-127.0.0.1-{base.rsplit(':', 1)[1]}.ctl"
+                                       for base in bases)
         assert _control(first_socket, "show stats")["pid"] == first.process.pid
         assert _control(second_socket, "show stats")["pid"] == second.process.pid
         assert _sockets(runtime_dir) == {first_socket, second_socket}
