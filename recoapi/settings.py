@@ -182,10 +182,28 @@ CONSOLE_LOG_LEVEL = env_choice("RECO_CONSOLE_LOG_LEVEL", "WARNING", ("DEBUG", "I
 LOGS_DIR.mkdir(parents=True, exist_ok=True)
 
 
+# Every gunicorn worker, management command and test process writes the same files, so rotation must be
+# multi-process safe: concurrent-log-handler takes a file lock (logs/.__<name>.lock) around each write and
+# rotation, and a process whose file was rotated by another reopens the new one. RECO_LOG_MAX_BYTES=0 turns
+# rotation off (for an external tool such as logrotate; a moved file is noticed and reopened).
+LOG_MAX_BYTES = env_int("RECO_LOG_MAX_BYTES", 10 * 1024 * 1024)
+LOG_BACKUPS = env_int("RECO_LOG_BACKUPS", 5)
+if LOG_MAX_BYTES < 0:
+    raise ImproperlyConfigured(f"environment variable RECO_LOG_MAX_BYTES={LOG_MAX_BYTES} must be 0 (no rotation) "
+                               "or a size in bytes")
+if LOG_BACKUPS < 1:
+    raise ImproperlyConfigured(f"environment variable RECO_LOG_BACKUPS={LOG_BACKUPS} must be at least 1")
+
+
 def _rotating_file(name: str, formatter: str) -> dict:
-    """A log file in LOGS_DIR, rotated at 10 MB with 5 old files kept; records carry the request id."""
-    return {"class": "logging.handlers.RotatingFileHandler", "filename": str(LOGS_DIR / name),
-            "maxBytes": 10 * 1024 * 1024, "backupCount": 5, "formatter": formatter, "filters": ["request_id"]}
+    """A log file in LOGS_DIR shared safely by every process, rotated at LOG_MAX_BYTES with LOG_BACKUPS old files.
+
+    Records carry the request id. A rotated file holds at least LOG_MAX_BYTES (the check is made before each
+    write, under the lock), so the current file is the only short one.
+    """
+    return {"class": "concurrent_log_handler.ConcurrentRotatingFileHandler", "filename": str(LOGS_DIR / name),
+            "maxBytes": LOG_MAX_BYTES, "backupCount": LOG_BACKUPS, "formatter": formatter,
+            "filters": ["request_id"]}
 
 
 LOGGING = {
