@@ -278,6 +278,18 @@ def model_train(
     return {**result, "activated": activate}
 
 
+def model_load() -> str:
+    """Load the active model into this process now (it is otherwise loaded on first use).
+
+    Returns:
+        The active model version.
+
+    Raises:
+        ServiceUnavailable: no model is active.
+    """
+    return _engine_or_503().version
+
+
 def recommendation_batch(*, user_ids: list[str], k: int) -> tuple[str, list[tuple[str, int, str, float]]]:
     """Top-k for many shoppers at once (same ladder and filters as the API's defaults).
 

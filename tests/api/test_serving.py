@@ -170,6 +170,43 @@ def test_recommend_batch_writes_ranked_rows(service: Pipeline, tmp_path: Path) -
     assert "Wrote 6 rows for 2 shoppers" in out.getvalue()
 
 
+def test_recommend_batch_skips_a_user_id_header_like_a_file_without_one(service: Pipeline, tmp_path: Path) -> None:
+    # Issue 12: a header line (here with a byte order mark, other case and spaces) is not a shopper.
+    user = a_known_user(service)
+    plain, headed = tmp_path / "plain.csv", tmp_path / "headed.csv"
+    plain.write_text(f"{user}\nstranger\n", encoding="utf-8")
+    headed.write_text(f"\ufeff User_ID \n{user}\nstranger\n", encoding="utf-8")
+    for source in (plain, headed):
+        call_command("recommend_batch", "--input", str(source), "--output", str(tmp_path / f"{source.stem}.out"),
+                     "--k", "3", stdout=StringIO(), stderr=StringIO())
+    rows = list(csv.DictReader((tmp_path / "headed.out").open()))
+    assert {r["user_id"] for r in rows} == {user, "stranger"}
+    assert (tmp_path / "headed.out").read_text() == (tmp_path / "plain.out").read_text()
+
+
+def test_recommend_batch_progress_starts_after_the_model_is_loaded(service: Pipeline, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from recoapi.recommendations.management.commands import recommend_batch as command
+
+    steps: list[object] = []
+    real_load, real_bar = command.model_load, command.tqdm
+
+    def load() -> str:
+        steps.append("model loaded")
+        return real_load()
+
+    def bar(*args, **kwargs):
+        steps.append(("bar", kwargs["total"]))
+        return real_bar(*args, **kwargs)
+
+    monkeypatch.setattr(command, "model_load", load)
+    monkeypatch.setattr(command, "tqdm", bar)
+    (tmp_path / "in.csv").write_text("user_id\na\n\nb\n")
+    call_command("recommend_batch", "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "o.csv"),
+                 stdout=StringIO(), stderr=StringIO())
+    assert steps == ["model loaded", ("bar", 2)]  # the bar counts shoppers only, not the header
+
+
 def test_recommend_batch_bad_arguments(service: Pipeline, tmp_path: Path) -> None:
     with pytest.raises(CommandError, match="no such file"):
         call_command("recommend_batch", "--input", str(tmp_path / "missing.csv"), "--output", str(tmp_path / "o"))
