@@ -50,6 +50,12 @@ def import_filters_from_settings() -> ds.InteractionFilters:
     )
 
 
+def event_time_bounds() -> ds.TimeBounds:
+    """The plausible event times now: from RECO_EVENT_MIN_TIME to RECO_EVENT_MAX_FUTURE_SECONDS from now."""
+    latest = int(timezone.now().timestamp()) + settings.RECO_EVENT_MAX_FUTURE_SECONDS
+    return ds.TimeBounds(earliest=settings.RECO_EVENT_MIN_TIME, latest=latest)
+
+
 def _database_counts() -> dict[str, int]:
     """Counts to compare with a source: its products and shoppers, and the imported interactions."""
     imported = Interaction.objects.filter(source=Interaction.IMPORTED)
@@ -140,7 +146,7 @@ def data_import(
     """
     processed = Path(processed_dir or settings.RECO_PROCESSED_DIR)
     try:
-        data = ds.load_source(source, path, filters=filters)
+        data = ds.load_source(source, path, filters=filters, time_bounds=event_time_bounds())
     except DataValidationError as exc:
         raise ApplicationError(str(exc), code="invalid_data") from exc
 
@@ -203,8 +209,16 @@ def interaction_record(
     shopper the model does not know moves from "popular" to "content".
 
     Raises:
+        ApplicationError: ``occurred_at`` is before RECO_EVENT_MIN_TIME or more than
+            RECO_EVENT_MAX_FUTURE_SECONDS in the future (code ``invalid``, 400).
         NotFound: the product is not in the catalogue.
     """
+    if occurred_at is not None:
+        bounds = event_time_bounds()
+        if not bounds.earliest <= occurred_at.timestamp() <= bounds.latest:
+            raise ApplicationError(
+                f"timestamp: {occurred_at.isoformat()} is outside the accepted range {bounds.describe()} "
+                f"(at most {settings.RECO_EVENT_MAX_FUTURE_SECONDS} seconds in the future).", code="invalid")
     if not Product.objects.filter(id=item_id).exists():
         raise NotFound(f"Product {item_id!r} is not in the catalogue.", code="unknown_item")
     with transaction.atomic():

@@ -136,6 +136,33 @@ def test_bad_events_are_refused(service: Pipeline, staff_client: APIClient, body
     assert Interaction.objects.count() == before
 
 
+@pytest.mark.parametrize("moment", ["3000-01-01T00:00:00Z", "1800-06-01T00:00:00Z", "1994-12-31T23:59:59Z"])
+def test_events_at_implausible_times_are_refused_naming_the_field(service: Pipeline, staff_client: APIClient,
+                                                                 moment: str) -> None:
+    # Issue 12: a future event would stay the shopper's latest forever.
+    before = Interaction.objects.count()
+    item = str(service.data.items[ds.ITEM_ID].iloc[0])
+    response = staff_client.post("/events", {"user": "u", "item": item, "event": "view", "timestamp": moment},
+                                 format="json")
+    assert_error(response, 400, "invalid")
+    assert response.json()["error"]["message"].startswith("timestamp: ")
+    assert Interaction.objects.count() == before
+
+
+def test_event_time_tolerance_comes_from_settings(service: Pipeline, staff_client: APIClient, settings) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    item = str(service.data.items[ds.ITEM_ID].iloc[0])
+    soon = (datetime.now(UTC) + timedelta(seconds=120)).isoformat()
+    body = {"user": "u", "item": item, "event": "view", "timestamp": soon}
+    assert staff_client.post("/events", body, format="json").status_code == 201  # clock skew within 300 s
+    settings.RECO_EVENT_MAX_FUTURE_SECONDS = 0
+    assert_error(staff_client.post("/events", body, format="json"), 400, "invalid")
+    settings.RECO_EVENT_MIN_TIME = int(datetime(2030, 1, 1, tzinfo=UTC).timestamp())
+    now = {"user": "u", "item": item, "event": "view", "timestamp": datetime.now(UTC).isoformat()}
+    assert_error(staff_client.post("/events", now, format="json"), 400, "invalid")
+
+
 # --------------------------------------------------------------------------- products added after training
 
 

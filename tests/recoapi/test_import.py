@@ -88,6 +88,19 @@ def test_load_data_command_with_csv_source_and_filters(tmp_path: Path, settings)
 
 
 @pytest.mark.django_db
+def test_load_data_drops_and_counts_events_at_implausible_times(tmp_path: Path, settings) -> None:
+    # Issue 12: the importers apply the bounds of POST /events (RECO_EVENT_MIN_TIME, RECO_EVENT_MAX_FUTURE_SECONDS).
+    settings.RECO_PROCESSED_DIR = tmp_path / "processed"
+    (tmp_path / "interactions.csv").write_text("user_id,item_id,timestamp\n"
+                                               "a,x,1700000000\nb,x,1800-01-01\nb,y,3000-01-01\nc,y,1700000100\n")
+    out = StringIO()
+    call_command("load_data", "--source", "csv", "--path", str(tmp_path), stdout=out, stderr=StringIO())
+    assert "Imported 2 shoppers" in out.getvalue() and "out_of_range_time=2" in out.getvalue()
+    assert set(Interaction.objects.values_list("shopper_id", flat=True)) == {"a", "c"}
+    assert ds.read_snapshot(tmp_path / "processed").report["out_of_range_time"] == 2
+
+
+@pytest.mark.django_db
 def test_load_data_command_reports_file_and_line(tmp_path: Path) -> None:
     (tmp_path / "events.csv").write_text("timestamp,visitorid,event,itemid\n1,2,view,3\n1,2,buy,3\n")
     with pytest.raises(CommandError, match=r"events\.csv, line 3: column 'event': 'buy'"):
