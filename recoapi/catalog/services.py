@@ -16,11 +16,15 @@ from django.utils import timezone
 from modeling import datasets as ds
 from modeling.errors import DataValidationError
 from recoapi.catalog.models import Interaction, Product, Shopper
-from recoapi.exceptions import ApplicationError, NotFound
+from recoapi.exceptions import ApplicationError, Conflict, NotFound
 
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 5000
+DELETE_BATCH_SIZE = 500  # ids per DELETE ... IN (...), well below every database's parameter limit
+# An import sharing fewer of its products than this with a non-empty catalogue is another shop's data:
+# it is refused unless the caller says whether to replace the catalogue or merge into it.
+OTHER_SHOP_SHARED_PRODUCTS = 0.5
 
 
 @dataclass
@@ -33,10 +37,11 @@ class ImportResult:
     counts: dict[str, int]
     report: dict[str, int] = field(default_factory=dict)
     fingerprint: str = ""
+    removed: dict[str, int] = field(default_factory=lambda: {"products": 0, "shoppers": 0})
 
     def as_dict(self) -> dict[str, object]:
         return {"source": self.source, "path": self.path, "skipped": self.skipped, "counts": self.counts,
-                "report": self.report}
+                "report": self.report, "removed": self.removed}
 
 
 def import_filters_from_settings() -> ds.InteractionFilters:
@@ -62,6 +67,41 @@ def _database_counts() -> dict[str, int]:
     return {"items": Product.objects.count(),
             "users": Shopper.objects.filter(interactions__source=Interaction.IMPORTED).distinct().count(),
             "interactions": imported.count()}
+
+
+def _refuse_another_shop(data: ds.CanonicalData) -> None:
+    """Raise Conflict when ``data`` looks like another shop than the catalogue in the database.
+
+    "Another shop": the catalogue is not empty and fewer than ``OTHER_SHOP_SHARED_PRODUCTS`` of the
+    new data's products are in it (the demo shop followed by one's own export shares none).
+    """
+    existing = Product.objects.count()
+    if not existing:
+        return
+    new_ids = data.items[ds.ITEM_ID].astype(str).tolist()
+    shared = sum(Product.objects.filter(id__in=new_ids[sl]).count() for sl in _batches(len(new_ids),
+                                                                                        DELETE_BATCH_SIZE))
+    if shared >= OTHER_SHOP_SHARED_PRODUCTS * len(new_ids):
+        return
+    raise Conflict(
+        f"The new data shares {shared} of its {len(new_ids)} products with the {existing} products in the "
+        "database: it looks like another shop, and importing it would mix the two. Import it with replace "
+        "(`load_data --replace`, or {\"replace\": true} for POST /reload_data) to remove the products and "
+        "shoppers that are not in the new data, or with merge (`load_data --merge`, {\"merge\": true}) to "
+        "keep them beside it.", code="other_shop")
+
+
+def _remove_absent(data: ds.CanonicalData) -> dict[str, int]:
+    """Delete the products and shoppers not in ``data``, with all their interactions (live ones too)."""
+    removed: dict[str, int] = {}
+    for name, model, ids in (("products", Product, data.items[ds.ITEM_ID]),
+                             ("shoppers", Shopper, data.users[ds.USER_ID])):
+        gone = sorted(set(model.objects.values_list("id", flat=True)) - set(ids.astype(str)))
+        for sl in _batches(len(gone), DELETE_BATCH_SIZE):
+            # The foreign keys cascade: their interactions, imported and live, go with them.
+            model.objects.filter(id__in=gone[sl]).delete()
+        removed[name] = len(gone)
+    return removed
 
 
 def _batches(n: int, size: int = BATCH_SIZE) -> list[slice]:
@@ -124,6 +164,8 @@ def data_import(
     force: bool = False,
     filters: ds.InteractionFilters | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    replace: bool = False,
+    merge: bool = False,
 ) -> ImportResult:
     """Import a data source into the database and write its parquet snapshot.
 
@@ -133,6 +175,12 @@ def data_import(
     the same row counts in the database). Imported interactions are replaced, live
     events recorded through POST /events are kept; products and shoppers are upserted.
 
+    Data of another shop (see :func:`_refuse_another_shop`) is refused unless ``replace``
+    or ``merge`` says what to do with the current catalogue. With ``replace`` the products
+    and shoppers that are not in the new data are deleted in the same transaction, with
+    all their interactions (live events too); the database then holds exactly the
+    snapshot's products and shoppers. With ``merge`` they are kept beside the new data.
+
     Args:
         source: one of ``modeling.datasets.SOURCES``.
         filters: optional interaction filters (see :class:`modeling.datasets.InteractionFilters`).
@@ -140,10 +188,16 @@ def data_import(
         processed_dir: snapshot directory (default ``settings.RECO_PROCESSED_DIR``).
         force: import even when unchanged.
         progress: called as ``progress(table, done, total)`` while writing.
+        replace: remove the products and shoppers that are not in the new data.
+        merge: keep them, even when the new data looks like another shop.
 
     Raises:
-        ApplicationError: for an unknown source or invalid files (message names file and line).
+        ApplicationError: for an unknown source or invalid files (message names file and line),
+            or both ``replace`` and ``merge``.
+        Conflict: the data looks like another shop and neither ``replace`` nor ``merge`` is given.
     """
+    if replace and merge:
+        raise ApplicationError("Choose replace or merge, not both.", code="invalid")
     processed = Path(processed_dir or settings.RECO_PROCESSED_DIR)
     try:
         data = ds.load_source(source, path, filters=filters, time_bounds=event_time_bounds())
@@ -152,7 +206,8 @@ def data_import(
 
     manifest = ds.read_snapshot_manifest(processed)
     if (not force and manifest is not None and manifest.get("fingerprint") == data.fingerprint
-            and _database_counts() == data.counts()):
+            and _database_counts() == data.counts()
+            and (not replace or Shopper.objects.count() == data.counts()["users"])):
         logger.info("data unchanged (%s), import skipped", data.fingerprint[:12])
         return ImportResult(source=source, path=str(path), skipped=True, counts=data.counts(), report=data.report,
                             fingerprint=data.fingerprint)
@@ -166,7 +221,12 @@ def data_import(
     ]
     shoppers = [Shopper(id=user_id) for user_id in data.users[ds.USER_ID].astype(str)]
 
+    removed = {"products": 0, "shoppers": 0}
     with transaction.atomic():
+        if replace:
+            removed = _remove_absent(data)
+        elif not merge:
+            _refuse_another_shop(data)
         with connection.cursor() as cursor:
             # Live events (POST /events) survive a reload; imported interactions are replaced.
             source_column = connection.ops.quote_name(Interaction._meta.get_field("source").column)
@@ -184,9 +244,9 @@ def data_import(
         _insert_interactions(data.interactions, report)
         # Last step inside the transaction: if the snapshot cannot be written, nothing is committed.
         ds.write_snapshot(data, processed, source=source)
-    logger.info("imported %s from %s: %s", source, path, data.counts())
+    logger.info("imported %s from %s: %s; removed %s", source, path, data.counts(), removed)
     return ImportResult(source=source, path=str(path), skipped=False, counts=data.counts(), report=data.report,
-                        fingerprint=data.fingerprint)
+                        fingerprint=data.fingerprint, removed=removed)
 
 
 

@@ -96,7 +96,8 @@ class ReloadDataApi(APIView):
         """Re-import the configured data files (staff only); returns the counts."""
         data = s.ReloadDataInput(data=request.data)
         data.is_valid(raise_exception=True)
-        return Response(services.data_reload(force=data.validated_data["force"]))
+        v = data.validated_data
+        return Response(services.data_reload(force=v["force"], replace=v["replace"], merge=v["merge"]))
 
 
 class ReloadModelApi(APIView):

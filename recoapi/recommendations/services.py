@@ -202,10 +202,13 @@ def _public(exc: Exception) -> str:
     return text.replace(models_dir + "/", "").replace(models_dir, "models")
 
 
-def data_reload(*, force: bool = False) -> dict[str, Any]:
-    """Re-import the configured data files and refresh the serving caches."""
+def data_reload(*, force: bool = False, replace: bool = False, merge: bool = False) -> dict[str, Any]:
+    """Re-import the configured data files and refresh the serving caches.
+
+    ``replace`` and ``merge`` are those of :func:`recoapi.catalog.services.data_import`.
+    """
     result = data_import(source=settings.RECO_DATA_SOURCE, path=settings.RECO_DATA_PATH, force=force,
-                         filters=import_filters_from_settings())
+                         filters=import_filters_from_settings(), replace=replace, merge=merge)
     registry.refresh()
     payload = result.as_dict()
     path = Path(result.path)
