@@ -21,7 +21,7 @@ from recoapi.exceptions import ApplicationError, Conflict, NotFound
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 5000
-DELETE_BATCH_SIZE = 500  # ids per DELETE ... IN (...), well below every database's parameter limit
+ID_BATCH_SIZE = 500  # ids per "... WHERE id IN (...)", well below every database's parameter limit
 # An import sharing fewer of its products than this with a non-empty catalogue is another shop's data:
 # it is refused unless the caller says whether to replace the catalogue or merge into it.
 OTHER_SHOP_SHARED_PRODUCTS = 0.5
@@ -80,7 +80,7 @@ def _refuse_another_shop(data: ds.CanonicalData) -> None:
         return
     new_ids = data.items[ds.ITEM_ID].astype(str).tolist()
     shared = sum(Product.objects.filter(id__in=new_ids[sl]).count() for sl in _batches(len(new_ids),
-                                                                                        DELETE_BATCH_SIZE))
+                                                                                        ID_BATCH_SIZE))
     if shared >= OTHER_SHOP_SHARED_PRODUCTS * len(new_ids):
         return
     raise Conflict(
@@ -97,7 +97,7 @@ def _remove_absent(data: ds.CanonicalData) -> dict[str, int]:
     for name, model, ids in (("products", Product, data.items[ds.ITEM_ID]),
                              ("shoppers", Shopper, data.users[ds.USER_ID])):
         gone = sorted(set(model.objects.values_list("id", flat=True)) - set(ids.astype(str)))
-        for sl in _batches(len(gone), DELETE_BATCH_SIZE):
+        for sl in _batches(len(gone), ID_BATCH_SIZE):
             # The foreign keys cascade: their interactions, imported and live, go with them.
             model.objects.filter(id__in=gone[sl]).delete()
         removed[name] = len(gone)

@@ -91,7 +91,9 @@ class EventsApi(APIView):
 class ReloadDataApi(APIView):
     permission_classes = [permissions.IsAdminUser]
 
-    @extend_schema(request=s.ReloadDataInput, responses={200: s.ReloadDataOutput, **_STAFF_ERRORS})
+    @extend_schema(request=s.ReloadDataInput, responses={
+        200: s.ReloadDataOutput, **_STAFF_ERRORS,
+        409: OpenApiResponse(s.ErrorOutput, description="Another shop's data: choose replace or merge")})
     def post(self, request: Request) -> Response:
         """Re-import the configured data files (staff only); returns the counts."""
         data = s.ReloadDataInput(data=request.data)

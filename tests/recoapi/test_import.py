@@ -170,3 +170,20 @@ def test_reload_data_endpoint_takes_replace(pipeline: Pipeline, tmp_path: Path, 
     assert done.status_code == 200, done.content
     assert done.json()["removed"]["products"] == pipeline.data.counts()["items"]
     assert Product.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_failed_replace_deletes_nothing(pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data_import(source="amazon2018", path=pipeline.raw, processed_dir=tmp_path / "processed")
+    before, manifest = rows(), ds.read_snapshot_manifest(tmp_path / "processed")
+    products = Product.objects.count()
+
+    def broken_snapshot(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ds, "write_snapshot", broken_snapshot)
+    with pytest.raises(OSError, match="disk full"):
+        data_import(source="csv", path=_other_shop(tmp_path / "tea"), processed_dir=tmp_path / "processed",
+                    replace=True)
+    assert rows() == before and Product.objects.count() == products
+    assert ds.read_snapshot_manifest(tmp_path / "processed") == manifest
