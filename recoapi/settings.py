@@ -14,7 +14,7 @@ import dj_database_url  # noqa: E402
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 
 from modeling.datasets import SOURCES  # noqa: E402
-from recoapi.env import env_bool, env_choice, env_int, env_list, env_rate, env_str  # noqa: E402
+from recoapi.env import env_bool, env_choice, env_int, env_list, env_rate, env_str, env_time  # noqa: E402
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -161,6 +161,12 @@ RECO_FILTER_MIN_DISTINCT_ITEMS = env_int("RECO_FILTER_MIN_DISTINCT_ITEMS", 0)
 RECO_FILTER_START = env_int("RECO_FILTER_START", 0) or None
 RECO_FILTER_END = env_int("RECO_FILTER_END", 0) or None
 RECO_TEXT_MODEL_PATH = env_str("RECO_TEXT_MODEL_PATH", "") or None
+# Plausible event times (POST /events and every importer): not before this moment (unix seconds; the default
+# 1995-01-01 precedes the earliest public shop and rating data), and at most this many seconds in the future.
+RECO_EVENT_MIN_TIME = env_time("RECO_EVENT_MIN_TIME", "1995-01-01")
+RECO_EVENT_MAX_FUTURE_SECONDS = env_int("RECO_EVENT_MAX_FUTURE_SECONDS", 300)
+if RECO_EVENT_MAX_FUTURE_SECONDS < 0:
+    raise ImproperlyConfigured("RECO_EVENT_MAX_FUTURE_SECONDS must be 0 or more")
 # How often (seconds) a worker looks at models/ACTIVE for a newer version.
 RECO_ACTIVE_CHECK_SECONDS = float(env_str("RECO_ACTIVE_CHECK_SECONDS", "1.0"))
 RECO_MAX_K = env_int("RECO_MAX_K", 100)

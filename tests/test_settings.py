@@ -56,3 +56,23 @@ def test_log_rotation_settings_are_checked_at_start(env: dict[str, str], message
     result = manage("check", env={**env, "RECO_LOGS_DIR": str(tmp_path)})
     assert result.returncode != 0
     assert message in result.stderr
+
+
+@pytest.mark.parametrize("value, seconds", [("1995-01-01", 788_918_400), ("1995-01-01T01:00:00Z", 788_922_000),
+                                            ("788918400", 788_918_400)])
+def test_event_min_time_accepts_dates_and_unix_seconds(value: str, seconds: int,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from recoapi.env import env_time
+
+    monkeypatch.setenv("RECO_EVENT_MIN_TIME", value)
+    assert env_time("RECO_EVENT_MIN_TIME", "2000-01-01") == seconds
+
+
+def test_event_min_time_that_is_not_a_time_stops_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from recoapi.env import env_time
+
+    monkeypatch.setenv("RECO_EVENT_MIN_TIME", "soon")
+    with pytest.raises(ImproperlyConfigured, match="RECO_EVENT_MIN_TIME='soon' is not a date"):
+        env_time("RECO_EVENT_MIN_TIME", "1995-01-01")

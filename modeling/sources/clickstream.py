@@ -78,12 +78,14 @@ UCI_COLOURS = {1: "beige", 2: "black", 3: "blue", 4: "brown", 5: "burgundy", 6: 
                8: "navy blue", 9: "of many colors", 10: "olive", 11: "pink", 12: "red", 13: "violet", 14: "white"}
 
 
-def load_clickstream(path: Path | str, *, filters: ds.InteractionFilters | None = None) -> ds.CanonicalData:
+def load_clickstream(path: Path | str, *, filters: ds.InteractionFilters | None = None,
+                     time_bounds: ds.TimeBounds | None = None) -> ds.CanonicalData:
     """Load a session clickstream (see the module docstring for the layouts).
 
     Args:
         path: a directory holding ``clicks.csv`` or one UCI-layout ``*.csv``, or the file itself.
         filters: optional interaction filters.
+        time_bounds: plausible click times; clicks outside are dropped and counted.
 
     Returns:
         Canonical tables: one ``view`` (weight 1) per click, shoppers ``s<session_id>``,
@@ -119,7 +121,8 @@ def load_clickstream(path: Path | str, *, filters: ds.InteractionFilters | None 
     fingerprint = ds.file_fingerprint([file], salt=LOADER_VERSION)
     logger.info("clickstream %s (%s layout): %d clicks", file, "UCI" if uci else "generic", len(interactions))
     return ds.finish_tables(items, interactions, report=report, fingerprint=fingerprint,
-                            source_name=str(file), keep_items="interacted", filters=filters)
+                            source_name=str(file), keep_items="interacted", filters=filters,
+                            time_bounds=time_bounds)
 
 
 def find_clicks_file(path: Path) -> Path:

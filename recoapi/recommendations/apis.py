@@ -91,12 +91,15 @@ class EventsApi(APIView):
 class ReloadDataApi(APIView):
     permission_classes = [permissions.IsAdminUser]
 
-    @extend_schema(request=s.ReloadDataInput, responses={200: s.ReloadDataOutput, **_STAFF_ERRORS})
+    @extend_schema(request=s.ReloadDataInput, responses={
+        200: s.ReloadDataOutput, **_STAFF_ERRORS,
+        409: OpenApiResponse(s.ErrorOutput, description="Another shop's data: choose replace or merge")})
     def post(self, request: Request) -> Response:
         """Re-import the configured data files (staff only); returns the counts."""
         data = s.ReloadDataInput(data=request.data)
         data.is_valid(raise_exception=True)
-        return Response(services.data_reload(force=data.validated_data["force"]))
+        v = data.validated_data
+        return Response(services.data_reload(force=v["force"], replace=v["replace"], merge=v["merge"]))
 
 
 class ReloadModelApi(APIView):

@@ -153,6 +153,8 @@ class StrictBooleanField(serializers.BooleanField):
 
 class ReloadDataInput(serializers.Serializer):
     force = StrictBooleanField(default=False)
+    replace = StrictBooleanField(default=False, help_text="Remove products and shoppers not in the data.")
+    merge = StrictBooleanField(default=False, help_text="Keep them even when the data looks like another shop.")
 
 
 class ReloadDataOutput(serializers.Serializer):
@@ -161,6 +163,7 @@ class ReloadDataOutput(serializers.Serializer):
     skipped = serializers.BooleanField()
     counts = serializers.DictField(child=serializers.IntegerField())
     report = serializers.DictField(child=serializers.IntegerField())
+    removed = serializers.DictField(child=serializers.IntegerField())
 
 
 class HealthOutput(serializers.Serializer):

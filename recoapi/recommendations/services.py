@@ -202,10 +202,13 @@ def _public(exc: Exception) -> str:
     return text.replace(models_dir + "/", "").replace(models_dir, "models")
 
 
-def data_reload(*, force: bool = False) -> dict[str, Any]:
-    """Re-import the configured data files and refresh the serving caches."""
+def data_reload(*, force: bool = False, replace: bool = False, merge: bool = False) -> dict[str, Any]:
+    """Re-import the configured data files and refresh the serving caches.
+
+    ``replace`` and ``merge`` are those of :func:`recoapi.catalog.services.data_import`.
+    """
     result = data_import(source=settings.RECO_DATA_SOURCE, path=settings.RECO_DATA_PATH, force=force,
-                         filters=import_filters_from_settings())
+                         filters=import_filters_from_settings(), replace=replace, merge=merge)
     registry.refresh()
     payload = result.as_dict()
     path = Path(result.path)
@@ -276,6 +279,18 @@ def model_train(
         artifacts.set_active(models_dir, result["version"])
     model_version_sync()
     return {**result, "activated": activate}
+
+
+def model_load() -> str:
+    """Load the active model into this process now (it is otherwise loaded on first use).
+
+    Returns:
+        The active model version.
+
+    Raises:
+        ServiceUnavailable: no model is active.
+    """
+    return _engine_or_503().version
 
 
 def recommendation_batch(*, user_ids: list[str], k: int) -> tuple[str, list[tuple[str, int, str, float]]]:

@@ -20,7 +20,8 @@ from modeling.errors import DataValidationError
 
 _REVIEWS = "\n".join(json.dumps({"reviewerID": u, "asin": i, "unixReviewTime": t, "overall": r,
                                  "reviewText": "Nice mug", "summary": "Good"})
-                     for u, i, t, r in [("u1", "i1", 100, 5.0), ("u1", "i2", 200, 4.0), ("u2", "i1", 150, 2.0)])
+                     for u, i, t, r in [("u1", "i1", 1_500_000_100, 5.0), ("u1", "i2", 1_500_000_200, 4.0),
+                                         ("u2", "i1", 1_500_000_150, 2.0)])
 _META = "\n".join(json.dumps(m) for m in [
     {"asin": "i1", "title": "Red Car", "brand": "Acme", "category": ["Toys", "Cars"], "price": "$12.50"},
     {"asin": "i2", "title": "Blue Kite", "category": ["Toys"], "description": ["Flies."]},

@@ -283,6 +283,38 @@ def uci_clicks(tmp_path: Path) -> Path:
     return tmp_path
 
 
+# --------------------------------------------------------------------------- implausible times (issue 12)
+
+YEAR_1800, YEAR_3000 = -5_364_662_400, 32_503_680_000
+BOUNDS = ds.TimeBounds(earliest=788_918_400, latest=1_800_000_000)  # 1995-01-01 .. 2027-01-15
+
+
+def _with_bad_times(source: str, path: Path) -> Path:
+    """Append one event from 1800 and one from 3000 to the fixture of ``source``."""
+    rows = {
+        "movielens": ("ratings.csv", [f"3,10,4.0,{YEAR_1800}", f"3,20,4.0,{YEAR_3000}"]),
+        "retailrocket": ("events.csv", [f"{YEAR_1800 * 1000},1,view,355908,", f"{YEAR_3000 * 1000},1,view,355908,"]),
+        "csv": ("interactions.csv", ["u3,p1,1800-01-01T00:00:00Z,view,1,,", f"u3,p3,{YEAR_3000},view,1,,"]),
+        "clickstream": ("clicks.csv", [f"old,p1,{YEAR_1800}", f"old,p2,{YEAR_3000}"]),
+        "amazon2018": ("Shop_5.json", [
+            f'{{"reviewerID": "old", "asin": "A1", "unixReviewTime": {YEAR_1800}, "overall": 4}}',
+            f'{{"reviewerID": "old", "asin": "A2", "unixReviewTime": {YEAR_3000}, "overall": 4}}']),
+    }
+    name, lines = rows[source]
+    with open(path / name, "a", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def amazon_shop(tmp_path: Path) -> Path:
+    write(tmp_path / "Shop_5.json", """
+{"reviewerID": "r1", "asin": "A1", "unixReviewTime": 1500000000, "overall": 5}
+{"reviewerID": "r2", "asin": "A1", "unixReviewTime": 1500000100, "overall": 4}
+""")
+    return tmp_path
+
+
 def test_uci_clickstream_sessions_become_shoppers_and_codes_become_attributes(uci_clicks: Path) -> None:
     data = ds.load_source("clickstream", uci_clicks)
     assert data.counts() == {"items": 4, "users": 2, "interactions": 6}
@@ -418,3 +450,39 @@ def test_real_uci_eshop_clickstream() -> None:
     assert by_category.to_dict() == {"Trousers": 49743, "Sale": 38747, "Blouses": 38577, "Skirts": 38407}
     assert data.report["products_with_mixed_attributes"] == 1
     assert data.items[ds.TITLE].str.len().min() > 0 and data.items[ds.PRICE].notna().all()
+
+
+@pytest.fixture
+def clicks_csv(tmp_path: Path) -> Path:
+    write(tmp_path / "clicks.csv", "session_id,item_id,timestamp\na,p1,1700000000\na,p2,1700000060\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("source, fixture", [("movielens", "movielens_latest"), ("retailrocket", "retailrocket"),
+                                             ("csv", "shop_csv"), ("amazon2018", "amazon_shop"),
+                                             ("clickstream", "clicks_csv")])
+def test_every_importer_drops_and_counts_events_outside_the_time_bounds(source: str, fixture: str,
+                                                                       request: pytest.FixtureRequest) -> None:
+    path = request.getfixturevalue(fixture)
+    clean = ds.load_source(source, path, time_bounds=BOUNDS)
+    assert clean.report["out_of_range_time"] == 0
+    data = ds.load_source(source, _with_bad_times(source, path), time_bounds=BOUNDS)
+    assert data.report["out_of_range_time"] == 2
+    times = data.interactions[ds.TIMESTAMP]
+    assert times.between(BOUNDS.earliest, BOUNDS.latest).all()
+    assert len(data.interactions) == len(clean.interactions)
+    assert ds.load_source(source, path).report.get("out_of_range_time") is None  # no bounds: no check
+
+
+def test_time_bounds_refuse_data_with_no_plausible_time(tmp_path: Path) -> None:
+    # Milliseconds given as seconds put every event thousands of years ahead.
+    write(tmp_path / "interactions.csv", "user_id,item_id,timestamp\na,x,1700000000000\nb,y,1700000000500\n")
+    with pytest.raises(DataValidationError, match=r"interactions\.csv: every interaction's timestamp is outside "
+                                                  r"1995-01-01T00:00:00\+00:00 \.\. .*not milliseconds"):
+        ds.load_source("csv", tmp_path, time_bounds=BOUNDS)
+
+
+@pytest.mark.parametrize("name", ["amazon2018_all_beauty", "amazon2018_gift_cards", "movielens_ml_latest_small"])
+def test_real_datasets_are_inside_the_default_time_bounds(name: str) -> None:
+    source = "movielens" if name.startswith("movielens") else "amazon2018"
+    assert ds.load_source(source, shared_dataset(name), time_bounds=BOUNDS).report["out_of_range_time"] == 0
