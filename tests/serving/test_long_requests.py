@@ -8,26 +8,16 @@ import os
 import runpy
 import socket
 import urllib.parse
-from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
 
 import pytest
 
 from tests.conftest import Pipeline
-from tests.serving.live import Service, prepare_service, request
+from tests.serving.live import Service, request
 
+pytestmark = pytest.mark.slow
 MAX_QUERY = 16 * 1024  # RECO_MAX_QUERY_STRING's default, which gunicorn.conf.py fits
-
-
-@pytest.fixture(scope="module")
-def live(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """The tiny shop under gunicorn as shipped (gunicorn.conf.py), shared by the tests of this module."""
-    root = tmp_path_factory.mktemp("long_requests")
-    service = prepare_service(pipeline, root, f"sqlite:///{root / 'db.sqlite3'}")
-    service.start()
-    yield service
-    service.stop()
 
 
 def raw(base: str, head: bytes, body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
