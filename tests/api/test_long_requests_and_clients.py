@@ -169,3 +169,19 @@ def test_post_recommendations_is_in_the_schema_with_its_body(schema: dict) -> No
     assert set(fields) == get_parameters
     assert {variant["type"] for variant in fields["users"]["oneOf"]} == {"array", "string"}
     assert post["responses"]["200"] == schema["paths"]["/recommendations"]["get"]["responses"]["200"]
+
+
+def test_post_recommendations_shares_the_anonymous_throttle_with_get(service: Pipeline, client: APIClient,
+                                                                    monkeypatch) -> None:
+    from django.core.cache import cache
+    from rest_framework.throttling import SimpleRateThrottle
+
+    cache.clear()
+    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"anon": "3/minute", "user": "5/minute"})
+    try:
+        assert client.get("/recommendations", {"users": "a"}).status_code == 200
+        for _ in range(2):
+            assert client.post("/recommendations", {"users": ["a"]}, format="json").status_code == 200
+        assert_error(client.post("/recommendations", {"users": ["a"]}, format="json"), 429, "throttled")
+    finally:
+        cache.clear()
