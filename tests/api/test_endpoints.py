@@ -253,7 +253,7 @@ def test_unknown_url_answers_json_404(service: Pipeline, client: APIClient) -> N
 
 
 def test_wrong_method_answers_json_405(service: Pipeline, client: APIClient) -> None:
-    assert_error(client.post("/recommendations"), 405)
+    assert_error(client.delete("/recommendations"), 405)
 
 
 def test_openapi_schema_lists_every_endpoint(service: Pipeline, client: APIClient) -> None:
