@@ -18,7 +18,7 @@ from modeling.errors import ArtifactError
 from modeling.recommender import History
 from recoapi.catalog import selectors as catalog_selectors
 from recoapi.catalog.services import data_import, import_filters_from_settings
-from recoapi.exceptions import ApplicationError, NotFound, ServiceUnavailable
+from recoapi.exceptions import ApplicationError, Conflict, NotFound, ServiceUnavailable
 from recoapi.recommendations.engine import Engine, registry, text_encoder
 from recoapi.recommendations.models import ModelVersion
 
@@ -162,6 +162,22 @@ def model_version_sync() -> list[ModelVersion]:
         rows.append(row)
     ModelVersion.objects.exclude(version__in=versions).delete()
     return rows
+
+
+def model_version_check_deletable(*, versions: list[str]) -> None:
+    """Refuse to delete the active model version (the one every worker serves).
+
+    Raises:
+        Conflict: one of ``versions`` is active (named by ``models/ACTIVE`` or marked active).
+    """
+    active = {artifacts.read_active(Path(settings.RECO_MODELS_DIR))}
+    active |= set(ModelVersion.objects.filter(is_active=True).values_list("version", flat=True))
+    refused = sorted(set(versions) & (active - {None}))
+    if refused:
+        raise Conflict(
+            f"Model {refused[0]} is the active model and cannot be deleted: the service answers with it. "
+            "Activate another version first (the action \"Activate the selected version\" or "
+            "POST /reload_model), then delete this one.", code="active_model")
 
 
 def model_reload(*, version: str | None = None) -> dict[str, Any]:
