@@ -74,11 +74,18 @@ def recommendation_list(
     "popular" (recent popularity). An anonymous visitor described by recently viewed
     products and/or a text gets "content" under the key ``"anonymous"``. Unavailable
     products are never recommended; by default neither are products the shopper already has.
+    ``category`` keeps products whose category path starts with it, ignoring case.
+
+    Raises:
+        NotFound: no product's category starts with ``category`` (code "unknown_category"; the
+            message lists the top-level categories), or none of ``context_items`` is known.
 
     Returns:
         ``{"model_version": str, "recommendations": {user_id: {"strategy", "items": [...], ["history"]}}}``.
     """
     engine = _engine_or_503()
+    if category and not engine.category_mask(category).any():
+        raise NotFound(_unknown_category_message(engine, category), code="unknown_category")
     raw = catalog_selectors.shopper_histories(ids=user_ids)
     histories = _histories(raw)
     keys = list(user_ids)
@@ -104,6 +111,13 @@ def recommendation_list(
             entry["history"] = _history_payload(engine, raw.get(user, []))
         result[user] = entry
     return {"model_version": engine.version, "recommendations": result}
+
+
+def _unknown_category_message(engine: Engine, category: str, shown: int = 30) -> str:
+    tops = engine.top_level_categories
+    listed = ", ".join(tops[:shown]) + (f" and {len(tops) - shown} more" if len(tops) > shown else "")
+    return (f"No product's category starts with {category.strip()!r} (matching ignores case). "
+            f"Top-level categories: {listed or 'none'}.")
 
 
 def _history_payload(engine: Engine, rows: list[tuple[str, int, float, str]]) -> list[dict[str, Any]]:
