@@ -142,7 +142,10 @@ class RecommendationsInput(QueryInput):
                                  help_text="Anonymous visitor: a search query or a description of what they want.")
     k = serializers.IntegerField(min_value=1, max_value=100, default=10)
     category = serializers.CharField(required=False, max_length=512,
-                                     help_text="Only products whose category path starts with this.")
+                                     help_text="Only products whose category path starts with this, ignoring case "
+                                               "(`sports` matches `Sports > Swimming`). When no product's "
+                                               "category does: 404 `unknown_category`, whose message lists "
+                                               "the top-level categories.")
     min_price = serializers.FloatField(required=False, min_value=0)
     max_price = serializers.FloatField(required=False, min_value=0)
     exclude_seen = serializers.BooleanField(default=True,
