@@ -34,8 +34,7 @@ pipeline: migrate
 	$(PY) manage.py collectstatic --noinput -v0
 
 demo: pipeline
-	@echo "==> Serving on http://127.0.0.1:8000 (Ctrl-C to stop). Try:"
-	@$(PY) manage.py demo_examples
+	@$(PY) manage.py demo_examples --banner
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py
 
 serve: migrate

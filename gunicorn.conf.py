@@ -1,6 +1,7 @@
 """gunicorn settings for `make serve` / `make demo` (override with GUNICORN_CMD_ARGS)."""
 
 import os
+import re
 
 bind = os.environ.get("RECO_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("RECO_WORKERS", "2"))
@@ -9,6 +10,43 @@ timeout = 120
 # logs/requests.log already has a line per request (with its id, strategies and model version).
 accesslog = "-" if os.environ.get("RECO_ACCESS_LOG", "0").lower() in ("1", "true", "yes", "on") else None
 wsgi_app = "recoapi.wsgi:application"
+# gunicorn's own answers (request line or headers over the limits below, unparseable requests) are JSON
+# errors in the service's shape; this worker also lifts gunicorn's 8,190-byte cap on limit_request_line.
+worker_class = "recoapi.gunicorn_worker.JsonErrorWorker"
+
+# Request bounds. The service refuses a query string over RECO_MAX_QUERY_STRING with its own JSON 414, so
+# the request line (method, path, query and protocol) must fit that bound plus room for the rest; a longer
+# line is refused by gunicorn, also as a JSON 414. Headers keep gunicorn's defaults (100 fields of at most
+# 8,190 bytes each: a token or a session cookie is far below); bodies are bounded by the service
+# (RECO_MAX_BODY_BYTES, 413).
+REQUEST_LINE_ROOM = 1024
+limit_request_line = int(os.environ.get("RECO_MAX_QUERY_STRING", str(16 * 1024))) + REQUEST_LINE_ROOM
+limit_request_fields = 100
+limit_request_field_size = 8190
+
+
+def _control_socket_path(setting: str, bind_address: str) -> str | None:
+    """Where this instance's control socket (for ``gunicornc -s PATH``) goes; None for no socket.
+
+    gunicorn's default is one path per user ($XDG_RUNTIME_DIR/gunicorn.ctl or ~/.gunicorn/gunicorn.ctl),
+    so a second instance would take it over and, on exit, remove it from under the first. ``auto`` names
+    the socket after the bind address (unique among running instances: two cannot share one) in that same
+    directory; ``off`` opens none; anything else is the path to use.
+    """
+    if setting.lower() in ("off", "0", "false", "no", "none"):
+        return None
+    if setting.lower() not in ("", "auto"):
+        return setting
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    directory = runtime if runtime and os.path.isdir(runtime) else os.path.join(os.path.expanduser("~"), ".gunicorn")
+    return os.path.join(directory, "recoapi-" + re.sub(r"[^A-Za-z0-9.]+", "-", bind_address).strip("-") + ".ctl")
+
+
+_control = _control_socket_path(os.environ.get("RECO_CONTROL_SOCKET", "auto").strip(), bind)
+if _control is None:
+    control_socket_disable = True
+else:
+    control_socket = _control
 
 # One BLAS thread per worker: the workers already use the cores, and a request's matrix products
 # are small; several BLAS threads per worker only fight each other (set before numpy loads).

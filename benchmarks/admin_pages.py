@@ -1,7 +1,7 @@
 """Admin list-page timings on a large catalogue (default 100,000 products, 1,000,000 interactions).
 
 Usage:
-    DATABASE_URL=sqlite:////tmp/admin_bench.sqlite3 .venv/bin/python benchmarks/admin_pages.py
+    DATABASE_URL=sqlite:////tmp/admin_bench.sqlite3 .venv/bin/python benchmarks/admin_pages.py --users 100000
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/reco_bench .venv/bin/python benchmarks/admin_pages.py
 
 Generates the demo shop at that size (cached in a temp folder), imports it unless the database
@@ -53,7 +53,7 @@ def main() -> None:
     generate_demo_data(args.data_dir, DemoParams(n_users=args.users, n_items=args.items,
                                                  n_interactions=args.interactions), progress=False)
     call_command("migrate", verbosity=0)
-    if Interaction.objects.count() != args.interactions or Product.objects.count() != args.items:
+    if Interaction.objects.count() != args.interactions or Shopper.objects.count() != args.users:
         with tempfile.TemporaryDirectory() as processed:
             data_import(source="amazon2018", path=args.data_dir, processed_dir=processed, force=True)
     user = get_user_model().objects.filter(username="bench").first() or get_user_model().objects.create_superuser(
@@ -65,6 +65,7 @@ def main() -> None:
     category = product.category.split(" > ")[0]
     pages = {
         "shopper list": "/admin/catalog/shopper/",
+        "shopper list, page 1000": "/admin/catalog/shopper/?p=1000",
         "shopper search": f"/admin/catalog/shopper/?q={shopper[:-1]}",
         "shopper page (history)": f"/admin/catalog/shopper/{shopper}/change/",
         "product list": "/admin/catalog/product/",
@@ -86,11 +87,25 @@ def main() -> None:
             queries = len(captured)
             assert response.status_code == 200, (url, response.status_code)
         results[name] = {"median_ms": round(statistics.median(timings), 1), "queries": queries}
+    # The shopper list's interaction count and last activity: one grouped query over the page's 50 shoppers.
+    from recoapi.catalog.selectors import shopper_activity
+
+    last = max(Shopper.objects.count() - 50, 0)
+    for name, start in (("activity query, first 50 shoppers", 0), ("activity query, last 50 shoppers", last)):
+        ids = list(Shopper.objects.order_by("id").values_list("id", flat=True)[start:start + 50])
+        timings = []
+        for _ in range(21):
+            started = time.perf_counter()
+            shopper_activity(ids=ids)
+            timings.append((time.perf_counter() - started) * 1000)
+        results[name] = {"median_ms": round(statistics.median(timings), 2), "queries": 1}
     print(f"{'page':<34} {'median ms':>10} {'queries':>8}")  # noqa: T201
     for name, row in results.items():
         print(f"{name:<34} {row['median_ms']:>10} {row['queries']:>8}")  # noqa: T201
-    payload = {"engine": connection.vendor, "products": args.items, "interactions": args.interactions,
-               "pages": results, "machine": f"{os.cpu_count()} cores"}
+    payload = {"engine": connection.vendor, "shoppers": Shopper.objects.count(), "products": Product.objects.count(),
+               "interactions": Interaction.objects.count(),
+               "pages": results, "machine": f"{os.cpu_count()} cores",
+               "load_average_1min": round(os.getloadavg()[0], 1)}
     out = Path(__file__).resolve().parent / "results" / f"admin_{connection.vendor}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")

@@ -58,7 +58,7 @@ SNAPSHOT_FILES: dict[str, str] = {
     "interactions": "interactions.parquet",
 }
 SNAPSHOT_MANIFEST = "manifest.json"
-SOURCES: tuple[str, ...] = ("amazon2018", "movielens", "retailrocket", "csv")
+SOURCES: tuple[str, ...] = ("amazon2018", "movielens", "retailrocket", "csv", "clickstream")
 
 
 @dataclass
@@ -159,6 +159,7 @@ def finish_tables(
     source_name: str,
     keep_items: str = "interacted",
     filters: InteractionFilters | None = None,
+    time_bounds: TimeBounds | None = None,
 ) -> CanonicalData:
     """The one validation step every loader ends with.
 
@@ -175,10 +176,12 @@ def finish_tables(
         keep_items: "interacted" keeps only catalogue items with an interaction after
             filtering; "all" keeps the whole catalogue.
         filters: optional interaction filters (all off by default).
+        time_bounds: plausible interaction times; rows outside are dropped and counted in
+            ``report["out_of_range_time"]`` (None: no check).
 
     Raises:
         DataValidationError: on empty input, blank ids, unknown events, non-finite or
-            non-positive weights.
+            non-positive weights, or when every timestamp is outside ``time_bounds``.
     """
     if len(interactions) == 0:
         raise DataValidationError("no interactions", path=source_name)
@@ -199,6 +202,9 @@ def finish_tables(
     weights = interactions[WEIGHT].to_numpy()
     if not np.all(np.isfinite(weights)) or (weights <= 0).any():
         raise DataValidationError("interaction weights must be finite and positive", path=source_name)
+
+    if time_bounds is not None:
+        interactions = time_bounds.apply(interactions, report, source_name=source_name)
 
     if filters is not None:
         interactions = filters.apply(interactions, report)
@@ -231,6 +237,49 @@ def finish_tables(
     users = users.sort_values(USER_ID).reset_index(drop=True)
     return CanonicalData(items=items, users=users, interactions=interactions, report=report,
                          fingerprint=fingerprint)
+
+
+@dataclass(frozen=True)
+class TimeBounds:
+    """The plausible range of interaction times, in unix seconds (UTC), both ends included.
+
+    Importers drop the interactions outside it and count them (``report["out_of_range_time"]``):
+    a time before any e-commerce existed or in the future is a broken clock or a wrong unit, and a
+    future event would stay a shopper's latest forever.
+
+    Attributes:
+        earliest: the first accepted time.
+        latest: the last accepted time (usually now plus a small tolerance for clock skew).
+    """
+
+    earliest: int
+    latest: int
+
+    def describe(self) -> str:
+        """The range as ISO 8601 date-times, for messages."""
+        def iso(seconds: int) -> str:
+            return pd.Timestamp(seconds, unit="s", tz="UTC").isoformat()
+        return f"{iso(self.earliest)} .. {iso(self.latest)}"
+
+    def apply(self, interactions: pd.DataFrame, report: dict[str, int], *, source_name: str) -> pd.DataFrame:
+        """``interactions`` without the rows whose time is outside the range; adds the count to ``report``.
+
+        Raises:
+            DataValidationError: when no interaction is left.
+        """
+        times = interactions[TIMESTAMP].to_numpy()
+        outside = (times < self.earliest) | (times > self.latest)
+        count = int(outside.sum())
+        report["out_of_range_time"] = count
+        if not count:
+            return interactions
+        if count == len(interactions):
+            raise DataValidationError(f"every interaction's timestamp is outside {self.describe()} "
+                                      "(timestamps are unix seconds, not milliseconds, or ISO 8601)",
+                                      path=source_name)
+        logger.warning("%s: dropped %d interactions with a timestamp outside %s (first: %d)", source_name, count,
+                       self.describe(), int(times[outside][0]))
+        return interactions[~outside]
 
 
 @dataclass(frozen=True)
@@ -289,8 +338,17 @@ class InteractionFilters:
         return frame
 
 
-def load_source(source: str, path: Path | str, *, filters: InteractionFilters | None = None) -> CanonicalData:
+def load_source(
+    source: str,
+    path: Path | str,
+    *,
+    filters: InteractionFilters | None = None,
+    time_bounds: TimeBounds | None = None,
+) -> CanonicalData:
     """Load ``path`` with the loader of ``source`` (one of ``SOURCES``) into the canonical tables.
+
+    Interactions whose time is outside ``time_bounds`` are dropped and counted (see
+    :class:`TimeBounds`); None: every time is accepted.
 
     Raises:
         DataValidationError: unknown source or invalid input (naming file, line and problem).
@@ -300,7 +358,8 @@ def load_source(source: str, path: Path | str, *, filters: InteractionFilters | 
     loader = LOADERS.get(source)
     if loader is None:
         raise DataValidationError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
-    data = loader(Path(path), filters=filters if filters is not None and filters.is_active() else None)
+    data = loader(Path(path), filters=filters if filters is not None and filters.is_active() else None,
+                  time_bounds=time_bounds)
     if filters is not None and filters.is_active():
         # Different filters over the same files are different data.
         data.fingerprint = hashlib.sha256((data.fingerprint + filters.describe()).encode()).hexdigest()

@@ -9,6 +9,7 @@ variables or use your process manager). Invalid values stop the start-up with
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -48,6 +49,22 @@ def env_int(name: str, default: int) -> int:
         return int(value)
     except ValueError as exc:
         raise ImproperlyConfigured(f"environment variable {name}={value!r} is not an integer") from exc
+
+
+def env_time(name: str, default: str) -> int:
+    """A point in time (YYYY-MM-DD, an ISO 8601 date-time, or unix seconds) as unix seconds, UTC."""
+    value = env_str(name, default).strip()
+    if value.lstrip("-").isdigit():
+        return int(value)
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ImproperlyConfigured(
+            f"environment variable {name}={value!r} is not a date (YYYY-MM-DD), ISO 8601 date-time or unix seconds"
+        ) from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
 
 
 def env_list(name: str, default: str) -> list[str]:

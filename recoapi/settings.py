@@ -14,7 +14,7 @@ import dj_database_url  # noqa: E402
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 
 from modeling.datasets import SOURCES  # noqa: E402
-from recoapi.env import env_bool, env_choice, env_int, env_list, env_rate, env_str  # noqa: E402
+from recoapi.env import env_bool, env_choice, env_int, env_list, env_rate, env_str, env_time  # noqa: E402
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -115,12 +115,13 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
+        "recoapi.authentication.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "recoapi.schema.AutoSchema",
     "EXCEPTION_HANDLER": "recoapi.exceptions.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     # Per client IP (anonymous) or per token/login; "off" disables. Counted per worker process (local memory
@@ -161,6 +162,12 @@ RECO_FILTER_MIN_DISTINCT_ITEMS = env_int("RECO_FILTER_MIN_DISTINCT_ITEMS", 0)
 RECO_FILTER_START = env_int("RECO_FILTER_START", 0) or None
 RECO_FILTER_END = env_int("RECO_FILTER_END", 0) or None
 RECO_TEXT_MODEL_PATH = env_str("RECO_TEXT_MODEL_PATH", "") or None
+# Plausible event times (POST /events and every importer): not before this moment (unix seconds; the default
+# 1995-01-01 precedes the earliest public shop and rating data), and at most this many seconds in the future.
+RECO_EVENT_MIN_TIME = env_time("RECO_EVENT_MIN_TIME", "1995-01-01")
+RECO_EVENT_MAX_FUTURE_SECONDS = env_int("RECO_EVENT_MAX_FUTURE_SECONDS", 300)
+if RECO_EVENT_MAX_FUTURE_SECONDS < 0:
+    raise ImproperlyConfigured("RECO_EVENT_MAX_FUTURE_SECONDS must be 0 or more")
 # How often (seconds) a worker looks at models/ACTIVE for a newer version.
 RECO_ACTIVE_CHECK_SECONDS = float(env_str("RECO_ACTIVE_CHECK_SECONDS", "1.0"))
 RECO_MAX_K = env_int("RECO_MAX_K", 100)
@@ -182,10 +189,28 @@ CONSOLE_LOG_LEVEL = env_choice("RECO_CONSOLE_LOG_LEVEL", "WARNING", ("DEBUG", "I
 LOGS_DIR.mkdir(parents=True, exist_ok=True)
 
 
+# Every gunicorn worker, management command and test process writes the same files, so rotation must be
+# multi-process safe: concurrent-log-handler takes a file lock (logs/.__<name>.lock) around each write and
+# rotation, and a process whose file was rotated by another reopens the new one. RECO_LOG_MAX_BYTES=0 turns
+# rotation off (for an external tool such as logrotate; a moved file is noticed and reopened).
+LOG_MAX_BYTES = env_int("RECO_LOG_MAX_BYTES", 10 * 1024 * 1024)
+LOG_BACKUPS = env_int("RECO_LOG_BACKUPS", 5)
+if LOG_MAX_BYTES < 0:
+    raise ImproperlyConfigured(f"environment variable RECO_LOG_MAX_BYTES={LOG_MAX_BYTES} must be 0 (no rotation) "
+                               "or a size in bytes")
+if LOG_BACKUPS < 1:
+    raise ImproperlyConfigured(f"environment variable RECO_LOG_BACKUPS={LOG_BACKUPS} must be at least 1")
+
+
 def _rotating_file(name: str, formatter: str) -> dict:
-    """A log file in LOGS_DIR, rotated at 10 MB with 5 old files kept; records carry the request id."""
-    return {"class": "logging.handlers.RotatingFileHandler", "filename": str(LOGS_DIR / name),
-            "maxBytes": 10 * 1024 * 1024, "backupCount": 5, "formatter": formatter, "filters": ["request_id"]}
+    """A log file in LOGS_DIR shared safely by every process, rotated at LOG_MAX_BYTES with LOG_BACKUPS old files.
+
+    Records carry the request id. A rotated file holds at least LOG_MAX_BYTES (the check is made before each
+    write, under the lock), so the current file is the only short one.
+    """
+    return {"class": "concurrent_log_handler.ConcurrentRotatingFileHandler", "filename": str(LOGS_DIR / name),
+            "maxBytes": LOG_MAX_BYTES, "backupCount": LOG_BACKUPS, "formatter": formatter,
+            "filters": ["request_id"]}
 
 
 LOGGING = {

@@ -127,3 +127,55 @@ def test_evaluate_search_log_feeds_train_params(workdir: Path, pipeline) -> None
         run("train", "--params", str(bad))
     with pytest.raises(CommandError, match="cannot read parameters file"):
         run("evaluate", "--params", str(workdir / "missing.json"))
+
+
+def _tea_shop(path: Path) -> Path:
+    """A small shop of its own: 40 shoppers, 12 teas, ids unlike the demo's."""
+    path.mkdir(parents=True)
+    teas = [f"TEA-{n:02d}" for n in range(12)]
+    rows = [f"tea-shopper-{u},{teas[(u + step * (1 + u % 3)) % 12]},{1_700_000_000 + 3600 * (u * 10 + step)},purchase"
+            for u in range(40) for step in range(5)]
+    (path / "interactions.csv").write_text("user_id,item_id,timestamp,event\n" + "\n".join(rows) + "\n")
+    (path / "items.csv").write_text("item_id,title,category,price\n" + "".join(
+        f"{tea},{kind} tea no. {n},Tea > {kind},{4 + n}\n"
+        for n, tea in enumerate(teas) for kind in [("Green", "Black", "Oolong")[n % 3]]))
+    return path
+
+
+@pytest.mark.django_db
+def test_own_data_after_the_demo_replaces_the_demo_shop(workdir: Path) -> None:
+    # Issue 12: the README's own-data commands after `make demo` give a shop with only the new data.
+    from modeling import datasets as ds
+    from modeling.embeddings import load_embeddings
+    from recoapi.catalog.models import Interaction, Product, Shopper
+    from recoapi.catalog.services import interaction_record
+
+    run("generate_demo_data", "--users", "120", "--items", "50", "--interactions", "1400", "--seed", "5")
+    run("load_data")
+    demo_product = Product.objects.order_by("id").first().id
+    interaction_record(user_id="walk-in", item_id=demo_product, event="view")  # a live event on a demo product
+    shop = _tea_shop(workdir / "tea")
+    before = (Product.objects.count(), Shopper.objects.count(), Interaction.objects.count())
+
+    with pytest.raises(CommandError, match=r"shares 0 of its 12 products with the 50 products.*--replace"):
+        run("load_data", "--source", "csv", "--path", str(shop))
+    assert (Product.objects.count(), Shopper.objects.count(), Interaction.objects.count()) == before
+
+    out = run("load_data", "--source", "csv", "--path", str(shop), "--replace")
+    assert "Imported 40 shoppers, 12 products, 200 interactions" in out
+    assert "Removed 50 products and 121 shoppers" in out
+    snapshot = ds.read_snapshot(workdir / "processed")
+    assert set(Product.objects.values_list("id", flat=True)) == set(snapshot.items[ds.ITEM_ID])
+    assert set(Shopper.objects.values_list("id", flat=True)) == set(snapshot.users[ds.USER_ID])
+    assert all(p.startswith("TEA-") for p in Product.objects.values_list("id", flat=True))
+    assert Interaction.objects.count() == 200 and not Shopper.objects.filter(id="walk-in").exists()
+
+    assert "Embeddings written" in run("build_embeddings")
+    assert set(load_embeddings(workdir / "embeddings").item_ids) == set(snapshot.items[ds.ITEM_ID])
+    assert "ready and activated" in run("train", "--activate", "--epochs", "2", "--batch-size", "64")
+    body = APIClient().get("/recommendations", {"users": "tea-shopper-1,stranger", "k": 5}).json()
+    for entry in body["recommendations"].values():
+        assert entry["items"] and all(i["item_id"].startswith("TEA-") for i in entry["items"])
+    # The same files again: nothing to do, and the tea shop's own re-import needs no flag.
+    assert "import skipped" in run("load_data", "--source", "csv", "--path", str(shop))
+    assert "Imported 40 shoppers" in run("load_data", "--source", "csv", "--path", str(shop), "--force")

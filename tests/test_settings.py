@@ -38,3 +38,41 @@ def test_production_refuses_to_start_when_unsafe(change: dict[str, str | None], 
     result = manage("check", env=env)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_reco_data_source_accepts_the_clickstream_source_and_refuses_unknown_ones() -> None:
+    assert manage("check", env={"RECO_DATA_SOURCE": "clickstream"}).returncode == 0
+    refused = manage("check", env={"RECO_DATA_SOURCE": "clicks"})
+    assert refused.returncode != 0
+    assert "RECO_DATA_SOURCE='clicks' must be one of" in refused.stderr and "clickstream" in refused.stderr
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"RECO_LOG_MAX_BYTES": "-1"}, "RECO_LOG_MAX_BYTES=-1 must be 0 (no rotation) or a size in bytes"),
+    ({"RECO_LOG_MAX_BYTES": "10MB"}, "RECO_LOG_MAX_BYTES='10MB' is not an integer"),
+    ({"RECO_LOG_BACKUPS": "0"}, "RECO_LOG_BACKUPS=0 must be at least 1"),
+])
+def test_log_rotation_settings_are_checked_at_start(env: dict[str, str], message: str, tmp_path: Path) -> None:
+    result = manage("check", env={**env, "RECO_LOGS_DIR": str(tmp_path)})
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+@pytest.mark.parametrize("value, seconds", [("1995-01-01", 788_918_400), ("1995-01-01T01:00:00Z", 788_922_000),
+                                            ("788918400", 788_918_400)])
+def test_event_min_time_accepts_dates_and_unix_seconds(value: str, seconds: int,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from recoapi.env import env_time
+
+    monkeypatch.setenv("RECO_EVENT_MIN_TIME", value)
+    assert env_time("RECO_EVENT_MIN_TIME", "2000-01-01") == seconds
+
+
+def test_event_min_time_that_is_not_a_time_stops_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from recoapi.env import env_time
+
+    monkeypatch.setenv("RECO_EVENT_MIN_TIME", "soon")
+    with pytest.raises(ImproperlyConfigured, match="RECO_EVENT_MIN_TIME='soon' is not a date"):
+        env_time("RECO_EVENT_MIN_TIME", "1995-01-01")

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from modeling.datasets import CanonicalData, InteractionFilters
 from modeling.sources.amazon import load_amazon2018
+from modeling.sources.clickstream import load_clickstream
 from modeling.sources.generic_csv import load_csv
 from modeling.sources.movielens import load_movielens
 from modeling.sources.retailrocket import load_retailrocket
@@ -22,6 +23,8 @@ LOADERS: dict[str, Loader] = {
     "movielens": load_movielens,
     "retailrocket": load_retailrocket,
     "csv": load_csv,
+    "clickstream": load_clickstream,
 }
 
-__all__ = ["LOADERS", "InteractionFilters", "load_amazon2018", "load_csv", "load_movielens", "load_retailrocket"]
+__all__ = ["LOADERS", "InteractionFilters", "load_amazon2018", "load_clickstream", "load_csv", "load_movielens",
+           "load_retailrocket"]

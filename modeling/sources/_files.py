@@ -151,7 +151,9 @@ def to_unix_seconds(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     need = np.isnan(result)
     if need.any():
         parsed = pd.to_datetime(text[need], errors="coerce", utc=True, format="ISO8601")
-        seconds = (parsed - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+        # The epoch in the parsed unit: in nanoseconds it would overflow for dates after 2262 or before 1677.
+        epoch = pd.Timestamp(0, tz="UTC").as_unit(parsed.dt.unit)
+        seconds = (parsed - epoch) // pd.Timedelta(seconds=1)
         result[need] = seconds.to_numpy(dtype=float, na_value=np.nan)
     bad = np.isnan(result)
     if bad.any():

@@ -54,7 +54,12 @@ def find_amazon_files(path: Path) -> tuple[Path, Path | None]:
     return reviews[0], (metas[0] if metas else None)
 
 
-def load_amazon2018(path: Path | str, *, filters: ds.InteractionFilters | None = None) -> ds.CanonicalData:
+def load_amazon2018(
+    path: Path | str,
+    *,
+    filters: ds.InteractionFilters | None = None,
+    time_bounds: ds.TimeBounds | None = None,
+) -> ds.CanonicalData:
     """Load an Amazon Reviews 2018 category.
 
     Each review becomes one ``review`` interaction with weight 1.0, its star rating and its
@@ -67,6 +72,7 @@ def load_amazon2018(path: Path | str, *, filters: ds.InteractionFilters | None =
     Args:
         path: directory or reviews file, see :func:`find_amazon_files`.
         filters: optional interaction filters.
+        time_bounds: plausible review times; reviews outside are dropped and counted.
 
     Raises:
         DataValidationError: on any malformed input, naming file and line.
@@ -137,4 +143,5 @@ def load_amazon2018(path: Path | str, *, filters: ds.InteractionFilters | None =
 
     fingerprint = ds.file_fingerprint([p for p in (reviews_path, meta_path) if p is not None], salt=LOADER_VERSION)
     return ds.finish_tables(items, interactions, report=report, fingerprint=fingerprint,
-                            source_name=str(reviews_path), keep_items="interacted", filters=filters)
+                            source_name=str(reviews_path), keep_items="interacted", filters=filters,
+                            time_bounds=time_bounds)

@@ -30,7 +30,12 @@ INTERACTIONS_FILE = "interactions.csv"
 ITEMS_FILE = "items.csv"
 
 
-def load_csv(path: Path | str, *, filters: ds.InteractionFilters | None = None) -> ds.CanonicalData:
+def load_csv(
+    path: Path | str,
+    *,
+    filters: ds.InteractionFilters | None = None,
+    time_bounds: ds.TimeBounds | None = None,
+) -> ds.CanonicalData:
     """Load ``interactions.csv`` and optional ``items.csv`` from ``path``.
 
     Raises:
@@ -85,4 +90,5 @@ def load_csv(path: Path | str, *, filters: ds.InteractionFilters | None = None) 
     report = {"interaction_rows": len(interactions), "catalogue_rows": len(items)}
     fingerprint = ds.file_fingerprint(files, salt=LOADER_VERSION)
     return ds.finish_tables(items, interactions, report=report, fingerprint=fingerprint,
-                            source_name=str(inter_file), keep_items="all", filters=filters)
+                            source_name=str(inter_file), keep_items="all", filters=filters,
+                            time_bounds=time_bounds)

@@ -35,7 +35,12 @@ GENRES_100K = ["unknown", "Action", "Adventure", "Animation", "Children's", "Com
                "War", "Western"]
 
 
-def load_movielens(path: Path | str, *, filters: ds.InteractionFilters | None = None) -> ds.CanonicalData:
+def load_movielens(
+    path: Path | str,
+    *,
+    filters: ds.InteractionFilters | None = None,
+    time_bounds: ds.TimeBounds | None = None,
+) -> ds.CanonicalData:
     """Load a MovieLens directory (100K or latest layout, detected from the file names).
 
     Raises:
@@ -45,9 +50,9 @@ def load_movielens(path: Path | str, *, filters: ds.InteractionFilters | None = 
     if not path.is_dir():
         raise DataValidationError("no such directory", path=str(path))
     if (path / "ratings.csv").is_file():
-        return _load_latest(path, filters)
+        return _load_latest(path, filters, time_bounds)
     if (path / "u.data").is_file():
-        return _load_100k(path, filters)
+        return _load_100k(path, filters, time_bounds)
     raise DataValidationError("not a MovieLens directory: expected ratings.csv + movies.csv (latest) "
                               "or u.data + u.item (100K)", path=str(path))
 
@@ -67,7 +72,8 @@ def _ratings(frame: pd.DataFrame, file: Path) -> pd.DataFrame:
     })
 
 
-def _load_latest(path: Path, filters: ds.InteractionFilters | None) -> ds.CanonicalData:
+def _load_latest(path: Path, filters: ds.InteractionFilters | None,
+                 time_bounds: ds.TimeBounds | None) -> ds.CanonicalData:
     ratings_file, movies_file, tags_file = path / "ratings.csv", path / "movies.csv", path / "tags.csv"
     raw = read_table(ratings_file, columns=["userId", "movieId", "rating", "timestamp"],
                      required=["userId", "movieId", "rating", "timestamp"])
@@ -86,10 +92,12 @@ def _load_latest(path: Path, filters: ds.InteractionFilters | None) -> ds.Canoni
     report["movies"] = len(items)
     fingerprint = ds.file_fingerprint(files, salt=LOADER_VERSION)
     return ds.finish_tables(items, interactions, report=report, fingerprint=fingerprint,
-                            source_name=str(ratings_file), keep_items="all", filters=filters)
+                            source_name=str(ratings_file), keep_items="all", filters=filters,
+                            time_bounds=time_bounds)
 
 
-def _load_100k(path: Path, filters: ds.InteractionFilters | None) -> ds.CanonicalData:
+def _load_100k(path: Path, filters: ds.InteractionFilters | None,
+               time_bounds: ds.TimeBounds | None) -> ds.CanonicalData:
     data_file, item_file = path / "u.data", path / "u.item"
     raw = read_table(data_file, columns=["user", "item", "rating", "timestamp"],
                      required=["user", "item", "rating", "timestamp"], sep="\t", header=False,
@@ -106,7 +114,8 @@ def _load_100k(path: Path, filters: ds.InteractionFilters | None) -> ds.Canonica
     report["movies"] = len(items)
     fingerprint = ds.file_fingerprint([data_file, item_file], salt=LOADER_VERSION)
     return ds.finish_tables(items, interactions, report=report, fingerprint=fingerprint,
-                            source_name=str(data_file), keep_items="all", filters=filters)
+                            source_name=str(data_file), keep_items="all", filters=filters,
+                            time_bounds=time_bounds)
 
 
 def _tags_as_rating_text(interactions: pd.DataFrame, tags_file: Path) -> tuple[pd.DataFrame, int, int]:

@@ -35,7 +35,12 @@ CATEGORY_PROPERTY = "categoryid"
 PROPERTY_FILES = ("item_properties_part1.csv", "item_properties_part2.csv")
 
 
-def load_retailrocket(path: Path | str, *, filters: ds.InteractionFilters | None = None) -> ds.CanonicalData:
+def load_retailrocket(
+    path: Path | str,
+    *,
+    filters: ds.InteractionFilters | None = None,
+    time_bounds: ds.TimeBounds | None = None,
+) -> ds.CanonicalData:
     """Load a RetailRocket directory (see the module docstring for the files).
 
     Raises:
@@ -81,7 +86,8 @@ def load_retailrocket(path: Path | str, *, filters: ds.InteractionFilters | None
     report["items_with_category"] = int((items[ds.CATEGORY] != "").sum())
     fingerprint = ds.file_fingerprint(files, salt=LOADER_VERSION)
     return ds.finish_tables(items, interactions, report=report, fingerprint=fingerprint,
-                            source_name=str(events_file), keep_items="interacted", filters=filters)
+                            source_name=str(events_file), keep_items="interacted", filters=filters,
+                            time_bounds=time_bounds)
 
 
 def _latest_properties(path: Path, files: list[Path]) -> dict[str, dict[str, str]]:

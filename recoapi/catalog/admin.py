@@ -10,12 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db import connection
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
 from recoapi.catalog.models import Interaction, Product, Shopper
+from recoapi.catalog.selectors import shopper_activity
 from recoapi.exceptions import ApplicationError
 
 HISTORY_LIMIT = 50
@@ -52,16 +54,50 @@ def _items_table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:
     return format_html('<table class="reco-table"><thead><tr>{}</tr></thead><tbody>{}</tbody></table>', head, body)
 
 
+class ShopperChangeList(ChangeList):
+    """The shopper list, with each listed shopper's interaction count and last activity.
+
+    The figures come from one grouped query over the shown page's shoppers only, so a page
+    costs the same whatever the size of the interaction table.
+    """
+
+    def get_results(self, request: Any) -> None:
+        super().get_results(request)
+        shoppers = list(self.result_list)  # evaluates the page once; the template reuses the cache
+        activity = shopper_activity(ids=[shopper.id for shopper in shoppers])
+        for shopper in shoppers:
+            shopper.activity = activity.get(shopper.id, (0, None))
+
+
+def _activity(shopper: Shopper) -> tuple[int, Any]:
+    """(interaction count, last interaction time or None), as the list page computed it."""
+    activity = getattr(shopper, "activity", None)
+    if activity is None:  # not from the list page: count this one shopper
+        activity = shopper_activity(ids=[shopper.id]).get(shopper.id, (0, None))
+    return activity
+
+
 @admin.register(Shopper)
 class ShopperAdmin(admin.ModelAdmin):
     search_fields = ("id",)
     search_help_text = "Search by shopper id (prefix)."
-    list_display = ("id", "created_at")
+    list_display = ("id", "created_at", "interaction_count", "last_activity")
     list_per_page = 50
     paginator = EstimatedCountPaginator
     show_full_result_count = False
     readonly_fields = ("id", "created_at", "current_recommendations", "history")
     fields = readonly_fields
+
+    def get_changelist(self, request: Any, **kwargs: Any) -> type[ChangeList]:
+        return ShopperChangeList
+
+    @admin.display(description="Interactions")
+    def interaction_count(self, obj: Shopper) -> int:
+        return _activity(obj)[0]
+
+    @admin.display(description="Last activity")
+    def last_activity(self, obj: Shopper) -> Any:
+        return _activity(obj)[1]
 
     def get_search_results(self, request, queryset, search_term):  # type: ignore[no-untyped-def]
         if not search_term:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from datetime import datetime
 
 from django.db import connection
+from django.db.models import Count, Max
 
 from recoapi.catalog.models import Interaction, Shopper
 
@@ -64,3 +66,17 @@ def shopper_histories(*, ids: list[str]) -> dict[str, list[tuple[str, int, float
         for shopper_id, product_id, seconds, w, e in cursor.fetchall():
             histories[shopper_id].append((product_id, int(seconds), float(w), e))
     return dict(histories)
+
+
+def shopper_activity(*, ids: list[str]) -> dict[str, tuple[int, datetime]]:
+    """Interaction count and latest interaction time of each of a few shoppers (e.g. one admin page).
+
+    One grouped query over those shoppers' rows only (the ``(shopper, occurred_at)`` index
+    answers it), never a count over the whole interaction table. Shoppers without
+    interactions are absent from the result.
+    """
+    if not ids:
+        return {}
+    rows = (Interaction.objects.filter(shopper_id__in=ids).order_by().values("shopper_id")
+            .annotate(n=Count("id"), last=Max("occurred_at")).values_list("shopper_id", "n", "last"))
+    return {shopper_id: (int(n), last) for shopper_id, n, last in rows}

@@ -16,11 +16,15 @@ from django.utils import timezone
 from modeling import datasets as ds
 from modeling.errors import DataValidationError
 from recoapi.catalog.models import Interaction, Product, Shopper
-from recoapi.exceptions import ApplicationError, NotFound
+from recoapi.exceptions import ApplicationError, Conflict, NotFound
 
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 5000
+ID_BATCH_SIZE = 500  # ids per "... WHERE id IN (...)", well below every database's parameter limit
+# An import sharing fewer of its products than this with a non-empty catalogue is another shop's data:
+# it is refused unless the caller says whether to replace the catalogue or merge into it.
+OTHER_SHOP_SHARED_PRODUCTS = 0.5
 
 
 @dataclass
@@ -33,10 +37,11 @@ class ImportResult:
     counts: dict[str, int]
     report: dict[str, int] = field(default_factory=dict)
     fingerprint: str = ""
+    removed: dict[str, int] = field(default_factory=lambda: {"products": 0, "shoppers": 0})
 
     def as_dict(self) -> dict[str, object]:
         return {"source": self.source, "path": self.path, "skipped": self.skipped, "counts": self.counts,
-                "report": self.report}
+                "report": self.report, "removed": self.removed}
 
 
 def import_filters_from_settings() -> ds.InteractionFilters:
@@ -50,12 +55,53 @@ def import_filters_from_settings() -> ds.InteractionFilters:
     )
 
 
+def event_time_bounds() -> ds.TimeBounds:
+    """The plausible event times now: from RECO_EVENT_MIN_TIME to RECO_EVENT_MAX_FUTURE_SECONDS from now."""
+    latest = int(timezone.now().timestamp()) + settings.RECO_EVENT_MAX_FUTURE_SECONDS
+    return ds.TimeBounds(earliest=settings.RECO_EVENT_MIN_TIME, latest=latest)
+
+
 def _database_counts() -> dict[str, int]:
     """Counts to compare with a source: its products and shoppers, and the imported interactions."""
     imported = Interaction.objects.filter(source=Interaction.IMPORTED)
     return {"items": Product.objects.count(),
             "users": Shopper.objects.filter(interactions__source=Interaction.IMPORTED).distinct().count(),
             "interactions": imported.count()}
+
+
+def _refuse_another_shop(data: ds.CanonicalData) -> None:
+    """Raise Conflict when ``data`` looks like another shop than the catalogue in the database.
+
+    "Another shop": the catalogue is not empty and fewer than ``OTHER_SHOP_SHARED_PRODUCTS`` of the
+    new data's products are in it (the demo shop followed by one's own export shares none).
+    """
+    existing = Product.objects.count()
+    if not existing:
+        return
+    new_ids = data.items[ds.ITEM_ID].astype(str).tolist()
+    shared = sum(Product.objects.filter(id__in=new_ids[sl]).count() for sl in _batches(len(new_ids),
+                                                                                        ID_BATCH_SIZE))
+    if shared >= OTHER_SHOP_SHARED_PRODUCTS * len(new_ids):
+        return
+    raise Conflict(
+        f"The new data shares {shared} of its {len(new_ids)} products with the {existing} products in the "
+        "database: it looks like another shop, and importing it would mix the two. Import it with replace "
+        "(`load_data --replace`, or {\"replace\": true} for POST /reload_data) to remove the products and "
+        "shoppers that are not in the new data, or with merge (`load_data --merge`, {\"merge\": true}) to "
+        "keep them beside it.", code="other_shop")
+
+
+def _remove_absent(data: ds.CanonicalData) -> dict[str, int]:
+    """Delete the products and shoppers not in ``data``, with all their interactions (live ones too)."""
+    removed: dict[str, int] = {}
+    for name, model, ids in (("products", Product, data.items[ds.ITEM_ID]),
+                             ("shoppers", Shopper, data.users[ds.USER_ID])):
+        gone = sorted(set(model.objects.values_list("id", flat=True)) - set(ids.astype(str)))
+        for sl in _batches(len(gone), ID_BATCH_SIZE):
+            # The foreign keys cascade: their interactions, imported and live, go with them.
+            model.objects.filter(id__in=gone[sl]).delete()
+        removed[name] = len(gone)
+    return removed
 
 
 def _batches(n: int, size: int = BATCH_SIZE) -> list[slice]:
@@ -118,6 +164,8 @@ def data_import(
     force: bool = False,
     filters: ds.InteractionFilters | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    replace: bool = False,
+    merge: bool = False,
 ) -> ImportResult:
     """Import a data source into the database and write its parquet snapshot.
 
@@ -127,6 +175,12 @@ def data_import(
     the same row counts in the database). Imported interactions are replaced, live
     events recorded through POST /events are kept; products and shoppers are upserted.
 
+    Data of another shop (see :func:`_refuse_another_shop`) is refused unless ``replace``
+    or ``merge`` says what to do with the current catalogue. With ``replace`` the products
+    and shoppers that are not in the new data are deleted in the same transaction, with
+    all their interactions (live events too); the database then holds exactly the
+    snapshot's products and shoppers. With ``merge`` they are kept beside the new data.
+
     Args:
         source: one of ``modeling.datasets.SOURCES``.
         filters: optional interaction filters (see :class:`modeling.datasets.InteractionFilters`).
@@ -134,19 +188,26 @@ def data_import(
         processed_dir: snapshot directory (default ``settings.RECO_PROCESSED_DIR``).
         force: import even when unchanged.
         progress: called as ``progress(table, done, total)`` while writing.
+        replace: remove the products and shoppers that are not in the new data.
+        merge: keep them, even when the new data looks like another shop.
 
     Raises:
-        ApplicationError: for an unknown source or invalid files (message names file and line).
+        ApplicationError: for an unknown source or invalid files (message names file and line),
+            or both ``replace`` and ``merge``.
+        Conflict: the data looks like another shop and neither ``replace`` nor ``merge`` is given.
     """
+    if replace and merge:
+        raise ApplicationError("Choose replace or merge, not both.", code="invalid")
     processed = Path(processed_dir or settings.RECO_PROCESSED_DIR)
     try:
-        data = ds.load_source(source, path, filters=filters)
+        data = ds.load_source(source, path, filters=filters, time_bounds=event_time_bounds())
     except DataValidationError as exc:
         raise ApplicationError(str(exc), code="invalid_data") from exc
 
     manifest = ds.read_snapshot_manifest(processed)
     if (not force and manifest is not None and manifest.get("fingerprint") == data.fingerprint
-            and _database_counts() == data.counts()):
+            and _database_counts() == data.counts()
+            and (not replace or Shopper.objects.count() == data.counts()["users"])):
         logger.info("data unchanged (%s), import skipped", data.fingerprint[:12])
         return ImportResult(source=source, path=str(path), skipped=True, counts=data.counts(), report=data.report,
                             fingerprint=data.fingerprint)
@@ -160,7 +221,12 @@ def data_import(
     ]
     shoppers = [Shopper(id=user_id) for user_id in data.users[ds.USER_ID].astype(str)]
 
+    removed = {"products": 0, "shoppers": 0}
     with transaction.atomic():
+        if replace:
+            removed = _remove_absent(data)
+        elif not merge:
+            _refuse_another_shop(data)
         with connection.cursor() as cursor:
             # Live events (POST /events) survive a reload; imported interactions are replaced.
             source_column = connection.ops.quote_name(Interaction._meta.get_field("source").column)
@@ -178,9 +244,9 @@ def data_import(
         _insert_interactions(data.interactions, report)
         # Last step inside the transaction: if the snapshot cannot be written, nothing is committed.
         ds.write_snapshot(data, processed, source=source)
-    logger.info("imported %s from %s: %s", source, path, data.counts())
+    logger.info("imported %s from %s: %s; removed %s", source, path, data.counts(), removed)
     return ImportResult(source=source, path=str(path), skipped=False, counts=data.counts(), report=data.report,
-                        fingerprint=data.fingerprint)
+                        fingerprint=data.fingerprint, removed=removed)
 
 
 
@@ -203,8 +269,16 @@ def interaction_record(
     shopper the model does not know moves from "popular" to "content".
 
     Raises:
+        ApplicationError: ``occurred_at`` is before RECO_EVENT_MIN_TIME or more than
+            RECO_EVENT_MAX_FUTURE_SECONDS in the future (code ``invalid``, 400).
         NotFound: the product is not in the catalogue.
     """
+    if occurred_at is not None:
+        bounds = event_time_bounds()
+        if not bounds.earliest <= occurred_at.timestamp() <= bounds.latest:
+            raise ApplicationError(
+                f"timestamp: {occurred_at.isoformat()} is outside the accepted range {bounds.describe()} "
+                f"(at most {settings.RECO_EVENT_MAX_FUTURE_SECONDS} seconds in the future).", code="invalid")
     if not Product.objects.filter(id=item_id).exists():
         raise NotFound(f"Product {item_id!r} is not in the catalogue.", code="unknown_item")
     with transaction.atomic():

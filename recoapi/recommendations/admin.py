@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.contrib.admin.utils import quote, unquote
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
 
 from recoapi.exceptions import ApplicationError
 from recoapi.recommendations.models import ModelVersion
@@ -15,7 +20,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     list_display = ("version", "created_at", "is_active", "hr_at_10", "popularity_hr_at_10")
     list_filter = ("is_active",)
     readonly_fields = ("version", "created_at", "is_active", "metrics", "params", "counts")
-    actions = ["activate"]
+    actions = ["activate", "delete_selected"]
 
     @admin.display(description="HR@10")
     def hr_at_10(self, obj: ModelVersion) -> str:
@@ -40,6 +45,31 @@ class ModelVersionAdmin(admin.ModelAdmin):
             self.message_user(request, exc.message, messages.ERROR)
             return
         self.message_user(request, f"Model {result['model_version']} is active.", messages.SUCCESS)
+
+    @admin.action(permissions=["delete"], description="Delete selected model versions")
+    def delete_selected(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> HttpResponse | None:
+        """Django's bulk delete (confirmation page first), refused when the active version is selected."""
+        if not self._deletable(request, list(queryset.values_list("version", flat=True))):
+            return None
+        return django_delete_selected(self, request, queryset)
+
+    def delete_view(self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+                    ) -> HttpResponse:
+        """The change page's Delete: the active version goes back to its page with the reason."""
+        if not self._deletable(request, [unquote(object_id)]):
+            return HttpResponseRedirect(
+                reverse("admin:recommendations_modelversion_change", args=[quote(unquote(object_id))]))
+        return super().delete_view(request, object_id, extra_context)
+
+    def _deletable(self, request: HttpRequest, versions: list[str]) -> bool:
+        from recoapi.recommendations.services import model_version_check_deletable
+
+        try:
+            model_version_check_deletable(versions=versions)
+        except ApplicationError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return False
+        return True
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from django.db import DatabaseError, connection
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -36,7 +37,7 @@ class RandomUsersApi(APIView):
 
 
 class CheckUsersApi(APIView):
-    @extend_schema(parameters=[s.CheckUsersInput], responses={200: dict, **_ERRORS})
+    @extend_schema(parameters=[s.CheckUsersInput], responses={200: s.CHECK_USERS_OUTPUT, **_ERRORS})
     def get(self, request: Request) -> Response:
         """For each shopper id: whether the service knows that shopper."""
         data = s.CheckUsersInput(data=request.query_params)
@@ -53,12 +54,27 @@ class RecommendationsApi(APIView):
         """Top-k products per shopper; products a shopper already has are excluded."""
         data = s.RecommendationsInput(data=request.query_params)
         data.is_valid(raise_exception=True)
-        v = data.validated_data
-        return Response(services.recommendation_list(
+        return Response(self._recommend(data.validated_data))
+
+    @extend_schema(operation_id="recommendations_post", request=s.RecommendationsBodyInput,
+                   responses={200: s.RecommendationsOutput, 404: s.ErrorOutput, **_ERRORS,
+                              413: OpenApiResponse(s.ErrorOutput, description="Request body too large")})
+    def post(self, request: Request) -> Response:
+        """The same as GET /recommendations, with the parameters as a JSON body (for long lists of ids).
+
+        Reads only: open to anybody, like GET.
+        """
+        data = s.RecommendationsBodyInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        return Response(self._recommend(data.validated_data))
+
+    @staticmethod
+    def _recommend(v: dict[str, Any]) -> dict[str, Any]:
+        return services.recommendation_list(
             user_ids=v.get("users", []), k=v["k"], category=v.get("category"), min_price=v.get("min_price"),
             max_price=v.get("max_price"), exclude_seen=v["exclude_seen"], include_history=v["include_history"],
             context_items=v.get("items"), context_text=v.get("text"),
-        ))
+        )
 
 
 class SimilarItemsApi(APIView):
@@ -91,12 +107,15 @@ class EventsApi(APIView):
 class ReloadDataApi(APIView):
     permission_classes = [permissions.IsAdminUser]
 
-    @extend_schema(request=s.ReloadDataInput, responses={200: s.ReloadDataOutput, **_STAFF_ERRORS})
+    @extend_schema(request=s.ReloadDataInput, responses={
+        200: s.ReloadDataOutput, **_STAFF_ERRORS,
+        409: OpenApiResponse(s.ErrorOutput, description="Another shop's data: choose replace or merge")})
     def post(self, request: Request) -> Response:
         """Re-import the configured data files (staff only); returns the counts."""
         data = s.ReloadDataInput(data=request.data)
         data.is_valid(raise_exception=True)
-        return Response(services.data_reload(force=data.validated_data["force"]))
+        v = data.validated_data
+        return Response(services.data_reload(force=v["force"], replace=v["replace"], merge=v["merge"]))
 
 
 class ReloadModelApi(APIView):

@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,9 @@ class Engine:
     data_stamp: int | None = None
     _available: np.ndarray | None = None
     _available_at: float = float("-inf")
+    _category_masks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    CATEGORY_MASKS_KEPT = 32  # masks of the most asked-for category prefixes, kept per engine
 
     @property
     def available(self) -> np.ndarray:
@@ -83,6 +87,27 @@ class Engine:
     def version(self) -> str:
         return self.recommender.version
 
+    def category_mask(self, category: str) -> np.ndarray:
+        """(n_items,) bool: products in the database whose category path starts with ``category``.
+
+        Matching ignores case and surrounding spaces: ``sports``, ``Sports > swim`` and
+        ``SPORTS > Swimming`` all match ``Sports > Swimming``.
+        """
+        prefix = category.strip().lower()
+        mask = self._category_masks.get(prefix)
+        if mask is None:
+            mask = np.char.startswith(self.categories, prefix) & self.known
+            if len(self._category_masks) < self.CATEGORY_MASKS_KEPT:
+                self._category_masks[prefix] = mask
+        return mask
+
+    @cached_property
+    def top_level_categories(self) -> list[str]:
+        """The distinct first levels of the products' category paths (``Sports`` of ``Sports > Swimming``), sorted."""
+        tops = {info.category.split(" > ")[0].strip() for info, known in zip(self.items, self.known, strict=True)
+                if known}
+        return sorted(top for top in tops if top)
+
     def allowed(self, *, category: str | None = None, min_price: float | None = None,
                 max_price: float | None = None) -> np.ndarray:
         """(n_items,) bool mask of recommendable products under the given filters.
@@ -91,7 +116,7 @@ class Engine:
         """
         mask = self.available.copy()
         if category:
-            mask &= np.char.startswith(self.categories, category.strip().lower())
+            mask &= self.category_mask(category)
         if min_price is not None:
             mask &= self.prices >= min_price
         if max_price is not None:

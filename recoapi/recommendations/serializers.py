@@ -5,7 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+
+MAX_ID_LENGTH = 128
+
+
+def _checked_ids(ids: list[str], limit: int) -> list[str]:
+    """``ids`` without repeats (order kept), after the checks every list of ids gets."""
+    if any("\x00" in i for i in ids):  # PostgreSQL cannot even compare such a string
+        raise serializers.ValidationError("Null characters are not allowed.")
+    if any(len(i) > MAX_ID_LENGTH for i in ids):
+        raise serializers.ValidationError(f"ids are at most {MAX_ID_LENGTH} characters")
+    ids = list(dict.fromkeys(ids))
+    if len(ids) > limit:
+        raise serializers.ValidationError(f"at most {limit} ids per request, got {len(ids)}")
+    return ids
 
 
 class CommaSeparatedIds(serializers.CharField):
@@ -17,17 +32,79 @@ class CommaSeparatedIds(serializers.CharField):
 
     def to_internal_value(self, data: Any) -> list[str]:
         text = super().to_internal_value(data)
-        if "\x00" in text:  # PostgreSQL cannot even compare such a string
-            raise serializers.ValidationError("Null characters are not allowed.")
-        ids = list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+        ids = [part.strip() for part in text.split(",") if part.strip()]
         if not ids:
             raise serializers.ValidationError("give at least one id, comma-separated")
-        limit = self.max_items or settings.RECO_MAX_USERS
-        if len(ids) > limit:
-            raise serializers.ValidationError(f"at most {limit} ids per request, got {len(ids)}")
-        if any(len(i) > 128 for i in ids):
-            raise serializers.ValidationError("ids are at most 128 characters")
-        return ids
+        return _checked_ids(ids, self.max_items or settings.RECO_MAX_USERS)
+
+
+@extend_schema_field({"oneOf": [
+    {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
+     "minItems": 1, "maxItems": 100},
+    {"type": "string", "minLength": 1},
+]})
+class IdList(serializers.Field):
+    """Ids in a JSON body: a list of strings (``["a", "b"]``) or one comma-separated string (``"a,b"``).
+
+    Surrounding blanks are stripped and repeats dropped (order kept); an empty id in a list is an error.
+    """
+
+    default_error_messages = {"invalid": "Expected a list of id strings or a comma-separated string."}
+
+    def to_internal_value(self, data: Any) -> list[str]:
+        limit = settings.RECO_MAX_USERS
+        if isinstance(data, str):
+            return CommaSeparatedIds().run_validation(data)
+        if not isinstance(data, list) or not all(isinstance(i, str) for i in data):
+            self.fail("invalid")
+        if not data:
+            raise serializers.ValidationError("give at least one id")
+        if len(data) > limit:  # counted as sent, repeats included
+            raise serializers.ValidationError(f"at most {limit} ids per request, got {len(data)}")
+        ids = [i.strip() for i in data]
+        if not all(ids):
+            raise serializers.ValidationError("ids may not be empty")
+        return _checked_ids(ids, limit)
+
+    def to_representation(self, value: Any) -> list[str]:
+        return list(value)
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON body string: numbers and booleans are refused, not turned into text."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON body boolean: only ``true`` or ``false`` (not 0/1 or "yes")."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if isinstance(data, bool):
+            return data
+        self.fail("invalid", input=data)
+        return False  # not reached: fail() raises
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON body integer: ``"5"``, ``5.0`` and booleans are refused."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictFloatField(serializers.FloatField):
+    """A JSON body number: strings and booleans are refused."""
+
+    def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool) or not isinstance(data, (int, float)):
+            self.fail("invalid")
+        return super().to_internal_value(data)
 
 
 class QueryInput(serializers.Serializer):
@@ -53,6 +130,11 @@ class CheckUsersInput(QueryInput):
     users = CommaSeparatedIds(help_text="Comma-separated shopper ids (at most 100).")
 
 
+#: OpenAPI schema of the check_users answer ``{"<shopper id>": true | false, ...}`` (one entry per distinct id).
+CHECK_USERS_OUTPUT = {"type": "object", "additionalProperties": {"type": "boolean"},
+                      "description": "For each shopper id asked about: whether the service knows it."}
+
+
 class RecommendationsInput(QueryInput):
     users = CommaSeparatedIds(required=False, help_text="Comma-separated shopper ids (at most 100).")
     items = CommaSeparatedIds(required=False, help_text="Anonymous visitor: recently viewed product ids.")
@@ -60,7 +142,10 @@ class RecommendationsInput(QueryInput):
                                  help_text="Anonymous visitor: a search query or a description of what they want.")
     k = serializers.IntegerField(min_value=1, max_value=100, default=10)
     category = serializers.CharField(required=False, max_length=512,
-                                     help_text="Only products whose category path starts with this.")
+                                     help_text="Only products whose category path starts with this, ignoring case "
+                                               "(`sports` matches `Sports > Swimming`). When no product's "
+                                               "category does: 404 `unknown_category`, whose message lists "
+                                               "the top-level categories.")
     min_price = serializers.FloatField(required=False, min_value=0)
     max_price = serializers.FloatField(required=False, min_value=0)
     exclude_seen = serializers.BooleanField(default=True,
@@ -68,12 +153,37 @@ class RecommendationsInput(QueryInput):
     include_history = serializers.BooleanField(default=False, help_text="Add each shopper's recent history.")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if not (attrs.get("users") or attrs.get("items") or attrs.get("text")):
-            raise serializers.ValidationError("give users, or items and/or text for an anonymous visitor")
-        low, high = attrs.get("min_price"), attrs.get("max_price")
-        if low is not None and high is not None and low > high:
-            raise serializers.ValidationError("min_price is above max_price")
-        return attrs
+        return _validate_recommendation_request(attrs)
+
+
+def _validate_recommendation_request(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The rules between parameters of a recommendation request (query string or body)."""
+    if not (attrs.get("users") or attrs.get("items") or attrs.get("text")):
+        raise serializers.ValidationError("give users, or items and/or text for an anonymous visitor")
+    low, high = attrs.get("min_price"), attrs.get("max_price")
+    if low is not None and high is not None and low > high:
+        raise serializers.ValidationError("min_price is above max_price")
+    return attrs
+
+
+class RecommendationsBodyInput(serializers.Serializer):
+    """The body of POST /recommendations: the parameters of GET /recommendations as a JSON object."""
+
+    users = IdList(required=False, help_text="Shopper ids (at most 100): a list, or one comma-separated string.")
+    items = IdList(required=False, help_text="Anonymous visitor: recently viewed product ids.")
+    text = StrictCharField(required=False, max_length=1000,
+                           help_text="Anonymous visitor: a search query or a description of what they want.")
+    k = StrictIntegerField(min_value=1, max_value=100, default=10)
+    category = StrictCharField(required=False, max_length=512,
+                               help_text="Only products whose category path starts with this.")
+    min_price = StrictFloatField(required=False, min_value=0)
+    max_price = StrictFloatField(required=False, min_value=0)
+    exclude_seen = StrictBooleanField(default=True,
+                                      help_text="Leave out products the shopper already interacted with.")
+    include_history = StrictBooleanField(default=False, help_text="Add each shopper's recent history.")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        return _validate_recommendation_request(attrs)
 
 
 class ItemOutput(serializers.Serializer):
@@ -141,18 +251,10 @@ class ReloadModelOutput(serializers.Serializer):
     previous_version = serializers.CharField(allow_null=True)
 
 
-class StrictBooleanField(serializers.BooleanField):
-    """A JSON body boolean: only ``true`` or ``false`` (not 0/1 or "yes")."""
-
-    def to_internal_value(self, data: Any) -> bool:
-        if isinstance(data, bool):
-            return data
-        self.fail("invalid", input=data)
-        return False  # not reached: fail() raises
-
-
 class ReloadDataInput(serializers.Serializer):
     force = StrictBooleanField(default=False)
+    replace = StrictBooleanField(default=False, help_text="Remove products and shoppers not in the data.")
+    merge = StrictBooleanField(default=False, help_text="Keep them even when the data looks like another shop.")
 
 
 class ReloadDataOutput(serializers.Serializer):
@@ -161,6 +263,7 @@ class ReloadDataOutput(serializers.Serializer):
     skipped = serializers.BooleanField()
     counts = serializers.DictField(child=serializers.IntegerField())
     report = serializers.DictField(child=serializers.IntegerField())
+    removed = serializers.DictField(child=serializers.IntegerField())
 
 
 class HealthOutput(serializers.Serializer):

@@ -18,7 +18,7 @@ from modeling.errors import ArtifactError
 from modeling.recommender import History
 from recoapi.catalog import selectors as catalog_selectors
 from recoapi.catalog.services import data_import, import_filters_from_settings
-from recoapi.exceptions import ApplicationError, NotFound, ServiceUnavailable
+from recoapi.exceptions import ApplicationError, Conflict, NotFound, ServiceUnavailable
 from recoapi.recommendations.engine import Engine, registry, text_encoder
 from recoapi.recommendations.models import ModelVersion
 
@@ -74,11 +74,18 @@ def recommendation_list(
     "popular" (recent popularity). An anonymous visitor described by recently viewed
     products and/or a text gets "content" under the key ``"anonymous"``. Unavailable
     products are never recommended; by default neither are products the shopper already has.
+    ``category`` keeps products whose category path starts with it, ignoring case.
+
+    Raises:
+        NotFound: no product's category starts with ``category`` (code "unknown_category"; the
+            message lists the top-level categories), or none of ``context_items`` is known.
 
     Returns:
         ``{"model_version": str, "recommendations": {user_id: {"strategy", "items": [...], ["history"]}}}``.
     """
     engine = _engine_or_503()
+    if category and not engine.category_mask(category).any():
+        raise NotFound(_unknown_category_message(engine, category), code="unknown_category")
     raw = catalog_selectors.shopper_histories(ids=user_ids)
     histories = _histories(raw)
     keys = list(user_ids)
@@ -104,6 +111,13 @@ def recommendation_list(
             entry["history"] = _history_payload(engine, raw.get(user, []))
         result[user] = entry
     return {"model_version": engine.version, "recommendations": result}
+
+
+def _unknown_category_message(engine: Engine, category: str, shown: int = 30) -> str:
+    tops = engine.top_level_categories
+    listed = ", ".join(tops[:shown]) + (f" and {len(tops) - shown} more" if len(tops) > shown else "")
+    return (f"No product's category starts with {category.strip()!r} (matching ignores case). "
+            f"Top-level categories: {listed or 'none'}.")
 
 
 def _history_payload(engine: Engine, rows: list[tuple[str, int, float, str]]) -> list[dict[str, Any]]:
@@ -164,6 +178,22 @@ def model_version_sync() -> list[ModelVersion]:
     return rows
 
 
+def model_version_check_deletable(*, versions: list[str]) -> None:
+    """Refuse to delete the active model version (the one every worker serves).
+
+    Raises:
+        Conflict: one of ``versions`` is active (named by ``models/ACTIVE`` or marked active).
+    """
+    active = {artifacts.read_active(Path(settings.RECO_MODELS_DIR))}
+    active |= set(ModelVersion.objects.filter(is_active=True).values_list("version", flat=True))
+    refused = sorted(set(versions) & (active - {None}))
+    if refused:
+        raise Conflict(
+            f"Model {refused[0]} is the active model and cannot be deleted: the service answers with it. "
+            "Activate another version first (the action \"Activate the selected version\" or "
+            "POST /reload_model), then delete this one.", code="active_model")
+
+
 def model_reload(*, version: str | None = None) -> dict[str, Any]:
     """Load the newest (or the given) bundle and make it the active model.
 
@@ -202,10 +232,13 @@ def _public(exc: Exception) -> str:
     return text.replace(models_dir + "/", "").replace(models_dir, "models")
 
 
-def data_reload(*, force: bool = False) -> dict[str, Any]:
-    """Re-import the configured data files and refresh the serving caches."""
+def data_reload(*, force: bool = False, replace: bool = False, merge: bool = False) -> dict[str, Any]:
+    """Re-import the configured data files and refresh the serving caches.
+
+    ``replace`` and ``merge`` are those of :func:`recoapi.catalog.services.data_import`.
+    """
     result = data_import(source=settings.RECO_DATA_SOURCE, path=settings.RECO_DATA_PATH, force=force,
-                         filters=import_filters_from_settings())
+                         filters=import_filters_from_settings(), replace=replace, merge=merge)
     registry.refresh()
     payload = result.as_dict()
     path = Path(result.path)
@@ -276,6 +309,18 @@ def model_train(
         artifacts.set_active(models_dir, result["version"])
     model_version_sync()
     return {**result, "activated": activate}
+
+
+def model_load() -> str:
+    """Load the active model into this process now (it is otherwise loaded on first use).
+
+    Returns:
+        The active model version.
+
+    Raises:
+        ServiceUnavailable: no model is active.
+    """
+    return _engine_or_503().version
 
 
 def recommendation_batch(*, user_ids: list[str], k: int) -> tuple[str, list[tuple[str, int, str, float]]]:

@@ -75,3 +75,80 @@ def test_admin_needs_a_staff_login(service: Pipeline, client: Client, django_use
     client.login(username="shopper", password="shopper-pass-1")
     not_staff = client.get(url)
     assert not_staff.status_code == 302 and not_staff["Location"].startswith("/admin/login/")
+
+
+def _second_version(service: Pipeline, settings) -> str:
+    import shutil
+
+    other = "20990101T000000Z"
+    shutil.copytree(settings.RECO_MODELS_DIR / service.version, settings.RECO_MODELS_DIR / other)
+    model_version_sync()
+    return other
+
+
+def test_active_model_version_cannot_be_deleted_from_its_page(staff: Client, service: Pipeline, settings) -> None:
+    """Issue 12: the change page's Delete refuses the active version and says why."""
+    url = f"/admin/recommendations/modelversion/{service.version}/delete/"
+    for response in (staff.get(url, follow=True), staff.post(url, {"post": "yes"}, follow=True)):
+        page = response.content.decode()
+        assert response.redirect_chain[-1][0].endswith(f"/modelversion/{service.version}/change/")
+        assert f"Model {service.version} is the active model and cannot be deleted" in page
+        assert "Activate another version first" in page
+    assert ModelVersion.objects.filter(version=service.version, is_active=True).exists()
+
+
+def test_active_model_version_cannot_be_bulk_deleted(staff: Client, service: Pipeline, settings) -> None:
+    """Issue 12: the bulk delete action refuses a selection holding the active version; nothing is deleted."""
+    other = _second_version(service, settings)
+    for extra in ({}, {"post": "yes"}):  # the action, and the confirmation page's answer
+        response = staff.post("/admin/recommendations/modelversion/",
+                              {"action": "delete_selected", "_selected_action": [service.version, other], **extra},
+                              follow=True)
+        assert f"Model {service.version} is the active model and cannot be deleted" in response.content.decode()
+    assert set(ModelVersion.objects.values_list("version", flat=True)) == {service.version, other}
+
+
+def test_inactive_model_version_is_deleted_after_confirmation(staff: Client, service: Pipeline, settings) -> None:
+    other = _second_version(service, settings)
+    confirm = staff.post("/admin/recommendations/modelversion/",
+                         {"action": "delete_selected", "_selected_action": [other]})
+    assert "<title>Delete multiple objects" in confirm.content.decode()
+    staff.post("/admin/recommendations/modelversion/",
+               {"action": "delete_selected", "_selected_action": [other], "post": "yes"})
+    assert not ModelVersion.objects.filter(version=other).exists()
+    page = staff.post(f"/admin/recommendations/modelversion/{service.version}/delete/", follow=True)
+    assert ModelVersion.objects.filter(version=service.version).exists()
+    assert "cannot be deleted" in page.content.decode()
+
+
+def test_shopper_list_shows_interaction_count_and_last_activity(staff: Client, service: Pipeline,
+                                                                 django_assert_max_num_queries) -> None:
+    """Issue 12: the list shows each shopper's count and latest event, from one query over the page's rows."""
+    from django.db.models import Count, Max
+
+    expected = {row["shopper_id"]: row for row in Interaction.objects.values("shopper_id").order_by()
+                .annotate(n=Count("id"), last=Max("occurred_at"))}
+    with django_assert_max_num_queries(12):
+        response = staff.get("/admin/catalog/shopper/")
+    page = response.content.decode()
+    assert "Interactions" in page and "Last activity" in page
+    shown = response.context["cl"].result_list
+    assert len(shown) == 50
+    for shopper in shown:
+        count, last = shopper.activity
+        assert count == expected[shopper.id]["n"] and last == expected[shopper.id]["last"]
+    first = shown[0]
+    row = page[page.index(f">{first.id}</a>"):]
+    row = row[: row.index("</tr>")]
+    assert f'<td class="field-interaction_count">{expected[first.id]["n"]}</td>' in row
+
+
+def test_shopper_without_interactions_shows_zero(staff: Client, service: Pipeline) -> None:
+    from recoapi.catalog.models import Shopper
+
+    Shopper.objects.create(id="0-newcomer")  # sorts first
+    page = staff.get("/admin/catalog/shopper/").content.decode()
+    row = page[page.index(">0-newcomer</a>"):]
+    row = row[: row.index("</tr>")]
+    assert '<td class="field-interaction_count">0</td>' in row
+    assert '<td class="field-last_activity">-</td>' in row

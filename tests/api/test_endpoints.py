@@ -129,6 +129,27 @@ def test_category_filter_keeps_only_that_category(service: Pipeline, client: API
         assert all(item["category"].startswith(category) for item in entry["items"])
 
 
+def test_category_filter_ignores_case_at_every_level(service: Pipeline, client: APIClient) -> None:
+    """Issue 12: `category` matches the start of the path whatever its case."""
+    full = Product.objects.order_by("id").values_list("category", flat=True).first()
+    top, sub = full.split(" > ")[:2]
+    partial = f" {top.upper()} > {sub[:3].lower()}"
+    body = client.get("/recommendations", {"users": "nobody", "k": 5, "category": partial}).json()
+    items = body["recommendations"]["nobody"]["items"]
+    assert items and all(item["category"].lower().startswith(partial.strip().lower()) for item in items)
+
+
+def test_unknown_category_is_a_404_listing_the_top_level_categories(service: Pipeline, client: APIClient) -> None:
+    """Issue 12: an unknown category says so instead of answering empty lists."""
+    response = client.get("/recommendations", {"users": "nobody", "k": 5, "category": "Garden Furniture"})
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert error["code"] == "unknown_category"
+    assert "No product's category starts with 'Garden Furniture'" in error["message"]
+    tops = sorted({c.split(" > ")[0] for c in Product.objects.values_list("category", flat=True)})
+    assert f"Top-level categories: {', '.join(tops)}." in error["message"]
+
+
 @pytest.mark.parametrize("params", [
     {},
     {"users": ""},
@@ -253,7 +274,7 @@ def test_unknown_url_answers_json_404(service: Pipeline, client: APIClient) -> N
 
 
 def test_wrong_method_answers_json_405(service: Pipeline, client: APIClient) -> None:
-    assert_error(client.post("/recommendations"), 405)
+    assert_error(client.delete("/recommendations"), 405)
 
 
 def test_openapi_schema_lists_every_endpoint(service: Pipeline, client: APIClient) -> None:

@@ -136,6 +136,33 @@ def test_bad_events_are_refused(service: Pipeline, staff_client: APIClient, body
     assert Interaction.objects.count() == before
 
 
+@pytest.mark.parametrize("moment", ["3000-01-01T00:00:00Z", "1800-06-01T00:00:00Z", "1994-12-31T23:59:59Z"])
+def test_events_at_implausible_times_are_refused_naming_the_field(service: Pipeline, staff_client: APIClient,
+                                                                 moment: str) -> None:
+    # Issue 12: a future event would stay the shopper's latest forever.
+    before = Interaction.objects.count()
+    item = str(service.data.items[ds.ITEM_ID].iloc[0])
+    response = staff_client.post("/events", {"user": "u", "item": item, "event": "view", "timestamp": moment},
+                                 format="json")
+    assert_error(response, 400, "invalid")
+    assert response.json()["error"]["message"].startswith("timestamp: ")
+    assert Interaction.objects.count() == before
+
+
+def test_event_time_tolerance_comes_from_settings(service: Pipeline, staff_client: APIClient, settings) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    item = str(service.data.items[ds.ITEM_ID].iloc[0])
+    soon = (datetime.now(UTC) + timedelta(seconds=120)).isoformat()
+    body = {"user": "u", "item": item, "event": "view", "timestamp": soon}
+    assert staff_client.post("/events", body, format="json").status_code == 201  # clock skew within 300 s
+    settings.RECO_EVENT_MAX_FUTURE_SECONDS = 0
+    assert_error(staff_client.post("/events", body, format="json"), 400, "invalid")
+    settings.RECO_EVENT_MIN_TIME = int(datetime(2030, 1, 1, tzinfo=UTC).timestamp())
+    now = {"user": "u", "item": item, "event": "view", "timestamp": datetime.now(UTC).isoformat()}
+    assert_error(staff_client.post("/events", now, format="json"), 400, "invalid")
+
+
 # --------------------------------------------------------------------------- products added after training
 
 
@@ -168,6 +195,43 @@ def test_recommend_batch_writes_ranked_rows(service: Pipeline, tmp_path: Path) -
     seen = set(Interaction.objects.filter(shopper_id=user).values_list("product_id", flat=True))
     assert not seen & {r["item_id"] for r in rows[:3]}
     assert "Wrote 6 rows for 2 shoppers" in out.getvalue()
+
+
+def test_recommend_batch_skips_a_user_id_header_like_a_file_without_one(service: Pipeline, tmp_path: Path) -> None:
+    # Issue 12: a header line (here with a byte order mark, other case and spaces) is not a shopper.
+    user = a_known_user(service)
+    plain, headed = tmp_path / "plain.csv", tmp_path / "headed.csv"
+    plain.write_text(f"{user}\nstranger\n", encoding="utf-8")
+    headed.write_text(f"\ufeff User_ID \n{user}\nstranger\n", encoding="utf-8")
+    for source in (plain, headed):
+        call_command("recommend_batch", "--input", str(source), "--output", str(tmp_path / f"{source.stem}.out"),
+                     "--k", "3", stdout=StringIO(), stderr=StringIO())
+    rows = list(csv.DictReader((tmp_path / "headed.out").open()))
+    assert {r["user_id"] for r in rows} == {user, "stranger"}
+    assert (tmp_path / "headed.out").read_text() == (tmp_path / "plain.out").read_text()
+
+
+def test_recommend_batch_progress_starts_after_the_model_is_loaded(service: Pipeline, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from recoapi.recommendations.management.commands import recommend_batch as command
+
+    steps: list[object] = []
+    real_load, real_bar = command.model_load, command.tqdm
+
+    def load() -> str:
+        steps.append("model loaded")
+        return real_load()
+
+    def bar(*args, **kwargs):
+        steps.append(("bar", kwargs["total"]))
+        return real_bar(*args, **kwargs)
+
+    monkeypatch.setattr(command, "model_load", load)
+    monkeypatch.setattr(command, "tqdm", bar)
+    (tmp_path / "in.csv").write_text("user_id\na\n\nb\n")
+    call_command("recommend_batch", "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "o.csv"),
+                 stdout=StringIO(), stderr=StringIO())
+    assert steps == ["model loaded", ("bar", 2)]  # the bar counts shoppers only, not the header
 
 
 def test_recommend_batch_bad_arguments(service: Pipeline, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ Skipped with a message where chromium or chromedriver is not installed; CI insta
 from __future__ import annotations
 
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,68 @@ def test_staff_logs_in_and_sees_a_shoppers_history_and_recommendations(live_serv
     browser.get(f"{live_server.url}/admin/recommendations/modelversion/")
     row = browser.find_element(By.LINK_TEXT, live_service.version).find_element(By.XPATH, "./ancestor::tr")
     assert "HR@10" in browser.page_source and row.find_element(By.CSS_SELECTOR, "img[alt=True]")
+
+
+def _log_in(browser, live_server) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{live_server.url}/admin/login/?next=/admin/")
+    browser.find_element(By.NAME, "username").send_keys("staff")
+    browser.find_element(By.NAME, "password").send_keys("browser-pass-123")
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    WebDriverWait(browser, 30).until(ec.title_contains("Site administration"))
+
+
+def test_shopper_list_shows_interaction_count_and_last_activity(live_server, browser,
+                                                                  live_service: Pipeline) -> None:
+    """Issue 12: the shopper list has each shopper's interaction count and latest activity."""
+    from selenium.webdriver.common.by import By
+
+    _log_in(browser, live_server)
+    inter = live_service.data.interactions
+    shopper = str(inter[ds.USER_ID].iloc[0])
+    mine = inter[inter[ds.USER_ID] == shopper]
+    browser.get(f"{live_server.url}/admin/catalog/shopper/?q={shopper}")
+    headers = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#result_list thead th")]
+    assert "INTERACTIONS" in [h.upper() for h in headers] and "LAST ACTIVITY" in [h.upper() for h in headers]
+    row = browser.find_element(By.LINK_TEXT, shopper).find_element(By.XPATH, "./ancestor::tr")
+    assert row.find_element(By.CSS_SELECTOR, "td.field-interaction_count").text == str(len(mine))
+    last = row.find_element(By.CSS_SELECTOR, "td.field-last_activity").text
+    latest = datetime.fromtimestamp(int(mine[ds.TIMESTAMP].max()), UTC)
+    assert str(latest.year) in last and latest.strftime("%B")[:3] in last  # e.g. "March 4, 2023, 10:15 a.m."
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    assert browser.save_screenshot(str(SCREENSHOTS / "admin_shopper_list.png"))
+
+
+def test_deleting_the_active_model_version_is_refused_with_the_reason(live_server, browser,
+                                                                      live_service: Pipeline) -> None:
+    """Issue 12: neither the change page's Delete nor the bulk delete removes the active version."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from recoapi.recommendations.models import ModelVersion
+
+    wait = WebDriverWait(browser, 30)
+    version = live_service.version
+    refusal = f"Model {version} is the active model and cannot be deleted"
+    _log_in(browser, live_server)
+
+    browser.get(f"{live_server.url}/admin/recommendations/modelversion/{version}/change/")
+    browser.find_element(By.CSS_SELECTOR, "a.deletelink").click()
+    message = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "ul.messagelist li.error")))
+    assert refusal in message.text and "Activate another version first" in message.text
+    assert browser.current_url.endswith(f"/modelversion/{version}/change/")
+
+    browser.get(f"{live_server.url}/admin/recommendations/modelversion/")
+    row = browser.find_element(By.LINK_TEXT, version).find_element(By.XPATH, "./ancestor::tr")
+    row.find_element(By.CSS_SELECTOR, "input.action-select").click()
+    Select(browser.find_element(By.NAME, "action")).select_by_value("delete_selected")
+    browser.find_element(By.CSS_SELECTOR, "button[name=index]").click()
+    message = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "ul.messagelist li.error")))
+    assert refusal in message.text
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    assert browser.save_screenshot(str(SCREENSHOTS / "admin_refused_delete.png"))
+    assert ModelVersion.objects.filter(version=version, is_active=True).exists()

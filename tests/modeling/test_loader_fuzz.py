@@ -20,7 +20,8 @@ from modeling.errors import DataValidationError
 
 _REVIEWS = "\n".join(json.dumps({"reviewerID": u, "asin": i, "unixReviewTime": t, "overall": r,
                                  "reviewText": "Nice mug", "summary": "Good"})
-                     for u, i, t, r in [("u1", "i1", 100, 5.0), ("u1", "i2", 200, 4.0), ("u2", "i1", 150, 2.0)])
+                     for u, i, t, r in [("u1", "i1", 1_500_000_100, 5.0), ("u1", "i2", 1_500_000_200, 4.0),
+                                         ("u2", "i1", 1_500_000_150, 2.0)])
 _META = "\n".join(json.dumps(m) for m in [
     {"asin": "i1", "title": "Red Car", "brand": "Acme", "category": ["Toys", "Cars"], "price": "$12.50"},
     {"asin": "i2", "title": "Blue Kite", "category": ["Toys"], "description": ["Flies."]},
@@ -46,6 +47,16 @@ SAMPLES: dict[str, dict[str, bytes]] = {
         "item_properties_part1.csv": b"timestamp,itemid,property,value\n1435460400000,355908,categoryid,1016\n"
                                      b"1435460400000,355908,790,n5880.000\n",
         "category_tree.csv": b"categoryid,parentid\n1016,213\n213,\n",
+    },
+    "clickstream": {
+        "clicks.csv": b"session_id,item_id,order,year,month,day,category,colour,price\n1,p1,1,2024,2,29,Shoes,red,10\n"
+                      b"1,p2,2,2024,2,29,Shoes,,\n2,p1,1,2024,3,1,Shoes,red,10.5\n",
+    },
+    "clickstream-uci": {
+        "e-shop clothing 2008.csv": b"year;month;day;order;country;session ID;page 1 (main category);"
+                                    b"page 2 (clothing model);colour;location;model photography;price;price 2;page\n"
+                                    b"2008;4;1;1;29;1;1;A13;1;5;1;28;2;1\n2008;4;1;2;29;1;2;B4;10;2;1;52;1;1\n"
+                                    b"2008;4;2;1;21;2;3;C56;3;6;2;38;2;2\n",
     },
     "csv": {
         "interactions.csv": b"user_id,item_id,timestamp,event,weight,rating,text\nu1,p1,1700000000,purchase,1,,\n"

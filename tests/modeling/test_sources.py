@@ -289,3 +289,228 @@ def test_filters_change_the_fingerprint_and_can_empty_the_data(tmp_path: Path) -
     assert ds.load_source("csv", path, filters=ds.InteractionFilters(start=0)).fingerprint != plain
     with pytest.raises(DataValidationError, match="removed every interaction"):
         ds.load_source("csv", path, filters=ds.InteractionFilters(min_user_interactions=5))
+
+
+# --------------------------------------------------------------------------- session clickstreams
+
+UCI_HEADER = ("year;month;day;order(sells);country;session ID;page 1 (main category);page 2 (clothing model);"
+              "colour;location;model photography;price;price 2;page")
+
+
+@pytest.fixture
+def uci_clicks(tmp_path: Path) -> Path:
+    write(tmp_path / "e-shop clothing 2008.csv", f"""
+{UCI_HEADER}
+2008;4;1;1;29;1;1;A13;1;5;1;28;2;1
+2008;4;1;2;29;1;2;B4;10;2;1;52;1;1
+2008;4;1;3;29;1;3;C56;3;6;2;38;2;2
+2008;4;2;1;21;2;2;B4;10;2;1;52;1;1
+2008;4;2;2;21;2;4;P67;8;1;1;43;2;5
+2008;4;2;3;21;2;2;A13;1;5;1;28;2;1
+""")
+    return tmp_path
+
+
+# --------------------------------------------------------------------------- implausible times (issue 12)
+
+YEAR_1800, YEAR_3000 = -5_364_662_400, 32_503_680_000
+BOUNDS = ds.TimeBounds(earliest=788_918_400, latest=1_800_000_000)  # 1995-01-01 .. 2027-01-15
+
+
+def _with_bad_times(source: str, path: Path) -> Path:
+    """Append one event from 1800 and one from 3000 to the fixture of ``source``."""
+    rows = {
+        "movielens": ("ratings.csv", [f"3,10,4.0,{YEAR_1800}", f"3,20,4.0,{YEAR_3000}"]),
+        "retailrocket": ("events.csv", [f"{YEAR_1800 * 1000},1,view,355908,", f"{YEAR_3000 * 1000},1,view,355908,"]),
+        "csv": ("interactions.csv", ["u3,p1,1800-01-01T00:00:00Z,view,1,,", f"u3,p3,{YEAR_3000},view,1,,"]),
+        "clickstream": ("clicks.csv", [f"old,p1,{YEAR_1800}", f"old,p2,{YEAR_3000}"]),
+        "amazon2018": ("Shop_5.json", [
+            f'{{"reviewerID": "old", "asin": "A1", "unixReviewTime": {YEAR_1800}, "overall": 4}}',
+            f'{{"reviewerID": "old", "asin": "A2", "unixReviewTime": {YEAR_3000}, "overall": 4}}']),
+    }
+    name, lines = rows[source]
+    with open(path / name, "a", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def amazon_shop(tmp_path: Path) -> Path:
+    write(tmp_path / "Shop_5.json", """
+{"reviewerID": "r1", "asin": "A1", "unixReviewTime": 1500000000, "overall": 5}
+{"reviewerID": "r2", "asin": "A1", "unixReviewTime": 1500000100, "overall": 4}
+""")
+    return tmp_path
+
+
+def test_uci_clickstream_sessions_become_shoppers_and_codes_become_attributes(uci_clicks: Path) -> None:
+    data = ds.load_source("clickstream", uci_clicks)
+    assert data.counts() == {"items": 4, "users": 2, "interactions": 6}
+    assert set(data.users[ds.USER_ID]) == {"s1", "s2"}
+    inter = data.interactions
+    assert set(inter[ds.EVENT]) == {"view"} and set(inter[ds.WEIGHT]) == {1.0}
+    first = inter[inter[ds.USER_ID] == "s1"]
+    assert first[ds.ITEM_ID].tolist() == ["A13", "B4", "C56"]
+    assert first[ds.TIMESTAMP].tolist() == [1207008001, 1207008002, 1207008003]  # 2008-04-01 + order seconds
+    items = data.items.set_index(ds.ITEM_ID)
+    assert items.loc["C56", ds.TITLE] == "Blouses C56, blue"
+    assert items.loc["C56", ds.CATEGORY] == "Blouses"
+    assert items.loc["C56", ds.PRICE] == 38.0
+    assert items.loc["P67", ds.TITLE] == "Sale P67, navy blue"
+    # A13 is clicked once from the trousers page and once from the skirts page: the majority is a tie,
+    # broken by name; the report counts it.
+    assert items.loc["A13", ds.CATEGORY] == "Skirts"
+    assert data.report["products_with_mixed_attributes"] == 1
+
+
+def test_clickstream_accepts_the_file_itself(uci_clicks: Path) -> None:
+    by_file = ds.load_source("clickstream", uci_clicks / "e-shop clothing 2008.csv")
+    assert by_file.counts() == ds.load_source("clickstream", uci_clicks).counts()
+
+
+def test_generic_clickstream_with_order_and_date(tmp_path: Path) -> None:
+    write(tmp_path / "clicks.csv", """
+session_id,item_id,order,year,month,day,category,colour,price
+a,p1,1,2024,2,29,Shoes,red,10
+a,p2,2,2024,2,29,Shoes,,
+b,p1,1,2024,3,1,Shoes,red,10
+b,p3,2,2024,3,1,,,
+""")
+    data = ds.load_source("clickstream", tmp_path)
+    assert data.counts() == {"items": 3, "users": 2, "interactions": 4}
+    times = data.interactions.set_index([ds.USER_ID, ds.ITEM_ID])[ds.TIMESTAMP]
+    assert times[("sa", "p2")] == 1709164800 + 2  # 2024-02-29 (a leap day) + 2 s
+    items = data.items.set_index(ds.ITEM_ID)
+    assert items.loc["p1", ds.TITLE] == "Shoes p1, red"
+    assert items.loc["p2", ds.TITLE] == "Shoes p2" and np.isnan(items.loc["p2", ds.PRICE])
+    assert items.loc["p3", ds.TITLE] == ""  # no attributes: the item text falls back to its id
+    assert data.report["products_with_mixed_attributes"] == 0
+
+
+def test_clickstream_dates_far_from_now(tmp_path: Path) -> None:
+    write(tmp_path / "clicks.csv", "session_id,item_id,order,year,month,day\n1,p1,5,3024,3,1\n")
+    assert ds.load_source("clickstream", tmp_path).interactions[ds.TIMESTAMP].tolist() == [33266160000 + 5]
+    write(tmp_path / "clicks.csv", "session_id,item_id,order,year,month,day\n1,p1,5,1969,12,31\n")
+    with pytest.raises(DataValidationError, match="line 2: year-month-day 1969-12-31 is not a date from 1970 on"):
+        ds.load_source("clickstream", tmp_path)
+
+
+def test_generic_clickstream_with_timestamps_semicolons_and_titles(tmp_path: Path) -> None:
+    write(tmp_path / "clicks.csv", """
+session_id;item_id;timestamp;title;color
+7;p1;2024-01-01T10:00:00Z;Red shoe;red
+7;p2;1704103300;Blue shoe;blue
+""")
+    data = ds.load_source("clickstream", tmp_path)
+    assert data.interactions[ds.TIMESTAMP].tolist() == [1704103200, 1704103300]
+    assert data.items.set_index(ds.ITEM_ID).loc["p1", ds.TITLE] == "Red shoe"
+    assert data.users[ds.USER_ID].tolist() == ["s7"]
+
+
+@pytest.mark.parametrize("row, message", [
+    ("2008;4;2;x;21;2;2;B4;10;2;1;52;1;1", r"line 8: column 'order\(sells\)': 'x' is not an integer"),
+    ("2008;4;2;-1;21;2;2;B4;10;2;1;52;1;1", r"line 8: column 'order\(sells\)': -1 is not a click position"),
+    ("2008;2;30;1;21;2;2;B4;10;2;1;52;1;1", r"line 8: year-month-day 2008-2-30 is not a date"),
+    ("2008;4;2;4;21;2;7;B4;10;2;1;52;1;1", r"line 8: column 'page 1 \(main category\)': 7 is not a code from 1 to 4"),
+    ("2008;4;2;4;21;2;2;B4;15;2;1;52;1;1", r"line 8: column 'colour': 15 is not a code from 1 to 14"),
+    ("2008;4;2;4;21;2;2;B4;10;2;1;cheap;1;1", r"line 8: column 'price': 'cheap' is not a number"),
+    ("2008;4;2;4;21;;2;B4;10;2;1;52;1;1", r"line 8: column 'session ID' is empty"),
+    ("2008;4;2;4;21;2;2;B4;10;2;1;52;1;1;9;9", r"cannot parse .*line 8, saw 16"),
+])
+def test_clickstream_bad_rows_are_named(uci_clicks: Path, row: str, message: str) -> None:
+    with open(uci_clicks / "e-shop clothing 2008.csv", "a", encoding="utf-8") as handle:
+        handle.write(row + "\n")
+    with pytest.raises(DataValidationError, match=r"e-shop clothing 2008\.csv[,:] " + message):
+        ds.load_source("clickstream", uci_clicks)
+
+
+def test_clickstream_malformed_files(tmp_path: Path) -> None:
+    clicks = tmp_path / "clicks.csv"
+    with pytest.raises(DataValidationError, match="expected a directory with clicks.csv or a UCI"):
+        ds.load_source("clickstream", tmp_path)
+    write(clicks, "")
+    with pytest.raises(DataValidationError, match=r"clicks\.csv: file is empty"):
+        ds.load_source("clickstream", tmp_path)
+    write(clicks, "session_id,item_id,order\n")
+    with pytest.raises(DataValidationError, match="no data rows"):
+        ds.load_source("clickstream", tmp_path)
+    write(clicks, "session_id,product,order\n1,p1,1\n")
+    with pytest.raises(DataValidationError, match="missing required column.*item_id; found session_id, product"):
+        ds.load_source("clickstream", tmp_path)
+    write(clicks, "session_id,item_id\n1,p1\n")
+    with pytest.raises(DataValidationError, match="missing required column.*timestamp or order"):
+        ds.load_source("clickstream", tmp_path)
+    write(clicks, "session_id,item_id,order,year,month\n1,p1,1,2024,1\n")
+    with pytest.raises(DataValidationError, match="year, month and day go together; missing day"):
+        ds.load_source("clickstream", tmp_path)
+    clicks.write_bytes(b"session_id,item_id,order,title\n1,p1,1,ok\n1,p2,2,caf\xe9\n")
+    with pytest.raises(DataValidationError, match=r"clicks\.csv, line 3: not valid UTF-8 \(byte 0xe9\)"):
+        ds.load_source("clickstream", tmp_path)
+
+
+def test_uci_clickstream_without_a_code_column_is_refused(tmp_path: Path) -> None:
+    header = UCI_HEADER.replace(";colour", "")
+    write(tmp_path / "shop.csv", f"{header}\n2008;4;1;1;29;1;1;A13;5;1;28;2;1\n")
+    with pytest.raises(DataValidationError, match=r"shop\.csv: missing required column\(s\) colour; found year"):
+        ds.load_source("clickstream", tmp_path)
+
+
+def test_clickstream_refuses_to_guess_between_two_uci_files(uci_clicks: Path) -> None:
+    (uci_clicks / "copy.csv").write_text((uci_clicks / "e-shop clothing 2008.csv").read_text())
+    with pytest.raises(DataValidationError, match="several clickstream files"):
+        ds.load_source("clickstream", uci_clicks)
+
+
+def test_real_uci_eshop_clickstream() -> None:
+    data = ds.load_source("clickstream", shared_dataset("uci_eshop_clothing_2008"))
+    # Figures from the dataset's README: 165,474 clicks, 24,026 sessions, 217 products,
+    # sessions of 1 to 195 clicks within one day, 2008-04-01 to 2008-08-13.
+    assert data.counts() == {"items": 217, "users": 24026, "interactions": 165474}
+    assert data.report["bare_items"] == 0
+    sizes = data.interactions.groupby(ds.USER_ID).size()
+    assert (sizes.min(), sizes.max()) == (1, 195)
+    times = data.interactions[ds.TIMESTAMP]
+    assert times.min() // 86400 * 86400 == 1207008000  # 2008-04-01
+    assert times.max() // 86400 * 86400 == 1218585600  # 2008-08-13
+    # The README counts clicks by the page they came from (trousers 49,742, skirts 38,408); one click on
+    # a trousers model came from the skirts page, so per product's category one click moves over.
+    by_category = data.interactions[ds.ITEM_ID].map(data.items.set_index(ds.ITEM_ID)[ds.CATEGORY]).value_counts()
+    assert by_category.to_dict() == {"Trousers": 49743, "Sale": 38747, "Blouses": 38577, "Skirts": 38407}
+    assert data.report["products_with_mixed_attributes"] == 1
+    assert data.items[ds.TITLE].str.len().min() > 0 and data.items[ds.PRICE].notna().all()
+
+
+@pytest.fixture
+def clicks_csv(tmp_path: Path) -> Path:
+    write(tmp_path / "clicks.csv", "session_id,item_id,timestamp\na,p1,1700000000\na,p2,1700000060\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("source, fixture", [("movielens", "movielens_latest"), ("retailrocket", "retailrocket"),
+                                             ("csv", "shop_csv"), ("amazon2018", "amazon_shop"),
+                                             ("clickstream", "clicks_csv")])
+def test_every_importer_drops_and_counts_events_outside_the_time_bounds(source: str, fixture: str,
+                                                                       request: pytest.FixtureRequest) -> None:
+    path = request.getfixturevalue(fixture)
+    clean = ds.load_source(source, path, time_bounds=BOUNDS)
+    assert clean.report["out_of_range_time"] == 0
+    data = ds.load_source(source, _with_bad_times(source, path), time_bounds=BOUNDS)
+    assert data.report["out_of_range_time"] == 2
+    times = data.interactions[ds.TIMESTAMP]
+    assert times.between(BOUNDS.earliest, BOUNDS.latest).all()
+    assert len(data.interactions) == len(clean.interactions)
+    assert ds.load_source(source, path).report.get("out_of_range_time") is None  # no bounds: no check
+
+
+def test_time_bounds_refuse_data_with_no_plausible_time(tmp_path: Path) -> None:
+    # Milliseconds given as seconds put every event thousands of years ahead.
+    write(tmp_path / "interactions.csv", "user_id,item_id,timestamp\na,x,1700000000000\nb,y,1700000000500\n")
+    with pytest.raises(DataValidationError, match=r"interactions\.csv: every interaction's timestamp is outside "
+                                                  r"1995-01-01T00:00:00\+00:00 \.\. .*not milliseconds"):
+        ds.load_source("csv", tmp_path, time_bounds=BOUNDS)
+
+
+@pytest.mark.parametrize("name", ["amazon2018_all_beauty", "amazon2018_gift_cards", "movielens_ml_latest_small"])
+def test_real_datasets_are_inside_the_default_time_bounds(name: str) -> None:
+    source = "movielens" if name.startswith("movielens") else "amazon2018"
+    assert ds.load_source(source, shared_dataset(name), time_bounds=BOUNDS).report["out_of_range_time"] == 0

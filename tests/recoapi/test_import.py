@@ -11,8 +11,8 @@ from django.core.management.base import CommandError
 
 from modeling import datasets as ds
 from recoapi.catalog.models import Interaction, Product, Shopper
-from recoapi.catalog.services import data_import
-from recoapi.exceptions import ApplicationError
+from recoapi.catalog.services import data_import, interaction_record
+from recoapi.exceptions import ApplicationError, Conflict
 from tests.conftest import Pipeline
 
 
@@ -88,6 +88,19 @@ def test_load_data_command_with_csv_source_and_filters(tmp_path: Path, settings)
 
 
 @pytest.mark.django_db
+def test_load_data_drops_and_counts_events_at_implausible_times(tmp_path: Path, settings) -> None:
+    # Issue 12: the importers apply the bounds of POST /events (RECO_EVENT_MIN_TIME, RECO_EVENT_MAX_FUTURE_SECONDS).
+    settings.RECO_PROCESSED_DIR = tmp_path / "processed"
+    (tmp_path / "interactions.csv").write_text("user_id,item_id,timestamp\n"
+                                               "a,x,1700000000\nb,x,1800-01-01\nb,y,3000-01-01\nc,y,1700000100\n")
+    out = StringIO()
+    call_command("load_data", "--source", "csv", "--path", str(tmp_path), stdout=out, stderr=StringIO())
+    assert "Imported 2 shoppers" in out.getvalue() and "out_of_range_time=2" in out.getvalue()
+    assert set(Interaction.objects.values_list("shopper_id", flat=True)) == {"a", "c"}
+    assert ds.read_snapshot(tmp_path / "processed").report["out_of_range_time"] == 2
+
+
+@pytest.mark.django_db
 def test_load_data_command_reports_file_and_line(tmp_path: Path) -> None:
     (tmp_path / "events.csv").write_text("timestamp,visitorid,event,itemid\n1,2,view,3\n1,2,buy,3\n")
     with pytest.raises(CommandError, match=r"events\.csv, line 3: column 'event': 'buy'"):
@@ -96,5 +109,109 @@ def test_load_data_command_reports_file_and_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.django_db
+def test_load_data_command_with_a_clickstream(tmp_path: Path, settings) -> None:
+    settings.RECO_PROCESSED_DIR = tmp_path / "processed"
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "e-shop clothing 2008.csv").write_text(
+        "year;month;day;order;country;session ID;page 1 (main category);page 2 (clothing model);colour;location;"
+        "model photography;price;price 2;page\n"
+        "2008;4;1;1;29;1;1;A13;1;5;1;28;2;1\n2008;4;1;2;29;1;3;C56;3;6;2;38;2;2\n2008;4;2;1;21;2;3;C56;3;6;2;38;2;2\n")
+    out = StringIO()
+    call_command("load_data", "--source", "clickstream", "--path", str(raw), stdout=out, stderr=StringIO())
+    assert "Imported 2 shoppers, 2 products, 3 interactions" in out.getvalue()
+    assert set(Shopper.objects.values_list("id", flat=True)) == {"s1", "s2"}
+    blouse = Product.objects.get(id="C56")
+    assert (blouse.title, blouse.category, blouse.price) == ("Blouses C56, blue", "Blouses", 38.0)
+    assert list(Interaction.objects.filter(shopper_id="s1").order_by("occurred_at")
+                .values_list("product_id", "event")) == [("A13", "view"), ("C56", "view")]
+    assert ds.read_snapshot_manifest(tmp_path / "processed")["source"] == "clickstream"
+
+    (raw / "e-shop clothing 2008.csv").write_text("year;month;day;order;country;session ID;page 1 (main category);"
+                                                  "page 2 (clothing model);colour;location;model photography;"
+                                                  "price;price 2;page\n2008;4;1;first;29;1;1;A13;1;5;1;28;2;1\n")
+    with pytest.raises(CommandError, match=r"e-shop clothing 2008\.csv, line 2: column 'order': 'first' is not an"):
+        call_command("load_data", "--source", "clickstream", "--path", str(raw), stdout=StringIO(),
+                     stderr=StringIO())
+    assert Interaction.objects.count() == 3  # the refused file changed nothing
+
+
+@pytest.mark.django_db
 def test_migrations_match_the_models() -> None:
     call_command("makemigrations", "--check", "--dry-run", stdout=StringIO(), stderr=StringIO())
+
+
+def _other_shop(path: Path) -> Path:
+    path.mkdir()
+    (path / "interactions.csv").write_text("user_id,item_id,timestamp\ntea-1,TEA-1,1700000000\n"
+                                           "tea-2,TEA-2,1700000100\n")
+    return path
+
+
+@pytest.mark.django_db
+def test_another_shops_data_is_refused_unless_replace_or_merge_is_chosen(pipeline: Pipeline, tmp_path: Path) -> None:
+    # Issue 12: a plain import of another shop never silently mixes the two catalogues.
+    data_import(source="amazon2018", path=pipeline.raw, processed_dir=tmp_path / "processed")
+    demo = (Product.objects.count(), Shopper.objects.count(), Interaction.objects.count())
+    shop = _other_shop(tmp_path / "tea")
+    with pytest.raises(Conflict, match="shares 0 of its 2 products") as refused:
+        data_import(source="csv", path=shop, processed_dir=tmp_path / "processed")
+    assert refused.value.status_code == 409 and refused.value.code == "other_shop"
+    assert (Product.objects.count(), Shopper.objects.count(), Interaction.objects.count()) == demo
+    with pytest.raises(ApplicationError, match="not both"):
+        data_import(source="csv", path=shop, processed_dir=tmp_path / "processed", replace=True, merge=True)
+
+    merged = data_import(source="csv", path=shop, processed_dir=tmp_path / "processed", merge=True)
+    assert merged.removed == {"products": 0, "shoppers": 0}
+    assert Product.objects.count() == demo[0] + 2 and Shopper.objects.count() == demo[1] + 2
+
+    replaced = data_import(source="csv", path=shop, processed_dir=tmp_path / "processed", replace=True, force=True)
+    assert replaced.removed == {"products": demo[0], "shoppers": demo[1]}
+    assert set(Product.objects.values_list("id", flat=True)) == {"TEA-1", "TEA-2"}
+    assert set(Shopper.objects.values_list("id", flat=True)) == {"tea-1", "tea-2"}
+
+
+@pytest.mark.django_db
+def test_replace_keeps_live_events_of_products_and_shoppers_that_stay(tmp_path: Path) -> None:
+    shop = _other_shop(tmp_path / "tea")
+    data_import(source="csv", path=shop, processed_dir=tmp_path / "processed")
+    interaction_record(user_id="tea-1", item_id="TEA-2", event="view")  # stays: both are in the new data
+    interaction_record(user_id="walk-in", item_id="TEA-1", event="view")  # goes with its shopper
+    data_import(source="csv", path=shop, processed_dir=tmp_path / "processed", replace=True, force=True)
+    live = Interaction.objects.filter(source=Interaction.LIVE)
+    assert list(live.values_list("shopper_id", "product_id")) == [("tea-1", "TEA-2")]
+
+
+@pytest.mark.django_db
+def test_reload_data_endpoint_takes_replace(pipeline: Pipeline, tmp_path: Path, settings) -> None:
+    from django.contrib.auth import get_user_model
+    from rest_framework.test import APIClient
+
+    settings.RECO_PROCESSED_DIR = tmp_path / "processed"
+    data_import(source="amazon2018", path=pipeline.raw, processed_dir=tmp_path / "processed")
+    settings.RECO_DATA_SOURCE, settings.RECO_DATA_PATH = "csv", _other_shop(tmp_path / "tea")
+    client = APIClient()
+    client.force_authenticate(get_user_model().objects.create_user(username="s", password="p-123456", is_staff=True))
+    refused = client.post("/reload_data", {}, format="json")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "other_shop"
+    done = client.post("/reload_data", {"replace": True}, format="json")
+    assert done.status_code == 200, done.content
+    assert done.json()["removed"]["products"] == pipeline.data.counts()["items"]
+    assert Product.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_failed_replace_deletes_nothing(pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data_import(source="amazon2018", path=pipeline.raw, processed_dir=tmp_path / "processed")
+    before, manifest = rows(), ds.read_snapshot_manifest(tmp_path / "processed")
+    products = Product.objects.count()
+
+    def broken_snapshot(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ds, "write_snapshot", broken_snapshot)
+    with pytest.raises(OSError, match="disk full"):
+        data_import(source="csv", path=_other_shop(tmp_path / "tea"), processed_dir=tmp_path / "processed",
+                    replace=True)
+    assert rows() == before and Product.objects.count() == products
+    assert ds.read_snapshot_manifest(tmp_path / "processed") == manifest

@@ -27,7 +27,7 @@ def snapshot_state(processed: Path) -> dict | None:
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("sample", ["amazon2018", "csv", "retailrocket"])
+@pytest.mark.parametrize("sample", ["amazon2018", "clickstream-uci", "csv", "retailrocket"])
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
 @given(data=st.data())

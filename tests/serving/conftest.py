@@ -23,3 +23,13 @@ def service_sqlite(pipeline: Pipeline, tmp_path: Path) -> Iterator[Service]:
 def server(service_sqlite: Service) -> Iterator[tuple[str, str, Path]]:
     """(base URL, staff token, models dir) of the running service."""
     yield service_sqlite.start(), service_sqlite.token, service_sqlite.models
+
+
+@pytest.fixture(scope="module")
+def live(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The tiny shop under gunicorn as shipped (gunicorn.conf.py), started once for the tests of a module."""
+    root = tmp_path_factory.mktemp("live")
+    service = prepare_service(pipeline, root, f"sqlite:///{root / 'db.sqlite3'}")
+    service.start()
+    yield service
+    service.stop()

@@ -43,9 +43,9 @@ def get(url: str, timeout: float = 10) -> dict:
 
 
 def request(url: str, *, method: str = "GET", token: str | None = None, body: dict | None = None,
-            timeout: float = 60) -> tuple[int, dict, dict[str, str]]:
+            timeout: float = 60, headers: dict[str, str] | None = None) -> tuple[int, dict, dict[str, str]]:
     """(status, JSON body, headers) of one request; HTTP errors are returned, not raised."""
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **(headers or {})}
     if token:
         headers["Authorization"] = f"Token {token}"
     data = json.dumps(body or {}).encode() if method == "POST" else None

@@ -35,6 +35,13 @@ class Command(BaseCommand):
         parser.add_argument("--path", default=str(settings.RECO_DATA_PATH),
                             help="File or directory of the source (default: RECO_DATA_PATH).")
         parser.add_argument("--force", action="store_true", help="Import even when the files are unchanged.")
+        shop = parser.add_mutually_exclusive_group()
+        shop.add_argument("--replace", action="store_true",
+                          help="A fresh start with this shop: remove the products and shoppers that are not in the "
+                               "new data, with their interactions (live events too), in the same transaction.")
+        shop.add_argument("--merge", action="store_true",
+                          help="Keep the products and shoppers already in the database beside the new data, even "
+                               "when it looks like another shop (which is refused otherwise).")
         defaults = import_filters_from_settings()
         group = parser.add_argument_group("filters (off by default; RECO_FILTER_* settings give the defaults)")
         group.add_argument("--min-user-interactions", type=int, default=defaults.min_user_interactions,
@@ -68,7 +75,8 @@ class Command(BaseCommand):
                 min_distinct_items=options["min_distinct_items"], start=options["start"], end=options["end"],
             )
             result = data_import(source=options["source"], path=options["path"], force=options["force"],
-                                 filters=filters, progress=progress)
+                                 filters=filters, progress=progress, replace=options["replace"],
+                                 merge=options["merge"])
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
         finally:
@@ -81,3 +89,6 @@ class Command(BaseCommand):
         else:
             extras = ", ".join(f"{k}={v}" for k, v in result.report.items())
             self.stdout.write(self.style.SUCCESS(f"Imported {summary} ({extras})."))
+        if options["replace"]:
+            self.stdout.write(f"Removed {result.removed['products']} products and {result.removed['shoppers']} "
+                              "shoppers that are not in the new data.")

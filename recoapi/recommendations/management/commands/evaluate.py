@@ -20,6 +20,7 @@ from modeling.errors import ModelingError
 from modeling.evaluate import EASE_L2_GRID, compare_leave_last_out, format_differences, format_table
 from modeling.tuning import SEARCH_SPACE, random_search, read_params
 from modeling.two_tower import TwoTowerParams
+from recoapi.catalog.services import event_time_bounds
 
 
 def _trial_line(trial: dict[str, Any]) -> str:
@@ -64,7 +65,7 @@ class Command(BaseCommand):
             overrides = {"seed": options["seed"], "epochs": options["epochs"],
                          "logq_correction": options["logq_correction"]}
             params = replace(params, **{k: v for k, v in overrides.items() if v is not None})
-            data = ds.load_source(options["source"], options["path"])
+            data = ds.load_source(options["source"], options["path"], time_bounds=event_time_bounds())
             cache = Path(settings.RECO_PROCESSED_DIR).parent / "evaluation" / data.fingerprint[:16]
             self.stdout.write(f"Loaded {data.counts()}; text embeddings in {cache} ...")
             build_embeddings(data, cache, model_path=settings.RECO_TEXT_MODEL_PATH,

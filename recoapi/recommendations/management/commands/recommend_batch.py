@@ -13,18 +13,27 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm.auto import tqdm
 
 from recoapi.exceptions import ApplicationError
-from recoapi.recommendations.services import recommendation_batch
+from recoapi.recommendations.services import model_load, recommendation_batch
 
 HEADER = ("user_id", "rank", "item_id", "score")
+# A first line holding one of these (any case, surrounding spaces) is a column header, not a shopper.
+HEADER_NAMES = frozenset({"user_id", "user", "users"})
 
 
 def _read_ids(path: Path, chunk: int) -> Iterator[list[str]]:
-    """Shopper ids, one per line (an optional ``user_id`` header and blank lines are skipped), in chunks."""
+    """Shopper ids, one per line, in chunks.
+
+    Blank lines are skipped, and so is a header on the first line (``user_id``, in any case,
+    with surrounding spaces or a UTF-8 byte order mark, as spreadsheet exports write it).
+
+    Raises:
+        CommandError: an id longer than 128 characters (with its line).
+    """
     batch: list[str] = []
-    with open(path, encoding="utf-8", newline="") as handle:
+    with open(path, encoding="utf-8-sig", newline="") as handle:
         for number, row in enumerate(csv.reader(handle), start=1):
             value = row[0].strip() if row else ""
-            if not value or (number == 1 and value.lower() in {"user_id", "user", "users"}):
+            if not value or (number == 1 and value.lower() in HEADER_NAMES):
                 continue
             if len(value) > 128:
                 raise CommandError(f"{path}, line {number}: a shopper id is at most 128 characters")
@@ -55,8 +64,14 @@ class Command(BaseCommand):
             raise CommandError(f"--k must be between 1 and 100, got {options['k']}")
         if options["chunk_size"] < 1:
             raise CommandError("--chunk-size must be at least 1")
-        with open(source, encoding="utf-8") as handle:
-            total = sum(1 for line in handle if line.strip())
+        total = sum(len(ids) for ids in _read_ids(source, options["chunk_size"]))
+        try:
+            # Loaded before the progress bar starts, so the bar measures shoppers, not start-up.
+            version = model_load()
+        except ApplicationError as exc:
+            raise CommandError(exc.message) from exc
+        if options["verbosity"] >= 2:
+            self.stdout.write(f"Model {version} loaded; {total} shopper ids to answer.")
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         users = rows_written = 0

@@ -1,0 +1,81 @@
+"""gunicorn worker whose own error answers are JSON in the service's error shape.
+
+gunicorn answers requests it cannot parse (a request line or a header over its limits, a
+malformed request line...) itself, before the application sees them, with an HTML page. This
+worker answers them with ``{"error": {"code", "message", "request_id"}}`` instead, with the
+same status code gunicorn chose (414, 431, 400, 501...).
+
+gunicorn also caps ``limit_request_line`` at 8,190 bytes (any larger value is lowered to that),
+which is less than the service's own query-string bound (``RECO_MAX_QUERY_STRING``, 16 KiB).
+Importing this module raises that cap to :data:`REQUEST_LINE_CEILING`, so ``gunicorn.conf.py``
+can set a request-line limit that fits the service's bound. Imported by gunicorn only; it
+needs no Django.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any
+
+from gunicorn import util
+from gunicorn.http import message
+from gunicorn.workers.gthread import ThreadWorker
+
+#: The largest request line gunicorn may be configured to accept (its own cap is 8,190 bytes).
+REQUEST_LINE_CEILING = 1024 * 1024
+if message.MAX_REQUEST_LINE < REQUEST_LINE_CEILING:
+    message.MAX_REQUEST_LINE = REQUEST_LINE_CEILING
+
+_CODES = {400: "bad_request", 403: "forbidden", 414: "uri_too_long", 417: "expectation_failed",
+          431: "headers_too_large", 500: "internal_error", 501: "not_implemented"}
+_STATUS_LINE = re.compile(rb"^HTTP/1\.[01] (\d{3}) ([^\r\n]*)\r\n")
+
+
+class _Capture:
+    """Stands in for the client socket while gunicorn writes its HTML error, to learn the status it chose."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def gettimeout(self) -> float:
+        return 0.0
+
+    def sendall(self, data: bytes) -> None:
+        self.data += data
+
+
+def error_response(status: int, reason: str, message_text: str, request_id: str) -> bytes:
+    """A complete HTTP/1.1 response carrying the service's JSON error body (the connection is closed)."""
+    body = json.dumps({"error": {"code": _CODES.get(status, "bad_request" if status < 500 else "internal_error"),
+                                 "message": message_text, "request_id": request_id}}).encode()
+    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nX-Request-ID: {request_id}\r\n\r\n")
+    return head.encode("latin-1") + body
+
+
+def _message(status: int, exc: BaseException) -> str:
+    """What the client is told: the limit for size errors, gunicorn's parse message otherwise."""
+    if status == 414:
+        return (f"The request line is longer than the server accepts ({exc}); send long lists in the body "
+                "of POST /recommendations.")
+    if status == 431:
+        return f"A request header is too large or there are too many ({exc})."
+    if status >= 500 and status != 501:
+        return "Internal server error."
+    return f"The request could not be parsed: {exc}"
+
+
+class JsonErrorWorker(ThreadWorker):
+    """gunicorn's threaded worker, with its own error answers rendered as the service's JSON errors."""
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        capture = _Capture()
+        super().handle_error(req, capture, addr, exc)  # gunicorn's status choice, logging and access log
+        match = _STATUS_LINE.match(capture.data)
+        status, reason = (int(match.group(1)), match.group(2).decode("latin-1")) if match else (500, "Error")
+        try:
+            util.write_nonblock(client, error_response(status, reason, _message(status, exc), uuid.uuid4().hex))
+        except OSError:
+            self.log.debug("Failed to send error message.")
