@@ -38,7 +38,7 @@ def results_table(comparison: dict[str, Any]) -> pd.DataFrame:
         for model, metrics in models.items():
             rows += [(model, protocol, metric, value) for metric, value in metrics.items()]
     for model, metrics in comparison.get("cold_items", {}).items():
-        if isinstance(metrics, dict):
+        if isinstance(metrics, dict) and model not in ("differences", "over_promotion"):
             rows += [(model, "cold_items", metric, value) for metric, value in metrics.items()]
     return pd.DataFrame(rows, columns=["model", "protocol", "metric", "value"])
 
