@@ -22,8 +22,9 @@ logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 5000
 ID_BATCH_SIZE = 500  # ids per "... WHERE id IN (...)", well below every database's parameter limit
-# An import sharing fewer of its products than this with a non-empty catalogue is another shop's data:
-# it is refused unless the caller says whether to replace the catalogue or merge into it.
+# An import that shares fewer products than this share of the smaller of the two catalogues (the one in the
+# database and the new one) is another shop's data: it is refused unless the caller says whether to replace
+# the catalogue or merge into it. A shop whose catalogue grew or shrank shares (almost) all of the smaller one.
 OTHER_SHOP_SHARED_PRODUCTS = 0.5
 
 
@@ -72,8 +73,9 @@ def _database_counts() -> dict[str, int]:
 def _refuse_another_shop(data: ds.CanonicalData) -> None:
     """Raise Conflict when ``data`` looks like another shop than the catalogue in the database.
 
-    "Another shop": the catalogue is not empty and fewer than ``OTHER_SHOP_SHARED_PRODUCTS`` of the
-    new data's products are in it (the demo shop followed by one's own export shares none).
+    "Another shop": the catalogue is not empty and the two catalogues share fewer than
+    ``OTHER_SHOP_SHARED_PRODUCTS`` of the smaller one's products (the demo shop followed by one's own
+    export shares none; the same shop with more, or fewer, products shares nearly all of the smaller).
     """
     existing = Product.objects.count()
     if not existing:
@@ -81,7 +83,7 @@ def _refuse_another_shop(data: ds.CanonicalData) -> None:
     new_ids = data.items[ds.ITEM_ID].astype(str).tolist()
     shared = sum(Product.objects.filter(id__in=new_ids[sl]).count() for sl in _batches(len(new_ids),
                                                                                         ID_BATCH_SIZE))
-    if shared >= OTHER_SHOP_SHARED_PRODUCTS * len(new_ids):
+    if shared >= OTHER_SHOP_SHARED_PRODUCTS * min(existing, len(new_ids)):
         return
     raise Conflict(
         f"The new data shares {shared} of its {len(new_ids)} products with the {existing} products in the "

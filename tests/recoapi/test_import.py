@@ -172,6 +172,23 @@ def test_another_shops_data_is_refused_unless_replace_or_merge_is_chosen(pipelin
 
 
 @pytest.mark.django_db
+def test_the_same_shop_with_more_or_fewer_products_is_not_another_shop(tmp_path: Path) -> None:
+    small, grown = tmp_path / "small", tmp_path / "grown"
+    small.mkdir()
+    grown.mkdir()
+    rows = [f"u{n % 7},P{n},{1_700_000_000 + n}" for n in range(40)]
+    (small / "interactions.csv").write_text("user_id,item_id,timestamp\n" + "\n".join(rows[:4]) + "\n")
+    (grown / "interactions.csv").write_text("user_id,item_id,timestamp\n" + "\n".join(rows) + "\n")
+    data_import(source="csv", path=small, processed_dir=tmp_path / "processed")
+    # 4 products, then 40 of which those 4: the shop grew, it is not another shop.
+    data_import(source="csv", path=grown, processed_dir=tmp_path / "processed")
+    assert Product.objects.count() == 40
+    # And back to 4 of them (the catalogue shrank): still the same shop.
+    data_import(source="csv", path=small, processed_dir=tmp_path / "processed", force=True)
+    assert Product.objects.count() == 40  # without --replace nothing is removed
+
+
+@pytest.mark.django_db
 def test_replace_keeps_live_events_of_products_and_shoppers_that_stay(tmp_path: Path) -> None:
     shop = _other_shop(tmp_path / "tea")
     data_import(source="csv", path=shop, processed_dir=tmp_path / "processed")
