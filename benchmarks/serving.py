@@ -78,7 +78,7 @@ def _manage(work: Path, *args: str) -> None:
 
 def _small_towers(work: Path):
     """A real two-tower model trained briefly on a small shop of the same generator."""
-    from modeling import datasets as ds
+    from modeling.sources import load_source
     from modeling.embeddings import build_embeddings, load_embeddings
     from modeling.synthetic import DemoParams, generate_demo_data
     from modeling.train import train_model
@@ -87,7 +87,7 @@ def _small_towers(work: Path):
     small = work / "small"
     generate_demo_data(small / "raw", DemoParams(n_users=800, n_items=250, n_interactions=8000, seed=3),
                        progress=False)
-    data = ds.load_source("amazon2018", small / "raw")
+    data = load_source("amazon2018", small / "raw")
     build_embeddings(data, small / "embeddings", progress=False)
     return train_model(data, load_embeddings(small / "embeddings"), TwoTowerParams(epochs=2, seed=1))
 

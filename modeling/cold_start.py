@@ -28,6 +28,7 @@ from modeling.baselines import EASE, ImplicitALS, ItemKNN, Popularity, Transitio
 from modeling.embeddings import Embeddings
 from modeling.features import item_attributes
 from modeling.metrics import paired_bootstrap, user_hits_and_gains
+from modeling.ranking import stable_top
 from modeling.recommender import History, Recommender
 from modeling.splits import leave_last_out_split, time_order
 
@@ -161,7 +162,7 @@ def cold_users(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
                         continue
                     s = model.score(row, last)[0]
                     s[shown] = -np.inf
-                    scores[name] = _cold_user_metrics(np.argsort(-s, kind="stable")[:50], relevant, next_item)
+                    scores[name] = _cold_user_metrics(stable_top(s, 50), relevant, next_item)
                 for name, values in scores.items():
                     per_user.setdefault(name, []).append(values)
             values = {name: np.asarray(v, dtype=np.float64) for name, v in per_user.items()}
@@ -260,8 +261,8 @@ def cold_items(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
         def measure(scores: np.ndarray, seen: np.ndarray, relevant: np.ndarray) -> tuple[float, float]:
             scores = scores.astype(np.float64, copy=True)
             scores[seen] = -np.inf
-            top50 = np.argsort(-scores, kind="stable")[:50]
-            among = cold_positions[np.argsort(-scores[cold_positions], kind="stable")[:10]]
+            top50 = stable_top(scores, 50)
+            among = cold_positions[stable_top(scores[cold_positions], 10)]
             return float(np.isin(relevant, top50).mean()), float(np.isin(relevant, among).mean())
 
         for user, rows in inter[is_cold].groupby(ds.USER_ID, observed=True, sort=True):

@@ -58,9 +58,6 @@ SNAPSHOT_FILES: dict[str, str] = {
     "interactions": "interactions.parquet",
 }
 SNAPSHOT_MANIFEST = "manifest.json"
-SOURCES: tuple[str, ...] = ("amazon2018", "movielens", "retailrocket", "csv", "clickstream")
-
-
 @dataclass
 class CanonicalData:
     """The three canonical tables plus an import report.
@@ -336,35 +333,6 @@ class InteractionFilters:
             frame = frame[distinct >= self.min_distinct_items]
         report["filtered_interactions"] = before - len(frame)
         return frame
-
-
-def load_source(
-    source: str,
-    path: Path | str,
-    *,
-    filters: InteractionFilters | None = None,
-    time_bounds: TimeBounds | None = None,
-) -> CanonicalData:
-    """Load ``path`` with the loader of ``source`` (one of ``SOURCES``) into the canonical tables.
-
-    Interactions whose time is outside ``time_bounds`` are dropped and counted (see
-    :class:`TimeBounds`); None: every time is accepted.
-
-    Raises:
-        DataValidationError: unknown source or invalid input (naming file, line and problem).
-    """
-    from modeling.sources import LOADERS
-
-    loader = LOADERS.get(source)
-    if loader is None:
-        raise DataValidationError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
-    data = loader(Path(path), filters=filters if filters is not None and filters.is_active() else None,
-                  time_bounds=time_bounds)
-    if filters is not None and filters.is_active():
-        # Different filters over the same files are different data.
-        data.fingerprint = hashlib.sha256((data.fingerprint + filters.describe()).encode()).hexdigest()
-    logger.info("loaded %s from %s: %s", source, path, data.counts())
-    return data
 
 
 # --------------------------------------------------------------------------- parquet snapshot

@@ -104,3 +104,27 @@ def rank_users(score_fn: ScoreFn, users: np.ndarray, seen: Sequence[np.ndarray],
         ranked, _ = top_k(score_fn(batch), k, [seen[u] for u in batch])
         parts.append(ranked)
     return np.concatenate(parts) if parts else np.zeros((0, k), dtype=np.int64)
+
+
+def stable_top(scores: np.ndarray, k: int) -> np.ndarray:
+    """The first ``k`` positions of ``np.argsort(-scores, kind="stable")`` without sorting every score.
+
+    Ties keep the lower position first, exactly as the full stable sort; only the scores at least as
+    high as the k-th best are sorted (a partition finds that threshold).
+
+    Args:
+        scores: (n,) float scores (``-inf`` for excluded items).
+        k: list length.
+
+    Returns:
+        (min(k, n),) int64 positions, best first.
+    """
+    scores = np.asarray(scores)
+    n = len(scores)
+    if k >= n:
+        return np.argsort(-scores, kind="stable")[:k]
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    threshold = np.partition(-scores, k - 1)[k - 1]
+    candidates = np.flatnonzero(-scores <= threshold)
+    return candidates[np.argsort(-scores[candidates], kind="stable")][:k].astype(np.int64)

@@ -13,7 +13,7 @@ from pathlib import Path  # noqa: E402
 import dj_database_url  # noqa: E402
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 
-from modeling.datasets import SOURCES  # noqa: E402
+from modeling.sources import SOURCES  # noqa: E402
 from recoapi.env import env_bool, env_choice, env_int, env_list, env_rate, env_str, env_time  # noqa: E402
 
 BASE_DIR = Path(__file__).resolve().parent.parent

@@ -11,6 +11,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 from modeling import datasets as ds  # noqa: E402
+from modeling.sources import load_source  # noqa: E402
 from modeling.synthetic import DemoParams, generate_demo_data  # noqa: E402
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -62,7 +63,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, tiny_raw: Path) -> Pipeli
     from modeling.two_tower import TwoTowerParams
 
     root = tmp_path_factory.mktemp("pipeline")
-    data = ds.load_source("amazon2018", tiny_raw)
+    data = load_source("amazon2018", tiny_raw)
     ds.write_snapshot(data, root / "processed", source="amazon2018")
     build_embeddings(data, root / "embeddings", progress=False)
     embeddings = load_embeddings(root / "embeddings")

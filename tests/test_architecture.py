@@ -56,3 +56,9 @@ def test_serving_never_imports_evaluation_code() -> None:
 
 def test_training_does_not_import_the_evaluation_harness() -> None:
     assert "modeling.evaluate" not in modules_loaded_by("import modeling.train", ("modeling",))
+
+
+def test_the_canonical_tables_are_the_bottom_layer_below_the_loaders() -> None:
+    """modeling.datasets imports no loader; modeling.sources (the loaders and load_source) builds on it."""
+    loaded = modules_loaded_by("import modeling.datasets", ("modeling",))
+    assert not [m for m in loaded if m.startswith("modeling.sources")]

@@ -69,9 +69,9 @@ def test_download_verifies_and_reruns_skip(tmp_path: Path, server) -> None:
     third = run("Software", env=env)
     assert third.returncode == 0, third.stderr
     assert gzip.decompress((target / "Software_5.json.gz").read_bytes())
-    from modeling import datasets as ds
+    from modeling.sources import load_source
 
-    assert ds.load_source("amazon2018", target).counts() == {"items": 1, "users": 1, "interactions": 1}
+    assert load_source("amazon2018", target).counts() == {"items": 1, "users": 1, "interactions": 1}
 
 
 def test_corrupt_download_is_removed(tmp_path: Path, server) -> None:

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from modeling import datasets as ds
 from modeling.errors import DataValidationError
+from modeling.sources import load_source
 from recoapi.catalog.models import Interaction, Product, Shopper
 from recoapi.exceptions import ApplicationError, Conflict, NotFound
 
@@ -184,7 +185,7 @@ def data_import(
     snapshot's products and shoppers. With ``merge`` they are kept beside the new data.
 
     Args:
-        source: one of ``modeling.datasets.SOURCES``.
+        source: one of ``modeling.sources.SOURCES``.
         filters: optional interaction filters (see :class:`modeling.datasets.InteractionFilters`).
         path: the source's file or directory.
         processed_dir: snapshot directory (default ``settings.RECO_PROCESSED_DIR``).
@@ -202,7 +203,7 @@ def data_import(
         raise ApplicationError("Choose replace or merge, not both.", code="invalid")
     processed = Path(processed_dir or settings.RECO_PROCESSED_DIR)
     try:
-        data = ds.load_source(source, path, filters=filters, time_bounds=event_time_bounds())
+        data = load_source(source, path, filters=filters, time_bounds=event_time_bounds())
     except DataValidationError as exc:
         raise ApplicationError(str(exc), code="invalid_data") from exc
 

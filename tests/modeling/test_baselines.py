@@ -19,6 +19,7 @@ from modeling.baselines import (
 )
 from modeling.embeddings import load_embeddings
 from modeling.evaluate import compare_leave_last_out, format_differences, format_table
+from modeling.sources import load_source
 from modeling.two_tower import TwoTowerParams
 from tests.conftest import Pipeline
 
@@ -65,13 +66,12 @@ def test_ease_diagonal_is_zero_and_popularity_counts() -> None:
 @pytest.fixture(scope="module")
 def mid_shop(tmp_path_factory: pytest.TempPathFactory) -> tuple:
     """A demo shop big enough for the models to be told apart: 400 shoppers, 300 products, 6,000 reviews."""
-    from modeling import datasets as ds
     from modeling.embeddings import build_embeddings
     from modeling.synthetic import DemoParams, generate_demo_data
 
     path = tmp_path_factory.mktemp("mid_shop")
     generate_demo_data(path / "raw", DemoParams(n_users=400, n_items=300, n_interactions=6000, seed=7), progress=False)
-    data = ds.load_source("amazon2018", path / "raw")
+    data = load_source("amazon2018", path / "raw")
     build_embeddings(data, path / "emb", progress=False)
     return data, load_embeddings(path / "emb")
 

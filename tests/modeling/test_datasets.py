@@ -10,6 +10,7 @@ import pytest
 
 from modeling import datasets as ds
 from modeling.errors import DataValidationError
+from modeling.sources import load_source
 from tests.conftest import shared_dataset
 
 
@@ -42,7 +43,7 @@ def category(tmp_path: Path) -> Path:
 
 
 def test_amazon_loader_builds_canonical_tables(category: Path) -> None:
-    data = ds.load_source("amazon2018", category)
+    data = load_source("amazon2018", category)
     assert list(data.items.columns) == list(ds.ITEM_COLUMNS)
     assert list(data.interactions.columns) == list(ds.INTERACTION_COLUMNS)
     assert data.counts() == {"items": 3, "users": 2, "interactions": 4}
@@ -59,7 +60,7 @@ def test_amazon_loader_builds_canonical_tables(category: Path) -> None:
 
 
 def test_items_missing_from_meta_become_bare_items(category: Path) -> None:
-    data = ds.load_source("amazon2018", category)
+    data = load_source("amazon2018", category)
     assert data.report["bare_items"] == 1
     bare = data.items.set_index(ds.ITEM_ID).loc["i3"]
     assert bare[ds.TITLE] == "" and bare[ds.BRAND] == ""
@@ -68,7 +69,7 @@ def test_items_missing_from_meta_become_bare_items(category: Path) -> None:
 def test_loader_reads_gzip_and_works_without_meta(tmp_path: Path) -> None:
     with gzip.open(tmp_path / "Gifts_5.json.gz", "wt", encoding="utf-8") as handle:
         handle.write(json.dumps(review("u1", "i1")) + "\n" + json.dumps(review("u2", "i1")) + "\n")
-    data = ds.load_source("amazon2018", tmp_path)
+    data = load_source("amazon2018", tmp_path)
     assert data.counts() == {"items": 1, "users": 2, "interactions": 2}
     assert data.report["bare_items"] == 1
 
@@ -76,7 +77,7 @@ def test_loader_reads_gzip_and_works_without_meta(tmp_path: Path) -> None:
 def test_malformed_line_names_file_and_line(tmp_path: Path) -> None:
     write_lines(tmp_path / "Toys_5.json", [review("u1", "i1"), '{"reviewerID": "u2", "asin": '])
     with pytest.raises(DataValidationError, match=r"Toys_5\.json, line 2: not valid JSON"):
-        ds.load_source("amazon2018", tmp_path)
+        load_source("amazon2018", tmp_path)
 
 
 def test_missing_field_names_field_and_line(tmp_path: Path) -> None:
@@ -84,41 +85,41 @@ def test_missing_field_names_field_and_line(tmp_path: Path) -> None:
     del bad["asin"]
     write_lines(tmp_path / "Toys_5.json", [review("u1", "i1"), review("u1", "i2"), bad])
     with pytest.raises(DataValidationError, match=r"line 3: missing required field 'asin'"):
-        ds.load_source("amazon2018", tmp_path)
+        load_source("amazon2018", tmp_path)
 
 
 def test_wrong_type_is_rejected(tmp_path: Path) -> None:
     write_lines(tmp_path / "Toys_5.json", [{**review("u1", "i1"), "unixReviewTime": "yesterday"}])
     with pytest.raises(DataValidationError, match=r"line 1: field 'unixReviewTime' must be int or float"):
-        ds.load_source("amazon2018", tmp_path)
+        load_source("amazon2018", tmp_path)
 
 
 def test_rating_out_of_range_is_rejected(tmp_path: Path) -> None:
     write_lines(tmp_path / "Toys_5.json", [{**review("u1", "i1"), "overall": 11}])
     with pytest.raises(DataValidationError, match="between 0 and 5"):
-        ds.load_source("amazon2018", tmp_path)
+        load_source("amazon2018", tmp_path)
 
 
 def test_empty_file_is_rejected(tmp_path: Path) -> None:
     (tmp_path / "Toys_5.json").write_text("\n\n", encoding="utf-8")
     with pytest.raises(DataValidationError, match="holds no reviews"):
-        ds.load_source("amazon2018", tmp_path)
+        load_source("amazon2018", tmp_path)
 
 
 def test_directory_without_reviews_file_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(DataValidationError, match="exactly one reviews file"):
-        ds.load_source("amazon2018", tmp_path)
+        load_source("amazon2018", tmp_path)
     with pytest.raises(DataValidationError, match="no such file"):
-        ds.load_source("amazon2018", tmp_path / "missing")
+        load_source("amazon2018", tmp_path / "missing")
 
 
 def test_unknown_source_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(DataValidationError, match="unknown source 'nope'"):
-        ds.load_source("nope", tmp_path)
+        load_source("nope", tmp_path)
 
 
 def test_snapshot_round_trip(category: Path, tmp_path: Path) -> None:
-    data = ds.load_source("amazon2018", category)
+    data = load_source("amazon2018", category)
     ds.write_snapshot(data, tmp_path / "processed", source="amazon2018")
     again = ds.read_snapshot(tmp_path / "processed")
     assert again.fingerprint == data.fingerprint
@@ -128,11 +129,11 @@ def test_snapshot_round_trip(category: Path, tmp_path: Path) -> None:
 
 
 def test_fingerprint_changes_with_content(category: Path) -> None:
-    first = ds.load_source("amazon2018", category).fingerprint
-    assert ds.load_source("amazon2018", category).fingerprint == first
+    first = load_source("amazon2018", category).fingerprint
+    assert load_source("amazon2018", category).fingerprint == first
     with open(category / "Toys_5.json", "a", encoding="utf-8") as handle:
         handle.write(json.dumps(review("u3", "i2")) + "\n")
-    assert ds.load_source("amazon2018", category).fingerprint != first
+    assert load_source("amazon2018", category).fingerprint != first
 
 
 def test_reading_a_missing_snapshot_says_what_to_run(tmp_path: Path) -> None:
@@ -141,14 +142,14 @@ def test_reading_a_missing_snapshot_says_what_to_run(tmp_path: Path) -> None:
 
 
 def test_item_text_uses_every_field_and_falls_back_to_id(category: Path) -> None:
-    data = ds.load_source("amazon2018", category)
+    data = load_source("amazon2018", category)
     texts = dict(zip(data.items[ds.ITEM_ID], ds.item_text(data.items), strict=True))
     assert texts["i1"] == "Red Car & Track. Brand: Acme. Category: Toys > Cars. Fast. Fun."
     assert texts["i3"] == "Product i3"
 
 
 def test_real_gift_cards_category_loads() -> None:
-    data = ds.load_source("amazon2018", shared_dataset("amazon2018_gift_cards"))
+    data = load_source("amazon2018", shared_dataset("amazon2018_gift_cards"))
     # Figures from the dataset's README: 2,972 rows, 458 users, 148 items, all with metadata.
     assert data.counts() == {"items": 148, "users": 458, "interactions": 2972}
     assert data.report["bare_items"] == 0
@@ -156,7 +157,7 @@ def test_real_gift_cards_category_loads() -> None:
 
 
 def test_real_category_without_meta_loads_as_bare_items() -> None:
-    data = ds.load_source("amazon2018", shared_dataset("amazon2018_appliances"))
+    data = load_source("amazon2018", shared_dataset("amazon2018_appliances"))
     assert data.report["bare_items"] == data.counts()["items"] == 48
     assert data.report["duplicate_lines"] > 2000  # README: only 206 of 2,277 rows are distinct
 
@@ -168,7 +169,7 @@ def test_real_category_without_meta_loads_as_bare_items() -> None:
 ])
 def test_real_categories_drop_upstream_duplicate_lines(name: str, lines: int, distinct_lines: int, users: int,
                                                         items: int) -> None:
-    data = ds.load_source("amazon2018", shared_dataset(name))
+    data = load_source("amazon2018", shared_dataset(name))
     assert data.report["review_lines"] == lines
     assert lines - data.report["duplicate_lines"] == distinct_lines
     # Distinct lines that repeat a review with another variant (style) count once.

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from modeling import datasets as ds
 from modeling.errors import DataValidationError
+from modeling.sources import load_source
 
 _REVIEWS = "\n".join(json.dumps({"reviewerID": u, "asin": i, "unixReviewTime": t, "overall": r,
                                  "reviewText": "Nice mug", "summary": "Good"})
@@ -98,7 +99,7 @@ def write_files(directory: Path, files: dict[str, bytes]) -> Path:
 
 @pytest.mark.parametrize("sample", sorted(SAMPLES))
 def test_undamaged_samples_load(sample: str, tmp_path: Path) -> None:
-    data = ds.load_source(source_of(sample), write_files(tmp_path, SAMPLES[sample]))
+    data = load_source(source_of(sample), write_files(tmp_path, SAMPLES[sample]))
     assert data.counts()["interactions"] >= 3
 
 
@@ -109,7 +110,7 @@ def test_damaged_files_load_or_fail_with_a_validation_error(sample: str, data: s
     files = data.draw(damaged(sample))
     with tempfile.TemporaryDirectory() as directory:
         try:
-            loaded = ds.load_source(source_of(sample), write_files(Path(directory), files))
+            loaded = load_source(source_of(sample), write_files(Path(directory), files))
         except DataValidationError as exc:
             assert str(exc).strip()
         else:  # the damage left a valid file: the tables must still be consistent

@@ -21,7 +21,7 @@ from modeling.metrics import (
     recall_at_k,
     user_hits_and_gains,
 )
-from modeling.ranking import seen_items, top_k
+from modeling.ranking import seen_items, stable_top, top_k
 from modeling.splits import leave_last_out_split
 
 
@@ -172,3 +172,10 @@ def test_top_k_equals_a_full_sort(m: int, n: int, k: int, seed: int, blocked: fl
     finite = np.isfinite(values)
     assert (positions[~finite] == -1).all()
     assert np.array_equal(np.take_along_axis(expected, np.where(finite, positions, 0), axis=1)[finite], values[finite])
+
+
+@given(st.lists(st.sampled_from([-np.inf, 0.0, 0.5, 1.0, 2.0]), min_size=1, max_size=120), st.integers(0, 130))
+@settings(max_examples=200, deadline=None)
+def test_stable_top_is_the_head_of_a_full_stable_sort(values: list[float], k: int) -> None:
+    scores = np.array(values)  # few distinct values: many ties, which must keep the lower position first
+    assert stable_top(scores, k).tolist() == np.argsort(-scores, kind="stable")[:k].tolist()

@@ -10,6 +10,7 @@ import pytest
 
 from modeling import datasets as ds
 from modeling.errors import DataValidationError
+from modeling.sources import load_source
 from modeling.sources.retailrocket import category_paths
 from tests.conftest import shared_dataset
 
@@ -47,7 +48,7 @@ userId,movieId,tag,timestamp
 
 def test_movielens_latest_uses_title_and_genres_and_tags_are_their_authors_rating_text(
         movielens_latest: Path) -> None:
-    data = ds.load_source("movielens", movielens_latest)
+    data = load_source("movielens", movielens_latest)
     assert data.counts() == {"items": 3, "users": 2, "interactions": 3}
     items = data.items.set_index(ds.ITEM_ID)
     assert items.loc["10", ds.TITLE] == "Toy Story (1995)"
@@ -75,7 +76,7 @@ def test_movielens_held_out_ratings_tags_reach_no_training_input(tmp_path: Path)
     # User 2 tagged movie 40, their last rating (the test item); user 1 tagged 10 (training) and 50 (not rated).
     write(tmp_path / "tags.csv", "userId,movieId,tag,timestamp\n2,40,spaceopera,1\n1,10,slowburn,2\n"
                                  "1,50,unrated,3\n")
-    data = ds.load_source("movielens", tmp_path)
+    data = load_source("movielens", tmp_path)
     assert data.report["tags_without_rating"] == 1
     split = leave_last_out_split(data.interactions)
     assert split.test.set_index(ds.USER_ID).loc["2", ds.ITEM_ID] == "40"
@@ -91,7 +92,7 @@ def test_movielens_100k_layout(tmp_path: Path) -> None:
     action = "|".join(["0", "1"] + ["0"] * 17)
     write(tmp_path / "u.item", f"10|Toy Story (1995)|01-Jan-1995||http://x|{flags}\n"
                                f"20|Caf\xe9 Movie (1996)|01-Jan-1996||http://y|{action}\n", encoding="latin-1")
-    data = ds.load_source("movielens", tmp_path)
+    data = load_source("movielens", tmp_path)
     items = data.items.set_index(ds.ITEM_ID)
     assert items.loc["20", ds.TITLE] == "Café Movie (1996)"
     assert items.loc["20", ds.CATEGORY] == "Action"
@@ -102,22 +103,22 @@ def test_movielens_bad_rating_names_the_line(movielens_latest: Path) -> None:
     with open(movielens_latest / "ratings.csv", "a", encoding="utf-8") as handle:
         handle.write("3,10,lots,964983000\n")
     with pytest.raises(DataValidationError, match=r"ratings\.csv, line 5: column 'rating': 'lots' is not a number"):
-        ds.load_source("movielens", movielens_latest)
+        load_source("movielens", movielens_latest)
 
 
 def test_movielens_missing_column_is_named(movielens_latest: Path) -> None:
     write(movielens_latest / "ratings.csv", "userId,movieId,timestamp\n1,10,5\n")
     with pytest.raises(DataValidationError, match="missing required column.*rating"):
-        ds.load_source("movielens", movielens_latest)
+        load_source("movielens", movielens_latest)
 
 
 def test_not_a_movielens_directory(tmp_path: Path) -> None:
     with pytest.raises(DataValidationError, match="not a MovieLens directory"):
-        ds.load_source("movielens", tmp_path)
+        load_source("movielens", tmp_path)
 
 
 def test_real_movielens_latest_small() -> None:
-    data = ds.load_source("movielens", shared_dataset("movielens_ml_latest_small"))
+    data = load_source("movielens", shared_dataset("movielens_ml_latest_small"))
     # Figures from the dataset's README: 100,836 ratings, 610 users, 9,742 movies listed.
     assert data.counts() == {"items": 9742, "users": 610, "interactions": 100836}
 
@@ -146,7 +147,7 @@ timestamp,itemid,property,value
 
 
 def test_retailrocket_events_become_weighted_interactions(retailrocket: Path) -> None:
-    data = ds.load_source("retailrocket", retailrocket)
+    data = load_source("retailrocket", retailrocket)
     inter = data.interactions
     assert sorted(zip(inter[ds.EVENT], inter[ds.WEIGHT], strict=True)) == [
         ("cart", 2.0), ("purchase", 3.0), ("view", 1.0), ("view", 1.0)]
@@ -162,12 +163,12 @@ def test_retailrocket_unknown_event_names_the_line(retailrocket: Path) -> None:
     with open(retailrocket / "events.csv", "a", encoding="utf-8") as handle:
         handle.write("1433222276276,1,refund,248676,\n")
     with pytest.raises(DataValidationError, match=r"events\.csv, line 6: column 'event': 'refund'"):
-        ds.load_source("retailrocket", retailrocket)
+        load_source("retailrocket", retailrocket)
 
 
 def test_retailrocket_needs_events_csv(tmp_path: Path) -> None:
     with pytest.raises(DataValidationError, match="events.csv"):
-        ds.load_source("retailrocket", tmp_path)
+        load_source("retailrocket", tmp_path)
 
 
 def test_category_tree_cycle_is_refused(tmp_path: Path) -> None:
@@ -205,7 +206,7 @@ p3,Green Mug,Acme,Kitchen > Mugs,12
 
 
 def test_generic_csv_reads_documented_columns(shop_csv: Path) -> None:
-    data = ds.load_source("csv", shop_csv)
+    data = load_source("csv", shop_csv)
     assert data.counts() == {"items": 3, "users": 2, "interactions": 3}
     inter = data.interactions.set_index([ds.USER_ID, ds.ITEM_ID])
     assert inter.loc[("u1", "p2"), ds.TIMESTAMP] == 1700042400  # ISO 8601 accepted
@@ -216,7 +217,7 @@ def test_generic_csv_reads_documented_columns(shop_csv: Path) -> None:
 
 def test_generic_csv_minimal_columns(tmp_path: Path) -> None:
     write(tmp_path / "interactions.csv", "user_id,item_id,timestamp\na,x,1\nb,y,2\n")
-    data = ds.load_source("csv", tmp_path)
+    data = load_source("csv", tmp_path)
     assert set(data.interactions[ds.EVENT]) == {"purchase"}
     assert data.report["bare_items"] == 2
 
@@ -232,25 +233,25 @@ def test_generic_csv_bad_rows_are_named(shop_csv: Path, row: str, message: str) 
     with open(shop_csv / "interactions.csv", "a", encoding="utf-8") as handle:
         handle.write(row + "\n")
     with pytest.raises(DataValidationError, match=message):
-        ds.load_source("csv", shop_csv)
+        load_source("csv", shop_csv)
 
 
 def test_generic_csv_empty_or_headless_files(tmp_path: Path) -> None:
     write(tmp_path / "interactions.csv", "")
     with pytest.raises(DataValidationError, match="file is empty"):
-        ds.load_source("csv", tmp_path)
+        load_source("csv", tmp_path)
     write(tmp_path / "interactions.csv", "user_id,item_id,timestamp\n")
     with pytest.raises(DataValidationError, match="no data rows"):
-        ds.load_source("csv", tmp_path)
+        load_source("csv", tmp_path)
     write(tmp_path / "interactions.csv", "user,item,time\na,b,1\n")
     with pytest.raises(DataValidationError, match="missing required column"):
-        ds.load_source("csv", tmp_path)
+        load_source("csv", tmp_path)
 
 
 def test_blank_ids_are_refused(tmp_path: Path) -> None:
     write(tmp_path / "interactions.csv", "user_id,item_id,timestamp\n ,x,1\n")
     with pytest.raises(DataValidationError, match="empty user_id"):
-        ds.load_source("csv", tmp_path)
+        load_source("csv", tmp_path)
 
 
 # --------------------------------------------------------------------------- filters
@@ -267,28 +268,28 @@ def test_filters_are_off_by_default_and_each_one_works(tmp_path: Path) -> None:
     rows += [(f"u{u}", f"i{n}", 100 + n) for u in range(10) for n in range(3)]
     rows += [("once", "i1", 5), ("repeat", "i1", 1), ("repeat", "i1", 2), ("repeat", "i1", 3)]
     path = _log(tmp_path, rows)
-    assert ds.load_source("csv", path).counts()["users"] == 13
+    assert load_source("csv", path).counts()["users"] == 13
 
-    data = ds.load_source("csv", path, filters=ds.InteractionFilters(outlier_std=2.0))
+    data = load_source("csv", path, filters=ds.InteractionFilters(outlier_std=2.0))
     assert "heavy" not in set(data.users[ds.USER_ID])
     assert data.report["filtered_outlier_users"] == 1
 
-    data = ds.load_source("csv", path, filters=ds.InteractionFilters(min_user_interactions=2))
+    data = load_source("csv", path, filters=ds.InteractionFilters(min_user_interactions=2))
     assert "once" not in set(data.users[ds.USER_ID]) and "repeat" in set(data.users[ds.USER_ID])
 
-    data = ds.load_source("csv", path, filters=ds.InteractionFilters(min_distinct_items=2))
+    data = load_source("csv", path, filters=ds.InteractionFilters(min_distinct_items=2))
     assert {"once", "repeat"}.isdisjoint(set(data.users[ds.USER_ID]))
 
-    data = ds.load_source("csv", path, filters=ds.InteractionFilters(start=100, end=102))
+    data = load_source("csv", path, filters=ds.InteractionFilters(start=100, end=102))
     assert set(data.interactions[ds.TIMESTAMP]) == {100, 101}
 
 
 def test_filters_change_the_fingerprint_and_can_empty_the_data(tmp_path: Path) -> None:
     path = _log(tmp_path, [("a", "x", 1), ("b", "y", 2)])
-    plain = ds.load_source("csv", path).fingerprint
-    assert ds.load_source("csv", path, filters=ds.InteractionFilters(start=0)).fingerprint != plain
+    plain = load_source("csv", path).fingerprint
+    assert load_source("csv", path, filters=ds.InteractionFilters(start=0)).fingerprint != plain
     with pytest.raises(DataValidationError, match="removed every interaction"):
-        ds.load_source("csv", path, filters=ds.InteractionFilters(min_user_interactions=5))
+        load_source("csv", path, filters=ds.InteractionFilters(min_user_interactions=5))
 
 
 # --------------------------------------------------------------------------- session clickstreams
@@ -344,7 +345,7 @@ def amazon_shop(tmp_path: Path) -> Path:
 
 
 def test_uci_clickstream_sessions_become_shoppers_and_codes_become_attributes(uci_clicks: Path) -> None:
-    data = ds.load_source("clickstream", uci_clicks)
+    data = load_source("clickstream", uci_clicks)
     assert data.counts() == {"items": 4, "users": 2, "interactions": 6}
     assert set(data.users[ds.USER_ID]) == {"s1", "s2"}
     inter = data.interactions
@@ -364,8 +365,8 @@ def test_uci_clickstream_sessions_become_shoppers_and_codes_become_attributes(uc
 
 
 def test_clickstream_accepts_the_file_itself(uci_clicks: Path) -> None:
-    by_file = ds.load_source("clickstream", uci_clicks / "e-shop clothing 2008.csv")
-    assert by_file.counts() == ds.load_source("clickstream", uci_clicks).counts()
+    by_file = load_source("clickstream", uci_clicks / "e-shop clothing 2008.csv")
+    assert by_file.counts() == load_source("clickstream", uci_clicks).counts()
 
 
 def test_generic_clickstream_with_order_and_date(tmp_path: Path) -> None:
@@ -376,7 +377,7 @@ a,p2,2,2024,2,29,Shoes,,
 b,p1,1,2024,3,1,Shoes,red,10
 b,p3,2,2024,3,1,,,
 """)
-    data = ds.load_source("clickstream", tmp_path)
+    data = load_source("clickstream", tmp_path)
     assert data.counts() == {"items": 3, "users": 2, "interactions": 4}
     times = data.interactions.set_index([ds.USER_ID, ds.ITEM_ID])[ds.TIMESTAMP]
     assert times[("sa", "p2")] == 1709164800 + 2  # 2024-02-29 (a leap day) + 2 s
@@ -389,10 +390,10 @@ b,p3,2,2024,3,1,,,
 
 def test_clickstream_dates_far_from_now(tmp_path: Path) -> None:
     write(tmp_path / "clicks.csv", "session_id,item_id,order,year,month,day\n1,p1,5,3024,3,1\n")
-    assert ds.load_source("clickstream", tmp_path).interactions[ds.TIMESTAMP].tolist() == [33266160000 + 5]
+    assert load_source("clickstream", tmp_path).interactions[ds.TIMESTAMP].tolist() == [33266160000 + 5]
     write(tmp_path / "clicks.csv", "session_id,item_id,order,year,month,day\n1,p1,5,1969,12,31\n")
     with pytest.raises(DataValidationError, match="line 2: year-month-day 1969-12-31 is not a date from 1970 on"):
-        ds.load_source("clickstream", tmp_path)
+        load_source("clickstream", tmp_path)
 
 
 def test_generic_clickstream_with_timestamps_semicolons_and_titles(tmp_path: Path) -> None:
@@ -401,7 +402,7 @@ session_id;item_id;timestamp;title;color
 7;p1;2024-01-01T10:00:00Z;Red shoe;red
 7;p2;1704103300;Blue shoe;blue
 """)
-    data = ds.load_source("clickstream", tmp_path)
+    data = load_source("clickstream", tmp_path)
     assert data.interactions[ds.TIMESTAMP].tolist() == [1704103200, 1704103300]
     assert data.items.set_index(ds.ITEM_ID).loc["p1", ds.TITLE] == "Red shoe"
     assert data.users[ds.USER_ID].tolist() == ["s7"]
@@ -421,48 +422,48 @@ def test_clickstream_bad_rows_are_named(uci_clicks: Path, row: str, message: str
     with open(uci_clicks / "e-shop clothing 2008.csv", "a", encoding="utf-8") as handle:
         handle.write(row + "\n")
     with pytest.raises(DataValidationError, match=r"e-shop clothing 2008\.csv[,:] " + message):
-        ds.load_source("clickstream", uci_clicks)
+        load_source("clickstream", uci_clicks)
 
 
 def test_clickstream_malformed_files(tmp_path: Path) -> None:
     clicks = tmp_path / "clicks.csv"
     with pytest.raises(DataValidationError, match="expected a directory with clicks.csv or a UCI"):
-        ds.load_source("clickstream", tmp_path)
+        load_source("clickstream", tmp_path)
     write(clicks, "")
     with pytest.raises(DataValidationError, match=r"clicks\.csv: file is empty"):
-        ds.load_source("clickstream", tmp_path)
+        load_source("clickstream", tmp_path)
     write(clicks, "session_id,item_id,order\n")
     with pytest.raises(DataValidationError, match="no data rows"):
-        ds.load_source("clickstream", tmp_path)
+        load_source("clickstream", tmp_path)
     write(clicks, "session_id,product,order\n1,p1,1\n")
     with pytest.raises(DataValidationError, match="missing required column.*item_id; found session_id, product"):
-        ds.load_source("clickstream", tmp_path)
+        load_source("clickstream", tmp_path)
     write(clicks, "session_id,item_id\n1,p1\n")
     with pytest.raises(DataValidationError, match="missing required column.*timestamp or order"):
-        ds.load_source("clickstream", tmp_path)
+        load_source("clickstream", tmp_path)
     write(clicks, "session_id,item_id,order,year,month\n1,p1,1,2024,1\n")
     with pytest.raises(DataValidationError, match="year, month and day go together; missing day"):
-        ds.load_source("clickstream", tmp_path)
+        load_source("clickstream", tmp_path)
     clicks.write_bytes(b"session_id,item_id,order,title\n1,p1,1,ok\n1,p2,2,caf\xe9\n")
     with pytest.raises(DataValidationError, match=r"clicks\.csv, line 3: not valid UTF-8 \(byte 0xe9\)"):
-        ds.load_source("clickstream", tmp_path)
+        load_source("clickstream", tmp_path)
 
 
 def test_uci_clickstream_without_a_code_column_is_refused(tmp_path: Path) -> None:
     header = UCI_HEADER.replace(";colour", "")
     write(tmp_path / "shop.csv", f"{header}\n2008;4;1;1;29;1;1;A13;5;1;28;2;1\n")
     with pytest.raises(DataValidationError, match=r"shop\.csv: missing required column\(s\) colour; found year"):
-        ds.load_source("clickstream", tmp_path)
+        load_source("clickstream", tmp_path)
 
 
 def test_clickstream_refuses_to_guess_between_two_uci_files(uci_clicks: Path) -> None:
     (uci_clicks / "copy.csv").write_text((uci_clicks / "e-shop clothing 2008.csv").read_text())
     with pytest.raises(DataValidationError, match="several clickstream files"):
-        ds.load_source("clickstream", uci_clicks)
+        load_source("clickstream", uci_clicks)
 
 
 def test_real_uci_eshop_clickstream() -> None:
-    data = ds.load_source("clickstream", shared_dataset("uci_eshop_clothing_2008"))
+    data = load_source("clickstream", shared_dataset("uci_eshop_clothing_2008"))
     # Figures from the dataset's README: 165,474 clicks, 24,026 sessions, 217 products,
     # sessions of 1 to 195 clicks within one day, 2008-04-01 to 2008-08-13.
     assert data.counts() == {"items": 217, "users": 24026, "interactions": 165474}
@@ -492,14 +493,14 @@ def clicks_csv(tmp_path: Path) -> Path:
 def test_every_importer_drops_and_counts_events_outside_the_time_bounds(source: str, fixture: str,
                                                                        request: pytest.FixtureRequest) -> None:
     path = request.getfixturevalue(fixture)
-    clean = ds.load_source(source, path, time_bounds=BOUNDS)
+    clean = load_source(source, path, time_bounds=BOUNDS)
     assert clean.report["out_of_range_time"] == 0
-    data = ds.load_source(source, _with_bad_times(source, path), time_bounds=BOUNDS)
+    data = load_source(source, _with_bad_times(source, path), time_bounds=BOUNDS)
     assert data.report["out_of_range_time"] == 2
     times = data.interactions[ds.TIMESTAMP]
     assert times.between(BOUNDS.earliest, BOUNDS.latest).all()
     assert len(data.interactions) == len(clean.interactions)
-    assert ds.load_source(source, path).report.get("out_of_range_time") is None  # no bounds: no check
+    assert load_source(source, path).report.get("out_of_range_time") is None  # no bounds: no check
 
 
 def test_time_bounds_refuse_data_with_no_plausible_time(tmp_path: Path) -> None:
@@ -507,10 +508,10 @@ def test_time_bounds_refuse_data_with_no_plausible_time(tmp_path: Path) -> None:
     write(tmp_path / "interactions.csv", "user_id,item_id,timestamp\na,x,1700000000000\nb,y,1700000000500\n")
     with pytest.raises(DataValidationError, match=r"interactions\.csv: every interaction's timestamp is outside "
                                                   r"1995-01-01T00:00:00\+00:00 \.\. .*not milliseconds"):
-        ds.load_source("csv", tmp_path, time_bounds=BOUNDS)
+        load_source("csv", tmp_path, time_bounds=BOUNDS)
 
 
 @pytest.mark.parametrize("name", ["amazon2018_all_beauty", "amazon2018_gift_cards", "movielens_ml_latest_small"])
 def test_real_datasets_are_inside_the_default_time_bounds(name: str) -> None:
     source = "movielens" if name.startswith("movielens") else "amazon2018"
-    assert ds.load_source(source, shared_dataset(name), time_bounds=BOUNDS).report["out_of_range_time"] == 0
+    assert load_source(source, shared_dataset(name), time_bounds=BOUNDS).report["out_of_range_time"] == 0

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from modeling import datasets as ds
+from modeling.sources import load_source
 from modeling.synthetic import META_FILENAME, REVIEWS_FILENAME, DemoParams, generate_demo_data
 
 SMALL = DemoParams(n_users=40, n_items=30, n_interactions=400, seed=3)
@@ -27,7 +28,7 @@ def test_other_seed_gives_other_data(tmp_path: Path) -> None:
 
 def test_demo_goes_through_the_amazon_loader_with_requested_sizes(tmp_path: Path) -> None:
     written = generate_demo_data(tmp_path, SMALL, progress=False)
-    data = ds.load_source("amazon2018", tmp_path)
+    data = load_source("amazon2018", tmp_path)
     counts = data.counts()
     assert counts["users"] == 40
     assert counts["interactions"] == written["interactions"]

@@ -10,6 +10,7 @@ from modeling import datasets as ds
 from modeling.embeddings import build_embeddings, load_embeddings
 from modeling.errors import TrainingError
 from modeling.metrics import hit_rate_at_k
+from modeling.sources import load_source
 from modeling.synthetic import DemoParams, generate_demo_data
 from modeling.train import train_model, training_fingerprint
 from modeling.two_tower import TwoTowerParams
@@ -19,7 +20,7 @@ from tests.conftest import Pipeline
 def test_two_tower_beats_popularity_on_held_out_demo_interactions(tmp_path: Path) -> None:
     generate_demo_data(tmp_path / "raw", DemoParams(n_users=800, n_items=250, n_interactions=12_000, seed=11),
                        progress=False)
-    data = ds.load_source("amazon2018", tmp_path / "raw")
+    data = load_source("amazon2018", tmp_path / "raw")
     build_embeddings(data, tmp_path / "emb", progress=False)
     result = train_model(data, load_embeddings(tmp_path / "emb"), TwoTowerParams(epochs=8, seed=5))
     model, popular = result.metrics["two_tower"], result.metrics["popularity"]

@@ -10,7 +10,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm.auto import tqdm
 
-from modeling.datasets import SOURCES, InteractionFilters
+from modeling.datasets import InteractionFilters
+from modeling.sources import SOURCES
 from recoapi.catalog.services import data_import, import_filters_from_settings
 from recoapi.exceptions import ApplicationError
 

@@ -13,11 +13,11 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from modeling import datasets as ds
 from modeling.cold_start import cold_items, cold_users, format_cold_table
 from modeling.embeddings import build_embeddings, load_embeddings
 from modeling.errors import ModelingError
 from modeling.evaluate import EASE_L2_GRID, compare_leave_last_out, format_differences, format_table
+from modeling.sources import SOURCES, load_source
 from modeling.tuning import SEARCH_SPACE, random_search, read_params
 from modeling.two_tower import TwoTowerParams
 from recoapi.catalog.services import event_time_bounds
@@ -34,7 +34,7 @@ class Command(BaseCommand):
             "a data source (full ranking, training items excluded). Prints one table and can write it as JSON.")
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--source", choices=ds.SOURCES, default=settings.RECO_DATA_SOURCE)
+        parser.add_argument("--source", choices=SOURCES, default=settings.RECO_DATA_SOURCE)
         parser.add_argument("--path", default=str(settings.RECO_DATA_PATH), help="Files of the source.")
         parser.add_argument("--output", help="Write the results as JSON to this file.")
         parser.add_argument("--params", help="Two-tower parameters: a JSON object of TwoTowerParams fields, or "
@@ -65,7 +65,7 @@ class Command(BaseCommand):
             overrides = {"seed": options["seed"], "epochs": options["epochs"],
                          "logq_correction": options["logq_correction"]}
             params = replace(params, **{k: v for k, v in overrides.items() if v is not None})
-            data = ds.load_source(options["source"], options["path"], time_bounds=event_time_bounds())
+            data = load_source(options["source"], options["path"], time_bounds=event_time_bounds())
             cache = Path(settings.RECO_PROCESSED_DIR).parent / "evaluation" / data.fingerprint[:16]
             self.stdout.write(f"Loaded {data.counts()}; text embeddings in {cache} ...")
             build_embeddings(data, cache, model_path=settings.RECO_TEXT_MODEL_PATH,
