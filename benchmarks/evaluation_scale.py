@@ -128,10 +128,10 @@ def _instrument(fits: dict[str, dict[str, Any]]) -> None:
 
 def run(sizes: dict[str, int], work: Path, epochs: int | None, ease_l2: list[float] | None,
         seed: int) -> dict[str, Any]:
-    from modeling import datasets as ds
     from modeling.baselines import EASE_MAX_ITEMS
     from modeling.cold_start import cold_items, cold_users
     from modeling.evaluate import EASE_L2_GRID, compare_leave_last_out
+    from modeling.sources import load_source
     from modeling.synthetic import DemoParams, generate_demo_data
     from modeling.two_tower import TwoTowerParams
 
@@ -154,7 +154,7 @@ def run(sizes: dict[str, int], work: Path, epochs: int | None, ease_l2: list[flo
         return result
 
     stage("generate", lambda: generate_demo_data(work / "raw", DemoParams(**sizes, seed=seed), progress=False))
-    data = stage("load", lambda: ds.load_source("amazon2018", work / "raw"))
+    data = stage("load", lambda: load_source("amazon2018", work / "raw"))
     embeddings = stage("embeddings", lambda: _random_embeddings(data))
     params = TwoTowerParams()
     if epochs is not None:
