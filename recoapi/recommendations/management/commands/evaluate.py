@@ -30,8 +30,9 @@ def _trial_line(trial: dict[str, Any]) -> str:
 
 
 class Command(BaseCommand):
-    help = ("Evaluate the two-tower model against popularity, item-kNN and EASE on a leave-last-out split of "
-            "a data source (full ranking, training items excluded). Prints one table and can write it as JSON.")
+    help = ("Evaluate the two-tower model against popularity, item-kNN, EASE, implicit ALS, transitions and "
+            "transitions+EASE (every baseline tuned on the validation items) under leave-last-out and the "
+            "cold-start protocols (full ranking, input items excluded). Prints the tables and can write them as JSON.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--source", choices=SOURCES, default=settings.RECO_DATA_SOURCE)
@@ -48,7 +49,8 @@ class Command(BaseCommand):
         parser.add_argument("--logq-correction", action=argparse.BooleanOptionalAction, default=None,
                             help="Two-tower: correct the in-batch softmax for item popularity (overrides --params).")
         parser.add_argument("--ease-l2", type=float, nargs="+", default=list(EASE_L2_GRID),
-                            help="EASE λ values to choose from on the validation items.")
+                            help="EASE λ values tried first on the validation items (widened past a winning edge; "
+                                 "a single value is used as given).")
         parser.add_argument("--refit", action="store_true",
                             help="Leave-last-out: fit every model again on the training and validation "
                                  "interactions before ranking the test items (as `train` does with everything).")
