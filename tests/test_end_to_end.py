@@ -93,11 +93,12 @@ def test_evaluate_command_prints_a_table_and_writes_json(workdir: Path, pipeline
               "--ease-l2", "50", "--output", str(workdir / "results.json"))
     assert "model" in out and "two_tower" in out and "ease" in out
     result = json.loads((workdir / "results.json").read_text())
-    assert set(result["models"]) == {"popularity", "item_knn", "ease", "two_tower"}
-    assert set(result["cold_users"]) == {"users", "given_0", "given_1", "given_3"}
+    baselines = {"popularity", "item_knn", "ease", "ials", "transitions", "transitions+ease"}
+    assert set(result["models"]) == baselines | {"two_tower"}
+    assert set(result["cold_users"]) == {"users", "given_0", "given_1", "given_3", "fallback_given_0", "differences"}
     assert "recall@50" in result["cold_items"]["two_tower"]
     assert "Cold users" in out and "Cold items" in out and "next HR@10" in out
-    assert "minus each baseline" in out and set(result["differences"]) == {"popularity", "item_knn", "ease"}
+    assert "minus each baseline" in out and set(result["differences"]) == baselines
     assert {"hr@10", "next_hr@10", "next_ndcg@10"} <= set(result["cold_users"]["given_1"]["two_tower"])
     assert result["source"]["counts"] == pipeline.data.counts()
     with pytest.raises(CommandError, match="--epochs must be at least 1"):
