@@ -30,7 +30,7 @@ from modeling.features import item_attributes
 from modeling.metrics import paired_bootstrap, user_hits_and_gains
 from modeling.ranking import stable_top
 from modeling.recommender import History, Recommender
-from modeling.splits import leave_last_out_split, time_order
+from modeling.splits import Split, leave_last_out_split, time_order
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +46,12 @@ def _subset(data: ds.CanonicalData, interactions: pd.DataFrame,
                             fingerprint=data.fingerprint + "-subset")
 
 
-def _train_and_load(data: ds.CanonicalData, embeddings: Embeddings, params: Any, directory: str) -> Recommender:
+def _train_and_load(data: ds.CanonicalData, embeddings: Embeddings, params: Any, directory: str,
+                    split: Split) -> Recommender:
+    """The two-tower trained on ``split`` of ``data`` (early stopping on its validation items), loaded for serving."""
     from modeling.train import publish, train_model
 
-    trained = train_model(data, embeddings, params)
+    trained = train_model(data, embeddings, params, split=split)
     return Recommender(artifacts.load_bundle(publish(trained, data, embeddings, directory)))
 
 
@@ -123,11 +125,12 @@ def cold_users(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
     cold = set(rng.choice(np.asarray(eligible), size=min(n_cold, len(eligible)), replace=False))
     is_cold = inter[ds.USER_ID].astype(str).isin(cold).to_numpy()
     warm = _subset(data, inter[~is_cold])
+    split = leave_last_out_split(warm.interactions)
     with tempfile.TemporaryDirectory() as directory:
-        recommender = _train_and_load(warm, embeddings, params, directory)
+        recommender = _train_and_load(warm, embeddings, params, directory, split)
         check_held_out(recommender, users=sorted(cold))
         items = pd.Index(recommender.item_ids.astype(str))
-        fitted_on = leave_last_out_split(warm.interactions).train  # what train_model fits the two-tower on
+        fitted_on = split.train  # what the two-tower is fitted on
         warm_u = pd.Index(warm.users[ds.USER_ID].astype(str)).get_indexer(fitted_on[ds.USER_ID].astype(str))
         warm_i = items.get_indexer(fitted_on[ds.ITEM_ID].astype(str))
         matrix = interaction_matrix(warm_u, warm_i, len(warm.users), len(items))
@@ -238,8 +241,9 @@ def cold_items(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
     is_cold = inter[ds.ITEM_ID].astype(str).isin(cold).to_numpy()
     warm_items = data.items[~data.items[ds.ITEM_ID].astype(str).isin(cold)]
     warm = _subset(data, inter[~is_cold], warm_items)
+    split = leave_last_out_split(warm.interactions)
     with tempfile.TemporaryDirectory() as directory:
-        recommender = _train_and_load(warm, embeddings, params, directory)
+        recommender = _train_and_load(warm, embeddings, params, directory, split)
         cold_ids = np.asarray(sorted(cold))
         check_held_out(recommender, items=cold_ids)
         cold_rows = data.items.set_index(data.items[ds.ITEM_ID].astype(str)).loc[cold_ids].reset_index(drop=True)
@@ -250,12 +254,13 @@ def cold_items(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
         text = text / np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
         vectors = np.asarray(recommender.item_vectors, dtype=np.float32)
         popularity = np.asarray(recommender.popularity, dtype=np.float64)
+        by_popularity = popularity / (popularity.max() + 1.0)  # below 1: every new product ranks above
         def by_user(frame: pd.DataFrame) -> dict[str, np.ndarray]:
             return {str(user): items.get_indexer(rows[ds.ITEM_ID].astype(str).unique())
                     for user, rows in frame.groupby(ds.USER_ID, observed=True)}
 
         seen_by_user = by_user(warm.interactions)  # excluded from every ranking (they are not new products)
-        learned_by_user = by_user(leave_last_out_split(warm.interactions).train)  # what the two-tower learned from
+        learned_by_user = by_user(split.train)  # what the two-tower learned from
         per_user: dict[str, list[tuple[float, float]]] = {name: [] for name in COLD_ITEM_MODELS}
 
         def measure(scores: np.ndarray, seen: np.ndarray, relevant: np.ndarray) -> tuple[float, float]:
@@ -276,8 +281,7 @@ def cold_items(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
             learned = learned_by_user.get(user, np.zeros(0, dtype=np.int64))
             profile = text[learned].mean(axis=0) if len(learned) else np.zeros(text.shape[1], dtype=np.float32)
             per_user["text_similarity"].append(measure(text @ profile, seen, relevant))
-            new_first = popularity / (popularity.max() + 1.0)  # below 1: every new product ranks above
-            new_first = new_first.copy()
+            new_first = by_popularity.copy()
             new_first[cold_positions] = 1.0 + rng.random(len(cold_positions))
             per_user["new_first"].append(measure(new_first, seen, relevant))
             per_user["random"].append((random_recall(50, recommender.n_items - len(seen)),
@@ -291,7 +295,7 @@ def cold_items(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
             name: {metric: paired_bootstrap(values["two_tower"][:, j], v[:, j], seed=seed)
                    for j, metric in enumerate(("recall@50", "cold_recall@10"))}
             for name, v in values.items() if name != "two_tower"}
-        result["over_promotion"] = _over_promotion(recommender, warm, inter[is_cold], cold_positions,
+        result["over_promotion"] = _over_promotion(recommender, warm, inter[is_cold], cold_positions, seen_by_user,
                                                    max_users=max_promotion_users, seed=seed)
     say(f"cold items: Recall@50 two_tower {result['two_tower']['recall@50']:.4f}, text similarity "
         f"{result['text_similarity']['recall@50']:.4f}, new first {result['new_first']['recall@50']:.4f}, random "
@@ -302,8 +306,12 @@ def cold_items(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
 
 
 def _over_promotion(recommender: Recommender, warm: ds.CanonicalData, cold_interactions: pd.DataFrame,
-                    cold_positions: np.ndarray, *, max_users: int, seed: int) -> dict[str, float]:
+                    cold_positions: np.ndarray, seen: dict[str, np.ndarray], *, max_users: int,
+                    seed: int) -> dict[str, float]:
     """Share of top-50 places that new products take for known users who had none of them.
+
+    Args:
+        seen: each warm user's interacted item positions (excluded from their ranking).
 
     Returns:
         ``{"users", "share_of_top50", "catalogue_share"}``: the mean share over up to ``max_users``
@@ -317,10 +325,6 @@ def _over_promotion(recommender: Recommender, warm: ds.CanonicalData, cold_inter
     catalogue_share = len(cold_positions) / max(1, recommender.n_items)
     if not users:
         return {"users": 0, "share_of_top50": 0.0, "catalogue_share": catalogue_share}
-    items = pd.Index(recommender.item_ids.astype(str))
-    rows = warm.interactions[warm.interactions[ds.USER_ID].astype(str).isin(set(users))]
-    seen = {str(u): items.get_indexer(r[ds.ITEM_ID].astype(str).unique()) for u, r in rows.groupby(ds.USER_ID,
-                                                                                                 observed=True)}
     ranked, _ = recommender.rank(recommender.known_user_vectors(users), [seen.get(u, np.zeros(0, dtype=np.int64))
                                                                           for u in users], 50)
     shares = np.isin(ranked, cold_positions).sum(axis=1) / np.maximum((ranked >= 0).sum(axis=1), 1)
