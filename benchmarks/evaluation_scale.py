@@ -49,7 +49,6 @@ import time  # noqa: E402
 from dataclasses import replace  # noqa: E402
 from typing import Any  # noqa: E402
 
-import numpy as np  # noqa: E402
 
 FULL = {"n_users": 66_000, "n_items": 50_000, "n_interactions": 1_000_000}
 SMALL = {"n_users": 3_300, "n_items": 5_000, "n_interactions": 50_000}
@@ -75,24 +74,6 @@ def current_gb() -> float:
 
 def stamp() -> str:
     return f"[{time.perf_counter() - _STARTED:7.0f} s, rss {current_gb():5.1f} GB, peak {peak_gb():5.1f} GB]"
-
-
-def _random_embeddings(data, dim: int = 384):
-    """Embeddings of the right shapes with random unit vectors (the evaluation cost does not depend on them)."""
-    from modeling import datasets as ds
-    from modeling.embeddings import Embeddings
-
-    rng = np.random.default_rng(0)
-
-    def unit(n: int) -> np.ndarray:
-        x = rng.normal(size=(n, dim)).astype(np.float32)
-        return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-    users = data.users[ds.USER_ID].astype(str).to_numpy()
-    return Embeddings(item_ids=data.items[ds.ITEM_ID].astype(str).to_numpy(), item_text=unit(len(data.items)),
-                      review_texts=np.asarray([], dtype=str), review_text=np.zeros((0, dim), np.float32),
-                      user_ids=users, user_text=unit(len(users)),
-                      manifest={"fingerprint": "random", "dim": dim, "model_name": "random"})
 
 
 def _instrument(fits: dict[str, dict[str, Any]]) -> None:
@@ -133,6 +114,7 @@ def run(sizes: dict[str, int], work: Path, epochs: int | None, ease_l2: list[flo
     from modeling.evaluate import EASE_L2_GRID, compare_leave_last_out
     from modeling.sources import load_source
     from modeling.synthetic import DemoParams, generate_demo_data
+    from pipeline import random_embeddings  # benchmarks/pipeline.py, beside this script
     from modeling.two_tower import TwoTowerParams
 
     stages: dict[str, dict[str, float]] = {}
@@ -155,7 +137,7 @@ def run(sizes: dict[str, int], work: Path, epochs: int | None, ease_l2: list[flo
 
     stage("generate", lambda: generate_demo_data(work / "raw", DemoParams(**sizes, seed=seed), progress=False))
     data = stage("load", lambda: load_source("amazon2018", work / "raw"))
-    embeddings = stage("embeddings", lambda: _random_embeddings(data))
+    embeddings = stage("embeddings", lambda: random_embeddings(data))
     params = TwoTowerParams()
     if epochs is not None:
         params = replace(params, epochs=epochs)

@@ -43,8 +43,8 @@ SCALES = {
 }
 
 
-def _random_embeddings(data, dim: int = 384):
-    """Embeddings of the right shapes with random unit vectors (for timing training only)."""
+def random_embeddings(data, dim: int = 384):
+    """Embeddings of the right shapes with random unit vectors (for timing; also used by evaluation_scale.py)."""
     from modeling import datasets as ds
     from modeling.embeddings import Embeddings
 
@@ -97,7 +97,7 @@ def measure(scale: str, work: Path, epochs: int, embed_sample: int) -> dict:
         seconds = time.perf_counter() - started
         figures["embedding_texts"] = len(sample)
         figures["embedding_texts_per_s"] = round(len(sample) / seconds)
-        embeddings = _random_embeddings(data)
+        embeddings = random_embeddings(data)
 
     params = TwoTowerParams(epochs=epochs, seed=1, patience=epochs + 1)
     trained = train_model(data, embeddings, params)
