@@ -237,10 +237,11 @@ class TransitionsEASE:
         self.weight = weight
 
     def fit_sequences(self, matrix: sp.csr_matrix, user_idx: np.ndarray, item_idx: np.ndarray,
-                      *, ease: EASE | None = None) -> TransitionsEASE:
-        """Fits both parts (an EASE already fitted on ``matrix`` with ``l2`` can be passed in)."""
+                      *, ease: EASE | None = None, transitions: Transitions | None = None) -> TransitionsEASE:
+        """Fits both parts (an EASE with ``l2`` and transitions already fitted on the same data can be passed in)."""
         self.ease = ease if ease is not None else EASE(self.l2).fit(matrix)
-        self.transitions = Transitions().fit_sequences(matrix, user_idx, item_idx)
+        self.transitions = transitions if transitions is not None else Transitions().fit_sequences(matrix, user_idx,
+                                                                                                     item_idx)
         return self
 
     def parts(self, histories: sp.csr_matrix, last: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -195,14 +195,15 @@ def _fitted_baselines(matrix: Any, user_idx: np.ndarray, item_idx: np.ndarray, b
     chosen = {name: entry.get("params", {}) for name, entry in (baselines or {}).items()}
     ease = EASE(chosen.get("ease", {}).get("l2", ease_l2)).fit(matrix)
     als = {"factors": 64, "regularization": 0.1, "alpha": 1.0, **chosen.get("ials", {})}
+    transitions = Transitions().fit_sequences(matrix, user_idx, item_idx)
     return {"popularity": Popularity().fit(matrix),
             "item_knn": ItemKNN(int(chosen.get("item_knn", {}).get("neighbours", 100))).fit(matrix),
             "ease": ease,
             "ials": ImplicitALS(factors=int(als["factors"]), regularization=als["regularization"],
                                 alpha=als["alpha"], seed=seed).fit(matrix),
-            "transitions": Transitions().fit_sequences(matrix, user_idx, item_idx),
+            "transitions": transitions,
             "transitions+ease": TransitionsEASE(ease.l2, chosen.get("transitions+ease", {}).get("weight", 0.5))
-            .fit_sequences(matrix, user_idx, item_idx, ease=ease)}
+            .fit_sequences(matrix, user_idx, item_idx, ease=ease, transitions=transitions)}
 
 
 COLD_ITEM_MODELS: tuple[str, ...] = ("two_tower", "text_similarity", "new_first", "random")

@@ -94,7 +94,8 @@ def tune_baselines(matrix: Any, order: tuple[np.ndarray, np.ndarray], validate: 
             f"every product would need {matrix.shape[1] ** 2 * 8 / 1e9:.0f} GB)")
 
     models["transitions"] = Transitions().fit_sequences(matrix, *order)
-    blend = TransitionsEASE(models["ease"].l2).fit_sequences(matrix, *order, ease=models["ease"])
+    blend = TransitionsEASE(models["ease"].l2).fit_sequences(matrix, *order, ease=models["ease"],
+                                                             transitions=models["transitions"])
 
     def weight(w: float) -> float:
         blend.weight = w
