@@ -11,6 +11,9 @@ A bundle is a directory ``models/<version>/``:
     popularity.npy       (n_items,) float32, recent (time-decayed) interaction weight
     query_tower/         SavedModel: serve(user_id, user_text, user_behaviour, history, history_weight) -> (b, d)
     candidate_tower/     SavedModel: serve(item_id, item_text, item_category, item_brand, item_price) -> (b, d)
+    ranking_stage/       the second stage (modeling.reranker): item_item.npz and transitions.npz (n_items,
+                         n_items) sparse sources, item_category/brand/price.npy (n_items,), ranker.txt
+                         (LightGBM model, when the ranker is learned), stage.json (features, choice, trials)
 
 Bundles are written to ``models/.<version>.tmp`` and renamed, so a crash never
 leaves half a bundle; ``ACTIVE`` is rewritten (temp file + rename) only after.
@@ -36,10 +39,12 @@ from typing import Any
 import numpy as np
 
 from modeling.errors import ArtifactError
+from modeling.features import ItemAttributes
+from modeling.reranker import STAGE_DIR, RankingStage
 
 logger = logging.getLogger(__name__)
 
-BUNDLE_FORMAT = 2
+BUNDLE_FORMAT = 3
 MANIFEST_FILE = "manifest.json"
 ACTIVE_FILE = "ACTIVE"
 QUERY_TOWER_DIR = "query_tower"
@@ -123,6 +128,8 @@ class Bundle:
     path: Path
     manifest: dict[str, Any]
     arrays: BundleArrays
+    stage: RankingStage | None = field(default=None, repr=False)
+    attributes: ItemAttributes | None = field(default=None, repr=False)
     _query_tower: Any = field(default=None, repr=False)
     _candidate_tower: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -250,11 +257,19 @@ def load_bundle(path: Path | str) -> Bundle:
     for tower in (QUERY_TOWER_DIR, CANDIDATE_TOWER_DIR):
         if not (path / tower / "saved_model.pb").is_file():
             raise ArtifactError(f"{path}: missing {tower}/saved_model.pb")
+    try:
+        stage = RankingStage.load(path / STAGE_DIR)
+        attributes = RankingStage.load_attributes(path / STAGE_DIR)
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: missing or damaged {STAGE_DIR}/ ({exc})") from exc
+    n_items = len(arrays.item_ids)
+    if stage.sources.n_items != n_items or len(attributes.category) != n_items:
+        raise ArtifactError(f"{path}: the ranking stage covers {stage.sources.n_items} products, the bundle {n_items}")
     current = library_versions()
     for name, version in manifest.get("libraries", {}).items():
         if current.get(name) != version:
             logger.warning("bundle %s was built with %s %s, running %s", path.name, name, version, current.get(name))
-    return Bundle(version=path.name, path=path, manifest=manifest, arrays=arrays)
+    return Bundle(version=path.name, path=path, manifest=manifest, arrays=arrays, stage=stage, attributes=attributes)
 
 
 def list_versions(models_dir: Path | str) -> list[str]:

@@ -1,12 +1,14 @@
 """Scoring over a loaded bundle: the one code path of the API and the evaluation.
 
-Strategies, best first:
+Every shopper with a history is scored from their current history, in two stages: the query
+tower runs on the history at request time (so an event changes the next list), its top items over
+the whole catalogue join the item-item, transition and popular candidates of the same history, and
+the bundle's ranking stage (:mod:`modeling.reranker`) orders them. Strategies, best first:
 
-- ``two_tower``: the shopper is known to the model; its precomputed query vector
-  is scored against every item vector.
-- ``content``: the shopper is not in the model but has a history (or review
-  text); the query tower runs on the behaviour embedding of that history and the
-  text embedding, with the id in the out-of-vocabulary bucket.
+- ``two_tower``: the shopper is known to the model (the query tower uses their id embedding); a
+  known shopper without any history is queried with the vector stored at training time.
+- ``content``: the shopper is not in the model but has a history (or review text); the id is in
+  the out-of-vocabulary bucket.
 - ``popular``: nothing is known; items by training popularity.
 
 Items the shopper already has are excluded in every strategy.
@@ -21,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from modeling.artifacts import Bundle
+from modeling.candidates import HistoryBatch
 from modeling.features import (
     HISTORY_HALF_LIFE_DAYS,
     ItemAttributes,
@@ -31,6 +34,7 @@ from modeling.features import (
 )
 from modeling.index import ItemIndex, make_index, penalty
 from modeling.ranking import top_k
+from modeling.reranker import ItemTables, RankingStage
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +116,16 @@ class Recommender:
         self.history_length = int(params.get("history_length", 50))
         self.history_half_life_days = float(params.get("history_half_life_days", HISTORY_HALF_LIFE_DAYS))
         self.index: ItemIndex = make_index(self.item_vectors, ann_min_items, ann_ef_search)
+        if bundle.stage is None or bundle.attributes is None:
+            raise ValueError(f"bundle {bundle.version} has no ranking stage")
+        self.stage: RankingStage = bundle.stage
+        self.attributes = bundle.attributes
+        self.tables = self._tables()
+
+    def _tables(self) -> ItemTables:
+        attributes = self.attributes
+        return ItemTables.build(attributes.category, attributes.brand, attributes.price, self.item_content,
+                                self.popularity)
 
     def add_items(self, item_ids: np.ndarray, item_text: np.ndarray, attributes: ItemAttributes | None = None) -> None:
         """Make products unseen in training recommendable: candidate vectors from their content.
@@ -144,6 +158,16 @@ class Recommender:
         self._item_index = pd.Index(self.item_ids)
         self.n_items = len(self.item_ids)
         self.index = make_index(self.item_vectors, self.ann_min_items, self.ann_ef_search)
+        keep_attributes = ItemAttributes(np.asarray(attributes.category, dtype=str)[keep],
+                                         np.asarray(attributes.brand, dtype=str)[keep],
+                                         np.asarray(attributes.price, dtype=np.float32)[keep])
+        self.attributes = ItemAttributes(
+            np.concatenate([np.asarray(self.attributes.category, dtype=str), keep_attributes.category]),
+            np.concatenate([np.asarray(self.attributes.brand, dtype=str), keep_attributes.brand]),
+            np.concatenate([np.asarray(self.attributes.price, dtype=np.float32), keep_attributes.price]))
+        self.stage = RankingStage(self.stage.sources.resized(self.n_items), self.stage.ranker, self.stage.config,
+                                  self.stage.report)
+        self.tables = self._tables()
 
     @property
     def version(self) -> str:
@@ -172,14 +196,16 @@ class Recommender:
             raise KeyError(f"users not in the model: {missing[:5]}")
         return np.asarray(self.user_vectors[positions], dtype=np.float32)
 
-    def content_vectors(self, histories: list[History]) -> np.ndarray:
-        """Run the query tower on history-derived features (id in the OOV bucket).
+    def content_vectors(self, histories: list[History], user_ids: list[str] | None = None) -> np.ndarray:
+        """Run the query tower on history-derived features: the one place the tower runs at request time.
 
         Each history is cut to the model's window (its ``history_length`` most recent
         interactions), exactly as the published shopper vectors were.
 
         Args:
             histories: m shopper histories.
+            user_ids: m ids for the id embedding ("" or an unknown id: the out-of-vocabulary bucket);
+                None: all out of vocabulary.
 
         Returns:
             (m, d) float32 query vectors.
@@ -203,7 +229,7 @@ class Recommender:
         positions, weights, _ = user_windows(joined, self.history_length, half_life_days=self.history_half_life_days)
         tower = self.bundle.query_tower()
         vectors = tower.serve(
-            user_id=tf.constant([""] * len(histories)),
+            user_id=tf.constant([""] * len(histories) if user_ids is None else [str(u) for u in user_ids]),
             user_text=tf.constant(texts),
             user_behaviour=tf.constant(pooled_vectors(positions, weights, content)),
             history=tf.constant(window_ids(positions, self.item_ids)),
@@ -232,6 +258,18 @@ class Recommender:
         row = self.popularity if allowed is None else self.popularity + penalty(allowed)
         return top_k(np.tile(row, (len(exclude), 1)), k, exclude, copy=False)
 
+    def history_batch(self, histories: list[History]) -> HistoryBatch:
+        """Item positions and times of m histories, oldest first (ids not in the bundle dropped)."""
+        items, stamps = [], []
+        for history in histories:
+            positions = _lookup(self._item_index, history.item_ids)
+            keep = positions >= 0
+            times = np.asarray(history.timestamps, dtype=np.int64)[keep]
+            order = np.argsort(times, kind="stable")
+            items.append(positions[keep][order])
+            stamps.append(times[order])
+        return HistoryBatch(items, stamps)
+
     def recommend(self, user_ids: list[str], histories: dict[str, History], k: int,
                   allowed: np.ndarray | None = None, *, exclude_seen: bool = True) -> dict[str, Ranking]:
         """Top-k for each shopper with the best strategy available.
@@ -250,22 +288,31 @@ class Recommender:
         seen = {u: self.item_positions(histories.get(u, empty).item_ids) for u in user_ids}
         nothing = np.zeros(0, dtype=np.int64)
         exclude = seen if exclude_seen else {u: nothing for u in user_ids}
-        known = [u for u in user_ids if self.knows_user(u)]
-        content = [u for u in user_ids if not self.knows_user(u) and u in histories
-                   and (len(seen[u]) > 0 or histories[u].text is not None)]
-        popular = [u for u in user_ids if u not in set(known) | set(content)]
+        described = [u for u in user_ids if u in histories
+                     and (len(seen[u]) > 0 or histories[u].text is not None)]
+        described_set = set(described)
+        stored = [u for u in user_ids if u not in described_set and self.knows_user(u)]
+        ranked_users = described + stored
+        popular = [u for u in user_ids if u not in described_set and u not in set(stored)]
         results: dict[str, Ranking] = {}
-        for group, strategy in ((known, TWO_TOWER), (content, CONTENT), (popular, POPULAR)):
-            if not group:
-                continue
-            excl = [exclude[u] for u in group]
-            if strategy == TWO_TOWER:
-                positions, scores = self.rank(self.known_user_vectors(group), excl, k, allowed)
-            elif strategy == CONTENT:
-                positions, scores = self.rank(self.content_vectors([histories[u] for u in group]), excl, k, allowed)
-            else:
-                positions, scores = self.popular(excl, k, allowed)
-            for row, user in enumerate(group):
+        if ranked_users:
+            parts = []
+            if described:
+                parts.append(self.content_vectors([histories[u] for u in described],
+                                                  [u if self.knows_user(u) else "" for u in described]))
+            if stored:
+                parts.append(self.known_user_vectors(stored))
+            query = np.concatenate(parts)
+            batch = self.history_batch([histories.get(u, empty) for u in ranked_users])
+            positions, scores = self.stage.rank(query, self.item_vectors, self.index, self.tables, batch,
+                                                [exclude[u] for u in ranked_users], k, allowed)
+            for row, user in enumerate(ranked_users):
                 valid = positions[row] >= 0
+                strategy = TWO_TOWER if self.knows_user(user) else CONTENT
                 results[user] = Ranking(strategy, positions[row][valid], scores[row][valid])
+        if popular:
+            positions, scores = self.popular([exclude[u] for u in popular], k, allowed)
+            for row, user in enumerate(popular):
+                valid = positions[row] >= 0
+                results[user] = Ranking(POPULAR, positions[row][valid], scores[row][valid])
         return results

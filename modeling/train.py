@@ -25,6 +25,7 @@ from modeling import artifacts
 from modeling import datasets as ds
 from modeling import runtime as _runtime  # noqa: F401
 from modeling.baselines import popularity_scores
+from modeling.candidates import HistoryBatch, fit_sources
 from modeling.embeddings import Embeddings
 from modeling.errors import TrainingError
 from modeling.features import (
@@ -40,8 +41,18 @@ from modeling.features import (
     window_ids,
     window_reviews,
 )
+from modeling.index import ExactIndex
 from modeling.metrics import CURVE_KS, evaluate_leave_last_out, leave_last_out_metrics
 from modeling.ranking import rank_users, seen_items
+from modeling.reranker import (
+    STAGE_DIR,
+    ItemTables,
+    RankingStage,
+    StageConfig,
+    batched_candidate_features,
+    fit_ranker,
+    stage_summary,
+)
 from modeling.splits import Split, leave_last_out_split
 from modeling.two_tower import (
     HISTORY,
@@ -70,6 +81,7 @@ logger = logging.getLogger(__name__)
 MIN_USERS = 2
 MIN_ITEMS = 2
 POPULARITY_HALF_LIFE_DAYS = 180.0
+RANKER_MAX_SHOPPERS = 10_000  # validation shoppers the ranking stage learns from, at most (a random sample)
 # Half-lives (days) the popularity fallback chooses from on the validation items; None: no decay.
 POPULARITY_HALF_LIVES: tuple[float | None, ...] = (30.0, 90.0, 180.0, 365.0, 730.0, None)
 
@@ -164,6 +176,9 @@ class TrainResult:
     popularity_half_life_days: float | None = POPULARITY_HALF_LIFE_DAYS
     refit_epochs: int = 0
     refit_seconds: float = 0.0
+    stage: RankingStage | None = None
+    search: dict[str, Any] | None = None
+    stage_ranked: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
 
 
 def sorted_history(interactions: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray,
@@ -314,10 +329,85 @@ def _training_dataset(history: SortedHistory, features: Features, embeddings: Em
     )
 
 
+def served_query_vectors(tower: Any, features: Features, users: np.ndarray) -> np.ndarray:
+    """Query vectors of ``users`` (m,) as the serving path computes them: without review text. Returns (m, d)."""
+    rows = Features(user_ids=features.user_ids[users], item_ids=features.item_ids,
+                    user_text=np.zeros_like(features.user_text[users]),
+                    user_behaviour=features.user_behaviour[users], history=features.history[users],
+                    history_weight=features.history_weight[users], item_text=features.item_text,
+                    attributes=features.attributes)
+    return query_vectors(tower, rows)
+
+
+def history_batch(history: SortedHistory, users: np.ndarray) -> HistoryBatch:
+    """The interactions of ``users`` (m,) in ``history``, oldest first."""
+    return HistoryBatch([history.items[history.starts[u]:history.ends[u]] for u in users],
+                        [history.timestamps[history.starts[u]:history.ends[u]] for u in users])
+
+
+def item_tables(features: Features, popularity: np.ndarray) -> ItemTables:
+    """The ranking stage's per-item inputs from the training features and a popularity vector (n_items,)."""
+    attributes = features.attributes
+    return ItemTables.build(attributes.category, attributes.brand, attributes.price, features.item_text, popularity)
+
+
+def fit_ranking_stage(model: TwoTowerModel, history: SortedHistory, features: Features, popularity: np.ndarray,
+                      val_u: np.ndarray, val_i: np.ndarray, *, seed: int = 0,
+                      say: Callable[[str], None] = logger.info) -> RankingStage:
+    """Fit the second stage on the validation items, with every source fitted without them.
+
+    The item-item and transition sources are fitted on ``history`` (the training interactions; EASE's
+    λ chosen on the validation items), the shoppers' query vectors come from the trained towers on
+    the same interactions, and the ranker learns to put each validation item first among its
+    shopper's candidates (see :func:`modeling.reranker.fit_ranker`).
+
+    Args:
+        model: the trained two-tower model.
+        history: training interactions.
+        features: features at the end of ``history``.
+        popularity: (n_items,) popularity over ``history``.
+        val_u, val_i: (v,) validation user and item positions.
+    """
+    n_users, n_items = len(features.user_ids), len(features.item_ids)
+    seen = seen_items(history.users, history.items, n_users)
+    matrix = None
+
+    def choose_l2(ease: Any) -> float:
+        nonlocal matrix
+        if matrix is None:
+            from modeling.baselines import interaction_matrix
+
+            matrix = interaction_matrix(history.users, history.items, n_users, n_items)
+        return evaluate_leave_last_out(lambda u: ease.score(matrix[u]), val_u, val_i, seen, n_items)["ndcg@10"]
+
+    sources = fit_sources(history.users, history.items, n_users, n_items,
+                          choose_l2=choose_l2 if len(val_u) else None, say=say)
+    config = StageConfig(seed=seed)
+    item_vectors = candidate_vectors(model.candidate_tower, features.item_ids, features.item_text,
+                                     features.attributes)
+    stage = RankingStage(sources, ranker=None, config=config)  # type: ignore[arg-type]
+    if len(val_u) == 0:
+        from modeling.reranker import Ranker
+
+        stage.ranker = Ranker("feature", "two_tower")
+        stage.report = {"choice": "feature:two_tower", "shoppers": 0}
+        return stage
+    if len(val_u) > RANKER_MAX_SHOPPERS:
+        keep = np.sort(np.random.default_rng(seed).choice(len(val_u), RANKER_MAX_SHOPPERS, replace=False))
+        val_u, val_i = val_u[keep], val_i[keep]
+    query = served_query_vectors(model.query_tower, features, val_u)
+    tables = item_tables(features, popularity)
+    candidates, feats = batched_candidate_features(query, item_vectors, ExactIndex(item_vectors), sources, tables,
+                                                   history_batch(history, val_u), [seen[u] for u in val_u], config)
+    stage.ranker, stage.report = fit_ranker(candidates, feats, val_i, config=config, say=say)
+    return stage
+
+
 def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTowerParams | None = None, *,
                 split: Split | None = None,
-                on_epoch: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
-    """Fit the two-tower model on a leave-last-out split of ``data``.
+                on_epoch: Callable[[dict[str, float]], None] | None = None,
+                stage: RankingStage | None = None, ranking_stage: bool = True) -> TrainResult:
+    """Fit the two-tower model and the ranking stage on a leave-last-out split of ``data``.
 
     Args:
         data: canonical tables.
@@ -326,10 +416,14 @@ def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
         split: a precomputed split (default: :func:`leave_last_out_split`).
         on_epoch: called after each epoch with ``{"epoch", "epochs", "loss", "val_hr@10", "val_ndcg@10"}``;
             ``loss`` is the epoch's mean loss per training example (weighted softmax cross-entropy).
+        stage: keep this ranking stage's ranker (its sources are fitted again on ``split.train``)
+            instead of fitting one on the validation items.
+        ranking_stage: False: the two-tower alone (a search trial); see :func:`add_ranking_stage`.
 
     Returns:
-        The trained model with validation history and test metrics of the model and of
-        the popularity baseline: ``metrics = {"two_tower": {...}, "popularity": {...}}``.
+        The trained model and ranking stage with validation history and test metrics of the
+        two-tower alone, the popularity baseline and both stages together:
+        ``metrics = {"two_tower": {...}, "popularity": {...}, "hybrid": {...}}``.
 
     Raises:
         TrainingError: when there are too few users, items or interactions.
@@ -414,12 +508,66 @@ def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
         "popularity": evaluate_leave_last_out(lambda u: np.tile(popularity, (len(u), 1)), test_u, test_i,
                                               test_seen, len(item_ids)),
     }
+    half_life = choose_popularity_half_life(history, val_u, val_i, seen, len(item_ids))
     examples = len(history.items) * len(history_log)
-    return TrainResult(model=model, params=params, metrics=metrics, history=history_log, best_epoch=best_epoch,
-                       examples_per_second=examples / train_seconds if train_seconds else 0.0,
-                       train_seconds=train_seconds, test_ranked=test_ranked, test_items=test_i,
-                       popularity_half_life_days=choose_popularity_half_life(history, val_u, val_i, seen,
-                                                                             len(item_ids)))
+    result = TrainResult(model=model, params=params, metrics=metrics, history=history_log, best_epoch=best_epoch,
+                         examples_per_second=examples / train_seconds if train_seconds else 0.0,
+                         train_seconds=train_seconds, test_ranked=test_ranked, test_items=test_i,
+                         popularity_half_life_days=half_life)
+    if ranking_stage:
+        _attach_stage(result, history, features, (val_u, val_i), test_history, test_features, (test_u, test_i),
+                      test_seen, stage)
+    return result
+
+
+def _attach_stage(result: TrainResult, history: SortedHistory, features: Features,
+                  validation: tuple[np.ndarray, np.ndarray], test_history: SortedHistory, test_features: Features,
+                  test: tuple[np.ndarray, np.ndarray], test_seen: list[np.ndarray],
+                  stage: RankingStage | None = None) -> None:
+    """Fit (or re-source) the ranking stage of ``result`` and measure both stages on the test items."""
+    n_users, n_items = len(features.user_ids), len(features.item_ids)
+    recent = recent_popularity(history.items, history.weights, history.timestamps, n_items,
+                               half_life_days=result.popularity_half_life_days)
+    if stage is None:
+        stage = fit_ranking_stage(result.model, history, features, recent, *validation, seed=result.params.seed,
+                                  say=logger.info)
+    else:  # the ranker of an earlier run, over sources fitted on these interactions
+        stage = RankingStage(fit_sources(history.users, history.items, n_users, n_items, l2=stage.sources.l2),
+                             stage.ranker, stage.config, stage.report)
+    result.stage = stage
+    test_u, test_i = test
+    if len(test_u):
+        item_vectors = candidate_vectors(result.model.candidate_tower, features.item_ids, features.item_text,
+                                         features.attributes)
+        query = served_query_vectors(result.model.query_tower, test_features, test_u)
+        tables = item_tables(features, recent)
+        result.stage_ranked, _ = stage.rank(query, item_vectors, ExactIndex(item_vectors), tables,
+                                            history_batch(test_history, test_u), [test_seen[u] for u in test_u],
+                                            max(CURVE_KS))
+        result.metrics["hybrid"] = leave_last_out_metrics(result.stage_ranked, test_i, n_items)
+
+
+def add_ranking_stage(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings, split: Split) -> None:
+    """Fit the ranking stage of a model trained without one (``train_model(..., ranking_stage=False)``) on ``split``."""
+    user_ids = data.users[ds.USER_ID].astype(str).to_numpy()
+    item_ids = data.items[ds.ITEM_ID].astype(str).to_numpy()
+    params = result.params
+
+    def at_end_of(frame: pd.DataFrame) -> tuple[SortedHistory, Features]:
+        history = sorted_history(frame, user_ids, item_ids, embeddings)
+        return history, build_features(history, user_ids, item_ids, embeddings, data.items, params.history_length,
+                                       params.history_half_life_days)
+
+    def positions(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        u, i = _positions(frame, user_ids, item_ids)
+        ok = (u >= 0) & (i >= 0)
+        return u[ok], i[ok]
+
+    history, features = at_end_of(split.train)
+    test_history, test_features = at_end_of(pd.concat([split.train, split.validation], ignore_index=True))
+    test_seen = seen_items(test_history.users, test_history.items, len(user_ids))
+    _attach_stage(result, history, features, positions(split.validation), test_history, test_features,
+                  positions(split.test), test_seen)
 
 
 def refit_model(data: ds.CanonicalData, embeddings: Embeddings, measured: TrainResult, *,
@@ -451,7 +599,8 @@ def refit_model(data: ds.CanonicalData, embeddings: Embeddings, measured: TrainR
     split = Split(train=data.interactions if split is None else split.train, validation=nothing,
                   test=nothing if split is None else split.test)
     marked = None if on_epoch is None else (lambda row: on_epoch({**row, "refit": True}))
-    refit = train_model(data, embeddings, replace(measured.params, epochs=epochs), split=split, on_epoch=marked)
+    refit = train_model(data, embeddings, replace(measured.params, epochs=epochs), split=split, on_epoch=marked,
+                        stage=measured.stage)
     measured_test = len(split.test) > 0
     return TrainResult(
         model=refit.model, params=measured.params,
@@ -461,50 +610,62 @@ def refit_model(data: ds.CanonicalData, embeddings: Embeddings, measured: TrainR
         test_ranked=refit.test_ranked if measured_test else measured.test_ranked,
         test_items=refit.test_items if measured_test else measured.test_items,
         popularity_half_life_days=measured.popularity_half_life_days,
-        refit_epochs=epochs, refit_seconds=refit.train_seconds,
+        refit_epochs=epochs, refit_seconds=refit.train_seconds, stage=refit.stage, search=measured.search,
+        stage_ranked=refit.stage_ranked if measured_test else measured.stage_ranked,
     )
 
 
 def training_fingerprint(data_fingerprint: str, embeddings_fingerprint: str, params: TwoTowerParams, *,
-                         refit: bool = False) -> str:
-    """Identifies a training run's inputs: data, embeddings, parameters and whether the model is refitted."""
+                         refit: bool = False, budget_seconds: float = 0.0) -> str:
+    """Identifies a training run's inputs: data, embeddings, parameters, search budget and refit choice."""
     payload = json.dumps({"data": data_fingerprint, "embeddings": embeddings_fingerprint,
                           "params": params.to_dict(), "format": artifacts.BUNDLE_FORMAT,
-                          **({"refit": True} if refit else {})}, sort_keys=True)
+                          **({"refit": True} if refit else {}),
+                          **({"budget_seconds": budget_seconds} if budget_seconds > 0 else {})}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings, models_dir: Path | str, *,
-            version: str | None = None) -> Path:
-    """Write the trained model as a bundle (not activated).
+            version: str | None = None, interactions: pd.DataFrame | None = None,
+            fingerprint: str | None = None) -> Path:
+    """Write the trained model and its ranking stage as a bundle (not activated).
 
-    Known-shopper vectors use features from each shopper's history window at the end of all
-    interactions; popularity is recent popularity over every interaction, with the half-life
-    chosen on the validation items (see :func:`choose_popularity_half_life`).
+    Known-shopper vectors use features from each shopper's history window at the end of
+    ``interactions``; popularity is recent popularity over them, with the half-life chosen on the
+    validation items (see :func:`choose_popularity_half_life`); the ranking stage's item-item and
+    transition sources are fitted again on them (with the λ chosen in training), its ranker kept.
+
+    Args:
+        interactions: what the bundle may know (default: every interaction of ``data``; the
+            evaluation passes the interactions its models were fitted on).
+        fingerprint: the run's :func:`training_fingerprint` (default: from the result's parameters, no search).
 
     Returns:
         The bundle directory.
     """
     import tensorflow as tf
 
+    interactions = data.interactions if interactions is None else interactions
     user_ids = data.users[ds.USER_ID].astype(str).to_numpy()
     item_ids = data.items[ds.ITEM_ID].astype(str).to_numpy()
-    history = sorted_history(data.interactions, user_ids, item_ids, embeddings)
+    history = sorted_history(interactions, user_ids, item_ids, embeddings)
     features = build_features(history, user_ids, item_ids, embeddings, data.items, result.params.history_length,
                               result.params.history_half_life_days)
     user_vectors, item_vectors = tower_vectors(result.model, features)
-    _, all_items = _positions(data.interactions, user_ids, item_ids)
     arrays = artifacts.BundleArrays(
         item_ids=item_ids,
         item_vectors=item_vectors,
         item_content=features.item_text,
         user_ids=user_ids,
         user_vectors=user_vectors,
-        popularity=recent_popularity(all_items[all_items >= 0],
-                                     data.interactions[ds.WEIGHT].to_numpy()[all_items >= 0],
-                                     data.interactions[ds.TIMESTAMP].to_numpy()[all_items >= 0], len(item_ids),
+        popularity=recent_popularity(history.items, history.weights, history.timestamps, len(item_ids),
                                      half_life_days=result.popularity_half_life_days),
     )
+    if result.stage is None:
+        raise TrainingError("the trained model has no ranking stage")
+    stage = RankingStage(fit_sources(history.users, history.items, len(user_ids), len(item_ids),
+                                     l2=result.stage.sources.l2), result.stage.ranker, result.stage.config,
+                         result.stage.report)
     text_dim = embeddings.dim
 
     def save_towers(directory: Path) -> None:
@@ -512,13 +673,14 @@ def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings,
                             str(directory / artifacts.QUERY_TOWER_DIR))
         tf.saved_model.save(CandidateTowerServer(result.model.candidate_tower, text_dim),
                             str(directory / artifacts.CANDIDATE_TOWER_DIR))
+        stage.save(directory / STAGE_DIR, features.attributes)
 
     manifest: dict[str, Any] = {
         "model": "two_tower",
         "data_fingerprint": data.fingerprint,
         "embeddings": {k: embeddings.manifest.get(k) for k in ("fingerprint", "model_name", "dim", "created")},
-        "training_fingerprint": training_fingerprint(data.fingerprint, embeddings.manifest["fingerprint"],
-                                                     result.params, refit=result.refit_epochs > 0),
+        "training_fingerprint": fingerprint or training_fingerprint(
+            data.fingerprint, embeddings.manifest["fingerprint"], result.params, refit=result.refit_epochs > 0),
         "refit_epochs": result.refit_epochs,
         "refit_seconds": round(result.refit_seconds, 2),
         "params": result.params.to_dict(),
@@ -529,6 +691,8 @@ def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings,
         "examples_per_second": round(result.examples_per_second, 1),
         "data_counts": data.counts(),
         "popularity_half_life_days": result.popularity_half_life_days,
+        "ranking_stage": stage_summary(stage),
+        "search": result.search,
     }
     return artifacts.write_bundle(models_dir, arrays, manifest, save_towers, version=version)
 

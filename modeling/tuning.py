@@ -74,7 +74,7 @@ def random_search(data: ds.CanonicalData, embeddings: Embeddings, base: TwoTower
     log: list[dict[str, Any]] = []
     for n, params in enumerate(sample_params(base or TwoTowerParams(), space, trials, seed)):
         started = time.perf_counter()
-        result = train_model(data, embeddings, params, split=split)
+        result = train_model(data, embeddings, params, split=split, ranking_stage=False)
         best = result.history[result.best_epoch - 1] if result.best_epoch else {"val_ndcg@10": 0.0, "val_hr@10": 0.0}
         entry = {"trial": n, "params": params.to_dict(), "val_ndcg@10": best["val_ndcg@10"],
                  "val_hr@10": best["val_hr@10"], "best_epoch": result.best_epoch,
@@ -86,6 +86,65 @@ def random_search(data: ds.CanonicalData, embeddings: Embeddings, base: TwoTower
             on_trial(entry)
     winner = max(log, key=lambda entry: entry["val_ndcg@10"])
     return {"trials": log, "best": winner["params"], "best_trial": winner["trial"]}
+
+
+DEFAULT_BUDGET_SECONDS = 60.0
+"""Seconds ``train`` spends on the two-tower search by default (the first, default-parameter trial always runs)."""
+
+
+def budgeted_search(data: ds.CanonicalData, embeddings: Embeddings, base: TwoTowerParams | None = None, *,
+                    budget_seconds: float = DEFAULT_BUDGET_SECONDS, space: Mapping[str, Sequence[Any]] = SEARCH_SPACE,
+                    seed: int = 0, split: Split | None = None,
+                    on_trial: Callable[[dict[str, Any]], None] | None = None,
+                    on_epoch: Callable[[dict[str, float]], None] | None = None) -> Any:
+    """Train ``base``, then random draws from ``space`` while the time budget lasts; keep the best on validation.
+
+    A new trial starts only when the time left covers the last trial's duration, so the search
+    ends within about the budget (the first trial always runs). The winner (best validation
+    NDCG@10; ties keep the earlier trial) then gets its ranking stage, fitted on the same validation
+    items; the test items are only measured.
+
+    Args:
+        data, embeddings: the shop's tables and text embeddings.
+        base: the first trial's parameters (default parameters if None).
+        budget_seconds: 0: train ``base`` only.
+        on_trial: called with each trial's log entry (not when there is no budget: nothing is searched).
+        on_epoch: the first trial's epoch progress (see :func:`modeling.train.train_model`).
+
+    Returns:
+        The winning :class:`modeling.train.TrainResult`, its ``search`` set to ``{"budget_seconds",
+        "trials": [{"trial", "params", "val_ndcg@10", "val_hr@10", "best_epoch", "seconds"}], "best_trial",
+        "seconds"}``.
+    """
+    from modeling.train import add_ranking_stage, train_model
+
+    split = split or leave_last_out_split(data.interactions)
+    base = base or TwoTowerParams()
+    started = time.perf_counter()
+    log: list[dict[str, Any]] = []
+    best, best_score = None, -1.0
+    for n, params in enumerate(sample_params(base, space, 1000, seed)):
+        trial_started = time.perf_counter()
+        result = train_model(data, embeddings, params, split=split, ranking_stage=False,
+                             on_epoch=on_epoch if n == 0 else None)
+        epoch = result.history[result.best_epoch - 1] if result.best_epoch else {"val_ndcg@10": 0.0, "val_hr@10": 0.0}
+        seconds = time.perf_counter() - trial_started
+        entry = {"trial": n, "params": {k: v for k, v in params.to_dict().items() if n == 0 or k in space},
+                 "val_ndcg@10": round(float(epoch["val_ndcg@10"]), 5), "val_hr@10": round(float(epoch["val_hr@10"]), 5),
+                 "best_epoch": result.best_epoch, "seconds": round(seconds, 1)}
+        log.append(entry)
+        logger.info("search trial %d: validation NDCG@10 %.4f (%.0f s)", n, entry["val_ndcg@10"], seconds)
+        if on_trial is not None and budget_seconds > 0:
+            on_trial(entry)
+        if best is None or epoch["val_ndcg@10"] > best_score:
+            best, best_score = result, float(epoch["val_ndcg@10"])
+        if time.perf_counter() - started + seconds > budget_seconds:
+            break
+    add_ranking_stage(best, data, embeddings, split)
+    best.search = {"budget_seconds": budget_seconds, "trials": log,
+                   "best_trial": max(log, key=lambda e: (e["val_ndcg@10"], -e["trial"]))["trial"],
+                   "seconds": round(time.perf_counter() - started, 1)}
+    return best
 
 
 def read_params(path: str | Path, base: TwoTowerParams | None = None) -> TwoTowerParams:

@@ -39,12 +39,15 @@ def test_commands_build_a_serving_pipeline_and_reruns_skip(workdir: Path) -> Non
     assert "Demo data written: 120 shoppers, 50 products" in out
     assert "Imported 120 shoppers, 50 products" in run("load_data")
     assert "Embeddings written" in run("build_embeddings")
-    out = run("train", "--activate", "--refit", "--epochs", "2", "--batch-size", "128")
+    out = run("train", "--activate", "--refit", "--epochs", "2", "--batch-size", "128", "--budget", "5")
     assert "test two_tower" in out and "test popularity" in out and "ready and activated" in out
+    assert "test hybrid" in out and "search trial 0" in out and "ranking stage: " in out
     assert "refit on every interaction, epoch 1/" in out and "trained again on every interaction" in out
     version = artifacts.read_active(workdir / "models")
     manifest = artifacts.load_bundle(workdir / "models" / version).manifest
     assert 1 <= manifest["refit_epochs"] <= 2 and manifest["refit_epochs"] == manifest["best_epoch"]
+    assert manifest["search"]["budget_seconds"] == 5 and len(manifest["search"]["trials"]) >= 1
+    assert manifest["ranking_stage"]["selection"]["choice"]
     assert version and ModelVersion.objects.get(version=version).is_active
     token = run("create_staff_user", "--username", "boss", "--password", "s3cret-pass").split("API token: ")[1]
 
@@ -63,12 +66,13 @@ def test_commands_build_a_serving_pipeline_and_reruns_skip(workdir: Path) -> Non
                                          "--interactions", "1400", "--seed", "5")
     assert "import skipped" in run("load_data")
     assert "Embeddings are current" in run("build_embeddings")
-    assert "training skipped" in run("train", "--activate", "--refit", "--epochs", "2", "--batch-size", "128")
+    assert "training skipped" in run("train", "--activate", "--refit", "--epochs", "2", "--batch-size", "128",
+                                     "--budget", "5")
     assert artifacts.list_versions(workdir / "models") == [version]
     assert "curl" in run("demo_examples")
     # Without the refit it is another model (the measured one), published as a version of its own.
-    out = run("train", "--epochs", "2", "--batch-size", "128")
-    assert "refit" not in out and "trained again" not in out
+    out = run("train", "--epochs", "2", "--batch-size", "128", "--no-search")
+    assert "refit" not in out and "search trial" not in out and "trained again" not in out
     versions = artifacts.list_versions(workdir / "models")
     assert len(versions) == 2 and artifacts.load_bundle(workdir / "models" / versions[-1]).manifest["refit_epochs"] == 0
 
@@ -90,21 +94,26 @@ def test_evaluate_command_prints_a_table_and_writes_json(workdir: Path, pipeline
     import json
 
     out = run("evaluate", "--source", "amazon2018", "--path", str(pipeline.raw), "--epochs", "1",
-              "--ease-l2", "50", "--output", str(workdir / "results.json"))
+              "--ease-l2", "50", "--no-search", "--output", str(workdir / "results.json"))
     assert "model" in out and "two_tower" in out and "ease" in out
     result = json.loads((workdir / "results.json").read_text())
     baselines = {"popularity", "item_knn", "ease", "ials", "transitions", "transitions+ease"}
-    assert set(result["models"]) == baselines | {"two_tower"}
+    assert set(result["models"]) == baselines | {"two_tower", "hybrid"}
+    assert "hybrid minus each baseline" in out and result["ranking_stage"]["selection"]["choice"]
     assert set(result["cold_users"]) == {"users", "given_0", "given_1", "given_3", "fallback_given_0", "differences"}
     assert "recall@50" in result["cold_items"]["two_tower"]
     assert "Cold users" in out and "Cold items" in out and "next HR@10" in out
-    assert "minus each baseline" in out and set(result["differences"]) == baselines
+    assert "minus each baseline" in out and set(result["differences"]) == baselines | {"two_tower"}
     assert {"hr@10", "next_hr@10", "next_ndcg@10"} <= set(result["cold_users"]["given_1"]["two_tower"])
     assert result["source"]["counts"] == pipeline.data.counts()
     with pytest.raises(CommandError, match="--epochs must be at least 1"):
         run("evaluate", "--epochs", "0")
     with pytest.raises(CommandError, match="--search must be 0 or more"):
         run("evaluate", "--search", "-1")
+    with pytest.raises(CommandError, match="--budget must be 0 or more"):
+        run("evaluate", "--budget", "-3")
+    with pytest.raises(CommandError, match="--budget must be 0 or more"):
+        run("train", "--budget", "-1")
 
 
 @pytest.mark.django_db
@@ -173,7 +182,7 @@ def test_own_data_after_the_demo_replaces_the_demo_shop(workdir: Path) -> None:
 
     assert "Embeddings written" in run("build_embeddings")
     assert set(load_embeddings(workdir / "embeddings").item_ids) == set(snapshot.items[ds.ITEM_ID])
-    assert "ready and activated" in run("train", "--activate", "--epochs", "2", "--batch-size", "64")
+    assert "ready and activated" in run("train", "--activate", "--epochs", "2", "--batch-size", "64", "--no-search")
     body = APIClient().get("/recommendations", {"users": "tea-shopper-1,stranger", "k": 5}).json()
     for entry in body["recommendations"].values():
         assert entry["items"] and all(i["item_id"].startswith("TEA-") for i in entry["items"])

@@ -255,12 +255,16 @@ def model_train(
     activate: bool = False,
     force: bool = False,
     refit: bool = False,
+    budget_seconds: float = 0.0,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    on_trial: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train a two-tower model on the imported data and embeddings; publish a bundle.
+    """Train the two-tower model and its ranking stage on the imported data and embeddings; publish a bundle.
 
-    The model is first trained with every shopper's last two products held out (early stopping
-    and the reported test metrics); with ``refit`` it is then trained again on every interaction
+    The model is first trained with every shopper's last two products held out (early stopping,
+    the ranking stage and the reported test metrics); with ``budget_seconds`` > 0 other two-tower
+    parameters are tried on the same validation items while the budget lasts (see
+    :func:`modeling.tuning.budgeted_search`); with ``refit`` it is then trained again on every interaction
     for the chosen number of epochs, and that model is published (see
     :func:`modeling.train.refit_model`). Skipped (the existing version is returned) when a bundle
     trained from the same data, embeddings, parameters and refit choice exists, unless ``force``.
@@ -270,15 +274,19 @@ def model_train(
         activate: point models/ACTIVE at the result.
         force: train even when an identical run exists.
         refit: publish a model trained again on every interaction.
+        budget_seconds: time for the two-tower search (0: default parameters only).
         on_epoch: progress callback, see :func:`modeling.train.train_model`.
+        on_trial: called after each search trial with its log entry.
 
     Returns:
         ``{"version", "skipped", "activated", "metrics", "train_seconds", "examples_per_second",
-        "refit_epochs"}``.
+        "refit_epochs", "search", "ranking_stage"}``.
     """
     from modeling import datasets as ds
     from modeling import train as training
     from modeling.embeddings import load_embeddings
+    from modeling.reranker import stage_summary
+    from modeling.tuning import budgeted_search
 
     models_dir = Path(settings.RECO_MODELS_DIR)
     data = ds.read_snapshot(settings.RECO_PROCESSED_DIR)
@@ -287,23 +295,26 @@ def model_train(
         raise ApplicationError("The embeddings were built from other data; run `manage.py build_embeddings` first.",
                                code="stale_embeddings")
     fingerprint = training.training_fingerprint(data.fingerprint, embeddings.manifest["fingerprint"], params,
-                                                refit=refit)
+                                                refit=refit, budget_seconds=budget_seconds)
     existing = None if force else training.find_trained_version(models_dir, fingerprint)
     if existing is not None:
         manifest = _read_manifest(models_dir, existing)
         result = {"version": existing, "skipped": True, "metrics": manifest.get("metrics", {}),
                   "train_seconds": manifest.get("train_seconds"),
                   "examples_per_second": manifest.get("examples_per_second"),
-                  "refit_epochs": manifest.get("refit_epochs", 0)}
+                  "refit_epochs": manifest.get("refit_epochs", 0), "search": manifest.get("search"),
+                  "ranking_stage": manifest.get("ranking_stage")}
     else:
-        trained = training.train_model(data, embeddings, params, on_epoch=on_epoch)
+        trained = budgeted_search(data, embeddings, params, budget_seconds=budget_seconds, seed=params.seed,
+                                  on_trial=on_trial, on_epoch=on_epoch)
         if refit:
             trained = training.refit_model(data, embeddings, trained, on_epoch=on_epoch)
-        path = training.publish(trained, data, embeddings, models_dir)
+        path = training.publish(trained, data, embeddings, models_dir, fingerprint=fingerprint)
         result = {"version": path.name, "skipped": False, "metrics": trained.metrics,
                   "train_seconds": round(trained.train_seconds + trained.refit_seconds, 2),
                   "examples_per_second": round(trained.examples_per_second, 1),
-                  "refit_epochs": trained.refit_epochs}
+                  "refit_epochs": trained.refit_epochs, "search": trained.search,
+                  "ranking_stage": stage_summary(trained.stage) if trained.stage is not None else None}
     if activate:
         artifacts.load_bundle(models_dir / result["version"])  # refuse a broken bundle before pointing at it
         artifacts.set_active(models_dir, result["version"])

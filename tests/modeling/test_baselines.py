@@ -82,7 +82,7 @@ def test_comparison_reports_every_model_on_one_split(mid_shop: tuple) -> None:
     result = compare_leave_last_out(data, embeddings, TwoTowerParams(epochs=2, batch_size=128),
                                     ease_l2_grid=(10.0, 100.0), on_progress=messages.append)
     names = {"popularity", "item_knn", "ease", "ials", "transitions", "transitions+ease"}
-    assert set(result["models"]) == names | {"two_tower"}
+    assert set(result["models"]) == names | {"two_tower", "hybrid"}
     # Every tuned parameter comes with its validation log; a grid is widened only past a winning edge.
     ease = result["baselines"]["ease"]["l2"]
     assert result["ease_l2"] == ease["best"] == result["baselines"]["ease"]["params"]["l2"]
@@ -98,16 +98,22 @@ def test_comparison_reports_every_model_on_one_split(mid_shop: tuple) -> None:
     for name in ("item_knn", "ease", "ials", "transitions+ease"):
         assert models[name]["hr@10"] >= models["popularity"]["hr@10"] + 0.15, models
     assert models["two_tower"]["hr@10"] >= models["popularity"]["hr@10"] + 0.05, models
+    # The served path (both stages, through a published bundle and the Recommender) is at least as good as
+    # the two-tower alone and close to the best baseline on a shop too small for a learned ranker to pay.
+    assert models["hybrid"]["ndcg@10"] >= models["two_tower"]["ndcg@10"] - 0.01, models
+    assert models["hybrid"]["ndcg@10"] >= max(models[name]["ndcg@10"] for name in names) - 0.03, models
+    assert result["ranking_stage"]["selection"]["choice"] in result["ranking_stage"]["selection"]["cross_validation"]
     for name, metrics in models.items():
         assert metrics["hr@10"] == pytest.approx(result["curves"][name]["hr"]["10"])
         assert metrics["users"] == result["split"]["test_users"]
     table = format_table(result)
     assert table.splitlines()[0].split() == ["model", "hr@10", "ndcg@10", "recall@50", "coverage@10"]
-    # Two-tower minus each baseline, per user, with intervals around the difference of the means.
-    assert set(result["differences"]) == names
+    # The served model minus each baseline and the two-tower alone, per user, with intervals around the
+    # difference of the means.
+    assert set(result["differences"]) == names | {"two_tower"}
     for name, metrics in result["differences"].items():
         for metric in ("hr@10", "ndcg@10"):
-            gap = models["two_tower"][metric] - models[name][metric]
+            gap = models["hybrid"][metric] - models[name][metric]
             assert metrics[metric]["difference"] == pytest.approx(gap)
             assert metrics[metric]["low"] <= metrics[metric]["difference"] <= metrics[metric]["high"]
     assert "transitions+ease" in format_differences(result)

@@ -36,7 +36,10 @@ def test_training_history_and_metrics_are_recorded(pipeline: Pipeline) -> None:
     import json
 
     manifest = json.loads((pipeline.models / pipeline.version / "manifest.json").read_text())
-    assert set(manifest["metrics"]) == {"two_tower", "popularity"}
+    assert set(manifest["metrics"]) == {"two_tower", "popularity", "hybrid"}
+    stage = manifest["ranking_stage"]
+    assert stage["sources"]["item_item"] == "ease" and stage["sources"]["l2"] > 0
+    assert stage["selection"]["choice"] in stage["selection"]["cross_validation"]
     assert 1 <= len(manifest["history"]) <= 3
     assert manifest["params"]["epochs"] == 3
     assert manifest["examples_per_second"] > 0

@@ -83,7 +83,7 @@ def test_model_selection_notebook_runs_on_demo_data(pipeline: Pipeline, tmp_path
     assert len(images) >= 4  # metric@k curves, training curves, cold start, item map
     written = json.loads(results.read_text())
     assert set(written["models"]) == {"popularity", "item_knn", "ease", "ials", "transitions", "transitions+ease",
-                                      "two_tower"}
+                                      "two_tower", "hybrid"}
     assert len(written["search"]["trials"]) == 2
     assert written["params"]["epochs"] == 1
     assert set(written["curves"]["two_tower"]["hr"]) == {"1", "5", "10", "20", "50", "100"}

@@ -18,7 +18,8 @@ from modeling.embeddings import build_embeddings, load_embeddings
 from modeling.errors import ModelingError
 from modeling.evaluate import EASE_L2_GRID, compare_leave_last_out, format_differences, format_table
 from modeling.sources import SOURCES, load_source
-from modeling.tuning import SEARCH_SPACE, random_search, read_params
+from modeling.splits import leave_last_out_split
+from modeling.tuning import DEFAULT_BUDGET_SECONDS, SEARCH_SPACE, budgeted_search, random_search, read_params
 from modeling.two_tower import TwoTowerParams
 from recoapi.catalog.services import event_time_bounds
 
@@ -43,6 +44,11 @@ class Command(BaseCommand):
         parser.add_argument("--search", type=int, default=0, metavar="N",
                             help="First try N parameter sets (the given ones and N-1 random draws) and keep the "
                                  "best on the validation items; the log goes into --output.")
+        parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_SECONDS, metavar="SECONDS",
+                            help="As `train` does by default: after the first training, try other two-tower "
+                                 "parameters on the validation items while this many seconds last "
+                                 f"(default {DEFAULT_BUDGET_SECONDS:g}; ignored with --search).")
+        parser.add_argument("--no-search", action="store_true", help="Same as --budget 0.")
         parser.add_argument("--epochs", type=int, help="Two-tower max epochs (overrides --params).")
         parser.add_argument("--seed", type=int, default=TwoTowerParams().seed,
                             help="Seed of the two-tower model, the search and the cold-start samples.")
@@ -62,6 +68,9 @@ class Command(BaseCommand):
             raise CommandError("--epochs must be at least 1")
         if options["search"] < 0:
             raise CommandError("--search must be 0 or more")
+        budget = 0.0 if options["no_search"] or options["search"] > 0 else options["budget"]
+        if not budget >= 0:
+            raise CommandError(f"--budget must be 0 or more seconds, got {options['budget']}")
         try:
             params = read_params(options["params"]) if options["params"] else TwoTowerParams()
             overrides = {"seed": options["seed"], "epochs": options["epochs"],
@@ -82,10 +91,18 @@ class Command(BaseCommand):
                 params = TwoTowerParams.from_dict(search["best"])
                 say(f"best: trial {search['best_trial']}")
                 result["search"] = search
+            trained = None
+            if budget > 0 and options["protocols"] in ("all", "leave_last_out"):
+                self.stdout.write(f"Two-tower search on the validation items ({budget:g} s budget) ...")
+                trained = budgeted_search(data, embeddings, params, budget_seconds=budget, seed=options["seed"],
+                                          split=leave_last_out_split(data.interactions),
+                                          on_trial=lambda t: say(_trial_line(t)))
+                params = trained.params
+                result["budget_search"] = trained.search
             result["params"] = params.to_dict()
             if options["protocols"] in ("all", "leave_last_out"):
                 result.update(compare_leave_last_out(data, embeddings, params, ease_l2_grid=options["ease_l2"],
-                                                     refit=options["refit"], on_progress=say))
+                                                     refit=options["refit"], trained=trained, on_progress=say))
             if options["protocols"] in ("all", "cold"):
                 ease_l2 = result.get("ease_l2") or options["ease_l2"][0]
                 result["cold_users"] = cold_users(data, embeddings, params, seed=options["seed"], ease_l2=ease_l2,

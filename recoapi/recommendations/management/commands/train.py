@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from modeling.errors import ModelingError
-from modeling.tuning import read_params
+from modeling.tuning import DEFAULT_BUDGET_SECONDS, SEARCH_SPACE, read_params
 from modeling.two_tower import TwoTowerParams
 from recoapi.exceptions import ApplicationError
 from recoapi.recommendations.services import model_train
@@ -34,6 +34,13 @@ class Command(BaseCommand):
         parser.add_argument("--refit", action="store_true",
                             help="After measuring on held-out interactions, train again on every interaction for "
                                  "the chosen number of epochs and publish that model instead of the measured one.")
+        parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_SECONDS, metavar="SECONDS",
+                            help="Seconds for a search of two-tower parameters on this shop's validation items "
+                                 "after the first training (each further trial starts only if the time left covers "
+                                 f"the last one; default {DEFAULT_BUDGET_SECONDS:g}). The ranking stage is always "
+                                 "chosen on the validation items.")
+        parser.add_argument("--no-search", action="store_true",
+                            help="Train the given (or default) parameters only; same as --budget 0.")
         parser.add_argument("--logq-correction", action=argparse.BooleanOptionalAction, default=None,
                             help="Correct the in-batch softmax for how often popular items appear as negatives "
                                  f"(default {'on' if d.logq_correction else 'off'}).")
@@ -52,6 +59,17 @@ class Command(BaseCommand):
             raise CommandError(message) from exc
         except ModelingError as exc:
             raise CommandError(str(exc)) from exc
+        budget = 0.0 if options["no_search"] else options["budget"]
+        if budget < 0 or budget != budget:
+            raise CommandError(f"--budget must be 0 or more seconds, got {options['budget']}")
+
+        def on_trial(entry: dict[str, Any]) -> None:
+            if options["verbosity"] == 0:
+                return
+            varied = ", ".join(f"{name}={entry['params'][name]}" for name in SEARCH_SPACE if name in entry["params"])
+            tail = f"; {varied}" if entry["trial"] else " (the given parameters)"
+            self.stdout.write(f"  search trial {entry['trial']}: validation NDCG@10 {entry['val_ndcg@10']:.4f} "
+                              f"(epoch {entry['best_epoch']}, {entry['seconds']} s{tail})")
 
         def on_epoch(row: dict[str, float]) -> None:
             if options["verbosity"] == 0:
@@ -66,7 +84,7 @@ class Command(BaseCommand):
         self.stdout.write("Training the two-tower model ...")
         try:
             result = model_train(params=params, activate=options["activate"], force=options["force"],
-                                 refit=options["refit"], on_epoch=on_epoch)
+                                 refit=options["refit"], budget_seconds=budget, on_epoch=on_epoch, on_trial=on_trial)
         except (ModelingError, ApplicationError) as exc:
             raise CommandError(str(exc)) from exc
         if result["skipped"]:
@@ -75,6 +93,14 @@ class Command(BaseCommand):
         for name, values in metrics.items():
             self.stdout.write(f"  test {name:<10} HR@10 {values['hr@10']:.4f}  NDCG@10 {values['ndcg@10']:.4f}  "
                               f"Recall@50 {values['recall@50']:.4f}  coverage@10 {values['coverage@10']:.3f}")
+        search = result.get("search") or {}
+        if search.get("trials"):
+            self.stdout.write(f"  search: {len(search['trials'])} trial(s) in {search['seconds']} s (budget "
+                              f"{search['budget_seconds']:g} s); trial {search['best_trial']} kept")
+        stage = result.get("ranking_stage") or {}
+        if stage:
+            self.stdout.write(f"  ranking stage: {stage['ranker']} over {stage['sources']['item_item']} item-item, "
+                              f"transition, popular and two-tower candidates (chosen on the validation items)")
         if result.get("refit_epochs"):
             self.stdout.write(f"  (measured with each shopper's last two products held out; the published model "
                               f"was trained again on every interaction for {result['refit_epochs']} epochs)")

@@ -1,0 +1,184 @@
+"""Candidate sources of the ranking stage: item-item neighbours, first-order transitions, popularity.
+
+Each source is a sparse (n_items, n_items) matrix scored from a shopper's current history, so a
+shopper's events after training change their candidates at once. The item-item source is EASE
+(closed form, its weights pruned to each item's ``neighbours`` strongest) where the catalogue is
+small enough for its dense inverse (:data:`modeling.baselines.EASE_MAX_ITEMS`), and cosine
+item-kNN above; its λ is chosen on the validation items.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import scipy.sparse as sp
+
+if TYPE_CHECKING:  # the fitting code (evaluation baselines) loads only when sources are fitted, never in serving
+    from modeling.baselines import EASE
+
+
+logger = logging.getLogger(__name__)
+
+ITEM_ITEM_NEIGHBOURS = 200
+"""Strongest item-item weights kept per item (the bundle stores n_items x this many)."""
+EASE_L2_CHOICES: tuple[float, ...] = (10.0, 50.0, 200.0, 500.0, 1000.0)
+
+
+@dataclass
+class HistoryBatch:
+    """Histories of m shoppers as item positions, oldest first.
+
+    Attributes:
+        items: m arrays (n_u,) int64 item positions.
+        timestamps: m arrays (n_u,) int64 unix seconds.
+    """
+
+    items: list[np.ndarray]
+    timestamps: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def matrix(self, n_items: int) -> sp.csr_matrix:
+        """(m, n_items) float32 binary rows of the histories."""
+        rows = np.repeat(np.arange(len(self.items)), [len(h) for h in self.items])
+        cols = np.concatenate(self.items).astype(np.int64) if self.items else np.zeros(0, dtype=np.int64)
+        matrix = sp.csr_matrix((np.ones(len(cols), dtype=np.float32), (rows, cols)),
+                               shape=(len(self.items), n_items), dtype=np.float32)
+        matrix.data[:] = 1.0  # repeated items count once
+        return matrix
+
+    def last(self, back: int = 1) -> np.ndarray:
+        """(m,) int64: each history's ``back``-th most recent distinct-in-sequence item (-1: none)."""
+        out = np.full(len(self.items), -1, dtype=np.int64)
+        for row, items in enumerate(self.items):
+            if len(items) >= back:
+                out[row] = items[-back]
+        return out
+
+
+def keep_strongest(weights: np.ndarray | sp.spmatrix, neighbours: int) -> sp.csr_matrix:
+    """(n, n) float32 csr with only each row's ``neighbours`` largest positive entries (the diagonal dropped)."""
+    if sp.issparse(weights):
+        from modeling.baselines import _keep_neighbours
+
+        matrix = sp.csr_matrix(weights, dtype=np.float32)
+        matrix.setdiag(0.0)
+        matrix.data[matrix.data < 0] = 0.0
+        matrix.eliminate_zeros()
+        return _keep_neighbours(matrix, neighbours)
+    dense = np.asarray(weights, dtype=np.float32)
+    n = dense.shape[0]
+    keep = min(neighbours, n)
+    columns = np.argpartition(-dense, keep - 1, axis=1)[:, :keep]
+    values = np.take_along_axis(dense, columns, axis=1)
+    rows = np.repeat(np.arange(n), keep)
+    matrix = sp.csr_matrix((values.ravel(), (rows, columns.ravel())), shape=(n, n), dtype=np.float32)
+    matrix.setdiag(0.0)
+    matrix.data[matrix.data < 0] = 0.0
+    matrix.eliminate_zeros()
+    return matrix
+
+
+@dataclass
+class Sources:
+    """Fitted candidate sources over n items.
+
+    Attributes:
+        item_item: (n, n) float32 csr; row h holds the weights from history item h to other items.
+        transitions: (n, n) float32 csr; row i holds P(next item j | last item i).
+        kind: "ease" or "item_knn".
+        l2: EASE's λ (None for item-kNN).
+    """
+
+    item_item: sp.csr_matrix
+    transitions: sp.csr_matrix
+    kind: str
+    l2: float | None
+
+    @property
+    def n_items(self) -> int:
+        return int(self.item_item.shape[0])
+
+    def resized(self, n_items: int) -> Sources:
+        """The same sources over ``n_items`` >= n items (the new ones have no weights)."""
+        def grow(matrix: sp.csr_matrix) -> sp.csr_matrix:
+            grown = matrix.copy()
+            grown.resize((n_items, n_items))
+            return grown
+
+        return Sources(grow(self.item_item), grow(self.transitions), self.kind, self.l2)
+
+    def save(self, directory: Path) -> None:
+        """Write ``item_item.npz`` and ``transitions.npz`` into ``directory``."""
+        sp.save_npz(directory / "item_item.npz", self.item_item)
+        sp.save_npz(directory / "transitions.npz", self.transitions)
+
+    @classmethod
+    def load(cls, directory: Path, kind: str, l2: float | None) -> Sources:
+        """Read what :meth:`save` wrote."""
+        return cls(sp.csr_matrix(sp.load_npz(directory / "item_item.npz"), dtype=np.float32),
+                   sp.csr_matrix(sp.load_npz(directory / "transitions.npz"), dtype=np.float32), kind, l2)
+
+
+def transition_probabilities(user_idx: np.ndarray, item_idx: np.ndarray, n_items: int) -> sp.csr_matrix:
+    """(n_items, n_items) float32 row-normalised transition counts (interactions sorted by user, time)."""
+    from modeling.baselines import transition_counts
+
+    counts = transition_counts(user_idx, item_idx, n_items)
+    totals = np.asarray(counts.sum(axis=1)).ravel()
+    totals[totals == 0] = 1.0
+    return sp.csr_matrix(sp.diags(1.0 / totals) @ counts, dtype=np.float32)
+
+
+def fit_sources(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, n_items: int, *,
+                l2: float | None = None, neighbours: int = ITEM_ITEM_NEIGHBOURS,
+                choose_l2: Callable[[EASE], float] | None = None, l2_choices: Sequence[float] = EASE_L2_CHOICES,
+                say: Callable[[str], None] = lambda message: None) -> Sources:
+    """Fit the item-item and transition sources on interactions sorted by user and time.
+
+    Args:
+        user_idx, item_idx: (n,) positions, sorted by user and then time.
+        n_users, n_items: table sizes.
+        l2: EASE's λ; None: chosen from ``l2_choices`` by ``choose_l2`` (widened past a winning edge), or
+            500 without it.
+        neighbours: item-item weights kept per item.
+        choose_l2: validation score (higher is better) of a fitted dense EASE.
+
+    Returns:
+        :class:`Sources`; EASE when ``n_items <= EASE_MAX_ITEMS``, item-kNN (cosine) above.
+    """
+    from modeling.baselines import EASE, EASE_MAX_ITEMS, ItemKNN, interaction_matrix
+    from modeling.grid_search import widening_search
+
+    matrix = interaction_matrix(user_idx, item_idx, n_users, n_items)
+    transitions = transition_probabilities(user_idx, item_idx, n_items)
+    if n_items > EASE_MAX_ITEMS:
+        knn = ItemKNN(neighbours).fit(matrix)
+        return Sources(keep_strongest(knn.similarity, neighbours), transitions, "item_knn", None)
+    if l2 is None and choose_l2 is not None:
+        fitted: dict[float, EASE] = {}
+
+        def score(value: float) -> float:
+            fitted[value] = EASE(value).fit(matrix)
+            return choose_l2(fitted[value])
+
+        result = widening_search(score, l2_choices, lower=1e-3)
+        l2 = float(result.best)
+        say(f"ranking stage: item-item EASE λ={l2:g} (validation NDCG@10 {result.score:.4f})")
+        ease = fitted[l2]
+    else:
+        l2 = 500.0 if l2 is None else float(l2)
+        ease = EASE(l2).fit(matrix)
+    return Sources(keep_strongest(ease.weights, neighbours), transitions, "ease", l2)
+
+
+def source_config(sources: Sources) -> dict[str, Any]:
+    """What the manifest records of the sources."""
+    return {"item_item": sources.kind, "l2": sources.l2,
+            "item_item_weights": int(sources.item_item.nnz), "transitions": int(sources.transitions.nnz)}

@@ -1,0 +1,470 @@
+"""The ranking stage: candidates from several sources, features per candidate, a learned order.
+
+For m shoppers with query vectors (the two-tower's query tower on their current histories):
+
+1. candidates: the two-tower's top ``two_tower`` over the whole catalogue, the item-item top
+   ``item_item`` of the history, the ``transitions`` top from the last item and the ``popular``
+   most popular (at least k of them, so a filter never leaves a list short), without excluded or
+   disallowed products;
+2. :data:`FEATURES` for every (shopper, candidate);
+3. an order: a LightGBM LambdaMART model trained on positions the retrieval stage did not train on
+   (each shopper's validation item), or a single feature where cross-validation over those
+   shoppers finds no trained ranker better than it (a small shop with few validation shoppers).
+
+Both the training of the ranker and serving compute features with :func:`candidate_features`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from modeling.candidates import HistoryBatch, Sources, source_config
+from modeling.features import ItemAttributes
+from modeling.index import ItemIndex
+from modeling.ranking import top_k
+
+logger = logging.getLogger(__name__)
+
+FEATURES: tuple[str, ...] = (
+    "two_tower", "two_tower_gap", "item_item", "item_item_share", "transition_last", "transition_previous",
+    "popularity_rank", "text_history", "text_last", "category_match", "brand_match", "price_ratio",
+    "history_length", "nearest_age_days", "source_count",
+)
+"""Per (shopper, candidate): the two-tower score and its gap to the shopper's best candidate; the
+item-item score and its share of the shopper's best; transition probability from the last and the
+previous item; popularity percentile; text cosine to the history's mean text and to the last item;
+share of history items with the candidate's category and brand; log price over the history's median
+price; log history length; days between the shopper's latest interaction and the history item whose
+text is nearest to the candidate; how many sources proposed it."""
+
+SINGLE_FEATURES: tuple[str, ...] = ("two_tower", "item_item", "transition_last", "popularity_rank", "text_history")
+"""Features that also compete as rankings on their own (the ranker must beat every one of them)."""
+
+STAGE_DIR = "ranking_stage"
+ROUNDS: tuple[int, ...] = (25, 50, 100, 200, 400)
+TEXT_HISTORY = 50  # most recent history items compared by text
+
+
+@dataclass
+class StageConfig:
+    """How many candidates each source gives (per shopper)."""
+
+    two_tower: int = 100
+    item_item: int = 100
+    transitions: int = 30
+    popular: int = 30
+    folds: int = 3
+    seed: int = 0
+
+
+@dataclass
+class ItemTables:
+    """Per-item inputs of the features, aligned to item positions (n items).
+
+    Attributes:
+        category: (n,) int32 category code (-1: unknown).
+        brand: (n,) int32 brand code (-1: unknown).
+        price: (n,) float32 price (nan: unknown).
+        content: (n, t) float32 unit-norm text embeddings.
+        popularity_rank: (n,) float32 popularity percentile in [0, 1] (1: most popular).
+        popularity: (n,) float32 popularity scores (the popular source).
+    """
+
+    category: np.ndarray
+    brand: np.ndarray
+    price: np.ndarray
+    content: np.ndarray
+    popularity_rank: np.ndarray
+    popularity: np.ndarray
+
+    @classmethod
+    def build(cls, category: np.ndarray, brand: np.ndarray, price: np.ndarray, content: np.ndarray,
+              popularity: np.ndarray) -> ItemTables:
+        """From strings ("" unknown), prices (< 0 unknown), text embeddings and popularity scores."""
+        def codes(values: np.ndarray) -> np.ndarray:
+            values = np.asarray(values, dtype=str)
+            _, inverse = np.unique(values, return_inverse=True)
+            return np.where(values == "", -1, inverse).astype(np.int32)
+
+        price = np.asarray(price, dtype=np.float32)
+        popularity = np.asarray(popularity, dtype=np.float32)
+        order = np.argsort(popularity, kind="stable")
+        rank = np.empty(len(popularity), dtype=np.float32)
+        rank[order] = np.arange(len(popularity), dtype=np.float32) / max(1, len(popularity) - 1)
+        content = np.asarray(content, dtype=np.float32)
+        norms = np.linalg.norm(content, axis=1, keepdims=True)
+        return cls(codes(category), codes(brand), np.where(price >= 0, price, np.nan).astype(np.float32),
+                   np.divide(content, norms, out=np.zeros_like(content), where=norms > 0), rank, popularity)
+
+
+def _sparse_top(indices: np.ndarray, values: np.ndarray, k: int, excluded: np.ndarray,
+                allowed: np.ndarray | None) -> np.ndarray:
+    """Positions of the ``k`` largest positive ``values`` (a sparse row) that are neither excluded nor disallowed."""
+    keep = values > 0
+    if allowed is not None:
+        keep &= allowed[indices]
+    if len(excluded):
+        keep &= ~np.isin(indices, excluded)
+    indices, values = indices[keep], values[keep]
+    if len(indices) > k:
+        best = np.argpartition(-values, k - 1)[:k]
+        indices = indices[best]
+    return indices
+
+
+def _sparse_lookup(indices: np.ndarray, values: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Values of a sparse row (sorted ``indices``) at ``positions`` (0 where absent). Returns float32."""
+    if len(indices) == 0:
+        return np.zeros(len(positions), dtype=np.float32)
+    at = np.minimum(np.searchsorted(indices, positions), len(indices) - 1)
+    return np.where(indices[at] == positions, values[at], 0.0).astype(np.float32)
+
+
+def _popular_order(popularity: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
+    """Allowed item positions by decreasing popularity."""
+    order = np.argsort(-popularity, kind="stable")
+    return order if allowed is None else order[allowed[order]]
+
+
+def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemIndex, sources: Sources,
+                       tables: ItemTables, histories: HistoryBatch, exclude: Sequence[np.ndarray],
+                       allowed: np.ndarray | None, config: StageConfig, k: int,
+                       popular_order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Candidates and their features for m shoppers.
+
+    The item-item and transition scores stay sparse (only the items linked to the history are
+    touched), so the cost per shopper grows with the history and the candidates, not the catalogue,
+    except for the two-tower search itself.
+
+    Args:
+        query: (m, d) float32 query vectors.
+        item_vectors: (n, d) float32.
+        index: search over ``item_vectors``.
+        sources: item-item and transition matrices over n items.
+        tables: per-item feature inputs.
+        histories: m histories (positions, oldest first).
+        exclude: m arrays of positions never proposed.
+        allowed: optional (n,) bool mask of proposable items.
+        config: candidates per source.
+        k: the list length asked for (at least this many popular candidates).
+        popular_order: :func:`_popular_order` of ``tables.popularity`` and ``allowed``, if already known.
+
+    Returns:
+        ``(candidates (m, C) int64 with -1 pads, features (m, C, len(FEATURES)) float32)``.
+    """
+    m, n = len(histories), len(item_vectors)
+    item_item = sp.csr_matrix(histories.matrix(n) @ sources.item_item)
+    item_item.sort_indices()
+    transitions = sources.transitions
+    last, previous = histories.last(1), histories.last(2)
+    if popular_order is None:
+        popular_order = _popular_order(tables.popularity, allowed)
+    n_popular = max(config.popular, k)
+    tt_top, _ = index.search(query, min(config.two_tower, n), exclude, allowed)
+    column = {name: position for position, name in enumerate(FEATURES)}
+    rows_out: list[np.ndarray] = []
+    feats_out: list[np.ndarray] = []
+    query = np.asarray(query, dtype=np.float32)
+    for row in range(m):
+        excluded = np.asarray(exclude[row], dtype=np.int64)
+        ii_idx = item_item.indices[item_item.indptr[row]:item_item.indptr[row + 1]]
+        ii_val = item_item.data[item_item.indptr[row]:item_item.indptr[row + 1]]
+        tr_idx = pv_idx = np.zeros(0, dtype=np.int64)
+        tr_val = pv_val = np.zeros(0, dtype=np.float32)
+        if last[row] >= 0:
+            start, end = transitions.indptr[last[row]], transitions.indptr[last[row] + 1]
+            tr_idx, tr_val = transitions.indices[start:end], transitions.data[start:end]
+        if previous[row] >= 0:
+            start, end = transitions.indptr[previous[row]], transitions.indptr[previous[row] + 1]
+            pv_idx, pv_val = transitions.indices[start:end], transitions.data[start:end]
+        head = popular_order[: n_popular + len(excluded)]
+        popular = head[~np.isin(head, excluded)][:n_popular] if len(excluded) else head[:n_popular]
+        proposals = [tt_top[row][tt_top[row] >= 0],
+                     _sparse_top(ii_idx, ii_val, config.item_item, excluded, allowed),
+                     _sparse_top(tr_idx, tr_val, config.transitions, excluded, allowed), popular]
+        cand, count = np.unique(np.concatenate(proposals).astype(np.int64), return_counts=True)
+        feats = np.zeros((len(cand), len(FEATURES)), dtype=np.float32)
+        two_tower = np.asarray(item_vectors[cand], dtype=np.float32) @ query[row]
+        feats[:, column["two_tower"]] = two_tower
+        if len(cand):
+            feats[:, column["two_tower_gap"]] = two_tower - two_tower.max()
+        ii = _sparse_lookup(ii_idx, ii_val, cand)
+        feats[:, column["item_item"]] = ii
+        if len(cand) and ii.max() > 0:
+            feats[:, column["item_item_share"]] = ii / ii.max()
+        feats[:, column["transition_last"]] = _sparse_lookup(tr_idx, tr_val, cand)
+        feats[:, column["transition_previous"]] = _sparse_lookup(pv_idx, pv_val, cand)
+        feats[:, column["popularity_rank"]] = tables.popularity_rank[cand]
+        feats[:, column["history_length"]] = np.log1p(len(histories.items[row]))
+        feats[:, column["source_count"]] = count
+        items = histories.items[row][-TEXT_HISTORY:]
+        stamps = histories.timestamps[row][-TEXT_HISTORY:]
+        if len(items) == 0:
+            feats[:, column["nearest_age_days"]] = np.nan
+            feats[:, column["price_ratio"]] = np.nan
+        else:
+            content = tables.content[cand]
+            history_text = tables.content[items]
+            similarity = content @ history_text.T  # (C, h)
+            mean = history_text.mean(axis=0)
+            norm = float(np.linalg.norm(mean))
+            feats[:, column["text_history"]] = content @ (mean / norm) if norm > 0 else 0.0
+            feats[:, column["text_last"]] = similarity[:, -1]
+            nearest = similarity.argmax(axis=1)
+            feats[:, column["nearest_age_days"]] = (stamps[-1] - stamps[nearest]) / 86_400.0
+            cats, brands = tables.category[items], tables.brand[items]
+            feats[:, column["category_match"]] = (
+                (tables.category[cand][:, None] == cats[None, :]) & (cats[None, :] >= 0)).mean(axis=1)
+            feats[:, column["brand_match"]] = (
+                (tables.brand[cand][:, None] == brands[None, :]) & (brands[None, :] >= 0)).mean(axis=1)
+            prices = tables.price[items]
+            prices = prices[np.isfinite(prices) & (prices > 0)]
+            if len(prices):
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    feats[:, column["price_ratio"]] = np.log(tables.price[cand] / np.median(prices))
+            else:
+                feats[:, column["price_ratio"]] = np.nan
+        rows_out.append(cand)
+        feats_out.append(feats)
+    width = max((len(c) for c in rows_out), default=0)
+    candidates = np.full((m, width), -1, dtype=np.int64)
+    features = np.zeros((m, width, len(FEATURES)), dtype=np.float32)
+    for row, (cand, feats) in enumerate(zip(rows_out, feats_out, strict=True)):
+        candidates[row, : len(cand)] = cand
+        features[row, : len(cand)] = feats
+    return candidates, features
+
+
+def batched_candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemIndex, sources: Sources,
+                               tables: ItemTables, histories: HistoryBatch, exclude: Sequence[np.ndarray],
+                               config: StageConfig, *, k: int = 10, chunk: int = 256
+                               ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`candidate_features` for many shoppers, ``chunk`` at a time (shapes as there, no filter)."""
+    parts = []
+    order = _popular_order(tables.popularity, None)
+    for start in range(0, len(histories), chunk):
+        part = slice(start, start + chunk)
+        parts.append(candidate_features(query[part], item_vectors, index, sources, tables,
+                                        HistoryBatch(histories.items[part], histories.timestamps[part]),
+                                        list(exclude[part]), None, config, k, order))
+    width = max((c.shape[1] for c, _ in parts), default=0)
+    candidates = np.concatenate([np.pad(c, ((0, 0), (0, width - c.shape[1])), constant_values=-1)
+                                 for c, _ in parts]) if parts else np.zeros((0, 0), dtype=np.int64)
+    features = np.concatenate([np.pad(f, ((0, 0), (0, width - f.shape[1]), (0, 0))) for _, f in parts]
+                              ) if parts else np.zeros((0, 0, len(FEATURES)), dtype=np.float32)
+    return candidates, features
+
+
+@dataclass
+class Ranker:
+    """Orders candidates: a LightGBM booster over :data:`FEATURES`, or one feature (``kind="feature"``)."""
+
+    kind: str
+    feature: str = "two_tower"
+    booster: Any = None
+    rounds: int = 0
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """(r,) float32 scores of (r, len(FEATURES)) feature rows (higher: better)."""
+        if self.kind == "feature":
+            return np.asarray(features[:, FEATURES.index(self.feature)], dtype=np.float32)
+        if len(features) == 0:
+            return np.zeros(0, dtype=np.float32)
+        return np.asarray(self.booster.predict(features, num_threads=1), dtype=np.float32)
+
+    def order(self, candidates: np.ndarray, features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k of each row: ``(positions (m, k) int64, scores (m, k) float32)``, -1 / -inf pads."""
+        m, width = candidates.shape
+        if width == 0:  # nothing may be recommended (a filter that allows nothing new)
+            return np.full((m, k), -1, dtype=np.int64), np.full((m, k), -np.inf, dtype=np.float32)
+        scores = self.score(features.reshape(m * width, -1)).reshape(m, width)
+        scores = np.where(candidates >= 0, scores, -np.inf).astype(np.float32)
+        best, values = top_k(scores, min(k, width))
+        positions = np.where(best >= 0, np.take_along_axis(candidates, np.maximum(best, 0), axis=1), -1)
+        if positions.shape[1] < k:
+            pad = k - positions.shape[1]
+            positions = np.pad(positions, ((0, 0), (0, pad)), constant_values=-1)
+            values = np.pad(values, ((0, 0), (0, pad)), constant_values=-np.inf)
+        return positions.astype(np.int64), values
+
+
+LIGHTGBM_PARAMS: dict[str, Any] = {
+    "objective": "lambdarank", "num_leaves": 15, "learning_rate": 0.05, "min_data_in_leaf": 20,
+    "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
+    "lambdarank_truncation_level": 20, "verbosity": -1, "num_threads": 1, "deterministic": True,
+    "force_row_wise": True,
+}
+
+
+def _ndcg_at_10(positions: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """(m,) NDCG@10 of one held-out item per row."""
+    top = positions[:, :10]
+    hit = top == targets[:, None]
+    ranks = np.argmax(hit, axis=1)
+    return np.where(hit.any(axis=1), 1.0 / np.log2(ranks + 2.0), 0.0)
+
+
+def _train_booster(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray, rounds: int,
+                   seed: int) -> Any:
+    import lightgbm
+
+    labels = (candidates == targets[:, None]) & (candidates >= 0)
+    useful = labels.any(axis=1)
+    cand, feats, labs = candidates[useful], features[useful], labels[useful]
+    lengths = (cand >= 0).sum(axis=1)
+    rows = np.concatenate([f[:n] for f, n in zip(feats, lengths, strict=True)])
+    y = np.concatenate([lab[:n] for lab, n in zip(labs, lengths, strict=True)]).astype(np.float32)
+    data = lightgbm.Dataset(rows, y, group=lengths, feature_name=list(FEATURES), free_raw_data=True)
+    return lightgbm.train({**LIGHTGBM_PARAMS, "seed": seed}, data, num_boost_round=rounds)
+
+
+def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray, *, config: StageConfig,
+               say: Callable[[str], None] = lambda message: None) -> tuple[Ranker, dict[str, Any]]:
+    """Choose and fit the ranker on held-out positions, by cross-validation over shoppers.
+
+    Every shopper counts in the validation NDCG@10, those whose item is not among their candidates as 0,
+    so a source that finds more of them wins too. Trials: each of :data:`SINGLE_FEATURES` on its own,
+    and LambdaMART after each of :data:`ROUNDS` boosting rounds.
+
+    Args:
+        candidates: (m, C) positions, -1 pads.
+        features: (m, C, F).
+        targets: (m,) the held-out item of each shopper.
+
+    Returns:
+        ``(ranker fitted on all m shoppers, report)``; the report has every trial's mean NDCG@10
+        ("cross_validation"), the choice, the feature importances (gain) and the seconds spent.
+    """
+    started = time.perf_counter()
+    m = len(targets)
+    rng = np.random.default_rng(config.seed)
+    fold_of = rng.permutation(m) % max(2, config.folds)
+    trials: dict[str, list[np.ndarray]] = {}
+    for name in SINGLE_FEATURES:
+        ranked, _ = Ranker("feature", name).order(candidates, features, 10)
+        trials[f"feature:{name}"] = [_ndcg_at_10(ranked, targets)]
+    has_positive = ((candidates == targets[:, None]) & (candidates >= 0)).any(axis=1)
+    if has_positive.sum() >= 2 * max(2, config.folds):
+        per_round: dict[int, np.ndarray] = {r: np.zeros(m) for r in ROUNDS}
+        for fold in range(max(2, config.folds)):
+            test = fold_of == fold
+            booster = _train_booster(candidates[~test], features[~test], targets[~test], max(ROUNDS), config.seed)
+            for rounds in ROUNDS:
+                ranker = Ranker("lightgbm", booster=_Truncated(booster, rounds))
+                ranked, _ = ranker.order(candidates[test], features[test], 10)
+                per_round[rounds][test] = _ndcg_at_10(ranked, targets[test])
+        for rounds, values in per_round.items():
+            trials[f"lightgbm:{rounds}"] = [values]
+    means = {name: float(np.mean(values[0])) if m else 0.0 for name, values in trials.items()}
+    choice = max(means, key=lambda name: (means[name], name.startswith("lightgbm")))
+    report: dict[str, Any] = {"shoppers": int(m), "with_item_in_candidates": int(has_positive.sum()),
+                              "cross_validation": {name: round(v, 5) for name, v in means.items()},
+                              "choice": choice}
+    if choice.startswith("lightgbm"):
+        rounds = int(choice.split(":")[1])
+        booster = _train_booster(candidates, features, targets, rounds, config.seed)
+        ranker = Ranker("lightgbm", booster=booster, rounds=rounds)
+        gains = booster.feature_importance(importance_type="gain")
+        total = float(gains.sum()) or 1.0
+        report["importance"] = {name: round(float(g) / total, 4) for name, g in zip(FEATURES, gains, strict=True)}
+    else:
+        ranker = Ranker("feature", choice.split(":")[1])
+    report["seconds"] = round(time.perf_counter() - started, 2)
+    best_single = max((v for name, v in means.items() if name.startswith("feature")), default=0.0)
+    say(f"ranking stage: {choice} chosen by {max(2, config.folds)}-fold cross-validation on {m} validation "
+        f"shoppers (NDCG@10 {means[choice]:.4f}; best single feature {best_single:.4f})")
+    return ranker, report
+
+
+class _Truncated:
+    """A booster predicting with its first ``rounds`` trees."""
+
+    def __init__(self, booster: Any, rounds: int) -> None:
+        self.booster, self.rounds = booster, rounds
+
+    def predict(self, features: np.ndarray, num_threads: int = 1) -> np.ndarray:
+        return self.booster.predict(features, num_iteration=self.rounds, num_threads=num_threads)
+
+
+@dataclass
+class RankingStage:
+    """The second stage in a bundle: candidate sources, item tables' raw inputs and the ranker."""
+
+    sources: Sources
+    ranker: Ranker
+    config: StageConfig = field(default_factory=StageConfig)
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def rank(self, query: np.ndarray, item_vectors: np.ndarray, index: ItemIndex, tables: ItemTables,
+             histories: HistoryBatch, exclude: Sequence[np.ndarray], k: int,
+             allowed: np.ndarray | None = None, *, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k for m shoppers: ``(positions (m, k) int64, scores (m, k) float32)``, -1 / -inf pads."""
+        m = len(histories)
+        out_pos = np.full((m, k), -1, dtype=np.int64)
+        out_scores = np.full((m, k), -np.inf, dtype=np.float32)
+        popular_order = _popular_order(tables.popularity, allowed)
+        for start in range(0, m, chunk):
+            part = slice(start, min(m, start + chunk))
+            batch = HistoryBatch(histories.items[part], histories.timestamps[part])
+            candidates, features = candidate_features(query[part], item_vectors, index, self.sources, tables,
+                                                      batch, list(exclude[part]), allowed, self.config, k,
+                                                      popular_order)
+            out_pos[part], out_scores[part] = self.ranker.order(candidates, features, k)
+        return out_pos, out_scores
+
+    def save(self, directory: Path, attributes: ItemAttributes) -> None:
+        """Write the stage and the items' category, brand and price (n,) into ``directory`` (created)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        self.sources.save(directory)
+        np.save(directory / "item_category.npy", np.asarray(attributes.category, dtype=str), allow_pickle=False)
+        np.save(directory / "item_brand.npy", np.asarray(attributes.brand, dtype=str), allow_pickle=False)
+        np.save(directory / "item_price.npy", np.asarray(attributes.price, dtype=np.float32), allow_pickle=False)
+        if self.ranker.kind == "lightgbm":
+            (directory / "ranker.txt").write_text(self.ranker.booster.model_to_string(), encoding="utf-8")
+        meta = {"features": list(FEATURES), "ranker": {"kind": self.ranker.kind, "feature": self.ranker.feature,
+                                                       "rounds": self.ranker.rounds},
+                "config": asdict(self.config), "sources": source_config(self.sources), "report": self.report}
+        (directory / "stage.json").write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
+
+    @staticmethod
+    def load_attributes(directory: Path) -> ItemAttributes:
+        """The items' attributes :meth:`save` wrote."""
+        return ItemAttributes(np.load(directory / "item_category.npy", allow_pickle=False),
+                              np.load(directory / "item_brand.npy", allow_pickle=False),
+                              np.load(directory / "item_price.npy", allow_pickle=False))
+
+    @classmethod
+    def load(cls, directory: Path) -> RankingStage:
+        """Read what :meth:`save` wrote (the attributes: :meth:`load_attributes`).
+
+        Raises:
+            ValueError: when the stage was written with other features or is incomplete.
+        """
+        meta = json.loads((directory / "stage.json").read_text(encoding="utf-8"))
+        if tuple(meta.get("features", ())) != FEATURES:
+            raise ValueError(f"{directory}: ranking stage built with other features")
+        sources = Sources.load(directory, meta["sources"]["item_item"], meta["sources"].get("l2"))
+        spec = meta["ranker"]
+        booster = None
+        if spec["kind"] == "lightgbm":
+            import lightgbm
+
+            booster = lightgbm.Booster(model_str=(directory / "ranker.txt").read_text(encoding="utf-8"))
+        return cls(sources, Ranker(spec["kind"], spec.get("feature", "two_tower"), booster, spec.get("rounds", 0)),
+                   StageConfig(**meta.get("config", {})), meta.get("report", {}))
+
+
+def stage_summary(stage: RankingStage) -> dict[str, Any]:
+    """What the manifest records of a stage."""
+    return {"ranker": stage.ranker.kind if stage.ranker.kind != "feature" else f"feature:{stage.ranker.feature}",
+            "rounds": stage.ranker.rounds, "config": asdict(stage.config), "sources": source_config(stage.sources),
+            "selection": stage.report}

@@ -1,0 +1,172 @@
+"""The ranking stage: candidates from every source, features computed as stated, a ranker chosen on held-out data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from modeling.candidates import HistoryBatch, Sources, fit_sources, keep_strongest, transition_probabilities
+from modeling.features import ItemAttributes
+from modeling.index import ExactIndex
+from modeling.reranker import (
+    FEATURES,
+    ItemTables,
+    Ranker,
+    RankingStage,
+    StageConfig,
+    candidate_features,
+    fit_ranker,
+)
+
+N_ITEMS = 40
+
+
+def _tables(n: int = N_ITEMS) -> ItemTables:
+    rng = np.random.default_rng(0)
+    category = np.array([f"c{i % 4}" for i in range(n)])
+    brand = np.array(["" if i % 5 == 0 else f"b{i % 3}" for i in range(n)])
+    price = np.where(np.arange(n) % 7 == 0, -1.0, 1.0 + np.arange(n)).astype(np.float32)
+    return ItemTables.build(category, brand, price, rng.normal(size=(n, 8)).astype(np.float32),
+                            np.arange(n, dtype=np.float32)[::-1].copy())
+
+
+def _sources(n: int = N_ITEMS) -> Sources:
+    """Item i is followed by i + 1 (transitions) and is similar to i + 2 (item-item)."""
+    transitions = sp.csr_matrix((np.ones(n - 1), (np.arange(n - 1), np.arange(1, n))), shape=(n, n),
+                                dtype=np.float32)
+    item_item = sp.csr_matrix((np.full(n - 2, 0.5), (np.arange(n - 2), np.arange(2, n))), shape=(n, n),
+                              dtype=np.float32)
+    return Sources(item_item, transitions, "ease", 10.0)
+
+
+def _features(histories: HistoryBatch, exclude: list[np.ndarray], allowed: np.ndarray | None = None,
+              k: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(N_ITEMS, 4)).astype(np.float32)
+    query = rng.normal(size=(len(histories), 4)).astype(np.float32)
+    config = StageConfig(two_tower=5, item_item=5, transitions=5, popular=5)
+    candidates, features = candidate_features(query, vectors, ExactIndex(vectors), _sources(), _tables(), histories,
+                                              exclude, allowed, config, k)
+    return candidates, features, query @ vectors.T
+
+
+def test_candidates_come_from_every_source_and_features_are_what_they_say() -> None:
+    histories = HistoryBatch([np.array([10, 20]), np.array([], dtype=np.int64)],
+                             [np.array([0, 86_400 * 3]), np.array([], dtype=np.int64)])
+    exclude = [np.array([10, 20]), np.zeros(0, dtype=np.int64)]
+    candidates, features, scores = _features(histories, exclude)
+    column = {name: n for n, name in enumerate(FEATURES)}
+    first = candidates[0][candidates[0] >= 0]
+    assert 21 in first and 22 in first and 12 in first  # transition from 20, item-item of 20 and of 10
+    unseen = [int(i) for i in np.argsort(-scores[0]) if i not in (10, 20)]
+    assert set(unseen[:5]) <= set(first)  # the two-tower's top 5 (excluding seen)
+    assert {0, 1, 2, 3, 4} <= set(first)  # the most popular
+    assert not set(exclude[0]) & set(first)
+    row = {int(c): features[0, n] for n, c in enumerate(candidates[0]) if c >= 0}
+    assert row[21][column["transition_last"]] == pytest.approx(1.0)
+    for item, values in row.items():  # the previous item (10) is followed by 11 only
+        assert values[column["transition_previous"]] == pytest.approx(1.0 if item == 11 else 0.0)
+    assert row[22][column["item_item"]] == pytest.approx(0.5)
+    assert row[22][column["item_item_share"]] == pytest.approx(1.0)
+    assert row[21][column["item_item"]] == 0.0
+    for item, values in row.items():
+        assert values[column["two_tower"]] == pytest.approx(scores[0, item], rel=1e-5)
+    # category codes: 22 shares c2 with 10 (c2) and not with 20 (c0): half the history
+    assert row[22][column["category_match"]] == pytest.approx(0.5)
+    assert row[0][column["popularity_rank"]] == pytest.approx(1.0)
+    assert row[21][column["history_length"]] == pytest.approx(np.log1p(2))
+    assert {row[i][column["nearest_age_days"]] for i in row} <= {0.0, 3.0}
+    # the shopper with no history gets the two-tower's and the popular candidates only, with no history features
+    second = candidates[1][candidates[1] >= 0]
+    assert len(second) >= 5
+    assert np.isnan(features[1, 0, column["nearest_age_days"]])
+
+
+def test_a_filter_is_respected_by_every_source_and_never_leaves_a_list_short() -> None:
+    histories = HistoryBatch([np.array([10, 20])], [np.array([0, 1])])
+    allowed = np.zeros(N_ITEMS, dtype=bool)
+    allowed[30:] = True
+    candidates, _, _ = _features(histories, [np.array([10, 20])], allowed, k=8)
+    kept = candidates[0][candidates[0] >= 0]
+    assert set(kept) <= set(range(30, N_ITEMS)) and len(kept) >= 8
+
+
+def test_rank_puts_the_ranker_s_best_first_and_pads_short_lists() -> None:
+    histories = HistoryBatch([np.array([10, 20])], [np.array([0, 1])])
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(N_ITEMS, 4)).astype(np.float32)
+    stage = RankingStage(_sources(), Ranker("feature", "transition_last"), StageConfig(5, 5, 5, 5))
+    positions, scores = stage.rank(rng.normal(size=(1, 4)).astype(np.float32), vectors, ExactIndex(vectors), _tables(),
+                                   histories, [np.array([10, 20])], 3)
+    assert positions[0, 0] == 21 and scores[0, 0] == pytest.approx(1.0)
+    small = np.zeros(N_ITEMS, dtype=bool)
+    small[[5, 6]] = True
+    positions, scores = stage.rank(rng.normal(size=(1, 4)).astype(np.float32), vectors, ExactIndex(vectors),
+                                   _tables(), histories, [np.array([10, 20])], 4, small)
+    assert set(positions[0, :2]) == {5, 6} and list(positions[0, 2:]) == [-1, -1]
+
+
+def _synthetic_lists(m: int, width: int, rule: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """m lists of ``width`` candidates; the held-out item is the best by ``rule`` over the features."""
+    rng = np.random.default_rng(seed)
+    candidates = np.tile(np.arange(width), (m, 1))
+    features = rng.normal(size=(m, width, len(FEATURES))).astype(np.float32)
+    a, b = FEATURES.index("two_tower"), FEATURES.index("item_item")
+    if rule == "sum":  # neither feature alone finds it; their sum does
+        utility = features[:, :, a] + features[:, :, b]
+    else:
+        utility = features[:, :, b]
+    targets = np.argmax(utility + rng.normal(scale=0.1, size=utility.shape), axis=1)
+    return candidates, features, targets
+
+
+def test_a_learned_ranker_is_chosen_when_features_must_be_combined() -> None:
+    candidates, features, targets = _synthetic_lists(600, 30, "sum")
+    ranker, report = fit_ranker(candidates, features, targets, config=StageConfig(seed=3))
+    trials = report["cross_validation"]
+    best_single = max(v for name, v in trials.items() if name.startswith("feature:"))
+    assert report["choice"].startswith("lightgbm") and ranker.kind == "lightgbm"
+    assert trials[report["choice"]] >= best_single + 0.1, trials
+    assert sum(report["importance"][name] for name in ("two_tower", "item_item")) > 0.5
+    fresh_c, fresh_f, fresh_t = _synthetic_lists(300, 30, "sum", seed=9)
+    top, _ = ranker.order(fresh_c, fresh_f, 10)
+    single, _ = Ranker("feature", "item_item").order(fresh_c, fresh_f, 10)
+    assert (top[:, 0] == fresh_t).mean() >= (single[:, 0] == fresh_t).mean() + 0.15  # first place on new lists
+
+
+def test_one_feature_wins_where_it_alone_decides() -> None:
+    candidates, features, targets = _synthetic_lists(200, 30, "single")
+    ranker, report = fit_ranker(candidates, features, targets, config=StageConfig(seed=3))
+    assert report["cross_validation"]["feature:item_item"] > 0.9
+    assert report["cross_validation"][report["choice"]] >= report["cross_validation"]["feature:item_item"]
+
+
+def test_stage_round_trips_through_a_directory(tmp_path: Path) -> None:
+    candidates, features, targets = _synthetic_lists(200, 30, "sum")
+    ranker, report = fit_ranker(candidates, features, targets, config=StageConfig(seed=3))
+    stage = RankingStage(_sources(), ranker, StageConfig(seed=3), report)
+    attributes = ItemAttributes(np.array(["a"] * N_ITEMS), np.array([""] * N_ITEMS),
+                                np.full(N_ITEMS, -1.0, dtype=np.float32))
+    stage.save(tmp_path / "stage", attributes)
+    loaded = RankingStage.load(tmp_path / "stage")
+    assert np.array_equal(loaded.ranker.score(features[0]), ranker.score(features[0]))
+    assert (loaded.sources.item_item != stage.sources.item_item).nnz == 0
+    assert list(RankingStage.load_attributes(tmp_path / "stage").category) == ["a"] * N_ITEMS
+
+
+def test_sources_fit_transitions_and_pruned_ease_and_grow_for_new_items() -> None:
+    users = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    items = np.array([0, 1, 2, 0, 1, 3, 0, 1])
+    sources = fit_sources(users, items, 3, 5, l2=1.0, neighbours=2)
+    assert sources.transitions[0, 1] == pytest.approx(1.0)  # 0 is always followed by 1
+    assert sources.transitions[3, 0] == pytest.approx(1.0)
+    assert (np.diff(sources.item_item.indptr) <= 2).all()
+    grown = sources.resized(7)
+    assert grown.item_item.shape == (7, 7) and grown.transitions[0, 1] == pytest.approx(1.0)
+    dense = np.array([[0.0, 3.0, 1.0, -2.0], [1.0, 0.0, 2.0, 5.0], [0, 0, 0, 0], [1, 1, 1, 0]])
+    pruned = keep_strongest(dense, 2).toarray()
+    assert pruned[0].tolist() == [0.0, 3.0, 1.0, 0.0] and pruned[1].tolist() == [0.0, 0.0, 2.0, 5.0]
+    assert transition_probabilities(users, items, 5)[1].toarray().sum() == pytest.approx(1.0)
