@@ -56,7 +56,7 @@ def tune_baselines(matrix: Any, order: tuple[np.ndarray, np.ndarray], validate: 
         ``(models, tuning)``: the fitted models by name (popularity, item_knn, ease, ials, transitions,
         transitions+ease) and, per tuned model, its chosen parameters and every value tried.
     """
-    from modeling.baselines import EASE, ImplicitALS, ItemKNN, Popularity, Transitions, TransitionsEASE
+    from modeling.baselines import EASE, EASEGram, ImplicitALS, ItemKNN, Popularity, Transitions, TransitionsEASE
     from modeling.grid_search import widening_search
 
     def report(name: str, parameter: str, result: Any) -> None:
@@ -83,7 +83,9 @@ def tune_baselines(matrix: Any, order: tuple[np.ndarray, np.ndarray], validate: 
     tuning["item_knn"] = {"params": {"neighbours": int(result.best)}, "neighbours": result.to_dict()}
     full_knn = None
 
-    result = widening_search(lambda l2: keep("ease", l2, EASE(l2).fit(matrix)), ease_l2_grid, lower=1e-3)
+    gram = EASEGram(matrix)  # XᵀX once for every λ tried
+    result = widening_search(lambda l2: keep("ease", l2, EASE(l2).fit(matrix, gram=gram)), ease_l2_grid, lower=1e-3)
+    gram = None
     report("ease", "λ", result)
     models["ease"] = kept.pop("ease")[2]
     tuning["ease"] = {"params": {"l2": result.best}, "l2": result.to_dict()}

@@ -8,6 +8,7 @@ import scipy.sparse as sp
 
 from modeling.baselines import (
     EASE,
+    EASEGram,
     ImplicitALS,
     ItemKNN,
     Popularity,
@@ -215,3 +216,44 @@ def test_item_knn_similarity_is_sparse_and_keeps_the_closest_neighbours() -> Non
     assert (np.diff(knn.similarity.indptr) == 1).all()  # one neighbour each, within the item's group
     rows, cols = knn.similarity.nonzero()
     assert ((rows < 3) == (cols < 3)).all()
+
+
+def ease_by_inverse(matrix: sp.csr_matrix, l2: float) -> np.ndarray:
+    """EASE's weights by the textbook formula with a general inverse (the reference)."""
+    gram = (matrix.T @ matrix).toarray().astype(np.float64) + l2 * np.eye(matrix.shape[1])
+    inverse = np.linalg.inv(gram)
+    weights = inverse / -np.diag(inverse)
+    np.fill_diagonal(weights, 0.0)
+    return weights
+
+
+@pytest.mark.parametrize("block", [7, 512])  # several row blocks with a ragged last one, and one block
+def test_ease_cholesky_in_place_equals_the_general_inverse_for_every_lambda(monkeypatch, block: int) -> None:
+    from modeling import baselines
+
+    monkeypatch.setattr(baselines, "_EASE_BLOCK", block)
+    rng = np.random.default_rng(3)
+    matrix = sp.csr_matrix((rng.random((60, 25)) < 0.3).astype(np.float32))
+    gram = EASEGram(matrix)
+    for l2 in (0.5, 10.0, 500.0):
+        expected = ease_by_inverse(matrix, l2)
+        fitted = EASE(l2).fit(matrix)
+        assert fitted.weights.dtype == np.float32 and fitted.subset is None
+        np.testing.assert_allclose(fitted.weights, expected, rtol=1e-5, atol=1e-6)
+        # One Gram matrix serves every λ and gives exactly what a fit of its own gives.
+        assert np.array_equal(EASE(l2).fit(matrix, gram=gram).weights, fitted.weights)
+    assert gram.gram.tolist() == (matrix.T @ matrix).toarray().tolist()  # the cache is not overwritten
+
+
+def test_ease_gram_of_a_subset_is_reused_and_checked() -> None:
+    rng = np.random.default_rng(4)
+    matrix = sp.csr_matrix((rng.random((50, 20)) < 0.3).astype(np.float32))
+    gram = EASEGram(matrix, max_items=12)
+    cached, fresh = EASE(5.0, max_items=12).fit(matrix, gram=gram), EASE(5.0, max_items=12).fit(matrix)
+    assert cached.subset.tolist() == fresh.subset.tolist() and len(cached.subset) == 12
+    assert np.array_equal(cached.weights, fresh.weights)
+    np.testing.assert_allclose(cached.weights, ease_by_inverse(matrix[:, cached.subset], 5.0), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="Gram matrix"):
+        EASE(5.0).fit(matrix, gram=gram)  # another size limit
+    with pytest.raises(ValueError, match="Gram matrix"):
+        EASE(5.0, max_items=12).fit(matrix[:, :15], gram=gram)  # another matrix
