@@ -12,6 +12,8 @@ fitted with ``fit_sequences`` on time-ordered interactions instead of ``fit``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import numpy as np
 import scipy.sparse as sp
@@ -42,6 +44,10 @@ class Popularity:
 
     name = "popularity"
 
+    def params(self) -> dict[str, float]:
+        """The parameters :func:`fit_baseline` fits this model with."""
+        return {}
+
     def fit(self, matrix: sp.csr_matrix) -> Popularity:
         """Args: matrix (n_users, n_items) training interactions."""
         self.scores = np.asarray(matrix.sum(axis=0)).ravel().astype(np.float32)
@@ -66,6 +72,10 @@ class ItemKNN:
 
     def __init__(self, neighbours: int = 100) -> None:
         self.neighbours = neighbours
+
+    def params(self) -> dict[str, float]:
+        """The parameters :func:`fit_baseline` fits this model with."""
+        return {"neighbours": self.neighbours}
 
     def fit(self, matrix: sp.csr_matrix) -> ItemKNN:
         """Args: matrix (n_users, n_items) binary training interactions."""
@@ -273,6 +283,10 @@ class Transitions:
     name = "transitions"
     sequential = True
 
+    def params(self) -> dict[str, float]:
+        """The parameters :func:`fit_baseline` fits this model with."""
+        return {}
+
     def fit_sequences(self, matrix: sp.csr_matrix, user_idx: np.ndarray, item_idx: np.ndarray) -> Transitions:
         """Args: matrix (n_users, n_items) binary training interactions; user_idx, item_idx (n,) by user, time."""
         counts = transition_counts(user_idx, item_idx, matrix.shape[1])
@@ -316,6 +330,10 @@ class TransitionsEASE:
         self.l2 = l2
         self.weight = weight
 
+    def params(self) -> dict[str, float]:
+        """The parameters :func:`fit_baseline` fits this model with."""
+        return {"l2": self.l2, "weight": self.weight}
+
     def fit_sequences(self, matrix: sp.csr_matrix, user_idx: np.ndarray, item_idx: np.ndarray,
                       *, ease: EASE | None = None, transitions: Transitions | None = None) -> TransitionsEASE:
         """Fits both parts (an EASE with ``l2`` and transitions already fitted on the same data can be passed in)."""
@@ -358,6 +376,11 @@ class ImplicitALS:
         self.iterations = iterations
         self.seed = seed
 
+    def params(self) -> dict[str, float]:
+        """The parameters :func:`fit_baseline` fits this model with (the seed is given apart)."""
+        return {"factors": self.factors, "regularization": self.regularization, "alpha": self.alpha,
+                "iterations": self.iterations}
+
     def fit(self, matrix: sp.csr_matrix) -> ImplicitALS:
         """Args: matrix (n_users, n_items) binary training interactions."""
         from implicit.cpu.als import AlternatingLeastSquares
@@ -375,3 +398,88 @@ class ImplicitALS:
         histories = sp.csr_matrix(histories, dtype=np.float32)
         vectors = self.model.recalculate_user(np.arange(histories.shape[0]), histories)
         return np.asarray(np.atleast_2d(vectors) @ self.model.item_factors.T, dtype=np.float32)
+
+
+class Baseline(Protocol):
+    """What every baseline offers the evaluation harness."""
+
+    name: str
+
+    def params(self) -> dict[str, float]:
+        """The parameters it was fitted with (see :func:`fit_baseline`)."""
+        ...
+
+    def score(self, histories: sp.csr_matrix, last: np.ndarray | None = None) -> np.ndarray:
+        """(m, n_items) scores of m history rows (m,) last items."""
+        ...
+
+
+BASELINES: tuple[str, ...] = ("popularity", "item_knn", "ease", "ials", "transitions", "transitions+ease")
+"""Every baseline :func:`fit_baseline` knows, in the order the evaluation reports them."""
+
+_PARAMETERS: dict[str, dict[str, type]] = {
+    "popularity": {}, "item_knn": {"neighbours": int}, "ease": {"l2": float, "max_items": int},
+    "ials": {"factors": int, "regularization": float, "alpha": float, "iterations": int}, "transitions": {},
+    "transitions+ease": {"l2": float, "weight": float}}
+
+
+def fit_baseline(name: str, params: Mapping[str, Any], matrix: sp.csr_matrix, order: tuple[np.ndarray, np.ndarray],
+                 *, seed: int = 0, parts: Mapping[str, Baseline] | None = None) -> Baseline:
+    """The baseline ``name`` fitted with ``params`` (the class defaults for those absent).
+
+    Args:
+        name: one of :data:`BASELINES`.
+        params: its parameters, as a fitted model's ``params()`` or the evaluation's tuning report
+            gives them (e.g. ``{"l2": 200.0}`` for EASE).
+        matrix: (n_users, n_items) binary training interactions.
+        order: (n,) user and (n,) item positions of the same interactions sorted by user and time
+            (for the sequential baselines).
+        seed: implicit ALS's seed.
+        parts: models already fitted on the same interactions that ``transitions+ease`` takes instead
+            of fitting its own: ``"transitions"``, and ``"ease"`` when its parameters are the blend's.
+
+    Raises:
+        ValueError: an unknown baseline or parameter.
+    """
+    if name not in _PARAMETERS:
+        raise ValueError(f"unknown baseline {name!r}")
+    unknown = set(params) - set(_PARAMETERS[name])
+    if unknown:
+        raise ValueError(f"unknown parameters of {name}: {sorted(unknown)}")
+    kwargs = {key: cast(params[key]) for key, cast in _PARAMETERS[name].items() if key in params}
+    if name == "popularity":
+        return Popularity().fit(matrix)
+    if name == "item_knn":
+        return ItemKNN(**kwargs).fit(matrix)
+    if name == "ease":
+        return EASE(**kwargs).fit(matrix)
+    if name == "ials":
+        return ImplicitALS(**kwargs, seed=seed).fit(matrix)
+    if name == "transitions":
+        return Transitions().fit_sequences(matrix, *order)
+    blend = TransitionsEASE(**kwargs)
+    parts = parts or {}
+    ease, transitions = parts.get("ease"), parts.get("transitions")
+    return blend.fit_sequences(
+        matrix, *order,
+        ease=ease if isinstance(ease, EASE) and ease.params() == EASE(blend.l2).params() else None,
+        transitions=transitions if isinstance(transitions, Transitions) else None)
+
+
+def fit_baselines(params: Mapping[str, Mapping[str, Any]], matrix: sp.csr_matrix,
+                  order: tuple[np.ndarray, np.ndarray], *, seed: int = 0,
+                  names: tuple[str, ...] = BASELINES) -> dict[str, Baseline]:
+    """Every baseline of ``names`` fitted by :func:`fit_baseline` (``transitions+ease`` reuses the
+    ``ease`` and ``transitions`` fitted before it).
+
+    Args:
+        params: ``{name: {parameter: value}}``; a baseline not in it gets the class defaults.
+        matrix, order, seed: as :func:`fit_baseline`.
+
+    Returns:
+        ``{name: fitted model}`` in the order of ``names``.
+    """
+    models: dict[str, Baseline] = {}
+    for name in names:
+        models[name] = fit_baseline(name, params.get(name, {}), matrix, order, seed=seed, parts=models)
+    return models

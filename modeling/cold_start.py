@@ -24,7 +24,7 @@ import pandas as pd
 
 from modeling import artifacts
 from modeling import datasets as ds
-from modeling.baselines import EASE, ImplicitALS, ItemKNN, Popularity, Transitions, TransitionsEASE, interaction_matrix
+from modeling.baselines import fit_baselines, interaction_matrix
 from modeling.embeddings import Embeddings
 from modeling.features import item_attributes
 from modeling.metrics import paired_bootstrap, user_hits_and_gains
@@ -134,7 +134,10 @@ def cold_users(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
         warm_u = pd.Index(warm.users[ds.USER_ID].astype(str)).get_indexer(fitted_on[ds.USER_ID].astype(str))
         warm_i = items.get_indexer(fitted_on[ds.ITEM_ID].astype(str))
         matrix = interaction_matrix(warm_u, warm_i, len(warm.users), len(items))
-        models = _fitted_baselines(matrix, warm_u, warm_i, baselines, ease_l2=ease_l2, seed=seed)
+        chosen = {name: dict(entry.get("params", {})) for name, entry in (baselines or {}).items()}
+        chosen.setdefault("ease", {}).setdefault("l2", ease_l2)
+        chosen.setdefault("transitions+ease", {}).setdefault("l2", chosen["ease"]["l2"])  # the same EASE
+        models = fit_baselines(chosen, matrix, (warm_u, warm_i), seed=seed)
         half_life = recommender.bundle.manifest.get("popularity_half_life_days")
         results: dict[str, Any] = {"users": len(cold), "fallback_given_0": (
             "every model but popularity answers with the service's fallback, recent popularity (half-life "
@@ -181,29 +184,6 @@ def cold_users(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
                 f"{given_g['popularity']['next_hr@10']:.4f}")
         results["differences"] = differences
     return results
-
-
-def _fitted_baselines(matrix: Any, user_idx: np.ndarray, item_idx: np.ndarray, baselines: dict[str, Any] | None,
-                      *, ease_l2: float, seed: int) -> dict[str, Any]:
-    """Every baseline fitted on ``matrix`` (n_users, n_items) with the parameters chosen on validation.
-
-    Args:
-        user_idx, item_idx: the interactions behind ``matrix``, sorted by user and time (for the
-            sequential baselines).
-        baselines: ``{name: {"params": {...}}}`` as :func:`modeling.evaluate.tune_baselines` reports them.
-    """
-    chosen = {name: entry.get("params", {}) for name, entry in (baselines or {}).items()}
-    ease = EASE(chosen.get("ease", {}).get("l2", ease_l2)).fit(matrix)
-    als = {"factors": 64, "regularization": 0.1, "alpha": 1.0, **chosen.get("ials", {})}
-    transitions = Transitions().fit_sequences(matrix, user_idx, item_idx)
-    return {"popularity": Popularity().fit(matrix),
-            "item_knn": ItemKNN(int(chosen.get("item_knn", {}).get("neighbours", 100))).fit(matrix),
-            "ease": ease,
-            "ials": ImplicitALS(factors=int(als["factors"]), regularization=als["regularization"],
-                                alpha=als["alpha"], seed=seed).fit(matrix),
-            "transitions": transitions,
-            "transitions+ease": TransitionsEASE(ease.l2, chosen.get("transitions+ease", {}).get("weight", 0.5))
-            .fit_sequences(matrix, user_idx, item_idx, ease=ease, transitions=transitions)}
 
 
 COLD_ITEM_MODELS: tuple[str, ...] = ("two_tower", "text_similarity", "new_first", "random")

@@ -132,22 +132,16 @@ def tune_baselines(matrix: Any, order: tuple[np.ndarray, np.ndarray], validate: 
 
 def refit_baseline(name: str, model: Any, matrix: Any, order: tuple[np.ndarray, np.ndarray], *,
                    seed: int = 0) -> Any:
-    """The baseline ``name`` fitted again with its chosen parameters on other interactions."""
-    from modeling.baselines import EASE, ImplicitALS, ItemKNN, Popularity, Transitions, TransitionsEASE
+    """The baseline ``name`` fitted again with ``model``'s parameters on other interactions.
 
-    if name == "popularity":
-        return Popularity().fit(matrix)
-    if name == "item_knn":
-        return ItemKNN(model.neighbours).fit(matrix)
-    if name == "ease":
-        return EASE(model.l2).fit(matrix)
-    if name == "transitions":
-        return Transitions().fit_sequences(matrix, *order)
-    if name == "transitions+ease":
-        return TransitionsEASE(model.l2, model.weight).fit_sequences(matrix, *order)
-    if name == "ials":
-        return ImplicitALS(model.factors, model.regularization, model.alpha, model.iterations, seed=seed).fit(matrix)
-    raise ValueError(f"unknown baseline {name!r}")
+    Args:
+        model: the fitted baseline whose ``params()`` are kept.
+        matrix: (n_users, n_items) binary interactions; order: their (n,) user and item positions
+            sorted by user and time (see :func:`modeling.baselines.fit_baseline`).
+    """
+    from modeling.baselines import fit_baseline
+
+    return fit_baseline(name, model.params(), matrix, order, seed=seed)
 
 
 def compare_leave_last_out(

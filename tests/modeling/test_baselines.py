@@ -7,6 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from modeling.baselines import (
+    BASELINES,
     EASE,
     EASEGram,
     ImplicitALS,
@@ -14,6 +15,8 @@ from modeling.baselines import (
     Popularity,
     Transitions,
     TransitionsEASE,
+    fit_baseline,
+    fit_baselines,
     interaction_matrix,
     last_items,
     transition_counts,
@@ -257,3 +260,29 @@ def test_ease_gram_of_a_subset_is_reused_and_checked() -> None:
         EASE(5.0).fit(matrix, gram=gram)  # another size limit
     with pytest.raises(ValueError, match="Gram matrix"):
         EASE(5.0, max_items=12).fit(matrix[:, :15], gram=gram)  # another matrix
+
+
+def test_fit_baseline_refits_each_model_with_its_own_parameters() -> None:
+    users = np.repeat(np.arange(12), 3)
+    items = np.concatenate([np.tile(np.arange(3), 6), np.tile(np.arange(3, 6), 6)])
+    matrix, order = interaction_matrix(users, items, 12, 6), (users, items)
+    fitted = {"popularity": Popularity().fit(matrix), "item_knn": ItemKNN(2).fit(matrix),
+              "ease": EASE(3.0).fit(matrix), "transitions": Transitions().fit_sequences(matrix, *order),
+              "transitions+ease": TransitionsEASE(3.0, 0.3).fit_sequences(matrix, *order),
+              "ials": ImplicitALS(factors=4, regularization=0.01, iterations=5, seed=2).fit(matrix)}
+    history, last = interaction_matrix(np.array([0, 0]), np.array([0, 4]), 1, 6), np.array([4])
+    for name, model in fitted.items():
+        again = fit_baseline(name, model.params(), matrix, order, seed=2)
+        assert type(again) is type(model) and again.params() == model.params()
+        assert np.allclose(again.score(history, last), model.score(history, last), atol=1e-6), name
+    # The blend takes the EASE and transitions fitted beside it, an EASE only when its λ is the blend's.
+    models = fit_baselines({"ease": {"l2": 3.0}, "transitions+ease": {"l2": 3.0, "weight": 0.3}}, matrix, order)
+    assert list(models) == list(BASELINES)
+    assert models["transitions+ease"].ease is models["ease"]
+    assert models["transitions+ease"].transitions is models["transitions"]
+    other = fit_baseline("transitions+ease", {"l2": 5.0}, matrix, order, parts=models)
+    assert other.ease is not models["ease"] and other.ease.l2 == 5.0 and other.weight == 0.5
+    with pytest.raises(ValueError, match="unknown baseline"):
+        fit_baseline("svd", {}, matrix, order)
+    with pytest.raises(ValueError, match="unknown parameters of ease"):
+        fit_baseline("ease", {"lambda": 1.0}, matrix, order)
