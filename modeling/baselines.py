@@ -12,6 +12,8 @@ fitted with ``fit_sequences`` on time-ordered interactions instead of ``fit``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import numpy as np
 import scipy.sparse as sp
@@ -42,6 +44,10 @@ class Popularity:
 
     name = "popularity"
 
+    def params(self) -> dict[str, float]:
+        """The parameters :func:`fit_baseline` fits this model with."""
+        return {}
+
     def fit(self, matrix: sp.csr_matrix) -> Popularity:
         """Args: matrix (n_users, n_items) training interactions."""
         self.scores = np.asarray(matrix.sum(axis=0)).ravel().astype(np.float32)
@@ -66,6 +72,10 @@ class ItemKNN:
 
     def __init__(self, neighbours: int = 100) -> None:
         self.neighbours = neighbours
+
+    def params(self) -> dict[str, float]:
+        """The parameters :func:`fit_baseline` fits this model with."""
+        return {"neighbours": self.neighbours}
 
     def fit(self, matrix: sp.csr_matrix) -> ItemKNN:
         """Args: matrix (n_users, n_items) binary training interactions."""
@@ -113,13 +123,90 @@ EASE_MAX_ITEMS = 10_000
 inverse needs n_items² x 8 bytes (0.8 GB at 10,000 products, 20 GB at 50,000) and its cost grows with
 n_items³ (one fit of 20,000 products took 6 minutes on 2 cores, and the evaluation fits one per λ)."""
 
+_EASE_BLOCK = 512
+"""Rows handled at once when EASE's inverse is symmetrised and scaled (bounds the temporary arrays)."""
+
+
+class EASEGram:
+    """XᵀX of one training matrix, computed once and reused by the EASE fit of every λ tried.
+
+    The Gram matrix is kept as the float32 co-occurrence counts the sparse product gives (exact integers
+    below 2²⁴ shoppers, the same values a float64 copy would hold) in half the memory of float64.
+
+    Args:
+        matrix: (n_users, n_items) binary training interactions.
+        max_items: most products fitted; above it the ``max_items`` most interacted ones (``subset``).
+
+    Attributes:
+        n_items: products of ``matrix``.
+        subset: (max_items,) sorted positions of the products fitted, or None (every product).
+        gram: (k, k) float32, k = min(n_items, max_items).
+    """
+
+    def __init__(self, matrix: sp.csr_matrix, max_items: int = EASE_MAX_ITEMS) -> None:
+        matrix = sp.csr_matrix(matrix)
+        self.n_items = matrix.shape[1]
+        self.max_items = max_items
+        self.subset: np.ndarray | None = None
+        if self.n_items > max_items:
+            counts = np.asarray(matrix.sum(axis=0)).ravel()
+            self.subset = np.sort(np.argsort(-counts, kind="stable")[:max_items])
+            logger.info("EASE fitted on the %d most interacted of %d products", max_items, self.n_items)
+            matrix = matrix[:, self.subset]
+        self.gram = np.asarray((matrix.T @ matrix).toarray(), dtype=np.float32)
+
+    def regularised(self, l2: float) -> np.ndarray:
+        """A (k, k) float64 Fortran-ordered copy of the Gram matrix with ``l2`` added to its diagonal."""
+        work = np.array(self.gram, dtype=np.float64, order="F")
+        work[np.diag_indices_from(work)] += l2
+        return work
+
+
+def ease_weights(work: np.ndarray) -> np.ndarray:
+    """EASE's weights B = I - P diag(1 / diag(P)), P = work⁻¹, with B's diagonal set to zero.
+
+    ``work`` is overwritten: it is factorised (Cholesky) and inverted in place, so the peak memory is
+    that matrix plus the float32 result.
+
+    Args:
+        work: (k, k) float64 Fortran-ordered symmetric positive definite matrix XᵀX + λI.
+
+    Returns:
+        (k, k) float32 weights.
+
+    Raises:
+        numpy.linalg.LinAlgError: when ``work`` is not positive definite.
+    """
+    from scipy.linalg import lapack
+
+    factor, info = lapack.dpotrf(work, lower=0, clean=0, overwrite_a=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"EASE: XᵀX + λI is not positive definite (dpotrf info {info})")
+    inverse, info = lapack.dpotri(factor, lower=0, overwrite_c=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"EASE: XᵀX + λI could not be inverted (dpotri info {info})")
+    k = inverse.shape[0]
+    diagonal = np.diag(inverse).copy()
+    weights = np.empty((k, k), dtype=np.float32)
+    for start in range(0, k, _EASE_BLOCK):  # only the upper triangle holds the inverse: mirror it, block by block
+        stop = min(k, start + _EASE_BLOCK)
+        inverse[start:stop, :start] = inverse[:start, start:stop].T
+        block = inverse[start:stop, start:stop]
+        lower = np.tril_indices(stop - start, -1)
+        block[lower] = block.T[lower]
+        weights[start:stop] = inverse[start:stop] / -diagonal
+    np.fill_diagonal(weights, 0.0)
+    return weights
+
 
 class EASE:
     """Embarrassingly Shallow Autoencoder (Steck, 2019): closed-form item-item weights.
 
     B = I - P diag(1 / diag(P)), P = (XᵀX + λI)⁻¹; scores = X_u B. Above ``max_items`` products
     the model is fitted on the ``max_items`` most interacted products only (``subset``); the others
-    get no weights (they are never recommended by it and do not count in a history).
+    get no weights (they are never recommended by it and do not count in a history). The inverse
+    comes from a Cholesky factorisation done in place (see :func:`ease_weights`); several λ on one
+    matrix share one :class:`EASEGram`.
 
     Args:
         l2: the regularisation λ.
@@ -132,23 +219,26 @@ class EASE:
         self.l2 = l2
         self.max_items = max_items
 
-    def fit(self, matrix: sp.csr_matrix) -> EASE:
-        """Args: matrix (n_users, n_items) binary training interactions. Cost O(min(n_items, max_items)³)."""
-        matrix = sp.csr_matrix(matrix)
-        self.n_items = matrix.shape[1]
-        self.subset: np.ndarray | None = None
-        if self.n_items > self.max_items:
-            counts = np.asarray(matrix.sum(axis=0)).ravel()
-            self.subset = np.sort(np.argsort(-counts, kind="stable")[: self.max_items])
-            logger.info("EASE fitted on the %d most interacted of %d products", self.max_items, self.n_items)
-            matrix = matrix[:, self.subset]
-        gram = (matrix.T @ matrix).toarray().astype(np.float64)
-        gram[np.diag_indices_from(gram)] += self.l2
-        inverse = np.linalg.inv(gram)
-        del gram
-        inverse /= -np.diag(inverse)
-        np.fill_diagonal(inverse, 0.0)
-        self.weights = inverse.astype(np.float32)
+    def params(self) -> dict[str, float]:
+        """The parameters :func:`fit_baseline` fits this model with."""
+        return {"l2": self.l2, "max_items": self.max_items}
+
+    def fit(self, matrix: sp.csr_matrix, *, gram: EASEGram | None = None) -> EASE:
+        """Fit on (n_users, n_items) binary training interactions. Cost O(min(n_items, max_items)³).
+
+        Args:
+            gram: the Gram matrix of this ``matrix`` already computed (with the same ``max_items``);
+                computed here when None.
+        """
+        if gram is None:
+            gram = EASEGram(matrix, self.max_items)
+        elif gram.n_items != matrix.shape[1] or gram.max_items != self.max_items:
+            raise ValueError(f"the Gram matrix is of {gram.n_items} products (at most {gram.max_items} fitted), "
+                             f"the model of {matrix.shape[1]} (at most {self.max_items})")
+        work = gram.regularised(self.l2)
+        self.n_items, self.subset = gram.n_items, gram.subset
+        del gram  # one built here is freed before the inversion
+        self.weights = ease_weights(work)
         return self
 
     def score(self, histories: sp.csr_matrix, last: np.ndarray | None = None) -> np.ndarray:
@@ -193,6 +283,10 @@ class Transitions:
     name = "transitions"
     sequential = True
 
+    def params(self) -> dict[str, float]:
+        """The parameters :func:`fit_baseline` fits this model with."""
+        return {}
+
     def fit_sequences(self, matrix: sp.csr_matrix, user_idx: np.ndarray, item_idx: np.ndarray) -> Transitions:
         """Args: matrix (n_users, n_items) binary training interactions; user_idx, item_idx (n,) by user, time."""
         counts = transition_counts(user_idx, item_idx, matrix.shape[1])
@@ -236,6 +330,10 @@ class TransitionsEASE:
         self.l2 = l2
         self.weight = weight
 
+    def params(self) -> dict[str, float]:
+        """The parameters :func:`fit_baseline` fits this model with."""
+        return {"l2": self.l2, "weight": self.weight}
+
     def fit_sequences(self, matrix: sp.csr_matrix, user_idx: np.ndarray, item_idx: np.ndarray,
                       *, ease: EASE | None = None, transitions: Transitions | None = None) -> TransitionsEASE:
         """Fits both parts (an EASE with ``l2`` and transitions already fitted on the same data can be passed in)."""
@@ -278,6 +376,11 @@ class ImplicitALS:
         self.iterations = iterations
         self.seed = seed
 
+    def params(self) -> dict[str, float]:
+        """The parameters :func:`fit_baseline` fits this model with (the seed is given apart)."""
+        return {"factors": self.factors, "regularization": self.regularization, "alpha": self.alpha,
+                "iterations": self.iterations}
+
     def fit(self, matrix: sp.csr_matrix) -> ImplicitALS:
         """Args: matrix (n_users, n_items) binary training interactions."""
         from implicit.cpu.als import AlternatingLeastSquares
@@ -295,3 +398,88 @@ class ImplicitALS:
         histories = sp.csr_matrix(histories, dtype=np.float32)
         vectors = self.model.recalculate_user(np.arange(histories.shape[0]), histories)
         return np.asarray(np.atleast_2d(vectors) @ self.model.item_factors.T, dtype=np.float32)
+
+
+class Baseline(Protocol):
+    """What every baseline offers the evaluation harness."""
+
+    name: str
+
+    def params(self) -> dict[str, float]:
+        """The parameters it was fitted with (see :func:`fit_baseline`)."""
+        ...
+
+    def score(self, histories: sp.csr_matrix, last: np.ndarray | None = None) -> np.ndarray:
+        """(m, n_items) scores of m history rows (m,) last items."""
+        ...
+
+
+BASELINES: tuple[str, ...] = ("popularity", "item_knn", "ease", "ials", "transitions", "transitions+ease")
+"""Every baseline :func:`fit_baseline` knows, in the order the evaluation reports them."""
+
+_PARAMETERS: dict[str, dict[str, type]] = {
+    "popularity": {}, "item_knn": {"neighbours": int}, "ease": {"l2": float, "max_items": int},
+    "ials": {"factors": int, "regularization": float, "alpha": float, "iterations": int}, "transitions": {},
+    "transitions+ease": {"l2": float, "weight": float}}
+
+
+def fit_baseline(name: str, params: Mapping[str, Any], matrix: sp.csr_matrix, order: tuple[np.ndarray, np.ndarray],
+                 *, seed: int = 0, parts: Mapping[str, Baseline] | None = None) -> Baseline:
+    """The baseline ``name`` fitted with ``params`` (the class defaults for those absent).
+
+    Args:
+        name: one of :data:`BASELINES`.
+        params: its parameters, as a fitted model's ``params()`` or the evaluation's tuning report
+            gives them (e.g. ``{"l2": 200.0}`` for EASE).
+        matrix: (n_users, n_items) binary training interactions.
+        order: (n,) user and (n,) item positions of the same interactions sorted by user and time
+            (for the sequential baselines).
+        seed: implicit ALS's seed.
+        parts: models already fitted on the same interactions that ``transitions+ease`` takes instead
+            of fitting its own: ``"transitions"``, and ``"ease"`` when its parameters are the blend's.
+
+    Raises:
+        ValueError: an unknown baseline or parameter.
+    """
+    if name not in _PARAMETERS:
+        raise ValueError(f"unknown baseline {name!r}")
+    unknown = set(params) - set(_PARAMETERS[name])
+    if unknown:
+        raise ValueError(f"unknown parameters of {name}: {sorted(unknown)}")
+    kwargs = {key: cast(params[key]) for key, cast in _PARAMETERS[name].items() if key in params}
+    if name == "popularity":
+        return Popularity().fit(matrix)
+    if name == "item_knn":
+        return ItemKNN(**kwargs).fit(matrix)
+    if name == "ease":
+        return EASE(**kwargs).fit(matrix)
+    if name == "ials":
+        return ImplicitALS(**kwargs, seed=seed).fit(matrix)
+    if name == "transitions":
+        return Transitions().fit_sequences(matrix, *order)
+    blend = TransitionsEASE(**kwargs)
+    parts = parts or {}
+    ease, transitions = parts.get("ease"), parts.get("transitions")
+    return blend.fit_sequences(
+        matrix, *order,
+        ease=ease if isinstance(ease, EASE) and ease.params() == EASE(blend.l2).params() else None,
+        transitions=transitions if isinstance(transitions, Transitions) else None)
+
+
+def fit_baselines(params: Mapping[str, Mapping[str, Any]], matrix: sp.csr_matrix,
+                  order: tuple[np.ndarray, np.ndarray], *, seed: int = 0,
+                  names: tuple[str, ...] = BASELINES) -> dict[str, Baseline]:
+    """Every baseline of ``names`` fitted by :func:`fit_baseline` (``transitions+ease`` reuses the
+    ``ease`` and ``transitions`` fitted before it).
+
+    Args:
+        params: ``{name: {parameter: value}}``; a baseline not in it gets the class defaults.
+        matrix, order, seed: as :func:`fit_baseline`.
+
+    Returns:
+        ``{name: fitted model}`` in the order of ``names``.
+    """
+    models: dict[str, Baseline] = {}
+    for name in names:
+        models[name] = fit_baseline(name, params.get(name, {}), matrix, order, seed=seed, parts=models)
+    return models

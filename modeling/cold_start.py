@@ -24,7 +24,7 @@ import pandas as pd
 
 from modeling import artifacts
 from modeling import datasets as ds
-from modeling.baselines import EASE, ImplicitALS, ItemKNN, Popularity, Transitions, TransitionsEASE, interaction_matrix
+from modeling.baselines import fit_baselines, interaction_matrix
 from modeling.embeddings import Embeddings
 from modeling.features import item_attributes
 from modeling.metrics import paired_bootstrap, user_hits_and_gains
@@ -90,6 +90,96 @@ def _cold_user_metrics(ranked: np.ndarray, relevant: np.ndarray, next_item: int,
     return hit, recall, float(next_hit[0]), float(next_gain[0])
 
 
+SCORE_CHUNK = 512
+"""Shoppers scored at once in the cold-start protocols (bounds the (chunk, n_items) score matrices)."""
+
+
+def _chunks(n: int) -> list[slice]:
+    """Consecutive slices of at most :data:`SCORE_CHUNK` of ``range(n)``."""
+    return [slice(start, min(n, start + SCORE_CHUNK)) for start in range(0, n, SCORE_CHUNK)]
+
+
+def _first_interactions(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The first interaction of each (user, product) in ``frame``, grouped by user.
+
+    Users come sorted (as ``groupby(sort=True)`` gives them); each user's rows keep their order in
+    ``frame`` (time order where ``frame`` is in time order).
+
+    Returns:
+        ``(rows, users (u,) str, starts (u + 1,) int64)``: user ``users[j]``'s rows are
+        ``rows.iloc[starts[j]:starts[j + 1]]``.
+    """
+    rows = frame.drop_duplicates([ds.USER_ID, ds.ITEM_ID]).sort_values(ds.USER_ID, kind="stable")
+    user_ids = rows[ds.USER_ID].astype(str).to_numpy()
+    firsts = np.flatnonzero(np.concatenate([[True], user_ids[1:] != user_ids[:-1]])) if len(rows) else np.zeros(0)
+    return rows, user_ids[firsts.astype(np.int64)], np.append(firsts, len(rows)).astype(np.int64)
+
+
+def _items_by_user(frame: pd.DataFrame, items: pd.Index) -> dict[str, np.ndarray]:
+    """Each user's distinct products in ``frame`` as (k,) int64 positions in ``items``, in the order found."""
+    rows, users, starts = _first_interactions(frame)
+    positions = items.get_indexer(rows[ds.ITEM_ID].astype(str)).astype(np.int64)
+    return {user: positions[starts[j]:starts[j + 1]] for j, user in enumerate(users)}
+
+
+def _cold_user_values(recommender: Recommender, models: dict[str, Any],
+                      found: tuple[pd.DataFrame, np.ndarray, np.ndarray], items: pd.Index,
+                      g: int) -> dict[str, list[tuple[float, float, float, float]]]:
+    """Every cold user's :data:`COLD_USER_METRICS` per model when given their first ``g`` products.
+
+    The two-tower ranks through :meth:`Recommender.recommend` and each baseline scores the history
+    rows of :data:`SCORE_CHUNK` users at once; users without a remaining product are left out.
+
+    Args:
+        models: fitted baselines by name (with nothing given, all but popularity take the two-tower's
+            fallback values).
+        found: the cold users' first interactions by user (:func:`_first_interactions`).
+        items: the catalogue, in the recommender's item order.
+
+    Returns:
+        ``{model: [values per user, users sorted]}``, the two-tower first.
+    """
+    rows, users, starts = found
+    positions = items.get_indexer(rows[ds.ITEM_ID].astype(str)).astype(np.int64)
+    item_ids = rows[ds.ITEM_ID].to_numpy(dtype=object)
+    timestamps, weights = rows[ds.TIMESTAMP].to_numpy(), rows[ds.WEIGHT].to_numpy()
+    kept: list[str] = []
+    shown, relevant, next_items = [], [], []
+    histories: dict[str, History] = {}
+    for j, user in enumerate(users):
+        start, stop = starts[j], starts[j + 1]
+        remaining = np.setdiff1d(positions[start:stop], positions[start:start + g])
+        remaining = remaining[remaining >= 0]
+        if len(remaining) == 0:
+            continue
+        kept.append(user)
+        shown.append(positions[start:start + g])
+        relevant.append(remaining)
+        next_items.append(int(positions[start + g]))
+        if g > 0:
+            histories[user] = History(item_ids[start:start + g], timestamps[start:start + g], weights[start:start + g])
+    per_user: dict[str, list[tuple[float, float, float, float]]] = {"two_tower": []}
+    for chunk in _chunks(len(kept)):
+        rankings = recommender.recommend(kept[chunk], histories, 50)
+        per_user["two_tower"] += [_cold_user_metrics(rankings[user].items, r, n)
+                                  for user, r, n in zip(kept[chunk], relevant[chunk], next_items[chunk], strict=True)]
+    rows_of = np.repeat(np.arange(len(kept)), [len(s) for s in shown])
+    history_rows = interaction_matrix(rows_of, np.concatenate([np.zeros(0, dtype=np.int64), *shown]), len(kept),
+                                      len(items))
+    last = np.array([s[-1] if g > 0 else -1 for s in shown], dtype=np.int64)
+    for name, model in models.items():
+        if g == 0 and name != "popularity":
+            per_user[name] = per_user["two_tower"]  # the same fallback for every model
+            continue
+        per_user[name] = []
+        for chunk in _chunks(len(kept)):
+            scores = model.score(history_rows[chunk], last[chunk])
+            for row, s, r, n in zip(scores, shown[chunk], relevant[chunk], next_items[chunk], strict=True):
+                row[s] = -np.inf
+                per_user[name].append(_cold_user_metrics(stable_top(row, 50), r, n))
+    return per_user
+
+
 def cold_users(data: ds.CanonicalData, embeddings: Embeddings, params: Any = None, *, fraction: float = 0.1,
                seed: int = 0, given: Sequence[int] = GIVEN, ease_l2: float = 200.0,
                baselines: dict[str, Any] | None = None,
@@ -134,41 +224,20 @@ def cold_users(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
         warm_u = pd.Index(warm.users[ds.USER_ID].astype(str)).get_indexer(fitted_on[ds.USER_ID].astype(str))
         warm_i = items.get_indexer(fitted_on[ds.ITEM_ID].astype(str))
         matrix = interaction_matrix(warm_u, warm_i, len(warm.users), len(items))
-        models = _fitted_baselines(matrix, warm_u, warm_i, baselines, ease_l2=ease_l2, seed=seed)
+        chosen = {name: dict(entry.get("params", {})) for name, entry in (baselines or {}).items()}
+        chosen.setdefault("ease", {}).setdefault("l2", ease_l2)
+        chosen.setdefault("transitions+ease", {}).setdefault("l2", chosen["ease"]["l2"])  # the same EASE
+        models = fit_baselines(chosen, matrix, (warm_u, warm_i), seed=seed)
         half_life = recommender.bundle.manifest.get("popularity_half_life_days")
         results: dict[str, Any] = {"users": len(cold), "fallback_given_0": (
             "every model but popularity answers with the service's fallback, recent popularity (half-life "
             f"{'none' if not half_life else f'{half_life:g} days'}, chosen on the validation items)")}
         differences: dict[str, Any] = {}
-        cold_rows = inter[is_cold]
+        found = _first_interactions(inter[is_cold])
         for g in given:
-            per_user: dict[str, list[tuple[float, ...]]] = {}
-            for user, rows in cold_rows.groupby(ds.USER_ID, observed=True, sort=True):
-                distinct_rows = rows.drop_duplicates(ds.ITEM_ID)
-                first = distinct_rows.iloc[:g]
-                shown = items.get_indexer(first[ds.ITEM_ID].astype(str))
-                next_item = int(items.get_indexer([str(distinct_rows[ds.ITEM_ID].iloc[g])])[0])
-                relevant = np.setdiff1d(items.get_indexer(rows[ds.ITEM_ID].astype(str)), shown)
-                relevant = relevant[relevant >= 0]
-                if len(relevant) == 0:
-                    continue
-                histories = {} if g == 0 else {str(user): History(first[ds.ITEM_ID].to_numpy(dtype=object),
-                                                                  first[ds.TIMESTAMP].to_numpy(),
-                                                                  first[ds.WEIGHT].to_numpy())}
-                ranking = recommender.recommend([str(user)], histories, 50)[str(user)]
-                scores = {"two_tower": _cold_user_metrics(ranking.items, relevant, next_item)}
-                row = interaction_matrix(np.zeros(len(shown), dtype=int), shown, 1, len(items))
-                last = np.array([shown[-1] if g > 0 else -1])
-                for name, model in models.items():
-                    if g == 0 and name != "popularity":
-                        scores[name] = scores["two_tower"]  # the same fallback for every model
-                        continue
-                    s = model.score(row, last)[0]
-                    s[shown] = -np.inf
-                    scores[name] = _cold_user_metrics(stable_top(s, 50), relevant, next_item)
-                for name, values in scores.items():
-                    per_user.setdefault(name, []).append(values)
-            values = {name: np.asarray(v, dtype=np.float64) for name, v in per_user.items()}
+            per_user = _cold_user_values(recommender, models, found, items, g)
+            values = {name: np.asarray(v, dtype=np.float64).reshape(-1, len(COLD_USER_METRICS))
+                      for name, v in per_user.items()}
             results[f"given_{g}"] = {name: dict(zip(COLD_USER_METRICS, v.mean(axis=0).tolist(), strict=True))
                                      for name, v in values.items()}
             differences[f"given_{g}"] = {
@@ -181,29 +250,6 @@ def cold_users(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
                 f"{given_g['popularity']['next_hr@10']:.4f}")
         results["differences"] = differences
     return results
-
-
-def _fitted_baselines(matrix: Any, user_idx: np.ndarray, item_idx: np.ndarray, baselines: dict[str, Any] | None,
-                      *, ease_l2: float, seed: int) -> dict[str, Any]:
-    """Every baseline fitted on ``matrix`` (n_users, n_items) with the parameters chosen on validation.
-
-    Args:
-        user_idx, item_idx: the interactions behind ``matrix``, sorted by user and time (for the
-            sequential baselines).
-        baselines: ``{name: {"params": {...}}}`` as :func:`modeling.evaluate.tune_baselines` reports them.
-    """
-    chosen = {name: entry.get("params", {}) for name, entry in (baselines or {}).items()}
-    ease = EASE(chosen.get("ease", {}).get("l2", ease_l2)).fit(matrix)
-    als = {"factors": 64, "regularization": 0.1, "alpha": 1.0, **chosen.get("ials", {})}
-    transitions = Transitions().fit_sequences(matrix, user_idx, item_idx)
-    return {"popularity": Popularity().fit(matrix),
-            "item_knn": ItemKNN(int(chosen.get("item_knn", {}).get("neighbours", 100))).fit(matrix),
-            "ease": ease,
-            "ials": ImplicitALS(factors=int(als["factors"]), regularization=als["regularization"],
-                                alpha=als["alpha"], seed=seed).fit(matrix),
-            "transitions": transitions,
-            "transitions+ease": TransitionsEASE(ease.l2, chosen.get("transitions+ease", {}).get("weight", 0.5))
-            .fit_sequences(matrix, user_idx, item_idx, ease=ease, transitions=transitions)}
 
 
 COLD_ITEM_MODELS: tuple[str, ...] = ("two_tower", "text_similarity", "new_first", "random")
@@ -256,12 +302,11 @@ def cold_items(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
         vectors = np.asarray(recommender.item_vectors, dtype=np.float32)
         popularity = np.asarray(recommender.popularity, dtype=np.float64)
         by_popularity = popularity / (popularity.max() + 1.0)  # below 1: every new product ranks above
-        def by_user(frame: pd.DataFrame) -> dict[str, np.ndarray]:
-            return {str(user): items.get_indexer(rows[ds.ITEM_ID].astype(str).unique())
-                    for user, rows in frame.groupby(ds.USER_ID, observed=True)}
-
-        seen_by_user = by_user(warm.interactions)  # excluded from every ranking (they are not new products)
-        learned_by_user = by_user(split.train)  # what the two-tower learned from
+        seen_by_user = _items_by_user(warm.interactions, items)  # excluded from every ranking (not new products)
+        learned_by_user = _items_by_user(split.train, items)  # what the two-tower learned from
+        relevant_by_user = _items_by_user(inter[is_cold], items)  # users sorted
+        users = [user for user in relevant_by_user if recommender.knows_user(user)]
+        nothing = np.zeros(0, dtype=np.int64)
         per_user: dict[str, list[tuple[float, float]]] = {name: [] for name in COLD_ITEM_MODELS}
 
         def measure(scores: np.ndarray, seen: np.ndarray, relevant: np.ndarray) -> tuple[float, float]:
@@ -271,22 +316,24 @@ def cold_items(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
             among = cold_positions[stable_top(scores[cold_positions], 10)]
             return float(np.isin(relevant, top50).mean()), float(np.isin(relevant, among).mean())
 
-        for user, rows in inter[is_cold].groupby(ds.USER_ID, observed=True, sort=True):
-            user = str(user)
-            if not recommender.knows_user(user):
-                continue
-            seen = seen_by_user.get(user, np.zeros(0, dtype=np.int64))
-            seen = seen[seen >= 0]
-            relevant = items.get_indexer(rows[ds.ITEM_ID].astype(str).unique())
-            per_user["two_tower"].append(measure(vectors @ recommender.known_user_vectors([user])[0], seen, relevant))
-            learned = learned_by_user.get(user, np.zeros(0, dtype=np.int64))
-            profile = text[learned].mean(axis=0) if len(learned) else np.zeros(text.shape[1], dtype=np.float32)
-            per_user["text_similarity"].append(measure(text @ profile, seen, relevant))
-            new_first = by_popularity.copy()
-            new_first[cold_positions] = 1.0 + rng.random(len(cold_positions))
-            per_user["new_first"].append(measure(new_first, seen, relevant))
-            per_user["random"].append((random_recall(50, recommender.n_items - len(seen)),
-                                       random_recall(10, len(cold_positions))))
+        for chunk in _chunks(len(users)):
+            batch = users[chunk]
+            profiles = np.zeros((len(batch), text.shape[1]), dtype=np.float32)
+            for row, user in enumerate(batch):
+                learned = learned_by_user.get(user, nothing)
+                if len(learned):
+                    profiles[row] = text[learned].mean(axis=0)
+            new_first = np.tile(by_popularity, (len(batch), 1))
+            new_first[:, cold_positions] = 1.0 + rng.random((len(batch), len(cold_positions)))
+            scores = {"two_tower": recommender.known_user_vectors(batch) @ vectors.T,  # (chunk, n_items) each
+                      "text_similarity": profiles @ text.T, "new_first": new_first}
+            for row, user in enumerate(batch):
+                seen = seen_by_user.get(user, nothing)
+                seen = seen[seen >= 0]
+                for name, matrix in scores.items():
+                    per_user[name].append(measure(matrix[row], seen, relevant_by_user[user]))
+                per_user["random"].append((random_recall(50, recommender.n_items - len(seen)),
+                                           random_recall(10, len(cold_positions))))
         values = {name: np.asarray(v, dtype=np.float64).reshape(-1, 2) for name, v in per_user.items()}
         result: dict[str, Any] = {"items": len(cold), "users": len(values["two_tower"])}
         for name, v in values.items():

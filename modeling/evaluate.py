@@ -57,7 +57,7 @@ def tune_baselines(matrix: Any, order: tuple[np.ndarray, np.ndarray], validate: 
         ``(models, tuning)``: the fitted models by name (popularity, item_knn, ease, ials, transitions,
         transitions+ease) and, per tuned model, its chosen parameters and every value tried.
     """
-    from modeling.baselines import EASE, ImplicitALS, ItemKNN, Popularity, Transitions, TransitionsEASE
+    from modeling.baselines import EASE, EASEGram, ImplicitALS, ItemKNN, Popularity, Transitions, TransitionsEASE
     from modeling.grid_search import widening_search
 
     def report(name: str, parameter: str, result: Any) -> None:
@@ -84,7 +84,9 @@ def tune_baselines(matrix: Any, order: tuple[np.ndarray, np.ndarray], validate: 
     tuning["item_knn"] = {"params": {"neighbours": int(result.best)}, "neighbours": result.to_dict()}
     full_knn = None
 
-    result = widening_search(lambda l2: keep("ease", l2, EASE(l2).fit(matrix)), ease_l2_grid, lower=1e-3)
+    gram = EASEGram(matrix)  # XᵀX once for every λ tried
+    result = widening_search(lambda l2: keep("ease", l2, EASE(l2).fit(matrix, gram=gram)), ease_l2_grid, lower=1e-3)
+    gram = None
     report("ease", "λ", result)
     models["ease"] = kept.pop("ease")[2]
     tuning["ease"] = {"params": {"l2": result.best}, "l2": result.to_dict()}
@@ -131,22 +133,16 @@ def tune_baselines(matrix: Any, order: tuple[np.ndarray, np.ndarray], validate: 
 
 def refit_baseline(name: str, model: Any, matrix: Any, order: tuple[np.ndarray, np.ndarray], *,
                    seed: int = 0) -> Any:
-    """The baseline ``name`` fitted again with its chosen parameters on other interactions."""
-    from modeling.baselines import EASE, ImplicitALS, ItemKNN, Popularity, Transitions, TransitionsEASE
+    """The baseline ``name`` fitted again with ``model``'s parameters on other interactions.
 
-    if name == "popularity":
-        return Popularity().fit(matrix)
-    if name == "item_knn":
-        return ItemKNN(model.neighbours).fit(matrix)
-    if name == "ease":
-        return EASE(model.l2).fit(matrix)
-    if name == "transitions":
-        return Transitions().fit_sequences(matrix, *order)
-    if name == "transitions+ease":
-        return TransitionsEASE(model.l2, model.weight).fit_sequences(matrix, *order)
-    if name == "ials":
-        return ImplicitALS(model.factors, model.regularization, model.alpha, model.iterations, seed=seed).fit(matrix)
-    raise ValueError(f"unknown baseline {name!r}")
+    Args:
+        model: the fitted baseline whose ``params()`` are kept.
+        matrix: (n_users, n_items) binary interactions; order: their (n,) user and item positions
+            sorted by user and time (see :func:`modeling.baselines.fit_baseline`).
+    """
+    from modeling.baselines import fit_baseline
+
+    return fit_baseline(name, model.params(), matrix, order, seed=seed)
 
 
 def compare_leave_last_out(

@@ -7,12 +7,16 @@ import pytest
 import scipy.sparse as sp
 
 from modeling.baselines import (
+    BASELINES,
     EASE,
+    EASEGram,
     ImplicitALS,
     ItemKNN,
     Popularity,
     Transitions,
     TransitionsEASE,
+    fit_baseline,
+    fit_baselines,
     interaction_matrix,
     last_items,
     transition_counts,
@@ -221,3 +225,70 @@ def test_item_knn_similarity_is_sparse_and_keeps_the_closest_neighbours() -> Non
     assert (np.diff(knn.similarity.indptr) == 1).all()  # one neighbour each, within the item's group
     rows, cols = knn.similarity.nonzero()
     assert ((rows < 3) == (cols < 3)).all()
+
+
+def ease_by_inverse(matrix: sp.csr_matrix, l2: float) -> np.ndarray:
+    """EASE's weights by the textbook formula with a general inverse (the reference)."""
+    gram = (matrix.T @ matrix).toarray().astype(np.float64) + l2 * np.eye(matrix.shape[1])
+    inverse = np.linalg.inv(gram)
+    weights = inverse / -np.diag(inverse)
+    np.fill_diagonal(weights, 0.0)
+    return weights
+
+
+@pytest.mark.parametrize("block", [7, 512])  # several row blocks with a ragged last one, and one block
+def test_ease_cholesky_in_place_equals_the_general_inverse_for_every_lambda(monkeypatch, block: int) -> None:
+    from modeling import baselines
+
+    monkeypatch.setattr(baselines, "_EASE_BLOCK", block)
+    rng = np.random.default_rng(3)
+    matrix = sp.csr_matrix((rng.random((60, 25)) < 0.3).astype(np.float32))
+    gram = EASEGram(matrix)
+    for l2 in (0.5, 10.0, 500.0):
+        expected = ease_by_inverse(matrix, l2)
+        fitted = EASE(l2).fit(matrix)
+        assert fitted.weights.dtype == np.float32 and fitted.subset is None
+        np.testing.assert_allclose(fitted.weights, expected, rtol=1e-5, atol=1e-6)
+        # One Gram matrix serves every λ and gives exactly what a fit of its own gives.
+        assert np.array_equal(EASE(l2).fit(matrix, gram=gram).weights, fitted.weights)
+    assert gram.gram.tolist() == (matrix.T @ matrix).toarray().tolist()  # the cache is not overwritten
+
+
+def test_ease_gram_of_a_subset_is_reused_and_checked() -> None:
+    rng = np.random.default_rng(4)
+    matrix = sp.csr_matrix((rng.random((50, 20)) < 0.3).astype(np.float32))
+    gram = EASEGram(matrix, max_items=12)
+    cached, fresh = EASE(5.0, max_items=12).fit(matrix, gram=gram), EASE(5.0, max_items=12).fit(matrix)
+    assert cached.subset.tolist() == fresh.subset.tolist() and len(cached.subset) == 12
+    assert np.array_equal(cached.weights, fresh.weights)
+    np.testing.assert_allclose(cached.weights, ease_by_inverse(matrix[:, cached.subset], 5.0), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="Gram matrix"):
+        EASE(5.0).fit(matrix, gram=gram)  # another size limit
+    with pytest.raises(ValueError, match="Gram matrix"):
+        EASE(5.0, max_items=12).fit(matrix[:, :15], gram=gram)  # another matrix
+
+
+def test_fit_baseline_refits_each_model_with_its_own_parameters() -> None:
+    users = np.repeat(np.arange(12), 3)
+    items = np.concatenate([np.tile(np.arange(3), 6), np.tile(np.arange(3, 6), 6)])
+    matrix, order = interaction_matrix(users, items, 12, 6), (users, items)
+    fitted = {"popularity": Popularity().fit(matrix), "item_knn": ItemKNN(2).fit(matrix),
+              "ease": EASE(3.0).fit(matrix), "transitions": Transitions().fit_sequences(matrix, *order),
+              "transitions+ease": TransitionsEASE(3.0, 0.3).fit_sequences(matrix, *order),
+              "ials": ImplicitALS(factors=4, regularization=0.01, iterations=5, seed=2).fit(matrix)}
+    history, last = interaction_matrix(np.array([0, 0]), np.array([0, 4]), 1, 6), np.array([4])
+    for name, model in fitted.items():
+        again = fit_baseline(name, model.params(), matrix, order, seed=2)
+        assert type(again) is type(model) and again.params() == model.params()
+        assert np.allclose(again.score(history, last), model.score(history, last), atol=1e-6), name
+    # The blend takes the EASE and transitions fitted beside it, an EASE only when its λ is the blend's.
+    models = fit_baselines({"ease": {"l2": 3.0}, "transitions+ease": {"l2": 3.0, "weight": 0.3}}, matrix, order)
+    assert list(models) == list(BASELINES)
+    assert models["transitions+ease"].ease is models["ease"]
+    assert models["transitions+ease"].transitions is models["transitions"]
+    other = fit_baseline("transitions+ease", {"l2": 5.0}, matrix, order, parts=models)
+    assert other.ease is not models["ease"] and other.ease.l2 == 5.0 and other.weight == 0.5
+    with pytest.raises(ValueError, match="unknown baseline"):
+        fit_baseline("svd", {}, matrix, order)
+    with pytest.raises(ValueError, match="unknown parameters of ease"):
+        fit_baseline("ease", {"lambda": 1.0}, matrix, order)

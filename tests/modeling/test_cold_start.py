@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from modeling import artifacts
+from modeling import artifacts, cold_start
+from modeling import datasets as ds
+from modeling.baselines import fit_baselines, interaction_matrix
 from modeling.cold_start import (
     _cold_user_metrics,
+    _first_interactions,
     check_held_out,
     cold_items,
     cold_users,
@@ -16,6 +20,7 @@ from modeling.cold_start import (
 )
 from modeling.embeddings import load_embeddings
 from modeling.recommender import Recommender
+from modeling.splits import time_order
 from modeling.two_tower import TwoTowerParams
 from tests.conftest import Pipeline
 
@@ -75,3 +80,35 @@ def test_cold_shoppers_every_model_one_fallback_and_intervals(pipeline: Pipeline
     items = cold_items(pipeline.data, embeddings, TwoTowerParams(epochs=1, batch_size=128))
     table = format_cold_table({"cold_users": users, "cold_items": items})
     assert "Cold items" in table and "text_similarity" in table and "next_ndcg@10, cold users given 3" in table
+
+
+def test_first_interactions_keep_each_users_first_row_per_product_users_sorted() -> None:
+    frame = pd.DataFrame({ds.USER_ID: pd.array(["b", "a", "b", "a", "b"], dtype="string"),
+                          ds.ITEM_ID: pd.array(["x", "y", "x", "z", "w"], dtype="string"),
+                          ds.TIMESTAMP: [1, 2, 3, 4, 5]})
+    rows, users, starts = _first_interactions(frame)
+    assert users.tolist() == ["a", "b"] and starts.tolist() == [0, 2, 4]
+    assert rows[ds.ITEM_ID].tolist() == ["y", "z", "x", "w"] and rows[ds.TIMESTAMP].tolist() == [2, 4, 1, 5]
+    empty_rows, empty_users, empty_starts = _first_interactions(frame.iloc[:0])
+    assert len(empty_rows) == 0 and len(empty_users) == 0 and empty_starts.tolist() == [0]
+
+
+def test_cold_users_scored_in_chunks_get_the_values_of_one_at_a_time(pipeline: Pipeline, monkeypatch) -> None:
+    recommender = Recommender(artifacts.load_bundle(pipeline.models / pipeline.version))
+    items = pd.Index(recommender.item_ids.astype(str))
+    inter = time_order(pipeline.data.interactions)
+    users = pd.Index(pipeline.data.users[ds.USER_ID].astype(str))
+    u, i = users.get_indexer(inter[ds.USER_ID].astype(str)), items.get_indexer(inter[ds.ITEM_ID].astype(str))
+    matrix = interaction_matrix(u, i, len(users), len(items))
+    models = fit_baselines({"ease": {"l2": 10.0}, "ials": {"factors": 8}}, matrix, (u, i))
+    # Unknown ids: the two-tower answers from the given history (content) or with its fallback (nothing given).
+    distinct = inter.groupby(ds.USER_ID, observed=True)[ds.ITEM_ID].transform("nunique")
+    cold = inter[distinct > 3].assign(**{ds.USER_ID: lambda f: ("new-" + f[ds.USER_ID].astype(str)).astype("string")})
+    found = _first_interactions(cold)
+    for g in (0, 1, 3):
+        monkeypatch.setattr(cold_start, "SCORE_CHUNK", 512)
+        together = cold_start._cold_user_values(recommender, models, found, items, g)
+        assert len(together["two_tower"]) == len(found[1]) and list(together) == ["two_tower", *models]
+        for size in (1, 7):  # one shopper at a time, and chunks with a ragged last one
+            monkeypatch.setattr(cold_start, "SCORE_CHUNK", size)
+            assert cold_start._cold_user_values(recommender, models, found, items, g) == together
