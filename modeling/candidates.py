@@ -153,7 +153,7 @@ def fit_sources(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, n_item
     Returns:
         :class:`Sources`; EASE when ``n_items <= EASE_MAX_ITEMS``, item-kNN (cosine) above.
     """
-    from modeling.baselines import EASE, EASE_MAX_ITEMS, ItemKNN, interaction_matrix
+    from modeling.baselines import EASE, EASE_MAX_ITEMS, EASEGram, ItemKNN, interaction_matrix
     from modeling.grid_search import widening_search
 
     matrix = interaction_matrix(user_idx, item_idx, n_users, n_items)
@@ -162,16 +162,20 @@ def fit_sources(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, n_item
         knn = ItemKNN(neighbours).fit(matrix)
         return Sources(keep_strongest(knn.similarity, neighbours), transitions, "item_knn", None)
     if l2 is None and choose_l2 is not None:
-        fitted: dict[float, EASE] = {}
+        gram = EASEGram(matrix)
+        best: dict[str, Any] = {}
 
         def score(value: float) -> float:
-            fitted[value] = EASE(value).fit(matrix)
-            return choose_l2(fitted[value])
+            model = EASE(value).fit(matrix, gram=gram)
+            result = choose_l2(model)
+            if not best or result > best["score"]:
+                best.update(score=result, model=model)  # keep one dense model in memory, not one per λ
+            return result
 
         result = widening_search(score, l2_choices, lower=1e-3)
-        l2 = float(result.best)
+        ease = best["model"]
+        l2 = float(ease.l2)
         say(f"ranking stage: item-item EASE λ={l2:g} (validation NDCG@10 {result.score:.4f})")
-        ease = fitted[l2]
     else:
         l2 = 500.0 if l2 is None else float(l2)
         ease = EASE(l2).fit(matrix)
