@@ -101,6 +101,12 @@ class Sources:
     kind: str
     l2: float | None
 
+    def __post_init__(self) -> None:
+        # Rows are looked up by binary search (modeling.reranker), which needs sorted column indices;
+        # scipy's products do not promise them.
+        for matrix in (self.item_item, self.transitions):
+            matrix.sort_indices()
+
     @property
     def n_items(self) -> int:
         return int(self.item_item.shape[0])

@@ -48,6 +48,9 @@ text is nearest to the candidate; how many sources proposed it."""
 
 SINGLE_FEATURES: tuple[str, ...] = ("two_tower", "item_item", "transition_last", "popularity_rank", "text_history")
 """Features that also compete as rankings on their own (the ranker must beat every one of them)."""
+BLEND_PARTS: tuple[str, ...] = ("two_tower", "item_item", "transition_last")
+"""The scores a linear blend weighs (a robust choice where too few shoppers are held out to train a ranker)."""
+BLEND_STEP = 0.25
 
 STAGE_DIR = "ranking_stage"
 ROUNDS: tuple[int, ...] = (25, 50, 100, 200, 400)
@@ -266,12 +269,29 @@ def batched_candidate_features(query: np.ndarray, item_vectors: np.ndarray, inde
 
 @dataclass
 class Ranker:
-    """Orders candidates: a LightGBM booster over :data:`FEATURES`, or one feature (``kind="feature"``)."""
+    """Orders candidates: a LightGBM booster over :data:`FEATURES` (``kind="lightgbm"``), one feature
+    (``"feature"``), or a weighted sum of :data:`BLEND_PARTS` each scaled to [0, 1] within the shopper's
+    candidates (``"blend"``, popularity breaking ties)."""
 
     kind: str
     feature: str = "two_tower"
     booster: Any = None
     rounds: int = 0
+    weights: tuple[float, ...] = ()
+
+    def blend(self, candidates: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """(m, C) blended scores of (m, C, F) features (-inf on pads)."""
+        valid = candidates >= 0
+        total = 1e-3 * features[:, :, FEATURES.index("popularity_rank")]
+        for weight, name in zip(self.weights, BLEND_PARTS, strict=True):
+            if weight == 0:
+                continue
+            values = features[:, :, FEATURES.index(name)]
+            low = np.where(valid, values, np.inf).min(axis=1, keepdims=True)
+            high = np.where(valid, values, -np.inf).max(axis=1, keepdims=True)
+            span = np.where(np.isfinite(high - low) & (high > low), high - low, 1.0)
+            total = total + weight * np.where(np.isfinite(low), (values - low) / span, 0.0)
+        return np.where(valid, total, -np.inf).astype(np.float32)
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """(r,) float32 scores of (r, len(FEATURES)) feature rows (higher: better)."""
@@ -286,7 +306,10 @@ class Ranker:
         m, width = candidates.shape
         if width == 0:  # nothing may be recommended (a filter that allows nothing new)
             return np.full((m, k), -1, dtype=np.int64), np.full((m, k), -np.inf, dtype=np.float32)
-        scores = self.score(features.reshape(m * width, -1)).reshape(m, width)
+        if self.kind == "blend":
+            scores = self.blend(candidates, features)
+        else:
+            scores = self.score(features.reshape(m * width, -1)).reshape(m, width)
         scores = np.where(candidates >= 0, scores, -np.inf).astype(np.float32)
         best, values = top_k(scores, min(k, width))
         positions = np.where(best >= 0, np.take_along_axis(candidates, np.maximum(best, 0), axis=1), -1)
@@ -333,7 +356,8 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
 
     Every shopper counts in the validation NDCG@10, those whose item is not among their candidates as 0,
     so a source that finds more of them wins too. Trials: each of :data:`SINGLE_FEATURES` on its own,
-    and LambdaMART after each of :data:`ROUNDS` boosting rounds.
+    a linear blend of :data:`BLEND_PARTS` (weights chosen on the other folds), and LambdaMART after
+    each of :data:`ROUNDS` boosting rounds.
 
     Args:
         candidates: (m, C) positions, -1 pads.
@@ -352,6 +376,15 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
     for name in SINGLE_FEATURES:
         ranked, _ = Ranker("feature", name).order(candidates, features, 10)
         trials[f"feature:{name}"] = [_ndcg_at_10(ranked, targets)]
+    blends = _blend_grid()
+    blend_values = np.stack([_ndcg_at_10(Ranker("blend", weights=w).order(candidates, features, 10)[0], targets)
+                             for w in blends]) if m else np.zeros((len(blends), 0))
+    cross_blend = np.zeros(m)
+    for fold in range(max(2, config.folds)):  # weights chosen on the other folds, measured on this one
+        test = fold_of == fold
+        chosen = int(np.argmax(blend_values[:, ~test].mean(axis=1))) if (~test).any() else 0
+        cross_blend[test] = blend_values[chosen, test]
+    trials["blend"] = [cross_blend]
     has_positive = ((candidates == targets[:, None]) & (candidates >= 0)).any(axis=1)
     if has_positive.sum() >= 2 * max(2, config.folds):
         per_round: dict[int, np.ndarray] = {r: np.zeros(m) for r in ROUNDS}
@@ -376,6 +409,10 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
         gains = booster.feature_importance(importance_type="gain")
         total = float(gains.sum()) or 1.0
         report["importance"] = {name: round(float(g) / total, 4) for name, g in zip(FEATURES, gains, strict=True)}
+    elif choice == "blend":
+        weights = blends[int(np.argmax(blend_values.mean(axis=1)))]
+        ranker = Ranker("blend", weights=weights)
+        report["weights"] = dict(zip(BLEND_PARTS, weights, strict=True))
     else:
         ranker = Ranker("feature", choice.split(":")[1])
     report["seconds"] = round(time.perf_counter() - started, 2)
@@ -383,6 +420,16 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
     say(f"ranking stage: {choice} chosen by {max(2, config.folds)}-fold cross-validation on {m} validation "
         f"shoppers (NDCG@10 {means[choice]:.4f}; best single feature {best_single:.4f})")
     return ranker, report
+
+
+def _blend_grid(step: float = BLEND_STEP) -> list[tuple[float, ...]]:
+    """Every weight vector over :data:`BLEND_PARTS` on a simplex grid of ``step`` (each sums to 1)."""
+    n = round(1 / step)
+    grid = []
+    for a in range(n + 1):
+        for b in range(n + 1 - a):
+            grid.append((a * step, b * step, (n - a - b) * step))
+    return grid
 
 
 class _Truncated:
@@ -431,7 +478,8 @@ class RankingStage:
         if self.ranker.kind == "lightgbm":
             (directory / "ranker.txt").write_text(self.ranker.booster.model_to_string(), encoding="utf-8")
         meta = {"features": list(FEATURES), "ranker": {"kind": self.ranker.kind, "feature": self.ranker.feature,
-                                                       "rounds": self.ranker.rounds},
+                                                       "rounds": self.ranker.rounds,
+                                                       "weights": list(self.ranker.weights)},
                 "config": asdict(self.config), "sources": source_config(self.sources), "report": self.report}
         (directory / "stage.json").write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
 
@@ -459,12 +507,14 @@ class RankingStage:
             import lightgbm
 
             booster = lightgbm.Booster(model_str=(directory / "ranker.txt").read_text(encoding="utf-8"))
-        return cls(sources, Ranker(spec["kind"], spec.get("feature", "two_tower"), booster, spec.get("rounds", 0)),
+        return cls(sources, Ranker(spec["kind"], spec.get("feature", "two_tower"), booster, spec.get("rounds", 0),
+                                   tuple(spec.get("weights", ()))),
                    StageConfig(**meta.get("config", {})), meta.get("report", {}))
 
 
 def stage_summary(stage: RankingStage) -> dict[str, Any]:
     """What the manifest records of a stage."""
     return {"ranker": stage.ranker.kind if stage.ranker.kind != "feature" else f"feature:{stage.ranker.feature}",
+            "weights": dict(zip(BLEND_PARTS, stage.ranker.weights, strict=True)) if stage.ranker.weights else None,
             "rounds": stage.ranker.rounds, "config": asdict(stage.config), "sources": source_config(stage.sources),
             "selection": stage.report}

@@ -85,6 +85,23 @@ def test_candidates_come_from_every_source_and_features_are_what_they_say() -> N
     assert np.isnan(features[1, 0, column["nearest_age_days"]])
 
 
+def test_features_do_not_depend_on_the_order_of_a_sparse_row() -> None:
+    """scipy products may leave a row's column indices unsorted; the lookups must not care."""
+    histories = HistoryBatch([np.array([10, 20])], [np.array([0, 1])])
+    sources = _sources()
+    shuffled = sp.csr_matrix((np.array([0.25, 0.75], dtype=np.float32), np.array([33, 5]), np.array(
+        [0] * 21 + [2] * (N_ITEMS - 20))), shape=(N_ITEMS, N_ITEMS))
+    assert not shuffled.has_sorted_indices
+    unsorted = Sources(sources.item_item, shuffled, "ease", 10.0)
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(N_ITEMS, 4)).astype(np.float32)
+    candidates, features = candidate_features(rng.normal(size=(1, 4)).astype(np.float32), vectors,
+                                              ExactIndex(vectors), unsorted, _tables(), histories,
+                                              [np.array([10, 20])], None, StageConfig(5, 5, 5, 5), 5)
+    row = {int(c): features[0, n, FEATURES.index("transition_last")] for n, c in enumerate(candidates[0]) if c >= 0}
+    assert row[5] == pytest.approx(0.75) and row[33] == pytest.approx(0.25)
+
+
 def test_a_filter_is_respected_by_every_source_and_never_leaves_a_list_short() -> None:
     histories = HistoryBatch([np.array([10, 20])], [np.array([0, 1])])
     allowed = np.zeros(N_ITEMS, dtype=bool)
@@ -117,6 +134,11 @@ def _synthetic_lists(m: int, width: int, rule: str, seed: int = 0) -> tuple[np.n
     a, b = FEATURES.index("two_tower"), FEATURES.index("item_item")
     if rule == "sum":  # neither feature alone finds it; their sum does
         utility = features[:, :, a] + features[:, :, b]
+    elif rule == "switch":  # one feature decides for some shoppers, another for the rest: no weighted sum finds it
+        length = FEATURES.index("history_length")
+        features[:, :, length] = features[:, :1, length]  # one value per shopper, as in real lists
+        switch = features[:, :1, length] > 0
+        utility = np.where(switch, features[:, :, a], features[:, :, b])
     else:
         utility = features[:, :, b]
     targets = np.argmax(utility + rng.normal(scale=0.1, size=utility.shape), axis=1)
@@ -124,14 +146,14 @@ def _synthetic_lists(m: int, width: int, rule: str, seed: int = 0) -> tuple[np.n
 
 
 def test_a_learned_ranker_is_chosen_when_features_must_be_combined() -> None:
-    candidates, features, targets = _synthetic_lists(600, 30, "sum")
+    candidates, features, targets = _synthetic_lists(600, 30, "switch")
     ranker, report = fit_ranker(candidates, features, targets, config=StageConfig(seed=3))
     trials = report["cross_validation"]
-    best_single = max(v for name, v in trials.items() if name.startswith("feature:"))
+    best_single = max(v for name, v in trials.items() if name.startswith("feature:") or name == "blend")
     assert report["choice"].startswith("lightgbm") and ranker.kind == "lightgbm"
     assert trials[report["choice"]] >= best_single + 0.1, trials
     assert sum(report["importance"][name] for name in ("two_tower", "item_item")) > 0.5
-    fresh_c, fresh_f, fresh_t = _synthetic_lists(300, 30, "sum", seed=9)
+    fresh_c, fresh_f, fresh_t = _synthetic_lists(300, 30, "switch", seed=9)
     top, _ = ranker.order(fresh_c, fresh_f, 10)
     single, _ = Ranker("feature", "item_item").order(fresh_c, fresh_f, 10)
     assert (top[:, 0] == fresh_t).mean() >= (single[:, 0] == fresh_t).mean() + 0.15  # first place on new lists
@@ -144,8 +166,19 @@ def test_one_feature_wins_where_it_alone_decides() -> None:
     assert report["cross_validation"][report["choice"]] >= report["cross_validation"]["feature:item_item"]
 
 
+def test_a_blend_of_two_sources_is_chosen_on_few_shoppers_when_they_add_up() -> None:
+    """40 shoppers: too few to train a ranker on, enough to weigh two scores."""
+    candidates, features, targets = _synthetic_lists(40, 30, "sum", seed=4)
+    ranker, report = fit_ranker(candidates, features, targets, config=StageConfig(seed=3))
+    trials = report["cross_validation"]
+    assert trials["blend"] >= max(trials["feature:two_tower"], trials["feature:item_item"]) + 0.1, trials
+    assert report["choice"] in ("blend",) or report["choice"].startswith("lightgbm")
+    if ranker.kind == "blend":
+        assert report["weights"]["transition_last"] == 0.0 and report["weights"]["two_tower"] > 0
+
+
 def test_stage_round_trips_through_a_directory(tmp_path: Path) -> None:
-    candidates, features, targets = _synthetic_lists(200, 30, "sum")
+    candidates, features, targets = _synthetic_lists(200, 30, "switch")
     ranker, report = fit_ranker(candidates, features, targets, config=StageConfig(seed=3))
     stage = RankingStage(_sources(), ranker, StageConfig(seed=3), report)
     attributes = ItemAttributes(np.array(["a"] * N_ITEMS), np.array([""] * N_ITEMS),
@@ -155,6 +188,11 @@ def test_stage_round_trips_through_a_directory(tmp_path: Path) -> None:
     assert np.array_equal(loaded.ranker.score(features[0]), ranker.score(features[0]))
     assert (loaded.sources.item_item != stage.sources.item_item).nnz == 0
     assert list(RankingStage.load_attributes(tmp_path / "stage").category) == ["a"] * N_ITEMS
+    blend = RankingStage(_sources(), Ranker("blend", weights=(0.5, 0.5, 0.0)), StageConfig(seed=3), report)
+    blend.save(tmp_path / "blend", attributes)
+    again = RankingStage.load(tmp_path / "blend").ranker
+    assert again.kind == "blend" and again.weights == (0.5, 0.5, 0.0)
+    assert np.array_equal(again.order(candidates, features, 10)[0], blend.ranker.order(candidates, features, 10)[0])
 
 
 def test_sources_fit_transitions_and_pruned_ease_and_grow_for_new_items() -> None:
