@@ -80,8 +80,9 @@ def test_model_selection_notebook_runs_on_demo_data(pipeline: Pipeline, tmp_path
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 4  # metric@k curves, training curves, cold start, item map
+    assert len(images) >= 5  # metric@k curves, ranking stage, training curves, cold start, item map
     written = json.loads(results.read_text())
+    assert written["ranking_stage"]["selection"]["cross_validation"]
     assert set(written["models"]) == {"popularity", "item_knn", "ease", "ials", "transitions", "transitions+ease",
                                       "two_tower", "hybrid"}
     assert len(written["search"]["trials"]) == 2
