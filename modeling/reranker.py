@@ -351,6 +351,7 @@ def _train_booster(candidates: np.ndarray, features: np.ndarray, targets: np.nda
 
 
 def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray, *, config: StageConfig,
+               selection: np.ndarray | None = None,
                say: Callable[[str], None] = lambda message: None) -> tuple[Ranker, dict[str, Any]]:
     """Choose and fit the ranker on held-out positions, by cross-validation over shoppers.
 
@@ -363,6 +364,8 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
         candidates: (m, C) positions, -1 pads.
         features: (m, C, F).
         targets: (m,) the held-out item of each shopper.
+        selection: (m,) bool, the shoppers whose NDCG@10 chooses among the trials and the blend's weights
+            (all when None); LambdaMART trains on every shopper of the other folds.
 
     Returns:
         ``(ranker fitted on all m shoppers, report)``; the report has every trial's mean NDCG@10
@@ -370,6 +373,9 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
     """
     started = time.perf_counter()
     m = len(targets)
+    select = np.ones(m, dtype=bool) if selection is None else np.asarray(selection, dtype=bool)
+    if not select.any():
+        select = np.ones(m, dtype=bool)
     rng = np.random.default_rng(config.seed)
     fold_of = rng.permutation(m) % max(2, config.folds)
     trials: dict[str, list[np.ndarray]] = {}
@@ -382,7 +388,8 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
     cross_blend = np.zeros(m)
     for fold in range(max(2, config.folds)):  # weights chosen on the other folds, measured on this one
         test = fold_of == fold
-        chosen = int(np.argmax(blend_values[:, ~test].mean(axis=1))) if (~test).any() else 0
+        chooser = ~test & select
+        chosen = int(np.argmax(blend_values[:, chooser].mean(axis=1))) if chooser.any() else 0
         cross_blend[test] = blend_values[chosen, test]
     trials["blend"] = [cross_blend]
     has_positive = ((candidates == targets[:, None]) & (candidates >= 0)).any(axis=1)
@@ -397,9 +404,10 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
                 per_round[rounds][test] = _ndcg_at_10(ranked, targets[test])
         for rounds, values in per_round.items():
             trials[f"lightgbm:{rounds}"] = [values]
-    means = {name: float(np.mean(values[0])) if m else 0.0 for name, values in trials.items()}
+    means = {name: float(np.mean(values[0][select])) if m else 0.0 for name, values in trials.items()}
     choice = max(means, key=lambda name: (means[name], name.startswith("lightgbm")))
-    report: dict[str, Any] = {"shoppers": int(m), "with_item_in_candidates": int(has_positive.sum()),
+    report: dict[str, Any] = {"shoppers": int(m), "selection_shoppers": int(select.sum()),
+                              "with_item_in_candidates": int(has_positive.sum()),
                               "cross_validation": {name: round(v, 5) for name, v in means.items()},
                               "choice": choice}
     if choice.startswith("lightgbm"):
@@ -410,15 +418,15 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
         total = float(gains.sum()) or 1.0
         report["importance"] = {name: round(float(g) / total, 4) for name, g in zip(FEATURES, gains, strict=True)}
     elif choice == "blend":
-        weights = blends[int(np.argmax(blend_values.mean(axis=1)))]
+        weights = blends[int(np.argmax(blend_values[:, select].mean(axis=1)))]
         ranker = Ranker("blend", weights=weights)
         report["weights"] = dict(zip(BLEND_PARTS, weights, strict=True))
     else:
         ranker = Ranker("feature", choice.split(":")[1])
     report["seconds"] = round(time.perf_counter() - started, 2)
     best_single = max((v for name, v in means.items() if name.startswith("feature")), default=0.0)
-    say(f"ranking stage: {choice} chosen by {max(2, config.folds)}-fold cross-validation on {m} validation "
-        f"shoppers (NDCG@10 {means[choice]:.4f}; best single feature {best_single:.4f})")
+    say(f"ranking stage: {choice} chosen by {max(2, config.folds)}-fold cross-validation on {int(select.sum())} of "
+        f"{m} validation shoppers (NDCG@10 {means[choice]:.4f}; best single feature {best_single:.4f})")
     return ranker, report
 
 

@@ -351,8 +351,22 @@ def item_tables(features: Features, popularity: np.ndarray) -> ItemTables:
     return ItemTables.build(attributes.category, attributes.brand, attributes.price, features.item_text, popularity)
 
 
+STOPPING_SHARE = 0.5
+"""Share of the validation shoppers whose items choose the two-tower's epoch (and search trial); the ranking
+stage's choice is measured on the others, where the two-tower's scores are not flattered by that choice."""
+
+
+def stopping_shoppers(n: int, seed: int = 0) -> np.ndarray:
+    """(n,) bool: which of n validation shoppers early stopping uses (a seeded half; all when n < 8)."""
+    if n < 8:
+        return np.ones(n, dtype=bool)
+    chosen = np.zeros(n, dtype=bool)
+    chosen[np.random.default_rng(seed).permutation(n)[: int(round(n * STOPPING_SHARE))]] = True
+    return chosen
+
+
 def fit_ranking_stage(model: TwoTowerModel, history: SortedHistory, features: Features, popularity: np.ndarray,
-                      val_u: np.ndarray, val_i: np.ndarray, *, seed: int = 0,
+                      val_u: np.ndarray, val_i: np.ndarray, selection: np.ndarray | None = None, *, seed: int = 0,
                       say: Callable[[str], None] = logger.info) -> RankingStage:
     """Fit the second stage on the validation items, with every source fitted without them.
 
@@ -367,8 +381,11 @@ def fit_ranking_stage(model: TwoTowerModel, history: SortedHistory, features: Fe
         features: features at the end of ``history``.
         popularity: (n_items,) popularity over ``history``.
         val_u, val_i: (v,) validation user and item positions.
+        selection: (v,) bool, the shoppers whose items choose among the rankers (all when None); the
+            ranker learns from every validation shopper.
     """
     n_users, n_items = len(features.user_ids), len(features.item_ids)
+    selection = np.ones(len(val_u), dtype=bool) if selection is None else np.asarray(selection, dtype=bool)
     seen = seen_items(history.users, history.items, n_users)
     matrix = None
 
@@ -394,12 +411,12 @@ def fit_ranking_stage(model: TwoTowerModel, history: SortedHistory, features: Fe
         return stage
     if len(val_u) > RANKER_MAX_SHOPPERS:
         keep = np.sort(np.random.default_rng(seed).choice(len(val_u), RANKER_MAX_SHOPPERS, replace=False))
-        val_u, val_i = val_u[keep], val_i[keep]
+        val_u, val_i, selection = val_u[keep], val_i[keep], selection[keep]
     query = served_query_vectors(model.query_tower, features, val_u)
     tables = item_tables(features, popularity)
     candidates, feats = batched_candidate_features(query, item_vectors, ExactIndex(item_vectors), sources, tables,
                                                    history_batch(history, val_u), [seen[u] for u in val_u], config)
-    stage.ranker, stage.report = fit_ranker(candidates, feats, val_i, config=config, say=say)
+    stage.ranker, stage.report = fit_ranker(candidates, feats, val_i, config=config, selection=selection, say=say)
     return stage
 
 
@@ -459,6 +476,8 @@ def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
     val_u, val_i = _positions(split.validation, user_ids, item_ids)
     valid = (val_u >= 0) & (val_i >= 0)
     val_u, val_i = val_u[valid], val_i[valid]
+    stopping = stopping_shoppers(len(val_u), params.seed)
+    stop_u, stop_i = val_u[stopping], val_i[stopping]
 
     def evaluate_on(users: np.ndarray, items: np.ndarray) -> dict[str, float]:
         user_vectors, item_vectors = tower_vectors(model, features)
@@ -476,12 +495,12 @@ def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
         batch_losses.clear()
         model.fit(dataset, epochs=1, verbose=0, callbacks=[record])
         loss = sum(batch_losses) / max(1, len(history.items))
-        val = evaluate_on(val_u, val_i) if len(val_u) else {"hr@10": 0.0, "ndcg@10": 0.0}
+        val = evaluate_on(stop_u, stop_i) if len(stop_u) else {"hr@10": 0.0, "ndcg@10": 0.0}
         history_log.append({"epoch": epoch, "loss": loss, "val_hr@10": val["hr@10"], "val_ndcg@10": val["ndcg@10"]})
         logger.info("epoch %d/%d: loss %.4f, validation HR@10 %.4f", epoch, params.epochs, loss, val["hr@10"])
         if on_epoch is not None:
             on_epoch({**history_log[-1], "epochs": params.epochs})
-        if not len(val_u) or val["ndcg@10"] > best_score:  # without validation items every epoch is kept
+        if not len(stop_u) or val["ndcg@10"] > best_score:  # without validation items every epoch is kept
             best_score, best_epoch, best_weights, waited = val["ndcg@10"], epoch, model.get_weights(), 0
         else:
             waited += 1
@@ -515,13 +534,14 @@ def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
                          train_seconds=train_seconds, test_ranked=test_ranked, test_items=test_i,
                          popularity_half_life_days=half_life)
     if ranking_stage:
-        _attach_stage(result, history, features, (val_u, val_i), test_history, test_features, (test_u, test_i),
-                      test_seen, stage)
+        _attach_stage(result, history, features, (val_u, val_i, ~stopping), test_history, test_features,
+                      (test_u, test_i), test_seen, stage)
     return result
 
 
 def _attach_stage(result: TrainResult, history: SortedHistory, features: Features,
-                  validation: tuple[np.ndarray, np.ndarray], test_history: SortedHistory, test_features: Features,
+                  validation: tuple[np.ndarray, np.ndarray, np.ndarray], test_history: SortedHistory,
+                  test_features: Features,
                   test: tuple[np.ndarray, np.ndarray], test_seen: list[np.ndarray],
                   stage: RankingStage | None = None) -> None:
     """Fit (or re-source) the ranking stage of ``result`` and measure both stages on the test items."""
@@ -566,8 +586,9 @@ def add_ranking_stage(result: TrainResult, data: ds.CanonicalData, embeddings: E
     history, features = at_end_of(split.train)
     test_history, test_features = at_end_of(pd.concat([split.train, split.validation], ignore_index=True))
     test_seen = seen_items(test_history.users, test_history.items, len(user_ids))
-    _attach_stage(result, history, features, positions(split.validation), test_history, test_features,
-                  positions(split.test), test_seen)
+    val_u, val_i = positions(split.validation)
+    _attach_stage(result, history, features, (val_u, val_i, ~stopping_shoppers(len(val_u), params.seed)),
+                  test_history, test_features, positions(split.test), test_seen)
 
 
 def refit_model(data: ds.CanonicalData, embeddings: Embeddings, measured: TrainResult, *,

@@ -208,3 +208,30 @@ def test_sources_fit_transitions_and_pruned_ease_and_grow_for_new_items() -> Non
     pruned = keep_strongest(dense, 2).toarray()
     assert pruned[0].tolist() == [0.0, 3.0, 1.0, 0.0] and pruned[1].tolist() == [0.0, 0.0, 2.0, 5.0]
     assert transition_probabilities(users, items, 5)[1].toarray().sum() == pytest.approx(1.0)
+
+
+def test_trials_are_scored_on_the_selection_shoppers_only() -> None:
+    """Early stopping flatters the two-tower on its own shoppers; the trials are judged on the others."""
+    first, first_f, first_t = _synthetic_lists(120, 30, "single", seed=5)  # item-item decides
+    rng = np.random.default_rng(6)
+    second_f = rng.normal(size=first_f.shape).astype(np.float32)
+    second_t = np.argmax(second_f[:, :, FEATURES.index("two_tower")], axis=1)  # the two-tower decides
+    candidates = np.concatenate([first, first])
+    features = np.concatenate([first_f, second_f])
+    targets = np.concatenate([first_t, second_t])
+    selection = np.arange(240) < 120
+    _, chosen_on_first = fit_ranker(candidates, features, targets, config=StageConfig(seed=1), selection=selection)
+    _, chosen_on_second = fit_ranker(candidates, features, targets, config=StageConfig(seed=1), selection=~selection)
+    first_trials, second_trials = chosen_on_first["cross_validation"], chosen_on_second["cross_validation"]
+    assert first_trials["feature:item_item"] > 0.9 > first_trials["feature:two_tower"]
+    assert second_trials["feature:two_tower"] > 0.9 > second_trials["feature:item_item"]
+    assert chosen_on_first["selection_shoppers"] == 120
+
+
+def test_early_stopping_uses_a_seeded_half_of_the_validation_shoppers() -> None:
+    from modeling.train import stopping_shoppers
+
+    half = stopping_shoppers(100, seed=3)
+    assert half.sum() == 50 and np.array_equal(half, stopping_shoppers(100, seed=3))
+    assert not np.array_equal(half, stopping_shoppers(100, seed=4))
+    assert stopping_shoppers(5).all()  # too few to split: every shopper does both
