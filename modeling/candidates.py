@@ -44,10 +44,19 @@ class HistoryBatch:
     def __len__(self) -> int:
         return len(self.items)
 
-    def matrix(self, n_items: int) -> sp.csr_matrix:
-        """(m, n_items) float32 binary rows of the histories."""
+    def matrix(self, n_items: int, half_life_days: float = 0.0) -> sp.csr_matrix:
+        """(m, n_items) float32 rows of the histories: 1 per product, or with ``half_life_days`` > 0 the
+        product's weight halved for every half-life between its latest interaction and the history's latest."""
         rows = np.repeat(np.arange(len(self.items)), [len(h) for h in self.items])
         cols = np.concatenate(self.items).astype(np.int64) if self.items else np.zeros(0, dtype=np.int64)
+        if half_life_days > 0 and len(cols):
+            stamps = np.concatenate(self.timestamps).astype(np.float64)
+            latest = np.concatenate([np.full(len(t), t.max() if len(t) else 0) for t in self.timestamps])
+            weights = np.power(0.5, (latest - stamps) / (half_life_days * 86_400.0)).astype(np.float32)
+            matrix = sp.coo_matrix((weights, (rows, cols)), shape=(len(self.items), n_items)).tocsr()
+            matrix.sum_duplicates()
+            matrix.data = np.minimum(matrix.data, 1.0)  # a product counts at most once, its newest weight at most
+            return sp.csr_matrix(matrix, dtype=np.float32)
         matrix = sp.csr_matrix((np.ones(len(cols), dtype=np.float32), (rows, cols)),
                                shape=(len(self.items), n_items), dtype=np.float32)
         matrix.data[:] = 1.0  # repeated items count once

@@ -37,24 +37,30 @@ logger = logging.getLogger(__name__)
 FEATURES: tuple[str, ...] = (
     "two_tower", "two_tower_gap", "item_item", "item_item_share", "transition_last", "transition_previous",
     "popularity_rank", "text_history", "text_last", "category_match", "brand_match", "price_ratio",
-    "history_length", "nearest_age_days", "source_count",
+    "history_length", "nearest_age_days", "source_count", "item_item_recent", "item_item_recent_share",
+    "category_recent",
 )
 """Per (shopper, candidate): the two-tower score and its gap to the shopper's best candidate; the
-item-item score and its share of the shopper's best; transition probability from the last and the
+item-item score of the history (each product weighted by recency: halved every
+``history_half_life_days``, 365, before the latest interaction) and its share of the shopper's best; transition probability from the last and the
 previous item; popularity percentile; text cosine to the history's mean text and to the last item;
-share of history items with the candidate's category and brand; log price over the history's median
-price; log history length; days between the shopper's latest interaction and the history item whose
-text is nearest to the candidate; how many sources proposed it."""
+share of the 10 most recent history items with the candidate's category and brand; log price over
+their median price; log history length; days between the shopper's latest interaction and the history item whose
+text is nearest to the candidate; how many sources proposed it; the item-item score of the
+recency-weighted history (each product's weight halved every ``recent_half_life_days`` before the
+latest interaction) and its share of the shopper's best; the recency-weighted share of the history in
+the candidate's category."""
 
 SINGLE_FEATURES: tuple[str, ...] = ("two_tower", "item_item", "transition_last", "popularity_rank", "text_history")
 """Features that also compete as rankings on their own (the ranker must beat every one of them)."""
-BLEND_PARTS: tuple[str, ...] = ("two_tower", "item_item", "transition_last")
+BLEND_PARTS: tuple[str, ...] = ("two_tower", "item_item", "item_item_recent", "transition_last")
 """The scores a linear blend weighs (a robust choice where too few shoppers are held out to train a ranker)."""
 BLEND_STEP = 0.25
 
 STAGE_DIR = "ranking_stage"
 ROUNDS: tuple[int, ...] = (25, 50, 100, 200, 400)
 TEXT_HISTORY = 50  # most recent history items compared by text
+RECENT_HISTORY = 10  # most recent history items the category, brand and price matches look at
 
 
 @dataclass
@@ -65,6 +71,9 @@ class StageConfig:
     item_item: int = 100
     transitions: int = 30
     popular: int = 30
+    item_item_recent: int = 50
+    history_half_life_days: float = 365.0
+    recent_half_life_days: float = 30.0
     folds: int = 3
     seed: int = 0
 
@@ -165,8 +174,10 @@ def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
         ``(candidates (m, C) int64 with -1 pads, features (m, C, len(FEATURES)) float32)``.
     """
     m, n = len(histories), len(item_vectors)
-    item_item = sp.csr_matrix(histories.matrix(n) @ sources.item_item)
+    item_item = sp.csr_matrix(histories.matrix(n, config.history_half_life_days) @ sources.item_item)
     item_item.sort_indices()
+    recent = sp.csr_matrix(histories.matrix(n, config.recent_half_life_days) @ sources.item_item)
+    recent.sort_indices()
     transitions = sources.transitions
     last, previous = histories.last(1), histories.last(2)
     if popular_order is None:
@@ -181,6 +192,8 @@ def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
         excluded = np.asarray(exclude[row], dtype=np.int64)
         ii_idx = item_item.indices[item_item.indptr[row]:item_item.indptr[row + 1]]
         ii_val = item_item.data[item_item.indptr[row]:item_item.indptr[row + 1]]
+        rc_idx = recent.indices[recent.indptr[row]:recent.indptr[row + 1]]
+        rc_val = recent.data[recent.indptr[row]:recent.indptr[row + 1]]
         tr_idx = pv_idx = np.zeros(0, dtype=np.int64)
         tr_val = pv_val = np.zeros(0, dtype=np.float32)
         if last[row] >= 0:
@@ -193,6 +206,7 @@ def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
         popular = head[~np.isin(head, excluded)][:n_popular] if len(excluded) else head[:n_popular]
         proposals = [tt_top[row][tt_top[row] >= 0],
                      _sparse_top(ii_idx, ii_val, config.item_item, excluded, allowed),
+                     _sparse_top(rc_idx, rc_val, config.item_item_recent, excluded, allowed),
                      _sparse_top(tr_idx, tr_val, config.transitions, excluded, allowed), popular]
         cand, count = np.unique(np.concatenate(proposals).astype(np.int64), return_counts=True)
         feats = np.zeros((len(cand), len(FEATURES)), dtype=np.float32)
@@ -204,6 +218,10 @@ def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
         feats[:, column["item_item"]] = ii
         if len(cand) and ii.max() > 0:
             feats[:, column["item_item_share"]] = ii / ii.max()
+        rc = _sparse_lookup(rc_idx, rc_val, cand)
+        feats[:, column["item_item_recent"]] = rc
+        if len(cand) and rc.max() > 0:
+            feats[:, column["item_item_recent_share"]] = rc / rc.max()
         feats[:, column["transition_last"]] = _sparse_lookup(tr_idx, tr_val, cand)
         feats[:, column["transition_previous"]] = _sparse_lookup(pv_idx, pv_val, cand)
         feats[:, column["popularity_rank"]] = tables.popularity_rank[cand]
@@ -224,12 +242,16 @@ def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
             feats[:, column["text_last"]] = similarity[:, -1]
             nearest = similarity.argmax(axis=1)
             feats[:, column["nearest_age_days"]] = (stamps[-1] - stamps[nearest]) / 86_400.0
-            cats, brands = tables.category[items], tables.brand[items]
-            feats[:, column["category_match"]] = (
-                (tables.category[cand][:, None] == cats[None, :]) & (cats[None, :] >= 0)).mean(axis=1)
+            cats, brands = tables.category[items[-RECENT_HISTORY:]], tables.brand[items[-RECENT_HISTORY:]]
+            same = (tables.category[cand][:, None] == cats[None, :]) & (cats[None, :] >= 0)  # (C, h)
+            feats[:, column["category_match"]] = same.mean(axis=1)
+            recent_stamps = stamps[-RECENT_HISTORY:]
+            decay = np.power(0.5, (recent_stamps[-1] - recent_stamps) / (max(config.recent_half_life_days, 1e-9)
+                                                                          * 86_400.0))
+            feats[:, column["category_recent"]] = same @ decay / decay.sum()
             feats[:, column["brand_match"]] = (
                 (tables.brand[cand][:, None] == brands[None, :]) & (brands[None, :] >= 0)).mean(axis=1)
-            prices = tables.price[items]
+            prices = tables.price[items[-RECENT_HISTORY:]]
             prices = prices[np.isfinite(prices) & (prices > 0)]
             if len(prices):
                 with np.errstate(divide="ignore", invalid="ignore"):
@@ -433,11 +455,14 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
 def _blend_grid(step: float = BLEND_STEP) -> list[tuple[float, ...]]:
     """Every weight vector over :data:`BLEND_PARTS` on a simplex grid of ``step`` (each sums to 1)."""
     n = round(1 / step)
-    grid = []
-    for a in range(n + 1):
-        for b in range(n + 1 - a):
-            grid.append((a * step, b * step, (n - a - b) * step))
-    return grid
+    parts = len(BLEND_PARTS)
+
+    def split(total: int, slots: int) -> list[tuple[int, ...]]:
+        if slots == 1:
+            return [(total,)]
+        return [(first, *rest) for first in range(total + 1) for rest in split(total - first, slots - 1)]
+
+    return [tuple(count * step for count in counts) for counts in split(n, parts)]
 
 
 class _Truncated:

@@ -3,41 +3,27 @@
 from __future__ import annotations
 
 from collections import Counter
-from io import StringIO
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from recoapi.catalog.models import Interaction, Product
-from recoapi.recommendations.engine import registry
-
-
-def run(*args: str) -> str:
-    out = StringIO()
-    call_command(*args, stdout=out, stderr=StringIO(), verbosity=1)
-    return out.getvalue()
+from tests.test_end_to_end import run, workdir  # noqa: F401  (workdir: a fixture)
 
 
 @pytest.fixture
-def demo(settings, tmp_path: Path) -> Path:
+def demo(request: pytest.FixtureRequest, settings) -> Path:
     """The demo shop as `make demo` builds it (default generator, embeddings, default training)."""
-    settings.RECO_DATA_PATH = tmp_path / "raw"
-    settings.RECO_PROCESSED_DIR = tmp_path / "processed"
-    settings.RECO_EMBEDDINGS_DIR = tmp_path / "embeddings"
-    settings.RECO_MODELS_DIR = tmp_path / "models"
-    settings.RECO_ACTIVE_CHECK_SECONDS = 0.0
+    directory = request.getfixturevalue("workdir")  # settings point at a temporary directory
     settings.RECO_AVAILABILITY_SECONDS = 0.0
-    registry.reset()
     run("generate_demo_data")
     run("load_data")
     run("build_embeddings")
     run("train", "--activate")
-    yield tmp_path
-    registry.reset()
+    return directory
 
 
 def _categories(client: APIClient, user: str) -> list[str]:
@@ -62,8 +48,8 @@ def test_six_purchases_in_a_new_category_fill_half_of_the_next_top_10(demo: Path
         category = next(c for c, n in sizes.most_common() if c not in had and n >= 16)
         before = _categories(client, user)
         assert before.count(category) < 5, before
-        products = list(Product.objects.filter(category=category).order_by("product_id")
-                        .values_list("product_id", flat=True)[:6])
+        products = list(Product.objects.filter(category=category).order_by("id")
+                        .values_list("id", flat=True)[:6])
         for product in products:
             response = client.post("/events", {"user": user, "item": product, "event": "purchase"}, format="json")
             assert response.status_code == 201, response.content

@@ -102,6 +102,23 @@ def test_features_do_not_depend_on_the_order_of_a_sparse_row() -> None:
     assert row[5] == pytest.approx(0.75) and row[33] == pytest.approx(0.25)
 
 
+def test_recent_products_weigh_more_in_the_recent_item_item_score() -> None:
+    """Six fresh purchases outweigh an old history: what a shopper did last steers the recent features."""
+    day = 86_400
+    histories = HistoryBatch([np.array([10, 20])], [np.array([0, 365 * day])])  # 10 a year before 20
+    candidates, features, _ = _features(histories, [np.array([10, 20])])
+    row = {int(c): features[0, n] for n, c in enumerate(candidates[0]) if c >= 0}
+    recent, plain = FEATURES.index("item_item_recent"), FEATURES.index("item_item")
+    # item-item: the year-old product counts half (365-day half-life); the recent score: it has faded
+    assert row[22][plain] == pytest.approx(0.5) and row[12][plain] == pytest.approx(0.25)
+    assert row[22][recent] == pytest.approx(0.5) and row[12][recent] < 0.01  # the year-old product has faded
+    category = FEATURES.index("category_recent")
+    in_recent = [i for i in row if i % 4 == 0]  # the recent product's category (c0)
+    in_old = [i for i in row if i % 4 == 2]  # the year-old product's category (c2)
+    assert in_recent and in_old
+    assert all(row[i][category] > 0.99 for i in in_recent) and all(row[i][category] < 0.01 for i in in_old)
+
+
 def test_a_filter_is_respected_by_every_source_and_never_leaves_a_list_short() -> None:
     histories = HistoryBatch([np.array([10, 20])], [np.array([0, 1])])
     allowed = np.zeros(N_ITEMS, dtype=bool)
@@ -188,10 +205,10 @@ def test_stage_round_trips_through_a_directory(tmp_path: Path) -> None:
     assert np.array_equal(loaded.ranker.score(features[0]), ranker.score(features[0]))
     assert (loaded.sources.item_item != stage.sources.item_item).nnz == 0
     assert list(RankingStage.load_attributes(tmp_path / "stage").category) == ["a"] * N_ITEMS
-    blend = RankingStage(_sources(), Ranker("blend", weights=(0.5, 0.5, 0.0)), StageConfig(seed=3), report)
+    blend = RankingStage(_sources(), Ranker("blend", weights=(0.5, 0.25, 0.25, 0.0)), StageConfig(seed=3), report)
     blend.save(tmp_path / "blend", attributes)
     again = RankingStage.load(tmp_path / "blend").ranker
-    assert again.kind == "blend" and again.weights == (0.5, 0.5, 0.0)
+    assert again.kind == "blend" and again.weights == (0.5, 0.25, 0.25, 0.0)
     assert np.array_equal(again.order(candidates, features, 10)[0], blend.ranker.order(candidates, features, 10)[0])
 
 
