@@ -328,12 +328,22 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=2, help="threads per worker")
     parser.add_argument("--only", default="", help="run only the scenarios whose name contains this text")
+    parser.add_argument("--in-process-only", action="store_true",
+                        help="measure the engine in process only (no gunicorn, no wrk); prints and writes the same "
+                             "engine figures")
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
+    if shutil.which("wrk") is None and not args.in_process_only:
         raise SystemExit("wrk is not installed (Debian/Ubuntu: apt install wrk)")
     work = Path(args.workdir)
     info = build_workspace(work, args.users, args.items, args.interactions)
     engine = in_process(work, info["version"], info["new_users"])
+    if args.in_process_only:
+        figures = {"sizes": info["sizes"], "workspace_timings_s": info["timings"], "engine_in_process": engine}
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(figures, indent=2) + "\n")
+        _print_engine(engine)
+        print(f"\nwritten to {os.path.relpath(args.output, ROOT)}")
+        return
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -390,6 +400,14 @@ def main() -> None:
         for run in runs:
             print(f"{name:<28}{run['connections']:>6}{run['rps']:>9.0f}{run['p50_ms']:>9.1f}{run['p95_ms']:>9.1f}"
                   f"{run['p99_ms']:>9.1f}{run['errors']:>8}")
+    _print_engine(engine)
+    for row in memory:
+        print(f"worker {row['pid']}: RSS {row['rss_mib']} MiB (anonymous {row['rss_anon_mib']}, file-backed "
+              f"{row['rss_file_mib']}), PSS {row['pss_mib']} MiB, bundle memory-mapped: {row['bundle_memory_mapped']}")
+    print(f"\nwritten to {os.path.relpath(args.output, ROOT)}")
+
+
+def _print_engine(engine: dict) -> None:
     print(f"\nfloor (numpy dot + argpartition): 1 query {engine['floor_1_ms']:.2f} ms, 100 queries "
           f"{engine['floor_100_ms']:.2f} ms")
     print(f"engine (Recommender.recommend): 1 shopper {engine['engine_1_ms']:.2f} ms ({engine['ratio_1']:.2f}x floor), "
@@ -404,10 +422,6 @@ def main() -> None:
     for row in ann["by_ef_search"]:
         print(f"  efSearch {row['ef_search']:>5}: recall@10 vs exact {row['recall@10']:.3f}, "
               f"{row['query_ms']:.3f} ms per query")
-    for row in memory:
-        print(f"worker {row['pid']}: RSS {row['rss_mib']} MiB (anonymous {row['rss_anon_mib']}, file-backed "
-              f"{row['rss_file_mib']}), PSS {row['pss_mib']} MiB, bundle memory-mapped: {row['bundle_memory_mapped']}")
-    print(f"\nwritten to {os.path.relpath(args.output, ROOT)}")
 
 
 if __name__ == "__main__":
