@@ -42,14 +42,15 @@ FEATURES: tuple[str, ...] = (
 )
 """Per (shopper, candidate): the two-tower score and its gap to the shopper's best candidate; the
 item-item score of the history (each product weighted by recency: halved every
-``history_half_life_days``, 365, before the latest interaction) and its share of the shopper's best; transition probability from the last and the
-previous item; popularity percentile; text cosine to the history's mean text and to the last item;
-share of the 10 most recent history items with the candidate's category and brand; log price over
-their median price; log history length; days between the shopper's latest interaction and the history item whose
-text is nearest to the candidate; how many sources proposed it; the item-item score of the
-recency-weighted history (each product's weight halved every ``recent_half_life_days`` before the
-latest interaction) and its share of the shopper's best; the recency-weighted share of the history in
-the candidate's category."""
+``history_half_life_days``, 365, before the latest interaction) and its share of the shopper's best;
+transition probability from the last and the previous item; popularity percentile; text cosine to
+the history's mean text and to the last item; share of the 10 most recent history items with the
+candidate's category and brand; log price over their median price; log history length; days between
+the shopper's latest interaction and the history item whose text is nearest to the candidate; how
+many sources proposed it; the item-item score of the recency-weighted history (each product's weight
+halved every ``recent_half_life_days``, 30, before the latest interaction) and its share of the
+shopper's best; the recency-weighted share of the 10 most recent products in the candidate's
+category."""
 
 SINGLE_FEATURES: tuple[str, ...] = ("two_tower", "item_item", "transition_last", "popularity_rank", "text_history")
 """Features that also compete as rankings on their own (the ranker must beat every one of them)."""
