@@ -90,6 +90,7 @@ class ItemTables:
         content: (n, t) float32 unit-norm text embeddings.
         popularity_rank: (n,) float32 popularity percentile in [0, 1] (1: most popular).
         popularity: (n,) float32 popularity scores (the popular source).
+        popular_order: (n,) int64 item positions by decreasing popularity.
     """
 
     category: np.ndarray
@@ -98,6 +99,7 @@ class ItemTables:
     content: np.ndarray
     popularity_rank: np.ndarray
     popularity: np.ndarray
+    popular_order: np.ndarray
 
     @classmethod
     def build(cls, category: np.ndarray, brand: np.ndarray, price: np.ndarray, content: np.ndarray,
@@ -116,7 +118,8 @@ class ItemTables:
         content = np.asarray(content, dtype=np.float32)
         norms = np.linalg.norm(content, axis=1, keepdims=True)
         return cls(codes(category), codes(brand), np.where(price >= 0, price, np.nan).astype(np.float32),
-                   np.divide(content, norms, out=np.zeros_like(content), where=norms > 0), rank, popularity)
+                   np.divide(content, norms, out=np.zeros_like(content), where=norms > 0), rank, popularity,
+                   np.argsort(-popularity, kind="stable"))
 
 
 def _sparse_top(indices: np.ndarray, values: np.ndarray, k: int, excluded: np.ndarray,
@@ -142,9 +145,9 @@ def _sparse_lookup(indices: np.ndarray, values: np.ndarray, positions: np.ndarra
     return np.where(indices[at] == positions, values[at], 0.0).astype(np.float32)
 
 
-def _popular_order(popularity: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
-    """Allowed item positions by decreasing popularity."""
-    order = np.argsort(-popularity, kind="stable")
+def _popular_order(tables: ItemTables, allowed: np.ndarray | None) -> np.ndarray:
+    """Allowed item positions by decreasing popularity (the sort is done once per table, not per request)."""
+    order = tables.popular_order
     return order if allowed is None else order[allowed[order]]
 
 
@@ -169,7 +172,7 @@ def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
         allowed: optional (n,) bool mask of proposable items.
         config: candidates per source.
         k: the list length asked for (at least this many popular candidates).
-        popular_order: :func:`_popular_order` of ``tables.popularity`` and ``allowed``, if already known.
+        popular_order: :func:`_popular_order` of ``tables`` and ``allowed``, if already known.
 
     Returns:
         ``(candidates (m, C) int64 with -1 pads, features (m, C, len(FEATURES)) float32)``.
@@ -182,7 +185,7 @@ def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
     transitions = sources.transitions
     last, previous = histories.last(1), histories.last(2)
     if popular_order is None:
-        popular_order = _popular_order(tables.popularity, allowed)
+        popular_order = _popular_order(tables, allowed)
     n_popular = max(config.popular, k)
     tt_top, _ = index.search(query, min(config.two_tower, n), exclude, allowed)
     column = {name: position for position, name in enumerate(FEATURES)}
@@ -276,7 +279,7 @@ def batched_candidate_features(query: np.ndarray, item_vectors: np.ndarray, inde
                                ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`candidate_features` for many shoppers, ``chunk`` at a time (shapes as there, no filter)."""
     parts = []
-    order = _popular_order(tables.popularity, None)
+    order = _popular_order(tables, None)
     for start in range(0, len(histories), chunk):
         part = slice(start, start + chunk)
         parts.append(candidate_features(query[part], item_vectors, index, sources, tables,
@@ -492,7 +495,7 @@ class RankingStage:
         m = len(histories)
         out_pos = np.full((m, k), -1, dtype=np.int64)
         out_scores = np.full((m, k), -np.inf, dtype=np.float32)
-        popular_order = _popular_order(tables.popularity, allowed)
+        popular_order = _popular_order(tables, allowed)
         for start in range(0, m, chunk):
             part = slice(start, min(m, start + chunk))
             batch = HistoryBatch(histories.items[part], histories.timestamps[part])
