@@ -321,8 +321,9 @@ class Ranker:
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """(r,) float32 scores of (r, len(FEATURES)) feature rows (higher: better)."""
-        if self.kind == "feature":
-            return np.asarray(features[:, FEATURES.index(self.feature)], dtype=np.float32)
+        if self.kind == "feature":  # popularity breaks ties (a sparse score is 0 for most candidates)
+            values = features[:, FEATURES.index(self.feature)].astype(np.float64)
+            return (values + 1e-6 * features[:, FEATURES.index("popularity_rank")]).astype(np.float32)
         if len(features) == 0:
             return np.zeros(0, dtype=np.float32)
         return np.asarray(self.booster.predict(features, num_threads=1), dtype=np.float32)

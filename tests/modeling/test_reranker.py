@@ -176,6 +176,14 @@ def test_a_learned_ranker_is_chosen_when_features_must_be_combined() -> None:
     assert (top[:, 0] == fresh_t).mean() >= (single[:, 0] == fresh_t).mean() + 0.15  # first place on new lists
 
 
+def test_a_single_feature_breaks_its_ties_by_popularity() -> None:
+    features = np.zeros((1, 3, len(FEATURES)), dtype=np.float32)
+    features[0, :, FEATURES.index("transition_last")] = [0.0, 0.5, 0.0]
+    features[0, :, FEATURES.index("popularity_rank")] = [0.2, 0.1, 0.9]
+    positions, _ = Ranker("feature", "transition_last").order(np.array([[7, 8, 9]]), features, 3)
+    assert positions[0].tolist() == [8, 9, 7]
+
+
 def test_one_feature_wins_where_it_alone_decides() -> None:
     candidates, features, targets = _synthetic_lists(200, 30, "single")
     ranker, report = fit_ranker(candidates, features, targets, config=StageConfig(seed=3))
