@@ -265,6 +265,18 @@ def transition_counts(user_idx: np.ndarray, item_idx: np.ndarray, n_items: int) 
                          dtype=np.float32)
 
 
+def transition_probabilities(user_idx: np.ndarray, item_idx: np.ndarray, n_items: int) -> sp.csr_matrix:
+    """(n_items, n_items) float32 row-normalised :func:`transition_counts`: P(next item j | last item i).
+
+    Args:
+        user_idx, item_idx: (n,) positions of the interactions, sorted by user and then time.
+    """
+    counts = transition_counts(user_idx, item_idx, n_items)
+    totals = np.asarray(counts.sum(axis=1)).ravel()
+    totals[totals == 0] = 1.0
+    return sp.csr_matrix(sp.diags(1.0 / totals) @ counts, dtype=np.float32)
+
+
 def last_items(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int) -> np.ndarray:
     """(n_users,) int64: each user's last item position (arrays sorted by user and time), -1 without any."""
     last = np.full(n_users, -1, dtype=np.int64)
@@ -289,10 +301,7 @@ class Transitions:
 
     def fit_sequences(self, matrix: sp.csr_matrix, user_idx: np.ndarray, item_idx: np.ndarray) -> Transitions:
         """Args: matrix (n_users, n_items) binary training interactions; user_idx, item_idx (n,) by user, time."""
-        counts = transition_counts(user_idx, item_idx, matrix.shape[1])
-        totals = np.asarray(counts.sum(axis=1)).ravel()
-        totals[totals == 0] = 1.0
-        self.probabilities = sp.csr_matrix(sp.diags(1.0 / totals) @ counts, dtype=np.float32)
+        self.probabilities = transition_probabilities(user_idx, item_idx, matrix.shape[1])
         popularity = np.asarray(matrix.sum(axis=0)).ravel().astype(np.float64)
         self.tie_break = (popularity / max(popularity.max(), 1.0) * 1e-6).astype(np.float32)
         return self

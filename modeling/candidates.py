@@ -141,16 +141,6 @@ class Sources:
                    sp.csr_matrix(sp.load_npz(directory / "transitions.npz"), dtype=np.float32), kind, l2)
 
 
-def transition_probabilities(user_idx: np.ndarray, item_idx: np.ndarray, n_items: int) -> sp.csr_matrix:
-    """(n_items, n_items) float32 row-normalised transition counts (interactions sorted by user, time)."""
-    from modeling.baselines import transition_counts
-
-    counts = transition_counts(user_idx, item_idx, n_items)
-    totals = np.asarray(counts.sum(axis=1)).ravel()
-    totals[totals == 0] = 1.0
-    return sp.csr_matrix(sp.diags(1.0 / totals) @ counts, dtype=np.float32)
-
-
 def fit_sources(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, n_items: int, *,
                 l2: float | None = None, neighbours: int = ITEM_ITEM_NEIGHBOURS,
                 choose_l2: Callable[[EASE], float] | None = None, l2_choices: Sequence[float] = EASE_L2_CHOICES,
@@ -168,7 +158,14 @@ def fit_sources(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, n_item
     Returns:
         :class:`Sources`; EASE when ``n_items <= EASE_MAX_ITEMS``, item-kNN (cosine) above.
     """
-    from modeling.baselines import EASE, EASE_MAX_ITEMS, EASEGram, ItemKNN, interaction_matrix
+    from modeling.baselines import (
+        EASE,
+        EASE_MAX_ITEMS,
+        EASEGram,
+        ItemKNN,
+        interaction_matrix,
+        transition_probabilities,
+    )
     from modeling.grid_search import widening_search
 
     matrix = interaction_matrix(user_idx, item_idx, n_users, n_items)

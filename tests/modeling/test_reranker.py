@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from modeling.candidates import HistoryBatch, Sources, fit_sources, keep_strongest, transition_probabilities
+from modeling.baselines import transition_probabilities
+from modeling.candidates import HistoryBatch, Sources, fit_sources, keep_strongest
 from modeling.features import ItemAttributes
 from modeling.index import ExactIndex
 from modeling.reranker import (
