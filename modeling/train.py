@@ -47,6 +47,7 @@ from modeling.ranking import rank_users, seen_items
 from modeling.reranker import (
     STAGE_DIR,
     ItemTables,
+    Ranker,
     RankingStage,
     StageConfig,
     batched_candidate_features,
@@ -365,7 +366,8 @@ def stopping_shoppers(n: int, seed: int = 0) -> np.ndarray:
     return chosen
 
 
-def fit_ranking_stage(model: TwoTowerModel, history: SortedHistory, features: Features, popularity: np.ndarray,
+def fit_ranking_stage(model: TwoTowerModel, history: SortedHistory, features: Features, item_vectors: np.ndarray,
+                      tables: ItemTables,
                       val_u: np.ndarray, val_i: np.ndarray, selection: np.ndarray | None = None, *, seed: int = 0,
                       say: Callable[[str], None] = logger.info) -> RankingStage:
     """Fit the second stage on the validation items, with every source fitted without them.
@@ -379,7 +381,8 @@ def fit_ranking_stage(model: TwoTowerModel, history: SortedHistory, features: Fe
         model: the trained two-tower model.
         history: training interactions.
         features: features at the end of ``history``.
-        popularity: (n_items,) popularity over ``history``.
+        item_vectors: (n_items, d) the trained candidate tower's vectors.
+        tables: the stage's per-item inputs (:func:`item_tables`, popularity over ``history``).
         val_u, val_i: (v,) validation user and item positions.
         selection: (v,) bool, the shoppers whose items choose among the rankers (all when None); the
             ranker learns from every validation shopper.
@@ -400,24 +403,17 @@ def fit_ranking_stage(model: TwoTowerModel, history: SortedHistory, features: Fe
     sources = fit_sources(history.users, history.items, n_users, n_items,
                           choose_l2=choose_l2 if len(val_u) else None, say=say)
     config = StageConfig(seed=seed)
-    item_vectors = candidate_vectors(model.candidate_tower, features.item_ids, features.item_text,
-                                     features.attributes)
-    stage = RankingStage(sources, ranker=None, config=config)  # type: ignore[arg-type]
     if len(val_u) == 0:
-        from modeling.reranker import Ranker
-
-        stage.ranker = Ranker("feature", "two_tower")
-        stage.report = {"choice": "feature:two_tower", "shoppers": 0}
-        return stage
+        return RankingStage(sources, Ranker("feature", "two_tower"), config, {"choice": "feature:two_tower",
+                                                                             "shoppers": 0})
     if len(val_u) > RANKER_MAX_SHOPPERS:
         keep = np.sort(np.random.default_rng(seed).choice(len(val_u), RANKER_MAX_SHOPPERS, replace=False))
         val_u, val_i, selection = val_u[keep], val_i[keep], selection[keep]
     query = served_query_vectors(model.query_tower, features, val_u)
-    tables = item_tables(features, popularity)
     candidates, feats = batched_candidate_features(query, item_vectors, ExactIndex(item_vectors), sources, tables,
                                                    history_batch(history, val_u), [seen[u] for u in val_u], config)
-    stage.ranker, stage.report = fit_ranker(candidates, feats, val_i, config=config, selection=selection, say=say)
-    return stage
+    ranker, report = fit_ranker(candidates, feats, val_i, config=config, selection=selection, say=say)
+    return RankingStage(sources, ranker, config, report)
 
 
 def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTowerParams | None = None, *,
@@ -535,7 +531,7 @@ def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
                          popularity_half_life_days=half_life)
     if ranking_stage:
         _attach_stage(result, history, features, (val_u, val_i, ~stopping), test_history, test_features,
-                      (test_u, test_i), test_seen, stage)
+                      (test_u, test_i), test_seen, stage, item_vectors)
     return result
 
 
@@ -543,24 +539,28 @@ def _attach_stage(result: TrainResult, history: SortedHistory, features: Feature
                   validation: tuple[np.ndarray, np.ndarray, np.ndarray], test_history: SortedHistory,
                   test_features: Features,
                   test: tuple[np.ndarray, np.ndarray], test_seen: list[np.ndarray],
-                  stage: RankingStage | None = None) -> None:
-    """Fit (or re-source) the ranking stage of ``result`` and measure both stages on the test items."""
+                  stage: RankingStage | None = None, item_vectors: np.ndarray | None = None) -> None:
+    """Fit (or re-source) the ranking stage of ``result`` and measure both stages on the test items.
+
+    ``item_vectors`` (n_items, d): the candidate tower's vectors when already computed (computed here if None).
+    """
     n_users, n_items = len(features.user_ids), len(features.item_ids)
     recent = recent_popularity(history.items, history.weights, history.timestamps, n_items,
                                half_life_days=result.popularity_half_life_days)
+    tables = item_tables(features, recent)
+    if item_vectors is None:
+        item_vectors = candidate_vectors(result.model.candidate_tower, features.item_ids, features.item_text,
+                                         features.attributes)
     if stage is None:
-        stage = fit_ranking_stage(result.model, history, features, recent, *validation, seed=result.params.seed,
-                                  say=logger.info)
+        stage = fit_ranking_stage(result.model, history, features, item_vectors, tables, *validation,
+                                  seed=result.params.seed, say=logger.info)
     else:  # the ranker of an earlier run, over sources fitted on these interactions
         stage = RankingStage(fit_sources(history.users, history.items, n_users, n_items, l2=stage.sources.l2),
                              stage.ranker, stage.config, stage.report)
     result.stage = stage
     test_u, test_i = test
     if len(test_u):
-        item_vectors = candidate_vectors(result.model.candidate_tower, features.item_ids, features.item_text,
-                                         features.attributes)
         query = served_query_vectors(result.model.query_tower, test_features, test_u)
-        tables = item_tables(features, recent)
         result.stage_ranked, _ = stage.rank(query, item_vectors, ExactIndex(item_vectors), tables,
                                             history_batch(test_history, test_u), [test_seen[u] for u in test_u],
                                             max(CURVE_KS))
