@@ -8,8 +8,10 @@ For m shoppers with query vectors (the two-tower's query tower on their current 
    disallowed products;
 2. :data:`FEATURES` for every (shopper, candidate);
 3. an order: a LightGBM LambdaMART model trained on positions the retrieval stage did not train on
-   (each shopper's validation item), or a single feature where cross-validation over those
-   shoppers finds no trained ranker better than it (a small shop with few validation shoppers).
+   (each shopper's validation item), a linear blend, or a single feature, whichever cross-validation
+   over those shoppers finds best; a richer order replaces the baselines' own (item-item,
+   transitions, their blend) only when its gain exceeds two standard errors (a small shop with few
+   validation shoppers gets what the baselines would give it).
 
 Both the training of the ranker and serving compute features with :func:`candidate_features`.
 """
@@ -57,6 +59,16 @@ SINGLE_FEATURES: tuple[str, ...] = ("two_tower", "item_item", "transition_last",
 BLEND_PARTS: tuple[str, ...] = ("two_tower", "item_item", "item_item_recent", "transition_last")
 """The scores a linear blend weighs (a robust choice where too few shoppers are held out to train a ranker)."""
 BLEND_STEP = 0.25
+DENSE_PARTS: tuple[str, ...] = ("two_tower",)
+"""Blend parts scaled min-to-max within the candidates (the others are sparse: divided by their largest value)."""
+SEQUENTIAL_STEP = 0.1
+"""Grid step of the transitions + item-item blend (the ranking stage's form of the transitions+EASE baseline)."""
+REFERENCE_TRIALS: tuple[str, ...] = ("feature:item_item", "feature:transition_last", "transitions+item_item")
+"""The trials that rank as the simple baselines do (EASE or item-kNN, transitions, transitions+EASE): a
+richer trial is chosen over the best of them only when its gain on the selection shoppers exceeds
+:data:`CHOICE_STANDARD_ERRORS` standard errors of the paired difference."""
+CHOICE_STANDARD_ERRORS = 2.0
+"""Two, not one: the best of a dozen trials is compared, so a one-error gain is often chance."""
 
 STAGE_DIR = "ranking_stage"
 ROUNDS: tuple[int, ...] = (25, 50, 100, 200, 400)
@@ -306,17 +318,26 @@ class Ranker:
     weights: tuple[float, ...] = ()
 
     def blend(self, candidates: np.ndarray, features: np.ndarray) -> np.ndarray:
-        """(m, C) blended scores of (m, C, F) features (-inf on pads)."""
+        """(m, C) blended scores of (m, C, F) features (-inf on pads).
+
+        The two-tower score is scaled to [0, 1] within the shopper's candidates (min to max); the sparse
+        scores (item-item, transitions: 0 where there is no evidence) are divided by their largest
+        absolute value, as the transitions+EASE baseline scales its parts."""
         valid = candidates >= 0
         total = 1e-3 * features[:, :, FEATURES.index("popularity_rank")]
         for weight, name in zip(self.weights, BLEND_PARTS, strict=True):
             if weight == 0:
                 continue
-            values = features[:, :, FEATURES.index(name)]
-            low = np.where(valid, values, np.inf).min(axis=1, keepdims=True)
-            high = np.where(valid, values, -np.inf).max(axis=1, keepdims=True)
-            span = np.where(np.isfinite(high - low) & (high > low), high - low, 1.0)
-            total = total + weight * np.where(np.isfinite(low), (values - low) / span, 0.0)
+            values = np.where(valid, features[:, :, FEATURES.index(name)], 0.0)
+            if name in DENSE_PARTS:
+                low = np.where(valid, values, np.inf).min(axis=1, keepdims=True)
+                high = np.where(valid, values, -np.inf).max(axis=1, keepdims=True)
+                span = np.where(np.isfinite(high - low) & (high > low), high - low, 1.0)
+                values = np.where(np.isfinite(low), (values - low) / span, 0.0)
+            else:
+                scale = np.abs(values).max(axis=1, keepdims=True)
+                values = values / np.where(scale > 0, scale, 1.0)
+            total = total + weight * values
         return np.where(valid, total, -np.inf).astype(np.float32)
 
     def score(self, features: np.ndarray) -> np.ndarray:
@@ -384,8 +405,13 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
 
     Every shopper counts in the validation NDCG@10, those whose item is not among their candidates as 0,
     so a source that finds more of them wins too. Trials: each of :data:`SINGLE_FEATURES` on its own,
-    a linear blend of :data:`BLEND_PARTS` (weights chosen on the other folds), and LambdaMART after
-    each of :data:`ROUNDS` boosting rounds.
+    a linear blend of :data:`BLEND_PARTS` and one of transitions and item-item only (weights chosen on
+    the other folds), and LambdaMART after each of :data:`ROUNDS` boosting rounds.
+
+    The best trial is chosen only when its paired gain over the best of :data:`REFERENCE_TRIALS` (the
+    baselines' own rankings) exceeds :data:`CHOICE_STANDARD_ERRORS` standard errors on the selection
+    shoppers; otherwise that reference is (a small or noisy validation set then serves what the simple
+    baselines would).
 
     Args:
         candidates: (m, C) positions, -1 pads.
@@ -396,7 +422,8 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
 
     Returns:
         ``(ranker fitted on all m shoppers, report)``; the report has every trial's mean NDCG@10
-        ("cross_validation"), the choice, the feature importances (gain) and the seconds spent.
+        ("cross_validation"), the reference, the best trial and its gain over the reference, the choice,
+        the feature importances (gain) and the seconds spent.
     """
     started = time.perf_counter()
     m = len(targets)
@@ -404,25 +431,21 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
     if not select.any():
         select = np.ones(m, dtype=bool)
     rng = np.random.default_rng(config.seed)
-    fold_of = rng.permutation(m) % max(2, config.folds)
-    trials: dict[str, list[np.ndarray]] = {}
+    folds = max(2, config.folds)
+    fold_of = rng.permutation(m) % folds
+    trials: dict[str, np.ndarray] = {}
     for name in SINGLE_FEATURES:
         ranked, _ = Ranker("feature", name).order(candidates, features, 10)
-        trials[f"feature:{name}"] = [_ndcg_at_10(ranked, targets)]
-    blends = _blend_grid()
-    blend_values = np.stack([_ndcg_at_10(Ranker("blend", weights=w).order(candidates, features, 10)[0], targets)
-                             for w in blends]) if m else np.zeros((len(blends), 0))
-    cross_blend = np.zeros(m)
-    for fold in range(max(2, config.folds)):  # weights chosen on the other folds, measured on this one
-        test = fold_of == fold
-        chooser = ~test & select
-        chosen = int(np.argmax(blend_values[:, chooser].mean(axis=1))) if chooser.any() else 0
-        cross_blend[test] = blend_values[chosen, test]
-    trials["blend"] = [cross_blend]
+        trials[f"feature:{name}"] = _ndcg_at_10(ranked, targets)
+    grids = {"blend": _blend_grid(), "transitions+item_item": _sequential_grid()}
+    chosen_weights: dict[str, tuple[float, ...]] = {}
+    for trial, grid in grids.items():
+        trials[trial], chosen_weights[trial] = _cross_validated_weights(candidates, features, targets, grid,
+                                                                        fold_of, folds, select)
     has_positive = ((candidates == targets[:, None]) & (candidates >= 0)).any(axis=1)
-    if has_positive.sum() >= 2 * max(2, config.folds):
+    if has_positive.sum() >= 2 * folds:
         per_round: dict[int, np.ndarray] = {r: np.zeros(m) for r in ROUNDS}
-        for fold in range(max(2, config.folds)):
+        for fold in range(folds):
             test = fold_of == fold
             booster = _train_booster(candidates[~test], features[~test], targets[~test], max(ROUNDS), config.seed)
             for rounds in ROUNDS:
@@ -430,12 +453,17 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
                 ranked, _ = ranker.order(candidates[test], features[test], 10)
                 per_round[rounds][test] = _ndcg_at_10(ranked, targets[test])
         for rounds, values in per_round.items():
-            trials[f"lightgbm:{rounds}"] = [values]
-    means = {name: float(np.mean(values[0][select])) if m else 0.0 for name, values in trials.items()}
-    choice = max(means, key=lambda name: (means[name], name.startswith("lightgbm")))
+            trials[f"lightgbm:{rounds}"] = values
+    means = {name: float(np.mean(values[select])) if m else 0.0 for name, values in trials.items()}
+    reference = max(REFERENCE_TRIALS, key=lambda name: means[name])
+    best = max(means, key=lambda name: (means[name], name.startswith("lightgbm")))
+    gain, error = _paired_gain(trials[best][select], trials[reference][select])
+    choice = best if best == reference or gain > CHOICE_STANDARD_ERRORS * error else reference
     report: dict[str, Any] = {"shoppers": int(m), "selection_shoppers": int(select.sum()),
                               "with_item_in_candidates": int(has_positive.sum()),
                               "cross_validation": {name: round(v, 5) for name, v in means.items()},
+                              "reference": reference, "best": best,
+                              "gain_over_reference": {"mean": round(gain, 5), "standard_error": round(error, 5)},
                               "choice": choice}
     if choice.startswith("lightgbm"):
         rounds = int(choice.split(":")[1])
@@ -444,16 +472,16 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
         gains = booster.feature_importance(importance_type="gain")
         total = float(gains.sum()) or 1.0
         report["importance"] = {name: round(float(g) / total, 4) for name, g in zip(FEATURES, gains, strict=True)}
-    elif choice == "blend":
-        weights = blends[int(np.argmax(blend_values[:, select].mean(axis=1)))]
-        ranker = Ranker("blend", weights=weights)
-        report["weights"] = dict(zip(BLEND_PARTS, weights, strict=True))
+    elif choice in grids:
+        ranker = Ranker("blend", weights=chosen_weights[choice])
+        report["weights"] = dict(zip(BLEND_PARTS, chosen_weights[choice], strict=True))
     else:
         ranker = Ranker("feature", choice.split(":")[1])
     report["seconds"] = round(time.perf_counter() - started, 2)
     best_single = max((v for name, v in means.items() if name.startswith("feature")), default=0.0)
-    say(f"ranking stage: {choice} chosen by {max(2, config.folds)}-fold cross-validation on {int(select.sum())} of "
-        f"{m} validation shoppers (NDCG@10 {means[choice]:.4f}; best single feature {best_single:.4f})")
+    say(f"ranking stage: {choice} chosen by {folds}-fold cross-validation on {int(select.sum())} of "
+        f"{m} validation shoppers (NDCG@10 {means[choice]:.4f}; best single feature {best_single:.4f}; "
+        f"{best} {gain:+.4f} ± {error:.4f} over {reference})")
     return ranker, report
 
 
@@ -468,6 +496,44 @@ def _blend_grid(step: float = BLEND_STEP) -> list[tuple[float, ...]]:
         return [(first, *rest) for first in range(total + 1) for rest in split(total - first, slots - 1)]
 
     return [tuple(count * step for count in counts) for counts in split(n, parts)]
+
+
+def _sequential_grid(step: float = SEQUENTIAL_STEP) -> list[tuple[float, ...]]:
+    """Weights over :data:`BLEND_PARTS` that mix item-item and the last item's transitions only."""
+    n = round(1 / step)
+    grid = []
+    for count in range(n + 1):
+        weights = dict.fromkeys(BLEND_PARTS, 0.0)
+        weights["transition_last"], weights["item_item"] = count * step, 1.0 - count * step
+        grid.append(tuple(weights[name] for name in BLEND_PARTS))
+    return grid
+
+
+def _cross_validated_weights(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray,
+                             grid: list[tuple[float, ...]], fold_of: np.ndarray, folds: int,
+                             select: np.ndarray) -> tuple[np.ndarray, tuple[float, ...]]:
+    """A blend's (m,) NDCG@10, each fold's with the weights best on the other folds' selection shoppers,
+    and the weights best on all selection shoppers (the ones served)."""
+    m = len(targets)
+    if m == 0:
+        return np.zeros(0), grid[0]
+    values = np.stack([_ndcg_at_10(Ranker("blend", weights=w).order(candidates, features, 10)[0], targets)
+                       for w in grid])
+    cross = np.zeros(m)
+    for fold in range(folds):
+        test = fold_of == fold
+        chooser = ~test & select
+        chosen = int(np.argmax(values[:, chooser].mean(axis=1))) if chooser.any() else 0
+        cross[test] = values[chosen, test]
+    return cross, grid[int(np.argmax(values[:, select].mean(axis=1)))]
+
+
+def _paired_gain(trial: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """Mean of the paired per-shopper difference ``trial - reference`` and its standard error."""
+    difference = np.asarray(trial, dtype=np.float64) - np.asarray(reference, dtype=np.float64)
+    if len(difference) < 2:
+        return float(difference.mean()) if len(difference) else 0.0, 0.0
+    return float(difference.mean()), float(difference.std(ddof=1) / np.sqrt(len(difference)))
 
 
 class _Truncated:

@@ -138,6 +138,9 @@ class TcpProxy:
             except OSError:
                 client.close()
                 continue
+            # The timeout bounds the connect only: a pooled connection may idle for longer than 5 s
+            # (a worker loading its model between two queries), and a timed-out recv() would close it.
+            upstream.settimeout(None)
             with self._lock:
                 self._sockets += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
