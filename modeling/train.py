@@ -25,7 +25,7 @@ from modeling import artifacts
 from modeling import datasets as ds
 from modeling import runtime as _runtime  # noqa: F401
 from modeling.baselines import popularity_scores
-from modeling.candidates import HistoryBatch, fit_sources
+from modeling.candidates import HistoryBatch, Sources, fit_sources
 from modeling.embeddings import Embeddings
 from modeling.errors import TrainingError
 from modeling.features import (
@@ -406,14 +406,40 @@ def fit_ranking_stage(model: TwoTowerModel, history: SortedHistory, features: Fe
     if len(val_u) == 0:
         return RankingStage(sources, Ranker("feature", "two_tower"), config, {"choice": "feature:two_tower",
                                                                              "shoppers": 0})
+    lists = validation_lists(model, history, item_vectors, tables, sources, features, val_u, val_i, selection,
+                             config)
+    ranker, report = fit_ranker(lists.candidates, lists.features, lists.targets, config=config,
+                                selection=lists.selection, say=say)
+    return RankingStage(sources, ranker, config, report)
+
+
+@dataclass
+class ValidationLists:
+    """What the ranker learns from: each validation shopper's candidates and their features.
+
+    candidates (v, C) item positions, -1 pads; features (v, C, len(FEATURES)); targets (v,) the held-out
+    items; selection (v,) bool, the shoppers whose items choose among the rankers.
+    """
+
+    candidates: np.ndarray
+    features: np.ndarray
+    targets: np.ndarray
+    selection: np.ndarray
+
+
+def validation_lists(model: TwoTowerModel, history: SortedHistory, item_vectors: np.ndarray, tables: ItemTables,
+                     sources: Sources, features: Features, val_u: np.ndarray, val_i: np.ndarray,
+                     selection: np.ndarray, config: StageConfig) -> ValidationLists:
+    """The validation shoppers' candidate lists, from sources and towers fitted without their items
+    (at most :data:`RANKER_MAX_SHOPPERS` shoppers, a seeded sample above)."""
     if len(val_u) > RANKER_MAX_SHOPPERS:
-        keep = np.sort(np.random.default_rng(seed).choice(len(val_u), RANKER_MAX_SHOPPERS, replace=False))
+        keep = np.sort(np.random.default_rng(config.seed).choice(len(val_u), RANKER_MAX_SHOPPERS, replace=False))
         val_u, val_i, selection = val_u[keep], val_i[keep], selection[keep]
+    seen = seen_items(history.users, history.items, len(features.user_ids))
     query = served_query_vectors(model.query_tower, features, val_u)
     candidates, feats = batched_candidate_features(query, item_vectors, ExactIndex(item_vectors), sources, tables,
                                                    history_batch(history, val_u), [seen[u] for u in val_u], config)
-    ranker, report = fit_ranker(candidates, feats, val_i, config=config, selection=selection, say=say)
-    return RankingStage(sources, ranker, config, report)
+    return ValidationLists(candidates, feats, val_i, selection)
 
 
 def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTowerParams | None = None, *,

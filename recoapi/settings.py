@@ -95,8 +95,12 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Write-ahead logging: readers (the serving workers) never wait for an import's transaction; writers wait
     # up to 20 s for each other instead of failing with "database is locked".
+    # IMMEDIATE: a transaction takes the write lock when it begins, so a writer waits its turn (up to the
+    # timeout) instead of failing at once with "database is locked" when it reads first and then finds
+    # that another writer committed since (SQLite cannot upgrade such a stale read to a write).
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", "timeout": 20}
+        {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", "timeout": 20,
+         "transaction_mode": "IMMEDIATE"}
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -134,7 +138,7 @@ REST_FRAMEWORK = {
                                "user": env_rate("RECO_THROTTLE_USER", "1000/second")},
 }
 # Request bounds: bodies above this many bytes get 413, longer query strings 414.
-DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("RECO_MAX_BODY_BYTES", 64 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("RECO_MAX_BODY_BYTES", 1024 * 1024)
 RECO_MAX_QUERY_STRING = env_int("RECO_MAX_QUERY_STRING", 16 * 1024)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Recommendation service API",
@@ -166,6 +170,9 @@ RECO_TEXT_MODEL_PATH = env_str("RECO_TEXT_MODEL_PATH", "") or None
 # 1995-01-01 precedes the earliest public shop and rating data), and at most this many seconds in the future.
 RECO_EVENT_MIN_TIME = env_time("RECO_EVENT_MIN_TIME", "1995-01-01")
 RECO_EVENT_MAX_FUTURE_SECONDS = env_int("RECO_EVENT_MAX_FUTURE_SECONDS", 300)
+RECO_EVENTS_MAX_BATCH = env_int("RECO_EVENTS_MAX_BATCH", 1000)
+if RECO_EVENTS_MAX_BATCH < 1:
+    raise ImproperlyConfigured("RECO_EVENTS_MAX_BATCH must be 1 or more")
 if RECO_EVENT_MAX_FUTURE_SECONDS < 0:
     raise ImproperlyConfigured("RECO_EVENT_MAX_FUTURE_SECONDS must be 0 or more")
 # How often (seconds) a worker looks at models/ACTIVE for a newer version.

@@ -61,6 +61,8 @@ class Interaction(models.Model):
     text = models.TextField(null=True, blank=True)
     source = models.CharField(max_length=8, choices=SOURCE_CHOICES, default=IMPORTED,
                               help_text="A data reload replaces imported interactions and keeps live ones.")
+    event_id = models.CharField(max_length=64, null=True, blank=True, unique=True,
+                                help_text="The client's id of a live event: the same id sent again is stored once.")
 
     class Meta:
         ordering = ["shopper_id", "occurred_at"]

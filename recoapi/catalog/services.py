@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from modeling import datasets as ds
@@ -256,6 +256,29 @@ def data_import(
 EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "cart": 2.0, "purchase": 3.0, "review": 1.0, "rating": 1.0}
 
 
+@dataclass(frozen=True)
+class EventSpec:
+    """One live event as a client sends it (``event_id``: the client's id that makes a retry harmless)."""
+
+    user_id: str
+    item_id: str
+    event: str
+    occurred_at: datetime | None = None
+    weight: float | None = None
+    rating: float | None = None
+    text: str | None = None
+    event_id: str | None = None
+
+
+@dataclass
+class RecordResult:
+    """What :func:`interactions_record` did: the stored rows, and the events whose id was stored before
+    (by an earlier request, or earlier in the same batch), each with the row that holds it."""
+
+    stored: list[Interaction]
+    duplicates: list[Interaction]
+
+
 def interaction_record(
     *,
     user_id: str,
@@ -276,18 +299,81 @@ def interaction_record(
             RECO_EVENT_MAX_FUTURE_SECONDS in the future (code ``invalid``, 400).
         NotFound: the product is not in the catalogue.
     """
-    if occurred_at is not None:
-        bounds = event_time_bounds()
-        if not bounds.earliest <= occurred_at.timestamp() <= bounds.latest:
+    result = interactions_record([EventSpec(user_id, item_id, event, occurred_at, weight, rating, text)])
+    return result.stored[0]
+
+
+def interactions_record(events: list[EventSpec], *, attempts: int = 3) -> RecordResult:
+    """Store a batch of live events, all or none; unknown shoppers are created, every product must exist.
+
+    An event whose ``event_id`` is already stored (or repeats one earlier in the batch) is not stored
+    again; it is returned among the duplicates with the row that holds it. Two requests racing with the
+    same new id: the database's unique constraint refuses the second, which is retried and then finds
+    the first's row (``attempts`` tries in all).
+
+    Raises:
+        ApplicationError: an event's time is outside the accepted range (code ``invalid``, 400); the
+            message names the event's position in the batch when there is more than one.
+        NotFound: a product is not in the catalogue (code ``unknown_item``, 404), named with its position.
+    """
+    def where(position: int) -> str:
+        return f"events[{position}]." if len(events) > 1 else ""
+
+    bounds = event_time_bounds()
+    for position, spec in enumerate(events):
+        if spec.occurred_at is not None and not bounds.earliest <= spec.occurred_at.timestamp() <= bounds.latest:
             raise ApplicationError(
-                f"timestamp: {occurred_at.isoformat()} is outside the accepted range {bounds.describe()} "
-                f"(at most {settings.RECO_EVENT_MAX_FUTURE_SECONDS} seconds in the future).", code="invalid")
-    if not Product.objects.filter(id=item_id).exists():
-        raise NotFound(f"Product {item_id!r} is not in the catalogue.", code="unknown_item")
+                f"{where(position)}timestamp: {spec.occurred_at.isoformat()} is outside the accepted range "
+                f"{bounds.describe()} (at most {settings.RECO_EVENT_MAX_FUTURE_SECONDS} seconds in the future).",
+                code="invalid")
+    wanted = sorted({spec.item_id for spec in events})
+    known: set[str] = set()
+    for start in range(0, len(wanted), ID_BATCH_SIZE):
+        known.update(Product.objects.filter(id__in=wanted[start:start + ID_BATCH_SIZE]).values_list("id", flat=True))
+    for position, spec in enumerate(events):
+        if spec.item_id not in known:
+            raise NotFound(f"{where(position)}item: product {spec.item_id!r} is not in the catalogue.",
+                           code="unknown_item")
+    for attempt in range(1, attempts + 1):
+        try:
+            return _store_events(events)
+        except IntegrityError:  # another request stored one of these event ids since our check
+            if attempt == attempts:
+                raise
+            logger.info("event id stored concurrently; retrying the batch (attempt %d)", attempt + 1)
+    raise AssertionError("unreachable")
+
+
+def _store_events(events: list[EventSpec]) -> RecordResult:
+    now = timezone.now()
     with transaction.atomic():
-        shopper, _ = Shopper.objects.get_or_create(id=user_id)
-        return Interaction.objects.create(
-            shopper=shopper, product_id=item_id, event=event, occurred_at=occurred_at or timezone.now(),
-            weight=EVENT_WEIGHTS[event] if weight is None else weight, rating=rating, text=text or None,
-            source=Interaction.LIVE,
-        )
+        ids = sorted({spec.event_id for spec in events if spec.event_id})
+        earlier: dict[str, Interaction] = {}
+        for start in range(0, len(ids), ID_BATCH_SIZE):
+            earlier.update((row.event_id, row) for row in
+                           Interaction.objects.filter(event_id__in=ids[start:start + ID_BATCH_SIZE]))
+        users = sorted({spec.user_id for spec in events})
+        for start in range(0, len(users), ID_BATCH_SIZE):
+            Shopper.objects.bulk_create([Shopper(id=user) for user in users[start:start + ID_BATCH_SIZE]],
+                                        ignore_conflicts=True)
+        rows: list[Interaction] = []
+        duplicates: list[Interaction | str] = []
+        batch: dict[str, Interaction] = {}
+        for spec in events:
+            if spec.event_id and spec.event_id in earlier:
+                duplicates.append(earlier[spec.event_id])
+                continue
+            if spec.event_id and spec.event_id in batch:
+                duplicates.append(spec.event_id)  # resolved to the stored row below
+                continue
+            row = Interaction(
+                shopper_id=spec.user_id, product_id=spec.item_id, event=spec.event,
+                occurred_at=spec.occurred_at or now,
+                weight=EVENT_WEIGHTS[spec.event] if spec.weight is None else spec.weight, rating=spec.rating,
+                text=spec.text or None, source=Interaction.LIVE, event_id=spec.event_id or None,
+            )
+            rows.append(row)
+            if spec.event_id:
+                batch[spec.event_id] = row
+        Interaction.objects.bulk_create(rows, batch_size=BATCH_SIZE)
+    return RecordResult(stored=rows, duplicates=[batch[d] if isinstance(d, str) else d for d in duplicates])

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from django.conf import settings
 from django.db import DatabaseError, connection
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import permissions
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -90,18 +92,39 @@ class SimilarItemsApi(APIView):
 class EventsApi(APIView):
     permission_classes = [permissions.IsAdminUser]
 
-    @extend_schema(request=s.EventInput,
-                   responses={201: s.EventOutput, 404: s.ErrorOutput, **_STAFF_ERRORS})
+    @extend_schema(
+        request=PolymorphicProxySerializer(component_name="EventOrEvents",
+                                           serializers=[s.EventInput, s.EventInput(many=True)],
+                                           resource_type_field_name=None, many=False),
+        responses={201: PolymorphicProxySerializer(component_name="EventOrBatchOutput",
+                                                   serializers=[s.EventOutput, s.EventBatchOutput],
+                                                   resource_type_field_name=None),
+                   200: OpenApiResponse(s.EventOutput, description="Already stored: the event id was sent before"),
+                   404: s.ErrorOutput, **_STAFF_ERRORS})
     def post(self, request: Request) -> Response:
-        """Record a live event (staff only); the shopper's next recommendations reflect it."""
-        data = s.EventInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
-        stored = catalog_services.interaction_record(
-            user_id=v["user"], item_id=v["item"], event=v["event"], occurred_at=v.get("timestamp"),
-            weight=v.get("weight"), rating=v.get("rating"), text=v.get("text"),
-        )
-        return Response(s.EventOutput(stored).data, status=201)
+        """Record live events (staff only): one event, or a list of at most RECO_EVENTS_MAX_BATCH stored all
+        or none; the shoppers' next recommendations reflect them. An event_id sent before is not stored twice."""
+        many = isinstance(request.data, list)
+        data = s.EventInput(data=request.data, many=many, max_length=settings.RECO_EVENTS_MAX_BATCH,
+                            allow_empty=False) if many else s.EventInput(data=request.data)
+        if not data.is_valid():
+            errors = data.errors  # a list's errors are keyed by the failing events' positions
+            raise ValidationError({f"events[{key}]" if isinstance(key, int) else key: error
+                                   for key, error in errors.items()} if many else errors)
+        rows = data.validated_data if many else [data.validated_data]
+        result = catalog_services.interactions_record([
+            catalog_services.EventSpec(
+                user_id=v["user"], item_id=v["item"], event=v["event"], occurred_at=v.get("timestamp"),
+                weight=v.get("weight"), rating=v.get("rating"), text=v.get("text"), event_id=v.get("event_id"))
+            for v in rows])
+        if not many:
+            duplicate = bool(result.duplicates)
+            row = result.duplicates[0] if duplicate else result.stored[0]
+            return Response(s.EventOutput(row, context={"duplicate": duplicate}).data,
+                            status=200 if duplicate else 201)
+        return Response({"received": len(rows), "stored": len(result.stored), "duplicates": len(result.duplicates),
+                         "duplicate_event_ids": sorted({row.event_id for row in result.duplicates})},
+                        status=201 if result.stored else 200)
 
 
 class ReloadDataApi(APIView):

@@ -232,6 +232,9 @@ class EventInput(serializers.Serializer):
     weight = serializers.FloatField(required=False, min_value=0.001, max_value=1000)
     rating = serializers.FloatField(required=False, min_value=0, max_value=5)
     text = serializers.CharField(required=False, max_length=5000)
+    event_id = serializers.CharField(
+        required=False, max_length=64,
+        help_text="The client's id of this event: sent again (a retry), it is stored once and the answer says so.")
 
 
 class EventOutput(serializers.Serializer):
@@ -240,6 +243,20 @@ class EventOutput(serializers.Serializer):
     event = serializers.CharField()
     timestamp = serializers.DateTimeField(source="occurred_at")
     weight = serializers.FloatField()
+    event_id = serializers.CharField(allow_null=True)
+    duplicate = serializers.SerializerMethodField(
+        help_text="True: this event id was stored before and nothing was added (the stored event is shown).")
+
+    @extend_schema_field(serializers.BooleanField())
+    def get_duplicate(self, obj: Any) -> bool:
+        return bool(self.context.get("duplicate", False))
+
+
+class EventBatchOutput(serializers.Serializer):
+    received = serializers.IntegerField()
+    stored = serializers.IntegerField()
+    duplicates = serializers.IntegerField(help_text="Events whose event_id was stored before (or earlier in the list)")
+    duplicate_event_ids = serializers.ListField(child=serializers.CharField())
 
 
 class ReloadModelInput(serializers.Serializer):

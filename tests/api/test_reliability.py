@@ -104,7 +104,7 @@ def test_database_errors_answer_503_json(service: Pipeline, client: APIClient, m
 
 
 def test_oversized_body_is_refused_before_parsing(service: Pipeline, staff_client: APIClient) -> None:
-    body = json.dumps({"user": "u", "item": "i", "event": "view", "text": "x" * 100_000})
+    body = json.dumps({"user": "u", "item": "i", "event": "view", "text": "x" * 1_100_000})
     assert_error(staff_client.post("/events", body, content_type="application/json"), 413, "request_too_large")
 
 

@@ -163,6 +163,97 @@ def test_event_time_tolerance_comes_from_settings(service: Pipeline, staff_clien
     assert_error(staff_client.post("/events", now, format="json"), 400, "invalid")
 
 
+def _events(service: Pipeline, n: int, **extra) -> list[dict]:
+    items = service.data.items[ds.ITEM_ID].astype(str).tolist()
+    return [{"user": f"bulk-{i % 3}", "item": items[i % len(items)], "event": "view", **extra} for i in range(n)]
+
+
+def test_a_list_of_events_is_stored_at_once(service: Pipeline, staff_client: APIClient) -> None:
+    before = Interaction.objects.count()
+    response = staff_client.post("/events", _events(service, 7), format="json")
+    assert response.status_code == 201, response.content
+    assert response.json() == {"received": 7, "stored": 7, "duplicates": 0, "duplicate_event_ids": []}
+    assert Interaction.objects.count() == before + 7
+    assert Interaction.objects.filter(shopper_id="bulk-2", source=Interaction.LIVE).count() == 2
+    assert recommend(staff_client, users="bulk-1", k=3)["bulk-1"]["strategy"] == "content"
+
+
+@pytest.mark.parametrize("position, change, status, field", [
+    (2, {"item": "no-such-product"}, 404, "events[2].item"),
+    (1, {"event": "refund"}, 400, "events[1].event"),
+    (4, {"timestamp": "3000-01-01T00:00:00Z"}, 400, "events[4].timestamp"),
+])
+def test_a_list_with_one_bad_event_stores_nothing_and_names_it(service: Pipeline, staff_client: APIClient,
+                                                               position: int, change: dict, status: int,
+                                                               field: str) -> None:
+    events = _events(service, 5)
+    events[position].update(change)
+    before = Interaction.objects.count()
+    response = staff_client.post("/events", events, format="json")
+    assert_error(response, status)
+    assert response.json()["error"]["message"].startswith(field), response.json()
+    assert Interaction.objects.count() == before
+
+
+def test_event_lists_are_bounded(service: Pipeline, staff_client: APIClient, settings) -> None:
+    settings.RECO_EVENTS_MAX_BATCH = 4
+    before = Interaction.objects.count()
+    assert_error(staff_client.post("/events", _events(service, 5), format="json"), 400, "invalid")
+    assert_error(staff_client.post("/events", [], format="json"), 400, "invalid")
+    assert staff_client.post("/events", _events(service, 4), format="json").status_code == 201
+    assert Interaction.objects.count() == before + 4
+
+
+def test_an_event_sent_again_with_its_id_is_stored_once(service: Pipeline, staff_client: APIClient) -> None:
+    before = Interaction.objects.count()
+    [event] = _events(service, 1, event_id="order-17-line-1")
+    first = staff_client.post("/events", event, format="json")
+    again = staff_client.post("/events", event, format="json")
+    assert first.status_code == 201 and first.json()["duplicate"] is False
+    assert again.status_code == 200 and again.json()["duplicate"] is True
+    assert again.json()["timestamp"] == first.json()["timestamp"]  # the stored event, not the retry's time
+    assert Interaction.objects.count() == before + 1
+    batch = [*_events(service, 2, event_id="order-18"), event, *_events(service, 1)]
+    batch[1]["event_id"] = "order-18"  # the same id twice in one list
+    response = staff_client.post("/events", batch, format="json")
+    assert response.status_code == 201
+    assert response.json() == {"received": 4, "stored": 2, "duplicates": 2,
+                               "duplicate_event_ids": ["order-17-line-1", "order-18"]}
+    assert Interaction.objects.count() == before + 3
+    retried = staff_client.post("/events", batch, format="json")  # the list again: only the event without an id
+    assert retried.status_code == 201 and retried.json()["stored"] == 1 and retried.json()["duplicates"] == 3
+    assert Interaction.objects.count() == before + 4
+    again = staff_client.post("/events", batch[:3], format="json")  # nothing new at all
+    assert again.status_code == 200 and again.json()["stored"] == 0
+    assert Interaction.objects.count() == before + 4
+
+
+def test_a_concurrent_writer_of_the_same_event_id_is_retried(service: Pipeline, staff_client: APIClient,
+                                                              monkeypatch) -> None:
+    """Two requests with one new id: the second's check ran before the first committed; the unique
+    constraint refuses its insert and the retry finds the stored event."""
+    from recoapi.catalog import services as catalog_services
+
+    [event] = _events(service, 1, event_id="raced-1")
+    assert staff_client.post("/events", event, format="json").status_code == 201
+    real = catalog_services._store_events
+    calls = []
+
+    def stale_check_first(events):  # the first try does not see the stored id, as a racing request would not
+        calls.append(1)
+        if len(calls) == 1:
+            with monkeypatch.context() as patch:
+                patch.setattr(Interaction.objects, "filter", lambda **kw: Interaction.objects.none())
+                return real(events)
+        return real(events)
+
+    monkeypatch.setattr(catalog_services, "_store_events", stale_check_first)
+    before = Interaction.objects.count()
+    response = staff_client.post("/events", event, format="json")
+    assert response.status_code == 200 and response.json()["duplicate"] is True
+    assert len(calls) == 2 and Interaction.objects.count() == before
+
+
 # --------------------------------------------------------------------------- products added after training
 
 
