@@ -12,6 +12,7 @@ urlpatterns = [
     path("recommendations", apis.RecommendationsApi.as_view(), name="recommendations"),
     path("similar_items", apis.SimilarItemsApi.as_view(), name="similar-items"),
     path("events", apis.EventsApi.as_view(), name="events"),
+    path("products", apis.ProductsApi.as_view(), name="products"),
     path("reload_data", apis.ReloadDataApi.as_view(), name="reload-data"),
     path("reload_model", apis.ReloadModelApi.as_view(), name="reload-model"),
     path("health", apis.HealthApi.as_view(), name="health"),

@@ -32,6 +32,8 @@ class Product(models.Model):
     price = models.FloatField(null=True, blank=True)
     available = models.BooleanField(default=True, help_text="Out-of-stock products are never recommended.")
     created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True,
+                                      help_text="Last change; serving workers pick up changed products by it.")
 
     class Meta:
         ordering = ["id"]

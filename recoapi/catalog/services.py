@@ -238,7 +238,7 @@ def data_import(
         for sl in _batches(len(products)):
             Product.objects.bulk_create(
                 products[sl], update_conflicts=True, unique_fields=["id"],
-                update_fields=["title", "description", "brand", "category", "price"],
+                update_fields=["title", "description", "brand", "category", "price", "updated_at"],
             )
             report("products", min(sl.stop, len(products)), len(products))
         for sl in _batches(len(shoppers)):
@@ -254,6 +254,53 @@ def data_import(
 
 
 EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "cart": 2.0, "purchase": 3.0, "review": 1.0, "rating": 1.0}
+
+
+PRODUCT_FIELDS: tuple[str, ...] = ("title", "description", "brand", "category", "price", "available")
+
+
+@dataclass
+class UpsertResult:
+    """What :func:`products_upsert` did: the products as stored, and which of them are new."""
+
+    products: list[Product]
+    created: list[str]
+
+
+def products_upsert(rows: list[dict[str, object]]) -> UpsertResult:
+    """Create or update products, all or none, in one transaction.
+
+    Each row has ``id`` and any of :data:`PRODUCT_FIELDS`; a field left out keeps its stored value
+    (a new product gets the model's default: empty text, no price, available). The same id twice in
+    one call: the later row wins. Every written product's ``updated_at`` is now, which is how each
+    serving worker finds the change on its next request (see the recommendations engine).
+
+    Args:
+        rows: validated rows, e.g. ``[{"id": "P1", "title": "Mug", "price": 9.5}, {"id": "P2", "available": False}]``.
+    """
+    merged: dict[str, dict[str, object]] = {}
+    for row in rows:
+        merged.setdefault(str(row["id"]), {}).update({k: v for k, v in row.items() if k != "id"})
+    ids = sorted(merged)
+    now = timezone.now()
+    with transaction.atomic():
+        stored: dict[str, Product] = {}
+        for start in range(0, len(ids), ID_BATCH_SIZE):
+            stored.update((p.id, p) for p in Product.objects.select_for_update().filter(
+                id__in=ids[start:start + ID_BATCH_SIZE]))
+        products = []
+        for product_id in ids:
+            product = stored.get(product_id) or Product(id=product_id)
+            for name, value in merged[product_id].items():
+                setattr(product, name, "" if value is None and name != "price" else value)
+            product.updated_at = now
+            products.append(product)
+        for start in range(0, len(products), BATCH_SIZE):
+            Product.objects.bulk_create(products[start:start + BATCH_SIZE], update_conflicts=True,
+                                        unique_fields=["id"], update_fields=[*PRODUCT_FIELDS, "updated_at"])
+    created = [product_id for product_id in ids if product_id not in stored]
+    logger.info("products upserted: %d new, %d updated", len(created), len(ids) - len(created))
+    return UpsertResult(products=products, created=created)
 
 
 @dataclass(frozen=True)

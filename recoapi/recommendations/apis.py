@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, connection
 from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
-from rest_framework import permissions
+from rest_framework import permissions, serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -89,6 +89,45 @@ class SimilarItemsApi(APIView):
         return Response(services.similar_item_list(item_id=data.validated_data["item"], k=data.validated_data["k"]))
 
 
+def _one_or_many(serializer: type[serializers.Serializer], data: Any, name: str, limit: int) -> tuple[bool, list]:
+    """Validate a JSON object or a list of at most ``limit`` of them; errors name the list position."""
+    many = isinstance(data, list)
+    checked = serializer(data=data, many=True, max_length=limit, allow_empty=False) if many else serializer(data=data)
+    if not checked.is_valid():
+        errors = checked.errors  # a list's errors are keyed by the failing rows' positions
+        raise ValidationError({f"{name}[{key}]" if isinstance(key, int) else key: error
+                               for key, error in errors.items()} if many else errors)
+    return many, checked.validated_data if many else [checked.validated_data]
+
+
+class ProductsApi(APIView):
+    permission_classes = [permissions.IsAdminUser]
+
+    @extend_schema(
+        request=PolymorphicProxySerializer(component_name="ProductOrProducts",
+                                           serializers=[s.ProductInput, s.ProductInput(many=True)],
+                                           resource_type_field_name=None, many=False),
+        responses={201: PolymorphicProxySerializer(component_name="ProductOrBatchOutput",
+                                                   serializers=[s.ProductOutput, s.ProductBatchOutput],
+                                                   resource_type_field_name=None),
+                   200: OpenApiResponse(s.ProductOutput, description="An existing product updated"),
+                   **_STAFF_ERRORS})
+    def post(self, request: Request) -> Response:
+        """Create or update products (staff only): one, or a list of at most RECO_PRODUCTS_MAX_BATCH written
+        all or none. Fields left out keep their values. Every worker serves the change from its next request:
+        a new product is recommendable and has similar items at once (from its text), an unavailable one is
+        never recommended."""
+        many, rows = _one_or_many(s.ProductInput, request.data, "products", settings.RECO_PRODUCTS_MAX_BATCH)
+        result = catalog_services.products_upsert(rows)
+        if not many:
+            created = bool(result.created)
+            return Response(s.ProductOutput(result.products[0], context={"created": set(result.created)}).data,
+                            status=201 if created else 200)
+        return Response({"received": len(rows), "created": len(result.created),
+                         "updated": len(result.products) - len(result.created)},
+                        status=201 if result.created else 200)
+
+
 class EventsApi(APIView):
     permission_classes = [permissions.IsAdminUser]
 
@@ -104,14 +143,7 @@ class EventsApi(APIView):
     def post(self, request: Request) -> Response:
         """Record live events (staff only): one event, or a list of at most RECO_EVENTS_MAX_BATCH stored all
         or none; the shoppers' next recommendations reflect them. An event_id sent before is not stored twice."""
-        many = isinstance(request.data, list)
-        data = s.EventInput(data=request.data, many=many, max_length=settings.RECO_EVENTS_MAX_BATCH,
-                            allow_empty=False) if many else s.EventInput(data=request.data)
-        if not data.is_valid():
-            errors = data.errors  # a list's errors are keyed by the failing events' positions
-            raise ValidationError({f"events[{key}]" if isinstance(key, int) else key: error
-                                   for key, error in errors.items()} if many else errors)
-        rows = data.validated_data if many else [data.validated_data]
+        many, rows = _one_or_many(s.EventInput, request.data, "events", settings.RECO_EVENTS_MAX_BATCH)
         result = catalog_services.interactions_record([
             catalog_services.EventSpec(
                 user_id=v["user"], item_id=v["item"], event=v["event"], occurred_at=v.get("timestamp"),

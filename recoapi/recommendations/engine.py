@@ -7,20 +7,28 @@ complete model from start to end. Every worker process looks at
 ``models/ACTIVE`` at most once per ``RECO_ACTIVE_CHECK_SECONDS`` and loads a newer
 version by itself; a version that fails to load is logged and the old engine
 keeps serving.
+
+Products written after the engine was built (``POST /products``, the admin) reach every worker on
+its next request: each request compares the newest ``Product.updated_at`` with the engine's, and a
+newer one gives a new engine with the changed products (:meth:`Engine.with_products`).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from django.conf import settings
+from django.db import DatabaseError
+from django.db.models import Max
 
 from modeling import artifacts
 from modeling import datasets as ds
@@ -32,6 +40,11 @@ from modeling.recommender import Recommender
 from recoapi.catalog.models import Product
 
 logger = logging.getLogger(__name__)
+
+
+CATALOGUE_MARGIN = timedelta(seconds=10)
+"""How far before its stamp an engine re-reads changed products (commits may land out of timestamp order)."""
+PRODUCT_COLUMNS: tuple[str, ...] = ("id", "title", "description", "brand", "category", "price", "available")
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,8 @@ class Engine:
     prices: np.ndarray
     known: np.ndarray
     data_stamp: int | None = None
+    catalogue_stamp: datetime | None = None
+    catalogue_checked_at: float = float("-inf")
     _available: np.ndarray | None = None
     _available_at: float = float("-inf")
     _category_masks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
@@ -123,6 +138,60 @@ class Engine:
             mask &= self.prices <= max_price
         return mask
 
+    def with_products(self, rows: list[tuple], stamp: datetime | None) -> Engine:
+        """A new engine with the products of ``rows`` changed or added (this one is left as it was).
+
+        ``rows``: ``(id, title, description, brand, category, price, available)``. Products the
+        model has no vector for get one from their text (as at load time, when RECO_ENCODE_NEW_PRODUCTS
+        is on); for known ones the metadata (title, brand, category, price) and availability change;
+        their vectors stay the trained ones until the next training.
+        """
+        positions = {str(item_id): i for i, item_id in enumerate(self.recommender.item_ids)}
+        changed = [row for row in rows if str(row[0]) not in positions
+                   or self.items[positions[str(row[0])]] != _info(row) or not self.known[positions[str(row[0])]]]
+        if not changed:  # availability is read apart (it may be all that changed)
+            return replace(self, catalogue_stamp=stamp, catalogue_checked_at=time.monotonic(), _available=None)
+        recommender = self.recommender
+        new = [row for row in changed if str(row[0]) not in positions]
+        if new and settings.RECO_ENCODE_NEW_PRODUCTS:
+            recommender = copy.copy(recommender)  # add_items replaces arrays; the serving engine keeps its own
+            frame = pd.DataFrame([row[:6] for row in new], columns=list(ds.ITEM_COLUMNS))
+            recommender.add_items(np.asarray([str(row[0]) for row in new]), text_encoder().encode(ds.item_text(frame)),
+                                  item_attributes(frame))
+        items = list(self.items) + [ItemInfo("", "", "", None)] * (recommender.n_items - len(self.items))
+        prices = np.concatenate([self.prices, np.full(recommender.n_items - len(self.prices), np.nan)])
+        known = np.concatenate([self.known, np.zeros(recommender.n_items - len(self.known), dtype=bool)])
+        positions = {str(item_id): i for i, item_id in enumerate(recommender.item_ids)}
+        for row in changed:
+            position = positions.get(str(row[0]))
+            if position is None:  # new, and new products are not encoded here
+                continue
+            items[position] = _info(row)
+            prices[position] = np.nan if row[5] is None else row[5]
+            known[position] = True
+        logger.info("model %s: %d products changed, %d of them new", recommender.version, len(changed), len(new))
+        return replace(self, recommender=recommender, items=items,
+                       categories=np.asarray([info.category.lower() for info in items], dtype=str), prices=prices,
+                       known=known, catalogue_stamp=stamp, catalogue_checked_at=time.monotonic(), _available=None,
+                       _category_masks={})
+
+    def synced(self) -> Engine:
+        """This engine, or a new one with the products changed since it was built or last synced.
+
+        One indexed query per call (the newest ``updated_at``). Changes are read from a little before
+        the engine's stamp, since transactions may commit out of their timestamps' order; a full re-read
+        of that window also runs every RECO_AVAILABILITY_SECONDS, for a commit older than the newest.
+        """
+        latest = Product.objects.aggregate(latest=Max("updated_at"))["latest"]
+        stale = time.monotonic() - self.catalogue_checked_at >= settings.RECO_AVAILABILITY_SECONDS
+        if latest is None or (self.catalogue_stamp is not None and latest <= self.catalogue_stamp and not stale):
+            return self
+        query = Product.objects.all()
+        if self.catalogue_stamp is not None:
+            query = query.filter(updated_at__gt=self.catalogue_stamp - CATALOGUE_MARGIN)
+        rows = list(query.values_list(*PRODUCT_COLUMNS))
+        return self.with_products(rows, max(latest, self.catalogue_stamp or latest))
+
 
 _encoder: TextEncoder | None = None
 _encoder_lock = threading.Lock()
@@ -135,6 +204,11 @@ def text_encoder() -> TextEncoder:
         if _encoder is None:
             _encoder = TextEncoder(settings.RECO_TEXT_MODEL_PATH)
         return _encoder
+
+
+def _info(row: tuple) -> ItemInfo:
+    """ItemInfo of a :data:`PRODUCT_COLUMNS` row."""
+    return ItemInfo(title=row[1], brand=row[3], category=row[4], price=row[5])
 
 
 def data_stamp() -> int | None:
@@ -155,6 +229,7 @@ def build_engine(bundle_path: Path) -> Engine:
         ArtifactError: when the bundle is missing or broken.
     """
     stamp = data_stamp()
+    catalogue = Product.objects.aggregate(latest=Max("updated_at"))["latest"]  # before the rows: nothing is missed
     bundle = artifacts.load_bundle(bundle_path)
     recommender = Recommender(bundle, ann_min_items=settings.RECO_ANN_MIN_ITEMS or None,
                               ann_ef_search=settings.RECO_ANN_EF_SEARCH)
@@ -180,7 +255,8 @@ def build_engine(bundle_path: Path) -> Engine:
     logger.info("engine loaded model %s (%d items, %d users)", bundle.version, recommender.n_items,
                 len(recommender.user_ids))
     return Engine(recommender=recommender, items=items, categories=categories,
-                  prices=np.asarray(prices, dtype=np.float64), known=np.asarray(known, dtype=bool), data_stamp=stamp)
+                  prices=np.asarray(prices, dtype=np.float64), known=np.asarray(known, dtype=bool), data_stamp=stamp,
+                  catalogue_stamp=catalogue, catalogue_checked_at=time.monotonic())
 
 
 def _prewarm(engine: Engine) -> None:
@@ -197,6 +273,7 @@ class EngineRegistry:
     def __init__(self) -> None:
         self._engine: Engine | None = None
         self._lock = threading.Lock()
+        self._swap_lock = threading.Lock()
         self._checked_at = float("-inf")
         self._failed: str | None = None
 
@@ -220,7 +297,19 @@ class EngineRegistry:
                 engine is None or engine.version != active or engine.data_stamp != data_stamp()
             ):
                 self._follow(active)
-        return self._engine
+        engine = self._engine
+        if engine is not None:
+            try:
+                synced = engine.synced()
+            except DatabaseError as exc:  # the request itself will meet the database and answer 503
+                logger.warning("cannot read product changes: %s", exc)
+                return engine
+            if synced is not engine:
+                with self._swap_lock:
+                    if self._engine is engine:  # not replaced by a new version meanwhile
+                        self._engine = synced
+                    engine = self._engine
+        return engine
 
     def _follow(self, version: str) -> None:
         if not self._lock.acquire(blocking=self._engine is None):

@@ -268,6 +268,38 @@ class ReloadModelOutput(serializers.Serializer):
     previous_version = serializers.CharField(allow_null=True)
 
 
+class ProductInput(serializers.Serializer):
+    id = serializers.CharField(max_length=128)
+    title = serializers.CharField(required=False, allow_blank=True, max_length=1000)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=20000)
+    brand = serializers.CharField(required=False, allow_blank=True, max_length=255)
+    category = serializers.CharField(required=False, allow_blank=True, max_length=512,
+                                     help_text="Breadcrumb path, levels separated by ' > '.")
+    price = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1e9)
+    available = serializers.BooleanField(required=False, help_text="False: never recommended from the next request on.")
+
+
+class ProductOutput(serializers.Serializer):
+    id = serializers.CharField()
+    title = serializers.CharField()
+    description = serializers.CharField()
+    brand = serializers.CharField()
+    category = serializers.CharField()
+    price = serializers.FloatField(allow_null=True)
+    available = serializers.BooleanField()
+    created = serializers.SerializerMethodField(help_text="True: a new product; false: an update.")
+
+    @extend_schema_field(serializers.BooleanField())
+    def get_created(self, obj: Any) -> bool:
+        return obj.id in self.context.get("created", ())
+
+
+class ProductBatchOutput(serializers.Serializer):
+    received = serializers.IntegerField()
+    created = serializers.IntegerField()
+    updated = serializers.IntegerField()
+
+
 class ReloadDataInput(serializers.Serializer):
     force = StrictBooleanField(default=False)
     replace = StrictBooleanField(default=False, help_text="Remove products and shoppers not in the data.")

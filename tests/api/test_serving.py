@@ -269,6 +269,77 @@ def test_product_added_after_training_is_served_without_retraining(service: Pipe
     assert [i["item_id"] for i in next(iter(entry.values()))["items"]] == ["NEW-1"]
 
 
+# --------------------------------------------------------------------------- products over the API
+
+
+def test_products_are_created_and_updated_by_staff_only(service: Pipeline, client: APIClient,
+                                                         shopper_client: APIClient, staff_client: APIClient) -> None:
+    body = {"id": "API-1", "title": "Enamel mug", "category": "Kitchen > Mugs", "price": 12.5}
+    assert_error(client.post("/products", body, format="json"), 401)
+    assert_error(shopper_client.post("/products", body, format="json"), 403)
+    created = staff_client.post("/products", body, format="json")
+    assert created.status_code == 201 and created.json()["created"] is True
+    updated = staff_client.post("/products", {"id": "API-1", "price": 9.0}, format="json")
+    assert updated.status_code == 200 and updated.json()["created"] is False
+    product = Product.objects.get(id="API-1")
+    assert (product.title, product.category, product.price, product.available) == (
+        "Enamel mug", "Kitchen > Mugs", 9.0, True)  # fields left out keep their values
+
+
+@pytest.mark.parametrize("position, change, field", [
+    (2, {"price": -1}, "products[2].price"),
+    (0, {"id": ""}, "products[0].id"),
+    (1, {"available": "maybe"}, "products[1].available"),
+])
+def test_a_product_list_with_one_bad_row_writes_nothing_and_names_it(service: Pipeline, staff_client: APIClient,
+                                                                      position: int, change: dict, field: str) -> None:
+    rows = [{"id": f"LIST-{i}", "title": f"Product {i}"} for i in range(4)]
+    rows[position].update(change)
+    before = Product.objects.count()
+    response = staff_client.post("/products", rows, format="json")
+    assert_error(response, 400, "invalid")
+    assert response.json()["error"]["message"].startswith(field), response.json()
+    assert Product.objects.count() == before
+
+
+def test_product_lists_are_bounded_and_written_at_once(service: Pipeline, staff_client: APIClient, settings) -> None:
+    settings.RECO_PRODUCTS_MAX_BATCH = 3
+    rows = [{"id": f"BOUND-{i}", "title": f"Product {i}"} for i in range(4)]
+    assert_error(staff_client.post("/products", rows, format="json"), 400, "invalid")
+    assert_error(staff_client.post("/products", [], format="json"), 400, "invalid")
+    existing = str(service.data.items[ds.ITEM_ID].iloc[0])
+    response = staff_client.post("/products", [*rows[:2], {"id": existing, "brand": "Renamed"}], format="json")
+    assert response.status_code == 201
+    assert response.json() == {"received": 3, "created": 2, "updated": 1}
+    assert Product.objects.get(id=existing).brand == "Renamed"
+
+
+def test_a_product_posted_is_served_from_the_next_request(service: Pipeline, client: APIClient,
+                                                          staff_client: APIClient) -> None:
+    """New: recommendable and with similar items at once; unavailable: gone from the next list; a
+    changed category: filtered by the new one. No reload, no refresh."""
+    registry.current()
+    template = Product.objects.order_by("id").first()
+    response = staff_client.post("/products", {"id": "API-NEW", "title": template.title + " Limited Edition",
+                                               "brand": template.brand, "category": "Brand New Range",
+                                               "description": template.description, "price": 10.0}, format="json")
+    assert response.status_code == 201
+    similar = client.get("/similar_items", {"item": "API-NEW", "k": 5})
+    assert similar.status_code == 200 and template.id in {i["item_id"] for i in similar.json()["items"]}
+    user = a_known_user(service)
+    entry = recommend(client, users=user, k=5, category="brand new")[user]
+    assert [i["item_id"] for i in entry["items"]] == ["API-NEW"]
+
+    top = recommend(client, users=user, k=3)[user]["items"][0]["item_id"]
+    assert staff_client.post("/products", {"id": top, "available": False}, format="json").status_code == 200
+    assert top not in {i["item_id"] for i in recommend(client, users=user, k=20)[user]["items"]}
+
+    other = recommend(client, users=user, k=3)[user]["items"][0]["item_id"]
+    staff_client.post("/products", {"id": other, "category": "Moved Elsewhere"}, format="json")
+    entry = recommend(client, users=user, k=5, category="moved elsewhere")[user]
+    assert [i["item_id"] for i in entry["items"]] == [other]
+
+
 # --------------------------------------------------------------------------- batch predictions
 
 

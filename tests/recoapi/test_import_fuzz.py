@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -28,8 +29,9 @@ def snapshot_state(processed: Path) -> dict | None:
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("sample", ["amazon2018", "clickstream-uci", "csv", "retailrocket"])
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                 HealthCheck.too_slow])
+# Derandomized so CI sees the same cases every run; FUZZ_RANDOM=1 explores new ones.
+@settings(max_examples=40, deadline=None, derandomize=not os.environ.get("FUZZ_RANDOM"),
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 def test_a_refused_import_leaves_database_and_snapshot_as_they_were(sample: str, data: st.DataObject,
                                                                      tmp_path: Path) -> None:
@@ -44,7 +46,8 @@ def test_a_refused_import_leaves_database_and_snapshot_as_they_were(sample: str,
         try:
             data_import(source=source_of(sample), path=path, processed_dir=processed, force=True)
         except ApplicationError as exc:
-            assert exc.code == "invalid_data" and exc.message
+            # A damaged file that still parses may hold another shop's products: refused as such.
+            assert exc.code in ("invalid_data", "other_shop") and exc.message
             assert database_state() == before
             assert snapshot_state(processed) == snapshot
         else:  # still a valid file: database and snapshot agree with each other
