@@ -1,4 +1,5 @@
-"""Concurrent writers under gunicorn: no event is refused, none is lost, none is stored twice.
+"""Writes under gunicorn (two workers): concurrent events are never refused, lost or stored twice, and a
+product marked unavailable through POST /products is gone from every worker's next answer.
 
 Before SQLite transactions began IMMEDIATE, 6 clients posting single events while 6 read
 recommendations got 503 "database is locked" for about one event in eight: a transaction that read
@@ -80,6 +81,14 @@ def _check(service: Service, pipeline: Pipeline) -> None:
         assert outcome["written"], "no event was posted"
     assert set(mixed["reads"]) == {200}
     posted = len(mixed["written"]) + len(writers_only["written"])
+
+    url = f"{base}/recommendations?users=A0000001&k=5"
+    top = request(url)[1]["recommendations"]["A0000001"]["items"][0]["item_id"]
+    status, _, _ = request(f"{base}/products", method="POST", token=service.token,
+                           body={"id": top, "available": False})
+    assert status == 200
+    answers = [request(url)[1]["recommendations"]["A0000001"] for _ in range(8)]  # both workers, more than once
+    assert all(top not in {item["item_id"] for item in answer["items"]} for answer in answers)
     service.stop()
     assert _live_events(service) == (posted, posted)
 
