@@ -42,6 +42,7 @@ TEXT_DIM = 384
 ITEM_TEXT_FILE = "item_text.parquet"
 REVIEW_TEXT_FILE = "review_text.parquet"
 USER_TEXT_FILE = "user_text.parquet"
+ITEM_HASH_FILE = "item_text_hashes.parquet"  # sha1 of each product's text: unchanged texts are not encoded again
 MANIFEST_FILE = "manifest.json"
 EMBEDDINGS_FORMAT = 1
 
@@ -243,17 +244,20 @@ def build_embeddings(
         return {**current, "skipped": True}
 
     encoder = TextEncoder(model_path)
+    earlier = _earlier_vectors(output, model_path, encoder.dim)
     item_ids = data.items[ds.ITEM_ID].astype(str).to_numpy()
-    logger.info("encoding %d item texts", len(item_ids))
-    item_vectors = encoder.encode(ds.item_text(data.items), batch_size=batch_size, progress=progress)
+    texts = ds.item_text(data.items)
+    item_hashes = np.asarray([hashlib.sha1(text.encode()).hexdigest() for text in texts], dtype=str)  # noqa: S324
+    item_vectors, encoded_items = _encode_missing(encoder, texts, item_hashes, earlier.get("items", {}), batch_size,
+                                                  progress, "item")
 
     reviews = data.interactions[data.interactions[ds.TEXT].notna()]
     reviews = reviews[reviews[ds.TEXT].astype(str).str.len() > 0]
-    logger.info("encoding %d review texts", len(reviews))
     review_texts = np.asarray(reviews[ds.TEXT].astype(str).tolist(), dtype=str)
     distinct_texts = np.unique(review_texts).astype(str)
-    logger.info("encoding %d distinct review texts", len(distinct_texts))
-    distinct_vectors = encoder.encode(distinct_texts.tolist(), batch_size=batch_size, progress=progress)
+    distinct_vectors, encoded_reviews = _encode_missing(encoder, distinct_texts.tolist(), distinct_texts,
+                                                        earlier.get("reviews", {}), batch_size, progress,
+                                                        "distinct review")
     review_vectors = distinct_vectors[np.searchsorted(distinct_texts, review_texts)]
     user_ids, user_vectors = _group_mean(reviews[ds.USER_ID].astype(str).to_numpy(), review_vectors)
 
@@ -266,6 +270,7 @@ def build_embeddings(
         "data_fingerprint": data.fingerprint,
         "counts": {"items": int(len(item_ids)), "users_with_text": int(len(user_ids)),
                    "reviews_with_text": int(len(reviews)), "distinct_review_texts": int(len(distinct_texts))},
+        "encoded": {"items": encoded_items, "distinct_review_texts": encoded_reviews},
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -274,6 +279,8 @@ def build_embeddings(
         pq.write_table(_vectors_table(ds.ITEM_ID, item_ids, item_vectors), tmp / ITEM_TEXT_FILE)
         pq.write_table(_vectors_table("text", distinct_texts, distinct_vectors), tmp / REVIEW_TEXT_FILE)
         pq.write_table(_vectors_table(ds.USER_ID, user_ids, user_vectors), tmp / USER_TEXT_FILE)
+        pq.write_table(pa.table({ds.ITEM_ID: pa.array(item_ids.tolist(), type=pa.string()),
+                                 "sha1": pa.array(item_hashes.tolist(), type=pa.string())}), tmp / ITEM_HASH_FILE)
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
         _replace_dir(tmp, output)
     except BaseException:
@@ -281,6 +288,40 @@ def build_embeddings(
         raise
     logger.info("embeddings written to %s: %s", output, manifest["counts"])
     return {**manifest, "skipped": False}
+
+
+def _earlier_vectors(output: Path, model_path: str, dim: int) -> dict[str, dict[str, np.ndarray]]:
+    """Vectors of the previous build in ``output`` by text (``{"items": {sha1: vector}, "reviews": {text:
+    vector}}``), when it was made by the same model; empty otherwise or when unreadable."""
+    manifest = read_manifest(output)
+    if manifest is None or manifest.get("model_path_name") != Path(model_path).name or manifest.get("dim") != dim:
+        return {}
+    try:
+        ids, vectors = _read_vectors(output / ITEM_TEXT_FILE, ds.ITEM_ID)
+        hashes = pq.read_table(output / ITEM_HASH_FILE).to_pydict()
+        by_id = dict(zip(hashes[ds.ITEM_ID], hashes["sha1"], strict=True))
+        items = {by_id[i]: v for i, v in zip(ids, vectors, strict=True) if i in by_id}
+        texts, review_vectors = _read_vectors(output / REVIEW_TEXT_FILE, "text")
+    except (OSError, KeyError, ValueError, pa.ArrowException) as exc:
+        logger.info("earlier embeddings not reused: %s", exc)
+        return {}
+    return {"items": items, "reviews": dict(zip(texts, review_vectors, strict=True))}
+
+
+def _encode_missing(encoder: TextEncoder, texts: list[str], keys: np.ndarray, earlier: dict[str, np.ndarray],
+                    batch_size: int, progress: bool, what: str) -> tuple[np.ndarray, int]:
+    """(n, dim) vectors of ``texts``: the earlier build's where its key matches, the encoder's for the rest;
+    and how many were encoded."""
+    vectors = np.zeros((len(texts), encoder.dim), dtype=np.float32)
+    missing = [i for i, key in enumerate(keys) if key not in earlier]
+    for i, key in enumerate(keys):
+        if key in earlier:
+            vectors[i] = earlier[key]
+    logger.info("encoding %d %s texts (%d reused from the earlier build)", len(missing), what,
+                len(texts) - len(missing))
+    if missing:
+        vectors[missing] = encoder.encode([texts[i] for i in missing], batch_size=batch_size, progress=progress)
+    return vectors, len(missing)
 
 
 def _replace_dir(new: Path, target: Path) -> None:

@@ -41,3 +41,28 @@ def test_user_text_of_a_history_subset_matches_the_full_mean(pipeline: Pipeline)
     positions = np.searchsorted(users, inter[ds.USER_ID].astype(str).to_numpy())
     recomputed = emb.user_text_from_history(positions, inter[ds.TEXT].to_numpy(dtype=object), len(users))
     assert np.allclose(recomputed, emb.user_matrix_for(users), atol=1e-5)
+
+
+def test_a_rebuild_encodes_only_new_or_changed_texts(pipeline: Pipeline, tmp_path) -> None:
+    import shutil
+    from dataclasses import replace
+
+    from modeling import datasets as ds
+
+    output = tmp_path / "embeddings"
+    shutil.copytree(pipeline.embeddings, output)
+    before = load_embeddings(output)
+    items = pipeline.data.items.copy()
+    items.loc[0, ds.TITLE] = items.loc[0, ds.TITLE] + " (new edition)"
+    interactions = pipeline.data.interactions.copy()
+    interactions.loc[interactions.index[0], ds.TEXT] = "A review nobody wrote before."
+    changed = replace(pipeline.data, items=items, interactions=interactions, fingerprint="changed")
+    manifest = build_embeddings(changed, output, progress=False)
+    assert manifest["encoded"] == {"items": 1, "distinct_review_texts": 1}
+    after = load_embeddings(output)
+    same = before.item_ids[1:]
+    assert np.array_equal(after.item_text[1:], before.item_text[1:]) and list(after.item_ids[1:]) == list(same)
+    assert not np.allclose(after.item_text[0], before.item_text[0])
+    fresh = build_embeddings(changed, tmp_path / "fresh", progress=False)  # no earlier build: everything encoded
+    assert fresh["encoded"]["items"] == len(items)
+    assert np.allclose(load_embeddings(tmp_path / "fresh").item_text[0], after.item_text[0], atol=1e-5)
