@@ -410,6 +410,24 @@ def read_snapshot(directory: Path | str) -> CanonicalData:
     )
 
 
+def content_fingerprint(items: pd.DataFrame, interactions: pd.DataFrame, salt: str = "") -> str:
+    """sha256 of the canonical tables' contents, independent of row order and of how a missing value
+    is spelled (NaN, None, NA): the same catalogue and interactions read from files or from the
+    database give the same value.
+
+    Args:
+        items: ``ITEM_COLUMNS``; interactions: ``INTERACTION_COLUMNS``.
+    """
+    digest = hashlib.sha256(f"content-1;{salt}".encode())
+    for frame, columns, order in ((items, ITEM_COLUMNS, [ITEM_ID]),
+                                  (interactions, INTERACTION_COLUMNS, [USER_ID, TIMESTAMP, ITEM_ID, EVENT, WEIGHT])):
+        table = frame.loc[:, list(columns)].astype(object)
+        table = table.where(table.notna(), "").astype(str).sort_values(list(columns), kind="stable")
+        digest.update(str(order).encode())
+        digest.update(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
 def item_text(items: pd.DataFrame) -> list[str]:
     """One text per item for the sentence encoder: title, brand, category and description.
 

@@ -76,6 +76,20 @@ def test_commands_build_a_serving_pipeline_and_reruns_skip(workdir: Path) -> Non
     versions = artifacts.list_versions(workdir / "models")
     assert len(versions) == 2 and artifacts.load_bundle(workdir / "models" / versions[-1]).manifest["refit_epochs"] == 0
 
+    # Live events since the import: training learns from the database, and only their texts are encoded.
+    from modeling import datasets as ds
+    from recoapi.catalog.models import Interaction
+    from recoapi.catalog.services import interaction_record
+
+    interaction_record(user_id=user, item_id=body["recommendations"][user]["items"][0]["item_id"], event="review",
+                       text="Arrived quickly and works as described.")
+    out = run("train", "--epochs", "2", "--batch-size", "128", "--no-search")
+    assert "trained on the database: " in out and "(1 live)" in out, out
+    training = ds.read_snapshot(workdir / "processed" / "training")
+    assert len(training.interactions) == Interaction.objects.count()
+    assert "import skipped" in run("load_data")  # the import snapshot is the import's
+    assert len(artifacts.list_versions(workdir / "models")) == 3
+
 
 @pytest.mark.django_db
 def test_commands_fail_with_clear_messages(workdir: Path) -> None:
@@ -189,3 +203,66 @@ def test_own_data_after_the_demo_replaces_the_demo_shop(workdir: Path) -> None:
     # The same files again: nothing to do, and the tea shop's own re-import needs no flag.
     assert "import skipped" in run("load_data", "--source", "csv", "--path", str(shop))
     assert "Imported 40 shoppers" in run("load_data", "--source", "csv", "--path", str(shop), "--force")
+
+
+@pytest.mark.django_db
+def test_retrain_activates_a_model_trained_on_new_events_and_the_gate_refuses_a_worse_one(workdir: Path,
+                                                                                       monkeypatch) -> None:
+    """Issue: a service that learns from its own traffic."""
+    from datetime import UTC, datetime, timedelta
+
+    import modeling.gate
+    from recoapi.catalog.models import Interaction, Product
+    from recoapi.catalog.services import interaction_record
+    from recoapi.recommendations.models import TrainingRun
+
+    run("generate_demo_data", "--users", "120", "--items", "50", "--interactions", "1400", "--seed", "5")
+    run("load_data")
+    run("build_embeddings")
+    run("train", "--activate", "--epochs", "2", "--batch-size", "128", "--no-search")
+    first = artifacts.read_active(workdir / "models")
+    with pytest.raises(CommandError, match="No version older than the active one"):
+        run("rollback")
+    assert "Retraining skipped: no interactions since" in run("retrain", "--budget", "0")
+
+    newest = Interaction.objects.order_by("-occurred_at").first().occurred_at
+    products = list(Product.objects.order_by("id").values_list("id", flat=True)[:6])
+
+    def taste(who: str, hours: float) -> None:
+        """Ten new shoppers buy the same six products: four within 3 hours, the last two a day later."""
+        for n in range(10):
+            for product, offset in zip(products, (0, 1, 2, 3, 30, 31), strict=True):
+                interaction_record(user_id=f"{who}-{n}", item_id=product, event="purchase",
+                                   occurred_at=newest + timedelta(hours=hours + offset))
+
+    taste("newcomer", 1)
+    out = run("retrain", "--budget", "0", "--holdout-days", "1", "--tolerance", "1")
+    assert "Retraining activated" in out and "candidate " in out and "active " in out, out
+    second = artifacts.read_active(workdir / "models")
+    assert second != first
+    manifest = artifacts.load_bundle(workdir / "models" / second).manifest
+    trained_until = datetime.fromtimestamp(manifest["trained_until"], tz=UTC)
+    assert newest + timedelta(hours=4) <= trained_until < newest + timedelta(hours=30)  # the new events, not the last
+    activated = TrainingRun.objects.get(decision=TrainingRun.ACTIVATED)
+    assert activated.candidate_version == second and activated.previous_version == first
+    assert activated.holdout["interactions"] == 20 and activated.candidate_metrics["shoppers"] == 10
+
+    # A candidate that does worse on the newest interactions stays inactive (its measurement is replaced
+    # here: the gate's decision is what is tested).
+    real = modeling.gate.holdout_metrics
+    monkeypatch.setattr(modeling.gate, "holdout_metrics", lambda recommender, holdout, k=10: {
+        **real(recommender, holdout, k=k), "recall@10": 0.5 if recommender.version == second else 0.1})
+    taste("second-wave", 80)
+    out = run("retrain", "--budget", "0", "--holdout-days", "1", "--tolerance", "0.05")
+    assert "Retraining refused" in out and f"{second} stays active" in out, out
+    assert artifacts.read_active(workdir / "models") == second
+    refused = TrainingRun.objects.get(decision=TrainingRun.REFUSED)
+    assert refused.candidate_version in artifacts.list_versions(workdir / "models")
+
+    assert f"Model {first} is active" in run("rollback")
+    assert artifacts.read_active(workdir / "models") == first
+    assert f"Model {second} is active" in run("rollback", "--to", second)
+    with pytest.raises(CommandError, match="No model version"):
+        run("rollback", "--to", "no-such-version")
+    with pytest.raises(CommandError, match="--holdout-days must be a positive number"):
+        run("retrain", "--holdout-days", "0")

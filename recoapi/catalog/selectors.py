@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from datetime import datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
 
-from django.db import connection
+import pandas as pd
+from django.db import connection, transaction
 from django.db.models import Count, Max
 
-from recoapi.catalog.models import Interaction, Shopper
+from modeling import datasets as ds
+from recoapi.catalog.models import Interaction, Product, Shopper
 
 
 def shopper_random_ids(*, n: int, seed: int | None = None) -> list[str]:
@@ -80,3 +84,68 @@ def shopper_activity(*, ids: list[str]) -> dict[str, tuple[int, datetime]]:
     rows = (Interaction.objects.filter(shopper_id__in=ids).order_by().values("shopper_id")
             .annotate(n=Count("id"), last=Max("occurred_at")).values_list("shopper_id", "n", "last"))
     return {shopper_id: (int(n), last) for shopper_id, n, last in rows}
+
+
+@contextmanager
+def _consistent_read() -> Iterator[None]:
+    """Every query inside sees the database at one moment, without blocking writers.
+
+    PostgreSQL: a REPEATABLE READ, READ ONLY transaction. SQLite: a deferred transaction (in WAL mode a
+    reader keeps its snapshot while writers go on); Django's own transactions begin IMMEDIATE there
+    (see settings), which would hold the write lock for the whole read.
+    """
+    outermost = connection.get_autocommit()
+    if connection.vendor == "postgresql" or not outermost:
+        with transaction.atomic():
+            if connection.vendor == "postgresql" and outermost:  # the first statement of the transaction
+                with connection.cursor() as cursor:
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield
+        return
+    connection.ensure_connection()
+    with connection.cursor() as cursor:
+        cursor.execute("BEGIN DEFERRED")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("COMMIT")
+
+
+def training_data(*, since_days: float | None = None) -> ds.CanonicalData:
+    """The catalogue and its interactions (imported and live) as canonical tables, read at one moment.
+
+    Args:
+        since_days: keep only interactions in the last ``since_days`` days before the newest one
+            (None: all).
+
+    Returns:
+        Canonical data with every product (interacted or not); its fingerprint is a sha256 of the
+        tables' contents, so the same database gives the same fingerprint.
+
+    Raises:
+        DataValidationError: no interactions (in the window).
+    """
+    with _consistent_read():
+        items = pd.DataFrame.from_records(
+            list(Product.objects.order_by("id").values_list("id", "title", "description", "brand", "category",
+                                                               "price").iterator(chunk_size=20_000)),
+            columns=list(ds.ITEM_COLUMNS))
+        query = Interaction.objects.all()
+        latest = query.aggregate(latest=Max("occurred_at"))["latest"]
+        if since_days is not None and latest is not None:
+            query = query.filter(occurred_at__gte=latest - timedelta(days=since_days))
+        rows = list(query.values_list("shopper_id", "product_id", "occurred_at", "event", "weight", "rating", "text",
+                                      "source").iterator(chunk_size=50_000))
+    frame = pd.DataFrame.from_records(rows, columns=[ds.USER_ID, ds.ITEM_ID, "occurred_at", ds.EVENT, ds.WEIGHT,
+                                                      ds.RATING, ds.TEXT, "source"])
+    moments = pd.to_datetime(frame["occurred_at"], utc=True)
+    frame[ds.TIMESTAMP] = (moments - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+    report = {"database_interactions": len(frame), "live_interactions": int((frame["source"] == "live").sum()),
+              "products": len(items)}
+    frame = frame.drop(columns=["occurred_at", "source"])
+    frame[ds.RATING] = pd.to_numeric(frame[ds.RATING], errors="coerce")
+    data = ds.finish_tables(items, frame, report=report, fingerprint="", source_name="database", keep_items="all")
+    data.fingerprint = ds.content_fingerprint(data.items, data.interactions,
+                                              salt="" if since_days is None else f"since_days={since_days}")
+    return data

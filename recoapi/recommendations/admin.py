@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
 from recoapi.exceptions import ApplicationError
-from recoapi.recommendations.models import ModelVersion
+from recoapi.recommendations.models import ModelVersion, TrainingRun
 
 
 @admin.register(ModelVersion)
@@ -73,3 +73,35 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+
+@admin.register(TrainingRun)
+class TrainingRunAdmin(admin.ModelAdmin):
+    """Every `manage.py retrain`, read-only: what it trained on, both models on the held-out interactions,
+    the decision and why."""
+
+    list_display = ("started_at", "decision", "candidate_version", "previous_version", "candidate_recall",
+                    "previous_recall", "interactions", "seconds")
+    list_filter = ("decision",)
+    readonly_fields = [field.name for field in TrainingRun._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: TrainingRun | None = None) -> bool:
+        return False
+
+    @admin.display(description="candidate recall@10")
+    def candidate_recall(self, obj: TrainingRun) -> str:
+        value = obj.candidate_metrics.get("recall@10")
+        return "-" if value is None else f"{value:.4f}"
+
+    @admin.display(description="previous recall@10")
+    def previous_recall(self, obj: TrainingRun) -> str:
+        value = obj.previous_metrics.get("recall@10")
+        return "-" if value is None else f"{value:.4f}"
+
+    @admin.display(description="interactions")
+    def interactions(self, obj: TrainingRun) -> str:
+        value = obj.data_counts.get("interactions")
+        return "-" if value is None else f"{value:,}"

@@ -249,6 +249,41 @@ def data_reload(*, force: bool = False, replace: bool = False, merge: bool = Fal
     return payload
 
 
+TRAINING_SNAPSHOT = "training"
+"""Folder in RECO_PROCESSED_DIR with the database snapshot the latest model trained on (when it differs
+from the import snapshot)."""
+
+
+def training_snapshot() -> tuple[Any, bool]:
+    """What training learns from: the database's products and interactions (imported and live) at one
+    moment, within RECO_TRAIN_SINCE_DAYS of the newest interaction when set.
+
+    Returns ``(canonical data, from_database)``: where the database holds exactly the imported data,
+    the import snapshot itself (with its fingerprint, so its embeddings and trained models stay
+    current); otherwise the database's tables, fingerprinted by their contents.
+
+    Raises:
+        ApplicationError: nothing to train on (code ``no_data``).
+    """
+    from modeling import datasets as ds
+    from modeling.errors import DataValidationError
+
+    since = settings.RECO_TRAIN_SINCE_DAYS or None
+    try:
+        data = catalog_selectors.training_data(since_days=since)
+    except DataValidationError as exc:
+        raise ApplicationError(f"Nothing to train on: {exc}. Import data with `manage.py load_data` first.",
+                               code="no_data") from exc
+    processed = Path(settings.RECO_PROCESSED_DIR)
+    if since is None and ds.read_snapshot_manifest(processed) is not None:
+        imported = ds.read_snapshot(processed)
+        if ds.content_fingerprint(imported.items, imported.interactions) == data.fingerprint:
+            return imported, False
+    logger.info("training on the database: %s (%d live interactions)", data.counts(),
+                data.report.get("live_interactions", 0))
+    return data, True
+
+
 def model_train(
     *,
     params: TwoTowerParams,
@@ -280,16 +315,19 @@ def model_train(
 
     Returns:
         ``{"version", "skipped", "activated", "metrics", "train_seconds", "examples_per_second",
-        "refit_epochs", "search", "ranking_stage"}``.
+        "refit_epochs", "search", "ranking_stage", "data"}`` (``data``: counts of what was trained on and
+        whether it came from the database or the import snapshot).
     """
     from modeling import datasets as ds
     from modeling import train as training
-    from modeling.embeddings import load_embeddings
+    from modeling.embeddings import build_embeddings, load_embeddings
     from modeling.reranker import stage_summary
     from modeling.tuning import budgeted_search
 
     models_dir = Path(settings.RECO_MODELS_DIR)
-    data = ds.read_snapshot(settings.RECO_PROCESSED_DIR)
+    data, from_database = training_snapshot()
+    if from_database:  # live events or products the import snapshot lacks: embeddings for this data
+        build_embeddings(data, settings.RECO_EMBEDDINGS_DIR, progress=False)
     embeddings = load_embeddings(settings.RECO_EMBEDDINGS_DIR)
     if embeddings.manifest.get("data_fingerprint") != data.fingerprint:
         raise ApplicationError("The embeddings were built from other data; run `manage.py build_embeddings` first.",
@@ -310,6 +348,8 @@ def model_train(
         if refit:
             trained = training.refit_model(data, embeddings, trained, on_epoch=on_epoch)
         path = training.publish(trained, data, embeddings, models_dir, fingerprint=fingerprint)
+        if from_database:  # after publishing: a run that fails or is killed leaves the snapshot as it was
+            ds.write_snapshot(data, Path(settings.RECO_PROCESSED_DIR) / TRAINING_SNAPSHOT, source="database")
         result = {"version": path.name, "skipped": False, "metrics": trained.metrics,
                   "train_seconds": round(trained.train_seconds + trained.refit_seconds, 2),
                   "examples_per_second": round(trained.examples_per_second, 1),
@@ -319,7 +359,9 @@ def model_train(
         artifacts.load_bundle(models_dir / result["version"])  # refuse a broken bundle before pointing at it
         artifacts.set_active(models_dir, result["version"])
     model_version_sync()
-    return {**result, "activated": activate}
+    return {**result, "activated": activate,
+            "data": {"source": "database" if from_database else "import", **data.counts(),
+                     "live_interactions": int(data.report.get("live_interactions", 0))}}
 
 
 def model_load() -> str:

@@ -177,8 +177,11 @@ class Service:
     _log: object = field(default=None, repr=False)
 
     def manage(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], env=self.env, cwd=ROOT,
-                              check=check, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], env=self.env, cwd=ROOT,
+                              check=False, capture_output=True, text=True, timeout=timeout)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"manage.py {' '.join(args)} exited with {done.returncode}:\n{done.stderr[-3000:]}")
+        return done
 
     def start(self) -> str:
         """Start gunicorn (two workers, as configured by gunicorn.conf.py) and wait for /health."""

@@ -87,6 +87,11 @@ class Command(BaseCommand):
                                  refit=options["refit"], budget_seconds=budget, on_epoch=on_epoch, on_trial=on_trial)
         except (ModelingError, ApplicationError) as exc:
             raise CommandError(str(exc)) from exc
+        data = result["data"]
+        if data["source"] == "database":
+            self.stdout.write(f"  trained on the database: {data['interactions']:,} interactions "
+                              f"({data['live_interactions']:,} live), {data['items']:,} products; snapshot in "
+                              f"RECO_PROCESSED_DIR/training")
         if result["skipped"]:
             self.stdout.write(f"A model from the same inputs exists: {result['version']} (training skipped).")
         metrics = result["metrics"]

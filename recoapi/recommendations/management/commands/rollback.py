@@ -1,0 +1,26 @@
+"""Activate an earlier model version."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from recoapi.exceptions import ApplicationError
+
+
+class Command(BaseCommand):
+    help = "Activate the version published before the active one, or the one given with --to."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--to", dest="version", help="The version to activate (default: the one before the "
+                                                         "active one).")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from recoapi.recommendations.retraining import model_rollback
+
+        try:
+            result = model_rollback(version=options["version"])
+        except ApplicationError as exc:
+            raise CommandError(exc.message) from exc
+        self.stdout.write(f"Model {result['model_version']} is active (was {result['previous_version'] or 'none'}).")

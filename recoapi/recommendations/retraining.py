@@ -1,0 +1,149 @@
+"""Retraining from the database behind a gate, and rolling back.
+
+Only the `retrain` and `rollback` commands import this module; serving does not.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from modeling import artifacts
+from modeling.errors import ArtifactError
+from recoapi.exceptions import ApplicationError, NotFound
+from recoapi.recommendations.models import TrainingRun
+from recoapi.recommendations.services import model_version_sync, training_snapshot
+
+logger = logging.getLogger(__name__)
+
+
+def _manifest(models_dir: Path, version: str | None) -> dict[str, Any]:
+    if not version:
+        return {}
+    try:
+        return json.loads((models_dir / version / artifacts.MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def model_retrain(*, holdout_days: float, tolerance: float, budget_seconds: float,
+                  say: Callable[[str], None] = logger.info) -> TrainingRun:
+    """Train a candidate on the database without its newest interactions, compare it with the active
+    model on those, and activate it only when its recall@10 is at most ``tolerance`` below the active
+    model's (or when no model is active).
+
+    The held-out interactions are those of the last ``holdout_days`` days, and never any the active
+    model trained on (its manifest's ``trained_until``). The candidate is published either way (the
+    admin can activate a refused one); a failed run leaves the active model serving. Every run,
+    whatever its outcome, is recorded as a :class:`TrainingRun`.
+    """
+    from dataclasses import replace
+
+    from modeling import datasets as ds
+    from modeling import train as training
+    from modeling.embeddings import build_embeddings, load_embeddings
+    from modeling.gate import holdout_metrics, holdout_split
+    from modeling.recommender import Recommender
+    from modeling.tuning import budgeted_search
+    from modeling.two_tower import TwoTowerParams
+
+    started, clock = timezone.now(), time.perf_counter()
+    models_dir = Path(settings.RECO_MODELS_DIR)
+    previous = artifacts.read_active(models_dir)
+    row: dict[str, Any] = {"started_at": started, "previous_version": previous or "", "tolerance": tolerance}
+
+    def finish(decision: str, reason: str, **fields: Any) -> TrainingRun:
+        say(f"{decision}: {reason}")
+        return TrainingRun.objects.create(**row, **fields, decision=decision, reason=reason,
+                                          seconds=round(time.perf_counter() - clock, 2))
+
+    try:
+        data, from_database = training_snapshot()
+        row["data_counts"] = {**data.counts(), "live_interactions": int(data.report.get("live_interactions", 0))}
+        trained_until = _manifest(models_dir, previous).get("trained_until")
+        split = holdout_split(data.interactions, days=holdout_days, not_before=trained_until)
+        row["holdout"] = {"cutoff": split.cutoff, "interactions": len(split.after),
+                          "shoppers": int(split.after[ds.USER_ID].nunique()) if len(split.after) else 0}
+        if previous and len(split.after) == 0:
+            return finish(TrainingRun.SKIPPED, "no interactions since the active model's training data")
+        if len(split.before) == 0:
+            return finish(TrainingRun.SKIPPED, f"nothing before the cut-off of the last {holdout_days:g} days "
+                                               "to train on")
+        say(f"training on {len(split.before):,} interactions; {len(split.after):,} after the cut-off held out")
+        train_data = ds.finish_tables(data.items, split.before, report=dict(data.report), fingerprint="",
+                                      source_name="database", keep_items="all")
+        train_data = replace(train_data, fingerprint=ds.content_fingerprint(train_data.items,
+                                                                            train_data.interactions))
+        if from_database:
+            build_embeddings(data, settings.RECO_EMBEDDINGS_DIR, progress=False)
+        embeddings = load_embeddings(settings.RECO_EMBEDDINGS_DIR)
+        params = TwoTowerParams()
+        result = budgeted_search(train_data, embeddings, params, budget_seconds=budget_seconds, seed=params.seed)
+        fingerprint = training.training_fingerprint(train_data.fingerprint, embeddings.manifest["fingerprint"],
+                                                    params, budget_seconds=budget_seconds)
+        candidate = training.publish(result, train_data, embeddings, models_dir, fingerprint=fingerprint).name
+        row["candidate_version"] = candidate
+        model_version_sync()
+        row["candidate_metrics"] = holdout_metrics(Recommender(artifacts.load_bundle(models_dir / candidate)), split)
+        if previous:
+            row["previous_metrics"] = holdout_metrics(Recommender(artifacts.load_bundle(models_dir / previous)),
+                                                      split)
+    except Exception as exc:  # noqa: BLE001  (recorded; the active model keeps serving)
+        logger.exception("retraining failed")
+        return finish(TrainingRun.FAILED, f"{type(exc).__name__}: {exc}")
+
+    new, old = row["candidate_metrics"].get("recall@10", 0.0), row.get("previous_metrics", {}).get("recall@10")
+    if previous and new < old - tolerance:
+        return finish(TrainingRun.REFUSED, f"recall@10 on the {row['holdout']['interactions']} newest "
+                                           f"interactions {new:.4f} against the active model's {old:.4f} "
+                                           f"(tolerance {tolerance:g}); {previous} stays active")
+    try:
+        _activate(models_dir, candidate)
+    except ArtifactError as exc:
+        return finish(TrainingRun.FAILED, f"the candidate could not be activated: {exc}")
+    reason = (f"recall@10 {new:.4f} against the active model's {old:.4f} (tolerance {tolerance:g})"
+              if previous else "no model was active")
+    return finish(TrainingRun.ACTIVATED, reason)
+
+
+def _activate(models_dir: Path, version: str) -> None:
+    """Point models/ACTIVE at ``version`` once its bundle loads (every serving worker follows within a
+    second); raises ArtifactError for a broken bundle, and nothing changes then."""
+    artifacts.load_bundle(models_dir / version)
+    artifacts.set_active(models_dir, version)
+    model_version_sync()
+
+
+def model_rollback(*, version: str | None = None) -> dict[str, str | None]:
+    """Activate ``version``, or the newest version published before the active one.
+
+    Returns:
+        ``{"model_version", "previous_version"}``.
+
+    Raises:
+        NotFound: no earlier version, or no such version.
+        ApplicationError: the bundle cannot be loaded (code ``invalid_model``); nothing changes.
+    """
+    models_dir = Path(settings.RECO_MODELS_DIR)
+    versions = artifacts.list_versions(models_dir)
+    active = artifacts.read_active(models_dir)
+    if version is None:
+        earlier = [v for v in versions if active is None or v < active]
+        if not earlier:
+            raise NotFound("No version older than the active one to roll back to.", code="no_model")
+        version = earlier[-1]
+    elif version not in versions:
+        raise NotFound(f"No model version {version!r}.", code="unknown_version")
+    try:
+        _activate(models_dir, version)
+    except ArtifactError as exc:
+        raise ApplicationError(f"Model {version} cannot be loaded and was not activated: {exc}",
+                               code="invalid_model") from exc
+    return {"model_version": version, "previous_version": active}

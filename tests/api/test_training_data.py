@@ -1,0 +1,59 @@
+"""Training learns from the database: imported and live interactions, products added over the API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from rest_framework.test import APIClient
+
+from modeling import datasets as ds
+from recoapi.catalog.models import Interaction
+from recoapi.catalog.selectors import training_data
+from recoapi.exceptions import ApplicationError
+from recoapi.recommendations.services import training_snapshot
+from tests.conftest import Pipeline
+
+
+def test_a_database_holding_the_import_trains_on_the_import_snapshot(service: Pipeline, settings) -> None:
+    data, from_database = training_snapshot()
+    assert not from_database
+    imported = ds.read_snapshot(settings.RECO_PROCESSED_DIR)
+    assert data.fingerprint == imported.fingerprint
+    fresh = training_data()
+    assert ds.content_fingerprint(imported.items, imported.interactions) == fresh.fingerprint
+    assert fresh.counts() == imported.counts()
+
+
+def test_live_events_and_new_products_are_in_the_training_data(service: Pipeline, staff_client: APIClient) -> None:
+    before = training_data()
+    assert staff_client.post("/products", {"id": "FRESH-1", "title": "A brand new kettle"},
+                             format="json").status_code == 201
+    events = [{"user": "live-shopper", "item": "FRESH-1", "event": "purchase"},
+              {"user": "live-shopper", "item": str(service.data.items[ds.ITEM_ID].iloc[0]), "event": "view"}]
+    assert staff_client.post("/events", events, format="json").status_code == 201
+    data, from_database = training_snapshot()
+    assert from_database and data.fingerprint != before.fingerprint
+    assert len(data.interactions) == len(before.interactions) + 2
+    assert data.report["live_interactions"] == 2
+    mine = data.interactions[data.interactions[ds.USER_ID] == "live-shopper"]
+    assert sorted(mine[ds.ITEM_ID]) == sorted(["FRESH-1", str(service.data.items[ds.ITEM_ID].iloc[0])])
+    assert "FRESH-1" in set(data.items[ds.ITEM_ID])
+    assert training_data().fingerprint == data.fingerprint  # the same database, the same fingerprint
+
+
+def test_the_training_window_keeps_the_latest_days(service: Pipeline, settings) -> None:
+    newest = Interaction.objects.order_by("-occurred_at").first().occurred_at
+    settings.RECO_TRAIN_SINCE_DAYS = 30
+    data, from_database = training_snapshot()
+    assert from_database
+    expected = Interaction.objects.filter(occurred_at__gte=newest - timedelta(days=30)).count()
+    assert len(data.interactions) == expected < Interaction.objects.count()
+    oldest = datetime.fromtimestamp(int(data.interactions[ds.TIMESTAMP].min()), tz=UTC)
+    assert oldest >= newest - timedelta(days=30, seconds=1)
+
+
+def test_an_empty_database_is_a_clear_error(db, settings, tmp_path) -> None:
+    settings.RECO_PROCESSED_DIR = tmp_path
+    with pytest.raises(ApplicationError, match="Nothing to train on"):
+        training_snapshot()
