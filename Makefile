@@ -33,9 +33,11 @@ pipeline: migrate
 	$(PY) manage.py create_staff_user
 	$(PY) manage.py collectstatic --noinput -v0
 
+# The scheduler (retraining when enough new events arrived) runs beside gunicorn and stops with it.
 demo: pipeline
 	@$(PY) manage.py demo_examples --banner
-	$(VENV)/bin/gunicorn -c gunicorn.conf.py
+	@$(PY) manage.py run_scheduler & scheduler=$$!; trap 'kill $$scheduler 2>/dev/null' EXIT; \
+		$(VENV)/bin/gunicorn -c gunicorn.conf.py
 
 serve: migrate
 	$(PY) manage.py collectstatic --noinput -v0

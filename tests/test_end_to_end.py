@@ -259,6 +259,18 @@ def test_retrain_activates_a_model_trained_on_new_events_and_the_gate_refuses_a_
     refused = TrainingRun.objects.get(decision=TrainingRun.REFUSED)
     assert refused.candidate_version in artifacts.list_versions(workdir / "models")
 
+    import modeling.tuning
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(modeling.tuning, "budgeted_search", broken)
+    taste("third-wave", 160)
+    with pytest.raises(CommandError, match="Retraining failed: RuntimeError: out of memory"):
+        run("retrain", "--budget", "0")
+    assert artifacts.read_active(workdir / "models") == second
+    assert TrainingRun.objects.filter(decision=TrainingRun.FAILED).count() == 1
+
     assert f"Model {first} is active" in run("rollback")
     assert artifacts.read_active(workdir / "models") == first
     assert f"Model {second} is active" in run("rollback", "--to", second)
@@ -266,3 +278,21 @@ def test_retrain_activates_a_model_trained_on_new_events_and_the_gate_refuses_a_
         run("rollback", "--to", "no-such-version")
     with pytest.raises(CommandError, match="--holdout-days must be a positive number"):
         run("retrain", "--holdout-days", "0")
+
+    # The scheduler: one training at a time (the lock held here stands for another scheduler's run).
+    from recoapi.recommendations.locks import training_lock
+
+    monkeypatch.undo()
+    taste("fourth-wave", 240)
+    runs = TrainingRun.objects.count()
+    with training_lock() as held:
+        assert held
+        out = run("run_scheduler", "--once", "--min-events", "1", "--budget", "0")
+        assert "new interactions: retraining" in out and "another process is training" in out
+        with pytest.raises(CommandError, match="Another retraining is running"):
+            run("retrain", "--budget", "0")
+    assert TrainingRun.objects.count() == runs
+    out = run("run_scheduler", "--once", "--min-events", "1", "--budget", "0")
+    assert "retraining activated" in out or "retraining refused" in out, out
+    assert TrainingRun.objects.count() == runs + 1
+    assert "new interactions: retraining" not in run("run_scheduler", "--once", "--min-events", "1000")

@@ -9,6 +9,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from django.utils import timezone
 from modeling import artifacts
 from modeling.errors import ArtifactError
 from recoapi.exceptions import ApplicationError, NotFound
+from recoapi.recommendations.locks import training_lock
 from recoapi.recommendations.models import TrainingRun
 from recoapi.recommendations.services import model_version_sync, training_snapshot
 
@@ -33,8 +35,27 @@ def _manifest(models_dir: Path, version: str | None) -> dict[str, Any]:
         return {}
 
 
+class TrainingBusy(ApplicationError):
+    """Another process holds the training lock."""
+
+    status_code = 409
+
+
 def model_retrain(*, holdout_days: float, tolerance: float, budget_seconds: float,
                   say: Callable[[str], None] = logger.info) -> TrainingRun:
+    """:func:`_retrain` under the training lock (one training at a time across processes and hosts).
+
+    Raises:
+        TrainingBusy: another retraining holds the lock (nothing was done).
+    """
+    with training_lock() as held:
+        if not held:
+            raise TrainingBusy("Another retraining is running; try again when it has finished.", code="busy")
+        return _retrain(holdout_days=holdout_days, tolerance=tolerance, budget_seconds=budget_seconds, say=say)
+
+
+def _retrain(*, holdout_days: float, tolerance: float, budget_seconds: float,
+             say: Callable[[str], None]) -> TrainingRun:
     """Train a candidate on the database without its newest interactions, compare it with the active
     model on those, and activate it only when its recall@10 is at most ``tolerance`` below the active
     model's (or when no model is active).
@@ -119,6 +140,26 @@ def _activate(models_dir: Path, version: str) -> None:
     artifacts.load_bundle(models_dir / version)
     artifacts.set_active(models_dir, version)
     model_version_sync()
+
+
+def new_interactions(*, after: int | None) -> tuple[int, int | None]:
+    """``(interactions newer than the unix time `after` (all when None), the newest one's unix time)``."""
+    from django.db.models import Max
+
+    from recoapi.catalog.models import Interaction
+
+    query = Interaction.objects.all()
+    if after is not None:
+        query = query.filter(occurred_at__gt=datetime.fromtimestamp(after, tz=UTC))
+    newest = query.aggregate(newest=Max("occurred_at"))["newest"]
+    return query.count(), (int(newest.timestamp()) if newest else None)
+
+
+def active_trained_until() -> int | None:
+    """The newest interaction time the active model trained on (None: no active model, or an old bundle)."""
+    models_dir = Path(settings.RECO_MODELS_DIR)
+    value = _manifest(models_dir, artifacts.read_active(models_dir)).get("trained_until")
+    return int(value) if value is not None else None
 
 
 def model_rollback(*, version: str | None = None) -> dict[str, str | None]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -165,3 +166,22 @@ def test_training_killed_midway_leaves_models_as_they_were(service_sqlite: Servi
     before = _state(service_sqlite)
     _kill_when(service_sqlite, ["train", "--force", "--activate", "--epochs", "30"], "epoch 1/30")
     assert _state(service_sqlite) == before
+
+
+def test_retraining_killed_midway_leaves_everything_as_it_was(service_sqlite: Service, tmp_path: Path) -> None:
+    embeddings = tmp_path / "own-embeddings"  # retraining brings the embeddings up to date: not the shared ones
+    shutil.copytree(service_sqlite.env["RECO_EMBEDDINGS_DIR"], embeddings)
+    service_sqlite.env["RECO_EMBEDDINGS_DIR"] = str(embeddings)
+    service_sqlite.manage("shell", "-c", (
+        "from datetime import timedelta;"
+        "from recoapi.catalog.models import Interaction, Product;"
+        "from recoapi.catalog.services import interaction_record;"
+        "newest = Interaction.objects.order_by('-occurred_at').first().occurred_at;"
+        "interaction_record(user_id='late-1', item_id=Product.objects.order_by('id').first().id, event='view',"
+        " occurred_at=newest + timedelta(days=2))"))
+    before = _state(service_sqlite)
+    _kill_when(service_sqlite, ["retrain", "--budget", "0"], "training on")
+    assert _state(service_sqlite) == before
+    runs = service_sqlite.manage("shell", "-c", "from recoapi.recommendations.models import TrainingRun;"
+                                 "print('runs', TrainingRun.objects.count())").stdout.split("runs ")[-1]
+    assert int(runs) == 0  # a run is recorded when it ends

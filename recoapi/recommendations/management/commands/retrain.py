@@ -29,15 +29,18 @@ class Command(BaseCommand):
                             help=f"Two-tower search budget, as for train (default {DEFAULT_BUDGET_SECONDS:g}).")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from recoapi.recommendations.retraining import model_retrain
+        from recoapi.recommendations.retraining import TrainingBusy, model_retrain
 
         for name in ("holdout_days", "tolerance", "budget"):
             value = options[name]
             if not math.isfinite(value) or value < 0 or (name == "holdout_days" and value == 0):
                 raise CommandError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
-        run = model_retrain(holdout_days=options["holdout_days"], tolerance=options["tolerance"],
-                            budget_seconds=options["budget"], say=lambda line: self.stdout.write(f"  {line}")
-                            if options["verbosity"] else None)
+        try:
+            run = model_retrain(holdout_days=options["holdout_days"], tolerance=options["tolerance"],
+                                budget_seconds=options["budget"], say=lambda line: self.stdout.write(f"  {line}")
+                                if options["verbosity"] else None)
+        except TrainingBusy as exc:
+            raise CommandError(exc.message) from exc
         held = run.holdout or {}
         self.stdout.write(f"Retraining {run.decision}: {run.reason}")
         if run.candidate_metrics:

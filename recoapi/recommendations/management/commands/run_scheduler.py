@@ -1,0 +1,81 @@
+"""Retrain on a schedule: every interval, when enough new interactions arrived."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from modeling.tuning import DEFAULT_BUDGET_SECONDS
+
+
+class Command(BaseCommand):
+    help = ("Run `retrain` every RECO_RETRAIN_INTERVAL seconds when at least RECO_RETRAIN_MIN_EVENTS interactions "
+            "arrived since the data of the active model (or of the last attempt). One training at a time across "
+            "processes and hosts: a second scheduler waits its turn and says so. Stops on Ctrl-C or SIGTERM.")
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--interval", type=float, default=settings.RECO_RETRAIN_INTERVAL,
+                            help=f"Seconds between checks (default RECO_RETRAIN_INTERVAL, "
+                                 f"{settings.RECO_RETRAIN_INTERVAL:g}).")
+        parser.add_argument("--min-events", type=int, default=settings.RECO_RETRAIN_MIN_EVENTS,
+                            help=f"New interactions needed to retrain (default RECO_RETRAIN_MIN_EVENTS, "
+                                 f"{settings.RECO_RETRAIN_MIN_EVENTS}).")
+        parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_SECONDS, metavar="SECONDS",
+                            help=f"Two-tower search budget of each retraining (default {DEFAULT_BUDGET_SECONDS:g}).")
+        parser.add_argument("--once", action="store_true", help="Check once and exit (for cron).")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if not options["interval"] > 0 or options["min_events"] < 1 or not options["budget"] >= 0:
+            raise CommandError("--interval must be positive, --min-events at least 1 and --budget 0 or more")
+        stop = threading.Event()
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, lambda *_: _stop_or_exit(stop))
+        try:
+            self._loop(stop, options)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        self.stdout.write("Scheduler stopped.")
+
+    def _loop(self, stop: threading.Event, options: dict[str, Any]) -> None:
+        from recoapi.recommendations.retraining import (
+            TrainingBusy,
+            active_trained_until,
+            model_retrain,
+            new_interactions,
+        )
+
+        attempted: int | None = None  # newest interaction time of the last attempt that trained
+        self.stdout.write(f"Scheduler: every {options['interval']:g} s, retrain after {options['min_events']} new "
+                          f"interactions.")
+        while not stop.is_set():
+            since = max((t for t in (active_trained_until(), attempted) if t is not None), default=None)
+            count, newest = new_interactions(after=since)
+            if count >= options["min_events"]:
+                self.stdout.write(f"{count} new interactions: retraining")
+                try:
+                    run = model_retrain(holdout_days=settings.RECO_RETRAIN_HOLDOUT_DAYS,
+                                        tolerance=settings.RECO_RETRAIN_TOLERANCE, budget_seconds=options["budget"],
+                                        say=lambda line: None)
+                except TrainingBusy:
+                    self.stdout.write("another process is training; waiting for the next check")
+                else:
+                    attempted = newest
+                    self.stdout.write(f"retraining {run.decision}: {run.reason}")
+            if options["once"]:
+                break
+            stop.wait(options["interval"])
+
+
+def _stop_or_exit(stop: threading.Event) -> None:
+    """First signal: finish the current check (a retraining in progress included), then stop. Second: now
+    (a retraining killed midway leaves everything as it was)."""
+    if stop.is_set():
+        raise SystemExit(130)
+    stop.set()
