@@ -291,6 +291,10 @@ class Recommender:
         described = [u for u in user_ids if u in histories
                      and (len(seen[u]) > 0 or histories[u].text is not None)]
         described_set = set(described)
+        # Text alone (no product known to the model): the products whose text is nearest, by the same
+        # sentence encoder's cosine; the towers and the ranker have nothing else to go on.
+        searched = [u for u in described if len(seen[u]) == 0 and not self.knows_user(u)]
+        described = [u for u in described if u not in set(searched)]
         stored = [u for u in user_ids if u not in described_set and self.knows_user(u)]
         ranked_users = described + stored
         popular = [u for u in user_ids if u not in described_set and u not in set(stored)]
@@ -310,6 +314,15 @@ class Recommender:
                 valid = positions[row] >= 0
                 strategy = TWO_TOWER if self.knows_user(user) else CONTENT
                 results[user] = Ranking(strategy, positions[row][valid], scores[row][valid])
+        if searched:
+            texts = np.stack([np.asarray(histories[u].text, dtype=np.float32) for u in searched])
+            scores = texts @ np.asarray(self.item_content, dtype=np.float32).T
+            if allowed is not None:
+                scores = scores + penalty(allowed)
+            positions, scores = top_k(scores, k, [exclude[u] for u in searched], copy=False)
+            for row, user in enumerate(searched):
+                valid = positions[row] >= 0
+                results[user] = Ranking(CONTENT, positions[row][valid], scores[row][valid])
         if popular:
             positions, scores = self.popular([exclude[u] for u in popular], k, allowed)
             for row, user in enumerate(popular):

@@ -368,6 +368,9 @@ class Ranker:
         return positions.astype(np.int64), values
 
 
+RETRIEVAL_ORDER = Ranker("feature", "two_tower")
+"""The order of shoppers whose history gives the ranker nothing to go on (see :meth:`RankingStage.has_evidence`)."""
+
 LIGHTGBM_PARAMS: dict[str, Any] = {
     "objective": "lambdarank", "num_leaves": 15, "learning_rate": 0.05, "min_data_in_leaf": 20,
     "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
@@ -569,8 +572,23 @@ class RankingStage:
             candidates, features = candidate_features(query[part], item_vectors, index, self.sources, tables,
                                                       batch, list(exclude[part]), allowed, self.config, k,
                                                       popular_order)
-            out_pos[part], out_scores[part] = self.ranker.order(candidates, features, k)
+            positions, scores = self.ranker.order(candidates, features, k)
+            blind = ~self.has_evidence(batch)
+            if blind.any():  # nothing for the learned order to go on: the two-tower's own order
+                positions[blind], scores[blind] = RETRIEVAL_ORDER.order(candidates[blind], features[blind], k)
+            out_pos[part], out_scores[part] = positions, scores
         return out_pos, out_scores
+
+    def has_evidence(self, histories: HistoryBatch) -> np.ndarray:
+        """(m,) bool: whether a shopper's history holds a product with item-item neighbours or transitions.
+
+        Without one (a visitor described by text only, or by products added after training) every
+        item-item and transition feature is 0, a case the ranker never saw in training: such shoppers
+        are ordered by the two-tower score (:data:`RETRIEVAL_ORDER`) instead.
+        """
+        known = (np.diff(self.sources.item_item.indptr) > 0) | (np.diff(self.sources.transitions.indptr) > 0)
+        return np.asarray([bool(len(items)) and bool(known[items[(items >= 0) & (items < len(known))]].any())
+                           for items in histories.items], dtype=bool)
 
     def save(self, directory: Path, attributes: ItemAttributes) -> None:
         """Write the stage and the items' category, brand and price (n,) into ``directory`` (created)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from io import StringIO
 from pathlib import Path
 
@@ -280,13 +282,10 @@ def test_retrain_activates_a_model_trained_on_new_events_and_the_gate_refuses_a_
         run("retrain", "--holdout-days", "0")
 
     # The scheduler: one training at a time (the lock held here stands for another scheduler's run).
-    from recoapi.recommendations.locks import training_lock
-
     monkeypatch.undo()
     taste("fourth-wave", 240)
     runs = TrainingRun.objects.count()
-    with training_lock() as held:
-        assert held
+    with _training_lock_held_elsewhere():
         out = run("run_scheduler", "--once", "--min-events", "1", "--budget", "0")
         assert "new interactions: retraining" in out and "another process is training" in out
         with pytest.raises(CommandError, match="Another retraining is running"):
@@ -296,3 +295,34 @@ def test_retrain_activates_a_model_trained_on_new_events_and_the_gate_refuses_a_
     assert "retraining activated" in out or "retraining refused" in out, out
     assert TrainingRun.objects.count() == runs + 1
     assert "new interactions: retraining" not in run("run_scheduler", "--once", "--min-events", "1000")
+
+
+@contextmanager
+def _training_lock_held_elsewhere() -> Iterator[None]:
+    """The training lock taken as another process would take it: its own database session (PostgreSQL
+    advisory locks are re-entrant within one session) or its own open file (SQLite)."""
+    import fcntl
+    import os
+
+    from django.db import connection
+
+    from recoapi.recommendations import locks
+
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        params = connection.get_connection_params()
+        with psycopg.connect(**{k: v for k, v in params.items() if k in ("dbname", "user", "password", "host",
+                                                                          "port")}, autocommit=True) as other:
+            assert other.execute("SELECT pg_try_advisory_lock(%s)", [locks.ADVISORY_KEY]).fetchone()[0]
+            yield
+        return
+    with locks.training_lock() as held:  # a second open file of the same process conflicts like another process
+        assert held
+        descriptor = os.open(locks.lock_path(), os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(descriptor)
+        yield

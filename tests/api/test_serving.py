@@ -87,7 +87,9 @@ def test_anonymous_visitor_with_a_text_gets_matching_products(service: Pipeline,
     entry = recommend(client, text=item[ds.TITLE], k=10)["anonymous"]
     assert entry["strategy"] == "content"
     department = item[ds.CATEGORY].split(" > ")[0]
-    assert sum(i["category"].startswith(department) for i in entry["items"]) >= 3
+    assert sum(i["category"].startswith(department) for i in entry["items"]) >= 5, entry["items"]
+    scores = [i["score"] for i in entry["items"]]
+    assert len(set(scores)) == len(scores)  # ordered by the text, not by a ranker that has nothing to go on
 
 
 def test_request_without_users_items_or_text_is_refused(service: Pipeline, client: APIClient) -> None:

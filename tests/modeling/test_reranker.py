@@ -300,3 +300,22 @@ def test_early_stopping_uses_a_seeded_half_of_the_validation_shoppers() -> None:
     assert half.sum() == 50 and np.array_equal(half, stopping_shoppers(100, seed=3))
     assert not np.array_equal(half, stopping_shoppers(100, seed=4))
     assert stopping_shoppers(5).all()  # too few to split: every shopper does both
+
+
+def test_a_history_without_evidence_is_ordered_by_the_two_tower() -> None:
+    """A visitor described by text only, or by a product the sources have no row for (added after
+    training), gets the two-tower's order, not a learned order fed with zeros (the ranker here ranks by
+    popularity, which would ignore the query entirely)."""
+    rng = np.random.default_rng(4)
+    vectors = rng.normal(size=(N_ITEMS, 4)).astype(np.float32)
+    query = rng.normal(size=(3, 4)).astype(np.float32)
+    stage = RankingStage(_sources(), Ranker("feature", "popularity_rank"), StageConfig(10, 5, 5, 5))
+    histories = HistoryBatch([np.zeros(0, dtype=np.int64), np.array([39]), np.array([5])],
+                             [np.zeros(0, dtype=np.int64), np.array([0]), np.array([0])])
+    assert stage.has_evidence(histories).tolist() == [False, False, True]
+    positions, scores = stage.rank(query, vectors, ExactIndex(vectors), _tables(), histories,
+                                   [np.zeros(0, dtype=np.int64), np.array([39]), np.array([5])], 5)
+    for row in (0, 1):
+        dots = query[row] @ vectors.T
+        assert np.all(np.diff(dots[positions[row]]) <= 0)  # best two-tower score first
+        assert positions[row, 0] == max((i for i in range(N_ITEMS) if i != 39 or row == 0), key=lambda i: dots[i])
