@@ -25,6 +25,14 @@ logger = logging.getLogger(__name__)
 ADVISORY_KEY = 0x7265636F  # "reco": the advisory lock's key
 
 
+def lock_path() -> Path:
+    """The SQLite lock file: beside the database file, or in the temporary directory for one in memory."""
+    name = str(connection.settings_dict["NAME"])
+    if Path(name).is_absolute():
+        return Path(name + ".training.lock")
+    return Path(tempfile.gettempdir()) / f"recoapi-{hashlib.sha1(name.encode()).hexdigest()[:12]}.training.lock"
+
+
 @contextmanager
 def training_lock() -> Iterator[bool]:
     """Try to take the training lock without waiting; yields whether this process holds it."""
@@ -39,10 +47,7 @@ def training_lock() -> Iterator[bool]:
                 with connection.cursor() as cursor:
                     cursor.execute("SELECT pg_advisory_unlock(%s)", [ADVISORY_KEY])
         return
-    name = str(connection.settings_dict["NAME"])
-    path = (Path(name + ".training.lock") if Path(name).is_absolute()
-            else Path(tempfile.gettempdir()) / f"recoapi-{hashlib.sha1(name.encode()).hexdigest()[:12]}.training.lock")
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    descriptor = os.open(lock_path(), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -81,7 +81,6 @@ def _retrain(*, holdout_days: float, tolerance: float, budget_seconds: float,
     row: dict[str, Any] = {"started_at": started, "previous_version": previous or "", "tolerance": tolerance}
 
     def finish(decision: str, reason: str, **fields: Any) -> TrainingRun:
-        say(f"{decision}: {reason}")
         return TrainingRun.objects.create(**row, **fields, decision=decision, reason=reason,
                                           seconds=round(time.perf_counter() - clock, 2))
 
@@ -94,6 +93,10 @@ def _retrain(*, holdout_days: float, tolerance: float, budget_seconds: float,
                           "shoppers": int(split.after[ds.USER_ID].nunique()) if len(split.after) else 0}
         if previous and len(split.after) == 0:
             return finish(TrainingRun.SKIPPED, "no interactions since the active model's training data")
+        if previous and trained_until is not None and (
+                len(split.before) == 0 or int(split.before[ds.TIMESTAMP].max()) <= int(trained_until)):
+            return finish(TrainingRun.SKIPPED, f"every interaction since the active model's data is within the "
+                                               f"held-out {holdout_days:g} days: nothing new to train on")
         if len(split.before) == 0:
             return finish(TrainingRun.SKIPPED, f"nothing before the cut-off of the last {holdout_days:g} days "
                                                "to train on")
@@ -129,8 +132,9 @@ def _retrain(*, holdout_days: float, tolerance: float, budget_seconds: float,
         _activate(models_dir, candidate)
     except ArtifactError as exc:
         return finish(TrainingRun.FAILED, f"the candidate could not be activated: {exc}")
-    reason = (f"recall@10 {new:.4f} against the active model's {old:.4f} (tolerance {tolerance:g})"
-              if previous else "no model was active")
+    shoppers = row["candidate_metrics"].get("shoppers", 0)
+    reason = (f"recall@10 {new:.4f} against the active model's {old:.4f} on {shoppers} shoppers' new products "
+              f"(tolerance {tolerance:g})" if previous else "no model was active")
     return finish(TrainingRun.ACTIVATED, reason)
 
 

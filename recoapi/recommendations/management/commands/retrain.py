@@ -34,7 +34,8 @@ class Command(BaseCommand):
         for name in ("holdout_days", "tolerance", "budget"):
             value = options[name]
             if not math.isfinite(value) or value < 0 or (name == "holdout_days" and value == 0):
-                raise CommandError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
+                bound = "a positive number" if name == "holdout_days" else "0 or more"
+                raise CommandError(f"--{name.replace('_', '-')} must be {bound}, got {value:g}")
         try:
             run = model_retrain(holdout_days=options["holdout_days"], tolerance=options["tolerance"],
                                 budget_seconds=options["budget"], say=lambda line: self.stdout.write(f"  {line}")
