@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from modeling import runtime as _runtime  # noqa: F401  (must precede tensorflow)
-from modeling.ranking import top_k
+from modeling.reranker import order_candidates
 
 logger = logging.getLogger(__name__)
 
@@ -100,14 +100,7 @@ class ListwiseRanker:
         if width == 0:
             return np.full((m, k), -1, dtype=np.int64), np.full((m, k), -np.inf, dtype=np.float32)
         scores = self.score(np.asarray(features).reshape(m * width, -1)).reshape(m, width)
-        scores = np.where(candidates >= 0, scores, -np.inf).astype(np.float32)
-        best, values = top_k(scores, min(k, width))
-        positions = np.where(best >= 0, np.take_along_axis(candidates, np.maximum(best, 0), axis=1), -1)
-        if positions.shape[1] < k:
-            pad = k - positions.shape[1]
-            positions = np.pad(positions, ((0, 0), (0, pad)), constant_values=-1)
-            values = np.pad(values, ((0, 0), (0, pad)), constant_values=-np.inf)
-        return positions.astype(np.int64), values
+        return order_candidates(candidates, scores, k)
 
 
 def _standardise(features: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:

@@ -358,14 +358,23 @@ class Ranker:
             scores = self.blend(candidates, features)
         else:
             scores = self.score(features.reshape(m * width, -1)).reshape(m, width)
-        scores = np.where(candidates >= 0, scores, -np.inf).astype(np.float32)
-        best, values = top_k(scores, min(k, width))
-        positions = np.where(best >= 0, np.take_along_axis(candidates, np.maximum(best, 0), axis=1), -1)
-        if positions.shape[1] < k:
-            pad = k - positions.shape[1]
-            positions = np.pad(positions, ((0, 0), (0, pad)), constant_values=-1)
-            values = np.pad(values, ((0, 0), (0, pad)), constant_values=-np.inf)
-        return positions.astype(np.int64), values
+        return order_candidates(candidates, scores, k)
+
+
+def order_candidates(candidates: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best-scored of each row's candidates: ``(positions (m, k) int64, scores (m, k) float32)``.
+
+    Args:
+        candidates: (m, C) item positions, -1 pads; scores: (m, C), higher first (pads never chosen).
+    """
+    scores = np.where(candidates >= 0, scores, -np.inf).astype(np.float32)
+    best, values = top_k(scores, min(k, candidates.shape[1]))
+    positions = np.where(best >= 0, np.take_along_axis(candidates, np.maximum(best, 0), axis=1), -1)
+    if positions.shape[1] < k:
+        pad = k - positions.shape[1]
+        positions = np.pad(positions, ((0, 0), (0, pad)), constant_values=-1)
+        values = np.pad(values, ((0, 0), (0, pad)), constant_values=-np.inf)
+    return positions.astype(np.int64), values
 
 
 RETRIEVAL_ORDER = Ranker("feature", "two_tower")

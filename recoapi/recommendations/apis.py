@@ -100,18 +100,25 @@ def _one_or_many(serializer: type[serializers.Serializer], data: Any, name: str,
     return many, checked.validated_data if many else [checked.validated_data]
 
 
+def _one_or_many_schema(name: str, one: type[serializers.Serializer], output: type[serializers.Serializer],
+                        batch_output: type[serializers.Serializer], repeated: str,
+                        extra: dict[int, Any] | None = None) -> dict[str, Any]:
+    """OpenAPI of a POST taking one object or a list of them (201 on a write, 200 on nothing new)."""
+    return {
+        "request": PolymorphicProxySerializer(component_name=f"{name}Or{name}s", serializers=[one, one(many=True)],
+                                              resource_type_field_name=None, many=False),
+        "responses": {201: PolymorphicProxySerializer(component_name=f"{name}OrBatchOutput",
+                                                      serializers=[output, batch_output],
+                                                      resource_type_field_name=None),
+                      200: OpenApiResponse(output, description=repeated), **(extra or {}), **_STAFF_ERRORS},
+    }
+
+
 class ProductsApi(APIView):
     permission_classes = [permissions.IsAdminUser]
 
-    @extend_schema(
-        request=PolymorphicProxySerializer(component_name="ProductOrProducts",
-                                           serializers=[s.ProductInput, s.ProductInput(many=True)],
-                                           resource_type_field_name=None, many=False),
-        responses={201: PolymorphicProxySerializer(component_name="ProductOrBatchOutput",
-                                                   serializers=[s.ProductOutput, s.ProductBatchOutput],
-                                                   resource_type_field_name=None),
-                   200: OpenApiResponse(s.ProductOutput, description="An existing product updated"),
-                   **_STAFF_ERRORS})
+    @extend_schema(**_one_or_many_schema("Product", s.ProductInput, s.ProductOutput, s.ProductBatchOutput,
+                                         "An existing product updated"))
     def post(self, request: Request) -> Response:
         """Create or update products (staff only): one, or a list of at most RECO_PRODUCTS_MAX_BATCH written
         all or none. Fields left out keep their values. Every worker serves the change from its next request:
@@ -131,15 +138,8 @@ class ProductsApi(APIView):
 class EventsApi(APIView):
     permission_classes = [permissions.IsAdminUser]
 
-    @extend_schema(
-        request=PolymorphicProxySerializer(component_name="EventOrEvents",
-                                           serializers=[s.EventInput, s.EventInput(many=True)],
-                                           resource_type_field_name=None, many=False),
-        responses={201: PolymorphicProxySerializer(component_name="EventOrBatchOutput",
-                                                   serializers=[s.EventOutput, s.EventBatchOutput],
-                                                   resource_type_field_name=None),
-                   200: OpenApiResponse(s.EventOutput, description="Already stored: the event id was sent before"),
-                   404: s.ErrorOutput, **_STAFF_ERRORS})
+    @extend_schema(**_one_or_many_schema("Event", s.EventInput, s.EventOutput, s.EventBatchOutput,
+                                         "Already stored: the event id was sent before", {404: s.ErrorOutput}))
     def post(self, request: Request) -> Response:
         """Record live events (staff only): one event, or a list of at most RECO_EVENTS_MAX_BATCH stored all
         or none; the shoppers' next recommendations reflect them. An event_id sent before is not stored twice."""
