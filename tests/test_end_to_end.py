@@ -248,6 +248,9 @@ def test_retrain_activates_a_model_trained_on_new_events_and_the_gate_refuses_a_
     manifest = artifacts.load_bundle(workdir / "models" / second).manifest
     trained_until = datetime.fromtimestamp(manifest["trained_until"], tz=UTC)
     assert newest + timedelta(hours=4) <= trained_until < newest + timedelta(hours=30)  # the new events, not the last
+    registry.reset()  # this process serves as a worker that follows models/ACTIVE would
+    body = APIClient().get("/recommendations", {"users": "newcomer-0", "k": 3}).json()
+    assert body["model_version"] == second and body["recommendations"]["newcomer-0"]["strategy"] == "two_tower"
     activated = TrainingRun.objects.get(decision=TrainingRun.ACTIVATED)
     assert activated.candidate_version == second and activated.previous_version == first
     assert activated.holdout["interactions"] == 20 and activated.candidate_metrics["shoppers"] == 10
