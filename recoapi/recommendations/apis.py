@@ -104,13 +104,13 @@ def _one_or_many_schema(name: str, one: type[serializers.Serializer], output: ty
                         batch_output: type[serializers.Serializer], repeated: str,
                         extra: dict[int, Any] | None = None) -> dict[str, Any]:
     """OpenAPI of a POST taking one object or a list of them (201 on a write, 200 on nothing new)."""
+    answer = PolymorphicProxySerializer(component_name=f"{name}OrBatchOutput", serializers=[output, batch_output],
+                                        resource_type_field_name=None)
     return {
         "request": PolymorphicProxySerializer(component_name=f"{name}Or{name}s", serializers=[one, one(many=True)],
                                               resource_type_field_name=None, many=False),
-        "responses": {201: PolymorphicProxySerializer(component_name=f"{name}OrBatchOutput",
-                                                      serializers=[output, batch_output],
-                                                      resource_type_field_name=None),
-                      200: OpenApiResponse(output, description=repeated), **(extra or {}), **_STAFF_ERRORS},
+        "responses": {201: answer, 200: OpenApiResponse(answer, description=repeated), **(extra or {}),
+                      **_STAFF_ERRORS},
     }
 
 

@@ -225,14 +225,14 @@ class SimilarItemsOutput(serializers.Serializer):
 
 
 class EventInput(serializers.Serializer):
-    user = serializers.CharField(max_length=128)
-    item = serializers.CharField(max_length=128)
+    user = StrictCharField(max_length=128)
+    item = StrictCharField(max_length=128)
     event = serializers.ChoiceField(choices=["view", "cart", "purchase", "review", "rating"])
     timestamp = serializers.DateTimeField(required=False, help_text="When it happened (ISO 8601); default now.")
-    weight = serializers.FloatField(required=False, min_value=0.001, max_value=1000)
-    rating = serializers.FloatField(required=False, min_value=0, max_value=5)
-    text = serializers.CharField(required=False, max_length=5000)
-    event_id = serializers.CharField(
+    weight = StrictFloatField(required=False, min_value=0.001, max_value=1000)
+    rating = StrictFloatField(required=False, min_value=0, max_value=5)
+    text = StrictCharField(required=False, max_length=5000)
+    event_id = StrictCharField(
         required=False, max_length=64,
         help_text="The client's id of this event: sent again (a retry), it is stored once and the answer says so.")
 
@@ -269,14 +269,14 @@ class ReloadModelOutput(serializers.Serializer):
 
 
 class ProductInput(serializers.Serializer):
-    id = serializers.CharField(max_length=128)
-    title = serializers.CharField(required=False, allow_blank=True, max_length=1000)
-    description = serializers.CharField(required=False, allow_blank=True, max_length=20000)
-    brand = serializers.CharField(required=False, allow_blank=True, max_length=255)
-    category = serializers.CharField(required=False, allow_blank=True, max_length=512,
-                                     help_text="Breadcrumb path, levels separated by ' > '.")
-    price = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1e9)
-    available = serializers.BooleanField(required=False, help_text="False: never recommended from the next request on.")
+    id = StrictCharField(max_length=128)
+    title = StrictCharField(required=False, allow_blank=True, max_length=1000)
+    description = StrictCharField(required=False, allow_blank=True, max_length=20000)
+    brand = StrictCharField(required=False, allow_blank=True, max_length=255)
+    category = StrictCharField(required=False, allow_blank=True, max_length=512,
+                               help_text="Breadcrumb path, levels separated by ' > '.")
+    price = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=1e9)
+    available = StrictBooleanField(required=False, help_text="False: never recommended from the next request on.")
 
 
 class ProductOutput(serializers.Serializer):
