@@ -29,6 +29,7 @@ import pandas as pd
 from django.conf import settings
 from django.db import DatabaseError
 from django.db.models import Max
+from django.utils import timezone
 
 from modeling import artifacts
 from modeling import datasets as ds
@@ -179,11 +180,15 @@ class Engine:
         """This engine, or a new one with the products changed since it was built or last synced.
 
         One indexed query per call (the newest ``updated_at``). Changes are read from a little before
-        the engine's stamp, since transactions may commit out of their timestamps' order; a full re-read
-        of that window also runs every RECO_AVAILABILITY_SECONDS, for a commit older than the newest.
+        the engine's stamp, since transactions may commit out of their timestamps' order; while the
+        stamp is that recent, the window is also re-read every RECO_AVAILABILITY_SECONDS, for a commit
+        older than the newest.
         """
         latest = Product.objects.aggregate(latest=Max("updated_at"))["latest"]
-        stale = time.monotonic() - self.catalogue_checked_at >= settings.RECO_AVAILABILITY_SECONDS
+        # A commit older than the stamp can only land within the margin of it: re-read that window while
+        # it is that recent (not forever: after an import every product shares one recent time).
+        stale = (time.monotonic() - self.catalogue_checked_at >= settings.RECO_AVAILABILITY_SECONDS
+                 and self.catalogue_stamp is not None and timezone.now() - self.catalogue_stamp < CATALOGUE_MARGIN)
         if latest is None or (self.catalogue_stamp is not None and latest <= self.catalogue_stamp and not stale):
             return self
         query = Product.objects.all()
