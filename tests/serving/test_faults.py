@@ -177,8 +177,10 @@ def test_retraining_killed_midway_leaves_everything_as_it_was(service_sqlite: Se
         "from recoapi.catalog.models import Interaction, Product;"
         "from recoapi.catalog.services import interaction_record;"
         "newest = Interaction.objects.order_by('-occurred_at').first().occurred_at;"
-        "interaction_record(user_id='late-1', item_id=Product.objects.order_by('id').first().id, event='view',"
-        " occurred_at=newest + timedelta(days=2))"))
+        "product = Product.objects.order_by('id').first().id;"
+        "interaction_record(user_id='late-1', item_id=product, event='view', occurred_at=newest + timedelta(days=2));"
+        "interaction_record(user_id='late-1', item_id=product, event='cart', occurred_at=newest + timedelta(days=4))"
+    ))  # one new event to train on, one newer to hold out
     before = _state(service_sqlite)
     _kill_when(service_sqlite, ["retrain", "--budget", "0"], "training on")
     assert _state(service_sqlite) == before

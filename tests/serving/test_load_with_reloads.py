@@ -89,7 +89,9 @@ def _load_with_reloads(pipeline: Pipeline, service: Service, second_version: Pat
                         got_version, seen = _answer(json.loads(response.read()))
                     assert got_version == version
                     assert reference.setdefault((version, path), seen) == seen, "workers disagree"
-        assert reference[(versions[0], paths[0])] != reference[(versions[1], paths[0])]
+        # The two versions answer differently (similar_items at least: the item vectors differ by seed;
+        # a shopper's list may not, where both stages serve the item-item ranking).
+        assert any(reference[(versions[0], path)] != reference[(versions[1], path)] for path in paths)
 
         failures: list[str] = []
         mismatches: list[str] = []

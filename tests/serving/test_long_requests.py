@@ -106,7 +106,7 @@ def test_post_recommendations_takes_a_hundred_long_ids_through_gunicorn(live: Se
 
 
 def test_a_body_over_the_bound_is_the_services_413(live: Service) -> None:
-    body = json.dumps({"users": ["a"], "text": "x" * (64 * 1024)}).encode()
+    body = json.dumps({"users": ["a"], "text": "x" * (1024 * 1024 + 1)}).encode()
     head = (f"POST /recommendations HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode()
     assert_json_error(*raw(live.base, head, body), 413, "request_too_large")
