@@ -285,9 +285,8 @@ def products_upsert(rows: list[dict[str, object]]) -> UpsertResult:
     now = timezone.now()
     with transaction.atomic():
         stored: dict[str, Product] = {}
-        for start in range(0, len(ids), ID_BATCH_SIZE):
-            stored.update((p.id, p) for p in Product.objects.select_for_update().filter(
-                id__in=ids[start:start + ID_BATCH_SIZE]))
+        for sl in _batches(len(ids), ID_BATCH_SIZE):
+            stored.update((p.id, p) for p in Product.objects.select_for_update().filter(id__in=ids[sl]))
         products = []
         for product_id in ids:
             product = stored.get(product_id) or Product(id=product_id)
@@ -295,8 +294,8 @@ def products_upsert(rows: list[dict[str, object]]) -> UpsertResult:
                 setattr(product, name, "" if value is None and name != "price" else value)
             product.updated_at = now
             products.append(product)
-        for start in range(0, len(products), BATCH_SIZE):
-            Product.objects.bulk_create(products[start:start + BATCH_SIZE], update_conflicts=True,
+        for sl in _batches(len(products)):
+            Product.objects.bulk_create(products[sl], update_conflicts=True,
                                         unique_fields=["id"], update_fields=[*PRODUCT_FIELDS, "updated_at"])
     created = [product_id for product_id in ids if product_id not in stored]
     logger.info("products upserted: %d new, %d updated", len(created), len(ids) - len(created))
@@ -375,8 +374,8 @@ def interactions_record(events: list[EventSpec], *, attempts: int = 3) -> Record
                 code="invalid")
     wanted = sorted({spec.item_id for spec in events})
     known: set[str] = set()
-    for start in range(0, len(wanted), ID_BATCH_SIZE):
-        known.update(Product.objects.filter(id__in=wanted[start:start + ID_BATCH_SIZE]).values_list("id", flat=True))
+    for sl in _batches(len(wanted), ID_BATCH_SIZE):
+        known.update(Product.objects.filter(id__in=wanted[sl]).values_list("id", flat=True))
     for position, spec in enumerate(events):
         if spec.item_id not in known:
             raise NotFound(f"{where(position)}item: product {spec.item_id!r} is not in the catalogue.",
@@ -396,13 +395,11 @@ def _store_events(events: list[EventSpec]) -> RecordResult:
     with transaction.atomic():
         ids = sorted({spec.event_id for spec in events if spec.event_id})
         earlier: dict[str, Interaction] = {}
-        for start in range(0, len(ids), ID_BATCH_SIZE):
-            earlier.update((row.event_id, row) for row in
-                           Interaction.objects.filter(event_id__in=ids[start:start + ID_BATCH_SIZE]))
+        for sl in _batches(len(ids), ID_BATCH_SIZE):
+            earlier.update((row.event_id, row) for row in Interaction.objects.filter(event_id__in=ids[sl]))
         users = sorted({spec.user_id for spec in events})
-        for start in range(0, len(users), ID_BATCH_SIZE):
-            Shopper.objects.bulk_create([Shopper(id=user) for user in users[start:start + ID_BATCH_SIZE]],
-                                        ignore_conflicts=True)
+        for sl in _batches(len(users), ID_BATCH_SIZE):
+            Shopper.objects.bulk_create([Shopper(id=user) for user in users[sl]], ignore_conflicts=True)
         rows: list[Interaction] = []
         duplicates: list[Interaction | str] = []
         batch: dict[str, Interaction] = {}

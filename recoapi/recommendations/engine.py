@@ -152,13 +152,10 @@ class Engine:
                    or self.items[positions[str(row[0])]] != _info(row) or not self.known[positions[str(row[0])]]]
         if not changed:  # availability is read apart (it may be all that changed)
             return replace(self, catalogue_stamp=stamp, catalogue_checked_at=time.monotonic(), _available=None)
-        recommender = self.recommender
         new = [row for row in changed if str(row[0]) not in positions]
-        if new and settings.RECO_ENCODE_NEW_PRODUCTS:
-            recommender = copy.copy(recommender)  # add_items replaces arrays; the serving engine keeps its own
-            frame = pd.DataFrame([row[:6] for row in new], columns=list(ds.ITEM_COLUMNS))
-            recommender.add_items(np.asarray([str(row[0]) for row in new]), text_encoder().encode(ds.item_text(frame)),
-                                  item_attributes(frame))
+        recommender = copy.copy(self.recommender)  # add_items replaces arrays; the serving engine keeps its own
+        if not _add_new_products(recommender, new):
+            recommender = self.recommender
         items = list(self.items) + [ItemInfo("", "", "", None)] * (recommender.n_items - len(self.items))
         prices = np.concatenate([self.prices, np.full(recommender.n_items - len(self.prices), np.nan)])
         known = np.concatenate([self.known, np.zeros(recommender.n_items - len(self.known), dtype=bool)])
@@ -211,6 +208,17 @@ def text_encoder() -> TextEncoder:
         return _encoder
 
 
+def _add_new_products(recommender: Recommender, rows: list[tuple]) -> bool:
+    """Give the products of ``rows`` (:data:`PRODUCT_COLUMNS`) vectors from their text, in place, when
+    RECO_ENCODE_NEW_PRODUCTS is on; returns whether any were added."""
+    if not rows or not settings.RECO_ENCODE_NEW_PRODUCTS:
+        return False
+    frame = pd.DataFrame([row[:6] for row in rows], columns=list(ds.ITEM_COLUMNS))
+    recommender.add_items(np.asarray([str(row[0]) for row in rows]), text_encoder().encode(ds.item_text(frame)),
+                          item_attributes(frame))
+    return True
+
+
 def _info(row: tuple) -> ItemInfo:
     """ItemInfo of a :data:`PRODUCT_COLUMNS` row."""
     return ItemInfo(title=row[1], brand=row[3], category=row[4], price=row[5])
@@ -238,23 +246,16 @@ def build_engine(bundle_path: Path) -> Engine:
     bundle = artifacts.load_bundle(bundle_path)
     recommender = Recommender(bundle, ann_min_items=settings.RECO_ANN_MIN_ITEMS or None,
                               ann_ef_search=settings.RECO_ANN_EF_SEARCH)
-    rows = {pid: (title, description, brand, category, price, available)
-            for pid, title, description, brand, category, price, available in
-            Product.objects.values_list("id", "title", "description", "brand", "category", "price", "available")
-            .iterator(chunk_size=10000)}
-    new_ids = sorted(set(rows).difference(map(str, recommender.item_ids)))
-    if new_ids and settings.RECO_ENCODE_NEW_PRODUCTS:
-        frame = pd.DataFrame([(pid, *rows[pid][:5]) for pid in new_ids], columns=list(ds.ITEM_COLUMNS))
-        recommender.add_items(np.asarray(new_ids), text_encoder().encode(ds.item_text(frame)),
-                              item_attributes(frame))
+    rows = {row[0]: row for row in Product.objects.values_list(*PRODUCT_COLUMNS).iterator(chunk_size=10000)}
+    known_ids = set(map(str, recommender.item_ids))
+    if _add_new_products(recommender, [rows[pid] for pid in sorted(set(rows) - known_ids)]):
         logger.info("model %s: %d products added after training get text-based vectors", bundle.version,
-                    len(new_ids))
+                    len(set(rows) - known_ids))
     items, prices, known = [], [], []
     for item_id in recommender.item_ids:
         row = rows.get(str(item_id))
-        title, _description, brand, category, price, _in_stock = row or ("", "", "", "", None, False)
-        items.append(ItemInfo(title=title, brand=brand, category=category, price=price))
-        prices.append(np.nan if price is None else price)
+        items.append(_info(row) if row is not None else ItemInfo(title="", brand="", category="", price=None))
+        prices.append(np.nan if row is None or row[5] is None else row[5])
         known.append(row is not None)
     categories = np.asarray([info.category.lower() for info in items], dtype=str)
     logger.info("engine loaded model %s (%d items, %d users)", bundle.version, recommender.n_items,
