@@ -21,16 +21,17 @@ from modeling.errors import ArtifactError
 from recoapi.exceptions import ApplicationError, NotFound
 from recoapi.recommendations.locks import training_lock
 from recoapi.recommendations.models import TrainingRun
-from recoapi.recommendations.services import model_version_sync, training_snapshot
+from recoapi.recommendations.services import _read_manifest, model_version_sync, training_snapshot
 
 logger = logging.getLogger(__name__)
 
 
 def _manifest(models_dir: Path, version: str | None) -> dict[str, Any]:
+    """The bundle's manifest; empty without a version or when it cannot be read."""
     if not version:
         return {}
     try:
-        return json.loads((models_dir / version / artifacts.MANIFEST_FILE).read_text(encoding="utf-8"))
+        return _read_manifest(models_dir, version)
     except (OSError, json.JSONDecodeError):
         return {}
 
