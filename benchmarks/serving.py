@@ -14,11 +14,14 @@ Needs `wrk` (Debian/Ubuntu: `apt install wrk`). What it does:
    single serving cost). 5% of the shoppers are left out of the bundle: they are "new" shoppers with a
    history in the database, served by the "content" strategy (the query tower runs per request).
 2. Starts gunicorn (2 workers x 2 threads, as shipped) on loopback and runs wrk from a separate process
-   for each scenario: one known shopper, one new shopper ("content"), 100 shoppers per request, and
-   similar_items; at 2 and at 8 connections.
+   for each scenario: one known shopper, one new shopper ("content"), 100 shoppers per request,
+   similar_items and a text query (a different text each time: the ONNX text encoder runs per request);
+   at 2 and at 8 connections. The time from starting gunicorn to the first recommendation answered
+   is reported too.
 3. Measures, in the same run, the floor: a bare numpy dot product + argpartition over the same item
    vectors, and the engine's own time (Recommender.recommend, filters and exclusions included).
-4. Reports each worker's resident memory, and whether the bundle arrays are shared memory maps.
+4. Reports each worker's resident and proportional memory after all of that, and whether the bundle
+   arrays are shared memory maps.
 5. Builds the approximate index (FAISS HNSW) over the same vectors and reports its recall@10 against
    exact search and its query time.
 
@@ -102,7 +105,9 @@ def build_workspace(work: Path, n_users: int, n_items: int, n_interactions: int)
     from modeling.features import item_attributes
     from modeling.candidates import fit_sources
     from modeling.reranker import STAGE_DIR, RankingStage, StageConfig
-    from modeling.train import recent_popularity
+    from modeling.embeddings import default_model_path
+    from modeling.exported_text import ensure_text_export
+    from modeling.train import recent_popularity, save_towers
     from modeling.two_tower import CandidateTowerServer, QueryTowerServer
 
     sizes = {"users": n_users, "items": n_items, "interactions": n_interactions}
@@ -173,14 +178,15 @@ def build_workspace(work: Path, n_users: int, n_items: int, n_interactions: int)
                          result.stage.ranker, StageConfig(), result.stage.report)
     timings["ranking_stage_sources_s"] = time.perf_counter() - started
 
-    def save_towers(directory: Path) -> None:
-        tf.saved_model.save(query, str(directory / artifacts.QUERY_TOWER_DIR))
-        tf.saved_model.save(candidate, str(directory / artifacts.CANDIDATE_TOWER_DIR))
+    def save(directory: Path) -> None:
+        save_towers(result.model, TEXT_DIM, directory)
         stage.save(directory / STAGE_DIR, attributes)
 
+    text_encoder = ensure_text_export(work / "models", default_model_path())  # what serving encodes text with
     bundle = artifacts.write_bundle(work / "models", arrays, {"model": "two_tower", "purpose": "benchmark",
-                                                              "params": result.params.to_dict()},
-                                    save_towers)
+                                                              "params": result.params.to_dict(),
+                                                              "text_encoder": text_encoder},
+                                    save)
     artifacts.set_active(work / "models", bundle.name)
     info = {"sizes": sizes, "version": bundle.name, "timings": timings,
             "new_users": all_users[len(user_ids):].tolist()[:2000]}
@@ -285,6 +291,10 @@ end
 """
 
 
+_WORDS = ["coffee", "mug", "leash", "tent", "lipstick", "grinder", "espresso", "sleeping", "bag", "dog", "kitchen",
+          "enamel", "camping", "shampoo", "gift", "card", "toy", "puzzle", "book", "lamp"]
+
+
 def run_wrk(base: str, paths: list[str], connections: int, seconds: int, script_dir: Path) -> dict:
     script = script_dir / "paths.lua"
     script.write_text(_LUA % ", ".join(json.dumps(p) for p in paths))
@@ -313,7 +323,8 @@ def worker_memory(master_pid: int) -> list[dict]:
 
         rows.append({"pid": int(pid), "rss_mib": mib(status["VmRSS"]), "rss_anon_mib": mib(status["RssAnon"]),
                      "rss_file_mib": mib(status["RssFile"]), "pss_mib": mib(rollup["Pss"]),
-                     "bundle_memory_mapped": "item_vectors.npy" in maps and "user_vectors.npy" in maps})
+                     "bundle_memory_mapped": "item_vectors.npy" in maps and "user_vectors.npy" in maps,
+                     "tensorflow_loaded": "libtensorflow" in maps, "torch_loaded": "libtorch" in maps})
     return rows
 
 
@@ -353,18 +364,20 @@ def main() -> None:
                               env=_env(work, port, args.workers, args.threads), cwd=ROOT, stdout=log,
                               stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
     try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=5).read()  # noqa: S310
-                break
-            except OSError:
-                time.sleep(0.5)
         from modeling import artifacts
 
         bundle = artifacts.load_bundle(work / "models" / info["version"])
         rng = np.random.default_rng(2)
         known = [str(u) for u in bundle.arrays.user_ids[rng.integers(0, len(bundle.arrays.user_ids), 5000)]]
+        for _ in range(1200):  # start to the first recommendation answered (a worker loaded the model)
+            try:
+                urllib.request.urlopen(f"{base}/recommendations?users={known[0]}&k=10", timeout=5).read()  # noqa: S310
+                break
+            except OSError:
+                time.sleep(0.1)
+        first_answer_s = time.monotonic() - started
         item_ids = [str(i) for i in bundle.arrays.item_ids[rng.integers(0, len(bundle.arrays.item_ids), 1000)]]
         scenarios = {
             "one known shopper": [f"/recommendations?users={u}&k=10" for u in known[:1000]],
@@ -372,8 +385,10 @@ def main() -> None:
             "100 shoppers per request": [f"/recommendations?users={','.join(known[i:i + 100])}&k=10"
                                          for i in range(0, 5000, 100)],
             "similar_items": [f"/similar_items?item={i}&k=10" for i in item_ids],
+            "text query": [f"/recommendations?text={a}+{b}+{n}&k=10" for n, (a, b) in
+                           enumerate(zip(rng.choice(_WORDS, 1000), rng.choice(_WORDS, 1000), strict=True))],
         }
-        for paths in scenarios.values():  # warm every worker: TensorFlow and the towers load in the background
+        for paths in scenarios.values():  # warm every worker: the text encoder loads in the background
             run_wrk(base, paths, 2, 3, work)
         time.sleep(5)
         scenarios = {name: paths for name, paths in scenarios.items() if args.only in name}
@@ -389,12 +404,14 @@ def main() -> None:
                            "python": platform.python_version()},
                "sizes": info["sizes"], "workspace_timings_s": info["timings"],
                "gunicorn": f"{args.workers} workers x {args.threads} threads",
-               "http": http, "engine_in_process": engine, "workers": memory}
+               "start_to_first_answer_s": first_answer_s, "http": http, "engine_in_process": engine,
+               "workers": memory}
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(figures, indent=2) + "\n")
 
     print(f"\n{info['sizes']['items']:,} products, {info['sizes']['users']:,} shoppers, "
           f"{os.cpu_count()} CPUs, gunicorn {args.workers} workers x {args.threads} threads, wrk on loopback\n")
+    print(f"start to first answer: {first_answer_s:.1f} s")
     print(f"{'scenario':<28}{'conns':>6}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}")
     for name, runs in http.items():
         for run in runs:
@@ -403,7 +420,8 @@ def main() -> None:
     _print_engine(engine)
     for row in memory:
         print(f"worker {row['pid']}: RSS {row['rss_mib']} MiB (anonymous {row['rss_anon_mib']}, file-backed "
-              f"{row['rss_file_mib']}), PSS {row['pss_mib']} MiB, bundle memory-mapped: {row['bundle_memory_mapped']}")
+              f"{row['rss_file_mib']}), PSS {row['pss_mib']} MiB, bundle memory-mapped: {row['bundle_memory_mapped']}, "
+              f"TensorFlow loaded: {row['tensorflow_loaded']}, torch loaded: {row['torch_loaded']}")
     print(f"\nwritten to {os.path.relpath(args.output, ROOT)}")
 
 

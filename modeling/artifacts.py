@@ -11,7 +11,13 @@ A bundle is a directory ``models/<version>/``:
     popularity.npy       (n_items,) float32, recent (time-decayed) interaction weight
     query_tower/         SavedModel: serve(user_id, user_text, user_behaviour, history, history_weight) -> (b, d)
     candidate_tower/     SavedModel: serve(item_id, item_text, item_category, item_brand, item_price) -> (b, d)
-    ranking_stage/       the second stage (modeling.reranker): item_item.npz and transitions.npz (n_items,
+    numpy_towers/        the same towers as arrays (modeling.exported_towers): what serving evaluates, so
+                         web workers never import TensorFlow; checked against the SavedModels' source at
+                         publish time (manifest "exported_towers": the largest difference)
+
+The manifest's ``text_encoder`` names the ONNX export of the sentence encoder that serving uses
+(``<models>/text_encoder/<fingerprint>/``, shared by every bundle of the same text model).
+    ranking_stage/       the second stage (modeling.reranker): item_item.* and transitions.* (n_items,
                          n_items) sparse sources, item_category/brand/price.npy (n_items,), ranker.txt
                          (LightGBM model, when the ranker is learned), stage.json (features, choice, trials)
 
@@ -39,19 +45,22 @@ from typing import Any
 import numpy as np
 
 from modeling.errors import ArtifactError
+from modeling.exported_text import SETTINGS_FILE as TEXT_SETTINGS_FILE
+from modeling.exported_towers import EXPORT_DIR, SETTINGS_FILE, NumpyCandidateTower, NumpyQueryTower, load_towers
 from modeling.features import ItemAttributes
 from modeling.reranker import STAGE_DIR, RankingStage
 
 logger = logging.getLogger(__name__)
 
-BUNDLE_FORMAT = 3
+BUNDLE_FORMAT = 4  # 4: numpy_towers/ (serving without TensorFlow)
 MANIFEST_FILE = "manifest.json"
 ACTIVE_FILE = "ACTIVE"
 QUERY_TOWER_DIR = "query_tower"
 CANDIDATE_TOWER_DIR = "candidate_tower"
 ARRAY_FILES = ("item_ids", "item_vectors", "item_content", "user_ids", "user_vectors", "popularity")
 _VERSION_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z(-[0-9]+)?$")
-TRACKED_LIBRARIES = ("tensorflow", "tf-keras", "tensorflow-recommenders", "sentence-transformers", "torch", "numpy")
+TRACKED_LIBRARIES = ("tensorflow", "tf-keras", "tensorflow-recommenders", "sentence-transformers", "torch", "numpy",
+                     "onnxruntime", "tokenizers")
 
 
 def library_versions() -> dict[str, str]:
@@ -130,27 +139,37 @@ class Bundle:
     arrays: BundleArrays
     stage: RankingStage | None = field(default=None, repr=False)
     attributes: ItemAttributes | None = field(default=None, repr=False)
-    _query_tower: Any = field(default=None, repr=False)
-    _candidate_tower: Any = field(default=None, repr=False)
+    towers: tuple[NumpyQueryTower, NumpyCandidateTower] | None = field(default=None, repr=False)
+    _saved: dict[str, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def dim(self) -> int:
         return int(self.arrays.item_vectors.shape[1])
 
-    def query_tower(self) -> Any:
-        """The query tower SavedModel (loaded on first use; imports TensorFlow)."""
-        with self._lock:
-            if self._query_tower is None:
-                self._query_tower = _load_saved_model(self.path / QUERY_TOWER_DIR)
-            return self._query_tower
+    def query_tower(self) -> NumpyQueryTower:
+        """The query tower, exported to numpy (no TensorFlow)."""
+        return self._towers()[0]
 
-    def candidate_tower(self) -> Any:
-        """The candidate tower SavedModel (loaded on first use; imports TensorFlow)."""
+    def candidate_tower(self) -> NumpyCandidateTower:
+        """The candidate tower, exported to numpy (no TensorFlow)."""
+        return self._towers()[1]
+
+    def _towers(self) -> tuple[NumpyQueryTower, NumpyCandidateTower]:
         with self._lock:
-            if self._candidate_tower is None:
-                self._candidate_tower = _load_saved_model(self.path / CANDIDATE_TOWER_DIR)
-            return self._candidate_tower
+            if self.towers is None:
+                self.towers = load_towers(self.path / EXPORT_DIR)
+            return self.towers
+
+    def saved_model(self, name: str) -> Any:
+        """The TensorFlow SavedModel ``name`` (QUERY_TOWER_DIR or CANDIDATE_TOWER_DIR); imports TensorFlow.
+
+        Serving never calls this; it is for tools and tests that compare the export with its source.
+        """
+        with self._lock:
+            if name not in self._saved:
+                self._saved[name] = _load_saved_model(self.path / name)
+            return self._saved[name]
 
 
 def _load_saved_model(path: Path) -> Any:
@@ -178,7 +197,8 @@ def write_bundle(
         models_dir: parent directory (``models/``).
         arrays: the bundle arrays (validated first).
         manifest: extra manifest content (parameters, metrics, fingerprints...).
-        save_towers: writes ``query_tower/`` and ``candidate_tower/`` into the given directory.
+        save_towers: writes ``query_tower/``, ``candidate_tower/``, ``numpy_towers/`` and the ranking stage into
+            the given directory.
         version: version name; a new timestamp by default.
 
     Raises:
@@ -202,6 +222,8 @@ def write_bundle(
         for tower in (QUERY_TOWER_DIR, CANDIDATE_TOWER_DIR):
             if not (tmp / tower / "saved_model.pb").is_file():
                 raise ArtifactError(f"save_towers did not write {tower}/saved_model.pb")
+        if not (tmp / EXPORT_DIR / SETTINGS_FILE).is_file():
+            raise ArtifactError(f"save_towers did not write {EXPORT_DIR}/{SETTINGS_FILE}")
         full_manifest = {
             **manifest,
             "format": BUNDLE_FORMAT,
@@ -257,6 +279,13 @@ def load_bundle(path: Path | str) -> Bundle:
     for tower in (QUERY_TOWER_DIR, CANDIDATE_TOWER_DIR):
         if not (path / tower / "saved_model.pb").is_file():
             raise ArtifactError(f"{path}: missing {tower}/saved_model.pb")
+    towers = load_towers(path / EXPORT_DIR)
+    text = manifest.get("text_encoder")
+    if text is not None:
+        _check_text_export(path, text, int(arrays.item_content.shape[1]))
+    if towers[0].dim != arrays.item_vectors.shape[1]:
+        raise ArtifactError(f"{path}: the exported towers give {towers[0].dim}-d vectors, the bundle has "
+                            f"{arrays.item_vectors.shape[1]}")
     try:
         stage = RankingStage.load(path / STAGE_DIR)
         attributes = RankingStage.load_attributes(path / STAGE_DIR)
@@ -269,7 +298,26 @@ def load_bundle(path: Path | str) -> Bundle:
     for name, version in manifest.get("libraries", {}).items():
         if current.get(name) != version:
             logger.warning("bundle %s was built with %s %s, running %s", path.name, name, version, current.get(name))
-    return Bundle(version=path.name, path=path, manifest=manifest, arrays=arrays, stage=stage, attributes=attributes)
+    return Bundle(version=path.name, path=path, manifest=manifest, arrays=arrays, stage=stage, attributes=attributes,
+                  towers=towers)
+
+
+def text_export_path(bundle: Bundle) -> Path | None:
+    """The folder of the ONNX text encoder the bundle names (``modeling.exported_text``), or None."""
+    text = bundle.manifest.get("text_encoder")
+    return None if text is None else bundle.path.parent / text["path"]
+
+
+def _check_text_export(path: Path, text: dict[str, Any], text_dim: int) -> None:
+    settings_file = path.parent / str(text.get("path", "")) / TEXT_SETTINGS_FILE
+    try:
+        settings = json.loads(settings_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path}: the text encoder export it names ({text.get('path')}) is missing or damaged "
+                            f"({exc.__class__.__name__})") from exc
+    if settings.get("fingerprint") != text.get("fingerprint") or settings.get("dim") != text_dim:
+        raise ArtifactError(f"{path}: the text encoder export {text.get('path')} is not the model the bundle was "
+                            f"built with (fingerprint {settings.get('fingerprint')}, dim {settings.get('dim')})")
 
 
 def list_versions(models_dir: Path | str) -> list[str]:

@@ -130,15 +130,32 @@ class Sources:
         return Sources(grow(self.item_item), grow(self.transitions), self.kind, self.l2)
 
     def save(self, directory: Path) -> None:
-        """Write ``item_item.npz`` and ``transitions.npz`` into ``directory``."""
-        sp.save_npz(directory / "item_item.npz", self.item_item)
-        sp.save_npz(directory / "transitions.npz", self.transitions)
+        """Write each matrix's CSR arrays into ``directory``: ``<name>.data.npy`` (nnz,) float32,
+        ``<name>.indices.npy`` (nnz,) and ``<name>.indptr.npy`` (n + 1,) int32 or int64, for
+        ``item_item`` and ``transitions`` (plain arrays, so workers can share them memory-mapped)."""
+        for name, matrix in (("item_item", self.item_item), ("transitions", self.transitions)):
+            for part in ("data", "indices", "indptr"):
+                np.save(directory / f"{name}.{part}.npy", getattr(matrix, part), allow_pickle=False)
 
     @classmethod
     def load(cls, directory: Path, kind: str, l2: float | None) -> Sources:
-        """Read what :meth:`save` wrote."""
-        return cls(sp.csr_matrix(sp.load_npz(directory / "item_item.npz"), dtype=np.float32),
-                   sp.csr_matrix(sp.load_npz(directory / "transitions.npz"), dtype=np.float32), kind, l2)
+        """Read what :meth:`save` wrote, memory-mapped (read-only pages shared by every process that maps them).
+
+        Raises:
+            ValueError: when the arrays are missing or do not form a square CSR matrix.
+        """
+        def matrix(name: str) -> sp.csr_matrix:
+            try:
+                data, indices, indptr = (np.load(directory / f"{name}.{part}.npy", mmap_mode="r", allow_pickle=False)
+                                         for part in ("data", "indices", "indptr"))
+            except OSError as exc:
+                raise ValueError(f"{name}: {exc}") from exc
+            n = len(indptr) - 1
+            if data.dtype != np.float32 or len(data) != len(indices) or n < 0 or int(indptr[-1]) != len(data):
+                raise ValueError(f"{name}: inconsistent CSR arrays")
+            return sp.csr_matrix((data, indices, indptr), shape=(n, n), copy=False)
+
+        return cls(matrix("item_item"), matrix("transitions"), kind, l2)
 
 
 def fit_sources(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, n_items: int, *,

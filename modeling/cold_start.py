@@ -52,7 +52,7 @@ def _train_and_load(data: ds.CanonicalData, embeddings: Embeddings, params: Any,
     from modeling.train import publish, train_model
 
     trained = train_model(data, embeddings, params, split=split)
-    return Recommender(artifacts.load_bundle(publish(trained, data, embeddings, directory)))
+    return Recommender(artifacts.load_bundle(publish(trained, data, embeddings, directory, export_text=False)))
 
 
 def check_held_out(recommender: Recommender, *, users: Sequence[str] = (), items: Sequence[str] = ()) -> None:

@@ -265,6 +265,7 @@ def build_embeddings(
         "format": EMBEDDINGS_FORMAT,
         "model_name": DEFAULT_MODEL_NAME if model_path == default_model_path() else Path(model_path).name,
         "model_path_name": Path(model_path).name,
+        "model_path": str(Path(model_path).resolve()),  # the bundle exports this model for serving
         "dim": encoder.dim,
         "fingerprint": fingerprint,
         "data_fingerprint": data.fingerprint,

@@ -306,7 +306,7 @@ def served_rankings(data: ds.CanonicalData, embeddings: Any, trained: Any, known
 
     with tempfile.TemporaryDirectory(prefix="served-") as directory:
         recommender = Recommender(artifacts.load_bundle(publish(trained, data, embeddings, directory,
-                                                                interactions=known)))
+                                                                interactions=known, export_text=False)))
         wanted = set(map(str, users))
         rows = inputs[inputs[ds.USER_ID].astype(str).isin(wanted)]
         histories = {str(user): History(group[ds.ITEM_ID].astype(str).to_numpy(dtype=object),

@@ -139,18 +139,16 @@ class Recommender:
             item_text: (m, t) float32 text embeddings of those products.
             attributes: their category, brand and price (None: unknown).
         """
-        import tensorflow as tf
-
         keep = ~pd.Index(item_ids).isin(self._item_index)
         attributes = attributes or ItemAttributes.empty(len(keep))
         item_ids, item_text = np.asarray(item_ids)[keep], np.asarray(item_text, dtype=np.float32)[keep]
         if len(item_ids) == 0:
             return
         tower = self.bundle.candidate_tower()
-        vectors = tower.serve(item_id=tf.constant([""] * len(item_ids)), item_text=tf.constant(item_text),
-                              item_category=tf.constant(np.asarray(attributes.category, dtype=str)[keep]),
-                              item_brand=tf.constant(np.asarray(attributes.brand, dtype=str)[keep]),
-                              item_price=tf.constant(np.asarray(attributes.price, dtype=np.float32)[keep]))
+        vectors = tower.serve(item_id=np.full(len(item_ids), ""), item_text=item_text,
+                              item_category=np.asarray(attributes.category, dtype=str)[keep],
+                              item_brand=np.asarray(attributes.brand, dtype=str)[keep],
+                              item_price=np.asarray(attributes.price, dtype=np.float32)[keep])
         self.item_ids = np.concatenate([self.item_ids.astype(str), item_ids.astype(str)])
         self.item_vectors = np.concatenate([np.asarray(self.item_vectors), np.asarray(vectors, dtype=np.float32)])
         self.item_content = np.concatenate([np.asarray(self.item_content), item_text])
@@ -210,8 +208,6 @@ class Recommender:
         Returns:
             (m, d) float32 query vectors.
         """
-        import tensorflow as tf
-
         content = np.asarray(self.item_content, dtype=np.float32)
         user_parts, item_parts, ts_parts, w_parts = [], [], [], []
         texts = np.zeros((len(histories), content.shape[1]), dtype=np.float32)
@@ -229,11 +225,11 @@ class Recommender:
         positions, weights, _ = user_windows(joined, self.history_length, half_life_days=self.history_half_life_days)
         tower = self.bundle.query_tower()
         vectors = tower.serve(
-            user_id=tf.constant([""] * len(histories) if user_ids is None else [str(u) for u in user_ids]),
-            user_text=tf.constant(texts),
-            user_behaviour=tf.constant(pooled_vectors(positions, weights, content)),
-            history=tf.constant(window_ids(positions, self.item_ids)),
-            history_weight=tf.constant(weights),
+            user_id=np.full(len(histories), "") if user_ids is None else np.asarray([str(u) for u in user_ids]),
+            user_text=texts,
+            user_behaviour=pooled_vectors(positions, weights, content),
+            history=window_ids(positions, self.item_ids),
+            history_weight=weights,
         )
         return np.asarray(vectors, dtype=np.float32)
 

@@ -617,9 +617,9 @@ class RankingStage:
     @staticmethod
     def load_attributes(directory: Path) -> ItemAttributes:
         """The items' attributes :meth:`save` wrote."""
-        return ItemAttributes(np.load(directory / "item_category.npy", allow_pickle=False),
-                              np.load(directory / "item_brand.npy", allow_pickle=False),
-                              np.load(directory / "item_price.npy", allow_pickle=False))
+        return ItemAttributes(np.load(directory / "item_category.npy", mmap_mode="r", allow_pickle=False),
+                              np.load(directory / "item_brand.npy", mmap_mode="r", allow_pickle=False),
+                              np.load(directory / "item_price.npy", mmap_mode="r", allow_pickle=False))
 
     @classmethod
     def load(cls, directory: Path) -> RankingStage:

@@ -26,8 +26,10 @@ from modeling import datasets as ds
 from modeling import runtime as _runtime  # noqa: F401
 from modeling.baselines import popularity_scores
 from modeling.candidates import HistoryBatch, Sources, fit_sources
-from modeling.embeddings import Embeddings
+from modeling.embeddings import DEFAULT_MODEL_NAME, Embeddings, default_model_path
 from modeling.errors import TrainingError
+from modeling.exported_text import ensure_text_export
+from modeling.exported_towers import EXPORT_DIR, TOLERANCE, export_towers, largest_difference, load_towers
 from modeling.features import (
     HISTORY_HALF_LIFE_DAYS,
     ItemAttributes,
@@ -674,7 +676,7 @@ def training_fingerprint(data_fingerprint: str, embeddings_fingerprint: str, par
 
 def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings, models_dir: Path | str, *,
             version: str | None = None, interactions: pd.DataFrame | None = None,
-            fingerprint: str | None = None) -> Path:
+            fingerprint: str | None = None, export_text: bool = True) -> Path:
     """Write the trained model and its ranking stage as a bundle (not activated).
 
     Known-shopper vectors use features from each shopper's history window at the end of
@@ -686,12 +688,12 @@ def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings,
         interactions: what the bundle may know (default: every interaction of ``data``; the
             evaluation passes the interactions its models were fitted on).
         fingerprint: the run's :func:`training_fingerprint` (default: from the result's parameters, no search).
+        export_text: name (and make, once per text model) the ONNX export of the text encoder under
+            ``models_dir/text_encoder/`` (:mod:`modeling.exported_text`), which serving encodes with.
 
     Returns:
         The bundle directory.
     """
-    import tensorflow as tf
-
     interactions = data.interactions if interactions is None else interactions
     user_ids = data.users[ds.USER_ID].astype(str).to_numpy()
     item_ids = data.items[ds.ITEM_ID].astype(str).to_numpy()
@@ -713,13 +715,9 @@ def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings,
     stage = RankingStage(fit_sources(history.users, history.items, len(user_ids), len(item_ids),
                                      l2=result.stage.sources.l2), result.stage.ranker, result.stage.config,
                          result.stage.report)
-    text_dim = embeddings.dim
-
-    def save_towers(directory: Path) -> None:
-        tf.saved_model.save(QueryTowerServer(result.model.query_tower, text_dim),
-                            str(directory / artifacts.QUERY_TOWER_DIR))
-        tf.saved_model.save(CandidateTowerServer(result.model.candidate_tower, text_dim),
-                            str(directory / artifacts.CANDIDATE_TOWER_DIR))
+    def save(directory: Path) -> None:
+        save_towers(result.model, embeddings.dim, directory)
+        manifest["exported_towers"] = exported_difference(directory, features, user_vectors, item_vectors)
         stage.save(directory / STAGE_DIR, features.attributes)
 
     manifest: dict[str, Any] = {
@@ -742,7 +740,67 @@ def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings,
         "ranking_stage": stage_summary(stage),
         "search": result.search,
     }
-    return artifacts.write_bundle(models_dir, arrays, manifest, save_towers, version=version)
+    text_model = _text_model_path(embeddings) if export_text else None
+    if text_model is not None:
+        manifest["text_encoder"] = ensure_text_export(models_dir, text_model)
+    return artifacts.write_bundle(models_dir, arrays, manifest, save, version=version)
+
+
+def _text_model_path(embeddings: Embeddings) -> str | None:
+    """The sentence-transformers folder the embeddings were built with, or None when it is gone."""
+    path = embeddings.manifest.get("model_path")
+    if path and Path(path).is_dir():
+        return str(path)
+    if embeddings.manifest.get("model_name") == DEFAULT_MODEL_NAME:
+        return default_model_path()
+    logger.warning("the text model of the embeddings (%s) is not here: the bundle names no text encoder export, "
+                   "serving encodes text with sentence-transformers", embeddings.manifest.get("model_name"))
+    return None
+
+
+def save_towers(model: TwoTowerModel, text_dim: int, directory: Path) -> None:
+    """Write a model's towers into a bundle folder: as SavedModels and as numpy arrays (what serving runs)."""
+    import tensorflow as tf
+
+    tf.saved_model.save(QueryTowerServer(model.query_tower, text_dim), str(directory / artifacts.QUERY_TOWER_DIR))
+    tf.saved_model.save(CandidateTowerServer(model.candidate_tower, text_dim),
+                        str(directory / artifacts.CANDIDATE_TOWER_DIR))
+    export_towers(model.query_tower, model.candidate_tower, directory / EXPORT_DIR)
+
+
+def exported_difference(directory: Path, features: Features, user_vectors: np.ndarray, item_vectors: np.ndarray, *,
+                        batch_size: int = 4096) -> dict[str, Any]:
+    """Check the numpy towers written to ``directory`` against TensorFlow's vectors of the same inputs.
+
+    Args:
+        features: the inputs ``user_vectors`` (n_users, d) and ``item_vectors`` (n_items, d) were computed from.
+
+    Returns:
+        ``{"query": max abs difference, "candidate": ..., "tolerance": TOLERANCE}``.
+
+    Raises:
+        ArtifactError: when either difference exceeds the tolerance.
+    """
+    query, candidate = load_towers(directory / EXPORT_DIR)
+    users, items = [], []
+    for start in range(0, len(features.user_ids), batch_size):
+        sl = slice(start, start + batch_size)
+        users.append(query.serve(user_id=features.user_ids[sl], user_text=features.user_text[sl],
+                                 user_behaviour=features.user_behaviour[sl], history=features.history[sl],
+                                 history_weight=features.history_weight[sl]))
+    attributes = features.attributes
+    for start in range(0, len(features.item_ids), batch_size):
+        sl = slice(start, start + batch_size)
+        items.append(candidate.serve(item_id=features.item_ids[sl], item_text=features.item_text[sl],
+                                     item_category=attributes.category[sl], item_brand=attributes.brand[sl],
+                                     item_price=attributes.price[sl]))
+    dim = query.dim
+    return {
+        "query": largest_difference(np.concatenate(users) if users else np.zeros((0, dim), np.float32), user_vectors),
+        "candidate": largest_difference(np.concatenate(items) if items else np.zeros((0, dim), np.float32),
+                                        item_vectors),
+        "tolerance": TOLERANCE,
+    }
 
 
 def find_trained_version(models_dir: Path | str, fingerprint: str) -> str | None:

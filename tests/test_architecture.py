@@ -39,7 +39,7 @@ def test_every_entry_point_imports_the_runtime_module_first() -> None:
 
 
 def test_the_web_process_starts_without_tensorflow_or_torch() -> None:
-    """Workers boot fast and small: TensorFlow and torch load only when a request needs them."""
+    """Workers boot fast and small (no request loads them either: tests/serving/test_lean_workers.py)."""
     imports = ("import modeling.runtime\nimport recoapi.wsgi, recoapi.urls, recoapi.catalog.admin, "
                "recoapi.recommendations.admin")
     assert modules_loaded_by(imports, ("tensorflow", "torch", "sentence_transformers")) == []

@@ -33,8 +33,10 @@ from django.utils import timezone
 
 from modeling import artifacts
 from modeling import datasets as ds
+from modeling.artifacts import Bundle
 from modeling.embeddings import TextEncoder
 from modeling.errors import ArtifactError
+from modeling.exported_text import OnnxTextEncoder
 from modeling.features import item_attributes
 from modeling.index import HnswIndex
 from modeling.recommender import Recommender
@@ -195,17 +197,26 @@ class Engine:
         return self.with_products(rows, max(latest, self.catalogue_stamp or latest))
 
 
-_encoder: TextEncoder | None = None
+_encoders: dict[str, TextEncoder | OnnxTextEncoder] = {}
 _encoder_lock = threading.Lock()
 
 
-def text_encoder() -> TextEncoder:
-    """The process's sentence encoder (loaded on first use; a few seconds)."""
-    global _encoder
+def text_encoder(bundle: Bundle | None = None) -> TextEncoder | OnnxTextEncoder:
+    """The process's sentence encoder for ``bundle`` (loaded on first use).
+
+    The ONNX export the bundle names (no torch; a fraction of a second to load), else
+    sentence-transformers with RECO_TEXT_MODEL_PATH (torch; a few seconds).
+    """
+    export = artifacts.text_export_path(bundle) if bundle is not None else None
+    key = str(export) if export is not None else ""
     with _encoder_lock:
-        if _encoder is None:
-            _encoder = TextEncoder(settings.RECO_TEXT_MODEL_PATH)
-        return _encoder
+        if key not in _encoders:
+            if export is not None:
+                _encoders[key] = OnnxTextEncoder(export)
+            else:
+                logger.info("no text encoder export named by the model: loading sentence-transformers (torch)")
+                _encoders[key] = TextEncoder(settings.RECO_TEXT_MODEL_PATH)
+        return _encoders[key]
 
 
 def _add_new_products(recommender: Recommender, rows: list[tuple]) -> bool:
@@ -214,7 +225,8 @@ def _add_new_products(recommender: Recommender, rows: list[tuple]) -> bool:
     if not rows or not settings.RECO_ENCODE_NEW_PRODUCTS:
         return False
     frame = pd.DataFrame([row[:6] for row in rows], columns=list(ds.ITEM_COLUMNS))
-    recommender.add_items(np.asarray([str(row[0]) for row in rows]), text_encoder().encode(ds.item_text(frame)),
+    recommender.add_items(np.asarray([str(row[0]) for row in rows]),
+                          text_encoder(recommender.bundle).encode(ds.item_text(frame)),
                           item_attributes(frame))
     return True
 
@@ -266,11 +278,18 @@ def build_engine(bundle_path: Path) -> Engine:
 
 
 def _prewarm(engine: Engine) -> None:
-    """Load the query tower (and build an approximate index) in the background, so no request waits for them."""
+    """Load the text encoder (and build an approximate index) in the background, so no request waits for them."""
     if settings.RECO_PREWARM:
-        threading.Thread(target=engine.recommender.bundle.query_tower, name="prewarm", daemon=True).start()
+        threading.Thread(target=_load_text_encoder, args=(engine,), name="prewarm", daemon=True).start()
         if isinstance(engine.recommender.index, HnswIndex):
             threading.Thread(target=engine.recommender.index.build, name="prewarm-index", daemon=True).start()
+
+
+def _load_text_encoder(engine: Engine) -> None:
+    try:
+        text_encoder(engine.recommender.bundle)
+    except Exception:  # a text query will report it; the rest of the service does not need the encoder
+        logger.exception("the text encoder of model %s could not be loaded", engine.version)
 
 
 class EngineRegistry:

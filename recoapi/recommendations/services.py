@@ -93,7 +93,7 @@ def recommendation_list(
         known = set(engine.recommender.item_positions(context_items or []).tolist())
         if context_items and not known:
             raise NotFound("None of the given products is known to the service.", code="unknown_item")
-        text = text_encoder().encode([context_text])[0] if context_text else None
+        text = text_encoder(engine.recommender.bundle).encode([context_text])[0] if context_text else None
         items = np.asarray(context_items or [], dtype=object)
         histories[ANONYMOUS] = History(item_ids=items, timestamps=np.zeros(len(items), dtype=np.int64),
                                        weights=np.ones(len(items)), text=text)

@@ -35,14 +35,15 @@ def test_round_trip_gives_identical_top_k(pipeline: Pipeline, tmp_path: Path) ->
     got, _ = loaded.rank(loaded.known_user_vectors(list(users)), exclude, 10)
     assert np.array_equal(got, expected)
 
-    # The saved query tower computes the same vectors as the in-memory one.
+    # The saved query tower and its numpy export compute the same vectors as the in-memory one.
     import tensorflow as tf
 
-    served = loaded.bundle.query_tower().serve(
-        user_id=tf.constant(users[:5]), user_text=tf.constant(features.user_text[:5]),
-        user_behaviour=tf.constant(features.user_behaviour[:5]), history=tf.constant(features.history[:5]),
-        history_weight=tf.constant(features.history_weight[:5]))
-    assert np.allclose(served.numpy(), user_vectors[:5], atol=1e-5)
+    inputs = {"user_id": users[:5], "user_text": features.user_text[:5],
+              "user_behaviour": features.user_behaviour[:5], "history": features.history[:5],
+              "history_weight": features.history_weight[:5]}
+    saved = loaded.bundle.saved_model(artifacts.QUERY_TOWER_DIR).serve(**{k: tf.constant(v) for k, v in inputs.items()})
+    assert np.allclose(saved.numpy(), user_vectors[:5], atol=1e-5)
+    assert np.allclose(loaded.bundle.query_tower().serve(**inputs), user_vectors[:5], atol=1e-5)
 
 
 def test_bundle_arrays_are_memory_mapped_and_read_only(pipeline: Pipeline) -> None:

@@ -1,0 +1,93 @@
+"""The ONNX export of the sentence encoder gives sentence-transformers' vectors; bundles name it, refuse a bad one."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modeling import artifacts
+from modeling import datasets as ds
+from modeling.embeddings import TextEncoder, default_model_path
+from modeling.errors import ArtifactError
+from modeling.exported_text import (
+    SETTINGS_FILE,
+    TOLERANCE,
+    OnnxTextEncoder,
+    ensure_text_export,
+    export_text_encoder,
+)
+from tests.conftest import Pipeline
+
+
+def test_the_bundle_names_an_export_that_encodes_like_sentence_transformers(pipeline: Pipeline) -> None:
+    bundle = artifacts.load_bundle(pipeline.models / pipeline.version)
+    named = bundle.manifest["text_encoder"]
+    assert named["dim"] == bundle.arrays.item_content.shape[1]
+    assert 0 <= named["max_abs_difference"] <= TOLERANCE
+    encoder = OnnxTextEncoder(artifacts.text_export_path(bundle))
+    texts = [*ds.item_text(pipeline.data.items.head(40)), "", "espresso", "Ünïcödé 🙂 テキスト", "long " * 600]
+    got = encoder.encode(texts, batch_size=16)
+    expected = TextEncoder().encode(texts)
+    assert got.shape == expected.shape and got.dtype == np.float32
+    assert np.abs(got - expected).max() <= TOLERANCE
+    # The stored product vectors are what the export computes from the products' text.
+    items = pipeline.data.items.head(20)
+    positions = pd_positions(bundle, items[ds.ITEM_ID].astype(str).tolist())
+    assert np.abs(encoder.encode(ds.item_text(items)) - np.asarray(bundle.arrays.item_content)[positions]).max() < 1e-4
+    assert encoder.encode([]).shape == (0, encoder.dim)
+
+
+def pd_positions(bundle: artifacts.Bundle, ids: list[str]) -> np.ndarray:
+    index = {str(item): n for n, item in enumerate(bundle.arrays.item_ids)}
+    return np.asarray([index[i] for i in ids])
+
+
+def test_the_export_is_made_once_per_text_model(pipeline: Pipeline) -> None:
+    bundle = artifacts.load_bundle(pipeline.models / pipeline.version)
+    folder = artifacts.text_export_path(bundle)
+    before = (folder / SETTINGS_FILE).stat().st_mtime_ns
+    again = ensure_text_export(pipeline.models, default_model_path())
+    assert again["path"] == bundle.manifest["text_encoder"]["path"]
+    assert (folder / SETTINGS_FILE).stat().st_mtime_ns == before
+
+
+def test_another_pipeline_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    model = tmp_path / "cls-pooling-model"
+    source = Path(default_model_path())
+    model.mkdir()
+    for name in ("modules.json", "sentence_bert_config.json", "tokenizer.json", "config.json"):
+        shutil.copyfile(source / name, model / name)
+    (model / "1_Pooling").mkdir()
+    pooling = json.loads((source / "1_Pooling" / "config.json").read_text())
+    (model / "1_Pooling" / "config.json").write_text(json.dumps({**pooling, "pooling_mode_cls_token": True,
+                                                                  "pooling_mode_mean_tokens": False}))
+    with pytest.raises(ArtifactError, match="only transformer \\+ mean pooling"):
+        export_text_encoder(model, tmp_path / "models" / "text_encoder" / "x")
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").rglob("*.onnx"))
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda folder: shutil.rmtree(folder), "is missing or damaged"),
+    (lambda folder: (folder / SETTINGS_FILE).write_text(
+        json.dumps({**json.loads((folder / SETTINGS_FILE).read_text()), "fingerprint": "other"})),
+     "is not the model the bundle was built with"),
+])
+def test_a_bundle_whose_text_export_is_gone_or_different_is_refused(models_copy: Path, pipeline: Pipeline,
+                                                                    damage, message: str) -> None:
+    manifest = json.loads((models_copy / pipeline.version / artifacts.MANIFEST_FILE).read_text())
+    damage(models_copy / manifest["text_encoder"]["path"])
+    with pytest.raises(ArtifactError, match=message):
+        artifacts.load_bundle(models_copy / pipeline.version)
+
+
+def test_a_damaged_graph_is_a_clear_error(tmp_path: Path, pipeline: Pipeline) -> None:
+    bundle = artifacts.load_bundle(pipeline.models / pipeline.version)
+    folder = tmp_path / "export"
+    shutil.copytree(artifacts.text_export_path(bundle), folder)
+    (folder / "model.onnx").write_bytes(b"not a graph")
+    with pytest.raises(ArtifactError, match="missing or damaged text encoder export"):
+        OnnxTextEncoder(folder)

@@ -1,0 +1,147 @@
+"""The numpy export of the towers gives TensorFlow's vectors, and bundles refuse a damaged or mismatched export."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modeling import artifacts
+from modeling import datasets as ds
+from modeling.embeddings import load_embeddings
+from modeling.errors import ArtifactError
+from modeling.exported_towers import EXPORT_DIR, TOLERANCE, export_towers, largest_difference, load_towers
+from modeling.train import build_features, publish, sorted_history, train_model
+from modeling.two_tower import TwoTowerParams
+from tests.conftest import Pipeline
+
+
+def _inputs(pipeline: Pipeline, params: TwoTowerParams):
+    data = pipeline.data
+    embeddings = load_embeddings(pipeline.embeddings)
+    users = data.users[ds.USER_ID].astype(str).to_numpy()
+    items = data.items[ds.ITEM_ID].astype(str).to_numpy()
+    features = build_features(sorted_history(data.interactions, users, items, embeddings), users, items, embeddings,
+                              data.items, params.history_length)
+    return data, embeddings, features
+
+
+@pytest.mark.parametrize("params", [
+    TwoTowerParams(epochs=1, batch_size=128, seed=3),
+    TwoTowerParams(epochs=1, batch_size=128, seed=4, attention_heads=2, use_user_id=True, share_item_embedding=True,
+                   history_length=20, recent_length=2),
+], ids=["default", "attention-user-id-shared"])
+def test_exported_towers_equal_tensorflow(pipeline: Pipeline, tmp_path: Path, params: TwoTowerParams) -> None:
+    import tensorflow as tf
+
+    from modeling.train import candidate_inputs
+
+    data, embeddings, features = _inputs(pipeline, params)
+    model = train_model(data, embeddings, params, ranking_stage=False).model
+    export_towers(model.query_tower, model.candidate_tower, tmp_path / EXPORT_DIR)
+    query, candidate = load_towers(tmp_path / EXPORT_DIR)
+
+    # Known and unknown shoppers, full, partial and empty windows, unknown products in the window.
+    n = 12
+    user_id = features.user_ids[:n].copy()
+    user_id[-3:] = ["", "nobody", features.user_ids[0]]
+    history = features.history[:n].copy()
+    history[-3] = ""
+    history[-2, :3] = ["unknown-a", "unknown-b", history[-2, 0]]
+    weights = features.history_weight[:n] * (history != "")
+    inputs = {"user_id": user_id, "user_text": features.user_text[:n], "user_behaviour": features.user_behaviour[:n],
+              "history": history, "history_weight": weights}
+    expected = model.query_tower({k: tf.constant(v) for k, v in inputs.items()}, training=False).numpy()
+    got = query.serve(**inputs)
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    assert np.abs(got - expected).max() < 1e-5
+    assert not np.allclose(got[0], got[1])  # the inputs matter
+
+    # Products: known and unknown ids, unknown category and brand, unknown (negative) and boundary prices.
+    attributes = features.attributes
+    m = 10
+    item_id = features.item_ids[:m].copy()
+    item_id[-2:] = ["", "new-product"]
+    category, brand = attributes.category[:m].copy(), attributes.brand[:m].copy()
+    category[-1], brand[-1] = "never seen", ""
+    price = attributes.price[:m].copy()
+    price[:4] = [-1.0, 0.0, 5.0, 1e6]
+    from modeling.features import ItemAttributes
+
+    expected = model.candidate_tower(candidate_inputs(item_id, features.item_text[:m],
+                                                      ItemAttributes(category, brand, price)), training=False).numpy()
+    got = candidate.serve(item_id=item_id, item_text=features.item_text[:m], item_category=category, item_brand=brand,
+                          item_price=price)
+    assert np.abs(got - expected).max() < 1e-5
+
+
+def test_publish_records_the_difference_and_serving_uses_the_export(pipeline: Pipeline, tmp_path: Path) -> None:
+    bundle = artifacts.load_bundle(pipeline.models / pipeline.version)
+    checked = bundle.manifest["exported_towers"]
+    assert 0 <= checked["query"] <= TOLERANCE and 0 <= checked["candidate"] <= TOLERANCE
+    assert type(bundle.query_tower()).__name__ == "NumpyQueryTower"
+    # The published shopper vectors (TensorFlow's) are what the export computes from the same window.
+    params = TwoTowerParams.from_dict(bundle.manifest["params"])
+    _, _, features = _inputs(pipeline, params)
+    got = bundle.query_tower().serve(user_id=features.user_ids, user_text=features.user_text,
+                                     user_behaviour=features.user_behaviour, history=features.history,
+                                     history_weight=features.history_weight)
+    assert np.abs(got - np.asarray(bundle.arrays.user_vectors)).max() <= TOLERANCE
+
+
+def test_the_check_refuses_a_difference_above_the_tolerance() -> None:
+    vectors = np.eye(3, dtype=np.float32)
+    assert largest_difference(vectors, vectors) == 0.0
+    with pytest.raises(ArtifactError, match="differ from TensorFlow"):
+        largest_difference(vectors + 10 * TOLERANCE, vectors)
+    with pytest.raises(ArtifactError, match="shape"):
+        largest_difference(vectors[:2], vectors)
+
+
+def _drop_weights(path: Path) -> None:
+    (path / EXPORT_DIR / "query" / "out_kernel.npy").unlink()
+
+
+def _other_format(path: Path) -> None:
+    settings = path / EXPORT_DIR / "towers.json"
+    settings.write_text(json.dumps({**json.loads(settings.read_text()), "format": 99}))
+
+
+def _fewer_rows(path: Path) -> None:
+    table = path / EXPORT_DIR / "candidate" / "item_embedding.npy"
+    np.save(table, np.load(table)[:-1])
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda p: shutil.rmtree(p / EXPORT_DIR), "missing or damaged exported towers"),
+    (_drop_weights, "incomplete exported towers"),
+    (_other_format, "exported towers of format 99"),
+    (_fewer_rows, "its embedding"),
+])
+def test_a_damaged_export_is_refused(models_copy: Path, pipeline: Pipeline, damage, message: str) -> None:
+    path = models_copy / pipeline.version
+    damage(path)
+    with pytest.raises(ArtifactError, match=message):
+        artifacts.load_bundle(path)
+
+
+def test_publish_refuses_an_export_that_disagrees(pipeline: Pipeline, tmp_path: Path, monkeypatch) -> None:
+    from modeling import train
+
+    data = pipeline.data
+    embeddings = load_embeddings(pipeline.embeddings)
+    result = train_model(data, embeddings, TwoTowerParams(epochs=1, batch_size=128, seed=5))
+    real_export = train.export_towers
+
+    def skewed(query_tower, candidate_tower, directory):  # an export whose output layer is off
+        real_export(query_tower, candidate_tower, directory)
+        bias = directory / "query" / "out_bias.npy"
+        np.save(bias, np.load(bias) + 0.5)
+
+    monkeypatch.setattr(train, "export_towers", skewed)
+    with pytest.raises(ArtifactError, match="differ from TensorFlow"):
+        publish(result, data, embeddings, tmp_path, export_text=False)
+    assert [p.name for p in tmp_path.iterdir()] == []  # no bundle, no half-written folder
