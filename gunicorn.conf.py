@@ -52,3 +52,10 @@ else:
 # are small; several BLAS threads per worker only fight each other (set before numpy loads).
 for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, os.environ.get("RECO_BLAS_THREADS", "1"))
+
+
+def post_worker_init(worker) -> None:  # noqa: ANN001  (gunicorn's hook signature)
+    """Load the active model before the worker's first request and keep full collections short."""
+    from recoapi.recommendations.engine import start_worker
+
+    start_worker()

@@ -45,7 +45,10 @@ from typing import Any
 import numpy as np
 
 from modeling.errors import ArtifactError
+from modeling.exported_text import EXPORT_FORMAT as TEXT_EXPORT_FORMAT
+from modeling.exported_text import GRAPH_FILE as TEXT_GRAPH_FILE
 from modeling.exported_text import SETTINGS_FILE as TEXT_SETTINGS_FILE
+from modeling.exported_text import TOKENIZER_FILE as TEXT_TOKENIZER_FILE
 from modeling.exported_towers import EXPORT_DIR, SETTINGS_FILE, NumpyCandidateTower, NumpyQueryTower, load_towers
 from modeling.features import ItemAttributes
 from modeling.reranker import STAGE_DIR, RankingStage
@@ -279,7 +282,7 @@ def load_bundle(path: Path | str) -> Bundle:
     for tower in (QUERY_TOWER_DIR, CANDIDATE_TOWER_DIR):
         if not (path / tower / "saved_model.pb").is_file():
             raise ArtifactError(f"{path}: missing {tower}/saved_model.pb")
-    towers = load_towers(path / EXPORT_DIR)
+    towers = load_towers(path / EXPORT_DIR, text_dim=int(arrays.item_content.shape[1]))
     text = manifest.get("text_encoder")
     if text is not None:
         _check_text_export(path, text, int(arrays.item_content.shape[1]))
@@ -315,6 +318,10 @@ def _check_text_export(path: Path, text: dict[str, Any], text_dim: int) -> None:
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"{path}: the text encoder export it names ({text.get('path')}) is missing or damaged "
                             f"({exc.__class__.__name__})") from exc
+    missing = [name for name in (TEXT_GRAPH_FILE, TEXT_TOKENIZER_FILE) if not (settings_file.parent / name).is_file()]
+    if missing or settings.get("format") != TEXT_EXPORT_FORMAT:
+        raise ArtifactError(f"{path}: the text encoder export it names ({text.get('path')}) is missing or damaged "
+                            f"({', '.join(missing) or 'format ' + str(settings.get('format'))})")
     if settings.get("fingerprint") != text.get("fingerprint") or settings.get("dim") != text_dim:
         raise ArtifactError(f"{path}: the text encoder export {text.get('path')} is not the model the bundle was "
                             f"built with (fingerprint {settings.get('fingerprint')}, dim {settings.get('dim')})")

@@ -123,9 +123,11 @@ class Sources:
     def resized(self, n_items: int) -> Sources:
         """The same sources over ``n_items`` >= n items (the new ones have no weights)."""
         def grow(matrix: sp.csr_matrix) -> sp.csr_matrix:
-            grown = matrix.copy()
-            grown.resize((n_items, n_items))
-            return grown
+            # Only the row pointers grow (the new rows are empty): data and indices stay the (memory-mapped,
+            # shared) arrays they are.
+            extra = np.full(n_items - matrix.shape[0], matrix.indptr[-1], dtype=matrix.indptr.dtype)
+            return sp.csr_matrix((matrix.data, matrix.indices, np.concatenate([matrix.indptr, extra])),
+                                 shape=(n_items, n_items), copy=False)
 
         return Sources(grow(self.item_item), grow(self.transitions), self.kind, self.l2)
 

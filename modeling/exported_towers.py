@@ -224,8 +224,11 @@ class NumpyCandidateTower:
         return _relu_mlp(np.concatenate(parts, axis=1), w)
 
 
-def load_towers(directory: Path | str) -> tuple[NumpyQueryTower, NumpyCandidateTower]:
+def load_towers(directory: Path | str, *, text_dim: int | None = None) -> tuple[NumpyQueryTower, NumpyCandidateTower]:
     """Load an export written by :func:`export_towers` (arrays memory-mapped).
+
+    ``text_dim``: the size t of the text vectors the towers will be given; when known, the towers'
+    first layers are checked to take inputs of that width.
 
     Raises:
         ArtifactError: when the folder is missing, of another format, or its arrays disagree.
@@ -242,13 +245,14 @@ def load_towers(directory: Path | str) -> tuple[NumpyQueryTower, NumpyCandidateT
                             f"this version reads {EXPORT_FORMAT}")
     try:
         towers = NumpyQueryTower(query, settings), NumpyCandidateTower(candidate, settings)
-        _check_shapes(query, candidate)
+        _check_shapes(query, candidate, settings, text_dim)
     except (KeyError, ValueError) as exc:
         raise ArtifactError(f"{directory}: incomplete exported towers ({exc})") from exc
     return towers
 
 
-def _check_shapes(query: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> None:
+def _check_shapes(query: dict[str, np.ndarray], candidate: dict[str, np.ndarray], settings: dict[str, Any],
+                  text_dim: int | None) -> None:
     for part, arrays in (("query", query), ("candidate", candidate)):
         for name in [n for n in arrays if n.endswith("_vocabulary")]:
             table = arrays[name.replace("_vocabulary", "_embedding")]
@@ -256,6 +260,23 @@ def _check_shapes(query: dict[str, np.ndarray], candidate: dict[str, np.ndarray]
                 raise ValueError(f"{part}/{name} has {len(arrays[name])} terms, its embedding {table.shape[0]} rows")
         if arrays["hidden_kernel"].shape[1] != arrays["out_kernel"].shape[0]:
             raise ValueError(f"{part}: hidden and output layers do not fit together")
+    history_dim = int(query["history_embedding"].shape[1])
+    width = 2 * history_dim
+    if settings["attention_heads"] > 0:
+        for name in ("positions", *(f"attention_{part}_{kind}" for part in ("query", "key", "value", "output")
+                                    for kind in ("kernel", "bias"))):
+            query[name]  # noqa: B018  (KeyError names a missing array)
+        width += history_dim
+    if settings["use_user_id"]:
+        width += int(query["user_embedding"].shape[1])
+    if text_dim is not None:
+        widths = {"query": (width + 2 * text_dim, query),
+                  "candidate": (sum(int(candidate[f"{name}_embedding"].shape[1])
+                                    for name in ("item", "category", "brand", "price")) + text_dim, candidate)}
+        for part, (expected, arrays) in widths.items():
+            if arrays["hidden_kernel"].shape[0] != expected:
+                raise ValueError(f"{part} tower takes inputs of width {arrays['hidden_kernel'].shape[0]}, "
+                                 f"its inputs have {expected} (text vectors of {text_dim})")
     if query["out_bias"].shape != candidate["out_bias"].shape:
         raise ValueError(f"query vectors have dim {query['out_bias'].shape}, candidate vectors "
                          f"{candidate['out_bias'].shape}")

@@ -27,7 +27,7 @@ from modeling import runtime as _runtime  # noqa: F401
 from modeling.baselines import popularity_scores
 from modeling.candidates import HistoryBatch, Sources, fit_sources
 from modeling.embeddings import DEFAULT_MODEL_NAME, Embeddings, default_model_path
-from modeling.errors import TrainingError
+from modeling.errors import ArtifactError, TrainingError
 from modeling.exported_text import ensure_text_export
 from modeling.exported_towers import EXPORT_DIR, TOLERANCE, export_towers, largest_difference, load_towers
 from modeling.features import (
@@ -742,7 +742,10 @@ def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings,
     }
     text_model = _text_model_path(embeddings) if export_text else None
     if text_model is not None:
-        manifest["text_encoder"] = ensure_text_export(models_dir, text_model)
+        try:
+            manifest["text_encoder"] = ensure_text_export(models_dir, text_model)
+        except ArtifactError as exc:  # the bundle is still good: serving then encodes with sentence-transformers
+            logger.warning("no ONNX text encoder for this bundle: %s", exc)
     return artifacts.write_bundle(models_dir, arrays, manifest, save, version=version)
 
 

@@ -16,6 +16,7 @@ newer one gives a new engine with the changed products (:meth:`Engine.with_produ
 from __future__ import annotations
 
 import copy
+import gc
 import logging
 import threading
 import time
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, connections
 from django.db.models import Max
 from django.utils import timezone
 
@@ -285,6 +286,37 @@ def _prewarm(engine: Engine) -> None:
             threading.Thread(target=engine.recommender.index.build, name="prewarm-index", daemon=True).start()
 
 
+_freeze_after_load = False  # set in web workers by start_worker()
+
+
+def start_worker() -> None:
+    """Prepare a web worker before its first request (gunicorn's ``post_worker_init``).
+
+    Loads the active model now, so the first request does not wait for it, and from then on
+    freezes the heap after every model load (:func:`_freeze_heap`). A worker that cannot load
+    (no model yet, database down) starts anyway; requests retry the load as before.
+    """
+    global _freeze_after_load
+    _freeze_after_load = True
+    try:
+        registry.current()
+    except Exception:  # logged; the service answers 503 until a request can load the model
+        logger.exception("the worker could not load the model at start; requests will retry")
+    finally:
+        connections.close_all()  # the connection of this (main) thread: requests use their own
+
+
+def _freeze_heap() -> None:
+    """In web workers: collect once, then move every object alive now (the engine's per-product
+    records, the loaded libraries) into the collector's permanent generation, so later full
+    collections walk only what requests create instead of pausing a request for the whole heap.
+    Reference counting still frees a replaced engine; its cyclic garbage waits for the next load."""
+    if _freeze_after_load:
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+
+
 def _load_text_encoder(engine: Engine) -> None:
     try:
         text_encoder(engine.recommender.bundle)
@@ -329,6 +361,9 @@ class EngineRegistry:
             except DatabaseError as exc:  # the request itself will meet the database and answer 503
                 logger.warning("cannot read product changes: %s", exc)
                 return engine
+            except ArtifactError as exc:  # new products cannot be encoded: serve the catalogue as it was
+                logger.error("cannot add the changed products to model %s: %s", engine.version, exc)
+                return engine
             if synced is not engine:
                 with self._swap_lock:
                     if self._engine is engine:  # not replaced by a new version meanwhile
@@ -345,6 +380,7 @@ class EngineRegistry:
             try:
                 self._engine = build_engine(self.models_dir / version)
                 self._failed = None
+                _freeze_heap()
                 _prewarm(self._engine)
             except ArtifactError as exc:
                 self._failed = version
@@ -367,6 +403,7 @@ class EngineRegistry:
             engine = build_engine(self.models_dir / version)
             artifacts.set_active(self.models_dir, version)
             self._engine = engine
+            _freeze_heap()
             _prewarm(engine)
             self._failed = None
             self._checked_at = time.monotonic()

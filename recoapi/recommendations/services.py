@@ -55,6 +55,16 @@ def _histories(raw: dict[str, list[tuple[str, int, float, str]]]) -> dict[str, H
     }
 
 
+def _encode_text(engine: Engine, text: str) -> np.ndarray:
+    """The (t,) vector of a visitor's text; 503 when the model's text encoder cannot be loaded."""
+    try:
+        return text_encoder(engine.recommender.bundle).encode([text])[0]
+    except ArtifactError as exc:
+        logger.error("text encoder of model %s: %s", engine.version, exc)
+        raise ServiceUnavailable("Text queries are unavailable: the model's text encoder could not be loaded.",
+                                 code="text_encoder_unavailable") from exc
+
+
 def recommendation_list(
     *,
     user_ids: list[str],
@@ -93,7 +103,7 @@ def recommendation_list(
         known = set(engine.recommender.item_positions(context_items or []).tolist())
         if context_items and not known:
             raise NotFound("None of the given products is known to the service.", code="unknown_item")
-        text = text_encoder(engine.recommender.bundle).encode([context_text])[0] if context_text else None
+        text = _encode_text(engine, context_text) if context_text else None
         items = np.asarray(context_items or [], dtype=object)
         histories[ANONYMOUS] = History(item_ids=items, timestamps=np.zeros(len(items), dtype=np.int64),
                                        weights=np.ones(len(items)), text=text)

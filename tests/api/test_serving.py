@@ -92,6 +92,22 @@ def test_anonymous_visitor_with_a_text_gets_matching_products(service: Pipeline,
     assert len(set(scores)) == len(scores)  # ordered by the text, not by a ranker that has nothing to go on
 
 
+def test_a_text_encoder_that_cannot_load_is_a_503_and_the_rest_keeps_serving(service: Pipeline, client: APIClient,
+                                                                             monkeypatch) -> None:
+    from modeling.errors import ArtifactError
+    from recoapi.recommendations import services
+
+    def broken(bundle):  # noqa: ANN001, ANN202
+        raise ArtifactError("model.onnx: damaged")
+
+    monkeypatch.setattr(services, "text_encoder", broken)
+    response = client.get("/recommendations", {"text": "coffee", "k": 3})
+    assert_error(response, 503, "text_encoder_unavailable")
+    assert "damaged" not in response.json()["error"]["message"]
+    item = service.data.items.iloc[0][ds.ITEM_ID]
+    assert recommend(client, items=item, k=3)["anonymous"]["items"]
+
+
 def test_request_without_users_items_or_text_is_refused(service: Pipeline, client: APIClient) -> None:
     assert_error(client.get("/recommendations", {"k": 3}), 400, "invalid")
 

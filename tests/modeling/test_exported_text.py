@@ -34,6 +34,8 @@ def test_the_bundle_names_an_export_that_encodes_like_sentence_transformers(pipe
     expected = TextEncoder().encode(texts)
     assert got.shape == expected.shape and got.dtype == np.float32
     assert np.abs(got - expected).max() <= TOLERANCE
+    for n in (0, 3, 40, 43):  # one text at a time, unpadded: what a text query sends
+        assert np.abs(encoder.encode([texts[n]])[0] - expected[n]).max() <= TOLERANCE
     # The stored product vectors are what the export computes from the products' text.
     items = pipeline.data.items.head(20)
     positions = pd_positions(bundle, items[ds.ITEM_ID].astype(str).tolist())

@@ -145,3 +145,21 @@ def test_publish_refuses_an_export_that_disagrees(pipeline: Pipeline, tmp_path: 
     with pytest.raises(ArtifactError, match="differ from TensorFlow"):
         publish(result, data, embeddings, tmp_path, export_text=False)
     assert [p.name for p in tmp_path.iterdir()] == []  # no bundle, no half-written folder
+
+
+def test_towers_that_do_not_fit_the_text_vectors_are_refused(pipeline: Pipeline) -> None:
+    export = pipeline.models / pipeline.version / EXPORT_DIR
+    load_towers(export, text_dim=384)
+    with pytest.raises(ArtifactError, match="takes inputs of width"):
+        load_towers(export, text_dim=768)
+
+
+def test_ranking_stage_matrices_are_shared_memory_maps_also_after_new_products(pipeline: Pipeline) -> None:
+    bundle = artifacts.load_bundle(pipeline.models / pipeline.version)
+    sources = bundle.stage.sources
+    assert not sources.item_item.data.flags.writeable  # read-only pages of the file, shared by the workers
+    grown = sources.resized(sources.n_items + 3)
+    assert grown.item_item.shape == (sources.n_items + 3, sources.n_items + 3)
+    assert np.shares_memory(grown.item_item.data, sources.item_item.data)
+    assert (grown.item_item[: sources.n_items, : sources.n_items] != sources.item_item).nnz == 0
+    assert grown.item_item[sources.n_items:].nnz == 0
