@@ -192,6 +192,7 @@ class OnnxTextEncoder:
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+            options.enable_cpu_mem_arena = False  # a few texts per request: no arena kept at its largest batch
             self.session = onnxruntime.InferenceSession(str(directory / GRAPH_FILE), options,
                                                         providers=["CPUExecutionProvider"])
         except ArtifactError:

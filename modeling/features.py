@@ -140,7 +140,7 @@ def window_reviews(history: SortedHistory, source_rows: np.ndarray) -> np.ndarra
 
 def window_ids(positions: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
     """Item ids of windows (m, L) with "" on pads (the query tower's ``history`` input)."""
-    ids = np.asarray(item_ids, dtype=object)[np.maximum(positions, 0)]
+    ids = np.asarray(item_ids)[np.maximum(positions, 0)].astype(object)  # only the window's ids are converted
     ids[positions < 0] = ""
     return ids.astype(str) if ids.size else np.zeros(positions.shape, dtype=str)
 

@@ -129,9 +129,10 @@ class ItemTables:
         rank[order] = np.arange(len(popularity), dtype=np.float32) / max(1, len(popularity) - 1)
         content = np.asarray(content, dtype=np.float32)
         norms = np.linalg.norm(content, axis=1, keepdims=True)
+        if not np.all((np.abs(norms - 1) < 1e-4) | (norms == 0)):  # text embeddings are unit norm: kept as they
+            content = np.divide(content, norms, out=np.zeros_like(content), where=norms > 0)  # are (memory-mapped)
         return cls(codes(category), codes(brand), np.where(price >= 0, price, np.nan).astype(np.float32),
-                   np.divide(content, norms, out=np.zeros_like(content), where=norms > 0), rank, popularity,
-                   np.argsort(-popularity, kind="stable"))
+                   content, rank, popularity, np.argsort(-popularity, kind="stable"))
 
 
 def _sparse_top(indices: np.ndarray, values: np.ndarray, k: int, excluded: np.ndarray,
