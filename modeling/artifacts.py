@@ -215,6 +215,7 @@ def write_bundle(
     if final.exists():
         raise ArtifactError(f"model version {version} already exists in {models}")
     tmp = Path(tempfile.mkdtemp(dir=models, prefix=f".{version}.", suffix=".tmp"))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the bundle is read by the serving processes
     try:
         for name in ARRAY_FILES:
             value = getattr(arrays, name)

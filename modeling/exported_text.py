@@ -115,6 +115,7 @@ def export_text_encoder(model_path: str | Path, directory: Path) -> dict[str, An
 
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the export is read by the serving processes
     try:
         sample = model.tokenizer(list(PROBE_TEXTS[:2]), padding=True, return_tensors="pt")
         names = ["input_ids", "attention_mask", "token_type_ids"]

@@ -676,7 +676,7 @@ def training_fingerprint(data_fingerprint: str, embeddings_fingerprint: str, par
 
 def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings, models_dir: Path | str, *,
             version: str | None = None, interactions: pd.DataFrame | None = None,
-            fingerprint: str | None = None, export_text: bool = True) -> Path:
+            fingerprint: str | None = None, export_text: bool = True, published_from: str | None = None) -> Path:
     """Write the trained model and its ranking stage as a bundle (not activated).
 
     Known-shopper vectors use features from each shopper's history window at the end of
@@ -688,6 +688,8 @@ def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings,
         interactions: what the bundle may know (default: every interaction of ``data``; the
             evaluation passes the interactions its models were fitted on).
         fingerprint: the run's :func:`training_fingerprint` (default: from the result's parameters, no search).
+        published_from: the version whose model this bundle publishes again over more interactions
+            (recorded in the manifest; ``rollback`` skips it).
         export_text: name (and make, once per text model) the ONNX export of the text encoder under
             ``models_dir/text_encoder/`` (:mod:`modeling.exported_text`), which serving encodes with.
 
@@ -739,6 +741,7 @@ def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings,
         "popularity_half_life_days": result.popularity_half_life_days,
         "ranking_stage": stage_summary(stage),
         "search": result.search,
+        **({"published_from": published_from} if published_from else {}),
     }
     text_model = _text_model_path(embeddings) if export_text else None
     if text_model is not None:

@@ -246,13 +246,21 @@ def test_retrain_activates_a_model_trained_on_new_events_and_the_gate_refuses_a_
     second = artifacts.read_active(workdir / "models")
     assert second != first
     manifest = artifacts.load_bundle(workdir / "models" / second).manifest
-    trained_until = datetime.fromtimestamp(manifest["trained_until"], tz=UTC)
+    # The measured candidate trained without the held-out day; the activated bundle is that model published
+    # again with the held-out interactions in its data (the newest event included).
+    last = newest + timedelta(hours=1 + 31)  # taste("newcomer", 1): the last purchase
+    assert abs(datetime.fromtimestamp(manifest["trained_until"], tz=UTC) - last) < timedelta(seconds=1)
+    measured = [v for v in artifacts.list_versions(workdir / "models") if first < v < second]
+    assert len(measured) == 1
+    trained_until = datetime.fromtimestamp(
+        artifacts.load_bundle(workdir / "models" / measured[0]).manifest["trained_until"], tz=UTC)
     assert newest + timedelta(hours=4) <= trained_until < newest + timedelta(hours=30)  # the new events, not the last
     registry.reset()  # this process serves as a worker that follows models/ACTIVE would
     body = APIClient().get("/recommendations", {"users": "newcomer-0", "k": 3}).json()
     assert body["model_version"] == second and body["recommendations"]["newcomer-0"]["strategy"] == "two_tower"
     activated = TrainingRun.objects.get(decision=TrainingRun.ACTIVATED)
     assert activated.candidate_version == second and activated.previous_version == first
+    assert f"activated as {second}" in activated.reason and measured[0] in activated.reason
     assert activated.holdout["interactions"] == 20 and activated.candidate_metrics["shoppers"] == 10
 
     # A candidate that does worse on the newest interactions stays inactive (its measurement is replaced

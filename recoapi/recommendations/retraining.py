@@ -129,14 +129,38 @@ def _retrain(*, holdout_days: float, tolerance: float, budget_seconds: float,
         return finish(TrainingRun.REFUSED, f"recall@10 on the {row['holdout']['interactions']} newest "
                                            f"interactions {new:.4f} against the active model's {old:.4f} "
                                            f"(tolerance {tolerance:g}); {previous} stays active")
+    refreshed = _with_holdout(result, data, embeddings, models_dir, fingerprint, candidate, len(split.after), say)
     try:
-        _activate(models_dir, candidate)
+        _activate(models_dir, refreshed or candidate)
     except ArtifactError as exc:
         return finish(TrainingRun.FAILED, f"the candidate could not be activated: {exc}")
     shoppers = row["candidate_metrics"].get("shoppers", 0)
     reason = (f"recall@10 {new:.4f} against the active model's {old:.4f} on {shoppers} shoppers' new products "
               f"(tolerance {tolerance:g})" if previous else "no model was active")
+    if refreshed:
+        row["candidate_version"] = refreshed
+        reason += (f"; activated as {refreshed}: the measured candidate {candidate} published again with the "
+                   f"{len(split.after)} held-out interactions in its item-item, transition and popularity data "
+                   "and shopper windows (same towers and ranker)")
     return finish(TrainingRun.ACTIVATED, reason)
+
+
+def _with_holdout(result: Any, data: Any, embeddings: Any, models_dir: Path, fingerprint: str, measured: str,
+                  held_out: int, say: Callable[[str], None]) -> str | None:
+    """The accepted candidate published again over every interaction, the held-out ones included, so the
+    served model knows the newest day as well (its towers and ranker are the measured ones); None when
+    nothing was held out or that publish failed (the measured candidate is activated then)."""
+    if held_out == 0:
+        return None
+    from modeling import train as training
+
+    try:
+        say(f"publishing the accepted candidate again with the {held_out:,} held-out interactions")
+        return training.publish(result, data, embeddings, models_dir, fingerprint=fingerprint,
+                                published_from=measured).name
+    except Exception:  # noqa: BLE001  (the measured candidate is still good)
+        logger.exception("publishing the candidate with the held-out interactions failed; activating it as measured")
+        return None
 
 
 def _activate(models_dir: Path, version: str) -> None:
@@ -168,7 +192,8 @@ def active_trained_until() -> int | None:
 
 
 def model_rollback(*, version: str | None = None) -> dict[str, str | None]:
-    """Activate ``version``, or the newest version published before the active one.
+    """Activate ``version``, or the newest version published before the active one (other than the
+    measured candidate the active one was published again from, see :func:`model_retrain`).
 
     Returns:
         ``{"model_version", "previous_version"}``.
@@ -180,8 +205,9 @@ def model_rollback(*, version: str | None = None) -> dict[str, str | None]:
     models_dir = Path(settings.RECO_MODELS_DIR)
     versions = artifacts.list_versions(models_dir)
     active = artifacts.read_active(models_dir)
-    if version is None:
-        earlier = [v for v in versions if active is None or v < active]
+    if version is None:  # the measured candidate an active retrained bundle was published from is skipped
+        source = _manifest(models_dir, active).get("published_from") if active else None
+        earlier = [v for v in versions if (active is None or v < active) and v != source]
         if not earlier:
             raise NotFound("No version older than the active one to roll back to.", code="no_model")
         version = earlier[-1]
