@@ -106,13 +106,16 @@ def build_workspace(work: Path, n_users: int, n_items: int, n_interactions: int)
     from modeling.candidates import fit_sources
     from modeling.reranker import STAGE_DIR, RankingStage, StageConfig
     from modeling.embeddings import default_model_path
+    from modeling.exported_text import EXPORT_FORMAT as TEXT_EXPORT_FORMAT
     from modeling.exported_text import ensure_text_export
     from modeling.train import recent_popularity, save_towers
     from modeling.two_tower import CandidateTowerServer, QueryTowerServer
 
     sizes = {"users": n_users, "items": n_items, "interactions": n_interactions}
     stamp = work / "workspace.json"
-    if stamp.is_file() and json.loads(stamp.read_text()).get("sizes") == sizes:
+    layout = {"bundle": artifacts.BUNDLE_FORMAT, "text_encoder": TEXT_EXPORT_FORMAT}  # a new layout: build again
+    if stamp.is_file() and json.loads(stamp.read_text()).get("sizes") == sizes and (
+            json.loads(stamp.read_text()).get("layout") == layout):
         return json.loads(stamp.read_text())
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -188,7 +191,7 @@ def build_workspace(work: Path, n_users: int, n_items: int, n_interactions: int)
                                                               "text_encoder": text_encoder},
                                     save)
     artifacts.set_active(work / "models", bundle.name)
-    info = {"sizes": sizes, "version": bundle.name, "timings": timings,
+    info = {"sizes": sizes, "layout": layout, "version": bundle.name, "timings": timings,
             "new_users": all_users[len(user_ids):].tolist()[:2000]}
     stamp.write_text(json.dumps(info))
     return info

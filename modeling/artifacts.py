@@ -16,7 +16,7 @@ A bundle is a directory ``models/<version>/``:
                          publish time (manifest "exported_towers": the largest difference)
 
 The manifest's ``text_encoder`` names the ONNX export of the sentence encoder that serving uses
-(``<models>/text_encoder/<fingerprint>/``, shared by every bundle of the same text model).
+(``<models>/text_encoder/<fingerprint>-<format>/``, shared by every bundle of the same text model).
     ranking_stage/       the second stage (modeling.reranker): item_item.* and transitions.* (n_items,
                          n_items) sparse sources, item_category/brand/price.npy (n_items,), ranker.txt
                          (LightGBM model, when the ranker is learned), stage.json (features, choice, trials)
@@ -49,6 +49,7 @@ from modeling.exported_text import EXPORT_FORMAT as TEXT_EXPORT_FORMAT
 from modeling.exported_text import GRAPH_FILE as TEXT_GRAPH_FILE
 from modeling.exported_text import SETTINGS_FILE as TEXT_SETTINGS_FILE
 from modeling.exported_text import TOKENIZER_FILE as TEXT_TOKENIZER_FILE
+from modeling.exported_text import WEIGHTS_FILE as TEXT_WEIGHTS_FILE
 from modeling.exported_towers import EXPORT_DIR, SETTINGS_FILE, NumpyCandidateTower, NumpyQueryTower, load_towers
 from modeling.features import ItemAttributes
 from modeling.reranker import STAGE_DIR, RankingStage
@@ -319,7 +320,8 @@ def _check_text_export(path: Path, text: dict[str, Any], text_dim: int) -> None:
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"{path}: the text encoder export it names ({text.get('path')}) is missing or damaged "
                             f"({exc.__class__.__name__})") from exc
-    missing = [name for name in (TEXT_GRAPH_FILE, TEXT_TOKENIZER_FILE) if not (settings_file.parent / name).is_file()]
+    missing = [name for name in (TEXT_GRAPH_FILE, TEXT_WEIGHTS_FILE, TEXT_TOKENIZER_FILE)
+               if not (settings_file.parent / name).is_file()]
     if missing or settings.get("format") != TEXT_EXPORT_FORMAT:
         raise ArtifactError(f"{path}: the text encoder export it names ({text.get('path')}) is missing or damaged "
                             f"({', '.join(missing) or 'format ' + str(settings.get('format'))})")

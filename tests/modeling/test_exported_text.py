@@ -41,6 +41,9 @@ def test_the_bundle_names_an_export_that_encodes_like_sentence_transformers(pipe
     positions = pd_positions(bundle, items[ds.ITEM_ID].astype(str).tolist())
     assert np.abs(encoder.encode(ds.item_text(items)) - np.asarray(bundle.arrays.item_content)[positions]).max() < 1e-4
     assert encoder.encode([]).shape == (0, encoder.dim)
+    # The weights are a file of their own (mapped by ONNX Runtime, shared by the workers), not inside the graph.
+    folder = artifacts.text_export_path(bundle)
+    assert (folder / "model.onnx.data").stat().st_size > 50 * (folder / "model.onnx").stat().st_size
 
 
 def pd_positions(bundle: artifacts.Bundle, ids: list[str]) -> np.ndarray:
@@ -74,6 +77,7 @@ def test_another_pipeline_is_refused_before_anything_is_written(tmp_path: Path) 
 
 @pytest.mark.parametrize(("damage", "message"), [
     (lambda folder: shutil.rmtree(folder), "is missing or damaged"),
+    (lambda folder: (folder / "model.onnx.data").unlink(), "is missing or damaged \\(model.onnx.data\\)"),
     (lambda folder: (folder / SETTINGS_FILE).write_text(
         json.dumps({**json.loads((folder / SETTINGS_FILE).read_text()), "fingerprint": "other"})),
      "is not the model the bundle was built with"),
