@@ -788,23 +788,21 @@ def exported_difference(directory: Path, features: Features, user_vectors: np.nd
         ArtifactError: when either difference exceeds the tolerance.
     """
     query, candidate = load_towers(directory / EXPORT_DIR)
-    users, items = [], []
-    for start in range(0, len(features.user_ids), batch_size):
-        sl = slice(start, start + batch_size)
-        users.append(query.serve(user_id=features.user_ids[sl], user_text=features.user_text[sl],
-                                 user_behaviour=features.user_behaviour[sl], history=features.history[sl],
-                                 history_weight=features.history_weight[sl]))
     attributes = features.attributes
-    for start in range(0, len(features.item_ids), batch_size):
-        sl = slice(start, start + batch_size)
-        items.append(candidate.serve(item_id=features.item_ids[sl], item_text=features.item_text[sl],
-                                     item_category=attributes.category[sl], item_brand=attributes.brand[sl],
-                                     item_price=attributes.price[sl]))
-    dim = query.dim
+
+    def in_batches(n: int, compute: Callable[[slice], np.ndarray]) -> np.ndarray:
+        parts = [compute(slice(start, start + batch_size)) for start in range(0, n, batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, query.dim), np.float32)
+
+    users = in_batches(len(features.user_ids), lambda sl: query.serve(
+        user_id=features.user_ids[sl], user_text=features.user_text[sl], user_behaviour=features.user_behaviour[sl],
+        history=features.history[sl], history_weight=features.history_weight[sl]))
+    items = in_batches(len(features.item_ids), lambda sl: candidate.serve(
+        item_id=features.item_ids[sl], item_text=features.item_text[sl], item_category=attributes.category[sl],
+        item_brand=attributes.brand[sl], item_price=attributes.price[sl]))
     return {
-        "query": largest_difference(np.concatenate(users) if users else np.zeros((0, dim), np.float32), user_vectors),
-        "candidate": largest_difference(np.concatenate(items) if items else np.zeros((0, dim), np.float32),
-                                        item_vectors),
+        "query": largest_difference(users, user_vectors),
+        "candidate": largest_difference(items, item_vectors),
         "tolerance": TOLERANCE,
     }
 
