@@ -14,12 +14,12 @@ A bundle is a directory ``models/<version>/``:
     numpy_towers/        the same towers as arrays (modeling.exported_towers): what serving evaluates, so
                          web workers never import TensorFlow; checked against the SavedModels' source at
                          publish time (manifest "exported_towers": the largest difference)
-
-The manifest's ``text_encoder`` names the ONNX export of the sentence encoder that serving uses
-(``<models>/text_encoder/<fingerprint>-<format>/``, shared by every bundle of the same text model).
     ranking_stage/       the second stage (modeling.reranker): item_item.* and transitions.* (n_items,
                          n_items) sparse sources, item_category/brand/price.npy (n_items,), ranker.txt
                          (LightGBM model, when the ranker is learned), stage.json (features, choice, trials)
+
+The manifest's ``text_encoder`` names the ONNX export of the sentence encoder that serving uses
+(``<models>/text_encoder/<fingerprint>-<format>/``, shared by every bundle of the same text model).
 
 Bundles are written to ``models/.<version>.tmp`` and renamed, so a crash never
 leaves half a bundle; ``ACTIVE`` is rewritten (temp file + rename) only after.
@@ -135,15 +135,16 @@ class Bundle:
         path: the bundle directory.
         manifest: parsed manifest.json.
         arrays: the numeric content.
+        towers: the query and candidate towers exported to numpy (what serving runs).
     """
 
     version: str
     path: Path
     manifest: dict[str, Any]
     arrays: BundleArrays
+    towers: tuple[NumpyQueryTower, NumpyCandidateTower] = field(repr=False)
     stage: RankingStage | None = field(default=None, repr=False)
     attributes: ItemAttributes | None = field(default=None, repr=False)
-    towers: tuple[NumpyQueryTower, NumpyCandidateTower] | None = field(default=None, repr=False)
     _saved: dict[str, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -153,17 +154,11 @@ class Bundle:
 
     def query_tower(self) -> NumpyQueryTower:
         """The query tower, exported to numpy (no TensorFlow)."""
-        return self._towers()[0]
+        return self.towers[0]
 
     def candidate_tower(self) -> NumpyCandidateTower:
         """The candidate tower, exported to numpy (no TensorFlow)."""
-        return self._towers()[1]
-
-    def _towers(self) -> tuple[NumpyQueryTower, NumpyCandidateTower]:
-        with self._lock:
-            if self.towers is None:
-                self.towers = load_towers(self.path / EXPORT_DIR)
-            return self.towers
+        return self.towers[1]
 
     def saved_model(self, name: str) -> Any:
         """The TensorFlow SavedModel ``name`` (QUERY_TOWER_DIR or CANDIDATE_TOWER_DIR); imports TensorFlow.
@@ -249,7 +244,7 @@ def write_bundle(
 
 
 def load_bundle(path: Path | str) -> Bundle:
-    """Load and check a bundle directory (towers are loaded lazily).
+    """Load and check a bundle directory (arrays and exported towers memory-mapped; SavedModels only on request).
 
     Raises:
         ArtifactError: when the bundle is missing, incomplete or inconsistent.

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from modeling.errors import ArtifactError
+from modeling.features import lookup_positions
 
 logger = logging.getLogger(__name__)
 
@@ -122,12 +123,12 @@ class _Lookup:
     """A StringLookup: term -> index + 1, anything else -> 0 (the OOV bucket)."""
 
     def __init__(self, vocabulary: np.ndarray) -> None:
-        self.index = pd.Index(np.asarray(vocabulary).astype(object))
+        self.vocabulary = np.asarray(vocabulary)
+        self.index = pd.Index(self.vocabulary.astype(object))
 
     def __call__(self, terms: np.ndarray) -> np.ndarray:
         terms = np.asarray(terms)
-        found = self.index.get_indexer(terms.reshape(-1).astype(object))
-        return (found + 1).reshape(terms.shape)
+        return (lookup_positions(self.index, terms.reshape(-1)) + 1).reshape(terms.shape)
 
 
 def _relu_mlp(x: np.ndarray, w: dict[str, np.ndarray]) -> np.ndarray:
@@ -153,10 +154,12 @@ class NumpyQueryTower:
     ``serve`` does.
     """
 
-    def __init__(self, arrays: dict[str, np.ndarray], settings: dict[str, Any]) -> None:
+    def __init__(self, arrays: dict[str, np.ndarray], settings: dict[str, Any],
+                 history_lookup: _Lookup | None = None) -> None:
+        """``history_lookup``: an index of the same terms as ``history_vocabulary`` to share (built if None)."""
         self.w = arrays
         self.settings = settings
-        self.history_lookup = _Lookup(arrays["history_vocabulary"])
+        self.history_lookup = history_lookup or _Lookup(arrays["history_vocabulary"])
         self.user_lookup = _Lookup(arrays["user_vocabulary"]) if settings["use_user_id"] else None
         self.dim = int(arrays["out_bias"].shape[0])
 
@@ -244,7 +247,10 @@ def load_towers(directory: Path | str, *, text_dim: int | None = None) -> tuple[
         raise ArtifactError(f"{directory}: exported towers of format {settings.get('format')!r}, "
                             f"this version reads {EXPORT_FORMAT}")
     try:
-        towers = NumpyQueryTower(query, settings), NumpyCandidateTower(candidate, settings)
+        candidate_tower = NumpyCandidateTower(candidate, settings)
+        items = candidate_tower.item_lookup  # the history's terms are usually the same products: one index for both
+        shared = items if np.array_equal(items.vocabulary, query["history_vocabulary"]) else None
+        towers = NumpyQueryTower(query, settings, shared), candidate_tower
         _check_shapes(query, candidate, settings, text_dim)
     except (KeyError, ValueError) as exc:
         raise ArtifactError(f"{directory}: incomplete exported towers ({exc})") from exc

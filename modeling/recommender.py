@@ -27,6 +27,7 @@ from modeling.candidates import HistoryBatch
 from modeling.features import (
     HISTORY_HALF_LIFE_DAYS,
     ItemAttributes,
+    lookup_positions,
     pooled_vectors,
     sort_history,
     user_windows,
@@ -42,23 +43,6 @@ TWO_TOWER = "two_tower"
 CONTENT = "content"
 POPULAR = "popular"
 STRATEGIES = (TWO_TOWER, CONTENT, POPULAR)
-
-
-def _lookup(index: pd.Index, ids: np.ndarray | list[str]) -> np.ndarray:
-    """Positions of ``ids`` in ``index`` (-1 where absent). Returns (n,) int64.
-
-    A request asks for a handful of ids; hash lookups one by one are then several times
-    faster than ``get_indexer`` and its conversions.
-    """
-    if len(ids) > 64:
-        return index.get_indexer(np.asarray(ids, dtype=object)).astype(np.int64)
-    out = np.empty(len(ids), dtype=np.int64)
-    for n, value in enumerate(ids):
-        try:
-            out[n] = index.get_loc(value)
-        except KeyError:
-            out[n] = -1
-    return out
 
 
 @dataclass
@@ -179,7 +163,7 @@ class Recommender:
         """Positions of ``item_ids`` in the bundle; ids not in the bundle are dropped. Returns (<=n,) int64."""
         if len(item_ids) == 0:
             return np.zeros(0, dtype=np.int64)
-        positions = _lookup(self._item_index, item_ids)
+        positions = lookup_positions(self._item_index, item_ids)
         return positions[positions >= 0].astype(np.int64)
 
     def known_user_vectors(self, user_ids: list[str]) -> np.ndarray:
@@ -188,7 +172,7 @@ class Recommender:
         Raises:
             KeyError: when a user is not in the model.
         """
-        positions = _lookup(self._user_index, user_ids)
+        positions = lookup_positions(self._user_index, user_ids)
         if (positions < 0).any():
             missing = [u for u, p in zip(user_ids, positions, strict=True) if p < 0]
             raise KeyError(f"users not in the model: {missing[:5]}")
@@ -212,7 +196,7 @@ class Recommender:
         user_parts, item_parts, ts_parts, w_parts = [], [], [], []
         texts = np.zeros((len(histories), content.shape[1]), dtype=np.float32)
         for row, history in enumerate(histories):
-            positions = _lookup(self._item_index, history.item_ids)
+            positions = lookup_positions(self._item_index, history.item_ids)
             keep = positions >= 0
             user_parts.append(np.full(int(keep.sum()), row, dtype=np.int64))
             item_parts.append(positions[keep])
@@ -258,7 +242,7 @@ class Recommender:
         """Item positions and times of m histories, oldest first (ids not in the bundle dropped)."""
         items, stamps = [], []
         for history in histories:
-            positions = _lookup(self._item_index, history.item_ids)
+            positions = lookup_positions(self._item_index, history.item_ids)
             keep = positions >= 0
             times = np.asarray(history.timestamps, dtype=np.int64)[keep]
             order = np.argsort(times, kind="stable")

@@ -415,6 +415,7 @@ class EngineRegistry:
             if self._engine is None:
                 return None
             self._engine = build_engine(self._engine.recommender.bundle.path)
+            _freeze_heap()
             return self._engine
 
     def reset(self) -> None:

@@ -59,6 +59,9 @@ def test_exported_towers_equal_tensorflow(pipeline: Pipeline, tmp_path: Path, pa
     assert got.dtype == np.float32 and got.shape == expected.shape
     assert np.abs(got - expected).max() < 1e-5
     assert not np.allclose(got[0], got[1])  # the inputs matter
+    for row in (0, n - 2):  # one shopper per call, as a request sends (its few ids are looked up one by one)
+        single = query.serve(**{name: value[row:row + 1] for name, value in inputs.items()})
+        assert np.abs(single[0] - expected[row]).max() < 1e-5
 
     # Products: known and unknown ids, unknown category and brand, unknown (negative) and boundary prices.
     attributes = features.attributes
