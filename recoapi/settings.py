@@ -131,8 +131,8 @@ REST_FRAMEWORK = {
     # Per client IP (anonymous) or per token/login; "off" disables. Counted per worker process (local memory
     # cache), so with N workers a client can reach N times the rate.
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
+        "recoapi.throttling.AnonRateThrottle",
+        "recoapi.throttling.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {"anon": env_rate("RECO_THROTTLE_ANON", "100/second"),
                                "user": env_rate("RECO_THROTTLE_USER", "1000/second")},

@@ -42,9 +42,7 @@ class CheckUsersApi(APIView):
     @extend_schema(parameters=[s.CheckUsersInput], responses={200: s.CHECK_USERS_OUTPUT, **_ERRORS})
     def get(self, request: Request) -> Response:
         """For each shopper id: whether the service knows that shopper."""
-        data = s.CheckUsersInput(data=request.query_params)
-        data.is_valid(raise_exception=True)
-        ids = data.validated_data["users"]
+        ids = s.validated_query(s.CheckUsersInput, request.query_params)["users"]
         known = catalog_selectors.shopper_existing_ids(ids=ids)
         return Response({user: user in known for user in ids})
 
@@ -54,9 +52,7 @@ class RecommendationsApi(APIView):
                    responses={200: s.RecommendationsOutput, 404: s.ErrorOutput, **_ERRORS})
     def get(self, request: Request) -> Response:
         """Top-k products per shopper; products a shopper already has are excluded."""
-        data = s.RecommendationsInput(data=request.query_params)
-        data.is_valid(raise_exception=True)
-        return Response(self._recommend(data.validated_data))
+        return Response(self._recommend(s.validated_query(s.RecommendationsInput, request.query_params)))
 
     @extend_schema(operation_id="recommendations_post", request=s.RecommendationsBodyInput,
                    responses={200: s.RecommendationsOutput, 404: s.ErrorOutput, **_ERRORS,
@@ -84,9 +80,8 @@ class SimilarItemsApi(APIView):
                    responses={200: s.SimilarItemsOutput, 404: s.ErrorOutput, **_ERRORS})
     def get(self, request: Request) -> Response:
         """Products nearest to the given product in the candidate-tower space."""
-        data = s.SimilarItemsInput(data=request.query_params)
-        data.is_valid(raise_exception=True)
-        return Response(services.similar_item_list(item_id=data.validated_data["item"], k=data.validated_data["k"]))
+        v = s.validated_query(s.SimilarItemsInput, request.query_params)
+        return Response(services.similar_item_list(item_id=v["item"], k=v["k"]))
 
 
 def _one_or_many(serializer: type[serializers.Serializer], data: Any, name: str, limit: int) -> tuple[bool, list]:

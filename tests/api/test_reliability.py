@@ -16,6 +16,7 @@ from rest_framework.throttling import SimpleRateThrottle
 from modeling import artifacts
 from recoapi.recommendations import services
 from recoapi.recommendations.engine import registry
+from recoapi.throttling import FixedWindowRateThrottle
 from tests.api.test_endpoints import a_known_user, assert_error
 from tests.conftest import Pipeline
 
@@ -117,6 +118,7 @@ def test_public_endpoints_are_throttled(service: Pipeline, client: APIClient, mo
 
     cache.clear()
     monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"anon": "3/minute", "user": "5/minute"})
+    monkeypatch.setattr(FixedWindowRateThrottle, "timer", staticmethod(lambda: 1_000_000.0))  # one window
     for _ in range(3):
         assert client.get("/random_users").status_code == 200
     response = client.get("/random_users")

@@ -1,0 +1,187 @@
+"""Where a read request's time goes, stage by stage, in process (no network, no gunicorn).
+
+Usage:
+    .venv/bin/python benchmarks/request_path.py                 # the demo shop of benchmarks/peer.py
+    .venv/bin/python benchmarks/request_path.py --shop 100k     # the serving benchmark's workspace
+
+Calls Django's WSGI handler directly, as gunicorn does, with ``GET /recommendations?users=<one known
+shopper>&k=10`` (a different shopper each time), then ``GET /similar_items`` and ``GET /check_users``, and
+times each stage of every request by wrapping the functions that do it:
+
+- ``middleware``: the whole request minus the DRF view and the rendering (Django's middleware stack, the
+  request id and log line, the WSGI request and response objects);
+- ``drf``: DRF's own work around the endpoint (request wrapping, content negotiation, finalising);
+- ``authentication``, ``permissions``, ``throttling``: DRF's checks;
+- ``validation``: the endpoint minus its service call (parsing and checking the query string);
+- ``service``: the recommendation itself (database history, model, payload);
+- ``rendering``: the JSON body.
+
+Prints the median of each stage per endpoint and writes benchmarks/results/request-path-<shop>.json.
+The read endpoints' validation, authentication and throttling together should stay under 0.3 ms.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from modeling import runtime as _runtime  # noqa: E402,F401  (first: environment for TensorFlow)
+
+import argparse  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
+from collections import defaultdict  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+STAGES = ("middleware", "drf", "authentication", "permissions", "throttling", "validation", "service", "rendering")
+
+
+class _Timer:
+    """Accumulates the time spent inside wrapped functions during one request, per stage."""
+
+    def __init__(self) -> None:
+        self.spent: dict[str, float] = defaultdict(float)
+
+    def wrap(self, owner: Any, name: str, stage: str) -> None:
+        original = getattr(owner, name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.spent[stage] += time.perf_counter() - started
+
+        setattr(owner, name, timed)
+
+    def wrap_property(self, owner: Any, name: str, stage: str) -> None:
+        original = getattr(owner, name)
+
+        def timed(instance: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return original.fget(instance)
+            finally:
+                self.spent[stage] += time.perf_counter() - started
+
+        setattr(owner, name, property(timed))
+
+
+def _environ(path: str, query: str) -> dict[str, Any]:
+    return {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query, "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "8000", "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "127.0.0.1:8000",
+            "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(b""),
+            "wsgi.errors": sys.stderr, "wsgi.multithread": True, "wsgi.multiprocess": True,
+            "wsgi.run_once": False, "wsgi.version": (1, 0)}
+
+
+def measure(work: Path, requests: int) -> dict[str, Any]:
+    """Median milliseconds per stage for each read endpoint, ``requests`` requests each."""
+    import django
+
+    django.setup()
+    from django.core.handlers.wsgi import WSGIHandler
+    from rest_framework.response import Response
+    from rest_framework.views import APIView
+
+    from modeling import artifacts
+    from recoapi.recommendations import apis
+    from recoapi.recommendations.engine import registry
+
+    engine = registry.current()
+    if engine is None:
+        raise SystemExit(f"no active model in {work / 'models'}")
+    bundle = artifacts.load_bundle(work / "models" / engine.version)
+    rng = np.random.default_rng(4)
+    users = [str(u) for u in bundle.arrays.user_ids[rng.integers(0, len(bundle.arrays.user_ids), requests)]]
+    items = [str(i) for i in bundle.arrays.item_ids[rng.integers(0, len(bundle.arrays.item_ids), requests)]]
+    endpoints: dict[str, tuple[str, list[str], Callable[..., Any] | None]] = {
+        "recommendations": ("/recommendations", [f"users={u}&k=10" for u in users], None),
+        "similar_items": ("/similar_items", [f"item={i}&k=10" for i in items], None),
+        "check_users": ("/check_users", [f"users={u}" for u in users], None),
+    }
+    timer = _Timer()
+    timer.wrap(APIView, "dispatch", "drf")
+    timer.wrap(APIView, "perform_authentication", "authentication")
+    timer.wrap(APIView, "check_permissions", "permissions")
+    timer.wrap(APIView, "check_throttles", "throttling")
+    for view in (apis.RecommendationsApi, apis.SimilarItemsApi, apis.CheckUsersApi):
+        timer.wrap(view, "get", "validation")
+    timer.wrap(apis.services, "recommendation_list", "service")
+    timer.wrap(apis.services, "similar_item_list", "service")
+    timer.wrap(apis.catalog_selectors, "shopper_existing_ids", "service")
+    timer.wrap_property(Response, "rendered_content", "rendering")
+    handler = WSGIHandler()
+    figures: dict[str, Any] = {}
+    for name, (path, queries, _) in endpoints.items():
+        rows: list[dict[str, float]] = []
+        for n, query in enumerate(queries):
+            timer.spent.clear()
+            statuses: list[str] = []
+            started = time.perf_counter()
+            body = b"".join(handler(_environ(path, query),
+                                    lambda status, headers, *_, seen=statuses: seen.append(status)))
+            total = time.perf_counter() - started
+            if not statuses[0].startswith("200"):
+                raise SystemExit(f"{path}?{query}: {statuses[0]} {body[:300]!r}")
+            if n < min(50, requests // 10):  # warm-up
+                continue
+            spent = dict(timer.spent)
+            row = {"total": total, "rendering": spent.get("rendering", 0.0), "service": spent.get("service", 0.0)}
+            for stage in ("authentication", "permissions", "throttling"):
+                row[stage] = spent.get(stage, 0.0)
+            row["validation"] = spent.get("validation", 0.0) - row["service"]
+            row["drf"] = spent.get("drf", 0.0) - spent.get("validation", 0.0) - row["authentication"] - (
+                row["permissions"] + row["throttling"])
+            row["middleware"] = total - spent.get("drf", 0.0) - row["rendering"]
+            rows.append(row)
+        figures[name] = {stage: float(np.median([row[stage] for row in rows]) * 1000)
+                         for stage in ("total", *STAGES)}
+        figures[name]["checks"] = sum(figures[name][s] for s in ("validation", "authentication", "permissions",
+                                                                 "throttling"))
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shop", choices=("demo", "100k"), default="demo")
+    parser.add_argument("--requests", type=int, default=2000, help="requests per endpoint")
+    parser.add_argument("--output", default=None, help="default: benchmarks/results/request-path-<shop>.json")
+    args = parser.parse_args()
+    if args.requests < 100:
+        raise SystemExit("--requests must be at least 100")
+    from peer import demo_workspace
+    from serving import _env, build_workspace
+
+    if args.shop == "demo":
+        work = ROOT / "benchmarks" / ".work" / "peer-demo"
+        demo_workspace(work)
+    else:
+        work = ROOT / "benchmarks" / ".work" / "serving"
+        build_workspace(work, 200_000, 100_000, 1_000_000)
+    os.environ.update({**_env(work), "RECO_THROTTLE_ANON": "1000000/second", "OPENBLAS_NUM_THREADS": "1"})
+    figures = measure(work, args.requests)
+    output = Path(args.output or RESULTS / f"request-path-{args.shop}.json")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps({"shop": args.shop, "requests": args.requests, "median_ms": figures}, indent=2)
+                      + "\n")
+    print(f"\nmedian ms per request, {args.shop} shop, {args.requests} requests per endpoint, in process\n")
+    print(f"{'stage':<16}" + "".join(f"{name:>17}" for name in figures))
+    for stage in ("total", *STAGES, "checks"):
+        label = "checks (v+a+p+t)" if stage == "checks" else stage
+        print(f"{label:<16}" + "".join(f"{figures[name][stage]:>17.3f}" for name in figures))
+    print(f"\nwritten to {os.path.relpath(output, ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
