@@ -6,11 +6,13 @@ import random
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 from django.db import connection, transaction
 from django.db.models import Count, Max
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from modeling import datasets as ds
 from recoapi.catalog.models import Interaction, Product, Shopper
@@ -31,8 +33,34 @@ def shopper_random_ids(*, n: int, seed: int | None = None) -> list[str]:
 
 
 def shopper_existing_ids(*, ids: list[str]) -> set[str]:
-    """The subset of ``ids`` that are shoppers in the database."""
-    return set(Shopper.objects.filter(id__in=ids).values_list("id", flat=True))
+    """The subset of ``ids`` that are shoppers in the database (one hand-written indexed query)."""
+    if not ids:
+        return set()
+    quote = connection.ops.quote_name
+    column = quote(Shopper._meta.pk.column)
+    sql = (f"SELECT {column} FROM {quote(Shopper._meta.db_table)} "
+           f"WHERE {column} IN ({', '.join(['%s'] * len(ids))})")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, list(ids))
+        return {row[0] for row in cursor.fetchall()}
+
+
+def product_latest_update() -> datetime | None:
+    """The newest ``updated_at`` of the catalogue (None when it is empty).
+
+    Every recommendation request asks it (to serve catalogue changes at once), so it is one hand-written
+    query on the index: the ORM's aggregate cost ten times as much to build as to run.
+    """
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT MAX({quote(Product._meta.get_field('updated_at').column)}) "
+                       f"FROM {quote(Product._meta.db_table)}")
+        value = cursor.fetchone()[0]
+    if isinstance(value, str):  # SQLite keeps datetimes as text, in UTC (what Django's own converter reads)
+        value = parse_datetime(value)
+    if value is not None and timezone.is_naive(value):
+        value = timezone.make_aware(value, UTC)
+    return value
 
 
 # Unix seconds computed by the database: the serving hot path then builds no datetime objects.

@@ -41,6 +41,7 @@ from modeling.exported_text import OnnxTextEncoder
 from modeling.features import item_attributes
 from modeling.index import HnswIndex
 from modeling.recommender import Recommender
+from recoapi.catalog import selectors as catalog_selectors
 from recoapi.catalog.models import Product
 
 logger = logging.getLogger(__name__)
@@ -179,12 +180,12 @@ class Engine:
     def synced(self) -> Engine:
         """This engine, or a new one with the products changed since it was built or last synced.
 
-        One indexed query per call (the newest ``updated_at``). Changes are read from a little before
-        the engine's stamp, since transactions may commit out of their timestamps' order; while the
-        stamp is that recent, the window is also re-read every RECO_AVAILABILITY_SECONDS, for a commit
-        older than the newest.
+        One indexed query per call (the newest ``updated_at``; hand-written, as it runs on every request).
+        Changes are read from a little before the engine's stamp, since transactions may commit out of their
+        timestamps' order; while the stamp is that recent, the window is also re-read every
+        RECO_AVAILABILITY_SECONDS, for a commit older than the newest.
         """
-        latest = Product.objects.aggregate(latest=Max("updated_at"))["latest"]
+        latest = catalog_selectors.product_latest_update()
         # A commit older than the stamp can only land within the margin of it: re-read that window while
         # it is that recent (not forever: after an import every product shares one recent time).
         stale = (time.monotonic() - self.catalogue_checked_at >= settings.RECO_AVAILABILITY_SECONDS

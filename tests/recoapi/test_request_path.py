@@ -121,3 +121,28 @@ def test_an_off_rate_and_a_signed_in_user_are_not_counted_as_anonymous(clock: li
     request.user = Signed()
     assert all(throttling.AnonRateThrottle().allow_request(request, None) for _ in range(10))
     assert all(throttling.UserRateThrottle().allow_request(_request(), None) for _ in range(10))  # "off"
+
+
+# --------------------------------------------------------------------------- the hand-written reads
+
+
+@pytest.mark.django_db
+def test_the_hand_written_reads_answer_as_the_orm() -> None:
+    from datetime import UTC, datetime
+
+    from django.db.models import Max
+
+    from recoapi.catalog import selectors
+    from recoapi.catalog.models import Product, Shopper
+
+    assert selectors.product_latest_update() is None
+    Product.objects.create(id="p1", title="one")
+    Product.objects.create(id="p2", title="two")
+    Product.objects.filter(id="p2").update(updated_at=datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=UTC))
+    latest = selectors.product_latest_update()
+    assert latest == Product.objects.aggregate(latest=Max("updated_at"))["latest"]
+    assert latest == datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+    Shopper.objects.create(id="a")
+    Shopper.objects.create(id="b,c")
+    assert selectors.shopper_existing_ids(ids=["a", "b,c", "zz", "a"]) == {"a", "b,c"}
+    assert selectors.shopper_existing_ids(ids=[]) == set()
