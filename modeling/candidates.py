@@ -26,7 +26,24 @@ logger = logging.getLogger(__name__)
 
 ITEM_ITEM_NEIGHBOURS = 200
 """Strongest item-item weights kept per item (the bundle stores n_items x this many)."""
+DENSE_SUM_CELLS = 65_536
+"""HistoryBatch.propagate sums into every cell of its (m, n) result up to this many cells (plus 8 per entry)."""
 EASE_L2_CHOICES: tuple[float, ...] = (10.0, 50.0, 200.0, 500.0, 1000.0)
+
+
+@dataclass(frozen=True)
+class SparseRows:
+    """Rows of a sparse matrix in CSR form (what the ranking stage reads of a product of matrices).
+
+    Attributes:
+        indptr: (m + 1,) int64: row r's entries are ``indptr[r]:indptr[r + 1]``.
+        indices: (e,) int64 column positions, sorted within each row.
+        data: (e,) float32 values.
+    """
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
 
 
 @dataclass
@@ -61,6 +78,58 @@ class HistoryBatch:
                                shape=(len(self.items), n_items), dtype=np.float32)
         matrix.data[:] = 1.0  # repeated items count once
         return matrix
+
+    def entries(self, half_life_days: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The non-zero entries of :meth:`matrix` as ``(rows (e,), item positions (e,), weights (e,) float64)``,
+        ordered by row, then item (the same weights: a product once per history, capped at 1)."""
+        lengths = np.fromiter((len(h) for h in self.items), dtype=np.int64, count=len(self.items))
+        if lengths.sum() == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+        rows = np.repeat(np.arange(len(self.items), dtype=np.int64), lengths)
+        cols = np.concatenate(self.items).astype(np.int64)
+        width = int(cols.max()) + 1
+        keys, inverse = np.unique(rows * width + cols, return_inverse=True)
+        if half_life_days > 0:
+            stamps = np.concatenate(self.timestamps).astype(np.float64)
+            latest = np.repeat(np.fromiter((t.max() if len(t) else 0 for t in self.timestamps), dtype=np.float64,
+                                           count=len(self.timestamps)), lengths)
+            decayed = np.power(0.5, (latest - stamps) / (half_life_days * 86_400.0)).astype(np.float32)
+            weights = np.minimum(np.bincount(inverse, weights=decayed, minlength=len(keys)), 1.0)
+        else:
+            weights = np.ones(len(keys), dtype=np.float64)
+        return keys // width, keys % width, weights
+
+    def propagate(self, matrix: sp.csr_matrix, half_life_days: float = 0.0) -> SparseRows:
+        """The rows of ``self.matrix(n, half_life_days) @ matrix`` (``matrix`` (n, n) csr), indices sorted.
+
+        Gathered straight from ``matrix``'s rows of the history's items: a request's few histories cost
+        tens of microseconds instead of scipy's fixed costs of building and multiplying sparse matrices
+        (about 0.7 ms per product on the serving path). Sums are made in float64; an entry whose sum is
+        exactly 0 may be kept (every reader treats it as absent).
+        """
+        m = len(self.items)
+        rows, cols, weights = self.entries(half_life_days)
+        starts = matrix.indptr[cols].astype(np.int64)
+        lengths = matrix.indptr[cols + 1].astype(np.int64) - starts
+        total = int(lengths.sum())
+        if total == 0:
+            return SparseRows(np.zeros(m + 1, dtype=np.int64), np.zeros(0, dtype=np.int64),
+                              np.zeros(0, dtype=np.float32))
+        take = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(total)
+        n = matrix.shape[1]
+        keys = np.repeat(rows, lengths) * n + matrix.indices[take]
+        values = matrix.data[take] * np.repeat(weights, lengths)
+        if m * n <= 8 * total + DENSE_SUM_CELLS:  # few cells: sum into all of them, then keep the touched ones
+            touched = np.zeros(m * n, dtype=bool)
+            touched[keys] = True
+            sums = np.bincount(keys, weights=values, minlength=m * n)
+            keys = np.flatnonzero(touched)
+            sums = sums[keys]
+        else:  # sort the entries instead
+            keys, inverse = np.unique(keys, return_inverse=True)
+            sums = np.bincount(inverse, weights=values, minlength=len(keys))
+        indptr = np.searchsorted(keys // n, np.arange(m + 1), side="left").astype(np.int64)
+        return SparseRows(indptr, (keys % n).astype(np.int64), sums.astype(np.float32))
 
     def last(self, back: int = 1) -> np.ndarray:
         """(m,) int64: each history's ``back``-th most recent distinct-in-sequence item (-1: none)."""

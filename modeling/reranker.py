@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from modeling.candidates import HistoryBatch, Sources, source_config
 from modeling.features import ItemAttributes
@@ -191,10 +190,8 @@ def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
         ``(candidates (m, C) int64 with -1 pads, features (m, C, len(FEATURES)) float32)``.
     """
     m, n = len(histories), len(item_vectors)
-    item_item = sp.csr_matrix(histories.matrix(n, config.history_half_life_days) @ sources.item_item)
-    item_item.sort_indices()
-    recent = sp.csr_matrix(histories.matrix(n, config.recent_half_life_days) @ sources.item_item)
-    recent.sort_indices()
+    item_item = histories.propagate(sources.item_item, config.history_half_life_days)
+    recent = histories.propagate(sources.item_item, config.recent_half_life_days)
     transitions = sources.transitions
     last, previous = histories.last(1), histories.last(2)
     if popular_order is None:

@@ -319,3 +319,30 @@ def test_a_history_without_evidence_is_ordered_by_the_two_tower() -> None:
         dots = query[row] @ vectors.T
         assert np.all(np.diff(dots[positions[row]]) <= 0)  # best two-tower score first
         assert positions[row, 0] == max((i for i in range(N_ITEMS) if i != 39 or row == 0), key=lambda i: dots[i])
+
+
+@pytest.mark.parametrize("half_life", [0.0, 3.0])
+@pytest.mark.parametrize("dense_cells", [-10**9, 10**6], ids=["sorted", "dense"])
+def test_propagated_histories_equal_the_sparse_matrix_product(half_life: float, dense_cells: int,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The serving path's gathered rows give what the scipy product of the history matrix gives."""
+    import modeling.candidates
+
+    monkeypatch.setattr(modeling.candidates, "DENSE_SUM_CELLS", dense_cells)
+    rng = np.random.default_rng(5)
+    n = 60
+    dense = rng.normal(size=(n, n)).astype(np.float32) * (rng.random((n, n)) < 0.15)
+    dense[7] = 0.0  # an item without neighbours
+    weights = sp.csr_matrix(dense)
+    histories = HistoryBatch(
+        items=[rng.integers(0, n, size) for size in (0, 1, 6, 25)] + [np.array([3, 7, 3, 3]), np.array([7])],
+        timestamps=[np.sort(rng.integers(0, 40 * 86_400, size)) for size in (0, 1, 6, 25)]
+        + [np.array([0, 86_400, 2 * 86_400, 9 * 86_400]), np.array([5])])
+    expected = sp.csr_matrix(histories.matrix(n, half_life) @ weights).toarray()
+    rows = histories.propagate(weights, half_life)
+    got = sp.csr_matrix((rows.data, rows.indices, rows.indptr), shape=(len(histories), n)).toarray()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    for r in range(len(histories)):  # sorted within each row, as the features' lookups need
+        part = rows.indices[rows.indptr[r]:rows.indptr[r + 1]]
+        assert np.all(np.diff(part) > 0)
+    assert rows.indptr[1] == 0 and rows.indptr[-1] == len(rows.indices)  # the empty history has no entries
