@@ -54,6 +54,31 @@ for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, os.environ.get("RECO_BLAS_THREADS", "1"))
 
 
+def on_starting(server) -> None:  # noqa: ANN001  (gunicorn's hook signature)
+    """Give this server's workers a fresh directory for their Prometheus metrics (summed by GET /metrics),
+    unless PROMETHEUS_MULTIPROC_DIR names one already (then clearing it between runs is the caller's)."""
+    import tempfile
+
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="recoapi-metrics-")
+        os.environ["RECO_METRICS_DIR_OWNED"] = "1"
+
+
+def child_exit(server, worker) -> None:  # noqa: ANN001
+    """A worker that exits leaves the live gauges (its counts stay in the sums)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server) -> None:  # noqa: ANN001
+    """Remove the metrics directory this server made."""
+    import shutil
+
+    if os.environ.pop("RECO_METRICS_DIR_OWNED", None):
+        shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR", ""), ignore_errors=True)
+
+
 def post_worker_init(worker) -> None:  # noqa: ANN001  (gunicorn's hook signature)
     """Load the active model before the worker's first request and keep full collections short."""
     from recoapi.recommendations.engine import start_worker

@@ -24,6 +24,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from recoapi import metrics
 from recoapi.exceptions import error_body
 
 logger = logging.getLogger("recoapi.requests")
@@ -65,6 +66,14 @@ def _summary(data: Any) -> str:
     return " ".join(parts)
 
 
+def _endpoint(request: HttpRequest) -> str:
+    """The route's name for the metrics' label: "admin" for every admin page, "unmatched" without a route."""
+    if request.path.startswith("/admin/"):
+        return "admin"
+    match = getattr(request, "resolver_match", None)
+    return (match.url_name if match is not None else None) or "unmatched"
+
+
 class RequestMiddleware:
     """Assigns the request id, refuses oversized requests and logs one line per request."""
 
@@ -81,8 +90,10 @@ class RequestMiddleware:
             response = self._too_large(request) or self.get_response(request)
             response["X-Request-ID"] = request_id
             if not request.path.startswith(("/static/", "/admin/jsi18n")):
+                elapsed = time.perf_counter() - started
                 logger.info("%s %s %d %.1fms %s", request.method, request.path, response.status_code,
-                            (time.perf_counter() - started) * 1000.0, _summary(getattr(response, "data", None)))
+                            elapsed * 1000.0, _summary(getattr(response, "data", None)))
+                metrics.request_answered(_endpoint(request), request.method, response.status_code, elapsed)
             return response
         finally:
             request_id_var.reset(token)

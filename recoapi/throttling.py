@@ -22,6 +22,8 @@ from typing import Any
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
+from recoapi import metrics
+
 
 class FixedWindowRateThrottle(SimpleRateThrottle):
     """At most ``num_requests`` per ``duration`` seconds per client, counted in fixed windows."""
@@ -44,7 +46,10 @@ class FixedWindowRateThrottle(SimpleRateThrottle):
                 count = self.cache.incr(key)
         self._window_end = (window + 1) * self.duration
         self.now = now
-        return count <= self.num_requests
+        if count > self.num_requests:
+            metrics.throttled(self.scope)
+            return False
+        return True
 
     def wait(self) -> float:
         """Seconds until the current window ends (at least 1, as ``Retry-After`` is whole seconds)."""

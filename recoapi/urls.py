@@ -16,6 +16,7 @@ urlpatterns = [
     path("reload_data", apis.ReloadDataApi.as_view(), name="reload-data"),
     path("reload_model", apis.ReloadModelApi.as_view(), name="reload-model"),
     path("health", apis.HealthApi.as_view(), name="health"),
+    path("metrics", apis.MetricsApi.as_view(), name="metrics"),
     path("api/schema", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("admin/", admin.site.urls),

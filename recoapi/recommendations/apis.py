@@ -7,6 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection
+from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import permissions, serializers
 from rest_framework.exceptions import ValidationError
@@ -14,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from recoapi import metrics
 from recoapi.catalog import selectors as catalog_selectors
 from recoapi.catalog import services as catalog_services
 from recoapi.recommendations import serializers as s
@@ -178,6 +180,17 @@ class ReloadModelApi(APIView):
         data = s.ReloadModelInput(data=request.data)
         data.is_valid(raise_exception=True)
         return Response(services.model_reload(version=data.validated_data.get("version")))
+
+
+class MetricsApi(APIView):
+    """Prometheus metrics (staff only: a scraper sends a staff token, ``Authorization: Bearer <token>``)."""
+
+    permission_classes = [permissions.IsAdminUser]
+
+    @extend_schema(exclude=True)  # Prometheus's text format, not part of the JSON API
+    def get(self, request: Request) -> HttpResponse:
+        body, content_type = metrics.exposition()
+        return HttpResponse(body, content_type=content_type)
 
 
 class HealthApi(APIView):

@@ -41,6 +41,7 @@ from modeling.exported_text import OnnxTextEncoder
 from modeling.features import item_attributes
 from modeling.index import HnswIndex
 from modeling.recommender import Recommender
+from recoapi import metrics
 from recoapi.catalog import selectors as catalog_selectors
 from recoapi.catalog.models import Product
 
@@ -381,13 +382,16 @@ class EngineRegistry:
             try:
                 self._engine = build_engine(self.models_dir / version)
                 self._failed = None
+                metrics.model_loaded(version)
                 _freeze_heap()
                 _prewarm(self._engine)
             except ArtifactError as exc:
+                metrics.model_loaded(None, ok=False)
                 self._failed = version
                 logger.error("cannot load model %s, keeping %s: %s", version,
                              self._engine.version if self._engine else "none", exc)
             except Exception:  # e.g. the database is briefly unavailable: keep serving, retry next check
+                metrics.model_loaded(None, ok=False)
                 if self._engine is None:
                     raise  # nothing to serve; the next request tries again (current() always does without one)
                 logger.exception("cannot rebuild the engine for model %s; keeping the current one", version)
@@ -401,9 +405,14 @@ class EngineRegistry:
             ArtifactError: when the bundle is broken; nothing changes then.
         """
         with self._lock:
-            engine = build_engine(self.models_dir / version)
+            try:
+                engine = build_engine(self.models_dir / version)
+            except ArtifactError:
+                metrics.model_loaded(None, ok=False)
+                raise
             artifacts.set_active(self.models_dir, version)
             self._engine = engine
+            metrics.model_loaded(version)
             _freeze_heap()
             _prewarm(engine)
             self._failed = None

@@ -16,6 +16,7 @@ from django.db import transaction
 from modeling import artifacts
 from modeling.errors import ArtifactError
 from modeling.recommender import History
+from recoapi import metrics
 from recoapi.catalog import selectors as catalog_selectors
 from recoapi.catalog.services import data_import, import_filters_from_settings
 from recoapi.exceptions import ApplicationError, Conflict, NotFound, ServiceUnavailable
@@ -110,6 +111,7 @@ def recommendation_list(
         keys.append(ANONYMOUS)
     allowed = engine.allowed(category=category, min_price=min_price, max_price=max_price)
     rankings = engine.recommender.recommend(keys, histories, k, allowed, exclude_seen=exclude_seen)
+    metrics.shoppers_answered([rankings[user].strategy for user in keys])
     result: dict[str, Any] = {}
     for user in keys:
         entry: dict[str, Any] = {
