@@ -9,7 +9,8 @@ shopper>&k=10`` (a different shopper each time), then ``GET /similar_items`` and
 times each stage of every request by wrapping the functions that do it:
 
 - ``middleware``: the whole request minus the DRF view and the rendering (Django's middleware stack, the
-  request id and log line, the WSGI request and response objects);
+  request id, log line and metrics (in Prometheus's multi-process mode, as under gunicorn), the WSGI
+  request and response objects);
 - ``drf``: DRF's own work around the endpoint (request wrapping, content negotiation, finalising);
 - ``authentication``, ``permissions``, ``throttling``: DRF's checks;
 - ``validation``: the endpoint minus its service call (parsing and checking the query string);
@@ -170,6 +171,11 @@ def main() -> None:
         work = ROOT / "benchmarks" / ".work" / "serving"
         build_workspace(work, 200_000, 100_000, 1_000_000)
     os.environ.update({**_env(work), "RECO_THROTTLE_ANON": "1000000/second", "OPENBLAS_NUM_THREADS": "1"})
+    import tempfile
+
+    # The metrics as under gunicorn: written to the multi-process directory (set before the client loads).
+    metrics_dir = tempfile.TemporaryDirectory(prefix="recoapi-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir.name
     figures = measure(work, args.requests)
     output = Path(args.output or RESULTS / f"request-path-{args.shop}.json")
     output.parent.mkdir(parents=True, exist_ok=True)
