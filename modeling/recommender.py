@@ -238,6 +238,29 @@ class Recommender:
         row = self.popularity if allowed is None else self.popularity + penalty(allowed)
         return top_k(np.tile(row, (len(exclude), 1)), k, exclude, copy=False)
 
+    def explain(self, history: History, items: np.ndarray) -> np.ndarray:
+        """Which of the shopper's products each recommended item comes from. Returns (k,) int64 positions
+        (-1 where the history holds no product known to the model).
+
+        The history product contributing most to the item's item-item score, as the ranking stage sums it
+        (the product's recency weight times its item-item weight to the item); where no history product
+        links to the item, the one whose text is nearest (cosine of the text embeddings).
+
+        Args:
+            history: the shopper's history, as given to :meth:`recommend`.
+            items: (k,) item positions (a :class:`Ranking`'s ``items``).
+        """
+        items = np.asarray(items, dtype=np.int64)
+        _, products, weights = self.history_batch([history]).entries(self.stage.config.history_half_life_days)
+        if len(products) == 0 or len(items) == 0:
+            return np.full(len(items), -1, dtype=np.int64)
+        linked = self.stage.sources.item_item
+        contribution = weights[:, None] * np.asarray(linked[products][:, items].todense())  # (h, k)
+        content = np.asarray(self.tables.content, dtype=np.float32)
+        nearest_text = np.argmax(content[products] @ content[items].T, axis=0)  # (k,)
+        best = np.where(contribution.max(axis=0) > 0, np.argmax(contribution, axis=0), nearest_text)
+        return products[best]
+
     def history_batch(self, histories: list[History]) -> HistoryBatch:
         """Item positions and times of m histories, oldest first (ids not in the bundle dropped)."""
         items, stamps = [], []

@@ -109,14 +109,15 @@ class ShopperAdmin(admin.ModelAdmin):
         from recoapi.recommendations.services import recommendation_list
 
         try:
-            result = recommendation_list(user_ids=[obj.id], k=10)
+            result = recommendation_list(user_ids=[obj.id], k=10, explain=True)
         except ApplicationError as exc:
             return exc.message
         entry = result["recommendations"][obj.id]
-        rows = [(rank, item["item_id"], item["title"] or "(no title)", item["category"], f"{item['score']:.4f}")
-                for rank, item in enumerate(entry["items"], start=1)]
+        rows = [(rank, item["item_id"], item["title"] or "(no title)", item["category"], f"{item['score']:.4f}",
+                 _reason(item["reason"])) for rank, item in enumerate(entry["items"], start=1)]
         return format_html('<p id="reco-strategy">Model {}, strategy <b>{}</b></p>{}', result["model_version"],
-                           entry["strategy"], _items_table(rows, ("#", "product", "title", "category", "score")))
+                           entry["strategy"],
+                           _items_table(rows, ("#", "product", "title", "category", "score", "because of")))
 
     @admin.display(description=f"History (latest {HISTORY_LIMIT})")
     def history(self, obj: Shopper) -> str:
@@ -127,6 +128,13 @@ class ShopperAdmin(admin.ModelAdmin):
         if not rows:
             return "No interactions."
         return _items_table(rows, ("time", "event", "product", "title", "rating"))
+
+
+def _reason(reason: dict[str, str]) -> str:
+    """The "because of" cell of a recommended item: the shopper's product it comes from, or why else."""
+    if reason["kind"] == "history":
+        return f"{reason['item_id']} ({reason['title'] or 'no title'})"
+    return {"popular": "popular now", "text": "the text", "model": "the trained profile"}[reason["kind"]]
 
 
 @admin.register(Product)

@@ -203,6 +203,10 @@ CHECK_USERS_OUTPUT = {"type": "object", "additionalProperties": {"type": "boolea
                       "description": "For each shopper id asked about: whether the service knows it."}
 
 
+EXPLAIN_HELP = ("Give each item its reason: the shopper's product it comes from (the history product contributing "
+                "most to its item-item score, else the one whose text is nearest), or that it is popular.")
+
+
 class RecommendationsInput(QueryInput):
     users = CommaSeparatedIds(required=False, help_text="Comma-separated shopper ids (at most 100).")
     items = CommaSeparatedIds(required=False, help_text="Anonymous visitor: recently viewed product ids.")
@@ -219,6 +223,7 @@ class RecommendationsInput(QueryInput):
     exclude_seen = serializers.BooleanField(default=True,
                                             help_text="Leave out products the shopper already interacted with.")
     include_history = serializers.BooleanField(default=False, help_text="Add each shopper's recent history.")
+    explain = serializers.BooleanField(default=False, help_text=EXPLAIN_HELP)
 
     PLAIN_PARAMETERS = frozenset({"users", "k"})
 
@@ -231,7 +236,7 @@ class RecommendationsInput(QueryInput):
         k = _plain_count(params.get("k"), 10, 100)
         if users is None or k is None:
             return None
-        return {"users": users, "k": k, "exclude_seen": True, "include_history": False}
+        return {"users": users, "k": k, "exclude_seen": True, "include_history": False, "explain": False}
 
 
 def _validate_recommendation_request(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -259,9 +264,21 @@ class RecommendationsBodyInput(serializers.Serializer):
     exclude_seen = StrictBooleanField(default=True,
                                       help_text="Leave out products the shopper already interacted with.")
     include_history = StrictBooleanField(default=False, help_text="Add each shopper's recent history.")
+    explain = StrictBooleanField(default=False, help_text=EXPLAIN_HELP)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         return _validate_recommendation_request(attrs)
+
+
+class ReasonOutput(serializers.Serializer):
+    """Why an item is recommended (``explain=true``)."""
+
+    kind = serializers.ChoiceField(choices=["history", "popular", "text", "model"],
+                                   help_text="history: it comes from one of the shopper's products (item_id); "
+                                             "popular: popular now; text: nearest to the visitor's text; model: "
+                                             "from the shopper's trained profile (no product of theirs is known).")
+    item_id = serializers.CharField(required=False, help_text="The shopper's product it comes from.")
+    title = serializers.CharField(required=False)
 
 
 class ItemOutput(serializers.Serializer):
@@ -271,6 +288,7 @@ class ItemOutput(serializers.Serializer):
     brand = serializers.CharField()
     category = serializers.CharField()
     price = serializers.FloatField(allow_null=True)
+    reason = ReasonOutput(required=False, help_text="Only with explain=true.")
 
 
 class HistoryOutput(serializers.Serializer):

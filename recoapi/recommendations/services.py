@@ -77,6 +77,7 @@ def recommendation_list(
     include_history: bool = False,
     context_items: list[str] | None = None,
     context_text: str | None = None,
+    explain: bool = False,
 ) -> dict[str, Any]:
     """Top-k products for each shopper, with the strategy used.
 
@@ -119,10 +120,26 @@ def recommendation_list(
             "items": [_item_payload(engine, int(p), float(s))
                       for p, s in zip(rankings[user].items, rankings[user].scores, strict=True)],
         }
+        if explain:
+            _add_reasons(engine, entry, histories.get(user), rankings[user].items)
         if include_history and user != ANONYMOUS:
             entry["history"] = _history_payload(engine, raw.get(user, []))
         result[user] = entry
     return {"model_version": engine.version, "recommendations": result}
+
+
+def _add_reasons(engine: Engine, entry: dict[str, Any], history: History | None, items: np.ndarray) -> None:
+    """Each item's ``reason`` (see RecommendationsInput's ``explain``)."""
+    sources = engine.recommender.explain(history, items) if history is not None and entry["strategy"] != "popular" \
+        else np.full(len(items), -1)
+    otherwise = ("popular" if entry["strategy"] == "popular" else
+                 "text" if history is not None and history.text is not None else "model")
+    for payload, source in zip(entry["items"], sources, strict=True):
+        if source >= 0:
+            payload["reason"] = {"kind": "history", "item_id": str(engine.recommender.item_ids[source]),
+                                 "title": engine.items[source].title}
+        else:
+            payload["reason"] = {"kind": otherwise}
 
 
 def _unknown_category_message(engine: Engine, category: str, shown: int = 30) -> str:

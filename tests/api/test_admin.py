@@ -31,6 +31,12 @@ def test_shopper_page_shows_history_and_top_10(staff: Client, service: Pipeline)
     page = staff.get(f"/admin/catalog/shopper/{shopper}/change/").content.decode()
     assert "strategy <b>two_tower</b>" in page
     assert page.count("<tr>") >= 10 + Interaction.objects.filter(shopper_id=shopper).count()
+    # Each recommended product says which of the shopper's products it comes from (explain=true).
+    top = page.split('<table class="reco-table">')[1].split("</table>")[0]
+    assert "<th>because of</th>" in top
+    history = set(Interaction.objects.filter(shopper_id=shopper).values_list("product_id", flat=True))
+    cells = [row.split("<td>")[-1].split(" (")[0] for row in top.split("<tbody>")[1].split("</tr>") if "<td>" in row]
+    assert len(cells) == 10 and set(cells) <= history
 
 
 def test_shopper_search_by_id_prefix(staff: Client, service: Pipeline) -> None:

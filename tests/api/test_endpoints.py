@@ -307,3 +307,20 @@ def test_swagger_ui_is_served_without_a_cdn(service: Pipeline, client: APIClient
 def test_null_characters_are_refused_on_every_database(service: Pipeline, client: APIClient, path: str,
                                                        params: dict) -> None:
     assert_error(client.get(path, params), 400, "invalid")
+
+
+def test_explain_gives_each_item_the_shopper_s_product_it_comes_from(service: Pipeline, client: APIClient) -> None:
+    user = a_known_user(service)
+    history = set(service.data.interactions.loc[service.data.interactions[ds.USER_ID] == user, ds.ITEM_ID]
+                  .astype(str))
+    body = client.get("/recommendations", {"users": f"{user},nobody-at-all", "explain": "true"}).json()
+    known, unknown = body["recommendations"][user], body["recommendations"]["nobody-at-all"]
+    assert known["items"] and all(item["reason"]["kind"] == "history" and item["reason"]["item_id"] in history
+                                  for item in known["items"])
+    assert unknown["strategy"] == "popular"
+    assert all(item["reason"] == {"kind": "popular"} for item in unknown["items"])
+    text = client.post("/recommendations", {"text": "a gift for a coffee lover", "explain": True},
+                       format="json").json()
+    assert all(item["reason"] == {"kind": "text"} for item in text["recommendations"]["anonymous"]["items"])
+    plain = client.get("/recommendations", {"users": user}).json()
+    assert all("reason" not in item for item in plain["recommendations"][user]["items"])

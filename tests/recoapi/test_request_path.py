@@ -73,7 +73,7 @@ def test_the_fast_path_takes_the_common_queries() -> None:
         assert checked.is_valid()
         assert serializer.plain_query({name: params[name] for name in params}) == dict(checked.validated_data)
     assert s.RecommendationsInput.plain_query({"users": "a,b,a", "k": "5"}) == {
-        "users": ["a", "b"], "k": 5, "exclude_seen": True, "include_history": False}
+        "users": ["a", "b"], "k": 5, "exclude_seen": True, "include_history": False, "explain": False}
     assert s.RecommendationsInput.plain_query({"users": "a,,b"}) is None  # the serializer drops the blank
 
 
