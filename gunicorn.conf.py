@@ -54,14 +54,16 @@ for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, os.environ.get("RECO_BLAS_THREADS", "1"))
 
 
-def on_starting(server) -> None:  # noqa: ANN001  (gunicorn's hook signature)
-    """Give this server's workers a fresh directory for their Prometheus metrics (summed by GET /metrics),
-    unless PROMETHEUS_MULTIPROC_DIR names one already (then clearing it between runs is the caller's)."""
+# Prometheus metrics of every worker, summed by GET /metrics: a fresh directory for this server, made when
+# this file is read (before gunicorn could load the application, with --preload, and with it the metrics
+# client, which reads the variable once), unless PROMETHEUS_MULTIPROC_DIR names one (made if missing;
+# clearing it between runs is then the caller's). A reload (HUP) keeps the directory.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     import tempfile
 
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="recoapi-metrics-")
-        os.environ["RECO_METRICS_DIR_OWNED"] = "1"
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="recoapi-metrics-")
+    os.environ["RECO_METRICS_DIR_OWNER"] = str(os.getpid())
+os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 
 def child_exit(server, worker) -> None:  # noqa: ANN001
@@ -72,11 +74,11 @@ def child_exit(server, worker) -> None:  # noqa: ANN001
 
 
 def on_exit(server) -> None:  # noqa: ANN001
-    """Remove the metrics directory this server made."""
+    """Remove the metrics directory this server made (not one another process made or was given)."""
     import shutil
 
-    if os.environ.pop("RECO_METRICS_DIR_OWNED", None):
-        shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR", ""), ignore_errors=True)
+    if os.environ.get("RECO_METRICS_DIR_OWNER") == str(os.getpid()):
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 def post_worker_init(worker) -> None:  # noqa: ANN001  (gunicorn's hook signature)

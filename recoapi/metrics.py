@@ -15,11 +15,13 @@ What is measured:
 - ``recoapi_active_model{version}``: 1 for the model version a worker serves (the maximum over the
   live workers, so during a switch both versions show 1);
 - ``recoapi_model_loads_total{result}``: model loads by the workers (``ok``, ``failed``);
-- ``recoapi_throttled_requests_total{scope}``: requests refused with 429 (``anon``, ``user``).
+- ``recoapi_throttled_requests_total{scope}``: requests refused with 429 (``anon``, ``user``);
+- ``recoapi_impressions_dropped_total``: answered lists dropped unwritten (the impression buffer was full).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 
@@ -34,6 +36,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+logger = logging.getLogger(__name__)
+
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 REQUESTS = Counter("recoapi_requests", "API requests answered, by endpoint, method and status code.",
@@ -45,16 +49,24 @@ ANSWERS = Counter("recoapi_recommendations", "Shoppers answered by GET/POST /rec
 ACTIVE_MODEL = Gauge("recoapi_active_model", "1 for the model version a worker serves.", ["version"],
                      multiprocess_mode="livemax")
 MODEL_LOADS = Counter("recoapi_model_loads", "Model loads by the workers, by result.", ["result"])
+IMPRESSIONS_DROPPED = Counter("recoapi_impressions_dropped", "Recommendation lists dropped unwritten (buffer full).")
 THROTTLED = Counter("recoapi_throttled_requests", "Requests refused with 429, by throttle scope.", ["scope"])
 
 _served: str | None = None
 _served_lock = threading.Lock()
 
 
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+
+
 def request_answered(endpoint: str, method: str, status: int, seconds: float) -> None:
-    """Count one answered API request and its duration."""
-    REQUESTS.labels(endpoint, method, str(status)).inc()
-    LATENCY.labels(endpoint).observe(seconds)
+    """Count one answered API request and its duration (a method outside HTTP's usual ones counts as "other",
+    so a client cannot make new series at will). Never raises: a metrics failure is logged, not answered."""
+    try:
+        REQUESTS.labels(endpoint, method if method in _METHODS else "other", str(status)).inc()
+        LATENCY.labels(endpoint).observe(seconds)
+    except Exception:  # e.g. the multi-process directory removed under a running server
+        logger.exception("cannot record the request metrics")
 
 
 def shoppers_answered(strategies: list[str]) -> None:
@@ -75,6 +87,11 @@ def model_loaded(version: str | None, ok: bool = True) -> None:
         if version is not None:
             ACTIVE_MODEL.labels(version).set(1)
         _served = version
+
+
+def impressions_dropped(count: int) -> None:
+    """Count recommendation lists dropped unwritten (the impression buffer was full)."""
+    IMPRESSIONS_DROPPED.inc(count)
 
 
 def throttled(scope: str) -> None:

@@ -137,6 +137,10 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {"anon": env_rate("RECO_THROTTLE_ANON", "100/second"),
                                "user": env_rate("RECO_THROTTLE_USER", "1000/second")},
 }
+# The local-memory cache of each worker holds the throttle counters (one per client and window): room for
+# many clients (Django's default keeps 300 entries).
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                      "OPTIONS": {"MAX_ENTRIES": env_int("RECO_CACHE_MAX_ENTRIES", 10_000)}}}
 # Request bounds: bodies above this many bytes get 413, longer query strings 414.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("RECO_MAX_BODY_BYTES", 1024 * 1024)
 RECO_MAX_QUERY_STRING = env_int("RECO_MAX_QUERY_STRING", 16 * 1024)
@@ -181,6 +185,17 @@ if not (RECO_RETRAIN_HOLDOUT_DAYS > 0 and RECO_RETRAIN_TOLERANCE >= 0):
     raise ImproperlyConfigured("RECO_RETRAIN_HOLDOUT_DAYS must be positive and RECO_RETRAIN_TOLERANCE 0 or more")
 if not RECO_TRAIN_SINCE_DAYS >= 0:
     raise ImproperlyConfigured("RECO_TRAIN_SINCE_DAYS must be 0 (all interactions) or a number of days")
+# What the API shows is written to the database in the background (recoapi/recommendations/impressions.py):
+# on/off, "thread" (a writer thread per worker) or "manual" (only flush() writes: tests), how often, how
+# many lists at once, and at most how many wait in a worker's memory (the oldest beyond are dropped).
+RECO_IMPRESSIONS = env_bool("RECO_IMPRESSIONS", True)
+RECO_IMPRESSIONS_WRITER = env_choice("RECO_IMPRESSIONS_WRITER", "thread", ("thread", "manual"))
+RECO_IMPRESSIONS_FLUSH_SECONDS = float(env_str("RECO_IMPRESSIONS_FLUSH_SECONDS", "1.0"))
+RECO_IMPRESSIONS_BATCH = env_int("RECO_IMPRESSIONS_BATCH", 500)
+RECO_IMPRESSIONS_MAX_BUFFERED = env_int("RECO_IMPRESSIONS_MAX_BUFFERED", 20_000)
+if not (RECO_IMPRESSIONS_FLUSH_SECONDS > 0 and RECO_IMPRESSIONS_BATCH >= 1 and RECO_IMPRESSIONS_MAX_BUFFERED >= 1):
+    raise ImproperlyConfigured("RECO_IMPRESSIONS_FLUSH_SECONDS must be positive, RECO_IMPRESSIONS_BATCH and "
+                               "RECO_IMPRESSIONS_MAX_BUFFERED 1 or more")
 if RECO_PRODUCTS_MAX_BATCH < 1:
     raise ImproperlyConfigured("RECO_PRODUCTS_MAX_BATCH must be 1 or more")
 if RECO_EVENTS_MAX_BATCH < 1:

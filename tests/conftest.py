@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from modeling import runtime as _runtime  # noqa: F401  (first: environment for TensorFlow)
 
+import os  # noqa: E402
 import shutil  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -13,6 +14,13 @@ import pytest  # noqa: E402
 from modeling import datasets as ds  # noqa: E402
 from modeling.sources import load_source  # noqa: E402
 from modeling.synthetic import DemoParams, generate_demo_data  # noqa: E402
+
+# In the test process the lists the API shows are written only when a test flushes them: a writer thread
+# would write outside each test's transaction. Services started by tests (gunicorn) use the shipped thread.
+os.environ.setdefault("RECO_IMPRESSIONS_WRITER", "manual")
+from django.conf import settings as _django_settings  # noqa: E402
+
+_django_settings.RECO_IMPRESSIONS_WRITER = "manual"  # also when pytest-django loaded the settings already
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 TINY = DemoParams(n_users=150, n_items=60, n_interactions=1800, seed=7)

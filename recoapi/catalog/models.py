@@ -65,6 +65,9 @@ class Interaction(models.Model):
                               help_text="A data reload replaces imported interactions and keeps live ones.")
     event_id = models.CharField(max_length=64, null=True, blank=True, unique=True,
                                 help_text="The client's id of a live event: the same id sent again is stored once.")
+    recommendation_id = models.CharField(max_length=32, null=True, blank=True, db_index=True,
+                                         help_text="The recommendation list that showed the product, if the "
+                                                   "client sent its id: the event is attributed to it.")
 
     class Meta:
         ordering = ["shopper_id", "occurred_at"]

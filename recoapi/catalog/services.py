@@ -314,6 +314,7 @@ class EventSpec:
     rating: float | None = None
     text: str | None = None
     event_id: str | None = None
+    recommendation_id: str | None = None
 
 
 @dataclass
@@ -415,6 +416,7 @@ def _store_events(events: list[EventSpec]) -> RecordResult:
                 occurred_at=spec.occurred_at or now,
                 weight=EVENT_WEIGHTS[spec.event] if spec.weight is None else spec.weight, rating=spec.rating,
                 text=spec.text or None, source=Interaction.LIVE, event_id=spec.event_id or None,
+                recommendation_id=spec.recommendation_id or None,
             )
             rows.append(row)
             if spec.event_id:

@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
 from recoapi.exceptions import ApplicationError
-from recoapi.recommendations.models import ModelVersion, TrainingRun
+from recoapi.recommendations.models import ModelVersion, RecommendationList, TrainingRun
 
 
 @admin.register(ModelVersion)
@@ -105,3 +105,32 @@ class TrainingRunAdmin(admin.ModelAdmin):
     def interactions(self, obj: TrainingRun) -> str:
         value = obj.data_counts.get("interactions")
         return "-" if value is None else f"{value:,}"
+
+
+@admin.register(RecommendationList)
+class RecommendationListAdmin(admin.ModelAdmin):
+    """Every list the API answered (read-only), with the events attributed to it."""
+
+    list_display = ("created_at", "shopper_id", "strategy", "model_version", "shown")
+    list_filter = ("strategy", "model_version")
+    search_fields = ("=id", "=shopper_id")
+    search_help_text = "Search by exact recommendation id or shopper id."
+    readonly_fields = ("id", "created_at", "shopper_id", "strategy", "model_version", "items", "attributed")
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: RecommendationList | None = None) -> bool:
+        return False
+
+    @admin.display(description="products shown")
+    def shown(self, obj: RecommendationList) -> int:
+        return len(obj.items)
+
+    @admin.display(description="attributed events (position: event product)")
+    def attributed(self, obj: RecommendationList) -> str:
+        from recoapi.recommendations.feedback import attributions
+
+        rows = sorted(attributions(recommendation_ids=[obj.id]), key=lambda a: (a.position, a.interaction_id))
+        return ", ".join(f"{a.position}: {a.event} {obj.items[a.position - 1]}" for a in rows) or "none"

@@ -144,7 +144,8 @@ class EventsApi(APIView):
         result = catalog_services.interactions_record([
             catalog_services.EventSpec(
                 user_id=v["user"], item_id=v["item"], event=v["event"], occurred_at=v.get("timestamp"),
-                weight=v.get("weight"), rating=v.get("rating"), text=v.get("text"), event_id=v.get("event_id"))
+                weight=v.get("weight"), rating=v.get("rating"), text=v.get("text"), event_id=v.get("event_id"),
+                recommendation_id=v.get("recommendation_id"))
             for v in rows])
         if not many:
             duplicate = bool(result.duplicates)

@@ -22,6 +22,28 @@ class ModelVersion(models.Model):
         return self.version + (" (active)" if self.is_active else "")
 
 
+class RecommendationList(models.Model):
+    """One list the API answered for one shopper (an impression): what was shown, by which strategy and model.
+
+    Written in the background, a moment after the answer (recoapi.recommendations.impressions). Events
+    sent with its ``recommendation_id`` are attributed to it (the product's position in ``items``).
+    """
+
+    id = models.CharField(primary_key=True, max_length=32, help_text="The answer's recommendation_id.")
+    created_at = models.DateTimeField(db_index=True)
+    shopper_id = models.CharField(max_length=128, db_index=True,
+                                  help_text='The shopper id asked about ("anonymous" for a visitor).')
+    strategy = models.CharField(max_length=16, db_index=True)
+    model_version = models.CharField(max_length=64, db_index=True)
+    items = models.JSONField(default=list, help_text="The product ids shown, best first (position 1 first).")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.shopper_id} {self.strategy}"
+
+
 class TrainingRun(models.Model):
     """One `manage.py retrain`: what it trained on, how both models did on the newest interactions, and why
     the candidate was or was not activated. Written once, when the run ends (a killed run leaves no row)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -288,6 +289,7 @@ class ItemOutput(serializers.Serializer):
     brand = serializers.CharField()
     category = serializers.CharField()
     price = serializers.FloatField(allow_null=True)
+    position = serializers.IntegerField(required=False, help_text="In a recommendation list: 1 for the first.")
     reason = ReasonOutput(required=False, help_text="Only with explain=true.")
 
 
@@ -299,6 +301,8 @@ class HistoryOutput(serializers.Serializer):
 
 
 class UserRecommendationsOutput(serializers.Serializer):
+    recommendation_id = serializers.CharField(help_text="Send it with the events of these products (POST /events): "
+                                                        "they are attributed to this list.")
     strategy = serializers.ChoiceField(choices=["two_tower", "content", "popular"])
     items = ItemOutput(many=True)
     history = HistoryOutput(many=True, required=False)
@@ -341,6 +345,11 @@ class EventInput(serializers.Serializer):
     event_id = StrictCharField(
         required=False, max_length=64,
         help_text="The client's id of this event: sent again (a retry), it is stored once and the answer says so.")
+    recommendation_id = StrictCharField(
+        required=False, min_length=32, max_length=32,
+        validators=[RegexValidator(r"^[0-9a-f]{32}$", "Expected the recommendation_id of a recommendations answer "
+                                                      "(32 lowercase hex digits).")],
+        help_text="The recommendation_id of the list that showed this product: the event is attributed to it.")
 
 
 class EventOutput(serializers.Serializer):
@@ -350,6 +359,7 @@ class EventOutput(serializers.Serializer):
     timestamp = serializers.DateTimeField(source="occurred_at")
     weight = serializers.FloatField()
     event_id = serializers.CharField(allow_null=True)
+    recommendation_id = serializers.CharField(allow_null=True)
     duplicate = serializers.SerializerMethodField(
         help_text="True: this event id was stored before and nothing was added (the stored event is shown).")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from modeling import artifacts
 from modeling.errors import ArtifactError
@@ -20,6 +22,7 @@ from recoapi import metrics
 from recoapi.catalog import selectors as catalog_selectors
 from recoapi.catalog.services import data_import, import_filters_from_settings
 from recoapi.exceptions import ApplicationError, Conflict, NotFound, ServiceUnavailable
+from recoapi.recommendations import impressions
 from recoapi.recommendations.engine import Engine, registry, text_encoder
 from recoapi.recommendations.models import ModelVersion
 
@@ -38,10 +41,14 @@ def _engine_or_503() -> Engine:
     return engine
 
 
-def _item_payload(engine: Engine, position: int, score: float) -> dict[str, Any]:
-    info = engine.items[position]
-    return {"item_id": str(engine.recommender.item_ids[position]), "score": round(float(score), 6),
-            "title": info.title, "brand": info.brand, "category": info.category, "price": info.price}
+def _item_payload(engine: Engine, index: int, score: float, position: int | None = None) -> dict[str, Any]:
+    """An item of an answer; ``position`` (1 = first) in a recommendation list."""
+    info = engine.items[index]
+    payload = {"item_id": str(engine.recommender.item_ids[index]), "score": round(float(score), 6),
+               "title": info.title, "brand": info.brand, "category": info.category, "price": info.price}
+    if position is not None:
+        payload["position"] = position
+    return payload
 
 
 ANONYMOUS = "anonymous"
@@ -93,7 +100,9 @@ def recommendation_list(
             message lists the top-level categories), or none of ``context_items`` is known.
 
     Returns:
-        ``{"model_version": str, "recommendations": {user_id: {"strategy", "items": [...], ["history"]}}}``.
+        ``{"model_version": str, "recommendations": {user_id: {"recommendation_id", "strategy", "items": [...],
+        ["history"]}}}``; each item has its ``position`` (1 = first). Each list is recorded as shown
+        (:mod:`recoapi.recommendations.impressions`, in the background).
     """
     engine = _engine_or_503()
     if category and not engine.category_mask(category).any():
@@ -114,17 +123,24 @@ def recommendation_list(
     rankings = engine.recommender.recommend(keys, histories, k, allowed, exclude_seen=exclude_seen)
     metrics.shoppers_answered([rankings[user].strategy for user in keys])
     result: dict[str, Any] = {}
+    shown: list[impressions.Shown] = []
+    now = timezone.now()
     for user in keys:
         entry: dict[str, Any] = {
+            "recommendation_id": uuid.uuid4().hex,
             "strategy": rankings[user].strategy,
-            "items": [_item_payload(engine, int(p), float(s))
-                      for p, s in zip(rankings[user].items, rankings[user].scores, strict=True)],
+            "items": [_item_payload(engine, int(p), float(s), position)
+                      for position, (p, s) in enumerate(zip(rankings[user].items, rankings[user].scores,
+                                                             strict=True), start=1)],
         }
+        shown.append(impressions.Shown(entry["recommendation_id"], now, user, entry["strategy"], engine.version,
+                                       [item["item_id"] for item in entry["items"]]))
         if explain:
             _add_reasons(engine, entry, histories.get(user), rankings[user].items)
         if include_history and user != ANONYMOUS:
             entry["history"] = _history_payload(engine, raw.get(user, []))
         result[user] = entry
+    impressions.record(shown)
     return {"model_version": engine.version, "recommendations": result}
 
 

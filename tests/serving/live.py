@@ -230,6 +230,7 @@ def prepare_service(pipeline: Pipeline, root: Path, database_url: str, **extra_e
         "RECO_WORKERS": "2",
         "RECO_PREWARM": "0",
         "RECO_THROTTLE_ANON": "off",  # these tests send hundreds of requests a second from one address
+        "RECO_IMPRESSIONS_WRITER": "thread",  # as shipped (the test process itself writes only on flush)
         **extra_env,
     }
     env.pop("RECO_ACTIVE_CHECK_SECONDS", None)  # the shipped default (1 s) is what is tested

@@ -29,6 +29,8 @@ GUNICORN = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py
 def _print_config(**env: str) -> dict[str, str]:
     """gunicorn's own view of gunicorn.conf.py under ``env`` (``--print-config``: nothing is started)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("RECO_CONTROL", "RECO_BIND", "XDG_RUNTIME"))}
+    # Reading the configuration makes a metrics directory unless one is named: name one, reused.
+    clean["PROMETHEUS_MULTIPROC_DIR"] = str(Path(tempfile.gettempdir()) / "recoapi-metrics-print-config")
     result = subprocess.run([*GUNICORN, "--print-config"], env={**clean, **env}, cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,66 @@
+"""Attributed feedback: the events shoppers sent with a recommendation_id, matched to the list that showed them.
+
+An event counts for a list when the list's ``recommendation_id`` came with it and its product is one of
+the list's items; it is attributed to the list's strategy, model version and the product's position.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import Count
+
+from recoapi.catalog.models import Interaction
+from recoapi.recommendations.models import RecommendationList
+
+EVENTS = ("view", "cart", "purchase")
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """One event attributed to the list that showed its product (``position`` 1 = first)."""
+
+    interaction_id: int
+    recommendation_id: str
+    strategy: str
+    model_version: str
+    position: int
+    event: str
+
+
+def attributions(*, recommendation_ids: list[str] | None = None) -> list[Attribution]:
+    """Every event sent with a recommendation_id whose list is stored and shows the event's product.
+
+    Events whose list is unknown (never answered, or not written yet) or does not show the product are left
+    out. ``recommendation_ids`` restricts the answer to those lists.
+    """
+    events = Interaction.objects.filter(recommendation_id__isnull=False)
+    if recommendation_ids is not None:
+        events = events.filter(recommendation_id__in=recommendation_ids)
+    rows = list(events.values_list("id", "recommendation_id", "product_id", "event"))
+    lists = {row.id: row for row in RecommendationList.objects.filter(id__in={r[1] for r in rows})}
+    out = []
+    for interaction_id, recommendation_id, product_id, event in rows:
+        shown = lists.get(recommendation_id)
+        if shown is None or product_id not in shown.items:
+            continue
+        out.append(Attribution(interaction_id, recommendation_id, shown.strategy, shown.model_version,
+                               shown.items.index(product_id) + 1, event))
+    return out
+
+
+def summary() -> list[dict[str, Any]]:
+    """Per strategy and model version: lists shown, and the attributed views, carts and purchases.
+
+    Returns:
+        Rows ``{"strategy", "model_version", "lists", "view", "cart", "purchase"}``, most lists first.
+    """
+    shown = (RecommendationList.objects.values("strategy", "model_version").annotate(lists=Count("id"))
+             .order_by("-lists"))
+    counts: dict[tuple[str, str], Counter] = defaultdict(Counter)
+    for attribution in attributions():
+        counts[(attribution.strategy, attribution.model_version)][attribution.event] += 1
+    return [{**row, **{event: counts[(row["strategy"], row["model_version"])][event] for event in EVENTS}}
+            for row in shown]

@@ -1,0 +1,146 @@
+"""What the API showed: each answered list is written to the database in the background.
+
+A recommendation request must not wait for a write, so :func:`record` only appends the list to a
+bounded in-memory buffer; a writer thread of the process stores the buffer every
+``RECO_IMPRESSIONS_FLUSH_SECONDS`` (or sooner once ``RECO_IMPRESSIONS_BATCH`` lists are waiting) in
+one transaction. While the database refuses writes the lists stay buffered and are retried; beyond
+``RECO_IMPRESSIONS_MAX_BUFFERED`` the oldest are dropped (and counted by the
+``recoapi_impressions_dropped_total`` metric) rather than growing without bound. A graceful stop
+(a worker's exit: the interpreter runs :func:`flush_at_exit`) writes what is left.
+
+This is the standard library's queue-and-thread pattern, written here because it needs the database:
+a task queue (Celery, RQ) would add a broker and a worker process for one bulk insert per second.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connection, transaction
+
+from recoapi import metrics
+from recoapi.recommendations.models import RecommendationList
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Shown:
+    """One list as answered: its id, for whom, how, and the product ids in order."""
+
+    id: str
+    created_at: datetime
+    shopper_id: str
+    strategy: str
+    model_version: str
+    items: list[str]
+
+
+class ImpressionBuffer:
+    """A bounded buffer of answered lists and the thread that writes them (one per process)."""
+
+    def __init__(self) -> None:
+        self._pending: deque[Shown] = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._write_lock = threading.Lock()  # one writer at a time: the thread or a final flush
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+
+    def record(self, shown: list[Shown]) -> None:
+        """Buffer lists to write (never blocks on the database)."""
+        if not settings.RECO_IMPRESSIONS:
+            return
+        with self._lock:
+            self._pending.extend(shown)
+            dropped = len(self._pending) - settings.RECO_IMPRESSIONS_MAX_BUFFERED
+            for _ in range(max(0, dropped)):
+                self._pending.popleft()
+            waiting = len(self._pending)
+        if dropped > 0:
+            metrics.impressions_dropped(dropped)
+            logger.warning("impression buffer full: %d oldest lists dropped", dropped)
+        self._ensure_writer()
+        if waiting >= settings.RECO_IMPRESSIONS_BATCH:
+            self._wake.set()
+
+    def pending(self) -> int:
+        """How many lists wait to be written."""
+        with self._lock:
+            return len(self._pending)
+
+    def flush(self) -> int:
+        """Write every buffered list now; returns how many were written (0 when the database refused)."""
+        with self._write_lock:
+            with self._lock:
+                batch = list(self._pending)
+            if not batch:
+                return 0
+            try:
+                with transaction.atomic():
+                    RecommendationList.objects.bulk_create(
+                        [RecommendationList(id=s.id, created_at=s.created_at, shopper_id=s.shopper_id,
+                                            strategy=s.strategy, model_version=s.model_version, items=s.items)
+                         for s in batch], ignore_conflicts=True)
+            except DatabaseError as exc:
+                logger.warning("cannot write %d recommendation lists yet (kept for the next try): %s",
+                               len(batch), exc)
+                return 0
+            with self._lock:  # the written ones are the oldest; newer ones may have arrived meanwhile
+                for _ in range(min(len(batch), len(self._pending))):
+                    self._pending.popleft()
+            return len(batch)
+
+    def _ensure_writer(self) -> None:
+        if settings.RECO_IMPRESSIONS_WRITER != "thread":
+            return
+        if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
+                return
+            self._pid = os.getpid()  # a forked process starts its own writer
+            self._thread = threading.Thread(target=self._run, name="impressions-writer", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(settings.RECO_IMPRESSIONS_FLUSH_SECONDS)
+            self._wake.clear()
+            close_old_connections()
+            try:
+                self.flush()
+            except Exception:  # never let the writer die: log, keep the lists, try again
+                logger.exception("the impression writer failed; retrying")
+            finally:
+                connection.close()  # this thread's connection: not held between flushes
+
+
+buffer = ImpressionBuffer()
+
+
+def record(shown: list[Shown]) -> None:
+    """Buffer answered lists for writing (see the module docstring)."""
+    buffer.record(shown)
+
+
+def flush_at_exit() -> None:
+    """Write what is left before the process ends (registered with atexit: a gunicorn worker's graceful exit)."""
+    try:
+        written = buffer.flush()
+        if written:
+            logger.info("wrote %d recommendation lists at exit", written)
+    except Exception:
+        logger.exception("could not write the remaining recommendation lists at exit")
+    finally:
+        connection.close()
+
+
+atexit.register(flush_at_exit)

@@ -1,0 +1,94 @@
+"""What the API showed: recommendation ids and positions, lists written in the background, attributed events."""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+from recoapi.catalog.models import Interaction
+from recoapi.recommendations import feedback, impressions
+from recoapi.recommendations.models import RecommendationList
+from tests.api.test_endpoints import a_known_user, assert_error
+from tests.conftest import Pipeline
+
+
+@pytest.fixture
+def shown(service: Pipeline):  # noqa: ANN201
+    """The impression buffer, emptied before and after the test."""
+    with impressions.buffer._lock:
+        impressions.buffer._pending.clear()
+    yield impressions.buffer
+    with impressions.buffer._lock:
+        impressions.buffer._pending.clear()
+
+
+def test_each_list_has_an_id_positions_and_is_written_as_shown(service: Pipeline, client: APIClient,
+                                                                shown: impressions.ImpressionBuffer) -> None:
+    user = a_known_user(service)
+    body = client.get("/recommendations", {"users": f"{user},nobody-at-all", "k": 5}).json()
+    lists = body["recommendations"]
+    ids = {lists[user]["recommendation_id"], lists["nobody-at-all"]["recommendation_id"]}
+    assert len(ids) == 2 and all(len(i) == 32 for i in ids)
+    assert [item["position"] for item in lists[user]["items"]] == [1, 2, 3, 4, 5]
+    again = client.get("/recommendations", {"users": user, "k": 5}).json()["recommendations"][user]
+    assert again["recommendation_id"] not in ids  # every answer is a new list
+
+    assert RecommendationList.objects.count() == 0 and shown.pending() == 3  # buffered, not yet written
+    assert shown.flush() == 3
+    row = RecommendationList.objects.get(id=lists[user]["recommendation_id"])
+    assert (row.shopper_id, row.strategy, row.model_version) == (user, lists[user]["strategy"], body["model_version"])
+    assert row.items == [item["item_id"] for item in lists[user]["items"]]
+    assert shown.pending() == 0 and shown.flush() == 0
+
+
+def test_events_with_a_recommendation_id_are_attributed_to_the_list_and_position(
+        service: Pipeline, client: APIClient, staff_client: APIClient, shown: impressions.ImpressionBuffer) -> None:
+    user = a_known_user(service)
+    answer = client.get("/recommendations", {"users": user, "k": 5}).json()
+    entry = answer["recommendations"][user]
+    rid, third, first = entry["recommendation_id"], entry["items"][2]["item_id"], entry["items"][0]["item_id"]
+    shown.flush()
+    response = staff_client.post("/events", [
+        {"user": user, "item": third, "event": "view", "recommendation_id": rid},
+        {"user": user, "item": third, "event": "purchase", "recommendation_id": rid},
+        {"user": user, "item": first, "event": "cart", "recommendation_id": rid},
+        {"user": user, "item": first, "event": "view"},  # no id: not attributed
+    ], format="json")
+    assert response.status_code == 201, response.content
+    single = staff_client.post("/events", {"user": user, "item": first, "event": "view", "recommendation_id": rid},
+                               format="json").json()
+    assert single["recommendation_id"] == rid
+
+    got = sorted((a.position, a.event, a.strategy, a.model_version) for a in feedback.attributions())
+    version, strategy = answer["model_version"], entry["strategy"]
+    assert got == [(1, "cart", strategy, version), (1, "view", strategy, version), (3, "purchase", strategy, version),
+                   (3, "view", strategy, version)]
+    row = next(r for r in feedback.summary() if r["strategy"] == strategy and r["model_version"] == version)
+    assert (row["lists"], row["view"], row["cart"], row["purchase"]) == (1, 2, 1, 1)
+    assert Interaction.objects.filter(recommendation_id=rid).count() == 4
+
+
+@pytest.mark.parametrize("bad", ["x" * 32, "ABCDEF0123456789ABCDEF0123456789", "12ab", 12345, None])
+def test_a_malformed_recommendation_id_is_refused(service: Pipeline, staff_client: APIClient, bad: object) -> None:
+    user = a_known_user(service)
+    item = str(service.data.items.iloc[0, 0])
+    response = staff_client.post("/events", {"user": user, "item": item, "event": "view", "recommendation_id": bad},
+                                 format="json")
+    assert_error(response, 400)
+    assert "recommendation_id" in response.json()["error"]["message"]
+
+
+def test_a_full_buffer_drops_the_oldest_lists_and_counts_them(service: Pipeline, shown: impressions.ImpressionBuffer,
+                                                              settings) -> None:
+    from datetime import UTC, datetime
+
+    from prometheus_client import REGISTRY
+
+    settings.RECO_IMPRESSIONS_MAX_BUFFERED = 3
+    before = REGISTRY.get_sample_value("recoapi_impressions_dropped_total") or 0.0
+    now = datetime.now(UTC)
+    shown.record([impressions.Shown(f"{n:032x}", now, "u", "popular", "v", ["a"]) for n in range(5)])
+    assert shown.pending() == 3
+    assert REGISTRY.get_sample_value("recoapi_impressions_dropped_total") == before + 2
+    assert shown.flush() == 3
+    assert sorted(RecommendationList.objects.values_list("id", flat=True)) == [f"{n:032x}" for n in (2, 3, 4)]
