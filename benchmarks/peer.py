@@ -57,6 +57,7 @@ def demo_workspace(work: Path) -> dict:
     """make demo's shop in ``work``: data, import, embeddings and a model trained with the defaults."""
     stamp = work / "workspace.json"
     if stamp.is_file():
+        _manage(work, "migrate", "-v0")  # a workspace built by an earlier version: its database up to date
         return json.loads(stamp.read_text())
     import shutil
 

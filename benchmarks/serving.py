@@ -116,6 +116,7 @@ def build_workspace(work: Path, n_users: int, n_items: int, n_interactions: int)
     layout = {"bundle": artifacts.BUNDLE_FORMAT, "text_encoder": TEXT_EXPORT_FORMAT}  # a new layout: build again
     if stamp.is_file() and json.loads(stamp.read_text()).get("sizes") == sizes and (
             json.loads(stamp.read_text()).get("layout") == layout):
+        _manage(work, "migrate", "-v0")  # a workspace built by an earlier version: its database up to date
         return json.loads(stamp.read_text())
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

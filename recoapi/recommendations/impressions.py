@@ -18,6 +18,7 @@ import atexit
 import logging
 import os
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
@@ -59,6 +60,7 @@ class ImpressionBuffer:
         if not settings.RECO_IMPRESSIONS:
             return
         with self._lock:
+            before = len(self._pending)
             self._pending.extend(shown)
             dropped = len(self._pending) - settings.RECO_IMPRESSIONS_MAX_BUFFERED
             for _ in range(max(0, dropped)):
@@ -68,16 +70,16 @@ class ImpressionBuffer:
             metrics.impressions_dropped(dropped)
             logger.warning("impression buffer full: %d oldest lists dropped", dropped)
         self._ensure_writer()
-        if waiting >= settings.RECO_IMPRESSIONS_BATCH:
-            self._wake.set()
+        if before < settings.RECO_IMPRESSIONS_BATCH <= waiting:  # a batch is ready: write it before the interval
+            self._wake.set()  # (once: while the database refuses, the writer keeps its interval)
 
     def pending(self) -> int:
         """How many lists wait to be written."""
         with self._lock:
             return len(self._pending)
 
-    def flush(self) -> int:
-        """Write every buffered list now; returns how many were written (0 when the database refused)."""
+    def flush(self) -> int | None:
+        """Write every buffered list now; returns how many were written (None when the database refused)."""
         with self._write_lock:
             with self._lock:
                 batch = list(self._pending)
@@ -92,7 +94,7 @@ class ImpressionBuffer:
             except DatabaseError as exc:
                 logger.warning("cannot write %d recommendation lists yet (kept for the next try): %s",
                                len(batch), exc)
-                return 0
+                return None
             with self._lock:  # the written ones are the oldest; newer ones may have arrived meanwhile
                 for _ in range(min(len(batch), len(self._pending))):
                     self._pending.popleft()
@@ -111,14 +113,18 @@ class ImpressionBuffer:
             self._thread.start()
 
     def _run(self) -> None:
+        refused = False
         while True:
+            if refused:  # the database refused: wait the whole interval before the next try
+                time.sleep(settings.RECO_IMPRESSIONS_FLUSH_SECONDS)
             self._wake.wait(settings.RECO_IMPRESSIONS_FLUSH_SECONDS)
             self._wake.clear()
             close_old_connections()
             try:
-                self.flush()
+                refused = self.flush() is None
             except Exception:  # never let the writer die: log, keep the lists, try again
                 logger.exception("the impression writer failed; retrying")
+                refused = True
             finally:
                 connection.close()  # this thread's connection: not held between flushes
 

@@ -92,3 +92,22 @@ def test_a_full_buffer_drops_the_oldest_lists_and_counts_them(service: Pipeline,
     assert REGISTRY.get_sample_value("recoapi_impressions_dropped_total") == before + 2
     assert shown.flush() == 3
     assert sorted(RecommendationList.objects.values_list("id", flat=True)) == [f"{n:032x}" for n in (2, 3, 4)]
+
+
+def test_lists_the_database_refuses_are_kept_for_the_next_write(service: Pipeline, shown: impressions.ImpressionBuffer,
+                                                                monkeypatch) -> None:
+    from datetime import UTC, datetime
+
+    from django.db import OperationalError
+
+    now = datetime.now(UTC)
+    shown.record([impressions.Shown(f"{n:032x}", now, "u", "popular", "v", ["a"]) for n in range(2)])
+
+    def refuse(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise OperationalError("database is locked")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(RecommendationList.objects, "bulk_create", refuse)
+        assert shown.flush() is None
+    assert shown.pending() == 2 and RecommendationList.objects.count() == 0
+    assert shown.flush() == 2 and shown.pending() == 0
