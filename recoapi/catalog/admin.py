@@ -109,7 +109,7 @@ class ShopperAdmin(admin.ModelAdmin):
         from recoapi.recommendations.services import recommendation_list
 
         try:
-            result = recommendation_list(user_ids=[obj.id], k=10, explain=True)
+            result = recommendation_list(user_ids=[obj.id], k=10, explain=True, record=False)  # staff only: not shown
         except ApplicationError as exc:
             return exc.message
         entry = result["recommendations"][obj.id]

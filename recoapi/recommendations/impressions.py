@@ -54,6 +54,7 @@ class ImpressionBuffer:
         self._write_lock = threading.Lock()  # one writer at a time: the thread or a final flush
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
+        self._dropped = 0  # lists dropped from the front so far (a flush in progress must not remove newer ones)
 
     def record(self, shown: list[Shown]) -> None:
         """Buffer lists to write (never blocks on the database)."""
@@ -65,6 +66,7 @@ class ImpressionBuffer:
             dropped = len(self._pending) - settings.RECO_IMPRESSIONS_MAX_BUFFERED
             for _ in range(max(0, dropped)):
                 self._pending.popleft()
+            self._dropped += max(0, dropped)
             waiting = len(self._pending)
         if dropped > 0:
             metrics.impressions_dropped(dropped)
@@ -83,6 +85,7 @@ class ImpressionBuffer:
         with self._write_lock:
             with self._lock:
                 batch = list(self._pending)
+                dropped_before = self._dropped
             if not batch:
                 return 0
             try:
@@ -95,8 +98,10 @@ class ImpressionBuffer:
                 logger.warning("cannot write %d recommendation lists yet (kept for the next try): %s",
                                len(batch), exc)
                 return None
-            with self._lock:  # the written ones are the oldest; newer ones may have arrived meanwhile
-                for _ in range(min(len(batch), len(self._pending))):
+            with self._lock:  # the written ones are the oldest; newer ones may have arrived meanwhile, and
+                # a full buffer may have dropped some of the written ones from the front already
+                still_here = len(batch) - (self._dropped - dropped_before)
+                for _ in range(max(0, min(still_here, len(self._pending)))):
                     self._pending.popleft()
             return len(batch)
 
@@ -115,9 +120,10 @@ class ImpressionBuffer:
     def _run(self) -> None:
         refused = False
         while True:
-            if refused:  # the database refused: wait the whole interval before the next try
+            if refused:  # the database refused: the whole interval before the next try, whatever arrives
                 time.sleep(settings.RECO_IMPRESSIONS_FLUSH_SECONDS)
-            self._wake.wait(settings.RECO_IMPRESSIONS_FLUSH_SECONDS)
+            else:
+                self._wake.wait(settings.RECO_IMPRESSIONS_FLUSH_SECONDS)
             self._wake.clear()
             close_old_connections()
             try:
@@ -138,7 +144,12 @@ def record(shown: list[Shown]) -> None:
 
 
 def flush_at_exit() -> None:
-    """Write what is left before the process ends (registered with atexit: a gunicorn worker's graceful exit)."""
+    """Write what is left before the process ends (registered with atexit: a gunicorn worker's graceful exit).
+
+    Only where the writer is a thread: in "manual" mode (the test process) only explicit flushes write.
+    """
+    if settings.RECO_IMPRESSIONS_WRITER != "thread":
+        return
     try:
         written = buffer.flush()
         if written:

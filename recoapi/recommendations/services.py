@@ -85,6 +85,7 @@ def recommendation_list(
     context_items: list[str] | None = None,
     context_text: str | None = None,
     explain: bool = False,
+    record: bool = True,
 ) -> dict[str, Any]:
     """Top-k products for each shopper, with the strategy used.
 
@@ -102,7 +103,8 @@ def recommendation_list(
     Returns:
         ``{"model_version": str, "recommendations": {user_id: {"recommendation_id", "strategy", "items": [...],
         ["history"]}}}``; each item has its ``position`` (1 = first). Each list is recorded as shown
-        (:mod:`recoapi.recommendations.impressions`, in the background).
+        (:mod:`recoapi.recommendations.impressions`, in the background) unless ``record`` is False (a
+        preview that no shopper sees: the admin).
     """
     engine = _engine_or_503()
     if category and not engine.category_mask(category).any():
@@ -140,7 +142,8 @@ def recommendation_list(
         if include_history and user != ANONYMOUS:
             entry["history"] = _history_payload(engine, raw.get(user, []))
         result[user] = entry
-    impressions.record(shown)
+    if record:
+        impressions.record(shown)
     return {"model_version": engine.version, "recommendations": result}
 
 

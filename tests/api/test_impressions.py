@@ -111,3 +111,42 @@ def test_lists_the_database_refuses_are_kept_for_the_next_write(service: Pipelin
         assert shown.flush() is None
     assert shown.pending() == 2 and RecommendationList.objects.count() == 0
     assert shown.flush() == 2 and shown.pending() == 0
+
+
+def test_lists_arriving_while_a_full_buffer_is_written_are_kept(service: Pipeline, shown: impressions.ImpressionBuffer,
+                                                                settings, monkeypatch) -> None:
+    from datetime import UTC, datetime
+
+    settings.RECO_IMPRESSIONS_MAX_BUFFERED = 5
+    now = datetime.now(UTC)
+
+    def lists(*names: str) -> list[impressions.Shown]:
+        return [impressions.Shown(name * 32, now, "u", "popular", "v", ["a"]) for name in names]
+
+    shown.record(lists("a", "b", "c", "d", "e"))
+    write = RecommendationList.objects.bulk_create
+
+    def slow_write(rows, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        shown.record(lists("f", "9"))  # arrive during the write: the full buffer drops a and b
+        return write(rows, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(RecommendationList.objects, "bulk_create", slow_write)
+        assert shown.flush() == 5
+    assert shown.pending() == 2
+    assert shown.flush() == 2
+    assert sorted(RecommendationList.objects.values_list("id", flat=True)) == sorted(
+        name * 32 for name in "abcdef9")
+
+
+def test_the_admin_s_preview_is_not_recorded_as_shown(service: Pipeline, shown: impressions.ImpressionBuffer) -> None:
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    staff = get_user_model().objects.create_user("preview", password="preview-pass-123", is_staff=True,
+                                                 is_superuser=True)
+    browser = Client()
+    browser.force_login(staff)
+    page = browser.get(f"/admin/catalog/shopper/{a_known_user(service)}/change/")
+    assert page.status_code == 200 and b"because of" in page.content
+    assert shown.pending() == 0
