@@ -160,14 +160,15 @@ def validated_query(serializer: type[QueryInput], params: Any) -> dict[str, Any]
 
 def _plain_ids(text: str | None, limit: int) -> list[str] | None:
     """``a,b,c`` as CommaSeparatedIds reads it, or None when it would need a closer look (or refuse it)."""
-    if not text or "\x00" in text:
+    if not text:
         return None
-    ids = list(dict.fromkeys(part.strip() for part in text.split(",")))
+    ids = [part.strip() for part in text.split(",")]
     if "" in ids:  # blanks are dropped by the serializer: let it do that
         return None
-    if len(ids) > limit or any(len(i) > MAX_ID_LENGTH for i in ids):
+    try:
+        return _checked_ids(ids, limit)  # the same checks as the serializer's; their refusals are its to word
+    except serializers.ValidationError:
         return None
-    return ids
 
 
 def _plain_count(text: str | None, default: int, high: int) -> int | None:
