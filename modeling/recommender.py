@@ -35,7 +35,7 @@ from modeling.features import (
 )
 from modeling.index import ItemIndex, make_index, penalty
 from modeling.ranking import top_k
-from modeling.reranker import ItemTables, RankingStage
+from modeling.reranker import RETRIEVAL_ORDER, ItemTables, RankingStage
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,13 @@ TWO_TOWER = "two_tower"
 CONTENT = "content"
 POPULAR = "popular"
 STRATEGIES = (TWO_TOWER, CONTENT, POPULAR)
+
+SERVED = "served"
+RETRIEVAL = "retrieval"
+VARIANTS = (SERVED, RETRIEVAL, POPULAR)
+"""How :meth:`Recommender.recommend` orders (an experiment's arms compare them): ``served``, both stages as
+trained; ``retrieval``, the same candidates in the two-tower's order (no learned ranking); ``popular``,
+every shopper gets the recent-popularity list (no personalisation at all)."""
 
 
 @dataclass
@@ -274,7 +281,8 @@ class Recommender:
         return HistoryBatch(items, stamps)
 
     def recommend(self, user_ids: list[str], histories: dict[str, History], k: int,
-                  allowed: np.ndarray | None = None, *, exclude_seen: bool = True) -> dict[str, Ranking]:
+                  allowed: np.ndarray | None = None, *, exclude_seen: bool = True,
+                  variant: str = SERVED) -> dict[str, Ranking]:
         """Top-k for each shopper with the best strategy available.
 
         Args:
@@ -283,22 +291,28 @@ class Recommender:
             k: items per shopper.
             allowed: optional (n_items,) bool mask.
             exclude_seen: leave out every item of the shopper's history.
+            variant: one of :data:`VARIANTS`.
 
         Returns:
             user id -> :class:`Ranking` (padding removed).
+
+        Raises:
+            ValueError: an unknown ``variant``.
         """
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}; one of {', '.join(VARIANTS)}")
         empty = History(np.zeros(0, dtype=object), np.zeros(0, dtype=np.int64), np.zeros(0))
         seen = {u: self.item_positions(histories.get(u, empty).item_ids) for u in user_ids}
         nothing = np.zeros(0, dtype=np.int64)
         exclude = seen if exclude_seen else {u: nothing for u in user_ids}
-        described = [u for u in user_ids if u in histories
+        described = [u for u in user_ids if u in histories and variant != POPULAR
                      and (len(seen[u]) > 0 or histories[u].text is not None)]
         described_set = set(described)
         # Text alone (no product known to the model): the products whose text is nearest, by the same
         # sentence encoder's cosine; the towers and the ranker have nothing else to go on.
         searched = [u for u in described if len(seen[u]) == 0 and not self.knows_user(u)]
         described = [u for u in described if u not in set(searched)]
-        stored = [u for u in user_ids if u not in described_set and self.knows_user(u)]
+        stored = [u for u in user_ids if u not in described_set and self.knows_user(u) and variant != POPULAR]
         ranked_users = described + stored
         popular = [u for u in user_ids if u not in described_set and u not in set(stored)]
         results: dict[str, Ranking] = {}
@@ -312,7 +326,8 @@ class Recommender:
             query = np.concatenate(parts)
             batch = self.history_batch([histories.get(u, empty) for u in ranked_users])
             positions, scores = self.stage.rank(query, self.item_vectors, self.index, self.tables, batch,
-                                                [exclude[u] for u in ranked_users], k, allowed)
+                                                [exclude[u] for u in ranked_users], k, allowed,
+                                                ranker=RETRIEVAL_ORDER if variant == RETRIEVAL else None)
             for row, user in enumerate(ranked_users):
                 valid = positions[row] >= 0
                 strategy = TWO_TOWER if self.knows_user(user) else CONTENT

@@ -567,8 +567,13 @@ class RankingStage:
 
     def rank(self, query: np.ndarray, item_vectors: np.ndarray, index: ItemIndex, tables: ItemTables,
              histories: HistoryBatch, exclude: Sequence[np.ndarray], k: int,
-             allowed: np.ndarray | None = None, *, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k for m shoppers: ``(positions (m, k) int64, scores (m, k) float32)``, -1 / -inf pads."""
+             allowed: np.ndarray | None = None, *, chunk: int = 256,
+             ranker: Ranker | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k for m shoppers: ``(positions (m, k) int64, scores (m, k) float32)``, -1 / -inf pads.
+
+        ``ranker`` replaces the stage's own (e.g. :data:`RETRIEVAL_ORDER`: the two-tower's order of the same
+        candidates)."""
+        ranker = ranker or self.ranker
         m = len(histories)
         out_pos = np.full((m, k), -1, dtype=np.int64)
         out_scores = np.full((m, k), -np.inf, dtype=np.float32)
@@ -579,7 +584,7 @@ class RankingStage:
             candidates, features = candidate_features(query[part], item_vectors, index, self.sources, tables,
                                                       batch, list(exclude[part]), allowed, self.config, k,
                                                       popular_order)
-            positions, scores = self.ranker.order(candidates, features, k)
+            positions, scores = ranker.order(candidates, features, k)
             blind = ~self.has_evidence(batch)
             if blind.any():  # nothing for the learned order to go on: the two-tower's own order
                 positions[blind], scores[blind] = RETRIEVAL_ORDER.order(candidates[blind], features[blind], k)

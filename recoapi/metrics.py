@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import defaultdict
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -99,10 +100,28 @@ def throttled(scope: str) -> None:
     THROTTLED.labels(scope).inc()
 
 
-def exposition() -> tuple[bytes, str]:
-    """The metrics in Prometheus's text format, and its content type (every worker's, under gunicorn)."""
+def _registry() -> CollectorRegistry:
+    """Every worker's metrics under gunicorn (the multi-process directory), else this process's."""
     if os.environ.get(MULTIPROCESS_DIR):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+        return registry
+    return REGISTRY
+
+
+def exposition() -> tuple[bytes, str]:
+    """The metrics in Prometheus's text format, and its content type (every worker's, under gunicorn)."""
+    return generate_latest(_registry()), CONTENT_TYPE_LATEST
+
+
+def latency_buckets(endpoint: str) -> list[tuple[float, float]]:
+    """The request-duration histogram of ``endpoint``: ``(upper bound in seconds, requests at most that long)``
+    per bucket, cumulative, ending with ``inf`` (the total); empty before its first request."""
+    buckets: dict[float, float] = defaultdict(float)
+    for family in _registry().collect():
+        if family.name != LATENCY._name:
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket") and sample.labels.get("endpoint") == endpoint:
+                buckets[float(sample.labels["le"])] += sample.value
+    return sorted(buckets.items())

@@ -7,12 +7,21 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.contrib.admin.utils import quote, unquote
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.urls import reverse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
 
 from recoapi.exceptions import ApplicationError
-from recoapi.recommendations.models import ModelVersion, RecommendationList, TrainingRun
+from recoapi.recommendations.models import (
+    Experiment,
+    ExperimentArm,
+    ModelVersion,
+    RecommendationList,
+    TrainingRun,
+)
 
 
 @admin.register(ModelVersion)
@@ -111,11 +120,12 @@ class TrainingRunAdmin(admin.ModelAdmin):
 class RecommendationListAdmin(admin.ModelAdmin):
     """Every list the API answered (read-only), with the events attributed to it."""
 
-    list_display = ("created_at", "shopper_id", "strategy", "model_version", "shown")
-    list_filter = ("strategy", "model_version")
+    list_display = ("created_at", "shopper_id", "strategy", "model_version", "arm", "shown")
+    list_filter = ("strategy", "model_version", "arm")
     search_fields = ("=id", "=shopper_id")
     search_help_text = "Search by exact recommendation id or shopper id."
-    readonly_fields = ("id", "created_at", "shopper_id", "strategy", "model_version", "items", "attributed")
+    readonly_fields = ("id", "created_at", "shopper_id", "strategy", "model_version", "experiment_id", "arm", "items",
+                       "attributed")
     show_full_result_count = False
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -134,3 +144,132 @@ class RecommendationListAdmin(admin.ModelAdmin):
 
         rows = sorted(attributions(recommendation_ids=[obj.id]), key=lambda a: (a.position, a.interaction_id))
         return ", ".join(f"{a.position}: {a.event} {obj.items[a.position - 1]}" for a in rows) or "none"
+
+
+class ExperimentArmInline(admin.TabularInline):
+    """The arms; editable only while the experiment is a draft (a running split must not move)."""
+
+    model = ExperimentArm
+    extra = 2
+    fields = ("name", "share", "model_version", "setting")
+
+    def has_add_permission(self, request: HttpRequest, obj: Experiment | None = None) -> bool:
+        return (obj is None or obj.status == Experiment.DRAFT) and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Experiment | None = None) -> bool:
+        return (obj is None or obj.status == Experiment.DRAFT) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Experiment | None = None) -> bool:
+        return (obj is None or obj.status == Experiment.DRAFT) and super().has_delete_permission(request, obj)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _difference(value: dict[str, float] | None) -> str:
+    if value is None:
+        return "control"
+    return (f"{100 * value['value']:+.2f} pp [{100 * value['low']:+.2f}, {100 * value['high']:+.2f}], "
+            f"p = {value['p_value']:.3g}")
+
+
+@admin.register(Experiment)
+class ExperimentAdmin(admin.ModelAdmin):
+    """A/B tests: define the arms, start, read the results per arm, stop and send all traffic to the winner."""
+
+    list_display = ("name", "status", "started_at", "stopped_at", "winner", "arm_list")
+    list_filter = ("status",)
+    fields = ("name", "description", "k", "status", "started_at", "stopped_at", "winner", "controls", "results")
+    readonly_fields = ("status", "started_at", "stopped_at", "winner", "controls", "results")
+    inlines = [ExperimentArmInline]
+
+    @admin.display(description="arms")
+    def arm_list(self, obj: Experiment) -> str:
+        return ", ".join(f"{arm.name} ({arm.share})" for arm in obj.arms.all())
+
+    @admin.display(description="actions")
+    def controls(self, obj: Experiment) -> str:
+        """Buttons that post the page's form (and its CSRF token) to the start or stop view."""
+        if obj.pk is None:
+            return "Save the experiment with its arms first; then start it here."
+        if obj.status == Experiment.DRAFT:
+            return format_html('<button type="submit" class="button" name="start" formaction="{}">Start the '
+                               'experiment</button> (save changes to the arms first)',
+                               reverse("admin:recommendations_experiment_start", args=[obj.pk]))
+        if obj.status == Experiment.RUNNING:
+            return format_html_join(
+                " ", '<button type="submit" class="button" name="stop-{}" formaction="{}">Stop: all traffic to '
+                '{}</button>', ((arm.pk, reverse("admin:recommendations_experiment_stop", args=[obj.pk, arm.pk]),
+                                 arm.name) for arm in obj.arms.all()))
+        return f"Stopped; all traffic went to {obj.winner.name if obj.winner else 'no arm'}."
+
+    @admin.display(description="results")
+    def results(self, obj: Experiment) -> str:
+        from recoapi.recommendations import experiments
+
+        if obj.pk is None or obj.status == Experiment.DRAFT:
+            return "-"
+        report = experiments.results(obj)
+        header = format_html("<tr><th>arm</th><th>model</th><th>setting</th><th>share</th><th>lists</th>"
+                             "<th>shoppers</th><th>CTR@{}</th><th>CTR minus control (95% Newcombe; z-test)</th>"
+                             "<th>views</th><th>carts</th><th>purchases</th><th>conversion</th>"
+                             "<th>conversion minus control</th><th>revenue</th></tr>", report["k"])
+        rows = format_html_join("", "<tr>" + "<td>{}</td>" * 14 + "</tr>", (
+            (row["name"], row["model_version"] or "active", row["setting"], row["share"], row["lists"],
+             row["shoppers"], _percent(row["ctr"]), _difference(row["ctr_difference"]), row["views"], row["carts"],
+             row["purchases"], _percent(row["conversion"]), _difference(row["conversion_difference"]),
+             "-" if row["revenue"] is None else f"{row['revenue']:,.2f}") for row in report["arms"]))
+        return format_html('<table class="experiment-results">{}{}</table>', header, rows)
+
+    def get_urls(self) -> list:
+        return [
+            path("<int:object_id>/start/", self.admin_site.admin_view(self.start_view),
+                 name="recommendations_experiment_start"),
+            path("<int:object_id>/stop/<int:arm_id>/", self.admin_site.admin_view(self.stop_view),
+                 name="recommendations_experiment_stop"),
+            *super().get_urls(),
+        ]
+
+    def start_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        from recoapi.recommendations.services import experiment_start
+
+        experiment = self._posted(request, object_id)
+        if isinstance(experiment, HttpResponse):
+            return experiment
+        try:
+            experiment_start(experiment=experiment)
+        except ApplicationError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+        else:
+            self.message_user(request, f"Experiment {experiment.name} is running.", messages.SUCCESS)
+        return self._back(experiment)
+
+    def stop_view(self, request: HttpRequest, object_id: int, arm_id: int) -> HttpResponse:
+        from recoapi.recommendations.services import experiment_stop
+
+        experiment = self._posted(request, object_id)
+        if isinstance(experiment, HttpResponse):
+            return experiment
+        arm = get_object_or_404(ExperimentArm, pk=arm_id, experiment=experiment)
+        try:
+            experiment_stop(experiment=experiment, winner=arm)
+        except ApplicationError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+        else:
+            self.message_user(request, f"Experiment {experiment.name} stopped: all traffic goes to arm {arm.name}"
+                              + (f" (model {arm.model_version} is active)." if arm.model_version else "."),
+                              messages.SUCCESS)
+        return self._back(experiment)
+
+    def _posted(self, request: HttpRequest, object_id: int) -> Experiment | HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        experiment = get_object_or_404(Experiment, pk=object_id)
+        if not self.has_change_permission(request, experiment):
+            raise PermissionDenied
+        return experiment
+
+    @staticmethod
+    def _back(experiment: Experiment) -> HttpResponse:
+        return HttpResponseRedirect(reverse("admin:recommendations_experiment_change", args=[experiment.pk]))

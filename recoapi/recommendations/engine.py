@@ -335,6 +335,9 @@ class EngineRegistry:
         self._swap_lock = threading.Lock()
         self._checked_at = float("-inf")
         self._failed: str | None = None
+        self._others: dict[str, Engine] = {}  # versions beside the active one (experiment arms)
+        self._others_failed: set[str] = set()
+        self._others_lock = threading.Lock()
 
     @property
     def models_dir(self) -> Path:
@@ -358,20 +361,51 @@ class EngineRegistry:
                 self._follow(active)
         engine = self._engine
         if engine is not None:
-            try:
-                synced = engine.synced()
-            except DatabaseError as exc:  # the request itself will meet the database and answer 503
-                logger.warning("cannot read product changes: %s", exc)
-                return engine
-            except ArtifactError as exc:  # new products cannot be encoded: serve the catalogue as it was
-                logger.error("cannot add the changed products to model %s: %s", engine.version, exc)
-                return engine
+            synced = _synced(engine)
             if synced is not engine:
                 with self._swap_lock:
                     if self._engine is engine:  # not replaced by a new version meanwhile
                         self._engine = synced
                     engine = self._engine
         return engine
+
+    def engine_for(self, version: str) -> Engine | None:
+        """The engine of ``version`` beside the active one (an experiment's arm), loaded on first use.
+
+        The active engine when ``version`` is active, or when it cannot be loaded (logged once; the
+        answer's model version says which model answered). None without any model.
+        """
+        current = self.current()
+        if current is None or current.version == version:
+            return current
+        with self._others_lock:
+            engine = self._others.get(version)
+            if engine is None:
+                if version in self._others_failed:
+                    return current
+                try:
+                    engine = build_engine(self.models_dir / version)
+                except ArtifactError as exc:
+                    self._others_failed.add(version)
+                    logger.error("cannot load model %s for an experiment arm; the active model answers: %s",
+                                 version, exc)
+                    return current
+                self._others[version] = engine
+                logger.info("loaded model %s beside the active %s (experiment arm)", version, current.version)
+        synced = _synced(engine)
+        if synced is not engine:
+            with self._others_lock:
+                if self._others.get(version) is engine:
+                    self._others[version] = synced
+        return synced
+
+    def retain(self, versions: set[str]) -> None:
+        """Drop the engines of versions beside the active one that are not in ``versions`` (the running
+        experiment's arms), and forget failed loads (a new experiment tries them again)."""
+        with self._others_lock:
+            for version in set(self._others) - versions:
+                del self._others[version]
+            self._others_failed &= versions
 
     def _follow(self, version: str) -> None:
         if not self._lock.acquire(blocking=self._engine is None):
@@ -429,11 +463,23 @@ class EngineRegistry:
             return self._engine
 
     def reset(self) -> None:
-        """Forget the engine (tests)."""
+        """Forget the engines (tests)."""
         with self._lock:
             self._engine = None
             self._failed = None
             self._checked_at = float("-inf")
+        self.retain(set())
+
+
+def _synced(engine: Engine) -> Engine:
+    """``engine.synced()``, or ``engine`` itself when the changes cannot be read or encoded now (logged)."""
+    try:
+        return engine.synced()
+    except DatabaseError as exc:  # the request itself will meet the database and answer 503
+        logger.warning("cannot read product changes: %s", exc)
+    except ArtifactError as exc:  # new products cannot be encoded: serve the catalogue as it was
+        logger.error("cannot add the changed products to model %s: %s", engine.version, exc)
+    return engine
 
 
 registry = EngineRegistry()

@@ -42,6 +42,8 @@ class Shown:
     strategy: str
     model_version: str
     items: list[str]
+    experiment_id: int | None = None
+    arm: str = ""
 
 
 class ImpressionBuffer:
@@ -92,7 +94,8 @@ class ImpressionBuffer:
                 with transaction.atomic():
                     RecommendationList.objects.bulk_create(
                         [RecommendationList(id=s.id, created_at=s.created_at, shopper_id=s.shopper_id,
-                                            strategy=s.strategy, model_version=s.model_version, items=s.items)
+                                            strategy=s.strategy, model_version=s.model_version, items=s.items,
+                                            experiment_id=s.experiment_id, arm=s.arm)
                          for s in batch], ignore_conflicts=True)
             except DatabaseError as exc:
                 logger.warning("cannot write %d recommendation lists yet (kept for the next try): %s",

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.db import models
+
+VARIANTS = ("served", "retrieval", "popular")
+"""modeling.recommender.VARIANTS, spelled out so that loading the models does not load the modeling code."""
 
 
 class ModelVersion(models.Model):
@@ -36,6 +41,9 @@ class RecommendationList(models.Model):
     strategy = models.CharField(max_length=16, db_index=True)
     model_version = models.CharField(max_length=64, db_index=True)
     items = models.JSONField(default=list, help_text="The product ids shown, best first (position 1 first).")
+    experiment_id = models.IntegerField(null=True, blank=True, db_index=True,
+                                        help_text="The experiment running when it was shown (none: no experiment).")
+    arm = models.CharField(max_length=32, blank=True, default="", help_text="The experiment's arm that answered.")
 
     class Meta:
         ordering = ["-created_at"]
@@ -73,3 +81,65 @@ class TrainingRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.started_at:%Y-%m-%d %H:%M} {self.decision} {self.candidate_version}".strip()
+
+
+def _salt() -> str:
+    return uuid.uuid4().hex
+
+
+class Experiment(models.Model):
+    """An A/B test: shoppers split between arms by a stable hash of their id (recoapi.recommendations.experiments).
+
+    At most one runs at a time. Stopping names the winning arm: its model version becomes the active model
+    and its setting serves every shopper until the next experiment starts.
+    """
+
+    DRAFT = "draft"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    STATUSES = [(DRAFT, "draft"), (RUNNING, "running"), (STOPPED, "stopped")]
+
+    name = models.CharField(max_length=64, unique=True)
+    description = models.TextField(blank=True, default="")
+    status = models.CharField(max_length=16, choices=STATUSES, default=DRAFT, db_index=True)
+    salt = models.CharField(max_length=32, default=_salt, editable=False,
+                            help_text="Mixed into the hash of shopper ids, so each experiment splits them anew.")
+    k = models.PositiveSmallIntegerField(default=10, help_text="CTR@k counts clicks on the first k places.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    winner = models.ForeignKey("ExperimentArm", null=True, blank=True, on_delete=models.SET_NULL,
+                               related_name="+", help_text="The arm all traffic went to when it stopped.")
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["status"], condition=models.Q(status="running"),
+                                               name="one_running_experiment")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.status})"
+
+
+class ExperimentArm(models.Model):
+    """One arm: a model version (blank: whichever is active) and a setting, with its share of the shoppers.
+
+    The experiment's first arm (lowest id) is the control the others are compared with.
+    """
+
+    SETTINGS = [(v, v) for v in VARIANTS]
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="arms")
+    name = models.CharField(max_length=32)
+    share = models.PositiveIntegerField(default=50, help_text="Relative weight: shares 50 and 50 split evenly.")
+    model_version = models.CharField(max_length=64, blank=True, default="",
+                                     help_text="Blank: the active model.")
+    setting = models.CharField(max_length=16, choices=SETTINGS, default=VARIANTS[0],
+                               help_text="served: both stages; retrieval: the two-tower's order of the same "
+                                         "candidates; popular: recent popularity for everyone.")
+
+    class Meta:
+        ordering = ["experiment", "id"]
+        constraints = [models.UniqueConstraint(fields=["experiment", "name"], name="unique_arm_name")]
+
+    def __str__(self) -> str:
+        return f"{self.experiment.name}/{self.name}"

@@ -301,12 +301,19 @@ class HistoryOutput(serializers.Serializer):
     title = serializers.CharField()
 
 
+class ExperimentOutput(serializers.Serializer):
+    name = serializers.CharField(help_text="The running experiment (A/B test).")
+    arm = serializers.CharField(help_text="The arm this shopper is in, for the experiment's whole life.")
+    model_version = serializers.CharField(help_text="The model that answered this list.")
+
+
 class UserRecommendationsOutput(serializers.Serializer):
     recommendation_id = serializers.CharField(help_text="Send it with the events of these products (POST /events): "
                                                         "they are attributed to this list.")
     strategy = serializers.ChoiceField(choices=["two_tower", "content", "popular"])
     items = ItemOutput(many=True)
     history = HistoryOutput(many=True, required=False)
+    experiment = ExperimentOutput(required=False, help_text="Only while an experiment runs (never for visitors).")
 
 
 class RecommendationsOutput(serializers.Serializer):

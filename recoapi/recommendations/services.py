@@ -22,9 +22,9 @@ from recoapi import metrics
 from recoapi.catalog import selectors as catalog_selectors
 from recoapi.catalog.services import data_import, import_filters_from_settings
 from recoapi.exceptions import ApplicationError, Conflict, NotFound, ServiceUnavailable
-from recoapi.recommendations import impressions
+from recoapi.recommendations import experiments, impressions
 from recoapi.recommendations.engine import Engine, registry, text_encoder
-from recoapi.recommendations.models import ModelVersion
+from recoapi.recommendations.models import Experiment, ExperimentArm, ModelVersion
 
 if TYPE_CHECKING:  # modeling.two_tower imports TensorFlow, which the web process loads only on demand
     from modeling.two_tower import TwoTowerParams
@@ -102,7 +102,9 @@ def recommendation_list(
 
     Returns:
         ``{"model_version": str, "recommendations": {user_id: {"recommendation_id", "strategy", "items": [...],
-        ["history"]}}}``; each item has its ``position`` (1 = first). Each list is recorded as shown
+        ["history"], ["experiment"]}}}``; each item has its ``position`` (1 = first). While an experiment runs,
+        each shopper is answered by their arm (:mod:`recoapi.recommendations.experiments`) and the entry
+        names it (``{"name", "arm", "model_version"}``). Each list is recorded as shown
         (:mod:`recoapi.recommendations.impressions`, in the background) unless ``record`` is False (a
         preview that no shopper sees: the admin).
     """
@@ -121,26 +123,40 @@ def recommendation_list(
         histories[ANONYMOUS] = History(item_ids=items, timestamps=np.zeros(len(items), dtype=np.int64),
                                        weights=np.ones(len(items)), text=text)
         keys.append(ANONYMOUS)
-    allowed = engine.allowed(category=category, min_price=min_price, max_price=max_price)
-    rankings = engine.recommender.recommend(keys, histories, k, allowed, exclude_seen=exclude_seen)
-    metrics.shoppers_answered([rankings[user].strategy for user in keys])
+    plan = experiments.plan()
+    groups: dict[experiments.Arm | None, list[str]] = {}
+    for user in keys:  # visitors are not split: they get what everyone gets without the experiment
+        groups.setdefault(None if user == ANONYMOUS else plan.arm_for(user), []).append(user)
+    answered: dict[str, tuple[Engine, Any, experiments.Arm | None]] = {}
+    for arm, users in groups.items():
+        arm_engine = registry.engine_for(arm.model_version) if arm is not None and arm.model_version else engine
+        arm_engine = arm_engine or engine
+        allowed = arm_engine.allowed(category=category, min_price=min_price, max_price=max_price)
+        rankings = arm_engine.recommender.recommend(users, histories, k, allowed, exclude_seen=exclude_seen,
+                                                    variant=arm.setting if arm is not None else plan.setting)
+        answered.update({user: (arm_engine, rankings[user], arm) for user in users})
+    metrics.shoppers_answered([answered[user][1].strategy for user in keys])
     result: dict[str, Any] = {}
     shown: list[impressions.Shown] = []
     now = timezone.now()
     for user in keys:
+        user_engine, ranking, arm = answered[user]
         entry: dict[str, Any] = {
             "recommendation_id": uuid.uuid4().hex,
-            "strategy": rankings[user].strategy,
-            "items": [_item_payload(engine, int(p), float(s), position)
-                      for position, (p, s) in enumerate(zip(rankings[user].items, rankings[user].scores,
-                                                             strict=True), start=1)],
+            "strategy": ranking.strategy,
+            "items": [_item_payload(user_engine, int(p), float(s), position)
+                      for position, (p, s) in enumerate(zip(ranking.items, ranking.scores, strict=True), start=1)],
         }
-        shown.append(impressions.Shown(entry["recommendation_id"], now, user, entry["strategy"], engine.version,
-                                       [item["item_id"] for item in entry["items"]]))
+        if arm is not None:
+            entry["experiment"] = {"name": plan.name, "arm": arm.name, "model_version": user_engine.version}
+        shown.append(impressions.Shown(entry["recommendation_id"], now, user, entry["strategy"], user_engine.version,
+                                       [item["item_id"] for item in entry["items"]],
+                                       plan.experiment_id if arm is not None else None,
+                                       arm.name if arm is not None else ""))
         if explain:
-            _add_reasons(engine, entry, histories.get(user), rankings[user].items)
+            _add_reasons(user_engine, entry, histories.get(user), ranking.items)
         if include_history and user != ANONYMOUS:
-            entry["history"] = _history_payload(engine, raw.get(user, []))
+            entry["history"] = _history_payload(user_engine, raw.get(user, []))
         result[user] = entry
     if record:
         impressions.record(shown)
@@ -438,3 +454,37 @@ def recommendation_batch(*, user_ids: list[str], k: int) -> tuple[str, list[tupl
             for rank, (p, score) in enumerate(zip(rankings[user].items, rankings[user].scores, strict=True),
                                               start=1)]
     return engine.version, rows
+
+
+def experiment_start(*, experiment: Experiment) -> Experiment:
+    """Start a draft experiment once every arm's model version exists and loads.
+
+    Raises:
+        ApplicationError: an arm cannot run (code ``invalid_experiment``), e.g. a broken bundle.
+        Conflict: another experiment is running.
+    """
+    models_dir = Path(settings.RECO_MODELS_DIR)
+    versions = artifacts.list_versions(models_dir)
+    experiments.check_arms(experiment, versions)
+    for version in sorted({arm.model_version for arm in experiment.arms.all() if arm.model_version}):
+        try:
+            artifacts.load_bundle(models_dir / version)
+        except ArtifactError as exc:
+            raise ApplicationError(f"Experiment {experiment.name!r} cannot start: model {version} cannot be "
+                                   f"loaded: {_public(exc)}", code="invalid_experiment") from exc
+    return experiments.start(experiment, versions)
+
+
+def experiment_stop(*, experiment: Experiment, winner: ExperimentArm) -> Experiment:
+    """Stop a running experiment and send all traffic to ``winner``: its model version (if it names one)
+    becomes the active model first (a version that cannot be loaded leaves the experiment running), and its
+    setting then serves every shopper.
+
+    Raises:
+        ApplicationError: not running, not its arm, or the winner's model cannot be activated.
+    """
+    if experiment.status != Experiment.RUNNING or winner.experiment_id != experiment.pk:
+        return experiments.stop(experiment, winner)  # raises with the reason
+    if winner.model_version and winner.model_version != artifacts.read_active(Path(settings.RECO_MODELS_DIR)):
+        model_reload(version=winner.model_version)
+    return experiments.stop(experiment, winner)
