@@ -75,7 +75,7 @@ WSGI_APPLICATION = "recoapi.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "recoapi" / "templates"],  # admin/index.html: the link to the dashboard
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from recoapi.recommendations import apis
+from recoapi.recommendations import admin_views, apis
 
 urlpatterns = [
     path("random_users", apis.RandomUsersApi.as_view(), name="random-users"),
@@ -19,6 +19,8 @@ urlpatterns = [
     path("metrics", apis.MetricsApi.as_view(), name="metrics"),
     path("api/schema", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("admin/dashboard/", admin.site.admin_view(admin_views.dashboard_view), {"site": admin.site},
+         name="admin-dashboard"),
     path("admin/", admin.site.urls),
 ]
 

@@ -161,3 +161,75 @@ def test_deleting_the_active_model_version_is_refused_with_the_reason(live_serve
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(SCREENSHOTS / "admin_refused_delete.png"))
     assert ModelVersion.objects.filter(version=version, is_active=True).exists()
+
+
+def _api(live_server, path: str, token: str | None = None, body: object | None = None) -> dict:
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(f"{live_server.url}{path}", method="POST" if body is not None else "GET",
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json",
+                                              **({"Authorization": f"Token {token}"} if token else {})})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def test_an_experiment_runs_from_the_admin_and_the_dashboard_plots_its_traffic(live_server, browser,
+                                                                               live_service: Pipeline) -> None:
+    """Issue 16: start an A/B test, answers and clicks through the API, results, stop; the dashboard's plots
+    and preview box."""
+    from rest_framework.authtoken.models import Token
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from recoapi.recommendations import experiments, impressions
+    from recoapi.recommendations.models import Experiment, ExperimentArm
+
+    wait = WebDriverWait(browser, 30)
+    experiment = Experiment.objects.create(name="ranker-vs-popular")
+    ExperimentArm.objects.create(experiment=experiment, name="control", share=50, setting="served")
+    ExperimentArm.objects.create(experiment=experiment, name="popular", share=50, setting="popular")
+    experiments.forget()
+    _log_in(browser, live_server)
+    browser.get(f"{live_server.url}/admin/recommendations/experiment/{experiment.pk}/change/")
+    browser.find_element(By.CSS_SELECTOR, "button[name=start]").click()
+    message = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "ul.messagelist li.success")))
+    assert "is running" in message.text
+
+    token = Token.objects.create(user=get_user_model().objects.get(username="staff")).key
+    shoppers = sorted(live_service.data.interactions[ds.USER_ID].astype(str).unique())[:60]
+    answer = _api(live_server, f"/recommendations?users={','.join(shoppers)}&k=10")["recommendations"]
+    arms = {entry["experiment"]["arm"] for entry in answer.values()}
+    assert arms == {"control", "popular"}
+    impressions.buffer.flush()  # the test server's lists (the writer is manual in tests)
+    clicks = [{"user": user, "item": entry["items"][0]["item_id"], "event": "view",
+               "recommendation_id": entry["recommendation_id"]}
+              for i, (user, entry) in enumerate(sorted(answer.items())) if i % 3 == 0]
+    assert _api(live_server, "/events", token, clicks)["stored"] == len(clicks)
+
+    browser.get(f"{live_server.url}/admin/recommendations/experiment/{experiment.pk}/change/")
+    table = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "table.experiment-results")))
+    assert len(table.find_elements(By.CSS_SELECTOR, "tr")) == 3  # header, control, popular
+    assert "Newcombe" in table.text or "NEWCOMBE" in table.text
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    assert browser.save_screenshot(str(SCREENSHOTS / "admin_experiment.png"))
+    browser.find_element(By.CSS_SELECTOR, "button[name^=stop-]").click()  # the first arm: control
+    message = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "ul.messagelist li.success")))
+    assert "all traffic goes to arm control" in message.text
+
+    browser.get(f"{live_server.url}/admin/")
+    browser.find_element(By.CSS_SELECTOR, "#dashboard-link a").click()
+    wait.until(ec.presence_of_element_located((By.ID, "chart-events")))
+    assert browser.find_element(By.ID, "count-lists").text == str(len(shoppers))
+    for panel in ("events", "strategies", "latency", "ctr", "arms", "offline", "coverage"):
+        assert browser.find_elements(By.CSS_SELECTOR, f"#chart-{panel} svg"), panel  # a plot, not "no data"
+    assert not browser.find_elements(By.CSS_SELECTOR, "script[src^=http], link[href^=http]")  # no CDN
+
+    browser.find_element(By.NAME, "users").send_keys(shoppers[0])
+    browser.find_element(By.ID, "preview-submit").click()
+    rows = wait.until(ec.presence_of_all_elements_located((By.CSS_SELECTOR, "table.preview-answer tbody tr")))
+    assert len(rows) == 10
+    browser.set_window_size(1400, 3600)
+    assert browser.save_screenshot(str(SCREENSHOTS / "admin_dashboard.png"))
