@@ -52,6 +52,8 @@ ACTIVE_MODEL = Gauge("recoapi_active_model", "1 for the model version a worker s
 MODEL_LOADS = Counter("recoapi_model_loads", "Model loads by the workers, by result.", ["result"])
 IMPRESSIONS_DROPPED = Counter("recoapi_impressions_dropped", "Recommendation lists dropped unwritten (buffer full).")
 THROTTLED = Counter("recoapi_throttled_requests", "Requests refused with 429, by throttle scope.", ["scope"])
+THROTTLE_FAILED_OPEN = Counter("recoapi_throttle_failed_open",
+                               "Requests let through unthrottled because the throttle cache (Redis) failed.")
 
 _served: str | None = None
 _served_lock = threading.Lock()
@@ -98,6 +100,11 @@ def impressions_dropped(count: int) -> None:
 def throttled(scope: str) -> None:
     """Count one request refused by the throttle of ``scope``."""
     THROTTLED.labels(scope).inc()
+
+
+def throttle_failed_open() -> None:
+    """Count one request let through because the throttle cache could not be reached."""
+    THROTTLE_FAILED_OPEN.inc()
 
 
 def _registry() -> CollectorRegistry:

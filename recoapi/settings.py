@@ -139,8 +139,18 @@ REST_FRAMEWORK = {
 }
 # The local-memory cache of each worker holds the throttle counters (one per client and window): room for
 # many clients (Django's default keeps 300 entries).
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-                      "OPTIONS": {"MAX_ENTRIES": env_int("RECO_CACHE_MAX_ENTRIES", 10_000)}}}
+# Throttle counts live in this cache. Each process has its own unless RECO_REDIS_URL names a Redis server,
+# which every worker and every host then shares (django-redis; short socket timeouts, since a request
+# waits for it: while Redis is unreachable the throttles let requests through, see recoapi/throttling.py).
+RECO_REDIS_URL = env_str("RECO_REDIS_URL", "")
+if RECO_REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": RECO_REDIS_URL,
+                          "KEY_PREFIX": env_str("RECO_REDIS_PREFIX", "recoapi"),
+                          "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": float(env_str("RECO_REDIS_TIMEOUT", "0.25")),
+                                      "SOCKET_TIMEOUT": float(env_str("RECO_REDIS_TIMEOUT", "0.25"))}}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                          "OPTIONS": {"MAX_ENTRIES": env_int("RECO_CACHE_MAX_ENTRIES", 10_000)}}}
 # Request bounds: bodies above this many bytes get 413, longer query strings 414.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("RECO_MAX_BODY_BYTES", 1024 * 1024)
 RECO_MAX_QUERY_STRING = env_int("RECO_MAX_QUERY_STRING", 16 * 1024)

@@ -11,11 +11,18 @@ the same 429 and ``Retry-After`` (the seconds left in the window) as before.
 
 Anonymous clients are counted per IP address under the ``anon`` rate, authenticated ones per user under
 the ``user`` rate; each rate may be "off" (``RECO_THROTTLE_ANON``, ``RECO_THROTTLE_USER``).
+
+With ``RECO_REDIS_URL`` the counters are in Redis, shared by every worker and host. When the cache cannot
+be reached the throttles fail open: the request is let through, a warning is logged, and for
+:data:`CACHE_RETRY_SECONDS` the cache is not asked again (so a Redis that is down costs requests nothing
+rather than a timeout each); answering matters more than limiting.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 import time
 from typing import Any
 
@@ -23,6 +30,24 @@ from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
 from recoapi import metrics
+
+logger = logging.getLogger(__name__)
+
+CACHE_RETRY_SECONDS = 5.0
+"""After the cache failed, how long the throttles let every request through before trying it again."""
+
+_cache_down_until = float("-inf")
+_cache_state_lock = threading.Lock()
+
+
+def _cache_failed(exc: Exception) -> None:
+    global _cache_down_until
+    with _cache_state_lock:
+        first = time.monotonic() >= _cache_down_until
+        _cache_down_until = time.monotonic() + CACHE_RETRY_SECONDS
+    if first:
+        logger.warning("the throttle cache cannot be reached (%s: %s); requests are not rate-limited for the "
+                       "next %.0f s", type(exc).__name__, exc, CACHE_RETRY_SECONDS)
 
 
 class FixedWindowRateThrottle(SimpleRateThrottle):
@@ -32,24 +57,32 @@ class FixedWindowRateThrottle(SimpleRateThrottle):
         if self.rate is None:
             return True
         ident = self.get_cache_key(request, view)
-        if ident is None:
+        if ident is None or time.monotonic() < _cache_down_until:
             return True
         now = self.timer()
         window = int(now // self.duration)
         key = f"{ident}:{window}"
         try:
-            count = self.cache.incr(key)
-        except ValueError:  # the window's first request (incr refuses a missing key)
-            if self.cache.add(key, 1, self.duration + 1):
-                count = 1
-            else:  # another thread or worker added it first
-                count = self.cache.incr(key)
+            count = self._count(key)
+        except Exception as exc:  # Redis down or timing out (redis-py's errors, not Django's): fail open
+            _cache_failed(exc)
+            metrics.throttle_failed_open()
+            return True
         self._window_end = (window + 1) * self.duration
         self.now = now
         if count > self.num_requests:
             metrics.throttled(self.scope)
             return False
         return True
+
+    def _count(self, key: str) -> int:
+        """Add this request to the window's counter; returns the count."""
+        try:
+            return self.cache.incr(key)
+        except ValueError:  # the window's first request (incr refuses a missing key)
+            if self.cache.add(key, 1, self.duration + 1):
+                return 1
+            return self.cache.incr(key)  # another thread or worker added it first
 
     def wait(self) -> float:
         """Seconds until the current window ends (at least 1, as ``Retry-After`` is whole seconds)."""

@@ -195,6 +195,8 @@ class MetricsApi(APIView):
 
 
 class HealthApi(APIView):
+    throttle_classes: list = []  # load balancers and orchestrators probe it often, from one address
+
     @extend_schema(responses={200: s.HealthOutput, 503: OpenApiResponse(s.HealthOutput, description="Degraded")})
     def get(self, request: Request) -> Response:
         """Liveness and readiness: the active model version, the database state and the serving process id.
