@@ -1,7 +1,8 @@
 """Two API hosts (two gunicorn servers, two workers each) on one database, one model store and one Redis:
-one throttle limit for both; a host whose Redis is unreachable keeps answering.
+one throttle limit for both; a host whose Redis is unreachable keeps answering; a shopper keeps one
+experiment arm on every worker of both.
 
-Needs the Redis server on 127.0.0.1:6379 (skipped with a message without one).
+The throttle test needs the Redis server on 127.0.0.1:6379 (skipped with a message without one).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 from tests.api.test_shared_throttle import REDIS_URL, redis_available
 from tests.serving.live import Service
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not redis_available(), reason="no Redis server on 127.0.0.1:6379")]
+pytestmark = pytest.mark.slow
 
 
 def _status(url: str) -> int:
@@ -31,6 +32,7 @@ def _another_host(service: Service, **env: str) -> Service:
     return Service(root=service.root, env={**service.env, **env}, token=service.token, models=service.models)
 
 
+@pytest.mark.skipif(not redis_available(), reason="no Redis server on 127.0.0.1:6379")
 def test_two_hosts_share_one_throttle_limit(service_sqlite: Service) -> None:
     import redis
 
@@ -57,3 +59,32 @@ def test_two_hosts_share_one_throttle_limit(service_sqlite: Service) -> None:
         client = redis.Redis.from_url(REDIS_URL)
         for key in client.scan_iter(f"{prefix}:*"):
             client.delete(key)
+
+
+def test_a_shopper_keeps_one_arm_on_every_worker_and_host(service_sqlite: Service, pipeline) -> None:
+    """An experiment started in the database splits the shoppers the same way in all four workers."""
+    import json
+
+    from modeling import datasets as ds
+    from tests.serving.live import get
+
+    service_sqlite.manage("shell", "-c", (
+        "from recoapi.recommendations.models import Experiment, ExperimentArm\n"
+        "e = Experiment.objects.create(name='split', status='running')\n"
+        "ExperimentArm.objects.create(experiment=e, name='ranked', share=50, setting='served')\n"
+        "ExperimentArm.objects.create(experiment=e, name='popular', share=50, setting='popular')\n"))
+    second = _another_host(service_sqlite)
+    try:
+        hosts = [service_sqlite.start(), second.start()]
+        users = sorted(pipeline.data.interactions[ds.USER_ID].astype(str).unique())[:30]
+        seen: dict[str, set[str]] = {user: set() for user in users}
+        for i in range(16):  # each host's kernel spreads them over its two workers
+            answer = get(f"{hosts[i % 2]}/recommendations?users={','.join(users)}&k=3")["recommendations"]
+            for user in users:
+                seen[user].add(answer[user]["experiment"]["arm"])
+                if answer[user]["experiment"]["arm"] == "popular":
+                    assert answer[user]["strategy"] == "popular", json.dumps(answer[user])
+        assert all(len(arms) == 1 for arms in seen.values()), seen
+        assert {arm for arms in seen.values() for arm in arms} == {"ranked", "popular"}
+    finally:
+        second.stop()
