@@ -173,6 +173,9 @@ RECO_DATA_PATH = Path(env_str("RECO_DATA_PATH", str(BASE_DIR / "data" / "raw" / 
 RECO_PROCESSED_DIR = Path(env_str("RECO_PROCESSED_DIR", str(BASE_DIR / "data" / "processed")))
 RECO_EMBEDDINGS_DIR = Path(env_str("RECO_EMBEDDINGS_DIR", str(BASE_DIR / "embeddings")))
 RECO_MODELS_DIR = Path(env_str("RECO_MODELS_DIR", str(BASE_DIR / "models")))
+# A directory every API host mounts: bundles are published there and the database names the active version
+# (recoapi/recommendations/model_store.py); RECO_MODELS_DIR is then each host's cache of it. Empty: one host.
+RECO_MODEL_STORE = env_str("RECO_MODEL_STORE", "")
 # Optional clean-up of event logs at import (all off by default); see modeling.datasets.InteractionFilters.
 RECO_FILTER_MIN_USER_INTERACTIONS = env_int("RECO_FILTER_MIN_USER_INTERACTIONS", 0)
 RECO_FILTER_OUTLIER_STD = float(env_str("RECO_FILTER_OUTLIER_STD", "0")) or None

@@ -18,8 +18,8 @@ from rest_framework.views import APIView
 from recoapi import metrics
 from recoapi.catalog import selectors as catalog_selectors
 from recoapi.catalog import services as catalog_services
+from recoapi.recommendations import model_store, services
 from recoapi.recommendations import serializers as s
-from recoapi.recommendations import services
 from recoapi.recommendations.engine import registry
 
 _ERRORS = {400: OpenApiResponse(s.ErrorOutput, description="Invalid input"),
@@ -202,6 +202,8 @@ class HealthApi(APIView):
         """Liveness and readiness: the active model version, the database state and the serving process id.
 
         503 (same body, status "degraded") while the database is unreachable or no model is active.
+        ``model_store``: whether a shared model store is used and reachable, and where the active version was
+        read from ("cache": this host's last one, while the database cannot be read).
         """
         try:
             with connection.cursor() as cursor:
@@ -216,4 +218,5 @@ class HealthApi(APIView):
         healthy = engine is not None and database == "ok"
         return Response({"status": "ok" if healthy else "degraded",
                          "model_version": engine.version if engine else None, "database": database,
-                         "process": os.getpid()}, status=200 if healthy else 503)
+                         "process": os.getpid(), "model_store": model_store.status()},
+                        status=200 if healthy else 503)

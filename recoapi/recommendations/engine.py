@@ -44,6 +44,7 @@ from modeling.recommender import Recommender
 from recoapi import metrics
 from recoapi.catalog import selectors as catalog_selectors
 from recoapi.catalog.models import Product
+from recoapi.recommendations import model_store
 
 logger = logging.getLogger(__name__)
 
@@ -288,6 +289,9 @@ def _prewarm(engine: Engine) -> None:
             threading.Thread(target=engine.recommender.index.build, name="prewarm-index", daemon=True).start()
 
 
+STORE_RETRY_SECONDS = 30.0
+"""With a model store, how long a worker waits before trying again a version it could not load."""
+
 _freeze_after_load = False  # set in web workers by start_worker()
 
 
@@ -327,7 +331,8 @@ def _load_text_encoder(engine: Engine) -> None:
 
 
 class EngineRegistry:
-    """Holds the process's engine; follows ``models/ACTIVE``."""
+    """Holds the process's engine; follows the active version (``models/ACTIVE``, or the database with a
+    shared model store: :mod:`recoapi.recommendations.model_store`)."""
 
     def __init__(self) -> None:
         self._engine: Engine | None = None
@@ -335,6 +340,7 @@ class EngineRegistry:
         self._swap_lock = threading.Lock()
         self._checked_at = float("-inf")
         self._failed: str | None = None
+        self._failed_at = float("-inf")
         self._others: dict[str, Engine] = {}  # versions beside the active one (experiment arms)
         self._others_failed: set[str] = set()
         self._others_lock = threading.Lock()
@@ -353,12 +359,17 @@ class EngineRegistry:
         # Without an engine every request looks (and waits for a load in progress in another thread).
         if self._engine is None or now - self._checked_at >= settings.RECO_ACTIVE_CHECK_SECONDS:
             self._checked_at = now
-            active = artifacts.read_active(self.models_dir)
+            active = model_store.active_version()
             engine = self._engine
-            if active and active != self._failed and (
+            if active and not self._failed_recently(active, now) and (
                 engine is None or engine.version != active or engine.data_stamp != data_stamp()
             ):
                 self._follow(active)
+            cached = artifacts.read_active(self.models_dir) if self._engine is None and model_store.store() else None
+            if cached and cached != active and not self._failed_recently(cached, now):
+                logger.warning("model %s cannot be loaded from the store; serving this host's copy of %s", active,
+                               cached)
+                self._follow(cached)
         engine = self._engine
         if engine is not None:
             synced = _synced(engine)
@@ -384,7 +395,7 @@ class EngineRegistry:
                 if version in self._others_failed:
                     return current
                 try:
-                    engine = build_engine(self.models_dir / version)
+                    engine = build_engine(model_store.local_bundle(version))
                 except ArtifactError as exc:
                     self._others_failed.add(version)
                     logger.error("cannot load model %s for an experiment arm; the active model answers: %s",
@@ -407,6 +418,13 @@ class EngineRegistry:
                 del self._others[version]
             self._others_failed &= versions
 
+    def _failed_recently(self, version: str, now: float) -> bool:
+        """A version that failed to load is not tried again; with a model store, after
+        :data:`STORE_RETRY_SECONDS` it is (the store may have been out of reach)."""
+        if version != self._failed:
+            return False
+        return model_store.store() is None or now - self._failed_at < STORE_RETRY_SECONDS
+
     def _follow(self, version: str) -> None:
         if not self._lock.acquire(blocking=self._engine is None):
             return  # another thread is loading; keep serving the current engine meanwhile
@@ -414,14 +432,16 @@ class EngineRegistry:
             if self._engine is not None and self._engine.version == version and self._engine.data_stamp == data_stamp():
                 return
             try:
-                self._engine = build_engine(self.models_dir / version)
+                self._engine = build_engine(model_store.local_bundle(version))
+                if model_store.store() is not None:  # what this host serves if the database goes away
+                    artifacts.set_active(self.models_dir, version)
                 self._failed = None
                 metrics.model_loaded(version)
                 _freeze_heap()
                 _prewarm(self._engine)
             except ArtifactError as exc:
                 metrics.model_loaded(None, ok=False)
-                self._failed = version
+                self._failed, self._failed_at = version, time.monotonic()
                 logger.error("cannot load model %s, keeping %s: %s", version,
                              self._engine.version if self._engine else "none", exc)
             except Exception:  # e.g. the database is briefly unavailable: keep serving, retry next check
@@ -440,11 +460,11 @@ class EngineRegistry:
         """
         with self._lock:
             try:
-                engine = build_engine(self.models_dir / version)
+                engine = build_engine(model_store.local_bundle(version))
             except ArtifactError:
                 metrics.model_loaded(None, ok=False)
                 raise
-            artifacts.set_active(self.models_dir, version)
+            model_store.activate(version)
             self._engine = engine
             metrics.model_loaded(version)
             _freeze_heap()

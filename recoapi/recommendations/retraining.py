@@ -19,6 +19,7 @@ from django.utils import timezone
 from modeling import artifacts
 from modeling.errors import ArtifactError
 from recoapi.exceptions import ApplicationError, NotFound
+from recoapi.recommendations import model_store
 from recoapi.recommendations.locks import training_lock
 from recoapi.recommendations.models import TrainingRun
 from recoapi.recommendations.services import _read_manifest, model_version_sync, training_snapshot
@@ -33,7 +34,10 @@ def _manifest(models_dir: Path, version: str | None) -> dict[str, Any]:
     try:
         return _read_manifest(models_dir, version)
     except (OSError, json.JSONDecodeError):
-        return {}
+        try:  # with a model store, a version this host has not fetched
+            return model_store.read_manifest(version)
+        except ArtifactError:
+            return {}
 
 
 class TrainingBusy(ApplicationError):
@@ -78,7 +82,7 @@ def _retrain(*, holdout_days: float, tolerance: float, budget_seconds: float,
 
     started, clock = timezone.now(), time.perf_counter()
     models_dir = Path(settings.RECO_MODELS_DIR)
-    previous = artifacts.read_active(models_dir)
+    previous = model_store.active_version()
     row: dict[str, Any] = {"started_at": started, "previous_version": previous or "", "tolerance": tolerance}
 
     def finish(decision: str, reason: str, **fields: Any) -> TrainingRun:
@@ -118,8 +122,8 @@ def _retrain(*, holdout_days: float, tolerance: float, budget_seconds: float,
         model_version_sync()
         row["candidate_metrics"] = holdout_metrics(Recommender(artifacts.load_bundle(models_dir / candidate)), split)
         if previous:
-            row["previous_metrics"] = holdout_metrics(Recommender(artifacts.load_bundle(models_dir / previous)),
-                                                      split)
+            previous_bundle = artifacts.load_bundle(model_store.local_bundle(previous))
+            row["previous_metrics"] = holdout_metrics(Recommender(previous_bundle), split)
     except Exception as exc:  # noqa: BLE001  (recorded; the active model keeps serving)
         logger.exception("retraining failed")
         return finish(TrainingRun.FAILED, f"{type(exc).__name__}: {exc}")
@@ -166,8 +170,8 @@ def _with_holdout(result: Any, data: Any, embeddings: Any, models_dir: Path, fin
 def _activate(models_dir: Path, version: str) -> None:
     """Point models/ACTIVE at ``version`` once its bundle loads (every serving worker follows within a
     second); raises ArtifactError for a broken bundle, and nothing changes then."""
-    artifacts.load_bundle(models_dir / version)
-    artifacts.set_active(models_dir, version)
+    artifacts.load_bundle(model_store.local_bundle(version))
+    model_store.activate(version)
     model_version_sync()
 
 
@@ -187,7 +191,7 @@ def new_interactions(*, after: int | None) -> tuple[int, int | None]:
 def active_trained_until() -> int | None:
     """The newest interaction time the active model trained on (None: no active model, or an old bundle)."""
     models_dir = Path(settings.RECO_MODELS_DIR)
-    value = _manifest(models_dir, artifacts.read_active(models_dir)).get("trained_until")
+    value = _manifest(models_dir, model_store.active_version()).get("trained_until")
     return int(value) if value is not None else None
 
 
@@ -203,8 +207,8 @@ def model_rollback(*, version: str | None = None) -> dict[str, str | None]:
         ApplicationError: the bundle cannot be loaded (code ``invalid_model``); nothing changes.
     """
     models_dir = Path(settings.RECO_MODELS_DIR)
-    versions = artifacts.list_versions(models_dir)
-    active = artifacts.read_active(models_dir)
+    versions, _ = model_store.versions()
+    active = model_store.active_version()
     if version is None:  # the measured candidate an active retrained bundle was published from is skipped
         source = _manifest(models_dir, active).get("published_from") if active else None
         earlier = [v for v in versions if (active is None or v < active) and v != source]

@@ -439,11 +439,22 @@ class ReloadDataOutput(serializers.Serializer):
     removed = serializers.DictField(child=serializers.IntegerField())
 
 
+class ModelStoreOutput(serializers.Serializer):
+    store = serializers.ChoiceField(choices=["off", "ok", "unreachable"],
+                                    help_text="off: one host (models/ACTIVE); else the shared store's state.")
+    active_from = serializers.ChoiceField(choices=["file", "database", "cache"],
+                                          help_text="Where the active version was read from; cache: this host's "
+                                                    "last one (the database could not be read).")
+    active_version = serializers.CharField(allow_null=True, help_text="The active version; a host whose "
+                                           "model_version differs serves its cached copy.")
+
+
 class HealthOutput(serializers.Serializer):
     status = serializers.CharField()
     model_version = serializers.CharField(allow_null=True)
     database = serializers.CharField()
     process = serializers.IntegerField()
+    model_store = ModelStoreOutput()
 
 
 class ErrorDetail(serializers.Serializer):

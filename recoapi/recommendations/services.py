@@ -22,7 +22,7 @@ from recoapi import metrics
 from recoapi.catalog import selectors as catalog_selectors
 from recoapi.catalog.services import data_import, import_filters_from_settings
 from recoapi.exceptions import ApplicationError, Conflict, NotFound, ServiceUnavailable
-from recoapi.recommendations import experiments, impressions
+from recoapi.recommendations import experiments, impressions, model_store
 from recoapi.recommendations.engine import Engine, registry, text_encoder
 from recoapi.recommendations.models import Experiment, ExperimentArm, ModelVersion
 
@@ -216,29 +216,24 @@ def _read_manifest(models_dir: Path, version: str) -> dict[str, Any]:
 
 @transaction.atomic
 def model_version_sync() -> list[ModelVersion]:
-    """Mirror the bundles in models/ (and the ACTIVE pointer) into the ModelVersion table."""
-    models_dir = Path(settings.RECO_MODELS_DIR)
-    active = artifacts.read_active(models_dir)
-    versions = artifacts.list_versions(models_dir)
+    """Mirror the bundles (this host's models/, and the shared store's when there is one) into the
+    ModelVersion table. Without a store the active flag mirrors models/ACTIVE; with one, the table is where
+    the active version is kept, and its flag is left as it is."""
+    shared = model_store.store() is not None
+    active = model_store.active_version()
+    versions, complete = model_store.versions()
     rows = []
     for version in versions:
         try:
-            manifest = _read_manifest(models_dir, version)
-        except (OSError, json.JSONDecodeError):
+            manifest = model_store.read_manifest(version)
+        except ArtifactError:
             logger.warning("skipping model %s: unreadable manifest", version)
             continue
-        row, _ = ModelVersion.objects.update_or_create(
-            version=version,
-            defaults={
-                "created_at": datetime.fromisoformat(manifest["created"]),
-                "is_active": version == active,
-                "metrics": manifest.get("metrics", {}),
-                "params": manifest.get("params", {}),
-                "counts": manifest.get("data_counts", manifest.get("counts", {})),
-            },
-        )
-        rows.append(row)
-    ModelVersion.objects.exclude(version__in=versions).delete()
+        existing = ModelVersion.objects.filter(version=version).values_list("is_active", flat=True).first()
+        rows.append(model_store.upsert_version(
+            version, manifest, active=bool(existing) if shared and existing is not None else version == active))
+    if complete:
+        ModelVersion.objects.exclude(version__in=versions).delete()
     return rows
 
 
@@ -248,7 +243,7 @@ def model_version_check_deletable(*, versions: list[str]) -> None:
     Raises:
         Conflict: one of ``versions`` is active (named by ``models/ACTIVE`` or marked active).
     """
-    active = {artifacts.read_active(Path(settings.RECO_MODELS_DIR))}
+    active = {model_store.active_version()}
     active |= set(ModelVersion.objects.filter(is_active=True).values_list("version", flat=True))
     refused = sorted(set(versions) & (active - {None}))
     if refused:
@@ -268,8 +263,7 @@ def model_reload(*, version: str | None = None) -> dict[str, Any]:
         NotFound: no such version / no model at all.
         ApplicationError: the bundle is broken (code "invalid_model").
     """
-    models_dir = Path(settings.RECO_MODELS_DIR)
-    versions = artifacts.list_versions(models_dir)
+    versions, _ = model_store.versions()
     if version is None:
         if not versions:
             raise NotFound("No trained model in the models directory.", code="no_model")
@@ -419,9 +413,10 @@ def model_train(
                   "examples_per_second": round(trained.examples_per_second, 1),
                   "refit_epochs": trained.refit_epochs, "search": trained.search,
                   "ranking_stage": stage_summary(trained.stage) if trained.stage is not None else None}
+    model_store.publish(result["version"])  # with a shared store: every host can activate it
     if activate:
         artifacts.load_bundle(models_dir / result["version"])  # refuse a broken bundle before pointing at it
-        artifacts.set_active(models_dir, result["version"])
+        model_store.activate(result["version"])
     model_version_sync()
     return {**result, "activated": activate,
             "data": {"source": "database" if from_database else "import", **data.counts(),
@@ -463,12 +458,11 @@ def experiment_start(*, experiment: Experiment) -> Experiment:
         ApplicationError: an arm cannot run (code ``invalid_experiment``), e.g. a broken bundle.
         Conflict: another experiment is running.
     """
-    models_dir = Path(settings.RECO_MODELS_DIR)
-    versions = artifacts.list_versions(models_dir)
+    versions, _ = model_store.versions()
     experiments.check_arms(experiment, versions)
     for version in sorted({arm.model_version for arm in experiment.arms.all() if arm.model_version}):
         try:
-            artifacts.load_bundle(models_dir / version)
+            artifacts.load_bundle(model_store.local_bundle(version))
         except ArtifactError as exc:
             raise ApplicationError(f"Experiment {experiment.name!r} cannot start: model {version} cannot be "
                                    f"loaded: {_public(exc)}", code="invalid_experiment") from exc
@@ -485,6 +479,6 @@ def experiment_stop(*, experiment: Experiment, winner: ExperimentArm) -> Experim
     """
     if experiment.status != Experiment.RUNNING or winner.experiment_id != experiment.pk:
         return experiments.stop(experiment, winner)  # raises with the reason
-    if winner.model_version and winner.model_version != artifacts.read_active(Path(settings.RECO_MODELS_DIR)):
+    if winner.model_version and winner.model_version != model_store.active_version():
         model_reload(version=winner.model_version)
     return experiments.stop(experiment, winner)

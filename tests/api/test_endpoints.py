@@ -277,7 +277,9 @@ def test_health_reports_model_and_database(service: Pipeline, client: APIClient)
     import os
 
     assert client.get("/health").json() == {"status": "ok", "model_version": service.version, "database": "ok",
-                                            "process": os.getpid()}
+                                            "process": os.getpid(),
+                                            "model_store": {"store": "off", "active_from": "file",
+                                                            "active_version": service.version}}
 
 
 def test_unknown_url_answers_json_404(service: Pipeline, client: APIClient) -> None:

@@ -1,0 +1,91 @@
+"""One source of truth for the active model with a shared store (RECO_MODEL_STORE): activation goes through
+the database and the store, workers follow the database, a damaged local copy is never loaded."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from rest_framework.test import APIClient
+
+from modeling import artifacts
+from modeling.store import DirectoryStore
+from recoapi.recommendations import model_store
+from recoapi.recommendations.models import ModelVersion
+from recoapi.recommendations.services import model_version_sync
+from tests.api.test_endpoints import a_known_user
+from tests.conftest import Pipeline
+
+OTHER = "20990101T000000Z"
+
+
+@pytest.fixture
+def store(service: Pipeline, settings, tmp_path: Path) -> Path:
+    """A shared store holding the service's model and OTHER, a second version this host has not fetched."""
+    root = tmp_path / "store"
+    root.mkdir()
+    settings.RECO_MODEL_STORE = str(root)
+    models = Path(settings.RECO_MODELS_DIR)
+    shared = DirectoryStore(root)
+    shared.publish(models / service.version)
+    shutil.copytree(models / service.version, models / OTHER)
+    (models / OTHER / "checksums.json").unlink()
+    shared.publish(models / OTHER)
+    shutil.rmtree(models / OTHER)  # published by another host
+    model_store._reachable["at"] = float("-inf")
+    ModelVersion.objects.all().delete()
+    model_store.activate(service.version)
+    model_version_sync()
+    return root
+
+
+def _served(client: APIClient, service: Pipeline) -> str:
+    return client.get("/recommendations", {"users": a_known_user(service)}).json()["model_version"]
+
+
+def test_activation_fetches_the_version_and_records_it_in_the_database(
+        store: Path, service: Pipeline, client: APIClient, staff_client: APIClient, settings) -> None:
+    assert {v.version for v in ModelVersion.objects.all()} == {service.version, OTHER}  # the store's versions
+    assert _served(client, service) == service.version
+    response = staff_client.post("/reload_model", {"version": OTHER}, format="json")
+    assert response.status_code == 200, response.content
+    assert ModelVersion.objects.get(is_active=True).version == OTHER
+    assert artifacts.read_active(settings.RECO_MODELS_DIR) == OTHER  # what this host serves without a database
+    assert (Path(settings.RECO_MODELS_DIR) / OTHER / "manifest.json").is_file()  # fetched into the cache
+    assert _served(client, service) == OTHER
+    assert client.get("/health").json()["model_store"] == {"store": "ok", "active_from": "database",
+                                                           "active_version": OTHER}
+
+
+def test_workers_follow_the_database(store: Path, service: Pipeline, client: APIClient) -> None:
+    assert _served(client, service) == service.version
+    ModelVersion.objects.update(is_active=False)
+    ModelVersion.objects.filter(version=OTHER).update(is_active=True)  # activated on another host
+    assert _served(client, service) == OTHER
+
+
+def test_a_damaged_local_copy_is_not_loaded(store: Path, service: Pipeline, client: APIClient, settings,
+                                            caplog) -> None:
+    assert _served(client, service) == service.version
+    local = DirectoryStore(store).fetch(OTHER, Path(settings.RECO_MODELS_DIR))
+    data = bytearray((local / "item_vectors.npy").read_bytes())
+    data[-1] ^= 0xFF
+    (local / "item_vectors.npy").write_bytes(bytes(data))
+    ModelVersion.objects.update(is_active=False)
+    ModelVersion.objects.filter(version=OTHER).update(is_active=True)
+    assert _served(client, service) == service.version  # keeps its model
+    assert "copy of model 20990101T000000Z is damaged" in caplog.text
+
+
+def test_health_says_whether_the_store_is_reachable(store: Path, service: Pipeline, client: APIClient,
+                                                    settings, tmp_path: Path) -> None:
+    assert client.get("/health").json()["model_store"]["store"] == "ok"
+    store.rename(tmp_path / "unmounted")
+    model_store._reachable["at"] = float("-inf")
+    body = client.get("/health").json()
+    assert body["status"] == "ok" and body["model_store"]["store"] == "unreachable"
+    assert body["model_version"] == service.version  # still serving
+    settings.RECO_MODEL_STORE = ""
+    assert client.get("/health").json()["model_store"] == {"store": "off", "active_from": "file",
+                                                           "active_version": service.version}
