@@ -1,4 +1,4 @@
-"""Two API hosts on one database and one shared model store (RECO_MODEL_STORE), each with its own models/
+"""Two API hosts on one PostgreSQL database and one shared model store (RECO_MODEL_STORE), each with its own models/
 cache: an activation reaches both; a host whose copy is damaged keeps its model; a host that starts while
 the store is unreachable serves its cached copy and says so; killing one host loses nothing sent to the
 other."""
@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from modeling.store import DirectoryStore
-from tests.serving.live import Service, get, post
+from tests.conftest import Pipeline
+from tests.serving.live import POSTGRES, Service, get, post, prepare_service, scratch_postgres_database
 
 pytestmark = pytest.mark.slow
 
@@ -34,36 +35,49 @@ def _new_version(service: Service, source: str, name: str) -> None:
     (service.models / name / "checksums.json").unlink(missing_ok=True)
 
 
-def test_two_hosts_follow_one_active_version_from_the_store(service_sqlite: Service) -> None:
-    root = service_sqlite.root
+@pytest.fixture
+def service_postgres(pipeline: Pipeline, tmp_path) -> Service:  # noqa: ANN201
+    """The tiny shop in a scratch PostgreSQL database (skipped without a server), not started yet."""
+    with scratch_postgres_database() as name:
+        service = prepare_service(pipeline, tmp_path, f"postgres://{POSTGRES['user']}@{POSTGRES['host']}:"
+                                                      f"{POSTGRES['port']}/{name}")
+        try:
+            yield service
+        finally:
+            service.stop()
+
+
+def test_two_hosts_follow_one_active_version_from_the_store(service_postgres: Service) -> None:
+    host_a = service_postgres
+    root = host_a.root
     (root / "store").mkdir()
-    service_sqlite.env["RECO_MODEL_STORE"] = str(root / "store")
-    first_version = (service_sqlite.models / "ACTIVE").read_text().strip()
-    service_sqlite.manage("shell", "-c", "from recoapi.recommendations.services import model_reload; "
+    host_a.env["RECO_MODEL_STORE"] = str(root / "store")
+    first_version = (host_a.models / "ACTIVE").read_text().strip()
+    host_a.manage("shell", "-c", "from recoapi.recommendations.services import model_reload; "
                                          f"model_reload(version='{first_version}')")  # into the store and database
-    host_b = Service(root=root, env={**service_sqlite.env, "RECO_MODELS_DIR": str(root / "models-b")},
-                     token=service_sqlite.token, models=root / "models-b")
+    host_b = Service(root=root, env={**host_a.env, "RECO_MODELS_DIR": str(root / "models-b")},
+                     token=host_a.token, models=root / "models-b")
     try:
-        a, b = service_sqlite.start(), host_b.start()
+        a, b = host_a.start(), host_b.start()
         assert get(f"{b}/health")["model_version"] == first_version  # fetched from the store at start
         assert (root / "models-b" / first_version / "checksums.json").is_file()
 
         second = "20990101T000000Z"
-        _new_version(service_sqlite, first_version, second)
-        status, body = post(f"{a}/reload_model", service_sqlite.token, {"version": second})
+        _new_version(host_a, first_version, second)
+        status, body = post(f"{a}/reload_model", host_a.token, {"version": second})
         assert status == 200, body
         reached_a, reached_b = _wait_for(a, second), _wait_for(b, second)
         print(f"activation reached host A after {reached_a:.2f} s and host B after {reached_b:.2f} s")
         assert max(reached_a, reached_b) < 10  # about a second: each worker looks every second
 
         third = "20990102T000000Z"  # host B's own copy of it is damaged before it is activated
-        _new_version(service_sqlite, first_version, third)
-        DirectoryStore(root / "store").publish(service_sqlite.models / third)
+        _new_version(host_a, first_version, third)
+        DirectoryStore(root / "store").publish(host_a.models / third)
         damaged = DirectoryStore(root / "store").fetch(third, root / "models-b")
         vectors = bytearray((damaged / "item_vectors.npy").read_bytes())
         vectors[-1] ^= 0xFF
         (damaged / "item_vectors.npy").write_bytes(bytes(vectors))
-        status, body = post(f"{a}/reload_model", service_sqlite.token, {"version": third})
+        status, body = post(f"{a}/reload_model", host_a.token, {"version": third})
         assert status == 200, body
         _wait_for(a, third)
         time.sleep(2)
@@ -73,9 +87,9 @@ def test_two_hosts_follow_one_active_version_from_the_store(service_sqlite: Serv
 
         with ThreadPoolExecutor(4) as pool:  # host A dies while host B answers
             answers = [pool.submit(get, f"{b}/recommendations?users=u&k=3") for _ in range(200)]
-            service_sqlite.process.send_signal(signal.SIGKILL)
+            host_a.process.send_signal(signal.SIGKILL)
             assert all(future.result()["model_version"] in {first_version, second} for future in answers)
-        service_sqlite.process.wait(timeout=30)
+        host_a.process.wait(timeout=30)
 
         host_b.stop()  # B restarts while the store is away: it serves its cached copy and says so
         (root / "store").rename(root / "store-unmounted")
