@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-postgres lint install serve pipeline migrate clean-artifacts
+.PHONY: demo test test-postgres lint install serve pipeline migrate clean-artifacts poetry-lock check-lock
 
 $(STAMP): pyproject.toml constraints.txt
 	@echo "==> Installing into $(VENV) (pinned by constraints.txt)"
@@ -47,7 +47,8 @@ serve: migrate
 POSTGRES_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
 test: install
-	$(VENV)/bin/ruff check modeling recoapi tests benchmarks manage.py
+	$(VENV)/bin/ruff check modeling recoapi tests benchmarks tools manage.py
+	@$(MAKE) --no-print-directory check-lock
 	$(PY) -m pytest
 	@echo "==> Long tests: load with reloads, killed processes, database outage"
 	$(PY) -m pytest -m slow
@@ -59,6 +60,26 @@ test-postgres: install
 		DATABASE_URL=$(POSTGRES_TEST_URL) $(PY) -m pytest -m "database and not slow"; \
 	else \
 		echo "==> PostgreSQL is not reachable at $(POSTGRES_TEST_URL): the PostgreSQL test run is SKIPPED"; \
+	fi
+
+# poetry.lock is written from pip's resolution (constraints.txt), see tools/poetry_lock.py; poetry itself
+# lives in its own virtualenv, apart from the project's pinned packages.
+POETRY_VENV := .venv-poetry
+POETRY_VERSION := 2.5.1
+
+$(POETRY_VENV)/.installed:
+	$(PYTHON) -m venv $(POETRY_VENV)
+	$(POETRY_VENV)/bin/python -m pip install --quiet poetry==$(POETRY_VERSION)
+	touch $@
+
+poetry-lock: install $(POETRY_VENV)/.installed
+	$(POETRY_VENV)/bin/python tools/poetry_lock.py
+
+check-lock:
+	@if $(MAKE) --no-print-directory $(POETRY_VENV)/.installed >/dev/null; then \
+		echo "==> poetry check --lock"; $(POETRY_VENV)/bin/poetry check --lock; \
+	else \
+		echo "==> poetry could not be installed: poetry check --lock is SKIPPED"; \
 	fi
 
 clean-artifacts:
