@@ -213,7 +213,6 @@ def test_retrain_activates_a_model_trained_on_new_events_and_the_gate_refuses_a_
     """Issue: a service that learns from its own traffic."""
     from datetime import UTC, datetime, timedelta
 
-    import modeling.gate
     from recoapi.catalog.models import Interaction, Product
     from recoapi.catalog.services import interaction_record
     from recoapi.recommendations.models import TrainingRun
@@ -263,17 +262,28 @@ def test_retrain_activates_a_model_trained_on_new_events_and_the_gate_refuses_a_
     assert f"activated as {second}" in activated.reason and measured[0] in activated.reason
     assert activated.holdout["interactions"] == 20 and activated.candidate_metrics["shoppers"] == 10
 
-    # A candidate that does worse on the newest interactions stays inactive (its measurement is replaced
-    # here: the gate's decision is what is tested).
-    real = modeling.gate.holdout_metrics
-    monkeypatch.setattr(modeling.gate, "holdout_metrics", lambda recommender, holdout, k=10: {
-        **real(recommender, holdout, k=k), "recall@10": 0.5 if recommender.version == second else 0.1})
+    # A deliberately worse candidate stays inactive: its bundle is written with the product ids shuffled
+    # (every vector, neighbour list and transition then belongs to another product), and the gate measures
+    # it for real on the newest interactions.
+    import dataclasses
+
+    import numpy as np
+
+    real_write = artifacts.write_bundle
+
+    def shuffled_write(models_dir, arrays, *args, **kwargs):  # noqa: ANN001, ANN202
+        shuffled = np.random.default_rng(7).permutation(np.asarray(arrays.item_ids))
+        return real_write(models_dir, dataclasses.replace(arrays, item_ids=shuffled), *args, **kwargs)
+
+    monkeypatch.setattr(artifacts, "write_bundle", shuffled_write)
     taste("second-wave", 80)
     out = run("retrain", "--budget", "0", "--holdout-days", "1", "--tolerance", "0.05")
     assert "Retraining refused" in out and f"{second} stays active" in out, out
     assert artifacts.read_active(workdir / "models") == second
     refused = TrainingRun.objects.get(decision=TrainingRun.REFUSED)
     assert refused.candidate_version in artifacts.list_versions(workdir / "models")
+    assert refused.candidate_metrics["recall@10"] < refused.previous_metrics["recall@10"] - 0.05
+    monkeypatch.setattr(artifacts, "write_bundle", real_write)
 
     import modeling.tuning
 
