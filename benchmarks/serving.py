@@ -26,6 +26,12 @@ Needs `wrk` (Debian/Ubuntu: `apt install wrk`). What it does:
    exact search and its query time.
 
 Prints a table and writes benchmarks/results/serving.json.
+
+With `--impressions-overhead ROUNDS` it runs only the cost of recording impressions (a RecommendationList row
+per answer, written by a background thread per worker): per round one gunicorn with RECO_IMPRESSIONS=1 and
+one with =0, in alternating order (on, off; off, on; ...), each warmed up then loaded with "one known
+shopper" at 2 connections; it reports the medians over rounds, the paired difference of p50 per round, and
+the rows written, to benchmarks/results/serving-impressions.json.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ import socket  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 import urllib.request  # noqa: E402
+from typing import TextIO  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -332,6 +339,178 @@ def worker_memory(master_pid: int) -> list[dict]:
     return rows
 
 
+# --------------------------------------------------------------------------- impressions: their cost, on and off
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_gunicorn(work: Path, port: int, workers: int, threads: int,
+                    extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, TextIO]:
+    """gunicorn on loopback with the workspace's settings (plus ``extra_env``); its output to gunicorn.log."""
+    log = open(work / "gunicorn.log", "w")  # noqa: SIM115
+    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")],
+                              env={**_env(work, port, workers, threads), **(extra_env or {})}, cwd=ROOT, stdout=log,
+                              stderr=subprocess.STDOUT)
+    return server, log
+
+
+def _first_answer(base: str, path: str) -> bool:
+    """Wait (up to about 2 minutes) for the first answer to ``path``; True once one was answered."""
+    for _ in range(1200):
+        try:
+            urllib.request.urlopen(f"{base}{path}", timeout=5).read()  # noqa: S310
+            return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def _recommendation_lists(work: Path) -> int:
+    """How many RecommendationList rows (impressions) the workspace's SQLite database holds.
+
+    The database is the one ``_env`` points DATABASE_URL at; read with sqlite3 directly, while no server runs.
+    """
+    import sqlite3
+
+    path = _env(work)["DATABASE_URL"].removeprefix("sqlite:///")
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("SELECT COUNT(*) FROM recommendations_recommendationlist").fetchone()[0])
+    finally:
+        db.close()
+
+
+def _impressions_round(work: Path, setting: str, paths: list[str], warm_paths: list[list[str]], seconds: int,
+                       workers: int, threads: int) -> dict:
+    """One server with RECO_IMPRESSIONS=``setting``: warm up, one wrk run at 2 connections, a graceful stop.
+
+    The rows written are counted after the stop (a worker's exit writes what its buffer still holds), against
+    every request answered by that server: the first answer, the warm-up and the measured run.
+    """
+    before = _recommendation_lists(work)
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    server, log = _start_gunicorn(work, port, workers, threads, {"RECO_IMPRESSIONS": setting})
+    try:
+        if not _first_answer(base, paths[0]):
+            raise SystemExit(f"gunicorn did not answer (see {work / 'gunicorn.log'})")
+        warm = [run_wrk(base, p, 2, 3, work) for p in warm_paths]  # the text encoder loads in the background
+        time.sleep(5)
+        run = run_wrk(base, paths, 2, seconds, work)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        log.close()
+    answered = 1 + sum(w["requests"] for w in warm) + run["requests"]
+    return {"impressions": setting, **run, "answered": answered,
+            "lists_written": _recommendation_lists(work) - before}
+
+
+def impressions_overhead(work: Path, info: dict, rounds: int, seconds: int, workers: int, threads: int) -> dict:
+    """The p50, p99 and req/s of "one known shopper" with impressions recorded (on) and not (off).
+
+    Rounds alternate the order (on, off; off, on; ...) so a drift of the machine's speed cancels out of
+    the paired difference of p50 (on minus off, per round).
+    """
+    from modeling import artifacts
+
+    bundle = artifacts.load_bundle(work / "models" / info["version"])
+    rng = np.random.default_rng(2)  # the same shoppers as the main scenarios
+    known = [str(u) for u in bundle.arrays.user_ids[rng.integers(0, len(bundle.arrays.user_ids), 5000)]]
+    paths = [f"/recommendations?users={u}&k=10" for u in known[:1000]]
+    texts = [f"/recommendations?text={a}+{b}+{n}&k=10" for n, (a, b) in
+             enumerate(zip(rng.choice(_WORDS, 1000), rng.choice(_WORDS, 1000), strict=True))]
+    runs = []
+    for r in range(rounds):
+        for setting in ("1", "0") if r % 2 == 0 else ("0", "1"):
+            run = _impressions_round(work, setting, paths, [paths, texts], seconds, workers, threads)
+            runs.append({"round": r, **run})
+            print(f"round {r} impressions {'on ' if setting == '1' else 'off'}: {run['rps']:.0f} req/s, p50 "
+                  f"{run['p50_ms']:.2f} ms, p99 {run['p99_ms']:.2f} ms, {run['lists_written']} lists written for "
+                  f"{run['answered']} answers", flush=True)
+
+    def median(setting: str, key: str) -> float:
+        return float(np.median([run[key] for run in runs if run["impressions"] == setting]))
+
+    by_round = {(run["round"], run["impressions"]): run for run in runs}
+    differences = [by_round[r, "1"]["p50_ms"] - by_round[r, "0"]["p50_ms"] for r in range(rounds)]
+    on = [run for run in runs if run["impressions"] == "1"]
+    off = [run for run in runs if run["impressions"] == "0"]
+    return {
+        "scenario": "one known shopper", "connections": 2, "seconds": seconds, "rounds": rounds,
+        "order": "on,off then off,on alternately",
+        "median": {name: {"p50_ms": median(setting, "p50_ms"), "p99_ms": median(setting, "p99_ms"),
+                          "rps": median(setting, "rps")} for name, setting in (("on", "1"), ("off", "0"))},
+        "p50_difference_ms_by_round": differences,
+        "p50_difference_ms_median": float(np.median(differences)),
+        "target_p50_difference_ms": 0.5,
+        "within_target": bool(np.median(differences) <= 0.5),
+        "lists_written_on": sum(run["lists_written"] for run in on),
+        "answered_on": sum(run["answered"] for run in on),
+        "lists_written_off": sum(run["lists_written"] for run in off),
+        "errors": sum(run["errors"] for run in runs),
+        "runs": runs,
+    }
+
+
+IMPRESSIONS_CPU = """
+import json, os, time, uuid
+import django
+django.setup()
+from django.utils import timezone
+from recoapi.recommendations import impressions
+from recoapi.recommendations.models import RecommendationList
+n, batch = int(os.environ["LISTS"]), int(os.environ["BATCH"])
+items = [f"B{i:09d}" for i in range(10)]
+buffer = impressions.ImpressionBuffer()
+shown = [[impressions.Shown(uuid.uuid4().hex, timezone.now(), f"A{i:07d}", "two_tower", "v", items)]
+         for i in range(n)]
+start = time.process_time()
+for one in shown:
+    buffer.record(one)
+record = time.process_time() - start
+buffer._pending.clear()
+write = 0.0
+for first in range(0, n, batch):
+    for one in shown[first:first + batch]:
+        buffer._pending.extend(one)
+    start = time.process_time()
+    buffer.flush()
+    write += time.process_time() - start
+RecommendationList.objects.filter(id__in=[one[0].id for one in shown]).delete()
+print(json.dumps({"lists": n, "batch": batch, "record_us": 1e6 * record / n, "write_us": 1e6 * write / n}))
+"""
+
+
+def impressions_cpu(work: Path, lists: int = 5000, batch: int = 500) -> dict:
+    """CPU time per answered list that recording it costs, in process (precise where latency is noisy): the
+    request's part (``impressions.record``: appending to the buffer) and the writer thread's part (one
+    transaction per ``batch`` lists, as the thread writes them), on the workspace's SQLite database. On a
+    server whose cores are busy, this CPU time is what each request pays."""
+    env = {**_env(work), "LISTS": str(lists), "BATCH": str(batch), "RECO_IMPRESSIONS_WRITER": "manual"}
+    done = subprocess.run([sys.executable, "-c", IMPRESSIONS_CPU], env=env, cwd=ROOT, check=True,
+                          capture_output=True, text=True)
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    return {**figures, "total_us": figures["record_us"] + figures["write_us"]}
+
+
+def _print_impressions(result: dict) -> None:
+    print(f"\n{'impressions':<13}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}   (median of {result['rounds']} rounds, "
+          f"{result['scenario']}, {result['connections']} connections, {result['seconds']} s each)")
+    for name in ("on", "off"):
+        row = result["median"][name]
+        print(f"{name:<13}{row['rps']:>9.0f}{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}")
+    print("p50 on minus off, per round: " + ", ".join(f"{d:+.2f}" for d in result["p50_difference_ms_by_round"])
+          + f" ms; median {result['p50_difference_ms_median']:+.2f} ms (target at most "
+          f"{result['target_p50_difference_ms']} ms: {'met' if result['within_target'] else 'NOT met'})")
+    print(f"lists written: {result['lists_written_on']} for {result['answered_on']} answers with impressions on, "
+          f"{result['lists_written_off']} with them off; errors {result['errors']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=100_000)
@@ -339,18 +518,46 @@ def main() -> None:
     parser.add_argument("--interactions", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration per scenario and concurrency")
     parser.add_argument("--workdir", default=str(ROOT / "benchmarks" / ".work" / "serving"))
-    parser.add_argument("--output", default=str(RESULTS / "serving.json"))
+    parser.add_argument("--output", default=None, help="the JSON written (default: benchmarks/results/serving.json; "
+                                                       "with --impressions-overhead, serving-impressions.json)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=2, help="threads per worker")
     parser.add_argument("--only", default="", help="run only the scenarios whose name contains this text")
     parser.add_argument("--in-process-only", action="store_true",
                         help="measure the engine in process only (no gunicorn, no wrk); prints and writes the same "
                              "engine figures")
+    parser.add_argument("--impressions-overhead", type=int, default=0, metavar="ROUNDS",
+                        help="run only the cost of recording impressions: ROUNDS rounds of \"one known shopper\" at 2 "
+                             "connections with RECO_IMPRESSIONS=1 and =0, alternating the order (0: off)")
     args = parser.parse_args()
+    if args.impressions_overhead and args.in_process_only:
+        parser.error("--impressions-overhead and --in-process-only exclude each other")
+    if args.output is None:
+        args.output = str(RESULTS / ("serving-impressions.json" if args.impressions_overhead > 0 else "serving.json"))
     if shutil.which("wrk") is None and not args.in_process_only:
         raise SystemExit("wrk is not installed (Debian/Ubuntu: apt install wrk)")
     work = Path(args.workdir)
     info = build_workspace(work, args.users, args.items, args.interactions)
+    if args.impressions_overhead > 0:
+        load_before = os.getloadavg()
+        cpu = impressions_cpu(work)
+        print(f"CPU per list recorded: {cpu['record_us']:.1f} us in the request, {cpu['write_us']:.1f} us in the "
+              f"writer ({cpu['lists']} lists, written {cpu['batch']} per transaction)")
+        result = {"cpu_per_list": cpu,
+                  **impressions_overhead(work, info, args.impressions_overhead, args.seconds, args.workers,
+                                         args.threads)}
+        figures = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                               "python": platform.python_version(), "load_average_before": load_before,
+                               "load_average_after": os.getloadavg()},
+                   "sizes": info["sizes"], "gunicorn": f"{args.workers} workers x {args.threads} threads",
+                   "impressions_overhead": result}
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(figures, indent=2) + "\n")
+        print(f"\n{info['sizes']['items']:,} products, {info['sizes']['users']:,} shoppers, {os.cpu_count()} CPUs, "
+              f"gunicorn {args.workers} workers x {args.threads} threads, wrk on loopback")
+        _print_impressions(result)
+        print(f"\nwritten to {os.path.relpath(args.output, ROOT)}")
+        return
     engine = in_process(work, info["version"], info["new_users"])
     if args.in_process_only:
         figures = {"sizes": info["sizes"], "workspace_timings_s": info["timings"], "engine_in_process": engine}
@@ -360,13 +567,8 @@ def main() -> None:
         print(f"\nwritten to {os.path.relpath(args.output, ROOT)}")
         return
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = open(work / "gunicorn.log", "w")  # noqa: SIM115
-    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")],
-                              env=_env(work, port, args.workers, args.threads), cwd=ROOT, stdout=log,
-                              stderr=subprocess.STDOUT)
+    port = _free_port()
+    server, log = _start_gunicorn(work, port, args.workers, args.threads)
     base = f"http://127.0.0.1:{port}"
     started = time.monotonic()
     try:
@@ -375,12 +577,7 @@ def main() -> None:
         bundle = artifacts.load_bundle(work / "models" / info["version"])
         rng = np.random.default_rng(2)
         known = [str(u) for u in bundle.arrays.user_ids[rng.integers(0, len(bundle.arrays.user_ids), 5000)]]
-        for _ in range(1200):  # start to the first recommendation answered (a worker loaded the model)
-            try:
-                urllib.request.urlopen(f"{base}/recommendations?users={known[0]}&k=10", timeout=5).read()  # noqa: S310
-                break
-            except OSError:
-                time.sleep(0.1)
+        _first_answer(base, f"/recommendations?users={known[0]}&k=10")  # a worker loaded the model
         first_answer_s = time.monotonic() - started
         item_ids = [str(i) for i in bundle.arrays.item_ids[rng.integers(0, len(bundle.arrays.item_ids), 1000)]]
         scenarios = {
