@@ -64,6 +64,13 @@ def verify(directory: Path) -> list[str]:
     return problems
 
 
+def _checksums(directory: Path) -> dict[str, str] | None:
+    try:
+        return json.loads((directory / CHECKSUM_FILE).read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def _text_folder(bundle_dir: Path) -> str | None:
     """The text export folder a bundle names, relative to its models directory."""
     try:
@@ -131,6 +138,7 @@ class DirectoryStore:
         return artifacts.list_versions(self.root)
 
     def has(self, version: str) -> bool:
+        """Whether the store holds a complete copy of ``version``."""
         return artifacts.is_version_name(version) and (self.root / version / CHECKSUM_FILE).is_file()
 
     def manifest(self, version: str) -> dict[str, Any]:
@@ -156,7 +164,11 @@ class DirectoryStore:
         text = _text_folder(bundle_dir)
         if text is not None:
             _copy_checked(bundle_dir.parent / text, self.root / text, write_checksums=True)
-        _copy_checked(bundle_dir, self.root / bundle_dir.name, write_checksums=True)
+        stored = self.root / bundle_dir.name
+        if stored.exists() and file_checksums(bundle_dir) != _checksums(stored):
+            raise ArtifactError(f"the store holds another bundle named {bundle_dir.name} (two hosts published "
+                                "within the same second?): not replaced")
+        _copy_checked(bundle_dir, stored, write_checksums=True)
         if not (bundle_dir / CHECKSUM_FILE).is_file():  # the local copy is verified like a fetched one
             shutil.copyfile(self.root / bundle_dir.name / CHECKSUM_FILE, bundle_dir / CHECKSUM_FILE)
         logger.info("model %s published to the store %s", bundle_dir.name, self.root)

@@ -183,6 +183,12 @@ class ExperimentAdmin(admin.ModelAdmin):
     fields = ("name", "description", "k", "status", "started_at", "stopped_at", "winner", "controls", "results")
     readonly_fields = ("status", "started_at", "stopped_at", "winner", "controls", "results")
     inlines = [ExperimentArmInline]
+    save_on_top = True  # Enter in a field submits the first button of the form: Save, never Start or Stop
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Experiment | None = None) -> tuple[str, ...]:
+        """``k`` is fixed once the experiment has started (CTR@k would change after the fact)."""
+        fixed = obj is not None and obj.status != Experiment.DRAFT
+        return (*self.readonly_fields, *(("k",) if fixed else ()))
 
     @admin.display(description="arms")
     def arm_list(self, obj: Experiment) -> str:
@@ -211,18 +217,20 @@ class ExperimentAdmin(admin.ModelAdmin):
         if obj.pk is None or obj.status == Experiment.DRAFT:
             return "-"
         report = experiments.results(obj)
-        header = format_html("<tr><th>arm</th><th>model</th><th>setting</th><th>share</th><th>lists</th>"
+        header = format_html("<tr><th>arm</th><th>model</th><th>answered by</th><th>setting</th><th>share</th>"
+                             "<th>lists</th>"
                              "<th>shoppers</th><th>CTR@{}</th><th>CTR minus control (95% Newcombe; z-test)</th>"
                              "<th>views</th><th>carts</th><th>purchases</th><th>conversion</th>"
                              "<th>conversion minus control</th><th>revenue</th></tr>", report["k"])
-        rows = format_html_join("", "<tr>" + "<td>{}</td>" * 14 + "</tr>", (
-            (row["name"], row["model_version"] or "active", row["setting"], row["share"], row["lists"],
+        rows = format_html_join("", "<tr>" + "<td>{}</td>" * 15 + "</tr>", (
+            (row["name"], row["model_version"] or "active", ", ".join(row["answered_by"]) or "-", row["setting"],
+             row["share"], row["lists"],
              row["shoppers"], _percent(row["ctr"]), _difference(row["ctr_difference"]), row["views"], row["carts"],
              row["purchases"], _percent(row["conversion"]), _difference(row["conversion_difference"]),
              "-" if row["revenue"] is None else f"{row['revenue']:,.2f}") for row in report["arms"]))
         return format_html('<table class="experiment-results">{}{}</table>', header, rows)
 
-    def get_urls(self) -> list:
+    def get_urls(self) -> list[Any]:
         return [
             path("<int:object_id>/start/", self.admin_site.admin_view(self.start_view),
                  name="recommendations_experiment_start"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
@@ -11,8 +10,6 @@ from django.template.response import TemplateResponse
 from recoapi.exceptions import ApplicationError
 from recoapi.recommendations import charts, dashboard
 from recoapi.recommendations.serializers import RecommendationsInput
-
-logger = logging.getLogger(__name__)
 
 PREVIEW_FIELDS = ("users", "items", "text", "k")
 

@@ -7,16 +7,36 @@ matplotlib is imported on the first chart only (the API's requests never load it
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
 WIDTH, HEIGHT = 7.0, 2.6  # inches
-TEXT = {"svg.fonttype": "none", "font.size": 8}  # text kept as text: smaller, selectable, searchable
+STYLE = {"svg.fonttype": "none",  # text kept as text: smaller, selectable, searchable
+         "font.size": 8, "text.parse_math": False}  # a "$" in an arm's or a strategy's name is just a character
+
+
+def _styled(chart: Callable[..., str]) -> Callable[..., str]:
+    """Draw the whole chart under :data:`STYLE` (rc settings apply when artists are made, not only when saved)."""
+
+    @functools.wraps(chart)
+    def draw(*args: Any, **kwargs: Any) -> str:
+        import matplotlib
+
+        with matplotlib.rc_context(STYLE):
+            return chart(*args, **kwargs)
+
+    return draw
+
+
+def _label(name: str) -> str:
+    """A legend label: matplotlib leaves out labels that start with "_"."""
+    return name if name and not name.startswith("_") else f" {name or '(none)'}"
 
 
 def _figure() -> tuple[Any, Any]:
@@ -27,11 +47,8 @@ def _figure() -> tuple[Any, Any]:
 
 
 def _svg(figure: Any) -> str:
-    import matplotlib
-
     buffer = io.StringIO()
-    with matplotlib.rc_context(TEXT):
-        figure.savefig(buffer, format="svg", metadata={"Date": None})
+    figure.savefig(buffer, format="svg", metadata={"Date": None})
     text = buffer.getvalue()
     return text[text.index("<svg"):]  # without the XML prologue and doctype: embedded in the page
 
@@ -40,6 +57,7 @@ def _empty(message: str) -> str:
     return f'<p class="help">{message}</p>'
 
 
+@_styled
 def lines(days: Sequence[date], values: dict[str, Sequence[float | None]], *, ylabel: str,
           percent: bool = False, empty: str = "No data yet.") -> str:
     """One line per group over the days (None: a gap)."""
@@ -48,7 +66,7 @@ def lines(days: Sequence[date], values: dict[str, Sequence[float | None]], *, yl
     figure, axes = _figure()
     for group, series in values.items():
         axes.plot(days, [float("nan") if v is None else (100 * v if percent else v) for v in series], marker=".",
-                  label=group or "(none)")
+                  label=_label(group))
     axes.set_ylabel(ylabel + (" (%)" if percent else ""))
     axes.legend(loc="upper left", fontsize=7, ncols=min(4, len(values)))
     axes.grid(alpha=0.3)
@@ -57,6 +75,7 @@ def lines(days: Sequence[date], values: dict[str, Sequence[float | None]], *, yl
     return _svg(figure)
 
 
+@_styled
 def stacked_bars(days: Sequence[date], values: dict[str, Sequence[float | None]], *, ylabel: str,
                  empty: str = "No data yet.") -> str:
     """Bars per day, one stacked segment per group."""
@@ -66,7 +85,7 @@ def stacked_bars(days: Sequence[date], values: dict[str, Sequence[float | None]]
     bottom = [0.0] * len(days)
     for group, series in values.items():
         heights = [v or 0.0 for v in series]
-        axes.bar(days, heights, bottom=bottom, label=group or "(none)", width=0.8)
+        axes.bar(days, heights, bottom=bottom, label=_label(group), width=0.8)
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
     axes.set_ylabel(ylabel)
     axes.legend(loc="upper left", fontsize=7, ncols=min(4, len(values)))
@@ -86,6 +105,7 @@ def _date_axis(axes: Any, days: Sequence[date]) -> None:
     axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
 
 
+@_styled
 def versions(labels: Sequence[str], values: dict[str, Sequence[float | None]], *, ylabel: str,
              empty: str = "No model version yet.") -> str:
     """A metric per model version (x: the versions, oldest first), one line per model."""
@@ -96,7 +116,7 @@ def versions(labels: Sequence[str], values: dict[str, Sequence[float | None]], *
     for model, series in values.items():
         points = [(x, v) for x, v in zip(positions, series, strict=True) if v is not None]
         if points:
-            axes.plot([x for x, _ in points], [v for _, v in points], marker="o", label=model)
+            axes.plot([x for x, _ in points], [v for _, v in points], marker="o", label=_label(model))
     axes.set_xticks(positions, labels, rotation=30, ha="right", fontsize=6)
     axes.set_ylabel(ylabel)
     axes.legend(loc="upper left", fontsize=7)
@@ -104,6 +124,7 @@ def versions(labels: Sequence[str], values: dict[str, Sequence[float | None]], *
     return _svg(figure)
 
 
+@_styled
 def latency(bounds: Sequence[float], counts: Sequence[float], *, empty: str = "No request since the server started."
             ) -> str:
     """Requests per latency bucket (labels: the buckets' upper bounds)."""
@@ -122,6 +143,7 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:g} ms"
 
 
+@_styled
 def long_tail(shows: Sequence[int], catalogue: int, *, empty: str = "No list shown yet.") -> str:
     """How often each product was shown, most shown first, against the catalogue's size (the long tail)."""
     if not shows:

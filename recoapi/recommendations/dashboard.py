@@ -89,17 +89,11 @@ def lists_per_day(days: int = 30) -> Series:
     return _daily(list(rows), days)
 
 
-def _clicked(lists: QuerySet[RecommendationList]) -> set[str]:
-    """Ids of those lists that received an event on a product they showed."""
-    events = Interaction.objects.filter(recommendation_id__in=lists.values("id"))
-    pairs = set(events.values_list("recommendation_id", "product_id"))
-    shown = dict(lists.filter(id__in={rid for rid, _ in pairs}).values_list("id", "items"))
-    return {rid for rid, product in pairs if product in shown.get(rid, ())}
-
-
 def ctr_per_day(days: int = 30, *, by: str = "strategy", experiment: Experiment | None = None) -> Series:
     """Share of the lists shown each day that were clicked, per strategy (``by="strategy"``) or per arm of
-    ``experiment`` (``by="arm"``); None on days without lists of a group."""
+    ``experiment`` (``by="arm"``); None on days without lists of a group.
+
+    Lists are counted in SQL; only those that received an event are read (a subquery, however many)."""
     lists = _lists_since(days)
     if lists is None:
         return Series([], {})
@@ -108,9 +102,13 @@ def ctr_per_day(days: int = 30, *, by: str = "strategy", experiment: Experiment 
             return Series([], {})
         lists = lists.filter(experiment_id=experiment.pk)
     shown = list(lists.annotate(day=TruncDate("created_at")).values_list("day", by).annotate(n=Count("id")))
-    clicked_ids = _clicked(lists)
-    clicked = Counter(lists.filter(id__in=clicked_ids).annotate(day=TruncDate("created_at"))
-                      .values_list("day", by)) if clicked_ids else Counter()
+    events = Interaction.objects.filter(recommendation_id__in=lists.values("id"))
+    pairs = set(events.values_list("recommendation_id", "product_id"))
+    clicked: Counter = Counter()
+    for rid, items, day, group in (lists.filter(id__in=events.values("recommendation_id"))
+                                   .annotate(day=TruncDate("created_at")).values_list("id", "items", "day", by)):
+        if any((rid, product) in pairs for product in items):
+            clicked[(day, group)] += 1
     totals = _daily(shown, days)
     return Series(totals.days, {
         group: [None if n == 0 else clicked.get((day, group), 0) / n for day, n in zip(totals.days, counts,

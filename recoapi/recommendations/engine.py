@@ -290,7 +290,8 @@ def _prewarm(engine: Engine) -> None:
 
 
 STORE_RETRY_SECONDS = 30.0
-"""With a model store, how long a worker waits before trying again a version it could not load."""
+"""How long a worker waits before trying again a version it could not load (with a model store; and an
+experiment arm's model in any case)."""
 
 _freeze_after_load = False  # set in web workers by start_worker()
 
@@ -342,7 +343,7 @@ class EngineRegistry:
         self._failed: str | None = None
         self._failed_at = float("-inf")
         self._others: dict[str, Engine] = {}  # versions beside the active one (experiment arms)
-        self._others_failed: set[str] = set()
+        self._others_failed: dict[str, float] = {}  # version -> when it failed to load
         self._others_lock = threading.Lock()
 
     @property
@@ -383,8 +384,9 @@ class EngineRegistry:
     def engine_for(self, version: str) -> Engine | None:
         """The engine of ``version`` beside the active one (an experiment's arm), loaded on first use.
 
-        The active engine when ``version`` is active, or when it cannot be loaded (logged once; the
-        answer's model version says which model answered). None without any model.
+        The active engine when ``version`` is active, or when it cannot be loaded (logged; tried again after
+        :data:`STORE_RETRY_SECONDS`; the answer's model version says which model answered). None without any
+        model.
         """
         current = self.current()
         if current is None or current.version == version:
@@ -392,12 +394,12 @@ class EngineRegistry:
         with self._others_lock:
             engine = self._others.get(version)
             if engine is None:
-                if version in self._others_failed:
+                if time.monotonic() - self._others_failed.get(version, float("-inf")) < STORE_RETRY_SECONDS:
                     return current
                 try:
                     engine = build_engine(model_store.local_bundle(version))
                 except ArtifactError as exc:
-                    self._others_failed.add(version)
+                    self._others_failed[version] = time.monotonic()  # tried again after a while
                     logger.error("cannot load model %s for an experiment arm; the active model answers: %s",
                                  version, exc)
                     return current
@@ -416,7 +418,7 @@ class EngineRegistry:
         with self._others_lock:
             for version in set(self._others) - versions:
                 del self._others[version]
-            self._others_failed &= versions
+            self._others_failed = {v: t for v, t in self._others_failed.items() if v in versions}
 
     def _failed_recently(self, version: str, now: float) -> bool:
         """A version that failed to load is not tried again; with a model store, after

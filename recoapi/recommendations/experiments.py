@@ -25,7 +25,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,8 +59,9 @@ class Arm:
 class Plan:
     """What the service answers with now.
 
-    ``experiment_id`` is None without a running experiment; then ``setting`` is the winning setting of the
-    last stopped experiment (``served`` when there is none) and applies to every shopper.
+    ``experiment_id`` is None without a running experiment. ``setting`` is the winning setting of the last
+    stopped experiment (``served`` when there is none): every shopper's without a running experiment, and
+    the visitors' (who are not split) while one runs.
     """
 
     experiment_id: int | None = None
@@ -129,13 +130,14 @@ def forget() -> None:
 
 def read_plan() -> Plan:
     """The plan in the database now (two small queries)."""
+    stopped = (Experiment.objects.filter(status=Experiment.STOPPED, winner__isnull=False)
+               .select_related("winner").order_by("-stopped_at").first())
+    setting = stopped.winner.setting if stopped is not None else SERVED  # what visitors get meanwhile too
     running = Experiment.objects.filter(status=Experiment.RUNNING).prefetch_related("arms").first()
     if running is not None:
         arms = tuple(Arm(a.id, a.name, a.share, a.model_version, a.setting) for a in running.arms.all())
-        return Plan(experiment_id=running.id, name=running.name, salt=running.salt, arms=arms)
-    stopped = (Experiment.objects.filter(status=Experiment.STOPPED, winner__isnull=False)
-               .select_related("winner").order_by("-stopped_at").first())
-    return Plan(setting=stopped.winner.setting) if stopped is not None else Plan()
+        return Plan(experiment_id=running.id, name=running.name, salt=running.salt, arms=arms, setting=setting)
+    return Plan(setting=setting)
 
 
 def check_arms(experiment: Experiment, versions: list[str]) -> None:
@@ -174,36 +176,47 @@ def start(experiment: Experiment, versions: list[str]) -> Experiment:
     if running is not None:
         raise Conflict(f"Experiment {running.name!r} is running; stop it first (one experiment at a time).",
                        code="experiment_running")
-    experiment.status, experiment.started_at = Experiment.RUNNING, timezone.now()
+    started = timezone.now()
     try:
-        with transaction.atomic():
-            experiment.save(update_fields=["status", "started_at"])
+        with transaction.atomic():  # only from draft: a start or stop that raced with this one wins
+            changed = Experiment.objects.filter(pk=experiment.pk, status=Experiment.DRAFT).update(
+                status=Experiment.RUNNING, started_at=started)
     except IntegrityError as exc:  # another start won the race (one running experiment: a unique constraint)
         raise Conflict("Another experiment was started meanwhile (one experiment at a time).",
                        code="experiment_running") from exc
+    if not changed:
+        raise Conflict(f"Experiment {experiment.name!r} was started or stopped meanwhile.", code="experiment_changed")
+    experiment.status, experiment.started_at = Experiment.RUNNING, started
     forget()
     logger.info("experiment %s started with arms %s", experiment.name,
                 ", ".join(f"{a.name} ({a.share})" for a in experiment.arms.all()))
     return experiment
 
 
-def stop(experiment: Experiment, winner: ExperimentArm) -> Experiment:
-    """Stop a running experiment and send all traffic to ``winner``.
-
-    The caller activates the winner's model version first (when it has one); from then on its setting
-    serves every shopper until the next experiment starts.
-
-    Raises:
-        ApplicationError: it is not running, or the arm is not one of its arms.
-    """
+def check_stoppable(experiment: Experiment, winner: ExperimentArm) -> None:
+    """Raises ApplicationError unless ``experiment`` runs and ``winner`` is one of its arms."""
     if experiment.status != Experiment.RUNNING:
         raise ApplicationError(f"Experiment {experiment.name!r} is {experiment.status}, not running.",
                                code="invalid_experiment")
     if winner.experiment_id != experiment.pk:
         raise ApplicationError(f"Arm {winner.name!r} is not an arm of {experiment.name!r}.",
                                code="invalid_experiment")
-    experiment.status, experiment.stopped_at, experiment.winner = Experiment.STOPPED, timezone.now(), winner
-    experiment.save(update_fields=["status", "stopped_at", "winner"])
+
+
+def stop(experiment: Experiment, winner: ExperimentArm) -> Experiment:
+    """Stop a running experiment and send all traffic to ``winner`` (its setting serves every shopper from now
+    until the next experiment starts; the caller activates its model version).
+
+    Raises:
+        ApplicationError: it is not running, or the arm is not one of its arms.
+        Conflict: another stop won a race with this one.
+    """
+    check_stoppable(experiment, winner)
+    stopped = timezone.now()
+    if not Experiment.objects.filter(pk=experiment.pk, status=Experiment.RUNNING).update(
+            status=Experiment.STOPPED, stopped_at=stopped, winner=winner):
+        raise Conflict(f"Experiment {experiment.name!r} was stopped meanwhile.", code="experiment_changed")
+    experiment.status, experiment.stopped_at, experiment.winner = Experiment.STOPPED, stopped, winner
     forget()
     logger.info("experiment %s stopped; all traffic to arm %s", experiment.name, winner.name)
     return experiment
@@ -240,24 +253,30 @@ def results(experiment: Experiment) -> dict[str, Any]:
     against the control (see the module docstring).
 
     Returns:
-        ``{"k", "control", "arms": [{"name", "model_version", "setting", "share", "lists", "shoppers",
+        ``{"k", "control", "arms": [{"name", "model_version", "setting", "share", "answered_by", "lists",
+        "shoppers",
         "clicked_lists", "ctr", "views", "carts", "purchases", "converted_lists", "conversion", "revenue",
         "ctr_difference", "conversion_difference"}]}``; rates are None without lists, revenue None when no
-        purchased product has a price, the differences None for the control.
+        purchased product has a price, the differences None for the control. ``answered_by``: the model
+        versions that answered the arm's lists (more than one when the active model changed during the
+        experiment, or when a worker could not load the arm's model and the active one answered).
     """
     arms = list(experiment.arms.all())
     lists = RecommendationList.objects.filter(experiment_id=experiment.pk)
     shown = {row["arm"]: row for row in lists.values("arm").annotate(lists=Count("id"),
                                                                       shoppers=Count("shopper_id", distinct=True))}
-    events = list(Interaction.objects.filter(recommendation_id__in=lists.values("id"))
-                  .values_list("recommendation_id", "product_id", "event"))
-    items = {row[0]: (row[1], row[2]) for row in
-             lists.filter(id__in={e[0] for e in events}).values_list("id", "arm", "items")}
-    prices = dict(Product.objects.filter(id__in={e[1] for e in events if e[2] == "purchase"})
+    answered_by: dict[str, list[str]] = defaultdict(list)
+    for arm_name, version in lists.values_list("arm", "model_version").distinct().order_by("arm", "model_version"):
+        answered_by[arm_name].append(version)
+    attributed = Interaction.objects.filter(recommendation_id__in=lists.values("id"))
+    events = list(attributed.values_list("recommendation_id", "product_id", "event"))
+    items = {row[0]: (row[1], row[2]) for row in  # only the lists that received events (a subquery, not a list)
+             lists.filter(id__in=attributed.values("recommendation_id")).values_list("id", "arm", "items")}
+    prices = dict(Product.objects.filter(id__in=attributed.filter(event="purchase").values("product_id"))
                   .values_list("id", "price"))
     clicked: dict[str, set[str]] = defaultdict(set)
     converted: dict[str, set[str]] = defaultdict(set)
-    counts: dict[str, dict[str, int]] = defaultdict(lambda: {"view": 0, "cart": 0, "purchase": 0})
+    counts: dict[str, Counter] = defaultdict(Counter)  # every event type (a review of a shown product counts)
     revenue: dict[str, float | None] = defaultdict(lambda: None)
     for recommendation_id, product_id, event in events:
         arm, shown_items = items.get(recommendation_id, ("", []))
@@ -274,7 +293,8 @@ def results(experiment: Experiment) -> dict[str, Any]:
     for arm in arms:
         n = shown.get(arm.name, {}).get("lists", 0)
         rows.append({"name": arm.name, "model_version": arm.model_version, "setting": arm.setting,
-                     "share": arm.share, "lists": n, "shoppers": shown.get(arm.name, {}).get("shoppers", 0),
+                     "share": arm.share, "answered_by": answered_by.get(arm.name, []), "lists": n,
+                     "shoppers": shown.get(arm.name, {}).get("shoppers", 0),
                      "clicked_lists": len(clicked[arm.name]), "ctr": len(clicked[arm.name]) / n if n else None,
                      **{f"{event}s": counts[arm.name][event] for event in ("view", "cart", "purchase")},
                      "converted_lists": len(converted[arm.name]),

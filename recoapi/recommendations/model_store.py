@@ -41,6 +41,7 @@ def store() -> DirectoryStore | None:
 
 
 def models_dir() -> Path:
+    """This host's models/ (its cache, with a store)."""
     return Path(settings.RECO_MODELS_DIR)
 
 
@@ -77,7 +78,8 @@ def local_bundle(version: str) -> Path:
     if (path / CHECKSUM_FILE).is_file():
         problems = verify(path)
         if problems:
-            raise ArtifactError(f"this host's copy of model {version} is damaged: {'; '.join(problems[:5])}")
+            raise ArtifactError(f"this host's copy of model {version} is damaged: {'; '.join(problems[:5])} "
+                                f"(remove {path.name}/ from the models folder to fetch it again)")
     return path
 
 
@@ -101,14 +103,16 @@ def activate(version: str) -> None:
     Raises:
         ArtifactError: the store cannot be written (nothing is marked active then).
     """
-    artifacts.set_active(models_dir(), version)
     if store() is None:
+        artifacts.set_active(models_dir(), version)
         return
     publish(version)
     manifest = read_manifest(version)
     with transaction.atomic():
+        list(ModelVersion.objects.select_for_update().values_list("version", flat=True))  # one activation at a time
         ModelVersion.objects.filter(is_active=True).exclude(version=version).update(is_active=False)
         upsert_version(version, manifest, active=True)
+    artifacts.set_active(models_dir(), version)  # after the commit: this host's fallback names an active version
     logger.info("model %s is active on every host (database)", version)
 
 
@@ -127,12 +131,15 @@ def read_manifest(version: str) -> dict[str, Any]:
         return shared.manifest(version)
 
 
-def upsert_version(version: str, manifest: dict[str, Any], *, active: bool) -> ModelVersion:
-    row, _ = ModelVersion.objects.update_or_create(
-        version=version,
-        defaults={"created_at": datetime.fromisoformat(manifest["created"]), "is_active": active,
-                  "metrics": manifest.get("metrics", {}), "params": manifest.get("params", {}),
-                  "counts": manifest.get("data_counts", manifest.get("counts", {}))})
+def upsert_version(version: str, manifest: dict[str, Any], *, active: bool | None) -> ModelVersion:
+    """Create or update the ModelVersion row of ``version`` from its manifest; ``active`` None leaves an existing
+    row's flag as it is (a new row is inactive)."""
+    defaults: dict[str, Any] = {"created_at": datetime.fromisoformat(manifest["created"]),
+                                "metrics": manifest.get("metrics", {}), "params": manifest.get("params", {}),
+                                "counts": manifest.get("data_counts", manifest.get("counts", {}))}
+    if active is not None:
+        defaults["is_active"] = active
+    row, _ = ModelVersion.objects.update_or_create(version=version, defaults=defaults)
     return row
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 VARIANTS = ("served", "retrieval", "popular")
@@ -104,7 +105,8 @@ class Experiment(models.Model):
     status = models.CharField(max_length=16, choices=STATUSES, default=DRAFT, db_index=True)
     salt = models.CharField(max_length=32, default=_salt, editable=False,
                             help_text="Mixed into the hash of shopper ids, so each experiment splits them anew.")
-    k = models.PositiveSmallIntegerField(default=10, help_text="CTR@k counts clicks on the first k places.")
+    k = models.PositiveSmallIntegerField(default=10, validators=[MinValueValidator(1), MaxValueValidator(100)],
+                                         help_text="CTR@k counts clicks on the first k places (1 to 100).")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     stopped_at = models.DateTimeField(null=True, blank=True)

@@ -229,9 +229,8 @@ def model_version_sync() -> list[ModelVersion]:
         except ArtifactError:
             logger.warning("skipping model %s: unreadable manifest", version)
             continue
-        existing = ModelVersion.objects.filter(version=version).values_list("is_active", flat=True).first()
-        rows.append(model_store.upsert_version(
-            version, manifest, active=bool(existing) if shared and existing is not None else version == active))
+        # with a store the table is the truth: an existing row's flag is left to activations
+        rows.append(model_store.upsert_version(version, manifest, active=None if shared else version == active))
     if complete:
         ModelVersion.objects.exclude(version__in=versions).delete()
     return rows
@@ -477,8 +476,16 @@ def experiment_stop(*, experiment: Experiment, winner: ExperimentArm) -> Experim
     Raises:
         ApplicationError: not running, not its arm, or the winner's model cannot be activated.
     """
-    if experiment.status != Experiment.RUNNING or winner.experiment_id != experiment.pk:
-        return experiments.stop(experiment, winner)  # raises with the reason
-    if winner.model_version and winner.model_version != model_store.active_version():
-        model_reload(version=winner.model_version)
-    return experiments.stop(experiment, winner)
+    experiments.check_stoppable(experiment, winner)
+    previous = model_store.active_version()
+    experiments.stop(experiment, winner)  # claimed first: a second stop racing with this one is refused
+    if winner.model_version and winner.model_version != previous:
+        try:
+            model_reload(version=winner.model_version)
+        except ApplicationError:  # the experiment runs on as it was
+            Experiment.objects.filter(pk=experiment.pk).update(status=Experiment.RUNNING, stopped_at=None,
+                                                               winner=None)
+            experiment.status, experiment.stopped_at, experiment.winner = Experiment.RUNNING, None, None
+            experiments.forget()
+            raise
+    return experiment

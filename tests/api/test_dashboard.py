@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -74,11 +75,12 @@ def test_coverage_offline_metrics_and_latency(service: Pipeline) -> None:
     assert labels[-2:] == ["v1", "v2"]  # oldest first (the service's own version sorts before "v")
     assert values["hybrid"][-2:] == [0.2, 0.3] and values["popularity"][-2:] == [0.1, None]
 
-    before = dashboard.latency("dashboard-test")
+    endpoint = f"dashboard-test-{uuid.uuid4().hex}"  # the process's metrics outlive a test
+    before = dashboard.latency(endpoint)
     assert before["requests"] == 0 and before["p50"] is None
     for seconds in (0.002, 0.003, 0.004, 0.2):  # three in the 5 ms bucket, one in the 250 ms bucket
-        metrics.request_answered("dashboard-test", "GET", 200, seconds)
-    got = dashboard.latency("dashboard-test")
+        metrics.request_answered(endpoint, "GET", 200, seconds)
+    got = dashboard.latency(endpoint)
     assert got["requests"] == 4 and got["p50"] == 0.005 and got["p99"] == 0.25
     assert sum(got["counts"]) == 4
 

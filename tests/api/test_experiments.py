@@ -224,7 +224,8 @@ def staff(service: Pipeline, admin_client: Client) -> Client:
     return admin_client
 
 
-def test_start_results_and_stop_from_the_admin(staff: Client, service: Pipeline, client: APIClient) -> None:
+def test_start_results_and_stop_from_the_admin(staff: Client, service: Pipeline, client: APIClient,
+                                               shown: impressions.ImpressionBuffer) -> None:
     experiment = _experiment("admin-exp")
     url = f"/admin/recommendations/experiment/{experiment.pk}/change/"
     page = staff.get(url).content.decode()
@@ -233,7 +234,7 @@ def test_start_results_and_stop_from_the_admin(staff: Client, service: Pipeline,
     response = staff.post(f"/admin/recommendations/experiment/{experiment.pk}/start/", follow=True)
     assert "Experiment admin-exp is running." in response.content.decode()
     client.get("/recommendations", {"users": ",".join(_users(service)), "k": 5})
-    impressions.buffer.flush()
+    shown.flush()
     page = staff.get(url).content.decode()
     assert "experiment-results" in page and "Stop: all traffic to pop" in page
     assert staff.get(f"/admin/recommendations/experiment/{experiment.pk}/start/").status_code == 405
@@ -257,3 +258,39 @@ def test_admin_start_and_stop_need_staff(service: Pipeline, client: Client, djan
     response = client.post(f"/admin/recommendations/experiment/{experiment.pk}/start/")
     assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
     assert Experiment.objects.get(pk=experiment.pk).status == Experiment.DRAFT
+
+
+def test_admin_start_and_stop_need_the_csrf_token(service: Pipeline, django_user_model) -> None:
+    experiment = _experiment("forged")
+    django_user_model.objects.create_superuser(username="boss", password="boss-pass-123", email="")
+    browser = Client(enforce_csrf_checks=True)
+    browser.login(username="boss", password="boss-pass-123")
+    assert browser.post(f"/admin/recommendations/experiment/{experiment.pk}/start/").status_code == 403
+    assert Experiment.objects.get(pk=experiment.pk).status == Experiment.DRAFT
+
+
+def test_other_events_on_a_shown_product_count_as_clicks(service: Pipeline) -> None:
+    """A review or rating sent with a list's id is an event on a shown product: a click, never a crash."""
+    experiment = _experiment("reviews")
+    product = Product.objects.order_by("id").first()
+    shopper = Shopper.objects.order_by("id").first()
+    RecommendationList.objects.create(id="a" * 32, created_at=timezone.now(), shopper_id=shopper.id,
+                                      strategy="two_tower", model_version="v1", items=[product.id],
+                                      experiment_id=experiment.pk, arm="pop")
+    for event in ("review", "rating"):
+        Interaction.objects.create(shopper=shopper, product=product, occurred_at=timezone.now(), event=event,
+                                   source="live", recommendation_id="a" * 32)
+    control, pop = experiments.results(experiment)["arms"]
+    assert (pop["lists"], pop["clicked_lists"], pop["views"], pop["answered_by"]) == (1, 1, 0, ["v1"])
+    assert control["lists"] == 0 and control["ctr"] is None and pop["ctr_difference"] is None
+
+
+def test_a_stop_whose_model_cannot_be_activated_leaves_the_experiment_running(service: Pipeline, settings) -> None:
+    other = _second_version(service, settings)
+    experiment = experiment_start(experiment=_experiment(
+        "broken-winner", ("control", 50, "", "served"), ("new", 50, other, "served")))
+    (settings.RECO_MODELS_DIR / other / "item_vectors.npy").write_bytes(b"garbage")
+    with pytest.raises(ApplicationError, match="cannot be loaded"):
+        experiment_stop(experiment=experiment, winner=experiment.arms.get(name="new"))
+    assert Experiment.objects.get(pk=experiment.pk).status == Experiment.RUNNING
+    assert artifacts.read_active(settings.RECO_MODELS_DIR) == service.version

@@ -127,6 +127,18 @@ def test_public_endpoints_are_throttled(service: Pipeline, client: APIClient, mo
     cache.clear()
 
 
+def test_health_is_never_throttled(service: Pipeline, client: APIClient, monkeypatch) -> None:
+    from django.core.cache import cache
+
+    cache.clear()
+    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"anon": "1/minute", "user": "1/minute"})
+    monkeypatch.setattr(FixedWindowRateThrottle, "timer", staticmethod(lambda: 1_000_000.0))  # one window
+    assert [client.get("/health").status_code for _ in range(5)] == [200] * 5  # probes from one address
+    assert client.get("/random_users").status_code == 200
+    assert_error(client.get("/random_users"), 429, "throttled")  # the limit itself still holds
+    cache.clear()
+
+
 def test_throttle_rates_come_from_the_environment(monkeypatch) -> None:
     from django.core.exceptions import ImproperlyConfigured
 
