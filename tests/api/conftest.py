@@ -10,6 +10,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from recoapi.catalog.services import data_import
+from recoapi.recommendations import impressions
 from recoapi.recommendations.engine import registry
 from tests.conftest import Pipeline
 
@@ -28,6 +29,16 @@ def service(settings, db, pipeline: Pipeline, models_copy: Path, tmp_path: Path)
     registry.reset()
     yield pipeline
     registry.reset()
+
+
+@pytest.fixture
+def shown(service: Pipeline):  # noqa: ANN201
+    """The impression buffer, emptied before and after the test (other tests leave lists in it)."""
+    with impressions.buffer._lock:
+        impressions.buffer._pending.clear()
+    yield impressions.buffer
+    with impressions.buffer._lock:
+        impressions.buffer._pending.clear()
 
 
 @pytest.fixture

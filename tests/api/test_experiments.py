@@ -29,15 +29,6 @@ def _fresh_plan():  # noqa: ANN202
     experiments.forget()
 
 
-@pytest.fixture
-def shown(service: Pipeline):  # noqa: ANN201
-    with impressions.buffer._lock:
-        impressions.buffer._pending.clear()
-    yield impressions.buffer
-    with impressions.buffer._lock:
-        impressions.buffer._pending.clear()
-
-
 def _experiment(name: str = "exp", *arms: tuple[str, int, str, str]) -> Experiment:
     experiment = Experiment.objects.create(name=name)
     for arm_name, share, version, setting in arms or (("control", 50, "", "served"), ("pop", 50, "", "popular")):

@@ -12,16 +12,6 @@ from tests.api.test_endpoints import a_known_user, assert_error
 from tests.conftest import Pipeline
 
 
-@pytest.fixture
-def shown(service: Pipeline):  # noqa: ANN201
-    """The impression buffer, emptied before and after the test."""
-    with impressions.buffer._lock:
-        impressions.buffer._pending.clear()
-    yield impressions.buffer
-    with impressions.buffer._lock:
-        impressions.buffer._pending.clear()
-
-
 def test_each_list_has_an_id_positions_and_is_written_as_shown(service: Pipeline, client: APIClient,
                                                                 shown: impressions.ImpressionBuffer) -> None:
     user = a_known_user(service)
