@@ -381,15 +381,14 @@ class EngineRegistry:
                     engine = self._engine
         return engine
 
-    def engine_for(self, version: str) -> Engine | None:
-        """The engine of ``version`` beside the active one (an experiment's arm), loaded on first use.
+    def engine_for(self, version: str, current: Engine) -> Engine:
+        """The engine of ``version`` beside ``current`` (the active one, from :meth:`current`), for an
+        experiment's arm; loaded on first use.
 
-        The active engine when ``version`` is active, or when it cannot be loaded (logged; tried again after
-        :data:`STORE_RETRY_SECONDS`; the answer's model version says which model answered). None without any
-        model.
+        ``current`` when ``version`` is active, or when it cannot be loaded (logged; tried again after
+        :data:`STORE_RETRY_SECONDS`; the answer's model version says which model answered).
         """
-        current = self.current()
-        if current is None or current.version == version:
+        if current.version == version:
             return current
         with self._others_lock:
             engine = self._others.get(version)

@@ -129,8 +129,8 @@ def recommendation_list(
         groups.setdefault(None if user == ANONYMOUS else plan.arm_for(user), []).append(user)
     answered: dict[str, tuple[Engine, Any, experiments.Arm | None]] = {}
     for arm, users in groups.items():
-        arm_engine = registry.engine_for(arm.model_version) if arm is not None and arm.model_version else engine
-        arm_engine = arm_engine or engine
+        arm_engine = registry.engine_for(arm.model_version, engine) if arm is not None and arm.model_version \
+            else engine
         allowed = arm_engine.allowed(category=category, min_price=min_price, max_price=max_price)
         rankings = arm_engine.recommender.recommend(users, histories, k, allowed, exclude_seen=exclude_seen,
                                                     variant=arm.setting if arm is not None else plan.setting)
