@@ -3,6 +3,8 @@
 Usage:
     .venv/bin/python benchmarks/pipeline.py                     # demo size and the 100k scale
     .venv/bin/python benchmarks/pipeline.py --scales demo       # demo size only (about a minute)
+    .venv/bin/python benchmarks/pipeline.py --scales 100k --epochs 1 --workers 1,2 --text-processes 1,2
+                                                                # 1 against 2 training workers and encoder processes
 
 Two sizes from the demo generator: "demo" (2,000 shoppers, 500 products, 30,000 reviews: what
 `make demo` builds) and "100k" (200,000 shoppers, 100,000 products, 1,000,000 reviews).
@@ -61,7 +63,8 @@ def random_embeddings(data, dim: int = 384):
                       manifest={"fingerprint": "random", "dim": dim, "model_name": "random"})
 
 
-def measure(scale: str, work: Path, epochs: int, embed_sample: int) -> dict:
+def measure(scale: str, work: Path, epochs: int, embed_sample: int, workers: list[int],
+            processes: list[int]) -> dict:
     from modeling import datasets as ds
     from modeling.embeddings import TextEncoder, build_embeddings, load_embeddings
     from modeling.synthetic import DemoParams, generate_demo_data
@@ -92,20 +95,44 @@ def measure(scale: str, work: Path, epochs: int, embed_sample: int) -> dict:
         encoder = TextEncoder(None)
         sample = ds.item_text(data.items.head(embed_sample))
         encoder.encode(sample[:64])  # load the model outside the timing
-        started = time.perf_counter()
-        encoder.encode(sample)
-        seconds = time.perf_counter() - started
+        rates = {}
+        for n in processes:
+            # With n > 1 the timing includes starting the pool (a few seconds), as a build pays it.
+            started = time.perf_counter()
+            encoder.encode(sample, processes=n)
+            rates[str(n)] = round(len(sample) / (time.perf_counter() - started))
         figures["embedding_texts"] = len(sample)
-        figures["embedding_texts_per_s"] = round(len(sample) / seconds)
+        figures["embedding_texts_per_s"] = rates[str(processes[0])]
+        figures["embedding_texts_per_s_by_processes"] = rates
         embeddings = random_embeddings(data)
 
     params = TwoTowerParams(epochs=epochs, seed=1, patience=epochs + 1)
-    trained = train_model(data, embeddings, params)
-    figures["train_examples_per_s"] = round(trained.examples_per_second)
-    figures["train_seconds"] = round(trained.train_seconds, 1)
-    figures["epochs"] = len(trained.history)
-    figures["seconds_per_epoch"] = round(trained.train_seconds / max(1, len(trained.history)), 1)
+    by_workers = {}
+    for n in workers:
+        trained = train_model(data, embeddings, params, workers=n)
+        by_workers[str(n)] = {"examples_per_s": round(trained.examples_per_second),
+                              "train_seconds": round(trained.train_seconds, 1),
+                              "last_loss": round(trained.history[-1]["loss"], 4),
+                              "val_ndcg@10": round(trained.history[-1]["val_ndcg@10"], 4),
+                              "test_ndcg@10": round(trained.metrics["two_tower"]["ndcg@10"], 4)}
+        if n == workers[0]:
+            figures["train_examples_per_s"] = round(trained.examples_per_second)
+            figures["train_seconds"] = round(trained.train_seconds, 1)
+            figures["epochs"] = len(trained.history)
+            figures["seconds_per_epoch"] = round(trained.train_seconds / max(1, len(trained.history)), 1)
+    if len(workers) > 1:
+        figures["training_by_workers"] = by_workers
     return figures
+
+
+def _counts(text: str, option: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise SystemExit(f"{option} takes comma-separated counts, e.g. 1,2; got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise SystemExit(f"{option} counts must be 1 or more, got {text!r}")
+    return counts
 
 
 def main() -> None:
@@ -113,8 +140,13 @@ def main() -> None:
     parser.add_argument("--scales", default="demo,100k")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--embed-sample", type=int, default=5000)
+    parser.add_argument("--workers", default="1", help="Training processes to compare, e.g. 1,2 (train --workers).")
+    parser.add_argument("--text-processes", default="1",
+                        help="Encoder processes to compare at 100k, e.g. 1,2 (build_embeddings --processes).")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "pipeline.json"))
     args = parser.parse_args()
+    workers = _counts(args.workers, "--workers")
+    processes = _counts(args.text_processes, "--text-processes")
     work = Path(tempfile.mkdtemp(prefix="reco_pipeline_bench_"))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "recoapi.settings")
     os.environ["DATABASE_URL"] = f"sqlite:///{work / 'db.sqlite3'}"
@@ -122,7 +154,8 @@ def main() -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    rows = [measure(scale, work, args.epochs, args.embed_sample) for scale in args.scales.split(",")]
+    rows = [measure(scale, work, args.epochs, args.embed_sample, workers, processes)
+            for scale in args.scales.split(",")]
     out = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                        "python": platform.python_version()}, "database": "sqlite", "results": rows}
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
@@ -132,6 +165,11 @@ def main() -> None:
     for r in rows:
         print(f"{r['scale']:<6}{r['n_interactions']:>13,}{r['import_rows_per_s']:>15,}{r['embedding_texts_per_s']:>15,}"
               f"{r['train_examples_per_s']:>12,}{r['seconds_per_epoch']:>9}")
+        for n, row in r.get("training_by_workers", {}).items():
+            print(f"  {r['scale']}: {n} training worker(s): {row['examples_per_s']:,} examples/s, last epoch loss "
+                  f"{row['last_loss']}, validation NDCG@10 {row['val_ndcg@10']}, test NDCG@10 {row['test_ndcg@10']}")
+        for n, rate in r.get("embedding_texts_per_s_by_processes", {}).items():
+            print(f"  {r['scale']}: {n} encoder process(es): {rate:,} texts/s")
     print(f"\nwritten to {os.path.relpath(args.output, ROOT)}")
 
 

@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 TEXT_DIM = 384
+MIN_TEXTS_PER_PROCESS = 256  # below this, starting a pool costs more than it saves
 ITEM_TEXT_FILE = "item_text.parquet"
 REVIEW_TEXT_FILE = "review_text.parquet"
 USER_TEXT_FILE = "user_text.parquet"
@@ -71,30 +72,56 @@ class TextEncoder:
         get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self.dim = int(get_dim() or TEXT_DIM)
 
-    def encode(self, texts: list[str], *, batch_size: int = 128, progress: bool = False) -> np.ndarray:
+    def encode(self, texts: list[str], *, batch_size: int = 128, progress: bool = False,
+               processes: int = 1) -> np.ndarray:
         """Encode texts to unit-norm vectors; identical texts are encoded once.
 
         Args:
             texts: n strings.
+            processes: more than 1 encodes on that many CPU processes (sentence-transformers'
+                multi-process pool, each process with its share of this machine's cores), for at least
+                ``MIN_TEXTS_PER_PROCESS`` distinct texts per process; starting the pool costs a few seconds.
 
         Returns:
             float32 array of shape (n, dim).
         """
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if processes < 1:
+            raise ValueError(f"processes must be 1 or more, got {processes}")
         unique, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
         # Sort by length so that batches are padded less.
         order = np.argsort([len(t) for t in unique])
-        encoded = self._model.encode(
-            [str(t) for t in unique[order]],
-            batch_size=batch_size,
-            show_progress_bar=progress,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-        ).astype(np.float32)
+        ordered = [str(t) for t in unique[order]]
+        options = {"batch_size": batch_size, "show_progress_bar": progress, "normalize_embeddings": True,
+                   "convert_to_numpy": True}
+        if processes > 1 and len(ordered) >= processes * MIN_TEXTS_PER_PROCESS:
+            encoded = self._encode_in_pool(ordered, processes, options)
+        else:
+            encoded = self._model.encode(ordered, **options)
+        encoded = np.asarray(encoded, dtype=np.float32)
         vectors = np.empty_like(encoded)
         vectors[order] = encoded
         return vectors[inverse.reshape(-1)]
+
+    def _encode_in_pool(self, texts: list[str], processes: int, options: dict[str, Any]) -> np.ndarray:
+        # Each pool process is a fresh interpreter that sizes torch's thread pool from OMP_NUM_THREADS;
+        # without it every process would take every core and they would slow each other down.
+        threads = str(max(1, (os.cpu_count() or 1) // processes))
+        previous = os.environ.get("OMP_NUM_THREADS")
+        os.environ["OMP_NUM_THREADS"] = threads
+        try:
+            pool = self._model.start_multi_process_pool(["cpu"] * processes)
+        finally:
+            if previous is None:
+                os.environ.pop("OMP_NUM_THREADS", None)
+            else:
+                os.environ["OMP_NUM_THREADS"] = previous
+        try:
+            logger.info("encoding %d texts on %d processes (%s threads each)", len(texts), processes, threads)
+            return self._model.encode(texts, pool=pool, **options)
+        finally:
+            self._model.stop_multi_process_pool(pool)
 
 
 @dataclass
@@ -219,6 +246,7 @@ def build_embeddings(
     force: bool = False,
     progress: bool = True,
     batch_size: int = 128,
+    processes: int = 1,
 ) -> dict[str, Any]:
     """Encode item and user texts and write them to ``output_dir``.
 
@@ -231,6 +259,7 @@ def build_embeddings(
         output_dir: target directory, e.g. ``embeddings/``.
         model_path: sentence-transformers model directory; defaults to the bundled MiniLM.
         force: rebuild even when current.
+        processes: encoder processes (see :meth:`TextEncoder.encode`).
 
     Returns:
         The manifest, with ``"skipped": True`` when nothing was rebuilt.
@@ -249,7 +278,7 @@ def build_embeddings(
     texts = ds.item_text(data.items)
     item_hashes = np.asarray([hashlib.sha1(text.encode()).hexdigest() for text in texts], dtype=str)  # noqa: S324
     item_vectors, encoded_items = _encode_missing(encoder, texts, item_hashes, earlier.get("items", {}), batch_size,
-                                                  progress, "item")
+                                                  progress, "item", processes)
 
     reviews = data.interactions[data.interactions[ds.TEXT].notna()]
     reviews = reviews[reviews[ds.TEXT].astype(str).str.len() > 0]
@@ -257,7 +286,7 @@ def build_embeddings(
     distinct_texts = np.unique(review_texts).astype(str)
     distinct_vectors, encoded_reviews = _encode_missing(encoder, distinct_texts.tolist(), distinct_texts,
                                                         earlier.get("reviews", {}), batch_size, progress,
-                                                        "distinct review")
+                                                        "distinct review", processes)
     review_vectors = distinct_vectors[np.searchsorted(distinct_texts, review_texts)]
     user_ids, user_vectors = _group_mean(reviews[ds.USER_ID].astype(str).to_numpy(), review_vectors)
 
@@ -310,7 +339,7 @@ def _earlier_vectors(output: Path, model_path: str, dim: int) -> dict[str, dict[
 
 
 def _encode_missing(encoder: TextEncoder, texts: list[str], keys: np.ndarray, earlier: dict[str, np.ndarray],
-                    batch_size: int, progress: bool, what: str) -> tuple[np.ndarray, int]:
+                    batch_size: int, progress: bool, what: str, processes: int = 1) -> tuple[np.ndarray, int]:
     """(n, dim) vectors of ``texts``: the earlier build's where its key matches, the encoder's for the rest;
     and how many were encoded."""
     vectors = np.zeros((len(texts), encoder.dim), dtype=np.float32)
@@ -321,7 +350,8 @@ def _encode_missing(encoder: TextEncoder, texts: list[str], keys: np.ndarray, ea
     logger.info("encoding %d %s texts (%d reused from the earlier build)", len(missing), what,
                 len(texts) - len(missing))
     if missing:
-        vectors[missing] = encoder.encode([texts[i] for i in missing], batch_size=batch_size, progress=progress)
+        vectors[missing] = encoder.encode([texts[i] for i in missing], batch_size=batch_size, progress=progress,
+                                          processes=processes)
     return vectors, len(missing)
 
 

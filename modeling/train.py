@@ -182,6 +182,7 @@ class TrainResult:
     stage: RankingStage | None = None
     search: dict[str, Any] | None = None
     stage_ranked: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
+    workers: int = 1
 
 
 def sorted_history(interactions: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray,
@@ -273,10 +274,13 @@ def _positions(frame: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray) 
 
 
 def _training_dataset(history: SortedHistory, features: Features, embeddings: Embeddings,
-                      params: TwoTowerParams) -> Any:
+                      params: TwoTowerParams, *, input_context: Any = None, epoch: int = 1) -> Any:
     """tf.data pipeline of training examples: one per interaction, predicted from the window before it.
 
     The windows (and their pooled text) are built per batch with numpy, so memory stays O(interactions).
+    With an ``input_context`` (a ``tf.distribute.InputContext``: several training workers) the
+    examples are shuffled the same way on every worker (seed + ``epoch``), repeated, and each worker
+    keeps its own share, batched at its replica's part of ``params.batch_size``.
     """
     import tensorflow as tf
 
@@ -323,13 +327,14 @@ def _training_dataset(history: SortedHistory, features: Features, embeddings: Em
             ITEM_POSITION: i,
         }
 
-    return (
-        tf.data.Dataset.from_tensor_slices((history.users, history.items, history.weights, np.arange(n)))
-        .shuffle(n, seed=params.seed, reshuffle_each_iteration=True)
-        .batch(params.batch_size)
-        .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .prefetch(tf.data.AUTOTUNE)
-    )
+    examples = tf.data.Dataset.from_tensor_slices((history.users, history.items, history.weights, np.arange(n)))
+    if input_context is None:
+        examples = examples.shuffle(n, seed=params.seed, reshuffle_each_iteration=True).batch(params.batch_size)
+    else:
+        examples = (examples.shuffle(n, seed=params.seed + epoch, reshuffle_each_iteration=True).repeat()
+                    .shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+                    .batch(input_context.get_per_replica_batch_size(params.batch_size)))
+    return examples.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
 def served_query_vectors(tower: Any, features: Features, users: np.ndarray) -> np.ndarray:
@@ -444,34 +449,58 @@ def validation_lists(model: TwoTowerModel, history: SortedHistory, item_vectors:
     return ValidationLists(candidates, feats, val_i, selection)
 
 
-def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTowerParams | None = None, *,
-                split: Split | None = None,
-                on_epoch: Callable[[dict[str, float]], None] | None = None,
-                stage: RankingStage | None = None, ranking_stage: bool = True) -> TrainResult:
-    """Fit the two-tower model and the ranking stage on a leave-last-out split of ``data``.
+@dataclass
+class PreparedFit:
+    """What fitting the towers needs, built the same way in one process and on every training worker.
 
-    Args:
-        data: canonical tables.
-        embeddings: text embeddings of the same data.
-        params: hyper-parameters.
-        split: a precomputed split (default: :func:`leave_last_out_split`).
-        on_epoch: called after each epoch with ``{"epoch", "epochs", "loss", "val_hr@10", "val_ndcg@10"}``;
-            ``loss`` is the epoch's mean loss per training example (weighted softmax cross-entropy).
-        stage: keep this ranking stage's ranker (its sources are fitted again on ``split.train``)
-            instead of fitting one on the validation items.
-        ranking_stage: False: the two-tower alone (a search trial); see :func:`add_ranking_stage`.
+    ``val_u``/``val_i`` (v,) are the validation shoppers and items (positions), ``stopping`` (v,) bool
+    marks the ones early stopping watches (the others train the ranking stage).
+    """
 
-    Returns:
-        The trained model and ranking stage with validation history and test metrics of the
-        two-tower alone, the popularity baseline and both stages together:
-        ``metrics = {"two_tower": {...}, "popularity": {...}, "hybrid": {...}}``.
+    model: TwoTowerModel
+    params: TwoTowerParams
+    split: Split
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    history: SortedHistory
+    features: Features
+    seen: list[np.ndarray]
+    val_u: np.ndarray
+    val_i: np.ndarray
+    stopping: np.ndarray
+
+    def validation_metrics(self) -> dict[str, float] | None:
+        """HR@10 and NDCG@10 on the early-stopping shoppers; None when there are none."""
+        users, items = self.val_u[self.stopping], self.val_i[self.stopping]
+        if not len(users):
+            return None
+        user_vectors, item_vectors = tower_vectors(self.model, self.features)
+        return evaluate_leave_last_out(lambda u: user_vectors[u] @ item_vectors.T, users, items, self.seen,
+                                       len(self.item_ids))
+
+
+@dataclass
+class FitOutcome:
+    """The towers' weights at the best epoch and the epochs' log (see :func:`fit_epochs`)."""
+
+    weights: list[np.ndarray]
+    history: list[dict[str, float]]
+    best_epoch: int
+    seconds: float
+    examples: int = 0
+
+
+def prepare_fit(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTowerParams,
+                split: Split | None = None) -> PreparedFit:
+    """Vocabularies, training history, features and a compiled (unbuilt) model for ``data``.
+
+    Under a ``tf.distribute`` strategy's scope the model's variables belong to that strategy.
 
     Raises:
         TrainingError: when there are too few users, items or interactions.
     """
     import tensorflow as tf
 
-    params = params or TwoTowerParams()
     user_ids = data.users[ds.USER_ID].astype(str).to_numpy()
     item_ids = data.items[ds.ITEM_ID].astype(str).to_numpy()
     if len(user_ids) < MIN_USERS or len(item_ids) < MIN_ITEMS:
@@ -486,7 +515,6 @@ def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
     features = build_features(history, user_ids, item_ids, embeddings, data.items, params.history_length,
                               params.history_half_life_days)
     seen = seen_items(history.users, history.items, len(user_ids))
-    dataset = _training_dataset(history, features, embeddings, params)
 
     categories, brands = attribute_vocabularies(features.attributes)
     candidate_tower = CandidateTower(list(item_ids), categories, brands, params)
@@ -501,37 +529,131 @@ def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
     valid = (val_u >= 0) & (val_i >= 0)
     val_u, val_i = val_u[valid], val_i[valid]
     stopping = stopping_shoppers(len(val_u), params.seed)
-    stop_u, stop_i = val_u[stopping], val_i[stopping]
+    return PreparedFit(model=model, params=params, split=split, user_ids=user_ids, item_ids=item_ids, history=history,
+                       features=features, seen=seen, val_u=val_u, val_i=val_i, stopping=stopping)
 
-    def evaluate_on(users: np.ndarray, items: np.ndarray) -> dict[str, float]:
-        user_vectors, item_vectors = tower_vectors(model, features)
-        return evaluate_leave_last_out(lambda u: user_vectors[u] @ item_vectors.T, users, items, seen, len(item_ids))
 
-    history_log: list[dict[str, float]] = []
-    best_score, best_epoch, best_weights, waited = -1.0, 0, model.get_weights(), 0
-    started = time.perf_counter()
-    # The task's loss is summed over a batch and Keras logs the last batch's value; the epoch's loss is
-    # the sum over every batch divided by the number of examples.
+def _local_epochs(fit: PreparedFit, embeddings: Embeddings, params: TwoTowerParams) -> Callable[[int], float]:
+    """One epoch in this process: ``epoch -> summed loss`` (the task's loss is summed over each batch)."""
+    import tensorflow as tf
+
+    dataset = _training_dataset(fit.history, fit.features, embeddings, params)
     batch_losses: list[float] = []
     record = tf.keras.callbacks.LambdaCallback(
         on_train_batch_end=lambda batch, logs: batch_losses.append(float(logs["loss"])))
-    for epoch in range(1, params.epochs + 1):
+
+    def one_epoch(epoch: int) -> float:
         batch_losses.clear()
-        model.fit(dataset, epochs=1, verbose=0, callbacks=[record])
-        loss = sum(batch_losses) / max(1, len(history.items))
-        val = evaluate_on(stop_u, stop_i) if len(stop_u) else {"hr@10": 0.0, "ndcg@10": 0.0}
-        history_log.append({"epoch": epoch, "loss": loss, "val_hr@10": val["hr@10"], "val_ndcg@10": val["ndcg@10"]})
-        logger.info("epoch %d/%d: loss %.4f, validation HR@10 %.4f", epoch, params.epochs, loss, val["hr@10"])
-        if on_epoch is not None:
-            on_epoch({**history_log[-1], "epochs": params.epochs})
-        if not len(stop_u) or val["ndcg@10"] > best_score:  # without validation items every epoch is kept
-            best_score, best_epoch, best_weights, waited = val["ndcg@10"], epoch, model.get_weights(), 0
-        else:
-            waited += 1
-            if waited >= params.patience:
-                break
-    train_seconds = time.perf_counter() - started
-    model.set_weights(best_weights)
+        fit.model.fit(dataset, epochs=1, verbose=0, callbacks=[record])
+        return sum(batch_losses)
+
+    return one_epoch
+
+
+def fit_epochs(fit: PreparedFit, one_epoch: Callable[[int], float], *,
+               on_epoch: Callable[[dict[str, float]], None] | None = None, examples_per_epoch: int | None = None,
+               validate: bool = True, agree: Callable[[bool], bool] | None = None) -> FitOutcome:
+    """Train epoch by epoch with early stopping on the validation shoppers; keep the best epoch's weights.
+
+    Args:
+        fit: the prepared model and data.
+        one_epoch: trains one epoch (``epoch`` counts from 1) and returns its summed loss.
+        on_epoch: called after each epoch, see :func:`train_model`.
+        examples_per_epoch: what the summed loss is divided by (default: the training interactions).
+        validate: False on a training worker that is not the chief: it neither measures nor keeps weights
+            and follows ``agree``.
+        agree: given this process's decision to stop, returns the decision every worker follows.
+
+    Returns:
+        The best epoch's weights (empty when ``validate`` is False) and the log.
+    """
+    epochs, patience = fit.params.epochs, fit.params.patience
+    examples = examples_per_epoch or len(fit.history.items)
+    history_log: list[dict[str, float]] = []
+    best_score, best_epoch, best_weights, waited = -1.0, 0, [], 0
+    started = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        loss = one_epoch(epoch) / max(1, examples)
+        val = fit.validation_metrics() if validate else None
+        row = {"epoch": epoch, "loss": loss, "val_hr@10": val["hr@10"] if val else 0.0,
+               "val_ndcg@10": val["ndcg@10"] if val else 0.0}
+        history_log.append(row)
+        stop = False
+        if validate:
+            logger.info("epoch %d/%d: loss %.4f, validation HR@10 %.4f", epoch, epochs, loss, row["val_hr@10"])
+            if on_epoch is not None:
+                on_epoch({**row, "epochs": epochs})
+            if val is None or val["ndcg@10"] > best_score:  # without validation items every epoch is kept
+                best_score, best_epoch, best_weights, waited = row["val_ndcg@10"], epoch, fit.model.get_weights(), 0
+            else:
+                waited += 1
+                stop = waited >= patience
+        if agree is not None:
+            stop = agree(stop)
+        if stop:
+            break
+    return FitOutcome(weights=best_weights, history=history_log, best_epoch=best_epoch,
+                      seconds=time.perf_counter() - started, examples=len(fit.history.items) * len(history_log))
+
+
+def build_variables(model: TwoTowerModel, dataset: Any) -> None:
+    """Create the towers' variables by computing the loss of one batch of ``dataset``."""
+    for batch in dataset.take(1):
+        model.compute_loss(batch, training=False)
+
+
+def _set_weights(model: TwoTowerModel, weights: list[np.ndarray]) -> None:
+    shapes = [tuple(w.shape) for w in model.get_weights()]
+    if shapes != [tuple(w.shape) for w in weights]:
+        raise TrainingError("the training workers returned weights of another shape than this model's")
+    model.set_weights(weights)
+
+
+def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTowerParams | None = None, *,
+                split: Split | None = None,
+                on_epoch: Callable[[dict[str, float]], None] | None = None,
+                stage: RankingStage | None = None, ranking_stage: bool = True, workers: int = 1) -> TrainResult:
+    """Fit the two-tower model and the ranking stage on a leave-last-out split of ``data``.
+
+    Args:
+        data: canonical tables.
+        embeddings: text embeddings of the same data.
+        params: hyper-parameters.
+        split: a precomputed split (default: :func:`leave_last_out_split`).
+        on_epoch: called after each epoch with ``{"epoch", "epochs", "loss", "val_hr@10", "val_ndcg@10"}``;
+            ``loss`` is the epoch's mean loss per training example (weighted softmax cross-entropy).
+        stage: keep this ranking stage's ranker (its sources are fitted again on ``split.train``)
+            instead of fitting one on the validation items.
+        ranking_stage: False: the two-tower alone (a search trial); see :func:`add_ranking_stage`.
+        workers: training processes; more than 1 fits the towers on that many local worker
+            processes with ``tf.distribute.MultiWorkerMirroredStrategy`` (see :mod:`modeling.distributed`);
+            the rest (validation, test, ranking stage) runs here.
+
+    Returns:
+        The trained model and ranking stage with validation history and test metrics of the
+        two-tower alone, the popularity baseline and both stages together:
+        ``metrics = {"two_tower": {...}, "popularity": {...}, "hybrid": {...}}``.
+
+    Raises:
+        TrainingError: when there are too few users, items or interactions, or a worker fails.
+    """
+    params = params or TwoTowerParams()
+    if workers < 1:
+        raise TrainingError(f"workers must be 1 or more, got {workers}")
+    fit = prepare_fit(data, embeddings, params, split)
+    model, history, features = fit.model, fit.history, fit.features
+    if workers > 1:
+        from modeling.distributed import fit_on_workers
+
+        outcome = fit_on_workers(data, embeddings, params, fit.split, workers=workers, on_epoch=on_epoch)
+        build_variables(model, _training_dataset(history, features, embeddings, params))
+        _set_weights(model, outcome.weights)
+    else:
+        outcome = fit_epochs(fit, _local_epochs(fit, embeddings, params), on_epoch=on_epoch)
+        model.set_weights(outcome.weights)
+    history_log, best_epoch, train_seconds = outcome.history, outcome.best_epoch, outcome.seconds
+    split, user_ids, item_ids, seen = fit.split, fit.user_ids, fit.item_ids, fit.seen
+    val_u, val_i, stopping = fit.val_u, fit.val_i, fit.stopping
 
     # Test: the validation interactions join the input history (and the excluded items), as they would
     # in production; the model itself was fitted on the training interactions only.
@@ -556,7 +678,7 @@ def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
     result = TrainResult(model=model, params=params, metrics=metrics, history=history_log, best_epoch=best_epoch,
                          examples_per_second=examples / train_seconds if train_seconds else 0.0,
                          train_seconds=train_seconds, test_ranked=test_ranked, test_items=test_i,
-                         popularity_half_life_days=half_life)
+                         popularity_half_life_days=half_life, workers=workers)
     if ranking_stage:
         _attach_stage(result, history, features, (val_u, val_i, ~stopping), test_history, test_features,
                       (test_u, test_i), test_seen, stage, item_vectors)
@@ -621,7 +743,7 @@ def add_ranking_stage(result: TrainResult, data: ds.CanonicalData, embeddings: E
 
 def refit_model(data: ds.CanonicalData, embeddings: Embeddings, measured: TrainResult, *,
                 split: Split | None = None,
-                on_epoch: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+                on_epoch: Callable[[dict[str, float]], None] | None = None, workers: int = 1) -> TrainResult:
     """Train again, on the interactions that were held out too, for the epochs early stopping chose.
 
     :func:`train_model` holds every shopper's last two products out (validation and test), so
@@ -637,6 +759,7 @@ def refit_model(data: ds.CanonicalData, embeddings: Embeddings, measured: TrainR
             Default: every interaction, nothing measured.
         on_epoch: as for :func:`train_model`, with ``"refit": True`` in each row (the validation
             figures are 0: there are no validation items).
+        workers: training processes (see :func:`train_model`).
 
     Returns:
         The refitted model. Its ``metrics`` are those of ``split.test`` when it has rows, else the
@@ -649,7 +772,7 @@ def refit_model(data: ds.CanonicalData, embeddings: Embeddings, measured: TrainR
                   test=nothing if split is None else split.test)
     marked = None if on_epoch is None else (lambda row: on_epoch({**row, "refit": True}))
     refit = train_model(data, embeddings, replace(measured.params, epochs=epochs), split=split, on_epoch=marked,
-                        stage=measured.stage)
+                        stage=measured.stage, workers=workers)
     measured_test = len(split.test) > 0
     return TrainResult(
         model=refit.model, params=measured.params,
@@ -660,7 +783,7 @@ def refit_model(data: ds.CanonicalData, embeddings: Embeddings, measured: TrainR
         test_items=refit.test_items if measured_test else measured.test_items,
         popularity_half_life_days=measured.popularity_half_life_days,
         refit_epochs=epochs, refit_seconds=refit.train_seconds, stage=refit.stage, search=measured.search,
-        stage_ranked=refit.stage_ranked if measured_test else measured.stage_ranked,
+        stage_ranked=refit.stage_ranked if measured_test else measured.stage_ranked, workers=refit.workers,
     )
 
 
@@ -736,6 +859,7 @@ def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings,
         "best_epoch": result.best_epoch,
         "train_seconds": round(result.train_seconds, 2),
         "examples_per_second": round(result.examples_per_second, 1),
+        "training_workers": result.workers,
         "data_counts": data.counts(),
         "trained_until": int(interactions[ds.TIMESTAMP].max()) if len(interactions) else None,
         "popularity_half_life_days": result.popularity_half_life_days,

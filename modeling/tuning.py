@@ -96,7 +96,7 @@ def budgeted_search(data: ds.CanonicalData, embeddings: Embeddings, base: TwoTow
                     budget_seconds: float = DEFAULT_BUDGET_SECONDS, space: Mapping[str, Sequence[Any]] = SEARCH_SPACE,
                     seed: int = 0, split: Split | None = None,
                     on_trial: Callable[[dict[str, Any]], None] | None = None,
-                    on_epoch: Callable[[dict[str, float]], None] | None = None) -> Any:
+                    on_epoch: Callable[[dict[str, float]], None] | None = None, workers: int = 1) -> Any:
     """Train ``base``, then random draws from ``space`` while the time budget lasts; keep the best on validation.
 
     A new trial starts only when the time left covers the last trial's duration, so the search
@@ -110,6 +110,7 @@ def budgeted_search(data: ds.CanonicalData, embeddings: Embeddings, base: TwoTow
         budget_seconds: 0: train ``base`` only.
         on_trial: called with each trial's log entry (not when there is no budget: nothing is searched).
         on_epoch: the first trial's epoch progress (see :func:`modeling.train.train_model`).
+        workers: training processes of every trial (see :func:`modeling.train.train_model`).
 
     Returns:
         The winning :class:`modeling.train.TrainResult`, its ``search`` set to ``{"budget_seconds",
@@ -126,7 +127,7 @@ def budgeted_search(data: ds.CanonicalData, embeddings: Embeddings, base: TwoTow
     for n, params in enumerate(sample_params(base, space, 1000, seed)):
         trial_started = time.perf_counter()
         result = train_model(data, embeddings, params, split=split, ranking_stage=False,
-                             on_epoch=on_epoch if n == 0 else None)
+                             on_epoch=on_epoch if n == 0 else None, workers=workers)
         epoch = result.history[result.best_epoch - 1] if result.best_epoch else {"val_ndcg@10": 0.0, "val_hr@10": 0.0}
         seconds = time.perf_counter() - trial_started
         entry = {"trial": n, "params": {k: v for k, v in params.to_dict().items() if n == 0 or k in space},

@@ -298,15 +298,35 @@ class TwoTowerModel(tfrs.Model):
                                                                      from_logits=True)
             return tf.reduce_sum(losses * tf.cast(features[WEIGHT], tf.float32))
         candidate = self.candidate_tower(features, training=training)
+        candidate_ids, probability = features[ITEM_ID], features[ITEM_PROBABILITY]
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            # Several training workers: every replica's candidates are this replica's negatives, as they
+            # would be in one process with the whole batch (see _every_replica).
+            candidate, candidate_ids, probability = _every_replica(
+                context, candidate, tf.stop_gradient(features[ITEM_POSITION]), tf.stop_gradient(probability))
         return self.task(
             query,
             candidate,
             sample_weight=features[WEIGHT],
-            candidate_ids=features[ITEM_ID],
-            candidate_sampling_probability=features[ITEM_PROBABILITY] if self.logq_correction else None,
+            candidate_ids=candidate_ids,
+            candidate_sampling_probability=probability if self.logq_correction else None,
             compute_metrics=False,
             compute_batch_metrics=False,
         )
+
+
+def _every_replica(context: tf.distribute.ReplicaContext, *values: tf.Tensor) -> list[tf.Tensor]:
+    """Gather per-replica rows from every replica, this replica's rows first.
+
+    Each value is (b, ...) on this replica; each result is (sum of b over replicas, ...), rotated so
+    that this replica's b rows come first. The in-batch softmax labels query j with candidate j, so
+    the positives stay on the diagonal. ``all_gather`` passes gradients back to the replica that
+    owns each row, so the gradient is that of one process training on the whole batch.
+    """
+    sizes = context.all_gather(tf.shape(values[0])[:1], axis=0)  # (replicas,)
+    start = tf.reduce_sum(sizes[:context.replica_id_in_sync_group])
+    return [tf.roll(context.all_gather(value, axis=0), shift=-start, axis=0) for value in values]
 
 
 class QueryTowerServer(tf.Module):

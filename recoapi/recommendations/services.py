@@ -350,6 +350,7 @@ def model_train(
     budget_seconds: float = 0.0,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     on_trial: Callable[[dict[str, Any]], None] | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Train the two-tower model and its ranking stage on the imported data and embeddings; publish a bundle.
 
@@ -369,6 +370,7 @@ def model_train(
         budget_seconds: time for the two-tower search (0: default parameters only).
         on_epoch: progress callback, see :func:`modeling.train.train_model`.
         on_trial: called after each search trial with its log entry.
+        workers: training processes on this machine (see :func:`modeling.train.train_model`).
 
     Returns:
         ``{"version", "skipped", "activated", "metrics", "train_seconds", "examples_per_second",
@@ -401,9 +403,9 @@ def model_train(
                   "ranking_stage": manifest.get("ranking_stage")}
     else:
         trained = budgeted_search(data, embeddings, params, budget_seconds=budget_seconds, seed=params.seed,
-                                  on_trial=on_trial, on_epoch=on_epoch)
+                                  on_trial=on_trial, on_epoch=on_epoch, workers=workers)
         if refit:
-            trained = training.refit_model(data, embeddings, trained, on_epoch=on_epoch)
+            trained = training.refit_model(data, embeddings, trained, on_epoch=on_epoch, workers=workers)
         path = training.publish(trained, data, embeddings, models_dir, fingerprint=fingerprint)
         if from_database:  # after publishing: a run that fails or is killed leaves the snapshot as it was
             ds.write_snapshot(data, Path(settings.RECO_PROCESSED_DIR) / TRAINING_SNAPSHOT, source="database")

@@ -41,6 +41,10 @@ class Command(BaseCommand):
                                  "chosen on the validation items.")
         parser.add_argument("--no-search", action="store_true",
                             help="Train the given (or default) parameters only; same as --budget 0.")
+        parser.add_argument("--workers", type=int, default=1, metavar="N",
+                            help="Fit the towers on N processes of this machine (TensorFlow's "
+                                 "MultiWorkerMirroredStrategy on loopback ports; the batch size must be a multiple "
+                                 "of N). Each training pays a few seconds to start the workers (default 1).")
         parser.add_argument("--logq-correction", action=argparse.BooleanOptionalAction, default=None,
                             help="Correct the in-batch softmax for how often popular items appear as negatives "
                                  f"(default {'on' if d.logq_correction else 'off'}).")
@@ -59,6 +63,11 @@ class Command(BaseCommand):
             raise CommandError(message) from exc
         except ModelingError as exc:
             raise CommandError(str(exc)) from exc
+        if options["workers"] < 1:
+            raise CommandError(f"--workers must be 1 or more, got {options['workers']}")
+        if params.batch_size % options["workers"]:
+            raise CommandError(f"--workers {options['workers']} does not divide the batch size {params.batch_size}: "
+                               f"each worker takes an equal share of every batch (choose --batch-size)")
         budget = 0.0 if options["no_search"] else options["budget"]
         if budget < 0 or budget != budget:
             raise CommandError(f"--budget must be 0 or more seconds, got {options['budget']}")
@@ -84,7 +93,8 @@ class Command(BaseCommand):
         self.stdout.write("Training the two-tower model ...")
         try:
             result = model_train(params=params, activate=options["activate"], force=options["force"],
-                                 refit=options["refit"], budget_seconds=budget, on_epoch=on_epoch, on_trial=on_trial)
+                                 refit=options["refit"], budget_seconds=budget, on_epoch=on_epoch, on_trial=on_trial,
+                                 workers=options["workers"])
         except (ModelingError, ApplicationError) as exc:
             raise CommandError(str(exc)) from exc
         data = result["data"]
@@ -110,6 +120,7 @@ class Command(BaseCommand):
             self.stdout.write(f"  (measured with each shopper's last two products held out; the published model "
                               f"was trained again on every interaction for {result['refit_epochs']} epochs)")
         if not result["skipped"]:
-            self.stdout.write(f"  {result['train_seconds']} s, {result['examples_per_second']} examples/s")
+            on = f" on {options['workers']} workers" if options["workers"] > 1 else ""
+            self.stdout.write(f"  {result['train_seconds']} s, {result['examples_per_second']} examples/s{on}")
         state = " and activated" if result["activated"] else ""
         self.stdout.write(self.style.SUCCESS(f"Model {result['version']} ready{state}."))
