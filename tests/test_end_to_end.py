@@ -103,6 +103,12 @@ def test_commands_fail_with_clear_messages(workdir: Path) -> None:
         run("generate_demo_data", "--users", "10", "--items", "10", "--interactions", "60")
     with pytest.raises(CommandError, match="--epochs must be at least 1"):
         run("train", "--epochs", "0")
+    with pytest.raises(CommandError, match="--workers must be 1 or more"):
+        run("train", "--workers", "0")
+    with pytest.raises(CommandError, match="--workers 3 does not divide the batch size 512"):
+        run("train", "--workers", "3")
+    with pytest.raises(CommandError, match="--processes must be 1 or more"):
+        run("build_embeddings", "--processes", "0")
 
 
 @pytest.mark.django_db
