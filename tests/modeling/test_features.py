@@ -97,3 +97,21 @@ def test_item_attributes_and_vocabularies() -> None:
 def test_windows_without_decay_keep_the_interaction_weights() -> None:
     _, weights, _ = user_windows(_history(), 4, half_life_days=0)
     assert weights[0] == pytest.approx([3.0, 1.0, 1.0, 0.0])
+
+
+def test_pooled_vectors_in_batches_equal_the_whole_computation() -> None:
+    from modeling.features import POOL_BATCH
+
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(50, 8)).astype(np.float32)
+    positions = rng.integers(-1, 50, size=(2 * POOL_BATCH + 7, 5))
+    positions[3] = -1  # an empty window
+    weights = rng.random(positions.shape).astype(np.float32)
+    summed = np.einsum("ml,mlt->mt", np.where(positions >= 0, weights, 0.0).astype(np.float32),
+                       table[np.maximum(positions, 0)])
+    norms = np.linalg.norm(summed, axis=1, keepdims=True)
+    whole = np.divide(summed, norms, out=np.zeros_like(summed), where=norms > 0)
+    out = pooled_vectors(positions, weights, table)
+    assert out.dtype == np.float32 and out.shape == (len(positions), 8)
+    np.testing.assert_array_equal(out, whole)
+    assert not out[3].any()
