@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from modeling.ranking import ScoreFn, rank_users
+from modeling.ranking import ScoreFn, rank_by_shared_scores, rank_users
 
 
 def user_hits_and_gains(ranked: np.ndarray, targets: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -123,6 +123,27 @@ def metric_curves(ranked: np.ndarray, targets: np.ndarray, ks: Sequence[int] = C
     """
     return {"hr": {str(k): hit_rate_at_k(ranked, targets, k) for k in ks},
             "ndcg": {str(k): ndcg_at_k(ranked, targets, k) for k in ks}}
+
+
+SHARED_SCORES_DENSE_MAX_CELLS = 500_000_000
+"""Above this many (user x item) cells a shared score row is ranked without the dense matrix."""
+
+
+def evaluate_shared_scores(scores: np.ndarray, test_users: np.ndarray, test_items: np.ndarray,
+                           seen: Sequence[np.ndarray], n_items: int, *, k: int = 10,
+                           k_recall: int = 50) -> dict[str, float]:
+    """:func:`evaluate_leave_last_out` of one score row that every user shares (popularity).
+
+    Small problems go through the dense path, as any scorer; from
+    :data:`SHARED_SCORES_DENSE_MAX_CELLS` cells on, the lists come from one shared order
+    (:func:`modeling.ranking.rank_by_shared_scores`): 200,000 users x 100,000 items took minutes per
+    scorer as a dense matrix, and a second or two this way. Returns the same keys.
+    """
+    if len(test_users) * n_items <= SHARED_SCORES_DENSE_MAX_CELLS:
+        return evaluate_leave_last_out(lambda u: np.tile(scores, (len(u), 1)), test_users, test_items, seen,
+                                       n_items, k=k, k_recall=k_recall)
+    ranked = rank_by_shared_scores(scores, test_users, seen, max(k, k_recall))
+    return leave_last_out_metrics(ranked, test_items, n_items, k=k, k_recall=k_recall)
 
 
 def evaluate_leave_last_out(

@@ -128,3 +128,35 @@ def stable_top(scores: np.ndarray, k: int) -> np.ndarray:
     threshold = np.partition(-scores, k - 1)[k - 1]
     candidates = np.flatnonzero(-scores <= threshold)
     return candidates[np.argsort(-scores[candidates], kind="stable")][:k].astype(np.int64)
+
+
+def rank_by_shared_scores(scores: np.ndarray, users: np.ndarray, seen: Sequence[np.ndarray], k: int) -> np.ndarray:
+    """:func:`rank_users` for one score row that every user shares (e.g. popularity), without an (m, n) matrix.
+
+    Each user's list is the shared order (:func:`stable_top`: ties keep the lower position first)
+    with the user's ``seen`` items left out. :func:`rank_users` orders ties as its partition leaves
+    them, so the two can differ where scores tie; otherwise the lists are the same.
+
+    Args:
+        scores: (n_items,) scores.
+        users: (t,) user positions.
+        seen: per user position, the items to exclude.
+        k: list length.
+
+    Returns:
+        (t, k) int64, -1 where fewer than k items are allowed.
+    """
+    scores = np.where(np.isfinite(scores), scores, -np.inf).astype(np.float32)
+    n = len(scores)
+    k = max(0, min(k, n))
+    out = np.full((len(users), k), -1, dtype=np.int64)
+    if k == 0 or len(users) == 0:
+        return out
+    longest = max(len(seen[u]) for u in users)
+    order = stable_top(scores, min(n, k + longest))
+    order = order[np.isfinite(scores[order])]
+    for row, user in enumerate(users):
+        items = seen[user]
+        allowed = order[~np.isin(order, items)] if len(items) else order
+        out[row, :min(k, len(allowed))] = allowed[:k]
+    return out

@@ -44,7 +44,7 @@ from modeling.features import (
     window_reviews,
 )
 from modeling.index import ExactIndex
-from modeling.metrics import CURVE_KS, evaluate_leave_last_out, leave_last_out_metrics
+from modeling.metrics import CURVE_KS, evaluate_leave_last_out, evaluate_shared_scores, leave_last_out_metrics
 from modeling.ranking import rank_users, seen_items
 from modeling.reranker import (
     STAGE_DIR,
@@ -126,8 +126,7 @@ def choose_popularity_half_life(history: SortedHistory, users: np.ndarray, items
     for half_life in POPULARITY_HALF_LIVES:
         scores = recent_popularity(history.items, history.weights, history.timestamps, n_items,
                                    half_life_days=half_life)
-        ndcg = evaluate_leave_last_out(lambda u, s=scores: np.tile(s, (len(u), 1)), users, items, seen,
-                                       n_items)["ndcg@10"]
+        ndcg = evaluate_shared_scores(scores, users, items, seen, n_items)["ndcg@10"]
         if ndcg > best_score:
             best, best_score = half_life, ndcg
     return best
@@ -670,8 +669,7 @@ def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
     test_ranked = rank_users(lambda u: user_vectors[u] @ item_vectors.T, test_u, test_seen, max(CURVE_KS))
     metrics = {
         "two_tower": leave_last_out_metrics(test_ranked, test_i, len(item_ids)),
-        "popularity": evaluate_leave_last_out(lambda u: np.tile(popularity, (len(u), 1)), test_u, test_i,
-                                              test_seen, len(item_ids)),
+        "popularity": evaluate_shared_scores(popularity, test_u, test_i, test_seen, len(item_ids)),
     }
     half_life = choose_popularity_half_life(history, val_u, val_i, seen, len(item_ids))
     examples = len(history.items) * len(history_log)

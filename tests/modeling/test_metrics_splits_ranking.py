@@ -179,3 +179,32 @@ def test_top_k_equals_a_full_sort(m: int, n: int, k: int, seed: int, blocked: fl
 def test_stable_top_is_the_head_of_a_full_stable_sort(values: list[float], k: int) -> None:
     scores = np.array(values)  # few distinct values: many ties, which must keep the lower position first
     assert stable_top(scores, k).tolist() == np.argsort(-scores, kind="stable")[:k].tolist()
+
+
+def test_shared_scores_rank_as_every_user_scored_alone() -> None:
+    from modeling.ranking import rank_by_shared_scores, rank_users
+
+    rng = np.random.default_rng(4)
+    n, users = 700, np.arange(40)
+    scores = rng.permutation(n).astype(np.float32)  # distinct: no ties to order
+    seen = [rng.choice(n, size=rng.integers(0, 30), replace=False) for _ in users]
+    seen[5] = np.argsort(-scores)[:50]  # the 50 best already seen
+    shared = rank_by_shared_scores(scores, users, seen, 60)
+    np.testing.assert_array_equal(shared, rank_users(lambda u: np.tile(scores, (len(u), 1)), users, seen, 60))
+    # Ties keep the lower position first; a catalogue shorter than k leaves -1.
+    tied = rank_by_shared_scores(np.array([1.0, 3.0, 3.0, 1.0]), np.array([0]), [np.array([2])], 5)
+    assert tied.tolist() == [[1, 0, 3, -1]]
+
+
+def test_shared_scores_metrics_equal_the_dense_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modeling import metrics
+
+    rng = np.random.default_rng(5)
+    n, users = 300, np.arange(200)
+    scores = rng.permutation(n).astype(np.float32) / n
+    seen = [rng.choice(n, size=5, replace=False) for _ in users]
+    items = np.array([rng.choice(np.setdiff1d(np.arange(n), s)) for s in seen])
+    dense = metrics.evaluate_shared_scores(scores, users, items, seen, n)
+    monkeypatch.setattr(metrics, "SHARED_SCORES_DENSE_MAX_CELLS", 0)
+    assert metrics.evaluate_shared_scores(scores, users, items, seen, n) == dense
+    assert dense["hr@10"] > 0
