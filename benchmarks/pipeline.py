@@ -12,9 +12,10 @@ Two sizes from the demo generator: "demo" (2,000 shoppers, 500 products, 30,000 
 - import: `data_import` (parse, validate, one transaction into a fresh SQLite file, parquet snapshot).
 - embeddings: MiniLM on the product texts (at 100k, a sample of ``--embed-sample`` products, since
   the rate does not depend on the catalogue size) and on the distinct review texts (demo only).
-- training: `train_model` for ``--epochs`` epochs (early stopping off). At 100k the text embeddings
-  fed to the towers are random unit vectors of the right shape (building real ones means encoding
-  every product and review, see the embeddings rate); the training cost is the same.
+- training: `train_model` for ``--epochs`` epochs (early stopping off; the two-tower only, no ranking
+  stage), on each ``--workers`` count. At 100k the text embeddings fed to the towers are random unit
+  vectors of the right shape (building real ones means encoding every product and review, see the
+  embeddings rate); the training cost is the same.
 
 Prints a table and writes benchmarks/results/pipeline.json.
 """
@@ -109,7 +110,7 @@ def measure(scale: str, work: Path, epochs: int, embed_sample: int, workers: lis
     params = TwoTowerParams(epochs=epochs, seed=1, patience=epochs + 1)
     by_workers = {}
     for n in workers:
-        trained = train_model(data, embeddings, params, workers=n)
+        trained = train_model(data, embeddings, params, workers=n, ranking_stage=False)
         by_workers[str(n)] = {"examples_per_s": round(trained.examples_per_second),
                               "train_seconds": round(trained.train_seconds, 1),
                               "last_loss": round(trained.history[-1]["loss"], 4),
