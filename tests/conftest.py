@@ -82,11 +82,34 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, tiny_raw: Path) -> Pipeli
                     models=root / "models", version=bundle.name, data=data)
 
 
+LINK_AT_BYTES = 1 << 20
+
+
+def _copy_or_link(source: str, target: str) -> str:
+    """Hard-link the text encoder's large files (about 90 MB, never written in place), copy the rest."""
+    if "text_encoder" in Path(source).parts and os.path.getsize(source) >= LINK_AT_BYTES:
+        try:
+            os.link(source, target)
+            return target
+        except OSError:
+            pass  # another file system: copy
+    return shutil.copy2(source, target)
+
+
+def copy_models(source: Path, target: Path) -> None:
+    """Copy a models/ directory for a test to modify; a copy per test of the ONNX weights filled the disk.
+
+    Tests may delete or replace any file of the copy, and rewrite any file under 1 MiB in place; the
+    large text encoder files are links to the originals, so writing into one of them would damage them.
+    """
+    shutil.copytree(source, target, copy_function=_copy_or_link)
+
+
 @pytest.fixture
 def models_copy(pipeline: Pipeline, tmp_path: Path) -> Path:
-    """A private copy of the pipeline's models/ directory, safe to modify."""
+    """A private copy of the pipeline's models/ directory, safe to modify (see :func:`copy_models`)."""
     target = tmp_path / "models"
-    shutil.copytree(pipeline.models, target)
+    copy_models(pipeline.models, target)
     return target
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Pipeline
+from tests.conftest import Pipeline, copy_models
 
 ROOT = Path(__file__).resolve().parents[2]
 POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
@@ -217,7 +216,7 @@ class Service:
 def prepare_service(pipeline: Pipeline, root: Path, database_url: str, **extra_env: str) -> Service:
     """Migrate and import the tiny shop into ``database_url``; copy the models; create a staff user."""
     models = root / "models"
-    shutil.copytree(pipeline.models, models)
+    copy_models(pipeline.models, models)
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "recoapi.settings",
