@@ -52,6 +52,7 @@ from modeling.exported_text import TOKENIZER_FILE as TEXT_TOKENIZER_FILE
 from modeling.exported_text import WEIGHTS_FILE as TEXT_WEIGHTS_FILE
 from modeling.exported_towers import EXPORT_DIR, SETTINGS_FILE, NumpyCandidateTower, NumpyQueryTower, load_towers
 from modeling.features import ItemAttributes
+from modeling.index import read_item_index
 from modeling.reranker import STAGE_DIR, RankingStage
 
 logger = logging.getLogger(__name__)
@@ -136,6 +137,9 @@ class Bundle:
         manifest: parsed manifest.json.
         arrays: the numeric content.
         towers: the query and candidate towers exported to numpy (what serving runs).
+        item_index: the approximate index over ``item_vectors`` written at publishing (a FAISS IVF
+            index, memory-mapped read-only; see :mod:`modeling.index`), or None when the catalogue
+            was below the publishing threshold.
     """
 
     version: str
@@ -145,6 +149,7 @@ class Bundle:
     towers: tuple[NumpyQueryTower, NumpyCandidateTower] = field(repr=False)
     stage: RankingStage | None = field(default=None, repr=False)
     attributes: ItemAttributes | None = field(default=None, repr=False)
+    item_index: Any | None = field(default=None, repr=False)
     _saved: dict[str, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -294,12 +299,21 @@ def load_bundle(path: Path | str) -> Bundle:
     n_items = len(arrays.item_ids)
     if stage.sources.n_items != n_items or len(attributes.category) != n_items:
         raise ArtifactError(f"{path}: the ranking stage covers {stage.sources.n_items} products, the bundle {n_items}")
+    item_index = None
+    if manifest.get("item_index"):
+        try:
+            item_index = read_item_index(path / str(manifest["item_index"].get("file", "")))
+        except ValueError as exc:
+            raise ArtifactError(f"{path}: the approximate index {exc}") from exc
+        if item_index.ntotal != n_items or item_index.d != arrays.item_vectors.shape[1]:
+            raise ArtifactError(f"{path}: the approximate index holds {item_index.ntotal} {item_index.d}-d vectors, "
+                                f"the bundle {n_items} {arrays.item_vectors.shape[1]}-d")
     current = library_versions()
     for name, version in manifest.get("libraries", {}).items():
         if current.get(name) != version:
             logger.warning("bundle %s was built with %s %s, running %s", path.name, name, version, current.get(name))
     return Bundle(version=path.name, path=path, manifest=manifest, arrays=arrays, stage=stage, attributes=attributes,
-                  towers=towers)
+                  towers=towers, item_index=item_index)
 
 
 def text_export_path(bundle: Bundle) -> Path | None:

@@ -1,19 +1,32 @@
-"""Top-k retrieval over the item vectors: exact (numpy) or approximate (FAISS HNSW), one interface.
+"""Top-k retrieval over the item vectors: exact (numpy) or approximate (FAISS IVF), one interface.
 
 Exact search is a matrix product and a partial sort; at 100,000 items and 64 dimensions it
-costs about a millisecond per query, so it is the default. Above a configurable catalogue
-size, :class:`HnswIndex` (FAISS, inner-product HNSW graph) answers in a fraction of that with
-a small loss of recall. Filters and exclusions stay exact: the approximate index fetches
-extra candidates, drops the excluded and disallowed ones, and a row left with fewer than
-``k`` candidates is answered by exact search.
-"""
+costs about a millisecond per query, and its cost grows with the catalogue (about 35 ms at
+1,000,000 on a busy 2-core machine). From a configurable catalogue size, :class:`IvfIndex`
+(a FAISS inverted-file index over the same vectors, ``IndexIVFFlat`` with inner product) scans
+only the lists of the ``nprobe`` closest centroids. The index is built when a bundle is
+published, its ``nprobe`` tuned there on the shop's own shopper vectors to a stated recall@10
+against exact search, and stored in the bundle (``item_index.faiss``), which every worker maps
+read-only: the operating system shares the pages, no worker builds or copies it.
 
+Why IVF and not HNSW: on trained two-tower vectors (unit length, clustered by category) an IVF
+index reached recall@10 0.955 at 0.9 ms per query over 1,000,000 items, where HNSW (M 32,
+efConstruction 200) stayed at 0.93 with efSearch 512 at 100,000 items; IVF builds in seconds
+instead of minutes, and FAISS maps its inverted lists from disk (``IO_FLAG_MMAP``).
+
+Filters and exclusions stay exact: the approximate index fetches extra candidates, drops the
+excluded and disallowed ones, and a row left with fewer than ``k`` candidates is answered by exact
+search. Products added after publishing (beyond the index's ``ntotal``) are scored exactly and
+merged.
+"""
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -65,45 +78,60 @@ class ExactIndex:
         return top_k(scores, k, exclude, copy=False)
 
 
-class HnswIndex:
-    """Approximate inner-product search with a FAISS HNSW graph, built on first use.
+INDEX_FILE = "item_index.faiss"
+"""The approximate index inside a bundle folder."""
+
+TARGET_RECALL = 0.97
+"""The recall@10 against exact search that publishing tunes ``nprobe`` to reach."""
+
+
+class IvfIndex:
+    """Approximate inner-product search with a FAISS IVF-Flat index.
 
     Args:
-        vectors: (n_items, d) float32 item vectors.
-        neighbours: graph degree M (memory: about ``n_items * M * 8`` bytes on top of the vectors).
-        ef_search: candidate list size at query time (recall vs. speed).
+        vectors: (n_items, d) float32 item vectors; the first ``index.ntotal`` are in the index, the
+            rest (products added after publishing) are scored exactly.
+        index: a FAISS ``IndexIVFFlat`` over ``vectors[:ntotal]`` (None: built on first use, in
+            this process, with :func:`build_ivf`).
+        nprobe: inverted lists scanned per query (recall vs. speed).
         extra: candidates fetched beyond ``k`` plus the excluded items, to survive filtering.
     """
 
-    def __init__(self, vectors: np.ndarray, *, neighbours: int = 32, ef_search: int = 512, extra: int = 50) -> None:
+    def __init__(self, vectors: np.ndarray, index: Any | None = None, *, nprobe: int = 64, extra: int = 50) -> None:
         self.vectors = vectors
         self.exact = ExactIndex(vectors)
-        self.neighbours = neighbours
-        self.ef_search = ef_search
+        self.nprobe = nprobe
         self.extra = extra
-        self._index = None
+        self._index = index
         self._lock = threading.Lock()
+        if index is not None:
+            self._check(index)
+
+    def _check(self, index: Any) -> None:
+        if index.d != self.vectors.shape[1] or index.ntotal > len(self.vectors):
+            raise ValueError(f"the index holds {index.ntotal} {index.d}-d vectors, the catalogue "
+                             f"{len(self.vectors)} {self.vectors.shape[1]}-d")
+        index.nprobe = self.nprobe
+
+    @property
+    def built(self) -> bool:
+        return self._index is not None
 
     def build(self) -> None:
-        """Build the graph now (a few seconds per 100,000 items) instead of on the first query."""
-        import faiss
-
+        """Build the index now (a few seconds per 100,000 items) instead of on the first query."""
         with self._lock:
             if self._index is not None:
                 return
-            data = np.ascontiguousarray(self.vectors, dtype=np.float32)
-            index = faiss.IndexHNSWFlat(data.shape[1], self.neighbours, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = 80
-            index.add(data)
-            index.hnsw.efSearch = self.ef_search
+            index = build_ivf(self.vectors)
+            self._check(index)
             self._index = index
-            logger.info("HNSW index built over %d items", len(data))
+            logger.info("IVF index built in this process over %d items", index.ntotal)
 
-    def set_ef_search(self, ef_search: int) -> None:
-        """Change the query-time candidate list size (higher: better recall, slower)."""
-        self.ef_search = ef_search
+    def set_nprobe(self, nprobe: int) -> None:
+        """Change the number of inverted lists scanned per query (higher: better recall, slower)."""
+        self.nprobe = nprobe
         if self._index is not None:
-            self._index.hnsw.efSearch = ef_search
+            self._index.nprobe = nprobe
 
     def search(self, queries: np.ndarray, k: int, exclude: Sequence[np.ndarray],
                allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -117,7 +145,14 @@ class HnswIndex:
             return self.exact.search(queries, k, exclude, allowed)
         if self._index is None:
             self.build()
-        scores, positions = self._index.search(queries, max(fetch, self.ef_search // 2))
+        indexed = int(self._index.ntotal)
+        scores, positions = self._index.search(queries, fetch)
+        if indexed < n:  # products added after publishing: scored exactly, merged by score
+            tail = queries @ np.asarray(self.vectors[indexed:], dtype=np.float32).T
+            positions = np.concatenate([positions, np.broadcast_to(np.arange(indexed, n), tail.shape)], axis=1)
+            scores = np.concatenate([scores, tail], axis=1)
+            order = np.argsort(-scores, axis=1, kind="stable")
+            positions, scores = np.take_along_axis(positions, order, 1), np.take_along_axis(scores, order, 1)
         out_pos = np.full((m, k), -1, dtype=np.int64)
         out_scores = np.full((m, k), -np.inf, dtype=np.float32)
         fallback = []
@@ -139,17 +174,136 @@ class HnswIndex:
         return out_pos, out_scores
 
 
-def make_index(vectors: np.ndarray, ann_min_items: int | None, ef_search: int = 512) -> ItemIndex:
-    """Exact search, or HNSW when the catalogue has at least ``ann_min_items`` items (None: never)."""
+def build_ivf(vectors: np.ndarray, *, lists: int | None = None, seed: int = 0) -> Any:
+    """A FAISS IVF-Flat inner-product index over ``vectors``.
+
+    Args:
+        vectors: (n, d) float32.
+        lists: number of inverted lists (default about 4 sqrt(n), at least 16).
+        seed: k-means seed (the centroids are trained on at most 40 points per list).
+
+    Returns:
+        A ``faiss.IndexIVFFlat`` holding every vector, position = row of ``vectors``.
+    """
+    import faiss
+
+    data = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dim = data.shape
+    lists = lists or max(16, int(4 * np.sqrt(n)))
+    lists = max(1, min(lists, n))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = seed
+    index.cp.min_points_per_centroid = 1  # small catalogues: no warning, the centroids are still usable
+    sample = data if n <= 40 * lists else data[np.random.default_rng(seed).choice(n, 40 * lists, replace=False)]
+    index.train(sample)
+    for start in range(0, n, 100_000):
+        index.add(data[start:start + 100_000])
+    return index
+
+
+def tune_nprobe(index: Any, vectors: np.ndarray, queries: np.ndarray, *, k: int = 10,
+                target: float = TARGET_RECALL) -> tuple[int, float]:
+    """The smallest power-of-two ``nprobe`` whose recall@k against exact search reaches ``target``.
+
+    Args:
+        index: an IVF index over ``vectors``.
+        vectors: (n, d) float32 item vectors.
+        queries: (m, d) float32 query vectors (a sample of the shop's shopper vectors).
+
+    Returns:
+        ``(nprobe, recall)``; all lists (exact within the index) when no smaller value reaches it.
+    """
+    lists = int(index.nlist)
+    none = [np.zeros(0, dtype=np.int64)] * len(queries)
+    exact = _exact_top(vectors, queries, k)
+    nprobe = 8
+    while True:
+        nprobe = min(nprobe, lists)
+        approx, _ = IvfIndex(vectors, index, nprobe=nprobe, extra=0).search(queries, k, none)
+        recall = _recall(approx, exact)
+        if recall >= target or nprobe >= lists:
+            return nprobe, recall
+        nprobe *= 2
+
+
+def _exact_top(vectors: np.ndarray, queries: np.ndarray, k: int, batch: int = 64) -> np.ndarray:
+    """(m, k) exact top-k positions, a few queries at a time (1,000 x 1,000,000 scores would be 4 GB)."""
+    none = [np.zeros(0, dtype=np.int64)] * len(queries)
+    exact = ExactIndex(vectors)
+    return np.concatenate([exact.search(queries[i:i + batch], k, none[i:i + batch])[0]
+                           for i in range(0, len(queries), batch)]) if len(queries) else np.zeros((0, k), np.int64)
+
+
+def _recall(approx: np.ndarray, exact: np.ndarray) -> float:
+    k = exact.shape[1]
+    return float(np.mean([len(np.intersect1d(a, e)) / k for a, e in zip(approx, exact, strict=True)]))
+
+
+def write_item_index(directory: Path, item_vectors: np.ndarray, queries: np.ndarray, *,
+                     target: float = TARGET_RECALL, seed: int = 0) -> dict[str, Any]:
+    """Build, tune and write the approximate index into a bundle folder being written.
+
+    Args:
+        directory: the bundle's (temporary) folder; the index goes to ``INDEX_FILE`` there.
+        item_vectors: (n_items, d) float32.
+        queries: (m, d) float32 query vectors the tuning measures recall on (at most 1,000 are used).
+
+    Returns:
+        The manifest entry: kind, lists, nprobe, the recall@10 measured, items, dim, seconds.
+    """
+    import faiss
+
+    started = time.perf_counter()
+    index = build_ivf(item_vectors, seed=seed)
+    queries = np.asarray(queries, dtype=np.float32)
+    if len(queries) > 1000:
+        queries = queries[np.random.default_rng(seed).choice(len(queries), 1000, replace=False)]
+    if len(queries) == 0:  # no trained shoppers: the products themselves stand in for queries
+        queries = np.asarray(item_vectors[:1000], dtype=np.float32)
+    nprobe, recall = tune_nprobe(index, item_vectors, queries, target=target)
+    faiss.write_index(index, str(directory / INDEX_FILE))
+    entry = {"kind": "faiss_ivf_flat", "file": INDEX_FILE, "lists": int(index.nlist), "nprobe": nprobe,
+             "recall_at_10": round(recall, 4), "target_recall_at_10": target, "queries": len(queries),
+             "items": int(index.ntotal), "dim": int(index.d), "seconds": round(time.perf_counter() - started, 1)}
+    logger.info("approximate index over %d items: %d lists, nprobe %d, recall@10 %.3f against exact search",
+                index.ntotal, index.nlist, nprobe, recall)
+    return entry
+
+
+def read_item_index(path: Path) -> Any:
+    """A stored index, its inverted lists memory-mapped read-only (shared by every process that maps it).
+
+    Raises:
+        ValueError: the file is missing or not a FAISS IVF index.
+    """
+    import faiss
+
+    if not path.is_file():
+        raise ValueError(f"{path.name} is missing")
+    try:
+        index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+    except RuntimeError as exc:
+        raise ValueError(f"{path.name} is damaged ({str(exc).splitlines()[0][:200]})") from exc
+    if not hasattr(index, "nprobe") or not hasattr(index, "nlist"):
+        raise ValueError(f"{path.name} is not an inverted-file index")
+    return index
+
+
+def make_index(vectors: np.ndarray, ann_min_items: int | None, *, stored: Any | None = None,
+               nprobe: int = 64) -> ItemIndex:
+    """Exact search, or IVF when the catalogue has at least ``ann_min_items`` items (None: never).
+
+    Args:
+        stored: the bundle's index (see :func:`read_item_index`); None: built on first use.
+        nprobe: lists scanned per query (the bundle's tuned value, or a setting).
+    """
     if ann_min_items is not None and len(vectors) >= ann_min_items:
-        return HnswIndex(vectors, ef_search=ef_search)
+        return IvfIndex(vectors, stored, nprobe=nprobe)
     return ExactIndex(vectors)
 
 
 def recall_against_exact(index: ItemIndex, vectors: np.ndarray, queries: np.ndarray, k: int) -> float:
     """Mean fraction of the exact top-k that ``index`` returns, over the (m, d) ``queries``."""
     none = [np.zeros(0, dtype=np.int64)] * len(queries)
-    exact, _ = ExactIndex(vectors).search(queries, k, none)
     approx, _ = index.search(queries, k, none)
-    hits = [len(np.intersect1d(a, e)) / k for a, e in zip(approx, exact, strict=True)]
-    return float(np.mean(hits))
+    return _recall(approx, _exact_top(vectors, queries, k))

@@ -84,14 +84,15 @@ class Recommender:
     Args:
         bundle: a loaded :class:`~modeling.artifacts.Bundle`.
         ann_min_items: catalogues of at least this many items are searched with an approximate
-            (FAISS HNSW) index; None: always exact.
-        ann_ef_search: the approximate index's query-time candidate list (recall vs. speed).
+            (FAISS IVF) index, the bundle's own when it has one; None: always exact.
+        ann_nprobe: inverted lists the approximate index scans per query (None: the value tuned
+            when the bundle was published, or 64 for an index built here).
     """
 
-    def __init__(self, bundle: Bundle, *, ann_min_items: int | None = None, ann_ef_search: int = 512) -> None:
+    def __init__(self, bundle: Bundle, *, ann_min_items: int | None = None, ann_nprobe: int | None = None) -> None:
         self.bundle = bundle
         self.ann_min_items = ann_min_items
-        self.ann_ef_search = ann_ef_search
+        self.ann_nprobe = ann_nprobe
         arrays = bundle.arrays
         self.item_ids = np.asarray(arrays.item_ids)
         self.user_ids = np.asarray(arrays.user_ids)
@@ -106,12 +107,22 @@ class Recommender:
         params = bundle.manifest.get("params", {})
         self.history_length = int(params.get("history_length", 50))
         self.history_half_life_days = float(params.get("history_half_life_days", HISTORY_HALF_LIFE_DAYS))
-        self.index: ItemIndex = make_index(self.item_vectors, ann_min_items, ann_ef_search)
+        self.index: ItemIndex = self._make_index()
         if bundle.stage is None or bundle.attributes is None:
             raise ValueError(f"bundle {bundle.version} has no ranking stage")
         self.stage: RankingStage = bundle.stage
         self.attributes = bundle.attributes
         self.tables = self._tables()
+
+    def _make_index(self) -> ItemIndex:
+        """Exact search, or the approximate index (the bundle's; products added later are scored exactly)."""
+        stored = self.bundle.item_index
+        tuned = (self.bundle.manifest.get("item_index") or {}).get("nprobe")
+        nprobe = self.ann_nprobe or (int(tuned) if stored is not None and tuned else 64)
+        if self.ann_min_items is not None and self.n_items >= self.ann_min_items and stored is None:
+            logger.warning("bundle %s has no approximate index (published below the threshold): building one in "
+                           "this process over %d items", self.bundle.version, self.n_items)
+        return make_index(self.item_vectors, self.ann_min_items, stored=stored, nprobe=nprobe)
 
     def _tables(self) -> ItemTables:
         attributes = self.attributes
@@ -146,7 +157,7 @@ class Recommender:
         self.popularity = np.concatenate([self.popularity, np.zeros(len(item_ids), dtype=np.float32)])
         self._item_index = pd.Index(self.item_ids)
         self.n_items = len(self.item_ids)
-        self.index = make_index(self.item_vectors, self.ann_min_items, self.ann_ef_search)
+        self.index = self._make_index()
         keep_attributes = ItemAttributes(np.asarray(attributes.category, dtype=str)[keep],
                                          np.asarray(attributes.brand, dtype=str)[keep],
                                          np.asarray(attributes.price, dtype=np.float32)[keep])

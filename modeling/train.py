@@ -43,7 +43,7 @@ from modeling.features import (
     window_ids,
     window_reviews,
 )
-from modeling.index import ExactIndex
+from modeling.index import ExactIndex, write_item_index
 from modeling.metrics import CURVE_KS, evaluate_leave_last_out, evaluate_shared_scores, leave_last_out_metrics
 from modeling.ranking import rank_users, seen_items
 from modeling.reranker import (
@@ -797,7 +797,8 @@ def training_fingerprint(data_fingerprint: str, embeddings_fingerprint: str, par
 
 def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings, models_dir: Path | str, *,
             version: str | None = None, interactions: pd.DataFrame | None = None,
-            fingerprint: str | None = None, export_text: bool = True, published_from: str | None = None) -> Path:
+            fingerprint: str | None = None, export_text: bool = True, published_from: str | None = None,
+            ann_min_items: int | None = None) -> Path:
     """Write the trained model and its ranking stage as a bundle (not activated).
 
     Known-shopper vectors use features from each shopper's history window at the end of
@@ -813,6 +814,9 @@ def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings,
             (recorded in the manifest; ``rollback`` skips it).
         export_text: name (and make, once per text model) the ONNX export of the text encoder under
             ``models_dir/text_encoder/`` (:mod:`modeling.exported_text`), which serving encodes with.
+        ann_min_items: from this many products on, an approximate index over the product vectors is
+            built, tuned on the trained shoppers' vectors and stored in the bundle (:mod:`modeling.index`;
+            None: never).
 
     Returns:
         The bundle directory.
@@ -842,6 +846,8 @@ def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings,
         save_towers(result.model, embeddings.dim, directory)
         manifest["exported_towers"] = exported_difference(directory, features, user_vectors, item_vectors)
         stage.save(directory / STAGE_DIR, features.attributes)
+        if ann_min_items is not None and len(item_ids) >= ann_min_items:
+            manifest["item_index"] = write_item_index(directory, item_vectors, user_vectors)
 
     manifest: dict[str, Any] = {
         "model": "two_tower",

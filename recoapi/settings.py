@@ -226,9 +226,11 @@ RECO_PREWARM = env_bool("RECO_PREWARM", True)
 # How often (seconds) a worker re-reads which products are out of stock.
 RECO_AVAILABILITY_SECONDS = float(env_str("RECO_AVAILABILITY_SECONDS", "5"))
 RECO_MAX_USERS = env_int("RECO_MAX_USERS", 100)
-# Catalogues with at least this many products are searched with an approximate (FAISS HNSW) index; 0: never.
-RECO_ANN_MIN_ITEMS = env_int("RECO_ANN_MIN_ITEMS", 1_000_000)
-RECO_ANN_EF_SEARCH = env_int("RECO_ANN_EF_SEARCH", 512)
+# Catalogues with at least this many products are searched with an approximate (FAISS IVF) index, built and
+# tuned when the bundle is published (README, Performance); 0: never.
+RECO_ANN_MIN_ITEMS = env_int("RECO_ANN_MIN_ITEMS", 200_000)
+# Inverted lists the approximate index scans per query; 0: the value tuned at publishing.
+RECO_ANN_NPROBE = env_int("RECO_ANN_NPROBE", 0)
 
 LOGS_DIR = Path(env_str("RECO_LOGS_DIR", str(BASE_DIR / "logs")))
 LOG_LEVEL = env_choice("RECO_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))

@@ -36,7 +36,7 @@ def workdir(settings, tmp_path: Path) -> Path:
 
 
 @pytest.mark.django_db
-def test_commands_build_a_serving_pipeline_and_reruns_skip(workdir: Path) -> None:
+def test_commands_build_a_serving_pipeline_and_reruns_skip(workdir: Path, settings) -> None:
     out = run("generate_demo_data", "--users", "120", "--items", "50", "--interactions", "1400", "--seed", "5")
     assert "Demo data written: 120 shoppers, 50 products" in out
     assert "Imported 120 shoppers, 50 products" in run("load_data")
@@ -85,8 +85,12 @@ def test_commands_build_a_serving_pipeline_and_reruns_skip(workdir: Path) -> Non
 
     interaction_record(user_id=user, item_id=body["recommendations"][user]["items"][0]["item_id"], event="review",
                        text="Arrived quickly and works as described.")
+    settings.RECO_ANN_MIN_ITEMS = 10  # from 10 products on, the bundle carries an approximate index
     out = run("train", "--epochs", "2", "--batch-size", "128", "--no-search")
     assert "trained on the database: " in out and "(1 live)" in out, out
+    newest = artifacts.load_bundle(workdir / "models" / artifacts.list_versions(workdir / "models")[-1])
+    assert newest.item_index is not None and newest.item_index.ntotal == 50
+    assert newest.manifest["item_index"]["items"] == 50 and 0 < newest.manifest["item_index"]["recall_at_10"] <= 1
     training = ds.read_snapshot(workdir / "processed" / "training")
     assert len(training.interactions) == Interaction.objects.count()
     assert "import skipped" in run("load_data")  # the import snapshot is the import's

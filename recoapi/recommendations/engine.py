@@ -39,7 +39,7 @@ from modeling.embeddings import TextEncoder
 from modeling.errors import ArtifactError
 from modeling.exported_text import OnnxTextEncoder
 from modeling.features import item_attributes
-from modeling.index import HnswIndex
+from modeling.index import IvfIndex
 from modeling.recommender import Recommender
 from recoapi import metrics
 from recoapi.catalog import selectors as catalog_selectors
@@ -261,7 +261,7 @@ def build_engine(bundle_path: Path) -> Engine:
     catalogue = Product.objects.aggregate(latest=Max("updated_at"))["latest"]  # before the rows: nothing is missed
     bundle = artifacts.load_bundle(bundle_path)
     recommender = Recommender(bundle, ann_min_items=settings.RECO_ANN_MIN_ITEMS or None,
-                              ann_ef_search=settings.RECO_ANN_EF_SEARCH)
+                              ann_nprobe=settings.RECO_ANN_NPROBE or None)
     rows = {row[0]: row for row in Product.objects.values_list(*PRODUCT_COLUMNS).iterator(chunk_size=10000)}
     known_ids = set(map(str, recommender.item_ids))
     if _add_new_products(recommender, [rows[pid] for pid in sorted(set(rows) - known_ids)]):
@@ -285,7 +285,7 @@ def _prewarm(engine: Engine) -> None:
     """Load the text encoder (and build an approximate index) in the background, so no request waits for them."""
     if settings.RECO_PREWARM:
         threading.Thread(target=_load_text_encoder, args=(engine,), name="prewarm", daemon=True).start()
-        if isinstance(engine.recommender.index, HnswIndex):
+        if isinstance(engine.recommender.index, IvfIndex) and not engine.recommender.index.built:
             threading.Thread(target=engine.recommender.index.build, name="prewarm-index", daemon=True).start()
 
 

@@ -117,7 +117,8 @@ def _retrain(*, holdout_days: float, tolerance: float, budget_seconds: float,
         result = budgeted_search(train_data, embeddings, params, budget_seconds=budget_seconds, seed=params.seed)
         fingerprint = training.training_fingerprint(train_data.fingerprint, embeddings.manifest["fingerprint"],
                                                     params, budget_seconds=budget_seconds)
-        candidate = training.publish(result, train_data, embeddings, models_dir, fingerprint=fingerprint).name
+        candidate = training.publish(result, train_data, embeddings, models_dir, fingerprint=fingerprint,
+                                     ann_min_items=settings.RECO_ANN_MIN_ITEMS or None).name
         row["candidate_version"] = candidate
         model_version_sync()
         row["candidate_metrics"] = holdout_metrics(Recommender(artifacts.load_bundle(models_dir / candidate)), split)
@@ -161,7 +162,7 @@ def _with_holdout(result: Any, data: Any, embeddings: Any, models_dir: Path, fin
     try:
         say(f"publishing the accepted candidate again with the {held_out:,} held-out interactions")
         return training.publish(result, data, embeddings, models_dir, fingerprint=fingerprint,
-                                published_from=measured).name
+                                published_from=measured, ann_min_items=settings.RECO_ANN_MIN_ITEMS or None).name
     except Exception:  # noqa: BLE001  (the measured candidate is still good)
         logger.exception("publishing the candidate with the held-out interactions failed; activating it as measured")
         return None

@@ -406,7 +406,8 @@ def model_train(
                                   on_trial=on_trial, on_epoch=on_epoch, workers=workers)
         if refit:
             trained = training.refit_model(data, embeddings, trained, on_epoch=on_epoch, workers=workers)
-        path = training.publish(trained, data, embeddings, models_dir, fingerprint=fingerprint)
+        path = training.publish(trained, data, embeddings, models_dir, fingerprint=fingerprint,
+                                ann_min_items=settings.RECO_ANN_MIN_ITEMS or None)
         if from_database:  # after publishing: a run that fails or is killed leaves the snapshot as it was
             ds.write_snapshot(data, Path(settings.RECO_PROCESSED_DIR) / TRAINING_SNAPSHOT, source="database")
         result = {"version": path.name, "skipped": False, "metrics": trained.metrics,

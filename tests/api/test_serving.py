@@ -451,7 +451,7 @@ def test_live_events_survive_a_data_reload(service: Pipeline, staff_client: APIC
 
 def test_approximate_index_above_the_configured_size_serves_the_same_lists(service: Pipeline, client: APIClient,
                                                                            settings) -> None:
-    from modeling.index import HnswIndex
+    from modeling.index import IvfIndex
     from recoapi.recommendations.engine import registry
 
     users = ",".join(service.data.interactions[ds.USER_ID].drop_duplicates().head(5))
@@ -459,5 +459,5 @@ def test_approximate_index_above_the_configured_size_serves_the_same_lists(servi
     settings.RECO_ANN_MIN_ITEMS = 10
     registry.reset()
     approximate = client.get("/recommendations", {"users": users, "k": 5}).json()["recommendations"]
-    assert isinstance(registry.current().recommender.index, HnswIndex)
+    assert isinstance(registry.current().recommender.index, IvfIndex)
     assert without_ids(approximate) == without_ids(exact)  # a tiny catalogue: the index answers exactly

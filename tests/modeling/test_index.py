@@ -1,11 +1,30 @@
-"""Exact and approximate (FAISS HNSW) top-k: same interface, filters always exact, recall measured."""
+"""Exact and approximate (FAISS IVF) top-k: same interface, filters always exact, recall measured, stored in bundles."""
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
+import faiss
 import numpy as np
 import pytest
 
-from modeling.index import ExactIndex, HnswIndex, make_index, recall_against_exact
+from modeling import artifacts
+from modeling.errors import ArtifactError
+from modeling.index import (
+    INDEX_FILE,
+    ExactIndex,
+    IvfIndex,
+    build_ivf,
+    make_index,
+    read_item_index,
+    recall_against_exact,
+    tune_nprobe,
+    write_item_index,
+)
+from modeling.recommender import Recommender
+from tests.conftest import Pipeline
 
 
 @pytest.fixture(scope="module")
@@ -34,30 +53,45 @@ def test_exact_index_matches_a_brute_force_sort(vectors: np.ndarray) -> None:
     assert np.all(np.diff(scores, axis=1) <= 0)
 
 
-def test_hnsw_recall_against_exact_search(vectors: np.ndarray) -> None:
-    recall = recall_against_exact(HnswIndex(vectors), vectors, queries(200), 10)
-    assert recall >= 0.9, recall
+@pytest.fixture(scope="module")
+def ivf(vectors: np.ndarray):  # noqa: ANN201
+    return build_ivf(vectors)
 
 
-def test_hnsw_never_returns_excluded_or_disallowed_items(vectors: np.ndarray) -> None:
+def test_ivf_recall_against_exact_search_grows_with_the_lists_scanned(vectors: np.ndarray, ivf) -> None:
+    q = queries(200)
+    one = recall_against_exact(IvfIndex(vectors, ivf, nprobe=1, extra=0), vectors, q, 10)
+    tuned, measured = tune_nprobe(ivf, vectors, queries(300, seed=9))
+    assert measured >= 0.97 and 8 <= tuned < ivf.nlist
+    if tuned > 8:  # the smallest power of two that reaches the target
+        half, _ = tune_nprobe(ivf, vectors, queries(300, seed=9), target=0.0)
+        assert half == 8
+        below = recall_against_exact(IvfIndex(vectors, ivf, nprobe=tuned // 2, extra=0), vectors,
+                                     queries(300, seed=9), 10)
+        assert below < 0.97
+    held_out = recall_against_exact(IvfIndex(vectors, ivf, nprobe=tuned, extra=0), vectors, q, 10)
+    assert one < 0.8 and held_out >= 0.95, (one, held_out)  # on queries the tuning did not see
+
+
+def test_ivf_never_returns_excluded_or_disallowed_items(vectors: np.ndarray, ivf) -> None:
     q = queries(20, seed=3)
     exact_top, _ = ExactIndex(vectors).search(q, 30, [np.zeros(0, dtype=np.int64)] * 20)
     exclude = [row[:10] for row in exact_top]  # the best ten of each query are "already bought"
     allowed = np.ones(len(vectors), dtype=bool)
     allowed[exact_top[:, 10:15].ravel()] = False  # and the next five are out of stock
-    positions, scores = HnswIndex(vectors).search(q, 10, exclude, allowed)
+    positions, scores = IvfIndex(vectors, ivf, nprobe=4).search(q, 10, exclude, allowed)
     for row in range(20):
         assert not set(positions[row]) & set(exclude[row])
         assert allowed[positions[row]].all()
         assert len(set(positions[row])) == 10 and np.isfinite(scores[row]).all()
 
 
-def test_hnsw_falls_back_to_exact_search_under_a_narrow_filter(vectors: np.ndarray) -> None:
+def test_ivf_falls_back_to_exact_search_under_a_narrow_filter(vectors: np.ndarray, ivf) -> None:
     q = queries(4, seed=5)
     allowed = np.zeros(len(vectors), dtype=bool)
     allowed[::50] = True  # 2% of the catalogue, e.g. one category
     none = [np.zeros(0, dtype=np.int64)] * 4
-    approx = HnswIndex(vectors).search(q, 10, none, allowed)
+    approx = IvfIndex(vectors, ivf, nprobe=1).search(q, 10, none, allowed)
     exact = ExactIndex(vectors).search(q, 10, none, allowed)
     assert (approx[0] == exact[0]).all()
 
@@ -65,4 +99,58 @@ def test_hnsw_falls_back_to_exact_search_under_a_narrow_filter(vectors: np.ndarr
 def test_make_index_switches_at_the_configured_size(vectors: np.ndarray) -> None:
     assert isinstance(make_index(vectors, None), ExactIndex)
     assert isinstance(make_index(vectors, len(vectors) + 1), ExactIndex)
-    assert isinstance(make_index(vectors, len(vectors)), HnswIndex)
+    assert isinstance(make_index(vectors, len(vectors)), IvfIndex)
+
+
+def test_products_added_after_the_index_was_built_are_scored_exactly(vectors: np.ndarray, ivf) -> None:
+    q = queries(8, seed=11)
+    added = q[:3] * 1.01  # three new products, each the best match of one query
+    catalogue = np.concatenate([vectors, added]).astype(np.float32)
+    none = [np.zeros(0, dtype=np.int64)] * 8
+    positions, scores = IvfIndex(catalogue, ivf, nprobe=16, extra=0).search(q, 10, none)
+    assert list(positions[:3, 0]) == [len(vectors), len(vectors) + 1, len(vectors) + 2]
+    assert np.all(np.diff(scores, axis=1) <= 0)
+    exclude = [np.array([len(vectors) + 1])] * 8
+    positions, _ = IvfIndex(catalogue, ivf, nprobe=16, extra=0).search(q, 10, exclude)
+    assert not (positions == len(vectors) + 1).any()
+
+
+def test_the_stored_index_is_memory_mapped_and_answers_as_built(vectors: np.ndarray, tmp_path: Path) -> None:
+    entry = write_item_index(tmp_path, vectors, queries(500, seed=4))
+    assert entry["items"] == len(vectors) and entry["recall_at_10"] >= 0.97 and entry["file"] == INDEX_FILE
+    stored = read_item_index(tmp_path / INDEX_FILE)
+    assert isinstance(faiss.downcast_InvertedLists(stored.invlists), faiss.OnDiskInvertedLists)  # mapped, not read
+    again = build_ivf(vectors)
+    q, none = queries(20, seed=6), [np.zeros(0, dtype=np.int64)] * 20
+    a = IvfIndex(vectors, stored, nprobe=entry["nprobe"], extra=0).search(q, 10, none)
+    b = IvfIndex(vectors, again, nprobe=entry["nprobe"], extra=0).search(q, 10, none)
+    assert (a[0] == b[0]).all()  # the same seed builds the same index
+    (tmp_path / "broken.faiss").write_bytes(b"not an index")
+    with pytest.raises(ValueError, match="broken.faiss is damaged"):
+        read_item_index(tmp_path / "broken.faiss")
+    with pytest.raises(ValueError, match="gone.faiss is missing"):
+        read_item_index(tmp_path / "gone.faiss")
+
+
+def test_a_bundle_carries_its_index_and_refuses_one_that_does_not_fit(pipeline: Pipeline, tmp_path: Path) -> None:
+    bundle_dir = tmp_path / pipeline.version
+    shutil.copytree(pipeline.models / pipeline.version, bundle_dir)
+    shutil.copytree(pipeline.models / "text_encoder", tmp_path / "text_encoder")
+    original = artifacts.load_bundle(bundle_dir)
+    assert original.item_index is None
+    vectors = np.asarray(original.arrays.item_vectors)
+    manifest = json.loads((bundle_dir / artifacts.MANIFEST_FILE).read_text())
+    manifest["item_index"] = write_item_index(bundle_dir, vectors, np.asarray(original.arrays.user_vectors))
+    (bundle_dir / artifacts.MANIFEST_FILE).write_text(json.dumps(manifest))
+    bundle = artifacts.load_bundle(bundle_dir)
+    assert bundle.item_index.ntotal == len(vectors)
+    served = Recommender(bundle, ann_min_items=10)
+    assert isinstance(served.index, IvfIndex) and served.index.built
+    assert served.index.nprobe == manifest["item_index"]["nprobe"]
+    assert isinstance(Recommender(bundle).index, ExactIndex)  # below the threshold (none): exact
+    write_item_index(bundle_dir, vectors[:-1], vectors[:5])  # an index of another catalogue
+    with pytest.raises(ArtifactError, match=f"holds {len(vectors) - 1} .* the bundle {len(vectors)}"):
+        artifacts.load_bundle(bundle_dir)
+    (bundle_dir / INDEX_FILE).unlink()
+    with pytest.raises(ArtifactError, match="item_index.faiss is missing"):
+        artifacts.load_bundle(bundle_dir)
