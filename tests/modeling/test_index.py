@@ -119,7 +119,8 @@ def test_the_stored_index_is_memory_mapped_and_answers_as_built(vectors: np.ndar
     entry = write_item_index(tmp_path, vectors, queries(500, seed=4))
     assert entry["items"] == len(vectors) and entry["recall_at_10"] >= 0.97 and entry["file"] == INDEX_FILE
     stored = read_item_index(tmp_path / INDEX_FILE)
-    assert isinstance(faiss.downcast_InvertedLists(stored.invlists), faiss.OnDiskInvertedLists)  # mapped, not read
+    lists = faiss.downcast_InvertedLists(stored.invlists)
+    assert isinstance(lists, faiss.OnDiskInvertedLists) and lists.prefetch_nthread == 0  # mapped, not read
     again = build_ivf(vectors)
     q, none = queries(20, seed=6), [np.zeros(0, dtype=np.int64)] * 20
     a = IvfIndex(vectors, stored, nprobe=entry["nprobe"], extra=0).search(q, 10, none)

@@ -1,0 +1,205 @@
+"""The approximate item index against exact search, from 100,000 to 1,000,000 products, in process.
+
+Usage:
+    .venv/bin/python benchmarks/item_index.py                      # 100k, 250k, 500k and 1M products
+    .venv/bin/python benchmarks/item_index.py --sizes 100000,200000
+
+What it does, per catalogue size:
+
+1. Product vectors from real towers: a two-tower model trained briefly on a small shop of the demo
+   generator (as benchmarks/serving.py builds its bundle); the candidate tower runs on each product's
+   category, brand and price drawn from that shop and a random unit text vector (MiniLM on a million
+   texts would take hours and changes nothing measured here). Shopper vectors: the query tower on
+   histories of 5 products, random text and behaviour vectors; 1,000 tune the index, 500 others measure it.
+2. Builds and tunes the index exactly as publishing does (:func:`modeling.index.write_item_index`),
+   then reads it back memory-mapped as a worker does.
+3. Measures on the 500 held-out shoppers: recall@10 against exact search, without and with the
+   filters serving applies (each shopper's 20 best products excluded as already bought, 2% of the
+   catalogue out of stock); the median time per query of exact search and of the index (one query at a
+   time, one BLAS and OpenMP thread, as a web worker answers); and the resident memory a fresh process adds by
+   mapping the index and answering 500 queries (anonymous and file-backed: file-backed pages are the
+   page cache, shared by every worker on the machine).
+
+Prints a table and writes benchmarks/results/item_index.json.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import os  # noqa: E402
+
+# Queries are timed as a web worker answers them: one BLAS and OpenMP thread (gunicorn.conf.py sets the
+# same before numpy loads). Building the index uses every core (faiss.omp_set_num_threads below).
+for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_name] = "1"
+
+from modeling import runtime as _runtime  # noqa: E402,F401  (first: environment for TensorFlow)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+TEXT_DIM = 384
+TUNE, MEASURE = 1000, 500
+
+
+def tower_vectors(work: Path, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n_items, d) product vectors and (TUNE + MEASURE, d) shopper vectors from real towers."""
+    import tensorflow as tf
+
+    from benchmarks.serving import _small_towers
+    from modeling import datasets as ds
+    from modeling.features import item_attributes
+    from modeling.sources import load_source
+    from modeling.two_tower import CandidateTowerServer, QueryTowerServer
+
+    result = _small_towers(work)
+    data = load_source("amazon2018", work / "small" / "raw")
+    attributes = item_attributes(data.items)
+    rng = np.random.default_rng(0)
+
+    def unit(n: int) -> np.ndarray:
+        x = rng.normal(size=(n, TEXT_DIM)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    candidate = CandidateTowerServer(result.model.candidate_tower, TEXT_DIM)
+    parts = []
+    for start in range(0, n_items, 8192):
+        m = min(8192, n_items - start)
+        pick = rng.integers(0, len(attributes.category), m)
+        parts.append(np.asarray(candidate.serve(
+            item_id=tf.constant(np.full(m, "")), item_text=tf.constant(unit(m)),
+            item_category=tf.constant(attributes.category[pick]), item_brand=tf.constant(attributes.brand[pick]),
+            item_price=tf.constant((attributes.price[pick] * rng.uniform(0.5, 2.0, m)).astype(np.float32))),
+            dtype=np.float32))
+    m = TUNE + MEASURE
+    users = data.users[ds.USER_ID].astype(str).to_numpy()[rng.integers(0, len(data.users), m)]
+    history = data.items[ds.ITEM_ID].astype(str).to_numpy()[rng.integers(0, len(data.items), (m, 5))]
+    query = QueryTowerServer(result.model.query_tower, TEXT_DIM)
+    queries = np.asarray(query.serve(user_id=tf.constant(users), user_text=tf.constant(unit(m)),
+                                     user_behaviour=tf.constant(unit(m)), history=tf.constant(history),
+                                     history_weight=tf.ones([m, 5])), dtype=np.float32)
+    return np.concatenate(parts), queries
+
+
+def _median_ms(fn, queries: np.ndarray) -> float:
+    times = []
+    for q in queries:
+        started = time.perf_counter()
+        fn(q[None])
+        times.append((time.perf_counter() - started) * 1000)
+    return float(np.median(times))
+
+
+MAPPED_PROCESS = """
+import json, sys, numpy as np
+sys.path.insert(0, sys.argv[1])
+from modeling.index import IvfIndex, read_item_index
+def status():
+    out = {}
+    for line in open("/proc/self/status"):
+        if line.startswith(("RssAnon", "RssFile")):
+            out[line.split(":")[0]] = int(line.split()[1]) / 1024
+    return out
+before = status()
+vectors = np.load(sys.argv[3], mmap_mode="r")
+index = IvfIndex(vectors, read_item_index(__import__("pathlib").Path(sys.argv[2])), nprobe=int(sys.argv[4]))
+queries = np.load(sys.argv[5])
+for q in queries:
+    index.search(q[None], 10, [np.zeros(0, dtype=np.int64)])
+after = status()
+print(json.dumps({k: round(after[k] - before[k], 1) for k in after}))
+"""
+
+
+def measure(vectors: np.ndarray, queries: np.ndarray, folder: Path) -> dict:
+    """Build, tune, store and measure the index over ``vectors`` (see the module docstring)."""
+    import faiss
+
+    from modeling.index import INDEX_FILE, ExactIndex, IvfIndex, read_item_index, write_item_index
+
+    faiss.omp_set_num_threads(os.cpu_count() or 1)  # building uses the machine; queries are timed on one thread
+    entry = write_item_index(folder, vectors, queries[:TUNE])
+    faiss.omp_set_num_threads(1)
+    held_out = queries[TUNE:]
+    stored = read_item_index(folder / INDEX_FILE)
+    index = IvfIndex(vectors, stored, nprobe=entry["nprobe"])
+    exact = ExactIndex(vectors)
+    none = [np.zeros(0, dtype=np.int64)] * len(held_out)
+
+    def top(search, exclude, allowed) -> np.ndarray:
+        return np.concatenate([search(held_out[i:i + 50], 10, exclude[i:i + 50], allowed)[0]
+                               for i in range(0, len(held_out), 50)])
+
+    def recall(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.mean([len(np.intersect1d(x, y)) / 10 for x, y in zip(a, b, strict=True)]))
+
+    truth = top(exact.search, none, None)
+    bought = list(np.concatenate([exact.search(held_out[i:i + 50], 20, none[i:i + 50])[0]
+                                  for i in range(0, len(held_out), 50)]))  # each shopper's 20 best: "bought"
+    allowed = np.random.default_rng(5).random(len(vectors)) >= 0.02
+    filtered_truth = top(exact.search, bought, allowed)
+    one = [np.zeros(0, dtype=np.int64)]
+    figures = {
+        "items": len(vectors), "index": entry,
+        "file_mb": round((folder / INDEX_FILE).stat().st_size / 1e6, 1),
+        "recall_at_10": recall(top(index.search, none, None), truth),
+        "recall_at_10_filtered": recall(top(index.search, bought, allowed), filtered_truth),
+        "exact_ms": _median_ms(lambda q: exact.search(q, 10, one), held_out[:200]),
+        "index_ms": _median_ms(lambda q: index.search(q, 10, one), held_out[:200]),
+        "index_ms_filtered": _median_ms(lambda q: index.search(q, 10, [bought[0]], allowed), held_out[:200]),
+    }
+    np.save(folder / "vectors.npy", vectors)
+    np.save(folder / "queries.npy", held_out)
+    out = subprocess.run([sys.executable, "-c", MAPPED_PROCESS, str(ROOT), str(folder / INDEX_FILE),
+                          str(folder / "vectors.npy"), str(entry["nprobe"]), str(folder / "queries.npy")],
+                         capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    figures["mapped_process_mb"] = json.loads(out.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="100000,250000,500000,1000000", help="catalogue sizes, comma-separated")
+    parser.add_argument("--output", default=str(RESULTS / "item_index.json"))
+    args = parser.parse_args()
+    try:
+        sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
+    except ValueError:
+        parser.error("--sizes takes whole numbers separated by commas")
+    if not sizes or min(sizes) < 1000:
+        parser.error("--sizes: at least one size, each at least 1000")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        vectors, queries = tower_vectors(Path(tmp), max(sizes))
+        for n in sizes:
+            folder = Path(tmp) / str(n)
+            folder.mkdir()
+            row = measure(vectors[:n], queries, folder)
+            rows.append(row)
+            print(f"{n:>9,} products: exact {row['exact_ms']:.2f} ms, index {row['index_ms']:.2f} ms "
+                  f"(filtered {row['index_ms_filtered']:.2f}), nprobe {row['index']['nprobe']} of "
+                  f"{row['index']['lists']} lists, recall@10 {row['recall_at_10']:.3f} (filtered "
+                  f"{row['recall_at_10_filtered']:.3f}), built and tuned in {row['index']['seconds']:.0f} s, "
+                  f"{row['file_mb']} MB, a mapping process adds {row['mapped_process_mb']}", flush=True)
+    figures = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                           "python": platform.python_version(), "load_average_after": os.getloadavg()},
+               "queries": {"tune": TUNE, "measure": MEASURE}, "sizes": rows}
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"written to {os.path.relpath(args.output, ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
