@@ -81,6 +81,10 @@ class ExactIndex:
 INDEX_FILE = "item_index.faiss"
 """The approximate index inside a bundle folder."""
 
+ANN_MIN_ITEMS = 200_000
+"""Default catalogue size from which serving searches the approximate index (``RECO_ANN_MIN_ITEMS``),
+chosen from ``benchmarks/item_index.py`` (README, Performance)."""
+
 TARGET_RECALL = 0.97
 """The recall@10 against exact search that publishing tunes ``nprobe`` to reach."""
 

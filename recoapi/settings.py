@@ -13,6 +13,7 @@ from pathlib import Path  # noqa: E402
 import dj_database_url  # noqa: E402
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 
+from modeling.index import ANN_MIN_ITEMS  # noqa: E402
 from modeling.sources import SOURCES  # noqa: E402
 from recoapi.env import env_bool, env_choice, env_int, env_list, env_rate, env_str, env_time  # noqa: E402
 
@@ -228,7 +229,7 @@ RECO_AVAILABILITY_SECONDS = float(env_str("RECO_AVAILABILITY_SECONDS", "5"))
 RECO_MAX_USERS = env_int("RECO_MAX_USERS", 100)
 # Catalogues with at least this many products are searched with an approximate (FAISS IVF) index, built and
 # tuned when the bundle is published (README, Performance); 0: never.
-RECO_ANN_MIN_ITEMS = env_int("RECO_ANN_MIN_ITEMS", 200_000)
+RECO_ANN_MIN_ITEMS = env_int("RECO_ANN_MIN_ITEMS", ANN_MIN_ITEMS)
 # Inverted lists the approximate index scans per query; 0: the value tuned at publishing.
 RECO_ANN_NPROBE = env_int("RECO_ANN_NPROBE", 0)
 
