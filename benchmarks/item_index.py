@@ -20,6 +20,11 @@ What it does, per catalogue size:
    mapping the index and answering 500 queries (anonymous and file-backed: file-backed pages are the
    page cache, shared by every worker on the machine).
 
+With ``--compare-hnsw`` it also builds a FAISS HNSW graph (M 32, efConstruction 200) over the same
+vectors at each size and reports its recall@10 and time per query at efSearch 64 to 1024, beside the IVF
+index at each nprobe from 16 to 1024 (the comparison behind the choice of IVF; HNSW takes minutes to build
+at a million products).
+
 Prints a table and writes benchmarks/results/item_index.json.
 """
 
@@ -169,10 +174,46 @@ def measure(vectors: np.ndarray, queries: np.ndarray, folder: Path) -> dict:
     return figures
 
 
+def compare_hnsw(vectors: np.ndarray, queries: np.ndarray, folder: Path) -> dict:
+    """Recall@10 against exact search and ms per query: IVF at each nprobe, HNSW at each efSearch."""
+    import faiss
+
+    from modeling.index import INDEX_FILE, ExactIndex, IvfIndex, read_item_index
+
+    held_out = queries[TUNE:]
+    none = [np.zeros(0, dtype=np.int64)] * len(held_out)
+    truth = np.concatenate([ExactIndex(vectors).search(held_out[i:i + 50], 10, none[i:i + 50])[0]
+                            for i in range(0, len(held_out), 50)])
+
+    def recall(found: np.ndarray) -> float:
+        return float(np.mean([len(np.intersect1d(x, y)) / 10 for x, y in zip(found, truth, strict=True)]))
+
+    stored = read_item_index(folder / INDEX_FILE)
+    ivf = []
+    for nprobe in (16, 32, 64, 128, 256, 512, 1024):
+        index = IvfIndex(vectors, stored, nprobe=nprobe, extra=0)
+        ivf.append({"nprobe": nprobe, "recall@10": recall(index.search(held_out, 10, none)[0]),
+                    "query_ms": _median_ms(lambda q, index=index: index.search(q, 10, none[:1]), held_out[:200])})
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    started = time.perf_counter()
+    graph = faiss.IndexHNSWFlat(vectors.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+    graph.hnsw.efConstruction = 200
+    graph.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    build_s = time.perf_counter() - started
+    faiss.omp_set_num_threads(1)
+    hnsw = []
+    for ef in (64, 128, 256, 512, 1024):
+        graph.hnsw.efSearch = ef
+        hnsw.append({"ef_search": ef, "recall@10": recall(graph.search(held_out, 10)[1]),
+                     "query_ms": _median_ms(lambda q: graph.search(q, 10), held_out[:200])})
+    return {"ivf": ivf, "hnsw": {"neighbours": 32, "ef_construction": 200, "build_s": build_s, "by_ef_search": hnsw}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="100000,250000,500000,1000000", help="catalogue sizes, comma-separated")
     parser.add_argument("--output", default=str(RESULTS / "item_index.json"))
+    parser.add_argument("--compare-hnsw", action="store_true", help="also measure an HNSW graph at each size")
     args = parser.parse_args()
     try:
         sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
@@ -193,6 +234,15 @@ def main() -> None:
                   f"{row['index']['lists']} lists, recall@10 {row['recall_at_10']:.3f} (filtered "
                   f"{row['recall_at_10_filtered']:.3f}), built and tuned in {row['index']['seconds']:.0f} s, "
                   f"{row['file_mb']} MB, a mapping process adds {row['mapped_process_mb']}", flush=True)
+            if args.compare_hnsw:
+                row["compare"] = compare_hnsw(vectors[:n], queries, folder)
+                for r in row["compare"]["ivf"]:
+                    print(f"    IVF nprobe {r['nprobe']:>5}: recall@10 {r['recall@10']:.3f}, {r['query_ms']:.2f} ms")
+                hnsw = row["compare"]["hnsw"]
+                print(f"    HNSW built in {hnsw['build_s']:.0f} s")
+                for r in hnsw["by_ef_search"]:
+                    print(f"    HNSW efSearch {r['ef_search']:>5}: recall@10 {r['recall@10']:.3f}, "
+                          f"{r['query_ms']:.2f} ms")
     figures = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                            "python": platform.python_version(), "load_average_after": os.getloadavg()},
                "queries": {"tune": TUNE, "measure": MEASURE}, "sizes": rows}
