@@ -59,6 +59,7 @@ import urllib.request  # noqa: E402
 from typing import TextIO  # noqa: E402
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 TEXT_DIM = 384
@@ -112,6 +113,46 @@ def _small_towers(work: Path):
     return train_model(data, load_embeddings(small / "embeddings"), TwoTowerParams(epochs=2, seed=1))
 
 
+def _unreviewed_products(raw: Path, reviewed: set[str]) -> pd.DataFrame:
+    """The generated products without a review, as catalogue rows (:data:`modeling.datasets.ITEM_COLUMNS`)."""
+    import gzip
+
+    from modeling import datasets as ds
+    from modeling.synthetic import META_FILENAME
+
+    rows = []
+    with gzip.open(raw / META_FILENAME, "rt", encoding="utf-8") as handle:
+        for line in handle:
+            record = json.loads(line)
+            if record["asin"] in reviewed:
+                continue
+            rows.append((record["asin"], record["title"], " ".join(record["description"]), record["brand"],
+                         ds.CATEGORY_SEPARATOR.join(record["category"]), float(record["price"].lstrip("$"))))
+    return pd.DataFrame(rows, columns=list(ds.ITEM_COLUMNS))
+
+
+_ADD_PRODUCTS = """
+import json, sys
+import django
+django.setup()
+from recoapi.catalog.services import products_upsert
+rows = json.load(open(sys.argv[1]))
+for start in range(0, len(rows), 5000):
+    products_upsert(rows[start:start + 5000])
+"""
+
+
+def _add_products(work: Path, products: pd.DataFrame) -> None:
+    """Put ``products`` into the workspace's database through the product feed's service function."""
+    if products.empty:
+        return
+    feed = work / "unreviewed-products.json"
+    feed.write_text(json.dumps([{"id": r.item_id, "title": r.title, "description": r.description, "brand": r.brand,
+                                 "category": r.category, "price": r.price} for r in products.itertuples()]))
+    subprocess.run([sys.executable, "-c", _ADD_PRODUCTS, str(feed)], env=_env(work), cwd=ROOT, check=True)
+    feed.unlink()
+
+
 def build_workspace(work: Path, n_users: int, n_items: int, n_interactions: int) -> dict:
     """Data in the database and an active bundle at full size (skipped when already built)."""
     import tensorflow as tf
@@ -133,7 +174,7 @@ def build_workspace(work: Path, n_users: int, n_items: int, n_interactions: int)
     stamp = work / "workspace.json"
     indexed = n_items >= ann_min_items()  # the bundle carries the approximate index, as publishing writes it
     layout = {"bundle": artifacts.BUNDLE_FORMAT, "text_encoder": TEXT_EXPORT_FORMAT,  # a new layout: build again
-              "item_index": indexed}
+              "item_index": indexed, "catalogue": "every generated product"}
     if stamp.is_file() and json.loads(stamp.read_text()).get("sizes") == sizes and (
             json.loads(stamp.read_text()).get("layout") == layout):
         _manage(work, "migrate", "-v0")  # a workspace built by an earlier version: its database up to date
@@ -150,11 +191,22 @@ def build_workspace(work: Path, n_users: int, n_items: int, n_interactions: int)
     _manage(work, "load_data")
     timings["import_s"] = time.perf_counter() - started
 
+    data = ds.read_snapshot(work / "processed")
+    # The amazon2018 loader keeps the reviewed products (about 40% of the generated ones at a million
+    # products and interactions); a shop's catalogue also has products nobody has reviewed yet. Those go
+    # into the database as the shop's product feed would put them (products_upsert, what POST /products
+    # runs) and into the bundle, with vectors from the candidate tower, like every other product.
+    started = time.perf_counter()
+    unreviewed = _unreviewed_products(work / "raw", set(data.items[ds.ITEM_ID].astype(str)))
+    _add_products(work, unreviewed)
+    items = pd.concat([data.items, unreviewed], ignore_index=True)
+    timings["unreviewed_products"] = len(unreviewed)
+    timings["unreviewed_products_s"] = time.perf_counter() - started
+
     started = time.perf_counter()
     result = _small_towers(work)
     timings["small_training_s"] = time.perf_counter() - started
-    data = ds.read_snapshot(work / "processed")
-    item_ids = data.items[ds.ITEM_ID].astype(str).to_numpy()
+    item_ids = items[ds.ITEM_ID].astype(str).to_numpy()
     all_users = data.users[ds.USER_ID].astype(str).to_numpy()
     user_ids = all_users[: int(len(all_users) * 0.95)]  # the last 5% are "new" shoppers
     rng = np.random.default_rng(0)
@@ -167,7 +219,7 @@ def build_workspace(work: Path, n_users: int, n_items: int, n_interactions: int)
     item_text = unit(len(item_ids))
     candidate = CandidateTowerServer(result.model.candidate_tower, TEXT_DIM)
     query = QueryTowerServer(result.model.query_tower, TEXT_DIM)
-    attributes = item_attributes(data.items)
+    attributes = item_attributes(items)
     item_vectors = np.concatenate([
         candidate.serve(item_id=tf.constant(item_ids[i:i + 8192]), item_text=tf.constant(item_text[i:i + 8192]),
                         item_category=tf.constant(attributes.category[i:i + 8192]),
@@ -183,7 +235,7 @@ def build_workspace(work: Path, n_users: int, n_items: int, n_interactions: int)
                     history_weight=tf.zeros([len(user_ids[i:i + 8192]), 1]))
         for i in range(0, len(user_ids), 8192)])
     timings["tower_vectors_s"] = time.perf_counter() - started
-    positions = data.items.reset_index(drop=True).reset_index().set_index(ds.ITEM_ID)["index"]
+    positions = items.reset_index(drop=True).reset_index().set_index(ds.ITEM_ID)["index"]
     item_pos = positions.reindex(data.interactions[ds.ITEM_ID]).to_numpy()
     arrays = artifacts.BundleArrays(
         item_ids=item_ids, item_vectors=np.asarray(item_vectors, np.float32), item_content=item_text,
