@@ -177,6 +177,12 @@ class Recommender:
         """Whether the model has a trained vector for ``user_id``."""
         return user_id in self._user_index
 
+    def item_lookup(self, item_ids: np.ndarray | list[str]) -> np.ndarray:
+        """(m,) int64 positions of ``item_ids`` in order, -1 for ids not in the bundle."""
+        if len(item_ids) == 0:
+            return np.zeros(0, dtype=np.int64)
+        return np.asarray(lookup_positions(self._item_index, item_ids), dtype=np.int64)
+
     def item_positions(self, item_ids: np.ndarray | list[str]) -> np.ndarray:
         """Positions of ``item_ids`` in the bundle; ids not in the bundle are dropped. Returns (<=n,) int64."""
         if len(item_ids) == 0:

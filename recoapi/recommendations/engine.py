@@ -20,6 +20,7 @@ import gc
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from django.conf import settings
 from django.db import DatabaseError, connections
 from django.db.models import Max
@@ -45,6 +47,7 @@ from recoapi import metrics
 from recoapi.catalog import selectors as catalog_selectors
 from recoapi.catalog.models import Product
 from recoapi.recommendations import model_store
+from recoapi.recommendations.product_table import ItemInfo, ProductTable
 
 logger = logging.getLogger(__name__)
 
@@ -54,33 +57,18 @@ CATALOGUE_MARGIN = timedelta(seconds=10)
 PRODUCT_COLUMNS: tuple[str, ...] = ("id", "title", "description", "brand", "category", "price", "available")
 
 
-@dataclass(frozen=True)
-class ItemInfo:
-    """Product metadata shown with every recommended item."""
-
-    title: str
-    brand: str
-    category: str
-    price: float | None
-
-
 @dataclass
 class Engine:
     """One loaded model version with its product metadata.
 
     Attributes:
         recommender: scoring over the bundle (plus products added after training).
-        items: (n_items,) metadata aligned with the recommender's item positions.
-        categories: (n_items,) lower-cased category paths, for filtering.
-        prices: (n_items,) float, NaN where unknown.
-        known: (n_items,) bool; False for products gone from the database.
+        products: (n_items,) metadata aligned with the recommender's item positions, by column; a
+            product the database does not have is not ``known``.
     """
 
     recommender: Recommender
-    items: list[ItemInfo]
-    categories: np.ndarray
-    prices: np.ndarray
-    known: np.ndarray
+    products: ProductTable
     data_stamp: int | None = None
     catalogue_stamp: datetime | None = None
     catalogue_checked_at: float = float("-inf")
@@ -89,6 +77,20 @@ class Engine:
     _category_masks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     CATEGORY_MASKS_KEPT = 32  # masks of the most asked-for category prefixes, kept per engine
+
+    @property
+    def known(self) -> np.ndarray:
+        """(n_items,) bool: products the database has."""
+        return self.products.known
+
+    @property
+    def prices(self) -> np.ndarray:
+        """(n_items,) float64 prices, NaN where unknown."""
+        return self.products.price
+
+    def info(self, position: int) -> ItemInfo:
+        """Title, brand, category and price of the product at ``position``."""
+        return self.products.info(position)
 
     @property
     def available(self) -> np.ndarray:
@@ -118,7 +120,7 @@ class Engine:
         prefix = category.strip().lower()
         mask = self._category_masks.get(prefix)
         if mask is None:
-            mask = np.char.startswith(self.categories, prefix) & self.known
+            mask = self.products.category_mask(prefix)
             if len(self._category_masks) < self.CATEGORY_MASKS_KEPT:
                 self._category_masks[prefix] = mask
         return mask
@@ -126,9 +128,7 @@ class Engine:
     @cached_property
     def top_level_categories(self) -> list[str]:
         """The distinct first levels of the products' category paths (``Sports`` of ``Sports > Swimming``), sorted."""
-        tops = {info.category.split(" > ")[0].strip() for info, known in zip(self.items, self.known, strict=True)
-                if known}
-        return sorted(top for top in tops if top)
+        return self.products.top_level_categories()
 
     def allowed(self, *, category: str | None = None, min_price: float | None = None,
                 max_price: float | None = None) -> np.ndarray:
@@ -153,31 +153,26 @@ class Engine:
         is on); for known ones the metadata (title, brand, category, price) and availability change;
         their vectors stay the trained ones until the next training.
         """
-        positions = {str(item_id): i for i, item_id in enumerate(self.recommender.item_ids)}
-        changed = [row for row in rows if str(row[0]) not in positions
-                   or self.items[positions[str(row[0])]] != _info(row) or not self.known[positions[str(row[0])]]]
+        rows = list(rows)
+        positions = self.recommender.item_lookup([str(row[0]) for row in rows])
+        present = positions >= 0
+        differs = np.ones(len(rows), dtype=bool)
+        stored = [row for row, k in zip(rows, present, strict=True) if k]
+        differs[present] = self.products.differs(positions[present], stored)
+        changed = [row for row, d in zip(rows, differs, strict=True) if d]
         if not changed:  # availability is read apart (it may be all that changed)
             return replace(self, catalogue_stamp=stamp, catalogue_checked_at=time.monotonic(), _available=None)
-        new = [row for row in changed if str(row[0]) not in positions]
+        new = [row for row, p, d in zip(rows, positions, differs, strict=True) if d and p < 0]
         recommender = copy.copy(self.recommender)  # add_items replaces arrays; the serving engine keeps its own
         if not _add_new_products(recommender, new):
             recommender = self.recommender
-        items = list(self.items) + [ItemInfo("", "", "", None)] * (recommender.n_items - len(self.items))
-        prices = np.concatenate([self.prices, np.full(recommender.n_items - len(self.prices), np.nan)])
-        known = np.concatenate([self.known, np.zeros(recommender.n_items - len(self.known), dtype=bool)])
-        positions = {str(item_id): i for i, item_id in enumerate(recommender.item_ids)}
-        for row in changed:
-            position = positions.get(str(row[0]))
-            if position is None:  # new, and new products are not encoded here
-                continue
-            items[position] = _info(row)
-            prices[position] = np.nan if row[5] is None else row[5]
-            known[position] = True
+        at = recommender.item_lookup([str(row[0]) for row in changed])
+        stored = at >= 0  # new products are not encoded here when RECO_ENCODE_NEW_PRODUCTS is off
+        products = self.products.updated(recommender.n_items, at[stored],
+                                         [row for row, k in zip(changed, stored, strict=True) if k])
         logger.info("model %s: %d products changed, %d of them new", recommender.version, len(changed), len(new))
-        return replace(self, recommender=recommender, items=items,
-                       categories=np.asarray([info.category.lower() for info in items], dtype=str), prices=prices,
-                       known=known, catalogue_stamp=stamp, catalogue_checked_at=time.monotonic(), _available=None,
-                       _category_masks={})
+        return replace(self, recommender=recommender, products=products, catalogue_stamp=stamp,
+                       catalogue_checked_at=time.monotonic(), _available=None, _category_masks={})
 
     def synced(self) -> Engine:
         """This engine, or a new one with the products changed since it was built or last synced.
@@ -235,11 +230,6 @@ def _add_new_products(recommender: Recommender, rows: list[tuple]) -> bool:
     return True
 
 
-def _info(row: tuple) -> ItemInfo:
-    """ItemInfo of a :data:`PRODUCT_COLUMNS` row."""
-    return ItemInfo(title=row[1], brand=row[3], category=row[4], price=row[5])
-
-
 def data_stamp() -> int | None:
     """Modification time (ns) of the imported-data manifest; it changes with every completed import."""
     try:
@@ -262,23 +252,41 @@ def build_engine(bundle_path: Path) -> Engine:
     bundle = artifacts.load_bundle(bundle_path)
     recommender = Recommender(bundle, ann_min_items=settings.RECO_ANN_MIN_ITEMS or None,
                               ann_nprobe=settings.RECO_ANN_NPROBE or None)
-    rows = {row[0]: row for row in Product.objects.values_list(*PRODUCT_COLUMNS).iterator(chunk_size=10000)}
-    known_ids = set(map(str, recommender.item_ids))
-    if _add_new_products(recommender, [rows[pid] for pid in sorted(set(rows) - known_ids)]):
-        logger.info("model %s: %d products added after training get text-based vectors", bundle.version,
-                    len(set(rows) - known_ids))
-    items, prices, known = [], [], []
-    for item_id in recommender.item_ids:
-        row = rows.get(str(item_id))
-        items.append(_info(row) if row is not None else ItemInfo(title="", brand="", category="", price=None))
-        prices.append(np.nan if row is None or row[5] is None else row[5])
-        known.append(row is not None)
-    categories = np.asarray([info.category.lower() for info in items], dtype=str)
+    products, new = _product_table(recommender)
+    if _add_new_products(recommender, new):
+        logger.info("model %s: %d products added after training get text-based vectors", bundle.version, len(new))
+        at = recommender.item_lookup([str(row[0]) for row in new])
+        products = products.updated(recommender.n_items, at[at >= 0],
+                                    [row for row, p in zip(new, at, strict=True) if p >= 0])
     logger.info("engine loaded model %s (%d items, %d users)", bundle.version, recommender.n_items,
                 len(recommender.user_ids))
-    return Engine(recommender=recommender, items=items, categories=categories,
-                  prices=np.asarray(prices, dtype=np.float64), known=np.asarray(known, dtype=bool), data_stamp=stamp,
-                  catalogue_stamp=catalogue, catalogue_checked_at=time.monotonic())
+    return Engine(recommender=recommender, products=products, data_stamp=stamp, catalogue_stamp=catalogue,
+                  catalogue_checked_at=time.monotonic())
+
+
+def _product_table(recommender: Recommender, page: int = 10_000) -> tuple[ProductTable, list[tuple]]:
+    """The database's products as a table aligned with the model, read a page at a time, and the rows of
+    the products the model was not trained on (kept whole: they are few, and get vectors from their text)."""
+    new: list[tuple] = []
+
+    def chunks() -> Iterator[tuple[np.ndarray, list[tuple]]]:
+        rows: list[tuple] = []
+        for row in Product.objects.values_list(*PRODUCT_COLUMNS).order_by().iterator(chunk_size=page):
+            rows.append(row)
+            if len(rows) == page:
+                yield from split(rows)
+                rows = []
+        yield from split(rows)
+
+    def split(rows: list[tuple]) -> Iterator[tuple[np.ndarray, list[tuple]]]:
+        positions = recommender.item_lookup([str(row[0]) for row in rows])
+        new.extend(row for row, p in zip(rows, positions, strict=True) if p < 0)
+        known = positions >= 0
+        yield positions[known], [row for row, k in zip(rows, known, strict=True) if k]
+
+    table = ProductTable.from_rows(recommender.n_items, chunks())
+    pa.default_memory_pool().release_unused()  # the pages' buffers, freed, back to the system
+    return table, new
 
 
 def _prewarm(engine: Engine) -> None:

@@ -43,7 +43,7 @@ def _engine_or_503() -> Engine:
 
 def _item_payload(engine: Engine, index: int, score: float, position: int | None = None) -> dict[str, Any]:
     """An item of an answer; ``position`` (1 = first) in a recommendation list."""
-    info = engine.items[index]
+    info = engine.info(index)
     payload = {"item_id": str(engine.recommender.item_ids[index]), "score": round(float(score), 6),
                "title": info.title, "brand": info.brand, "category": info.category, "price": info.price}
     if position is not None:
@@ -172,7 +172,7 @@ def _add_reasons(engine: Engine, entry: dict[str, Any], history: History | None,
     for payload, source in zip(entry["items"], sources, strict=True):
         if source >= 0:
             payload["reason"] = {"kind": "history", "item_id": str(engine.recommender.item_ids[source]),
-                                 "title": engine.items[source].title}
+                                 "title": engine.info(int(source)).title}
         else:
             payload["reason"] = {"kind": otherwise}
 
@@ -187,7 +187,8 @@ def _unknown_category_message(engine: Engine, category: str, shown: int = 30) ->
 def _history_payload(engine: Engine, rows: list[tuple[str, int, float, str]]) -> list[dict[str, Any]]:
     latest = rows[-settings.RECO_HISTORY_LENGTH:][::-1]
     positions = engine.recommender.item_positions([r[0] for r in latest]) if latest else []
-    titles = {str(engine.recommender.item_ids[p]): engine.items[p].title for p in positions}
+    titles = dict(zip((str(engine.recommender.item_ids[p]) for p in positions), engine.products.titles(positions),
+                      strict=True))
     return [{"item_id": item, "event": event, "timestamp": datetime.fromtimestamp(ts, UTC).isoformat(),
              "title": titles.get(item, "")} for item, ts, _w, event in latest]
 

@@ -1,0 +1,61 @@
+"""The engine's product metadata by column: known answers, copies on update, and its size per product."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recoapi.recommendations.product_table import ItemInfo, ProductTable, row_info
+
+
+def row(i: int, category: str | None = None, price: float | None = 9.5) -> tuple:
+    return (f"P{i}", f"Title {i}", "a description", f"Brand {i % 3}", category or f"Dept {i % 2} > Sub {i % 4}", price,
+            True)
+
+
+@pytest.fixture
+def table() -> ProductTable:
+    rows = [row(i, price=None if i == 4 else i + 0.5) for i in range(8)]
+    # two pages, the second with its rows in reverse order; 8 and 9 are products the database does not have
+    return ProductTable.from_rows(10, [(np.arange(4), rows[:4]), (np.arange(4, 8), rows[4:][::-1])])
+
+
+def test_rows_land_at_their_positions(table: ProductTable) -> None:
+    assert len(table) == 10
+    assert table.info(1) == ItemInfo("Title 1", "Brand 1", "Dept 1 > Sub 1", 1.5)
+    assert table.info(7) == ItemInfo("Title 4", "Brand 1", "Dept 0 > Sub 0", None)  # the reversed page
+    assert table.info(4) == ItemInfo("Title 7", "Brand 1", "Dept 1 > Sub 3", 7.5)
+    assert table.info(9) == ItemInfo("", "", "", None)
+    assert list(table.known) == [True] * 8 + [False] * 2
+    assert table.titles([2, 9, 0]) == ["Title 2", "", "Title 0"]
+    assert np.isnan(table.price[[7, 8, 9]]).all() and table.price[0] == 0.5
+
+
+def test_category_prefixes_ignore_case_and_unknown_products(table: ProductTable) -> None:
+    assert list(np.flatnonzero(table.category_mask("dept 1"))) == [1, 3, 4, 6]
+    assert list(np.flatnonzero(table.category_mask("dept 1 > sub 3"))) == [3, 4]
+    assert not table.category_mask("garden").any()
+    assert table.top_level_categories() == ["Dept 0", "Dept 1"]
+
+
+def test_updates_copy_grow_and_add_new_values(table: ProductTable) -> None:
+    changes = [row(1, "Garden > Tools", 3.0), row(11, "Toys", None)]
+    assert list(table.differs(np.array([1, 2]), [changes[0], row(2, price=2.5)])) == [True, False]
+    assert list(table.differs(np.array([8]), [row(8)])) == [True]  # not known yet
+    updated = table.updated(12, np.array([1, 11]), changes)
+    assert len(updated) == 12 and updated.known[11] and not updated.known[10]
+    assert updated.info(1) == row_info(changes[0]) and updated.info(11) == ItemInfo("Title 11", "Brand 2", "Toys", None)
+    assert list(np.flatnonzero(updated.category_mask("garden"))) == [1]
+    assert updated.top_level_categories() == ["Dept 0", "Dept 1", "Garden", "Toys"]
+    assert table.info(1) == ItemInfo("Title 1", "Brand 1", "Dept 1 > Sub 1", 1.5) and len(table) == 10  # unchanged
+
+
+def test_a_product_costs_tens_of_bytes() -> None:
+    n = 200_000
+    pages = [(np.arange(s, s + 10_000), [row(i) for i in range(s, s + 10_000)]) for s in range(0, n, 10_000)]
+    table = ProductTable.from_rows(n, pages)
+    held = (table.title.nbytes + table.brand.codes.nbytes + table.category.codes.nbytes + table.price.nbytes
+            + table.known.nbytes)
+    # An ItemInfo per product with its strings, as before, took several hundred bytes per product.
+    assert held / n < 40, held / n
+    assert table.info(n - 1).title == f"Title {n - 1}"
