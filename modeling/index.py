@@ -131,12 +131,6 @@ class IvfIndex:
             self._index = index
             logger.info("IVF index built in this process over %d items", index.ntotal)
 
-    def set_nprobe(self, nprobe: int) -> None:
-        """Change the number of inverted lists scanned per query (higher: better recall, slower)."""
-        self.nprobe = nprobe
-        if self._index is not None:
-            self._index.nprobe = nprobe
-
     def search(self, queries: np.ndarray, k: int, exclude: Sequence[np.ndarray],
                allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         n = len(self.vectors)

@@ -166,10 +166,7 @@ class Engine:
         recommender = copy.copy(self.recommender)  # add_items replaces arrays; the serving engine keeps its own
         if not _add_new_products(recommender, new):
             recommender = self.recommender
-        at = recommender.item_lookup([str(row[0]) for row in changed])
-        stored = at >= 0  # new products are not encoded here when RECO_ENCODE_NEW_PRODUCTS is off
-        products = self.products.updated(recommender.n_items, at[stored],
-                                         [row for row, k in zip(changed, stored, strict=True) if k])
+        products = _with_rows(self.products, recommender, changed)
         logger.info("model %s: %d products changed, %d of them new", recommender.version, len(changed), len(new))
         return replace(self, recommender=recommender, products=products, catalogue_stamp=stamp,
                        catalogue_checked_at=time.monotonic(), _available=None, _category_masks={})
@@ -255,13 +252,19 @@ def build_engine(bundle_path: Path) -> Engine:
     products, new = _product_table(recommender)
     if _add_new_products(recommender, new):
         logger.info("model %s: %d products added after training get text-based vectors", bundle.version, len(new))
-        at = recommender.item_lookup([str(row[0]) for row in new])
-        products = products.updated(recommender.n_items, at[at >= 0],
-                                    [row for row, p in zip(new, at, strict=True) if p >= 0])
+        products = _with_rows(products, recommender, new)
     logger.info("engine loaded model %s (%d items, %d users)", bundle.version, recommender.n_items,
                 len(recommender.user_ids))
     return Engine(recommender=recommender, products=products, data_stamp=stamp, catalogue_stamp=catalogue,
                   catalogue_checked_at=time.monotonic())
+
+
+def _with_rows(products: ProductTable, recommender: Recommender, rows: list[tuple]) -> ProductTable:
+    """``products`` grown to the recommender's catalogue, with the rows of the products it has written in
+    (a new product has no position when RECO_ENCODE_NEW_PRODUCTS is off: it stays out)."""
+    at = recommender.item_lookup([str(row[0]) for row in rows])
+    found = at >= 0
+    return products.updated(recommender.n_items, at[found], [row for row, k in zip(rows, found, strict=True) if k])
 
 
 def _product_table(recommender: Recommender, page: int = 10_000) -> tuple[ProductTable, list[tuple]]:

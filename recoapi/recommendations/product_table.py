@@ -39,6 +39,12 @@ def row_info(row: Sequence) -> ItemInfo:
                     price=None if row[5] is None else float(row[5]))
 
 
+def _columns(rows: Sequence[Sequence]) -> tuple[list[str], list[str], list[str], np.ndarray]:
+    """Titles, brands, categories ("" for none) and prices (NaN for none) of product rows."""
+    return ([row[1] or "" for row in rows], [row[3] or "" for row in rows], [row[4] or "" for row in rows],
+            np.asarray([np.nan if row[5] is None else float(row[5]) for row in rows], dtype=np.float64))
+
+
 class _Coder:
     """Codes of strings given in chunks (the distinct values kept once), then a categorical."""
 
@@ -96,10 +102,11 @@ class ProductTable:
         brands, categories = _Coder(), _Coder()  # each chunk's strings become codes and Arrow buffers at once
         for where, rows in chunks:
             positions.append(np.asarray(where, dtype=np.int64))
-            titles.append(pa.array([row[1] or "" for row in rows], type=pa.large_string()))
-            brands.add([row[3] or "" for row in rows])
-            categories.add([row[4] or "" for row in rows])
-            prices.append(np.asarray([np.nan if row[5] is None else float(row[5]) for row in rows], dtype=np.float64))
+            title, brand, category, price = _columns(rows)
+            titles.append(pa.array(title, type=pa.large_string()))
+            brands.add(brand)
+            categories.add(category)
+            prices.append(price)
         at = np.concatenate(positions) if positions else np.zeros(0, dtype=np.int64)
         price = np.full(n, np.nan)
         price[at] = np.concatenate(prices) if prices else np.zeros(0)
@@ -150,10 +157,10 @@ class ProductTable:
         price = np.concatenate([self.price, np.full(grow, np.nan)])
         known = np.concatenate([self.known, np.zeros(grow, dtype=bool)])
         if len(positions):
-            title[positions] = [row[1] or "" for row in rows]
-            brand = _set(brand, positions, [row[3] or "" for row in rows])
-            category = _set(category, positions, [row[4] or "" for row in rows])
-            price[positions] = [np.nan if row[5] is None else float(row[5]) for row in rows]
+            new_title, new_brand, new_category, price[positions] = _columns(rows)
+            title[positions] = new_title
+            brand = _set(brand, positions, new_brand)
+            category = _set(category, positions, new_category)
             known[positions] = True
         return ProductTable(title=title, brand=brand, category=category, price=price, known=known)
 
