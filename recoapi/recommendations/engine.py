@@ -101,7 +101,7 @@ class Engine:
         """
         now = time.monotonic()
         if self._available is None or now - self._available_at >= settings.RECO_AVAILABILITY_SECONDS:
-            unavailable = list(Product.objects.filter(available=False).values_list("id", flat=True))
+            unavailable = catalog_selectors.product_unavailable_ids()
             mask = self.known.copy()
             mask[self.recommender.item_positions(unavailable)] = False
             self._available, self._available_at = mask, now
@@ -186,10 +186,12 @@ class Engine:
                  and self.catalogue_stamp is not None and timezone.now() - self.catalogue_stamp < CATALOGUE_MARGIN)
         if latest is None or (self.catalogue_stamp is not None and latest <= self.catalogue_stamp and not stale):
             return self
-        query = Product.objects.all()
+        # Unordered, so the database searches the updated_at index: the model's default ordering (by id) made
+        # SQLite walk the whole table in id order (116 ms at 400,000 products, in every worker). Sorted here.
+        query = Product.objects.order_by()
         if self.catalogue_stamp is not None:
             query = query.filter(updated_at__gt=self.catalogue_stamp - CATALOGUE_MARGIN)
-        rows = list(query.values_list(*PRODUCT_COLUMNS))
+        rows = sorted(query.values_list(*PRODUCT_COLUMNS), key=lambda row: row[0])
         return self.with_products(rows, max(latest, self.catalogue_stamp or latest))
 
 
