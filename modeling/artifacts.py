@@ -140,6 +140,7 @@ class Bundle:
         item_index: the approximate index over ``item_vectors`` written at publishing (a FAISS IVF
             index, memory-mapped read-only; see :mod:`modeling.index`), or None when the catalogue
             was below the publishing threshold.
+        text_index: the same over ``item_content`` (8-bit codes), for text queries, or None.
     """
 
     version: str
@@ -150,6 +151,7 @@ class Bundle:
     stage: RankingStage | None = field(default=None, repr=False)
     attributes: ItemAttributes | None = field(default=None, repr=False)
     item_index: Any | None = field(default=None, repr=False)
+    text_index: Any | None = field(default=None, repr=False)
     _saved: dict[str, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -299,21 +301,32 @@ def load_bundle(path: Path | str) -> Bundle:
     n_items = len(arrays.item_ids)
     if stage.sources.n_items != n_items or len(attributes.category) != n_items:
         raise ArtifactError(f"{path}: the ranking stage covers {stage.sources.n_items} products, the bundle {n_items}")
-    item_index = None
-    if manifest.get("item_index"):
-        try:
-            item_index = read_item_index(path / str(manifest["item_index"].get("file", "")))
-        except ValueError as exc:
-            raise ArtifactError(f"{path}: the approximate index {exc}") from exc
-        if item_index.ntotal != n_items or item_index.d != arrays.item_vectors.shape[1]:
-            raise ArtifactError(f"{path}: the approximate index holds {item_index.ntotal} {item_index.d}-d vectors, "
-                                f"the bundle {n_items} {arrays.item_vectors.shape[1]}-d")
+    item_index = _stored_index(path, manifest, "item_index", n_items, int(arrays.item_vectors.shape[1]))
+    text_index = _stored_index(path, manifest, "text_index", n_items, int(arrays.item_content.shape[1]))
     current = library_versions()
     for name, version in manifest.get("libraries", {}).items():
         if current.get(name) != version:
             logger.warning("bundle %s was built with %s %s, running %s", path.name, name, version, current.get(name))
     return Bundle(version=path.name, path=path, manifest=manifest, arrays=arrays, stage=stage, attributes=attributes,
-                  towers=towers, item_index=item_index)
+                  towers=towers, item_index=item_index, text_index=text_index)
+
+
+def _stored_index(path: Path, manifest: dict[str, Any], key: str, n_items: int, dim: int) -> Any | None:
+    """The approximate index the manifest lists under ``key`` (None when it lists none).
+
+    Raises:
+        ArtifactError: the file is missing or damaged, or it indexes another catalogue.
+    """
+    if not manifest.get(key):
+        return None
+    what = "the approximate index" if key == "item_index" else "the approximate text index"
+    try:
+        index = read_item_index(path / str(manifest[key].get("file", "")))
+    except ValueError as exc:
+        raise ArtifactError(f"{path}: {what} {exc}") from exc
+    if index.ntotal != n_items or index.d != dim:
+        raise ArtifactError(f"{path}: {what} holds {index.ntotal} {index.d}-d vectors, the bundle {n_items} {dim}-d")
+    return index
 
 
 def text_export_path(bundle: Bundle) -> Path | None:

@@ -79,7 +79,10 @@ class ExactIndex:
 
 
 INDEX_FILE = "item_index.faiss"
-"""The approximate index inside a bundle folder."""
+"""The approximate index over the item vectors inside a bundle folder."""
+
+TEXT_INDEX_FILE = "text_index.faiss"
+"""The approximate index over the products' text vectors (text queries) inside a bundle folder."""
 
 ANN_MIN_ITEMS = 200_000
 """Default catalogue size from which serving searches the approximate index (``RECO_ANN_MIN_ITEMS``),
@@ -87,6 +90,11 @@ chosen from ``benchmarks/item_index.py`` (README, Performance)."""
 
 TARGET_RECALL = 0.97
 """The recall@10 against exact search that publishing tunes ``nprobe`` to reach."""
+
+
+EXTRA = 50
+"""Candidates an approximate search fetches beyond ``k`` (and the excluded items), to survive filtering
+and, with 8-bit codes, the codes' ranking errors near the top (they are scored exactly)."""
 
 
 class IvfIndex:
@@ -99,13 +107,17 @@ class IvfIndex:
             this process, with :func:`build_ivf`).
         nprobe: inverted lists scanned per query (recall vs. speed).
         extra: candidates fetched beyond ``k`` plus the excluded items, to survive filtering.
+        quantized: the index stores 8-bit codes (:func:`build_ivf` with ``quantized=True``): the
+            candidates it finds are scored again exactly from ``vectors`` and re-ordered.
     """
 
-    def __init__(self, vectors: np.ndarray, index: Any | None = None, *, nprobe: int = 64, extra: int = 50) -> None:
+    def __init__(self, vectors: np.ndarray, index: Any | None = None, *, nprobe: int = 64, extra: int = EXTRA,
+                 quantized: bool = False) -> None:
         self.vectors = vectors
         self.exact = ExactIndex(vectors)
         self.nprobe = nprobe
         self.extra = extra
+        self.quantized = quantized
         self._index = index
         self._lock = threading.Lock()
         if index is not None:
@@ -126,7 +138,7 @@ class IvfIndex:
         with self._lock:
             if self._index is not None:
                 return
-            index = build_ivf(self.vectors)
+            index = build_ivf(self.vectors, quantized=self.quantized)
             self._check(index)
             self._index = index
             logger.info("IVF index built in this process over %d items", index.ntotal)
@@ -145,6 +157,10 @@ class IvfIndex:
             self.build()
         indexed = int(self._index.ntotal)
         scores, positions = self._index.search(queries, fetch)
+        if self.quantized:  # the codes' scores are approximate: the fetched candidates are scored exactly
+            scores = _exact_scores(self.vectors, queries, positions)
+            order = np.argsort(-scores, axis=1, kind="stable")
+            positions, scores = np.take_along_axis(positions, order, 1), np.take_along_axis(scores, order, 1)
         if indexed < n:  # products added after publishing: scored exactly, merged by score
             tail = queries @ np.asarray(self.vectors[indexed:], dtype=np.float32).T
             positions = np.concatenate([positions, np.broadcast_to(np.arange(indexed, n), tail.shape)], axis=1)
@@ -172,16 +188,19 @@ class IvfIndex:
         return out_pos, out_scores
 
 
-def build_ivf(vectors: np.ndarray, *, lists: int | None = None, seed: int = 0) -> Any:
-    """A FAISS IVF-Flat inner-product index over ``vectors``.
+def build_ivf(vectors: np.ndarray, *, lists: int | None = None, seed: int = 0, quantized: bool = False) -> Any:
+    """A FAISS IVF inner-product index over ``vectors``.
 
     Args:
         vectors: (n, d) float32.
         lists: number of inverted lists (default about 4 sqrt(n), at least 16).
         seed: k-means seed (the centroids are trained on at most 40 points per list).
+        quantized: store each vector as d 8-bit codes (``IndexIVFScalarQuantizer``, a quarter of the
+            float32 size) instead of the vector itself (``IndexIVFFlat``); for the 384-d text vectors,
+            which serving already maps as float32 and scores exactly once the candidates are found.
 
     Returns:
-        A ``faiss.IndexIVFFlat`` holding every vector, position = row of ``vectors``.
+        A FAISS IVF index holding every vector, position = row of ``vectors``.
     """
     import faiss
 
@@ -189,7 +208,11 @@ def build_ivf(vectors: np.ndarray, *, lists: int | None = None, seed: int = 0) -
     n, dim = data.shape
     lists = lists or max(16, int(4 * np.sqrt(n)))
     lists = max(1, min(lists, n))
-    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
+    if quantized:
+        index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(dim), dim, lists, faiss.ScalarQuantizer.QT_8bit,
+                                              faiss.METRIC_INNER_PRODUCT)
+    else:
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
     index.cp.seed = seed
     index.cp.min_points_per_centroid = 1  # small catalogues: no warning, the centroids are still usable
     sample = data if n <= 40 * lists else data[np.random.default_rng(seed).choice(n, 40 * lists, replace=False)]
@@ -200,7 +223,7 @@ def build_ivf(vectors: np.ndarray, *, lists: int | None = None, seed: int = 0) -
 
 
 def tune_nprobe(index: Any, vectors: np.ndarray, queries: np.ndarray, *, k: int = 10,
-                target: float = TARGET_RECALL) -> tuple[int, float]:
+                target: float = TARGET_RECALL, quantized: bool = False) -> tuple[int, float]:
     """The smallest power-of-two ``nprobe`` whose recall@k against exact search reaches ``target``.
 
     Args:
@@ -217,7 +240,9 @@ def tune_nprobe(index: Any, vectors: np.ndarray, queries: np.ndarray, *, k: int 
     nprobe = 8
     while True:
         nprobe = min(nprobe, lists)
-        approx, _ = IvfIndex(vectors, index, nprobe=nprobe, extra=0).search(queries, k, none)
+        # Flat: the index's own top k. Codes: the top k of what serving fetches and scores exactly.
+        extra = EXTRA if quantized else 0
+        approx, _ = IvfIndex(vectors, index, nprobe=nprobe, extra=extra, quantized=quantized).search(queries, k, none)
         recall = _recall(approx, exact)
         if recall >= target or nprobe >= lists:
             return nprobe, recall
@@ -232,40 +257,64 @@ def _exact_top(vectors: np.ndarray, queries: np.ndarray, k: int, batch: int = 64
                            for i in range(0, len(queries), batch)]) if len(queries) else np.zeros((0, k), np.int64)
 
 
+def _exact_scores(vectors: np.ndarray, queries: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """(m, c) float32 dot products of each query with its c candidates (-inf where the position is -1)."""
+    rows = np.asarray(vectors[np.maximum(positions, 0).ravel()], dtype=np.float32).reshape(*positions.shape, -1)
+    scores = np.einsum("md,mcd->mc", queries, rows).astype(np.float32)
+    scores[positions < 0] = -np.inf
+    return scores
+
+
 def _recall(approx: np.ndarray, exact: np.ndarray) -> float:
     k = exact.shape[1]
     return float(np.mean([len(np.intersect1d(a, e)) / k for a, e in zip(approx, exact, strict=True)]))
 
 
 def write_item_index(directory: Path, item_vectors: np.ndarray, queries: np.ndarray, *,
-                     target: float = TARGET_RECALL, seed: int = 0) -> dict[str, Any]:
+                     target: float = TARGET_RECALL, seed: int = 0, file: str = INDEX_FILE,
+                     quantized: bool = False) -> dict[str, Any]:
     """Build, tune and write the approximate index into a bundle folder being written.
 
     Args:
-        directory: the bundle's (temporary) folder; the index goes to ``INDEX_FILE`` there.
+        directory: the bundle's (temporary) folder; the index goes to ``file`` there.
         item_vectors: (n_items, d) float32.
         queries: (m, d) float32 query vectors the tuning measures recall on (at most 1,000 are used).
+        file: the index's file name (:data:`INDEX_FILE`, or :data:`TEXT_INDEX_FILE`).
+        quantized: 8-bit codes instead of the vectors (see :func:`build_ivf`).
 
     Returns:
-        The manifest entry: kind, lists, nprobe, the recall@10 measured, items, dim, seconds.
+        The manifest entry: kind, file, lists, nprobe, the recall@10 measured, items, dim, seconds.
     """
     import faiss
 
     started = time.perf_counter()
-    index = build_ivf(item_vectors, seed=seed)
+    index = build_ivf(item_vectors, seed=seed, quantized=quantized)
     queries = np.asarray(queries, dtype=np.float32)
     if len(queries) > 1000:
         queries = queries[np.random.default_rng(seed).choice(len(queries), 1000, replace=False)]
     if len(queries) == 0:  # no trained shoppers: the products themselves stand in for queries
         queries = np.asarray(item_vectors[:1000], dtype=np.float32)
-    nprobe, recall = tune_nprobe(index, item_vectors, queries, target=target)
-    faiss.write_index(index, str(directory / INDEX_FILE))
-    entry = {"kind": "faiss_ivf_flat", "file": INDEX_FILE, "lists": int(index.nlist), "nprobe": nprobe,
-             "recall_at_10": round(recall, 4), "target_recall_at_10": target, "queries": len(queries),
-             "items": int(index.ntotal), "dim": int(index.d), "seconds": round(time.perf_counter() - started, 1)}
-    logger.info("approximate index over %d items: %d lists, nprobe %d, recall@10 %.3f against exact search",
-                index.ntotal, index.nlist, nprobe, recall)
+    nprobe, recall = tune_nprobe(index, item_vectors, queries, target=target, quantized=quantized)
+    faiss.write_index(index, str(directory / file))
+    entry = {"kind": "faiss_ivf_sq8" if quantized else "faiss_ivf_flat", "file": file, "lists": int(index.nlist),
+             "nprobe": nprobe, "recall_at_10": round(recall, 4), "target_recall_at_10": target,
+             "queries": len(queries), "items": int(index.ntotal), "dim": int(index.d),
+             "seconds": round(time.perf_counter() - started, 1)}
+    logger.info("approximate index %s over %d items: %d lists, nprobe %d, recall@10 %.3f against exact search",
+                file, index.ntotal, index.nlist, nprobe, recall)
     return entry
+
+
+def write_text_index(directory: Path, item_content: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
+    """The approximate index over the products' (n_items, t) text vectors, for text queries.
+
+    8-bit codes (a quarter of the float32 vectors, which the bundle already holds and serving maps); the
+    candidates found are scored exactly. ``nprobe`` is tuned with the text vectors of 1,000 of the
+    products as queries: a text query is encoded by the same model as the product texts.
+    """
+    content = np.asarray(item_content, dtype=np.float32)
+    queries = content[np.random.default_rng(seed + 1).choice(len(content), min(1000, len(content)), replace=False)]
+    return write_item_index(directory, content, queries, seed=seed, file=TEXT_INDEX_FILE, quantized=True)
 
 
 def read_item_index(path: Path) -> Any:
@@ -293,15 +342,16 @@ def read_item_index(path: Path) -> Any:
 
 
 def make_index(vectors: np.ndarray, ann_min_items: int | None, *, stored: Any | None = None,
-               nprobe: int = 64) -> ItemIndex:
+               nprobe: int = 64, quantized: bool = False) -> ItemIndex:
     """Exact search, or IVF when the catalogue has at least ``ann_min_items`` items (None: never).
 
     Args:
         stored: the bundle's index (see :func:`read_item_index`); None: built on first use.
         nprobe: lists scanned per query (the bundle's tuned value, or a setting).
+        quantized: the index holds 8-bit codes (the text index); candidates are scored exactly.
     """
     if ann_min_items is not None and len(vectors) >= ann_min_items:
-        return IvfIndex(vectors, stored, nprobe=nprobe)
+        return IvfIndex(vectors, stored, nprobe=nprobe, quantized=quantized)
     return ExactIndex(vectors)
 
 

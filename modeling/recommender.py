@@ -33,7 +33,7 @@ from modeling.features import (
     user_windows,
     window_ids,
 )
-from modeling.index import ItemIndex, make_index, penalty
+from modeling.index import ExactIndex, ItemIndex, make_index, penalty
 from modeling.ranking import top_k
 from modeling.reranker import RETRIEVAL_ORDER, ItemTables, RankingStage
 
@@ -108,6 +108,7 @@ class Recommender:
         self.history_length = int(params.get("history_length", 50))
         self.history_half_life_days = float(params.get("history_half_life_days", HISTORY_HALF_LIFE_DAYS))
         self.index: ItemIndex = self._make_index()
+        self.text_index: ItemIndex = self._make_text_index()
         if bundle.stage is None or bundle.attributes is None:
             raise ValueError(f"bundle {bundle.version} has no ranking stage")
         self.stage: RankingStage = bundle.stage
@@ -123,6 +124,17 @@ class Recommender:
             logger.warning("bundle %s has no approximate index (published below the threshold): building one in "
                            "this process over %d items", self.bundle.version, self.n_items)
         return make_index(self.item_vectors, self.ann_min_items, stored=stored, nprobe=nprobe)
+
+    def _make_text_index(self) -> ItemIndex:
+        """Exact search over the products' text vectors, or the bundle's approximate text index (from the
+        same catalogue size as the item index; products added later are scored exactly). Without a stored
+        one, text queries stay exact: building one per worker would cost more than the scans it saves."""
+        stored = self.bundle.text_index
+        if stored is None:
+            return ExactIndex(self.item_content)
+        tuned = (self.bundle.manifest.get("text_index") or {}).get("nprobe")
+        return make_index(self.item_content, self.ann_min_items, stored=stored, nprobe=int(tuned or 64),
+                          quantized=True)
 
     def _tables(self) -> ItemTables:
         attributes = self.attributes
@@ -158,6 +170,7 @@ class Recommender:
         self._item_index = pd.Index(self.item_ids)
         self.n_items = len(self.item_ids)
         self.index = self._make_index()
+        self.text_index = self._make_text_index()
         keep_attributes = ItemAttributes(np.asarray(attributes.category, dtype=str)[keep],
                                          np.asarray(attributes.brand, dtype=str)[keep],
                                          np.asarray(attributes.price, dtype=np.float32)[keep])
@@ -351,10 +364,7 @@ class Recommender:
                 results[user] = Ranking(strategy, positions[row][valid], scores[row][valid])
         if searched:
             texts = np.stack([np.asarray(histories[u].text, dtype=np.float32) for u in searched])
-            scores = texts @ np.asarray(self.item_content, dtype=np.float32).T
-            if allowed is not None:
-                scores = scores + penalty(allowed)
-            positions, scores = top_k(scores, k, [exclude[u] for u in searched], copy=False)
+            positions, scores = self.text_index.search(texts, k, [exclude[u] for u in searched], allowed)
             for row, user in enumerate(searched):
                 valid = positions[row] >= 0
                 results[user] = Ranking(CONTENT, positions[row][valid], scores[row][valid])

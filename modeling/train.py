@@ -43,7 +43,7 @@ from modeling.features import (
     window_ids,
     window_reviews,
 )
-from modeling.index import ExactIndex, write_item_index
+from modeling.index import ExactIndex, write_item_index, write_text_index
 from modeling.metrics import CURVE_KS, evaluate_leave_last_out, evaluate_shared_scores, leave_last_out_metrics
 from modeling.ranking import rank_users, seen_items
 from modeling.reranker import (
@@ -816,7 +816,7 @@ def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings,
             ``models_dir/text_encoder/`` (:mod:`modeling.exported_text`), which serving encodes with.
         ann_min_items: from this many products on, an approximate index over the product vectors is
             built, tuned on the trained shoppers' vectors and stored in the bundle (:mod:`modeling.index`;
-            None: never).
+            None: never), and one over the products' text vectors for text queries.
 
     Returns:
         The bundle directory.
@@ -848,6 +848,7 @@ def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings,
         stage.save(directory / STAGE_DIR, features.attributes)
         if ann_min_items is not None and len(item_ids) >= ann_min_items:
             manifest["item_index"] = write_item_index(directory, item_vectors, user_vectors)
+            manifest["text_index"] = write_text_index(directory, features.item_text)
 
     manifest: dict[str, Any] = {
         "model": "two_tower",

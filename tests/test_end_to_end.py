@@ -91,6 +91,8 @@ def test_commands_build_a_serving_pipeline_and_reruns_skip(workdir: Path, settin
     newest = artifacts.load_bundle(workdir / "models" / artifacts.list_versions(workdir / "models")[-1])
     assert newest.item_index is not None and newest.item_index.ntotal == 50
     assert newest.manifest["item_index"]["items"] == 50 and 0 < newest.manifest["item_index"]["recall_at_10"] <= 1
+    assert newest.text_index is not None and newest.text_index.ntotal == 50  # and one for text queries
+    assert newest.manifest["text_index"]["kind"] == "faiss_ivf_sq8"
     training = ds.read_snapshot(workdir / "processed" / "training")
     assert len(training.interactions) == Interaction.objects.count()
     assert "import skipped" in run("load_data")  # the import snapshot is the import's

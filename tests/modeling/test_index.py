@@ -14,6 +14,7 @@ from modeling import artifacts
 from modeling.errors import ArtifactError
 from modeling.index import (
     INDEX_FILE,
+    TEXT_INDEX_FILE,
     ExactIndex,
     IvfIndex,
     build_ivf,
@@ -22,8 +23,9 @@ from modeling.index import (
     recall_against_exact,
     tune_nprobe,
     write_item_index,
+    write_text_index,
 )
-from modeling.recommender import Recommender
+from modeling.recommender import History, Recommender
 from tests.conftest import Pipeline
 
 
@@ -154,4 +156,60 @@ def test_a_bundle_carries_its_index_and_refuses_one_that_does_not_fit(pipeline: 
         artifacts.load_bundle(bundle_dir)
     (bundle_dir / INDEX_FILE).unlink()
     with pytest.raises(ArtifactError, match="item_index.faiss is missing"):
+        artifacts.load_bundle(bundle_dir)
+
+
+def test_the_quantized_index_finds_the_same_items_and_scores_them_exactly(vectors: np.ndarray, ivf,
+                                                                          tmp_path: Path) -> None:
+    """8-bit codes (the text index): a quarter of the flat file, the candidates it finds scored exactly."""
+    codes = build_ivf(vectors, quantized=True)
+    tuned, measured = tune_nprobe(codes, vectors, queries(300, seed=9), quantized=True)
+    assert measured >= 0.97 and tuned < codes.nlist
+    q, none = queries(200), [np.zeros(0, dtype=np.int64)] * 200
+    index = IvfIndex(vectors, codes, nprobe=tuned, quantized=True)
+    assert recall_against_exact(index, vectors, q, 10) >= 0.95  # on queries the tuning did not see
+    positions, scores = index.search(q, 10, none)
+    assert np.allclose(scores, np.einsum("md,mkd->mk", q, vectors[positions]), atol=1e-6)
+    assert np.all(np.diff(scores, axis=1) <= 0)
+    faiss.write_index(codes, str(tmp_path / "codes.faiss"))
+    faiss.write_index(ivf, str(tmp_path / "flat.faiss"))
+    assert (tmp_path / "codes.faiss").stat().st_size < 0.4 * (tmp_path / "flat.faiss").stat().st_size
+    exclude = [row[:5] for row in positions]  # filters and exclusions stay exact
+    allowed = np.ones(len(vectors), dtype=bool)
+    allowed[positions[:, 5:8].ravel()] = False
+    again, _ = index.search(q, 10, exclude, allowed)
+    for row in range(200):
+        assert not set(again[row]) & set(exclude[row]) and allowed[again[row]].all()
+
+
+def test_a_bundle_carries_its_text_index_and_text_queries_search_it(pipeline: Pipeline, tmp_path: Path) -> None:
+    bundle_dir = tmp_path / pipeline.version
+    shutil.copytree(pipeline.models / pipeline.version, bundle_dir)
+    shutil.copytree(pipeline.models / "text_encoder", tmp_path / "text_encoder")
+    original = artifacts.load_bundle(bundle_dir)
+    assert original.text_index is None and isinstance(Recommender(original, ann_min_items=10).text_index,
+                                                      ExactIndex)  # none stored: text queries stay exact
+    content = np.asarray(original.arrays.item_content)
+    manifest = json.loads((bundle_dir / artifacts.MANIFEST_FILE).read_text())
+    manifest["text_index"] = write_text_index(bundle_dir, content)
+    assert manifest["text_index"]["kind"] == "faiss_ivf_sq8" and manifest["text_index"]["file"] == TEXT_INDEX_FILE
+    (bundle_dir / artifacts.MANIFEST_FILE).write_text(json.dumps(manifest))
+    bundle = artifacts.load_bundle(bundle_dir)
+    served, exact = Recommender(bundle, ann_min_items=10), Recommender(bundle)
+    assert isinstance(served.text_index, IvfIndex) and served.text_index.quantized
+    assert isinstance(exact.text_index, ExactIndex)  # below the threshold (none): exact
+    none = np.zeros(0, dtype=object)
+    searches = {f"visitor{n}": History(none, np.zeros(0, dtype=np.int64), np.zeros(0), text=content[n * 7])
+                for n in range(5)}
+    a = served.recommend(list(searches), searches, 5)
+    b = exact.recommend(list(searches), searches, 5)
+    for user in searches:
+        assert a[user].strategy == b[user].strategy
+        assert len(set(a[user].items) & set(b[user].items)) >= 4, (a[user].items, b[user].items)
+        assert np.allclose(np.sort(a[user].scores)[-1], np.sort(b[user].scores)[-1], atol=1e-6)
+    write_text_index(bundle_dir, content[:-1])  # an index of another catalogue
+    with pytest.raises(ArtifactError, match="text index holds"):
+        artifacts.load_bundle(bundle_dir)
+    (bundle_dir / TEXT_INDEX_FILE).unlink()
+    with pytest.raises(ArtifactError, match="text_index.faiss is missing"):
         artifacts.load_bundle(bundle_dir)
