@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -157,10 +158,25 @@ def _sparse_lookup(indices: np.ndarray, values: np.ndarray, positions: np.ndarra
     return np.where(indices[at] == positions, values[at], 0.0).astype(np.float32)
 
 
-def _popular_order(tables: ItemTables, allowed: np.ndarray | None) -> np.ndarray:
-    """Allowed item positions by decreasing popularity (the sort is done once per table, not per request)."""
+def _popular_order(tables: ItemTables, allowed: np.ndarray | None, needed: int | None = None) -> np.ndarray:
+    """Allowed item positions by decreasing popularity (the sort is done once per table, not per request).
+
+    With ``needed``, only the most popular items are looked at, until ``needed`` allowed ones are found (or
+    the catalogue ends): the head of the full answer, at least ``needed`` long. Filtering the whole order
+    cost 4 ms per request at 1,000,000 products for the few dozen popular candidates a shopper gets.
+    """
     order = tables.popular_order
-    return order if allowed is None else order[allowed[order]]
+    if allowed is None:
+        return order
+    if needed is None:
+        return order[allowed[order]]
+    size = max(2 * needed, 1024)
+    while True:
+        head = order[:size]
+        kept = head[allowed[head]]
+        if len(kept) >= needed or size >= len(order):
+            return kept
+        size *= 4
 
 
 def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemIndex, sources: Sources,
@@ -194,9 +210,9 @@ def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
     recent = histories.propagate(sources.item_item, config.recent_half_life_days)
     transitions = sources.transitions
     last, previous = histories.last(1), histories.last(2)
-    if popular_order is None:
-        popular_order = _popular_order(tables, allowed)
     n_popular = max(config.popular, k)
+    if popular_order is None:
+        popular_order = _popular_order(tables, allowed, n_popular + max((len(e) for e in exclude), default=0))
     tt_top, _ = index.search(query, min(config.two_tower, n), exclude, allowed)
     column = {name: position for position, name in enumerate(FEATURES)}
     rows_out: list[np.ndarray] = []
@@ -577,7 +593,8 @@ class RankingStage:
         m = len(histories)
         out_pos = np.full((m, k), -1, dtype=np.int64)
         out_scores = np.full((m, k), -np.inf, dtype=np.float32)
-        popular_order = _popular_order(tables, allowed)
+        popular_order = _popular_order(tables, allowed,
+                                       max(self.config.popular, k) + max((len(e) for e in exclude), default=0))
         for start in range(0, m, chunk):
             part = slice(start, min(m, start + chunk))
             batch = HistoryBatch(histories.items[part], histories.timestamps[part])
@@ -591,6 +608,12 @@ class RankingStage:
             out_pos[part], out_scores[part] = positions, scores
         return out_pos, out_scores
 
+    @cached_property
+    def _linked(self) -> np.ndarray:
+        """(n,) bool: items with item-item neighbours or transitions (computed once, not per request: two
+        passes over the matrices' row pointers cost about 2 ms at 1,000,000 products)."""
+        return (np.diff(self.sources.item_item.indptr) > 0) | (np.diff(self.sources.transitions.indptr) > 0)
+
     def has_evidence(self, histories: HistoryBatch) -> np.ndarray:
         """(m,) bool: whether a shopper's history holds a product with item-item neighbours or transitions.
 
@@ -598,7 +621,7 @@ class RankingStage:
         item-item and transition feature is 0, a case the ranker never saw in training: such shoppers
         are ordered by the two-tower score (:data:`RETRIEVAL_ORDER`) instead.
         """
-        known = (np.diff(self.sources.item_item.indptr) > 0) | (np.diff(self.sources.transitions.indptr) > 0)
+        known = self._linked
         return np.asarray([bool(len(items)) and bool(known[items[(items >= 0) & (items < len(known))]].any())
                            for items in histories.items], dtype=bool)
 

@@ -19,6 +19,7 @@ from modeling.reranker import (
     Ranker,
     RankingStage,
     StageConfig,
+    _popular_order,
     candidate_features,
     fit_ranker,
 )
@@ -346,3 +347,20 @@ def test_propagated_histories_equal_the_sparse_matrix_product(half_life: float, 
         part = rows.indices[rows.indptr[r]:rows.indptr[r + 1]]
         assert np.all(np.diff(part) > 0)
     assert rows.indptr[1] == 0 and rows.indptr[-1] == len(rows.indices)  # the empty history has no entries
+
+
+def test_the_popular_candidates_are_read_from_the_head_of_the_order_only() -> None:
+    """Looking at the most popular items only, until enough allowed ones are found, gives the head of the
+    fully filtered order, also when the most popular ones are out of stock or the catalogue runs out."""
+    rng = np.random.default_rng(3)
+    n = 20_000
+    tables = ItemTables.build(np.array(["c"] * n), np.array([""] * n), np.ones(n, dtype=np.float32),
+                              np.zeros((n, 2), dtype=np.float32), rng.random(n).astype(np.float32))
+    allowed = rng.random(n) < 0.3
+    allowed[tables.popular_order[:5000]] = False  # the 5,000 most popular are out of stock
+    full = _popular_order(tables, allowed)
+    for needed in (1, 60, 3000, len(full), len(full) + 10):
+        head = _popular_order(tables, allowed, needed)
+        assert len(head) >= min(needed, len(full))
+        assert (head == full[:len(head)]).all()
+    assert (_popular_order(tables, None, 60) == tables.popular_order).all()
