@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from modeling.ranking import top_k
+from modeling.rows import dot_rows
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class ExactIndex:
 
     def search(self, queries: np.ndarray, k: int, exclude: Sequence[np.ndarray],
                allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        scores = np.asarray(queries, dtype=np.float32) @ np.asarray(self.vectors, dtype=np.float32).T
+        scores = dot_rows(queries, self.vectors)
         if allowed is not None:
             blocked = np.flatnonzero(~allowed)
             if len(blocked) * 8 < len(allowed):  # usually a few products out of stock
@@ -162,7 +163,7 @@ class IvfIndex:
             order = np.argsort(-scores, axis=1, kind="stable")
             positions, scores = np.take_along_axis(positions, order, 1), np.take_along_axis(scores, order, 1)
         if indexed < n:  # products added after publishing: scored exactly, merged by score
-            tail = queries @ np.asarray(self.vectors[indexed:], dtype=np.float32).T
+            tail = dot_rows(queries, self.vectors[indexed:])
             positions = np.concatenate([positions, np.broadcast_to(np.arange(indexed, n), tail.shape)], axis=1)
             scores = np.concatenate([scores, tail], axis=1)
             order = np.argsort(-scores, axis=1, kind="stable")

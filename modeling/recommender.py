@@ -36,6 +36,7 @@ from modeling.features import (
 from modeling.index import ExactIndex, ItemIndex, make_index, penalty
 from modeling.ranking import top_k
 from modeling.reranker import RETRIEVAL_ORDER, ItemTables, RankingStage
+from modeling.rows import append_rows
 
 logger = logging.getLogger(__name__)
 
@@ -145,15 +146,17 @@ class Recommender:
         """Make products unseen in training recommendable: candidate vectors from their content.
 
         The candidate tower runs with the ids in the out-of-vocabulary bucket, on the text,
-        category, brand and price. The new products get zero popularity. Arrays are copied
-        once (the bundle stays read-only).
+        category, brand and price. The new products get zero popularity. Their vectors are
+        stacked after the bundle's (:mod:`modeling.rows`): the bundle's memory-mapped arrays stay
+        shared and are not copied; ``attributes`` keeps the published products' only (the added
+        ones' are in ``tables``).
 
         Args:
             item_ids: (m,) new product ids (ids already present are ignored).
             item_text: (m, t) float32 text embeddings of those products.
             attributes: their category, brand and price (None: unknown).
         """
-        keep = ~pd.Index(item_ids).isin(self._item_index)
+        keep = lookup_positions(self._item_index, np.asarray(item_ids, dtype=object)) < 0  # a hash lookup per id
         attributes = attributes or ItemAttributes.empty(len(keep))
         item_ids, item_text = np.asarray(item_ids)[keep], np.asarray(item_text, dtype=np.float32)[keep]
         if len(item_ids) == 0:
@@ -164,23 +167,19 @@ class Recommender:
                               item_brand=np.asarray(attributes.brand, dtype=str)[keep],
                               item_price=np.asarray(attributes.price, dtype=np.float32)[keep])
         self.item_ids = np.concatenate([self.item_ids.astype(str), item_ids.astype(str)])
-        self.item_vectors = np.concatenate([np.asarray(self.item_vectors), np.asarray(vectors, dtype=np.float32)])
-        self.item_content = np.concatenate([np.asarray(self.item_content), item_text])
+        self.item_vectors = append_rows(self.item_vectors, np.asarray(vectors, dtype=np.float32))
+        self.item_content = append_rows(self.item_content, item_text)
         self.popularity = np.concatenate([self.popularity, np.zeros(len(item_ids), dtype=np.float32)])
         self._item_index = pd.Index(self.item_ids)
         self.n_items = len(self.item_ids)
         self.index = self._make_index()
         self.text_index = self._make_text_index()
-        keep_attributes = ItemAttributes(np.asarray(attributes.category, dtype=str)[keep],
-                                         np.asarray(attributes.brand, dtype=str)[keep],
-                                         np.asarray(attributes.price, dtype=np.float32)[keep])
-        self.attributes = ItemAttributes(
-            np.concatenate([np.asarray(self.attributes.category, dtype=str), keep_attributes.category]),
-            np.concatenate([np.asarray(self.attributes.brand, dtype=str), keep_attributes.brand]),
-            np.concatenate([np.asarray(self.attributes.price, dtype=np.float32), keep_attributes.price]))
         self.stage = RankingStage(self.stage.sources.resized(self.n_items), self.stage.ranker, self.stage.config,
                                   self.stage.report)
-        self.tables = self._tables()
+        self.tables = self.tables.appended(np.asarray(attributes.category, dtype=str)[keep],
+                                           np.asarray(attributes.brand, dtype=str)[keep],
+                                           np.asarray(attributes.price, dtype=np.float32)[keep], item_text,
+                                           np.zeros(len(item_ids), dtype=np.float32))
 
     @property
     def version(self) -> str:
@@ -229,7 +228,7 @@ class Recommender:
         Returns:
             (m, d) float32 query vectors.
         """
-        content = np.asarray(self.item_content, dtype=np.float32)
+        content = self.item_content  # rows gathered below (a stack of added rows is not joined)
         user_parts, item_parts, ts_parts, w_parts = [], [], [], []
         texts = np.zeros((len(histories), content.shape[1]), dtype=np.float32)
         for row, history in enumerate(histories):
@@ -293,7 +292,7 @@ class Recommender:
             return np.full(len(items), -1, dtype=np.int64)
         linked = self.stage.sources.item_item
         contribution = weights[:, None] * np.asarray(linked[products][:, items].todense())  # (h, k)
-        content = np.asarray(self.tables.content, dtype=np.float32)
+        content = self.tables.content
         nearest_text = np.argmax(content[products] @ content[items].T, axis=0)  # (k,)
         best = np.where(contribution.max(axis=0) > 0, np.argmax(contribution, axis=0), nearest_text)
         return products[best]

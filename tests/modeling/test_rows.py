@@ -1,0 +1,104 @@
+"""Row arrays that grow without copying their memory-mapped part: the same answers as one joined array."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modeling import artifacts
+from modeling.features import ItemAttributes
+from modeling.index import ExactIndex, IvfIndex, build_ivf
+from modeling.recommender import Recommender
+from modeling.reranker import ItemTables
+from modeling.rows import StackedRows, append_rows, dot_rows
+from tests.conftest import Pipeline
+
+
+@pytest.fixture
+def parts(tmp_path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(50, 4)).astype(np.float32)
+    np.save(tmp_path / "base.npy", base)
+    mapped = np.load(tmp_path / "base.npy", mmap_mode="r")
+    tail = rng.normal(size=(3, 4)).astype(np.float32)
+    return mapped, tail, np.concatenate([base, tail])
+
+
+def test_stacked_rows_answer_as_the_joined_array(parts) -> None:
+    mapped, tail, joined = parts
+    rows = append_rows(mapped, tail)
+    assert isinstance(rows, StackedRows) and rows.base is mapped  # the mapped rows are not copied
+    assert rows.shape == joined.shape and len(rows) == len(joined)
+    for key in (slice(0, 10), slice(48, 53), slice(50, 53), slice(40, None), slice(None, None, 7)):
+        assert np.array_equal(rows[key], joined[key]), key
+    for key in (np.array([52, 0, 49, 50, 51, 3]), np.array([[1, 51], [50, 2]]), np.zeros(0, dtype=np.int64),
+                joined[:, 0] > 0):
+        assert np.array_equal(rows[key], joined[key])
+    assert np.array_equal(rows[51], joined[51]) and np.array_equal(rows[-1], joined[-1])
+    queries = np.random.default_rng(1).normal(size=(2, 4)).astype(np.float32)
+    assert np.allclose(dot_rows(queries, rows), queries @ joined.T, atol=1e-5)
+    assert np.array_equal(np.asarray(rows), joined)
+    more = append_rows(rows, joined[:2])
+    assert more.base is mapped and len(more) == 55 and len(rows) == 53  # the earlier stack unchanged
+    with pytest.raises(IndexError):
+        rows[np.array([53])]
+
+
+def test_indexes_search_stacked_rows_as_joined_ones(parts) -> None:
+    mapped, tail, joined = parts
+    rows = append_rows(mapped, tail)
+    queries = np.asarray(tail[:2] * 1.01)  # the best matches are among the added rows
+    none = [np.zeros(0, dtype=np.int64)] * 2
+    exact = ExactIndex(joined).search(queries, 5, none)
+    assert all(np.array_equal(a, b) for a, b in zip(ExactIndex(rows).search(queries, 5, none), exact, strict=True))
+    ivf = IvfIndex(rows, build_ivf(np.asarray(mapped), lists=4), nprobe=4, extra=0)
+    assert np.array_equal(ivf.search(queries, 5, none)[0], exact[0])  # all lists: exact, added rows merged
+
+
+def test_appended_tables_equal_tables_built_from_everything() -> None:
+    rng = np.random.default_rng(2)
+    content = rng.normal(size=(30, 6)).astype(np.float32)
+    content /= np.linalg.norm(content, axis=1, keepdims=True)
+    category = np.array(["a", "b", "", "c"] * 7 + ["a", "b"])
+    brand = np.array(["x", ""] * 15)
+    price = np.where(np.arange(30) % 4 == 0, -1.0, np.arange(30.0)).astype(np.float32)
+    popularity = rng.random(30).astype(np.float32)
+    new_category, new_brand = np.array(["b", "new", "", "new"]), np.array(["y", "x", "", "y"])
+    new_price, new_content = np.array([3.0, -1.0, 9.0, 1.0], dtype=np.float32), 2 * content[:4]  # not unit norm
+    whole = ItemTables.build(np.concatenate([category, new_category]), np.concatenate([brand, new_brand]),
+                             np.concatenate([price, new_price]), np.concatenate([content, new_content]),
+                             np.concatenate([popularity, np.zeros(4, dtype=np.float32)]))
+    grown = ItemTables.build(category, brand, price, content, popularity).appended(
+        new_category, new_brand, new_price, new_content, np.zeros(4, dtype=np.float32))
+    for name in ("category", "brand"):  # the same grouping of products (codes are only compared)
+        a, b = getattr(whole, name), getattr(grown, name)
+        assert np.array_equal(a < 0, b < 0) and np.array_equal(a[:, None] == a[None, :], b[:, None] == b[None, :])
+        assert np.array_equal(getattr(grown, f"{name}_names")[b[b >= 0]], getattr(whole, f"{name}_names")[a[a >= 0]])
+    assert np.array_equal(whole.price, grown.price, equal_nan=True)
+    assert np.allclose(np.asarray(whole.content), np.asarray(grown.content), atol=1e-6)
+    for name in ("popularity_rank", "popularity", "popular_order"):
+        assert np.array_equal(getattr(whole, name), getattr(grown, name)), name
+
+
+def test_products_added_to_a_recommender_leave_the_bundle_arrays_shared(pipeline: Pipeline) -> None:
+    bundle = artifacts.load_bundle(pipeline.models / pipeline.version)
+    recommender = Recommender(bundle)
+    content = np.asarray(bundle.arrays.item_content[:2], dtype=np.float32)
+    category = np.asarray(bundle.attributes.category[:2], dtype=str)
+    recommender.add_items(np.array(["ADDED-1", "ADDED-2", str(bundle.arrays.item_ids[0])]),
+                          np.concatenate([content, content[:1]]),
+                          ItemAttributes(np.append(category, "x"), np.array(["", "b", ""]),
+                                         np.array([1.0, 2.0, 3.0], dtype=np.float32)))
+    n = len(bundle.arrays.item_ids)
+    assert recommender.n_items == n + 2  # the known id is not added again
+    assert recommender.item_content.base is bundle.arrays.item_content
+    assert recommender.item_vectors.base is bundle.arrays.item_vectors
+    assert np.shares_memory(recommender.tables.content.base, bundle.arrays.item_content)  # stacked, not joined
+    assert isinstance(recommender.tables.content, StackedRows) and len(recommender.tables.content) == n + 2
+    # The added product is found by its own text, as a joined copy of the arrays would find it.
+    found = recommender.text_index.search(content[1:2], 1, [np.zeros(0, dtype=np.int64)])[0]
+    assert found[0, 0] in (1, n + 1)  # the product whose text it copies, or the copy
+    recommender.add_items(np.array(["ADDED-3"]), content[:1], None)
+    assert recommender.item_content.base is bundle.arrays.item_content and recommender.n_items == n + 3
