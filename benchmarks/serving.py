@@ -369,7 +369,24 @@ def in_process(work: Path, version: str, new_users: list[str]) -> dict:
         figures["text_search"]["recall@10"] = recall_against_exact(recommender.text_index, content, texts, 10)
         figures["text_search"]["query_ms"] = _median_ms(lambda: recommender.text_index.search(texts[:1], 10, none),
                                                         200)
+    # One product added after publishing, as a product feed's change makes every worker do: its time and the
+    # private memory it takes (another Recommender over the same bundle, so the figures above are untouched).
+    grown = Recommender(bundle, ann_min_items=ann_min_items())
+    before, started = _private_mib(), time.perf_counter()
+    grown.add_items(np.array(["BENCHMARK-NEW-PRODUCT"]), texts[:1], None)
+    figures["add_one_product"] = {"seconds": time.perf_counter() - started, "private_mib": _private_mib() - before}
     return figures
+
+
+def _private_mib() -> float:
+    """This process's anonymous resident memory, MiB (from /proc; 0 where there is none)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 # --------------------------------------------------------------------------- HTTP under wrk
@@ -751,6 +768,10 @@ def _print_engine(engine: dict) -> None:
             print(f"  the bundle's text index ({published.get('kind')}, {published.get('lists')} lists, nprobe "
                   f"{published.get('nprobe')}, built and tuned in {published.get('seconds')} s): recall@10 vs exact "
                   f"{text['recall@10']:.3f}, {text['query_ms']:.3f} ms per query")
+    added = engine.get("add_one_product")
+    if added:
+        print(f"one product added after publishing: {added['seconds']:.2f} s, "
+              f"{added['private_mib']:.0f} MiB of private memory")
 
 
 if __name__ == "__main__":
