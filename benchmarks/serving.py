@@ -753,21 +753,16 @@ def _print_engine(engine: dict) -> None:
           f"{engine['retrieval_1_ms']:.2f} ms, ranking stage ({engine['ranking_stage_candidates']} candidates, "
           f"{engine['ranking_stage_ranker']}) {engine['ranking_stage_1_ms']:.2f} ms: "
           f"{engine['ranking_stage_added_ms']:+.2f} ms over the two-tower top-10")
-    ann = engine["ann"]
-    print(f"search: exact {ann['exact_query_ms']:.3f} ms per query; served: {ann['served_index']}")
-    if "recall@10" in ann:
-        published = ann["published"] or {}
-        print(f"  the bundle's IVF index ({published.get('lists')} lists, nprobe {published.get('nprobe')}, built and "
-              f"tuned in {published.get('seconds')} s): recall@10 vs exact {ann['recall@10']:.3f}, "
-              f"{ann['query_ms']:.3f} ms per query")
-    text = engine.get("text_search")
-    if text:
-        print(f"text search: exact {text['exact_query_ms']:.3f} ms per query; served: {text['served_index']}")
-        if "recall@10" in text:
-            published = text["published"] or {}
-            print(f"  the bundle's text index ({published.get('kind')}, {published.get('lists')} lists, nprobe "
+    for key, label in (("ann", "search"), ("text_search", "text search")):
+        search = engine.get(key)
+        if not search:
+            continue
+        print(f"{label}: exact {search['exact_query_ms']:.3f} ms per query; served: {search['served_index']}")
+        if "recall@10" in search:
+            published = search["published"] or {}
+            print(f"  the bundle's index ({published.get('kind')}, {published.get('lists')} lists, nprobe "
                   f"{published.get('nprobe')}, built and tuned in {published.get('seconds')} s): recall@10 vs exact "
-                  f"{text['recall@10']:.3f}, {text['query_ms']:.3f} ms per query")
+                  f"{search['recall@10']:.3f}, {search['query_ms']:.3f} ms per query")
     added = engine.get("add_one_product")
     if added:
         print(f"one product added after publishing: {added['seconds']:.2f} s, "
