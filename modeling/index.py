@@ -14,6 +14,10 @@ index reached recall@10 0.955 at 0.9 ms per query over 1,000,000 items, where HN
 efConstruction 200) stayed at 0.93 with efSearch 512 at 100,000 items; IVF builds in seconds
 instead of minutes, and FAISS maps its inverted lists from disk (``IO_FLAG_MMAP``).
 
+The products' text vectors (text queries) get an index of the same kind beside it
+(``text_index.faiss``), with 8-bit codes instead of the 384-d float vectors (:func:`write_text_index`); the
+candidates it finds are scored exactly from the vectors the bundle already holds.
+
 Filters and exclusions stay exact: the approximate index fetches extra candidates, drops the
 excluded and disallowed ones, and a row left with fewer than ``k`` candidates is answered by exact
 search. Products added after publishing (beyond the index's ``ntotal``) are scored exactly and
@@ -99,7 +103,7 @@ and, with 8-bit codes, the codes' ranking errors near the top (they are scored e
 
 
 class IvfIndex:
-    """Approximate inner-product search with a FAISS IVF-Flat index.
+    """Approximate inner-product search with a FAISS IVF index (IVF-Flat, or 8-bit codes).
 
     Args:
         vectors: (n_items, d) float32 item vectors; the first ``index.ntotal`` are in the index, the
