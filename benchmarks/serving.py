@@ -378,15 +378,17 @@ def in_process(work: Path, version: str, new_users: list[str]) -> dict:
     return figures
 
 
+def _proc_status(pid: int | str = "self") -> dict[str, str]:
+    """The fields of ``/proc/<pid>/status`` (name -> value as written, e.g. ``"  1234 kB"``)."""
+    return dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+
+
 def _private_mib() -> float:
     """This process's anonymous resident memory, MiB (from /proc; 0 where there is none)."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+        return int(_proc_status()["RssAnon"].split()[0]) / 1024
+    except (OSError, KeyError):
+        return 0.0
 
 
 # --------------------------------------------------------------------------- HTTP under wrk
@@ -429,8 +431,7 @@ def worker_memory(master_pid: int) -> list[dict]:
     children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
     rows = []
     for pid in children:
-        status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                      if ":" in line)
+        status = _proc_status(pid)
         rollup = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]
                       if ":" in line)
         maps = Path(f"/proc/{pid}/maps").read_text()

@@ -242,11 +242,11 @@ def tune_nprobe(index: Any, vectors: np.ndarray, queries: np.ndarray, *, k: int 
     lists = int(index.nlist)
     none = [np.zeros(0, dtype=np.int64)] * len(queries)
     exact = _exact_top(vectors, queries, k)
+    # Flat: the index's own top k. Codes: the top k of what serving fetches and scores exactly.
+    extra = EXTRA if quantized else 0
     nprobe = 8
     while True:
         nprobe = min(nprobe, lists)
-        # Flat: the index's own top k. Codes: the top k of what serving fetches and scores exactly.
-        extra = EXTRA if quantized else 0
         approx, _ = IvfIndex(vectors, index, nprobe=nprobe, extra=extra, quantized=quantized).search(queries, k, none)
         recall = _recall(approx, exact)
         if recall >= target or nprobe >= lists:

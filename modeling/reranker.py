@@ -235,6 +235,12 @@ def _popular_order(tables: ItemTables, allowed: np.ndarray | None, needed: int |
         size *= 4
 
 
+def _popular_needed(config: StageConfig, k: int, exclude: Sequence[np.ndarray]) -> int:
+    """How much of the allowed popularity order a batch reads: its popular candidates plus the most any
+    shopper in it excludes (excluded items are skipped in that order)."""
+    return max(config.popular, k) + max((len(e) for e in exclude), default=0)
+
+
 def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemIndex, sources: Sources,
                        tables: ItemTables, histories: HistoryBatch, exclude: Sequence[np.ndarray],
                        allowed: np.ndarray | None, config: StageConfig, k: int,
@@ -268,7 +274,7 @@ def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
     last, previous = histories.last(1), histories.last(2)
     n_popular = max(config.popular, k)
     if popular_order is None:
-        popular_order = _popular_order(tables, allowed, n_popular + max((len(e) for e in exclude), default=0))
+        popular_order = _popular_order(tables, allowed, _popular_needed(config, k, exclude))
     tt_top, _ = index.search(query, min(config.two_tower, n), exclude, allowed)
     column = {name: position for position, name in enumerate(FEATURES)}
     rows_out: list[np.ndarray] = []
@@ -649,8 +655,7 @@ class RankingStage:
         m = len(histories)
         out_pos = np.full((m, k), -1, dtype=np.int64)
         out_scores = np.full((m, k), -np.inf, dtype=np.float32)
-        popular_order = _popular_order(tables, allowed,
-                                       max(self.config.popular, k) + max((len(e) for e in exclude), default=0))
+        popular_order = _popular_order(tables, allowed, _popular_needed(self.config, k, exclude))
         for start in range(0, m, chunk):
             part = slice(start, min(m, start + chunk))
             batch = HistoryBatch(histories.items[part], histories.timestamps[part])
