@@ -82,21 +82,28 @@ class HistoryBatch:
     def entries(self, half_life_days: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The non-zero entries of :meth:`matrix` as ``(rows (e,), item positions (e,), weights (e,) float64)``,
         ordered by row, then item (the same weights: a product once per history, capped at 1)."""
+        rows, cols, weights = self._entries((half_life_days,))
+        return rows, cols, weights[0]
+
+    def _entries(self, half_lives: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`entries` for several half-lives at once: ``(rows (e,), items (e,), weights (h, e) float64)``."""
         lengths = np.fromiter((len(h) for h in self.items), dtype=np.int64, count=len(self.items))
         if lengths.sum() == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+            return (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64),
+                    np.zeros((len(half_lives), 0), dtype=np.float64))
         rows = np.repeat(np.arange(len(self.items), dtype=np.int64), lengths)
         cols = np.concatenate(self.items).astype(np.int64)
         width = int(cols.max()) + 1
         keys, inverse = np.unique(rows * width + cols, return_inverse=True)
-        if half_life_days > 0:
+        weights = np.ones((len(half_lives), len(keys)), dtype=np.float64)
+        if any(half_life > 0 for half_life in half_lives):
             stamps = np.concatenate(self.timestamps).astype(np.float64)
             latest = np.repeat(np.fromiter((t.max() if len(t) else 0 for t in self.timestamps), dtype=np.float64,
                                            count=len(self.timestamps)), lengths)
-            decayed = np.power(0.5, (latest - stamps) / (half_life_days * 86_400.0)).astype(np.float32)
-            weights = np.minimum(np.bincount(inverse, weights=decayed, minlength=len(keys)), 1.0)
-        else:
-            weights = np.ones(len(keys), dtype=np.float64)
+            for at, half_life in enumerate(half_lives):
+                if half_life > 0:
+                    decayed = np.power(0.5, (latest - stamps) / (half_life * 86_400.0)).astype(np.float32)
+                    weights[at] = np.minimum(np.bincount(inverse, weights=decayed, minlength=len(keys)), 1.0)
         return keys // width, keys % width, weights
 
     def propagate(self, matrix: sp.csr_matrix, half_life_days: float = 0.0) -> SparseRows:
@@ -107,29 +114,40 @@ class HistoryBatch:
         (about 0.7 ms per product on the serving path). Sums are made in float64; an entry whose sum is
         exactly 0 may be kept (every reader treats it as absent).
         """
+        return self.propagate_each(matrix, (half_life_days,))[0]
+
+    def propagate_each(self, matrix: sp.csr_matrix, half_lives: Sequence[float]) -> list[SparseRows]:
+        """:meth:`propagate` for each of ``half_lives``: the rows gathered and keyed once, summed per half-life."""
         m = len(self.items)
-        rows, cols, weights = self.entries(half_life_days)
+        rows, cols, weights = self._entries(half_lives)
         starts = matrix.indptr[cols].astype(np.int64)
         lengths = matrix.indptr[cols + 1].astype(np.int64) - starts
         total = int(lengths.sum())
         if total == 0:
-            return SparseRows(np.zeros(m + 1, dtype=np.int64), np.zeros(0, dtype=np.int64),
-                              np.zeros(0, dtype=np.float32))
+            return [SparseRows(np.zeros(m + 1, dtype=np.int64), np.zeros(0, dtype=np.int64),
+                               np.zeros(0, dtype=np.float32)) for _ in half_lives]
         take = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(total)
         n = matrix.shape[1]
         keys = np.repeat(rows, lengths) * n + matrix.indices[take]
-        values = matrix.data[take] * np.repeat(weights, lengths)
-        if m * n <= 8 * total + DENSE_SUM_CELLS:  # few cells: sum into all of them, then keep the touched ones
+        data = matrix.data[take]
+        dense = m * n <= 8 * total + DENSE_SUM_CELLS
+        if dense:  # few cells: sum into all of them, then keep the touched ones
             touched = np.zeros(m * n, dtype=bool)
             touched[keys] = True
-            sums = np.bincount(keys, weights=values, minlength=m * n)
-            keys = np.flatnonzero(touched)
-            sums = sums[keys]
+            kept = np.flatnonzero(touched)
         else:  # sort the entries instead
-            keys, inverse = np.unique(keys, return_inverse=True)
-            sums = np.bincount(inverse, weights=values, minlength=len(keys))
-        indptr = np.searchsorted(keys // n, np.arange(m + 1), side="left").astype(np.int64)
-        return SparseRows(indptr, (keys % n).astype(np.int64), sums.astype(np.float32))
+            kept, inverse = np.unique(keys, return_inverse=True)
+        indptr = np.searchsorted(kept // n, np.arange(m + 1), side="left").astype(np.int64)
+        indices = (kept % n).astype(np.int64)
+        out = []
+        for row_weights in weights:
+            values = data * np.repeat(row_weights, lengths)
+            if dense:
+                sums = np.bincount(keys, weights=values, minlength=m * n)[kept]
+            else:
+                sums = np.bincount(inverse, weights=values, minlength=len(kept))
+            out.append(SparseRows(indptr, indices, sums.astype(np.float32)))
+        return out
 
     def last(self, back: int = 1) -> np.ndarray:
         """(m,) int64: each history's ``back``-th most recent distinct-in-sequence item (-1: none)."""

@@ -347,6 +347,11 @@ def test_propagated_histories_equal_the_sparse_matrix_product(half_life: float, 
         part = rows.indices[rows.indptr[r]:rows.indptr[r + 1]]
         assert np.all(np.diff(part) > 0)
     assert rows.indptr[1] == 0 and rows.indptr[-1] == len(rows.indices)  # the empty history has no entries
+    for together, alone in zip(histories.propagate_each(weights, (half_life, 0.0, 30.0)),
+                               (rows, histories.propagate(weights, 0.0), histories.propagate(weights, 30.0)),
+                               strict=True):  # several half-lives in one pass: each as if alone
+        for part in ("indptr", "indices", "data"):
+            np.testing.assert_array_equal(getattr(together, part), getattr(alone, part))
 
 
 def test_the_popular_candidates_are_read_from_the_head_of_the_order_only() -> None:

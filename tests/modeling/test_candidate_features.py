@@ -1,0 +1,201 @@
+"""The ranking stage's batched features equal, entry for entry, the per-shopper loop they replaced.
+
+``reference_features`` is that loop as it was served and trained on (kept here as the specification):
+candidates from every source, one shopper at a time, and their features. The batched version must give
+the same candidates in the same order and the same features, with filters, exclusions, empty and long
+histories, products without category, brand or price, and shoppers whose last product has no transitions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from modeling.candidates import HistoryBatch, Sources
+from modeling.index import ExactIndex, ItemIndex
+from modeling.reranker import (
+    FEATURES,
+    RECENT_HISTORY,
+    TEXT_HISTORY,
+    ItemTables,
+    StageConfig,
+    _popular_needed,
+    _popular_order,
+    candidate_features,
+)
+
+
+def _sparse_top(indices: np.ndarray, values: np.ndarray, k: int, excluded: np.ndarray,
+                allowed: np.ndarray | None) -> np.ndarray:
+    """Positions of the ``k`` largest positive ``values`` (a sparse row) that are neither excluded nor disallowed."""
+    keep = values > 0
+    if allowed is not None:
+        keep &= allowed[indices]
+    if len(excluded):
+        keep &= ~np.isin(indices, excluded)
+    indices, values = indices[keep], values[keep]
+    if len(indices) > k:
+        best = np.argpartition(-values, k - 1)[:k]
+        indices = indices[best]
+    return indices
+
+
+def _sparse_lookup(indices: np.ndarray, values: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Values of a sparse row (sorted ``indices``) at ``positions`` (0 where absent). Returns float32."""
+    if len(indices) == 0:
+        return np.zeros(len(positions), dtype=np.float32)
+    at = np.minimum(np.searchsorted(indices, positions), len(indices) - 1)
+    return np.where(indices[at] == positions, values[at], 0.0).astype(np.float32)
+
+
+
+def reference_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemIndex, sources: Sources,
+                       tables: ItemTables, histories: HistoryBatch, exclude: Sequence[np.ndarray],
+                       allowed: np.ndarray | None, config: StageConfig, k: int,
+                       popular_order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The previous implementation, one shopper at a time (shapes as candidate_features)."""
+    m, n = len(histories), len(item_vectors)
+    item_item = histories.propagate(sources.item_item, config.history_half_life_days)
+    recent = histories.propagate(sources.item_item, config.recent_half_life_days)
+    transitions = sources.transitions
+    last, previous = histories.last(1), histories.last(2)
+    n_popular = max(config.popular, k)
+    if popular_order is None:
+        popular_order = _popular_order(tables, allowed, _popular_needed(config, k, exclude))
+    tt_top, _ = index.search(query, min(config.two_tower, n), exclude, allowed)
+    column = {name: position for position, name in enumerate(FEATURES)}
+    rows_out: list[np.ndarray] = []
+    feats_out: list[np.ndarray] = []
+    query = np.asarray(query, dtype=np.float32)
+    for row in range(m):
+        excluded = np.asarray(exclude[row], dtype=np.int64)
+        ii_idx = item_item.indices[item_item.indptr[row]:item_item.indptr[row + 1]]
+        ii_val = item_item.data[item_item.indptr[row]:item_item.indptr[row + 1]]
+        rc_idx = recent.indices[recent.indptr[row]:recent.indptr[row + 1]]
+        rc_val = recent.data[recent.indptr[row]:recent.indptr[row + 1]]
+        tr_idx = pv_idx = np.zeros(0, dtype=np.int64)
+        tr_val = pv_val = np.zeros(0, dtype=np.float32)
+        if last[row] >= 0:
+            start, end = transitions.indptr[last[row]], transitions.indptr[last[row] + 1]
+            tr_idx, tr_val = transitions.indices[start:end], transitions.data[start:end]
+        if previous[row] >= 0:
+            start, end = transitions.indptr[previous[row]], transitions.indptr[previous[row] + 1]
+            pv_idx, pv_val = transitions.indices[start:end], transitions.data[start:end]
+        head = popular_order[: n_popular + len(excluded)]
+        popular = head[~np.isin(head, excluded)][:n_popular] if len(excluded) else head[:n_popular]
+        proposals = [tt_top[row][tt_top[row] >= 0],
+                     _sparse_top(ii_idx, ii_val, config.item_item, excluded, allowed),
+                     _sparse_top(rc_idx, rc_val, config.item_item_recent, excluded, allowed),
+                     _sparse_top(tr_idx, tr_val, config.transitions, excluded, allowed), popular]
+        cand, count = np.unique(np.concatenate(proposals).astype(np.int64), return_counts=True)
+        feats = np.zeros((len(cand), len(FEATURES)), dtype=np.float32)
+        two_tower = np.asarray(item_vectors[cand], dtype=np.float32) @ query[row]
+        feats[:, column["two_tower"]] = two_tower
+        if len(cand):
+            feats[:, column["two_tower_gap"]] = two_tower - two_tower.max()
+        ii = _sparse_lookup(ii_idx, ii_val, cand)
+        feats[:, column["item_item"]] = ii
+        if len(cand) and ii.max() > 0:
+            feats[:, column["item_item_share"]] = ii / ii.max()
+        rc = _sparse_lookup(rc_idx, rc_val, cand)
+        feats[:, column["item_item_recent"]] = rc
+        if len(cand) and rc.max() > 0:
+            feats[:, column["item_item_recent_share"]] = rc / rc.max()
+        feats[:, column["transition_last"]] = _sparse_lookup(tr_idx, tr_val, cand)
+        feats[:, column["transition_previous"]] = _sparse_lookup(pv_idx, pv_val, cand)
+        feats[:, column["popularity_rank"]] = tables.popularity_rank[cand]
+        feats[:, column["history_length"]] = np.log1p(len(histories.items[row]))
+        feats[:, column["source_count"]] = count
+        items = histories.items[row][-TEXT_HISTORY:]
+        stamps = histories.timestamps[row][-TEXT_HISTORY:]
+        if len(items) == 0:
+            feats[:, column["nearest_age_days"]] = np.nan
+            feats[:, column["price_ratio"]] = np.nan
+        else:
+            content = tables.content[cand]
+            history_text = tables.content[items]
+            similarity = content @ history_text.T  # (C, h)
+            mean = history_text.mean(axis=0)
+            norm = float(np.linalg.norm(mean))
+            feats[:, column["text_history"]] = content @ (mean / norm) if norm > 0 else 0.0
+            feats[:, column["text_last"]] = similarity[:, -1]
+            nearest = similarity.argmax(axis=1)
+            feats[:, column["nearest_age_days"]] = (stamps[-1] - stamps[nearest]) / 86_400.0
+            cats, brands = tables.category[items[-RECENT_HISTORY:]], tables.brand[items[-RECENT_HISTORY:]]
+            same = (tables.category[cand][:, None] == cats[None, :]) & (cats[None, :] >= 0)  # (C, h)
+            feats[:, column["category_match"]] = same.mean(axis=1)
+            recent_stamps = stamps[-RECENT_HISTORY:]
+            decay = np.power(0.5, (recent_stamps[-1] - recent_stamps) / (max(config.recent_half_life_days, 1e-9)
+                                                                          * 86_400.0))
+            feats[:, column["category_recent"]] = same @ decay / decay.sum()
+            feats[:, column["brand_match"]] = (
+                (tables.brand[cand][:, None] == brands[None, :]) & (brands[None, :] >= 0)).mean(axis=1)
+            prices = tables.price[items[-RECENT_HISTORY:]]
+            prices = prices[np.isfinite(prices) & (prices > 0)]
+            if len(prices):
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    feats[:, column["price_ratio"]] = np.log(tables.price[cand] / np.median(prices))
+            else:
+                feats[:, column["price_ratio"]] = np.nan
+        rows_out.append(cand)
+        feats_out.append(feats)
+    width = max((len(c) for c in rows_out), default=0)
+    candidates = np.full((m, width), -1, dtype=np.int64)
+    features = np.zeros((m, width, len(FEATURES)), dtype=np.float32)
+    for row, (cand, feats) in enumerate(zip(rows_out, feats_out, strict=True)):
+        candidates[row, : len(cand)] = cand
+        features[row, : len(cand)] = feats
+    return candidates, features
+
+
+def _shop(seed: int, n: int = 300) -> tuple[np.ndarray, Sources, ItemTables]:
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(n, 8)).astype(np.float32)
+    item_item = sp.random(n, n, density=0.05, random_state=seed, format="csr", dtype=np.float32)
+    item_item.data = (item_item.data - 0.2).astype(np.float32)  # some weights negative, as EASE's are
+    transitions = sp.random(n, n, density=0.02, random_state=seed + 1, format="csr", dtype=np.float32).toarray()
+    transitions[np.arange(0, n, 7)] = 0.0  # products nobody moved on from
+    transitions = sp.csr_matrix(transitions)
+    category = np.array(["" if i % 9 == 0 else f"c{i % 6}" for i in range(n)])
+    brand = np.array(["" if i % 4 == 0 else f"b{i % 5}" for i in range(n)])
+    price = np.where(np.arange(n) % 8 == 0, np.nan, rng.uniform(-5, 50, n)).astype(np.float32)
+    content = rng.normal(size=(n, 16)).astype(np.float32)
+    content /= np.linalg.norm(content, axis=1, keepdims=True)
+    tables = ItemTables.build(category, brand, price, content, rng.random(n).astype(np.float32))
+    return vectors, Sources(item_item, transitions, "ease", 10.0), tables
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("filtered", [False, True])
+def test_batched_features_equal_the_per_shopper_loop(seed: int, filtered: bool) -> None:
+    rng = np.random.default_rng(100 + seed)
+    vectors, sources, tables = _shop(seed)
+    n = len(vectors)
+    sizes = [0, 1, 2, 5, 12, TEXT_HISTORY + 30, 3, 0, 40]
+    items = [rng.integers(0, n, size) for size in sizes]
+    stamps = [np.sort(rng.integers(0, 400 * 86_400, size)) for size in sizes]
+    histories = HistoryBatch(items, stamps)
+    exclude = [np.unique(h) for h in items[:-2]] + [np.zeros(0, dtype=np.int64), rng.integers(0, n, 150)]
+    allowed = rng.random(n) > 0.3 if filtered else None
+    query = rng.normal(size=(len(sizes), 8)).astype(np.float32)
+    config = StageConfig(two_tower=20, item_item=15, transitions=6, popular=8, item_item_recent=10)
+    index = ExactIndex(vectors)
+    for k in (5, 40):
+        want_candidates, want = reference_features(query, vectors, index, sources, tables, histories, exclude,
+                                                   allowed, config, k)
+        got_candidates, got = candidate_features(query, vectors, index, sources, tables, histories, exclude,
+                                                 allowed, config, k)
+        np.testing.assert_array_equal(got_candidates, want_candidates)
+        for column, name in enumerate(FEATURES):
+            np.testing.assert_allclose(got[:, :, column], want[:, :, column], rtol=1e-5, atol=1e-5, equal_nan=True,
+                                       err_msg=name)
+
+
+def test_an_empty_batch_has_no_candidates() -> None:
+    vectors, sources, tables = _shop(0)
+    candidates, features = candidate_features(np.zeros((0, 8), dtype=np.float32), vectors, ExactIndex(vectors),
+                                              sources, tables, HistoryBatch([], []), [], None, StageConfig(), 10)
+    assert candidates.shape == (0, 0) and features.shape == (0, 0, len(FEATURES))
