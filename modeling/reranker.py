@@ -517,8 +517,10 @@ class Ranker:
             return np.full((m, k), -1, dtype=np.int64), np.full((m, k), -np.inf, dtype=np.float32)
         if self.kind == "blend":
             scores = self.blend(candidates, features)
-        else:
-            scores = self.score(features.reshape(m * width, -1)).reshape(m, width)
+        else:  # the pads of shorter rows are not scored (a learned ranker's cost grows with the rows scored)
+            valid = candidates >= 0
+            scores = np.full((m, width), -np.inf, dtype=np.float32)
+            scores[valid] = self.score(features[valid])
         return order_candidates(candidates, scores, k)
 
 
