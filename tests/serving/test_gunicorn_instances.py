@@ -121,8 +121,13 @@ def test_no_control_socket_when_turned_off(service_sqlite: Service, runtime_dir:
                               RECO_CONTROL_SOCKET="off", GUNICORN_CMD_ARGS="--log-level debug")
     base = service_sqlite.start()
     assert get(f"{base}/health")["status"] == "ok"
-    # gunicorn decides about the socket right after forking the workers, before they can answer.
-    log = (service_sqlite.root / "gunicorn.log").read_text()
+    # gunicorn decides about the socket right after forking the workers; a worker forked from the preloaded
+    # master can answer before the master has written that line, so it is waited for (60 s at most).
+    log_file = service_sqlite.root / "gunicorn.log"
+    deadline = time.monotonic() + 60
+    while "Control socket disabled" not in log_file.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    log = log_file.read_text()
     assert "Control socket disabled" in log and "Control socket listening" not in log
     assert _sockets(runtime_dir) == set()
     service_sqlite.stop()
