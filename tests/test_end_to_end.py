@@ -99,7 +99,6 @@ def test_commands_build_a_serving_pipeline_and_reruns_skip(workdir: Path, settin
     assert len(artifacts.list_versions(workdir / "models")) == 3
 
 
-@pytest.mark.django_db
 def test_commands_fail_with_clear_messages(workdir: Path) -> None:
     with pytest.raises(CommandError, match="no such file or directory"):
         run("load_data", "--path", str(workdir / "missing"))
@@ -117,7 +116,6 @@ def test_commands_fail_with_clear_messages(workdir: Path) -> None:
         run("build_embeddings", "--processes", "0")
 
 
-@pytest.mark.django_db
 def test_evaluate_command_prints_a_table_and_writes_json(workdir: Path, pipeline) -> None:
     import json
 
@@ -144,7 +142,6 @@ def test_evaluate_command_prints_a_table_and_writes_json(workdir: Path, pipeline
         run("train", "--budget", "-1")
 
 
-@pytest.mark.django_db
 def test_evaluate_search_log_feeds_train_params(workdir: Path, pipeline) -> None:
     import json
 

@@ -22,7 +22,7 @@ def test_round_trip_gives_identical_top_k(pipeline: Pipeline, tmp_path: Path) ->
     data = pipeline.data
     embeddings = load_embeddings(pipeline.embeddings)
     result = train_model(data, embeddings, TwoTowerParams(epochs=1, batch_size=128, seed=3))
-    bundle_dir = publish(result, data, embeddings, tmp_path)
+    bundle_dir = publish(result, data, embeddings, tmp_path, export_text=False)  # no text queries here
     loaded = Recommender(artifacts.load_bundle(bundle_dir))
 
     users = data.users[ds.USER_ID].astype(str).to_numpy()
@@ -123,7 +123,7 @@ def test_content_path_reproduces_published_shopper_vectors(pipeline: Pipeline, t
     params = TwoTowerParams.from_dict(extra, TwoTowerParams(epochs=1, batch_size=128, seed=3, history_length=8))
     result = train_model(data, embeddings, params)
     assert result.params.use_user_id is False
-    recommender = Recommender(artifacts.load_bundle(publish(result, data, embeddings, tmp_path)))
+    recommender = Recommender(artifacts.load_bundle(publish(result, data, embeddings, tmp_path, export_text=False)))
     users = data.users[ds.USER_ID].astype(str).to_numpy()[:6]
     histories = []
     for user in users:

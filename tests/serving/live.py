@@ -182,6 +182,20 @@ class Service:
             raise RuntimeError(f"manage.py {' '.join(args)} exited with {done.returncode}:\n{done.stderr[-3000:]}")
         return done
 
+    def manage_many(self, *commands: tuple[str, ...], timeout: float = 600) -> subprocess.CompletedProcess:
+        """Several manage.py commands, in order, in one process: Django and its libraries start once instead
+        of once per command (about 1.4 s each), as ``call_command`` runs them. The first failing command
+        stops the rest."""
+        script = ("import json, sys; sys.path.insert(0, sys.argv[1]); from modeling import runtime; import os; "
+                  "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'recoapi.settings'); import django; "
+                  "django.setup(); from django.core.management import call_command; "
+                  "[call_command(*command) for command in json.loads(sys.argv[2])]")
+        done = subprocess.run([sys.executable, "-c", script, str(ROOT), json.dumps(commands)], env=self.env,
+                              cwd=ROOT, check=False, capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"manage.py {commands} exited with {done.returncode}:\n{done.stderr[-3000:]}")
+        return done
+
     def start(self) -> str:
         """Start gunicorn (two workers, as configured by gunicorn.conf.py) and wait for /health."""
         port = free_port()
@@ -234,8 +248,7 @@ def prepare_service(pipeline: Pipeline, root: Path, database_url: str, **extra_e
     }
     env.pop("RECO_ACTIVE_CHECK_SECONDS", None)  # the shipped default (1 s) is what is tested
     service = Service(root=root, env=env, token="", models=models)
-    service.manage("migrate", "-v0")
-    service.manage("load_data")
-    staff = service.manage("create_staff_user", "--username", "ops", "--password", "ops-pass-123")
-    service.token = staff.stdout.split("API token: ")[1].strip()
+    staff = service.manage_many(("migrate", "-v0"), ("load_data",),
+                                ("create_staff_user", "--username", "ops", "--password", "ops-pass-123"))
+    service.token = staff.stdout.split("API token: ")[1].split()[0]
     return service
