@@ -2,7 +2,8 @@
 
 A bundle is a directory ``models/<version>/``:
 
-    manifest.json        version, created, fingerprints, parameters, metrics, library versions
+    manifest.json        version, created, fingerprints, parameters, metrics, library versions, whether
+                         item_content's rows are unit vectors (item_content_unit)
     item_ids.npy         (n_items,) str
     item_vectors.npy     (n_items, d) float32, candidate-tower output, unit norm
     item_content.npy     (n_items, t) float32, item text embeddings (behaviour basis for new shoppers)
@@ -53,7 +54,7 @@ from modeling.exported_text import WEIGHTS_FILE as TEXT_WEIGHTS_FILE
 from modeling.exported_towers import EXPORT_DIR, SETTINGS_FILE, NumpyCandidateTower, NumpyQueryTower, load_towers
 from modeling.features import ItemAttributes
 from modeling.index import read_item_index
-from modeling.reranker import STAGE_DIR, RankingStage
+from modeling.reranker import STAGE_DIR, RankingStage, rows_are_unit
 
 logger = logging.getLogger(__name__)
 
@@ -240,6 +241,8 @@ def write_bundle(
             "counts": {"items": int(len(arrays.item_ids)), "users": int(len(arrays.user_ids))},
             "dim": int(arrays.item_vectors.shape[1]),
             "text_dim": int(arrays.item_content.shape[1]),
+            # Serving then keeps the memory-mapped text vectors as they are without reading them all.
+            "item_content_unit": rows_are_unit(arrays.item_content),
         }
         (tmp / MANIFEST_FILE).write_text(json.dumps(full_manifest, indent=2, sort_keys=True), encoding="utf-8")
         os.replace(tmp, final)

@@ -51,6 +51,26 @@ def test_bundle_arrays_are_memory_mapped_and_read_only(pipeline: Pipeline) -> No
     assert isinstance(bundle.arrays.item_vectors, np.memmap)
     assert not bundle.arrays.item_vectors.flags.writeable
     assert bundle.manifest["libraries"]["tensorflow-recommenders"] == "0.7.7"
+    # MiniLM's vectors are unit rows, and the bundle says so: serving keeps the mapped text vectors as the
+    # ranking stage's table without reading every row to check (a private copy would follow a wrong flag).
+    assert bundle.manifest["item_content_unit"] is True
+    assert np.shares_memory(Recommender(bundle).tables.content, bundle.arrays.item_content)
+
+
+def test_text_vectors_known_to_be_unit_rows_are_neither_read_nor_copied() -> None:
+    from modeling.reranker import ItemTables, rows_are_unit
+
+    rng = np.random.default_rng(0)
+    content = rng.normal(size=(50, 6)).astype(np.float32)
+    unit = content / np.linalg.norm(content, axis=1, keepdims=True)
+    unit[3] = 0.0  # a product without text
+    attributes = (np.array(["c"] * 50), np.array([""] * 50), np.ones(50, dtype=np.float32))
+    assert rows_are_unit(unit) and not rows_are_unit(content)
+    assert ItemTables.build(*attributes, unit, np.ones(50), content_unit=True).content is unit
+    assert ItemTables.build(*attributes, unit, np.ones(50)).content is unit  # checked, and kept
+    normalised = ItemTables.build(*attributes, content, np.ones(50)).content
+    np.testing.assert_allclose(np.linalg.norm(normalised, axis=1), 1.0, rtol=1e-5)
+    assert ItemTables.build(*attributes, content, np.ones(50), content_unit=False).content is not content
 
 
 def test_recommender_strategies_and_exclusions(pipeline: Pipeline) -> None:
