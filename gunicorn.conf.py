@@ -91,22 +91,6 @@ def on_exit(server) -> None:  # noqa: ANN001
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
-# The application and the serving code's libraries are imported once, in the master, and the workers are
-# forked from it (RECO_PRELOAD=0: each worker imports them itself). A worker then starts by loading the
-# model only, and the imported modules' pages stay shared between the workers. The master loads no model
-# and opens no database connection (recoapi.recommendations.engine.preload). A HUP starts new workers from
-# the master, so it does not re-import changed code: restart the server for that.
-preload_app = os.environ.get("RECO_PRELOAD", "1").strip().lower() not in ("0", "false", "no", "off")
-
-
-def when_ready(server) -> None:  # noqa: ANN001  (gunicorn's hook signature)
-    """With preload_app, import the serving code and its libraries before the first worker is forked."""
-    if server.cfg.preload_app:
-        from recoapi.recommendations.engine import preload
-
-        preload()
-
-
 def post_worker_init(worker) -> None:  # noqa: ANN001  (gunicorn's hook signature)
     """Load the active model before the worker's first request and keep full collections short."""
     from recoapi.recommendations.engine import start_worker

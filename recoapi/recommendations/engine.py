@@ -307,25 +307,6 @@ STORE_RETRY_SECONDS = 30.0
 experiment arm's model in any case)."""
 
 _freeze_after_load = False  # set in web workers by start_worker()
-_loads_frozen = 0  # models loaded (and the heap frozen after them) in this worker
-
-
-def preload() -> None:
-    """Import, in gunicorn's master (``preload_app``), everything a worker imports to load a model and answer:
-    the views and the libraries the bundle's parts load lazily (LightGBM, FAISS, ONNX Runtime and the
-    tokenizer). Workers forked from the master then start with them (and share their pages). Nothing runs
-    here: no model, no database connection, no thread (a library's thread pool made before the fork would
-    not survive in the workers), then the heap is frozen so the workers' collections leave it alone."""
-    import faiss  # noqa: F401
-    import lightgbm  # noqa: F401
-    import onnxruntime  # noqa: F401
-    import tokenizers  # noqa: F401
-
-    import recoapi.urls  # noqa: F401  (the views, the services, the serving code)
-
-    connections.close_all()
-    gc.collect()
-    gc.freeze()
 
 
 def start_worker() -> None:
@@ -349,16 +330,11 @@ def _freeze_heap() -> None:
     """In web workers: collect once, then move every object alive now (the engine's per-product
     records, the loaded libraries) into the collector's permanent generation, so later full
     collections walk only what requests create instead of pausing a request for the whole heap.
-    Reference counting still frees a replaced engine; its cyclic garbage waits for the next load. The
-    first load leaves frozen what the master froze before the fork (:func:`preload`): collecting it would
-    write to every one of its shared pages."""
-    global _loads_frozen
+    Reference counting still frees a replaced engine; its cyclic garbage waits for the next load."""
     if _freeze_after_load:
-        if _loads_frozen:
-            gc.unfreeze()
+        gc.unfreeze()
         gc.collect()
         gc.freeze()
-        _loads_frozen += 1
 
 
 def _load_text_encoder(engine: Engine) -> None:
