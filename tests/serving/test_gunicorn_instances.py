@@ -121,8 +121,8 @@ def test_no_control_socket_when_turned_off(service_sqlite: Service, runtime_dir:
                               RECO_CONTROL_SOCKET="off", GUNICORN_CMD_ARGS="--log-level debug")
     base = service_sqlite.start()
     assert get(f"{base}/health")["status"] == "ok"
-    # gunicorn decides about the socket right after forking the workers; a worker forked from the preloaded
-    # master can answer before the master has written that line, so it is waited for (60 s at most).
+    # gunicorn decides about the socket right after forking the workers: the line is waited for (60 s at
+    # most) rather than assumed written by the time a worker answers.
     log_file = service_sqlite.root / "gunicorn.log"
     deadline = time.monotonic() + 60
     while "Control socket disabled" not in log_file.read_text() and time.monotonic() < deadline:
