@@ -120,13 +120,11 @@ class HistoryBatch:
         """:meth:`propagate` for each of ``half_lives``: the rows gathered and keyed once, summed per half-life."""
         m = len(self.items)
         rows, cols, weights = self._entries(half_lives)
-        starts = matrix.indptr[cols].astype(np.int64)
-        lengths = matrix.indptr[cols + 1].astype(np.int64) - starts
-        total = int(lengths.sum())
+        take, lengths = row_entries(matrix.indptr, cols)
+        total = len(take)
         if total == 0:
             return [SparseRows(np.zeros(m + 1, dtype=np.int64), np.zeros(0, dtype=np.int64),
                                np.zeros(0, dtype=np.float32)) for _ in half_lives]
-        take = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(total)
         n = matrix.shape[1]
         keys = np.repeat(rows, lengths) * n + matrix.indices[take]
         data = matrix.data[take]
@@ -156,6 +154,23 @@ class HistoryBatch:
             if len(items) >= back:
                 out[row] = items[-back]
         return out
+
+
+def row_entries(indptr: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where the rows at ``positions`` (m,) of a CSR matrix with ``indptr`` lie (-1: an empty row):
+    ``(entries (e,) int64, the rows' lengths (m,) int64)``, the entries of each row in turn."""
+    safe = np.maximum(positions, 0)
+    starts = indptr[safe].astype(np.int64)
+    lengths = np.where(positions >= 0, indptr[safe + 1].astype(np.int64) - starts, 0)
+    return np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum())), lengths
+
+
+def rows_at(matrix: sp.csr_matrix, positions: np.ndarray) -> SparseRows:
+    """The rows of ``matrix`` (sorted indices, as :class:`Sources` keeps them) at (m,) positions (-1: empty)."""
+    take, lengths = row_entries(matrix.indptr, positions)
+    indptr = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(lengths)])
+    return SparseRows(indptr, np.asarray(matrix.indices[take], dtype=np.int64),
+                      np.asarray(matrix.data[take], dtype=np.float32))
 
 
 def keep_strongest(weights: np.ndarray | sp.spmatrix, neighbours: int) -> sp.csr_matrix:

@@ -19,7 +19,7 @@ def _block_size(n: int, k: int) -> int:
     return int(np.clip(2 ** round(float(np.log2(np.sqrt(n / max(k, 1))))), 16, 64))
 
 
-def _candidates_by_block_max(scores: np.ndarray, k: int) -> np.ndarray:
+def _candidates_by_block_max(scores: np.ndarray, k: int, size: int) -> np.ndarray:
     """(m, <=k*size) positions that contain every row's exact top-k (ties aside).
 
     The items are cut into blocks of ``size`` (:func:`_block_size`; block b holds items b, b + s,
@@ -30,7 +30,6 @@ def _candidates_by_block_max(scores: np.ndarray, k: int) -> np.ndarray:
     and k=10.
     """
     m, n = scores.shape
-    size = _block_size(n, k)
     stride = n // size
     full = stride * size
     maxima = scores[:, :full].reshape(m, size, stride).max(axis=1)
@@ -67,8 +66,9 @@ def top_k(scores: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = Non
     k = max(0, min(k, n))
     if k == 0:
         return np.zeros((m, 0), dtype=np.int64), np.zeros((m, 0), dtype=np.float32)
-    if k * _block_size(n, k) * 4 <= n:
-        part = _candidates_by_block_max(scores, k)
+    size = _block_size(n, k)
+    if k * size * 4 <= n:
+        part = _candidates_by_block_max(scores, k, size)
     elif k < n:
         part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     else:

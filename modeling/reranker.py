@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -29,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from modeling.candidates import HistoryBatch, Sources, SparseRows, source_config
+from modeling.candidates import HistoryBatch, Sources, SparseRows, rows_at, source_config
 from modeling.features import ItemAttributes
 from modeling.index import ItemIndex
 from modeling.ranking import top_k
@@ -337,8 +338,8 @@ def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
     item_item, recent = histories.propagate_each(sources.item_item, (config.history_half_life_days,
                                                                    config.recent_half_life_days))
     last, previous = histories.last(1), histories.last(2)
-    following = _successors(sources.transitions, last)
-    preceding = _successors(sources.transitions, previous)
+    following = rows_at(sources.transitions, last)
+    preceding = rows_at(sources.transitions, previous)
     n_popular = max(config.popular, k)
     if popular_order is None:
         popular_order = _popular_order(tables, allowed, _popular_needed(config, k, exclude))
@@ -399,17 +400,6 @@ def _popular_keys(order: np.ndarray, count: int, excluded_counts: np.ndarray, n:
     return keys[np.arange(len(rows)) - np.searchsorted(rows, rows) < count]
 
 
-def _successors(transitions: Any, items: np.ndarray) -> SparseRows:
-    """The rows of ``transitions`` (csr, sorted indices) at (m,) item positions (-1: an empty row)."""
-    safe = np.maximum(items, 0)
-    starts = transitions.indptr[safe].astype(np.int64)
-    lengths = np.where(items >= 0, transitions.indptr[safe + 1].astype(np.int64) - starts, 0)
-    indptr = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(lengths)])
-    take = np.repeat(starts - indptr[:-1], lengths) + np.arange(int(indptr[-1]), dtype=np.int64)
-    return SparseRows(indptr, np.asarray(transitions.indices[take], dtype=np.int64),
-                      np.asarray(transitions.data[take], dtype=np.float32))
-
-
 def _history_features(feats: np.ndarray, column: dict[str, int], tables: ItemTables, histories: HistoryBatch,
                       rows: np.ndarray, cand: np.ndarray, starts: np.ndarray, sizes: np.ndarray,
                       config: StageConfig) -> None:
@@ -420,7 +410,6 @@ def _history_features(feats: np.ndarray, column: dict[str, int], tables: ItemTab
         rows, cand: (e,) each entry's shopper row and item position (rows ascending).
         starts, sizes: (m,) where each shopper's entries begin and how many there are.
     """
-    m = len(histories)
     items, stamps, counts = _recent_table(histories, TEXT_HISTORY)
     empty = counts[rows] == 0
     feats[empty, column["nearest_age_days"]] = np.nan  # (price_ratio: NaN below, as the median is)
@@ -441,24 +430,21 @@ def _history_features(feats: np.ndarray, column: dict[str, int], tables: ItemTab
     present = recent >= 0
     count = np.maximum(present.sum(axis=1), 1)[rows]
     safe = np.maximum(recent, 0)
-    cats = np.where(present, tables.category[safe], -1)
-    brands = np.where(present, tables.brand[safe], -1)
-    same = (tables.category[cand][:, None] == cats[rows]) & (cats[rows] >= 0)  # (e, 10)
+    cats = np.where(present, tables.category[safe], -1)[rows]  # (e, 10), -1: none or unknown
+    brands = np.where(present, tables.brand[safe], -1)[rows]
+    same = (tables.category[cand][:, None] == cats) & (cats >= 0)
     feats[:, column["category_match"]] = same.sum(axis=1) / count
     half_life = max(config.recent_half_life_days, 1e-9) * 86_400.0
     decay = np.where(present, np.power(0.5, (recent_stamps[:, -1:] - recent_stamps) / half_life), 0.0
                      ).astype(np.float32)  # (m, 10)
-    total = np.where(decay.sum(axis=1) > 0, decay.sum(axis=1), 1.0)
-    feats[:, column["category_recent"]] = (same * decay[rows]).sum(axis=1) / total[rows]
-    feats[:, column["brand_match"]] = ((tables.brand[cand][:, None] == brands[rows]) & (brands[rows] >= 0)
-                                       ).sum(axis=1) / count
+    total = decay.sum(axis=1)
+    feats[:, column["category_recent"]] = (same * decay[rows]).sum(axis=1) / np.where(total > 0, total, 1.0)[rows]
+    feats[:, column["brand_match"]] = ((tables.brand[cand][:, None] == brands) & (brands >= 0)).sum(axis=1) / count
     prices = np.where(present, tables.price[safe], np.nan).astype(np.float32)
     prices = np.where(np.isfinite(prices) & (prices > 0), prices, np.nan)
-    ordered = np.sort(prices, axis=1)  # NaN last
-    valid = np.isfinite(prices).sum(axis=1)
-    lower = ordered[np.arange(m), np.maximum(valid - 1, 0) // 2]
-    upper = ordered[np.arange(m), np.minimum(valid // 2, RECENT_HISTORY - 1)]
-    median = np.where(valid > 0, (lower + upper) / 2, np.nan)
+    with warnings.catch_warnings():  # a shopper without a known price: NaN, as intended
+        warnings.simplefilter("ignore", RuntimeWarning)
+        median = np.nanmedian(prices, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         feats[:, column["price_ratio"]] = np.log(tables.price[cand] / median[rows].astype(np.float32))
 
