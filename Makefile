@@ -43,21 +43,28 @@ serve: migrate
 	$(PY) manage.py collectstatic --noinput -v0
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py
 
-# The database tests run a second time on PostgreSQL when one is reachable (CI starts one).
+# The database tests run a second time on PostgreSQL when one is reachable (CI starts one); the live services
+# of tests/serving choose their databases themselves (SQLite and a scratch PostgreSQL database) in the run above.
 POSTGRES_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+
+# Most tests run TEST_WORKERS at a time (pytest-xdist: each worker its own test database and tiny pipeline);
+# those of tests/serving (marked `live`: gunicorn processes, some bounding how soon they react) and the long
+# ones run one at a time afterwards, so no other test competes with them for the CPU.
+TEST_WORKERS ?= 2
 
 test: install
 	$(VENV)/bin/ruff check modeling recoapi tests benchmarks tools manage.py
 	@$(MAKE) --no-print-directory check-lock
-	$(PY) -m pytest
-	@echo "==> Long tests: load with reloads, killed processes, database outage"
-	$(PY) -m pytest -m slow
+	@echo "==> Tests, $(TEST_WORKERS) at a time: models, the API in process, reports, commands"
+	$(PY) -m pytest -n $(TEST_WORKERS) -m "not slow and not live"
+	@echo "==> Live services one at a time, and the long tests: load with reloads, killed processes, database outage"
+	$(PY) -m pytest -m "live or slow"
 	@$(MAKE) --no-print-directory test-postgres
 
 test-postgres: install
 	@if $(PY) -c "import psycopg; psycopg.connect('$(POSTGRES_TEST_URL)', connect_timeout=3).close()" 2>/dev/null; then \
 		echo "==> Database tests on PostgreSQL ($(POSTGRES_TEST_URL))"; \
-		DATABASE_URL=$(POSTGRES_TEST_URL) $(PY) -m pytest -m "database and not slow"; \
+		DATABASE_URL=$(POSTGRES_TEST_URL) $(PY) -m pytest -n $(TEST_WORKERS) -m "database and not slow and not live"; \
 	else \
 		echo "==> PostgreSQL is not reachable at $(POSTGRES_TEST_URL): the PostgreSQL test run is SKIPPED"; \
 	fi

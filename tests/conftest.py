@@ -29,11 +29,18 @@ TINY = DemoParams(n_users=150, n_items=60, n_interactions=1800, seed=7)
 _DB_FIXTURES = {"db", "transactional_db", "django_db_setup", "service", "staff_client", "shopper_client"}
 
 
+_LIVE = Path(__file__).resolve().parent / "serving"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that touches the database, so the PostgreSQL run can select them (-m database)."""
+    """Mark every test that touches the database, so the PostgreSQL run can select them (-m database), and
+    every test of tests/serving (live gunicorn processes, some with bounds on how soon they react) as
+    ``live``: `make test` runs those one at a time, the others two at a time (pytest-xdist)."""
     for item in items:
         if item.get_closest_marker("django_db") or _DB_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.database)
+        if _LIVE in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.live)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

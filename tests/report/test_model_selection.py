@@ -1,20 +1,17 @@
-"""The model-selection report: its helpers on hand-made results, and the notebook executed on demo data."""
+"""The model-selection report's helpers on hand-made results (the notebook itself is executed on the demo shop
+by tests/report/test_readme_commands.py, from the README's own command line)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pandas as pd
 import pytest
 
 from modeling import datasets as ds
 from modeling import selection
-from tests.conftest import Pipeline
-
-REPORT = Path(__file__).resolve().parents[2] / "report"
 
 RESULT = {
     "models": {"popularity": {"hr@10": 0.1, "ndcg@10": 0.05, "users": 9.0},
@@ -64,33 +61,6 @@ def test_item_map_labels_top_categories() -> None:
     points = selection.item_map(np.eye(4), items, top_categories=2)
     assert points["category"].tolist() == ["Toys", "Toys", "Books", "other"]
     assert list(points.columns) == ["item_id", "x", "y", "category"]
-
-
-def test_model_selection_notebook_runs_on_demo_data(pipeline: Pipeline, tmp_path: Path) -> None:
-    import papermill
-
-    output = tmp_path / "model_selection.ipynb"
-    results = tmp_path / "results.json"
-    papermill.execute_notebook(
-        str(REPORT / "model_selection.ipynb"), str(output), cwd=str(REPORT), progress_bar=False,
-        parameters={"data_source": "amazon2018", "data_path": str(pipeline.raw),
-                    "embeddings_dir": str(tmp_path / "embeddings"), "epochs": 1, "search_trials": 2,
-                    "ease_l2": [50.0], "output_json": str(results)})
-    notebook = nbformat.read(output, as_version=4)
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
-    assert not [o for o in outputs if o.get("output_type") == "error"]
-    images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 5  # metric@k curves, ranking stage, training curves, cold start, item map
-    written = json.loads(results.read_text())
-    assert written["ranking_stage"]["selection"]["cross_validation"]
-    assert set(written["models"]) == {"popularity", "item_knn", "ease", "ials", "transitions", "transitions+ease",
-                                      "two_tower", "hybrid"}
-    assert len(written["search"]["trials"]) == 2
-    assert written["params"]["epochs"] == 1
-    assert set(written["curves"]["two_tower"]["hr"]) == {"1", "5", "10", "20", "50", "100"}
-    hr = written["curves"]["ease"]["hr"]
-    assert hr["1"] <= hr["10"] <= hr["100"]
-    assert {"given_0", "given_1", "given_3"} <= set(written["cold_users"])
 
 
 @pytest.mark.parametrize("bad", ["{\"epochs\": 0}", "{\"nope\": 1}", "[1]", "not json"])

@@ -1,10 +1,13 @@
 """The README's papermill lines, run exactly as written from a fresh checkout's root on the demo shop (issue 12).
 
-The lines are read from README.md, so the test fails when the README drifts from what works.
+The lines are read from README.md, so the test fails when the README drifts from what works. The
+model-selection notebook is executed only here (it trains every model: once is enough), so this run also
+checks what the notebook shows and writes.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -17,8 +20,9 @@ import pytest
 from tests.conftest import Pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
-# Only to keep the test short: one epoch and one EASE strength; the README's parameters all stay.
-TINY = {"model_selection.ipynb": " -p epochs 1 -y 'ease_l2: [50.0]'"}
+# Only to keep the test short: one epoch and one EASE strength; the README's parameters all stay. Two search
+# trials and the results file: the notebook's search and its JSON output are checked by the same run.
+TINY = {"model_selection.ipynb": " -p epochs 1 -y 'ease_l2: [50.0]' -p search_trials 2 -p output_json {results}"}
 
 
 def readme_papermill_lines() -> list[str]:
@@ -59,7 +63,9 @@ def test_readme_papermill_line_runs_on_the_demo_shop_from_a_fresh_checkout(fresh
     assert not (fresh_checkout / "output").exists()
     # PYTHONPATH: the kernel imports this checkout's `modeling`, as the editable install of a clone would.
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(line + TINY.get(notebook, ""), shell=True, cwd=fresh_checkout, env=env,  # noqa: S602
+    results = fresh_checkout / "results.json"
+    command = line + TINY.get(notebook, "").format(results=results)
+    done = subprocess.run(command, shell=True, cwd=fresh_checkout, env=env,  # noqa: S602
                           capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     written = fresh_checkout / shlex.split(line.split("&&", 1)[1])[2]
@@ -67,3 +73,20 @@ def test_readme_papermill_line_runs_on_the_demo_shop_from_a_fresh_checkout(fresh
     outputs = [o for cell in notebook_out.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert "amazon2018 from data/raw/demo" in "".join(o.get("text", "") for o in outputs)
+    if notebook == "model_selection.ipynb":
+        check_model_selection(outputs, json.loads(results.read_text()))
+
+
+def check_model_selection(outputs: list[dict], written: dict) -> None:
+    """What the model-selection notebook must show and write (parameters as in :data:`TINY`)."""
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= 5  # metric@k curves, ranking stage, training curves, cold start, item map
+    assert written["ranking_stage"]["selection"]["cross_validation"]
+    assert set(written["models"]) == {"popularity", "item_knn", "ease", "ials", "transitions", "transitions+ease",
+                                      "two_tower", "hybrid"}
+    assert len(written["search"]["trials"]) == 2
+    assert written["params"]["epochs"] == 1
+    assert set(written["curves"]["two_tower"]["hr"]) == {"1", "5", "10", "20", "50", "100"}
+    hr = written["curves"]["ease"]["hr"]
+    assert hr["1"] <= hr["10"] <= hr["100"]
+    assert {"given_0", "given_1", "given_3"} <= set(written["cold_users"])
