@@ -48,17 +48,17 @@ serve: migrate
 POSTGRES_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
 # Most tests run TEST_WORKERS at a time (pytest-xdist: each worker its own test database and tiny pipeline);
-# those of tests/serving (marked `live`: gunicorn processes, some bounding how soon they react) and the long
-# ones run one at a time afterwards, so no other test competes with them for the CPU.
+# those of tests/serving (marked `live`: gunicorn processes, some bounding how soon they react) run one at a
+# time afterwards, so no other test competes with them for the CPU.
 TEST_WORKERS ?= 2
 
 test: install
 	$(VENV)/bin/ruff check modeling recoapi tests benchmarks tools manage.py
 	@$(MAKE) --no-print-directory check-lock
-	@echo "==> Tests, $(TEST_WORKERS) at a time: models, the API in process, reports, commands"
-	$(PY) -m pytest -n $(TEST_WORKERS) -m "not slow and not live"
-	@echo "==> Live services one at a time, and the long tests: load with reloads, killed processes, database outage"
-	$(PY) -m pytest -m "live or slow"
+	@echo "==> Tests, $(TEST_WORKERS) at a time: models, the API in process, reports, commands, the long ones included"
+	$(PY) -m pytest -n $(TEST_WORKERS) -m "not live"
+	@echo "==> Live services one at a time: load with reloads, killed processes, database outage, several workers"
+	$(PY) -m pytest -m live
 	@$(MAKE) --no-print-directory test-postgres
 
 test-postgres: install
