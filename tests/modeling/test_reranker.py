@@ -20,6 +20,7 @@ from modeling.reranker import (
     RankingStage,
     StageConfig,
     _popular_order,
+    _train_booster,
     candidate_features,
     fit_ranker,
 )
@@ -259,6 +260,30 @@ def test_stage_round_trips_through_a_directory(tmp_path: Path) -> None:
     again = RankingStage.load(tmp_path / "blend").ranker
     assert again.kind == "blend" and again.weights == (0.5, 0.25, 0.25, 0.0)
     assert np.array_equal(again.order(candidates, features, 10)[0], blend.ranker.order(candidates, features, 10)[0])
+
+
+def test_a_web_worker_loads_a_lightgbm_stage_without_scikit_learn(tmp_path: Path) -> None:
+    """Importing lightgbm imports scikit-learn (seconds of every worker's start) unless it is hidden."""
+    from tests.test_architecture import modules_loaded_by
+
+    candidates, features, targets = _synthetic_lists(200, 30, "switch")
+    stage = RankingStage(_sources(), Ranker("lightgbm", booster=_train_booster(candidates, features, targets, 25, 0),
+                                            rounds=25), StageConfig(seed=3))
+    attributes = ItemAttributes(np.array(["a"] * N_ITEMS), np.array([""] * N_ITEMS),
+                                np.full(N_ITEMS, -1.0, dtype=np.float32))
+    stage.save(tmp_path / "stage", attributes)
+    rows = features[0][candidates[0] >= 0]
+    np.save(tmp_path / "rows.npy", rows)
+    load = ("import recoapi.wsgi, numpy as np\n"
+            "from pathlib import Path\n"
+            "from modeling.reranker import RankingStage\n"
+            f"stage = RankingStage.load(Path({str(tmp_path / 'stage')!r}))\n"
+            f"np.save({str(tmp_path / 'scores.npy')!r}, stage.ranker.score(np.load({str(tmp_path / 'rows.npy')!r})))")
+    assert modules_loaded_by(load, ("sklearn",)) == []
+    assert np.array_equal(np.load(tmp_path / "scores.npy"), stage.ranker.score(rows))  # the same booster's scores
+    # Hidden only while lightgbm imports: scikit-learn still imports afterwards.
+    after = modules_loaded_by(load + "\nimport sklearn.base", ("sklearn",))
+    assert "sklearn.base" in after
 
 
 def test_sources_fit_transitions_and_pruned_ease_and_grow_for_new_items() -> None:

@@ -1,4 +1,4 @@
-"""Web workers answer every kind of request without TensorFlow or torch (issue 17, item 1).
+"""Web workers answer every kind of request without TensorFlow, torch or scikit-learn (issue 17, item 1).
 
 The towers run as numpy arrays and text is encoded by the ONNX export of the sentence encoder.
 The check reads each gunicorn worker's memory map (``/proc/<pid>/maps``), which lists every shared
@@ -68,3 +68,5 @@ def test_known_new_anonymous_and_text_requests_are_served_without_tensorflow_or_
         assert "libtensorflow" not in maps and "_pywrap_tensorflow" not in maps, (
             f"worker {pid} loaded TensorFlow ({_rss_mb(pid):.0f} MB resident)")
         assert "libtorch" not in maps, f"worker {pid} loaded torch ({_rss_mb(pid):.0f} MB resident)"
+        # lightgbm imports scikit-learn unless it is hidden (modeling.reranker.lightgbm_module): seconds of start.
+        assert "/sklearn/" not in maps, f"worker {pid} loaded scikit-learn"
