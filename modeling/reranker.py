@@ -23,7 +23,6 @@ import logging
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -444,11 +443,22 @@ def _history_features(feats: np.ndarray, column: dict[str, int], tables: ItemTab
     feats[:, column["brand_match"]] = ((tables.brand[cand][:, None] == brands) & (brands >= 0)).sum(axis=1) / count
     prices = np.where(present, tables.price[safe], np.nan).astype(np.float32)
     prices = np.where(np.isfinite(prices) & (prices > 0), prices, np.nan)
-    with warnings.catch_warnings():  # a shopper without a known price: NaN, as intended
-        warnings.simplefilter("ignore", RuntimeWarning)
-        median = np.nanmedian(prices, axis=1)
+    median = _row_medians(prices)
     with np.errstate(divide="ignore", invalid="ignore"):
-        feats[:, column["price_ratio"]] = np.log(tables.price[cand] / median[rows].astype(np.float32))
+        feats[:, column["price_ratio"]] = np.log(tables.price[cand] / median[rows])
+
+
+def _row_medians(values: np.ndarray) -> np.ndarray:
+    """(m,) median of each row's non-NaN values of (m, w) float32 ``values`` (NaN for a row without any).
+
+    ``np.nanmedian`` gives the same, but on rows shorter than 600 it works through masked arrays: 0.28 ms
+    for one shopper's 10 recent prices against 0.035 ms here (measured side by side on a busy 2-core
+    machine), out of a ranking stage budget of 2 ms."""
+    ordered = np.sort(values, axis=1)  # NaN sorts last
+    count = (~np.isnan(ordered)).sum(axis=1)
+    low = np.take_along_axis(ordered, np.maximum((count - 1) // 2, 0)[:, None], axis=1)[:, 0]
+    high = np.take_along_axis(ordered, np.maximum(count // 2, 0)[:, None], axis=1)[:, 0]
+    return np.where(count > 0, (low + high) / np.float32(2), np.float32(np.nan)).astype(np.float32)
 
 
 def batched_candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemIndex, sources: Sources,

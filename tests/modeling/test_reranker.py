@@ -20,6 +20,7 @@ from modeling.reranker import (
     RankingStage,
     StageConfig,
     _popular_order,
+    _row_medians,
     _train_booster,
     candidate_features,
     fit_ranker,
@@ -284,6 +285,20 @@ def test_a_web_worker_loads_a_lightgbm_stage_without_scikit_learn(tmp_path: Path
     # Hidden only while lightgbm imports: scikit-learn still imports afterwards.
     after = modules_loaded_by(load + "\nimport sklearn.base", ("sklearn",))
     assert "sklearn.base" in after
+
+
+def test_row_medians_are_numpy_s_nanmedian() -> None:
+    rng = np.random.default_rng(4)
+    values = (rng.random((300, 10)) * 100).astype(np.float32)
+    values[rng.random((300, 10)) < 0.4] = np.nan
+    values[:3] = np.nan  # rows without a known price
+    values[3, :] = np.nan
+    values[3, 7] = 5.0  # one known value
+    expected = np.full(300, np.nan, dtype=np.float32)
+    known = ~np.isnan(values).all(axis=1)
+    expected[known] = np.nanmedian(values[known], axis=1)
+    assert np.array_equal(_row_medians(values), expected, equal_nan=True)
+    assert _row_medians(values)[3] == 5.0 and _row_medians(np.zeros((0, 10), dtype=np.float32)).shape == (0,)
 
 
 def test_sources_fit_transitions_and_pruned_ease_and_grow_for_new_items() -> None:
