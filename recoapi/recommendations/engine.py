@@ -92,6 +92,10 @@ class Engine:
         """Title, brand, category and price of the product at ``position``."""
         return self.products.info(position)
 
+    def infos(self, positions: np.ndarray) -> list[ItemInfo]:
+        """:meth:`info` of the products at (m,) ``positions``, in order."""
+        return self.products.infos(positions)
+
     @property
     def available(self) -> np.ndarray:
         """(n_items,) bool: in the database and not marked out of stock.

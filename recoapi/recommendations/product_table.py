@@ -125,6 +125,21 @@ class ProductTable:
         return ItemInfo(title=str(self.title[position]), brand=str(self.brand[position]),
                         category=str(self.category[position]), price=None if np.isnan(price) else float(price))
 
+    def infos(self, positions: Sequence[int] | np.ndarray) -> list[ItemInfo]:
+        """The metadata of the products at ``positions``, in order: :meth:`info` for many at once (a column
+        read per field instead of pandas' scalar access per product and field, which cost about 30 µs a
+        product: a third of a 100-shopper answer's time at 1,000 products shown)."""
+        at = np.asarray(positions, dtype=np.int64)
+        if len(at) == 0:
+            return []
+        titles = pa.array(self.title).take(pa.array(at)).to_pylist()  # Arrow's take: no Python object per row
+        brands = _values(self.brand, at)
+        categories = _values(self.category, at)
+        prices = self.price[at]
+        return [ItemInfo(title or "", brand, category, None if price != price else price)  # NaN: no price
+                for title, brand, category, price in zip(titles, brands.tolist(), categories.tolist(),
+                                                         prices.tolist(), strict=True)]
+
     def titles(self, positions: Sequence[int]) -> list[str]:
         """Titles of the products at ``positions``."""
         return [str(t) for t in self.title[np.asarray(positions, dtype=np.int64)]]
@@ -163,6 +178,11 @@ class ProductTable:
             category = _set(category, positions, new_category)
             known[positions] = True
         return ProductTable(title=title, brand=brand, category=category, price=price, known=known)
+
+
+def _values(values: pd.Categorical, positions: np.ndarray) -> np.ndarray:
+    """(m,) object: the categorical's values at ``positions`` ("" for a missing one, code -1)."""
+    return np.append(np.asarray(values.categories, dtype=object), "")[values.codes[positions]]
 
 
 def _grown(values: pd.Categorical, grow: int) -> pd.Categorical:

@@ -41,14 +41,20 @@ def _engine_or_503() -> Engine:
     return engine
 
 
-def _item_payload(engine: Engine, index: int, score: float, position: int | None = None) -> dict[str, Any]:
-    """An item of an answer; ``position`` (1 = first) in a recommendation list."""
-    info = engine.info(index)
-    payload = {"item_id": str(engine.recommender.item_ids[index]), "score": round(float(score), 6),
-               "title": info.title, "brand": info.brand, "category": info.category, "price": info.price}
-    if position is not None:
-        payload["position"] = position
-    return payload
+def _item_payloads(engine: Engine, positions: np.ndarray, scores: np.ndarray, *,
+                   numbered: bool = False) -> list[dict[str, Any]]:
+    """The items of an answer, in order; with ``numbered``, each with its ``position`` (1 = first), as in a
+    recommendation list."""
+    ids = engine.recommender.item_ids
+    payloads = []
+    for place, (index, score, info) in enumerate(zip(positions.tolist(), scores.tolist(), engine.infos(positions),
+                                                    strict=True), start=1):
+        payload = {"item_id": str(ids[index]), "score": round(score, 6), "title": info.title, "brand": info.brand,
+                   "category": info.category, "price": info.price}
+        if numbered:
+            payload["position"] = place
+        payloads.append(payload)
+    return payloads
 
 
 ANONYMOUS = "anonymous"
@@ -144,8 +150,7 @@ def recommendation_list(
         entry: dict[str, Any] = {
             "recommendation_id": uuid.uuid4().hex,
             "strategy": ranking.strategy,
-            "items": [_item_payload(user_engine, int(p), float(s), position)
-                      for position, (p, s) in enumerate(zip(ranking.items, ranking.scores, strict=True), start=1)],
+            "items": _item_payloads(user_engine, ranking.items, ranking.scores, numbered=True),
         }
         if arm is not None:
             entry["experiment"] = {"name": plan.name, "arm": arm.name, "model_version": user_engine.version}
@@ -207,8 +212,7 @@ def similar_item_list(*, item_id: str, k: int) -> dict[str, Any]:
     top, scores = engine.recommender.rank(query, [positions], k, engine.allowed())
     valid = top[0] >= 0
     return {"model_version": engine.version, "item_id": item_id,
-            "items": [_item_payload(engine, int(p), float(s)) for p, s in zip(top[0][valid], scores[0][valid],
-                                                                             strict=True)]}
+            "items": _item_payloads(engine, top[0][valid], scores[0][valid])}
 
 
 def _read_manifest(models_dir: Path, version: str) -> dict[str, Any]:
