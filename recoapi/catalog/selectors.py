@@ -63,6 +63,24 @@ def product_latest_update() -> datetime | None:
     return value
 
 
+def product_pages(*, page: int = 10_000) -> Iterator[list[tuple]]:
+    """Every product as ``(id, title, None, brand, category, price, None)`` (the columns of a full product
+    row, without description and availability), ``page`` rows at a time, in no particular order.
+
+    A serving worker reads the whole catalogue at start: one hand-written query, streamed by a server-side
+    cursor on PostgreSQL. Through the ORM the descriptions (the longest column, not shown in answers) were
+    read too and every row went through the field converters: 0.7 s of a worker's start at 100,000 products.
+    """
+    meta, quote = Product._meta, connection.ops.quote_name
+    columns = [quote(meta.get_field(name).column) for name in ("id", "title", "brand", "category", "price")]
+    sql = (f"SELECT {columns[0]}, {columns[1]}, NULL, {columns[2]}, {columns[3]}, {columns[4]}, NULL "
+           f"FROM {quote(meta.db_table)}")
+    with connection.chunked_cursor() as cursor:  # as QuerySet.iterator reads (held open in autocommit)
+        cursor.execute(sql)
+        while rows := cursor.fetchmany(page):
+            yield [tuple(row) for row in rows]
+
+
 # Unix seconds computed by the database: the serving hot path then builds no datetime objects.
 _EPOCH_SQL = {
     "sqlite": "CAST(strftime('%%s', {column}) AS INTEGER)",

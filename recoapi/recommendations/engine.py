@@ -276,26 +276,20 @@ def _with_rows(products: ProductTable, recommender: Recommender, rows: list[tupl
 def _product_table(recommender: Recommender, page: int = 10_000) -> tuple[ProductTable, list[tuple]]:
     """The database's products as a table aligned with the model, read a page at a time, and the rows of
     the products the model was not trained on (kept whole: they are few, and get vectors from their text)."""
-    new: list[tuple] = []
+    new: list[str] = []
 
     def chunks() -> Iterator[tuple[np.ndarray, list[tuple]]]:
-        rows: list[tuple] = []
-        for row in Product.objects.values_list(*PRODUCT_COLUMNS).order_by().iterator(chunk_size=page):
-            rows.append(row)
-            if len(rows) == page:
-                yield from split(rows)
-                rows = []
-        yield from split(rows)
-
-    def split(rows: list[tuple]) -> Iterator[tuple[np.ndarray, list[tuple]]]:
-        positions = recommender.item_lookup([str(row[0]) for row in rows])
-        new.extend(row for row, p in zip(rows, positions, strict=True) if p < 0)
-        known = positions >= 0
-        yield positions[known], [row for row, k in zip(rows, known, strict=True) if k]
+        for rows in catalog_selectors.product_pages(page=page):
+            positions = recommender.item_lookup([str(row[0]) for row in rows])
+            new.extend(str(row[0]) for row, p in zip(rows, positions, strict=True) if p < 0)
+            known = positions >= 0
+            yield positions[known], [row for row, k in zip(rows, known, strict=True) if k]
 
     table = ProductTable.from_rows(recommender.n_items, chunks())
     pa.default_memory_pool().release_unused()  # the pages' buffers, freed, back to the system
-    return table, new
+    rows = [row for start in range(0, len(new), 500)  # the new products' whole rows: their text is encoded
+            for row in Product.objects.filter(id__in=new[start:start + 500]).order_by().values_list(*PRODUCT_COLUMNS)]
+    return table, rows
 
 
 def _prewarm(engine: Engine) -> None:

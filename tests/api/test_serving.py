@@ -12,6 +12,7 @@ from django.core.management.base import CommandError
 from rest_framework.test import APIClient
 
 from modeling import datasets as ds
+from recoapi.catalog import selectors as catalog_selectors
 from recoapi.catalog.models import Interaction, Product
 from recoapi.recommendations.engine import registry
 from tests.api.test_endpoints import a_known_user, assert_error, without_ids
@@ -285,6 +286,17 @@ def test_product_added_after_training_is_served_without_retraining(service: Pipe
     assert template.id in {i["item_id"] for i in similar.json()["items"]}
     entry = recommend(client, users=a_known_user(service), k=5, category="brand new")
     assert [i["item_id"] for i in next(iter(entry.values()))["items"]] == ["NEW-1"]
+
+
+def test_a_worker_reads_the_catalogue_in_pages_without_descriptions(service: Pipeline) -> None:
+    Product.objects.create(id="PAGES-1", title="No price", description="long text " * 50, price=None)
+    expected = {row[0]: row for row in Product.objects.values_list("id", "title", "brand", "category", "price")}
+    pages = list(catalog_selectors.product_pages(page=7))
+    assert all(len(page) <= 7 for page in pages) and len(pages) == -(-len(expected) // 7)
+    rows = [row for page in pages for row in page]
+    assert len(rows) == len({row[0] for row in rows}) == len(expected)
+    for row in rows:  # the columns of a product row, description and availability left out
+        assert (row[0], row[1], row[3], row[4], row[5]) == expected[row[0]] and row[2] is None and row[6] is None
 
 
 # --------------------------------------------------------------------------- products over the API
