@@ -52,6 +52,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
+import re  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
@@ -414,16 +415,44 @@ _WORDS = ["coffee", "mug", "leash", "tent", "lipstick", "grinder", "espresso", "
           "enamel", "camping", "shampoo", "gift", "card", "toy", "puzzle", "book", "lamp"]
 
 
-def run_wrk(base: str, paths: list[str], connections: int, seconds: int, script_dir: Path) -> dict:
+_LOG_PID = re.compile(r"^\S+ \S+ \[(\d+)\] ")
+
+
+def worker_shares(log: Path, offset: int) -> list[float]:
+    """Each worker's share of the requests logged in ``log`` after byte ``offset`` (largest first).
+
+    wrk keeps its connections open, and gunicorn hands a connection to whichever worker accepts it first:
+    at 2 connections both can land on one worker, which then answers everything on one core while the
+    other idles (about half the throughput). The shares tell such a run from a balanced one."""
+    if not log.is_file():
+        return []
+    with log.open("rb") as handle:
+        handle.seek(offset if log.stat().st_size >= offset else 0)  # rotated meanwhile: the new file
+        counts: dict[str, int] = {}
+        for line in handle.read().decode("utf-8", "replace").splitlines():
+            match = _LOG_PID.match(line)
+            if match:
+                counts[match.group(1)] = counts.get(match.group(1), 0) + 1
+    total = sum(counts.values()) or 1
+    return sorted((round(n / total, 3) for n in counts.values()), reverse=True)
+
+
+def run_wrk(base: str, paths: list[str], connections: int, seconds: int, script_dir: Path,
+            log: Path | None = None) -> dict:
+    """wrk's figures for ``paths`` in turn; with the service's request ``log``, each worker's share of them."""
     script = script_dir / "paths.lua"
     script.write_text(_LUA % ", ".join(json.dumps(p) for p in paths))
+    offset = log.stat().st_size if log is not None and log.is_file() else 0
     out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script),
                           base], capture_output=True, text=True, check=True).stdout
     result = json.loads(out.split("RESULT ", 1)[1].splitlines()[0])
-    return {"connections": connections, "requests": result["requests"],
-            "rps": result["requests"] / (result["duration_us"] / 1e6),
-            "p50_ms": result["p50_us"] / 1000, "p95_ms": result["p95_us"] / 1000, "p99_ms": result["p99_us"] / 1000,
-            "errors": result["errors"] + result["non2xx"]}
+    run = {"connections": connections, "requests": result["requests"],
+           "rps": result["requests"] / (result["duration_us"] / 1e6),
+           "p50_ms": result["p50_us"] / 1000, "p95_ms": result["p95_us"] / 1000, "p99_ms": result["p99_us"] / 1000,
+           "errors": result["errors"] + result["non2xx"]}
+    if log is not None:
+        run["worker_shares"] = worker_shares(log, offset)
+    return run
 
 
 def worker_memory(master_pid: int) -> list[dict]:
@@ -711,7 +740,8 @@ def main() -> None:
             run_wrk(base, paths, 2, 3, work)
         time.sleep(5)
         scenarios = {name: paths for name, paths in scenarios.items() if args.only in name}
-        http = {name: [settled(run_wrk(base, paths, c, args.seconds, work)) for c in (2, 8)]
+        request_log = work / "logs" / "requests.log"
+        http = {name: [settled(run_wrk(base, paths, c, args.seconds, work, request_log)) for c in (2, 8)]
                 for name, paths in scenarios.items()}
         memory = worker_memory(server.pid)
     finally:
@@ -731,11 +761,13 @@ def main() -> None:
     print(f"\n{info['sizes']['items']:,} products, {info['sizes']['users']:,} shoppers, "
           f"{os.cpu_count()} CPUs, gunicorn {args.workers} workers x {args.threads} threads, wrk on loopback\n")
     print(f"start to first answer: {first_answer_s:.1f} s")
-    print(f"{'scenario':<28}{'conns':>6}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    print(f"{'scenario':<28}{'conns':>6}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}"
+          "  workers' shares")
     for name, runs in http.items():
         for run in runs:
+            shares = "/".join(f"{share:.2f}" for share in run.get("worker_shares", []))
             print(f"{name:<28}{run['connections']:>6}{run['rps']:>9.0f}{run['p50_ms']:>9.1f}{run['p95_ms']:>9.1f}"
-                  f"{run['p99_ms']:>9.1f}{run['errors']:>8}")
+                  f"{run['p99_ms']:>9.1f}{run['errors']:>8}  {shares}")
     _print_engine(engine)
     for row in memory:
         print(f"worker {row['pid']}: RSS {row['rss_mib']} MiB (anonymous {row['rss_anon_mib']}, file-backed "
