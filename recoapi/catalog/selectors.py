@@ -69,7 +69,8 @@ def product_pages(*, page: int = 10_000) -> Iterator[list[tuple]]:
 
     A serving worker reads the whole catalogue at start: one hand-written query, streamed by a server-side
     cursor on PostgreSQL. Through the ORM the descriptions (the longest column, not shown in answers) were
-    read too and every row went through the field converters: 0.7 s of a worker's start at 100,000 products.
+    read too and every row went through the field converters: the product table took 0.65 to 0.75 s of a
+    worker's start at 100,000 products that way, 0.47 s this way.
     """
     meta, quote = Product._meta, connection.ops.quote_name
     columns = [quote(meta.get_field(name).column) for name in ("id", "title", "brand", "category", "price")]

@@ -127,8 +127,8 @@ class ProductTable:
 
     def infos(self, positions: Sequence[int] | np.ndarray) -> list[ItemInfo]:
         """The metadata of the products at ``positions``, in order: :meth:`info` for many at once (a column
-        read per field instead of pandas' scalar access per product and field, which cost about 30 µs a
-        product: a third of a 100-shopper answer's time at 1,000 products shown)."""
+        read per field instead of pandas' scalar access per product and field, which cost about 9 µs a
+        product: 8.6 ms against 2.3 ms for the 1,000 products of a 100-shopper answer)."""
         at = np.asarray(positions, dtype=np.int64)
         if len(at) == 0:
             return []
