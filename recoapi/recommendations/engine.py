@@ -46,6 +46,7 @@ from modeling.recommender import Recommender
 from recoapi import metrics
 from recoapi.catalog import selectors as catalog_selectors
 from recoapi.catalog.models import Product
+from recoapi.catalog.services import ID_BATCH_SIZE
 from recoapi.recommendations import model_store
 from recoapi.recommendations.product_table import ItemInfo, ProductTable
 
@@ -287,8 +288,9 @@ def _product_table(recommender: Recommender, page: int = 10_000) -> tuple[Produc
 
     table = ProductTable.from_rows(recommender.n_items, chunks())
     pa.default_memory_pool().release_unused()  # the pages' buffers, freed, back to the system
-    rows = [row for start in range(0, len(new), 500)  # the new products' whole rows: their text is encoded
-            for row in Product.objects.filter(id__in=new[start:start + 500]).order_by().values_list(*PRODUCT_COLUMNS)]
+    rows = [row for start in range(0, len(new), ID_BATCH_SIZE)  # the new products' whole rows: their text is encoded
+            for row in Product.objects.filter(id__in=new[start:start + ID_BATCH_SIZE]).order_by()
+            .values_list(*PRODUCT_COLUMNS)]
     return table, rows
 
 

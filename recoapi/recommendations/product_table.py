@@ -132,17 +132,18 @@ class ProductTable:
         at = np.asarray(positions, dtype=np.int64)
         if len(at) == 0:
             return []
-        titles = pa.array(self.title).take(pa.array(at)).to_pylist()  # Arrow's take: no Python object per row
+        titles = self.titles(at)
         brands = _values(self.brand, at)
         categories = _values(self.category, at)
         prices = self.price[at]
-        return [ItemInfo(title or "", brand, category, None if price != price else price)  # NaN: no price
+        return [ItemInfo(title, brand, category, None if price != price else price)  # NaN: no price
                 for title, brand, category, price in zip(titles, brands.tolist(), categories.tolist(),
                                                          prices.tolist(), strict=True)]
 
-    def titles(self, positions: Sequence[int]) -> list[str]:
-        """Titles of the products at ``positions``."""
-        return [str(t) for t in self.title[np.asarray(positions, dtype=np.int64)]]
+    def titles(self, positions: Sequence[int] | np.ndarray) -> list[str]:
+        """Titles of the products at ``positions`` (Arrow's take: no pandas scalar per product)."""
+        taken = pa.array(self.title).take(pa.array(np.asarray(positions, dtype=np.int64)))
+        return [title or "" for title in taken.to_pylist()]
 
     def category_mask(self, prefix: str) -> np.ndarray:
         """(n,) bool: known products whose category path, lower-cased, starts with ``prefix`` (lower-case)."""
