@@ -47,8 +47,9 @@ serve: migrate
 # of tests/serving choose their databases themselves (SQLite and a scratch PostgreSQL database) in the run above.
 POSTGRES_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
-# Most tests run TEST_WORKERS at a time (pytest-xdist: each worker its own test database and tiny pipeline; a
-# worker that runs out of tests takes some of those queued for another, as their lengths differ a lot);
+# Most tests run TEST_WORKERS at a time (pytest-xdist: each worker its own test database and its own copy of
+# the tiny pipeline, built once under .test-cache; a worker that runs out of tests takes some of those queued
+# for another, as their lengths differ a lot); each phase lists its 15 slowest tests;
 # those of tests/serving (marked `live`: gunicorn processes, some bounding how soon they react) run one at a
 # time afterwards, so no other test competes with them for the CPU.
 TEST_WORKERS ?= 2
@@ -57,15 +58,15 @@ test: install
 	$(VENV)/bin/ruff check modeling recoapi tests benchmarks tools manage.py
 	@$(MAKE) --no-print-directory check-lock
 	@echo "==> Tests, $(TEST_WORKERS) at a time: models, the API in process, reports, commands, the long ones included"
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not live"
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not live" --durations=15
 	@echo "==> Live services one at a time: load with reloads, killed processes, database outage, several workers"
-	$(PY) -m pytest -m live
+	$(PY) -m pytest -m live --durations=15
 	@$(MAKE) --no-print-directory test-postgres
 
 test-postgres: install
 	@if $(PY) -c "import psycopg; psycopg.connect('$(POSTGRES_TEST_URL)', connect_timeout=3).close()" 2>/dev/null; then \
 		echo "==> Database tests on PostgreSQL ($(POSTGRES_TEST_URL))"; \
-		DATABASE_URL=$(POSTGRES_TEST_URL) $(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal -m "database and not slow and not live"; \
+		DATABASE_URL=$(POSTGRES_TEST_URL) $(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal -m "database and not slow and not live" --durations=15; \
 	else \
 		echo "==> PostgreSQL is not reachable at $(POSTGRES_TEST_URL): the PostgreSQL test run is SKIPPED"; \
 	fi
