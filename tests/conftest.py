@@ -11,6 +11,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -180,13 +181,15 @@ def models_copy(pipeline: Pipeline, tmp_path: Path) -> Path:
     return target
 
 
-@pytest.fixture(autouse=True)
-def _text_export_from_the_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(scope="session", autouse=True)
+def _text_export_from_the_pipeline() -> Iterator[None]:
     """Publishing into a new models/ folder exports MiniLM to ONNX (about 20 s); in the tests that publish
     in-process (the commands end to end, the freshness test, a second bundle) the export the tiny pipeline
     made with the same code is copied instead, its large weights linked (see :func:`copy_models`). The
     export itself is tested where the pipeline is built and in tests/modeling/test_exported_text.py, which
-    calls it directly; processes started by tests (gunicorn, commands in a subprocess) still export."""
+    imported it by name before this patch; processes started by tests (gunicorn, commands in a subprocess)
+    still export. Session-wide, so fixtures of a wider scope than a test's (a module's second bundle) are
+    covered too."""
     from modeling import exported_text
 
     original = exported_text.export_text_encoder
@@ -204,7 +207,9 @@ def _text_export_from_the_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
         os.replace(staging, directory)
         return json.loads((directory / exported_text.SETTINGS_FILE).read_text(encoding="utf-8"))
 
-    monkeypatch.setattr(exported_text, "export_text_encoder", from_the_pipeline)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(exported_text, "export_text_encoder", from_the_pipeline)
+        yield
 
 
 def shared_dataset(name: str) -> Path:
