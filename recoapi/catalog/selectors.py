@@ -63,6 +63,33 @@ def product_latest_update() -> datetime | None:
     return value
 
 
+ID_BATCH_SIZE = 500  # ids per "... WHERE id IN (...)", well below every database's parameter limit
+PRODUCT_COLUMNS: tuple[str, ...] = ("id", "title", "description", "brand", "category", "price", "available")
+"""The columns of a whole product row, in the order :func:`product_rows` and :func:`product_rows_changed`
+give them."""
+
+
+def product_rows(*, ids: list[str]) -> list[tuple]:
+    """The whole rows (:data:`PRODUCT_COLUMNS`) of the products ``ids`` names, in no particular order;
+    ids not in the catalogue are left out. Read ``ID_BATCH_SIZE`` ids per query."""
+    return [row for start in range(0, len(ids), ID_BATCH_SIZE)
+            for row in Product.objects.filter(id__in=ids[start:start + ID_BATCH_SIZE]).order_by()
+            .values_list(*PRODUCT_COLUMNS)]
+
+
+def product_rows_changed(*, since: datetime | None) -> list[tuple]:
+    """The whole rows (:data:`PRODUCT_COLUMNS`) of the products updated after ``since`` (every product
+    when it is None), sorted by id.
+
+    Unordered in SQL, so the database searches the ``updated_at`` index: the model's default ordering (by
+    id) made SQLite walk the whole table in id order (116 ms at 400,000 products, in every worker).
+    """
+    query = Product.objects.order_by()
+    if since is not None:
+        query = query.filter(updated_at__gt=since)
+    return sorted(query.values_list(*PRODUCT_COLUMNS), key=lambda row: row[0])
+
+
 def product_pages(*, page: int = 10_000) -> Iterator[list[tuple]]:
     """Every product as ``(id, title, None, brand, category, price, None)`` (the columns of a full product
     row, without description and availability), ``page`` rows at a time, in no particular order.

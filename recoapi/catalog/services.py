@@ -17,12 +17,12 @@ from modeling import datasets as ds
 from modeling.errors import DataValidationError
 from modeling.sources import load_source
 from recoapi.catalog.models import Interaction, Product, Shopper
+from recoapi.catalog.selectors import ID_BATCH_SIZE
 from recoapi.exceptions import ApplicationError, Conflict, NotFound
 
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 5000
-ID_BATCH_SIZE = 500  # ids per "... WHERE id IN (...)", well below every database's parameter limit
 # An import that shares fewer products than this share of the smaller of the two catalogues (the one in the
 # database and the new one) is another shop's data: it is refused unless the caller says whether to replace
 # the catalogue or merge into it. A shop whose catalogue grew or shrank shares (almost) all of the smaller one.

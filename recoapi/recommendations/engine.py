@@ -31,7 +31,6 @@ import pandas as pd
 import pyarrow as pa
 from django.conf import settings
 from django.db import DatabaseError, connections
-from django.db.models import Max
 from django.utils import timezone
 
 from modeling import artifacts
@@ -45,8 +44,6 @@ from modeling.index import IvfIndex
 from modeling.recommender import Recommender
 from recoapi import metrics
 from recoapi.catalog import selectors as catalog_selectors
-from recoapi.catalog.models import Product
-from recoapi.catalog.services import ID_BATCH_SIZE
 from recoapi.recommendations import model_store
 from recoapi.recommendations.product_table import ItemInfo, ProductTable
 
@@ -55,7 +52,6 @@ logger = logging.getLogger(__name__)
 
 CATALOGUE_MARGIN = timedelta(seconds=10)
 """How far before its stamp an engine re-reads changed products (commits may land out of timestamp order)."""
-PRODUCT_COLUMNS: tuple[str, ...] = ("id", "title", "description", "brand", "category", "price", "available")
 
 
 @dataclass
@@ -191,12 +187,8 @@ class Engine:
                  and self.catalogue_stamp is not None and timezone.now() - self.catalogue_stamp < CATALOGUE_MARGIN)
         if latest is None or (self.catalogue_stamp is not None and latest <= self.catalogue_stamp and not stale):
             return self
-        # Unordered, so the database searches the updated_at index: the model's default ordering (by id) made
-        # SQLite walk the whole table in id order (116 ms at 400,000 products, in every worker). Sorted here.
-        query = Product.objects.order_by()
-        if self.catalogue_stamp is not None:
-            query = query.filter(updated_at__gt=self.catalogue_stamp - CATALOGUE_MARGIN)
-        rows = sorted(query.values_list(*PRODUCT_COLUMNS), key=lambda row: row[0])
+        since = self.catalogue_stamp - CATALOGUE_MARGIN if self.catalogue_stamp is not None else None
+        rows = catalog_selectors.product_rows_changed(since=since)
         return self.with_products(rows, max(latest, self.catalogue_stamp or latest))
 
 
@@ -223,8 +215,8 @@ def text_encoder(bundle: Bundle | None = None) -> TextEncoder | OnnxTextEncoder:
 
 
 def _add_new_products(recommender: Recommender, rows: list[tuple]) -> bool:
-    """Give the products of ``rows`` (:data:`PRODUCT_COLUMNS`) vectors from their text, in place, when
-    RECO_ENCODE_NEW_PRODUCTS is on; returns whether any were added."""
+    """Give the products of ``rows`` (:data:`recoapi.catalog.selectors.PRODUCT_COLUMNS`) vectors from their
+    text, in place, when RECO_ENCODE_NEW_PRODUCTS is on; returns whether any were added."""
     if not rows or not settings.RECO_ENCODE_NEW_PRODUCTS:
         return False
     frame = pd.DataFrame([row[:6] for row in rows], columns=list(ds.ITEM_COLUMNS))
@@ -252,7 +244,7 @@ def build_engine(bundle_path: Path) -> Engine:
         ArtifactError: when the bundle is missing or broken.
     """
     stamp = data_stamp()
-    catalogue = Product.objects.aggregate(latest=Max("updated_at"))["latest"]  # before the rows: nothing is missed
+    catalogue = catalog_selectors.product_latest_update()  # before the rows: nothing is missed
     bundle = artifacts.load_bundle(bundle_path)
     recommender = Recommender(bundle, ann_min_items=settings.RECO_ANN_MIN_ITEMS or None,
                               ann_nprobe=settings.RECO_ANN_NPROBE or None)
@@ -288,10 +280,7 @@ def _product_table(recommender: Recommender, page: int = 10_000) -> tuple[Produc
 
     table = ProductTable.from_rows(recommender.n_items, chunks())
     pa.default_memory_pool().release_unused()  # the pages' buffers, freed, back to the system
-    rows = [row for start in range(0, len(new), ID_BATCH_SIZE)  # the new products' whole rows: their text is encoded
-            for row in Product.objects.filter(id__in=new[start:start + ID_BATCH_SIZE]).order_by()
-            .values_list(*PRODUCT_COLUMNS)]
-    return table, rows
+    return table, catalog_selectors.product_rows(ids=new)  # the new products' whole rows: their text is encoded
 
 
 def _prewarm(engine: Engine) -> None:

@@ -146,3 +146,23 @@ def test_the_hand_written_reads_answer_as_the_orm() -> None:
     Shopper.objects.create(id="b,c")
     assert selectors.shopper_existing_ids(ids=["a", "b,c", "zz", "a"]) == {"a", "b,c"}
     assert selectors.shopper_existing_ids(ids=[]) == set()
+
+
+@pytest.mark.django_db
+def test_whole_product_rows_are_read_in_batches_and_since_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import UTC, datetime
+
+    from recoapi.catalog import selectors
+    from recoapi.catalog.models import Product
+
+    Product.objects.bulk_create([Product(id=f"p{i:02d}", title=f"t{i}", price=i) for i in range(12)])
+    Product.objects.filter(id__in=["p03", "p07"]).update(updated_at=datetime(2031, 1, 1, tzinfo=UTC))
+    monkeypatch.setattr(selectors, "ID_BATCH_SIZE", 5)  # 3 queries for 11 ids
+    wanted = [f"p{i:02d}" for i in range(0, 12, 2)] + ["absent"] + [f"p{i:02d}" for i in range(1, 12, 2)]
+    rows = selectors.product_rows(ids=wanted)
+    assert sorted(row[0] for row in rows) == [f"p{i:02d}" for i in range(12)]
+    assert {row[0]: row[1:] for row in rows}["p05"] == ("t5", "", "", "", 5.0, True)
+    assert selectors.product_rows(ids=[]) == []
+    changed = selectors.product_rows_changed(since=datetime(2030, 12, 31, tzinfo=UTC))
+    assert [row[0] for row in changed] == ["p03", "p07"]
+    assert [row[0] for row in selectors.product_rows_changed(since=None)] == [f"p{i:02d}" for i in range(12)]
