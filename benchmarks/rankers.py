@@ -160,7 +160,7 @@ def cross_validate(candidates: np.ndarray, features: np.ndarray, targets: np.nda
         trials[f"feature:{name}"], seconds[f"feature:{name}"] = _ndcg_at_10(ranked, targets), 0.0
     for trial, grid in {"blend": _blend_grid(), "transitions+item_item": _sequential_grid()}.items():
         started = time.perf_counter()
-        trials[trial], _ = _cross_validated_weights(candidates, features, targets, grid, fold_of, folds, selection)
+        trials[trial], _, _ = _cross_validated_weights(candidates, features, targets, grid, fold_of, folds, selection)
         seconds[trial] = time.perf_counter() - started
 
     has_positive = ((candidates == targets[:, None]) & (candidates >= 0)).any(axis=1)

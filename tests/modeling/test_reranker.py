@@ -14,6 +14,7 @@ from modeling.features import ItemAttributes
 from modeling.index import ExactIndex
 from modeling.reranker import (
     FEATURES,
+    PRIOR_SCALE,
     REFERENCE_TRIALS,
     ItemTables,
     Ranker,
@@ -181,6 +182,47 @@ def test_a_learned_ranker_is_chosen_when_features_must_be_combined() -> None:
     top, _ = ranker.order(fresh_c, fresh_f, 10)
     single, _ = Ranker("feature", "item_item").order(fresh_c, fresh_f, 10)
     assert (top[:, 0] == fresh_t).mean() >= (single[:, 0] == fresh_t).mean() + 0.15  # first place on new lists
+
+
+def _nearly_blended_lists(m: int, width: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """m lists whose held-out item is the best by item-item plus transitions (what the blend finds), plus a
+    bonus for a category match above 1 (what it cannot)."""
+    rng = np.random.default_rng(seed)
+    candidates = np.tile(np.arange(width), (m, 1))
+    features = rng.normal(size=(m, width, len(FEATURES))).astype(np.float32)
+    a, b, c = (FEATURES.index(name) for name in ("item_item", "transition_last", "category_match"))
+    features[:, :, b] = np.abs(features[:, :, b])
+    utility = (features[:, :, a] / np.abs(features[:, :, a]).max(axis=1, keepdims=True)
+               + features[:, :, b] / features[:, :, b].max(axis=1, keepdims=True) + 0.6 * (features[:, :, c] > 1.0))
+    targets = np.argmax(utility + rng.normal(scale=0.05, size=utility.shape), axis=1)
+    return candidates, features, targets
+
+
+def test_lambdamart_boosted_from_the_blend_wins_on_few_lists_where_the_blend_is_nearly_right(tmp_path: Path) -> None:
+    """150 shoppers: LambdaMART from nothing learns the blend's sum and the bonus less well than boosting from
+    the blend learns the bonus alone."""
+    candidates, features, targets = _nearly_blended_lists(150, 30, seed=5)
+    ranker, report = fit_ranker(candidates, features, targets, config=StageConfig(seed=3))
+    trials = report["cross_validation"]
+    plain = max(v for name, v in trials.items() if name.startswith("lightgbm:"))
+    assert report["choice"].startswith("lightgbm+prior:"), trials
+    assert trials[report["choice"]] >= plain + 0.02, trials
+    assert ranker.kind == "lightgbm" and ranker.prior_scale == PRIOR_SCALE and sum(ranker.weights) > 0
+    assert report["prior"]["blend"] in ("blend", "transitions+item_item")
+    fresh_c, fresh_f, fresh_t = _nearly_blended_lists(300, 30, seed=11)
+    top, _ = ranker.order(fresh_c, fresh_f, 10)
+    blend, _ = Ranker("blend", weights=ranker.weights).order(fresh_c, fresh_f, 10)
+    assert (top[:, 0] == fresh_t).mean() >= (blend[:, 0] == fresh_t).mean() + 0.1  # first place on new lists
+    # The score is the prior plus the trees', and the stage keeps both through its directory.
+    expected = PRIOR_SCALE * Ranker("blend", weights=ranker.weights).blend(fresh_c, fresh_f) + np.asarray(
+        ranker.booster.predict(fresh_f.reshape(-1, len(FEATURES)))).reshape(fresh_c.shape)
+    assert np.array_equal(top, np.argsort(-expected, axis=1, kind="stable")[:, :10])
+    stage = RankingStage(_sources(), ranker, StageConfig(seed=3), report)
+    stage.save(tmp_path / "stage", ItemAttributes(np.array(["a"] * N_ITEMS), np.array([""] * N_ITEMS),
+                                                  np.full(N_ITEMS, -1.0, dtype=np.float32)))
+    loaded = RankingStage.load(tmp_path / "stage").ranker
+    assert loaded.prior_scale == PRIOR_SCALE and loaded.weights == ranker.weights
+    assert np.array_equal(loaded.order(fresh_c, fresh_f, 10)[0], top)
 
 
 def test_a_single_feature_breaks_its_ties_by_popularity() -> None:
