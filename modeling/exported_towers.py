@@ -125,10 +125,19 @@ class _Lookup:
     def __init__(self, vocabulary: np.ndarray) -> None:
         self.vocabulary = np.asarray(vocabulary)
         self.index = pd.Index(self.vocabulary.astype(object))
+        self._pads_absent = "" not in self.index  # then "" (a window's pad) is known to be out of vocabulary
 
     def __call__(self, terms: np.ndarray) -> np.ndarray:
+        """Indices of (...) ``terms``, same shape. A window of 50 with a 5-product history is 45 pads: they
+        are not looked up one by one (a failed hash lookup raises and catches an exception each)."""
         terms = np.asarray(terms)
-        return (lookup_positions(self.index, terms.reshape(-1)) + 1).reshape(terms.shape)
+        flat = terms.reshape(-1)
+        if not self._pads_absent:
+            return (lookup_positions(self.index, flat) + 1).reshape(terms.shape)
+        out = np.zeros(len(flat), dtype=np.int64)
+        present = flat != ""
+        out[present] = lookup_positions(self.index, flat[present]) + 1
+        return out.reshape(terms.shape)
 
 
 def _relu_mlp(x: np.ndarray, w: dict[str, np.ndarray]) -> np.ndarray:

@@ -166,3 +166,13 @@ def test_ranking_stage_matrices_are_shared_memory_maps_also_after_new_products(p
     assert np.shares_memory(grown.item_item.data, sources.item_item.data)
     assert (grown.item_item[: sources.n_items, : sources.n_items] != sources.item_item).nnz == 0
     assert grown.item_item[sources.n_items:].nnz == 0
+
+
+def test_a_lookup_maps_pads_and_unknown_terms_to_the_oov_bucket_as_string_lookup_does() -> None:
+    from modeling.exported_towers import _Lookup
+
+    terms = np.array([["b", "", "zz", ""], ["", "", "", "a"]])
+    assert _Lookup(np.array(["a", "b", "c"]))(terms).tolist() == [[2, 0, 0, 0], [0, 0, 0, 1]]
+    # A vocabulary that holds "" itself: pads are then that term, as in the TensorFlow tower.
+    assert _Lookup(np.array(["a", "", "b"]))(terms).tolist() == [[3, 2, 0, 2], [2, 2, 2, 1]]
+    assert _Lookup(np.array(["a"]))(np.zeros((2, 0), dtype=str)).shape == (2, 0)
