@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from modeling.atomic import atomic_write
 from modeling.errors import ArtifactError
 from modeling.exported_text import EXPORT_FORMAT as TEXT_EXPORT_FORMAT
 from modeling.exported_text import GRAPH_FILE as TEXT_GRAPH_FILE
@@ -383,8 +384,6 @@ def set_active(models_dir: Path | str, version: str) -> None:
     models = Path(models_dir)
     if not is_version_name(version) or not (models / version / MANIFEST_FILE).is_file():
         raise ArtifactError(f"no model version {version!r} in {models}")
-    fd, tmp = tempfile.mkstemp(dir=models, prefix=".ACTIVE.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+    with atomic_write(models / ACTIVE_FILE) as handle:
         handle.write(version + "\n")
-    os.replace(tmp, models / ACTIVE_FILE)
     logger.info("active model version is now %s", version)

@@ -17,9 +17,7 @@ import hashlib
 import html
 import json
 import logging
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from modeling.atomic import atomic_file, atomic_write
 from modeling.errors import DataValidationError
 
 logger = logging.getLogger(__name__)
@@ -339,14 +338,8 @@ class InteractionFilters:
 
 
 def _atomic_write_json(path: Path, payload: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True)
 
 
 def write_snapshot(data: CanonicalData, directory: Path | str, *, source: str) -> Path:
@@ -362,15 +355,8 @@ def write_snapshot(data: CanonicalData, directory: Path | str, *, source: str) -
     directory.mkdir(parents=True, exist_ok=True)
     for name, filename in SNAPSHOT_FILES.items():
         frame: pd.DataFrame = getattr(data, name)
-        target = directory / filename
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{filename}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_file(directory / filename) as tmp:
             frame.to_parquet(tmp, index=False)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
     _atomic_write_json(
         directory / SNAPSHOT_MANIFEST,
         {"source": source, "fingerprint": data.fingerprint, "counts": data.counts(), "report": data.report},

@@ -25,13 +25,14 @@ import gzip
 import json
 import logging
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from modeling.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -325,11 +326,5 @@ def _cdf(weights: np.ndarray) -> np.ndarray:
 
 def _write_gzip_lines(path: Path, lines: list[str]) -> None:
     """Write ``lines`` as gzipped JSON lines via a temporary file and a rename (mtime 0: reproducible)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as handle:
-            handle.write(("\n".join(lines) + "\n").encode("utf-8"))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as handle:
+        handle.write(("\n".join(lines) + "\n").encode("utf-8"))

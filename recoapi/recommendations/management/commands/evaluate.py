@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,6 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from modeling.atomic import atomic_write
 from modeling.cold_start import cold_items, cold_users, format_cold_table
 from modeling.embeddings import build_embeddings, load_embeddings
 from modeling.errors import ModelingError
@@ -121,8 +120,6 @@ class Command(BaseCommand):
         if options["output"]:
             target = Path(options["output"])
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            with atomic_write(target) as handle:
                 json.dump(result, handle, indent=2)
-            os.replace(tmp, target)
             self.stdout.write(self.style.SUCCESS(f"Results written to {target}"))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +10,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm.auto import tqdm
 
+from modeling.atomic import atomic_write
 from recoapi.exceptions import ApplicationError
 from recoapi.recommendations.services import model_load, recommendation_batch
 
@@ -73,11 +72,10 @@ class Command(BaseCommand):
         if options["verbosity"] >= 2:
             self.stdout.write(f"Model {version} loaded; {total} shopper ids to answer.")
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         users = rows_written = 0
         versions: set[str] = set()
         try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle, tqdm(
+            with atomic_write(target, newline="") as handle, tqdm(
                 total=total, unit="shopper", desc="recommend", disable=options["verbosity"] == 0
             ) as bar:
                 writer = csv.writer(handle)
@@ -95,12 +93,7 @@ class Command(BaseCommand):
                     users += len(ids)
                     rows_written += len(rows)
                     bar.update(len(ids))
-            os.replace(tmp, target)
         except ApplicationError as exc:
-            Path(tmp).unlink(missing_ok=True)
             raise CommandError(exc.message) from exc
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         self.stdout.write(self.style.SUCCESS(
             f"Wrote {rows_written} rows for {users} shoppers to {target} (model {', '.join(sorted(versions))})."))
