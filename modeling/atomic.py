@@ -36,6 +36,12 @@ def default_file_mode() -> int:
     return 0o666 & ~_umask()
 
 
+def default_dir_mode() -> int:
+    """The permission bits ``mkdir()`` gives a new directory in this process (0777 less the umask); for a
+    directory made by ``tempfile.mkdtemp`` (0700) before it is renamed into place."""
+    return 0o777 & ~_umask()
+
+
 @contextmanager
 def atomic_write(path: Path | str, mode: str = "w", *, encoding: str | None = "utf-8",
                  newline: str | None = None) -> Iterator[IO[Any]]:

@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from modeling import datasets as ds
+from modeling.atomic import default_dir_mode
 from modeling.errors import ArtifactError
 
 logger = logging.getLogger(__name__)
@@ -306,6 +307,7 @@ def build_embeddings(
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp"))
     try:
+        os.chmod(tmp, default_dir_mode())  # mkdtemp's is private: retraining may run as another user
         pq.write_table(_vectors_table(ds.ITEM_ID, item_ids, item_vectors), tmp / ITEM_TEXT_FILE)
         pq.write_table(_vectors_table("text", distinct_texts, distinct_vectors), tmp / REVIEW_TEXT_FILE)
         pq.write_table(_vectors_table(ds.USER_ID, user_ids, user_vectors), tmp / USER_TEXT_FILE)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from modeling.atomic import atomic_file, atomic_write, default_file_mode
+from modeling.atomic import atomic_file, atomic_write, default_dir_mode, default_file_mode
 
 
 def _mode(path: Path) -> int:
@@ -35,6 +35,9 @@ def test_a_written_file_has_the_mode_open_would_give_it(tmp_path: Path, umask, m
     umask(mask)
     (tmp_path / "plain").write_text("x")
     assert default_file_mode() == _mode(tmp_path / "plain") == 0o666 & ~mask
+    (tmp_path / "folder").mkdir()
+    assert default_dir_mode() == _mode(tmp_path / "folder") == 0o777 & ~mask
+    (tmp_path / "folder").rmdir()
     with atomic_write(tmp_path / "text.json") as handle:
         handle.write("{}")
     with atomic_write(tmp_path / "bytes.bin", "wb") as handle:

@@ -66,3 +66,6 @@ def test_a_rebuild_encodes_only_new_or_changed_texts(pipeline: Pipeline, tmp_pat
     fresh = build_embeddings(changed, tmp_path / "fresh", progress=False)  # no earlier build: everything encoded
     assert fresh["encoded"]["items"] == len(items)
     assert np.allclose(load_embeddings(tmp_path / "fresh").item_text[0], after.item_text[0], atol=1e-5)
+    from modeling.atomic import default_dir_mode
+
+    assert (tmp_path / "fresh").stat().st_mode & 0o777 == default_dir_mode()  # not mkdtemp's private 0700
