@@ -43,10 +43,26 @@ def default_dir_mode() -> int:
 
 
 @contextmanager
+def atomic_file(path: Path | str) -> Iterator[Path]:
+    """A temporary path beside ``path`` for a writer that needs a file name (``DataFrame.to_parquet``); renamed
+    over ``path`` (mode as ``open()`` gives) when the block ends without an error, removed otherwise."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, default_file_mode())  # after the writer: one that recreated the file gets the same bits
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
 def atomic_write(path: Path | str, mode: str = "w", *, encoding: str | None = "utf-8",
                  newline: str | None = None) -> Iterator[IO[Any]]:
-    """Open a temporary file beside ``path`` for writing; on leaving the block without an error it replaces
-    ``path`` (with the mode ``open()`` would give it), on an error it is removed and ``path`` is untouched.
+    """Open a temporary file beside ``path`` for writing (:func:`atomic_file`): it replaces ``path`` when the
+    block ends without an error; on an error it is removed and ``path`` is untouched.
 
     Args:
         path: the file to write (its directory must exist).
@@ -55,31 +71,6 @@ def atomic_write(path: Path | str, mode: str = "w", *, encoding: str | None = "u
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, default_file_mode())
-        text = {"encoding": encoding, "newline": newline} if mode == "w" else {}
-        with os.fdopen(fd, mode, **text) as handle:
-            yield handle
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-@contextmanager
-def atomic_file(path: Path | str) -> Iterator[Path]:
-    """A temporary path beside ``path`` for a writer that needs a file name (``DataFrame.to_parquet``); renamed
-    over ``path`` (mode as ``open()`` gives) when the block ends without an error, removed otherwise."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, default_file_mode())
-        os.close(fd)
-        yield Path(tmp)
-        os.chmod(tmp, default_file_mode())  # a writer that recreated the file keeps the same bits
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = {"encoding": encoding, "newline": newline} if mode == "w" else {}
+    with atomic_file(path) as tmp, open(tmp, mode, **text) as handle:
+        yield handle

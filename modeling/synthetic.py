@@ -325,6 +325,7 @@ def _cdf(weights: np.ndarray) -> np.ndarray:
 
 
 def _write_gzip_lines(path: Path, lines: list[str]) -> None:
-    """Write ``lines`` as gzipped JSON lines via a temporary file and a rename (mtime 0: reproducible)."""
-    with atomic_write(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as handle:
+    """Write ``lines`` as gzipped JSON lines via a temporary file and a rename (mtime 0 and no file name in the
+    header: reproducible)."""
+    with atomic_write(path, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as handle:
         handle.write(("\n".join(lines) + "\n").encode("utf-8"))
