@@ -150,7 +150,7 @@ def _relu_mlp(x: np.ndarray, w: dict[str, np.ndarray]) -> np.ndarray:
 def _pooled(embedded: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Weighted mean over axis 1: (b, L, e) and (b, L) -> (b, e); zero where all weights are 0."""
     total = weights.sum(axis=1, keepdims=True)
-    summed = np.einsum("ble,bl->be", embedded, weights)
+    summed = np.matmul(weights[:, None, :], embedded)[:, 0]
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(total > 0, summed / np.where(total > 0, total, 1), 0).astype(np.float32)
 
@@ -190,21 +190,43 @@ class NumpyQueryTower:
         return _relu_mlp(np.concatenate(parts, axis=1), self.w)
 
     def _attended(self, embedded: np.ndarray, present: np.ndarray) -> np.ndarray:
-        """Keras MultiHeadAttention of the most recent item over the window: (b, L, e), (b, L) -> (b, e)."""
+        """Keras MultiHeadAttention of the most recent item over the window: (b, L, e), (b, L) -> (b, e).
+
+        The projections are matrix products over (b * L, e) rows: ``np.einsum`` of the same products, without a
+        contraction path, took 5 ms each for 100 shoppers' 50-item windows (0.05 ms as matrix products)."""
         w = self.w
         x = embedded + np.asarray(w["positions"])[: embedded.shape[1]][None]
-        query = np.einsum("bte,ehk->bthk", x[:, :1], w["attention_query_kernel"]) + w["attention_query_bias"]
-        key = np.einsum("bse,ehk->bshk", x, w["attention_key_kernel"]) + w["attention_key_bias"]
-        value = np.einsum("bse,ehk->bshk", x, w["attention_value_kernel"]) + w["attention_value_bias"]
+        query = _projected(x[:, :1], w["attention_query_kernel"], w["attention_query_bias"])  # (b, 1, h, k)
+        rows = present > 0  # a pad's key and value are masked out: only the window's products are projected
+        key = _projected(x, w["attention_key_kernel"], w["attention_key_bias"], rows)  # (b, L, h, k)
+        value = _projected(x, w["attention_value_kernel"], w["attention_value_bias"], rows)
         query = query * np.float32(1.0 / np.sqrt(float(self.settings["key_dim"])))
         scores = np.einsum("bshk,bthk->bhts", key, query)  # (b, heads, 1, L)
         scores = scores + (1.0 - present[:, None, None, :]) * _MASKED
         scores = scores - scores.max(axis=-1, keepdims=True)
         probabilities = np.exp(scores)
         probabilities /= probabilities.sum(axis=-1, keepdims=True)
-        attended = np.einsum("bhts,bshk->bthk", probabilities, value)
-        out = np.einsum("bthk,hke->bte", attended, w["attention_output_kernel"]) + w["attention_output_bias"]
-        return (out[:, 0] * present[:, :1]).astype(np.float32)
+        attended = np.einsum("bhts,bshk->bthk", probabilities, value)  # (b, 1, h, k)
+        kernel = np.asarray(w["attention_output_kernel"])  # (h, k, e)
+        out = attended[:, 0].reshape(len(attended), -1) @ kernel.reshape(-1, kernel.shape[-1])
+        out = out + w["attention_output_bias"]
+        return (out * present[:, :1]).astype(np.float32)
+
+
+def _projected(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """A multi-head projection: (b, s, e) with kernel (e, h, k) and bias (h, k) -> (b, s, h, k).
+
+    ``rows`` (b, s) bool: only these positions are projected (the others get the bias alone)."""
+    kernel = np.asarray(kernel)
+    e, heads, dim = kernel.shape
+    flat = x.reshape(-1, e)
+    if rows is None:
+        out = flat @ kernel.reshape(e, heads * dim)
+    else:
+        kept = rows.reshape(-1)
+        out = np.zeros((len(flat), heads * dim), dtype=np.float32)
+        out[kept] = flat[kept] @ kernel.reshape(e, heads * dim)
+    return out.reshape(x.shape[0], x.shape[1], heads, dim) + bias
 
 
 class NumpyCandidateTower:
