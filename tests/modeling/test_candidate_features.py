@@ -199,3 +199,30 @@ def test_an_empty_batch_has_no_candidates() -> None:
     candidates, features = candidate_features(np.zeros((0, 8), dtype=np.float32), vectors, ExactIndex(vectors),
                                               sources, tables, HistoryBatch([], []), [], None, StageConfig(), 10)
     assert candidates.shape == (0, 0) and features.shape == (0, 0, len(FEATURES))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sparse_tops_keep_each_rows_best_positive_scores_ties_in_item_order(seed: int) -> None:
+    """Each row's k largest positive scores, neither excluded nor disallowed; among equal scores the lower item
+    positions first (scores rounded to a few values, so ties straddle the cut)."""
+    from modeling.candidates import SparseRows
+    from modeling.reranker import _entry_keys, _sparse_tops
+
+    rng = np.random.default_rng(seed)
+    m, n, k = 7, 60, 5
+    dense = np.round(rng.random((m, n)), 1).astype(np.float32) * (rng.random((m, n)) < 0.5)
+    dense[0] = 0.0  # a row without any score
+    dense[1, :3] = [-0.5, 0.0, 0.3]  # negative and zero scores are never proposed
+    matrix = sp.csr_matrix(dense)
+    matrix.eliminate_zeros()
+    rows = SparseRows(matrix.indptr.astype(np.int64), matrix.indices.astype(np.int64), matrix.data)
+    excluded = np.unique(rng.integers(0, m, 20) * n + rng.integers(0, n, 20))
+    allowed = rng.random(n) < 0.8
+    got = np.sort(_sparse_tops(rows, _entry_keys(rows, n), k, n, excluded, allowed))
+    expected = []
+    for row in range(m):
+        scores = matrix[row].toarray()[0]
+        items = [j for j in range(n) if scores[j] > 0 and row * n + j not in set(excluded) and allowed[j]]
+        items.sort(key=lambda j: (-scores[j], j))
+        expected += [row * n + j for j in items[:k]]
+    assert got.tolist() == sorted(expected)
