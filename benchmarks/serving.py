@@ -705,7 +705,10 @@ def main() -> None:
         _print_impressions(result)
         print(f"\nwritten to {os.path.relpath(args.output, ROOT)}")
         return
-    engine = in_process(work, info["version"], info["new_users"])
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # one BLAS and OpenMP thread, as each web worker has (gunicorn.conf.py)
+        engine = in_process(work, info["version"], info["new_users"])
     if args.in_process_only:
         figures = {"sizes": info["sizes"], "workspace_timings_s": info["timings"], "engine_in_process": engine}
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
