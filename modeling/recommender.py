@@ -215,7 +215,8 @@ class Recommender:
             raise KeyError(f"users not in the model: {missing[:5]}")
         return np.asarray(self.user_vectors[positions], dtype=np.float32)
 
-    def content_vectors(self, histories: list[History], user_ids: list[str] | None = None) -> np.ndarray:
+    def content_vectors(self, histories: list[History], user_ids: list[str] | None = None,
+                        looked_up: list[np.ndarray] | None = None) -> np.ndarray:
         """Run the query tower on history-derived features: the one place the tower runs at request time.
 
         Each history is cut to the model's window (its ``history_length`` most recent
@@ -225,6 +226,7 @@ class Recommender:
             histories: m shopper histories.
             user_ids: m ids for the id embedding ("" or an unknown id: the out-of-vocabulary bucket);
                 None: all out of vocabulary.
+            looked_up: the histories' :meth:`item_lookup`, if already known (m arrays (n_u,) int64).
 
         Returns:
             (m, d) float32 query vectors.
@@ -233,7 +235,7 @@ class Recommender:
         user_parts, item_parts, ts_parts, w_parts = [], [], [], []
         texts = np.zeros((len(histories), content.shape[1]), dtype=np.float32)
         for row, history in enumerate(histories):
-            positions = lookup_positions(self._item_index, history.item_ids)
+            positions = self.item_lookup(history.item_ids) if looked_up is None else looked_up[row]
             keep = positions >= 0
             user_parts.append(np.full(int(keep.sum()), row, dtype=np.int64))
             item_parts.append(positions[keep])
@@ -298,11 +300,12 @@ class Recommender:
         best = np.where(contribution.max(axis=0) > 0, np.argmax(contribution, axis=0), nearest_text)
         return products[best]
 
-    def history_batch(self, histories: list[History]) -> HistoryBatch:
-        """Item positions and times of m histories, oldest first (ids not in the bundle dropped)."""
+    def history_batch(self, histories: list[History], looked_up: list[np.ndarray] | None = None) -> HistoryBatch:
+        """Item positions and times of m histories, oldest first (ids not in the bundle dropped);
+        ``looked_up``: the histories' :meth:`item_lookup`, if already known."""
         items, stamps = [], []
-        for history in histories:
-            positions = lookup_positions(self._item_index, history.item_ids)
+        for row, history in enumerate(histories):
+            positions = self.item_lookup(history.item_ids) if looked_up is None else looked_up[row]
             keep = positions >= 0
             times = np.asarray(history.timestamps, dtype=np.int64)[keep]
             order = np.argsort(times, kind="stable")
@@ -332,7 +335,9 @@ class Recommender:
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; one of {', '.join(VARIANTS)}")
         empty = History(np.zeros(0, dtype=object), np.zeros(0, dtype=np.int64), np.zeros(0))
-        seen = {u: self.item_positions(histories.get(u, empty).item_ids) for u in user_ids}
+        # Each history's ids are looked up once (the exclusions, the query tower and the ranking stage read them).
+        looked_up = {u: self.item_lookup(histories.get(u, empty).item_ids) for u in user_ids}
+        seen = {u: positions[positions >= 0] for u, positions in looked_up.items()}
         nothing = np.zeros(0, dtype=np.int64)
         exclude = seen if exclude_seen else {u: nothing for u in user_ids}
         described = [u for u in user_ids if u in histories and variant != POPULAR
@@ -350,11 +355,13 @@ class Recommender:
             parts = []
             if described:
                 parts.append(self.content_vectors([histories[u] for u in described],
-                                                  [u if self.knows_user(u) else "" for u in described]))
+                                                  [u if self.knows_user(u) else "" for u in described],
+                                                  [looked_up[u] for u in described]))
             if stored:
                 parts.append(self.known_user_vectors(stored))
             query = np.concatenate(parts)
-            batch = self.history_batch([histories.get(u, empty) for u in ranked_users])
+            batch = self.history_batch([histories.get(u, empty) for u in ranked_users],
+                                       [looked_up[u] for u in ranked_users])
             positions, scores = self.stage.rank(query, self.item_vectors, self.index, self.tables, batch,
                                                 [exclude[u] for u in ranked_users], k, allowed,
                                                 ranker=RETRIEVAL_ORDER if variant == RETRIEVAL else None)
