@@ -85,20 +85,8 @@ def validation_stage(data: Any, embeddings: Any, params: Any) -> tuple[Any, Any,
         :class:`~modeling.reranker.RankingStage` (its report is ``fit_ranker``'s), the
         :class:`~modeling.train.ValidationLists` and the seconds of each step.
     """
-    from modeling import datasets as ds
     from modeling.splits import leave_last_out_split
-    from modeling.train import (
-        _positions,
-        build_features,
-        candidate_vectors,
-        fit_ranking_stage,
-        item_tables,
-        recent_popularity,
-        sorted_history,
-        stopping_shoppers,
-        train_model,
-        validation_lists,
-    )
+    from modeling.train import fit_ranking_stage, stage_inputs, stopping_shoppers, train_model, validation_lists
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -110,26 +98,14 @@ def validation_stage(data: Any, embeddings: Any, params: Any) -> tuple[Any, Any,
 
     # As modeling.train.add_ranking_stage and _attach_stage build the stage's inputs.
     started = time.perf_counter()
-    user_ids = data.users[ds.USER_ID].astype(str).to_numpy()
-    item_ids = data.items[ds.ITEM_ID].astype(str).to_numpy()
-    history = sorted_history(split.train, user_ids, item_ids, embeddings)
-    features = build_features(history, user_ids, item_ids, embeddings, data.items, params.history_length,
-                              params.history_half_life_days)
-    val_u, val_i = _positions(split.validation, user_ids, item_ids)
-    ok = (val_u >= 0) & (val_i >= 0)
-    val_u, val_i = val_u[ok], val_i[ok]
-    selection = ~stopping_shoppers(len(val_u), params.seed)
-    recent = recent_popularity(history.items, history.weights, history.timestamps, len(item_ids),
-                               half_life_days=trained.popularity_half_life_days)
-    tables = item_tables(features, recent)
-    item_vectors = candidate_vectors(trained.model.candidate_tower, features.item_ids, features.item_text,
-                                     features.attributes)
-    stage = fit_ranking_stage(trained.model, history, features, item_vectors, tables, val_u, val_i, selection,
-                              seed=params.seed, say=logger.info)
+    inputs = stage_inputs(trained, data, embeddings, split)
+    selection = ~stopping_shoppers(len(inputs.val_u), params.seed)
+    stage = fit_ranking_stage(trained.model, inputs.history, inputs.features, inputs.item_vectors, inputs.tables,
+                              inputs.val_u, inputs.val_i, selection, seed=params.seed, say=logger.info)
     timings["ranking_stage"] = time.perf_counter() - started
     started = time.perf_counter()
-    lists = validation_lists(trained.model, history, item_vectors, tables, stage.sources, features, val_u, val_i,
-                             selection, stage.config)
+    lists = validation_lists(trained.model, inputs.history, inputs.item_vectors, inputs.tables, stage.sources,
+                             inputs.features, inputs.val_u, inputs.val_i, selection, stage.config)
     timings["validation_lists"] = time.perf_counter() - started
     return trained, stage, lists, timings
 

@@ -449,6 +449,42 @@ def validation_lists(model: TwoTowerModel, history: SortedHistory, item_vectors:
 
 
 @dataclass
+class StageInputs:
+    """What the ranking stage of a model is fitted on, from a split's training interactions.
+
+    ``history`` and ``features``: the training interactions and every shopper's features at their end;
+    ``val_u``/``val_i`` (v,): the validation shoppers and items (positions; ids unknown to the vocabularies
+    dropped); ``tables``: the items' feature inputs with the training interactions' recent popularity;
+    ``item_vectors`` (n_items, d): the candidate tower's vectors.
+    """
+
+    history: SortedHistory
+    features: Features
+    val_u: np.ndarray
+    val_i: np.ndarray
+    tables: ItemTables
+    item_vectors: np.ndarray
+
+
+def stage_inputs(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings, split: Split) -> StageInputs:
+    """The ranking stage's inputs for ``result``'s towers on ``split``, built as training builds them (benchmarks
+    and tests rebuild the validation lists from these)."""
+    user_ids = data.users[ds.USER_ID].astype(str).to_numpy()
+    item_ids = data.items[ds.ITEM_ID].astype(str).to_numpy()
+    params = result.params
+    history = sorted_history(split.train, user_ids, item_ids, embeddings)
+    features = build_features(history, user_ids, item_ids, embeddings, data.items, params.history_length,
+                              params.history_half_life_days)
+    val_u, val_i = _positions(split.validation, user_ids, item_ids)
+    known = (val_u >= 0) & (val_i >= 0)
+    recent = recent_popularity(history.items, history.weights, history.timestamps, len(item_ids),
+                               half_life_days=result.popularity_half_life_days)
+    item_vectors = candidate_vectors(result.model.candidate_tower, features.item_ids, features.item_text,
+                                     features.attributes)
+    return StageInputs(history, features, val_u[known], val_i[known], item_tables(features, recent), item_vectors)
+
+
+@dataclass
 class PreparedFit:
     """What fitting the towers needs, built the same way in one process and on every training worker.
 

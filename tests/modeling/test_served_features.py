@@ -20,17 +20,7 @@ from modeling import datasets as ds
 from modeling.embeddings import load_embeddings
 from modeling.recommender import History, Recommender
 from modeling.splits import leave_last_out_split
-from modeling.train import (
-    _positions,
-    build_features,
-    candidate_vectors,
-    item_tables,
-    publish,
-    recent_popularity,
-    sorted_history,
-    train_model,
-    validation_lists,
-)
+from modeling.train import publish, stage_inputs, train_model, validation_lists
 from modeling.two_tower import TwoTowerParams
 from tests.conftest import Pipeline
 
@@ -44,22 +34,11 @@ def test_validation_lists_hold_the_candidates_and_features_the_service_computes(
     trained = train_model(data, embeddings, params, split=split)
     assert trained.stage is not None
 
-    # The lists as training builds them (as modeling.train's stage fitting does).
-    user_ids = data.users[ds.USER_ID].astype(str).to_numpy()
-    item_ids = data.items[ds.ITEM_ID].astype(str).to_numpy()
-    history = sorted_history(split.train, user_ids, item_ids, embeddings)
-    features = build_features(history, user_ids, item_ids, embeddings, data.items, params.history_length,
-                              params.history_half_life_days)
-    val_u, val_i = _positions(split.validation, user_ids, item_ids)
-    known = (val_u >= 0) & (val_i >= 0)
-    val_u, val_i = val_u[known], val_i[known]
-    assert len(val_u) >= 20
-    popularity = recent_popularity(history.items, history.weights, history.timestamps, len(item_ids),
-                                   half_life_days=trained.popularity_half_life_days)
-    item_vectors = candidate_vectors(trained.model.candidate_tower, features.item_ids, features.item_text,
-                                     features.attributes)
-    lists = validation_lists(trained.model, history, item_vectors, item_tables(features, popularity),
-                             trained.stage.sources, features, val_u, val_i, np.ones(len(val_u), dtype=bool),
+    # The lists as training builds them.
+    inputs = stage_inputs(trained, data, embeddings, split)
+    assert len(inputs.val_u) >= 20
+    lists = validation_lists(trained.model, inputs.history, inputs.item_vectors, inputs.tables, trained.stage.sources,
+                             inputs.features, inputs.val_u, inputs.val_i, np.ones(len(inputs.val_u), dtype=bool),
                              trained.stage.config)
 
     # The same shoppers through the service's path: a bundle of the training split, histories as rows.
@@ -73,7 +52,8 @@ def test_validation_lists_hold_the_candidates_and_features_the_service_computes(
     recommender = Recommender(artifacts.load_bundle(publish(trained, data, embeddings, tmp_path,
                                                             interactions=split.train, export_text=False)))
     monkeypatch.setattr(reranker, "candidate_features", recorded)
-    shoppers = [str(u) for u in user_ids[val_u]]
+    user_ids = data.users[ds.USER_ID].astype(str).to_numpy()
+    shoppers = [str(u) for u in user_ids[inputs.val_u]]
     rows = split.train[split.train[ds.USER_ID].astype(str).isin(set(shoppers))]
     histories = {str(user): History(group[ds.ITEM_ID].astype(str).to_numpy(dtype=object),
                                     group[ds.TIMESTAMP].to_numpy(dtype=np.int64),
