@@ -247,7 +247,7 @@ def _sparse_tops(scores: SparseRows, stored: np.ndarray, k: int, n: int, exclude
     rows = keys // n
     # By row, best first within it, ties in item order: one stable sort of (row, value) packed into an int64
     # (a positive float32's bits order as the float does), twice as fast as np.lexsort of the two arrays
-    # (2.8 against 1.5 ms for 100 shoppers' 50,000 item-item scores).
+    # (2.8 against 1.5 ms for 50,000 random scores over 100 rows).
     descending = np.int64(0x7FFFFFFF) - values.view(np.int32).astype(np.int64)
     order = np.argsort(rows * (np.int64(1) << 32) + descending, kind="stable")
     rows = rows[order]

@@ -467,8 +467,8 @@ class StageInputs:
 
 
 def stage_inputs(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings, split: Split) -> StageInputs:
-    """The ranking stage's inputs for ``result``'s towers on ``split``, built as training builds them (benchmarks
-    and tests rebuild the validation lists from these)."""
+    """The ranking stage's inputs for ``result``'s towers on ``split`` (what :func:`add_ranking_stage` fits the
+    stage on; benchmarks and tests rebuild the validation lists from these)."""
     user_ids = data.users[ds.USER_ID].astype(str).to_numpy()
     item_ids = data.items[ds.ITEM_ID].astype(str).to_numpy()
     params = result.params
@@ -723,15 +723,18 @@ def _attach_stage(result: TrainResult, history: SortedHistory, features: Feature
                   validation: tuple[np.ndarray, np.ndarray, np.ndarray], test_history: SortedHistory,
                   test_features: Features,
                   test: tuple[np.ndarray, np.ndarray], test_seen: list[np.ndarray],
-                  stage: RankingStage | None = None, item_vectors: np.ndarray | None = None) -> None:
+                  stage: RankingStage | None = None, item_vectors: np.ndarray | None = None,
+                  tables: ItemTables | None = None) -> None:
     """Fit (or re-source) the ranking stage of ``result`` and measure both stages on the test items.
 
-    ``item_vectors`` (n_items, d): the candidate tower's vectors when already computed (computed here if None).
+    ``item_vectors`` (n_items, d): the candidate tower's vectors, and ``tables`` the items' feature inputs from
+    ``history``, when already computed (computed here if None).
     """
     n_users, n_items = len(features.user_ids), len(features.item_ids)
-    recent = recent_popularity(history.items, history.weights, history.timestamps, n_items,
-                               half_life_days=result.popularity_half_life_days)
-    tables = item_tables(features, recent)
+    if tables is None:
+        recent = recent_popularity(history.items, history.weights, history.timestamps, n_items,
+                                   half_life_days=result.popularity_half_life_days)
+        tables = item_tables(features, recent)
     if item_vectors is None:
         item_vectors = candidate_vectors(result.model.candidate_tower, features.item_ids, features.item_text,
                                          features.attributes)
@@ -767,12 +770,13 @@ def add_ranking_stage(result: TrainResult, data: ds.CanonicalData, embeddings: E
         ok = (u >= 0) & (i >= 0)
         return u[ok], i[ok]
 
-    history, features = at_end_of(split.train)
+    inputs = stage_inputs(result, data, embeddings, split)
     test_history, test_features = at_end_of(pd.concat([split.train, split.validation], ignore_index=True))
     test_seen = seen_items(test_history.users, test_history.items, len(user_ids))
-    val_u, val_i = positions(split.validation)
-    _attach_stage(result, history, features, (val_u, val_i, ~stopping_shoppers(len(val_u), params.seed)),
-                  test_history, test_features, positions(split.test), test_seen)
+    _attach_stage(result, inputs.history, inputs.features,
+                  (inputs.val_u, inputs.val_i, ~stopping_shoppers(len(inputs.val_u), params.seed)),
+                  test_history, test_features, positions(split.test), test_seen, item_vectors=inputs.item_vectors,
+                  tables=inputs.tables)
 
 
 def refit_model(data: ds.CanonicalData, embeddings: Embeddings, measured: TrainResult, *,
