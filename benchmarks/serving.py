@@ -24,7 +24,7 @@ Needs `wrk` (Debian/Ubuntu: `apt install wrk`). What it does:
    vectors, and the engine's own time (Recommender.recommend, filters and exclusions included).
 4. Reports each worker's resident and proportional memory after all of that, and whether the bundle
    arrays are shared memory maps.
-5. From ``RECO_ANN_MIN_ITEMS`` products on (default 200,000), the bundle carries the approximate indexes
+5. From ``RECO_ANN_MIN_ITEMS`` products on (default 100,000), the bundle carries the approximate indexes
    publishing writes (FAISS IVF over the product vectors, tuned on the shoppers' vectors, and over the
    text vectors for text queries), which the service and the in-process engine search; reports exact
    search's time per query and, with the index, its recall@10 against exact search and its time per query.
@@ -357,6 +357,7 @@ def in_process(work: Path, version: str, new_users: list[str]) -> dict:
     if isinstance(recommender.index, IvfIndex):
         figures["ann"]["recall@10"] = recall_against_exact(recommender.index, items, queries, 10)
         figures["ann"]["query_ms"] = _median_ms(lambda: recommender.index.search(one, 10, none), 200)
+        figures["ann"]["served_lists"] = _served_against_exact(bundle, recommender, allowed, rng)
     # Text queries: exact over the text vectors against the text index the service searches (queries: 500
     # products' text vectors moved a little, as a shopper's words resemble a product's text).
     content = np.asarray(bundle.arrays.item_content, dtype=np.float32)
@@ -377,6 +378,29 @@ def in_process(work: Path, version: str, new_users: list[str]) -> dict:
     grown.add_items(np.array(["BENCHMARK-NEW-PRODUCT"]), texts[:1], None)
     figures["add_one_product"] = {"seconds": time.perf_counter() - started, "private_mib": _private_mib() - before}
     return figures
+
+
+def _served_against_exact(bundle, recommender, allowed: np.ndarray, rng: np.random.Generator,
+                          shoppers: int = 1000) -> dict:
+    """What the approximate index changes in the served top 10 (both stages), against the same bundle served
+    with exact search, for ``shoppers`` known shoppers with 5-product histories."""
+    from modeling.recommender import History, Recommender
+
+    exact = Recommender(bundle, ann_min_items=None)
+    n = len(bundle.arrays.item_ids)
+    user_ids = [str(u) for u in bundle.arrays.user_ids[rng.integers(0, len(bundle.arrays.user_ids), shoppers)]]
+    history = {u: History(np.asarray(bundle.arrays.item_ids[rng.integers(0, n, 5)], dtype=object),
+                          np.zeros(5, dtype=np.int64), np.ones(5)) for u in user_ids}
+    lists = []
+    for engine in (recommender, exact):
+        served = {}
+        for start in range(0, shoppers, 100):
+            served.update(engine.recommend(user_ids[start:start + 100], history, 10, allowed))
+        lists.append(served)
+    overlap = [len(set(lists[0][u].items) & set(lists[1][u].items)) / 10 for u in user_ids]
+    return {"shoppers": shoppers, "top10_overlap": float(np.mean(overlap)), "lowest_overlap": float(min(overlap)),
+            "identical_lists": float(np.mean([np.array_equal(lists[0][u].items, lists[1][u].items)
+                                              for u in user_ids]))}
 
 
 def _proc_status(pid: int | str = "self") -> dict[str, str]:
@@ -673,6 +697,10 @@ def main() -> None:
     parser.add_argument("--in-process-only", action="store_true",
                         help="measure the engine in process only (no gunicorn, no wrk); prints and writes the same "
                              "engine figures")
+    parser.add_argument("--serve-ann-min-items", type=int, default=None, metavar="N",
+                        help="serve (in process and under gunicorn) with RECO_ANN_MIN_ITEMS=N on the workspace built "
+                             "with the default, e.g. 200000 for exact search over a bundle that carries the indexes: "
+                             "both thresholds measured on one workspace")
     parser.add_argument("--impressions-overhead", type=int, default=0, metavar="ROUNDS",
                         help="run only the cost of recording impressions: ROUNDS rounds of \"one known shopper\" at 2 "
                              "connections with RECO_IMPRESSIONS=1 and =0, alternating the order (0: off)")
@@ -685,6 +713,8 @@ def main() -> None:
         raise SystemExit("wrk is not installed (Debian/Ubuntu: apt install wrk)")
     work = Path(args.workdir)
     info = build_workspace(work, args.users, args.items, args.interactions)
+    if args.serve_ann_min_items is not None:  # after the build: the workspace's layout follows the default
+        os.environ["RECO_ANN_MIN_ITEMS"] = str(args.serve_ann_min_items)
     if args.impressions_overhead > 0:
         load_before = os.getloadavg()
         cpu = impressions_cpu(work)
@@ -710,7 +740,8 @@ def main() -> None:
     with threadpool_limits(1):  # one BLAS and OpenMP thread, as each web worker has (gunicorn.conf.py)
         engine = in_process(work, info["version"], info["new_users"])
     if args.in_process_only:
-        figures = {"sizes": info["sizes"], "workspace_timings_s": info["timings"], "engine_in_process": engine}
+        figures = {"sizes": info["sizes"], "workspace_timings_s": info["timings"],
+                   "served_ann_min_items": ann_min_items(), "engine_in_process": engine}
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(figures, indent=2) + "\n")
         _print_engine(engine)
@@ -756,7 +787,8 @@ def main() -> None:
                            "python": platform.python_version()},
                "sizes": info["sizes"], "workspace_timings_s": info["timings"],
                "gunicorn": f"{args.workers} workers x {args.threads} threads",
-               "start_to_first_answer_s": first_answer_s, "http": http, "engine_in_process": engine,
+               "served_ann_min_items": ann_min_items(), "start_to_first_answer_s": first_answer_s, "http": http,
+               "engine_in_process": engine,
                "workers": memory}
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(figures, indent=2) + "\n")
@@ -799,6 +831,11 @@ def _print_engine(engine: dict) -> None:
             print(f"  the bundle's index ({published.get('kind')}, {published.get('lists')} lists, nprobe "
                   f"{published.get('nprobe')}, built and tuned in {published.get('seconds')} s): recall@10 vs exact "
                   f"{search['recall@10']:.3f}, {search['query_ms']:.3f} ms per query")
+        served = search.get("served_lists")
+        if served:
+            print(f"  served top 10 (both stages) against exact search, {served['shoppers']} shoppers: "
+                  f"{served['top10_overlap']:.3f} of the products the same (lowest {served['lowest_overlap']:.1f}), "
+                  f"{served['identical_lists']:.3f} of the lists identical")
     added = engine.get("add_one_product")
     if added:
         print(f"one product added after publishing: {added['seconds']:.2f} s, "
