@@ -176,19 +176,21 @@ class IvfIndex:
             positions, scores = np.take_along_axis(positions, order, 1), np.take_along_axis(scores, order, 1)
         out_pos = np.full((m, k), -1, dtype=np.int64)
         out_scores = np.full((m, k), -np.inf, dtype=np.float32)
-        fallback = []
-        for row in range(m):
-            candidates, candidate_scores = positions[row], scores[row]
-            keep = candidates >= 0
-            if allowed is not None:
-                keep &= allowed[np.maximum(candidates, 0)]
-            if len(exclude[row]):
-                keep &= ~np.isin(candidates, exclude[row])
-            candidates, candidate_scores = candidates[keep][:k], candidate_scores[keep][:k]
-            if len(candidates) < k:
-                fallback.append(row)
-                continue
-            out_pos[row], out_scores[row] = candidates, candidate_scores
+        # Every row's first k candidates that are neither excluded nor disallowed, for the whole batch at once
+        # (a loop over the rows took 73 ms in all against 66 ms for 100 searches of 100 at 100,000 products).
+        keep = positions >= 0
+        if allowed is not None:
+            keep &= allowed[np.maximum(positions, 0)]
+        lengths = np.fromiter((len(e) for e in exclude), dtype=np.int64, count=m)
+        if lengths.any():
+            excluded = np.repeat(np.arange(m, dtype=np.int64), lengths) * n + np.concatenate(exclude).astype(np.int64)
+            keep &= ~np.isin(np.arange(m, dtype=np.int64)[:, None] * n + np.maximum(positions, 0), excluded)
+        place = np.cumsum(keep, axis=1) - 1  # each kept candidate's place in its row's answer
+        taken = keep & (place < k)
+        rows = np.nonzero(taken)[0]
+        out_pos[rows, place[taken]] = positions[taken]
+        out_scores[rows, place[taken]] = scores[taken]
+        fallback = np.flatnonzero(taken.sum(axis=1) < k).tolist()
         if fallback:
             exact_pos, exact_scores = self.exact.search(queries[fallback], k, [exclude[r] for r in fallback], allowed)
             out_pos[fallback], out_scores[fallback] = exact_pos, exact_scores

@@ -88,6 +88,35 @@ def test_ivf_never_returns_excluded_or_disallowed_items(vectors: np.ndarray, ivf
         assert len(set(positions[row])) == 10 and np.isfinite(scores[row]).all()
 
 
+def test_ivf_filters_the_whole_batch_as_a_loop_over_its_rows_would(vectors: np.ndarray, ivf) -> None:
+    """Each row keeps, in the index's order, its first k candidates that are neither excluded nor disallowed;
+    a row left short is answered by exact search (rows of different exclusions and one left short)."""
+    q = queries(30, seed=4)
+    exact_top, _ = ExactIndex(vectors).search(q, 40, [np.zeros(0, dtype=np.int64)] * 30)
+    rng = np.random.default_rng(8)
+    exclude = [row[rng.permutation(40)[:rng.integers(0, 30)]] for row in exact_top]  # 0 to 29 each
+    exclude[7] = np.zeros(0, dtype=np.int64)
+    exclude[0] = exact_top[0]  # its best 40: one list scanned leaves fewer than 10 for it
+    allowed = np.ones(len(vectors), dtype=bool)
+    allowed[exact_top[::3, :6].ravel()] = False
+    index = IvfIndex(vectors, ivf, nprobe=1, extra=5)  # (sets the index's nprobe for the search below)
+    fetch = 10 + max(len(e) for e in exclude) + 5
+    scores, found = ivf.search(q, fetch)
+    positions, got_scores = index.search(q, 10, exclude, allowed)
+    short = 0
+    for row in range(30):
+        kept = [(p, s) for p, s in zip(found[row], scores[row], strict=True)
+                if p >= 0 and allowed[p] and p not in set(exclude[row])][:10]
+        if len(kept) < 10:  # answered by exact search
+            short += 1
+            expected = ExactIndex(vectors).search(q[row:row + 1], 10, [exclude[row]], allowed)[0][0]
+            assert (positions[row] == expected).all()
+            continue
+        assert positions[row].tolist() == [p for p, _ in kept]
+        assert np.allclose(got_scores[row], [s for _, s in kept])
+    assert 0 < short < 30, short
+
+
 def test_ivf_falls_back_to_exact_search_under_a_narrow_filter(vectors: np.ndarray, ivf) -> None:
     q = queries(4, seed=5)
     allowed = np.zeros(len(vectors), dtype=bool)
