@@ -187,9 +187,9 @@ class IvfIndex:
             keep &= ~np.isin(np.arange(m, dtype=np.int64)[:, None] * n + np.maximum(positions, 0), excluded)
         place = np.cumsum(keep, axis=1) - 1  # each kept candidate's place in its row's answer
         taken = keep & (place < k)
-        rows = np.nonzero(taken)[0]
-        out_pos[rows, place[taken]] = positions[taken]
-        out_scores[rows, place[taken]] = scores[taken]
+        rows, places = np.nonzero(taken)[0], place[taken]
+        out_pos[rows, places] = positions[taken]
+        out_scores[rows, places] = scores[taken]
         fallback = np.flatnonzero(taken.sum(axis=1) < k).tolist()
         if fallback:
             exact_pos, exact_scores = self.exact.search(queries[fallback], k, [exclude[r] for r in fallback], allowed)

@@ -268,8 +268,25 @@ def tower_vectors(model: TwoTowerModel, features: Features, *, batch_size: int =
 
 
 def _positions(frame: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(r,) user and item positions of every row of ``frame`` (-1: an id the vocabulary lacks)."""
     return (pd.Index(user_ids).get_indexer(frame[ds.USER_ID].astype(str)),
             pd.Index(item_ids).get_indexer(frame[ds.ITEM_ID].astype(str)))
+
+
+def _known_positions(frame: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_positions` of the rows whose user and item both vocabularies know (the others dropped)."""
+    users, items = _positions(frame, user_ids, item_ids)
+    known = (users >= 0) & (items >= 0)
+    return users[known], items[known]
+
+
+def _at_end_of(frame: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray, embeddings: Embeddings,
+               data: ds.CanonicalData, params: TwoTowerParams) -> tuple[SortedHistory, Features]:
+    """``frame``'s interactions as a sorted history, and every shopper's features at its end."""
+    history = sorted_history(frame, user_ids, item_ids, embeddings)
+    return history, build_features(history, user_ids, item_ids, embeddings, data.items, params.history_length,
+                                   params.history_half_life_days)
 
 
 def _training_dataset(history: SortedHistory, features: Features, embeddings: Embeddings,
@@ -471,17 +488,13 @@ def stage_inputs(result: TrainResult, data: ds.CanonicalData, embeddings: Embedd
     stage on; benchmarks and tests rebuild the validation lists from these)."""
     user_ids = data.users[ds.USER_ID].astype(str).to_numpy()
     item_ids = data.items[ds.ITEM_ID].astype(str).to_numpy()
-    params = result.params
-    history = sorted_history(split.train, user_ids, item_ids, embeddings)
-    features = build_features(history, user_ids, item_ids, embeddings, data.items, params.history_length,
-                              params.history_half_life_days)
-    val_u, val_i = _positions(split.validation, user_ids, item_ids)
-    known = (val_u >= 0) & (val_i >= 0)
+    history, features = _at_end_of(split.train, user_ids, item_ids, embeddings, data, result.params)
+    val_u, val_i = _known_positions(split.validation, user_ids, item_ids)
     recent = recent_popularity(history.items, history.weights, history.timestamps, len(item_ids),
                                half_life_days=result.popularity_half_life_days)
     item_vectors = candidate_vectors(result.model.candidate_tower, features.item_ids, features.item_text,
                                      features.attributes)
-    return StageInputs(history, features, val_u[known], val_i[known], item_tables(features, recent), item_vectors)
+    return StageInputs(history, features, val_u, val_i, item_tables(features, recent), item_vectors)
 
 
 @dataclass
@@ -546,9 +559,7 @@ def prepare_fit(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
         raise TrainingError("no training interactions")
     tf.keras.utils.set_random_seed(params.seed)
 
-    history = sorted_history(split.train, user_ids, item_ids, embeddings)
-    features = build_features(history, user_ids, item_ids, embeddings, data.items, params.history_length,
-                              params.history_half_life_days)
+    history, features = _at_end_of(split.train, user_ids, item_ids, embeddings, data, params)
     seen = seen_items(history.users, history.items, len(user_ids))
 
     categories, brands = attribute_vocabularies(features.attributes)
@@ -560,9 +571,7 @@ def prepare_fit(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
                           catalogue)
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=params.learning_rate))
 
-    val_u, val_i = _positions(split.validation, user_ids, item_ids)
-    valid = (val_u >= 0) & (val_i >= 0)
-    val_u, val_i = val_u[valid], val_i[valid]
+    val_u, val_i = _known_positions(split.validation, user_ids, item_ids)
     stopping = stopping_shoppers(len(val_u), params.seed)
     return PreparedFit(model=model, params=params, split=split, user_ids=user_ids, item_ids=item_ids, history=history,
                        features=features, seen=seen, val_u=val_u, val_i=val_i, stopping=stopping)
@@ -692,13 +701,9 @@ def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
 
     # Test: the validation interactions join the input history (and the excluded items), as they would
     # in production; the model itself was fitted on the training interactions only.
-    test_u, test_i = _positions(split.test, user_ids, item_ids)
-    ok = (test_u >= 0) & (test_i >= 0)
-    test_u, test_i = test_u[ok], test_i[ok]
-    before_test = pd.concat([split.train, split.validation], ignore_index=True)
-    test_history = sorted_history(before_test, user_ids, item_ids, embeddings)
-    test_features = build_features(test_history, user_ids, item_ids, embeddings, data.items, params.history_length,
-                                   params.history_half_life_days)
+    test_u, test_i = _known_positions(split.test, user_ids, item_ids)
+    test_history, test_features = _at_end_of(pd.concat([split.train, split.validation], ignore_index=True),
+                                             user_ids, item_ids, embeddings, data, params)
     test_seen = seen_items(test_history.users, test_history.items, len(user_ids))
     popularity = popularity_scores(history.items, history.weights, len(item_ids))
     user_vectors, item_vectors = tower_vectors(model, test_features)
@@ -758,25 +763,14 @@ def add_ranking_stage(result: TrainResult, data: ds.CanonicalData, embeddings: E
     """Fit the ranking stage of a model trained without one (``train_model(..., ranking_stage=False)``) on ``split``."""
     user_ids = data.users[ds.USER_ID].astype(str).to_numpy()
     item_ids = data.items[ds.ITEM_ID].astype(str).to_numpy()
-    params = result.params
-
-    def at_end_of(frame: pd.DataFrame) -> tuple[SortedHistory, Features]:
-        history = sorted_history(frame, user_ids, item_ids, embeddings)
-        return history, build_features(history, user_ids, item_ids, embeddings, data.items, params.history_length,
-                                       params.history_half_life_days)
-
-    def positions(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        u, i = _positions(frame, user_ids, item_ids)
-        ok = (u >= 0) & (i >= 0)
-        return u[ok], i[ok]
-
     inputs = stage_inputs(result, data, embeddings, split)
-    test_history, test_features = at_end_of(pd.concat([split.train, split.validation], ignore_index=True))
+    test_history, test_features = _at_end_of(pd.concat([split.train, split.validation], ignore_index=True),
+                                             user_ids, item_ids, embeddings, data, result.params)
     test_seen = seen_items(test_history.users, test_history.items, len(user_ids))
     _attach_stage(result, inputs.history, inputs.features,
-                  (inputs.val_u, inputs.val_i, ~stopping_shoppers(len(inputs.val_u), params.seed)),
-                  test_history, test_features, positions(split.test), test_seen, item_vectors=inputs.item_vectors,
-                  tables=inputs.tables)
+                  (inputs.val_u, inputs.val_i, ~stopping_shoppers(len(inputs.val_u), result.params.seed)),
+                  test_history, test_features, _known_positions(split.test, user_ids, item_ids), test_seen,
+                  item_vectors=inputs.item_vectors, tables=inputs.tables)
 
 
 def refit_model(data: ds.CanonicalData, embeddings: Embeddings, measured: TrainResult, *,
@@ -864,9 +858,7 @@ def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings,
     interactions = data.interactions if interactions is None else interactions
     user_ids = data.users[ds.USER_ID].astype(str).to_numpy()
     item_ids = data.items[ds.ITEM_ID].astype(str).to_numpy()
-    history = sorted_history(interactions, user_ids, item_ids, embeddings)
-    features = build_features(history, user_ids, item_ids, embeddings, data.items, result.params.history_length,
-                              result.params.history_half_life_days)
+    history, features = _at_end_of(interactions, user_ids, item_ids, embeddings, data, result.params)
     user_vectors, item_vectors = tower_vectors(result.model, features)
     arrays = artifacts.BundleArrays(
         item_ids=item_ids,
