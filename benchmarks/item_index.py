@@ -18,7 +18,14 @@ What it does, per catalogue size:
    catalogue out of stock); the median time per query of exact search and of the index (one query at a
    time, one BLAS and OpenMP thread, as a web worker answers); and the resident memory a fresh process adds by
    mapping the index and answering 500 queries (anonymous and file-backed: file-backed pages are the
-   page cache, shared by every worker on the machine).
+   page cache, shared by every worker on the machine), with the part that is the index file's and the
+   part that is the vectors' file (read by the exact scoring of the candidates codes find; a worker
+   reads those vectors for its ranking stage anyway).
+
+Published indexes hold 8-bit codes (the candidates found are scored exactly from the vectors). With
+``--compare-flat`` it also builds, tunes and measures an IVF-Flat index (the vectors themselves, what
+bundles held before) over the same vectors at each size, beside the codes: recall, time per query (one
+shopper's top 10, the ranking stage's top 100, and 100 shoppers' top 100 at once), file size.
 
 With ``--compare-hnsw`` it also builds a FAISS HNSW graph (M 32, efConstruction 200) over the same
 vectors at each size and reports its recall@10 and time per query at efSearch 64 to 1024, beside the IVF
@@ -124,18 +131,28 @@ queries = np.load(sys.argv[5])
 for q in queries:
     index.search(q[None], 10, [np.zeros(0, dtype=np.int64)])
 after = status()
-print(json.dumps({k: round(after[k] - before[k], 1) for k in after}))
+out = {k: round(after[k] - before[k], 1) for k in after}
+mapped, path = {sys.argv[2]: 0, sys.argv[3]: 0}, None
+for line in open("/proc/self/smaps"):  # resident pages of the index file and of the vectors' file
+    fields = line.split()
+    if "-" in fields[0] and not fields[0].endswith(":"):
+        path = fields[-1] if len(fields) >= 6 else None
+    elif fields[0] == "Rss:" and path in mapped:
+        mapped[path] += int(fields[1]) / 1024
+out["index_file"], out["vectors_file"] = round(mapped[sys.argv[2]], 1), round(mapped[sys.argv[3]], 1)
+print(json.dumps(out))
 """
 
 
-def measure(vectors: np.ndarray, queries: np.ndarray, folder: Path) -> dict:
-    """Build, tune, store and measure the index over ``vectors`` (see the module docstring)."""
+def measure(vectors: np.ndarray, queries: np.ndarray, folder: Path, *, quantized: bool = True) -> dict:
+    """Build, tune, store and measure the index over ``vectors`` (see the module docstring); ``quantized``:
+    8-bit codes, as publishing writes (False: IVF-Flat)."""
     import faiss
 
     from modeling.index import INDEX_FILE, ExactIndex, IvfIndex, read_item_index, write_item_index
 
     faiss.omp_set_num_threads(os.cpu_count() or 1)  # building uses the machine; queries are timed on one thread
-    entry = write_item_index(folder, vectors, queries[:TUNE])
+    entry = write_item_index(folder, vectors, queries[:TUNE], quantized=quantized)
     faiss.omp_set_num_threads(1)
     held_out = queries[TUNE:]
     stored = read_item_index(folder / INDEX_FILE)
@@ -164,6 +181,9 @@ def measure(vectors: np.ndarray, queries: np.ndarray, folder: Path) -> dict:
         "exact_ms": _median_ms(lambda q: exact.search(q, 10, one), held_out[:200]),
         "index_ms": _median_ms(lambda q: index.search(q, 10, one), held_out[:200]),
         "index_ms_filtered": _median_ms(lambda q: index.search(q, 10, [bought[0]], allowed), held_out[:200]),
+        # what the ranking stage asks of it: a shopper's top 100 (5 bought), then 100 shoppers' at once
+        "index_ms_top100": _median_ms(lambda q: index.search(q, 100, [bought[0][:5]]), held_out[:200]),
+        "index_ms_100_shoppers_top100": _batch_ms(index, held_out, [b[:5] for b in bought]),
     }
     np.save(folder / "vectors.npy", vectors)
     np.save(folder / "queries.npy", held_out)
@@ -172,6 +192,17 @@ def measure(vectors: np.ndarray, queries: np.ndarray, folder: Path) -> dict:
                          capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     figures["mapped_process_mb"] = json.loads(out.stdout.strip().splitlines()[-1])
     return figures
+
+
+def _batch_ms(index, queries: np.ndarray, exclude: list[np.ndarray], rounds: int = 5) -> float:
+    """Median ms of one search for 100 queries' top 100 (``rounds`` batches of different queries)."""
+    times = []
+    for r in range(rounds):
+        part = slice((r * 100) % (len(queries) - 99), (r * 100) % (len(queries) - 99) + 100)
+        started = time.perf_counter()
+        index.search(queries[part], 100, exclude[part])
+        times.append((time.perf_counter() - started) * 1000)
+    return float(np.median(times))
 
 
 def compare_hnsw(vectors: np.ndarray, queries: np.ndarray, folder: Path) -> dict:
@@ -191,7 +222,7 @@ def compare_hnsw(vectors: np.ndarray, queries: np.ndarray, folder: Path) -> dict
     stored = read_item_index(folder / INDEX_FILE)
     ivf = []
     for nprobe in (16, 32, 64, 128, 256, 512, 1024):
-        index = IvfIndex(vectors, stored, nprobe=nprobe, extra=0)
+        index = IvfIndex(vectors, stored, nprobe=nprobe)
         ivf.append({"nprobe": nprobe, "recall@10": recall(index.search(held_out, 10, none)[0]),
                     "query_ms": _median_ms(lambda q, index=index: index.search(q, 10, none[:1]), held_out[:200])})
     faiss.omp_set_num_threads(os.cpu_count() or 1)
@@ -209,11 +240,22 @@ def compare_hnsw(vectors: np.ndarray, queries: np.ndarray, folder: Path) -> dict
     return {"ivf": ivf, "hnsw": {"neighbours": 32, "ef_construction": 200, "build_s": build_s, "by_ef_search": hnsw}}
 
 
+def _print_row(n: int, row: dict) -> None:
+    print(f"{n:>9,} products, {row['index']['kind']}: exact {row['exact_ms']:.2f} ms, index {row['index_ms']:.2f} "
+          f"ms (filtered {row['index_ms_filtered']:.2f}; top 100 {row['index_ms_top100']:.2f}; 100 shoppers' top "
+          f"100 {row['index_ms_100_shoppers_top100']:.1f}), nprobe {row['index']['nprobe']} of "
+          f"{row['index']['lists']} lists, recall@10 {row['recall_at_10']:.3f} (filtered "
+          f"{row['recall_at_10_filtered']:.3f}), built and tuned in {row['index']['seconds']:.0f} s, "
+          f"{row['file_mb']} MB, a mapping process adds {row['mapped_process_mb']}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="100000,250000,500000,1000000", help="catalogue sizes, comma-separated")
     parser.add_argument("--output", default=str(RESULTS / "item_index.json"))
     parser.add_argument("--compare-hnsw", action="store_true", help="also measure an HNSW graph at each size")
+    parser.add_argument("--compare-flat", action="store_true",
+                        help="also build and measure an IVF-Flat index (the vectors, not codes) at each size")
     args = parser.parse_args()
     try:
         sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
@@ -229,11 +271,11 @@ def main() -> None:
             folder.mkdir()
             row = measure(vectors[:n], queries, folder)
             rows.append(row)
-            print(f"{n:>9,} products: exact {row['exact_ms']:.2f} ms, index {row['index_ms']:.2f} ms "
-                  f"(filtered {row['index_ms_filtered']:.2f}), nprobe {row['index']['nprobe']} of "
-                  f"{row['index']['lists']} lists, recall@10 {row['recall_at_10']:.3f} (filtered "
-                  f"{row['recall_at_10_filtered']:.3f}), built and tuned in {row['index']['seconds']:.0f} s, "
-                  f"{row['file_mb']} MB, a mapping process adds {row['mapped_process_mb']}", flush=True)
+            _print_row(n, row)
+            if args.compare_flat:
+                (folder / "flat").mkdir()
+                row["flat"] = measure(vectors[:n], queries, folder / "flat", quantized=False)
+                _print_row(n, row["flat"])
             if args.compare_hnsw:
                 row["compare"] = compare_hnsw(vectors[:n], queries, folder)
                 for r in row["compare"]["ivf"]:

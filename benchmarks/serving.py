@@ -31,6 +31,12 @@ Needs `wrk` (Debian/Ubuntu: `apt install wrk`). What it does:
 
 Prints a table and writes benchmarks/results/serving.json.
 
+With `--compare-index-kinds ROUNDS` it runs only, in process, the engine over the workspace's bundle with
+its published index (8-bit codes) and with an IVF-Flat index built over the same vectors with the same
+``nprobe`` (what bundles held before codes), alternately (flat, codes, codes, flat, ...) for ROUNDS rounds
+of each: one shopper (500 calls) and 100 shoppers per call (15 calls), medians per round, and how many of
+1,000 shoppers' served top 10 are the same under both; to benchmarks/results/serving-index-kinds.json.
+
 With `--impressions-overhead ROUNDS` it runs only the cost of recording impressions (a RecommendationList row
 per answer, written by a background thread per worker): per round one gunicorn with RECO_IMPRESSIONS=1 and
 one with =0, in alternating order (on, off; off, on; ...), each warmed up then loaded with "one known
@@ -176,7 +182,8 @@ def build_workspace(work: Path, n_users: int, n_items: int, n_interactions: int)
     stamp = work / "workspace.json"
     indexed = n_items >= ann_min_items()  # the bundle carries the approximate index, as publishing writes it
     layout = {"bundle": artifacts.BUNDLE_FORMAT, "text_encoder": TEXT_EXPORT_FORMAT,  # a new layout: build again
-              "item_index": indexed, "text_index": indexed, "catalogue": "every generated product",
+              "item_index": "8-bit codes" if indexed else False, "text_index": indexed,
+              "catalogue": "every generated product",
               "text_vectors": "clustered by category"}
     if stamp.is_file() and json.loads(stamp.read_text()).get("sizes") == sizes and (
             json.loads(stamp.read_text()).get("layout") == layout):
@@ -377,6 +384,58 @@ def in_process(work: Path, version: str, new_users: list[str]) -> dict:
     before, started = _private_mib(), time.perf_counter()
     grown.add_items(np.array(["BENCHMARK-NEW-PRODUCT"]), texts[:1], None)
     figures["add_one_product"] = {"seconds": time.perf_counter() - started, "private_mib": _private_mib() - before}
+    return figures
+
+
+def compare_index_kinds(work: Path, version: str, rounds: int) -> dict:
+    """The engine with the bundle's index (8-bit codes) against IVF-Flat over the same vectors (see the docstring)."""
+    from modeling import artifacts
+    from modeling.index import IvfIndex, build_ivf
+    from modeling.recommender import History, Recommender
+
+    bundle = artifacts.load_bundle(work / "models" / version)
+    codes = Recommender(bundle, ann_min_items=ann_min_items())
+    if not isinstance(codes.index, IvfIndex) or not codes.index.quantized:
+        raise SystemExit("the workspace's bundle is not served with an index of 8-bit codes (a smaller catalogue, or "
+                         "--serve-ann-min-items above it)")
+    flat = Recommender(bundle, ann_min_items=ann_min_items())
+    flat.index = IvfIndex(flat.item_vectors, build_ivf(np.asarray(bundle.arrays.item_vectors)),
+                          nprobe=codes.index.nprobe)
+    rng = np.random.default_rng(1)
+    items = bundle.arrays.item_ids
+    users = [str(u) for u in bundle.arrays.user_ids[rng.integers(0, len(bundle.arrays.user_ids), 2000)]]
+    history = {u: History(np.asarray(items[rng.integers(0, len(items), 5)], dtype=object),
+                          np.zeros(5, dtype=np.int64), np.ones(5)) for u in users}
+    allowed = np.ones(len(items), dtype=bool)
+    allowed[rng.integers(0, len(items), 200)] = False  # a few products out of stock
+
+    def median_ms(engine: Recommender, batch: int, calls: int) -> float:
+        times = []
+        for call in range(calls):
+            start = (call * batch) % (len(users) - batch)
+            started = time.perf_counter()
+            engine.recommend(users[start:start + batch], history, 10, allowed)
+            times.append(time.perf_counter() - started)
+        return float(np.median(times) * 1000)
+
+    for engine in (codes, flat):  # warm both (the pages of both indexes, the first calls)
+        median_ms(engine, 1, 50)
+    figures: dict = {"nprobe": codes.index.nprobe, "order": [], "codes": {"one_ms": [], "hundred_ms": []},
+                     "flat": {"one_ms": [], "hundred_ms": []}}
+    for turn in range(2 * rounds):
+        name = "flat" if turn % 4 in (0, 3) else "codes"
+        engine = codes if name == "codes" else flat
+        figures["order"].append(name)
+        figures[name]["one_ms"].append(median_ms(engine, 1, 500))
+        figures[name]["hundred_ms"].append(median_ms(engine, 100, 15))
+    served = [{}, {}]
+    for start in range(0, 1000, 100):
+        for at, engine in enumerate((codes, flat)):
+            served[at].update(engine.recommend(users[start:start + 100], history, 10, allowed))
+    same = [len(set(served[0][u].items) & set(served[1][u].items)) / 10 for u in users[:1000]]
+    figures["served_top10_same"] = float(np.mean(same))
+    figures["identical_lists"] = float(np.mean([np.array_equal(served[0][u].items, served[1][u].items)
+                                                for u in users[:1000]]))
     return figures
 
 
@@ -701,20 +760,42 @@ def main() -> None:
                         help="serve (in process and under gunicorn) with RECO_ANN_MIN_ITEMS=N on the workspace built "
                              "with the default, e.g. 200000 for exact search over a bundle that carries the indexes: "
                              "both thresholds measured on one workspace")
+    parser.add_argument("--compare-index-kinds", type=int, default=0, metavar="ROUNDS",
+                        help="run only the engine in process with the bundle's index of 8-bit codes and with IVF-Flat "
+                             "over the same vectors, alternately, ROUNDS rounds of each (0: off)")
     parser.add_argument("--impressions-overhead", type=int, default=0, metavar="ROUNDS",
                         help="run only the cost of recording impressions: ROUNDS rounds of \"one known shopper\" at 2 "
                              "connections with RECO_IMPRESSIONS=1 and =0, alternating the order (0: off)")
     args = parser.parse_args()
     if args.impressions_overhead and args.in_process_only:
         parser.error("--impressions-overhead and --in-process-only exclude each other")
+    if args.compare_index_kinds and (args.impressions_overhead or args.in_process_only):
+        parser.error("--compare-index-kinds runs alone (without --impressions-overhead or --in-process-only)")
+    if args.compare_index_kinds < 0:
+        parser.error("--compare-index-kinds: a number of rounds, at least 1")
     if args.output is None:
-        args.output = str(RESULTS / ("serving-impressions.json" if args.impressions_overhead > 0 else "serving.json"))
-    if shutil.which("wrk") is None and not args.in_process_only:
+        args.output = str(RESULTS / ("serving-impressions.json" if args.impressions_overhead > 0 else
+                                     "serving-index-kinds.json" if args.compare_index_kinds > 0 else "serving.json"))
+    if shutil.which("wrk") is None and not (args.in_process_only or args.compare_index_kinds):
         raise SystemExit("wrk is not installed (Debian/Ubuntu: apt install wrk)")
     work = Path(args.workdir)
     info = build_workspace(work, args.users, args.items, args.interactions)
     if args.serve_ann_min_items is not None:  # after the build: the workspace's layout follows the default
         os.environ["RECO_ANN_MIN_ITEMS"] = str(args.serve_ann_min_items)
+    if args.compare_index_kinds > 0:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):  # one BLAS and OpenMP thread, as each web worker has (gunicorn.conf.py)
+            kinds = compare_index_kinds(work, info["version"], args.compare_index_kinds)
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps({"sizes": info["sizes"], "index_kinds": kinds}, indent=2) + "\n")
+        for name in ("codes", "flat"):
+            print(f"{name}: one shopper {', '.join(f'{v:.2f}' for v in kinds[name]['one_ms'])} ms; 100 shoppers "
+                  f"{', '.join(f'{v:.1f}' for v in kinds[name]['hundred_ms'])} ms")
+        print(f"served top 10 the same: {kinds['served_top10_same']:.3f} of the products, "
+              f"{kinds['identical_lists']:.3f} of the lists identical")
+        print(f"\nwritten to {os.path.relpath(args.output, ROOT)}")
+        return
     if args.impressions_overhead > 0:
         load_before = os.getloadavg()
         cpu = impressions_cpu(work)

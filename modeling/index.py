@@ -3,11 +3,19 @@
 Exact search is a matrix product and a partial sort; at 100,000 items and 64 dimensions it
 costs about a millisecond per query, and its cost grows with the catalogue (about 35 ms at
 1,000,000 on a busy 2-core machine). From a configurable catalogue size, :class:`IvfIndex`
-(a FAISS inverted-file index over the same vectors, ``IndexIVFFlat`` with inner product) scans
-only the lists of the ``nprobe`` closest centroids. The index is built when a bundle is
-published, its ``nprobe`` tuned there on the shop's own shopper vectors to a stated recall@10
-against exact search, and stored in the bundle (``item_index.faiss``), which every worker maps
-read-only: the operating system shares the pages, no worker builds or copies it.
+(a FAISS inverted-file index over the same vectors, with inner product) scans only the lists of
+the ``nprobe`` closest centroids. The index is built when a bundle is published, its ``nprobe``
+tuned there on the shop's own shopper vectors to a stated recall@10 against exact search, and
+stored in the bundle (``item_index.faiss``), which every worker maps read-only: the operating
+system shares the pages, no worker builds or copies it.
+
+Published indexes store each vector as 8-bit codes (``IndexIVFScalarQuantizer``) rather than the
+vector itself (``IndexIVFFlat``): the candidates a scan finds (``k`` plus :data:`EXTRA`) are scored
+again exactly from the float32 vectors the bundle holds anyway, so the answers and their scores are
+exact, while a scan reads a quarter of the memory. Measured with ``benchmarks/item_index.py
+--compare-flat`` (README, Performance): the same recall@10 at the same ``nprobe``, a quarter of the
+file, and at 1,000,000 products a third less time per query (half for 100 queries at once); bundles
+published before hold IVF-Flat, which is read and searched as before.
 
 Why IVF and not HNSW: on trained two-tower vectors (unit length, clustered by category) an IVF
 index reached recall@10 0.955 at 0.9 ms per query over 1,000,000 items, where HNSW (M 32,
@@ -15,8 +23,8 @@ efConstruction 200) stayed at 0.93 with efSearch 512 at 100,000 items; IVF build
 instead of minutes, and FAISS maps its inverted lists from disk (``IO_FLAG_MMAP``).
 
 The products' text vectors (text queries) get an index of the same kind beside it
-(``text_index.faiss``), with 8-bit codes instead of the 384-d float vectors (:func:`write_text_index`); the
-candidates it finds are scored exactly from the vectors the bundle already holds.
+(``text_index.faiss``), also with 8-bit codes (:func:`write_text_index`); the candidates it finds are scored
+exactly from the 384-d text vectors the bundle already holds.
 
 Filters and exclusions stay exact: the approximate index fetches extra candidates, drops the
 excluded and disallowed ones, and a row left with fewer than ``k`` candidates is answered by exact
@@ -115,16 +123,17 @@ class IvfIndex:
         nprobe: inverted lists scanned per query (recall vs. speed).
         extra: candidates fetched beyond ``k`` plus the excluded items, to survive filtering.
         quantized: the index stores 8-bit codes (:func:`build_ivf` with ``quantized=True``): the
-            candidates it finds are scored again exactly from ``vectors`` and re-ordered.
+            candidates it finds are scored again exactly from ``vectors`` and re-ordered. None: as
+            ``index`` is (flat when it is built here).
     """
 
     def __init__(self, vectors: np.ndarray, index: Any | None = None, *, nprobe: int = 64, extra: int = EXTRA,
-                 quantized: bool = False) -> None:
+                 quantized: bool | None = None) -> None:
         self.vectors = vectors
         self.exact = ExactIndex(vectors)
         self.nprobe = nprobe
         self.extra = extra
-        self.quantized = quantized
+        self.quantized = is_quantized(index) if quantized is None and index is not None else bool(quantized)
         self._index = index
         self._lock = threading.Lock()
         if index is not None:
@@ -134,6 +143,9 @@ class IvfIndex:
         if index.d != self.vectors.shape[1] or index.ntotal > len(self.vectors):
             raise ValueError(f"the index holds {index.ntotal} {index.d}-d vectors, the catalogue "
                              f"{len(self.vectors)} {self.vectors.shape[1]}-d")
+        if is_quantized(index) != self.quantized:  # codes' scores served as exact, or exact ones scored again
+            raise ValueError(f"the index {'holds 8-bit codes' if is_quantized(index) else 'holds the vectors'}, "
+                             f"but was given as {'codes' if self.quantized else 'vectors'}")
         index.nprobe = self.nprobe
 
     @property
@@ -197,6 +209,13 @@ class IvfIndex:
         return out_pos, out_scores
 
 
+def is_quantized(index: Any) -> bool:
+    """Whether a FAISS IVF index stores 8-bit codes (``IndexIVFScalarQuantizer``) rather than the vectors."""
+    import faiss
+
+    return isinstance(index, faiss.IndexIVFScalarQuantizer)
+
+
 def build_ivf(vectors: np.ndarray, *, lists: int | None = None, seed: int = 0, quantized: bool = False) -> Any:
     """A FAISS IVF inner-product index over ``vectors``.
 
@@ -205,8 +224,8 @@ def build_ivf(vectors: np.ndarray, *, lists: int | None = None, seed: int = 0, q
         lists: number of inverted lists (default about 4 sqrt(n), at least 16).
         seed: k-means seed (the centroids are trained on at most 40 points per list).
         quantized: store each vector as d 8-bit codes (``IndexIVFScalarQuantizer``, a quarter of the
-            float32 size) instead of the vector itself (``IndexIVFFlat``); for the 384-d text vectors,
-            which serving already maps as float32 and scores exactly once the candidates are found.
+            float32 size) instead of the vector itself (``IndexIVFFlat``); what publishing writes, as
+            serving already maps the float32 vectors and scores the candidates found exactly.
 
     Returns:
         A FAISS IVF index holding every vector, position = row of ``vectors``.
@@ -281,7 +300,7 @@ def _recall(approx: np.ndarray, exact: np.ndarray) -> float:
 
 def write_item_index(directory: Path, item_vectors: np.ndarray, queries: np.ndarray, *,
                      target: float = TARGET_RECALL, seed: int = 0, file: str = INDEX_FILE,
-                     quantized: bool = False) -> dict[str, Any]:
+                     quantized: bool = True) -> dict[str, Any]:
     """Build, tune and write the approximate index into a bundle folder being written.
 
     Args:
@@ -289,7 +308,8 @@ def write_item_index(directory: Path, item_vectors: np.ndarray, queries: np.ndar
         item_vectors: (n_items, d) float32.
         queries: (m, d) float32 query vectors the tuning measures recall on (at most 1,000 are used).
         file: the index's file name (:data:`INDEX_FILE`, or :data:`TEXT_INDEX_FILE`).
-        quantized: 8-bit codes instead of the vectors (see :func:`build_ivf`).
+        quantized: 8-bit codes instead of the vectors (see :func:`build_ivf`; the module's docstring says
+            why they are the default).
 
     Returns:
         The manifest entry: kind, file, lists, nprobe, the recall@10 measured, items, dim, seconds.
@@ -317,9 +337,9 @@ def write_item_index(directory: Path, item_vectors: np.ndarray, queries: np.ndar
 def write_text_index(directory: Path, item_content: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
     """The approximate index over the products' (n_items, t) text vectors, for text queries.
 
-    8-bit codes (a quarter of the float32 vectors, which the bundle already holds and serving maps); the
-    candidates found are scored exactly. ``nprobe`` is tuned with the text vectors of 1,000 of the
-    products as queries: a text query is encoded by the same model as the product texts.
+    8-bit codes, as for the product vectors (a quarter of the float32 vectors, which the bundle already holds
+    and serving maps); the candidates found are scored exactly. ``nprobe`` is tuned with the text vectors of
+    1,000 of the products as queries: a text query is encoded by the same model as the product texts.
     """
     content = np.asarray(item_content, dtype=np.float32)
     queries = content[np.random.default_rng(seed + 1).choice(len(content), min(1000, len(content)), replace=False)]
@@ -351,16 +371,16 @@ def read_item_index(path: Path) -> Any:
 
 
 def make_index(vectors: np.ndarray, ann_min_items: int | None, *, stored: Any | None = None,
-               nprobe: int = 64, quantized: bool = False) -> ItemIndex:
+               nprobe: int = 64) -> ItemIndex:
     """Exact search, or IVF when the catalogue has at least ``ann_min_items`` items (None: never).
 
     Args:
-        stored: the bundle's index (see :func:`read_item_index`); None: built on first use.
+        stored: the bundle's index (see :func:`read_item_index`: 8-bit codes, or the vectors in bundles
+            published before codes; searched as it is); None: an IVF-Flat index built on first use.
         nprobe: lists scanned per query (the bundle's tuned value, or a setting).
-        quantized: the index holds 8-bit codes (the text index); candidates are scored exactly.
     """
     if ann_min_items is not None and len(vectors) >= ann_min_items:
-        return IvfIndex(vectors, stored, nprobe=nprobe, quantized=quantized)
+        return IvfIndex(vectors, stored, nprobe=nprobe)
     return ExactIndex(vectors)
 
 

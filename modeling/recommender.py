@@ -134,8 +134,7 @@ class Recommender:
         if stored is None:
             return ExactIndex(self.item_content)
         tuned = (self.bundle.manifest.get("text_index") or {}).get("nprobe")
-        return make_index(self.item_content, self.ann_min_items, stored=stored, nprobe=int(tuned or 64),
-                          quantized=True)
+        return make_index(self.item_content, self.ann_min_items, stored=stored, nprobe=int(tuned or 64))
 
     def _tables(self) -> ItemTables:
         attributes = self.attributes

@@ -18,6 +18,7 @@ from modeling.index import (
     ExactIndex,
     IvfIndex,
     build_ivf,
+    is_quantized,
     make_index,
     read_item_index,
     recall_against_exact,
@@ -150,10 +151,12 @@ def test_products_added_after_the_index_was_built_are_scored_exactly(vectors: np
 def test_the_stored_index_is_memory_mapped_and_answers_as_built(vectors: np.ndarray, tmp_path: Path) -> None:
     entry = write_item_index(tmp_path, vectors, queries(500, seed=4))
     assert entry["items"] == len(vectors) and entry["recall_at_10"] >= 0.97 and entry["file"] == INDEX_FILE
+    assert entry["kind"] == "faiss_ivf_sq8"  # 8-bit codes, the candidates scored exactly
     stored = read_item_index(tmp_path / INDEX_FILE)
+    assert is_quantized(stored) and IvfIndex(vectors, stored).quantized  # taken as it is stored
     lists = faiss.downcast_InvertedLists(stored.invlists)
     assert isinstance(lists, faiss.OnDiskInvertedLists) and lists.prefetch_nthread == 0  # mapped, not read
-    again = build_ivf(vectors)
+    again = build_ivf(vectors, quantized=True)
     q, none = queries(20, seed=6), [np.zeros(0, dtype=np.int64)] * 20
     a = IvfIndex(vectors, stored, nprobe=entry["nprobe"], extra=0).search(q, 10, none)
     b = IvfIndex(vectors, again, nprobe=entry["nprobe"], extra=0).search(q, 10, none)
@@ -178,9 +181,21 @@ def test_a_bundle_carries_its_index_and_refuses_one_that_does_not_fit(pipeline: 
     bundle = artifacts.load_bundle(bundle_dir)
     assert bundle.item_index.ntotal == len(vectors)
     served = Recommender(bundle, ann_min_items=10)
-    assert isinstance(served.index, IvfIndex) and served.index.built
+    assert isinstance(served.index, IvfIndex) and served.index.built and served.index.quantized
     assert served.index.nprobe == manifest["item_index"]["nprobe"]
     assert isinstance(Recommender(bundle).index, ExactIndex)  # below the threshold (none): exact
+    # A bundle published before codes holds the vectors (IVF-Flat): served as it is, without scoring again.
+    manifest["item_index"] = write_item_index(bundle_dir, vectors, np.asarray(original.arrays.user_vectors),
+                                              quantized=False)
+    assert manifest["item_index"]["kind"] == "faiss_ivf_flat"
+    (bundle_dir / artifacts.MANIFEST_FILE).write_text(json.dumps(manifest))
+    older = Recommender(artifacts.load_bundle(bundle_dir), ann_min_items=10)
+    assert isinstance(older.index, IvfIndex) and not older.index.quantized
+    shoppers = [str(u) for u in original.arrays.user_ids[:20]]
+    histories = {u: History(np.asarray(original.arrays.item_ids[n:n + 3], dtype=object), np.arange(3, dtype=np.int64),
+                            np.ones(3)) for n, u in enumerate(shoppers)}
+    a, b = served.recommend(shoppers, histories, 5), older.recommend(shoppers, histories, 5)
+    assert np.mean([len(set(a[u].items) & set(b[u].items)) / 5 for u in shoppers]) >= 0.9
     write_item_index(bundle_dir, vectors[:-1], vectors[:5])  # an index of another catalogue
     with pytest.raises(ArtifactError, match=f"holds {len(vectors) - 1} .* the bundle {len(vectors)}"):
         artifacts.load_bundle(bundle_dir)
@@ -191,8 +206,12 @@ def test_a_bundle_carries_its_index_and_refuses_one_that_does_not_fit(pipeline: 
 
 def test_the_quantized_index_finds_the_same_items_and_scores_them_exactly(vectors: np.ndarray, ivf,
                                                                           tmp_path: Path) -> None:
-    """8-bit codes (the text index): a quarter of the flat file, the candidates it finds scored exactly."""
+    """8-bit codes (what publishing writes): a quarter of the flat file, the candidates it finds scored exactly."""
     codes = build_ivf(vectors, quantized=True)
+    with pytest.raises(ValueError, match="holds 8-bit codes, but was given as vectors"):
+        IvfIndex(vectors, codes, quantized=False)  # approximate scores would be served as exact
+    with pytest.raises(ValueError, match="holds the vectors, but was given as codes"):
+        IvfIndex(vectors, ivf, quantized=True)
     tuned, measured = tune_nprobe(codes, vectors, queries(300, seed=9), quantized=True)
     assert measured >= 0.97 and tuned < codes.nlist
     q, none = queries(200), [np.zeros(0, dtype=np.int64)] * 200
