@@ -183,7 +183,7 @@ def build_workspace(work: Path, n_users: int, n_items: int, n_interactions: int)
     indexed = n_items >= ann_min_items()  # the bundle carries the approximate index, as publishing writes it
     layout = {"bundle": artifacts.BUNDLE_FORMAT, "text_encoder": TEXT_EXPORT_FORMAT,  # a new layout: build again
               "item_index": "8-bit codes" if indexed else False, "text_index": indexed,
-              "catalogue": "every generated product",
+              "catalogue": "every generated product", "attribute_codes": "stored",
               "text_vectors": "clustered by category"}
     if stamp.is_file() and json.loads(stamp.read_text()).get("sizes") == sizes and (
             json.loads(stamp.read_text()).get("layout") == layout):

@@ -55,7 +55,7 @@ from modeling.exported_text import WEIGHTS_FILE as TEXT_WEIGHTS_FILE
 from modeling.exported_towers import EXPORT_DIR, SETTINGS_FILE, NumpyCandidateTower, NumpyQueryTower, load_towers
 from modeling.features import ItemAttributes
 from modeling.index import read_item_index
-from modeling.reranker import STAGE_DIR, RankingStage, rows_are_unit
+from modeling.reranker import STAGE_DIR, AttributeCodes, RankingStage, rows_are_unit
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +143,8 @@ class Bundle:
             index, memory-mapped read-only; see :mod:`modeling.index`), or None when the catalogue
             was below the publishing threshold.
         text_index: the same over ``item_content`` (8-bit codes), for text queries, or None.
+        attribute_codes: the products' category and brand codes the stage was written with (None in
+            bundles written before them: coded at load).
     """
 
     version: str
@@ -152,6 +154,7 @@ class Bundle:
     towers: tuple[NumpyQueryTower, NumpyCandidateTower] = field(repr=False)
     stage: RankingStage | None = field(default=None, repr=False)
     attributes: ItemAttributes | None = field(default=None, repr=False)
+    attribute_codes: AttributeCodes | None = field(default=None, repr=False)
     item_index: Any | None = field(default=None, repr=False)
     text_index: Any | None = field(default=None, repr=False)
     _saved: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -300,6 +303,7 @@ def load_bundle(path: Path | str) -> Bundle:
     try:
         stage = RankingStage.load(path / STAGE_DIR)
         attributes = RankingStage.load_attributes(path / STAGE_DIR)
+        codes = AttributeCodes.load(path / STAGE_DIR, len(arrays.item_ids))
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{path}: missing or damaged {STAGE_DIR}/ ({exc})") from exc
     n_items = len(arrays.item_ids)
@@ -312,7 +316,7 @@ def load_bundle(path: Path | str) -> Bundle:
         if current.get(name) != version:
             logger.warning("bundle %s was built with %s %s, running %s", path.name, name, version, current.get(name))
     return Bundle(version=path.name, path=path, manifest=manifest, arrays=arrays, stage=stage, attributes=attributes,
-                  towers=towers, item_index=item_index, text_index=text_index)
+                  attribute_codes=codes, towers=towers, item_index=item_index, text_index=text_index)
 
 
 def _stored_index(path: Path, manifest: dict[str, Any], key: str, n_items: int, dim: int) -> Any | None:

@@ -140,7 +140,8 @@ class Recommender:
         attributes = self.attributes
         unit = self.bundle.manifest.get("item_content_unit")  # recorded when published (older bundles: None)
         return ItemTables.build(attributes.category, attributes.brand, attributes.price, self.item_content,
-                                self.popularity, content_unit=unit if isinstance(unit, bool) else None)
+                                self.popularity, content_unit=unit if isinstance(unit, bool) else None,
+                                codes=self.bundle.attribute_codes)
 
     def add_items(self, item_ids: np.ndarray, item_text: np.ndarray, attributes: ItemAttributes | None = None) -> None:
         """Make products unseen in training recommendable: candidate vectors from their content.

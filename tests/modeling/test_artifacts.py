@@ -57,6 +57,31 @@ def test_bundle_arrays_are_memory_mapped_and_read_only(pipeline: Pipeline) -> No
     assert np.shares_memory(Recommender(bundle).tables.content, bundle.arrays.item_content)
 
 
+def test_a_bundle_carries_its_attribute_codes_and_one_written_before_them_is_coded_at_load(
+        pipeline: Pipeline, tmp_path: Path) -> None:
+    import shutil
+
+    from modeling.reranker import CODE_FILES
+
+    bundle = artifacts.load_bundle(pipeline.models / pipeline.version)
+    assert bundle.attribute_codes is not None
+    served = Recommender(bundle)
+    assert np.shares_memory(served.tables.category, bundle.attribute_codes.category)  # mapped, not coded again
+    older_dir = tmp_path / pipeline.version
+    shutil.copytree(pipeline.models / pipeline.version, older_dir)
+    shutil.copytree(pipeline.models / "text_encoder", tmp_path / "text_encoder")
+    for name in CODE_FILES:
+        (older_dir / artifacts.STAGE_DIR / f"{name}.npy").unlink()
+    older = artifacts.load_bundle(older_dir)
+    assert older.attribute_codes is None
+    tables = Recommender(older).tables
+    for name in ("category", "brand", "category_names", "brand_names"):
+        assert np.array_equal(getattr(tables, name), getattr(served.tables, name)), name
+    np.save(older_dir / artifacts.STAGE_DIR / "item_category_codes.npy", np.zeros(3, dtype=np.int32))
+    with pytest.raises(ArtifactError, match="damaged ranking_stage/.*attribute codes incomplete"):
+        artifacts.load_bundle(older_dir)
+
+
 def test_text_vectors_known_to_be_unit_rows_are_neither_read_nor_copied() -> None:
     from modeling.reranker import ItemTables, rows_are_unit
 

@@ -13,9 +13,11 @@ from modeling.candidates import HistoryBatch, Sources, fit_sources, keep_stronge
 from modeling.features import ItemAttributes
 from modeling.index import ExactIndex
 from modeling.reranker import (
+    CODE_FILES,
     FEATURES,
     PRIOR_SCALE,
     REFERENCE_TRIALS,
+    AttributeCodes,
     ItemTables,
     Ranker,
     RankingStage,
@@ -303,6 +305,35 @@ def test_stage_round_trips_through_a_directory(tmp_path: Path) -> None:
     again = RankingStage.load(tmp_path / "blend").ranker
     assert again.kind == "blend" and again.weights == (0.5, 0.25, 0.25, 0.0)
     assert np.array_equal(again.order(candidates, features, 10)[0], blend.ranker.order(candidates, features, 10)[0])
+
+
+def test_the_stage_stores_the_codes_serving_would_compute_and_refuses_damaged_ones(tmp_path: Path) -> None:
+    """Category and brand codes written with the stage give the same tables as coding the strings at load."""
+    rng = np.random.default_rng(5)
+    category = np.array(["", "Home > Kitchen", "Toys", "Home > Kitchen > Mugs", "Toys", ""] * 10)
+    brand = np.array(["acme", "", "zeta", "acme", "b", "b"] * 10)
+    attributes = ItemAttributes(category, brand, rng.uniform(-1, 9, 60).astype(np.float32))
+    stage = RankingStage(_sources(60), Ranker("feature", "item_item"), StageConfig())
+    stage.save(tmp_path / "stage", attributes)
+    codes = AttributeCodes.load(tmp_path / "stage", 60)
+    content, popularity = rng.normal(size=(60, 4)).astype(np.float32), rng.random(60).astype(np.float32)
+    stored = ItemTables.build(category, brand, attributes.price, content, popularity, codes=codes)
+    coded = ItemTables.build(category, brand, attributes.price, content, popularity)
+    for name in ("category", "brand", "category_names", "brand_names"):
+        assert np.array_equal(getattr(stored, name), getattr(coded, name)), name
+    assert stored.category[0] == -1 and stored.category_names[stored.category[1]] == "Home > Kitchen"
+    assert isinstance(codes.category, np.memmap)  # mapped and shared, not computed per worker
+    with pytest.raises(ValueError, match="for 61 products"):
+        AttributeCodes.load(tmp_path / "stage", 61)
+    np.save(tmp_path / "stage" / "item_brand_codes.npy", np.full(60, 9, dtype=np.int32))
+    with pytest.raises(ValueError, match="brand codes outside their 4 names"):
+        AttributeCodes.load(tmp_path / "stage", 60)
+    (tmp_path / "stage" / "item_brand_names.npy").unlink()
+    with pytest.raises(ValueError, match="item_brand_names missing"):
+        AttributeCodes.load(tmp_path / "stage", 60)
+    for name in CODE_FILES:  # a stage written before the codes: coded at load, as before
+        (tmp_path / "stage" / f"{name}.npy").unlink(missing_ok=True)
+    assert AttributeCodes.load(tmp_path / "stage", 60) is None
 
 
 def test_a_web_worker_loads_a_lightgbm_stage_without_scikit_learn(tmp_path: Path) -> None:
