@@ -21,7 +21,9 @@ Needs `wrk` (Debian/Ubuntu: `apt install wrk`). What it does:
    at 2 and at 8 connections. The time from starting gunicorn to the first recommendation answered
    is reported too.
 3. Measures, in the same run, the floor: a bare numpy dot product + argpartition over the same item
-   vectors, and the engine's own time (Recommender.recommend, filters and exclusions included).
+   vectors, and the engine's own time (Recommender.recommend, filters and exclusions included); and the
+   time to build the engine over the loaded bundle, as a worker does at start, with the ranking stage's
+   stored category and brand codes and coding them at load (bundles written before the codes).
 4. Reports each worker's resident and proportional memory after all of that, and whether the bundle
    arrays are shared memory maps.
 5. From ``RECO_ANN_MIN_ITEMS`` products on (default 100,000), the bundle carries the approximate indexes
@@ -378,6 +380,18 @@ def in_process(work: Path, version: str, new_users: list[str]) -> dict:
         figures["text_search"]["recall@10"] = recall_against_exact(recommender.text_index, content, texts, 10)
         figures["text_search"]["query_ms"] = _median_ms(lambda: recommender.text_index.search(texts[:1], 10, none),
                                                         200)
+    # Building the engine over the loaded bundle, as every worker does at start, with the stage's stored category
+    # and brand codes and with them coded at load (bundles written before the codes), alternately, 3 times each.
+    import dataclasses
+
+    coded_at_load = dataclasses.replace(bundle, attribute_codes=None)
+    builds: dict[str, list[float]] = {"codes_stored_s": [], "coded_at_load_s": []}
+    for turn in range(6):
+        name = "codes_stored_s" if turn % 4 in (0, 3) else "coded_at_load_s"
+        started = time.perf_counter()
+        Recommender(bundle if name == "codes_stored_s" else coded_at_load, ann_min_items=ann_min_items())
+        builds[name].append(time.perf_counter() - started)
+    figures["engine_build"] = {**builds, "codes_stored": bundle.attribute_codes is not None}
     # One product added after publishing, as a product feed's change makes every worker do: its time and the
     # private memory it takes (another Recommender over the same bundle, so the figures above are untouched).
     grown = Recommender(bundle, ann_min_items=ann_min_items())
@@ -917,6 +931,11 @@ def _print_engine(engine: dict) -> None:
             print(f"  served top 10 (both stages) against exact search, {served['shoppers']} shoppers: "
                   f"{served['top10_overlap']:.3f} of the products the same (lowest {served['lowest_overlap']:.1f}), "
                   f"{served['identical_lists']:.3f} of the lists identical")
+    build = engine.get("engine_build")
+    if build:
+        stored, coded = (", ".join(f"{v:.2f}" for v in build[key]) for key in ("codes_stored_s", "coded_at_load_s"))
+        print(f"the engine built over the loaded bundle: {stored} s with the stored category and brand codes, "
+              f"{coded} s coding them at load")
     added = engine.get("add_one_product")
     if added:
         print(f"one product added after publishing: {added['seconds']:.2f} s, "
