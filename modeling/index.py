@@ -14,8 +14,8 @@ vector itself (``IndexIVFFlat``): the candidates a scan finds (``k`` plus :data:
 again exactly from the float32 vectors the bundle holds anyway, so the answers and their scores are
 exact, while a scan reads a quarter of the memory. Measured with ``benchmarks/item_index.py
 --compare-flat`` (README, Performance): the same recall@10 at the same ``nprobe``, a quarter of the
-file, and at 1,000,000 products a third less time per query (half for 100 queries at once); bundles
-published before hold IVF-Flat, which is read and searched as before.
+file, and at 500,000 to 1,000,000 products a third to a half less time per query, one at a time or 100
+at once; bundles published before hold IVF-Flat, which is read and searched as before.
 
 Why IVF and not HNSW: on trained two-tower vectors (unit length, clustered by category) an IVF
 index reached recall@10 0.955 at 0.9 ms per query over 1,000,000 items, where HNSW (M 32,
