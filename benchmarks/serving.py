@@ -442,14 +442,7 @@ def compare_index_kinds(work: Path, version: str, rounds: int) -> dict:
         figures["order"].append(name)
         figures[name]["one_ms"].append(median_ms(engine, 1, 500))
         figures[name]["hundred_ms"].append(median_ms(engine, 100, 15))
-    served = [{}, {}]
-    for start in range(0, 1000, 100):
-        for at, engine in enumerate((codes, flat)):
-            served[at].update(engine.recommend(users[start:start + 100], history, 10, allowed))
-    same = [len(set(served[0][u].items) & set(served[1][u].items)) / 10 for u in users[:1000]]
-    figures["served_top10_same"] = float(np.mean(same))
-    figures["identical_lists"] = float(np.mean([np.array_equal(served[0][u].items, served[1][u].items)
-                                                for u in users[:1000]]))
+    figures["served_lists"] = _served_overlap(codes, flat, users[:1000], history, allowed)
     return figures
 
 
@@ -464,14 +457,19 @@ def _served_against_exact(bundle, recommender, allowed: np.ndarray, rng: np.rand
     user_ids = [str(u) for u in bundle.arrays.user_ids[rng.integers(0, len(bundle.arrays.user_ids), shoppers)]]
     history = {u: History(np.asarray(bundle.arrays.item_ids[rng.integers(0, n, 5)], dtype=object),
                           np.zeros(5, dtype=np.int64), np.ones(5)) for u in user_ids}
+    return _served_overlap(recommender, exact, user_ids, history, allowed)
+
+
+def _served_overlap(first, second, user_ids: list[str], history: dict, allowed: np.ndarray) -> dict:
+    """How much of the served top 10 two engines share for ``user_ids`` (100 shoppers per call)."""
     lists = []
-    for engine in (recommender, exact):
+    for engine in (first, second):
         served = {}
-        for start in range(0, shoppers, 100):
+        for start in range(0, len(user_ids), 100):
             served.update(engine.recommend(user_ids[start:start + 100], history, 10, allowed))
         lists.append(served)
     overlap = [len(set(lists[0][u].items) & set(lists[1][u].items)) / 10 for u in user_ids]
-    return {"shoppers": shoppers, "top10_overlap": float(np.mean(overlap)), "lowest_overlap": float(min(overlap)),
+    return {"shoppers": len(user_ids), "top10_overlap": float(np.mean(overlap)), "lowest_overlap": float(min(overlap)),
             "identical_lists": float(np.mean([np.array_equal(lists[0][u].items, lists[1][u].items)
                                               for u in user_ids]))}
 
@@ -806,8 +804,9 @@ def main() -> None:
         for name in ("codes", "flat"):
             print(f"{name}: one shopper {', '.join(f'{v:.2f}' for v in kinds[name]['one_ms'])} ms; 100 shoppers "
                   f"{', '.join(f'{v:.1f}' for v in kinds[name]['hundred_ms'])} ms")
-        print(f"served top 10 the same: {kinds['served_top10_same']:.3f} of the products, "
-              f"{kinds['identical_lists']:.3f} of the lists identical")
+        served = kinds["served_lists"]
+        print(f"served top 10 the same: {served['top10_overlap']:.3f} of the products (lowest "
+              f"{served['lowest_overlap']:.1f}), {served['identical_lists']:.3f} of the lists identical")
         print(f"\nwritten to {os.path.relpath(args.output, ROOT)}")
         return
     if args.impressions_overhead > 0:

@@ -143,8 +143,9 @@ class IvfIndex:
         if index.d != self.vectors.shape[1] or index.ntotal > len(self.vectors):
             raise ValueError(f"the index holds {index.ntotal} {index.d}-d vectors, the catalogue "
                              f"{len(self.vectors)} {self.vectors.shape[1]}-d")
-        if is_quantized(index) != self.quantized:  # codes' scores served as exact, or exact ones scored again
-            raise ValueError(f"the index {'holds 8-bit codes' if is_quantized(index) else 'holds the vectors'}, "
+        codes = is_quantized(index)
+        if codes != self.quantized:  # codes' scores served as exact, or exact ones scored again
+            raise ValueError(f"the index {'holds 8-bit codes' if codes else 'holds the vectors'}, "
                              f"but was given as {'codes' if self.quantized else 'vectors'}")
         index.nprobe = self.nprobe
 
