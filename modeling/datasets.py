@@ -18,15 +18,18 @@ import html
 import json
 import logging
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from modeling.atomic import atomic_file, atomic_write
 from modeling.errors import DataValidationError
+
+if TYPE_CHECKING:  # pandas is imported where tables are built or read: web workers, which only need the
+    import pandas as pd  # column names, do not load it
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +182,7 @@ def finish_tables(
         DataValidationError: on empty input, blank ids, unknown events, non-finite or
             non-positive weights, or when every timestamp is outside ``time_bounds``.
     """
+    import pandas as pd
     if len(interactions) == 0:
         raise DataValidationError("no interactions", path=source_name)
     interactions = interactions.copy()
@@ -253,6 +257,7 @@ class TimeBounds:
 
     def describe(self) -> str:
         """The range as ISO 8601 date-times, for messages."""
+        import pandas as pd
         def iso(seconds: int) -> str:
             return pd.Timestamp(seconds, unit="s", tz="UTC").isoformat()
         return f"{iso(self.earliest)} .. {iso(self.latest)}"
@@ -380,6 +385,7 @@ def read_snapshot(directory: Path | str) -> CanonicalData:
     Raises:
         DataValidationError: when the directory holds no complete snapshot.
     """
+    import pandas as pd
     directory = Path(directory)
     manifest = read_snapshot_manifest(directory)
     if manifest is None:
@@ -404,6 +410,7 @@ def content_fingerprint(items: pd.DataFrame, interactions: pd.DataFrame, salt: s
     Args:
         items: ``ITEM_COLUMNS``; interactions: ``INTERACTION_COLUMNS``.
     """
+    import pandas as pd
     digest = hashlib.sha256(f"content-1;{salt}".encode())
     for frame, columns, order in ((items, ITEM_COLUMNS, [ITEM_ID]),
                                   (interactions, INTERACTION_COLUMNS, [USER_ID, TIMESTAMP, ITEM_ID, EVENT, WEIGHT])):
@@ -423,20 +430,31 @@ def item_text(items: pd.DataFrame) -> list[str]:
     Returns:
         n strings; a bare item (no metadata) gives its id so that every item has some text.
     """
+    return item_text_of_rows(items[list(ITEM_COLUMNS)].itertuples(index=False, name=None))
+
+
+def item_text_of_rows(rows: Iterable[Sequence[Any]]) -> list[str]:
+    """:func:`item_text` of n rows in :data:`ITEM_COLUMNS` order (``(id, title, description, brand, category,
+    price)``, e.g. a product table's rows): a web worker encodes products added after training without pandas.
+
+    Returns:
+        n strings.
+    """
     texts: list[str] = []
-    for row in items.itertuples(index=False):
+    for row in rows:
+        item_id, title, description, brand, category = row[:5]
         parts = []
-        title = getattr(row, TITLE) or ""
+        title = title or ""
         if title:
             parts.append(str(title))
-        brand = getattr(row, BRAND) or ""
+        brand = brand or ""
         if brand:
             parts.append(f"Brand: {brand}")
-        category = getattr(row, CATEGORY) or ""
+        category = category or ""
         if category:
             parts.append(f"Category: {category}")
-        description = getattr(row, DESCRIPTION) or ""
+        description = description or ""
         if description:
             parts.append(str(description)[:1000])
-        texts.append(". ".join(parts) if parts else f"Product {getattr(row, ITEM_ID)}")
+        texts.append(". ".join(parts) if parts else f"Product {item_id}")
     return texts

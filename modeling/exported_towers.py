@@ -34,10 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from modeling.errors import ArtifactError
-from modeling.features import lookup_positions
+from modeling.id_index import IdIndex
 
 logger = logging.getLogger(__name__)
 
@@ -124,19 +123,19 @@ class _Lookup:
 
     def __init__(self, vocabulary: np.ndarray) -> None:
         self.vocabulary = np.asarray(vocabulary)
-        self.index = pd.Index(self.vocabulary.astype(object))
-        self._pads_absent = "" not in self.index  # then "" (a window's pad) is known to be out of vocabulary
+        self.index = IdIndex(self.vocabulary.astype(str))
+        self._pads_absent = self.index.get("") < 0  # then "" (a window's pad) is known to be out of vocabulary
 
     def __call__(self, terms: np.ndarray) -> np.ndarray:
         """Indices of (...) ``terms``, same shape. A window of 50 with a 5-product history is 45 pads: they
-        are not looked up one by one (a failed hash lookup raises and catches an exception each)."""
+        are not looked up."""
         terms = np.asarray(terms)
         flat = terms.reshape(-1)
         if not self._pads_absent:
-            return (lookup_positions(self.index, flat) + 1).reshape(terms.shape)
+            return (self.index.positions(flat) + 1).reshape(terms.shape)
         out = np.zeros(len(flat), dtype=np.int64)
         present = flat != ""
-        out[present] = lookup_positions(self.index, flat[present]) + 1
+        out[present] = self.index.positions(flat[present]) + 1
         return out.reshape(terms.shape)
 
 

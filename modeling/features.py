@@ -13,12 +13,16 @@ unless that is 0; 0 on pads).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from modeling import datasets as ds
+
+if TYPE_CHECKING:  # pandas is imported where training needs it; web workers do not load it
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -195,11 +199,31 @@ class ItemAttributes:
 
 def item_attributes(items: pd.DataFrame) -> ItemAttributes:
     """Attributes of the rows of a canonical items table (n rows)."""
+    import pandas as pd
     category = items[ds.CATEGORY].fillna("").astype(str).str.strip().to_numpy(dtype=str)
     brand = items[ds.BRAND].fillna("").astype(str).str.strip().str.lower().to_numpy(dtype=str)
     price = pd.to_numeric(items[ds.PRICE], errors="coerce").to_numpy(dtype=np.float64)
     price = np.where(np.isfinite(price) & (price >= 0), price, -1.0).astype(np.float32)
     return ItemAttributes(category=category, brand=brand, price=price)
+
+
+def item_attributes_of_rows(rows: Sequence[Sequence[Any]]) -> ItemAttributes:
+    """:func:`item_attributes` of n rows in :data:`modeling.datasets.ITEM_COLUMNS` order (``(id, title,
+    description, brand, category, price)``): a web worker reads products added after training without pandas."""
+    def price_of(value: Any) -> float:
+        try:
+            price = float(value)
+        except (TypeError, ValueError):
+            return -1.0
+        return price if np.isfinite(price) and price >= 0 else -1.0
+
+    def text_of(value: Any) -> str:  # None (a database's NULL) or NaN: none, as the table's fillna("")
+        return "" if value is None or (isinstance(value, float) and value != value) else str(value).strip()
+
+    category = np.asarray([text_of(row[4]) for row in rows], dtype=str)
+    brand = np.asarray([text_of(row[3]).lower() for row in rows], dtype=str)
+    price = np.asarray([price_of(row[5]) for row in rows], dtype=np.float32)
+    return ItemAttributes(category=category.reshape(-1), brand=brand.reshape(-1), price=price.reshape(-1))
 
 
 def attribute_vocabularies(attributes: ItemAttributes, *, brand_min_items: int = BRAND_MIN_ITEMS

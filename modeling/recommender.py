@@ -20,19 +20,18 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from modeling.artifacts import Bundle
 from modeling.candidates import HistoryBatch
 from modeling.features import (
     HISTORY_HALF_LIFE_DAYS,
     ItemAttributes,
-    lookup_positions,
     pooled_vectors,
     sort_history,
     user_windows,
     window_ids,
 )
+from modeling.id_index import IdIndex
 from modeling.index import ExactIndex, ItemIndex, make_index, penalty
 from modeling.ranking import top_k
 from modeling.reranker import RETRIEVAL_ORDER, ItemTables, RankingStage
@@ -97,8 +96,8 @@ class Recommender:
         arrays = bundle.arrays
         self.item_ids = np.asarray(arrays.item_ids)
         self.user_ids = np.asarray(arrays.user_ids)
-        self._item_index = pd.Index(self.item_ids)
-        self._user_index = pd.Index(self.user_ids)
+        self._item_index = IdIndex(self.item_ids)
+        self._user_index = IdIndex(self.user_ids)
         self.item_vectors = arrays.item_vectors
         self.item_content = arrays.item_content
         self.user_vectors = arrays.user_vectors
@@ -157,7 +156,7 @@ class Recommender:
             item_text: (m, t) float32 text embeddings of those products.
             attributes: their category, brand and price (None: unknown).
         """
-        keep = lookup_positions(self._item_index, np.asarray(item_ids, dtype=object)) < 0  # a hash lookup per id
+        keep = self._item_index.positions(np.asarray(item_ids)) < 0
         attributes = attributes or ItemAttributes.empty(len(keep))
         item_ids, item_text = np.asarray(item_ids)[keep], np.asarray(item_text, dtype=np.float32)[keep]
         if len(item_ids) == 0:
@@ -171,7 +170,7 @@ class Recommender:
         self.item_vectors = append_rows(self.item_vectors, np.asarray(vectors, dtype=np.float32))
         self.item_content = append_rows(self.item_content, item_text)
         self.popularity = np.concatenate([self.popularity, np.zeros(len(item_ids), dtype=np.float32)])
-        self._item_index = pd.Index(self.item_ids)
+        self._item_index = IdIndex(self.item_ids)
         self.n_items = len(self.item_ids)
         self.index = self._make_index()
         self.text_index = self._make_text_index()
@@ -188,19 +187,19 @@ class Recommender:
 
     def knows_user(self, user_id: str) -> bool:
         """Whether the model has a trained vector for ``user_id``."""
-        return user_id in self._user_index
+        return self._user_index.get(user_id) >= 0
 
     def item_lookup(self, item_ids: np.ndarray | list[str]) -> np.ndarray:
         """(m,) int64 positions of ``item_ids`` in order, -1 for ids not in the bundle."""
         if len(item_ids) == 0:
             return np.zeros(0, dtype=np.int64)
-        return np.asarray(lookup_positions(self._item_index, item_ids), dtype=np.int64)
+        return self._item_index.positions(item_ids)
 
     def item_positions(self, item_ids: np.ndarray | list[str]) -> np.ndarray:
         """Positions of ``item_ids`` in the bundle; ids not in the bundle are dropped. Returns (<=n,) int64."""
         if len(item_ids) == 0:
             return np.zeros(0, dtype=np.int64)
-        positions = lookup_positions(self._item_index, item_ids)
+        positions = self._item_index.positions(item_ids)
         return positions[positions >= 0].astype(np.int64)
 
     def known_user_vectors(self, user_ids: list[str]) -> np.ndarray:
@@ -209,7 +208,7 @@ class Recommender:
         Raises:
             KeyError: when a user is not in the model.
         """
-        positions = lookup_positions(self._user_index, user_ids)
+        positions = self._user_index.positions(user_ids)
         if (positions < 0).any():
             missing = [u for u, p in zip(user_ids, positions, strict=True) if p < 0]
             raise KeyError(f"users not in the model: {missing[:5]}")

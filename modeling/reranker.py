@@ -656,31 +656,35 @@ def _ndcg_at_10(positions: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 
 def lightgbm_module() -> Any:
-    """The ``lightgbm`` module, imported (on first use) without its scikit-learn interface.
+    """The ``lightgbm`` module, imported (on first use) without its scikit-learn, pandas and pyarrow interfaces.
 
-    Importing lightgbm imports scikit-learn whenever it is installed (for the estimator classes, which
-    this project never uses: it trains with ``lightgbm.train`` and predicts with ``Booster``), and that
-    import was most of a web worker's start: 2.1-2.7 s against 0.4 s without it, measured on the 2-core
-    machine. scikit-learn is hidden while lightgbm imports (its import then fails, which lightgbm
+    Importing lightgbm imports scikit-learn, pandas and pyarrow whenever they are installed (for the
+    estimator classes and data frame inputs, which this project never uses: it trains with
+    ``lightgbm.train`` on numpy arrays and predicts with ``Booster``). scikit-learn's import was most of a
+    web worker's start (2.1-2.7 s against 0.4 s without it, measured on the 2-core machine); pandas and
+    pyarrow cost a worker about 100 MB of resident memory, and nothing else in a web worker imports them.
+    Each of them not yet imported is hidden while lightgbm imports (its import then fails, which lightgbm
     handles) and visible again right after, for any other library that wants it. Only the first call
-    hides it, for the length of that import: a web worker makes it while loading its model at start,
+    hides them, for the length of that import: a web worker makes it while loading its model at start,
     before any request thread runs.
     """
     loaded = sys.modules.get("lightgbm")
     if loaded is not None:
         return loaded
     with _IMPORT_LOCK:
-        hide = "sklearn" not in sys.modules
-        if hide:
-            sys.modules["sklearn"] = None  # type: ignore[assignment]  (None: "import sklearn" raises ImportError)
+        hidden = [name for name in _HIDDEN_FROM_LIGHTGBM if name not in sys.modules]
+        for name in hidden:
+            sys.modules[name] = None  # type: ignore[assignment]  (None: "import <name>" raises ImportError)
         try:
             import lightgbm
         finally:
-            if hide and sys.modules.get("sklearn", 0) is None:
-                del sys.modules["sklearn"]
+            for name in hidden:
+                if name in sys.modules and sys.modules[name] is None:
+                    del sys.modules[name]
     return lightgbm
 
 
+_HIDDEN_FROM_LIGHTGBM = ("sklearn", "pandas", "pyarrow")
 _IMPORT_LOCK = threading.Lock()
 
 

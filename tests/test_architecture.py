@@ -38,11 +38,12 @@ def test_every_entry_point_imports_the_runtime_module_first() -> None:
         assert lines[0].startswith("from modeling import runtime"), path
 
 
-def test_the_web_process_starts_without_tensorflow_or_torch() -> None:
-    """Workers boot fast and small (no request loads them either: tests/serving/test_lean_workers.py)."""
+def test_the_web_process_starts_without_tensorflow_torch_or_pandas() -> None:
+    """Workers boot fast and small (no request loads them either: tests/serving/test_lean_workers.py); pandas
+    and pyarrow (about 100 MB of a worker's memory) are for imports, training and the admin's reports."""
     imports = ("import modeling.runtime\nimport recoapi.wsgi, recoapi.urls, recoapi.catalog.admin, "
                "recoapi.recommendations.admin")
-    assert modules_loaded_by(imports, ("tensorflow", "torch", "sentence_transformers")) == []
+    assert modules_loaded_by(imports, ("tensorflow", "torch", "sentence_transformers", "pandas", "pyarrow")) == []
 
 
 def test_serving_never_imports_evaluation_code() -> None:

@@ -11,30 +11,32 @@ ends with :func:`modeling.datasets.finish_tables`, the shared validation step.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from modeling import datasets as ds
-from modeling.datasets import CanonicalData, InteractionFilters
 from modeling.errors import DataValidationError
-from modeling.sources.amazon import load_amazon2018
-from modeling.sources.clickstream import load_clickstream
-from modeling.sources.generic_csv import load_csv
-from modeling.sources.movielens import load_movielens
-from modeling.sources.retailrocket import load_retailrocket
+
+if TYPE_CHECKING:
+    from modeling import datasets as ds
+    from modeling.datasets import CanonicalData
 
 logger = logging.getLogger(__name__)
 
-Loader = Callable[..., CanonicalData]
+Loader = Callable[..., "CanonicalData"]
 
-LOADERS: dict[str, Loader] = {
-    "amazon2018": load_amazon2018,
-    "movielens": load_movielens,
-    "retailrocket": load_retailrocket,
-    "csv": load_csv,
-    "clickstream": load_clickstream,
+LOADERS: dict[str, str] = {
+    "amazon2018": "amazon:load_amazon2018",
+    "movielens": "movielens:load_movielens",
+    "retailrocket": "retailrocket:load_retailrocket",
+    "csv": "generic_csv:load_csv",
+    "clickstream": "clickstream:load_clickstream",
 }
+"""Each source's loader as ``module:function`` under this package, imported when first used: the names are
+needed where no data is read (the settings of every web worker, the commands' help), and the loaders need
+pandas, which a web worker does not import."""
 
 SOURCES: tuple[str, ...] = tuple(LOADERS)
 """The names of the data sources (``load_data --source``, ``RECO_DATA_SOURCE``)."""
@@ -55,9 +57,9 @@ def load_source(
     Raises:
         DataValidationError: unknown source or invalid input (naming file, line and problem).
     """
-    loader = LOADERS.get(source)
-    if loader is None:
+    if source not in LOADERS:
         raise DataValidationError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
+    loader = loader_of(source)
     data = loader(Path(path), filters=filters if filters is not None and filters.is_active() else None,
                   time_bounds=time_bounds)
     if filters is not None and filters.is_active():
@@ -65,6 +67,24 @@ def load_source(
         data.fingerprint = hashlib.sha256((data.fingerprint + filters.describe()).encode()).hexdigest()
     logger.info("loaded %s from %s: %s", source, path, data.counts())
     return data
+
+
+def loader_of(source: str) -> Loader:
+    """The loader function of ``source`` (a key of :data:`LOADERS`), imported on first use."""
+    module, function = LOADERS[source].split(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), function)
+
+
+def __getattr__(name: str) -> Any:
+    """The loaders by their function names (``from modeling.sources import load_movielens``) and
+    ``InteractionFilters``, imported on use."""
+    if name == "InteractionFilters":
+        from modeling.datasets import InteractionFilters
+        return InteractionFilters
+    for source, target in LOADERS.items():
+        if target.endswith(f":{name}"):
+            return loader_of(source)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["SOURCES", "InteractionFilters", "load_amazon2018", "load_clickstream", "load_csv", "load_movielens",

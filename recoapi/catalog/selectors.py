@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
-import pandas as pd
 from django.db import connection, transaction
 from django.db.models import Count, Max
 from django.utils import timezone
@@ -210,6 +209,7 @@ def training_data(*, since_days: float | None = None) -> ds.CanonicalData:
     Raises:
         DataValidationError: no interactions (in the window).
     """
+    import pandas as pd  # only here: web workers do not load pandas
     with _consistent_read():
         items = pd.DataFrame.from_records(
             list(Product.objects.order_by("id").values_list("id", "title", "description", "brand", "category",

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -19,6 +19,9 @@ from modeling.sources import load_source
 from recoapi.catalog.models import Interaction, Product, Shopper
 from recoapi.catalog.selectors import ID_BATCH_SIZE
 from recoapi.exceptions import ApplicationError, Conflict, NotFound
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +119,7 @@ _INTERACTION_FIELDS = ("shopper", "product", "occurred_at", "event", "weight", "
 
 def _interaction_rows(frame: pd.DataFrame, vendor: str) -> Iterator[list[tuple[object, ...]]]:
     """Canonical interactions as DB rows, in chunks (column order of ``_INTERACTION_FIELDS``)."""
+    import pandas as pd  # imports only: web workers do not load pandas
     for sl in _batches(len(frame), 50_000):
         part = frame.iloc[sl]
         moments = pd.to_datetime(part[ds.TIMESTAMP].to_numpy(), unit="s")
@@ -199,6 +203,7 @@ def data_import(
             or both ``replace`` and ``merge``.
         Conflict: the data looks like another shop and neither ``replace`` nor ``merge`` is given.
     """
+    import pandas as pd  # imports only: web workers do not load pandas
     if replace and merge:
         raise ApplicationError("Choose replace or merge, not both.", code="invalid")
     processed = Path(processed_dir or settings.RECO_PROCESSED_DIR)

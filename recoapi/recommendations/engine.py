@@ -25,10 +25,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
 from django.conf import settings
 from django.db import DatabaseError, connections
 from django.utils import timezone
@@ -36,16 +35,18 @@ from django.utils import timezone
 from modeling import artifacts
 from modeling import datasets as ds
 from modeling.artifacts import Bundle
-from modeling.embeddings import TextEncoder
 from modeling.errors import ArtifactError
 from modeling.exported_text import OnnxTextEncoder
-from modeling.features import item_attributes
+from modeling.features import item_attributes_of_rows
 from modeling.index import IvfIndex
 from modeling.recommender import Recommender
 from recoapi import metrics
 from recoapi.catalog import selectors as catalog_selectors
 from recoapi.recommendations import model_store
 from recoapi.recommendations.product_table import ItemInfo, ProductTable
+
+if TYPE_CHECKING:
+    from modeling.embeddings import TextEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -210,6 +211,7 @@ def text_encoder(bundle: Bundle | None = None) -> TextEncoder | OnnxTextEncoder:
                 _encoders[key] = OnnxTextEncoder(export)
             else:
                 logger.info("no text encoder export named by the model: loading sentence-transformers (torch)")
+                from modeling.embeddings import TextEncoder  # torch and pandas: only for bundles without an export
                 _encoders[key] = TextEncoder(settings.RECO_TEXT_MODEL_PATH)
         return _encoders[key]
 
@@ -219,10 +221,9 @@ def _add_new_products(recommender: Recommender, rows: list[tuple]) -> bool:
     text, in place, when RECO_ENCODE_NEW_PRODUCTS is on; returns whether any were added."""
     if not rows or not settings.RECO_ENCODE_NEW_PRODUCTS:
         return False
-    frame = pd.DataFrame([row[:6] for row in rows], columns=list(ds.ITEM_COLUMNS))
     recommender.add_items(np.asarray([str(row[0]) for row in rows]),
-                          text_encoder(recommender.bundle).encode(ds.item_text(frame)),
-                          item_attributes(frame))
+                          text_encoder(recommender.bundle).encode(ds.item_text_of_rows(rows)),
+                          item_attributes_of_rows(rows))
     return True
 
 
@@ -279,7 +280,6 @@ def _product_table(recommender: Recommender, page: int = 10_000) -> tuple[Produc
             yield positions[known], [row for row, k in zip(rows, known, strict=True) if k]
 
     table = ProductTable.from_rows(recommender.n_items, chunks())
-    pa.default_memory_pool().release_unused()  # the pages' buffers, freed, back to the system
     return table, catalog_selectors.product_rows(ids=new)  # the new products' whole rows: their text is encoded
 
 

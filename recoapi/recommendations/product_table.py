@@ -3,9 +3,12 @@
 Every web worker holds the title, brand, category, price and presence of every product it can
 recommend. As Python objects (a row tuple and an ``ItemInfo`` per product, and a fixed-width copy of
 every category path) that took about 1 KB of private memory per product in each worker: 700 MB at
-400,000 products. By column it is tens of bytes: the titles in one Arrow string buffer, brands and
-categories as codes into their distinct values (pandas ``Categorical``), prices and flags as numpy
+400,000 products. By column it is tens of bytes: the titles in one UTF-8 buffer with each product's
+start and end, brands and categories as codes into their distinct values, prices and flags as numpy
 arrays. Category filters match the few distinct category paths, then look the products up by code.
+
+Written with numpy alone (pandas' Arrow strings and categoricals did the same before): pandas and
+pyarrow cost each web worker about 100 MB of resident memory, for these few columns.
 """
 
 from __future__ import annotations
@@ -15,8 +18,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
 
 logger = logging.getLogger(__name__)
 
@@ -45,31 +46,80 @@ def _columns(rows: Sequence[Sequence]) -> tuple[list[str], list[str], list[str],
             np.asarray([np.nan if row[5] is None else float(row[5]) for row in rows], dtype=np.float64))
 
 
-class _Coder:
-    """Codes of strings given in chunks (the distinct values kept once), then a categorical."""
+@dataclass(frozen=True)
+class Strings:
+    """(n,) strings in one UTF-8 buffer: string i is ``data[start[i]:end[i]]`` ("" where start == end)."""
 
-    def __init__(self) -> None:
-        self.codes: dict[str, int] = {"": 0}
-        self.parts: list[np.ndarray] = []
+    data: bytes
+    start: np.ndarray
+    end: np.ndarray
 
-    def add(self, values: list[str]) -> None:
-        codes = self.codes
-        self.parts.append(np.asarray([codes.setdefault(v, len(codes)) for v in values], dtype=np.int32))
+    @classmethod
+    def build(cls, n: int, positions: np.ndarray, parts: list[list[str]]) -> Strings:
+        """(n,) strings with the values of ``parts`` (concatenated, in order) at ``positions``, "" elsewhere."""
+        encoded = [value.encode("utf-8") for part in parts for value in part]
+        lengths = np.fromiter((len(value) for value in encoded), dtype=np.int64, count=len(encoded))
+        ends = np.cumsum(lengths)
+        start, end = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        start[positions], end[positions] = ends - lengths, ends
+        return cls(b"".join(encoded), start, end)
 
-    def categorical(self, n: int, positions: np.ndarray) -> pd.Categorical:
-        """(n,) categorical with the added values at ``positions`` (in order) and "" elsewhere."""
-        full = np.zeros(n, dtype=np.int32)
-        if self.parts:
-            full[positions] = np.concatenate(self.parts)
-        return pd.Categorical.from_codes(full, categories=pd.Index(list(self.codes), dtype=object))
+    @property
+    def nbytes(self) -> int:
+        return len(self.data) + self.start.nbytes + self.end.nbytes
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    def __getitem__(self, position: int) -> str:
+        return self.data[int(self.start[position]):int(self.end[position])].decode("utf-8")
+
+    def take(self, positions: np.ndarray) -> list[str]:
+        """The strings at (m,) ``positions``, in order."""
+        data = self.data
+        return [data[a:b].decode("utf-8") for a, b in zip(self.start[positions].tolist(),
+                                                          self.end[positions].tolist(), strict=True)]
+
+    def updated(self, n: int, positions: np.ndarray, values: list[str]) -> Strings:
+        """A copy grown to ``n`` ("" for the new ones) with ``values`` at ``positions`` (appended to the buffer:
+        the old bytes of a replaced string stay, unused, until the table is next built from the database)."""
+        grow = n - len(self)
+        start = np.concatenate([self.start, np.zeros(grow, dtype=np.int64)])
+        end = np.concatenate([self.end, np.zeros(grow, dtype=np.int64)])
+        added = Strings.build(len(values), np.arange(len(values)), [values])
+        start[positions], end[positions] = added.start + len(self.data), added.end + len(self.data)
+        return Strings(self.data + added.data, start, end)
 
 
-def _strings(values: pa.Array, n: int, positions: np.ndarray) -> pd.api.extensions.ExtensionArray:
-    """(n,) Arrow-backed strings with ``values`` at ``positions`` and "" elsewhere."""
-    where = np.full(n, -1, dtype=np.int64)
-    where[positions] = np.arange(len(values))
-    taken = values.take(pa.array(where, mask=where < 0)).fill_null("")
-    return pd.array(taken.to_pandas(types_mapper=pd.ArrowDtype), dtype=pd.ArrowDtype(pa.large_string()))
+@dataclass(frozen=True)
+class Codes:
+    """(n,) strings as int32 codes into their distinct ``values`` (code 0 is always "")."""
+
+    codes: np.ndarray
+    values: list[str]
+
+    @classmethod
+    def build(cls, n: int, positions: np.ndarray, parts: list[list[str]]) -> Codes:
+        """(n,) codes with the values of ``parts`` (concatenated, in order) at ``positions``, "" elsewhere."""
+        return cls(np.zeros(n, dtype=np.int32), [""]).updated(n, positions, [v for part in parts for v in part])
+
+    def __getitem__(self, position: int) -> str:
+        return self.values[int(self.codes[position])]
+
+    def take(self, positions: np.ndarray) -> list[str]:
+        """The strings at (m,) ``positions``, in order."""
+        values = self.values
+        return [values[c] for c in self.codes[positions].tolist()]
+
+    def updated(self, n: int, positions: np.ndarray, new: list[str]) -> Codes:
+        """A copy grown to ``n`` ("" for the new ones) with ``new`` at ``positions``."""
+        values = list(self.values)
+        known = {value: code for code, value in enumerate(values)}
+        codes = np.concatenate([self.codes, np.zeros(n - len(self.codes), dtype=np.int32)])
+        codes[np.asarray(positions, dtype=np.int64)] = np.asarray(
+            [known.setdefault(value, len(known)) for value in new], dtype=np.int32)
+        values.extend(list(known)[len(values):])  # dicts keep insertion order: the new values, by code
+        return Codes(codes, values)
 
 
 @dataclass(frozen=True)
@@ -77,15 +127,15 @@ class ProductTable:
     """Metadata of the n products of an engine, position = the recommender's item position.
 
     Attributes:
-        title: (n,) Arrow strings ("" where unknown).
-        brand, category: (n,) categoricals ("" where unknown); category paths use " > ".
+        title: (n,) :class:`Strings` ("" where unknown).
+        brand, category: (n,) :class:`Codes` ("" where unknown); category paths use " > ".
         price: (n,) float64, NaN where unknown.
         known: (n,) bool; False for products the database does not have.
     """
 
-    title: pd.api.extensions.ExtensionArray
-    brand: pd.Categorical
-    category: pd.Categorical
+    title: Strings
+    brand: Codes
+    category: Codes
     price: np.ndarray
     known: np.ndarray
 
@@ -98,23 +148,21 @@ class ProductTable:
             chunks: each chunk's (m,) int positions and its m rows ``(id, title, description, brand,
                 category, price, ...)``; a position may appear once.
         """
-        positions, titles, prices = [], [], []
-        brands, categories = _Coder(), _Coder()  # each chunk's strings become codes and Arrow buffers at once
-        for where, rows in chunks:
+        positions, titles, brands, categories, prices = [], [], [], [], []
+        for where, rows in chunks:  # a chunk's rows are dropped once their columns are read
             positions.append(np.asarray(where, dtype=np.int64))
             title, brand, category, price = _columns(rows)
-            titles.append(pa.array(title, type=pa.large_string()))
-            brands.add(brand)
-            categories.add(category)
+            titles.append(title)
+            brands.append(brand)
+            categories.append(category)
             prices.append(price)
         at = np.concatenate(positions) if positions else np.zeros(0, dtype=np.int64)
         price = np.full(n, np.nan)
         price[at] = np.concatenate(prices) if prices else np.zeros(0)
         known = np.zeros(n, dtype=bool)
         known[at] = True
-        title = pa.concat_arrays(titles) if titles else pa.array([], type=pa.large_string())
-        return cls(title=_strings(title, n, at), brand=brands.categorical(n, at),
-                   category=categories.categorical(n, at), price=price, known=known)
+        return cls(title=Strings.build(n, at, titles), brand=Codes.build(n, at, brands),
+                   category=Codes.build(n, at, categories), price=price, known=known)
 
     def __len__(self) -> int:
         return len(self.known)
@@ -122,39 +170,33 @@ class ProductTable:
     def info(self, position: int) -> ItemInfo:
         """The metadata of one product."""
         price = self.price[position]
-        return ItemInfo(title=str(self.title[position]), brand=str(self.brand[position]),
-                        category=str(self.category[position]), price=None if np.isnan(price) else float(price))
+        return ItemInfo(title=self.title[position], brand=self.brand[position],
+                        category=self.category[position], price=None if np.isnan(price) else float(price))
 
     def infos(self, positions: Sequence[int] | np.ndarray) -> list[ItemInfo]:
         """The metadata of the products at ``positions``, in order: :meth:`info` for many at once (a column
-        read per field instead of pandas' scalar access per product and field, which cost about 9 µs a
-        product: 8.6 ms against 2.3 ms for the 1,000 products of a 100-shopper answer)."""
+        read per field instead of an access per product and field)."""
         at = np.asarray(positions, dtype=np.int64)
         if len(at) == 0:
             return []
-        titles = self.titles(at)
-        brands = _values(self.brand, at)
-        categories = _values(self.category, at)
         prices = self.price[at]
         return [ItemInfo(title, brand, category, None if price != price else price)  # NaN: no price
-                for title, brand, category, price in zip(titles, brands.tolist(), categories.tolist(),
-                                                         prices.tolist(), strict=True)]
+                for title, brand, category, price in zip(self.title.take(at), self.brand.take(at),
+                                                         self.category.take(at), prices.tolist(), strict=True)]
 
     def titles(self, positions: Sequence[int] | np.ndarray) -> list[str]:
-        """Titles of the products at ``positions`` (Arrow's take: no pandas scalar per product)."""
-        taken = pa.array(self.title).take(pa.array(np.asarray(positions, dtype=np.int64)))
-        return [title or "" for title in taken.to_pylist()]
+        """Titles of the products at ``positions``."""
+        return self.title.take(np.asarray(positions, dtype=np.int64))
 
     def category_mask(self, prefix: str) -> np.ndarray:
         """(n,) bool: known products whose category path, lower-cased, starts with ``prefix`` (lower-case)."""
-        lowered = np.asarray([str(c).lower() for c in self.category.categories], dtype=object)
-        matching = np.asarray([c.startswith(prefix) for c in lowered], dtype=bool)
-        return np.append(matching, False)[self.category.codes] & self.known
+        matching = np.asarray([c.lower().startswith(prefix) for c in self.category.values], dtype=bool)
+        return matching[self.category.codes] & self.known
 
     def top_level_categories(self) -> list[str]:
         """The distinct first levels of the known products' category paths, sorted."""
         used = np.unique(self.category.codes[self.known])
-        tops = {str(self.category.categories[c]).split(CATEGORY_SEPARATOR)[0].strip() for c in used if c >= 0}
+        tops = {self.category.values[c].split(CATEGORY_SEPARATOR)[0].strip() for c in used.tolist()}
         return sorted(top for top in tops if top)
 
     def differs(self, positions: np.ndarray, rows: Sequence[Sequence]) -> np.ndarray:
@@ -166,36 +208,10 @@ class ProductTable:
         """A copy grown to ``n`` products (new ones unknown) with ``rows`` written at ``positions``."""
         grow = n - len(self)
         positions = np.asarray(positions, dtype=np.int64)
-        title = pd.array(pa.concat_arrays([pa.array(self.title), pa.array([""] * grow, type=pa.large_string())]),
-                         dtype=pd.ArrowDtype(pa.large_string())) if grow else self.title.copy()
-        brand = _grown(self.brand, grow)
-        category = _grown(self.category, grow)
         price = np.concatenate([self.price, np.full(grow, np.nan)])
         known = np.concatenate([self.known, np.zeros(grow, dtype=bool)])
-        if len(positions):
-            new_title, new_brand, new_category, price[positions] = _columns(rows)
-            title[positions] = new_title
-            brand = _set(brand, positions, new_brand)
-            category = _set(category, positions, new_category)
-            known[positions] = True
-        return ProductTable(title=title, brand=brand, category=category, price=price, known=known)
-
-
-def _values(values: pd.Categorical, positions: np.ndarray) -> np.ndarray:
-    """(m,) object: the categorical's values at ``positions`` ("" for a missing one, code -1)."""
-    return np.append(np.asarray(values.categories, dtype=object), "")[values.codes[positions]]
-
-
-def _grown(values: pd.Categorical, grow: int) -> pd.Categorical:
-    categories = values.categories if "" in values.categories else values.categories.append(pd.Index([""]))
-    codes = np.concatenate([values.codes.astype(np.int32),
-                            np.full(grow, categories.get_loc(""), dtype=np.int32)])
-    return pd.Categorical.from_codes(codes, categories=categories)
-
-
-def _set(values: pd.Categorical, positions: np.ndarray, new: list[str]) -> pd.Categorical:
-    missing = sorted(set(new) - set(values.categories))
-    categories = values.categories.append(pd.Index(missing, dtype=object)) if missing else values.categories
-    codes = values.codes.astype(np.int32).copy()
-    codes[positions] = categories.get_indexer(new)
-    return pd.Categorical.from_codes(codes, categories=categories)
+        new_title, new_brand, new_category, price[positions] = _columns(rows)
+        known[positions] = True
+        return ProductTable(title=self.title.updated(n, positions, new_title),
+                            brand=self.brand.updated(n, positions, new_brand),
+                            category=self.category.updated(n, positions, new_category), price=price, known=known)

@@ -12,6 +12,7 @@ from modeling.features import (
     attribute_vocabularies,
     history_windows,
     item_attributes,
+    item_attributes_of_rows,
     pooled_vectors,
     sort_history,
     user_windows,
@@ -92,6 +93,30 @@ def test_item_attributes_and_vocabularies() -> None:
     assert brands == ["acme"]  # "solo" sells one product: it shares the unknown bucket
     empty = ItemAttributes.empty(2)
     assert empty.category.tolist() == ["", ""] and empty.price.tolist() == [-1.0, -1.0]
+
+
+def test_product_rows_give_the_attributes_and_texts_of_the_table() -> None:
+    """A web worker reads products added after training from database rows, without pandas: the same
+    attributes and texts as the canonical table gives training."""
+    items = pd.DataFrame({
+        ds.ITEM_ID: ["a", "b", "c", "d", "e"], ds.TITLE: ["Mug", "", "Cup", "", "Pot"],
+        ds.DESCRIPTION: ["Enamel", "", "", "x" * 1500, ""],
+        ds.BRAND: ["Acme ", "acme", None, "", "Solo"], ds.CATEGORY: ["Kitchen > Mugs", None, " Toys ", "", "Pots"],
+        ds.PRICE: [12.5, None, -3.0, float("inf"), "7"],
+    })
+    rows = list(items[list(ds.ITEM_COLUMNS)].itertuples(index=False, name=None))
+    rows[1] = ("b", None, None, "acme", None, None)  # the database's NULLs
+    by_rows, by_table = item_attributes_of_rows(rows), item_attributes(items)
+    assert by_rows.category.tolist() == by_table.category.tolist() == ["Kitchen > Mugs", "", "Toys", "", "Pots"]
+    assert by_rows.brand.tolist() == by_table.brand.tolist() == ["acme", "acme", "", "", "solo"]
+    assert by_rows.price.tolist() == by_table.price.tolist() == [12.5, -1.0, -1.0, -1.0, 7.0]
+    assert by_rows.price.dtype == by_table.price.dtype == np.float32
+    filled = list(items.fillna("")[list(ds.ITEM_COLUMNS)].itertuples(index=False, name=None))
+    filled[1] = rows[1]
+    texts = ds.item_text_of_rows(filled)
+    assert texts == ds.item_text(items.fillna(""))
+    assert texts[:2] == ["Mug. Brand: Acme . Category: Kitchen > Mugs. Enamel", "Brand: acme"]
+    assert texts[3] == "x" * 1000 and item_attributes_of_rows([]).category.shape == (0,)
 
 
 def test_windows_without_decay_keep_the_interaction_weights() -> None:

@@ -1,4 +1,4 @@
-"""Web workers answer every kind of request without TensorFlow, torch or scikit-learn (issue 17, item 1).
+"""Web workers answer every kind of request without TensorFlow, torch, scikit-learn or pandas (issue 17, item 1).
 
 The towers run as numpy arrays and text is encoded by the ONNX export of the sentence encoder.
 The check reads each gunicorn worker's memory map (``/proc/<pid>/maps``), which lists every shared
@@ -70,3 +70,5 @@ def test_known_new_anonymous_and_text_requests_are_served_without_tensorflow_or_
         assert "libtorch" not in maps, f"worker {pid} loaded torch ({_rss_mb(pid):.0f} MB resident)"
         # lightgbm imports scikit-learn unless it is hidden (modeling.reranker.lightgbm_module): seconds of start.
         assert "/sklearn/" not in maps, f"worker {pid} loaded scikit-learn"
+        # pandas and pyarrow: about 100 MB of a worker's resident memory, and no request needs them.
+        assert "/pandas/" not in maps and "/pyarrow/" not in maps, f"worker {pid} loaded pandas or pyarrow"
