@@ -45,12 +45,26 @@ class IdIndex:
         query = query.reshape(-1)
         if self.size == 0:
             return np.full(len(query), -1, dtype=np.int64)
-        # searchsorted compares in the index's width: a longer id can land on a prefix, which the equality
-        # check below (in the query's own width) then rejects.
+        width = self._sorted.dtype
+        too_long = None
+        if query.dtype.itemsize > width.itemsize:
+            # An id longer than every indexed one is absent. Searching for it as it is would make numpy
+            # convert the whole index to the wider type (a millisecond at 200,000 ids) on every call.
+            too_long = np.char.str_len(query) > width.itemsize // 4
+            query = np.where(too_long, "", query)
+        query = query.astype(width)
         at = np.minimum(np.searchsorted(self._sorted, query), self.size - 1)
         found = self._sorted[at] == query
+        if too_long is not None:
+            found &= ~too_long
         return np.where(found, self._order[at], -1).astype(np.int64)
 
     def get(self, value: str) -> int:
-        """Position of one id, -1 if absent."""
-        return int(self.positions([value])[0])
+        """Position of one id, -1 if absent (about 2 µs at 200,000 ids)."""
+        if self.size == 0 or len(value) > self._sorted.dtype.itemsize // 4:
+            return -1
+        at = int(self._sorted.searchsorted(value))
+        return int(self._order[at]) if at < self.size and self._sorted[at] == value else -1
+
+    def __contains__(self, value: object) -> bool:
+        return isinstance(value, str) and self.get(value) >= 0

@@ -26,3 +26,5 @@ def test_longer_ids_never_match_a_prefix_and_duplicates_keep_the_first() -> None
     assert index.positions([]).shape == (0,)
     assert IdIndex([]).positions(["a"]).tolist() == [-1]
     assert IdIndex(np.asarray([], dtype=str)).get("") == -1
+    assert "ab" in index and "abc" not in index and 3 not in index
+    assert index.get("abc") == -1 and index.get("a") == 2
