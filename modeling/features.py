@@ -152,23 +152,6 @@ def window_reviews(history: SortedHistory, source_rows: np.ndarray) -> np.ndarra
     return np.where(source_rows >= 0, history.reviews[np.maximum(source_rows, 0)], -1)
 
 
-def lookup_positions(index: pd.Index, ids: np.ndarray | list[str]) -> np.ndarray:
-    """Positions of ``ids`` in ``index`` (-1 where absent). Returns (n,) int64.
-
-    A request asks for a handful of ids; hash lookups one by one are then several times
-    faster than ``get_indexer`` and its conversions.
-    """
-    if len(ids) > 64:
-        return index.get_indexer(np.asarray(ids, dtype=object)).astype(np.int64)
-    out = np.empty(len(ids), dtype=np.int64)
-    for n, value in enumerate(ids):
-        try:
-            out[n] = index.get_loc(value)
-        except KeyError:
-            out[n] = -1
-    return out
-
-
 def window_ids(positions: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
     """Item ids of windows (m, L) with "" on pads (the query tower's ``history`` input)."""
     ids = np.asarray(item_ids)[np.maximum(positions, 0)].astype(object)  # only the window's ids are converted
