@@ -124,7 +124,7 @@ class _Lookup:
     def __init__(self, vocabulary: np.ndarray) -> None:
         self.vocabulary = np.asarray(vocabulary)
         self.index = IdIndex(self.vocabulary.astype(str))
-        self._pads_absent = self.index.get("") < 0  # then "" (a window's pad) is known to be out of vocabulary
+        self._pads_absent = "" not in self.index  # then "" (a window's pad) is known to be out of vocabulary
 
     def __call__(self, terms: np.ndarray) -> np.ndarray:
         """Indices of (...) ``terms``, same shape. A window of 50 with a 5-product history is 45 pads: they

@@ -187,7 +187,7 @@ class Recommender:
 
     def knows_user(self, user_id: str) -> bool:
         """Whether the model has a trained vector for ``user_id``."""
-        return self._user_index.get(user_id) >= 0
+        return user_id in self._user_index
 
     def item_lookup(self, item_ids: np.ndarray | list[str]) -> np.ndarray:
         """(m,) int64 positions of ``item_ids`` in order, -1 for ids not in the bundle."""
@@ -336,6 +336,8 @@ class Recommender:
         empty = History(np.zeros(0, dtype=object), np.zeros(0, dtype=np.int64), np.zeros(0))
         # Each history's ids are looked up once (the exclusions, the query tower and the ranking stage read them).
         looked_up = {u: self.item_lookup(histories.get(u, empty).item_ids) for u in user_ids}
+        # and each shopper once (trained or not decides the path, the id embedding and the strategy's name).
+        trained = dict(zip(user_ids, (self._user_index.positions(user_ids) >= 0).tolist(), strict=True))
         seen = {u: positions[positions >= 0] for u, positions in looked_up.items()}
         nothing = np.zeros(0, dtype=np.int64)
         exclude = seen if exclude_seen else {u: nothing for u in user_ids}
@@ -344,9 +346,9 @@ class Recommender:
         described_set = set(described)
         # Text alone (no product known to the model): the products whose text is nearest, by the same
         # sentence encoder's cosine; the towers and the ranker have nothing else to go on.
-        searched = [u for u in described if len(seen[u]) == 0 and not self.knows_user(u)]
+        searched = [u for u in described if len(seen[u]) == 0 and not trained[u]]
         described = [u for u in described if u not in set(searched)]
-        stored = [u for u in user_ids if u not in described_set and self.knows_user(u) and variant != POPULAR]
+        stored = [u for u in user_ids if u not in described_set and trained[u] and variant != POPULAR]
         ranked_users = described + stored
         popular = [u for u in user_ids if u not in described_set and u not in set(stored)]
         results: dict[str, Ranking] = {}
@@ -354,7 +356,7 @@ class Recommender:
             parts = []
             if described:
                 parts.append(self.content_vectors([histories[u] for u in described],
-                                                  [u if self.knows_user(u) else "" for u in described],
+                                                  [u if trained[u] else "" for u in described],
                                                   [looked_up[u] for u in described]))
             if stored:
                 parts.append(self.known_user_vectors(stored))
@@ -366,7 +368,7 @@ class Recommender:
                                                 ranker=RETRIEVAL_ORDER if variant == RETRIEVAL else None)
             for row, user in enumerate(ranked_users):
                 valid = positions[row] >= 0
-                strategy = TWO_TOWER if self.knows_user(user) else CONTENT
+                strategy = TWO_TOWER if trained[user] else CONTENT
                 results[user] = Ranking(strategy, positions[row][valid], scores[row][valid])
         if searched:
             texts = np.stack([np.asarray(histories[u].text, dtype=np.float32) for u in searched])
