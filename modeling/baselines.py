@@ -39,6 +39,33 @@ def popularity_scores(item_idx: np.ndarray, weights: np.ndarray, n_items: int) -
     return counts.astype(np.float32)
 
 
+TIE_BREAK = 1e-6
+"""Popularity breaks score ties in every baseline (transitions, EASE, item-kNN): each item's training count over
+the largest, times this fraction of the row's largest absolute score. Without it the products a history says
+nothing about (score 0) would be ordered by their position in the catalogue, i.e. by product id."""
+
+
+def popularity_tie_break(matrix: sp.csr_matrix) -> np.ndarray:
+    """(n_items,) float32 in [0, :data:`TIE_BREAK`]: training popularity scaled for breaking ties.
+
+    Args:
+        matrix: (n_users, n_items) training interactions.
+    """
+    popularity = np.asarray(matrix.sum(axis=0)).ravel().astype(np.float64)
+    return (popularity / max(popularity.max(initial=0.0), 1.0) * TIE_BREAK).astype(np.float32)
+
+
+def with_tie_break(scores: np.ndarray, tie_break: np.ndarray) -> np.ndarray:
+    """(m, n) ``scores`` plus ``tie_break`` (n,) times each row's largest absolute score (1 for a row of zeros):
+    equal scores go to the more popular product; scores further apart than a millionth of the row's largest keep
+    their order."""
+    if scores.size == 0:
+        return scores.astype(np.float32)
+    scale = np.abs(scores).max(axis=1, keepdims=True)
+    scale[scale == 0] = 1.0
+    return (scores + tie_break[None, :] * scale).astype(np.float32)
+
+
 class Popularity:
     """Scores every item by its number of training interactions."""
 
@@ -87,6 +114,7 @@ class ItemKNN:
         scale = 1.0 / counts
         similarity = sp.csr_matrix(sp.diags(scale) @ co @ sp.diags(scale), dtype=np.float32)
         self.similarity = _keep_neighbours(similarity, self.neighbours)
+        self.tie_break = popularity_tie_break(matrix)
         return self
 
     def restricted(self, neighbours: int) -> ItemKNN:
@@ -95,11 +123,14 @@ class ItemKNN:
             raise ValueError("restricted() needs a model fitted with every neighbour (neighbours=0)")
         copy = ItemKNN(neighbours)
         copy.similarity = _keep_neighbours(self.similarity, neighbours)
+        copy.tie_break = self.tie_break
         return copy
 
     def score(self, histories: sp.csr_matrix, last: np.ndarray | None = None) -> np.ndarray:
-        """(m, n_items) scores: sum of the similarities to the items of each history row (order-free)."""
-        return np.asarray((sp.csr_matrix(histories) @ self.similarity).toarray(), dtype=np.float32)
+        """(m, n_items) scores: sum of the similarities to the items of each history row (order-free), popularity
+        breaking ties (see :data:`TIE_BREAK`)."""
+        scores = np.asarray((sp.csr_matrix(histories) @ self.similarity).toarray(), dtype=np.float32)
+        return with_tie_break(scores, self.tie_break)
 
 
 def _keep_neighbours(similarity: sp.csr_matrix, neighbours: int) -> sp.csr_matrix:
@@ -237,17 +268,20 @@ class EASE:
                              f"the model of {matrix.shape[1]} (at most {self.max_items})")
         work = gram.regularised(self.l2)
         self.n_items, self.subset = gram.n_items, gram.subset
+        self.tie_break = popularity_tie_break(matrix)
         del gram  # one built here is freed before the inversion
         self.weights = ease_weights(work)
         return self
 
     def score(self, histories: sp.csr_matrix, last: np.ndarray | None = None) -> np.ndarray:
-        """(m, n_items) scores of m history rows (order-free: ``last`` is not used)."""
+        """(m, n_items) scores of m history rows (order-free: ``last`` is not used), popularity breaking ties
+        (see :data:`TIE_BREAK`)."""
         if self.subset is None:
-            return np.asarray(histories @ self.weights, dtype=np.float32)
-        scores = np.zeros((histories.shape[0], self.n_items), dtype=np.float32)
-        scores[:, self.subset] = sp.csr_matrix(histories)[:, self.subset] @ self.weights
-        return scores
+            scores = np.asarray(histories @ self.weights, dtype=np.float32)
+        else:
+            scores = np.zeros((histories.shape[0], self.n_items), dtype=np.float32)
+            scores[:, self.subset] = sp.csr_matrix(histories)[:, self.subset] @ self.weights
+        return with_tie_break(scores, self.tie_break)
 
 
 def transition_counts(user_idx: np.ndarray, item_idx: np.ndarray, n_items: int) -> sp.csr_matrix:
@@ -302,8 +336,7 @@ class Transitions:
     def fit_sequences(self, matrix: sp.csr_matrix, user_idx: np.ndarray, item_idx: np.ndarray) -> Transitions:
         """Args: matrix (n_users, n_items) binary training interactions; user_idx, item_idx (n,) by user, time."""
         self.probabilities = transition_probabilities(user_idx, item_idx, matrix.shape[1])
-        popularity = np.asarray(matrix.sum(axis=0)).ravel().astype(np.float64)
-        self.tie_break = (popularity / max(popularity.max(), 1.0) * 1e-6).astype(np.float32)
+        self.tie_break = popularity_tie_break(matrix)
         return self
 
     def score(self, histories: sp.csr_matrix, last: np.ndarray | None = None) -> np.ndarray:

@@ -718,9 +718,9 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
     on the other folds).
 
     The best trial is chosen only when its paired gain over the best of :data:`REFERENCE_TRIALS` (the
-    baselines' own rankings) exceeds :data:`CHOICE_STANDARD_ERRORS` standard errors on the selection
-    shoppers; otherwise that reference is (a small or noisy validation set then serves what the simple
-    baselines would).
+    baselines' own rankings, the best of them chosen on every shopper: they do not use the two-tower)
+    exceeds :data:`CHOICE_STANDARD_ERRORS` standard errors on the selection shoppers; otherwise that
+    reference is (a small or noisy validation set then serves what the simple baselines would).
 
     Args:
         candidates: (m, C) positions, -1 pads.
@@ -730,8 +730,9 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
             (all when None); LambdaMART trains on every shopper of the other folds.
 
     Returns:
-        ``(ranker fitted on all m shoppers, report)``; the report has every trial's mean NDCG@10
-        ("cross_validation"), the reference, the best trial and its gain over the reference, the choice,
+        ``(ranker fitted on all m shoppers, report)``; the report has every trial's mean NDCG@10 on the
+        selection shoppers ("cross_validation"), the reference trials' means on every shopper
+        ("reference_trials"), the reference, the best trial and its gain over the reference, the choice,
         the feature importances (gain) and the seconds spent.
     """
     started = time.perf_counter()
@@ -772,7 +773,10 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
                     per_round.setdefault(f"{label}:{rounds}", np.zeros(m))[test] = _ndcg_at_10(ranked, targets[test])
         trials.update(per_round)
     means = {name: float(np.mean(values[select])) if m else 0.0 for name, values in trials.items()}
-    reference = max(REFERENCE_TRIALS, key=lambda name: means[name])
+    # The baselines' rankings do not use the two-tower, so every validation shopper may choose among them
+    # (twice the shoppers of the selection half, where the two-tower's early stopping could not have looked).
+    everyone = {name: float(np.mean(trials[name])) if m else 0.0 for name in REFERENCE_TRIALS}
+    reference = max(REFERENCE_TRIALS, key=lambda name: everyone[name])
     best = max(means, key=lambda name: (means[name], name.startswith("lightgbm")))
     gain, error = _paired_gain(trials[best][select], trials[reference][select])
     choice = best if best == reference or gain > CHOICE_STANDARD_ERRORS * error else reference
@@ -780,6 +784,7 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
                               "with_item_in_candidates": int(has_positive.sum()),
                               "cross_validation": {name: round(v, 5) for name, v in means.items()},
                               "reference": reference, "best": best,
+                              "reference_trials": {name: round(v, 5) for name, v in everyone.items()},
                               "gain_over_reference": {"mean": round(gain, 5), "standard_error": round(error, 5)},
                               "choice": choice}
     if choice.startswith("lightgbm"):

@@ -157,6 +157,22 @@ def test_comparison_with_refit_fits_every_model_on_validation_too(pipeline: Pipe
     assert refit["models"]["two_tower"] != plain["models"]["two_tower"]
 
 
+@pytest.mark.parametrize("model", [ItemKNN(neighbours=0), EASE(l2=1.0)])
+def test_products_a_history_says_nothing_about_are_ordered_by_popularity_not_by_id(model) -> None:
+    # Users 0-5 have items 0-2; in the other group item 5 has 6 users, item 4 five and item 3 four.
+    users = [user for user in range(12) for _ in range(3)]
+    items = [item for user in range(12) for item in ((0, 1, 2) if user < 6 else (3, 4, 5))]
+    keep = [not ((u == 11 and i in (3, 4)) or (u == 10 and i == 3)) for u, i in zip(users, items, strict=True)]
+    matrix = interaction_matrix(np.array(users)[keep], np.array(items)[keep], 12, 6)
+    model.fit(matrix)
+    scores = model.score(interaction_matrix(np.array([0]), np.array([0]), 1, 6))[0]
+    order = np.argsort(-scores, kind="stable").tolist()
+    assert sorted(order[:2]) == [1, 2]  # the history's group first, as before
+    assert order[3:] == [5, 4, 3]  # nothing known about these: the most popular first, not the lowest id
+    empty = model.score(sp.csr_matrix((1, 6), dtype=np.float32))[0]
+    assert np.argsort(-empty, kind="stable").tolist() == [0, 1, 2, 5, 4, 3]
+
+
 def test_transition_counts_and_last_items_match_hand_computed_values() -> None:
     # user 0: 1 -> 2 -> 2 (a repeat, not a transition) -> 1; user 1: 2 -> 3; user 2 has nothing.
     users, items = np.array([0, 0, 0, 0, 1, 1]), np.array([1, 2, 2, 1, 2, 3])
@@ -211,7 +227,7 @@ def test_ease_above_its_size_limit_fits_the_most_interacted_products_only() -> N
     assert limited.subset.tolist() == [0, 1, 2, 3, 4, 5, 6]  # product 7 (one user) is left out
     assert limited.weights.shape == (7, 7)
     scores = limited.score(interaction_matrix(np.array([0, 0]), np.array([0, 7]), 1, 8))
-    assert scores.shape == (1, 8) and scores[0, 7] == 0.0
+    assert scores.shape == (1, 8) and 0.0 < scores[0, 7] <= 1e-6 * np.abs(scores).max()  # only its tie-break
     full = EASE(l2=1.0).fit(matrix)
     assert int(np.argmax(np.where(np.arange(8) == 0, -np.inf, scores[0]))) in (1, 2)
     assert full.subset is None and full.weights.shape == (8, 8)

@@ -270,6 +270,24 @@ def test_a_gain_within_the_noise_leaves_the_baselines_ranking_in_place() -> None
     assert chance_winners <= 2
 
 
+def test_the_baselines_ranking_is_chosen_on_every_validation_shopper() -> None:
+    """Item-item finds the held-out item of 7 of the 12 selection shoppers and transitions that of 5; among
+    the other 48 transitions find 40. Chosen on the selection half, item-item would be the reference."""
+    rng = np.random.default_rng(5)
+    m, width = 60, 30
+    candidates = np.tile(np.arange(width), (m, 1))
+    features = rng.normal(size=(m, width, len(FEATURES))).astype(np.float32)
+    by_item_item = np.argmax(features[:, :, FEATURES.index("item_item")], axis=1)
+    by_transitions = np.argmax(features[:, :, FEATURES.index("transition_last")], axis=1)
+    from_transitions = np.r_[np.zeros(7, bool), np.ones(5, bool), np.ones(40, bool), np.zeros(8, bool)]
+    targets = np.where(from_transitions, by_transitions, by_item_item)
+    selection = np.arange(m) < 12
+    _, report = fit_ranker(candidates, features, targets, config=StageConfig(seed=1), selection=selection)
+    assert report["cross_validation"]["feature:item_item"] > report["cross_validation"]["feature:transition_last"]
+    assert report["reference_trials"]["feature:transition_last"] > report["reference_trials"]["feature:item_item"]
+    assert report["reference"] == "feature:transition_last", report
+
+
 def test_the_sequential_blend_ranks_as_the_transitions_ease_baseline() -> None:
     """Candidates = the whole catalogue: the stage's transitions + item-item blend orders them exactly as
     the transitions+EASE baseline does with the same weight (EASE scores are negative for some items)."""
