@@ -186,7 +186,7 @@ def build_workspace(work: Path, n_users: int, n_items: int, n_interactions: int)
     layout = {"bundle": artifacts.BUNDLE_FORMAT, "text_encoder": TEXT_EXPORT_FORMAT,  # a new layout: build again
               "item_index": "8-bit codes" if indexed else False, "text_index": indexed,
               "catalogue": "every generated product", "attribute_codes": "stored",
-              "text_vectors": "clustered by category"}
+              "text_vectors": "clustered by category", "text_vectors_stored_as": artifacts.CONTENT_DTYPE.name}
     if stamp.is_file() and json.loads(stamp.read_text()).get("sizes") == sizes and (
             json.loads(stamp.read_text()).get("layout") == layout):
         _manage(work, "migrate", "-v0")  # a workspace built by an earlier version: its database up to date
@@ -550,8 +550,23 @@ def run_wrk(base: str, paths: list[str], connections: int, seconds: int, script_
     return run
 
 
+def resident_files(pid: str, top: int = 10) -> dict[str, float]:
+    """The ``top`` mapped files of a process by resident size: file name -> MiB (from /proc/PID/smaps)."""
+    sizes: dict[str, int] = {}
+    name = None
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split(maxsplit=5)
+        if len(head) >= 5 and "-" in head[0] and ":" in head[3]:  # a mapping's first line: range perms offset dev inode
+            name = Path(head[5]).name if len(head) == 6 and head[5].startswith("/") else None
+        elif name is not None and line.startswith("Rss:"):
+            sizes[name] = sizes.get(name, 0) + int(line.split()[1])
+    ranked = sorted(sizes.items(), key=lambda pair: -pair[1])[:top]
+    return {file: round(kib / 1024, 1) for file, kib in ranked}
+
+
 def worker_memory(master_pid: int) -> list[dict]:
-    """Resident and proportional set sizes of each gunicorn worker, and whether the bundle is mapped."""
+    """Resident and proportional set sizes of each gunicorn worker, its largest resident mapped files, and
+    whether the bundle is mapped."""
     children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
     rows = []
     for pid in children:
@@ -566,7 +581,8 @@ def worker_memory(master_pid: int) -> list[dict]:
         rows.append({"pid": int(pid), "rss_mib": mib(status["VmRSS"]), "rss_anon_mib": mib(status["RssAnon"]),
                      "rss_file_mib": mib(status["RssFile"]), "pss_mib": mib(rollup["Pss"]),
                      "bundle_memory_mapped": "item_vectors.npy" in maps and "user_vectors.npy" in maps,
-                     "tensorflow_loaded": "libtensorflow" in maps, "torch_loaded": "libtorch" in maps})
+                     "tensorflow_loaded": "libtensorflow" in maps, "torch_loaded": "libtorch" in maps,
+                     "largest_resident_files_mib": resident_files(pid)})
     return rows
 
 

@@ -295,7 +295,8 @@ class Recommender:
         linked = self.stage.sources.item_item
         contribution = weights[:, None] * np.asarray(linked[products][:, items].todense())  # (h, k)
         content = self.tables.content
-        nearest_text = np.argmax(content[products] @ content[items].T, axis=0)  # (k,)
+        nearest_text = np.argmax(np.asarray(content[products], dtype=np.float32)
+                                  @ np.asarray(content[items], dtype=np.float32).T, axis=0)  # (k,)
         best = np.where(contribution.max(axis=0) > 0, np.argmax(contribution, axis=0), nearest_text)
         return products[best]
 

@@ -112,7 +112,7 @@ class ItemTables:
         category: (n,) int32 category code (-1: unknown).
         brand: (n,) int32 brand code (-1: unknown).
         price: (n,) float32 price (nan: unknown).
-        content: (n, t) float32 unit-norm text embeddings.
+        content: (n, t) float32 or float16 (a bundle's) unit-norm text embeddings; rows are read as float32.
         popularity_rank: (n,) float32 popularity percentile in [0, 1] (1: most popular).
         popularity: (n,) float32 popularity scores (the popular source).
         popular_order: (n,) int64 item positions by decreasing popularity.
@@ -265,11 +265,14 @@ def _unit_rows(content: np.ndarray, unit: bool | None = None) -> np.ndarray:
 
     ``unit``: whether they are, when known (a bundle records it); None: every row is read to find out (at
     100,000 products, 0.8 s of each worker's start)."""
-    content = np.asarray(content, dtype=np.float32)
+    content = np.asarray(content)
+    if content.dtype not in (np.float16, np.float32):
+        content = content.astype(np.float32)
     if unit is None:
         unit = rows_are_unit(content)
     if not unit:
         norms = np.linalg.norm(content, axis=1, keepdims=True)
+        content = content.astype(np.float32)
         content = np.divide(content, norms, out=np.zeros_like(content), where=norms > 0)
     return content
 
@@ -493,8 +496,8 @@ def _history_features(feats: np.ndarray, column: dict[str, int], tables: ItemTab
     for row in np.flatnonzero((counts > 0) & (sizes > 0)):
         part = slice(starts[row], starts[row] + sizes[row])
         own, times = items[row, TEXT_HISTORY - counts[row]:], stamps[row, TEXT_HISTORY - counts[row]:]
-        history_text = tables.content[own]
-        content = tables.content[cand[part]]  # (C, t), gathered per shopper (a batch's would be large)
+        history_text = np.asarray(tables.content[own], dtype=np.float32)
+        content = np.asarray(tables.content[cand[part]], dtype=np.float32)  # (C, t), per shopper (a batch's: large)
         similarity = content @ history_text.T  # (C, h)
         mean = history_text.mean(axis=0)
         norm = float(np.linalg.norm(mean))

@@ -18,12 +18,16 @@ from typing import Any
 
 import numpy as np
 
+BLOCK_ROWS = 8192
+"""Rows of a float16 array converted to float32 at a time when it is multiplied as a whole (bounds the copy)."""
+
 
 class StackedRows:
     """The rows of ``base`` followed by the rows of ``tail``, as one (n_base + n_tail, d) float32 array.
 
     Args:
-        base: (n_base, d) rows, usually a read-only memory map; never copied here.
+        base: (n_base, d) float32 or float16 rows, usually a read-only memory map; never copied here (rows
+            read from it are float32).
         tail: (n_tail, d) rows added in this process.
     """
 
@@ -80,7 +84,7 @@ class StackedRows:
     def dot(self, queries: np.ndarray) -> np.ndarray:
         """(m, n) float32 ``queries @ rows.T`` for (m, d) queries, the base scored where it lies."""
         queries = np.asarray(queries, dtype=np.float32)
-        return np.concatenate([queries @ np.asarray(self.base, dtype=np.float32).T, queries @ self.tail.T], axis=1)
+        return np.concatenate([dot_rows(queries, self.base), queries @ self.tail.T], axis=1)
 
 
 def append_rows(rows: np.ndarray | StackedRows, added: np.ndarray) -> StackedRows:
@@ -91,7 +95,15 @@ def append_rows(rows: np.ndarray | StackedRows, added: np.ndarray) -> StackedRow
 
 
 def dot_rows(queries: np.ndarray, rows: np.ndarray | StackedRows) -> np.ndarray:
-    """(m, n) float32 scores of (m, d) ``queries`` against (n, d) ``rows`` (an array or a stack)."""
+    """(m, n) float32 scores of (m, d) ``queries`` against (n, d) ``rows`` (an array or a stack; float16 rows are
+    converted :data:`BLOCK_ROWS` at a time, as numpy multiplies float16 without BLAS)."""
     if isinstance(rows, StackedRows):
         return rows.dot(queries)
-    return np.asarray(queries, dtype=np.float32) @ np.asarray(rows, dtype=np.float32).T
+    queries = np.asarray(queries, dtype=np.float32)
+    if rows.dtype != np.float16:
+        return queries @ np.asarray(rows, dtype=np.float32).T
+    out = np.empty((len(queries), len(rows)), dtype=np.float32)
+    for start in range(0, len(rows), BLOCK_ROWS):
+        block = np.asarray(rows[start:start + BLOCK_ROWS], dtype=np.float32)
+        np.matmul(queries, block.T, out=out[:, start:start + len(block)])
+    return out

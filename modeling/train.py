@@ -54,6 +54,7 @@ from modeling.reranker import (
     StageConfig,
     batched_candidate_features,
     fit_ranker,
+    rows_are_unit,
     stage_summary,
 )
 from modeling.splits import Split, leave_last_out_split
@@ -370,9 +371,14 @@ def history_batch(history: SortedHistory, users: np.ndarray) -> HistoryBatch:
 
 
 def item_tables(features: Features, popularity: np.ndarray) -> ItemTables:
-    """The ranking stage's per-item inputs from the training features and a popularity vector (n_items,)."""
+    """The ranking stage's per-item inputs from the training features and a popularity vector (n_items,).
+
+    The text vectors are rounded to the precision a bundle stores them in (:data:`modeling.artifacts.CONTENT_DTYPE`),
+    so the ranker learns from the text features serving computes, not from ones a rounding away."""
     attributes = features.attributes
-    return ItemTables.build(attributes.category, attributes.brand, attributes.price, features.item_text, popularity)
+    content = np.asarray(features.item_text)
+    return ItemTables.build(attributes.category, attributes.brand, attributes.price,
+                            content.astype(artifacts.CONTENT_DTYPE), popularity, content_unit=rows_are_unit(content))
 
 
 STOPPING_SHARE = 0.5

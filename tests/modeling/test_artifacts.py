@@ -57,6 +57,31 @@ def test_bundle_arrays_are_memory_mapped_and_read_only(pipeline: Pipeline) -> No
     assert np.shares_memory(Recommender(bundle).tables.content, bundle.arrays.item_content)
 
 
+def test_text_vectors_are_stored_as_float16_and_a_float32_bundle_still_serves(pipeline: Pipeline,
+                                                                              tmp_path: Path) -> None:
+    import shutil
+
+    bundle = artifacts.load_bundle(pipeline.models / pipeline.version)
+    content = bundle.arrays.item_content
+    assert content.dtype == np.float16 and bundle.manifest["item_content_dtype"] == "float16"
+    assert (pipeline.models / pipeline.version / "item_content.npy").stat().st_size < content.size * 2 + 4096
+    served = Recommender(bundle)
+    older_dir = tmp_path / pipeline.version  # the same bundle with float32 text vectors, as written before
+    shutil.copytree(pipeline.models / pipeline.version, older_dir)
+    shutil.copytree(pipeline.models / "text_encoder", tmp_path / "text_encoder")
+    np.save(older_dir / "item_content.npy", np.asarray(content, dtype=np.float32))
+    older = Recommender(artifacts.load_bundle(older_dir))
+    users = [str(u) for u in pipeline.data.users[ds.USER_ID].head(30)]
+    histories = {u: History(np.asarray(group[ds.ITEM_ID].astype(str), dtype=object),
+                            group[ds.TIMESTAMP].to_numpy(dtype=np.int64), group[ds.WEIGHT].to_numpy(dtype=np.float64))
+                 for u, group in pipeline.data.interactions.groupby(ds.USER_ID) if str(u) in set(users)}
+    now, before = served.recommend(users, histories, 10), older.recommend(users, histories, 10)
+    assert all(np.array_equal(now[u].items, before[u].items) for u in users)  # float16 rows are float32 exactly
+    np.save(older_dir / "item_content.npy", np.asarray(content, dtype=np.float64))
+    with pytest.raises(ArtifactError, match="float16 or float32"):
+        artifacts.load_bundle(older_dir)
+
+
 def test_a_bundle_carries_its_attribute_codes_and_one_written_before_them_is_coded_at_load(
         pipeline: Pipeline, tmp_path: Path) -> None:
     import shutil

@@ -102,3 +102,21 @@ def test_products_added_to_a_recommender_leave_the_bundle_arrays_shared(pipeline
     assert found[0, 0] in (1, n + 1)  # the product whose text it copies, or the copy
     recommender.add_items(np.array(["ADDED-3"]), content[:1], None)
     assert recommender.item_content.base is bundle.arrays.item_content and recommender.n_items == n + 3
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_float16_rows_are_scored_as_their_float32_values_block_by_block(monkeypatch, stacked: bool) -> None:
+    import modeling.rows
+
+    monkeypatch.setattr(modeling.rows, "BLOCK_ROWS", 7)  # several blocks and a ragged last one
+    rng = np.random.default_rng(3)
+    rows = rng.normal(size=(30, 8)).astype(np.float16)
+    queries = rng.normal(size=(4, 8)).astype(np.float32)
+    tail = rng.normal(size=(3, 8)).astype(np.float32)
+    expected = queries @ rows.astype(np.float32).T
+    if stacked:
+        expected = np.concatenate([expected, queries @ tail.T], axis=1)
+    got = dot_rows(queries, append_rows(rows, tail) if stacked else rows)
+    assert got.dtype == np.float32 and np.allclose(got, expected, atol=1e-5)
+    if stacked:
+        assert append_rows(rows, tail)[np.array([2, 31])].dtype == np.float32
