@@ -4,6 +4,7 @@ Usage:
     .venv/bin/python benchmarks/serving.py                    # full size, about 5 minutes the first time
     .venv/bin/python benchmarks/serving.py --items 20000 --users 40000 --interactions 200000   # smaller
     .venv/bin/python benchmarks/serving.py --items 1000000 --workdir benchmarks/.work/serving-1m  # a million
+    .venv/bin/python benchmarks/serving.py --text-vectors-as float32   # text vectors as bundles held them before
 
 Needs `wrk` (Debian/Ubuntu: `apt install wrk`). What it does:
 
@@ -294,6 +295,19 @@ def build_workspace(work: Path, n_users: int, n_items: int, n_interactions: int)
     return info
 
 
+def store_text_vectors(bundle: Path, dtype: str) -> None:
+    """Rewrite ``bundle``'s item_content.npy in ``dtype`` through a temporary file and a rename (nothing is done when
+    it already is): the workspace writes float16, whose values float32 holds exactly, so both hold the same values."""
+    from modeling.atomic import atomic_write
+
+    path = bundle / "item_content.npy"
+    content = np.load(path, mmap_mode="r")
+    if content.dtype == np.dtype(dtype):
+        return
+    with atomic_write(path, mode="wb") as handle:
+        np.save(handle, np.asarray(content).astype(dtype), allow_pickle=False)
+
+
 # --------------------------------------------------------------------------- floor and engine, in process
 
 
@@ -398,7 +412,21 @@ def in_process(work: Path, version: str, new_users: list[str]) -> dict:
     before, started = _private_mib(), time.perf_counter()
     grown.add_items(np.array(["BENCHMARK-NEW-PRODUCT"]), texts[:1], None)
     figures["add_one_product"] = {"seconds": time.perf_counter() - started, "private_mib": _private_mib() - before}
+    figures["text_encoder"] = text_encoder_memory(bundle)
     return figures
+
+
+def text_encoder_memory(bundle) -> dict:  # noqa: ANN001
+    """The private memory the ONNX text encoder takes when loaded and run once, as in each worker (its weights
+    file is memory-mapped besides: see the workers' largest resident files), and one encoding's time."""
+    from modeling import artifacts
+    from modeling.exported_text import OnnxTextEncoder
+
+    before = _private_mib()
+    encoder = OnnxTextEncoder(artifacts.text_export_path(bundle))
+    encoder.encode(["espresso machine with a steam wand"])
+    return {"private_mib": round(_private_mib() - before, 1),
+            "encode_one_ms": _median_ms(lambda: encoder.encode(["a light waterproof jacket for hiking"]), 50)}
 
 
 def compare_index_kinds(work: Path, version: str, rounds: int) -> dict:
@@ -788,6 +816,10 @@ def main() -> None:
                         help="serve (in process and under gunicorn) with RECO_ANN_MIN_ITEMS=N on the workspace built "
                              "with the default, e.g. 200000 for exact search over a bundle that carries the indexes: "
                              "both thresholds measured on one workspace")
+    parser.add_argument("--text-vectors-as", choices=["float16", "float32"], default=None,
+                        help="rewrite the workspace bundle's text vectors (item_content.npy) in this type before the "
+                             "run, the same values (float16 is what publishing writes; float32 what bundles held "
+                             "before): both measured on one workspace")
     parser.add_argument("--compare-index-kinds", type=int, default=0, metavar="ROUNDS",
                         help="run only the engine in process with the bundle's index of 8-bit codes and with IVF-Flat "
                              "over the same vectors, alternately, ROUNDS rounds of each (0: off)")
@@ -808,6 +840,8 @@ def main() -> None:
         raise SystemExit("wrk is not installed (Debian/Ubuntu: apt install wrk)")
     work = Path(args.workdir)
     info = build_workspace(work, args.users, args.items, args.interactions)
+    if args.text_vectors_as is not None:
+        store_text_vectors(work / "models" / info["version"], args.text_vectors_as)
     if args.serve_ann_min_items is not None:  # after the build: the workspace's layout follows the default
         os.environ["RECO_ANN_MIN_ITEMS"] = str(args.serve_ann_min_items)
     if args.compare_index_kinds > 0:
@@ -955,6 +989,10 @@ def _print_engine(engine: dict) -> None:
     if added:
         print(f"one product added after publishing: {added['seconds']:.2f} s, "
               f"{added['private_mib']:.0f} MiB of private memory")
+    encoder = engine.get("text_encoder")
+    if encoder:
+        print(f"the ONNX text encoder loaded and run once: {encoder['private_mib']:.0f} MiB of private memory (its "
+              f"weights file mapped besides); one text encoded in {encoder['encode_one_ms']:.1f} ms")
 
 
 if __name__ == "__main__":
