@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from modeling import datasets as ds
+from modeling.rows import as_float32
 
 if TYPE_CHECKING:  # pandas is imported where training needs it; web workers do not load it
     import pandas as pd
@@ -137,7 +138,7 @@ def pooled_vectors(positions: np.ndarray, weights: np.ndarray | None, table: np.
     # with 50-item windows of 384-d text vectors if gathered at once.
     for start in range(0, len(positions), POOL_BATCH):
         rows = slice(start, start + POOL_BATCH)
-        gathered = table[np.maximum(positions[rows], 0)].astype(np.float32)  # (b, L, t)
+        gathered = as_float32(table[np.maximum(positions[rows], 0)])  # (b, L, t)
         summed = np.einsum("ml,mlt->mt", np.where(positions[rows] >= 0, weights[rows], 0.0).astype(np.float32),
                            gathered)
         norms = np.linalg.norm(summed, axis=1, keepdims=True)

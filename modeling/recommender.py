@@ -35,7 +35,7 @@ from modeling.id_index import IdIndex
 from modeling.index import ExactIndex, ItemIndex, make_index, penalty
 from modeling.ranking import top_k
 from modeling.reranker import RETRIEVAL_ORDER, ItemTables, RankingStage
-from modeling.rows import append_rows
+from modeling.rows import append_rows, as_float32
 
 logger = logging.getLogger(__name__)
 
@@ -295,8 +295,7 @@ class Recommender:
         linked = self.stage.sources.item_item
         contribution = weights[:, None] * np.asarray(linked[products][:, items].todense())  # (h, k)
         content = self.tables.content
-        nearest_text = np.argmax(np.asarray(content[products], dtype=np.float32)
-                                  @ np.asarray(content[items], dtype=np.float32).T, axis=0)  # (k,)
+        nearest_text = np.argmax(as_float32(content[products]) @ as_float32(content[items]).T, axis=0)  # (k,)
         best = np.where(contribution.max(axis=0) > 0, np.argmax(contribution, axis=0), nearest_text)
         return products[best]
 

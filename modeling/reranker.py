@@ -35,7 +35,7 @@ from modeling.candidates import HistoryBatch, Sources, SparseRows, rows_at, sour
 from modeling.features import ItemAttributes
 from modeling.index import ItemIndex
 from modeling.ranking import top_k
-from modeling.rows import StackedRows, append_rows
+from modeling.rows import StackedRows, append_rows, as_float32
 
 logger = logging.getLogger(__name__)
 
@@ -271,8 +271,8 @@ def _unit_rows(content: np.ndarray, unit: bool | None = None) -> np.ndarray:
     if unit is None:
         unit = rows_are_unit(content)
     if not unit:
-        norms = np.linalg.norm(content, axis=1, keepdims=True)
         content = content.astype(np.float32)
+        norms = np.linalg.norm(content, axis=1, keepdims=True)
         content = np.divide(content, norms, out=np.zeros_like(content), where=norms > 0)
     return content
 
@@ -496,8 +496,8 @@ def _history_features(feats: np.ndarray, column: dict[str, int], tables: ItemTab
     for row in np.flatnonzero((counts > 0) & (sizes > 0)):
         part = slice(starts[row], starts[row] + sizes[row])
         own, times = items[row, TEXT_HISTORY - counts[row]:], stamps[row, TEXT_HISTORY - counts[row]:]
-        history_text = np.asarray(tables.content[own], dtype=np.float32)
-        content = np.asarray(tables.content[cand[part]], dtype=np.float32)  # (C, t), per shopper (a batch's: large)
+        history_text = as_float32(tables.content[own])
+        content = as_float32(tables.content[cand[part]])  # (C, t), gathered per shopper (a batch's would be large)
         similarity = content @ history_text.T  # (C, h)
         mean = history_text.mean(axis=0)
         norm = float(np.linalg.norm(mean))

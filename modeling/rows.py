@@ -21,6 +21,20 @@ import numpy as np
 BLOCK_ROWS = 8192
 """Rows of a float16 array converted to float32 at a time when it is multiplied as a whole (bounds the copy)."""
 
+_HALF_TO_FLOAT = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
+"""Each float16 bit pattern's float32 value. numpy converts float16 one value at a time; looking the values up in
+this 256 KiB table takes about half as long (231 rows of 384: 85 against 160 µs), and a request converts the
+text vectors of every candidate it scores."""
+
+
+def as_float32(rows: np.ndarray) -> np.ndarray:
+    """``rows`` (any shape) as a float32 array: float16 through :data:`_HALF_TO_FLOAT` (the same values as
+    ``astype``), other types by ``np.asarray``."""
+    rows = np.asarray(rows)
+    if rows.dtype == np.float16:
+        return np.take(_HALF_TO_FLOAT, rows.view(np.uint16))
+    return np.asarray(rows, dtype=np.float32)
+
 
 class StackedRows:
     """The rows of ``base`` followed by the rows of ``tail``, as one (n_base + n_tail, d) float32 array.
@@ -68,7 +82,7 @@ class StackedRows:
             raise IndexError(f"row positions must lie in [0, {len(self)})")
         out = np.empty((*positions.shape, self.shape[1]), dtype=np.float32)
         in_base = positions < n_base
-        out[in_base] = self.base[positions[in_base]]
+        out[in_base] = as_float32(self.base[positions[in_base]])
         out[~in_base] = self.tail[positions[~in_base] - n_base]
         return out
 
@@ -104,6 +118,6 @@ def dot_rows(queries: np.ndarray, rows: np.ndarray | StackedRows) -> np.ndarray:
         return queries @ np.asarray(rows, dtype=np.float32).T
     out = np.empty((len(queries), len(rows)), dtype=np.float32)
     for start in range(0, len(rows), BLOCK_ROWS):
-        block = np.asarray(rows[start:start + BLOCK_ROWS], dtype=np.float32)
+        block = as_float32(rows[start:start + BLOCK_ROWS])
         np.matmul(queries, block.T, out=out[:, start:start + len(block)])
     return out

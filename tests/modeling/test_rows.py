@@ -120,3 +120,12 @@ def test_float16_rows_are_scored_as_their_float32_values_block_by_block(monkeypa
     assert got.dtype == np.float32 and np.allclose(got, expected, atol=1e-5)
     if stacked:
         assert append_rows(rows, tail)[np.array([2, 31])].dtype == np.float32
+
+
+def test_float16_rows_convert_to_float32_as_astype_does_for_every_value() -> None:
+    from modeling.rows import as_float32
+
+    every = np.arange(65536, dtype=np.uint16).view(np.float16).reshape(256, 256)  # every bit pattern, nan and inf too
+    assert np.array_equal(as_float32(every), every.astype(np.float32), equal_nan=True)
+    assert as_float32(every[::3, 5:9]).shape == (86, 4)  # a strided view
+    assert as_float32(np.ones((2, 3), dtype=np.float64)).dtype == np.float32
