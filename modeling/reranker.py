@@ -256,7 +256,7 @@ UNIT_TOLERANCE = 1e-4
 def rows_are_unit(content: np.ndarray) -> bool:
     """Whether every row of (n, t) ``content`` has norm 1 (within :data:`UNIT_TOLERANCE`) or 0. Reads every row:
     publishing records the answer in the bundle (``item_content_unit``), so serving need not read them."""
-    norms = np.linalg.norm(np.asarray(content, dtype=np.float32), axis=1)
+    norms = np.linalg.norm(as_float32(content), axis=1)
     return bool(np.all((np.abs(norms - 1) < UNIT_TOLERANCE) | (norms == 0)))
 
 
@@ -266,12 +266,12 @@ def _unit_rows(content: np.ndarray, unit: bool | None = None) -> np.ndarray:
     ``unit``: whether they are, when known (a bundle records it); None: every row is read to find out (at
     100,000 products, 0.8 s of each worker's start)."""
     content = np.asarray(content)
-    if content.dtype not in (np.float16, np.float32):
-        content = content.astype(np.float32)
+    if content.dtype != np.float16:  # float16 rows stay as stored (read as float32 where used)
+        content = as_float32(content)
     if unit is None:
         unit = rows_are_unit(content)
     if not unit:
-        content = content.astype(np.float32)
+        content = as_float32(content)
         norms = np.linalg.norm(content, axis=1, keepdims=True)
         content = np.divide(content, norms, out=np.zeros_like(content), where=norms > 0)
     return content

@@ -67,13 +67,13 @@ class StackedRows:
             if step != 1:
                 return np.asarray(self)[key]
             if stop <= n_base:
-                return self.base[start:stop]
+                return as_float32(self.base[start:stop])  # a float32 base: the mapped rows themselves
             if start >= n_base:
                 return self.tail[start - n_base:stop - n_base]
-            return np.concatenate([np.asarray(self.base[start:], dtype=np.float32), self.tail[:stop - n_base]])
+            return np.concatenate([as_float32(self.base[start:]), self.tail[:stop - n_base]])
         if isinstance(key, (int, np.integer)):
             key = int(key) + (len(self) if key < 0 else 0)
-            return self.base[key] if key < n_base else self.tail[key - n_base]
+            return as_float32(self.base[key]) if key < n_base else self.tail[key - n_base]
         positions = np.asarray(key)
         if positions.dtype == bool:
             positions = np.flatnonzero(positions)
@@ -88,7 +88,7 @@ class StackedRows:
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         """Every row in one new array (a copy of the base: not for the request path)."""
-        whole = np.concatenate([np.asarray(self.base, dtype=np.float32), self.tail])
+        whole = np.concatenate([as_float32(self.base), self.tail])
         return whole if dtype is None else whole.astype(dtype, copy=False)
 
     def appended(self, rows: np.ndarray) -> StackedRows:

@@ -118,8 +118,11 @@ def test_float16_rows_are_scored_as_their_float32_values_block_by_block(monkeypa
         expected = np.concatenate([expected, queries @ tail.T], axis=1)
     got = dot_rows(queries, append_rows(rows, tail) if stacked else rows)
     assert got.dtype == np.float32 and np.allclose(got, expected, atol=1e-5)
-    if stacked:
-        assert append_rows(rows, tail)[np.array([2, 31])].dtype == np.float32
+    if stacked:  # every way of reading a stack gives float32, its base's rows included
+        stack = append_rows(rows, tail)
+        for read in (stack[np.array([2, 31])], stack[2:5], stack[28:32], stack[3], np.asarray(stack)):
+            assert read.dtype == np.float32
+        assert np.array_equal(stack[2:5], rows[2:5].astype(np.float32)) and np.array_equal(stack[3], rows[3])
 
 
 def test_float16_rows_convert_to_float32_as_astype_does_for_every_value() -> None:
