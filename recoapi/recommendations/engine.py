@@ -40,7 +40,7 @@ from modeling.exported_text import OnnxTextEncoder
 from modeling.features import item_attributes_of_rows
 from modeling.index import IvfIndex
 from modeling.recommender import Recommender
-from recoapi import metrics
+from recoapi import allocator, metrics
 from recoapi.catalog import selectors as catalog_selectors
 from recoapi.recommendations import model_store
 from recoapi.recommendations.product_table import ItemInfo, ProductTable
@@ -301,12 +301,14 @@ _freeze_after_load = False  # set in web workers by start_worker()
 def start_worker() -> None:
     """Prepare a web worker before its first request (gunicorn's ``post_worker_init``).
 
-    Loads the active model now, so the first request does not wait for it, and from then on
-    freezes the heap after every model load (:func:`_freeze_heap`). A worker that cannot load
-    (no model yet, database down) starts anyway; requests retry the load as before.
+    Limits the C allocator's arenas (``RECO_MALLOC_ARENAS``, :mod:`recoapi.allocator`) before any
+    request thread allocates, loads the active model now, so the first request does not wait for it,
+    and from then on freezes the heap after every model load (:func:`_freeze_heap`). A worker that
+    cannot load (no model yet, database down) starts anyway; requests retry the load as before.
     """
     global _freeze_after_load
     _freeze_after_load = True
+    allocator.limit_arenas(settings.RECO_MALLOC_ARENAS)
     try:
         registry.current()
     except Exception:  # logged; the service answers 503 until a request can load the model
@@ -319,11 +321,14 @@ def _freeze_heap() -> None:
     """In web workers: collect once, then move every object alive now (the engine's per-product
     records, the loaded libraries) into the collector's permanent generation, so later full
     collections walk only what requests create instead of pausing a request for the whole heap.
-    Reference counting still frees a replaced engine; its cyclic garbage waits for the next load."""
+    Reference counting still frees a replaced engine; its cyclic garbage waits for the next load.
+    What the load freed (the product rows read from the database, a replaced engine) goes back to
+    the system instead of staying in malloc's arenas."""
     if _freeze_after_load:
         gc.unfreeze()
         gc.collect()
         gc.freeze()
+        allocator.release_free_memory()
 
 
 def _load_text_encoder(engine: Engine) -> None:

@@ -1,0 +1,95 @@
+"""The web workers' C allocator settings: the arena limit holds across threads, a load's free memory goes back."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from recoapi import allocator
+
+ROOT = Path(__file__).resolve().parents[2]
+glibc_only = pytest.mark.skipif(allocator._glibc() is None, reason="the C library here is not glibc")
+
+# Four threads allocate numpy arrays (malloc) while holding each other up, then glibc lists its arenas.
+_THREADS = textwrap.dedent("""
+    import ctypes, sys, threading
+    import numpy as np
+    from recoapi import allocator
+
+    limit = int(sys.argv[1])
+    print("applied", allocator.limit_arenas(limit), flush=True)
+    barrier = threading.Barrier(4)
+    kept = []
+
+    def work():
+        barrier.wait()
+        for _ in range(200):
+            kept.append(np.ones(20_000))
+            kept.pop(0) if len(kept) > 8 else None
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    sys.stdout.flush()
+    ctypes.CDLL(None).malloc_stats()  # one "Arena N:" block per arena, on stderr
+""")
+
+
+def _arenas(limit: int) -> int:
+    result = subprocess.run([sys.executable, "-c", _THREADS, str(limit)], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    return sum(line.startswith("Arena ") for line in result.stderr.splitlines())
+
+
+@glibc_only
+def test_the_arena_limit_holds_while_threads_allocate_at_once() -> None:
+    assert _arenas(0) > 2  # glibc's default: a thread that finds the arenas busy gets one of its own
+    assert _arenas(2) <= 2
+    assert _arenas(1) == 1
+
+
+def test_a_negative_arena_count_is_refused_and_zero_leaves_the_default() -> None:
+    with pytest.raises(ValueError, match="0 or more"):
+        allocator.limit_arenas(-1)
+    assert allocator.limit_arenas(0) is False
+
+
+@glibc_only
+def test_free_memory_goes_back_after_a_large_temporary() -> None:
+    script = textwrap.dedent("""
+        from pathlib import Path
+        import numpy as np
+        from recoapi import allocator
+
+        def anonymous_kb():
+            rollup = Path("/proc/self/smaps_rollup").read_text().splitlines()
+            return next(int(line.split()[1]) for line in rollup if line.startswith("Anonymous:"))
+
+        # many blocks under malloc's mmap threshold: they come from the heap, which keeps them once freed
+        blocks = [np.ones(12_000) for _ in range(4_000)]  # about 380 MB
+        kept = blocks[-1]
+        del blocks
+        before = anonymous_kb()
+        released = allocator.release_free_memory()
+        print(released, before, anonymous_kb())
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    released, before, after = result.stdout.split()
+    assert released == "True"
+    assert int(before) - int(after) > 200_000  # KB: most of the freed blocks went back
+
+
+def test_a_negative_arena_setting_stops_the_start() -> None:
+    import os
+
+    env = {**os.environ, "RECO_MALLOC_ARENAS": "-1"}
+    result = subprocess.run([sys.executable, str(ROOT / "manage.py"), "check"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "RECO_MALLOC_ARENAS must be 0" in result.stderr
