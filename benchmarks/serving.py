@@ -40,6 +40,10 @@ its published index (8-bit codes) and with an IVF-Flat index built over the same
 of each: one shopper (500 calls) and 100 shoppers per call (15 calls), medians per round, and how many of
 1,000 shoppers' served top 10 are the same under both; to benchmarks/results/serving-index-kinds.json.
 
+With `--compare-nprobe A,B` it runs only, in process, the engine with the product index scanning A and B
+inverted lists per query, alternately (A, B, B, A, ...), 4 rounds of each, as above, and each one's
+served top 10 against exact search; to benchmarks/results/serving-nprobe.json.
+
 With `--impressions-overhead ROUNDS` it runs only the cost of recording impressions (a RecommendationList row
 per answer, written by a background thread per worker): per round one gunicorn with RECO_IMPRESSIONS=1 and
 one with =0, in alternating order (on, off; off, on; ...), each warmed up then loaded with "one known
@@ -474,6 +478,50 @@ def compare_index_kinds(work: Path, version: str, rounds: int) -> dict:
     return figures
 
 
+def compare_nprobe(work: Path, version: str, values: tuple[int, int], rounds: int) -> dict:
+    """The engine with the product index scanning ``values[0]`` and ``values[1]`` lists per query, alternately
+    (first, second, second, first, ...), ROUNDS rounds of each: one shopper (500 calls) and 100 shoppers (15
+    calls), medians per round; and each one's served top 10 against exact search for 1,000 shoppers."""
+    from modeling import artifacts
+    from modeling.index import IvfIndex
+    from modeling.recommender import History, Recommender
+
+    bundle = artifacts.load_bundle(work / "models" / version)
+    engines = {n: Recommender(bundle, ann_min_items=ann_min_items(), ann_nprobe=n) for n in values}
+    if not all(isinstance(e.index, IvfIndex) for e in engines.values()):
+        raise SystemExit("the workspace's bundle is not served with an approximate index")
+    rng = np.random.default_rng(1)
+    items = bundle.arrays.item_ids
+    users = [str(u) for u in bundle.arrays.user_ids[rng.integers(0, len(bundle.arrays.user_ids), 2000)]]
+    history = {u: History(np.asarray(items[rng.integers(0, len(items), 5)], dtype=object),
+                          np.zeros(5, dtype=np.int64), np.ones(5)) for u in users}
+    allowed = np.ones(len(items), dtype=bool)
+    allowed[rng.integers(0, len(items), 200)] = False  # a few products out of stock
+
+    def median_ms(engine: Recommender, batch: int, calls: int) -> float:
+        times = []
+        for call in range(calls):
+            start = (call * batch) % (len(users) - batch)
+            started = time.perf_counter()
+            engine.recommend(users[start:start + batch], history, 10, allowed)
+            times.append(time.perf_counter() - started)
+        return float(np.median(times) * 1000)
+
+    for engine in engines.values():  # warm both
+        median_ms(engine, 1, 50)
+    figures: dict = {"tuned": (bundle.manifest.get("item_index") or {}).get("nprobe"), "order": [],
+                     **{str(n): {"one_ms": [], "hundred_ms": []} for n in values}}
+    for turn in range(2 * rounds):
+        n = values[0] if turn % 4 in (0, 3) else values[1]
+        figures["order"].append(n)
+        figures[str(n)]["one_ms"].append(median_ms(engines[n], 1, 500))
+        figures[str(n)]["hundred_ms"].append(median_ms(engines[n], 100, 15))
+    exact = Recommender(bundle, ann_min_items=None)
+    for n in values:
+        figures[str(n)]["served_against_exact"] = _served_overlap(engines[n], exact, users[:1000], history, allowed)
+    return figures
+
+
 def _served_against_exact(bundle, recommender, allowed: np.ndarray, rng: np.random.Generator,
                           shoppers: int = 1000) -> dict:
     """What the approximate index changes in the served top 10 (both stages), against the same bundle served
@@ -823,6 +871,10 @@ def main() -> None:
     parser.add_argument("--compare-index-kinds", type=int, default=0, metavar="ROUNDS",
                         help="run only the engine in process with the bundle's index of 8-bit codes and with IVF-Flat "
                              "over the same vectors, alternately, ROUNDS rounds of each (0: off)")
+    parser.add_argument("--compare-nprobe", default="", metavar="A,B",
+                        help="run only the engine in process with the product index scanning A and B inverted lists "
+                             "per query, alternately, 4 rounds of each, and each one's served top 10 against exact "
+                             "search (to benchmarks/results/serving-nprobe.json)")
     parser.add_argument("--impressions-overhead", type=int, default=0, metavar="ROUNDS",
                         help="run only the cost of recording impressions: ROUNDS rounds of \"one known shopper\" at 2 "
                              "connections with RECO_IMPRESSIONS=1 and =0, alternating the order (0: off)")
@@ -833,10 +885,22 @@ def main() -> None:
         parser.error("--compare-index-kinds runs alone (without --impressions-overhead or --in-process-only)")
     if args.compare_index_kinds < 0:
         parser.error("--compare-index-kinds: a number of rounds, at least 1")
+    nprobes: tuple[int, ...] = ()
+    if args.compare_nprobe:
+        try:
+            nprobes = tuple(int(v) for v in args.compare_nprobe.split(","))
+        except ValueError:
+            nprobes = ()
+        if len(nprobes) != 2 or min(nprobes) < 1 or nprobes[0] == nprobes[1]:
+            parser.error(f"--compare-nprobe: two different positive numbers of lists, e.g. 256,144, "
+                         f"not {args.compare_nprobe!r}")
+        if args.compare_index_kinds or args.impressions_overhead or args.in_process_only:
+            parser.error("--compare-nprobe runs alone")
     if args.output is None:
         args.output = str(RESULTS / ("serving-impressions.json" if args.impressions_overhead > 0 else
-                                     "serving-index-kinds.json" if args.compare_index_kinds > 0 else "serving.json"))
-    if shutil.which("wrk") is None and not (args.in_process_only or args.compare_index_kinds):
+                                     "serving-index-kinds.json" if args.compare_index_kinds > 0 else
+                                     "serving-nprobe.json" if nprobes else "serving.json"))
+    if shutil.which("wrk") is None and not (args.in_process_only or args.compare_index_kinds or nprobes):
         raise SystemExit("wrk is not installed (Debian/Ubuntu: apt install wrk)")
     work = Path(args.workdir)
     info = build_workspace(work, args.users, args.items, args.interactions)
@@ -844,6 +908,21 @@ def main() -> None:
         store_text_vectors(work / "models" / info["version"], args.text_vectors_as)
     if args.serve_ann_min_items is not None:  # after the build: the workspace's layout follows the default
         os.environ["RECO_ANN_MIN_ITEMS"] = str(args.serve_ann_min_items)
+    if nprobes:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):  # one BLAS and OpenMP thread, as each web worker has (gunicorn.conf.py)
+            compared = compare_nprobe(work, info["version"], (nprobes[0], nprobes[1]), 4)
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps({"sizes": info["sizes"], "nprobe": compared}, indent=2) + "\n")
+        for n in nprobes:
+            served = compared[str(n)]["served_against_exact"]
+            print(f"nprobe {n}: one shopper {', '.join(f'{v:.2f}' for v in compared[str(n)]['one_ms'])} ms; 100 "
+                  f"shoppers {', '.join(f'{v:.1f}' for v in compared[str(n)]['hundred_ms'])} ms; served top 10 "
+                  f"against exact search: {served['top10_overlap']:.4f} of the products, "
+                  f"{served['identical_lists']:.3f} of the lists identical")
+        print(f"\nwritten to {os.path.relpath(args.output, ROOT)}")
+        return
     if args.compare_index_kinds > 0:
         from threadpoolctl import threadpool_limits
 

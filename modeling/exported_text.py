@@ -145,6 +145,8 @@ def export_text_encoder(model_path: str | Path, directory: Path) -> dict[str, An
                                 f"(> {TOLERANCE:.0e})")
         settings["max_abs_difference"] = difference
         (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=2), encoding="utf-8")
+        for file in tmp.iterdir():  # onnx writes the weights file private (0600): serving may run as another user
+            os.chmod(file, 0o644)
         if directory.exists() and not (directory / SETTINGS_FILE).is_file():
             shutil.rmtree(directory)  # a folder left by something else: complete exports always have settings
         try:

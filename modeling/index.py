@@ -151,11 +151,15 @@ class IvfIndex:
         if codes != self.quantized:  # codes' scores served as exact, or exact ones scored again
             raise ValueError(f"the index {'holds 8-bit codes' if codes else 'holds the vectors'}, "
                              f"but was given as {'codes' if self.quantized else 'vectors'}")
-        index.nprobe = self.nprobe
 
     @property
     def built(self) -> bool:
         return self._index is not None
+
+    def _search_parameters(self) -> Any:
+        import faiss
+
+        return faiss.SearchParametersIVF(nprobe=self.nprobe)
 
     def build(self) -> None:
         """Build the index now (a few seconds per 100,000 items) instead of on the first query."""
@@ -180,7 +184,9 @@ class IvfIndex:
         if self._index is None:
             self.build()
         indexed = int(self._index.ntotal)
-        scores, positions = self._index.search(queries, fetch)
+        # nprobe goes with each search, not onto the FAISS object, which other IvfIndex may share (the same bundle
+        # served with another nprobe, tuning): setting it there made the last one set win for all of them.
+        scores, positions = self._index.search(queries, fetch, params=self._search_parameters())
         if self.quantized:  # the codes' scores are approximate: the fetched candidates are scored exactly
             scores = _exact_scores(self.vectors, queries, positions)
             order = np.argsort(-scores, axis=1, kind="stable")

@@ -46,6 +46,8 @@ def test_the_bundle_names_an_export_that_encodes_like_sentence_transformers(pipe
     # The weights are a file of their own (mapped by ONNX Runtime, shared by the workers), not inside the graph.
     folder = artifacts.text_export_path(bundle)
     assert (folder / "model.onnx.data").stat().st_size > 50 * (folder / "model.onnx").stat().st_size
+    # Every file can be read by the serving processes, which may run as another user than training.
+    assert {f.name: f.stat().st_mode & 0o044 for f in folder.iterdir()} == {f.name: 0o044 for f in folder.iterdir()}
 
 
 def pd_positions(bundle: artifacts.Bundle, ids: list[str]) -> np.ndarray:

@@ -264,3 +264,13 @@ def test_a_bundle_carries_its_text_index_and_text_queries_search_it(pipeline: Pi
     (bundle_dir / TEXT_INDEX_FILE).unlink()
     with pytest.raises(ArtifactError, match="text_index.faiss is missing"):
         artifacts.load_bundle(bundle_dir)
+
+
+def test_indexes_sharing_one_faiss_object_each_search_with_their_own_nprobe(vectors: np.ndarray, ivf) -> None:
+    """Two engines over the same bundle (or tuning) share the FAISS object: each keeps its own nprobe."""
+    q, none = queries(200, seed=5), [np.zeros(0, dtype=np.int64)] * 200
+    narrow = IvfIndex(vectors, ivf, nprobe=1, extra=0)
+    wide = IvfIndex(vectors, ivf, nprobe=ivf.nlist, extra=0)  # every list: exact within the index
+    exact, _ = ExactIndex(vectors).search(q, 10, none)
+    assert (wide.search(q, 10, none)[0] == exact).all()
+    assert recall_against_exact(narrow, vectors, q, 10) < 0.8  # not the wide one's nprobe
