@@ -168,6 +168,26 @@ def _add_products(work: Path, products: pd.DataFrame) -> None:
     feed.unlink()
 
 
+LAMBDAMART_ROUNDS = 100
+"""Boosting rounds of the LambdaMART ranker a workspace serves when its small training chose another ranker
+(the middle of the rounds the stage's selection tries)."""
+
+
+def _lambdamart_of_random_lists(lists: int = 2000, candidates: int = 200, seed: int = 0):  # noqa: ANN202
+    """A LambdaMART ranker over the stage's features, boosted :data:`LAMBDAMART_ROUNDS` rounds on random lists
+    whose target's features are shifted (so the trees split as on real lists); what it scores is meaningless,
+    what scoring costs is a trained ranker's."""
+    from modeling.reranker import FEATURES, Ranker, _train_booster
+
+    rng = np.random.default_rng(seed)
+    positions = np.tile(np.arange(candidates), (lists, 1))
+    features = rng.normal(size=(lists, candidates, len(FEATURES))).astype(np.float32)
+    targets = rng.integers(0, candidates, lists)
+    features[np.arange(lists), targets] += 1.0
+    booster = _train_booster(positions, features, targets, LAMBDAMART_ROUNDS, seed)
+    return Ranker("lightgbm", booster=booster, rounds=LAMBDAMART_ROUNDS)
+
+
 def build_workspace(work: Path, n_users: int, n_items: int, n_interactions: int) -> dict:
     """Data in the database and an active bundle at full size (skipped when already built)."""
     import tensorflow as tf
@@ -191,7 +211,8 @@ def build_workspace(work: Path, n_users: int, n_items: int, n_interactions: int)
     layout = {"bundle": artifacts.BUNDLE_FORMAT, "text_encoder": TEXT_EXPORT_FORMAT,  # a new layout: build again
               "item_index": "8-bit codes" if indexed else False, "text_index": indexed,
               "catalogue": "every generated product", "attribute_codes": "stored",
-              "text_vectors": "clustered by category", "text_vectors_stored_as": artifacts.CONTENT_DTYPE.name}
+              "text_vectors": "clustered by category", "text_vectors_stored_as": artifacts.CONTENT_DTYPE.name,
+              "ranker": "lightgbm"}
     if stamp.is_file() and json.loads(stamp.read_text()).get("sizes") == sizes and (
             json.loads(stamp.read_text()).get("layout") == layout):
         _manage(work, "migrate", "-v0")  # a workspace built by an earlier version: its database up to date
@@ -267,13 +288,19 @@ def build_workspace(work: Path, n_users: int, n_items: int, n_interactions: int)
     )
 
     # The ranking stage: sources fitted on the full-size interactions (item-kNN above EASE's size limit), the
-    # ranker of the small shop's training (the cost of scoring does not depend on what it learned).
+    # ranker of the small shop's training when it is LambdaMART (the cost of scoring does not depend on what it
+    # learned). When that shop's validation chose a single feature or a blend, which cost far less to score, a
+    # LambdaMART ranker of LAMBDAMART_ROUNDS rounds is served instead, so every workspace measures the same path.
     started = time.perf_counter()
     users_index = {u: n for n, u in enumerate(all_users)}
     order = data.interactions.sort_values([ds.USER_ID, ds.TIMESTAMP], kind="stable")
+    ranker = result.stage.ranker
+    if ranker.kind != "lightgbm":
+        timings["small_training_ranker"] = ranker.kind
+        ranker = _lambdamart_of_random_lists()
     stage = RankingStage(fit_sources(order[ds.USER_ID].map(users_index).to_numpy(),
                                      positions.reindex(order[ds.ITEM_ID]).to_numpy(), len(all_users), len(item_ids)),
-                         result.stage.ranker, StageConfig(), result.stage.report)
+                         ranker, StageConfig(), result.stage.report)
     timings["ranking_stage_sources_s"] = time.perf_counter() - started
 
     text_encoder = ensure_text_export(work / "models", default_model_path())  # what serving encodes text with
