@@ -93,3 +93,15 @@ def test_a_negative_arena_setting_stops_the_start() -> None:
                             capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "RECO_MALLOC_ARENAS must be 0" in result.stderr
+
+
+def test_a_web_worker_limits_its_arenas_before_loading_its_model(monkeypatch: pytest.MonkeyPatch, settings) -> None:  # noqa: ANN001
+    from recoapi.recommendations import engine
+
+    calls: list[str] = []
+    monkeypatch.setattr(allocator, "limit_arenas", lambda count: calls.append(f"arenas {count}") or True)
+    monkeypatch.setattr(engine.registry, "current", lambda: calls.append("load"))
+    monkeypatch.setattr(engine, "_freeze_after_load", False)  # start_worker sets it: put back afterwards
+    settings.RECO_MALLOC_ARENAS = 3
+    engine.start_worker()
+    assert calls == ["arenas 3", "load"]
