@@ -74,11 +74,7 @@ CHOICE_STANDARD_ERRORS = 2.0
 """Two, not one: the best of a dozen trials is compared, so a one-error gain is often chance."""
 
 STAGE_DIR = "ranking_stage"
-ROUNDS: tuple[int, ...] = (10, 25, 50, 100, 200, 400)
-"""Boosting rounds the LambdaMART trials stop after (one booster per fold, truncated: a count costs one more
-evaluation of the held-out lists). 10 was added when the smallest count tried, 25, was the best LambdaMART
-trial on the validation lists of Gift Cards and Fashion, and 25 rounds boosted from the blend the best trial
-of all on MovieLens's: the best of a grid at its edge says the grid stops too soon."""
+ROUNDS: tuple[int, ...] = (25, 50, 100, 200, 400)
 PRIOR_SCALE = 16.0
 """LambdaMART boosted from a blend (trials ``lightgbm+prior:R``) starts from this multiple of the blend's score
 (each part scaled to [0, 1] within the shopper's candidates): the trees then learn corrections to the blend's
@@ -86,10 +82,9 @@ order instead of an order from nothing, which needs fewer held-out shoppers to b
 validation lists of the shared data sets (`benchmarks/rankers.py` builds them): scales 1, 4, 16 and 64 gave
 cross-validated NDCG@10 0.064, 0.072, 0.074 and 0.068 on MovieLens (its best trial each; plain LambdaMART
 0.065, the transitions + item-item blend 0.063) and changed little on Gift Cards and All Beauty."""
-PRIOR_ROUNDS: tuple[int, ...] = (10, 25, 50, 100)
+PRIOR_ROUNDS: tuple[int, ...] = (25, 50, 100)
 """Rounds of the boosted-from-a-blend trials: corrections need few trees (more overfit the small sets where
-the prior helps), and each round costs as much as a plain LambdaMART round on a large validation set (10: see
-:data:`ROUNDS`)."""
+the prior helps), and each round costs as much as a plain LambdaMART round on a large validation set."""
 TEXT_HISTORY = 50  # most recent history items compared by text
 RECENT_HISTORY = 10  # most recent history items the category, brand and price matches look at
 
