@@ -485,11 +485,48 @@ def text_encoder_memory(bundle) -> dict:  # noqa: ANN001
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def _alternately(engines: dict, bundle, rounds: int) -> tuple[dict, list[str], tuple]:  # noqa: ANN001
+    """Two engines over ``bundle`` timed in turn (first, second, second, first, ...), ``rounds`` rounds of each:
+    per round the median of 500 calls for one known shopper and of 15 calls for 100 at once (5-product
+    histories, a few products out of stock). Returns ``({name: {"one_ms": [...], "hundred_ms": [...]}}, the
+    order, (the shoppers, their histories, the allowed mask))``."""
+    from modeling.recommender import History
+
+    rng = np.random.default_rng(1)
+    items = bundle.arrays.item_ids
+    users = [str(u) for u in bundle.arrays.user_ids[rng.integers(0, len(bundle.arrays.user_ids), 2000)]]
+    history = {u: History(np.asarray(items[rng.integers(0, len(items), 5)], dtype=object),
+                          np.zeros(5, dtype=np.int64), np.ones(5)) for u in users}
+    allowed = np.ones(len(items), dtype=bool)
+    allowed[rng.integers(0, len(items), 200)] = False  # a few products out of stock
+
+    def median_ms(engine, batch: int, calls: int) -> float:  # noqa: ANN001
+        times = []
+        for call in range(calls):
+            start = (call * batch) % (len(users) - batch)
+            started = time.perf_counter()
+            engine.recommend(users[start:start + batch], history, 10, allowed)
+            times.append(time.perf_counter() - started)
+        return float(np.median(times) * 1000)
+
+    names = list(engines)
+    for engine in engines.values():  # warm both (the pages of both indexes, the first calls)
+        median_ms(engine, 1, 50)
+    timed: dict = {name: {"one_ms": [], "hundred_ms": []} for name in names}
+    order = []
+    for turn in range(2 * rounds):
+        name = names[0] if turn % 4 in (0, 3) else names[1]
+        order.append(name)
+        timed[name]["one_ms"].append(median_ms(engines[name], 1, 500))
+        timed[name]["hundred_ms"].append(median_ms(engines[name], 100, 15))
+    return timed, order, (users, history, allowed)
+
+
 def compare_index_kinds(work: Path, version: str, rounds: int) -> dict:
     """The engine with the bundle's index (8-bit codes) against IVF-Flat over the same vectors (see the docstring)."""
     from modeling import artifacts
     from modeling.index import IvfIndex, build_ivf
-    from modeling.recommender import History, Recommender
+    from modeling.recommender import Recommender
 
     bundle = artifacts.load_bundle(work / "models" / version)
     codes = Recommender(bundle, ann_min_items=ann_min_items())
@@ -499,33 +536,9 @@ def compare_index_kinds(work: Path, version: str, rounds: int) -> dict:
     flat = Recommender(bundle, ann_min_items=ann_min_items())
     flat.index = IvfIndex(flat.item_vectors, build_ivf(np.asarray(bundle.arrays.item_vectors)),
                           nprobe=codes.index.nprobe)
-    rng = np.random.default_rng(1)
-    items = bundle.arrays.item_ids
-    users = [str(u) for u in bundle.arrays.user_ids[rng.integers(0, len(bundle.arrays.user_ids), 2000)]]
-    history = {u: History(np.asarray(items[rng.integers(0, len(items), 5)], dtype=object),
-                          np.zeros(5, dtype=np.int64), np.ones(5)) for u in users}
-    allowed = np.ones(len(items), dtype=bool)
-    allowed[rng.integers(0, len(items), 200)] = False  # a few products out of stock
 
-    def median_ms(engine: Recommender, batch: int, calls: int) -> float:
-        times = []
-        for call in range(calls):
-            start = (call * batch) % (len(users) - batch)
-            started = time.perf_counter()
-            engine.recommend(users[start:start + batch], history, 10, allowed)
-            times.append(time.perf_counter() - started)
-        return float(np.median(times) * 1000)
-
-    for engine in (codes, flat):  # warm both (the pages of both indexes, the first calls)
-        median_ms(engine, 1, 50)
-    figures: dict = {"nprobe": codes.index.nprobe, "order": [], "codes": {"one_ms": [], "hundred_ms": []},
-                     "flat": {"one_ms": [], "hundred_ms": []}}
-    for turn in range(2 * rounds):
-        name = "flat" if turn % 4 in (0, 3) else "codes"
-        engine = codes if name == "codes" else flat
-        figures["order"].append(name)
-        figures[name]["one_ms"].append(median_ms(engine, 1, 500))
-        figures[name]["hundred_ms"].append(median_ms(engine, 100, 15))
+    timed, order, (users, history, allowed) = _alternately({"flat": flat, "codes": codes}, bundle, rounds)
+    figures: dict = {"nprobe": codes.index.nprobe, "order": order, **timed}
     figures["served_lists"] = _served_overlap(codes, flat, users[:1000], history, allowed)
     return figures
 
@@ -536,38 +549,15 @@ def compare_nprobe(work: Path, version: str, values: tuple[int, int], rounds: in
     calls), medians per round; and each one's served top 10 against exact search for 1,000 shoppers."""
     from modeling import artifacts
     from modeling.index import IvfIndex
-    from modeling.recommender import History, Recommender
+    from modeling.recommender import Recommender
 
     bundle = artifacts.load_bundle(work / "models" / version)
     engines = {n: Recommender(bundle, ann_min_items=ann_min_items(), ann_nprobe=n) for n in values}
     if not all(isinstance(e.index, IvfIndex) for e in engines.values()):
         raise SystemExit("the workspace's bundle is not served with an approximate index")
-    rng = np.random.default_rng(1)
-    items = bundle.arrays.item_ids
-    users = [str(u) for u in bundle.arrays.user_ids[rng.integers(0, len(bundle.arrays.user_ids), 2000)]]
-    history = {u: History(np.asarray(items[rng.integers(0, len(items), 5)], dtype=object),
-                          np.zeros(5, dtype=np.int64), np.ones(5)) for u in users}
-    allowed = np.ones(len(items), dtype=bool)
-    allowed[rng.integers(0, len(items), 200)] = False  # a few products out of stock
 
-    def median_ms(engine: Recommender, batch: int, calls: int) -> float:
-        times = []
-        for call in range(calls):
-            start = (call * batch) % (len(users) - batch)
-            started = time.perf_counter()
-            engine.recommend(users[start:start + batch], history, 10, allowed)
-            times.append(time.perf_counter() - started)
-        return float(np.median(times) * 1000)
-
-    for engine in engines.values():  # warm both
-        median_ms(engine, 1, 50)
-    figures: dict = {"tuned": (bundle.manifest.get("item_index") or {}).get("nprobe"), "order": [],
-                     **{str(n): {"one_ms": [], "hundred_ms": []} for n in values}}
-    for turn in range(2 * rounds):
-        n = values[0] if turn % 4 in (0, 3) else values[1]
-        figures["order"].append(n)
-        figures[str(n)]["one_ms"].append(median_ms(engines[n], 1, 500))
-        figures[str(n)]["hundred_ms"].append(median_ms(engines[n], 100, 15))
+    timed, order, (users, history, allowed) = _alternately({str(n): engines[n] for n in values}, bundle, rounds)
+    figures: dict = {"tuned": (bundle.manifest.get("item_index") or {}).get("nprobe"), "order": order, **timed}
     exact = Recommender(bundle, ann_min_items=None)
     for n in values:
         figures[str(n)]["served_against_exact"] = _served_overlap(engines[n], exact, users[:1000], history, allowed)
