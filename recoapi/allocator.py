@@ -1,7 +1,7 @@
 """The C allocator in web workers: fewer malloc arenas, and the memory a model load freed handed back.
 
-glibc's malloc gives a thread that allocates while another holds an arena an arena of its own (up to
-eight per core) and keeps each arena at its largest size. numpy's arrays are allocated with malloc, so
+glibc's malloc gives each new thread that allocates an arena of its own (up to eight per core) and keeps
+each arena at its largest size. numpy's arrays are allocated with malloc, so
 in a gunicorn worker with two request threads each thread's arena grows to the largest batch it has
 scored (a request for 100 shoppers gathers tens of MB of candidate features) and stays there. With the
 worker's arenas limited to two (:func:`limit_arenas`; ``RECO_MALLOC_ARENAS``) the request threads share

@@ -48,7 +48,7 @@ def _arenas(limit: int) -> int:
 
 @glibc_only
 def test_the_arena_limit_holds_while_threads_allocate_at_once() -> None:
-    assert _arenas(0) > 2  # glibc's default: a thread that finds the arenas busy gets one of its own
+    assert _arenas(0) > 2  # glibc's default: each new thread that allocates gets an arena of its own
     assert _arenas(2) <= 2
     assert _arenas(1) == 1
 
