@@ -133,9 +133,13 @@ class IvfIndex:
 
     def __init__(self, vectors: np.ndarray, index: Any | None = None, *, nprobe: int = 64, extra: int = EXTRA,
                  quantized: bool | None = None) -> None:
+        import faiss
+
         self.vectors = vectors
         self.exact = ExactIndex(vectors)
-        self.nprobe = nprobe
+        # nprobe goes with each search, not onto the FAISS object, which other IvfIndex may share (the same bundle
+        # served with another nprobe, tuning): setting it there made the last one set win for all of them.
+        self._parameters = faiss.SearchParametersIVF(nprobe=nprobe)
         self.extra = extra
         self.quantized = is_quantized(index) if quantized is None and index is not None else bool(quantized)
         self._index = index
@@ -153,13 +157,13 @@ class IvfIndex:
                              f"but was given as {'codes' if self.quantized else 'vectors'}")
 
     @property
+    def nprobe(self) -> int:
+        """Inverted lists scanned per query."""
+        return int(self._parameters.nprobe)
+
+    @property
     def built(self) -> bool:
         return self._index is not None
-
-    def _search_parameters(self) -> Any:
-        import faiss
-
-        return faiss.SearchParametersIVF(nprobe=self.nprobe)
 
     def build(self) -> None:
         """Build the index now (a few seconds per 100,000 items) instead of on the first query."""
@@ -184,9 +188,7 @@ class IvfIndex:
         if self._index is None:
             self.build()
         indexed = int(self._index.ntotal)
-        # nprobe goes with each search, not onto the FAISS object, which other IvfIndex may share (the same bundle
-        # served with another nprobe, tuning): setting it there made the last one set win for all of them.
-        scores, positions = self._index.search(queries, fetch, params=self._search_parameters())
+        scores, positions = self._index.search(queries, fetch, params=self._parameters)
         if self.quantized:  # the codes' scores are approximate: the fetched candidates are scored exactly
             scores = _exact_scores(self.vectors, queries, positions)
             order = np.argsort(-scores, axis=1, kind="stable")
