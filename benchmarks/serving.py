@@ -44,6 +44,11 @@ With `--compare-nprobe A,B` it runs only, in process, the engine with the produc
 inverted lists per query, alternately (A, B, B, A, ...), 4 rounds of each, as above, and each one's
 served top 10 against exact search; to benchmarks/results/serving-nprobe.json.
 
+With `--compare-compiled-ranker ROUNDS` it runs only, in process, the engine with the bundle's ranker compiled
+to native code (what publishing writes) and with the same booster scored by LightGBM, alternately (lightgbm,
+compiled, compiled, lightgbm, ...), ROUNDS rounds of each, as above, and how many of 1,000 shoppers' served top 10
+are the same under both; to benchmarks/results/serving-compiled-ranker.json.
+
 With `--impressions-overhead ROUNDS` it runs only the cost of recording impressions (a RecommendationList row
 per answer, written by a background thread per worker): per round one gunicorn with RECO_IMPRESSIONS=1 and
 one with =0, in alternating order (on, off; off, on; ...), each warmed up then loaded with "one known
@@ -212,7 +217,7 @@ def build_workspace(work: Path, n_users: int, n_items: int, n_interactions: int)
               "item_index": "8-bit codes" if indexed else False, "text_index": indexed,
               "catalogue": "every generated product", "attribute_codes": "stored",
               "text_vectors": "clustered by category", "text_vectors_stored_as": artifacts.CONTENT_DTYPE.name,
-              "ranker": "lightgbm"}
+              "ranker": "lightgbm, compiled"}
     if stamp.is_file() and json.loads(stamp.read_text()).get("sizes") == sizes and (
             json.loads(stamp.read_text()).get("layout") == layout):
         _manage(work, "migrate", "-v0")  # a workspace built by an earlier version: its database up to date
@@ -561,6 +566,28 @@ def compare_nprobe(work: Path, version: str, values: tuple[int, int], rounds: in
     exact = Recommender(bundle, ann_min_items=None)
     for n in values:
         figures[str(n)]["served_against_exact"] = _served_overlap(engines[n], exact, users[:1000], history, allowed)
+    return figures
+
+
+def compare_compiled_ranker(work: Path, version: str, rounds: int) -> dict:
+    """The engine with the bundle's compiled ranker against the same booster scored by LightGBM, alternately
+    (lightgbm, compiled, compiled, lightgbm, ...), ROUNDS rounds of each: one shopper (500 calls) and 100 shoppers
+    (15 calls), medians per round; and how many of 1,000 shoppers' served top 10 are the same under both."""
+    import dataclasses
+
+    from modeling import artifacts
+    from modeling.recommender import Recommender
+
+    bundle = artifacts.load_bundle(work / "models" / version)
+    if bundle.stage.ranker.compiled is None:
+        raise SystemExit("the workspace's ranker is not compiled (no C compiler when it was built?)")
+    booster_only = dataclasses.replace(bundle, stage=dataclasses.replace(
+        bundle.stage, ranker=dataclasses.replace(bundle.stage.ranker, compiled=None)))
+    engines = {"lightgbm": Recommender(booster_only, ann_min_items=ann_min_items()),
+               "compiled": Recommender(bundle, ann_min_items=ann_min_items())}
+    timed, order, (users, history, allowed) = _alternately(engines, bundle, rounds)
+    figures: dict = {"rounds": bundle.stage.ranker.rounds, "order": order, **timed}
+    figures["served_lists"] = _served_overlap(engines["compiled"], engines["lightgbm"], users[:1000], history, allowed)
     return figures
 
 
@@ -917,6 +944,9 @@ def main() -> None:
                         help="run only the engine in process with the product index scanning A and B inverted lists "
                              "per query, alternately, 4 rounds of each, and each one's served top 10 against exact "
                              "search (to benchmarks/results/serving-nprobe.json)")
+    parser.add_argument("--compare-compiled-ranker", type=int, default=0, metavar="ROUNDS",
+                        help="run only the engine in process with the bundle's ranker compiled and scored by LightGBM, "
+                             "alternately, ROUNDS rounds of each (to benchmarks/results/serving-compiled-ranker.json)")
     parser.add_argument("--impressions-overhead", type=int, default=0, metavar="ROUNDS",
                         help="run only the cost of recording impressions: ROUNDS rounds of \"one known shopper\" at 2 "
                              "connections with RECO_IMPRESSIONS=1 and =0, alternating the order (0: off)")
@@ -927,6 +957,11 @@ def main() -> None:
         parser.error("--compare-index-kinds runs alone (without --impressions-overhead or --in-process-only)")
     if args.compare_index_kinds < 0:
         parser.error("--compare-index-kinds: a number of rounds, at least 1")
+    if args.compare_compiled_ranker < 0:
+        parser.error("--compare-compiled-ranker: a number of rounds, at least 1")
+    if args.compare_compiled_ranker and (args.compare_index_kinds or args.compare_nprobe or args.impressions_overhead
+                                         or args.in_process_only):
+        parser.error("--compare-compiled-ranker runs alone")
     nprobes: tuple[int, ...] = ()
     if args.compare_nprobe:
         try:
@@ -941,8 +976,11 @@ def main() -> None:
     if args.output is None:
         args.output = str(RESULTS / ("serving-impressions.json" if args.impressions_overhead > 0 else
                                      "serving-index-kinds.json" if args.compare_index_kinds > 0 else
-                                     "serving-nprobe.json" if nprobes else "serving.json"))
-    if shutil.which("wrk") is None and not (args.in_process_only or args.compare_index_kinds or nprobes):
+                                     "serving-nprobe.json" if nprobes else
+                                     "serving-compiled-ranker.json" if args.compare_compiled_ranker > 0 else
+                                     "serving.json"))
+    if shutil.which("wrk") is None and not (args.in_process_only or args.compare_index_kinds or nprobes
+                                            or args.compare_compiled_ranker):
         raise SystemExit("wrk is not installed (Debian/Ubuntu: apt install wrk)")
     work = Path(args.workdir)
     info = build_workspace(work, args.users, args.items, args.interactions)
@@ -963,6 +1001,22 @@ def main() -> None:
                   f"shoppers {', '.join(f'{v:.1f}' for v in compared[str(n)]['hundred_ms'])} ms; served top 10 "
                   f"against exact search: {served['top10_overlap']:.4f} of the products, "
                   f"{served['identical_lists']:.3f} of the lists identical")
+        print(f"\nwritten to {os.path.relpath(args.output, ROOT)}")
+        return
+    if args.compare_compiled_ranker > 0:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):  # one BLAS and OpenMP thread, as each web worker has (gunicorn.conf.py)
+            compared = compare_compiled_ranker(work, info["version"], args.compare_compiled_ranker)
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps({"sizes": info["sizes"], "compiled_ranker": compared}, indent=2)
+                                     + "\n")
+        for name in ("compiled", "lightgbm"):
+            print(f"{name}: one shopper {', '.join(f'{v:.2f}' for v in compared[name]['one_ms'])} ms; 100 shoppers "
+                  f"{', '.join(f'{v:.1f}' for v in compared[name]['hundred_ms'])} ms")
+        served = compared["served_lists"]
+        print(f"served top 10 the same: {served['top10_overlap']:.4f} of the products, {served['identical_lists']:.4f} "
+              f"of the lists identical")
         print(f"\nwritten to {os.path.relpath(args.output, ROOT)}")
         return
     if args.compare_index_kinds > 0:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from modeling.candidates import HistoryBatch, Sources, SparseRows, rows_at, source_config
+from modeling.compiled_ranker import COMPILED_FILE, CompileError, compile_booster, load_compiled
 from modeling.features import ItemAttributes
 from modeling.index import ItemIndex
 from modeling.ranking import top_k
@@ -574,6 +575,9 @@ class Ranker:
     rounds: int = 0
     weights: tuple[float, ...] = ()
     prior_scale: float = 0.0
+    compiled: Any = None
+    """The booster compiled to native code (:class:`modeling.compiled_ranker.CompiledBooster`): the same scores,
+    faster; None: the booster scores."""
 
     def blend(self, candidates: np.ndarray, features: np.ndarray) -> np.ndarray:
         """(m, C) blended scores of (m, C, F) features (-inf on pads).
@@ -605,7 +609,8 @@ class Ranker:
             return (values + 1e-6 * features[:, FEATURES.index("popularity_rank")]).astype(np.float32)
         if len(features) == 0:
             return np.zeros(0, dtype=np.float32)
-        return np.asarray(self.booster.predict(features, num_threads=1), dtype=np.float32)
+        predictor = self.booster if self.compiled is None else self.compiled
+        return np.asarray(predictor.predict(features, num_threads=1), dtype=np.float32)
 
     def order(self, candidates: np.ndarray, features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k of each row: ``(positions (m, k) int64, scores (m, k) float32)``, -1 / -inf pads."""
@@ -939,13 +944,20 @@ class RankingStage:
         np.save(directory / "item_brand.npy", np.asarray(attributes.brand, dtype=str), allow_pickle=False)
         np.save(directory / "item_price.npy", np.asarray(attributes.price, dtype=np.float32), allow_pickle=False)
         AttributeCodes.of(attributes.category, attributes.brand).save(directory)
+        compiled: dict[str, Any] | None = None
         if self.ranker.kind == "lightgbm":
             (directory / "ranker.txt").write_text(self.ranker.booster.model_to_string(), encoding="utf-8")
+            try:
+                compiled = compile_booster(self.ranker.booster, directory / COMPILED_FILE)
+            except CompileError as exc:
+                logger.warning("%s; the ranking stage will score with LightGBM", exc)
+                compiled = {"error": str(exc)}
         meta = {"features": list(FEATURES), "ranker": {"kind": self.ranker.kind, "feature": self.ranker.feature,
                                                        "rounds": self.ranker.rounds,
                                                        "weights": list(self.ranker.weights),
                                                        "prior_scale": self.ranker.prior_scale},
-                "config": asdict(self.config), "sources": source_config(self.sources), "report": self.report}
+                "config": asdict(self.config), "sources": source_config(self.sources), "report": self.report,
+                **({"compiled": compiled} if compiled else {})}
         (directory / "stage.json").write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
 
     @staticmethod
@@ -967,11 +979,13 @@ class RankingStage:
             raise ValueError(f"{directory}: ranking stage built with other features")
         sources = Sources.load(directory, meta["sources"]["item_item"], meta["sources"].get("l2"))
         spec = meta["ranker"]
-        booster = None
+        booster = compiled = None
         if spec["kind"] == "lightgbm":
-            booster = lightgbm_module().Booster(model_str=(directory / "ranker.txt").read_text(encoding="utf-8"))
+            text = (directory / "ranker.txt").read_text(encoding="utf-8")
+            booster = lightgbm_module().Booster(model_str=text)
+            compiled = load_compiled(directory, booster, text)
         return cls(sources, Ranker(spec["kind"], spec.get("feature", "two_tower"), booster, spec.get("rounds", 0),
-                                   tuple(spec.get("weights", ())), float(spec.get("prior_scale", 0.0))),
+                                   tuple(spec.get("weights", ())), float(spec.get("prior_scale", 0.0)), compiled),
                    StageConfig(**meta.get("config", {})), meta.get("report", {}))
 
 

@@ -1,0 +1,115 @@
+"""The ranker compiled at publish time scores exactly as its LightGBM booster, or is not used."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modeling import compiled_ranker
+from modeling.compiled_ranker import COMPILED_FILE, CompiledBooster, probe_rows
+from modeling.features import ItemAttributes
+from modeling.reranker import FEATURES, Ranker, RankingStage, StageConfig, _train_booster
+from tests.modeling.test_reranker import N_ITEMS, _sources, _synthetic_lists
+
+pytestmark = pytest.mark.skipif(compiled_ranker.toolchain() is None, reason="no C compiler on PATH")
+
+
+def _attributes() -> ItemAttributes:
+    return ItemAttributes(np.array(["a"] * N_ITEMS), np.array([""] * N_ITEMS), np.full(N_ITEMS, -1.0, dtype=np.float32))
+
+
+def _stage(rounds: int = 40, seed: int = 0) -> tuple[RankingStage, np.ndarray]:
+    candidates, features, targets = _synthetic_lists(300, 30, "switch", seed=seed)
+    features[:, ::4, FEATURES.index("nearest_age_days")] = np.nan  # missing values, as shoppers without a history
+    features[:, ::3, FEATURES.index("transition_last")] = 0.0  # and the sparse scores' many zeros
+    booster = _train_booster(candidates, features, targets, rounds, seed)
+    return RankingStage(_sources(), Ranker("lightgbm", booster=booster, rounds=rounds), StageConfig(seed=3)), features
+
+
+def test_the_published_stage_scores_with_the_compiled_booster_exactly_as_lightgbm(tmp_path: Path) -> None:
+    stage, features = _stage()
+    stage.save(tmp_path / "stage", _attributes())
+    assert (tmp_path / "stage" / COMPILED_FILE).is_file()
+    meta = json.loads((tmp_path / "stage" / "stage.json").read_text())
+    assert meta["compiled"]["file"] == COMPILED_FILE and meta["compiled"]["compiler"] in compiled_ranker.TOOLCHAINS
+    loaded = RankingStage.load(tmp_path / "stage").ranker
+    assert isinstance(loaded.compiled, CompiledBooster)
+    rows = features.reshape(-1, len(FEATURES))
+    expected = stage.ranker.booster.predict(rows, num_threads=1)
+    assert np.array_equal(loaded.compiled.predict(rows), expected)
+    assert np.array_equal(loaded.score(rows), np.asarray(expected, dtype=np.float32))
+    # The probe rows sit on and beside the booster's thresholds: each side of a split is taken.
+    probe = probe_rows(stage.ranker.booster.model_to_string(), len(FEATURES))
+    assert np.isnan(probe).any() and (probe == 0).any()
+    assert np.array_equal(loaded.compiled.predict(probe), stage.ranker.booster.predict(probe, num_threads=1))
+    assert loaded.compiled.predict(np.zeros((0, len(FEATURES)), dtype=np.float32)).shape == (0,)
+    # LightGBM predicts values within its zero threshold (1e-35) as 0; so does the compiled booster.
+    tiny = rows.copy()
+    tiny[::2] = np.float32(1e-36)
+    tiny[1::2, :6] = -np.float32(1e-35)
+    assert np.array_equal(loaded.compiled.predict(tiny), stage.ranker.booster.predict(tiny, num_threads=1))
+
+
+def test_threads_score_at_once_with_their_own_predictors(tmp_path: Path) -> None:
+    """tl2cgen's predictor serves one thread at a time; gunicorn's threads each get one."""
+    stage, features = _stage()
+    stage.save(tmp_path / "stage", _attributes())
+    compiled = RankingStage.load(tmp_path / "stage").ranker.compiled
+    rows = features.reshape(-1, len(FEATURES))
+    expected = stage.ranker.booster.predict(rows, num_threads=1)
+    results: list[bool] = []
+    predictors: set[int] = set()
+
+    def work() -> None:
+        for _ in range(30):
+            results.append(bool(np.array_equal(compiled.predict(rows), expected)))
+        predictors.add(id(compiled._predictor()))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert len(results) == 120 and all(results)
+    assert len(predictors) == 4
+
+
+def test_a_library_of_another_booster_is_refused_and_lightgbm_scores(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    stage, features = _stage(seed=0)
+    other, _ = _stage(seed=1)
+    stage.save(tmp_path / "stage", _attributes())
+    other.save(tmp_path / "other", _attributes())
+    (tmp_path / "other" / COMPILED_FILE).replace(tmp_path / "stage" / COMPILED_FILE)
+    loaded = RankingStage.load(tmp_path / "stage").ranker
+    assert loaded.compiled is None
+    assert "scores probe rows" in caplog.text and "LightGBM scores instead" in caplog.text
+    rows = features.reshape(-1, len(FEATURES))
+    assert np.array_equal(loaded.score(rows), stage.ranker.score(rows))
+    (tmp_path / "stage" / COMPILED_FILE).write_bytes(b"not a shared library")
+    assert RankingStage.load(tmp_path / "stage").ranker.compiled is None
+    assert "does not load" in caplog.text
+
+
+def test_without_a_compiler_the_stage_is_published_and_lightgbm_scores(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compiled_ranker, "TOOLCHAINS", ("no-such-compiler",))
+    stage, features = _stage()
+    stage.save(tmp_path / "stage", _attributes())
+    assert not (tmp_path / "stage" / COMPILED_FILE).exists()
+    assert not list((tmp_path / "stage").glob(".*tmp"))
+    assert "no C compiler found" in json.loads((tmp_path / "stage" / "stage.json").read_text())["compiled"]["error"]
+    loaded = RankingStage.load(tmp_path / "stage").ranker
+    assert loaded.compiled is None
+    rows = features.reshape(-1, len(FEATURES))
+    assert np.array_equal(loaded.score(rows), stage.ranker.score(rows))
+
+
+def test_stages_without_a_booster_compile_nothing(tmp_path: Path) -> None:
+    RankingStage(_sources(), Ranker("feature", "item_item"), StageConfig()).save(tmp_path / "stage", _attributes())
+    assert not (tmp_path / "stage" / COMPILED_FILE).exists()
+    assert "compiled" not in json.loads((tmp_path / "stage" / "stage.json").read_text())
