@@ -402,7 +402,8 @@ def in_process(work: Path, version: str, new_users: list[str]) -> dict:
     candidates, _ = candidate_features(query_vector, recommender.item_vectors, recommender.index, stage.sources,
                                        recommender.tables, batch, seen, allowed, stage.config, 10)
     figures["ranking_stage_candidates"] = int((candidates >= 0).sum())
-    figures["ranking_stage_ranker"] = recommender.stage.ranker.kind
+    figures["ranking_stage_ranker"] = recommender.stage.ranker.kind + (
+        ", compiled" if recommender.stage.ranker.compiled is not None else "")
     figures["ratio_1"] = figures["engine_1_ms"] / figures["floor_1_ms"]
     figures["ratio_100"] = figures["engine_100_ms"] / figures["floor_100_ms"]
 
