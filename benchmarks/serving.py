@@ -332,19 +332,28 @@ def build_workspace(work: Path, n_users: int, n_items: int, n_interactions: int)
 
 
 def store_text_vectors(bundle: Path, dtype: str) -> None:
-    """Rewrite ``bundle``'s item_content.npy in ``dtype`` through a temporary file and a rename (nothing is done when
-    it already is): the workspace writes float16, whose values float32 holds exactly, so both hold the same values."""
+    """Rewrite ``bundle``'s text vectors (item_content.npy) in ``dtype`` through a temporary file and a rename
+    (nothing is done when they already are): "int8" codes with their scales (what publishing writes), "float16"
+    or "float32" rows. The rows a workspace publishes are rewritten as read: float32 holds them exactly, float16
+    to its own precision."""
+    from modeling.artifacts import CONTENT_SCALE_FILE
     from modeling.atomic import atomic_write
+    from modeling.rows import QuantizedRows, quantize_rows
 
     path = bundle / "item_content.npy"
     content = np.load(path, mmap_mode="r")
     if content.dtype == np.dtype(dtype):
         return
+    if content.dtype == np.int8:
+        content = QuantizedRows(content, np.load(bundle / CONTENT_SCALE_FILE, mmap_mode="r"))
+    values = np.asarray(content, dtype=np.float32)
+    if dtype == "int8":
+        quantized = quantize_rows(values)
+        with atomic_write(bundle / CONTENT_SCALE_FILE, mode="wb") as handle:
+            np.save(handle, quantized.scales, allow_pickle=False)
+        values = quantized.codes
     with atomic_write(path, mode="wb") as handle:
-        np.save(handle, np.asarray(content).astype(dtype), allow_pickle=False)
-
-
-# --------------------------------------------------------------------------- floor and engine, in process
+        np.save(handle, np.asarray(values).astype(dtype), allow_pickle=False)
 
 
 def _median_ms(fn, repeat: int) -> float:
@@ -934,10 +943,10 @@ def main() -> None:
                         help="serve (in process and under gunicorn) with RECO_ANN_MIN_ITEMS=N on the workspace built "
                              "with the default, e.g. 200000 for exact search over a bundle that carries the indexes: "
                              "both thresholds measured on one workspace")
-    parser.add_argument("--text-vectors-as", choices=["float16", "float32"], default=None,
+    parser.add_argument("--text-vectors-as", choices=["int8", "float16", "float32"], default=None,
                         help="rewrite the workspace bundle's text vectors (item_content.npy) in this type before the "
-                             "run, the same values (float16 is what publishing writes; float32 what bundles held "
-                             "before): both measured on one workspace")
+                             "run, from the values it holds (int8 codes with a scale per row are what publishing "
+                             "writes; float16 and float32 what bundles held before): all measured on one workspace")
     parser.add_argument("--compare-index-kinds", type=int, default=0, metavar="ROUNDS",
                         help="run only the engine in process with the bundle's index of 8-bit codes and with IVF-Flat "
                              "over the same vectors, alternately, ROUNDS rounds of each (0: off)")

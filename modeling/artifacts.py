@@ -6,8 +6,10 @@ A bundle is a directory ``models/<version>/``:
                          item_content's rows are unit vectors (item_content_unit)
     item_ids.npy         (n_items,) str
     item_vectors.npy     (n_items, d) float32, candidate-tower output, unit norm
-    item_content.npy     (n_items, t) float16, item text embeddings (behaviour basis for new shoppers; read as
-                         float32 rows where used: half the memory each worker keeps resident, see CONTENT_DTYPE)
+    item_content.npy     (n_items, t) int8, item text embeddings as 8-bit codes (behaviour basis for new
+                         shoppers; read as float32 rows where used, see CONTENT_DTYPE); bundles of earlier
+                         versions hold float16 or float32 rows here, read as they are
+    item_content_scale.npy  (n_items,) float32, each row's scale (row i reads codes[i] * scale[i])
     user_ids.npy         (n_users,) str, shoppers known to the model
     user_vectors.npy     (n_users, d) float32, query-tower output, unit norm
     popularity.npy       (n_items,) float32, recent (time-decayed) interaction weight
@@ -18,7 +20,8 @@ A bundle is a directory ``models/<version>/``:
                          publish time (manifest "exported_towers": the largest difference)
     ranking_stage/       the second stage (modeling.reranker): item_item.* and transitions.* (n_items,
                          n_items) sparse sources, item_category/brand/price.npy (n_items,), ranker.txt
-                         (LightGBM model, when the ranker is learned), stage.json (features, choice, trials)
+                         (LightGBM model, when the ranker is learned) and ranker.so (the same compiled,
+                         modeling.compiled_ranker), stage.json (features, choice, trials)
 
 The manifest's ``text_encoder`` names the ONNX export of the sentence encoder that serving uses
 (``<models>/text_encoder/<fingerprint>-<format>/``, shared by every bundle of the same text model).
@@ -57,6 +60,7 @@ from modeling.exported_towers import EXPORT_DIR, SETTINGS_FILE, NumpyCandidateTo
 from modeling.features import ItemAttributes
 from modeling.index import read_item_index
 from modeling.reranker import STAGE_DIR, AttributeCodes, RankingStage, rows_are_unit
+from modeling.rows import QuantizedRows, quantize_rows
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +70,25 @@ ACTIVE_FILE = "ACTIVE"
 QUERY_TOWER_DIR = "query_tower"
 CANDIDATE_TOWER_DIR = "candidate_tower"
 ARRAY_FILES = ("item_ids", "item_vectors", "item_content", "user_ids", "user_vectors", "popularity")
-CONTENT_DTYPE = np.dtype(np.float16)
+CONTENT_DTYPE = np.dtype(np.int8)
 """How the products' text vectors are stored: what every request reads most of (the ranking stage's text
 features gather each candidate's row, the query tower pools the history's), so at 100,000 products with
-384-d vectors the whole file ends up resident in every worker: 147 MiB as float32, 73 as float16. Unit
-vectors lose at most 2^-12 per component (cosines change by about 1e-4, far below what orders products).
-Bundles written with float32 text vectors are read as they are."""
-CONTENT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32))
+384-d vectors the whole file ends up resident in every worker: 147 MiB as float32, 73 as float16, 37 as int8
+codes with a scale per row (:class:`modeling.rows.QuantizedRows`, which also turn into float32 about six
+times faster than float16). Cosines between unit vectors move by about 4e-4 (float16: 1e-4), far below what
+orders products. Bundles written with float16 or float32 text vectors are read as they are."""
+CONTENT_DTYPES = (np.dtype(np.int8), np.dtype(np.float16), np.dtype(np.float32))
+CONTENT_SCALE_FILE = "item_content_scale.npy"
+
+
+def stored_content(content: np.ndarray | QuantizedRows) -> np.ndarray | QuantizedRows:
+    """(n, t) text vectors as a bundle stores them (:data:`CONTENT_DTYPE`; rows read back as float32 are what
+    serving computes with, so training rounds its own the same way)."""
+    if isinstance(content, QuantizedRows):
+        return content
+    if CONTENT_DTYPE == np.int8:
+        return quantize_rows(content)
+    return np.asarray(content).astype(CONTENT_DTYPE)
 _VERSION_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z(-[0-9]+)?$")
 TRACKED_LIBRARIES = ("tensorflow", "tf-keras", "tensorflow-recommenders", "sentence-transformers", "torch", "numpy",
                      "onnxruntime", "tokenizers")
@@ -110,7 +126,7 @@ class BundleArrays:
 
     item_ids: np.ndarray
     item_vectors: np.ndarray
-    item_content: np.ndarray
+    item_content: np.ndarray | QuantizedRows
     user_ids: np.ndarray
     user_vectors: np.ndarray
     popularity: np.ndarray
@@ -238,7 +254,10 @@ def write_bundle(
             if name.endswith("_ids"):
                 value = np.asarray(value, dtype=str)
             elif name == "item_content":
-                value = np.asarray(value).astype(CONTENT_DTYPE)
+                value = stored_content(value)
+                if isinstance(value, QuantizedRows):
+                    np.save(tmp / CONTENT_SCALE_FILE, value.scales, allow_pickle=False)
+                    value = value.codes
             np.save(tmp / f"{name}.npy", value, allow_pickle=False)
         save_towers(tmp)
         for tower in (QUERY_TOWER_DIR, CANDIDATE_TOWER_DIR):
@@ -286,21 +305,29 @@ def load_bundle(path: Path | str) -> Bundle:
     if manifest.get("format") != BUNDLE_FORMAT:
         raise ArtifactError(f"{path}: bundle format {manifest.get('format')!r}, this version reads {BUNDLE_FORMAT} "
                             "(train a new model: manage.py train --activate)")
-    loaded: dict[str, np.ndarray] = {}
+    loaded: dict[str, Any] = {}
     for name in ARRAY_FILES:
         file = path / f"{name}.npy"
         try:
             loaded[name] = np.load(file, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise ArtifactError(f"{file}: missing or damaged ({exc})") from exc
+    if loaded["item_content"].dtype == np.int8:
+        file = path / CONTENT_SCALE_FILE
+        try:
+            loaded["item_content"] = QuantizedRows(loaded["item_content"],
+                                                   np.load(file, mmap_mode="r", allow_pickle=False))
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"{file}: missing or damaged, or not one scale per text vector ({exc})") from exc
     arrays = BundleArrays(**loaded)
     arrays.validate()
     if arrays.item_vectors.shape[1] != manifest.get("dim"):
         raise ArtifactError(
             f"{path}: vectors have dim {arrays.item_vectors.shape[1]}, manifest says {manifest.get('dim')}"
         )
-    if arrays.item_content.dtype not in CONTENT_DTYPES:
-        raise ArtifactError(f"{path}: text embeddings are {arrays.item_content.dtype}, expected float16 or float32")
+    if loaded["item_content"].dtype not in CONTENT_DTYPES:
+        raise ArtifactError(f"{path}: text embeddings are {loaded['item_content'].dtype}, expected int8 codes, "
+                            "float16 or float32")
     if arrays.item_content.shape[1] != manifest.get("text_dim"):
         raise ArtifactError(f"{path}: text embeddings have dim {arrays.item_content.shape[1]}, "
                             f"manifest says {manifest.get('text_dim')} (built with another text model?)")

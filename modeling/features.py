@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from modeling import datasets as ds
-from modeling.rows import as_float32
+from modeling.rows import QuantizedRows, as_float32
 
 if TYPE_CHECKING:  # pandas is imported where training needs it; web workers do not load it
     import pandas as pd
@@ -118,13 +118,13 @@ def user_windows(history: SortedHistory, length: int, *,
 POOL_BATCH = 4096  # windows pooled at a time (bounds the memory of pooled_vectors)
 
 
-def pooled_vectors(positions: np.ndarray, weights: np.ndarray | None, table: np.ndarray) -> np.ndarray:
+def pooled_vectors(positions: np.ndarray, weights: np.ndarray | None, table: np.ndarray | QuantizedRows) -> np.ndarray:
     """Weighted mean of rows of ``table`` for each window, unit norm.
 
     Args:
         positions: (m, L) row positions in ``table``, -1 pads.
         weights: (m, L) weights (None: 1 each).
-        table: (n, t) float32, e.g. item text vectors or review text vectors.
+        table: (n, t) float32 (or read as float32: 8-bit codes), e.g. item text vectors or review text vectors.
 
     Returns:
         (m, t) float32; zero rows for empty windows.

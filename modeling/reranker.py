@@ -36,7 +36,7 @@ from modeling.compiled_ranker import COMPILED_FILE, CompileError, compile_booste
 from modeling.features import ItemAttributes
 from modeling.index import ItemIndex
 from modeling.ranking import top_k
-from modeling.rows import StackedRows, append_rows, as_float32
+from modeling.rows import QuantizedRows, StackedRows, append_rows, as_float32
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,8 @@ class ItemTables:
         category: (n,) int32 category code (-1: unknown).
         brand: (n,) int32 brand code (-1: unknown).
         price: (n,) float32 price (nan: unknown).
-        content: (n, t) float32 or float16 (a bundle's) unit-norm text embeddings; rows are read as float32.
+        content: (n, t) float32, float16 or 8-bit codes (:class:`QuantizedRows`; a bundle's) unit-norm text embeddings;
+            rows are read as float32.
         popularity_rank: (n,) float32 popularity percentile in [0, 1] (1: most popular).
         popularity: (n,) float32 popularity scores (the popular source).
         popular_order: (n,) int64 item positions by decreasing popularity.
@@ -123,7 +124,7 @@ class ItemTables:
     category: np.ndarray
     brand: np.ndarray
     price: np.ndarray
-    content: np.ndarray | StackedRows
+    content: np.ndarray | QuantizedRows | StackedRows
     popularity_rank: np.ndarray
     popularity: np.ndarray
     popular_order: np.ndarray
@@ -131,7 +132,7 @@ class ItemTables:
     brand_names: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
 
     @classmethod
-    def build(cls, category: np.ndarray, brand: np.ndarray, price: np.ndarray, content: np.ndarray,
+    def build(cls, category: np.ndarray, brand: np.ndarray, price: np.ndarray, content: np.ndarray | QuantizedRows,
               popularity: np.ndarray, *, content_unit: bool | None = None,
               codes: AttributeCodes | None = None) -> ItemTables:
         """From strings ("" unknown), prices (< 0 unknown), text embeddings and popularity scores;
@@ -254,21 +255,22 @@ UNIT_TOLERANCE = 1e-4
 """How far from 1 a text vector's norm may be for the vectors to count as already normalised."""
 
 
-def rows_are_unit(content: np.ndarray) -> bool:
+def rows_are_unit(content: np.ndarray | QuantizedRows) -> bool:
     """Whether every row of (n, t) ``content`` has norm 1 (within :data:`UNIT_TOLERANCE`) or 0. Reads every row:
     publishing records the answer in the bundle (``item_content_unit``), so serving need not read them."""
     norms = np.linalg.norm(as_float32(content), axis=1)
     return bool(np.all((np.abs(norms - 1) < UNIT_TOLERANCE) | (norms == 0)))
 
 
-def _unit_rows(content: np.ndarray, unit: bool | None = None) -> np.ndarray:
+def _unit_rows(content: np.ndarray | QuantizedRows, unit: bool | None = None) -> np.ndarray | QuantizedRows:
     """Text embeddings at unit norm: kept as they are (memory-mapped) when they already are (the usual case).
 
     ``unit``: whether they are, when known (a bundle records it); None: every row is read to find out (at
     100,000 products, 0.8 s of each worker's start)."""
-    content = np.asarray(content)
-    if content.dtype != np.float16:  # float16 rows stay as stored (read as float32 where used)
-        content = as_float32(content)
+    if not isinstance(content, QuantizedRows):  # 8-bit codes and float16 rows stay as stored (read as float32)
+        content = np.asarray(content)
+        if content.dtype != np.float16:
+            content = as_float32(content)
     if unit is None:
         unit = rows_are_unit(content)
     if not unit:

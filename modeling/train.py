@@ -211,8 +211,9 @@ def build_features(history: SortedHistory, user_ids: np.ndarray, item_ids: np.nd
     item_text = embeddings.item_matrix_for(item_ids)
     positions, weights, _ = user_windows(history, history_length, half_life_days=half_life_days)
     user_text = embeddings.user_text_from_reviews(history.users, history.reviews, len(user_ids))
+    # The history's text is pooled from the vectors as a bundle stores them, as serving pools it.
     return Features(user_ids=user_ids, item_ids=item_ids, user_text=user_text,
-                    user_behaviour=pooled_vectors(positions, weights, item_text),
+                    user_behaviour=pooled_vectors(positions, weights, artifacts.stored_content(item_text)),
                     history=window_ids(positions, item_ids), history_weight=weights, item_text=item_text,
                     attributes=item_attributes(items))
 
@@ -302,6 +303,7 @@ def _training_dataset(history: SortedHistory, features: Features, embeddings: Em
     import tensorflow as tf
 
     item_text = features.item_text
+    pooled_text = artifacts.stored_content(item_text)  # the history's text as serving pools it (a bundle's rows)
     review_text = np.asarray(embeddings.review_text, dtype=np.float32)
     n = len(history.items)
     length = params.history_length
@@ -311,7 +313,7 @@ def _training_dataset(history: SortedHistory, features: Features, embeddings: Em
         positions, weights, source = history_windows(history, ends, history.starts[users], length, targets=items,
                                                      half_life_days=params.history_half_life_days)
         reviews = window_reviews(history, source)
-        return (positions + 1, weights, pooled_vectors(positions, weights, item_text),
+        return (positions + 1, weights, pooled_vectors(positions, weights, pooled_text),
                 pooled_vectors(reviews, None, review_text))
 
     ids_with_pad = tf.constant(np.concatenate([[""], features.item_ids.astype(str)]))
@@ -378,7 +380,7 @@ def item_tables(features: Features, popularity: np.ndarray) -> ItemTables:
     attributes = features.attributes
     content = np.asarray(features.item_text)
     return ItemTables.build(attributes.category, attributes.brand, attributes.price,
-                            content.astype(artifacts.CONTENT_DTYPE), popularity, content_unit=rows_are_unit(content))
+                            artifacts.stored_content(content), popularity, content_unit=rows_are_unit(content))
 
 
 STOPPING_SHARE = 0.5

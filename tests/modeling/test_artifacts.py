@@ -13,6 +13,7 @@ from modeling import datasets as ds
 from modeling.embeddings import load_embeddings
 from modeling.errors import ArtifactError
 from modeling.recommender import CONTENT, POPULAR, TWO_TOWER, History, Recommender
+from modeling.rows import QuantizedRows
 from modeling.train import build_features, publish, sorted_history, tower_vectors, train_model
 from modeling.two_tower import TwoTowerParams
 from tests.conftest import Pipeline
@@ -54,31 +55,48 @@ def test_bundle_arrays_are_memory_mapped_and_read_only(pipeline: Pipeline) -> No
     # MiniLM's vectors are unit rows, and the bundle says so: serving keeps the mapped text vectors as the
     # ranking stage's table without reading every row to check (a private copy would follow a wrong flag).
     assert bundle.manifest["item_content_unit"] is True
-    assert np.shares_memory(Recommender(bundle).tables.content, bundle.arrays.item_content)
+    assert Recommender(bundle).tables.content is bundle.arrays.item_content
+    assert isinstance(bundle.arrays.item_content.codes, np.memmap)
 
 
-def test_text_vectors_are_stored_as_float16_and_a_float32_bundle_still_serves(pipeline: Pipeline,
-                                                                              tmp_path: Path) -> None:
+def test_text_vectors_are_stored_as_8_bit_codes_and_float16_or_float32_bundles_still_serve(pipeline: Pipeline,
+                                                                                           tmp_path: Path) -> None:
     import shutil
 
     bundle = artifacts.load_bundle(pipeline.models / pipeline.version)
     content = bundle.arrays.item_content
-    assert content.dtype == np.float16 and bundle.manifest["item_content_dtype"] == "float16"
-    assert (pipeline.models / pipeline.version / "item_content.npy").stat().st_size < content.size * 2 + 4096
+    assert isinstance(content, QuantizedRows) and bundle.manifest["item_content_dtype"] == "int8"
+    assert (pipeline.models / pipeline.version / "item_content.npy").stat().st_size < content.codes.size + 4096
+    # The codes keep each text vector within half a code of its row's scale, cosines with each other within 1e-2.
+    original = load_embeddings(pipeline.embeddings).item_matrix_for(np.asarray(bundle.arrays.item_ids))
+    decoded = np.asarray(content)
+    assert np.all(np.abs(decoded - original) <= content.scales[:, None] * 0.5 + 1e-7)
+    assert np.abs(decoded @ decoded[:20].T - original @ original[:20].T).max() < 1e-2
     served = Recommender(bundle)
-    older_dir = tmp_path / pipeline.version  # the same bundle with float32 text vectors, as written before
-    shutil.copytree(pipeline.models / pipeline.version, older_dir)
-    shutil.copytree(pipeline.models / "text_encoder", tmp_path / "text_encoder")
-    np.save(older_dir / "item_content.npy", np.asarray(content, dtype=np.float32))
-    older = Recommender(artifacts.load_bundle(older_dir))
     users = [str(u) for u in pipeline.data.users[ds.USER_ID].head(30)]
     histories = {u: History(np.asarray(group[ds.ITEM_ID].astype(str), dtype=object),
                             group[ds.TIMESTAMP].to_numpy(dtype=np.int64), group[ds.WEIGHT].to_numpy(dtype=np.float64))
                  for u, group in pipeline.data.interactions.groupby(ds.USER_ID) if str(u) in set(users)}
-    now, before = served.recommend(users, histories, 10), older.recommend(users, histories, 10)
-    assert all(np.array_equal(now[u].items, before[u].items) for u in users)  # float16 rows are float32 exactly
-    np.save(older_dir / "item_content.npy", np.asarray(content, dtype=np.float64))
-    with pytest.raises(ArtifactError, match="float16 or float32"):
+    now = served.recommend(users, histories, 10)
+    for dtype in (np.float32, np.float16):  # the same bundle with the decoded rows, as bundles held them before
+        older_dir = tmp_path / dtype.__name__ / pipeline.version
+        shutil.copytree(pipeline.models / pipeline.version, older_dir)
+        shutil.copytree(pipeline.models / "text_encoder", older_dir.parent / "text_encoder")
+        np.save(older_dir / "item_content.npy", decoded.astype(dtype))
+        (older_dir / artifacts.CONTENT_SCALE_FILE).unlink()
+        older = Recommender(artifacts.load_bundle(older_dir))
+        assert older.item_content.dtype == dtype
+        before = older.recommend(users, histories, 10)
+        same = np.mean([np.array_equal(now[u].items, before[u].items) for u in users])
+        assert same == 1.0 if dtype == np.float32 else same >= 0.8, same  # float32 holds the decoded rows exactly
+    np.save(older_dir / "item_content.npy", decoded.astype(np.float64))
+    with pytest.raises(ArtifactError, match="int8 codes, float16 or float32"):
+        artifacts.load_bundle(older_dir)
+    np.save(older_dir / "item_content.npy", content.codes)  # codes without their scales
+    with pytest.raises(ArtifactError, match="item_content_scale.npy: missing or damaged"):
+        artifacts.load_bundle(older_dir)
+    np.save(older_dir / artifacts.CONTENT_SCALE_FILE, content.scales[:-1])
+    with pytest.raises(ArtifactError, match="not one scale per text vector"):
         artifacts.load_bundle(older_dir)
 
 

@@ -12,7 +12,7 @@ from modeling.features import ItemAttributes
 from modeling.index import ExactIndex, IvfIndex, build_ivf
 from modeling.recommender import Recommender
 from modeling.reranker import ItemTables
-from modeling.rows import StackedRows, append_rows, dot_rows
+from modeling.rows import QuantizedRows, StackedRows, append_rows, dot_rows, quantize_rows
 from tests.conftest import Pipeline
 
 
@@ -95,7 +95,7 @@ def test_products_added_to_a_recommender_leave_the_bundle_arrays_shared(pipeline
     assert recommender.n_items == n + 2  # the known id is not added again
     assert recommender.item_content.base is bundle.arrays.item_content
     assert recommender.item_vectors.base is bundle.arrays.item_vectors
-    assert np.shares_memory(recommender.tables.content.base, bundle.arrays.item_content)  # stacked, not joined
+    assert recommender.tables.content.base is bundle.arrays.item_content  # stacked, not joined
     assert isinstance(recommender.tables.content, StackedRows) and len(recommender.tables.content) == n + 2
     # The added product is found by its own text, as a joined copy of the arrays would find it.
     found = recommender.text_index.search(content[1:2], 1, [np.zeros(0, dtype=np.int64)])[0]
@@ -132,3 +132,36 @@ def test_float16_rows_convert_to_float32_as_astype_does_for_every_value() -> Non
     assert np.array_equal(as_float32(every), every.astype(np.float32), equal_nan=True)
     assert as_float32(every[::3, 5:9]).shape == (86, 4)  # a strided view
     assert as_float32(np.ones((2, 3), dtype=np.float64)).dtype == np.float32
+
+
+def test_quantized_rows_read_as_their_codes_times_their_scales_every_way(monkeypatch) -> None:
+    import modeling.rows
+
+    monkeypatch.setattr(modeling.rows, "BLOCK_ROWS", 7)  # several blocks and a ragged last one
+    rng = np.random.default_rng(5)
+    rows = rng.normal(size=(30, 16)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    rows[4] = 0.0  # a zero row: scale 0, read as zeros
+    quantized = quantize_rows(rows)
+    assert quantized.codes.dtype == np.int8 and np.abs(quantized.codes).max() == 127
+    assert quantized.scales[4] == 0 and not np.any(quantized[4])
+    decoded = quantized.codes.astype(np.float32) * quantized.scales[:, None]
+    assert np.all(np.abs(decoded - rows) <= quantized.scales[:, None] / 2 + 1e-7)  # within half a code
+    positions = np.array([[3, 29], [0, 3]])
+    for read, expected in ((quantized[positions], decoded[positions]), (quantized[2:9], decoded[2:9]),
+                           (quantized[7], decoded[7]), (quantized[np.arange(30) % 3 == 0], decoded[::3]),
+                           (np.asarray(quantized), decoded)):
+        assert read.dtype == np.float32 and np.array_equal(read, expected)
+    queries = rng.normal(size=(4, 16)).astype(np.float32)
+    assert np.allclose(dot_rows(queries, quantized), queries @ decoded.T, atol=1e-5)
+    stack = append_rows(quantized, rows[:2])  # products added after publishing: float32 rows after the codes
+    assert isinstance(stack, StackedRows) and stack.base is quantized
+    assert np.allclose(dot_rows(queries, stack), queries @ np.concatenate([decoded, rows[:2]]).T, atol=1e-5)
+    assert np.array_equal(stack[np.array([1, 31])], np.stack([decoded[1], rows[1]]))
+    index = ExactIndex(quantized)
+    none = [np.zeros(0, dtype=np.int64)] * 4
+    assert np.array_equal(index.search(queries, 5, none)[0], ExactIndex(decoded).search(queries, 5, none)[0])
+    with pytest.raises(ValueError, match="int8"):
+        QuantizedRows(quantized.codes.astype(np.int16), quantized.scales)
+    with pytest.raises(ValueError, match="scales"):
+        QuantizedRows(quantized.codes, quantized.scales[:-1])
