@@ -288,8 +288,9 @@ def write_bundle(
     return final
 
 
-def load_bundle(path: Path | str) -> Bundle:
-    """Load and check a bundle directory (arrays and exported towers memory-mapped; SavedModels only on request).
+def load_bundle(path: Path | str, *, compiled_ranker: bool = True) -> Bundle:
+    """Load and check a bundle directory (arrays and exported towers memory-mapped; SavedModels only on request);
+    ``compiled_ranker``: score with the ranking stage's compiled ranker where it has one (False: LightGBM).
 
     Raises:
         ArtifactError: when the bundle is missing, incomplete or inconsistent.
@@ -342,7 +343,7 @@ def load_bundle(path: Path | str) -> Bundle:
         raise ArtifactError(f"{path}: the exported towers give {towers[0].dim}-d vectors, the bundle has "
                             f"{arrays.item_vectors.shape[1]}")
     try:
-        stage = RankingStage.load(path / STAGE_DIR)
+        stage = RankingStage.load(path / STAGE_DIR, compiled=compiled_ranker)
         attributes = RankingStage.load_attributes(path / STAGE_DIR)
         codes = AttributeCodes.load(path / STAGE_DIR, len(arrays.item_ids))
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:

@@ -1,19 +1,22 @@
 """LambdaMART rankers compiled to native code when a bundle is published.
 
-LightGBM's own ``Booster.predict`` walks its trees in a generic loop: at 100,000 products it scored one
-shopper's ~200 candidates in about 0.2 ms and 100 shoppers' ~22,000 in about 18 ms, a fifth of the engine's
-time for a batch. treelite turns the booster into a tree model and tl2cgen compiles that into a small shared
-library (each tree an ``if``/``else`` nest, built with the machine's C compiler): the same scores, bit for
-bit, in about a third of the time (0.07 and 5.3 ms on the same rows, measured side by side). These are the
-libraries made for this (dmlc's tree-model compilers); nothing here walks trees by hand.
+LightGBM's own ``Booster.predict`` walks its trees in a generic loop: at 100,000 products a LambdaMART ranker
+of 50 rounds scored one shopper's ~180 candidates in about 0.2 ms and 100 shoppers' ~22,000 in about 18 ms, a
+fifth of the engine's time for a batch. treelite turns the booster into a tree model and tl2cgen compiles that
+into a small shared library (each tree an ``if``/``else`` nest, built with the machine's C compiler): the same
+scores, bit for bit, in about a third of the time (0.07 and 5.3 ms on the same rows, measured side by side;
+``benchmarks/serving.py --compare-compiled-ranker`` measures what that makes of a whole request). These are
+the libraries made for this (dmlc's tree-model compilers); nothing here walks trees by hand.
 
-At publish time :func:`compile_booster` writes ``ranker.so`` beside the booster's text (a bundle published
-where no C compiler is found has none, and serves through LightGBM). At load :func:`load_compiled` checks
-the library against the booster on probe rows built from the booster's own split thresholds (each
-threshold, the float32 values either side, zeros and missing values) and returns nothing, with a warning,
-when the library is missing, does not load (another platform) or scores any probe row differently: the
-booster then serves, as before. The library is native code run by every worker that loads the bundle, so
-the models directory must be writable only by the service's own user (as for any code it runs).
+At publish time :func:`compile_booster` writes ``ranker.so`` beside the booster's text and checks it as
+loading does (a bundle published where no C compiler is found, or whose library fails the check, has none,
+and serves through LightGBM). At load :func:`load_compiled` checks the library against the booster on probe
+rows built from the booster's own split thresholds (thresholds drawn from its splits, the float32 values
+either side of them, zeros and missing values) and returns nothing, with a log line, when the library is
+missing, does not load (another platform) or scores any probe row differently: the booster then serves, as
+before; it also serves a request whose compiled scoring fails. The library is native code run by every
+worker that loads the bundle, so the models folder (and the shared model store, where one is used) must be
+writable only by the service's own user, as the code it runs is.
 """
 
 from __future__ import annotations
@@ -30,15 +33,17 @@ from typing import Any
 
 import numpy as np
 
+from modeling.atomic import atomic_file
+
 logger = logging.getLogger(__name__)
 
 COMPILED_FILE = "ranker.so"
 TOOLCHAINS: tuple[str, ...] = ("gcc", "clang")
 """C compilers tried, in this order (the first found on PATH builds the library)."""
 PROBE_ROWS = 512
-TOLERANCE = 1e-9
-"""Largest difference of a probe row's score allowed (a split taken the other way moves a score by a leaf's
-value, orders of magnitude more; the sums themselves come out identical)."""
+TOLERANCE = 0.0
+"""Largest difference of a probe row's score allowed: none (the compiled trees add the same leaf values in the
+same order, so the scores are identical; a split taken the other way would move one by a leaf's value)."""
 ZERO_THRESHOLD = np.float32(1e-35)
 """LightGBM's ``kZeroThreshold``: it bins and predicts values of at most this magnitude as 0, the compiled
 trees compare them as they are (one split in a few thousand probe rows went the other way), so they are
@@ -69,22 +74,23 @@ def compile_booster(booster: Any, path: Path) -> dict[str, Any]:
     if compiler is None:
         raise CompileError(f"no C compiler found (tried {', '.join(TOOLCHAINS)})")
     started = time.perf_counter()
-    temporary = path.with_name(f".{path.name}.tmp")
     output = io.StringIO()
     try:
         import tl2cgen
         import treelite
 
-        with contextlib.redirect_stdout(output):  # the compilers' progress lines go to the log, not the console
+        with atomic_file(path) as temporary, contextlib.redirect_stdout(output):  # progress lines: to the log
             model = treelite.frontend.from_lightgbm(booster)
-            tl2cgen.export_lib(model, toolchain=compiler, libpath=str(temporary), params={"parallel_comp": 1})
-        temporary.replace(path)
+            tl2cgen.export_lib(model, toolchain=compiler, libpath=str(temporary), params={"parallel_comp": 1},
+                               nthread=1)
     except Exception as exc:  # noqa: BLE001  (a compiler error of any kind leaves the booster serving)
-        temporary.unlink(missing_ok=True)
         raise CompileError(f"compiling the ranker with {compiler} failed: {exc}") from exc
     finally:
         if output.getvalue().strip():
             logger.debug("ranker compilation: %s", output.getvalue().strip())
+    if load_compiled(path.parent, booster, booster.model_to_string(), file=path.name) is None:
+        path.unlink(missing_ok=True)
+        raise CompileError(f"the ranker compiled with {compiler} does not score as LightGBM does (see the log)")
     return {"file": path.name, "compiler": compiler, "seconds": round(time.perf_counter() - started, 2)}
 
 
@@ -109,16 +115,18 @@ class CompiledBooster:
         return predictor
 
     def predict(self, features: np.ndarray, num_threads: int = 1) -> np.ndarray:
-        """(r,) float64 raw scores of (r, F) float32 feature rows (NaN: missing). ``num_threads`` is
-        accepted for ``Booster.predict``'s signature; the library scores on the calling thread."""
+        """(r,) float64 raw scores of (r, F) float32 or float64 feature rows (NaN: missing; other types are read
+        as float32). ``num_threads`` is accepted for ``Booster.predict``'s signature; the library scores on the
+        calling thread."""
         import tl2cgen
 
-        rows = np.ascontiguousarray(features, dtype=np.float32)
+        rows = np.asarray(features)
+        rows = np.ascontiguousarray(rows, dtype=rows.dtype if rows.dtype in (np.float32, np.float64) else np.float32)
         if len(rows) == 0:
             return np.zeros(0, dtype=np.float64)
         tiny = (np.abs(rows) <= ZERO_THRESHOLD) & (rows != 0)
         if tiny.any():
-            rows = np.where(tiny, np.float32(0), rows)
+            rows = np.where(tiny, rows.dtype.type(0), rows)
         scores = self._predictor().predict(tl2cgen.DMatrix(rows), pred_margin=True)
         return np.asarray(scores, dtype=np.float64).reshape(len(rows))
 
@@ -146,11 +154,15 @@ def probe_rows(model_text: str, n_features: int, rows: int = PROBE_ROWS, seed: i
     return probe
 
 
-def load_compiled(directory: Path, booster: Any, model_text: str) -> CompiledBooster | None:
-    """The compiled library in ``directory`` if it scores like ``booster`` (whose text is ``model_text``);
-    None, with a warning, when it is missing, does not load or differs on :func:`probe_rows`."""
-    path = directory / COMPILED_FILE
+def load_compiled(directory: Path, booster: Any, model_text: str, *, file: str = COMPILED_FILE,
+                  published: dict[str, Any] | None = None) -> CompiledBooster | None:
+    """The compiled library ``file`` in ``directory`` if it scores like ``booster`` (whose text is
+    ``model_text``); None, with a log line, when it is missing (``published``: what the stage's metadata
+    records of its compilation, for the reason), does not load or differs on :func:`probe_rows`."""
+    path = directory / file
     if not path.is_file():
+        reason = (published or {}).get("error") or "published before rankers were compiled"
+        logger.info("%s: no compiled ranker (%s); LightGBM scores", directory, reason)
         return None
     try:
         compiled = CompiledBooster(path)

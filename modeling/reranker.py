@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from modeling.candidates import HistoryBatch, Sources, SparseRows, rows_at, source_config
-from modeling.compiled_ranker import COMPILED_FILE, CompileError, compile_booster, load_compiled
+from modeling.compiled_ranker import COMPILED_FILE, CompiledBooster, CompileError, compile_booster, load_compiled
 from modeling.features import ItemAttributes
 from modeling.index import ItemIndex
 from modeling.ranking import top_k
@@ -577,7 +577,7 @@ class Ranker:
     rounds: int = 0
     weights: tuple[float, ...] = ()
     prior_scale: float = 0.0
-    compiled: Any = None
+    compiled: CompiledBooster | None = None
     """The booster compiled to native code (:class:`modeling.compiled_ranker.CompiledBooster`): the same scores,
     faster; None: the booster scores."""
 
@@ -611,8 +611,13 @@ class Ranker:
             return (values + 1e-6 * features[:, FEATURES.index("popularity_rank")]).astype(np.float32)
         if len(features) == 0:
             return np.zeros(0, dtype=np.float32)
-        predictor = self.booster if self.compiled is None else self.compiled
-        return np.asarray(predictor.predict(features, num_threads=1), dtype=np.float32)
+        if self.compiled is not None:
+            try:
+                return np.asarray(self.compiled.predict(features), dtype=np.float32)
+            except Exception:  # noqa: BLE001  (e.g. the library's file removed since load): LightGBM from now on
+                logger.exception("the compiled ranker failed; LightGBM scores from now on")
+                self.compiled = None
+        return np.asarray(self.booster.predict(features, num_threads=1), dtype=np.float32)
 
     def order(self, candidates: np.ndarray, features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k of each row: ``(positions (m, k) int64, scores (m, k) float32)``, -1 / -inf pads."""
@@ -970,8 +975,9 @@ class RankingStage:
                               np.load(directory / "item_price.npy", mmap_mode="r", allow_pickle=False))
 
     @classmethod
-    def load(cls, directory: Path) -> RankingStage:
-        """Read what :meth:`save` wrote (the attributes: :meth:`load_attributes`).
+    def load(cls, directory: Path, *, compiled: bool = True) -> RankingStage:
+        """Read what :meth:`save` wrote (the attributes: :meth:`load_attributes`); ``compiled``: score with the
+        compiled ranker when there is one that scores as its booster (False: LightGBM always).
 
         Raises:
             ValueError: when the stage was written with other features or is incomplete.
@@ -981,13 +987,15 @@ class RankingStage:
             raise ValueError(f"{directory}: ranking stage built with other features")
         sources = Sources.load(directory, meta["sources"]["item_item"], meta["sources"].get("l2"))
         spec = meta["ranker"]
-        booster = compiled = None
+        booster = compiled_ranker = None
         if spec["kind"] == "lightgbm":
             text = (directory / "ranker.txt").read_text(encoding="utf-8")
             booster = lightgbm_module().Booster(model_str=text)
-            compiled = load_compiled(directory, booster, text)
+            if compiled:
+                compiled_ranker = load_compiled(directory, booster, text, published=meta.get("compiled"))
         return cls(sources, Ranker(spec["kind"], spec.get("feature", "two_tower"), booster, spec.get("rounds", 0),
-                                   tuple(spec.get("weights", ())), float(spec.get("prior_scale", 0.0)), compiled),
+                                   tuple(spec.get("weights", ())), float(spec.get("prior_scale", 0.0)),
+                                   compiled_ranker),
                    StageConfig(**meta.get("config", {})), meta.get("report", {}))
 
 

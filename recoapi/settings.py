@@ -233,6 +233,7 @@ RECO_ANN_MIN_ITEMS = env_int("RECO_ANN_MIN_ITEMS", ANN_MIN_ITEMS)
 # Inverted lists the approximate index scans per query; 0: the value tuned at publishing.
 RECO_ANN_NPROBE = env_int("RECO_ANN_NPROBE", 0)
 # The C allocator's arenas in each gunicorn worker (recoapi.allocator); 0: glibc's default (8 per core).
+RECO_COMPILED_RANKER = env_bool("RECO_COMPILED_RANKER", True)
 RECO_MALLOC_ARENAS = env_int("RECO_MALLOC_ARENAS", 2)
 if RECO_MALLOC_ARENAS < 0:
     raise ImproperlyConfigured(f"RECO_MALLOC_ARENAS must be 0 (glibc's default) or more, not {RECO_MALLOC_ARENAS}")

@@ -246,7 +246,7 @@ def build_engine(bundle_path: Path) -> Engine:
     """
     stamp = data_stamp()
     catalogue = catalog_selectors.product_latest_update()  # before the rows: nothing is missed
-    bundle = artifacts.load_bundle(bundle_path)
+    bundle = artifacts.load_bundle(bundle_path, compiled_ranker=settings.RECO_COMPILED_RANKER)
     recommender = Recommender(bundle, ann_min_items=settings.RECO_ANN_MIN_ITEMS or None,
                               ann_nprobe=settings.RECO_ANN_NPROBE or None)
     products, new = _product_table(recommender)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from modeling.features import ItemAttributes
 from modeling.reranker import FEATURES, Ranker, RankingStage, StageConfig, _train_booster
 from tests.modeling.test_reranker import N_ITEMS, _sources, _synthetic_lists
 
-pytestmark = pytest.mark.skipif(compiled_ranker.toolchain() is None, reason="no C compiler on PATH")
+needs_compiler = pytest.mark.skipif(compiled_ranker.toolchain() is None, reason="no C compiler on PATH")
+ZERO_THRESHOLD_TEXT = "1.0000000180025095e-35"  # LightGBM's kZeroThreshold as its model text writes a split on it
 
 
 def _attributes() -> ItemAttributes:
@@ -30,6 +32,7 @@ def _stage(rounds: int = 40, seed: int = 0) -> tuple[RankingStage, np.ndarray]:
     return RankingStage(_sources(), Ranker("lightgbm", booster=booster, rounds=rounds), StageConfig(seed=3)), features
 
 
+@needs_compiler
 def test_the_published_stage_scores_with_the_compiled_booster_exactly_as_lightgbm(tmp_path: Path) -> None:
     stage, features = _stage()
     stage.save(tmp_path / "stage", _attributes())
@@ -47,13 +50,16 @@ def test_the_published_stage_scores_with_the_compiled_booster_exactly_as_lightgb
     assert np.isnan(probe).any() and (probe == 0).any()
     assert np.array_equal(loaded.compiled.predict(probe), stage.ranker.booster.predict(probe, num_threads=1))
     assert loaded.compiled.predict(np.zeros((0, len(FEATURES)), dtype=np.float32)).shape == (0,)
-    # LightGBM predicts values within its zero threshold (1e-35) as 0; so does the compiled booster.
+    # LightGBM predicts values within its zero threshold (1e-35) as 0; so does the compiled booster (this booster
+    # splits on that threshold, where the difference shows).
+    assert ZERO_THRESHOLD_TEXT in stage.ranker.booster.model_to_string()
     tiny = rows.copy()
     tiny[::2] = np.float32(1e-36)
     tiny[1::2, :6] = -np.float32(1e-35)
     assert np.array_equal(loaded.compiled.predict(tiny), stage.ranker.booster.predict(tiny, num_threads=1))
 
 
+@needs_compiler
 def test_threads_score_at_once_with_their_own_predictors(tmp_path: Path) -> None:
     """tl2cgen's predictor serves one thread at a time; gunicorn's threads each get one."""
     stage, features = _stage()
@@ -62,12 +68,12 @@ def test_threads_score_at_once_with_their_own_predictors(tmp_path: Path) -> None
     rows = features.reshape(-1, len(FEATURES))
     expected = stage.ranker.booster.predict(rows, num_threads=1)
     results: list[bool] = []
-    predictors: set[int] = set()
+    predictors: list[object] = []
 
     def work() -> None:
         for _ in range(30):
             results.append(bool(np.array_equal(compiled.predict(rows), expected)))
-        predictors.add(id(compiled._predictor()))
+        predictors.append(compiled._predictor())
 
     threads = [threading.Thread(target=work) for _ in range(4)]
     for thread in threads:
@@ -75,9 +81,10 @@ def test_threads_score_at_once_with_their_own_predictors(tmp_path: Path) -> None
     for thread in threads:
         thread.join(timeout=120)
     assert len(results) == 120 and all(results)
-    assert len(predictors) == 4
+    assert len({id(p) for p in predictors}) == 4  # the four still referenced: four distinct predictors
 
 
+@needs_compiler
 def test_a_library_of_another_booster_is_refused_and_lightgbm_scores(tmp_path: Path,
                                                                      caplog: pytest.LogCaptureFixture) -> None:
     stage, features = _stage(seed=0)
@@ -113,3 +120,67 @@ def test_stages_without_a_booster_compile_nothing(tmp_path: Path) -> None:
     RankingStage(_sources(), Ranker("feature", "item_item"), StageConfig()).save(tmp_path / "stage", _attributes())
     assert not (tmp_path / "stage" / COMPILED_FILE).exists()
     assert "compiled" not in json.loads((tmp_path / "stage" / "stage.json").read_text())
+
+
+@needs_compiler
+def test_a_request_whose_compiled_scoring_fails_is_scored_by_lightgbm(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """A worker thread's first request opens the library: if its file is gone since load (the bundle's folder
+    removed), that request and the later ones are scored by the booster, not failed."""
+    stage, features = _stage()
+    stage.save(tmp_path / "stage", _attributes())
+    ranker = RankingStage.load(tmp_path / "stage").ranker
+    assert ranker.compiled is not None
+    (tmp_path / "stage" / COMPILED_FILE).unlink()
+    rows = features.reshape(-1, len(FEATURES))
+    scores: list[np.ndarray] = []
+    thread = threading.Thread(target=lambda: scores.append(ranker.score(rows)))
+    thread.start()
+    thread.join(timeout=120)
+    assert np.array_equal(scores[0], stage.ranker.score(rows))
+    assert ranker.compiled is None and "the compiled ranker failed" in caplog.text
+
+
+@needs_compiler
+def test_the_compiled_ranker_can_be_switched_off(tmp_path: Path) -> None:
+    stage, _ = _stage()
+    stage.save(tmp_path / "stage", _attributes())
+    assert RankingStage.load(tmp_path / "stage").ranker.compiled is not None
+    assert RankingStage.load(tmp_path / "stage", compiled=False).ranker.compiled is None
+
+
+def test_a_failed_compilation_leaves_no_file_and_the_stage_says_why(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compiler that writes half a library and fails, a library that scores differently and a tl2cgen that does
+    not import: each leaves no ranker.so (nor a temporary file), the reason in stage.json, LightGBM serving."""
+    import tl2cgen
+
+    stage, features = _stage()
+    rows = features.reshape(-1, len(FEATURES))
+
+    def half_written(model: object, toolchain: str, libpath: str, **_: object) -> None:
+        Path(libpath).write_bytes(b"half a library")
+        raise RuntimeError("the compiler was killed")
+
+    def not_as_lightgbm(*_: object, **__: object) -> None:
+        return None
+
+    cases = [(tl2cgen, "export_lib", half_written, "the compiler was killed")]
+    if compiled_ranker.toolchain() is not None:  # a library that compiles, then fails the check
+        cases.append((compiled_ranker, "load_compiled", not_as_lightgbm, "does not score as LightGBM does"))
+    monkeypatch.setattr(compiled_ranker, "toolchain", lambda: "gcc")
+    for n, (owner, name, replacement, reason) in enumerate(cases):
+        with monkeypatch.context() as patch:
+            patch.setattr(owner, name, replacement)
+            stage.save(tmp_path / f"stage{n}", _attributes())
+        folder = tmp_path / f"stage{n}"
+        assert sorted(p.name for p in folder.iterdir() if "ranker" in p.name) == ["ranker.txt"]
+        assert not list(folder.glob(".*"))
+        assert reason in json.loads((folder / "stage.json").read_text())["compiled"]["error"]
+        loaded = RankingStage.load(folder).ranker
+        assert loaded.compiled is None and np.array_equal(loaded.score(rows), stage.ranker.score(rows))
+    monkeypatch.setitem(sys.modules, "tl2cgen", None)  # not importable
+    stage.save(tmp_path / "unimportable", _attributes())
+    assert not (tmp_path / "unimportable" / COMPILED_FILE).exists()
+    error = json.loads((tmp_path / "unimportable" / "stage.json").read_text())["compiled"]["error"]
+    assert "compiling the ranker with gcc failed" in error
