@@ -26,6 +26,7 @@ from modeling.reranker import (
     _popular_order,
     candidate_features,
 )
+from modeling.rows import QuantizedRows, quantize_rows
 
 
 def _sparse_top(indices: np.ndarray, values: np.ndarray, k: int, excluded: np.ndarray,
@@ -151,7 +152,7 @@ def reference_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
     return candidates, features
 
 
-def _shop(seed: int, n: int = 300) -> tuple[np.ndarray, Sources, ItemTables]:
+def _shop(seed: int, n: int = 300, *, quantized: bool = False) -> tuple[np.ndarray, Sources, ItemTables]:
     rng = np.random.default_rng(seed)
     vectors = rng.normal(size=(n, 8)).astype(np.float32)
     item_item = sp.random(n, n, density=0.05, random_state=seed, format="csr", dtype=np.float32)
@@ -164,15 +165,20 @@ def _shop(seed: int, n: int = 300) -> tuple[np.ndarray, Sources, ItemTables]:
     price = np.where(np.arange(n) % 8 == 0, np.nan, rng.uniform(-5, 50, n)).astype(np.float32)
     content = rng.normal(size=(n, 16)).astype(np.float32)
     content /= np.linalg.norm(content, axis=1, keepdims=True)
-    tables = ItemTables.build(category, brand, price, content, rng.random(n).astype(np.float32))
+    stored = quantize_rows(content) if quantized else content  # a bundle's 8-bit codes, or float32 rows
+    tables = ItemTables.build(category, brand, price, stored, rng.random(n).astype(np.float32), content_unit=True)
     return vectors, Sources(item_item, transitions, "ease", 10.0), tables
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("filtered", [False, True])
-def test_batched_features_equal_the_per_shopper_loop(seed: int, filtered: bool) -> None:
+@pytest.mark.parametrize("quantized", [False, True])
+def test_batched_features_equal_the_per_shopper_loop(seed: int, filtered: bool, quantized: bool) -> None:
+    """Also with the text vectors as a bundle stores them (8-bit codes, whose scales the batch applies to the
+    products with the history instead of the rows: the loop reads the decoded rows)."""
     rng = np.random.default_rng(100 + seed)
-    vectors, sources, tables = _shop(seed)
+    vectors, sources, tables = _shop(seed, quantized=quantized)
+    assert isinstance(tables.content, QuantizedRows) == quantized  # the stage reads the codes as they are
     n = len(vectors)
     sizes = [0, 1, 2, 5, 12, TEXT_HISTORY + 30, 3, 0, 40]
     items = [rng.integers(0, n, size) for size in sizes]
