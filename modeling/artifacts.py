@@ -74,8 +74,8 @@ CONTENT_DTYPE = np.dtype(np.int8)
 """How the products' text vectors are stored: what every request reads most of (the ranking stage's text
 features gather each candidate's row, the query tower pools the history's), so at 100,000 products with
 384-d vectors the whole file ends up resident in every worker: 147 MiB as float32, 73 as float16, 37 as int8
-codes with a scale per row (:class:`modeling.rows.QuantizedRows`, which also turn into float32 about six
-times faster than float16). Cosines between unit vectors move by about 4e-4 (float16: 1e-4), far below what
+codes with a scale per row (:class:`modeling.rows.QuantizedRows`, which also read as float32 in about half
+float16's time). Cosines between unit vectors move by about 4e-4 (float16: 1e-4), far below what
 orders products. Bundles written with float16 or float32 text vectors are read as they are."""
 CONTENT_DTYPES = (np.dtype(np.int8), np.dtype(np.float16), np.dtype(np.float32))
 CONTENT_SCALE_FILE = "item_content_scale.npy"
