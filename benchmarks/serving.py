@@ -601,6 +601,16 @@ def compare_compiled_ranker(work: Path, version: str, rounds: int) -> dict:
     return figures
 
 
+def _write_comparison(output: str, sizes: dict, key: str, compared: dict, names: list[str]) -> None:
+    """Write an in-process comparison (``{"sizes": ..., key: compared}``) to ``output`` and print each engine's
+    medians per round, one shopper and 100 shoppers per call."""
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    Path(output).write_text(json.dumps({"sizes": sizes, key: compared}, indent=2) + "\n")
+    for name in names:
+        print(f"{name}: one shopper {', '.join(f'{v:.2f}' for v in compared[name]['one_ms'])} ms; 100 shoppers "
+              f"{', '.join(f'{v:.1f}' for v in compared[name]['hundred_ms'])} ms")
+
+
 def _served_against_exact(bundle, recommender, allowed: np.ndarray, rng: np.random.Generator,
                           shoppers: int = 1000) -> dict:
     """What the approximate index changes in the served top 10 (both stages), against the same bundle served
@@ -1003,45 +1013,28 @@ def main() -> None:
 
         with threadpool_limits(1):  # one BLAS and OpenMP thread, as each web worker has (gunicorn.conf.py)
             compared = compare_nprobe(work, info["version"], (nprobes[0], nprobes[1]), 4)
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps({"sizes": info["sizes"], "nprobe": compared}, indent=2) + "\n")
+        _write_comparison(args.output, info["sizes"], "nprobe", compared, [str(n) for n in nprobes])
         for n in nprobes:
             served = compared[str(n)]["served_against_exact"]
-            print(f"nprobe {n}: one shopper {', '.join(f'{v:.2f}' for v in compared[str(n)]['one_ms'])} ms; 100 "
-                  f"shoppers {', '.join(f'{v:.1f}' for v in compared[str(n)]['hundred_ms'])} ms; served top 10 "
-                  f"against exact search: {served['top10_overlap']:.4f} of the products, "
+            print(f"nprobe {n}, served top 10 against exact search: {served['top10_overlap']:.4f} of the products, "
                   f"{served['identical_lists']:.3f} of the lists identical")
         print(f"\nwritten to {os.path.relpath(args.output, ROOT)}")
         return
-    if args.compare_compiled_ranker > 0:
+    compared_pair = (
+        ("compiled_ranker", compare_compiled_ranker, args.compare_compiled_ranker, ["compiled", "lightgbm"])
+        if args.compare_compiled_ranker > 0 else
+        ("index_kinds", compare_index_kinds, args.compare_index_kinds, ["codes", "flat"])
+        if args.compare_index_kinds > 0 else None)
+    if compared_pair is not None:  # two engines alternately, and how many of their served lists are the same
         from threadpoolctl import threadpool_limits
 
+        key, compare, rounds, names = compared_pair
         with threadpool_limits(1):  # one BLAS and OpenMP thread, as each web worker has (gunicorn.conf.py)
-            compared = compare_compiled_ranker(work, info["version"], args.compare_compiled_ranker)
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps({"sizes": info["sizes"], "compiled_ranker": compared}, indent=2)
-                                     + "\n")
-        for name in ("compiled", "lightgbm"):
-            print(f"{name}: one shopper {', '.join(f'{v:.2f}' for v in compared[name]['one_ms'])} ms; 100 shoppers "
-                  f"{', '.join(f'{v:.1f}' for v in compared[name]['hundred_ms'])} ms")
+            compared = compare(work, info["version"], rounds)
+        _write_comparison(args.output, info["sizes"], key, compared, names)
         served = compared["served_lists"]
-        print(f"served top 10 the same: {served['top10_overlap']:.4f} of the products, {served['identical_lists']:.4f} "
-              f"of the lists identical")
-        print(f"\nwritten to {os.path.relpath(args.output, ROOT)}")
-        return
-    if args.compare_index_kinds > 0:
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(1):  # one BLAS and OpenMP thread, as each web worker has (gunicorn.conf.py)
-            kinds = compare_index_kinds(work, info["version"], args.compare_index_kinds)
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps({"sizes": info["sizes"], "index_kinds": kinds}, indent=2) + "\n")
-        for name in ("codes", "flat"):
-            print(f"{name}: one shopper {', '.join(f'{v:.2f}' for v in kinds[name]['one_ms'])} ms; 100 shoppers "
-                  f"{', '.join(f'{v:.1f}' for v in kinds[name]['hundred_ms'])} ms")
-        served = kinds["served_lists"]
-        print(f"served top 10 the same: {served['top10_overlap']:.3f} of the products (lowest "
-              f"{served['lowest_overlap']:.1f}), {served['identical_lists']:.3f} of the lists identical")
+        print(f"served top 10 the same: {served['top10_overlap']:.4f} of the products (lowest "
+              f"{served['lowest_overlap']:.1f}), {served['identical_lists']:.4f} of the lists identical")
         print(f"\nwritten to {os.path.relpath(args.output, ROOT)}")
         return
     if args.impressions_overhead > 0:
