@@ -81,14 +81,10 @@ CONTENT_DTYPES = (np.dtype(np.int8), np.dtype(np.float16), np.dtype(np.float32))
 CONTENT_SCALE_FILE = "item_content_scale.npy"
 
 
-def stored_content(content: np.ndarray | QuantizedRows) -> np.ndarray | QuantizedRows:
-    """(n, t) text vectors as a bundle stores them (:data:`CONTENT_DTYPE`; rows read back as float32 are what
-    serving computes with, so training rounds its own the same way)."""
-    if isinstance(content, QuantizedRows):
-        return content
-    if CONTENT_DTYPE == np.int8:
-        return quantize_rows(content)
-    return np.asarray(content).astype(CONTENT_DTYPE)
+def stored_content(content: np.ndarray | QuantizedRows) -> QuantizedRows:
+    """(n, t) text vectors as a bundle stores them: 8-bit codes with a scale per row (:data:`CONTENT_DTYPE`;
+    rows read back as float32 are what serving computes with, so training rounds its own the same way)."""
+    return content if isinstance(content, QuantizedRows) else quantize_rows(content)
 _VERSION_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z(-[0-9]+)?$")
 TRACKED_LIBRARIES = ("tensorflow", "tf-keras", "tensorflow-recommenders", "sentence-transformers", "torch", "numpy",
                      "onnxruntime", "tokenizers")
@@ -254,10 +250,9 @@ def write_bundle(
             if name.endswith("_ids"):
                 value = np.asarray(value, dtype=str)
             elif name == "item_content":
-                value = stored_content(value)
-                if isinstance(value, QuantizedRows):
-                    np.save(tmp / CONTENT_SCALE_FILE, value.scales, allow_pickle=False)
-                    value = value.codes
+                stored = stored_content(value)
+                np.save(tmp / CONTENT_SCALE_FILE, stored.scales, allow_pickle=False)
+                value = stored.codes
             np.save(tmp / f"{name}.npy", value, allow_pickle=False)
         save_towers(tmp)
         for tower in (QUERY_TOWER_DIR, CANDIDATE_TOWER_DIR):

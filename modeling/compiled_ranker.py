@@ -61,8 +61,9 @@ def toolchain() -> str | None:
     return next((name for name in TOOLCHAINS if shutil.which(name)), None)
 
 
-def compile_booster(booster: Any, path: Path) -> dict[str, Any]:
-    """Compile a LightGBM ``booster`` into the shared library ``path`` (written whole or not at all).
+def compile_booster(booster: Any, model_text: str, path: Path) -> dict[str, Any]:
+    """Compile a LightGBM ``booster`` (whose text is ``model_text``) into the shared library ``path`` (written
+    whole or not at all).
 
     Returns:
         what the stage's metadata records: the compiler and the seconds it took.
@@ -88,7 +89,7 @@ def compile_booster(booster: Any, path: Path) -> dict[str, Any]:
     finally:
         if output.getvalue().strip():
             logger.debug("ranker compilation: %s", output.getvalue().strip())
-    if load_compiled(path.parent, booster, booster.model_to_string(), file=path.name) is None:
+    if load_compiled(path.parent, booster, model_text, file=path.name) is None:
         path.unlink(missing_ok=True)
         raise CompileError(f"the ranker compiled with {compiler} does not score as LightGBM does (see the log)")
     return {"file": path.name, "compiler": compiler, "seconds": round(time.perf_counter() - started, 2)}

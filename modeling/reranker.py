@@ -967,9 +967,10 @@ class RankingStage:
         AttributeCodes.of(attributes.category, attributes.brand).save(directory)
         compiled: dict[str, Any] | None = None
         if self.ranker.kind == "lightgbm":
-            (directory / "ranker.txt").write_text(self.ranker.booster.model_to_string(), encoding="utf-8")
+            text = self.ranker.booster.model_to_string()
+            (directory / "ranker.txt").write_text(text, encoding="utf-8")
             try:
-                compiled = compile_booster(self.ranker.booster, directory / COMPILED_FILE)
+                compiled = compile_booster(self.ranker.booster, text, directory / COMPILED_FILE)
             except CompileError as exc:
                 logger.warning("%s; the ranking stage will score with LightGBM", exc)
                 compiled = {"error": str(exc)}

@@ -57,6 +57,7 @@ from modeling.reranker import (
     rows_are_unit,
     stage_summary,
 )
+from modeling.rows import QuantizedRows
 from modeling.splits import Split, leave_last_out_split
 from modeling.two_tower import (
     HISTORY,
@@ -146,6 +147,9 @@ class Features:
         history_weight: (n_users, L) float32.
         item_text: (n_items, t) float32.
         attributes: category, brand and price of each item.
+        stored_item_text: ``item_text`` as a bundle stores it (:func:`modeling.artifacts.stored_content`): what
+            serving pools the history's text from and computes the ranking stage's text features with, so
+            training does the same (rounded once here, not per use).
     """
 
     user_ids: np.ndarray
@@ -156,6 +160,7 @@ class Features:
     history_weight: np.ndarray
     item_text: np.ndarray
     attributes: ItemAttributes
+    stored_item_text: QuantizedRows
 
 
 @dataclass
@@ -211,11 +216,11 @@ def build_features(history: SortedHistory, user_ids: np.ndarray, item_ids: np.nd
     item_text = embeddings.item_matrix_for(item_ids)
     positions, weights, _ = user_windows(history, history_length, half_life_days=half_life_days)
     user_text = embeddings.user_text_from_reviews(history.users, history.reviews, len(user_ids))
-    # The history's text is pooled from the vectors as a bundle stores them, as serving pools it.
+    stored_item_text = artifacts.stored_content(item_text)  # the history's text is pooled as serving pools it
     return Features(user_ids=user_ids, item_ids=item_ids, user_text=user_text,
-                    user_behaviour=pooled_vectors(positions, weights, artifacts.stored_content(item_text)),
+                    user_behaviour=pooled_vectors(positions, weights, stored_item_text),
                     history=window_ids(positions, item_ids), history_weight=weights, item_text=item_text,
-                    attributes=item_attributes(items))
+                    attributes=item_attributes(items), stored_item_text=stored_item_text)
 
 
 def query_vectors(tower: Any, features: Features, *, batch_size: int = 4096) -> np.ndarray:
@@ -303,7 +308,6 @@ def _training_dataset(history: SortedHistory, features: Features, embeddings: Em
     import tensorflow as tf
 
     item_text = features.item_text
-    pooled_text = artifacts.stored_content(item_text)  # the history's text as serving pools it (a bundle's rows)
     review_text = np.asarray(embeddings.review_text, dtype=np.float32)
     n = len(history.items)
     length = params.history_length
@@ -313,7 +317,7 @@ def _training_dataset(history: SortedHistory, features: Features, embeddings: Em
         positions, weights, source = history_windows(history, ends, history.starts[users], length, targets=items,
                                                      half_life_days=params.history_half_life_days)
         reviews = window_reviews(history, source)
-        return (positions + 1, weights, pooled_vectors(positions, weights, pooled_text),
+        return (positions + 1, weights, pooled_vectors(positions, weights, features.stored_item_text),
                 pooled_vectors(reviews, None, review_text))
 
     ids_with_pad = tf.constant(np.concatenate([[""], features.item_ids.astype(str)]))
@@ -362,7 +366,7 @@ def served_query_vectors(tower: Any, features: Features, users: np.ndarray) -> n
                     user_text=np.zeros_like(features.user_text[users]),
                     user_behaviour=features.user_behaviour[users], history=features.history[users],
                     history_weight=features.history_weight[users], item_text=features.item_text,
-                    attributes=features.attributes)
+                    attributes=features.attributes, stored_item_text=features.stored_item_text)
     return query_vectors(tower, rows)
 
 
@@ -380,7 +384,7 @@ def item_tables(features: Features, popularity: np.ndarray) -> ItemTables:
     attributes = features.attributes
     content = np.asarray(features.item_text)
     return ItemTables.build(attributes.category, attributes.brand, attributes.price,
-                            artifacts.stored_content(content), popularity, content_unit=rows_are_unit(content))
+                            features.stored_item_text, popularity, content_unit=rows_are_unit(content))
 
 
 STOPPING_SHARE = 0.5
