@@ -311,6 +311,35 @@ def transition_probabilities(user_idx: np.ndarray, item_idx: np.ndarray, n_items
     return sp.csr_matrix(sp.diags(1.0 / totals) @ counts, dtype=np.float32)
 
 
+def sequential_rules(user_idx: np.ndarray, item_idx: np.ndarray, n_items: int, window: int) -> sp.csr_matrix:
+    """(n_items, n_items) float32 sequential rules, row-normalised: how often item j came within ``window``
+    steps after item i in the same user's sequence, each occurrence weighted 1 / its distance in steps
+    (Ludewig and Jannach's "SR" of session-based recommendation; ``window`` 1 is :func:`transition_probabilities`).
+
+    Args:
+        user_idx, item_idx: (n,) positions of the interactions, sorted by user and then time. Consecutive
+            repeats of one item count once, and an item never follows itself.
+        window: steps looked ahead (>= 1).
+    """
+    user_idx = np.asarray(user_idx, dtype=np.int64)
+    item_idx = np.asarray(item_idx, dtype=np.int64)
+    keep = np.ones(len(user_idx), dtype=bool)
+    keep[1:] = (user_idx[1:] != user_idx[:-1]) | (item_idx[1:] != item_idx[:-1])
+    user_idx, item_idx = user_idx[keep], item_idx[keep]
+    rows, cols, values = [], [], []
+    for distance in range(1, max(1, int(window)) + 1):
+        follows = (user_idx[distance:] == user_idx[:-distance]) & (item_idx[distance:] != item_idx[:-distance])
+        rows.append(item_idx[:-distance][follows])
+        cols.append(item_idx[distance:][follows])
+        values.append(np.full(int(follows.sum()), 1.0 / distance, dtype=np.float32))
+    counts = sp.csr_matrix((np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
+                           shape=(n_items, n_items), dtype=np.float32)
+    counts.sum_duplicates()
+    totals = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
+    totals[totals == 0] = 1.0
+    return sp.csr_matrix(sp.diags(1.0 / totals) @ counts, dtype=np.float32)
+
+
 def last_items(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int) -> np.ndarray:
     """(n_users,) int64: each user's last item position (arrays sorted by user and time), -1 without any."""
     last = np.full(n_users, -1, dtype=np.int64)

@@ -29,6 +29,12 @@ ITEM_ITEM_NEIGHBOURS = 200
 DENSE_SUM_CELLS = 65_536
 """HistoryBatch.propagate sums into every cell of its (m, n) result up to this many cells (plus 8 per entry)."""
 EASE_L2_CHOICES: tuple[float, ...] = (10.0, 50.0, 200.0, 500.0, 1000.0)
+SEQUENCE_WINDOWS: tuple[int, ...] = (2, 5, 10)
+"""Steps the sequential rules look ahead, chosen on the validation items with :data:`SEQUENCE_HISTORIES`."""
+SEQUENCE_HISTORIES: tuple[int, ...] = (1, 3, 10)
+"""Most recent products a history is scored from by the sequential rules (1: the last alone)."""
+SEQUENCE_DEFAULT: tuple[int, int] = (10, 10)
+"""(window, history) without validation items to choose on."""
 
 
 @dataclass(frozen=True)
@@ -118,13 +124,40 @@ class HistoryBatch:
 
     def propagate_each(self, matrix: sp.csr_matrix, half_lives: Sequence[float]) -> list[SparseRows]:
         """:meth:`propagate` for each of ``half_lives``: the rows gathered and keyed once, summed per half-life."""
+        return self._gather(matrix, *self._entries(half_lives))
+
+    def propagate_recent(self, matrix: sp.csr_matrix, length: int) -> SparseRows:
+        """The rows of ``W @ matrix``, W (m, n) holding each history's ``length`` most recent products (consecutive
+        repeats once), the most recent weighted 1, the one before it 1/2, and so on (a product met twice sums
+        both weights): how the sequential rules source scores a history."""
         m = len(self.items)
-        rows, cols, weights = self._entries(half_lives)
+        lengths = np.fromiter((len(h) for h in self.items), dtype=np.int64, count=m)
+        rows = np.repeat(np.arange(m, dtype=np.int64), lengths)
+        cols = np.concatenate(self.items).astype(np.int64) if lengths.sum() else np.zeros(0, dtype=np.int64)
+        last_of_run = np.ones(len(cols), dtype=bool)  # a run of one product counts once, at its latest place
+        last_of_run[:-1] = (cols[:-1] != cols[1:]) | (rows[:-1] != rows[1:])
+        rows, cols = rows[last_of_run], cols[last_of_run]
+        ends = np.cumsum(np.bincount(rows, minlength=m))
+        back = ends[rows] - 1 - np.arange(len(rows), dtype=np.int64)  # 0: the most recent
+        kept = back < max(1, int(length))
+        rows, cols, back = rows[kept], cols[kept], back[kept]
+        if len(cols) == 0:
+            return self._gather(matrix, rows, cols, np.zeros((1, 0), dtype=np.float64))[0]
+        width = int(cols.max()) + 1
+        keys, inverse = np.unique(rows * width + cols, return_inverse=True)
+        summed = np.bincount(inverse, weights=1.0 / (back + 1.0), minlength=len(keys))
+        return self._gather(matrix, keys // width, keys % width, summed[None, :])[0]
+
+    def _gather(self, matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray,
+                weights: np.ndarray) -> list[SparseRows]:
+        """For each row of ``weights`` (h, e): the rows of ``W @ matrix``, W (m, n) holding the entries ``(rows (e,),
+        cols (e,))`` (sorted by row, then column; each once) with those weights."""
+        m = len(self.items)
         take, lengths = row_entries(matrix.indptr, cols)
         total = len(take)
         if total == 0:
             return [SparseRows(np.zeros(m + 1, dtype=np.int64), np.zeros(0, dtype=np.int64),
-                               np.zeros(0, dtype=np.float32)) for _ in half_lives]
+                               np.zeros(0, dtype=np.float32)) for _ in weights]
         n = matrix.shape[1]
         keys = np.repeat(rows, lengths) * n + matrix.indices[take]
         data = matrix.data[take]
@@ -205,17 +238,26 @@ class Sources:
         transitions: (n, n) float32 csr; row i holds P(next item j | last item i).
         kind: "ease" or "item_knn".
         l2: EASE's λ (None for item-kNN).
+        sequence: (n, n) float32 csr, the sequential rules (:func:`modeling.baselines.sequential_rules`) of
+            ``sequence_window`` steps, each row's strongest kept; a history is scored from its
+            ``sequence_history`` most recent products (:meth:`HistoryBatch.propagate_recent`). None: the
+            transitions, from the last product alone.
     """
 
     item_item: sp.csr_matrix
     transitions: sp.csr_matrix
     kind: str
     l2: float | None
+    sequence: sp.csr_matrix | None = None
+    sequence_window: int = 1
+    sequence_history: int = 1
 
     def __post_init__(self) -> None:
+        if self.sequence is None:
+            self.sequence, self.sequence_window, self.sequence_history = self.transitions, 1, 1
         # Rows are looked up by binary search (modeling.reranker), which needs sorted column indices;
         # scipy's products do not promise them.
-        for matrix in (self.item_item, self.transitions):
+        for matrix in (self.item_item, self.transitions, self.sequence):
             matrix.sort_indices()
 
     @property
@@ -231,18 +273,21 @@ class Sources:
             return sp.csr_matrix((matrix.data, matrix.indices, np.concatenate([matrix.indptr, extra])),
                                  shape=(n_items, n_items), copy=False)
 
-        return Sources(grow(self.item_item), grow(self.transitions), self.kind, self.l2)
+        return Sources(grow(self.item_item), grow(self.transitions), self.kind, self.l2, grow(self.sequence),
+                       self.sequence_window, self.sequence_history)
 
     def save(self, directory: Path) -> None:
         """Write each matrix's CSR arrays into ``directory``: ``<name>.data.npy`` (nnz,) float32,
         ``<name>.indices.npy`` (nnz,) and ``<name>.indptr.npy`` (n + 1,) int32 or int64, for
-        ``item_item`` and ``transitions`` (plain arrays, so workers can share them memory-mapped)."""
-        for name, matrix in (("item_item", self.item_item), ("transitions", self.transitions)):
+        ``item_item``, ``transitions`` and ``sequence`` (plain arrays, so workers can share them memory-mapped)."""
+        for name, matrix in (("item_item", self.item_item), ("transitions", self.transitions),
+                             ("sequence", self.sequence)):
             for part in ("data", "indices", "indptr"):
                 np.save(directory / f"{name}.{part}.npy", getattr(matrix, part), allow_pickle=False)
 
     @classmethod
-    def load(cls, directory: Path, kind: str, l2: float | None) -> Sources:
+    def load(cls, directory: Path, kind: str, l2: float | None, sequence_window: int = 1,
+             sequence_history: int = 1) -> Sources:
         """Read what :meth:`save` wrote, memory-mapped (read-only pages shared by every process that maps them).
 
         Raises:
@@ -259,12 +304,15 @@ class Sources:
                 raise ValueError(f"{name}: inconsistent CSR arrays")
             return sp.csr_matrix((data, indices, indptr), shape=(n, n), copy=False)
 
-        return cls(matrix("item_item"), matrix("transitions"), kind, l2)
+        return cls(matrix("item_item"), matrix("transitions"), kind, l2, matrix("sequence"), int(sequence_window),
+                   int(sequence_history))
 
 
 def fit_sources(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, n_items: int, *,
                 l2: float | None = None, neighbours: int = ITEM_ITEM_NEIGHBOURS,
                 choose_l2: Callable[[EASE], float] | None = None, l2_choices: Sequence[float] = EASE_L2_CHOICES,
+                sequence: tuple[int, int] | None = None,
+                choose_sequence: Callable[[sp.csr_matrix, int], float] | None = None,
                 say: Callable[[str], None] = lambda message: None) -> Sources:
     """Fit the item-item and transition sources on interactions sorted by user and time.
 
@@ -275,6 +323,10 @@ def fit_sources(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, n_item
             500 without it.
         neighbours: item-item weights kept per item.
         choose_l2: validation score (higher is better) of a fitted dense EASE.
+        sequence: the sequential rules' (window, history); None: chosen from :data:`SEQUENCE_WINDOWS` x
+            :data:`SEQUENCE_HISTORIES` by ``choose_sequence``, or :data:`SEQUENCE_DEFAULT` without it.
+        choose_sequence: validation score (higher is better) of a sequential rules matrix scored from a
+            history's given number of most recent products.
 
     Returns:
         :class:`Sources`; EASE when ``n_items <= EASE_MAX_ITEMS``, item-kNN (cosine) above.
@@ -291,9 +343,14 @@ def fit_sources(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, n_item
 
     matrix = interaction_matrix(user_idx, item_idx, n_users, n_items)
     transitions = transition_probabilities(user_idx, item_idx, n_items)
+    rules, window, history = _fit_sequence(user_idx, item_idx, n_items, neighbours, sequence, choose_sequence, say)
+
+    def sources(item_item: sp.csr_matrix, kind: str, l2: float | None) -> Sources:
+        return Sources(item_item, transitions, kind, l2, rules, window, history)
+
     if n_items > EASE_MAX_ITEMS:
         knn = ItemKNN(neighbours).fit(matrix)
-        return Sources(keep_strongest(knn.similarity, neighbours), transitions, "item_knn", None)
+        return sources(keep_strongest(knn.similarity, neighbours), "item_knn", None)
     if l2 is None and choose_l2 is not None:
         gram = EASEGram(matrix)
         best: dict[str, Any] = {}
@@ -312,10 +369,38 @@ def fit_sources(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, n_item
     else:
         l2 = 500.0 if l2 is None else float(l2)
         ease = EASE(l2).fit(matrix)
-    return Sources(keep_strongest(ease.weights, neighbours), transitions, "ease", l2)
+    return sources(keep_strongest(ease.weights, neighbours), "ease", l2)
+
+
+def _fit_sequence(user_idx: np.ndarray, item_idx: np.ndarray, n_items: int, neighbours: int,
+                  sequence: tuple[int, int] | None, choose: Callable[[sp.csr_matrix, int], float] | None,
+                  say: Callable[[str], None]) -> tuple[sp.csr_matrix, int, int]:
+    """The sequential rules source: ``(matrix (n, n) csr, window, history)``, chosen by ``choose`` when
+    ``sequence`` is None (see :func:`fit_sources`)."""
+    from modeling.baselines import sequential_rules
+
+    def fitted(window: int) -> sp.csr_matrix:
+        return keep_strongest(sequential_rules(user_idx, item_idx, n_items, window), neighbours)
+
+    if sequence is not None or choose is None:
+        window, history = sequence if sequence is not None else SEQUENCE_DEFAULT
+        return fitted(int(window)), int(window), int(history)
+    best: tuple[float, int, int, sp.csr_matrix] | None = None
+    for window in SEQUENCE_WINDOWS:
+        rules = fitted(window)
+        for history in SEQUENCE_HISTORIES:
+            score = choose(rules, history)
+            if best is None or score > best[0]:
+                best = (score, window, history, rules)
+    assert best is not None
+    say(f"ranking stage: sequential rules of {best[1]} steps from the {best[2]} most recent products "
+        f"(validation NDCG@10 {best[0]:.4f})")
+    return best[3], best[1], best[2]
 
 
 def source_config(sources: Sources) -> dict[str, Any]:
     """What the manifest records of the sources."""
     return {"item_item": sources.kind, "l2": sources.l2,
-            "item_item_weights": int(sources.item_item.nnz), "transitions": int(sources.transitions.nnz)}
+            "item_item_weights": int(sources.item_item.nnz), "transitions": int(sources.transitions.nnz),
+            "sequence": {"window": sources.sequence_window, "history": sources.sequence_history,
+                         "weights": int(sources.sequence.nnz)}}

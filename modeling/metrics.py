@@ -7,6 +7,7 @@ Every metric ranks the whole catalogue (no sampled negatives); the rankings come
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -171,3 +172,36 @@ def evaluate_leave_last_out(
     """
     ranked = rank_users(score_fn, test_users, seen, max(k, k_recall), batch_size=batch_size)
     return leave_last_out_metrics(ranked, test_items, n_items, k=k, k_recall=k_recall)
+
+
+def sparse_ndcg_at_10(scores: Any, targets: np.ndarray, seen: list[np.ndarray],
+                      popular_place: np.ndarray) -> np.ndarray:
+    """(m,) NDCG@10 of one held-out item per shopper, ranking every product by its sparse score (0 where the
+    row has no entry), ties (the many zeros among them) by popularity, the shopper's ``seen`` items left out.
+
+    Args:
+        scores: m sparse rows over n items (``indptr`` (m + 1,), ``indices`` and ``data`` (e,): a
+            :class:`modeling.candidates.SparseRows`).
+        targets: (m,) held-out item positions.
+        seen: m arrays of item positions left out.
+        popular_place: (n,) each item's place in the popularity order (0: most popular; all distinct).
+
+    The same as ranking the dense rows, without building (m, n) of them.
+    """
+    out = np.zeros(len(targets), dtype=np.float64)
+    for row, target in enumerate(np.asarray(targets, dtype=np.int64)):
+        lo, hi = int(scores.indptr[row]), int(scores.indptr[row + 1])
+        items, values = scores.indices[lo:hi], scores.data[lo:hi].astype(np.float64)
+        left_out = np.isin(items, seen[row])
+        items, values = items[~left_out & (values > 0)], values[~left_out & (values > 0)]
+        own = values[items == target]
+        value = float(own[0]) if len(own) else 0.0
+        place = popular_place[target]
+        if value > 0:
+            ahead = int(np.sum((values > value) | ((values == value) & (popular_place[items] < place))))
+        else:  # every positive, then the zeros more popular than it that are neither seen nor positive
+            before = np.union1d(items, np.asarray(seen[row], dtype=np.int64))
+            ahead = len(items) + int(place) - int(np.sum(popular_place[before] < place))
+        if ahead < 10:
+            out[row] = 1.0 / np.log2(ahead + 2)
+    return out

@@ -44,7 +44,7 @@ FEATURES: tuple[str, ...] = (
     "two_tower", "two_tower_gap", "item_item", "item_item_share", "transition_last", "transition_previous",
     "popularity_rank", "text_history", "text_last", "category_match", "brand_match", "price_ratio",
     "history_length", "nearest_age_days", "source_count", "item_item_recent", "item_item_recent_share",
-    "category_recent",
+    "category_recent", "sequence", "sequence_share",
 )
 """Per (shopper, candidate): the two-tower score and its gap to the shopper's best candidate; the
 item-item score of the history (each product weighted by recency: halved every
@@ -56,11 +56,13 @@ the shopper's latest interaction and the history item whose text is nearest to t
 many sources proposed it; the item-item score of the recency-weighted history (each product's weight
 halved every ``recent_half_life_days``, 30, before the latest interaction) and its share of the
 shopper's best; the recency-weighted share of the 10 most recent products in the candidate's
-category."""
+category; the sequential rules' score of the most recent products (:attr:`Sources.sequence`) and its share
+of the shopper's best."""
 
-SINGLE_FEATURES: tuple[str, ...] = ("two_tower", "item_item", "transition_last", "popularity_rank", "text_history")
+SINGLE_FEATURES: tuple[str, ...] = ("two_tower", "item_item", "transition_last", "popularity_rank", "text_history",
+                                     "sequence")
 """Features that also compete as rankings on their own (the ranker must beat every one of them)."""
-BLEND_PARTS: tuple[str, ...] = ("two_tower", "item_item", "item_item_recent", "transition_last")
+BLEND_PARTS: tuple[str, ...] = ("two_tower", "item_item", "item_item_recent", "transition_last", "sequence")
 """The scores a linear blend weighs (a robust choice where too few shoppers are held out to train a ranker)."""
 BLEND_STEP = 0.25
 DENSE_PARTS: tuple[str, ...] = ("two_tower",)
@@ -99,6 +101,7 @@ class StageConfig:
     transitions: int = 30
     popular: int = 30
     item_item_recent: int = 50
+    sequence: int = 50
     history_half_life_days: float = 365.0
     recent_half_life_days: float = 30.0
     folds: int = 3
@@ -421,6 +424,7 @@ def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
     item_item, recent = histories.propagate_each(sources.item_item, (config.history_half_life_days,
                                                                    config.recent_half_life_days))
     last, previous = histories.last(1), histories.last(2)
+    sequence = histories.propagate_recent(sources.sequence, sources.sequence_history)
     following = rows_at(sources.transitions, last)
     preceding = rows_at(sources.transitions, previous)
     n_popular = max(config.popular, k)
@@ -433,11 +437,12 @@ def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
     tt_rows = np.repeat(np.arange(m, dtype=np.int64), tt_top.shape[1]).reshape(tt_top.shape)
     stored = {name: _entry_keys(scores, n) for name, scores in
               (("item_item", item_item), ("item_item_recent", recent), ("following", following),
-               ("preceding", preceding))}
+               ("preceding", preceding), ("sequence", sequence))}
     proposals = [(tt_rows * n + tt_top)[tt_top >= 0],
                  _sparse_tops(item_item, stored["item_item"], config.item_item, n, excluded, allowed),
                  _sparse_tops(recent, stored["item_item_recent"], config.item_item_recent, n, excluded, allowed),
-                 _sparse_tops(following, stored["following"], config.transitions, n, excluded, allowed), popular]
+                 _sparse_tops(following, stored["following"], config.transitions, n, excluded, allowed),
+                 _sparse_tops(sequence, stored["sequence"], config.sequence, n, excluded, allowed), popular]
     keys, count = np.unique(np.concatenate(proposals).astype(np.int64), return_counts=True)
     rows, cand = keys // n, keys % n
     sizes = np.bincount(rows, minlength=m).astype(np.int64)
@@ -448,7 +453,7 @@ def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
     two_tower = np.einsum("ed,ed->e", np.asarray(item_vectors[cand], dtype=np.float32), query[rows])
     feats[:, column["two_tower"]] = two_tower
     feats[:, column["two_tower_gap"]] = two_tower - _row_max(two_tower, starts, sizes)[rows]
-    for name, scores in (("item_item", item_item), ("item_item_recent", recent)):
+    for name, scores in (("item_item", item_item), ("item_item_recent", recent), ("sequence", sequence)):
         values = _sparse_values(scores, stored[name], keys)
         feats[:, column[name]] = values
         best = _row_max(values, starts, sizes)[rows]
@@ -943,7 +948,8 @@ class RankingStage:
     def _linked(self) -> np.ndarray:
         """(n,) bool: items with item-item neighbours or transitions (computed once, not per request: two
         passes over the matrices' row pointers cost about 2 ms at 1,000,000 products)."""
-        return (np.diff(self.sources.item_item.indptr) > 0) | (np.diff(self.sources.transitions.indptr) > 0)
+        return ((np.diff(self.sources.item_item.indptr) > 0) | (np.diff(self.sources.transitions.indptr) > 0)
+                | (np.diff(self.sources.sequence.indptr) > 0))
 
     def has_evidence(self, histories: HistoryBatch) -> np.ndarray:
         """(m,) bool: whether a shopper's history holds a product with item-item neighbours or transitions.
@@ -1000,7 +1006,9 @@ class RankingStage:
         meta = json.loads((directory / "stage.json").read_text(encoding="utf-8"))
         if tuple(meta.get("features", ())) != FEATURES:
             raise ValueError(f"{directory}: ranking stage built with other features")
-        sources = Sources.load(directory, meta["sources"]["item_item"], meta["sources"].get("l2"))
+        rules = meta["sources"].get("sequence") or {}
+        sources = Sources.load(directory, meta["sources"]["item_item"], meta["sources"].get("l2"),
+                               rules.get("window", 1), rules.get("history", 1))
         spec = meta["ranker"]
         booster = compiled_ranker = None
         if spec["kind"] == "lightgbm":

@@ -44,7 +44,13 @@ from modeling.features import (
     window_reviews,
 )
 from modeling.index import ExactIndex, write_item_index, write_text_index
-from modeling.metrics import CURVE_KS, evaluate_leave_last_out, evaluate_shared_scores, leave_last_out_metrics
+from modeling.metrics import (
+    CURVE_KS,
+    evaluate_leave_last_out,
+    evaluate_shared_scores,
+    leave_last_out_metrics,
+    sparse_ndcg_at_10,
+)
 from modeling.ranking import rank_users, seen_items
 from modeling.reranker import (
     STAGE_DIR,
@@ -435,8 +441,17 @@ def fit_ranking_stage(model: TwoTowerModel, history: SortedHistory, features: Fe
             matrix = interaction_matrix(history.users, history.items, n_users, n_items)
         return evaluate_leave_last_out(lambda u: ease.score(matrix[u]), val_u, val_i, seen, n_items)["ndcg@10"]
 
+    val_batch = history_batch(history, val_u)
+    popular_place = np.empty(n_items, dtype=np.int64)
+    popular_place[np.argsort(-np.bincount(history.items, minlength=n_items), kind="stable")] = np.arange(n_items)
+
+    def choose_sequence(rules: Any, length: int) -> float:
+        scores = val_batch.propagate_recent(rules, length)
+        return float(np.mean(sparse_ndcg_at_10(scores, val_i, [seen[u] for u in val_u], popular_place)))
+
     sources = fit_sources(history.users, history.items, n_users, n_items,
-                          choose_l2=choose_l2 if len(val_u) else None, say=say)
+                          choose_l2=choose_l2 if len(val_u) else None,
+                          choose_sequence=choose_sequence if len(val_u) else None, say=say)
     config = StageConfig(seed=seed)
     if len(val_u) == 0:
         return RankingStage(sources, Ranker("feature", "two_tower"), config, {"choice": "feature:two_tower",
@@ -446,6 +461,11 @@ def fit_ranking_stage(model: TwoTowerModel, history: SortedHistory, features: Fe
     ranker, report = fit_ranker(lists.candidates, lists.features, lists.targets, config=config,
                                 selection=lists.selection, say=say)
     return RankingStage(sources, ranker, config, report)
+
+
+def sequence_choice(sources: Sources) -> tuple[int, int]:
+    """The (window, history) of ``sources``' sequential rules (what a refit keeps)."""
+    return sources.sequence_window, sources.sequence_history
 
 
 @dataclass
@@ -759,7 +779,8 @@ def _attach_stage(result: TrainResult, history: SortedHistory, features: Feature
         stage = fit_ranking_stage(result.model, history, features, item_vectors, tables, *validation,
                                   seed=result.params.seed, say=logger.info)
     else:  # the ranker of an earlier run, over sources fitted on these interactions
-        stage = RankingStage(fit_sources(history.users, history.items, n_users, n_items, l2=stage.sources.l2),
+        stage = RankingStage(fit_sources(history.users, history.items, n_users, n_items, l2=stage.sources.l2,
+                                         sequence=sequence_choice(stage.sources)),
                              stage.ranker, stage.config, stage.report)
     result.stage = stage
     test_u, test_i = test
@@ -884,8 +905,8 @@ def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings,
     if result.stage is None:
         raise TrainingError("the trained model has no ranking stage")
     stage = RankingStage(fit_sources(history.users, history.items, len(user_ids), len(item_ids),
-                                     l2=result.stage.sources.l2), result.stage.ranker, result.stage.config,
-                         result.stage.report)
+                                     l2=result.stage.sources.l2, sequence=sequence_choice(result.stage.sources)),
+                         result.stage.ranker, result.stage.config, result.stage.report)
     def save(directory: Path) -> None:
         save_towers(result.model, embeddings.dim, directory)
         manifest["exported_towers"] = exported_difference(directory, features, user_vectors, item_vectors)

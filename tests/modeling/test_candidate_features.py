@@ -62,6 +62,7 @@ def reference_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
     item_item = histories.propagate(sources.item_item, config.history_half_life_days)
     recent = histories.propagate(sources.item_item, config.recent_half_life_days)
     transitions = sources.transitions
+    rules = sources.sequence.toarray()
     last, previous = histories.last(1), histories.last(2)
     n_popular = max(config.popular, k)
     if popular_order is None:
@@ -85,12 +86,21 @@ def reference_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
         if previous[row] >= 0:
             start, end = transitions.indptr[previous[row]], transitions.indptr[previous[row] + 1]
             pv_idx, pv_val = transitions.indices[start:end], transitions.data[start:end]
+        weights = np.zeros(n)  # the most recent products (consecutive repeats once) weighted 1, 1/2, 1/3, ...
+        distinct = [item for at, item in enumerate(histories.items[row])
+                    if at + 1 == len(histories.items[row]) or histories.items[row][at + 1] != item]
+        for place, item in enumerate(reversed(distinct[-sources.sequence_history:])):
+            weights[item] += 1.0 / (place + 1)
+        dense = weights @ rules
+        sq_idx = np.flatnonzero(dense != 0)
+        sq_val = dense[sq_idx].astype(np.float32)
         head = popular_order[: n_popular + len(excluded)]
         popular = head[~np.isin(head, excluded)][:n_popular] if len(excluded) else head[:n_popular]
         proposals = [tt_top[row][tt_top[row] >= 0],
                      _sparse_top(ii_idx, ii_val, config.item_item, excluded, allowed),
                      _sparse_top(rc_idx, rc_val, config.item_item_recent, excluded, allowed),
-                     _sparse_top(tr_idx, tr_val, config.transitions, excluded, allowed), popular]
+                     _sparse_top(tr_idx, tr_val, config.transitions, excluded, allowed),
+                     _sparse_top(sq_idx, sq_val, config.sequence, excluded, allowed), popular]
         cand, count = np.unique(np.concatenate(proposals).astype(np.int64), return_counts=True)
         feats = np.zeros((len(cand), len(FEATURES)), dtype=np.float32)
         two_tower = np.asarray(item_vectors[cand], dtype=np.float32) @ query[row]
@@ -105,6 +115,10 @@ def reference_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
         feats[:, column["item_item_recent"]] = rc
         if len(cand) and rc.max() > 0:
             feats[:, column["item_item_recent_share"]] = rc / rc.max()
+        sq = _sparse_lookup(sq_idx, sq_val, cand)
+        feats[:, column["sequence"]] = sq
+        if len(cand) and sq.max() > 0:
+            feats[:, column["sequence_share"]] = sq / sq.max()
         feats[:, column["transition_last"]] = _sparse_lookup(tr_idx, tr_val, cand)
         feats[:, column["transition_previous"]] = _sparse_lookup(pv_idx, pv_val, cand)
         feats[:, column["popularity_rank"]] = tables.popularity_rank[cand]
@@ -167,7 +181,8 @@ def _shop(seed: int, n: int = 300, *, quantized: bool = False) -> tuple[np.ndarr
     content /= np.linalg.norm(content, axis=1, keepdims=True)
     stored = quantize_rows(content) if quantized else content  # a bundle's 8-bit codes, or float32 rows
     tables = ItemTables.build(category, brand, price, stored, rng.random(n).astype(np.float32), content_unit=True)
-    return vectors, Sources(item_item, transitions, "ease", 10.0), tables
+    rules = sp.random(n, n, density=0.03, random_state=seed + 2, format="csr", dtype=np.float32)
+    return vectors, Sources(item_item, transitions, "ease", 10.0, rules, 5, 3), tables
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -187,7 +202,7 @@ def test_batched_features_equal_the_per_shopper_loop(seed: int, filtered: bool, 
     exclude = [np.unique(h) for h in items[:-2]] + [np.zeros(0, dtype=np.int64), rng.integers(0, n, 150)]
     allowed = rng.random(n) > 0.3 if filtered else None
     query = rng.normal(size=(len(sizes), 8)).astype(np.float32)
-    config = StageConfig(two_tower=20, item_item=15, transitions=6, popular=8, item_item_recent=10)
+    config = StageConfig(two_tower=20, item_item=15, transitions=6, popular=8, item_item_recent=10, sequence=7)
     index = ExactIndex(vectors)
     for k in (5, 40):
         want_candidates, want = reference_features(query, vectors, index, sources, tables, histories, exclude,

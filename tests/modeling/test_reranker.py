@@ -303,7 +303,7 @@ def test_the_sequential_blend_ranks_as_the_transitions_ease_baseline() -> None:
     baseline.transitions = type("Fixed", (), {"score": lambda self, h, last: transitions})()
     baseline.ease = type("Fixed", (), {"score": lambda self, h: ease})()
     expected = np.argsort(-baseline.score(sp.csr_matrix((m, n)), np.zeros(m, dtype=np.int64)), axis=1)[:, :10]
-    ranked, _ = Ranker("blend", weights=(0.0, 0.7, 0.0, 0.3)).order(candidates, features, 10)
+    ranked, _ = Ranker("blend", weights=(0.0, 0.7, 0.0, 0.3, 0.0)).order(candidates, features, 10)
     assert np.array_equal(ranked, expected)
 
 
@@ -318,10 +318,10 @@ def test_stage_round_trips_through_a_directory(tmp_path: Path) -> None:
     assert np.array_equal(loaded.ranker.score(features[0]), ranker.score(features[0]))
     assert (loaded.sources.item_item != stage.sources.item_item).nnz == 0
     assert list(RankingStage.load_attributes(tmp_path / "stage").category) == ["a"] * N_ITEMS
-    blend = RankingStage(_sources(), Ranker("blend", weights=(0.5, 0.25, 0.25, 0.0)), StageConfig(seed=3), report)
+    blend = RankingStage(_sources(), Ranker("blend", weights=(0.5, 0.25, 0.25, 0.0, 0.0)), StageConfig(seed=3), report)
     blend.save(tmp_path / "blend", attributes)
     again = RankingStage.load(tmp_path / "blend").ranker
-    assert again.kind == "blend" and again.weights == (0.5, 0.25, 0.25, 0.0)
+    assert again.kind == "blend" and again.weights == (0.5, 0.25, 0.25, 0.0, 0.0)
     assert np.array_equal(again.order(candidates, features, 10)[0], blend.ranker.order(candidates, features, 10)[0])
 
 
