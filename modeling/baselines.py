@@ -1,12 +1,13 @@
 """Baseline recommenders for the evaluation harness: popularity, item-kNN (cosine), EASE, implicit ALS,
-first-order transitions and transitions blended with EASE.
+first-order transitions, transitions blended with EASE, and sequential rules.
 
 Each baseline is fitted on a user x item interaction matrix and scores any history
 row, so shoppers who were not in the training matrix are scored from their
 interactions alone (the same fold-in the cold-start protocols need). Every model has
-``name`` and ``score(histories (m, n_items) csr, last (m,) int64 | None) -> (m, n_items)``;
-``last`` is each user's most recent item (-1: none), used by the sequential ones, which are
-fitted with ``fit_sequences`` on time-ordered interactions instead of ``fit``.
+``name`` and ``score(histories (m, n_items) csr, last (m,) or (m, L) int64 | None) -> (m, n_items)``;
+``last`` is each user's most recent item (-1: none), or their L most recent items, most recent first
+(:func:`recent_items`), used by the sequential ones, which are fitted with ``fit_sequences`` on
+time-ordered interactions instead of ``fit``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from typing import Any, Protocol
 import numpy as np
 import scipy.sparse as sp
 
+from modeling.candidates import SEQUENCE_HISTORIES
+
 logger = logging.getLogger(__name__)
+
+RECENT_ITEMS = max(SEQUENCE_HISTORIES)
+"""Most recent items per user the evaluation gives the sequential baselines (the sequential rules' longest
+history)."""
 
 
 def interaction_matrix(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, n_items: int) -> sp.csr_matrix:
@@ -347,6 +354,30 @@ def last_items(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int) -> np.n
     return last
 
 
+def recent_items(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, length: int) -> np.ndarray:
+    """(n_users, length) int64: each user's ``length`` most recent items, most recent first, a run of one item
+    once (-1 pads), from arrays sorted by user and time."""
+    user_idx = np.asarray(user_idx, dtype=np.int64)
+    item_idx = np.asarray(item_idx, dtype=np.int64)
+    out = np.full((n_users, length), -1, dtype=np.int64)
+    last_of_run = np.ones(len(user_idx), dtype=bool)
+    last_of_run[:-1] = (user_idx[:-1] != user_idx[1:]) | (item_idx[:-1] != item_idx[1:])
+    users, items = user_idx[last_of_run], item_idx[last_of_run]
+    ends = np.cumsum(np.bincount(users, minlength=n_users))
+    back = ends[users] - 1 - np.arange(len(users), dtype=np.int64)  # 0: the most recent
+    kept = back < length
+    out[users[kept], back[kept]] = items[kept]
+    return out
+
+
+def _most_recent(last: np.ndarray | None) -> np.ndarray | None:
+    """(m,) the most recent item of ``last`` given as (m,) or as (m, L) most recent first."""
+    if last is None:
+        return None
+    last = np.asarray(last)
+    return last[:, 0] if last.ndim == 2 else last
+
+
 class Transitions:
     """First-order transitions: P(next item j | last item i) from row-normalised transition counts.
 
@@ -372,6 +403,7 @@ class Transitions:
         """(m, n_items) scores of m users from their last items (m,) (-1: none, popularity only)."""
         m = histories.shape[0]
         scores = np.tile(self.tie_break, (m, 1))
+        last = _most_recent(last)
         if last is not None:
             rows = np.flatnonzero(np.asarray(last) >= 0)
             if len(rows):
@@ -421,6 +453,50 @@ class TransitionsEASE:
         """(m, n_items) blended scores."""
         transitions, ease = self.parts(histories, last)
         return self.weight * transitions + (1.0 - self.weight) * ease
+
+
+class SequentialRules:
+    """Sequential rules (Ludewig and Jannach, 2018): what followed each of the user's ``history`` most recent
+    items within ``window`` steps in training sequences (:func:`sequential_rules`), the most recent item
+    weighted 1, the one before it 1/2, and so on; popularity breaks ties. With ``window`` and ``history`` 1 it
+    is :class:`Transitions`. The ranking stage's sequential rules source, as a model of its own.
+
+    Args:
+        window: steps looked ahead.
+        history: most recent items scored from (``last`` must then hold that many columns).
+    """
+
+    name = "sequential_rules"
+    sequential = True
+
+    def __init__(self, window: int = 10, history: int = 10) -> None:
+        self.window = int(window)
+        self.history = int(history)
+
+    def params(self) -> dict[str, float]:
+        """The parameters :func:`fit_baseline` fits this model with."""
+        return {"window": self.window, "history": self.history}
+
+    def fit_sequences(self, matrix: sp.csr_matrix, user_idx: np.ndarray, item_idx: np.ndarray) -> SequentialRules:
+        """Args: matrix (n_users, n_items) binary training interactions; user_idx, item_idx (n,) by user, time."""
+        self.rules = sequential_rules(user_idx, item_idx, matrix.shape[1], self.window)
+        self.tie_break = popularity_tie_break(matrix)
+        return self
+
+    def score(self, histories: sp.csr_matrix, last: np.ndarray | None = None) -> np.ndarray:
+        """(m, n_items) scores of m users from their most recent items ``last``, (m, L) most recent first or
+        (m,) (-1: none; popularity only)."""
+        m = histories.shape[0]
+        scores = np.tile(self.tie_break, (m, 1))
+        if last is None:
+            return scores
+        recent = np.asarray(last, dtype=np.int64).reshape(m, -1)[:, :self.history]
+        rows, places = np.nonzero(recent >= 0)
+        if len(rows):
+            weights = sp.csr_matrix((1.0 / (places + 1.0), (rows, recent[rows, places])),
+                                    shape=(m, self.rules.shape[0]), dtype=np.float32)
+            scores += np.asarray((weights @ self.rules).toarray(), dtype=np.float32)
+        return scores
 
 
 class ImplicitALS:
@@ -485,13 +561,14 @@ class Baseline(Protocol):
         ...
 
 
-BASELINES: tuple[str, ...] = ("popularity", "item_knn", "ease", "ials", "transitions", "transitions+ease")
+BASELINES: tuple[str, ...] = ("popularity", "item_knn", "ease", "ials", "transitions", "transitions+ease",
+                              "sequential_rules")
 """Every baseline :func:`fit_baseline` knows, in the order the evaluation reports them."""
 
 _PARAMETERS: dict[str, dict[str, type]] = {
     "popularity": {}, "item_knn": {"neighbours": int}, "ease": {"l2": float, "max_items": int},
     "ials": {"factors": int, "regularization": float, "alpha": float, "iterations": int}, "transitions": {},
-    "transitions+ease": {"l2": float, "weight": float}}
+    "transitions+ease": {"l2": float, "weight": float}, "sequential_rules": {"window": int, "history": int}}
 
 
 def fit_baseline(name: str, params: Mapping[str, Any], matrix: sp.csr_matrix, order: tuple[np.ndarray, np.ndarray],
@@ -528,6 +605,8 @@ def fit_baseline(name: str, params: Mapping[str, Any], matrix: sp.csr_matrix, or
         return ImplicitALS(**kwargs, seed=seed).fit(matrix)
     if name == "transitions":
         return Transitions().fit_sequences(matrix, *order)
+    if name == "sequential_rules":
+        return SequentialRules(**kwargs).fit_sequences(matrix, *order)
     blend = TransitionsEASE(**kwargs)
     parts = parts or {}
     ease, transitions = parts.get("ease"), parts.get("transitions")

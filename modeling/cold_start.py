@@ -24,7 +24,7 @@ import pandas as pd
 
 from modeling import artifacts
 from modeling import datasets as ds
-from modeling.baselines import fit_baselines, interaction_matrix
+from modeling.baselines import RECENT_ITEMS, fit_baselines, interaction_matrix
 from modeling.embeddings import Embeddings
 from modeling.features import item_attributes
 from modeling.metrics import paired_bootstrap, user_hits_and_gains
@@ -166,7 +166,10 @@ def _cold_user_values(recommender: Recommender, models: dict[str, Any],
     rows_of = np.repeat(np.arange(len(kept)), [len(s) for s in shown])
     history_rows = interaction_matrix(rows_of, np.concatenate([np.zeros(0, dtype=np.int64), *shown]), len(kept),
                                       len(items))
-    last = np.array([s[-1] if g > 0 else -1 for s in shown], dtype=np.int64)
+    last = np.full((len(kept), RECENT_ITEMS), -1, dtype=np.int64)  # the given items, most recent first
+    for row, given_items in enumerate(shown):
+        recent = given_items[::-1][:RECENT_ITEMS]
+        last[row, :len(recent)] = recent
     for name, model in models.items():
         if g == 0 and name != "popularity":
             per_user[name] = per_user["two_tower"]  # the same fallback for every model
@@ -197,7 +200,7 @@ def cold_users(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
     leave-last-out training part (their last two products are its early-stopping and test items),
     and the baselines are fitted on that same part. With nothing given, every model but the
     popularity baseline (training counts) answers with the service's fallback, recent popularity
-    (``"fallback_given_0"`` says so); the sequential baselines score from the last given item.
+    (``"fallback_given_0"`` says so); the sequential baselines score from the given items, the last first.
     ``"differences"`` holds, per number given and baseline, the two-tower's value minus the
     baseline's for every metric with a 95% paired bootstrap interval over the cold users.
 

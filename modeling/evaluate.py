@@ -57,7 +57,17 @@ def tune_baselines(matrix: Any, order: tuple[np.ndarray, np.ndarray], validate: 
         ``(models, tuning)``: the fitted models by name (popularity, item_knn, ease, ials, transitions,
         transitions+ease) and, per tuned model, its chosen parameters and every value tried.
     """
-    from modeling.baselines import EASE, EASEGram, ImplicitALS, ItemKNN, Popularity, Transitions, TransitionsEASE
+    from modeling.baselines import (
+        EASE,
+        EASEGram,
+        ImplicitALS,
+        ItemKNN,
+        Popularity,
+        SequentialRules,
+        Transitions,
+        TransitionsEASE,
+    )
+    from modeling.candidates import SEQUENCE_HISTORIES, SEQUENCE_WINDOWS
     from modeling.grid_search import widening_search
 
     def report(name: str, parameter: str, result: Any) -> None:
@@ -109,6 +119,23 @@ def tune_baselines(matrix: Any, order: tuple[np.ndarray, np.ndarray], validate: 
     blend.weight = result.best
     models["transitions+ease"] = blend
     tuning["transitions+ease"] = {"params": {"l2": blend.l2, "weight": result.best}, "weight": result.to_dict()}
+
+    rules: dict[int, Any] = {}
+    best_rules: tuple[float, int, int] | None = None
+    tried: dict[str, float] = {}
+    for window in SEQUENCE_WINDOWS:
+        rules[window] = SequentialRules(window, max(SEQUENCE_HISTORIES)).fit_sequences(matrix, *order)
+        for history in SEQUENCE_HISTORIES:
+            rules[window].history = history
+            score = validate(rules[window])
+            tried[f"window={window}, history={history}"] = round(score, 5)
+            if best_rules is None or score > best_rules[0]:
+                best_rules = (score, window, history)
+    assert best_rules is not None
+    models["sequential_rules"] = rules[best_rules[1]]
+    models["sequential_rules"].history = best_rules[2]
+    tuning["sequential_rules"] = {"params": {"window": best_rules[1], "history": best_rules[2]}, "grid": tried}
+    say(f"sequential_rules window={best_rules[1]}, history={best_rules[2]}: validation NDCG@10 {best_rules[0]:.4f}")
 
     grids = {**ALS_GRIDS, **(als_grids or {})}
     als_params: dict[str, float] = {"regularization": 0.1, "alpha": 1.0, "factors": 64.0}
@@ -189,7 +216,7 @@ def compare_leave_last_out(
         baseline, see :func:`compare_per_user`), "two_tower": {"best_epoch", "examples_per_second",
         "train_seconds", "history", "params"}}``.
     """
-    from modeling.baselines import interaction_matrix, last_items
+    from modeling.baselines import RECENT_ITEMS, interaction_matrix, recent_items
     from modeling.train import refit_model, train_model
 
     say = on_progress or (lambda message: None)
@@ -211,12 +238,12 @@ def compare_leave_last_out(
     # each user's validation item is their most recent input item (it sorts after the training ones).
     before = pd.concat([split.train, split.validation], ignore_index=True).sort_values(ds.USER_ID, kind="stable")
     before_u, before_i = positions(before)
-    test_last = last_items(train_u, train_i, len(users))
-    test_last[val_u] = val_i
+    # The sequential baselines read each user's most recent items, most recent first.
     inputs = {"validation": (matrix, seen_items(train_u, train_i, len(users)),
-                             last_items(train_u, train_i, len(users))),
+                             recent_items(train_u, train_i, len(users), RECENT_ITEMS)),
               "test": (interaction_matrix(before_u, before_i, len(users), len(items)),
-                       seen_items(before_u, before_i, len(users)), test_last)}
+                       seen_items(before_u, before_i, len(users)),
+                       recent_items(before_u, before_i, len(users), RECENT_ITEMS))}
 
     depth = max(50, *curve_ks)
     results: dict[str, dict[str, float]] = {}

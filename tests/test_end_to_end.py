@@ -123,7 +123,7 @@ def test_evaluate_command_prints_a_table_and_writes_json(workdir: Path, pipeline
               "--ease-l2", "50", "--no-search", "--output", str(workdir / "results.json"))
     assert "model" in out and "two_tower" in out and "ease" in out
     result = json.loads((workdir / "results.json").read_text())
-    baselines = {"popularity", "item_knn", "ease", "ials", "transitions", "transitions+ease"}
+    baselines = {"popularity", "item_knn", "ease", "ials", "transitions", "transitions+ease", "sequential_rules"}
     assert set(result["models"]) == baselines | {"two_tower", "hybrid"}
     assert "hybrid minus each baseline" in out and result["ranking_stage"]["selection"]["choice"]
     assert set(result["cold_users"]) == {"users", "given_0", "given_1", "given_3", "fallback_given_0", "differences"}

@@ -85,7 +85,7 @@ def test_comparison_reports_every_model_on_one_split(mid_shop: tuple) -> None:
     messages: list[str] = []
     result = compare_leave_last_out(data, embeddings, TwoTowerParams(epochs=2, batch_size=128),
                                     ease_l2_grid=(10.0, 100.0), on_progress=messages.append)
-    names = {"popularity", "item_knn", "ease", "ials", "transitions", "transitions+ease"}
+    names = {"popularity", "item_knn", "ease", "ials", "transitions", "transitions+ease", "sequential_rules"}
     assert set(result["models"]) == names | {"two_tower", "hybrid"}
     # Every tuned parameter comes with its validation log; a grid is widened only past a winning edge.
     ease = result["baselines"]["ease"]["l2"]

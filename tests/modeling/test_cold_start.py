@@ -24,7 +24,7 @@ from modeling.splits import time_order
 from modeling.two_tower import TwoTowerParams
 from tests.conftest import Pipeline
 
-BASELINES = {"popularity", "item_knn", "ease", "ials", "transitions", "transitions+ease"}
+BASELINES = {"popularity", "item_knn", "ease", "ials", "transitions", "transitions+ease", "sequential_rules"}
 
 
 def test_cold_user_metrics_match_hand_computed_values() -> None:

@@ -117,3 +117,22 @@ def test_the_rules_and_their_choice_round_trip_and_a_refit_keeps_the_choice(tmp_
     assert grown.sequence.shape == (n + 4, n + 4) and (grown.sequence_window, grown.sequence_history) == (5, 3)
     plain = Sources(sources.item_item, sources.transitions, "ease", 1.0)  # without rules: the transitions
     assert plain.sequence is plain.transitions and plain.sequence_history == 1
+
+
+def test_the_baseline_scores_as_the_rules_and_reads_the_most_recent_items_first() -> None:
+    from modeling.baselines import SequentialRules, Transitions, fit_baseline, interaction_matrix, recent_items
+
+    users, items, held_histories, held_targets, n = _two_back_shop(2)
+    matrix = interaction_matrix(users, items, 600, n)
+    recent = recent_items(users, items, 600, 10)
+    assert recent[0, :3].tolist() == [items[2], items[1], items[0]] and (recent[0, 3:] == -1).all()
+    model = fit_baseline("sequential_rules", {"window": 2, "history": 3}, matrix, (users, items))
+    assert isinstance(model, SequentialRules) and model.params() == {"window": 2, "history": 3}
+    histories = interaction_matrix(np.repeat(np.arange(100), 2), held_histories[500:].ravel(), 100, n)
+    given = held_histories[500:, ::-1]  # most recent first
+    scores = model.score(histories, given)
+    assert (scores.argmax(axis=1) == held_targets[500:]).mean() > 0.7  # x, two steps back, foretells f(x)
+    as_transitions = SequentialRules(1, 1).fit_sequences(matrix, users, items).score(histories, given)
+    np.testing.assert_allclose(as_transitions, Transitions().fit_sequences(matrix, users, items).score(
+        histories, given[:, 0]), rtol=1e-6)
+    assert (as_transitions.argmax(axis=1) == held_targets[500:]).mean() < 0.5  # the last item alone cannot tell

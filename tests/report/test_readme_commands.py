@@ -83,7 +83,7 @@ def check_model_selection(outputs: list[dict], written: dict) -> None:
     assert len(images) >= 5  # metric@k curves, ranking stage, training curves, cold start, item map
     assert written["ranking_stage"]["selection"]["cross_validation"]
     assert set(written["models"]) == {"popularity", "item_knn", "ease", "ials", "transitions", "transitions+ease",
-                                      "two_tower", "hybrid"}
+                                      "sequential_rules", "two_tower", "hybrid"}
     assert len(written["search"]["trials"]) == 2
     assert written["params"]["epochs"] == 1
     assert set(written["curves"]["two_tower"]["hr"]) == {"1", "5", "10", "20", "50", "100"}
