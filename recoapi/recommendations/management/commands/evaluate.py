@@ -30,9 +30,10 @@ def _trial_line(trial: dict[str, Any]) -> str:
 
 
 class Command(BaseCommand):
-    help = ("Evaluate the two-tower model against popularity, item-kNN, EASE, implicit ALS, transitions and "
-            "transitions+EASE (every baseline tuned on the validation items) under leave-last-out and the "
-            "cold-start protocols (full ranking, input items excluded). Prints the tables and can write them as JSON.")
+    help = ("Evaluate the two-tower model against popularity, item-kNN, EASE, implicit ALS, transitions, "
+            "transitions+EASE and sequential rules (every baseline tuned on the validation items) under "
+            "leave-last-out and the cold-start protocols (full ranking, input items excluded). Prints the tables "
+            "and can write them as JSON.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--source", choices=SOURCES, default=settings.RECO_DATA_SOURCE)
