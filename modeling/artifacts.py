@@ -18,8 +18,8 @@ A bundle is a directory ``models/<version>/``:
     numpy_towers/        the same towers as arrays (modeling.exported_towers): what serving evaluates, so
                          web workers never import TensorFlow; checked against the SavedModels' source at
                          publish time (manifest "exported_towers": the largest difference)
-    ranking_stage/       the second stage (modeling.reranker): item_item.* and transitions.* (n_items,
-                         n_items) sparse sources, item_category/brand/price.npy (n_items,), ranker.txt
+    ranking_stage/       the second stage (modeling.reranker): item_item.*, transitions.* and sequence.*
+                         (n_items, n_items) sparse sources, item_category/brand/price.npy (n_items,), ranker.txt
                          (LightGBM model, when the ranker is learned) and ranker.so (the same compiled,
                          modeling.compiled_ranker), stage.json (features, choice, trials)
 
