@@ -6,7 +6,7 @@ row, so shoppers who were not in the training matrix are scored from their
 interactions alone (the same fold-in the cold-start protocols need). Every model has
 ``name`` and ``score(histories (m, n_items) csr, last (m,) or (m, L) int64 | None) -> (m, n_items)``;
 ``last`` is each user's most recent item (-1: none), or their L most recent items, most recent first
-(:func:`recent_items`), used by the sequential ones, which are fitted with ``fit_sequences`` on
+(:func:`modeling.candidates.recent_items`), used by the sequential ones, which are fitted with ``fit_sequences`` on
 time-ordered interactions instead of ``fit``.
 """
 
@@ -352,22 +352,6 @@ def last_items(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int) -> np.n
     last = np.full(n_users, -1, dtype=np.int64)
     last[np.asarray(user_idx, dtype=np.int64)] = np.asarray(item_idx, dtype=np.int64)  # later rows overwrite
     return last
-
-
-def recent_items(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, length: int) -> np.ndarray:
-    """(n_users, length) int64: each user's ``length`` most recent items, most recent first, a run of one item
-    once (-1 pads), from arrays sorted by user and time."""
-    user_idx = np.asarray(user_idx, dtype=np.int64)
-    item_idx = np.asarray(item_idx, dtype=np.int64)
-    out = np.full((n_users, length), -1, dtype=np.int64)
-    last_of_run = np.ones(len(user_idx), dtype=bool)
-    last_of_run[:-1] = (user_idx[:-1] != user_idx[1:]) | (item_idx[:-1] != item_idx[1:])
-    users, items = user_idx[last_of_run], item_idx[last_of_run]
-    ends = np.cumsum(np.bincount(users, minlength=n_users))
-    back = ends[users] - 1 - np.arange(len(users), dtype=np.int64)  # 0: the most recent
-    kept = back < length
-    out[users[kept], back[kept]] = items[kept]
-    return out
 
 
 def _most_recent(last: np.ndarray | None) -> np.ndarray | None:

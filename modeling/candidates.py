@@ -134,13 +134,9 @@ class HistoryBatch:
         lengths = np.fromiter((len(h) for h in self.items), dtype=np.int64, count=m)
         rows = np.repeat(np.arange(m, dtype=np.int64), lengths)
         cols = np.concatenate(self.items).astype(np.int64) if lengths.sum() else np.zeros(0, dtype=np.int64)
-        last_of_run = np.ones(len(cols), dtype=bool)  # a run of one product counts once, at its latest place
-        last_of_run[:-1] = (cols[:-1] != cols[1:]) | (rows[:-1] != rows[1:])
-        rows, cols = rows[last_of_run], cols[last_of_run]
-        ends = np.cumsum(np.bincount(rows, minlength=m))
-        back = ends[rows] - 1 - np.arange(len(rows), dtype=np.int64)  # 0: the most recent
-        kept = back < max(1, int(length))
-        rows, cols, back = rows[kept], cols[kept], back[kept]
+        recent = recent_items(rows, cols, m, max(1, int(length)))  # (m, length), the most recent first
+        rows, back = np.nonzero(recent >= 0)
+        cols = recent[rows, back]
         if len(cols) == 0:
             return self._gather(matrix, rows, cols, np.zeros((1, 0), dtype=np.float64))[0]
         width = int(cols.max()) + 1
@@ -187,6 +183,22 @@ class HistoryBatch:
             if len(items) >= back:
                 out[row] = items[-back]
         return out
+
+
+def recent_items(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, length: int) -> np.ndarray:
+    """(n_users, length) int64: each user's ``length`` most recent items, most recent first, a run of one item
+    once (-1 pads), from arrays sorted by user and time."""
+    user_idx = np.asarray(user_idx, dtype=np.int64)
+    item_idx = np.asarray(item_idx, dtype=np.int64)
+    out = np.full((n_users, length), -1, dtype=np.int64)
+    last_of_run = np.ones(len(user_idx), dtype=bool)
+    last_of_run[:-1] = (user_idx[:-1] != user_idx[1:]) | (item_idx[:-1] != item_idx[1:])
+    users, items = user_idx[last_of_run], item_idx[last_of_run]
+    ends = np.cumsum(np.bincount(users, minlength=n_users))
+    back = ends[users] - 1 - np.arange(len(users), dtype=np.int64)  # 0: the most recent
+    kept = back < length
+    out[users[kept], back[kept]] = items[kept]
+    return out
 
 
 def row_entries(indptr: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -25,6 +25,7 @@ import pandas as pd
 from modeling import artifacts
 from modeling import datasets as ds
 from modeling.baselines import RECENT_ITEMS, fit_baselines, interaction_matrix
+from modeling.candidates import recent_items
 from modeling.embeddings import Embeddings
 from modeling.features import item_attributes
 from modeling.metrics import paired_bootstrap, user_hits_and_gains
@@ -164,12 +165,9 @@ def _cold_user_values(recommender: Recommender, models: dict[str, Any],
         per_user["two_tower"] += [_cold_user_metrics(rankings[user].items, r, n)
                                   for user, r, n in zip(kept[chunk], relevant[chunk], next_items[chunk], strict=True)]
     rows_of = np.repeat(np.arange(len(kept)), [len(s) for s in shown])
-    history_rows = interaction_matrix(rows_of, np.concatenate([np.zeros(0, dtype=np.int64), *shown]), len(kept),
-                                      len(items))
-    last = np.full((len(kept), RECENT_ITEMS), -1, dtype=np.int64)  # the given items, most recent first
-    for row, given_items in enumerate(shown):
-        recent = given_items[::-1][:RECENT_ITEMS]
-        last[row, :len(recent)] = recent
+    given_items = np.concatenate([np.zeros(0, dtype=np.int64), *shown])
+    history_rows = interaction_matrix(rows_of, given_items, len(kept), len(items))
+    last = recent_items(rows_of, given_items, len(kept), RECENT_ITEMS)  # the given items, most recent first
     for name, model in models.items():
         if g == 0 and name != "popularity":
             per_user[name] = per_user["two_tower"]  # the same fallback for every model

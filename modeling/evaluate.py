@@ -216,7 +216,8 @@ def compare_leave_last_out(
         baseline, see :func:`compare_per_user`), "two_tower": {"best_epoch", "examples_per_second",
         "train_seconds", "history", "params"}}``.
     """
-    from modeling.baselines import RECENT_ITEMS, interaction_matrix, recent_items
+    from modeling.baselines import RECENT_ITEMS, interaction_matrix
+    from modeling.candidates import recent_items
     from modeling.train import refit_model, train_model
 
     say = on_progress or (lambda message: None)

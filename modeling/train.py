@@ -441,13 +441,13 @@ def fit_ranking_stage(model: TwoTowerModel, history: SortedHistory, features: Fe
             matrix = interaction_matrix(history.users, history.items, n_users, n_items)
         return evaluate_leave_last_out(lambda u: ease.score(matrix[u]), val_u, val_i, seen, n_items)["ndcg@10"]
 
-    val_batch = history_batch(history, val_u)
+    val_batch, val_seen = history_batch(history, val_u), [seen[u] for u in val_u]
     popular_place = np.empty(n_items, dtype=np.int64)
     popular_place[np.argsort(-np.bincount(history.items, minlength=n_items), kind="stable")] = np.arange(n_items)
 
-    def choose_sequence(rules: Any, length: int) -> float:
+    def choose_sequence(rules: Any, length: int) -> float:  # called for each of the grid's 9 (window, history)
         scores = val_batch.propagate_recent(rules, length)
-        return float(np.mean(sparse_ndcg_at_10(scores, val_i, [seen[u] for u in val_u], popular_place)))
+        return float(np.mean(sparse_ndcg_at_10(scores, val_i, val_seen, popular_place)))
 
     sources = fit_sources(history.users, history.items, n_users, n_items,
                           choose_l2=choose_l2 if len(val_u) else None,

@@ -120,7 +120,8 @@ def test_the_rules_and_their_choice_round_trip_and_a_refit_keeps_the_choice(tmp_
 
 
 def test_the_baseline_scores_as_the_rules_and_reads_the_most_recent_items_first() -> None:
-    from modeling.baselines import SequentialRules, Transitions, fit_baseline, interaction_matrix, recent_items
+    from modeling.baselines import SequentialRules, Transitions, fit_baseline, interaction_matrix
+    from modeling.candidates import recent_items
 
     users, items, held_histories, held_targets, n = _two_back_shop(2)
     matrix = interaction_matrix(users, items, 600, n)
