@@ -114,8 +114,11 @@ class Command(BaseCommand):
                               f"{search['budget_seconds']:g} s); trial {search['best_trial']} kept")
         stage = result.get("ranking_stage") or {}
         if stage:
+            rules = stage["sources"].get("sequence") or {}
             self.stdout.write(f"  ranking stage: {stage['ranker']} over {stage['sources']['item_item']} item-item, "
-                              f"transition, popular and two-tower candidates (chosen on the validation items)")
+                              f"transition, sequential rules ({rules.get('window')} steps from the "
+                              f"{rules.get('history')} most recent products), popular and two-tower candidates "
+                              "(chosen on the validation items)")
         if result.get("refit_epochs"):
             self.stdout.write(f"  (measured with each shopper's last two products held out; the published model "
                               f"was trained again on every interaction for {result['refit_epochs']} epochs)")
