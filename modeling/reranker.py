@@ -88,6 +88,10 @@ order instead of an order from nothing, which needs fewer held-out shoppers to b
 validation lists of the shared data sets (`benchmarks/rankers.py` builds them): scales 1, 4, 16 and 64 gave
 cross-validated NDCG@10 0.064, 0.072, 0.074 and 0.068 on MovieLens (its best trial each; plain LambdaMART
 0.065, the transitions + item-item blend 0.063) and changed little on Gift Cards and All Beauty."""
+LIGHTGBM_TRIALS: tuple[str, ...] = ("lightgbm", "lightgbm+prior", "lightgbm+earlier", "lightgbm+prior+earlier")
+"""LambdaMART from nothing and boosted from a blend, each learning from the validation lists alone and with the
+:class:`EarlierLists` too (the towers trained on those earlier positions, so their scores there are flattered
+on some shops: cross-validation decides which serves)."""
 PRIOR_ROUNDS: tuple[int, ...] = (25, 50, 100)
 """Rounds of the boosted-from-a-blend trials: corrections need few trees (more overfit the small sets where
 the prior helps), and each round costs as much as a plain LambdaMART round on a large validation set."""
@@ -108,6 +112,9 @@ class StageConfig:
     history_half_life_days: float = 365.0
     recent_half_life_days: float = 30.0
     folds: int = 3
+    earlier_positions: int = 1
+    """Steps before the validation item at which each validation shopper's list is held out too, for
+    LambdaMART to learn from (:class:`EarlierLists`; 0: none)."""
     seed: int = 0
 
 
@@ -742,8 +749,44 @@ def _train_booster(candidates: np.ndarray, features: np.ndarray, targets: np.nda
     return lightgbm.train({**LIGHTGBM_PARAMS, "seed": seed}, data, num_boost_round=rounds)
 
 
+@dataclass
+class EarlierLists:
+    """Candidate lists held out one or more steps before the validation items: LambdaMART learns from them too.
+
+    Each row is a validation shopper's list at an earlier position of their history (the item they
+    chose there held out, with every source fitted without it): candidates (e, C) positions, -1 pads;
+    features (e, C, len(FEATURES)); targets (e,) the held-out items; owner (e,) the row of the
+    validation lists whose shopper it is (it joins that shopper's cross-validation fold).
+    """
+
+    candidates: np.ndarray
+    features: np.ndarray
+    targets: np.ndarray
+    owner: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+def _joined(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray, earlier: EarlierLists | None,
+            keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The lists followed by the earlier lists' rows ``keep`` (all when None), padded to one width."""
+    if earlier is None or not len(earlier):
+        return candidates, features, targets
+    keep = np.ones(len(earlier), dtype=bool) if keep is None else keep
+    more_c, more_f = earlier.candidates[keep], earlier.features[keep]
+    width = max(candidates.shape[1], more_c.shape[1])
+
+    def pad(c: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        extra = width - c.shape[1]
+        return (np.pad(c, ((0, 0), (0, extra)), constant_values=-1), np.pad(f, ((0, 0), (0, extra), (0, 0))))
+
+    (c1, f1), (c2, f2) = pad(candidates, features), pad(more_c, more_f)
+    return np.concatenate([c1, c2]), np.concatenate([f1, f2]), np.concatenate([targets, earlier.targets[keep]])
+
+
 def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray, *, config: StageConfig,
-               selection: np.ndarray | None = None,
+               selection: np.ndarray | None = None, earlier: EarlierLists | None = None,
                say: Callable[[str], None] = lambda message: None) -> tuple[Ranker, dict[str, Any]]:
     """Choose and fit the ranker on held-out positions, by cross-validation over shoppers.
 
@@ -752,11 +795,12 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
     a linear blend of :data:`BLEND_PARTS` and one of transitions and item-item only (weights chosen on
     the other folds), LambdaMART after each of :data:`ROUNDS` boosting rounds, and LambdaMART boosted from
     :data:`PRIOR_SCALE` times the better of the two blends (``lightgbm+prior:R``, the blend's weights chosen
-    on the other folds).
+    on the other folds); with ``earlier`` lists, both LambdaMART trials again learning from them too
+    (``lightgbm+earlier:R``, ``lightgbm+prior+earlier:R``).
 
-    The best trial is chosen only when its paired gain over the best of :data:`REFERENCE_TRIALS` (the
-    baselines' own rankings, the best of them chosen on every shopper: they do not use the two-tower)
-    exceeds :data:`CHOICE_STANDARD_ERRORS` standard errors on the selection shoppers; otherwise that
+    The best trial whose paired gain over the best of :data:`REFERENCE_TRIALS` (the baselines' own
+    rankings, the best of them chosen on every shopper: they do not use the two-tower) exceeds
+    :data:`CHOICE_STANDARD_ERRORS` standard errors on the selection shoppers is chosen; where none does, that
     reference is (a small or noisy validation set then serves what the simple baselines would).
 
     Args:
@@ -765,6 +809,8 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
         targets: (m,) the held-out item of each shopper.
         selection: (m,) bool, the shoppers whose NDCG@10 chooses among the trials and the blend's weights
             (all when None); LambdaMART trains on every shopper of the other folds.
+        earlier: more lists LambdaMART learns from, never measured on (those of the other folds' shoppers
+            while a fold is measured; all of them for the ranker returned).
 
     Returns:
         ``(ranker fitted on all m shoppers, report)``; the report has every trial's mean NDCG@10 on the
@@ -794,15 +840,19 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
     has_positive = ((candidates == targets[:, None]) & (candidates >= 0)).any(axis=1)
     if has_positive.sum() >= 2 * folds:
         per_round: dict[str, np.ndarray] = {}
+        has_earlier = earlier is not None and len(earlier) > 0
+        variants = [label for label in LIGHTGBM_TRIALS if has_earlier or "+earlier" not in label]
         for fold in range(folds):
             test = fold_of == fold
+            alone = candidates[~test], features[~test], targets[~test]
+            joined = alone if earlier is None else _joined(*alone, earlier, fold_of[earlier.owner] != fold)
             blend = Ranker("blend", weights=fold_weights[prior][fold])
-            init = PRIOR_SCALE * blend.blend(candidates[~test], features[~test])
-            for label, start, weights, scale, counts in (
-                    ("lightgbm", None, (), 0.0, ROUNDS),
-                    ("lightgbm+prior", init, blend.weights, PRIOR_SCALE, PRIOR_ROUNDS)):
-                booster = _train_booster(candidates[~test], features[~test], targets[~test], max(counts),
-                                         config.seed, start)
+            for label in variants:
+                learn = joined if "+earlier" in label else alone
+                with_prior = "+prior" in label
+                start = PRIOR_SCALE * blend.blend(learn[0], learn[1]) if with_prior else None
+                weights, scale, counts = (blend.weights, PRIOR_SCALE, PRIOR_ROUNDS) if with_prior else ((), 0.0, ROUNDS)
+                booster = _train_booster(*learn, max(counts), config.seed, start)
                 for rounds in counts:
                     ranker = Ranker("lightgbm", booster=_Truncated(booster, rounds), weights=weights,
                                     prior_scale=scale)
@@ -816,19 +866,25 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
     reference = max(REFERENCE_TRIALS, key=lambda name: everyone[name])
     best = max(means, key=lambda name: (means[name], name.startswith("lightgbm")))
     gain, error = _paired_gain(trials[best][select], trials[reference][select])
-    choice = best if best == reference or gain > CHOICE_STANDARD_ERRORS * error else reference
+    choice = choose_trial({name: values[select] for name, values in trials.items()}, reference)
     report: dict[str, Any] = {"shoppers": int(m), "selection_shoppers": int(select.sum()),
                               "with_item_in_candidates": int(has_positive.sum()),
+                              **({} if earlier is None else {"earlier_lists": _earlier_summary(earlier)}),
                               "cross_validation": {name: round(v, 5) for name, v in means.items()},
                               "reference": reference, "best": best,
                               "reference_trials": {name: round(v, 5) for name, v in everyone.items()},
                               "gain_over_reference": {"mean": round(gain, 5), "standard_error": round(error, 5)},
                               "choice": choice}
+    if choice != best:
+        chosen_gain, chosen_error = _paired_gain(trials[choice][select], trials[reference][select])
+        report["choice_gain_over_reference"] = {"mean": round(chosen_gain, 5), "standard_error": round(chosen_error, 5)}
     if choice.startswith("lightgbm"):
-        rounds = int(choice.split(":")[1])
-        weights, scale = (chosen_weights[prior], PRIOR_SCALE) if choice.startswith("lightgbm+prior") else ((), 0.0)
-        init = scale * Ranker("blend", weights=weights).blend(candidates, features) if scale else None
-        booster = _train_booster(candidates, features, targets, rounds, config.seed, init)
+        label, rounds = choice.split(":")[0], int(choice.split(":")[1])
+        weights, scale = (chosen_weights[prior], PRIOR_SCALE) if "+prior" in label else ((), 0.0)
+        learn = _joined(candidates, features, targets, earlier) if "+earlier" in label else (
+            candidates, features, targets)
+        init = scale * Ranker("blend", weights=weights).blend(learn[0], learn[1]) if scale else None
+        booster = _train_booster(*learn, rounds, config.seed, init)
         ranker = Ranker("lightgbm", booster=booster, rounds=rounds, weights=weights, prior_scale=scale)
         if scale:
             report["prior"] = {"blend": prior, "scale": scale, "weights": dict(zip(BLEND_PARTS, weights, strict=True))}
@@ -846,6 +902,31 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
         f"{m} validation shoppers (NDCG@10 {means[choice]:.4f}; best single feature {best_single:.4f}; "
         f"{best} {gain:+.4f} ± {error:.4f} over {reference})")
     return ranker, report
+
+
+def choose_trial(trials: dict[str, np.ndarray], reference: str) -> str:
+    """The trial of best mean whose paired gain over ``reference`` exceeds :data:`CHOICE_STANDARD_ERRORS` standard
+    errors; ``reference`` when none does.
+
+    A richer trial that leads by a noisy margin thus does not hide a simpler one that is clearly better than
+    the reference. ``trials``: name to (s,) NDCG@10 of the same s shoppers; ties go to LambdaMART trials.
+    """
+    means = {name: float(np.mean(values)) if len(values) else 0.0 for name, values in trials.items()}
+    for name in sorted(means, key=lambda name: (means[name], name.startswith("lightgbm")), reverse=True):
+        if name == reference or means[name] <= means[reference]:
+            break
+        gain, error = _paired_gain(trials[name], trials[reference])
+        if gain > CHOICE_STANDARD_ERRORS * error:
+            return name
+    return reference
+
+
+def _earlier_summary(earlier: EarlierLists) -> dict[str, Any]:
+    """How many earlier lists there were, how many hold their item, and the two-tower's NDCG@10 on them."""
+    ranked, _ = Ranker("feature", "two_tower").order(earlier.candidates, earlier.features, 10)
+    with_item = ((earlier.candidates == earlier.targets[:, None]) & (earlier.candidates >= 0)).any(axis=1)
+    return {"lists": len(earlier), "with_item_in_candidates": int(with_item.sum()),
+            "two_tower_ndcg@10": round(float(_ndcg_at_10(ranked, earlier.targets).mean()), 5) if len(earlier) else 0.0}
 
 
 def _blend_grid(step: float = BLEND_STEP) -> list[tuple[float, ...]]:

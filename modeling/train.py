@@ -53,7 +53,9 @@ from modeling.metrics import (
 )
 from modeling.ranking import rank_users, seen_items
 from modeling.reranker import (
+    FEATURES,
     STAGE_DIR,
+    EarlierLists,
     ItemTables,
     Ranker,
     RankingStage,
@@ -410,6 +412,8 @@ def stopping_shoppers(n: int, seed: int = 0) -> np.ndarray:
 def fit_ranking_stage(model: TwoTowerModel, history: SortedHistory, features: Features, item_vectors: np.ndarray,
                       tables: ItemTables,
                       val_u: np.ndarray, val_i: np.ndarray, selection: np.ndarray | None = None, *, seed: int = 0,
+                      params: TwoTowerParams | None = None,
+                      popularity_half_life_days: float | None = POPULARITY_HALF_LIFE_DAYS,
                       say: Callable[[str], None] = logger.info) -> RankingStage:
     """Fit the second stage on the validation items, with every source fitted without them.
 
@@ -427,6 +431,10 @@ def fit_ranking_stage(model: TwoTowerModel, history: SortedHistory, features: Fe
         val_u, val_i: (v,) validation user and item positions.
         selection: (v,) bool, the shoppers whose items choose among the rankers (all when None); the
             ranker learns from every validation shopper.
+        params: the towers' parameters (their history window); with them, LambdaMART also learns from each
+            validation shopper's list :attr:`StageConfig.earlier_positions` steps earlier
+            (:func:`earlier_lists`).
+        popularity_half_life_days: the popularity of ``tables`` (the earlier lists' is computed the same way).
     """
     n_users, n_items = len(features.user_ids), len(features.item_ids)
     selection = np.ones(len(val_u), dtype=bool) if selection is None else np.asarray(selection, dtype=bool)
@@ -458,9 +466,95 @@ def fit_ranking_stage(model: TwoTowerModel, history: SortedHistory, features: Fe
                                                                              "shoppers": 0})
     lists = validation_lists(model, history, item_vectors, tables, sources, features, val_u, val_i, selection,
                              config)
+    earlier = None
+    if params is not None and config.earlier_positions > 0:
+        earlier = earlier_lists(model, history, features, item_vectors, sources, val_u[ranker_sample(len(val_u), seed)],
+                                config, params=params, popularity_half_life_days=popularity_half_life_days)
+        say(f"ranking stage: {len(earlier)} lists held out up to {config.earlier_positions} step(s) earlier")
     ranker, report = fit_ranker(lists.candidates, lists.features, lists.targets, config=config,
-                                selection=lists.selection, say=say)
+                                selection=lists.selection, earlier=earlier, say=say)
     return RankingStage(sources, ranker, config, report)
+
+
+def ranker_sample(n: int, seed: int) -> np.ndarray:
+    """(≤ n,) sorted positions of the validation shoppers the ranking stage learns from: all of them, or a seeded
+    sample of :data:`RANKER_MAX_SHOPPERS` above that."""
+    if n <= RANKER_MAX_SHOPPERS:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, RANKER_MAX_SHOPPERS, replace=False))
+
+
+def without_last(history: SortedHistory, steps: int) -> tuple[SortedHistory, np.ndarray]:
+    """``history`` without each shopper's last ``steps`` interactions (their first one always kept).
+
+    Returns:
+        ``(shorter history, rows)``: rows (n_users,) is the row of ``history`` holding each shopper's
+        interaction ``steps`` from their last (-1 for a shopper with at most ``steps`` interactions).
+    """
+    lengths = history.ends - history.starts
+    kept = np.maximum(np.minimum(lengths, 1), lengths - steps)
+    keep = np.arange(len(history.items)) < (history.starts + kept)[history.users]
+    ends = np.cumsum(kept)
+    shorter = SortedHistory(items=history.items[keep], timestamps=history.timestamps[keep],
+                            weights=history.weights[keep], users=history.users[keep], starts=ends - kept, ends=ends,
+                            reviews=history.reviews[keep])
+    return shorter, np.where(lengths > steps, history.ends - steps, -1)
+
+
+def features_at_end(history: SortedHistory, features: Features, params: TwoTowerParams) -> Features:
+    """``features`` with every shopper's history window at the end of ``history`` (another cut of the same
+    interactions), as serving builds them: no review text."""
+    positions, weights, _ = user_windows(history, params.history_length,
+                                         half_life_days=params.history_half_life_days)
+    return replace(features, user_text=np.zeros_like(features.user_text),
+                   user_behaviour=pooled_vectors(positions, weights, features.stored_item_text),
+                   history=window_ids(positions, features.item_ids), history_weight=weights)
+
+
+def earlier_lists(model: TwoTowerModel, history: SortedHistory, features: Features, item_vectors: np.ndarray,
+                  sources: Sources, users: np.ndarray, config: StageConfig, *, params: TwoTowerParams,
+                  popularity_half_life_days: float | None) -> EarlierLists:
+    """Lists of ``users`` (m,) (validation shoppers) held out 1 to :attr:`StageConfig.earlier_positions` steps
+    before the end of ``history``, for the ranker to learn from.
+
+    For each step s, every shopper's last s training interactions are removed; the sources are fitted again
+    on what is left (with ``sources``' EASE λ and sequential rules choice), popularity and each shopper's
+    window are computed at its end, and the list of every shopper with more than s interactions is built
+    as the validation lists are, the interaction s from the last held out. The towers themselves trained on
+    these interactions, so their scores are somewhat flattered here; the ranker is still chosen only on the
+    validation lists.
+
+    Returns:
+        :class:`~modeling.reranker.EarlierLists`, ``owner`` the position of each list's shopper in ``users``.
+    """
+    n_users, n_items = len(features.user_ids), len(features.item_ids)
+    index = ExactIndex(item_vectors)
+    parts: list[EarlierLists] = []
+    for steps in range(1, config.earlier_positions + 1):
+        shorter, rows = without_last(history, steps)
+        owner = np.flatnonzero(rows[users] >= 0)
+        if not len(owner):
+            break
+        chosen = users[owner]
+        fitted = fit_sources(shorter.users, shorter.items, n_users, n_items, l2=sources.l2,
+                             sequence=sequence_choice(sources))
+        recent = recent_popularity(shorter.items, shorter.weights, shorter.timestamps, n_items,
+                                   half_life_days=popularity_half_life_days)
+        seen = seen_items(shorter.users, shorter.items, n_users)
+        query = served_query_vectors(model.query_tower, features_at_end(shorter, features, params), chosen)
+        candidates, feats = batched_candidate_features(query, item_vectors, index, fitted,
+                                                       item_tables(features, recent), history_batch(shorter, chosen),
+                                                       [seen[u] for u in chosen], config)
+        parts.append(EarlierLists(candidates, feats, history.items[rows[chosen]], owner))
+    if not parts:
+        return EarlierLists(np.zeros((0, 0), dtype=np.int64), np.zeros((0, 0, len(FEATURES)), dtype=np.float32),
+                            np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    width = max(p.candidates.shape[1] for p in parts)
+    return EarlierLists(
+        np.concatenate([np.pad(p.candidates, ((0, 0), (0, width - p.candidates.shape[1])), constant_values=-1)
+                        for p in parts]),
+        np.concatenate([np.pad(p.features, ((0, 0), (0, width - p.features.shape[1]), (0, 0))) for p in parts]),
+        np.concatenate([p.targets for p in parts]), np.concatenate([p.owner for p in parts]))
 
 
 def sequence_choice(sources: Sources) -> tuple[int, int]:
@@ -487,9 +581,8 @@ def validation_lists(model: TwoTowerModel, history: SortedHistory, item_vectors:
                      selection: np.ndarray, config: StageConfig) -> ValidationLists:
     """The validation shoppers' candidate lists, from sources and towers fitted without their items
     (at most :data:`RANKER_MAX_SHOPPERS` shoppers, a seeded sample above)."""
-    if len(val_u) > RANKER_MAX_SHOPPERS:
-        keep = np.sort(np.random.default_rng(config.seed).choice(len(val_u), RANKER_MAX_SHOPPERS, replace=False))
-        val_u, val_i, selection = val_u[keep], val_i[keep], selection[keep]
+    keep = ranker_sample(len(val_u), config.seed)
+    val_u, val_i, selection = val_u[keep], val_i[keep], selection[keep]
     seen = seen_items(history.users, history.items, len(features.user_ids))
     query = served_query_vectors(model.query_tower, features, val_u)
     candidates, feats = batched_candidate_features(query, item_vectors, ExactIndex(item_vectors), sources, tables,
@@ -777,7 +870,8 @@ def _attach_stage(result: TrainResult, history: SortedHistory, features: Feature
                                          features.attributes)
     if stage is None:
         stage = fit_ranking_stage(result.model, history, features, item_vectors, tables, *validation,
-                                  seed=result.params.seed, say=logger.info)
+                                  seed=result.params.seed, params=result.params,
+                                  popularity_half_life_days=result.popularity_half_life_days, say=logger.info)
     else:  # the ranker of an earlier run, over sources fitted on these interactions
         stage = RankingStage(fit_sources(history.users, history.items, n_users, n_items, l2=stage.sources.l2,
                                          sequence=sequence_choice(stage.sources)),

@@ -15,9 +15,12 @@ from modeling.index import ExactIndex
 from modeling.reranker import (
     CODE_FILES,
     FEATURES,
+    PRIOR_ROUNDS,
     PRIOR_SCALE,
     REFERENCE_TRIALS,
+    ROUNDS,
     AttributeCodes,
+    EarlierLists,
     ItemTables,
     Ranker,
     RankingStage,
@@ -26,6 +29,7 @@ from modeling.reranker import (
     _row_medians,
     _train_booster,
     candidate_features,
+    choose_trial,
     fit_ranker,
 )
 
@@ -186,6 +190,27 @@ def test_a_learned_ranker_is_chosen_when_features_must_be_combined() -> None:
     assert (top[:, 0] == fresh_t).mean() >= (single[:, 0] == fresh_t).mean() + 0.15  # first place on new lists
 
 
+def test_lambdamart_learns_from_earlier_lists_that_are_never_measured() -> None:
+    """60 validation shoppers are too few to learn the switch well; 600 earlier lists of the same shoppers teach it.
+    Only LambdaMART learns from them: every other trial's figures are those of the validation lists alone."""
+    candidates, features, targets = _synthetic_lists(60, 30, "switch")
+    _, alone = fit_ranker(candidates, features, targets, config=StageConfig(seed=3))
+    more_c, more_f, more_t = _synthetic_lists(600, 30, "switch", seed=4)
+    earlier = EarlierLists(more_c, more_f, more_t, np.arange(600) % 60)
+    ranker, report = fit_ranker(candidates, features, targets, config=StageConfig(seed=3), earlier=earlier)
+    before, after = alone["cross_validation"], report["cross_validation"]
+    assert {name: after[name] for name in before} == before
+    assert set(after) - set(before) == {f"{label}:{rounds}" for label, counts in (
+        ("lightgbm+earlier", ROUNDS), ("lightgbm+prior+earlier", PRIOR_ROUNDS)) for rounds in counts}
+    best = max(v for name, v in after.items() if "+earlier" in name)
+    assert best >= max(v for name, v in before.items() if name.startswith("lightgbm")) + 0.08, (before, after)
+    assert report["earlier_lists"]["lists"] == 600 and "+earlier:" in report["choice"]
+    alone_ranker, _ = fit_ranker(candidates, features, targets, config=StageConfig(seed=3))
+    fresh_c, fresh_f, fresh_t = _synthetic_lists(300, 30, "switch", seed=9)
+    taught = (ranker.order(fresh_c, fresh_f, 10)[0][:, 0] == fresh_t).mean()
+    assert taught >= (alone_ranker.order(fresh_c, fresh_f, 10)[0][:, 0] == fresh_t).mean() + 0.1
+
+
 def _nearly_blended_lists(m: int, width: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """m lists whose held-out item is the best by item-item plus transitions (what the blend finds), plus a
     bonus for a category match above 1 (what it cannot)."""
@@ -268,6 +293,18 @@ def test_a_gain_within_the_noise_leaves_the_baselines_ranking_in_place() -> None
             assert report["choice"] == report["reference"], report
         chance_winners += report["choice"] not in REFERENCE_TRIALS
     assert chance_winners <= 2
+
+
+def test_a_trial_clearly_above_the_reference_is_chosen_when_a_better_one_is_only_noisily_above() -> None:
+    rng = np.random.default_rng(0)
+    reference = rng.random(300)
+    steady = reference + 0.05  # 0.05 above on every shopper
+    noisy = reference + 0.06 + rng.normal(scale=1.0, size=300)  # 0.06 above on average, within the noise
+    assert np.mean(noisy) > np.mean(steady)
+    assert choose_trial({"ref": reference, "steady": steady, "lightgbm:25": noisy}, "ref") == "steady"
+    assert choose_trial({"ref": reference, "lightgbm:25": noisy}, "ref") == "ref"
+    assert choose_trial({"ref": reference, "worse": reference - 0.1}, "ref") == "ref"
+    assert choose_trial({"ref": reference, "steady": steady, "steadier": reference + 0.07}, "ref") == "steadier"
 
 
 def test_the_baselines_ranking_is_chosen_on_every_validation_shopper() -> None:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from modeling import datasets as ds
 from modeling.embeddings import build_embeddings, load_embeddings
 from modeling.errors import TrainingError
+from modeling.features import sort_history
 from modeling.metrics import hit_rate_at_k
 from modeling.sources import load_source
 from modeling.synthetic import DemoParams, generate_demo_data
-from modeling.train import train_model, training_fingerprint
+from modeling.train import train_model, training_fingerprint, without_last
 from modeling.two_tower import TwoTowerParams
 from tests.conftest import Pipeline
 
@@ -175,3 +177,20 @@ def test_validation_and_test_features_hold_no_held_out_item_or_text(pipeline: Pi
         leaky = features(scrambled)
         assert not np.allclose(leaky.user_text, built.user_text)  # the held-out text would show if it leaked
         assert np.array_equal(features(inputs).user_text, built.user_text)
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_without_last_removes_each_shopper_s_last_steps_and_keeps_their_first(steps: int) -> None:
+    # shopper 0: 1 interaction, 1: 2, 2: none, 3: 4
+    history = sort_history(np.array([0, 1, 1, 3, 3, 3, 3]), np.array([5, 6, 7, 1, 2, 3, 4]),
+                           np.array([10, 20, 30, 1, 2, 3, 4]), np.ones(7, dtype=np.float32), 4)
+    shorter, rows = without_last(history, steps)
+    kept = {u: list(shorter.items[shorter.starts[u]:shorter.ends[u]]) for u in range(4)}
+    if steps == 1:
+        assert kept == {0: [5], 1: [6], 2: [], 3: [1, 2, 3]}
+        assert list(rows) == [-1, 2, -1, 6] and list(history.items[rows[[1, 3]]]) == [7, 4]
+    else:
+        assert kept == {0: [5], 1: [6], 2: [], 3: [1, 2]}
+        assert list(rows) == [-1, -1, -1, 5] and history.items[rows[3]] == 3
+    assert list(shorter.users) == [u for u in range(4) for _ in kept[u]]
+    assert len(shorter.timestamps) == len(shorter.weights) == len(shorter.reviews) == len(shorter.items)
