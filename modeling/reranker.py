@@ -8,9 +8,10 @@ For m shoppers with query vectors (the two-tower's query tower on their current 
    disallowed products;
 2. :data:`FEATURES` for every (shopper, candidate);
 3. an order: a LightGBM LambdaMART model trained on positions the retrieval stage did not train on
-   (each shopper's validation item), a linear blend, or a single feature, whichever cross-validation
-   over those shoppers finds best; a richer order replaces the baselines' own (item-item,
-   transitions, their blend) only when its gain exceeds two standard errors (a small shop with few
+   (each shopper's validation item; optionally also one step earlier, with every source fitted without
+   that item), a linear blend, or a single feature, whichever cross-validation over those shoppers finds
+   best among the orders whose gain over the baselines' own (item-item, transitions, their blend)
+   exceeds two standard errors; the baselines' order where none does (a small shop with few
    validation shoppers gets what the baselines would give it).
 
 Both the training of the ranker and serving compute features with :func:`candidate_features`.
