@@ -876,7 +876,7 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
                               "reference_trials": {name: round(v, 5) for name, v in everyone.items()},
                               "gain_over_reference": {"mean": round(gain, 5), "standard_error": round(error, 5)},
                               "choice": choice}
-    if choice != best:
+    if choice not in (best, reference):
         chosen_gain, chosen_error = _paired_gain(trials[choice][select], trials[reference][select])
         report["choice_gain_over_reference"] = {"mean": round(chosen_gain, 5), "standard_error": round(chosen_error, 5)}
     if choice.startswith("lightgbm"):
