@@ -34,8 +34,6 @@ from modeling import runtime as _runtime  # noqa: E402,F401  (first: environment
 import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import os  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 from dataclasses import replace  # noqa: E402
 from typing import Any  # noqa: E402
@@ -120,12 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     result = {"source": {"name": args.source, "folder": Path(args.path).name},
               **measure(args.source, args.path, sorted(set(args.positions)), args.embeddings)}
+    from modeling.atomic import atomic_write
+
     target = Path(args.output)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+    with atomic_write(target) as handle:
         json.dump(result, handle, indent=2)
-    os.replace(tmp, target)
     v = result["validation"]
     print(f"{args.source} {Path(args.path).name}: {v['lists']} validation lists, "
           f"two-tower NDCG@10 {v['two_tower_ndcg@10']}")
