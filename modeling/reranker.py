@@ -92,7 +92,10 @@ cross-validated NDCG@10 0.064, 0.072, 0.074 and 0.068 on MovieLens (its best tri
 LIGHTGBM_TRIALS: tuple[str, ...] = ("lightgbm", "lightgbm+prior", "lightgbm+earlier", "lightgbm+prior+earlier")
 """LambdaMART from nothing and boosted from a blend, each learning from the validation lists alone and with the
 :class:`EarlierLists` too (the towers trained on those earlier positions, so their scores there are flattered
-on some shops: cross-validation decides which serves)."""
+on some shops: cross-validation decides which serves). The trials with the earlier lists stop at
+:data:`PRIOR_ROUNDS` trees: each of their trees costs about twice as much, and with up to :data:`ROUNDS`
+trees the stage's choice took 188 s of the demo shop's training on a shared machine (42 s unshared without
+the earlier lists)."""
 PRIOR_ROUNDS: tuple[int, ...] = (25, 50, 100)
 """Rounds of the boosted-from-a-blend trials: corrections need few trees (more overfit the small sets where
 the prior helps), and each round costs as much as a plain LambdaMART round on a large validation set."""
@@ -852,7 +855,8 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
                 learn = joined if "+earlier" in label else alone
                 with_prior = "+prior" in label
                 start = PRIOR_SCALE * blend.blend(learn[0], learn[1]) if with_prior else None
-                weights, scale, counts = (blend.weights, PRIOR_SCALE, PRIOR_ROUNDS) if with_prior else ((), 0.0, ROUNDS)
+                weights, scale = (blend.weights, PRIOR_SCALE) if with_prior else ((), 0.0)
+                counts = PRIOR_ROUNDS if with_prior or "+earlier" in label else ROUNDS
                 booster = _train_booster(*learn, max(counts), config.seed, start)
                 for rounds in counts:
                     ranker = Ranker("lightgbm", booster=_Truncated(booster, rounds), weights=weights,

@@ -18,7 +18,6 @@ from modeling.reranker import (
     PRIOR_ROUNDS,
     PRIOR_SCALE,
     REFERENCE_TRIALS,
-    ROUNDS,
     AttributeCodes,
     EarlierLists,
     ItemTables,
@@ -201,7 +200,7 @@ def test_lambdamart_learns_from_earlier_lists_that_are_never_measured() -> None:
     before, after = alone["cross_validation"], report["cross_validation"]
     assert {name: after[name] for name in before} == before
     assert set(after) - set(before) == {f"{label}:{rounds}" for label, counts in (
-        ("lightgbm+earlier", ROUNDS), ("lightgbm+prior+earlier", PRIOR_ROUNDS)) for rounds in counts}
+        ("lightgbm+earlier", PRIOR_ROUNDS), ("lightgbm+prior+earlier", PRIOR_ROUNDS)) for rounds in counts}
     best = max(v for name, v in after.items() if "+earlier" in name)
     assert best >= max(v for name, v in before.items() if name.startswith("lightgbm")) + 0.08, (before, after)
     assert report["earlier_lists"]["lists"] == 600 and "+earlier:" in report["choice"]
