@@ -93,9 +93,7 @@ LIGHTGBM_TRIALS: tuple[str, ...] = ("lightgbm", "lightgbm+prior", "lightgbm+earl
 """LambdaMART from nothing and boosted from a blend, each learning from the validation lists alone and with the
 :class:`EarlierLists` too (the towers trained on those earlier positions, so their scores there are flattered
 on some shops: cross-validation decides which serves). The trials with the earlier lists stop at
-:data:`PRIOR_ROUNDS` trees: each of their trees costs about twice as much, and with up to :data:`ROUNDS`
-trees the stage's choice took 188 s of the demo shop's training on a shared machine (42 s unshared without
-the earlier lists)."""
+:data:`PRIOR_ROUNDS` trees: each of their trees costs about twice as much."""
 PRIOR_ROUNDS: tuple[int, ...] = (25, 50, 100)
 """Rounds of the boosted-from-a-blend trials: corrections need few trees (more overfit the small sets where
 the prior helps), and each round costs as much as a plain LambdaMART round on a large validation set."""

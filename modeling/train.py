@@ -95,6 +95,10 @@ MIN_USERS = 2
 MIN_ITEMS = 2
 POPULARITY_HALF_LIFE_DAYS = 180.0
 RANKER_MAX_SHOPPERS = 10_000  # validation shoppers the ranking stage learns from, at most (a random sample)
+EARLIER_MAX_SHOPPERS = 1_000
+"""Validation lists up to which the ranking stage also builds the lists held out earlier (:func:`earlier_lists`):
+where there are more, LambdaMART has more to learn from already, and the extra lists would double its cost (the
+demo shop's 2,000 lists: the stage's choice took 181 s of training with them on a shared machine)."""
 # Half-lives (days) the popularity fallback chooses from on the validation items; None: no decay.
 POPULARITY_HALF_LIVES: tuple[float | None, ...] = (30.0, 90.0, 180.0, 365.0, 730.0, None)
 
@@ -431,9 +435,9 @@ def fit_ranking_stage(model: TwoTowerModel, history: SortedHistory, features: Fe
         val_u, val_i: (v,) validation user and item positions.
         selection: (v,) bool, the shoppers whose items choose among the rankers (all when None); the
             ranker learns from every validation shopper.
-        params: the towers' parameters (their history window); with them, LambdaMART also learns from each
-            validation shopper's list :attr:`StageConfig.earlier_positions` steps earlier
-            (:func:`earlier_lists`).
+        params: the towers' parameters (their history window); with them, and at most
+            :data:`EARLIER_MAX_SHOPPERS` validation lists, LambdaMART may also learn from each validation
+            shopper's list :attr:`StageConfig.earlier_positions` steps earlier (:func:`earlier_lists`).
         popularity_half_life_days: the popularity of ``tables`` (the earlier lists' is computed the same way).
     """
     n_users, n_items = len(features.user_ids), len(features.item_ids)
@@ -467,7 +471,7 @@ def fit_ranking_stage(model: TwoTowerModel, history: SortedHistory, features: Fe
     lists = validation_lists(model, history, item_vectors, tables, sources, features, val_u, val_i, selection,
                              config)
     earlier = None
-    if params is not None and config.earlier_positions > 0:
+    if params is not None and config.earlier_positions > 0 and len(lists.targets) <= EARLIER_MAX_SHOPPERS:
         earlier = earlier_lists(model, history, features, item_vectors, sources, val_u[ranker_sample(len(val_u), seed)],
                                 config, params=params, popularity_half_life_days=popularity_half_life_days)
         say(f"ranking stage: {len(earlier)} lists held out up to {config.earlier_positions} step(s) earlier")

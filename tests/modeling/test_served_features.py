@@ -70,6 +70,7 @@ def test_earlier_lists_hold_what_the_service_computes_without_the_held_out_item(
                             inputs.val_u, replace(result.stage.config, earlier_positions=1), params=result.params,
                             popularity_half_life_days=result.popularity_half_life_days)
     users = inputs.val_u[earlier.owner]
+    assert result.stage.report["earlier_lists"]["lists"] == len(earlier)  # what training's stage learned from
     lengths = inputs.history.ends - inputs.history.starts
     assert len(earlier) == int((lengths[inputs.val_u] >= 2).sum()) >= 20
     assert np.array_equal(earlier.targets, inputs.history.items[inputs.history.ends[users] - 1])
