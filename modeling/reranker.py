@@ -585,6 +585,12 @@ def batched_candidate_features(query: np.ndarray, item_vectors: np.ndarray, inde
         parts.append(candidate_features(query[part], item_vectors, index, sources, tables,
                                         HistoryBatch(histories.items[part], histories.timestamps[part]),
                                         list(exclude[part]), None, config, k, order))
+    return stack_lists(parts)
+
+
+def stack_lists(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate lists (m_i, C_i) and their features (m_i, C_i, F), one after another, padded to the widest
+    list (-1 candidates, 0 features). Returns (sum m_i, max C_i) and (sum m_i, max C_i, F)."""
     width = max((c.shape[1] for c, _ in parts), default=0)
     candidates = np.concatenate([np.pad(c, ((0, 0), (0, width - c.shape[1])), constant_values=-1)
                                  for c, _ in parts]) if parts else np.zeros((0, 0), dtype=np.int64)
@@ -776,15 +782,8 @@ def _joined(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray, e
     if earlier is None or not len(earlier):
         return candidates, features, targets
     keep = np.ones(len(earlier), dtype=bool) if keep is None else keep
-    more_c, more_f = earlier.candidates[keep], earlier.features[keep]
-    width = max(candidates.shape[1], more_c.shape[1])
-
-    def pad(c: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        extra = width - c.shape[1]
-        return (np.pad(c, ((0, 0), (0, extra)), constant_values=-1), np.pad(f, ((0, 0), (0, extra), (0, 0))))
-
-    (c1, f1), (c2, f2) = pad(candidates, features), pad(more_c, more_f)
-    return np.concatenate([c1, c2]), np.concatenate([f1, f2]), np.concatenate([targets, earlier.targets[keep]])
+    joined = stack_lists([(candidates, features), (earlier.candidates[keep], earlier.features[keep])])
+    return *joined, np.concatenate([targets, earlier.targets[keep]])
 
 
 def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray, *, config: StageConfig,
@@ -839,7 +838,7 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
         trials[trial], chosen_weights[trial], fold_weights[trial] = _cross_validated_weights(
             candidates, features, targets, grid, fold_of, folds, select)
     prior = max(grids, key=lambda name: float(np.mean(trials[name][select])) if m else 0.0)
-    has_positive = ((candidates == targets[:, None]) & (candidates >= 0)).any(axis=1)
+    has_positive = _holds_target(candidates, targets)
     if has_positive.sum() >= 2 * folds:
         per_round: dict[str, np.ndarray] = {}
         has_earlier = earlier is not None and len(earlier) > 0
@@ -924,10 +923,15 @@ def choose_trial(trials: dict[str, np.ndarray], reference: str) -> str:
     return reference
 
 
+def _holds_target(candidates: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """(m,) bool: whether each list of ``candidates`` (m, C), -1 pads, holds its held-out item ``targets`` (m,)."""
+    return ((candidates == targets[:, None]) & (candidates >= 0)).any(axis=1)
+
+
 def _earlier_summary(earlier: EarlierLists) -> dict[str, Any]:
     """How many earlier lists there were, how many hold their item, and the two-tower's NDCG@10 on them."""
     ranked, _ = Ranker("feature", "two_tower").order(earlier.candidates, earlier.features, 10)
-    with_item = ((earlier.candidates == earlier.targets[:, None]) & (earlier.candidates >= 0)).any(axis=1)
+    with_item = _holds_target(earlier.candidates, earlier.targets)
     return {"lists": len(earlier), "with_item_in_candidates": int(with_item.sum()),
             "two_tower_ndcg@10": round(float(_ndcg_at_10(ranked, earlier.targets).mean()), 5) if len(earlier) else 0.0}
 

@@ -53,7 +53,6 @@ from modeling.metrics import (
 )
 from modeling.ranking import rank_users, seen_items
 from modeling.reranker import (
-    FEATURES,
     STAGE_DIR,
     EarlierLists,
     ItemTables,
@@ -63,6 +62,7 @@ from modeling.reranker import (
     batched_candidate_features,
     fit_ranker,
     rows_are_unit,
+    stack_lists,
     stage_summary,
 )
 from modeling.rows import QuantizedRows
@@ -226,13 +226,21 @@ def build_features(history: SortedHistory, user_ids: np.ndarray, item_ids: np.nd
         half_life_days: recency decay of the window weights.
     """
     item_text = embeddings.item_matrix_for(item_ids)
-    positions, weights, _ = user_windows(history, history_length, half_life_days=half_life_days)
     user_text = embeddings.user_text_from_reviews(history.users, history.reviews, len(user_ids))
     stored_item_text = artifacts.stored_content(item_text)  # the history's text is pooled as serving pools it
-    return Features(user_ids=user_ids, item_ids=item_ids, user_text=user_text,
-                    user_behaviour=pooled_vectors(positions, weights, stored_item_text),
-                    history=window_ids(positions, item_ids), history_weight=weights, item_text=item_text,
-                    attributes=item_attributes(items), stored_item_text=stored_item_text)
+    return Features(user_ids=user_ids, item_ids=item_ids, user_text=user_text, item_text=item_text,
+                    attributes=item_attributes(items), stored_item_text=stored_item_text,
+                    **_window_features(history, item_ids, stored_item_text, history_length, half_life_days))
+
+
+def _window_features(history: SortedHistory, item_ids: np.ndarray, stored_item_text: np.ndarray | QuantizedRows,
+                     history_length: int, half_life_days: float) -> dict[str, np.ndarray]:
+    """Every user's window at the end of ``history``, as the query tower reads it: ``user_behaviour``
+    (n_users, t) the pooled text of the window's items, ``history`` (n_users, L) their ids and
+    ``history_weight`` (n_users, L) their recency weights."""
+    positions, weights, _ = user_windows(history, history_length, half_life_days=half_life_days)
+    return {"user_behaviour": pooled_vectors(positions, weights, stored_item_text),
+            "history": window_ids(positions, item_ids), "history_weight": weights}
 
 
 def query_vectors(tower: Any, features: Features, *, batch_size: int = 4096) -> np.ndarray:
@@ -508,11 +516,9 @@ def without_last(history: SortedHistory, steps: int) -> tuple[SortedHistory, np.
 def features_at_end(history: SortedHistory, features: Features, params: TwoTowerParams) -> Features:
     """``features`` with every shopper's history window at the end of ``history`` (another cut of the same
     interactions), as serving builds them: no review text."""
-    positions, weights, _ = user_windows(history, params.history_length,
-                                         half_life_days=params.history_half_life_days)
     return replace(features, user_text=np.zeros_like(features.user_text),
-                   user_behaviour=pooled_vectors(positions, weights, features.stored_item_text),
-                   history=window_ids(positions, features.item_ids), history_weight=weights)
+                   **_window_features(history, features.item_ids, features.stored_item_text, params.history_length,
+                                      params.history_half_life_days))
 
 
 def earlier_lists(model: TwoTowerModel, history: SortedHistory, features: Features, item_vectors: np.ndarray,
@@ -550,15 +556,10 @@ def earlier_lists(model: TwoTowerModel, history: SortedHistory, features: Featur
                                                        item_tables(features, recent), history_batch(shorter, chosen),
                                                        [seen[u] for u in chosen], config)
         parts.append(EarlierLists(candidates, feats, history.items[rows[chosen]], owner))
-    if not parts:
-        return EarlierLists(np.zeros((0, 0), dtype=np.int64), np.zeros((0, 0, len(FEATURES)), dtype=np.float32),
-                            np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
-    width = max(p.candidates.shape[1] for p in parts)
-    return EarlierLists(
-        np.concatenate([np.pad(p.candidates, ((0, 0), (0, width - p.candidates.shape[1])), constant_values=-1)
-                        for p in parts]),
-        np.concatenate([np.pad(p.features, ((0, 0), (0, width - p.features.shape[1]), (0, 0))) for p in parts]),
-        np.concatenate([p.targets for p in parts]), np.concatenate([p.owner for p in parts]))
+    candidates, feats = stack_lists([(p.candidates, p.features) for p in parts])
+    none = np.zeros(0, dtype=np.int64)
+    return EarlierLists(candidates, feats, np.concatenate([none, *(p.targets for p in parts)]),
+                        np.concatenate([none, *(p.owner for p in parts)]))
 
 
 def sequence_choice(sources: Sources) -> tuple[int, int]:
