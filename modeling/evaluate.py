@@ -24,7 +24,7 @@ from modeling.metrics import (
 )
 from modeling.ranking import rank_users, seen_items
 from modeling.reranker import stage_summary
-from modeling.splits import Split, leave_last_out_split
+from modeling.splits import Split, histories_before, leave_last_out_split
 
 logger = logging.getLogger(__name__)
 
@@ -188,9 +188,11 @@ def compare_leave_last_out(
 
     Full ranking over every item. Validation items are ranked from the training interactions,
     test items from the training and validation interactions (fold-in; the models are fitted on
-    training interactions only); the input items are excluded. Every tuned parameter of every
-    baseline is chosen on the validation items (best NDCG@10, see :func:`tune_baselines`); the
-    sequential baselines score from the last input item (for the test items: the validation item).
+    training interactions only), each history cut where the held-out item was found
+    (:func:`modeling.splits.histories_before`): every model, the served one included, reads the same
+    sequence; the input items are excluded. Every tuned parameter of every baseline is chosen on the
+    validation items (best NDCG@10, see :func:`tune_baselines`); the sequential baselines score from the
+    most recent input items.
     With ``refit`` every model is fitted again on the training and validation interactions before
     it ranks the test items (the baselines with their chosen parameters, the two-tower for the
     epochs early stopping chose, see :func:`modeling.train.refit_model`), as ``manage.py train``
@@ -235,16 +237,21 @@ def compare_leave_last_out(
     val_u, val_i = positions(split.validation)
     test_u, test_i = positions(split.test)
     matrix = interaction_matrix(train_u, train_i, len(users), len(items))
-    # Test rankings take the validation interactions as part of the input history (fold-in), for every model;
-    # each user's validation item is their most recent input item (it sorts after the training ones).
-    before = pd.concat([split.train, split.validation], ignore_index=True).sort_values(ds.USER_ID, kind="stable")
-    before_u, before_i = positions(before)
-    # The sequential baselines read each user's most recent items, most recent first.
-    inputs = {"validation": (matrix, seen_items(train_u, train_i, len(users)),
-                             recent_items(train_u, train_i, len(users), RECENT_ITEMS)),
-              "test": (interaction_matrix(before_u, before_i, len(users), len(items)),
-                       seen_items(before_u, before_i, len(users)),
-                       recent_items(before_u, before_i, len(users), RECENT_ITEMS))}
+    # Every model ranks a held-out item from the same history: the interactions before it was found, in time
+    # order (the test items' with the validation interactions folded in). The models are fitted on every
+    # training interaction.
+    histories = {stage: histories_before(split, stage) for stage in ("validation", "test")}
+
+    def stage_inputs(frame: pd.DataFrame) -> tuple[Any, list[np.ndarray], np.ndarray]:
+        u, i = positions(frame)  # sorted by user and time: the sequential baselines read the most recent first
+        return (interaction_matrix(u, i, len(users), len(items)), seen_items(u, i, len(users)),
+                recent_items(u, i, len(users), RECENT_ITEMS))
+
+    inputs = {stage: stage_inputs(frame) for stage, frame in histories.items()}
+    before = histories["test"]
+    # Refitting for the test items learns from every training and validation interaction, in time order.
+    known_order = np.argsort(np.concatenate([split.order["train"], split.order["validation"]]), kind="stable")
+    before_u, before_i = positions(pd.concat([split.train, split.validation], ignore_index=True).iloc[known_order])
 
     depth = max(50, *curve_ks)
     results: dict[str, dict[str, float]] = {}
@@ -263,7 +270,8 @@ def compare_leave_last_out(
                                        knn_neighbours_grid=knn_neighbours_grid, seed=seed, say=say)
     for name, model in baselines.items():
         if refit:
-            model = refit_baseline(name, model, inputs["test"][0], (before_u, before_i), seed=seed)
+            model = refit_baseline(name, model, interaction_matrix(before_u, before_i, len(users), len(items)),
+                                   (before_u, before_i), seed=seed)
         ranked = rank(model, test_u, "test")
         curves[name], rankings[name] = metric_curves(ranked, test_i, curve_ks), ranked
         results[name] = leave_last_out_metrics(ranked, test_i, len(items))

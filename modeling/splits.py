@@ -6,7 +6,7 @@ order within one second or one day follows its sort key, not time).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -22,11 +22,15 @@ class Split:
         train: every interaction except the held-out ones.
         validation: one row per eligible user: the second-to-last distinct item.
         test: one row per eligible user: the last distinct item.
+        order: each part's rows' places in the seeded time order of all interactions (``{"train": (len(train),),
+            "validation": ..., "test": ...}`` int64), what :func:`histories_before` cuts by; empty for a split
+            made by hand.
     """
 
     train: pd.DataFrame
     validation: pd.DataFrame
     test: pd.DataFrame
+    order: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def time_order(interactions: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
@@ -59,7 +63,7 @@ def leave_last_out_split(interactions: pd.DataFrame, *, min_items: int = 3, seed
     Returns:
         The split; every part is sorted by user and time (ties in the seeded order).
     """
-    frame = time_order(interactions, seed=seed)
+    frame = time_order(interactions, seed=seed).reset_index(drop=True)
     first = frame.drop_duplicates([ds.USER_ID, ds.ITEM_ID], keep="first")  # already in time order
     distinct = first.groupby(ds.USER_ID, sort=False)[ds.ITEM_ID].transform("size")
     rank_from_end = first.groupby(ds.USER_ID, sort=False).cumcount(ascending=False)
@@ -69,5 +73,45 @@ def leave_last_out_split(interactions: pd.DataFrame, *, min_items: int = 3, seed
     held = pd.concat([test, validation])[[ds.USER_ID, ds.ITEM_ID]]
     marker = frame.merge(held.assign(_held=True), on=[ds.USER_ID, ds.ITEM_ID], how="left")["_held"]
     train = frame[~marker.fillna(False).to_numpy(dtype=bool)]
+    order = {"train": train.index.to_numpy(dtype=np.int64), "validation": validation.index.to_numpy(dtype=np.int64),
+             "test": test.index.to_numpy(dtype=np.int64)}
     return Split(train=train.reset_index(drop=True), validation=validation.reset_index(drop=True),
-                 test=test.reset_index(drop=True))
+                 test=test.reset_index(drop=True), order=order)
+
+
+def histories_before(split: Split, stage: str) -> pd.DataFrame:
+    """The interactions a model is given as each shopper's history when it ranks their held-out item.
+
+    ``"validation"``: the training interactions before the validation item was found; ``"test"``: the training
+    and validation interactions before the test item was found. In the split's time order (ties in its seeded
+    order), so every model reads the same sequence: its most recent product is the one the shopper had
+    interacted with last when they found the held-out item.
+
+    A shopper who went back to earlier products after finding a held-out one (sessions of clicks do: 13% of
+    the UCI clickstream's validation items) keeps those later interactions in training, where the models learn
+    from them, but not in the history an item is ranked from: they happened after the moment being predicted.
+    They never change which products a history holds (a product first found after the validation item is the
+    test item), only their order and number, so models of the set of products (EASE, item-kNN, iALS) rank as
+    before; sequential ones read the product that really came last. Shoppers without a held-out item keep
+    their whole history.
+
+    Raises:
+        ValueError: ``stage`` is neither, or the split holds no time order (a split made by hand).
+    """
+    if stage not in ("validation", "test"):
+        raise ValueError(f"stage must be 'validation' or 'test', not {stage!r}")
+    if not split.order:
+        raise ValueError("this split holds no time order: make it with leave_last_out_split")
+    held = split.validation if stage == "validation" else split.test
+    cut = pd.Series(split.order[stage], index=held[ds.USER_ID].to_numpy())
+    parts = [(split.train, split.order["train"])]
+    if stage == "test":
+        parts.append((split.validation, split.order["validation"]))
+    frames, places = [], []
+    for frame, order in parts:
+        limit = cut.reindex(frame[ds.USER_ID].to_numpy()).to_numpy(dtype=np.float64)  # NaN: no held-out item
+        kept = ~(order >= limit)  # NaN compares False: kept
+        frames.append(frame[kept])
+        places.append(order[kept])
+    joined = pd.concat(frames, ignore_index=True)
+    return joined.iloc[np.argsort(np.concatenate(places), kind="stable")].reset_index(drop=True)

@@ -22,7 +22,7 @@ from modeling.metrics import (
     user_hits_and_gains,
 )
 from modeling.ranking import seen_items, stable_top, top_k
-from modeling.splits import leave_last_out_split
+from modeling.splits import Split, histories_before, leave_last_out_split
 
 
 def test_hit_rate_and_ndcg_hand_computed() -> None:
@@ -127,6 +127,41 @@ def test_leave_last_out_breaks_timestamp_ties_by_seed_not_file_order() -> None:
     split = leave_last_out_split(_interactions([("u1", "a", 1), ("u1", "b", 2), ("u1", "c", 3), ("u1", "d", 3)]),
                                  seed=5)
     assert split.train[ds.ITEM_ID].tolist() == ["a", "b"]
+
+
+def test_histories_end_where_the_held_out_item_was_found() -> None:
+    """A shopper who goes back to earlier products after finding one (a session of clicks): the history an item
+    is ranked from holds what came before it, in time order, the validation item in its place among the
+    training interactions. Before, the test history held the clicks after the test item too, and the
+    sequential baselines read the validation item as the most recent product while the served model read
+    the last click: the two ranked from different sequences."""
+    frame = _interactions([
+        ("u1", "a", 1), ("u1", "b", 2), ("u1", "a", 3), ("u1", "c", 4), ("u1", "a", 5), ("u1", "d", 6),
+        ("u1", "b", 7),  # back to b after d
+        ("u2", "a", 1), ("u2", "b", 2),  # nothing held out: the whole history
+    ])
+    split = leave_last_out_split(frame)
+    assert split.validation[ds.ITEM_ID].tolist() == ["c"] and split.test[ds.ITEM_ID].tolist() == ["d"]
+
+    def sequence(stage: str) -> list[tuple[str, str]]:
+        rows = histories_before(split, stage)
+        return list(zip(rows[ds.USER_ID], rows[ds.ITEM_ID], strict=True))
+
+    assert sequence("validation") == [("u1", "a"), ("u1", "b"), ("u1", "a"), ("u2", "a"), ("u2", "b")]
+    # The product touched last before d is a (the click after c), not c, and b's click after d is not there.
+    assert sequence("test") == [("u1", "a"), ("u1", "b"), ("u1", "a"), ("u1", "c"), ("u1", "a"),
+                                ("u2", "a"), ("u2", "b")]
+    # The training interactions keep every click after the held-out ones: the models learn from them.
+    assert split.train[ds.ITEM_ID].tolist().count("b") == 3
+    # Same-second ties are cut in the split's seeded order, as the held-out items were chosen.
+    tied = leave_last_out_split(_interactions([("u1", item, 7) for item in "abcde"]), seed=4)
+    order = tied.train[ds.ITEM_ID].tolist()
+    assert histories_before(tied, "validation")[ds.ITEM_ID].tolist() == order
+    assert histories_before(tied, "test")[ds.ITEM_ID].tolist() == order + tied.validation[ds.ITEM_ID].tolist()
+    with pytest.raises(ValueError, match="no time order"):
+        histories_before(Split(train=split.train, validation=split.validation, test=split.test), "test")
+    with pytest.raises(ValueError, match="stage"):
+        histories_before(split, "train")
 
 
 def test_metric_curves_grow_with_k() -> None:
