@@ -66,7 +66,7 @@ from modeling.reranker import (
     stage_summary,
 )
 from modeling.rows import QuantizedRows
-from modeling.splits import Split, leave_last_out_split
+from modeling.splits import Split, histories_before, leave_last_out_split
 from modeling.two_tower import (
     HISTORY,
     HISTORY_WEIGHT,
@@ -830,10 +830,10 @@ def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
     val_u, val_i, stopping = fit.val_u, fit.val_i, fit.stopping
 
     # Test: the validation interactions join the input history (and the excluded items), as they would
-    # in production; the model itself was fitted on the training interactions only.
+    # in production, which ends where each test item was found; the model itself was fitted on the training
+    # interactions only.
     test_u, test_i = _known_positions(split.test, user_ids, item_ids)
-    test_history, test_features = _at_end_of(pd.concat([split.train, split.validation], ignore_index=True),
-                                             user_ids, item_ids, embeddings, data, params)
+    test_history, test_features = _at_end_of(inputs_for_test(split), user_ids, item_ids, embeddings, data, params)
     test_seen = seen_items(test_history.users, test_history.items, len(user_ids))
     popularity = popularity_scores(history.items, history.weights, len(item_ids))
     user_vectors, item_vectors = tower_vectors(model, test_features)
@@ -891,13 +891,22 @@ def _attach_stage(result: TrainResult, history: SortedHistory, features: Feature
         result.metrics["hybrid"] = leave_last_out_metrics(result.stage_ranked, test_i, n_items)
 
 
+def inputs_for_test(split: Split) -> pd.DataFrame:
+    """The interactions the test items are ranked from: each shopper's training and validation interactions
+    before their test item was found (:func:`modeling.splits.histories_before`; every interaction of the two
+    for a split made by hand, which holds no time order)."""
+    if split.order:
+        return histories_before(split, "test")
+    return pd.concat([split.train, split.validation], ignore_index=True)
+
+
 def add_ranking_stage(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings, split: Split) -> None:
     """Fit the ranking stage of a model trained without one (``train_model(..., ranking_stage=False)``) on ``split``."""
     user_ids = data.users[ds.USER_ID].astype(str).to_numpy()
     item_ids = data.items[ds.ITEM_ID].astype(str).to_numpy()
     inputs = stage_inputs(result, data, embeddings, split)
-    test_history, test_features = _at_end_of(pd.concat([split.train, split.validation], ignore_index=True),
-                                             user_ids, item_ids, embeddings, data, result.params)
+    test_history, test_features = _at_end_of(inputs_for_test(split), user_ids, item_ids, embeddings, data,
+                                             result.params)
     test_seen = seen_items(test_history.users, test_history.items, len(user_ids))
     _attach_stage(result, inputs.history, inputs.features,
                   (inputs.val_u, inputs.val_i, ~stopping_shoppers(len(inputs.val_u), result.params.seed)),

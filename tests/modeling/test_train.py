@@ -194,3 +194,20 @@ def test_without_last_removes_each_shopper_s_last_steps_and_keeps_their_first(st
         assert list(rows) == [-1, -1, -1, 5] and history.items[rows[3]] == 3
     assert list(shorter.users) == [u for u in range(4) for _ in kept[u]]
     assert len(shorter.timestamps) == len(shorter.weights) == len(shorter.reviews) == len(shorter.items)
+
+
+def test_test_items_are_ranked_from_the_history_before_they_were_found() -> None:
+    """Training measures its test items from what evaluation gives every model: the interactions before each
+    test item was found (a click back to an earlier product after it is left out); a split made by hand,
+    without a time order, gives every training and validation interaction."""
+    import pandas as pd
+
+    from modeling.splits import Split, leave_last_out_split
+    from modeling.train import inputs_for_test
+
+    frame = pd.DataFrame([("u1", "a", 1), ("u1", "b", 2), ("u1", "c", 3), ("u1", "d", 4), ("u1", "a", 5)],
+                         columns=[ds.USER_ID, ds.ITEM_ID, ds.TIMESTAMP]).assign(**{ds.WEIGHT: 1.0})
+    split = leave_last_out_split(frame)
+    assert inputs_for_test(split)[ds.ITEM_ID].tolist() == ["a", "b", "c"]
+    by_hand = Split(train=split.train, validation=split.validation, test=split.test)
+    assert sorted(inputs_for_test(by_hand)[ds.ITEM_ID].tolist()) == ["a", "a", "b", "c"]
