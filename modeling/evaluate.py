@@ -24,7 +24,7 @@ from modeling.metrics import (
 )
 from modeling.ranking import rank_users, seen_items
 from modeling.reranker import stage_summary
-from modeling.splits import Split, histories_before, leave_last_out_split
+from modeling.splits import Split, histories_before, known_interactions, leave_last_out_split
 
 logger = logging.getLogger(__name__)
 
@@ -249,9 +249,9 @@ def compare_leave_last_out(
 
     inputs = {stage: stage_inputs(frame) for stage, frame in histories.items()}
     before = histories["test"]
-    # Refitting for the test items learns from every training and validation interaction, in time order.
-    known_order = np.argsort(np.concatenate([split.order["train"], split.order["validation"]]), kind="stable")
-    before_u, before_i = positions(pd.concat([split.train, split.validation], ignore_index=True).iloc[known_order])
+    if refit:  # refitting for the test items learns from every training and validation interaction
+        known_u, known_i = positions(known_interactions(split))
+        known_matrix = interaction_matrix(known_u, known_i, len(users), len(items))
 
     depth = max(50, *curve_ks)
     results: dict[str, dict[str, float]] = {}
@@ -270,8 +270,7 @@ def compare_leave_last_out(
                                        knn_neighbours_grid=knn_neighbours_grid, seed=seed, say=say)
     for name, model in baselines.items():
         if refit:
-            model = refit_baseline(name, model, interaction_matrix(before_u, before_i, len(users), len(items)),
-                                   (before_u, before_i), seed=seed)
+            model = refit_baseline(name, model, known_matrix, (known_u, known_i), seed=seed)
         ranked = rank(model, test_u, "test")
         curves[name], rankings[name] = metric_curves(ranked, test_i, curve_ks), ranked
         results[name] = leave_last_out_metrics(ranked, test_i, len(items))

@@ -107,11 +107,28 @@ def histories_before(split: Split, stage: str) -> pd.DataFrame:
     parts = [(split.train, split.order["train"])]
     if stage == "test":
         parts.append((split.validation, split.order["validation"]))
-    frames, places = [], []
+    kept_parts = []
     for frame, order in parts:
         limit = cut.reindex(frame[ds.USER_ID].to_numpy()).to_numpy(dtype=np.float64)  # NaN: no held-out item
         kept = ~(order >= limit)  # NaN compares False: kept
-        frames.append(frame[kept])
-        places.append(order[kept])
-    joined = pd.concat(frames, ignore_index=True)
-    return joined.iloc[np.argsort(np.concatenate(places), kind="stable")].reset_index(drop=True)
+        kept_parts.append((frame[kept], order[kept]))
+    return _in_time_order(kept_parts)
+
+
+def known_interactions(split: Split) -> pd.DataFrame:
+    """The training and validation interactions together, in the split's time order (what a model refitted for
+    the test items learns from).
+
+    Raises:
+        ValueError: the split holds no time order (a split made by hand).
+    """
+    if not split.order:
+        raise ValueError("this split holds no time order: make it with leave_last_out_split")
+    return _in_time_order([(split.train, split.order["train"]), (split.validation, split.order["validation"])])
+
+
+def _in_time_order(parts: list[tuple[pd.DataFrame, np.ndarray]]) -> pd.DataFrame:
+    """Frames with their rows' places in the time order (``(frame, (len(frame),) int64)`` each), as one frame
+    in that order."""
+    joined = pd.concat([frame for frame, _ in parts], ignore_index=True)
+    return joined.iloc[np.argsort(np.concatenate([order for _, order in parts]), kind="stable")].reset_index(drop=True)

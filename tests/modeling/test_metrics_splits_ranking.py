@@ -22,7 +22,7 @@ from modeling.metrics import (
     user_hits_and_gains,
 )
 from modeling.ranking import seen_items, stable_top, top_k
-from modeling.splits import Split, histories_before, leave_last_out_split
+from modeling.splits import Split, histories_before, known_interactions, leave_last_out_split
 
 
 def test_hit_rate_and_ndcg_hand_computed() -> None:
@@ -151,8 +151,11 @@ def test_histories_end_where_the_held_out_item_was_found() -> None:
     # The product touched last before d is a (the click after c), not c, and b's click after d is not there.
     assert sequence("test") == [("u1", "a"), ("u1", "b"), ("u1", "a"), ("u1", "c"), ("u1", "a"),
                                 ("u2", "a"), ("u2", "b")]
-    # The training interactions keep every click after the held-out ones: the models learn from them.
+    # The training interactions keep every click after the held-out ones: the models learn from them, and a
+    # model refitted for the test items learns from them with the validation item, in time order.
     assert split.train[ds.ITEM_ID].tolist().count("b") == 3
+    assert [item for user, item in zip(*(known_interactions(split)[c] for c in (ds.USER_ID, ds.ITEM_ID)),
+                                       strict=True) if user == "u1"] == ["a", "b", "a", "c", "a", "b"]
     # Same-second ties are cut in the split's seeded order, as the held-out items were chosen.
     tied = leave_last_out_split(_interactions([("u1", item, 7) for item in "abcde"]), seed=4)
     order = tied.train[ds.ITEM_ID].tolist()
@@ -160,6 +163,8 @@ def test_histories_end_where_the_held_out_item_was_found() -> None:
     assert histories_before(tied, "test")[ds.ITEM_ID].tolist() == order + tied.validation[ds.ITEM_ID].tolist()
     with pytest.raises(ValueError, match="no time order"):
         histories_before(Split(train=split.train, validation=split.validation, test=split.test), "test")
+    with pytest.raises(ValueError, match="no time order"):
+        known_interactions(Split(train=split.train, validation=split.validation, test=split.test))
     with pytest.raises(ValueError, match="stage"):
         histories_before(split, "train")
 
