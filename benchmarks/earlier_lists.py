@@ -72,9 +72,11 @@ def measure(source: str, path: str, positions: list[int], embeddings_dir: str | 
     inputs = stage_inputs(trained, data, embeddings, split)
     selection = ~stopping_shoppers(len(inputs.val_u), params.seed)
     stage = fit_ranking_stage(trained.model, inputs.history, inputs.features, inputs.item_vectors, inputs.tables,
-                              inputs.val_u, inputs.val_i, selection, seed=params.seed, say=logger.info)
-    lists = validation_lists(trained.model, inputs.history, inputs.item_vectors, inputs.tables, stage.sources,
-                             inputs.features, inputs.val_u, inputs.val_i, selection, stage.config)
+                              inputs.val_u, inputs.val_i, selection, seed=params.seed,
+                              validation=(inputs.validation_history, inputs.validation_features), say=logger.info)
+    lists = validation_lists(trained.model, inputs.validation_history, inputs.item_vectors, inputs.tables,
+                             stage.sources, inputs.validation_features, inputs.val_u, inputs.val_i, selection,
+                             stage.config)
     ranked, _ = Ranker("feature", "two_tower").order(lists.candidates, lists.features, 10)
     tower = _ndcg_at_10(ranked, lists.targets)
     result: dict[str, Any] = {

@@ -101,11 +101,13 @@ def validation_stage(data: Any, embeddings: Any, params: Any) -> tuple[Any, Any,
     inputs = stage_inputs(trained, data, embeddings, split)
     selection = ~stopping_shoppers(len(inputs.val_u), params.seed)
     stage = fit_ranking_stage(trained.model, inputs.history, inputs.features, inputs.item_vectors, inputs.tables,
-                              inputs.val_u, inputs.val_i, selection, seed=params.seed, say=logger.info)
+                              inputs.val_u, inputs.val_i, selection, seed=params.seed,
+                              validation=(inputs.validation_history, inputs.validation_features), say=logger.info)
     timings["ranking_stage"] = time.perf_counter() - started
     started = time.perf_counter()
-    lists = validation_lists(trained.model, inputs.history, inputs.item_vectors, inputs.tables, stage.sources,
-                             inputs.features, inputs.val_u, inputs.val_i, selection, stage.config)
+    lists = validation_lists(trained.model, inputs.validation_history, inputs.item_vectors, inputs.tables,
+                             stage.sources, inputs.validation_features, inputs.val_u, inputs.val_i, selection,
+                             stage.config)
     timings["validation_lists"] = time.perf_counter() - started
     return trained, stage, lists, timings
 

@@ -70,8 +70,8 @@ def measure(source: str, path: str, embeddings_dir: str | None = None) -> dict[s
     results: dict[str, Any] = {}
     for half_life in HALF_LIVES:
         config = StageConfig(seed=params.seed, history_half_life_days=half_life)
-        lists = validation_lists(trained.model, history, inputs.item_vectors, inputs.tables, sources,
-                                 inputs.features, inputs.val_u, inputs.val_i, selection, config)
+        lists = validation_lists(trained.model, inputs.validation_history, inputs.item_vectors, inputs.tables,
+                                 sources, inputs.validation_features, inputs.val_u, inputs.val_i, selection, config)
         _, report = fit_ranker(lists.candidates, lists.features, lists.targets, config=config,
                                selection=lists.selection, say=logger.info)
         results[str(half_life)] = {key: report[key] for key in ("choice", "reference", "best",

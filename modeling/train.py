@@ -426,13 +426,14 @@ def fit_ranking_stage(model: TwoTowerModel, history: SortedHistory, features: Fe
                       val_u: np.ndarray, val_i: np.ndarray, selection: np.ndarray | None = None, *, seed: int = 0,
                       params: TwoTowerParams | None = None,
                       popularity_half_life_days: float | None = POPULARITY_HALF_LIFE_DAYS,
+                      validation: tuple[SortedHistory, Features] | None = None,
                       say: Callable[[str], None] = logger.info) -> RankingStage:
     """Fit the second stage on the validation items, with every source fitted without them.
 
     The item-item and transition sources are fitted on ``history`` (the training interactions; EASE's
-    λ chosen on the validation items), the shoppers' query vectors come from the trained towers on
-    the same interactions, and the ranker learns to put each validation item first among its
-    shopper's candidates (see :func:`modeling.reranker.fit_ranker`).
+    λ and the sequential rules chosen on the validation items), the towers were trained on the same
+    interactions, and the ranker learns to put each validation item first among its shopper's candidates
+    (see :func:`modeling.reranker.fit_ranker`), each list built from the history the item is ranked from.
 
     Args:
         model: the trained two-tower model.
@@ -447,8 +448,12 @@ def fit_ranking_stage(model: TwoTowerModel, history: SortedHistory, features: Fe
             :data:`EARLIER_MAX_SHOPPERS` validation lists, LambdaMART may also learn from each validation
             shopper's list :attr:`StageConfig.earlier_positions` steps earlier (:func:`earlier_lists`).
         popularity_half_life_days: the popularity of ``tables`` (the earlier lists' is computed the same way).
+        validation: the histories the validation items are ranked from and the features at their end
+            (:func:`validation_inputs`: each shopper's training interactions before the item was found);
+            default ``history`` and ``features``.
     """
     n_users, n_items = len(features.user_ids), len(features.item_ids)
+    val_history, val_features = validation if validation is not None else (history, features)
     selection = np.ones(len(val_u), dtype=bool) if selection is None else np.asarray(selection, dtype=bool)
     seen = seen_items(history.users, history.items, n_users)
     matrix = None
@@ -461,7 +466,7 @@ def fit_ranking_stage(model: TwoTowerModel, history: SortedHistory, features: Fe
             matrix = interaction_matrix(history.users, history.items, n_users, n_items)
         return evaluate_leave_last_out(lambda u: ease.score(matrix[u]), val_u, val_i, seen, n_items)["ndcg@10"]
 
-    val_batch, val_seen = history_batch(history, val_u), [seen[u] for u in val_u]
+    val_batch, val_seen = history_batch(val_history, val_u), [seen[u] for u in val_u]  # the same products
     popular_place = np.empty(n_items, dtype=np.int64)
     popular_place[np.argsort(-np.bincount(history.items, minlength=n_items), kind="stable")] = np.arange(n_items)
 
@@ -476,8 +481,8 @@ def fit_ranking_stage(model: TwoTowerModel, history: SortedHistory, features: Fe
     if len(val_u) == 0:
         return RankingStage(sources, Ranker("feature", "two_tower"), config, {"choice": "feature:two_tower",
                                                                              "shoppers": 0})
-    lists = validation_lists(model, history, item_vectors, tables, sources, features, val_u, val_i, selection,
-                             config)
+    lists = validation_lists(model, val_history, item_vectors, tables, sources, val_features, val_u, val_i,
+                             selection, config)
     earlier = None
     if params is not None and config.earlier_positions > 0 and len(lists.targets) <= EARLIER_MAX_SHOPPERS:
         earlier = earlier_lists(model, history, features, item_vectors, sources, val_u[ranker_sample(len(val_u), seed)],
@@ -585,7 +590,8 @@ def validation_lists(model: TwoTowerModel, history: SortedHistory, item_vectors:
                      sources: Sources, features: Features, val_u: np.ndarray, val_i: np.ndarray,
                      selection: np.ndarray, config: StageConfig) -> ValidationLists:
     """The validation shoppers' candidate lists, from sources and towers fitted without their items
-    (at most :data:`RANKER_MAX_SHOPPERS` shoppers, a seeded sample above)."""
+    (at most :data:`RANKER_MAX_SHOPPERS` shoppers, a seeded sample above), each shopper read from ``history``
+    and ``features`` (the histories the items are ranked from, :func:`validation_inputs`)."""
     keep = ranker_sample(len(val_u), config.seed)
     val_u, val_i, selection = val_u[keep], val_i[keep], selection[keep]
     seen = seen_items(history.users, history.items, len(features.user_ids))
@@ -602,7 +608,8 @@ class StageInputs:
     ``history`` and ``features``: the training interactions and every shopper's features at their end;
     ``val_u``/``val_i`` (v,): the validation shoppers and items (positions; ids unknown to the vocabularies
     dropped); ``tables``: the items' feature inputs with the training interactions' recent popularity;
-    ``item_vectors`` (n_items, d): the candidate tower's vectors.
+    ``item_vectors`` (n_items, d): the candidate tower's vectors; ``validation_history`` and
+    ``validation_features``: what the validation items are ranked from (:func:`validation_inputs`).
     """
 
     history: SortedHistory
@@ -611,6 +618,8 @@ class StageInputs:
     val_i: np.ndarray
     tables: ItemTables
     item_vectors: np.ndarray
+    validation_history: SortedHistory
+    validation_features: Features
 
 
 def stage_inputs(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings, split: Split) -> StageInputs:
@@ -624,7 +633,8 @@ def stage_inputs(result: TrainResult, data: ds.CanonicalData, embeddings: Embedd
                                half_life_days=result.popularity_half_life_days)
     item_vectors = candidate_vectors(result.model.candidate_tower, features.item_ids, features.item_text,
                                      features.attributes)
-    return StageInputs(history, features, val_u, val_i, item_tables(features, recent), item_vectors)
+    cut = validation_inputs(split, history, features, user_ids, item_ids, embeddings, data, result.params)
+    return StageInputs(history, features, val_u, val_i, item_tables(features, recent), item_vectors, *cut)
 
 
 @dataclass
@@ -632,7 +642,9 @@ class PreparedFit:
     """What fitting the towers needs, built the same way in one process and on every training worker.
 
     ``val_u``/``val_i`` (v,) are the validation shoppers and items (positions), ``stopping`` (v,) bool
-    marks the ones early stopping watches (the others train the ranking stage).
+    marks the ones early stopping watches (the others train the ranking stage). ``validation_history`` and
+    ``validation_features``: the histories the validation items are ranked from and every shopper's features at
+    their end (:func:`validation_inputs`; ``history`` and ``features`` themselves where nothing is cut).
     """
 
     model: TwoTowerModel
@@ -646,13 +658,16 @@ class PreparedFit:
     val_u: np.ndarray
     val_i: np.ndarray
     stopping: np.ndarray
+    validation_history: SortedHistory
+    validation_features: Features
 
     def validation_metrics(self) -> dict[str, float] | None:
-        """HR@10 and NDCG@10 on the early-stopping shoppers; None when there are none."""
+        """HR@10 and NDCG@10 on the early-stopping shoppers, each ranked from the history before their item was
+        found; None when there are none."""
         users, items = self.val_u[self.stopping], self.val_i[self.stopping]
         if not len(users):
             return None
-        user_vectors, item_vectors = tower_vectors(self.model, self.features)
+        user_vectors, item_vectors = tower_vectors(self.model, self.validation_features)
         return evaluate_leave_last_out(lambda u: user_vectors[u] @ item_vectors.T, users, items, self.seen,
                                        len(self.item_ids))
 
@@ -703,8 +718,11 @@ def prepare_fit(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
 
     val_u, val_i = _known_positions(split.validation, user_ids, item_ids)
     stopping = stopping_shoppers(len(val_u), params.seed)
+    validation_history, validation_features = validation_inputs(split, history, features, user_ids, item_ids,
+                                                                embeddings, data, params)
     return PreparedFit(model=model, params=params, split=split, user_ids=user_ids, item_ids=item_ids, history=history,
-                       features=features, seen=seen, val_u=val_u, val_i=val_i, stopping=stopping)
+                       features=features, seen=seen, val_u=val_u, val_i=val_i, stopping=stopping,
+                       validation_history=validation_history, validation_features=validation_features)
 
 
 def _local_epochs(fit: PreparedFit, embeddings: Embeddings, params: TwoTowerParams) -> Callable[[int], float]:
@@ -850,7 +868,8 @@ def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
                          popularity_half_life_days=half_life, workers=workers)
     if ranking_stage:
         _attach_stage(result, history, features, (val_u, val_i, ~stopping), test_history, test_features,
-                      (test_u, test_i), test_seen, stage, item_vectors)
+                      (test_u, test_i), test_seen, stage, item_vectors,
+                      validation_histories=(fit.validation_history, fit.validation_features))
     return result
 
 
@@ -859,11 +878,13 @@ def _attach_stage(result: TrainResult, history: SortedHistory, features: Feature
                   test_features: Features,
                   test: tuple[np.ndarray, np.ndarray], test_seen: list[np.ndarray],
                   stage: RankingStage | None = None, item_vectors: np.ndarray | None = None,
-                  tables: ItemTables | None = None) -> None:
+                  tables: ItemTables | None = None,
+                  validation_histories: tuple[SortedHistory, Features] | None = None) -> None:
     """Fit (or re-source) the ranking stage of ``result`` and measure both stages on the test items.
 
     ``item_vectors`` (n_items, d): the candidate tower's vectors, and ``tables`` the items' feature inputs from
-    ``history``, when already computed (computed here if None).
+    ``history``, when already computed (computed here if None); ``validation_histories``: what the validation
+    items are ranked from (see :func:`fit_ranking_stage`).
     """
     n_users, n_items = len(features.user_ids), len(features.item_ids)
     if tables is None:
@@ -876,7 +897,8 @@ def _attach_stage(result: TrainResult, history: SortedHistory, features: Feature
     if stage is None:
         stage = fit_ranking_stage(result.model, history, features, item_vectors, tables, *validation,
                                   seed=result.params.seed, params=result.params,
-                                  popularity_half_life_days=result.popularity_half_life_days, say=logger.info)
+                                  popularity_half_life_days=result.popularity_half_life_days,
+                                  validation=validation_histories, say=logger.info)
     else:  # the ranker of an earlier run, over sources fitted on these interactions
         stage = RankingStage(fit_sources(history.users, history.items, n_users, n_items, l2=stage.sources.l2,
                                          sequence=sequence_choice(stage.sources)),
@@ -900,6 +922,26 @@ def inputs_for_test(split: Split) -> pd.DataFrame:
     return pd.concat([split.train, split.validation], ignore_index=True)
 
 
+def validation_inputs(split: Split, history: SortedHistory, features: Features, user_ids: np.ndarray,
+                      item_ids: np.ndarray, embeddings: Embeddings, data: ds.CanonicalData, params: TwoTowerParams
+                      ) -> tuple[SortedHistory, Features]:
+    """The histories the validation items are ranked from, and every shopper's features at their end.
+
+    Each shopper's training interactions before their validation item was found
+    (:func:`modeling.splits.histories_before`), as the test items are ranked (:func:`inputs_for_test`) and as the
+    service ranks: what a shopper did after finding the item is not known at that moment. The towers and the
+    ranking stage's sources still learn from every training interaction (``history``, ``features`` at its end);
+    those are returned as they are when nothing is cut (no shopper went back to an earlier product after finding
+    their validation item, or a split made by hand, which holds no time order).
+    """
+    if not split.order or len(split.validation) == 0:
+        return history, features
+    cut = histories_before(split, "validation")
+    if len(cut) == len(split.train):  # the same rows in the same order
+        return history, features
+    return _at_end_of(cut, user_ids, item_ids, embeddings, data, params)
+
+
 def add_ranking_stage(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings, split: Split) -> None:
     """Fit the ranking stage of a model trained without one (``train_model(..., ranking_stage=False)``) on ``split``."""
     user_ids = data.users[ds.USER_ID].astype(str).to_numpy()
@@ -911,7 +953,8 @@ def add_ranking_stage(result: TrainResult, data: ds.CanonicalData, embeddings: E
     _attach_stage(result, inputs.history, inputs.features,
                   (inputs.val_u, inputs.val_i, ~stopping_shoppers(len(inputs.val_u), result.params.seed)),
                   test_history, test_features, _known_positions(split.test, user_ids, item_ids), test_seen,
-                  item_vectors=inputs.item_vectors, tables=inputs.tables)
+                  item_vectors=inputs.item_vectors, tables=inputs.tables,
+                  validation_histories=(inputs.validation_history, inputs.validation_features))
 
 
 def refit_model(data: ds.CanonicalData, embeddings: Embeddings, measured: TrainResult, *,
