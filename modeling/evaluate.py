@@ -24,7 +24,7 @@ from modeling.metrics import (
 )
 from modeling.ranking import rank_users, seen_items
 from modeling.reranker import stage_summary
-from modeling.splits import Split, histories_before, known_interactions, leave_last_out_split
+from modeling.splits import for_refit, histories_before, leave_last_out_split
 
 logger = logging.getLogger(__name__)
 
@@ -250,7 +250,8 @@ def compare_leave_last_out(
     inputs = {stage: stage_inputs(frame) for stage, frame in histories.items()}
     before = histories["test"]
     if refit:  # refitting for the test items learns from every training and validation interaction
-        known_u, known_i = positions(known_interactions(split))
+        refit_split = for_refit(split)
+        known_u, known_i = positions(refit_split.train)
         known_matrix = interaction_matrix(known_u, known_i, len(users), len(items))
 
     depth = max(50, *curve_ks)
@@ -278,16 +279,14 @@ def compare_leave_last_out(
     if trained is None:
         trained = train_model(data, embeddings, params, split=split)
     if refit:
-        before_test = Split(train=pd.concat([split.train, split.validation], ignore_index=True),
-                            validation=split.validation, test=split.test)  # refit_model ignores validation
-        trained = refit_model(data, embeddings, trained, split=before_test)
+        trained = refit_model(data, embeddings, trained, split=refit_split)
     results["two_tower"] = trained.metrics["two_tower"]
     curves["two_tower"] = metric_curves(trained.test_ranked, trained.test_items, curve_ks)
     say(f"two_tower (retrieval alone): HR@10 {results['two_tower']['hr@10']:.4f}, "
         f"NDCG@10 {results['two_tower']['ndcg@10']:.4f}")
     if not np.array_equal(trained.test_items, test_i):
         raise ValueError("the two-tower model was measured on other test items than the baselines")
-    known = pd.concat([split.train, split.validation], ignore_index=True) if refit else split.train
+    known = refit_split.train if refit else split.train
     served = served_rankings(data, embeddings, trained, known, before, users[test_u].to_numpy(), depth)
     results[SERVED] = leave_last_out_metrics(served, test_i, len(items))
     curves[SERVED] = metric_curves(served, test_i, curve_ks)

@@ -127,6 +127,21 @@ def known_interactions(split: Split) -> pd.DataFrame:
     return _in_time_order([(split.train, split.order["train"]), (split.validation, split.order["validation"])])
 
 
+def for_refit(split: Split) -> Split:
+    """The split a model refitted for the test items is trained and measured on: the training and validation
+    interactions together as its training part (:func:`known_interactions`, in time order), no validation items,
+    the same test items, and the time order kept (:func:`histories_before` ``"test"`` gives what it gave on
+    ``split``).
+
+    Raises:
+        ValueError: the split holds no time order (a split made by hand).
+    """
+    known = known_interactions(split)
+    order = np.sort(np.concatenate([split.order["train"], split.order["validation"]]))
+    return Split(train=known, validation=split.validation.iloc[:0], test=split.test,
+                 order={"train": order, "validation": np.zeros(0, dtype=np.int64), "test": split.order["test"]})
+
+
 def _in_time_order(parts: list[tuple[pd.DataFrame, np.ndarray]]) -> pd.DataFrame:
     """Frames with their rows' places in the time order (``(frame, (len(frame),) int64)`` each), as one frame
     in that order."""

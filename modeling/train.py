@@ -971,8 +971,9 @@ def refit_model(data: ds.CanonicalData, embeddings: Embeddings, measured: TrainR
         data: canonical tables.
         embeddings: text embeddings of the same data.
         measured: the held-out run (parameters, best epoch, metrics).
-        split: what to train on and, if it has test rows, measure (its validation is ignored).
-            Default: every interaction, nothing measured.
+        split: what to train on and, if it has test rows, measure (its validation is ignored; with a time
+            order, as :func:`modeling.splits.for_refit` gives, the test items are ranked from the histories
+            before they were found). Default: every interaction, nothing measured.
         on_epoch: as for :func:`train_model`, with ``"refit": True`` in each row (the validation
             figures are 0: there are no validation items).
         workers: training processes (see :func:`train_model`).
@@ -984,8 +985,9 @@ def refit_model(data: ds.CanonicalData, embeddings: Embeddings, measured: TrainR
     """
     epochs = max(1, measured.best_epoch)
     nothing = data.interactions.iloc[:0]
+    order = {} if split is None or not split.order else {**split.order, "validation": np.zeros(0, dtype=np.int64)}
     split = Split(train=data.interactions if split is None else split.train, validation=nothing,
-                  test=nothing if split is None else split.test)
+                  test=nothing if split is None else split.test, order=order)
     marked = None if on_epoch is None else (lambda row: on_epoch({**row, "refit": True}))
     refit = train_model(data, embeddings, replace(measured.params, epochs=epochs), split=split, on_epoch=marked,
                         stage=measured.stage, workers=workers)

@@ -22,7 +22,7 @@ from modeling.metrics import (
     user_hits_and_gains,
 )
 from modeling.ranking import seen_items, stable_top, top_k
-from modeling.splits import Split, histories_before, known_interactions, leave_last_out_split
+from modeling.splits import Split, for_refit, histories_before, known_interactions, leave_last_out_split
 
 
 def test_hit_rate_and_ndcg_hand_computed() -> None:
@@ -156,6 +156,10 @@ def test_histories_end_where_the_held_out_item_was_found() -> None:
     assert split.train[ds.ITEM_ID].tolist().count("b") == 3
     assert [item for user, item in zip(*(known_interactions(split)[c] for c in (ds.USER_ID, ds.ITEM_ID)),
                                        strict=True) if user == "u1"] == ["a", "b", "a", "c", "a", "b"]
+    # A refit's split trains on those and ranks the test item from the same history as before.
+    refit = for_refit(split)
+    assert refit.train[ds.ITEM_ID].tolist() == known_interactions(split)[ds.ITEM_ID].tolist() and refit.validation.empty
+    assert histories_before(refit, "test").equals(histories_before(split, "test"))
     # Same-second ties are cut in the split's seeded order, as the held-out items were chosen.
     tied = leave_last_out_split(_interactions([("u1", item, 7) for item in "abcde"]), seed=4)
     order = tied.train[ds.ITEM_ID].tolist()
