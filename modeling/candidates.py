@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # the fitting code (evaluation baselines) loads only when sou
 
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ITEM_ITEM_NEIGHBOURS = 200
 """Strongest item-item weights kept per item (the bundle stores n_items x this many)."""
@@ -397,17 +398,39 @@ def _fit_sequence(user_idx: np.ndarray, item_idx: np.ndarray, n_items: int, neig
     if sequence is not None or choose is None:
         window, history = sequence if sequence is not None else SEQUENCE_DEFAULT
         return fitted(int(window)), int(window), int(history)
-    best: tuple[float, int, int, sp.csr_matrix] | None = None
+    best = choose_window_and_history(fitted, choose)
+    say(f"ranking stage: sequential rules of {best.window} steps from the {best.history} most recent products "
+        f"(validation NDCG@10 {best.score:.4f})")
+    return best.fitted, best.window, best.history
+
+
+@dataclass
+class SequenceChoice(Generic[T]):
+    """The best (window, history) of the sequential rules' grid: its validation score, the rules fitted with that
+    window, and every pair's score (``{"window=W, history=H": score}``)."""
+
+    score: float
+    window: int
+    history: int
+    fitted: T
+    tried: dict[str, float]
+
+
+def choose_window_and_history(fit: Callable[[int], T], score: Callable[[T, int], float]) -> SequenceChoice[T]:
+    """Try every window of :data:`SEQUENCE_WINDOWS` (``fit(window)`` once each) with every number of recent
+    products of :data:`SEQUENCE_HISTORIES` (``score(fitted, history)``, higher is better); the first best pair
+    wins a tie. The ranking stage's source and the ``sequential_rules`` baseline are chosen this way."""
+    best: SequenceChoice[T] | None = None
+    tried: dict[str, float] = {}
     for window in SEQUENCE_WINDOWS:
-        rules = fitted(window)
+        fitted = fit(window)
         for history in SEQUENCE_HISTORIES:
-            score = choose(rules, history)
-            if best is None or score > best[0]:
-                best = (score, window, history, rules)
+            value = score(fitted, history)
+            tried[f"window={window}, history={history}"] = round(value, 5)
+            if best is None or value > best.score:
+                best = SequenceChoice(value, window, history, fitted, tried)
     assert best is not None
-    say(f"ranking stage: sequential rules of {best[1]} steps from the {best[2]} most recent products "
-        f"(validation NDCG@10 {best[0]:.4f})")
-    return best[3], best[1], best[2]
+    return best
 
 
 def source_config(sources: Sources) -> dict[str, Any]:

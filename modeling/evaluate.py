@@ -67,7 +67,7 @@ def tune_baselines(matrix: Any, order: tuple[np.ndarray, np.ndarray], validate: 
         Transitions,
         TransitionsEASE,
     )
-    from modeling.candidates import SEQUENCE_HISTORIES, SEQUENCE_WINDOWS
+    from modeling.candidates import SEQUENCE_HISTORIES, choose_window_and_history
     from modeling.grid_search import widening_search
 
     def report(name: str, parameter: str, result: Any) -> None:
@@ -120,22 +120,17 @@ def tune_baselines(matrix: Any, order: tuple[np.ndarray, np.ndarray], validate: 
     models["transitions+ease"] = blend
     tuning["transitions+ease"] = {"params": {"l2": blend.l2, "weight": result.best}, "weight": result.to_dict()}
 
-    rules: dict[int, Any] = {}
-    best_rules: tuple[float, int, int] | None = None
-    tried: dict[str, float] = {}
-    for window in SEQUENCE_WINDOWS:
-        rules[window] = SequentialRules(window, max(SEQUENCE_HISTORIES)).fit_sequences(matrix, *order)
-        for history in SEQUENCE_HISTORIES:
-            rules[window].history = history
-            score = validate(rules[window])
-            tried[f"window={window}, history={history}"] = round(score, 5)
-            if best_rules is None or score > best_rules[0]:
-                best_rules = (score, window, history)
-    assert best_rules is not None
-    models["sequential_rules"] = rules[best_rules[1]]
-    models["sequential_rules"].history = best_rules[2]
-    tuning["sequential_rules"] = {"params": {"window": best_rules[1], "history": best_rules[2]}, "grid": tried}
-    say(f"sequential_rules window={best_rules[1]}, history={best_rules[2]}: validation NDCG@10 {best_rules[0]:.4f}")
+    def with_history(rules: Any, history: int) -> float:
+        rules.history = history
+        return validate(rules)
+
+    chosen = choose_window_and_history(
+        lambda window: SequentialRules(window, max(SEQUENCE_HISTORIES)).fit_sequences(matrix, *order), with_history)
+    models["sequential_rules"] = chosen.fitted
+    models["sequential_rules"].history = chosen.history
+    tuning["sequential_rules"] = {"params": {"window": chosen.window, "history": chosen.history},
+                                  "grid": chosen.tried}
+    say(f"sequential_rules window={chosen.window}, history={chosen.history}: validation NDCG@10 {chosen.score:.4f}")
 
     grids = {**ALS_GRIDS, **(als_grids or {})}
     als_params: dict[str, float] = {"regularization": 0.1, "alpha": 1.0, "factors": 64.0}
