@@ -42,13 +42,9 @@ def measure(source: str, path: str, embeddings_dir: str | None = None) -> dict[s
     """``{half_life: {"choice", "reference", "best", "gain_over_reference", "cross_validation"}}``."""
     from rankers import load
 
-    from modeling.baselines import interaction_matrix
-    from modeling.candidates import fit_sources
-    from modeling.metrics import evaluate_leave_last_out
-    from modeling.ranking import seen_items
     from modeling.reranker import StageConfig, fit_ranker
     from modeling.splits import leave_last_out_split
-    from modeling.train import stage_inputs, stopping_shoppers, train_model, validation_lists
+    from modeling.train import fit_stage_sources, stage_inputs, stopping_shoppers, train_model, validation_lists
     from modeling.two_tower import TwoTowerParams
 
     data, embeddings, _ = load(source, path, embeddings_dir)
@@ -57,16 +53,8 @@ def measure(source: str, path: str, embeddings_dir: str | None = None) -> dict[s
     trained = train_model(data, embeddings, params, split=split, ranking_stage=False)
     inputs = stage_inputs(trained, data, embeddings, split)
     selection = ~stopping_shoppers(len(inputs.val_u), params.seed)
-    history = inputs.history
-    n_users, n_items = len(inputs.features.user_ids), len(inputs.features.item_ids)
-    seen = seen_items(history.users, history.items, n_users)
-    matrix = interaction_matrix(history.users, history.items, n_users, n_items)
-
-    def choose_l2(ease: Any) -> float:
-        return evaluate_leave_last_out(lambda u: ease.score(matrix[u]), inputs.val_u, inputs.val_i, seen,
-                                       n_items)["ndcg@10"]
-
-    sources = fit_sources(history.users, history.items, n_users, n_items, choose_l2=choose_l2, say=logger.info)
+    sources = fit_stage_sources(inputs.history, len(inputs.features.user_ids), len(inputs.features.item_ids),
+                                inputs.val_u, inputs.val_i, inputs.validation_history, say=logger.info)
     results: dict[str, Any] = {}
     for half_life in HALF_LIVES:
         config = StageConfig(seed=params.seed, history_half_life_days=half_life)

@@ -452,9 +452,32 @@ def fit_ranking_stage(model: TwoTowerModel, history: SortedHistory, features: Fe
             (:func:`validation_inputs`: each shopper's training interactions before the item was found);
             default ``history`` and ``features``.
     """
-    n_users, n_items = len(features.user_ids), len(features.item_ids)
     val_history, val_features = validation if validation is not None else (history, features)
     selection = np.ones(len(val_u), dtype=bool) if selection is None else np.asarray(selection, dtype=bool)
+    sources = fit_stage_sources(history, len(features.user_ids), len(features.item_ids), val_u, val_i, val_history,
+                                say=say)
+    config = StageConfig(seed=seed)
+    if len(val_u) == 0:
+        return RankingStage(sources, Ranker("feature", "two_tower"), config, {"choice": "feature:two_tower",
+                                                                             "shoppers": 0})
+    lists = validation_lists(model, val_history, item_vectors, tables, sources, val_features, val_u, val_i,
+                             selection, config)
+    earlier = None
+    if params is not None and config.earlier_positions > 0 and len(lists.targets) <= EARLIER_MAX_SHOPPERS:
+        earlier = earlier_lists(model, history, features, item_vectors, sources, val_u[ranker_sample(len(val_u), seed)],
+                                config, params=params, popularity_half_life_days=popularity_half_life_days)
+        say(f"ranking stage: {len(earlier)} lists held out up to {config.earlier_positions} step(s) earlier")
+    ranker, report = fit_ranker(lists.candidates, lists.features, lists.targets, config=config,
+                                selection=lists.selection, earlier=earlier, say=say)
+    return RankingStage(sources, ranker, config, report)
+
+
+def fit_stage_sources(history: SortedHistory, n_users: int, n_items: int, val_u: np.ndarray, val_i: np.ndarray,
+                      val_history: SortedHistory, *, say: Callable[[str], None] = logger.info) -> Sources:
+    """The ranking stage's sources fitted on ``history`` (the training interactions), EASE's λ and the sequential
+    rules' window and history chosen on the validation items (``val_u``, ``val_i`` (v,) positions), each ranked
+    from ``val_history`` (the histories before the items were found, :func:`validation_inputs`); the defaults
+    without validation items."""
     seen = seen_items(history.users, history.items, n_users)
     matrix = None
 
@@ -474,23 +497,8 @@ def fit_ranking_stage(model: TwoTowerModel, history: SortedHistory, features: Fe
         scores = val_batch.propagate_recent(rules, length)
         return float(np.mean(sparse_ndcg_at_10(scores, val_i, val_seen, popular_place)))
 
-    sources = fit_sources(history.users, history.items, n_users, n_items,
-                          choose_l2=choose_l2 if len(val_u) else None,
-                          choose_sequence=choose_sequence if len(val_u) else None, say=say)
-    config = StageConfig(seed=seed)
-    if len(val_u) == 0:
-        return RankingStage(sources, Ranker("feature", "two_tower"), config, {"choice": "feature:two_tower",
-                                                                             "shoppers": 0})
-    lists = validation_lists(model, val_history, item_vectors, tables, sources, val_features, val_u, val_i,
-                             selection, config)
-    earlier = None
-    if params is not None and config.earlier_positions > 0 and len(lists.targets) <= EARLIER_MAX_SHOPPERS:
-        earlier = earlier_lists(model, history, features, item_vectors, sources, val_u[ranker_sample(len(val_u), seed)],
-                                config, params=params, popularity_half_life_days=popularity_half_life_days)
-        say(f"ranking stage: {len(earlier)} lists held out up to {config.earlier_positions} step(s) earlier")
-    ranker, report = fit_ranker(lists.candidates, lists.features, lists.targets, config=config,
-                                selection=lists.selection, earlier=earlier, say=say)
-    return RankingStage(sources, ranker, config, report)
+    return fit_sources(history.users, history.items, n_users, n_items, choose_l2=choose_l2 if len(val_u) else None,
+                       choose_sequence=choose_sequence if len(val_u) else None, say=say)
 
 
 def ranker_sample(n: int, seed: int) -> np.ndarray:

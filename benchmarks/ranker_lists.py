@@ -1,0 +1,179 @@
+"""How much the ranking stage's LambdaMART gains from more validation lists and from larger trees.
+
+Usage:
+    .venv/bin/python benchmarks/ranker_lists.py --source clickstream \\
+        --path ../shared/datasets/uci_eshop_clothing_2008 --output benchmarks/results/ranker_lists_clickstream.json
+
+The ranking stage learns from at most :data:`modeling.train.RANKER_MAX_SHOPPERS` validation shoppers' lists (a
+seeded sample above that) with LightGBM's settings in :data:`modeling.reranker.LIGHTGBM_PARAMS`. This script
+asks whether either limits a shop with many validation shoppers. The data is loaded and the two-tower trained
+as ``benchmarks/rankers.py`` does (default parameters, no search); the stage's sources are fitted as training
+fits them, and the lists of **every** validation shopper are built, each from the history before its item was
+found (:func:`modeling.train.validation_inputs`).
+
+Every variant is measured on the same shoppers: the stage's sample, its three folds (``fit_ranker``'s fold
+assignment) and its selection half. A variant trains, for each fold, on
+
+- ``sample``: the sample's lists outside the fold (what the stage learns from), or
+- ``all``: every validation shopper's list outside the fold (the shoppers beyond the sample are spread over
+  the folds with a seeded permutation; none of them is ever measured),
+
+with 15 leaves (the stage's) or 31, and is measured after 50, 100 and 200 trees. Each variant's mean NDCG@10
+on the selection shoppers, and its paired difference from the stage's own (``sample``, 15 leaves, same number
+of trees) with one standard error. On a shop with at most ``RANKER_MAX_SHOPPERS`` validation shoppers the
+sample is every shopper and ``all`` equals ``sample``.
+
+Prints a table and writes JSON to ``--output``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from modeling import runtime as _runtime  # noqa: E402,F401  (first: environment for TensorFlow)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+logger = logging.getLogger("benchmarks.ranker_lists")
+
+TREES = (50, 100, 200)
+LEAVES = (15, 31)
+
+
+def all_lists(data: Any, embeddings: Any) -> tuple[Any, np.ndarray, np.ndarray, int, dict[str, float]]:
+    """Every validation shopper's list, which of them the stage's sample holds, its fold seed and timings.
+
+    Returns:
+        ``(lists, in_sample (v,) bool, selection (v,) bool, seed, seconds)``.
+    """
+    from modeling import train
+    from modeling.reranker import StageConfig
+    from modeling.splits import leave_last_out_split
+    from modeling.two_tower import TwoTowerParams
+
+    params, seconds = TwoTowerParams(), {}
+    started = time.perf_counter()
+    split = leave_last_out_split(data.interactions)
+    trained = train.train_model(data, embeddings, params, split=split, ranking_stage=False)
+    seconds["two_tower"] = time.perf_counter() - started
+    started = time.perf_counter()
+    inputs = train.stage_inputs(trained, data, embeddings, split)
+    sources = train.fit_stage_sources(inputs.history, len(inputs.features.user_ids), len(inputs.features.item_ids),
+                                      inputs.val_u, inputs.val_i, inputs.validation_history, say=logger.info)
+    selection = ~train.stopping_shoppers(len(inputs.val_u), params.seed)
+    in_sample = np.zeros(len(inputs.val_u), dtype=bool)
+    in_sample[train.ranker_sample(len(inputs.val_u), params.seed)] = True
+    limit = train.RANKER_MAX_SHOPPERS
+    train.RANKER_MAX_SHOPPERS = len(inputs.val_u)  # every shopper's list, in order
+    try:
+        lists = train.validation_lists(trained.model, inputs.validation_history, inputs.item_vectors, inputs.tables,
+                                       sources, inputs.validation_features, inputs.val_u, inputs.val_i, selection,
+                                       StageConfig(seed=params.seed))
+    finally:
+        train.RANKER_MAX_SHOPPERS = limit
+    seconds["lists"] = time.perf_counter() - started
+    return lists, in_sample, selection, params.seed, seconds
+
+
+def measure(lists: Any, in_sample: np.ndarray, selection: np.ndarray, seed: int, folds: int = 3
+            ) -> dict[str, np.ndarray]:
+    """(v,) NDCG@10 of every variant (``"<pool>-<leaves>:<trees>"``), 0 outside the measured shoppers."""
+    from modeling import reranker
+
+    candidates, features, targets = lists.candidates, lists.features, lists.targets
+    fold_of = np.full(len(targets), -1, dtype=np.int64)
+    sample = np.flatnonzero(in_sample)
+    fold_of[sample] = np.random.default_rng(seed).permutation(len(sample)) % folds  # as fit_ranker assigns them
+    rest = np.flatnonzero(~in_sample)
+    fold_of[rest] = np.random.default_rng(seed + 1).permutation(len(rest)) % folds
+    results: dict[str, np.ndarray] = {}
+    stage_leaves = reranker.LIGHTGBM_PARAMS["num_leaves"]
+    try:
+        for leaves in LEAVES:
+            reranker.LIGHTGBM_PARAMS["num_leaves"] = leaves
+            for pool in ("sample", "all"):
+                if pool == "all" and in_sample.all():
+                    continue
+                started = time.perf_counter()
+                for fold in range(folds):
+                    test = (fold_of == fold) & in_sample
+                    learn = (fold_of != fold) & (in_sample if pool == "sample" else True)
+                    booster = reranker._train_booster(candidates[learn], features[learn], targets[learn], max(TREES),
+                                                      seed)
+                    for trees in TREES:
+                        ranked, _ = reranker.Ranker("lightgbm", booster=reranker._Truncated(booster, trees)).order(
+                            candidates[test], features[test], 10)
+                        results.setdefault(f"{pool}-{leaves}:{trees}", np.zeros(len(targets)))[test] = (
+                            reranker._ndcg_at_10(ranked, targets[test]))
+                logger.info("%s lists, %d leaves: %.0f s", pool, leaves, time.perf_counter() - started)
+    finally:
+        reranker.LIGHTGBM_PARAMS["num_leaves"] = stage_leaves
+    return results
+
+
+def summarise(results: dict[str, np.ndarray], measured: np.ndarray) -> dict[str, Any]:
+    """Each variant's mean on the measured shoppers and its paired difference from the stage's own."""
+    table: dict[str, Any] = {}
+    stage_leaves = LEAVES[0]
+    for name, values in results.items():
+        trees = name.split(":")[1]
+        difference = values[measured] - results[f"sample-{stage_leaves}:{trees}"][measured]
+        error = float(difference.std(ddof=1) / np.sqrt(len(difference))) if len(difference) > 1 else 0.0
+        table[name] = {"ndcg@10": round(float(values[measured].mean()), 5),
+                       "minus_stage": round(float(difference.mean()), 5), "standard_error": round(error, 5)}
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rankers import load
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", required=True, help="A source of modeling.sources (amazon2018, clickstream, ...).")
+    parser.add_argument("--path", required=True, help="Files of the source.")
+    parser.add_argument("--output", required=True, help="Write the results as JSON to this file.")
+    parser.add_argument("--embeddings", help="Text embeddings cache directory (default: data/evaluation/<fp>/).")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    started = time.perf_counter()
+    data, embeddings, _ = load(args.source, args.path, args.embeddings)
+    lists, in_sample, selection, seed, seconds = all_lists(data, embeddings)
+    measured = in_sample & selection
+    if not measured.any():
+        raise SystemExit("no validation shopper to measure on")
+    results = measure(lists, in_sample, selection, seed)
+    table = summarise(results, measured)
+    result = {
+        "source": {"name": args.source, "folder": Path(args.path).name, "counts": data.counts()},
+        "lists": {"validation_shoppers": int(len(lists.targets)), "stage_sample": int(in_sample.sum()),
+                  "measured": int(measured.sum())},
+        "variants": table,
+        "seconds": {**{k: round(v, 1) for k, v in seconds.items()}, "total": round(time.perf_counter() - started, 1)},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+    }
+    target = Path(args.output)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{args.source} {Path(args.path).name}: {len(lists.targets)} validation shoppers, the stage's sample "
+          f"{int(in_sample.sum())}, measured on {int(measured.sum())}")
+    print(f"{'variant':<16}{'NDCG@10':>9}{'minus the stage':>18}")
+    for name, row in table.items():
+        print(f"{name:<16}{row['ndcg@10']:>9.4f}{row['minus_stage']:>+11.4f} ± {row['standard_error']:.4f}")
+    print(f"written to {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
