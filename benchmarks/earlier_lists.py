@@ -31,7 +31,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from modeling import runtime as _runtime  # noqa: E402,F401  (first: environment for TensorFlow)
 
-import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import time  # noqa: E402
@@ -107,13 +106,11 @@ def measure(source: str, path: str, positions: list[int], embeddings_dir: str | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", required=True, help="A source of modeling.sources (amazon2018, movielens, ...).")
-    parser.add_argument("--path", required=True, help="Files of the source.")
-    parser.add_argument("--output", required=True, help="Write the results as JSON to this file.")
+    from rankers import dataset_parser
+
+    parser = dataset_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--positions", type=int, nargs="+", default=[1, 2, 3],
                         help="Steps before the validation item measured (each P: lists of 1 to P steps earlier).")
-    parser.add_argument("--embeddings", help="Text embeddings cache directory (default: data/evaluation/<fp>/).")
     args = parser.parse_args(argv)
     if min(args.positions) < 1:
         parser.error("--positions must be at least 1")

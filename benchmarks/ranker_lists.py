@@ -37,7 +37,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from modeling import runtime as _runtime  # noqa: E402,F401  (first: environment for TensorFlow)
 
-import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
@@ -138,13 +137,9 @@ def summarise(results: dict[str, np.ndarray], measured: np.ndarray) -> dict[str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rankers import load
+    from rankers import dataset_parser, load
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", required=True, help="A source of modeling.sources (amazon2018, clickstream, ...).")
-    parser.add_argument("--path", required=True, help="Files of the source.")
-    parser.add_argument("--output", required=True, help="Write the results as JSON to this file.")
-    parser.add_argument("--embeddings", help="Text embeddings cache directory (default: data/evaluation/<fp>/).")
+    parser = dataset_parser(__doc__.split("\n\n")[0])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     started = time.perf_counter()

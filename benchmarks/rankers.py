@@ -62,6 +62,17 @@ LISTWISE_EPOCHS = (5, 10, 20, 40, 80)
 RESAMPLES = 1_000
 
 
+def dataset_parser(description: str) -> argparse.ArgumentParser:
+    """A parser with the options every validation benchmark of the ranking stage takes: ``--source``, ``--path``,
+    ``--output`` (JSON) and ``--embeddings`` (the text embeddings' cache, as :func:`load` reads it)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--source", required=True, help="A source of modeling.sources (amazon2018, movielens, ...).")
+    parser.add_argument("--path", required=True, help="Files of the source.")
+    parser.add_argument("--output", required=True, help="Write the results as JSON to this file.")
+    parser.add_argument("--embeddings", help="Text embeddings cache directory (default: data/evaluation/<fp>/).")
+    return parser
+
+
 def load(source: str, path: str, embeddings_dir: str | None) -> tuple[Any, Any, Path]:
     """The canonical data and its text embeddings, as `manage.py evaluate` loads them (no database)."""
     from modeling import datasets as ds
@@ -233,15 +244,11 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", required=True, help="A source of modeling.sources (amazon2018, movielens, ...).")
-    parser.add_argument("--path", required=True, help="Files of the source.")
-    parser.add_argument("--output", required=True, help="Write the results as JSON to this file.")
+    parser = dataset_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, nargs="+", default=list(LISTWISE_EPOCHS),
                         help="Listwise epoch counts measured (one run per fold up to the largest).")
     parser.add_argument("--two-tower-epochs", type=int, help="Two-tower max epochs (default: TwoTowerParams').")
     parser.add_argument("--seed", type=int, help="Two-tower seed, also the folds' (default: TwoTowerParams').")
-    parser.add_argument("--embeddings", help="Text embeddings cache directory (default: data/evaluation/<fp>/).")
     args = parser.parse_args(argv)
     if min(args.epochs) < 1:
         parser.error("--epochs must be at least 1")

@@ -28,7 +28,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from modeling import runtime as _runtime  # noqa: E402,F401  (first: environment for TensorFlow)
 
-import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 from typing import Any  # noqa: E402
@@ -69,11 +68,9 @@ def measure(source: str, path: str, embeddings_dir: str | None = None) -> dict[s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", required=True, help="A source of modeling.sources (amazon2018, movielens, ...).")
-    parser.add_argument("--path", required=True, help="Files of the source.")
-    parser.add_argument("--output", required=True, help="Write the results as JSON to this file.")
-    parser.add_argument("--embeddings", help="Text embeddings cache directory (default: data/evaluation/<fp>/).")
+    from rankers import dataset_parser
+
+    parser = dataset_parser(__doc__.splitlines()[0])
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name in ("tensorflow", "absl", "h5py"):
