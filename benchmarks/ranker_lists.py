@@ -52,18 +52,23 @@ TREES = (50, 100, 200)
 LEAVES = (15, 31)
 
 
-def all_lists(data: Any, embeddings: Any) -> tuple[Any, np.ndarray, np.ndarray, int, dict[str, float]]:
-    """Every validation shopper's list, which of them the stage's sample holds, its fold seed and timings.
+def all_lists(data: Any, embeddings: Any, params: Any = None
+              ) -> tuple[Any, np.ndarray, np.ndarray, int, dict[str, float], Any]:
+    """Every validation shopper's list, which of them the stage's sample holds, its fold seed, timings and the
+    stage's inputs (:class:`modeling.train.StageInputs`: the lists are in the order of its ``val_u``).
+
+    Args:
+        params: the two-tower's :class:`TwoTowerParams` (default: the defaults, no search).
 
     Returns:
-        ``(lists, in_sample (v,) bool, selection (v,) bool, seed, seconds)``.
+        ``(lists, in_sample (v,) bool, selection (v,) bool, seed, seconds, inputs)``.
     """
     from modeling import train
     from modeling.reranker import StageConfig
     from modeling.splits import leave_last_out_split
     from modeling.two_tower import TwoTowerParams
 
-    params, seconds = TwoTowerParams(), {}
+    params, seconds = params or TwoTowerParams(), {}
     started = time.perf_counter()
     split = leave_last_out_split(data.interactions)
     trained = train.train_model(data, embeddings, params, split=split, ranking_stage=False)
@@ -84,7 +89,7 @@ def all_lists(data: Any, embeddings: Any) -> tuple[Any, np.ndarray, np.ndarray, 
     finally:
         train.RANKER_MAX_SHOPPERS = limit
     seconds["lists"] = time.perf_counter() - started
-    return lists, in_sample, selection, params.seed, seconds
+    return lists, in_sample, selection, params.seed, seconds, inputs
 
 
 def measure(lists: Any, in_sample: np.ndarray, selection: np.ndarray, seed: int, folds: int = 3
@@ -144,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     started = time.perf_counter()
     data, embeddings, _ = load(args.source, args.path, args.embeddings)
-    lists, in_sample, selection, seed, seconds = all_lists(data, embeddings)
+    lists, in_sample, selection, seed, seconds, _ = all_lists(data, embeddings)
     measured = in_sample & selection
     if not measured.any():
         raise SystemExit("no validation shopper to measure on")

@@ -24,7 +24,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -402,7 +402,8 @@ def _popular_needed(config: StageConfig, k: int, exclude: Sequence[np.ndarray]) 
 def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemIndex, sources: Sources,
                        tables: ItemTables, histories: HistoryBatch, exclude: Sequence[np.ndarray],
                        allowed: np.ndarray | None, config: StageConfig, k: int,
-                       popular_order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                       popular_order: np.ndarray | None = None,
+                       columns: Collection[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Candidates and their features for m shoppers.
 
     The item-item and transition scores stay sparse (only the items linked to the history are
@@ -423,10 +424,12 @@ def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
         config: candidates per source.
         k: the list length asked for (at least this many popular candidates).
         popular_order: :func:`_popular_order` of ``tables`` and ``allowed``, if already known.
+        columns: the features the caller reads (:meth:`Ranker.columns`); the others are left 0 and not
+            computed (a single-feature or blended order reads two to six of them). None: every feature.
 
     Returns:
         ``(candidates (m, C) int64 with -1 pads, features (m, C, len(FEATURES)) float32)``; each row's
-        candidates are in increasing position order.
+        candidates are in increasing position order. The candidates never depend on ``columns``.
     """
     m, n = len(histories), len(item_vectors)
     query = np.asarray(query, dtype=np.float32)
@@ -435,10 +438,11 @@ def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
                          + (np.concatenate(exclude).astype(np.int64) if m else np.zeros(0, dtype=np.int64)))
     item_item, recent = histories.propagate_each(sources.item_item, (config.history_half_life_days,
                                                                    config.recent_half_life_days))
-    last, previous = histories.last(1), histories.last(2)
+    def wanted(*names: str) -> bool:
+        return columns is None or any(name in columns for name in names)
+
     sequence = histories.propagate_recent(sources.sequence, sources.sequence_history)
-    following = rows_at(sources.transitions, last)
-    preceding = rows_at(sources.transitions, previous)
+    following = rows_at(sources.transitions, histories.last(1))
     n_popular = max(config.popular, k)
     if popular_order is None:
         popular_order = _popular_order(tables, allowed, _popular_needed(config, k, exclude))
@@ -449,7 +453,7 @@ def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
     tt_rows = np.repeat(np.arange(m, dtype=np.int64), tt_top.shape[1]).reshape(tt_top.shape)
     stored = {name: _entry_keys(scores, n) for name, scores in
               (("item_item", item_item), ("item_item_recent", recent), ("following", following),
-               ("preceding", preceding), ("sequence", sequence))}
+               ("sequence", sequence))}
     proposals = [(tt_rows * n + tt_top)[tt_top >= 0],
                  _sparse_tops(item_item, stored["item_item"], config.item_item, n, excluded, allowed),
                  _sparse_tops(recent, stored["item_item_recent"], config.item_item_recent, n, excluded, allowed),
@@ -462,21 +466,27 @@ def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
 
     column = {name: position for position, name in enumerate(FEATURES)}
     feats = np.zeros((len(keys), len(FEATURES)), dtype=np.float32)
-    two_tower = np.einsum("ed,ed->e", np.asarray(item_vectors[cand], dtype=np.float32), query[rows])
-    feats[:, column["two_tower"]] = two_tower
-    feats[:, column["two_tower_gap"]] = two_tower - _row_max(two_tower, starts, sizes)[rows]
+    if wanted("two_tower", "two_tower_gap"):
+        two_tower = np.einsum("ed,ed->e", np.asarray(item_vectors[cand], dtype=np.float32), query[rows])
+        feats[:, column["two_tower"]] = two_tower
+        feats[:, column["two_tower_gap"]] = two_tower - _row_max(two_tower, starts, sizes)[rows]
     for name, scores in (("item_item", item_item), ("item_item_recent", recent), ("sequence", sequence)):
+        if not wanted(name, f"{name}_share"):
+            continue
         values = _sparse_values(scores, stored[name], keys)
         feats[:, column[name]] = values
         best = _row_max(values, starts, sizes)[rows]
         feats[:, column[f"{name}_share"]] = np.where(best > 0, values / np.where(best > 0, best, 1.0), 0.0)
-    feats[:, column["transition_last"]] = _sparse_values(following, stored["following"], keys)
-    feats[:, column["transition_previous"]] = _sparse_values(preceding, stored["preceding"], keys)
+    if wanted("transition_last"):
+        feats[:, column["transition_last"]] = _sparse_values(following, stored["following"], keys)
+    if wanted("transition_previous"):
+        preceding = rows_at(sources.transitions, histories.last(2))
+        feats[:, column["transition_previous"]] = _sparse_values(preceding, _entry_keys(preceding, n), keys)
     feats[:, column["popularity_rank"]] = tables.popularity_rank[cand]
     history_sizes = np.fromiter((len(h) for h in histories.items), dtype=np.int64, count=m)
     feats[:, column["history_length"]] = np.log1p(history_sizes)[rows]
     feats[:, column["source_count"]] = count
-    _history_features(feats, column, tables, histories, rows, cand, starts, sizes, config)
+    _history_features(feats, column, tables, histories, rows, cand, starts, sizes, config, wanted)
 
     width = int(sizes.max(initial=0))
     candidates = np.full((m, width), -1, dtype=np.int64)
@@ -502,18 +512,24 @@ def _popular_keys(order: np.ndarray, count: int, excluded_counts: np.ndarray, n:
 
 def _history_features(feats: np.ndarray, column: dict[str, int], tables: ItemTables, histories: HistoryBatch,
                       rows: np.ndarray, cand: np.ndarray, starts: np.ndarray, sizes: np.ndarray,
-                      config: StageConfig) -> None:
+                      config: StageConfig, wanted: Callable[..., bool] = lambda *names: True) -> None:
     """Fill, in ``feats`` (e, F), the features that compare each candidate with its shopper's history: text
     similarity, nearest item's age, category, brand and price matches (NaN age and price without a history).
 
     Args:
         rows, cand: (e,) each entry's shopper row and item position (rows ascending).
         starts, sizes: (m,) where each shopper's entries begin and how many there are.
+        wanted: whether any of the given feature names is read (the text features and the attribute matches
+            are computed only then).
     """
+    text = wanted("text_history", "text_last", "nearest_age_days")
+    attributes = wanted("category_match", "category_recent", "brand_match", "price_ratio")
+    if not (text or attributes):
+        return
     items, stamps, counts = _recent_table(histories, TEXT_HISTORY)
-    empty = counts[rows] == 0
-    feats[empty, column["nearest_age_days"]] = np.nan  # (price_ratio: NaN below, as the median is)
-    for row in np.flatnonzero((counts > 0) & (sizes > 0)):
+    if text:  # (price_ratio: NaN below, as the median is)
+        feats[counts[rows] == 0, column["nearest_age_days"]] = np.nan
+    for row in np.flatnonzero((counts > 0) & (sizes > 0)) if text else ():
         part = slice(starts[row], starts[row] + sizes[row])
         own, times = items[row, TEXT_HISTORY - counts[row]:], stamps[row, TEXT_HISTORY - counts[row]:]
         history_text = as_float32(tables.content[own])
@@ -527,8 +543,14 @@ def _history_features(feats: np.ndarray, column: dict[str, int], tables: ItemTab
             to_mean *= scale
         feats[part, column["text_history"]] = to_mean
         feats[part, column["text_last"]] = similarity[:, -1]
-        feats[part, column["nearest_age_days"]] = (times[-1] - times[similarity.argmax(axis=1)]) / 86_400.0
+        # The nearest product's first place in the history: a product met twice is one column, so which of its
+        # equal columns wins does not depend on how the matrix product rounded each (BLAS kernels differ).
+        first = np.sort(np.unique(own, return_index=True)[1])
+        nearest = first[similarity[:, first].argmax(axis=1)]
+        feats[part, column["nearest_age_days"]] = (times[-1] - times[nearest]) / 86_400.0
 
+    if not attributes:
+        return
     # The 10 most recent products: category, brand and price matches, the category's weighed by recency.
     recent, recent_stamps = items[:, -RECENT_HISTORY:], stamps[:, -RECENT_HISTORY:]
     present = recent >= 0
@@ -641,6 +663,15 @@ class Ranker:
             total = total + weight * values
         return np.where(valid, total, -np.inf).astype(np.float32)
 
+    def columns(self) -> frozenset[str] | None:
+        """The features :meth:`order` reads (what :func:`candidate_features` must compute); None: every one."""
+        if self.kind == "feature":
+            return frozenset((self.feature, "popularity_rank"))
+        if self.kind == "blend":
+            return frozenset([name for weight, name in zip(self.weights, BLEND_PARTS, strict=True) if weight != 0]
+                             + ["popularity_rank"])
+        return None
+
     def score(self, features: np.ndarray) -> np.ndarray:
         """(r,) float32 scores of (r, len(FEATURES)) feature rows (higher: better)."""
         if self.kind == "feature":  # popularity breaks ties (a sparse score is 0 for most candidates)
@@ -741,9 +772,9 @@ _IMPORT_LOCK = threading.Lock()
 
 
 def _train_booster(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray, rounds: int,
-                   seed: int, init: np.ndarray | None = None) -> Any:
+                   seed: int, init: np.ndarray | None = None, names: Sequence[str] = FEATURES) -> Any:
     """LambdaMART over the lists that hold their target; ``init`` (m, C): the scores boosting starts from
-    (none: 0)."""
+    (none: 0); ``names``: the features' names (benchmarks try columns beyond :data:`FEATURES`)."""
     lightgbm = lightgbm_module()
     labels = (candidates == targets[:, None]) & (candidates >= 0)
     useful = labels.any(axis=1)
@@ -752,7 +783,7 @@ def _train_booster(candidates: np.ndarray, features: np.ndarray, targets: np.nda
     rows = np.concatenate([f[:n] for f, n in zip(feats, lengths, strict=True)])
     y = np.concatenate([lab[:n] for lab, n in zip(labs, lengths, strict=True)]).astype(np.float32)
     start = None if init is None else np.concatenate([s[:n] for s, n in zip(init[useful], lengths, strict=True)])
-    data = lightgbm.Dataset(rows, y, group=lengths, init_score=start, feature_name=list(FEATURES),
+    data = lightgbm.Dataset(rows, y, group=lengths, init_score=start, feature_name=list(names),
                             free_raw_data=True)
     return lightgbm.train({**LIGHTGBM_PARAMS, "seed": seed}, data, num_boost_round=rounds)
 
@@ -1018,6 +1049,9 @@ class RankingStage:
         ``ranker`` replaces the stage's own (e.g. :data:`RETRIEVAL_ORDER`: the two-tower's order of the same
         candidates)."""
         ranker = ranker or self.ranker
+        columns = ranker.columns()
+        if columns is not None:  # shoppers without evidence are ordered by the two-tower score (RETRIEVAL_ORDER)
+            columns = columns | (RETRIEVAL_ORDER.columns() or frozenset(FEATURES))
         m = len(histories)
         out_pos = np.full((m, k), -1, dtype=np.int64)
         out_scores = np.full((m, k), -np.inf, dtype=np.float32)
@@ -1027,7 +1061,7 @@ class RankingStage:
             batch = HistoryBatch(histories.items[part], histories.timestamps[part])
             candidates, features = candidate_features(query[part], item_vectors, index, self.sources, tables,
                                                       batch, list(exclude[part]), allowed, self.config, k,
-                                                      popular_order)
+                                                      popular_order, columns)
             positions, scores = ranker.order(candidates, features, k)
             blind = ~self.has_evidence(batch)
             if blind.any():  # nothing for the learned order to go on: the two-tower's own order

@@ -17,10 +17,14 @@ import scipy.sparse as sp
 from modeling.candidates import HistoryBatch, Sources
 from modeling.index import ExactIndex, ItemIndex
 from modeling.reranker import (
+    BLEND_PARTS,
     FEATURES,
     RECENT_HISTORY,
+    SINGLE_FEATURES,
     TEXT_HISTORY,
     ItemTables,
+    Ranker,
+    RankingStage,
     StageConfig,
     _popular_needed,
     _popular_order,
@@ -137,7 +141,8 @@ def reference_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
             norm = float(np.linalg.norm(mean))
             feats[:, column["text_history"]] = content @ (mean / norm) if norm > 0 else 0.0
             feats[:, column["text_last"]] = similarity[:, -1]
-            nearest = similarity.argmax(axis=1)
+            first = np.sort(np.unique(items, return_index=True)[1])  # each product once, at its first place
+            nearest = first[similarity[:, first].argmax(axis=1)]
             feats[:, column["nearest_age_days"]] = (stamps[-1] - stamps[nearest]) / 86_400.0
             cats, brands = tables.category[items[-RECENT_HISTORY:]], tables.brand[items[-RECENT_HISTORY:]]
             same = (tables.category[cand][:, None] == cats[None, :]) & (cats[None, :] >= 0)  # (C, h)
@@ -213,6 +218,46 @@ def test_batched_features_equal_the_per_shopper_loop(seed: int, filtered: bool, 
         for column, name in enumerate(FEATURES):
             np.testing.assert_allclose(got[:, :, column], want[:, :, column], rtol=1e-5, atol=1e-5, equal_nan=True,
                                        err_msg=name)
+
+
+@pytest.mark.parametrize("ranker", [Ranker("feature", name) for name in FEATURES]
+                         + [Ranker("blend", weights=weights) for weights in
+                            [(0.25, 0.5, 0.0, 0.25, 0.0), (0.0, 0.0, 0.5, 0.0, 0.5), (1.0, 0.0, 0.0, 0.0, 0.0)]],
+                         ids=lambda r: f"{r.kind}:{r.feature if r.kind == 'feature' else r.weights}")
+def test_a_ranker_that_reads_a_few_features_ranks_as_it_would_with_all_of_them(ranker: Ranker) -> None:
+    """A single-feature or blended order computes only the columns it reads (and the two-tower score, which
+    orders shoppers without evidence): the same candidates, the same values in those columns, the same top k."""
+    assert set(SINGLE_FEATURES) <= set(FEATURES) and len(BLEND_PARTS) == len(ranker.weights or BLEND_PARTS)
+    rng = np.random.default_rng(7)
+    vectors, sources, tables = _shop(3, quantized=True)
+    n = len(vectors)
+    sizes = [0, 1, 3, 8, TEXT_HISTORY + 5]
+    histories = HistoryBatch([rng.integers(0, n, size) for size in sizes],
+                             [np.sort(rng.integers(0, 90 * 86_400, size)) for size in sizes])
+    exclude = [np.unique(h) for h in histories.items]
+    allowed = rng.random(n) > 0.2
+    query = rng.normal(size=(len(sizes), 8)).astype(np.float32)
+    index, config = ExactIndex(vectors), StageConfig(two_tower=20, item_item=15, transitions=6, popular=8)
+    columns = ranker.columns()
+    assert columns is not None and "popularity_rank" in columns and len(columns) <= 6
+    every = candidate_features(query, vectors, index, sources, tables, histories, exclude, allowed, config, 10)
+    some = candidate_features(query, vectors, index, sources, tables, histories, exclude, allowed, config, 10,
+                              columns=columns)
+    np.testing.assert_array_equal(some[0], every[0])
+    for column, name in enumerate(FEATURES):
+        if name in columns:
+            np.testing.assert_array_equal(some[1][:, :, column], every[1][:, :, column], err_msg=name)
+    groups = (("text_history", "text_last", "nearest_age_days"),  # the costly ones, computed a group at a time
+              ("category_match", "category_recent", "brand_match", "price_ratio"))
+    skipped = [FEATURES.index(name) for group in groups if not columns & set(group) for name in group]
+    assert not some[1][:, :, skipped].any()  # not computed
+    stage = RankingStage(sources, ranker, config)
+    want = ranker.order(*every, 10)
+    blind = ~stage.has_evidence(histories)
+    want[0][blind] = Ranker("feature", "two_tower").order(every[0][blind], every[1][blind], 10)[0]
+    got, _ = stage.rank(query, vectors, index, tables, histories, exclude, 10, allowed)
+    np.testing.assert_array_equal(got, want[0])
+    assert Ranker("lightgbm").columns() is None  # a learned ranker reads every feature
 
 
 def test_an_empty_batch_has_no_candidates() -> None:
