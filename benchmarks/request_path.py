@@ -19,6 +19,13 @@ times each stage of every request by wrapping the functions that do it:
 
 Prints the median of each stage per endpoint and writes benchmarks/results/request-path-<shop>.json.
 The read endpoints' validation, authentication and throttling together should stay under 0.3 ms.
+
+With ``--compare-every-feature ROUNDS`` it times only ``/recommendations`` (whole requests through the same
+handler, one known shopper each), alternately with the ranking stage computing only the features its ranker
+reads (:meth:`modeling.reranker.Ranker.columns`, what the service does) and every feature (what versions before
+did), ROUNDS rounds of each in the order every, only, only, every, ..., ``--requests`` requests per round, and
+writes each round's median and whether both settings served the same lists to
+benchmarks/results/request-path-<shop>-features.json.
 """
 
 from __future__ import annotations
@@ -153,14 +160,75 @@ def measure(work: Path, requests: int) -> dict[str, Any]:
     return figures
 
 
+def compare_every_feature(work: Path, requests: int, rounds: int) -> dict[str, Any]:
+    """Median ms per round of ``/recommendations`` with the ranker's own columns and with every feature, in turn."""
+    import django
+
+    django.setup()
+    from django.core.handlers.wsgi import WSGIHandler
+
+    from modeling import artifacts, reranker
+    from recoapi.recommendations.engine import registry
+
+    engine = registry.current()
+    if engine is None:
+        raise SystemExit(f"no active model in {work / 'models'}")
+    bundle = artifacts.load_bundle(work / "models" / engine.version)
+    ranker = engine.recommender.stage.ranker if engine.recommender.stage is not None else None
+    rng = np.random.default_rng(5)
+    users = [str(u) for u in bundle.arrays.user_ids[rng.integers(0, len(bundle.arrays.user_ids), requests)]]
+    handler = WSGIHandler()
+    own = reranker.Ranker.columns
+
+    def every(self: reranker.Ranker) -> None:
+        return None
+
+    def answer(user: str) -> list[tuple[str, float]]:
+        statuses: list[str] = []
+        body = b"".join(handler(_environ("/recommendations", f"users={user}&k=10"),
+                                lambda status, headers, *_: statuses.append(status)))
+        if not statuses[0].startswith("200"):
+            raise SystemExit(f"/recommendations?users={user}: {statuses[0]} {body[:300]!r}")
+        return [(item["item_id"], item["score"]) for item in json.loads(body)["recommendations"][user]["items"]]
+
+    def round_ms(columns: Any) -> tuple[float, list[Any]]:
+        reranker.Ranker.columns = columns
+        served, times = [], []
+        for user in users:
+            started = time.perf_counter()
+            served.append(answer(user))
+            times.append(time.perf_counter() - started)
+        return float(np.median(times[len(times) // 10:]) * 1000), served
+
+    try:
+        round_ms(own)  # warm up
+        timed: dict[str, list[float]] = {"only_read": [], "every": []}
+        lists: dict[str, list[Any]] = {}
+        order = [("every", "only_read"), ("only_read", "every")]
+        for turn in range(rounds):
+            for name in order[turn % 2]:
+                median, served = round_ms(own if name == "only_read" else every)
+                timed[name].append(round(median, 3))
+                lists[name] = served
+    finally:
+        reranker.Ranker.columns = own
+    return {"ranker": None if ranker is None else {"kind": ranker.kind, "feature": ranker.feature,
+                                                   "columns": sorted(ranker.columns() or ["every feature"])},
+            "median_ms_per_round": timed, "same_lists": lists["only_read"] == lists["every"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shop", choices=("demo", "100k"), default="demo")
     parser.add_argument("--requests", type=int, default=2000, help="requests per endpoint")
     parser.add_argument("--output", default=None, help="default: benchmarks/results/request-path-<shop>.json")
+    parser.add_argument("--compare-every-feature", type=int, default=0, metavar="ROUNDS",
+                        help="time /recommendations with the ranker's features and with every feature, in turn")
     args = parser.parse_args()
     if args.requests < 100:
         raise SystemExit("--requests must be at least 100")
+    if args.compare_every_feature < 0:
+        raise SystemExit("--compare-every-feature must be a number of rounds")
     from peer import demo_workspace
     from serving import _env, build_workspace
 
@@ -180,6 +248,16 @@ def main() -> None:
 
     # One BLAS and OpenMP thread, as each web worker has (gunicorn.conf.py sets it before numpy loads; setting
     # OPENBLAS_NUM_THREADS here, after numpy loaded, changed nothing: this script measured with every core).
+    if args.compare_every_feature:
+        with threadpool_limits(1):
+            compared = compare_every_feature(work, args.requests, args.compare_every_feature)
+        output = Path(args.output or RESULTS / f"request-path-{args.shop}-features.json")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps({"shop": args.shop, "requests_per_round": args.requests, **compared}, indent=2)
+                          + "\n")
+        print(json.dumps(compared, indent=2))
+        print(f"\nwritten to {os.path.relpath(output, ROOT)}")
+        return
     with threadpool_limits(1):
         figures = measure(work, args.requests)
     output = Path(args.output or RESULTS / f"request-path-{args.shop}.json")

@@ -131,6 +131,8 @@ def _assert_served_alike(trained: Trained, interactions: pd.DataFrame, users: np
     recommender = Recommender(artifacts.load_bundle(publish(result, data, embeddings, tmp_path,
                                                             interactions=interactions, export_text=False)))
     monkeypatch.setattr(reranker, "candidate_features", recorded)
+    # Every feature, as for a learned ranker (a single-feature or blended order has only those it reads computed).
+    monkeypatch.setattr(reranker.Ranker, "columns", lambda self: None)
     user_ids = data.users[ds.USER_ID].astype(str).to_numpy()
     shoppers = [str(u) for u in user_ids[users]]
     histories_from = interactions if histories_from is None else histories_from
