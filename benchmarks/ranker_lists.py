@@ -42,6 +42,7 @@ import logging  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -141,26 +142,58 @@ def summarise(results: dict[str, np.ndarray], measured: np.ndarray) -> dict[str,
     return table
 
 
-def main(argv: list[str] | None = None) -> int:
+@dataclass
+class Run:
+    """A validation benchmark's command line, data and every validation shopper's list (:func:`all_lists`);
+    ``measured`` (v,) bool: the stage's sample and selection shoppers; ``started``: ``time.perf_counter()``."""
+
+    args: Any
+    data: Any
+    embeddings: Any
+    lists: Any
+    in_sample: np.ndarray
+    selection: np.ndarray
+    measured: np.ndarray
+    seed: int
+    seconds: dict[str, float]
+    inputs: Any
+    started: float
+
+
+def start(description: str, argv: list[str] | None) -> Run:
+    """Parse the benchmark's options, load the data set and build every validation shopper's list."""
     from rankers import dataset_parser, load
 
-    parser = dataset_parser(__doc__.split("\n\n")[0])
-    args = parser.parse_args(argv)
+    args = dataset_parser(description).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     started = time.perf_counter()
     data, embeddings, _ = load(args.source, args.path, args.embeddings)
-    lists, in_sample, selection, seed, seconds, _ = all_lists(data, embeddings)
+    lists, in_sample, selection, seed, seconds, inputs = all_lists(data, embeddings)
     measured = in_sample & selection
     if not measured.any():
         raise SystemExit("no validation shopper to measure on")
-    results = measure(lists, in_sample, selection, seed)
-    table = summarise(results, measured)
+    return Run(args, data, embeddings, lists, in_sample, selection, measured, seed, seconds, inputs, started)
+
+
+def main(argv: list[str] | None = None) -> int:
+    run = start(__doc__.split("\n\n")[0], argv)
+    results = measure(run.lists, run.in_sample, run.selection, run.seed)
+    report(run, summarise(results, run.measured))
+    return 0
+
+
+def report(run: Run, table: dict[str, dict[str, float]], extra: dict[str, Any] | None = None) -> None:
+    """Write a benchmark's result as JSON to ``run.args.output`` (the data set, the lists, ``extra``, the variants'
+    ``table`` and the seconds) and print the table: each variant's NDCG@10 and its difference from the stage's."""
+    args, data, lists, in_sample, measured = run.args, run.data, run.lists, run.in_sample, run.measured
+    seconds = {**run.seconds, "total": time.perf_counter() - run.started}
     result = {
         "source": {"name": args.source, "folder": Path(args.path).name, "counts": data.counts()},
         "lists": {"validation_shoppers": int(len(lists.targets)), "stage_sample": int(in_sample.sum()),
                   "measured": int(measured.sum())},
+        **(extra or {}),
         "variants": table,
-        "seconds": {**{k: round(v, 1) for k, v in seconds.items()}, "total": round(time.perf_counter() - started, 1)},
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
     }
     target = Path(args.output)
@@ -168,11 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     target.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{args.source} {Path(args.path).name}: {len(lists.targets)} validation shoppers, the stage's sample "
           f"{int(in_sample.sum())}, measured on {int(measured.sum())}")
-    print(f"{'variant':<16}{'NDCG@10':>9}{'minus the stage':>18}")
+    print(f"{'variant':<18}{'NDCG@10':>9}{'minus the stage':>18}")
     for name, row in table.items():
-        print(f"{name:<16}{row['ndcg@10']:>9.4f}{row['minus_stage']:>+11.4f} ± {row['standard_error']:.4f}")
+        print(f"{name:<18}{row['ndcg@10']:>9.4f}{row['minus_stage']:>+11.4f} ± {row['standard_error']:.4f}")
     print(f"written to {target}")
-    return 0
 
 
 if __name__ == "__main__":

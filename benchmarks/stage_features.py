@@ -39,10 +39,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from modeling import runtime as _runtime  # noqa: E402,F401  (first: environment for TensorFlow)
 
-import json  # noqa: E402
 import logging  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -185,21 +182,16 @@ def _difference(values: np.ndarray, reference: np.ndarray) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ranker_lists import all_lists
-    from rankers import dataset_parser, load
+    from ranker_lists import all_lists, report, start
 
     from modeling import reranker
     from modeling.train import history_batch
     from modeling.two_tower import TwoTowerParams
 
-    args = dataset_parser(__doc__.split("\n\n")[0]).parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    started = time.perf_counter()
-    data, embeddings, _ = load(args.source, args.path, args.embeddings)
-    lists, in_sample, selection, seed, seconds, inputs = all_lists(data, embeddings)
-    measured = in_sample & selection
-    if not measured.any():
-        raise SystemExit("no validation shopper to measure on")
+    run = start(__doc__.split("\n\n")[0], argv)
+    lists, in_sample, selection, seed, seconds, inputs = (run.lists, run.in_sample, run.selection, run.seed,
+                                                          run.seconds, run.inputs)
+    data, embeddings, measured = run.data, run.embeddings, run.measured
     began = time.perf_counter()
     histories = history_batch(inputs.validation_history, inputs.val_u).items
     extra = extra_features(lists.candidates, histories, inputs.val_u, inputs.history.users, inputs.history.items,
@@ -223,25 +215,8 @@ def main(argv: list[str] | None = None) -> int:
 
     table = {f"{name}:{trees}": _difference(values[trees][measured], results["stage"][trees][measured])
              for name, values in results.items() for trees in TREES}
-    result = {
-        "source": {"name": args.source, "folder": Path(args.path).name, "counts": data.counts()},
-        "lists": {"validation_shoppers": int(len(lists.targets)), "stage_sample": int(in_sample.sum()),
-                  "measured": int(measured.sum())},
-        "alone": single,
-        "variants": table,
-        "seconds": {**{k: round(v, 1) for k, v in seconds.items()}, "total": round(time.perf_counter() - started, 1)},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-    }
-    target = Path(args.output)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{args.source} {Path(args.path).name}: {len(lists.targets)} validation shoppers, measured on "
-          f"{int(measured.sum())}")
     print("alone: " + ", ".join(f"{name} {value:.4f}" for name, value in single.items()))
-    print(f"{'variant':<18}{'NDCG@10':>9}{'minus the stage':>18}")
-    for name, row in table.items():
-        print(f"{name:<18}{row['ndcg@10']:>9.4f}{row['minus_stage']:>+11.4f} ± {row['standard_error']:.4f}")
-    print(f"written to {target}")
+    report(run, table, {"alone": single})
     return 0
 
 
