@@ -53,12 +53,12 @@ item-item score of the history (each product weighted by recency: halved every
 transition probability from the last and the previous item; popularity percentile; text cosine to
 the history's mean text and to the last item; share of the 10 most recent history items with the
 candidate's category and brand; log price over their median price; log history length; days between
-the shopper's latest interaction and the history item whose text is nearest to the candidate; how
-many sources proposed it; the item-item score of the recency-weighted history (each product's weight
-halved every ``recent_half_life_days``, 30, before the latest interaction) and its share of the
-shopper's best; the recency-weighted share of the 10 most recent products in the candidate's
-category; the sequential rules' score of the most recent products (:attr:`Sources.sequence`) and its share
-of the shopper's best."""
+the shopper's latest interaction and the history item whose text is nearest to the candidate (a product
+met twice: its first place); how many sources proposed it; the item-item score of the recency-weighted
+history (each product's weight halved every ``recent_half_life_days``, 30, before the latest
+interaction) and its share of the shopper's best; the recency-weighted share of the 10 most recent
+products in the candidate's category; the sequential rules' score of the most recent products
+(:attr:`Sources.sequence`) and its share of the shopper's best."""
 
 SINGLE_FEATURES: tuple[str, ...] = ("two_tower", "item_item", "transition_last", "popularity_rank", "text_history",
                                      "sequence")
