@@ -203,18 +203,20 @@ def compare_every_feature(work: Path, requests: int, rounds: int) -> dict[str, A
     try:
         round_ms(own)  # warm up
         timed: dict[str, list[float]] = {"only_read": [], "every": []}
-        lists: dict[str, list[Any]] = {}
+        lists: list[list[Any]] = []
         order = [("every", "only_read"), ("only_read", "every")]
         for turn in range(rounds):
             for name in order[turn % 2]:
                 median, served = round_ms(own if name == "only_read" else every)
                 timed[name].append(round(median, 3))
-                lists[name] = served
+                lists.append(served)
     finally:
         reranker.Ranker.columns = own
-    return {"ranker": None if ranker is None else {"kind": ranker.kind, "feature": ranker.feature,
-                                                   "columns": sorted(ranker.columns() or ["every feature"])},
-            "median_ms_per_round": timed, "same_lists": lists["only_read"] == lists["every"]}
+    columns = None if ranker is None else ranker.columns()
+    return {"ranker": None if ranker is None else {
+                "kind": ranker.kind, "feature": ranker.feature if ranker.kind == "feature" else None,
+                "columns": sorted(columns | {"two_tower"}) if columns is not None else "every feature"},
+            "median_ms_per_round": timed, "same_lists": all(served == lists[0] for served in lists)}
 
 
 def main() -> None:

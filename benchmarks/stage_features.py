@@ -14,11 +14,12 @@ The variants:
 - ``stage``: the stage's features (:data:`modeling.reranker.FEATURES`);
 - ``+session_knn``: plus the session-kNN score of each candidate and its share of the shopper's best (Ludewig
   and Jannach's V-SKNN: the history's products weighted 1 for the latest, 0.1 less per step back, at least 0.1;
-  cosine similarity to every other shopper's training products; the 100 most similar; a candidate's score
-  is the sum of the similarities of those who had it);
+  each other shopper's similarity is the weights of the products they had over the square root of their
+  number of products, i.e. cosine up to the history's own norm, which does not change who is nearest; the 100
+  most similar; a candidate's score is the sum of the similarities of those who had it);
 - ``+second_order``: plus P(candidate | the history's previous and last product), counted over consecutive
-  triples of the training sequences (repeats of one product in a row counted once), and the log count of that
-  pair (how much evidence there is);
+  triples of the training sequences (repeats of one product in a row counted once), and the log of how often
+  that pair was followed by a third product (how much evidence there is);
 - ``+both``: all four columns;
 - ``attention``: the lists built again with the two-tower's query tower attending over the history
   (``attention_heads=2``, in the search space but not the default), the stage's features.

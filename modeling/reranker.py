@@ -665,6 +665,8 @@ class Ranker:
 
     def columns(self) -> frozenset[str] | None:
         """The features :meth:`order` reads (what :func:`candidate_features` must compute); None: every one."""
+        if self.prior_scale > 0:  # boosted from a blend: the trees read every feature
+            return None
         if self.kind == "feature":
             return frozenset((self.feature, "popularity_rank"))
         if self.kind == "blend":

@@ -224,18 +224,21 @@ def test_batched_features_equal_the_per_shopper_loop(seed: int, filtered: bool, 
                          + [Ranker("blend", weights=weights) for weights in
                             [(0.25, 0.5, 0.0, 0.25, 0.0), (0.0, 0.0, 0.5, 0.0, 0.5), (1.0, 0.0, 0.0, 0.0, 0.0)]],
                          ids=lambda r: f"{r.kind}:{r.feature if r.kind == 'feature' else r.weights}")
-def test_a_ranker_that_reads_a_few_features_ranks_as_it_would_with_all_of_them(ranker: Ranker) -> None:
+@pytest.mark.parametrize("quantized", [False, True])
+def test_a_ranker_that_reads_a_few_features_ranks_as_it_would_with_all_of_them(ranker: Ranker,
+                                                                               quantized: bool) -> None:
     """A single-feature or blended order computes only the columns it reads (and the two-tower score, which
-    orders shoppers without evidence): the same candidates, the same values in those columns, the same top k."""
+    orders shoppers without evidence): the same candidates, the same values in those columns, the same top k
+    (with the text vectors as float32 rows and as 8-bit codes; with a filter and without)."""
     assert set(SINGLE_FEATURES) <= set(FEATURES) and len(BLEND_PARTS) == len(ranker.weights or BLEND_PARTS)
     rng = np.random.default_rng(7)
-    vectors, sources, tables = _shop(3, quantized=True)
+    vectors, sources, tables = _shop(3, quantized=quantized)
     n = len(vectors)
     sizes = [0, 1, 3, 8, TEXT_HISTORY + 5]
     histories = HistoryBatch([rng.integers(0, n, size) for size in sizes],
                              [np.sort(rng.integers(0, 90 * 86_400, size)) for size in sizes])
     exclude = [np.unique(h) for h in histories.items]
-    allowed = rng.random(n) > 0.2
+    allowed = rng.random(n) > 0.2 if quantized else None
     query = rng.normal(size=(len(sizes), 8)).astype(np.float32)
     index, config = ExactIndex(vectors), StageConfig(two_tower=20, item_item=15, transitions=6, popular=8)
     columns = ranker.columns()
@@ -258,6 +261,7 @@ def test_a_ranker_that_reads_a_few_features_ranks_as_it_would_with_all_of_them(r
     got, _ = stage.rank(query, vectors, index, tables, histories, exclude, 10, allowed)
     np.testing.assert_array_equal(got, want[0])
     assert Ranker("lightgbm").columns() is None  # a learned ranker reads every feature
+    assert Ranker("feature", "item_item", weights=(1.0, 0.0, 0.0, 0.0, 0.0), prior_scale=16.0).columns() is None
 
 
 def test_an_empty_batch_has_no_candidates() -> None:
