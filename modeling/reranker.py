@@ -510,26 +510,41 @@ def _popular_keys(order: np.ndarray, count: int, excluded_counts: np.ndarray, n:
     return keys[np.arange(len(rows)) - np.searchsorted(rows, rows) < count]
 
 
+TEXT_FEATURES: tuple[str, ...] = ("text_history", "text_last", "nearest_age_days")
+ATTRIBUTE_FEATURES: tuple[str, ...] = ("category_match", "category_recent", "brand_match", "price_ratio")
+
+
 def _history_features(feats: np.ndarray, column: dict[str, int], tables: ItemTables, histories: HistoryBatch,
                       rows: np.ndarray, cand: np.ndarray, starts: np.ndarray, sizes: np.ndarray,
-                      config: StageConfig, wanted: Callable[..., bool] = lambda *names: True) -> None:
+                      config: StageConfig, wanted: Callable[..., bool]) -> None:
     """Fill, in ``feats`` (e, F), the features that compare each candidate with its shopper's history: text
-    similarity, nearest item's age, category, brand and price matches (NaN age and price without a history).
+    similarity and nearest item's age (:data:`TEXT_FEATURES`), category, brand and price matches
+    (:data:`ATTRIBUTE_FEATURES`), each group only when ``wanted`` says one of its features is read.
 
     Args:
         rows, cand: (e,) each entry's shopper row and item position (rows ascending).
         starts, sizes: (m,) where each shopper's entries begin and how many there are.
-        wanted: whether any of the given feature names is read (the text features and the attribute matches
-            are computed only then).
+        wanted: whether any of the given feature names is read.
     """
-    text = wanted("text_history", "text_last", "nearest_age_days")
-    attributes = wanted("category_match", "category_recent", "brand_match", "price_ratio")
+    text, attributes = wanted(*TEXT_FEATURES), wanted(*ATTRIBUTE_FEATURES)
     if not (text or attributes):
         return
     items, stamps, counts = _recent_table(histories, TEXT_HISTORY)
-    if text:  # (price_ratio: NaN below, as the median is)
-        feats[counts[rows] == 0, column["nearest_age_days"]] = np.nan
-    for row in np.flatnonzero((counts > 0) & (sizes > 0)) if text else ():
+    if text:
+        _text_features(feats, column, tables, items, stamps, counts, rows, cand, starts, sizes)
+    if attributes:
+        _attribute_features(feats, column, tables, items[:, -RECENT_HISTORY:], stamps[:, -RECENT_HISTORY:], rows,
+                            cand, config)
+
+
+def _text_features(feats: np.ndarray, column: dict[str, int], tables: ItemTables, items: np.ndarray,
+                   stamps: np.ndarray, counts: np.ndarray, rows: np.ndarray, cand: np.ndarray, starts: np.ndarray,
+                   sizes: np.ndarray) -> None:
+    """Text cosine to the history's mean and to its last product, and the nearest product's age (NaN without a
+    history), from each shopper's :data:`TEXT_HISTORY` most recent products (``items``, ``stamps`` (m, T), the
+    last ``counts`` (m,) of each row present)."""
+    feats[counts[rows] == 0, column["nearest_age_days"]] = np.nan
+    for row in np.flatnonzero((counts > 0) & (sizes > 0)):
         part = slice(starts[row], starts[row] + sizes[row])
         own, times = items[row, TEXT_HISTORY - counts[row]:], stamps[row, TEXT_HISTORY - counts[row]:]
         history_text = as_float32(tables.content[own])
@@ -549,10 +564,12 @@ def _history_features(feats: np.ndarray, column: dict[str, int], tables: ItemTab
         nearest = first[similarity[:, first].argmax(axis=1)]
         feats[part, column["nearest_age_days"]] = (times[-1] - times[nearest]) / 86_400.0
 
-    if not attributes:
-        return
-    # The 10 most recent products: category, brand and price matches, the category's weighed by recency.
-    recent, recent_stamps = items[:, -RECENT_HISTORY:], stamps[:, -RECENT_HISTORY:]
+
+def _attribute_features(feats: np.ndarray, column: dict[str, int], tables: ItemTables, recent: np.ndarray,
+                        recent_stamps: np.ndarray, rows: np.ndarray, cand: np.ndarray, config: StageConfig) -> None:
+    """Category, brand and price matches with each shopper's :data:`RECENT_HISTORY` most recent products
+    (``recent``, ``recent_stamps`` (m, 10), -1 pads), the category's weighed by recency (price ratio NaN without a
+    known price, as the median is)."""
     present = recent >= 0
     count = np.maximum(present.sum(axis=1), 1)[rows]
     safe = np.maximum(recent, 0)
