@@ -93,15 +93,21 @@ def all_lists(data: Any, embeddings: Any, params: Any = None
     return lists, in_sample, selection, params.seed, seconds, inputs
 
 
+def stage_folds(in_sample: np.ndarray, seed: int, folds: int = 3) -> np.ndarray:
+    """(v,) int64: the fold of each shopper of the stage's sample, as ``fit_ranker`` assigns them; -1 outside it."""
+    fold_of = np.full(len(in_sample), -1, dtype=np.int64)
+    sample = np.flatnonzero(in_sample)
+    fold_of[sample] = np.random.default_rng(seed).permutation(len(sample)) % folds
+    return fold_of
+
+
 def measure(lists: Any, in_sample: np.ndarray, selection: np.ndarray, seed: int, folds: int = 3
             ) -> dict[str, np.ndarray]:
     """(v,) NDCG@10 of every variant (``"<pool>-<leaves>:<trees>"``), 0 outside the measured shoppers."""
     from modeling import reranker
 
     candidates, features, targets = lists.candidates, lists.features, lists.targets
-    fold_of = np.full(len(targets), -1, dtype=np.int64)
-    sample = np.flatnonzero(in_sample)
-    fold_of[sample] = np.random.default_rng(seed).permutation(len(sample)) % folds  # as fit_ranker assigns them
+    fold_of = stage_folds(in_sample, seed, folds)
     rest = np.flatnonzero(~in_sample)
     fold_of[rest] = np.random.default_rng(seed + 1).permutation(len(rest)) % folds
     results: dict[str, np.ndarray] = {}

@@ -93,23 +93,36 @@ def _environ(path: str, query: str) -> dict[str, Any]:
             "wsgi.run_once": False, "wsgi.version": (1, 0)}
 
 
-def measure(work: Path, requests: int) -> dict[str, Any]:
-    """Median milliseconds per stage for each read endpoint, ``requests`` requests each."""
+def _call(handler: Any, path: str, query: str) -> tuple[str, bytes]:
+    """One GET through Django's WSGI ``handler``, as gunicorn makes it: ``(status line, body)``."""
+    statuses: list[str] = []
+    body = b"".join(handler(_environ(path, query), lambda status, headers, *_: statuses.append(status)))
+    return statuses[0], body
+
+
+def _active(work: Path) -> tuple[Any, Any]:
+    """Django set up over the workspace (its environment already exported): ``(the engine serving its active
+    model, that model's bundle)``."""
     import django
 
     django.setup()
-    from django.core.handlers.wsgi import WSGIHandler
-    from rest_framework.response import Response
-    from rest_framework.views import APIView
-
     from modeling import artifacts
-    from recoapi.recommendations import apis
     from recoapi.recommendations.engine import registry
 
     engine = registry.current()
     if engine is None:
         raise SystemExit(f"no active model in {work / 'models'}")
-    bundle = artifacts.load_bundle(work / "models" / engine.version)
+    return engine, artifacts.load_bundle(work / "models" / engine.version)
+
+
+def measure(work: Path, requests: int) -> dict[str, Any]:
+    """Median milliseconds per stage for each read endpoint, ``requests`` requests each."""
+    _, bundle = _active(work)
+    from django.core.handlers.wsgi import WSGIHandler
+    from rest_framework.response import Response
+    from rest_framework.views import APIView
+
+    from recoapi.recommendations import apis
     rng = np.random.default_rng(4)
     users = [str(u) for u in bundle.arrays.user_ids[rng.integers(0, len(bundle.arrays.user_ids), requests)]]
     items = [str(i) for i in bundle.arrays.item_ids[rng.integers(0, len(bundle.arrays.item_ids), requests)]]
@@ -135,13 +148,11 @@ def measure(work: Path, requests: int) -> dict[str, Any]:
         rows: list[dict[str, float]] = []
         for n, query in enumerate(queries):
             timer.spent.clear()
-            statuses: list[str] = []
             started = time.perf_counter()
-            body = b"".join(handler(_environ(path, query),
-                                    lambda status, headers, *_, seen=statuses: seen.append(status)))
+            status, body = _call(handler, path, query)
             total = time.perf_counter() - started
-            if not statuses[0].startswith("200"):
-                raise SystemExit(f"{path}?{query}: {statuses[0]} {body[:300]!r}")
+            if not status.startswith("200"):
+                raise SystemExit(f"{path}?{query}: {status} {body[:300]!r}")
             if n < min(50, requests // 10):  # warm-up
                 continue
             spent = dict(timer.spent)
@@ -162,18 +173,11 @@ def measure(work: Path, requests: int) -> dict[str, Any]:
 
 def compare_every_feature(work: Path, requests: int, rounds: int) -> dict[str, Any]:
     """Median ms per round of ``/recommendations`` with the ranker's own columns and with every feature, in turn."""
-    import django
-
-    django.setup()
+    engine, bundle = _active(work)
     from django.core.handlers.wsgi import WSGIHandler
 
-    from modeling import artifacts, reranker
-    from recoapi.recommendations.engine import registry
+    from modeling import reranker
 
-    engine = registry.current()
-    if engine is None:
-        raise SystemExit(f"no active model in {work / 'models'}")
-    bundle = artifacts.load_bundle(work / "models" / engine.version)
     ranker = engine.recommender.stage.ranker if engine.recommender.stage is not None else None
     rng = np.random.default_rng(5)
     users = [str(u) for u in bundle.arrays.user_ids[rng.integers(0, len(bundle.arrays.user_ids), requests)]]
@@ -184,11 +188,9 @@ def compare_every_feature(work: Path, requests: int, rounds: int) -> dict[str, A
         return None
 
     def answer(user: str) -> list[tuple[str, float]]:
-        statuses: list[str] = []
-        body = b"".join(handler(_environ("/recommendations", f"users={user}&k=10"),
-                                lambda status, headers, *_: statuses.append(status)))
-        if not statuses[0].startswith("200"):
-            raise SystemExit(f"/recommendations?users={user}: {statuses[0]} {body[:300]!r}")
+        status, body = _call(handler, "/recommendations", f"users={user}&k=10")
+        if not status.startswith("200"):
+            raise SystemExit(f"/recommendations?users={user}: {status} {body[:300]!r}")
         return [(item["item_id"], item["score"]) for item in json.loads(body)["recommendations"][user]["items"]]
 
     def round_ms(columns: Any) -> tuple[float, list[Any]]:

@@ -144,15 +144,15 @@ def measure(lists: Any, in_sample: np.ndarray, selection: np.ndarray, seed: int,
             columns: tuple[str, ...], folds: int = 3) -> dict[int, np.ndarray]:
     """{trees: (v,) NDCG@10} of LambdaMART on the stage's features plus ``columns`` of ``extra``, trained on the
     stage's sample in its folds (as ``fit_ranker`` assigns them); 0 outside the sample."""
+    from ranker_lists import stage_folds
+
     from modeling import reranker
 
     features = lists.features
     if columns:
         features = np.concatenate([features] + [extra[name][:, :, None] for name in columns], axis=2)
     names = reranker.FEATURES + columns
-    fold_of = np.full(len(lists.targets), -1, dtype=np.int64)
-    sample = np.flatnonzero(in_sample)
-    fold_of[sample] = np.random.default_rng(seed).permutation(len(sample)) % folds
+    fold_of = stage_folds(in_sample, seed, folds)
     results = {trees: np.zeros(len(lists.targets)) for trees in TREES}
     for fold in range(folds):
         test, learn = (fold_of == fold) & in_sample, (fold_of != fold) & in_sample
