@@ -42,6 +42,20 @@ def _control_socket_path(setting: str, bind_address: str) -> str | None:
     return os.path.join(directory, "recoapi-" + re.sub(r"[^A-Za-z0-9.]+", "-", bind_address).strip("-") + ".ctl")
 
 
+# The text encoder (text queries, products added after training) runs in one process of gunicorn's dirty
+# worker pool, shared by the web workers, instead of in each of them (recoapi/text_process.py): ONNX Runtime,
+# the tokenizer and the encoder's weights were about 130 MB of every worker's resident memory. gunicorn starts
+# it, restarts it after a crash and stops it with the server; a worker that cannot reach it encodes in
+# process. RECO_TEXT_PROCESS=0: every worker loads its own encoder, as before.
+if os.environ.get("RECO_TEXT_PROCESS", "1").strip().lower() not in ("0", "false", "no", "off"):
+    dirty_apps = ["recoapi.text_process:TextEncoderApp"]
+    dirty_workers = 1
+    dirty_threads = threads  # one encode per web worker thread at a time, at most: ONNX Runtime runs them side by side
+    dirty_timeout = 60
+# The process name tells instances apart: gunicorn names the dirty pool's PID file after it, and on start kills
+# the process a file of the same name points to (an orphan of a crashed server, as gunicorn sees it).
+proc_name = "recoapi-" + re.sub(r"[^A-Za-z0-9.]+", "-", bind).strip("-")
+
 _control = _control_socket_path(os.environ.get("RECO_CONTROL_SOCKET", "auto").strip(), bind)
 if _control is None:
     control_socket_disable = True

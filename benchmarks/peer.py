@@ -43,7 +43,7 @@ import time  # noqa: E402
 import urllib.request  # noqa: E402
 
 import numpy as np  # noqa: E402
-from serving import _env, build_workspace, run_wrk, worker_memory  # noqa: E402
+from serving import _env, build_workspace, run_wrk, service_memory  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 CONNECTIONS = (2, 8)
@@ -187,7 +187,7 @@ def main() -> None:
             for _ in range(args.rounds):
                 for name, base in bases.items():
                     runs[name][connections].append(run_wrk(base, paths, connections, args.seconds, work))
-        memory = {name: worker_memory(server.pid) for name, server in servers.items()}
+        memory = {name: service_memory(server.pid) for name, server in servers.items()}
     finally:
         for server in servers.values():
             server.terminate()
@@ -207,8 +207,11 @@ def main() -> None:
                "shop": args.shop, "model_version": info["version"], "peer_model": peer_info,
                "gunicorn": f"{args.workers} workers x {args.threads} threads", "seconds": args.seconds,
                "rounds": args.rounds, "http": table,
-               "workers": {name: [{k: row[k] for k in ("rss_mib", "pss_mib", "rss_anon_mib")} for row in rows]
-                           for name, rows in memory.items()}}
+               "workers": {name: [{k: row[k] for k in ("rss_mib", "pss_mib", "rss_anon_mib")}
+                                  for row in rows["workers"]] for name, rows in memory.items()},
+               "text_process": [{k: row[k] for k in ("role", "rss_mib", "pss_mib", "rss_anon_mib")}
+                                for row in memory["service"]["text_process"]],
+               "service_pss_mib": {name: rows["service_pss_mib"] for name, rows in memory.items()}}
     output = Path(args.output or RESULTS / f"peer-{args.shop}.json")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(figures, indent=2) + "\n")
@@ -223,7 +226,11 @@ def main() -> None:
             print(f"{c:>5}  {name:<8}{run['rps']:>8.0f}{run['p50_ms']:>9.2f}{run['p99_ms']:>9.2f}{run['errors']:>8}   "
                   f"{run['rounds_rps']}")
     for name, rows in memory.items():
-        print(f"{name} workers: " + "; ".join(f"RSS {row['rss_mib']} MiB, PSS {row['pss_mib']} MiB" for row in rows))
+        print(f"{name} workers: " + "; ".join(f"RSS {row['rss_mib']} MiB, PSS {row['pss_mib']} MiB"
+                                             for row in rows["workers"])
+              + "".join(f"; text process ({row['role']}): RSS {row['rss_mib']} MiB, PSS {row['pss_mib']} MiB"
+                        for row in rows["text_process"])
+              + f"; the whole service's PSS {rows['service_pss_mib']} MiB")
     print(f"\nwritten to {os.path.relpath(output, ROOT)}")
 
 

@@ -729,26 +729,43 @@ def resident_files(pid: str, top: int = 10) -> dict[str, float]:
     return {file: round(kib / 1024, 1) for file, kib in ranked}
 
 
-def worker_memory(master_pid: int) -> list[dict]:
-    """Resident and proportional set sizes of each gunicorn worker, its largest resident mapped files, and
-    whether the bundle is mapped."""
-    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
-    rows = []
-    for pid in children:
-        status = _proc_status(pid)
-        rollup = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]
-                      if ":" in line)
-        maps = Path(f"/proc/{pid}/maps").read_text()
+def _children(pid: int | str) -> list[str]:
+    return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
 
-        def mib(value: str) -> float:
-            return round(int(value.split()[0]) / 1024, 1)
 
-        rows.append({"pid": int(pid), "rss_mib": mib(status["VmRSS"]), "rss_anon_mib": mib(status["RssAnon"]),
-                     "rss_file_mib": mib(status["RssFile"]), "pss_mib": mib(rollup["Pss"]),
-                     "bundle_memory_mapped": "item_vectors.npy" in maps and "user_vectors.npy" in maps,
-                     "tensorflow_loaded": "libtensorflow" in maps, "torch_loaded": "libtorch" in maps,
-                     "largest_resident_files_mib": resident_files(pid)})
-    return rows
+def process_memory(pid: int | str) -> dict:
+    """Resident and proportional set sizes of one process, its largest resident mapped files, and what it maps."""
+    status = _proc_status(pid)
+    rollup = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]
+                  if ":" in line)
+    maps = Path(f"/proc/{pid}/maps").read_text()
+
+    def mib(value: str) -> float:
+        return round(int(value.split()[0]) / 1024, 1)
+
+    return {"pid": int(pid), "rss_mib": mib(status["VmRSS"]), "rss_anon_mib": mib(status["RssAnon"]),
+            "rss_file_mib": mib(status["RssFile"]), "pss_mib": mib(rollup["Pss"]),
+            "bundle_memory_mapped": "item_vectors.npy" in maps and "user_vectors.npy" in maps,
+            "tensorflow_loaded": "libtensorflow" in maps, "torch_loaded": "libtorch" in maps,
+            "onnxruntime_loaded": "onnxruntime" in maps, "largest_resident_files_mib": resident_files(str(pid))}
+
+
+def service_memory(master_pid: int) -> dict:
+    """Memory of every process of the service: the web workers (the master's children that have none of their
+    own), the text process (gunicorn's dirty pool: its arbiter, a child of the master, and the arbiter's
+    worker, which runs the text encoder; none with RECO_TEXT_PROCESS=0) and the master; with their PSS summed
+    (what the service costs the machine, each shared page counted once)."""
+    workers, text = [], []
+    for pid in _children(master_pid):
+        below = _children(pid)
+        if below:  # the dirty pool's arbiter
+            text.append({"role": "arbiter", **process_memory(pid)})
+            text.extend({"role": "encoder", **process_memory(child)} for child in below)
+        else:
+            workers.append(process_memory(pid))
+    master = process_memory(master_pid)
+    total = sum(row["pss_mib"] for row in [*workers, *text, master])
+    return {"workers": workers, "text_process": text, "master": master, "service_pss_mib": round(total, 1)}
 
 
 # --------------------------------------------------------------------------- impressions: their cost, on and off
@@ -1099,7 +1116,7 @@ def main() -> None:
         request_log = work / "logs" / "requests.log"
         http = {name: [settled(run_wrk(base, paths, c, args.seconds, work, request_log)) for c in (2, 8)]
                 for name, paths in scenarios.items()}
-        memory = worker_memory(server.pid)
+        memory = service_memory(server.pid)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -1111,7 +1128,8 @@ def main() -> None:
                "gunicorn": f"{args.workers} workers x {args.threads} threads",
                "served_ann_min_items": ann_min_items(), "start_to_first_answer_s": first_answer_s, "http": http,
                "engine_in_process": engine,
-               "workers": memory}
+               "workers": memory["workers"], "text_process": memory["text_process"], "master": memory["master"],
+               "service_pss_mib": memory["service_pss_mib"]}
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(figures, indent=2) + "\n")
 
@@ -1126,10 +1144,16 @@ def main() -> None:
             print(f"{name:<28}{run['connections']:>6}{run['rps']:>9.0f}{run['p50_ms']:>9.1f}{run['p95_ms']:>9.1f}"
                   f"{run['p99_ms']:>9.1f}{run['errors']:>8}  {shares}")
     _print_engine(engine)
-    for row in memory:
+    for row in memory["workers"]:
         print(f"worker {row['pid']}: RSS {row['rss_mib']} MiB (anonymous {row['rss_anon_mib']}, file-backed "
               f"{row['rss_file_mib']}), PSS {row['pss_mib']} MiB, bundle memory-mapped: {row['bundle_memory_mapped']}, "
-              f"TensorFlow loaded: {row['tensorflow_loaded']}, torch loaded: {row['torch_loaded']}")
+              f"TensorFlow loaded: {row['tensorflow_loaded']}, torch loaded: {row['torch_loaded']}, "
+              f"ONNX Runtime loaded: {row['onnxruntime_loaded']}")
+    for row in memory["text_process"]:
+        print(f"text process ({row['role']}) {row['pid']}: RSS {row['rss_mib']} MiB (anonymous {row['rss_anon_mib']}, "
+              f"file-backed {row['rss_file_mib']}), PSS {row['pss_mib']} MiB")
+    print(f"master {memory['master']['pid']}: RSS {memory['master']['rss_mib']} MiB, PSS {memory['master']['pss_mib']} "
+          f"MiB; the whole service's PSS {memory['service_pss_mib']} MiB")
     print(f"\nwritten to {os.path.relpath(args.output, ROOT)}")
 
 

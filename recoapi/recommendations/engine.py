@@ -40,10 +40,11 @@ from modeling.exported_text import OnnxTextEncoder
 from modeling.features import item_attributes_of_rows
 from modeling.index import IvfIndex
 from modeling.recommender import Recommender
-from recoapi import allocator, metrics
+from recoapi import allocator, metrics, text_process
 from recoapi.catalog import selectors as catalog_selectors
 from recoapi.recommendations import model_store
 from recoapi.recommendations.product_table import ItemInfo, ProductTable
+from recoapi.text_process import RemoteTextEncoder
 
 if TYPE_CHECKING:
     from modeling.embeddings import TextEncoder
@@ -193,21 +194,24 @@ class Engine:
         return self.with_products(rows, max(latest, self.catalogue_stamp or latest))
 
 
-_encoders: dict[str, TextEncoder | OnnxTextEncoder] = {}
+_encoders: dict[str, TextEncoder | OnnxTextEncoder | RemoteTextEncoder] = {}
 _encoder_lock = threading.Lock()
 
 
-def text_encoder(bundle: Bundle | None = None) -> TextEncoder | OnnxTextEncoder:
+def text_encoder(bundle: Bundle | None = None) -> TextEncoder | OnnxTextEncoder | RemoteTextEncoder:
     """The process's sentence encoder for ``bundle`` (loaded on first use).
 
-    The ONNX export the bundle names (no torch; a fraction of a second to load), else
-    sentence-transformers with RECO_TEXT_MODEL_PATH (torch; a few seconds).
+    The ONNX export the bundle names (no torch; a fraction of a second to load), run by the text process
+    beside the web workers where gunicorn runs one (:mod:`recoapi.text_process`), else in this process;
+    without an export, sentence-transformers with RECO_TEXT_MODEL_PATH (torch; a few seconds).
     """
     export = artifacts.text_export_path(bundle) if bundle is not None else None
     key = str(export) if export is not None else ""
     with _encoder_lock:
         if key not in _encoders:
-            if export is not None:
+            if export is not None and text_process.available():  # under gunicorn: the shared text process
+                _encoders[key] = RemoteTextEncoder(export, local=lambda: OnnxTextEncoder(export))
+            elif export is not None:
                 _encoders[key] = OnnxTextEncoder(export)
             else:
                 logger.info("no text encoder export named by the model: loading sentence-transformers (torch)")
@@ -333,7 +337,9 @@ def _freeze_heap() -> None:
 
 def _load_text_encoder(engine: Engine) -> None:
     try:
-        text_encoder(engine.recommender.bundle)
+        encoder = text_encoder(engine.recommender.bundle)
+        if isinstance(encoder, RemoteTextEncoder):
+            encoder.warm()
     except Exception:  # a text query will report it; the rest of the service does not need the encoder
         logger.exception("the text encoder of model %s could not be loaded", engine.version)
 

@@ -215,6 +215,19 @@ class Service:
                     raise RuntimeError((self.root / "gunicorn.log").read_text()[-3000:]) from None
                 time.sleep(0.3)
 
+    def worker_pids(self) -> list[int]:
+        """The web workers: the master's children that have none of their own (gunicorn's dirty pool, which
+        runs the text process, is a child of the master with a worker of its own)."""
+        return [pid for pid in _children(self._master()) if not _children(pid)]
+
+    def text_process_pids(self) -> list[int]:
+        """The processes that run the text encoder (the dirty pool's workers); none with RECO_TEXT_PROCESS=0."""
+        return [child for pid in _children(self._master()) for child in _children(pid)]
+
+    def _master(self) -> int:
+        assert self.process is not None, "the service is not started"
+        return self.process.pid
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
@@ -225,6 +238,13 @@ class Service:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:  # the process has just exited
+        return []
 
 
 def prepare_service(pipeline: Pipeline, root: Path, database_url: str, **extra_env: str) -> Service:

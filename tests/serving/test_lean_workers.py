@@ -8,6 +8,9 @@ torch ``libtorch_cpu.so``.
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -17,12 +20,6 @@ from tests.conftest import Pipeline
 from tests.serving.live import Service, get, request
 
 pytestmark = pytest.mark.slow
-
-
-def _workers(service: Service) -> list[int]:
-    assert service.process is not None
-    children = Path(f"/proc/{service.process.pid}/task/{service.process.pid}/children").read_text().split()
-    return [int(pid) for pid in children]
 
 
 def _mapped(pid: int) -> str:
@@ -60,10 +57,14 @@ def test_known_new_anonymous_and_text_requests_are_served_without_tensorflow_or_
         assert status == 201
         assert get(f"{live.base}/similar_items?item=LEAN-{n}&k=3")["items"]
     assert {"two_tower", "content"} <= strategies
-    workers = _workers(live)
+    workers = live.worker_pids()
     assert len(workers) == 2
-    assert any("onnxruntime" in _mapped(pid) for pid in workers)  # the text was encoded, by the ONNX export
-    for pid in workers:
+    # The texts were encoded by the ONNX export, in the text process shared by the workers (recoapi.text_process):
+    # no worker holds ONNX Runtime or the tokenizer.
+    encoders = live.text_process_pids()
+    assert len(encoders) == 1 and "onnxruntime" in _mapped(encoders[0])
+    assert not any("onnxruntime" in _mapped(pid) or "tokenizers" in _mapped(pid) for pid in workers)
+    for pid in [*workers, *encoders]:
         maps = _mapped(pid)
         assert "libtensorflow" not in maps and "_pywrap_tensorflow" not in maps, (
             f"worker {pid} loaded TensorFlow ({_rss_mb(pid):.0f} MB resident)")
@@ -72,3 +73,26 @@ def test_known_new_anonymous_and_text_requests_are_served_without_tensorflow_or_
         assert "/sklearn/" not in maps, f"worker {pid} loaded scikit-learn"
         # pandas and pyarrow: about 100 MB of a worker's resident memory, and no request needs them.
         assert "/pandas/" not in maps and "/pyarrow/" not in maps, f"worker {pid} loaded pandas or pyarrow"
+
+
+def test_texts_are_answered_alike_by_the_text_process_by_its_successor_and_in_process(live: Service) -> None:
+    """A killed text process costs no request and changes no answer (a worker encodes in process meanwhile, with
+    the same vectors: tests/recoapi/test_text_process.py), and gunicorn starts another."""
+    paths = [f"/recommendations?text=enamel+coffee+mug+{n}&k=5" for n in range(3)]
+
+    def answers() -> list[list[str]]:
+        return [[item["item_id"] for item in get(f"{live.base}{path}")["recommendations"]["anonymous"]["items"]]
+                for path in paths]
+
+    before = answers()
+    (encoder,) = live.text_process_pids()
+    os.kill(encoder, signal.SIGKILL)
+    # Whatever answers now (a worker encoding in process while gunicorn starts another text process, or the new
+    # text process), the answers are the same.
+    assert answers() == before
+    deadline = time.monotonic() + 60
+    while [pid for pid in live.text_process_pids() if pid != encoder] == [] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [pid for pid in live.text_process_pids() if pid != encoder], "gunicorn did not start the text process again"
+    assert answers() == before
+    assert len(live.worker_pids()) == 2

@@ -37,9 +37,7 @@ def _count(samples: dict, name: str, **labels: str) -> float:
 
 
 def _workers(service: Service) -> list[int]:
-    assert service.process is not None
-    return [int(pid) for pid in
-            Path(f"/proc/{service.process.pid}/task/{service.process.pid}/children").read_text().split()]
+    return service.worker_pids()
 
 
 def test_every_worker_s_requests_are_summed_and_the_directory_is_removed(service_sqlite: Service,
