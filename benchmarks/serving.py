@@ -5,6 +5,7 @@ Usage:
     .venv/bin/python benchmarks/serving.py --items 20000 --users 40000 --interactions 200000   # smaller
     .venv/bin/python benchmarks/serving.py --items 1000000 --workdir benchmarks/.work/serving-1m  # a million
     .venv/bin/python benchmarks/serving.py --text-vectors-as float32   # text vectors as bundles held them before
+    .venv/bin/python benchmarks/serving.py --text-index-as sq8   # the text index as bundles held it before
 
 Needs `wrk` (Debian/Ubuntu: `apt install wrk`). What it does:
 
@@ -74,6 +75,7 @@ import re  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 import urllib.request  # noqa: E402
 from typing import TextIO  # noqa: E402
@@ -214,7 +216,8 @@ def build_workspace(work: Path, n_users: int, n_items: int, n_interactions: int)
     stamp = work / "workspace.json"
     indexed = n_items >= ann_min_items()  # the bundle carries the approximate index, as publishing writes it
     layout = {"bundle": artifacts.BUNDLE_FORMAT, "text_encoder": TEXT_EXPORT_FORMAT,  # a new layout: build again
-              "item_index": "8-bit codes" if indexed else False, "text_index": indexed,
+              "item_index": "8-bit codes" if indexed else False,
+              "text_index": "product-quantizer codes" if indexed else False,
               "catalogue": "every generated product", "attribute_codes": "stored",
               "text_vectors": "clustered by category", "text_vectors_stored_as": artifacts.CONTENT_DTYPE.name,
               "ranker": "lightgbm, compiled"}
@@ -354,6 +357,34 @@ def store_text_vectors(bundle: Path, dtype: str) -> None:
         values = quantized.codes
     with atomic_write(path, mode="wb") as handle:
         np.save(handle, np.asarray(values).astype(dtype), allow_pickle=False)
+
+
+def store_text_index(bundle: Path, kind: str) -> None:
+    """Rewrite ``bundle``'s text index (and its manifest entry) as "pq" (product-quantizer codes, what publishing
+    writes from ``modeling.index.PQ_MIN_ITEMS`` products) or "sq8" (8-bit codes, what it wrote before), tuned as
+    publishing tunes it; nothing is done when it already is. Files are replaced through a temporary file and a
+    rename."""
+    from modeling import artifacts
+    from modeling.atomic import atomic_write
+    from modeling.index import TEXT_PQ_BYTES, write_item_index
+    from modeling.rows import QuantizedRows
+
+    manifest = json.loads((bundle / artifacts.MANIFEST_FILE).read_text())
+    wanted = f"faiss_ivf_pq{TEXT_PQ_BYTES}" if kind == "pq" else "faiss_ivf_sq8"
+    if not manifest.get("text_index") or manifest["text_index"].get("kind") == wanted:
+        return
+    content = np.load(bundle / "item_content.npy", mmap_mode="r")
+    if content.dtype == np.int8:
+        content = QuantizedRows(content, np.load(bundle / artifacts.CONTENT_SCALE_FILE, mmap_mode="r"))
+    values = np.asarray(content, dtype=np.float32)
+    queries = values[np.random.default_rng(1).choice(len(values), min(1000, len(values)), replace=False)]
+    with tempfile.TemporaryDirectory(dir=bundle) as scratch:
+        entry = write_item_index(Path(scratch), values, queries, file="text_index.faiss", quantized=True,
+                                 pq_bytes=TEXT_PQ_BYTES if kind == "pq" else 0)
+        os.replace(Path(scratch) / "text_index.faiss", bundle / "text_index.faiss")
+    manifest["text_index"] = entry
+    with atomic_write(bundle / artifacts.MANIFEST_FILE) as handle:
+        handle.write(json.dumps(manifest, indent=2))
 
 
 def _median_ms(fn, repeat: int) -> float:
@@ -970,6 +1001,9 @@ def main() -> None:
                         help="serve (in process and under gunicorn) with RECO_ANN_MIN_ITEMS=N on the workspace built "
                              "with the default, e.g. 200000 for exact search over a bundle that carries the indexes: "
                              "both thresholds measured on one workspace")
+    parser.add_argument("--text-index-as", choices=["pq", "sq8"], default=None,
+                        help="rewrite the workspace bundle's text index before the run as product-quantizer codes "
+                             "(what publishing writes from 10,000 products) or 8-bit codes (what it wrote before)")
     parser.add_argument("--text-vectors-as", choices=["int8", "float16", "float32"], default=None,
                         help="rewrite the workspace bundle's text vectors (item_content.npy) in this type before the "
                              "run, from the values it holds (int8 codes with a scale per row are what publishing "
@@ -1023,6 +1057,8 @@ def main() -> None:
     info = build_workspace(work, args.users, args.items, args.interactions)
     if args.text_vectors_as is not None:
         store_text_vectors(work / "models" / info["version"], args.text_vectors_as)
+    if args.text_index_as is not None:
+        store_text_index(work / "models" / info["version"], args.text_index_as)
     if args.serve_ann_min_items is not None:  # after the build: the workspace's layout follows the default
         os.environ["RECO_ANN_MIN_ITEMS"] = str(args.serve_ann_min_items)
     if nprobes:

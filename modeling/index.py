@@ -22,9 +22,15 @@ index reached recall@10 0.955 at 0.9 ms per query over 1,000,000 items, where HN
 efConstruction 200) stayed at 0.93 with efSearch 512 at 100,000 items; IVF builds in seconds
 instead of minutes, and FAISS maps its inverted lists from disk (``IO_FLAG_MMAP``).
 
-The products' text vectors (text queries) get an index of the same kind beside it
-(``text_index.faiss``), also with 8-bit codes (:func:`write_text_index`); the candidates it finds are scored
-exactly from the 384-d text vectors the bundle already holds.
+The products' text vectors (text queries) get an index beside it (``text_index.faiss``,
+:func:`write_text_index`): from :data:`PQ_MIN_ITEMS` products on, product-quantizer codes of
+:data:`TEXT_PQ_BYTES` bytes per product (``IndexIVFPQ``: an eighth of the 8-bit codes' 384 bytes), below that
+8-bit codes; either way the candidates it finds (:data:`PQ_EXTRA` beyond ``k`` for the product codes, whose
+ranking errors are larger) are scored exactly from the 384-d text vectors the bundle already holds. Every
+worker that answers text queries ends up with the whole index file resident (README, Performance): 8-bit
+codes were 38 MB per worker at 100,000 products and 384 MB at a million. Measured on 13,543 real MiniLM
+vectors (the shared sets' product and review texts) with 1,000 two-word queries, at the same ``nprobe``:
+recall@10 against exact search within 0.01 of the 8-bit codes' (``benchmarks/text_index.py``).
 
 Filters and exclusions stay exact: the approximate index fetches extra candidates, drops the
 excluded and disallowed ones, and a row left with fewer than ``k`` candidates is answered by exact
@@ -115,6 +121,16 @@ EXTRA = 50
 """Candidates an approximate search fetches beyond ``k`` (and the excluded items), to survive filtering
 and, with 8-bit codes, the codes' ranking errors near the top (they are scored exactly)."""
 
+PQ_EXTRA = 200
+"""As :data:`EXTRA`, for an index of product-quantizer codes, whose ranking errors near the top are larger."""
+
+TEXT_PQ_BYTES = 48
+"""Bytes per product of the text index's product-quantizer codes (48 sub-vectors of 8 of the 384 dimensions)."""
+
+PQ_MIN_ITEMS = 10_000
+"""Products from which the text index stores product-quantizer codes (below, 8-bit codes): each of its
+sub-quantizers learns 256 centroids, from at least 39 products each."""
+
 
 class IvfIndex:
     """Approximate inner-product search with a FAISS IVF index (IVF-Flat, or 8-bit codes).
@@ -125,13 +141,14 @@ class IvfIndex:
         index: a FAISS ``IndexIVFFlat`` over ``vectors[:ntotal]`` (None: built on first use, in
             this process, with :func:`build_ivf`).
         nprobe: inverted lists scanned per query (recall vs. speed).
-        extra: candidates fetched beyond ``k`` plus the excluded items, to survive filtering.
-        quantized: the index stores 8-bit codes (:func:`build_ivf` with ``quantized=True``): the
+        extra: candidates fetched beyond ``k`` plus the excluded items, to survive filtering (None:
+            :data:`PQ_EXTRA` for product-quantizer codes, else :data:`EXTRA`).
+        quantized: the index stores codes (:func:`build_ivf` with ``quantized=True``): the
             candidates it finds are scored again exactly from ``vectors`` and re-ordered. None: as
             ``index`` is (flat when it is built here).
     """
 
-    def __init__(self, vectors: np.ndarray, index: Any | None = None, *, nprobe: int = 64, extra: int = EXTRA,
+    def __init__(self, vectors: np.ndarray, index: Any | None = None, *, nprobe: int = 64, extra: int | None = None,
                  quantized: bool | None = None) -> None:
         import faiss
 
@@ -140,7 +157,7 @@ class IvfIndex:
         # nprobe goes with each search, not onto the FAISS object, which other IvfIndex may share (the same bundle
         # served with another nprobe, tuning): setting it there made the last one set win for all of them.
         self._parameters = faiss.SearchParametersIVF(nprobe=nprobe)
-        self.extra = extra
+        self.extra = extra if extra is not None else PQ_EXTRA if is_product_quantized(index) else EXTRA
         self.quantized = is_quantized(index) if quantized is None and index is not None else bool(quantized)
         self._index = index
         self._lock = threading.Lock()
@@ -153,7 +170,8 @@ class IvfIndex:
                              f"{len(self.vectors)} {self.vectors.shape[1]}-d")
         codes = is_quantized(index)
         if codes != self.quantized:  # codes' scores served as exact, or exact ones scored again
-            raise ValueError(f"the index {'holds 8-bit codes' if codes else 'holds the vectors'}, "
+            held = "product-quantizer codes" if is_product_quantized(index) else "8-bit codes"
+            raise ValueError(f"the index {'holds ' + held if codes else 'holds the vectors'}, "
                              f"but was given as {'codes' if self.quantized else 'vectors'}")
 
     @property
@@ -223,13 +241,22 @@ class IvfIndex:
 
 
 def is_quantized(index: Any) -> bool:
-    """Whether a FAISS IVF index stores 8-bit codes (``IndexIVFScalarQuantizer``) rather than the vectors."""
+    """Whether a FAISS IVF index stores codes (8-bit: ``IndexIVFScalarQuantizer``; product-quantizer:
+    ``IndexIVFPQ``) rather than the vectors."""
     import faiss
 
-    return isinstance(index, faiss.IndexIVFScalarQuantizer)
+    return isinstance(index, faiss.IndexIVFScalarQuantizer | faiss.IndexIVFPQ)
 
 
-def build_ivf(vectors: np.ndarray, *, lists: int | None = None, seed: int = 0, quantized: bool = False) -> Any:
+def is_product_quantized(index: Any) -> bool:
+    """Whether a FAISS IVF index stores product-quantizer codes (``IndexIVFPQ``); False for None."""
+    import faiss
+
+    return index is not None and isinstance(index, faiss.IndexIVFPQ)
+
+
+def build_ivf(vectors: np.ndarray, *, lists: int | None = None, seed: int = 0, quantized: bool = False,
+              pq_bytes: int = 0) -> Any:
     """A FAISS IVF inner-product index over ``vectors``.
 
     Args:
@@ -239,6 +266,9 @@ def build_ivf(vectors: np.ndarray, *, lists: int | None = None, seed: int = 0, q
         quantized: store each vector as d 8-bit codes (``IndexIVFScalarQuantizer``, a quarter of the
             float32 size) instead of the vector itself (``IndexIVFFlat``); what publishing writes, as
             serving already maps the float32 vectors and scores the candidates found exactly.
+        pq_bytes: with ``quantized``, store ``pq_bytes`` product-quantizer codes of 8 bits per vector
+            (``IndexIVFPQ``, encoding each vector's residual to its list's centroid; ``pq_bytes`` must divide
+            the dimension) instead of one 8-bit code per dimension; 0: 8-bit codes.
 
     Returns:
         A FAISS IVF index holding every vector, position = row of ``vectors``.
@@ -249,14 +279,19 @@ def build_ivf(vectors: np.ndarray, *, lists: int | None = None, seed: int = 0, q
     n, dim = data.shape
     lists = lists or max(16, int(4 * np.sqrt(n)))
     lists = max(1, min(lists, n))
-    if quantized:
+    if quantized and pq_bytes:
+        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, lists, pq_bytes, 8, faiss.METRIC_INNER_PRODUCT)
+    elif quantized:
         index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(dim), dim, lists, faiss.ScalarQuantizer.QT_8bit,
                                               faiss.METRIC_INNER_PRODUCT)
     else:
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
     index.cp.seed = seed
     index.cp.min_points_per_centroid = 1  # small catalogues: no warning, the centroids are still usable
-    sample = data if n <= 40 * lists else data[np.random.default_rng(seed).choice(n, 40 * lists, replace=False)]
+    # The lists' centroids learn from 40 vectors per list at most; product-quantizer codes from at least 40 per
+    # each of their 256 centroids as well.
+    wanted = max(40 * lists, 40 * 256 if quantized and pq_bytes else 0)
+    sample = data if n <= wanted else data[np.random.default_rng(seed).choice(n, wanted, replace=False)]
     index.train(sample)
     for start in range(0, n, 100_000):
         index.add(data[start:start + 100_000])
@@ -284,7 +319,7 @@ def tune_nprobe(index: Any, vectors: np.ndarray, queries: np.ndarray, *, k: int 
     none = [np.zeros(0, dtype=np.int64)] * len(queries)
     exact = _exact_top(vectors, queries, k)
     # Flat: the index's own top k. Codes: the top k of what serving fetches and scores exactly.
-    extra = EXTRA if quantized else 0
+    extra = None if quantized else 0
 
     def recall_at(nprobe: int) -> float:
         approx, _ = IvfIndex(vectors, index, nprobe=nprobe, extra=extra, quantized=quantized).search(queries, k, none)
@@ -333,7 +368,7 @@ def _recall(approx: np.ndarray, exact: np.ndarray) -> float:
 
 def write_item_index(directory: Path, item_vectors: np.ndarray, queries: np.ndarray, *,
                      target: float = TARGET_RECALL, seed: int = 0, file: str = INDEX_FILE,
-                     quantized: bool = True) -> dict[str, Any]:
+                     quantized: bool = True, pq_bytes: int = 0) -> dict[str, Any]:
     """Build, tune and write the approximate index into a bundle folder being written.
 
     Args:
@@ -343,6 +378,7 @@ def write_item_index(directory: Path, item_vectors: np.ndarray, queries: np.ndar
         file: the index's file name (:data:`INDEX_FILE`, or :data:`TEXT_INDEX_FILE`).
         quantized: 8-bit codes instead of the vectors (see :func:`build_ivf`; the module's docstring says
             why they are the default).
+        pq_bytes: product-quantizer codes of that many bytes instead of 8-bit codes (:func:`build_ivf`).
 
     Returns:
         The manifest entry: kind, file, lists, nprobe, the recall@10 measured, items, dim, seconds.
@@ -350,7 +386,7 @@ def write_item_index(directory: Path, item_vectors: np.ndarray, queries: np.ndar
     import faiss
 
     started = time.perf_counter()
-    index = build_ivf(item_vectors, seed=seed, quantized=quantized)
+    index = build_ivf(item_vectors, seed=seed, quantized=quantized, pq_bytes=pq_bytes)
     queries = np.asarray(queries, dtype=np.float32)
     if len(queries) > 1000:
         queries = queries[np.random.default_rng(seed).choice(len(queries), 1000, replace=False)]
@@ -358,7 +394,8 @@ def write_item_index(directory: Path, item_vectors: np.ndarray, queries: np.ndar
         queries = np.asarray(item_vectors[:1000], dtype=np.float32)
     nprobe, recall = tune_nprobe(index, item_vectors, queries, target=target, quantized=quantized)
     faiss.write_index(index, str(directory / file))
-    entry = {"kind": "faiss_ivf_sq8" if quantized else "faiss_ivf_flat", "file": file, "lists": int(index.nlist),
+    kind = f"faiss_ivf_pq{pq_bytes}" if quantized and pq_bytes else "faiss_ivf_sq8" if quantized else "faiss_ivf_flat"
+    entry = {"kind": kind, "file": file, "lists": int(index.nlist),
              "nprobe": nprobe, "recall_at_10": round(recall, 4), "target_recall_at_10": target,
              "queries": len(queries), "items": int(index.ntotal), "dim": int(index.d),
              "seconds": round(time.perf_counter() - started, 1)}
@@ -370,13 +407,17 @@ def write_item_index(directory: Path, item_vectors: np.ndarray, queries: np.ndar
 def write_text_index(directory: Path, item_content: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
     """The approximate index over the products' (n_items, t) text vectors, for text queries.
 
-    8-bit codes, as for the product vectors (a quarter of the float32 vectors, which the bundle already holds
-    and serving maps); the candidates found are scored exactly. ``nprobe`` is tuned with the text vectors of
-    1,000 of the products as queries: a text query is encoded by the same model as the product texts.
+    Product-quantizer codes of :data:`TEXT_PQ_BYTES` bytes per product from :data:`PQ_MIN_ITEMS` products
+    on (where ``t`` is a multiple of it), else 8-bit codes, as for the product vectors; the candidates found
+    are scored exactly from the text vectors the bundle already holds and serving maps. ``nprobe`` is tuned
+    with the text vectors of 1,000 of the products as queries: a text query is encoded by the same model as
+    the product texts.
     """
     content = np.asarray(item_content, dtype=np.float32)
     queries = content[np.random.default_rng(seed + 1).choice(len(content), min(1000, len(content)), replace=False)]
-    return write_item_index(directory, content, queries, seed=seed, file=TEXT_INDEX_FILE, quantized=True)
+    pq = TEXT_PQ_BYTES if len(content) >= PQ_MIN_ITEMS and content.shape[1] % TEXT_PQ_BYTES == 0 else 0
+    return write_item_index(directory, content, queries, seed=seed, file=TEXT_INDEX_FILE, quantized=True,
+                            pq_bytes=pq)
 
 
 def read_item_index(path: Path) -> Any:

@@ -13,12 +13,17 @@ import pytest
 from modeling import artifacts
 from modeling.errors import ArtifactError
 from modeling.index import (
+    EXTRA,
     INDEX_FILE,
     NPROBE_STEPS,
+    PQ_EXTRA,
+    PQ_MIN_ITEMS,
     TEXT_INDEX_FILE,
+    TEXT_PQ_BYTES,
     ExactIndex,
     IvfIndex,
     build_ivf,
+    is_product_quantized,
     is_quantized,
     make_index,
     read_item_index,
@@ -231,6 +236,53 @@ def test_the_quantized_index_finds_the_same_items_and_scores_them_exactly(vector
     again, _ = index.search(q, 10, exclude, allowed)
     for row in range(200):
         assert not set(again[row]) & set(exclude[row]) and allowed[again[row]].all()
+
+
+def test_product_quantizer_codes_find_the_same_items_and_score_them_exactly(vectors: np.ndarray, ivf,
+                                                                           tmp_path: Path) -> None:
+    """Product-quantizer codes (the text index's from PQ_MIN_ITEMS products): an eighth of 8-bit codes' bytes per
+    vector here, the candidates they find (PQ_EXTRA beyond k) scored exactly, filters and exclusions exact."""
+    codes = build_ivf(vectors, quantized=True, pq_bytes=8)  # 8 sub-vectors of 4 of the 32 dimensions
+    assert is_quantized(codes) and is_product_quantized(codes) and not is_product_quantized(ivf)
+    with pytest.raises(ValueError, match="holds product-quantizer codes, but was given as vectors"):
+        IvfIndex(vectors, codes, quantized=False)
+    tuned, measured = tune_nprobe(codes, vectors, queries(300, seed=9), quantized=True)
+    assert measured >= 0.97 and tuned < codes.nlist
+    index = IvfIndex(vectors, codes, nprobe=tuned)  # taken as it is stored: codes, with their own extra
+    assert index.quantized and index.extra == PQ_EXTRA
+    assert IvfIndex(vectors, build_ivf(vectors, quantized=True)).extra == EXTRA
+    q, none = queries(200), [np.zeros(0, dtype=np.int64)] * 200
+    assert recall_against_exact(index, vectors, q, 10) >= 0.95  # on queries the tuning did not see
+    positions, scores = index.search(q, 10, none)
+    assert np.allclose(scores, np.einsum("md,mkd->mk", q, vectors[positions]), atol=1e-6)
+    assert np.all(np.diff(scores, axis=1) <= 0)
+    faiss.write_index(codes, str(tmp_path / "pq.faiss"))
+    faiss.write_index(build_ivf(vectors, quantized=True), str(tmp_path / "sq8.faiss"))
+    assert (tmp_path / "pq.faiss").stat().st_size < 0.6 * (tmp_path / "sq8.faiss").stat().st_size
+    exclude = [row[:5] for row in positions]
+    allowed = np.ones(len(vectors), dtype=bool)
+    allowed[positions[:, 5:8].ravel()] = False
+    again, _ = index.search(q, 10, exclude, allowed)
+    for row in range(200):
+        assert not set(again[row]) & set(exclude[row]) and allowed[again[row]].all()
+        assert len(set(again[row])) == 10
+
+
+def test_the_text_index_stores_product_quantizer_codes_from_its_threshold(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(40, 384))
+    content = centres[rng.integers(0, 40, PQ_MIN_ITEMS)] + 0.8 * rng.normal(size=(PQ_MIN_ITEMS, 384))
+    content = (content / np.linalg.norm(content, axis=1, keepdims=True)).astype(np.float32)
+    entry = write_text_index(tmp_path, content)
+    assert entry["kind"] == f"faiss_ivf_pq{TEXT_PQ_BYTES}" and entry["recall_at_10"] >= 0.97
+    stored = read_item_index(tmp_path / TEXT_INDEX_FILE)
+    assert is_product_quantized(stored) and stored.ntotal == PQ_MIN_ITEMS
+    served = IvfIndex(content, stored, nprobe=entry["nprobe"])
+    assert served.quantized and served.extra == PQ_EXTRA
+    assert recall_against_exact(served, content, content[::97][:100], 10) >= 0.95
+    below = tmp_path / "below"
+    below.mkdir()
+    assert write_text_index(below, content[:PQ_MIN_ITEMS - 1])["kind"] == "faiss_ivf_sq8"
 
 
 def test_a_bundle_carries_its_text_index_and_text_queries_search_it(pipeline: Pipeline, tmp_path: Path) -> None:
