@@ -12,10 +12,10 @@ Needs `wrk` (Debian/Ubuntu: `apt install wrk`). What it does:
 1. Builds a workspace once (reused while the sizes are unchanged): the demo generator at the given
    size, imported into a SQLite database with `manage.py load_data`, and a model bundle built for the
    purpose. The towers are real (a short training run on a small shop of the same generator); the
-   bundle's arrays are computed by those towers at full size. The products' text embeddings are random
-   unit vectors clustered by category instead of MiniLM output (encoding 100,000 texts takes minutes and
-   does not change a single serving cost; the clusters give a text index the structure of real text
-   vectors). 5% of the shoppers are left out of the bundle: they are "new" shoppers with a
+   bundle's arrays are computed by those towers at full size. The products' text embeddings are MiniLM's,
+   of each generated product's text, through the ONNX export serving encodes with (a few minutes at
+   100,000 products), as publishing stores them. 5% of the shoppers are left out of the bundle: they are
+   "new" shoppers with a
    history in the database, served by the "content" strategy (the query tower runs per request).
 2. Starts gunicorn (2 workers x 2 threads, as shipped) on loopback and runs wrk from a separate process
    for each scenario: one known shopper, one new shopper ("content"), 100 shoppers per request,
@@ -219,7 +219,7 @@ def build_workspace(work: Path, n_users: int, n_items: int, n_interactions: int)
               "item_index": "8-bit codes" if indexed else False,
               "text_index": "product-quantizer codes" if indexed else False,
               "catalogue": "every generated product", "attribute_codes": "stored",
-              "text_vectors": "clustered by category", "text_vectors_stored_as": artifacts.CONTENT_DTYPE.name,
+              "text_vectors": "MiniLM of the product texts", "text_vectors_stored_as": artifacts.CONTENT_DTYPE.name,
               "ranker": "lightgbm, compiled"}
     if stamp.is_file() and json.loads(stamp.read_text()).get("sizes") == sizes and (
             json.loads(stamp.read_text()).get("layout") == layout):
@@ -263,12 +263,12 @@ def build_workspace(work: Path, n_users: int, n_items: int, n_interactions: int)
 
     started = time.perf_counter()
     attributes = item_attributes(items)
-    # Product texts of one category are alike: each vector is its category's direction plus a product's own
-    # (cosine about 0.7 with the direction, 0.5 between two products of a category, 0 across categories),
-    # so an index over them meets the structure real text vectors have, not uniform noise.
-    categories, names = pd.factorize(pd.Series(attributes.category))
-    item_text = unit(len(names))[categories] + unit(len(item_ids))
-    item_text /= np.linalg.norm(item_text, axis=1, keepdims=True)
+    # The products' text vectors are what publishing stores: MiniLM's (through the ONNX export serving encodes
+    # text with) of each generated product's text, so the text index meets the structure of real text vectors.
+    text_encoder = ensure_text_export(work / "models", default_model_path())
+    item_text = _encode(work / "models" / text_encoder["path"], ds.item_text(items))
+    timings["text_vectors_s"] = time.perf_counter() - started
+    started = time.perf_counter()
     candidate = CandidateTowerServer(result.model.candidate_tower, TEXT_DIM)
     query = QueryTowerServer(result.model.query_tower, TEXT_DIM)
     item_vectors = np.concatenate([
@@ -311,7 +311,6 @@ def build_workspace(work: Path, n_users: int, n_items: int, n_interactions: int)
                          ranker, StageConfig(), result.stage.report)
     timings["ranking_stage_sources_s"] = time.perf_counter() - started
 
-    text_encoder = ensure_text_export(work / "models", default_model_path())  # what serving encodes text with
     manifest = {"model": "two_tower", "purpose": "benchmark", "params": result.params.to_dict(),
                 "text_encoder": text_encoder}
 
@@ -357,6 +356,22 @@ def store_text_vectors(bundle: Path, dtype: str) -> None:
         values = quantized.codes
     with atomic_write(path, mode="wb") as handle:
         np.save(handle, np.asarray(values).astype(dtype), allow_pickle=False)
+
+
+def _encode(export: Path, texts: list[str], chunk: int = 4096) -> np.ndarray:
+    """(n, 384) float32 MiniLM vectors of ``texts`` by the ONNX export at ``export``, every core encoding (a few
+    minutes at 100,000 short product texts), with a progress bar."""
+    from tqdm import tqdm
+
+    from modeling.exported_text import OnnxTextEncoder
+
+    encoder = OnnxTextEncoder(export, threads=os.cpu_count() or 1)
+    with tqdm(total=len(texts), desc="product text vectors", unit="text") as bar:
+        parts = []
+        for start in range(0, len(texts), chunk):
+            parts.append(encoder.encode(texts[start:start + chunk], batch_size=64))
+            bar.update(len(parts[-1]))
+    return np.concatenate(parts).astype(np.float32)
 
 
 def store_text_index(bundle: Path, kind: str) -> None:

@@ -127,6 +127,10 @@ PQ_EXTRA = 200
 TEXT_PQ_BYTES = 48
 """Bytes per product of the text index's product-quantizer codes (48 sub-vectors of 8 of the 384 dimensions)."""
 
+PQ_MAX_SCAN = 8
+"""Product-quantizer codes are kept for the text index only when they reach :data:`TARGET_RECALL` scanning at
+most this fraction (1/8) of the lists; else the index stores 8-bit codes (:func:`write_text_index`)."""
+
 PQ_MIN_ITEMS = 10_000
 """Products from which the text index stores product-quantizer codes (below, 8-bit codes): each of its
 sub-quantizers learns 256 centroids, from at least 39 products each."""
@@ -408,16 +412,27 @@ def write_text_index(directory: Path, item_content: np.ndarray, *, seed: int = 0
     """The approximate index over the products' (n_items, t) text vectors, for text queries.
 
     Product-quantizer codes of :data:`TEXT_PQ_BYTES` bytes per product from :data:`PQ_MIN_ITEMS` products
-    on (where ``t`` is a multiple of it), else 8-bit codes, as for the product vectors; the candidates found
+    on (where ``t`` is a multiple of it) when they reach the target recall scanning at most a
+    :data:`PQ_MAX_SCAN`-th of the lists, else 8-bit codes, as for the product vectors; the candidates found
     are scored exactly from the text vectors the bundle already holds and serving maps. ``nprobe`` is tuned
     with the text vectors of 1,000 of the products as queries: a text query is encoded by the same model as
     the product texts.
     """
     content = np.asarray(item_content, dtype=np.float32)
     queries = content[np.random.default_rng(seed + 1).choice(len(content), min(1000, len(content)), replace=False)]
-    pq = TEXT_PQ_BYTES if len(content) >= PQ_MIN_ITEMS and content.shape[1] % TEXT_PQ_BYTES == 0 else 0
-    return write_item_index(directory, content, queries, seed=seed, file=TEXT_INDEX_FILE, quantized=True,
-                            pq_bytes=pq)
+    if len(content) >= PQ_MIN_ITEMS and content.shape[1] % TEXT_PQ_BYTES == 0:
+        entry = write_item_index(directory, content, queries, seed=seed, file=TEXT_INDEX_FILE, quantized=True,
+                                 pq_bytes=TEXT_PQ_BYTES)
+        if entry["recall_at_10"] >= TARGET_RECALL and entry["nprobe"] <= max(1, entry["lists"] // PQ_MAX_SCAN):
+            return entry
+        # Vectors without the structure of sentence vectors (near-uniform noise) defeat the sub-quantizers: the
+        # shop's own text vectors decide, and 8-bit codes are kept where product codes would scan too much.
+        logger.info("text index: product-quantizer codes reach recall@10 %.3f only at nprobe %d of %d lists; "
+                    "8-bit codes instead", entry["recall_at_10"], entry["nprobe"], entry["lists"])
+        tried = {key: entry[key] for key in ("kind", "nprobe", "recall_at_10", "seconds")}
+        return {**write_item_index(directory, content, queries, seed=seed, file=TEXT_INDEX_FILE, quantized=True),
+                "tried": tried}
+    return write_item_index(directory, content, queries, seed=seed, file=TEXT_INDEX_FILE, quantized=True)
 
 
 def read_item_index(path: Path) -> Any:

@@ -4,7 +4,11 @@ from modeling import runtime as _runtime  # noqa: F401  (first: environment for 
 
 import os  # noqa: E402
 
+from django.conf import settings  # noqa: E402
 from django.core.asgi import get_asgi_application  # noqa: E402
 
+from recoapi import unused_libraries  # noqa: E402
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "recoapi.settings")
-application = get_asgi_application()
+with unused_libraries.hidden(unused_libraries.unused(settings)):  # as in wsgi.py
+    application = get_asgi_application()

@@ -283,6 +283,12 @@ def test_the_text_index_stores_product_quantizer_codes_from_its_threshold(tmp_pa
     below = tmp_path / "below"
     below.mkdir()
     assert write_text_index(below, content[:PQ_MIN_ITEMS - 1])["kind"] == "faiss_ivf_sq8"
+    # Vectors without structure (uniform noise) defeat product codes: 8-bit codes are stored instead.
+    noise = rng.normal(size=(PQ_MIN_ITEMS, 384))
+    noise = (noise / np.linalg.norm(noise, axis=1, keepdims=True)).astype(np.float32)
+    fallback = write_text_index(below, noise)
+    assert fallback["kind"] == "faiss_ivf_sq8" and fallback["tried"]["kind"] == f"faiss_ivf_pq{TEXT_PQ_BYTES}"
+    assert not is_product_quantized(read_item_index(below / TEXT_INDEX_FILE))
 
 
 def test_a_bundle_carries_its_text_index_and_text_queries_search_it(pipeline: Pipeline, tmp_path: Path) -> None:

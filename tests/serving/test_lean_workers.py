@@ -73,6 +73,8 @@ def test_known_new_anonymous_and_text_requests_are_served_without_tensorflow_or_
         assert "/sklearn/" not in maps, f"worker {pid} loaded scikit-learn"
         # pandas and pyarrow: about 100 MB of a worker's resident memory, and no request needs them.
         assert "/pandas/" not in maps and "/pyarrow/" not in maps, f"worker {pid} loaded pandas or pyarrow"
+    for pid in workers:  # on SQLite, PostgreSQL's driver is kept out (recoapi.unused_libraries)
+        assert "psycopg" not in _mapped(pid), f"worker {pid} loaded psycopg"
 
 
 def test_texts_are_answered_alike_by_the_text_process_by_its_successor_and_in_process(live: Service) -> None:
