@@ -85,7 +85,7 @@ def encoded(texts: list[str], work: Path) -> np.ndarray:
     if cache.is_file():
         return np.load(cache)
     export = ensure_text_export(work / "models", default_model_path())
-    encoder = OnnxTextEncoder(work / "models" / export["path"])
+    encoder = OnnxTextEncoder(work / "models" / export["path"], threads=os.cpu_count() or 1)
     started = time.perf_counter()
     vectors = np.concatenate([encoder.encode(texts[i:i + 512], batch_size=64) for i in range(0, len(texts), 512)])
     logger.info("encoded %d texts in %.0f s", len(texts), time.perf_counter() - started)
