@@ -28,9 +28,11 @@ The products' text vectors (text queries) get an index beside it (``text_index.f
 8-bit codes; either way the candidates it finds (:data:`PQ_EXTRA` beyond ``k`` for the product codes, whose
 ranking errors are larger) are scored exactly from the 384-d text vectors the bundle already holds. Every
 worker that answers text queries ends up with the whole index file resident (README, Performance): 8-bit
-codes were 38 MB per worker at 100,000 products and 384 MB at a million. Measured on 13,543 real MiniLM
-vectors (the shared sets' product and review texts) with 1,000 two-word queries, at the same ``nprobe``:
-recall@10 against exact search within 0.01 of the 8-bit codes' (``benchmarks/text_index.py``).
+codes were 38 MB per worker at 100,000 products and 384 MB at a million. Measured on 12,543 real MiniLM
+vectors (the shared sets' product and review texts) with 1,000 two-word queries and 1,000 held-out texts, at
+the same ``nprobe``: recall@10 against exact search within 0.004 of the 8-bit codes', a third of the file
+(``benchmarks/text_index.py``). Where a shop's text vectors defeat product codes (near-uniform noise does),
+the text index keeps 8-bit codes (:data:`PQ_MAX_SCAN`).
 
 Filters and exclusions stay exact: the approximate index fetches extra candidates, drops the
 excluded and disallowed ones, and a row left with fewer than ``k`` candidates is answered by exact
@@ -137,7 +139,7 @@ sub-quantizers learns 256 centroids, from at least 39 products each."""
 
 
 class IvfIndex:
-    """Approximate inner-product search with a FAISS IVF index (IVF-Flat, or 8-bit codes).
+    """Approximate inner-product search with a FAISS IVF index (IVF-Flat, 8-bit codes or product-quantizer codes).
 
     Args:
         vectors: (n_items, d) float32 item vectors; the first ``index.ntotal`` are in the index, the

@@ -111,13 +111,20 @@ class RemoteTextEncoder:
         export: the folder of the export (:func:`modeling.artifacts.text_export_path`); its settings file
             gives the dimension without loading anything.
         local: makes the in-process encoder, on the first failure only.
+
+    Raises:
+        ArtifactError: the export's settings file is missing or damaged.
     """
 
     def __init__(self, export: Path, local: Callable[[], Encoder]) -> None:
+        from modeling.errors import ArtifactError
         from modeling.exported_text import SETTINGS_FILE
 
         self.export = Path(export)
-        self.settings = json.loads((self.export / SETTINGS_FILE).read_text(encoding="utf-8"))
+        try:
+            self.settings = json.loads((self.export / SETTINGS_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:  # as the in-process encoder reports a missing or damaged export
+            raise ArtifactError(f"{self.export}: missing or damaged text encoder export ({exc})") from exc
         self.model_name = str(self.settings.get("model_name", ""))
         self._make_local = local
         self._local: Encoder | None = None

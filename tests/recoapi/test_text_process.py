@@ -85,3 +85,12 @@ def test_a_web_worker_s_encoder_leaves_out_onnx_runtime_when_the_text_process_ru
                           capture_output=True, text=True, check=True, timeout=120,
                           env={**os.environ, text_process.SOCKET_VARIABLE: str(pipeline.models / "no-such-socket")})
     assert done.stdout.strip().splitlines()[-1] == "RemoteTextEncoder 384 []"
+
+
+def test_a_missing_export_is_an_artifact_error_as_in_process(tmp_path: Path) -> None:
+    from modeling.errors import ArtifactError
+
+    with pytest.raises(ArtifactError, match="missing or damaged text encoder export"):
+        RemoteTextEncoder(tmp_path / "gone", local=lambda: OnnxTextEncoder(tmp_path / "gone"))
+    with pytest.raises(ArtifactError, match="missing or damaged text encoder export"):
+        OnnxTextEncoder(tmp_path / "gone")
