@@ -36,6 +36,7 @@ from modeling.candidates import HistoryBatch, Sources, SparseRows, rows_at, sour
 from modeling.compiled_ranker import COMPILED_FILE, CompiledBooster, CompileError, compile_booster, load_compiled
 from modeling.features import ItemAttributes
 from modeling.index import ItemIndex
+from modeling.optional_imports import hidden
 from modeling.ranking import top_k
 from modeling.rows import QuantizedRows, StackedRows, append_rows, as_float32
 
@@ -773,16 +774,8 @@ def lightgbm_module() -> Any:
     loaded = sys.modules.get("lightgbm")
     if loaded is not None:
         return loaded
-    with _IMPORT_LOCK:
-        hidden = [name for name in _HIDDEN_FROM_LIGHTGBM if name not in sys.modules]
-        for name in hidden:
-            sys.modules[name] = None  # type: ignore[assignment]  (None: "import <name>" raises ImportError)
-        try:
-            import lightgbm
-        finally:
-            for name in hidden:
-                if name in sys.modules and sys.modules[name] is None:
-                    del sys.modules[name]
+    with _IMPORT_LOCK, hidden(_HIDDEN_FROM_LIGHTGBM):
+        import lightgbm
     return lightgbm
 
 
