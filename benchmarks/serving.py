@@ -333,6 +333,18 @@ def build_workspace(work: Path, n_users: int, n_items: int, n_interactions: int)
     return info
 
 
+def _text_vectors(bundle: Path) -> np.ndarray:
+    """``bundle``'s text vectors (item_content.npy), mapped: int8 codes read with their scales, other types as
+    they are stored."""
+    from modeling.artifacts import CONTENT_SCALE_FILE
+    from modeling.rows import QuantizedRows
+
+    content = np.load(bundle / "item_content.npy", mmap_mode="r")
+    if content.dtype == np.int8:
+        return QuantizedRows(content, np.load(bundle / CONTENT_SCALE_FILE, mmap_mode="r"))
+    return content
+
+
 def store_text_vectors(bundle: Path, dtype: str) -> None:
     """Rewrite ``bundle``'s text vectors (item_content.npy) in ``dtype`` through a temporary file and a rename
     (nothing is done when they already are): "int8" codes with their scales (what publishing writes), "float16"
@@ -340,15 +352,12 @@ def store_text_vectors(bundle: Path, dtype: str) -> None:
     to its own precision."""
     from modeling.artifacts import CONTENT_SCALE_FILE
     from modeling.atomic import atomic_write
-    from modeling.rows import QuantizedRows, quantize_rows
+    from modeling.rows import quantize_rows
 
     path = bundle / "item_content.npy"
-    content = np.load(path, mmap_mode="r")
-    if content.dtype == np.dtype(dtype):
+    if np.load(path, mmap_mode="r").dtype == np.dtype(dtype):  # as stored (codes read as float32)
         return
-    if content.dtype == np.int8:
-        content = QuantizedRows(content, np.load(bundle / CONTENT_SCALE_FILE, mmap_mode="r"))
-    values = np.asarray(content, dtype=np.float32)
+    values = np.asarray(_text_vectors(bundle), dtype=np.float32)
     if dtype == "int8":
         quantized = quantize_rows(values)
         with atomic_write(bundle / CONTENT_SCALE_FILE, mode="wb") as handle:
@@ -381,23 +390,16 @@ def store_text_index(bundle: Path, kind: str) -> None:
     rename."""
     from modeling import artifacts
     from modeling.atomic import atomic_write
-    from modeling.index import TEXT_PQ_BYTES, write_item_index
-    from modeling.rows import QuantizedRows
+    from modeling.index import TEXT_INDEX_FILE, TEXT_PQ_BYTES, write_text_index
 
     manifest = json.loads((bundle / artifacts.MANIFEST_FILE).read_text())
-    wanted = f"faiss_ivf_pq{TEXT_PQ_BYTES}" if kind == "pq" else "faiss_ivf_sq8"
+    pq_bytes = TEXT_PQ_BYTES if kind == "pq" else 0
+    wanted = f"faiss_ivf_pq{pq_bytes}" if pq_bytes else "faiss_ivf_sq8"
     if not manifest.get("text_index") or manifest["text_index"].get("kind") == wanted:
         return
-    content = np.load(bundle / "item_content.npy", mmap_mode="r")
-    if content.dtype == np.int8:
-        content = QuantizedRows(content, np.load(bundle / artifacts.CONTENT_SCALE_FILE, mmap_mode="r"))
-    values = np.asarray(content, dtype=np.float32)
-    queries = values[np.random.default_rng(1).choice(len(values), min(1000, len(values)), replace=False)]
     with tempfile.TemporaryDirectory(dir=bundle) as scratch:
-        entry = write_item_index(Path(scratch), values, queries, file="text_index.faiss", quantized=True,
-                                 pq_bytes=TEXT_PQ_BYTES if kind == "pq" else 0)
-        os.replace(Path(scratch) / "text_index.faiss", bundle / "text_index.faiss")
-    manifest["text_index"] = entry
+        manifest["text_index"] = write_text_index(Path(scratch), _text_vectors(bundle), pq_bytes=pq_bytes)
+        os.replace(Path(scratch) / TEXT_INDEX_FILE, bundle / TEXT_INDEX_FILE)
     with atomic_write(bundle / artifacts.MANIFEST_FILE) as handle:
         handle.write(json.dumps(manifest, indent=2))
 

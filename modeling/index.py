@@ -258,7 +258,7 @@ def is_product_quantized(index: Any) -> bool:
     """Whether a FAISS IVF index stores product-quantizer codes (``IndexIVFPQ``); False for None."""
     import faiss
 
-    return index is not None and isinstance(index, faiss.IndexIVFPQ)
+    return isinstance(index, faiss.IndexIVFPQ)
 
 
 def build_ivf(vectors: np.ndarray, *, lists: int | None = None, seed: int = 0, quantized: bool = False,
@@ -410,7 +410,8 @@ def write_item_index(directory: Path, item_vectors: np.ndarray, queries: np.ndar
     return entry
 
 
-def write_text_index(directory: Path, item_content: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
+def write_text_index(directory: Path, item_content: np.ndarray, *, seed: int = 0,
+                     pq_bytes: int | None = None) -> dict[str, Any]:
     """The approximate index over the products' (n_items, t) text vectors, for text queries.
 
     Product-quantizer codes of :data:`TEXT_PQ_BYTES` bytes per product from :data:`PQ_MIN_ITEMS` products
@@ -419,22 +420,31 @@ def write_text_index(directory: Path, item_content: np.ndarray, *, seed: int = 0
     are scored exactly from the text vectors the bundle already holds and serving maps. ``nprobe`` is tuned
     with the text vectors of 1,000 of the products as queries: a text query is encoded by the same model as
     the product texts.
+
+    Args:
+        pq_bytes: None: the codes chosen as above (what publishing writes); 0: 8-bit codes; more: product codes
+            of that many bytes whatever recall they reach (benchmarks compare both kinds on one catalogue).
     """
     content = np.asarray(item_content, dtype=np.float32)
     queries = content[np.random.default_rng(seed + 1).choice(len(content), min(1000, len(content)), replace=False)]
-    if len(content) >= PQ_MIN_ITEMS and content.shape[1] % TEXT_PQ_BYTES == 0:
-        entry = write_item_index(directory, content, queries, seed=seed, file=TEXT_INDEX_FILE, quantized=True,
-                                 pq_bytes=TEXT_PQ_BYTES)
-        if entry["recall_at_10"] >= TARGET_RECALL and entry["nprobe"] <= max(1, entry["lists"] // PQ_MAX_SCAN):
-            return entry
-        # Vectors without the structure of sentence vectors (near-uniform noise) defeat the sub-quantizers: the
-        # shop's own text vectors decide, and 8-bit codes are kept where product codes would scan too much.
-        logger.info("text index: product-quantizer codes reach recall@10 %.3f only at nprobe %d of %d lists; "
-                    "8-bit codes instead", entry["recall_at_10"], entry["nprobe"], entry["lists"])
-        tried = {key: entry[key] for key in ("kind", "nprobe", "recall_at_10", "seconds")}
-        return {**write_item_index(directory, content, queries, seed=seed, file=TEXT_INDEX_FILE, quantized=True),
-                "tried": tried}
-    return write_item_index(directory, content, queries, seed=seed, file=TEXT_INDEX_FILE, quantized=True)
+
+    def write(codes: int) -> dict[str, Any]:
+        return write_item_index(directory, content, queries, seed=seed, file=TEXT_INDEX_FILE, quantized=True,
+                                pq_bytes=codes)
+
+    if pq_bytes is not None:
+        return write(pq_bytes)
+    if len(content) < PQ_MIN_ITEMS or content.shape[1] % TEXT_PQ_BYTES != 0:
+        return write(0)
+    entry = write(TEXT_PQ_BYTES)
+    if entry["recall_at_10"] >= TARGET_RECALL and entry["nprobe"] <= max(1, entry["lists"] // PQ_MAX_SCAN):
+        return entry
+    # Vectors without the structure of sentence vectors (near-uniform noise) defeat the sub-quantizers: the
+    # shop's own text vectors decide, and 8-bit codes are kept where product codes would scan too much.
+    logger.info("text index: product-quantizer codes reach recall@10 %.3f only at nprobe %d of %d lists; "
+                "8-bit codes instead", entry["recall_at_10"], entry["nprobe"], entry["lists"])
+    tried = {key: entry[key] for key in ("kind", "nprobe", "recall_at_10", "seconds")}
+    return {**write(0), "tried": tried}
 
 
 def read_item_index(path: Path) -> Any:
