@@ -77,6 +77,7 @@ def encoded(texts: list[str], work: Path) -> np.ndarray:
     """(n, 384) float32 MiniLM vectors of ``texts`` by the ONNX export, cached in ``work`` by the texts' digest."""
     import hashlib
 
+    from modeling.atomic import atomic_write
     from modeling.embeddings import default_model_path
     from modeling.exported_text import OnnxTextEncoder, ensure_text_export
 
@@ -89,9 +90,8 @@ def encoded(texts: list[str], work: Path) -> np.ndarray:
     started = time.perf_counter()
     vectors = np.concatenate([encoder.encode(texts[i:i + 512], batch_size=64) for i in range(0, len(texts), 512)])
     logger.info("encoded %d texts in %.0f s", len(texts), time.perf_counter() - started)
-    with tempfile.NamedTemporaryFile(dir=work, suffix=".npy", delete=False) as handle:
+    with atomic_write(cache, mode="wb") as handle:
         np.save(handle, vectors)
-    os.replace(handle.name, cache)
     return vectors
 
 
