@@ -60,7 +60,7 @@ from modeling.exported_towers import EXPORT_DIR, SETTINGS_FILE, NumpyCandidateTo
 from modeling.features import ItemAttributes
 from modeling.index import read_item_index
 from modeling.reranker import STAGE_DIR, AttributeCodes, RankingStage, rows_are_unit
-from modeling.rows import QuantizedRows, quantize_rows
+from modeling.rows import QuantizedRows, mapped, quantize_rows
 
 logger = logging.getLogger(__name__)
 
@@ -305,14 +305,14 @@ def load_bundle(path: Path | str, *, compiled_ranker: bool = True) -> Bundle:
     for name in ARRAY_FILES:
         file = path / f"{name}.npy"
         try:
-            loaded[name] = np.load(file, mmap_mode="r", allow_pickle=False)
+            loaded[name] = mapped(file)
         except (OSError, ValueError) as exc:
             raise ArtifactError(f"{file}: missing or damaged ({exc})") from exc
     if loaded["item_content"].dtype == np.int8:
         file = path / CONTENT_SCALE_FILE
         try:
             loaded["item_content"] = QuantizedRows(loaded["item_content"],
-                                                   np.load(file, mmap_mode="r", allow_pickle=False))
+                                                   mapped(file))
         except (OSError, ValueError) as exc:
             raise ArtifactError(f"{file}: missing or damaged, or not one scale per text vector ({exc})") from exc
     arrays = BundleArrays(**loaded)

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import numpy as np
 import scipy.sparse as sp
 
+from modeling.rows import mapped
+
 if TYPE_CHECKING:  # the fitting code (evaluation baselines) loads only when sources are fitted, never in serving
     from modeling.baselines import EASE
 
@@ -308,7 +310,7 @@ class Sources:
         """
         def matrix(name: str) -> sp.csr_matrix:
             try:
-                data, indices, indptr = (np.load(directory / f"{name}.{part}.npy", mmap_mode="r", allow_pickle=False)
+                data, indices, indptr = (mapped(directory / f"{name}.{part}.npy")
                                          for part in ("data", "indices", "indptr"))
             except OSError as exc:
                 raise ValueError(f"{name}: {exc}") from exc

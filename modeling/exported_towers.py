@@ -37,6 +37,7 @@ import numpy as np
 
 from modeling.errors import ArtifactError
 from modeling.id_index import IdIndex
+from modeling.rows import mapped
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ def export_towers(query_tower: Any, candidate_tower: Any, directory: Path | str)
 def _load_arrays(directory: Path) -> dict[str, np.ndarray]:
     arrays = {}
     for file in sorted(directory.glob("*.npy")):
-        arrays[file.stem] = np.load(file, mmap_mode="r", allow_pickle=False)
+        arrays[file.stem] = mapped(file)
     return arrays
 
 

@@ -50,7 +50,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from modeling.ranking import top_k
+from modeling.ranking import members, top_k
 from modeling.rows import as_float32, dot_rows
 
 logger = logging.getLogger(__name__)
@@ -232,8 +232,9 @@ class IvfIndex:
             keep &= allowed[np.maximum(positions, 0)]
         lengths = np.fromiter((len(e) for e in exclude), dtype=np.int64, count=m)
         if lengths.any():
-            excluded = np.repeat(np.arange(m, dtype=np.int64), lengths) * n + np.concatenate(exclude).astype(np.int64)
-            keep &= ~np.isin(np.arange(m, dtype=np.int64)[:, None] * n + np.maximum(positions, 0), excluded)
+            excluded = np.unique(np.repeat(np.arange(m, dtype=np.int64), lengths) * n
+                                 + np.concatenate(exclude).astype(np.int64))
+            keep &= ~members(np.arange(m, dtype=np.int64)[:, None] * n + np.maximum(positions, 0), excluded)
         place = np.cumsum(keep, axis=1) - 1  # each kept candidate's place in its row's answer
         taken = keep & (place < k)
         rows, places = np.nonzero(taken)[0], place[taken]

@@ -10,6 +10,18 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 
+def members(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """(e,) bool: which ``keys`` occur in ``sorted_keys`` (sorted, unique), by binary search.
+
+    ``np.isin`` gives the same; on a request's few hundred keys spread over ``row * n + item`` it builds a
+    lookup table as long as that range (0.05 ms per one-shopper search at 100,000 products, against a few
+    microseconds here)."""
+    if len(sorted_keys) == 0 or len(keys) == 0:
+        return np.zeros(np.shape(keys), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return sorted_keys[at] == keys
+
+
 def _block_size(n: int, k: int) -> int:
     """Items per block of :func:`_candidates_by_block_max`: about sqrt(n / k), a power of two within [16, 64].
 

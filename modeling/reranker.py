@@ -37,8 +37,8 @@ from modeling.compiled_ranker import COMPILED_FILE, CompiledBooster, CompileErro
 from modeling.features import ItemAttributes
 from modeling.index import ItemIndex
 from modeling.optional_imports import hidden
-from modeling.ranking import top_k
-from modeling.rows import QuantizedRows, StackedRows, append_rows, as_float32
+from modeling.ranking import members, top_k
+from modeling.rows import QuantizedRows, StackedRows, append_rows, as_float32, mapped
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ class AttributeCodes:
             missing = [name for name, there in zip(CODE_FILES, present, strict=True) if not there]
             raise ValueError(f"attribute codes incomplete: {', '.join(missing)} missing")
         category, category_names, brand, brand_names = (
-            np.load(directory / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in CODE_FILES)
+            mapped(directory / f"{name}.npy") for name in CODE_FILES)
         for codes, names, what in ((category, category_names, "category"), (brand, brand_names, "brand")):
             if codes.shape != (n_items,) or codes.dtype != np.int32 or names.ndim != 1:
                 raise ValueError(f"{what} codes of shape {codes.shape} ({codes.dtype}) for {n_items} products")
@@ -311,20 +311,12 @@ def _entry_keys(scores: SparseRows, n: int) -> np.ndarray:
     return rows * n + scores.indices
 
 
-def _members(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
-    """(e,) bool: which ``keys`` occur in ``sorted_keys`` (sorted, unique)."""
-    if len(sorted_keys) == 0 or len(keys) == 0:
-        return np.zeros(len(keys), dtype=bool)
-    at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
-    return sorted_keys[at] == keys
-
-
 def _sparse_tops(scores: SparseRows, stored: np.ndarray, k: int, n: int, excluded: np.ndarray,
                  allowed: np.ndarray | None) -> np.ndarray:
     """Keys (``row * n + item``) of each row's ``k`` largest positive scores that are neither excluded
     (``excluded``: sorted keys) nor disallowed; ``stored``: :func:`_entry_keys` of ``scores``. Returns (e,)
     int64, unordered."""
-    keep = (scores.data > 0) & ~_members(stored, excluded)
+    keep = (scores.data > 0) & ~members(stored, excluded)
     if allowed is not None:
         keep &= allowed[scores.indices]
     keys, values = stored[keep], np.asarray(scores.data[keep], dtype=np.float32)
@@ -506,7 +498,7 @@ def _popular_keys(order: np.ndarray, count: int, excluded_counts: np.ndarray, n:
     firsts = np.cumsum(reads) - reads
     rows = np.repeat(np.arange(len(reads), dtype=np.int64), reads)
     keys = rows * n + order[np.arange(int(reads.sum()), dtype=np.int64) - np.repeat(firsts, reads)]
-    kept = ~_members(keys, excluded)
+    kept = ~members(keys, excluded)
     keys, rows = keys[kept], rows[kept]
     return keys[np.arange(len(rows)) - np.searchsorted(rows, rows) < count]
 
@@ -1128,9 +1120,9 @@ class RankingStage:
     @staticmethod
     def load_attributes(directory: Path) -> ItemAttributes:
         """The items' attributes :meth:`save` wrote."""
-        return ItemAttributes(np.load(directory / "item_category.npy", mmap_mode="r", allow_pickle=False),
-                              np.load(directory / "item_brand.npy", mmap_mode="r", allow_pickle=False),
-                              np.load(directory / "item_price.npy", mmap_mode="r", allow_pickle=False))
+        return ItemAttributes(mapped(directory / "item_category.npy"),
+                              mapped(directory / "item_brand.npy"),
+                              mapped(directory / "item_price.npy"))
 
     @classmethod
     def load(cls, directory: Path, *, compiled: bool = True) -> RankingStage:

@@ -17,9 +17,35 @@ one scale per row (half the bytes of float16, which every worker holds resident)
 
 from __future__ import annotations
 
+import mmap
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+
+def mapped(path: Path | str) -> np.ndarray:
+    """The array of the ``.npy`` file at ``path``, mapped read-only (its pages shared by every process that maps
+    it), as a plain ndarray view of the map.
+
+    ``np.memmap``, what ``np.load(mmap_mode="r")`` returns, re-wraps every slice and gather of itself as a
+    memmap in Python: a dozen such reads per request cost a one-shopper answer about 0.03 ms at 100,000
+    products. The view reads the same pages and keeps the map open (:func:`is_mapped`).
+
+    Raises:
+        OSError, ValueError: as ``np.load`` (a missing, unreadable or damaged file).
+    """
+    return np.load(path, mmap_mode="r", allow_pickle=False).view(np.ndarray)
+
+
+def is_mapped(array: Any) -> bool:
+    """Whether ``array``'s memory is a file mapping (somewhere down its chain of ``base`` arrays)."""
+    while array is not None:
+        if isinstance(array, mmap.mmap):
+            return True
+        array = getattr(array, "base", None)
+    return False
+
 
 BLOCK_ROWS = 8192
 """Rows of a float16 array converted to float32 at a time when it is multiplied as a whole (bounds the copy)."""

@@ -13,7 +13,7 @@ from modeling import datasets as ds
 from modeling.embeddings import load_embeddings
 from modeling.errors import ArtifactError
 from modeling.recommender import CONTENT, POPULAR, TWO_TOWER, History, Recommender
-from modeling.rows import QuantizedRows
+from modeling.rows import QuantizedRows, is_mapped
 from modeling.train import build_features, publish, sorted_history, tower_vectors, train_model
 from modeling.two_tower import TwoTowerParams
 from tests.conftest import Pipeline
@@ -49,14 +49,14 @@ def test_round_trip_gives_identical_top_k(pipeline: Pipeline, tmp_path: Path) ->
 
 def test_bundle_arrays_are_memory_mapped_and_read_only(pipeline: Pipeline) -> None:
     bundle = artifacts.load_bundle(pipeline.models / pipeline.version)
-    assert isinstance(bundle.arrays.item_vectors, np.memmap)
+    assert is_mapped(bundle.arrays.item_vectors)
     assert not bundle.arrays.item_vectors.flags.writeable
     assert bundle.manifest["libraries"]["tensorflow-recommenders"] == "0.7.7"
     # MiniLM's vectors are unit rows, and the bundle says so: serving keeps the mapped text vectors as the
     # ranking stage's table without reading every row to check (a private copy would follow a wrong flag).
     assert bundle.manifest["item_content_unit"] is True
     assert Recommender(bundle).tables.content is bundle.arrays.item_content
-    assert isinstance(bundle.arrays.item_content.codes, np.memmap)
+    assert is_mapped(bundle.arrays.item_content.codes)
 
 
 def test_text_vectors_are_stored_as_8_bit_codes_and_float16_or_float32_bundles_still_serve(pipeline: Pipeline,

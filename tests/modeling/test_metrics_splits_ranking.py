@@ -21,7 +21,7 @@ from modeling.metrics import (
     recall_at_k,
     user_hits_and_gains,
 )
-from modeling.ranking import seen_items, stable_top, top_k
+from modeling.ranking import members, seen_items, stable_top, top_k
 from modeling.splits import Split, for_refit, histories_before, known_interactions, leave_last_out_split
 
 
@@ -252,3 +252,14 @@ def test_shared_scores_metrics_equal_the_dense_path(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(metrics, "SHARED_SCORES_DENSE_MAX_CELLS", 0)
     assert metrics.evaluate_shared_scores(scores, users, items, seen, n) == dense
     assert dense["hr@10"] > 0
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 60), max_size=30), st.lists(st.integers(0, 60), max_size=40))
+def test_members_is_isin_over_sorted_unique_keys(sorted_keys: list[int], keys: list[int]) -> None:
+    reference = np.unique(np.asarray(sorted_keys, dtype=np.int64))
+    flat = np.asarray(keys, dtype=np.int64)
+    assert np.array_equal(members(flat, reference), np.isin(flat, reference))
+    if len(flat) % 2 == 0:  # any shape of keys, as a batch's (m, c) candidates
+        grid = flat.reshape(2, -1)
+        assert np.array_equal(members(grid, reference), np.isin(grid, reference))

@@ -31,6 +31,7 @@ from modeling.reranker import (
     choose_trial,
     fit_ranker,
 )
+from modeling.rows import is_mapped
 
 N_ITEMS = 40
 
@@ -376,7 +377,7 @@ def test_the_stage_stores_the_codes_serving_would_compute_and_refuses_damaged_on
     for name in ("category", "brand", "category_names", "brand_names"):
         assert np.array_equal(getattr(stored, name), getattr(coded, name)), name
     assert stored.category[0] == -1 and stored.category_names[stored.category[1]] == "Home > Kitchen"
-    assert isinstance(codes.category, np.memmap)  # mapped and shared, not computed per worker
+    assert is_mapped(codes.category)  # mapped and shared, not computed per worker
     with pytest.raises(ValueError, match="for 61 products"):
         AttributeCodes.load(tmp_path / "stage", 61)
     np.save(tmp_path / "stage" / "item_brand_codes.npy", np.full(60, 9, dtype=np.int32))

@@ -12,7 +12,7 @@ from modeling.features import ItemAttributes
 from modeling.index import ExactIndex, IvfIndex, build_ivf
 from modeling.recommender import Recommender
 from modeling.reranker import ItemTables
-from modeling.rows import QuantizedRows, StackedRows, append_rows, dot_rows, quantize_rows
+from modeling.rows import QuantizedRows, StackedRows, append_rows, dot_rows, is_mapped, mapped, quantize_rows
 from tests.conftest import Pipeline
 
 
@@ -165,3 +165,15 @@ def test_quantized_rows_read_as_their_codes_times_their_scales_every_way(monkeyp
         QuantizedRows(quantized.codes.astype(np.int16), quantized.scales)
     with pytest.raises(ValueError, match="scales"):
         QuantizedRows(quantized.codes, quantized.scales[:-1])
+
+
+def test_mapped_arrays_are_plain_views_of_the_file_map(tmp_path: Path) -> None:
+    values = np.arange(12, dtype=np.float32).reshape(4, 3)
+    np.save(tmp_path / "rows.npy", values)
+    rows = mapped(tmp_path / "rows.npy")
+    assert type(rows) is np.ndarray and not rows.flags.writeable  # no np.memmap wrapping on every read
+    assert is_mapped(rows) and is_mapped(rows[1:3]) and not is_mapped(rows[[0, 2]])  # a gather is a copy
+    assert np.array_equal(rows, values) and not is_mapped(values)
+    (tmp_path / "bad.npy").write_bytes(b"not an array")
+    with pytest.raises(ValueError):
+        mapped(tmp_path / "bad.npy")
