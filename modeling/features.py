@@ -138,9 +138,12 @@ def pooled_vectors(positions: np.ndarray, weights: np.ndarray | None, table: np.
     # with 50-item windows of 384-d text vectors if gathered at once.
     for start in range(0, len(positions), POOL_BATCH):
         rows = slice(start, start + POOL_BATCH)
-        gathered = as_float32(table[np.maximum(positions[rows], 0)])  # (b, L, t)
-        summed = np.einsum("ml,mlt->mt", np.where(positions[rows] >= 0, weights[rows], 0.0).astype(np.float32),
-                           gathered)
+        present = positions[rows] >= 0
+        # Only the windows' products are read and converted (a 5-product history in a window of 50 is 45 pads);
+        # pads are zero rows of zero weight, so every sum is the same as over gathered rows, bit for bit.
+        gathered = np.zeros((*present.shape, table.shape[1]), dtype=np.float32)  # (b, L, t)
+        gathered[present] = as_float32(table[positions[rows][present]])
+        summed = np.einsum("ml,mlt->mt", np.where(present, weights[rows], 0.0).astype(np.float32), gathered)
         norms = np.linalg.norm(summed, axis=1, keepdims=True)
         np.divide(summed, norms, out=out[rows], where=norms > 0)
     return out

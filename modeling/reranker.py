@@ -320,14 +320,22 @@ def _sparse_tops(scores: SparseRows, stored: np.ndarray, k: int, n: int, exclude
     if allowed is not None:
         keep &= allowed[scores.indices]
     keys, values = stored[keep], np.asarray(scores.data[keep], dtype=np.float32)
-    rows = keys // n
-    # By row, best first within it, ties in item order: one stable sort of (row, value) packed into an int64
-    # (a positive float32's bits order as the float does), twice as fast as np.lexsort of the two arrays
-    # (2.8 against 1.5 ms for 50,000 random scores over 100 rows).
+    rows, items = keys // n, keys % n
+    # By row, best first within it, ties in item order: one sort of (row, value, item) packed into an int64 (a
+    # positive float32's bits order as the float does), twice as fast as np.lexsort of the arrays. The packed
+    # keys are unique, so numpy's default (vectorised) sort gives the stable sort's order, 4 to 5 times
+    # faster from a few thousand entries (a batch of 100 shoppers: 100,000); where row and item do not fit
+    # beside the value's 31 bits, a stable sort of (row, value) keeps the entries' item order instead.
     descending = np.int64(0x7FFFFFFF) - values.view(np.int32).astype(np.int64)
-    order = np.argsort(rows * (np.int64(1) << 32) + descending, kind="stable")
+    m = int(rows[-1]) + 1 if len(rows) else 0
+    item_bits, row_bits = max(1, int(n - 1).bit_length()), max(1, (m - 1).bit_length())
+    if row_bits + 31 + item_bits <= 63:
+        order = np.argsort((rows << (31 + item_bits)) | (descending << item_bits) | items)
+    else:
+        order = np.argsort(rows * (np.int64(1) << 32) + descending, kind="stable")
     rows = rows[order]
-    rank = np.arange(len(rows)) - np.searchsorted(rows, rows)  # place within the row
+    counts = np.bincount(rows, minlength=m)
+    rank = np.arange(len(rows)) - (np.cumsum(counts) - counts)[rows]  # place within the row
     return keys[order[rank < k]]
 
 

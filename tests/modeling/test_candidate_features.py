@@ -288,11 +288,14 @@ def test_sparse_tops_keep_each_rows_best_positive_scores_ties_in_item_order(seed
     rows = SparseRows(matrix.indptr.astype(np.int64), matrix.indices.astype(np.int64), matrix.data)
     excluded = np.unique(rng.integers(0, m, 20) * n + rng.integers(0, n, 20))
     allowed = rng.random(n) < 0.8
-    got = np.sort(_sparse_tops(rows, _entry_keys(rows, n), k, n, excluded, allowed))
     expected = []
     for row in range(m):
         scores = matrix[row].toarray()[0]
         items = [j for j in range(n) if scores[j] > 0 and row * n + j not in set(excluded) and allowed[j]]
         items.sort(key=lambda j: (-scores[j], j))
-        expected += [row * n + j for j in items[:k]]
-    assert got.tolist() == sorted(expected)
+        expected += [(row, j) for j in items[:k]]
+    # keys row * n + item; a catalogue too large for row, value and item to share one int64 sorts another way
+    for width in (n, 2**31):
+        wide = np.unique((excluded // n) * width + excluded % n)
+        got = np.sort(_sparse_tops(rows, _entry_keys(rows, width), k, width, wide, allowed))
+        assert got.tolist() == sorted(row * width + j for row, j in expected)
