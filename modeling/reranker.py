@@ -543,27 +543,51 @@ def _text_features(feats: np.ndarray, column: dict[str, int], tables: ItemTables
                    sizes: np.ndarray) -> None:
     """Text cosine to the history's mean and to its last product, and the nearest product's age (NaN without a
     history), from each shopper's :data:`TEXT_HISTORY` most recent products (``items``, ``stamps`` (m, T), the
-    last ``counts`` (m,) of each row present)."""
+    last ``counts`` (m,) of each row present).
+
+    What concerns the histories alone is computed for the whole batch first: their rows, their unit means and
+    which places hold a product's first occurrence. Each shopper then costs one gather of its candidates' rows
+    and one matrix product with its history rows and unit mean stacked ((C, t) @ (t, h + 1)): the same shapes
+    whether the shopper is answered alone or in a batch, so a batch gives each shopper what it would get alone.
+    """
     feats[counts[rows] == 0, column["nearest_age_days"]] = np.nan
-    for row in np.flatnonzero((counts > 0) & (sizes > 0)):
+    shoppers = np.flatnonzero((counts > 0) & (sizes > 0))
+    if len(shoppers) == 0:
+        return
+    width = items.shape[1]
+    own_counts = counts[shoppers]
+    present = np.arange(width)[None, :] >= (width - own_counts)[:, None]  # (s, T): each shopper's last products
+    own = items[shoppers][present]  # (h,) every history's products, shopper after shopper, oldest first
+    offsets = np.cumsum(own_counts) - own_counts  # where each shopper's products begin in ``own``
+    history = as_float32(tables.content[own])  # (h, t)
+    # Each shopper's rows followed by its unit mean (zero where the mean is 0): one product gives both features.
+    means = (np.add.reduceat(history, offsets, axis=0) / own_counts[:, None]).astype(np.float32)  # np.mean's values
+    norms = np.sqrt(np.einsum("st,st->s", means.astype(np.float64), means.astype(np.float64)))
+    units = np.where(norms[:, None] > 0, means / np.where(norms > 0, norms, 1.0)[:, None], 0.0).astype(np.float32)
+    stacked = np.empty((len(own) + len(shoppers), history.shape[1]), dtype=np.float32)
+    at = np.arange(len(own)) + np.repeat(np.arange(len(shoppers)), own_counts)  # each history row's place
+    stacked[at] = history
+    stacked[offsets + own_counts + np.arange(len(shoppers))] = units
+    # A product met twice is one column, at its first place: which of its equal columns wins does not depend on
+    # how the matrix product rounded each (BLAS kernels differ).
+    owner = np.repeat(np.arange(len(shoppers), dtype=np.int64), own_counts)
+    first = np.zeros(len(own), dtype=bool)
+    first[np.unique(owner * (int(own.max()) + 1) + own, return_index=True)[1]] = True
+    times = stamps[shoppers][present]
+    for place, row in enumerate(shoppers.tolist()):
         part = slice(starts[row], starts[row] + sizes[row])
-        own, times = items[row, TEXT_HISTORY - counts[row]:], stamps[row, TEXT_HISTORY - counts[row]:]
-        history_text = as_float32(tables.content[own])
+        begin, count = int(offsets[place]), int(own_counts[place])
+        block = stacked[begin + place:begin + place + count + 1]  # (h_u + 1, t)
         content, scale = _rows_and_scales(tables.content, cand[part])  # gathered per shopper (a batch's: large)
-        similarity = content @ history_text.T  # (C, h)
-        mean = history_text.mean(axis=0)
-        norm = float(np.linalg.norm(mean))
-        to_mean = content @ (mean / norm) if norm > 0 else np.zeros(len(content), dtype=np.float32)
-        if scale is not None:  # each candidate's row scale, on its (h,) products instead of its (t,) row
+        similarity = content @ block.T  # (C, h_u + 1): to each product, then to the unit mean
+        if scale is not None:  # each candidate's row scale, on its (h_u + 1,) products instead of its (t,) row
             similarity *= scale[:, None]
-            to_mean *= scale
-        feats[part, column["text_history"]] = to_mean
-        feats[part, column["text_last"]] = similarity[:, -1]
-        # The nearest product's first place in the history: a product met twice is one column, so which of its
-        # equal columns wins does not depend on how the matrix product rounded each (BLAS kernels differ).
-        first = np.sort(np.unique(own, return_index=True)[1])
-        nearest = first[similarity[:, first].argmax(axis=1)]
-        feats[part, column["nearest_age_days"]] = (times[-1] - times[nearest]) / 86_400.0
+        feats[part, column["text_history"]] = similarity[:, -1]
+        feats[part, column["text_last"]] = similarity[:, -2]
+        columns = np.flatnonzero(first[begin:begin + count])
+        nearest = columns[similarity[:, columns].argmax(axis=1)]
+        own_times = times[begin:begin + count]
+        feats[part, column["nearest_age_days"]] = (own_times[-1] - own_times[nearest]) / 86_400.0
 
 
 def _attribute_features(feats: np.ndarray, column: dict[str, int], tables: ItemTables, recent: np.ndarray,
