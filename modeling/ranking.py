@@ -11,7 +11,7 @@ import numpy as np
 
 
 def members(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
-    """(e,) bool: which ``keys`` occur in ``sorted_keys`` (sorted, unique), by binary search.
+    """Which ``keys`` (any shape) occur in ``sorted_keys`` (sorted, unique), by binary search: bool, the keys' shape.
 
     ``np.isin`` gives the same; on a request's few hundred keys spread over ``row * n + item`` it builds a
     lookup table as long as that range (0.05 ms per one-shopper search at 100,000 products, against a few
