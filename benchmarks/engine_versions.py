@@ -10,8 +10,9 @@ Usage:
 checked out (``git worktree``) into a temporary folder and both run over the same workspace (built first by
 ``benchmarks/serving.py``) in fresh processes, alternately (other, this; this, other; ...), so that a machine
 whose speed drifts during the run favours neither. Reports the median of each round and whether both versions
-answered every shopper with the same lists and scores (alone and 100 per call), and whether a shopper gets the
-same list alone as in a batch. Writes benchmarks/results/engine-versions.json.
+answered every shopper with the same lists and scores (alone and 100 per call), whether the scores at least are the
+same (then only products of equal scores changed places), and whether a shopper gets the same list alone as in a
+batch. Writes benchmarks/results/engine-versions.json.
 
 A run of one version (``--measure ROOT OUT``) is what each process does; it is not meant to be called by hand.
 """
@@ -147,6 +148,9 @@ def main() -> None:
         f"{BATCH}_shoppers_ms": {name: [round(r["hundred_ms"], 2) for r in values] for name, values in runs.items()},
         "same_answers_alone": first["this"]["alone"] == first["other"]["alone"],
         "same_answers_batched": first["this"]["batched"] == first["other"]["batched"],
+        # the same scores in the same places: where the lists differ, only products of equal scores moved
+        "same_scores_alone": [a[1] for a in first["this"]["alone"]] == [a[1] for a in first["other"]["alone"]],
+        "same_scores_batched": [a[1] for a in first["this"]["batched"]] == [a[1] for a in first["other"]["batched"]],
         "lists_alone_as_in_a_batch": {
             name: sum(a[0] == b[0] for a, b in zip(first[name]["alone"], first[name]["batched"], strict=True))
             for name in first},

@@ -299,3 +299,33 @@ def test_sparse_tops_keep_each_rows_best_positive_scores_ties_in_item_order(seed
         wide = np.unique((excluded // n) * width + excluded % n)
         got = np.sort(_sparse_tops(rows, _entry_keys(rows, width), k, width, wide, allowed))
         assert got.tolist() == sorted(row * width + j for row, j in expected)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_candidates_are_ordered_by_score_then_place_alone_as_in_a_padded_batch(seed: int) -> None:
+    """Tied scores (a few distinct values, as a ranker's leaves give) keep their candidates' order in the row, at
+    the cut too, so a row ordered alone gives what it gives padded among wider rows; pads and NaN are never
+    chosen, and a row with fewer candidates than asked is padded with -1."""
+    from modeling.reranker import order_candidates
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for width in rng.integers(3, 40, 6):
+        candidates = np.sort(rng.choice(500, width, replace=False))
+        scores = rng.integers(0, 4, width).astype(np.float32)
+        scores[rng.random(width) < 0.1] = np.nan
+        rows.append((candidates, scores))
+    widest = max(len(c) for c, _ in rows) + 5
+    batch_candidates = np.full((len(rows), widest), -1, dtype=np.int64)
+    batch_scores = rng.random((len(rows), widest)).astype(np.float32) * 10  # pads' scores are never read
+    for row, (candidates, scores) in enumerate(rows):
+        batch_candidates[row, :len(candidates)], batch_scores[row, :len(candidates)] = candidates, scores
+    for k in (1, 5, 12):
+        in_batch, in_batch_scores = order_candidates(batch_candidates, batch_scores, k)
+        for row, (candidates, scores) in enumerate(rows):
+            places = sorted((place for place in range(len(scores)) if not np.isnan(scores[place])),
+                            key=lambda place: (-scores[place], place))[:k]
+            expected = [int(candidates[place]) for place in places] + [-1] * (k - len(places))
+            alone, alone_scores = order_candidates(candidates[None, :], scores[None, :], k)
+            assert alone[0].tolist() == expected and in_batch[row].tolist() == expected
+            assert np.array_equal(alone_scores[0], in_batch_scores[row])
