@@ -50,7 +50,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from modeling.ranking import members, top_k
+from modeling.ranking import excluded_keys, members, top_k
 from modeling.rows import as_float32, dot_rows
 
 logger = logging.getLogger(__name__)
@@ -230,10 +230,8 @@ class IvfIndex:
         keep = positions >= 0
         if allowed is not None:
             keep &= allowed[np.maximum(positions, 0)]
-        lengths = np.fromiter((len(e) for e in exclude), dtype=np.int64, count=m)
-        if lengths.any():
-            excluded = np.unique(np.repeat(np.arange(m, dtype=np.int64), lengths) * n
-                                 + np.concatenate(exclude).astype(np.int64))
+        excluded = excluded_keys(exclude, n)
+        if len(excluded):
             keep &= ~members(np.arange(m, dtype=np.int64)[:, None] * n + np.maximum(positions, 0), excluded)
         place = np.cumsum(keep, axis=1) - 1  # each kept candidate's place in its row's answer
         taken = keep & (place < k)

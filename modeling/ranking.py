@@ -22,6 +22,14 @@ def members(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
     return sorted_keys[at] == keys
 
 
+def excluded_keys(exclude: Sequence[np.ndarray], n: int) -> np.ndarray:
+    """The sorted, unique keys ``row * n + item`` of m rows' items to leave out (``exclude``: m arrays of item
+    positions), for :func:`members`. Returns (e,) int64."""
+    lengths = np.fromiter((len(e) for e in exclude), dtype=np.int64, count=len(exclude))
+    items = np.concatenate(exclude).astype(np.int64) if len(exclude) else np.zeros(0, dtype=np.int64)
+    return np.unique(np.repeat(np.arange(len(exclude), dtype=np.int64), lengths) * n + items)
+
+
 def _block_size(n: int, k: int) -> int:
     """Items per block of :func:`_candidates_by_block_max`: about sqrt(n / k), a power of two within [16, 64].
 

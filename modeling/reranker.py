@@ -37,7 +37,7 @@ from modeling.compiled_ranker import COMPILED_FILE, CompiledBooster, CompileErro
 from modeling.features import ItemAttributes
 from modeling.index import ItemIndex
 from modeling.optional_imports import hidden
-from modeling.ranking import members
+from modeling.ranking import excluded_keys, members
 from modeling.rows import QuantizedRows, StackedRows, append_rows, as_float32, mapped
 
 logger = logging.getLogger(__name__)
@@ -435,8 +435,7 @@ def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
     m, n = len(histories), len(item_vectors)
     query = np.asarray(query, dtype=np.float32)
     lengths = np.fromiter((len(e) for e in exclude), dtype=np.int64, count=m)
-    excluded = np.unique(np.repeat(np.arange(m, dtype=np.int64), lengths) * n
-                         + (np.concatenate(exclude).astype(np.int64) if m else np.zeros(0, dtype=np.int64)))
+    excluded = excluded_keys(exclude, n)
     item_item, recent = histories.propagate_each(sources.item_item, (config.history_half_life_days,
                                                                    config.recent_half_life_days))
     def wanted(*names: str) -> bool:
