@@ -159,6 +159,39 @@ def stable_top(scores: np.ndarray, k: int) -> np.ndarray:
     return candidates[np.argsort(-scores[candidates], kind="stable")][:k].astype(np.int64)
 
 
+def stable_top_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`stable_top` for each row of a score matrix: the first ``k`` places of each row's stable sort by
+    decreasing score, ties (at the cut too) in increasing place, whatever the row's width.
+
+    :func:`top_k` orders ties as its partition leaves them, which depends on how wide the rows are.
+
+    Args:
+        scores: (m, C) float32 scores; ``-inf`` is never chosen before a finite score (and NaN not at all: give
+            it as ``-inf``).
+        k: list length.
+
+    Returns:
+        ``(places (m, k) int64, scores (m, k) float32)``; -1 / -inf where a row has fewer than ``k`` finite scores.
+    """
+    m, width = scores.shape
+    take = min(k, width)
+    places = np.full((m, k), -1, dtype=np.int64)
+    values = np.full((m, k), -np.inf, dtype=np.float32)
+    if take == 0:
+        return places, values
+    kth = np.partition(scores, width - take, axis=1)[:, width - take:width - take + 1]  # (m, 1): the take-th best
+    above = scores > kth
+    tied = scores == kth
+    chosen = above | (tied & (np.cumsum(tied, axis=1) <= take - above.sum(axis=1, keepdims=True)))
+    columns = np.nonzero(chosen)[1].reshape(m, take)  # each row's chosen places, in increasing order
+    best = np.take_along_axis(scores, columns, axis=1)
+    order = np.argsort(-best, axis=1, kind="stable")
+    columns, best = np.take_along_axis(columns, order, axis=1), np.take_along_axis(best, order, axis=1)
+    places[:, :take] = np.where(np.isfinite(best), columns, -1)
+    values[:, :take] = best
+    return places, values
+
+
 def rank_by_shared_scores(scores: np.ndarray, users: np.ndarray, seen: Sequence[np.ndarray], k: int) -> np.ndarray:
     """:func:`rank_users` for one score row that every user shares (e.g. popularity), without an (m, n) matrix.
 

@@ -37,7 +37,7 @@ from modeling.compiled_ranker import COMPILED_FILE, CompiledBooster, CompileErro
 from modeling.features import ItemAttributes
 from modeling.index import ItemIndex
 from modeling.optional_imports import hidden
-from modeling.ranking import excluded_keys, members
+from modeling.ranking import excluded_keys, members, stable_top_rows
 from modeling.rows import QuantizedRows, StackedRows, append_rows, as_float32, mapped
 
 logger = logging.getLogger(__name__)
@@ -749,32 +749,18 @@ class Ranker:
 def order_candidates(candidates: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The k best-scored of each row's candidates: ``(positions (m, k) int64, scores (m, k) float32)``.
 
-    Equal scores keep their candidates' order in the row (increasing product position), at the cut too: a
-    shopper's list is the same whether the shopper is answered alone or in a batch, whose rows are padded to
-    the widest (a partition's order of tied scores depends on the row's width; LightGBM gives tied scores
-    to candidates whose features fall in the same leaves, and 7% of the serving benchmark's shoppers got
-    tied products in another order alone than in a batch of 100).
+    Equal scores keep their candidates' order in the row (increasing product position), at the cut too
+    (:func:`modeling.ranking.stable_top_rows`): a shopper's list is the same whether the shopper is answered
+    alone or in a batch, whose rows are padded to the widest (a partition's order of tied scores depends on the
+    row's width; LightGBM gives tied scores to candidates whose features fall in the same leaves, and 7% of the
+    serving benchmark's shoppers got tied products in another order alone than in a batch of 100).
 
     Args:
         candidates: (m, C) item positions, -1 pads; scores: (m, C), higher first (pads and NaN never chosen).
     """
     scores = np.where((candidates >= 0) & ~np.isnan(scores), scores, -np.inf).astype(np.float32)
-    m, width = scores.shape
-    take = min(k, width)
-    if take == 0:
-        return np.full((m, k), -1, dtype=np.int64), np.full((m, k), -np.inf, dtype=np.float32)
-    kth = np.partition(scores, width - take, axis=1)[:, width - take:width - take + 1]  # (m, 1): the take-th best
-    above = scores > kth
-    tied = scores == kth
-    chosen = above | (tied & (np.cumsum(tied, axis=1) <= take - above.sum(axis=1, keepdims=True)))
-    columns = np.nonzero(chosen)[1].reshape(m, take)  # each row's chosen places, in increasing order
-    values = np.take_along_axis(scores, columns, axis=1)
-    order = np.argsort(-values, axis=1, kind="stable")
-    columns, values = np.take_along_axis(columns, order, axis=1), np.take_along_axis(values, order, axis=1)
-    positions = np.where(np.isfinite(values), np.take_along_axis(candidates, columns, axis=1), -1)
-    if take < k:
-        positions = np.pad(positions, ((0, 0), (0, k - take)), constant_values=-1)
-        values = np.pad(values, ((0, 0), (0, k - take)), constant_values=-np.inf)
+    columns, values = stable_top_rows(scores, k)
+    positions = np.where(columns >= 0, np.take_along_axis(candidates, np.maximum(columns, 0), axis=1), -1)
     return positions.astype(np.int64), values
 
 
