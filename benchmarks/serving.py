@@ -333,34 +333,22 @@ def build_workspace(work: Path, n_users: int, n_items: int, n_interactions: int)
     return info
 
 
-def _text_vectors(bundle: Path) -> np.ndarray:
-    """``bundle``'s text vectors (item_content.npy), mapped: int8 codes read with their scales, other types as
-    they are stored."""
-    from modeling.artifacts import CONTENT_SCALE_FILE
-    from modeling.rows import QuantizedRows
-
-    content = np.load(bundle / "item_content.npy", mmap_mode="r")
-    if content.dtype == np.int8:
-        return QuantizedRows(content, np.load(bundle / CONTENT_SCALE_FILE, mmap_mode="r"))
-    return content
-
-
 def store_text_vectors(bundle: Path, dtype: str) -> None:
     """Rewrite ``bundle``'s text vectors (item_content.npy) in ``dtype`` through a temporary file and a rename
     (nothing is done when they already are): "int8" codes with their scales (what publishing writes), "float16"
     or "float32" rows. The rows a workspace publishes are rewritten as read: float32 holds them exactly, float16
     to its own precision."""
-    from modeling.artifacts import CONTENT_SCALE_FILE
+    from modeling import artifacts
     from modeling.atomic import atomic_write
     from modeling.rows import quantize_rows
 
     path = bundle / "item_content.npy"
     if np.load(path, mmap_mode="r").dtype == np.dtype(dtype):  # as stored (codes read as float32)
         return
-    values = np.asarray(_text_vectors(bundle), dtype=np.float32)
+    values = np.asarray(artifacts.load_item_content(bundle), dtype=np.float32)
     if dtype == "int8":
         quantized = quantize_rows(values)
-        with atomic_write(bundle / CONTENT_SCALE_FILE, mode="wb") as handle:
+        with atomic_write(bundle / artifacts.CONTENT_SCALE_FILE, mode="wb") as handle:
             np.save(handle, quantized.scales, allow_pickle=False)
         values = quantized.codes
     with atomic_write(path, mode="wb") as handle:
@@ -398,7 +386,8 @@ def store_text_index(bundle: Path, kind: str) -> None:
     if not manifest.get("text_index") or manifest["text_index"].get("kind") == wanted:
         return
     with tempfile.TemporaryDirectory(dir=bundle) as scratch:
-        manifest["text_index"] = write_text_index(Path(scratch), _text_vectors(bundle), pq_bytes=pq_bytes)
+        manifest["text_index"] = write_text_index(Path(scratch), artifacts.load_item_content(bundle),
+                                                   pq_bytes=pq_bytes)
         os.replace(Path(scratch) / TEXT_INDEX_FILE, bundle / TEXT_INDEX_FILE)
     with atomic_write(bundle / artifacts.MANIFEST_FILE) as handle:
         handle.write(json.dumps(manifest, indent=2))

@@ -283,6 +283,35 @@ def write_bundle(
     return final
 
 
+def _mapped(file: Path) -> np.ndarray:
+    try:
+        return mapped(file)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{file}: missing or damaged ({exc})") from exc
+
+
+def _with_scales(path: Path, content: np.ndarray) -> np.ndarray | QuantizedRows:
+    """A bundle's text vectors as read: 8-bit codes with the per-row scales beside them, other types as stored."""
+    if content.dtype != np.int8:
+        return content
+    file = path / CONTENT_SCALE_FILE
+    try:
+        return QuantizedRows(content, mapped(file))
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{file}: missing or damaged, or not one scale per text vector ({exc})") from exc
+
+
+def load_item_content(path: Path | str) -> np.ndarray | QuantizedRows:
+    """The (n_items, t) text vectors of the bundle folder at ``path``, mapped, as :func:`load_bundle` reads them
+    (8-bit codes with their scales, float16 or float32 rows as stored), without loading the rest.
+
+    Raises:
+        ArtifactError: the vectors' file, or their scales' where they are codes, is missing or damaged.
+    """
+    path = Path(path)
+    return _with_scales(path, _mapped(path / "item_content.npy"))
+
+
 def load_bundle(path: Path | str, *, compiled_ranker: bool = True) -> Bundle:
     """Load and check a bundle directory (arrays and exported towers memory-mapped; SavedModels only on request);
     ``compiled_ranker``: score with the ranking stage's compiled ranker where it has one (False: LightGBM).
@@ -301,20 +330,8 @@ def load_bundle(path: Path | str, *, compiled_ranker: bool = True) -> Bundle:
     if manifest.get("format") != BUNDLE_FORMAT:
         raise ArtifactError(f"{path}: bundle format {manifest.get('format')!r}, this version reads {BUNDLE_FORMAT} "
                             "(train a new model: manage.py train --activate)")
-    loaded: dict[str, Any] = {}
-    for name in ARRAY_FILES:
-        file = path / f"{name}.npy"
-        try:
-            loaded[name] = mapped(file)
-        except (OSError, ValueError) as exc:
-            raise ArtifactError(f"{file}: missing or damaged ({exc})") from exc
-    if loaded["item_content"].dtype == np.int8:
-        file = path / CONTENT_SCALE_FILE
-        try:
-            loaded["item_content"] = QuantizedRows(loaded["item_content"],
-                                                   mapped(file))
-        except (OSError, ValueError) as exc:
-            raise ArtifactError(f"{file}: missing or damaged, or not one scale per text vector ({exc})") from exc
+    loaded: dict[str, Any] = {name: _mapped(path / f"{name}.npy") for name in ARRAY_FILES}
+    loaded["item_content"] = _with_scales(path, loaded["item_content"])
     arrays = BundleArrays(**loaded)
     arrays.validate()
     if arrays.item_vectors.shape[1] != manifest.get("dim"):
