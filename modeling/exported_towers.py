@@ -37,7 +37,7 @@ import numpy as np
 
 from modeling.errors import ArtifactError
 from modeling.id_index import IdIndex
-from modeling.rows import mapped
+from modeling.rows import mapped, release_pages
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class _Lookup:
 
     def __init__(self, vocabulary: np.ndarray) -> None:
         self.vocabulary = np.asarray(vocabulary)
-        self.index = IdIndex(self.vocabulary.astype(str))
+        self.index = IdIndex(self.vocabulary)
         self._pads_absent = "" not in self.index  # then "" (a window's pad) is known to be out of vocabulary
 
     def __call__(self, terms: np.ndarray) -> np.ndarray:
@@ -285,6 +285,9 @@ def load_towers(directory: Path | str, *, text_dim: int | None = None) -> tuple[
         _check_shapes(query, candidate, settings, text_dim)
     except (KeyError, ValueError) as exc:
         raise ArtifactError(f"{directory}: incomplete exported towers ({exc})") from exc
+    for arrays in (query, candidate):  # read in full for the lookups' indexes, not again
+        for name in [n for n in arrays if n.endswith("_vocabulary")]:
+            release_pages(arrays[name])
     return towers
 
 

@@ -115,7 +115,15 @@ def user_windows(history: SortedHistory, length: int, *,
     return history_windows(history, history.ends, history.starts, length, half_life_days=half_life_days)
 
 
-POOL_BATCH = 4096  # windows pooled at a time (bounds the memory of pooled_vectors)
+POOL_BYTES = 2 * 1024 * 1024
+"""Bytes of gathered rows pooled at a time, (b, L, t) float32: a few MB bound pooled_vectors' memory, e.g. 27
+windows of 50 products with 384-d text vectors. A request for 100 shoppers gathered 7.7 MB at once before, which
+each of a web worker's request threads then held, and malloc kept."""
+
+
+def pool_batch(length: int, width: int) -> int:
+    """Windows of ``length`` rows of ``width`` float32 values that :data:`POOL_BYTES` holds (at least 1)."""
+    return max(1, POOL_BYTES // max(1, 4 * length * width))
 
 
 def pooled_vectors(positions: np.ndarray, weights: np.ndarray | None, table: np.ndarray | QuantizedRows) -> np.ndarray:
@@ -134,10 +142,11 @@ def pooled_vectors(positions: np.ndarray, weights: np.ndarray | None, table: np.
     if len(table) == 0:
         return np.zeros((len(positions), table.shape[1]), dtype=np.float32)
     out = np.zeros((len(positions), table.shape[1]), dtype=np.float32)
-    # A few thousand windows at a time: the gathered rows are (m, L, t), e.g. 15 GB for 200,000 shoppers
-    # with 50-item windows of 384-d text vectors if gathered at once.
-    for start in range(0, len(positions), POOL_BATCH):
-        rows = slice(start, start + POOL_BATCH)
+    # A few MB of windows at a time (POOL_BYTES): the gathered rows are (m, L, t), e.g. 15 GB for 200,000
+    # shoppers with 50-item windows of 384-d text vectors if gathered at once.
+    batch = pool_batch(positions.shape[1] if positions.ndim == 2 else 1, table.shape[1])
+    for start in range(0, len(positions), batch):
+        rows = slice(start, start + batch)
         present = positions[rows] >= 0
         # Only the windows' products are read and converted (a 5-product history in a window of 50 is 45 pads);
         # pads are zero rows of zero weight, so every sum is the same as over gathered rows, bit for bit.

@@ -14,8 +14,21 @@ from collections.abc import Sequence
 import numpy as np
 
 
+def _utf8(values: np.ndarray) -> np.ndarray:
+    """(k,) ids as (k,) UTF-8 bytes (numpy ``S``): 1 byte per ASCII character against ``U``'s 4. Encoded one by one
+    in Python, which is faster than ``np.strings.encode`` for a request's few ids and for a bundle's 200,000."""
+    if values.dtype.kind == "S":
+        return values
+    return np.asarray([str(value).encode("utf-8", "surrogatepass") for value in values.tolist()], dtype="S")
+
+
 class IdIndex:
     """Maps (n,) distinct string ids to their positions 0..n-1.
+
+    The ids are held as UTF-8 bytes, sorted, with each one's position as int32 (int64 above 2**31 ids):
+    5 bytes per id beyond the id's own length, against 4 per character plus 8 as numpy's unicode strings
+    (200,000 shopper ids of 8 characters: 2.4 instead of 8.0 MB in every web worker, for each index of them).
+    UTF-8's byte order is the characters' order, so nothing but the memory changes.
 
     Args:
         ids: (n,) ids (any array-like of str; duplicates keep the first position).
@@ -24,12 +37,11 @@ class IdIndex:
     def __init__(self, ids: np.ndarray | Sequence[str]) -> None:
         values = np.asarray(ids)
         if values.size == 0:
-            values = np.zeros(0, dtype="<U1")
-        elif values.dtype.kind != "U":
-            values = values.astype(str)
+            values = np.zeros(0, dtype="S1")
+        values = _utf8(values.reshape(-1))
         order = np.argsort(values, kind="stable")
         self._sorted = values[order]
-        self._order = order.astype(np.int64)
+        self._order = order.astype(np.int32 if len(values) < 2**31 else np.int64)
         self.size = len(values)
 
     def __len__(self) -> int:
@@ -40,9 +52,7 @@ class IdIndex:
         query = np.asarray(ids)
         if query.size == 0:
             return np.zeros(0, dtype=np.int64)
-        if query.dtype.kind != "U":
-            query = query.astype(str)
-        query = query.reshape(-1)
+        query = _utf8(query.reshape(-1))
         if self.size == 0:
             return np.full(len(query), -1, dtype=np.int64)
         width = self._sorted.dtype
@@ -50,8 +60,8 @@ class IdIndex:
         if query.dtype.itemsize > width.itemsize:
             # An id longer than every indexed one is absent. Searching for it as it is would make numpy
             # convert the whole index to the wider type (a millisecond at 200,000 ids) on every call.
-            too_long = np.char.str_len(query) > width.itemsize // 4
-            query = np.where(too_long, "", query)
+            too_long = np.strings.str_len(query) > width.itemsize
+            query = np.where(too_long, b"", query)
         query = query.astype(width)
         at = np.minimum(np.searchsorted(self._sorted, query), self.size - 1)
         found = self._sorted[at] == query
@@ -61,10 +71,11 @@ class IdIndex:
 
     def get(self, value: str) -> int:
         """Position of one id, -1 if absent (about 2 µs at 200,000 ids)."""
-        if self.size == 0 or len(value) > self._sorted.dtype.itemsize // 4:
+        key = value.encode("utf-8", "surrogatepass")
+        if self.size == 0 or len(key) > self._sorted.dtype.itemsize:
             return -1
-        at = int(self._sorted.searchsorted(value))
-        return int(self._order[at]) if at < self.size and self._sorted[at] == value else -1
+        at = int(self._sorted.searchsorted(key))
+        return int(self._order[at]) if at < self.size and self._sorted[at] == key else -1
 
     def __contains__(self, value: object) -> bool:
         return isinstance(value, str) and self.get(value) >= 0

@@ -35,7 +35,7 @@ from modeling.id_index import IdIndex
 from modeling.index import ExactIndex, ItemIndex, make_index, penalty
 from modeling.ranking import top_k
 from modeling.reranker import RETRIEVAL_ORDER, ItemTables, RankingStage
-from modeling.rows import append_rows, as_float32
+from modeling.rows import append_rows, as_float32, release_pages
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,8 @@ class Recommender:
         self.user_ids = np.asarray(arrays.user_ids)
         self._item_index = IdIndex(self.item_ids)
         self._user_index = IdIndex(self.user_ids)
+        for ids in (self.item_ids, self.user_ids):  # read in full for the indexes above, then a few at a time
+            release_pages(ids)
         self.item_vectors = arrays.item_vectors
         self.item_content = arrays.item_content
         self.user_vectors = arrays.user_vectors

@@ -47,6 +47,23 @@ def is_mapped(array: Any) -> bool:
     return False
 
 
+def release_pages(array: Any) -> bool:
+    """Drop this process's resident pages of a memory-mapped array (``madvise(MADV_DONTNEED)`` on its map).
+
+    For arrays read once in full at load and rarely after, such as the ids an :class:`~modeling.id_index.IdIndex`
+    copies: reading them made every page resident in the process, where they would stay, counted in its
+    resident memory, though only a few are read again. The file's pages stay in the system's page cache; a later
+    read maps them again. Returns whether ``array`` was mapped (nothing happens otherwise, or where the system
+    has no ``madvise``).
+    """
+    while array is not None and not isinstance(array, mmap.mmap):
+        array = getattr(array, "base", None)
+    if array is None or not hasattr(array, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return False
+    array.madvise(mmap.MADV_DONTNEED)
+    return True
+
+
 BLOCK_ROWS = 8192
 """Rows of a float16 array converted to float32 at a time when it is multiplied as a whole (bounds the copy)."""
 

@@ -237,6 +237,12 @@ RECO_COMPILED_RANKER = env_bool("RECO_COMPILED_RANKER", True)
 RECO_MALLOC_ARENAS = env_int("RECO_MALLOC_ARENAS", 2)
 if RECO_MALLOC_ARENAS < 0:
     raise ImproperlyConfigured(f"RECO_MALLOC_ARENAS must be 0 (glibc's default) or more, not {RECO_MALLOC_ARENAS}")
+# A web worker hands the memory malloc keeps back to the system after answering at least this many shoppers in
+# one request (recoapi.allocator); 0: never.
+RECO_RELEASE_AFTER_SHOPPERS = env_int("RECO_RELEASE_AFTER_SHOPPERS", 20)
+if RECO_RELEASE_AFTER_SHOPPERS < 0:
+    raise ImproperlyConfigured(
+        f"RECO_RELEASE_AFTER_SHOPPERS must be 0 (never) or more, not {RECO_RELEASE_AFTER_SHOPPERS}")
 
 LOGS_DIR = Path(env_str("RECO_LOGS_DIR", str(BASE_DIR / "logs")))
 LOG_LEVEL = env_choice("RECO_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))

@@ -335,6 +335,16 @@ def _freeze_heap() -> None:
         allocator.release_free_memory()
 
 
+def after_request(shoppers: int) -> bool:
+    """In web workers, after answering ``shoppers`` in one request: hand the free memory malloc keeps back to the
+    system when they were at least RECO_RELEASE_AFTER_SHOPPERS. Returns whether it did."""
+    threshold = settings.RECO_RELEASE_AFTER_SHOPPERS
+    if not _freeze_after_load or not threshold or shoppers < threshold:
+        return False
+    allocator.release_free_memory()
+    return True
+
+
 def _load_text_encoder(engine: Engine) -> None:
     try:
         encoder = text_encoder(engine.recommender.bundle)

@@ -24,6 +24,7 @@ from recoapi.catalog.services import data_import, import_filters_from_settings
 from recoapi.exceptions import ApplicationError, Conflict, NotFound, ServiceUnavailable
 from recoapi.recommendations import experiments, impressions, model_store
 from recoapi.recommendations.engine import Engine, registry, text_encoder
+from recoapi.recommendations.engine import after_request as release_after_request
 from recoapi.recommendations.models import Experiment, ExperimentArm, ModelVersion
 
 if TYPE_CHECKING:  # modeling.two_tower imports TensorFlow, which the web process loads only on demand
@@ -179,6 +180,7 @@ def recommendation_list(
         result[user] = entry
     if record:
         impressions.record(shown)
+    release_after_request(len(keys))
     return {"model_version": engine.version, "recommendations": result}
 
 

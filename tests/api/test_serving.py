@@ -502,3 +502,13 @@ def test_catalogue_reads_on_the_request_path_search_their_indexes(service: Pipel
         for sql in reads:
             plan = " | ".join(str(row[-1]) for row in cursor.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall())
             assert f"SCAN {table}" not in plan or "unavail_idx" in plan, (sql, plan)
+
+
+def test_each_recommendation_request_tells_the_worker_how_many_shoppers_it_answered(
+        service: Pipeline, client: APIClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from recoapi.recommendations import services
+
+    asked: list[int] = []  # the worker hands malloc's free memory back after many (recoapi.allocator)
+    monkeypatch.setattr(services, "release_after_request", asked.append)
+    recommend(client, users=f"{a_known_user(service)},nobody,somebody", k=5)
+    assert asked == [3]

@@ -125,11 +125,11 @@ def test_windows_without_decay_keep_the_interaction_weights() -> None:
 
 
 def test_pooled_vectors_in_batches_equal_the_whole_computation() -> None:
-    from modeling.features import POOL_BATCH
+    from modeling.features import pool_batch
 
     rng = np.random.default_rng(0)
     table = rng.normal(size=(50, 8)).astype(np.float32)
-    positions = rng.integers(-1, 50, size=(2 * POOL_BATCH + 7, 5))
+    positions = rng.integers(-1, 50, size=(2 * pool_batch(5, 8) + 7, 5))
     positions[3] = -1  # an empty window
     weights = rng.random(positions.shape).astype(np.float32)
     summed = np.einsum("ml,mlt->mt", np.where(positions >= 0, weights, 0.0).astype(np.float32),

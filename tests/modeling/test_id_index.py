@@ -28,3 +28,12 @@ def test_longer_ids_never_match_a_prefix_and_duplicates_keep_the_first() -> None
     assert IdIndex(np.asarray([], dtype=str)).get("") == -1
     assert "ab" in index and "abc" not in index and 3 not in index
     assert index.get("abc") == -1 and index.get("a") == 2
+
+
+def test_ids_are_held_as_utf8_bytes_with_int32_positions() -> None:
+    ids = [f"u{i:07d}" for i in range(1000)]
+    index = IdIndex(np.asarray(ids))
+    assert index._sorted.nbytes + index._order.nbytes == 1000 * (8 + 4)  # numpy's unicode: 1000 * (32 + 8)
+    assert index.positions(np.asarray(ids[::-1], dtype=object)).tolist() == list(range(999, -1, -1))
+    odd = IdIndex(["a\ud800", "é", "b"])  # a lone surrogate (never from HTTP, which decodes UTF-8) is still an id
+    assert odd.positions(["é", "a\ud800", "a"]).tolist() == [1, 0, -1] and odd.get("a\ud800") == 0

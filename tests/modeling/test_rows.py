@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,16 @@ from modeling.features import ItemAttributes
 from modeling.index import ExactIndex, IvfIndex, build_ivf
 from modeling.recommender import Recommender
 from modeling.reranker import ItemTables
-from modeling.rows import QuantizedRows, StackedRows, append_rows, dot_rows, is_mapped, mapped, quantize_rows
+from modeling.rows import (
+    QuantizedRows,
+    StackedRows,
+    append_rows,
+    dot_rows,
+    is_mapped,
+    mapped,
+    quantize_rows,
+    release_pages,
+)
 from tests.conftest import Pipeline
 
 
@@ -177,3 +187,27 @@ def test_mapped_arrays_are_plain_views_of_the_file_map(tmp_path: Path) -> None:
     (tmp_path / "bad.npy").write_bytes(b"not an array")
     with pytest.raises(ValueError):
         mapped(tmp_path / "bad.npy")
+
+
+def test_release_pages_drops_a_mapped_arrays_resident_pages_and_keeps_its_values(tmp_path) -> None:
+    def resident_kib(name: str) -> int:  # this process's resident KiB of the mapped file
+        total, inside = 0, False
+        for line in open("/proc/self/smaps").read().splitlines():
+            head = line.split()
+            if "-" in head[0] and len(head) >= 5 and ":" in head[3]:
+                inside = line.endswith(name)
+            elif inside and line.startswith("Rss:"):
+                total += int(head[1])
+        return total
+
+    values = np.arange(2_000_000, dtype=np.int64)
+    np.save(tmp_path / "ids.npy", values)
+    array = mapped(tmp_path / "ids.npy")
+    assert int(array.sum()) == int(values.sum())  # every page read
+    if not os.path.exists("/proc/self/smaps"):
+        pytest.skip("no /proc/self/smaps here")
+    assert resident_kib("ids.npy") > 15_000
+    assert release_pages(array)
+    assert resident_kib("ids.npy") < 1_000
+    assert np.array_equal(array[[5, 1_999_999]], [5, 1_999_999])  # read again from the file
+    assert not release_pages(values) and not release_pages(None)

@@ -85,14 +85,15 @@ def test_free_memory_goes_back_after_a_large_temporary() -> None:
     assert int(before) - int(after) > 200_000  # KB: most of the freed blocks went back
 
 
-def test_a_negative_arena_setting_stops_the_start() -> None:
+@pytest.mark.parametrize("name", ["RECO_MALLOC_ARENAS", "RECO_RELEASE_AFTER_SHOPPERS"])
+def test_a_negative_allocator_setting_stops_the_start(name: str) -> None:
     import os
 
-    env = {**os.environ, "RECO_MALLOC_ARENAS": "-1"}
+    env = {**os.environ, name: "-1"}
     result = subprocess.run([sys.executable, str(ROOT / "manage.py"), "check"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
-    assert "RECO_MALLOC_ARENAS must be 0" in result.stderr
+    assert f"{name} must be 0" in result.stderr
 
 
 def test_a_web_worker_limits_its_arenas_before_loading_its_model(monkeypatch: pytest.MonkeyPatch, settings) -> None:  # noqa: ANN001
@@ -105,3 +106,20 @@ def test_a_web_worker_limits_its_arenas_before_loading_its_model(monkeypatch: py
     settings.RECO_MALLOC_ARENAS = 3
     engine.start_worker()
     assert calls == ["arenas 3", "load"]
+
+
+def test_a_web_worker_hands_memory_back_after_a_request_for_many_shoppers(monkeypatch: pytest.MonkeyPatch,
+                                                                         settings) -> None:  # noqa: ANN001
+    from recoapi.recommendations import engine
+
+    calls: list[str] = []
+    monkeypatch.setattr(allocator, "release_free_memory", lambda: calls.append("release") or True)
+    settings.RECO_RELEASE_AFTER_SHOPPERS = 20
+    monkeypatch.setattr(engine, "_freeze_after_load", False)  # not a web worker (tests, commands): never
+    assert engine.after_request(100) is False and calls == []
+    monkeypatch.setattr(engine, "_freeze_after_load", True)
+    assert engine.after_request(19) is False and calls == []
+    assert engine.after_request(20) is True and calls == ["release"]
+    settings.RECO_RELEASE_AFTER_SHOPPERS = 0
+    assert engine.after_request(100) is False and calls == ["release"]
+
