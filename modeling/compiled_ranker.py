@@ -22,12 +22,15 @@ writable only by the service's own user, as the code it runs is.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import io
 import logging
 import re
 import shutil
+import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,37 @@ trees compare them as they are (one split in a few thousand probe rows went the 
 given 0."""
 _THRESHOLD_LINE = re.compile(r"^threshold=(.*)$", re.MULTILINE)
 _FEATURE_LINE = re.compile(r"^split_feature=(.*)$", re.MULTILINE)
+
+
+ROWS_FUNCTION = "recoapi_predict_rows"
+"""The entry point :func:`compile_booster` adds to the library: every row of a float32 matrix in one call."""
+ROWS_SOURCE = r"""
+/* Added at publishing: score n rows of f float32 values in one call (NaN: missing; magnitudes of at most 1e-35:
+   0, as LightGBM reads them), the raw score of row i into out[i]. tl2cgen's own predictor builds a matrix object
+   and its output per call through ctypes, which cost more than the trees for one shopper's few hundred rows. */
+int64_t recoapi_predict_rows(const float* rows, int64_t n, int64_t f, double* out) {
+  union Entry* entry = (union Entry*) malloc(sizeof(union Entry) * (size_t) (f > 0 ? f : 1));
+  if (entry == NULL) return -1;
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = rows + i * f;
+    for (int64_t j = 0; j < f; ++j) {
+      float value = row[j];
+      if (isnan(value)) { entry[j].missing = -1; }
+      else { entry[j].fvalue = (fabsf(value) <= 1e-35f) ? 0.0 : (double) value; }
+    }
+    double result[N_TARGET * MAX_N_CLASS];
+    for (int k = 0; k < N_TARGET * MAX_N_CLASS; ++k) { result[k] = 0.0; }
+    predict(entry, 1, result);
+    out[i] = result[0];
+  }
+  free(entry);
+  return n;
+}
+"""
+ROWS_HEADER_NEEDS: tuple[str, ...] = ("#define N_TARGET 1\n", "#define MAX_N_CLASS 1\n", "double fvalue;",
+                                     "void predict(union Entry* data, int pred_margin, double* result);")
+"""What the generated header must declare for :data:`ROWS_SOURCE` to fit it: one target and class, double values
+and results (tl2cgen 1.0 writes that for LightGBM's rankers); otherwise the library is built without it."""
 
 
 class CompileError(RuntimeError):
@@ -80,10 +114,17 @@ def compile_booster(booster: Any, model_text: str, path: Path) -> dict[str, Any]
         import tl2cgen
         import treelite
 
-        with atomic_file(path) as temporary, contextlib.redirect_stdout(output):  # progress lines: to the log
+        with (atomic_file(path) as temporary, tempfile.TemporaryDirectory(prefix="ranker-source-") as source,
+              contextlib.redirect_stdout(output)):  # progress lines: to the log
             model = treelite.frontend.from_lightgbm(booster)
-            tl2cgen.export_lib(model, toolchain=compiler, libpath=str(temporary), params={"parallel_comp": 1},
-                               nthread=1)
+            tl2cgen.generate_c_code(model, source, params={"parallel_comp": 1})
+            header = (Path(source) / "header.h").read_text(encoding="utf-8")
+            with_rows = all(part in header for part in ROWS_HEADER_NEEDS)
+            if with_rows:
+                with open(Path(source) / "main.c", "a", encoding="utf-8") as main:
+                    main.write(ROWS_SOURCE)
+            built = tl2cgen.create_shared(compiler, source, nthread=1, long_build_time_warning=False)
+            shutil.move(str(built), temporary)
     except Exception as exc:  # noqa: BLE001  (a compiler error of any kind leaves the booster serving)
         raise CompileError(f"compiling the ranker with {compiler} failed: {exc}") from exc
     finally:
@@ -92,20 +133,28 @@ def compile_booster(booster: Any, model_text: str, path: Path) -> dict[str, Any]
     if load_compiled(path.parent, booster, model_text, file=path.name) is None:
         path.unlink(missing_ok=True)
         raise CompileError(f"the ranker compiled with {compiler} does not score as LightGBM does (see the log)")
-    return {"file": path.name, "compiler": compiler, "seconds": round(time.perf_counter() - started, 2)}
+    return {"file": path.name, "compiler": compiler, "rows_function": with_rows,
+            "seconds": round(time.perf_counter() - started, 2)}
 
 
 class CompiledBooster:
     """A compiled booster's predictions: ``predict`` as ``Booster.predict`` gives them (raw scores).
 
-    tl2cgen's predictor may be used by one thread at a time, so each thread gets its own (a gunicorn
-    worker serves requests on several threads); all of them share the one loaded library.
+    A library published with :data:`ROWS_FUNCTION` scores float32 rows through it, in one ctypes call, from any
+    thread at once (it keeps nothing between calls; the call releases the GIL). Otherwise (libraries published
+    before it, float64 rows) tl2cgen's predictor scores; it may be used by one thread at a time, so each thread
+    gets its own (a gunicorn worker serves requests on several threads), all of them sharing the one library.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
         self._predictor()  # fails here, at load, when the library does not load
+        library = ctypes.CDLL(str(path))
+        # Closed with this object, as tl2cgen closes its predictors' copies: the system keeps one copy of a library
+        # per path while any handle is open, so a library written later at the same path would not be read.
+        weakref.finalize(self, _close, library._handle)
+        self._rows = _rows_function(library)
 
     def _predictor(self) -> Any:
         predictor = getattr(self._local, "predictor", None)
@@ -125,11 +174,33 @@ class CompiledBooster:
         rows = np.ascontiguousarray(rows, dtype=rows.dtype if rows.dtype in (np.float32, np.float64) else np.float32)
         if len(rows) == 0:
             return np.zeros(0, dtype=np.float64)
+        if self._rows is not None and rows.dtype == np.float32 and rows.ndim == 2:
+            scores = np.empty(len(rows), dtype=np.float64)
+            if self._rows(rows.ctypes.data, len(rows), rows.shape[1], scores.ctypes.data) != len(rows):
+                raise MemoryError("the compiled ranker could not allocate a row")
+            return scores
         tiny = (np.abs(rows) <= ZERO_THRESHOLD) & (rows != 0)
         if tiny.any():
             rows = np.where(tiny, rows.dtype.type(0), rows)
         scores = self._predictor().predict(tl2cgen.DMatrix(rows), pred_margin=True)
         return np.asarray(scores, dtype=np.float64).reshape(len(rows))
+
+
+def _rows_function(library: ctypes.CDLL) -> Any:
+    """The library's :data:`ROWS_FUNCTION` with its C types, or None when it was published without one."""
+    if not hasattr(library, ROWS_FUNCTION):
+        return None
+    function = getattr(library, ROWS_FUNCTION)
+    function.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+    function.restype = ctypes.c_int64
+    return function
+
+
+def _close(handle: int) -> None:
+    import _ctypes
+
+    if hasattr(_ctypes, "dlclose"):  # POSIX
+        _ctypes.dlclose(handle)
 
 
 def probe_rows(model_text: str, n_features: int, rows: int = PROBE_ROWS, seed: int = 0) -> np.ndarray:

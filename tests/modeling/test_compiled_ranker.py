@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import threading
@@ -122,15 +123,58 @@ def test_stages_without_a_booster_compile_nothing(tmp_path: Path) -> None:
     assert "compiled" not in json.loads((tmp_path / "stage" / "stage.json").read_text())
 
 
+def _without_rows_function(stage: RankingStage, folder: Path) -> None:
+    """Replace the folder's library by one as published before :data:`compiled_ranker.ROWS_FUNCTION` existed."""
+    import tl2cgen
+    import treelite
+
+    model = treelite.frontend.from_lightgbm(stage.ranker.booster)
+    tl2cgen.export_lib(model, toolchain=compiled_ranker.toolchain(), libpath=str(folder / COMPILED_FILE),
+                       params={"parallel_comp": 1}, nthread=1)
+
+
+@needs_compiler
+def test_rows_are_scored_in_one_call_and_libraries_without_that_entry_still_serve(tmp_path: Path) -> None:
+    stage, features = _stage()
+    stage.save(tmp_path / "stage", _attributes())
+    assert json.loads((tmp_path / "stage" / "stage.json").read_text())["compiled"]["rows_function"] is True
+    compiled = RankingStage.load(tmp_path / "stage").ranker.compiled
+    assert compiled is not None and compiled._rows is not None
+    booster = stage.ranker.booster
+    probe = probe_rows(booster.model_to_string(), len(FEATURES), rows=4096, seed=1)
+    rows = np.concatenate([features.reshape(-1, len(FEATURES)), probe])
+    expected = booster.predict(rows, num_threads=1)
+    assert np.array_equal(compiled.predict(rows), expected)
+    rows_function, compiled._rows = compiled._rows, None  # the same rows through tl2cgen's predictor
+    assert np.array_equal(compiled.predict(rows), expected)
+    compiled._rows = rows_function
+    assert np.array_equal(compiled.predict(rows.astype(np.float64)), expected)  # float64: tl2cgen's predictor
+    del compiled  # closes the library: the system would keep reading this one at that path while it is open
+    gc.collect()
+    _without_rows_function(stage, tmp_path / "stage")
+    older = RankingStage.load(tmp_path / "stage").ranker.compiled
+    assert older is not None and older._rows is None
+    assert np.array_equal(older.predict(rows), expected)
+
+
 @needs_compiler
 def test_a_request_whose_compiled_scoring_fails_is_scored_by_lightgbm(tmp_path: Path,
                                                                       caplog: pytest.LogCaptureFixture) -> None:
-    """A worker thread's first request opens the library: if its file is gone since load (the bundle's folder
-    removed), that request and the later ones are scored by the booster, not failed."""
+    """A worker thread's first request opens a library published without the rows function: if its file is gone
+    since load (the bundle's folder removed), that request and the later ones are scored by the booster, not
+    failed. A library with the rows function was opened at load and keeps scoring."""
     stage, features = _stage()
     stage.save(tmp_path / "stage", _attributes())
+    stage.save(tmp_path / "with_rows", _attributes())
+    with_rows = RankingStage.load(tmp_path / "with_rows").ranker
+    (tmp_path / "with_rows" / COMPILED_FILE).unlink()
+    assert np.array_equal(with_rows.score(features.reshape(-1, len(FEATURES))),
+                          stage.ranker.score(features.reshape(-1, len(FEATURES))))
+    assert with_rows.compiled is not None
+    gc.collect()  # the library save() checked, closed
+    _without_rows_function(stage, tmp_path / "stage")
     ranker = RankingStage.load(tmp_path / "stage").ranker
-    assert ranker.compiled is not None
+    assert ranker.compiled is not None and ranker.compiled._rows is None
     (tmp_path / "stage" / COMPILED_FILE).unlink()
     rows = features.reshape(-1, len(FEATURES))
     scores: list[np.ndarray] = []
@@ -158,14 +202,14 @@ def test_a_failed_compilation_leaves_no_file_and_the_stage_says_why(tmp_path: Pa
     stage, features = _stage()
     rows = features.reshape(-1, len(FEATURES))
 
-    def half_written(model: object, toolchain: str, libpath: str, **_: object) -> None:
-        Path(libpath).write_bytes(b"half a library")
+    def half_written(toolchain: str, dirpath: str, **_: object) -> None:
+        (Path(dirpath) / "predictor.so").write_bytes(b"half a library")
         raise RuntimeError("the compiler was killed")
 
     def not_as_lightgbm(*_: object, **__: object) -> None:
         return None
 
-    cases = [(tl2cgen, "export_lib", half_written, "the compiler was killed")]
+    cases = [(tl2cgen, "create_shared", half_written, "the compiler was killed")]
     if compiled_ranker.toolchain() is not None:  # a library that compiles, then fails the check
         cases.append((compiled_ranker, "load_compiled", not_as_lightgbm, "does not score as LightGBM does"))
     monkeypatch.setattr(compiled_ranker, "toolchain", lambda: "gcc")
