@@ -1070,9 +1070,9 @@ class _Truncated:
 
 RANK_CHUNK = 50
 """Shoppers whose candidates and features :meth:`RankingStage.rank` holds at a time. A request for 100 shoppers
-gathered 20 MB at its peak in one pass (chunks of 256), 11 MB in two of 50, and no slower: each web worker's
-request threads hold their peaks at the same time, and malloc keeps what they held. The answers do not depend
-on it (a shopper's list is the same alone as in any batch)."""
+gathered about 20 MB at its peak in one pass (chunks of 256) and about 11 MB in two of 50 (Python's tracemalloc,
+on the serving benchmark's workspace): each web worker's request threads hold their peaks at the same time. The
+answers do not depend on it (a shopper's list is the same alone as in any batch)."""
 
 
 @dataclass
