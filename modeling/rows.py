@@ -38,13 +38,16 @@ def mapped(path: Path | str) -> np.ndarray:
     return np.load(path, mmap_mode="r", allow_pickle=False).view(np.ndarray)
 
 
+def _file_map(array: Any) -> mmap.mmap | None:
+    """The file mapping that holds ``array``'s memory (somewhere down its chain of ``base`` arrays), or None."""
+    while array is not None and not isinstance(array, mmap.mmap):
+        array = getattr(array, "base", None)
+    return array
+
+
 def is_mapped(array: Any) -> bool:
     """Whether ``array``'s memory is a file mapping (somewhere down its chain of ``base`` arrays)."""
-    while array is not None:
-        if isinstance(array, mmap.mmap):
-            return True
-        array = getattr(array, "base", None)
-    return False
+    return _file_map(array) is not None
 
 
 def release_pages(array: Any) -> bool:
@@ -56,11 +59,10 @@ def release_pages(array: Any) -> bool:
     read maps them again. Returns whether ``array`` was mapped (nothing happens otherwise, or where the system
     has no ``madvise``).
     """
-    while array is not None and not isinstance(array, mmap.mmap):
-        array = getattr(array, "base", None)
-    if array is None or not hasattr(array, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+    file_map = _file_map(array)
+    if file_map is None or not hasattr(file_map, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
         return False
-    array.madvise(mmap.MADV_DONTNEED)
+    file_map.madvise(mmap.MADV_DONTNEED)
     return True
 
 
