@@ -144,17 +144,19 @@ class CompiledBooster:
     thread at once (it keeps nothing between calls; the call releases the GIL). Otherwise (libraries published
     before it, float64 rows) tl2cgen's predictor scores; it may be used by one thread at a time, so each thread
     gets its own (a gunicorn worker serves requests on several threads), all of them sharing the one library.
+    Such a predictor is made on a thread's first use of it, and at load only for libraries without the function.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
-        self._predictor()  # fails here, at load, when the library does not load
-        library = ctypes.CDLL(str(path))
+        library = ctypes.CDLL(str(path))  # fails here, at load, when the library does not load
         # Closed with this object, as tl2cgen closes its predictors' copies: the system keeps one copy of a library
         # per path while any handle is open, so a library written later at the same path would not be read.
         weakref.finalize(self, _close, library._handle)
         self._rows = _rows_function(library)
+        if self._rows is None:
+            self._predictor()  # fails here, at load, when tl2cgen cannot use the library
 
     def _predictor(self) -> Any:
         predictor = getattr(self._local, "predictor", None)
