@@ -887,6 +887,24 @@ def _impressions_round(work: Path, setting: str, paths: list[str], warm_paths: l
             "lists_written": _recommendation_lists(work) - before}
 
 
+def scenario_paths(arrays, new_users: list[str]) -> dict[str, list[str]]:  # noqa: ANN001  (a BundleArrays)
+    """Each scenario's request paths over a bundle's ``arrays``, drawn with a fixed seed (the same in every run):
+    1,000 known shoppers one at a time and 5,000 in requests of 100, 1,000 of ``new_users``, 1,000 products for
+    similar_items and 1,000 texts of two words and a number."""
+    rng = np.random.default_rng(2)
+    known = [str(u) for u in arrays.user_ids[rng.integers(0, len(arrays.user_ids), 5000)]]
+    item_ids = [str(i) for i in arrays.item_ids[rng.integers(0, len(arrays.item_ids), 1000)]]
+    return {
+        "one known shopper": [f"/recommendations?users={u}&k=10" for u in known[:1000]],
+        "one new shopper (content)": [f"/recommendations?users={u}&k=10" for u in new_users[:1000]],
+        "100 shoppers per request": [f"/recommendations?users={','.join(known[i:i + 100])}&k=10"
+                                     for i in range(0, 5000, 100)],
+        "similar_items": [f"/similar_items?item={i}&k=10" for i in item_ids],
+        "text query": [f"/recommendations?text={a}+{b}+{n}&k=10" for n, (a, b) in
+                       enumerate(zip(rng.choice(_WORDS, 1000), rng.choice(_WORDS, 1000), strict=True))],
+    }
+
+
 def impressions_overhead(work: Path, info: dict, rounds: int, seconds: int, workers: int, threads: int) -> dict:
     """The p50, p99 and req/s of "one known shopper" with impressions recorded (on) and not (off).
 
@@ -1137,20 +1155,9 @@ def main() -> None:
         from modeling import artifacts
 
         bundle = artifacts.load_bundle(work / "models" / info["version"])
-        rng = np.random.default_rng(2)
-        known = [str(u) for u in bundle.arrays.user_ids[rng.integers(0, len(bundle.arrays.user_ids), 5000)]]
-        _first_answer(base, f"/recommendations?users={known[0]}&k=10")  # a worker loaded the model
+        scenarios = scenario_paths(bundle.arrays, info["new_users"])
+        _first_answer(base, scenarios["one known shopper"][0])  # a worker loaded the model
         first_answer_s = time.monotonic() - started
-        item_ids = [str(i) for i in bundle.arrays.item_ids[rng.integers(0, len(bundle.arrays.item_ids), 1000)]]
-        scenarios = {
-            "one known shopper": [f"/recommendations?users={u}&k=10" for u in known[:1000]],
-            "one new shopper (content)": [f"/recommendations?users={u}&k=10" for u in info["new_users"][:1000]],
-            "100 shoppers per request": [f"/recommendations?users={','.join(known[i:i + 100])}&k=10"
-                                         for i in range(0, 5000, 100)],
-            "similar_items": [f"/similar_items?item={i}&k=10" for i in item_ids],
-            "text query": [f"/recommendations?text={a}+{b}+{n}&k=10" for n, (a, b) in
-                           enumerate(zip(rng.choice(_WORDS, 1000), rng.choice(_WORDS, 1000), strict=True))],
-        }
         for paths in scenarios.values():  # warm every worker: the text encoder loads in the background
             run_wrk(base, paths, 2, 3, work)
         time.sleep(5)

@@ -33,31 +33,24 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
-import numpy as np  # noqa: E402
 import serving  # noqa: E402  (the workspace, wrk and /proc readers of the serving benchmark)
 
 RESULTS = ROOT / "benchmarks" / "results"
 WORKSPACE = ROOT / "benchmarks" / ".work" / "serving"
 
 
+SCENARIOS = ("one known shopper", "100 shoppers per request", "similar_items", "text query",
+             "one new shopper (content)")
+"""The serving benchmark's scenarios, in the order they are run here."""
+
+
 def _scenarios(workspace: Path, new_users: list[str]) -> dict[str, list[str]]:
-    """The serving benchmark's request paths (its seeds), per scenario."""
+    """The serving benchmark's request paths (:func:`serving.scenario_paths`), in :data:`SCENARIOS`' order."""
     from modeling import artifacts
 
     version = (workspace / "models" / "ACTIVE").read_text().strip()
-    arrays = artifacts.load_bundle(workspace / "models" / version).arrays
-    rng = np.random.default_rng(2)
-    known = [str(u) for u in arrays.user_ids[rng.integers(0, len(arrays.user_ids), 5000)]]
-    items = [str(i) for i in arrays.item_ids[rng.integers(0, len(arrays.item_ids), 1000)]]
-    words = zip(rng.choice(serving._WORDS, 1000), rng.choice(serving._WORDS, 1000), strict=True)
-    return {
-        "one known shopper": [f"/recommendations?users={u}&k=10" for u in known[:1000]],
-        "100 shoppers per request": [f"/recommendations?users={','.join(known[i:i + 100])}&k=10"
-                                     for i in range(0, 5000, 100)],
-        "similar_items": [f"/similar_items?item={i}&k=10" for i in items],
-        "text query": [f"/recommendations?text={a}+{b}+{n}&k=10" for n, (a, b) in enumerate(words)],
-        "one new shopper (content)": [f"/recommendations?users={u}&k=10" for u in new_users[:1000]],
-    }
+    paths = serving.scenario_paths(artifacts.load_bundle(workspace / "models" / version).arrays, new_users)
+    return {name: paths[name] for name in SCENARIOS}
 
 
 def _workers(master: int) -> list[dict]:
