@@ -89,7 +89,7 @@ def check_workers(workers: int, batch_size: int) -> None:
 
 def fit_on_workers(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTowerParams, split: Split, *,
                    workers: int, on_epoch: Callable[[dict[str, float]], None] | None = None,
-                   timeout_seconds: float | None = None) -> FitOutcome:
+                   timeout_seconds: float | None = None, deadline: float | None = None) -> FitOutcome:
     """Fit the towers on ``workers`` local processes; return the chief's best weights and epoch log.
 
     Args:
@@ -97,6 +97,8 @@ def fit_on_workers(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTo
         workers: processes, at least 2.
         on_epoch: the chief's epoch rows, as :func:`modeling.train.train_model` gives them.
         timeout_seconds: give up (and stop the workers) after this long; None: no limit.
+        deadline: a ``time.time()`` after which the chief has every worker stop after the epoch under way
+            (see :func:`modeling.train.fit_epochs`); None: none.
 
     Raises:
         TrainingError: a worker failed or exited early, or the timeout passed.
@@ -109,7 +111,8 @@ def fit_on_workers(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTo
         folder = Path(directory)
         job = folder / "job.pickle"
         with job.open("wb") as handle:
-            pickle.dump({"data": data, "embeddings": embeddings, "params": params, "split": split}, handle,
+            pickle.dump({"data": data, "embeddings": embeddings, "params": params, "split": split,
+                         "deadline": deadline}, handle,
                         protocol=pickle.HIGHEST_PROTOCOL)
         ports = free_ports(workers)
         messages = context.Queue()
@@ -132,7 +135,8 @@ def fit_on_workers(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTo
             weights = [stored[f"w{i}"] for i in range(len(stored.files))]
         log = json.loads((folder / "outcome.json").read_text())
         return FitOutcome(weights=weights, history=log["history"], best_epoch=log["best_epoch"],
-                          seconds=log["seconds"], examples=log["examples"])
+                          seconds=log["seconds"], examples=log["examples"],
+                          deadline_reached=bool(log.get("deadline_reached", False)))
 
 
 def _wait(processes: list[Any], messages: Any, folder: Path, on_epoch: Callable[[dict[str, float]], None] | None,
@@ -189,14 +193,15 @@ def _worker(index: int, workers: int, ports: list[int], directory: str, messages
             job = pickle.load(handle)  # noqa: S301  (written by the calling process a moment ago)
         outcome = fit_worker(job["data"], job["embeddings"], job["params"], job["split"], strategy,
                              chief=index == 0,
-                             on_epoch=(lambda row: messages.put(("epoch", row))) if index == 0 else None)
+                             on_epoch=(lambda row: messages.put(("epoch", row))) if index == 0 else None,
+                             deadline=job.get("deadline"))
         if index == 0:
             partial = folder / "weights.partial.npz"
             np.savez(partial, **{f"w{i}": w for i, w in enumerate(outcome.weights)})
             partial.replace(folder / "weights.npz")
             (folder / "outcome.json").write_text(json.dumps({
                 "history": outcome.history, "best_epoch": outcome.best_epoch, "seconds": outcome.seconds,
-                "examples": outcome.examples}))
+                "examples": outcome.examples, "deadline_reached": outcome.deadline_reached}))
             messages.put(("done", None))
     except BaseException:
         text = traceback.format_exc()
@@ -207,7 +212,8 @@ def _worker(index: int, workers: int, ports: list[int], directory: str, messages
 
 def fit_worker(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTowerParams, split: Split,
                strategy: Any, *, chief: bool,
-               on_epoch: Callable[[dict[str, float]], None] | None = None) -> FitOutcome:
+               on_epoch: Callable[[dict[str, float]], None] | None = None,
+               deadline: float | None = None) -> FitOutcome:
     """The fit as one worker of ``strategy`` runs it (see the module's description).
 
     Returns:
@@ -245,4 +251,4 @@ def fit_worker(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTowerP
         return float(strategy.experimental_local_results(strategy.run(replica))[0][0]) > 0.5
 
     return fit_epochs(fit, one_epoch, on_epoch=on_epoch, examples_per_epoch=steps * params.batch_size,
-                      validate=chief, agree=agree)
+                      validate=chief, agree=agree, deadline=deadline)

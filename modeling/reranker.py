@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -796,16 +798,21 @@ def lightgbm_module() -> Any:
     hides them, for the length of that import: a web worker makes it while loading its model at start,
     before any request thread runs.
     """
-    loaded = sys.modules.get("lightgbm")
+    loaded = _IMPORTED.get("lightgbm")
     if loaded is not None:
         return loaded
-    with _IMPORT_LOCK, hidden(_HIDDEN_FROM_LIGHTGBM):
-        import lightgbm
-    return lightgbm
+    with _IMPORT_LOCK:  # sys.modules holds a module from the start of its import: other threads wait for its end
+        loaded = sys.modules.get("lightgbm")
+        if loaded is None:
+            with hidden(_HIDDEN_FROM_LIGHTGBM):
+                import lightgbm as loaded
+        _IMPORTED["lightgbm"] = loaded
+    return loaded
 
 
 _HIDDEN_FROM_LIGHTGBM = ("sklearn", "pandas", "pyarrow")
 _IMPORT_LOCK = threading.Lock()
+_IMPORTED: dict[str, Any] = {}
 
 
 def _train_booster(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray, rounds: int,
@@ -908,26 +915,39 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
     prior = max(grids, key=lambda name: float(np.mean(trials[name][select])) if m else 0.0)
     has_positive = _holds_target(candidates, targets)
     if has_positive.sum() >= 2 * folds:
-        per_round: dict[str, np.ndarray] = {}
         has_earlier = earlier is not None and len(earlier) > 0
         variants = [label for label in LIGHTGBM_TRIALS if has_earlier or "+earlier" not in label]
-        for fold in range(folds):
+
+        def fold_trial(fold: int, label: str) -> dict[str, np.ndarray]:
+            """NDCG@10 of fold ``fold``'s shoppers under trial ``label`` after each of its tree counts."""
             test = fold_of == fold
-            alone = candidates[~test], features[~test], targets[~test]
-            joined = alone if earlier is None else _joined(*alone, earlier, fold_of[earlier.owner] != fold)
+            learn = candidates[~test], features[~test], targets[~test]
+            if "+earlier" in label:
+                learn = _joined(*learn, earlier, fold_of[earlier.owner] != fold)
             blend = Ranker("blend", weights=fold_weights[prior][fold])
+            with_prior = "+prior" in label
+            start = PRIOR_SCALE * blend.blend(learn[0], learn[1]) if with_prior else None
+            weights, scale = (blend.weights, PRIOR_SCALE) if with_prior else ((), 0.0)
+            booster = _train_booster(*learn, max(_rounds_of(label)), config.seed, start)
+            scores = {}
+            for rounds in _rounds_of(label):
+                ranker = Ranker("lightgbm", booster=_Truncated(booster, rounds), weights=weights, prior_scale=scale)
+                ranked, _ = ranker.order(candidates[test], features[test], 10)
+                scores[f"{label}:{rounds}"] = _ndcg_at_10(ranked, targets[test])
+            return scores
+
+        # Each (fold, trial) trains its own single-threaded booster (the same trees whichever thread trains it):
+        # they run side by side, the most rounds first, on as many threads as the process may use cores.
+        # LightGBM releases the GIL while it trains and predicts.
+        tasks = sorted(((fold, label) for fold in range(folds) for label in variants),
+                       key=lambda task: -max(_rounds_of(task[1])))
+        with ThreadPoolExecutor(max_workers=min(len(tasks), training_threads())) as pool:
+            done = {task: pool.submit(fold_trial, *task) for task in tasks}
+        per_round: dict[str, np.ndarray] = {}
+        for fold in range(folds):
             for label in variants:
-                learn = joined if "+earlier" in label else alone
-                with_prior = "+prior" in label
-                start = PRIOR_SCALE * blend.blend(learn[0], learn[1]) if with_prior else None
-                weights, scale = (blend.weights, PRIOR_SCALE) if with_prior else ((), 0.0)
-                counts = PRIOR_ROUNDS if with_prior or "+earlier" in label else ROUNDS
-                booster = _train_booster(*learn, max(counts), config.seed, start)
-                for rounds in counts:
-                    ranker = Ranker("lightgbm", booster=_Truncated(booster, rounds), weights=weights,
-                                    prior_scale=scale)
-                    ranked, _ = ranker.order(candidates[test], features[test], 10)
-                    per_round.setdefault(f"{label}:{rounds}", np.zeros(m))[test] = _ndcg_at_10(ranked, targets[test])
+                for name, values in done[(fold, label)].result().items():
+                    per_round.setdefault(name, np.zeros(m))[fold_of == fold] = values
         trials.update(per_round)
     means = {name: float(np.mean(values[select])) if m else 0.0 for name, values in trials.items()}
     # The baselines' rankings do not use the two-tower, so every validation shopper may choose among them
@@ -972,6 +992,19 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
         f"{m} validation shoppers (NDCG@10 {means[choice]:.4f}; best single feature {best_single:.4f}; "
         f"{best} {gain:+.4f} ± {error:.4f} over {reference})")
     return ranker, report
+
+
+def _rounds_of(label: str) -> tuple[int, ...]:
+    """The tree counts a LambdaMART trial (one of :data:`LIGHTGBM_TRIALS`) is measured after."""
+    return PRIOR_ROUNDS if "+prior" in label or "+earlier" in label else ROUNDS
+
+
+def training_threads() -> int:
+    """How many of the ranking stage's boosters train at once: the cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def choose_trial(trials: dict[str, np.ndarray], reference: str) -> str:

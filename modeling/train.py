@@ -200,6 +200,7 @@ class TrainResult:
     search: dict[str, Any] | None = None
     stage_ranked: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
     workers: int = 1
+    deadline_reached: bool = False
 
 
 def sorted_history(interactions: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray,
@@ -689,6 +690,7 @@ class FitOutcome:
     best_epoch: int
     seconds: float
     examples: int = 0
+    deadline_reached: bool = False
 
 
 def prepare_fit(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTowerParams,
@@ -752,7 +754,8 @@ def _local_epochs(fit: PreparedFit, embeddings: Embeddings, params: TwoTowerPara
 
 def fit_epochs(fit: PreparedFit, one_epoch: Callable[[int], float], *,
                on_epoch: Callable[[dict[str, float]], None] | None = None, examples_per_epoch: int | None = None,
-               validate: bool = True, agree: Callable[[bool], bool] | None = None) -> FitOutcome:
+               validate: bool = True, agree: Callable[[bool], bool] | None = None,
+               deadline: float | None = None) -> FitOutcome:
     """Train epoch by epoch with early stopping on the validation shoppers; keep the best epoch's weights.
 
     Args:
@@ -763,6 +766,9 @@ def fit_epochs(fit: PreparedFit, one_epoch: Callable[[int], float], *,
         validate: False on a training worker that is not the chief: it neither measures nor keeps weights
             and follows ``agree``.
         agree: given this process's decision to stop, returns the decision every worker follows.
+        deadline: a ``time.time()`` after which no epoch starts (the one under way ends, and the best
+            epoch so far is kept; ``deadline_reached`` says so); None: no deadline. Decided where
+            ``validate`` is True, like early stopping.
 
     Returns:
         The best epoch's weights (empty when ``validate`` is False) and the log.
@@ -772,6 +778,7 @@ def fit_epochs(fit: PreparedFit, one_epoch: Callable[[int], float], *,
     history_log: list[dict[str, float]] = []
     best_score, best_epoch, best_weights, waited = -1.0, 0, [], 0
     started = time.perf_counter()
+    late = False
     for epoch in range(1, epochs + 1):
         loss = one_epoch(epoch) / max(1, examples)
         val = fit.validation_metrics() if validate else None
@@ -788,12 +795,16 @@ def fit_epochs(fit: PreparedFit, one_epoch: Callable[[int], float], *,
             else:
                 waited += 1
                 stop = waited >= patience
+            if not stop and epoch < epochs and deadline is not None and time.time() >= deadline:
+                stop = late = True
+                logger.info("stopped after epoch %d: the time budget is spent", epoch)
         if agree is not None:
             stop = agree(stop)
         if stop:
             break
     return FitOutcome(weights=best_weights, history=history_log, best_epoch=best_epoch,
-                      seconds=time.perf_counter() - started, examples=len(fit.history.items) * len(history_log))
+                      seconds=time.perf_counter() - started, examples=len(fit.history.items) * len(history_log),
+                      deadline_reached=late)
 
 
 def build_variables(model: TwoTowerModel, dataset: Any) -> None:
@@ -812,7 +823,8 @@ def _set_weights(model: TwoTowerModel, weights: list[np.ndarray]) -> None:
 def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTowerParams | None = None, *,
                 split: Split | None = None,
                 on_epoch: Callable[[dict[str, float]], None] | None = None,
-                stage: RankingStage | None = None, ranking_stage: bool = True, workers: int = 1) -> TrainResult:
+                stage: RankingStage | None = None, ranking_stage: bool = True, workers: int = 1,
+                deadline: float | None = None) -> TrainResult:
     """Fit the two-tower model and the ranking stage on a leave-last-out split of ``data``.
 
     Args:
@@ -828,6 +840,8 @@ def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
         workers: training processes; more than 1 fits the towers on that many local worker
             processes with ``tf.distribute.MultiWorkerMirroredStrategy`` (see :mod:`modeling.distributed`);
             the rest (validation, test, ranking stage) runs here.
+        deadline: a ``time.time()`` after which the towers start no new epoch (see :func:`fit_epochs`);
+            the result's ``deadline_reached`` says whether it cut the training short.
 
     Returns:
         The trained model and ranking stage with validation history and test metrics of the
@@ -845,11 +859,12 @@ def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
     if workers > 1:
         from modeling.distributed import fit_on_workers
 
-        outcome = fit_on_workers(data, embeddings, params, fit.split, workers=workers, on_epoch=on_epoch)
+        outcome = fit_on_workers(data, embeddings, params, fit.split, workers=workers, on_epoch=on_epoch,
+                                 deadline=deadline)
         build_variables(model, _training_dataset(history, features, embeddings, params))
         _set_weights(model, outcome.weights)
     else:
-        outcome = fit_epochs(fit, _local_epochs(fit, embeddings, params), on_epoch=on_epoch)
+        outcome = fit_epochs(fit, _local_epochs(fit, embeddings, params), on_epoch=on_epoch, deadline=deadline)
         model.set_weights(outcome.weights)
     history_log, best_epoch, train_seconds = outcome.history, outcome.best_epoch, outcome.seconds
     split, user_ids, item_ids, seen = fit.split, fit.user_ids, fit.item_ids, fit.seen
@@ -873,7 +888,8 @@ def train_model(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
     result = TrainResult(model=model, params=params, metrics=metrics, history=history_log, best_epoch=best_epoch,
                          examples_per_second=examples / train_seconds if train_seconds else 0.0,
                          train_seconds=train_seconds, test_ranked=test_ranked, test_items=test_i,
-                         popularity_half_life_days=half_life, workers=workers)
+                         popularity_half_life_days=half_life, workers=workers,
+                         deadline_reached=outcome.deadline_reached)
     if ranking_stage:
         _attach_stage(result, history, features, (val_u, val_i, ~stopping), test_history, test_features,
                       (test_u, test_i), test_seen, stage, item_vectors,

@@ -99,10 +99,12 @@ def budgeted_search(data: ds.CanonicalData, embeddings: Embeddings, base: TwoTow
                     on_epoch: Callable[[dict[str, float]], None] | None = None, workers: int = 1) -> Any:
     """Train ``base``, then random draws from ``space`` while the time budget lasts; keep the best on validation.
 
-    A new trial starts only when the time left covers the last trial's duration, so the search
-    ends within about the budget (the first trial always runs). The winner (best validation
-    NDCG@10; ties keep the earlier trial) then gets its ranking stage, fitted on the same validation
-    items; the test items are only measured.
+    A new trial starts only when the time left covers the last trial's duration, and a trial still
+    training when the budget is spent stops after its current epoch, keeping its best epoch so far
+    (``"cut": true`` in its log entry), so the search ends within about one epoch of the budget (the
+    first trial always runs to its end: a shop gets at least the given parameters fully trained).
+    The winner (best validation NDCG@10; ties keep the earlier trial) then gets its ranking stage,
+    fitted on the same validation items; the test items are only measured.
 
     Args:
         data, embeddings: the shop's tables and text embeddings.
@@ -114,25 +116,28 @@ def budgeted_search(data: ds.CanonicalData, embeddings: Embeddings, base: TwoTow
 
     Returns:
         The winning :class:`modeling.train.TrainResult`, its ``search`` set to ``{"budget_seconds",
-        "trials": [{"trial", "params", "val_ndcg@10", "val_hr@10", "best_epoch", "seconds"}], "best_trial",
-        "seconds"}``.
+        "trials": [{"trial", "params", "val_ndcg@10", "val_hr@10", "best_epoch", "seconds"[, "cut"]}],
+        "best_trial", "seconds"}``; ``seconds``: the trials' (the ranking stage's are in its report).
     """
     from modeling.train import add_ranking_stage, train_model
 
     split = split or leave_last_out_split(data.interactions)
     base = base or TwoTowerParams()
     started = time.perf_counter()
+    deadline = time.time() + budget_seconds
     log: list[dict[str, Any]] = []
     best, best_score = None, -1.0
     for n, params in enumerate(sample_params(base, space, 1000, seed)):
         trial_started = time.perf_counter()
         result = train_model(data, embeddings, params, split=split, ranking_stage=False,
-                             on_epoch=on_epoch if n == 0 else None, workers=workers)
+                             on_epoch=on_epoch if n == 0 else None, workers=workers,
+                             deadline=deadline if n else None)
         epoch = result.history[result.best_epoch - 1] if result.best_epoch else {"val_ndcg@10": 0.0, "val_hr@10": 0.0}
         seconds = time.perf_counter() - trial_started
         entry = {"trial": n, "params": {k: v for k, v in params.to_dict().items() if n == 0 or k in space},
                  "val_ndcg@10": round(float(epoch["val_ndcg@10"]), 5), "val_hr@10": round(float(epoch["val_hr@10"]), 5),
-                 "best_epoch": result.best_epoch, "seconds": round(seconds, 1)}
+                 "best_epoch": result.best_epoch, "seconds": round(seconds, 1),
+                 **({"cut": True} if result.deadline_reached else {})}
         log.append(entry)
         logger.info("search trial %d: validation NDCG@10 %.4f (%.0f s)", n, entry["val_ndcg@10"], seconds)
         if on_trial is not None and budget_seconds > 0:
@@ -141,10 +146,11 @@ def budgeted_search(data: ds.CanonicalData, embeddings: Embeddings, base: TwoTow
             best, best_score = result, float(epoch["val_ndcg@10"])
         if time.perf_counter() - started + seconds > budget_seconds:
             break
+    searched = time.perf_counter() - started
     add_ranking_stage(best, data, embeddings, split)
     best.search = {"budget_seconds": budget_seconds, "trials": log,
                    "best_trial": max(log, key=lambda e: (e["val_ndcg@10"], -e["trial"]))["trial"],
-                   "seconds": round(time.perf_counter() - started, 1)}
+                   "seconds": round(searched, 1)}
     return best
 
 

@@ -74,6 +74,16 @@ def test_two_workers_train_a_model_whose_weights_come_back_whole(pipeline: Pipel
 
 
 @pytest.mark.slow
+def test_every_worker_stops_when_the_chief_finds_the_deadline_passed(pipeline: Pipeline) -> None:
+    import time
+
+    params = TwoTowerParams(epochs=3, batch_size=64, seed=1, patience=3)
+    result = train_model(pipeline.data, load_embeddings(pipeline.embeddings), params, workers=2,
+                         ranking_stage=False, deadline=time.time() - 1)
+    assert len(result.history) == 1 and result.best_epoch == 1 and result.deadline_reached
+
+
+@pytest.mark.slow
 def test_a_failing_worker_stops_the_fit_with_its_reason(pipeline: Pipeline) -> None:
     embeddings = load_embeddings(pipeline.embeddings)
     interactions = pipeline.data.interactions

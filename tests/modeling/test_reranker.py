@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -209,6 +211,30 @@ def test_lambdamart_learns_from_earlier_lists_that_are_never_measured() -> None:
     fresh_c, fresh_f, fresh_t = _synthetic_lists(300, 30, "switch", seed=9)
     taught = (ranker.order(fresh_c, fresh_f, 10)[0][:, 0] == fresh_t).mean()
     assert taught >= (alone_ranker.order(fresh_c, fresh_f, 10)[0][:, 0] == fresh_t).mean() + 0.1
+
+
+def test_the_boosters_trained_side_by_side_give_the_figures_of_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    import modeling.reranker
+
+    candidates, features, targets = _synthetic_lists(120, 30, "switch")
+    more_c, more_f, more_t = _synthetic_lists(240, 30, "switch", seed=4)
+    earlier = EarlierLists(more_c, more_f, more_t, np.arange(240) % 120)
+    used: list[int] = []
+    real = modeling.reranker.ThreadPoolExecutor
+
+    def counted(max_workers: int) -> object:
+        used.append(max_workers)
+        return real(max_workers=max_workers)
+
+    monkeypatch.setattr(modeling.reranker, "ThreadPoolExecutor", counted)
+    monkeypatch.setattr(modeling.reranker, "training_threads", lambda: 4)
+    _, side_by_side = fit_ranker(candidates, features, targets, config=StageConfig(seed=3), earlier=earlier)
+    monkeypatch.setattr(modeling.reranker, "training_threads", lambda: 1)
+    _, one_at_a_time = fit_ranker(candidates, features, targets, config=StageConfig(seed=3), earlier=earlier)
+    assert used == [4, 1]
+    assert side_by_side["cross_validation"] == one_at_a_time["cross_validation"]
+    assert side_by_side["choice"] == one_at_a_time["choice"]
+    assert side_by_side.get("importance") == one_at_a_time.get("importance")
 
 
 def _nearly_blended_lists(m: int, width: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -539,3 +565,25 @@ def test_the_popular_candidates_are_read_from_the_head_of_the_order_only() -> No
         assert len(head) >= min(needed, len(full))
         assert (head == full[:len(head)]).all()
     assert (_popular_order(tables, None, 60) == tables.popular_order).all()
+
+
+def test_threads_that_ask_for_lightgbm_at_once_all_get_it_whole() -> None:
+    """The ranking stage's boosters train on several threads; each asks for the module. While one thread imports
+    it, sys.modules already holds it half made: the others must wait for the import's end, not take that."""
+    script = (
+        "import sys, threading\n"
+        "from modeling.reranker import lightgbm_module\n"
+        "assert 'lightgbm' not in sys.modules\n"
+        "got = []\n"
+        "def ask(first):\n"
+        "    while not first and 'lightgbm' not in sys.modules:\n"
+        "        pass\n"
+        "    got.append(hasattr(lightgbm_module(), 'Dataset'))\n"
+        "threads = [threading.Thread(target=ask, args=(n == 3,)) for n in range(4)]\n"
+        "[t.start() for t in threads]; [t.join() for t in threads]\n"
+        "assert got == [True] * 4, got\n"
+        "assert 'sklearn' not in sys.modules\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr[-3000:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -211,3 +212,19 @@ def test_test_items_are_ranked_from_the_history_before_they_were_found() -> None
     assert inputs_for_test(split)[ds.ITEM_ID].tolist() == ["a", "b", "c"]
     by_hand = Split(train=split.train, validation=split.validation, test=split.test)
     assert sorted(inputs_for_test(by_hand)[ds.ITEM_ID].tolist()) == ["a", "a", "b", "c"]
+
+
+def test_a_passed_deadline_stops_training_after_the_epoch_under_way(pipeline: Pipeline) -> None:
+    import time
+
+    embeddings = load_embeddings(pipeline.embeddings)
+    params = TwoTowerParams(epochs=4, patience=10, batch_size=128, seed=3)
+    late = train_model(pipeline.data, embeddings, params, ranking_stage=False, deadline=time.time() - 1)
+    assert len(late.history) == 1 and late.best_epoch == 1 and late.deadline_reached
+    assert late.metrics["two_tower"]["users"] > 0  # measured like any other model
+    on_time = train_model(pipeline.data, embeddings, params, ranking_stage=False, deadline=time.time() + 3600)
+    assert len(on_time.history) == 4 and not on_time.deadline_reached
+    # A deadline that passes during the last epoch cuts nothing short.
+    last = train_model(pipeline.data, embeddings, replace(params, epochs=1), ranking_stage=False,
+                       deadline=time.time() - 1)
+    assert len(last.history) == 1 and not last.deadline_reached

@@ -26,7 +26,8 @@ from recoapi.catalog.services import event_time_bounds
 def _trial_line(trial: dict[str, Any]) -> str:
     varied = ", ".join(f"{name}={trial['params'][name]}" for name in SEARCH_SPACE)
     return (f"trial {trial['trial']}: validation NDCG@10 {trial['val_ndcg@10']:.4f}, HR@10 {trial['val_hr@10']:.4f} "
-            f"(epoch {trial['best_epoch']}, {trial['seconds']} s; {varied})")
+            f"(epoch {trial['best_epoch']}, {trial['seconds']} s; {varied}"
+            f"{'; stopped when the budget was spent' if trial.get('cut') else ''})")
 
 
 class Command(BaseCommand):

@@ -76,7 +76,9 @@ class Command(BaseCommand):
             if options["verbosity"] == 0:
                 return
             varied = ", ".join(f"{name}={entry['params'][name]}" for name in SEARCH_SPACE if name in entry["params"])
-            tail = f"; {varied}" if entry["trial"] else " (the given parameters)"
+            tail = f"; {varied}" if entry["trial"] else "; the given parameters"
+            if entry.get("cut"):
+                tail += "; stopped when the budget was spent"
             self.stdout.write(f"  search trial {entry['trial']}: validation NDCG@10 {entry['val_ndcg@10']:.4f} "
                               f"(epoch {entry['best_epoch']}, {entry['seconds']} s{tail})")
 
@@ -115,10 +117,11 @@ class Command(BaseCommand):
         stage = result.get("ranking_stage") or {}
         if stage:
             rules = stage["sources"].get("sequence") or {}
+            took = (stage.get("selection") or {}).get("seconds")
             self.stdout.write(f"  ranking stage: {stage['ranker']} over {stage['sources']['item_item']} item-item, "
                               f"transition, sequential rules ({rules.get('window')} steps from the "
                               f"{rules.get('history')} most recent products), popular and two-tower candidates "
-                              "(chosen on the validation items)")
+                              f"(chosen on the validation items{'' if took is None else f' in {took:g} s'})")
         if result.get("refit_epochs"):
             self.stdout.write(f"  (measured with each shopper's last two products held out; the published model "
                               f"was trained again on every interaction for {result['refit_epochs']} epochs)")
