@@ -14,15 +14,19 @@ and serves through LightGBM). At load :func:`load_compiled` checks the library a
 rows built from the booster's own split thresholds (thresholds drawn from its splits, the float32 values
 either side of them, zeros and missing values) and returns nothing, with a log line, when the library is
 missing, does not load (another platform) or scores any probe row differently: the booster then serves, as
-before; it also serves a request whose compiled scoring fails. The library is native code run by every
-worker that loads the bundle, so the models folder (and the shared model store, where one is used) must be
-writable only by the service's own user, as the code it runs is.
+before; it also serves a request whose compiled scoring fails. Publishing also stores LightGBM's scores of
+those probe rows (``ranker_probe.npy``) and a digest of the booster's text, so that a web worker checks its
+library against them without importing LightGBM or tl2cgen; the booster is then read from its text only if
+the library fails a request. The library is native code run by every worker that loads the bundle, so the
+models folder (and the shared model store, where one is used) must be writable only by the service's own
+user, as the code it runs is.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import io
 import logging
 import re
@@ -31,6 +35,7 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +46,8 @@ from modeling.atomic import atomic_file
 logger = logging.getLogger(__name__)
 
 COMPILED_FILE = "ranker.so"
+PROBE_FILE = "ranker_probe.npy"
+"""LightGBM's raw scores (float64) of :func:`probe_rows` of the booster's text, stored at publishing."""
 TOOLCHAINS: tuple[str, ...] = ("gcc", "clang")
 """C compilers tried, in this order (the first found on PATH builds the library)."""
 PROBE_ROWS = 512
@@ -53,6 +60,7 @@ trees compare them as they are (one split in a few thousand probe rows went the 
 given 0."""
 _THRESHOLD_LINE = re.compile(r"^threshold=(.*)$", re.MULTILINE)
 _FEATURE_LINE = re.compile(r"^split_feature=(.*)$", re.MULTILINE)
+_MAX_FEATURE_LINE = re.compile(r"^max_feature_idx=(\d+)$", re.MULTILINE)
 
 
 ROWS_FUNCTION = "recoapi_predict_rows"
@@ -133,8 +141,30 @@ def compile_booster(booster: Any, model_text: str, path: Path) -> dict[str, Any]
     if load_compiled(path.parent, booster, model_text, file=path.name) is None:
         path.unlink(missing_ok=True)
         raise CompileError(f"the ranker compiled with {compiler} does not score as LightGBM does (see the log)")
-    return {"file": path.name, "compiler": compiler, "rows_function": with_rows,
+    expected = np.asarray(booster.predict(probe_rows(model_text, feature_count(model_text)), num_threads=1),
+                          dtype=np.float64)
+    with atomic_file(path.with_name(PROBE_FILE)) as temporary, open(temporary, "wb") as handle:
+        np.save(handle, expected, allow_pickle=False)
+    return {"file": path.name, "compiler": compiler, "rows_function": with_rows, "probe": PROBE_FILE,
+            "probe_sha256": hashlib.sha256(expected.tobytes()).hexdigest(), "text_sha256": text_digest(model_text),
             "seconds": round(time.perf_counter() - started, 2)}
+
+
+def text_digest(model_text: str) -> str:
+    """The SHA-256 of a booster's text: what its stored probe scores belong to."""
+    return hashlib.sha256(model_text.encode("utf-8")).hexdigest()
+
+
+def feature_count(model_text: str) -> int:
+    """How many features a LightGBM booster's text reads (its ``max_feature_idx`` + 1).
+
+    Raises:
+        ValueError: when the text has no such line.
+    """
+    found = _MAX_FEATURE_LINE.search(model_text)
+    if found is None:
+        raise ValueError("the booster's text has no max_feature_idx line")
+    return int(found.group(1)) + 1
 
 
 class CompiledBooster:
@@ -170,8 +200,6 @@ class CompiledBooster:
         """(r,) float64 raw scores of (r, F) float32 or float64 feature rows (NaN: missing; other types are read
         as float32). ``num_threads`` is accepted for ``Booster.predict``'s signature; the library scores on the
         calling thread."""
-        import tl2cgen
-
         rows = np.asarray(features)
         rows = np.ascontiguousarray(rows, dtype=rows.dtype if rows.dtype in (np.float32, np.float64) else np.float32)
         if len(rows) == 0:
@@ -184,6 +212,8 @@ class CompiledBooster:
         tiny = (np.abs(rows) <= ZERO_THRESHOLD) & (rows != 0)
         if tiny.any():
             rows = np.where(tiny, rows.dtype.type(0), rows)
+        import tl2cgen  # only here: a worker whose library has the rows function never imports it
+
         scores = self._predictor().predict(tl2cgen.DMatrix(rows), pred_margin=True)
         return np.asarray(scores, dtype=np.float64).reshape(len(rows))
 
@@ -228,11 +258,37 @@ def probe_rows(model_text: str, n_features: int, rows: int = PROBE_ROWS, seed: i
     return probe
 
 
+def stored_probe_scores(directory: Path, model_text: str, published: dict[str, Any] | None) -> np.ndarray | None:
+    """LightGBM's scores of the probe rows as publishing stored them for this ``model_text``; None when the stage
+    has none (published before they were stored), they belong to another text, or the file cannot be read or is
+    not the one published."""
+    published = published or {}
+    name = published.get("probe")
+    if not name or published.get("text_sha256") != text_digest(model_text):
+        return None
+    try:
+        scores = np.load(directory / Path(name).name, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        logger.warning("%s: the stored probe scores cannot be read (%s); LightGBM checks the compiled ranker",
+                       directory, exc)
+        return None
+    if scores.dtype != np.float64 or scores.shape != (PROBE_ROWS,) or (
+            hashlib.sha256(scores.tobytes()).hexdigest() != published.get("probe_sha256")):
+        logger.warning("%s: the stored probe scores are not those published; LightGBM checks the compiled ranker",
+                       directory)
+        return None
+    return scores
+
+
 def load_compiled(directory: Path, booster: Any, model_text: str, *, file: str = COMPILED_FILE,
                   published: dict[str, Any] | None = None) -> CompiledBooster | None:
     """The compiled library ``file`` in ``directory`` if it scores like ``booster`` (whose text is
     ``model_text``); None, with a log line, when it is missing (``published``: what the stage's metadata
-    records of its compilation, for the reason), does not load or differs on :func:`probe_rows`."""
+    records of its compilation, for the reason), does not load or differs on :func:`probe_rows`.
+
+    The probe rows' expected scores are those publishing stored (:data:`PROBE_FILE`) where they belong to
+    ``model_text``: ``booster`` is then not used (a :class:`LazyBooster` stays unread); otherwise it scores them.
+    """
     path = directory / file
     if not path.is_file():
         reason = (published or {}).get("error") or "published before rankers were compiled"
@@ -240,8 +296,11 @@ def load_compiled(directory: Path, booster: Any, model_text: str, *, file: str =
         return None
     try:
         compiled = CompiledBooster(path)
-        probe = probe_rows(model_text, booster.num_feature())
-        difference = float(np.abs(compiled.predict(probe) - booster.predict(probe, num_threads=1)).max())
+        expected = stored_probe_scores(directory, model_text, published)
+        probe = probe_rows(model_text, feature_count(model_text) if expected is not None else booster.num_feature())
+        if expected is None:
+            expected = booster.predict(probe, num_threads=1)
+        difference = float(np.abs(compiled.predict(probe) - expected).max())
     except Exception as exc:  # noqa: BLE001  (another platform's library, a damaged file: LightGBM serves)
         logger.warning("%s: the compiled ranker does not load (%s); LightGBM scores instead", path, exc)
         return None
@@ -250,3 +309,36 @@ def load_compiled(directory: Path, booster: Any, model_text: str, *, file: str =
                        "scores instead", path, difference)
         return None
     return compiled
+
+
+class LazyBooster:
+    """A LightGBM booster read from its text on first use, by whichever thread needs it first.
+
+    A worker whose compiled ranker passed its check against the stored probe scores scores every request without
+    it, so it never imports LightGBM; every public attribute (``predict``, ``num_feature``, ...) is the booster's.
+    """
+
+    def __init__(self, model_text: str, make: Callable[[str], Any]) -> None:
+        """``make``: builds the booster from the text (``lightgbm.Booster(model_str=...)``)."""
+        self.model_text = model_text
+        self._make = make
+        self._booster: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the booster was read."""
+        return self._booster is not None
+
+    def get(self) -> Any:
+        """The booster (read now if it was not)."""
+        if self._booster is None:
+            with self._lock:
+                if self._booster is None:
+                    self._booster = self._make(self.model_text)
+        return self._booster
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.get(), name)

@@ -35,7 +35,14 @@ from typing import Any
 import numpy as np
 
 from modeling.candidates import HistoryBatch, Sources, SparseRows, rows_at, source_config
-from modeling.compiled_ranker import COMPILED_FILE, CompiledBooster, CompileError, compile_booster, load_compiled
+from modeling.compiled_ranker import (
+    COMPILED_FILE,
+    CompiledBooster,
+    CompileError,
+    LazyBooster,
+    compile_booster,
+    load_compiled,
+)
 from modeling.features import ItemAttributes
 from modeling.index import ItemIndex
 from modeling.optional_imports import hidden
@@ -810,6 +817,11 @@ def lightgbm_module() -> Any:
     return loaded
 
 
+def _read_booster(text: str) -> Any:
+    """A LightGBM booster from its model text."""
+    return lightgbm_module().Booster(model_str=text)
+
+
 _HIDDEN_FROM_LIGHTGBM = ("sklearn", "pandas", "pyarrow")
 _IMPORT_LOCK = threading.Lock()
 _IMPORTED: dict[str, Any] = {}
@@ -1175,10 +1187,12 @@ class RankingStage:
         AttributeCodes.of(attributes.category, attributes.brand).save(directory)
         compiled: dict[str, Any] | None = None
         if self.ranker.kind == "lightgbm":
-            text = self.ranker.booster.model_to_string()
+            booster = self.ranker.booster
+            booster = booster.get() if isinstance(booster, LazyBooster) else booster  # a loaded stage published again
+            text = booster.model_to_string()
             (directory / "ranker.txt").write_text(text, encoding="utf-8")
             try:
-                compiled = compile_booster(self.ranker.booster, text, directory / COMPILED_FILE)
+                compiled = compile_booster(booster, text, directory / COMPILED_FILE)
             except CompileError as exc:
                 logger.warning("%s; the ranking stage will score with LightGBM", exc)
                 compiled = {"error": str(exc)}
@@ -1215,9 +1229,11 @@ class RankingStage:
         booster = compiled_ranker = None
         if spec["kind"] == "lightgbm":
             text = (directory / "ranker.txt").read_text(encoding="utf-8")
-            booster = lightgbm_module().Booster(model_str=text)
+            booster = LazyBooster(text, _read_booster)
             if compiled:
                 compiled_ranker = load_compiled(directory, booster, text, published=meta.get("compiled"))
+            if compiled_ranker is None:  # LightGBM scores: read it now (a damaged text fails the load, not a request)
+                booster.get()
         return cls(sources, Ranker(spec["kind"], spec.get("feature", "two_tower"), booster, spec.get("rounds", 0),
                                    tuple(spec.get("weights", ())), float(spec.get("prior_scale", 0.0)),
                                    compiled_ranker),

@@ -228,3 +228,78 @@ def test_a_failed_compilation_leaves_no_file_and_the_stage_says_why(tmp_path: Pa
     assert not (tmp_path / "unimportable" / COMPILED_FILE).exists()
     error = json.loads((tmp_path / "unimportable" / "stage.json").read_text())["compiled"]["error"]
     assert "compiling the ranker with gcc failed" in error
+
+
+_LOAD_AND_SCORE = """
+import json, sys
+import numpy as np
+from modeling.reranker import RankingStage
+ranker = RankingStage.load(__import__("pathlib").Path(sys.argv[1])).ranker
+rows = np.load(sys.argv[2])
+np.save(sys.argv[3], ranker.score(rows))
+print(json.dumps({"compiled": ranker.compiled is not None, "booster_read": ranker.booster.loaded,
+                  "imported": sorted(name for name in ("lightgbm", "tl2cgen", "treelite") if name in sys.modules)}))
+"""
+
+
+def _load_and_score(folder: Path, rows: np.ndarray, tmp_path: Path) -> tuple[dict, np.ndarray]:
+    """Load the stage in a fresh process (as a web worker does) and score ``rows`` there."""
+    import subprocess
+
+    np.save(tmp_path / "rows.npy", rows)
+    out = subprocess.run([sys.executable, "-c", _LOAD_AND_SCORE, str(folder), str(tmp_path / "rows.npy"),
+                          str(tmp_path / "scores.npy")], capture_output=True, text=True, timeout=300, check=False,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1]), np.load(tmp_path / "scores.npy")
+
+
+@needs_compiler
+def test_a_worker_checks_and_scores_with_the_compiled_ranker_without_importing_lightgbm(tmp_path: Path) -> None:
+    stage, features = _stage()
+    stage.save(tmp_path / "stage", _attributes())
+    meta = json.loads((tmp_path / "stage" / "stage.json").read_text())["compiled"]
+    assert meta["probe"] == compiled_ranker.PROBE_FILE and len(meta["text_sha256"]) == len(meta["probe_sha256"]) == 64
+    stored = np.load(tmp_path / "stage" / compiled_ranker.PROBE_FILE)
+    text = stage.ranker.booster.model_to_string()
+    assert np.array_equal(stored, stage.ranker.booster.predict(probe_rows(text, len(FEATURES)), num_threads=1))
+    rows = features.reshape(-1, len(FEATURES))
+    expected = stage.ranker.score(rows)
+    seen, scores = _load_and_score(tmp_path / "stage", rows, tmp_path)
+    assert seen == {"compiled": True, "booster_read": False, "imported": []}
+    assert np.array_equal(scores, expected)
+    # Without stored scores of its own text (a stage published before them, or a damaged file), the booster checks
+    # the library, as before: it is read, and the library still serves.
+    stored[3] += 1.0
+    np.save(tmp_path / "stage" / compiled_ranker.PROBE_FILE, stored)
+    seen, scores = _load_and_score(tmp_path / "stage", rows, tmp_path)
+    assert seen["compiled"] and seen["booster_read"] and "lightgbm" in seen["imported"]
+    assert np.array_equal(scores, expected)
+    (tmp_path / "stage" / compiled_ranker.PROBE_FILE).unlink()
+    seen, scores = _load_and_score(tmp_path / "stage", rows, tmp_path)
+    assert seen["compiled"] and seen["booster_read"] and np.array_equal(scores, expected)
+
+
+@needs_compiler
+def test_stored_probe_scores_of_another_text_check_nothing(tmp_path: Path) -> None:
+    """A library and probe scores both of another booster, beside this booster's text: the digests tell."""
+    stage, features = _stage(seed=0)
+    other, _ = _stage(seed=1)
+    stage.save(tmp_path / "stage", _attributes())
+    other.save(tmp_path / "other", _attributes())
+    for name in (COMPILED_FILE, compiled_ranker.PROBE_FILE):
+        (tmp_path / "other" / name).replace(tmp_path / "stage" / name)
+    loaded = RankingStage.load(tmp_path / "stage").ranker
+    assert loaded.compiled is None and loaded.booster.loaded
+    rows = features.reshape(-1, len(FEATURES))
+    assert np.array_equal(loaded.score(rows), stage.ranker.score(rows))
+
+
+def test_a_damaged_booster_text_fails_the_load_when_lightgbm_must_score(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compiled_ranker, "TOOLCHAINS", ("no-such-compiler",))
+    stage, _ = _stage()
+    stage.save(tmp_path / "stage", _attributes())
+    (tmp_path / "stage" / "ranker.txt").write_text("tree\nnot a model\n", encoding="utf-8")
+    with pytest.raises(Exception, match="(?i)model|tree|format"):
+        RankingStage.load(tmp_path / "stage")
