@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
-import scipy.sparse as sp
 
 from modeling.rows import mapped
 
-if TYPE_CHECKING:  # the fitting code (evaluation baselines) loads only when sources are fitted, never in serving
+if TYPE_CHECKING:  # the fitting code (evaluation baselines, scipy) loads only when sources are fitted, never in serving
+    import scipy.sparse as sp
+
     from modeling.baselines import EASE
 
 
@@ -55,6 +56,45 @@ class SparseRows:
     data: np.ndarray
 
 
+@dataclass(frozen=True)
+class CsrArrays:
+    """A square sparse matrix as a bundle stores it: its CSR arrays, memory-mapped and shared by the workers.
+
+    What serving reads of a candidate source are rows by position (:func:`rows_at`, :meth:`HistoryBatch.propagate`)
+    and a few entries (:func:`entries_at`), from these arrays alone; a loaded stage holds this instead of a scipy
+    matrix, so a web worker never imports scipy (14 MB of anonymous memory per process, and its libraries' pages).
+    Bundles store each row's columns sorted (:class:`Sources` sorts them when it is fitted).
+
+    Attributes:
+        data: (nnz,) float32.
+        indices: (nnz,) int32 or int64 column positions, sorted within each row.
+        indptr: (n + 1,) row pointers.
+        shape: (n, n).
+    """
+
+    data: np.ndarray
+    indices: np.ndarray
+    indptr: np.ndarray
+    shape: tuple[int, int]
+
+    @property
+    def nnz(self) -> int:
+        return int(self.indptr[-1])
+
+    def sort_indices(self) -> None:
+        """Nothing to do: a bundle's rows are stored sorted (``scipy.sparse.csr_matrix.sort_indices``' signature)."""
+
+    def to_scipy(self) -> sp.csr_matrix:
+        """The same matrix as scipy's (sharing these arrays): for fitting and tests, not for serving."""
+        import scipy.sparse as sp
+
+        return sp.csr_matrix((self.data, self.indices, self.indptr), shape=self.shape, copy=False)
+
+    def toarray(self) -> np.ndarray:
+        """(n, n) dense float32."""
+        return self.to_scipy().toarray()
+
+
 @dataclass
 class HistoryBatch:
     """Histories of m shoppers as item positions, oldest first.
@@ -73,6 +113,8 @@ class HistoryBatch:
     def matrix(self, n_items: int, half_life_days: float = 0.0) -> sp.csr_matrix:
         """(m, n_items) float32 rows of the histories: 1 per product, or with ``half_life_days`` > 0 the
         product's weight halved for every half-life between its latest interaction and the history's latest."""
+        import scipy.sparse as sp
+
         rows = np.repeat(np.arange(len(self.items)), [len(h) for h in self.items])
         cols = np.concatenate(self.items).astype(np.int64) if self.items else np.zeros(0, dtype=np.int64)
         if half_life_days > 0 and len(cols):
@@ -213,7 +255,25 @@ def row_entries(indptr: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, 
     return np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum())), lengths
 
 
-def rows_at(matrix: sp.csr_matrix, positions: np.ndarray) -> SparseRows:
+def entries_at(matrix: sp.csr_matrix | CsrArrays, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """(len(rows), len(columns)) float64: the entries of ``matrix`` (sorted indices) at every pair of the positions
+    ``rows`` and ``columns`` (0 where it holds none), read from its CSR arrays."""
+    rows, columns = np.asarray(rows, dtype=np.int64), np.asarray(columns, dtype=np.int64)
+    out = np.zeros((len(rows), len(columns)), dtype=np.float64)
+    take, lengths = row_entries(matrix.indptr, rows)
+    if len(take) == 0 or len(columns) == 0:
+        return out
+    width = int(matrix.shape[1])
+    keys = np.repeat(np.arange(len(rows), dtype=np.int64), lengths) * width + np.asarray(matrix.indices[take],
+                                                                                          dtype=np.int64)
+    wanted = (np.arange(len(rows), dtype=np.int64)[:, None] * width + columns[None, :]).ravel()
+    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    found = keys[at] == wanted
+    out.ravel()[found] = np.asarray(matrix.data[take[at[found]]], dtype=np.float64)
+    return out
+
+
+def rows_at(matrix: sp.csr_matrix | CsrArrays, positions: np.ndarray) -> SparseRows:
     """The rows of ``matrix`` (sorted indices, as :class:`Sources` keeps them) at (m,) positions (-1: empty)."""
     take, lengths = row_entries(matrix.indptr, positions)
     indptr = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(lengths)])
@@ -223,6 +283,8 @@ def rows_at(matrix: sp.csr_matrix, positions: np.ndarray) -> SparseRows:
 
 def keep_strongest(weights: np.ndarray | sp.spmatrix, neighbours: int) -> sp.csr_matrix:
     """(n, n) float32 csr with only each row's ``neighbours`` largest positive entries (the diagonal dropped)."""
+    import scipy.sparse as sp
+
     if sp.issparse(weights):
         from modeling.baselines import _keep_neighbours
 
@@ -248,6 +310,8 @@ def keep_strongest(weights: np.ndarray | sp.spmatrix, neighbours: int) -> sp.csr
 class Sources:
     """Fitted candidate sources over n items.
 
+    Each matrix is scipy's where the sources were fitted, and :class:`CsrArrays` where they were loaded (serving).
+
     Attributes:
         item_item: (n, n) float32 csr; row h holds the weights from history item h to other items.
         transitions: (n, n) float32 csr; row i holds P(next item j | last item i).
@@ -259,11 +323,11 @@ class Sources:
             transitions, from the last product alone.
     """
 
-    item_item: sp.csr_matrix
-    transitions: sp.csr_matrix
+    item_item: sp.csr_matrix | CsrArrays
+    transitions: sp.csr_matrix | CsrArrays
     kind: str
     l2: float | None
-    sequence: sp.csr_matrix | None = None
+    sequence: sp.csr_matrix | CsrArrays | None = None
     sequence_window: int = 1
     sequence_history: int = 1
 
@@ -281,12 +345,11 @@ class Sources:
 
     def resized(self, n_items: int) -> Sources:
         """The same sources over ``n_items`` >= n items (the new ones have no weights)."""
-        def grow(matrix: sp.csr_matrix) -> sp.csr_matrix:
+        def grow(matrix: sp.csr_matrix | CsrArrays) -> CsrArrays:
             # Only the row pointers grow (the new rows are empty): data and indices stay the (memory-mapped,
             # shared) arrays they are.
             extra = np.full(n_items - matrix.shape[0], matrix.indptr[-1], dtype=matrix.indptr.dtype)
-            return sp.csr_matrix((matrix.data, matrix.indices, np.concatenate([matrix.indptr, extra])),
-                                 shape=(n_items, n_items), copy=False)
+            return CsrArrays(matrix.data, matrix.indices, np.concatenate([matrix.indptr, extra]), (n_items, n_items))
 
         return Sources(grow(self.item_item), grow(self.transitions), self.kind, self.l2, grow(self.sequence),
                        self.sequence_window, self.sequence_history)
@@ -308,16 +371,18 @@ class Sources:
         Raises:
             ValueError: when the arrays are missing or do not form a square CSR matrix.
         """
-        def matrix(name: str) -> sp.csr_matrix:
+        def matrix(name: str) -> CsrArrays:
             try:
                 data, indices, indptr = (mapped(directory / f"{name}.{part}.npy")
                                          for part in ("data", "indices", "indptr"))
             except OSError as exc:
                 raise ValueError(f"{name}: {exc}") from exc
             n = len(indptr) - 1
-            if data.dtype != np.float32 or len(data) != len(indices) or n < 0 or int(indptr[-1]) != len(data):
+            if (data.dtype != np.float32 or len(data) != len(indices) or n < 0 or int(indptr[-1]) != len(data)
+                    or data.ndim != 1 or indices.ndim != 1 or indptr.ndim != 1
+                    or indices.dtype.kind != "i" or indptr.dtype.kind != "i"):
                 raise ValueError(f"{name}: inconsistent CSR arrays")
-            return sp.csr_matrix((data, indices, indptr), shape=(n, n), copy=False)
+            return CsrArrays(data, indices, indptr, (n, n))
 
         return cls(matrix("item_item"), matrix("transitions"), kind, l2, matrix("sequence"), int(sequence_window),
                    int(sequence_history))

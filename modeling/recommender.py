@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from modeling.artifacts import Bundle
-from modeling.candidates import HistoryBatch
+from modeling.candidates import HistoryBatch, entries_at
 from modeling.features import (
     HISTORY_HALF_LIFE_DAYS,
     ItemAttributes,
@@ -294,8 +294,7 @@ class Recommender:
         _, products, weights = self.history_batch([history]).entries(self.stage.config.history_half_life_days)
         if len(products) == 0 or len(items) == 0:
             return np.full(len(items), -1, dtype=np.int64)
-        linked = self.stage.sources.item_item
-        contribution = weights[:, None] * np.asarray(linked[products][:, items].todense())  # (h, k)
+        contribution = weights[:, None] * entries_at(self.stage.sources.item_item, products, items)  # (h, k)
         content = self.tables.content
         nearest_text = np.argmax(as_float32(content[products]) @ as_float32(content[items]).T, axis=0)  # (k,)
         best = np.where(contribution.max(axis=0) > 0, np.argmax(contribution, axis=0), nearest_text)

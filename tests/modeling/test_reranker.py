@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 from modeling.baselines import TransitionsEASE, transition_probabilities
-from modeling.candidates import HistoryBatch, Sources, fit_sources, keep_strongest
+from modeling.candidates import CsrArrays, HistoryBatch, Sources, entries_at, fit_sources, keep_strongest
 from modeling.features import ItemAttributes
 from modeling.index import ExactIndex
 from modeling.reranker import (
@@ -379,7 +379,7 @@ def test_stage_round_trips_through_a_directory(tmp_path: Path) -> None:
     stage.save(tmp_path / "stage", attributes)
     loaded = RankingStage.load(tmp_path / "stage")
     assert np.array_equal(loaded.ranker.score(features[0]), ranker.score(features[0]))
-    assert (loaded.sources.item_item != stage.sources.item_item).nnz == 0
+    assert (loaded.sources.item_item.to_scipy() != stage.sources.item_item).nnz == 0
     assert list(RankingStage.load_attributes(tmp_path / "stage").category) == ["a"] * N_ITEMS
     blend = RankingStage(_sources(), Ranker("blend", weights=(0.5, 0.25, 0.25, 0.0, 0.0)), StageConfig(seed=3), report)
     blend.save(tmp_path / "blend", attributes)
@@ -465,7 +465,7 @@ def test_sources_fit_transitions_and_pruned_ease_and_grow_for_new_items() -> Non
     assert sources.transitions[3, 0] == pytest.approx(1.0)
     assert (np.diff(sources.item_item.indptr) <= 2).all()
     grown = sources.resized(7)
-    assert grown.item_item.shape == (7, 7) and grown.transitions[0, 1] == pytest.approx(1.0)
+    assert grown.item_item.shape == (7, 7) and grown.transitions.to_scipy()[0, 1] == pytest.approx(1.0)
     dense = np.array([[0.0, 3.0, 1.0, -2.0], [1.0, 0.0, 2.0, 5.0], [0, 0, 0, 0], [1, 1, 1, 0]])
     pruned = keep_strongest(dense, 2).toarray()
     assert pruned[0].tolist() == [0.0, 3.0, 1.0, 0.0] and pruned[1].tolist() == [0.0, 0.0, 2.0, 5.0]
@@ -586,4 +586,45 @@ def test_threads_that_ask_for_lightgbm_at_once_all_get_it_whole() -> None:
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False,
                          cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_entries_are_read_from_the_csr_arrays_as_scipy_reads_them() -> None:
+    rng = np.random.default_rng(5)
+    dense = np.where(rng.random((40, 40)) < 0.2, rng.random((40, 40)), 0.0).astype(np.float32)
+    matrix = sp.csr_matrix(dense)
+    arrays = CsrArrays(matrix.data, matrix.indices, matrix.indptr, matrix.shape)
+    rows, columns = np.array([3, 0, 39, 3, 17]), np.array([5, 39, 0, 12, 12, 7])
+    expected = dense[rows][:, columns].astype(np.float64)
+    assert np.array_equal(entries_at(arrays, rows, columns), expected)
+    assert np.array_equal(entries_at(matrix, rows, columns), expected)
+    assert entries_at(arrays, np.zeros(0, dtype=np.int64), columns).shape == (0, 6)
+    assert entries_at(arrays, rows, np.zeros(0, dtype=np.int64)).shape == (5, 0)
+    empty = CsrArrays(np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int32), np.zeros(41, dtype=np.int32),
+                      (40, 40))
+    assert not entries_at(empty, rows, columns).any()
+    assert np.array_equal(arrays.toarray(), dense) and arrays.nnz == matrix.nnz
+
+
+def test_a_loaded_stage_answers_without_importing_scipy(tmp_path: Path) -> None:
+    """A web worker loads the stage and ranks with it: scipy (14 MB of each worker's anonymous memory) stays out."""
+    stage = RankingStage(_sources(), Ranker("feature", "item_item"), StageConfig(seed=3))
+    stage.save(tmp_path / "stage", ItemAttributes(np.array(["a"] * N_ITEMS), np.array([""] * N_ITEMS),
+                                                  np.full(N_ITEMS, -1.0, dtype=np.float32)))
+    script = (
+        "import sys\n"
+        "import numpy as np\n"
+        "from pathlib import Path\n"
+        "from modeling.candidates import HistoryBatch, rows_at\n"
+        "from modeling.reranker import RankingStage\n"
+        "stage = RankingStage.load(Path(sys.argv[1]))\n"
+        "histories = HistoryBatch([np.array([1, 4, 2])], [np.array([10, 20, 30])])\n"
+        "rows = histories.propagate(stage.sources.item_item, 30.0)\n"
+        "assert len(rows.indptr) == 2 and len(rows_at(stage.sources.transitions, np.array([2, -1])).indptr) == 3\n"
+        "grown = stage.sources.resized(stage.sources.n_items + 2)\n"
+        "assert grown.item_item.shape[0] == stage.sources.n_items + 2\n"
+        "assert not [name for name in sys.modules if name.split('.')[0] == 'scipy'], 'scipy was imported'\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "stage")], capture_output=True, text=True,
+                         timeout=300, check=False, cwd=Path(__file__).resolve().parents[2])
     assert out.returncode == 0, out.stderr[-3000:]

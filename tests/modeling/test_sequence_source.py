@@ -111,7 +111,7 @@ def test_the_rules_and_their_choice_round_trip_and_a_refit_keeps_the_choice(tmp_
     assert (sources.sequence_window, sources.sequence_history) == (5, 3)
     sources.save(tmp_path)
     loaded = Sources.load(tmp_path, "ease", 1.0, 5, 3)
-    assert (loaded.sequence != sources.sequence).nnz == 0
+    assert (loaded.sequence.to_scipy() != sources.sequence).nnz == 0
     assert (loaded.sequence_window, loaded.sequence_history) == (5, 3)
     grown = loaded.resized(n + 4)
     assert grown.sequence.shape == (n + 4, n + 4) and (grown.sequence_window, grown.sequence_history) == (5, 3)
