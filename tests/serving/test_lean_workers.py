@@ -75,6 +75,10 @@ def test_known_new_anonymous_and_text_requests_are_served_without_tensorflow_or_
         assert "/pandas/" not in maps and "/pyarrow/" not in maps, f"worker {pid} loaded pandas or pyarrow"
     for pid in workers:  # on SQLite, PostgreSQL's driver is kept out (recoapi.unused_libraries)
         assert "psycopg" not in _mapped(pid), f"worker {pid} loaded psycopg"
+        # The ranking stage's sources are read from their CSR arrays (modeling.candidates.CsrArrays), never through
+        # scipy (14 MB of anonymous memory on import); tl2cgen, which imports it, only scores where a compiled
+        # ranker lacks its rows function.
+        assert "/scipy/" not in _mapped(pid) and "tl2cgen" not in _mapped(pid), f"worker {pid} loaded scipy"
 
 
 def test_texts_are_answered_alike_by_the_text_process_by_its_successor_and_in_process(live: Service) -> None:
