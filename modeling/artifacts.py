@@ -21,7 +21,8 @@ A bundle is a directory ``models/<version>/``:
     ranking_stage/       the second stage (modeling.reranker): item_item.*, transitions.* and sequence.*
                          (n_items, n_items) sparse sources, item_category/brand/price.npy (n_items,), ranker.txt
                          (LightGBM model, when the ranker is learned) and ranker.so (the same compiled,
-                         modeling.compiled_ranker), stage.json (features, choice, trials)
+                         modeling.compiled_ranker, with ranker_probe.npy: LightGBM's scores of its check rows),
+                         stage.json (features, choice, trials)
 
 The manifest's ``text_encoder`` names the ONNX export of the sentence encoder that serving uses
 (``<models>/text_encoder/<fingerprint>-<format>/``, shared by every bundle of the same text model).
