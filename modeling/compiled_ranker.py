@@ -138,16 +138,23 @@ def compile_booster(booster: Any, model_text: str, path: Path) -> dict[str, Any]
     finally:
         if output.getvalue().strip():
             logger.debug("ranker compilation: %s", output.getvalue().strip())
-    if load_compiled(path.parent, booster, model_text, file=path.name) is None:
+    # LightGBM scores the probe rows once: stored for the workers, and checked here as a worker checks them.
+    try:
+        expected = np.asarray(booster.predict(probe_rows(model_text, feature_count(model_text)), num_threads=1),
+                              dtype=np.float64)
+    except ValueError as exc:
         path.unlink(missing_ok=True)
-        raise CompileError(f"the ranker compiled with {compiler} does not score as LightGBM does (see the log)")
-    expected = np.asarray(booster.predict(probe_rows(model_text, feature_count(model_text)), num_threads=1),
-                          dtype=np.float64)
-    with atomic_file(path.with_name(PROBE_FILE)) as temporary, open(temporary, "wb") as handle:
+        raise CompileError(f"the ranker's probe rows cannot be made: {exc}") from exc
+    stored = path.with_name(PROBE_FILE)
+    with atomic_file(stored) as temporary, open(temporary, "wb") as handle:
         np.save(handle, expected, allow_pickle=False)
-    return {"file": path.name, "compiler": compiler, "rows_function": with_rows, "probe": PROBE_FILE,
-            "probe_sha256": hashlib.sha256(expected.tobytes()).hexdigest(), "text_sha256": text_digest(model_text),
-            "seconds": round(time.perf_counter() - started, 2)}
+    record = {"file": path.name, "compiler": compiler, "rows_function": with_rows, "probe": PROBE_FILE,
+              "probe_sha256": hashlib.sha256(expected.tobytes()).hexdigest(), "text_sha256": text_digest(model_text)}
+    if load_compiled(path.parent, booster, model_text, file=path.name, published=record) is None:
+        path.unlink(missing_ok=True)
+        stored.unlink(missing_ok=True)
+        raise CompileError(f"the ranker compiled with {compiler} does not score as LightGBM does (see the log)")
+    return {**record, "seconds": round(time.perf_counter() - started, 2)}
 
 
 def text_digest(model_text: str) -> str:
@@ -297,7 +304,7 @@ def load_compiled(directory: Path, booster: Any, model_text: str, *, file: str =
     try:
         compiled = CompiledBooster(path)
         expected = stored_probe_scores(directory, model_text, published)
-        probe = probe_rows(model_text, feature_count(model_text) if expected is not None else booster.num_feature())
+        probe = probe_rows(model_text, feature_count(model_text))
         if expected is None:
             expected = booster.predict(probe, num_threads=1)
         difference = float(np.abs(compiled.predict(probe) - expected).max())
