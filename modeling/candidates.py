@@ -256,21 +256,29 @@ def row_entries(indptr: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, 
 
 
 def entries_at(matrix: sp.csr_matrix | CsrArrays, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """(len(rows), len(columns)) float64: the entries of ``matrix`` (sorted indices) at every pair of the positions
+    """(len(rows), len(columns)) float32: the entries of ``matrix`` (sorted indices) at every pair of the positions
     ``rows`` and ``columns`` (0 where it holds none), read from its CSR arrays."""
     rows, columns = np.asarray(rows, dtype=np.int64), np.asarray(columns, dtype=np.int64)
-    out = np.zeros((len(rows), len(columns)), dtype=np.float64)
-    take, lengths = row_entries(matrix.indptr, rows)
-    if len(take) == 0 or len(columns) == 0:
-        return out
-    width = int(matrix.shape[1])
-    keys = np.repeat(np.arange(len(rows), dtype=np.int64), lengths) * width + np.asarray(matrix.indices[take],
-                                                                                          dtype=np.int64)
-    wanted = (np.arange(len(rows), dtype=np.int64)[:, None] * width + columns[None, :]).ravel()
-    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-    found = keys[at] == wanted
-    out.ravel()[found] = np.asarray(matrix.data[take[at[found]]], dtype=np.float64)
-    return out
+    picked = rows_at(matrix, rows)
+    n = int(matrix.shape[1])
+    wanted = (np.arange(len(rows), dtype=np.int64)[:, None] * n + columns[None, :]).ravel()
+    return sparse_values(picked, entry_keys(picked, n), wanted).reshape(len(rows), len(columns))
+
+
+def entry_keys(scores: SparseRows, n: int) -> np.ndarray:
+    """(e,) int64 key ``row * n + item`` of each stored entry of ``scores``: sorted, as rows come in order and
+    each row's indices are sorted."""
+    rows = np.repeat(np.arange(len(scores.indptr) - 1, dtype=np.int64), np.diff(scores.indptr))
+    return rows * n + scores.indices
+
+
+def sparse_values(scores: SparseRows, stored: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """(e,) float32 values of ``scores`` at ``keys`` (``row * n + item``; 0 where absent); ``stored``:
+    :func:`entry_keys` of ``scores``."""
+    if len(stored) == 0:
+        return np.zeros(len(keys), dtype=np.float32)
+    at = np.minimum(np.searchsorted(stored, keys), len(stored) - 1)
+    return np.where(stored[at] == keys, scores.data[at], 0.0).astype(np.float32)
 
 
 def rows_at(matrix: sp.csr_matrix | CsrArrays, positions: np.ndarray) -> SparseRows:

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from modeling.candidates import HistoryBatch, Sources, SparseRows, rows_at, source_config
+from modeling.candidates import HistoryBatch, Sources, SparseRows, entry_keys, rows_at, source_config, sparse_values
 from modeling.compiled_ranker import (
     COMPILED_FILE,
     CompiledBooster,
@@ -313,18 +313,11 @@ def _popularity_order(popularity: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     return rank, popularity, np.argsort(-popularity, kind="stable")
 
 
-def _entry_keys(scores: SparseRows, n: int) -> np.ndarray:
-    """(e,) int64 key ``row * n + item`` of each stored entry of ``scores``: sorted, as rows come in order and
-    each row's indices are sorted."""
-    rows = np.repeat(np.arange(len(scores.indptr) - 1, dtype=np.int64), np.diff(scores.indptr))
-    return rows * n + scores.indices
-
-
 def _sparse_tops(scores: SparseRows, stored: np.ndarray, k: int, n: int, excluded: np.ndarray,
                  allowed: np.ndarray | None) -> np.ndarray:
     """Keys (``row * n + item``) of each row's ``k`` largest positive scores that are neither excluded
-    (``excluded``: sorted keys) nor disallowed; ``stored``: :func:`_entry_keys` of ``scores``. Returns (e,)
-    int64, unordered."""
+    (``excluded``: sorted keys) nor disallowed; ``stored``: :func:`~modeling.candidates.entry_keys` of ``scores``.
+    Returns (e,) int64, unordered."""
     keep = (scores.data > 0) & ~members(stored, excluded)
     if allowed is not None:
         keep &= allowed[scores.indices]
@@ -346,15 +339,6 @@ def _sparse_tops(scores: SparseRows, stored: np.ndarray, k: int, n: int, exclude
     counts = np.bincount(rows, minlength=m)
     rank = np.arange(len(rows)) - (np.cumsum(counts) - counts)[rows]  # place within the row
     return keys[order[rank < k]]
-
-
-def _sparse_values(scores: SparseRows, stored: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """(e,) float32 values of ``scores`` at ``keys`` (``row * n + item``; 0 where absent); ``stored``:
-    :func:`_entry_keys` of ``scores``."""
-    if len(stored) == 0:
-        return np.zeros(len(keys), dtype=np.float32)
-    at = np.minimum(np.searchsorted(stored, keys), len(stored) - 1)
-    return np.where(stored[at] == keys, scores.data[at], 0.0).astype(np.float32)
 
 
 def _row_max(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -460,7 +444,7 @@ def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
     # Candidates: the union of every source's proposals per shopper, and how many sources proposed each.
     popular = _popular_keys(np.asarray(popular_order, dtype=np.int64), n_popular, lengths, n, excluded)
     tt_rows = np.repeat(np.arange(m, dtype=np.int64), tt_top.shape[1]).reshape(tt_top.shape)
-    stored = {name: _entry_keys(scores, n) for name, scores in
+    stored = {name: entry_keys(scores, n) for name, scores in
               (("item_item", item_item), ("item_item_recent", recent), ("following", following),
                ("sequence", sequence))}
     proposals = [(tt_rows * n + tt_top)[tt_top >= 0],
@@ -482,15 +466,15 @@ def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
     for name, scores in (("item_item", item_item), ("item_item_recent", recent), ("sequence", sequence)):
         if not wanted(name, f"{name}_share"):
             continue
-        values = _sparse_values(scores, stored[name], keys)
+        values = sparse_values(scores, stored[name], keys)
         feats[:, column[name]] = values
         best = _row_max(values, starts, sizes)[rows]
         feats[:, column[f"{name}_share"]] = np.where(best > 0, values / np.where(best > 0, best, 1.0), 0.0)
     if wanted("transition_last"):
-        feats[:, column["transition_last"]] = _sparse_values(following, stored["following"], keys)
+        feats[:, column["transition_last"]] = sparse_values(following, stored["following"], keys)
     if wanted("transition_previous"):
         preceding = rows_at(sources.transitions, histories.last(2))
-        feats[:, column["transition_previous"]] = _sparse_values(preceding, _entry_keys(preceding, n), keys)
+        feats[:, column["transition_previous"]] = sparse_values(preceding, entry_keys(preceding, n), keys)
     feats[:, column["popularity_rank"]] = tables.popularity_rank[cand]
     history_sizes = np.fromiter((len(h) for h in histories.items), dtype=np.int64, count=m)
     feats[:, column["history_length"]] = np.log1p(history_sizes)[rows]

@@ -275,8 +275,8 @@ def test_an_empty_batch_has_no_candidates() -> None:
 def test_sparse_tops_keep_each_rows_best_positive_scores_ties_in_item_order(seed: int) -> None:
     """Each row's k largest positive scores, neither excluded nor disallowed; among equal scores the lower item
     positions first (scores rounded to a few values, so ties straddle the cut)."""
-    from modeling.candidates import SparseRows
-    from modeling.reranker import _entry_keys, _sparse_tops
+    from modeling.candidates import SparseRows, entry_keys
+    from modeling.reranker import _sparse_tops
 
     rng = np.random.default_rng(seed)
     m, n, k = 7, 60, 5
@@ -297,7 +297,7 @@ def test_sparse_tops_keep_each_rows_best_positive_scores_ties_in_item_order(seed
     # keys row * n + item; a catalogue too large for row, value and item to share one int64 sorts another way
     for width in (n, 2**31):
         wide = np.unique((excluded // n) * width + excluded % n)
-        got = np.sort(_sparse_tops(rows, _entry_keys(rows, width), k, width, wide, allowed))
+        got = np.sort(_sparse_tops(rows, entry_keys(rows, width), k, width, wide, allowed))
         assert got.tolist() == sorted(row * width + j for row, j in expected)
 
 
