@@ -14,8 +14,13 @@ times each stage of every request by wrapping the functions that do it:
 - ``drf``: DRF's own work around the endpoint (request wrapping, content negotiation, finalising);
 - ``authentication``, ``permissions``, ``throttling``: DRF's checks;
 - ``validation``: the endpoint minus its service call (parsing and checking the query string);
-- ``service``: the recommendation itself (database history, model, payload);
+- ``service``: the recommendation itself, and within it ``history`` (the shoppers' interactions read from
+  the database), ``engine`` (:meth:`modeling.recommender.Recommender.recommend`: both stages) and what is
+  left, ``payload`` (the products' details, ids, impressions);
 - ``rendering``: the JSON body.
+
+``/recommendations`` is timed with one shopper per request and, as ``recommendations_100``, with 100
+shoppers per request (a twentieth as many requests).
 
 Prints the median of each stage per endpoint and writes benchmarks/results/request-path-<shop>.json.
 The read endpoints' validation, authentication and throttling together should stay under 0.3 ms.
@@ -52,6 +57,8 @@ import numpy as np  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 STAGES = ("middleware", "drf", "authentication", "permissions", "throttling", "validation", "service", "rendering")
+SERVICE_PARTS = ("history", "engine", "payload")
+"""What ``service`` is made of, for ``/recommendations`` (reported beside the stages, not added to them)."""
 
 
 class _Timer:
@@ -122,12 +129,16 @@ def measure(work: Path, requests: int) -> dict[str, Any]:
     from rest_framework.response import Response
     from rest_framework.views import APIView
 
+    from modeling.recommender import Recommender
     from recoapi.recommendations import apis
     rng = np.random.default_rng(4)
     users = [str(u) for u in bundle.arrays.user_ids[rng.integers(0, len(bundle.arrays.user_ids), requests)]]
     items = [str(i) for i in bundle.arrays.item_ids[rng.integers(0, len(bundle.arrays.item_ids), requests)]]
+    batches = [",".join(users[start:start + 100]) for start in range(0, 100 * max(20, requests // 20), 100)]
+    batches = [batch for batch in batches if batch.count(",") == 99] or [",".join((users * 100)[:100])]
     endpoints: dict[str, tuple[str, list[str], Callable[..., Any] | None]] = {
         "recommendations": ("/recommendations", [f"users={u}&k=10" for u in users], None),
+        "recommendations_100": ("/recommendations", [f"users={b}&k=10" for b in batches], None),
         "similar_items": ("/similar_items", [f"item={i}&k=10" for i in items], None),
         "check_users": ("/check_users", [f"users={u}" for u in users], None),
     }
@@ -141,6 +152,8 @@ def measure(work: Path, requests: int) -> dict[str, Any]:
     timer.wrap(apis.services, "recommendation_list", "service")
     timer.wrap(apis.services, "similar_item_list", "service")
     timer.wrap(apis.catalog_selectors, "shopper_existing_ids", "service")
+    timer.wrap(apis.services.catalog_selectors, "shopper_histories", "history")
+    timer.wrap(Recommender, "recommend", "engine")
     timer.wrap_property(Response, "rendered_content", "rendering")
     handler = WSGIHandler()
     figures: dict[str, Any] = {}
@@ -153,7 +166,7 @@ def measure(work: Path, requests: int) -> dict[str, Any]:
             total = time.perf_counter() - started
             if not status.startswith("200"):
                 raise SystemExit(f"{path}?{query}: {status} {body[:300]!r}")
-            if n < min(50, requests // 10):  # warm-up
+            if n < min(50, len(queries) // 10):  # warm-up
                 continue
             spent = dict(timer.spent)
             row = {"total": total, "rendering": spent.get("rendering", 0.0), "service": spent.get("service", 0.0)}
@@ -163,9 +176,12 @@ def measure(work: Path, requests: int) -> dict[str, Any]:
             row["drf"] = spent.get("drf", 0.0) - spent.get("validation", 0.0) - row["authentication"] - (
                 row["permissions"] + row["throttling"])
             row["middleware"] = total - spent.get("drf", 0.0) - row["rendering"]
+            if path == "/recommendations":
+                row["history"], row["engine"] = spent.get("history", 0.0), spent.get("engine", 0.0)
+                row["payload"] = row["service"] - row["history"] - row["engine"]
             rows.append(row)
         figures[name] = {stage: float(np.median([row[stage] for row in rows]) * 1000)
-                         for stage in ("total", *STAGES)}
+                         for stage in ("total", *STAGES, *(SERVICE_PARTS if path == "/recommendations" else ()))}
         figures[name]["checks"] = sum(figures[name][s] for s in ("validation", "authentication", "permissions",
                                                                  "throttling"))
     return figures
@@ -270,9 +286,10 @@ def main() -> None:
                       + "\n")
     print(f"\nmedian ms per request, {args.shop} shop, {args.requests} requests per endpoint, in process\n")
     print(f"{'stage':<16}" + "".join(f"{name:>17}" for name in figures))
-    for stage in ("total", *STAGES, "checks"):
-        label = "checks (v+a+p+t)" if stage == "checks" else stage
-        print(f"{label:<16}" + "".join(f"{figures[name][stage]:>17.3f}" for name in figures))
+    for stage in ("total", *STAGES, "checks", *SERVICE_PARTS):
+        label = {"checks": "checks (v+a+p+t)"}.get(stage, stage if stage not in SERVICE_PARTS else f"  {stage}")
+        print(f"{label:<16}" + "".join(f"{figures[name][stage]:>17.3f}" if stage in figures[name] else f"{'':>17}"
+                                       for name in figures))
     print(f"\nwritten to {os.path.relpath(output, ROOT)}")
 
 

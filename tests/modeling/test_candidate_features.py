@@ -28,6 +28,7 @@ from modeling.reranker import (
     StageConfig,
     _popular_needed,
     _popular_order,
+    _row_dots,
     candidate_features,
 )
 from modeling.rows import QuantizedRows, quantize_rows
@@ -218,6 +219,23 @@ def test_batched_features_equal_the_per_shopper_loop(seed: int, filtered: bool, 
         for column, name in enumerate(FEATURES):
             np.testing.assert_allclose(got[:, :, column], want[:, :, column], rtol=1e-5, atol=1e-5, equal_nan=True,
                                        err_msg=name)
+
+
+@pytest.mark.parametrize("dim", [8, 32, 48, 64, 96, 128])
+def test_two_tower_scores_per_shopper_are_the_repeated_query_einsums_bit_for_bit(dim: int) -> None:
+    """The two-tower feature, one einsum per shopper against its query, gives exactly what one einsum of every
+    candidate against its repeated query gave (the values the stage was trained and served on before), for runs
+    of every length, empty ones and a shopper alone included."""
+    rng = np.random.default_rng(dim)
+    sizes = np.array([0, 1, 2, 3, 7, 8, 9, 31, 241, 0, 100])
+    starts = np.cumsum(sizes) - sizes
+    vectors = rng.normal(size=(int(sizes.sum()), dim)).astype(np.float32)
+    query = rng.normal(size=(len(sizes), dim)).astype(np.float32)
+    rows = np.repeat(np.arange(len(sizes)), sizes)
+    want = np.einsum("ed,ed->e", vectors, query[rows])
+    assert np.array_equal(_row_dots(vectors, query, starts, sizes), want)
+    alone = _row_dots(vectors[starts[8]:starts[8] + 241], query[8:9], np.zeros(1, dtype=np.int64), sizes[8:9])
+    assert np.array_equal(alone, want[starts[8]:starts[8] + 241])
 
 
 @pytest.mark.parametrize("ranker", [Ranker("feature", name) for name in FEATURES]

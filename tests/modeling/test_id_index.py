@@ -37,3 +37,24 @@ def test_ids_are_held_as_utf8_bytes_with_int32_positions() -> None:
     assert index.positions(np.asarray(ids[::-1], dtype=object)).tolist() == list(range(999, -1, -1))
     odd = IdIndex(["a\ud800", "é", "b"])  # a lone surrogate (never from HTTP, which decodes UTF-8) is still an id
     assert odd.positions(["é", "a\ud800", "a"]).tolist() == [1, 0, -1] and odd.get("a\ud800") == 0
+
+
+def test_a_batchs_histories_are_looked_up_together_as_each_alone() -> None:
+    """``Recommender`` looks up every history of a request in one search: the same positions as list by list,
+    with text, object, bytes and empty id arrays (bytes beside text are looked up apart: each kind reads
+    differently)."""
+    from types import SimpleNamespace
+
+    from modeling.recommender import Recommender
+
+    index = IdIndex(["p1", "p2", "p3", "é"])
+    engine = SimpleNamespace(item_lookup=index.positions)
+    lists = [np.asarray(["p2", "nope", "p1"]), np.zeros(0, dtype=object), np.asarray(["é", "p3"], dtype=object),
+             np.asarray(["p3"]), np.zeros(0, dtype=object)]
+    alone = [index.positions(ids) for ids in lists]
+    for given in (lists, [*lists, np.asarray([b"p1", b"x"])], lists[:1], [], [np.zeros(0, dtype=object)] * 3):
+        got = Recommender._lookups(engine, given)  # type: ignore[arg-type]
+        want = [index.positions(ids) if len(ids) else np.zeros(0, dtype=np.int64) for ids in given]
+        assert [g.tolist() for g in got] == [w.tolist() for w in want]
+        assert all(g.dtype == np.int64 for g in got)
+    assert [g.tolist() for g in Recommender._lookups(engine, lists)] == [a.tolist() for a in alone]
