@@ -249,6 +249,10 @@ def recent_items(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, lengt
 def row_entries(indptr: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Where the rows at ``positions`` (m,) of a CSR matrix with ``indptr`` lie (-1: an empty row):
     ``(entries (e,) int64, the rows' lengths (m,) int64)``, the entries of each row in turn."""
+    if len(positions) == 1:  # one row (a shopper's last product): a range, without the general case's steps
+        position = int(positions[0])
+        start, end = (int(indptr[position]), int(indptr[position + 1])) if position >= 0 else (0, 0)
+        return np.arange(start, end, dtype=np.int64), np.array([end - start], dtype=np.int64)
     safe = np.maximum(positions, 0)
     starts = indptr[safe].astype(np.int64)
     lengths = np.where(positions >= 0, indptr[safe + 1].astype(np.int64) - starts, 0)
@@ -268,6 +272,8 @@ def entries_at(matrix: sp.csr_matrix | CsrArrays, rows: np.ndarray, columns: np.
 def entry_keys(scores: SparseRows, n: int) -> np.ndarray:
     """(e,) int64 key ``row * n + item`` of each stored entry of ``scores``: sorted, as rows come in order and
     each row's indices are sorted."""
+    if len(scores.indptr) == 2:  # one row (a shopper answered alone): its keys are its indices
+        return np.asarray(scores.indices).astype(np.int64)
     rows = np.repeat(np.arange(len(scores.indptr) - 1, dtype=np.int64), np.diff(scores.indptr))
     return rows * n + scores.indices
 

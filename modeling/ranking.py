@@ -179,6 +179,12 @@ def stable_top_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]
     values = np.full((m, k), -np.inf, dtype=np.float32)
     if take == 0:
         return places, values
+    if m == 1:  # a shopper answered alone: the row's stable sort itself, in a fifth of the dozen steps below
+        order = np.argsort(-scores[0], kind="stable")[:take]
+        best = scores[0][order]
+        places[0, :take] = np.where(np.isfinite(best), order, -1)
+        values[0, :take] = best
+        return places, values
     kth = np.partition(scores, width - take, axis=1)[:, width - take:width - take + 1]  # (m, 1): the take-th best
     above = scores > kth
     tied = scores == kth

@@ -330,8 +330,10 @@ def test_candidates_are_ordered_by_score_then_place_alone_as_in_a_padded_batch(s
     rows = []
     for width in rng.integers(3, 40, 6):
         candidates = np.sort(rng.choice(500, width, replace=False))
-        scores = rng.integers(0, 4, width).astype(np.float32)
+        scores = rng.integers(-1, 4, width).astype(np.float32)
+        scores[scores == -1] = -0.0  # equal to 0 (a tie), whatever its sign
         scores[rng.random(width) < 0.1] = np.nan
+        scores[rng.random(width) < 0.1] = -np.inf
         rows.append((candidates, scores))
     widest = max(len(c) for c, _ in rows) + 5
     batch_candidates = np.full((len(rows), widest), -1, dtype=np.int64)
@@ -341,9 +343,31 @@ def test_candidates_are_ordered_by_score_then_place_alone_as_in_a_padded_batch(s
     for k in (1, 5, 12):
         in_batch, in_batch_scores = order_candidates(batch_candidates, batch_scores, k)
         for row, (candidates, scores) in enumerate(rows):
-            places = sorted((place for place in range(len(scores)) if not np.isnan(scores[place])),
+            places = sorted((place for place in range(len(scores)) if np.isfinite(scores[place])),
                             key=lambda place: (-scores[place], place))[:k]
             expected = [int(candidates[place]) for place in places] + [-1] * (k - len(places))
             alone, alone_scores = order_candidates(candidates[None, :], scores[None, :], k)
             assert alone[0].tolist() == expected and in_batch[row].tolist() == expected
             assert np.array_equal(alone_scores[0], in_batch_scores[row])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_one_rows_entries_and_keys_are_the_general_cases(seed: int) -> None:
+    """A single row's entries and keys (a shopper answered alone) are what the general case gives for it, empty
+    rows and -1 (no row) included."""
+    from modeling.candidates import SparseRows, entry_keys, row_entries
+
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(0, 6, 30)
+    lengths[rng.random(30) < 0.3] = 0
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    for position in [-1, *range(30)]:
+        take, sizes = row_entries(indptr, np.array([position]))
+        padded_take, padded_sizes = row_entries(indptr, np.array([position, -1]))  # the general case
+        assert take.dtype == sizes.dtype == np.int64
+        assert take.tolist() == padded_take.tolist() and sizes.tolist() == padded_sizes[:1].tolist()
+        indices = np.sort(rng.choice(500, int(sizes[0]), replace=False)).astype(np.int32)
+        one = SparseRows(np.array([0, len(indices)], dtype=np.int64), indices, np.ones(len(indices), np.float32))
+        two = SparseRows(np.array([0, len(indices), len(indices)], dtype=np.int64), indices, one.data)
+        assert entry_keys(one, 500).dtype == np.int64
+        assert entry_keys(one, 500).tolist() == entry_keys(two, 500).tolist()
