@@ -127,6 +127,11 @@ class _Lookup:
         self.index = IdIndex(self.vocabulary)
         self._pads_absent = "" not in self.index  # then "" (a window's pad) is known to be out of vocabulary
 
+    @property
+    def pad_index(self) -> int:
+        """The index of ``""`` (a window's pad): 0, the OOV bucket, unless the vocabulary holds ``""``."""
+        return 0 if self._pads_absent else int(self.index.positions([""])[0]) + 1
+
     def __call__(self, terms: np.ndarray) -> np.ndarray:
         """Indices of (...) ``terms``, same shape. A window of 50 with a 5-product history is 45 pads: they
         are not looked up."""
@@ -177,9 +182,19 @@ class NumpyQueryTower:
         history = np.asarray(history, dtype=str)
         if history.ndim != 2:
             raise ValueError(f"history must be (b, L), got shape {history.shape}")
+        return self.serve_rows(user_id=user_id, user_text=user_text, user_behaviour=user_behaviour,
+                               history_rows=self.history_lookup(history), present=history != "",
+                               history_weight=history_weight)
+
+    def serve_rows(self, *, user_id: np.ndarray | list[str], user_text: np.ndarray, user_behaviour: np.ndarray,
+                   history_rows: np.ndarray, present: np.ndarray, history_weight: np.ndarray) -> np.ndarray:
+        """:meth:`serve` with the history already looked up: ``history_rows`` (b, L) int64 indices into the
+        history vocabulary's embedding (:attr:`history_lookup` of the ids; its ``pad_index`` on pads), and
+        ``present`` (b, L) bool, False on pads. A caller that keeps each product's index (the recommender,
+        for the bundle's products) skips turning its positions into ids and the ids back into indices."""
         weights = np.asarray(history_weight, dtype=np.float32)
-        embedded = np.asarray(self.w["history_embedding"])[self.history_lookup(history)]  # (b, L, e)
-        present = (history != "").astype(np.float32)
+        embedded = np.asarray(self.w["history_embedding"])[history_rows]  # (b, L, e)
+        present = np.asarray(present, dtype=bool).astype(np.float32)
         recent = int(self.settings["recent_length"])
         parts = [_pooled(embedded, weights * present), _pooled(embedded[:, :recent], present[:, :recent])]
         if self.settings["attention_heads"] > 0:

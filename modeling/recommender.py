@@ -29,7 +29,6 @@ from modeling.features import (
     pooled_vectors,
     sort_history,
     user_windows,
-    window_ids,
 )
 from modeling.id_index import IdIndex
 from modeling.index import ExactIndex, ItemIndex, make_index, penalty
@@ -111,6 +110,9 @@ class Recommender:
         self.history_half_life_days = float(params.get("history_half_life_days", HISTORY_HALF_LIFE_DAYS))
         self.index: ItemIndex = self._make_index()
         self.text_index: ItemIndex = self._make_text_index()
+        tower = bundle.query_tower()
+        # Each product's index in the query tower's history vocabulary, looked up once (not per request).
+        self._history_rows = tower.history_lookup(self.item_ids)
         if bundle.stage is None or bundle.attributes is None:
             raise ValueError(f"bundle {bundle.version} has no ranking stage")
         self.stage: RankingStage = bundle.stage
@@ -172,6 +174,7 @@ class Recommender:
         self.item_vectors = append_rows(self.item_vectors, np.asarray(vectors, dtype=np.float32))
         self.item_content = append_rows(self.item_content, item_text)
         self.popularity = np.concatenate([self.popularity, np.zeros(len(item_ids), dtype=np.float32)])
+        self._history_rows = np.concatenate([self._history_rows, self.bundle.query_tower().history_lookup(item_ids)])
         self._item_index = IdIndex(self.item_ids)
         self.n_items = len(self.item_ids)
         self.index = self._make_index()
@@ -258,11 +261,14 @@ class Recommender:
                                 for parts in (user_parts, item_parts, ts_parts, w_parts)), len(histories))
         positions, weights, _ = user_windows(joined, self.history_length, half_life_days=self.history_half_life_days)
         tower = self.bundle.query_tower()
-        vectors = tower.serve(
+        present = positions >= 0
+        vectors = tower.serve_rows(  # the window's ids as serve() takes them would be: window_ids(positions, ids)
             user_id=np.full(len(histories), "") if user_ids is None else np.asarray([str(u) for u in user_ids]),
             user_text=texts,
             user_behaviour=pooled_vectors(positions, weights, content),
-            history=window_ids(positions, self.item_ids),
+            history_rows=np.where(present, self._history_rows[np.maximum(positions, 0)],
+                                  tower.history_lookup.pad_index),
+            present=present,
             history_weight=weights,
         )
         return np.asarray(vectors, dtype=np.float32)

@@ -453,7 +453,7 @@ def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
     n_popular = max(config.popular, k)
     if popular_order is None:
         popular_order = _popular_order(tables, allowed, _popular_needed(config, k, exclude))
-    tt_top, _ = index.search(query, min(config.two_tower, n), exclude, allowed)
+    tt_top, _ = index.search(query, min(config.two_tower, n), exclude, allowed, excluded=excluded)
 
     # Candidates: the union of every source's proposals per shopper, and how many sources proposed each.
     popular = _popular_keys(np.asarray(popular_order, dtype=np.int64), n_popular, lengths, n, excluded)

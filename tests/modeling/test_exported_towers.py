@@ -178,3 +178,37 @@ def test_a_lookup_maps_pads_and_unknown_terms_to_the_oov_bucket_as_string_lookup
     # A vocabulary that holds "" itself: pads are then that term, as in the TensorFlow tower.
     assert _Lookup(np.array(["a", "", "b"]))(terms).tolist() == [[3, 2, 0, 2], [2, 2, 2, 1]]
     assert _Lookup(np.array(["a"]))(np.zeros((2, 0), dtype=str)).shape == (2, 0)
+
+
+def test_the_recommender_runs_the_query_tower_on_stored_indices_as_on_the_windows_ids(pipeline: Pipeline) -> None:
+    """The recommender hands the tower each window's vocabulary indices, looked up once per product: the same
+    vectors, bit for bit, as the window's ids through :meth:`serve` (pads, a product added after publishing and
+    so outside the vocabulary, and shoppers known and unknown to the model included)."""
+    from modeling.features import sort_history, user_windows, window_ids
+    from modeling.recommender import History, Recommender
+
+    bundle = artifacts.load_bundle(pipeline.models / pipeline.version)
+    recommender = Recommender(bundle)
+    recommender.add_items(np.array(["NEW-PRODUCT"]), np.ones((1, recommender.item_content.shape[1]), np.float32))
+    ids = [str(i) for i in recommender.item_ids[:6]] + ["NEW-PRODUCT"]
+    histories = [History(np.array(ids[:5], dtype=object), np.arange(5), np.ones(5)),
+                 History(np.array(ids[4:], dtype=object), np.arange(3) * 86_400, np.ones(3)),
+                 History(np.array(ids[:1], dtype=object), np.zeros(1, dtype=np.int64), np.ones(1))]
+    users = [str(recommender.user_ids[0]), "", "someone-new"]
+    got = recommender.content_vectors(histories, users)
+
+    rows = [recommender.item_lookup(h.item_ids) for h in histories]
+    joined = sort_history(np.concatenate([np.full(len(r), n) for n, r in enumerate(rows)]), np.concatenate(rows),
+                          np.concatenate([h.timestamps for h in histories]),
+                          np.concatenate([h.weights for h in histories]), len(histories))
+    positions, weights, _ = user_windows(joined, recommender.history_length,
+                                         half_life_days=recommender.history_half_life_days)
+    from modeling.features import pooled_vectors
+
+    tower = bundle.query_tower()
+    want = tower.serve(user_id=np.asarray(users), user_text=np.zeros((3, recommender.item_content.shape[1]),
+                                                                       np.float32),
+                       user_behaviour=pooled_vectors(positions, weights, recommender.item_content),
+                       history=window_ids(positions, recommender.item_ids), history_weight=weights)
+    assert tower.history_lookup(np.array(["NEW-PRODUCT"])).tolist() == [0]  # outside the vocabulary
+    assert np.array_equal(got, want)
