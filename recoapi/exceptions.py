@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.core.exceptions import DisallowedHost
 from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
 from rest_framework import exceptions, status
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
@@ -92,6 +94,11 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     else:  # Http404, PermissionDenied from Django
         code, message = ("not_found", "Not found.") if response.status_code == 404 else ("error", str(exc))
     response.data = error_body(str(code), message)
+    if isinstance(exc, exceptions.NotAcceptable) and context.get("request") is not None:
+        # No renderer was agreed on: DRF would render the error with the view's first one (the schema view's is
+        # YAML). Errors are JSON everywhere.
+        request = context["request"]
+        request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
     return response
 
 
@@ -106,7 +113,10 @@ def json_500(request: HttpRequest) -> JsonResponse:
 
 
 def json_400(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
-    """Django handler400."""
+    """Django handler400 (a ``Host`` header outside ``ALLOWED_HOSTS`` says so)."""
+    if isinstance(exception, DisallowedHost):
+        return JsonResponse(error_body("bad_request", "This server does not answer to the request's Host header "
+                                       "(see DJANGO_ALLOWED_HOSTS)."), status=400)
     return JsonResponse(error_body("bad_request", "Bad request."), status=400)
 
 

@@ -1,4 +1,4 @@
-"""Request middleware: request ids, size bounds and the one-line-per-request log.
+"""Request middleware: request ids, size bounds, undecodable query strings and the one-line-per-request log.
 
 Every request gets an id (the client's ``X-Request-ID`` when it is a short token, a new
 one otherwise). The id is sent back in the ``X-Request-ID`` response header and in every
@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -44,6 +45,16 @@ class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         # django.request logs after the middleware has returned; its records carry the request itself.
         record.request_id = getattr(getattr(record, "request", None), "request_id", None) or request_id_var.get()
+        return True
+
+
+class ClientErrorFilter(logging.Filter):
+    """Logs a client's mistake as one warning line: Django logs a request with a ``Host`` header outside
+    ``ALLOWED_HOSTS`` as an error with a stack trace, although the client got its 400 and nothing failed here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        record.exc_info, record.exc_text = None, None
         return True
 
 
@@ -75,7 +86,8 @@ def _endpoint(request: HttpRequest) -> str:
 
 
 class RequestMiddleware:
-    """Assigns the request id, refuses oversized requests and logs one line per request."""
+    """Assigns the request id, refuses oversized requests and query strings that are not UTF-8, and logs one line
+    per request."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -89,6 +101,10 @@ class RequestMiddleware:
         try:
             response = self._too_large(request) or self.get_response(request)
             response["X-Request-ID"] = request_id
+            if request.method == "HEAD" and not response.streaming and response.content:
+                # A HEAD answer has the GET's headers and no body (gunicorn warns of every body sent with one).
+                response["Content-Length"] = str(len(response.content))
+                response.content = b""
             if not request.path.startswith(("/static/", "/admin/jsi18n")):
                 elapsed = time.perf_counter() - started
                 logger.info("%s %s %d %.1fms %s", request.method, request.path, response.status_code,
@@ -100,7 +116,8 @@ class RequestMiddleware:
 
     @staticmethod
     def _too_large(request: HttpRequest) -> HttpResponse | None:
-        """413/414 JSON for a body or query string above the configured bounds (checked before any parsing)."""
+        """413/414 JSON for a body or query string above the configured bounds, 400 for a query string that is not
+        UTF-8 (checked before any parsing)."""
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
@@ -110,8 +127,26 @@ class RequestMiddleware:
                 "request_too_large",
                 f"The request body is {length} bytes; at most {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} are accepted.",
             ), status=413)
-        if len(request.META.get("QUERY_STRING", "")) > settings.RECO_MAX_QUERY_STRING:
+        query = request.META.get("QUERY_STRING", "")
+        if len(query) > settings.RECO_MAX_QUERY_STRING:
             return JsonResponse(error_body(
                 "uri_too_long", f"The query string is longer than {settings.RECO_MAX_QUERY_STRING} characters."
             ), status=414)
+        if not _is_utf8_query(query):
+            return JsonResponse(error_body(
+                "bad_request", "The query string is not valid UTF-8 once percent-decoded."), status=400)
         return None
+
+
+def _is_utf8_query(query: str) -> bool:
+    """Whether a WSGI query string (its bytes as latin-1 text) percent-decodes to valid UTF-8.
+
+    Django decodes an invalid sequence to U+FFFD without a word, so ``users=%FF`` would ask for a shopper named
+    "\ufffd" and record a list for it. Plain ASCII without escapes (the usual query) is valid as it stands."""
+    if query.isascii() and "%" not in query:
+        return True
+    try:
+        unquote_to_bytes(query.replace("+", " ").encode("latin-1")).decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return False
+    return True

@@ -125,7 +125,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["recoapi.parsers.SafeJSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "recoapi.negotiation.FormatNegotiation",
     "DEFAULT_SCHEMA_CLASS": "recoapi.schema.AutoSchema",
     "EXCEPTION_HANDLER": "recoapi.exceptions.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
@@ -281,7 +282,8 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(process)d] [%(request_id)s] %(message)s"},
         "request": {"format": "%(asctime)s [%(process)d] %(request_id)s %(message)s"},
     },
-    "filters": {"request_id": {"()": "recoapi.middleware.RequestIdFilter"}},
+    "filters": {"request_id": {"()": "recoapi.middleware.RequestIdFilter"},
+                "client_error": {"()": "recoapi.middleware.ClientErrorFilter"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain", "level": CONSOLE_LOG_LEVEL,
                     "filters": ["request_id"]},
@@ -294,6 +296,7 @@ LOGGING = {
         "recoapi.requests": {"handlers": ["requests"], "level": "INFO", "propagate": False},
         "modeling": {"level": LOG_LEVEL},
         "django.request": {"level": "ERROR"},
+        "django.security.DisallowedHost": {"filters": ["client_error"]},
         "tensorflow": {"level": "ERROR"},
     },
 }

@@ -74,6 +74,14 @@ def _database_counts() -> dict[str, int]:
             "interactions": imported.count()}
 
 
+def _holds_the_import(database: dict[str, int], data: dict[str, int]) -> bool:
+    """Whether the database's counts (:func:`_database_counts`) are those of an import of ``data``: its shoppers
+    and imported interactions exactly, at least its products (products added since through ``POST /products``
+    are kept by an import: they alone must not make every later reload import again)."""
+    return (database["users"] == data["users"] and database["interactions"] == data["interactions"]
+            and database["items"] >= data["items"])
+
+
 def _refuse_another_shop(data: ds.CanonicalData) -> None:
     """Raise Conflict when ``data`` looks like another shop than the catalogue in the database.
 
@@ -179,7 +187,7 @@ def data_import(
     The file is read and validated completely before the database is touched; the
     database writes and the snapshot happen in one transaction, so a failure leaves
     both as they were. Re-importing unchanged files is skipped (same fingerprint and
-    the same row counts in the database). Imported interactions are replaced, live
+    the same row counts in the database; products added since are allowed). Imported interactions are replaced, live
     events recorded through POST /events are kept; products and shoppers are upserted.
 
     Data of another shop (see :func:`_refuse_another_shop`) is refused unless ``replace``
@@ -214,7 +222,7 @@ def data_import(
 
     manifest = ds.read_snapshot_manifest(processed)
     if (not force and manifest is not None and manifest.get("fingerprint") == data.fingerprint
-            and _database_counts() == data.counts()
+            and _holds_the_import(_database_counts(), data.counts())
             and (not replace or Shopper.objects.count() == data.counts()["users"])):
         logger.info("data unchanged (%s), import skipped", data.fingerprint[:12])
         return ImportResult(source=source, path=str(path), skipped=True, counts=data.counts(), report=data.report,

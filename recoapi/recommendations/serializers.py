@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.conf import settings
@@ -10,12 +11,15 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 MAX_ID_LENGTH = 128
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _checked_ids(ids: list[str], limit: int) -> list[str]:
     """``ids`` without repeats (order kept), after the checks every list of ids gets."""
     if any("\x00" in i for i in ids):  # PostgreSQL cannot even compare such a string
         raise serializers.ValidationError("Null characters are not allowed.")
+    if any(not i.isascii() and _SURROGATE.search(i) for i in ids):  # no database can store one (UTF-8 has none)
+        raise serializers.ValidationError("Surrogate characters are not allowed.")
     if any(len(i) > MAX_ID_LENGTH for i in ids):
         raise serializers.ValidationError(f"ids are at most {MAX_ID_LENGTH} characters")
     ids = list(dict.fromkeys(ids))
@@ -358,6 +362,11 @@ class EventInput(serializers.Serializer):
         validators=[RegexValidator(r"^[0-9a-f]{32}$", "Expected the recommendation_id of a recommendations answer "
                                                       "(32 lowercase hex digits).")],
         help_text="The recommendation_id of the list that showed this product: the event is attributed to it.")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("event") == "rating" and attrs.get("rating") is None:
+            raise serializers.ValidationError({"rating": "a rating event needs its rating (0 to 5)"})
+        return attrs
 
 
 class EventOutput(serializers.Serializer):

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from django.db import OperationalError
+from django.http import JsonResponse
 from django.middleware.csrf import _get_new_csrf_string
 from rest_framework.test import APIClient
 from rest_framework.throttling import SimpleRateThrottle
@@ -111,6 +112,72 @@ def test_oversized_body_is_refused_before_parsing(service: Pipeline, staff_clien
 
 def test_overlong_query_string_is_refused(service: Pipeline, client: APIClient) -> None:
     assert_error(client.get("/recommendations", {"users": "u" * 20_000}), 414, "uri_too_long")
+
+
+@pytest.mark.parametrize("query", ["users=%FF%FE", "users=a,%ED%A0%80", "users=%C3", "users=ok&k=%FF"])
+def test_a_query_string_that_is_not_utf8_is_refused(service: Pipeline, client: APIClient, query: str) -> None:
+    """Django would read ``%FF`` as U+FFFD without a word: a shopper "\ufffd" would be answered and recorded."""
+    for path in ("/recommendations", "/check_users"):
+        response = client.get(f"{path}?{query}")
+        assert_error(response, 400, "bad_request")
+        assert "UTF-8" in response.json()["error"]["message"]
+
+
+def test_utf8_query_strings_are_read_as_before(service: Pipeline, client: APIClient) -> None:
+    response = client.get("/check_users?users=%C3%A9t%C3%A9,b+c")
+    assert response.status_code == 200 and response.json() == {"été": False, "b c": False}
+
+
+@pytest.mark.parametrize("body", [{"users": ["\ud800"]}, {"users": "A0000001,\udfff"},
+                                  {"items": ["ok", "x\ud83d"]}])
+def test_surrogates_in_ids_are_refused(service: Pipeline, client: APIClient, body: dict) -> None:
+    """A lone surrogate cannot be encoded for the database: it was a 500 in the history query."""
+    response = client.post("/recommendations", json.dumps(body), content_type="application/json")
+    assert_error(response, 400, "invalid")
+    assert "Surrogate" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("path", ["/recommendations", "/events", "/reload_model", "/products", "/reload_data"])
+def test_json_nested_too_deeply_is_a_400(service: Pipeline, staff_client: APIClient, path: str) -> None:
+    """The json module reads nesting by recursion; DRF's parser let its RecursionError through as a 500."""
+    response = staff_client.post(path, "[" * 100_000, content_type="application/json")
+    assert_error(response, 400, "parse_error")
+    assert "nested too deeply" in response.json()["error"]["message"]
+
+
+def test_an_unknown_format_is_a_json_406_naming_the_formats(service: Pipeline, client: APIClient) -> None:
+    response = client.get("/recommendations", {"users": "a", "format": "api"})
+    assert_error(response, 406, "not_acceptable")
+    assert "'api'" in response.json()["error"]["message"] and "json" in response.json()["error"]["message"]
+    schema = client.get("/api/schema", {"format": "xml"})  # the schema view's first renderer is YAML: errors are JSON
+    assert_error(schema, 406, "not_acceptable")
+    assert client.get("/api/schema", {"format": "json"}).status_code == 200
+    assert client.get("/recommendations", {"users": "a", "format": "json"}).status_code == 200
+
+
+def test_a_host_outside_allowed_hosts_is_named_and_logged_as_one_warning(service: Pipeline, client: APIClient,
+                                                                         caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="django.security.DisallowedHost"):
+        response = client.get("/health", HTTP_HOST="not-this-server.example")
+    assert_error(response, 400, "bad_request")
+    assert "Host header" in response.json()["error"]["message"]
+    records = [r for r in caplog.records if r.name == "django.security.DisallowedHost"]
+    assert records and all(r.levelno == logging.WARNING and r.exc_info is None for r in records)
+
+
+def test_a_head_answer_has_the_get_answers_headers_and_no_body(service: Pipeline) -> None:
+    """Called as gunicorn calls it (Django's test client drops a HEAD body by itself, as its runserver does)."""
+    from django.test import RequestFactory
+
+    from recoapi.middleware import RequestMiddleware
+
+    def view(request):  # what the view answers to GET and HEAD alike
+        return JsonResponse({"status": "ok", "padding": "x" * 100})
+
+    answer = RequestMiddleware(view)(RequestFactory().head("/health"))
+    assert answer.status_code == 200 and answer.content == b""
+    assert int(answer["Content-Length"]) == len(view(None).content)
+    assert RequestMiddleware(view)(RequestFactory().get("/health")).content == view(None).content
 
 
 def test_public_endpoints_are_throttled(service: Pipeline, client: APIClient, monkeypatch) -> None:

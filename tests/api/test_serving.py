@@ -148,6 +148,7 @@ def test_event_excludes_the_product_for_a_known_shopper_at_once(service: Pipelin
     ({"user": "", "item": "x", "event": "view"}, 400),
     ({"item": "x", "event": "view"}, 400),
     ({"user": "u", "item": "x", "event": "view", "timestamp": "yesterday"}, 400),
+    ({"user": "u", "item": "x", "event": "rating"}, 400),  # a rating event without its rating
 ])
 def test_bad_events_are_refused(service: Pipeline, staff_client: APIClient, body: dict, status: int) -> None:
     before = Interaction.objects.count()
@@ -436,6 +437,33 @@ def test_recommend_batch_bad_arguments(service: Pipeline, tmp_path: Path) -> Non
     assert not (tmp_path / "o").exists()
 
 
+def test_recommend_batch_refuses_unreadable_input_and_unwritable_output_with_a_message(
+        service: Pipeline, tmp_path: Path) -> None:
+    """Each of these was a stack trace: a file that is not UTF-8, a folder as the output, an output that cannot
+    be written."""
+    (tmp_path / "latin1.csv").write_bytes("user_id\nok\nJos\xe9\n".encode("latin-1"))
+    (tmp_path / "in.csv").write_text("a\n")
+    (tmp_path / "blocker").write_text("a file where a folder is needed")
+    cases = [("latin1.csv", tmp_path / "o.csv", r"latin1\.csv, line 3: not UTF-8 text"),
+             ("in.csv", tmp_path, "is a folder; give the path of the CSV file"),
+             ("in.csv", tmp_path / "blocker" / "o.csv", "cannot write")]
+    for source, target, message in cases:
+        with pytest.raises(CommandError, match=message):
+            call_command("recommend_batch", "--input", str(tmp_path / source), "--output", str(target),
+                         stdout=StringIO(), stderr=StringIO())
+    assert not (tmp_path / "o.csv").exists() and (tmp_path / "blocker").is_file()
+    assert not list(tmp_path.glob(".*.tmp")) and not list(tmp_path.parent.glob(".*.tmp"))
+
+
+def test_recommend_batch_of_an_empty_file_says_so(service: Pipeline, tmp_path: Path) -> None:
+    (tmp_path / "empty.csv").write_text("user_id\n\n")
+    out = StringIO()
+    call_command("recommend_batch", "--input", str(tmp_path / "empty.csv"), "--output", str(tmp_path / "o.csv"),
+                 stdout=out, stderr=StringIO())
+    assert "holds no shopper ids" in out.getvalue() and "(model )" not in out.getvalue()
+    assert (tmp_path / "o.csv").read_text().strip() == "user_id,rank,item_id,score"
+
+
 def test_every_worker_sees_new_products_after_a_data_import(service: Pipeline, client: APIClient,
                                                             settings) -> None:
     from recoapi.catalog.services import data_import
@@ -454,8 +482,13 @@ def test_live_events_survive_a_data_reload(service: Pipeline, staff_client: APIC
                              format="json").status_code == 201
     body = staff_client.post("/reload_data", format="json").json()
     assert body["skipped"] is True  # imported data unchanged: the live event does not force a re-import
+    added = staff_client.post("/products", {"id": "LIVE-ONLY", "title": "Added through the API"}, format="json")
+    assert added.status_code == 201
+    body = staff_client.post("/reload_data", format="json").json()
+    assert body["skipped"] is True  # nor does a product added through POST /products (it did, every time)
     forced = staff_client.post("/reload_data", {"force": True}, format="json")
     assert forced.status_code == 200 and forced.json()["skipped"] is False
+    assert Product.objects.filter(id="LIVE-ONLY").exists()
     assert Interaction.objects.filter(shopper_id="loyal-1", source=Interaction.LIVE).count() == 1
     assert Interaction.objects.filter(source=Interaction.IMPORTED).count() == len(service.data.interactions)
     assert recommend(staff_client, users="loyal-1", k=3)["loyal-1"]["strategy"] == "content"

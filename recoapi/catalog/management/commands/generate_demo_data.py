@@ -33,6 +33,8 @@ class Command(BaseCommand):
                                         progress=options["verbosity"] > 0)
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
+        except OSError as exc:  # not a folder, not writable...
+            raise CommandError(f"cannot write the demo data to {options['output']}: {exc.strerror or exc}") from exc
         verb = "Demo data is current" if result["skipped"] else "Demo data written"
         self.stdout.write(self.style.SUCCESS(
             f"{verb}: {result['users']} shoppers, {result['items']} products, "

@@ -7,7 +7,9 @@ import secrets
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandParser
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rest_framework.authtoken.models import Token
 
 
@@ -23,8 +25,19 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         model = get_user_model()
         username = options["username"]
+        if not username:
+            raise CommandError("--username may not be empty")
+        try:
+            model.username_validator(username)
+        except ValidationError as exc:
+            raise CommandError(f"--username {username!r}: {' '.join(exc.messages)}") from exc
         user = model.objects.filter(username=username).first()
         password = options["password"]
+        if password:
+            try:  # the same rules as the admin's password form (AUTH_PASSWORD_VALIDATORS)
+                validate_password(password, user)
+            except ValidationError as exc:
+                raise CommandError(f"--password: {' '.join(exc.messages)}") from exc
         created = user is None
         if user is None:
             password = password or secrets.token_urlsafe(12)

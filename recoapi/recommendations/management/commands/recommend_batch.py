@@ -26,22 +26,41 @@ def _read_ids(path: Path, chunk: int) -> Iterator[list[str]]:
     with surrounding spaces or a UTF-8 byte order mark, as spreadsheet exports write it).
 
     Raises:
-        CommandError: an id longer than 128 characters (with its line).
+        CommandError: an id longer than 128 characters (with its line), a file that is not UTF-8 text or cannot
+            be read.
     """
     batch: list[str] = []
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        for number, row in enumerate(csv.reader(handle), start=1):
-            value = row[0].strip() if row else ""
-            if not value or (number == 1 and value.lower() in HEADER_NAMES):
-                continue
-            if len(value) > 128:
-                raise CommandError(f"{path}, line {number}: a shopper id is at most 128 characters")
-            batch.append(value)
-            if len(batch) >= chunk:
-                yield batch
-                batch = []
+    number = 0
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            for number, row in enumerate(csv.reader(handle), start=1):
+                value = row[0].strip() if row else ""
+                if not value or (number == 1 and value.lower() in HEADER_NAMES):
+                    continue
+                if len(value) > 128:
+                    raise CommandError(f"{path}, line {number}: a shopper id is at most 128 characters")
+                batch.append(value)
+                if len(batch) >= chunk:
+                    yield batch
+                    batch = []
+    except UnicodeDecodeError as exc:  # the reader decodes ahead of the rows: find the line in the bytes
+        raise CommandError(f"{path}, line {_undecodable_line(path)}: not UTF-8 text ({exc.reason})") from exc
+    except csv.Error as exc:
+        raise CommandError(f"{path}, line {number + 1}: {exc}") from exc
+    except OSError as exc:
+        raise CommandError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     if batch:
         yield batch
+
+
+def _undecodable_line(path: Path) -> int:
+    """The number of the first line of ``path`` that is not UTF-8 (1 if it cannot be told)."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return data.count(b"\n", 0, exc.start) + 1
+    return 1
 
 
 class Command(BaseCommand):
@@ -51,7 +70,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--input", required=True, help="File with one shopper id per line.")
-        parser.add_argument("--output", required=True, help="CSV file to write (replaced atomically).")
+        parser.add_argument("--output", required=True,
+                            help="CSV file to write (replaced atomically; missing folders are made).")
         parser.add_argument("--k", type=int, default=10, help="Recommendations per shopper (1-100).")
         parser.add_argument("--chunk-size", type=int, default=1000, help="Shoppers scored per step.")
 
@@ -59,6 +79,8 @@ class Command(BaseCommand):
         source, target = Path(options["input"]), Path(options["output"])
         if not source.is_file():
             raise CommandError(f"{source}: no such file")
+        if target.is_dir():
+            raise CommandError(f"--output {target} is a folder; give the path of the CSV file to write")
         if not 1 <= options["k"] <= 100:
             raise CommandError(f"--k must be between 1 and 100, got {options['k']}")
         if options["chunk_size"] < 1:
@@ -71,10 +93,10 @@ class Command(BaseCommand):
             raise CommandError(exc.message) from exc
         if options["verbosity"] >= 2:
             self.stdout.write(f"Model {version} loaded; {total} shopper ids to answer.")
-        target.parent.mkdir(parents=True, exist_ok=True)
         users = rows_written = 0
         versions: set[str] = set()
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
             with atomic_write(target, newline="") as handle, tqdm(
                 total=total, unit="shopper", desc="recommend", disable=options["verbosity"] == 0
             ) as bar:
@@ -95,5 +117,10 @@ class Command(BaseCommand):
                     bar.update(len(ids))
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
+        except OSError as exc:  # the folder cannot be made, or the file not written (nothing is left half-written)
+            raise CommandError(f"cannot write {target}: {exc.strerror or exc}") from exc
+        if not users:
+            self.stdout.write(self.style.WARNING(f"{source} holds no shopper ids: wrote only the header to {target}."))
+            return
         self.stdout.write(self.style.SUCCESS(
             f"Wrote {rows_written} rows for {users} shoppers to {target} (model {', '.join(sorted(versions))})."))

@@ -127,6 +127,7 @@ class Command(BaseCommand):
                               f"was trained again on every interaction for {result['refit_epochs']} epochs)")
         if not result["skipped"]:
             on = f" on {options['workers']} workers" if options["workers"] > 1 else ""
-            self.stdout.write(f"  {result['train_seconds']} s, {result['examples_per_second']} examples/s{on}")
+            self.stdout.write(f"  training took {result['train_seconds']} s, {result['examples_per_second']} "
+                              f"examples/s{on}")
         state = " and activated" if result["activated"] else ""
         self.stdout.write(self.style.SUCCESS(f"Model {result['version']} ready{state}."))

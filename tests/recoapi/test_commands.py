@@ -1,0 +1,42 @@
+"""Management commands refuse bad command lines with a message (a CommandError), never a stack trace."""
+
+from __future__ import annotations
+
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("arguments", "message"), [
+    (("--username", "", "--password", "long-enough-1"), "may not be empty"),
+    (("--username", "a b/c", "--password", "long-enough-1"), "Enter a valid username"),
+    (("--username", "ops", "--password", "short"), "--password: This password is too short"),
+])
+def test_create_staff_user_refuses_what_the_admin_would(arguments: tuple[str, ...], message: str) -> None:
+    with pytest.raises(CommandError, match=message):
+        call_command("create_staff_user", *arguments, stdout=StringIO())
+    assert not get_user_model().objects.exists()
+
+
+@pytest.mark.django_db
+def test_create_staff_user_keeps_the_old_password_when_a_new_one_is_refused() -> None:
+    out = StringIO()
+    call_command("create_staff_user", "--username", "ops", "--password", "ops-pass-123", stdout=out)
+    assert "API token: " in out.getvalue()
+    with pytest.raises(CommandError, match="too short"):
+        call_command("create_staff_user", "--username", "ops", "--password", "x", stdout=StringIO())
+    assert get_user_model().objects.get(username="ops").check_password("ops-pass-123")
+
+
+def test_generate_demo_data_into_a_file_or_an_impossible_folder_is_a_message(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    for output in (tmp_path / "a-file", tmp_path / "a-file" / "below"):
+        with pytest.raises(CommandError, match="cannot write the demo data to"):
+            call_command("generate_demo_data", "--output", str(output), "--users", "20", "--items", "30",
+                         "--interactions", "200", verbosity=0, stdout=StringIO())
+    assert (tmp_path / "a-file").read_text() == "not a folder"
