@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -73,6 +74,20 @@ class IdList(serializers.Field):
 
     def to_representation(self, value: Any) -> list[str]:
         return list(value)
+
+
+class BodyInput(serializers.Serializer):
+    """A JSON body object: a field the endpoint does not have is an error naming it, not silently dropped (a
+    misspelt ``"timestmap"`` would otherwise store the event at the time of the request)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            unknown = sorted(str(name) for name in data if name not in self.fields)
+            if unknown:
+                known = ", ".join(self.fields)
+                raise serializers.ValidationError(
+                    {name[:64]: f"unknown field; this body's fields are: {known}" for name in unknown[:10]})
+        return super().to_internal_value(data)
 
 
 class StrictCharField(serializers.CharField):
@@ -255,7 +270,7 @@ def _validate_recommendation_request(attrs: dict[str, Any]) -> dict[str, Any]:
     return attrs
 
 
-class RecommendationsBodyInput(serializers.Serializer):
+class RecommendationsBodyInput(BodyInput):
     """The body of POST /recommendations: the parameters of GET /recommendations as a JSON object."""
 
     users = IdList(required=False, help_text="Shopper ids (at most 100): a list, or one comma-separated string.")
@@ -346,7 +361,7 @@ class SimilarItemsOutput(serializers.Serializer):
     items = ItemOutput(many=True)
 
 
-class EventInput(serializers.Serializer):
+class EventInput(BodyInput):
     user = StrictCharField(max_length=128)
     item = StrictCharField(max_length=128)
     event = serializers.ChoiceField(choices=["view", "cart", "purchase", "review", "rating"])
@@ -392,7 +407,7 @@ class EventBatchOutput(serializers.Serializer):
     duplicate_event_ids = serializers.ListField(child=serializers.CharField())
 
 
-class ReloadModelInput(serializers.Serializer):
+class ReloadModelInput(BodyInput):
     version = serializers.CharField(required=False, max_length=64)
 
 
@@ -401,7 +416,7 @@ class ReloadModelOutput(serializers.Serializer):
     previous_version = serializers.CharField(allow_null=True)
 
 
-class ProductInput(serializers.Serializer):
+class ProductInput(BodyInput):
     id = StrictCharField(max_length=128)
     title = StrictCharField(required=False, allow_blank=True, max_length=1000)
     description = StrictCharField(required=False, allow_blank=True, max_length=20000)
@@ -433,7 +448,7 @@ class ProductBatchOutput(serializers.Serializer):
     updated = serializers.IntegerField()
 
 
-class ReloadDataInput(serializers.Serializer):
+class ReloadDataInput(BodyInput):
     force = StrictBooleanField(default=False)
     replace = StrictBooleanField(default=False, help_text="Remove products and shoppers not in the data.")
     merge = StrictBooleanField(default=False, help_text="Keep them even when the data looks like another shop.")

@@ -156,6 +156,25 @@ def test_bad_events_are_refused(service: Pipeline, staff_client: APIClient, body
     assert Interaction.objects.count() == before
 
 
+@pytest.mark.parametrize(("path", "body", "named"), [
+    ("/events", {"user": "u", "item": "x", "event": "view", "timestmap": "2024-05-01T10:00:00Z"}, "timestmap"),
+    ("/events", [{"user": "u", "item": "x", "event": "view"}, {"user": "u", "item": "x", "event": "view",
+                                                              "wieght": 2}], "events[1].wieght"),
+    ("/products", {"id": "P-1", "titel": "A misspelt title"}, "titel"),
+    ("/reload_data", {"path": "/etc"}, "path"),
+    ("/reload_model", {"versoin": "x"}, "versoin"),
+    ("/recommendations", {"users": ["a"], "kk": 3}, "kk"),
+])
+def test_a_body_field_the_endpoint_does_not_have_is_refused_by_name(service: Pipeline, staff_client: APIClient,
+                                                                    path: str, body: object, named: str) -> None:
+    """Silently dropped before: a misspelt timestamp stored the event at the time of the request."""
+    before = (Interaction.objects.count(), Product.objects.count())
+    response = staff_client.post(path, body, format="json")
+    assert_error(response, 400, "invalid")
+    assert response.json()["error"]["message"].startswith(f"{named}: unknown field")
+    assert (Interaction.objects.count(), Product.objects.count()) == before
+
+
 @pytest.mark.parametrize("moment", ["3000-01-01T00:00:00Z", "1800-06-01T00:00:00Z", "1994-12-31T23:59:59Z"])
 def test_events_at_implausible_times_are_refused_naming_the_field(service: Pipeline, staff_client: APIClient,
                                                                  moment: str) -> None:
