@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from django.conf import settings
+from django.core.handlers.wsgi import WSGIRequest
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from recoapi import metrics
@@ -32,6 +33,7 @@ logger = logging.getLogger("recoapi.requests")
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
+_HIGH_ESCAPE = re.compile(r"%[89A-Fa-f]")  # an escaped byte from 0x80 on: part of a multi-byte sequence, or not
 
 
 def current_request_id() -> str:
@@ -132,21 +134,23 @@ class RequestMiddleware:
             return JsonResponse(error_body(
                 "uri_too_long", f"The query string is longer than {settings.RECO_MAX_QUERY_STRING} characters."
             ), status=414)
-        if not _is_utf8_query(query):
+        if not _is_utf8_query(query, wsgi=isinstance(request, WSGIRequest)):
             return JsonResponse(error_body(
                 "bad_request", "The query string is not valid UTF-8 once percent-decoded."), status=400)
         return None
 
 
-def _is_utf8_query(query: str) -> bool:
-    """Whether a WSGI query string (its bytes as latin-1 text) percent-decodes to valid UTF-8.
+def _is_utf8_query(query: str, *, wsgi: bool = True) -> bool:
+    """Whether a query string percent-decodes to valid UTF-8.
 
     Django decodes an invalid sequence to U+FFFD without a word, so ``users=%FF`` would ask for a shopper named
-    "\ufffd" and record a list for it. Plain ASCII without escapes (the usual query) is valid as it stands."""
-    if query.isascii() and "%" not in query:
+    "\ufffd" and record a list for it. ``query`` is a WSGI query string (its bytes as latin-1 text, PEP 3333), or
+    with ``wsgi`` False an ASGI one (Django has decoded its bytes as UTF-8 already). ASCII whose escapes are all
+    ASCII (``%00`` to ``%7F``: every usual query, commas sent as ``%2C`` included) is valid as it stands."""
+    if query.isascii() and not _HIGH_ESCAPE.search(query):
         return True
     try:
-        unquote_to_bytes(query.replace("+", " ").encode("latin-1")).decode("utf-8")
+        unquote_to_bytes(query.encode("latin-1" if wsgi else "utf-8")).decode("utf-8")
     except (UnicodeEncodeError, UnicodeDecodeError):
         return False
     return True

@@ -74,12 +74,13 @@ def _database_counts() -> dict[str, int]:
             "interactions": imported.count()}
 
 
-def _holds_the_import(database: dict[str, int], data: dict[str, int]) -> bool:
+def _holds_the_import(database: dict[str, int], data: dict[str, int], *, exact_items: bool = False) -> bool:
     """Whether the database's counts (:func:`_database_counts`) are those of an import of ``data``: its shoppers
     and imported interactions exactly, at least its products (products added since through ``POST /products``
-    are kept by an import: they alone must not make every later reload import again)."""
-    return (database["users"] == data["users"] and database["interactions"] == data["interactions"]
-            and database["items"] >= data["items"])
+    are kept by an import: they alone must not make every later reload import again), or exactly its products
+    with ``exact_items`` (a ``replace`` import removes the others)."""
+    items = database["items"] == data["items"] if exact_items else database["items"] >= data["items"]
+    return database["users"] == data["users"] and database["interactions"] == data["interactions"] and items
 
 
 def _refuse_another_shop(data: ds.CanonicalData) -> None:
@@ -222,7 +223,7 @@ def data_import(
 
     manifest = ds.read_snapshot_manifest(processed)
     if (not force and manifest is not None and manifest.get("fingerprint") == data.fingerprint
-            and _holds_the_import(_database_counts(), data.counts())
+            and _holds_the_import(_database_counts(), data.counts(), exact_items=replace)
             and (not replace or Shopper.objects.count() == data.counts()["users"])):
         logger.info("data unchanged (%s), import skipped", data.fingerprint[:12])
         return ImportResult(source=source, path=str(path), skipped=True, counts=data.counts(), report=data.report,

@@ -124,8 +124,19 @@ def test_a_query_string_that_is_not_utf8_is_refused(service: Pipeline, client: A
 
 
 def test_utf8_query_strings_are_read_as_before(service: Pipeline, client: APIClient) -> None:
-    response = client.get("/check_users?users=%C3%A9t%C3%A9,b+c")
-    assert response.status_code == 200 and response.json() == {"été": False, "b c": False}
+    response = client.get("/check_users?users=%C3%A9t%C3%A9,b+c%2Cd")
+    assert response.status_code == 200 and response.json() == {"été": False, "b c": False, "d": False}
+
+
+def test_the_query_check_reads_wsgi_and_asgi_strings_as_each_gives_them() -> None:
+    """WSGI hands the raw bytes as latin-1 text (PEP 3333); Django's ASGI request has decoded them as UTF-8."""
+    from recoapi.middleware import _is_utf8_query
+
+    raw = "users=" + "été,中".encode().decode("latin-1")
+    assert _is_utf8_query(raw) and _is_utf8_query("users=été,中", wsgi=False)
+    assert not _is_utf8_query("users=\xe9")  # one latin-1 byte: not UTF-8
+    assert _is_utf8_query("users=a%2Cb%20c&k=10") and _is_utf8_query("users=100%") and _is_utf8_query("x=%2")
+    assert not _is_utf8_query("users=%ff") and not _is_utf8_query("users=%C0%80", wsgi=False)
 
 
 @pytest.mark.parametrize("body", [{"users": ["\ud800"]}, {"users": "A0000001,\udfff"},

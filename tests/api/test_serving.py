@@ -513,6 +513,16 @@ def test_live_events_survive_a_data_reload(service: Pipeline, staff_client: APIC
     assert recommend(staff_client, users="loyal-1", k=3)["loyal-1"]["strategy"] == "content"
 
 
+def test_a_replacing_reload_removes_a_product_added_since_though_the_files_are_unchanged(
+        service: Pipeline, staff_client: APIClient) -> None:
+    """Only the product differs from the files' import (no live shopper): replace still imports and removes it."""
+    assert staff_client.post("/products", {"id": "LIVE-ONLY", "title": "Added"}, format="json").status_code == 201
+    assert staff_client.post("/reload_data", format="json").json()["skipped"] is True
+    replaced = staff_client.post("/reload_data", {"replace": True}, format="json").json()
+    assert replaced["skipped"] is False and replaced["removed"] == {"products": 1, "shoppers": 0}
+    assert not Product.objects.filter(id="LIVE-ONLY").exists()
+
+
 def test_approximate_index_above_the_configured_size_serves_the_same_lists(service: Pipeline, client: APIClient,
                                                                            settings) -> None:
     from modeling.index import IvfIndex

@@ -16,6 +16,7 @@ from django.core.management.base import CommandError
     (("--username", "", "--password", "long-enough-1"), "may not be empty"),
     (("--username", "a b/c", "--password", "long-enough-1"), "Enter a valid username"),
     (("--username", "ops", "--password", "short"), "--password: This password is too short"),
+    (("--username", "u" * 151, "--password", "long-enough-1"), "at most 150 characters"),
 ])
 def test_create_staff_user_refuses_what_the_admin_would(arguments: tuple[str, ...], message: str) -> None:
     with pytest.raises(CommandError, match=message):

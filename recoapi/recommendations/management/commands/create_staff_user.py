@@ -27,8 +27,8 @@ class Command(BaseCommand):
         username = options["username"]
         if not username:
             raise CommandError("--username may not be empty")
-        try:
-            model.username_validator(username)
+        try:  # the field's own checks: its characters and its length (the database would refuse a longer one)
+            model._meta.get_field(model.USERNAME_FIELD).clean(username, None)
         except ValidationError as exc:
             raise CommandError(f"--username {username!r}: {' '.join(exc.messages)}") from exc
         user = model.objects.filter(username=username).first()

@@ -31,9 +31,11 @@ def _read_ids(path: Path, chunk: int) -> Iterator[list[str]]:
     """
     batch: list[str] = []
     number = 0
+    reader = None
     try:
         with open(path, encoding="utf-8-sig", newline="") as handle:
-            for number, row in enumerate(csv.reader(handle), start=1):
+            reader = csv.reader(handle)
+            for number, row in enumerate(reader, start=1):
                 value = row[0].strip() if row else ""
                 if not value or (number == 1 and value.lower() in HEADER_NAMES):
                     continue
@@ -45,8 +47,8 @@ def _read_ids(path: Path, chunk: int) -> Iterator[list[str]]:
                     batch = []
     except UnicodeDecodeError as exc:  # the reader decodes ahead of the rows: find the line in the bytes
         raise CommandError(f"{path}, line {_undecodable_line(path)}: not UTF-8 text ({exc.reason})") from exc
-    except csv.Error as exc:
-        raise CommandError(f"{path}, line {number + 1}: {exc}") from exc
+    except csv.Error as exc:  # a record may span lines (a quoted newline): the reader counts physical lines
+        raise CommandError(f"{path}, line {reader.line_num if reader is not None else number + 1}: {exc}") from exc
     except OSError as exc:
         raise CommandError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     if batch:
@@ -55,7 +57,10 @@ def _read_ids(path: Path, chunk: int) -> Iterator[list[str]]:
 
 def _undecodable_line(path: Path) -> int:
     """The number of the first line of ``path`` that is not UTF-8 (1 if it cannot be told)."""
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return 1
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -109,7 +114,10 @@ class Command(BaseCommand):
                     bar.update(len(chunk) - len(ids))
                     if not ids:
                         continue
-                    version, rows = recommendation_batch(user_ids=ids, k=options["k"])
+                    try:
+                        version, rows = recommendation_batch(user_ids=ids, k=options["k"])
+                    except OSError as exc:  # not the output's fault: the model's files (the handler below is)
+                        raise CommandError(f"the model could not be read: {exc}") from exc
                     versions.add(version)
                     writer.writerows(rows)
                     users += len(ids)
