@@ -20,8 +20,8 @@ import numpy as np
 from modeling import datasets as ds
 from modeling.embeddings import Embeddings
 from modeling.errors import TrainingError
+from modeling.params import TwoTowerParams
 from modeling.splits import Split, leave_last_out_split
-from modeling.two_tower import TwoTowerParams
 
 logger = logging.getLogger(__name__)
 

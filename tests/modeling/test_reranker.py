@@ -30,6 +30,7 @@ from modeling.reranker import (
     _row_medians,
     _train_booster,
     candidate_features,
+    choose_reference,
     choose_trial,
     fit_ranker,
 )
@@ -349,6 +350,18 @@ def test_the_baselines_ranking_is_chosen_on_every_validation_shopper() -> None:
     assert report["cross_validation"]["feature:item_item"] > report["cross_validation"]["feature:transition_last"]
     assert report["reference_trials"]["feature:transition_last"] > report["reference_trials"]["feature:item_item"]
     assert report["reference"] == "feature:transition_last", report
+
+
+def test_a_single_source_replaces_the_blend_as_reference_only_when_clearly_better() -> None:
+    """A 300-shopper shop's validation favoured the last product's transitions over transitions + item-item by
+    0.0015: chance, and serving the transitions alone cost a third of the test NDCG@10."""
+    rng = np.random.default_rng(3)
+    blend = rng.random(300) * (rng.random(300) < 0.1)
+    noisy = blend + rng.normal(scale=0.1, size=300) + 0.0015
+    assert choose_reference({"feature:item_item": blend * 0.5, "feature:transition_last": noisy,
+                             "transitions+item_item": blend}) == "transitions+item_item"
+    assert choose_reference({"feature:item_item": blend + 0.05, "feature:transition_last": noisy,
+                             "transitions+item_item": blend}) == "feature:item_item"
 
 
 def test_the_sequential_blend_ranks_as_the_transitions_ease_baseline() -> None:

@@ -16,10 +16,10 @@ from modeling.cold_start import cold_items, cold_users, format_cold_table
 from modeling.embeddings import build_embeddings, load_embeddings
 from modeling.errors import ModelingError
 from modeling.evaluate import EASE_L2_GRID, compare_leave_last_out, format_differences, format_table
+from modeling.params import TwoTowerParams
 from modeling.sources import SOURCES, load_source
 from modeling.splits import leave_last_out_split
 from modeling.tuning import DEFAULT_BUDGET_SECONDS, SEARCH_SPACE, budgeted_search, random_search, read_params
-from modeling.two_tower import TwoTowerParams
 from recoapi.catalog.services import event_time_bounds
 
 

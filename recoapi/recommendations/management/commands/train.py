@@ -8,8 +8,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from modeling.errors import ModelingError
+from modeling.params import TwoTowerParams
 from modeling.tuning import DEFAULT_BUDGET_SECONDS, SEARCH_SPACE, read_params
-from modeling.two_tower import TwoTowerParams
 from recoapi.exceptions import ApplicationError
 from recoapi.recommendations.services import model_train
 
