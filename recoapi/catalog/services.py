@@ -74,6 +74,45 @@ def _database_counts() -> dict[str, int]:
             "interactions": imported.count()}
 
 
+_ITEM_TEXT_FIELDS = (ds.TITLE, ds.DESCRIPTION, ds.BRAND, ds.CATEGORY)
+
+
+def _keep_catalogue_fields(items: pd.DataFrame, report: dict[str, int]) -> pd.DataFrame:
+    """``items`` with the catalogue's fields for its bare products (no title, description, brand, category or
+    price in the data: a product the interactions name that the data's product file lacks, or without one).
+
+    Such a row would otherwise blank a product the catalogue describes (from an earlier import with a product
+    file, or ``POST /products``); the snapshot takes the same fields, so training reads what is served. Counts
+    them in ``report["bare_items_kept"]``."""
+    import numpy as np  # imports only, like pandas
+
+    bare = items[ds.PRICE].isna().to_numpy().copy()
+    for column in _ITEM_TEXT_FIELDS:
+        bare &= (items[column].fillna("").astype(str) == "").to_numpy()
+    ids = items.loc[bare, ds.ITEM_ID].astype(str).tolist()
+    if not ids:
+        return items
+    known: dict[str, tuple] = {}
+    for sl in _batches(len(ids), ID_BATCH_SIZE):
+        for row in Product.objects.filter(id__in=ids[sl]).values_list("id", "title", "description", "brand",
+                                                                       "category", "price"):
+            if any(row[1:5]) or row[5] is not None:
+                known[row[0]] = row[1:]
+    if not known:
+        return items
+    items = items.copy()
+    rows = np.flatnonzero(bare & items[ds.ITEM_ID].astype(str).isin(known).to_numpy())
+    values = [known[str(item)] for item in items[ds.ITEM_ID].iloc[rows]]
+    for at, column in enumerate((*_ITEM_TEXT_FIELDS, ds.PRICE)):
+        filled = [value[at] for value in values]
+        if column == ds.PRICE:
+            filled = [np.nan if value is None else float(value) for value in filled]
+        items.iloc[rows, items.columns.get_loc(column)] = filled
+    report["bare_items_kept"] = len(rows)
+    logger.info("%d products without fields in the data keep the catalogue's", len(rows))
+    return items
+
+
 def _holds_the_import(database: dict[str, int], data: dict[str, int], *, exact_items: bool = False) -> bool:
     """Whether the database's counts (:func:`_database_counts`) are those of an import of ``data``: its shoppers
     and imported interactions exactly, at least its products (products added since through ``POST /products``
@@ -230,6 +269,7 @@ def data_import(
                             fingerprint=data.fingerprint)
 
     report = progress or (lambda table, done, total: None)
+    data.items = _keep_catalogue_fields(data.items, data.report)
     items = data.items
     products = [
         Product(id=row.item_id, title=row.title or "", description=row.description or "", brand=row.brand or "",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from io import StringIO
 from pathlib import Path
 
@@ -9,6 +12,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.django_db
@@ -41,3 +46,15 @@ def test_generate_demo_data_into_a_file_or_an_impossible_folder_is_a_message(tmp
             call_command("generate_demo_data", "--output", str(output), "--users", "20", "--items", "30",
                          "--interactions", "200", verbosity=0, stdout=StringIO())
     assert (tmp_path / "a-file").read_text() == "not a folder"
+
+
+def test_load_data_into_a_database_without_tables_says_to_migrate(tmp_path: Path) -> None:
+    """A new DATABASE_URL: the import ended in a stack trace ("no such table: catalog_product")."""
+    (tmp_path / "interactions.csv").write_text("user_id,item_id,timestamp\na,p1,1700000000\n")
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'new.sqlite3'}",
+           "RECO_PROCESSED_DIR": str(tmp_path / "processed"), "RECO_LOGS_DIR": str(tmp_path / "logs")}
+    done = subprocess.run([sys.executable, "manage.py", "load_data", "--source", "csv", "--path", str(tmp_path)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert "no tables yet: run `.venv/bin/python manage.py migrate` first" in done.stderr
+    assert not (tmp_path / "processed").exists()

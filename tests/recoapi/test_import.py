@@ -232,3 +232,25 @@ def test_failed_replace_deletes_nothing(pipeline: Pipeline, tmp_path: Path, monk
                     replace=True)
     assert rows() == before and Product.objects.count() == products
     assert ds.read_snapshot_manifest(tmp_path / "processed") == manifest
+
+
+@pytest.mark.django_db
+def test_an_import_without_a_product_file_keeps_the_catalogues_fields(tmp_path: Path) -> None:
+    """The product file of a csv shop is optional: importing without it blanked every product's title and
+    category (database and snapshot); a product the data does describe still takes the data's fields."""
+    shop = tmp_path / "shop"
+    shop.mkdir()
+    (shop / "interactions.csv").write_text("user_id,item_id,timestamp\na,p1,1700000000\nb,p2,1700000100\n"
+                                           "b,p3,1700000200\n")
+    (shop / "items.csv").write_text("item_id,title,category,price\np1,Mug,Kitchen,3.5\np2,Tea,Food,\n")
+    data_import(source="csv", path=shop, processed_dir=tmp_path / "processed")
+    (shop / "items.csv").write_text("item_id,title\np2,Green tea\n")
+    result = data_import(source="csv", path=shop, processed_dir=tmp_path / "processed")
+    assert result.report["bare_items_kept"] == 1  # p1; p3 was bare before too (nothing to keep)
+    stored = {p.id: (p.title, p.category, p.price) for p in Product.objects.all()}
+    assert stored == {"p1": ("Mug", "Kitchen", 3.5), "p2": ("Green tea", "", None), "p3": ("", "", None)}
+    snapshot = ds.read_snapshot(tmp_path / "processed").items.set_index(ds.ITEM_ID)
+    assert (snapshot.loc["p1", ds.TITLE], snapshot.loc["p1", ds.PRICE]) == ("Mug", 3.5)
+    (shop / "items.csv").unlink()
+    data_import(source="csv", path=shop, processed_dir=tmp_path / "processed")
+    assert Product.objects.get(id="p2").title == "Green tea"

@@ -8,10 +8,12 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError, connection
 from tqdm.auto import tqdm
 
 from modeling.datasets import InteractionFilters
 from modeling.sources import SOURCES
+from recoapi.catalog.models import Product
 from recoapi.catalog.services import data_import, import_filters_from_settings
 from recoapi.exceptions import ApplicationError
 
@@ -25,6 +27,17 @@ def _date(value: str) -> int:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD) or unix seconds") from exc
     return int(moment.timestamp())
+
+
+def _check_database() -> None:
+    """Raise CommandError, with what to do, when the database cannot be reached or has no tables yet (a new
+    ``DATABASE_URL``: the import would end in "no such table" deep in its transaction)."""
+    try:
+        tables = connection.introspection.table_names()
+    except DatabaseError as exc:
+        raise CommandError(f"the database cannot be reached: {exc}") from exc
+    if Product._meta.db_table not in tables:
+        raise CommandError("the database has no tables yet: run `.venv/bin/python manage.py migrate` first")
 
 
 class Command(BaseCommand):
@@ -69,6 +82,7 @@ class Command(BaseCommand):
                 bar = bars[table] = tqdm(total=total, desc=f"import {table}", unit="row")
             bar.update(done - bar.n)
 
+        _check_database()
         self.stdout.write(f"Reading {options['source']} data from {options['path']} ...")
         try:
             filters = InteractionFilters(
