@@ -402,7 +402,10 @@ def format_cold_table(result: dict[str, Any]) -> str:
             values = items[model]
             lines.append(f"  {model:<16}{values['recall@50']:>8.4f}{values.get('cold_recall@10', 0):>8.4f}")
     promotion = items.get("over_promotion")
-    if promotion:
+    if promotion and not promotion.get("users"):
+        lines.append("  new products' share of the two-tower's top-50 places: not measured (no trained shopper "
+                     "was without them)")
+    elif promotion:
         lines.append(f"  new products take {promotion['share_of_top50']:.4f} of the two-tower's top-50 places for "
                      f"{promotion['users']} users who had none of them "
                      f"(catalogue share {promotion['catalogue_share']:.4f})")

@@ -23,7 +23,7 @@ from modeling.metrics import (
     user_hits_and_gains,
 )
 from modeling.ranking import rank_users, seen_items
-from modeling.reranker import stage_summary
+from modeling.reranker import stage_choice_line, stage_summary
 from modeling.splits import for_refit, histories_before, leave_last_out_split
 
 logger = logging.getLogger(__name__)
@@ -287,6 +287,8 @@ def compare_leave_last_out(
     curves[SERVED] = metric_curves(served, test_i, curve_ks)
     say(f"{SERVED} (the served path, both stages): HR@10 {results[SERVED]['hr@10']:.4f}, "
         f"NDCG@10 {results[SERVED]['ndcg@10']:.4f}")
+    if trained.stage is not None:
+        say(stage_choice_line(trained.stage.report))
     differences = {name: compare_per_user(served, ranked, test_i) for name, ranked in rankings.items()}
     differences["two_tower"] = compare_per_user(served, trained.test_ranked, test_i)
     return {

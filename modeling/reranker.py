@@ -1255,6 +1255,18 @@ class RankingStage:
                    StageConfig(**meta.get("config", {})), meta.get("report", {}))
 
 
+def stage_choice_line(report: dict[str, Any]) -> str:
+    """One line on what the ranking stage chose and why, from its selection ``report`` (:func:`fit_ranker`)."""
+    if not report.get("choice"):
+        return "ranking stage: no choice recorded"
+    gain = report.get("gain_over_reference") or {}
+    why = ("its gain over the reference exceeded two standard errors" if report["choice"] != report["reference"]
+           else "no richer trial gained two standard errors over it")
+    return (f"ranking stage: serves {report['choice']} ({why}; reference {report['reference']}, best trial "
+            f"{report['best']} {gain.get('mean', 0.0):+.4f} ± {gain.get('standard_error', 0.0):.4f}, on "
+            f"{report.get('selection_shoppers', 0)} of {report.get('shoppers', 0)} validation shoppers)")
+
+
 def stage_summary(stage: RankingStage) -> dict[str, Any]:
     """What the manifest records of a stage."""
     ranker = {"feature": f"feature:{stage.ranker.feature}"}.get(stage.ranker.kind, stage.ranker.kind)

@@ -33,6 +33,7 @@ from modeling.reranker import (
     choose_reference,
     choose_trial,
     fit_ranker,
+    stage_choice_line,
 )
 from modeling.rows import is_mapped
 
@@ -641,3 +642,14 @@ def test_a_loaded_stage_answers_without_importing_scipy(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "stage")], capture_output=True, text=True,
                          timeout=300, check=False, cwd=Path(__file__).resolve().parents[2])
     assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_the_stage_choice_line_says_what_is_served_and_why() -> None:
+    kept = {"choice": "transitions+item_item", "reference": "transitions+item_item", "best": "lightgbm:50",
+            "gain_over_reference": {"mean": 0.004, "standard_error": 0.003}, "selection_shoppers": 150,
+            "shoppers": 300}
+    line = stage_choice_line(kept)
+    assert line.startswith("ranking stage: serves transitions+item_item (no richer trial gained two standard")
+    assert "lightgbm:50 +0.0040 ± 0.0030, on 150 of 300 validation shoppers" in line
+    assert "exceeded two standard errors" in stage_choice_line({**kept, "choice": "lightgbm:50"})
+    assert stage_choice_line({}) == "ranking stage: no choice recorded"

@@ -58,3 +58,29 @@ def test_load_data_into_a_database_without_tables_says_to_migrate(tmp_path: Path
     assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
     assert "no tables yet: run `.venv/bin/python manage.py migrate` first" in done.stderr
     assert not (tmp_path / "processed").exists()
+
+
+def test_train_and_evaluate_show_the_ranking_stages_progress_lines() -> None:
+    """Between the last two-tower trial and the end, train said nothing for minutes on a large shop."""
+    import logging
+
+    from recoapi.recommendations.management.stage_progress import echo_stage_progress
+
+    written: list[str] = []
+    train, grid = logging.getLogger("modeling.train"), logging.getLogger("modeling.grid_search")
+    level = train.level, grid.level
+    train.setLevel(logging.INFO)
+    grid.setLevel(logging.INFO)
+    try:
+        with echo_stage_progress(written.append):
+            train.info("ranking stage: item-item EASE λ=%g (validation NDCG@10 %.4f)", 2, 0.0141)
+            train.info("epoch 1/15: loss 6.35")  # the commands show epochs themselves
+            grid.info("grid value %g: validation %.4f", 10, 0.0127)
+        with echo_stage_progress(written.append, enabled=False):
+            train.info("ranking stage: not shown")
+        train.info("ranking stage: after the block")
+    finally:
+        train.setLevel(level[0])
+        grid.setLevel(level[1])
+    assert written == ["  ranking stage: item-item EASE λ=2 (validation NDCG@10 0.0141)",
+                       "    item-item grid value 10: validation 0.0127"]

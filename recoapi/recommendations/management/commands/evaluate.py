@@ -21,6 +21,7 @@ from modeling.sources import SOURCES, load_source
 from modeling.splits import leave_last_out_split
 from modeling.tuning import DEFAULT_BUDGET_SECONDS, SEARCH_SPACE, budgeted_search, random_search, read_params
 from recoapi.catalog.services import event_time_bounds
+from recoapi.recommendations.management.stage_progress import echo_stage_progress
 
 
 def _trial_line(trial: dict[str, Any]) -> str:
@@ -73,42 +74,43 @@ class Command(BaseCommand):
         if not budget >= 0:
             raise CommandError(f"--budget must be 0 or more seconds, got {options['budget']}")
         try:
-            params = read_params(options["params"]) if options["params"] else TwoTowerParams()
-            overrides = {"seed": options["seed"], "epochs": options["epochs"],
-                         "logq_correction": options["logq_correction"]}
-            params = replace(params, **{k: v for k, v in overrides.items() if v is not None})
-            data = load_source(options["source"], options["path"], time_bounds=event_time_bounds())
-            cache = Path(settings.RECO_PROCESSED_DIR).parent / "evaluation" / data.fingerprint[:16]
-            self.stdout.write(f"Loaded {data.counts()}; text embeddings in {cache} ...")
-            build_embeddings(data, cache, model_path=settings.RECO_TEXT_MODEL_PATH,
-                             progress=options["verbosity"] > 1)
-            embeddings = load_embeddings(cache)
-            say = lambda message: self.stdout.write(f"  {message}")  # noqa: E731
-            result: dict[str, Any] = {}
-            if options["search"] > 0:
-                self.stdout.write(f"Parameter search: {options['search']} trials on the validation items ...")
-                search = random_search(data, embeddings, params, trials=options["search"], seed=options["seed"],
-                                       on_trial=lambda t: say(_trial_line(t)))
-                params = TwoTowerParams.from_dict(search["best"])
-                say(f"best: trial {search['best_trial']}")
-                result["search"] = search
-            trained = None
-            if budget > 0 and options["protocols"] in ("all", "leave_last_out"):
-                self.stdout.write(f"Two-tower search on the validation items ({budget:g} s budget) ...")
-                trained = budgeted_search(data, embeddings, params, budget_seconds=budget, seed=options["seed"],
-                                          split=leave_last_out_split(data.interactions),
-                                          on_trial=lambda t: say(_trial_line(t)))
-                params = trained.params
-                result["budget_search"] = trained.search
-            result["params"] = params.to_dict()
-            if options["protocols"] in ("all", "leave_last_out"):
-                result.update(compare_leave_last_out(data, embeddings, params, ease_l2_grid=options["ease_l2"],
-                                                     refit=options["refit"], trained=trained, on_progress=say))
-            if options["protocols"] in ("all", "cold"):
-                ease_l2 = result.get("ease_l2") or options["ease_l2"][0]
-                result["cold_users"] = cold_users(data, embeddings, params, seed=options["seed"], ease_l2=ease_l2,
-                                                  baselines=result.get("baselines"), on_progress=say)
-                result["cold_items"] = cold_items(data, embeddings, params, seed=options["seed"], on_progress=say)
+            with echo_stage_progress(self.stdout.write, enabled=options["verbosity"] > 0):
+                params = read_params(options["params"]) if options["params"] else TwoTowerParams()
+                overrides = {"seed": options["seed"], "epochs": options["epochs"],
+                             "logq_correction": options["logq_correction"]}
+                params = replace(params, **{k: v for k, v in overrides.items() if v is not None})
+                data = load_source(options["source"], options["path"], time_bounds=event_time_bounds())
+                cache = Path(settings.RECO_PROCESSED_DIR).parent / "evaluation" / data.fingerprint[:16]
+                self.stdout.write(f"Loaded {data.counts()}; text embeddings in {cache} ...")
+                build_embeddings(data, cache, model_path=settings.RECO_TEXT_MODEL_PATH,
+                                 progress=options["verbosity"] > 1)
+                embeddings = load_embeddings(cache)
+                say = lambda message: self.stdout.write(f"  {message}")  # noqa: E731
+                result: dict[str, Any] = {}
+                if options["search"] > 0:
+                    self.stdout.write(f"Parameter search: {options['search']} trials on the validation items ...")
+                    search = random_search(data, embeddings, params, trials=options["search"], seed=options["seed"],
+                                           on_trial=lambda t: say(_trial_line(t)))
+                    params = TwoTowerParams.from_dict(search["best"])
+                    say(f"best: trial {search['best_trial']}")
+                    result["search"] = search
+                trained = None
+                if budget > 0 and options["protocols"] in ("all", "leave_last_out"):
+                    self.stdout.write(f"Two-tower search on the validation items ({budget:g} s budget) ...")
+                    trained = budgeted_search(data, embeddings, params, budget_seconds=budget, seed=options["seed"],
+                                              split=leave_last_out_split(data.interactions),
+                                              on_trial=lambda t: say(_trial_line(t)))
+                    params = trained.params
+                    result["budget_search"] = trained.search
+                result["params"] = params.to_dict()
+                if options["protocols"] in ("all", "leave_last_out"):
+                    result.update(compare_leave_last_out(data, embeddings, params, ease_l2_grid=options["ease_l2"],
+                                                         refit=options["refit"], trained=trained, on_progress=say))
+                if options["protocols"] in ("all", "cold"):
+                    ease_l2 = result.get("ease_l2") or options["ease_l2"][0]
+                    result["cold_users"] = cold_users(data, embeddings, params, seed=options["seed"], ease_l2=ease_l2,
+                                                      baselines=result.get("baselines"), on_progress=say)
+                    result["cold_items"] = cold_items(data, embeddings, params, seed=options["seed"], on_progress=say)
         except ModelingError as exc:
             raise CommandError(str(exc)) from exc
         result["source"] = {"name": options["source"], "path": str(options["path"]), "counts": data.counts()}

@@ -11,6 +11,7 @@ from modeling.errors import ModelingError
 from modeling.params import TwoTowerParams
 from modeling.tuning import DEFAULT_BUDGET_SECONDS, SEARCH_SPACE, read_params
 from recoapi.exceptions import ApplicationError
+from recoapi.recommendations.management.stage_progress import echo_stage_progress
 from recoapi.recommendations.services import model_train
 
 
@@ -94,9 +95,10 @@ class Command(BaseCommand):
 
         self.stdout.write("Training the two-tower model ...")
         try:
-            result = model_train(params=params, activate=options["activate"], force=options["force"],
-                                 refit=options["refit"], budget_seconds=budget, on_epoch=on_epoch, on_trial=on_trial,
-                                 workers=options["workers"])
+            with echo_stage_progress(self.stdout.write, enabled=options["verbosity"] > 0):
+                result = model_train(params=params, activate=options["activate"], force=options["force"],
+                                     refit=options["refit"], budget_seconds=budget, on_epoch=on_epoch,
+                                     on_trial=on_trial, workers=options["workers"])
         except (ModelingError, ApplicationError) as exc:
             raise CommandError(str(exc)) from exc
         data = result["data"]
