@@ -92,14 +92,20 @@ def read_table(
     except pd.errors.EmptyDataError as exc:
         raise DataValidationError("file is empty", path=str(path)) from exc
     except pd.errors.ParserError as exc:
-        raise DataValidationError(f"cannot parse ({str(exc).strip()})", path=str(path)) from exc
+        raise DataValidationError(f"cannot parse ({str(exc).strip()}){_separator_hint(path, sep)}",
+                                  path=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        line = _undecodable_line(path, encoding)
+        raise DataValidationError(f"not {encoding.upper()} text ({exc.reason}); save the file as {encoding.upper()}",
+                                  path=str(path), line=line) from exc
     except _READ_ERRORS as exc:
         raise DataValidationError(f"cannot read file ({exc})", path=str(path)) from exc
     frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise DataValidationError(
-            f"missing required column(s) {', '.join(missing)}; found {', '.join(frame.columns)}", path=str(path)
+            f"missing required column(s) {', '.join(missing)}; found {', '.join(frame.columns)}"
+            f"{_separator_hint(path, sep)}", path=str(path)
         )
     if len(frame) == 0:
         raise DataValidationError("file has no data rows", path=str(path))
@@ -159,3 +165,28 @@ def to_unix_seconds(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     if bad.any():
         raise _bad_row(frame, bad, column, "a unix time in seconds or an ISO 8601 date-time", path)
     return result.astype(np.int64)
+
+
+def _separator_hint(path: Path, sep: str) -> str:
+    """A hint when the file's first line looks separated by another character than ``sep`` ("" otherwise)."""
+    try:
+        with open_text(path, encoding="latin-1") as handle:
+            first = handle.readline()
+    except _READ_ERRORS:
+        return ""
+    for other, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "vertical bars")):
+        if other != sep and first.count(other) > first.count(sep):
+            return f"; the first line is separated by {name}, and this source reads {sep!r}-separated files"
+    return ""
+
+
+def _undecodable_line(path: Path, encoding: str) -> int | None:
+    """The number of the first line of ``path`` (``.gz`` too) that is not ``encoding`` text (None if unknown)."""
+    try:
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        return data.count(b"\n", 0, exc.start) + 1
+    except _READ_ERRORS:
+        return None
+    return None

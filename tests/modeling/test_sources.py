@@ -515,3 +515,21 @@ def test_time_bounds_refuse_data_with_no_plausible_time(tmp_path: Path) -> None:
 def test_real_datasets_are_inside_the_default_time_bounds(name: str) -> None:
     source = "movielens" if name.startswith("movielens") else "amazon2018"
     assert load_source(source, shared_dataset(name), time_bounds=BOUNDS).report["out_of_range_time"] == 0
+
+
+def test_a_csv_that_is_not_utf8_names_its_line_and_says_what_to_do(tmp_path: Path) -> None:
+    """A latin-1 title said only "'utf-8' codec can't decode byte 0xe9 in position 31" (no line, no advice)."""
+    (tmp_path / "interactions.csv").write_text("user_id,item_id,timestamp\na,p1,1700000000\n")
+    (tmp_path / "items.csv").write_bytes("item_id,title\np1,Mug\np2,Caf\xe9 cr\xe8me\n".encode("latin-1"))
+    with pytest.raises(DataValidationError, match=r"items\.csv, line 3: not UTF-8 text .*; save the file as UTF-8"):
+        load_source("csv", tmp_path)
+
+
+def test_a_csv_separated_by_semicolons_says_so(tmp_path: Path) -> None:
+    (tmp_path / "interactions.csv").write_text("user_id;item_id;timestamp\na;p1;1700000000\n")
+    with pytest.raises(DataValidationError, match=r"separated by semicolons, and this source reads ','-separated"):
+        load_source("csv", tmp_path)
+    (tmp_path / "interactions.csv").write_text("user_id,item_id,timestamp\na,p1,1700000000\n")
+    (tmp_path / "items.csv").write_text("item_id;title;price\np1;Mug;3\np2;Mug, large;4\n")
+    with pytest.raises(DataValidationError, match=r"items\.csv: .*separated by semicolons"):
+        load_source("csv", tmp_path)
