@@ -1007,8 +1007,11 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
         total = float(gains.sum()) or 1.0
         report["importance"] = {name: round(float(g) / total, 4) for name, g in zip(FEATURES, gains, strict=True)}
     elif choice in grids:
-        ranker = Ranker("blend", weights=chosen_weights[choice])
-        report["weights"] = dict(zip(BLEND_PARTS, chosen_weights[choice], strict=True))
+        weights = chosen_weights[choice]
+        if choice == GENERAL_REFERENCE and choice == fallback:  # no two-tower in it: every shopper may choose
+            weights = _weights_on_everyone(candidates, features, targets, grids[choice])
+        ranker = Ranker("blend", weights=weights)
+        report["weights"] = dict(zip(BLEND_PARTS, weights, strict=True))
     else:
         ranker = Ranker("feature", choice.split(":")[1])
     report["seconds"] = round(time.perf_counter() - started, 2)
@@ -1113,6 +1116,18 @@ def _cross_validated_weights(candidates: np.ndarray, features: np.ndarray, targe
         cross[test] = values[chosen, test]
         per_fold.append(grid[chosen])
     return cross, grid[int(np.argmax(values[:, select].mean(axis=1)))], per_fold
+
+
+def _weights_on_everyone(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray,
+                         grid: list[tuple[float, ...]]) -> tuple[float, ...]:
+    """The weights of ``grid`` whose blend has the best mean NDCG@10 over all (m,) shoppers (the first on ties).
+
+    What the served fallback blend weighs with: like the reference trials it is compared by, it reads no two-tower
+    score, so every validation shopper may choose its weights, as the transitions+EASE baseline chooses its own
+    (twice the selection half: the half is what the two-tower's early stopping never looked at)."""
+    values = [float(_ndcg_at_10(Ranker("blend", weights=w).order(candidates, features, 10)[0], targets).mean())
+              for w in grid]
+    return grid[int(np.argmax(values))]
 
 
 def _paired_gain(trial: np.ndarray, reference: np.ndarray) -> tuple[float, float]:

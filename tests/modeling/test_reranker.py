@@ -655,3 +655,20 @@ def test_the_stage_choice_line_says_what_is_served_and_why() -> None:
     assert "lightgbm:50 +0.0040 ± 0.0030, on 150 of 300 validation shoppers" in line
     assert "exceeded two standard errors" in stage_choice_line({**kept, "choice": "lightgbm:50"})
     assert stage_choice_line({}) == "ranking stage: no choice recorded"
+
+
+def test_the_fallback_blend_is_weighed_on_every_validation_shopper() -> None:
+    """It reads no two-tower score (as the transitions+EASE baseline, which weighs itself on every shopper)."""
+    from modeling.reranker import BLEND_PARTS, GENERAL_REFERENCE, _sequential_grid, _weights_on_everyone
+
+    served = 0
+    for seed in range(6):
+        candidates, features, targets = _synthetic_lists(60, 30, "noise", seed=seed)
+        selection = np.arange(60) < 20
+        ranker, report = fit_ranker(candidates, features, targets, config=StageConfig(seed=seed), selection=selection)
+        if report["choice"] != GENERAL_REFERENCE:
+            continue
+        served += 1
+        expected = _weights_on_everyone(candidates, features, targets, _sequential_grid())
+        assert ranker.weights == expected and report["weights"] == dict(zip(BLEND_PARTS, expected, strict=True))
+    assert served >= 1
