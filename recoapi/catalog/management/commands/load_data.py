@@ -29,15 +29,16 @@ def _date(value: str) -> int:
     return int(moment.timestamp())
 
 
-def _check_database() -> None:
-    """Raise CommandError, with what to do, when the database cannot be reached or has no tables yet (a new
-    ``DATABASE_URL``: the import would end in "no such table" deep in its transaction)."""
+def _database_error(exc: DatabaseError) -> CommandError:
+    """What to tell about a database error of the import: that its tables are missing (a new ``DATABASE_URL``:
+    "no such table" deep in the transaction, which wrote nothing), or the error itself."""
     try:
-        tables = connection.introspection.table_names()
-    except DatabaseError as exc:
-        raise CommandError(f"the database cannot be reached: {exc}") from exc
-    if Product._meta.db_table not in tables:
-        raise CommandError("the database has no tables yet: run `.venv/bin/python manage.py migrate` first")
+        missing = Product._meta.db_table not in connection.introspection.table_names()
+    except DatabaseError:
+        missing = False
+    if missing:
+        return CommandError("the database has no tables yet: run `.venv/bin/python manage.py migrate` first")
+    return CommandError(f"the database cannot be used: {exc}")
 
 
 class Command(BaseCommand):
@@ -82,7 +83,6 @@ class Command(BaseCommand):
                 bar = bars[table] = tqdm(total=total, desc=f"import {table}", unit="row")
             bar.update(done - bar.n)
 
-        _check_database()
         self.stdout.write(f"Reading {options['source']} data from {options['path']} ...")
         try:
             filters = InteractionFilters(
@@ -94,6 +94,8 @@ class Command(BaseCommand):
                                  merge=options["merge"])
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
+        except DatabaseError as exc:
+            raise _database_error(exc) from exc
         finally:
             for bar in bars.values():
                 bar.close()
