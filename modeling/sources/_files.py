@@ -95,7 +95,7 @@ def read_table(
         raise DataValidationError(f"cannot parse ({str(exc).strip()}){_separator_hint(path, sep)}",
                                   path=str(path)) from exc
     except UnicodeDecodeError as exc:
-        line = _undecodable_line(path, encoding)
+        line = undecodable_line(path, encoding)
         raise DataValidationError(f"not {encoding.upper()} text ({exc.reason}); save the file as {encoding.upper()}",
                                   path=str(path), line=line) from exc
     except _READ_ERRORS as exc:
@@ -180,7 +180,7 @@ def _separator_hint(path: Path, sep: str) -> str:
     return ""
 
 
-def _undecodable_line(path: Path, encoding: str) -> int | None:
+def undecodable_line(path: Path, encoding: str = "utf-8") -> int | None:
     """The number of the first line of ``path`` (``.gz`` too) that is not ``encoding`` text (None if unknown)."""
     try:
         data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()

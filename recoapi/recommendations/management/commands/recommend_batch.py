@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm.auto import tqdm
 
 from modeling.atomic import atomic_write
+from modeling.sources._files import undecodable_line
 from recoapi.exceptions import ApplicationError
 from recoapi.recommendations.services import model_load, recommendation_batch
 
@@ -46,26 +47,13 @@ def _read_ids(path: Path, chunk: int) -> Iterator[list[str]]:
                     yield batch
                     batch = []
     except UnicodeDecodeError as exc:  # the reader decodes ahead of the rows: find the line in the bytes
-        raise CommandError(f"{path}, line {_undecodable_line(path)}: not UTF-8 text ({exc.reason})") from exc
+        raise CommandError(f"{path}, line {undecodable_line(path) or 1}: not UTF-8 text ({exc.reason})") from exc
     except csv.Error as exc:  # a record may span lines (a quoted newline): the reader counts physical lines
         raise CommandError(f"{path}, line {reader.line_num if reader is not None else number + 1}: {exc}") from exc
     except OSError as exc:
         raise CommandError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     if batch:
         yield batch
-
-
-def _undecodable_line(path: Path) -> int:
-    """The number of the first line of ``path`` that is not UTF-8 (1 if it cannot be told)."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return 1
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return data.count(b"\n", 0, exc.start) + 1
-    return 1
 
 
 class Command(BaseCommand):
