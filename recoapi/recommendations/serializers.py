@@ -138,6 +138,13 @@ class QueryInput(serializers.Serializer):
     PLAIN_PARAMETERS: frozenset[str] = frozenset()
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
+        # A QueryDict keeps every value of a repeated parameter, and reading it gives the last one: ``users=a&users=b``
+        # would answer b alone, silently.
+        repeated = [name for name in self.fields if hasattr(data, "getlist") and len(data.getlist(name)) > 1]
+        if repeated:
+            raise serializers.ValidationError({name: "given more than once; give it once" + (
+                " (several ids go in one value, comma-separated: users=a,b)" if name in ("users", "items") else "")
+                for name in repeated})
         blank = [name for name in self.fields if hasattr(data, "get") and data.get(name) == ""]
         if blank:
             raise serializers.ValidationError({name: "may not be empty; leave the parameter out instead"

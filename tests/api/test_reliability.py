@@ -139,6 +139,20 @@ def test_the_query_check_reads_wsgi_and_asgi_strings_as_each_gives_them() -> Non
     assert not _is_utf8_query("users=%ff") and not _is_utf8_query("users=%C0%80", wsgi=False)
 
 
+@pytest.mark.parametrize(("path", "query", "name"), [("/recommendations", "users=a&users=b", "users"),
+                                                      ("/recommendations", "users=a&k=5&k=20", "k"),
+                                                      ("/check_users", "users=a&users=b", "users"),
+                                                      ("/similar_items", "item=a&item=b", "item"),
+                                                      ("/random_users", "n=2&n=3", "n")])
+def test_a_parameter_given_twice_is_refused(service: Pipeline, client: APIClient, path: str, query: str,
+                                            name: str) -> None:
+    """Django reads the last of a repeated parameter: ``users=a&users=b`` answered b alone, without a word."""
+    response = client.get(f"{path}?{query}")
+    assert_error(response, 400, "invalid")
+    message = response.json()["error"]["message"]
+    assert name in message and "more than once" in message, message
+
+
 @pytest.mark.parametrize("body", [{"users": ["\ud800"]}, {"users": "A0000001,\udfff"},
                                   {"items": ["ok", "x\ud83d"]}])
 def test_surrogates_in_ids_are_refused(service: Pipeline, client: APIClient, body: dict) -> None:
