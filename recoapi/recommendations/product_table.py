@@ -122,6 +122,18 @@ class Codes:
         return Codes(codes, values)
 
 
+def starts_category(path: str, prefix: str) -> bool:
+    """Whether a category ``path`` starts with ``prefix`` (both as given: the caller lower-cases them), a number at
+    the prefix's end matching whole numbers only.
+
+    ``sports`` and ``sports > swim`` start ``sports > swimming`` (a word may be cut: the filter is typed by hand),
+    but ``43`` does not start ``431 > 1009``: shops whose categories are ids (a RetailRocket export's are numbers)
+    would get another category's products."""
+    if not path.startswith(prefix):
+        return False
+    return not (prefix[-1:].isdigit() and path[len(prefix):len(prefix) + 1].isdigit())
+
+
 @dataclass(frozen=True)
 class ProductTable:
     """Metadata of the n products of an engine, position = the recommender's item position.
@@ -189,8 +201,9 @@ class ProductTable:
         return self.title.take(np.asarray(positions, dtype=np.int64))
 
     def category_mask(self, prefix: str) -> np.ndarray:
-        """(n,) bool: known products whose category path, lower-cased, starts with ``prefix`` (lower-case)."""
-        matching = np.asarray([c.lower().startswith(prefix) for c in self.category.values], dtype=bool)
+        """(n,) bool: known products whose category path, lower-cased, starts with ``prefix`` (lower-case; see
+        :func:`starts_category`)."""
+        matching = np.asarray([starts_category(c.lower(), prefix) for c in self.category.values], dtype=bool)
         return matching[self.category.codes] & self.known
 
     def top_level_categories(self) -> list[str]:

@@ -45,6 +45,16 @@ def test_category_prefixes_ignore_case_and_unknown_products(table: ProductTable)
     assert table.top_level_categories() == ["Dept 0", "Dept 1"]
 
 
+def test_a_number_ending_the_category_filter_matches_whole_numbers() -> None:
+    """A RetailRocket export's categories are id paths: ``43`` matched ``431 > 1009`` (another category)."""
+    from recoapi.recommendations.product_table import starts_category
+
+    assert starts_category("431 > 1009", "431") and starts_category("431 > 1009", "431 > 1009")
+    assert not starts_category("431 > 1009", "43") and not starts_category("431 > 1009", "431 > 10")
+    assert starts_category("43 > 1009", "43") and starts_category("sports > swimming", "sports > swim")
+    assert starts_category("size 4xl", "size 4") and not starts_category("size 42", "size 4")
+
+
 def test_updates_copy_grow_and_add_new_values(table: ProductTable) -> None:
     changes = [row(1, "Garden > Tools", 3.0), row(11, "Toys", None)]
     assert list(table.differs(np.array([1, 2]), [changes[0], row(2, price=2.5)])) == [True, False]
