@@ -11,6 +11,8 @@ from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from modeling.datasets import EVENT_TYPES
+
 MAX_ID_LENGTH = 128
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -92,6 +94,9 @@ class BodyInput(serializers.Serializer):
 
 class StrictCharField(serializers.CharField):
     """A JSON body string: numbers and booleans are refused, not turned into text."""
+
+    default_error_messages = {"invalid": "Not a valid string; numbers are not read as text: send an id as \"95762\", "
+                                         "not 95762."}
 
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
@@ -371,7 +376,8 @@ class SimilarItemsOutput(serializers.Serializer):
 class EventInput(BodyInput):
     user = StrictCharField(max_length=128)
     item = StrictCharField(max_length=128)
-    event = serializers.ChoiceField(choices=["view", "cart", "purchase", "review", "rating"])
+    event = serializers.ChoiceField(choices=list(EVENT_TYPES), error_messages={
+        "invalid_choice": f'"{{input}}" is not an event kind; the kinds are {", ".join(EVENT_TYPES)}.'})
     timestamp = serializers.DateTimeField(required=False, help_text="When it happened (ISO 8601); default now.")
     weight = StrictFloatField(required=False, min_value=0.001, max_value=1000)
     rating = StrictFloatField(required=False, min_value=0, max_value=5)

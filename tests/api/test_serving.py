@@ -156,6 +156,18 @@ def test_bad_events_are_refused(service: Pipeline, staff_client: APIClient, body
     assert Interaction.objects.count() == before
 
 
+@pytest.mark.parametrize(("body", "said"), [
+    ({"user": "u", "item": "x", "event": "transaction"}, "the kinds are view, cart, purchase, review, rating"),
+    ({"user": 95762, "item": "x", "event": "view"}, 'send an id as "95762", not 95762'),
+])
+def test_a_refused_event_says_what_is_expected(service: Pipeline, staff_client: APIClient, body: dict,
+                                               said: str) -> None:
+    """A RetailRocket export's own kinds and numeric ids were refused as "not a valid choice" / "not a valid string"."""
+    response = staff_client.post("/events", body, format="json")
+    assert_error(response, 400)
+    assert said in response.json()["error"]["message"]
+
+
 @pytest.mark.parametrize(("path", "body", "named"), [
     ("/events", {"user": "u", "item": "x", "event": "view", "timestmap": "2024-05-01T10:00:00Z"}, "timestmap"),
     ("/events", [{"user": "u", "item": "x", "event": "view"}, {"user": "u", "item": "x", "event": "view",
