@@ -3,7 +3,8 @@
 Files in the directory:
 - ``events.csv`` (required): timestamp (milliseconds), visitorid, event
   (view | addtocart | transaction), itemid, transactionid. Events become
-  view / cart / purchase interactions with weights 1 / 2 / 3.
+  view / cart / purchase interactions with weights 1 / 2 / 3; a row repeated exactly
+  (same millisecond, visitor, event and item) is read once.
 - ``item_properties_part1.csv`` / ``item_properties_part2.csv`` (optional):
   timestamp, itemid, property, value. The latest ``categoryid`` of each item is
   kept, and the latest value of property ``790``, which holds prices in the
@@ -28,7 +29,7 @@ from modeling.sources._files import read_table, row_error, to_int
 
 logger = logging.getLogger(__name__)
 
-LOADER_VERSION = "retailrocket-1"
+LOADER_VERSION = "retailrocket-2"
 EVENT_MAP = {"view": ("view", 1.0), "addtocart": ("cart", 2.0), "transaction": ("purchase", 3.0)}
 PRICE_PROPERTY = "790"
 CATEGORY_PROPERTY = "categoryid"
@@ -59,6 +60,12 @@ def load_retailrocket(
         raise row_error(events, unknown, f"column 'event': {bad!r} is not one of {', '.join(EVENT_MAP)}",
                         events_file)
     millis = to_int(events, "timestamp", events_file)
+    # The same event twice (same millisecond, visitor, kind and product) is a row the export repeated, not a
+    # second event: kept, it would count twice in every model and in the evaluation's histories.
+    repeated = pd.DataFrame({"t": millis, "v": events["visitorid"].str.strip(), "e": kinds,
+                             "i": events["itemid"].str.strip()}).duplicated().to_numpy()
+    if repeated.any():
+        events, kinds, millis = events[~repeated], kinds[~repeated], millis[~repeated]
     interactions = pd.DataFrame({
         ds.USER_ID: events["visitorid"].str.strip().to_numpy(),
         ds.ITEM_ID: events["itemid"].str.strip().to_numpy(),
@@ -66,7 +73,7 @@ def load_retailrocket(
         ds.EVENT: kinds.map(lambda k: EVENT_MAP[k][0]).to_numpy(),
         ds.WEIGHT: kinds.map(lambda k: EVENT_MAP[k][1]).to_numpy(dtype=float),
     })
-    report = {"event_rows": len(interactions)}
+    report = {"event_rows": len(interactions), "repeated_rows": int(repeated.sum())}
     for kind in EVENT_MAP:
         report[f"events_{kind}"] = int((kinds == kind).sum())
 

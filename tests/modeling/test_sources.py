@@ -159,6 +159,17 @@ def test_retailrocket_events_become_weighted_interactions(retailrocket: Path) ->
     assert data.report["events_transaction"] == 1
 
 
+def test_retailrocket_reads_a_repeated_row_once(retailrocket: Path) -> None:
+    """An export's exact repeats (same millisecond, visitor, event and item) were two interactions."""
+    with open(retailrocket / "events.csv", "a", encoding="utf-8") as handle:
+        handle.write("1433221332117,257597,view,355908,\n1433221332117, 257597 ,view,355908,\n"
+                     "1433221332117,257597,view,248676,\n1433221332117,257597,addtocart,355908,\n")
+    data = load_source("retailrocket", retailrocket)
+    assert data.report["repeated_rows"] == 2 and data.report["event_rows"] == 6
+    assert data.report["events_view"] == 3 and data.report["events_addtocart"] == 2
+    assert len(data.interactions) == 6
+
+
 def test_retailrocket_unknown_event_names_the_line(retailrocket: Path) -> None:
     with open(retailrocket / "events.csv", "a", encoding="utf-8") as handle:
         handle.write("1433222276276,1,refund,248676,\n")
