@@ -43,6 +43,7 @@ def test_commands_build_a_serving_pipeline_and_reruns_skip(workdir: Path, settin
     assert "Embeddings written" in run("build_embeddings")
     out = run("train", "--activate", "--refit", "--epochs", "2", "--batch-size", "128", "--budget", "5")
     assert "test two_tower" in out and "test popularity" in out and "ready and activated" in out
+    assert "evaluate's popularity baseline counts its shoppers" in out
     assert "test hybrid" in out and "search trial 0" in out and "ranking stage: " in out
     assert "refit on every interaction, epoch 1/" in out and "trained again on every interaction" in out
     version = artifacts.read_active(workdir / "models")

@@ -112,6 +112,9 @@ class Command(BaseCommand):
         for name, values in metrics.items():
             self.stdout.write(f"  test {name:<10} HR@10 {values['hr@10']:.4f}  NDCG@10 {values['ndcg@10']:.4f}  "
                               f"Recall@50 {values['recall@50']:.4f}  coverage@10 {values['coverage@10']:.3f}")
+        if "popularity" in metrics:  # not evaluate's popularity baseline, which counts shoppers per product
+            self.stdout.write("  (popularity here sums each product's interactions by their weights, repeats "
+                              "included; evaluate's popularity baseline counts its shoppers)")
         search = result.get("search") or {}
         if search.get("trials"):
             self.stdout.write(f"  search: {len(search['trials'])} trial(s) in {search['seconds']} s (budget "
