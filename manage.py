@@ -9,9 +9,23 @@ import sys  # noqa: E402
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "recoapi.settings")
+    from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
+    from django.db import DatabaseError
 
-    execute_from_command_line(sys.argv)
+    try:
+        execute_from_command_line(sys.argv)
+    except (ImproperlyConfigured, DatabaseError) as exc:
+        # A setting that cannot work (DATABASE_URL's scheme, its missing name) or a database that cannot be reached
+        # or does not exist, met by a command that does not say so itself (Django's own: migrate, runserver):
+        # one line, as a CommandError gets, instead of a traceback through Django's internals.
+        if "--traceback" in sys.argv:
+            raise
+        hint = ("; check DATABASE_URL, that its server is running and that the database exists (PostgreSQL: "
+                "`createdb NAME`, then `manage.py migrate`)" if isinstance(exc, DatabaseError) else "")
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        sys.stderr.write(f"{type(exc).__name__}: {first}{hint}\n")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

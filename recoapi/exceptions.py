@@ -58,6 +58,28 @@ def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "request_id": current_request_id()}}
 
 
+def database_error_parts(exc: DatabaseError) -> tuple[str, str, bool]:
+    """``(code, message, worth retrying)`` of the 503 a database error gets.
+
+    A database that is not set up (no tables: ``migrate`` was not run; PostgreSQL: no such database) is told
+    as such: "try again shortly" would send clients and operators waiting for an outage to pass. Told apart by
+    the drivers' messages (SQLite "no such table", PostgreSQL "relation ... does not exist" and "database ... does
+    not exist"), without another query: while the server is unreachable a second attempt would wait as long."""
+    text = str(exc).lower()
+    if "no such table" in text or ("relation" in text and "does not exist" in text):
+        return "database_not_migrated", "The database has no tables yet: run `manage.py migrate` on the server.", False
+    if "database" in text and "does not exist" in text:
+        return ("database_missing", "The database named in DATABASE_URL does not exist: create it, then run "
+                "`manage.py migrate`.", False)
+    return "database_unavailable", "The database is unavailable; try again shortly.", True
+
+
+def database_error_response(exc: DatabaseError) -> tuple[dict[str, Any], dict[str, str]]:
+    """The 503 body of a database error and its headers (``Retry-After`` where waiting may help)."""
+    code, message, retry = database_error_parts(exc)
+    return error_body(code, message), ({"Retry-After": "5"} if retry else {})
+
+
 def _flatten(detail: Any, prefix: str = "") -> list[str]:
     if isinstance(detail, dict):
         out: list[str] = []
@@ -78,8 +100,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         # Connection refused, database locked, server restarting...: the client may retry; Django drops the
         # broken connection at the end of the request, so the next request reconnects.
         logger.error("database error in %s: %s", context.get("view").__class__.__name__, exc)
-        return Response(error_body("database_unavailable", "The database is unavailable; try again shortly."),
-                        status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "5"})
+        body, headers = database_error_response(exc)
+        return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE, headers=headers)
     response = exception_handler(exc, context)
     if response is None:
         logger.exception("unhandled error in %s", context.get("view").__class__.__name__, exc_info=exc)

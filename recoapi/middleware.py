@@ -24,10 +24,11 @@ from urllib.parse import unquote_to_bytes
 
 from django.conf import settings
 from django.core.handlers.wsgi import WSGIRequest
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from recoapi import metrics
-from recoapi.exceptions import error_body
+from recoapi.exceptions import database_error_response, error_body
 
 logger = logging.getLogger("recoapi.requests")
 
@@ -115,6 +116,17 @@ class RequestMiddleware:
             return response
         finally:
             request_id_var.reset(token)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        """A database error outside the API's views (the admin, its login) is the API's 503, not a 500."""
+        if not isinstance(exception, DatabaseError):
+            return None
+        logger.error("database error at %s: %s", request.path, exception)
+        body, headers = database_error_response(exception)
+        response = JsonResponse(body, status=503)
+        for name, value in headers.items():
+            response[name] = value
+        return response
 
     @staticmethod
     def _too_large(request: HttpRequest) -> HttpResponse | None:

@@ -88,11 +88,18 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": dj_database_url.config(
-        env="DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=60
-    )
-}
+try:
+    DATABASES = {
+        "default": dj_database_url.config(
+            env="DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=60
+        )
+    }
+except ValueError as _exc:  # an unknown scheme (postgress://), a malformed URL
+    raise ImproperlyConfigured(f"DATABASE_URL is not a database URL this service can use ({_exc}); e.g. "
+                               "postgres://user:password@host:5432/name or sqlite:////absolute/path.db") from _exc
+if not DATABASES["default"].get("NAME"):
+    raise ImproperlyConfigured("DATABASE_URL names no database: give it after the host, "
+                               "e.g. postgres://user@host:5432/shop")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Write-ahead logging: readers (the serving workers) never wait for an import's transaction; writers wait
     # up to 20 s for each other instead of failing with "database is locked".

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, Max
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -233,3 +233,23 @@ def training_data(*, since_days: float | None = None) -> ds.CanonicalData:
     data.fingerprint = ds.content_fingerprint(data.items, data.interactions,
                                               salt="" if since_days is None else f"since_days={since_days}")
     return data
+
+
+DATABASE_STATES = {"database_unavailable": "unavailable", "database_not_migrated": "not_migrated",
+                   "database_missing": "missing"}
+"""What ``/health`` says of the database for each code of :func:`recoapi.exceptions.database_error_parts`."""
+
+
+def database_state() -> str:
+    """``"ok"``, or why the service's tables cannot be read: ``"unavailable"`` (unreachable), ``"not_migrated"``
+    (no tables: ``migrate`` was not run) or ``"missing"`` (PostgreSQL: no such database).
+
+    Reads one of the service's own tables: ``SELECT 1`` answered on a database without them."""
+    from recoapi.exceptions import database_error_parts
+
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT 1 FROM {connection.ops.quote_name(Product._meta.db_table)} LIMIT 1")
+        return "ok"
+    except DatabaseError as exc:
+        return DATABASE_STATES[database_error_parts(exc)[0]]

@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import permissions, serializers
@@ -205,12 +205,7 @@ class HealthApi(APIView):
         ``model_store``: whether a shared model store is used and reachable, and where the active version was
         read from ("cache": this host's last one, while the database cannot be read).
         """
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-            database = "ok"
-        except DatabaseError:
-            database = "unavailable"
+        database = catalog_selectors.database_state()
         try:
             engine = registry.current()
         except DatabaseError:  # the first engine needs product metadata from the database

@@ -327,6 +327,48 @@ def test_active_pointer_at_a_missing_version(service: Pipeline, client: APIClien
     assert client.get("/recommendations", {"users": "a"}).json()["model_version"] == service.version
 
 
+@pytest.mark.parametrize(("error", "code"), [
+    ("no such table: catalog_shopper", "database_not_migrated"),
+    ('relation "catalog_shopper" does not exist', "database_not_migrated"),
+    ('connection failed: FATAL:  database "shop" does not exist', "database_missing"),
+])
+def test_a_database_that_is_not_set_up_says_so(service: Pipeline, client: APIClient, monkeypatch, error: str,
+                                               code: str) -> None:
+    """Not "unavailable; try again shortly": nothing changes until the operator acts."""
+    from recoapi.catalog import selectors
+
+    def failing(**kwargs):
+        raise OperationalError(error)
+
+    monkeypatch.setattr(selectors, "shopper_histories", failing)
+    response = client.get("/recommendations", {"users": "a"})
+    assert_error(response, 503, code)
+    assert "Retry-After" not in response and "migrate" in response.json()["error"]["message"]
+
+
+def test_a_database_error_in_the_admin_is_the_apis_503(service: Pipeline, client: APIClient, monkeypatch) -> None:
+    """The admin's login page met the database outside DRF's handler: a 500."""
+    from django.contrib.auth import views
+
+    def failing(self, request, *args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(views.LoginView, "dispatch", failing)
+    response = client.get("/admin/login/")
+    assert_error(response, 503, "database_unavailable")
+    assert response["Retry-After"] == "5"
+
+
+def test_health_tells_a_database_without_the_services_tables(service: Pipeline, client: APIClient,
+                                                             monkeypatch) -> None:
+    from recoapi.catalog.models import Product
+
+    assert client.get("/health").json()["database"] == "ok"
+    monkeypatch.setattr(Product._meta, "db_table", "catalog_product_not_migrated")
+    response = client.get("/health")
+    assert response.status_code == 503 and response.json()["database"] == "not_migrated"
+
+
 def test_a_worker_starting_while_the_database_is_down_keeps_saying_so(service: Pipeline, client: APIClient,
                                                                       monkeypatch, settings) -> None:
     from recoapi.recommendations import engine

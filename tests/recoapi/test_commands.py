@@ -84,3 +84,18 @@ def test_train_and_evaluate_show_the_ranking_stages_progress_lines() -> None:
         grid.setLevel(level[1])
     assert written == ["  ranking stage: item-item EASE λ=2 (validation NDCG@10 0.0141)",
                        "    item-item grid value 10: validation 0.0127"]
+
+
+@pytest.mark.parametrize(("url", "said"), [
+    ("postgress://shop@127.0.0.1/shop", "ImproperlyConfigured: DATABASE_URL is not a database URL this service"),
+    ("postgres://shop@127.0.0.1:5432/", "ImproperlyConfigured: DATABASE_URL names no database"),
+    ("sqlite:////no-such-folder/below/db.sqlite3", "check DATABASE_URL, that its server is running"),
+])
+def test_a_database_url_that_cannot_work_is_one_line(tmp_path: Path, url: str, said: str) -> None:
+    """Django's own commands (migrate) ended in a traceback through Django's internals, 35 to 95 lines."""
+    env = {**os.environ, "DATABASE_URL": url, "RECO_LOGS_DIR": str(tmp_path / "logs")}
+    done = subprocess.run([sys.executable, "manage.py", "migrate"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert said in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
