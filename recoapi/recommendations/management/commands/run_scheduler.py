@@ -68,6 +68,9 @@ class Command(BaseCommand):
                 else:
                     attempted = newest
                     self.stdout.write(f"retraining {run.decision}: {run.reason}")
+            elif options["once"] or options["verbosity"] > 1:  # a loop's every check would flood the console
+                self.stdout.write(f"{count} new interaction(s) since the last training, fewer than "
+                                  f"{options['min_events']}: not retraining")
             if options["once"]:
                 break
             stop.wait(options["interval"])
