@@ -15,6 +15,7 @@ newer one gives a new engine with the changed products (:meth:`Engine.with_produ
 
 from __future__ import annotations
 
+import atexit
 import copy
 import gc
 import logging
@@ -287,12 +288,33 @@ def _product_table(recommender: Recommender, page: int = 10_000) -> tuple[Produc
     return table, catalog_selectors.product_rows(ids=new)  # the new products' whole rows: their text is encoded
 
 
+PREWARM_EXIT_WAIT_SECONDS = 60.0
+"""How long a process that is exiting waits for its background loading to finish (see :func:`_prewarm`)."""
+_prewarming: list[threading.Thread] = []
+
+
 def _prewarm(engine: Engine) -> None:
-    """Load the text encoder (and build an approximate index) in the background, so no request waits for them."""
+    """Load the text encoder (and build an approximate index) in the background, so no request waits for them.
+
+    A process that exits meanwhile (a command such as ``recommend_batch`` answers in a second) first waits for
+    them: interpreter shutdown stopping a thread inside ONNX Runtime's or FAISS's native code aborts the process
+    ("terminate called without an active exception", exit status 134) after its work was done."""
     if settings.RECO_PREWARM:
-        threading.Thread(target=_load_text_encoder, args=(engine,), name="prewarm", daemon=True).start()
+        started = [threading.Thread(target=_load_text_encoder, args=(engine,), name="prewarm", daemon=True)]
         if isinstance(engine.recommender.index, IvfIndex) and not engine.recommender.index.built:
-            threading.Thread(target=engine.recommender.index.build, name="prewarm-index", daemon=True).start()
+            started.append(threading.Thread(target=engine.recommender.index.build, name="prewarm-index",
+                                            daemon=True))
+        for thread in started:
+            thread.start()
+        _prewarming[:] = [thread for thread in _prewarming if thread.is_alive()] + started
+
+
+@atexit.register
+def _finish_prewarming() -> None:
+    """At exit: wait (at most :data:`PREWARM_EXIT_WAIT_SECONDS` in all) for background loading still running."""
+    deadline = time.monotonic() + PREWARM_EXIT_WAIT_SECONDS
+    for thread in list(_prewarming):
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 STORE_RETRY_SECONDS = 30.0

@@ -421,6 +421,38 @@ def test_recommend_batch_writes_ranked_rows(service: Pipeline, tmp_path: Path) -
     assert "Wrote 6 rows for 2 shoppers" in out.getvalue()
 
 
+def test_a_command_waits_at_exit_for_the_text_encoder_still_loading(pipeline: Pipeline, tmp_path: Path) -> None:
+    """The engine loads the text encoder on a background thread; ``recommend_batch`` answered before it was loaded,
+    wrote its file, then aborted at exit inside ONNX Runtime ("terminate called without an active exception",
+    exit status 134). Here the loading takes 2 s and leaves a mark when done: the process waits for it."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'batch.sqlite3'}",
+           "RECO_MODELS_DIR": str(pipeline.models), "RECO_LOGS_DIR": str(tmp_path / "logs"), "RECO_PREWARM": "1",
+           "RECO_PROCESSED_DIR": str(tmp_path / "processed"), "DJANGO_SETTINGS_MODULE": "recoapi.settings"}
+    mark = tmp_path / "loaded"
+    script = f"""
+import modeling.runtime, time, django
+django.setup()
+from recoapi.recommendations import engine, services
+def slow(built):
+    time.sleep(2.0)
+    open({str(mark)!r}, "w").write("done")
+engine._load_text_encoder = slow
+print("serving", services.model_load())
+"""
+    for command in (["manage.py", "migrate", "-v0"],
+                    ["manage.py", "load_data", "--source", "amazon2018", "--path", str(pipeline.raw)],
+                    ["-c", script]):
+        done = subprocess.run([sys.executable, *command], cwd=root, env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert "serving " + pipeline.version in done.stdout and mark.read_text() == "done"
+
+
 def test_recommend_batch_skips_a_user_id_header_like_a_file_without_one(service: Pipeline, tmp_path: Path) -> None:
     # Issue 12: a header line (here with a byte order mark, other case and spaces) is not a shopper.
     user = a_known_user(service)
