@@ -36,6 +36,7 @@ from django.utils import timezone
 
 from recoapi.catalog.models import Interaction, Product
 from recoapi.exceptions import ApplicationError, Conflict
+from recoapi.recommendations import model_store
 from recoapi.recommendations.engine import registry
 from recoapi.recommendations.models import VARIANTS, Experiment, ExperimentArm, RecommendationList
 
@@ -132,7 +133,12 @@ def read_plan() -> Plan:
     """The plan in the database now (two small queries)."""
     stopped = (Experiment.objects.filter(status=Experiment.STOPPED, winner__isnull=False)
                .select_related("winner").order_by("-stopped_at").first())
-    setting = stopped.winner.setting if stopped is not None else SERVED  # what visitors get meanwhile too
+    setting = SERVED  # what visitors get meanwhile too
+    if stopped is not None and (not stopped.winner_version or stopped.winner_version == model_store.active_version()):
+        # The winner's setting was chosen with that model: a model activated since (retraining, a reload, a
+        # rollback) has another ranker, and gets both stages again (an experiment stopped before the version was
+        # recorded keeps its setting, as it did).
+        setting = stopped.winner.setting
     running = Experiment.objects.filter(status=Experiment.RUNNING).prefetch_related("arms").first()
     if running is not None:
         arms = tuple(Arm(a.id, a.name, a.share, a.model_version, a.setting) for a in running.arms.all())
@@ -203,9 +209,10 @@ def check_stoppable(experiment: Experiment, winner: ExperimentArm) -> None:
                                code="invalid_experiment")
 
 
-def stop(experiment: Experiment, winner: ExperimentArm) -> Experiment:
+def stop(experiment: Experiment, winner: ExperimentArm, version: str = "") -> Experiment:
     """Stop a running experiment and send all traffic to ``winner`` (its setting serves every shopper from now
-    until the next experiment starts; the caller activates its model version).
+    while ``version``, the model version it goes with, stays active, until the next experiment starts; the caller
+    activates its model version).
 
     Raises:
         ApplicationError: it is not running, or the arm is not one of its arms.
@@ -214,9 +221,10 @@ def stop(experiment: Experiment, winner: ExperimentArm) -> Experiment:
     check_stoppable(experiment, winner)
     stopped = timezone.now()
     if not Experiment.objects.filter(pk=experiment.pk, status=Experiment.RUNNING).update(
-            status=Experiment.STOPPED, stopped_at=stopped, winner=winner):
+            status=Experiment.STOPPED, stopped_at=stopped, winner=winner, winner_version=version):
         raise Conflict(f"Experiment {experiment.name!r} was stopped meanwhile.", code="experiment_changed")
     experiment.status, experiment.stopped_at, experiment.winner = Experiment.STOPPED, stopped, winner
+    experiment.winner_version = version
     forget()
     logger.info("experiment %s stopped; all traffic to arm %s", experiment.name, winner.name)
     return experiment

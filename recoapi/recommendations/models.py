@@ -92,7 +92,7 @@ class Experiment(models.Model):
     """An A/B test: shoppers split between arms by a stable hash of their id (recoapi.recommendations.experiments).
 
     At most one runs at a time. Stopping names the winning arm: its model version becomes the active model
-    and its setting serves every shopper until the next experiment starts.
+    and its setting serves every shopper while that model stays active, until the next experiment starts.
     """
 
     DRAFT = "draft"
@@ -112,6 +112,10 @@ class Experiment(models.Model):
     stopped_at = models.DateTimeField(null=True, blank=True)
     winner = models.ForeignKey("ExperimentArm", null=True, blank=True, on_delete=models.SET_NULL,
                                related_name="+", help_text="The arm all traffic went to when it stopped.")
+    winner_version = models.CharField(
+        max_length=64, blank=True, default="",
+        help_text="The model version active when it stopped (the winner's, or the one then active): the winner's "
+                  "setting serves only while this version is active.")
 
     class Meta:
         ordering = ["-created_at"]

@@ -502,13 +502,14 @@ def experiment_stop(*, experiment: Experiment, winner: ExperimentArm) -> Experim
     """
     experiments.check_stoppable(experiment, winner)
     previous = model_store.active_version()
-    experiments.stop(experiment, winner)  # claimed first: a second stop racing with this one is refused
+    # claimed first: a second stop racing with this one is refused
+    experiments.stop(experiment, winner, winner.model_version or previous or "")
     if winner.model_version and winner.model_version != previous:
         try:
             model_reload(version=winner.model_version)
         except ApplicationError:  # the experiment runs on as it was
             Experiment.objects.filter(pk=experiment.pk).update(status=Experiment.RUNNING, stopped_at=None,
-                                                               winner=None)
+                                                               winner=None, winner_version="")
             experiment.status, experiment.stopped_at, experiment.winner = Experiment.RUNNING, None, None
             experiments.forget()
             raise

@@ -122,6 +122,29 @@ def test_stopping_sends_all_traffic_to_the_winner(service: Pipeline, client: API
     assert {e["experiment"]["arm"] for e in answer["recommendations"].values()} == {"control", "pop"}
 
 
+def test_the_winners_setting_ends_when_another_model_is_activated(service: Pipeline, client: APIClient,
+                                                                   settings) -> None:
+    """A stopped experiment's "retrieval" winner went on ordering every later model (retrained, reloaded, rolled
+    back to) without its learned ranking, with nothing saying so."""
+    other = _second_version(service, settings)
+    experiment = experiment_start(experiment=_experiment(
+        "order", ("control", 50, "", "served"), ("plain", 50, other, "popular")))
+    experiment_stop(experiment=experiment, winner=experiment.arms.get(name="plain"))
+    assert Experiment.objects.get(pk=experiment.pk).winner_version == other
+    users = ",".join(_users(service))
+    assert {e["strategy"] for e in client.get("/recommendations", {"users": users}).json()["recommendations"]
+            .values()} == {"popular"}
+    artifacts.set_active(settings.RECO_MODELS_DIR, service.version)  # e.g. a rollback
+    experiments.forget()
+    answer = client.get("/recommendations", {"users": users}).json()
+    assert answer["model_version"] == service.version
+    assert "popular" not in {e["strategy"] for e in answer["recommendations"].values()}
+    artifacts.set_active(settings.RECO_MODELS_DIR, other)  # the winner's model again: its setting again
+    experiments.forget()
+    assert {e["strategy"] for e in client.get("/recommendations", {"users": users}).json()["recommendations"]
+            .values()} == {"popular"}
+
+
 def test_experiments_that_cannot_run_are_refused(service: Pipeline, settings) -> None:
     with pytest.raises(ApplicationError, match="at least two arms"):
         experiment_start(experiment=_experiment("single", ("only", 100, "", "served")))
