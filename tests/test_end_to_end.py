@@ -223,6 +223,8 @@ def test_retrain_activates_a_model_trained_on_new_events_and_the_gate_refuses_a_
     """Issue: a service that learns from its own traffic."""
     from datetime import UTC, datetime, timedelta
 
+    from django.conf import settings as django_settings
+
     from recoapi.catalog.models import Interaction, Product
     from recoapi.catalog.services import interaction_record
     from recoapi.recommendations.models import TrainingRun
@@ -324,12 +326,20 @@ def test_retrain_activates_a_model_trained_on_new_events_and_the_gate_refuses_a_
         assert "new interactions: retraining" in out and "another process is training" in out
         with pytest.raises(CommandError, match="Another retraining is running"):
             run("retrain", "--budget", "0")
+        active = artifacts.read_active(django_settings.RECO_MODELS_DIR)
+        with pytest.raises(CommandError, match="Another training is running"):  # it activated beside a retrain
+            run("train", "--activate", "--force", "--epochs", "1", "--budget", "0")
+        assert artifacts.read_active(django_settings.RECO_MODELS_DIR) == active
     assert TrainingRun.objects.count() == runs
     out = run("run_scheduler", "--once", "--min-events", "1", "--budget", "0")
     assert "retraining activated" in out or "retraining refused" in out, out
     assert TrainingRun.objects.count() == runs + 1
     out = run("run_scheduler", "--once", "--min-events", "1000")
     assert "new interactions: retraining" not in out and "fewer than 1000: not retraining" in out
+    counted = out.split(" new interaction(s) since the last training")[0].split()[-1]
+    run("rollback", "--to", first)  # the first model: its data ends long before the newest model's
+    out = run("run_scheduler", "--once", "--min-events", "1000")
+    assert f"{counted} new interaction(s) since the last training" in out, out  # a rollback makes nothing new
 
 
 @contextmanager

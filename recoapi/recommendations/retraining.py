@@ -196,6 +196,19 @@ def active_trained_until() -> int | None:
     return int(value) if value is not None else None
 
 
+def newest_trained_until() -> int | None:
+    """The newest interaction time any published model trained on, the active one included (None: none says).
+
+    What the scheduler counts new interactions from: after a rollback to an older model, the interactions the
+    rolled-back model had trained on are not new, and retraining on them at once would undo the rollback."""
+    models_dir = Path(settings.RECO_MODELS_DIR)
+    versions, _ = model_store.versions()
+    times = [_manifest(models_dir, version).get("trained_until") for version in versions]
+    times.append(active_trained_until())
+    known = [int(value) for value in times if value is not None]
+    return max(known) if known else None
+
+
 def model_rollback(*, version: str | None = None) -> dict[str, str | None]:
     """Activate ``version``, or the newest version published before the active one (other than the
     measured candidate the active one was published again from, see :func:`model_retrain`).

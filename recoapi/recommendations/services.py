@@ -385,7 +385,8 @@ def model_train(
 
     Args:
         params: :class:`modeling.two_tower.TwoTowerParams`.
-        activate: point models/ACTIVE at the result.
+        activate: point models/ACTIVE at the result; the run then holds the training lock (see
+            :mod:`recoapi.recommendations.locks`), as retraining does.
         force: train even when an identical run exists.
         refit: publish a model trained again on every interaction.
         budget_seconds: time for the two-tower search (0: default parameters only).
@@ -397,7 +398,27 @@ def model_train(
         ``{"version", "skipped", "activated", "metrics", "train_seconds", "examples_per_second",
         "refit_epochs", "search", "ranking_stage", "data"}`` (``data``: counts of what was trained on and
         whether it came from the database or the import snapshot).
+
+    Raises:
+        ApplicationError: with ``activate``, another training holds the lock (code ``busy``, nothing done).
     """
+    if not activate:
+        return _model_train(params=params, activate=False, force=force, refit=refit, budget_seconds=budget_seconds,
+                            on_epoch=on_epoch, on_trial=on_trial, workers=workers)
+    from recoapi.recommendations.locks import training_lock
+
+    with training_lock() as held:  # a run that activates its model waits for no other one that does (retrain)
+        if not held:
+            raise ApplicationError("Another training is running (retrain, run_scheduler or train --activate); "
+                                   "try again when it has finished.", code="busy", status_code=409)
+        return _model_train(params=params, activate=True, force=force, refit=refit, budget_seconds=budget_seconds,
+                            on_epoch=on_epoch, on_trial=on_trial, workers=workers)
+
+
+def _model_train(*, params: TwoTowerParams, activate: bool, force: bool, refit: bool, budget_seconds: float,
+                 on_epoch: Callable[[dict[str, float]], None] | None,
+                 on_trial: Callable[[dict[str, Any]], None] | None, workers: int) -> dict[str, Any]:
+    """:func:`model_train`'s work (under the training lock when it activates)."""
     from modeling import datasets as ds
     from modeling import train as training
     from modeling.embeddings import build_embeddings, load_embeddings

@@ -46,16 +46,17 @@ class Command(BaseCommand):
     def _loop(self, stop: threading.Event, options: dict[str, Any]) -> None:
         from recoapi.recommendations.retraining import (
             TrainingBusy,
-            active_trained_until,
             model_retrain,
             new_interactions,
+            newest_trained_until,
         )
 
         attempted: int | None = None  # newest interaction time of the last attempt that trained
         self.stdout.write(f"Scheduler: every {options['interval']:g} s, retrain after {options['min_events']} new "
                           f"interactions.")
         while not stop.is_set():
-            since = max((t for t in (active_trained_until(), attempted) if t is not None), default=None)
+            # Counted from the newest data any model trained on: after a rollback, not from the older model's.
+            since = max((t for t in (newest_trained_until(), attempted) if t is not None), default=None)
             count, newest = new_interactions(after=since)
             if count >= options["min_events"]:
                 self.stdout.write(f"{count} new interactions: retraining")
