@@ -8,6 +8,7 @@ variables or use your process manager). Invalid values stop the start-up with
 
 from __future__ import annotations
 
+import math
 import os
 from datetime import UTC, datetime
 
@@ -49,6 +50,20 @@ def env_int(name: str, default: int) -> int:
         return int(value)
     except ValueError as exc:
         raise ImproperlyConfigured(f"environment variable {name}={value!r} is not an integer") from exc
+
+
+def env_float(name: str, default: float) -> float:
+    """A finite number variable (``inf`` and ``nan`` are refused: no setting means them)."""
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return float(default)
+    try:
+        number = float(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"environment variable {name}={value!r} is not a number") from exc
+    if not math.isfinite(number):
+        raise ImproperlyConfigured(f"environment variable {name}={value!r} is not a finite number")
+    return number
 
 
 def env_time(name: str, default: str) -> int:

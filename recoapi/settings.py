@@ -15,7 +15,16 @@ from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 
 from modeling.index import ANN_MIN_ITEMS  # noqa: E402
 from modeling.sources import SOURCES  # noqa: E402
-from recoapi.env import env_bool, env_choice, env_int, env_list, env_rate, env_str, env_time  # noqa: E402
+from recoapi.env import (  # noqa: E402
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_rate,
+    env_str,
+    env_time,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -155,8 +164,8 @@ RECO_REDIS_URL = env_str("RECO_REDIS_URL", "")
 if RECO_REDIS_URL:
     CACHES = {"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": RECO_REDIS_URL,
                           "KEY_PREFIX": env_str("RECO_REDIS_PREFIX", "recoapi"),
-                          "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": float(env_str("RECO_REDIS_TIMEOUT", "0.25")),
-                                      "SOCKET_TIMEOUT": float(env_str("RECO_REDIS_TIMEOUT", "0.25"))}}}
+                          "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": env_float("RECO_REDIS_TIMEOUT", 0.25),
+                                      "SOCKET_TIMEOUT": env_float("RECO_REDIS_TIMEOUT", 0.25)}}}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
                           "OPTIONS": {"MAX_ENTRIES": env_int("RECO_CACHE_MAX_ENTRIES", 10_000)}}}
@@ -187,7 +196,7 @@ RECO_MODELS_DIR = Path(env_str("RECO_MODELS_DIR", str(BASE_DIR / "models")))
 RECO_MODEL_STORE = env_str("RECO_MODEL_STORE", "")
 # Optional clean-up of event logs at import (all off by default); see modeling.datasets.InteractionFilters.
 RECO_FILTER_MIN_USER_INTERACTIONS = env_int("RECO_FILTER_MIN_USER_INTERACTIONS", 0)
-RECO_FILTER_OUTLIER_STD = float(env_str("RECO_FILTER_OUTLIER_STD", "0")) or None
+RECO_FILTER_OUTLIER_STD = env_float("RECO_FILTER_OUTLIER_STD", 0) or None
 RECO_FILTER_MIN_DISTINCT_ITEMS = env_int("RECO_FILTER_MIN_DISTINCT_ITEMS", 0)
 RECO_FILTER_START = env_int("RECO_FILTER_START", 0) or None
 RECO_FILTER_END = env_int("RECO_FILTER_END", 0) or None
@@ -198,11 +207,11 @@ RECO_EVENT_MIN_TIME = env_time("RECO_EVENT_MIN_TIME", "1995-01-01")
 RECO_EVENT_MAX_FUTURE_SECONDS = env_int("RECO_EVENT_MAX_FUTURE_SECONDS", 300)
 RECO_EVENTS_MAX_BATCH = env_int("RECO_EVENTS_MAX_BATCH", 1000)
 RECO_PRODUCTS_MAX_BATCH = env_int("RECO_PRODUCTS_MAX_BATCH", 500)
-RECO_TRAIN_SINCE_DAYS = float(env_str("RECO_TRAIN_SINCE_DAYS", "0") or 0)
-RECO_RETRAIN_HOLDOUT_DAYS = float(env_str("RECO_RETRAIN_HOLDOUT_DAYS", "1"))
-RECO_RETRAIN_INTERVAL = float(env_str("RECO_RETRAIN_INTERVAL", "3600"))
+RECO_TRAIN_SINCE_DAYS = env_float("RECO_TRAIN_SINCE_DAYS", 0)
+RECO_RETRAIN_HOLDOUT_DAYS = env_float("RECO_RETRAIN_HOLDOUT_DAYS", 1)
+RECO_RETRAIN_INTERVAL = env_float("RECO_RETRAIN_INTERVAL", 3600)
 RECO_RETRAIN_MIN_EVENTS = env_int("RECO_RETRAIN_MIN_EVENTS", 100)
-RECO_RETRAIN_TOLERANCE = float(env_str("RECO_RETRAIN_TOLERANCE", "0.01"))
+RECO_RETRAIN_TOLERANCE = env_float("RECO_RETRAIN_TOLERANCE", 0.01)
 if not (RECO_RETRAIN_HOLDOUT_DAYS > 0 and RECO_RETRAIN_TOLERANCE >= 0):
     raise ImproperlyConfigured("RECO_RETRAIN_HOLDOUT_DAYS must be positive and RECO_RETRAIN_TOLERANCE 0 or more")
 if not RECO_TRAIN_SINCE_DAYS >= 0:
@@ -212,7 +221,7 @@ if not RECO_TRAIN_SINCE_DAYS >= 0:
 # many lists at once, and at most how many wait in a worker's memory (the oldest beyond are dropped).
 RECO_IMPRESSIONS = env_bool("RECO_IMPRESSIONS", True)
 RECO_IMPRESSIONS_WRITER = env_choice("RECO_IMPRESSIONS_WRITER", "thread", ("thread", "manual"))
-RECO_IMPRESSIONS_FLUSH_SECONDS = float(env_str("RECO_IMPRESSIONS_FLUSH_SECONDS", "1.0"))
+RECO_IMPRESSIONS_FLUSH_SECONDS = env_float("RECO_IMPRESSIONS_FLUSH_SECONDS", 1.0)
 RECO_IMPRESSIONS_BATCH = env_int("RECO_IMPRESSIONS_BATCH", 500)
 RECO_IMPRESSIONS_MAX_BUFFERED = env_int("RECO_IMPRESSIONS_MAX_BUFFERED", 20_000)
 if not (RECO_IMPRESSIONS_FLUSH_SECONDS > 0 and RECO_IMPRESSIONS_BATCH >= 1 and RECO_IMPRESSIONS_MAX_BUFFERED >= 1):
@@ -225,7 +234,7 @@ if RECO_EVENTS_MAX_BATCH < 1:
 if RECO_EVENT_MAX_FUTURE_SECONDS < 0:
     raise ImproperlyConfigured("RECO_EVENT_MAX_FUTURE_SECONDS must be 0 or more")
 # How often (seconds) a worker looks at models/ACTIVE for a newer version.
-RECO_ACTIVE_CHECK_SECONDS = float(env_str("RECO_ACTIVE_CHECK_SECONDS", "1.0"))
+RECO_ACTIVE_CHECK_SECONDS = env_float("RECO_ACTIVE_CHECK_SECONDS", 1.0)
 RECO_MAX_K = env_int("RECO_MAX_K", 100)
 # Give products added after training text-based vectors when the engine loads (needs the text model).
 RECO_ENCODE_NEW_PRODUCTS = env_bool("RECO_ENCODE_NEW_PRODUCTS", True)
@@ -233,7 +242,7 @@ RECO_HISTORY_LENGTH = env_int("RECO_HISTORY_LENGTH", 10)
 # Load the query tower (TensorFlow) in the background as soon as a model is loaded.
 RECO_PREWARM = env_bool("RECO_PREWARM", True)
 # How often (seconds) a worker re-reads which products are out of stock.
-RECO_AVAILABILITY_SECONDS = float(env_str("RECO_AVAILABILITY_SECONDS", "5"))
+RECO_AVAILABILITY_SECONDS = env_float("RECO_AVAILABILITY_SECONDS", 5)
 RECO_MAX_USERS = env_int("RECO_MAX_USERS", 100)
 # Catalogues with at least this many products are searched with an approximate (FAISS IVF) index, built and
 # tuned when the bundle is published (README, Performance); 0: never.

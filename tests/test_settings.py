@@ -76,3 +76,33 @@ def test_event_min_time_that_is_not_a_time_stops_the_start(monkeypatch: pytest.M
     monkeypatch.setenv("RECO_EVENT_MIN_TIME", "soon")
     with pytest.raises(ImproperlyConfigured, match="RECO_EVENT_MIN_TIME='soon' is not a date"):
         env_time("RECO_EVENT_MIN_TIME", "1995-01-01")
+
+
+@pytest.mark.parametrize(("value", "said"), [("abc", "is not a number"), ("inf", "is not a finite number"),
+                                             ("nan", "is not a finite number")])
+def test_a_number_setting_that_is_not_one_stops_the_start(monkeypatch: pytest.MonkeyPatch, value: str,
+                                                          said: str) -> None:
+    """`float()` of the variable ended in a bare ValueError traceback that did not name it."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from recoapi.env import env_float
+
+    monkeypatch.setenv("RECO_RETRAIN_INTERVAL", value)
+    with pytest.raises(ImproperlyConfigured, match=f"RECO_RETRAIN_INTERVAL='{value}' {said}"):
+        env_float("RECO_RETRAIN_INTERVAL", 3600)
+    monkeypatch.setenv("RECO_RETRAIN_INTERVAL", " 60 ")
+    assert env_float("RECO_RETRAIN_INTERVAL", 3600) == 60.0
+
+
+def test_a_setting_that_cannot_work_is_one_line_from_manage_py(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "RECO_RETRAIN_INTERVAL": "abc", "RECO_LOGS_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "manage.py", "run_scheduler", "--once"], cwd=Path(__file__).parents[1],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip() == ("ImproperlyConfigured: environment variable RECO_RETRAIN_INTERVAL='abc' is not "
+                                   "a number")

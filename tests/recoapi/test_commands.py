@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from io import StringIO
@@ -98,4 +99,15 @@ def test_a_database_url_that_cannot_work_is_one_line(tmp_path: Path, url: str, s
                           text=True, timeout=300)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert said in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+@pytest.mark.parametrize(("arguments", "said"), [
+    (("--interval", "inf"), "--interval (default RECO_RETRAIN_INTERVAL) must be more than 0 and at most"),
+    (("--interval", "0"), "got 0"),
+    (("--min-events", "0"), "--min-events (default RECO_RETRAIN_MIN_EVENTS) must be at least 1"),
+])
+def test_run_scheduler_refuses_settings_it_cannot_keep(arguments: tuple[str, ...], said: str) -> None:
+    """--interval inf started the scheduler, whose first wait then overflowed (a traceback, exit status 1)."""
+    with pytest.raises(CommandError, match=re.escape(said)):
+        call_command("run_scheduler", "--once", *arguments, stdout=StringIO())
 

@@ -11,6 +11,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from modeling.tuning import DEFAULT_BUDGET_SECONDS
 
+MAX_INTERVAL_SECONDS = 365 * 24 * 3600
+
 
 class Command(BaseCommand):
     help = ("Run `retrain` every RECO_RETRAIN_INTERVAL seconds when at least RECO_RETRAIN_MIN_EVENTS interactions "
@@ -29,8 +31,17 @@ class Command(BaseCommand):
         parser.add_argument("--once", action="store_true", help="Check once and exit (for cron).")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if not options["interval"] > 0 or options["min_events"] < 1 or not options["budget"] >= 0:
-            raise CommandError("--interval must be positive, --min-events at least 1 and --budget 0 or more")
+        problems = []
+        if not 0 < options["interval"] <= MAX_INTERVAL_SECONDS:  # NaN and inf too (the wait overflowed on inf)
+            problems.append(f"--interval (default RECO_RETRAIN_INTERVAL) must be more than 0 and at most "
+                            f"{MAX_INTERVAL_SECONDS:,} seconds (a year), got {options['interval']:g}")
+        if options["min_events"] < 1:
+            problems.append(f"--min-events (default RECO_RETRAIN_MIN_EVENTS) must be at least 1, got "
+                            f"{options['min_events']}")
+        if not 0 <= options["budget"] < float("inf"):
+            problems.append(f"--budget must be 0 or more seconds, got {options['budget']:g}")
+        if problems:
+            raise CommandError("; ".join(problems))
         stop = threading.Event()
         previous = {}
         if threading.current_thread() is threading.main_thread():
