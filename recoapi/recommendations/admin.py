@@ -31,9 +31,11 @@ class ModelVersionAdmin(admin.ModelAdmin):
     readonly_fields = ("version", "created_at", "is_active", "metrics", "params", "counts")
     actions = ["activate", "delete_selected"]
 
-    @admin.display(description="HR@10")
+    @admin.display(description="HR@10 (served)")
     def hr_at_10(self, obj: ModelVersion) -> str:
-        value = obj.metrics.get("two_tower", {}).get("hr@10")
+        """The served model's test HR@10, both stages (the two-tower alone's for versions that did not record it)."""
+        metrics = obj.metrics.get("hybrid") or obj.metrics.get("two_tower", {})
+        value = metrics.get("hr@10")
         return "-" if value is None else f"{value:.4f}"
 
     @admin.display(description="Popularity HR@10")

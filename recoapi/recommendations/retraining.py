@@ -101,7 +101,9 @@ def _retrain(*, holdout_days: float, tolerance: float, budget_seconds: float,
         if previous and trained_until is not None and (
                 len(split.before) == 0 or int(split.before[ds.TIMESTAMP].max()) <= int(trained_until)):
             return finish(TrainingRun.SKIPPED, f"every interaction since the active model's data is within the "
-                                               f"held-out {holdout_days:g} days: nothing new to train on")
+                                               f"held-out last {holdout_days:g} day(s), which measure the candidate: "
+                                               f"nothing new to train on until interactions are older than that "
+                                               f"(or give a shorter --holdout-days)")
         if len(split.before) == 0:
             return finish(TrainingRun.SKIPPED, f"nothing before the cut-off of the last {holdout_days:g} days "
                                                "to train on")

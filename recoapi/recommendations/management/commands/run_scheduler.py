@@ -76,7 +76,8 @@ class Command(BaseCommand):
                                         tolerance=settings.RECO_RETRAIN_TOLERANCE, budget_seconds=options["budget"],
                                         say=lambda line: None)
                 except TrainingBusy:
-                    self.stdout.write("another process is training; waiting for the next check")
+                    self.stdout.write("another process is training; " + (
+                        "not retraining" if options["once"] else "waiting for the next check"))
                 else:
                     attempted = newest
                     self.stdout.write(f"retraining {run.decision}: {run.reason}")
