@@ -91,6 +91,7 @@ def load_retailrocket(
     items[ds.PRICE] = pd.to_numeric(prices.fillna("").str.lstrip("n"), errors="coerce")
     items[ds.TITLE] = ""
     report["items_with_category"] = int((items[ds.CATEGORY] != "").sum())
+    report["items_with_price"] = int(items[ds.PRICE].notna().sum())
     fingerprint = ds.file_fingerprint(files, salt=LOADER_VERSION)
     return ds.finish_tables(items, interactions, report=report, fingerprint=fingerprint,
                             source_name=str(events_file), keep_items="interacted", filters=filters,

@@ -157,6 +157,7 @@ def test_retailrocket_events_become_weighted_interactions(retailrocket: Path) ->
     assert items.loc["355908", ds.PRICE] == 5880.0
     assert items.loc["248676", ds.CATEGORY] == ""
     assert data.report["events_transaction"] == 1
+    assert data.report["items_with_category"] == 1 and data.report["items_with_price"] == 1
 
 
 def test_retailrocket_reads_a_repeated_row_once(retailrocket: Path) -> None:
