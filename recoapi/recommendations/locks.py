@@ -26,11 +26,18 @@ ADVISORY_KEY = 0x7265636F  # "reco": the advisory lock's key
 
 
 def lock_path() -> Path:
-    """The SQLite lock file: beside the database file, or in the temporary directory for one in memory."""
+    """The SQLite lock file: beside the database file, or in the temporary directory for one in memory.
+
+    A database in memory belongs to one process, so its lock is that process's own (the process id is in its
+    name): every process with such a database (test processes side by side, each with its own) had the same
+    name and path, and one's training refused another's."""
     name = str(connection.settings_dict["NAME"])
     if Path(name).is_absolute():
         return Path(name + ".training.lock")
-    return Path(tempfile.gettempdir()) / f"recoapi-{hashlib.sha1(name.encode()).hexdigest()[:12]}.training.lock"
+    digest = hashlib.sha1(name.encode()).hexdigest()[:12]
+    in_memory = name == ":memory:" or "mode=memory" in name
+    return Path(tempfile.gettempdir()) / (f"recoapi-{digest}-{os.getpid()}.training.lock" if in_memory
+                                          else f"recoapi-{digest}.training.lock")
 
 
 @contextmanager
