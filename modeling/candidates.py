@@ -456,7 +456,7 @@ def fit_sources(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, n_item
                 best.update(score=result, model=model)  # keep one dense model in memory, not one per λ
             return result
 
-        result = widening_search(score, l2_choices, lower=1e-3)
+        result = widening_search(score, l2_choices, lower=1e-3, label="ranking stage: item-item EASE l2")
         ease = best["model"]
         l2 = float(ease.l2)
         say(f"ranking stage: item-item EASE λ={l2:g} (validation NDCG@10 {result.score:.4f})")

@@ -88,6 +88,7 @@ def tune_baselines(matrix: Any, order: tuple[np.ndarray, np.ndarray], validate: 
         return score
 
     result = widening_search(lambda n: keep("item_knn", n, full_knn.restricted(int(n))), knn_neighbours_grid,
+                             label="item_knn neighbours",
                              lower=1, upper=matrix.shape[1] - 1, integer=True)
     report("item_knn", "neighbours", result)
     models["item_knn"] = kept.pop("item_knn")[2]
@@ -95,7 +96,8 @@ def tune_baselines(matrix: Any, order: tuple[np.ndarray, np.ndarray], validate: 
     full_knn = None
 
     gram = EASEGram(matrix)  # XᵀX once for every λ tried
-    result = widening_search(lambda l2: keep("ease", l2, EASE(l2).fit(matrix, gram=gram)), ease_l2_grid, lower=1e-3)
+    result = widening_search(lambda l2: keep("ease", l2, EASE(l2).fit(matrix, gram=gram)), ease_l2_grid, lower=1e-3,
+                             label="ease l2")
     gram = None
     report("ease", "λ", result)
     models["ease"] = kept.pop("ease")[2]
@@ -114,7 +116,7 @@ def tune_baselines(matrix: Any, order: tuple[np.ndarray, np.ndarray], validate: 
         blend.weight = w
         return validate(blend)
 
-    result = widening_search(weight, blend_grid, lower=0.0, upper=1.0)
+    result = widening_search(weight, blend_grid, lower=0.0, upper=1.0, label="transitions+ease weight")
     report("transitions+ease", "weight", result)
     blend.weight = result.best
     models["transitions+ease"] = blend
@@ -144,7 +146,8 @@ def tune_baselines(matrix: Any, order: tuple[np.ndarray, np.ndarray], validate: 
 
         kept.pop("ials", None)
         result = widening_search(als, grids[name], lower=1 if name == "factors" else 1e-4,
-                                 upper=512 if name == "factors" else None, integer=name == "factors")
+                                 upper=512 if name == "factors" else None, integer=name == "factors",
+                                 label=f"ials {name}")
         report("ials", name, result)
         als_params[name] = result.best
         tuning["ials"][name] = result.to_dict()

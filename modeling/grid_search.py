@@ -41,7 +41,7 @@ class GridResult:
 
 def widening_search(evaluate: Callable[[float], float], grid: Sequence[float], *, lower: float | None = None,
                     upper: float | None = None, step: float | None = None, integer: bool = False,
-                    max_extensions: int = 4) -> GridResult:
+                    max_extensions: int = 4, label: str = "grid value") -> GridResult:
     """Best value of one parameter on the validation items, the grid widened past an edge that wins.
 
     Args:
@@ -52,6 +52,7 @@ def widening_search(evaluate: Callable[[float], float], grid: Sequence[float], *
             outermost values on that side, at least 2).
         integer: round widened values (e.g. numbers of factors or neighbours).
         max_extensions: most values added in all.
+        label: what the parameter is, in the log line of each value tried (e.g. ``"EASE l2"``).
 
     Returns:
         The :class:`GridResult`.
@@ -64,7 +65,7 @@ def widening_search(evaluate: Callable[[float], float], grid: Sequence[float], *
     def run(value: float) -> float:
         if value not in tried:
             tried[value] = float(evaluate(value))
-            logger.info("grid value %g: validation %.4f", value, tried[value])
+            logger.info("%s %g: validation %.4f", label, value, tried[value])
         return tried[value]
 
     for value in values:

@@ -1016,9 +1016,11 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
         ranker = Ranker("feature", choice.split(":")[1])
     report["seconds"] = round(time.perf_counter() - started, 2)
     best_single = max((v for name, v in means.items() if name.startswith("feature")), default=0.0)
-    say(f"ranking stage: {choice} chosen by {folds}-fold cross-validation on {int(select.sum())} of "
-        f"{m} validation shoppers (NDCG@10 {means[choice]:.4f}; best single feature {best_single:.4f}; "
-        f"{best} {gain:+.4f} ± {error:.4f} over {reference})")
+    how = (f"the fallback: no richer trial gained {CHOICE_STANDARD_ERRORS:g} standard errors over {reference}"
+           if choice == fallback and choice != best else f"chosen by {folds}-fold cross-validation")
+    say(f"ranking stage: {choice} ({how}) on {int(select.sum())} of {m} validation shoppers (NDCG@10 "
+        f"{means[choice]:.4f}; best single feature {best_single:.4f}; best trial {best} {gain:+.4f} ± {error:.4f} "
+        f"over {reference})")
     return ranker, report
 
 

@@ -155,7 +155,8 @@ def budgeted_search(data: ds.CanonicalData, embeddings: Embeddings, base: TwoTow
 
 
 def read_params(path: str | Path, base: TwoTowerParams | None = None) -> TwoTowerParams:
-    """Parameters from a JSON file: a parameter object, or a search log (its ``best`` is used).
+    """Parameters from a JSON file: a parameter object, a search log (its ``best`` is used), or an ``evaluate``
+    output (its ``params``: those it measured, the kept trial's after a time-budgeted search).
 
     Raises:
         TrainingError: when the file is missing, not JSON, or holds unknown or invalid parameters.
@@ -170,6 +171,8 @@ def read_params(path: str | Path, base: TwoTowerParams | None = None) -> TwoTowe
         values = values["search"]
     if isinstance(values, dict) and isinstance(values.get("best"), dict):
         values = values["best"]
+    elif isinstance(values, dict) and isinstance(values.get("params"), dict) and "protocol" in values:
+        values = values["params"]
     try:
         return TwoTowerParams.from_dict(values, base)
     except ValueError as exc:

@@ -76,7 +76,7 @@ def test_train_and_evaluate_show_the_ranking_stages_progress_lines() -> None:
         with echo_stage_progress(written.append):
             train.info("ranking stage: item-item EASE λ=%g (validation NDCG@10 %.4f)", 2, 0.0141)
             train.info("epoch 1/15: loss 6.35")  # the commands show epochs themselves
-            grid.info("grid value %g: validation %.4f", 10, 0.0127)
+            grid.info("%s %g: validation %.4f", "ranking stage: item-item EASE l2", 10, 0.0127)
         with echo_stage_progress(written.append, enabled=False):
             train.info("ranking stage: not shown")
         train.info("ranking stage: after the block")
@@ -84,7 +84,7 @@ def test_train_and_evaluate_show_the_ranking_stages_progress_lines() -> None:
         train.setLevel(level[0])
         grid.setLevel(level[1])
     assert written == ["  ranking stage: item-item EASE λ=2 (validation NDCG@10 0.0141)",
-                       "    item-item grid value 10: validation 0.0127"]
+                       "    ranking stage: item-item EASE l2 10: validation 0.0127"]
 
 
 @pytest.mark.parametrize(("url", "said"), [

@@ -81,3 +81,15 @@ def test_read_params_takes_the_best_of_a_search_log(tmp_path: Path) -> None:
     path.write_text(json.dumps({"search": {"best": {"temperature": 0.2, "batch_size": 128}}}))
     params = read_params(path)
     assert params.temperature == 0.2 and params.batch_size == 128
+
+
+def test_read_params_takes_what_an_evaluate_output_measured(tmp_path: Path) -> None:
+    """evaluate's default output (a time-budgeted search, no ``search`` log) was refused as "unknown parameters:
+    baselines, budget_search, ..."."""
+    from modeling.tuning import read_params
+
+    path = tmp_path / "evaluation.json"
+    path.write_text(json.dumps({"budget_search": {"best_trial": 1}, "protocol": "leave_last_out",
+                                "params": {"temperature": 0.2, "history_length": 20}, "baselines": {}}))
+    params = read_params(path)
+    assert params.temperature == 0.2 and params.history_length == 20

@@ -15,7 +15,8 @@ STAGE_LOGGERS = ("modeling.train", "modeling.grid_search")
 
 
 class _StageEcho(logging.Handler):
-    """Writes the stage's INFO lines (``ranking stage: ...`` and the item-item grid's values) with ``write``."""
+    """Writes the stage's INFO lines (``ranking stage: ...``) and each grid value tried (the stage's item-item
+    grid, and under ``evaluate`` the baselines' grids, each line naming its parameter) with ``write``."""
 
     def __init__(self, write: Callable[[str], None]) -> None:
         super().__init__(logging.INFO)
@@ -24,7 +25,7 @@ class _StageEcho(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
         if record.name == "modeling.grid_search":
-            self.write(f"    item-item {message}")
+            self.write(f"    {message}")
         elif message.startswith("ranking stage:"):
             self.write(f"  {message}")
 

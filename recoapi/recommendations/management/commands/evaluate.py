@@ -102,6 +102,8 @@ class Command(BaseCommand):
                                               on_trial=lambda t: say(_trial_line(t)))
                     params = trained.params
                     result["budget_search"] = trained.search
+                    if trained.search and trained.search.get("trials"):
+                        say(f"kept: trial {trained.search['best_trial']} (the best validation NDCG@10)")
                 result["params"] = params.to_dict()
                 if options["protocols"] in ("all", "leave_last_out"):
                     result.update(compare_leave_last_out(data, embeddings, params, ease_l2_grid=options["ease_l2"],
