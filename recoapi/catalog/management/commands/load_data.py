@@ -8,14 +8,13 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DatabaseError, connection
+from django.db import DatabaseError
 from tqdm.auto import tqdm
 
 from modeling.datasets import InteractionFilters
 from modeling.sources import SOURCES
-from recoapi.catalog.models import Product
 from recoapi.catalog.services import data_import, import_filters_from_settings
-from recoapi.exceptions import ApplicationError
+from recoapi.exceptions import ApplicationError, database_error_parts
 
 
 def _date(value: str) -> int:
@@ -31,12 +30,9 @@ def _date(value: str) -> int:
 
 def _database_error(exc: DatabaseError) -> CommandError:
     """What to tell about a database error of the import: that its tables are missing (a new ``DATABASE_URL``:
-    "no such table" deep in the transaction, which wrote nothing), or the error itself."""
-    try:
-        missing = Product._meta.db_table not in connection.introspection.table_names()
-    except DatabaseError:
-        missing = False
-    if missing:
+    "no such table" deep in the transaction, which wrote nothing; told as the API tells it, see
+    :func:`recoapi.exceptions.database_error_parts`), or the error itself."""
+    if database_error_parts(exc)[0] == "database_not_migrated":
         return CommandError("the database has no tables yet: run `.venv/bin/python manage.py migrate` first")
     return CommandError(f"the database cannot be used: {exc}")
 
