@@ -235,14 +235,10 @@ def training_data(*, since_days: float | None = None) -> ds.CanonicalData:
     return data
 
 
-DATABASE_STATES = {"database_unavailable": "unavailable", "database_not_migrated": "not_migrated",
-                   "database_missing": "missing"}
-"""What ``/health`` says of the database for each code of :func:`recoapi.exceptions.database_error_parts`."""
-
-
 def database_state() -> str:
     """``"ok"``, or why the service's tables cannot be read: ``"unavailable"`` (unreachable), ``"not_migrated"``
-    (no tables: ``migrate`` was not run) or ``"missing"`` (PostgreSQL: no such database).
+    (no tables: ``migrate`` was not run) or ``"missing"`` (PostgreSQL: no such database), the code of
+    :func:`recoapi.exceptions.database_error_parts` without its ``database_`` prefix.
 
     Reads one of the service's own tables: ``SELECT 1`` answered on a database without them."""
     from recoapi.exceptions import database_error_parts
@@ -252,4 +248,4 @@ def database_state() -> str:
             cursor.execute(f"SELECT 1 FROM {connection.ops.quote_name(Product._meta.db_table)} LIMIT 1")
         return "ok"
     except DatabaseError as exc:
-        return DATABASE_STATES[database_error_parts(exc)[0]]
+        return database_error_parts(exc)[0].removeprefix("database_")

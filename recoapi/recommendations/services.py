@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
@@ -402,17 +403,15 @@ def model_train(
     Raises:
         ApplicationError: with ``activate``, another training holds the lock (code ``busy``, nothing done).
     """
-    if not activate:
-        return _model_train(params=params, activate=False, force=force, refit=refit, budget_seconds=budget_seconds,
-                            on_epoch=on_epoch, on_trial=on_trial, workers=workers)
     from recoapi.recommendations.locks import training_lock
 
-    with training_lock() as held:  # a run that activates its model waits for no other one that does (retrain)
+    # A run that activates its model runs beside no other one that does (retrain); one that does not takes no lock.
+    with training_lock() if activate else contextlib.nullcontext(True) as held:
         if not held:
             raise ApplicationError("Another training is running (retrain, run_scheduler or train --activate); "
                                    "try again when it has finished.", code="busy", status_code=409)
-        return _model_train(params=params, activate=True, force=force, refit=refit, budget_seconds=budget_seconds,
-                            on_epoch=on_epoch, on_trial=on_trial, workers=workers)
+        return _model_train(params=params, activate=activate, force=force, refit=refit,
+                            budget_seconds=budget_seconds, on_epoch=on_epoch, on_trial=on_trial, workers=workers)
 
 
 def _model_train(*, params: TwoTowerParams, activate: bool, force: bool, refit: bool, budget_seconds: float,
