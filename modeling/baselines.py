@@ -526,8 +526,14 @@ class ImplicitALS:
 
     def score(self, histories: sp.csr_matrix, last: np.ndarray | None = None) -> np.ndarray:
         """(m, n_items) scores: folded-in user vectors dot the item factors."""
+        from threadpoolctl import threadpool_limits
+
         histories = sp.csr_matrix(histories, dtype=np.float32)
-        vectors = self.model.recalculate_user(np.arange(histories.shape[0]), histories)
+        # implicit solves each user's system on its OpenMP threads with scipy's OpenBLAS, a pthreads build: with
+        # more than one BLAS thread it prints "OpenBLAS Warning : Detect OpenMP Loop" per user (factors >= 256)
+        # once libgomp is loaded globally (torch does). One BLAS thread, as in fit; the same scores.
+        with threadpool_limits(1, "blas"):
+            vectors = self.model.recalculate_user(np.arange(histories.shape[0]), histories)
         return np.asarray(np.atleast_2d(vectors) @ self.model.item_factors.T, dtype=np.float32)
 
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -217,6 +222,26 @@ def test_implicit_als_folds_in_a_history_it_was_not_fitted_on() -> None:
     scores = model.score(new_user)[0]
     scores[3] = -np.inf
     assert set(np.argsort(-scores)[:2]) == {4, 5}
+
+
+_ALS_UNDER_OPENMP = """
+import ctypes
+ctypes.CDLL("libgomp.so.1", mode=ctypes.RTLD_GLOBAL)  # as importing torch does, before scipy's OpenBLAS loads
+import numpy as np, scipy.sparse as sp
+from modeling.baselines import ImplicitALS
+matrix = sp.random(300, 400, density=0.03, format="csr", dtype=np.float32, random_state=0)
+matrix.data[:] = 1
+ImplicitALS(factors=256, iterations=1).fit(matrix).score(matrix[:20])
+"""
+
+
+def test_implicit_als_scores_without_openblas_openmp_warnings() -> None:
+    """implicit's OpenMP threads call scipy's OpenBLAS (pthreads): at more than one BLAS thread it warns per user."""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", _ALS_UNDER_OPENMP], capture_output=True, text=True, timeout=120,
+                         check=False, cwd=Path(__file__).resolve().parents[2], env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "OpenBLAS Warning" not in out.stderr
 
 
 def test_ease_above_its_size_limit_fits_the_most_interacted_products_only() -> None:
