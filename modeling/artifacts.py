@@ -41,6 +41,7 @@ import re
 import shutil
 import tempfile
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -422,6 +423,32 @@ def list_versions(models_dir: Path | str) -> list[str]:
         return []
     return sorted(p.name for p in models.iterdir()
                   if p.is_dir() and is_version_name(p.name) and (p / MANIFEST_FILE).is_file())
+
+
+def remove_bundle(models_dir: Path | str, version: str) -> bool:
+    """Delete the bundle folder of ``version`` from ``models_dir``; whether there was one.
+
+    The folder is first renamed to a hidden name (which :func:`list_versions` never lists), then removed: a
+    process listing versions meanwhile sees the bundle whole or not at all. Processes that have it loaded keep
+    their mapped pages. The text encoder export that bundles share is left.
+
+    Raises:
+        ArtifactError: ``version`` is not a version name, or the folder cannot be renamed.
+    """
+    if not is_version_name(version):
+        raise ArtifactError(f"not a model version: {version!r}")
+    folder = Path(models_dir) / version
+    if not folder.exists():
+        return False
+    doomed = folder.with_name(f".removing-{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        os.replace(folder, doomed)
+    except OSError as exc:
+        raise ArtifactError(f"model {version} cannot be removed from {Path(models_dir).name}/: {exc.strerror}"
+                            ) from exc
+    shutil.rmtree(doomed, ignore_errors=True)
+    logger.info("model bundle %s removed from %s", version, models_dir)
+    return True
 
 
 def read_active(models_dir: Path | str) -> str | None:

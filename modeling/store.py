@@ -10,7 +10,7 @@ encoder exports the bundles name. Each host keeps its own ``models/`` as a local
   every file against the checksums before the rename; a copy that does not match is refused.
 - :func:`verify` checks a local copy against its checksums (a host loads nothing that does not match).
 
-This is one small interface (``versions``, ``has``, ``publish``, ``fetch``) so that an object store could
+This is one small interface (``versions``, ``has``, ``publish``, ``fetch``, ``remove``) so that an object store could
 stand behind it; only the shared directory is implemented.
 """
 
@@ -173,6 +173,17 @@ class DirectoryStore:
             shutil.copyfile(self.root / bundle_dir.name / CHECKSUM_FILE, bundle_dir / CHECKSUM_FILE)
         logger.info("model %s published to the store %s", bundle_dir.name, self.root)
 
+    def remove(self, version: str) -> bool:
+        """Delete ``version`` from the store (its text export, which other bundles share, stays); whether it
+        was there. Hosts' cached copies stop being listed (see :func:`cached_elsewhere`).
+
+        Raises:
+            ArtifactError: the store cannot be reached or the folder cannot be removed.
+        """
+        if not self.reachable():
+            raise ArtifactError(f"the model store {self.root} cannot be reached")
+        return artifacts.remove_bundle(self.root, version)
+
     def fetch(self, version: str, models_dir: Path) -> Path:
         """Copy ``version`` (and its text export) into ``models_dir`` unless it is there; returns its folder.
 
@@ -191,3 +202,10 @@ class DirectoryStore:
         _copy_checked(self.root / version, target, write_checksums=False)
         logger.info("model %s fetched from the store into %s", version, models_dir)
         return target
+
+
+def cached_elsewhere(local_dir: Path) -> bool:
+    """Whether a host's bundle folder is a copy of the store's (published from this host or fetched: it has the
+    store's checksums). Such a copy whose version the store no longer holds was removed from the store and is
+    not listed again; a bundle without checksums was trained here and not published yet."""
+    return (Path(local_dir) / CHECKSUM_FILE).is_file()

@@ -59,18 +59,44 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     @admin.action(permissions=["delete"], description="Delete selected model versions")
     def delete_selected(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> HttpResponse | None:
-        """Django's bulk delete (confirmation page first), refused when the active version is selected."""
-        if not self._deletable(request, list(queryset.values_list("version", flat=True))):
+        """Django's bulk delete confirmation page, then the versions' bundles and rows deleted (:meth:`_delete`);
+        refused when the active version is selected."""
+        versions = list(queryset.values_list("version", flat=True))
+        if not self._deletable(request, versions):
+            return None
+        if request.POST.get("post"):  # confirmed
+            self._delete(request, versions)
             return None
         return django_delete_selected(self, request, queryset)
 
     def delete_view(self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
                     ) -> HttpResponse:
-        """The change page's Delete: the active version goes back to its page with the reason."""
-        if not self._deletable(request, [unquote(object_id)]):
+        """The change page's Delete: the active version goes back to its page with the reason; the confirmation
+        deletes the bundle with the row (:meth:`_delete`)."""
+        version = unquote(object_id)
+        if not self._deletable(request, [version]):
             return HttpResponseRedirect(
-                reverse("admin:recommendations_modelversion_change", args=[quote(unquote(object_id))]))
+                reverse("admin:recommendations_modelversion_change", args=[quote(version)]))
+        if request.method == "POST" and ModelVersion.objects.filter(pk=version).exists():
+            if not self.has_delete_permission(request):
+                raise PermissionDenied
+            self._delete(request, [version])
+            return HttpResponseRedirect(reverse("admin:recommendations_modelversion_changelist"))
         return super().delete_view(request, object_id, extra_context)
+
+    def _delete(self, request: HttpRequest, versions: list[str]) -> None:
+        """Delete the versions' bundles with their rows (a row deleted alone came back at the next listing of the
+        bundles) and say what was done."""
+        from recoapi.recommendations.services import model_version_delete
+
+        try:
+            deleted = model_version_delete(versions=versions)
+        except ApplicationError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return
+        self.message_user(request, f"Deleted {len(deleted)} model version{'s' if len(deleted) != 1 else ''} and "
+                          f"{'their bundles' if len(deleted) != 1 else 'its bundle'}: {', '.join(deleted)}.",
+                          messages.SUCCESS)
 
     def _deletable(self, request: HttpRequest, versions: list[str]) -> bool:
         from recoapi.recommendations.services import model_version_check_deletable

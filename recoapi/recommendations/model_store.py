@@ -26,7 +26,7 @@ from django.db import DatabaseError, transaction
 
 from modeling import artifacts
 from modeling.errors import ArtifactError
-from modeling.store import CHECKSUM_FILE, DirectoryStore, verify
+from modeling.store import CHECKSUM_FILE, DirectoryStore, cached_elsewhere, verify
 from recoapi.recommendations.models import ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -143,15 +143,29 @@ def upsert_version(version: str, manifest: dict[str, Any], *, active: bool | Non
     return row
 
 
+def remove(version: str) -> None:
+    """Delete ``version``'s bundle: from the store first (with one), then from this host's ``models/``.
+
+    Raises:
+        ArtifactError: the store cannot be reached or a folder cannot be removed.
+    """
+    shared = store()
+    if shared is not None:
+        shared.remove(version)
+    artifacts.remove_bundle(models_dir(), version)
+
+
 def versions() -> tuple[list[str], bool]:
     """``(the versions there are, whether that list is complete)``: the store's and this host's with a store
-    (incomplete while the store cannot be reached), else this host's."""
+    (incomplete while the store cannot be reached), else this host's. This host's copy of a version removed from
+    the store (:func:`remove`, on any host) is not listed."""
     local = artifacts.list_versions(models_dir())
     shared = store()
     if shared is None:
         return local, True
     try:
-        return sorted(set(shared.versions()) | set(local)), True
+        stored = set(shared.versions())
+        return sorted(stored | {v for v in local if not cached_elsewhere(models_dir() / v)}), True
     except ArtifactError as exc:
         logger.warning("%s; listing this host's versions only", exc)
         return local, False

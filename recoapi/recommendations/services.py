@@ -262,7 +262,8 @@ def model_version_check_deletable(*, versions: list[str]) -> None:
     """Refuse to delete the active model version (the one every worker serves).
 
     Raises:
-        Conflict: one of ``versions`` is active (named by ``models/ACTIVE`` or marked active).
+        Conflict: one of ``versions`` is active (named by ``models/ACTIVE`` or marked active), or an arm of the
+            running experiment.
     """
     active = {model_store.active_version()}
     active |= set(ModelVersion.objects.filter(is_active=True).values_list("version", flat=True))
@@ -272,6 +273,36 @@ def model_version_check_deletable(*, versions: list[str]) -> None:
             f"Model {refused[0]} is the active model and cannot be deleted: the service answers with it. "
             "Activate another version first (the action \"Activate the selected version\" or "
             "POST /reload_model), then delete this one.", code="active_model")
+    in_test = sorted(set(versions) & set(ExperimentArm.objects.filter(experiment__status=Experiment.RUNNING)
+                                         .values_list("model_version", flat=True)))
+    if in_test:
+        raise Conflict(f"Model {in_test[0]} is an arm of the running experiment and cannot be deleted: stop the "
+                       "experiment first.", code="model_in_experiment")
+
+
+def model_version_delete(*, versions: list[str]) -> list[str]:
+    """Delete model versions: their bundles (from the shared store too, with one) and their rows. Without this a
+    deleted row came back with the next :func:`model_version_sync`, as its bundle was still there.
+
+    Returns:
+        the versions deleted, oldest first.
+
+    Raises:
+        Conflict: one of ``versions`` is active or in a running experiment (nothing is deleted).
+        ApplicationError: a bundle cannot be removed (code ``model_not_removed``; those before it are deleted).
+    """
+    model_version_check_deletable(versions=versions)
+    deleted = []
+    for version in sorted(set(versions)):
+        try:
+            model_store.remove(version)
+        except ArtifactError as exc:
+            raise ApplicationError(f"Model {version} could not be deleted: {_public(exc)}",
+                                   code="model_not_removed", status_code=503) from exc
+        ModelVersion.objects.filter(version=version).delete()
+        deleted.append(version)
+    logger.info("deleted model versions %s", ", ".join(deleted))
+    return deleted
 
 
 def model_reload(*, version: str | None = None) -> dict[str, Any]:

@@ -119,12 +119,48 @@ def test_inactive_model_version_is_deleted_after_confirmation(staff: Client, ser
     confirm = staff.post("/admin/recommendations/modelversion/",
                          {"action": "delete_selected", "_selected_action": [other]})
     assert "<title>Delete multiple objects" in confirm.content.decode()
-    staff.post("/admin/recommendations/modelversion/",
-               {"action": "delete_selected", "_selected_action": [other], "post": "yes"})
+    done = staff.post("/admin/recommendations/modelversion/",
+                      {"action": "delete_selected", "_selected_action": [other], "post": "yes"}, follow=True)
+    assert f"Deleted 1 model version and its bundle: {other}." in done.content.decode()
+    assert not ModelVersion.objects.filter(version=other).exists()
+    # The bundle went with the row: the next listing of the bundles does not bring the row back.
+    assert not (settings.RECO_MODELS_DIR / other).exists()
+    model_version_sync()
     assert not ModelVersion.objects.filter(version=other).exists()
     page = staff.post(f"/admin/recommendations/modelversion/{service.version}/delete/", follow=True)
     assert ModelVersion.objects.filter(version=service.version).exists()
     assert "cannot be deleted" in page.content.decode()
+
+
+def test_change_page_delete_removes_the_bundle(staff: Client, service: Pipeline, settings) -> None:
+    """A version deleted from its page stays deleted: before, only its row went, and the bundle left in models/
+    brought it back at the next sync (any reload or training)."""
+    from modeling import artifacts
+
+    other = _second_version(service, settings)
+    url = f"/admin/recommendations/modelversion/{other}/delete/"
+    assert "Are you sure" in staff.get(url).content.decode()
+    page = staff.post(url, {"post": "yes"}, follow=True)
+    assert f"Deleted 1 model version and its bundle: {other}." in page.content.decode()
+    assert not (settings.RECO_MODELS_DIR / other).exists()
+    assert artifacts.list_versions(settings.RECO_MODELS_DIR) == [service.version]
+    assert (settings.RECO_MODELS_DIR / service.version / "manifest.json").is_file()
+    model_version_sync()
+    assert list(ModelVersion.objects.values_list("version", flat=True)) == [service.version]
+
+
+def test_a_version_in_the_running_experiment_cannot_be_deleted(staff: Client, service: Pipeline,
+                                                               settings) -> None:
+    from recoapi.recommendations.models import Experiment, ExperimentArm
+
+    other = _second_version(service, settings)
+    experiment = Experiment.objects.create(name="test", status=Experiment.RUNNING)
+    ExperimentArm.objects.create(experiment=experiment, name="new", share=50, model_version=other)
+    ExperimentArm.objects.create(experiment=experiment, name="old", share=50)
+    page = staff.post("/admin/recommendations/modelversion/",
+                      {"action": "delete_selected", "_selected_action": [other], "post": "yes"}, follow=True)
+    assert f"Model {other} is an arm of the running experiment and cannot be deleted" in page.content.decode()
+    assert (settings.RECO_MODELS_DIR / other).is_dir() and ModelVersion.objects.filter(version=other).exists()
 
 
 def test_shopper_list_shows_interaction_count_and_last_activity(staff: Client, service: Pipeline,

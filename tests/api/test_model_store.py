@@ -89,3 +89,23 @@ def test_health_says_whether_the_store_is_reachable(store: Path, service: Pipeli
     settings.RECO_MODEL_STORE = ""
     assert client.get("/health").json()["model_store"] == {"store": "off", "active_from": "file",
                                                            "active_version": service.version}
+
+
+def test_a_version_deleted_on_one_host_is_gone_from_every_host(store: Path, service: Pipeline, settings) -> None:
+    """Deleting removes the bundle from the store and this host's cache; another host's cached copy (it has the
+    store's checksums) is not listed again, so no host's sync brings the version's row back."""
+    from recoapi.recommendations.services import model_version_delete
+
+    models = Path(settings.RECO_MODELS_DIR)
+    DirectoryStore(store).fetch(OTHER, models)  # this host has served it: a cached copy
+    shutil.copytree(models / OTHER, models.parent / "other-host-cache")
+    assert model_version_delete(versions=[OTHER]) == [OTHER]
+    assert not (store / OTHER).exists() and not (models / OTHER).exists()
+    assert (store / service.version).is_dir()
+    shutil.copytree(models.parent / "other-host-cache", models / OTHER)  # as another host's cache still holds it
+    assert model_store.versions() == ([service.version], True)
+    model_version_sync()
+    assert list(ModelVersion.objects.values_list("version", flat=True)) == [service.version]
+    # A bundle trained on this host and not yet published (no checksums) is listed.
+    (models / OTHER / "checksums.json").unlink()
+    assert model_store.versions() == (sorted([service.version, OTHER]), True)
