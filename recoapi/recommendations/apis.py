@@ -49,16 +49,21 @@ class CheckUsersApi(APIView):
         return Response({user: user in known for user in ids})
 
 
+_NO_PRICES = OpenApiResponse(s.ErrorOutput, description="A price filter, and no product has a price")
+
+
 class RecommendationsApi(APIView):
     @extend_schema(parameters=[s.RecommendationsInput],
-                   responses={200: s.RecommendationsOutput, 404: s.ErrorOutput, **_ERRORS})
+                   responses={200: s.RecommendationsOutput, 404: s.ErrorOutput, **_ERRORS,
+                              422: _NO_PRICES})
     def get(self, request: Request) -> Response:
         """Top-k products per shopper; products a shopper already has are excluded."""
         return Response(self._recommend(s.validated_query(s.RecommendationsInput, request.query_params)))
 
     @extend_schema(operation_id="recommendations_post", request=s.RecommendationsBodyInput,
                    responses={200: s.RecommendationsOutput, 404: s.ErrorOutput, **_ERRORS,
-                              413: OpenApiResponse(s.ErrorOutput, description="Request body too large")})
+                              413: OpenApiResponse(s.ErrorOutput, description="Request body too large"),
+                              422: _NO_PRICES})
     def post(self, request: Request) -> Response:
         """The same as GET /recommendations, with the parameters as a JSON body (for long lists of ids).
 

@@ -130,6 +130,11 @@ class Engine:
         return mask
 
     @cached_property
+    def has_prices(self) -> bool:
+        """Whether any product has a price (a price filter on a catalogue without prices allows nothing)."""
+        return bool(np.isfinite(self.prices).any())
+
+    @cached_property
     def top_level_categories(self) -> list[str]:
         """The distinct first levels of the products' category paths (``Sports`` of ``Sports > Swimming``), sorted."""
         return self.products.top_level_categories()

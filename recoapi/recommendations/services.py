@@ -120,6 +120,7 @@ def recommendation_list(
     Raises:
         NotFound: no product's category starts with ``category`` (code "unknown_category"; the
             message lists the top-level categories), or none of ``context_items`` is known.
+        ApplicationError: a price filter on a catalogue without any price (422, code "no_prices").
 
     Returns:
         ``{"model_version": str, "recommendations": {user_id: {"recommendation_id", "strategy", "items": [...],
@@ -132,6 +133,10 @@ def recommendation_list(
     engine = _engine_or_503()
     if category and not engine.category_mask(category).any():
         raise NotFound(_unknown_category_message(engine, category), code="unknown_category")
+    if (min_price is not None or max_price is not None) and not engine.has_prices:
+        raise ApplicationError("No product has a price, so min_price and max_price would leave nothing to "
+                               "recommend: leave them out (prices come with the product data; see \"Using your own "
+                               "data\").", code="no_prices", status_code=422)
     raw = catalog_selectors.shopper_histories(ids=user_ids)
     histories = _histories(raw)
     keys = list(user_ids)

@@ -48,6 +48,24 @@ def test_price_range_filter(service: Pipeline, client: APIClient) -> None:
     assert_error(client.get("/recommendations", {"users": "a", "min_price": -1}), 400, "invalid")
 
 
+def test_a_price_filter_on_a_catalogue_without_prices_is_refused(service: Pipeline, client: APIClient) -> None:
+    """MovieLens has no prices: a price filter there allowed nothing and every list came back empty with a 200.
+    It is now a 422 that says why; a catalogue with some prices still filters (products without one left out)."""
+    user = a_known_user(service)
+    Product.objects.update(price=None)  # before the engine loads the products
+    for params in ({"users": user, "max_price": 10}, {"users": "nobody", "min_price": 0},
+                       {"items": str(service.data.items[ds.ITEM_ID].iloc[0]), "min_price": 0}):
+        response = client.get("/recommendations", params)
+        assert_error(response, 422, "no_prices")
+        assert "No product has a price" in response.json()["error"]["message"]
+    assert recommend(client, users=user, k=5)[user]["items"]  # without a price filter: answered
+    priced = str(service.data.items[ds.ITEM_ID].iloc[0])
+    Product.objects.filter(id=priced).update(price=12.5)
+    registry.refresh()
+    items = recommend(client, users="nobody", k=5, max_price=20)["nobody"]["items"]
+    assert [i["item_id"] for i in items] == [priced]
+
+
 def test_out_of_stock_products_are_never_recommended(service: Pipeline, client: APIClient) -> None:
     user = a_known_user(service)
     top = [i["item_id"] for i in recommend(client, users=f"{user},nobody", k=3)[user]["items"]]
