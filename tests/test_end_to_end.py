@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from io import StringIO
@@ -46,6 +47,8 @@ def test_commands_build_a_serving_pipeline_and_reruns_skip(workdir: Path, settin
     assert "evaluate's popularity baseline counts its shoppers" in out
     assert "test hybrid" in out and "search trial 0" in out and "ranking stage: " in out
     assert "refit on every interaction, epoch 1/" in out and "trained again on every interaction" in out
+    assert re.search(r"in all \d+ s \(the two-tower search [\d.]+ s, the ranking stage's choice [\d.]+ s; the rest",
+                     out), out
     version = artifacts.read_active(workdir / "models")
     manifest = artifacts.load_bundle(workdir / "models" / version).manifest
     assert 1 <= manifest["refit_epochs"] <= 2 and manifest["refit_epochs"] == manifest["best_epoch"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -94,6 +95,7 @@ class Command(BaseCommand):
                                   f"validation HR@10 {row['val_hr@10']:.4f}, NDCG@10 {row['val_ndcg@10']:.4f}")
 
         self.stdout.write("Training the two-tower model ...")
+        started = time.monotonic()
         try:
             with echo_stage_progress(self.stdout.write, enabled=options["verbosity"] > 0):
                 result = model_train(params=params, activate=options["activate"], force=options["force"],
@@ -134,5 +136,12 @@ class Command(BaseCommand):
             on = f" on {options['workers']} workers" if options["workers"] > 1 else ""
             self.stdout.write(f"  training took {result['train_seconds']} s, {result['examples_per_second']} "
                               f"examples/s{on}")
+        if not result["skipped"]:
+            parts = [f"the two-tower search {search['seconds']:g} s" if search.get("trials") else "",
+                     f"the ranking stage's choice {took:g} s" if stage and took is not None else ""]
+            known = ", ".join(part for part in parts if part)
+            self.stdout.write(f"  in all {time.monotonic() - started:.0f} s" + (
+                f" ({known}; the rest: reading the data, fitting the candidate sources, measuring on the test items "
+                "and publishing)" if known else ""))
         state = " and activated" if result["activated"] else ""
         self.stdout.write(self.style.SUCCESS(f"Model {result['version']} ready{state}."))
