@@ -31,6 +31,7 @@ from modeling.features import item_attributes
 from modeling.metrics import paired_bootstrap, user_hits_and_gains
 from modeling.ranking import stable_top
 from modeling.recommender import History, Recommender
+from modeling.selection import served_label
 from modeling.splits import Split, leave_last_out_split, time_order
 
 logger = logging.getLogger(__name__)
@@ -392,8 +393,8 @@ def format_cold_table(result: dict[str, Any]) -> str:
     lines = [f"Cold users ({users['users']} held out; HR@10 = any remaining item in the top 10, "
              "next HR@10 = the product right after the given ones):", header]
     for model in models:
-        lines.append(f"{model:<18}" + "".join(f"{users[g][model].get(metric, float('nan')):>21.4f}"
-                                              for g, metric in columns))
+        lines.append(f"{served_label(model):<18}" + "".join(f"{users[g][model].get(metric, float('nan')):>21.4f}"
+                                                            for g, metric in columns))
     items = result["cold_items"]
     lines.append(f"Cold items ({items['items']} held out, {items['users']} users who had them): Recall@50 of "
                  "the held-out products in the whole catalogue / Recall@10 when only the held-out products are ranked:")
@@ -417,5 +418,6 @@ def format_cold_table(result: dict[str, Any]) -> str:
             parts = [f"{name} {v[metric]['difference']:+.4f} [{v[metric]['low']:+.4f}, {v[metric]['high']:+.4f}]"
                      for name, v in (baselines.items() if key == "cold_users" else [(group, baselines)])]
             title = f"{label} {group.replace('_', ' ')}" if key == "cold_users" else f"{label} vs {group}"
-            lines.append(f"two_tower minus baseline, {metric}, {title}: " + "; ".join(parts))
+            served = served_label("two_tower") if key == "cold_users" else "two_tower"
+            lines.append(f"{served} minus baseline, {metric}, {title}: " + "; ".join(parts))
     return "\n".join(lines)

@@ -17,13 +17,24 @@ from modeling import datasets as ds
 
 logger = logging.getLogger(__name__)
 
+COLD_USERS_SERVED = "two_tower"
+"""The key of the served model (both stages, through the API's Recommender) in the cold-shopper results, kept for
+the results written before; shown as ``hybrid`` (:func:`served_label`), the served model's name in the
+leave-last-out results, where ``two_tower`` is the retrieval stage alone."""
+
+
+def served_label(model: str) -> str:
+    """The name a cold-shopper result of ``model`` is shown under: ``hybrid`` for :data:`COLD_USERS_SERVED`."""
+    return "hybrid" if model == COLD_USERS_SERVED else model
+
 
 def results_table(comparison: dict[str, Any]) -> pd.DataFrame:
     """One row per (model, protocol, metric) with its value.
 
     Args:
         comparison: :func:`modeling.evaluate.compare_leave_last_out` output, optionally with
-            ``cold_users`` and ``cold_items`` from :mod:`modeling.cold_start`.
+            ``cold_users`` and ``cold_items`` from :mod:`modeling.cold_start` (the served model's cold-shopper
+            results, keyed ``two_tower`` there, become ``hybrid`` rows, as in leave-last-out).
 
     Returns:
         DataFrame with columns ``model``, ``protocol``, ``metric``, ``value``.
@@ -35,8 +46,8 @@ def results_table(comparison: dict[str, Any]) -> pd.DataFrame:
         if not given.startswith("given_"):
             continue
         protocol = f"cold_users_{given}"
-        for model, metrics in models.items():
-            rows += [(model, protocol, metric, value) for metric, value in metrics.items()]
+        for model, metrics in models.items():  # the served model under its leave-last-out name, hybrid
+            rows += [(served_label(model), protocol, metric, value) for metric, value in metrics.items()]
     for model, metrics in comparison.get("cold_items", {}).items():
         if isinstance(metrics, dict) and model not in ("differences", "over_promotion"):
             rows += [(model, "cold_items", metric, value) for metric, value in metrics.items()]
@@ -56,8 +67,9 @@ def curves_table(comparison: dict[str, Any], metric: str = "hr") -> pd.DataFrame
 
 
 def cold_users_table(cold: dict[str, Any], metric: str = "hr@10") -> pd.DataFrame:
-    """Cold-user results: rows = interactions given (int), columns = models."""
-    frame = pd.DataFrame({int(given.removeprefix("given_")): {model: values[metric] for model, values in models.items()}
+    """Cold-user results: rows = interactions given (int), columns = models (the served model as ``hybrid``)."""
+    frame = pd.DataFrame({int(given.removeprefix("given_")): {served_label(model): values[metric]
+                                                              for model, values in models.items()}
                           for given, models in cold.items() if given.startswith("given_")})
     return frame.T.sort_index()
 

@@ -80,6 +80,10 @@ def test_cold_shoppers_every_model_one_fallback_and_intervals(pipeline: Pipeline
     items = cold_items(pipeline.data, embeddings, TwoTowerParams(epochs=1, batch_size=128))
     table = format_cold_table({"cold_users": users, "cold_items": items})
     assert "Cold items" in table and "text_similarity" in table and "next_ndcg@10, cold users given 3" in table
+    # The served model's cold-shopper rows are shown as hybrid (its name in leave-last-out), not two_tower.
+    cold_part = table.split("Cold items")[0]
+    assert "\nhybrid " in cold_part and "two_tower" not in cold_part
+    assert "hybrid minus baseline, next_ndcg@10, cold users given 1" in table
 
 
 def test_first_interactions_keep_each_users_first_row_per_product_users_sorted() -> None:

@@ -27,8 +27,11 @@ RESULT = {
 def test_results_table_has_one_row_per_model_protocol_metric() -> None:
     table = selection.results_table(RESULT)
     assert len(table) == 4 + 4 + 2
-    row = table[(table.model == "two_tower") & (table.protocol == "cold_users_given_1")]
+    # The served model's cold-shopper results (keyed two_tower in cold_start's output) are hybrid rows, as the served
+    # model is in leave-last-out; two_tower there is the retrieval stage alone.
+    row = table[(table.model == "hybrid") & (table.protocol == "cold_users_given_1")]
     assert row["value"].tolist() == [0.75]
+    assert set(table[table.model == "two_tower"].protocol) == {"leave_last_out", "cold_items"}
     assert "users" not in set(table.metric)
     wide = selection.wide_table(table)
     assert wide.loc["random", ("cold_items", "recall@50")] == 0.2
@@ -41,7 +44,7 @@ def test_curves_and_cold_tables_are_sorted_by_k() -> None:
     assert curves["two_tower"].tolist() == [0.1, 0.2, 0.3]
     cold = selection.cold_users_table(RESULT["cold_users"])
     assert cold.index.tolist() == [0, 1]
-    assert cold.loc[1, "two_tower"] == 0.75
+    assert cold.loc[1, "hybrid"] == 0.75 and "two_tower" not in cold.columns
 
 
 def test_pca_2d_recovers_the_main_directions() -> None:
