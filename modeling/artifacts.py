@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from modeling.atomic import atomic_write
-from modeling.errors import ArtifactError
+from modeling.errors import ArtifactError, IncompatibleBundleError
 from modeling.exported_text import EXPORT_FORMAT as TEXT_EXPORT_FORMAT
 from modeling.exported_text import GRAPH_FILE as TEXT_GRAPH_FILE
 from modeling.exported_text import SETTINGS_FILE as TEXT_SETTINGS_FILE
@@ -61,7 +61,7 @@ from modeling.exported_text import WEIGHTS_FILE as TEXT_WEIGHTS_FILE
 from modeling.exported_towers import EXPORT_DIR, SETTINGS_FILE, NumpyCandidateTower, NumpyQueryTower, load_towers
 from modeling.features import ItemAttributes
 from modeling.index import read_item_index
-from modeling.reranker import STAGE_DIR, AttributeCodes, RankingStage, rows_are_unit
+from modeling.reranker import STAGE_DIR, AttributeCodes, RankingStage, rows_are_unit, stage_mismatch
 from modeling.rows import QuantizedRows, mapped, quantize_rows
 
 logger = logging.getLogger(__name__)
@@ -314,6 +314,32 @@ def load_item_content(path: Path | str) -> np.ndarray | QuantizedRows:
     return _with_scales(path, _mapped(path / "item_content.npy"))
 
 
+RETRAIN_ADVICE = "train a new model with this version: manage.py train --activate"
+"""What a bundle this version cannot serve asks for (see :func:`incompatibility`)."""
+
+
+def incompatibility(path: Path | str, manifest: dict[str, Any] | None = None) -> str:
+    """Why this version cannot serve the bundle at ``path`` although it may be whole ("" when it can, as far as
+    its manifest and ranking stage's metadata tell): another bundle format, or a ranking stage trained on other
+    features (versions of the service change them without changing the format). Reads two small files; a
+    missing or unreadable one is left to :func:`load_bundle` to report.
+
+    Args:
+        manifest: the bundle's manifest, if already read.
+    """
+    folder = Path(path)
+    try:
+        manifest = manifest if manifest is not None else json.loads(
+            (folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+        if manifest.get("format") != BUNDLE_FORMAT:
+            return (f"bundle format {manifest.get('format')!r}, written by another version of the service (this "
+                    f"version reads {BUNDLE_FORMAT})")
+        meta = json.loads((folder / STAGE_DIR / "stage.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return stage_mismatch(meta) if isinstance(meta, dict) else ""
+
+
 def load_bundle(path: Path | str, *, compiled_ranker: bool = True) -> Bundle:
     """Load and check a bundle directory (arrays and exported towers memory-mapped; SavedModels only on request);
     ``compiled_ranker``: score with the ranking stage's compiled ranker where it has one (False: LightGBM).
@@ -329,9 +355,9 @@ def load_bundle(path: Path | str, *, compiled_ranker: bool = True) -> Bundle:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{manifest_path}: unreadable manifest ({exc})") from exc
-    if manifest.get("format") != BUNDLE_FORMAT:
-        raise ArtifactError(f"{path}: bundle format {manifest.get('format')!r}, this version reads {BUNDLE_FORMAT} "
-                            "(train a new model: manage.py train --activate)")
+    problem = incompatibility(path, manifest)
+    if problem:
+        raise IncompatibleBundleError(f"{path}: {problem} ({RETRAIN_ADVICE})")
     loaded: dict[str, Any] = {name: _mapped(path / f"{name}.npy") for name in ARRAY_FILES}
     loaded["item_content"] = _with_scales(path, loaded["item_content"])
     arrays = BundleArrays(**loaded)
@@ -360,6 +386,8 @@ def load_bundle(path: Path | str, *, compiled_ranker: bool = True) -> Bundle:
         stage = RankingStage.load(path / STAGE_DIR, compiled=compiled_ranker)
         attributes = RankingStage.load_attributes(path / STAGE_DIR)
         codes = AttributeCodes.load(path / STAGE_DIR, len(arrays.item_ids))
+    except IncompatibleBundleError as exc:
+        raise IncompatibleBundleError(f"{path}: {exc} ({RETRAIN_ADVICE})") from exc
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{path}: missing or damaged {STAGE_DIR}/ ({exc})") from exc
     n_items = len(arrays.item_ids)

@@ -29,5 +29,10 @@ class ArtifactError(ModelingError):
     """A model bundle or embeddings directory is missing, incomplete or incompatible."""
 
 
+class IncompatibleBundleError(ArtifactError):
+    """A model bundle written by another version of the service (another bundle format, or a ranking stage that
+    reads other features): whole, but this version cannot serve it; a new model must be trained."""
+
+
 class TrainingError(ModelingError):
     """Training cannot run on the given data (too few users, items or interactions)."""

@@ -43,6 +43,7 @@ from modeling.compiled_ranker import (
     compile_booster,
     load_compiled,
 )
+from modeling.errors import IncompatibleBundleError
 from modeling.features import ItemAttributes
 from modeling.index import ItemIndex
 from modeling.optional_imports import hidden
@@ -1254,11 +1255,12 @@ class RankingStage:
         compiled ranker when there is one that scores as its booster (False: LightGBM always).
 
         Raises:
-            ValueError: when the stage was written with other features or is incomplete.
+            IncompatibleBundleError: the stage was written by a version with other features.
+            ValueError: the stage is incomplete.
         """
         meta = json.loads((directory / "stage.json").read_text(encoding="utf-8"))
         if tuple(meta.get("features", ())) != FEATURES:
-            raise ValueError(f"{directory}: ranking stage built with other features")
+            raise IncompatibleBundleError(stage_mismatch(meta))
         rules = meta["sources"].get("sequence") or {}
         sources = Sources.load(directory, meta["sources"]["item_item"], meta["sources"].get("l2"),
                                rules.get("window", 1), rules.get("history", 1))
@@ -1275,6 +1277,19 @@ class RankingStage:
                                    tuple(spec.get("weights", ())), float(spec.get("prior_scale", 0.0)),
                                    compiled_ranker),
                    StageConfig(**meta.get("config", {})), meta.get("report", {}))
+
+
+def stage_mismatch(meta: dict[str, Any]) -> str:
+    """Why a ranking stage whose ``stage.json`` holds ``meta`` cannot be served by this version ("" when it can):
+    its ranker reads another list of features, by name and place."""
+    features = tuple(meta.get("features", ()))
+    if features == FEATURES:
+        return ""
+    added, dropped = [f for f in FEATURES if f not in features], [f for f in features if f not in FEATURES]
+    detail = "; ".join(part for part in (f"this version adds {', '.join(added)}" if added else "",
+                                         f"and drops {', '.join(dropped)}" if dropped else "") if part)
+    return (f"its ranking stage was trained by another version of the service, on other features "
+            f"({detail or 'in another order'})")
 
 
 def stage_choice_line(report: dict[str, Any]) -> str:

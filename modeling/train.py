@@ -1179,13 +1179,19 @@ def exported_difference(directory: Path, features: Features, user_vectors: np.nd
 
 
 def find_trained_version(models_dir: Path | str, fingerprint: str) -> str | None:
-    """The newest bundle in ``models_dir`` trained from exactly these inputs, if any."""
+    """The newest bundle in ``models_dir`` trained from exactly these inputs that this version can serve, if any (one
+    written by another version of the service is not reused: training again replaces it)."""
     for version in reversed(artifacts.list_versions(models_dir)):
         manifest_path = Path(models_dir) / version / artifacts.MANIFEST_FILE
         try:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             continue
-        if manifest.get("training_fingerprint") == fingerprint:
-            return version
+        if manifest.get("training_fingerprint") != fingerprint:
+            continue
+        problem = artifacts.incompatibility(Path(models_dir) / version, manifest)
+        if problem:
+            logger.info("model %s was trained from the same inputs, but %s: training again", version, problem)
+            continue
+        return version
     return None

@@ -208,7 +208,8 @@ class HealthApi(APIView):
 
         503 (same body, status "degraded") while the database is unreachable or no model is active.
         ``model_store``: whether a shared model store is used and reachable, and where the active version was
-        read from ("cache": this host's last one, while the database cannot be read).
+        read from ("cache": this host's last one, while the database cannot be read). ``model_error``, only when
+        the active version could not be loaded: why.
         """
         database = catalog_selectors.database_state()
         try:
@@ -216,7 +217,9 @@ class HealthApi(APIView):
         except DatabaseError:  # the first engine needs product metadata from the database
             engine = None
         healthy = engine is not None and database == "ok"
-        return Response({"status": "ok" if healthy else "degraded",
-                         "model_version": engine.version if engine else None, "database": database,
-                         "process": os.getpid(), "model_store": model_store.status()},
-                        status=200 if healthy else 503)
+        body = {"status": "ok" if healthy else "degraded", "model_version": engine.version if engine else None,
+                "database": database, "process": os.getpid(), "model_store": model_store.status()}
+        failure = services.model_load_failure()
+        if failure:  # the active version did not load: why (the worker serves its previous model, or none)
+            body["model_error"] = failure
+        return Response(body, status=200 if healthy else 503)

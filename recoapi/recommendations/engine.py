@@ -392,6 +392,7 @@ class EngineRegistry:
         self._checked_at = float("-inf")
         self._failed: str | None = None
         self._failed_at = float("-inf")
+        self._failed_reason = ""
         self._others: dict[str, Engine] = {}  # versions beside the active one (experiment arms)
         self._others_failed: dict[str, float] = {}  # version -> when it failed to load
         self._others_lock = threading.Lock()
@@ -492,7 +493,7 @@ class EngineRegistry:
                 _prewarm(self._engine)
             except ArtifactError as exc:
                 metrics.model_loaded(None, ok=False)
-                self._failed, self._failed_at = version, time.monotonic()
+                self._failed, self._failed_at, self._failed_reason = version, time.monotonic(), str(exc)
                 logger.error("cannot load model %s, keeping %s: %s", version,
                              self._engine.version if self._engine else "none", exc)
             except Exception:  # e.g. the database is briefly unavailable: keep serving, retry next check
@@ -502,6 +503,12 @@ class EngineRegistry:
                 logger.exception("cannot rebuild the engine for model %s; keeping the current one", version)
         finally:
             self._lock.release()
+
+    def failure(self) -> tuple[str, str] | None:
+        """``(version, reason)`` when the last attempt to load the active version failed (the worker serves its
+        previous model, or none), else None."""
+        failed = self._failed
+        return (failed, self._failed_reason) if failed else None
 
     def activate(self, version: str) -> Engine:
         """Load ``version``, and only if that works, point ACTIVE at it and swap.

@@ -492,6 +492,8 @@ class HealthOutput(serializers.Serializer):
     database = serializers.CharField()
     process = serializers.IntegerField()
     model_store = ModelStoreOutput()
+    model_error = serializers.CharField(required=False, help_text="Only when the active model version could not be "
+                                        "loaded: why (e.g. trained by another version of the service).")
 
 
 class ErrorDetail(serializers.Serializer):

@@ -37,10 +37,26 @@ logger = logging.getLogger(__name__)
 def _engine_or_503() -> Engine:
     engine = registry.current()
     if engine is None:
+        failure = model_load_failure()
+        if failure:
+            raise ServiceUnavailable(failure, code="model_not_loaded")
         raise ServiceUnavailable(
             "No active model. Train one with `python manage.py train --activate`.", code="no_model"
         )
     return engine
+
+
+def model_load_failure() -> str | None:
+    """Why this worker could not load the active model ("The active model V cannot be loaded: ..."), without
+    server paths; None when it loaded (or was never tried)."""
+    failure = registry.failure()
+    if failure is None:
+        return None
+    version, reason = failure
+    reason = _public(ArtifactError(reason))
+    for prefix in (f"models/{version}: ", f"{version}: ", f"models/{version}/", f"{version}/"):
+        reason = reason.removeprefix(prefix)  # the bundle's folder: the version named before it
+    return f"The active model {version} cannot be loaded: {reason}"
 
 
 def _item_payloads(engine: Engine, positions: np.ndarray, scores: np.ndarray) -> list[dict[str, Any]]:

@@ -310,9 +310,34 @@ def test_damaged_bundle_is_refused_and_the_old_model_keeps_serving(service: Pipe
 def test_damaged_active_bundle_at_start_gives_503_not_500(service: Pipeline, client: APIClient, settings) -> None:
     _truncate(settings.RECO_MODELS_DIR / service.version / "item_vectors.npy")
     registry.reset()
-    assert_error(client.get("/recommendations", {"users": "a"}), 503, "no_model")
+    response = client.get("/recommendations", {"users": "a"})
+    assert_error(response, 503, "model_not_loaded")
+    message = response.json()["error"]["message"]
+    assert message.startswith(f"The active model {service.version} cannot be loaded: item_vectors.npy")
+    assert str(settings.RECO_MODELS_DIR) not in message
     health = client.get("/health")
     assert health.status_code == 503 and health.json()["status"] == "degraded"
+    assert health.json()["model_error"] == message
+
+
+def test_a_bundle_of_another_version_says_to_train_again(service: Pipeline, client: APIClient, settings) -> None:
+    """A bundle whose ranking stage reads other features (an earlier version's, after an upgrade) was refused as
+    "missing or damaged ranking_stage/", and the 503 said "No active model"."""
+    import json
+
+    from modeling.reranker import FEATURES
+
+    stage = settings.RECO_MODELS_DIR / service.version / "ranking_stage" / "stage.json"
+    meta = json.loads(stage.read_text())
+    meta["features"] = list(FEATURES[:-2])  # as before the sequential rules' two features
+    stage.write_text(json.dumps(meta))
+    registry.reset()
+    response = client.get("/recommendations", {"users": "a"})
+    assert_error(response, 503, "model_not_loaded")
+    message = response.json()["error"]["message"]
+    assert "trained by another version of the service" in message and "adds sequence, sequence_share" in message
+    assert "manage.py train --activate" in message and "damaged" not in message
+    assert client.get("/health").json()["model_error"] == message
 
 
 def test_active_pointer_at_a_missing_version(service: Pipeline, client: APIClient, settings) -> None:
@@ -322,7 +347,7 @@ def test_active_pointer_at_a_missing_version(service: Pipeline, client: APIClien
     assert client.get("/recommendations", {"users": "a"}).json()["model_version"] == service.version
     # ...and a starting one answers 503 until the pointer is fixed.
     registry.reset()
-    assert_error(client.get("/recommendations", {"users": "a"}), 503, "no_model")
+    assert_error(client.get("/recommendations", {"users": "a"}), 503, "model_not_loaded")
     artifacts.set_active(settings.RECO_MODELS_DIR, service.version)
     assert client.get("/recommendations", {"users": "a"}).json()["model_version"] == service.version
 
@@ -331,6 +356,9 @@ def test_active_pointer_at_a_missing_version(service: Pipeline, client: APIClien
     ("no such table: catalog_shopper", "database_not_migrated"),
     ('relation "catalog_shopper" does not exist', "database_not_migrated"),
     ('connection failed: FATAL:  database "shop" does not exist', "database_missing"),
+    # Tables of an earlier version (an upgrade without migrate): was "unavailable; try again shortly"
+    ("no such column: recommendations_experiment.winner_version", "database_not_migrated"),
+    ('column recommendations_experiment.winner_version does not exist', "database_not_migrated"),
 ])
 def test_a_database_that_is_not_set_up_says_so(service: Pipeline, client: APIClient, monkeypatch, error: str,
                                                code: str) -> None:

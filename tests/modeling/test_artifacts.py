@@ -231,3 +231,26 @@ def test_bundle_of_an_older_format_is_refused_with_what_to_do(pipeline: Pipeline
     (old / artifacts.MANIFEST_FILE).write_text(json.dumps({**manifest, "format": 1}))
     with pytest.raises(ArtifactError, match="bundle format 1.*manage.py train --activate"):
         artifacts.load_bundle(old)
+
+
+def test_a_bundle_of_another_version_is_not_reused_by_training(pipeline: Pipeline, tmp_path: Path) -> None:
+    """After an upgrade that changed the ranking stage's features, `train` on the same data found the old bundle
+    by its training fingerprint, skipped training and could not load it; now it trains again."""
+    import shutil
+
+    from modeling.errors import IncompatibleBundleError
+    from modeling.reranker import FEATURES
+    from modeling.train import find_trained_version
+
+    models = tmp_path / "models"
+    shutil.copytree(pipeline.models / pipeline.version, models / pipeline.version)
+    fingerprint = json.loads((models / pipeline.version / artifacts.MANIFEST_FILE).read_text())["training_fingerprint"]
+    assert artifacts.incompatibility(models / pipeline.version) == ""
+    assert find_trained_version(models, fingerprint) == pipeline.version
+    stage = models / pipeline.version / "ranking_stage" / "stage.json"
+    stage.write_text(json.dumps({**json.loads(stage.read_text()), "features": list(FEATURES[:-2])}))
+    problem = artifacts.incompatibility(models / pipeline.version)
+    assert "trained by another version of the service" in problem and "adds sequence, sequence_share" in problem
+    assert find_trained_version(models, fingerprint) is None
+    with pytest.raises(IncompatibleBundleError, match="another version.*manage.py train --activate"):
+        artifacts.load_bundle(models / pipeline.version)
