@@ -317,6 +317,7 @@ def test_retrain_activates_a_model_trained_on_new_events_and_the_gate_refuses_a_
     assert f"Model {second} is active" in run("rollback", "--to", second)
     with pytest.raises(CommandError, match="No model version"):
         run("rollback", "--to", "no-such-version")
+
     with pytest.raises(CommandError, match="--holdout-days must be a positive number"):
         run("retrain", "--holdout-days", "0")
 
@@ -343,6 +344,28 @@ def test_retrain_activates_a_model_trained_on_new_events_and_the_gate_refuses_a_
     run("rollback", "--to", first)  # the first model: its data ends long before the newest model's
     out = run("run_scheduler", "--once", "--min-events", "1000")
     assert f"{counted} new interaction(s) since the last training" in out, out  # a rollback makes nothing new
+
+    # Bundles trained by another version of the service (an upgrade that changed the ranking stage's features):
+    # rollback does not pick one, and retrain replaces an active one instead of skipping or comparing with it.
+    import json
+
+    from modeling.reranker import FEATURES
+
+    def from_another_version(version: str) -> None:
+        stage = workdir / "models" / version / "ranking_stage" / "stage.json"
+        stage.write_text(json.dumps({**json.loads(stage.read_text()), "features": list(FEATURES[:-2])}))
+
+    *older, newest = artifacts.list_versions(workdir / "models")
+    run("rollback", "--to", newest)
+    for version in older:
+        from_another_version(version)
+    with pytest.raises(CommandError, match="that this version can serve"):  # not "cannot be loaded"
+        run("rollback")
+    from_another_version(newest)
+    out = run("retrain", "--budget", "0", "--holdout-days", "1")
+    assert f"the active model {newest} cannot be served by this version" in out and "Retraining activated" in out
+    assert artifacts.read_active(workdir / "models") not in artifacts.list_versions(workdir / "models")[:-1]
+    assert "could not be served by this version" in TrainingRun.objects.latest("started_at").reason
 
 
 @contextmanager

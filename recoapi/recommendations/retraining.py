@@ -89,6 +89,10 @@ def _retrain(*, holdout_days: float, tolerance: float, budget_seconds: float,
         return TrainingRun.objects.create(**row, **fields, decision=decision, reason=reason,
                                           seconds=round(time.perf_counter() - clock, 2))
 
+    unusable = artifacts.incompatibility(models_dir / previous) if previous else ""
+    if unusable:  # after an upgrade: nothing to compare with or to keep serving, so the candidate is activated
+        say(f"the active model {previous} cannot be served by this version ({unusable}): training a new one")
+        previous = None
     try:
         data, from_database = training_snapshot()
         row["data_counts"] = {**data.counts(), "live_interactions": int(data.report.get("live_interactions", 0))}
@@ -143,7 +147,9 @@ def _retrain(*, holdout_days: float, tolerance: float, budget_seconds: float,
         return finish(TrainingRun.FAILED, f"the candidate could not be activated: {exc}")
     shoppers = row["candidate_metrics"].get("shoppers", 0)
     reason = (f"recall@10 {new:.4f} against the active model's {old:.4f} on {shoppers} shoppers' new products "
-              f"(tolerance {tolerance:g})" if previous else "no model was active")
+              f"(tolerance {tolerance:g})" if previous else
+              f"the active model {row['previous_version']} could not be served by this version ({unusable})"
+              if unusable else "no model was active")
     if refreshed:
         row["candidate_version"] = refreshed
         reason += (f"; activated as {refreshed}: the measured candidate {candidate} published again with the "
@@ -227,9 +233,11 @@ def model_rollback(*, version: str | None = None) -> dict[str, str | None]:
     active = model_store.active_version()
     if version is None:  # the measured candidate an active retrained bundle was published from is skipped
         source = _manifest(models_dir, active).get("published_from") if active else None
-        earlier = [v for v in versions if (active is None or v < active) and v != source]
+        earlier = [v for v in versions if (active is None or v < active) and v != source
+                   and not artifacts.incompatibility(models_dir / v)]  # trained by another version: skipped
         if not earlier:
-            raise NotFound("No version older than the active one to roll back to.", code="no_model")
+            raise NotFound("No version older than the active one (that this version can serve) to roll back to.",
+                           code="no_model")
         version = earlier[-1]
     elif version not in versions:
         raise NotFound(f"No model version {version!r}.", code="unknown_version")
