@@ -26,7 +26,7 @@ from recoapi.recommendations.models import (
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
-    list_display = ("version", "created_at", "is_active", "hr_at_10", "popularity_hr_at_10")
+    list_display = ("version", "created_at", "is_active", "hr_at_10", "popularity_hr_at_10", "servable")
     list_filter = ("is_active",)
     readonly_fields = ("version", "created_at", "is_active", "metrics", "params", "counts")
     actions = ["activate", "delete_selected"]
@@ -37,6 +37,16 @@ class ModelVersionAdmin(admin.ModelAdmin):
         metrics = obj.metrics.get("hybrid") or obj.metrics.get("two_tower", {})
         value = metrics.get("hr@10")
         return "-" if value is None else f"{value:.4f}"
+
+    @admin.display(description="Served by this version")
+    def servable(self, obj: ModelVersion) -> str:
+        """"no" and why for a bundle trained by another version of the service (after an upgrade), which cannot be
+        activated; "yes" otherwise (as far as its manifest and ranking stage's metadata tell)."""
+        from modeling import artifacts
+        from recoapi.recommendations import model_store
+
+        problem = artifacts.incompatibility(model_store.models_dir() / obj.version)
+        return f"no: {problem}" if problem else "yes"
 
     @admin.display(description="Popularity HR@10")
     def popularity_hr_at_10(self, obj: ModelVersion) -> str:

@@ -149,6 +149,24 @@ def test_change_page_delete_removes_the_bundle(staff: Client, service: Pipeline,
     assert list(ModelVersion.objects.values_list("version", flat=True)) == [service.version]
 
 
+def test_the_version_list_says_which_bundles_this_version_cannot_serve(staff: Client, service: Pipeline,
+                                                                       settings) -> None:
+    """After an upgrade the earlier version's bundles looked like any other; activating one said "damaged"."""
+    import json
+
+    from modeling.reranker import FEATURES
+
+    other = _second_version(service, settings)
+    stage = settings.RECO_MODELS_DIR / other / "ranking_stage" / "stage.json"
+    stage.write_text(json.dumps({**json.loads(stage.read_text()), "features": list(FEATURES[:-2])}))
+    page = staff.get("/admin/recommendations/modelversion/").content.decode()
+    assert "Served by this version" in page and page.count("trained by another version of the service") == 1
+    response = staff.post("/admin/recommendations/modelversion/",
+                          {"action": "activate", "_selected_action": [other]}, follow=True)
+    assert "trained by another version of the service" in response.content.decode()
+    assert ModelVersion.objects.get(version=service.version).is_active
+
+
 def test_a_version_in_the_running_experiment_cannot_be_deleted(staff: Client, service: Pipeline,
                                                                settings) -> None:
     from recoapi.recommendations.models import Experiment, ExperimentArm
