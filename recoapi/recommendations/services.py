@@ -525,7 +525,8 @@ def model_load() -> str:
         The active model version.
 
     Raises:
-        ServiceUnavailable: no model is active.
+        ServiceUnavailable: no model is active (code ``no_model``), or it cannot be loaded (``model_not_loaded``,
+            saying why).
     """
     return _engine_or_503().version
 
