@@ -471,11 +471,18 @@ def remove_bundle(models_dir: Path | str, version: str) -> bool:
     doomed = folder.with_name(f".removing-{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         os.replace(folder, doomed)
+    except FileNotFoundError:  # removed meanwhile (another deletion of the same version)
+        return False
     except OSError as exc:
         raise ArtifactError(f"model {version} cannot be removed from {Path(models_dir).name}/: {exc.strerror}"
                             ) from exc
-    shutil.rmtree(doomed, ignore_errors=True)
-    logger.info("model bundle %s removed from %s", version, models_dir)
+    left: list[str] = []
+    shutil.rmtree(doomed, onerror=lambda _function, path, error: left.append(f"{path}: {error[1]}"))
+    if left:  # hidden already (never listed again); what could not be deleted stays under the hidden name
+        logger.warning("model bundle %s removed from %s, but %d file(s) of it are left in %s (%s)", version,
+                       models_dir, len(left), doomed.name, left[0])
+    else:
+        logger.info("model bundle %s removed from %s", version, models_dir)
     return True
 
 

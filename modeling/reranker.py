@@ -1286,8 +1286,8 @@ def stage_mismatch(meta: dict[str, Any]) -> str:
     if features == FEATURES:
         return ""
     added, dropped = [f for f in FEATURES if f not in features], [f for f in features if f not in FEATURES]
-    detail = "; ".join(part for part in (f"this version adds {', '.join(added)}" if added else "",
-                                         f"and drops {', '.join(dropped)}" if dropped else "") if part)
+    detail = " and ".join(part for part in (f"this version adds {', '.join(added)}" if added else "",
+                                            f"drops {', '.join(dropped)}" if dropped else "") if part)
     return (f"its ranking stage was trained by another version of the service, on other features "
             f"({detail or 'in another order'})")
 

@@ -14,19 +14,9 @@ import numpy as np
 import pandas as pd
 
 from modeling import datasets as ds
+from modeling.cold_start import served_label
 
 logger = logging.getLogger(__name__)
-
-COLD_USERS_SERVED = "two_tower"
-"""The key of the served model (both stages, through the API's Recommender) in the cold-shopper results, kept for
-the results written before; shown as ``hybrid`` (:func:`served_label`), the served model's name in the
-leave-last-out results, where ``two_tower`` is the retrieval stage alone."""
-
-
-def served_label(model: str) -> str:
-    """The name a cold-shopper result of ``model`` is shown under: ``hybrid`` for :data:`COLD_USERS_SERVED`."""
-    return "hybrid" if model == COLD_USERS_SERVED else model
-
 
 def results_table(comparison: dict[str, Any]) -> pd.DataFrame:
     """One row per (model, protocol, metric) with its value.

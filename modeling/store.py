@@ -31,6 +31,8 @@ from modeling.errors import ArtifactError
 logger = logging.getLogger(__name__)
 
 CHECKSUM_FILE = "checksums.json"
+REMOVED_DIR = ".removed"
+"""Where the store records the versions removed from it (one empty file per version)."""
 CHUNK = 1 << 20
 
 
@@ -175,14 +177,27 @@ class DirectoryStore:
 
     def remove(self, version: str) -> bool:
         """Delete ``version`` from the store (its text export, which other bundles share, stays); whether it
-        was there. Hosts' cached copies stop being listed (see :func:`cached_elsewhere`).
+        was there. A record of the removal is left in ``.removed/``, so hosts stop listing their cached copies
+        (:meth:`removed`).
 
         Raises:
             ArtifactError: the store cannot be reached or the folder cannot be removed.
         """
         if not self.reachable():
             raise ArtifactError(f"the model store {self.root} cannot be reached")
+        if not artifacts.is_version_name(version):
+            raise ArtifactError(f"not a model version: {version!r}")
+        tombstone = self.root / REMOVED_DIR / version
+        try:  # first: a host that lists versions meanwhile already hides its cached copy
+            tombstone.parent.mkdir(exist_ok=True)
+            tombstone.touch()
+        except OSError as exc:
+            raise ArtifactError(f"the model store cannot record the removal of {version}: {exc.strerror}") from exc
         return artifacts.remove_bundle(self.root, version)
+
+    def removed(self, version: str) -> bool:
+        """Whether ``version`` was removed from the store (:meth:`remove`): hosts' cached copies are not listed."""
+        return artifacts.is_version_name(version) and (self.root / REMOVED_DIR / version).is_file()
 
     def fetch(self, version: str, models_dir: Path) -> Path:
         """Copy ``version`` (and its text export) into ``models_dir`` unless it is there; returns its folder.
@@ -202,10 +217,3 @@ class DirectoryStore:
         _copy_checked(self.root / version, target, write_checksums=False)
         logger.info("model %s fetched from the store into %s", version, models_dir)
         return target
-
-
-def cached_elsewhere(local_dir: Path) -> bool:
-    """Whether a host's bundle folder is a copy of the store's (published from this host or fetched: it has the
-    store's checksums). Such a copy whose version the store no longer holds was removed from the store and is
-    not listed again; a bundle without checksums was trained here and not published yet."""
-    return (Path(local_dir) / CHECKSUM_FILE).is_file()

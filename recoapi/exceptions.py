@@ -63,15 +63,17 @@ def database_error_parts(exc: DatabaseError) -> tuple[str, str, bool]:
 
     A database that is not set up (no tables: ``migrate`` was not run; PostgreSQL: no such database) is told
     as such: "try again shortly" would send clients and operators waiting for an outage to pass. Told apart by
-    the drivers' messages (SQLite "no such table" and "no such column", PostgreSQL "relation ... does not exist",
-    "column ... does not exist" (tables of an earlier version: an upgrade without ``migrate``) and "database ... does
-    not exist"), without another query: while the server is unreachable a second attempt would wait as long."""
+    the drivers' messages (SQLite "no such table", "no such column" and "has no column named", PostgreSQL
+    "relation ... does not exist", "column ... (of relation ...) does not exist" (tables of an earlier version: an
+    upgrade without ``migrate``) and "database ... does not exist"), without another query: while the server is
+    unreachable a second attempt would wait as long."""
     text = str(exc).lower()
+    if ("no such column" in text or "has no column named" in text
+            or ("column" in text and "does not exist" in text)):  # before "relation": PostgreSQL names both
+        return ("database_not_migrated", "The database's tables are those of an earlier version (an upgrade "
+                "without migrate): run `manage.py migrate` on the server.", False)
     if "no such table" in text or ("relation" in text and "does not exist" in text):
         return "database_not_migrated", "The database has no tables yet: run `manage.py migrate` on the server.", False
-    if "no such column" in text or ("column" in text and "does not exist" in text):  # an upgrade without migrate
-        return ("database_not_migrated", "The database's tables are those of an earlier version: run `manage.py "
-                "migrate` on the server.", False)
     if "database" in text and "does not exist" in text:
         return ("database_missing", "The database named in DATABASE_URL does not exist: create it, then run "
                 "`manage.py migrate`.", False)

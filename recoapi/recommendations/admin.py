@@ -42,10 +42,9 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def servable(self, obj: ModelVersion) -> str:
         """"no" and why for a bundle trained by another version of the service (after an upgrade), which cannot be
         activated; "yes" otherwise (as far as its manifest and ranking stage's metadata tell)."""
-        from modeling import artifacts
         from recoapi.recommendations import model_store
 
-        problem = artifacts.incompatibility(model_store.models_dir() / obj.version)
+        problem = model_store.incompatibility(obj.version)
         return f"no: {problem}" if problem else "yes"
 
     @admin.display(description="Popularity HR@10")
@@ -87,8 +86,9 @@ class ModelVersionAdmin(admin.ModelAdmin):
         if not self._deletable(request, [version]):
             return HttpResponseRedirect(
                 reverse("admin:recommendations_modelversion_change", args=[quote(version)]))
-        if request.method == "POST" and ModelVersion.objects.filter(pk=version).exists():
-            if not self.has_delete_permission(request):
+        obj = ModelVersion.objects.filter(pk=version).first()
+        if request.method == "POST" and obj is not None:
+            if not self.has_delete_permission(request, obj):
                 raise PermissionDenied
             self._delete(request, [version])
             return HttpResponseRedirect(reverse("admin:recommendations_modelversion_changelist"))
@@ -97,9 +97,11 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def _delete(self, request: HttpRequest, versions: list[str]) -> None:
         """Delete the versions' bundles with their rows (a row deleted alone came back at the next listing of the
         bundles) and say what was done."""
-        from recoapi.recommendations.services import model_version_delete
+        from recoapi.recommendations.services import model_version_check_deletable, model_version_delete
 
         try:
+            model_version_check_deletable(versions=versions)
+            self.log_deletions(request, ModelVersion.objects.filter(pk__in=versions))  # the admin's history
             deleted = model_version_delete(versions=versions)
         except ApplicationError as exc:
             self.message_user(request, exc.message, messages.ERROR)

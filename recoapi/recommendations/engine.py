@@ -505,10 +505,12 @@ class EngineRegistry:
             self._lock.release()
 
     def failure(self) -> tuple[str, str] | None:
-        """``(version, reason)`` when the last attempt to load the active version failed (the worker serves its
-        previous model, or none), else None."""
+        """``(version, reason)`` when the last attempt to load the active version failed and it is still the active
+        one (the worker serves its previous model, or none), else None."""
         failed = self._failed
-        return (failed, self._failed_reason) if failed else None
+        if not failed or failed != model_store.active_version():  # e.g. ACTIVE pointed back at the served one
+            return None
+        return failed, self._failed_reason
 
     def activate(self, version: str) -> Engine:
         """Load ``version``, and only if that works, point ACTIVE at it and swap.

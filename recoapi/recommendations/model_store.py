@@ -26,7 +26,7 @@ from django.db import DatabaseError, transaction
 
 from modeling import artifacts
 from modeling.errors import ArtifactError
-from modeling.store import CHECKSUM_FILE, DirectoryStore, cached_elsewhere, verify
+from modeling.store import CHECKSUM_FILE, DirectoryStore, verify
 from recoapi.recommendations.models import ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -155,17 +155,26 @@ def remove(version: str) -> None:
     artifacts.remove_bundle(models_dir(), version)
 
 
+def incompatibility(version: str) -> str:
+    """Why this version of the service cannot serve ``version`` ("" when it can, as far as its metadata tell):
+    :func:`modeling.artifacts.incompatibility` of this host's copy, or else of the store's."""
+    local = models_dir() / version
+    shared = store()
+    if (local / artifacts.MANIFEST_FILE).is_file() or shared is None:
+        return artifacts.incompatibility(local)
+    return artifacts.incompatibility(shared.root / version)
+
+
 def versions() -> tuple[list[str], bool]:
     """``(the versions there are, whether that list is complete)``: the store's and this host's with a store
     (incomplete while the store cannot be reached), else this host's. This host's copy of a version removed from
-    the store (:func:`remove`, on any host) is not listed."""
+    the store (:func:`remove`, on any host: the store records it) is not listed."""
     local = artifacts.list_versions(models_dir())
     shared = store()
     if shared is None:
         return local, True
     try:
-        stored = set(shared.versions())
-        return sorted(stored | {v for v in local if not cached_elsewhere(models_dir() / v)}), True
+        return sorted(set(shared.versions()) | {v for v in local if not shared.removed(v)}), True
     except ArtifactError as exc:
         logger.warning("%s; listing this host's versions only", exc)
         return local, False

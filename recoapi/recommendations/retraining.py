@@ -89,7 +89,7 @@ def _retrain(*, holdout_days: float, tolerance: float, budget_seconds: float,
         return TrainingRun.objects.create(**row, **fields, decision=decision, reason=reason,
                                           seconds=round(time.perf_counter() - clock, 2))
 
-    unusable = artifacts.incompatibility(models_dir / previous) if previous else ""
+    unusable = model_store.incompatibility(previous) if previous else ""
     if unusable:  # after an upgrade: nothing to compare with or to keep serving, so the candidate is activated
         say(f"the active model {previous} cannot be served by this version ({unusable}): training a new one")
         previous = None
@@ -234,7 +234,7 @@ def model_rollback(*, version: str | None = None) -> dict[str, str | None]:
     if version is None:  # the measured candidate an active retrained bundle was published from is skipped
         source = _manifest(models_dir, active).get("published_from") if active else None
         earlier = [v for v in versions if (active is None or v < active) and v != source
-                   and not artifacts.incompatibility(models_dir / v)]  # trained by another version: skipped
+                   and not model_store.incompatibility(v)]  # trained by another version: skipped
         if not earlier:
             raise NotFound("No version older than the active one (that this version can serve) to roll back to.",
                            code="no_model")

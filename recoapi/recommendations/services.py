@@ -357,8 +357,11 @@ def model_reload(*, version: str | None = None) -> dict[str, Any]:
 
 
 def _public(exc: Exception) -> str:
-    """An error message without server paths."""
+    """An error message without server paths (the models folder's and the shared store's)."""
     text = str(exc)
+    if settings.RECO_MODEL_STORE:
+        store = str(Path(settings.RECO_MODEL_STORE))
+        text = text.replace(store + "/", "").replace(store, "the model store")
     models_dir = str(Path(settings.RECO_MODELS_DIR))
     return text.replace(models_dir + "/", "").replace(models_dir, "models")
 

@@ -144,6 +144,9 @@ def test_change_page_delete_removes_the_bundle(staff: Client, service: Pipeline,
     assert f"Deleted 1 model version and its bundle: {other}." in page.content.decode()
     assert not (settings.RECO_MODELS_DIR / other).exists()
     assert artifacts.list_versions(settings.RECO_MODELS_DIR) == [service.version]
+    from django.contrib.admin.models import DELETION, LogEntry
+
+    assert LogEntry.objects.filter(action_flag=DELETION, object_id=other).exists()  # in the admin's history
     assert (settings.RECO_MODELS_DIR / service.version / "manifest.json").is_file()
     model_version_sync()
     assert list(ModelVersion.objects.values_list("version", flat=True)) == [service.version]

@@ -92,8 +92,8 @@ def test_health_says_whether_the_store_is_reachable(store: Path, service: Pipeli
 
 
 def test_a_version_deleted_on_one_host_is_gone_from_every_host(store: Path, service: Pipeline, settings) -> None:
-    """Deleting removes the bundle from the store and this host's cache; another host's cached copy (it has the
-    store's checksums) is not listed again, so no host's sync brings the version's row back."""
+    """Deleting removes the bundle from the store and this host's cache and records the removal in the store;
+    another host's cached copy is not listed again, so no host's sync brings the version's row back."""
     from recoapi.recommendations.services import model_version_delete
 
     models = Path(settings.RECO_MODELS_DIR)
@@ -106,6 +106,11 @@ def test_a_version_deleted_on_one_host_is_gone_from_every_host(store: Path, serv
     assert model_store.versions() == ([service.version], True)
     model_version_sync()
     assert list(ModelVersion.objects.values_list("version", flat=True)) == [service.version]
-    # A bundle trained on this host and not yet published (no checksums) is listed.
-    (models / OTHER / "checksums.json").unlink()
-    assert model_store.versions() == (sorted([service.version, OTHER]), True)
+    # A bundle of this host the store never had (not published yet) is listed; so are this host's copies when
+    # the store's folder is empty (a share not mounted, a new store): only a recorded removal hides a copy.
+    later = "20990102T000000Z"
+    shutil.copytree(models / service.version, models / later)
+    assert model_store.versions() == (sorted([service.version, later]), True)
+    settings.RECO_MODEL_STORE = str(models.parent / "empty-store")
+    (models.parent / "empty-store").mkdir()
+    assert model_store.versions() == (sorted([service.version, OTHER, later]), True)

@@ -345,6 +345,10 @@ def test_active_pointer_at_a_missing_version(service: Pipeline, client: APIClien
     (settings.RECO_MODELS_DIR / artifacts.ACTIVE_FILE).write_text("20990101T000000Z\n")
     # A running service keeps its model...
     assert client.get("/recommendations", {"users": "a"}).json()["model_version"] == service.version
+    assert client.get("/health").json()["model_error"].startswith("The active model 20990101T000000Z cannot be")
+    artifacts.set_active(settings.RECO_MODELS_DIR, service.version)  # pointed back: nothing left to report
+    assert "model_error" not in client.get("/health").json()
+    (settings.RECO_MODELS_DIR / artifacts.ACTIVE_FILE).write_text("20990101T000000Z\n")
     # ...and a starting one answers 503 until the pointer is fixed.
     registry.reset()
     assert_error(client.get("/recommendations", {"users": "a"}), 503, "model_not_loaded")

@@ -32,8 +32,10 @@ def _database_error(exc: DatabaseError) -> CommandError:
     """What to tell about a database error of the import: that its tables are missing (a new ``DATABASE_URL``:
     "no such table" deep in the transaction, which wrote nothing; told as the API tells it, see
     :func:`recoapi.exceptions.database_error_parts`), or the error itself."""
-    if database_error_parts(exc)[0] == "database_not_migrated":
-        return CommandError("the database has no tables yet: run `.venv/bin/python manage.py migrate` first")
+    code, message, _ = database_error_parts(exc)
+    if code == "database_not_migrated":  # no tables, or an earlier version's
+        reason = message.split(": run ")[0]  # the API's words, without its advice for a server
+        return CommandError(f"{reason[0].lower()}{reason[1:]}: run `.venv/bin/python manage.py migrate` first")
     return CommandError(f"the database cannot be used: {exc}")
 
 
