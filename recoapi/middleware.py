@@ -61,6 +61,15 @@ class ClientErrorFilter(logging.Filter):
         return True
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters written as escapes (``\\n``, ``\\x1b``): a request's path or an echoed id
+    cannot start a fake line in the request log (``GET /x%0a... POST /reload_model 200``) or move a terminal."""
+    return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
+
+
 def _summary(data: Any) -> str:
     """Users, strategy counts and model version of a response body, as ``key=value`` pairs."""
     if not isinstance(data, dict):
@@ -110,8 +119,8 @@ class RequestMiddleware:
                 response.content = b""
             if not request.path.startswith(("/static/", "/admin/jsi18n")):
                 elapsed = time.perf_counter() - started
-                logger.info("%s %s %d %.1fms %s", request.method, request.path, response.status_code,
-                            elapsed * 1000.0, _summary(getattr(response, "data", None)))
+                logger.info("%s %s %d %.1fms %s", request.method, one_line(request.path), response.status_code,
+                            elapsed * 1000.0, one_line(_summary(getattr(response, "data", None))))
                 metrics.request_answered(_endpoint(request), request.method, response.status_code, elapsed)
             return response
         finally:

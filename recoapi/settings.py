@@ -32,13 +32,19 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 PRODUCTION = env_bool("RECO_PRODUCTION", False)
 if PRODUCTION:
     SECRET_KEY = env_str("DJANGO_SECRET_KEY")
-    if len(SECRET_KEY) < 50:
-        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be at least 50 random characters in production")
+    if len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5 or SECRET_KEY.startswith("django-insecure-") \
+            or "do-not-use-in-production" in SECRET_KEY:  # Django's own test (W009), and this file's development key
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be at least 50 random characters in production (not the "
+                                   "development key, nor a key of few distinct characters): python -c \"import "
+                                   "secrets; print(secrets.token_urlsafe(50))\"")
     if DEBUG:
         raise ImproperlyConfigured("DJANGO_DEBUG must be off when RECO_PRODUCTION is on")
     ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "")
     if not ALLOWED_HOSTS:
         raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS is required when RECO_PRODUCTION is on")
+    if "*" in ALLOWED_HOSTS:
+        raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS must name the service's hosts when RECO_PRODUCTION is on, "
+                                   "not '*' (which accepts any Host header)")
     # HTTPS only. Behind a TLS-terminating proxy, set RECO_PROXY_SSL_HEADER=1 so Django trusts X-Forwarded-Proto.
     SECURE_SSL_REDIRECT = env_bool("RECO_SSL_REDIRECT", True)
     SECURE_HSTS_SECONDS = env_int("RECO_HSTS_SECONDS", 3600)
@@ -133,6 +139,9 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
+_TRUSTED_PROXIES = env_int("RECO_TRUSTED_PROXIES", 0)
+if _TRUSTED_PROXIES < 0:
+    raise ImproperlyConfigured(f"RECO_TRUSTED_PROXIES must be 0 or more, got {_TRUSTED_PROXIES}")
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
@@ -154,6 +163,11 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_THROTTLE_RATES": {"anon": env_rate("RECO_THROTTLE_ANON", "100/second"),
                                "user": env_rate("RECO_THROTTLE_USER", "1000/second")},
+    # The client's address for the anonymous rate: the connection's, unless N proxies in front of the service are
+    # trusted, each appending to X-Forwarded-For (then the address the outermost trusted proxy saw). DRF's default
+    # (None) used the whole header as the client's key, so a client that sent a new X-Forwarded-For with every
+    # request was never throttled.
+    "NUM_PROXIES": _TRUSTED_PROXIES,
 }
 # The local-memory cache of each worker holds the throttle counters (one per client and window): room for
 # many clients (Django's default keeps 300 entries).

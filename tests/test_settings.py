@@ -29,6 +29,10 @@ def test_deploy_check_is_clean_with_production_settings() -> None:
 @pytest.mark.parametrize("change, message", [
     ({"DJANGO_SECRET_KEY": None}, "DJANGO_SECRET_KEY is required"),
     ({"DJANGO_SECRET_KEY": "short"}, "at least 50 random characters"),
+    # the repository's development key, and a long key of one character, started in production before
+    ({"DJANGO_SECRET_KEY": "insecure-local-development-key-do-not-use-in-production"}, "not the development key"),
+    ({"DJANGO_SECRET_KEY": "a" * 60}, "nor a key of few distinct characters"),
+    ({"DJANGO_ALLOWED_HOSTS": "*"}, "not '*'"),
     ({"DJANGO_ALLOWED_HOSTS": None}, "DJANGO_ALLOWED_HOSTS is required"),
     ({"DJANGO_DEBUG": "1"}, "DJANGO_DEBUG must be off"),
     ({"DJANGO_DEBUG": "maybe"}, "is not a boolean"),

@@ -201,6 +201,7 @@ class MetricsApi(APIView):
 
 class HealthApi(APIView):
     throttle_classes: list = []  # load balancers and orchestrators probe it often, from one address
+    authentication_classes: list = []  # nor does it read credentials: a probe's stale token is no 401
 
     @extend_schema(responses={200: s.HealthOutput, 503: OpenApiResponse(s.HealthOutput, description="Degraded")})
     def get(self, request: Request) -> Response:

@@ -219,6 +219,34 @@ def test_public_endpoints_are_throttled(service: Pipeline, client: APIClient, mo
     cache.clear()
 
 
+def test_a_forwarded_for_header_does_not_evade_the_anonymous_rate(service: Pipeline, client: APIClient,
+                                                                  monkeypatch) -> None:
+    """DRF took the whole X-Forwarded-For header as the client's address: a new value per request was never
+    throttled. Without trusted proxies (the default) the connection's address counts; with N trusted, the address
+    the outermost trusted proxy appended."""
+    from django.core.cache import cache
+    from rest_framework.settings import api_settings
+
+    cache.clear()
+    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"anon": "3/minute", "user": "5/minute"})
+    monkeypatch.setattr(FixedWindowRateThrottle, "timer", staticmethod(lambda: 1_000_000.0))  # one window
+    assert api_settings.NUM_PROXIES == 0
+    codes = [client.get("/random_users", HTTP_X_FORWARDED_FOR=f"10.0.0.{n}").status_code for n in range(4)]
+    assert codes == [200, 200, 200, 429]
+    cache.clear()
+    monkeypatch.setattr(api_settings, "NUM_PROXIES", 1)  # one proxy in front: it appends the client's address
+    spoofed = [client.get("/random_users", HTTP_X_FORWARDED_FOR=f"10.0.0.{n}, 192.0.2.7").status_code
+               for n in range(4)]
+    assert spoofed == [200, 200, 200, 429]  # what the client put before the proxy's entry is not its address
+    assert client.get("/random_users", HTTP_X_FORWARDED_FOR="192.0.2.8").status_code == 200  # another client
+    cache.clear()
+
+
+def test_health_ignores_credentials(service: Pipeline, client: APIClient) -> None:
+    """A probe sent with a stale or wrong token got 401 (and /health, never throttled, could test tokens)."""
+    assert client.get("/health", HTTP_AUTHORIZATION="Token not-a-token").status_code == 200
+
+
 def test_health_is_never_throttled(service: Pipeline, client: APIClient, monkeypatch) -> None:
     from django.core.cache import cache
 
@@ -415,3 +443,15 @@ def test_a_worker_starting_while_the_database_is_down_keeps_saying_so(service: P
         assert_error(client.get("/recommendations", {"users": "a"}), 503, "database_unavailable")
     monkeypatch.undo()
     assert client.get("/recommendations", {"users": "a"}).status_code == 200
+
+
+def test_a_request_cannot_write_a_fake_line_into_the_request_log(service: Pipeline, client: APIClient,
+                                                                caplog) -> None:
+    """The path was logged as sent: a newline in it (%0a) started a line of the attacker's choosing."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="recoapi.requests"):
+        client.get("/x%0a2026-12-05 09:40:02,789 [1] abc POST /reload_model 200")
+    lines = [record.getMessage() for record in caplog.records if record.name == "recoapi.requests"]
+    assert len(lines) == 1 and "\n" not in lines[0], lines
+    assert lines[0].startswith("GET /x\\n2026-12-05 09:40:02,789 [1] abc POST /reload_model 200 404"), lines
