@@ -10,7 +10,7 @@ from django.db import DatabaseError
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import permissions, serializers
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotAuthenticated, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -49,21 +49,23 @@ class CheckUsersApi(APIView):
         return Response({user: user in known for user in ids})
 
 
+_HISTORY_NEEDS_TOKEN = OpenApiResponse(s.ErrorOutput, description="include_history or explain for shoppers, without "
+                                       "a token")
 _NO_PRICES = OpenApiResponse(s.ErrorOutput, description="A price filter, and no product has a price")
 
 
 class RecommendationsApi(APIView):
     @extend_schema(parameters=[s.RecommendationsInput],
-                   responses={200: s.RecommendationsOutput, 404: s.ErrorOutput, **_ERRORS,
+                   responses={200: s.RecommendationsOutput, 404: s.ErrorOutput, **_ERRORS, 401: _HISTORY_NEEDS_TOKEN,
                               422: _NO_PRICES})
     def get(self, request: Request) -> Response:
         """Top-k products per shopper; products a shopper already has are excluded."""
-        return Response(self._recommend(s.validated_query(s.RecommendationsInput, request.query_params)))
+        return Response(self._recommend(request, s.validated_query(s.RecommendationsInput, request.query_params)))
 
     @extend_schema(operation_id="recommendations_post", request=s.RecommendationsBodyInput,
                    responses={200: s.RecommendationsOutput, 404: s.ErrorOutput, **_ERRORS,
                               413: OpenApiResponse(s.ErrorOutput, description="Request body too large"),
-                              422: _NO_PRICES})
+                              401: _HISTORY_NEEDS_TOKEN, 422: _NO_PRICES})
     def post(self, request: Request) -> Response:
         """The same as GET /recommendations, with the parameters as a JSON body (for long lists of ids).
 
@@ -71,10 +73,14 @@ class RecommendationsApi(APIView):
         """
         data = s.RecommendationsBodyInput(data=request.data)
         data.is_valid(raise_exception=True)
-        return Response(self._recommend(data.validated_data))
+        return Response(self._recommend(request, data.validated_data))
 
     @staticmethod
-    def _recommend(v: dict[str, Any]) -> dict[str, Any]:
+    def _recommend(request: Request, v: dict[str, Any]) -> dict[str, Any]:
+        if v.get("users") and (v["include_history"] or v.get("explain")) and not request.user.is_authenticated:
+            # Shoppers' own products (their events, what each item is "because of"): not for anyone who knows an id.
+            raise NotAuthenticated("include_history and explain show shoppers' own products: send a token "
+                                   "(Authorization: Token <token>).")
         return services.recommendation_list(
             user_ids=v.get("users", []), k=v["k"], category=v.get("category"), min_price=v.get("min_price"),
             max_price=v.get("max_price"), exclude_seen=v["exclude_seen"], include_history=v["include_history"],

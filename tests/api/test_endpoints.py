@@ -322,11 +322,16 @@ def test_null_characters_are_refused_on_every_database(service: Pipeline, client
     assert_error(client.get(path, params), 400, "invalid")
 
 
-def test_explain_gives_each_item_the_shopper_s_product_it_comes_from(service: Pipeline, client: APIClient) -> None:
+def test_explain_gives_each_item_the_shopper_s_product_it_comes_from(service: Pipeline, client: APIClient,
+                                                                    staff_client: APIClient) -> None:
     user = a_known_user(service)
     history = set(service.data.interactions.loc[service.data.interactions[ds.USER_ID] == user, ds.ITEM_ID]
                   .astype(str))
-    body = client.get("/recommendations", {"users": f"{user},nobody-at-all", "explain": "true"}).json()
+    # It names the shopper's own products: with a token only (a visitor's own items or text need none, below).
+    assert_error(client.get("/recommendations", {"users": user, "explain": "true"}), 401, "not_authenticated")
+    assert_error(client.post("/recommendations", {"users": [user], "explain": True}, format="json"), 401,
+                 "not_authenticated")
+    body = staff_client.get("/recommendations", {"users": f"{user},nobody-at-all", "explain": "true"}).json()
     known, unknown = body["recommendations"][user], body["recommendations"]["nobody-at-all"]
     assert known["items"] and all(item["reason"]["kind"] == "history" and item["reason"]["item_id"] in history
                                   for item in known["items"])

@@ -25,7 +25,8 @@ def known_users(service: Pipeline, n: int) -> list[str]:
 
 
 @pytest.mark.parametrize("users", ["list", "comma"])
-def test_post_recommendations_answers_exactly_like_get(service: Pipeline, client: APIClient, users: str) -> None:
+def test_post_recommendations_answers_exactly_like_get(service: Pipeline, staff_client: APIClient, users: str) -> None:
+    client = staff_client  # include_history needs a token
     ids = [*known_users(service, 2), "nobody"]
     query = {"users": ",".join(ids), "k": 3, "exclude_seen": "false", "include_history": "true", "min_price": 1}
     body = {"users": ids if users == "list" else ",".join(ids), "k": 3, "exclude_seen": False,

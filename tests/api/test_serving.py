@@ -78,8 +78,14 @@ def test_out_of_stock_products_are_never_recommended(service: Pipeline, client: 
     assert top[0] not in {i["item_id"] for i in similar}
 
 
-def test_include_history_lists_recent_events_newest_first(service: Pipeline, client: APIClient) -> None:
+def test_include_history_lists_recent_events_newest_first(service: Pipeline, client: APIClient,
+                                                          shopper_client: APIClient) -> None:
     user = a_known_user(service)
+    # A shopper's events are not for anyone who knows (or lists, /random_users) their id: a token is needed.
+    refused = client.get("/recommendations", {"users": user, "include_history": "true"})
+    assert_error(refused, 401, "not_authenticated")
+    assert "include_history and explain show shoppers' own products" in refused.json()["error"]["message"]
+    client = shopper_client  # any token
     entry = recommend(client, users=user, k=2, include_history="true")[user]
     history = entry["history"]
     expected = service.data.interactions[service.data.interactions[ds.USER_ID] == user]
