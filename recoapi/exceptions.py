@@ -151,3 +151,10 @@ def json_400(request: HttpRequest, exception: Exception | None = None) -> JsonRe
 def json_403(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     """Django handler403."""
     return JsonResponse(error_body("permission_denied", "Permission denied."), status=403)
+
+
+def json_csrf_failure(request: HttpRequest, reason: str = "") -> JsonResponse:
+    """Django's CSRF_FAILURE_VIEW: a form posted without its CSRF token (the admin's login, a session's unsafe
+    request) gets the API's JSON 403, not Django's HTML page."""
+    return JsonResponse(error_body("csrf_failed", f"CSRF verification failed ({reason or 'no token'}): reload the "
+                                   "page and send the form again."), status=403)

@@ -87,6 +87,7 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "recoapi.urls"
+CSRF_FAILURE_VIEW = "recoapi.exceptions.json_csrf_failure"  # JSON, as every other error
 WSGI_APPLICATION = "recoapi.wsgi.application"
 TEMPLATES = [
     {

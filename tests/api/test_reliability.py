@@ -170,6 +170,18 @@ def test_json_nested_too_deeply_is_a_400(service: Pipeline, staff_client: APICli
     assert "nested too deeply" in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("path", ["/recommendations", "/events"])
+def test_a_key_given_twice_in_a_json_object_is_a_400(service: Pipeline, staff_client: APIClient, path: str) -> None:
+    """The last one won: {"users": ["a"], "users": ["b"]} answered b alone."""
+    response = staff_client.post(path, '{"users": ["a"], "k": 3, "users": ["b"]}', content_type="application/json")
+    assert_error(response, 400, "parse_error")
+    assert "the key 'users' is given twice" in response.json()["error"]["message"]
+    nested = staff_client.post(path, '[{"user": "a", "user": "b"}]', content_type="application/json")
+    assert_error(nested, 400, "parse_error")
+    strict = staff_client.post(path, '{"users": ["a"], "k": NaN}', content_type="application/json")
+    assert_error(strict, 400, "parse_error")  # still DRF's strict JSON
+
+
 def test_an_unknown_format_is_a_json_406_naming_the_formats(service: Pipeline, client: APIClient) -> None:
     response = client.get("/recommendations", {"users": "a", "format": "api"})
     assert_error(response, 406, "not_acceptable")
@@ -455,3 +467,12 @@ def test_a_request_cannot_write_a_fake_line_into_the_request_log(service: Pipeli
     lines = [record.getMessage() for record in caplog.records if record.name == "recoapi.requests"]
     assert len(lines) == 1 and "\n" not in lines[0], lines
     assert lines[0].startswith("GET /x\\n2026-12-05 09:40:02,789 [1] abc POST /reload_model 200 404"), lines
+
+
+def test_a_form_posted_without_its_csrf_token_gets_json(service: Pipeline) -> None:
+    """The admin's login posted without its CSRF token got Django's HTML 403 page."""
+    from django.test import Client
+
+    response = Client(enforce_csrf_checks=True).post("/admin/login/", {"username": "x", "password": "y"})
+    assert_error(response, 403, "csrf_failed")
+    assert response["Content-Type"].startswith("application/json")
