@@ -258,6 +258,11 @@ RECO_HISTORY_LENGTH = env_int("RECO_HISTORY_LENGTH", 10)
 RECO_PREWARM = env_bool("RECO_PREWARM", True)
 # How often (seconds) a worker re-reads which products are out of stock.
 RECO_AVAILABILITY_SECONDS = env_float("RECO_AVAILABILITY_SECONDS", 5)
+# A request reads each shopper's most recent interactions only (the models look at fewer: the query tower's window,
+# 50 products' texts, recency-weighted item-item scores), so a shopper with a crawler's history costs what others do.
+RECO_HISTORY_LIMIT = env_int("RECO_HISTORY_LIMIT", 1000)
+if RECO_HISTORY_LIMIT < 1:
+    raise ImproperlyConfigured(f"RECO_HISTORY_LIMIT must be at least 1, got {RECO_HISTORY_LIMIT}")
 RECO_MAX_USERS = env_int("RECO_MAX_USERS", 100)
 # Catalogues with at least this many products are searched with an approximate (FAISS IVF) index, built and
 # tuned when the bundle is published (README, Performance); 0: never.

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, Max
 from django.utils import timezone
@@ -125,33 +126,45 @@ def product_unavailable_ids() -> list[str]:
     return list(Product.objects.filter(available=False).order_by().values_list("id", flat=True))
 
 
-def shopper_histories(*, ids: list[str]) -> dict[str, list[tuple[str, int, float, str]]]:
-    """Each shopper's interactions as ``(product_id, unix_seconds, weight, event)``, oldest first.
+HISTORY_QUERY_SHOPPERS = 100
+"""Shoppers per query of :func:`shopper_histories` (one subquery each)."""
+
+
+def shopper_histories(*, ids: list[str], limit: int | None = None) -> dict[str, list[tuple[str, int, float, str]]]:
+    """Each shopper's most recent ``limit`` interactions (``RECO_HISTORY_LIMIT`` when None) as ``(product_id,
+    unix_seconds, weight, event)``, oldest first (equal times in the order they were stored).
 
     Shoppers without interactions are absent from the result. This runs on every
     recommendation request, so it is one hand-written indexed query (the ORM's query
-    building costs more than the query itself at this size).
+    building costs more than the query itself at this size): one ``LIMIT`` subquery per shopper, each reading the
+    ``(shopper, occurred_at)`` index backwards, so a shopper with 100,000 events (a crawler's) costs what one with
+    ``limit`` does.
     """
+    limit = settings.RECO_HISTORY_LIMIT if limit is None else limit
     histories: dict[str, list[tuple[str, int, float, str]]] = defaultdict(list)
     if not ids:
         return {}
     epoch = _EPOCH_SQL.get(connection.vendor)
-    if epoch is None:  # another database: the portable ORM query
-        rows = (Interaction.objects.filter(shopper_id__in=ids).order_by("shopper_id", "occurred_at")
-                .values_list("shopper_id", "product_id", "occurred_at", "weight", "event"))
-        for shopper_id, product_id, occurred_at, weight, event in rows.iterator(chunk_size=5000):
-            histories[shopper_id].append((product_id, int(occurred_at.timestamp()), float(weight), event))
+    if epoch is None:  # another database: the portable ORM query, a shopper at a time
+        for shopper_id in dict.fromkeys(ids):
+            rows = (Interaction.objects.filter(shopper_id=shopper_id).order_by("-occurred_at", "-id")
+                    .values_list("product_id", "occurred_at", "weight", "event")[:limit])
+            for product_id, occurred_at, weight, event in reversed(list(rows)):
+                histories[shopper_id].append((product_id, int(occurred_at.timestamp()), float(weight), event))
         return dict(histories)
     meta, quote = Interaction._meta, connection.ops.quote_name
-    shopper, product, occurred, weight, event = (
-        quote(meta.get_field(name).column) for name in ("shopper", "product", "occurred_at", "weight", "event"))
-    sql = (f"SELECT {shopper}, {product}, {epoch.format(column=occurred)}, {weight}, {event} "
-           f"FROM {quote(meta.db_table)} WHERE {shopper} IN ({', '.join(['%s'] * len(ids))}) "
-           f"ORDER BY {shopper}, {occurred}")
+    shopper, product, occurred, weight, event, key = (
+        quote(meta.get_field(name).column) for name in ("shopper", "product", "occurred_at", "weight", "event", "id"))
+    one = (f"SELECT * FROM (SELECT {shopper} AS s, {product} AS p, {epoch.format(column=occurred)} AS t, {weight} "
+           f"AS w, {event} AS e, {key} AS k FROM {quote(meta.db_table)} WHERE {shopper} = %s "
+           f"ORDER BY {occurred} DESC, {key} DESC LIMIT {int(limit)}) AS h{{n}}")
+    unique = list(dict.fromkeys(ids))
     with connection.cursor() as cursor:
-        cursor.execute(sql, list(ids))
-        for shopper_id, product_id, seconds, w, e in cursor.fetchall():
-            histories[shopper_id].append((product_id, int(seconds), float(w), e))
+        for start in range(0, len(unique), HISTORY_QUERY_SHOPPERS):  # SQLite: at most 500 SELECTs in one compound
+            part = unique[start:start + HISTORY_QUERY_SHOPPERS]
+            cursor.execute(" UNION ALL ".join(one.format(n=n) for n in range(len(part))) + " ORDER BY s, t, k", part)
+            for shopper_id, product_id, seconds, w, e, _ in cursor.fetchall():
+                histories[shopper_id].append((product_id, int(seconds), float(w), e))
     return dict(histories)
 
 
