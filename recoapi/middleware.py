@@ -139,12 +139,18 @@ class RequestMiddleware:
 
     @staticmethod
     def _too_large(request: HttpRequest) -> HttpResponse | None:
-        """413/414 JSON for a body or query string above the configured bounds, 400 for a query string that is not
-        UTF-8 (checked before any parsing)."""
+        """413/414 JSON for a body or query string above the configured bounds, 411 for a chunked body, 400 for a
+        query string that is not UTF-8 (checked before any parsing)."""
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             return JsonResponse(error_body("bad_request", "Content-Length is not a number."), status=400)
+        if "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+            # Django reads a body by its Content-Length: a chunked one was read as empty, without a word (and the
+            # size bound above never applied to it).
+            return JsonResponse(error_body(
+                "length_required", "A chunked request body is not read: send the body with a Content-Length."),
+                status=411)
         if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
             return JsonResponse(error_body(
                 "request_too_large",

@@ -476,3 +476,11 @@ def test_a_form_posted_without_its_csrf_token_gets_json(service: Pipeline) -> No
     response = Client(enforce_csrf_checks=True).post("/admin/login/", {"username": "x", "password": "y"})
     assert_error(response, 403, "csrf_failed")
     assert response["Content-Type"].startswith("application/json")
+
+
+def test_a_chunked_body_is_refused_not_read_as_empty(service: Pipeline, client: APIClient) -> None:
+    """Django reads a body by its Content-Length: a chunked one came through as empty ("give users, or items...")."""
+    response = client.post("/recommendations", '{"users": "a", "k": 1}', content_type="application/json",
+                           HTTP_TRANSFER_ENCODING="chunked")
+    assert_error(response, 411, "length_required")
+    assert client.post("/recommendations", {"users": "a", "k": 1}, format="json").status_code == 200
