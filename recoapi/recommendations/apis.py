@@ -152,7 +152,7 @@ class EventsApi(APIView):
         """Record live events (staff only): one event, or a list of at most RECO_EVENTS_MAX_BATCH stored all
         or none; the shoppers' next recommendations reflect them. An event_id sent before is not stored twice."""
         many, rows = _one_or_many(s.EventInput, request.data, "events", settings.RECO_EVENTS_MAX_BATCH)
-        result = catalog_services.interactions_record([
+        result = services.events_record([
             catalog_services.EventSpec(
                 user_id=v["user"], item_id=v["item"], event=v["event"], occurred_at=v.get("timestamp"),
                 weight=v.get("weight"), rating=v.get("rating"), text=v.get("text"), event_id=v.get("event_id"),

@@ -7,7 +7,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,12 +21,18 @@ from modeling.errors import ArtifactError
 from modeling.recommender import History
 from recoapi import metrics
 from recoapi.catalog import selectors as catalog_selectors
-from recoapi.catalog.services import data_import, import_filters_from_settings
+from recoapi.catalog.services import (
+    EventSpec,
+    RecordResult,
+    data_import,
+    import_filters_from_settings,
+    interactions_record,
+)
 from recoapi.exceptions import ApplicationError, Conflict, NotFound, ServiceUnavailable
 from recoapi.recommendations import experiments, impressions, model_store
 from recoapi.recommendations.engine import Engine, registry, text_encoder
 from recoapi.recommendations.engine import after_request as release_after_request
-from recoapi.recommendations.models import Experiment, ExperimentArm, ModelVersion
+from recoapi.recommendations.models import Experiment, ExperimentArm, ModelVersion, RecommendationList
 
 if TYPE_CHECKING:  # modeling.two_tower imports TensorFlow, which the web process loads only on demand
     from modeling.two_tower import TwoTowerParams
@@ -519,6 +525,38 @@ def _model_train(*, params: TwoTowerParams, activate: bool, force: bool, refit: 
     return {**result, "activated": activate,
             "data": {"source": "database" if from_database else "import", **data.counts(),
                      "live_interactions": int(data.report.get("live_interactions", 0))}}
+
+
+LIST_CLOCK_SKEW = timedelta(minutes=5)
+"""How much earlier than its list's answer an event sent with its recommendation_id may be timed (the shop's clock
+against the service's)."""
+
+
+def events_record(events: list[EventSpec]) -> RecordResult:
+    """Store live events (:func:`recoapi.catalog.services.interactions_record`), refusing a ``recommendation_id``
+    whose stored list was shown to another shopper, or answered after the event happened: such an event credited
+    that list with a view or purchase it did not cause (lists of anonymous visitors take any shopper's events; a
+    list not written yet, a moment after its answer, is not checked).
+
+    Raises:
+        ApplicationError: such an event (code ``invalid``, 400; its position named in a batch); the catalogue's
+            own errors otherwise.
+    """
+    ids = sorted({spec.recommendation_id for spec in events if spec.recommendation_id})
+    lists = {row.id: row for row in RecommendationList.objects.filter(id__in=ids).only("id", "shopper_id",
+                                                                                     "created_at")}
+    for position, spec in enumerate(events):
+        shown = lists.get(spec.recommendation_id or "")
+        if shown is None:
+            continue
+        where = f"events[{position}]." if len(events) > 1 else ""
+        if shown.shopper_id not in (spec.user_id, ANONYMOUS):
+            raise ApplicationError(f"{where}recommendation_id: that list was shown to another shopper, not to "
+                                   f"{spec.user_id!r}.", code="invalid")
+        if spec.occurred_at is not None and spec.occurred_at < shown.created_at - LIST_CLOCK_SKEW:
+            raise ApplicationError(f"{where}recommendation_id: the event ({spec.occurred_at.isoformat()}) happened "
+                                   f"before that list was shown ({shown.created_at.isoformat()}).", code="invalid")
+    return interactions_record(events)
 
 
 def model_load() -> str:

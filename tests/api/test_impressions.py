@@ -58,6 +58,36 @@ def test_events_with_a_recommendation_id_are_attributed_to_the_list_and_position
     assert Interaction.objects.filter(recommendation_id=rid).count() == 4
 
 
+def test_an_event_is_not_credited_to_another_shoppers_list_or_to_a_later_one(
+        service: Pipeline, client: APIClient, staff_client: APIClient, shown: impressions.ImpressionBuffer) -> None:
+    """Any event sent with any stored list's id was credited to it: another shopper's purchase, or one made years
+    before the list was shown."""
+    users = list(dict.fromkeys(service.data.interactions["user_id"].astype(str)))[:2]
+    entry = client.get("/recommendations", {"users": users[0], "k": 3}).json()["recommendations"][users[0]]
+    visitor = client.get("/recommendations", {"items": entry["items"][0]["item_id"], "k": 3}).json()
+    shown.flush()
+    rid, item = entry["recommendation_id"], entry["items"][0]["item_id"]
+    other = staff_client.post("/events", {"user": users[1], "item": item, "event": "purchase",
+                                          "recommendation_id": rid}, format="json")
+    assert_error(other, 400, "invalid")
+    assert f"shown to another shopper, not to {users[1]!r}" in other.json()["error"]["message"]
+    early = staff_client.post("/events", [{"user": users[0], "item": item, "event": "view"},
+                                          {"user": users[0], "item": item, "event": "purchase",
+                                           "recommendation_id": rid, "timestamp": "2020-01-01T00:00:00Z"}],
+                              format="json")
+    assert_error(early, 400, "invalid")
+    assert "events[1].recommendation_id: the event (2020-01-01" in early.json()["error"]["message"]
+    assert not Interaction.objects.filter(recommendation_id=rid).exists()  # the batch: all or none
+    ok = staff_client.post("/events", {"user": users[0], "item": item, "event": "purchase", "recommendation_id": rid},
+                           format="json")
+    assert ok.status_code == 201, ok.content
+    anonymous = visitor["recommendations"]["anonymous"]  # a visitor's list takes the events of whoever they become
+    taken = staff_client.post("/events", {"user": users[1], "item": anonymous["items"][0]["item_id"],
+                                          "event": "view", "recommendation_id": anonymous["recommendation_id"]},
+                              format="json")
+    assert taken.status_code == 201, taken.content
+
+
 @pytest.mark.parametrize("bad", ["x" * 32, "ABCDEF0123456789ABCDEF0123456789", "12ab", 12345, None])
 def test_a_malformed_recommendation_id_is_refused(service: Pipeline, staff_client: APIClient, bad: object) -> None:
     user = a_known_user(service)
