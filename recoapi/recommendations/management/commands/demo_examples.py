@@ -105,7 +105,8 @@ class Command(BaseCommand):
             f"{curl} '{base}/random_users?n=5'",
             f"{curl} '{base}/check_users?users={users[0]},someone-new'",
             f"{curl} '{base}/recommendations?users={','.join(users)},someone-new&k=5'",
-            f"{curl} '{base}/recommendations?users={users[0]}&k=5&include_history=true&max_price=100'",
+            f"{curl} -H 'Authorization: Token {token}' "  # a shopper's own events: with a token
+            f"'{base}/recommendations?users={users[0]}&k=5&include_history=true&max_price=100'",
             f"{curl} '{base}/recommendations?text=espresso%20coffee%20grinder&k=5'",
             f"{curl} '{base}/recommendations?items={item}&k=5'",
             f"{curl} '{base}/similar_items?item={item}&k=5'",
