@@ -197,6 +197,13 @@ def new_interactions(*, after: int | None) -> tuple[int, int | None]:
     return query.count(), (int(newest.timestamp()) if newest else None)
 
 
+def active_unservable() -> str:
+    """Why this version of the service cannot serve the active model ("" when it can, or none is active): e.g. it
+    was trained by an earlier version (see :func:`recoapi.recommendations.model_store.incompatibility`)."""
+    active = model_store.active_version()
+    return model_store.incompatibility(active) if active else ""
+
+
 def active_trained_until() -> int | None:
     """The newest interaction time the active model trained on (None: no active model, or an old bundle)."""
     models_dir = Path(settings.RECO_MODELS_DIR)

@@ -57,20 +57,27 @@ class Command(BaseCommand):
     def _loop(self, stop: threading.Event, options: dict[str, Any]) -> None:
         from recoapi.recommendations.retraining import (
             TrainingBusy,
+            active_unservable,
             model_retrain,
             new_interactions,
             newest_trained_until,
         )
 
         attempted: int | None = None  # newest interaction time of the last attempt that trained
+        repaired = False  # an active model this version cannot serve was retrained once (not at every check)
         self.stdout.write(f"Scheduler: every {options['interval']:g} s, retrain after {options['min_events']} new "
                           f"interactions.")
         while not stop.is_set():
             # Counted from the newest data any model trained on: after a rollback, not from the older model's.
             since = max((t for t in (newest_trained_until(), attempted) if t is not None), default=None)
             count, newest = new_interactions(after=since)
-            if count >= options["min_events"]:
-                self.stdout.write(f"{count} new interactions: retraining")
+            unservable = "" if repaired else active_unservable()
+            if count >= options["min_events"] or unservable:
+                if unservable:  # after an upgrade: no recommendations until a model this version reads is trained
+                    repaired = True
+                    self.stdout.write(f"the active model cannot be served by this version ({unservable}): retraining")
+                else:
+                    self.stdout.write(f"{count} new interactions: retraining")
                 try:
                     run = model_retrain(holdout_days=settings.RECO_RETRAIN_HOLDOUT_DAYS,
                                         tolerance=settings.RECO_RETRAIN_TOLERANCE, budget_seconds=options["budget"],
