@@ -386,8 +386,6 @@ def load_bundle(path: Path | str, *, compiled_ranker: bool = True) -> Bundle:
         stage = RankingStage.load(path / STAGE_DIR, compiled=compiled_ranker)
         attributes = RankingStage.load_attributes(path / STAGE_DIR)
         codes = AttributeCodes.load(path / STAGE_DIR, len(arrays.item_ids))
-    except IncompatibleBundleError as exc:
-        raise IncompatibleBundleError(f"{path}: {exc} ({RETRAIN_ADVICE})") from exc
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{path}: missing or damaged {STAGE_DIR}/ ({exc})") from exc
     n_items = len(arrays.item_ids)

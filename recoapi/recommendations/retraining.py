@@ -240,12 +240,13 @@ def model_rollback(*, version: str | None = None) -> dict[str, str | None]:
     active = model_store.active_version()
     if version is None:  # the measured candidate an active retrained bundle was published from is skipped
         source = _manifest(models_dir, active).get("published_from") if active else None
-        earlier = [v for v in versions if (active is None or v < active) and v != source
-                   and not model_store.incompatibility(v)]  # trained by another version: skipped
-        if not earlier:
+        earlier = [v for v in versions if (active is None or v < active) and v != source]
+        # the newest that this version can serve (one trained by another version is skipped): read newest first,
+        # as far as needed, not every bundle's files
+        version = next((v for v in reversed(earlier) if not model_store.incompatibility(v)), None)
+        if version is None:
             raise NotFound("No version older than the active one (that this version can serve) to roll back to.",
                            code="no_model")
-        version = earlier[-1]
     elif version not in versions:
         raise NotFound(f"No model version {version!r}.", code="unknown_version")
     try:
