@@ -242,6 +242,12 @@ RECO_IMPRESSIONS_MAX_BUFFERED = env_int("RECO_IMPRESSIONS_MAX_BUFFERED", 20_000)
 if not (RECO_IMPRESSIONS_FLUSH_SECONDS > 0 and RECO_IMPRESSIONS_BATCH >= 1 and RECO_IMPRESSIONS_MAX_BUFFERED >= 1):
     raise ImproperlyConfigured("RECO_IMPRESSIONS_FLUSH_SECONDS must be positive, RECO_IMPRESSIONS_BATCH and "
                                "RECO_IMPRESSIONS_MAX_BUFFERED 1 or more")
+# Stored lists older than this many days are deleted by `prune_lists` and at each check of `run_scheduler` (0: kept
+# forever); lists of an experiment are kept while the experiment exists (its results are computed from them).
+RECO_LIST_RETENTION_DAYS = env_float("RECO_LIST_RETENTION_DAYS", 90.0)
+if not 0 <= RECO_LIST_RETENTION_DAYS < float("inf"):
+    raise ImproperlyConfigured(f"RECO_LIST_RETENTION_DAYS must be 0 (keep every list) or a number of days, got "
+                               f"{RECO_LIST_RETENTION_DAYS:g}")
 if RECO_PRODUCTS_MAX_BATCH < 1:
     raise ImproperlyConfigured("RECO_PRODUCTS_MAX_BATCH must be 1 or more")
 if RECO_EVENTS_MAX_BATCH < 1:

@@ -20,16 +20,18 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.db.models import QuerySet
 from django.db.models.constants import OnConflict
 
 from recoapi import metrics
-from recoapi.recommendations.models import RecommendationList
+from recoapi.recommendations.models import Experiment, RecommendationList
 
 logger = logging.getLogger(__name__)
 
@@ -205,3 +207,38 @@ def flush_at_exit() -> None:
 
 
 atexit.register(flush_at_exit)
+
+PRUNE_CHUNK = 900
+"""Lists deleted per statement and transaction (below SQLite's oldest limit of 999 values in one statement)."""
+
+
+def prunable(older_than: datetime) -> QuerySet[RecommendationList]:
+    """The stored lists answered before ``older_than``, except those of an experiment that still exists (its
+    results are computed from its lists)."""
+    return (RecommendationList.objects.filter(created_at__lt=older_than)
+            .exclude(experiment_id__in=Experiment.objects.values("pk")))
+
+
+def prune(older_than: datetime, *, progress: Callable[[int], None] | None = None) -> int:
+    """Delete the :func:`prunable` lists, :data:`PRUNE_CHUNK` at a time, each chunk in its own transaction: one
+    transaction over millions of rows would hold SQLite's write lock against the writer thread and ``POST
+    /events`` until it ends. Events keep their ``recommendation_id``; they are no longer attributed to a list.
+
+    Args:
+        older_than: lists answered before this moment go.
+        progress: called with the number deleted after each chunk.
+
+    Returns:
+        How many lists were deleted.
+    """
+    deleted = 0
+    while True:
+        ids = list(prunable(older_than).order_by().values_list("id", flat=True)[:PRUNE_CHUNK])
+        if ids:
+            with transaction.atomic():
+                count, _ = RecommendationList.objects.filter(id__in=ids).delete()
+            deleted += count
+            if progress is not None:
+                progress(count)
+        if len(ids) < PRUNE_CHUNK:
+            return deleted

@@ -559,6 +559,28 @@ def events_record(events: list[EventSpec]) -> RecordResult:
     return interactions_record(events)
 
 
+def recommendation_lists_prune(*, days: float, dry_run: bool = False,
+                               progress: Callable[[int], None] | None = None) -> int:
+    """Delete the stored lists answered more than ``days`` days ago, except an existing experiment's
+    (:func:`recoapi.recommendations.impressions.prune`); with ``dry_run`` only count them.
+
+    Returns:
+        How many lists were (or would be) deleted.
+
+    Raises:
+        ValueError: ``days`` is not a positive finite number.
+    """
+    if not 0 < days < float("inf"):
+        raise ValueError(f"days must be a positive number, got {days:g}")
+    older_than = timezone.now() - timedelta(days=days)
+    if dry_run:
+        return impressions.prunable(older_than).count()
+    deleted = impressions.prune(older_than, progress=progress)
+    if deleted:
+        logger.info("deleted %d recommendation lists answered before %s", deleted, older_than.isoformat())
+    return deleted
+
+
 def model_load() -> str:
     """Load the active model into this process now (it is otherwise loaded on first use).
 

@@ -17,7 +17,8 @@ MAX_INTERVAL_SECONDS = 365 * 24 * 3600
 class Command(BaseCommand):
     help = ("Run `retrain` every RECO_RETRAIN_INTERVAL seconds when at least RECO_RETRAIN_MIN_EVENTS interactions "
             "arrived since the data of the active model (or of the last attempt). One training at a time across "
-            "processes and hosts: a second scheduler waits its turn and says so. Stops on Ctrl-C or SIGTERM.")
+            "processes and hosts: a second scheduler waits its turn and says so. At each check, deletes the "
+            "recommendation lists older than RECO_LIST_RETENTION_DAYS (prune_lists). Stops on Ctrl-C or SIGTERM.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--interval", type=float, default=settings.RECO_RETRAIN_INTERVAL,
@@ -91,9 +92,28 @@ class Command(BaseCommand):
             elif options["once"] or options["verbosity"] > 1:  # a loop's every check would flood the console
                 self.stdout.write(f"{count} new interaction(s) since the last training, fewer than "
                                   f"{options['min_events']}: not retraining")
+            self._prune()
             if options["once"]:
                 break
             stop.wait(options["interval"])
+
+    def _prune(self) -> None:
+        """Delete the lists older than RECO_LIST_RETENTION_DAYS (0: none); a database that refuses is retried at
+        the next check."""
+        from django.db import DatabaseError
+
+        from recoapi.recommendations.services import recommendation_lists_prune
+
+        days = settings.RECO_LIST_RETENTION_DAYS
+        if days <= 0:
+            return
+        try:
+            deleted = recommendation_lists_prune(days=days)
+        except DatabaseError as exc:
+            self.stdout.write(f"could not delete old recommendation lists (retried at the next check): {exc}")
+            return
+        if deleted:
+            self.stdout.write(f"deleted {deleted} recommendation list(s) answered more than {days:g} days ago")
 
 
 def _stop_or_exit(stop: threading.Event) -> None:
