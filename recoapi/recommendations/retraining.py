@@ -99,7 +99,8 @@ def _retrain(*, holdout_days: float, tolerance: float, budget_seconds: float,
         trained_until = _manifest(models_dir, previous).get("trained_until")
         split = holdout_split(data.interactions, days=holdout_days, not_before=trained_until)
         row["holdout"] = {"cutoff": split.cutoff, "interactions": len(split.after),
-                          "shoppers": int(split.after[ds.USER_ID].nunique()) if len(split.after) else 0}
+                          "shoppers": int(split.after[ds.USER_ID].nunique()) if len(split.after) else 0,
+                          "newest": int(data.interactions[ds.TIMESTAMP].max()) if len(data.interactions) else None}
         if previous and len(split.after) == 0:
             return finish(TrainingRun.SKIPPED, "no interactions since the active model's training data")
         if previous and trained_until is not None and (
@@ -208,6 +209,17 @@ def active_trained_until() -> int | None:
     """The newest interaction time the active model trained on (None: no active model, or an old bundle)."""
     models_dir = Path(settings.RECO_MODELS_DIR)
     value = _manifest(models_dir, model_store.active_version()).get("trained_until")
+    return int(value) if value is not None else None
+
+
+def newest_attempted() -> int | None:
+    """The newest interaction time that the latest recorded retraining read (None: no run recorded one).
+
+    What a scheduler started anew (``run_scheduler --once`` from cron) counts new interactions from besides
+    the published models' data: a refused candidate's data ends at its held-out cut-off, so without it every
+    check would count the held-out interactions as new again and retrain on the same data."""
+    run = (TrainingRun.objects.filter(holdout__has_key="newest").order_by("-started_at").only("holdout").first())
+    value = run.holdout.get("newest") if run is not None else None
     return int(value) if value is not None else None
 
 

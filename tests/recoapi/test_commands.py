@@ -111,3 +111,43 @@ def test_run_scheduler_refuses_settings_it_cannot_keep(arguments: tuple[str, ...
     with pytest.raises(CommandError, match=re.escape(said)):
         call_command("run_scheduler", "--once", *arguments, stdout=StringIO())
 
+
+
+@pytest.mark.django_db
+def test_run_scheduler_once_does_not_retrain_on_what_the_last_retraining_read(settings, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a refused retraining, every `run_scheduler --once` (cron) retrained on the same data: the refused
+    candidate's data ends at its held-out cut-off, so the held-out interactions counted as new at every check."""
+    from datetime import UTC, datetime, timedelta
+
+    from django.utils import timezone
+
+    from recoapi.catalog.models import Interaction, Product, Shopper
+    from recoapi.recommendations import retraining
+    from recoapi.recommendations.models import TrainingRun
+
+    settings.RECO_MODELS_DIR = tmp_path / "models"
+    newest = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    product = Product.objects.create(id="p1", title="Kickboard")
+    for n in range(3):
+        Interaction.objects.create(shopper=Shopper.objects.create(id=f"s{n}"), product=product, event="view",
+                                   occurred_at=newest - timedelta(hours=n))
+    TrainingRun.objects.create(started_at=timezone.now(), seconds=1.0, decision=TrainingRun.REFUSED, reason="worse",
+                               tolerance=0.01, holdout={"cutoff": int((newest - timedelta(days=1)).timestamp()),
+                                                        "interactions": 3, "shoppers": 3,
+                                                        "newest": int(newest.timestamp())})
+
+    def retrain(**kwargs: object) -> TrainingRun:
+        raise AssertionError("retrained on the interactions the last retraining had read")
+
+    monkeypatch.setattr(retraining, "model_retrain", retrain)
+    out = StringIO()
+    call_command("run_scheduler", "--once", "--min-events", "1", stdout=out)
+    assert "0 new interaction(s) since the last training, fewer than 1: not retraining" in out.getvalue()
+    assert retraining.newest_attempted() == int(newest.timestamp())
+
+    Interaction.objects.create(shopper_id="s0", product=product, event="cart", occurred_at=newest + timedelta(hours=1))
+    monkeypatch.setattr(retraining, "model_retrain", lambda **kwargs: TrainingRun(decision="skipped", reason="ok"))
+    out = StringIO()
+    call_command("run_scheduler", "--once", "--min-events", "1", stdout=out)
+    assert "1 new interactions: retraining" in out.getvalue()

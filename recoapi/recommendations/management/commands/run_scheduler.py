@@ -61,6 +61,7 @@ class Command(BaseCommand):
             active_unservable,
             model_retrain,
             new_interactions,
+            newest_attempted,
             newest_trained_until,
         )
 
@@ -69,8 +70,11 @@ class Command(BaseCommand):
         self.stdout.write(f"Scheduler: every {options['interval']:g} s, retrain after {options['min_events']} new "
                           f"interactions.")
         while not stop.is_set():
-            # Counted from the newest data any model trained on: after a rollback, not from the older model's.
-            since = max((t for t in (newest_trained_until(), attempted) if t is not None), default=None)
+            # Counted from the newest data any model trained on (after a rollback, not from the older model's), or
+            # that the last retraining read (a refused one's held-out days are not new to the next check, nor to
+            # the next `--once`).
+            since = max((t for t in (newest_trained_until(), newest_attempted(), attempted) if t is not None),
+                        default=None)
             count, newest = new_interactions(after=since)
             unservable = "" if repaired else active_unservable()
             if count >= options["min_events"] or unservable:
