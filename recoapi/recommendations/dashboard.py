@@ -4,9 +4,9 @@ Each function answers one panel with plain data (the view plots it with :mod:`re
 Time series are per calendar day (UTC) over the last ``days`` days that hold data: imported events may be
 years old, so their window ends at the newest event, not today.
 
-A list counts as clicked when an event sent with its ``recommendation_id`` is of a product it showed (the
-attribution of :mod:`recoapi.recommendations.feedback`); only lists that received such an event are read
-whole, the rest are counted in SQL.
+A list counts as clicked when an event sent with its ``recommendation_id`` by the shopper it was shown to is of
+a product it showed (the attribution of :mod:`recoapi.recommendations.feedback`); only lists that received such
+an event are read whole, the rest are counted in SQL.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from django.db.models.functions import TruncDate
 
 from recoapi import metrics
 from recoapi.catalog.models import Interaction, Product, Shopper
+from recoapi.recommendations import feedback
 from recoapi.recommendations.models import Experiment, ModelVersion, RecommendationList
 
 logger = logging.getLogger(__name__)
@@ -103,11 +104,15 @@ def ctr_per_day(days: int = 30, *, by: str = "strategy", experiment: Experiment 
         lists = lists.filter(experiment_id=experiment.pk)
     shown = list(lists.annotate(day=TruncDate("created_at")).values_list("day", by).annotate(n=Count("id")))
     events = Interaction.objects.filter(recommendation_id__in=lists.values("id"))
-    pairs = set(events.values_list("recommendation_id", "product_id"))
+    shoppers: dict[tuple[str, str], set[str]] = defaultdict(set)  # (list, product) -> the shoppers of its events
+    for rid, product, shopper in events.values_list("recommendation_id", "product_id", "shopper_id"):
+        shoppers[(rid, product)].add(shopper)
     clicked: Counter = Counter()
-    for rid, items, day, group in (lists.filter(id__in=events.values("recommendation_id"))
-                                   .annotate(day=TruncDate("created_at")).values_list("id", "items", "day", by)):
-        if any((rid, product) in pairs for product in items):
+    for rid, items, shown_to, day, group in (lists.filter(id__in=events.values("recommendation_id"))
+                                             .annotate(day=TruncDate("created_at"))
+                                             .values_list("id", "items", "shopper_id", "day", by)):
+        if any(feedback.credited(list_shopper=shown_to, event_shopper=shopper)
+               for product in items for shopper in shoppers.get((rid, product), ())):
             clicked[(day, group)] += 1
     totals = _daily(shown, days)
     return Series(totals.days, {

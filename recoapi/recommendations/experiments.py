@@ -9,14 +9,15 @@ what everyone would get without the experiment.
 Each worker reads the experiment plan from the database at most every ``RECO_ACTIVE_CHECK_SECONDS`` (as it
 looks at the active model), so a start or a stop reaches every worker within that time.
 
-Results (:func:`results`) count per arm the lists shown, the lists with a click (an attributed event on
-one of their first ``k`` products: a view, cart or purchase of a product the list showed, sent with its
-``recommendation_id``), the lists with an attributed purchase and the revenue of those purchases (at
-today's prices, where known). Each arm is compared with the control (the first arm): the difference of
-the two proportions with a 95% Newcombe hybrid score interval (Wilson intervals of each arm combined;
-Newcombe 1998, method 10) and the p-value of the two-sided pooled two-proportion z-test, both from
-statsmodels. The unit is the list: lists of one shopper are not independent, so with a few very active
-shoppers the intervals are too narrow; the shoppers per arm are reported beside the lists.
+Results (:func:`results`) count per arm the lists shown, the lists with a click (an attributed event on one of
+their first ``k`` products: a view, cart or purchase of a product the list showed, sent with its
+``recommendation_id`` by the shopper it was shown to, see :func:`recoapi.recommendations.feedback.credited`),
+the lists with an attributed purchase and the revenue of those purchases (at today's prices, where known).
+Each arm is compared with the control (the first arm): the difference of the two proportions with a 95%
+Newcombe hybrid score interval (Wilson intervals of each arm combined; Newcombe 1998, method 10) and the
+p-value of the two-sided pooled two-proportion z-test, both from statsmodels. The unit is the list: lists of
+one shopper are not independent, so with a few very active shoppers the intervals are too narrow; the shoppers
+per arm are reported beside the lists.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from django.utils import timezone
 
 from recoapi.catalog.models import Interaction, Product
 from recoapi.exceptions import ApplicationError, Conflict
-from recoapi.recommendations import model_store
+from recoapi.recommendations import feedback, model_store
 from recoapi.recommendations.engine import registry
 from recoapi.recommendations.models import VARIANTS, Experiment, ExperimentArm, RecommendationList
 
@@ -277,19 +278,20 @@ def results(experiment: Experiment) -> dict[str, Any]:
     for arm_name, version in lists.values_list("arm", "model_version").distinct().order_by("arm", "model_version"):
         answered_by[arm_name].append(version)
     attributed = Interaction.objects.filter(recommendation_id__in=lists.values("id"))
-    events = list(attributed.values_list("recommendation_id", "product_id", "event"))
-    items = {row[0]: (row[1], row[2]) for row in  # only the lists that received events (a subquery, not a list)
-             lists.filter(id__in=attributed.values("recommendation_id")).values_list("id", "arm", "items")}
+    events = list(attributed.values_list("recommendation_id", "product_id", "event", "shopper_id"))
+    items = {row[0]: row[1:] for row in  # only the lists that received events (a subquery, not a list)
+             lists.filter(id__in=attributed.values("recommendation_id")).values_list("id", "arm", "items",
+                                                                                    "shopper_id")}
     prices = dict(Product.objects.filter(id__in=attributed.filter(event="purchase").values("product_id"))
                   .values_list("id", "price"))
     clicked: dict[str, set[str]] = defaultdict(set)
     converted: dict[str, set[str]] = defaultdict(set)
     counts: dict[str, Counter] = defaultdict(Counter)  # every event type (a review of a shown product counts)
     revenue: dict[str, float | None] = defaultdict(lambda: None)
-    for recommendation_id, product_id, event in events:
-        arm, shown_items = items.get(recommendation_id, ("", []))
-        if product_id not in shown_items:
-            continue  # an event sent with the id of a list that did not show the product
+    for recommendation_id, product_id, event, shopper_id in events:
+        arm, shown_items, shown_to = items.get(recommendation_id, ("", [], ""))
+        if product_id not in shown_items or not feedback.credited(list_shopper=shown_to, event_shopper=shopper_id):
+            continue  # an event sent with the id of a list that did not show the product, or not to its shopper
         counts[arm][event] += 1
         if shown_items.index(product_id) < experiment.k:
             clicked[arm].add(recommendation_id)

@@ -1,7 +1,8 @@
 """Attributed feedback: the events shoppers sent with a recommendation_id, matched to the list that showed them.
 
-An event counts for a list when the list's ``recommendation_id`` came with it and its product is one of
-the list's items; it is attributed to the list's strategy, model version and the product's position.
+An event counts for a list when the list's ``recommendation_id`` came with it, its product is one of
+the list's items and its shopper is the one the list was shown to (any shopper for a visitor's list, see
+:func:`credited`); it is attributed to the list's strategy, model version and the product's position.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 from django.db.models import Count
 
 from recoapi.catalog.models import Interaction
-from recoapi.recommendations.models import RecommendationList
+from recoapi.recommendations.models import ANONYMOUS, RecommendationList
 
 EVENTS = ("view", "cart", "purchase")
 
@@ -30,21 +31,33 @@ class Attribution:
     event: str
 
 
-def attributions(*, recommendation_ids: list[str] | None = None) -> list[Attribution]:
-    """Every event sent with a recommendation_id whose list is stored and shows the event's product.
+def credited(*, list_shopper: str, event_shopper: str) -> bool:
+    """Whether an event of ``event_shopper`` may be credited to a list shown to ``list_shopper``: the same
+    shopper, or anyone for a visitor's list (who the visitor turned out to be).
 
-    Events whose list is unknown (never answered, or not written yet) or does not show the product are left
-    out. ``recommendation_ids`` restricts the answer to those lists.
+    ``POST /events`` refuses another shopper's event for a stored list, but a list is written a moment after
+    its answer, and an event sent meanwhile is stored unchecked: this keeps such an event off the list.
+    """
+    return list_shopper in (event_shopper, ANONYMOUS)
+
+
+def attributions(*, recommendation_ids: list[str] | None = None) -> list[Attribution]:
+    """Every event sent with a recommendation_id whose list is stored, shows the event's product and was shown
+    to the event's shopper (:func:`credited`).
+
+    Events whose list is unknown (never answered, or not written yet), does not show the product or was shown
+    to another shopper are left out. ``recommendation_ids`` restricts the answer to those lists.
     """
     events = Interaction.objects.filter(recommendation_id__isnull=False)
     if recommendation_ids is not None:
         events = events.filter(recommendation_id__in=recommendation_ids)
-    rows = list(events.values_list("id", "recommendation_id", "product_id", "event"))
+    rows = list(events.values_list("id", "recommendation_id", "product_id", "event", "shopper_id"))
     lists = {row.id: row for row in RecommendationList.objects.filter(id__in={r[1] for r in rows})}
     out = []
-    for interaction_id, recommendation_id, product_id, event in rows:
+    for interaction_id, recommendation_id, product_id, event, shopper_id in rows:
         shown = lists.get(recommendation_id)
-        if shown is None or product_id not in shown.items:
+        if shown is None or product_id not in shown.items or not credited(list_shopper=shown.shopper_id,
+                                                                           event_shopper=shopper_id):
             continue
         out.append(Attribution(interaction_id, recommendation_id, shown.strategy, shown.model_version,
                                shown.items.index(product_id) + 1, event))

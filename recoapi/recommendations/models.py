@@ -10,6 +10,9 @@ from django.db import models
 VARIANTS = ("served", "retrieval", "popular")
 """modeling.recommender.VARIANTS, spelled out so that loading the models does not load the modeling code."""
 
+ANONYMOUS = "anonymous"
+"""The shopper id a visitor's list (``items=``, ``text=``) is recorded under."""
+
 
 class ModelVersion(models.Model):
     """One trained bundle; ``is_active`` mirrors models/ACTIVE."""
@@ -38,7 +41,7 @@ class RecommendationList(models.Model):
     id = models.CharField(primary_key=True, max_length=32, help_text="The answer's recommendation_id.")
     created_at = models.DateTimeField(db_index=True)
     shopper_id = models.CharField(max_length=128, db_index=True,
-                                  help_text='The shopper id asked about ("anonymous" for a visitor).')
+                                  help_text=f'The shopper id asked about ("{ANONYMOUS}" for a visitor).')
     strategy = models.CharField(max_length=16, db_index=True)
     model_version = models.CharField(max_length=64, db_index=True)
     items = models.JSONField(default=list, help_text="The product ids shown, best first (position 1 first).")

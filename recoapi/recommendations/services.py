@@ -32,7 +32,13 @@ from recoapi.exceptions import ApplicationError, Conflict, NotFound, ServiceUnav
 from recoapi.recommendations import experiments, impressions, model_store
 from recoapi.recommendations.engine import Engine, registry, text_encoder
 from recoapi.recommendations.engine import after_request as release_after_request
-from recoapi.recommendations.models import Experiment, ExperimentArm, ModelVersion, RecommendationList
+from recoapi.recommendations.models import (
+    ANONYMOUS,
+    Experiment,
+    ExperimentArm,
+    ModelVersion,
+    RecommendationList,
+)
 
 if TYPE_CHECKING:  # modeling.two_tower imports TensorFlow, which the web process loads only on demand
     from modeling.two_tower import TwoTowerParams
@@ -92,9 +98,6 @@ def _answer_payloads(rankings: dict[str, tuple[Engine, Any]]) -> dict[str, list[
                 item["position"] = place
             start += len(ranking.items)
     return out
-
-
-ANONYMOUS = "anonymous"
 
 
 def _histories(raw: dict[str, list[tuple[str, int, float, str]]]) -> dict[str, History]:

@@ -229,6 +229,45 @@ def test_results_per_arm_match_a_computation_by_hand(service: Pipeline) -> None:
     assert conversion["value"] == pytest.approx(0.02) and conversion["low"] < 0 < conversion["high"]
 
 
+def test_another_shoppers_event_sent_before_the_list_is_written_is_not_credited_to_it(
+        service: Pipeline, client: APIClient, shown: impressions.ImpressionBuffer) -> None:
+    """POST /events checks a list's shopper only once the list is written, a moment after its answer: another
+    shopper's purchase sent meanwhile was stored and credited to the list (its arm's purchases, conversion and
+    CTR, the dashboard's CTR and the list's attributed events in the admin)."""
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    from recoapi.recommendations import dashboard, feedback
+
+    staff = get_user_model().objects.create_user(username="ops", password="pw-123456", is_staff=True)
+    staff_client = APIClient()
+    staff_client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=staff).key}")
+    experiment = experiment_start(experiment=_experiment())
+    owner, other = _users(service, 2)
+    entry = client.get("/recommendations", {"users": owner, "k": 5}).json()["recommendations"][owner]
+    rid, first, second = entry["recommendation_id"], entry["items"][0]["item_id"], entry["items"][1]["item_id"]
+    assert shown.pending() == 1  # not written yet: the event below is not checked
+    stolen = staff_client.post("/events", {"user": other, "item": first, "event": "purchase",
+                                           "recommendation_id": rid}, format="json")
+    assert stolen.status_code == 201, stolen.content
+    shown.flush()
+    own = staff_client.post("/events", {"user": owner, "item": second, "event": "view", "recommendation_id": rid},
+                            format="json")
+    assert own.status_code == 201, own.content
+
+    arm = next(row for row in experiments.results(experiment)["arms"] if row["name"] == entry["experiment"]["arm"])
+    assert (arm["lists"], arm["clicked_lists"], arm["views"], arm["purchases"]) == (1, 1, 1, 0)
+    assert (arm["converted_lists"], arm["revenue"]) == (0, None)
+    assert [(a.position, a.event) for a in feedback.attributions(recommendation_ids=[rid])] == [(2, "view")]
+    assert feedback.credited(list_shopper="anonymous", event_shopper=other)  # a visitor's list takes anyone's
+
+    Interaction.objects.filter(recommendation_id=rid, shopper_id=owner).delete()  # only the other's event is left
+    assert experiments.results(experiment)["arms"][0]["clicked_lists"] + \
+        experiments.results(experiment)["arms"][1]["clicked_lists"] == 0
+    by_arm = dashboard.ctr_per_day(days=1, by="arm", experiment=experiment)
+    assert by_arm.values == {entry["experiment"]["arm"]: [0.0]}
+
+
 # --------------------------------------------------------------------------- admin
 
 
