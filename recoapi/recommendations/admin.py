@@ -207,9 +207,11 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
-def _difference(value: dict[str, float] | None) -> str:
+def _difference(value: dict[str, float] | None, *, control: bool) -> str:
+    """An arm's difference from the control as the results table shows it: "control" on the control's row, "-"
+    while either arm has no lists (no difference to compute)."""
     if value is None:
-        return "control"
+        return "control" if control else "-"
     return (f"{100 * value['value']:+.2f} pp [{100 * value['low']:+.2f}, {100 * value['high']:+.2f}], "
             f"p = {value['p_value']:.3g}")
 
@@ -265,8 +267,10 @@ class ExperimentAdmin(admin.ModelAdmin):
         rows = format_html_join("", "<tr>" + "<td>{}</td>" * 15 + "</tr>", (
             (row["name"], row["model_version"] or "active", ", ".join(row["answered_by"]) or "-", row["setting"],
              row["share"], row["lists"],
-             row["shoppers"], _percent(row["ctr"]), _difference(row["ctr_difference"]), row["views"], row["carts"],
-             row["purchases"], _percent(row["conversion"]), _difference(row["conversion_difference"]),
+             row["shoppers"], _percent(row["ctr"]),
+             _difference(row["ctr_difference"], control=row["name"] == report["control"]), row["views"], row["carts"],
+             row["purchases"], _percent(row["conversion"]),
+             _difference(row["conversion_difference"], control=row["name"] == report["control"]),
              "-" if row["revenue"] is None else f"{row['revenue']:,.2f}") for row in report["arms"]))
         return format_html('<table class="experiment-results">{}{}</table>', header, rows)
 

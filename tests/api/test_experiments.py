@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import shutil
 from datetime import UTC, datetime
 
@@ -302,6 +303,17 @@ def test_start_results_and_stop_from_the_admin(staff: Client, service: Pipeline,
 
     again = staff.post(f"/admin/recommendations/experiment/{experiment.pk}/start/", follow=True)
     assert "only a draft can start" in again.content.decode()
+
+
+def test_the_admin_does_not_call_an_arm_without_lists_the_control(staff: Client, service: Pipeline) -> None:
+    """Before the treatment's first list, its "minus control" cells read "control", as if it were the control."""
+    experiment = experiment_start(experiment=_experiment("quiet"))
+    RecommendationList.objects.create(id="c" * 32, created_at=timezone.now(), shopper_id="s", strategy="two_tower",
+                                      model_version="v1", items=["p"], experiment_id=experiment.pk, arm="control")
+    page = staff.get(f"/admin/recommendations/experiment/{experiment.pk}/change/").content.decode()
+    rows = re.findall(r"<tr>(.*?)</tr>", page.split('class="experiment-results"')[1].split("</table>")[0], re.S)
+    cells = [re.findall(r"<td>(.*?)</td>", row) for row in rows[1:]]
+    assert [(row[0], row[8], row[13]) for row in cells] == [("control", "control", "control"), ("pop", "-", "-")]
 
 
 def test_admin_start_and_stop_need_staff(service: Pipeline, client: Client, django_user_model) -> None:
