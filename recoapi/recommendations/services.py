@@ -152,8 +152,8 @@ def recommendation_list(
         ["history"], ["experiment"]}}}``; each item has its ``position`` (1 = first). While an experiment runs,
         each shopper is answered by their arm (:mod:`recoapi.recommendations.experiments`) and the entry
         names it (``{"name", "arm", "model_version"}``). Each list is recorded as shown
-        (:mod:`recoapi.recommendations.impressions`, in the background) unless ``record`` is False (a
-        preview that no shopper sees: the admin).
+        (:mod:`recoapi.recommendations.impressions`, in the background) and counted in ``/metrics`` by strategy
+        unless ``record`` is False (a preview that no shopper sees: the admin).
     """
     engine = _engine_or_503()
     if category and not engine.category_mask(category).any():
@@ -186,7 +186,8 @@ def recommendation_list(
         rankings = arm_engine.recommender.recommend(users, histories, k, allowed, exclude_seen=exclude_seen,
                                                     variant=arm.setting if arm is not None else plan.setting)
         answered.update({user: (arm_engine, rankings[user], arm) for user in users})
-    metrics.shoppers_answered([answered[user][1].strategy for user in keys])
+    if record:  # a preview is no shopper's answer: not in the traffic's strategy counts either
+        metrics.shoppers_answered([answered[user][1].strategy for user in keys])
     payloads = _answer_payloads({user: (engine, ranking) for user, (engine, ranking, _) in answered.items()})
     result: dict[str, Any] = {}
     shown: list[impressions.Shown] = []

@@ -116,6 +116,21 @@ def test_the_preview_box_answers_like_the_api_without_recording(staff: Client, s
         "/admin/dashboard/", {"items": "no-such-product"}).content.decode()
 
 
+def test_a_preview_is_not_counted_as_a_shopper_answered_in_the_metrics(staff: Client, service: Pipeline) -> None:
+    """Each preview added its shoppers to recoapi_recommendations_total, the count of shoppers answered by
+    GET/POST /recommendations, so the traffic a scrape showed included the staff's previews."""
+    from prometheus_client import REGISTRY
+
+    def answered() -> float:
+        return sum(REGISTRY.get_sample_value("recoapi_recommendations_total", {"strategy": strategy}) or 0.0
+                   for strategy in ("two_tower", "content", "popular"))
+
+    before = answered()
+    page = staff.get("/admin/dashboard/", {"users": f"{a_known_user(service)},nobody-at-all", "k": "3"})
+    assert 'class="preview-answer"' in page.content.decode()
+    assert answered() == before
+
+
 def test_the_dashboard_is_for_staff_only(service: Pipeline, client: Client, django_user_model) -> None:
     assert client.get("/admin/dashboard/")["Location"].startswith("/admin/login/")
     django_user_model.objects.create_user(username="shopper", password="shopper-pass-1")
