@@ -237,8 +237,10 @@ def newest_trained_until() -> int | None:
 
 
 def model_rollback(*, version: str | None = None) -> dict[str, str | None]:
-    """Activate ``version``, or the newest version published before the active one (other than the
-    measured candidate the active one was published again from, see :func:`model_retrain`).
+    """Activate ``version``, or the newest version published before the active one, other than the measured
+    candidate the active one was published again from (see :func:`model_retrain`) and the candidates the gate
+    refused (a refused candidate was judged worse than the model it was measured against; ``version`` names one
+    explicitly).
 
     Returns:
         ``{"model_version", "previous_version"}``.
@@ -252,13 +254,15 @@ def model_rollback(*, version: str | None = None) -> dict[str, str | None]:
     active = model_store.active_version()
     if version is None:  # the measured candidate an active retrained bundle was published from is skipped
         source = _manifest(models_dir, active).get("published_from") if active else None
-        earlier = [v for v in versions if (active is None or v < active) and v != source]
+        refused = set(TrainingRun.objects.filter(decision=TrainingRun.REFUSED)
+                      .values_list("candidate_version", flat=True))
+        earlier = [v for v in versions if (active is None or v < active) and v != source and v not in refused]
         # the newest that this version can serve (one trained by another version is skipped): read newest first,
         # as far as needed, not every bundle's files
         version = next((v for v in reversed(earlier) if not model_store.incompatibility(v)), None)
         if version is None:
-            raise NotFound("No version older than the active one (that this version can serve) to roll back to.",
-                           code="no_model")
+            raise NotFound("No version older than the active one (that this version can serve, and that the "
+                           "retraining gate did not refuse) to roll back to.", code="no_model")
     elif version not in versions:
         raise NotFound(f"No model version {version!r}.", code="unknown_version")
     try:

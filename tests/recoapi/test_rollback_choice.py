@@ -1,0 +1,48 @@
+"""Which version `rollback` activates when none is named."""
+
+from __future__ import annotations
+
+import pytest
+from django.utils import timezone
+
+from recoapi.exceptions import NotFound
+from recoapi.recommendations import retraining
+from recoapi.recommendations.models import TrainingRun
+
+
+@pytest.fixture
+def published(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Four published versions, the newest active; what rollback activates is recorded instead of loaded."""
+    versions = ["20261201T000000Z", "20261202T000000Z", "20261203T000000Z", "20261204T000000Z"]
+    activated: list[str] = []
+    monkeypatch.setattr(retraining.model_store, "versions", lambda: (list(versions), {}))
+    monkeypatch.setattr(retraining.model_store, "active_version", lambda: versions[-1])
+    monkeypatch.setattr(retraining.model_store, "incompatibility", lambda version: "")
+    monkeypatch.setattr(retraining, "_manifest", lambda models_dir, version: {})
+    monkeypatch.setattr(retraining, "_activate", lambda models_dir, version: activated.append(version))
+    return activated
+
+
+def _refused(candidate: str) -> None:
+    TrainingRun.objects.create(started_at=timezone.now(), seconds=1.0, decision=TrainingRun.REFUSED,
+                               reason="below the active model", candidate_version=candidate,
+                               previous_version="20261202T000000Z", tolerance=0.01)
+
+
+@pytest.mark.django_db
+def test_rollback_passes_over_candidates_the_gate_refused(published: list[str]) -> None:
+    """A candidate the gate refused was published (newer than the model it was measured against): rollback took
+    it, the model judged worse, instead of the one that served before."""
+    _refused("20261203T000000Z")
+    assert retraining.model_rollback()["model_version"] == "20261202T000000Z"
+    assert retraining.model_rollback(version="20261203T000000Z")["model_version"] == "20261203T000000Z"  # by name
+    assert published == ["20261202T000000Z", "20261203T000000Z"]
+
+
+@pytest.mark.django_db
+def test_rollback_says_so_when_only_refused_candidates_are_older(published: list[str]) -> None:
+    for version in ("20261201T000000Z", "20261202T000000Z", "20261203T000000Z"):
+        _refused(version)
+    with pytest.raises(NotFound, match="that the retraining gate did not refuse"):
+        retraining.model_rollback()
+    assert published == []
