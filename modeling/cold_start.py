@@ -49,11 +49,18 @@ def _subset(data: ds.CanonicalData, interactions: pd.DataFrame,
 
 def _train_and_load(data: ds.CanonicalData, embeddings: Embeddings, params: Any, directory: str,
                     split: Split) -> Recommender:
-    """The two-tower trained on ``split`` of ``data`` (early stopping on its validation items), loaded for serving."""
+    """The two-tower trained on ``split`` of ``data`` (early stopping on its validation items), loaded for serving.
+
+    The bundle is published over ``split.train`` only, what the towers learned from and what the baselines are
+    fitted on: its popularity, its ranking stage's item-item, transition and sequential rules sources and its
+    shoppers' stored vectors know none of the held-out (validation and test) interactions, as none of the
+    baselines does.
+    """
     from modeling.train import publish, train_model
 
     trained = train_model(data, embeddings, params, split=split)
-    return Recommender(artifacts.load_bundle(publish(trained, data, embeddings, directory, export_text=False)))
+    return Recommender(artifacts.load_bundle(publish(trained, data, embeddings, directory, interactions=split.train,
+                                                     export_text=False)))
 
 
 def check_held_out(recommender: Recommender, *, users: Sequence[str] = (), items: Sequence[str] = ()) -> None:

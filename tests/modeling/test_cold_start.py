@@ -8,7 +8,7 @@ import pytest
 
 from modeling import artifacts, cold_start
 from modeling import datasets as ds
-from modeling.baselines import fit_baselines, interaction_matrix
+from modeling.baselines import fit_baselines, interaction_matrix, transition_probabilities
 from modeling.cold_start import (
     _cold_user_metrics,
     _first_interactions,
@@ -20,7 +20,8 @@ from modeling.cold_start import (
 )
 from modeling.embeddings import load_embeddings
 from modeling.recommender import Recommender
-from modeling.splits import time_order
+from modeling.splits import leave_last_out_split, time_order
+from modeling.train import recent_popularity, sorted_history
 from modeling.two_tower import TwoTowerParams
 from tests.conftest import Pipeline
 
@@ -84,6 +85,28 @@ def test_cold_shoppers_every_model_one_fallback_and_intervals(pipeline: Pipeline
     cold_part = table.split("Cold items")[0]
     assert "\nhybrid " in cold_part and "two_tower" not in cold_part
     assert "hybrid minus baseline, next_ndcg@10, cold users given 1" in table
+
+
+def test_the_cold_protocols_bundle_knows_only_the_interactions_the_baselines_are_fitted_on(
+        pipeline: Pipeline, tmp_path) -> None:
+    """The cold-start protocols fit their baselines on the warm split's training part: the served model's bundle
+    (its popularity, its ranking stage's sources) must be published over that part too, not over the held-out
+    validation and test interactions as well."""
+    embeddings = load_embeddings(pipeline.embeddings)
+    data = pipeline.data
+    split = leave_last_out_split(data.interactions)
+    assert len(split.test) > 0
+    recommender = cold_start._train_and_load(data, embeddings, TwoTowerParams(epochs=1, batch_size=128),
+                                             str(tmp_path), split)
+    user_ids = data.users[ds.USER_ID].astype(str).to_numpy()
+    item_ids = np.asarray(recommender.item_ids).astype(str)
+    history = sorted_history(split.train, user_ids, item_ids, embeddings)
+    half_life = recommender.bundle.manifest["popularity_half_life_days"]
+    popularity = recent_popularity(history.items, history.weights, history.timestamps, len(item_ids),
+                                   half_life_days=half_life)
+    np.testing.assert_allclose(np.asarray(recommender.popularity), popularity, rtol=1e-5)
+    transitions = transition_probabilities(history.users, history.items, len(item_ids)).toarray()
+    np.testing.assert_allclose(recommender.stage.sources.transitions.toarray(), transitions, rtol=1e-5)
 
 
 def test_first_interactions_keep_each_users_first_row_per_product_users_sorted() -> None:
