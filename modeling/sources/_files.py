@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import zlib
@@ -79,8 +80,10 @@ def read_table(
         encoding: text encoding.
 
     Returns:
-        DataFrame of str (missing values as ""); ``frame.attrs["first_line"]`` is the line
-        number of the first data row, for error messages.
+        DataFrame of str (missing values as ""), one row per data line (blank lines are skipped);
+        ``frame.attrs["first_line"]`` is the line number of the first data row and
+        ``frame.attrs["layout"]`` how the file was read, so that :func:`row_error` can name a row's
+        own line, also after blank lines or quoted fields that span lines.
     """
     if not path.is_file():
         raise DataValidationError("file not found", path=str(path))
@@ -111,14 +114,42 @@ def read_table(
         raise DataValidationError("file has no data rows", path=str(path))
     frame = frame[[c for c in columns if c in frame.columns]]
     frame.attrs["first_line"] = 2 if header else 1
+    frame.attrs["layout"] = {"path": str(path), "sep": sep, "header": header, "encoding": encoding,
+                             "quoting": csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL}
     return frame
 
 
 def row_error(frame: pd.DataFrame, mask: np.ndarray | pd.Series, message: str, path: Path) -> DataValidationError:
     """An error with ``message`` naming the file line of the first row where ``mask`` is true."""
     position = int(np.flatnonzero(np.asarray(mask))[0])
-    line = frame.attrs.get("first_line", 2) + position
+    layout = frame.attrs.get("layout")
+    line = _row_line(layout, position) if layout else None
+    if line is None:
+        line = frame.attrs.get("first_line", 2) + position
     return DataValidationError(message, path=str(path), line=line)
+
+
+def _row_line(layout: dict[str, Any], position: int) -> int | None:
+    """The file line where data row ``position`` (0-based, as :func:`read_table` numbered it) starts.
+
+    Scans the file as pandas read it: blank (or white-space-only) lines are not rows, and a quoted
+    field may span several lines. Only called for an error, so the scan costs nothing otherwise.
+    None when the file cannot be read again or has fewer rows.
+    """
+    try:
+        with open_text(Path(layout["path"]), encoding=layout["encoding"]) as handle:
+            reader = csv.reader(handle, delimiter=layout["sep"], quoting=layout["quoting"])
+            previous_end, row = 0, -1 if layout["header"] else 0
+            for record in reader:
+                start, previous_end = previous_end + 1, reader.line_num
+                if not record or (len(record) == 1 and not record[0].strip()):
+                    continue
+                if row == position:
+                    return start
+                row += 1
+    except (*_READ_ERRORS, csv.Error):
+        return None
+    return None
 
 
 def _bad_row(frame: pd.DataFrame, mask: np.ndarray, column: str, expected: str, path: Path) -> DataValidationError:

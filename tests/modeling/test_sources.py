@@ -248,6 +248,19 @@ def test_generic_csv_bad_rows_are_named(shop_csv: Path, row: str, message: str) 
         load_source("csv", shop_csv)
 
 
+def test_bad_rows_are_named_by_their_own_line_after_blank_lines_and_multiline_fields(tmp_path: Path) -> None:
+    """Blank lines and quoted fields spanning lines shifted the line named: 'line 5' for a row on line 8."""
+    write(tmp_path / "interactions.csv",
+          'user_id,item_id,timestamp,text\r\nu1,p1,1700000000,\r\n\r\n   \r\n'
+          'u1,p2,1700000001,"good,\r\nreally\r\ngood"\r\nu2,p1,soon,\r\n')
+    with pytest.raises(DataValidationError, match=r"interactions\.csv, line 8: column 'timestamp': 'soon'"):
+        load_source("csv", tmp_path)
+    write(tmp_path / "interactions.csv", "user_id,item_id,timestamp\nu1,p1,1700000000\n")
+    write(tmp_path / "items.csv", "item_id,title\np1,Mug\n\n  \n,Nameless\n")
+    with pytest.raises(DataValidationError, match=r"items\.csv, line 5: empty item_id"):
+        load_source("csv", tmp_path)
+
+
 def test_generic_csv_empty_or_headless_files(tmp_path: Path) -> None:
     write(tmp_path / "interactions.csv", "")
     with pytest.raises(DataValidationError, match="file is empty"):
