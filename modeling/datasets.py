@@ -52,6 +52,11 @@ USER_COLUMNS: tuple[str, ...] = (USER_ID,)
 INTERACTION_COLUMNS: tuple[str, ...] = (USER_ID, ITEM_ID, TIMESTAMP, EVENT, WEIGHT, RATING, TEXT)
 
 EVENT_TYPES: tuple[str, ...] = ("view", "cart", "purchase", "review", "rating")
+# The longest values the database stores (recoapi.catalog.models declares its columns with them); the other
+# text columns have no bound.
+MAX_LENGTHS: dict[str, int] = {USER_ID: 128, ITEM_ID: 128, BRAND: 255, CATEGORY: 512}
+# Columns of free text or ids, checked by :func:`unstorable` before anything is written.
+STORED_TEXT_COLUMNS: tuple[str, ...] = (USER_ID, ITEM_ID, TITLE, DESCRIPTION, BRAND, CATEGORY, TEXT)
 CATEGORY_SEPARATOR = " > "
 
 SNAPSHOT_FILES: dict[str, str] = {
@@ -130,6 +135,34 @@ def parse_price(value: Any) -> float | None:
         return None
     return float(match.group(1).replace(",", ""))
 
+def unstorable(values: pd.Series, column: str) -> tuple[np.ndarray, str]:
+    """Which of ``values`` the database cannot store in ``column``, and why the first of them cannot.
+
+    A value is unstorable when it holds a NUL character (PostgreSQL refuses it in any text) or is longer
+    than ``MAX_LENGTHS[column]``; a missing value (None, NaN, NA) is fine.
+
+    Args:
+        values: Series of str or missing values, length n.
+        column: a canonical column name (the bound is looked up in ``MAX_LENGTHS``).
+
+    Returns:
+        (bool mask of shape (n,), reason for the first masked value, "" when the mask is all false).
+    """
+    text = values.astype("string")
+    has_nul = text.str.contains("\x00", regex=False).fillna(False).to_numpy(dtype=bool)
+    limit = MAX_LENGTHS.get(column)
+    too_long = (text.str.len() > limit).fillna(False).to_numpy(dtype=bool) if limit else np.zeros(len(text), bool)
+    mask = has_nul | too_long
+    if not mask.any():
+        return mask, ""
+    first = int(np.flatnonzero(mask)[0])
+    value = str(text.iloc[first])
+    shown = repr(value[:40]) + ("..." if len(value) > 40 else "")
+    if has_nul[first]:
+        return mask, f"{shown} holds a NUL character (\\x00), which the database cannot store"
+    return mask, f"{shown} is {len(value)} characters long; the database stores at most {limit}"
+
+
 def file_fingerprint(paths: list[Path], salt: str = "") -> str:
     """sha256 over the contents of ``paths`` (in the given order) and ``salt``."""
     digest = hashlib.sha256(salt.encode())
@@ -180,7 +213,8 @@ def finish_tables(
 
     Raises:
         DataValidationError: on empty input, blank ids, unknown events, non-finite or
-            non-positive weights, or when every timestamp is outside ``time_bounds``.
+            non-positive weights, values the database cannot store (see :func:`unstorable`), or when
+            every timestamp is outside ``time_bounds``.
     """
     import pandas as pd
     if len(interactions) == 0:
@@ -230,6 +264,12 @@ def finish_tables(
             bare[column] = ""
         bare[PRICE] = np.nan
         items = pd.concat([items, bare.astype(_ITEM_DTYPES)], ignore_index=True)
+    for table, frame in (("interactions", interactions), ("items", items)):
+        for column in STORED_TEXT_COLUMNS:
+            if column in frame:
+                mask, reason = unstorable(frame[column], column)
+                if mask.any():
+                    raise DataValidationError(f"{table}: column {column!r}: {reason}", path=source_name)
     items = items.sort_values(ITEM_ID, kind="stable").reset_index(drop=True)
 
     interactions = interactions.sort_values([USER_ID, TIMESTAMP, ITEM_ID], kind="stable").reset_index(drop=True)

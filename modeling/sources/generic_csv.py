@@ -30,6 +30,24 @@ INTERACTIONS_FILE = "interactions.csv"
 ITEMS_FILE = "items.csv"
 
 
+def _check_storable(table: pd.DataFrame, raw: pd.DataFrame, path: Path) -> None:
+    """Refuse the first value of ``table`` that the database cannot store, naming its line.
+
+    Args:
+        table: the rows as they will be imported (ids stripped, texts cleaned), in the order of ``raw``.
+        raw: the file's rows as :func:`read_table` read them (for the line numbers).
+        path: the file, for the message.
+
+    Raises:
+        DataValidationError: a value too long for its column or holding a NUL character.
+    """
+    for column in ds.STORED_TEXT_COLUMNS:
+        if column in table:
+            mask, reason = ds.unstorable(table[column], column)
+            if mask.any():
+                raise row_error(raw, mask, f"column {column!r}: {reason}", path)
+
+
 def load_csv(
     path: Path | str,
     *,
@@ -72,6 +90,7 @@ def load_csv(
         interactions[ds.RATING] = to_float(raw, ds.RATING, inter_file, allow_empty=True)
     if ds.TEXT in raw:
         interactions[ds.TEXT] = raw[ds.TEXT].map(ds.clean_text).replace("", None).to_numpy()
+    _check_storable(interactions, raw, inter_file)
     files = [inter_file]
 
     items_file = path / ITEMS_FILE
@@ -86,6 +105,7 @@ def load_csv(
             items[ds.PRICE] = to_float(raw_items, ds.PRICE, items_file, allow_empty=True)
         if (items[ds.ITEM_ID] == "").any():
             raise row_error(raw_items, items[ds.ITEM_ID] == "", "empty item_id", items_file)
+        _check_storable(items, raw_items, items_file)
         files.append(items_file)
     report = {"interaction_rows": len(interactions), "catalogue_rows": len(items)}
     fingerprint = ds.file_fingerprint(files, salt=LOADER_VERSION)

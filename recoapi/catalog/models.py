@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from django.db import models
 
-from modeling.datasets import EVENT_TYPES
+from modeling.datasets import BRAND, CATEGORY, EVENT_TYPES, ITEM_ID, MAX_LENGTHS, USER_ID
 
 
 class Shopper(models.Model):
     """A shop's customer, identified by the shop's own id (not a login account)."""
 
-    id = models.CharField(primary_key=True, max_length=128, help_text="The shop's shopper id.")
+    id = models.CharField(primary_key=True, max_length=MAX_LENGTHS[USER_ID], help_text="The shop's shopper id.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -23,11 +23,11 @@ class Shopper(models.Model):
 class Product(models.Model):
     """A product of the catalogue, identified by the shop's own id."""
 
-    id = models.CharField(primary_key=True, max_length=128, help_text="The shop's product id.")
+    id = models.CharField(primary_key=True, max_length=MAX_LENGTHS[ITEM_ID], help_text="The shop's product id.")
     title = models.TextField(blank=True, default="")
     description = models.TextField(blank=True, default="")
-    brand = models.CharField(max_length=255, blank=True, default="", db_index=True)
-    category = models.CharField(max_length=512, blank=True, default="", db_index=True,
+    brand = models.CharField(max_length=MAX_LENGTHS[BRAND], blank=True, default="", db_index=True)
+    category = models.CharField(max_length=MAX_LENGTHS[CATEGORY], blank=True, default="", db_index=True,
                                 help_text="Breadcrumb path, levels separated by ' > '.")
     price = models.FloatField(null=True, blank=True)
     available = models.BooleanField(default=True, help_text="Out-of-stock products are never recommended.")

@@ -261,6 +261,31 @@ def test_bad_rows_are_named_by_their_own_line_after_blank_lines_and_multiline_fi
         load_source("csv", tmp_path)
 
 
+@pytest.mark.parametrize("interactions, items, message", [
+    ("u1,p1,1", "p1,Mug," + "b" * 256 + ",Kitchen", r"items\.csv, line 2: column 'brand': 'b+'\.\.\. is 256 "
+     r"characters long; the database stores at most 255"),
+    ("u1,p1,1", "p1,Mug,Acme," + " > ".join(["Level"] * 100), r"items\.csv, line 2: column 'category': .* at most 512"),
+    ("u1,p1,1", "p1,Nul\x00mug,Acme,Kitchen", r"items\.csv, line 2: column 'title': 'Nul\\x00mug' holds a NUL"),
+    ("u" * 129 + ",p1,1", "p1,Mug,Acme,Kitchen", r"interactions\.csv, line 2: column 'user_id': .* at most 128"),
+])
+def test_values_the_database_cannot_store_are_named_by_file_and_line(tmp_path: Path, interactions: str, items: str,
+                                                                      message: str) -> None:
+    """They reached the database, which refused the whole import with 'the database cannot be used: value too long
+    for type character varying(255)' (PostgreSQL; a 503 'try again shortly' from POST /reload_data), or kept them
+    (SQLite)."""
+    write(tmp_path / "interactions.csv", f"user_id,item_id,timestamp\n{interactions}\n")
+    write(tmp_path / "items.csv", f"item_id,title,brand,category\n{items}\n")
+    with pytest.raises(DataValidationError, match=message):
+        load_source("csv", tmp_path)
+
+
+def test_every_source_refuses_values_the_database_cannot_store() -> None:
+    items = pd.DataFrame({ds.ITEM_ID: ["p1"], ds.BRAND: ["x" * 300]})
+    interactions = pd.DataFrame({ds.USER_ID: ["u1"], ds.ITEM_ID: ["p1"], ds.TIMESTAMP: [1_700_000_000]})
+    with pytest.raises(DataValidationError, match=r"meta\.json: items: column 'brand': .* at most 255"):
+        ds.finish_tables(items, interactions, report={}, fingerprint="", source_name="meta.json")
+
+
 def test_generic_csv_empty_or_headless_files(tmp_path: Path) -> None:
     write(tmp_path / "interactions.csv", "")
     with pytest.raises(DataValidationError, match="file is empty"):

@@ -72,6 +72,19 @@ def test_invalid_file_is_refused_before_anything_is_written(tmp_path: Path) -> N
 
 
 @pytest.mark.django_db
+def test_a_value_too_long_for_its_column_is_named_and_nothing_is_written(tmp_path: Path, settings) -> None:
+    """PostgreSQL refused it deep in the transaction ('the database cannot be used: value too long...', no file or
+    line; POST /reload_data answered 503 'try again shortly'); SQLite stored it."""
+    settings.RECO_PROCESSED_DIR = tmp_path / "processed"
+    (tmp_path / "interactions.csv").write_text("user_id,item_id,timestamp\na,x,1700000000\n")
+    (tmp_path / "items.csv").write_text("item_id,title,brand\nx,Mug,Acme\n\ny,Jug," + "b" * 300 + "\n")
+    with pytest.raises(CommandError, match=r"items\.csv, line 4: column 'brand': .* the database stores at most 255"):
+        call_command("load_data", "--source", "csv", "--path", str(tmp_path), stdout=StringIO(), stderr=StringIO())
+    assert Product.objects.count() == 0 and Interaction.objects.count() == 0
+    assert not (tmp_path / "processed").exists()
+
+
+@pytest.mark.django_db
 def test_load_data_command_with_csv_source_and_filters(tmp_path: Path, settings) -> None:
     settings.RECO_PROCESSED_DIR = tmp_path / "processed"
     lines = ["user_id,item_id,timestamp,event"]
