@@ -5,10 +5,10 @@ A directory with:
 - ``interactions.csv`` (required). Columns: ``user_id``, ``item_id``,
   ``timestamp`` (unix seconds or ISO 8601) required; ``event`` (view, cart,
   purchase, review, rating; default ``purchase``), ``weight`` (positive number;
-  default 1), ``rating`` (number or empty), ``text`` (review text or empty) optional.
+  default 1), ``rating`` (0 to 5 or empty), ``text`` (review text or empty) optional.
 - ``items.csv`` (optional). Columns: ``item_id`` required; ``title``,
   ``description``, ``brand``, ``category`` (breadcrumb, levels joined by `` > ``),
-  ``price`` (number or empty) optional. Every listed product is kept in the
+  ``price`` (non-negative number or empty) optional. Every listed product is kept in the
   catalogue, even without interactions.
 """
 
@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 LOADER_VERSION = "csv-1"
 INTERACTIONS_FILE = "interactions.csv"
 ITEMS_FILE = "items.csv"
+MAX_RATING = 5.0  # ratings are 0 to 5, as POST /events takes them
 
 
 def _check_storable(table: pd.DataFrame, raw: pd.DataFrame, path: Path) -> None:
@@ -87,7 +88,12 @@ def load_csv(
                             inter_file)
         interactions[ds.WEIGHT] = weights
     if ds.RATING in raw:
-        interactions[ds.RATING] = to_float(raw, ds.RATING, inter_file, allow_empty=True)
+        ratings = to_float(raw, ds.RATING, inter_file, allow_empty=True)
+        outside = (ratings < 0) | (ratings > MAX_RATING)
+        if outside.any():
+            raise row_error(raw, outside, f"column 'rating': {ratings[outside][0]} is outside 0 to {MAX_RATING:g}",
+                            inter_file)
+        interactions[ds.RATING] = ratings
     if ds.TEXT in raw:
         interactions[ds.TEXT] = raw[ds.TEXT].map(ds.clean_text).replace("", None).to_numpy()
     _check_storable(interactions, raw, inter_file)
@@ -102,7 +108,11 @@ def load_csv(
             if column in raw_items:
                 items[column] = raw_items[column].map(ds.clean_text).to_numpy()
         if ds.PRICE in raw_items:
-            items[ds.PRICE] = to_float(raw_items, ds.PRICE, items_file, allow_empty=True)
+            prices = to_float(raw_items, ds.PRICE, items_file, allow_empty=True)
+            if (prices < 0).any():
+                raise row_error(raw_items, prices < 0, f"column 'price': {prices[prices < 0][0]} is negative",
+                                items_file)
+            items[ds.PRICE] = prices
         if (items[ds.ITEM_ID] == "").any():
             raise row_error(raw_items, items[ds.ITEM_ID] == "", "empty item_id", items_file)
         _check_storable(items, raw_items, items_file)

@@ -240,6 +240,8 @@ def test_generic_csv_minimal_columns(tmp_path: Path) -> None:
     ("u3,p1,1700000000,view,-2,,", r"line 5: column 'weight': -2.0 is not positive"),
     ("u3,p1,1700000000,view,heavy,,", r"line 5: column 'weight': 'heavy' is not a number"),
     ("u3,p1,1700000000,view,1,,,extra,fields", r"cannot parse"),
+    ("u3,p1,1700000000,rating,1,9,", r"line 5: column 'rating': 9.0 is outside 0 to 5"),  # POST /events: 0 to 5
+    ("u3,p1,1700000000,rating,1,-1,", r"line 5: column 'rating': -1.0 is outside 0 to 5"),
 ])
 def test_generic_csv_bad_rows_are_named(shop_csv: Path, row: str, message: str) -> None:
     with open(shop_csv / "interactions.csv", "a", encoding="utf-8") as handle:
@@ -284,6 +286,14 @@ def test_every_source_refuses_values_the_database_cannot_store() -> None:
     interactions = pd.DataFrame({ds.USER_ID: ["u1"], ds.ITEM_ID: ["p1"], ds.TIMESTAMP: [1_700_000_000]})
     with pytest.raises(DataValidationError, match=r"meta\.json: items: column 'brand': .* at most 255"):
         ds.finish_tables(items, interactions, report={}, fingerprint="", source_name="meta.json")
+
+
+def test_generic_csv_negative_price_is_named(shop_csv: Path) -> None:
+    """A price of -5 was imported (POST /products refuses it); a price filter then saw it as the cheapest."""
+    with open(shop_csv / "items.csv", "a", encoding="utf-8") as handle:
+        handle.write("p4,Refund Mug,Acme,Kitchen > Mugs,-5\n")
+    with pytest.raises(DataValidationError, match=r"items\.csv, line 5: column 'price': -5.0 is negative"):
+        load_source("csv", shop_csv)
 
 
 def test_generic_csv_empty_or_headless_files(tmp_path: Path) -> None:
