@@ -95,8 +95,10 @@ def read_table(
     except pd.errors.EmptyDataError as exc:
         raise DataValidationError("file is empty", path=str(path)) from exc
     except pd.errors.ParserError as exc:
-        raise DataValidationError(f"cannot parse ({str(exc).strip()}){_separator_hint(path, sep)}",
-                                  path=str(path)) from exc
+        quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
+        line, problem = _malformed_row(path, sep, quoting, encoding, header) or (None, f"({str(exc).strip()})")
+        raise DataValidationError(f"cannot parse {problem}{_separator_hint(path, sep)}",
+                                  path=str(path), line=line) from exc
     except UnicodeDecodeError as exc:
         line = undecodable_line(path, encoding)
         raise DataValidationError(f"not {encoding.upper()} text ({exc.reason}); save the file as {encoding.upper()}",
@@ -127,6 +129,33 @@ def row_error(frame: pd.DataFrame, mask: np.ndarray | pd.Series, message: str, p
     if line is None:
         line = frame.attrs.get("first_line", 2) + position
     return DataValidationError(message, path=str(path), line=line)
+
+
+def _malformed_row(path: Path, sep: str, quoting: int, encoding: str, header: bool) -> tuple[int, str] | None:
+    """The line and problem of the first row pandas could not parse: more fields than the first row, or a
+    quoted field still open at the end of the file (pandas' own message counts rows, not lines). None when
+    the scan finds neither."""
+    try:
+        with open_text(path, encoding=encoding) as handle:
+            reader = csv.reader(handle, delimiter=sep, quoting=quoting, strict=True)
+            previous_end, expected = 0, None
+            try:
+                for record in reader:
+                    start, previous_end = previous_end + 1, reader.line_num
+                    if not record or (len(record) == 1 and not record[0].strip()):
+                        continue
+                    if expected is None:
+                        expected = len(record)
+                    elif len(record) > expected:
+                        named = "the header names" if header else "the first row has"
+                        return start, f"the row: {len(record)} fields, but {named} {expected}"
+            except csv.Error as exc:
+                if "unexpected end of data" in str(exc):
+                    return previous_end + 1, "the row: a quoted field is not closed (a '\"' is missing)"
+                return previous_end + 1, f"the row: {exc}"
+    except _READ_ERRORS:
+        return None
+    return None
 
 
 def _row_line(layout: dict[str, Any], position: int) -> int | None:

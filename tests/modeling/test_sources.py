@@ -288,6 +288,18 @@ def test_every_source_refuses_values_the_database_cannot_store() -> None:
         ds.finish_tables(items, interactions, report={}, fingerprint="", source_name="meta.json")
 
 
+def test_a_row_pandas_cannot_parse_is_named_by_its_line(tmp_path: Path) -> None:
+    """pandas' message counted rows: 'EOF inside string starting at row 3' for a quote opened on line 5."""
+    write(tmp_path / "interactions.csv", "user_id,item_id,timestamp\nu1,p1,1\n\nu1,p2,2\nu2,\"p1,3\nu3,p1,4\n")
+    with pytest.raises(DataValidationError, match=r"interactions\.csv, line 5: cannot parse the row: a quoted field "
+                                                  r"is not closed"):
+        load_source("csv", tmp_path)
+    write(tmp_path / "interactions.csv", 'user_id,item_id,timestamp,text\nu1,p1,1,"a\nb"\n\nu2,p1,2,x,y\n')
+    with pytest.raises(DataValidationError, match=r"interactions\.csv, line 5: cannot parse the row: 5 fields, but "
+                                                  r"the header names 4"):
+        load_source("csv", tmp_path)
+
+
 def test_generic_csv_negative_price_is_named(shop_csv: Path) -> None:
     """A price of -5 was imported (POST /products refuses it); a price filter then saw it as the cheapest."""
     with open(shop_csv / "items.csv", "a", encoding="utf-8") as handle:
@@ -476,7 +488,7 @@ session_id;item_id;timestamp;title;color
     ("2008;4;2;4;21;2;2;B4;15;2;1;52;1;1", r"line 8: column 'colour': 15 is not a code from 1 to 14"),
     ("2008;4;2;4;21;2;2;B4;10;2;1;cheap;1;1", r"line 8: column 'price': 'cheap' is not a number"),
     ("2008;4;2;4;21;;2;B4;10;2;1;52;1;1", r"line 8: column 'session ID' is empty"),
-    ("2008;4;2;4;21;2;2;B4;10;2;1;52;1;1;9;9", r"cannot parse .*line 8, saw 16"),
+    ("2008;4;2;4;21;2;2;B4;10;2;1;52;1;1;9;9", r"line 8: cannot parse the row: 16 fields, but the header names 14"),
 ])
 def test_clickstream_bad_rows_are_named(uci_clicks: Path, row: str, message: str) -> None:
     with open(uci_clicks / "e-shop clothing 2008.csv", "a", encoding="utf-8") as handle:
@@ -591,5 +603,5 @@ def test_a_csv_separated_by_semicolons_says_so(tmp_path: Path) -> None:
         load_source("csv", tmp_path)
     (tmp_path / "interactions.csv").write_text("user_id,item_id,timestamp\na,p1,1700000000\n")
     (tmp_path / "items.csv").write_text("item_id;title;price\np1;Mug;3\np2;Mug, large;4\n")
-    with pytest.raises(DataValidationError, match=r"items\.csv: .*separated by semicolons"):
+    with pytest.raises(DataValidationError, match=r"items\.csv, line 3: .*separated by semicolons"):
         load_source("csv", tmp_path)
