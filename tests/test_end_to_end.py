@@ -136,6 +136,10 @@ def test_evaluate_command_prints_a_table_and_writes_json(workdir: Path, pipeline
     assert "minus each baseline" in out and set(result["differences"]) == baselines | {"two_tower"}
     assert {"hr@10", "next_hr@10", "next_ndcg@10"} <= set(result["cold_users"]["given_1"]["two_tower"])
     assert result["source"]["counts"] == pipeline.data.counts()
+    assert "Cold-start protocols alone" not in out  # the baselines' grids were searched on the validation items
+    cold = run("evaluate", "--source", "amazon2018", "--path", str(pipeline.raw), "--epochs", "1", "--no-search",
+               "--protocols", "cold")
+    assert "Cold-start protocols alone: the baselines keep their default parameters" in cold and "Cold users" in cold
     with pytest.raises(CommandError, match="--epochs must be at least 1"):
         run("evaluate", "--epochs", "0")
     with pytest.raises(CommandError, match="--search must be 0 or more"):

@@ -63,7 +63,10 @@ class Command(BaseCommand):
                             help="Leave-last-out: fit every model again on the training and validation "
                                  "interactions before ranking the test items (as `train` does with everything).")
         parser.add_argument("--protocols", choices=["all", "leave_last_out", "cold"], default="all",
-                            help="leave_last_out (protocol 1), cold (cold users and cold items), or all.")
+                            help="leave_last_out (protocol 1), cold (cold users and cold items), or all. The "
+                                 "baselines' parameters and the two-tower search come from leave-last-out's "
+                                 "validation items: with cold alone, the baselines keep their defaults and the "
+                                 "two-tower its parameters (not the figures of a run with all).")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["epochs"] is not None and options["epochs"] < 1:
@@ -109,6 +112,10 @@ class Command(BaseCommand):
                     result.update(compare_leave_last_out(data, embeddings, params, ease_l2_grid=options["ease_l2"],
                                                          refit=options["refit"], trained=trained, on_progress=say))
                 if options["protocols"] in ("all", "cold"):
+                    if "baselines" not in result:  # their grids are searched on leave-last-out's validation items
+                        self.stdout.write("Cold-start protocols alone: the baselines keep their default parameters "
+                                          "and the two-tower is not searched (--protocols all tunes both on the "
+                                          "validation items).")
                     ease_l2 = result.get("ease_l2") or options["ease_l2"][0]
                     result["cold_users"] = cold_users(data, embeddings, params, seed=options["seed"], ease_l2=ease_l2,
                                                       baselines=result.get("baselines"), on_progress=say)
