@@ -249,13 +249,18 @@ def _history_payload(engine: Engine, rows: list[tuple[str, int, float, str]]) ->
 def similar_item_list(*, item_id: str, k: int) -> dict[str, Any]:
     """The k available products nearest to ``item_id`` in the candidate-tower space.
 
+    A product out of stock has neighbours (its page may show alternatives); a product removed from the catalogue
+    has none, though the model still holds its vector.
+
     Raises:
-        NotFound: when the product is not in the active model.
+        NotFound: when the product is not in the catalogue, or not in the active model.
     """
     engine = _engine_or_503()
     positions = engine.recommender.item_positions([item_id])
-    if len(positions) == 0:
-        raise NotFound(f"Product {item_id!r} is not in the active model.", code="unknown_item")
+    if len(positions) == 0 or not engine.known[positions[0]]:
+        if len(positions) == 0 and catalog_selectors.product_rows(ids=[item_id]):
+            raise NotFound(f"Product {item_id!r} is not in the active model.", code="unknown_item")
+        raise NotFound(f"Product {item_id!r} is not in the catalogue.", code="unknown_item")
     query = np.asarray(engine.recommender.item_vectors[positions], dtype=np.float32)
     top, scores = engine.recommender.rank(query, [positions], k, engine.allowed())
     valid = top[0] >= 0

@@ -194,8 +194,25 @@ def test_similar_items_returns_other_products(service: Pipeline, client: APIClie
 
 
 def test_similar_items_of_unknown_product_is_404(service: Pipeline, client: APIClient) -> None:
-    assert_error(client.get("/similar_items", {"item": "no-such-product"}), 404, "unknown_item")
+    response = client.get("/similar_items", {"item": "no-such-product"})
+    assert_error(response, 404, "unknown_item")
+    assert response.json()["error"]["message"] == "Product 'no-such-product' is not in the catalogue."
     assert_error(client.get("/similar_items", {"k": 3}), 400, "invalid")
+
+
+def test_similar_items_of_a_product_removed_from_the_catalogue_is_404(service: Pipeline, client: APIClient) -> None:
+    """The model keeps a removed product's vector: it answered 200 with its neighbours, as if it were still sold."""
+    from recoapi.recommendations.engine import registry
+
+    removed, out_of_stock = (str(i) for i in service.data.items[ds.ITEM_ID].iloc[:2])
+    Product.objects.filter(id=out_of_stock).update(available=False)
+    Interaction.objects.filter(product_id=removed).delete()
+    Product.objects.filter(id=removed).delete()
+    registry.reset()  # as a reload of the data rebuilds the engine
+    response = client.get("/similar_items", {"item": removed})
+    assert_error(response, 404, "unknown_item")
+    assert response.json()["error"]["message"] == f"Product {removed!r} is not in the catalogue."
+    assert client.get("/similar_items", {"item": out_of_stock, "k": 3}).status_code == 200  # alternatives to it
 
 
 # --------------------------------------------------------------------------- reloads
