@@ -87,15 +87,15 @@ def read_table(
     """
     if not path.is_file():
         raise DataValidationError("file not found", path=str(path))
+    quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
     try:
         frame = pd.read_csv(
             path, sep=sep, header=0 if header else None, names=names, dtype=str, keep_default_na=False,
-            encoding=encoding, engine="c", skip_blank_lines=True, quoting=3 if sep == "\t" else 0,
+            encoding=encoding, engine="c", skip_blank_lines=True, quoting=quoting,
         )
     except pd.errors.EmptyDataError as exc:
         raise DataValidationError("file is empty", path=str(path)) from exc
     except pd.errors.ParserError as exc:
-        quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
         line, problem = _malformed_row(path, sep, quoting, encoding, header) or (None, f"({str(exc).strip()})")
         raise DataValidationError(f"cannot parse {problem}{_separator_hint(path, sep)}",
                                   path=str(path), line=line) from exc
@@ -117,7 +117,7 @@ def read_table(
     frame = frame[[c for c in columns if c in frame.columns]]
     frame.attrs["first_line"] = 2 if header else 1
     frame.attrs["layout"] = {"path": str(path), "sep": sep, "header": header, "encoding": encoding,
-                             "quoting": csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL}
+                             "quoting": quoting}
     return frame
 
 
@@ -131,52 +131,69 @@ def row_error(frame: pd.DataFrame, mask: np.ndarray | pd.Series, message: str, p
     return DataValidationError(message, path=str(path), line=line)
 
 
+class _RowScanError(Exception):
+    """A row the csv module cannot read, at ``line`` (where the row starts)."""
+
+    def __init__(self, line: int, error: csv.Error) -> None:
+        super().__init__(str(error))
+        self.line = line
+
+
+def _rows(path: Path, sep: str, quoting: int, encoding: str, *,
+          strict: bool = False) -> Iterator[tuple[int, list[str]]]:
+    """The file's rows as pandas reads them, each with the line it starts on: blank (or white-space-only) lines
+    are not rows, and a quoted field may span several lines.
+
+    Raises:
+        _RowScanError: a row the csv module cannot read (with ``strict``, also a malformed quote).
+        OSError and the other read errors of :func:`open_text`.
+    """
+    with open_text(path, encoding=encoding) as handle:
+        reader = csv.reader(handle, delimiter=sep, quoting=quoting, strict=strict)
+        previous_end = 0
+        while True:
+            try:
+                record = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                raise _RowScanError(previous_end + 1, exc) from exc
+            start, previous_end = previous_end + 1, reader.line_num
+            if record and not (len(record) == 1 and not record[0].strip()):
+                yield start, record
+
+
 def _malformed_row(path: Path, sep: str, quoting: int, encoding: str, header: bool) -> tuple[int, str] | None:
     """The line and problem of the first row pandas could not parse: more fields than the first row, or a
     quoted field still open at the end of the file (pandas' own message counts rows, not lines). None when
     the scan finds neither."""
+    expected = None
     try:
-        with open_text(path, encoding=encoding) as handle:
-            reader = csv.reader(handle, delimiter=sep, quoting=quoting, strict=True)
-            previous_end, expected = 0, None
-            try:
-                for record in reader:
-                    start, previous_end = previous_end + 1, reader.line_num
-                    if not record or (len(record) == 1 and not record[0].strip()):
-                        continue
-                    if expected is None:
-                        expected = len(record)
-                    elif len(record) > expected:
-                        named = "the header names" if header else "the first row has"
-                        return start, f"the row: {len(record)} fields, but {named} {expected}"
-            except csv.Error as exc:
-                if "unexpected end of data" in str(exc):
-                    return previous_end + 1, "the row: a quoted field is not closed (a '\"' is missing)"
-                return previous_end + 1, f"the row: {exc}"
+        for start, record in _rows(path, sep, quoting, encoding, strict=True):
+            if expected is None:
+                expected = len(record)
+            elif len(record) > expected:
+                named = "the header names" if header else "the first row has"
+                return start, f"the row: {len(record)} fields, but {named} {expected}"
+    except _RowScanError as exc:
+        if "unexpected end of data" in str(exc):
+            return exc.line, "the row: a quoted field is not closed (a '\"' is missing)"
+        return exc.line, f"the row: {exc}"
     except _READ_ERRORS:
         return None
     return None
 
 
 def _row_line(layout: dict[str, Any], position: int) -> int | None:
-    """The file line where data row ``position`` (0-based, as :func:`read_table` numbered it) starts.
-
-    Scans the file as pandas read it: blank (or white-space-only) lines are not rows, and a quoted
-    field may span several lines. Only called for an error, so the scan costs nothing otherwise.
-    None when the file cannot be read again or has fewer rows.
-    """
+    """The file line where data row ``position`` (0-based, as :func:`read_table` numbered it) starts (see
+    :func:`_rows`). Only called for an error, so the scan costs nothing otherwise. None when the file cannot be
+    read again or has fewer rows."""
     try:
-        with open_text(Path(layout["path"]), encoding=layout["encoding"]) as handle:
-            reader = csv.reader(handle, delimiter=layout["sep"], quoting=layout["quoting"])
-            previous_end, row = 0, -1 if layout["header"] else 0
-            for record in reader:
-                start, previous_end = previous_end + 1, reader.line_num
-                if not record or (len(record) == 1 and not record[0].strip()):
-                    continue
-                if row == position:
-                    return start
-                row += 1
-    except (*_READ_ERRORS, csv.Error):
+        rows = _rows(Path(layout["path"]), layout["sep"], layout["quoting"], layout["encoding"])
+        for row, (start, _) in enumerate(rows, start=-1 if layout["header"] else 0):
+            if row == position:
+                return start
+    except (*_READ_ERRORS, _RowScanError):
         return None
     return None
 
