@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from django.conf import settings
@@ -32,12 +31,14 @@ class Command(BaseCommand):
                 self.stdout.write("RECO_LIST_RETENTION_DAYS is 0: every list is kept (pass --days N to delete the "
                                   "lists older than N days).")
                 return
-        elif not (math.isfinite(days) and days > 0):
-            raise CommandError(f"--days must be a positive number of days, got {days:g}")
-        if options["dry_run"]:
-            count = recommendation_lists_prune(days=days, dry_run=True)
-            self.stdout.write(f"{count} recommendation list(s) answered more than {days:g} days ago would be deleted.")
-            return
-        with tqdm(desc="deleting lists", unit="list", disable=None) as bar:
-            deleted = recommendation_lists_prune(days=days, progress=bar.update)
+        try:
+            if options["dry_run"]:
+                count = recommendation_lists_prune(days=days, dry_run=True)
+                self.stdout.write(f"{count} recommendation list(s) answered more than {days:g} days ago would be "
+                                  f"deleted.")
+                return
+            with tqdm(desc="deleting lists", unit="list", disable=None) as bar:
+                deleted = recommendation_lists_prune(days=days, progress=bar.update)
+        except ValueError as exc:  # the service's own bound on days
+            raise CommandError(f"--days must be a positive number of days, got {days:g}") from exc
         self.stdout.write(f"Deleted {deleted} recommendation list(s) answered more than {days:g} days ago.")
