@@ -124,11 +124,14 @@ def read_table(
 def row_error(frame: pd.DataFrame, mask: np.ndarray | pd.Series, message: str, path: Path) -> DataValidationError:
     """An error with ``message`` naming the file line of the first row where ``mask`` is true."""
     position = int(np.flatnonzero(np.asarray(mask))[0])
+    return DataValidationError(message, path=str(path), line=row_line(frame, position))
+
+
+def row_line(frame: pd.DataFrame, position: int) -> int:
+    """The file line where data row ``position`` (0-based) of a :func:`read_table` frame starts."""
     layout = frame.attrs.get("layout")
     line = _row_line(layout, position) if layout else None
-    if line is None:
-        line = frame.attrs.get("first_line", 2) + position
-    return DataValidationError(message, path=str(path), line=line)
+    return line if line is not None else frame.attrs.get("first_line", 2) + position
 
 
 class _RowScanError(Exception):

@@ -308,6 +308,25 @@ def test_generic_csv_negative_price_is_named(shop_csv: Path) -> None:
         load_source("csv", shop_csv)
 
 
+def test_a_product_listed_twice_with_different_values_is_refused_by_both_lines(shop_csv: Path) -> None:
+    """The last row was kept without a word: a corrected price on the first row, or a stale one on the last,
+    was served as the shop's."""
+    with open(shop_csv / "items.csv", "a", encoding="utf-8") as handle:
+        handle.write("\n p1 ,Red Mug,Acme,Kitchen > Mugs,7.5\n")
+    with pytest.raises(DataValidationError, match=r"items\.csv, line 6: product 'p1' is listed on line 2 and again "
+                                                  r"with a different 'price': keep one row per product"):
+        load_source("csv", shop_csv)
+
+
+def test_a_product_repeated_exactly_is_read_once_and_counted(shop_csv: Path) -> None:
+    with open(shop_csv / "items.csv", "a", encoding="utf-8") as handle:
+        handle.write("p2,Blue Mug,Acme,Kitchen > Mugs,\np1,Red Mug,Acme,Kitchen > Mugs,9.5\n")
+    data = load_source("csv", shop_csv)
+    assert data.report["repeated_product_rows"] == 2
+    assert data.counts()["items"] == 3
+    assert data.items.set_index(ds.ITEM_ID).loc["p1", ds.PRICE] == 9.5
+
+
 def test_generic_csv_empty_or_headless_files(tmp_path: Path) -> None:
     write(tmp_path / "interactions.csv", "")
     with pytest.raises(DataValidationError, match="file is empty"):
