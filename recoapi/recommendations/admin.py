@@ -18,6 +18,7 @@ from recoapi.exceptions import ApplicationError
 from recoapi.recommendations.models import (
     Experiment,
     ExperimentArm,
+    ModelActivation,
     ModelVersion,
     RecommendationList,
     TrainingRun,
@@ -154,6 +155,20 @@ class TrainingRunAdmin(admin.ModelAdmin):
     def interactions(self, obj: TrainingRun) -> str:
         value = obj.data_counts.get("interactions")
         return "-" if value is None else f"{value:,}"
+
+
+@admin.register(ModelActivation)
+class ModelActivationAdmin(admin.ModelAdmin):
+    """When each model version became active, read-only (``rollback`` returns to the one before the active)."""
+
+    list_display = ("activated_at", "version")
+    readonly_fields = ("activated_at", "version")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: ModelActivation | None = None) -> bool:
+        return False
 
 
 @admin.register(RecommendationList)

@@ -17,17 +17,19 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
+from django.utils import timezone
 
 from modeling import artifacts
 from modeling.errors import ArtifactError
 from modeling.store import CHECKSUM_FILE, DirectoryStore, verify
-from recoapi.recommendations.models import ModelVersion
+from recoapi.recommendations.models import ModelActivation, ModelVersion
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +107,7 @@ def activate(version: str) -> None:
     """
     if store() is None:
         artifacts.set_active(models_dir(), version)
+        _record_activation(version)
         return
     publish(version)
     manifest = read_manifest(version)
@@ -112,8 +115,28 @@ def activate(version: str) -> None:
         list(ModelVersion.objects.select_for_update().values_list("version", flat=True))  # one activation at a time
         ModelVersion.objects.filter(is_active=True).exclude(version=version).update(is_active=False)
         upsert_version(version, manifest, active=True)
+        ModelActivation.objects.create(version=version, activated_at=timezone.now())
     artifacts.set_active(models_dir(), version)  # after the commit: this host's fallback names an active version
     logger.info("model %s is active on every host (database)", version)
+
+
+def _record_activation(version: str) -> None:
+    """Write down that ``version`` became active on this host (what ``rollback`` returns to). The model is active
+    whether or not the row is written: a database that refuses it costs the record, not the activation."""
+    try:
+        ModelActivation.objects.create(version=version, activated_at=timezone.now())
+    except DatabaseError as exc:
+        logger.warning("model %s is active, but its activation could not be recorded: %s", version, exc)
+
+
+def previously_active(active: str | None) -> Iterator[str]:
+    """The versions that were active before ``active``, the most recent activation first (each once; ``active``
+    itself left out). None where no activation was recorded (bundles activated before this record existed)."""
+    seen = {active}
+    for version in ModelActivation.objects.values_list("version", flat=True).iterator():
+        if version not in seen:
+            seen.add(version)
+            yield version
 
 
 def read_manifest(version: str) -> dict[str, Any]:

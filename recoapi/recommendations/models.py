@@ -31,6 +31,20 @@ class ModelVersion(models.Model):
         return self.version + (" (active)" if self.is_active else "")
 
 
+class ModelActivation(models.Model):
+    """One activation of a model version (training with ``--activate``, a retraining that passed its gate, a
+    reload, a rollback, the admin): ``rollback`` returns to the version that served before the active one."""
+
+    version = models.CharField(max_length=64, db_index=True)
+    activated_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-activated_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.version} at {self.activated_at:%Y-%m-%d %H:%M:%S}"
+
+
 class RecommendationList(models.Model):
     """One list the API answered for one shopper (an impression): what was shown, by which strategy and model.
 

@@ -237,10 +237,12 @@ def newest_trained_until() -> int | None:
 
 
 def model_rollback(*, version: str | None = None) -> dict[str, str | None]:
-    """Activate ``version``, or the newest version published before the active one, other than the measured
-    candidate the active one was published again from (see :func:`model_retrain`) and the candidates the gate
-    refused (a refused candidate was judged worse than the model it was measured against; ``version`` names one
-    explicitly).
+    """Activate ``version``, or the version that was active before the active one (the most recent activation of
+    another version whose bundle is still there and that this version can serve). Where no activation was
+    recorded (bundles activated before the record existed): the newest version published before the active one,
+    other than the measured candidate the active one was published again from (see :func:`model_retrain`) and
+    the candidates the gate refused (a refused candidate was judged worse than the model it was measured against;
+    ``version`` names one explicitly).
 
     Returns:
         ``{"model_version", "previous_version"}``.
@@ -252,6 +254,10 @@ def model_rollback(*, version: str | None = None) -> dict[str, str | None]:
     models_dir = Path(settings.RECO_MODELS_DIR)
     versions, _ = model_store.versions()
     active = model_store.active_version()
+    if version is None:
+        present = set(versions)
+        version = next((v for v in model_store.previously_active(active)
+                        if v in present and not model_store.incompatibility(v)), None)
     if version is None:  # the measured candidate an active retrained bundle was published from is skipped
         source = _manifest(models_dir, active).get("published_from") if active else None
         refused = set(TrainingRun.objects.filter(decision=TrainingRun.REFUSED)

@@ -7,7 +7,7 @@ from django.test import Client
 
 from modeling import datasets as ds
 from recoapi.catalog.models import Interaction
-from recoapi.recommendations.models import ModelVersion
+from recoapi.recommendations.models import ModelActivation, ModelVersion
 from recoapi.recommendations.services import model_version_sync
 from tests.conftest import Pipeline
 
@@ -19,7 +19,8 @@ def staff(service: Pipeline, admin_client: Client) -> Client:
 
 
 @pytest.mark.parametrize("url", ["/admin/catalog/shopper/", "/admin/catalog/product/",
-                                 "/admin/catalog/interaction/", "/admin/recommendations/modelversion/"])
+                                 "/admin/catalog/interaction/", "/admin/recommendations/modelversion/",
+                                 "/admin/recommendations/modelactivation/"])
 def test_list_pages_use_a_fixed_number_of_queries(staff: Client, url: str, django_assert_max_num_queries) -> None:
     with django_assert_max_num_queries(12):
         response = staff.get(url)
@@ -71,6 +72,9 @@ def test_model_version_action_activates(staff: Client, service: Pipeline, settin
     assert artifacts.read_active(settings.RECO_MODELS_DIR) == other
     assert ModelVersion.objects.get(version=other).is_active
     assert not ModelVersion.objects.get(version=service.version).is_active
+    assert ModelActivation.objects.values_list("version", flat=True).first() == other  # what rollback reads
+    page = staff.get("/admin/recommendations/modelactivation/").content.decode()
+    assert other in page
 
 
 @pytest.mark.parametrize("url", ["/admin/", "/admin/catalog/shopper/", "/admin/recommendations/modelversion/"])

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
 import pytest
 from django.utils import timezone
 
 from recoapi.exceptions import NotFound
-from recoapi.recommendations import retraining
-from recoapi.recommendations.models import TrainingRun
+from recoapi.recommendations import model_store, retraining
+from recoapi.recommendations.models import ModelActivation, TrainingRun
 
 
 @pytest.fixture
@@ -46,3 +50,44 @@ def test_rollback_says_so_when_only_refused_candidates_are_older(published: list
     with pytest.raises(NotFound, match="that the retraining gate did not refuse"):
         retraining.model_rollback()
     assert published == []
+
+
+def _activated(*versions: str) -> None:
+    start = timezone.now()
+    for minutes, version in enumerate(versions):
+        ModelActivation.objects.create(version=version, activated_at=start + timedelta(minutes=minutes))
+
+
+@pytest.mark.django_db
+def test_rollback_returns_to_the_version_that_served_before(published: list[str]) -> None:
+    """20261203 was trained without --activate and never served: rollback activated it, the newest version older
+    than the active one, instead of the model the shop had before."""
+    _activated("20261202T000000Z", "20261204T000000Z")
+    assert retraining.model_rollback()["model_version"] == "20261202T000000Z"
+
+
+@pytest.mark.django_db
+def test_a_second_rollback_undoes_the_first(published: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    _activated("20261202T000000Z", "20261204T000000Z", "20261202T000000Z")  # the last: a rollback
+    monkeypatch.setattr(retraining.model_store, "active_version", lambda: "20261202T000000Z")
+    assert retraining.model_rollback()["model_version"] == "20261204T000000Z"
+
+
+@pytest.mark.django_db
+def test_an_earlier_active_version_that_is_gone_falls_back_to_the_newest_older_one(published: list[str]) -> None:
+    _activated("20261130T000000Z", "20261204T000000Z")  # its bundle deleted since
+    assert retraining.model_rollback()["model_version"] == "20261203T000000Z"
+
+
+@pytest.mark.django_db
+def test_every_activation_is_recorded(tmp_path: Path, settings: Any) -> None:
+    settings.RECO_MODELS_DIR = str(tmp_path)
+    settings.RECO_MODEL_STORE = ""
+    for version in ("20261201T000000Z", "20261202T000000Z"):  # set_active needs only the manifest to be there
+        (tmp_path / version).mkdir()
+        (tmp_path / version / "manifest.json").write_text("{}")
+    for version in ("20261201T000000Z", "20261202T000000Z", "20261201T000000Z"):
+        model_store.activate(version)
+    assert list(ModelActivation.objects.values_list("version", flat=True)) == [
+        "20261201T000000Z", "20261202T000000Z", "20261201T000000Z"]
+    assert list(model_store.previously_active("20261201T000000Z")) == ["20261202T000000Z"]

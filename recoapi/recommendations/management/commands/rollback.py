@@ -10,11 +10,12 @@ from recoapi.exceptions import ApplicationError
 
 
 class Command(BaseCommand):
-    help = "Activate the version published before the active one, or the one given with --to."
+    help = ("Activate the version that was active before the active one (without a record of activations: the "
+            "one published before it), or the one given with --to.")
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--to", dest="version", help="The version to activate (default: the one before the "
-                                                         "active one).")
+        parser.add_argument("--to", dest="version", help="The version to activate (default: the one active before "
+                                                         "the active one).")
 
     def handle(self, *args: Any, **options: Any) -> None:
         from recoapi.recommendations.retraining import model_rollback
