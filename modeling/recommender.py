@@ -31,9 +31,8 @@ from modeling.features import (
     user_windows,
 )
 from modeling.id_index import IdIndex
-from modeling.index import ExactIndex, ItemIndex, make_index, penalty
-from modeling.ranking import top_k
-from modeling.reranker import RETRIEVAL_ORDER, ItemTables, RankingStage
+from modeling.index import ExactIndex, ItemIndex, make_index
+from modeling.reranker import RETRIEVAL_ORDER, ItemTables, RankingStage, popular_lists
 from modeling.rows import append_rows, as_float32, release_pages
 
 logger = logging.getLogger(__name__)
@@ -292,9 +291,9 @@ class Recommender:
 
     def popular(self, exclude: list[np.ndarray], k: int,
                 allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k by popularity for each of ``len(exclude)`` shoppers. Shapes as :meth:`rank`."""
-        row = self.popularity if allowed is None else self.popularity + penalty(allowed)
-        return top_k(np.tile(row, (len(exclude), 1)), k, exclude, copy=False)
+        """Top-k by popularity for each of ``len(exclude)`` shoppers (equal popularity in position order). Shapes as
+        :meth:`rank`."""
+        return popular_lists(self.tables, exclude, k, allowed)
 
     def explain(self, history: History, items: np.ndarray) -> np.ndarray:
         """Which of the shopper's products each recommended item comes from. Returns (k,) int64 positions

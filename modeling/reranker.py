@@ -527,6 +527,28 @@ def _popular_keys(order: np.ndarray, count: int, excluded_counts: np.ndarray, n:
     return keys[np.arange(len(rows)) - np.searchsorted(rows, rows) < count]
 
 
+def popular_lists(tables: ItemTables, exclude: Sequence[np.ndarray], k: int,
+                  allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The k most popular allowed items for each of m shoppers, each shopper's ``exclude`` left out: ``(positions
+    (m, k) int64, popularity scores (m, k) float32)``, -1 / -inf pads; equal popularity in position order.
+
+    Read from the popularity order sorted once per table, as far as each shopper needs it: ranking a
+    (m, n) copy of the popularity row cost 12 ms and 40 MB for 100 shoppers at 100,000 products, and its
+    partition left equal scores in an order that depended on k (zero-popularity products, e.g. added since
+    training: ``k=5`` was not always the head of ``k=10``)."""
+    m, n = len(exclude), len(tables.popularity)
+    lengths = np.fromiter((len(e) for e in exclude), dtype=np.int64, count=m)
+    order = _popular_order(tables, allowed, k + int(lengths.max(initial=0)))
+    keys = _popular_keys(np.asarray(order, dtype=np.int64), k, lengths, n, excluded_keys(exclude, n))
+    rows, items = keys // n, keys % n
+    places = np.arange(len(keys), dtype=np.int64) - np.searchsorted(rows, rows)  # each row's keys in order
+    positions = np.full((m, k), -1, dtype=np.int64)
+    scores = np.full((m, k), -np.inf, dtype=np.float32)
+    positions[rows, places] = items
+    scores[rows, places] = tables.popularity[items]
+    return positions, scores
+
+
 TEXT_FEATURES: tuple[str, ...] = ("text_history", "text_last", "nearest_age_days")
 ATTRIBUTE_FEATURES: tuple[str, ...] = ("category_match", "category_recent", "brand_match", "price_ratio")
 

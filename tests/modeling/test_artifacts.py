@@ -160,6 +160,22 @@ def test_recommender_strategies_and_exclusions(pipeline: Pipeline) -> None:
     assert result["stranger"].items[0] == int(np.argmax(rec.popularity))
 
 
+def test_popular_lists_of_products_nobody_has_bought_yet_keep_their_order_whatever_k(pipeline: Pipeline) -> None:
+    """Products added since training all have popularity 0: the popular strategy's partition left them in an
+    order that depended on k (``k=5`` was not the head of ``k=10``) and on the other shoppers of the request."""
+    rec = Recommender(artifacts.load_bundle(pipeline.models / pipeline.version))
+    text = np.random.default_rng(0).normal(size=(40, rec.item_content.shape[1])).astype(np.float32)
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    rec.add_items(np.asarray([f"new-{i}" for i in range(40)]), text)
+    allowed = np.zeros(rec.n_items, dtype=bool)
+    allowed[-40:] = True  # e.g. a filter on a category of new products only
+    lists = {k: rec.recommend(["stranger"], {}, k, allowed)["stranger"].items.tolist() for k in (5, 10, 17, 40)}
+    assert lists[40] == list(range(rec.n_items - 40, rec.n_items))  # equal popularity: in catalogue order
+    assert all(lists[k] == lists[40][:k] for k in lists)
+    batch = rec.recommend([f"stranger-{i}" for i in range(30)], {}, 10, allowed)
+    assert all(ranking.items.tolist() == lists[10] for ranking in batch.values())
+
+
 def test_write_is_atomic_when_saving_fails(pipeline: Pipeline, tmp_path: Path) -> None:
     bundle = artifacts.load_bundle(pipeline.models / pipeline.version)
 

@@ -371,3 +371,28 @@ def test_one_rows_entries_and_keys_are_the_general_cases(seed: int) -> None:
         two = SparseRows(np.array([0, len(indices), len(indices)], dtype=np.int64), indices, one.data)
         assert entry_keys(one, 500).dtype == np.int64
         assert entry_keys(one, 500).tolist() == entry_keys(two, 500).tolist()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_popular_lists_are_the_stable_order_of_allowed_unexcluded_items(seed: int) -> None:
+    """The popular strategy ranked a (m, n) copy of the popularity row with a partition, which left equal scores in
+    an order that depended on k; now: popularity descending, equal popularity by position, whatever k."""
+    from modeling.reranker import popular_lists
+
+    rng = np.random.default_rng(seed)
+    n, m = int(rng.integers(5, 400)), int(rng.integers(1, 30))
+    popularity = rng.integers(0, 6, n).astype(np.float32)  # many ties, zeros included
+    tables = ItemTables.build(np.full(n, ""), np.full(n, ""), np.full(n, -1.0),
+                              np.eye(n, 8, dtype=np.float32) + 1e-3, popularity)
+    allowed = rng.random(n) < 0.8 if seed % 2 else None
+    exclude = [rng.choice(n, int(rng.integers(0, min(n, 40))), replace=False) for _ in range(m)]
+    for k in (1, 5, 10, 60):
+        positions, scores = popular_lists(tables, exclude, k, allowed)
+        assert positions.shape == scores.shape == (m, k)
+        for row in range(m):
+            keep = np.ones(n, dtype=bool) if allowed is None else allowed.copy()
+            keep[exclude[row]] = False
+            expected = [p for p in np.argsort(-popularity, kind="stable") if keep[p]][:k]
+            assert positions[row, :len(expected)].tolist() == expected
+            assert (positions[row, len(expected):] == -1).all() and np.isneginf(scores[row, len(expected):]).all()
+            assert scores[row, :len(expected)].tolist() == popularity[expected].tolist()
