@@ -446,7 +446,7 @@ def in_process(work: Path, version: str, new_users: list[str]) -> dict:
 
     stage = recommender.stage
     candidates, _ = candidate_features(query_vector, recommender.item_vectors, recommender.index, stage.sources,
-                                       recommender.tables, batch, seen, allowed, stage.config, 10)
+                                       recommender.tables, batch, seen, allowed, stage.config)
     figures["ranking_stage_candidates"] = int((candidates >= 0).sum())
     figures["ranking_stage_ranker"] = recommender.stage.ranker.kind + (
         ", compiled" if recommender.stage.ranker.compiled is not None else "")

@@ -4,8 +4,9 @@ For m shoppers with query vectors (the two-tower's query tower on their current 
 
 1. candidates: the two-tower's top ``two_tower`` over the whole catalogue, the item-item top
    ``item_item`` of the history, the ``transitions`` top from the last item and the ``popular``
-   most popular (at least k of them, so a filter never leaves a list short), without excluded or
-   disallowed products;
+   most popular, without excluded or disallowed products: the same whatever the list's length k, so
+   that a list is the head of any longer one (and the evaluation's top 10, cut from its top 100, is the
+   API's ``k=10`` answer);
 2. :data:`FEATURES` for every (shopper, candidate);
 3. an order: a LightGBM LambdaMART model trained on positions the retrieval stage did not train on
    (each shopper's validation item; optionally also one step earlier, with every source fitted without
@@ -411,15 +412,15 @@ def _popular_order(tables: ItemTables, allowed: np.ndarray | None, needed: int |
         size *= 4
 
 
-def _popular_needed(config: StageConfig, k: int, exclude: Sequence[np.ndarray]) -> int:
+def _popular_needed(config: StageConfig, exclude: Sequence[np.ndarray]) -> int:
     """How much of the allowed popularity order a batch reads: its popular candidates plus the most any
     shopper in it excludes (excluded items are skipped in that order)."""
-    return max(config.popular, k) + max((len(e) for e in exclude), default=0)
+    return config.popular + max((len(e) for e in exclude), default=0)
 
 
 def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemIndex, sources: Sources,
                        tables: ItemTables, histories: HistoryBatch, exclude: Sequence[np.ndarray],
-                       allowed: np.ndarray | None, config: StageConfig, k: int,
+                       allowed: np.ndarray | None, config: StageConfig,
                        popular_order: np.ndarray | None = None,
                        columns: Collection[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Candidates and their features for m shoppers.
@@ -440,7 +441,6 @@ def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
         exclude: m arrays of positions never proposed.
         allowed: optional (n,) bool mask of proposable items.
         config: candidates per source.
-        k: the list length asked for (at least this many popular candidates).
         popular_order: :func:`_popular_order` of ``tables`` and ``allowed``, if already known.
         columns: the features the caller reads (:meth:`Ranker.columns`); the others are left 0 and not
             computed (a single-feature or blended order reads two to six of them). None: every feature.
@@ -460,9 +460,9 @@ def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
 
     sequence = histories.propagate_recent(sources.sequence, sources.sequence_history)
     following = rows_at(sources.transitions, histories.last(1))
-    n_popular = max(config.popular, k)
+    n_popular = config.popular
     if popular_order is None:
-        popular_order = _popular_order(tables, allowed, _popular_needed(config, k, exclude))
+        popular_order = _popular_order(tables, allowed, _popular_needed(config, exclude))
     tt_top, _ = index.search(query, min(config.two_tower, n), exclude, allowed, excluded=excluded)
 
     # Candidates: the union of every source's proposals per shopper, and how many sources proposed each.
@@ -525,6 +525,28 @@ def _popular_keys(order: np.ndarray, count: int, excluded_counts: np.ndarray, n:
     kept = ~members(keys, excluded)
     keys, rows = keys[kept], rows[kept]
     return keys[np.arange(len(rows)) - np.searchsorted(rows, rows) < count]
+
+
+def _fill_short(positions: np.ndarray, scores: np.ndarray, tables: ItemTables, exclude: Sequence[np.ndarray],
+                allowed: np.ndarray | None) -> None:
+    """Complete, in place, the rows of ``positions`` and ``scores`` (m, k) that hold fewer than k items (a narrow
+    filter or a long exclusion left fewer candidates) with the most popular allowed items neither excluded nor
+    listed, after the ranked ones: the candidates do not grow with k (a longer list's head would then be
+    ranked among other candidates), so a short list is completed from outside them. They take the score of
+    the row's last ranked item (their popularity where the row has none)."""
+    short = np.flatnonzero((positions < 0).any(axis=1))
+    if len(short) == 0:
+        return
+    k = positions.shape[1]
+    counts = (positions[short] >= 0).sum(axis=1)
+    taken = [np.concatenate([np.asarray(exclude[row], dtype=np.int64), positions[row, :count]])
+             for row, count in zip(short.tolist(), counts.tolist(), strict=True)]
+    extra, popularity = popular_lists(tables, taken, k, allowed)
+    for at, (row, count) in enumerate(zip(short.tolist(), counts.tolist(), strict=True)):
+        added = extra[at, :k - count]
+        added = added[added >= 0]
+        positions[row, count:count + len(added)] = added
+        scores[row, count:count + len(added)] = scores[row, count - 1] if count else popularity[at, :len(added)]
 
 
 def popular_lists(tables: ItemTables, exclude: Sequence[np.ndarray], k: int,
@@ -679,8 +701,7 @@ def _row_medians(values: np.ndarray) -> np.ndarray:
 
 def batched_candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemIndex, sources: Sources,
                                tables: ItemTables, histories: HistoryBatch, exclude: Sequence[np.ndarray],
-                               config: StageConfig, *, k: int = 10, chunk: int = 256
-                               ) -> tuple[np.ndarray, np.ndarray]:
+                               config: StageConfig, *, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """:func:`candidate_features` for many shoppers, ``chunk`` at a time (shapes as there, no filter)."""
     parts = []
     order = _popular_order(tables, None)
@@ -688,7 +709,7 @@ def batched_candidate_features(query: np.ndarray, item_vectors: np.ndarray, inde
         part = slice(start, start + chunk)
         parts.append(candidate_features(query[part], item_vectors, index, sources, tables,
                                         HistoryBatch(histories.items[part], histories.timestamps[part]),
-                                        list(exclude[part]), None, config, k, order))
+                                        list(exclude[part]), None, config, order))
     return stack_lists(parts)
 
 
@@ -1204,17 +1225,18 @@ class RankingStage:
         m = len(histories)
         out_pos = np.full((m, k), -1, dtype=np.int64)
         out_scores = np.full((m, k), -np.inf, dtype=np.float32)
-        popular_order = _popular_order(tables, allowed, _popular_needed(self.config, k, exclude))
+        popular_order = _popular_order(tables, allowed, _popular_needed(self.config, exclude))
         for start in range(0, m, chunk):
             part = slice(start, min(m, start + chunk))
             batch = HistoryBatch(histories.items[part], histories.timestamps[part])
             candidates, features = candidate_features(query[part], item_vectors, index, self.sources, tables,
-                                                      batch, list(exclude[part]), allowed, self.config, k,
+                                                      batch, list(exclude[part]), allowed, self.config,
                                                       popular_order, columns)
             positions, scores = ranker.order(candidates, features, k)
             blind = ~self.has_evidence(batch)
             if blind.any():  # nothing for the learned order to go on: the two-tower's own order
                 positions[blind], scores[blind] = RETRIEVAL_ORDER.order(candidates[blind], features[blind], k)
+            _fill_short(positions, scores, tables, exclude[part], allowed)
             out_pos[part], out_scores[part] = positions, scores
         return out_pos, out_scores
 

@@ -60,7 +60,7 @@ def _sparse_lookup(indices: np.ndarray, values: np.ndarray, positions: np.ndarra
 
 def reference_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemIndex, sources: Sources,
                        tables: ItemTables, histories: HistoryBatch, exclude: Sequence[np.ndarray],
-                       allowed: np.ndarray | None, config: StageConfig, k: int,
+                       allowed: np.ndarray | None, config: StageConfig,
                        popular_order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The previous implementation, one shopper at a time (shapes as candidate_features)."""
     m, n = len(histories), len(item_vectors)
@@ -69,9 +69,9 @@ def reference_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
     transitions = sources.transitions
     rules = sources.sequence.toarray()
     last, previous = histories.last(1), histories.last(2)
-    n_popular = max(config.popular, k)
+    n_popular = config.popular
     if popular_order is None:
-        popular_order = _popular_order(tables, allowed, _popular_needed(config, k, exclude))
+        popular_order = _popular_order(tables, allowed, _popular_needed(config, exclude))
     tt_top, _ = index.search(query, min(config.two_tower, n), exclude, allowed)
     column = {name: position for position, name in enumerate(FEATURES)}
     rows_out: list[np.ndarray] = []
@@ -210,15 +210,14 @@ def test_batched_features_equal_the_per_shopper_loop(seed: int, filtered: bool, 
     query = rng.normal(size=(len(sizes), 8)).astype(np.float32)
     config = StageConfig(two_tower=20, item_item=15, transitions=6, popular=8, item_item_recent=10, sequence=7)
     index = ExactIndex(vectors)
-    for k in (5, 40):
-        want_candidates, want = reference_features(query, vectors, index, sources, tables, histories, exclude,
-                                                   allowed, config, k)
-        got_candidates, got = candidate_features(query, vectors, index, sources, tables, histories, exclude,
-                                                 allowed, config, k)
-        np.testing.assert_array_equal(got_candidates, want_candidates)
-        for column, name in enumerate(FEATURES):
-            np.testing.assert_allclose(got[:, :, column], want[:, :, column], rtol=1e-5, atol=1e-5, equal_nan=True,
-                                       err_msg=name)
+    want_candidates, want = reference_features(query, vectors, index, sources, tables, histories, exclude,
+                                               allowed, config)
+    got_candidates, got = candidate_features(query, vectors, index, sources, tables, histories, exclude,
+                                             allowed, config)
+    np.testing.assert_array_equal(got_candidates, want_candidates)
+    for column, name in enumerate(FEATURES):
+        np.testing.assert_allclose(got[:, :, column], want[:, :, column], rtol=1e-5, atol=1e-5, equal_nan=True,
+                                   err_msg=name)
 
 
 @pytest.mark.parametrize("dim", [8, 32, 48, 64, 96, 128])
@@ -261,8 +260,8 @@ def test_a_ranker_that_reads_a_few_features_ranks_as_it_would_with_all_of_them(r
     index, config = ExactIndex(vectors), StageConfig(two_tower=20, item_item=15, transitions=6, popular=8)
     columns = ranker.columns()
     assert columns is not None and "popularity_rank" in columns and len(columns) <= 6
-    every = candidate_features(query, vectors, index, sources, tables, histories, exclude, allowed, config, 10)
-    some = candidate_features(query, vectors, index, sources, tables, histories, exclude, allowed, config, 10,
+    every = candidate_features(query, vectors, index, sources, tables, histories, exclude, allowed, config)
+    some = candidate_features(query, vectors, index, sources, tables, histories, exclude, allowed, config,
                               columns=columns)
     np.testing.assert_array_equal(some[0], every[0])
     for column, name in enumerate(FEATURES):
@@ -285,7 +284,7 @@ def test_a_ranker_that_reads_a_few_features_ranks_as_it_would_with_all_of_them(r
 def test_an_empty_batch_has_no_candidates() -> None:
     vectors, sources, tables = _shop(0)
     candidates, features = candidate_features(np.zeros((0, 8), dtype=np.float32), vectors, ExactIndex(vectors),
-                                              sources, tables, HistoryBatch([], []), [], None, StageConfig(), 10)
+                                              sources, tables, HistoryBatch([], []), [], None, StageConfig())
     assert candidates.shape == (0, 0) and features.shape == (0, 0, len(FEATURES))
 
 

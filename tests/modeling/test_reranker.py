@@ -58,14 +58,14 @@ def _sources(n: int = N_ITEMS) -> Sources:
     return Sources(item_item, transitions, "ease", 10.0)
 
 
-def _features(histories: HistoryBatch, exclude: list[np.ndarray], allowed: np.ndarray | None = None,
-              k: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _features(histories: HistoryBatch, exclude: list[np.ndarray],
+              allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(1)
     vectors = rng.normal(size=(N_ITEMS, 4)).astype(np.float32)
     query = rng.normal(size=(len(histories), 4)).astype(np.float32)
     config = StageConfig(two_tower=5, item_item=5, transitions=5, popular=5)
     candidates, features = candidate_features(query, vectors, ExactIndex(vectors), _sources(), _tables(), histories,
-                                              exclude, allowed, config, k)
+                                              exclude, allowed, config)
     return candidates, features, query @ vectors.T
 
 
@@ -113,7 +113,7 @@ def test_features_do_not_depend_on_the_order_of_a_sparse_row() -> None:
     vectors = rng.normal(size=(N_ITEMS, 4)).astype(np.float32)
     candidates, features = candidate_features(rng.normal(size=(1, 4)).astype(np.float32), vectors,
                                               ExactIndex(vectors), unsorted, _tables(), histories,
-                                              [np.array([10, 20])], None, StageConfig(5, 5, 5, 5), 5)
+                                              [np.array([10, 20])], None, StageConfig(5, 5, 5, 5))
     row = {int(c): features[0, n, FEATURES.index("transition_last")] for n, c in enumerate(candidates[0]) if c >= 0}
     assert row[5] == pytest.approx(0.75) and row[33] == pytest.approx(0.25)
 
@@ -139,9 +139,38 @@ def test_a_filter_is_respected_by_every_source_and_never_leaves_a_list_short() -
     histories = HistoryBatch([np.array([10, 20])], [np.array([0, 1])])
     allowed = np.zeros(N_ITEMS, dtype=bool)
     allowed[30:] = True
-    candidates, _, _ = _features(histories, [np.array([10, 20])], allowed, k=8)
+    candidates, _, _ = _features(histories, [np.array([10, 20])], allowed)
     kept = candidates[0][candidates[0] >= 0]
-    assert set(kept) <= set(range(30, N_ITEMS)) and len(kept) >= 8
+    assert set(kept) <= set(range(30, N_ITEMS)) and len(kept) < 10  # fewer than the list below asks
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(N_ITEMS, 4)).astype(np.float32)
+    stage = RankingStage(_sources(), Ranker("feature", "two_tower"), StageConfig(5, 5, 5, 5))
+    query = rng.normal(size=(1, 4)).astype(np.float32)
+    positions, scores = stage.rank(query, vectors, ExactIndex(vectors), _tables(), histories, [np.array([10, 20])], 10,
+                                   allowed)
+    listed = positions[0].tolist()
+    assert len(set(listed)) == 10 and set(listed) <= set(range(30, N_ITEMS)) and set(kept) <= set(listed)
+    assert np.all(np.diff(scores[0]) <= 0)
+    # completed from the most popular allowed products after the ranked candidates (popularity falls with position)
+    extra = [p for p in listed if p not in set(kept)]
+    assert extra == sorted(p for p in range(30, N_ITEMS) if p not in set(kept))[:len(extra)]
+
+
+@pytest.mark.parametrize("ranker", [Ranker("feature", "two_tower"), Ranker("blend", weights=(1.0, 1.0, 0.0, 1.0, 0.0))])
+def test_a_list_is_the_head_of_any_longer_one(ranker: Ranker) -> None:
+    """The popular candidates grew with k (max(popular, k)): a longer list ranked other candidates, and the
+    evaluation's top 10, cut from its top 100, was not the API's k=10 answer."""
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(N_ITEMS, 4)).astype(np.float32)
+    histories = HistoryBatch([np.array([10, 20]), np.array([3]), np.zeros(0, dtype=np.int64)],
+                             [np.array([0, 1]), np.array([5]), np.zeros(0, dtype=np.int64)])
+    stage = RankingStage(_sources(), ranker, StageConfig(5, 5, 5, 5))
+    query = rng.normal(size=(3, 4)).astype(np.float32)
+    exclude = [np.array([10, 20]), np.array([3]), np.zeros(0, dtype=np.int64)]
+    longest, _ = stage.rank(query, vectors, ExactIndex(vectors), _tables(), histories, exclude, 30)
+    for k in (1, 3, 5, 8, 12, 20):
+        positions, _ = stage.rank(query, vectors, ExactIndex(vectors), _tables(), histories, exclude, k)
+        np.testing.assert_array_equal(positions, longest[:, :k])
 
 
 def test_rank_puts_the_ranker_s_best_first_and_pads_short_lists() -> None:
