@@ -211,6 +211,28 @@ def _insert_interactions(frame: pd.DataFrame, report: Callable[[str, int, int], 
                 report("interactions", done, total)
 
 
+def _not_yet_imported(interactions: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``interactions`` (canonical columns) that the database does not hold as imported interactions
+    already: the same shopper, product, time (to the second) and event. Read shopper by shopper in batches of
+    :data:`~recoapi.catalog.selectors.ID_BATCH_SIZE` ids."""
+    import pandas as pd
+
+    users = pd.unique(interactions[ds.USER_ID].astype(str))
+    parts = []
+    for start in range(0, len(users), ID_BATCH_SIZE):
+        batch = list(users[start:start + ID_BATCH_SIZE])
+        rows = (Interaction.objects.filter(source=Interaction.IMPORTED, shopper_id__in=batch)
+                .values_list("shopper_id", "product_id", "occurred_at", "event"))
+        parts.extend((user, item, int(when.timestamp()), event) for user, item, when, event in rows.iterator())
+    if not parts:
+        return interactions
+    stored = pd.DataFrame(parts, columns=[ds.USER_ID, ds.ITEM_ID, ds.TIMESTAMP, ds.EVENT]).drop_duplicates()
+    keys = [ds.USER_ID, ds.ITEM_ID, ds.TIMESTAMP, ds.EVENT]
+    probe = interactions[keys].astype({ds.USER_ID: str, ds.ITEM_ID: str, ds.TIMESTAMP: "int64", ds.EVENT: str})
+    found = probe.merge(stored.assign(_stored=True), on=keys, how="left")["_stored"].fillna(False).to_numpy(bool)
+    return interactions[~found]
+
+
 def data_import(
     *,
     source: str,
@@ -227,14 +249,15 @@ def data_import(
     The file is read and validated completely before the database is touched; the
     database writes and the snapshot happen in one transaction, so a failure leaves
     both as they were. Re-importing unchanged files is skipped (same fingerprint and
-    the same row counts in the database; products added since are allowed). Imported interactions are replaced, live
-    events recorded through POST /events are kept; products and shoppers are upserted.
+    the same row counts in the database; products added since are allowed). Imported interactions are replaced (with
+    ``merge``: kept, the new data's added, an interaction in both once), live events recorded through POST /events
+    are kept; products and shoppers are upserted.
 
     Data of another shop (see :func:`_refuse_another_shop`) is refused unless ``replace``
     or ``merge`` says what to do with the current catalogue. With ``replace`` the products
     and shoppers that are not in the new data are deleted in the same transaction, with
     all their interactions (live events too); the database then holds exactly the
-    snapshot's products and shoppers. With ``merge`` they are kept beside the new data.
+    snapshot's products and shoppers. With ``merge`` they are kept beside the new data, with their interactions.
 
     Args:
         source: one of ``modeling.sources.SOURCES``.
@@ -284,11 +307,16 @@ def data_import(
             removed = _remove_absent(data)
         elif not merge:
             _refuse_another_shop(data)
-        with connection.cursor() as cursor:
-            # Live events (POST /events) survive a reload; imported interactions are replaced.
-            source_column = connection.ops.quote_name(Interaction._meta.get_field("source").column)
-            cursor.execute(f"DELETE FROM {connection.ops.quote_name(Interaction._meta.db_table)} "
-                           f"WHERE {source_column} = %s", [Interaction.IMPORTED])
+        new_interactions = data.interactions
+        if merge:  # the interactions already imported stay: the new data's are added, each one once
+            new_interactions = _not_yet_imported(data.interactions)
+            data.report["interactions_already_imported"] = len(data.interactions) - len(new_interactions)
+        else:
+            with connection.cursor() as cursor:
+                # Live events (POST /events) survive a reload; imported interactions are replaced.
+                source_column = connection.ops.quote_name(Interaction._meta.get_field("source").column)
+                cursor.execute(f"DELETE FROM {connection.ops.quote_name(Interaction._meta.db_table)} "
+                               f"WHERE {source_column} = %s", [Interaction.IMPORTED])
         for sl in _batches(len(products)):
             Product.objects.bulk_create(
                 products[sl], update_conflicts=True, unique_fields=["id"],
@@ -298,7 +326,7 @@ def data_import(
         for sl in _batches(len(shoppers)):
             Shopper.objects.bulk_create(shoppers[sl], ignore_conflicts=True)
             report("shoppers", min(sl.stop, len(shoppers)), len(shoppers))
-        _insert_interactions(data.interactions, report)
+        _insert_interactions(new_interactions, report)
         # Last step inside the transaction: if the snapshot cannot be written, nothing is committed.
         ds.write_snapshot(data, processed, source=source)
     logger.info("imported %s from %s: %s; removed %s", source, path, data.counts(), removed)
