@@ -23,6 +23,11 @@ def main() -> None:
             raise
         hint = ("; check DATABASE_URL, that its server is running and that the database exists (PostgreSQL: "
                 "`createdb NAME`, then `manage.py migrate`)" if isinstance(exc, DatabaseError) else "")
+        if isinstance(exc, DatabaseError):
+            from recoapi.exceptions import database_error_parts
+
+            if database_error_parts(exc)[0] == "database_not_migrated":  # tables of an earlier version, or none
+                hint = ": the database lacks tables of this version: run `.venv/bin/python manage.py migrate`"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         sys.stderr.write(f"{type(exc).__name__}: {first}{hint}\n")
         sys.exit(1)

@@ -73,7 +73,8 @@ def database_error_parts(exc: DatabaseError) -> tuple[str, str, bool]:
         return ("database_not_migrated", "The database's tables are those of an earlier version (an upgrade "
                 "without migrate): run `manage.py migrate` on the server.", False)
     if "no such table" in text or ("relation" in text and "does not exist" in text):
-        return "database_not_migrated", "The database has no tables yet: run `manage.py migrate` on the server.", False
+        return ("database_not_migrated", "The database lacks tables of this version (none yet, or an upgrade "
+                "without migrate): run `manage.py migrate` on the server.", False)
     if "database" in text and "does not exist" in text:
         return ("database_missing", "The database named in DATABASE_URL does not exist: create it, then run "
                 "`manage.py migrate`.", False)

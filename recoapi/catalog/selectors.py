@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import defaultdict
 from collections.abc import Iterator
@@ -281,12 +282,24 @@ def database_state() -> str:
     (no tables: ``migrate`` was not run) or ``"missing"`` (PostgreSQL: no such database), the code of
     :func:`recoapi.exceptions.database_error_parts` without its ``database_`` prefix.
 
-    Reads one of the service's own tables: ``SELECT 1`` answered on a database without them."""
+    Reads one of the service's own tables (``SELECT 1`` answered on a database without them), and which of this
+    version's migrations the database has: after an upgrade without ``migrate`` the earlier tables answer, while a
+    new one (the record of model activations) is missing."""
     from recoapi.exceptions import database_error_parts
 
     try:
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT 1 FROM {connection.ops.quote_name(Product._meta.db_table)} LIMIT 1")
-        return "ok"
+            cursor.execute("SELECT app, name FROM django_migrations")
+            applied = set(cursor.fetchall())
+        return "ok" if _latest_migrations() <= applied else "not_migrated"
     except DatabaseError as exc:
         return database_error_parts(exc)[0].removeprefix("database_")
+
+
+@functools.cache
+def _latest_migrations() -> frozenset[tuple[str, str]]:
+    """``(app, name)`` of the latest migration of every app of this version (read from the code once a process)."""
+    from django.db.migrations.loader import MigrationLoader
+
+    return frozenset(MigrationLoader(None, ignore_no_migrations=True).graph.leaf_nodes())

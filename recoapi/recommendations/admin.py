@@ -170,6 +170,9 @@ class ModelActivationAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: ModelActivation | None = None) -> bool:
         return False
 
+    def has_delete_permission(self, request: HttpRequest, obj: ModelActivation | None = None) -> bool:
+        return False  # the record rollback reads: not edited by hand
+
 
 @admin.register(RecommendationList)
 class RecommendationListAdmin(admin.ModelAdmin):

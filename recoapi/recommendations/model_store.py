@@ -115,7 +115,7 @@ def activate(version: str) -> None:
         list(ModelVersion.objects.select_for_update().values_list("version", flat=True))  # one activation at a time
         ModelVersion.objects.filter(is_active=True).exclude(version=version).update(is_active=False)
         upsert_version(version, manifest, active=True)
-        ModelActivation.objects.create(version=version, activated_at=timezone.now())
+        record_activation(version)
     artifacts.set_active(models_dir(), version)  # after the commit: this host's fallback names an active version
     logger.info("model %s is active on every host (database)", version)
 
@@ -124,9 +124,16 @@ def _record_activation(version: str) -> None:
     """Write down that ``version`` became active on this host (what ``rollback`` returns to). The model is active
     whether or not the row is written: a database that refuses it costs the record, not the activation."""
     try:
-        ModelActivation.objects.create(version=version, activated_at=timezone.now())
+        record_activation(version)
     except DatabaseError as exc:
         logger.warning("model %s is active, but its activation could not be recorded: %s", version, exc)
+
+
+def record_activation(version: str) -> None:
+    """Record that ``version`` is active now, unless the latest record names it already (activating the active
+    version again, e.g. ``train --activate`` that found the same model, changes nothing to return to)."""
+    if ModelActivation.objects.values_list("version", flat=True).first() != version:
+        ModelActivation.objects.create(version=version, activated_at=timezone.now())
 
 
 def previously_active(active: str | None) -> Iterator[str]:

@@ -245,7 +245,8 @@ def model_rollback(*, version: str | None = None) -> dict[str, str | None]:
     ``version`` names one explicitly).
 
     Returns:
-        ``{"model_version", "previous_version"}``.
+        ``{"model_version", "previous_version", "chosen_by"}``, ``chosen_by`` one of "given", "activations" (the
+        record of activations) and "published" (the newest older version: the record had none to offer).
 
     Raises:
         NotFound: no earlier version, or no such version.
@@ -254,11 +255,14 @@ def model_rollback(*, version: str | None = None) -> dict[str, str | None]:
     models_dir = Path(settings.RECO_MODELS_DIR)
     versions, _ = model_store.versions()
     active = model_store.active_version()
+    chosen_by = "given"
     if version is None:
         present = set(versions)
         version = next((v for v in model_store.previously_active(active)
                         if v in present and not model_store.incompatibility(v)), None)
+        chosen_by = "activations"
     if version is None:  # the measured candidate an active retrained bundle was published from is skipped
+        chosen_by = "published"
         source = _manifest(models_dir, active).get("published_from") if active else None
         refused = set(TrainingRun.objects.filter(decision=TrainingRun.REFUSED)
                       .values_list("candidate_version", flat=True))
@@ -271,9 +275,11 @@ def model_rollback(*, version: str | None = None) -> dict[str, str | None]:
                            "retraining gate did not refuse) to roll back to.", code="no_model")
     elif version not in versions:
         raise NotFound(f"No model version {version!r}.", code="unknown_version")
+    if active is not None:  # the version rolled back from is in the record (one activated before it began: after
+        model_store.record_activation(active)  # an upgrade), so that the next rollback can return to it
     try:
         _activate(models_dir, version)
     except ArtifactError as exc:
         raise ApplicationError(f"Model {version} cannot be loaded and was not activated: {exc}",
                                code="invalid_model") from exc
-    return {"model_version": version, "previous_version": active}
+    return {"model_version": version, "previous_version": active, "chosen_by": chosen_by}

@@ -74,7 +74,9 @@ def test_model_version_action_activates(staff: Client, service: Pipeline, settin
     assert not ModelVersion.objects.get(version=service.version).is_active
     assert ModelActivation.objects.values_list("version", flat=True).first() == other  # what rollback reads
     page = staff.get("/admin/recommendations/modelactivation/").content.decode()
-    assert other in page
+    assert other in page and "Delete selected" not in page
+    record = ModelActivation.objects.first()
+    assert staff.get(f"/admin/recommendations/modelactivation/{record.pk}/delete/").status_code == 403
 
 
 @pytest.mark.parametrize("url", ["/admin/", "/admin/catalog/shopper/", "/admin/recommendations/modelversion/"])

@@ -57,8 +57,23 @@ def test_load_data_into_a_database_without_tables_says_to_migrate(tmp_path: Path
     done = subprocess.run([sys.executable, "manage.py", "load_data", "--source", "csv", "--path", str(tmp_path)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
-    assert "no tables yet: run `.venv/bin/python manage.py migrate` first" in done.stderr
+    assert "lacks tables of this version (none yet, or an upgrade without migrate): run " \
+           "`.venv/bin/python manage.py migrate` first" in done.stderr
     assert not (tmp_path / "processed").exists()
+
+
+def test_a_command_after_an_upgrade_without_migrate_says_to_migrate(tmp_path: Path) -> None:
+    """rollback on the tables of the version before (no record of activations yet) said 'no such table: ...; check
+    DATABASE_URL, that its server is running and that the database exists'."""
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'old.sqlite3'}",
+           "RECO_MODELS_DIR": str(tmp_path / "models"), "RECO_LOGS_DIR": str(tmp_path / "logs")}
+    for command in (["migrate", "-v", "0"], ["migrate", "recommendations", "0005", "-v", "0"]):
+        subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True, timeout=300)
+    done = subprocess.run([sys.executable, "manage.py", "rollback"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "the database lacks tables of this version: run `.venv/bin/python manage.py migrate`" in done.stderr
+    assert "check DATABASE_URL" not in done.stderr
 
 
 def test_train_and_evaluate_show_the_ranking_stages_progress_lines() -> None:

@@ -91,3 +91,29 @@ def test_every_activation_is_recorded(tmp_path: Path, settings: Any) -> None:
     assert list(ModelActivation.objects.values_list("version", flat=True)) == [
         "20261201T000000Z", "20261202T000000Z", "20261201T000000Z"]
     assert list(model_store.previously_active("20261201T000000Z")) == ["20261202T000000Z"]
+
+
+@pytest.mark.django_db
+def test_after_an_upgrade_a_second_rollback_still_undoes_the_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Versions activated before the record existed left it empty: the first rollback took the newest older
+    version, and the second found no record of the one it had left, so it went further back ("No version older
+    than the active one" with two versions). The version rolled back from is now recorded first."""
+    versions = ["20261203T000000Z", "20261204T000000Z"]
+    state = {"active": versions[-1]}
+
+    def activate(models_dir: Path, version: str) -> None:  # as the real activation: the pointer and the record
+        state["active"] = version
+        model_store.record_activation(version)
+
+    monkeypatch.setattr(retraining.model_store, "versions", lambda: (list(versions), {}))
+    monkeypatch.setattr(retraining.model_store, "active_version", lambda: state["active"])
+    monkeypatch.setattr(retraining.model_store, "incompatibility", lambda version: "")
+    monkeypatch.setattr(retraining, "_manifest", lambda models_dir, version: {})
+    monkeypatch.setattr(retraining, "_activate", activate)
+    first = retraining.model_rollback()
+    assert (first["model_version"], first["chosen_by"]) == ("20261203T000000Z", "published")
+    second = retraining.model_rollback()
+    assert (second["model_version"], second["chosen_by"]) == ("20261204T000000Z", "activations")
+    activate(Path("."), "20261204T000000Z")  # activating the active version again adds no record
+    assert list(ModelActivation.objects.order_by("activated_at", "id").values_list("version", flat=True)) == [
+        "20261204T000000Z", "20261203T000000Z", "20261204T000000Z"]

@@ -24,4 +24,8 @@ class Command(BaseCommand):
             result = model_rollback(version=options["version"])
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
-        self.stdout.write(f"Model {result['model_version']} is active (was {result['previous_version'] or 'none'}).")
+        why = {"activations": "the version active before it",
+               "published": "the newest version published before it: no earlier activation is on record"}
+        reason = f", {why[result['chosen_by']]}" if result["chosen_by"] in why else ""
+        self.stdout.write(f"Model {result['model_version']} is active (was {result['previous_version'] or 'none'}"
+                          f"{reason}).")
