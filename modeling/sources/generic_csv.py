@@ -160,7 +160,7 @@ def load_csv(
         files.append(items_file)
     else:
         repeated = np.zeros(0, dtype=bool)
-    report = {"interaction_rows": len(interactions), "catalogue_rows": len(items),
+    report = {"interaction_rows": len(interactions), "catalogue_rows": len(items) + int(repeated.sum()),
               "repeated_product_rows": int(repeated.sum())}
     fingerprint = ds.file_fingerprint(files, salt=LOADER_VERSION)
     return ds.finish_tables(items, interactions, report=report, fingerprint=fingerprint,

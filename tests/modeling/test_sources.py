@@ -322,7 +322,7 @@ def test_a_product_repeated_exactly_is_read_once_and_counted(shop_csv: Path) -> 
     with open(shop_csv / "items.csv", "a", encoding="utf-8") as handle:
         handle.write("p2,Blue Mug,Acme,Kitchen > Mugs,\np1,Red Mug,Acme,Kitchen > Mugs,9.5\n")
     data = load_source("csv", shop_csv)
-    assert data.report["repeated_product_rows"] == 2
+    assert data.report["repeated_product_rows"] == 2 and data.report["catalogue_rows"] == 5  # the file's rows
     assert data.counts()["items"] == 3
     assert data.items.set_index(ds.ITEM_ID).loc["p1", ds.PRICE] == 9.5
 
