@@ -282,19 +282,28 @@ def database_state() -> str:
     (no tables: ``migrate`` was not run) or ``"missing"`` (PostgreSQL: no such database), the code of
     :func:`recoapi.exceptions.database_error_parts` without its ``database_`` prefix.
 
-    Reads one of the service's own tables (``SELECT 1`` answered on a database without them), and which of this
-    version's migrations the database has: after an upgrade without ``migrate`` the earlier tables answer, while a
-    new one (the record of model activations) is missing."""
+    Reads one of the service's own tables: ``SELECT 1`` answered on a database without them."""
     from recoapi.exceptions import database_error_parts
 
     try:
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT 1 FROM {connection.ops.quote_name(Product._meta.db_table)} LIMIT 1")
-            cursor.execute("SELECT app, name FROM django_migrations")
-            applied = set(cursor.fetchall())
-        return "ok" if _latest_migrations() <= applied else "not_migrated"
+        return "ok"
     except DatabaseError as exc:
         return database_error_parts(exc)[0].removeprefix("database_")
+
+
+def pending_migrations() -> list[str]:
+    """This version's latest migrations that the database has not applied (``"app.name"``, sorted): after an
+    upgrade without ``migrate`` the earlier tables still answer while a new one is missing. Empty when the
+    database cannot be read (:func:`database_state` says why)."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT app, name FROM django_migrations")
+            applied = set(cursor.fetchall())
+    except DatabaseError:
+        return []
+    return sorted(f"{app}.{name}" for app, name in _latest_migrations() - applied)
 
 
 @functools.cache

@@ -215,7 +215,9 @@ class HealthApi(APIView):
 
         503 (same body, status "degraded") while the database is unreachable or no model is active.
         ``model_store``: whether a shared model store is used and reachable, and where the active version was
-        read from ("cache": this host's last one, while the database cannot be read). ``model_error``, only when
+        read from ("cache": this host's last one, while the database cannot be read). ``pending_migrations``,
+        only after an upgrade whose ``manage.py migrate`` has not run: this version's migrations the database
+        lacks (the service answers, what needs their tables fails until they are applied). ``model_error``, only when
         the active version could not be loaded: why.
         """
         database = catalog_selectors.database_state()
@@ -229,4 +231,7 @@ class HealthApi(APIView):
         failure = services.model_load_failure()
         if failure:  # the active version did not load: why (the worker serves its previous model, or none)
             body["model_error"] = failure
+        pending = catalog_selectors.pending_migrations() if database == "ok" else []
+        if pending:  # an upgrade without migrate: it serves, but what needs a new table fails
+            body["pending_migrations"] = pending
         return Response(body, status=200 if healthy else 503)

@@ -124,7 +124,8 @@ def _record_activation(version: str) -> None:
     """Write down that ``version`` became active on this host (what ``rollback`` returns to). The model is active
     whether or not the row is written: a database that refuses it costs the record, not the activation."""
     try:
-        record_activation(version)
+        with transaction.atomic():  # a savepoint: a refused write leaves a caller's transaction usable
+            record_activation(version)
     except DatabaseError as exc:
         logger.warning("model %s is active, but its activation could not be recorded: %s", version, exc)
 
@@ -138,7 +139,7 @@ def record_activation(version: str) -> None:
 
 def previously_active(active: str | None) -> Iterator[str]:
     """The versions that were active before ``active``, the most recent activation first (each once; ``active``
-    itself left out). None where no activation was recorded (bundles activated before this record existed)."""
+    itself left out). Nothing where no activation was recorded (bundles activated before this record existed)."""
     seen = {active}
     for version in ModelActivation.objects.values_list("version", flat=True).iterator():
         if version not in seen:

@@ -39,7 +39,7 @@ class ModelActivation(models.Model):
     activated_at = models.DateTimeField(db_index=True)
 
     class Meta:
-        ordering = ["-activated_at", "-id"]
+        ordering = ["-id"]  # the order they were written in (activations are one at a time), not hosts' clocks
 
     def __str__(self) -> str:
         return f"{self.version} at {self.activated_at:%Y-%m-%d %H:%M:%S}"

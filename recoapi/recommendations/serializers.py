@@ -494,6 +494,10 @@ class HealthOutput(serializers.Serializer):
     model_store = ModelStoreOutput()
     model_error = serializers.CharField(required=False, help_text="Only when the active model version could not be "
                                         "loaded: why (e.g. trained by another version of the service).")
+    pending_migrations = serializers.ListField(
+        child=serializers.CharField(), required=False,
+        help_text="Only after an upgrade whose `manage.py migrate` has not run: this version's migrations the database "
+                  "lacks (app.name).")
 
 
 class ErrorDetail(serializers.Serializer):

@@ -179,6 +179,7 @@ def test_another_shops_data_is_refused_unless_replace_or_merge_is_chosen(pipelin
     assert Product.objects.count() == demo[0] + 2 and Shopper.objects.count() == demo[1] + 2
     # The demo's interactions stay beside the new shop's (they were deleted: 30,000 reviews gone, products kept).
     assert Interaction.objects.count() == demo[2] + 2
+    assert data_import(source="csv", path=shop, processed_dir=tmp_path / "processed", merge=True).skipped
     again = data_import(source="csv", path=shop, processed_dir=tmp_path / "processed", merge=True, force=True)
     assert Interaction.objects.count() == demo[2] + 2  # what both hold is kept once
     assert again.report["interactions_already_imported"] == 2

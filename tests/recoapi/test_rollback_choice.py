@@ -83,14 +83,16 @@ def test_an_earlier_active_version_that_is_gone_falls_back_to_the_newest_older_o
 def test_every_activation_is_recorded(tmp_path: Path, settings: Any) -> None:
     settings.RECO_MODELS_DIR = str(tmp_path)
     settings.RECO_MODEL_STORE = ""
-    for version in ("20261201T000000Z", "20261202T000000Z"):  # set_active needs only the manifest to be there
+    versions = ["20261201T000000Z", "20261202T000000Z", "20261203T000000Z"]
+    for version in versions:  # set_active needs only the manifest to be there
         (tmp_path / version).mkdir()
         (tmp_path / version / "manifest.json").write_text("{}")
-    for version in ("20261201T000000Z", "20261202T000000Z", "20261201T000000Z"):
+    for version in (versions[0], versions[1], versions[1], versions[2], versions[0]):
         model_store.activate(version)
+    # newest first; the same version activated twice in a row once
     assert list(ModelActivation.objects.values_list("version", flat=True)) == [
-        "20261201T000000Z", "20261202T000000Z", "20261201T000000Z"]
-    assert list(model_store.previously_active("20261201T000000Z")) == ["20261202T000000Z"]
+        versions[0], versions[2], versions[1], versions[0]]
+    assert list(model_store.previously_active(versions[0])) == [versions[2], versions[1]]
 
 
 @pytest.mark.django_db

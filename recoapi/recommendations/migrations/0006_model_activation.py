@@ -18,7 +18,7 @@ class Migration(migrations.Migration):
                 ('activated_at', models.DateTimeField(db_index=True)),
             ],
             options={
-                'ordering': ['-activated_at', '-id'],
+                'ordering': ['-id'],
             },
         ),
     ]
