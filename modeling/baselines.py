@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from modeling.candidates import SEQUENCE_HISTORIES
+from modeling.ranking import stable_top
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +142,9 @@ class ItemKNN:
 
 
 def _keep_neighbours(similarity: sp.csr_matrix, neighbours: int) -> sp.csr_matrix:
-    """A copy of (n, n) sparse ``similarity`` with only each row's ``neighbours`` largest entries (0: all)."""
+    """A copy of (n, n) sparse ``similarity`` with only each row's ``neighbours`` largest entries (0: all); of equal
+    entries at the cut, those of the lowest columns (a partition's choice among them depends on the CPU's
+    instruction set, and cosines of small counts tie often)."""
     similarity = similarity.copy()
     if neighbours <= 0:
         return similarity
@@ -149,8 +152,9 @@ def _keep_neighbours(similarity: sp.csr_matrix, neighbours: int) -> sp.csr_matri
     lengths = np.diff(similarity.indptr)
     for row in np.flatnonzero(lengths > neighbours):
         start, end = similarity.indptr[row], similarity.indptr[row + 1]
-        values = similarity.data[start:end]
-        cut = np.argpartition(-values, neighbours)[neighbours:]
+        values = similarity.data[start:end]  # in column order (sorted indices)
+        cut = np.ones(len(values), dtype=bool)
+        cut[stable_top(values, neighbours)] = False
         values[cut] = 0.0
     similarity.eliminate_zeros()
     return similarity

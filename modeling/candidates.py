@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
+from modeling.ranking import top_k
 from modeling.rows import mapped
 
 if TYPE_CHECKING:  # the fitting code (evaluation baselines, scipy) loads only when sources are fitted, never in serving
@@ -310,7 +311,9 @@ def keep_strongest(weights: np.ndarray | sp.spmatrix, neighbours: int) -> sp.csr
     dense = np.asarray(weights, dtype=np.float32)
     n = dense.shape[0]
     keep = min(neighbours, n)
-    columns = np.argpartition(-dense, keep - 1, axis=1)[:, :keep]
+    # Of equal weights at the cut, the lowest columns: a partition's choice among them depends on the CPU's
+    # instruction set (numpy's AVX-512 partition and its generic one differ), and so would the served sources.
+    columns = top_k(dense, keep, stable=True)[0] if keep < n else np.tile(np.arange(n), (n, 1))
     values = np.take_along_axis(dense, columns, axis=1)
     rows = np.repeat(np.arange(n), keep)
     matrix = sp.csr_matrix((values.ravel(), (rows, columns.ravel())), shape=(n, n), dtype=np.float32)

@@ -63,7 +63,7 @@ def _candidates_by_block_max(scores: np.ndarray, k: int, size: int) -> np.ndarra
 
 
 def top_k(scores: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None, *,
-          copy: bool = True) -> tuple[np.ndarray, np.ndarray]:
+          copy: bool = True, stable: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Top-k item positions per row of a score matrix, best first.
 
     Args:
@@ -72,6 +72,11 @@ def top_k(scores: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = Non
         exclude: m arrays of item positions that must not be returned (e.g. already seen).
         copy: False lets the function overwrite ``scores`` (float32) instead of copying it,
             which saves a pass over the matrix on the serving path.
+        stable: equal scores in position order, at the cut too (as ``np.argsort(-row, kind="stable")``), at the
+            cost of a few passes over the matrix. Otherwise equal scores come as the partition leaves them, which
+            depends on the CPU's instruction set (numpy's AVX-512 partition leaves them in another order than
+            its generic one): an evaluation's baselines, whose scores tie often (popularity counts, item-kNN
+            cosines of small counts), then scored differently from one machine to another.
 
     Returns:
         ``(indices (m, k) int64, scores (m, k) float32)``; when a row has fewer than
@@ -93,12 +98,34 @@ def top_k(scores: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = Non
         part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     else:
         part = np.tile(np.arange(n), (m, 1))
+    if stable and k < n:
+        scores[np.isnan(scores)] = -np.inf  # never chosen before a score (and equal to none)
+        part = _stable_cut(scores, part, k)
     part_scores = np.take_along_axis(scores, part, axis=1)
     order = np.argsort(-part_scores, axis=1, kind="stable")
     indices = np.take_along_axis(part, order, axis=1).astype(np.int64)
     top_scores = np.take_along_axis(part_scores, order, axis=1)
     indices[~np.isfinite(top_scores)] = -1
     return indices, top_scores
+
+
+def _stable_cut(scores: np.ndarray, part: np.ndarray, k: int) -> np.ndarray:
+    """(m, k) positions, increasing in each row: every score above the row's k-th best and, of those equal to it,
+    the lowest positions; ``part`` (m, >=k) holds a top k of each row (its k-th best value is the row's)."""
+    m = len(scores)
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    kth = np.partition(part_scores, part.shape[1] - k, axis=1)[:, part.shape[1] - k:part.shape[1] - k + 1]
+    out = np.empty((m, k), dtype=np.int64)
+    for start in range(0, m, _STABLE_ROWS):  # a few (rows, n) temporaries at a time
+        rows = slice(start, start + _STABLE_ROWS)
+        above, tied = scores[rows] > kth[rows], scores[rows] == kth[rows]
+        room = k - above.sum(axis=1, keepdims=True)
+        chosen = above | (tied & (np.cumsum(tied, axis=1) <= room))
+        out[rows] = np.nonzero(chosen)[1].reshape(-1, k)
+    return out
+
+
+_STABLE_ROWS = 256
 
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
@@ -125,12 +152,13 @@ def rank_users(score_fn: ScoreFn, users: np.ndarray, seen: Sequence[np.ndarray],
         k: list length.
 
     Returns:
-        (t, k) int64, -1 where fewer than k items are allowed.
+        (t, k) int64, -1 where fewer than k items are allowed; equal scores in position order (the same lists on
+        every machine).
     """
     parts = []
     for start in range(0, len(users), batch_size):
         batch = users[start:start + batch_size]
-        ranked, _ = top_k(score_fn(batch), k, [seen[u] for u in batch])
+        ranked, _ = top_k(score_fn(batch), k, [seen[u] for u in batch], stable=True)
         parts.append(ranked)
     return np.concatenate(parts) if parts else np.zeros((0, k), dtype=np.int64)
 
