@@ -313,7 +313,7 @@ def keep_strongest(weights: np.ndarray | sp.spmatrix, neighbours: int) -> sp.csr
     keep = min(neighbours, n)
     # Of equal weights at the cut, the lowest columns: a partition's choice among them depends on the CPU's
     # instruction set (numpy's AVX-512 partition and its generic one differ), and so would the served sources.
-    columns = top_k(dense, keep, stable=True)[0] if keep < n else np.tile(np.arange(n), (n, 1))
+    columns = top_k(dense, keep, stable=True)[0]
     values = np.take_along_axis(dense, columns, axis=1)
     rows = np.repeat(np.arange(n), keep)
     matrix = sp.csr_matrix((values.ravel(), (rows, columns.ravel())), shape=(n, n), dtype=np.float32)
