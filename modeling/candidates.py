@@ -2,9 +2,10 @@
 
 Each source is a sparse (n_items, n_items) matrix scored from a shopper's current history, so a
 shopper's events after training change their candidates at once. The item-item source is EASE
-(closed form, its weights pruned to each item's ``neighbours`` strongest) where the catalogue is
-small enough for its dense inverse (:data:`modeling.baselines.EASE_MAX_ITEMS`), and cosine
-item-kNN above; its λ is chosen on the validation items.
+(closed form, its weights pruned to each item's ``neighbours`` strongest), or cosine item-kNN where it ranks
+the validation items clearly better (EASE's λ and item-kNN's number of neighbours chosen on them too), where
+the catalogue is small enough for EASE's dense inverse (:data:`modeling.baselines.EASE_MAX_ITEMS`), and
+item-kNN above.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from modeling.rows import mapped
 if TYPE_CHECKING:  # the fitting code (evaluation baselines, scipy) loads only when sources are fitted, never in serving
     import scipy.sparse as sp
 
-    from modeling.baselines import EASE
+    from modeling.baselines import EASE, ItemKNN
 
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,14 @@ ITEM_ITEM_NEIGHBOURS = 200
 DENSE_SUM_CELLS = 65_536
 """HistoryBatch.propagate sums into every cell of its (m, n) result up to this many cells (plus 8 per entry)."""
 EASE_L2_CHOICES: tuple[float, ...] = (10.0, 50.0, 200.0, 500.0, 1000.0)
+KNN_NEIGHBOUR_CHOICES: tuple[int, ...] = (20, 50, 100, 200)
+"""Item-kNN's neighbours per product tried first (widened past a winning edge), as for the item-kNN baseline."""
+ITEM_KNN_STANDARD_ERRORS = 2.0
+"""Item-kNN replaces EASE as the item-item source only when its validation gain exceeds this many standard errors
+of the paired per-shopper difference (the ranking stage's own rule for leaving its reference,
+:data:`modeling.reranker.CHOICE_STANDARD_ERRORS`): the better of two tuned models by a narrow lead is often the
+worse on the test items (Fashion and Appliances, where item-kNN led EASE by 0.005 and 0.027 NDCG@10 on 386 and 34
+validation shoppers, served 0.005 and 0.002 less on the test items with it)."""
 SEQUENCE_WINDOWS: tuple[int, ...] = (2, 5, 10)
 """Steps the sequential rules look ahead, chosen on the validation items with :data:`SEQUENCE_HISTORIES`."""
 SEQUENCE_HISTORIES: tuple[int, ...] = (1, 3, 10)
@@ -334,6 +343,7 @@ class Sources:
         transitions: (n, n) float32 csr; row i holds P(next item j | last item i).
         kind: "ease" or "item_knn".
         l2: EASE's λ (None for item-kNN).
+        knn_neighbours: item-kNN's neighbours kept per product (None for EASE).
         sequence: (n, n) float32 csr, the sequential rules (:func:`modeling.baselines.sequential_rules`) of
             ``sequence_window`` steps, each row's strongest kept; a history is scored from its
             ``sequence_history`` most recent products (:meth:`HistoryBatch.propagate_recent`). None: the
@@ -347,6 +357,7 @@ class Sources:
     sequence: sp.csr_matrix | CsrArrays | None = None
     sequence_window: int = 1
     sequence_history: int = 1
+    knn_neighbours: int | None = None
 
     def __post_init__(self) -> None:
         if self.sequence is None:
@@ -369,7 +380,7 @@ class Sources:
             return CsrArrays(matrix.data, matrix.indices, np.concatenate([matrix.indptr, extra]), (n_items, n_items))
 
         return Sources(grow(self.item_item), grow(self.transitions), self.kind, self.l2, grow(self.sequence),
-                       self.sequence_window, self.sequence_history)
+                       self.sequence_window, self.sequence_history, self.knn_neighbours)
 
     def save(self, directory: Path) -> None:
         """Write each matrix's CSR arrays into ``directory``: ``<name>.data.npy`` (nnz,) float32,
@@ -382,7 +393,7 @@ class Sources:
 
     @classmethod
     def load(cls, directory: Path, kind: str, l2: float | None, sequence_window: int = 1,
-             sequence_history: int = 1) -> Sources:
+             sequence_history: int = 1, knn_neighbours: int | None = None) -> Sources:
         """Read what :meth:`save` wrote, memory-mapped (read-only pages shared by every process that maps them).
 
         Raises:
@@ -402,12 +413,13 @@ class Sources:
             return CsrArrays(data, indices, indptr, (n, n))
 
         return cls(matrix("item_item"), matrix("transitions"), kind, l2, matrix("sequence"), int(sequence_window),
-                   int(sequence_history))
+                   int(sequence_history), None if knn_neighbours is None else int(knn_neighbours))
 
 
 def fit_sources(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, n_items: int, *,
-                l2: float | None = None, neighbours: int = ITEM_ITEM_NEIGHBOURS,
-                choose_l2: Callable[[EASE], float] | None = None, l2_choices: Sequence[float] = EASE_L2_CHOICES,
+                l2: float | None = None, knn_neighbours: int | None = None, neighbours: int = ITEM_ITEM_NEIGHBOURS,
+                validate: Callable[[EASE | ItemKNN], np.ndarray] | None = None,
+                l2_choices: Sequence[float] = EASE_L2_CHOICES, knn_choices: Sequence[int] = KNN_NEIGHBOUR_CHOICES,
                 sequence: tuple[int, int] | None = None,
                 choose_sequence: Callable[[sp.csr_matrix, int], float] | None = None,
                 say: Callable[[str], None] = lambda message: None) -> Sources:
@@ -416,17 +428,21 @@ def fit_sources(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, n_item
     Args:
         user_idx, item_idx: (n,) positions, sorted by user and then time.
         n_users, n_items: table sizes.
-        l2: EASE's λ; None: chosen from ``l2_choices`` by ``choose_l2`` (widened past a winning edge), or
+        l2: EASE's λ; None: chosen from ``l2_choices`` by ``validate`` (widened past a winning edge), or
             500 without it.
-        neighbours: item-item weights kept per item.
-        choose_l2: validation score (higher is better) of a fitted dense EASE.
+        knn_neighbours: fit item-kNN with this many neighbours per product instead of EASE (what a refit of
+            sources that chose item-kNN passes).
+        neighbours: item-item weights kept per item (EASE's, and item-kNN's above ``EASE_MAX_ITEMS``).
+        validate: (v,) per-shopper validation NDCG@10 of a fitted dense EASE or item-kNN. With it (and no ``l2``),
+            EASE's λ is chosen by its mean, then item-kNN's neighbours from ``knn_choices`` (widened likewise), and
+            item-kNN replaces EASE when its paired gain exceeds :data:`ITEM_KNN_STANDARD_ERRORS` standard errors.
         sequence: the sequential rules' (window, history); None: chosen from :data:`SEQUENCE_WINDOWS` x
             :data:`SEQUENCE_HISTORIES` by ``choose_sequence``, or :data:`SEQUENCE_DEFAULT` without it.
         choose_sequence: validation score (higher is better) of a sequential rules matrix scored from a
             history's given number of most recent products.
 
     Returns:
-        :class:`Sources`; EASE when ``n_items <= EASE_MAX_ITEMS``, item-kNN (cosine) above.
+        :class:`Sources`: EASE or item-kNN when ``n_items <= EASE_MAX_ITEMS``, item-kNN (cosine) above.
     """
     from modeling.baselines import (
         EASE,
@@ -442,31 +458,64 @@ def fit_sources(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, n_item
     transitions = transition_probabilities(user_idx, item_idx, n_items)
     rules, window, history = _fit_sequence(user_idx, item_idx, n_items, neighbours, sequence, choose_sequence, say)
 
-    def sources(item_item: sp.csr_matrix, kind: str, l2: float | None) -> Sources:
-        return Sources(item_item, transitions, kind, l2, rules, window, history)
+    def sources(item_item: sp.csr_matrix, kind: str, l2: float | None, knn: int | None = None) -> Sources:
+        return Sources(item_item, transitions, kind, l2, rules, window, history, knn)
 
+    def knn_sources(knn: ItemKNN, count: int) -> Sources:
+        return sources(keep_strongest(knn.similarity, count), "item_knn", None, count)
+
+    if knn_neighbours is not None:
+        return knn_sources(ItemKNN(int(knn_neighbours)).fit(matrix), int(knn_neighbours))
     if n_items > EASE_MAX_ITEMS:
-        knn = ItemKNN(neighbours).fit(matrix)
-        return sources(keep_strongest(knn.similarity, neighbours), "item_knn", None)
-    if l2 is None and choose_l2 is not None:
+        return knn_sources(ItemKNN(neighbours).fit(matrix), neighbours)
+    if l2 is None and validate is not None:
+        best: dict[str, Any] = {}  # per search: the best model and its per-shopper scores (one dense EASE at a time)
+
+        def score(name: str, model: EASE | ItemKNN) -> float:
+            values = np.asarray(validate(model), dtype=np.float64)
+            if name not in best or values.mean() > best[name][1].mean():
+                best[name] = (model, values)
+            return float(values.mean())
+
         gram = EASEGram(matrix)
-        best: dict[str, Any] = {}
-
-        def score(value: float) -> float:
-            model = EASE(value).fit(matrix, gram=gram)
-            result = choose_l2(model)
-            if not best or result > best["score"]:
-                best.update(score=result, model=model)  # keep one dense model in memory, not one per λ
-            return result
-
-        result = widening_search(score, l2_choices, lower=1e-3, label="ranking stage: item-item EASE l2")
-        ease = best["model"]
+        result = widening_search(lambda value: score("ease", EASE(value).fit(matrix, gram=gram)), l2_choices,
+                                 lower=1e-3, label="ranking stage: item-item EASE l2")
+        gram = None
+        ease, ease_scores = best.pop("ease")
         l2 = float(ease.l2)
         say(f"ranking stage: item-item EASE λ={l2:g} (validation NDCG@10 {result.score:.4f})")
+        full = ItemKNN(0).fit(matrix)
+        knn = widening_search(lambda n: score("knn", full.restricted(int(n))), knn_choices, lower=1,
+                              upper=max(1, n_items - 1), integer=True, label="ranking stage: item-item kNN neighbours")
+        full = None
+        knn_model, knn_scores = best.pop("knn")
+        gain, error = paired_gain(knn_scores, ease_scores)
+        count, clear = int(knn.best), gain > ITEM_KNN_STANDARD_ERRORS * error
+        say(f"ranking stage: item-item kNN of {count} neighbours (validation NDCG@10 {knn.score:.4f}, "
+            f"{gain:+.4f} ± {error:.4f} over EASE); the item-item source is "
+            + ("item-kNN" if clear else f"EASE (item-kNN would need {ITEM_KNN_STANDARD_ERRORS:g} standard errors)"))
+        if clear:
+            return knn_sources(knn_model, count)
     else:
         l2 = 500.0 if l2 is None else float(l2)
         ease = EASE(l2).fit(matrix)
     return sources(keep_strongest(ease.weights, neighbours), "ease", l2)
+
+
+def paired_gain(trial: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """Mean of the paired per-shopper difference ``trial - reference`` (both (v,)) and its standard error."""
+    difference = np.asarray(trial, dtype=np.float64) - np.asarray(reference, dtype=np.float64)
+    if len(difference) < 2:
+        return float(difference.mean()) if len(difference) else 0.0, 0.0
+    return float(difference.mean()), float(difference.std(ddof=1) / np.sqrt(len(difference)))
+
+
+def item_item_choice(sources: Sources) -> dict[str, Any]:
+    """The item-item choice of ``sources`` as :func:`fit_sources`' arguments (what a refit keeps):
+    ``{"knn_neighbours": n}`` for item-kNN, ``{"l2": λ}`` for EASE."""
+    if sources.kind == "item_knn":
+        return {"knn_neighbours": sources.knn_neighbours or ITEM_ITEM_NEIGHBOURS}
+    return {"l2": sources.l2}
 
 
 def _fit_sequence(user_idx: np.ndarray, item_idx: np.ndarray, n_items: int, neighbours: int,
@@ -519,7 +568,7 @@ def choose_window_and_history(fit: Callable[[int], T], score: Callable[[T, int],
 
 def source_config(sources: Sources) -> dict[str, Any]:
     """What the manifest records of the sources."""
-    return {"item_item": sources.kind, "l2": sources.l2,
+    return {"item_item": sources.kind, "l2": sources.l2, "knn_neighbours": sources.knn_neighbours,
             "item_item_weights": int(sources.item_item.nnz), "transitions": int(sources.transitions.nnz),
             "sequence": {"window": sources.sequence_window, "history": sources.sequence_history,
                          "weights": int(sources.sequence.nnz)}}

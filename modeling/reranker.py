@@ -35,7 +35,16 @@ from typing import Any
 
 import numpy as np
 
-from modeling.candidates import HistoryBatch, Sources, SparseRows, entry_keys, rows_at, source_config, sparse_values
+from modeling.candidates import (
+    HistoryBatch,
+    Sources,
+    SparseRows,
+    entry_keys,
+    paired_gain,
+    rows_at,
+    source_config,
+    sparse_values,
+)
 from modeling.compiled_ranker import (
     COMPILED_FILE,
     CompiledBooster,
@@ -1021,7 +1030,7 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
     everyone = {name: float(np.mean(trials[name])) if m else 0.0 for name in REFERENCE_TRIALS}
     reference = max(REFERENCE_TRIALS, key=lambda name: everyone[name])  # the bar a richer trial must clear
     best = max(means, key=lambda name: (means[name], name.startswith("lightgbm")))
-    gain, error = _paired_gain(trials[best][select], trials[reference][select])
+    gain, error = paired_gain(trials[best][select], trials[reference][select])
     choice = choose_trial({name: values[select] for name, values in trials.items()}, reference)
     fallback = choose_reference({name: trials[name] for name in REFERENCE_TRIALS})
     if choice == reference:  # no richer trial cleared the bar: the general blend, unless a single source is clearly
@@ -1035,7 +1044,7 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
                               "gain_over_reference": {"mean": round(gain, 5), "standard_error": round(error, 5)},
                               "choice": choice}
     if choice not in (best, reference, fallback):
-        chosen_gain, chosen_error = _paired_gain(trials[choice][select], trials[reference][select])
+        chosen_gain, chosen_error = paired_gain(trials[choice][select], trials[reference][select])
         report["choice_gain_over_reference"] = {"mean": round(chosen_gain, 5), "standard_error": round(chosen_error, 5)}
     if choice.startswith("lightgbm"):
         label, rounds = choice.split(":")[0], int(choice.split(":")[1])
@@ -1092,7 +1101,7 @@ def choose_trial(trials: dict[str, np.ndarray], reference: str) -> str:
     for name in sorted(means, key=lambda name: (means[name], name.startswith("lightgbm")), reverse=True):
         if name == reference or means[name] <= means[reference]:
             break
-        gain, error = _paired_gain(trials[name], trials[reference])
+        gain, error = paired_gain(trials[name], trials[reference])
         if gain > CHOICE_STANDARD_ERRORS * error:
             return name
     return reference
@@ -1174,14 +1183,6 @@ def _weights_on_everyone(candidates: np.ndarray, features: np.ndarray, targets: 
     values = [float(_ndcg_at_10(Ranker("blend", weights=w).order(candidates, features, 10)[0], targets).mean())
               for w in grid]
     return grid[int(np.argmax(values))]
-
-
-def _paired_gain(trial: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
-    """Mean of the paired per-shopper difference ``trial - reference`` and its standard error."""
-    difference = np.asarray(trial, dtype=np.float64) - np.asarray(reference, dtype=np.float64)
-    if len(difference) < 2:
-        return float(difference.mean()) if len(difference) else 0.0, 0.0
-    return float(difference.mean()), float(difference.std(ddof=1) / np.sqrt(len(difference)))
 
 
 class _Truncated:
@@ -1307,7 +1308,7 @@ class RankingStage:
             raise IncompatibleBundleError(stage_mismatch(meta))
         rules = meta["sources"].get("sequence") or {}
         sources = Sources.load(directory, meta["sources"]["item_item"], meta["sources"].get("l2"),
-                               rules.get("window", 1), rules.get("history", 1))
+                               rules.get("window", 1), rules.get("history", 1), meta["sources"].get("knn_neighbours"))
         spec = meta["ranker"]
         booster = compiled_ranker = None
         if spec["kind"] == "lightgbm":

@@ -25,7 +25,7 @@ from modeling import artifacts
 from modeling import datasets as ds
 from modeling import runtime as _runtime  # noqa: F401
 from modeling.baselines import popularity_scores
-from modeling.candidates import HistoryBatch, Sources, fit_sources
+from modeling.candidates import HistoryBatch, Sources, fit_sources, item_item_choice
 from modeling.embeddings import DEFAULT_MODEL_NAME, Embeddings, default_model_path
 from modeling.errors import ArtifactError, TrainingError
 from modeling.exported_text import ensure_text_export
@@ -50,6 +50,7 @@ from modeling.metrics import (
     evaluate_shared_scores,
     leave_last_out_metrics,
     sparse_ndcg_at_10,
+    user_hits_and_gains,
 )
 from modeling.ranking import rank_users, seen_items
 from modeling.reranker import (
@@ -475,20 +476,22 @@ def fit_ranking_stage(model: TwoTowerModel, history: SortedHistory, features: Fe
 
 def fit_stage_sources(history: SortedHistory, n_users: int, n_items: int, val_u: np.ndarray, val_i: np.ndarray,
                       val_history: SortedHistory, *, say: Callable[[str], None] = logger.info) -> Sources:
-    """The ranking stage's sources fitted on ``history`` (the training interactions), EASE's λ and the sequential
-    rules' window and history chosen on the validation items (``val_u``, ``val_i`` (v,) positions), each ranked
+    """The ranking stage's sources fitted on ``history`` (the training interactions), the item-item source (EASE
+    and its λ or item-kNN and its neighbours) and the sequential rules' window and history chosen on the
+    validation items (``val_u``, ``val_i`` (v,) positions), each ranked
     from ``val_history`` (the histories before the items were found, :func:`validation_inputs`); the defaults
     without validation items."""
     seen = seen_items(history.users, history.items, n_users)
     matrix = None
 
-    def choose_l2(ease: Any) -> float:
+    def validation_ndcg(model: Any) -> np.ndarray:  # EASE or item-kNN, from the shoppers' training rows: (v,)
         nonlocal matrix
         if matrix is None:
             from modeling.baselines import interaction_matrix
 
             matrix = interaction_matrix(history.users, history.items, n_users, n_items)
-        return evaluate_leave_last_out(lambda u: ease.score(matrix[u]), val_u, val_i, seen, n_items)["ndcg@10"]
+        ranked = rank_users(lambda u: model.score(matrix[u]), val_u, seen, 10)
+        return user_hits_and_gains(ranked, val_i, 10)[1]
 
     val_batch, val_seen = history_batch(val_history, val_u), [seen[u] for u in val_u]  # the same products
     popular_place = np.empty(n_items, dtype=np.int64)
@@ -498,7 +501,7 @@ def fit_stage_sources(history: SortedHistory, n_users: int, n_items: int, val_u:
         scores = val_batch.propagate_recent(rules, length)
         return float(np.mean(sparse_ndcg_at_10(scores, val_i, val_seen, popular_place)))
 
-    return fit_sources(history.users, history.items, n_users, n_items, choose_l2=choose_l2 if len(val_u) else None,
+    return fit_sources(history.users, history.items, n_users, n_items, validate=validation_ndcg if len(val_u) else None,
                        choose_sequence=choose_sequence if len(val_u) else None, say=say)
 
 
@@ -560,7 +563,7 @@ def earlier_lists(model: TwoTowerModel, history: SortedHistory, features: Featur
         if not len(owner):
             break
         chosen = users[owner]
-        fitted = fit_sources(shorter.users, shorter.items, n_users, n_items, l2=sources.l2,
+        fitted = fit_sources(shorter.users, shorter.items, n_users, n_items, **item_item_choice(sources),
                              sequence=sequence_choice(sources))
         recent = recent_popularity(shorter.items, shorter.weights, shorter.timestamps, n_items,
                                    half_life_days=popularity_half_life_days)
@@ -924,8 +927,8 @@ def _attach_stage(result: TrainResult, history: SortedHistory, features: Feature
                                   popularity_half_life_days=result.popularity_half_life_days,
                                   validation=validation_histories, say=logger.info)
     else:  # the ranker of an earlier run, over sources fitted on these interactions
-        stage = RankingStage(fit_sources(history.users, history.items, n_users, n_items, l2=stage.sources.l2,
-                                         sequence=sequence_choice(stage.sources)),
+        stage = RankingStage(fit_sources(history.users, history.items, n_users, n_items,
+                                         **item_item_choice(stage.sources), sequence=sequence_choice(stage.sources)),
                              stage.ranker, stage.config, stage.report)
     result.stage = stage
     test_u, test_i = test
@@ -1082,7 +1085,8 @@ def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings,
     if result.stage is None:
         raise TrainingError("the trained model has no ranking stage")
     stage = RankingStage(fit_sources(history.users, history.items, len(user_ids), len(item_ids),
-                                     l2=result.stage.sources.l2, sequence=sequence_choice(result.stage.sources)),
+                                     **item_item_choice(result.stage.sources),
+                                     sequence=sequence_choice(result.stage.sources)),
                          result.stage.ranker, result.stage.config, result.stage.report)
     def save(directory: Path) -> None:
         save_towers(result.model, embeddings.dim, directory)
