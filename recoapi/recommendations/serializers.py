@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.settings import api_settings
 
 from modeling.datasets import EVENT_TYPES
 
@@ -143,6 +144,13 @@ class QueryInput(serializers.Serializer):
     PLAIN_PARAMETERS: frozenset[str] = frozenset()
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
+        if hasattr(data, "keys"):  # a misspelt ``max_prcie=10`` would otherwise answer the unfiltered list
+            unknown = sorted(str(name) for name in data.keys()
+                             if name not in self.fields and name != api_settings.URL_FORMAT_OVERRIDE)
+            if unknown:
+                known = ", ".join(self.fields)
+                raise serializers.ValidationError(
+                    {name[:64]: f"unknown parameter; this endpoint's parameters are: {known}" for name in unknown[:10]})
         # A QueryDict keeps every value of a repeated parameter, and reading it gives the last one: ``users=a&users=b``
         # would answer b alone, silently.
         repeated = [name for name in self.fields if hasattr(data, "getlist") and len(data.getlist(name)) > 1]

@@ -153,6 +153,23 @@ def test_a_parameter_given_twice_is_refused(service: Pipeline, client: APIClient
     assert name in message and "more than once" in message, message
 
 
+@pytest.mark.parametrize(("path", "query", "name"), [("/recommendations", "users=A0000001&max_prcie=10", "max_prcie"),
+                                                      ("/recommendations", "users=A0000001&K=3", "K"),
+                                                      ("/similar_items", "item=B000000001&category=Pets", "category"),
+                                                      ("/check_users", "users=a&user=b", "user"),
+                                                      ("/random_users", "count=3", "count")])
+def test_a_parameter_the_endpoint_does_not_have_is_refused(service: Pipeline, client: APIClient, path: str,
+                                                           query: str, name: str) -> None:
+    """A misspelt filter (``max_prcie=10``) answered 200 with the unfiltered list, without a word."""
+    response = client.get(f"{path}?{query}")
+    assert_error(response, 400, "invalid")
+    message = response.json()["error"]["message"]
+    assert f"{name}: unknown parameter" in message and "parameters are:" in message, message
+    good = {"/recommendations": "users=A0000001", "/similar_items": "item=B000000001", "/check_users": "users=a",
+            "/random_users": "n=2"}[path]
+    assert client.get(f"{path}?{good}&format=json").status_code == 200, "format= is DRF's, on every endpoint"
+
+
 @pytest.mark.parametrize("body", [{"users": ["\ud800"]}, {"users": "A0000001,\udfff"},
                                   {"items": ["ok", "x\ud83d"]}])
 def test_surrogates_in_ids_are_refused(service: Pipeline, client: APIClient, body: dict) -> None:
