@@ -97,9 +97,14 @@ class StrictCharField(serializers.CharField):
     """A JSON body string: numbers and booleans are refused, not turned into text."""
 
     default_error_messages = {"invalid": "Not a valid string; numbers are not read as text: send an id as \"95762\", "
-                                         "not 95762."}
+                                         "not 95762.",
+                              "not_text": "Not a valid string: got {kind}."}
 
     def to_internal_value(self, data: Any) -> str:
+        if isinstance(data, (list, tuple)):
+            self.fail("not_text", kind="a list")
+        if isinstance(data, Mapping):
+            self.fail("not_text", kind="an object")
         if not isinstance(data, str):
             self.fail("invalid")
         return super().to_internal_value(data)
@@ -386,7 +391,10 @@ class EventInput(BodyInput):
     item = StrictCharField(max_length=128)
     event = serializers.ChoiceField(choices=list(EVENT_TYPES), error_messages={
         "invalid_choice": f'"{{input}}" is not an event kind; the kinds are {", ".join(EVENT_TYPES)}.'})
-    timestamp = serializers.DateTimeField(required=False, help_text="When it happened (ISO 8601); default now.")
+    timestamp = serializers.DateTimeField(
+        required=False, help_text="When it happened (ISO 8601); default now.",
+        error_messages={"invalid": "Expected a date and time in ISO 8601, such as \"2026-12-05T09:30:00Z\" (an offset "
+                                   "or Z gives the time zone); unix seconds are not read here."})
     weight = StrictFloatField(required=False, min_value=0.001, max_value=1000)
     rating = StrictFloatField(required=False, min_value=0, max_value=5)
     text = StrictCharField(required=False, max_length=5000)
@@ -394,7 +402,7 @@ class EventInput(BodyInput):
         required=False, max_length=64,
         help_text="The client's id of this event: sent again (a retry), it is stored once and the answer says so.")
     recommendation_id = StrictCharField(
-        required=False, min_length=32, max_length=32,
+        required=False,  # the pattern says all: a length check beside it repeated the message in other words
         validators=[RegexValidator(r"^[0-9a-f]{32}$", "Expected the recommendation_id of a recommendations answer "
                                                       "(32 lowercase hex digits).")],
         help_text="The recommendation_id of the list that showed this product: the event is attributed to it.")

@@ -183,13 +183,23 @@ def test_bad_events_are_refused(service: Pipeline, staff_client: APIClient, body
 @pytest.mark.parametrize(("body", "said"), [
     ({"user": "u", "item": "x", "event": "transaction"}, "the kinds are view, cart, purchase, review, rating"),
     ({"user": 95762, "item": "x", "event": "view"}, 'send an id as "95762", not 95762'),
+    ({"user": ["a"], "item": "x", "event": "view"}, "user: Not a valid string: got a list."),
+    ({"user": "u", "item": {"id": "x"}, "event": "view"}, "item: Not a valid string: got an object."),
+    ({"user": "u", "item": "x", "event": "view", "timestamp": 1700000000}, "unix seconds are not read here"),
+    ({"user": "u", "item": "x", "event": "view", "recommendation_id": "xyz"},
+     "recommendation_id: Expected the recommendation_id of a recommendations answer (32 lowercase hex digits)."),
 ])
 def test_a_refused_event_says_what_is_expected(service: Pipeline, staff_client: APIClient, body: dict,
                                                said: str) -> None:
-    """A RetailRocket export's own kinds and numeric ids were refused as "not a valid choice" / "not a valid string"."""
+    """A RetailRocket export's own kinds and numeric ids were refused as "not a valid choice" / "not a valid string";
+    a list was told that numbers are not read as text, a short recommendation_id got two messages, and unix seconds
+    DRF's list of formats."""
     response = staff_client.post("/events", body, format="json")
     assert_error(response, 400)
-    assert said in response.json()["error"]["message"]
+    message = response.json()["error"]["message"]
+    assert said in message, message
+    assert "not 95762" in said or "numbers are not read" not in message, message  # only for a number
+    assert message.count("recommendation_id") <= 2, message  # one message, not a second in other words
 
 
 @pytest.mark.parametrize(("path", "body", "named"), [
