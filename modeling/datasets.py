@@ -227,7 +227,9 @@ def finish_tables(
     for column in (USER_ID, ITEM_ID):
         blank = interactions[column].isna() | (interactions[column].str.strip() == "")
         if blank.any():
-            raise DataValidationError(f"{int(blank.sum())} interactions have an empty {column}", path=source_name)
+            count = int(blank.sum())
+            raise DataValidationError(f"{count} interaction{' has' if count == 1 else 's have'} an empty {column}",
+                                      path=source_name)
     unknown = ~interactions[EVENT].isin(EVENT_TYPES)
     if unknown.any():
         bad = interactions.loc[unknown, EVENT].iloc[0]

@@ -110,6 +110,10 @@ def load_csv(
         ds.ITEM_ID: raw[ds.ITEM_ID].str.strip().to_numpy(),
         ds.TIMESTAMP: to_unix_seconds(raw, ds.TIMESTAMP, inter_file),
     })
+    for column in (ds.USER_ID, ds.ITEM_ID):
+        blank = (interactions[column].isna() | (interactions[column] == "")).to_numpy()
+        if blank.any():
+            raise row_error(raw, blank, f"column {column!r} is empty", inter_file)
     if ds.EVENT in raw:
         events = raw[ds.EVENT].str.strip().str.lower().replace("", "purchase")
         unknown = ~events.isin(ds.EVENT_TYPES)

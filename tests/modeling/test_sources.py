@@ -242,6 +242,8 @@ def test_generic_csv_minimal_columns(tmp_path: Path) -> None:
     ("u3,p1,1700000000,view,1,,,extra,fields", r"cannot parse"),
     ("u3,p1,1700000000,rating,1,9,", r"line 5: column 'rating': 9.0 is outside 0 to 5"),  # POST /events: 0 to 5
     ("u3,p1,1700000000,rating,1,-1,", r"line 5: column 'rating': -1.0 is outside 0 to 5"),
+    (",p1,1700000000,view,1,,", r"line 5: column 'user_id' is empty"),  # was "1 interactions have an empty user_id"
+    ("u3,  ,1700000000,view,1,,", r"line 5: column 'item_id' is empty"),
 ])
 def test_generic_csv_bad_rows_are_named(shop_csv: Path, row: str, message: str) -> None:
     with open(shop_csv / "interactions.csv", "a", encoding="utf-8") as handle:
@@ -341,7 +343,7 @@ def test_generic_csv_empty_or_headless_files(tmp_path: Path) -> None:
 
 def test_blank_ids_are_refused(tmp_path: Path) -> None:
     write(tmp_path / "interactions.csv", "user_id,item_id,timestamp\n ,x,1\n")
-    with pytest.raises(DataValidationError, match="empty user_id"):
+    with pytest.raises(DataValidationError, match="line 2: column 'user_id' is empty"):
         load_source("csv", tmp_path)
 
 
