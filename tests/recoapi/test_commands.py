@@ -166,3 +166,19 @@ def test_run_scheduler_once_does_not_retrain_on_what_the_last_retraining_read(se
     out = StringIO()
     call_command("run_scheduler", "--once", "--min-events", "1", stdout=out)
     assert "1 new interactions: retraining" in out.getvalue()
+
+
+def test_the_stage_line_names_what_orders_the_candidates_and_only_the_scores_a_blend_weighs() -> None:
+    """A blend of item_item 0.8 and transition_last 0.2 read "blend over ease item-item, transition, sequential rules,
+    popular and two-tower candidates", as if every source were blended."""
+    from recoapi.recommendations.management.commands.train import stage_line
+
+    sources = {"item_item": "ease", "sequence": {"window": 5, "history": 3}}
+    blend = stage_line({"ranker": "blend", "rounds": 0, "sources": sources, "selection": {"seconds": 1.5},
+                        "weights": {"two_tower": 0.0, "item_item": 0.8, "item_item_recent": 0.0,
+                                    "transition_last": 0.2, "sequence": 0.0}})
+    assert blend.startswith("ranking stage: blend of item_item x 0.8, transition_last x 0.2 orders the candidates "
+                            "of the ease item-item, transition, sequential rules (5 steps from the 3 most recent ")
+    assert "two_tower x" not in blend and blend.endswith("(chosen on the validation items in 1.5 s)")
+    trees = stage_line({"ranker": "lightgbm", "rounds": 50, "weights": None, "sources": sources})
+    assert trees.startswith("ranking stage: lightgbm (50 trees) orders") and trees.endswith("validation items)")

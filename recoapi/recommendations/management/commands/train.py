@@ -123,12 +123,7 @@ class Command(BaseCommand):
                               f"{search['budget_seconds']:g} s); trial {search['best_trial']} kept")
         stage = result.get("ranking_stage") or {}
         if stage:
-            rules = stage["sources"].get("sequence") or {}
-            took = (stage.get("selection") or {}).get("seconds")
-            self.stdout.write(f"  ranking stage: {stage['ranker']} over {stage['sources']['item_item']} item-item, "
-                              f"transition, sequential rules ({rules.get('window')} steps from the "
-                              f"{rules.get('history')} most recent products), popular and two-tower candidates "
-                              f"(chosen on the validation items{'' if took is None else f' in {took:g} s'})")
+            self.stdout.write(f"  {stage_line(stage)}")
         if result.get("refit_epochs"):
             self.stdout.write(f"  (measured with each shopper's last two products held out; the published model "
                               f"was trained again on every interaction for {result['refit_epochs']} epochs)")
@@ -145,3 +140,20 @@ class Command(BaseCommand):
                 "and publishing)" if known else ""))
         state = " and activated" if result["activated"] else ""
         self.stdout.write(self.style.SUCCESS(f"Model {result['version']} ready{state}."))
+
+
+def stage_line(stage: dict[str, Any]) -> str:
+    """The summary line of a ranking stage as the manifest records it (:func:`modeling.reranker.stage_summary`):
+    what orders the candidates (a blend: the scores it weighs; LambdaMART: its trees), and the sources."""
+    rules = stage["sources"].get("sequence") or {}
+    took = (stage.get("selection") or {}).get("seconds")
+    ranker = stage["ranker"]
+    weights = {name: weight for name, weight in (stage.get("weights") or {}).items() if weight > 0}
+    if weights:  # only the scores it weighs: the other sources only propose candidates
+        ranker += " of " + ", ".join(f"{name} x {weight:g}" for name, weight in weights.items())
+    elif stage.get("rounds"):
+        ranker += f" ({stage['rounds']} trees)"
+    return (f"ranking stage: {ranker} orders the candidates of the {stage['sources']['item_item']} item-item, "
+            f"transition, sequential rules ({rules.get('window')} steps from the {rules.get('history')} most recent "
+            f"products), popular and two-tower sources (chosen on the validation items"
+            f"{'' if took is None else f' in {took:g} s'})")
