@@ -21,7 +21,7 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -243,6 +243,13 @@ def data_stamp() -> int | None:
         return (Path(settings.RECO_PROCESSED_DIR) / ds.SNAPSHOT_MANIFEST).stat().st_mtime_ns
     except OSError:
         return None
+
+
+def trained_products_in_catalogue(engine: Engine) -> tuple[int, int]:
+    """``(shared, trained)``: how many of the ``trained`` products the engine's model was trained on the database
+    has (0 of many: the model was trained on another shop's data)."""
+    trained = int(engine.recommender.n_trained_items)
+    return int(np.count_nonzero(engine.known[:trained])), trained
 
 
 def build_engine(bundle_path: Path) -> Engine:
@@ -512,11 +519,13 @@ class EngineRegistry:
             return None
         return failed, self._failed_reason
 
-    def activate(self, version: str) -> Engine:
-        """Load ``version``, and only if that works, point ACTIVE at it and swap.
+    def activate(self, version: str, check: Callable[[Engine], None] | None = None) -> Engine:
+        """Load ``version``, and only if that works (and ``check`` of the loaded engine raises nothing), point
+        ACTIVE at it and swap.
 
         Raises:
             ArtifactError: when the bundle is broken; nothing changes then.
+            Whatever ``check`` raises; nothing changes then either.
         """
         with self._lock:
             try:
@@ -524,6 +533,8 @@ class EngineRegistry:
             except ArtifactError:
                 metrics.model_loaded(None, ok=False)
                 raise
+            if check is not None:
+                check(engine)
             model_store.activate(version)
             self._engine = engine
             metrics.model_loaded(version)

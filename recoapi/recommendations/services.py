@@ -30,7 +30,7 @@ from recoapi.catalog.services import (
 )
 from recoapi.exceptions import ApplicationError, Conflict, NotFound, ServiceUnavailable
 from recoapi.recommendations import experiments, impressions, model_store
-from recoapi.recommendations.engine import Engine, registry, text_encoder
+from recoapi.recommendations.engine import Engine, registry, text_encoder, trained_products_in_catalogue
 from recoapi.recommendations.engine import after_request as release_after_request
 from recoapi.recommendations.models import (
     ANONYMOUS,
@@ -360,7 +360,7 @@ def model_reload(*, version: str | None = None) -> dict[str, Any]:
         raise NotFound(f"No model version {version!r}.", code="unknown_version")
     previous = registry.current()
     try:
-        engine = registry.activate(version)
+        engine = registry.activate(version, check=_refuse_another_shops_model)
     except ArtifactError as exc:
         logger.error("refused model %s: %s", version, exc)
         raise ApplicationError(
@@ -369,6 +369,18 @@ def model_reload(*, version: str | None = None) -> dict[str, Any]:
         ) from exc
     model_version_sync()
     return {"model_version": engine.version, "previous_version": previous.version if previous else None}
+
+
+def _refuse_another_shops_model(engine: Engine) -> None:
+    """Raise Conflict when the database has products but none of those ``engine``'s model was trained on: every
+    shopper would get text-based lists (the demo's model reloaded over one's own shop answered 200 and served
+    nothing it had learned)."""
+    shared, trained = trained_products_in_catalogue(engine)
+    if shared or not trained or not engine.known.any():
+        return
+    raise Conflict(f"Model {engine.version} was trained on {trained} products, none of which is in the database: it "
+                   "belongs to another shop, and was not activated. Train a model on this shop's data (`manage.py "
+                   "train --activate`).", code="other_shop")
 
 
 def _public(exc: Exception) -> str:

@@ -122,6 +122,7 @@ class Command(BaseCommand):
             self.stdout.write(f"  search: {len(search['trials'])} trial(s) in {search['seconds']} s (budget "
                               f"{search['budget_seconds']:g} s); trial {search['best_trial']} kept")
         stage = result.get("ranking_stage") or {}
+        took = (stage.get("selection") or {}).get("seconds")
         if stage:
             self.stdout.write(f"  {stage_line(stage)}")
         if result.get("refit_epochs"):
