@@ -6,7 +6,7 @@ import csv
 import gzip
 import json
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -218,12 +218,24 @@ def to_int(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     return values.to_numpy(dtype=np.int64)
 
 
-def to_float(frame: pd.DataFrame, column: str, path: Path, *, allow_empty: bool = False) -> np.ndarray:
-    """Column as float64 (empty -> NaN when ``allow_empty``); the first bad value raises with its line."""
+def to_float(frame: pd.DataFrame, column: str, path: Path, *, allow_empty: bool = False,
+             rule: tuple[Callable[[np.ndarray], np.ndarray], str] | None = None) -> np.ndarray:
+    """Column as float64 (empty -> NaN when ``allow_empty``); the first bad value raises with its line.
+
+    ``rule``: ``(valid, what)``, where ``valid`` maps the numbers (n,) to (n,) bool and ``what`` says what an invalid
+    one is (``"is negative"``); the first row that is not a number or breaks the rule is the one named.
+    """
     text = frame[column].str.strip()
     values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     empty = (text == "").to_numpy()
     bad = ~np.isfinite(values) & ~(empty & allow_empty)
+    broken = np.zeros(len(values), dtype=bool)
+    if rule is not None:
+        finite = np.isfinite(values)
+        broken[finite] = ~np.asarray(rule[0](values[finite]), dtype=bool)
+    if broken.any() and (not bad.any() or np.argmax(broken) < np.argmax(bad)):
+        assert rule is not None
+        raise row_error(frame, broken, f"column {column!r}: {values[np.argmax(broken)]} {rule[1]}", path)
     if bad.any():
         raise _bad_row(frame, bad, column, "a number", path)
     return values

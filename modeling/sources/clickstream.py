@@ -252,10 +252,7 @@ def _items(raw: pd.DataFrame, columns: dict[str, str | None], file: Path,
             clicks[role] = raw[column].map(ds.clean_text)
         attributes.append(role)
     if columns["price"] is not None:
-        prices = to_float(raw, str(columns["price"]), file, allow_empty=True)
-        negative = prices < 0
-        if negative.any():
-            raise row_error(raw, negative, f"column {columns['price']!r}: {prices[negative][0]} is negative", file)
+        prices = to_float(raw, str(columns["price"]), file, allow_empty=True, rule=(lambda v: v >= 0, "is negative"))
         clicks["price"] = prices
         attributes.append("price")
 

@@ -125,17 +125,11 @@ def load_csv(
     else:
         interactions[ds.EVENT] = "purchase"
     if ds.WEIGHT in raw:
-        weights = to_float(raw, ds.WEIGHT, inter_file)
-        if (weights <= 0).any():
-            raise row_error(raw, weights <= 0, f"column 'weight': {weights[weights <= 0][0]} is not positive",
-                            inter_file)
+        weights = to_float(raw, ds.WEIGHT, inter_file, rule=(lambda v: v > 0, "is not positive"))
         interactions[ds.WEIGHT] = weights
     if ds.RATING in raw:
-        ratings = to_float(raw, ds.RATING, inter_file, allow_empty=True)
-        outside = (ratings < 0) | (ratings > MAX_RATING)
-        if outside.any():
-            raise row_error(raw, outside, f"column 'rating': {ratings[outside][0]} is outside 0 to {MAX_RATING:g}",
-                            inter_file)
+        ratings = to_float(raw, ds.RATING, inter_file, allow_empty=True,
+                           rule=(lambda v: (v >= 0) & (v <= MAX_RATING), f"is outside 0 to {MAX_RATING:g}"))
         interactions[ds.RATING] = ratings
     if ds.TEXT in raw:
         interactions[ds.TEXT] = raw[ds.TEXT].map(ds.clean_text).replace("", None).to_numpy()
@@ -151,10 +145,7 @@ def load_csv(
             if column in raw_items:
                 items[column] = raw_items[column].map(ds.clean_text).to_numpy()
         if ds.PRICE in raw_items:
-            prices = to_float(raw_items, ds.PRICE, items_file, allow_empty=True)
-            if (prices < 0).any():
-                raise row_error(raw_items, prices < 0, f"column 'price': {prices[prices < 0][0]} is negative",
-                                items_file)
+            prices = to_float(raw_items, ds.PRICE, items_file, allow_empty=True, rule=(lambda v: v >= 0, "is negative"))
             items[ds.PRICE] = prices
         if (items[ds.ITEM_ID] == "").any():
             raise row_error(raw_items, items[ds.ITEM_ID] == "", "empty item_id", items_file)

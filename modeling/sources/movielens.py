@@ -25,7 +25,7 @@ import pandas as pd
 
 from modeling import datasets as ds
 from modeling.errors import DataValidationError
-from modeling.sources._files import read_table, row_error, to_float, to_int
+from modeling.sources._files import read_table, to_float, to_int
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +58,7 @@ def load_movielens(
 
 
 def _ratings(frame: pd.DataFrame, file: Path) -> pd.DataFrame:
-    ratings = to_float(frame, "rating", file)
-    outside = (ratings < 0) | (ratings > 5)
-    if outside.any():
-        raise row_error(frame, outside, f"column 'rating': {ratings[outside][0]} is outside 0..5", file)
+    ratings = to_float(frame, "rating", file, rule=(lambda v: (v >= 0) & (v <= 5), "is outside 0..5"))
     return pd.DataFrame({
         ds.USER_ID: frame["user"].str.strip().to_numpy(),
         ds.ITEM_ID: frame["item"].str.strip().to_numpy(),

@@ -310,6 +310,21 @@ def test_generic_csv_negative_price_is_named(shop_csv: Path) -> None:
         load_source("csv", shop_csv)
 
 
+def test_the_first_bad_value_of_a_column_is_named_whatever_is_wrong_with_it(shop_csv: Path) -> None:
+    """A price of -3 on line 5 and "abc" on line 6: the message named line 6 (numbers were checked before signs)."""
+    with open(shop_csv / "items.csv", "a", encoding="utf-8") as handle:
+        handle.write("p4,Refund Mug,Acme,Kitchen > Mugs,-3\np5,Odd Mug,Acme,Kitchen > Mugs,abc\n")
+    with pytest.raises(DataValidationError, match=r"items\.csv, line 5: column 'price': -3.0 is negative"):
+        load_source("csv", shop_csv)
+    with open(shop_csv / "interactions.csv", "a", encoding="utf-8") as handle:
+        handle.write("u3,p1,1700000000,view,heavy,,\nu3,p1,1700000000,view,0,,\n")
+    lines = (shop_csv / "interactions.csv").read_text().splitlines()
+    lines[-2], lines[-1] = lines[-1], lines[-2]  # 0 first, then "heavy"
+    (shop_csv / "interactions.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataValidationError, match=rf"line {len(lines) - 1}: column 'weight': 0.0 is not positive"):
+        load_source("csv", shop_csv)
+
+
 def test_a_product_listed_twice_with_different_values_is_refused_by_both_lines(shop_csv: Path) -> None:
     """The last row was kept without a word: a corrected price on the first row, or a stale one on the last,
     was served as the shop's."""
