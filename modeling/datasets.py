@@ -76,6 +76,7 @@ class CanonicalData:
         report: counts gathered while loading (rows read, duplicates dropped, bare items...).
         fingerprint: sha256 of the source files and loader version; identical inputs give
             an identical fingerprint.
+        notes: what the importer should be told in words (e.g. columns of a file that were not read).
     """
 
     items: pd.DataFrame
@@ -83,6 +84,7 @@ class CanonicalData:
     interactions: pd.DataFrame
     report: dict[str, int] = field(default_factory=dict)
     fingerprint: str = ""
+    notes: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         """Row counts of the three tables."""

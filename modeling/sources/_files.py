@@ -83,7 +83,8 @@ def read_table(
         DataFrame of str (missing values as ""), one row per data line (blank lines are skipped);
         ``frame.attrs["first_line"]`` is the line number of the first data row and
         ``frame.attrs["layout"]`` how the file was read, so that :func:`row_error` can name a row's
-        own line, also after blank lines or quoted fields that span lines.
+        own line, also after blank lines or quoted fields that span lines; ``frame.attrs["unread_columns"]``
+        the file's columns not in ``columns``.
     """
     if not path.is_file():
         raise DataValidationError("file not found", path=str(path))
@@ -114,11 +115,25 @@ def read_table(
         )
     if len(frame) == 0:
         raise DataValidationError("file has no data rows", path=str(path))
+    unread = [c for c in frame.columns if c not in columns]
     frame = frame[[c for c in columns if c in frame.columns]]
+    frame.attrs["unread_columns"] = unread
     frame.attrs["first_line"] = 2 if header else 1
     frame.attrs["layout"] = {"path": str(path), "sep": sep, "header": header, "encoding": encoding,
                              "quoting": quoting}
     return frame
+
+
+def unread_note(frame: pd.DataFrame, path: Path, read: list[str]) -> list[str]:
+    """A note naming the columns of ``frame``'s file that were not read (a misspelt ``categroy`` would leave every
+    product without a category), with the ``read`` ones; none when every column was read."""
+    unread = frame.attrs.get("unread_columns") or []
+    if not unread:
+        return []
+    shown = ", ".join(repr(name) for name in unread[:10])
+    if len(unread) > 10:
+        shown += f" and {len(unread) - 10} more"
+    return [f"{path.name}: column(s) {shown} not read; the columns this source reads are {', '.join(read)}"]
 
 
 def row_error(frame: pd.DataFrame, mask: np.ndarray | pd.Series, message: str, path: Path) -> DataValidationError:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from modeling import datasets as ds
 from modeling.errors import DataValidationError
-from modeling.sources._files import read_table, row_error, row_line, to_float, to_unix_seconds
+from modeling.sources._files import read_table, row_error, row_line, to_float, to_unix_seconds, unread_note
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +135,7 @@ def load_csv(
         interactions[ds.TEXT] = raw[ds.TEXT].map(ds.clean_text).replace("", None).to_numpy()
     _check_storable(interactions, raw, inter_file)
     files = [inter_file]
+    notes = unread_note(raw, inter_file, list(ds.INTERACTION_COLUMNS))
 
     items_file = path / ITEMS_FILE
     items = pd.DataFrame({ds.ITEM_ID: pd.Series(dtype=str)})
@@ -150,6 +151,7 @@ def load_csv(
         if (items[ds.ITEM_ID] == "").any():
             raise row_error(raw_items, items[ds.ITEM_ID] == "", "empty item_id", items_file)
         _check_storable(items, raw_items, items_file)
+        notes += unread_note(raw_items, items_file, list(ds.ITEM_COLUMNS))
         repeated = _repeated_products(items, raw_items, items_file)
         items = items[~repeated].reset_index(drop=True)
         files.append(items_file)
@@ -158,6 +160,10 @@ def load_csv(
     report = {"interaction_rows": len(interactions), "catalogue_rows": len(items) + int(repeated.sum()),
               "repeated_product_rows": int(repeated.sum())}
     fingerprint = ds.file_fingerprint(files, salt=LOADER_VERSION)
-    return ds.finish_tables(items, interactions, report=report, fingerprint=fingerprint,
+    data = ds.finish_tables(items, interactions, report=report, fingerprint=fingerprint,
                             source_name=str(inter_file), keep_items="all", filters=filters,
                             time_bounds=time_bounds)
+    data.notes = notes
+    for note in notes:
+        logger.warning("%s", note)
+    return data

@@ -43,10 +43,11 @@ class ImportResult:
     report: dict[str, int] = field(default_factory=dict)
     fingerprint: str = ""
     removed: dict[str, int] = field(default_factory=lambda: {"products": 0, "shoppers": 0})
+    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         return {"source": self.source, "path": self.path, "skipped": self.skipped, "counts": self.counts,
-                "report": self.report, "removed": self.removed}
+                "report": self.report, "removed": self.removed, "notes": self.notes}
 
 
 def import_filters_from_settings() -> ds.InteractionFilters:
@@ -295,7 +296,7 @@ def data_import(
             and (not replace or Shopper.objects.count() == data.counts()["users"])):
         logger.info("data unchanged (%s), import skipped", data.fingerprint[:12])
         return ImportResult(source=source, path=str(path), skipped=True, counts=data.counts(), report=data.report,
-                            fingerprint=data.fingerprint)
+                            fingerprint=data.fingerprint, notes=data.notes)
 
     report = progress or (lambda table, done, total: None)
     data.items = _keep_catalogue_fields(data.items, data.report)
@@ -337,7 +338,7 @@ def data_import(
         ds.write_snapshot(data, processed, source=source)
     logger.info("imported %s from %s: %s; removed %s", source, path, data.counts(), removed)
     return ImportResult(source=source, path=str(path), skipped=False, counts=data.counts(), report=data.report,
-                        fingerprint=data.fingerprint, removed=removed)
+                        fingerprint=data.fingerprint, removed=removed, notes=data.notes)
 
 
 

@@ -490,6 +490,8 @@ class ReloadDataOutput(serializers.Serializer):
     counts = serializers.DictField(child=serializers.IntegerField())
     report = serializers.DictField(child=serializers.IntegerField())
     removed = serializers.DictField(child=serializers.IntegerField())
+    notes = serializers.ListField(child=serializers.CharField(),
+                                  help_text="What the import says in words, e.g. columns of a file it did not read.")
 
 
 class ModelStoreOutput(serializers.Serializer):

@@ -281,6 +281,7 @@ def test_reload_data_reimports_and_reports_counts(service: Pipeline, staff_clien
     body = response.json()
     assert body["skipped"] is False
     assert body["counts"] == service.data.counts()
+    assert body["notes"] == []  # every column of the files read (a note names those that are not)
     assert Interaction.objects.count() == len(service.data.interactions)
     again = staff_client.post("/reload_data", format="json").json()
     assert again["skipped"] is True

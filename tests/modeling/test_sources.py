@@ -356,6 +356,22 @@ def test_generic_csv_empty_or_headless_files(tmp_path: Path) -> None:
         load_source("csv", tmp_path)
 
 
+def test_columns_the_source_does_not_read_are_named_in_a_note(tmp_path: Path) -> None:
+    """A misspelt ``categroy`` column left every product without a category, and nothing said so."""
+    write(tmp_path / "interactions.csv", "user_id,item_id,timestamp,store\nu1,p1,1700000000,north\n")
+    write(tmp_path / "items.csv", "item_id,title,categroy,colour\np1,Mug,Kitchen,red\n")
+    data = load_source("csv", tmp_path)
+    assert data.notes == [
+        "interactions.csv: column(s) 'store' not read; the columns this source reads are user_id, item_id, "
+        "timestamp, event, weight, rating, text",
+        "items.csv: column(s) 'categroy', 'colour' not read; the columns this source reads are item_id, title, "
+        "description, brand, category, price"]
+    assert data.items.set_index(ds.ITEM_ID).loc["p1", ds.CATEGORY] == ""
+    write(tmp_path / "items.csv", "item_id,title,category\np1,Mug,Kitchen\n")
+    write(tmp_path / "interactions.csv", "user_id,item_id,timestamp\nu1,p1,1700000000\n")
+    assert load_source("csv", tmp_path).notes == []
+
+
 def test_blank_ids_are_refused(tmp_path: Path) -> None:
     write(tmp_path / "interactions.csv", "user_id,item_id,timestamp\n ,x,1\n")
     with pytest.raises(DataValidationError, match="line 2: column 'user_id' is empty"):

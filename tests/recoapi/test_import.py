@@ -101,6 +101,16 @@ def test_load_data_command_with_csv_source_and_filters(tmp_path: Path, settings)
 
 
 @pytest.mark.django_db
+def test_load_data_names_the_columns_it_did_not_read(tmp_path: Path, settings) -> None:
+    settings.RECO_PROCESSED_DIR = tmp_path / "processed"
+    (tmp_path / "interactions.csv").write_text("user_id,item_id,timestamp\na,x,1700000000\n")
+    (tmp_path / "items.csv").write_text("item_id,title,Category\nx,Mug,Kitchen\n")  # the column names are exact
+    out = StringIO()
+    call_command("load_data", "--source", "csv", "--path", str(tmp_path), stdout=out, stderr=StringIO())
+    assert "Note: items.csv: column(s) 'Category' not read; the columns this source reads are item_id" in out.getvalue()
+
+
+@pytest.mark.django_db
 def test_load_data_drops_and_counts_events_at_implausible_times(tmp_path: Path, settings) -> None:
     # Issue 12: the importers apply the bounds of POST /events (RECO_EVENT_MIN_TIME, RECO_EVENT_MAX_FUTURE_SECONDS).
     settings.RECO_PROCESSED_DIR = tmp_path / "processed"

@@ -104,6 +104,8 @@ class Command(BaseCommand):
         else:
             extras = ", ".join(f"{k}={v}" for k, v in result.report.items())
             self.stdout.write(self.style.SUCCESS(f"Imported {summary} ({extras})."))
+        for note in result.notes:
+            self.stdout.write(self.style.WARNING(f"Note: {note}."))
         if options["replace"]:
             self.stdout.write(f"Removed {result.removed['products']} products and {result.removed['shoppers']} "
                               "shoppers that are not in the new data.")
