@@ -484,22 +484,25 @@ def fit_sources(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, n_item
         ease, ease_scores = best.pop("ease")
         l2 = float(ease.l2)
         say(f"ranking stage: item-item EASE λ={l2:g} (validation NDCG@10 {result.score:.4f})")
+        ease_weights, ease = keep_strongest(ease.weights, neighbours), None  # the dense model goes before kNN's
         full = ItemKNN(0).fit(matrix)
-        knn = widening_search(lambda n: score("knn", full.restricted(int(n))), knn_choices, lower=1,
-                              upper=max(1, n_items - 1), integer=True, label="ranking stage: item-item kNN neighbours")
+        most = max(1, n_items - 1)  # neighbours a product can have
+        knn = widening_search(lambda n: score("knn", full.restricted(int(n))),
+                              sorted({min(int(c), most) for c in knn_choices}), lower=1, upper=most, integer=True,
+                              label="ranking stage: item-item kNN neighbours")
         full = None
         knn_model, knn_scores = best.pop("knn")
         gain, error = paired_gain(knn_scores, ease_scores)
-        count, clear = int(knn.best), gain > ITEM_KNN_STANDARD_ERRORS * error
+        # No spread to measure (one shopper, or every difference alike): no evidence, EASE stays.
+        count, clear = int(knn.best), error > 0 and gain > ITEM_KNN_STANDARD_ERRORS * error
         say(f"ranking stage: item-item kNN of {count} neighbours (validation NDCG@10 {knn.score:.4f}, "
             f"{gain:+.4f} ± {error:.4f} over EASE); the item-item source is "
             + ("item-kNN" if clear else f"EASE (item-kNN would need {ITEM_KNN_STANDARD_ERRORS:g} standard errors)"))
         if clear:
             return knn_sources(knn_model, count)
-    else:
-        l2 = 500.0 if l2 is None else float(l2)
-        ease = EASE(l2).fit(matrix)
-    return sources(keep_strongest(ease.weights, neighbours), "ease", l2)
+        return sources(ease_weights, "ease", l2)
+    l2 = 500.0 if l2 is None else float(l2)
+    return sources(keep_strongest(EASE(l2).fit(matrix).weights, neighbours), "ease", l2)
 
 
 def paired_gain(trial: np.ndarray, reference: np.ndarray) -> tuple[float, float]:

@@ -106,6 +106,12 @@ def read_table(
                                   path=str(path), line=line) from exc
     except _READ_ERRORS as exc:
         raise DataValidationError(f"cannot read file ({exc})", path=str(path)) from exc
+    if header:
+        named = [name.strip() for name in _header_names(path, sep, quoting, encoding)]
+        repeated = sorted({name for name in named if name and named.count(name) > 1})
+        if repeated:  # pandas would rename the second "price" to "price.1" and read only the first
+            raise DataValidationError(f"the header names column(s) {', '.join(map(repr, repeated))} more than once",
+                                      path=str(path), line=1)
     frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in required if c not in frame.columns]
     if missing:
@@ -115,13 +121,24 @@ def read_table(
         )
     if len(frame) == 0:
         raise DataValidationError("file has no data rows", path=str(path))
-    unread = [c for c in frame.columns if c not in columns]
+    unread = [c for c in frame.columns if c not in columns and not c.startswith("Unnamed: ")]  # "a,b," names no 3rd
     frame = frame[[c for c in columns if c in frame.columns]]
     frame.attrs["unread_columns"] = unread
     frame.attrs["first_line"] = 2 if header else 1
     frame.attrs["layout"] = {"path": str(path), "sep": sep, "header": header, "encoding": encoding,
                              "quoting": quoting}
     return frame
+
+
+def _header_names(path: Path, sep: str, quoting: int, encoding: str) -> list[str]:
+    """The names of the first line of a file pandas has read (so it exists and decodes), as the csv module reads
+    them."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding=encoding, newline="") as handle:
+        for row in csv.reader(handle, delimiter=sep, quoting=quoting):
+            if any(cell.strip() for cell in row):
+                return row
+    return []
 
 
 def unread_note(frame: pd.DataFrame, path: Path, read: list[str]) -> list[str]:

@@ -149,7 +149,7 @@ def load_csv(
             prices = to_float(raw_items, ds.PRICE, items_file, allow_empty=True, rule=(lambda v: v >= 0, "is negative"))
             items[ds.PRICE] = prices
         if (items[ds.ITEM_ID] == "").any():
-            raise row_error(raw_items, items[ds.ITEM_ID] == "", "empty item_id", items_file)
+            raise row_error(raw_items, items[ds.ITEM_ID] == "", "column 'item_id' is empty", items_file)
         _check_storable(items, raw_items, items_file)
         notes += unread_note(raw_items, items_file, list(ds.ITEM_COLUMNS))
         repeated = _repeated_products(items, raw_items, items_file)
@@ -165,5 +165,5 @@ def load_csv(
                             time_bounds=time_bounds)
     data.notes = notes
     for note in notes:
-        logger.warning("%s", note)
+        logger.info("%s", note)  # the command prints it, and /reload_data returns it
     return data

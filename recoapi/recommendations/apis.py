@@ -186,9 +186,11 @@ class ReloadModelApi(APIView):
     permission_classes = [permissions.IsAdminUser]
 
     @extend_schema(request=s.ReloadModelInput,
-                   responses={200: s.ReloadModelOutput, 404: s.ErrorOutput, 422: s.ErrorOutput, **_STAFF_ERRORS})
+                   responses={200: s.ReloadModelOutput, 404: s.ErrorOutput, 409: s.ErrorOutput, 422: s.ErrorOutput,
+                              **_STAFF_ERRORS})
     def post(self, request: Request) -> Response:
-        """Activate the newest (or the given) model version (staff only). A broken bundle is refused."""
+        """Activate the newest (or the given) model version (staff only). A broken bundle is refused (422), and so
+        is a model none of whose products is in the database (409 ``other_shop``)."""
         data = s.ReloadModelInput(data=request.data)
         data.is_valid(raise_exception=True)
         return Response(services.model_reload(version=data.validated_data.get("version")))

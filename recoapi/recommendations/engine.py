@@ -245,18 +245,29 @@ def data_stamp() -> int | None:
         return None
 
 
-def trained_products_in_catalogue(engine: Engine) -> tuple[int, int]:
-    """``(shared, trained)``: how many of the ``trained`` products the engine's model was trained on the database
-    has (0 of many: the model was trained on another shop's data)."""
-    trained = int(engine.recommender.n_trained_items)
-    return int(np.count_nonzero(engine.known[:trained])), trained
+@dataclass(frozen=True)
+class CatalogueMatch:
+    """How a model's products meet the database's: ``shared`` of the ``trained`` products the model was trained on
+    are in the database, which holds ``in_database`` products in all (none shared of many: the model was trained
+    on another shop's data)."""
+
+    version: str
+    shared: int
+    trained: int
+    in_database: int
 
 
-def build_engine(bundle_path: Path) -> Engine:
+def build_engine(bundle_path: Path, check: Callable[[CatalogueMatch], None] | None = None) -> Engine:
     """Load a bundle and the metadata of its products from the database.
 
     Products in the database that the model was not trained on get candidate vectors
     from their text (encoded now), so they can be recommended without retraining.
+
+    Args:
+        bundle_path: the bundle's folder.
+        check: called with the :class:`CatalogueMatch` once the database's products are read, before the new
+            products are encoded (the work another shop's model would spend on the whole catalogue); what it
+            raises ends the load.
 
     Raises:
         ArtifactError: when the bundle is missing or broken.
@@ -267,6 +278,10 @@ def build_engine(bundle_path: Path) -> Engine:
     recommender = Recommender(bundle, ann_min_items=settings.RECO_ANN_MIN_ITEMS or None,
                               ann_nprobe=settings.RECO_ANN_NPROBE or None)
     products, new = _product_table(recommender)
+    if check is not None:
+        shared = int(np.count_nonzero(products.known[:recommender.n_trained_items]))
+        check(CatalogueMatch(bundle.version, shared, int(recommender.n_trained_items),
+                             int(np.count_nonzero(products.known)) + len(new)))
     if _add_new_products(recommender, new):
         logger.info("model %s: %d products added after training get text-based vectors", bundle.version, len(new))
         products = _with_rows(products, recommender, new)
@@ -519,9 +534,9 @@ class EngineRegistry:
             return None
         return failed, self._failed_reason
 
-    def activate(self, version: str, check: Callable[[Engine], None] | None = None) -> Engine:
-        """Load ``version``, and only if that works (and ``check`` of the loaded engine raises nothing), point
-        ACTIVE at it and swap.
+    def activate(self, version: str, check: Callable[[CatalogueMatch], None] | None = None) -> Engine:
+        """Load ``version``, and only if that works (and ``check``, see :func:`build_engine`, raises nothing),
+        point ACTIVE at it and swap.
 
         Raises:
             ArtifactError: when the bundle is broken; nothing changes then.
@@ -529,12 +544,10 @@ class EngineRegistry:
         """
         with self._lock:
             try:
-                engine = build_engine(model_store.local_bundle(version))
+                engine = build_engine(model_store.local_bundle(version), check)
             except ArtifactError:
                 metrics.model_loaded(None, ok=False)
                 raise
-            if check is not None:
-                check(engine)
             model_store.activate(version)
             self._engine = engine
             metrics.model_loaded(version)

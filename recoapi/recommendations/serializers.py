@@ -101,6 +101,8 @@ class StrictCharField(serializers.CharField):
                               "not_text": "Not a valid string: got {kind}."}
 
     def to_internal_value(self, data: Any) -> str:
+        if isinstance(data, bool):
+            self.fail("not_text", kind=f"{str(data).lower()}, a boolean")
         if isinstance(data, (list, tuple)):
             self.fail("not_text", kind="a list")
         if isinstance(data, Mapping):
@@ -138,6 +140,11 @@ class StrictFloatField(serializers.FloatField):
         return super().to_internal_value(data)
 
 
+IGNORED_QUERY = frozenset({api_settings.URL_FORMAT_OVERRIDE, "_"})
+"""Query parameters every read endpoint accepts besides its own: DRF's ``format``, and ``_``, the cache-buster
+that browser clients add to a GET (jQuery's ``cache: false``)."""
+
+
 class QueryInput(serializers.Serializer):
     """Query-string input: a parameter given with an empty value (``?n=``) is an error, not "use the default".
 
@@ -150,12 +157,12 @@ class QueryInput(serializers.Serializer):
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         if hasattr(data, "keys"):  # a misspelt ``max_prcie=10`` would otherwise answer the unfiltered list
-            unknown = sorted(str(name) for name in data.keys()
-                             if name not in self.fields and name != api_settings.URL_FORMAT_OVERRIDE)
+            unknown = sorted(str(name) for name in data.keys() if name not in self.fields and name not in IGNORED_QUERY)
             if unknown:
-                known = ", ".join(self.fields)
+                known = ", ".join([*self.fields, api_settings.URL_FORMAT_OVERRIDE])
                 raise serializers.ValidationError(
-                    {name[:64]: f"unknown parameter; this endpoint's parameters are: {known}" for name in unknown[:10]})
+                    {(name[:64] or "(a parameter without a name)"):
+                     f"unknown parameter; this endpoint's parameters are: {known}" for name in unknown[:10]})
         # A QueryDict keeps every value of a repeated parameter, and reading it gives the last one: ``users=a&users=b``
         # would answer b alone, silently.
         repeated = [name for name in self.fields if hasattr(data, "getlist") and len(data.getlist(name)) > 1]

@@ -30,7 +30,7 @@ from recoapi.catalog.services import (
 )
 from recoapi.exceptions import ApplicationError, Conflict, NotFound, ServiceUnavailable
 from recoapi.recommendations import experiments, impressions, model_store
-from recoapi.recommendations.engine import Engine, registry, text_encoder, trained_products_in_catalogue
+from recoapi.recommendations.engine import CatalogueMatch, Engine, registry, text_encoder
 from recoapi.recommendations.engine import after_request as release_after_request
 from recoapi.recommendations.models import (
     ANONYMOUS,
@@ -350,6 +350,7 @@ def model_reload(*, version: str | None = None) -> dict[str, Any]:
     Raises:
         NotFound: no such version / no model at all.
         ApplicationError: the bundle is broken (code "invalid_model").
+        Conflict: none of the model's products is in the database (code "other_shop").
     """
     versions, _ = model_store.versions()
     if version is None:
@@ -371,16 +372,17 @@ def model_reload(*, version: str | None = None) -> dict[str, Any]:
     return {"model_version": engine.version, "previous_version": previous.version if previous else None}
 
 
-def _refuse_another_shops_model(engine: Engine) -> None:
-    """Raise Conflict when the database has products but none of those ``engine``'s model was trained on: every
-    shopper would get text-based lists (the demo's model reloaded over one's own shop answered 200 and served
-    nothing it had learned)."""
-    shared, trained = trained_products_in_catalogue(engine)
-    if shared or not trained or not engine.known.any():
+def _refuse_another_shops_model(match: CatalogueMatch) -> None:
+    """Raise Conflict when the database has products but none of those the model was trained on: every shopper
+    would get text-based lists (the demo's model reloaded over one's own shop answered 200 and served nothing it
+    had learned)."""
+    if match.shared or not match.trained or not match.in_database:
         return
-    raise Conflict(f"Model {engine.version} was trained on {trained} products, none of which is in the database: it "
-                   "belongs to another shop, and was not activated. Train a model on this shop's data (`manage.py "
-                   "train --activate`).", code="other_shop")
+    logger.warning("refused model %s: none of its %d products is among the database's %d", match.version,
+                   match.trained, match.in_database)
+    raise Conflict(f"Model {match.version} was trained on {match.trained} products, none of which is among the "
+                   f"{match.in_database} in the database: it belongs to another shop, and was not activated. Train a "
+                   "model on this shop's data (`manage.py train --activate`).", code="other_shop")
 
 
 def _public(exc: Exception) -> str:

@@ -253,9 +253,14 @@ def test_broken_bundle_is_refused_and_old_model_keeps_serving(service: Pipeline,
     assert staff_client.get("/recommendations", {"users": "a"}).json()["model_version"] == service.version
 
 
+@pytest.mark.parametrize("encode_new_products", [True, False])
 def test_a_model_of_another_shop_is_refused_and_the_old_model_keeps_serving(service: Pipeline,
-                                                                           staff_client: APIClient, settings) -> None:
+                                                                           staff_client: APIClient, settings,
+                                                                           encode_new_products: bool) -> None:
     """The demo's model reloaded over one's own shop answered 200: every shopper then got text-based lists."""
+    from recoapi.recommendations.engine import registry
+
+    settings.RECO_ENCODE_NEW_PRODUCTS = encode_new_products  # off: the engine holds no product it was not trained on
     other = "20990101T000000Z"
     shutil.copytree(settings.RECO_MODELS_DIR / service.version, settings.RECO_MODELS_DIR / other)
     Interaction.objects.all().delete()
@@ -263,8 +268,9 @@ def test_a_model_of_another_shop_is_refused_and_the_old_model_keeps_serving(serv
     Product.objects.bulk_create([Product(id=f"OWN-{n}", title=f"Own product {n}") for n in range(5)])
     response = staff_client.post("/reload_model", {"version": other}, format="json")
     assert_error(response, 409, "other_shop")
-    assert "none of which is in the database" in response.json()["error"]["message"]
+    assert "none of which is among the 5 in the database" in response.json()["error"]["message"]
     assert artifacts.read_active(settings.RECO_MODELS_DIR) == service.version
+    assert registry.current().version == service.version
     Product.objects.create(id=str(service.data.items[ds.ITEM_ID].iloc[0]), title="One product the model knows")
     response = staff_client.post("/reload_model", {"version": other}, format="json")
     assert response.status_code == 200, response.content  # one shared product: the same shop, changed

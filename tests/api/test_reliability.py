@@ -157,7 +157,8 @@ def test_a_parameter_given_twice_is_refused(service: Pipeline, client: APIClient
                                                       ("/recommendations", "users=A0000001&K=3", "K"),
                                                       ("/similar_items", "item=B000000001&category=Pets", "category"),
                                                       ("/check_users", "users=a&user=b", "user"),
-                                                      ("/random_users", "count=3", "count")])
+                                                      ("/random_users", "count=3", "count"),
+                                                      ("/random_users", "=3", "(a parameter without a name)")])
 def test_a_parameter_the_endpoint_does_not_have_is_refused(service: Pipeline, client: APIClient, path: str,
                                                            query: str, name: str) -> None:
     """A misspelt filter (``max_prcie=10``) answered 200 with the unfiltered list, without a word."""
@@ -168,6 +169,7 @@ def test_a_parameter_the_endpoint_does_not_have_is_refused(service: Pipeline, cl
     good = {"/recommendations": "users=A0000001", "/similar_items": "item=B000000001", "/check_users": "users=a",
             "/random_users": "n=2"}[path]
     assert client.get(f"{path}?{good}&format=json").status_code == 200, "format= is DRF's, on every endpoint"
+    assert client.get(f"{path}?{good}&_=1733390000000").status_code == 200, "a browser client's cache-buster"
 
 
 @pytest.mark.parametrize("body", [{"users": ["\ud800"]}, {"users": "A0000001,\udfff"},

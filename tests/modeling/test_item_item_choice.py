@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from modeling.baselines import ItemKNN, interaction_matrix
-from modeling.candidates import Sources, fit_sources, item_item_choice, source_config
+from modeling.candidates import fit_sources, item_item_choice, source_config
 
 
 def _shop(seed: int, n_users: int = 300, n_items: int = 40) -> tuple[np.ndarray, np.ndarray]:
@@ -26,29 +26,33 @@ def _shop(seed: int, n_users: int = 300, n_items: int = 40) -> tuple[np.ndarray,
 
 def _validation(gains: dict[str, float], shoppers: int = 200, spread: float = 0.1):
     """A validation scorer whose per-shopper NDCG@10 has the given mean per model ("ease", or "knn:<neighbours>",
-    "knn" for any other count) and the same noise for every model (so a paired difference has no spread)."""
-    noise = np.random.default_rng(0).normal(0.0, spread, shoppers)
+    "knn" for any other count): noise shared by every model plus a little of each model's own (centred), so a
+    paired difference has a spread of about 0.014 and a standard error of about 0.001."""
+    rng = np.random.default_rng(0)
+    shared = rng.normal(0.0, spread, shoppers)
+    own = {name: rng.normal(0.0, 0.01, shoppers) for name in ("ease", "knn")}
+    own = {name: values - values.mean() for name, values in own.items()}
     tried: list[int] = []
 
     def validate(model: Any) -> np.ndarray:
         if isinstance(model, ItemKNN):
             tried.append(model.neighbours)
-            return gains.get(f"knn:{model.neighbours}", gains["knn"]) + noise
-        return gains["ease"] + noise
+            return gains.get(f"knn:{model.neighbours}", gains["knn"]) + shared + own["knn"]
+        return gains["ease"] + shared + own["ease"]
 
     return validate, tried
 
 
 def test_item_knn_replaces_ease_where_it_ranks_the_validation_items_clearly_better() -> None:
     users, items = _shop(0)
-    validate, tried = _validation({"ease": 0.5, "knn": 0.4, "knn:50": 0.6})
+    validate, tried = _validation({"ease": 0.5, "knn": 0.4, "knn:39": 0.6})
     sources = fit_sources(users, items, 300, 40, validate=validate)
-    assert sources.kind == "item_knn" and sources.l2 is None and sources.knn_neighbours == 50
-    assert {20, 50, 100, 200} <= set(tried)
-    want = ItemKNN(50).fit(interaction_matrix(users, items, 300, 40)).similarity
+    assert sources.kind == "item_knn" and sources.l2 is None and sources.knn_neighbours == 39
+    assert set(tried) == {20, 39}  # 50, 100 and 200 neighbours of 40 products are all 39
+    want = ItemKNN(39).fit(interaction_matrix(users, items, 300, 40)).similarity
     np.testing.assert_allclose(sources.item_item.toarray(), want.toarray(), rtol=1e-6)
-    assert item_item_choice(sources) == {"knn_neighbours": 50}
-    assert source_config(sources)["item_item"] == "item_knn" and source_config(sources)["knn_neighbours"] == 50
+    assert item_item_choice(sources) == {"knn_neighbours": 39}
+    assert source_config(sources)["item_item"] == "item_knn" and source_config(sources)["knn_neighbours"] == 39
 
 
 def test_ease_stays_where_item_knn_leads_by_less_than_two_standard_errors() -> None:
@@ -68,6 +72,11 @@ def test_ease_stays_where_item_knn_leads_by_less_than_two_standard_errors() -> N
     assert item_item_choice(sources) == {"l2": sources.l2}
     tie, _ = _validation({"ease": 0.5, "knn": 0.5})
     assert fit_sources(users, items, 300, 40, validate=tie).kind == "ease"
+
+    def one_shopper(model: Any) -> np.ndarray:  # no spread to measure: no evidence, however large the lead
+        return np.array([0.9 if isinstance(model, ItemKNN) else 0.1])
+
+    assert fit_sources(users, items, 300, 40, validate=one_shopper).kind == "ease"
     fixed = fit_sources(users, items, 300, 40, l2=sources.l2)  # no validation: EASE as before
     assert fixed.kind == "ease" and (fixed.item_item != sources.item_item).nnz == 0
 
@@ -97,18 +106,32 @@ def test_the_choice_follows_real_validation_scores() -> None:
     assert sources.kind == ("item_knn" if clear else "ease")
 
 
+def test_the_neighbour_grid_stops_at_what_a_product_can_have() -> None:
+    users, items = np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 2, 0])
+    validate, tried = _validation({"ease": 0.1, "knn": 0.1}, shoppers=3)
+    fit_sources(users, items, 3, 3, validate=validate)
+    assert set(tried) == {2}  # 20, 50, 100 and 200 neighbours of 3 products are all 2 (one value: not widened)
+
+
 def test_a_refit_and_a_loaded_stage_keep_item_knn(tmp_path: Path) -> None:
+    from modeling.features import ItemAttributes
+    from modeling.reranker import Ranker, RankingStage
+
     users, items = _shop(4)
     sources = fit_sources(users, items, 300, 40, knn_neighbours=20)
     assert sources.kind == "item_knn" and sources.knn_neighbours == 20
     refit = fit_sources(users, items, 300, 40, **item_item_choice(sources))
     assert (refit.item_item != sources.item_item).nnz == 0
-    sources.save(tmp_path)
-    (tmp_path / "stage.json").write_text(json.dumps({"sources": source_config(sources)}))
-    config = json.loads((tmp_path / "stage.json").read_text())["sources"]
-    loaded = Sources.load(tmp_path, config["item_item"], config["l2"], knn_neighbours=config["knn_neighbours"])
-    assert loaded.kind == "item_knn" and loaded.knn_neighbours == 20
-    assert item_item_choice(loaded) == {"knn_neighbours": 20}
+    attributes = ItemAttributes(np.array(["a"] * 40), np.array([""] * 40), np.ones(40, dtype=np.float32))
+    RankingStage(sources, Ranker("feature", "item_item")).save(tmp_path / "stage", attributes)
+    loaded = RankingStage.load(tmp_path / "stage").sources
+    assert loaded.kind == "item_knn" and item_item_choice(loaded) == {"knn_neighbours": 20}
+    assert (loaded.item_item.to_scipy() != sources.item_item).nnz == 0
     assert loaded.resized(45).knn_neighbours == 20
+    meta = json.loads((tmp_path / "stage" / "stage.json").read_text())
+    del meta["sources"]["knn_neighbours"]  # a stage published before the choice: item-kNN meant 200 neighbours
+    (tmp_path / "stage" / "stage.json").write_text(json.dumps(meta))
+    old = RankingStage.load(tmp_path / "stage").sources
+    assert old.knn_neighbours is None and item_item_choice(old) == {"knn_neighbours": 200}
     ease = fit_sources(users, items, 300, 40, l2=50.0)
     assert ease.kind == "ease" and item_item_choice(ease) == {"l2": 50.0}

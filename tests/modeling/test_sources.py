@@ -261,7 +261,7 @@ def test_bad_rows_are_named_by_their_own_line_after_blank_lines_and_multiline_fi
         load_source("csv", tmp_path)
     write(tmp_path / "interactions.csv", "user_id,item_id,timestamp\nu1,p1,1700000000\n")
     write(tmp_path / "items.csv", "item_id,title\np1,Mug\n\n  \n,Nameless\n")
-    with pytest.raises(DataValidationError, match=r"items\.csv, line 5: empty item_id"):
+    with pytest.raises(DataValidationError, match=r"items\.csv, line 5: column 'item_id' is empty"):
         load_source("csv", tmp_path)
 
 
@@ -367,9 +367,19 @@ def test_columns_the_source_does_not_read_are_named_in_a_note(tmp_path: Path) ->
         "items.csv: column(s) 'categroy', 'colour' not read; the columns this source reads are item_id, title, "
         "description, brand, category, price"]
     assert data.items.set_index(ds.ITEM_ID).loc["p1", ds.CATEGORY] == ""
-    write(tmp_path / "items.csv", "item_id,title,category\np1,Mug,Kitchen\n")
+    write(tmp_path / "items.csv", "item_id,title,category,\np1,Mug,Kitchen,\n")  # a trailing comma names nothing
     write(tmp_path / "interactions.csv", "user_id,item_id,timestamp\nu1,p1,1700000000\n")
     assert load_source("csv", tmp_path).notes == []
+
+
+def test_a_column_named_twice_is_refused(tmp_path: Path) -> None:
+    """pandas read the second "price" as "price.1": a note named a column the file does not have, and the second
+    price was dropped."""
+    write(tmp_path / "interactions.csv", "user_id,item_id,timestamp\nu1,p1,1700000000\n")
+    write(tmp_path / "items.csv", "item_id,price, price\np1,3,4\n")
+    with pytest.raises(DataValidationError, match=r"items\.csv, line 1: the header names column\(s\) 'price' more "
+                                                  r"than once"):
+        load_source("csv", tmp_path)
 
 
 def test_blank_ids_are_refused(tmp_path: Path) -> None:

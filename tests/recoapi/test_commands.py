@@ -182,3 +182,7 @@ def test_the_stage_line_names_what_orders_the_candidates_and_only_the_scores_a_b
     assert "two_tower x" not in blend and blend.endswith("(chosen on the validation items in 1.5 s)")
     trees = stage_line({"ranker": "lightgbm", "rounds": 50, "weights": None, "sources": sources})
     assert trees.startswith("ranking stage: lightgbm (50 trees) orders") and trees.endswith("validation items)")
+    boosted = stage_line({"ranker": "lightgbm+prior", "rounds": 25, "sources": sources,
+                          "weights": {"two_tower": 0.25, "item_item": 0.75, "sequence": 0.0}})
+    assert boosted.startswith("ranking stage: lightgbm+prior (25 trees, boosted from the blend two_tower x 0.25, "
+                              "item_item x 0.75) orders")

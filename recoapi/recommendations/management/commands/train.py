@@ -150,10 +150,11 @@ def stage_line(stage: dict[str, Any]) -> str:
     took = (stage.get("selection") or {}).get("seconds")
     ranker = stage["ranker"]
     weights = {name: weight for name, weight in (stage.get("weights") or {}).items() if weight > 0}
-    if weights:  # only the scores it weighs: the other sources only propose candidates
-        ranker += " of " + ", ".join(f"{name} x {weight:g}" for name, weight in weights.items())
-    elif stage.get("rounds"):
-        ranker += f" ({stage['rounds']} trees)"
+    blend = ", ".join(f"{name} x {weight:g}" for name, weight in weights.items())
+    if stage.get("rounds"):  # LambdaMART, from nothing or boosted from a blend (lightgbm+prior)
+        ranker += f" ({stage['rounds']} trees" + (f", boosted from the blend {blend})" if blend else ")")
+    elif blend:  # only the scores it weighs: the other sources only propose candidates
+        ranker += f" of {blend}"
     return (f"ranking stage: {ranker} orders the candidates of the {stage['sources']['item_item']} item-item, "
             f"transition, sequential rules ({rules.get('window')} steps from the {rules.get('history')} most recent "
             f"products), popular and two-tower sources (chosen on the validation items"
