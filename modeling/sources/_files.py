@@ -238,16 +238,31 @@ def _bad_row(frame: pd.DataFrame, mask: np.ndarray, column: str, expected: str, 
     return row_error(frame, mask, f"column {column!r}: {value!r} is not {expected}", path)
 
 
-def to_int(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
-    """Column as int64; the first non-integer value raises with its line."""
-    values = pd.to_numeric(frame[column].str.strip(), errors="coerce")
-    bad = values.isna().to_numpy() | ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
-    if not bad.any():
-        as_float = values.to_numpy(dtype=float)
-        bad = as_float != np.floor(as_float)
+def to_int(frame: pd.DataFrame, column: str, path: Path, *,
+           rule: tuple[Callable[[np.ndarray], np.ndarray], str] | None = None) -> np.ndarray:
+    """Column as int64; the first value that is not an integer, or breaks ``rule`` (see :func:`to_float`), raises
+    with its line."""
+    numbers = pd.to_numeric(frame[column].str.strip(), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    finite = np.isfinite(numbers)
+    bad = ~finite
+    bad[finite] = numbers[finite] != np.floor(numbers[finite])
+    _raise_first(frame, column, path, numbers, bad, ~bad, rule, "an integer", lambda value: f"{int(value)}")
+    return numbers.astype(np.int64)
+
+
+def _raise_first(frame: pd.DataFrame, column: str, path: Path, numbers: np.ndarray, bad: np.ndarray,
+                 checked: np.ndarray, rule: tuple[Callable[[np.ndarray], np.ndarray], str] | None, expected: str,
+                 shown: Callable[[float], str]) -> None:
+    """Raise for the first row of (n,) ``bad`` (not ``expected``) or of the ``checked`` ``numbers`` (all (n,)) that
+    break ``rule`` (``(valid, what)``), whichever comes first in the file; nothing when every row is fine."""
+    broken = np.zeros(len(numbers), dtype=bool)
+    if rule is not None:
+        broken[checked] = ~np.asarray(rule[0](numbers[checked]), dtype=bool)
+    if broken.any() and (not bad.any() or np.argmax(broken) < np.argmax(bad)):
+        assert rule is not None
+        raise row_error(frame, broken, f"column {column!r}: {shown(numbers[np.argmax(broken)])} {rule[1]}", path)
     if bad.any():
-        raise _bad_row(frame, bad, column, "an integer", path)
-    return values.to_numpy(dtype=np.int64)
+        raise _bad_row(frame, bad, column, expected, path)
 
 
 def to_float(frame: pd.DataFrame, column: str, path: Path, *, allow_empty: bool = False,
@@ -261,15 +276,8 @@ def to_float(frame: pd.DataFrame, column: str, path: Path, *, allow_empty: bool 
     values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     empty = (text == "").to_numpy()
     bad = ~np.isfinite(values) & ~(empty & allow_empty)
-    broken = np.zeros(len(values), dtype=bool)
-    if rule is not None:
-        finite = np.isfinite(values)
-        broken[finite] = ~np.asarray(rule[0](values[finite]), dtype=bool)
-    if broken.any() and (not bad.any() or np.argmax(broken) < np.argmax(bad)):
-        assert rule is not None
-        raise row_error(frame, broken, f"column {column!r}: {values[np.argmax(broken)]} {rule[1]}", path)
-    if bad.any():
-        raise _bad_row(frame, bad, column, "a number", path)
+    # An allowed empty value is NaN: neither bad nor checked by the rule.
+    _raise_first(frame, column, path, values, bad, np.isfinite(values), rule, "a number", str)
     return values
 
 

@@ -205,11 +205,8 @@ def _times(raw: pd.DataFrame, columns: dict[str, str | None], file: Path) -> np.
     if columns.get("timestamp") is not None:
         return to_unix_seconds(raw, str(columns["timestamp"]), file)
     order_column = str(columns["order"])
-    order = to_int(raw, order_column, file)
-    outside = (order < 0) | (order >= SECONDS_PER_DAY)
-    if outside.any():
-        raise row_error(raw, outside, f"column {order_column!r}: {order[outside][0]} is not a click position "
-                                      f"(0 to {SECONDS_PER_DAY - 1})", file)
+    order = to_int(raw, order_column, file, rule=(lambda v: (v >= 0) & (v < SECONDS_PER_DAY),
+                                                  f"is not a click position (0 to {SECONDS_PER_DAY - 1})"))
     if columns["year"] is None:
         return order
     parts = {role: to_int(raw, str(columns[role]), file) for role in ("year", "month", "day")}
@@ -228,12 +225,8 @@ def _times(raw: pd.DataFrame, columns: dict[str, str | None], file: Path) -> np.
 
 def _decoded(raw: pd.DataFrame, column: str, names: dict[int, str], file: Path) -> pd.Series:
     """A UCI code column as names; an unknown code raises with its line."""
-    codes = to_int(raw, column, file)
-    known = np.isin(codes, list(names))
-    if not known.all():
-        bad = codes[~known][0]
-        raise row_error(raw, ~known, f"column {column!r}: {bad} is not a code from {min(names)} to {max(names)}",
-                        file)
+    codes = to_int(raw, column, file,
+                   rule=(lambda v: np.isin(v, list(names)), f"is not a code from {min(names)} to {max(names)}"))
     return pd.Series([names[int(c)] for c in codes], index=raw.index, dtype=object)
 
 

@@ -559,6 +559,14 @@ def test_clickstream_bad_rows_are_named(uci_clicks: Path, row: str, message: str
         load_source("clickstream", uci_clicks)
 
 
+def test_a_clickstreams_first_bad_value_is_named_whatever_is_wrong_with_it(uci_clicks: Path) -> None:
+    """An order of -1 on line 8 and "x" on line 9: the message named line 9 (integers were checked first)."""
+    with open(uci_clicks / "e-shop clothing 2008.csv", "a", encoding="utf-8") as handle:
+        handle.write("2008;4;2;-1;21;2;2;B4;10;2;1;52;1;1\n2008;4;2;x;21;2;2;B4;10;2;1;52;1;1\n")
+    with pytest.raises(DataValidationError, match=r"line 8: column 'order\(sells\)': -1 is not a click position"):
+        load_source("clickstream", uci_clicks)
+
+
 def test_clickstream_malformed_files(tmp_path: Path) -> None:
     clicks = tmp_path / "clicks.csv"
     with pytest.raises(DataValidationError, match="expected a directory with clicks.csv or a UCI"):
