@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import random
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -59,6 +59,15 @@ def _ids_at(offsets: list[int]) -> list[str]:
             last, position = row[0], offset
             found[offset] = last
     return [found[offset] for offset in offsets if offset in found]
+
+
+def product_any_among(*, ids: Sequence[str], batch: int = 10_000) -> bool | None:
+    """Whether any of ``ids`` is a product in the database (batches of ``batch`` ids, stopping at the first that
+    holds one); None when the database has no product at all."""
+    if not Product.objects.exists():
+        return None
+    return any(Product.objects.filter(id__in=list(ids[start:start + batch])).exists()
+               for start in range(0, len(ids), batch))
 
 
 def shopper_existing_ids(*, ids: list[str]) -> set[str]:

@@ -18,7 +18,8 @@ from django.utils import timezone
 
 from modeling import artifacts
 from modeling.errors import ArtifactError
-from recoapi.exceptions import ApplicationError, NotFound
+from recoapi.catalog import selectors as catalog_selectors
+from recoapi.exceptions import ApplicationError, Conflict, NotFound
 from recoapi.recommendations import model_store
 from recoapi.recommendations.locks import training_lock
 from recoapi.recommendations.models import TrainingRun
@@ -177,10 +178,23 @@ def _with_holdout(result: Any, data: Any, embeddings: Any, models_dir: Path, fin
         return None
 
 
-def _activate(models_dir: Path, version: str) -> None:
-    """Point models/ACTIVE at ``version`` once its bundle loads (every serving worker follows within a
-    second); raises ArtifactError for a broken bundle, and nothing changes then."""
-    artifacts.load_bundle(model_store.local_bundle(version))
+def _refuse_another_shops_bundle(version: str, bundle: artifacts.Bundle) -> None:
+    """Raise Conflict when the database has products but none of those ``bundle`` was trained on (after a shop's
+    own data replaced the demo's, rolling back to the demo's model would serve every shopper text-based lists)."""
+    ids = bundle.arrays.item_ids
+    if catalog_selectors.product_any_among(ids=[str(item) for item in ids]) is False:
+        raise Conflict(f"Model {version} was trained on {len(ids)} products, none of which is in the database: it "
+                       "belongs to another shop, and was not activated. Name another version with --to, or train "
+                       "a model on this shop's data (`manage.py train --activate`).", code="other_shop")
+
+
+def _activate(models_dir: Path, version: str, check: Callable[[artifacts.Bundle], None] | None = None) -> None:
+    """Point models/ACTIVE at ``version`` once its bundle loads and ``check`` of it raises nothing (every serving
+    worker follows within a second); raises ArtifactError for a broken bundle, or what ``check`` raises, and
+    nothing changes then."""
+    bundle = artifacts.load_bundle(model_store.local_bundle(version))
+    if check is not None:
+        check(bundle)
     model_store.activate(version)
     model_version_sync()
 
@@ -275,10 +289,13 @@ def model_rollback(*, version: str | None = None) -> dict[str, str | None]:
                            "retraining gate did not refuse) to roll back to.", code="no_model")
     elif version not in versions:
         raise NotFound(f"No model version {version!r}.", code="unknown_version")
-    if active is not None:  # the version rolled back from is in the record (one activated before it began: after
-        model_store.record_activation(active)  # an upgrade), so that the next rollback can return to it
+    def check(bundle: artifacts.Bundle) -> None:
+        _refuse_another_shops_bundle(version, bundle)
+        if active is not None:  # the version rolled back from is in the record (one activated before it began:
+            model_store.record_activation(active)  # after an upgrade), so that the next rollback can return to it
+
     try:
-        _activate(models_dir, version)
+        _activate(models_dir, version, check)
     except ArtifactError as exc:
         raise ApplicationError(f"Model {version} cannot be loaded and was not activated: {exc}",
                                code="invalid_model") from exc

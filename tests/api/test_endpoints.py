@@ -276,6 +276,24 @@ def test_a_model_of_another_shop_is_refused_and_the_old_model_keeps_serving(serv
     assert response.status_code == 200, response.content  # one shared product: the same shop, changed
 
 
+def test_rollback_refuses_a_model_of_another_shop(service: Pipeline, settings) -> None:
+    """After one's own data replaced the demo's, a rollback to the demo's model served every shopper text-based
+    lists."""
+    from recoapi.exceptions import Conflict
+    from recoapi.recommendations import retraining
+
+    other = "20000101T000000Z"  # older than the active one
+    shutil.copytree(settings.RECO_MODELS_DIR / service.version, settings.RECO_MODELS_DIR / other)
+    Interaction.objects.all().delete()
+    Product.objects.all().delete()
+    Product.objects.bulk_create([Product(id=f"OWN-{n}", title=f"Own product {n}") for n in range(5)])
+    with pytest.raises(Conflict, match="none of which is in the database: it belongs to another shop"):
+        retraining.model_rollback(version=other)
+    assert artifacts.read_active(settings.RECO_MODELS_DIR) == service.version
+    Product.objects.create(id=str(service.data.items[ds.ITEM_ID].iloc[0]), title="One product the model knows")
+    assert retraining.model_rollback(version=other)["model_version"] == other  # the same shop, changed
+
+
 def test_reload_model_with_unknown_version_is_404(service: Pipeline, staff_client: APIClient) -> None:
     assert_error(staff_client.post("/reload_model", {"version": "nope"}, format="json"), 404, "unknown_version")
 

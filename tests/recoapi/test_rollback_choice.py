@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 from django.utils import timezone
 
@@ -23,8 +25,17 @@ def published(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setattr(retraining.model_store, "active_version", lambda: versions[-1])
     monkeypatch.setattr(retraining.model_store, "incompatibility", lambda version: "")
     monkeypatch.setattr(retraining, "_manifest", lambda models_dir, version: {})
-    monkeypatch.setattr(retraining, "_activate", lambda models_dir, version: activated.append(version))
+    def activate(models_dir: Path, version: str, check: Any = None) -> None:
+        if check is not None:
+            check(_NO_PRODUCTS)
+        activated.append(version)
+
+    monkeypatch.setattr(retraining, "_activate", activate)
     return activated
+
+
+_NO_PRODUCTS = SimpleNamespace(arrays=SimpleNamespace(item_ids=np.zeros(0, dtype=str)))
+"""A bundle as the checks before an activation read it (its product ids); the tests' database has no product."""
 
 
 def _refused(candidate: str) -> None:
@@ -103,7 +114,9 @@ def test_after_an_upgrade_a_second_rollback_still_undoes_the_first(monkeypatch: 
     versions = ["20261203T000000Z", "20261204T000000Z"]
     state = {"active": versions[-1]}
 
-    def activate(models_dir: Path, version: str) -> None:  # as the real activation: the pointer and the record
+    def activate(models_dir: Path, version: str, check: Any = None) -> None:  # as the real one: pointer and record
+        if check is not None:
+            check(_NO_PRODUCTS)
         state["active"] = version
         model_store.record_activation(version)
 
