@@ -70,6 +70,11 @@ def product_any_among(*, ids: Sequence[str], batch: int = 10_000) -> bool | None
                for start in range(0, len(ids), batch))
 
 
+def product_count() -> int:
+    """How many products the database holds."""
+    return Product.objects.count()
+
+
 def shopper_existing_ids(*, ids: list[str]) -> set[str]:
     """The subset of ``ids`` that are shoppers in the database (one hand-written indexed query)."""
     if not ids:

@@ -245,19 +245,7 @@ def data_stamp() -> int | None:
         return None
 
 
-@dataclass(frozen=True)
-class CatalogueMatch:
-    """How a model's products meet the database's: ``shared`` of the ``trained`` products the model was trained on
-    are in the database, which holds ``in_database`` products in all (none shared of many: the model was trained
-    on another shop's data)."""
-
-    version: str
-    shared: int
-    trained: int
-    in_database: int
-
-
-def build_engine(bundle_path: Path, check: Callable[[CatalogueMatch], None] | None = None) -> Engine:
+def build_engine(bundle_path: Path, check: Callable[[artifacts.Bundle], None] | None = None) -> Engine:
     """Load a bundle and the metadata of its products from the database.
 
     Products in the database that the model was not trained on get candidate vectors
@@ -265,9 +253,8 @@ def build_engine(bundle_path: Path, check: Callable[[CatalogueMatch], None] | No
 
     Args:
         bundle_path: the bundle's folder.
-        check: called with the :class:`CatalogueMatch` once the database's products are read, before the new
-            products are encoded (the work another shop's model would spend on the whole catalogue); what it
-            raises ends the load.
+        check: called with the loaded bundle before the database's products are read and the new ones encoded
+            (the work another shop's model would spend on the whole catalogue); what it raises ends the load.
 
     Raises:
         ArtifactError: when the bundle is missing or broken.
@@ -275,13 +262,11 @@ def build_engine(bundle_path: Path, check: Callable[[CatalogueMatch], None] | No
     stamp = data_stamp()
     catalogue = catalog_selectors.product_latest_update()  # before the rows: nothing is missed
     bundle = artifacts.load_bundle(bundle_path, compiled_ranker=settings.RECO_COMPILED_RANKER)
+    if check is not None:
+        check(bundle)
     recommender = Recommender(bundle, ann_min_items=settings.RECO_ANN_MIN_ITEMS or None,
                               ann_nprobe=settings.RECO_ANN_NPROBE or None)
     products, new = _product_table(recommender)
-    if check is not None:
-        shared = int(np.count_nonzero(products.known[:recommender.n_trained_items]))
-        check(CatalogueMatch(bundle.version, shared, int(recommender.n_trained_items),
-                             int(np.count_nonzero(products.known)) + len(new)))
     if _add_new_products(recommender, new):
         logger.info("model %s: %d products added after training get text-based vectors", bundle.version, len(new))
         products = _with_rows(products, recommender, new)
@@ -534,7 +519,7 @@ class EngineRegistry:
             return None
         return failed, self._failed_reason
 
-    def activate(self, version: str, check: Callable[[CatalogueMatch], None] | None = None) -> Engine:
+    def activate(self, version: str, check: Callable[[artifacts.Bundle], None] | None = None) -> Engine:
         """Load ``version``, and only if that works (and ``check``, see :func:`build_engine`, raises nothing),
         point ACTIVE at it and swap.
 

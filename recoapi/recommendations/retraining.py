@@ -18,12 +18,16 @@ from django.utils import timezone
 
 from modeling import artifacts
 from modeling.errors import ArtifactError
-from recoapi.catalog import selectors as catalog_selectors
-from recoapi.exceptions import ApplicationError, Conflict, NotFound
+from recoapi.exceptions import ApplicationError, NotFound
 from recoapi.recommendations import model_store
 from recoapi.recommendations.locks import training_lock
 from recoapi.recommendations.models import TrainingRun
-from recoapi.recommendations.services import _read_manifest, model_version_sync, training_snapshot
+from recoapi.recommendations.services import (
+    _read_manifest,
+    model_version_sync,
+    refuse_another_shops_model,
+    training_snapshot,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -178,16 +182,6 @@ def _with_holdout(result: Any, data: Any, embeddings: Any, models_dir: Path, fin
         return None
 
 
-def _refuse_another_shops_bundle(version: str, bundle: artifacts.Bundle) -> None:
-    """Raise Conflict when the database has products but none of those ``bundle`` was trained on (after a shop's
-    own data replaced the demo's, rolling back to the demo's model would serve every shopper text-based lists)."""
-    ids = bundle.arrays.item_ids
-    if catalog_selectors.product_any_among(ids=[str(item) for item in ids]) is False:
-        raise Conflict(f"Model {version} was trained on {len(ids)} products, none of which is in the database: it "
-                       "belongs to another shop, and was not activated. Name another version with --to, or train "
-                       "a model on this shop's data (`manage.py train --activate`).", code="other_shop")
-
-
 def _activate(models_dir: Path, version: str, check: Callable[[artifacts.Bundle], None] | None = None) -> None:
     """Point models/ACTIVE at ``version`` once its bundle loads and ``check`` of it raises nothing (every serving
     worker follows within a second); raises ArtifactError for a broken bundle, or what ``check`` raises, and
@@ -290,7 +284,7 @@ def model_rollback(*, version: str | None = None) -> dict[str, str | None]:
     elif version not in versions:
         raise NotFound(f"No model version {version!r}.", code="unknown_version")
     def check(bundle: artifacts.Bundle) -> None:
-        _refuse_another_shops_bundle(version, bundle)
+        refuse_another_shops_model(bundle, instead=" Or name another version with --to.")
         if active is not None:  # the version rolled back from is in the record (one activated before it began:
             model_store.record_activation(active)  # after an upgrade), so that the next rollback can return to it
 

@@ -30,7 +30,7 @@ from recoapi.catalog.services import (
 )
 from recoapi.exceptions import ApplicationError, Conflict, NotFound, ServiceUnavailable
 from recoapi.recommendations import experiments, impressions, model_store
-from recoapi.recommendations.engine import CatalogueMatch, Engine, registry, text_encoder
+from recoapi.recommendations.engine import Engine, registry, text_encoder
 from recoapi.recommendations.engine import after_request as release_after_request
 from recoapi.recommendations.models import (
     ANONYMOUS,
@@ -361,7 +361,7 @@ def model_reload(*, version: str | None = None) -> dict[str, Any]:
         raise NotFound(f"No model version {version!r}.", code="unknown_version")
     previous = registry.current()
     try:
-        engine = registry.activate(version, check=_refuse_another_shops_model)
+        engine = registry.activate(version, check=refuse_another_shops_model)
     except ArtifactError as exc:
         logger.error("refused model %s: %s", version, exc)
         raise ApplicationError(
@@ -372,17 +372,18 @@ def model_reload(*, version: str | None = None) -> dict[str, Any]:
     return {"model_version": engine.version, "previous_version": previous.version if previous else None}
 
 
-def _refuse_another_shops_model(match: CatalogueMatch) -> None:
-    """Raise Conflict when the database has products but none of those the model was trained on: every shopper
-    would get text-based lists (the demo's model reloaded over one's own shop answered 200 and served nothing it
-    had learned)."""
-    if match.shared or not match.trained or not match.in_database:
+def refuse_another_shops_model(bundle: artifacts.Bundle, instead: str = "") -> None:
+    """Raise Conflict when the database has products but none of those ``bundle``'s model was trained on: every
+    shopper would get text-based lists (the demo's model reloaded, or rolled back to, over one's own shop).
+    ``instead``: a sentence on what else to do, after training a model on the shop's data."""
+    ids = bundle.arrays.item_ids
+    if catalog_selectors.product_any_among(ids=[str(item) for item in ids]) is not False:
         return
-    logger.warning("refused model %s: none of its %d products is among the database's %d", match.version,
-                   match.trained, match.in_database)
-    raise Conflict(f"Model {match.version} was trained on {match.trained} products, none of which is among the "
-                   f"{match.in_database} in the database: it belongs to another shop, and was not activated. Train a "
-                   "model on this shop's data (`manage.py train --activate`).", code="other_shop")
+    logger.warning("refused model %s: none of its %d products is in the database", bundle.version, len(ids))
+    raise Conflict(f"Model {bundle.version} was trained on {len(ids)} products, none of which is among the "
+                   f"{catalog_selectors.product_count()} in the database: it belongs to another shop, and was not "
+                   f"activated. Train a model on this shop's data (`manage.py train --activate`).{instead}",
+                   code="other_shop")
 
 
 def _public(exc: Exception) -> str:

@@ -287,7 +287,7 @@ def test_rollback_refuses_a_model_of_another_shop(service: Pipeline, settings) -
     Interaction.objects.all().delete()
     Product.objects.all().delete()
     Product.objects.bulk_create([Product(id=f"OWN-{n}", title=f"Own product {n}") for n in range(5)])
-    with pytest.raises(Conflict, match="none of which is in the database: it belongs to another shop"):
+    with pytest.raises(Conflict, match="none of which is among the 5 in the database: it belongs to another shop"):
         retraining.model_rollback(version=other)
     assert artifacts.read_active(settings.RECO_MODELS_DIR) == service.version
     Product.objects.create(id=str(service.data.items[ds.ITEM_ID].iloc[0]), title="One product the model knows")
