@@ -521,6 +521,12 @@ def item_item_choice(sources: Sources) -> dict[str, Any]:
     return {"l2": sources.l2}
 
 
+def refit_choices(sources: Sources) -> dict[str, Any]:
+    """What a refit of ``sources`` on other interactions keeps, as :func:`fit_sources`' arguments: the item-item
+    choice (:func:`item_item_choice`) and the sequential rules' ``(window, history)``."""
+    return {**item_item_choice(sources), "sequence": (sources.sequence_window, sources.sequence_history)}
+
+
 def _fit_sequence(user_idx: np.ndarray, item_idx: np.ndarray, n_items: int, neighbours: int,
                   sequence: tuple[int, int] | None, choose: Callable[[sp.csr_matrix, int], float] | None,
                   say: Callable[[str], None]) -> tuple[sp.csr_matrix, int, int]:

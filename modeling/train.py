@@ -25,7 +25,7 @@ from modeling import artifacts
 from modeling import datasets as ds
 from modeling import runtime as _runtime  # noqa: F401
 from modeling.baselines import popularity_scores
-from modeling.candidates import HistoryBatch, Sources, fit_sources, item_item_choice
+from modeling.candidates import HistoryBatch, Sources, fit_sources, refit_choices
 from modeling.embeddings import DEFAULT_MODEL_NAME, Embeddings, default_model_path
 from modeling.errors import ArtifactError, TrainingError
 from modeling.exported_text import ensure_text_export
@@ -545,8 +545,8 @@ def earlier_lists(model: TwoTowerModel, history: SortedHistory, features: Featur
     before the end of ``history``, for the ranker to learn from.
 
     For each step s, every shopper's last s training interactions are removed; the sources are fitted again
-    on what is left (with ``sources``' EASE λ and sequential rules choice), popularity and each shopper's
-    window are computed at its end, and the list of every shopper with more than s interactions is built
+    on what is left (with ``sources``' choices, :func:`~modeling.candidates.refit_choices`), popularity and
+    each shopper's window are computed at its end, and the list of every shopper with more than s interactions is built
     as the validation lists are, the interaction s from the last held out. The towers themselves trained on
     these interactions, so their scores are somewhat flattered here; the ranker is still chosen only on the
     validation lists.
@@ -563,8 +563,7 @@ def earlier_lists(model: TwoTowerModel, history: SortedHistory, features: Featur
         if not len(owner):
             break
         chosen = users[owner]
-        fitted = fit_sources(shorter.users, shorter.items, n_users, n_items, **item_item_choice(sources),
-                             sequence=sequence_choice(sources))
+        fitted = fit_sources(shorter.users, shorter.items, n_users, n_items, **refit_choices(sources))
         recent = recent_popularity(shorter.items, shorter.weights, shorter.timestamps, n_items,
                                    half_life_days=popularity_half_life_days)
         seen = seen_items(shorter.users, shorter.items, n_users)
@@ -577,11 +576,6 @@ def earlier_lists(model: TwoTowerModel, history: SortedHistory, features: Featur
     none = np.zeros(0, dtype=np.int64)
     return EarlierLists(candidates, feats, np.concatenate([none, *(p.targets for p in parts)]),
                         np.concatenate([none, *(p.owner for p in parts)]))
-
-
-def sequence_choice(sources: Sources) -> tuple[int, int]:
-    """The (window, history) of ``sources``' sequential rules (what a refit keeps)."""
-    return sources.sequence_window, sources.sequence_history
 
 
 @dataclass
@@ -928,7 +922,7 @@ def _attach_stage(result: TrainResult, history: SortedHistory, features: Feature
                                   validation=validation_histories, say=logger.info)
     else:  # the ranker of an earlier run, over sources fitted on these interactions
         stage = RankingStage(fit_sources(history.users, history.items, n_users, n_items,
-                                         **item_item_choice(stage.sources), sequence=sequence_choice(stage.sources)),
+                                         **refit_choices(stage.sources)),
                              stage.ranker, stage.config, stage.report)
     result.stage = stage
     test_u, test_i = test
@@ -1085,8 +1079,7 @@ def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings,
     if result.stage is None:
         raise TrainingError("the trained model has no ranking stage")
     stage = RankingStage(fit_sources(history.users, history.items, len(user_ids), len(item_ids),
-                                     **item_item_choice(result.stage.sources),
-                                     sequence=sequence_choice(result.stage.sources)),
+                                     **refit_choices(result.stage.sources)),
                          result.stage.ranker, result.stage.config, result.stage.report)
     def save(directory: Path) -> None:
         save_towers(result.model, embeddings.dim, directory)
