@@ -153,6 +153,14 @@ def unread_note(frame: pd.DataFrame, path: Path, read: list[str]) -> list[str]:
     return [f"{path.name}: column(s) {shown} not read; the columns this source reads are {', '.join(read)}"]
 
 
+def refuse_empty(frame: pd.DataFrame, values: pd.Series | np.ndarray, column: str, path: Path) -> None:
+    """Raise, naming its line, for the first of (n,) ``values`` (a column of ``frame``'s rows, stripped) that is
+    empty or missing."""
+    empty = np.asarray(pd.isna(values) | (np.asarray(values, dtype=object) == ""), dtype=bool)
+    if empty.any():
+        raise row_error(frame, empty, f"column {column!r} is empty", path)
+
+
 def row_error(frame: pd.DataFrame, mask: np.ndarray | pd.Series, message: str, path: Path) -> DataValidationError:
     """An error with ``message`` naming the file line of the first row where ``mask`` is true."""
     position = int(np.flatnonzero(np.asarray(mask))[0])

@@ -22,7 +22,15 @@ import pandas as pd
 
 from modeling import datasets as ds
 from modeling.errors import DataValidationError
-from modeling.sources._files import read_table, row_error, row_line, to_float, to_unix_seconds, unread_note
+from modeling.sources._files import (
+    read_table,
+    refuse_empty,
+    row_error,
+    row_line,
+    to_float,
+    to_unix_seconds,
+    unread_note,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -111,9 +119,7 @@ def load_csv(
         ds.TIMESTAMP: to_unix_seconds(raw, ds.TIMESTAMP, inter_file),
     })
     for column in (ds.USER_ID, ds.ITEM_ID):
-        blank = (interactions[column].isna() | (interactions[column] == "")).to_numpy()
-        if blank.any():
-            raise row_error(raw, blank, f"column {column!r} is empty", inter_file)
+        refuse_empty(raw, interactions[column], column, inter_file)
     if ds.EVENT in raw:
         events = raw[ds.EVENT].str.strip().str.lower().replace("", "purchase")
         unknown = ~events.isin(ds.EVENT_TYPES)
@@ -148,8 +154,7 @@ def load_csv(
         if ds.PRICE in raw_items:
             prices = to_float(raw_items, ds.PRICE, items_file, allow_empty=True, rule=(lambda v: v >= 0, "is negative"))
             items[ds.PRICE] = prices
-        if (items[ds.ITEM_ID] == "").any():
-            raise row_error(raw_items, items[ds.ITEM_ID] == "", "column 'item_id' is empty", items_file)
+        refuse_empty(raw_items, items[ds.ITEM_ID], ds.ITEM_ID, items_file)
         _check_storable(items, raw_items, items_file)
         notes += unread_note(raw_items, items_file, list(ds.ITEM_COLUMNS))
         repeated = _repeated_products(items, raw_items, items_file)
