@@ -41,8 +41,8 @@ ITEM_KNN_STANDARD_ERRORS = 2.0
 """Item-kNN replaces EASE as the item-item source only when its validation gain exceeds this many standard errors
 of the paired per-shopper difference (the ranking stage's own rule for leaving its reference,
 :data:`modeling.reranker.CHOICE_STANDARD_ERRORS`): the better of two tuned models by a narrow lead is often the
-worse on the test items (Fashion and Appliances, where item-kNN led EASE by 0.005 and 0.027 NDCG@10 on 386 and 34
-validation shoppers, served 0.005 and 0.002 less on the test items with it)."""
+worse on the test items (Fashion and Appliances, where item-kNN led EASE by 0.003 and 0.027 NDCG@10 on 388 and 34
+validation shoppers, served 0.0047 and 0.0018 less on the test items with it)."""
 SEQUENCE_WINDOWS: tuple[int, ...] = (2, 5, 10)
 """Steps the sequential rules look ahead, chosen on the validation items with :data:`SEQUENCE_HISTORIES`."""
 SEQUENCE_HISTORIES: tuple[int, ...] = (1, 3, 10)
