@@ -184,6 +184,11 @@ _ITEM_DTYPES = {ITEM_ID: "string", TITLE: "string", DESCRIPTION: "string", BRAND
                 PRICE: "float64"}
 
 
+DEFAULT_TIME_HINT = "timestamps are unix seconds, not milliseconds, or ISO 8601"
+"""How the csv sources read times: what the message says when every time is outside the bounds (each source passes
+its own to :func:`finish_tables`)."""
+
+
 def finish_tables(
     items: pd.DataFrame,
     interactions: pd.DataFrame,
@@ -194,6 +199,7 @@ def finish_tables(
     keep_items: str = "interacted",
     filters: InteractionFilters | None = None,
     time_bounds: TimeBounds | None = None,
+    time_hint: str = DEFAULT_TIME_HINT,
 ) -> CanonicalData:
     """The one validation step every loader ends with.
 
@@ -212,6 +218,7 @@ def finish_tables(
         filters: optional interaction filters (all off by default).
         time_bounds: plausible interaction times; rows outside are dropped and counted in
             ``report["out_of_range_time"]`` (None: no check).
+        time_hint: how the source reads its times (the message when every one is outside ``time_bounds``).
 
     Raises:
         DataValidationError: on empty input, blank ids, unknown events, non-finite or
@@ -242,7 +249,7 @@ def finish_tables(
         raise DataValidationError("interaction weights must be finite and positive", path=source_name)
 
     if time_bounds is not None:
-        interactions = time_bounds.apply(interactions, report, source_name=source_name)
+        interactions = time_bounds.apply(interactions, report, source_name=source_name, hint=time_hint)
 
     if filters is not None:
         interactions = filters.apply(interactions, report)
@@ -257,6 +264,12 @@ def finish_tables(
     for column in (TITLE, DESCRIPTION, BRAND, CATEGORY):
         items[column] = items[column].fillna("")
     items = items.drop_duplicates(ITEM_ID, keep="last")
+    prices = items[PRICE].to_numpy(dtype=float, na_value=np.nan)
+    unpriceable = ~np.isnan(prices) & (~np.isfinite(prices) | (prices < 0))  # a JSON answer cannot even hold inf
+    if unpriceable.any():
+        at = int(np.flatnonzero(unpriceable)[0])
+        raise DataValidationError(f"product {items[ITEM_ID].iloc[at]!r}: price {prices[at]} is not a price (a "
+                                  "finite number of at least 0; leave it empty when unknown)", path=source_name)
     interacted = pd.Index(pd.unique(interactions[ITEM_ID]))
     if keep_items == "interacted":
         items = items[items[ITEM_ID].isin(interacted)]
@@ -306,8 +319,11 @@ class TimeBounds:
             return pd.Timestamp(seconds, unit="s", tz="UTC").isoformat()
         return f"{iso(self.earliest)} .. {iso(self.latest)}"
 
-    def apply(self, interactions: pd.DataFrame, report: dict[str, int], *, source_name: str) -> pd.DataFrame:
+    def apply(self, interactions: pd.DataFrame, report: dict[str, int], *, source_name: str,
+              hint: str = DEFAULT_TIME_HINT) -> pd.DataFrame:
         """``interactions`` without the rows whose time is outside the range; adds the count to ``report``.
+
+        ``hint`` says how the source reads its times, for the message when none is left.
 
         Raises:
             DataValidationError: when no interaction is left.
@@ -319,8 +335,7 @@ class TimeBounds:
         if not count:
             return interactions
         if count == len(interactions):
-            raise DataValidationError(f"every interaction's timestamp is outside {self.describe()} "
-                                      "(timestamps are unix seconds, not milliseconds, or ISO 8601)",
+            raise DataValidationError(f"every interaction's timestamp is outside {self.describe()} ({hint})",
                                       path=source_name)
         logger.warning("%s: dropped %d interactions with a timestamp outside %s (first: %d)", source_name, count,
                        self.describe(), int(times[outside][0]))

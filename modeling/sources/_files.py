@@ -13,6 +13,7 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
+from modeling import datasets as ds
 from modeling.errors import DataValidationError
 
 # What reading a damaged, truncated or mis-encoded (possibly gzipped) file raises.
@@ -42,6 +43,9 @@ def json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any], str]]:
                 if not isinstance(record, dict):
                     raise DataValidationError("expected a JSON object", path=str(path), line=number)
                 yield number, record, line
+    except UnicodeDecodeError as exc:
+        raise DataValidationError(f"not UTF-8 text ({exc.reason}); save the file as UTF-8", path=str(path),
+                                  line=undecodable_line(path)) from exc
     except _READ_ERRORS as exc:
         raise DataValidationError(f"cannot read file ({exc})", path=str(path)) from exc
 
@@ -161,6 +165,44 @@ def refuse_empty(frame: pd.DataFrame, values: pd.Series | np.ndarray, column: st
         raise row_error(frame, empty, f"column {column!r} is empty", path)
 
 
+def repeated_products(items: pd.DataFrame, raw: pd.DataFrame, path: Path) -> np.ndarray:
+    """Which rows of ``items`` repeat an earlier row of the same product exactly (to be read once).
+
+    A product listed twice with different values is refused: which row describes it is the shop's to say, and
+    keeping either one silently would serve a price or title the shop may have corrected.
+
+    Args:
+        items: the catalogue rows as they will be imported (ids stripped, texts cleaned), in the order of ``raw``.
+        raw: the file's rows as :func:`read_table` read them (for the line numbers).
+        path: the file, for the message.
+
+    Returns:
+        (n,) bool mask of the repeated rows.
+
+    Raises:
+        DataValidationError: a product on two rows whose values differ, naming both lines.
+    """
+    ids = items[ds.ITEM_ID]
+    again = ids.duplicated(keep="first").to_numpy()  # a product met on an earlier row
+    if not again.any():
+        return again
+    # Missing values compare equal to each other here (an empty price on both rows is the same price).
+    values = items.astype(object).where(items.notna(), None)
+    repeated = values.duplicated(keep="first").to_numpy()
+    differing = again & ~repeated
+    if differing.any():
+        second = int(np.flatnonzero(differing)[0])
+        product = ids.iloc[second]
+        first = int(np.flatnonzero((ids == product).to_numpy())[0])
+        columns = [column for column in items.columns
+                   if column != ds.ITEM_ID and values[column].iloc[first] != values[column].iloc[second]]
+        raise DataValidationError(
+            f"product {product!r} is listed on line {row_line(raw, first)} and again with a different "
+            f"{' and '.join(repr(c) for c in columns)}: keep one row per product",
+            path=str(path), line=row_line(raw, second))
+    return repeated
+
+
 def row_error(frame: pd.DataFrame, mask: np.ndarray | pd.Series, message: str, path: Path) -> DataValidationError:
     """An error with ``message`` naming the file line of the first row where ``mask`` is true."""
     position = int(np.flatnonzero(np.asarray(mask))[0])
@@ -246,6 +288,11 @@ def _bad_row(frame: pd.DataFrame, mask: np.ndarray, column: str, expected: str, 
     return row_error(frame, mask, f"column {column!r}: {value!r} is not {expected}", path)
 
 
+INT_LIMIT = 1e18
+"""Integers read from files are below this in magnitude (18 digits): an int64 holds them, a float64 reads them
+exactly enough to tell, and no id, count or time a shop writes is larger."""
+
+
 def to_int(frame: pd.DataFrame, column: str, path: Path, *,
            rule: tuple[Callable[[np.ndarray], np.ndarray], str] | None = None) -> np.ndarray:
     """Column as int64; the first value that is not an integer, or breaks ``rule`` (see :func:`to_float`), raises
@@ -253,8 +300,10 @@ def to_int(frame: pd.DataFrame, column: str, path: Path, *,
     numbers = pd.to_numeric(frame[column].str.strip(), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     finite = np.isfinite(numbers)
     bad = ~finite
-    bad[finite] = numbers[finite] != np.floor(numbers[finite])
-    _raise_first(frame, column, path, numbers, bad, ~bad, rule, "an integer", lambda value: f"{int(value)}")
+    # Beyond 18 digits a value no longer fits an int64 (1e30 would become -9223372036854775808): refused too.
+    bad[finite] = (numbers[finite] != np.floor(numbers[finite])) | (np.abs(numbers[finite]) >= INT_LIMIT)
+    _raise_first(frame, column, path, numbers, bad, ~bad, rule, "an integer of at most 18 digits",
+                 lambda value: f"{int(value)}")
     return numbers.astype(np.int64)
 
 
@@ -301,7 +350,7 @@ def to_unix_seconds(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
         epoch = pd.Timestamp(0, tz="UTC").as_unit(parsed.dt.unit)
         seconds = (parsed - epoch) // pd.Timedelta(seconds=1)
         result[need] = seconds.to_numpy(dtype=float, na_value=np.nan)
-    bad = np.isnan(result)
+    bad = ~np.isfinite(result) | (np.abs(np.nan_to_num(result)) >= INT_LIMIT)  # inf and 1e30 are no time either
     if bad.any():
         raise _bad_row(frame, bad, column, "a unix time in seconds or an ISO 8601 date-time", path)
     return result.astype(np.int64)

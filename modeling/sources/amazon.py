@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pandas as pd
 
 from modeling import datasets as ds
 from modeling.errors import DataValidationError
-from modeling.sources._files import json_lines, require_field
+from modeling.sources._files import INT_LIMIT, json_lines, require_field
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,9 @@ def load_amazon2018(
         if not user_id or not item_id:
             raise DataValidationError("empty 'reviewerID' or 'asin'", path=str(reviews_path), line=line)
         timestamp = require_field(record, "unixReviewTime", (int, float), reviews_path, line)
+        if not math.isfinite(timestamp) or abs(timestamp) >= INT_LIMIT:  # JSON readers accept NaN and Infinity
+            raise DataValidationError(f"field 'unixReviewTime' must be a unix time in seconds, got {timestamp!r}",
+                                      path=str(reviews_path), line=line)
         rating = require_field(record, "overall", (int, float), reviews_path, line)
         if not 0 <= float(rating) <= 5:
             raise DataValidationError(
@@ -144,4 +148,4 @@ def load_amazon2018(
     fingerprint = ds.file_fingerprint([p for p in (reviews_path, meta_path) if p is not None], salt=LOADER_VERSION)
     return ds.finish_tables(items, interactions, report=report, fingerprint=fingerprint,
                             source_name=str(reviews_path), keep_items="interacted", filters=filters,
-                            time_bounds=time_bounds)
+                            time_bounds=time_bounds, time_hint="'unixReviewTime' is read as unix seconds")

@@ -22,7 +22,7 @@ Two layouts, found in the given directory (or given directly as a file):
 
 Each click becomes a ``view`` with weight 1. The session is the shopper, with
 id ``s<session_id>`` so it cannot collide with the ids of real shoppers. With
-``order``, the time is the date (UTC midnight; 1970-01-01 without a date) plus
+``order``, the time is the date (UTC midnight; 2000-01-01 without a date) plus
 ``order`` seconds, which keeps the clicks of a session in order. A product's
 attributes are the values most of its clicks carry (the import report counts
 the products whose clicks disagree); without a ``title`` the title is made from
@@ -47,6 +47,9 @@ LOADER_VERSION = "clickstream-1"
 CLICKS_FILE = "clicks.csv"
 SESSION_PREFIX = "s"
 SECONDS_PER_DAY = 86_400
+UNDATED = 946_684_800
+"""The day of clicks given without a date: 2000-01-01 (UTC midnight), inside the default time bounds (which drop
+interactions before 1995 as a broken clock): only their order matters."""
 ENCODING = "utf-8-sig"  # UTF-8, with or without a byte-order mark
 
 # Generic layout: role -> accepted column names (first found wins).
@@ -122,9 +125,12 @@ def load_clickstream(path: Path | str, *, filters: ds.InteractionFilters | None 
     report = {"click_rows": len(interactions), "products_with_mixed_attributes": mixed}
     fingerprint = ds.file_fingerprint([file], salt=LOADER_VERSION)
     logger.info("clickstream %s (%s layout): %d clicks", file, "UCI" if uci else "generic", len(interactions))
+    hint = (ds.DEFAULT_TIME_HINT if columns.get("timestamp") is not None else
+            "each click's time is its session's year, month and day plus its order in seconds, "
+            "2000-01-01 without a date")
     return ds.finish_tables(items, interactions, report=report, fingerprint=fingerprint,
                             source_name=str(file), keep_items="interacted", filters=filters,
-                            time_bounds=time_bounds)
+                            time_bounds=time_bounds, time_hint=hint)
 
 
 def find_clicks_file(path: Path) -> Path:
@@ -207,7 +213,7 @@ def _times(raw: pd.DataFrame, columns: dict[str, str | None], file: Path) -> np.
     order = to_int(raw, order_column, file, rule=(lambda v: (v >= 0) & (v < SECONDS_PER_DAY),
                                                   f"is not a click position (0 to {SECONDS_PER_DAY - 1})"))
     if columns["year"] is None:
-        return order
+        return UNDATED + order
     parts = {role: to_int(raw, str(columns[role]), file) for role in ("year", "month", "day")}
     plausible = (parts["year"] >= 1970) & (parts["year"] <= 9999)
     frame = pd.DataFrame(parts)

@@ -25,8 +25,8 @@ from modeling.errors import DataValidationError
 from modeling.sources._files import (
     read_table,
     refuse_empty,
+    repeated_products,
     row_error,
-    row_line,
     to_float,
     to_unix_seconds,
     unread_note,
@@ -56,44 +56,6 @@ def _check_storable(table: pd.DataFrame, raw: pd.DataFrame, path: Path) -> None:
             mask, reason = ds.unstorable(table[column], column)
             if mask.any():
                 raise row_error(raw, mask, f"column {column!r}: {reason}", path)
-
-
-def _repeated_products(items: pd.DataFrame, raw: pd.DataFrame, path: Path) -> np.ndarray:
-    """Which rows of ``items`` repeat an earlier row of the same product exactly (to be read once).
-
-    A product listed twice with different values is refused: which row describes it is the shop's to say, and
-    keeping either one silently would serve a price or title the shop may have corrected.
-
-    Args:
-        items: the catalogue rows as they will be imported (ids stripped, texts cleaned), in the order of ``raw``.
-        raw: the file's rows as :func:`read_table` read them (for the line numbers).
-        path: the file, for the message.
-
-    Returns:
-        (n,) bool mask of the repeated rows.
-
-    Raises:
-        DataValidationError: a product on two rows whose values differ, naming both lines.
-    """
-    ids = items[ds.ITEM_ID]
-    again = ids.duplicated(keep="first").to_numpy()  # a product met on an earlier row
-    if not again.any():
-        return again
-    # Missing values compare equal to each other here (an empty price on both rows is the same price).
-    values = items.astype(object).where(items.notna(), None)
-    repeated = values.duplicated(keep="first").to_numpy()
-    differing = again & ~repeated
-    if differing.any():
-        second = int(np.flatnonzero(differing)[0])
-        product = ids.iloc[second]
-        first = int(np.flatnonzero((ids == product).to_numpy())[0])
-        columns = [column for column in items.columns
-                   if column != ds.ITEM_ID and values[column].iloc[first] != values[column].iloc[second]]
-        raise DataValidationError(
-            f"product {product!r} is listed on line {row_line(raw, first)} and again with a different "
-            f"{' and '.join(repr(c) for c in columns)}: keep one row per product",
-            path=str(path), line=row_line(raw, second))
-    return repeated
 
 
 def load_csv(
@@ -157,7 +119,7 @@ def load_csv(
         refuse_empty(raw_items, items[ds.ITEM_ID], ds.ITEM_ID, items_file)
         _check_storable(items, raw_items, items_file)
         notes += unread_note(raw_items, items_file, list(ds.ITEM_COLUMNS))
-        repeated = _repeated_products(items, raw_items, items_file)
+        repeated = repeated_products(items, raw_items, items_file)
         items = items[~repeated].reset_index(drop=True)
         files.append(items_file)
     else:

@@ -25,7 +25,7 @@ import pandas as pd
 
 from modeling import datasets as ds
 from modeling.errors import DataValidationError
-from modeling.sources._files import read_table, to_float, to_int
+from modeling.sources._files import read_table, refuse_empty, repeated_products, to_float, to_int
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,11 @@ def load_movielens(
                               "or u.data + u.item (100K)", path=str(path))
 
 
-def _ratings(frame: pd.DataFrame, file: Path) -> pd.DataFrame:
+def _ratings(frame: pd.DataFrame, file: Path, names: tuple[str, str] = ("user", "item")) -> pd.DataFrame:
+    """The interactions of a ratings file read with columns user, item, rating, timestamp (``names``: what the
+    file calls the first two, for messages)."""
+    for column, name in zip(("user", "item"), names, strict=True):
+        refuse_empty(frame, frame[column].str.strip(), name, file)
     ratings = to_float(frame, "rating", file, rule=(lambda v: (v >= 0) & (v <= 5), "is outside 0..5"))
     return pd.DataFrame({
         ds.USER_ID: frame["user"].str.strip().to_numpy(),
@@ -75,7 +79,7 @@ def _load_latest(path: Path, filters: ds.InteractionFilters | None,
     raw = read_table(ratings_file, columns=["userId", "movieId", "rating", "timestamp"],
                      required=["userId", "movieId", "rating", "timestamp"])
     raw = raw.rename(columns={"userId": "user", "movieId": "item"})
-    interactions = _ratings(raw, ratings_file)
+    interactions = _ratings(raw, ratings_file, ("userId", "movieId"))
     report = {"rating_rows": len(interactions)}
 
     movies = read_table(movies_file, columns=["movieId", "title", "genres"], required=["movieId", "title"])
@@ -85,12 +89,14 @@ def _load_latest(path: Path, filters: ds.InteractionFilters | None,
     if tags_file.is_file():
         interactions, report["tags"], report["tags_without_rating"] = _tags_as_rating_text(interactions, tags_file)
         files.append(tags_file)
+    refuse_empty(movies, movies["movieId"].str.strip(), "movieId", movies_file)
     items = _items(movies["movieId"].str.strip(), movies["title"], genre_lists)
+    items = items[~repeated_products(items, movies, movies_file)]
     report["movies"] = len(items)
     fingerprint = ds.file_fingerprint(files, salt=LOADER_VERSION)
     return ds.finish_tables(items, interactions, report=report, fingerprint=fingerprint,
                             source_name=str(ratings_file), keep_items="all", filters=filters,
-                            time_bounds=time_bounds)
+                            time_bounds=time_bounds, time_hint="timestamps are read as unix seconds")
 
 
 def _load_100k(path: Path, filters: ds.InteractionFilters | None,
@@ -107,12 +113,14 @@ def _load_100k(path: Path, filters: ds.InteractionFilters | None,
     flags = movies[GENRES_100K].eq("1").to_numpy()
     genre_lists = pd.Series([[g for g, f in zip(GENRES_100K, row, strict=True) if f] for row in flags],
                             index=movies.index)
+    refuse_empty(movies, movies["movieId"].str.strip(), "movie id", item_file)
     items = _items(movies["movieId"].str.strip(), movies["title"], genre_lists)
+    items = items[~repeated_products(items, movies, item_file)]
     report["movies"] = len(items)
     fingerprint = ds.file_fingerprint([data_file, item_file], salt=LOADER_VERSION)
     return ds.finish_tables(items, interactions, report=report, fingerprint=fingerprint,
                             source_name=str(data_file), keep_items="all", filters=filters,
-                            time_bounds=time_bounds)
+                            time_bounds=time_bounds, time_hint="timestamps are read as unix seconds")
 
 
 def _tags_as_rating_text(interactions: pd.DataFrame, tags_file: Path) -> tuple[pd.DataFrame, int, int]:

@@ -21,11 +21,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from modeling import datasets as ds
 from modeling.errors import DataValidationError
-from modeling.sources._files import read_table, row_error, to_int
+from modeling.sources._files import read_table, refuse_empty, row_error, to_int, undecodable_line
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ def load_retailrocket(
         bad = kinds[unknown].iloc[0]
         raise row_error(events, unknown, f"column 'event': {bad!r} is not one of {', '.join(EVENT_MAP)}",
                         events_file)
+    for column in ("visitorid", "itemid"):
+        refuse_empty(events, events[column].str.strip(), column, events_file)
     millis = to_int(events, "timestamp", events_file)
     # The same event twice (same millisecond, visitor, kind and product) is a row the export repeated, not a
     # second event: kept, it would count twice in every model and in the evaluation's histories.
@@ -87,19 +90,29 @@ def load_retailrocket(
     items = pd.DataFrame({ds.ITEM_ID: pd.unique(interactions[ds.ITEM_ID])})
     category_ids = items[ds.ITEM_ID].map(properties.get(CATEGORY_PROPERTY, {})).fillna("")
     items[ds.CATEGORY] = [paths.get(c, c) for c in category_ids]
-    prices = items[ds.ITEM_ID].map(properties.get(PRICE_PROPERTY, {}))
-    items[ds.PRICE] = pd.to_numeric(prices.fillna("").str.lstrip("n"), errors="coerce")
+    items[ds.PRICE] = items[ds.ITEM_ID].map(properties.get(PRICE_PROPERTY, {}))
     items[ds.TITLE] = ""
     report["items_with_category"] = int((items[ds.CATEGORY] != "").sum())
     report["items_with_price"] = int(items[ds.PRICE].notna().sum())
     fingerprint = ds.file_fingerprint(files, salt=LOADER_VERSION)
     return ds.finish_tables(items, interactions, report=report, fingerprint=fingerprint,
                             source_name=str(events_file), keep_items="interacted", filters=filters,
-                            time_bounds=time_bounds)
+                            time_bounds=time_bounds,
+                            time_hint="events.csv's timestamps are read as unix milliseconds, as RetailRocket writes "
+                                      "them")
 
 
-def _latest_properties(path: Path, files: list[Path]) -> dict[str, dict[str, str]]:
-    """property -> {itemid: latest value} for the category and price properties."""
+def _latest_properties(path: Path, files: list[Path]) -> dict[str, dict[str, object]]:
+    """property -> {itemid: latest value} for the category (str) and price (float; NaN when the value is no
+    number) properties.
+
+    The files are read in chunks (the published ones hold 20 million rows); each row keeps its line, so that
+    a price that is no price (infinite, negative) is refused with its file and line.
+
+    Raises:
+        DataValidationError: an empty or unreadable file, text that is not UTF-8, a missing column, or a
+            latest price that is infinite or negative.
+    """
     wanted = {CATEGORY_PROPERTY, PRICE_PROPERTY}
     parts = []
     for name in PROPERTY_FILES:
@@ -107,19 +120,46 @@ def _latest_properties(path: Path, files: list[Path]) -> dict[str, dict[str, str
         if not file.is_file():
             continue
         files.append(file)
+        read = 0
         try:
             for chunk in pd.read_csv(file, dtype=str, keep_default_na=False, chunksize=1_000_000,
                                      usecols=["timestamp", "itemid", "property", "value"]):
-                parts.append(chunk[chunk["property"].isin(wanted)])
+                kept = chunk[chunk["property"].str.strip().isin(wanted)].copy()
+                kept["line"] = kept.index.to_numpy() + 2  # the header is line 1 (blank lines are not counted)
+                kept["file"] = name
+                parts.append(kept)
+                read += len(chunk)
+        except pd.errors.EmptyDataError as exc:
+            raise DataValidationError("file is empty", path=str(file)) from exc
+        except UnicodeDecodeError as exc:
+            raise DataValidationError(f"not UTF-8 text ({exc.reason}); save the file as UTF-8", path=str(file),
+                                      line=undecodable_line(file)) from exc
         except ValueError as exc:  # usecols mismatch, parser errors
             raise DataValidationError(f"cannot read item properties ({exc})", path=str(file)) from exc
+        if read == 0:
+            raise DataValidationError("file has no data rows", path=str(file))
     if not parts:
         return {}
     frame = pd.concat(parts, ignore_index=True)
+    frame["itemid"] = frame["itemid"].str.strip()  # as events.csv's ids are read
+    frame["property"] = frame["property"].str.strip()
     frame["ts"] = pd.to_numeric(frame["timestamp"], errors="coerce")
     frame = frame.sort_values("ts", kind="stable").drop_duplicates(["itemid", "property"], keep="last")
-    return {prop: dict(zip(group["itemid"], group["value"], strict=True))
-            for prop, group in frame.groupby("property")}
+    latest: dict[str, dict[str, object]] = {}
+    for prop, group in frame.groupby("property"):
+        values: pd.Series = group["value"].str.strip()
+        if prop == PRICE_PROPERTY:  # "n5880.000": a number after an "n"; anything else is no price
+            numbers = pd.to_numeric(values.str.lstrip("n"), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+            broken = ~np.isnan(numbers) & (~np.isfinite(numbers) | (numbers < 0))
+            if broken.any():
+                at = int(np.flatnonzero(broken)[0])
+                raise DataValidationError(
+                    f"property {PRICE_PROPERTY} (the price) of item {group['itemid'].iloc[at]!r}: "
+                    f"{values.iloc[at]!r} is not a price (a finite number of at least 0)",
+                    path=str(path / group["file"].iloc[at]), line=int(group["line"].iloc[at]))
+            values = pd.Series(numbers, index=group.index)
+        latest[str(prop)] = dict(zip(group["itemid"], values, strict=True))
+    return latest
 
 
 def category_paths(tree_file: Path) -> dict[str, str]:

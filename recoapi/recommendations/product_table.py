@@ -34,16 +34,25 @@ class ItemInfo:
     price: float | None
 
 
+def _price(value: object) -> float:
+    """A stored price as a float: NaN when there is none, and when it is no finite number (a database written
+    by an importer that let ``inf`` through: JSON cannot hold it, so the answer would fail; shown as no price)."""
+    price = np.nan if value is None else float(value)  # type: ignore[arg-type]
+    return price if np.isfinite(price) else np.nan
+
+
 def row_info(row: Sequence) -> ItemInfo:
     """ItemInfo of a product row ``(id, title, description, brand, category, price, ...)``."""
+    price = _price(row[5])
     return ItemInfo(title=row[1] or "", brand=row[3] or "", category=row[4] or "",
-                    price=None if row[5] is None else float(row[5]))
+                    price=None if np.isnan(price) else price)
 
 
 def _columns(rows: Sequence[Sequence]) -> tuple[list[str], list[str], list[str], np.ndarray]:
-    """Titles, brands, categories ("" for none) and prices (NaN for none) of product rows."""
+    """Titles, brands, categories ("" for none) and prices (NaN for none, or for one that is not finite) of product
+    rows."""
     return ([row[1] or "" for row in rows], [row[3] or "" for row in rows], [row[4] or "" for row in rows],
-            np.asarray([np.nan if row[5] is None else float(row[5]) for row in rows], dtype=np.float64))
+            np.asarray([_price(row[5]) for row in rows], dtype=np.float64))
 
 
 @dataclass(frozen=True)

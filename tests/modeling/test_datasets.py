@@ -6,6 +6,8 @@ import gzip
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from modeling import datasets as ds
@@ -175,3 +177,15 @@ def test_real_categories_drop_upstream_duplicate_lines(name: str, lines: int, di
     # Distinct lines that repeat a review with another variant (style) count once.
     assert data.counts()["interactions"] == distinct_lines - data.report["repeated_reviews"]
     assert data.counts()["users"] == users and data.counts()["items"] == items
+
+
+@pytest.mark.parametrize("price", [float("inf"), float("-inf"), -3.0])
+def test_every_source_ends_refusing_a_price_that_is_no_price(price: float) -> None:
+    # The last guard for every loader: an answer holding an infinite price could not be written as JSON.
+    items = pd.DataFrame({ds.ITEM_ID: ["a", "b"], ds.PRICE: [2.5, price]})
+    interactions = pd.DataFrame({ds.USER_ID: ["u", "u"], ds.ITEM_ID: ["a", "b"], ds.TIMESTAMP: [1, 2]})
+    with pytest.raises(DataValidationError, match=r"shop\.csv: product 'b': price .* is not a price"):
+        ds.finish_tables(items, interactions, report={}, fingerprint="f", source_name="shop.csv")
+    items[ds.PRICE] = [2.5, np.nan]  # unknown: fine
+    assert ds.finish_tables(items, interactions, report={}, fingerprint="f", source_name="shop.csv").items[
+        ds.PRICE].isna().sum() == 1

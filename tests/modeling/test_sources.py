@@ -675,3 +675,108 @@ def test_a_csv_separated_by_semicolons_says_so(tmp_path: Path) -> None:
     (tmp_path / "items.csv").write_text("item_id;title;price\np1;Mug;3\np2;Mug, large;4\n")
     with pytest.raises(DataValidationError, match=r"items\.csv, line 3: .*separated by semicolons"):
         load_source("csv", tmp_path)
+
+
+# --------------------------------------------------------------------------- values no reader may let through
+
+
+def test_a_retailrocket_price_that_is_no_price_is_refused_with_its_file_and_line(retailrocket: Path) -> None:
+    # Before, "ninf" became an infinite price in the database, and every list holding the product answered 500.
+    for value, shown in (("ninf", "'ninf'"), ("n1e400", "'n1e400'"), ("n-20.000", "'n-20.000'")):
+        write(retailrocket / "item_properties_part2.csv",
+              f"timestamp,itemid,property,value\n1435460400000,248676,888,5\n1435460500000,248676,790,{value}\n")
+        with pytest.raises(DataValidationError, match=rf"item_properties_part2\.csv, line 3: property 790 \(the "
+                                                      rf"price\) of item '248676': {shown} is not a price"):
+            load_source("retailrocket", retailrocket)
+    # A later, valid price replaces a broken one; a value that is no number is an unknown price, as before.
+    write(retailrocket / "item_properties_part2.csv", "timestamp,itemid,property,value\n"
+          "1435460400000,248676,790,ninf\n1435460500000, 248676 ,790,n12.500\n1435460500000,355908,790,n/a\n")
+    items = load_source("retailrocket", retailrocket).items.set_index(ds.ITEM_ID)
+    assert items.loc["248676", ds.PRICE] == 12.5 and np.isnan(items.loc["355908", ds.PRICE])
+
+
+def test_retailrocket_item_properties_errors_are_named(retailrocket: Path) -> None:
+    part = retailrocket / "item_properties_part2.csv"
+    part.write_text("")
+    with pytest.raises(DataValidationError, match=r"item_properties_part2\.csv: file is empty"):
+        load_source("retailrocket", retailrocket)
+    part.write_bytes(b"timestamp,itemid,property,value\n1,355908,888,5\n2,355908,888,caf\xe9\n")
+    with pytest.raises(DataValidationError, match=r"item_properties_part2\.csv, line 3: not UTF-8 text"):
+        load_source("retailrocket", retailrocket)
+    part.write_text("timestamp,itemid,property,value\n")
+    with pytest.raises(DataValidationError, match=r"item_properties_part2\.csv: file has no data rows"):
+        load_source("retailrocket", retailrocket)
+
+
+@pytest.mark.parametrize("column", ["visitorid", "itemid"])
+def test_retailrocket_empty_ids_are_named_by_their_column_and_line(retailrocket: Path, column: str) -> None:
+    row = "1433224214170,,view,355908," if column == "visitorid" else "1433224214170,5,view, ,"
+    with open(retailrocket / "events.csv", "a", encoding="utf-8") as handle:
+        handle.write(row + "\n")
+    with pytest.raises(DataValidationError, match=rf"events\.csv, line 6: column '{column}' is empty"):
+        load_source("retailrocket", retailrocket)
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "1e30"])
+def test_an_amazon_review_time_that_is_no_time_is_refused_with_its_line(amazon_shop: Path, value: str) -> None:
+    # Python's json reads NaN and Infinity; int() of them raised a bare ValueError or OverflowError before.
+    with open(amazon_shop / "Shop_5.json", "a", encoding="utf-8") as handle:
+        handle.write(f'{{"reviewerID": "r3", "asin": "A2", "unixReviewTime": {value}, "overall": 4}}\n')
+    with pytest.raises(DataValidationError, match=r"Shop_5\.json, line 3: field 'unixReviewTime' must be a unix "
+                                                  r"time in seconds"):
+        load_source("amazon2018", amazon_shop)
+
+
+def test_an_amazon_file_that_is_not_utf8_names_its_line(amazon_shop: Path) -> None:
+    with open(amazon_shop / "Shop_5.json", "ab") as handle:
+        handle.write(b'{"reviewerID": "r3", "asin": "A2", "unixReviewTime": 1500000200, "overall": 4, '
+                     b'"summary": "caf\xe9"}\n')
+    with pytest.raises(DataValidationError, match=r"Shop_5\.json, line 3: not UTF-8 text"):
+        load_source("amazon2018", amazon_shop)
+
+
+@pytest.mark.parametrize("value", ["inf", "1e30", "99999999999999999999999"])
+def test_numbers_too_large_for_a_time_or_an_id_are_refused_not_wrapped(tmp_path: Path, value: str) -> None:
+    # Before, 1e30 became -9223372036854775808 (with numpy's warning on the console) and the row was dropped.
+    write(tmp_path / "interactions.csv", f"user_id,item_id,timestamp\na,x,1700000000\nb,y,{value}\n")
+    with pytest.raises(DataValidationError, match=rf"interactions\.csv, line 3: column 'timestamp': '{value}' is "
+                                                  r"not a unix time"):
+        load_source("csv", tmp_path)
+    write(tmp_path / "events.csv", f"timestamp,visitorid,event,itemid\n1433221332117,1,view,5\n{value},2,view,5\n")
+    with pytest.raises(DataValidationError, match=r"events\.csv, line 3: column 'timestamp'.* is not an integer of "
+                                                  r"at most 18 digits"):
+        load_source("retailrocket", tmp_path)
+
+
+def test_each_source_says_how_it_reads_times_when_none_is_plausible(tmp_path: Path) -> None:
+    # RetailRocket's times are milliseconds: seconds there must not be told "not milliseconds".
+    write(tmp_path / "events.csv", "timestamp,visitorid,event,itemid\n1433221332,1,view,5\n1433221400,2,view,5\n")
+    with pytest.raises(DataValidationError, match=r"read as unix milliseconds, as RetailRocket writes them") as caught:
+        load_source("retailrocket", tmp_path, time_bounds=BOUNDS)
+    assert "not milliseconds" not in str(caught.value)
+
+
+def test_a_clickstream_without_dates_is_inside_the_default_time_bounds(tmp_path: Path) -> None:
+    # The README says the clicks of an undated file are dated by their order; before, they fell in 1970 and the
+    # default bounds (from 1995) dropped every one of them.
+    write(tmp_path / "clicks.csv", "session_id,item_id,order\na,p1,1\na,p2,2\nb,p2,1\nb,p1,5\n")
+    data = load_source("clickstream", tmp_path, time_bounds=BOUNDS)  # from 1995, as RECO_EVENT_MIN_TIME
+    assert data.report["out_of_range_time"] == 0 and len(data.interactions) == 4
+    first = data.interactions[data.interactions[ds.USER_ID] == "sa"]
+    assert first[ds.TIMESTAMP].tolist() == [946_684_801, 946_684_802]
+
+
+def test_movielens_movies_with_an_empty_or_a_twice_listed_id_are_refused(movielens_latest: Path) -> None:
+    with open(movielens_latest / "movies.csv", "a", encoding="utf-8") as handle:
+        handle.write(",No id,Drama\n")
+    with pytest.raises(DataValidationError, match=r"movies\.csv, line 5: column 'movieId' is empty"):
+        load_source("movielens", movielens_latest)
+    write(movielens_latest / "movies.csv", "movieId,title,genres\n10,Toy Story (1995),Animation\n"
+          "20,Heat (1995),Action\n10,Toy Story 2 (1999),Animation\n")
+    with pytest.raises(DataValidationError, match=r"movies\.csv, line 4: product '10' is listed on line 2 and again "
+                                                  r"with a different 'title'"):
+        load_source("movielens", movielens_latest)
+    write(movielens_latest / "ratings.csv", "userId,movieId,rating,timestamp\n1,10,4.0,964982703\n,10,3.0,964982800\n")
+    write(movielens_latest / "movies.csv", "movieId,title,genres\n10,Toy Story (1995),Animation\n")
+    with pytest.raises(DataValidationError, match=r"ratings\.csv, line 3: column 'userId' is empty"):
+        load_source("movielens", movielens_latest)
