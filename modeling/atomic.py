@@ -47,6 +47,8 @@ def atomic_file(path: Path | str) -> Iterator[Path]:
     """A temporary path beside ``path`` for a writer that needs a file name (``DataFrame.to_parquet``); renamed
     over ``path`` (mode as ``open()`` gives) when the block ends without an error, removed otherwise."""
     path = Path(path)
+    if path.is_dir():  # the rename would fail only after the writer's work, leaving its file beside the folder
+        raise IsADirectoryError(f"{path} is a folder, not a file to write")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:

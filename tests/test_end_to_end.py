@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from io import StringIO
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from rest_framework.test import APIClient
@@ -148,6 +150,22 @@ def test_evaluate_command_prints_a_table_and_writes_json(workdir: Path, pipeline
         run("evaluate", "--budget", "-3")
     with pytest.raises(CommandError, match="--budget must be 0 or more"):
         run("train", "--budget", "-1")
+
+
+def test_evaluate_refuses_an_output_folder_at_once_and_says_which_data_it_reads(workdir: Path) -> None:
+    # Before, --output naming a folder failed with IsADirectoryError after the whole evaluation, its temporary
+    # file left in the folder's parent; and with no --source and --path it evaluated the service's own data
+    # without saying so.
+    started = time.perf_counter()
+    with pytest.raises(CommandError, match=rf"--output {re.escape(str(workdir))} is a folder; give the path of the "
+                                           "JSON file"):
+        run("evaluate", "--source", "csv", "--path", str(workdir / "nothing"), "--output", str(workdir))
+    assert time.perf_counter() - started < 60 and not list(workdir.parent.glob(f".{workdir.name}.*.tmp"))
+    out = StringIO()
+    with pytest.raises(CommandError):  # the service's own data folder is empty here
+        call_command("evaluate", stdout=out, stderr=StringIO(), verbosity=1)
+    assert (f"Evaluating the {settings.RECO_DATA_SOURCE} data at {workdir / 'raw'} (--source and --path not "
+            "given: the service's own data" in out.getvalue())
 
 
 def test_evaluate_search_log_feeds_train_params(workdir: Path, pipeline) -> None:

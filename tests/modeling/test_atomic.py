@@ -89,3 +89,11 @@ def test_the_active_version_and_the_snapshot_are_readable_by_other_users(tmp_pat
     directory = ds.write_snapshot(data, tmp_path / "processed", source="csv")
     assert {p.name: _mode(p) for p in directory.iterdir()} == dict.fromkeys(
         [*ds.SNAPSHOT_FILES.values(), ds.SNAPSHOT_MANIFEST], 0o644)
+
+
+def test_a_folder_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    folder = tmp_path / "results"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError, match="is a folder, not a file to write"), atomic_write(folder) as handle:
+        handle.write("never")
+    assert list(tmp_path.iterdir()) == [folder] and not list(folder.iterdir())

@@ -38,8 +38,11 @@ class Command(BaseCommand):
             "and can write them as JSON.")
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--source", choices=SOURCES, default=settings.RECO_DATA_SOURCE)
-        parser.add_argument("--path", default=str(settings.RECO_DATA_PATH), help="Files of the source.")
+        self._defaults = {"source": settings.RECO_DATA_SOURCE, "path": str(settings.RECO_DATA_PATH)}
+        parser.add_argument("--source", choices=SOURCES, default=self._defaults["source"],
+                            help="The data's layout (default: RECO_DATA_SOURCE, the service's own).")
+        parser.add_argument("--path", default=self._defaults["path"],
+                            help="Files of the source (default: RECO_DATA_PATH, the service's own).")
         parser.add_argument("--output", help="Write the results as JSON to this file.")
         parser.add_argument("--params", help="Two-tower parameters: a JSON object of TwoTowerParams fields, or "
                                                  "the output of an earlier --search run (its best parameters).")
@@ -76,6 +79,18 @@ class Command(BaseCommand):
         budget = 0.0 if options["no_search"] or options["search"] > 0 else options["budget"]
         if not budget >= 0:
             raise CommandError(f"--budget must be 0 or more seconds, got {options['budget']}")
+        target = Path(options["output"]) if options["output"] else None
+        if target is not None:  # checked now, not after minutes of work
+            if target.is_dir():
+                raise CommandError(f"--output {target} is a folder; give the path of the JSON file to write")
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CommandError(f"--output {target}: cannot make its folder ({exc.strerror})") from exc
+        defaults = [name for name in ("source", "path") if options[name] == self._defaults[name]]
+        self.stdout.write(f"Evaluating the {options['source']} data at {options['path']}"
+                          + (f" ({' and '.join('--' + n for n in defaults)} not given: the service's own data, "
+                             "RECO_DATA_SOURCE and RECO_DATA_PATH)" if defaults else ""))
         try:
             with echo_stage_progress(self.stdout.write, enabled=options["verbosity"] > 0):
                 params = read_params(options["params"]) if options["params"] else TwoTowerParams()
@@ -130,9 +145,7 @@ class Command(BaseCommand):
             self.stdout.write(format_differences(result))
         if "cold_users" in result:
             self.stdout.write(format_cold_table(result))
-        if options["output"]:
-            target = Path(options["output"])
-            target.parent.mkdir(parents=True, exist_ok=True)
+        if target is not None:
             with atomic_write(target) as handle:
                 json.dump(result, handle, indent=2)
             self.stdout.write(self.style.SUCCESS(f"Results written to {target}"))
