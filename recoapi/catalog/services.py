@@ -127,8 +127,9 @@ def _holds_the_import(database: dict[str, int], data: dict[str, int], *, exact_i
     return database["users"] == data["users"] and database["interactions"] == data["interactions"] and items
 
 
-def _refuse_another_shop(data: ds.CanonicalData) -> None:
-    """Raise Conflict when ``data`` looks like another shop than the catalogue in the database.
+def _refuse_another_shop(data: ds.CanonicalData, source: str, path: Path | str) -> None:
+    """Raise Conflict when ``data`` (read from ``source`` files at ``path``, named in the message) looks like
+    another shop than the catalogue in the database.
 
     "Another shop": the catalogue is not empty and the two catalogues share fewer than
     ``OTHER_SHOP_SHARED_PRODUCTS`` of the smaller one's products (the demo shop followed by one's own
@@ -143,8 +144,10 @@ def _refuse_another_shop(data: ds.CanonicalData) -> None:
     if shared >= OTHER_SHOP_SHARED_PRODUCTS * min(existing, len(new_ids)):
         return
     raise Conflict(
-        f"The new data shares {shared} of its {len(new_ids)} products with the {existing} products in the "
-        "database: it looks like another shop, and importing it would mix the two. Import it with replace "
+        f"The new data (the {source} files at {path}; POST /reload_data reads those RECO_DATA_SOURCE and "
+        f"RECO_DATA_PATH name) shares {shared} of its {len(new_ids)} products with the {existing} products in the "
+        "database: it looks like another shop, and importing it would mix the two. If these are not the files "
+        "you meant, point RECO_DATA_PATH at yours, or import them with `load_data --path`. Import them with replace "
         "(`load_data --replace`, or {\"replace\": true} for POST /reload_data) to remove the products and "
         "shoppers that are not in the new data, or with merge (`load_data --merge`, {\"merge\": true}) to "
         "keep them beside it.", code="other_shop")
@@ -313,7 +316,7 @@ def data_import(
         if replace:
             removed = _remove_absent(data)
         elif not merge:
-            _refuse_another_shop(data)
+            _refuse_another_shop(data, source, path)
         new_interactions = data.interactions
         if merge:  # the interactions already imported stay: the new data's are added, each one once
             new_interactions = _not_yet_imported(data.interactions)

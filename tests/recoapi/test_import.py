@@ -180,6 +180,8 @@ def test_another_shops_data_is_refused_unless_replace_or_merge_is_chosen(pipelin
     with pytest.raises(Conflict, match="shares 0 of its 2 products") as refused:
         data_import(source="csv", path=shop, processed_dir=tmp_path / "processed")
     assert refused.value.status_code == 409 and refused.value.code == "other_shop"
+    # It names the files it read: POST /reload_data reads RECO_DATA_PATH, which may still be the demo's folder.
+    assert f"the csv files at {shop}" in refused.value.message and "RECO_DATA_PATH" in refused.value.message
     assert (Product.objects.count(), Shopper.objects.count(), Interaction.objects.count()) == demo
     with pytest.raises(ApplicationError, match="not both"):
         data_import(source="csv", path=shop, processed_dir=tmp_path / "processed", replace=True, merge=True)
