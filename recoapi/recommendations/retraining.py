@@ -111,9 +111,11 @@ def _retrain(*, holdout_days: float, tolerance: float, budget_seconds: float,
         if previous and trained_until is not None and (
                 len(split.before) == 0 or int(split.before[ds.TIMESTAMP].max()) <= int(trained_until)):
             return finish(TrainingRun.SKIPPED, f"every interaction since the active model's data is within the "
-                                               f"held-out last {holdout_days:g} day(s), which measure the candidate: "
-                                               f"nothing new to train on until interactions are older than that "
-                                               f"(or give a shorter --holdout-days)")
+                                               f"held-out last {holdout_days:g} day(s), which measure the candidate "
+                                               f"(counted back from the newest interaction, not from now, so waiting "
+                                               f"alone changes nothing): there is something new to train on once "
+                                               f"newer interactions move the earliest of them out of that window, or "
+                                               f"with a shorter --holdout-days")
         if len(split.before) == 0:
             return finish(TrainingRun.SKIPPED, f"nothing before the cut-off of the last {holdout_days:g} days "
                                                "to train on")
