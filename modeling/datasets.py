@@ -184,6 +184,10 @@ _ITEM_DTYPES = {ITEM_ID: "string", TITLE: "string", DESCRIPTION: "string", BRAND
                 PRICE: "float64"}
 
 
+ID_COMMA_MESSAGE = ("An id may not hold a comma: the API lists several ids in one value, separated by "
+                    "commas (users=a,b), so such a shopper or product could not be asked for.")
+"""Why ids with a comma are refused (imports and the API alike)."""
+
 DEFAULT_TIME_HINT = "timestamps are unix seconds, not milliseconds, or ISO 8601"
 """How the csv sources read times: what the message says when every time is outside the bounds (each source passes
 its own to :func:`finish_tables`)."""
@@ -239,6 +243,10 @@ def finish_tables(
             count = int(blank.sum())
             raise DataValidationError(f"{count} interaction{' has' if count == 1 else 's have'} an empty {column}",
                                       path=source_name)
+        comma = interactions[column].str.contains(",", regex=False).to_numpy(dtype=bool, na_value=False)
+        if comma.any():
+            raise DataValidationError(f"{column} {interactions[column].iloc[int(np.argmax(comma))]!r}: "
+                                      f"{ID_COMMA_MESSAGE}", path=source_name)
     unknown = ~interactions[EVENT].isin(EVENT_TYPES)
     if unknown.any():
         bad = interactions.loc[unknown, EVENT].iloc[0]
@@ -264,6 +272,10 @@ def finish_tables(
     for column in (TITLE, DESCRIPTION, BRAND, CATEGORY):
         items[column] = items[column].fillna("")
     items = items.drop_duplicates(ITEM_ID, keep="last")
+    comma = items[ITEM_ID].str.contains(",", regex=False).to_numpy(dtype=bool, na_value=False)
+    if comma.any():
+        raise DataValidationError(f"{ITEM_ID} {items[ITEM_ID].iloc[int(np.argmax(comma))]!r}: {ID_COMMA_MESSAGE}",
+                                  path=source_name)
     prices = items[PRICE].to_numpy(dtype=float, na_value=np.nan)
     unpriceable = ~np.isnan(prices) & (~np.isfinite(prices) | (prices < 0))  # a JSON answer cannot even hold inf
     if unpriceable.any():

@@ -12,7 +12,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
-from modeling.datasets import EVENT_TYPES
+from modeling.datasets import EVENT_TYPES, ID_COMMA_MESSAGE
 
 MAX_ID_LENGTH = 128
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -91,6 +91,10 @@ class BodyInput(serializers.Serializer):
                 raise serializers.ValidationError(
                     {name[:64]: f"unknown field; this body's fields are: {known}" for name in unknown[:10]})
         return super().to_internal_value(data)
+
+
+NO_COMMA = RegexValidator(r"^[^,]*$", ID_COMMA_MESSAGE)
+"""Shopper and product ids written through the API hold no comma: a GET lists several in one value, ``users=a,b``."""
 
 
 class StrictCharField(serializers.CharField):
@@ -394,8 +398,8 @@ class SimilarItemsOutput(serializers.Serializer):
 
 
 class EventInput(BodyInput):
-    user = StrictCharField(max_length=128)
-    item = StrictCharField(max_length=128)
+    user = StrictCharField(max_length=128, validators=[NO_COMMA])
+    item = StrictCharField(max_length=128, validators=[NO_COMMA])
     event = serializers.ChoiceField(choices=list(EVENT_TYPES), error_messages={
         "invalid_choice": f'"{{input}}" is not an event kind; the kinds are {", ".join(EVENT_TYPES)}.'})
     timestamp = serializers.DateTimeField(
@@ -453,7 +457,7 @@ class ReloadModelOutput(serializers.Serializer):
 
 
 class ProductInput(BodyInput):
-    id = StrictCharField(max_length=128)
+    id = StrictCharField(max_length=128, validators=[NO_COMMA])
     title = StrictCharField(required=False, allow_blank=True, max_length=1000)
     description = StrictCharField(required=False, allow_blank=True, max_length=20000)
     brand = StrictCharField(required=False, allow_blank=True, max_length=255)

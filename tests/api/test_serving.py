@@ -384,6 +384,24 @@ def test_a_worker_reads_the_catalogue_in_pages_without_descriptions(service: Pip
 # --------------------------------------------------------------------------- products over the API
 
 
+def test_ids_with_a_comma_are_refused_where_they_are_written(service: Pipeline, staff_client: APIClient,
+                                                            client: APIClient) -> None:
+    # A GET lists ids separated by commas: "smith,john" was stored (201), then /check_users and /recommendations
+    # read it as two shoppers, smith and john, and the shopper could not be asked for.
+    item = str(service.data.items[ds.ITEM_ID].iloc[0])
+    for body in ({"user": "smith,john", "item": item, "event": "view"},
+                 {"user": "smith", "item": "a,b", "event": "view"}):
+        response = staff_client.post("/events", body, format="json")
+        assert_error(response, 400, "invalid")
+        assert "may not hold a comma" in response.content.decode()
+    assert not Interaction.objects.filter(shopper_id="smith,john").exists()
+    assert_error(staff_client.post("/products", {"id": "P,1", "title": "Mug"}, format="json"), 400, "invalid")
+    assert not Product.objects.filter(id="P,1").exists()
+    assert staff_client.post("/events", {"user": "smith john", "item": item, "event": "view"},
+                             format="json").status_code == 201
+    assert client.get("/check_users", {"users": "smith john"}).json() == {"smith john": True}
+
+
 def test_products_are_created_and_updated_by_staff_only(service: Pipeline, client: APIClient,
                                                          shopper_client: APIClient, staff_client: APIClient) -> None:
     body = {"id": "API-1", "title": "Enamel mug", "category": "Kitchen > Mugs", "price": 12.5}

@@ -780,3 +780,13 @@ def test_movielens_movies_with_an_empty_or_a_twice_listed_id_are_refused(moviele
     write(movielens_latest / "movies.csv", "movieId,title,genres\n10,Toy Story (1995),Animation\n")
     with pytest.raises(DataValidationError, match=r"ratings\.csv, line 3: column 'userId' is empty"):
         load_source("movielens", movielens_latest)
+
+
+def test_ids_with_a_comma_are_refused_at_import(tmp_path: Path) -> None:
+    write(tmp_path / "interactions.csv", 'user_id,item_id,timestamp\na,x,1700000000\n"smith,john",y,1700000001\n')
+    with pytest.raises(DataValidationError, match=r"user_id 'smith,john': An id may not hold a comma"):
+        load_source("csv", tmp_path)
+    write(tmp_path / "interactions.csv", 'user_id,item_id,timestamp\na,x,1700000000\n')
+    write(tmp_path / "items.csv", 'item_id,title\nx,Mug\n"y,z",Cup\n')
+    with pytest.raises(DataValidationError, match=r"item_id 'y,z': An id may not hold a comma"):
+        load_source("csv", tmp_path)
