@@ -113,6 +113,11 @@ try:
 except ValueError as _exc:  # an unknown scheme (postgress://), a malformed URL
     raise ImproperlyConfigured(f"DATABASE_URL is not a database URL this service can use ({_exc}); e.g. "
                                "postgres://user:password@host:5432/name or sqlite:////absolute/path.db") from _exc
+if DATABASES["default"]["ENGINE"] not in ("django.db.backends.sqlite3", "django.db.backends.postgresql"):
+    raise ImproperlyConfigured(f"DATABASE_URL names a {DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]} database; "
+                               "this service runs on SQLite or PostgreSQL only (its queries and migrations are tested "
+                               "on those two): e.g. postgres://user:password@host:5432/name or "
+                               "sqlite:////absolute/path.db")
 if not DATABASES["default"].get("NAME"):
     raise ImproperlyConfigured("DATABASE_URL names no database: give it after the host, "
                                "e.g. postgres://user@host:5432/shop")
@@ -227,8 +232,9 @@ RECO_RETRAIN_HOLDOUT_DAYS = env_float("RECO_RETRAIN_HOLDOUT_DAYS", 1)
 RECO_RETRAIN_INTERVAL = env_float("RECO_RETRAIN_INTERVAL", 3600)
 RECO_RETRAIN_MIN_EVENTS = env_int("RECO_RETRAIN_MIN_EVENTS", 100)
 RECO_RETRAIN_TOLERANCE = env_float("RECO_RETRAIN_TOLERANCE", 0.01)
-if not (RECO_RETRAIN_HOLDOUT_DAYS > 0 and RECO_RETRAIN_TOLERANCE >= 0):
-    raise ImproperlyConfigured("RECO_RETRAIN_HOLDOUT_DAYS must be positive and RECO_RETRAIN_TOLERANCE 0 or more")
+if not (RECO_RETRAIN_HOLDOUT_DAYS > 0 and 0 <= RECO_RETRAIN_TOLERANCE <= 1):
+    raise ImproperlyConfigured("RECO_RETRAIN_HOLDOUT_DAYS must be positive and RECO_RETRAIN_TOLERANCE between 0 and 1 "
+                               "(a difference of recall@10; 1 accepts any candidate)")
 if not RECO_TRAIN_SINCE_DAYS >= 0:
     raise ImproperlyConfigured("RECO_TRAIN_SINCE_DAYS must be 0 (all interactions) or a number of days")
 # What the API shows is written to the database in the background (recoapi/recommendations/impressions.py):

@@ -422,3 +422,25 @@ def _training_lock_held_elsewhere() -> Iterator[None]:
         finally:
             os.close(descriptor)
         yield
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("args, message", [
+    (("load_data", "--min-user-interactions", "-3"), "--min-user-interactions must be 0 (off) or more, got -3"),
+    (("load_data", "--min-distinct-items", "-1"), "--min-distinct-items must be 0 (off) or more"),
+    (("load_data", "--outlier-std", "nan"), "--outlier-std must be a positive number of standard deviations"),
+    (("load_data", "--outlier-std", "0"), "--outlier-std must be a positive number"),
+    (("retrain", "--tolerance", "5"), "--tolerance must be between 0 and 1"),
+    (("demo_examples", "--base-url", "notaurl"), "--base-url must be an http:// or https:// URL with a host"),
+])
+def test_arguments_that_cannot_work_are_refused_in_one_line(workdir: Path, args: tuple[str, ...],
+                                                            message: str) -> None:
+    # Each was taken silently before (a negative minimum or NaN filter, a tolerance that passes any candidate,
+    # curl lines addressed to "notaurl/...").
+    with pytest.raises(CommandError, match=re.escape(message)):
+        run(*args)
+
+
+def test_recommend_batch_says_when_its_input_is_a_folder(workdir: Path) -> None:
+    with pytest.raises(CommandError, match=r"--input .* is a folder; give the file with one shopper id per line"):
+        run("recommend_batch", "--input", str(workdir), "--output", str(workdir / "out.csv"))

@@ -110,3 +110,15 @@ def test_a_setting_that_cannot_work_is_one_line_from_manage_py(tmp_path) -> None
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.strip() == ("ImproperlyConfigured: environment variable RECO_RETRAIN_INTERVAL='abc' is not "
                                    "a number")
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"DATABASE_URL": "mysql://root@127.0.0.1:3306/shop"}, "DATABASE_URL names a mysql database; this service runs "
+                                                           "on SQLite or PostgreSQL only"),
+    ({"RECO_RETRAIN_TOLERANCE": "5"}, "RECO_RETRAIN_TOLERANCE between 0 and 1"),
+])
+def test_settings_this_service_cannot_use_are_one_line_at_start(env: dict[str, str], message: str,
+                                                                tmp_path: Path) -> None:
+    # Before: MySQL got Django's "Error loading MySQLdb module"; a tolerance of 5 was taken (any candidate passes).
+    done = manage("check", env={**env, "RECO_LOGS_DIR": str(tmp_path)})
+    assert done.returncode == 1 and "Traceback" not in done.stderr and message in done.stderr, done.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -81,6 +82,12 @@ class Command(BaseCommand):
                 bar = bars[table] = tqdm(total=total, desc=f"import {table}", unit="row")
             bar.update(done - bar.n)
 
+        for name in ("min_user_interactions", "min_distinct_items"):
+            if options[name] < 0:
+                raise CommandError(f"--{name.replace('_', '-')} must be 0 (off) or more, got {options[name]}")
+        std = options["outlier_std"]
+        if std is not None and not (math.isfinite(std) and std > 0):
+            raise CommandError(f"--outlier-std must be a positive number of standard deviations (e.g. 2), got {std}")
         self.stdout.write(f"Reading {options['source']} data from {options['path']} ...")
         try:
             filters = InteractionFilters(

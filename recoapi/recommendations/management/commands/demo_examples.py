@@ -6,6 +6,7 @@ import os
 import shlex
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -87,6 +88,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["base_url"]:
+            parts = urlsplit(options["base_url"])
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise CommandError(f"--base-url must be an http:// or https:// URL with a host, such as "
+                                   f"http://shop.example:8000, got {options['base_url']!r}")
             address = Address(base_url=options["base_url"].rstrip("/"))
         else:
             address = address_for_bind(os.environ.get("RECO_BIND") or DEFAULT_BIND)

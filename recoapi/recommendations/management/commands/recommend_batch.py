@@ -70,6 +70,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         source, target = Path(options["input"]), Path(options["output"])
+        if source.is_dir():
+            raise CommandError(f"--input {source} is a folder; give the file with one shopper id per line")
         if not source.is_file():
             raise CommandError(f"{source}: no such file")
         if target.is_dir():

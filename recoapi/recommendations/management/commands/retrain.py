@@ -33,8 +33,11 @@ class Command(BaseCommand):
 
         for name in ("holdout_days", "tolerance", "budget"):
             value = options[name]
-            if not math.isfinite(value) or value < 0 or (name == "holdout_days" and value == 0):
-                bound = "a positive number" if name == "holdout_days" else "0 or more"
+            if (not math.isfinite(value) or value < 0 or (name == "holdout_days" and value == 0)
+                    or (name == "tolerance" and value > 1)):
+                bound = {"holdout_days": "a positive number",
+                         "tolerance": "between 0 and 1 (a difference of recall@10; 1 accepts any candidate)"}.get(
+                    name, "0 or more")
                 raise CommandError(f"--{name.replace('_', '-')} must be {bound}, got {value:g}")
         try:
             run = model_retrain(holdout_days=options["holdout_days"], tolerance=options["tolerance"],
