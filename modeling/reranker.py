@@ -1071,7 +1071,11 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
     best_single = max((v for name, v in means.items() if name.startswith("feature")), default=0.0)
     how = (f"the fallback: no richer trial gained {CHOICE_STANDARD_ERRORS:g} standard errors over {reference}"
            if choice == fallback and choice != best else f"chosen by {folds}-fold cross-validation")
-    say(f"ranking stage: {choice} ({how}) on {int(select.sum())} of {m} validation shoppers (NDCG@10 "
+    weighed = ""
+    if ranker.kind == "blend":  # the weights chosen may leave out a part the trial's name holds (all on item-item)
+        weighed = " weighing " + " + ".join(f"{name} x {weight:g}" for name, weight in
+                                            zip(BLEND_PARTS, ranker.weights, strict=True) if weight)
+    say(f"ranking stage: {choice}{weighed} ({how}) on {int(select.sum())} of {m} validation shoppers (NDCG@10 "
         f"{means[choice]:.4f}; best single feature {best_single:.4f}; best trial {best} {gain:+.4f} ± {error:.4f} "
         f"over {reference})")
     return ranker, report

@@ -701,3 +701,23 @@ def test_the_fallback_blend_is_weighed_on_every_validation_shopper() -> None:
         expected = _weights_on_everyone(candidates, features, targets, _sequential_grid())
         assert ranker.weights == expected and report["weights"] == dict(zip(BLEND_PARTS, expected, strict=True))
     assert served >= 1
+
+
+def test_the_line_on_a_served_blend_names_the_parts_its_weights_keep() -> None:
+    # `make demo` printed "serves transitions+item_item" for a blend of item-item alone (transitions weighed 0).
+    from modeling.reranker import BLEND_PARTS, GENERAL_REFERENCE
+
+    seen = 0
+    for seed in range(6):
+        candidates, features, targets = _synthetic_lists(60, 30, "noise", seed=seed)
+        said: list[str] = []
+        ranker, report = fit_ranker(candidates, features, targets, config=StageConfig(seed=seed),
+                                    selection=np.arange(60) < 20, say=said.append)
+        if report["choice"] != GENERAL_REFERENCE:
+            continue
+        seen += 1
+        kept = [f"{name} x {weight:g}" for name, weight in zip(BLEND_PARTS, ranker.weights, strict=True) if weight]
+        assert f"ranking stage: {GENERAL_REFERENCE} weighing {' + '.join(kept)} (" in said[-1], said[-1]
+        dropped = [name for name, weight in zip(BLEND_PARTS, ranker.weights, strict=True) if not weight]
+        assert not any(f"{name} x" in said[-1] for name in dropped)
+    assert seen >= 1
