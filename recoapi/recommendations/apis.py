@@ -31,6 +31,16 @@ _STAFF_ERRORS = {**_ERRORS, 401: OpenApiResponse(s.ErrorOutput, description="Not
                  413: OpenApiResponse(s.ErrorOutput, description="Request body too large")}
 
 
+class BodyApiView(APIView):
+    """An endpoint whose POST reads its parameters from a JSON body: a query string on the POST is refused (400)
+    once the caller is authenticated, allowed and not throttled, as a GET's unknown parameter is."""
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        if request.method == "POST":
+            s.refuse_query_on_body(request.query_params)
+
+
 class RandomUsersApi(APIView):
     @extend_schema(parameters=[s.RandomUsersInput], responses={200: s.RandomUsersOutput, **_ERRORS})
     def get(self, request: Request) -> Response:
@@ -54,7 +64,7 @@ _HISTORY_NEEDS_TOKEN = OpenApiResponse(s.ErrorOutput, description="include_histo
 _NO_PRICES = OpenApiResponse(s.ErrorOutput, description="A price filter, and no product has a price")
 
 
-class RecommendationsApi(APIView):
+class RecommendationsApi(BodyApiView):
     @extend_schema(parameters=[s.RecommendationsInput],
                    responses={200: s.RecommendationsOutput, 404: s.ErrorOutput, **_ERRORS, 401: _HISTORY_NEEDS_TOKEN,
                               422: _NO_PRICES})
@@ -122,7 +132,7 @@ def _one_or_many_schema(name: str, one: type[serializers.Serializer], output: ty
     }
 
 
-class ProductsApi(APIView):
+class ProductsApi(BodyApiView):
     permission_classes = [permissions.IsAdminUser]
 
     @extend_schema(**_one_or_many_schema("Product", s.ProductInput, s.ProductOutput, s.ProductBatchOutput,
@@ -143,7 +153,7 @@ class ProductsApi(APIView):
                         status=201 if result.created else 200)
 
 
-class EventsApi(APIView):
+class EventsApi(BodyApiView):
     permission_classes = [permissions.IsAdminUser]
 
     @extend_schema(**_one_or_many_schema("Event", s.EventInput, s.EventOutput, s.EventBatchOutput,
@@ -168,7 +178,7 @@ class EventsApi(APIView):
                         status=201 if result.stored else 200)
 
 
-class ReloadDataApi(APIView):
+class ReloadDataApi(BodyApiView):
     permission_classes = [permissions.IsAdminUser]
 
     @extend_schema(request=s.ReloadDataInput, responses={
@@ -182,7 +192,7 @@ class ReloadDataApi(APIView):
         return Response(services.data_reload(force=v["force"], replace=v["replace"], merge=v["merge"]))
 
 
-class ReloadModelApi(APIView):
+class ReloadModelApi(BodyApiView):
     permission_classes = [permissions.IsAdminUser]
 
     @extend_schema(request=s.ReloadModelInput,

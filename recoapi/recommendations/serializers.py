@@ -149,6 +149,16 @@ IGNORED_QUERY = frozenset({api_settings.URL_FORMAT_OVERRIDE, "_"})
 that browser clients add to a GET (jQuery's ``cache: false``)."""
 
 
+def refuse_query_on_body(query: Any) -> None:
+    """Raise ValidationError (400) for query parameters sent to an endpoint that reads a JSON body (``format`` and
+    ``_`` aside): ``POST /recommendations?k=50`` answered 10, silently, as the body holds the parameters."""
+    given = sorted(str(name) for name in query.keys() if name not in IGNORED_QUERY)
+    if given:
+        raise serializers.ValidationError(
+            {(name[:64] or "(a parameter without a name)"): "a query parameter; this endpoint reads its parameters "
+             "from the JSON body" for name in given[:10]})
+
+
 class QueryInput(serializers.Serializer):
     """Query-string input: a parameter given with an empty value (``?n=``) is an error, not "use the default".
 

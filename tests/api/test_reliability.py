@@ -172,6 +172,23 @@ def test_a_parameter_the_endpoint_does_not_have_is_refused(service: Pipeline, cl
     assert client.get(f"{path}?{good}&_=1733390000000").status_code == 200, "a browser client's cache-buster"
 
 
+def test_a_query_parameter_on_the_post_form_is_refused(service: Pipeline, client: APIClient,
+                                                       staff_client: APIClient) -> None:
+    """``POST /recommendations?k=50`` answered 10 products, without a word: the body holds the parameters."""
+    user = a_known_user(service)
+    response = client.post("/recommendations?k=50&category=Pets", {"users": [user]}, format="json")
+    assert_error(response, 400, "invalid")
+    message = response.json()["error"]["message"]
+    assert "k: a query parameter; this endpoint reads its parameters from the JSON body" in message, message
+    assert "category:" in message
+    assert client.post("/recommendations?format=json&_=1", {"users": [user]}, format="json").status_code == 200
+    # The staff endpoints alike, once the caller is known (401 first for anybody else).
+    assert_error(client.post("/reload_model?version=x", {}, format="json"), 401)
+    refused = staff_client.post("/reload_model?version=x", {}, format="json")
+    assert_error(refused, 400, "invalid")
+    assert "version: a query parameter" in refused.json()["error"]["message"]
+
+
 @pytest.mark.parametrize("body", [{"users": ["\ud800"]}, {"users": "A0000001,\udfff"},
                                   {"items": ["ok", "x\ud83d"]}])
 def test_surrogates_in_ids_are_refused(service: Pipeline, client: APIClient, body: dict) -> None:
