@@ -135,7 +135,8 @@ def parse_price(value: Any) -> float | None:
     match = _PRICE_RE.match(text)
     if not match:
         return None
-    return float(match.group(1).replace(",", ""))
+    price = float(match.group(1).replace(",", ""))
+    return price if np.isfinite(price) else None  # 400 digits read as inf: no price either
 
 def unstorable(values: pd.Series, column: str) -> tuple[np.ndarray, str]:
     """Which of ``values`` the database cannot store in ``column``, and why the first of them cannot.
@@ -204,6 +205,7 @@ def finish_tables(
     filters: InteractionFilters | None = None,
     time_bounds: TimeBounds | None = None,
     time_hint: str = DEFAULT_TIME_HINT,
+    from_files: bool = True,
 ) -> CanonicalData:
     """The one validation step every loader ends with.
 
@@ -223,6 +225,10 @@ def finish_tables(
         time_bounds: plausible interaction times; rows outside are dropped and counted in
             ``report["out_of_range_time"]`` (None: no check).
         time_hint: how the source reads its times (the message when every one is outside ``time_bounds``).
+        from_files: the rows come from a shop's files (ids with a comma and prices that are not a finite number of
+            at least 0 are refused, the last guard behind each loader's own checks by line) or, False, from the
+            service's own database, where an earlier version may have stored such rows: they must not stop
+            training, so such prices are read as unknown and such ids kept.
 
     Raises:
         DataValidationError: on empty input, blank ids, unknown events, non-finite or
@@ -244,7 +250,7 @@ def finish_tables(
             raise DataValidationError(f"{count} interaction{' has' if count == 1 else 's have'} an empty {column}",
                                       path=source_name)
         comma = interactions[column].str.contains(",", regex=False).to_numpy(dtype=bool, na_value=False)
-        if comma.any():
+        if from_files and comma.any():
             raise DataValidationError(f"{column} {interactions[column].iloc[int(np.argmax(comma))]!r}: "
                                       f"{ID_COMMA_MESSAGE}", path=source_name)
     unknown = ~interactions[EVENT].isin(EVENT_TYPES)
@@ -273,12 +279,14 @@ def finish_tables(
         items[column] = items[column].fillna("")
     items = items.drop_duplicates(ITEM_ID, keep="last")
     comma = items[ITEM_ID].str.contains(",", regex=False).to_numpy(dtype=bool, na_value=False)
-    if comma.any():
+    if from_files and comma.any():
         raise DataValidationError(f"{ITEM_ID} {items[ITEM_ID].iloc[int(np.argmax(comma))]!r}: {ID_COMMA_MESSAGE}",
                                   path=source_name)
     prices = items[PRICE].to_numpy(dtype=float, na_value=np.nan)
     unpriceable = ~np.isnan(prices) & (~np.isfinite(prices) | (prices < 0))  # a JSON answer cannot even hold inf
-    if unpriceable.any():
+    if not from_files and unpriceable.any():
+        items[PRICE] = np.where(unpriceable, np.nan, prices)
+    elif unpriceable.any():
         at = int(np.flatnonzero(unpriceable)[0])
         raise DataValidationError(f"product {items[ITEM_ID].iloc[at]!r}: price {prices[at]} is not a price (a "
                                   "finite number of at least 0; leave it empty when unknown)", path=source_name)

@@ -13,7 +13,7 @@ Published indexes store each vector as 8-bit codes (``IndexIVFScalarQuantizer``)
 vector itself (``IndexIVFFlat``): the candidates a scan finds (``k`` plus :data:`EXTRA`) are scored
 again exactly from the float32 vectors the bundle holds anyway, so the answers and their scores are
 exact, while a scan reads a quarter of the memory. Measured with ``benchmarks/item_index.py
---compare-flat`` (README, Performance): the same recall@10 at the same ``nprobe``, a quarter of the
+--compare-flat`` (docs/performance.md): the same recall@10 at the same ``nprobe``, a quarter of the
 file, and at 500,000 to 1,000,000 products a third to a half less time per query, one at a time or 100
 at once; bundles published before hold IVF-Flat, which is read and searched as before.
 
@@ -27,7 +27,7 @@ The products' text vectors (text queries) get an index beside it (``text_index.f
 :data:`TEXT_PQ_BYTES` bytes per product (``IndexIVFPQ``: an eighth of the 8-bit codes' 384 bytes), below that
 8-bit codes; either way the candidates it finds (:data:`PQ_EXTRA` beyond ``k`` for the product codes, whose
 ranking errors are larger) are scored exactly from the 384-d text vectors the bundle already holds. Every
-worker that answers text queries ends up with the whole index file resident (README, Performance): 8-bit
+worker that answers text queries ends up with the whole index file resident (docs/performance.md): 8-bit
 codes were 38 MB per worker at 100,000 products and 384 MB at a million. Measured on 12,543 real MiniLM
 vectors (the shared sets' product and review texts) with 1,000 two-word queries and 1,000 held-out texts, at
 the same ``nprobe``: recall@10 against exact search within 0.004 of the 8-bit codes', a third of the file
@@ -111,7 +111,7 @@ TEXT_INDEX_FILE = "text_index.faiss"
 
 ANN_MIN_ITEMS = 100_000
 """Default catalogue size from which serving searches the approximate index (``RECO_ANN_MIN_ITEMS``),
-chosen from ``benchmarks/item_index.py`` and ``benchmarks/serving.py`` (README, Performance): at 100,000
+chosen from ``benchmarks/item_index.py`` and ``benchmarks/serving.py`` (docs/performance.md): at 100,000
 products the exact scan was the largest single cost of a one-shopper request, while the index left 99% of
 the served top 10 unchanged (the ranking stage re-orders candidates from every source)."""
 

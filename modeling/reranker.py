@@ -1073,12 +1073,17 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
            if choice == fallback and choice != best else f"chosen by {folds}-fold cross-validation")
     weighed = ""
     if ranker.kind == "blend":  # the weights chosen may leave out a part the trial's name holds (all on item-item)
-        weighed = " weighing " + " + ".join(f"{name} x {weight:g}" for name, weight in
-                                            zip(BLEND_PARTS, ranker.weights, strict=True) if weight)
+        weighed = " weighing " + describe_blend(dict(zip(BLEND_PARTS, ranker.weights, strict=True)))
     say(f"ranking stage: {choice}{weighed} ({how}) on {int(select.sum())} of {m} validation shoppers (NDCG@10 "
         f"{means[choice]:.4f}; best single feature {best_single:.4f}; best trial {best} {gain:+.4f} ± {error:.4f} "
         f"over {reference})")
     return ranker, report
+
+
+def describe_blend(weights: dict[str, float]) -> str:
+    """The scores a blend weighs, as the stage's lines name them: ``{"item_item": 0.7, "transition_last": 0.3,
+    "sequence": 0.0}`` is ``"item_item x 0.7, transition_last x 0.3"`` (a part weighed 0 is left out)."""
+    return ", ".join(f"{name} x {weight:g}" for name, weight in weights.items() if weight > 0)
 
 
 def _rounds_of(label: str) -> tuple[int, ...]:

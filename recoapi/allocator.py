@@ -6,8 +6,8 @@ in a gunicorn worker with two request threads each thread's arena grows to the l
 scored (a request for 100 shoppers gathers tens of MB of candidate features) and stays there. With the
 worker's arenas limited to two (:func:`limit_arenas`; ``RECO_MALLOC_ARENAS``) the request threads share
 one. ``benchmarks/serving.py`` at 100,000 products measured each worker's anonymous memory after every
-scenario at 217 to 227 MB with two arenas against 247 to 276 MB with glibc's default (README,
-Performance; ``benchmarks/results/serving-arenas-ab.json``). After each model load the worker hands the
+scenario at 217 to 227 MB with two arenas against 247 to 276 MB with glibc's default
+(docs/performance.md; ``benchmarks/results/serving-arenas-ab.json``). After each model load the worker hands the
 free memory at the top of its heap and in its arenas back to the system (:func:`release_free_memory`):
 loading reads every product row from the database, which malloc would otherwise keep.
 

@@ -220,6 +220,12 @@ RECO_FILTER_OUTLIER_STD = env_float("RECO_FILTER_OUTLIER_STD", 0) or None
 RECO_FILTER_MIN_DISTINCT_ITEMS = env_int("RECO_FILTER_MIN_DISTINCT_ITEMS", 0)
 RECO_FILTER_START = env_int("RECO_FILTER_START", 0) or None
 RECO_FILTER_END = env_int("RECO_FILTER_END", 0) or None
+if RECO_FILTER_MIN_USER_INTERACTIONS < 0 or RECO_FILTER_MIN_DISTINCT_ITEMS < 0:
+    raise ImproperlyConfigured("RECO_FILTER_MIN_USER_INTERACTIONS and RECO_FILTER_MIN_DISTINCT_ITEMS must be 0 (off) "
+                               "or more")
+if RECO_FILTER_OUTLIER_STD is not None and not 0 < RECO_FILTER_OUTLIER_STD < float("inf"):  # NaN fails too
+    raise ImproperlyConfigured(f"RECO_FILTER_OUTLIER_STD must be 0 (off) or a positive number of standard deviations, "
+                               f"not {RECO_FILTER_OUTLIER_STD}")
 RECO_TEXT_MODEL_PATH = env_str("RECO_TEXT_MODEL_PATH", "") or None
 # Plausible event times (POST /events and every importer): not before this moment (unix seconds; the default
 # 1995-01-01 precedes the earliest public shop and rating data), and at most this many seconds in the future.
@@ -277,7 +283,7 @@ if RECO_HISTORY_LIMIT < 1:
     raise ImproperlyConfigured(f"RECO_HISTORY_LIMIT must be at least 1, got {RECO_HISTORY_LIMIT}")
 RECO_MAX_USERS = env_int("RECO_MAX_USERS", 100)
 # Catalogues with at least this many products are searched with an approximate (FAISS IVF) index, built and
-# tuned when the bundle is published (README, Performance); 0: never.
+# tuned when the bundle is published (docs/performance.md); 0: never.
 RECO_ANN_MIN_ITEMS = env_int("RECO_ANN_MIN_ITEMS", ANN_MIN_ITEMS)
 # Inverted lists the approximate index scans per query; 0: the value tuned at publishing.
 RECO_ANN_NPROBE = env_int("RECO_ANN_NPROBE", 0)

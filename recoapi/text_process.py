@@ -2,7 +2,7 @@
 
 A web worker that encodes text itself holds ONNX Runtime's library, the tokenizer's, the encoder's
 weights and ONNX Runtime's re-packed copy of them: about 130 MB of every worker's resident memory,
-the same in each (measured at 100,000 products with ``benchmarks/serving.py``, README, Performance).
+the same in each (measured at 100,000 products with ``benchmarks/serving.py``, docs/performance.md).
 Under gunicorn (``gunicorn.conf.py``) that encoder lives instead in one process of gunicorn's dirty
 worker pool (``dirty_apps``: gunicorn starts, watches and restarts it, and passes the requests over a
 Unix socket readable by the service's user only), and the web workers send it the texts to encode:

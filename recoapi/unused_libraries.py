@@ -4,7 +4,7 @@ Django REST framework imports PostgreSQL's driver (for ``django.contrib.postgres
 (for its test client) whenever they are installed, and the rotating log handler imports Redis's client (for a
 Redis lock). Each is optional to them: when its import fails they go on without it. A web worker on SQLite
 without ``RECO_REDIS_URL`` uses none of them: loading the application in a fresh process took 16 MB less private
-memory without them (README, Performance). :func:`hidden` (:mod:`modeling.optional_imports`, which
+memory without them (docs/performance.md). :func:`hidden` (:mod:`modeling.optional_imports`, which
 :func:`modeling.reranker.lightgbm_module` also uses for lightgbm's optional libraries) makes their import fail
 while the application loads, and importable again right after.
 """

@@ -428,8 +428,8 @@ def _training_lock_held_elsewhere() -> Iterator[None]:
 @pytest.mark.parametrize("args, message", [
     (("load_data", "--min-user-interactions", "-3"), "--min-user-interactions must be 0 (off) or more, got -3"),
     (("load_data", "--min-distinct-items", "-1"), "--min-distinct-items must be 0 (off) or more"),
-    (("load_data", "--outlier-std", "nan"), "--outlier-std must be a positive number of standard deviations"),
-    (("load_data", "--outlier-std", "0"), "--outlier-std must be a positive number"),
+    (("load_data", "--outlier-std", "nan"), "--outlier-std must be 0 (off) or a positive number of standard"),
+    (("load_data", "--outlier-std", "-1"), "--outlier-std must be 0 (off) or a positive number"),
     (("retrain", "--tolerance", "5"), "--tolerance must be between 0 and 1"),
     (("demo_examples", "--base-url", "notaurl"), "--base-url must be an http:// or https:// URL with a host"),
 ])

@@ -157,12 +157,17 @@ def unread_note(frame: pd.DataFrame, path: Path, read: list[str]) -> list[str]:
     return [f"{path.name}: column(s) {shown} not read; the columns this source reads are {', '.join(read)}"]
 
 
-def refuse_empty(frame: pd.DataFrame, values: pd.Series | np.ndarray, column: str, path: Path) -> None:
-    """Raise, naming its line, for the first of (n,) ``values`` (a column of ``frame``'s rows, stripped) that is
-    empty or missing."""
-    empty = np.asarray(pd.isna(values) | (np.asarray(values, dtype=object) == ""), dtype=bool)
-    if empty.any():
+def check_ids(frame: pd.DataFrame, values: pd.Series | np.ndarray, column: str, path: Path) -> None:
+    """Raise, naming its line, for the first of (n,) ids ``values`` (a column of ``frame``'s rows, stripped) that is
+    empty or missing, or holds a comma (:data:`modeling.datasets.ID_COMMA_MESSAGE`)."""
+    text = np.asarray(values, dtype=object)
+    missing = np.asarray(pd.isna(values), dtype=bool)
+    empty = missing | (text == "")
+    comma = ~missing & np.fromiter((isinstance(v, str) and "," in v for v in text), dtype=bool, count=len(text))
+    if empty.any() and (not comma.any() or np.argmax(empty) < np.argmax(comma)):
         raise row_error(frame, empty, f"column {column!r} is empty", path)
+    if comma.any():
+        raise row_error(frame, comma, f"column {column!r}: {text[np.argmax(comma)]!r}: {ds.ID_COMMA_MESSAGE}", path)
 
 
 def repeated_products(items: pd.DataFrame, raw: pd.DataFrame, path: Path) -> np.ndarray:
@@ -207,6 +212,15 @@ def row_error(frame: pd.DataFrame, mask: np.ndarray | pd.Series, message: str, p
     """An error with ``message`` naming the file line of the first row where ``mask`` is true."""
     position = int(np.flatnonzero(np.asarray(mask))[0])
     return DataValidationError(message, path=str(path), line=row_line(frame, position))
+
+
+def file_row_line(path: Path, position: int, *, sep: str = ",", header: bool = True, encoding: str = "utf-8") -> int:
+    """The line of ``path`` where data row ``position`` (0-based) starts, for a file not read by :func:`read_table`
+    (blank lines and quoted fields over several lines counted; the row's place after the header when the file
+    cannot be read again)."""
+    layout = {"path": str(path), "sep": sep, "header": header, "encoding": encoding, "quoting": csv.QUOTE_MINIMAL}
+    line = _row_line(layout, position)
+    return line if line is not None else position + (2 if header else 1)
 
 
 def row_line(frame: pd.DataFrame, position: int) -> int:
@@ -370,12 +384,16 @@ def _separator_hint(path: Path, sep: str) -> str:
 
 
 def undecodable_line(path: Path, encoding: str = "utf-8") -> int | None:
-    """The number of the first line of ``path`` (``.gz`` too) that is not ``encoding`` text (None if unknown)."""
+    """The number of the first line of ``path`` (``.gz`` too) that is not ``encoding`` text (None if unknown).
+
+    Read line by line as bytes: a shop's file may be many GB, and only the bad line is wanted."""
     try:
-        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-        data.decode(encoding)
-    except UnicodeDecodeError as exc:
-        return data.count(b"\n", 0, exc.start) + 1
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    raw.decode(encoding)
+                except UnicodeDecodeError:
+                    return number
     except _READ_ERRORS:
         return None
     return None

@@ -39,11 +39,11 @@ import pandas as pd
 
 from modeling import datasets as ds
 from modeling.errors import DataValidationError
-from modeling.sources._files import read_table, refuse_empty, row_error, to_float, to_int, to_unix_seconds
+from modeling.sources._files import check_ids, read_table, row_error, to_float, to_int, to_unix_seconds
 
 logger = logging.getLogger(__name__)
 
-LOADER_VERSION = "clickstream-1"
+LOADER_VERSION = "clickstream-2"  # 2: undated clicks on 2000-01-01
 CLICKS_FILE = "clicks.csv"
 SESSION_PREFIX = "s"
 SECONDS_PER_DAY = 86_400
@@ -113,7 +113,7 @@ def load_clickstream(path: Path | str, *, filters: ds.InteractionFilters | None 
     sessions = raw[str(columns["session"])].str.strip()
     item_ids = raw[str(columns["item"])].str.strip()
     for column, values in ((columns["session"], sessions), (columns["item"], item_ids)):
-        refuse_empty(raw, values, str(column), file)
+        check_ids(raw, values, str(column), file)
     interactions = pd.DataFrame({
         ds.USER_ID: (SESSION_PREFIX + sessions).to_numpy(),
         ds.ITEM_ID: item_ids.to_numpy(),

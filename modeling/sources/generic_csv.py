@@ -23,8 +23,8 @@ import pandas as pd
 from modeling import datasets as ds
 from modeling.errors import DataValidationError
 from modeling.sources._files import (
+    check_ids,
     read_table,
-    refuse_empty,
     repeated_products,
     row_error,
     to_float,
@@ -81,7 +81,7 @@ def load_csv(
         ds.TIMESTAMP: to_unix_seconds(raw, ds.TIMESTAMP, inter_file),
     })
     for column in (ds.USER_ID, ds.ITEM_ID):
-        refuse_empty(raw, interactions[column], column, inter_file)
+        check_ids(raw, interactions[column], column, inter_file)
     if ds.EVENT in raw:
         events = raw[ds.EVENT].str.strip().str.lower().replace("", "purchase")
         unknown = ~events.isin(ds.EVENT_TYPES)
@@ -116,7 +116,7 @@ def load_csv(
         if ds.PRICE in raw_items:
             prices = to_float(raw_items, ds.PRICE, items_file, allow_empty=True, rule=(lambda v: v >= 0, "is negative"))
             items[ds.PRICE] = prices
-        refuse_empty(raw_items, items[ds.ITEM_ID], ds.ITEM_ID, items_file)
+        check_ids(raw_items, items[ds.ITEM_ID], ds.ITEM_ID, items_file)
         _check_storable(items, raw_items, items_file)
         notes += unread_note(raw_items, items_file, list(ds.ITEM_COLUMNS))
         repeated = repeated_products(items, raw_items, items_file)

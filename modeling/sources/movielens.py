@@ -25,7 +25,7 @@ import pandas as pd
 
 from modeling import datasets as ds
 from modeling.errors import DataValidationError
-from modeling.sources._files import read_table, refuse_empty, repeated_products, to_float, to_int
+from modeling.sources._files import check_ids, read_table, repeated_products, to_float, to_int
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def _ratings(frame: pd.DataFrame, file: Path, names: tuple[str, str] = ("user", 
     """The interactions of a ratings file read with columns user, item, rating, timestamp (``names``: what the
     file calls the first two, for messages)."""
     for column, name in zip(("user", "item"), names, strict=True):
-        refuse_empty(frame, frame[column].str.strip(), name, file)
+        check_ids(frame, frame[column].str.strip(), name, file)
     ratings = to_float(frame, "rating", file, rule=(lambda v: (v >= 0) & (v <= 5), "is outside 0..5"))
     return pd.DataFrame({
         ds.USER_ID: frame["user"].str.strip().to_numpy(),
@@ -89,7 +89,7 @@ def _load_latest(path: Path, filters: ds.InteractionFilters | None,
     if tags_file.is_file():
         interactions, report["tags"], report["tags_without_rating"] = _tags_as_rating_text(interactions, tags_file)
         files.append(tags_file)
-    refuse_empty(movies, movies["movieId"].str.strip(), "movieId", movies_file)
+    check_ids(movies, movies["movieId"].str.strip(), "movieId", movies_file)
     items = _items(movies["movieId"].str.strip(), movies["title"], genre_lists)
     items = items[~repeated_products(items, movies, movies_file)]
     report["movies"] = len(items)
@@ -113,7 +113,7 @@ def _load_100k(path: Path, filters: ds.InteractionFilters | None,
     flags = movies[GENRES_100K].eq("1").to_numpy()
     genre_lists = pd.Series([[g for g, f in zip(GENRES_100K, row, strict=True) if f] for row in flags],
                             index=movies.index)
-    refuse_empty(movies, movies["movieId"].str.strip(), "movie id", item_file)
+    check_ids(movies, movies["movieId"].str.strip(), "movie id", item_file)
     items = _items(movies["movieId"].str.strip(), movies["title"], genre_lists)
     items = items[~repeated_products(items, movies, item_file)]
     report["movies"] = len(items)

@@ -26,11 +26,11 @@ import pandas as pd
 
 from modeling import datasets as ds
 from modeling.errors import DataValidationError
-from modeling.sources._files import read_table, refuse_empty, row_error, to_int, undecodable_line
+from modeling.sources._files import check_ids, file_row_line, read_table, row_error, to_int, undecodable_line
 
 logger = logging.getLogger(__name__)
 
-LOADER_VERSION = "retailrocket-2"
+LOADER_VERSION = "retailrocket-3"  # 3: property ids and values stripped
 EVENT_MAP = {"view": ("view", 1.0), "addtocart": ("cart", 2.0), "transaction": ("purchase", 3.0)}
 PRICE_PROPERTY = "790"
 CATEGORY_PROPERTY = "categoryid"
@@ -61,7 +61,7 @@ def load_retailrocket(
         raise row_error(events, unknown, f"column 'event': {bad!r} is not one of {', '.join(EVENT_MAP)}",
                         events_file)
     for column in ("visitorid", "itemid"):
-        refuse_empty(events, events[column].str.strip(), column, events_file)
+        check_ids(events, events[column].str.strip(), column, events_file)
     millis = to_int(events, "timestamp", events_file)
     # The same event twice (same millisecond, visitor, kind and product) is a row the export repeated, not a
     # second event: kept, it would count twice in every model and in the evaluation's histories.
@@ -88,9 +88,11 @@ def load_retailrocket(
         paths = category_paths(tree_file)
         files.append(tree_file)
     items = pd.DataFrame({ds.ITEM_ID: pd.unique(interactions[ds.ITEM_ID])})
-    category_ids = items[ds.ITEM_ID].map(properties.get(CATEGORY_PROPERTY, {})).fillna("")
+    categories = properties.get(CATEGORY_PROPERTY)
+    category_ids = items[ds.ITEM_ID].map({} if categories is None else dict(
+        zip(categories["itemid"], categories["value"], strict=True))).fillna("")
     items[ds.CATEGORY] = [paths.get(c, c) for c in category_ids]
-    items[ds.PRICE] = items[ds.ITEM_ID].map(properties.get(PRICE_PROPERTY, {}))
+    items[ds.PRICE] = _prices(items[ds.ITEM_ID], properties.get(PRICE_PROPERTY), path)
     items[ds.TITLE] = ""
     report["items_with_category"] = int((items[ds.CATEGORY] != "").sum())
     report["items_with_price"] = int(items[ds.PRICE].notna().sum())
@@ -102,16 +104,14 @@ def load_retailrocket(
                                       "them")
 
 
-def _latest_properties(path: Path, files: list[Path]) -> dict[str, dict[str, object]]:
-    """property -> {itemid: latest value} for the category (str) and price (float; NaN when the value is no
-    number) properties.
+def _latest_properties(path: Path, files: list[Path]) -> dict[str, pd.DataFrame]:
+    """property -> the latest value of each item, for the category and price properties: rows ``itemid``,
+    ``value`` (stripped text), ``file`` (its name) and ``position`` (its data row in that file, for messages).
 
-    The files are read in chunks (the published ones hold 20 million rows); each row keeps its line, so that
-    a price that is no price (infinite, negative) is refused with its file and line.
+    The files are read in chunks (the published ones hold 20 million rows).
 
     Raises:
-        DataValidationError: an empty or unreadable file, text that is not UTF-8, a missing column, or a
-            latest price that is infinite or negative.
+        DataValidationError: an empty or unreadable file, text that is not UTF-8, or a missing column.
     """
     wanted = {CATEGORY_PROPERTY, PRICE_PROPERTY}
     parts = []
@@ -120,15 +120,13 @@ def _latest_properties(path: Path, files: list[Path]) -> dict[str, dict[str, obj
         if not file.is_file():
             continue
         files.append(file)
-        read = 0
         try:
             for chunk in pd.read_csv(file, dtype=str, keep_default_na=False, chunksize=1_000_000,
                                      usecols=["timestamp", "itemid", "property", "value"]):
                 kept = chunk[chunk["property"].str.strip().isin(wanted)].copy()
-                kept["line"] = kept.index.to_numpy() + 2  # the header is line 1 (blank lines are not counted)
+                kept["position"] = kept.index.to_numpy()  # the chunks' index runs on: the file's data row
                 kept["file"] = name
                 parts.append(kept)
-                read += len(chunk)
         except pd.errors.EmptyDataError as exc:
             raise DataValidationError("file is empty", path=str(file)) from exc
         except UnicodeDecodeError as exc:
@@ -136,30 +134,38 @@ def _latest_properties(path: Path, files: list[Path]) -> dict[str, dict[str, obj
                                       line=undecodable_line(file)) from exc
         except ValueError as exc:  # usecols mismatch, parser errors
             raise DataValidationError(f"cannot read item properties ({exc})", path=str(file)) from exc
-        if read == 0:
-            raise DataValidationError("file has no data rows", path=str(file))
     if not parts:
         return {}
     frame = pd.concat(parts, ignore_index=True)
-    frame["itemid"] = frame["itemid"].str.strip()  # as events.csv's ids are read
-    frame["property"] = frame["property"].str.strip()
+    for column in ("itemid", "property", "value"):  # as events.csv's ids are read
+        frame[column] = frame[column].str.strip()
     frame["ts"] = pd.to_numeric(frame["timestamp"], errors="coerce")
     frame = frame.sort_values("ts", kind="stable").drop_duplicates(["itemid", "property"], keep="last")
-    latest: dict[str, dict[str, object]] = {}
-    for prop, group in frame.groupby("property"):
-        values: pd.Series = group["value"].str.strip()
-        if prop == PRICE_PROPERTY:  # "n5880.000": a number after an "n"; anything else is no price
-            numbers = pd.to_numeric(values.str.lstrip("n"), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-            broken = ~np.isnan(numbers) & (~np.isfinite(numbers) | (numbers < 0))
-            if broken.any():
-                at = int(np.flatnonzero(broken)[0])
-                raise DataValidationError(
-                    f"property {PRICE_PROPERTY} (the price) of item {group['itemid'].iloc[at]!r}: "
-                    f"{values.iloc[at]!r} is not a price (a finite number of at least 0)",
-                    path=str(path / group["file"].iloc[at]), line=int(group["line"].iloc[at]))
-            values = pd.Series(numbers, index=group.index)
-        latest[str(prop)] = dict(zip(group["itemid"], values, strict=True))
-    return latest
+    return {str(prop): group[["itemid", "value", "file", "position"]].reset_index(drop=True)
+            for prop, group in frame.groupby("property")}
+
+
+def _prices(item_ids: pd.Series, latest: pd.DataFrame | None, path: Path) -> np.ndarray:
+    """(n,) float prices of ``item_ids`` from their latest price property (``"n5880.000"``: a number after an "n";
+    anything else is no price, NaN).
+
+    Raises:
+        DataValidationError: the price of one of these items is infinite or negative (with its file and line; a
+            product no event names is not imported, so its price is not looked at).
+    """
+    if latest is None:
+        return np.full(len(item_ids), np.nan)
+    latest = latest[latest["itemid"].isin(set(item_ids))].reset_index(drop=True)
+    numbers = pd.to_numeric(latest["value"].str.lstrip("n"), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    broken = ~np.isnan(numbers) & (~np.isfinite(numbers) | (numbers < 0))
+    if broken.any():
+        at = int(np.flatnonzero(broken)[0])
+        file = path / latest["file"].iloc[at]
+        raise DataValidationError(
+            f"property {PRICE_PROPERTY} (the price) of item {latest['itemid'].iloc[at]!r}: "
+            f"{latest['value'].iloc[at]!r} is not a price (a finite number of at least 0)", path=str(file),
+            line=file_row_line(file, int(latest["position"].iloc[at])))
+    return item_ids.map(dict(zip(latest["itemid"], numbers, strict=True))).to_numpy(dtype=float, na_value=np.nan)
 
 
 def category_paths(tree_file: Path) -> dict[str, str]:

@@ -285,7 +285,8 @@ def training_data(*, since_days: float | None = None) -> ds.CanonicalData:
               "products": len(items)}
     frame = frame.drop(columns=["occurred_at", "source"])
     frame[ds.RATING] = pd.to_numeric(frame[ds.RATING], errors="coerce")
-    data = ds.finish_tables(items, frame, report=report, fingerprint="", source_name="database", keep_items="all")
+    data = ds.finish_tables(items, frame, report=report, fingerprint="", source_name="database", keep_items="all",
+                            from_files=False)
     data.fingerprint = ds.content_fingerprint(data.items, data.interactions,
                                               salt="" if since_days is None else f"since_days={since_days}")
     return data

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import threading
 import time
 from collections import Counter, defaultdict
@@ -297,8 +298,9 @@ def results(experiment: Experiment) -> dict[str, Any]:
             clicked[arm].add(recommendation_id)
         if event == "purchase":
             converted[arm].add(recommendation_id)
-            if prices.get(product_id) is not None:
-                revenue[arm] = (revenue[arm] or 0.0) + float(prices[product_id])
+            price = prices.get(product_id)
+            if price is not None and math.isfinite(float(price)):  # inf from an older importer: no price
+                revenue[arm] = (revenue[arm] or 0.0) + float(price)
     rows = []
     for arm in arms:
         n = shown.get(arm.name, {}).get("lists", 0)

@@ -121,7 +121,7 @@ def _retrain(*, holdout_days: float, tolerance: float, budget_seconds: float,
                                                "to train on")
         say(f"training on {len(split.before):,} interactions; {len(split.after):,} after the cut-off held out")
         train_data = ds.finish_tables(data.items, split.before, report=dict(data.report), fingerprint="",
-                                      source_name="database", keep_items="all")
+                                      source_name="database", keep_items="all", from_files=False)
         train_data = replace(train_data, fingerprint=ds.content_fingerprint(train_data.items,
                                                                             train_data.interactions))
         if from_database:

@@ -703,8 +703,14 @@ def test_retailrocket_item_properties_errors_are_named(retailrocket: Path) -> No
     part.write_bytes(b"timestamp,itemid,property,value\n1,355908,888,5\n2,355908,888,caf\xe9\n")
     with pytest.raises(DataValidationError, match=r"item_properties_part2\.csv, line 3: not UTF-8 text"):
         load_source("retailrocket", retailrocket)
-    part.write_text("timestamp,itemid,property,value\n")
-    with pytest.raises(DataValidationError, match=r"item_properties_part2\.csv: file has no data rows"):
+    part.write_text("timestamp,itemid,property,value\n")  # a header alone: no property, as before
+    assert load_source("retailrocket", retailrocket).report["items_with_price"] == 1
+    # A broken price is named by its own line after blank lines and a quoted value over two lines, and only for a
+    # product an event names (the others are not imported).
+    part.write_text('timestamp,itemid,property,value\n\n1,999,790,ninf\n2,355908,888,"a\nb"\n\n'
+                    '3,248676,790,n-1\n')
+    with pytest.raises(DataValidationError, match=r"item_properties_part2\.csv, line 7: property 790 \(the price\) "
+                                                  r"of item '248676'"):
         load_source("retailrocket", retailrocket)
 
 
@@ -784,9 +790,14 @@ def test_movielens_movies_with_an_empty_or_a_twice_listed_id_are_refused(moviele
 
 def test_ids_with_a_comma_are_refused_at_import(tmp_path: Path) -> None:
     write(tmp_path / "interactions.csv", 'user_id,item_id,timestamp\na,x,1700000000\n"smith,john",y,1700000001\n')
-    with pytest.raises(DataValidationError, match=r"user_id 'smith,john': An id may not hold a comma"):
+    with pytest.raises(DataValidationError, match=r"interactions\.csv, line 3: column 'user_id': 'smith,john': An "
+                                                  r"id may not hold a comma"):
         load_source("csv", tmp_path)
     write(tmp_path / "interactions.csv", 'user_id,item_id,timestamp\na,x,1700000000\n')
     write(tmp_path / "items.csv", 'item_id,title\nx,Mug\n"y,z",Cup\n')
-    with pytest.raises(DataValidationError, match=r"item_id 'y,z': An id may not hold a comma"):
+    with pytest.raises(DataValidationError, match=r"items\.csv, line 3: column 'item_id': 'y,z': An id may not hold"):
         load_source("csv", tmp_path)
+    # The last guard, for a loader without lines (Amazon's JSON): the id and the file.
+    write(tmp_path / "Shop_5.json", '{"reviewerID": "r,1", "asin": "A1", "unixReviewTime": 1500000000, "overall": 5}\n')
+    with pytest.raises(DataValidationError, match=r"Shop_5\.json: user_id 'r,1': An id may not hold a comma"):
+        load_source("amazon2018", tmp_path)

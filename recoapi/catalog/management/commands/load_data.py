@@ -61,7 +61,8 @@ class Command(BaseCommand):
         group.add_argument("--min-user-interactions", type=int, default=defaults.min_user_interactions,
                            help="Drop shoppers with fewer interactions.")
         group.add_argument("--outlier-std", type=float, default=defaults.outlier_std,
-                           help="Drop shoppers above mean + N standard deviations of per-shopper counts (e.g. 2).")
+                           help="Drop shoppers above mean + N standard deviations of per-shopper counts (e.g. 2; "
+                                "0: off).")
         group.add_argument("--min-distinct-items", type=int, default=defaults.min_distinct_items,
                            help="Drop shoppers with fewer distinct products.")
         group.add_argument("--start", type=_date, default=defaults.start,
@@ -86,8 +87,10 @@ class Command(BaseCommand):
             if options[name] < 0:
                 raise CommandError(f"--{name.replace('_', '-')} must be 0 (off) or more, got {options[name]}")
         std = options["outlier_std"]
-        if std is not None and not (math.isfinite(std) and std > 0):
-            raise CommandError(f"--outlier-std must be a positive number of standard deviations (e.g. 2), got {std}")
+        if std is not None and not (math.isfinite(std) and std >= 0):
+            raise CommandError(f"--outlier-std must be 0 (off) or a positive number of standard deviations (e.g. 2), "
+                               f"got {std}")
+        options["outlier_std"] = std or None  # 0: off, as RECO_FILTER_OUTLIER_STD=0
         self.stdout.write(f"Reading {options['source']} data from {options['path']} ...")
         try:
             filters = InteractionFilters(

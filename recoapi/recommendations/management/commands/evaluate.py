@@ -38,10 +38,9 @@ class Command(BaseCommand):
             "and can write them as JSON.")
 
     def add_arguments(self, parser: CommandParser) -> None:
-        self._defaults = {"source": settings.RECO_DATA_SOURCE, "path": str(settings.RECO_DATA_PATH)}
-        parser.add_argument("--source", choices=SOURCES, default=self._defaults["source"],
+        parser.add_argument("--source", choices=SOURCES, default=None,
                             help="The data's layout (default: RECO_DATA_SOURCE, the service's own).")
-        parser.add_argument("--path", default=self._defaults["path"],
+        parser.add_argument("--path", default=None,
                             help="Files of the source (default: RECO_DATA_PATH, the service's own).")
         parser.add_argument("--output", help="Write the results as JSON to this file.")
         parser.add_argument("--params", help="Two-tower parameters: a JSON object of TwoTowerParams fields, or "
@@ -87,7 +86,9 @@ class Command(BaseCommand):
                 target.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise CommandError(f"--output {target}: cannot make its folder ({exc.strerror})") from exc
-        defaults = [name for name in ("source", "path") if options[name] == self._defaults[name]]
+        defaults = [name for name in ("source", "path") if options[name] is None]
+        options["source"] = options["source"] or settings.RECO_DATA_SOURCE
+        options["path"] = options["path"] or str(settings.RECO_DATA_PATH)
         self.stdout.write(f"Evaluating the {options['source']} data at {options['path']}"
                           + (f" ({' and '.join('--' + n for n in defaults)} not given: the service's own data, "
                              "RECO_DATA_SOURCE and RECO_DATA_PATH)" if defaults else ""))

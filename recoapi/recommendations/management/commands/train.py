@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from modeling.errors import ModelingError
 from modeling.params import TwoTowerParams
+from modeling.reranker import describe_blend
 from modeling.tuning import DEFAULT_BUDGET_SECONDS, SEARCH_SPACE, read_params
 from recoapi.exceptions import ApplicationError
 from recoapi.recommendations.management.stage_progress import echo_stage_progress
@@ -149,8 +150,7 @@ def stage_line(stage: dict[str, Any]) -> str:
     rules = stage["sources"].get("sequence") or {}
     took = (stage.get("selection") or {}).get("seconds")
     ranker = stage["ranker"]
-    weights = {name: weight for name, weight in (stage.get("weights") or {}).items() if weight > 0}
-    blend = ", ".join(f"{name} x {weight:g}" for name, weight in weights.items())
+    blend = describe_blend(stage.get("weights") or {})
     if stage.get("rounds"):  # LambdaMART, from nothing or boosted from a blend (lightgbm+prior)
         ranker += f" ({stage['rounds']} trees" + (f", boosted from the blend {blend})" if blend else ")")
     elif blend:  # only the scores it weighs: the other sources only propose candidates
