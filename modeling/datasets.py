@@ -138,6 +138,13 @@ def parse_price(value: Any) -> float | None:
     price = float(match.group(1).replace(",", ""))
     return price if np.isfinite(price) else None  # 400 digits read as inf: no price either
 
+def unpriceable(prices: np.ndarray) -> np.ndarray:
+    """(n,) bool: which of (n,) float ``prices`` are no price though given: infinite or negative (NaN, unknown, is
+    fine). An answer holding ``inf`` cannot even be written as JSON."""
+    prices = np.asarray(prices, dtype=float)
+    return ~np.isnan(prices) & (~np.isfinite(prices) | (prices < 0))
+
+
 def unstorable(values: pd.Series, column: str) -> tuple[np.ndarray, str]:
     """Which of ``values`` the database cannot store in ``column``, and why the first of them cannot.
 
@@ -192,6 +199,14 @@ ID_COMMA_MESSAGE = ("An id may not hold a comma: the API lists several ids in on
 DEFAULT_TIME_HINT = "timestamps are unix seconds, not milliseconds, or ISO 8601"
 """How the csv sources read times: what the message says when every time is outside the bounds (each source passes
 its own to :func:`finish_tables`)."""
+
+
+def _refuse_comma_ids(ids: pd.Series, column: str, source_name: str) -> None:
+    """Raise for the first of ``ids`` (strings, NA allowed) that holds a comma (:data:`ID_COMMA_MESSAGE`)."""
+    comma = ids.str.contains(",", regex=False).to_numpy(dtype=bool, na_value=False)
+    if comma.any():
+        raise DataValidationError(f"{column} {ids.iloc[int(np.argmax(comma))]!r}: {ID_COMMA_MESSAGE}",
+                                  path=source_name)
 
 
 def finish_tables(
@@ -249,10 +264,8 @@ def finish_tables(
             count = int(blank.sum())
             raise DataValidationError(f"{count} interaction{' has' if count == 1 else 's have'} an empty {column}",
                                       path=source_name)
-        comma = interactions[column].str.contains(",", regex=False).to_numpy(dtype=bool, na_value=False)
-        if from_files and comma.any():
-            raise DataValidationError(f"{column} {interactions[column].iloc[int(np.argmax(comma))]!r}: "
-                                      f"{ID_COMMA_MESSAGE}", path=source_name)
+        if from_files:
+            _refuse_comma_ids(interactions[column], column, source_name)
     unknown = ~interactions[EVENT].isin(EVENT_TYPES)
     if unknown.any():
         bad = interactions.loc[unknown, EVENT].iloc[0]
@@ -278,16 +291,14 @@ def finish_tables(
     for column in (TITLE, DESCRIPTION, BRAND, CATEGORY):
         items[column] = items[column].fillna("")
     items = items.drop_duplicates(ITEM_ID, keep="last")
-    comma = items[ITEM_ID].str.contains(",", regex=False).to_numpy(dtype=bool, na_value=False)
-    if from_files and comma.any():
-        raise DataValidationError(f"{ITEM_ID} {items[ITEM_ID].iloc[int(np.argmax(comma))]!r}: {ID_COMMA_MESSAGE}",
-                                  path=source_name)
+    if from_files:
+        _refuse_comma_ids(items[ITEM_ID], ITEM_ID, source_name)
     prices = items[PRICE].to_numpy(dtype=float, na_value=np.nan)
-    unpriceable = ~np.isnan(prices) & (~np.isfinite(prices) | (prices < 0))  # a JSON answer cannot even hold inf
-    if not from_files and unpriceable.any():
-        items[PRICE] = np.where(unpriceable, np.nan, prices)
-    elif unpriceable.any():
-        at = int(np.flatnonzero(unpriceable)[0])
+    broken = unpriceable(prices)
+    if not from_files and broken.any():
+        items[PRICE] = np.where(broken, np.nan, prices)
+    elif broken.any():
+        at = int(np.flatnonzero(broken)[0])
         raise DataValidationError(f"product {items[ITEM_ID].iloc[at]!r}: price {prices[at]} is not a price (a "
                                   "finite number of at least 0; leave it empty when unknown)", path=source_name)
     interacted = pd.Index(pd.unique(interactions[ITEM_ID]))

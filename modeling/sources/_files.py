@@ -44,8 +44,7 @@ def json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any], str]]:
                     raise DataValidationError("expected a JSON object", path=str(path), line=number)
                 yield number, record, line
     except UnicodeDecodeError as exc:
-        raise DataValidationError(f"not UTF-8 text ({exc.reason}); save the file as UTF-8", path=str(path),
-                                  line=undecodable_line(path)) from exc
+        raise not_text(path, exc) from exc
     except _READ_ERRORS as exc:
         raise DataValidationError(f"cannot read file ({exc})", path=str(path)) from exc
 
@@ -105,9 +104,7 @@ def read_table(
         raise DataValidationError(f"cannot parse {problem}{_separator_hint(path, sep)}",
                                   path=str(path), line=line) from exc
     except UnicodeDecodeError as exc:
-        line = undecodable_line(path, encoding)
-        raise DataValidationError(f"not {encoding.upper()} text ({exc.reason}); save the file as {encoding.upper()}",
-                                  path=str(path), line=line) from exc
+        raise not_text(path, exc, encoding) from exc
     except _READ_ERRORS as exc:
         raise DataValidationError(f"cannot read file ({exc})", path=str(path)) from exc
     if header:
@@ -381,6 +378,12 @@ def _separator_hint(path: Path, sep: str) -> str:
         if other != sep and first.count(other) > first.count(sep):
             return f"; the first line is separated by {name}, and this source reads {sep!r}-separated files"
     return ""
+
+
+def not_text(path: Path, error: UnicodeDecodeError, encoding: str = "utf-8") -> DataValidationError:
+    """The error for a file that is not ``encoding`` text, naming its first such line and what to do."""
+    return DataValidationError(f"not {encoding.upper()} text ({error.reason}); save the file as {encoding.upper()}",
+                               path=str(path), line=undecodable_line(path, encoding))
 
 
 def undecodable_line(path: Path, encoding: str = "utf-8") -> int | None:

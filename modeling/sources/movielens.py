@@ -60,12 +60,13 @@ def load_movielens(
 def _ratings(frame: pd.DataFrame, file: Path, names: tuple[str, str] = ("user", "item")) -> pd.DataFrame:
     """The interactions of a ratings file read with columns user, item, rating, timestamp (``names``: what the
     file calls the first two, for messages)."""
-    for column, name in zip(("user", "item"), names, strict=True):
-        check_ids(frame, frame[column].str.strip(), name, file)
+    ids = {column: frame[column].str.strip() for column in ("user", "item")}
+    for column, name in zip(ids, names, strict=True):
+        check_ids(frame, ids[column], name, file)
     ratings = to_float(frame, "rating", file, rule=(lambda v: (v >= 0) & (v <= 5), "is outside 0..5"))
     return pd.DataFrame({
-        ds.USER_ID: frame["user"].str.strip().to_numpy(),
-        ds.ITEM_ID: frame["item"].str.strip().to_numpy(),
+        ds.USER_ID: ids["user"].to_numpy(),
+        ds.ITEM_ID: ids["item"].to_numpy(),
         ds.TIMESTAMP: to_int(frame, "timestamp", file),
         ds.EVENT: "rating",
         ds.WEIGHT: 1.0,
@@ -89,8 +90,9 @@ def _load_latest(path: Path, filters: ds.InteractionFilters | None,
     if tags_file.is_file():
         interactions, report["tags"], report["tags_without_rating"] = _tags_as_rating_text(interactions, tags_file)
         files.append(tags_file)
-    check_ids(movies, movies["movieId"].str.strip(), "movieId", movies_file)
-    items = _items(movies["movieId"].str.strip(), movies["title"], genre_lists)
+    movie_ids = movies["movieId"].str.strip()
+    check_ids(movies, movie_ids, "movieId", movies_file)
+    items = _items(movie_ids, movies["title"], genre_lists)
     items = items[~repeated_products(items, movies, movies_file)]
     report["movies"] = len(items)
     fingerprint = ds.file_fingerprint(files, salt=LOADER_VERSION)
@@ -113,8 +115,9 @@ def _load_100k(path: Path, filters: ds.InteractionFilters | None,
     flags = movies[GENRES_100K].eq("1").to_numpy()
     genre_lists = pd.Series([[g for g, f in zip(GENRES_100K, row, strict=True) if f] for row in flags],
                             index=movies.index)
-    check_ids(movies, movies["movieId"].str.strip(), "movie id", item_file)
-    items = _items(movies["movieId"].str.strip(), movies["title"], genre_lists)
+    movie_ids = movies["movieId"].str.strip()
+    check_ids(movies, movie_ids, "movie id", item_file)
+    items = _items(movie_ids, movies["title"], genre_lists)
     items = items[~repeated_products(items, movies, item_file)]
     report["movies"] = len(items)
     fingerprint = ds.file_fingerprint([data_file, item_file], salt=LOADER_VERSION)

@@ -26,7 +26,7 @@ import pandas as pd
 
 from modeling import datasets as ds
 from modeling.errors import DataValidationError
-from modeling.sources._files import check_ids, file_row_line, read_table, row_error, to_int, undecodable_line
+from modeling.sources._files import check_ids, file_row_line, not_text, read_table, row_error, to_int
 
 logger = logging.getLogger(__name__)
 
@@ -130,8 +130,7 @@ def _latest_properties(path: Path, files: list[Path]) -> dict[str, pd.DataFrame]
         except pd.errors.EmptyDataError as exc:
             raise DataValidationError("file is empty", path=str(file)) from exc
         except UnicodeDecodeError as exc:
-            raise DataValidationError(f"not UTF-8 text ({exc.reason}); save the file as UTF-8", path=str(file),
-                                      line=undecodable_line(file)) from exc
+            raise not_text(file, exc) from exc
         except ValueError as exc:  # usecols mismatch, parser errors
             raise DataValidationError(f"cannot read item properties ({exc})", path=str(file)) from exc
     if not parts:
@@ -157,7 +156,7 @@ def _prices(item_ids: pd.Series, latest: pd.DataFrame | None, path: Path) -> np.
         return np.full(len(item_ids), np.nan)
     latest = latest[latest["itemid"].isin(set(item_ids))].reset_index(drop=True)
     numbers = pd.to_numeric(latest["value"].str.lstrip("n"), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    broken = ~np.isnan(numbers) & (~np.isfinite(numbers) | (numbers < 0))
+    broken = ds.unpriceable(numbers)
     if broken.any():
         at = int(np.flatnonzero(broken)[0])
         file = path / latest["file"].iloc[at]
