@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.conf import settings
@@ -153,11 +153,18 @@ that browser clients add to a GET (jQuery's ``cache: false``)."""
 def refuse_query_on_body(query: Any) -> None:
     """Raise ValidationError (400) for query parameters sent to an endpoint that reads a JSON body (``format`` and
     ``_`` aside): ``POST /recommendations?k=50`` answered 10, silently, as the body holds the parameters."""
-    given = sorted(str(name) for name in query.keys() if name not in IGNORED_QUERY)
-    if given:
+    _refuse_query_names(query.keys(),
+                        lambda: "a query parameter; this endpoint reads its parameters from the JSON body")
+
+
+def _refuse_query_names(names: Any, message: Callable[[], str]) -> None:
+    """Raise ValidationError naming each of ``names`` but ``format`` and ``_`` (:data:`IGNORED_QUERY`; ten at most,
+    each cut to 64 characters) with ``message()`` (made only then); nothing when none is left."""
+    refused = sorted(str(name) for name in names if name not in IGNORED_QUERY)
+    if refused:
+        said = message()
         raise serializers.ValidationError(
-            {(name[:64] or "(a parameter without a name)"): "a query parameter; this endpoint reads its parameters "
-             "from the JSON body" for name in given[:10]})
+            {(name[:64] or "(a parameter without a name)"): said for name in refused[:10]})
 
 
 class QueryInput(serializers.Serializer):
@@ -172,12 +179,9 @@ class QueryInput(serializers.Serializer):
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         if hasattr(data, "keys"):  # a misspelt ``max_prcie=10`` would otherwise answer the unfiltered list
-            unknown = sorted(str(name) for name in data.keys() if name not in self.fields and name not in IGNORED_QUERY)
-            if unknown:
-                known = ", ".join([*self.fields, api_settings.URL_FORMAT_OVERRIDE])
-                raise serializers.ValidationError(
-                    {(name[:64] or "(a parameter without a name)"):
-                     f"unknown parameter; this endpoint's parameters are: {known}" for name in unknown[:10]})
+            _refuse_query_names([name for name in data.keys() if name not in self.fields],
+                                lambda: "unknown parameter; this endpoint's parameters are: "
+                                        + ", ".join([*self.fields, api_settings.URL_FORMAT_OVERRIDE]))
         # A QueryDict keeps every value of a repeated parameter, and reading it gives the last one: ``users=a&users=b``
         # would answer b alone, silently.
         repeated = [name for name in self.fields if hasattr(data, "getlist") and len(data.getlist(name)) > 1]
