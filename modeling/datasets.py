@@ -17,6 +17,7 @@ import hashlib
 import html
 import json
 import logging
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -373,6 +374,16 @@ class TimeBounds:
         return interactions[~outside]
 
 
+class FilterError(ValueError):
+    """A filter value that cannot work. ``field`` names the :class:`InteractionFilters` attribute, so that each
+    caller names it as its user wrote it (a command's ``--outlier-std``, a setting's ``RECO_FILTER_OUTLIER_STD``);
+    ``problem`` completes the sentence ("must be 0 (off) or more, got -3")."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field} {problem}")
+        self.field, self.problem = field, problem
+
+
 @dataclass(frozen=True)
 class InteractionFilters:
     """Optional clean-up of event logs; every filter is off by default.
@@ -394,6 +405,26 @@ class InteractionFilters:
     min_distinct_items: int = 0
     start: int | None = None
     end: int | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse values that cannot work; an ``outlier_std`` of 0 means off, as None does.
+
+        Raises:
+            FilterError: a negative minimum, an ``outlier_std`` that is negative or not finite, or an ``end`` not
+                after ``start`` (a window that keeps nothing).
+        """
+        for name in ("min_user_interactions", "min_distinct_items"):
+            if getattr(self, name) < 0:
+                raise FilterError(name, f"must be 0 (off) or more, got {getattr(self, name)}")
+        std = self.outlier_std
+        if std is not None and not (math.isfinite(std) and std >= 0):
+            raise FilterError("outlier_std", f"must be 0 (off) or a positive number of standard deviations (e.g. 2), "
+                                             f"got {std}")
+        if std == 0:
+            object.__setattr__(self, "outlier_std", None)
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise FilterError("end", f"must be after the start ({self.start}), got {self.end}: the window keeps "
+                                     "no interaction")
 
     def is_active(self) -> bool:
         return bool(self.min_user_interactions or self.outlier_std is not None or self.min_distinct_items

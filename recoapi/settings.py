@@ -13,6 +13,7 @@ from pathlib import Path  # noqa: E402
 import dj_database_url  # noqa: E402
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 
+from modeling.datasets import FilterError, InteractionFilters  # noqa: E402
 from modeling.index import ANN_MIN_ITEMS  # noqa: E402
 from modeling.sources import SOURCES  # noqa: E402
 from recoapi.env import (  # noqa: E402
@@ -220,12 +221,11 @@ RECO_FILTER_OUTLIER_STD = env_float("RECO_FILTER_OUTLIER_STD", 0) or None
 RECO_FILTER_MIN_DISTINCT_ITEMS = env_int("RECO_FILTER_MIN_DISTINCT_ITEMS", 0)
 RECO_FILTER_START = env_int("RECO_FILTER_START", 0) or None
 RECO_FILTER_END = env_int("RECO_FILTER_END", 0) or None
-if RECO_FILTER_MIN_USER_INTERACTIONS < 0 or RECO_FILTER_MIN_DISTINCT_ITEMS < 0:
-    raise ImproperlyConfigured("RECO_FILTER_MIN_USER_INTERACTIONS and RECO_FILTER_MIN_DISTINCT_ITEMS must be 0 (off) "
-                               "or more")
-if RECO_FILTER_OUTLIER_STD is not None and not 0 < RECO_FILTER_OUTLIER_STD < float("inf"):  # NaN fails too
-    raise ImproperlyConfigured(f"RECO_FILTER_OUTLIER_STD must be 0 (off) or a positive number of standard deviations, "
-                               f"not {RECO_FILTER_OUTLIER_STD}")
+try:  # the filters' own checks (modeling.datasets.InteractionFilters), at start rather than at the first import
+    InteractionFilters(min_user_interactions=RECO_FILTER_MIN_USER_INTERACTIONS, outlier_std=RECO_FILTER_OUTLIER_STD,
+                       min_distinct_items=RECO_FILTER_MIN_DISTINCT_ITEMS, start=RECO_FILTER_START, end=RECO_FILTER_END)
+except FilterError as _problem:
+    raise ImproperlyConfigured(f"RECO_FILTER_{_problem.field.upper()} {_problem.problem}") from _problem
 RECO_TEXT_MODEL_PATH = env_str("RECO_TEXT_MODEL_PATH", "") or None
 # Plausible event times (POST /events and every importer): not before this moment (unix seconds; the default
 # 1995-01-01 precedes the earliest public shop and rating data), and at most this many seconds in the future.

@@ -117,7 +117,8 @@ def test_a_setting_that_cannot_work_is_one_line_from_manage_py(tmp_path) -> None
                                                            "on SQLite or PostgreSQL only"),
     ({"RECO_RETRAIN_TOLERANCE": "5"}, "RECO_RETRAIN_TOLERANCE between 0 and 1"),
     ({"RECO_FILTER_OUTLIER_STD": "-2"}, "RECO_FILTER_OUTLIER_STD must be 0 (off) or a positive number"),
-    ({"RECO_FILTER_MIN_USER_INTERACTIONS": "-3"}, "must be 0 (off) or more"),
+    ({"RECO_FILTER_MIN_USER_INTERACTIONS": "-3"}, "RECO_FILTER_MIN_USER_INTERACTIONS must be 0 (off) or more"),
+    ({"RECO_FILTER_START": "1577836800", "RECO_FILTER_END": "1546300800"}, "RECO_FILTER_END must be after the start"),
 ])
 def test_settings_this_service_cannot_use_are_one_line_at_start(env: dict[str, str], message: str,
                                                                 tmp_path: Path) -> None:

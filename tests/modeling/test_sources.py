@@ -426,6 +426,26 @@ def test_filters_change_the_fingerprint_and_can_empty_the_data(tmp_path: Path) -
         load_source("csv", path, filters=ds.InteractionFilters(min_user_interactions=5))
 
 
+@pytest.mark.parametrize("values, field, problem", [
+    ({"min_user_interactions": -3}, "min_user_interactions", "must be 0 (off) or more, got -3"),
+    ({"min_distinct_items": -1}, "min_distinct_items", "must be 0 (off) or more, got -1"),
+    ({"outlier_std": float("nan")}, "outlier_std", "must be 0 (off) or a positive number of standard deviations"),
+    ({"outlier_std": -2.0}, "outlier_std", "must be 0 (off) or a positive number of standard deviations"),
+    ({"start": 100, "end": 100}, "end", "must be after the start (100), got 100: the window keeps no interaction"),
+])
+def test_filters_that_cannot_work_are_refused_naming_their_field(values: dict, field: str, problem: str) -> None:
+    # The command and the settings name the field as their user wrote it (--outlier-std, RECO_FILTER_OUTLIER_STD).
+    with pytest.raises(ds.FilterError) as raised:
+        ds.InteractionFilters(**values)
+    assert raised.value.field == field and raised.value.problem.startswith(problem)
+
+
+def test_an_outlier_cut_of_0_is_off() -> None:
+    filters = ds.InteractionFilters(outlier_std=0.0)
+    assert filters.outlier_std is None and not filters.is_active()
+    assert filters == ds.InteractionFilters()  # the same fingerprint as no filter
+
+
 # --------------------------------------------------------------------------- session clickstreams
 
 UCI_HEADER = ("year;month;day;order(sells);country;session ID;page 1 (main category);page 2 (clothing model);"

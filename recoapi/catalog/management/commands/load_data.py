@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 from tqdm.auto import tqdm
 
-from modeling.datasets import InteractionFilters
+from modeling.datasets import FilterError, InteractionFilters
 from modeling.sources import SOURCES
 from recoapi.catalog.services import data_import, import_filters_from_settings
 from recoapi.exceptions import ApplicationError, database_error_parts
@@ -83,20 +82,15 @@ class Command(BaseCommand):
                 bar = bars[table] = tqdm(total=total, desc=f"import {table}", unit="row")
             bar.update(done - bar.n)
 
-        for name in ("min_user_interactions", "min_distinct_items"):
-            if options[name] < 0:
-                raise CommandError(f"--{name.replace('_', '-')} must be 0 (off) or more, got {options[name]}")
-        std = options["outlier_std"]
-        if std is not None and not (math.isfinite(std) and std >= 0):
-            raise CommandError(f"--outlier-std must be 0 (off) or a positive number of standard deviations (e.g. 2), "
-                               f"got {std}")
-        options["outlier_std"] = std or None  # 0: off, as RECO_FILTER_OUTLIER_STD=0
-        self.stdout.write(f"Reading {options['source']} data from {options['path']} ...")
         try:
             filters = InteractionFilters(
                 min_user_interactions=options["min_user_interactions"], outlier_std=options["outlier_std"],
                 min_distinct_items=options["min_distinct_items"], start=options["start"], end=options["end"],
             )
+        except FilterError as exc:
+            raise CommandError(f"--{exc.field.replace('_', '-')} {exc.problem}") from exc
+        self.stdout.write(f"Reading {options['source']} data from {options['path']} ...")
+        try:
             result = data_import(source=options["source"], path=options["path"], force=options["force"],
                                  filters=filters, progress=progress, replace=options["replace"],
                                  merge=options["merge"])
