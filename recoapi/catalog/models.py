@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
+from django.core.validators import MinValueValidator
 from django.db import models
 
 from modeling.datasets import BRAND, CATEGORY, EVENT_TYPES, ITEM_ID, MAX_LENGTHS, USER_ID
+
+MAX_PRICE = sys.float_info.max
+"""The largest price the database holds: every finite one (and no infinity)."""
 
 
 class Shopper(models.Model):
@@ -29,7 +35,8 @@ class Product(models.Model):
     brand = models.CharField(max_length=MAX_LENGTHS[BRAND], blank=True, default="", db_index=True)
     category = models.CharField(max_length=MAX_LENGTHS[CATEGORY], blank=True, default="", db_index=True,
                                 help_text="Breadcrumb path, levels separated by ' > '.")
-    price = models.FloatField(null=True, blank=True)
+    price = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0.0)],
+                              help_text="Empty: no price. Never negative nor infinite.")
     available = models.BooleanField(default=True, help_text="Out-of-stock products are never recommended.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True,
@@ -40,6 +47,14 @@ class Product(models.Model):
         indexes = [
             # Serving reads the (few) unavailable products often.
             models.Index(fields=["available"], condition=models.Q(available=False), name="catalog_product_unavail_idx"),
+        ]
+        constraints = [
+            # What every importer and POST /products refuse (modeling.datasets.unpriceable), held by the database too:
+            # an infinite price cannot be shown in JSON. NaN fails it as well (PostgreSQL sorts it above every number;
+            # SQLite stores it as NULL).
+            models.CheckConstraint(
+                condition=models.Q(price__isnull=True) | models.Q(price__gte=0.0, price__lte=MAX_PRICE),
+                name="catalog_product_price_finite"),
         ]
 
     def __str__(self) -> str:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import threading
 import time
 from collections import Counter, defaultdict
@@ -299,7 +298,7 @@ def results(experiment: Experiment) -> dict[str, Any]:
         if event == "purchase":
             converted[arm].add(recommendation_id)
             price = prices.get(product_id)
-            if price is not None and math.isfinite(float(price)):  # inf from an older importer: no price
+            if price is not None:
                 revenue[arm] = (revenue[arm] or 0.0) + float(price)
     rows = []
     for arm in arms:

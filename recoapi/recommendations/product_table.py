@@ -35,10 +35,9 @@ class ItemInfo:
 
 
 def _price(value: object) -> float:
-    """A stored price as a float: NaN when there is none, and when it is no finite number (a database written
-    by an importer that let ``inf`` through: JSON cannot hold it, so the answer would fail; shown as no price)."""
-    price = np.nan if value is None else float(value)  # type: ignore[arg-type]
-    return price if np.isfinite(price) else np.nan
+    """A stored price as a float: NaN when there is none (the database holds only finite prices: see the
+    ``catalog_product_price_finite`` constraint)."""
+    return np.nan if value is None else float(value)  # type: ignore[arg-type]
 
 
 def row_info(row: Sequence) -> ItemInfo:
@@ -49,7 +48,7 @@ def row_info(row: Sequence) -> ItemInfo:
 
 
 def _columns(rows: Sequence[Sequence]) -> tuple[list[str], list[str], list[str], np.ndarray]:
-    """Titles, brands, categories ("" for none) and prices (NaN for none, or for one that is not finite) of product
+    """Titles, brands, categories ("" for none) and prices (NaN for none) of product
     rows."""
     return ([row[1] or "" for row in rows], [row[3] or "" for row in rows], [row[4] or "" for row in rows],
             np.asarray([_price(row[5]) for row in rows], dtype=np.float64))

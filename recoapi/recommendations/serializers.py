@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -482,22 +481,13 @@ class ProductInput(BodyInput):
     available = StrictBooleanField(required=False, help_text="False: never recommended from the next request on.")
 
 
-class FinitePriceField(serializers.FloatField):
-    """A stored price for an answer: null when there is none, and when it is not finite (a database an older
-    importer wrote may hold ``inf``, which JSON cannot; shown as no price, as in recommendations)."""
-
-    def to_representation(self, value: Any) -> float | None:
-        number = super().to_representation(value)
-        return number if math.isfinite(number) else None
-
-
 class ProductOutput(serializers.Serializer):
     id = serializers.CharField()
     title = serializers.CharField()
     description = serializers.CharField()
     brand = serializers.CharField()
     category = serializers.CharField()
-    price = FinitePriceField(allow_null=True)
+    price = serializers.FloatField(allow_null=True)
     available = serializers.BooleanField()
     created = serializers.SerializerMethodField(help_text="True: a new product; false: an update.")
 

@@ -66,25 +66,6 @@ def test_a_price_filter_on_a_catalogue_without_prices_is_refused(service: Pipeli
     assert [i["item_id"] for i in items] == [priced]
 
 
-def test_a_stored_price_that_is_not_finite_is_shown_as_no_price(service: Pipeline, client: APIClient,
-                                                                 staff_client: APIClient) -> None:
-    """A database an older importer wrote may hold an infinite price (RetailRocket's "ninf"): every answer holding
-    that product was a 500 (JSON has no infinity). It is shown as no price; the price filters leave it out."""
-    popular = [i["item_id"] for i in recommend(client, users="nobody", k=3)["nobody"]["items"]]
-    Product.objects.filter(id=popular[0]).update(price=float("inf"))
-    registry.refresh()
-    response = client.get("/recommendations", {"users": "nobody", "k": 3})
-    assert response.status_code == 200, response.content
-    items = {i["item_id"]: i for i in response.json()["recommendations"]["nobody"]["items"]}
-    assert items[popular[0]]["price"] is None
-    similar = client.get("/similar_items", {"item": popular[1], "k": 50})
-    assert similar.status_code == 200, similar.content
-    filtered = recommend(client, users="nobody", k=50, min_price=0)["nobody"]["items"]
-    assert popular[0] not in {i["item_id"] for i in filtered}
-    updated = staff_client.post("/products", {"id": popular[0], "title": "Renamed"}, format="json")
-    assert updated.status_code == 200 and updated.json()["price"] is None, updated.content
-
-
 def test_out_of_stock_products_are_never_recommended(service: Pipeline, client: APIClient) -> None:
     user = a_known_user(service)
     top = [i["item_id"] for i in recommend(client, users=f"{user},nobody", k=3)[user]["items"]]
