@@ -39,7 +39,13 @@ from recoapi.catalog.models import Interaction, Product
 from recoapi.exceptions import ApplicationError, Conflict
 from recoapi.recommendations import feedback, model_store
 from recoapi.recommendations.engine import registry
-from recoapi.recommendations.models import VARIANTS, Experiment, ExperimentArm, RecommendationList
+from recoapi.recommendations.models import (
+    VARIANTS,
+    Experiment,
+    ExperimentArm,
+    ModelActivation,
+    RecommendationList,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -135,16 +141,28 @@ def read_plan() -> Plan:
     stopped = (Experiment.objects.filter(status=Experiment.STOPPED, winner__isnull=False)
                .select_related("winner").order_by("-stopped_at").first())
     setting = SERVED  # what visitors get meanwhile too
-    if stopped is not None and (not stopped.winner_version or stopped.winner_version == model_store.active_version()):
+    if stopped is not None and (not stopped.winner_version or (stopped.winner_version == model_store.active_version()
+                                                               and not _activated_since(stopped))):
         # The winner's setting was chosen with that model: a model activated since (retraining, a reload, a
-        # rollback) has another ranker, and gets both stages again (an experiment stopped before the version was
-        # recorded keeps its setting, as it did).
+        # rollback) has another ranker, and gets both stages again, also where a later activation returns to the
+        # winner's version (an experiment stopped before the version was recorded keeps its setting, as it did).
         setting = stopped.winner.setting
     running = Experiment.objects.filter(status=Experiment.RUNNING).prefetch_related("arms").first()
     if running is not None:
         arms = tuple(Arm(a.id, a.name, a.share, a.model_version, a.setting) for a in running.arms.all())
         return Plan(experiment_id=running.id, name=running.name, salt=running.salt, arms=arms, setting=setting)
     return Plan(setting=setting)
+
+
+def _activated_since(stopped: Experiment) -> bool:
+    """Whether a model was activated after ``stopped`` was stopped, other than the stop's own activation of its
+    winner's version (the first one recorded after the stop, when it names that version; none is recorded where
+    that version was active already)."""
+    later = list(ModelActivation.objects.filter(activated_at__gte=stopped.stopped_at).order_by("id")
+                 .values_list("version", flat=True)[:2])
+    if later and later[0] == stopped.winner_version:
+        later = later[1:]
+    return bool(later)
 
 
 def check_arms(experiment: Experiment, versions: list[str]) -> None:

@@ -29,7 +29,7 @@ from django.utils import timezone
 from modeling import artifacts
 from modeling.errors import ArtifactError
 from modeling.store import CHECKSUM_FILE, DirectoryStore, verify
-from recoapi.recommendations.models import ModelActivation, ModelVersion
+from recoapi.recommendations.models import ModelActivation, ModelVersion, TrainingRun
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +145,12 @@ def previously_active(active: str | None) -> Iterator[str]:
         if version not in seen:
             seen.add(version)
             yield version
+
+
+def refused_candidates() -> set[str]:
+    """The versions the retraining gate refused (judged worse than the model they were measured against): neither
+    ``POST /reload_model`` without a version nor ``rollback`` without ``--to`` chooses one."""
+    return set(TrainingRun.objects.filter(decision=TrainingRun.REFUSED).values_list("candidate_version", flat=True))
 
 
 def read_manifest(version: str) -> dict[str, Any]:

@@ -344,11 +344,12 @@ def model_version_delete(*, versions: list[str]) -> list[str]:
 def model_reload(*, version: str | None = None) -> dict[str, Any]:
     """Load the newest (or the given) bundle and make it the active model.
 
-    The bundle is loaded and checked before anything changes; a broken bundle is
-    refused and the current model keeps serving.
+    The newest passes over the candidates the retraining gate refused (each was judged worse than the model it was
+    measured against); ``version`` may name one. The bundle is loaded and checked before anything changes; a
+    broken bundle is refused and the current model keeps serving.
 
     Raises:
-        NotFound: no such version / no model at all.
+        NotFound: no such version / no model at all (but refused candidates).
         ApplicationError: the bundle is broken (code "invalid_model").
         Conflict: none of the model's products is in the database (code "other_shop").
     """
@@ -356,7 +357,11 @@ def model_reload(*, version: str | None = None) -> dict[str, Any]:
     if version is None:
         if not versions:
             raise NotFound("No trained model in the models directory.", code="no_model")
-        version = versions[-1]
+        refused = model_store.refused_candidates()
+        version = next((v for v in reversed(versions) if v not in refused), None)
+        if version is None:
+            raise NotFound(f"Each of the {len(versions)} models in the models directory is a candidate the "
+                           f"retraining gate refused; name the one to activate (\"version\").", code="no_model")
     elif version not in versions:
         raise NotFound(f"No model version {version!r}.", code="unknown_version")
     previous = registry.current()

@@ -240,6 +240,30 @@ def test_reload_model_activates_the_newest_version(service: Pipeline, staff_clie
     assert back.json() == {"model_version": service.version, "previous_version": newer}
 
 
+def test_reload_model_without_a_version_passes_over_candidates_the_gate_refused(service: Pipeline,
+                                                                               staff_client: APIClient,
+                                                                               settings) -> None:
+    """`retrain` publishes its candidate before the gate measures it: a refused candidate is the newest bundle, and
+    `POST /reload_model` (the README's own line) activated the model judged worse."""
+    from django.utils import timezone
+
+    from recoapi.recommendations.models import TrainingRun
+
+    refused = "20990101T000000Z"
+    shutil.copytree(settings.RECO_MODELS_DIR / service.version, settings.RECO_MODELS_DIR / refused)
+    TrainingRun.objects.create(started_at=timezone.now(), seconds=1.0, decision=TrainingRun.REFUSED,
+                               reason="below the active model", candidate_version=refused,
+                               previous_version=service.version, tolerance=0.01)
+    response = staff_client.post("/reload_model", format="json")
+    assert response.json() == {"model_version": service.version, "previous_version": service.version}
+    assert artifacts.read_active(settings.RECO_MODELS_DIR) == service.version
+    named = staff_client.post("/reload_model", {"version": refused}, format="json")  # named: activated
+    assert named.json() == {"model_version": refused, "previous_version": service.version}
+    TrainingRun.objects.create(started_at=timezone.now(), seconds=1.0, decision=TrainingRun.REFUSED, reason="worse",
+                               candidate_version=service.version, previous_version=refused, tolerance=0.01)
+    assert_error(staff_client.post("/reload_model", format="json"), 404, "no_model")
+
+
 def test_broken_bundle_is_refused_and_old_model_keeps_serving(service: Pipeline, staff_client: APIClient,
                                                               settings) -> None:
     broken = "20990101T000000Z"

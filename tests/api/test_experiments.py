@@ -16,10 +16,10 @@ from modeling import artifacts
 from modeling import datasets as ds
 from recoapi.catalog.models import Interaction, Product, Shopper
 from recoapi.exceptions import ApplicationError, Conflict
-from recoapi.recommendations import experiments, impressions
+from recoapi.recommendations import experiments, impressions, retraining
 from recoapi.recommendations.experiments import Arm, Plan, bucket
 from recoapi.recommendations.models import Experiment, ExperimentArm, RecommendationList
-from recoapi.recommendations.services import experiment_start, experiment_stop, model_version_sync
+from recoapi.recommendations.services import experiment_start, experiment_stop, model_reload, model_version_sync
 from tests.conftest import Pipeline
 
 
@@ -133,17 +133,39 @@ def test_the_winners_setting_ends_when_another_model_is_activated(service: Pipel
     experiment_stop(experiment=experiment, winner=experiment.arms.get(name="plain"))
     assert Experiment.objects.get(pk=experiment.pk).winner_version == other
     users = ",".join(_users(service))
+
+    def strategies() -> set[str]:
+        experiments.forget()
+        return {e["strategy"] for e in client.get("/recommendations", {"users": users}).json()["recommendations"]
+                .values()}
+
+    assert strategies() == {"popular"}
+    model_reload(version=other)  # the winner's version again, while it is active: nothing changes
+    assert strategies() == {"popular"}
+    model_reload(version=service.version)  # e.g. a reload
+    assert "popular" not in strategies()
+    # Back to the winner's version (a rollback, the admin): a later activation, served with both stages (before:
+    # the winner's setting came back, and a rollback made to get personal lists back gave every shopper the
+    # popular products).
+    assert retraining.model_rollback()["model_version"] == other
+    assert "popular" not in strategies()
+
+
+def test_a_winner_named_without_a_version_keeps_its_setting_until_a_model_is_activated(
+        service: Pipeline, client: APIClient, settings) -> None:
+    other = _second_version(service, settings)
+    experiment = experiment_start(experiment=_experiment(
+        "blank", ("control", 50, "", "served"), ("pop", 50, "", "popular")))
+    experiment_stop(experiment=experiment, winner=experiment.arms.get(name="pop"))  # the active version stays
+    users = ",".join(_users(service))
+    experiments.forget()
     assert {e["strategy"] for e in client.get("/recommendations", {"users": users}).json()["recommendations"]
             .values()} == {"popular"}
-    artifacts.set_active(settings.RECO_MODELS_DIR, service.version)  # e.g. a rollback
+    model_reload(version=other)
+    model_reload(version=service.version)  # the winner's version again, by a later activation
     experiments.forget()
-    answer = client.get("/recommendations", {"users": users}).json()
-    assert answer["model_version"] == service.version
-    assert "popular" not in {e["strategy"] for e in answer["recommendations"].values()}
-    artifacts.set_active(settings.RECO_MODELS_DIR, other)  # the winner's model again: its setting again
-    experiments.forget()
-    assert {e["strategy"] for e in client.get("/recommendations", {"users": users}).json()["recommendations"]
-            .values()} == {"popular"}
+    assert "popular" not in {e["strategy"] for e in client.get("/recommendations", {"users": users}).json()[
+        "recommendations"].values()}
 
 
 def test_experiments_that_cannot_run_are_refused(service: Pipeline, settings) -> None:
