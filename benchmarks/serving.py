@@ -1,7 +1,7 @@
 """Serving benchmark: the API under gunicorn at 100,000 products and 200,000 shoppers, loaded by wrk.
 
 Usage:
-    .venv/bin/python benchmarks/serving.py                    # full size, about 5 minutes the first time
+    .venv/bin/python benchmarks/serving.py                    # full size; the first run builds the workspace (~25 min)
     .venv/bin/python benchmarks/serving.py --items 20000 --users 40000 --interactions 200000   # smaller
     .venv/bin/python benchmarks/serving.py --items 1000000 --workdir benchmarks/.work/serving-1m  # a million
     .venv/bin/python benchmarks/serving.py --text-vectors-as float32   # text vectors as bundles held them before

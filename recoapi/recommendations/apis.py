@@ -112,9 +112,9 @@ def _one_or_many(serializer: type[serializers.Serializer], data: Any, name: str,
     many = isinstance(data, list)
     checked = serializer(data=data, many=True, max_length=limit, allow_empty=False) if many else serializer(data=data)
     if not checked.is_valid():
-        errors = checked.errors  # a list's errors are keyed by the failing rows' positions
-        raise ValidationError({f"{name}[{key}]" if isinstance(key, int) else key: error
-                               for key, error in errors.items()} if many else errors)
+        errors = checked.errors  # a list's errors are keyed by the failing rows' positions, the list's own
+        raise ValidationError({f"{name}[{key}]" if isinstance(key, int) else name if key == "non_field_errors"
+                               else key: error for key, error in errors.items()} if many else errors)  # by its name
     return many, checked.validated_data if many else [checked.validated_data]
 
 

@@ -283,8 +283,12 @@ def test_a_list_with_one_bad_event_stores_nothing_and_names_it(service: Pipeline
 def test_event_lists_are_bounded(service: Pipeline, staff_client: APIClient, settings) -> None:
     settings.RECO_EVENTS_MAX_BATCH = 4
     before = Interaction.objects.count()
-    assert_error(staff_client.post("/events", _events(service, 5), format="json"), 400, "invalid")
-    assert_error(staff_client.post("/events", [], format="json"), 400, "invalid")
+    too_many = staff_client.post("/events", _events(service, 5), format="json")
+    assert_error(too_many, 400, "invalid")  # the list is named, as its rows are (events[3].item)
+    assert too_many.json()["error"]["message"] == "events: Ensure this field has no more than 4 elements."
+    empty = staff_client.post("/events", [], format="json")
+    assert_error(empty, 400, "invalid")
+    assert empty.json()["error"]["message"] == "events: This list may not be empty."
     assert staff_client.post("/events", _events(service, 4), format="json").status_code == 201
     assert Interaction.objects.count() == before + 4
 
@@ -420,6 +424,7 @@ def test_product_lists_are_bounded_and_written_at_once(service: Pipeline, staff_
     settings.RECO_PRODUCTS_MAX_BATCH = 3
     rows = [{"id": f"BOUND-{i}", "title": f"Product {i}"} for i in range(4)]
     assert_error(staff_client.post("/products", rows, format="json"), 400, "invalid")
+    assert staff_client.post("/products", rows, format="json").json()["error"]["message"].startswith("products: ")
     assert_error(staff_client.post("/products", [], format="json"), 400, "invalid")
     existing = str(service.data.items[ds.ITEM_ID].iloc[0])
     response = staff_client.post("/products", [*rows[:2], {"id": existing, "brand": "Renamed"}], format="json")
