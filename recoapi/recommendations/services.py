@@ -624,14 +624,16 @@ def model_load() -> str:
 
 
 def recommendation_batch(*, user_ids: list[str], k: int) -> tuple[str, list[tuple[str, int, str, float]]]:
-    """Top-k for many shoppers at once (same ladder and filters as the API's defaults).
+    """Top-k for many shoppers at once (same ladder and filters as the API's defaults, and the setting the API
+    serves outside an experiment's arms: a stopped experiment's winning one, see :func:`experiments.read_plan`).
 
     Returns:
         ``(model_version, rows)`` with rows ``(user_id, rank (1-based), item_id, score)``.
     """
     engine = _engine_or_503()
     histories = _histories(catalog_selectors.shopper_histories(ids=user_ids))
-    rankings = engine.recommender.recommend(user_ids, histories, k, engine.allowed())
+    rankings = engine.recommender.recommend(user_ids, histories, k, engine.allowed(),
+                                            variant=experiments.read_plan().setting)
     rows = [(user, rank, str(engine.recommender.item_ids[p]), round(float(score), 6))
             for user in user_ids
             for rank, (p, score) in enumerate(zip(rankings[user].items, rankings[user].scores, strict=True),

@@ -19,7 +19,13 @@ from recoapi.exceptions import ApplicationError, Conflict
 from recoapi.recommendations import experiments, impressions, retraining
 from recoapi.recommendations.experiments import Arm, Plan, bucket
 from recoapi.recommendations.models import Experiment, ExperimentArm, RecommendationList
-from recoapi.recommendations.services import experiment_start, experiment_stop, model_reload, model_version_sync
+from recoapi.recommendations.services import (
+    experiment_start,
+    experiment_stop,
+    model_reload,
+    model_version_sync,
+    recommendation_batch,
+)
 from tests.conftest import Pipeline
 
 
@@ -166,6 +172,21 @@ def test_a_winner_named_without_a_version_keeps_its_setting_until_a_model_is_act
     experiments.forget()
     assert "popular" not in {e["strategy"] for e in client.get("/recommendations", {"users": users}).json()[
         "recommendations"].values()}
+
+
+def test_batch_lists_follow_a_stopped_experiments_winner_as_the_api_does(service: Pipeline, client: APIClient,
+                                                                         settings) -> None:
+    """`recommend_batch` wrote both stages' lists while the API answered every shopper the winner's popular ones."""
+    experiment = experiment_start(experiment=_experiment(
+        "batch", ("control", 50, "", "served"), ("pop", 50, "", "popular")))
+    experiment_stop(experiment=experiment, winner=experiment.arms.get(name="pop"))
+    experiments.forget()
+    users = _users(service)
+    answer = client.get("/recommendations", {"users": ",".join(users), "k": 5}).json()["recommendations"]
+    assert {e["strategy"] for e in answer.values()} == {"popular"}
+    _, rows = recommendation_batch(user_ids=users, k=5)
+    assert {u: [item for user, _, item, _ in rows if user == u] for u in users} == {
+        u: [i["item_id"] for i in answer[u]["items"]] for u in users}
 
 
 def test_experiments_that_cannot_run_are_refused(service: Pipeline, settings) -> None:
