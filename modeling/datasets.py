@@ -241,10 +241,10 @@ def finish_tables(
         time_bounds: plausible interaction times; rows outside are dropped and counted in
             ``report["out_of_range_time"]`` (None: no check).
         time_hint: how the source reads its times (the message when every one is outside ``time_bounds``).
-        from_files: the rows come from a shop's files (ids with a comma and prices that are not a finite number of
-            at least 0 are refused, the last guard behind each loader's own checks by line) or, False, from the
-            service's own database, where an earlier version may have stored such rows: they must not stop
-            training, so such prices are read as unknown and such ids kept.
+        from_files: the rows come from a shop's files (ids with a comma are refused, the last guard behind each
+            loader's own checks by line) or, False, from the service's own database, where an earlier version may
+            have stored such ids: they must not stop training, so they are kept. Prices that are not a finite
+            number of at least 0 are refused either way (the database holds none: its constraint refuses them).
 
     Raises:
         DataValidationError: on empty input, blank ids, unknown events, non-finite or
@@ -296,9 +296,7 @@ def finish_tables(
         _refuse_comma_ids(items[ITEM_ID], ITEM_ID, source_name)
     prices = items[PRICE].to_numpy(dtype=float, na_value=np.nan)
     broken = unpriceable(prices)
-    if not from_files and broken.any():
-        items[PRICE] = np.where(broken, np.nan, prices)
-    elif broken.any():
+    if broken.any():
         at = int(np.flatnonzero(broken)[0])
         raise DataValidationError(f"product {items[ITEM_ID].iloc[at]!r}: price {prices[at]} is not a price (a "
                                   "finite number of at least 0; leave it empty when unknown)", path=source_name)
