@@ -1106,6 +1106,8 @@ def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings,
         "training_workers": result.workers,
         "data_counts": data.counts(),
         "trained_until": int(interactions[ds.TIMESTAMP].max()) if len(interactions) else None,
+        # the largest database interaction id when the data was read (None: not read from the service's database)
+        "last_interaction_id": data.report.get("last_interaction_id"),
         "popularity_half_life_days": result.popularity_half_life_days,
         "ranking_stage": stage_summary(stage),
         "search": result.search,

@@ -393,6 +393,85 @@ def test_retrain_activates_a_model_trained_on_new_events_and_the_gate_refuses_a_
     assert "could not be served by this version" in TrainingRun.objects.latest("started_at").reason
 
 
+@pytest.mark.django_db
+def test_events_recorded_late_are_new_and_those_a_training_read_are_not(workdir: Path) -> None:
+    """Issue: events sent late with their original times (before the active model's trained_until) never made
+    retrain or run_scheduler see anything new; and the events of trained_until's own second (cut to whole seconds)
+    were counted as new again right after the training that read them."""
+    import json
+    from datetime import timedelta
+
+    from recoapi.catalog.models import Interaction, Product
+    from recoapi.catalog.services import interaction_record
+    from recoapi.recommendations.models import TrainingRun
+
+    run("generate_demo_data", "--users", "120", "--items", "50", "--interactions", "1400", "--seed", "5")
+    run("load_data")
+    run("build_embeddings")
+    newest = Interaction.objects.order_by("-occurred_at").first().occurred_at
+    products = list(Product.objects.order_by("id").values_list("id", flat=True)[:6])
+    second = newest + timedelta(seconds=5)  # a batch of events stamped on arrival: fractions of one second
+    for n, ms in enumerate((450, 630)):
+        interaction_record(user_id=f"walk-in-{n}", item_id=products[n], event="view",
+                           occurred_at=second + timedelta(milliseconds=ms))
+    run("train", "--activate", "--epochs", "2", "--batch-size", "128", "--no-search")
+    first = artifacts.read_active(workdir / "models")
+    manifest = artifacts.load_bundle(workdir / "models" / first).manifest
+    assert manifest["trained_until"] == int(second.timestamp())
+    assert manifest["last_interaction_id"] == Interaction.objects.order_by("-id").first().id
+    out = run("run_scheduler", "--once", "--min-events", "1")
+    assert "0 new interaction(s) since the last training" in out, out
+    assert "Retraining skipped: no interactions since" in run("retrain", "--budget", "0")
+
+    # 150 purchases sent late (POST /events with their times): 3 days and 30 minutes before trained_until.
+    user, password = "shop", "s3cret-pass"
+    token = run("create_staff_user", "--username", user, "--password", password).split("API token: ")[1].strip()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    late = [{"user": f"offline-{n % 25}", "item": products[n % 6], "event": "purchase",
+             "timestamp": (second - (timedelta(days=3) if n < 90 else timedelta(minutes=30))).isoformat()}
+            for n in range(150)]
+    assert client.post("/events", late, format="json").status_code == 201
+    out = run("run_scheduler", "--once", "--min-events", "100", "--budget", "0")
+    assert "150 new interactions: retraining" in out, out
+    # Nothing newer than what the model trained on: nothing to measure a candidate on, and the message says so.
+    assert ("retraining skipped: the 150 interaction(s) recorded since the active model's data was read are all "
+            "timed at or before the newest it trained on") in out, out
+    assert TrainingRun.objects.latest("started_at").holdout["late"] == 150
+    out = run("run_scheduler", "--once", "--min-events", "1")  # the retraining read them: not new to the next check
+    assert "0 new interaction(s) since the last training" in out, out
+
+    # One newer event, held out: the late ones are what the candidate has new to train on.
+    interaction_record(user_id="early-bird", item_id=products[0], event="view",
+                       occurred_at=newest + timedelta(minutes=30))
+    out = run("retrain", "--budget", "0", "--tolerance", "1")
+    assert "Retraining activated" in out and "held out: 1 interactions" in out, out
+    activated = TrainingRun.objects.get(decision=TrainingRun.ACTIVATED)
+    measured = artifacts.load_bundle(workdir / "models" / activated.reason.split("the measured candidate ")[1]
+                                     .split()[0]).manifest
+    assert measured["data_counts"]["interactions"] == Interaction.objects.count() - 1  # the late ones included
+    assert activated.holdout["late"] == 150
+    out = run("run_scheduler", "--once", "--min-events", "1")
+    assert "0 new interaction(s) since the last training" in out, out
+
+    # Bundles published and runs recorded before the last id was: counted by time, as before.
+    for version in artifacts.list_versions(workdir / "models"):
+        path = workdir / "models" / version / artifacts.MANIFEST_FILE
+        path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items()
+                                    if k != "last_interaction_id"}))
+    for training in TrainingRun.objects.all():
+        training.holdout = {k: v for k, v in training.holdout.items() if k not in ("newest_id", "late")}
+        training.save()
+    interaction_record(user_id="offline-0", item_id=products[1], event="view",
+                       occurred_at=newest - timedelta(days=10))  # late: not seen by the time rule
+    interaction_record(user_id="offline-1", item_id=products[2], event="view",
+                       occurred_at=newest + timedelta(hours=2))
+    out = run("run_scheduler", "--once", "--min-events", "5")
+    assert "1 new interaction(s) since the last training" in out, out
+    out = run("retrain", "--budget", "0")
+    assert "Retraining skipped: every interaction since the active model's data is within the held-out" in out, out
+
+
 @contextmanager
 def _training_lock_held_elsewhere() -> Iterator[None]:
     """The training lock taken as another process would take it: its own database session (PostgreSQL

@@ -260,7 +260,9 @@ def training_data(*, since_days: float | None = None) -> ds.CanonicalData:
 
     Returns:
         Canonical data with every product (interacted or not); its fingerprint is a sha256 of the
-        tables' contents, so the same database gives the same fingerprint.
+        tables' contents, so the same database gives the same fingerprint. ``report["last_interaction_id"]``:
+        the largest interaction id in the database at that moment (ids grow with every insert and are never
+        reused), what a model trained on this data records as the end of what it read.
 
     Raises:
         DataValidationError: no interactions (in the window).
@@ -272,7 +274,8 @@ def training_data(*, since_days: float | None = None) -> ds.CanonicalData:
                                                                "price").iterator(chunk_size=20_000)),
             columns=list(ds.ITEM_COLUMNS))
         query = Interaction.objects.all()
-        latest = query.aggregate(latest=Max("occurred_at"))["latest"]
+        bounds = query.aggregate(latest=Max("occurred_at"), last_id=Max("id"))
+        latest = bounds["latest"]
         if since_days is not None and latest is not None:
             query = query.filter(occurred_at__gte=latest - timedelta(days=since_days))
         rows = list(query.values_list("shopper_id", "product_id", "occurred_at", "event", "weight", "rating", "text",
@@ -282,7 +285,7 @@ def training_data(*, since_days: float | None = None) -> ds.CanonicalData:
     moments = pd.to_datetime(frame["occurred_at"], utc=True)
     frame[ds.TIMESTAMP] = (moments - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
     report = {"database_interactions": len(frame), "live_interactions": int((frame["source"] == "live").sum()),
-              "products": len(items)}
+              "products": len(items), "last_interaction_id": bounds["last_id"]}
     frame = frame.drop(columns=["occurred_at", "source"])
     frame[ds.RATING] = pd.to_numeric(frame[ds.RATING], errors="coerce")
     data = ds.finish_tables(items, frame, report=report, fingerprint="", source_name="database", keep_items="all",

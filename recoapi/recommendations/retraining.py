@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from modeling import artifacts
@@ -71,7 +72,9 @@ def _retrain(*, holdout_days: float, tolerance: float, budget_seconds: float,
     model's (or when no model is active).
 
     The held-out interactions are those of the last ``holdout_days`` days, and never any the active
-    model trained on (its manifest's ``trained_until``). The candidate is published either way (the
+    model trained on (its manifest's ``trained_until``). What is new to the active model is what it did
+    not read, whatever its time (see :func:`_unread`): interactions recorded late with times at or before
+    its ``trained_until`` are trained on, not held out. The candidate is published either way (the
     admin can activate a refused one); a failed run leaves the active model serving. Every run,
     whatever its outcome, is recorded as a :class:`TrainingRun`.
     """
@@ -101,14 +104,23 @@ def _retrain(*, holdout_days: float, tolerance: float, budget_seconds: float,
     try:
         data, from_database = training_snapshot()
         row["data_counts"] = {**data.counts(), "live_interactions": int(data.report.get("live_interactions", 0))}
-        trained_until = _manifest(models_dir, previous).get("trained_until")
+        active = _manifest(models_dir, previous)
+        trained_until, read_through = active.get("trained_until"), active.get("last_interaction_id")
         split = holdout_split(data.interactions, days=holdout_days, not_before=trained_until)
+        late = _late(data, read_through, trained_until) if previous else 0
         row["holdout"] = {"cutoff": split.cutoff, "interactions": len(split.after),
                           "shoppers": int(split.after[ds.USER_ID].nunique()) if len(split.after) else 0,
-                          "newest": int(data.interactions[ds.TIMESTAMP].max()) if len(data.interactions) else None}
-        if previous and len(split.after) == 0:
+                          "newest": int(data.interactions[ds.TIMESTAMP].max()) if len(data.interactions) else None,
+                          "newest_id": data.report.get("last_interaction_id"), "late": late}
+        if previous and len(split.after) == 0 and late == 0:
             return finish(TrainingRun.SKIPPED, "no interactions since the active model's training data")
-        if previous and trained_until is not None and (
+        if previous and len(split.after) == 0:
+            return finish(TrainingRun.SKIPPED, f"the {late:,} interaction(s) recorded since the active model's data "
+                                               f"was read are all timed at or before the newest it trained on "
+                                               f"({_iso(trained_until)}): none is newer, so there is nothing to "
+                                               f"measure a candidate on; they are trained on at the next retraining "
+                                               f"that has newer interactions")
+        if previous and trained_until is not None and late == 0 and (
                 len(split.before) == 0 or int(split.before[ds.TIMESTAMP].max()) <= int(trained_until)):
             return finish(TrainingRun.SKIPPED, f"every interaction since the active model's data is within the "
                                                f"held-out last {holdout_days:g} day(s), which measure the candidate "
@@ -195,17 +207,59 @@ def _activate(models_dir: Path, version: str, check: Callable[[artifacts.Bundle]
     model_version_sync()
 
 
-def new_interactions(*, after: int | None) -> tuple[int, int | None]:
-    """``(interactions newer than the unix time `after` (all when None), the newest one's unix time)``."""
+def _moment(unix: int) -> datetime:
+    return datetime.fromtimestamp(unix, tz=UTC)
+
+
+def _iso(unix: Any) -> str:
+    return _moment(int(unix)).isoformat() if unix is not None else "unknown"
+
+
+def _unread(last_id: int | None, until: int | None) -> Q:
+    """The interactions that data read up to interaction id ``last_id`` and trained up to the unix second ``until``
+    does not hold: recorded after it was read (a larger id: ids grow with every insert, on PostgreSQL and SQLite,
+    and are never reused; a reload that replaces the imported interactions records them anew), whatever their time,
+    or timed after ``until`` (``until`` is cut to whole seconds: what it trained on is everything before the next
+    second; a measured candidate did not train on its held-out interactions, which it read).
+
+    Without ``last_id`` (bundles published before manifests recorded it, runs recorded before): the interactions
+    timed after ``until`` (the rule of earlier versions, blind to events recorded late with earlier times, and
+    counting again those of the second ``until`` it read); without either, all of them."""
+    if last_id is not None:
+        unread = Q(id__gt=int(last_id))
+        if until is not None:
+            unread |= Q(occurred_at__gte=_moment(int(until) + 1))
+        return unread
+    if until is not None:
+        return Q(occurred_at__gt=_moment(int(until)))
+    return Q()
+
+
+def _late(data: Any, last_id: int | None, until: int | None) -> int:
+    """How many of ``data``'s interactions (a :func:`training_snapshot`) the model that read up to id ``last_id``
+    and trained up to ``until`` did not read although they are timed at or before ``until``: events recorded late
+    with their original times (offline sales, an app syncing later, a retried queue). 0 when either is unknown."""
+    from modeling import datasets as ds
+    from recoapi.catalog.models import Interaction
+
+    newest_id = data.report.get("last_interaction_id")
+    if last_id is None or until is None or newest_id is None or len(data.interactions) == 0:
+        return 0
+    # within what the snapshot read: its ids, and its time window (RECO_TRAIN_SINCE_DAYS)
+    return Interaction.objects.filter(id__gt=int(last_id), id__lte=int(newest_id),
+                                      occurred_at__lt=_moment(int(until) + 1),
+                                      occurred_at__gte=_moment(int(data.interactions[ds.TIMESTAMP].min()))).count()
+
+
+def new_interactions(*, last_id: int | None, until: int | None) -> tuple[int, int | None]:
+    """``(interactions that data read up to id `last_id` and trained up to the unix time `until` does not hold (see
+    :func:`_unread`), the largest id among them)``."""
     from django.db.models import Max
 
     from recoapi.catalog.models import Interaction
 
-    query = Interaction.objects.all()
-    if after is not None:
-        query = query.filter(occurred_at__gt=datetime.fromtimestamp(after, tz=UTC))
-    newest = query.aggregate(newest=Max("occurred_at"))["newest"]
-    return query.count(), (int(newest.timestamp()) if newest else None)
+    query = Interaction.objects.filter(_unread(last_id, until))
+    return query.count(), query.aggregate(last_id=Max("id"))["last_id"]
 
 
 def active_unservable() -> str:
@@ -215,35 +269,34 @@ def active_unservable() -> str:
     return model_store.incompatibility(active) if active else ""
 
 
-def active_trained_until() -> int | None:
-    """The newest interaction time the active model trained on (None: no active model, or an old bundle)."""
-    models_dir = Path(settings.RECO_MODELS_DIR)
-    value = _manifest(models_dir, model_store.active_version()).get("trained_until")
-    return int(value) if value is not None else None
-
-
-def newest_attempted() -> int | None:
-    """The newest interaction time that the latest recorded retraining read (None: no run recorded one).
+def _latest_attempt() -> dict[str, int]:
+    """``{"newest": time, "newest_id": id}`` of what the latest recorded retraining read, the keys it recorded
+    (runs recorded before the id was: the time alone).
 
     What a scheduler started anew (``run_scheduler --once`` from cron) counts new interactions from besides
     the published models' data: a refused candidate's data ends at its held-out cut-off, so without it every
     check would count the held-out interactions as new again and retrain on the same data."""
     run = (TrainingRun.objects.filter(holdout__has_key="newest").order_by("-started_at").only("holdout").first())
-    value = run.holdout.get("newest") if run is not None else None
-    return int(value) if value is not None else None
+    held = run.holdout if run is not None else {}
+    return {key: int(held[key]) for key in ("newest", "newest_id") if held.get(key) is not None}
 
 
-def newest_trained_until() -> int | None:
-    """The newest interaction time any published model trained on, the active one included (None: none says).
+def newest_read() -> tuple[int | None, int | None]:
+    """``(the largest interaction id, the newest interaction time)`` that any published model (the active one
+    included) or the latest retraining read and trained up to; None where none says (bundles published before
+    manifests recorded the id: their ``trained_until`` alone).
 
-    What the scheduler counts new interactions from: after a rollback to an older model, the interactions the
-    rolled-back model had trained on are not new, and retraining on them at once would undo the rollback."""
+    What the scheduler counts new interactions from (see :func:`new_interactions`): after a rollback to an older
+    model, the interactions the rolled-back model had trained on are not new, and retraining on them at once
+    would undo the rollback; nor are those a refused retraining held out."""
     models_dir = Path(settings.RECO_MODELS_DIR)
     versions, _ = model_store.versions()
-    times = [_manifest(models_dir, version).get("trained_until") for version in versions]
-    times.append(active_trained_until())
-    known = [int(value) for value in times if value is not None]
-    return max(known) if known else None
+    manifests = [_manifest(models_dir, version) for version in [*versions, model_store.active_version()]]
+    attempt = _latest_attempt()
+    ids = [m.get("last_interaction_id") for m in manifests] + [attempt.get("newest_id")]
+    times = [m.get("trained_until") for m in manifests] + [attempt.get("newest")]
+    ids, times = [int(v) for v in ids if v is not None], [int(v) for v in times if v is not None]
+    return (max(ids) if ids else None), (max(times) if times else None)
 
 
 def model_rollback(*, version: str | None = None) -> dict[str, str | None]:

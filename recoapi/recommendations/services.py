@@ -447,6 +447,8 @@ def training_snapshot() -> tuple[Any, bool]:
     if since is None and ds.read_snapshot_manifest(processed) is not None:
         imported = ds.read_snapshot(processed)
         if ds.content_fingerprint(imported.items, imported.interactions) == data.fingerprint:
+            # the same rows: what the database held when they were read (see training_data) goes with them
+            imported.report["last_interaction_id"] = data.report.get("last_interaction_id")
             return imported, False
     logger.info("training on the database: %s (%d live interactions)", data.counts(),
                 data.report.get("live_interactions", 0))

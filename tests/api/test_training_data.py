@@ -23,6 +23,9 @@ def test_a_database_holding_the_import_trains_on_the_import_snapshot(service: Pi
     fresh = training_data()
     assert ds.content_fingerprint(imported.items, imported.interactions) == fresh.fingerprint
     assert fresh.counts() == imported.counts()
+    # what the database held when it was read goes with the import's rows: a model trained on them records it
+    assert data.report["last_interaction_id"] == fresh.report["last_interaction_id"] == Interaction.objects.order_by(
+        "-id").first().id
 
 
 def test_live_events_and_new_products_are_in_the_training_data(service: Pipeline, staff_client: APIClient) -> None:
@@ -36,6 +39,8 @@ def test_live_events_and_new_products_are_in_the_training_data(service: Pipeline
     assert from_database and data.fingerprint != before.fingerprint
     assert len(data.interactions) == len(before.interactions) + 2
     assert data.report["live_interactions"] == 2
+    assert data.report["last_interaction_id"] == Interaction.objects.order_by("-id").first().id > before.report[
+        "last_interaction_id"]
     mine = data.interactions[data.interactions[ds.USER_ID] == "live-shopper"]
     assert sorted(mine[ds.ITEM_ID]) == sorted(["FRESH-1", str(service.data.items[ds.ITEM_ID].iloc[0])])
     assert "FRESH-1" in set(data.items[ds.ITEM_ID])

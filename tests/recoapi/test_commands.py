@@ -159,13 +159,94 @@ def test_run_scheduler_once_does_not_retrain_on_what_the_last_retraining_read(se
     out = StringIO()
     call_command("run_scheduler", "--once", "--min-events", "1", stdout=out)
     assert "0 new interaction(s) since the last training, fewer than 1: not retraining" in out.getvalue()
-    assert retraining.newest_attempted() == int(newest.timestamp())
+    assert retraining.newest_read() == (None, int(newest.timestamp()))  # a run recorded before ids were
 
     Interaction.objects.create(shopper_id="s0", product=product, event="cart", occurred_at=newest + timedelta(hours=1))
     monkeypatch.setattr(retraining, "model_retrain", lambda **kwargs: TrainingRun(decision="skipped", reason="ok"))
     out = StringIO()
     call_command("run_scheduler", "--once", "--min-events", "1", stdout=out)
     assert "1 new interactions: retraining" in out.getvalue()
+
+
+def _bundle(models: Path, version: str, **manifest: object) -> None:
+    """A published bundle as far as the scheduler reads one: its manifest."""
+    import json
+
+    (models / version).mkdir(parents=True)
+    (models / version / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.django_db
+def test_run_scheduler_counts_what_was_recorded_since_the_training_whatever_its_time(
+        settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events sent late with their original times (before the model's trained_until) were never new; and the
+    interactions of trained_until's own second (cut to whole seconds) were new again right after the training."""
+    from datetime import UTC, datetime, timedelta
+
+    from recoapi.catalog.models import Interaction, Product, Shopper
+    from recoapi.recommendations import retraining
+    from recoapi.recommendations.models import TrainingRun
+
+    settings.RECO_MODELS_DIR = tmp_path / "models"
+    trained_until = datetime(2026, 12, 6, 23, 45, 35, tzinfo=UTC)
+    product = Product.objects.create(id="p1", title="Kickboard")
+    shopper = Shopper.objects.create(id="s0")
+    for moment in (trained_until - timedelta(hours=2), trained_until + timedelta(milliseconds=450),
+                   trained_until + timedelta(milliseconds=630)):  # one batch of events stamped within a second
+        Interaction.objects.create(shopper=shopper, product=product, event="view", occurred_at=moment)
+    read = Interaction.objects.order_by("-id").first().id
+    _bundle(tmp_path / "models", "20261206T234600Z", trained_until=int(trained_until.timestamp()),
+            last_interaction_id=read)
+
+    def retrain(**kwargs: object) -> TrainingRun:
+        raise AssertionError("retrained on the interactions the model had read")
+
+    monkeypatch.setattr(retraining, "model_retrain", retrain)
+    out = StringIO()
+    call_command("run_scheduler", "--once", "--min-events", "1", stdout=out)
+    assert "0 new interaction(s) since the last training, fewer than 1: not retraining" in out.getvalue()
+
+    # Late: 120 stamped 3 days earlier, 30 stamped 30 minutes earlier, 2 within trained_until's second.
+    late = [trained_until - timedelta(days=3)] * 120 + [trained_until - timedelta(minutes=30)] * 30 + [
+        trained_until + timedelta(milliseconds=100)] * 2
+    Interaction.objects.bulk_create([Interaction(shopper=shopper, product=product, event="purchase", occurred_at=m)
+                                     for m in late])
+    monkeypatch.setattr(retraining, "model_retrain", lambda **kwargs: TrainingRun(decision="skipped", reason="ok"))
+    out = StringIO()
+    call_command("run_scheduler", "--once", "--min-events", "100", stdout=out)
+    assert "152 new interactions: retraining" in out.getvalue()
+
+
+@pytest.mark.django_db
+def test_run_scheduler_counts_by_time_from_a_bundle_published_before_manifests_recorded_the_last_id(
+        settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bundle without ``last_interaction_id`` (published by an earlier version): what is timed after its
+    trained_until is new, as before; once a bundle records the id, what was recorded after it is."""
+    from datetime import UTC, datetime, timedelta
+
+    from recoapi.catalog.models import Interaction, Product, Shopper
+    from recoapi.recommendations import retraining
+    from recoapi.recommendations.models import TrainingRun
+
+    settings.RECO_MODELS_DIR = tmp_path / "models"
+    trained_until = datetime(2026, 12, 6, 23, 45, 35, tzinfo=UTC)
+    product = Product.objects.create(id="p1", title="Kickboard")
+    shopper = Shopper.objects.create(id="s0")
+    for moment in (trained_until - timedelta(hours=2), trained_until, trained_until + timedelta(hours=1),
+                   trained_until - timedelta(days=3)):  # the last one recorded late
+        Interaction.objects.create(shopper=shopper, product=product, event="view", occurred_at=moment)
+    _bundle(tmp_path / "models", "20261206T234600Z", trained_until=int(trained_until.timestamp()))
+    monkeypatch.setattr(retraining, "model_retrain", lambda **kwargs: TrainingRun(decision="skipped", reason="ok"))
+    out = StringIO()
+    call_command("run_scheduler", "--once", "--min-events", "5", stdout=out)
+    assert "1 new interaction(s) since the last training, fewer than 5: not retraining" in out.getvalue()
+    assert retraining.newest_read() == (None, int(trained_until.timestamp()))
+
+    _bundle(tmp_path / "models", "20261207T000000Z", trained_until=int(trained_until.timestamp()),
+            last_interaction_id=Interaction.objects.order_by("id").first().id)
+    out = StringIO()
+    call_command("run_scheduler", "--once", "--min-events", "5", stdout=out)
+    assert "3 new interaction(s) since the last training, fewer than 5: not retraining" in out.getvalue()
 
 
 def test_the_stage_line_names_what_orders_the_candidates_and_only_the_scores_a_blend_weighs() -> None:

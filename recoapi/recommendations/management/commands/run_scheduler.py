@@ -61,21 +61,21 @@ class Command(BaseCommand):
             active_unservable,
             model_retrain,
             new_interactions,
-            newest_attempted,
-            newest_trained_until,
+            newest_read,
         )
 
-        attempted: int | None = None  # newest interaction time of the last attempt that trained
+        attempted: int | None = None  # the largest interaction id counted before the last attempt that trained
         repaired = False  # an active model this version cannot serve was retrained once (not at every check)
         self.stdout.write(f"Scheduler: every {options['interval']:g} s, retrain after {options['min_events']} new "
                           f"interactions.")
         while not stop.is_set():
             # Counted from the newest data any model trained on (after a rollback, not from the older model's), or
             # that the last retraining read (a refused one's held-out days are not new to the next check, nor to
-            # the next `--once`).
-            since = max((t for t in (newest_trained_until(), newest_attempted(), attempted) if t is not None),
-                        default=None)
-            count, newest = new_interactions(after=since)
+            # the next `--once`): the interactions recorded since, whatever their time (see new_interactions).
+            last_id, until = newest_read()
+            if attempted is not None:
+                last_id = max(attempted, last_id or 0)
+            count, newest = new_interactions(last_id=last_id, until=until)
             unservable = "" if repaired else active_unservable()
             if count >= options["min_events"] or unservable:
                 if unservable:  # after an upgrade: no recommendations until a model this version reads is trained
@@ -91,7 +91,7 @@ class Command(BaseCommand):
                     self.stdout.write("another process is training; " + (
                         "not retraining" if options["once"] else "waiting for the next check"))
                 else:
-                    attempted = newest
+                    attempted = newest if newest is not None else last_id
                     self.stdout.write(f"retraining {run.decision}: {run.reason}")
             elif options["once"] or options["verbosity"] > 1:  # a loop's every check would flood the console
                 self.stdout.write(f"{count} new interaction(s) since the last training, fewer than "
