@@ -8,7 +8,10 @@ the bundle's ranking stage (:mod:`modeling.reranker`) orders them. Strategies, b
 - ``two_tower``: the shopper is known to the model (the query tower uses their id embedding); a
   known shopper without any history is queried with the vector stored at training time.
 - ``content``: the shopper is not in the model but has a history (or review text); the id is in
-  the out-of-vocabulary bucket.
+  the out-of-vocabulary bucket. A text alone is a search of the products' text vectors; a history of
+  products added after training only (:meth:`Recommender.add_items`) gets the products nearest to theirs in
+  the model's product space (the candidate tower's vectors, which ``similar_items`` searches too): the query
+  tower knows none of them by id and the ranking stage has no neighbour or transition for them.
 - ``popular``: nothing is known; items by training popularity.
 
 Items the shopper already has are excluded in every strategy.
@@ -247,20 +250,11 @@ class Recommender:
             (m, d) float32 query vectors.
         """
         content = self.item_content  # rows gathered below (a stack of added rows is not joined)
-        user_parts, item_parts, ts_parts, w_parts = [], [], [], []
         texts = np.zeros((len(histories), content.shape[1]), dtype=np.float32)
         for row, history in enumerate(histories):
-            positions = self.item_lookup(history.item_ids) if looked_up is None else looked_up[row]
-            keep = positions >= 0
-            user_parts.append(np.full(int(keep.sum()), row, dtype=np.int64))
-            item_parts.append(positions[keep])
-            ts_parts.append(np.asarray(history.timestamps, dtype=np.int64)[keep])
-            w_parts.append(np.asarray(history.weights, dtype=np.float64)[keep])
             if history.text is not None:
                 texts[row] = history.text
-        joined = sort_history(*(np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-                                for parts in (user_parts, item_parts, ts_parts, w_parts)), len(histories))
-        positions, weights, _ = user_windows(joined, self.history_length, half_life_days=self.history_half_life_days)
+        positions, weights = self._windows(histories, looked_up)
         tower = self.bundle.query_tower()
         present = positions >= 0
         vectors = tower.serve_rows(  # the window's ids as serve() takes them would be: window_ids(positions, ids)
@@ -273,6 +267,61 @@ class Recommender:
             history_weight=weights,
         )
         return np.asarray(vectors, dtype=np.float32)
+
+    def _windows(self, histories: list[History],
+                 looked_up: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Each history's window as the query tower reads it: its ``history_length`` most recent products known
+        to the bundle and their weights (recency-weighted). Returns ``(positions (m, L) int64 with -1 pads,
+        weights (m, L))``."""
+        user_parts, item_parts, ts_parts, w_parts = [], [], [], []
+        for row, history in enumerate(histories):
+            positions = self.item_lookup(history.item_ids) if looked_up is None else looked_up[row]
+            keep = positions >= 0
+            user_parts.append(np.full(int(keep.sum()), row, dtype=np.int64))
+            item_parts.append(positions[keep])
+            ts_parts.append(np.asarray(history.timestamps, dtype=np.int64)[keep])
+            w_parts.append(np.asarray(history.weights, dtype=np.float64)[keep])
+        joined = sort_history(*(np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+                                for parts in (user_parts, item_parts, ts_parts, w_parts)), len(histories))
+        positions, weights, _ = user_windows(joined, self.history_length, half_life_days=self.history_half_life_days)
+        return positions, weights
+
+    def added_only(self, positions: np.ndarray) -> bool:
+        """Whether a history's products known to the bundle (``positions``, -1 for unknown ids) are all products
+        added after training (:meth:`add_items`), and there is one: the query tower knows none of them by id (each
+        is its out-of-vocabulary row, the same for all) and the ranking stage has no neighbour or transition for
+        any, so what is known of them is their content alone."""
+        known = np.asarray(positions)
+        known = known[known >= 0]
+        return len(known) > 0 and bool((known >= self.n_trained_items).all())
+
+    def text_vectors(self, texts: np.ndarray) -> np.ndarray:
+        """Vectors in the model's product space of (m, t) text embeddings: the candidate tower on each text
+        alone, as for a product with that text and nothing else known (no id, category, brand or price).
+        Returns (m, d) float32."""
+        texts = np.asarray(texts, dtype=np.float32).reshape(-1, self.item_content.shape[1])
+        m = len(texts)
+        vectors = self.bundle.candidate_tower().serve(
+            item_id=np.full(m, ""), item_text=texts, item_category=np.full(m, ""), item_brand=np.full(m, ""),
+            item_price=np.full(m, -1.0, dtype=np.float32))
+        return np.asarray(vectors, dtype=np.float32)
+
+    def product_space_queries(self, histories: list[History],
+                              looked_up: list[np.ndarray] | None = None) -> np.ndarray:
+        """Queries in the model's product space for histories of products added after training (see
+        :meth:`added_only`): the mean of the window's product vectors, weighted as the query tower weighs its
+        window, unit norm; a visitor's text, as a product of that text alone (:meth:`text_vectors`), weighs as
+        much as the products together. The dot product of a query with a product's vector is then the cosine
+        ``similar_items`` ranks by (for one product, its ``similar_items`` order). Returns (m, d) float32."""
+        positions, weights = self._windows(histories, looked_up)
+        queries = pooled_vectors(positions, weights, self.item_vectors)  # (m, d), unit rows
+        texted = [row for row, history in enumerate(histories) if history.text is not None]
+        if texted:
+            text = self.text_vectors(np.stack([histories[row].text for row in texted]))
+            text /= np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
+            both = queries[texted] + text
+            queries[texted] = both / np.maximum(np.linalg.norm(both, axis=1, keepdims=True), 1e-12)
+        return queries
 
     def rank(self, query_vectors: np.ndarray, exclude: list[np.ndarray], k: int,
              allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -301,7 +350,10 @@ class Recommender:
 
         The history product contributing most to the item's item-item score, as the ranking stage sums it
         (the product's recency weight times its item-item weight to the item); where no history product
-        links to the item, the one whose text is nearest (cosine of the text embeddings).
+        links to the item, the one whose text is nearest (cosine of the text embeddings). A history of products
+        added after training only (:meth:`added_only`), whose list is the products nearest to theirs in the
+        model's product space, names the one nearest to the item there (what its score is made of); with a
+        visitor's text, -1 where the text is nearer there than every product (the item comes from the text).
 
         Args:
             history: the shopper's history, as given to :meth:`recommend`.
@@ -311,6 +363,15 @@ class Recommender:
         _, products, weights = self.history_batch([history]).entries(self.stage.config.history_half_life_days)
         if len(products) == 0 or len(items) == 0:
             return np.full(len(items), -1, dtype=np.int64)
+        if self.added_only(products):
+            vectors = self.item_vectors  # rows gathered (a stack of added rows is not joined)
+            near = as_float32(vectors[products]) @ as_float32(vectors[items]).T  # (h, k)
+            nearest = products[np.argmax(near, axis=0)]
+            if history.text is None:
+                return nearest
+            text = self.text_vectors(history.text)[0]
+            from_text = text @ as_float32(vectors[items]).T > near.max(axis=0)  # cosines: the tower's vectors are unit
+            return np.where(from_text, -1, nearest)
         contribution = weights[:, None] * entries_at(self.stage.sources.item_item, products, items)  # (h, k)
         content = self.tables.content
         nearest_text = np.argmax(as_float32(content[products]) @ as_float32(content[items]).T, axis=0)  # (k,)
@@ -367,7 +428,14 @@ class Recommender:
         # Text alone (no product known to the model): the products whose text is nearest, by the same
         # sentence encoder's cosine; the towers and the ranker have nothing else to go on.
         searched = [u for u in described if len(seen[u]) == 0 and not trained[u]]
-        described = [u for u in described if u not in set(searched)]
+        # Products added after training only: the query tower knows none of them by id (every one is its
+        # out-of-vocabulary row) and the ranking stage has no neighbour or transition for them, so the two-tower
+        # order of the stage's candidates was nearly the popular list (the same one for a swim fin and for
+        # headphones). What is known of them is their content, in the candidate tower's vectors: the products
+        # nearest to theirs there, as similar_items finds.
+        near = [u for u in described if not trained[u] and self.added_only(looked_up[u])]
+        set_aside = set(searched) | set(near)
+        described = [u for u in described if u not in set_aside]
         stored = [u for u in user_ids if u not in described_set and trained[u] and variant != POPULAR]
         ranked_users = described + stored
         popular = [u for u in user_ids if u not in described_set and u not in set(stored)]
@@ -394,6 +462,12 @@ class Recommender:
             texts = np.stack([np.asarray(histories[u].text, dtype=np.float32) for u in searched])
             positions, scores = self.text_index.search(texts, k, [exclude[u] for u in searched], allowed)
             for row, user in enumerate(searched):
+                valid = positions[row] >= 0
+                results[user] = Ranking(CONTENT, positions[row][valid], scores[row][valid])
+        if near:
+            query = self.product_space_queries([histories[u] for u in near], [looked_up[u] for u in near])
+            positions, scores = self.index.search(query, k, [exclude[u] for u in near], allowed)
+            for row, user in enumerate(near):
                 valid = positions[row] >= 0
                 results[user] = Ranking(CONTENT, positions[row][valid], scores[row][valid])
         if popular:

@@ -1260,9 +1260,11 @@ class RankingStage:
     def has_evidence(self, histories: HistoryBatch) -> np.ndarray:
         """(m,) bool: whether a shopper's history holds a product with item-item neighbours or transitions.
 
-        Without one (a visitor described by text only, or by products added after training) every
-        item-item and transition feature is 0, a case the ranker never saw in training: such shoppers
-        are ordered by the two-tower score (:data:`RETRIEVAL_ORDER`) instead.
+        Without one (products the bundle holds without any neighbour or transition, or such products beside
+        products added after training) every item-item and transition feature is 0, a case the ranker never
+        saw in training: such shoppers are ordered by the two-tower score (:data:`RETRIEVAL_ORDER`) instead.
+        :class:`~modeling.recommender.Recommender` answers a text alone, and a history of products added after
+        training only, without this stage.
         """
         known = self._linked
         return np.asarray([bool(len(items)) and bool(known[items[(items >= 0) & (items < len(known))]].any())
