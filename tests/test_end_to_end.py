@@ -299,6 +299,8 @@ def test_retrain_activates_a_model_trained_on_new_events_and_the_gate_refuses_a_
     activated = TrainingRun.objects.get(decision=TrainingRun.ACTIVATED)
     assert activated.candidate_version == second and activated.previous_version == first
     assert f"activated as {second}" in activated.reason and measured[0] in activated.reason
+    # The figures printed are the measured bundle's: named as such (before, the republished one was named).
+    assert f"candidate {measured[0]} (activated as {second}): recall@10" in out, out
     assert activated.holdout["interactions"] == 20 and activated.candidate_metrics["shoppers"] == 10
 
     # A deliberately worse candidate stays inactive: its bundle is written with the product ids shuffled

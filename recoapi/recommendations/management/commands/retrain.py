@@ -8,7 +8,9 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from modeling.errors import ArtifactError
 from modeling.tuning import DEFAULT_BUDGET_SECONDS
+from recoapi.recommendations import model_store
 from recoapi.recommendations.models import TrainingRun
 
 
@@ -48,7 +50,9 @@ class Command(BaseCommand):
         held = run.holdout or {}
         self.stdout.write(f"Retraining {run.decision}: {run.reason}")
         if run.candidate_metrics:
-            self.stdout.write(f"  candidate {run.candidate_version}: {_metrics(run.candidate_metrics)}")
+            measured = _published_from(run.candidate_version)  # the figures are the measured bundle's
+            name = f"{measured} (activated as {run.candidate_version})" if measured else run.candidate_version
+            self.stdout.write(f"  candidate {name}: {_metrics(run.candidate_metrics)}")
         if run.previous_metrics:
             self.stdout.write(f"  active    {run.previous_version}: {_metrics(run.previous_metrics)}")
         if held:
@@ -56,6 +60,14 @@ class Command(BaseCommand):
                               f"{held.get('shoppers', 0):,} shoppers; {run.seconds:.0f} s")
         if run.decision == TrainingRun.FAILED:
             raise CommandError(f"Retraining failed: {run.reason}")
+
+
+def _published_from(version: str) -> str:
+    """The measured candidate ``version`` was published again from (with the held-out interactions), or ""."""
+    try:
+        return str(model_store.read_manifest(version).get("published_from") or "") if version else ""
+    except ArtifactError:
+        return ""
 
 
 def _metrics(values: dict[str, float]) -> str:
