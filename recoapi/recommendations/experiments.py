@@ -137,7 +137,7 @@ def forget() -> None:
 
 
 def read_plan() -> Plan:
-    """The plan in the database now (two small queries)."""
+    """The plan in the database now (three small queries at most)."""
     stopped = (Experiment.objects.filter(status=Experiment.STOPPED, winner__isnull=False)
                .select_related("winner").order_by("-stopped_at").first())
     setting = SERVED  # what visitors get meanwhile too
@@ -156,13 +156,26 @@ def read_plan() -> Plan:
 
 def _activated_since(stopped: Experiment) -> bool:
     """Whether a model was activated after ``stopped`` was stopped, other than the stop's own activation of its
-    winner's version (the first one recorded after the stop, when it names that version; none is recorded where
-    that version was active already)."""
+    winner's version: an activation recorded after :attr:`Experiment.winner_activation` (record ids, in the order
+    activations were written, whatever the hosts' clocks). An experiment stopped before that was recorded (or
+    whose stop is still activating its winner's version) is told by the records' times: the first one after the
+    stop is its own when it names the winner's version (none is written where that version was active already)."""
+    if stopped.winner_activation is not None:
+        return ModelActivation.objects.filter(id__gt=stopped.winner_activation).exists()
     later = list(ModelActivation.objects.filter(activated_at__gte=stopped.stopped_at).order_by("id")
                  .values_list("version", flat=True)[:2])
     if later and later[0] == stopped.winner_version:
         later = later[1:]
     return bool(later)
+
+
+def record_winner_activation(experiment: Experiment) -> None:
+    """Write down the latest model activation as the one ``experiment``'s stop leaves (once its winner's version
+    is active): the winner's setting serves until another activation is recorded (see :func:`read_plan`)."""
+    latest = ModelActivation.objects.values_list("id", flat=True).first()  # ordered newest first
+    Experiment.objects.filter(pk=experiment.pk).update(winner_activation=latest if latest is not None else 0)
+    experiment.winner_activation = latest if latest is not None else 0
+    forget()
 
 
 def check_arms(experiment: Experiment, versions: list[str]) -> None:

@@ -148,9 +148,12 @@ def previously_active(active: str | None) -> Iterator[str]:
 
 
 def refused_candidates() -> set[str]:
-    """The versions the retraining gate refused (judged worse than the model they were measured against): neither
+    """The versions the retraining gate refused (judged worse than the model they were measured against) that were
+    never activated since (staff may activate one on purpose: it is then a model like any other): neither
     ``POST /reload_model`` without a version nor ``rollback`` without ``--to`` chooses one."""
-    return set(TrainingRun.objects.filter(decision=TrainingRun.REFUSED).values_list("candidate_version", flat=True))
+    refused = set(TrainingRun.objects.filter(decision=TrainingRun.REFUSED).values_list("candidate_version", flat=True))
+    activated = set(ModelActivation.objects.filter(version__in=refused).values_list("version", flat=True))
+    return refused - activated
 
 
 def read_manifest(version: str) -> dict[str, Any]:

@@ -133,6 +133,10 @@ class Experiment(models.Model):
         max_length=64, blank=True, default="",
         help_text="The model version active when it stopped (the winner's, or the one then active): the winner's "
                   "setting serves only while this version is active.")
+    winner_activation = models.BigIntegerField(
+        null=True, blank=True,
+        help_text="The latest model activation once it stopped (its record's id): the winner's setting serves until "
+                  "another is recorded. Empty for an experiment stopped before this was recorded.")
 
     class Meta:
         ordering = ["-created_at"]

@@ -625,9 +625,16 @@ def model_load() -> str:
     return _engine_or_503().version
 
 
-def recommendation_batch(*, user_ids: list[str], k: int) -> tuple[str, list[tuple[str, int, str, float]]]:
-    """Top-k for many shoppers at once (same ladder and filters as the API's defaults, and the setting the API
-    serves outside an experiment's arms: a stopped experiment's winning one, see :func:`experiments.read_plan`).
+def batch_setting() -> str:
+    """The setting the API serves outside an experiment's arms now: a stopped experiment's winning one while it
+    holds (see :func:`experiments.read_plan`), else both stages."""
+    return experiments.read_plan().setting
+
+
+def recommendation_batch(*, user_ids: list[str], k: int,
+                         setting: str | None = None) -> tuple[str, list[tuple[str, int, str, float]]]:
+    """Top-k for many shoppers at once (same ladder and filters as the API's defaults), with ``setting`` (None:
+    :func:`batch_setting`; a caller answering in chunks reads it once).
 
     Returns:
         ``(model_version, rows)`` with rows ``(user_id, rank (1-based), item_id, score)``.
@@ -635,7 +642,7 @@ def recommendation_batch(*, user_ids: list[str], k: int) -> tuple[str, list[tupl
     engine = _engine_or_503()
     histories = _histories(catalog_selectors.shopper_histories(ids=user_ids))
     rankings = engine.recommender.recommend(user_ids, histories, k, engine.allowed(),
-                                            variant=experiments.read_plan().setting)
+                                            variant=setting or batch_setting())
     rows = [(user, rank, str(engine.recommender.item_ids[p]), round(float(score), 6))
             for user in user_ids
             for rank, (p, score) in enumerate(zip(rankings[user].items, rankings[user].scores, strict=True),
@@ -682,4 +689,5 @@ def experiment_stop(*, experiment: Experiment, winner: ExperimentArm) -> Experim
             experiment.status, experiment.stopped_at, experiment.winner = Experiment.RUNNING, None, None
             experiments.forget()
             raise
+    experiments.record_winner_activation(experiment)
     return experiment

@@ -259,9 +259,15 @@ def test_reload_model_without_a_version_passes_over_candidates_the_gate_refused(
     assert artifacts.read_active(settings.RECO_MODELS_DIR) == service.version
     named = staff_client.post("/reload_model", {"version": refused}, format="json")  # named: activated
     assert named.json() == {"model_version": refused, "previous_version": service.version}
+    # Activated on purpose, it is a model like any other: the newest again, not skipped for an older one.
+    again = staff_client.post("/reload_model", format="json")
+    assert again.json() == {"model_version": refused, "previous_version": refused}
+    staff_client.post("/reload_model", {"version": service.version}, format="json")
+    newest = "20990102T000000Z"  # refused in turn, never activated: skipped
+    shutil.copytree(settings.RECO_MODELS_DIR / service.version, settings.RECO_MODELS_DIR / newest)
     TrainingRun.objects.create(started_at=timezone.now(), seconds=1.0, decision=TrainingRun.REFUSED, reason="worse",
-                               candidate_version=service.version, previous_version=refused, tolerance=0.01)
-    assert_error(staff_client.post("/reload_model", format="json"), 404, "no_model")
+                               candidate_version=newest, previous_version=refused, tolerance=0.01)
+    assert staff_client.post("/reload_model", format="json").json()["model_version"] == refused
 
 
 def test_broken_bundle_is_refused_and_old_model_keeps_serving(service: Pipeline, staff_client: APIClient,

@@ -174,9 +174,34 @@ def test_a_winner_named_without_a_version_keeps_its_setting_until_a_model_is_act
         "recommendations"].values()}
 
 
+def test_the_winners_setting_ends_at_a_later_activation_whatever_the_hosts_clocks(service: Pipeline,
+                                                                                   client: APIClient) -> None:
+    """Activations are told apart by the order they were recorded in: a host whose clock is behind recorded a later
+    activation with a time before the stop, and the winner's setting went on (times were compared)."""
+    from datetime import timedelta
+
+    from recoapi.recommendations.models import ModelActivation
+
+    experiment = experiment_start(experiment=_experiment(
+        "clocks", ("control", 50, "", "served"), ("pop", 50, "", "popular")))
+    experiment_stop(experiment=experiment, winner=experiment.arms.get(name="pop"))
+    users = ",".join(_users(service))
+
+    def strategies() -> set[str]:
+        experiments.forget()
+        return {e["strategy"] for e in client.get("/recommendations", {"users": users}).json()["recommendations"]
+                .values()}
+
+    assert strategies() == {"popular"}
+    stopped = Experiment.objects.get(pk=experiment.pk)
+    ModelActivation.objects.create(version="20990101T000000Z", activated_at=stopped.stopped_at - timedelta(minutes=5))
+    assert "popular" not in strategies()
+
+
 def test_batch_lists_follow_a_stopped_experiments_winner_as_the_api_does(service: Pipeline, client: APIClient,
                                                                          settings) -> None:
     """`recommend_batch` wrote both stages' lists while the API answered every shopper the winner's popular ones."""
+    settings.RECO_PREWARM = False  # no text encoder loading on past the test's folder (the batch needs none)
     experiment = experiment_start(experiment=_experiment(
         "batch", ("control", 50, "", "served"), ("pop", 50, "", "popular")))
     experiment_stop(experiment=experiment, winner=experiment.arms.get(name="pop"))

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from modeling.atomic import atomic_write
 from modeling.sources._files import undecodable_line
 from recoapi.exceptions import ApplicationError
-from recoapi.recommendations.services import model_load, recommendation_batch
+from recoapi.recommendations.services import batch_setting, model_load, recommendation_batch
 
 HEADER = ("user_id", "rank", "item_id", "score")
 # A first line holding one of these (any case, surrounding spaces) is a column header, not a shopper.
@@ -86,6 +86,7 @@ class Command(BaseCommand):
             version = model_load()
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
+        setting = batch_setting()  # read once: one file, one setting, whatever happens meanwhile
         if options["verbosity"] >= 2:
             self.stdout.write(f"Model {version} loaded; {total} shopper ids to answer.")
         users = rows_written = 0
@@ -105,7 +106,7 @@ class Command(BaseCommand):
                     if not ids:
                         continue
                     try:
-                        version, rows = recommendation_batch(user_ids=ids, k=options["k"])
+                        version, rows = recommendation_batch(user_ids=ids, k=options["k"], setting=setting)
                     except OSError as exc:  # not the output's fault: the model's files (the handler below is)
                         raise CommandError(f"the model could not be read: {exc}") from exc
                     versions.add(version)
