@@ -298,8 +298,10 @@ def finish_tables(
     broken = unpriceable(prices)
     if broken.any():
         at = int(np.flatnonzero(broken)[0])
+        fix = ("leave it empty when unknown" if from_files else  # the database's own rows: stored before migrate
+               "an earlier version stored it; `manage.py migrate` clears such prices")
         raise DataValidationError(f"product {items[ITEM_ID].iloc[at]!r}: price {prices[at]} is not a price (a "
-                                  "finite number of at least 0; leave it empty when unknown)", path=source_name)
+                                  f"finite number of at least 0; {fix})", path=source_name)
     interacted = pd.Index(pd.unique(interactions[ITEM_ID]))
     if keep_items == "interacted":
         items = items[items[ITEM_ID].isin(interacted)]

@@ -344,7 +344,7 @@ class Recommender:
         :meth:`rank`."""
         return popular_lists(self.tables, exclude, k, allowed)
 
-    def explain(self, history: History, items: np.ndarray) -> np.ndarray:
+    def explain(self, history: History, items: np.ndarray, *, trained: bool = False) -> np.ndarray:
         """Which of the shopper's products each recommended item comes from. Returns (k,) int64 positions
         (-1 where the history holds no product known to the model).
 
@@ -354,16 +354,18 @@ class Recommender:
         added after training only (:meth:`added_only`), whose list is the products nearest to theirs in the
         model's product space, names the one nearest to the item there (what its score is made of); with a
         visitor's text, -1 where the text is nearer there than every product (the item comes from the text).
+        A trained shopper's list comes from both stages whatever their history holds: explained as such.
 
         Args:
             history: the shopper's history, as given to :meth:`recommend`.
             items: (k,) item positions (a :class:`Ranking`'s ``items``).
+            trained: the shopper is known to the model (strategy ``two_tower``).
         """
         items = np.asarray(items, dtype=np.int64)
         _, products, weights = self.history_batch([history]).entries(self.stage.config.history_half_life_days)
         if len(products) == 0 or len(items) == 0:
             return np.full(len(items), -1, dtype=np.int64)
-        if self.added_only(products):
+        if not trained and self.added_only(products):  # as recommend() chose the product-space search
             vectors = self.item_vectors  # rows gathered (a stack of added rows is not joined)
             near = as_float32(vectors[products]) @ as_float32(vectors[items]).T  # (h, k)
             nearest = products[np.argmax(near, axis=0)]

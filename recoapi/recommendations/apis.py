@@ -13,6 +13,7 @@ from rest_framework import permissions, serializers
 from rest_framework.exceptions import NotAuthenticated, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from recoapi import metrics
@@ -113,8 +114,9 @@ def _one_or_many(serializer: type[serializers.Serializer], data: Any, name: str,
     checked = serializer(data=data, many=True, max_length=limit, allow_empty=False) if many else serializer(data=data)
     if not checked.is_valid():
         errors = checked.errors  # a list's errors are keyed by the failing rows' positions, the list's own
-        raise ValidationError({f"{name}[{key}]" if isinstance(key, int) else name if key == "non_field_errors"
-                               else key: error for key, error in errors.items()} if many else errors)  # by its name
+        raise ValidationError({f"{name}[{key}]" if isinstance(key, int)
+                               else name if key == api_settings.NON_FIELD_ERRORS_KEY  # the list's own: by its name
+                               else key: error for key, error in errors.items()} if many else errors)
     return many, checked.validated_data if many else [checked.validated_data]
 
 

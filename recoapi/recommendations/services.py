@@ -218,8 +218,8 @@ def recommendation_list(
 
 def _add_reasons(engine: Engine, entry: dict[str, Any], history: History | None, items: np.ndarray) -> None:
     """Each item's ``reason`` (see RecommendationsInput's ``explain``)."""
-    sources = engine.recommender.explain(history, items) if history is not None and entry["strategy"] != "popular" \
-        else np.full(len(items), -1)
+    sources = (engine.recommender.explain(history, items, trained=entry["strategy"] == "two_tower")
+               if history is not None and entry["strategy"] != "popular" else np.full(len(items), -1))
     otherwise = ("popular" if entry["strategy"] == "popular" else
                  "text" if history is not None and history.text is not None else "model")
     for payload, source in zip(entry["items"], sources, strict=True):
@@ -441,6 +441,8 @@ def training_snapshot() -> tuple[Any, bool]:
     try:
         data = catalog_selectors.training_data(since_days=since)
     except DataValidationError as exc:
+        if "manage.py migrate" in str(exc):  # rows an earlier version stored, which migrate mends
+            raise ApplicationError(f"Cannot train on the database: {exc}.", code="no_data") from exc
         raise ApplicationError(f"Nothing to train on: {exc}. Import data with `manage.py load_data` first.",
                                code="no_data") from exc
     processed = Path(settings.RECO_PROCESSED_DIR)

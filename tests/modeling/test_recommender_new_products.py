@@ -99,3 +99,18 @@ def test_a_history_holding_a_trained_product_is_ranked_by_both_stages_as_before(
     assert not recommender.added_only(looked_up[0])
     assert recommender.added_only(recommender.item_lookup([f"COPY-{originals[0]}", "unknown-id"]))
     assert not recommender.added_only(recommender.item_lookup(["unknown-id"]))
+
+
+def test_a_trained_shoppers_list_is_explained_as_both_stages_made_it(copies) -> None:
+    """A trained shopper whose products are all added ones is ranked by both stages (the query tower knows the
+    shopper): the reasons were those of the product-space search all the same."""
+    recommender, originals = copies
+    shopper = str(recommender.bundle.arrays.user_ids[0])
+    ids = [f"COPY-{p}" for p in originals[:2]]
+    history = History(np.asarray(ids, dtype=object), np.arange(2, dtype=np.int64), np.ones(2))
+    ranking = recommender.recommend([shopper], {shopper: history}, 10)[shopper]
+    assert ranking.strategy == "two_tower"
+    added = recommender.item_lookup(ids)
+    content = as_float32(recommender.item_content[np.concatenate([added, ranking.items])])
+    nearest_text = added[np.argmax(content[:2] @ content[2:].T, axis=0)]  # no item-item links: the text rule
+    assert recommender.explain(history, ranking.items, trained=True).tolist() == nearest_text.tolist()
