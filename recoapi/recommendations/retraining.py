@@ -222,6 +222,10 @@ def _unread(last_id: int | None, until: int | None) -> Q:
     or timed after ``until`` (``until`` is cut to whole seconds: what it trained on is everything before the next
     second; a measured candidate did not train on its held-out interactions, which it read).
 
+    One gap: on PostgreSQL ids are handed out at insert and seen at commit, so a batch of events still being
+    written while the data was read can commit afterwards with ids below ``last_id``; such events (unless timed
+    after ``until``) do not count here, though the next retraining reads and trains on them.
+
     Without ``last_id`` (bundles published before manifests recorded it, runs recorded before): the interactions
     timed after ``until`` (the rule of earlier versions, blind to events recorded late with earlier times, and
     counting again those of the second ``until`` it read); without either, all of them."""
