@@ -456,6 +456,15 @@ def test_events_recorded_late_are_new_and_those_a_training_read_are_not(workdir:
     out = run("run_scheduler", "--once", "--min-events", "1")
     assert "0 new interaction(s) since the last training" in out, out
 
+    # The same files imported again (--force): every imported row is recorded anew, none is new to the model.
+    run("load_data", "--force")
+    out = run("run_scheduler", "--once", "--min-events", "100", "--budget", "0")
+    imported = Interaction.objects.filter(source=Interaction.IMPORTED).count()
+    assert f"{imported} new interactions: retraining" in out, out
+    assert (f"retraining skipped: the {imported:,} interaction(s) recorded since the active model's data was read "
+            "are those it was trained on, recorded again") in out, out
+    assert "0 new interaction(s) since the last training" in run("run_scheduler", "--once", "--min-events", "1")
+
     # Bundles published and runs recorded before the last id was: counted by time, as before.
     for version in artifacts.list_versions(workdir / "models"):
         path = workdir / "models" / version / artifacts.MANIFEST_FILE

@@ -114,6 +114,10 @@ def _retrain(*, holdout_days: float, tolerance: float, budget_seconds: float,
                           "newest_id": data.report.get("last_interaction_id"), "late": late}
         if previous and len(split.after) == 0 and late == 0:
             return finish(TrainingRun.SKIPPED, "no interactions since the active model's training data")
+        if previous and late and data.fingerprint == active.get("data_fingerprint"):
+            return finish(TrainingRun.SKIPPED, f"the {late:,} interaction(s) recorded since the active model's data "
+                                               f"was read are those it was trained on, recorded again (an import of "
+                                               f"the same files): the database holds the very rows it learned from")
         if previous and len(split.after) == 0:
             return finish(TrainingRun.SKIPPED, f"the {late:,} interaction(s) recorded since the active model's data "
                                                f"was read are all timed at or before the newest it trained on "
