@@ -129,6 +129,12 @@ def test_stopping_sends_all_traffic_to_the_winner(service: Pipeline, client: API
     assert {e["experiment"]["arm"] for e in answer["recommendations"].values()} == {"control", "pop"}
 
 
+def _strategies(client: APIClient, users: str) -> set[str]:
+    """The strategies the API answers ``users`` (comma-separated) with now (the plan read again)."""
+    experiments.forget()
+    return {e["strategy"] for e in client.get("/recommendations", {"users": users}).json()["recommendations"].values()}
+
+
 def test_the_winners_setting_ends_when_another_model_is_activated(service: Pipeline, client: APIClient,
                                                                    settings) -> None:
     """A stopped experiment's "retrieval" winner went on ordering every later model (retrained, reloaded, rolled
@@ -140,21 +146,16 @@ def test_the_winners_setting_ends_when_another_model_is_activated(service: Pipel
     assert Experiment.objects.get(pk=experiment.pk).winner_version == other
     users = ",".join(_users(service))
 
-    def strategies() -> set[str]:
-        experiments.forget()
-        return {e["strategy"] for e in client.get("/recommendations", {"users": users}).json()["recommendations"]
-                .values()}
-
-    assert strategies() == {"popular"}
+    assert _strategies(client, users) == {"popular"}
     model_reload(version=other)  # the winner's version again, while it is active: nothing changes
-    assert strategies() == {"popular"}
+    assert _strategies(client, users) == {"popular"}
     model_reload(version=service.version)  # e.g. a reload
-    assert "popular" not in strategies()
+    assert "popular" not in _strategies(client, users)
     # Back to the winner's version (a rollback, the admin): a later activation, served with both stages (before:
     # the winner's setting came back, and a rollback made to get personal lists back gave every shopper the
     # popular products).
     assert retraining.model_rollback()["model_version"] == other
-    assert "popular" not in strategies()
+    assert "popular" not in _strategies(client, users)
 
 
 def test_a_winner_named_without_a_version_keeps_its_setting_until_a_model_is_activated(
@@ -164,14 +165,10 @@ def test_a_winner_named_without_a_version_keeps_its_setting_until_a_model_is_act
         "blank", ("control", 50, "", "served"), ("pop", 50, "", "popular")))
     experiment_stop(experiment=experiment, winner=experiment.arms.get(name="pop"))  # the active version stays
     users = ",".join(_users(service))
-    experiments.forget()
-    assert {e["strategy"] for e in client.get("/recommendations", {"users": users}).json()["recommendations"]
-            .values()} == {"popular"}
+    assert _strategies(client, users) == {"popular"}
     model_reload(version=other)
     model_reload(version=service.version)  # the winner's version again, by a later activation
-    experiments.forget()
-    assert "popular" not in {e["strategy"] for e in client.get("/recommendations", {"users": users}).json()[
-        "recommendations"].values()}
+    assert "popular" not in _strategies(client, users)
 
 
 def test_the_winners_setting_ends_at_a_later_activation_whatever_the_hosts_clocks(service: Pipeline,
@@ -187,15 +184,10 @@ def test_the_winners_setting_ends_at_a_later_activation_whatever_the_hosts_clock
     experiment_stop(experiment=experiment, winner=experiment.arms.get(name="pop"))
     users = ",".join(_users(service))
 
-    def strategies() -> set[str]:
-        experiments.forget()
-        return {e["strategy"] for e in client.get("/recommendations", {"users": users}).json()["recommendations"]
-                .values()}
-
-    assert strategies() == {"popular"}
+    assert _strategies(client, users) == {"popular"}
     stopped = Experiment.objects.get(pk=experiment.pk)
     ModelActivation.objects.create(version="20990101T000000Z", activated_at=stopped.stopped_at - timedelta(minutes=5))
-    assert "popular" not in strategies()
+    assert "popular" not in _strategies(client, users)
 
 
 def test_batch_lists_follow_a_stopped_experiments_winner_as_the_api_does(service: Pipeline, client: APIClient,
