@@ -520,8 +520,8 @@ def _training_lock_held_elsewhere() -> Iterator[None]:
     (("load_data", "--min-distinct-items", "-1"), "--min-distinct-items must be 0 (off) or more"),
     (("load_data", "--outlier-std", "nan"), "--outlier-std must be 0 (off) or a positive number of standard"),
     (("load_data", "--outlier-std", "-1"), "--outlier-std must be 0 (off) or a positive number"),
-    (("load_data", "--start", "2020-01-01", "--end", "2019-01-01"), "--end must be after the start (1577836800), "
-                                                                     "got 1546300800: the window keeps no interaction"),
+    (("load_data", "--start", "2020-01-01", "--end", "2019-01-01"), "--end must be after --start: the window from "
+                                                                     "2020-01-01 to 2019-01-01 keeps no interaction"),
     (("retrain", "--tolerance", "5"), "--tolerance must be between 0 and 1"),
     (("demo_examples", "--base-url", "notaurl"), "--base-url must be an http:// or https:// URL with a host"),
 ])

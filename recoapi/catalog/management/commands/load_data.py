@@ -88,6 +88,9 @@ class Command(BaseCommand):
                 min_distinct_items=options["min_distinct_items"], start=options["start"], end=options["end"],
             )
         except FilterError as exc:
+            if exc.field == "end":  # told in the dates the user wrote, not unix seconds
+                raise CommandError(f"--end must be after --start: the window from {_day(options['start'])} to "
+                                   f"{_day(options['end'])} keeps no interaction") from exc
             raise CommandError(f"--{exc.field.replace('_', '-')} {exc.problem}") from exc
         self.stdout.write(f"Reading {options['source']} data from {options['path']} ...")
         try:
@@ -113,3 +116,9 @@ class Command(BaseCommand):
         if options["replace"]:
             self.stdout.write(f"Removed {result.removed['products']} products and {result.removed['shoppers']} "
                               "shoppers that are not in the new data.")
+
+
+def _day(unix: int) -> str:
+    """A unix time as the date (and time, when not midnight UTC) it stands for."""
+    moment = datetime.fromtimestamp(unix, tz=UTC)
+    return moment.date().isoformat() if moment == moment.replace(hour=0, minute=0, second=0) else moment.isoformat()
