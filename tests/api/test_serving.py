@@ -475,18 +475,13 @@ def test_a_history_of_a_product_posted_after_training_gets_products_like_it(serv
     body = {"id": "NEW0001", "title": f"{template.title} for kids", "brand": template.brand,
             "category": template.category, "description": template.description, "price": 24.0}
     assert staff_client.post("/products", body, format="json").status_code == 201
-    categories = dict(Product.objects.values_list("id", "category"))
-
-    def in_department(items: list[dict]) -> int:
-        return sum(categories[item["item_id"]].startswith("Sports > ") for item in items)
-
     similar = client.get("/similar_items", {"item": "NEW0001", "k": 5}).json()["items"]
     visitor = recommend(client, items="NEW0001", k=5, explain="true")["anonymous"]
     assert visitor["strategy"] == "content" and len(visitor["items"]) == 5
     listed = [item["item_id"] for item in visitor["items"]]
-    assert template.id in listed, (visitor["items"], similar)
-    assert in_department(visitor["items"]) >= in_department(similar) - 1
-    assert listed == [item["item_id"] for item in similar]
+    assert listed == [item["item_id"] for item in similar]  # products like it, as similar_items finds them
+    popular = [item["item_id"] for item in recommend(client, users="nobody", k=5)["nobody"]["items"]]
+    assert listed != popular, (listed, popular)
     assert all(item["reason"] == {"kind": "history", "item_id": "NEW0001", "title": body["title"]}
                for item in visitor["items"])
 
