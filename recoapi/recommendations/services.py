@@ -467,6 +467,7 @@ def model_train(
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     on_trial: Callable[[dict[str, Any]], None] | None = None,
     workers: int = 1,
+    on_start: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Train the two-tower model and its ranking stage on the imported data and embeddings; publish a bundle.
 
@@ -488,6 +489,7 @@ def model_train(
         on_epoch: progress callback, see :func:`modeling.train.train_model`.
         on_trial: called after each search trial with its log entry.
         workers: training processes on this machine (see :func:`modeling.train.train_model`).
+        on_start: called once the run may go on (the lock held, with ``activate``), before any work.
 
     Returns:
         ``{"version", "skipped", "activated", "metrics", "train_seconds", "examples_per_second",
@@ -504,6 +506,8 @@ def model_train(
         if not held:
             raise ApplicationError("Another training is running (retrain, run_scheduler or train --activate); "
                                    "try again when it has finished.", code="busy", status_code=409)
+        if on_start is not None:
+            on_start()
         return _model_train(params=params, activate=activate, force=force, refit=refit,
                             budget_seconds=budget_seconds, on_epoch=on_epoch, on_trial=on_trial, workers=workers)
 

@@ -95,13 +95,13 @@ class Command(BaseCommand):
                 self.stdout.write(f"  epoch {row['epoch']}/{row['epochs']}: loss {row['loss']:.3f}, "
                                   f"validation HR@10 {row['val_hr@10']:.4f}, NDCG@10 {row['val_ndcg@10']:.4f}")
 
-        self.stdout.write("Training the two-tower model ...")
         started = time.monotonic()
         try:
             with echo_stage_progress(self.stdout.write, enabled=options["verbosity"] > 0):
                 result = model_train(params=params, activate=options["activate"], force=options["force"],
                                      refit=options["refit"], budget_seconds=budget, on_epoch=on_epoch,
-                                     on_trial=on_trial, workers=options["workers"])
+                                     on_trial=on_trial, workers=options["workers"],
+                                     on_start=lambda: self.stdout.write("Training the two-tower model ..."))
         except (ModelingError, ApplicationError) as exc:
             raise CommandError(str(exc)) from exc
         data = result["data"]
