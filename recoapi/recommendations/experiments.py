@@ -172,9 +172,9 @@ def _activated_since(stopped: Experiment) -> bool:
 def record_winner_activation(experiment: Experiment) -> None:
     """Write down the latest model activation as the one ``experiment``'s stop leaves (once its winner's version
     is active): the winner's setting serves until another activation is recorded (see :func:`read_plan`)."""
-    latest = ModelActivation.objects.values_list("id", flat=True).first()  # ordered newest first
-    Experiment.objects.filter(pk=experiment.pk).update(winner_activation=latest if latest is not None else 0)
-    experiment.winner_activation = latest if latest is not None else 0
+    latest = ModelActivation.objects.values_list("id", flat=True).first() or 0  # newest first; 0: none yet
+    Experiment.objects.filter(pk=experiment.pk).update(winner_activation=latest)
+    experiment.winner_activation = latest
     forget()
 
 

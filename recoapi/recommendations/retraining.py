@@ -335,8 +335,7 @@ def model_rollback(*, version: str | None = None) -> dict[str, str | None]:
     if version is None:  # the measured candidate an active retrained bundle was published from is skipped
         chosen_by = "published"
         source = _manifest(models_dir, active).get("published_from") if active else None
-        refused = set(TrainingRun.objects.filter(decision=TrainingRun.REFUSED)
-                      .values_list("candidate_version", flat=True))
+        refused = model_store.refused_candidates()  # those activated since are among the activations, above
         earlier = [v for v in versions if (active is None or v < active) and v != source and v not in refused]
         # the newest that this version can serve (one trained by another version is skipped): read newest first,
         # as far as needed, not every bundle's files
