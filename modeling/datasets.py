@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from modeling.atomic import atomic_file, atomic_write
-from modeling.errors import DataValidationError
+from modeling.errors import DataValidationError, StoredDataError
 
 if TYPE_CHECKING:  # pandas is imported where tables are built or read: web workers, which only need the
     import pandas as pd  # column names, do not load it
@@ -300,8 +300,9 @@ def finish_tables(
         at = int(np.flatnonzero(broken)[0])
         fix = ("leave it empty when unknown" if from_files else  # the database's own rows: stored before migrate
                "an earlier version stored it; `manage.py migrate` clears such prices")
-        raise DataValidationError(f"product {items[ITEM_ID].iloc[at]!r}: price {prices[at]} is not a price (a "
-                                  f"finite number of at least 0; {fix})", path=source_name)
+        error = DataValidationError if from_files else StoredDataError
+        raise error(f"product {items[ITEM_ID].iloc[at]!r}: price {prices[at]} is not a price (a finite number of "
+                    f"at least 0; {fix})", path=source_name)
     interacted = pd.Index(pd.unique(interactions[ITEM_ID]))
     if keep_items == "interacted":
         items = items[items[ITEM_ID].isin(interacted)]

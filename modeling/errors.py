@@ -25,6 +25,11 @@ class DataValidationError(ModelingError):
         super().__init__(f"{where}{message}")
 
 
+class StoredDataError(DataValidationError):
+    """A row of the database's own tables that an earlier version stored and this one refuses (a migration of this
+    version mends it): not something to import again."""
+
+
 class ArtifactError(ModelingError):
     """A model bundle or embeddings directory is missing, incomplete or incompatible."""
 

@@ -53,8 +53,11 @@ class TrainingBusy(ApplicationError):
 
 
 def model_retrain(*, holdout_days: float, tolerance: float, budget_seconds: float,
-                  say: Callable[[str], None] = logger.info) -> TrainingRun:
+                  say: Callable[[str], None] = logger.info,
+                  on_start: Callable[[], None] | None = None) -> TrainingRun:
     """:func:`_retrain` under the training lock (one training at a time across processes and hosts).
+
+    ``on_start`` is called once the lock is held, before any work (so a caller says "retraining" only when it is).
 
     Raises:
         TrainingBusy: another retraining holds the lock (nothing was done).
@@ -62,6 +65,8 @@ def model_retrain(*, holdout_days: float, tolerance: float, budget_seconds: floa
     with training_lock() as held:
         if not held:
             raise TrainingBusy("Another retraining is running; try again when it has finished.", code="busy")
+        if on_start is not None:
+            on_start()
         return _retrain(holdout_days=holdout_days, tolerance=tolerance, budget_seconds=budget_seconds, say=say)
 
 

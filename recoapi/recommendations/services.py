@@ -435,14 +435,14 @@ def training_snapshot() -> tuple[Any, bool]:
         ApplicationError: nothing to train on (code ``no_data``).
     """
     from modeling import datasets as ds
-    from modeling.errors import DataValidationError
+    from modeling.errors import DataValidationError, StoredDataError
 
     since = settings.RECO_TRAIN_SINCE_DAYS or None
     try:
         data = catalog_selectors.training_data(since_days=since)
+    except StoredDataError as exc:  # rows an earlier version stored, which migrate mends
+        raise ApplicationError(f"Cannot train on the database: {exc}.", code="no_data") from exc
     except DataValidationError as exc:
-        if "manage.py migrate" in str(exc):  # rows an earlier version stored, which migrate mends
-            raise ApplicationError(f"Cannot train on the database: {exc}.", code="no_data") from exc
         raise ApplicationError(f"Nothing to train on: {exc}. Import data with `manage.py load_data` first.",
                                code="no_data") from exc
     processed = Path(settings.RECO_PROCESSED_DIR)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from modeling import datasets as ds
-from modeling.errors import DataValidationError
+from modeling.errors import DataValidationError, StoredDataError
 from modeling.sources import load_source
 from tests.conftest import shared_dataset
 
@@ -192,5 +192,5 @@ def test_every_source_ends_refusing_a_price_that_is_no_price(price: float) -> No
     # The database's own rows (only one that has not run the migrations that clear such prices holds one): the
     # message says what mends it, not how to write a file.
     items[ds.PRICE] = [2.5, price]
-    with pytest.raises(DataValidationError, match=r"an earlier version stored it; `manage.py migrate` clears"):
+    with pytest.raises(StoredDataError, match=r"an earlier version stored it; `manage.py migrate` clears"):
         ds.finish_tables(items, interactions, report={}, fingerprint="f", source_name="database", from_files=False)

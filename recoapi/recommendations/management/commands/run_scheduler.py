@@ -80,15 +80,16 @@ class Command(BaseCommand):
             if count >= options["min_events"] or unservable:
                 if unservable:  # after an upgrade: no recommendations until a model this version reads is trained
                     repaired = True
-                    self.stdout.write(f"the active model cannot be served by this version ({unservable}): retraining")
+                    why = f"the active model cannot be served by this version ({unservable})"
                 else:
-                    self.stdout.write(f"{count} new interactions: retraining")
-                try:
+                    why = f"{count} new interactions"
+                try:  # said once the training lock is held (before, "retraining" came before "another process ...")
                     run = model_retrain(holdout_days=settings.RECO_RETRAIN_HOLDOUT_DAYS,
                                         tolerance=settings.RECO_RETRAIN_TOLERANCE, budget_seconds=options["budget"],
-                                        say=lambda line: None)
+                                        say=lambda line: None,
+                                        on_start=lambda why=why: self.stdout.write(f"{why}: retraining"))
                 except TrainingBusy:
-                    self.stdout.write("another process is training; " + (
+                    self.stdout.write(f"{why}, but another process is training; " + (
                         "not retraining" if options["once"] else "waiting for the next check"))
                 else:
                     attempted = newest if newest is not None else last_id
