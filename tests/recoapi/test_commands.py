@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from io import StringIO
 from pathlib import Path
 
@@ -162,10 +163,20 @@ def test_run_scheduler_once_does_not_retrain_on_what_the_last_retraining_read(se
     assert retraining.newest_read() == (None, int(newest.timestamp()))  # a run recorded before ids were
 
     Interaction.objects.create(shopper_id="s0", product=product, event="cart", occurred_at=newest + timedelta(hours=1))
-    monkeypatch.setattr(retraining, "model_retrain", lambda **kwargs: TrainingRun(decision="skipped", reason="ok"))
+    monkeypatch.setattr(retraining, "model_retrain", _skipped_retraining)
     out = StringIO()
     call_command("run_scheduler", "--once", "--min-events", "1", stdout=out)
     assert "1 new interactions: retraining" in out.getvalue()
+
+
+def _skipped_retraining(*, on_start: Callable[[], None] | None = None, **kwargs: object) -> object:
+    """A retraining that holds the lock at once (it says so through ``on_start``, as the real one does once it
+    holds it) and then skips."""
+    from recoapi.recommendations.models import TrainingRun
+
+    if on_start is not None:
+        on_start()
+    return TrainingRun(decision="skipped", reason="ok")
 
 
 def _bundle(models: Path, version: str, **manifest: object) -> None:
@@ -211,7 +222,7 @@ def test_run_scheduler_counts_what_was_recorded_since_the_training_whatever_its_
         trained_until + timedelta(milliseconds=100)] * 2
     Interaction.objects.bulk_create([Interaction(shopper=shopper, product=product, event="purchase", occurred_at=m)
                                      for m in late])
-    monkeypatch.setattr(retraining, "model_retrain", lambda **kwargs: TrainingRun(decision="skipped", reason="ok"))
+    monkeypatch.setattr(retraining, "model_retrain", _skipped_retraining)
     out = StringIO()
     call_command("run_scheduler", "--once", "--min-events", "100", stdout=out)
     assert "152 new interactions: retraining" in out.getvalue()
@@ -226,7 +237,6 @@ def test_run_scheduler_counts_by_time_from_a_bundle_published_before_manifests_r
 
     from recoapi.catalog.models import Interaction, Product, Shopper
     from recoapi.recommendations import retraining
-    from recoapi.recommendations.models import TrainingRun
 
     settings.RECO_MODELS_DIR = tmp_path / "models"
     trained_until = datetime(2026, 12, 6, 23, 45, 35, tzinfo=UTC)
@@ -236,7 +246,7 @@ def test_run_scheduler_counts_by_time_from_a_bundle_published_before_manifests_r
                    trained_until - timedelta(days=3)):  # the last one recorded late
         Interaction.objects.create(shopper=shopper, product=product, event="view", occurred_at=moment)
     _bundle(tmp_path / "models", "20261206T234600Z", trained_until=int(trained_until.timestamp()))
-    monkeypatch.setattr(retraining, "model_retrain", lambda **kwargs: TrainingRun(decision="skipped", reason="ok"))
+    monkeypatch.setattr(retraining, "model_retrain", _skipped_retraining)
     out = StringIO()
     call_command("run_scheduler", "--once", "--min-events", "5", stdout=out)
     assert "1 new interaction(s) since the last training, fewer than 5: not retraining" in out.getvalue()
