@@ -24,7 +24,7 @@ from modeling.metrics import (
 )
 from modeling.ranking import rank_users, seen_items
 from modeling.reranker import stage_choice_line, stage_summary
-from modeling.splits import for_refit, histories_before, leave_last_out_split
+from modeling.splits import for_refit, histories_before, leave_last_out_split, require_held_out
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +222,7 @@ def compare_leave_last_out(
 
     say = on_progress or (lambda message: None)
     split = leave_last_out_split(data.interactions)
+    require_held_out(split)
     users = pd.Index(data.users[ds.USER_ID].astype(str))
     items = pd.Index(data.items[ds.ITEM_ID].astype(str))
 

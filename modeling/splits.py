@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from modeling import datasets as ds
+from modeling.errors import TrainingError
 
 
 @dataclass
@@ -77,6 +78,21 @@ def leave_last_out_split(interactions: pd.DataFrame, *, min_items: int = 3, seed
              "test": test.index.to_numpy(dtype=np.int64)}
     return Split(train=train.reset_index(drop=True), validation=validation.reset_index(drop=True),
                  test=test.reset_index(drop=True), order=order)
+
+
+def require_held_out(split: Split, *, min_items: int = 3) -> None:
+    """Refuse a split that holds no test item: no shopper found ``min_items`` distinct products (one for
+    validation, one for test, at least one to learn from), so every metric would read 0.
+
+    Raises:
+        TrainingError: naming how many shoppers there are and what each would need.
+    """
+    if len(split.test) > 0:
+        return
+    shoppers = pd.concat([split.train[ds.USER_ID], split.validation[ds.USER_ID]]).nunique()
+    raise TrainingError(f"leave-last-out needs shoppers with at least {min_items} distinct products (one held out "
+                        f"for validation, one for test, the rest to learn from); none of the {shoppers} shoppers "
+                        f"has {min_items}: evaluate a larger export")
 
 
 def histories_before(split: Split, stage: str) -> pd.DataFrame:

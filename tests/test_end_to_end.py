@@ -540,3 +540,14 @@ def test_arguments_that_cannot_work_are_refused_in_one_line(workdir: Path, args:
 def test_recommend_batch_says_when_its_input_is_a_folder(workdir: Path) -> None:
     with pytest.raises(CommandError, match=r"--input .* is a folder; give the file with one shopper id per line"):
         run("recommend_batch", "--input", str(workdir), "--output", str(workdir / "out.csv"))
+
+
+def test_evaluate_refuses_a_shop_where_no_shopper_has_three_products(workdir: Path) -> None:
+    # It printed 0.0000 for every model, then ended in a KeyError traceback from the ranking stage's line.
+    shop = workdir / "tiny-shop"
+    shop.mkdir()
+    (shop / "interactions.csv").write_text("user_id,item_id,timestamp\nu1,a,1700000000\nu1,b,1700000100\n"
+                                           "u2,a,1700000000\nu2,c,1700000200\nu3,b,1700000300\nu3,c,1700000400\n")
+    with pytest.raises(CommandError, match=r"leave-last-out needs shoppers with at least 3 distinct products .* none "
+                                           r"of the 3 shoppers has 3"):
+        run("evaluate", "--source", "csv", "--path", str(shop), "--no-search")

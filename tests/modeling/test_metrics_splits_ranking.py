@@ -320,3 +320,15 @@ def test_baselines_rank_alike_whatever_the_cpus_instruction_set() -> None:
         pytest.skip("this machine's numpy partitions alike with and without AVX-512 (nothing to tell apart)")
     assert native[0] == generic[0]  # rank_users: the same lists
     assert native[2] == generic[2]  # item-kNN: the same neighbours
+
+
+def test_a_split_without_test_items_is_refused_with_what_each_shopper_needs() -> None:
+    from modeling.errors import TrainingError
+    from modeling.splits import leave_last_out_split, require_held_out
+
+    two_each = pd.DataFrame({ds.USER_ID: ["u1", "u1", "u2", "u2"], ds.ITEM_ID: ["a", "b", "a", "c"],
+                             ds.TIMESTAMP: [1, 2, 1, 2]})
+    with pytest.raises(TrainingError, match=r"at least 3 distinct products .* none of the 2 shoppers has 3"):
+        require_held_out(leave_last_out_split(two_each))
+    three = pd.concat([two_each, pd.DataFrame({ds.USER_ID: ["u1"], ds.ITEM_ID: ["c"], ds.TIMESTAMP: [3]})])
+    require_held_out(leave_last_out_split(three))  # one shopper with three: evaluable

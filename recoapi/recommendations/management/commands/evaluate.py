@@ -18,7 +18,7 @@ from modeling.errors import ModelingError
 from modeling.evaluate import EASE_L2_GRID, compare_leave_last_out, format_differences, format_table
 from modeling.params import TwoTowerParams
 from modeling.sources import SOURCES, load_source
-from modeling.splits import leave_last_out_split
+from modeling.splits import leave_last_out_split, require_held_out
 from modeling.tuning import DEFAULT_BUDGET_SECONDS, SEARCH_SPACE, budgeted_search, random_search, read_params
 from recoapi.catalog.services import event_time_bounds
 from recoapi.recommendations.management.stage_progress import echo_stage_progress
@@ -104,6 +104,8 @@ class Command(BaseCommand):
                 build_embeddings(data, cache, model_path=settings.RECO_TEXT_MODEL_PATH,
                                  progress=options["verbosity"] > 1)
                 embeddings = load_embeddings(cache)
+                if options["protocols"] in ("all", "leave_last_out"):  # before any training: every metric would be 0
+                    require_held_out(leave_last_out_split(data.interactions))
                 say = lambda message: self.stdout.write(f"  {message}")  # noqa: E731
                 result: dict[str, Any] = {}
                 if options["search"] > 0:
