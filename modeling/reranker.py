@@ -12,9 +12,8 @@ For m shoppers with query vectors (the two-tower's query tower on their current 
    (each shopper's validation item; optionally also one step earlier, with every source fitted without
    that item), a linear blend, or a single feature, whichever cross-validation over those shoppers finds
    best among the orders whose gain over the baselines' own (item-item, transitions, their blend)
-   exceeds two standard errors; where none does (a small shop with few validation shoppers), the linear
-   blend of the two-tower, item-item, transition and sequential rules scores where it ranks better than
-   the transitions + item-item blend, else that one (:data:`DEFAULT_FALLBACK`).
+   exceeds two standard errors; the baselines' order where none does (a small shop with few
+   validation shoppers gets what the baselines would give it).
 
 Both the training of the ranker and serving compute features with :func:`candidate_features`.
 """
@@ -100,29 +99,14 @@ a richer trial is chosen over the best of them only when its gain on the selecti
 led narrowly on validation, All Beauty's 0.753 against transitions + item-item's 0.748, serving it cost 0.024
 NDCG@10 on the test items: a narrow validation lead is no reason to leave the established rankings)."""
 GENERAL_REFERENCE = "transitions+item_item"
-"""The bar's default among the references: where no richer trial clears the bar, what is served is this blend or
-:data:`DEFAULT_FALLBACK`, unless a single source beats this blend clearly (see :func:`fit_ranker`). The blend holds
-both sources (its weights, chosen on the other folds, may be all on one), so where validation cannot tell them apart
-it keeps each one's evidence. Serving the best reference by its mean alone served the last product's transitions on
-a shop whose validation items favoured them by chance (a 300-shopper rating log of 6,009 products: transitions led
-transitions + item-item by 0.0015 on validation, then served 0.0127 NDCG@10 on the test items against the blend
-baseline's 0.0171), and the popular products to shoppers whose last product had no transitions. The bar stays the
-best reference by its mean: a weaker bar lets more richer trials win by chance."""
-DEFAULT_FALLBACK = "blend"
-"""What the stage serves where no richer trial clears the bar and no single source beats
-:data:`GENERAL_REFERENCE` clearly, when its cross-validated NDCG@10 on the selection shoppers is above
-:data:`GENERAL_REFERENCE`'s (else that blend, as before): the linear blend of :data:`BLEND_PARTS` (the two-tower,
-item-item, its recency-weighted form, the transitions and the sequential rules), its weights chosen on the selection
-shoppers. It holds the transitions + item-item blend's parts and adds the two-tower, which the baselines lack.
-Chosen on validation items only: its cross-validated NDCG@10 led the transitions + item-item blend's on every shared
-data set's validation shoppers in `evaluate`'s runs (Gift Cards 0.243 against 0.230, All Beauty 0.746 / 0.740,
-Fashion 0.789 / 0.779, Appliances 0.287 / 0.264, the clickstream 0.276 / 0.269, MovieLens 0.073 / 0.063, the csv
-shop 0.036 / 0.022), no shop large enough to show it beyond two standard errors on its own; with the two-tower of
-default parameters (no search) it led on three of five (`benchmarks/fallback_blend.py`: Gift Cards +0.010 ± 0.009,
-All Beauty −0.002 ± 0.007, Fashion +0.015 ± 0.011, Appliances +0.142 ± 0.046 on 17 shoppers, the csv shop −0.003
-± 0.009): how much it adds follows the shop's two-tower, hence the comparison per shop. Between two rankings this
-close, the one with the better mean costs nothing where they are equal (unlike the best of a dozen trials, which
-leads by chance far more often). Before, the transitions + item-item blend was served there."""
+"""What the stage serves when no richer trial clears the bar, unless a single source beats it clearly (see
+:func:`fit_ranker`): the blend holds both sources (its weights, chosen on the other folds, may be all on one), so
+where validation cannot tell them apart it keeps each one's evidence. Serving the best reference by its mean
+alone served the last product's transitions on a shop whose validation items favoured them by chance (a
+300-shopper rating log of 6,009 products: transitions led transitions + item-item by 0.0015 on validation, then
+served 0.0127 NDCG@10 on the test items against the blend baseline's 0.0171), and the popular products to
+shoppers whose last product had no transitions. The bar stays the best reference by its mean: a weaker bar lets
+more richer trials win by chance."""
 CHOICE_STANDARD_ERRORS = 2.0
 """Two, not one: the best of a dozen trials is compared, so a one-error gain is often chance."""
 
@@ -966,11 +950,9 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
 
     The best trial whose paired gain over the reference, the best of :data:`REFERENCE_TRIALS` (the baselines' own
     rankings, compared on every shopper: they do not use the two-tower), exceeds :data:`CHOICE_STANDARD_ERRORS`
-    standard errors on the selection shoppers is chosen. Where none does, a small or noisy validation set is served
-    the linear blend (:data:`DEFAULT_FALLBACK`) where it ranks the selection shoppers better than
-    :data:`GENERAL_REFERENCE`, else that one, unless item-item or the transitions alone beats
-    :data:`GENERAL_REFERENCE` by as many standard errors on every shopper (the "fallback"; the reference keeps its
-    role as the bar).
+    standard errors on the selection shoppers is chosen. Where none does, a small or noisy validation set serves
+    what the simple baselines would: :data:`GENERAL_REFERENCE`, unless item-item or the transitions alone beats
+    it by as many standard errors on every shopper (the "fallback"; the reference keeps its role as the bar).
 
     Args:
         candidates: (m, C) positions, -1 pads.
@@ -1051,9 +1033,7 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
     gain, error = paired_gain(trials[best][select], trials[reference][select])
     choice = choose_trial({name: values[select] for name, values in trials.items()}, reference)
     fallback = choose_reference({name: trials[name] for name in REFERENCE_TRIALS})
-    if fallback == GENERAL_REFERENCE and means[DEFAULT_FALLBACK] > means[GENERAL_REFERENCE]:
-        fallback = DEFAULT_FALLBACK  # no single source clearly better: the linear blend, where it ranks better
-    if choice == reference:  # no richer trial cleared the bar: the default blend, unless a single source is clearly
+    if choice == reference:  # no richer trial cleared the bar: the general blend, unless a single source is clearly
         choice = fallback   # better (the best reference by its mean alone may lead by chance)
     report: dict[str, Any] = {"shoppers": int(m), "selection_shoppers": int(select.sum()),
                               "with_item_in_candidates": int(has_positive.sum()),

@@ -15,11 +15,8 @@ from modeling.candidates import CsrArrays, HistoryBatch, Sources, entries_at, fi
 from modeling.features import ItemAttributes
 from modeling.index import ExactIndex
 from modeling.reranker import (
-    BLEND_PARTS,
     CODE_FILES,
-    DEFAULT_FALLBACK,
     FEATURES,
-    GENERAL_REFERENCE,
     PRIOR_ROUNDS,
     PRIOR_SCALE,
     REFERENCE_TRIALS,
@@ -338,11 +335,9 @@ def test_a_blend_of_two_sources_is_chosen_on_few_shoppers_when_they_add_up() -> 
         assert report["weights"]["transition_last"] == 0.0 and report["weights"]["two_tower"] > 0
 
 
-def test_a_gain_within_the_noise_leaves_the_default_blend_in_place() -> None:
+def test_a_gain_within_the_noise_leaves_the_baselines_ranking_in_place() -> None:
     """Held-out items that no feature predicts: the best of a dozen trials wins by chance only. Without
-    the two-error rule 7 of these 8 shops would serve a chance winner; with it, at most 2 do. The others are
-    served the default blend (the same ranking whichever trial led), or a single reference source that beat the
-    transitions + item-item blend clearly."""
+    the two-error rule 7 of these 8 shops would serve a chance winner; with it, at most 2 do."""
     chance_winners = 0
     for seed in range(8):
         candidates, features, targets = _synthetic_lists(60, 30, "noise", seed=seed)
@@ -351,15 +346,9 @@ def test_a_gain_within_the_noise_leaves_the_default_blend_in_place() -> None:
         assert report["reference"] in REFERENCE_TRIALS
         if gain["mean"] > 2 * gain["standard_error"]:
             assert report["choice"] == report["best"]
-        else:  # the default blend, unless a single reference source is clearly better than transitions + item-item
-            assert report["choice"] == report["fallback"], report
-            assert report["fallback"] == DEFAULT_FALLBACK or report["fallback"] in REFERENCE_TRIALS, report
-            trials = report["cross_validation"]
-            if report["fallback"] == DEFAULT_FALLBACK:  # served where it ranks better than the baselines' blend
-                assert trials[DEFAULT_FALLBACK] > trials[GENERAL_REFERENCE], report
-            elif report["fallback"] == GENERAL_REFERENCE:
-                assert trials[DEFAULT_FALLBACK] <= trials[GENERAL_REFERENCE], report
-        chance_winners += report["choice"] not in (*REFERENCE_TRIALS, DEFAULT_FALLBACK)
+        else:  # the general blend, unless a single reference source is clearly better than it
+            assert report["choice"] == report["fallback"] and report["fallback"] in REFERENCE_TRIALS, report
+        chance_winners += report["choice"] not in REFERENCE_TRIALS
     assert chance_winners <= 2
 
 
@@ -700,44 +689,26 @@ def test_the_stage_choice_line_says_what_is_served_and_why() -> None:
         "ranking stage: serves feature:two_tower (no validation shopper to choose on)")
 
 
-def test_where_nothing_clears_the_bar_the_default_blend_is_served_weighed_on_the_selection_shoppers() -> None:
-    """The default blend reads the two-tower score, so its weights are chosen on the selection shoppers only (the
-    half the two-tower's early stopping never looked at), as its cross-validation chose them. Before, the
-    transitions + item-item blend was served there, weighed on every validation shopper."""
-    from modeling.reranker import _blend_grid, _cross_validated_weights
+def test_the_fallback_blend_is_weighed_on_every_validation_shopper() -> None:
+    """It reads no two-tower score (as the transitions+EASE baseline, which weighs itself on every shopper)."""
+    from modeling.reranker import BLEND_PARTS, GENERAL_REFERENCE, _sequential_grid, _weights_on_everyone
 
     served = 0
     for seed in range(6):
         candidates, features, targets = _synthetic_lists(60, 30, "noise", seed=seed)
         selection = np.arange(60) < 20
         ranker, report = fit_ranker(candidates, features, targets, config=StageConfig(seed=seed), selection=selection)
-        if report["choice"] != DEFAULT_FALLBACK:
+        if report["choice"] != GENERAL_REFERENCE:
             continue
         served += 1
-        fold_of = np.random.default_rng(seed).permutation(60) % StageConfig().folds
-        _, expected, _ = _cross_validated_weights(candidates, features, targets, _blend_grid(), fold_of,
-                                                  StageConfig().folds, selection)
-        assert ranker.kind == "blend" and ranker.weights == expected
-        assert report["weights"] == dict(zip(BLEND_PARTS, expected, strict=True))
-        assert report["fallback"] == DEFAULT_FALLBACK
+        expected = _weights_on_everyone(candidates, features, targets, _sequential_grid())
+        assert ranker.weights == expected and report["weights"] == dict(zip(BLEND_PARTS, expected, strict=True))
     assert served >= 1
-
-
-def test_a_single_source_clearly_better_than_transitions_and_item_item_is_served_instead_of_the_default_blend(
-        ) -> None:
-    # Held-out items that only item-item finds, where LambdaMART cannot train (too few lists hold them): the fallback
-    # is the item-item score alone when it beats the transitions + item-item blend by two standard errors.
-    rng = np.random.default_rng(11)
-    reference = {"feature:item_item": rng.random(200) + 0.2, "feature:transition_last": rng.random(200),
-                 "transitions+item_item": rng.random(200)}
-    assert choose_reference(reference) == "feature:item_item"
-    close = {**reference, "feature:item_item": reference["transitions+item_item"] + rng.normal(0.001, 0.3, 200)}
-    assert choose_reference(close) == GENERAL_REFERENCE  # fit_ranker then serves DEFAULT_FALLBACK
 
 
 def test_the_line_on_a_served_blend_names_the_parts_its_weights_keep() -> None:
     # `make demo` printed "serves transitions+item_item" for a blend of item-item alone (transitions weighed 0).
-    from modeling.reranker import describe_blend
+    from modeling.reranker import BLEND_PARTS, GENERAL_REFERENCE, describe_blend
 
     assert describe_blend({"two_tower": 0.0, "item_item": 1.0, "item_item_recent": 0.0, "transition_last": 0.0,
                            "sequence": 0.0}) == "item_item x 1"
@@ -749,10 +720,10 @@ def test_the_line_on_a_served_blend_names_the_parts_its_weights_keep() -> None:
         said: list[str] = []
         ranker, report = fit_ranker(candidates, features, targets, config=StageConfig(seed=seed),
                                     selection=np.arange(60) < 20, say=said.append)
-        if report["choice"] != DEFAULT_FALLBACK:
+        if report["choice"] != GENERAL_REFERENCE:
             continue
         served += 1
         weights = dict(zip(BLEND_PARTS, ranker.weights, strict=True))
-        assert said[-1].startswith(f"ranking stage: {DEFAULT_FALLBACK} weighing {describe_blend(weights)} (")
-        assert "(the fallback: no richer trial gained 2 standard errors over" in said[-1]
+        assert said[-1].startswith(f"ranking stage: {GENERAL_REFERENCE} weighing {describe_blend(weights)} (")
+        assert "two_tower x" not in said[-1]  # never part of the transitions + item-item blend
     assert served >= 1
