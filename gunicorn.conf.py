@@ -2,13 +2,37 @@
 
 import os
 import re
+import sys
+
+# The service's own parsing of variables (recoapi.env needs Django's exception class only, not its settings).
+from django.core.exceptions import ImproperlyConfigured
+
+from recoapi.env import env_bool, env_int
+
+REQUEST_LINE_ROOM = 1024  # see "Request bounds" below
+try:
+    _WORKERS = env_int("RECO_WORKERS", 2)
+    _THREADS = env_int("RECO_THREADS", 2)
+    _BLAS_THREADS = env_int("RECO_BLAS_THREADS", 1)
+    _MAX_QUERY_STRING = env_int("RECO_MAX_QUERY_STRING", 16 * 1024)
+    _ACCESS_LOG = env_bool("RECO_ACCESS_LOG", False)
+    _TEXT_PROCESS = env_bool("RECO_TEXT_PROCESS", True)
+    for _variable, _value in (("RECO_WORKERS", _WORKERS), ("RECO_THREADS", _THREADS),
+                              ("RECO_BLAS_THREADS", _BLAS_THREADS)):
+        if _value < 1:
+            raise ImproperlyConfigured(f"environment variable {_variable}={_value} must be at least 1")
+    if not 256 <= _MAX_QUERY_STRING <= 1024 * 1024 - REQUEST_LINE_ROOM:  # as recoapi/settings.py checks it
+        raise ImproperlyConfigured(f"environment variable RECO_MAX_QUERY_STRING={_MAX_QUERY_STRING} must be from 256 "
+                                   f"to {1024 * 1024 - REQUEST_LINE_ROOM} characters")
+except ImproperlyConfigured as _exc:  # one line, not gunicorn's "Failed to read config file" and a traceback
+    sys.exit(f"ImproperlyConfigured: {_exc}")
 
 bind = os.environ.get("RECO_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("RECO_WORKERS", "2"))
-threads = int(os.environ.get("RECO_THREADS", "2"))
+workers = _WORKERS
+threads = _THREADS
 timeout = 120
 # logs/requests.log already has a line per request (with its id, strategies and model version).
-accesslog = "-" if os.environ.get("RECO_ACCESS_LOG", "0").lower() in ("1", "true", "yes", "on") else None
+accesslog = "-" if _ACCESS_LOG else None
 wsgi_app = "recoapi.wsgi:application"
 # gunicorn's own answers (request line or headers over the limits below, unparseable requests) are JSON
 # errors in the service's shape; this worker also lifts gunicorn's 8,190-byte cap on limit_request_line.
@@ -19,8 +43,7 @@ worker_class = "recoapi.gunicorn_worker.JsonErrorWorker"
 # line is refused by gunicorn, also as a JSON 414. Headers keep gunicorn's defaults (100 fields of at most
 # 8,190 bytes each: a token or a session cookie is far below); bodies are bounded by the service
 # (RECO_MAX_BODY_BYTES, 413).
-REQUEST_LINE_ROOM = 1024
-limit_request_line = int(os.environ.get("RECO_MAX_QUERY_STRING", str(16 * 1024))) + REQUEST_LINE_ROOM
+limit_request_line = _MAX_QUERY_STRING + REQUEST_LINE_ROOM  # at most recoapi.gunicorn_worker's 1 MiB ceiling
 limit_request_fields = 100
 limit_request_field_size = 8190
 
@@ -47,7 +70,7 @@ def _control_socket_path(setting: str, bind_address: str) -> str | None:
 # the tokenizer and the encoder's weights were about 130 MB of every worker's resident memory. gunicorn starts
 # it, restarts it after a crash and stops it with the server; a worker that cannot reach it encodes in
 # process. RECO_TEXT_PROCESS=0: every worker loads its own encoder, as before.
-if os.environ.get("RECO_TEXT_PROCESS", "1").strip().lower() not in ("0", "false", "no", "off"):
+if _TEXT_PROCESS:
     dirty_apps = ["recoapi.text_process:TextEncoderApp"]
     dirty_workers = 1
     dirty_threads = threads  # one encode per web worker thread at a time, at most: ONNX Runtime runs them side by side
@@ -65,7 +88,7 @@ else:
 # One BLAS thread per worker: the workers already use the cores, and a request's matrix products
 # are small; several BLAS threads per worker only fight each other (set before numpy loads).
 for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_name, os.environ.get("RECO_BLAS_THREADS", "1"))
+    os.environ.setdefault(_name, str(_BLAS_THREADS))
 
 
 # Memory-backed files where the machine has them (Linux's /dev/shm): every worker touches its heartbeat

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 from datetime import UTC, datetime
+from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -80,6 +81,31 @@ def env_time(name: str, default: str) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp())
+
+
+def env_dir(name: str, default: str, *, create: bool = False) -> Path:
+    """A directory variable: an empty value, a path that is not a directory (a file) or that lies under a file are
+    refused; with ``create``, the directory is made (with its parents) when missing."""
+    value = env_str(name, default)
+    if not value.strip():
+        raise ImproperlyConfigured(f"environment variable {name} is empty: unset it for the default ({default}) "
+                                   "or name a directory")
+    path = Path(value)
+    try:
+        existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    except OSError as exc:  # a parent that may not be read
+        raise ImproperlyConfigured(f"environment variable {name}={value!r} cannot be used as a directory "
+                                   f"({exc.strerror or exc})") from exc
+    if existing is not None and not existing.is_dir():
+        where = "it exists and is not one" if existing == path else f"{str(existing)!r} above it is not one"
+        raise ImproperlyConfigured(f"environment variable {name}={value!r} must name a directory: {where}")
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ImproperlyConfigured(f"environment variable {name}={value!r}: the directory cannot be created "
+                                       f"({exc.strerror or exc})") from exc
+    return path
 
 
 def env_list(name: str, default: str) -> list[str]:

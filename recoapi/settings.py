@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from modeling import runtime as _runtime  # noqa: F401  (first: environment for TensorFlow)
 
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+from urllib.parse import urlsplit  # noqa: E402
 
 import dj_database_url  # noqa: E402
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
@@ -19,6 +21,7 @@ from modeling.sources import SOURCES  # noqa: E402
 from recoapi.env import (  # noqa: E402
     env_bool,
     env_choice,
+    env_dir,
     env_float,
     env_int,
     env_list,
@@ -49,6 +52,9 @@ if PRODUCTION:
     # HTTPS only. Behind a TLS-terminating proxy, set RECO_PROXY_SSL_HEADER=1 so Django trusts X-Forwarded-Proto.
     SECURE_SSL_REDIRECT = env_bool("RECO_SSL_REDIRECT", True)
     SECURE_HSTS_SECONDS = env_int("RECO_HSTS_SECONDS", 3600)
+    if SECURE_HSTS_SECONDS < 0:
+        raise ImproperlyConfigured(f"RECO_HSTS_SECONDS must be 0 (no HSTS header) or a number of seconds, got "
+                                   f"{SECURE_HSTS_SECONDS}")
     # Django's deploy checks ask for both; turn them off if a subdomain must stay reachable over plain HTTP.
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("RECO_HSTS_INCLUDE_SUBDOMAINS", True)
     SECURE_HSTS_PRELOAD = env_bool("RECO_HSTS_PRELOAD", True)
@@ -105,15 +111,19 @@ TEMPLATES = [
     },
 ]
 
+_DATABASE_EXAMPLES = "e.g. postgres://user:password@host:5432/name or sqlite:////absolute/path.db"
+_DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+if not _DATABASE_URL.strip():  # a deployment's unfilled template: not silently the local SQLite file
+    raise ImproperlyConfigured(f"DATABASE_URL is empty: unset it for the SQLite file db.sqlite3 beside manage.py, "
+                               f"or give a database URL ({_DATABASE_EXAMPLES})")
 try:
-    DATABASES = {
-        "default": dj_database_url.config(
-            env="DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=60
-        )
-    }
-except ValueError as _exc:  # an unknown scheme (postgress://), a malformed URL
-    raise ImproperlyConfigured(f"DATABASE_URL is not a database URL this service can use ({_exc}); e.g. "
-                               "postgres://user:password@host:5432/name or sqlite:////absolute/path.db") from _exc
+    DATABASES = {"default": dj_database_url.parse(_DATABASE_URL.strip(), conn_max_age=60)}
+except dj_database_url.UnknownSchemeError as _exc:  # postgress://, mysql-connector://...
+    raise ImproperlyConfigured(f"DATABASE_URL's scheme {_exc.scheme + '://'!r} is not one this service can use: "
+                               f"postgres://, postgresql:// or sqlite:// ({_DATABASE_EXAMPLES})") from _exc
+except ValueError as _exc:  # a malformed URL
+    raise ImproperlyConfigured(f"DATABASE_URL is not a database URL this service can use ({_exc}); "
+                               f"{_DATABASE_EXAMPLES}") from _exc
 if DATABASES["default"]["ENGINE"] not in ("django.db.backends.sqlite3", "django.db.backends.postgresql"):
     raise ImproperlyConfigured(f"DATABASE_URL names a {DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]} database; "
                                "this service runs on SQLite or PostgreSQL only (its queries and migrations are tested "
@@ -122,6 +132,10 @@ if DATABASES["default"]["ENGINE"] not in ("django.db.backends.sqlite3", "django.
 if not DATABASES["default"].get("NAME"):
     raise ImproperlyConfigured("DATABASE_URL names no database: give it after the host, "
                                "e.g. postgres://user@host:5432/shop")
+if DATABASES["default"]["NAME"] == ":memory:":  # sqlite://, sqlite:///: each process would have its own, empty one
+    raise ImproperlyConfigured("DATABASE_URL names an in-memory SQLite database, which every process (each command, "
+                               "each worker) would have to itself, empty: give a file, e.g. "
+                               "sqlite:////absolute/path.db")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Write-ahead logging: readers (the serving workers) never wait for an import's transaction; writers wait
     # up to 20 s for each other instead of failing with "database is locked".
@@ -181,18 +195,35 @@ REST_FRAMEWORK = {
 # Throttle counts live in this cache. Each process has its own unless RECO_REDIS_URL names a Redis server,
 # which every worker and every host then shares (django-redis; short socket timeouts, since a request
 # waits for it: while Redis is unreachable the throttles let requests through, see recoapi/throttling.py).
+# A URL the client cannot use, or a timeout that fails every call, would otherwise look like an outage at every
+# request (the throttles then let everything through), so both are refused here.
 RECO_REDIS_URL = env_str("RECO_REDIS_URL", "")
+_CACHE_MAX_ENTRIES = env_int("RECO_CACHE_MAX_ENTRIES", 10_000)
+if _CACHE_MAX_ENTRIES < 1:
+    raise ImproperlyConfigured(f"RECO_CACHE_MAX_ENTRIES must be 1 or more, got {_CACHE_MAX_ENTRIES}")
 if RECO_REDIS_URL:
+    if urlsplit(RECO_REDIS_URL).scheme not in ("redis", "rediss", "unix"):
+        raise ImproperlyConfigured(f"RECO_REDIS_URL={RECO_REDIS_URL!r} is not a Redis URL: redis://host:6379/0, "
+                                   "rediss://host:6380/0 (TLS) or unix:///path/to/redis.sock")
+    _REDIS_TIMEOUT = env_float("RECO_REDIS_TIMEOUT", 0.25)
+    if _REDIS_TIMEOUT <= 0:
+        raise ImproperlyConfigured(f"RECO_REDIS_TIMEOUT must be a positive number of seconds, got {_REDIS_TIMEOUT:g}")
     CACHES = {"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": RECO_REDIS_URL,
                           "KEY_PREFIX": env_str("RECO_REDIS_PREFIX", "recoapi"),
-                          "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": env_float("RECO_REDIS_TIMEOUT", 0.25),
-                                      "SOCKET_TIMEOUT": env_float("RECO_REDIS_TIMEOUT", 0.25)}}}
+                          "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": _REDIS_TIMEOUT, "SOCKET_TIMEOUT": _REDIS_TIMEOUT}}}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-                          "OPTIONS": {"MAX_ENTRIES": env_int("RECO_CACHE_MAX_ENTRIES", 10_000)}}}
-# Request bounds: bodies above this many bytes get 413, longer query strings 414.
+                          "OPTIONS": {"MAX_ENTRIES": _CACHE_MAX_ENTRIES}}}
+# Request bounds: bodies above this many bytes get 413, longer query strings 414. Under gunicorn a request line
+# may hold the query string and 1 KiB more (gunicorn.conf.py), at most recoapi.gunicorn_worker's 1 MiB ceiling.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("RECO_MAX_BODY_BYTES", 1024 * 1024)
+if DATA_UPLOAD_MAX_MEMORY_SIZE < 1024:
+    raise ImproperlyConfigured(f"RECO_MAX_BODY_BYTES must be at least 1024 (a body of a few events), got "
+                               f"{DATA_UPLOAD_MAX_MEMORY_SIZE}")
 RECO_MAX_QUERY_STRING = env_int("RECO_MAX_QUERY_STRING", 16 * 1024)
+if not 256 <= RECO_MAX_QUERY_STRING <= 1024 * 1024 - 1024:
+    raise ImproperlyConfigured(f"RECO_MAX_QUERY_STRING must be from 256 to 1047552 characters, got "
+                               f"{RECO_MAX_QUERY_STRING}")
 SPECTACULAR_SETTINGS = {
     "TITLE": "Recommendation service API",
     "DESCRIPTION": "Top-N product recommendations for known, new and anonymous shoppers.",
@@ -209,9 +240,9 @@ SPECTACULAR_SETTINGS = {
 # --- The service's own settings -------------------------------------------------------------
 RECO_DATA_SOURCE = env_choice("RECO_DATA_SOURCE", "amazon2018", SOURCES)
 RECO_DATA_PATH = Path(env_str("RECO_DATA_PATH", str(BASE_DIR / "data" / "raw" / "demo")))
-RECO_PROCESSED_DIR = Path(env_str("RECO_PROCESSED_DIR", str(BASE_DIR / "data" / "processed")))
+RECO_PROCESSED_DIR = env_dir("RECO_PROCESSED_DIR", str(BASE_DIR / "data" / "processed"))
 RECO_EMBEDDINGS_DIR = Path(env_str("RECO_EMBEDDINGS_DIR", str(BASE_DIR / "embeddings")))
-RECO_MODELS_DIR = Path(env_str("RECO_MODELS_DIR", str(BASE_DIR / "models")))
+RECO_MODELS_DIR = env_dir("RECO_MODELS_DIR", str(BASE_DIR / "models"))
 # A directory every API host mounts: bundles are published there and the database names the active version
 # (recoapi/recommendations/model_store.py); RECO_MODELS_DIR is then each host's cache of it. Empty: one host.
 RECO_MODEL_STORE = env_str("RECO_MODEL_STORE", "")
@@ -229,7 +260,11 @@ except FilterError as _problem:
 RECO_TEXT_MODEL_PATH = env_str("RECO_TEXT_MODEL_PATH", "") or None
 # Plausible event times (POST /events and every importer): not before this moment (unix seconds; the default
 # 1995-01-01 precedes the earliest public shop and rating data), and at most this many seconds in the future.
+_EVENT_TIME_FLOOR = -2_208_988_800  # 1900-01-01
 RECO_EVENT_MIN_TIME = env_time("RECO_EVENT_MIN_TIME", "1995-01-01")
+if not _EVENT_TIME_FLOOR <= RECO_EVENT_MIN_TIME <= time.time():
+    raise ImproperlyConfigured(f"RECO_EVENT_MIN_TIME must be a moment in the past, from 1900-01-01 on (else no event "
+                               f"time is accepted), got {RECO_EVENT_MIN_TIME} unix seconds")
 RECO_EVENT_MAX_FUTURE_SECONDS = env_int("RECO_EVENT_MAX_FUTURE_SECONDS", 300)
 RECO_EVENTS_MAX_BATCH = env_int("RECO_EVENTS_MAX_BATCH", 1000)
 RECO_PRODUCTS_MAX_BATCH = env_int("RECO_PRODUCTS_MAX_BATCH", 500)
@@ -257,9 +292,9 @@ if not (RECO_IMPRESSIONS_FLUSH_SECONDS > 0 and RECO_IMPRESSIONS_BATCH >= 1 and R
 # Stored lists older than this many days are deleted by `prune_lists` and at each check of `run_scheduler` (0: kept
 # forever); lists of an experiment are kept while the experiment exists (its results are computed from them).
 RECO_LIST_RETENTION_DAYS = env_float("RECO_LIST_RETENTION_DAYS", 90.0)
-if not 0 <= RECO_LIST_RETENTION_DAYS < float("inf"):
-    raise ImproperlyConfigured(f"RECO_LIST_RETENTION_DAYS must be 0 (keep every list) or a number of days, got "
-                               f"{RECO_LIST_RETENTION_DAYS:g}")
+if not 0 <= RECO_LIST_RETENTION_DAYS <= 36_500:  # recoapi.recommendations.services.PRUNE_MAX_DAYS
+    raise ImproperlyConfigured(f"RECO_LIST_RETENTION_DAYS must be 0 (keep every list) or a number of days up to "
+                               f"36500, got {RECO_LIST_RETENTION_DAYS:g}")
 if RECO_PRODUCTS_MAX_BATCH < 1:
     raise ImproperlyConfigured("RECO_PRODUCTS_MAX_BATCH must be 1 or more")
 if RECO_EVENTS_MAX_BATCH < 1:
@@ -268,6 +303,9 @@ if RECO_EVENT_MAX_FUTURE_SECONDS < 0:
     raise ImproperlyConfigured("RECO_EVENT_MAX_FUTURE_SECONDS must be 0 or more")
 # How often (seconds) a worker looks at models/ACTIVE for a newer version.
 RECO_ACTIVE_CHECK_SECONDS = env_float("RECO_ACTIVE_CHECK_SECONDS", 1.0)
+if RECO_ACTIVE_CHECK_SECONDS < 0:
+    raise ImproperlyConfigured(f"RECO_ACTIVE_CHECK_SECONDS must be 0 (at every request) or more, got "
+                               f"{RECO_ACTIVE_CHECK_SECONDS:g}")
 RECO_MAX_K = env_int("RECO_MAX_K", 100)
 # Give products added after training text-based vectors when the engine loads (needs the text model).
 RECO_ENCODE_NEW_PRODUCTS = env_bool("RECO_ENCODE_NEW_PRODUCTS", True)
@@ -282,11 +320,16 @@ RECO_HISTORY_LIMIT = env_int("RECO_HISTORY_LIMIT", 1000)
 if RECO_HISTORY_LIMIT < 1:
     raise ImproperlyConfigured(f"RECO_HISTORY_LIMIT must be at least 1, got {RECO_HISTORY_LIMIT}")
 RECO_MAX_USERS = env_int("RECO_MAX_USERS", 100)
+if RECO_MAX_USERS < 1:
+    raise ImproperlyConfigured(f"RECO_MAX_USERS must be 1 or more, got {RECO_MAX_USERS}")
 # Catalogues with at least this many products are searched with an approximate (FAISS IVF) index, built and
 # tuned when the bundle is published (docs/performance.md); 0: never.
 RECO_ANN_MIN_ITEMS = env_int("RECO_ANN_MIN_ITEMS", ANN_MIN_ITEMS)
 # Inverted lists the approximate index scans per query; 0: the value tuned at publishing.
 RECO_ANN_NPROBE = env_int("RECO_ANN_NPROBE", 0)
+if not 0 <= RECO_ANN_NPROBE <= 1_000_000:  # FAISS scans at most all the index's lists (thousands)
+    raise ImproperlyConfigured(f"RECO_ANN_NPROBE must be 0 (the value tuned at publishing) or a positive number of "
+                               f"lists up to 1000000, got {RECO_ANN_NPROBE}")
 # The C allocator's arenas in each gunicorn worker (recoapi.allocator); 0: glibc's default (8 per core).
 RECO_COMPILED_RANKER = env_bool("RECO_COMPILED_RANKER", True)
 RECO_MALLOC_ARENAS = env_int("RECO_MALLOC_ARENAS", 2)
@@ -299,10 +342,9 @@ if RECO_RELEASE_AFTER_SHOPPERS < 0:
     raise ImproperlyConfigured(
         f"RECO_RELEASE_AFTER_SHOPPERS must be 0 (never) or more, not {RECO_RELEASE_AFTER_SHOPPERS}")
 
-LOGS_DIR = Path(env_str("RECO_LOGS_DIR", str(BASE_DIR / "logs")))
+LOGS_DIR = env_dir("RECO_LOGS_DIR", str(BASE_DIR / "logs"), create=True)
 LOG_LEVEL = env_choice("RECO_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
 CONSOLE_LOG_LEVEL = env_choice("RECO_CONSOLE_LOG_LEVEL", "WARNING", ("DEBUG", "INFO", "WARNING", "ERROR"))
-LOGS_DIR.mkdir(parents=True, exist_ok=True)
 
 
 # Every gunicorn worker, management command and test process writes the same files, so rotation must be

@@ -125,3 +125,130 @@ def test_settings_this_service_cannot_use_are_one_line_at_start(env: dict[str, s
     # Before: MySQL got Django's "Error loading MySQLdb module"; a tolerance of 5 was taken (any candidate passes).
     done = manage("check", env={**env, "RECO_LOGS_DIR": str(tmp_path)})
     assert done.returncode == 1 and "Traceback" not in done.stderr and message in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("env, message", [
+    # every /recommendations and /similar_items answered 500 (FAISS's nprobe is unsigned)
+    ({"RECO_ANN_NPROBE": "-1"}, "RECO_ANN_NPROBE must be 0 (the value tuned at publishing) or a positive number"),
+    # every request answered 414, 400 or (POST) 413
+    ({"RECO_MAX_QUERY_STRING": "-5"}, "RECO_MAX_QUERY_STRING must be from 256 to 1047552 characters, got -5"),
+    ({"RECO_MAX_QUERY_STRING": "2000000"}, "RECO_MAX_QUERY_STRING must be from 256 to 1047552 characters"),
+    ({"RECO_MAX_USERS": "0"}, "RECO_MAX_USERS must be 1 or more, got 0"),
+    ({"RECO_MAX_USERS": "-3"}, "RECO_MAX_USERS must be 1 or more, got -3"),
+    ({"RECO_MAX_BODY_BYTES": "-1"}, "RECO_MAX_BODY_BYTES must be at least 1024"),
+    ({"RECO_MAX_BODY_BYTES": "0"}, "RECO_MAX_BODY_BYTES must be at least 1024"),
+    # prune_lists and run_scheduler ended in OverflowError: date value out of range
+    ({"RECO_LIST_RETENTION_DAYS": "1000000"}, "RECO_LIST_RETENTION_DAYS must be 0 (keep every list) or a number of "
+                                              "days up to 36500, got 1e+06"),
+    # an in-memory database: migrate said OK, then every other command found no tables
+    ({"DATABASE_URL": "sqlite://"}, "DATABASE_URL names an in-memory SQLite database"),
+    ({"DATABASE_URL": "sqlite:///"}, "DATABASE_URL names an in-memory SQLite database"),
+    ({"DATABASE_URL": "sqlite://:memory:"}, "DATABASE_URL names an in-memory SQLite database"),
+    # throttling turned itself off, as during a Redis outage
+    ({"RECO_REDIS_URL": "http://nope"}, "RECO_REDIS_URL='http://nope' is not a Redis URL"),
+    ({"RECO_REDIS_URL": "redis://127.0.0.1:6379/0", "RECO_REDIS_TIMEOUT": "-1"},
+     "RECO_REDIS_TIMEOUT must be a positive number of seconds, got -1"),
+    ({"RECO_REDIS_URL": "redis://127.0.0.1:6379/0", "RECO_REDIS_TIMEOUT": "0"},
+     "RECO_REDIS_TIMEOUT must be a positive number of seconds, got 0"),
+    # POST /events answered 500 (a time beyond pandas' dates), or no event time was plausible
+    ({"RECO_EVENT_MIN_TIME": "99999999999999999"}, "RECO_EVENT_MIN_TIME must be a moment in the past"),
+    ({"RECO_EVENT_MIN_TIME": "2100-01-01"}, "RECO_EVENT_MIN_TIME must be a moment in the past"),
+    ({"RECO_CACHE_MAX_ENTRIES": "-1"}, "RECO_CACHE_MAX_ENTRIES must be 1 or more, got -1"),
+    ({"RECO_ACTIVE_CHECK_SECONDS": "-1"}, "RECO_ACTIVE_CHECK_SECONDS must be 0 (at every request) or more, got -1"),
+    ({**GOOD, "RECO_HSTS_SECONDS": "-1"}, "RECO_HSTS_SECONDS must be 0 (no HSTS header) or a number of seconds"),
+])
+def test_values_that_would_break_the_service_are_refused_at_start(env: dict[str, str], message: str,
+                                                                  tmp_path: Path) -> None:
+    done = manage("check", env={**env, "RECO_LOGS_DIR": str(tmp_path)})
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_the_bounds_themselves_are_accepted(tmp_path: Path) -> None:
+    env = {"RECO_ANN_NPROBE": "0", "RECO_MAX_QUERY_STRING": "1047552", "RECO_MAX_USERS": "1",
+           "RECO_MAX_BODY_BYTES": "1024", "RECO_LIST_RETENTION_DAYS": "36500", "RECO_EVENT_MIN_TIME": "1900-01-01",
+           "RECO_CACHE_MAX_ENTRIES": "1", "RECO_ACTIVE_CHECK_SECONDS": "0", "RECO_LOGS_DIR": str(tmp_path)}
+    done = manage("check", env=env)
+    assert done.returncode == 0, done.stderr
+
+
+def test_an_empty_or_unknown_database_url_is_one_line(tmp_path: Path) -> None:
+    """An empty DATABASE_URL was a KeyError: 'ENGINE' traceback; an unknown scheme's message listed MySQL and
+    others that the service refuses anyway."""
+    empty = manage("check", env={"DATABASE_URL": "", "RECO_LOGS_DIR": str(tmp_path)})
+    assert empty.returncode == 1 and "Traceback" not in empty.stderr, empty.stderr
+    assert "DATABASE_URL is empty: unset it for the SQLite file db.sqlite3" in empty.stderr
+    unknown = manage("check", env={"DATABASE_URL": "postgress://user@host:5432/shop", "RECO_LOGS_DIR": str(tmp_path)})
+    assert unknown.returncode == 1 and "Traceback" not in unknown.stderr, unknown.stderr
+    assert ("DATABASE_URL's scheme 'postgress://' is not one this service can use: postgres://, postgresql:// or "
+            "sqlite://") in unknown.stderr
+    assert "mysql" not in unknown.stderr and "mssql" not in unknown.stderr
+
+
+@pytest.mark.parametrize("variable", ["RECO_LOGS_DIR", "RECO_PROCESSED_DIR", "RECO_MODELS_DIR"])
+def test_a_directory_setting_that_is_a_file_or_empty_is_one_line(variable: str, tmp_path: Path) -> None:
+    """Before: a FileExistsError or NotADirectoryError traceback (at start for logs, from load_data or train for the
+    others), and an empty RECO_LOGS_DIR was the current directory."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    logs = {"RECO_LOGS_DIR": str(tmp_path / "logs")}
+    for value, said in [(str(a_file), f"{variable}='{a_file}' must name a directory: it exists and is not one"),
+                        (str(a_file / "below"), f"must name a directory: '{a_file}' above it is not one"),
+                        ("", f"environment variable {variable} is empty: unset it for the default")]:
+        done = manage("check", env={**logs, variable: value})
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert said in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_logs_directory_that_cannot_be_made_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from recoapi.env import env_dir
+
+    monkeypatch.setenv("RECO_LOGS_DIR", "/proc/no-such-process/logs")  # /proc takes no new directory
+    with pytest.raises(ImproperlyConfigured, match="RECO_LOGS_DIR='/proc/no-such-process/logs': the directory cannot "
+                                                   "be created"):
+        env_dir("RECO_LOGS_DIR", str(tmp_path), create=True)
+    monkeypatch.setenv("RECO_LOGS_DIR", str(tmp_path / "new" / "logs"))
+    assert env_dir("RECO_LOGS_DIR", str(tmp_path), create=True).is_dir()
+
+
+def _gunicorn_conf(env: dict[str, str]) -> dict[str, object]:
+    """gunicorn.conf.py's settings under ``env``."""
+    import runpy
+    from unittest import mock
+
+    with mock.patch.dict(os.environ, env):  # the file sets BLAS and metrics variables
+        return runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"RECO_WORKERS": "abc"}, "RECO_WORKERS='abc' is not an integer"),
+    ({"RECO_WORKERS": "0"}, "RECO_WORKERS=0 must be at least 1"),  # gunicorn started no worker: requests hung
+    ({"RECO_THREADS": ""}, "RECO_THREADS='' is not an integer"),
+    ({"RECO_BLAS_THREADS": "abc"}, "RECO_BLAS_THREADS='abc' is not an integer"),
+    ({"RECO_TEXT_PROCESS": "maybe"}, "RECO_TEXT_PROCESS='maybe' is not a boolean"),  # was on
+    ({"RECO_ACCESS_LOG": "maybe"}, "RECO_ACCESS_LOG='maybe' is not a boolean"),  # was off
+    # gunicorn's own "Invalid value for limit_request_line: -976", which does not name the variable
+    ({"RECO_MAX_QUERY_STRING": "-2000"}, "RECO_MAX_QUERY_STRING=-2000 must be from 256 to 1047552 characters"),
+])
+def test_gunicorn_conf_refuses_values_it_cannot_use(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        _gunicorn_conf(env)
+    assert str(stopped.value.code).startswith(f"ImproperlyConfigured: environment variable {message}")
+
+
+def test_gunicorn_conf_reads_booleans_and_numbers_as_the_settings_do() -> None:
+    conf = _gunicorn_conf({"RECO_WORKERS": "3", "RECO_THREADS": "4", "RECO_ACCESS_LOG": "yes",
+                           "RECO_TEXT_PROCESS": "off", "RECO_MAX_QUERY_STRING": "1047552"})
+    assert (conf["workers"], conf["threads"], conf["accesslog"]) == (3, 4, "-")
+    assert "dirty_apps" not in conf and conf["limit_request_line"] == 1024 * 1024
+    assert _gunicorn_conf({"RECO_TEXT_PROCESS": "1"})["dirty_threads"] == 2
+
+
+def test_gunicorn_says_what_is_wrong_in_one_line() -> None:
+    env = {**os.environ, "RECO_WORKERS": "abc"}
+    done = subprocess.run([str(Path(sys.executable).with_name("gunicorn")), "-c", "gunicorn.conf.py",
+                           "--check-config"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip() == "ImproperlyConfigured: environment variable RECO_WORKERS='abc' is not an integer"

@@ -596,6 +596,11 @@ def events_record(events: list[EventSpec]) -> RecordResult:
     return interactions_record(events)
 
 
+#: The longest retention :func:`recommendation_lists_prune` takes (about a century: far beyond any list, and well
+#: inside the dates Python can compute; RECO_LIST_RETENTION_DAYS has the same bound).
+PRUNE_MAX_DAYS = 36_500
+
+
 def recommendation_lists_prune(*, days: float, dry_run: bool = False,
                                progress: Callable[[int], None] | None = None) -> int:
     """Delete the stored lists answered more than ``days`` days ago, except an existing experiment's
@@ -605,10 +610,10 @@ def recommendation_lists_prune(*, days: float, dry_run: bool = False,
         How many lists were (or would be) deleted.
 
     Raises:
-        ValueError: ``days`` is not a positive finite number.
+        ValueError: ``days`` is not a positive number up to :data:`PRUNE_MAX_DAYS`.
     """
-    if not 0 < days < float("inf"):
-        raise ValueError(f"days must be a positive number, got {days:g}")
+    if not 0 < days <= PRUNE_MAX_DAYS:
+        raise ValueError(f"days must be a positive number up to {PRUNE_MAX_DAYS}, got {days:g}")
     older_than = timezone.now() - timedelta(days=days)
     if dry_run:
         return impressions.prunable(older_than).count()

@@ -104,7 +104,9 @@ def test_train_and_evaluate_show_the_ranking_stages_progress_lines() -> None:
 
 
 @pytest.mark.parametrize(("url", "said"), [
-    ("postgress://shop@127.0.0.1/shop", "ImproperlyConfigured: DATABASE_URL is not a database URL this service"),
+    ("postgress://shop@127.0.0.1/shop", "ImproperlyConfigured: DATABASE_URL's scheme 'postgress://' is not one this "
+                                        "service can use: postgres://, postgresql:// or sqlite://"),
+    ("postgres://shop@127.0.0.1:port/shop", "ImproperlyConfigured: DATABASE_URL is not a database URL this service"),
     ("postgres://shop@127.0.0.1:5432/", "ImproperlyConfigured: DATABASE_URL names no database"),
     ("sqlite:////no-such-folder/below/db.sqlite3", "check DATABASE_URL, that its server is running"),
 ])

@@ -92,4 +92,29 @@ def test_a_negative_retention_is_one_line_from_manage_py(tmp_path: Path) -> None
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.strip() == ("ImproperlyConfigured: RECO_LIST_RETENTION_DAYS must be 0 (keep every list) or a "
-                                   "number of days, got -1")
+                                   "number of days up to 36500, got -1")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("days", ["36501", "1000000", "1e308"])
+def test_days_beyond_a_century_are_refused_not_an_overflow(days: str) -> None:
+    """A date that many days ago is out of Python's range: OverflowError from the command and the scheduler."""
+    from recoapi.recommendations.services import recommendation_lists_prune
+
+    _lists([1000.0])
+    for dry_run in ([], ["--dry-run"]):
+        with pytest.raises(CommandError, match=re.escape("--days must be a positive number of days up to 36500, got")):
+            call_command("prune_lists", "--days", days, *dry_run, stdout=StringIO())
+    with pytest.raises(ValueError, match="up to 36500"):
+        recommendation_lists_prune(days=float(days), dry_run=True)
+    assert recommendation_lists_prune(days=36_500, dry_run=True) == 0  # the bound itself is a date Python has
+    assert RecommendationList.objects.count() == 1
+
+
+def test_a_retention_beyond_a_century_is_refused_at_start(tmp_path: Path) -> None:
+    env = {**os.environ, "RECO_LIST_RETENTION_DAYS": "1000000", "RECO_LOGS_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "manage.py", "prune_lists", "--dry-run"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip() == ("ImproperlyConfigured: RECO_LIST_RETENTION_DAYS must be 0 (keep every list) or a "
+                                   "number of days up to 36500, got 1e+06")

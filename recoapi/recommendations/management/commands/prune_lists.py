@@ -22,7 +22,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         from tqdm import tqdm
 
-        from recoapi.recommendations.services import recommendation_lists_prune
+        from recoapi.recommendations.services import PRUNE_MAX_DAYS, recommendation_lists_prune
 
         days = options["days"]
         if days is None:
@@ -40,5 +40,6 @@ class Command(BaseCommand):
             with tqdm(desc="deleting lists", unit="list", disable=None) as bar:
                 deleted = recommendation_lists_prune(days=days, progress=bar.update)
         except ValueError as exc:  # the service's own bound on days
-            raise CommandError(f"--days must be a positive number of days, got {days:g}") from exc
+            raise CommandError(f"--days must be a positive number of days up to {PRUNE_MAX_DAYS}, got "
+                               f"{days:g}") from exc
         self.stdout.write(f"Deleted {deleted} recommendation list(s) answered more than {days:g} days ago.")
