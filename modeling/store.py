@@ -129,6 +129,20 @@ class DirectoryStore:
         """Whether the store's directory is there (an unmounted share is not)."""
         return self.root.is_dir()
 
+    def unreachable(self) -> ArtifactError:
+        """The error of a store that cannot be reached, saying why: its folder does not exist (the store is
+        never created: a missing folder is more often a share that is not mounted), is not a folder, or
+        cannot be looked at."""
+        try:
+            self.root.stat()
+        except FileNotFoundError:
+            why = "the folder does not exist (create it, or mount the share, on every host)"
+        except OSError as exc:
+            why = exc.strerror or exc.__class__.__name__
+        else:
+            why = "it is not a folder"
+        return ArtifactError(f"the model store {self.root} cannot be reached: {why}")
+
     def versions(self) -> list[str]:
         """Complete versions in the store, oldest first.
 
@@ -136,7 +150,7 @@ class DirectoryStore:
             ArtifactError: the store cannot be reached.
         """
         if not self.reachable():
-            raise ArtifactError(f"the model store {self.root} cannot be reached")
+            raise self.unreachable()
         return artifacts.list_versions(self.root)
 
     def has(self, version: str) -> bool:
@@ -152,7 +166,10 @@ class DirectoryStore:
         try:
             return json.loads((self.root / version / artifacts.MANIFEST_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise ArtifactError(f"model {version} is not in the store ({exc.__class__.__name__})") from exc
+            if not self.reachable():
+                raise self.unreachable() from exc
+            raise ArtifactError(f"model {version} is not in the model store {self.root} "
+                                f"({exc.__class__.__name__})") from exc
 
     def publish(self, bundle_dir: Path) -> None:
         """Copy a local bundle (and the text export it names) into the store, with checksums; a version the
@@ -162,7 +179,7 @@ class DirectoryStore:
             ArtifactError: the store cannot be reached or written.
         """
         if not self.reachable():
-            raise ArtifactError(f"the model store {self.root} cannot be reached")
+            raise self.unreachable()
         text = _text_folder(bundle_dir)
         if text is not None:
             _copy_checked(bundle_dir.parent / text, self.root / text, write_checksums=True)
@@ -184,7 +201,7 @@ class DirectoryStore:
             ArtifactError: the store cannot be reached or the folder cannot be removed.
         """
         if not self.reachable():
-            raise ArtifactError(f"the model store {self.root} cannot be reached")
+            raise self.unreachable()
         if not artifacts.is_version_name(version):
             raise ArtifactError(f"not a model version: {version!r}")
         tombstone = self.root / REMOVED_DIR / version
@@ -209,8 +226,9 @@ class DirectoryStore:
         if target.exists():
             return target
         if not self.has(version):
-            raise ArtifactError(f"model {version} is not in the store {self.root}"
-                                + ("" if self.reachable() else " (cannot be reached)"))
+            if not self.reachable():
+                raise ArtifactError(f"model {version} cannot be fetched: {self.unreachable()}")
+            raise ArtifactError(f"model {version} is not in the model store {self.root}")
         text = _text_folder(self.root / version)
         if text is not None:
             _copy_checked(self.root / text, Path(models_dir) / text, write_checksums=False)

@@ -52,6 +52,13 @@ def _engine_or_503() -> Engine:
         failure = model_load_failure()
         if failure:
             raise ServiceUnavailable(failure, code="model_not_loaded")
+        if model_store.store() is not None:
+            raise ServiceUnavailable(
+                "No active model: none is marked active in the database the hosts share (a model activated before "
+                "RECO_MODEL_STORE was set is not). Activate one on any host: `POST /reload_model` with its "
+                "\"version\" (which also publishes it to the store), or `python manage.py train --activate`.",
+                code="no_model",
+            )
         raise ServiceUnavailable(
             "No active model. Train one with `python manage.py train --activate`.", code="no_model"
         )
@@ -392,10 +399,14 @@ def refuse_another_shops_model(bundle: artifacts.Bundle, instead: str = "") -> N
 
 
 def _public(exc: Exception) -> str:
-    """An error message without server paths (the models folder's and the shared store's)."""
+    """An error message without server paths (the models folder's and the shared store's): "the model store
+    /mnt/models" (or "the store /mnt/models") becomes "the model store", a path inside the store the path within
+    it, and the store's path anywhere else "the model store"."""
     text = str(exc)
     if settings.RECO_MODEL_STORE:
         store = str(Path(settings.RECO_MODEL_STORE))
+        for named in (f"the model store {store}", f"the store {store}"):
+            text = text.replace(named, "the model store")
         text = text.replace(store + "/", "").replace(store, "the model store")
     models_dir = str(Path(settings.RECO_MODELS_DIR))
     return text.replace(models_dir + "/", "").replace(models_dir, "models")

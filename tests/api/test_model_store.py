@@ -10,6 +10,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from modeling import artifacts
+from modeling.errors import ArtifactError
 from modeling.store import DirectoryStore
 from recoapi.recommendations import model_store
 from recoapi.recommendations.models import ModelVersion
@@ -114,3 +115,48 @@ def test_a_version_deleted_on_one_host_is_gone_from_every_host(store: Path, serv
     settings.RECO_MODEL_STORE = str(models.parent / "empty-store")
     (models.parent / "empty-store").mkdir()
     assert model_store.versions() == (sorted([service.version, OTHER, later]), True)
+
+
+def test_store_errors_name_the_model_store_once_and_say_why_it_cannot_be_reached(
+        store: Path, service: Pipeline, staff_client: APIClient, tmp_path: Path) -> None:
+    """The API's messages hide the store's path without garbling the sentence around it ("the model store the
+    model store cannot be reached"), and a store whose folder does not exist says so."""
+    store.rename(tmp_path / "unmounted")
+    model_store._reachable["at"] = float("-inf")
+    response = staff_client.post("/reload_model", {"version": service.version}, format="json")
+    assert response.status_code == 422, response.content
+    assert response.json()["error"]["message"] == (
+        f"Model {service.version} cannot be loaded and was not activated: the model store cannot be reached: the "
+        "folder does not exist (create it, or mount the share, on every host)")
+    assert str(tmp_path) not in response.content.decode()
+
+
+def test_a_version_missing_from_the_store_is_named_without_the_store_path(store: Path, settings,
+                                                                          tmp_path: Path) -> None:
+    from recoapi.recommendations.services import _public
+
+    shutil.rmtree(store / OTHER)
+    with pytest.raises(ArtifactError) as missing:
+        model_store.local_bundle(OTHER)
+    assert _public(missing.value) == f"model {OTHER} is not in the model store"
+    store.rename(tmp_path / "unmounted")
+    with pytest.raises(ArtifactError) as unreachable:
+        model_store.local_bundle(OTHER)
+    assert _public(unreachable.value) == (f"model {OTHER} cannot be fetched: the model store cannot be reached: "
+                                          "the folder does not exist (create it, or mount the share, on every host)")
+
+
+def test_a_host_with_no_active_model_in_the_database_says_how_to_activate_one(
+        store: Path, service: Pipeline, client: APIClient, settings) -> None:
+    """A host that joins a store no host has activated a model through (the model of a single host, activated
+    before RECO_MODEL_STORE was set, is not marked active in the database) says what to do."""
+    from recoapi.recommendations.engine import registry
+
+    ModelVersion.objects.update(is_active=False)
+    (Path(settings.RECO_MODELS_DIR) / "ACTIVE").unlink()  # a new host: nothing cached
+    registry.reset()
+    response = client.get("/recommendations", {"users": a_known_user(service)})
+    assert response.status_code == 503
+    message = response.json()["error"]["message"]
+    assert "none is marked active in the database the hosts share" in message
+    assert "`POST /reload_model` with its \"version\"" in message

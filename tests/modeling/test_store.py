@@ -68,3 +68,11 @@ def test_an_unreachable_store_says_so(tmp_path: Path, pipeline: Pipeline) -> Non
         store.fetch(pipeline.version, tmp_path / "cache")
     with pytest.raises(ArtifactError, match="cannot be reached"):
         store.publish(pipeline.models / pipeline.version)
+
+
+def test_an_unreachable_store_says_why(tmp_path: Path, pipeline: Pipeline) -> None:
+    with pytest.raises(ArtifactError, match="cannot be reached: the folder does not exist"):
+        DirectoryStore(tmp_path / "not-created").versions()
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(ArtifactError, match="cannot be reached: it is not a folder"):
+        DirectoryStore(tmp_path / "a-file").publish(pipeline.models / pipeline.version)
