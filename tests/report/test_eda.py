@@ -39,9 +39,10 @@ def test_counts_long_tail_and_categories_hand_computed() -> None:
     assert eda.text_lengths(data)["title"].tolist() == [2, 1, 1]
 
 
-def test_eda_notebook_runs_on_demo_data(pipeline: Pipeline, tmp_path: Path) -> None:
+def test_eda_notebook_runs_on_demo_data(pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import papermill
 
+    monkeypatch.setenv("PYTHONPATH", str(REPORT.parent))  # the kernel imports this checkout's `modeling`
     output = tmp_path / "eda.ipynb"
     papermill.execute_notebook(str(REPORT / "eda.ipynb"), str(output), cwd=str(REPORT), progress_bar=False,
                                parameters={"data_source": "amazon2018", "data_path": str(pipeline.raw)})
