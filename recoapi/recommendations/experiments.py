@@ -308,7 +308,7 @@ def results(experiment: Experiment) -> dict[str, Any]:
     answered_by: dict[str, list[str]] = defaultdict(list)
     for arm_name, version in lists.values_list("arm", "model_version").distinct().order_by("arm", "model_version"):
         answered_by[arm_name].append(version)
-    attributed = Interaction.objects.filter(recommendation_id__in=lists.values("id"))
+    attributed = Interaction.objects.filter(recommendation_id__in=lists.values("id"), event__in=feedback.EVENTS)
     events = list(attributed.values_list("recommendation_id", "product_id", "event", "shopper_id"))
     items = {row[0]: row[1:] for row in  # only the lists that received events (a subquery, not a list)
              lists.filter(id__in=attributed.values("recommendation_id")).values_list("id", "arm", "items",
@@ -317,7 +317,7 @@ def results(experiment: Experiment) -> dict[str, Any]:
                   .values_list("id", "price"))
     clicked: dict[str, set[str]] = defaultdict(set)
     converted: dict[str, set[str]] = defaultdict(set)
-    counts: dict[str, Counter] = defaultdict(Counter)  # every event type (a review of a shown product counts)
+    counts: dict[str, Counter] = defaultdict(Counter)  # views, carts, purchases (feedback.EVENTS)
     revenue: dict[str, float | None] = defaultdict(lambda: None)
     for recommendation_id, product_id, event, shopper_id in events:
         arm, shown_items, shown_to = items.get(recommendation_id, ("", [], ""))

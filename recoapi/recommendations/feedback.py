@@ -1,8 +1,10 @@
 """Attributed feedback: the events shoppers sent with a recommendation_id, matched to the list that showed them.
 
-An event counts for a list when the list's ``recommendation_id`` came with it, its product is one of
-the list's items and its shopper is the one the list was shown to (any shopper for a visitor's list, see
-:func:`credited`); it is attributed to the list's strategy, model version and the product's position.
+An event counts for a list when it is a view, cart or purchase (:data:`EVENTS`; ``POST /events`` refuses a
+``recommendation_id`` with a review or a rating, and one stored before that is not attributed), the list's
+``recommendation_id`` came with it, its product is one of the list's items and its shopper is the one the list was
+shown to (any shopper for a visitor's list, see :func:`credited`); it is attributed to the list's strategy, model
+version and the product's position.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from recoapi.catalog.models import Interaction
 from recoapi.recommendations.models import ANONYMOUS, RecommendationList
 
 EVENTS = ("view", "cart", "purchase")
+"""The events attributed to the list whose recommendation_id came with them (what a shopper did with a shown product;
+a review or a rating is not a response to the list)."""
 
 
 @dataclass(frozen=True)
@@ -42,13 +46,14 @@ def credited(*, list_shopper: str, event_shopper: str) -> bool:
 
 
 def attributions(*, recommendation_ids: list[str] | None = None) -> list[Attribution]:
-    """Every event sent with a recommendation_id whose list is stored, shows the event's product and was shown
-    to the event's shopper (:func:`credited`).
+    """Every view, cart or purchase (:data:`EVENTS`) sent with a recommendation_id whose list is stored, shows the
+    event's product and was shown to the event's shopper (:func:`credited`).
 
     Events whose list is unknown (never answered, or not written yet), does not show the product or was shown
-    to another shopper are left out. ``recommendation_ids`` restricts the answer to those lists.
+    to another shopper are left out, and so are other events. ``recommendation_ids`` restricts the answer to those
+    lists.
     """
-    events = Interaction.objects.filter(recommendation_id__isnull=False)
+    events = Interaction.objects.filter(recommendation_id__isnull=False, event__in=EVENTS)
     if recommendation_ids is not None:
         events = events.filter(recommendation_id__in=recommendation_ids)
     rows = list(events.values_list("id", "recommendation_id", "product_id", "event", "shopper_id"))

@@ -13,6 +13,7 @@ from rest_framework import serializers
 from rest_framework.settings import api_settings
 
 from modeling.datasets import EVENT_TYPES, ID_COMMA_MESSAGE
+from recoapi.recommendations.feedback import EVENTS as ATTRIBUTED_EVENTS
 
 MAX_ID_LENGTH = 128
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -430,11 +431,16 @@ class EventInput(BodyInput):
         required=False,  # the pattern says all: a length check beside it repeated the message in other words
         validators=[RegexValidator(r"^[0-9a-f]{32}$", "Expected the recommendation_id of a recommendations answer "
                                                       "(32 lowercase hex digits).")],
-        help_text="The recommendation_id of the list that showed this product: the event is attributed to it.")
+        help_text="The recommendation_id of the list that showed this product, with a view, cart or purchase: the "
+                  "event is attributed to it (refused with a review or a rating).")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if attrs.get("event") == "rating" and attrs.get("rating") is None:
             raise serializers.ValidationError({"rating": "a rating event needs its rating (0 to 5)"})
+        if attrs.get("recommendation_id") and attrs.get("event") not in ATTRIBUTED_EVENTS:
+            raise serializers.ValidationError({"recommendation_id": (
+                f"a {attrs.get('event')} event is not attributed to a list: only {', '.join(ATTRIBUTED_EVENTS[:-1])} "
+                f"and {ATTRIBUTED_EVENTS[-1]} events take a recommendation_id; send this one without it.")})
         return attrs
 
 

@@ -602,8 +602,12 @@ def events_record(events: list[EventSpec]) -> RecordResult:
             raise ApplicationError(f"{where}recommendation_id: that list was shown to another shopper, not to "
                                    f"{spec.user_id!r}.", code="invalid")
         if spec.occurred_at is not None and spec.occurred_at < shown.created_at - LIST_CLOCK_SKEW:
+            minutes = f"{LIST_CLOCK_SKEW.total_seconds() / 60:g}"
             raise ApplicationError(f"{where}recommendation_id: the event ({spec.occurred_at.isoformat()}) happened "
-                                   f"before that list was shown ({shown.created_at.isoformat()}).", code="invalid")
+                                   f"more than {minutes} minutes before that list was shown "
+                                   f"({shown.created_at.isoformat()}); an event may be timed at most {minutes} "
+                                   "minutes before its list (the shop's clock may differ from the service's).",
+                                   code="invalid")
     return interactions_record(events)
 
 

@@ -394,8 +394,12 @@ def test_admin_start_and_stop_need_the_csrf_token(service: Pipeline, django_user
     assert Experiment.objects.get(pk=experiment.pk).status == Experiment.DRAFT
 
 
-def test_other_events_on_a_shown_product_count_as_clicks(service: Pipeline) -> None:
-    """A review or rating sent with a list's id is an event on a shown product: a click, never a crash."""
+def test_reviews_and_ratings_stored_with_a_list_id_are_not_attributed(service: Pipeline) -> None:
+    """A review or rating stored with a list's id (POST /events refuses one now; an older version stored it) is not
+    what a shopper did with the list: not a click (it counted as one), not a view, and never a crash; nor is it
+    attributed on the admin's list page or counted in the dashboard's CTR."""
+    from recoapi.recommendations import dashboard, feedback
+
     experiment = _experiment("reviews")
     product = Product.objects.order_by("id").first()
     shopper = Shopper.objects.order_by("id").first()
@@ -406,8 +410,16 @@ def test_other_events_on_a_shown_product_count_as_clicks(service: Pipeline) -> N
         Interaction.objects.create(shopper=shopper, product=product, occurred_at=timezone.now(), event=event,
                                    source="live", recommendation_id="a" * 32)
     control, pop = experiments.results(experiment)["arms"]
-    assert (pop["lists"], pop["clicked_lists"], pop["views"], pop["answered_by"]) == (1, 1, 0, ["v1"])
+    assert (pop["lists"], pop["clicked_lists"], pop["views"], pop["answered_by"]) == (1, 0, 0, ["v1"])
     assert control["lists"] == 0 and control["ctr"] is None and pop["ctr_difference"] is None
+    assert feedback.attributions(recommendation_ids=["a" * 32]) == []
+    assert feedback.summary()[0]["view"] == 0
+    assert dashboard.ctr_per_day(days=1, by="arm", experiment=experiment).values == {"pop": [0.0]}
+    Interaction.objects.create(shopper=shopper, product=product, occurred_at=timezone.now(), event="view",
+                               source="live", recommendation_id="a" * 32)
+    assert experiments.results(experiment)["arms"][1]["clicked_lists"] == 1  # a view of it is
+    assert [a.event for a in feedback.attributions(recommendation_ids=["a" * 32])] == ["view"]
+    assert dashboard.ctr_per_day(days=1, by="arm", experiment=experiment).values == {"pop": [1.0]}
 
 
 def test_a_stop_whose_model_cannot_be_activated_leaves_the_experiment_running(service: Pipeline, settings) -> None:

@@ -77,6 +77,7 @@ def test_an_event_is_not_credited_to_another_shoppers_list_or_to_a_later_one(
                               format="json")
     assert_error(early, 400, "invalid")
     assert "events[1].recommendation_id: the event (2020-01-01" in early.json()["error"]["message"]
+    assert "more than 5 minutes before that list was shown" in early.json()["error"]["message"]
     assert not Interaction.objects.filter(recommendation_id=rid).exists()  # the batch: all or none
     ok = staff_client.post("/events", {"user": users[0], "item": item, "event": "purchase", "recommendation_id": rid},
                            format="json")
@@ -86,6 +87,56 @@ def test_an_event_is_not_credited_to_another_shoppers_list_or_to_a_later_one(
                                           "event": "view", "recommendation_id": anonymous["recommendation_id"]},
                               format="json")
     assert taken.status_code == 201, taken.content
+
+
+def test_an_event_may_be_timed_up_to_5_minutes_before_its_list_and_the_refusal_says_so(
+        service: Pipeline, client: APIClient, staff_client: APIClient, shown: impressions.ImpressionBuffer) -> None:
+    """The refusal said the event "happened before that list was shown", while an event 3 minutes before the list
+    was accepted: the rule allows 5 minutes of clock skew, and the message states it."""
+    from datetime import timedelta
+
+    from recoapi.recommendations.services import LIST_CLOCK_SKEW
+
+    assert LIST_CLOCK_SKEW == timedelta(minutes=5)
+    user = a_known_user(service)
+    entry = client.get("/recommendations", {"users": user, "k": 3}).json()["recommendations"][user]
+    shown.flush()
+    rid, item = entry["recommendation_id"], entry["items"][0]["item_id"]
+    answered = RecommendationList.objects.get(id=rid).created_at
+
+    def send(before: timedelta):  # noqa: ANN202
+        when = (answered - before).isoformat().replace("+00:00", "Z")
+        return staff_client.post("/events", {"user": user, "item": item, "event": "view", "recommendation_id": rid,
+                                             "timestamp": when}, format="json")
+
+    assert send(timedelta(minutes=3)).status_code == 201
+    refused = send(timedelta(minutes=6))
+    assert_error(refused, 400, "invalid")
+    message = refused.json()["error"]["message"]
+    assert "happened more than 5 minutes before that list was shown" in message, message
+    assert "at most 5 minutes before its list" in message
+
+
+@pytest.mark.parametrize("event", ["review", "rating"])
+def test_a_review_or_rating_with_a_recommendation_id_is_refused(
+        service: Pipeline, client: APIClient, staff_client: APIClient, shown: impressions.ImpressionBuffer,
+        event: str) -> None:
+    """Only a view, cart or purchase is attributed to a list (the README's "What was shown"): a review or a rating
+    sent with a list's id was stored attributed to it, listed on the admin's list page and counted as a click."""
+    user = a_known_user(service)
+    entry = client.get("/recommendations", {"users": user, "k": 3}).json()["recommendations"][user]
+    shown.flush()
+    rid, item = entry["recommendation_id"], entry["items"][0]["item_id"]
+    response = staff_client.post("/events", [{"user": user, "item": item, "event": "view", "recommendation_id": rid},
+                                             {"user": user, "item": item, "event": event, "rating": 4.0,
+                                              "recommendation_id": rid}], format="json")
+    assert_error(response, 400)
+    assert response.json()["error"]["message"] == (
+        f"events[1].recommendation_id: a {event} event is not attributed to a list: only view, cart and purchase "
+        "events take a recommendation_id; send this one without it.")
+    assert not Interaction.objects.filter(recommendation_id=rid).exists()
+    alone = staff_client.post("/events", {"user": user, "item": item, "event": event, "rating": 4.0}, format="json")
+    assert alone.status_code == 201, alone.content
 
 
 @pytest.mark.parametrize("bad", ["x" * 32, "ABCDEF0123456789ABCDEF0123456789", "12ab", 12345, None])
