@@ -332,3 +332,15 @@ def test_a_split_without_test_items_is_refused_with_what_each_shopper_needs() ->
         require_held_out(leave_last_out_split(two_each))
     three = pd.concat([two_each, pd.DataFrame({ds.USER_ID: ["u1"], ds.ITEM_ID: ["c"], ds.TIMESTAMP: [3]})])
     require_held_out(leave_last_out_split(three))  # one shopper with three: evaluable
+
+
+def test_the_table_says_when_a_column_covers_the_whole_catalogue() -> None:
+    # On a shop of 50 products or fewer every model read Recall@50 1.000, without a word on why.
+    from modeling.evaluate import format_table
+
+    models = {"ease": {"hr@10": 0.5, "ndcg@10": 0.3, "recall@50": 1.0, "users": 9},
+              "hybrid": {"hr@10": 0.6, "ndcg@10": 0.4, "recall@50": 1.0, "users": 9}}
+    small = format_table({"models": models, "split": {"items": 40}})
+    assert small.splitlines()[-1] == ("(recall@50: lists of at least the whole catalogue of 40 products, so every "
+                                      "model reads 1.000 there)")
+    assert "whole catalogue" not in format_table({"models": models, "split": {"items": 51}})
