@@ -459,13 +459,16 @@ def remove_bundle(models_dir: Path | str, version: str) -> bool:
     their mapped pages. The text encoder export that bundles share is left.
 
     Raises:
-        ArtifactError: ``version`` is not a version name, or the folder cannot be renamed.
+        ArtifactError: ``version`` is not a version name, names something other than a folder (left as it
+            is), or the folder cannot be renamed.
     """
     if not is_version_name(version):
         raise ArtifactError(f"not a model version: {version!r}")
     folder = Path(models_dir) / version
     if not folder.exists():
         return False
+    if not folder.is_dir():  # not a bundle this code wrote: never moved or deleted
+        raise ArtifactError(f"{version} in {Path(models_dir).name}/ is not a model folder; it is not removed")
     doomed = folder.with_name(f".removing-{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         os.replace(folder, doomed)

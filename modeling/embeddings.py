@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +36,7 @@ import pyarrow.parquet as pq
 from modeling import datasets as ds
 from modeling.atomic import default_dir_mode
 from modeling.errors import ArtifactError
+from modeling.exported_text import model_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,42 @@ USER_TEXT_FILE = "user_text.parquet"
 ITEM_HASH_FILE = "item_text_hashes.parquet"  # sha1 of each product's text: unchanged texts are not encoded again
 MANIFEST_FILE = "manifest.json"
 EMBEDDINGS_FORMAT = 1
+MODEL_FILES = ("modules.json", "config.json")  # a sentence-transformers folder has one or both
+
+
+def check_model_dir(model_path: str | Path) -> Path:
+    """``model_path`` as a folder that can hold a sentence-transformers model.
+
+    Raises:
+        ArtifactError: the path is missing, not a folder, or has neither ``modules.json`` nor ``config.json``.
+    """
+    root = Path(model_path)
+    if not root.is_dir():
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise ArtifactError(f"sentence-transformers model not found: {root} {what}")
+    if not any((root / name).is_file() for name in MODEL_FILES):
+        raise ArtifactError(f"{root} is not a sentence-transformers model folder (it has no "
+                            f"{' or '.join(MODEL_FILES)})")
+    return root
+
+
+def check_output_dir(directory: Path | str) -> Path:
+    """``directory`` as a place for an embeddings folder: a folder already, or a path that can become one.
+
+    Raises:
+        ArtifactError: the path, or the nearest of its parents that exists, is not a folder (a file there is
+            never replaced).
+    """
+    output = Path(directory)
+    for path in (output, *output.parents):
+        if path.exists() or path.is_symlink():
+            if path.is_dir():
+                break
+            if path == output:
+                raise ArtifactError(f"cannot write embeddings to {output}: it exists and is not a folder (a file "
+                                    f"there is not replaced); give the path of a folder")
+            raise ArtifactError(f"cannot write embeddings to {output}: {path} exists and is not a folder")
+    return output
 
 
 def default_model_path() -> str:
@@ -61,15 +99,22 @@ class TextEncoder:
 
     Args:
         model_path: directory of a sentence-transformers model; defaults to the bundled MiniLM.
+
+    Raises:
+        ArtifactError: the folder is missing or holds no model sentence-transformers can load.
     """
 
     def __init__(self, model_path: str | None = None) -> None:
+        self.model_path = model_path or default_model_path()
+        check_model_dir(self.model_path)
         from sentence_transformers import SentenceTransformer
 
-        self.model_path = model_path or default_model_path()
-        if not Path(self.model_path).is_dir():
-            raise ArtifactError(f"sentence-transformers model not found at {self.model_path}")
-        self._model = SentenceTransformer(self.model_path, local_files_only=True)
+        try:
+            self._model = SentenceTransformer(self.model_path, local_files_only=True)
+        except (OSError, ValueError, KeyError) as exc:  # transformers' own, for a folder it cannot read
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ArtifactError(f"cannot load the sentence-transformers model at {self.model_path}: {first}"
+                                ) from exc
         get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self.dim = int(get_dim() or TEXT_DIM)
 
@@ -222,12 +267,55 @@ def _read_vectors(path: Path, id_name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def embeddings_fingerprint(data_fingerprint: str, model_path: str) -> str:
-    """Fingerprint of an embeddings build: the data fingerprint, the model's name and format version."""
+    """Fingerprint of an embeddings build: the data fingerprint, the model's content
+    (:func:`modeling.exported_text.model_fingerprint`: its configuration, tokenizer and weights) and the format.
+
+    Raises:
+        ArtifactError: ``model_path`` is not a sentence-transformers folder (:func:`check_model_dir`).
+    """
+    return _fingerprint(data_fingerprint, model_identity(model_path))
+
+
+def model_identity(model_path: str | Path) -> str:
+    """The content fingerprint of the model folder at ``model_path``, checked first (:func:`check_model_dir`)."""
+    return model_fingerprint(check_model_dir(model_path))
+
+
+def _fingerprint(data_fingerprint: str, identity: str) -> str:
+    digest = hashlib.sha256()
+    digest.update(data_fingerprint.encode())
+    digest.update(f"model={identity}".encode())
+    digest.update(f"format={EMBEDDINGS_FORMAT}".encode())
+    return digest.hexdigest()
+
+
+def _legacy_fingerprint(data_fingerprint: str, model_path: str) -> str:
+    """The fingerprint builds had before it named the model's content: the model folder's name alone."""
     digest = hashlib.sha256()
     digest.update(data_fingerprint.encode())
     digest.update(Path(model_path).name.encode())
     digest.update(f"format={EMBEDDINGS_FORMAT}".encode())
     return digest.hexdigest()
+
+
+def _same_model(manifest: dict[str, Any], model_path: str, identity: str) -> bool:
+    """Whether the build of ``manifest`` was made by the model at ``model_path`` (content ``identity``).
+
+    A build from before the manifests named the model's content counts only where it was made by the model
+    bundled with this version (its content comes with the pinned package), at the same place.
+    """
+    if "model_fingerprint" in manifest:
+        return bool(manifest["model_fingerprint"] == identity)
+    packaged = str(Path(default_model_path()).resolve())
+    return str(Path(model_path).resolve()) == packaged and manifest.get("model_path") == packaged
+
+
+def _is_current(manifest: dict[str, Any], data_fingerprint: str, model_path: str, identity: str) -> bool:
+    """Whether ``manifest`` is the build of this data by this model (see :func:`_same_model`)."""
+    if manifest.get("fingerprint") == _fingerprint(data_fingerprint, identity):
+        return True
+    return ("model_fingerprint" not in manifest and _same_model(manifest, model_path, identity)
+            and manifest.get("fingerprint") == _legacy_fingerprint(data_fingerprint, model_path))
 
 
 def read_manifest(directory: Path | str) -> dict[str, Any] | None:
@@ -265,16 +353,17 @@ def build_embeddings(
     Returns:
         The manifest, with ``"skipped": True`` when nothing was rebuilt.
     """
-    output = Path(output_dir)
+    output = check_output_dir(output_dir)
     model_path = model_path or default_model_path()
-    fingerprint = embeddings_fingerprint(data.fingerprint, model_path)
+    identity = model_identity(model_path)
+    fingerprint = _fingerprint(data.fingerprint, identity)
     current = read_manifest(output)
-    if not force and current is not None and current.get("fingerprint") == fingerprint:
-        logger.info("embeddings are current (%s), skipping", fingerprint[:12])
+    if not force and current is not None and _is_current(current, data.fingerprint, model_path, identity):
+        logger.info("embeddings are current (%s), skipping", str(current.get("fingerprint"))[:12])
         return {**current, "skipped": True}
 
     encoder = TextEncoder(model_path)
-    earlier = _earlier_vectors(output, model_path, encoder.dim)
+    earlier = _earlier_vectors(output, model_path, identity, encoder.dim)
     item_ids = data.items[ds.ITEM_ID].astype(str).to_numpy()
     texts = ds.item_text(data.items)
     item_hashes = np.asarray([hashlib.sha1(text.encode()).hexdigest() for text in texts], dtype=str)  # noqa: S324
@@ -296,6 +385,7 @@ def build_embeddings(
         "model_name": DEFAULT_MODEL_NAME if model_path == default_model_path() else Path(model_path).name,
         "model_path_name": Path(model_path).name,
         "model_path": str(Path(model_path).resolve()),  # the bundle exports this model for serving
+        "model_fingerprint": identity,
         "dim": encoder.dim,
         "fingerprint": fingerprint,
         "data_fingerprint": data.fingerprint,
@@ -322,11 +412,12 @@ def build_embeddings(
     return {**manifest, "skipped": False}
 
 
-def _earlier_vectors(output: Path, model_path: str, dim: int) -> dict[str, dict[str, np.ndarray]]:
+def _earlier_vectors(output: Path, model_path: str, identity: str, dim: int) -> dict[str, dict[str, np.ndarray]]:
     """Vectors of the previous build in ``output`` by text (``{"items": {sha1: vector}, "reviews": {text:
-    vector}}``), when it was made by the same model; empty otherwise or when unreadable."""
+    vector}}``), when it was made by the same model (content ``identity``, see :func:`_same_model`); empty
+    otherwise or when unreadable."""
     manifest = read_manifest(output)
-    if manifest is None or manifest.get("model_path_name") != Path(model_path).name or manifest.get("dim") != dim:
+    if manifest is None or not _same_model(manifest, model_path, identity) or manifest.get("dim") != dim:
         return {}
     try:
         ids, vectors = _read_vectors(output / ITEM_TEXT_FILE, ds.ITEM_ID)
@@ -358,10 +449,18 @@ def _encode_missing(encoder: TextEncoder, texts: list[str], keys: np.ndarray, ea
 
 
 def _replace_dir(new: Path, target: Path) -> None:
-    """Swap directory ``new`` into place at ``target`` (keeping any .gitkeep out of the way)."""
+    """Swap directory ``new`` into place at ``target`` (keeping any .gitkeep out of the way).
+
+    Raises:
+        ArtifactError: ``target`` exists and is not a folder (a file there is never moved or removed).
+    """
+    if (target.exists() or target.is_symlink()) and not target.is_dir():
+        raise ArtifactError(f"{target} exists and is not a folder; it is not replaced")
     old = target.with_name(f".{target.name}.old")
-    if old.exists():
+    if old.is_dir() and not old.is_symlink():  # left by a run that stopped between the renames
         shutil.rmtree(old)
+    elif old.exists() or old.is_symlink():  # not this function's: left as it is
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
     if target.exists():
         os.replace(target, old)
     os.replace(new, target)

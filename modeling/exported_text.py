@@ -95,8 +95,11 @@ def export_text_encoder(model_path: str | Path, directory: Path) -> dict[str, An
         The export's settings (also in ``encoder.json``), with ``max_abs_difference`` on :data:`PROBE_TEXTS`.
 
     Raises:
-        ArtifactError: for a model of another architecture, or vectors further than :data:`TOLERANCE` apart.
+        ArtifactError: for a model of another architecture, vectors further than :data:`TOLERANCE` apart, or
+            something other than a folder at ``directory``.
     """
+    if directory.exists() and not directory.is_dir():  # before the export's work; a file is never replaced
+        raise ArtifactError(f"{directory} exists and is not a folder; it is not replaced")
     import torch
     from sentence_transformers import SentenceTransformer
 

@@ -270,3 +270,12 @@ def test_a_bundle_of_another_version_is_not_reused_by_training(pipeline: Pipelin
     assert find_trained_version(models, fingerprint) is None
     with pytest.raises(IncompatibleBundleError, match="another version.*manage.py train --activate"):
         artifacts.load_bundle(models / pipeline.version)
+
+
+def test_removing_a_version_that_names_a_file_leaves_the_file(tmp_path: Path) -> None:
+    """A file named like a version was renamed to a hidden name, then failed to be deleted as a folder."""
+    (tmp_path / "20260101T000000Z").write_text("not a bundle")
+    with pytest.raises(ArtifactError, match="20260101T000000Z in .* is not a model folder"):
+        artifacts.remove_bundle(tmp_path, "20260101T000000Z")
+    assert [p.name for p in tmp_path.iterdir()] == ["20260101T000000Z"]
+    assert (tmp_path / "20260101T000000Z").read_text() == "not a bundle"

@@ -69,3 +69,116 @@ def test_a_rebuild_encodes_only_new_or_changed_texts(pipeline: Pipeline, tmp_pat
     from modeling.atomic import default_dir_mode
 
     assert (tmp_path / "fresh").stat().st_mode & 0o777 == default_dir_mode()  # not mkdtemp's private 0700
+
+
+def test_a_file_where_the_embeddings_go_is_refused_and_kept(tmp_path) -> None:
+    """A file given as the embeddings folder was moved to ``.<name>.old`` and a folder put in its place."""
+    import pytest
+
+    from modeling.embeddings import _replace_dir
+    from modeling.errors import ArtifactError
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("data")
+    new = tmp_path / "new"
+    new.mkdir()
+    with pytest.raises(ArtifactError, match="notes.txt exists and is not a folder"):
+        _replace_dir(new, notes)
+    assert notes.read_text() == "data" and new.is_dir() and not (tmp_path / ".notes.txt.old").exists()
+    from modeling.embeddings import check_output_dir
+
+    for target in (notes, notes / "below"):
+        with pytest.raises(ArtifactError, match="is not a folder"):
+            check_output_dir(target)
+    check_output_dir(tmp_path / "fresh" / "below")  # a path that can become a folder
+
+
+def test_a_file_in_the_way_of_the_old_folder_s_name_is_kept(tmp_path) -> None:
+    """A file at ``.<name>.old`` (not one this code left) stopped every later build (rmtree of a file)."""
+    from modeling.embeddings import _replace_dir
+
+    target, new = tmp_path / "embeddings", tmp_path / "new"
+    target.mkdir()
+    (target / "manifest.json").write_text("{}")
+    new.mkdir()
+    (new / "manifest.json").write_text('{"new": true}')
+    (tmp_path / ".embeddings.old").write_text("someone's notes")
+    _replace_dir(new, target)
+    assert (target / "manifest.json").read_text() == '{"new": true}'
+    assert (tmp_path / ".embeddings.old").read_text() == "someone's notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".embeddings.old", "embeddings"]
+
+
+def _model_folder(path, weights: bytes):  # noqa: ANN202
+    path.mkdir(parents=True)
+    (path / "modules.json").write_text("[]")
+    (path / "config.json").write_text('{"model_type": "bert"}')
+    (path / "model.safetensors").write_bytes(weights)
+    return path
+
+
+def test_the_fingerprint_names_the_model_s_content_not_its_folder_s_name(tmp_path) -> None:
+    """Two models in folders of the same name (a fine-tuned copy; any folder called ``model``, as the bundled
+    one is) gave the same fingerprint, so embeddings of the other model counted as current."""
+    import pytest
+
+    from modeling.embeddings import default_model_path, embeddings_fingerprint
+    from modeling.errors import ArtifactError
+
+    first = _model_folder(tmp_path / "a" / "model", b"\x00" * 64)
+    second = _model_folder(tmp_path / "b" / "model", b"\x01" * 64)
+    assert embeddings_fingerprint("data", str(first)) != embeddings_fingerprint("data", str(second))
+    assert embeddings_fingerprint("data", str(first)) != embeddings_fingerprint("data", default_model_path())
+    assert embeddings_fingerprint("data", str(first)) == embeddings_fingerprint("data", str(tmp_path / "a" / "model"))
+    (tmp_path / "empty").mkdir()
+    for path, said in ((tmp_path / "nowhere" / "model", "does not exist"),
+                       (tmp_path / "empty", "not a sentence-transformers model folder")):
+        with pytest.raises(ArtifactError, match=said):
+            embeddings_fingerprint("data", str(path))
+
+
+def test_an_empty_model_folder_is_a_message(tmp_path) -> None:
+    """transformers raised ValueError ("Unrecognized model ...") from deep inside its loader."""
+    import pytest
+
+    from modeling.embeddings import TextEncoder
+    from modeling.errors import ArtifactError
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ArtifactError, match="empty is not a sentence-transformers model folder"):
+        TextEncoder(str(tmp_path / "empty"))
+
+
+def test_current_embeddings_do_not_hide_a_missing_model(pipeline: Pipeline, tmp_path) -> None:
+    """RECO_TEXT_MODEL_PATH=/nonexistent/model: "Embeddings are current (all-MiniLM-L6-v2, ...)"."""
+    import shutil
+
+    import pytest
+
+    from modeling.errors import ArtifactError
+
+    output = tmp_path / "embeddings"
+    shutil.copytree(pipeline.embeddings, output)
+    with pytest.raises(ArtifactError, match="does not exist"):
+        build_embeddings(pipeline.data, output, model_path=str(tmp_path / "nonexistent" / "model"), progress=False)
+
+
+def test_embeddings_of_the_bundled_model_from_before_the_content_fingerprint_stay_current(pipeline: Pipeline,
+                                                                                        tmp_path) -> None:
+    """A build whose manifest predates ``model_fingerprint`` is current for the bundled model at the same place
+    (whose content comes with the pinned package), and its vectors are reused; not for another model."""
+    import json
+    import shutil
+
+    from modeling.embeddings import _legacy_fingerprint, default_model_path
+
+    output = tmp_path / "embeddings"
+    shutil.copytree(pipeline.embeddings, output)
+    manifest = json.loads((output / "manifest.json").read_text())
+    manifest.pop("model_fingerprint")
+    manifest["fingerprint"] = _legacy_fingerprint(pipeline.data.fingerprint, default_model_path())
+    (output / "manifest.json").write_text(json.dumps(manifest))
+    assert build_embeddings(pipeline.data, output, progress=False)["fingerprint"] == manifest["fingerprint"]
+    rebuilt = build_embeddings(pipeline.data, output, progress=False, force=True)
+    assert rebuilt["encoded"] == {"items": 0, "distinct_review_texts": 0}
+    assert rebuilt["model_fingerprint"] and rebuilt["fingerprint"] != manifest["fingerprint"]

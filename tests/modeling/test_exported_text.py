@@ -102,3 +102,14 @@ def test_a_damaged_graph_is_a_clear_error(tmp_path: Path, pipeline: Pipeline) ->
     (folder / "model.onnx").write_bytes(b"not a graph")
     with pytest.raises(ArtifactError, match="missing or damaged text encoder export"):
         OnnxTextEncoder(folder)
+
+
+def test_an_export_into_a_file_is_refused_before_the_work_and_keeps_the_file(tmp_path: Path) -> None:
+    """A file where the export goes: the export ran (seconds of torch and ONNX), then rmtree failed on the file
+    with NotADirectoryError."""
+    target = tmp_path / "export"
+    target.write_text("not an export")
+    with pytest.raises(ArtifactError, match="export exists and is not a folder"):
+        export_text_encoder(default_model_path(), target)
+    assert target.read_text() == "not an export"
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]

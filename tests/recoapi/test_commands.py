@@ -279,3 +279,22 @@ def test_the_stage_line_names_what_orders_the_candidates_and_only_the_scores_a_b
                           "weights": {"two_tower": 0.25, "item_item": 0.75, "sequence": 0.0}})
     assert boosted.startswith("ranking stage: lightgbm+prior (25 trees, boosted from the blend two_tower x 0.25, "
                               "item_item x 0.75) orders")
+
+
+def test_build_embeddings_refuses_a_file_as_its_folder_before_any_work(settings, tmp_path: Path) -> None:
+    """RECO_EMBEDDINGS_DIR naming a file: "Embeddings written", the file moved to .notes.txt.old and a folder put
+    in its place."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("data\n")
+    settings.RECO_EMBEDDINGS_DIR = notes
+    settings.RECO_PROCESSED_DIR = tmp_path / "no-data"  # refused before the data is read
+    with pytest.raises(CommandError, match=re.escape(f"RECO_EMBEDDINGS_DIR: cannot write embeddings to {notes}: "
+                                                     "it exists and is not a folder")):
+        call_command("build_embeddings", stdout=StringIO())
+    assert notes.read_text() == "data\n" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    settings.RECO_EMBEDDINGS_DIR = tmp_path / "embeddings"
+    settings.RECO_TEXT_MODEL_PATH = str(tmp_path / "nonexistent" / "model")
+    with pytest.raises(CommandError, match="RECO_TEXT_MODEL_PATH: sentence-transformers model not found: .* does not "
+                                           "exist"):
+        call_command("build_embeddings", stdout=StringIO())
+

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from modeling import datasets as ds
-from modeling.embeddings import build_embeddings
+from modeling.embeddings import build_embeddings, check_model_dir, check_output_dir
 from modeling.errors import ModelingError
 
 
@@ -27,6 +27,15 @@ class Command(BaseCommand):
             raise CommandError(f"--processes must be 1 or more, got {options['processes']}")
         if options["batch_size"] < 1:
             raise CommandError(f"--batch-size must be 1 or more, got {options['batch_size']}")
+        try:  # before reading the data: neither setting depends on it
+            check_output_dir(settings.RECO_EMBEDDINGS_DIR)
+        except ModelingError as exc:
+            raise CommandError(f"RECO_EMBEDDINGS_DIR: {exc}") from exc
+        if settings.RECO_TEXT_MODEL_PATH:
+            try:
+                check_model_dir(settings.RECO_TEXT_MODEL_PATH)
+            except ModelingError as exc:
+                raise CommandError(f"RECO_TEXT_MODEL_PATH: {exc}") from exc
         try:
             data = ds.read_snapshot(settings.RECO_PROCESSED_DIR)
             self.stdout.write(f"Encoding texts of {len(data.items)} products and {len(data.interactions)} "
