@@ -690,6 +690,21 @@ class FitOutcome:
     deadline_reached: bool = False
 
 
+def check_trainable(data: ds.CanonicalData) -> None:
+    """Refuse data too small to train on; cheap, so that a caller can check before doing work for it
+    (building its embeddings).
+
+    Raises:
+        TrainingError: fewer than :data:`MIN_USERS` users or :data:`MIN_ITEMS` items, or no interactions.
+    """
+    n_users, n_items = len(data.users), len(data.items)
+    if n_users < MIN_USERS or n_items < MIN_ITEMS:
+        raise TrainingError(f"need at least {MIN_USERS} users and {MIN_ITEMS} items, "
+                            f"got {n_users} users and {n_items} items")
+    if len(data.interactions) == 0:
+        raise TrainingError("no training interactions")
+
+
 def prepare_fit(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTowerParams,
                 split: Split | None = None) -> PreparedFit:
     """Vocabularies, training history, features and a compiled (unbuilt) model for ``data``.
@@ -701,11 +716,9 @@ def prepare_fit(data: ds.CanonicalData, embeddings: Embeddings, params: TwoTower
     """
     import tensorflow as tf
 
+    check_trainable(data)
     user_ids = data.users[ds.USER_ID].astype(str).to_numpy()
     item_ids = data.items[ds.ITEM_ID].astype(str).to_numpy()
-    if len(user_ids) < MIN_USERS or len(item_ids) < MIN_ITEMS:
-        raise TrainingError(f"need at least {MIN_USERS} users and {MIN_ITEMS} items, "
-                            f"got {len(user_ids)} users and {len(item_ids)} items")
     split = split or leave_last_out_split(data.interactions)
     if len(split.train) == 0:
         raise TrainingError("no training interactions")

@@ -25,6 +25,7 @@ from recoapi.recommendations.locks import training_lock
 from recoapi.recommendations.models import TrainingRun
 from recoapi.recommendations.services import (
     _read_manifest,
+    check_trainable,
     model_version_sync,
     refuse_another_shops_model,
     training_snapshot,
@@ -145,8 +146,10 @@ def _retrain(*, holdout_days: float, tolerance: float, budget_seconds: float,
                                       source_name="database", keep_items="all", from_files=False)
         train_data = replace(train_data, fingerprint=ds.content_fingerprint(train_data.items,
                                                                             train_data.interactions))
+        check_trainable(train_data)  # before the embeddings are rebuilt for data that cannot be trained on
         if from_database:
-            build_embeddings(data, settings.RECO_EMBEDDINGS_DIR, progress=False)
+            build_embeddings(data, settings.RECO_EMBEDDINGS_DIR, model_path=settings.RECO_TEXT_MODEL_PATH,
+                             progress=False)
         embeddings = load_embeddings(settings.RECO_EMBEDDINGS_DIR)
         params = TwoTowerParams()
         result = budgeted_search(train_data, embeddings, params, budget_seconds=budget_seconds, seed=params.seed)

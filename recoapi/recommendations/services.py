@@ -468,6 +468,25 @@ def training_snapshot() -> tuple[Any, bool]:
     return data, True
 
 
+def check_trainable(data: Any) -> None:
+    """Refuse training data too small to train on (:func:`modeling.train.check_trainable`), naming the
+    RECO_TRAIN_SINCE_DAYS window when one is set: it is the likely cause.
+
+    Raises:
+        ApplicationError: code ``no_data``.
+    """
+    from modeling import train as training
+    from modeling.errors import TrainingError
+
+    try:
+        training.check_trainable(data)
+    except TrainingError as exc:
+        since = settings.RECO_TRAIN_SINCE_DAYS
+        hint = (f" in the RECO_TRAIN_SINCE_DAYS window (the interactions of the last {since:g} day(s) before the "
+                f"newest one): widen it, or unset it to train on every interaction" if since else "")
+        raise ApplicationError(f"Cannot train: {exc}{hint}.", code="no_data") from exc
+
+
 def model_train(
     *,
     params: TwoTowerParams,
@@ -535,8 +554,10 @@ def _model_train(*, params: TwoTowerParams, activate: bool, force: bool, refit: 
 
     models_dir = Path(settings.RECO_MODELS_DIR)
     data, from_database = training_snapshot()
+    check_trainable(data)  # before the embeddings are rebuilt for data that cannot be trained on
     if from_database:  # live events or products the import snapshot lacks: embeddings for this data
-        build_embeddings(data, settings.RECO_EMBEDDINGS_DIR, progress=False)
+        build_embeddings(data, settings.RECO_EMBEDDINGS_DIR, model_path=settings.RECO_TEXT_MODEL_PATH,
+                         progress=False)
     embeddings = load_embeddings(settings.RECO_EMBEDDINGS_DIR)
     if embeddings.manifest.get("data_fingerprint") != data.fingerprint:
         raise ApplicationError("The embeddings were built from other data; run `manage.py build_embeddings` first.",

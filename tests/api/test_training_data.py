@@ -76,3 +76,44 @@ def test_rows_an_earlier_version_stored_do_not_stop_training(service: Pipeline) 
                                occurred_at=datetime.now(UTC) - timedelta(days=1), source=Interaction.LIVE)
     data, from_database = training_snapshot()
     assert from_database and "smith,john" in set(data.interactions[ds.USER_ID])
+
+
+def test_a_training_window_too_small_to_train_on_leaves_the_embeddings_as_they_were(service: Pipeline, settings,
+                                                                                    tmp_path) -> None:
+    """RECO_TRAIN_SINCE_DAYS=0.001: the run rebuilt the shared embeddings for its one shopper, then failed ("need
+    at least 2 users"); the next plain training then failed too ("The embeddings were built from other data")."""
+    import shutil
+
+    from modeling.embeddings import read_manifest
+    from modeling.two_tower import TwoTowerParams
+    from recoapi.recommendations.services import model_train
+
+    settings.RECO_EMBEDDINGS_DIR = tmp_path / "embeddings"
+    shutil.copytree(service.embeddings, settings.RECO_EMBEDDINGS_DIR)
+    before = read_manifest(settings.RECO_EMBEDDINGS_DIR)
+    settings.RECO_TRAIN_SINCE_DAYS = 0.001
+    with pytest.raises(ApplicationError, match=r"need at least 2 users and 2 items, got 1 users and \d+ items in the "
+                                               r"RECO_TRAIN_SINCE_DAYS window \(the interactions of the last 0.001 "
+                                               r"day\(s\) before the newest one\): widen it"):
+        model_train(params=TwoTowerParams(epochs=1))
+    assert read_manifest(settings.RECO_EMBEDDINGS_DIR) == before
+
+
+def test_training_on_the_database_encodes_with_the_configured_text_model(service: Pipeline, settings,
+                                                                        tmp_path) -> None:
+    """Training on live events rebuilt the embeddings with the bundled model whatever RECO_TEXT_MODEL_PATH said
+    (serving encodes text queries with the configured one)."""
+    import shutil
+
+    from modeling.errors import ArtifactError
+    from modeling.two_tower import TwoTowerParams
+    from recoapi.recommendations.services import model_train
+
+    settings.RECO_EMBEDDINGS_DIR = tmp_path / "embeddings"
+    shutil.copytree(service.embeddings, settings.RECO_EMBEDDINGS_DIR)
+    Interaction.objects.create(shopper_id=str(service.data.users[ds.USER_ID].iloc[0]),
+                               product_id=str(service.data.items[ds.ITEM_ID].iloc[0]), event="view", weight=1.0,
+                               occurred_at=datetime.now(UTC), source=Interaction.LIVE)
+    settings.RECO_TEXT_MODEL_PATH = str(tmp_path / "nowhere" / "model")
+    with pytest.raises(ArtifactError, match="nowhere/model does not exist"):
+        model_train(params=TwoTowerParams(epochs=1))
