@@ -281,6 +281,42 @@ def test_the_stage_line_names_what_orders_the_candidates_and_only_the_scores_a_b
                               "item_item x 0.75) orders")
 
 
+@pytest.mark.django_db
+def test_create_staff_user_names_the_variable_a_refused_value_came_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RECO_ADMIN_PASSWORD=short was refused as "--password: This password is too short"."""
+    monkeypatch.setenv("RECO_ADMIN_PASSWORD", "short")
+    with pytest.raises(CommandError, match="^RECO_ADMIN_PASSWORD: This password is too short"):
+        call_command("create_staff_user", "--username", "ops", stdout=StringIO())
+    with pytest.raises(CommandError, match="^--password: This password is too short"):
+        call_command("create_staff_user", "--username", "ops", "--password", "tiny", stdout=StringIO())
+    monkeypatch.setenv("RECO_ADMIN_USERNAME", "")
+    with pytest.raises(CommandError, match="^RECO_ADMIN_USERNAME may not be empty"):
+        call_command("create_staff_user", "--password", "long-enough-1", stdout=StringIO())
+    assert not get_user_model().objects.exists()
+    monkeypatch.delenv("RECO_ADMIN_USERNAME")
+    monkeypatch.setenv("RECO_ADMIN_PASSWORD", "long-enough-1")
+    out = StringIO()
+    call_command("create_staff_user", stdout=out)
+    assert "Staff user: admin / password: long-enough-1" in out.getvalue()
+
+
+@pytest.mark.parametrize(("arguments", "said"), [
+    (("--ease-l2", "10", "-1"), "--ease-l2 values must be positive numbers, got -1"),
+    (("--ease-l2", "0"), "--ease-l2 values must be positive numbers, got 0"),
+    (("--ease-l2", "nan"), "--ease-l2 values must be positive numbers, got nan"),
+    (("--seed", "-1"), "--seed must be 0 or more, got -1"),
+    pytest.param(("--output", "/proc/results.json"), "--output /proc/results.json: cannot write in its folder /proc",
+                 marks=pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="no /proc")),
+])
+def test_evaluate_refuses_what_would_fail_only_after_the_evaluation(settings, tmp_path: Path,
+                                                                    arguments: tuple[str, ...], said: str) -> None:
+    """--output in a folder nothing can be written in failed after the whole evaluation (FileNotFoundError);
+    --ease-l2 -1 ended in numpy's LinAlgError, --seed -1 in a ValueError of the split."""
+    settings.RECO_DATA_PATH = tmp_path / "no-data"
+    with pytest.raises(CommandError, match=re.escape(said)):
+        call_command("evaluate", "--no-search", *arguments, stdout=StringIO())
+
+
 def test_build_embeddings_refuses_a_file_as_its_folder_before_any_work(settings, tmp_path: Path) -> None:
     """RECO_EMBEDDINGS_DIR naming a file: "Embeddings written", the file moved to .notes.txt.old and a folder put
     in its place."""
@@ -298,3 +334,31 @@ def test_build_embeddings_refuses_a_file_as_its_folder_before_any_work(settings,
                                            "exist"):
         call_command("build_embeddings", stdout=StringIO())
 
+
+def _trained(search: dict) -> dict:
+    """What model_train returns, as far as the train command reads it."""
+    return {"version": "20260101T000000Z", "skipped": False, "activated": False, "metrics": {}, "search": search,
+            "ranking_stage": None, "refit_epochs": 0, "train_seconds": 30.0, "examples_per_second": 100.0,
+            "data": {"source": "import"}}
+
+
+@pytest.mark.parametrize(("options", "search", "said", "not_said"), [
+    (("--no-search",), {"budget_seconds": 0.0, "trials": [{"trial": 0}], "best_trial": 0, "seconds": 30.4},
+     ["no search: one training with the given parameters, 30.4 s",
+      "(the two-tower training with the given parameters 30.4 s; the rest"], ["search: 1 trial", "budget 0 s"]),
+    ((), {"budget_seconds": 60.0, "trials": [{"trial": 0}, {"trial": 1}], "best_trial": 1, "seconds": 58.0},
+     ["search: 2 trial(s) in 58.0 s (budget 60 s); trial 1 kept", "(the two-tower search 58 s; the rest"],
+     ["no search"]),
+])
+def test_train_without_a_search_does_not_report_one(monkeypatch: pytest.MonkeyPatch, options: tuple[str, ...],
+                                                    search: dict, said: list[str], not_said: list[str]) -> None:
+    """train --no-search printed "search: 1 trial(s) in 30.4 s (budget 0 s)" and "(the two-tower search 30.4 s"."""
+    from recoapi.recommendations.management.commands import train
+
+    monkeypatch.setattr(train, "model_train", lambda **kwargs: _trained(search))
+    out = StringIO()
+    call_command("train", *options, stdout=out)
+    for text in said:
+        assert text in out.getvalue(), out.getvalue()
+    for text in not_said:
+        assert text not in out.getvalue(), out.getvalue()

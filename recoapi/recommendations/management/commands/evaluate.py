@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,27 @@ def _trial_line(trial: dict[str, Any]) -> str:
     return (f"trial {trial['trial']}: validation NDCG@10 {trial['val_ndcg@10']:.4f}, HR@10 {trial['val_hr@10']:.4f} "
             f"(epoch {trial['best_epoch']}, {trial['seconds']} s; {varied}"
             f"{'; stopped when the budget was spent' if trial.get('cut') else ''})")
+
+
+def _check_writable(target: Path) -> None:
+    """Refuse an ``--output`` that could not be written once the evaluation is done: a folder, or a file in a
+    folder that cannot be made or written in (tried with a temporary file beside it, then removed).
+
+    Raises:
+        CommandError: saying why.
+    """
+    if target.is_dir():
+        raise CommandError(f"--output {target} is a folder; give the path of the JSON file to write")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CommandError(f"--output {target}: cannot make its folder ({exc.strerror})") from exc
+    try:
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"):
+            pass
+    except OSError as exc:
+        raise CommandError(f"--output {target}: cannot write in its folder {target.parent} ({exc.strerror})"
+                           ) from exc
 
 
 class Command(BaseCommand):
@@ -78,14 +100,14 @@ class Command(BaseCommand):
         budget = 0.0 if options["no_search"] or options["search"] > 0 else options["budget"]
         if not budget >= 0:
             raise CommandError(f"--budget must be 0 or more seconds, got {options['budget']}")
+        if options["seed"] < 0:
+            raise CommandError(f"--seed must be 0 or more, got {options['seed']}")
+        refused = [value for value in options["ease_l2"] if not 0 < value < float("inf")]
+        if refused:
+            raise CommandError(f"--ease-l2 values must be positive numbers, got {refused[0]:g}")
         target = Path(options["output"]) if options["output"] else None
         if target is not None:  # checked now, not after minutes of work
-            if target.is_dir():
-                raise CommandError(f"--output {target} is a folder; give the path of the JSON file to write")
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise CommandError(f"--output {target}: cannot make its folder ({exc.strerror})") from exc
+            _check_writable(target)
         defaults = [name for name in ("source", "path") if options[name] is None]
         options["source"] = options["source"] or settings.RECO_DATA_SOURCE
         options["path"] = options["path"] or str(settings.RECO_DATA_PATH)
@@ -149,6 +171,9 @@ class Command(BaseCommand):
         if "cold_users" in result:
             self.stdout.write(format_cold_table(result))
         if target is not None:
-            with atomic_write(target) as handle:
-                json.dump(result, handle, indent=2)
+            try:
+                with atomic_write(target) as handle:
+                    json.dump(result, handle, indent=2)
+            except OSError as exc:  # the folder changed during the evaluation, or the disk is full
+                raise CommandError(f"--output {target}: cannot write it ({exc.strerror or exc})") from exc
             self.stdout.write(self.style.SUCCESS(f"Results written to {target}"))

@@ -119,9 +119,12 @@ class Command(BaseCommand):
             self.stdout.write("  (popularity here sums each product's interactions by their weights, repeats "
                               "included; evaluate's popularity baseline counts its shoppers)")
         search = result.get("search") or {}
-        if search.get("trials"):
+        searched = bool(search.get("trials")) and search.get("budget_seconds", 0) > 0
+        if searched:
             self.stdout.write(f"  search: {len(search['trials'])} trial(s) in {search['seconds']} s (budget "
                               f"{search['budget_seconds']:g} s); trial {search['best_trial']} kept")
+        elif search.get("trials"):
+            self.stdout.write(f"  no search: one training with the given parameters, {search['seconds']} s")
         stage = result.get("ranking_stage") or {}
         took = (stage.get("selection") or {}).get("seconds")
         if stage:
@@ -134,7 +137,9 @@ class Command(BaseCommand):
             self.stdout.write(f"  training took {result['train_seconds']} s, {result['examples_per_second']} "
                               f"examples/s{on}")
         if not result["skipped"]:
-            parts = [f"the two-tower search {search['seconds']:g} s" if search.get("trials") else "",
+            parts = [f"the two-tower search {search['seconds']:g} s" if searched else
+                     f"the two-tower training with the given parameters {search['seconds']:g} s"
+                     if search.get("trials") else "",
                      f"the ranking stage's choice {took:g} s" if stage and took is not None else ""]
             known = ", ".join(part for part in parts if part)
             self.stdout.write(f"  in all {time.monotonic() - started:.0f} s" + (
