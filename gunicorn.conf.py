@@ -4,10 +4,13 @@ import os
 import re
 import sys
 
-# The service's own parsing of variables (recoapi.env needs Django's exception class only, not its settings).
-from django.core.exceptions import ImproperlyConfigured
+# The service's own parsing of variables (recoapi.env needs Django's exception class only, not its settings), from
+# this file's folder: gunicorn reads this file before it adds --pythonpath to the import path.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from recoapi.env import env_bool, env_int
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+
+from recoapi.env import env_bool, env_int  # noqa: E402
 
 REQUEST_LINE_ROOM = 1024  # see "Request bounds" below
 try:
@@ -16,7 +19,8 @@ try:
     _BLAS_THREADS = env_int("RECO_BLAS_THREADS", 1)
     _MAX_QUERY_STRING = env_int("RECO_MAX_QUERY_STRING", 16 * 1024)
     _ACCESS_LOG = env_bool("RECO_ACCESS_LOG", False)
-    _TEXT_PROCESS = env_bool("RECO_TEXT_PROCESS", True)
+    # empty: the default (on), as before; otherwise a boolean
+    _TEXT_PROCESS = env_bool("RECO_TEXT_PROCESS", True) if os.environ.get("RECO_TEXT_PROCESS", "").strip() else True
     for _variable, _value in (("RECO_WORKERS", _WORKERS), ("RECO_THREADS", _THREADS),
                               ("RECO_BLAS_THREADS", _BLAS_THREADS)):
         if _value < 1:

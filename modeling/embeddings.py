@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from modeling import datasets as ds
-from modeling.atomic import default_dir_mode
+from modeling.atomic import atomic_write, default_dir_mode
 from modeling.errors import ArtifactError
 from modeling.exported_text import model_fingerprint
 
@@ -360,6 +360,11 @@ def build_embeddings(
     current = read_manifest(output)
     if not force and current is not None and _is_current(current, data.fingerprint, model_path, identity):
         logger.info("embeddings are current (%s), skipping", str(current.get("fingerprint"))[:12])
+        resolved = str(Path(model_path).resolve())
+        if current.get("model_path") != resolved:  # the same model, moved: bundles export it from where it is now
+            current = {**current, "model_path": resolved}
+            with atomic_write(output / MANIFEST_FILE) as handle:
+                handle.write(json.dumps(current, indent=2, sort_keys=True))
         return {**current, "skipped": True}
 
     encoder = TextEncoder(model_path)

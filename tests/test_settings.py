@@ -214,11 +214,13 @@ def test_a_logs_directory_that_cannot_be_made_is_one_line(tmp_path: Path, monkey
 
 
 def _gunicorn_conf(env: dict[str, str]) -> dict[str, object]:
-    """gunicorn.conf.py's settings under ``env``."""
+    """gunicorn.conf.py's settings under ``env`` (its metrics folder a temporary one, removed after)."""
     import runpy
+    import tempfile
     from unittest import mock
 
-    with mock.patch.dict(os.environ, env):  # the file sets BLAS and metrics variables
+    with tempfile.TemporaryDirectory() as metrics, mock.patch.dict(
+            os.environ, {"PROMETHEUS_MULTIPROC_DIR": metrics, **env}):  # the file sets BLAS and metrics variables
         return runpy.run_path(str(ROOT / "gunicorn.conf.py"))
 
 
@@ -236,6 +238,27 @@ def test_gunicorn_conf_refuses_values_it_cannot_use(env: dict[str, str], message
     with pytest.raises(SystemExit) as stopped:
         _gunicorn_conf(env)
     assert str(stopped.value.code).startswith(f"ImproperlyConfigured: environment variable {message}")
+
+
+def test_gunicorn_conf_is_read_from_any_folder_without_the_project_on_the_import_path(tmp_path: Path) -> None:
+    # gunicorn reads its config before it adds --pythonpath: a deployment naming the project that way (no editable
+    # install) failed with "No module named 'recoapi'" once the file read variables with recoapi.env.
+    import site
+
+    script = ("import runpy, sys; sys.path.extend(sys.argv[2:]); conf = runpy.run_path(sys.argv[1]); "
+              "print(conf['workers'], conf['threads'])")
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "RECO_WORKERS": "3"}
+    done = subprocess.run([sys.executable, "-S", "-c", script, str(ROOT / "gunicorn.conf.py"),
+                           *site.getsitepackages()], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)  # -S: no .pth file puts the project on the path
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["3", "2"]
+
+
+def test_an_empty_text_process_variable_keeps_the_text_process() -> None:
+    # before the variables were checked, an empty value meant on (the default); it silently meant off for a while
+    assert _gunicorn_conf({"RECO_TEXT_PROCESS": ""})["dirty_threads"] == 2
+    assert _gunicorn_conf({"RECO_TEXT_PROCESS": " "})["dirty_threads"] == 2
 
 
 def test_gunicorn_conf_reads_booleans_and_numbers_as_the_settings_do() -> None:

@@ -4,9 +4,9 @@ Each function answers one panel with plain data (the view plots it with :mod:`re
 Time series are per calendar day (UTC) over the last ``days`` days that hold data: imported events may be
 years old, so their window ends at the newest event, not today.
 
-A list counts as clicked when an event sent with its ``recommendation_id`` by the shopper it was shown to is of
-a product it showed (the attribution of :mod:`recoapi.recommendations.feedback`); only lists that received such
-an event are read whole, the rest are counted in SQL.
+A list counts as clicked when a view, cart or purchase sent with its ``recommendation_id`` by the shopper it was
+shown to is of a product it showed (the attribution of :mod:`recoapi.recommendations.feedback`); only lists that
+received such an event are read whole, the rest are counted in SQL.
 """
 
 from __future__ import annotations

@@ -146,7 +146,7 @@ def _retrain(*, holdout_days: float, tolerance: float, budget_seconds: float,
                                       source_name="database", keep_items="all", from_files=False)
         train_data = replace(train_data, fingerprint=ds.content_fingerprint(train_data.items,
                                                                             train_data.interactions))
-        check_trainable(train_data)  # before the embeddings are rebuilt for data that cannot be trained on
+        check_trainable(train_data, holdout_days=holdout_days)  # before the embeddings are rebuilt for it
         if from_database:
             build_embeddings(data, settings.RECO_EMBEDDINGS_DIR, model_path=settings.RECO_TEXT_MODEL_PATH,
                              progress=False)

@@ -468,9 +468,10 @@ def training_snapshot() -> tuple[Any, bool]:
     return data, True
 
 
-def check_trainable(data: Any) -> None:
+def check_trainable(data: Any, *, holdout_days: float | None = None) -> None:
     """Refuse training data too small to train on (:func:`modeling.train.check_trainable`), naming the
-    RECO_TRAIN_SINCE_DAYS window when one is set: it is the likely cause.
+    RECO_TRAIN_SINCE_DAYS window when one is set, and ``retrain``'s held-out days (``holdout_days``) where they were
+    cut off: they are the likely causes.
 
     Raises:
         ApplicationError: code ``no_data``.
@@ -482,8 +483,14 @@ def check_trainable(data: Any) -> None:
         training.check_trainable(data)
     except TrainingError as exc:
         since = settings.RECO_TRAIN_SINCE_DAYS
-        hint = (f" in the RECO_TRAIN_SINCE_DAYS window (the interactions of the last {since:g} day(s) before the "
-                f"newest one): widen it, or unset it to train on every interaction" if since else "")
+        causes = []
+        if since:
+            causes.append(f"the RECO_TRAIN_SINCE_DAYS window (the interactions of the last {since:g} day(s) before "
+                          "the newest one): widen it, or unset it to train on every interaction")
+        if holdout_days is not None:
+            causes.append(f"the last {holdout_days:g} day(s) held out to measure the candidate: retrain with a "
+                          "shorter --holdout-days")
+        hint = f" in what is left after {'; and '.join(causes)}" if causes else ""
         raise ApplicationError(f"Cannot train: {exc}{hint}.", code="no_data") from exc
 
 

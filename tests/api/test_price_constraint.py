@@ -67,14 +67,14 @@ def test_training_on_a_database_that_has_not_run_migrate_says_to_run_it() -> Non
     from recoapi.exceptions import ApplicationError
     from recoapi.recommendations.services import training_snapshot
 
-    executor = MigrationExecutor(connection)
-    executor.migrate([BEFORE])
-    apps = executor.loader.project_state([BEFORE]).apps
-    product = apps.get_model("catalog", "Product").objects.create(id="mug", price=math.inf)
-    shopper = apps.get_model("catalog", "Shopper").objects.create(id="s")
-    apps.get_model("catalog", "Interaction").objects.create(shopper=shopper, product=product, event="view",
-                                                            occurred_at=datetime(2024, 1, 1, tzinfo=UTC))
-    try:
+    try:  # from the first step: a failure anywhere leaves the database as the tests after this one expect it
+        executor = MigrationExecutor(connection)
+        executor.migrate([BEFORE])
+        apps = executor.loader.project_state([BEFORE]).apps
+        product = apps.get_model("catalog", "Product").objects.create(id="mug", price=math.inf)
+        shopper = apps.get_model("catalog", "Shopper").objects.create(id="s")
+        apps.get_model("catalog", "Interaction").objects.create(shopper=shopper, product=product, event="view",
+                                                                occurred_at=datetime(2024, 1, 1, tzinfo=UTC))
         with pytest.raises(ApplicationError, match=r"Cannot train on the database: .*product 'mug': price inf is "
                                                    r"not a price .*`manage.py migrate` clears such prices"):
             training_snapshot()

@@ -92,9 +92,10 @@ def test_a_training_window_too_small_to_train_on_leaves_the_embeddings_as_they_w
     shutil.copytree(service.embeddings, settings.RECO_EMBEDDINGS_DIR)
     before = read_manifest(settings.RECO_EMBEDDINGS_DIR)
     settings.RECO_TRAIN_SINCE_DAYS = 0.001
-    with pytest.raises(ApplicationError, match=r"need at least 2 users and 2 items, got 1 users and \d+ items in the "
-                                               r"RECO_TRAIN_SINCE_DAYS window \(the interactions of the last 0.001 "
-                                               r"day\(s\) before the newest one\): widen it"):
+    with pytest.raises(ApplicationError, match=r"need at least 2 users and 2 items, got 1 users and \d+ items in "
+                                               r"what is left after the RECO_TRAIN_SINCE_DAYS window \(the "
+                                               r"interactions of the last 0.001 day\(s\) before the newest one\): "
+                                               r"widen it"):
         model_train(params=TwoTowerParams(epochs=1))
     assert read_manifest(settings.RECO_EMBEDDINGS_DIR) == before
 
@@ -117,3 +118,22 @@ def test_training_on_the_database_encodes_with_the_configured_text_model(service
     settings.RECO_TEXT_MODEL_PATH = str(tmp_path / "nowhere" / "model")
     with pytest.raises(ArtifactError, match="nowhere/model does not exist"):
         model_train(params=TwoTowerParams(epochs=1))
+
+
+def test_retrain_names_its_held_out_days_when_too_little_is_left_to_train_on(settings) -> None:
+    # The hint named only RECO_TRAIN_SINCE_DAYS; in `retrain` the held-out days can be what empties the training part.
+    import pandas as pd
+
+    from recoapi.recommendations.services import check_trainable
+
+    settings.RECO_TRAIN_SINCE_DAYS = 0
+    items = pd.DataFrame({ds.ITEM_ID: ["a", "b"]})
+    interactions = pd.DataFrame({ds.USER_ID: ["u", "u"], ds.ITEM_ID: ["a", "b"], ds.TIMESTAMP: [1, 2]})
+    one_shopper = ds.finish_tables(items, interactions, report={}, fingerprint="f", source_name="database",
+                                   keep_items="all", from_files=False)
+    with pytest.raises(ApplicationError, match=r"got 1 users and 2 items in what is left after the last 2 day\(s\) "
+                                               r"held out to measure the candidate: retrain with a shorter "
+                                               r"--holdout-days\.$"):
+        check_trainable(one_shopper, holdout_days=2)
+    with pytest.raises(ApplicationError, match=r"got 1 users and 2 items\.$"):  # nothing cut: no hint
+        check_trainable(one_shopper)

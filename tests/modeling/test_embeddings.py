@@ -182,3 +182,23 @@ def test_embeddings_of_the_bundled_model_from_before_the_content_fingerprint_sta
     rebuilt = build_embeddings(pipeline.data, output, progress=False, force=True)
     assert rebuilt["encoded"] == {"items": 0, "distinct_review_texts": 0}
     assert rebuilt["model_fingerprint"] and rebuilt["fingerprint"] != manifest["fingerprint"]
+
+
+def test_a_moved_model_keeps_its_embeddings_and_the_manifest_names_where_it_is_now(pipeline: Pipeline,
+                                                                                   tmp_path) -> None:
+    """The embeddings name the model by its content, so a model folder moved elsewhere keeps them current; the
+    manifest's ``model_path`` (the folder a bundle exports for serving) follows it instead of naming where it was."""
+    import json
+    import shutil
+
+    from modeling.embeddings import default_model_path
+
+    moved = tmp_path / "models" / "minilm"
+    shutil.copytree(default_model_path(), moved)
+    output = tmp_path / "embeddings"
+    shutil.copytree(pipeline.embeddings, output)
+    before = json.loads((output / "manifest.json").read_text())
+    assert before["model_path"] != str(moved.resolve())
+    again = build_embeddings(pipeline.data, output, model_path=str(moved), progress=False)
+    assert again["skipped"] and again["fingerprint"] == before["fingerprint"]
+    assert json.loads((output / "manifest.json").read_text())["model_path"] == str(moved.resolve())

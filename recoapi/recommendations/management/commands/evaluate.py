@@ -121,13 +121,13 @@ class Command(BaseCommand):
                              "logq_correction": options["logq_correction"]}
                 params = replace(params, **{k: v for k, v in overrides.items() if v is not None})
                 data = load_source(options["source"], options["path"], time_bounds=event_time_bounds())
+                if options["protocols"] in ("all", "leave_last_out"):  # before any work: every metric would be 0
+                    require_held_out(leave_last_out_split(data.interactions))
                 cache = Path(settings.RECO_PROCESSED_DIR).parent / "evaluation" / data.fingerprint[:16]
                 self.stdout.write(f"Loaded {data.counts()}; text embeddings in {cache} ...")
                 build_embeddings(data, cache, model_path=settings.RECO_TEXT_MODEL_PATH,
                                  progress=options["verbosity"] > 1)
                 embeddings = load_embeddings(cache)
-                if options["protocols"] in ("all", "leave_last_out"):  # before any training: every metric would be 0
-                    require_held_out(leave_last_out_split(data.interactions))
                 say = lambda message: self.stdout.write(f"  {message}")  # noqa: E731
                 result: dict[str, Any] = {}
                 if options["search"] > 0:
