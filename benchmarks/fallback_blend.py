@@ -46,21 +46,12 @@ def _paired(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 
 def measure(source: str, path: str, embeddings_dir: str | None = None) -> dict[str, Any]:
     """The two blends' cross-validated NDCG@10 on the selection shoppers and their paired difference."""
-    from rankers import load
+    from stage_weighting import stage_sources
 
     from modeling.reranker import BLEND_PARTS, StageConfig, _blend_grid, _cross_validated_weights, _sequential_grid
-    from modeling.splits import leave_last_out_split
-    from modeling.train import fit_stage_sources, stage_inputs, stopping_shoppers, train_model, validation_lists
-    from modeling.two_tower import TwoTowerParams
+    from modeling.train import validation_lists
 
-    data, embeddings, _ = load(source, path, embeddings_dir)
-    params = TwoTowerParams()
-    split = leave_last_out_split(data.interactions)
-    trained = train_model(data, embeddings, params, split=split, ranking_stage=False)
-    inputs = stage_inputs(trained, data, embeddings, split)
-    selection = ~stopping_shoppers(len(inputs.val_u), params.seed)
-    sources = fit_stage_sources(inputs.history, len(inputs.features.user_ids), len(inputs.features.item_ids),
-                                inputs.val_u, inputs.val_i, inputs.validation_history, say=logger.info)
+    params, trained, inputs, selection, sources = stage_sources(source, path, embeddings_dir)
     config = StageConfig(seed=params.seed)
     lists = validation_lists(trained.model, inputs.validation_history, inputs.item_vectors, inputs.tables,
                              sources, inputs.validation_features, inputs.val_u, inputs.val_i, selection, config)
@@ -98,13 +89,9 @@ def _validation_times(inputs: Any, lists: Any) -> np.ndarray | None:
 
 
 def main() -> None:
-    from rankers import dataset_parser
+    from rankers import dataset_args
 
-    parser = dataset_parser(__doc__.splitlines()[0])
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for name in ("tensorflow", "absl", "h5py"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    args = dataset_args(__doc__.splitlines()[0])
     results = measure(args.source, args.path, args.embeddings)
     diff = results["blend_minus_transitions_item_item"]
     late = results.get("latest_half", {})

@@ -73,6 +73,16 @@ def dataset_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def dataset_args(description: str) -> argparse.Namespace:
+    """The options of :func:`dataset_parser`, parsed, with logging set as the validation benchmarks log (their
+    progress at INFO, TensorFlow's at WARNING)."""
+    args = dataset_parser(description).parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for name in ("tensorflow", "absl", "h5py"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return args
+
+
 def load(source: str, path: str, embeddings_dir: str | None) -> tuple[Any, Any, Path]:
     """The canonical data and its text embeddings, as `manage.py evaluate` loads them (no database)."""
     from modeling import datasets as ds

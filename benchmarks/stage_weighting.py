@@ -37,13 +37,15 @@ logger = logging.getLogger("benchmarks.stage_weighting")
 HALF_LIVES = (365.0, 0.0)
 
 
-def measure(source: str, path: str, embeddings_dir: str | None = None) -> dict[str, Any]:
-    """``{half_life: {"choice", "reference", "best", "gain_over_reference", "cross_validation"}}``."""
+def stage_sources(source: str, path: str, embeddings_dir: str | None = None) -> tuple[Any, Any, Any, Any, Any]:
+    """The data loaded and the two-tower trained as `benchmarks/rankers.py` does (default parameters, no search),
+    and the stage's sources fitted as training fits them. Returns ``(params, trained, inputs, selection, sources)``:
+    the :class:`~modeling.two_tower.TwoTowerParams`, the ``TrainResult``, the ``StageInputs``, the (n_val,) bool
+    selection shoppers and the fitted ``Sources``."""
     from rankers import load
 
-    from modeling.reranker import StageConfig, fit_ranker
     from modeling.splits import leave_last_out_split
-    from modeling.train import fit_stage_sources, stage_inputs, stopping_shoppers, train_model, validation_lists
+    from modeling.train import fit_stage_sources, stage_inputs, stopping_shoppers, train_model
     from modeling.two_tower import TwoTowerParams
 
     data, embeddings, _ = load(source, path, embeddings_dir)
@@ -54,6 +56,15 @@ def measure(source: str, path: str, embeddings_dir: str | None = None) -> dict[s
     selection = ~stopping_shoppers(len(inputs.val_u), params.seed)
     sources = fit_stage_sources(inputs.history, len(inputs.features.user_ids), len(inputs.features.item_ids),
                                 inputs.val_u, inputs.val_i, inputs.validation_history, say=logger.info)
+    return params, trained, inputs, selection, sources
+
+
+def measure(source: str, path: str, embeddings_dir: str | None = None) -> dict[str, Any]:
+    """``{half_life: {"choice", "reference", "best", "gain_over_reference", "cross_validation"}}``."""
+    from modeling.reranker import StageConfig, fit_ranker
+    from modeling.train import validation_lists
+
+    params, trained, inputs, selection, sources = stage_sources(source, path, embeddings_dir)
     results: dict[str, Any] = {}
     for half_life in HALF_LIVES:
         config = StageConfig(seed=params.seed, history_half_life_days=half_life)
@@ -68,13 +79,9 @@ def measure(source: str, path: str, embeddings_dir: str | None = None) -> dict[s
 
 
 def main() -> None:
-    from rankers import dataset_parser
+    from rankers import dataset_args
 
-    parser = dataset_parser(__doc__.splitlines()[0])
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for name in ("tensorflow", "absl", "h5py"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    args = dataset_args(__doc__.splitlines()[0])
     results = measure(args.source, args.path, args.embeddings)
     for half_life, report in results.items():
         cv = report["cross_validation"]
