@@ -155,20 +155,28 @@ def test_run_scheduler_once_does_not_retrain_on_what_the_last_retraining_read(se
                                                         "interactions": 3, "shoppers": 3,
                                                         "newest": int(newest.timestamp())})
 
-    def retrain(**kwargs: object) -> TrainingRun:
-        raise AssertionError("retrained on the interactions the last retraining had read")
-
-    monkeypatch.setattr(retraining, "model_retrain", retrain)
-    out = StringIO()
-    call_command("run_scheduler", "--once", "--min-events", "1", stdout=out)
-    assert "0 new interaction(s) since the last training, fewer than 1: not retraining" in out.getvalue()
+    monkeypatch.setattr(retraining, "model_retrain",
+                        _refused_retraining("retrained on the interactions the last retraining had read"))
+    assert "0 new interaction(s) since the last training, fewer than 1: not retraining" in _scheduler_once(1)
     assert retraining.newest_read() == (None, int(newest.timestamp()))  # a run recorded before ids were
 
     Interaction.objects.create(shopper_id="s0", product=product, event="cart", occurred_at=newest + timedelta(hours=1))
     monkeypatch.setattr(retraining, "model_retrain", _skipped_retraining)
+    assert "1 new interactions: retraining" in _scheduler_once(1)
+
+
+def _scheduler_once(min_events: int) -> str:
+    """What one check of ``run_scheduler --once --min-events N`` says."""
     out = StringIO()
-    call_command("run_scheduler", "--once", "--min-events", "1", stdout=out)
-    assert "1 new interactions: retraining" in out.getvalue()
+    call_command("run_scheduler", "--once", "--min-events", str(min_events), stdout=out)
+    return out.getvalue()
+
+
+def _refused_retraining(reason: str) -> Callable[..., object]:
+    """A stand-in for ``model_retrain`` that fails the test with ``reason`` if the scheduler calls it."""
+    def retrain(**kwargs: object) -> object:
+        raise AssertionError(reason)
+    return retrain
 
 
 def _skipped_retraining(*, on_start: Callable[[], None] | None = None, **kwargs: object) -> object:
@@ -198,7 +206,6 @@ def test_run_scheduler_counts_what_was_recorded_since_the_training_whatever_its_
 
     from recoapi.catalog.models import Interaction, Product, Shopper
     from recoapi.recommendations import retraining
-    from recoapi.recommendations.models import TrainingRun
 
     settings.RECO_MODELS_DIR = tmp_path / "models"
     trained_until = datetime(2026, 12, 6, 23, 45, 35, tzinfo=UTC)
@@ -211,13 +218,9 @@ def test_run_scheduler_counts_what_was_recorded_since_the_training_whatever_its_
     _bundle(tmp_path / "models", "20261206T234600Z", trained_until=int(trained_until.timestamp()),
             last_interaction_id=read)
 
-    def retrain(**kwargs: object) -> TrainingRun:
-        raise AssertionError("retrained on the interactions the model had read")
-
-    monkeypatch.setattr(retraining, "model_retrain", retrain)
-    out = StringIO()
-    call_command("run_scheduler", "--once", "--min-events", "1", stdout=out)
-    assert "0 new interaction(s) since the last training, fewer than 1: not retraining" in out.getvalue()
+    monkeypatch.setattr(retraining, "model_retrain",
+                        _refused_retraining("retrained on the interactions the model had read"))
+    assert "0 new interaction(s) since the last training, fewer than 1: not retraining" in _scheduler_once(1)
 
     # Late: 120 stamped 3 days earlier, 30 stamped 30 minutes earlier, 2 within trained_until's second.
     late = [trained_until - timedelta(days=3)] * 120 + [trained_until - timedelta(minutes=30)] * 30 + [
@@ -225,9 +228,7 @@ def test_run_scheduler_counts_what_was_recorded_since_the_training_whatever_its_
     Interaction.objects.bulk_create([Interaction(shopper=shopper, product=product, event="purchase", occurred_at=m)
                                      for m in late])
     monkeypatch.setattr(retraining, "model_retrain", _skipped_retraining)
-    out = StringIO()
-    call_command("run_scheduler", "--once", "--min-events", "100", stdout=out)
-    assert "152 new interactions: retraining" in out.getvalue()
+    assert "152 new interactions: retraining" in _scheduler_once(100)
 
 
 @pytest.mark.django_db
@@ -249,16 +250,12 @@ def test_run_scheduler_counts_by_time_from_a_bundle_published_before_manifests_r
         Interaction.objects.create(shopper=shopper, product=product, event="view", occurred_at=moment)
     _bundle(tmp_path / "models", "20261206T234600Z", trained_until=int(trained_until.timestamp()))
     monkeypatch.setattr(retraining, "model_retrain", _skipped_retraining)
-    out = StringIO()
-    call_command("run_scheduler", "--once", "--min-events", "5", stdout=out)
-    assert "1 new interaction(s) since the last training, fewer than 5: not retraining" in out.getvalue()
+    assert "1 new interaction(s) since the last training, fewer than 5: not retraining" in _scheduler_once(5)
     assert retraining.newest_read() == (None, int(trained_until.timestamp()))
 
     _bundle(tmp_path / "models", "20261207T000000Z", trained_until=int(trained_until.timestamp()),
             last_interaction_id=Interaction.objects.order_by("id").first().id)
-    out = StringIO()
-    call_command("run_scheduler", "--once", "--min-events", "5", stdout=out)
-    assert "3 new interaction(s) since the last training, fewer than 5: not retraining" in out.getvalue()
+    assert "3 new interaction(s) since the last training, fewer than 5: not retraining" in _scheduler_once(5)
 
 
 def test_the_stage_line_names_what_orders_the_candidates_and_only_the_scores_a_blend_weighs() -> None:
