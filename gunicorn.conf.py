@@ -10,14 +10,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 
-from recoapi.env import env_bool, env_int  # noqa: E402
+from recoapi.env import REQUEST_LINE_ROOM, env_bool, env_int, env_query_string_bound  # noqa: E402
 
-REQUEST_LINE_ROOM = 1024  # see "Request bounds" below
 try:
     _WORKERS = env_int("RECO_WORKERS", 2)
     _THREADS = env_int("RECO_THREADS", 2)
     _BLAS_THREADS = env_int("RECO_BLAS_THREADS", 1)
-    _MAX_QUERY_STRING = env_int("RECO_MAX_QUERY_STRING", 16 * 1024)
+    _MAX_QUERY_STRING = env_query_string_bound()
     _ACCESS_LOG = env_bool("RECO_ACCESS_LOG", False)
     # empty: the default (on), as before; otherwise a boolean
     _TEXT_PROCESS = env_bool("RECO_TEXT_PROCESS", True) if os.environ.get("RECO_TEXT_PROCESS", "").strip() else True
@@ -25,9 +24,6 @@ try:
                               ("RECO_BLAS_THREADS", _BLAS_THREADS)):
         if _value < 1:
             raise ImproperlyConfigured(f"environment variable {_variable}={_value} must be at least 1")
-    if not 256 <= _MAX_QUERY_STRING <= 1024 * 1024 - REQUEST_LINE_ROOM:  # as recoapi/settings.py checks it
-        raise ImproperlyConfigured(f"environment variable RECO_MAX_QUERY_STRING={_MAX_QUERY_STRING} must be from 256 "
-                                   f"to {1024 * 1024 - REQUEST_LINE_ROOM} characters")
 except ImproperlyConfigured as _exc:  # one line, not gunicorn's "Failed to read config file" and a traceback
     sys.exit(f"ImproperlyConfigured: {_exc}")
 

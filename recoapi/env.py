@@ -107,6 +107,25 @@ def env_dir(name: str, default: str, *, create: bool = False) -> Path:
     return path
 
 
+REQUEST_LINE_ROOM = 1024
+"""Bytes a request line holds beside its query string (method, path, protocol): gunicorn's limit_request_line is the
+query-string bound plus this."""
+QUERY_STRING_BOUNDS = (256, 1024 * 1024 - REQUEST_LINE_ROOM)
+"""What ``RECO_MAX_QUERY_STRING`` may be: at least a request for a few shoppers, at most what fits with
+:data:`REQUEST_LINE_ROOM` under recoapi.gunicorn_worker's 1 MiB request-line ceiling."""
+
+
+def env_query_string_bound() -> int:
+    """``RECO_MAX_QUERY_STRING`` (default 16 KiB), within :data:`QUERY_STRING_BOUNDS`: read by the settings (the
+    service's 414) and by gunicorn.conf.py (gunicorn's own request-line limit), so both hold the same bound."""
+    value = env_int("RECO_MAX_QUERY_STRING", 16 * 1024)
+    low, high = QUERY_STRING_BOUNDS
+    if not low <= value <= high:
+        raise ImproperlyConfigured(f"environment variable RECO_MAX_QUERY_STRING={value} must be from {low} to {high} "
+                                   f"characters")
+    return value
+
+
 def env_list(name: str, default: str) -> list[str]:
     """A comma-separated list variable."""
     return [part.strip() for part in env_str(name, default).split(",") if part.strip()]

@@ -25,6 +25,7 @@ from recoapi.env import (  # noqa: E402
     env_float,
     env_int,
     env_list,
+    env_query_string_bound,
     env_rate,
     env_str,
     env_time,
@@ -220,10 +221,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("RECO_MAX_BODY_BYTES", 1024 * 1024)
 if DATA_UPLOAD_MAX_MEMORY_SIZE < 1024:
     raise ImproperlyConfigured(f"RECO_MAX_BODY_BYTES must be at least 1024 (a body of a few events), got "
                                f"{DATA_UPLOAD_MAX_MEMORY_SIZE}")
-RECO_MAX_QUERY_STRING = env_int("RECO_MAX_QUERY_STRING", 16 * 1024)
-if not 256 <= RECO_MAX_QUERY_STRING <= 1024 * 1024 - 1024:
-    raise ImproperlyConfigured(f"RECO_MAX_QUERY_STRING must be from 256 to 1047552 characters, got "
-                               f"{RECO_MAX_QUERY_STRING}")
+RECO_MAX_QUERY_STRING = env_query_string_bound()
 SPECTACULAR_SETTINGS = {
     "TITLE": "Recommendation service API",
     "DESCRIPTION": "Top-N product recommendations for known, new and anonymous shoppers.",

@@ -131,8 +131,8 @@ def test_settings_this_service_cannot_use_are_one_line_at_start(env: dict[str, s
     # every /recommendations and /similar_items answered 500 (FAISS's nprobe is unsigned)
     ({"RECO_ANN_NPROBE": "-1"}, "RECO_ANN_NPROBE must be 0 (the value tuned at publishing) or a positive number"),
     # every request answered 414, 400 or (POST) 413
-    ({"RECO_MAX_QUERY_STRING": "-5"}, "RECO_MAX_QUERY_STRING must be from 256 to 1047552 characters, got -5"),
-    ({"RECO_MAX_QUERY_STRING": "2000000"}, "RECO_MAX_QUERY_STRING must be from 256 to 1047552 characters"),
+    ({"RECO_MAX_QUERY_STRING": "-5"}, "RECO_MAX_QUERY_STRING=-5 must be from 256 to 1047552 characters"),
+    ({"RECO_MAX_QUERY_STRING": "2000000"}, "RECO_MAX_QUERY_STRING=2000000 must be from 256 to 1047552 characters"),
     ({"RECO_MAX_USERS": "0"}, "RECO_MAX_USERS must be 1 or more, got 0"),
     ({"RECO_MAX_USERS": "-3"}, "RECO_MAX_USERS must be 1 or more, got -3"),
     ({"RECO_MAX_BODY_BYTES": "-1"}, "RECO_MAX_BODY_BYTES must be at least 1024"),
