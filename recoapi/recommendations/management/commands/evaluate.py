@@ -121,8 +121,12 @@ class Command(BaseCommand):
                              "logq_correction": options["logq_correction"]}
                 params = replace(params, **{k: v for k, v in overrides.items() if v is not None})
                 data = load_source(options["source"], options["path"], time_bounds=event_time_bounds())
-                if options["protocols"] in ("all", "leave_last_out"):  # before any work: every metric would be 0
-                    require_held_out(leave_last_out_split(data.interactions))
+                # Leave-last-out's split, read by the search too; refused before any work where it holds no test
+                # item (every metric would be 0).
+                split = None
+                if options["protocols"] in ("all", "leave_last_out"):
+                    split = leave_last_out_split(data.interactions)
+                    require_held_out(split)
                 cache = Path(settings.RECO_PROCESSED_DIR).parent / "evaluation" / data.fingerprint[:16]
                 self.stdout.write(f"Loaded {data.counts()}; text embeddings in {cache} ...")
                 build_embeddings(data, cache, model_path=settings.RECO_TEXT_MODEL_PATH,
@@ -141,7 +145,7 @@ class Command(BaseCommand):
                 if budget > 0 and options["protocols"] in ("all", "leave_last_out"):
                     self.stdout.write(f"Two-tower search on the validation items ({budget:g} s budget) ...")
                     trained = budgeted_search(data, embeddings, params, budget_seconds=budget, seed=options["seed"],
-                                              split=leave_last_out_split(data.interactions),
+                                              split=split,
                                               on_trial=lambda t: say(_trial_line(t)))
                     params = trained.params
                     result["budget_search"] = trained.search
