@@ -143,14 +143,18 @@ class DirectoryStore:
             why = "it is not a folder"
         return ArtifactError(f"the model store {self.root} cannot be reached: {why}")
 
+    def require_reachable(self) -> None:
+        """Raise :meth:`unreachable`'s error where the store cannot be reached (:meth:`reachable`)."""
+        if not self.reachable():
+            raise self.unreachable()
+
     def versions(self) -> list[str]:
         """Complete versions in the store, oldest first.
 
         Raises:
             ArtifactError: the store cannot be reached.
         """
-        if not self.reachable():
-            raise self.unreachable()
+        self.require_reachable()
         return artifacts.list_versions(self.root)
 
     def has(self, version: str) -> bool:
@@ -178,8 +182,7 @@ class DirectoryStore:
         Raises:
             ArtifactError: the store cannot be reached or written.
         """
-        if not self.reachable():
-            raise self.unreachable()
+        self.require_reachable()
         text = _text_folder(bundle_dir)
         if text is not None:
             _copy_checked(bundle_dir.parent / text, self.root / text, write_checksums=True)
@@ -200,8 +203,7 @@ class DirectoryStore:
         Raises:
             ArtifactError: the store cannot be reached or the folder cannot be removed.
         """
-        if not self.reachable():
-            raise self.unreachable()
+        self.require_reachable()
         if not artifacts.is_version_name(version):
             raise ArtifactError(f"not a model version: {version!r}")
         tombstone = self.root / REMOVED_DIR / version
