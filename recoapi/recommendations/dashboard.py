@@ -103,7 +103,7 @@ def ctr_per_day(days: int = 30, *, by: str = "strategy", experiment: Experiment 
             return Series([], {})
         lists = lists.filter(experiment_id=experiment.pk)
     shown = list(lists.annotate(day=TruncDate("created_at")).values_list("day", by).annotate(n=Count("id")))
-    events = Interaction.objects.filter(recommendation_id__in=lists.values("id"), event__in=feedback.EVENTS)
+    events = feedback.attributable_events(lists.values("id"))
     shoppers: dict[tuple[str, str], set[str]] = defaultdict(set)  # (list, product) -> the shoppers of its events
     for rid, product, shopper in events.values_list("recommendation_id", "product_id", "shopper_id"):
         shoppers[(rid, product)].add(shopper)

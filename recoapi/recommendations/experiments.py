@@ -35,7 +35,7 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from recoapi.catalog.models import Interaction, Product
+from recoapi.catalog.models import Product
 from recoapi.exceptions import ApplicationError, Conflict
 from recoapi.recommendations import feedback, model_store
 from recoapi.recommendations.engine import registry
@@ -308,7 +308,7 @@ def results(experiment: Experiment) -> dict[str, Any]:
     answered_by: dict[str, list[str]] = defaultdict(list)
     for arm_name, version in lists.values_list("arm", "model_version").distinct().order_by("arm", "model_version"):
         answered_by[arm_name].append(version)
-    attributed = Interaction.objects.filter(recommendation_id__in=lists.values("id"), event__in=feedback.EVENTS)
+    attributed = feedback.attributable_events(lists.values("id"))
     events = list(attributed.values_list("recommendation_id", "product_id", "event", "shopper_id"))
     items = {row[0]: row[1:] for row in  # only the lists that received events (a subquery, not a list)
              lists.filter(id__in=attributed.values("recommendation_id")).values_list("id", "arm", "items",

@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Count
+from django.db.models import Count, QuerySet
 
 from recoapi.catalog.models import Interaction
 from recoapi.recommendations.models import ANONYMOUS, RecommendationList
@@ -45,6 +45,14 @@ def credited(*, list_shopper: str, event_shopper: str) -> bool:
     return list_shopper in (event_shopper, ANONYMOUS)
 
 
+def attributable_events(recommendation_ids: Any = None) -> QuerySet[Interaction]:
+    """The interactions that may be attributed to a list: views, carts and purchases (:data:`EVENTS`) sent with a
+    recommendation_id, of one of ``recommendation_ids`` (a list of ids or a subquery) when given. Whether the list
+    showed the product to that shopper is :func:`attributions`' (and its callers') part."""
+    events = Interaction.objects.filter(recommendation_id__isnull=False, event__in=EVENTS)
+    return events if recommendation_ids is None else events.filter(recommendation_id__in=recommendation_ids)
+
+
 def attributions(*, recommendation_ids: list[str] | None = None) -> list[Attribution]:
     """Every view, cart or purchase (:data:`EVENTS`) sent with a recommendation_id whose list is stored, shows the
     event's product and was shown to the event's shopper (:func:`credited`).
@@ -53,9 +61,7 @@ def attributions(*, recommendation_ids: list[str] | None = None) -> list[Attribu
     to another shopper are left out, and so are other events. ``recommendation_ids`` restricts the answer to those
     lists.
     """
-    events = Interaction.objects.filter(recommendation_id__isnull=False, event__in=EVENTS)
-    if recommendation_ids is not None:
-        events = events.filter(recommendation_id__in=recommendation_ids)
+    events = attributable_events(recommendation_ids)
     rows = list(events.values_list("id", "recommendation_id", "product_id", "event", "shopper_id"))
     lists = {row.id: row for row in RecommendationList.objects.filter(id__in={r[1] for r in rows})}
     out = []
