@@ -107,6 +107,9 @@ def env_dir(name: str, default: str, *, create: bool = False) -> Path:
     return path
 
 
+RETENTION_MAX_DAYS = 36_500
+"""The longest list retention (``RECO_LIST_RETENTION_DAYS``, ``prune_lists --days``): about a century, far beyond any
+list and well inside the dates Python can compute."""
 REQUEST_LINE_ROOM = 1024
 """Bytes a request line holds beside its query string (method, path, protocol): gunicorn's limit_request_line is the
 query-string bound plus this."""

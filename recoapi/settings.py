@@ -19,6 +19,7 @@ from modeling.datasets import FilterError, InteractionFilters  # noqa: E402
 from modeling.index import ANN_MIN_ITEMS  # noqa: E402
 from modeling.sources import SOURCES  # noqa: E402
 from recoapi.env import (  # noqa: E402
+    RETENTION_MAX_DAYS,
     env_bool,
     env_choice,
     env_dir,
@@ -290,9 +291,9 @@ if not (RECO_IMPRESSIONS_FLUSH_SECONDS > 0 and RECO_IMPRESSIONS_BATCH >= 1 and R
 # Stored lists older than this many days are deleted by `prune_lists` and at each check of `run_scheduler` (0: kept
 # forever); lists of an experiment are kept while the experiment exists (its results are computed from them).
 RECO_LIST_RETENTION_DAYS = env_float("RECO_LIST_RETENTION_DAYS", 90.0)
-if not 0 <= RECO_LIST_RETENTION_DAYS <= 36_500:  # recoapi.recommendations.services.PRUNE_MAX_DAYS
+if not 0 <= RECO_LIST_RETENTION_DAYS <= RETENTION_MAX_DAYS:
     raise ImproperlyConfigured(f"RECO_LIST_RETENTION_DAYS must be 0 (keep every list) or a number of days up to "
-                               f"36500, got {RECO_LIST_RETENTION_DAYS:g}")
+                               f"{RETENTION_MAX_DAYS}, got {RECO_LIST_RETENTION_DAYS:g}")
 if RECO_PRODUCTS_MAX_BATCH < 1:
     raise ImproperlyConfigured("RECO_PRODUCTS_MAX_BATCH must be 1 or more")
 if RECO_EVENTS_MAX_BATCH < 1:

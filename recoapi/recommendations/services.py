@@ -28,6 +28,7 @@ from recoapi.catalog.services import (
     import_filters_from_settings,
     interactions_record,
 )
+from recoapi.env import RETENTION_MAX_DAYS
 from recoapi.exceptions import ApplicationError, Conflict, NotFound, ServiceUnavailable
 from recoapi.recommendations import experiments, impressions, model_store
 from recoapi.recommendations.engine import Engine, registry, text_encoder
@@ -639,9 +640,8 @@ def events_record(events: list[EventSpec]) -> RecordResult:
     return interactions_record(events)
 
 
-#: The longest retention :func:`recommendation_lists_prune` takes (about a century: far beyond any list, and well
-#: inside the dates Python can compute; RECO_LIST_RETENTION_DAYS has the same bound).
-PRUNE_MAX_DAYS = 36_500
+#: The longest retention :func:`recommendation_lists_prune` takes: RECO_LIST_RETENTION_DAYS's bound.
+PRUNE_MAX_DAYS = RETENTION_MAX_DAYS
 
 
 def recommendation_lists_prune(*, days: float, dry_run: bool = False,
