@@ -69,13 +69,17 @@ def check_model_dir(model_path: str | Path) -> Path:
 
 
 def check_output_dir(directory: Path | str) -> Path:
-    """``directory`` as a place for an embeddings folder: a folder already, or a path that can become one.
+    """``directory`` as a place for an embeddings folder: a folder already, or a path that can become one. A
+    symbolic link to a folder (embeddings kept on another disk) is followed: the build is written beside the folder
+    it names, which it then replaces, and the link stays as it was (it was itself replaced by a folder before).
 
     Raises:
         ArtifactError: the path, or the nearest of its parents that exists, is not a folder (a file there is
             never replaced).
     """
     output = Path(directory)
+    if output.is_symlink() and output.is_dir():
+        output = output.resolve()
     for path in (output, *output.parents):
         if path.exists() or path.is_symlink():
             if path.is_dir():

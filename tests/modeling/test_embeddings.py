@@ -202,3 +202,26 @@ def test_a_moved_model_keeps_its_embeddings_and_the_manifest_names_where_it_is_n
     again = build_embeddings(pipeline.data, output, model_path=str(moved), progress=False)
     assert again["skipped"] and again["fingerprint"] == before["fingerprint"]
     assert json.loads((output / "manifest.json").read_text())["model_path"] == str(moved.resolve())
+
+
+
+def test_a_symbolic_link_to_the_embeddings_folder_stays_a_link(pipeline: Pipeline, tmp_path) -> None:
+    """With the embeddings folder a link to a folder on another disk, a build replaced the link by a folder of its
+    own beside it: the vectors went to the link's disk and the folder it named kept the old build."""
+    import shutil
+    from dataclasses import replace
+
+    elsewhere = tmp_path / "disk" / "embeddings"
+    elsewhere.parent.mkdir()
+    shutil.copytree(pipeline.embeddings, elsewhere)
+    link = tmp_path / "project" / "embeddings"
+    link.parent.mkdir()
+    link.symlink_to(elsewhere, target_is_directory=True)
+    items = pipeline.data.items.copy()
+    items.loc[0, ds.TITLE] = items.loc[0, ds.TITLE] + " (new edition)"
+    manifest = build_embeddings(replace(pipeline.data, items=items, fingerprint="changed-title"), link,
+                                progress=False)
+    assert manifest["encoded"]["items"] == 1
+    assert link.is_symlink() and link.resolve() == elsewhere.resolve()
+    assert sorted(p.name for p in link.parent.iterdir()) == ["embeddings"]  # nothing left beside the link
+    assert load_embeddings(elsewhere).manifest["data_fingerprint"] == "changed-title"
