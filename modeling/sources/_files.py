@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +16,9 @@ import pandas as pd
 
 from modeling import datasets as ds
 from modeling.errors import DataValidationError
+
+_QUOTES_HINT = " (a value that holds {sep} needs quotes)"
+"""Said of a row with more fields than the header: most often a value with the separator in it, unquoted."""
 
 # What reading a damaged, truncated or mis-encoded (possibly gzipped) file raises.
 _READ_ERRORS = (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile, zlib.error)
@@ -83,7 +87,8 @@ def read_table(
         encoding: text encoding.
 
     Returns:
-        DataFrame of str (missing values as ""), one row per data line (blank lines are skipped);
+        DataFrame of str (missing values as ""), one row per data line (blank lines, and rows whose every field is
+        empty, are skipped; fields past the header's are dropped when empty, a spreadsheet's trailing separator);
         ``frame.attrs["first_line"]`` is the line number of the first data row and
         ``frame.attrs["layout"]`` how the file was read, so that :func:`row_error` can name a row's
         own line, also after blank lines or quoted fields that span lines; ``frame.attrs["unread_columns"]``
@@ -93,10 +98,13 @@ def read_table(
         raise DataValidationError("file not found", path=str(path))
     quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
     try:
-        frame = pd.read_csv(
-            path, sep=sep, header=0 if header else None, names=names, dtype=str, keep_default_na=False,
-            encoding=encoding, engine="c", skip_blank_lines=True, quoting=quoting,
-        )
+        try:
+            frame, longer = _read_csv(path, sep, header, names, encoding, quoting)
+        except pd.errors.ParserError:  # a row longer than the header: fine when what it adds is empty
+            width = len(_header_names(path, sep, quoting, encoding)) if header else len(names or [])
+            if not width or _overlong_row(path, sep, quoting, encoding, header, width) is not None:
+                raise
+            frame, longer = _read_csv(path, sep, header, names, encoding, quoting, usecols=list(range(width)))
     except pd.errors.EmptyDataError as exc:
         raise DataValidationError("file is empty", path=str(path)) from exc
     except pd.errors.ParserError as exc:
@@ -107,6 +115,16 @@ def read_table(
         raise not_text(path, exc, encoding) from exc
     except _READ_ERRORS as exc:
         raise DataValidationError(f"cannot read file ({exc})", path=str(path)) from exc
+    if longer:  # pandas dropped the fields past the header's: refuse unless they were all empty
+        width = len(frame.columns)
+        found = _overlong_row(path, sep, quoting, encoding, header, width)
+        if found is not None:
+            line, fields = found
+            named = "the header names" if header else "the file has columns"
+            raise DataValidationError(f"cannot parse the row: {fields} fields, but {named} {width}"
+                                      f"{_QUOTES_HINT.format(sep=repr(sep))}{_separator_hint(path, sep)}",
+                                      path=str(path), line=line)
+    frame = _without_empty_rows(frame)
     if header:
         named = [name.strip() for name in _header_names(path, sep, quoting, encoding)]
         repeated = sorted({name for name in named if name and named.count(name) > 1})
@@ -127,8 +145,58 @@ def read_table(
     frame.attrs["unread_columns"] = unread
     frame.attrs["first_line"] = 2 if header else 1
     frame.attrs["layout"] = {"path": str(path), "sep": sep, "header": header, "encoding": encoding,
-                             "quoting": quoting}
+                             "quoting": quoting, "skips_empty_rows": True}
     return frame
+
+
+def _read_csv(path: Path, sep: str, header: bool, names: list[str] | None, encoding: str, quoting: int,
+              usecols: list[int] | None = None) -> tuple[pd.DataFrame, bool]:
+    """``(the file's rows as strings, whether a row had more fields than the header)``.
+
+    The first column is never taken as the index: on its own, pandas does that when the first data row has one
+    field more than the header (a comma in a value without quotes, a spreadsheet's trailing comma), and every
+    column then reads its neighbour's values without any error. Here such fields are dropped with a warning,
+    which the caller turns into a refusal unless they were empty."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", pd.errors.ParserWarning)
+        frame = pd.read_csv(
+            path, sep=sep, header=0 if header else None, names=names, dtype=str, keep_default_na=False,
+            encoding=encoding, engine="c", skip_blank_lines=True, quoting=quoting, index_col=False, usecols=usecols,
+        )
+    return frame, any(issubclass(warning.category, pd.errors.ParserWarning) for warning in caught)
+
+
+def _overlong_row(path: Path, sep: str, quoting: int, encoding: str, header: bool,
+                  width: int) -> tuple[int, int] | None:
+    """``(line, fields)`` of the first data row with a non-empty field past the first ``width``; None when every
+    longer row only adds empty fields (or the file cannot be scanned: the caller's own checks then apply)."""
+    try:
+        rows = _rows(path, sep, quoting, encoding)
+        if header:
+            next(rows, None)
+        for start, record in rows:
+            if len(record) > width and any(field.strip() for field in record[width:]):
+                return start, len(record)
+    except (*_READ_ERRORS, _RowScanError):
+        return None
+    return None
+
+
+def _without_empty_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` without the rows whose every field is empty (a spreadsheet's ``,,,`` lines), which are no data,
+    as blank lines are not (:func:`_rows` skips both, so rows keep their lines)."""
+    if len(frame.columns) == 0 or len(frame) == 0:
+        return frame
+    empty = frame.iloc[:, 0].to_numpy() == ""
+    if not empty.any():
+        return frame
+    for column in range(1, len(frame.columns)):
+        empty &= frame.iloc[:, column].to_numpy() == ""
+    if not empty.any():
+        return frame
+    kept = frame[~empty].reset_index(drop=True)
+    kept.attrs = dict(frame.attrs)
+    return kept
 
 
 def _header_names(path: Path, sep: str, quoting: int, encoding: str) -> list[str]:
@@ -235,10 +303,11 @@ class _RowScanError(Exception):
         self.line = line
 
 
-def _rows(path: Path, sep: str, quoting: int, encoding: str, *,
-          strict: bool = False) -> Iterator[tuple[int, list[str]]]:
+def _rows(path: Path, sep: str, quoting: int, encoding: str, *, strict: bool = False,
+          skip_empty: bool = True) -> Iterator[tuple[int, list[str]]]:
     """The file's rows as pandas reads them, each with the line it starts on: blank (or white-space-only) lines
-    are not rows, and a quoted field may span several lines.
+    are not rows, and a quoted field may span several lines; with ``skip_empty``, neither is a row of empty fields
+    only (``,,,``), as :func:`read_table` drops those.
 
     Raises:
         _RowScanError: a row the csv module cannot read (with ``strict``, also a malformed quote).
@@ -255,7 +324,7 @@ def _rows(path: Path, sep: str, quoting: int, encoding: str, *,
             except csv.Error as exc:
                 raise _RowScanError(previous_end + 1, exc) from exc
             start, previous_end = previous_end + 1, reader.line_num
-            if record and not (len(record) == 1 and not record[0].strip()):
+            if record and not (len(record) == 1 and not record[0].strip()) and (any(record) or not skip_empty):
                 yield start, record
 
 
@@ -270,7 +339,8 @@ def _malformed_row(path: Path, sep: str, quoting: int, encoding: str, header: bo
                 expected = len(record)
             elif len(record) > expected:
                 named = "the header names" if header else "the first row has"
-                return start, f"the row: {len(record)} fields, but {named} {expected}"
+                hint = _QUOTES_HINT.format(sep=repr(sep))
+                return start, f"the row: {len(record)} fields, but {named} {expected}{hint}"
     except _RowScanError as exc:
         if "unexpected end of data" in str(exc):
             return exc.line, "the row: a quoted field is not closed (a '\"' is missing)"
@@ -285,7 +355,8 @@ def _row_line(layout: dict[str, Any], position: int) -> int | None:
     :func:`_rows`). Only called for an error, so the scan costs nothing otherwise. None when the file cannot be
     read again or has fewer rows."""
     try:
-        rows = _rows(Path(layout["path"]), layout["sep"], layout["quoting"], layout["encoding"])
+        rows = _rows(Path(layout["path"]), layout["sep"], layout["quoting"], layout["encoding"],
+                     skip_empty=layout.get("skips_empty_rows", False))
         for row, (start, _) in enumerate(rows, start=-1 if layout["header"] else 0):
             if row == position:
                 return start

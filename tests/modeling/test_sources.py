@@ -302,6 +302,42 @@ def test_a_row_pandas_cannot_parse_is_named_by_its_line(tmp_path: Path) -> None:
         load_source("csv", tmp_path)
 
 
+@pytest.mark.parametrize("items, line", [
+    ("item_id,title,price\np1,Pan, large,3\np2,Rake,3\n", 2),  # a comma in a value, unquoted, on the first row
+    ("item_id,title,price\np1,Pan,12,50\np2,Rake,3\n", 2),  # a decimal comma
+    ("item_id,title,price\np1,Pan,3\np2,Rake, big,3\n", 3),
+])
+def test_a_first_row_longer_than_the_header_is_refused_not_read_shifted(tmp_path: Path, items: str,
+                                                                         line: int) -> None:
+    """pandas took the first column of such a file as its index when the first data row was the longer one: the
+    import succeeded with product 'Pan' titled ' large' priced 3, and p1 bare."""
+    write(tmp_path / "interactions.csv", "user_id,item_id,timestamp\nu1,p1,1700000000\nu1,p2,1700000001\n")
+    write(tmp_path / "items.csv", items)
+    with pytest.raises(DataValidationError, match=rf"items\.csv, line {line}: cannot parse the row: 4 fields, but "
+                                                  r"the header names 3 \(a value that holds ',' needs quotes\)"):
+        load_source("csv", tmp_path)
+    write(tmp_path / "items.csv", "item_id,title,price\np1,Pan,3\np2,Rake,4\n")
+    write(tmp_path / "interactions.csv", "user_id,item_id,timestamp,event,text\nu1,p1,1700000000,review,Great, love "
+                                         "it\nu1,p2,1700000001,review,ok\n")
+    with pytest.raises(DataValidationError, match=r"interactions\.csv, line 2: cannot parse the row: 6 fields"):
+        load_source("csv", tmp_path)  # it said: column 'timestamp': 'review' is not a unix time
+
+
+def test_a_spreadsheet_s_trailing_separators_and_empty_rows_are_read_as_no_data(tmp_path: Path) -> None:
+    """A trailing comma on every row made 40 phantom products of the titles; rows of commas only were refused as
+    'column 'timestamp': '' is not a unix time'."""
+    write(tmp_path / "interactions.csv", "user_id,item_id,timestamp\nu1,p1,1700000000,\n,,\nu1,p2,1700000001,\n"
+                                         ",,,\n,,\n")
+    write(tmp_path / "items.csv", "item_id,title,price\np1,Pan,3,\np2,Rake,4\n,,\n")
+    data = load_source("csv", tmp_path)
+    assert data.items.set_index(ds.ITEM_ID)[[ds.TITLE, ds.PRICE]].to_dict("index") == {
+        "p1": {ds.TITLE: "Pan", ds.PRICE: 3.0}, "p2": {ds.TITLE: "Rake", ds.PRICE: 4.0}}
+    assert data.interactions[ds.ITEM_ID].tolist() == ["p1", "p2"] and data.report["bare_items"] == 0
+    write(tmp_path / "interactions.csv", "user_id,item_id,timestamp\nu1,p1,1700000000\n,,\n\n,,\nu1,p2,soon\n")
+    with pytest.raises(DataValidationError, match=r"interactions\.csv, line 6: column 'timestamp': 'soon'"):
+        load_source("csv", tmp_path)  # the row keeps its own line after the empty ones
+
+
 def test_generic_csv_negative_price_is_named(shop_csv: Path) -> None:
     """A price of -5 was imported (POST /products refuses it); a price filter then saw it as the cheapest."""
     with open(shop_csv / "items.csv", "a", encoding="utf-8") as handle:
