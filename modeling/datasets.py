@@ -53,6 +53,9 @@ USER_COLUMNS: tuple[str, ...] = (USER_ID,)
 INTERACTION_COLUMNS: tuple[str, ...] = (USER_ID, ITEM_ID, TIMESTAMP, EVENT, WEIGHT, RATING, TEXT)
 
 EVENT_TYPES: tuple[str, ...] = ("view", "cart", "purchase", "review", "rating")
+WEIGHT_RANGE: tuple[float, float] = (0.001, 1000.0)
+"""The weights an interaction may have, imported or sent to ``POST /events``: one of 1e300 was accepted by the
+import, then overflowed float32 in training and ended it with "exported towers differ ... by nan"."""
 # The longest values the database stores (recoapi.catalog.models declares its columns with them); the other
 # text columns have no bound.
 MAX_LENGTHS: dict[str, int] = {USER_ID: 128, ITEM_ID: 128, BRAND: 255, CATEGORY: 512}

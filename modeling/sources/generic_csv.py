@@ -4,8 +4,9 @@ A directory with:
 
 - ``interactions.csv`` (required). Columns: ``user_id``, ``item_id``,
   ``timestamp`` (unix seconds or ISO 8601) required; ``event`` (view, cart,
-  purchase, review, rating; default ``purchase``), ``weight`` (positive number;
-  default 1), ``rating`` (0 to 5 or empty), ``text`` (review text or empty) optional.
+  purchase, review, rating; default ``purchase``), ``weight`` (0.001 to 1000, as
+  ``POST /events`` takes it; default 1, also for an empty cell), ``rating`` (0 to 5
+  or empty), ``text`` (review text or empty) optional.
 - ``items.csv`` (optional). Columns: ``item_id`` required; ``title``,
   ``description``, ``brand``, ``category`` (breadcrumb, levels joined by `` > ``),
   ``price`` (non-negative number or empty) optional. Every listed product is kept in the
@@ -93,8 +94,10 @@ def load_csv(
     else:
         interactions[ds.EVENT] = "purchase"
     if ds.WEIGHT in raw:
-        weights = to_float(raw, ds.WEIGHT, inter_file, rule=(lambda v: v > 0, "is not positive"))
-        interactions[ds.WEIGHT] = weights
+        low, high = ds.WEIGHT_RANGE
+        weights = to_float(raw, ds.WEIGHT, inter_file, allow_empty=True,
+                           rule=(lambda v: (v >= low) & (v <= high), f"is not a weight from {low:g} to {high:g}"))
+        interactions[ds.WEIGHT] = np.where(np.isnan(weights), 1.0, weights)  # an empty cell: the default, 1
     if ds.RATING in raw:
         ratings = to_float(raw, ds.RATING, inter_file, allow_empty=True,
                            rule=(lambda v: (v >= 0) & (v <= MAX_RATING), f"is outside 0 to {MAX_RATING:g}"))

@@ -12,7 +12,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
-from modeling.datasets import EVENT_TYPES, ID_COMMA_MESSAGE
+from modeling.datasets import EVENT_TYPES, ID_COMMA_MESSAGE, WEIGHT_RANGE
 from recoapi.recommendations.feedback import EVENTS as ATTRIBUTED_EVENTS
 
 MAX_ID_LENGTH = 128
@@ -421,7 +421,7 @@ class EventInput(BodyInput):
         required=False, help_text="When it happened (ISO 8601); default now.",
         error_messages={"invalid": "Expected a date and time in ISO 8601, such as \"2026-12-05T09:30:00Z\" (an offset "
                                    "or Z gives the time zone); unix seconds are not read here."})
-    weight = StrictFloatField(required=False, min_value=0.001, max_value=1000)
+    weight = StrictFloatField(required=False, min_value=WEIGHT_RANGE[0], max_value=WEIGHT_RANGE[1])
     rating = StrictFloatField(required=False, min_value=0, max_value=5)
     text = StrictCharField(required=False, max_length=5000)
     event_id = StrictCharField(

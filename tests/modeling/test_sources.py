@@ -227,6 +227,13 @@ def test_generic_csv_reads_documented_columns(shop_csv: Path) -> None:
     assert np.isnan(data.items.set_index(ds.ITEM_ID).loc["p2", ds.PRICE])
 
 
+def test_an_empty_weight_is_the_default_weight(tmp_path: Path) -> None:
+    """The README says the weight defaults to 1: an empty cell was refused ("'' is not a number")."""
+    write(tmp_path / "interactions.csv", "user_id,item_id,timestamp,weight\na,x,1700000000,\nb,y,1700000001,2.5\n")
+    data = load_source("csv", tmp_path)
+    assert data.interactions.set_index(ds.USER_ID)[ds.WEIGHT].to_dict() == {"a": 1.0, "b": 2.5}
+
+
 def test_generic_csv_minimal_columns(tmp_path: Path) -> None:
     write(tmp_path / "interactions.csv", "user_id,item_id,timestamp\na,x,1\nb,y,2\n")
     data = load_source("csv", tmp_path)
@@ -237,7 +244,8 @@ def test_generic_csv_minimal_columns(tmp_path: Path) -> None:
 @pytest.mark.parametrize("row, message", [
     ("u3,p1,yesterday,view,1,,", r"line 5: column 'timestamp': 'yesterday' is not a unix time"),
     ("u3,p1,1700000000,refund,1,,", r"line 5: column 'event': 'refund'"),
-    ("u3,p1,1700000000,view,-2,,", r"line 5: column 'weight': -2.0 is not positive"),
+    ("u3,p1,1700000000,view,-2,,", r"line 5: column 'weight': -2.0 is not a weight from 0.001 to 1000"),
+    ("u3,p1,1700000000,view,1e300,,", r"line 5: column 'weight': 1e\+300 is not a weight from 0.001 to 1000"),
     ("u3,p1,1700000000,view,heavy,,", r"line 5: column 'weight': 'heavy' is not a number"),
     ("u3,p1,1700000000,view,1,,,extra,fields", r"cannot parse"),
     ("u3,p1,1700000000,rating,1,9,", r"line 5: column 'rating': 9.0 is outside 0 to 5"),  # POST /events: 0 to 5
@@ -357,7 +365,7 @@ def test_the_first_bad_value_of_a_column_is_named_whatever_is_wrong_with_it(shop
     lines = (shop_csv / "interactions.csv").read_text().splitlines()
     lines[-2], lines[-1] = lines[-1], lines[-2]  # 0 first, then "heavy"
     (shop_csv / "interactions.csv").write_text("\n".join(lines) + "\n")
-    with pytest.raises(DataValidationError, match=rf"line {len(lines) - 1}: column 'weight': 0.0 is not positive"):
+    with pytest.raises(DataValidationError, match=rf"line {len(lines) - 1}: column 'weight': 0.0 is not a weight from"):
         load_source("csv", shop_csv)
 
 
