@@ -59,6 +59,23 @@ def _check_storable(table: pd.DataFrame, raw: pd.DataFrame, path: Path) -> None:
                 raise row_error(raw, mask, f"column {column!r}: {reason}", path)
 
 
+def _unlisted_note(named: pd.Series, listed: pd.Series, items_file: Path, shown: int = 3) -> list[str]:
+    """A note when products the interactions name are not in ``items.csv``: they are imported bare (no title,
+    category or price). Ids written differently in the two files (``294.0`` against ``294``, as pandas writes a
+    column of integers with a gap; ``007`` against ``7``) leave every product bare and every listed one without an
+    interaction, which only a count in the report showed."""
+    missing = pd.unique(named[~named.isin(set(listed))])
+    if len(missing) == 0:
+        return []
+    total = named.nunique()
+    examples = ", ".join(repr(str(item)) for item in missing[:shown])
+    note = (f"{items_file.name}: {len(missing)} of the {total} products the interactions name are not in it (e.g. "
+            f"{examples}); they are imported without title, category or price")
+    if 2 * len(missing) >= total:
+        note += "; check that both files write the product ids the same way"
+    return [note]
+
+
 def load_csv(
     path: Path | str,
     *,
@@ -125,6 +142,7 @@ def load_csv(
         repeated = repeated_products(items, raw_items, items_file)
         items = items[~repeated].reset_index(drop=True)
         files.append(items_file)
+        notes += _unlisted_note(interactions[ds.ITEM_ID], items[ds.ITEM_ID], items_file)
     else:
         repeated = np.zeros(0, dtype=bool)
     report = {"interaction_rows": len(interactions), "catalogue_rows": len(items) + int(repeated.sum()),

@@ -416,6 +416,26 @@ def test_columns_the_source_does_not_read_are_named_in_a_note(tmp_path: Path) ->
     assert load_source("csv", tmp_path).notes == []
 
 
+def test_products_the_interactions_name_but_items_csv_lacks_are_named_in_a_note(tmp_path: Path) -> None:
+    """Ids written as 294.0 in one file and 294 in the other imported every product bare and every listed one
+    without an interaction; only the report's bare_items count showed it."""
+    write(tmp_path / "interactions.csv", "user_id,item_id,timestamp\nu1,294.0,1700000000\nu2,295.0,1700000001\n"
+                                         "u2,294.0,1700000002\n")
+    write(tmp_path / "items.csv", "item_id,title\n294,Mug\n295,Pan\n")
+    data = load_source("csv", tmp_path)
+    assert data.notes == ["items.csv: 2 of the 2 products the interactions name are not in it (e.g. '294.0', "
+                          "'295.0'); they are imported without title, category or price; check that both files "
+                          "write the product ids the same way"]
+    with open(tmp_path / "interactions.csv", "a", encoding="utf-8") as handle:
+        handle.write("u3,296.0,1700000003\n")
+    write(tmp_path / "items.csv", "item_id,title\n294.0,Mug\n296.0,Cup\n")  # one not listed: a catalogue in part
+    assert load_source("csv", tmp_path).notes == [
+        "items.csv: 1 of the 3 products the interactions name are not in it (e.g. '295.0'); they are imported "
+        "without title, category or price"]
+    write(tmp_path / "items.csv", "item_id,title\n294.0,Mug\n295.0,Pan\n296.0,Cup\n")
+    assert load_source("csv", tmp_path).notes == []
+
+
 def test_a_column_named_twice_is_refused(tmp_path: Path) -> None:
     """pandas read the second "price" as "price.1": a note named a column the file does not have, and the second
     price was dropped."""
