@@ -14,6 +14,9 @@ import pandas as pd
 from modeling import datasets as ds
 from modeling.errors import TrainingError
 
+HELD_OUT_MIN_ITEMS = 3
+"""Distinct products a shopper needs to have a test and a validation item held out (and one to learn from)."""
+
 
 @dataclass
 class Split:
@@ -45,7 +48,8 @@ def time_order(interactions: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
             .drop(columns="_tie"))
 
 
-def leave_last_out_split(interactions: pd.DataFrame, *, min_items: int = 3, seed: int = 0) -> Split:
+def leave_last_out_split(interactions: pd.DataFrame, *, min_items: int = HELD_OUT_MIN_ITEMS,
+                         seed: int = 0) -> Split:
     """Hold out the last item each user found (test) and the one found before it (validation).
 
     A product a user interacted with several times counts from its first interaction (when the
@@ -80,7 +84,7 @@ def leave_last_out_split(interactions: pd.DataFrame, *, min_items: int = 3, seed
                  test=test.reset_index(drop=True), order=order)
 
 
-def require_held_out(split: Split, *, min_items: int = 3) -> None:
+def require_held_out(split: Split, *, min_items: int = HELD_OUT_MIN_ITEMS) -> None:
     """Refuse a split that holds no test item: no shopper found ``min_items`` distinct products (one for
     validation, one for test, at least one to learn from), so every metric would read 0.
 

@@ -359,3 +359,21 @@ def test_train_without_a_search_does_not_report_one(monkeypatch: pytest.MonkeyPa
         assert text in out.getvalue(), out.getvalue()
     for text in not_said:
         assert text not in out.getvalue(), out.getvalue()
+
+
+def test_train_on_a_shop_without_held_out_shoppers_says_it_is_not_measured(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With every shopper at one product, train printed "test two_tower HR@10 0.0000 ... coverage@10 0.000", then
+    "ready", and nothing said that no shopper had been held out."""
+    from recoapi.recommendations.management.commands import train
+
+    zero = {"hr@10": 0.0, "ndcg@10": 0.0, "recall@50": 0.0, "coverage@10": 0.0, "users": 0.0}
+    measured = {**zero, "hr@10": 0.25, "users": 12.0}
+    for metrics, said, not_said in (
+            ({"two_tower": zero, "popularity": zero}, "not measured: no shopper has 3 distinct products", "HR@10"),
+            ({"two_tower": measured, "popularity": measured}, "test two_tower  HR@10 0.2500", "not measured")):
+        monkeypatch.setattr(train, "model_train", lambda metrics=metrics, **kwargs: {
+            **_trained({"budget_seconds": 0.0, "trials": [{"trial": 0}], "best_trial": 0, "seconds": 3.0}),
+            "metrics": metrics})
+        out = StringIO()
+        call_command("train", "--no-search", stdout=out)
+        assert said in out.getvalue() and not_said not in out.getvalue(), out.getvalue()

@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from modeling.errors import ModelingError
 from modeling.params import TwoTowerParams
 from modeling.reranker import describe_blend
+from modeling.splits import HELD_OUT_MIN_ITEMS
 from modeling.tuning import DEFAULT_BUDGET_SECONDS, SEARCH_SPACE, read_params
 from recoapi.exceptions import ApplicationError
 from recoapi.recommendations.management.stage_progress import echo_stage_progress
@@ -112,6 +113,11 @@ class Command(BaseCommand):
         if result["skipped"]:
             self.stdout.write(f"A model from the same inputs exists: {result['version']} (training skipped).")
         metrics = result["metrics"]
+        if metrics and all(values.get("users", 1) == 0 for values in metrics.values()):
+            self.stdout.write(f"  not measured: no shopper has {HELD_OUT_MIN_ITEMS} distinct products (one to learn "
+                              "from, one for validation, one for test), so none was held out and every figure would "
+                              "read 0; the model learned from every interaction")
+            metrics = {}
         for name, values in metrics.items():
             self.stdout.write(f"  test {name:<10} HR@10 {values['hr@10']:.4f}  NDCG@10 {values['ndcg@10']:.4f}  "
                               f"Recall@50 {values['recall@50']:.4f}  coverage@10 {values['coverage@10']:.3f}")
