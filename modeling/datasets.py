@@ -200,7 +200,7 @@ ID_COMMA_MESSAGE = ("An id may not hold a comma: the API lists several ids in on
                     "commas (users=a,b), so such a shopper or product could not be asked for.")
 """Why ids with a comma are refused (imports and the API alike)."""
 
-DEFAULT_TIME_HINT = "timestamps are unix seconds, not milliseconds, or ISO 8601"
+DEFAULT_TIME_HINT = "timestamps are unix seconds, not milliseconds, or ISO 8601 (a date as 2023-11-14)"
 """How the csv sources read times: what the message says when every time is outside the bounds (each source passes
 its own to :func:`finish_tables`)."""
 
@@ -332,6 +332,16 @@ def finish_tables(
                          fingerprint=fingerprint)
 
 
+def _iso_or_number(seconds: int) -> str:
+    """``seconds`` (unix) as an ISO 8601 date-time, or as a number where no date-time holds it."""
+    import pandas as pd
+
+    try:
+        return pd.Timestamp(seconds, unit="s", tz="UTC").isoformat()
+    except (OverflowError, ValueError, pd.errors.OutOfBoundsDatetime):
+        return f"{seconds} seconds after 1970-01-01"
+
+
 @dataclass(frozen=True)
 class TimeBounds:
     """The plausible range of interaction times, in unix seconds (UTC), both ends included.
@@ -370,9 +380,10 @@ class TimeBounds:
         report["out_of_range_time"] = count
         if not count:
             return interactions
-        if count == len(interactions):
-            raise DataValidationError(f"every interaction's timestamp is outside {self.describe()} ({hint})",
-                                      path=source_name)
+        if count == len(interactions):  # the first one as read: 20231114 (a date without dashes) read as seconds
+            first = int(times[0])
+            raise DataValidationError(f"every interaction's timestamp is outside {self.describe()}, the first "
+                                      f"{first} read as {_iso_or_number(first)} ({hint})", path=source_name)
         logger.warning("%s: dropped %d interactions with a timestamp outside %s (first: %d)", source_name, count,
                        self.describe(), int(times[outside][0]))
         return interactions[~outside]

@@ -735,6 +735,11 @@ def test_time_bounds_refuse_data_with_no_plausible_time(tmp_path: Path) -> None:
     with pytest.raises(DataValidationError, match=r"interactions\.csv: every interaction's timestamp is outside "
                                                   r"1995-01-01T00:00:00\+00:00 \.\. .*not milliseconds"):
         load_source("csv", tmp_path, time_bounds=BOUNDS)
+    # A date without dashes (ISO 8601's basic form) is a number of seconds in 1970: the message named no value.
+    write(tmp_path / "interactions.csv", "user_id,item_id,timestamp\na,x,20231114\nb,y,20231115\n")
+    with pytest.raises(DataValidationError, match=r"the first 20231114 read as 1970-08-23T03:45:14\+00:00 .*"
+                                                  r"\(a date as 2023-11-14\)"):
+        load_source("csv", tmp_path, time_bounds=BOUNDS)
 
 
 @pytest.mark.parametrize("name", ["amazon2018_all_beauty", "amazon2018_gift_cards", "movielens_ml_latest_small"])
