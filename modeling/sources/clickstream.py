@@ -39,7 +39,15 @@ import pandas as pd
 
 from modeling import datasets as ds
 from modeling.errors import DataValidationError
-from modeling.sources._files import check_ids, read_table, row_error, to_float, to_int, to_unix_seconds
+from modeling.sources._files import (
+    check_ids,
+    read_table,
+    row_error,
+    to_float,
+    to_int,
+    to_unix_seconds,
+    unread_note,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -128,9 +136,14 @@ def load_clickstream(path: Path | str, *, filters: ds.InteractionFilters | None 
     hint = (ds.DEFAULT_TIME_HINT if columns.get("timestamp") is not None else
             "each click's time is its session's year, month and day plus its order in seconds, "
             "2000-01-01 without a date")
-    return ds.finish_tables(items, interactions, report=report, fingerprint=fingerprint,
+    data = ds.finish_tables(items, interactions, report=report, fingerprint=fingerprint,
                             source_name=str(file), keep_items="interacted", filters=filters,
                             time_bounds=time_bounds, time_hint=hint)
+    if not uci:  # the UCI file's other columns (country, page, ...) are left unread by design
+        data.notes = unread_note(raw, file, [name for names in GENERIC_COLUMNS.values() for name in names])
+        for note in data.notes:
+            logger.info("%s", note)  # the command prints it, and /reload_data returns it
+    return data
 
 
 def find_clicks_file(path: Path) -> Path:

@@ -614,6 +614,16 @@ def test_clickstream_dates_far_from_now(tmp_path: Path) -> None:
         load_source("clickstream", tmp_path)
 
 
+def test_clickstream_columns_it_does_not_read_are_named_in_a_note(tmp_path: Path) -> None:
+    """A misspelt ``categroy`` (or ``Price``) left every product without it, and nothing said so (the csv source
+    says so)."""
+    write(tmp_path / "clicks.csv", "session_id,item_id,order,categroy,Price\n1,p1,1,Shoes,9\n1,p2,2,Shoes,8\n")
+    data = load_source("clickstream", tmp_path)
+    assert len(data.notes) == 1 and data.notes[0].startswith("clicks.csv: column(s) 'categroy', 'Price' not read")
+    write(tmp_path / "clicks.csv", "session_id,item_id,order,category,price\n1,p1,1,Shoes,9\n1,p2,2,Shoes,8\n")
+    assert load_source("clickstream", tmp_path).notes == []
+
+
 def test_generic_clickstream_with_timestamps_semicolons_and_titles(tmp_path: Path) -> None:
     write(tmp_path / "clicks.csv", """
 session_id;item_id;timestamp;title;color
