@@ -250,6 +250,7 @@ def test_generic_csv_minimal_columns(tmp_path: Path) -> None:
     ("u3,p1,1700000000,view,1,,,extra,fields", r"cannot parse"),
     ("u3,p1,1700000000,rating,1,9,", r"line 5: column 'rating': 9.0 is outside 0 to 5"),  # POST /events: 0 to 5
     ("u3,p1,1700000000,rating,1,-1,", r"line 5: column 'rating': -1.0 is outside 0 to 5"),
+    ("u3,p1,1700000000,rating,1,,", r"line 5: a rating event needs its rating \(0 to 5\) in column 'rating'"),
     (",p1,1700000000,view,1,,", r"line 5: column 'user_id' is empty"),  # was "1 interactions have an empty user_id"
     ("u3,  ,1700000000,view,1,,", r"line 5: column 'item_id' is empty"),
 ])
