@@ -122,6 +122,7 @@ def load_clickstream(path: Path | str, *, filters: ds.InteractionFilters | None 
     item_ids = raw[str(columns["item"])].str.strip()
     for column, values in ((columns["session"], sessions), (columns["item"], item_ids)):
         check_ids(raw, values, str(column), file)
+    _check_id_lengths(raw, sessions, item_ids, columns, file)
     interactions = pd.DataFrame({
         ds.USER_ID: (SESSION_PREFIX + sessions).to_numpy(),
         ds.ITEM_ID: item_ids.to_numpy(),
@@ -144,6 +145,23 @@ def load_clickstream(path: Path | str, *, filters: ds.InteractionFilters | None 
         for note in data.notes:
             logger.info("%s", note)  # the command prints it, and /reload_data returns it
     return data
+
+
+def _check_id_lengths(raw: pd.DataFrame, sessions: pd.Series, item_ids: pd.Series, columns: dict[str, str | None],
+                      file: Path) -> None:
+    """Refuse, with its line, the first session or product id the database cannot store (a session's shopper id is
+    :data:`SESSION_PREFIX` and the session id, so a session id has one character less: the message quoted the
+    shopper id's length, with no line)."""
+    longest = ds.MAX_LENGTHS[ds.USER_ID] - len(SESSION_PREFIX)
+    too_long = (sessions.str.len() > longest).to_numpy()
+    if too_long.any():
+        value = str(sessions[too_long].iloc[0])
+        raise row_error(raw, too_long, f"column {columns['session']!r}: {value[:20]!r}... is {len(value)} characters "
+                        f"long; a session id may have at most {longest} (its shopper is {SESSION_PREFIX!r} and the "
+                        "session id)", file)
+    mask, reason = ds.unstorable(item_ids, ds.ITEM_ID)
+    if mask.any():
+        raise row_error(raw, mask, f"column {columns['item']!r}: {reason}", file)
 
 
 def find_clicks_file(path: Path) -> Path:

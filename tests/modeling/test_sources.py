@@ -615,6 +615,17 @@ def test_clickstream_dates_far_from_now(tmp_path: Path) -> None:
         load_source("clickstream", tmp_path)
 
 
+def test_clickstream_ids_too_long_to_store_are_named_by_their_line(tmp_path: Path) -> None:
+    """A session id of 128 characters was refused without a line, as "'s999…' is 129 characters long"."""
+    write(tmp_path / "clicks.csv", f"session_id,item_id,order\n1,p1,1\n{'9' * 128},p2,2\n")
+    with pytest.raises(DataValidationError, match=r"clicks\.csv, line 3: column 'session_id': '9+'\.\.\. is 128 "
+                                                  r"characters long; a session id may have at most 127"):
+        load_source("clickstream", tmp_path)
+    write(tmp_path / "clicks.csv", f"session_id,item_id,order\n1,p1,1\n{'9' * 127},{'p' * 129},2\n")
+    with pytest.raises(DataValidationError, match=r"clicks\.csv, line 3: column 'item_id': .* at most 128"):
+        load_source("clickstream", tmp_path)
+
+
 def test_clickstream_columns_it_does_not_read_are_named_in_a_note(tmp_path: Path) -> None:
     """A misspelt ``categroy`` (or ``Price``) left every product without it, and nothing said so (the csv source
     says so)."""
