@@ -496,7 +496,7 @@ def _training_lock_held_elsewhere() -> Iterator[None]:
 
     from django.db import connection
 
-    from recoapi.recommendations import locks
+    from recoapi import locks
 
     if connection.vendor == "postgresql":
         import psycopg

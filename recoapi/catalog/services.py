@@ -19,6 +19,7 @@ from modeling.sources import load_source
 from recoapi.catalog.models import Interaction, Product, Shopper
 from recoapi.catalog.selectors import ID_BATCH_SIZE
 from recoapi.exceptions import ApplicationError, Conflict, NotFound
+from recoapi.locks import import_lock
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -253,8 +254,13 @@ def data_import(
     progress: Callable[[str, int, int], None] | None = None,
     replace: bool = False,
     merge: bool = False,
+    wait: bool = True,
+    on_wait: Callable[[], None] | None = None,
 ) -> ImportResult:
     """Import a data source into the database and write its parquet snapshot.
+
+    One import runs at a time (:func:`recoapi.locks.import_lock`): with ``wait`` this one waits for another's to
+    end (``on_wait`` is called first), else it is refused.
 
     The file is read and validated completely before the database is touched; the
     database writes and the snapshot happen in one transaction, so a failure leaves
@@ -282,7 +288,8 @@ def data_import(
     Raises:
         ApplicationError: for an unknown source or invalid files (message names file and line),
             or both ``replace`` and ``merge``.
-        Conflict: the data looks like another shop and neither ``replace`` nor ``merge`` is given.
+        Conflict: the data looks like another shop and neither ``replace`` nor ``merge`` is given, or another
+            import is running and ``wait`` is False (code ``import_running``).
     """
     import pandas as pd  # imports only: web workers do not load pandas
     if replace and merge:
@@ -312,7 +319,9 @@ def data_import(
     shoppers = [Shopper(id=user_id) for user_id in data.users[ds.USER_ID].astype(str)]
 
     removed = {"products": 0, "shoppers": 0}
-    with transaction.atomic():
+    with import_lock(wait=wait, on_wait=on_wait) as held, transaction.atomic():
+        if not held:
+            raise Conflict("Another import is running; try again when it has finished.", code="import_running")
         if replace:
             removed = _remove_absent(data)
         elif not merge:

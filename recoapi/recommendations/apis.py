@@ -185,7 +185,8 @@ class ReloadDataApi(BodyApiView):
 
     @extend_schema(request=s.ReloadDataInput, responses={
         200: s.ReloadDataOutput, **_STAFF_ERRORS,
-        409: OpenApiResponse(s.ErrorOutput, description="Another shop's data: choose replace or merge")})
+        409: OpenApiResponse(s.ErrorOutput, description="Another shop's data: choose replace or merge; or another "
+                                                        "import is running (code import_running)")})
     def post(self, request: Request) -> Response:
         """Re-import the configured data files (staff only); returns the counts."""
         data = s.ReloadDataInput(data=request.data)

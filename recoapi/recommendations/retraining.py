@@ -20,8 +20,8 @@ from django.utils import timezone
 from modeling import artifacts
 from modeling.errors import ArtifactError
 from recoapi.exceptions import ApplicationError, NotFound
+from recoapi.locks import training_lock
 from recoapi.recommendations import model_store
-from recoapi.recommendations.locks import training_lock
 from recoapi.recommendations.models import TrainingRun
 from recoapi.recommendations.services import (
     _read_manifest,

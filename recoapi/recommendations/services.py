@@ -416,10 +416,11 @@ def _public(exc: Exception) -> str:
 def data_reload(*, force: bool = False, replace: bool = False, merge: bool = False) -> dict[str, Any]:
     """Re-import the configured data files and refresh the serving caches.
 
-    ``replace`` and ``merge`` are those of :func:`recoapi.catalog.services.data_import`.
+    ``replace`` and ``merge`` are those of :func:`recoapi.catalog.services.data_import`; while another import
+    runs, it is refused (409 ``import_running``), not queued behind it for as long as that one takes.
     """
     result = data_import(source=settings.RECO_DATA_SOURCE, path=settings.RECO_DATA_PATH, force=force,
-                         filters=import_filters_from_settings(), replace=replace, merge=merge)
+                         filters=import_filters_from_settings(), replace=replace, merge=merge, wait=False)
     registry.refresh()
     payload = result.as_dict()
     path = Path(result.path)
@@ -537,7 +538,7 @@ def model_train(
     Raises:
         ApplicationError: with ``activate``, another training holds the lock (code ``busy``, nothing done).
     """
-    from recoapi.recommendations.locks import training_lock
+    from recoapi.locks import training_lock
 
     # A run that activates its model runs beside no other one that does (retrain); one that does not takes no lock.
     with training_lock() if activate else contextlib.nullcontext(True) as held:

@@ -285,3 +285,49 @@ def test_an_import_without_a_product_file_keeps_the_catalogues_fields(tmp_path: 
     (shop / "items.csv").unlink()
     data_import(source="csv", path=shop, processed_dir=tmp_path / "processed")
     assert Product.objects.get(id="p2").title == "Green tea"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_import_runs_at_a_time_the_api_is_refused_and_a_command_waits(pipeline: Pipeline, tmp_path: Path,
+                                                                          settings) -> None:
+    """Two `load_data` at once on PostgreSQL each deleted the imported interactions before the other inserted its
+    own: the same files imported twice left every interaction twice (and two shops' --replace left both)."""
+    import threading
+
+    from django.db import connection
+
+    from recoapi import locks
+    from recoapi.recommendations.services import data_reload
+
+    held, release = threading.Event(), threading.Event()
+
+    def another_import() -> None:  # another process's import, on a connection of its own
+        try:
+            with locks.import_lock(wait=False) as got:
+                assert got
+                held.set()
+                release.wait(120)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=another_import)
+    holder.start()
+    try:
+        assert held.wait(60)
+        with pytest.raises(Conflict, match="Another import is running") as refused:
+            data_import(source="amazon2018", path=pipeline.raw, processed_dir=tmp_path, wait=False)
+        assert refused.value.code == "import_running" and Interaction.objects.count() == 0
+        settings.RECO_DATA_SOURCE, settings.RECO_DATA_PATH = "amazon2018", str(pipeline.raw)
+        settings.RECO_PROCESSED_DIR = tmp_path
+        with pytest.raises(Conflict, match="Another import is running"):  # POST /reload_data: a 409, not a wait
+            data_reload()
+        waited: list[bool] = []
+        result = data_import(source="amazon2018", path=pipeline.raw, processed_dir=tmp_path,
+                             on_wait=lambda: (waited.append(True), release.set()))
+    finally:
+        release.set()
+        holder.join(60)
+    assert waited == [True] and not result.skipped
+    assert Interaction.objects.count() == len(pipeline.data.interactions)  # once, not twice
+    with locks.import_lock(wait=False) as got:  # the lock is free again: taken and given back at once
+        assert got

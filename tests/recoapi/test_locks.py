@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from recoapi.recommendations import locks
+from recoapi import locks
 
 
 def test_a_database_in_memory_has_a_lock_of_its_own_process(monkeypatch) -> None:

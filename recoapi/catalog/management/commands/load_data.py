@@ -96,7 +96,8 @@ class Command(BaseCommand):
         try:
             result = data_import(source=options["source"], path=options["path"], force=options["force"],
                                  filters=filters, progress=progress, replace=options["replace"],
-                                 merge=options["merge"])
+                                 merge=options["merge"], on_wait=lambda: self.stdout.write(
+                                     "Another import is running: waiting for it to finish ..."))
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
         except DatabaseError as exc:
