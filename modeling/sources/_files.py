@@ -222,6 +222,12 @@ def unread_note(frame: pd.DataFrame, path: Path, read: list[str]) -> list[str]:
     return [f"{path.name}: column(s) {shown} not read; the columns this source reads are {', '.join(read)}"]
 
 
+def whole_numbers(values: pd.Series) -> pd.Series:
+    """Text values with whole numbers written as integers (``"1000.0"`` -> ``"1000"``, as pandas writes a column of
+    integers with a gap); every other value as it is."""
+    return values.str.replace(r"^(-?\d+)\.0*$", r"\1", regex=True)
+
+
 def check_ids(frame: pd.DataFrame, values: pd.Series | np.ndarray, column: str, path: Path) -> None:
     """Raise, naming its line, for the first of (n,) ids ``values`` (a column of ``frame``'s rows, stripped) that is
     empty or missing, or holds a comma (:data:`modeling.datasets.ID_COMMA_MESSAGE`)."""

@@ -7,7 +7,7 @@ Files in the directory:
   (same millisecond, visitor, event and item) is read once.
 - ``item_properties_part1.csv`` / ``item_properties_part2.csv`` (optional):
   timestamp, itemid, property, value. The latest ``categoryid`` of each item is
-  kept, and the latest value of property ``790``, which holds prices in the
+  kept, and the latest value of property ``790`` that is a number, which holds prices in the
   published data (values such as ``n5880.000``).
 - ``category_tree.csv`` (optional): categoryid, parentid; categories become
   breadcrumb paths of ids (``"1016 > 213"`` from the root down).
@@ -26,11 +26,19 @@ import pandas as pd
 
 from modeling import datasets as ds
 from modeling.errors import DataValidationError
-from modeling.sources._files import check_ids, file_row_line, not_text, read_table, row_error, to_int
+from modeling.sources._files import (
+    check_ids,
+    file_row_line,
+    not_text,
+    read_table,
+    row_error,
+    to_int,
+    whole_numbers,
+)
 
 logger = logging.getLogger(__name__)
 
-LOADER_VERSION = "retailrocket-3"  # 3: property ids and values stripped
+LOADER_VERSION = "retailrocket-4"  # 3: property ids and values stripped; 4: whole-number category ids, latest price
 EVENT_MAP = {"view": ("view", 1.0), "addtocart": ("cart", 2.0), "transaction": ("purchase", 3.0)}
 PRICE_PROPERTY = "790"
 CATEGORY_PROPERTY = "categoryid"
@@ -97,11 +105,31 @@ def load_retailrocket(
     report["items_with_category"] = int((items[ds.CATEGORY] != "").sum())
     report["items_with_price"] = int(items[ds.PRICE].notna().sum())
     fingerprint = ds.file_fingerprint(files, salt=LOADER_VERSION)
-    return ds.finish_tables(items, interactions, report=report, fingerprint=fingerprint,
+    data = ds.finish_tables(items, interactions, report=report, fingerprint=fingerprint,
                             source_name=str(events_file), keep_items="interacted", filters=filters,
                             time_bounds=time_bounds,
                             time_hint="events.csv's timestamps are read as unix milliseconds, as RetailRocket writes "
                                       "them")
+    data.notes = _without_properties_note(items[ds.ITEM_ID], properties)
+    for note in data.notes:
+        logger.info("%s", note)  # the command prints it, and /reload_data returns it
+    return data
+
+
+def _without_properties_note(item_ids: pd.Series, properties: dict[str, pd.DataFrame], shown: int = 3) -> list[str]:
+    """A note when more than half of the products events.csv names have neither a category nor a price property
+    while the property files give some: item ids written differently in the files (``150103.0`` against
+    ``150103``) left every product without both, with only the report's counts to show for it."""
+    described = set().union(*(set(frame["itemid"]) for frame in properties.values())) if properties else set()
+    if not described:
+        return []
+    missing = item_ids[~item_ids.isin(described)]
+    if 2 * len(missing) <= len(item_ids):
+        return []
+    examples = ", ".join(repr(str(item)) for item in missing.iloc[:shown])
+    return [f"{', '.join(PROPERTY_FILES)}: {len(missing)} of the {len(item_ids)} products events.csv names have "
+            f"neither a category nor a price there (e.g. {examples}); check that the files write the item ids the "
+            "same way"]
 
 
 def _latest_properties(path: Path, files: list[Path]) -> dict[str, pd.DataFrame]:
@@ -138,7 +166,21 @@ def _latest_properties(path: Path, files: list[Path]) -> dict[str, pd.DataFrame]
     frame = pd.concat(parts, ignore_index=True)
     for column in ("itemid", "property", "value"):  # as events.csv's ids are read
         frame[column] = frame[column].str.strip()
-    frame["ts"] = pd.to_numeric(frame["timestamp"], errors="coerce")
+    frame["ts"] = pd.to_numeric(frame["timestamp"].str.strip(), errors="coerce")
+    untimed = frame["ts"].isna().to_numpy()
+    if untimed.any():  # it sorted last, so it counted as the latest value (events.csv refuses such a time)
+        at = int(np.flatnonzero(untimed)[0])
+        file = path / frame["file"].iloc[at]
+        line = file_row_line(file, int(frame["position"].iloc[at]))
+        raise DataValidationError(f"column 'timestamp': {frame['timestamp'].iloc[at]!r} is not a time in unix "
+                                  "milliseconds", path=str(file), line=line)
+    category = (frame["property"] == CATEGORY_PROPERTY).to_numpy()
+    frame.loc[category, "value"] = whole_numbers(frame.loc[category, "value"])
+    # The latest price that is a number: an unreadable latest value ("n5,880.000", empty) left the product without
+    # the price it had.
+    price = (frame["property"] == PRICE_PROPERTY).to_numpy()
+    unreadable = price & np.isnan(_price_numbers(frame["value"]))
+    frame = frame[~unreadable]
     frame = frame.sort_values("ts", kind="stable").drop_duplicates(["itemid", "property"], keep="last")
     return {str(prop): group[["itemid", "value", "file", "position"]].reset_index(drop=True)
             for prop, group in frame.groupby("property")}
@@ -155,7 +197,7 @@ def _prices(item_ids: pd.Series, latest: pd.DataFrame | None, path: Path) -> np.
     if latest is None:
         return np.full(len(item_ids), np.nan)
     latest = latest[latest["itemid"].isin(set(item_ids))].reset_index(drop=True)
-    numbers = pd.to_numeric(latest["value"].str.lstrip("n"), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    numbers = _price_numbers(latest["value"])
     broken = ds.unpriceable(numbers)
     if broken.any():
         at = int(np.flatnonzero(broken)[0])
@@ -167,6 +209,12 @@ def _prices(item_ids: pd.Series, latest: pd.DataFrame | None, path: Path) -> np.
     return item_ids.map(dict(zip(latest["itemid"], numbers, strict=True))).to_numpy(dtype=float, na_value=np.nan)
 
 
+def _price_numbers(values: pd.Series) -> np.ndarray:
+    """(n,) float: the number of each price property value (``"n5880.000"``: a number after an "n"), NaN for
+    anything else."""
+    return pd.to_numeric(values.str.lstrip("n"), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
 def category_paths(tree_file: Path) -> dict[str, str]:
     """categoryid -> breadcrumb of ids from the root (``"root > ... > id"``).
 
@@ -175,7 +223,10 @@ def category_paths(tree_file: Path) -> dict[str, str]:
     """
     tree = read_table(tree_file, columns=["categoryid", "parentid"], required=["categoryid", "parentid"])
     to_int(tree, "categoryid", tree_file)
-    parent = dict(zip(tree["categoryid"].str.strip(), tree["parentid"].str.strip(), strict=True))
+    # Whole numbers as integers: a tree saved again by pandas writes the parents as 1000.0 (a column of integers
+    # with gaps), and every path read "1000.0 > 100" while the products' categoryid said 1000.
+    parent = dict(zip(whole_numbers(tree["categoryid"].str.strip()), whole_numbers(tree["parentid"].str.strip()),
+                      strict=True))
     paths: dict[str, str] = {}
     for category in parent:
         chain, node = [], category

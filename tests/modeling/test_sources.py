@@ -160,6 +160,35 @@ def test_retailrocket_events_become_weighted_interactions(retailrocket: Path) ->
     assert data.report["items_with_category"] == 1 and data.report["items_with_price"] == 1
 
 
+def test_retailrocket_reads_whole_number_category_ids_and_the_latest_readable_price(retailrocket: Path) -> None:
+    """A category tree saved again by pandas (parents written 213.0) made every path "213.0 > 1016"; an unreadable
+    latest price (n5,880.000) took away the product's price; a property row timed "soon" counted as the latest."""
+    write(retailrocket / "category_tree.csv", "categoryid,parentid\n1016,213.0\n213,\n9,\n")
+    with open(retailrocket / "item_properties_part1.csv", "a", encoding="utf-8") as handle:
+        handle.write("1435460400001,355908,790,\"n5,990.000\"\n1435460400002,355908,categoryid,1016.0\n")
+    data = load_source("retailrocket", retailrocket)
+    items = data.items.set_index(ds.ITEM_ID)
+    assert items.loc["355908", ds.CATEGORY] == "213 > 1016" and items.loc["355908", ds.PRICE] == 5880.0
+    assert data.notes == []
+    with open(retailrocket / "item_properties_part1.csv", "a", encoding="utf-8") as handle:
+        handle.write("soon,355908,790,n1.000\n")
+    with pytest.raises(DataValidationError, match=r"item_properties_part1\.csv, line 8: column 'timestamp': 'soon' "
+                                                  r"is not a time in unix milliseconds"):
+        load_source("retailrocket", retailrocket)
+
+
+def test_retailrocket_notes_products_the_property_files_do_not_describe(retailrocket: Path) -> None:
+    """Item ids written 355908.0 in events.csv and 355908 in the property files: every product without category or
+    price, and nothing said why."""
+    events = (retailrocket / "events.csv").read_text().replace(",355908,", ",355908.0,").replace(",248676,",
+                                                                                                 ",248676.0,")
+    (retailrocket / "events.csv").write_text(events)
+    data = load_source("retailrocket", retailrocket)
+    assert data.report["items_with_category"] == 0
+    assert len(data.notes) == 1 and "2 of the 2 products events.csv names have neither a category nor a price" \
+        in data.notes[0] and "'355908.0'" in data.notes[0]
+
+
 def test_retailrocket_reads_a_repeated_row_once(retailrocket: Path) -> None:
     """An export's exact repeats (same millisecond, visitor, event and item) were two interactions."""
     with open(retailrocket / "events.csv", "a", encoding="utf-8") as handle:
@@ -799,11 +828,15 @@ def test_a_retailrocket_price_that_is_no_price_is_refused_with_its_file_and_line
         with pytest.raises(DataValidationError, match=rf"item_properties_part2\.csv, line 3: property 790 \(the "
                                                       rf"price\) of item '248676': {shown} is not a price"):
             load_source("retailrocket", retailrocket)
-    # A later, valid price replaces a broken one; a value that is no number is an unknown price, as before.
+    # A later, valid price replaces a broken one; a later value that is no number leaves the price before it (it
+    # took it away), and a product whose every value is no number has no price.
     write(retailrocket / "item_properties_part2.csv", "timestamp,itemid,property,value\n"
           "1435460400000,248676,790,ninf\n1435460500000, 248676 ,790,n12.500\n1435460500000,355908,790,n/a\n")
     items = load_source("retailrocket", retailrocket).items.set_index(ds.ITEM_ID)
-    assert items.loc["248676", ds.PRICE] == 12.5 and np.isnan(items.loc["355908", ds.PRICE])
+    assert items.loc["248676", ds.PRICE] == 12.5 and items.loc["355908", ds.PRICE] == 5880.0
+    write(retailrocket / "item_properties_part2.csv", "timestamp,itemid,property,value\n"
+          "1435460500000,248676,790,n/a\n")
+    assert np.isnan(load_source("retailrocket", retailrocket).items.set_index(ds.ITEM_ID).loc["248676", ds.PRICE])
 
 
 def test_retailrocket_item_properties_errors_are_named(retailrocket: Path) -> None:
