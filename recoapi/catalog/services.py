@@ -336,6 +336,8 @@ def data_import(
                 source_column = connection.ops.quote_name(Interaction._meta.get_field("source").column)
                 cursor.execute(f"DELETE FROM {connection.ops.quote_name(Interaction._meta.db_table)} "
                                f"WHERE {source_column} = %s", [Interaction.IMPORTED])
+                if cursor.rowcount > 0:  # said: a later export of new events only drops the history before it
+                    data.report["earlier_imported_interactions_replaced"] = cursor.rowcount
         for sl in _batches(len(products)):
             Product.objects.bulk_create(
                 products[sl], update_conflicts=True, unique_fields=["id"],

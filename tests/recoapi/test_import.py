@@ -101,6 +101,28 @@ def test_load_data_command_with_csv_source_and_filters(tmp_path: Path, settings)
 
 
 @pytest.mark.django_db
+def test_a_later_export_without_a_flag_says_it_replaced_the_interactions_imported_before(tmp_path: Path,
+                                                                                         settings) -> None:
+    """A second export of the same shop holding only the new week's events dropped the 27,616 events imported
+    before (the README says so), and the output said nothing of it."""
+    settings.RECO_PROCESSED_DIR = tmp_path / "processed"
+    week1, week2 = tmp_path / "week1", tmp_path / "week2"
+    for folder, rows in ((week1, ["u1,p1,1700000000", "u1,p2,1700000001", "u2,p1,1700000002"]),
+                         (week2, ["u3,p2,1700600000"])):
+        folder.mkdir()
+        (folder / "interactions.csv").write_text("user_id,item_id,timestamp\n" + "\n".join(rows) + "\n")
+    call_command("load_data", "--source", "csv", "--path", str(week1), stdout=StringIO())
+    out = StringIO()
+    call_command("load_data", "--source", "csv", "--path", str(week2), stdout=out)
+    assert "earlier_imported_interactions_replaced=3" in out.getvalue()
+    assert "The 3 interactions imported before were replaced by these files' (--merge keeps them" in out.getvalue()
+    assert Interaction.objects.count() == 1
+    out = StringIO()
+    call_command("load_data", "--source", "csv", "--path", str(week1), "--merge", stdout=out)
+    assert "replaced" not in out.getvalue() and Interaction.objects.count() == 4
+
+
+@pytest.mark.django_db
 def test_load_data_names_the_columns_it_did_not_read(tmp_path: Path, settings) -> None:
     settings.RECO_PROCESSED_DIR = tmp_path / "processed"
     (tmp_path / "interactions.csv").write_text("user_id,item_id,timestamp\na,x,1700000000\n")

@@ -112,6 +112,10 @@ class Command(BaseCommand):
         else:
             extras = ", ".join(f"{k}={v}" for k, v in result.report.items())
             self.stdout.write(self.style.SUCCESS(f"Imported {summary} ({extras})."))
+        replaced = result.report.get("earlier_imported_interactions_replaced", 0)
+        if replaced and not result.skipped:
+            self.stdout.write(f"The {replaced} interactions imported before were replaced by these files' (--merge "
+                              "keeps them beside the new ones; live events are kept either way).")
         for note in result.notes:
             self.stdout.write(self.style.WARNING(f"Note: {note}."))
         if options["replace"]:
