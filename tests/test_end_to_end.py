@@ -170,8 +170,12 @@ def test_evaluate_refuses_an_output_folder_at_once_and_says_which_data_it_reads(
 
 def test_evaluate_search_log_feeds_train_params(workdir: Path, pipeline) -> None:
     import json
+    import shutil
 
     results = workdir / "search.json"
+    # The pipeline's embeddings are those of these very files: evaluate finds them current in its cache instead of
+    # encoding every text again (test_evaluate_command_prints_a_table_and_writes_json has it build them).
+    shutil.copytree(pipeline.embeddings, workdir / "evaluation" / pipeline.data.fingerprint[:16])
     out = run("evaluate", "--source", "amazon2018", "--path", str(pipeline.raw), "--epochs", "1", "--search", "2",
               "--protocols", "leave_last_out", "--ease-l2", "50", "--output", str(results))
     assert "trial 0: validation NDCG@10" in out and "trial 1: validation NDCG@10" in out
