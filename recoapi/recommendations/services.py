@@ -192,7 +192,8 @@ def recommendation_list(
             else engine
         allowed = arm_engine.allowed(category=category, min_price=min_price, max_price=max_price)
         rankings = arm_engine.recommender.recommend(users, histories, k, allowed, exclude_seen=exclude_seen,
-                                                    variant=arm.setting if arm is not None else plan.setting)
+                                                    variant=arm.setting if arm is not None else plan.setting,
+                                                    stored_without_history=False)
         answered.update({user: (arm_engine, rankings[user], arm) for user in users})
     if record:  # a preview is no shopper's answer: not in the traffic's strategy counts either
         metrics.shoppers_answered([answered[user][1].strategy for user in keys])
@@ -697,7 +698,7 @@ def recommendation_batch(*, user_ids: list[str], k: int,
     engine = _engine_or_503()
     histories = _histories(catalog_selectors.shopper_histories(ids=user_ids))
     rankings = engine.recommender.recommend(user_ids, histories, k, engine.allowed(),
-                                            variant=setting or batch_setting())
+                                            variant=setting or batch_setting(), stored_without_history=False)
     rows = [(user, rank, str(engine.recommender.item_ids[p]), round(float(score), 6))
             for user in user_ids
             for rank, (p, score) in enumerate(zip(rankings[user].items, rankings[user].scores, strict=True),

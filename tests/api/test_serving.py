@@ -710,3 +710,21 @@ def test_each_recommendation_request_tells_the_worker_how_many_shoppers_it_answe
     monkeypatch.setattr(services, "release_after_request", asked.append)
     recommend(client, users=f"{a_known_user(service)},nobody,somebody", k=5)
     assert asked == [3]
+
+
+def test_a_shopper_the_database_no_longer_holds_is_not_answered_from_the_model(service: Pipeline,
+                                                                              client: APIClient) -> None:
+    """A shopper removed by an import's --replace (or by staff) was told apart by /check_users ("false") yet still
+    got a personalised list from the vector the model kept, until the next training."""
+    from recoapi.catalog.models import Shopper
+    from recoapi.recommendations.services import recommendation_batch
+
+    user = a_known_user(service)
+    assert recommend(client, users=user)[user]["strategy"] == "two_tower"
+    Shopper.objects.filter(id=user).delete()  # with the shopper's interactions
+    assert client.get("/check_users", {"users": user}).json() == {user: False}
+    entry = recommend(client, users=user)[user]
+    popular = recommend(client, users="nobody-at-all")["nobody-at-all"]
+    assert entry["strategy"] == "popular" and entry["items"] == popular["items"]
+    _, rows = recommendation_batch(user_ids=[user], k=10)  # the batch file answers the same
+    assert [item for _, _, item, _ in rows] == [item["item_id"] for item in popular["items"]]
