@@ -60,13 +60,37 @@ def load_source(
     if source not in LOADERS:
         raise DataValidationError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
     loader = loader_of(source)
-    data = loader(Path(path), filters=filters if filters is not None and filters.is_active() else None,
-                  time_bounds=time_bounds)
+    try:
+        data = loader(Path(path), filters=filters if filters is not None and filters.is_active() else None,
+                      time_bounds=time_bounds)
+    except DataValidationError as exc:
+        other = looks_like(Path(path))
+        if exc.line is None and other is not None and other != source:  # the folder's layout, not a bad line
+            raise DataValidationError(f"{exc} (the folder looks like the {other} source's: --source {other}, or "
+                                      f"RECO_DATA_SOURCE={other})") from exc
+        raise
     if filters is not None and filters.is_active():
         # Different filters over the same files are different data.
         data.fingerprint = hashlib.sha256((data.fingerprint + filters.describe()).encode()).hexdigest()
     logger.info("loaded %s from %s: %s", source, path, data.counts())
     return data
+
+
+SIGNATURES: tuple[tuple[str, str], ...] = (
+    ("retailrocket", "events.csv"), ("csv", "interactions.csv"), ("clickstream", "clicks.csv"),
+    ("movielens", "ratings.csv"), ("movielens", "u.data"), ("amazon2018", "*_5.json"), ("amazon2018", "*_5.json.gz"),
+    ("retailrocket", "events.csv.gz"), ("csv", "interactions.csv.gz"),
+)
+"""A file name (or pattern) that only one source's folder holds, and that source."""
+
+
+def looks_like(path: Path) -> str | None:
+    """The source whose files ``path`` (a folder) holds, by their names; None when it holds none of them or the
+    names of several sources."""
+    if not path.is_dir():
+        return None
+    found = {source for source, pattern in SIGNATURES if any(path.glob(pattern))}
+    return found.pop() if len(found) == 1 else None
 
 
 def loader_of(source: str) -> Loader:

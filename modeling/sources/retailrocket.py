@@ -33,6 +33,7 @@ from modeling.sources._files import (
     read_table,
     row_error,
     to_int,
+    unread_note,
     whole_numbers,
 )
 
@@ -59,7 +60,9 @@ def load_retailrocket(
     path = Path(path)
     events_file = path / "events.csv"
     if not path.is_dir() or not events_file.is_file():
-        raise DataValidationError("expected a directory with events.csv", path=str(path))
+        compressed = " (events.csv.gz is compressed: this source reads it unpacked, `gunzip events.csv.gz`)" if (
+            path / "events.csv.gz").is_file() else ""
+        raise DataValidationError(f"expected a directory with events.csv{compressed}", path=str(path))
     events = read_table(events_file, columns=["timestamp", "visitorid", "event", "itemid"],
                         required=["timestamp", "visitorid", "event", "itemid"])
     kinds = events["event"].str.strip()
@@ -110,7 +113,10 @@ def load_retailrocket(
                             time_bounds=time_bounds,
                             time_hint="events.csv's timestamps are read as unix milliseconds, as RetailRocket writes "
                                       "them")
-    data.notes = _without_properties_note(items[ds.ITEM_ID], properties)
+    # transactionid is in every RetailRocket export and not read by design; another column would go unseen.
+    events.attrs["unread_columns"] = [c for c in events.attrs.get("unread_columns", []) if c != "transactionid"]
+    data.notes = (unread_note(events, events_file, ["timestamp", "visitorid", "event", "itemid", "transactionid"])
+                  + _without_properties_note(items[ds.ITEM_ID], properties))
     for note in data.notes:
         logger.info("%s", note)  # the command prints it, and /reload_data returns it
     return data

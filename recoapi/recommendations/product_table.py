@@ -220,6 +220,18 @@ class ProductTable:
         tops = {self.category.values[c].split(CATEGORY_SEPARATOR)[0].strip() for c in used.tolist()}
         return sorted(top for top in tops if top)
 
+    def path_holding(self, level: str) -> str | None:
+        """The first (sorted) of the known products' category paths that holds ``level`` (any case) as one of its
+        levels after the first, cut after it (``"1003 > 108"`` for ``108``); None when none does."""
+        wanted = level.strip().lower()
+        used = np.unique(self.category.codes[self.known])
+        for path in sorted(self.category.values[c] for c in used.tolist()):
+            levels = [part.strip() for part in path.split(CATEGORY_SEPARATOR)]
+            for depth, part in enumerate(levels[1:], start=1):
+                if part.lower() == wanted:
+                    return CATEGORY_SEPARATOR.join(levels[:depth + 1])
+        return None
+
     def differs(self, positions: np.ndarray, rows: Sequence[Sequence]) -> np.ndarray:
         """(m,) bool: which of ``rows`` (at ``positions``) change what is stored, or are not known yet."""
         return np.asarray([not self.known[p] or self.info(int(p)) != row_info(row)

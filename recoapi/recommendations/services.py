@@ -242,7 +242,9 @@ def _add_reasons(engine: Engine, entry: dict[str, Any], history: History | None,
 def _unknown_category_message(engine: Engine, category: str, shown: int = 30) -> str:
     tops = engine.top_level_categories
     listed = ", ".join(tops[:shown]) + (f" and {len(tops) - shown} more" if len(tops) > shown else "")
-    return (f"No product's category starts with {category.strip()!r} (matching ignores case). "
+    inside = engine.products.path_holding(category)  # a level further down: a RetailRocket category id, say
+    hint = f" It is a level of {inside!r}: give the path from its start." if inside else ""
+    return (f"No product's category starts with {category.strip()!r} (matching ignores case).{hint} "
             f"Top-level categories: {listed or 'none'}.")
 
 

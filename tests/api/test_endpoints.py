@@ -158,7 +158,13 @@ def test_unknown_category_is_a_404_listing_the_top_level_categories(service: Pip
     assert error["code"] == "unknown_category"
     assert "No product's category starts with 'Garden Furniture'" in error["message"]
     tops = sorted({c.split(" > ")[0] for c in Product.objects.values_list("category", flat=True)})
-    assert f"Top-level categories: {', '.join(tops)}." in error["message"]
+    assert f"Top-level categories: {', '.join(tops)}." in error["message"] and "It is a level of" not in error[
+        "message"]
+    # A level further down (a RetailRocket category id, 108 of "1003 > 108"): the message names its path.
+    path = next(c for c in Product.objects.values_list("category", flat=True) if " > " in c)
+    top, second = [part.strip() for part in path.split(" > ")][:2]
+    error = client.get("/recommendations", {"users": "nobody", "category": second.upper()}).json()["error"]
+    assert f"It is a level of '{top} > {second}': give the path from its start." in error["message"]
 
 
 @pytest.mark.parametrize("params", [

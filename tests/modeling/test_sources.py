@@ -189,6 +189,33 @@ def test_retailrocket_notes_products_the_property_files_do_not_describe(retailro
         in data.notes[0] and "'355908.0'" in data.notes[0]
 
 
+def test_a_folder_of_another_source_or_a_compressed_log_is_named_in_the_message(retailrocket: Path) -> None:
+    """The default source on a RetailRocket folder said "expected exactly one reviews file", and a folder with
+    events.csv.gz "expected a directory with events.csv", neither saying what to do."""
+    with pytest.raises(DataValidationError, match=r"found none \(the folder looks like the retailrocket source's: "
+                                                  r"--source retailrocket, or RECO_DATA_SOURCE=retailrocket\)"):
+        load_source("amazon2018", retailrocket)
+    import gzip
+
+    (retailrocket / "events.csv.gz").write_bytes(gzip.compress((retailrocket / "events.csv").read_bytes()))
+    (retailrocket / "events.csv").unlink()
+    with pytest.raises(DataValidationError, match=r"expected a directory with events\.csv \(events\.csv\.gz is "
+                                                  r"compressed: this source reads it unpacked"):
+        load_source("retailrocket", retailrocket)
+
+
+def test_retailrocket_names_the_columns_of_events_csv_it_does_not_read(retailrocket: Path) -> None:
+    """A price column in events.csv was ignored without a word (transactionid, in every export, is not named)."""
+    assert load_source("retailrocket", retailrocket).notes == []
+    rows = (retailrocket / "events.csv").read_text().splitlines()
+    rows = [rows[0] + ",price"] + [row + ",9" for row in rows[1:]] + [rows[1] + ",9"]  # and a repeated row
+    (retailrocket / "events.csv").write_text("\n".join(rows) + "\n")
+    data = load_source("retailrocket", retailrocket)
+    assert data.report["repeated_rows"] == 1
+    assert data.notes == ["events.csv: column(s) 'price' not read; the columns this source reads are timestamp, "
+                          "visitorid, event, itemid, transactionid"]
+
+
 def test_retailrocket_reads_a_repeated_row_once(retailrocket: Path) -> None:
     """An export's exact repeats (same millisecond, visitor, event and item) were two interactions."""
     with open(retailrocket / "events.csv", "a", encoding="utf-8") as handle:
