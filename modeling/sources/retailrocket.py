@@ -44,6 +44,7 @@ EVENT_MAP = {"view": ("view", 1.0), "addtocart": ("cart", 2.0), "transaction": (
 PRICE_PROPERTY = "790"
 CATEGORY_PROPERTY = "categoryid"
 PROPERTY_FILES = ("item_properties_part1.csv", "item_properties_part2.csv")
+PROPERTY_COLUMNS = ("timestamp", "itemid", "property", "value")
 
 
 def load_retailrocket(
@@ -156,7 +157,7 @@ def _latest_properties(path: Path, files: list[Path]) -> dict[str, pd.DataFrame]
         files.append(file)
         try:
             for chunk in pd.read_csv(file, dtype=str, keep_default_na=False, chunksize=1_000_000,
-                                     usecols=["timestamp", "itemid", "property", "value"]):
+                                     usecols=list(PROPERTY_COLUMNS)):
                 kept = chunk[chunk["property"].str.strip().isin(wanted)].copy()
                 kept["position"] = kept.index.to_numpy()  # the chunks' index runs on: the file's data row
                 kept["file"] = name
@@ -166,6 +167,11 @@ def _latest_properties(path: Path, files: list[Path]) -> dict[str, pd.DataFrame]
         except UnicodeDecodeError as exc:
             raise not_text(file, exc) from exc
         except ValueError as exc:  # usecols mismatch, parser errors
+            found = _header(file)
+            missing = [c for c in PROPERTY_COLUMNS if c not in found]
+            if found and missing:  # pandas said "Usecols do not match columns, columns expected but not found"
+                raise DataValidationError(f"missing required column(s) {', '.join(missing)}; found "
+                                          f"{', '.join(found)}", path=str(file), line=1) from exc
             raise DataValidationError(f"cannot read item properties ({exc})", path=str(file)) from exc
     if not parts:
         return {}
@@ -215,6 +221,15 @@ def _prices(item_ids: pd.Series, latest: pd.DataFrame | None, path: Path) -> np.
     return item_ids.map(dict(zip(latest["itemid"], numbers, strict=True))).to_numpy(dtype=float, na_value=np.nan)
 
 
+def _header(file: Path) -> list[str]:
+    """The column names of ``file``'s first line, stripped ([] when it cannot be read)."""
+    try:
+        with open(file, encoding="utf-8", errors="replace") as handle:
+            return [name.strip() for name in handle.readline().rstrip("\r\n").split(",")]
+    except OSError:
+        return []
+
+
 def _price_numbers(values: pd.Series) -> np.ndarray:
     """(n,) float: the number of each price property value (``"n5880.000"``: a number after an "n"), NaN for
     anything else."""
@@ -231,14 +246,15 @@ def category_paths(tree_file: Path) -> dict[str, str]:
     to_int(tree, "categoryid", tree_file)
     # Whole numbers as integers: a tree saved again by pandas writes the parents as 1000.0 (a column of integers
     # with gaps), and every path read "1000.0 > 100" while the products' categoryid said 1000.
-    parent = dict(zip(whole_numbers(tree["categoryid"].str.strip()), whole_numbers(tree["parentid"].str.strip()),
-                      strict=True))
+    ids = whole_numbers(tree["categoryid"].str.strip())
+    parent = dict(zip(ids, whole_numbers(tree["parentid"].str.strip()), strict=True))
     paths: dict[str, str] = {}
     for category in parent:
         chain, node = [], category
         while node:
             if node in chain:
-                raise DataValidationError(f"category {category} is part of a cycle", path=str(tree_file))
+                raise row_error(tree, (ids == category).to_numpy(),
+                                f"category {category} is part of a cycle ({' > '.join([*chain, node])})", tree_file)
             chain.append(node)
             node = parent.get(node, "")
         paths[category] = ds.CATEGORY_SEPARATOR.join(reversed(chain))

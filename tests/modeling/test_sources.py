@@ -241,7 +241,8 @@ def test_retailrocket_needs_events_csv(tmp_path: Path) -> None:
 
 def test_category_tree_cycle_is_refused(tmp_path: Path) -> None:
     write(tmp_path / "category_tree.csv", "categoryid,parentid\n1,2\n2,1\n")
-    with pytest.raises(DataValidationError, match="cycle"):
+    with pytest.raises(DataValidationError, match=r"category_tree\.csv, line 2: category 1 is part of a cycle "
+                                                  r"\(1 > 2 > 1\)"):  # it named no line
         category_paths(tmp_path / "category_tree.csv")
 
 
@@ -873,6 +874,10 @@ def test_retailrocket_item_properties_errors_are_named(retailrocket: Path) -> No
         load_source("retailrocket", retailrocket)
     part.write_bytes(b"timestamp,itemid,property,value\n1,355908,888,5\n2,355908,888,caf\xe9\n")
     with pytest.raises(DataValidationError, match=r"item_properties_part2\.csv, line 3: not UTF-8 text"):
+        load_source("retailrocket", retailrocket)
+    part.write_text("time,itemid,property,value\n1,355908,888,5\n")  # it gave pandas' "Usecols do not match ..."
+    with pytest.raises(DataValidationError, match=r"item_properties_part2\.csv, line 1: missing required column\(s\) "
+                                                  r"timestamp; found time, itemid, property, value"):
         load_source("retailrocket", retailrocket)
     part.write_text("timestamp,itemid,property,value\n")  # a header alone: no property, as before
     assert load_source("retailrocket", retailrocket).report["items_with_price"] == 1
