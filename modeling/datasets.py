@@ -384,8 +384,9 @@ class TimeBounds:
             first = int(times[0])
             raise DataValidationError(f"every interaction's timestamp is outside {self.describe()}, the first "
                                       f"{first} read as {_iso_or_number(first)} ({hint})", path=source_name)
-        logger.warning("%s: dropped %d interactions with a timestamp outside %s (first: %d)", source_name, count,
-                       self.describe(), int(times[outside][0]))
+        first = int(times[outside][0])
+        logger.warning("%s: dropped %d interactions with a timestamp outside %s (the first %d, read as %s)",
+                       source_name, count, self.describe(), first, _iso_or_number(first))
         return interactions[~outside]
 
 
