@@ -17,6 +17,9 @@ import pandas as pd
 from modeling import datasets as ds
 from modeling.errors import DataValidationError
 
+FIELD_SIZE_LIMIT = 2**31 - 1
+"""The longest field the row scans read (the csv module's own limit, 131,072 characters, refused a long product
+description pandas reads)."""
 _QUOTES_HINT = " (a value that holds {sep} needs quotes)"
 """Said of a row with more fields than the header: most often a value with the separator in it, unquoted."""
 
@@ -102,12 +105,13 @@ def read_table(
             frame, longer = _read_csv(path, sep, header, names, encoding, quoting)
         except pd.errors.ParserError:  # a row longer than the header: fine when what it adds is empty
             width = len(_header_names(path, sep, quoting, encoding)) if header else len(names or [])
+            # (a scan that cannot tell raises _RowScanError: refused, as below, with _malformed_row's words)
             if not width or _overlong_row(path, sep, quoting, encoding, header, width) is not None:
                 raise
             frame, longer = _read_csv(path, sep, header, names, encoding, quoting, usecols=list(range(width)))
     except pd.errors.EmptyDataError as exc:
         raise DataValidationError("file is empty", path=str(path)) from exc
-    except pd.errors.ParserError as exc:
+    except (pd.errors.ParserError, _RowScanError) as exc:
         line, problem = _malformed_row(path, sep, quoting, encoding, header) or (None, f"({str(exc).strip()})")
         raise DataValidationError(f"cannot parse {problem}{_separator_hint(path, sep)}",
                                   path=str(path), line=line) from exc
@@ -117,13 +121,14 @@ def read_table(
         raise DataValidationError(f"cannot read file ({exc})", path=str(path)) from exc
     if longer:  # pandas dropped the fields past the header's: refuse unless they were all empty
         width = len(frame.columns)
-        found = _overlong_row(path, sep, quoting, encoding, header, width)
+        try:
+            found = _overlong_row(path, sep, quoting, encoding, header, width)
+        except _RowScanError as exc:  # the scan cannot tell whether what was dropped was empty: refused
+            raise DataValidationError(f"cannot parse the row: {exc}", path=str(path), line=exc.line) from exc
         if found is not None:
             line, fields = found
-            named = "the header names" if header else "the file has columns"
-            raise DataValidationError(f"cannot parse the row: {fields} fields, but {named} {width}"
-                                      f"{_QUOTES_HINT.format(sep=repr(sep))}{_separator_hint(path, sep)}",
-                                      path=str(path), line=line)
+            raise DataValidationError(f"cannot parse {_longer_row(fields, width, header, sep, quoting)}"
+                                      f"{_separator_hint(path, sep)}", path=str(path), line=line)
     frame = _without_empty_rows(frame)
     if header:
         named = [name.strip() for name in _header_names(path, sep, quoting, encoding)]
@@ -169,7 +174,12 @@ def _read_csv(path: Path, sep: str, header: bool, names: list[str] | None, encod
 def _overlong_row(path: Path, sep: str, quoting: int, encoding: str, header: bool,
                   width: int) -> tuple[int, int] | None:
     """``(line, fields)`` of the first data row with a non-empty field past the first ``width``; None when every
-    longer row only adds empty fields (or the file cannot be scanned: the caller's own checks then apply)."""
+    longer row only adds empty fields.
+
+    Raises:
+        _RowScanError: the file cannot be scanned (a row the csv module cannot read), so whether the fields past
+            ``width`` are empty cannot be told (it is also raised for a file that cannot be read again).
+    """
     try:
         rows = _rows(path, sep, quoting, encoding)
         if header:
@@ -177,9 +187,17 @@ def _overlong_row(path: Path, sep: str, quoting: int, encoding: str, header: boo
         for start, record in rows:
             if len(record) > width and any(field.strip() for field in record[width:]):
                 return start, len(record)
-    except (*_READ_ERRORS, _RowScanError):
-        return None
+    except _READ_ERRORS as exc:
+        raise _RowScanError(1, csv.Error(f"cannot read the file again ({exc})")) from exc
     return None
+
+
+def _longer_row(fields: int, width: int, header: bool, sep: str, quoting: int) -> str:
+    """What is wrong with a row of ``fields`` fields whose values go past the ``width`` columns: the same words
+    wherever it is found (the quotes hint only where quotes are read: not in tab-separated files)."""
+    named = "the header names" if header else "the file's columns are"
+    hint = _QUOTES_HINT.format(sep=repr(sep)) if quoting != csv.QUOTE_NONE else ""
+    return f"the row: {fields} fields, but {named} {width}{hint}"
 
 
 def _without_empty_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -319,6 +337,7 @@ def _rows(path: Path, sep: str, quoting: int, encoding: str, *, strict: bool = F
         _RowScanError: a row the csv module cannot read (with ``strict``, also a malformed quote).
         OSError and the other read errors of :func:`open_text`.
     """
+    csv.field_size_limit(max(csv.field_size_limit(), FIELD_SIZE_LIMIT))  # pandas reads fields of any length
     with open_text(path, encoding=encoding) as handle:
         reader = csv.reader(handle, delimiter=sep, quoting=quoting, strict=strict)
         previous_end = 0
@@ -343,10 +362,8 @@ def _malformed_row(path: Path, sep: str, quoting: int, encoding: str, header: bo
         for start, record in _rows(path, sep, quoting, encoding, strict=True):
             if expected is None:
                 expected = len(record)
-            elif len(record) > expected:
-                named = "the header names" if header else "the first row has"
-                hint = _QUOTES_HINT.format(sep=repr(sep))
-                return start, f"the row: {len(record)} fields, but {named} {expected}{hint}"
+            elif len(record) > expected and any(field.strip() for field in record[expected:]):
+                return start, _longer_row(len(record), expected, header, sep, quoting)
     except _RowScanError as exc:
         if "unexpected end of data" in str(exc):
             return exc.line, "the row: a quoted field is not closed (a '\"' is missing)"

@@ -389,6 +389,24 @@ def test_a_first_row_longer_than_the_header_is_refused_not_read_shifted(tmp_path
         load_source("csv", tmp_path)  # it said: column 'timestamp': 'review' is not a unix time
 
 
+def test_a_longer_row_is_judged_by_what_it_adds_whatever_comes_before_it(tmp_path: Path) -> None:
+    """A row of trailing empty fields before the bad row had the bad row's neighbour named; a field longer than the
+    csv module's limit (a long description) before a longer row let that row's extra value be dropped silently."""
+    write(tmp_path / "interactions.csv", "user_id,item_id,timestamp\nu1,p1,1700000000\nu1,p2,1700000001,,\n"
+                                         "u2,p1,1700000002,,x\n")
+    with pytest.raises(DataValidationError, match=r"interactions\.csv, line 4: cannot parse the row: 5 fields"):
+        load_source("csv", tmp_path)
+    write(tmp_path / "interactions.csv", "user_id,item_id,timestamp\nu1,p1,1700000000\n")
+    write(tmp_path / "items.csv", f"item_id,title,description\np1,Mug,{'long ' * 40_000}\np2,Pan,,lost\n")
+    with pytest.raises(DataValidationError, match=r"items\.csv, line 3: cannot parse the row: 4 fields"):
+        load_source("csv", tmp_path)
+    write(tmp_path / "items.csv", "item_id\ttitle\np1\tMug\tlost\n")  # tab-separated: no quotes hint
+    from modeling.sources._files import read_table
+
+    with pytest.raises(DataValidationError, match=r"line 2: cannot parse the row: 3 fields, but the header names 2$"):
+        read_table(tmp_path / "items.csv", columns=["item_id", "title"], required=["item_id"], sep="\t")
+
+
 def test_a_spreadsheet_s_trailing_separators_and_empty_rows_are_read_as_no_data(tmp_path: Path) -> None:
     """A trailing comma on every row made 40 phantom products of the titles; rows of commas only were refused as
     'column 'timestamp': '' is not a unix time'."""
