@@ -20,6 +20,7 @@ Items the shopper already has are excluded in every strategy.
 from __future__ import annotations
 
 import logging
+from collections.abc import Container
 from dataclasses import dataclass
 
 import numpy as np
@@ -395,7 +396,7 @@ class Recommender:
 
     def recommend(self, user_ids: list[str], histories: dict[str, History], k: int,
                   allowed: np.ndarray | None = None, *, exclude_seen: bool = True,
-                  variant: str = SERVED, stored_without_history: bool = True) -> dict[str, Ranking]:
+                  variant: str = SERVED, stored_for: Container[str] | None = None) -> dict[str, Ranking]:
         """Top-k for each shopper with the best strategy available.
 
         Args:
@@ -405,10 +406,10 @@ class Recommender:
             allowed: optional (n_items,) bool mask.
             exclude_seen: leave out every item of the shopper's history.
             variant: one of :data:`VARIANTS`.
-            stored_without_history: answer a shopper the model knows but ``histories`` lacks from the shopper's
-                stored vector; False: from the popular products, as any shopper without a history (the service:
-                a shopper the database no longer holds, removed by an import's ``--replace`` or by staff, is not
-                answered from what the model kept of them).
+            stored_for: the shoppers the model knows whom ``histories`` lacks that are answered from their stored
+                vectors; the others of them get the popular products, as any shopper without a history (the
+                service passes the shoppers its database still holds: one removed by an import's ``--replace`` or
+                by staff is not answered from what the model kept of them). None: every one of them.
 
         Returns:
             user id -> :class:`Ranking` (padding removed).
@@ -443,7 +444,7 @@ class Recommender:
         set_aside = set(searched) | set(near)
         described = [u for u in described if u not in set_aside]
         stored = [u for u in user_ids if u not in described_set and trained[u] and variant != POPULAR
-                  and (stored_without_history or u in histories)]
+                  and (stored_for is None or u in histories or u in stored_for)]
         ranked_users = described + stored
         popular = [u for u in user_ids if u not in described_set and u not in set(stored)]
         results: dict[str, Ranking] = {}

@@ -117,6 +117,15 @@ def _histories(raw: dict[str, list[tuple[str, int, float, str]]]) -> dict[str, H
     }
 
 
+def _still_held(user_ids: list[str], raw: dict[str, Any]) -> set[str]:
+    """Of ``user_ids`` without interactions in ``raw`` (their histories), those the database still holds as shoppers:
+    the model may answer them from their stored vectors (a later export without their events replaced those), not
+    a shopper removed since (an import's ``--replace``, staff). One indexed query, only when some id has no
+    interactions."""
+    without = [user for user in user_ids if user not in raw]
+    return catalog_selectors.shopper_existing_ids(ids=without) if without else set()
+
+
 def _encode_text(engine: Engine, text: str) -> np.ndarray:
     """The (t,) vector of a visitor's text; 503 when the model's text encoder cannot be loaded."""
     try:
@@ -172,6 +181,7 @@ def recommendation_list(
                                "data\").", code="no_prices", status_code=422)
     raw = catalog_selectors.shopper_histories(ids=user_ids)
     histories = _histories(raw)
+    stored_for = _still_held(user_ids, raw)
     keys = list(user_ids)
     if context_items or context_text:
         known = set(engine.recommender.item_positions(context_items or []).tolist())
@@ -193,7 +203,7 @@ def recommendation_list(
         allowed = arm_engine.allowed(category=category, min_price=min_price, max_price=max_price)
         rankings = arm_engine.recommender.recommend(users, histories, k, allowed, exclude_seen=exclude_seen,
                                                     variant=arm.setting if arm is not None else plan.setting,
-                                                    stored_without_history=False)
+                                                    stored_for=stored_for)
         answered.update({user: (arm_engine, rankings[user], arm) for user in users})
     if record:  # a preview is no shopper's answer: not in the traffic's strategy counts either
         metrics.shoppers_answered([answered[user][1].strategy for user in keys])
@@ -698,9 +708,9 @@ def recommendation_batch(*, user_ids: list[str], k: int,
         ``(model_version, rows)`` with rows ``(user_id, rank (1-based), item_id, score)``.
     """
     engine = _engine_or_503()
-    histories = _histories(catalog_selectors.shopper_histories(ids=user_ids))
-    rankings = engine.recommender.recommend(user_ids, histories, k, engine.allowed(),
-                                            variant=setting or batch_setting(), stored_without_history=False)
+    raw = catalog_selectors.shopper_histories(ids=user_ids)
+    rankings = engine.recommender.recommend(user_ids, _histories(raw), k, engine.allowed(),
+                                            variant=setting or batch_setting(), stored_for=_still_held(user_ids, raw))
     rows = [(user, rank, str(engine.recommender.item_ids[p]), round(float(score), 6))
             for user in user_ids
             for rank, (p, score) in enumerate(zip(rankings[user].items, rankings[user].scores, strict=True),
