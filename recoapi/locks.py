@@ -79,7 +79,9 @@ def _lock(key: int, suffix: str, *, wait: bool = False,
                 with connection.cursor() as cursor:
                     cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
         return
-    descriptor = os.open(lock_path(suffix), os.O_RDWR | os.O_CREAT, 0o600)
+    # Readable and writable by whoever the umask allows: the commands and the web workers may run as other users
+    # (a lock file only the first one could open made every later POST /reload_data a PermissionError).
+    descriptor = os.open(lock_path(suffix), os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -291,7 +291,6 @@ def data_import(
         Conflict: the data looks like another shop and neither ``replace`` nor ``merge`` is given, or another
             import is running and ``wait`` is False (code ``import_running``).
     """
-    import pandas as pd  # imports only: web workers do not load pandas
     if replace and merge:
         raise ApplicationError("Choose replace or merge, not both.", code="invalid")
     processed = Path(processed_dir or settings.RECO_PROCESSED_DIR)
@@ -299,6 +298,20 @@ def data_import(
         data = load_source(source, path, filters=filters, time_bounds=event_time_bounds())
     except DataValidationError as exc:
         raise ApplicationError(str(exc), code="invalid_data") from exc
+
+    with import_lock(wait=wait, on_wait=on_wait) as held:
+        if not held:
+            raise Conflict("Another import is running; try again when it has finished.", code="import_running")
+        return _import_locked(data, source, path, processed, force=force, progress=progress, replace=replace,
+                              merge=merge)
+
+
+def _import_locked(data: ds.CanonicalData, source: str, path: Path | str, processed: Path, *, force: bool,
+                   progress: Callable[[str, int, int], None] | None, replace: bool, merge: bool) -> ImportResult:
+    """:func:`data_import`'s work once it holds the import lock: what the database holds is read under it (whether
+    the import is skipped, the catalogue's fields kept), so an import that waited for another sees what that one
+    wrote."""
+    import pandas as pd  # imports only: web workers do not load pandas
 
     manifest = ds.read_snapshot_manifest(processed)
     if (not force and manifest is not None and manifest.get("fingerprint") == data.fingerprint
@@ -319,9 +332,7 @@ def data_import(
     shoppers = [Shopper(id=user_id) for user_id in data.users[ds.USER_ID].astype(str)]
 
     removed = {"products": 0, "shoppers": 0}
-    with import_lock(wait=wait, on_wait=on_wait) as held, transaction.atomic():
-        if not held:
-            raise Conflict("Another import is running; try again when it has finished.", code="import_running")
+    with transaction.atomic():
         if replace:
             removed = _remove_absent(data)
         elif not merge:

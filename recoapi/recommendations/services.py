@@ -534,7 +534,7 @@ def model_train(
     Args:
         params: :class:`modeling.two_tower.TwoTowerParams`.
         activate: point models/ACTIVE at the result; the run then holds the training lock (see
-            :mod:`recoapi.recommendations.locks`), as retraining does.
+            :mod:`recoapi.locks`), as retraining does.
         force: train even when an identical run exists.
         refit: publish a model trained again on every interaction.
         budget_seconds: time for the two-tower search (0: default parameters only).
