@@ -54,8 +54,9 @@ INTERACTION_COLUMNS: tuple[str, ...] = (USER_ID, ITEM_ID, TIMESTAMP, EVENT, WEIG
 
 EVENT_TYPES: tuple[str, ...] = ("view", "cart", "purchase", "review", "rating")
 WEIGHT_RANGE: tuple[float, float] = (0.001, 1000.0)
-"""The weights an interaction may have, imported or sent to ``POST /events``: one of 1e300 was accepted by the
-import, then overflowed float32 in training and ended it with "exported towers differ ... by nan"."""
+"""The weights an interaction may have in the csv source's files and in ``POST /events`` (the other sources give
+fixed weights, 1 to 3): one of 1e300 was accepted by the import, then overflowed float32 in training and ended it
+with "exported towers differ ... by nan"."""
 # The longest values the database stores (recoapi.catalog.models declares its columns with them); the other
 # text columns have no bound.
 MAX_LENGTHS: dict[str, int] = {USER_ID: 128, ITEM_ID: 128, BRAND: 255, CATEGORY: 512}
@@ -382,11 +383,12 @@ class TimeBounds:
             return interactions
         if count == len(interactions):  # the first one as read: 20231114 (a date without dashes) read as seconds
             first = int(times[0])
-            raise DataValidationError(f"every interaction's timestamp is outside {self.describe()}, the first "
-                                      f"{first} read as {_iso_or_number(first)} ({hint})", path=source_name)
+            raise DataValidationError(f"every interaction's timestamp is outside {self.describe()}: the first, "
+                                      f"read as unix second {first}, is {_iso_or_number(first)} ({hint})",
+                                      path=source_name)
         first = int(times[outside][0])
-        logger.warning("%s: dropped %d interactions with a timestamp outside %s (the first %d, read as %s)",
-                       source_name, count, self.describe(), first, _iso_or_number(first))
+        logger.warning("%s: dropped %d interactions with a timestamp outside %s (the first, read as unix second %d, "
+                       "is %s)", source_name, count, self.describe(), first, _iso_or_number(first))
         return interactions[~outside]
 
 

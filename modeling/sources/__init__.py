@@ -73,6 +73,8 @@ def load_source(
         # Different filters over the same files are different data.
         data.fingerprint = hashlib.sha256((data.fingerprint + filters.describe()).encode()).hexdigest()
     logger.info("loaded %s from %s: %s", source, path, data.counts())
+    for note in data.notes:
+        logger.info("%s", note)  # the command prints the notes, and /reload_data returns them
     return data
 
 

@@ -142,8 +142,6 @@ def load_clickstream(path: Path | str, *, filters: ds.InteractionFilters | None 
                             time_bounds=time_bounds, time_hint=hint)
     if not uci:  # the UCI file's other columns (country, page, ...) are left unread by design
         data.notes = unread_note(raw, file, [name for names in GENERIC_COLUMNS.values() for name in names])
-        for note in data.notes:
-            logger.info("%s", note)  # the command prints it, and /reload_data returns it
     return data
 
 

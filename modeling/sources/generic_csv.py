@@ -158,6 +158,4 @@ def load_csv(
                             source_name=str(inter_file), keep_items="all", filters=filters,
                             time_bounds=time_bounds)
     data.notes = notes
-    for note in notes:
-        logger.info("%s", note)  # the command prints it, and /reload_data returns it
     return data

@@ -116,10 +116,8 @@ def load_retailrocket(
                                       "them")
     # transactionid is in every RetailRocket export and not read by design; another column would go unseen.
     events.attrs["unread_columns"] = [c for c in events.attrs.get("unread_columns", []) if c != "transactionid"]
-    data.notes = (unread_note(events, events_file, ["timestamp", "visitorid", "event", "itemid", "transactionid"])
+    data.notes = (unread_note(events, events_file, ["timestamp", "visitorid", "event", "itemid"])
                   + _without_properties_note(items[ds.ITEM_ID], properties))
-    for note in data.notes:
-        logger.info("%s", note)  # the command prints it, and /reload_data returns it
     return data
 
 
