@@ -60,8 +60,8 @@ class CheckUsersApi(APIView):
         return Response({user: user in known for user in ids})
 
 
-_HISTORY_NEEDS_TOKEN = OpenApiResponse(s.ErrorOutput, description="include_history or explain for shoppers, without "
-                                       "a token")
+_HISTORY_NEEDS_TOKEN = OpenApiResponse(s.ErrorOutput, description="include_history, explain or exclude_seen=false for "
+                                       "shoppers, without a token")
 _NO_PRICES = OpenApiResponse(s.ErrorOutput, description="A price filter, and no product has a price")
 
 
@@ -88,9 +88,12 @@ class RecommendationsApi(BodyApiView):
 
     @staticmethod
     def _recommend(request: Request, v: dict[str, Any]) -> dict[str, Any]:
-        if v.get("users") and (v["include_history"] or v.get("explain")) and not request.user.is_authenticated:
-            # Shoppers' own products (their events, what each item is "because of"): not for anyone who knows an id.
-            raise NotAuthenticated("include_history and explain show shoppers' own products: send a token "
+        revealing = v["include_history"] or v.get("explain") or not v["exclude_seen"]
+        if v.get("users") and revealing and not request.user.is_authenticated:
+            # Shoppers' own products (their events, what each item is "because of", or what a list with them differs
+            # by from the default one, which leaves them out): not for anyone who knows an id.
+            raise NotAuthenticated("include_history, explain and exclude_seen=false show shoppers' own products "
+                                   "(exclude_seen=false: by what the list adds to the default one): send a token "
                                    "(Authorization: Token <token>).")
         return services.recommendation_list(
             user_ids=v.get("users", []), k=v["k"], category=v.get("category"), min_price=v.get("min_price"),

@@ -28,15 +28,24 @@ def recommend(client: APIClient, **params) -> dict:
 # --------------------------------------------------------------------------- filters
 
 
-def test_exclude_seen_can_be_turned_off(service: Pipeline, client: APIClient) -> None:
+def test_exclude_seen_can_be_turned_off(service: Pipeline, client: APIClient, staff_client: APIClient) -> None:
     user = a_known_user(service)
     seen = set(Interaction.objects.filter(shopper_id=user).values_list("product_id", flat=True))
     n = Product.objects.count()
     default = {i["item_id"] for i in recommend(client, users=user, k=100)[user]["items"]}
-    everything = {i["item_id"] for i in recommend(client, users=user, k=100, exclude_seen="false")[user]["items"]}
+    everything = {i["item_id"] for i in recommend(staff_client, users=user, k=100,
+                                                  exclude_seen="false")[user]["items"]}
     assert not default & seen
     assert seen <= everything
     assert len(everything) == min(n, 100)
+    # Without a token it is refused: the two lists differ by the shopper's own products (anyone could read every
+    # history from ids /random_users gives); a visitor's products are the caller's own.
+    response = client.get("/recommendations", {"users": user, "k": 100, "exclude_seen": "false"})
+    assert_error(response, 401, "not_authenticated")
+    assert "exclude_seen=false" in response.json()["error"]["message"]
+    assert client.post("/recommendations", {"users": [user], "exclude_seen": False}, format="json").status_code == 401
+    item = str(service.data.items[ds.ITEM_ID].iloc[0])
+    assert client.get("/recommendations", {"items": item, "exclude_seen": "false"}).status_code == 200
 
 
 def test_price_range_filter(service: Pipeline, client: APIClient) -> None:
