@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.core.validators import RegexValidator
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.settings import api_settings
@@ -143,6 +145,21 @@ class StrictFloatField(serializers.FloatField):
         if isinstance(data, bool) or not isinstance(data, (int, float)):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """An ISO 8601 date and time with its time zone (``Z`` or an offset): one without was read as UTC, so a shop
+    sending its local time stored every event hours off (or had it refused as before its list, or in the future)."""
+
+    default_error_messages = {"naive": "Give the time zone: {input!r} has none (Z for UTC, or an offset such as "
+                                       "+01:00 or -05:00); a time without one is not read as UTC or as any zone."}
+
+    def to_internal_value(self, value: Any) -> datetime:
+        if isinstance(value, str):
+            parsed = parse_datetime(value.strip())
+            if parsed is not None and parsed.tzinfo is None:
+                self.fail("naive", input=value)
+        return super().to_internal_value(value)
 
 
 IGNORED_QUERY = frozenset({api_settings.URL_FORMAT_OVERRIDE, "_"})
@@ -417,8 +434,8 @@ class EventInput(BodyInput):
     item = StrictCharField(max_length=128, validators=[NO_COMMA])
     event = serializers.ChoiceField(choices=list(EVENT_TYPES), error_messages={
         "invalid_choice": f'"{{input}}" is not an event kind; the kinds are {", ".join(EVENT_TYPES)}.'})
-    timestamp = serializers.DateTimeField(
-        required=False, help_text="When it happened (ISO 8601); default now.",
+    timestamp = AwareDateTimeField(
+        required=False, help_text="When it happened (ISO 8601 with its time zone: Z or an offset); default now.",
         error_messages={"invalid": "Expected a date and time in ISO 8601, such as \"2026-12-05T09:30:00Z\" (an offset "
                                    "or Z gives the time zone); unix seconds are not read here."})
     weight = StrictFloatField(required=False, min_value=WEIGHT_RANGE[0], max_value=WEIGHT_RANGE[1])

@@ -243,6 +243,24 @@ def test_events_at_implausible_times_are_refused_naming_the_field(service: Pipel
     assert Interaction.objects.count() == before
 
 
+@pytest.mark.parametrize("moment", ["2026-12-06T05:00:00", "2026-12-06", "2026-12-06 05:00"])
+def test_an_event_time_without_its_time_zone_is_refused(service: Pipeline, staff_client: APIClient,
+                                                        moment: str) -> None:
+    """It was read as UTC: a shop sending its local time stored every event hours off, or had it refused as timed
+    before its list or in the future."""
+    item = str(service.data.items[ds.ITEM_ID].iloc[0])
+    before = Interaction.objects.count()
+    response = staff_client.post("/events", {"user": "u", "item": item, "event": "view", "timestamp": moment},
+                                 format="json")
+    assert_error(response, 400, "invalid")
+    assert f"timestamp: Give the time zone: '{moment}' has none (Z for UTC, or an offset" in response.json()[
+        "error"]["message"]
+    assert Interaction.objects.count() == before
+    for aware in ("2026-12-06T05:00:00Z", "2026-12-06T05:00:00+01:00"):
+        body = {"user": "u", "item": item, "event": "view", "timestamp": aware}
+        assert staff_client.post("/events", body, format="json").status_code == 201
+
+
 def test_event_time_tolerance_comes_from_settings(service: Pipeline, staff_client: APIClient, settings) -> None:
     from datetime import UTC, datetime, timedelta
 
