@@ -11,6 +11,7 @@ from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import permissions, serializers
 from rest_framework.exceptions import NotAuthenticated, ValidationError
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -216,6 +217,13 @@ class MetricsApi(APIView):
     """Prometheus metrics (staff only: a scraper sends a staff token, ``Authorization: Bearer <token>``)."""
 
     permission_classes = [permissions.IsAdminUser]
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> tuple[Any, str]:
+        """No negotiation: the body is Prometheus's text format whatever the Accept header asks, and an error is
+        JSON, as everywhere. Scrapers' own headers (``text/plain;version=0.0.4``, OpenMetrics' media type, without
+        ``*/*``) were answered 406, as no JSON renderer matched them."""
+        renderer = JSONRenderer()
+        return renderer, renderer.media_type
 
     @extend_schema(exclude=True)  # Prometheus's text format, not part of the JSON API
     def get(self, request: Request) -> HttpResponse:

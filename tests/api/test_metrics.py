@@ -23,6 +23,19 @@ def test_metrics_are_for_staff_only(service: Pipeline, client: APIClient, shoppe
     assert_error(shopper_client.get("/metrics"), 403)
 
 
+@pytest.mark.parametrize("accept", ["text/plain;version=0.0.4", "application/openmetrics-text;version=1.0.0",
+                                    "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;"
+                                    "encoding=delimited;q=0.7,text/plain;version=0.0.4;q=0.3"])
+def test_scrapers_own_accept_headers_get_the_metrics(service: Pipeline, client: APIClient,
+                                                     staff_client: APIClient, accept: str) -> None:
+    """Without "*/*" in them (a plain text scraper, OpenMetrics, Telegraf), they were answered 406: no renderer of
+    JSON matched."""
+    response = staff_client.get("/metrics", HTTP_ACCEPT=accept)
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/plain")
+    assert "recoapi_requests_total" in response.content.decode()
+    assert_error(client.get("/metrics", HTTP_ACCEPT=accept), 401)  # an error is JSON, whatever was asked
+
+
 def test_requests_strategies_and_the_served_model_are_counted(service: Pipeline, client: APIClient,
                                                                staff_client: APIClient) -> None:
     user = a_known_user(service)
