@@ -223,6 +223,17 @@ def test_the_admin_s_preview_is_not_recorded_as_shown(service: Pipeline, shown: 
     assert shown.pending() == 0
 
 
+def test_a_head_request_is_not_recorded_as_shown(service: Pipeline, client: APIClient,
+                                                shown: impressions.ImpressionBuffer) -> None:
+    """A monitor's HEAD probe of /recommendations was recorded as a list shown, inflating impressions and deflating
+    the click-through rate."""
+    user = a_known_user(service)
+    assert client.head("/recommendations", {"users": user, "k": 4}).status_code == 200
+    assert shown.pending() == 0
+    assert client.get("/recommendations", {"users": user, "k": 4}).status_code == 200
+    assert shown.pending() == 1
+
+
 def test_lists_are_written_with_every_field_as_given_and_an_id_written_once(
         service: Pipeline, shown: impressions.ImpressionBuffer) -> None:
     """The writer's own INSERT (not the ORM's) gives back what the ORM reads, on SQLite and PostgreSQL alike; a
