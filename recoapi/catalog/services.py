@@ -468,14 +468,16 @@ def interactions_record(events: list[EventSpec], *, attempts: int = 3) -> Record
     """Store a batch of live events, all or none; unknown shoppers are created, every product must exist.
 
     An event whose ``event_id`` is already stored (or repeats one earlier in the batch) is not stored
-    again; it is returned among the duplicates with the row that holds it. Two requests racing with the
-    same new id: the database's unique constraint refuses the second, which is retried and then finds
-    the first's row (``attempts`` tries in all).
+    again; it is returned among the duplicates with the row that holds it. One whose ``event_id`` is another
+    event's (another shopper, product or event kind) is refused: the id was reused, and the event would be lost.
+    Two requests racing with the same new id: the database's unique constraint refuses the second, which is
+    retried and then finds the first's row (``attempts`` tries in all).
 
     Raises:
         ApplicationError: an event's time is outside the accepted range (code ``invalid``, 400); the
             message names the event's position in the batch when there is more than one.
         NotFound: a product is not in the catalogue (code ``unknown_item``, 404), named with its position.
+        Conflict: an ``event_id`` is another event's (code ``event_id_taken``, 409), named with its position.
     """
     def where(position: int) -> str:
         return f"events[{position}]." if len(events) > 1 else ""
@@ -518,12 +520,17 @@ def _store_events(events: list[EventSpec]) -> RecordResult:
         rows: list[Interaction] = []
         duplicates: list[Interaction | str] = []
         batch: dict[str, Interaction] = {}
-        for spec in events:
-            if spec.event_id and spec.event_id in earlier:
-                duplicates.append(earlier[spec.event_id])
-                continue
-            if spec.event_id and spec.event_id in batch:
-                duplicates.append(spec.event_id)  # resolved to the stored row below
+        for position, spec in enumerate(events):
+            if spec.event_id and (spec.event_id in earlier or spec.event_id in batch):
+                held = earlier.get(spec.event_id) or batch[spec.event_id]
+                if (held.shopper_id, held.product_id, held.event) != (spec.user_id, spec.item_id, spec.event):
+                    where = f"events[{position}]." if len(events) > 1 else ""
+                    raise Conflict(f"{where}event_id: {spec.event_id!r} is the id of another event (shopper "
+                                   f"{held.shopper_id!r}, product {held.product_id!r}, {held.event}): an event_id "
+                                   "names one event, resent as it was on a retry; give this one its own.",
+                                   code="event_id_taken")
+                duplicates.append(earlier[spec.event_id] if spec.event_id in earlier
+                                  else spec.event_id)  # the batch's own: resolved to the stored row below
                 continue
             row = Interaction(
                 shopper_id=spec.user_id, product_id=spec.item_id, event=spec.event,

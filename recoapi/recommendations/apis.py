@@ -164,7 +164,10 @@ class EventsApi(BodyApiView):
     permission_classes = [permissions.IsAdminUser]
 
     @extend_schema(**_one_or_many_schema("Event", s.EventInput, s.EventOutput, s.EventBatchOutput,
-                                         "Already stored: the event id was sent before", {404: s.ErrorOutput}))
+                                         "Already stored: the event id was sent before", {
+                                             404: s.ErrorOutput,
+                                             409: OpenApiResponse(s.ErrorOutput, description="An event_id that is "
+                                                                  "another event's (code event_id_taken)")}))
     def post(self, request: Request) -> Response:
         """Record live events (staff only): one event, or a list of at most RECO_EVENTS_MAX_BATCH stored all
         or none; the shoppers' next recommendations reflect them. An event_id sent before is not stored twice."""

@@ -93,7 +93,8 @@ def test_include_history_lists_recent_events_newest_first(service: Pipeline, cli
     # A shopper's events are not for anyone who knows (or lists, /random_users) their id: a token is needed.
     refused = client.get("/recommendations", {"users": user, "include_history": "true"})
     assert_error(refused, 401, "not_authenticated")
-    assert "include_history and explain show shoppers' own products" in refused.json()["error"]["message"]
+    assert "include_history, explain and exclude_seen=false show shoppers' own products" in refused.json()["error"][
+        "message"]
     client = shopper_client  # any token
     entry = recommend(client, users=user, k=2, include_history="true")[user]
     history = entry["history"]
@@ -280,6 +281,27 @@ def _events(service: Pipeline, n: int, **extra) -> list[dict]:
     return [{"user": f"bulk-{i % 3}", "item": items[i % len(items)], "event": "view", **extra} for i in range(n)]
 
 
+def test_an_event_id_already_another_event_s_is_refused(service: Pipeline, staff_client: APIClient) -> None:
+    """The same event_id with another shopper, product or kind was answered 200 "duplicate" with the first event:
+    a shop using its order id for both the cart and the purchase lost the purchase, silently."""
+    [cart] = _events(service, 1, event_id="order-99")
+    cart["event"] = "cart"
+    assert staff_client.post("/events", cart, format="json").status_code == 201
+    before = Interaction.objects.count()
+    purchase = {**cart, "event": "purchase"}
+    response = staff_client.post("/events", purchase, format="json")
+    assert_error(response, 409, "event_id_taken")
+    assert response.json()["error"]["message"].startswith(
+        "event_id: 'order-99' is the id of another event (shopper 'bulk-0', product")
+    other_shopper = {**cart, "user": "bulk-1"}
+    batch = [*_events(service, 1), other_shopper]  # all or none: the batch is refused, naming the event
+    response = staff_client.post("/events", batch, format="json")
+    assert_error(response, 409, "event_id_taken")
+    assert response.json()["error"]["message"].startswith("events[1].event_id: 'order-99' is the id of another")
+    assert Interaction.objects.count() == before
+    assert staff_client.post("/events", cart, format="json").json()["duplicate"] is True  # a retry, as before
+
+
 def test_a_list_of_events_is_stored_at_once(service: Pipeline, staff_client: APIClient) -> None:
     before = Interaction.objects.count()
     response = staff_client.post("/events", _events(service, 7), format="json")
@@ -329,8 +351,8 @@ def test_an_event_sent_again_with_its_id_is_stored_once(service: Pipeline, staff
     assert again.status_code == 200 and again.json()["duplicate"] is True
     assert again.json()["timestamp"] == first.json()["timestamp"]  # the stored event, not the retry's time
     assert Interaction.objects.count() == before + 1
-    batch = [*_events(service, 2, event_id="order-18"), event, *_events(service, 1)]
-    batch[1]["event_id"] = "order-18"  # the same id twice in one list
+    batch = [*_events(service, 1, event_id="order-18"), *_events(service, 1, event_id="order-18"), event,
+             *_events(service, 1)]  # the same event, with its id, twice in one list
     response = staff_client.post("/events", batch, format="json")
     assert response.status_code == 201
     assert response.json() == {"received": 4, "stored": 2, "duplicates": 2,
