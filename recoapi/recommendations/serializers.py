@@ -435,17 +435,20 @@ class EventInput(BodyInput):
     event = serializers.ChoiceField(choices=list(EVENT_TYPES), error_messages={
         "invalid_choice": f'"{{input}}" is not an event kind; the kinds are {", ".join(EVENT_TYPES)}.'})
     timestamp = AwareDateTimeField(
-        required=False, help_text="When it happened (ISO 8601 with its time zone: Z or an offset); default now.",
+        required=False, allow_null=True,
+        help_text="When it happened (ISO 8601 with its time zone: Z or an offset); default now.",
         error_messages={"invalid": "Expected a date and time in ISO 8601, such as \"2026-12-05T09:30:00Z\" (an offset "
                                    "or Z gives the time zone); unix seconds are not read here."})
-    weight = StrictFloatField(required=False, min_value=WEIGHT_RANGE[0], max_value=WEIGHT_RANGE[1])
-    rating = StrictFloatField(required=False, min_value=0, max_value=5)
-    text = StrictCharField(required=False, max_length=5000)
+    # The optional fields take null as left out: many clients' serializers write every field, null when unset.
+    weight = StrictFloatField(required=False, allow_null=True, min_value=WEIGHT_RANGE[0], max_value=WEIGHT_RANGE[1])
+    rating = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=5)
+    text = StrictCharField(required=False, allow_null=True, max_length=5000)
     event_id = StrictCharField(
-        required=False, max_length=64,
+        required=False, allow_null=True, max_length=64,
         help_text="The client's id of this event: sent again (a retry), it is stored once and the answer says so.")
     recommendation_id = StrictCharField(
-        required=False,  # the pattern says all: a length check beside it repeated the message in other words
+        required=False, allow_null=True,
+        # the pattern says all: a length check beside it repeated the message in other words
         validators=[RegexValidator(r"^[0-9a-f]{32}$", "Expected the recommendation_id of a recommendations answer "
                                                       "(32 lowercase hex digits).")],
         help_text="The recommendation_id of the list that showed this product, with a view, cart or purchase: the "

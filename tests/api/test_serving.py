@@ -281,6 +281,22 @@ def _events(service: Pipeline, n: int, **extra) -> list[dict]:
     return [{"user": f"bulk-{i % 3}", "item": items[i % len(items)], "event": "view", **extra} for i in range(n)]
 
 
+def test_null_for_an_optional_event_field_is_that_field_left_out(service: Pipeline, staff_client: APIClient) -> None:
+    """Serializers of many languages write every field, null when unset: each such event was refused ("This field
+    may not be null.")."""
+    item = str(service.data.items[ds.ITEM_ID].iloc[0])
+    nulls = {"timestamp": None, "weight": None, "rating": None, "text": None, "event_id": None,
+             "recommendation_id": None}
+    response = staff_client.post("/events", {"user": "nulls", "item": item, "event": "purchase", **nulls},
+                                 format="json")
+    assert response.status_code == 201, response.content
+    stored = Interaction.objects.get(shopper_id="nulls")
+    assert (stored.weight, stored.rating, stored.text, stored.event_id, stored.recommendation_id) == (
+        3.0, None, None, None, None)  # a purchase's default weight, as with the fields left out
+    rated = {"user": "nulls", "item": item, "event": "rating", "rating": None}
+    assert_error(staff_client.post("/events", rated, format="json"), 400, "invalid")  # a rating needs its rating
+
+
 def test_an_event_id_already_another_event_s_is_refused(service: Pipeline, staff_client: APIClient) -> None:
     """The same event_id with another shopper, product or kind was answered 200 "duplicate" with the first event:
     a shop using its order id for both the cart and the purchase lost the purchase, silently."""
