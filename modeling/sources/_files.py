@@ -104,7 +104,7 @@ def read_table(
         try:
             frame, longer = _read_csv(path, sep, header, names, encoding, quoting)
         except pd.errors.ParserError:  # a row longer than the header: fine when what it adds is empty
-            width = len(_header_names(path, sep, quoting, encoding)) if header else len(names or [])
+            width = len(header_names(path, sep, quoting, encoding)) if header else len(names or [])
             # (a scan that cannot tell raises _RowScanError: refused, as below, with _malformed_row's words)
             if not width or _overlong_row(path, sep, quoting, encoding, header, width) is not None:
                 raise
@@ -131,7 +131,7 @@ def read_table(
                                       f"{_separator_hint(path, sep)}", path=str(path), line=line)
     frame = _without_empty_rows(frame)
     if header:
-        named = [name.strip() for name in _header_names(path, sep, quoting, encoding)]
+        named = [name.strip() for name in header_names(path, sep, quoting, encoding)]
         repeated = sorted({name for name in named if name and named.count(name) > 1})
         if repeated:  # pandas would rename the second "price" to "price.1" and read only the first
             raise DataValidationError(f"the header names column(s) {', '.join(map(repr, repeated))} more than once",
@@ -212,12 +212,10 @@ def _without_empty_rows(frame: pd.DataFrame) -> pd.DataFrame:
         empty &= frame.iloc[:, column].to_numpy() == ""
     if not empty.any():
         return frame
-    kept = frame[~empty].reset_index(drop=True)
-    kept.attrs = dict(frame.attrs)
-    return kept
+    return frame[~empty].reset_index(drop=True)
 
 
-def _header_names(path: Path, sep: str, quoting: int, encoding: str) -> list[str]:
+def header_names(path: Path, sep: str, quoting: int, encoding: str) -> list[str]:
     """The names of the first line of a file pandas has read (so it exists and decodes), as the csv module reads
     them."""
     opener = gzip.open if path.suffix == ".gz" else open

@@ -119,12 +119,11 @@ def load_csv(
         ratings = to_float(raw, ds.RATING, inter_file, allow_empty=True,
                            rule=(lambda v: (v >= 0) & (v <= MAX_RATING), f"is outside 0 to {MAX_RATING:g}"))
         interactions[ds.RATING] = ratings
-    if (interactions[ds.EVENT] == "rating").any():  # as POST /events: a rating event without its rating is no rating
-        unrated = (interactions[ds.EVENT] == "rating").to_numpy() & (
-            np.isnan(interactions[ds.RATING].to_numpy(dtype=float)) if ds.RATING in interactions
-            else np.ones(len(interactions), dtype=bool))
-        if unrated.any():
-            raise row_error(raw, unrated, "a rating event needs its rating (0 to 5) in column 'rating'", inter_file)
+    # As POST /events: a rating event without its rating is no rating.
+    unrated = (interactions[ds.EVENT] == "rating").to_numpy() & (
+        np.isnan(interactions[ds.RATING].to_numpy(dtype=float)) if ds.RATING in interactions else True)
+    if unrated.any():
+        raise row_error(raw, unrated, "a rating event needs its rating (0 to 5) in column 'rating'", inter_file)
     if ds.TEXT in raw:
         interactions[ds.TEXT] = raw[ds.TEXT].map(ds.clean_text).replace("", None).to_numpy()
     _check_storable(interactions, raw, inter_file)

@@ -18,6 +18,7 @@ their text is the category path.
 
 from __future__ import annotations
 
+import csv
 import logging
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from modeling.errors import DataValidationError
 from modeling.sources._files import (
     check_ids,
     file_row_line,
+    header_names,
     not_text,
     read_table,
     row_error,
@@ -165,7 +167,7 @@ def _latest_properties(path: Path, files: list[Path]) -> dict[str, pd.DataFrame]
         except UnicodeDecodeError as exc:
             raise not_text(file, exc) from exc
         except ValueError as exc:  # usecols mismatch, parser errors
-            found = _header(file)
+            found = [name.strip() for name in header_names(file, ",", csv.QUOTE_MINIMAL, "utf-8")]
             missing = [c for c in PROPERTY_COLUMNS if c not in found]
             if found and missing:  # pandas said "Usecols do not match columns, columns expected but not found"
                 raise DataValidationError(f"missing required column(s) {', '.join(missing)}; found "
@@ -217,15 +219,6 @@ def _prices(item_ids: pd.Series, latest: pd.DataFrame | None, path: Path) -> np.
             f"{latest['value'].iloc[at]!r} is not a price (a finite number of at least 0)", path=str(file),
             line=file_row_line(file, int(latest["position"].iloc[at])))
     return item_ids.map(dict(zip(latest["itemid"], numbers, strict=True))).to_numpy(dtype=float, na_value=np.nan)
-
-
-def _header(file: Path) -> list[str]:
-    """The column names of ``file``'s first line, stripped ([] when it cannot be read)."""
-    try:
-        with open(file, encoding="utf-8", errors="replace") as handle:
-            return [name.strip() for name in handle.readline().rstrip("\r\n").split(",")]
-    except OSError:
-        return []
 
 
 def _price_numbers(values: pd.Series) -> np.ndarray:

@@ -518,7 +518,7 @@ def _store_events(events: list[EventSpec]) -> RecordResult:
         for sl in _batches(len(users), ID_BATCH_SIZE):
             Shopper.objects.bulk_create([Shopper(id=user) for user in users[sl]], ignore_conflicts=True)
         rows: list[Interaction] = []
-        duplicates: list[Interaction | str] = []
+        duplicates: list[Interaction] = []
         batch: dict[str, Interaction] = {}
         for position, spec in enumerate(events):
             if spec.event_id and (spec.event_id in earlier or spec.event_id in batch):
@@ -529,8 +529,7 @@ def _store_events(events: list[EventSpec]) -> RecordResult:
                                    f"{held.shopper_id!r}, product {held.product_id!r}, {held.event}): an event_id "
                                    "names one event, resent as it was on a retry; give this one its own.",
                                    code="event_id_taken")
-                duplicates.append(earlier[spec.event_id] if spec.event_id in earlier
-                                  else spec.event_id)  # the batch's own: resolved to the stored row below
+                duplicates.append(held)  # the stored row, or this batch's own (stored below)
                 continue
             row = Interaction(
                 shopper_id=spec.user_id, product_id=spec.item_id, event=spec.event,
@@ -543,4 +542,4 @@ def _store_events(events: list[EventSpec]) -> RecordResult:
             if spec.event_id:
                 batch[spec.event_id] = row
         Interaction.objects.bulk_create(rows, batch_size=BATCH_SIZE)
-    return RecordResult(stored=rows, duplicates=[batch[d] if isinstance(d, str) else d for d in duplicates])
+    return RecordResult(stored=rows, duplicates=duplicates)
