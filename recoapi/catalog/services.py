@@ -477,26 +477,30 @@ def interactions_record(events: list[EventSpec], *, attempts: int = 3) -> Record
         ApplicationError: an event's time is outside the accepted range (code ``invalid``, 400); the
             message names the event's position in the batch when there is more than one.
         NotFound: a product is not in the catalogue (code ``unknown_item``, 404), named with its position.
+        Both name every such event of the batch (the first :data:`NAMED_PROBLEMS`, then how many more).
         Conflict: an ``event_id`` is another event's (code ``event_id_taken``, 409), named with its position.
     """
     def where(position: int) -> str:
         return f"events[{position}]." if len(events) > 1 else ""
 
     bounds = event_time_bounds()
-    for position, spec in enumerate(events):
-        if spec.occurred_at is not None and not bounds.earliest <= spec.occurred_at.timestamp() <= bounds.latest:
-            raise ApplicationError(
-                f"{where(position)}timestamp: {spec.occurred_at.isoformat()} is outside the accepted range "
-                f"{bounds.describe()} (at most {settings.RECO_EVENT_MAX_FUTURE_SECONDS} seconds in the future).",
-                code="invalid")
+    early_or_late = [f"{where(position)}timestamp: {spec.occurred_at.isoformat()}"
+                     for position, spec in enumerate(events) if spec.occurred_at is not None
+                     and not bounds.earliest <= spec.occurred_at.timestamp() <= bounds.latest]
+    if early_or_late:
+        raise ApplicationError(
+            f"{_listed(early_or_late)} {'is' if len(early_or_late) == 1 else 'are'} outside the accepted range "
+            f"{bounds.describe()} (at most {settings.RECO_EVENT_MAX_FUTURE_SECONDS} seconds in the future).",
+            code="invalid")
     wanted = sorted({spec.item_id for spec in events})
     known: set[str] = set()
     for sl in _batches(len(wanted), ID_BATCH_SIZE):
         known.update(Product.objects.filter(id__in=wanted[sl]).values_list("id", flat=True))
-    for position, spec in enumerate(events):
-        if spec.item_id not in known:
-            raise NotFound(f"{where(position)}item: product {spec.item_id!r} is not in the catalogue.",
-                           code="unknown_item")
+    unknown = [f"{where(position)}item: product {spec.item_id!r}" for position, spec in enumerate(events)
+               if spec.item_id not in known]
+    if unknown:
+        raise NotFound(f"{_listed(unknown)} {'is' if len(unknown) == 1 else 'are'} not in the catalogue.",
+                       code="unknown_item")
     for attempt in range(1, attempts + 1):
         try:
             return _store_events(events)
@@ -505,6 +509,18 @@ def interactions_record(events: list[EventSpec], *, attempts: int = 3) -> Record
                 raise
             logger.info("event id stored concurrently; retrying the batch (attempt %d)", attempt + 1)
     raise AssertionError("unreachable")
+
+
+NAMED_PROBLEMS = 10
+"""How many of a list's events that fail one check a refusal names (a count stands for the rest)."""
+
+
+def _listed(problems: list[str]) -> str:
+    """The first :data:`NAMED_PROBLEMS` of ``problems`` joined by "; ", and how many more there are: a client sending
+    a list learns of every bad event at once, not of one per attempt."""
+    named = "; ".join(problems[:NAMED_PROBLEMS])
+    rest = len(problems) - NAMED_PROBLEMS
+    return f"{named} (and {rest} more events)" if rest > 0 else named
 
 
 def _store_events(events: list[EventSpec]) -> RecordResult:

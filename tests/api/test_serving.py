@@ -345,6 +345,28 @@ def test_a_list_with_one_bad_event_stores_nothing_and_names_it(service: Pipeline
     assert Interaction.objects.count() == before
 
 
+@pytest.mark.parametrize("change, status, field, problem", [
+    ({"item": "no-such-product"}, 404, "item", "not in the catalogue"),
+    ({"timestamp": "3000-01-01T00:00:00Z"}, 400, "timestamp", "outside the accepted range"),
+])
+def test_a_list_with_several_bad_events_names_every_one(service: Pipeline, staff_client: APIClient, change: dict,
+                                                        status: int, field: str, problem: str) -> None:
+    """A client learnt of one bad event per attempt: the first was named, the others only when it was fixed."""
+    events = _events(service, 15)
+    for position in (1, 4):
+        events[position].update(change)
+    response = staff_client.post("/events", events, format="json")
+    assert_error(response, status)
+    message = response.json()["error"]["message"]
+    assert message.startswith(f"events[1].{field}") and f"; events[4].{field}" in message, message
+    assert f"are {problem}" in message and "more events" not in message
+    for position in range(2, 14):  # 13 bad events: the first 10 named, then how many more
+        events[position].update(change)
+    message = staff_client.post("/events", events, format="json").json()["error"]["message"]
+    assert message.count(f".{field}: ") == 10 and "events[12]" not in message, message
+    assert "(and 3 more events)" in message
+
+
 def test_event_lists_are_bounded(service: Pipeline, staff_client: APIClient, settings) -> None:
     settings.RECO_EVENTS_MAX_BATCH = 4
     before = Interaction.objects.count()
