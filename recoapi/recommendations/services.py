@@ -162,7 +162,8 @@ def recommendation_list(
     Raises:
         NotFound: no product's category starts with ``category`` (code "unknown_category"; the
             message lists the top-level categories), or none of ``context_items`` is known.
-        ApplicationError: a price filter on a catalogue without any price (422, code "no_prices").
+        ApplicationError: a price filter on a catalogue without any price (422, code "no_prices"); the shopper id
+            ``"anonymous"`` (the visitor's key in the answer) among ``user_ids`` beside a visitor's items or text (400).
 
     Returns:
         ``{"model_version": str, "recommendations": {user_id: {"recommendation_id", "strategy", "items": [...],
@@ -172,6 +173,12 @@ def recommendation_list(
         (:mod:`recoapi.recommendations.impressions`, in the background) and counted in ``/metrics`` by strategy
         unless ``record`` is False (a preview that no shopper sees: the admin).
     """
+    # With items or text, "anonymous" is the visitor's key in the answer; without, a shopper's id like any other.
+    visitor = bool(context_items or context_text)
+    if visitor and ANONYMOUS in user_ids:
+        raise ApplicationError(f"users: {ANONYMOUS!r} is the key of the visitor's list (items, text) in the answer, so "
+                               "a shopper of that id and a visitor cannot be answered together: ask for them in two "
+                               "requests.", code="invalid")
     engine = _engine_or_503()
     if category and not engine.category_mask(category).any():
         raise NotFound(_unknown_category_message(engine, category), code="unknown_category")
@@ -183,7 +190,7 @@ def recommendation_list(
     histories = _histories(raw)
     stored_for = _still_held(user_ids, raw)
     keys = list(user_ids)
-    if context_items or context_text:
+    if visitor:
         known = set(engine.recommender.item_positions(context_items or []).tolist())
         if context_items and not known:
             raise NotFound("None of the given products is known to the service.", code="unknown_item")
@@ -195,7 +202,7 @@ def recommendation_list(
     plan = experiments.plan()
     groups: dict[experiments.Arm | None, list[str]] = {}
     for user in keys:  # visitors are not split: they get what everyone gets without the experiment
-        groups.setdefault(None if user == ANONYMOUS else plan.arm_for(user), []).append(user)
+        groups.setdefault(None if visitor and user == ANONYMOUS else plan.arm_for(user), []).append(user)
     answered: dict[str, tuple[Engine, Any, experiments.Arm | None]] = {}
     for arm, users in groups.items():
         arm_engine = registry.engine_for(arm.model_version, engine) if arm is not None and arm.model_version \
@@ -226,7 +233,7 @@ def recommendation_list(
                                        arm.name if arm is not None else ""))
         if explain:
             _add_reasons(user_engine, entry, histories.get(user), ranking.items)
-        if include_history and user != ANONYMOUS:
+        if include_history and not (visitor and user == ANONYMOUS):
             entry["history"] = _history_payload(user_engine, raw.get(user, []))
         result[user] = entry
     if record:

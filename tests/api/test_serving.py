@@ -109,6 +109,21 @@ def test_include_history_lists_recent_events_newest_first(service: Pipeline, cli
 # --------------------------------------------------------------------------- anonymous visitors
 
 
+def test_a_shopper_named_anonymous_is_a_shopper_and_not_answered_beside_a_visitor(
+        service: Pipeline, staff_client: APIClient) -> None:
+    """"anonymous" is the visitor's key in an answer: a shopper of that id asked for with a visitor's items had one
+    list for both (the visitor's), and alone was answered as a visitor (no history, no experiment arm)."""
+    item = str(service.data.items[ds.ITEM_ID].iloc[0])
+    assert staff_client.post("/events", {"user": "anonymous", "item": item, "event": "purchase"},
+                             format="json").status_code == 201
+    both = staff_client.get("/recommendations", {"users": "anonymous", "items": item})
+    assert_error(both, 400, "invalid")
+    assert "ask for them in two requests" in both.json()["error"]["message"]
+    entry = recommend(staff_client, users="anonymous", k=3, include_history="true")["anonymous"]
+    assert entry["strategy"] == "content" and [h["item_id"] for h in entry["history"]] == [item]
+
+
+
 def test_anonymous_visitor_with_recently_viewed_items_gets_content(service: Pipeline, client: APIClient) -> None:
     viewed = list(service.data.items[ds.ITEM_ID].iloc[:2])
     entry = recommend(client, items=",".join(viewed), k=5)["anonymous"]
