@@ -192,7 +192,8 @@ def cold_users(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
                seed: int = 0, given: Sequence[int] = GIVEN, ease_l2: float = 200.0,
                baselines: dict[str, Any] | None = None,
                on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Protocol 2. Returns ``{"users": n, "given_<g>": {model: {metric: value}}, "differences": {...}}``.
+    """Protocol 2. Returns ``{"users": n, "given_<g>": {model: {metric: value}}, "differences": {...}}``, or
+    ``{"users": 0, "not_measured": reason}`` where no shopper has more than ``max(given)`` distinct products.
 
     Metrics are :data:`COLD_USER_METRICS`: HR@10 is 1 when any of the user's remaining items is in
     the top 10; Recall@50 is the share of the remaining items in the top 50; next HR@10 and next
@@ -218,6 +219,11 @@ def cold_users(data: ds.CanonicalData, embeddings: Embeddings, params: Any = Non
     inter = time_order(data.interactions, seed=seed)
     distinct = inter.groupby(ds.USER_ID, observed=True)[ds.ITEM_ID].nunique()
     eligible = distinct.index[distinct > max(given)].astype(str)
+    if len(eligible) == 0:  # every mean would be of nothing (NaN everywhere in the table)
+        reason = (f"no shopper has more than {max(given)} distinct products: a cold shopper is given up to "
+                  f"{max(given)} and must have one more to find")
+        say(f"cold users: not measured ({reason})")
+        return {"users": 0, "not_measured": reason}
     rng = np.random.default_rng(seed)
     n_cold = max(1, int(round(fraction * len(distinct))))
     cold = set(rng.choice(np.asarray(eligible), size=min(n_cold, len(eligible)), replace=False))
@@ -401,17 +407,19 @@ def served_label(model: str) -> str:
 def format_cold_table(result: dict[str, Any]) -> str:
     """Cold-start results as text: HR@10 / Recall@50 per model and number of given interactions."""
     users = result["cold_users"]
-    givens = [key for key in users if key.startswith("given_")]
-    models = list(users[givens[0]])
-    columns = [(g, metric) for metric in ("hr@10", "next_hr@10") for g in givens]
-    header = f"{'cold users':<18}" + "".join(
-        f"{g.replace('given_', 'given ') + (' next HR@10' if metric == 'next_hr@10' else ' HR@10'):>21}"
-        for g, metric in columns)
-    lines = [f"Cold users ({users['users']} held out; HR@10 = any remaining item in the top 10, "
-             "next HR@10 = the product right after the given ones):", header]
-    for model in models:
-        lines.append(f"{served_label(model):<18}" + "".join(f"{users[g][model].get(metric, float('nan')):>21.4f}"
-                                                            for g, metric in columns))
+    if users.get("not_measured"):
+        lines = [f"Cold users: not measured ({users['not_measured']})."]
+    else:
+        givens = [key for key in users if key.startswith("given_")]
+        columns = [(g, metric) for metric in ("hr@10", "next_hr@10") for g in givens]
+        header = f"{'cold users':<18}" + "".join(
+            f"{g.replace('given_', 'given ') + (' next HR@10' if metric == 'next_hr@10' else ' HR@10'):>21}"
+            for g, metric in columns)
+        lines = [f"Cold users ({users['users']} held out; HR@10 = any remaining item in the top 10, "
+                 "next HR@10 = the product right after the given ones):", header]
+        for model in users[givens[0]]:
+            lines.append(f"{served_label(model):<18}" + "".join(
+                f"{users[g][model].get(metric, float('nan')):>21.4f}" for g, metric in columns))
     items = result["cold_items"]
     lines.append(f"Cold items ({items['items']} held out, {items['users']} users who had them): Recall@50 of "
                  "the held-out products in the whole catalogue / Recall@10 when only the held-out products are ranked:")
@@ -427,14 +435,20 @@ def format_cold_table(result: dict[str, Any]) -> str:
         lines.append(f"  new products take {promotion['share_of_top50']:.4f} of the two-tower's top-50 places for "
                      f"{promotion['users']} users who had none of them "
                      f"(catalogue share {promotion['catalogue_share']:.4f})")
-    for key, label in (("cold_users", "cold users"), ("cold_items", "cold items")):
-        for group, baselines in result[key].get("differences", {}).items():
-            metric = "next_ndcg@10" if key == "cold_users" else "cold_recall@10"
-            if group == "given_0":
-                continue
-            parts = [f"{name} {v[metric]['difference']:+.4f} [{v[metric]['low']:+.4f}, {v[metric]['high']:+.4f}]"
-                     for name, v in (baselines.items() if key == "cold_users" else [(group, baselines)])]
-            title = f"{label} {group.replace('_', ' ')}" if key == "cold_users" else f"{label} vs {group}"
-            served = served_label("two_tower") if key == "cold_users" else "two_tower"
-            lines.append(f"{served} minus baseline, {metric}, {title}: " + "; ".join(parts))
+    def interval(v: dict[str, float]) -> str:
+        return f"{v['difference']:+.4f} [{v['low']:+.4f}, {v['high']:+.4f}]"
+
+    for group, baselines in users.get("differences", {}).items():
+        if group != "given_0":
+            parts = [f"{name} {interval(v['next_ndcg@10'])}" for name, v in baselines.items()]
+            lines.append(f"{served_label('two_tower')} minus baseline, next_ndcg@10, cold users "
+                         f"{group.replace('_', ' ')}: " + "; ".join(parts))
+    differences = items.get("differences", {})
+    for metric in ("recall@50", "cold_recall@10") if differences else ():
+        if metric == "cold_recall@10" and items["items"] <= 10:  # every held-out product is in any top 10 of them
+            lines.append(f"two_tower minus baseline, cold_recall@10, cold items: not informative ({items['items']} "
+                         "held-out products, so every model ranks each of them within the top 10)")
+            continue
+        lines.append(f"two_tower minus baseline, {metric}, cold items: "
+                     + "; ".join(f"{name} {interval(v[metric])}" for name, v in differences.items()))
     return "\n".join(lines)

@@ -1071,6 +1071,11 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
     best_single = max((v for name, v in means.items() if name.startswith("feature")), default=0.0)
     how = (f"the fallback: no richer trial gained {CHOICE_STANDARD_ERRORS:g} standard errors over {reference}"
            if choice == fallback and choice != best else f"chosen by {folds}-fold cross-validation")
+    if choice == fallback != reference:  # the bar led the fallback served: say by how little, or it reads as an error
+        lead, lead_error = paired_gain(trials[reference], trials[fallback])
+        report["reference_over_fallback"] = {"mean": round(lead, 5), "standard_error": round(lead_error, 5)}
+        how += (f", which led {fallback} by {lead:+.4f} ± {lead_error:.4f} on every validation shopper: under the "
+                f"{CHOICE_STANDARD_ERRORS:g} standard errors a single source needs to be served instead")
     weighed = ""
     if ranker.kind == "blend":  # the weights chosen may leave out a part the trial's name holds (all on item-item)
         weighed = " weighing " + describe_blend(dict(zip(BLEND_PARTS, ranker.weights, strict=True)))
@@ -1358,9 +1363,12 @@ def stage_choice_line(report: dict[str, Any]) -> str:
     kept = report["choice"] in (report["reference"], report.get("fallback", report["reference"]))
     why = ("no richer trial gained two standard errors over the reference" if kept
            else "its gain over the reference exceeded two standard errors")
+    lead = report.get("reference_over_fallback")
+    led = (f"; the reference led it by {lead['mean']:+.4f} ± {lead['standard_error']:.4f} on every validation "
+           "shopper, under the two standard errors a single source needs to be served instead") if lead else ""
     return (f"ranking stage: serves {report['choice']} ({why}; reference {report['reference']}, best trial "
             f"{report['best']} {gain.get('mean', 0.0):+.4f} ± {gain.get('standard_error', 0.0):.4f}, on "
-            f"{report.get('selection_shoppers', 0)} of {report.get('shoppers', 0)} validation shoppers)")
+            f"{report.get('selection_shoppers', 0)} of {report.get('shoppers', 0)} validation shoppers{led})")
 
 
 def stage_summary(stage: RankingStage) -> dict[str, Any]:

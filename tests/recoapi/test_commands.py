@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -377,3 +378,14 @@ def test_train_on_a_shop_without_held_out_shoppers_says_it_is_not_measured(monke
         out = StringIO()
         call_command("train", "--no-search", stdout=out)
         assert said in out.getvalue() and not_said not in out.getvalue(), out.getvalue()
+
+
+def test_evaluate_writes_json_without_nan() -> None:
+    """A mean of nothing was written as a bare NaN, which JSON has not (JavaScript's parser refused the file)."""
+    from recoapi.recommendations.management.commands.evaluate import finite
+
+    result = {"models": {"a": {"ndcg@10": float("nan"), "hr@10": 0.25}}, "curves": [float("inf"), 1.0, (2.0,)],
+              "users": 3, "name": "x"}
+    written = json.dumps(finite(result), allow_nan=False)
+    assert json.loads(written) == {"models": {"a": {"ndcg@10": None, "hr@10": 0.25}}, "curves": [None, 1.0, [2.0]],
+                                   "users": 3, "name": "x"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +31,18 @@ def _trial_line(trial: dict[str, Any]) -> str:
     return (f"trial {trial['trial']}: validation NDCG@10 {trial['val_ndcg@10']:.4f}, HR@10 {trial['val_hr@10']:.4f} "
             f"(epoch {trial['best_epoch']}, {trial['seconds']} s; {varied}"
             f"{'; stopped when the budget was spent' if trial.get('cut') else ''})")
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every float that is not finite (a mean of nothing, an interval of one shopper) as None:
+    JSON has no NaN, and ``json.dump`` writes a bare ``NaN`` that JavaScript's and most strict parsers refuse."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(item) for item in value]
+    return value
 
 
 def _check_writable(target: Path) -> None:
@@ -177,7 +190,7 @@ class Command(BaseCommand):
         if target is not None:
             try:
                 with atomic_write(target) as handle:
-                    json.dump(result, handle, indent=2)
+                    json.dump(finite(result), handle, indent=2, allow_nan=False)
             except OSError as exc:  # the folder changed during the evaluation, or the disk is full
                 raise CommandError(f"--output {target}: cannot write it ({exc.strerror or exc})") from exc
             self.stdout.write(self.style.SUCCESS(f"Results written to {target}"))
