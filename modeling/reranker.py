@@ -1071,8 +1071,8 @@ def fit_ranker(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray
     best_single = max((v for name, v in means.items() if name.startswith("feature")), default=0.0)
     how = (f"the fallback: no richer trial gained {CHOICE_STANDARD_ERRORS:g} standard errors over {reference}"
            if choice == fallback and choice != best else f"chosen by {folds}-fold cross-validation")
-    if choice == fallback != reference:  # the bar led the fallback served: say by how little, or it reads as an error
-        lead, lead_error = paired_gain(trials[reference], trials[fallback])
+    lead, lead_error = paired_gain(trials[reference], trials[fallback]) if fallback != reference else (0.0, 0.0)
+    if choice == fallback and lead > 0:  # the bar led the fallback served: say by how little, or it reads as an error
         report["reference_over_fallback"] = {"mean": round(lead, 5), "standard_error": round(lead_error, 5)}
         how += (f", which led {fallback} by {lead:+.4f} ± {lead_error:.4f} on every validation shopper: under the "
                 f"{CHOICE_STANDARD_ERRORS:g} standard errors a single source needs to be served instead")

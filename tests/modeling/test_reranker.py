@@ -338,7 +338,7 @@ def test_a_blend_of_two_sources_is_chosen_on_few_shoppers_when_they_add_up() -> 
 def test_a_gain_within_the_noise_leaves_the_baselines_ranking_in_place() -> None:
     """Held-out items that no feature predicts: the best of a dozen trials wins by chance only. Without
     the two-error rule 7 of these 8 shops would serve a chance winner; with it, at most 2 do."""
-    chance_winners = 0
+    chance_winners = said = 0
     for seed in range(8):
         candidates, features, targets = _synthetic_lists(60, 30, "noise", seed=seed)
         _, report = fit_ranker(candidates, features, targets, config=StageConfig(seed=seed))
@@ -348,11 +348,12 @@ def test_a_gain_within_the_noise_leaves_the_baselines_ranking_in_place() -> None
             assert report["choice"] == report["best"]
         else:  # the general blend, unless a single reference source is clearly better than it
             assert report["choice"] == report["fallback"] and report["fallback"] in REFERENCE_TRIALS, report
-            if report["fallback"] != report["reference"]:  # by how much the bar led what is served, which is said
-                lead = report["reference_over_fallback"]
-                assert lead["mean"] <= 2 * lead["standard_error"] + 1e-9, report
+            lead = report.get("reference_over_fallback")  # by how much the bar led what is served, where it did
+            if lead is not None:
+                said += 1
+                assert report["fallback"] != report["reference"] and 0 < lead["mean"] <= 2 * lead["standard_error"]
         chance_winners += report["choice"] not in REFERENCE_TRIALS
-    assert chance_winners <= 2
+    assert chance_winners <= 2 and said >= 1
 
 
 def test_a_trial_clearly_above_the_reference_is_chosen_when_a_better_one_is_only_noisily_above() -> None:
