@@ -48,6 +48,20 @@ def time_order(interactions: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
             .drop(columns="_tie"))
 
 
+TIED_NOTE_SHARE = 0.5
+"""From this share of tied steps (:func:`tied_share`) on, ``evaluate`` says that the order is partly a seeded one."""
+
+
+def tied_share(interactions: pd.DataFrame) -> float:
+    """The share of the steps from one of a shopper's interactions to their next whose two times are equal (0 when
+    no shopper has two): the order of those is :func:`time_order`'s seeded one, not the shop's. Amazon reviews
+    carry a day (0.6 to 0.99 of the steps on the shared sets), MovieLens a second (0.16)."""
+    ordered = interactions.sort_values([ds.USER_ID, ds.TIMESTAMP], kind="stable")
+    users, times = ordered[ds.USER_ID].astype(str).to_numpy(), ordered[ds.TIMESTAMP].to_numpy()
+    steps = users[1:] == users[:-1]
+    return float((steps & (times[1:] == times[:-1])).sum() / steps.sum()) if steps.any() else 0.0
+
+
 def leave_last_out_split(interactions: pd.DataFrame, *, min_items: int = HELD_OUT_MIN_ITEMS,
                          seed: int = 0) -> Split:
     """Hold out the last item each user found (test) and the one found before it (validation).

@@ -22,7 +22,14 @@ from modeling.metrics import (
     user_hits_and_gains,
 )
 from modeling.ranking import members, seen_items, stable_top, top_k
-from modeling.splits import Split, for_refit, histories_before, known_interactions, leave_last_out_split
+from modeling.splits import (
+    Split,
+    for_refit,
+    histories_before,
+    known_interactions,
+    leave_last_out_split,
+    tied_share,
+)
 
 
 def test_hit_rate_and_ndcg_hand_computed() -> None:
@@ -344,3 +351,12 @@ def test_the_table_says_when_a_column_covers_the_whole_catalogue() -> None:
     assert small.splitlines()[-1] == ("(recall@50: lists of at least the whole catalogue of 40 products, so every "
                                       "model reads 1.000 there)")
     assert "whole catalogue" not in format_table({"models": models, "split": {"items": 51}})
+
+
+def test_the_share_of_steps_between_equal_times_is_counted_per_shopper() -> None:
+    """evaluate says when most of the order is a seeded one (a shop whose export stamped every event alike)."""
+    frame = pd.DataFrame({ds.USER_ID: ["a", "a", "a", "b", "b", "c"], ds.ITEM_ID: list("xyzxyz"),
+                          ds.TIMESTAMP: [5, 5, 9, 9, 7, 9]})
+    assert tied_share(frame) == pytest.approx(1 / 3)  # a: 5 -> 5 tied, 5 -> 9 not; b: 7 -> 9 not; c alone
+    assert tied_share(frame.assign(**{ds.TIMESTAMP: 0})) == 1.0
+    assert tied_share(frame[frame[ds.USER_ID] == "c"]) == 0.0

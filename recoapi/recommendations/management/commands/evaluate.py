@@ -20,7 +20,7 @@ from modeling.errors import ModelingError
 from modeling.evaluate import EASE_L2_GRID, compare_leave_last_out, format_differences, format_table
 from modeling.params import TwoTowerParams
 from modeling.sources import SOURCES, load_source
-from modeling.splits import leave_last_out_split, require_held_out
+from modeling.splits import TIED_NOTE_SHARE, leave_last_out_split, require_held_out, tied_share
 from modeling.tuning import DEFAULT_BUDGET_SECONDS, SEARCH_SPACE, budgeted_search, random_search, read_params
 from recoapi.catalog.services import event_time_bounds
 from recoapi.recommendations.management.stage_progress import echo_stage_progress
@@ -134,6 +134,11 @@ class Command(BaseCommand):
                              "logq_correction": options["logq_correction"]}
                 params = replace(params, **{k: v for k, v in overrides.items() if v is not None})
                 data = load_source(options["source"], options["path"], time_bounds=event_time_bounds())
+                tied = tied_share(data.interactions)
+                if tied >= TIED_NOTE_SHARE:
+                    self.stdout.write(f"Note: {tied:.0%} of the steps between a shopper's interactions join two equal "
+                                      "times (Amazon reviews carry a day): their order, which product counts as last "
+                                      "and what the sequential models learn, is a seeded random one (--seed).")
                 # Leave-last-out's split, read by the search too; refused before any work where it holds no test
                 # item (every metric would be 0).
                 split = None
