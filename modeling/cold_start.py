@@ -446,8 +446,9 @@ def format_cold_table(result: dict[str, Any]) -> str:
     differences = items.get("differences", {})
     for metric in ("recall@50", "cold_recall@10") if differences else ():
         if metric == "cold_recall@10" and items["items"] <= 10:  # every held-out product is in any top 10 of them
-            lines.append(f"two_tower minus baseline, cold_recall@10, cold items: not informative ({items['items']} "
-                         "held-out products, so every model ranks each of them within the top 10)")
+            held = f"{items['items']} held-out product{'s' if items['items'] != 1 else ''}"
+            lines.append(f"two_tower minus baseline, cold_recall@10, cold items: not informative ({held}, so every "
+                         "model ranks each of them within the top 10)")
             continue
         lines.append(f"two_tower minus baseline, {metric}, cold items: "
                      + "; ".join(f"{name} {interval(v[metric])}" for name, v in differences.items()))

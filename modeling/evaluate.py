@@ -7,6 +7,7 @@ Splits come from :mod:`modeling.splits`, rankings from :mod:`modeling.ranking`, 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -168,6 +169,18 @@ def refit_baseline(name: str, model: Any, matrix: Any, order: tuple[np.ndarray, 
     from modeling.baselines import fit_baseline
 
     return fit_baseline(name, model.params(), matrix, order, seed=seed)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` (nested dicts, lists, tuples) with every float that is not finite (a mean over no shopper) as None:
+    JSON has no NaN, and ``json.dump`` writes a bare ``NaN`` that JavaScript's and other strict parsers refuse."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
 
 
 def compare_leave_last_out(

@@ -475,9 +475,9 @@ def interactions_record(events: list[EventSpec], *, attempts: int = 3) -> Record
 
     Raises:
         ApplicationError: an event's time is outside the accepted range (code ``invalid``, 400); the
-            message names the event's position in the batch when there is more than one.
-        NotFound: a product is not in the catalogue (code ``unknown_item``, 404), named with its position.
-        Both name every such event of the batch (the first :data:`NAMED_PROBLEMS`, then how many more).
+            message names each such event (its position in the batch when there is more than one; the first
+            :data:`NAMED_PROBLEMS`, then how many more).
+        NotFound: a product is not in the catalogue (code ``unknown_item``, 404), each such event named as above.
         Conflict: an ``event_id`` is another event's (code ``event_id_taken``, 409), named with its position.
     """
     def where(position: int) -> str:
@@ -520,7 +520,7 @@ def _listed(problems: list[str]) -> str:
     a list learns of every bad event at once, not of one per attempt."""
     named = "; ".join(problems[:NAMED_PROBLEMS])
     rest = len(problems) - NAMED_PROBLEMS
-    return f"{named} (and {rest} more events)" if rest > 0 else named
+    return f"{named} (and {rest} more event{'s' if rest > 1 else ''})" if rest > 0 else named
 
 
 def _store_events(events: list[EventSpec]) -> RecordResult:

@@ -352,6 +352,7 @@ def test_a_gain_within_the_noise_leaves_the_baselines_ranking_in_place() -> None
             if lead is not None:
                 said += 1
                 assert report["fallback"] != report["reference"] and 0 < lead["mean"] <= 2 * lead["standard_error"]
+                assert report["weights"][report["reference"].removeprefix("feature:")] != 1.0  # not the reference
         chance_winners += report["choice"] not in REFERENCE_TRIALS
     assert chance_winners <= 2 and said >= 1
 
@@ -688,8 +689,9 @@ def test_the_stage_choice_line_says_what_is_served_and_why() -> None:
     # The reference leading the fallback served read as a mistake (a 150-shopper MovieLens shop: 0.0315 against
     # 0.0175): the line says by how much, and why that is not enough.
     led = stage_choice_line({**fallback, "reference_over_fallback": {"mean": 0.014, "standard_error": 0.009}})
-    assert led.endswith("validation shoppers; the reference led it by +0.0140 ± 0.0090 on every validation shopper, "
-                        "under the two standard errors a single source needs to be served instead)")
+    assert led.endswith("validation shoppers; the reference led it by +0.0140 ± 0.0090 cross-validated over all "
+                        "validation shoppers, under the two standard errors a single source needs to be served "
+                        "instead)")
     assert "lightgbm:50 +0.0040 ± 0.0030, on 150 of 300 validation shoppers" in line
     assert "exceeded two standard errors" in stage_choice_line({**kept, "choice": "lightgbm:50"})
     assert stage_choice_line({}) == "ranking stage: no choice recorded"

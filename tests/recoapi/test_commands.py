@@ -382,10 +382,10 @@ def test_train_on_a_shop_without_held_out_shoppers_says_it_is_not_measured(monke
 
 def test_evaluate_writes_json_without_nan() -> None:
     """A mean of nothing was written as a bare NaN, which JSON has not (JavaScript's parser refused the file)."""
-    from recoapi.recommendations.management.commands.evaluate import finite
+    from modeling.evaluate import json_safe
 
     result = {"models": {"a": {"ndcg@10": float("nan"), "hr@10": 0.25}}, "curves": [float("inf"), 1.0, (2.0,)],
               "users": 3, "name": "x"}
-    written = json.dumps(finite(result), allow_nan=False)
+    written = json.dumps(json_safe(result), allow_nan=False)
     assert json.loads(written) == {"models": {"a": {"ndcg@10": None, "hr@10": 0.25}}, "curves": [None, 1.0, [2.0]],
                                    "users": 3, "name": "x"}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +16,7 @@ from modeling.atomic import atomic_write
 from modeling.cold_start import cold_items, cold_users, format_cold_table
 from modeling.embeddings import build_embeddings, load_embeddings
 from modeling.errors import ModelingError
-from modeling.evaluate import EASE_L2_GRID, compare_leave_last_out, format_differences, format_table
+from modeling.evaluate import EASE_L2_GRID, compare_leave_last_out, format_differences, format_table, json_safe
 from modeling.params import TwoTowerParams
 from modeling.sources import SOURCES, load_source
 from modeling.splits import TIED_NOTE_SHARE, leave_last_out_split, require_held_out, tied_share
@@ -31,18 +30,6 @@ def _trial_line(trial: dict[str, Any]) -> str:
     return (f"trial {trial['trial']}: validation NDCG@10 {trial['val_ndcg@10']:.4f}, HR@10 {trial['val_hr@10']:.4f} "
             f"(epoch {trial['best_epoch']}, {trial['seconds']} s; {varied}"
             f"{'; stopped when the budget was spent' if trial.get('cut') else ''})")
-
-
-def finite(value: Any) -> Any:
-    """``value`` with every float that is not finite (a mean of nothing, an interval of one shopper) as None:
-    JSON has no NaN, and ``json.dump`` writes a bare ``NaN`` that JavaScript's and most strict parsers refuse."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite(item) for item in value]
-    return value
 
 
 def _check_writable(target: Path) -> None:
@@ -136,9 +123,10 @@ class Command(BaseCommand):
                 data = load_source(options["source"], options["path"], time_bounds=event_time_bounds())
                 tied = tied_share(data.interactions)
                 if tied >= TIED_NOTE_SHARE:
-                    self.stdout.write(f"Note: {tied:.0%} of the steps between a shopper's interactions join two equal "
-                                      "times (Amazon reviews carry a day): their order, which product counts as last "
-                                      "and what the sequential models learn, is a seeded random one (--seed).")
+                    self.stdout.write(f"Note: in {tied:.0%} of the steps from a shopper's interaction to their next, "
+                                      "both have the same time (Amazon reviews, for one, carry only the day): the "
+                                      "order of those, so which product counts as last and what the sequential models "
+                                      "learn, is a seeded random one.")
                 # Leave-last-out's split, read by the search too; refused before any work where it holds no test
                 # item (every metric would be 0).
                 split = None
@@ -195,7 +183,7 @@ class Command(BaseCommand):
         if target is not None:
             try:
                 with atomic_write(target) as handle:
-                    json.dump(finite(result), handle, indent=2, allow_nan=False)
+                    json.dump(json_safe(result), handle, indent=2, allow_nan=False)
             except OSError as exc:  # the folder changed during the evaluation, or the disk is full
                 raise CommandError(f"--output {target}: cannot write it ({exc.strerror or exc})") from exc
             self.stdout.write(self.style.SUCCESS(f"Results written to {target}"))
