@@ -38,8 +38,6 @@ from modeling import runtime as _runtime  # noqa: E402,F401  (first: environment
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
-TREES = (50, 100)
-
 
 def discovery_probabilities(users: np.ndarray, items: np.ndarray, n_items: int) -> sp.csr_matrix:
     """(n_items, n_items) row-normalised counts of product i directly followed by product j where j is met for
@@ -83,8 +81,8 @@ VARIANTS = {"+discovery": ("discovery", "discovery_share"), "+reverse": ("revers
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ranker_lists import report, start
-    from stage_features import _difference, alone, measure
+    from ranker_lists import start
+    from stage_features import alone, finish, measure
 
     from modeling import reranker
     from modeling.train import history_batch
@@ -103,10 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {"stage": measure(lists, in_sample, selection, seed, extra, ())}
     for name, columns in VARIANTS.items():
         results[name] = measure(lists, in_sample, selection, seed, extra, columns)
-    table = {f"{name}:{trees}": _difference(values[trees][measured], results["stage"][trees][measured])
-             for name, values in results.items() for trees in TREES}
-    print("alone: " + ", ".join(f"{name} {value:.4f}" for name, value in single.items()))
-    report(run, table, {"alone": single})
+    finish(run, results, single)
     return 0
 
 

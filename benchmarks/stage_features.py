@@ -183,7 +183,7 @@ def _difference(values: np.ndarray, reference: np.ndarray) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ranker_lists import all_lists, report, start
+    from ranker_lists import all_lists, start
 
     from modeling import reranker
     from modeling.train import history_batch
@@ -214,11 +214,19 @@ def main(argv: list[str] | None = None) -> int:
         alone(attention, attention.features[:, :, reranker.FEATURES.index("two_tower")], measured), 5)
     results["attention"] = measure(attention, in_sample, selection, seed, {}, ())
 
-    table = {f"{name}:{trees}": _difference(values[trees][measured], results["stage"][trees][measured])
+    finish(run, results, single)
+    return 0
+
+
+def finish(run: Any, results: dict[str, dict[int, np.ndarray]], single: dict[str, float]) -> None:
+    """Each variant's paired difference from ``results["stage"]`` on the measured shoppers, after each of
+    :data:`TREES`, printed and written with ``single`` (each signal alone as a ranking)."""
+    from ranker_lists import report
+
+    table = {f"{name}:{trees}": _difference(values[trees][run.measured], results["stage"][trees][run.measured])
              for name, values in results.items() for trees in TREES}
     print("alone: " + ", ".join(f"{name} {value:.4f}" for name, value in single.items()))
     report(run, table, {"alone": single})
-    return 0
 
 
 if __name__ == "__main__":
