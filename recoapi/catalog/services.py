@@ -481,7 +481,7 @@ def interactions_record(events: list[EventSpec], *, attempts: int = 3) -> Record
         Conflict: an ``event_id`` is another event's (code ``event_id_taken``, 409), named with its position.
     """
     def where(position: int) -> str:
-        return f"events[{position}]." if len(events) > 1 else ""
+        return event_place(position, len(events))
 
     bounds = event_time_bounds()
     early_or_late = [f"{where(position)}timestamp: {spec.occurred_at.isoformat()}"
@@ -509,6 +509,12 @@ def interactions_record(events: list[EventSpec], *, attempts: int = 3) -> Record
                 raise
             logger.info("event id stored concurrently; retrying the batch (attempt %d)", attempt + 1)
     raise AssertionError("unreachable")
+
+
+def event_place(position: int, count: int) -> str:
+    """How a refusal names the event at ``position`` of ``count`` sent: ``"events[3]."`` in a list, nothing for one
+    event alone (its field names need no place)."""
+    return f"events[{position}]." if count > 1 else ""
 
 
 NAMED_PROBLEMS = 10
@@ -540,9 +546,9 @@ def _store_events(events: list[EventSpec]) -> RecordResult:
             if spec.event_id and (spec.event_id in earlier or spec.event_id in batch):
                 held = earlier.get(spec.event_id) or batch[spec.event_id]
                 if (held.shopper_id, held.product_id, held.event) != (spec.user_id, spec.item_id, spec.event):
-                    where = f"events[{position}]." if len(events) > 1 else ""
-                    raise Conflict(f"{where}event_id: {spec.event_id!r} is the id of another event (shopper "
-                                   f"{held.shopper_id!r}, product {held.product_id!r}, {held.event}): an event_id "
+                    raise Conflict(f"{event_place(position, len(events))}event_id: {spec.event_id!r} is the id of "
+                                   f"another event (shopper {held.shopper_id!r}, product {held.product_id!r}, "
+                                   f"{held.event}): an event_id "
                                    "names one event, resent as it was on a retry; give this one its own.",
                                    code="event_id_taken")
                 duplicates.append(held)  # the stored row, or this batch's own (stored below)

@@ -25,6 +25,7 @@ from recoapi.catalog.services import (
     EventSpec,
     RecordResult,
     data_import,
+    event_place,
     import_filters_from_settings,
     interactions_record,
 )
@@ -174,8 +175,8 @@ def recommendation_list(
         unless ``record`` is False (a preview that no shopper sees: the admin).
     """
     # With items or text, "anonymous" is the visitor's key in the answer; without, a shopper's id like any other.
-    visitor = bool(context_items or context_text)
-    if visitor and ANONYMOUS in user_ids:
+    visitor_key = ANONYMOUS if context_items or context_text else None
+    if visitor_key and ANONYMOUS in user_ids:
         raise ApplicationError(f"users: {ANONYMOUS!r} is the key of the visitor's list (items, text) in the answer, so "
                                "a shopper of that id and a visitor cannot be answered together: ask for them in two "
                                "requests.", code="invalid")
@@ -190,7 +191,7 @@ def recommendation_list(
     histories = _histories(raw)
     stored_for = _still_held(user_ids, raw)
     keys = list(user_ids)
-    if visitor:
+    if visitor_key:
         known = set(engine.recommender.item_positions(context_items or []).tolist())
         if context_items and not known:
             raise NotFound("None of the given products is known to the service.", code="unknown_item")
@@ -202,7 +203,7 @@ def recommendation_list(
     plan = experiments.plan()
     groups: dict[experiments.Arm | None, list[str]] = {}
     for user in keys:  # visitors are not split: they get what everyone gets without the experiment
-        groups.setdefault(None if visitor and user == ANONYMOUS else plan.arm_for(user), []).append(user)
+        groups.setdefault(None if user == visitor_key else plan.arm_for(user), []).append(user)
     answered: dict[str, tuple[Engine, Any, experiments.Arm | None]] = {}
     for arm, users in groups.items():
         arm_engine = registry.engine_for(arm.model_version, engine) if arm is not None and arm.model_version \
@@ -233,7 +234,7 @@ def recommendation_list(
                                        arm.name if arm is not None else ""))
         if explain:
             _add_reasons(user_engine, entry, histories.get(user), ranking.items)
-        if include_history and not (visitor and user == ANONYMOUS):
+        if include_history and user != visitor_key:
             entry["history"] = _history_payload(user_engine, raw.get(user, []))
         result[user] = entry
     if record:
@@ -647,7 +648,7 @@ def events_record(events: list[EventSpec]) -> RecordResult:
         shown = lists.get(spec.recommendation_id or "")
         if shown is None:
             continue
-        where = f"events[{position}]." if len(events) > 1 else ""
+        where = event_place(position, len(events))
         if shown.shopper_id not in (spec.user_id, ANONYMOUS):
             raise ApplicationError(f"{where}recommendation_id: that list was shown to another shopper, not to "
                                    f"{spec.user_id!r}.", code="invalid")
