@@ -439,9 +439,11 @@ def format_cold_table(result: dict[str, Any]) -> str:
         return f"{v['difference']:+.4f} [{v['low']:+.4f}, {v['high']:+.4f}]"
 
     for group, baselines in users.get("differences", {}).items():
-        if group != "given_0":
-            parts = [f"{name} {interval(v['next_ndcg@10'])}" for name, v in baselines.items()]
-            lines.append(f"{served_label('two_tower')} minus baseline, next_ndcg@10, cold users "
+        if group == "given_0":
+            continue
+        for metric in ("next_hr@10", "next_ndcg@10"):  # the table's metric, then the one the stage chooses by
+            parts = [f"{name} {interval(v[metric])}" for name, v in baselines.items()]
+            lines.append(f"{served_label('two_tower')} minus baseline, {metric}, cold users "
                          f"{group.replace('_', ' ')}: " + "; ".join(parts))
     differences = items.get("differences", {})
     for metric in ("recall@50", "cold_recall@10") if differences else ():

@@ -171,7 +171,8 @@ def read_params(path: str | Path, base: TwoTowerParams | None = None) -> TwoTowe
         values = values["search"]
     if isinstance(values, dict) and isinstance(values.get("best"), dict):
         values = values["best"]
-    elif isinstance(values, dict) and isinstance(values.get("params"), dict) and "protocol" in values:
+    elif isinstance(values, dict) and isinstance(values.get("params"), dict) and (
+            "protocol" in values or "source" in values):  # leave-last-out's results, or any evaluate output's
         values = values["params"]
     try:
         return TwoTowerParams.from_dict(values, base)

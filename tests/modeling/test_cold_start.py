@@ -101,6 +101,9 @@ def test_cold_shoppers_every_model_one_fallback_and_intervals(pipeline: Pipeline
     cold_part = table.split("Cold items")[0]
     assert "\nhybrid " in cold_part and "two_tower" not in cold_part
     assert "hybrid minus baseline, next_ndcg@10, cold users given 1" in table
+    # The table shows next HR@10 (the metric the cold-shopper target is set in): its intervals are printed too.
+    assert "hybrid minus baseline, next_hr@10, cold users given 1" in table
+    assert "hybrid minus baseline, next_hr@10, cold users given 3" in table
 
 
 def _difference(value: float) -> dict[str, float]:

@@ -96,3 +96,15 @@ def test_read_params_takes_what_an_evaluate_output_measured(tmp_path: Path) -> N
                                 "params": {"temperature": 0.2, "history_length": 20}, "baselines": {}}))
     params = read_params(path)
     assert params.temperature == 0.2 and params.history_length == 20
+
+
+def test_read_params_takes_what_a_cold_protocols_run_measured(tmp_path: Path) -> None:
+    """``evaluate --protocols cold`` writes no leave-last-out ``protocol`` key: its output was refused as "unknown
+    parameters: cold_items, cold_users, params, source"."""
+    from modeling.tuning import read_params
+
+    path = tmp_path / "evaluation.json"
+    path.write_text(json.dumps({"params": {"temperature": 0.3, "history_length": 10}, "cold_users": {},
+                                "cold_items": {}, "source": {"name": "csv", "path": "shop", "counts": {}}}))
+    params = read_params(path)
+    assert params.temperature == 0.3 and params.history_length == 10
