@@ -478,6 +478,35 @@ class InteractionFilters:
         return frame
 
 
+DOMINANT_SHARE = 0.10
+"""A shopper holding at least this share of the interactions (and :data:`DOMINANT_RATIO` times the next largest) is
+named in a note: most often an id that stands for many people."""
+DOMINANT_RATIO = 10.0
+DOMINANT_MIN_SHOPPERS = 20
+"""Below this many shoppers a large share is no sign of anything (a small shop's best customer)."""
+
+
+def dominant_shopper_note(interactions: pd.DataFrame) -> str | None:
+    """A note naming a shopper who holds a share of the interactions no person could (canonical columns), or None.
+
+    Shop exports often write every logged-out visit under one id (``guest``, ``0``, ``-1``): read as one shopper,
+    its history links products that nothing else links, its sequence joins strangers' sessions, and as a
+    held-out shopper it is one of many. Said, not changed: the id may be a real wholesale customer."""
+    if interactions.empty:
+        return None
+    counts = interactions[USER_ID].astype(str).value_counts()
+    if len(counts) < DOMINANT_MIN_SHOPPERS:
+        return None
+    top, runner_up = int(counts.iloc[0]), int(counts.iloc[1])
+    share = top / len(interactions)
+    if share < DOMINANT_SHARE or top < DOMINANT_RATIO * runner_up:
+        return None
+    return (f"shopper {counts.index[0]!r} holds {share:.0%} of the interactions ({top:,} of {len(interactions):,}; "
+            f"the next largest {runner_up:,}): an id that stands for many people (logged-out visitors, say) is read "
+            "as one shopper whose history joins theirs; if it is one, leave its rows out of the files, or import "
+            "with load_data --outlier-std 2, which drops shoppers far above the others")
+
+
 # --------------------------------------------------------------------------- parquet snapshot
 
 

@@ -72,6 +72,11 @@ def load_source(
     if filters is not None and filters.is_active():
         # Different filters over the same files are different data.
         data.fingerprint = hashlib.sha256((data.fingerprint + filters.describe()).encode()).hexdigest()
+    from modeling.datasets import dominant_shopper_note  # here: pandas is loaded by now (the loaders need it)
+
+    dominant = dominant_shopper_note(data.interactions)
+    if dominant is not None:
+        data.notes = [*data.notes, dominant]
     logger.info("loaded %s from %s: %s", source, path, data.counts())
     for note in data.notes:
         logger.info("%s", note)  # the command prints the notes, and /reload_data returns them

@@ -492,6 +492,36 @@ def test_columns_the_source_does_not_read_are_named_in_a_note(tmp_path: Path) ->
     assert load_source("csv", tmp_path).notes == []
 
 
+def _shop_rows(shoppers: int, guest_rows: int) -> str:
+    """interactions.csv of ``shoppers`` shoppers with 3 products each, and ``guest_rows`` rows of shopper 'guest'."""
+    rows = [f"u{u},p{(u + k) % 40},{1_700_000_000 + 10 * u + k}" for u in range(shoppers) for k in range(3)]
+    rows += [f"guest,p{k % 40},{1_700_100_000 + k}" for k in range(guest_rows)]
+    return "user_id,item_id,timestamp\n" + "\n".join(rows) + "\n"
+
+
+def test_a_shopper_holding_a_share_no_person_could_is_named_in_a_note(tmp_path: Path) -> None:
+    """A 'guest' id holding 30% of a shop's rows (every logged-out visit) was trained on as one shopper, and
+    nothing said so."""
+    write(tmp_path / "interactions.csv", _shop_rows(60, 78))  # 78 of 258 rows: 30%
+    data = load_source("csv", tmp_path)
+    assert data.notes == [
+        "shopper 'guest' holds 30% of the interactions (78 of 258; the next largest 3): an id that stands for many "
+        "people (logged-out visitors, say) is read as one shopper whose history joins theirs; if it is one, leave "
+        "its rows out of the files, or import with load_data --outlier-std 2, which drops shoppers far above the "
+        "others"]
+    # The filter it names drops it, and then nothing is said.
+    filtered = load_source("csv", tmp_path, filters=ds.InteractionFilters(outlier_std=2.0))
+    assert "guest" not in set(filtered.interactions[ds.USER_ID]) and filtered.notes == []
+    # A large customer among many is no sign of anything: under 10 times the next, or under 10% of the rows.
+    write(tmp_path / "interactions.csv", _shop_rows(60, 25))  # 12% of the rows, 8 times the next
+    assert load_source("csv", tmp_path).notes == []
+    write(tmp_path / "interactions.csv", _shop_rows(400, 40))  # 13 times the next, 3% of the rows
+    assert load_source("csv", tmp_path).notes == []
+    # Nor is a large share among few shoppers.
+    write(tmp_path / "interactions.csv", _shop_rows(10, 78))
+    assert load_source("csv", tmp_path).notes == []
+
+
 def test_products_the_interactions_name_but_items_csv_lacks_are_named_in_a_note(tmp_path: Path) -> None:
     """Ids written as 294.0 in one file and 294 in the other imported every product bare and every listed one
     without an interaction; only the report's bare_items count showed it."""

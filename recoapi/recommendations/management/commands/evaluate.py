@@ -121,6 +121,8 @@ class Command(BaseCommand):
                              "logq_correction": options["logq_correction"]}
                 params = replace(params, **{k: v for k, v in overrides.items() if v is not None})
                 data = load_source(options["source"], options["path"], time_bounds=event_time_bounds())
+                for note in data.notes:  # as load_data prints them
+                    self.stdout.write(self.style.WARNING(f"Note: {note}."))
                 tied = tied_share(data.interactions)
                 if tied >= TIED_NOTE_SHARE:
                     self.stdout.write(f"Note: in {tied:.0%} of the steps from a shopper's interaction to their next, "
