@@ -315,6 +315,19 @@ def test_evaluate_refuses_what_would_fail_only_after_the_evaluation(settings, tm
         call_command("evaluate", "--no-search", *arguments, stdout=StringIO())
 
 
+def test_evaluate_prints_the_notes_of_the_data_it_reads(tmp_path: Path) -> None:
+    """load_data printed a source's notes (unread columns, a shopper id holding a third of the rows) and evaluate,
+    reading the same files, said nothing of them."""
+    rows = [f"u{u},p{(u + k) % 30},{1_700_000_000 + 10 * u + k}" for u in range(60) for k in range(2)]
+    rows += [f"guest,p0,{1_700_100_000 + k}" for k in range(78)]
+    (tmp_path / "interactions.csv").write_text("user_id,item_id,timestamp,store\n" + "\n".join(rows) + "\n")
+    out = StringIO()
+    with pytest.raises(CommandError, match="leave-last-out needs shoppers with at least 3 distinct products"):
+        call_command("evaluate", "--source", "csv", "--path", str(tmp_path), "--no-search", stdout=out)
+    assert "Note: interactions.csv: column(s) 'store' not read" in out.getvalue()
+    assert "Note: shopper 'guest' holds 39% of the interactions (78 of 198; the next largest 2)" in out.getvalue()
+
+
 def test_build_embeddings_refuses_a_file_as_its_folder_before_any_work(settings, tmp_path: Path) -> None:
     """RECO_EMBEDDINGS_DIR naming a file: "Embeddings written", the file moved to .notes.txt.old and a folder put
     in its place."""
