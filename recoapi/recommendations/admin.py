@@ -178,7 +178,7 @@ class ModelActivationAdmin(admin.ModelAdmin):
 class RecommendationListAdmin(admin.ModelAdmin):
     """Every list the API answered (read-only), with the events attributed to it."""
 
-    list_display = ("created_at", "shopper_id", "strategy", "model_version", "arm", "shown")
+    list_display = ("created_at", "shopper", "strategy", "model_version", "arm", "shown")
     list_filter = ("strategy", "model_version", "arm")
     search_fields = ("=id", "=shopper_id")
     search_help_text = "Search by exact recommendation id or shopper id."
@@ -191,6 +191,10 @@ class RecommendationListAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: RecommendationList | None = None) -> bool:
         return False
+
+    @admin.display(description="shopper id", ordering="shopper_id")
+    def shopper(self, obj: RecommendationList) -> str:
+        return obj.shopper_id or "(a visitor: items or text)"
 
     @admin.display(description="products shown")
     def shown(self, obj: RecommendationList) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 from django.db.models import Count, QuerySet
 
 from recoapi.catalog.models import Interaction
-from recoapi.recommendations.models import ANONYMOUS, RecommendationList
+from recoapi.recommendations.models import VISITOR, RecommendationList
 
 EVENTS = ("view", "cart", "purchase")
 """The events attributed to the list whose recommendation_id came with them (what a shopper did with a shown product;
@@ -42,7 +42,7 @@ def credited(*, list_shopper: str, event_shopper: str) -> bool:
     ``POST /events`` refuses another shopper's event for a stored list, but a list is written a moment after
     its answer, and an event sent meanwhile is stored unchecked: this keeps such an event off the list.
     """
-    return list_shopper in (event_shopper, ANONYMOUS)
+    return list_shopper in (event_shopper, VISITOR)
 
 
 def attributable_events(recommendation_ids: Any = None) -> QuerySet[Interaction]:

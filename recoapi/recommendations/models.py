@@ -11,7 +11,12 @@ VARIANTS = ("served", "retrieval", "popular")
 """modeling.recommender.VARIANTS, spelled out so that loading the models does not load the modeling code."""
 
 ANONYMOUS = "anonymous"
-"""The shopper id a visitor's list (``items=``, ``text=``) is recorded under."""
+"""The key of a visitor's list (``items=``, ``text=``) in an answer (and, until migration 0008, the shopper id such a
+list was recorded under; a shopper may have this id too)."""
+
+VISITOR = ""
+"""The shopper id a visitor's list is recorded under: no shopper's id is empty (imports and ``POST /events`` refuse
+one), so a visitor's list and a shopper's are never mixed up."""
 
 
 class ModelVersion(models.Model):
@@ -54,8 +59,9 @@ class RecommendationList(models.Model):
 
     id = models.CharField(primary_key=True, max_length=32, help_text="The answer's recommendation_id.")
     created_at = models.DateTimeField(db_index=True)
-    shopper_id = models.CharField(max_length=128, db_index=True,
-                                  help_text=f'The shopper id asked about ("{ANONYMOUS}" for a visitor).')
+    shopper_id = models.CharField(max_length=128, db_index=True, blank=True,
+                                  help_text="The shopper id asked about (empty for a visitor: asked with items or "
+                                            "text).")
     strategy = models.CharField(max_length=16, db_index=True)
     model_version = models.CharField(max_length=64, db_index=True)
     items = models.JSONField(default=list, help_text="The product ids shown, best first (position 1 first).")

@@ -36,6 +36,7 @@ from recoapi.recommendations.engine import Engine, registry, text_encoder
 from recoapi.recommendations.engine import after_request as release_after_request
 from recoapi.recommendations.models import (
     ANONYMOUS,
+    VISITOR,
     Experiment,
     ExperimentArm,
     ModelVersion,
@@ -228,7 +229,8 @@ def recommendation_list(
         }
         if arm is not None:
             entry["experiment"] = {"name": plan.name, "arm": arm.name, "model_version": user_engine.version}
-        shown.append(impressions.Shown(entry["recommendation_id"], now, user, entry["strategy"], user_engine.version,
+        shown.append(impressions.Shown(entry["recommendation_id"], now, VISITOR if user == visitor_key else user,
+                                       entry["strategy"], user_engine.version,
                                        [item["item_id"] for item in entry["items"]],
                                        plan.experiment_id if arm is not None else None,
                                        arm.name if arm is not None else ""))
@@ -649,7 +651,7 @@ def events_record(events: list[EventSpec]) -> RecordResult:
         if shown is None:
             continue
         where = event_place(position, len(events))
-        if shown.shopper_id not in (spec.user_id, ANONYMOUS):
+        if shown.shopper_id not in (spec.user_id, VISITOR):
             raise ApplicationError(f"{where}recommendation_id: that list was shown to another shopper, not to "
                                    f"{spec.user_id!r}.", code="invalid")
         if spec.occurred_at is not None and spec.occurred_at < shown.created_at - LIST_CLOCK_SKEW:

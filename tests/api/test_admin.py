@@ -221,3 +221,16 @@ def test_shopper_without_interactions_shows_zero(staff: Client, service: Pipelin
     row = row[: row.index("</tr>")]
     assert '<td class="field-interaction_count">0</td>' in row
     assert '<td class="field-last_activity">-</td>' in row
+
+
+def test_the_recommendation_lists_page_tells_a_visitor_s_list_from_a_shopper_s(staff: Client) -> None:
+    """A visitor's list is stored with an empty shopper id (no shopper has one): the page says whose it is."""
+    from django.utils import timezone
+
+    from recoapi.recommendations.models import RecommendationList
+
+    for rid, shopper in (("a" * 32, ""), ("b" * 32, "anonymous")):
+        RecommendationList.objects.create(id=rid, created_at=timezone.now(), shopper_id=shopper, strategy="content",
+                                          model_version="v", items=["p1"])
+    page = staff.get("/admin/recommendations/recommendationlist/").content.decode()
+    assert page.count("(a visitor: items or text)") == 1 and ">anonymous<" in page

@@ -100,7 +100,7 @@ def test_answers_name_their_arm_and_each_arm_serves_its_setting(service: Pipelin
     shown.flush()
     rows = {r.shopper_id: r for r in RecommendationList.objects.filter(experiment_id=experiment.pk)}
     assert {user: rows[user].arm for user in users} == arms
-    assert RecommendationList.objects.get(shopper_id="anonymous").experiment_id is None
+    assert RecommendationList.objects.get(shopper_id="").experiment_id is None  # the visitor's list
 
 
 def test_an_arm_with_another_model_version_is_answered_by_it(service: Pipeline, client: APIClient, settings) -> None:
@@ -320,7 +320,8 @@ def test_another_shoppers_event_sent_before_the_list_is_written_is_not_credited_
     assert (arm["lists"], arm["clicked_lists"], arm["views"], arm["purchases"]) == (1, 1, 1, 0)
     assert (arm["converted_lists"], arm["revenue"]) == (0, None)
     assert [(a.position, a.event) for a in feedback.attributions(recommendation_ids=[rid])] == [(2, "view")]
-    assert feedback.credited(list_shopper="anonymous", event_shopper=other)  # a visitor's list takes anyone's
+    assert feedback.credited(list_shopper="", event_shopper=other)  # a visitor's list takes anyone's
+    assert not feedback.credited(list_shopper="anonymous", event_shopper=other)  # a shopper of that id: their own
 
     Interaction.objects.filter(recommendation_id=rid, shopper_id=owner).delete()  # only the other's event is left
     assert experiments.results(experiment)["arms"][0]["clicked_lists"] + \

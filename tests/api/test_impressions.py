@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
+from modeling import datasets as ds
 from recoapi.catalog.models import Interaction
 from recoapi.recommendations import feedback, impressions
 from recoapi.recommendations.models import RecommendationList
@@ -87,6 +88,33 @@ def test_an_event_is_not_credited_to_another_shoppers_list_or_to_a_later_one(
                                           "event": "view", "recommendation_id": anonymous["recommendation_id"]},
                               format="json")
     assert taken.status_code == 201, taken.content
+
+
+def test_a_shopper_whose_id_is_anonymous_keeps_their_lists_to_themselves(
+        service: Pipeline, client: APIClient, staff_client: APIClient, shown: impressions.ImpressionBuffer) -> None:
+    """A visitor's list was recorded under the shopper id "anonymous", and read back as a visitor's: the lists of a
+    shopper whose id is "anonymous" took every other shopper's events, and counted them as clicks."""
+    item = str(service.data.items[ds.ITEM_ID].iloc[0])
+    assert staff_client.post("/events", {"user": "anonymous", "item": item, "event": "purchase"},
+                             format="json").status_code == 201
+    own = client.get("/recommendations", {"users": "anonymous", "k": 3}).json()["recommendations"]["anonymous"]
+    visitor = client.get("/recommendations", {"items": item, "k": 3}).json()["recommendations"]["anonymous"]
+    shown.flush()
+    assert RecommendationList.objects.get(id=own["recommendation_id"]).shopper_id == "anonymous"
+    assert RecommendationList.objects.get(id=visitor["recommendation_id"]).shopper_id == ""  # the visitor's
+    other = str(service.data.interactions["user_id"].iloc[0])
+    stolen = staff_client.post("/events", {"user": other, "item": own["items"][0]["item_id"], "event": "view",
+                                           "recommendation_id": own["recommendation_id"]}, format="json")
+    assert_error(stolen, 400, "invalid")
+    assert "shown to another shopper, not to" in stolen.json()["error"]["message"]
+    taken = staff_client.post("/events", {"user": other, "item": visitor["items"][0]["item_id"], "event": "view",
+                                          "recommendation_id": visitor["recommendation_id"]}, format="json")
+    assert taken.status_code == 201, taken.content
+    assert staff_client.post("/events", {"user": "anonymous", "item": own["items"][1]["item_id"], "event": "cart",
+                                         "recommendation_id": own["recommendation_id"]},
+                             format="json").status_code == 201
+    credited = {(a.recommendation_id, a.event) for a in feedback.attributions()}
+    assert credited == {(own["recommendation_id"], "cart"), (visitor["recommendation_id"], "view")}
 
 
 def test_an_event_may_be_timed_up_to_5_minutes_before_its_list_and_the_refusal_says_so(
