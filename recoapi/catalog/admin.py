@@ -153,7 +153,7 @@ class ProductAdmin(admin.ModelAdmin):
         from recoapi.recommendations.services import similar_item_list
 
         try:
-            result = similar_item_list(item_id=obj.id, k=10)
+            result = similar_item_list(item_id=obj.id, k=10, record=False)  # a preview: shown to no shopper
         except ApplicationError as exc:
             return exc.message
         rows = [(item["item_id"], item["title"] or "(no title)", item["category"], f"{item['score']:.4f}")

@@ -110,7 +110,7 @@ class SimilarItemsApi(APIView):
     def get(self, request: Request) -> Response:
         """Products nearest to the given product in the candidate-tower space."""
         v = s.validated_query(s.SimilarItemsInput, request.query_params)
-        return Response(services.similar_item_list(item_id=v["item"], k=v["k"]))
+        return Response(services.similar_item_list(item_id=v["item"], k=v["k"], record=request.method != "HEAD"))
 
 
 def _one_or_many(serializer: type[serializers.Serializer], data: Any, name: str, limit: int) -> tuple[bool, list]:

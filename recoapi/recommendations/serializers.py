@@ -377,7 +377,7 @@ class ItemOutput(serializers.Serializer):
     brand = serializers.CharField()
     category = serializers.CharField()
     price = serializers.FloatField(allow_null=True)
-    position = serializers.IntegerField(required=False, help_text="In a recommendation list: 1 for the first.")
+    position = serializers.IntegerField(required=False, help_text="1 for the first.")
     reason = ReasonOutput(required=False, help_text="Only with explain=true.")
 
 
@@ -426,6 +426,8 @@ class SimilarItemsInput(QueryInput):
 class SimilarItemsOutput(serializers.Serializer):
     model_version = serializers.CharField()
     item_id = serializers.CharField()
+    recommendation_id = serializers.CharField(help_text="Send it with the events of these products (POST /events): "
+                                                        "they are attributed to this list, whoever the shopper is.")
     items = ItemOutput(many=True)
 
 

@@ -277,11 +277,18 @@ def _history_payload(engine: Engine, rows: list[tuple[str, int, float, str]]) ->
              "title": titles.get(item, "")} for item, ts, _w, event in latest]
 
 
-def similar_item_list(*, item_id: str, k: int) -> dict[str, Any]:
+SIMILAR_ITEMS = "similar_items"
+"""The strategy a ``similar_items`` list is recorded and attributed under (beside the shoppers' strategies)."""
+
+
+def similar_item_list(*, item_id: str, k: int, record: bool = True) -> dict[str, Any]:
     """The k available products nearest to ``item_id`` in the candidate-tower space.
 
     A product out of stock has neighbours (its page may show alternatives); a product removed from the catalogue
-    has none, though the model still holds its vector.
+    has none, though the model still holds its vector. The list has a ``recommendation_id`` and each item its
+    ``position`` (1 = first); unless ``record`` is False (a HEAD probe shows no one anything) the list is recorded
+    as shown (:mod:`recoapi.recommendations.impressions`) under the visitor's shopper id, as it is asked for
+    without one: the events sent with its id are attributed to it, whoever the shopper is.
 
     Raises:
         NotFound: when the product is not in the catalogue, or not in the active model.
@@ -295,8 +302,15 @@ def similar_item_list(*, item_id: str, k: int) -> dict[str, Any]:
     query = np.asarray(engine.recommender.item_vectors[positions], dtype=np.float32)
     top, scores = engine.recommender.rank(query, [positions], k, engine.allowed())
     valid = top[0] >= 0
-    return {"model_version": engine.version, "item_id": item_id,
-            "items": _item_payloads(engine, top[0][valid], scores[0][valid])}
+    items = _item_payloads(engine, top[0][valid], scores[0][valid])
+    for place, item in enumerate(items, start=1):
+        item["position"] = place
+    recommendation_id = uuid.uuid4().hex
+    if record:
+        impressions.record([impressions.Shown(recommendation_id, timezone.now(), VISITOR, SIMILAR_ITEMS,
+                                              engine.version, [item["item_id"] for item in items])])
+    return {"model_version": engine.version, "item_id": item_id, "recommendation_id": recommendation_id,
+            "items": items}
 
 
 def _read_manifest(models_dir: Path, version: str) -> dict[str, Any]:

@@ -249,6 +249,9 @@ def test_the_admin_s_preview_is_not_recorded_as_shown(service: Pipeline, shown: 
     page = browser.get(f"/admin/catalog/shopper/{a_known_user(service)}/change/")
     assert page.status_code == 200 and b"because of" in page.content
     assert shown.pending() == 0
+    product = browser.get(f"/admin/catalog/product/{service.data.items[ds.ITEM_ID].iloc[0]}/change/")
+    assert product.status_code == 200 and b"Nearest products" in product.content  # similar items, not recorded
+    assert shown.pending() == 0
 
 
 def test_a_head_request_is_not_recorded_as_shown(service: Pipeline, client: APIClient,
@@ -258,8 +261,36 @@ def test_a_head_request_is_not_recorded_as_shown(service: Pipeline, client: APIC
     user = a_known_user(service)
     assert client.head("/recommendations", {"users": user, "k": 4}).status_code == 200
     assert shown.pending() == 0
+    item = str(service.data.items[ds.ITEM_ID].iloc[0])
+    assert client.head("/similar_items", {"item": item, "k": 4}).status_code == 200
+    assert shown.pending() == 0
     assert client.get("/recommendations", {"users": user, "k": 4}).status_code == 200
     assert shown.pending() == 1
+
+
+def test_a_similar_items_list_is_recorded_and_its_events_attributed(
+        service: Pipeline, client: APIClient, staff_client: APIClient, shown: impressions.ImpressionBuffer) -> None:
+    """A product page's similar products had no recommendation_id: a shop could not tell what that list sold. It
+    is recorded as a visitor's list (asked for without a shopper), so its events are attributed whoever sends them."""
+    item = str(service.data.items[ds.ITEM_ID].iloc[0])
+    body = client.get("/similar_items", {"item": item, "k": 4}).json()
+    rid = body["recommendation_id"]
+    assert len(rid) == 32 and [entry["position"] for entry in body["items"]] == [1, 2, 3, 4]
+    again = client.get("/similar_items", {"item": item, "k": 4}).json()
+    assert again["recommendation_id"] != rid  # every answer is a new list
+    assert shown.flush() == 2
+    row = RecommendationList.objects.get(id=rid)
+    assert (row.shopper_id, row.strategy, row.model_version) == ("", "similar_items", body["model_version"])
+    assert row.items == [entry["item_id"] for entry in body["items"]]
+    shoppers = list(dict.fromkeys(service.data.interactions["user_id"].astype(str)))[:2]
+    for shopper, place, event in ((shoppers[0], 3, "view"), (shoppers[1], 3, "purchase")):
+        response = staff_client.post("/events", {"user": shopper, "item": body["items"][place - 1]["item_id"],
+                                                 "event": event, "recommendation_id": rid}, format="json")
+        assert response.status_code == 201, response.content
+    got = sorted((a.position, a.event, a.strategy) for a in feedback.attributions(recommendation_ids=[rid]))
+    assert got == [(3, "purchase", "similar_items"), (3, "view", "similar_items")]
+    row = next(r for r in feedback.summary() if r["strategy"] == "similar_items")
+    assert (row["lists"], row["view"], row["purchase"]) == (2, 1, 1)
 
 
 def test_lists_are_written_with_every_field_as_given_and_an_id_written_once(
