@@ -152,11 +152,16 @@ class AwareDateTimeField(serializers.DateTimeField):
     sending its local time stored every event hours off (or had it refused as before its list, or in the future)."""
 
     default_error_messages = {"naive": "Give the time zone: {input!r} has none (Z for UTC, or an offset such as "
-                                       "+01:00 or -05:00); a time without one is not read as UTC or as any zone."}
+                                       "+01:00 or -05:00); a time without one is not read as UTC or as any zone.",
+                              "impossible": "{input!r} is written as a date and time but is none: {reason}."}
 
     def to_internal_value(self, value: Any) -> datetime:
         if isinstance(value, str):
-            parsed = parse_datetime(value.strip())
+            try:
+                parsed = parse_datetime(value.strip())
+            except ValueError as exc:  # the shape of one, not a real one: 30 February, an offset of 25 hours
+                reason = "its offset must be under 24 hours" if str(exc).startswith("offset") else str(exc)
+                self.fail("impossible", input=value[:64], reason=reason)
             if parsed is not None and parsed.tzinfo is None:
                 self.fail("naive", input=value)
         return super().to_internal_value(value)

@@ -277,6 +277,25 @@ def test_an_event_time_without_its_time_zone_is_refused(service: Pipeline, staff
         assert staff_client.post("/events", body, format="json").status_code == 201
 
 
+@pytest.mark.parametrize(("moment", "said"), [
+    ("2026-02-30T00:00:00Z", "day is out of range for month"),
+    ("2026-12-06T05:00:00+25:00", "its offset must be under 24 hours"),
+    ("2026-12-06T24:00:00Z", "hour must be in 0..23"),
+])
+def test_an_event_time_in_iso_shape_that_is_no_real_time_is_refused(service: Pipeline, staff_client: APIClient,
+                                                                    moment: str, said: str) -> None:
+    """30 February, or an offset of 25 hours, answered 500: the parser's ValueError escaped the field."""
+    item = str(service.data.items[ds.ITEM_ID].iloc[0])
+    before = Interaction.objects.count()
+    for body in ({"user": "u", "item": item, "event": "view", "timestamp": moment},
+                 [{"user": "u", "item": item, "event": "view"},
+                  {"user": "u", "item": item, "event": "view", "timestamp": moment}]):
+        response = staff_client.post("/events", body, format="json")
+        assert_error(response, 400, "invalid")
+        assert f"'{moment}' is written as a date and time but is none: {said}." in response.json()["error"]["message"]
+    assert Interaction.objects.count() == before
+
+
 def test_event_time_tolerance_comes_from_settings(service: Pipeline, staff_client: APIClient, settings) -> None:
     from datetime import UTC, datetime, timedelta
 
