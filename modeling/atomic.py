@@ -76,3 +76,13 @@ def atomic_write(path: Path | str, mode: str = "w", *, encoding: str | None = "u
     text = {"encoding": encoding, "newline": newline} if mode == "w" else {}
     with atomic_file(path) as tmp, open(tmp, mode, **text) as handle:
         yield handle
+
+
+def blocking_file(path: Path | str) -> Path | None:
+    """The first of ``path``'s folders that exists but is no folder (a file where a folder is needed), or None.
+
+    ``mkdir`` says only "File exists" then, which reads as if the file to write were in the way."""
+    for folder in reversed(Path(path).parents):
+        if folder.exists() and not folder.is_dir():
+            return folder
+    return None

@@ -532,6 +532,13 @@ def _training_lock_held_elsewhere() -> Iterator[None]:
                                                                      "2020-01-01 to 2019-01-01 keeps no interaction"),
     (("retrain", "--tolerance", "5"), "--tolerance must be between 0 and 1"),
     (("demo_examples", "--base-url", "notaurl"), "--base-url must be an http:// or https:// URL with a host"),
+    # A traceback (ValueError: Invalid IPv6 URL), and a port no URL can have taken silently.
+    (("demo_examples", "--base-url", "http://[::1"), "--base-url must be an http:// or https:// URL with a host"),
+    (("demo_examples", "--base-url", "http://shop:99999"), "--base-url must be an http:// or https:// URL"),
+    # Two of the search options: one was ignored without a word.
+    (("evaluate", "--search", "3", "--no-search"), "argument --no-search: not allowed with argument --search"),
+    (("evaluate", "--budget", "30", "--search", "2"), "argument --search: not allowed with argument --budget"),
+    (("train", "--budget", "30", "--no-search"), "argument --no-search: not allowed with argument --budget"),
 ])
 def test_arguments_that_cannot_work_are_refused_in_one_line(workdir: Path, args: tuple[str, ...],
                                                             message: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from io import StringIO
 from pathlib import Path
 
@@ -722,13 +723,43 @@ def test_recommend_batch_refuses_unreadable_input_and_unwritable_output_with_a_m
     (tmp_path / "blocker").write_text("a file where a folder is needed")
     cases = [("latin1.csv", tmp_path / "o.csv", r"latin1\.csv, line 3: not UTF-8 text"),
              ("in.csv", tmp_path, "is a folder; give the path of the CSV file"),
-             ("in.csv", tmp_path / "blocker" / "o.csv", "cannot write")]
+             ("in.csv", tmp_path / "blocker" / "o.csv", "blocker is a file, not a folder")]
     for source, target, message in cases:
         with pytest.raises(CommandError, match=message):
             call_command("recommend_batch", "--input", str(tmp_path / source), "--output", str(target),
                          stdout=StringIO(), stderr=StringIO())
     assert not (tmp_path / "o.csv").exists() and (tmp_path / "blocker").is_file()
     assert not list(tmp_path.glob(".*.tmp")) and not list(tmp_path.parent.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(("lines", "said"), [
+    ("user_id\na1\na,b\n", "line 3: 2 values, where a line holds one shopper id (a shopper id holds no comma)"),
+    ('a1\n"a,b"\n', "line 2: 'a,b' holds a comma, which no shopper id holds"),
+    ('a1\n"unterminated\nA1\n', "line 3: 'unterminated\\nA1' holds a line break, which no shopper id holds"),
+    ("a1\nA0000001\x00x\n", "line 2: 'A0000001\\x00x' holds a NUL character, which no shopper id holds"),
+])
+def test_recommend_batch_refuses_a_line_that_is_no_shopper_id(service: Pipeline, tmp_path: Path, lines: str,
+                                                              said: str) -> None:
+    """``a,b`` was answered as shopper a (the rest dropped), a quote left open joined the next lines into one id,
+    and a NUL was kept: each ran to "Wrote ... rows"."""
+    (tmp_path / "in.csv").write_text(lines)
+    with pytest.raises(CommandError, match=re.escape(f"{tmp_path / 'in.csv'}, {said}")):
+        call_command("recommend_batch", "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "o.csv"),
+                     stdout=StringIO(), stderr=StringIO())
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_recommend_batch_names_what_is_wrong_with_its_files(service: Pipeline, tmp_path: Path) -> None:
+    """"/dev/null: no such file" for a device, and "cannot write .../x.csv: File exists" where a folder of the output
+    is a file."""
+    (tmp_path / "in.csv").write_text("a1\n")
+    (tmp_path / "blocker").write_text("a file where a folder is needed")
+    with pytest.raises(CommandError, match="--input /dev/null is not a regular file"):
+        call_command("recommend_batch", "--input", "/dev/null", "--output", str(tmp_path / "o.csv"))
+    target = tmp_path / "blocker" / "deeper" / "o.csv"
+    with pytest.raises(CommandError, match=re.escape(f"--output {target}: {tmp_path / 'blocker'} is a file, not a "
+                                                     "folder")):
+        call_command("recommend_batch", "--input", str(tmp_path / "in.csv"), "--output", str(target))
 
 
 def test_recommend_batch_of_an_empty_file_says_so(service: Pipeline, tmp_path: Path) -> None:

@@ -315,6 +315,16 @@ def test_evaluate_refuses_what_would_fail_only_after_the_evaluation(settings, tm
         call_command("evaluate", "--no-search", *arguments, stdout=StringIO())
 
 
+def test_evaluate_says_which_folder_of_its_output_is_a_file(settings, tmp_path: Path) -> None:
+    """"--output .../x.json: cannot make its folder (File exists)" read as if the output were in the way."""
+    settings.RECO_DATA_PATH = tmp_path / "no-data"
+    (tmp_path / "notes.txt").write_text("a file\n")
+    target = tmp_path / "notes.txt" / "x.json"
+    with pytest.raises(CommandError, match=re.escape(f"--output {target}: {tmp_path / 'notes.txt'} is a file, not "
+                                                     "a folder")):
+        call_command("evaluate", "--no-search", "--output", str(target), stdout=StringIO())
+
+
 def test_evaluate_prints_the_notes_of_the_data_it_reads(tmp_path: Path) -> None:
     """load_data printed a source's notes (unread columns, a shopper id holding a third of the rows) and evaluate,
     reading the same files, said nothing of them."""

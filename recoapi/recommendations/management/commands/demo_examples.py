@@ -88,8 +88,12 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["base_url"]:
-            parts = urlsplit(options["base_url"])
-            if parts.scheme not in ("http", "https") or not parts.netloc:
+            try:
+                parts = urlsplit(options["base_url"])
+                port_ok = parts.port is None or parts.port > 0  # reading the port checks it (0 to 65535)
+            except ValueError:  # an unclosed IPv6 bracket, a port that is no number or past 65535
+                port_ok = False
+            if not port_ok or parts.scheme not in ("http", "https") or not parts.netloc:
                 raise CommandError(f"--base-url must be an http:// or https:// URL with a host, such as "
                                    f"http://shop.example:8000, got {options['base_url']!r}")
             address = Address(base_url=options["base_url"].rstrip("/"))

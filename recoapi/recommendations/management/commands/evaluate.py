@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from modeling.atomic import atomic_write
+from modeling.atomic import atomic_write, blocking_file
 from modeling.cold_start import cold_items, cold_users, format_cold_table
 from modeling.embeddings import build_embeddings, load_embeddings
 from modeling.errors import ModelingError
@@ -41,6 +41,9 @@ def _check_writable(target: Path) -> None:
     """
     if target.is_dir():
         raise CommandError(f"--output {target} is a folder; give the path of the JSON file to write")
+    blocked = blocking_file(target)
+    if blocked is not None:
+        raise CommandError(f"--output {target}: {blocked} is a file, not a folder")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -67,14 +70,15 @@ class Command(BaseCommand):
         parser.add_argument("--output", help="Write the results as JSON to this file.")
         parser.add_argument("--params", help="Two-tower parameters: a JSON object of TwoTowerParams fields, or "
                                                  "the output of an earlier --search run (its best parameters).")
-        parser.add_argument("--search", type=int, default=0, metavar="N",
-                            help="First try N parameter sets (the given ones and N-1 random draws) and keep the "
-                                 "best on the validation items; the log goes into --output.")
-        parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_SECONDS, metavar="SECONDS",
-                            help="As `train` does by default: after the first training, try other two-tower "
-                                 "parameters on the validation items while this many seconds last "
-                                 f"(default {DEFAULT_BUDGET_SECONDS:g}; ignored with --search).")
-        parser.add_argument("--no-search", action="store_true", help="Same as --budget 0.")
+        searches = parser.add_mutually_exclusive_group()  # two of them given: which one wins was not said
+        searches.add_argument("--search", type=int, default=0, metavar="N",
+                              help="First try N parameter sets (the given ones and N-1 random draws) and keep the "
+                                   "best on the validation items; the log goes into --output.")
+        searches.add_argument("--budget", type=float, default=DEFAULT_BUDGET_SECONDS, metavar="SECONDS",
+                              help="As `train` does by default: after the first training, try other two-tower "
+                                   "parameters on the validation items while this many seconds last "
+                                   f"(default {DEFAULT_BUDGET_SECONDS:g}).")
+        searches.add_argument("--no-search", action="store_true", help="Same as --budget 0.")
         parser.add_argument("--epochs", type=int, help="Two-tower max epochs (overrides --params).")
         parser.add_argument("--seed", type=int, default=TwoTowerParams().seed,
                             help="Seed of the two-tower model, the search and the cold-start samples.")

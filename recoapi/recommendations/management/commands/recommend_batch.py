@@ -10,7 +10,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm.auto import tqdm
 
-from modeling.atomic import atomic_write
+from modeling.atomic import atomic_write, blocking_file
 from modeling.sources._files import undecodable_line
 from recoapi.exceptions import ApplicationError
 from recoapi.recommendations.services import batch_setting, model_load, recommendation_batch
@@ -18,6 +18,9 @@ from recoapi.recommendations.services import batch_setting, model_load, recommen
 HEADER = ("user_id", "rank", "item_id", "score")
 # A first line holding one of these (any case, surrounding spaces) is a column header, not a shopper.
 HEADER_NAMES = frozenset({"user_id", "user", "users"})
+FORBIDDEN: tuple[tuple[str, str], ...] = ((",", "a comma"), ("\n", "a line break"), ("\r", "a line break"),
+                                          ("\x00", "a NUL character"))
+"""What a quoted value may hold but no shopper id does (the API's ``users=a,b`` lists ids separated by commas)."""
 
 
 def _read_ids(path: Path, chunk: int) -> Iterator[list[str]]:
@@ -27,8 +30,9 @@ def _read_ids(path: Path, chunk: int) -> Iterator[list[str]]:
     with surrounding spaces or a UTF-8 byte order mark, as spreadsheet exports write it).
 
     Raises:
-        CommandError: an id longer than 128 characters (with its line), a file that is not UTF-8 text or cannot
-            be read.
+        CommandError: naming its line, a line of more than one value (empty fields past the first aside), an id
+            longer than 128 characters or holding what no shopper id holds (a comma, a line break, a NUL: the API
+            refuses them); a file that is not UTF-8 text or cannot be read.
     """
     batch: list[str] = []
     number = 0
@@ -37,11 +41,19 @@ def _read_ids(path: Path, chunk: int) -> Iterator[list[str]]:
         with open(path, encoding="utf-8-sig", newline="") as handle:
             reader = csv.reader(handle)
             for number, row in enumerate(reader, start=1):
+                line = reader.line_num  # the file's line (a quoted value may span several)
                 value = row[0].strip() if row else ""
+                if any(field.strip() for field in row[1:]):
+                    raise CommandError(f"{path}, line {line}: {len(row)} values, where a line holds one shopper id "
+                                       "(a shopper id holds no comma)")
                 if not value or (number == 1 and value.lower() in HEADER_NAMES):
                     continue
                 if len(value) > 128:
-                    raise CommandError(f"{path}, line {number}: a shopper id is at most 128 characters")
+                    raise CommandError(f"{path}, line {line}: a shopper id is at most 128 characters")
+                refused = next((what for char, what in FORBIDDEN if char in value), None)
+                if refused:
+                    raise CommandError(f"{path}, line {line}: {value[:40]!r} holds {refused}, which no shopper id "
+                                       "holds (the API refuses it)")
                 batch.append(value)
                 if len(batch) >= chunk:
                     yield batch
@@ -73,9 +85,14 @@ class Command(BaseCommand):
         if source.is_dir():
             raise CommandError(f"--input {source} is a folder; give the file with one shopper id per line")
         if not source.is_file():
+            if source.exists():  # a device or a pipe: the ids are read twice (counted first, for the progress bar)
+                raise CommandError(f"--input {source} is not a regular file; write the shopper ids to a file first")
             raise CommandError(f"{source}: no such file")
         if target.is_dir():
             raise CommandError(f"--output {target} is a folder; give the path of the CSV file to write")
+        blocked = blocking_file(target)
+        if blocked is not None:
+            raise CommandError(f"--output {target}: {blocked} is a file, not a folder")
         if not 1 <= options["k"] <= 100:
             raise CommandError(f"--k must be between 1 and 100, got {options['k']}")
         if options["chunk_size"] < 1:

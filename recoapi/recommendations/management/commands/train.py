@@ -38,13 +38,14 @@ class Command(BaseCommand):
         parser.add_argument("--refit", action="store_true",
                             help="After measuring on held-out interactions, train again on every interaction for "
                                  "the chosen number of epochs and publish that model instead of the measured one.")
-        parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_SECONDS, metavar="SECONDS",
-                            help="Seconds for a search of two-tower parameters on this shop's validation items "
-                                 "after the first training (each further trial starts only if the time left covers "
-                                 f"the last one; default {DEFAULT_BUDGET_SECONDS:g}). The ranking stage is always "
-                                 "chosen on the validation items.")
-        parser.add_argument("--no-search", action="store_true",
-                            help="Train the given (or default) parameters only; same as --budget 0.")
+        searches = parser.add_mutually_exclusive_group()  # both given: which one wins was not said
+        searches.add_argument("--budget", type=float, default=DEFAULT_BUDGET_SECONDS, metavar="SECONDS",
+                              help="Seconds for a search of two-tower parameters on this shop's validation items "
+                                   "after the first training (each further trial starts only if the time left "
+                                   f"covers the last one; default {DEFAULT_BUDGET_SECONDS:g}). The ranking stage is "
+                                   "always chosen on the validation items.")
+        searches.add_argument("--no-search", action="store_true",
+                              help="Train the given (or default) parameters only; same as --budget 0.")
         parser.add_argument("--workers", type=int, default=1, metavar="N",
                             help="Fit the towers on N processes of this machine (TensorFlow's "
                                  "MultiWorkerMirroredStrategy on loopback ports; the batch size must be a multiple "
