@@ -783,6 +783,19 @@ def test_every_worker_sees_new_products_after_a_data_import(service: Pipeline, c
     assert client.get("/similar_items", {"item": "NEW-2"}).status_code == 200
 
 
+def test_a_forced_reload_puts_back_the_imported_fields_an_unchanged_one_is_skipped(
+        service: Pipeline, staff_client: APIClient) -> None:
+    """The README said any data reload puts back the files' fields of a product changed by POST /products; a
+    reload of unchanged files is skipped, so only a forced one does (as the README now says)."""
+    item = str(service.data.items[ds.ITEM_ID].iloc[3])
+    imported = Product.objects.get(id=item).title
+    assert staff_client.post("/products", {"id": item, "title": "Changed title"}, format="json").status_code == 200
+    assert staff_client.post("/reload_data", format="json").json()["skipped"] is True
+    assert Product.objects.get(id=item).title == "Changed title"
+    assert staff_client.post("/reload_data", {"force": True}, format="json").json()["skipped"] is False
+    assert Product.objects.get(id=item).title == imported
+
+
 def test_live_events_survive_a_data_reload(service: Pipeline, staff_client: APIClient) -> None:
     item = str(service.data.items[ds.ITEM_ID].iloc[5])
     assert staff_client.post("/events", {"user": "loyal-1", "item": item, "event": "purchase"},
