@@ -76,6 +76,8 @@ class IdList(serializers.Field):
         ids = [i.strip() for i in data]
         if not all(ids):
             raise serializers.ValidationError("ids may not be empty")
+        if any("," in i for i in ids):  # no shopper or product can have it: answered as an unknown shopper before
+            raise serializers.ValidationError(ID_COMMA_MESSAGE)
         return _checked_ids(ids, limit)
 
     def to_representation(self, value: Any) -> list[str]:

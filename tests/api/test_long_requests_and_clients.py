@@ -79,6 +79,8 @@ def test_post_recommendations_needs_no_staff_token_and_no_csrf(service: Pipeline
     {"users": ["a"] * 101},
     {"users": ["a" * 129]},
     {"users": ["a\x00"]},
+    {"users": ["a,b"]},  # answered as one unknown shopper "a,b", which no import or event can create
+    {"items": ["a,b"]},
     {"users": ["a"], "k": "5"},
     {"users": ["a"], "k": True},
     {"users": ["a"], "k": 2.5},
