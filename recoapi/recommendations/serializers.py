@@ -105,8 +105,8 @@ NO_COMMA = RegexValidator(r"^[^,]*$", ID_COMMA_MESSAGE)
 class StrictCharField(serializers.CharField):
     """A JSON body string: numbers and booleans are refused, not turned into text."""
 
-    default_error_messages = {"invalid": "Not a valid string; numbers are not read as text: send an id as \"95762\", "
-                                         "not 95762.",
+    default_error_messages = {"invalid": "Not a valid string; numbers are not read as text: send \"95762\" (in "
+                                         "quotes), not 95762.",
                               "not_text": "Not a valid string: got {kind}."}
 
     def to_internal_value(self, data: Any) -> str:
@@ -497,7 +497,7 @@ class EventBatchOutput(serializers.Serializer):
 
 
 class ReloadModelInput(BodyInput):
-    version = serializers.CharField(required=False, max_length=64)
+    version = StrictCharField(required=False, max_length=64)  # 123 was read as the version "123"
 
 
 class ReloadModelOutput(serializers.Serializer):

@@ -244,6 +244,10 @@ def test_reload_model_activates_the_newest_version(service: Pipeline, staff_clie
     assert staff_client.get("/recommendations", {"users": "a"}).json()["model_version"] == newer
     back = staff_client.post("/reload_model", {"version": service.version}, format="json")
     assert back.json() == {"model_version": service.version, "previous_version": newer}
+    # A number is no version name (it was read as the text "20990101"), as for every other body field.
+    number = staff_client.post("/reload_model", {"version": 20990101}, format="json")
+    assert_error(number, 400)
+    assert "version: Not a valid string; numbers are not read as text" in number.json()["error"]["message"]
 
 
 def test_reload_model_without_a_version_passes_over_candidates_the_gate_refused(service: Pipeline,

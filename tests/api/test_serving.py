@@ -208,7 +208,7 @@ def test_bad_events_are_refused(service: Pipeline, staff_client: APIClient, body
 
 @pytest.mark.parametrize(("body", "said"), [
     ({"user": "u", "item": "x", "event": "transaction"}, "the kinds are view, cart, purchase, review, rating"),
-    ({"user": 95762, "item": "x", "event": "view"}, 'send an id as "95762", not 95762'),
+    ({"user": 95762, "item": "x", "event": "view"}, 'send "95762" (in quotes), not 95762'),
     ({"user": ["a"], "item": "x", "event": "view"}, "user: Not a valid string: got a list."),
     ({"user": "u", "item": {"id": "x"}, "event": "view"}, "item: Not a valid string: got an object."),
     ({"user": "u", "item": "x", "event": "view", "timestamp": 1700000000}, "unix seconds are not read here"),
