@@ -359,7 +359,8 @@ def test_retrain_activates_a_model_trained_on_new_events_and_the_gate_refuses_a_
         # said once: not "retraining" first, then that it does not (the lock is taken before it says it trains)
         assert "new interactions, but another process is training; not retraining" in out
         assert ": retraining" not in out
-        with pytest.raises(CommandError, match="Another retraining is running"):
+        with pytest.raises(CommandError, match=re.escape("Another training is running (retrain, run_scheduler or "
+                                                         "train --activate)")):
             run("retrain", "--budget", "0")
         active = artifacts.read_active(django_settings.RECO_MODELS_DIR)
         refused = StringIO()  # it activated beside a retrain; and said it was training before it refused

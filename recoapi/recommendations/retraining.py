@@ -65,7 +65,8 @@ def model_retrain(*, holdout_days: float, tolerance: float, budget_seconds: floa
     """
     with training_lock() as held:
         if not held:
-            raise TrainingBusy("Another retraining is running; try again when it has finished.", code="busy")
+            raise TrainingBusy("Another training is running (retrain, run_scheduler or train --activate); try again "
+                               "when it has finished.", code="busy")
         if on_start is not None:
             on_start()
         return _retrain(holdout_days=holdout_days, tolerance=tolerance, budget_seconds=budget_seconds, say=say)
