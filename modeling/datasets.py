@@ -504,7 +504,8 @@ def dominant_shopper_note(interactions: pd.DataFrame) -> str | None:
     return (f"shopper {counts.index[0]!r} holds {share:.0%} of the interactions ({top:,} of {len(interactions):,}; "
             f"the next largest {runner_up:,}): an id that stands for many people (logged-out visitors, say) is read "
             "as one shopper whose history joins theirs; if it is one, leave its rows out of the files, or import "
-            "with load_data --outlier-std 2, which drops shoppers far above the others")
+            "with load_data --outlier-std 2 (RECO_FILTER_OUTLIER_STD=2 for POST /reload_data), which drops "
+            "shoppers far above the others")
 
 
 # --------------------------------------------------------------------------- parquet snapshot

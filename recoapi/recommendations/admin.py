@@ -194,7 +194,7 @@ class RecommendationListAdmin(admin.ModelAdmin):
 
     @admin.display(description="shopper id", ordering="shopper_id")
     def shopper(self, obj: RecommendationList) -> str:
-        return obj.shopper_id or "(a visitor: items or text)"
+        return obj.shopper_id or "(none: a visitor's, or a product page's)"
 
     @admin.display(description="products shown")
     def shown(self, obj: RecommendationList) -> int:

@@ -23,7 +23,7 @@ from django.db.models.functions import TruncDate
 from recoapi import metrics
 from recoapi.catalog.models import Interaction, Product, Shopper
 from recoapi.recommendations import feedback
-from recoapi.recommendations.models import Experiment, ModelVersion, RecommendationList
+from recoapi.recommendations.models import SIMILAR_ITEMS, Experiment, ModelVersion, RecommendationList
 
 logger = logging.getLogger(__name__)
 
@@ -137,12 +137,14 @@ def offline_metrics(metric: str = "ndcg@10", last: int = 20) -> tuple[list[str],
 
 
 def coverage() -> dict[str, Any]:
-    """Of the most recent :data:`COVERAGE_LISTS` lists: the distinct products shown against the available
-    catalogue, and how often each shown product was shown (most shown first)."""
-    items = RecommendationList.objects.order_by("-created_at").values_list("items", flat=True)[:COVERAGE_LISTS]
+    """Of the most recent :data:`COVERAGE_LISTS` recommendation lists (a product page's ``similar_items`` lists left
+    out: they show what is near one product, not what the recommendations cover): the distinct products shown
+    against the available catalogue, and how often each shown product was shown (most shown first)."""
+    lists = RecommendationList.objects.exclude(strategy=SIMILAR_ITEMS)
+    items = lists.order_by("-created_at").values_list("items", flat=True)[:COVERAGE_LISTS]
     shows = Counter(product for listed in items for product in listed)
     available = Product.objects.filter(available=True).count()
-    return {"lists": min(RecommendationList.objects.count(), COVERAGE_LISTS), "shown_products": len(shows),
+    return {"lists": min(lists.count(), COVERAGE_LISTS), "shown_products": len(shows),
             "available_products": available,
             "coverage": len(shows) / available if available else None,
             "shows": sorted(shows.values(), reverse=True)}

@@ -320,7 +320,7 @@ def results(experiment: Experiment) -> dict[str, Any]:
     counts: dict[str, Counter] = defaultdict(Counter)  # views, carts, purchases (feedback.EVENTS)
     revenue: dict[str, float | None] = defaultdict(lambda: None)
     for recommendation_id, product_id, event, shopper_id in events:
-        arm, shown_items, shown_to = items.get(recommendation_id, ("", [], ""))
+        arm, shown_items, shown_to = items.get(recommendation_id, ("", [], None))
         if product_id not in shown_items or not feedback.credited(list_shopper=shown_to, event_shopper=shopper_id):
             continue  # an event sent with the id of a list that did not show the product, or not to its shopper
         counts[arm][event] += 1

@@ -35,7 +35,7 @@ class Attribution:
     event: str
 
 
-def credited(*, list_shopper: str, event_shopper: str) -> bool:
+def credited(*, list_shopper: str | None, event_shopper: str) -> bool:
     """Whether an event of ``event_shopper`` may be credited to a list shown to ``list_shopper``: the same
     shopper, or anyone for a visitor's list (who the visitor turned out to be).
 

@@ -15,8 +15,12 @@ ANONYMOUS = "anonymous"
 list was recorded under; a shopper may have this id too)."""
 
 VISITOR = ""
-"""The shopper id a visitor's list is recorded under: no shopper's id is empty (imports and ``POST /events`` refuse
-one), so a visitor's list and a shopper's are never mixed up."""
+"""The shopper id a list asked for without a shopper is recorded under (a visitor's: ``items=``, ``text=``; a product
+page's ``similar_items``): no shopper's id is empty (imports and ``POST /events`` refuse one), so such a list and a
+shopper's are never mixed up."""
+
+SIMILAR_ITEMS = "similar_items"
+"""The strategy a ``similar_items`` list is recorded and attributed under (beside the shoppers' strategies)."""
 
 
 class ModelVersion(models.Model):
@@ -60,8 +64,8 @@ class RecommendationList(models.Model):
     id = models.CharField(primary_key=True, max_length=32, help_text="The answer's recommendation_id.")
     created_at = models.DateTimeField(db_index=True)
     shopper_id = models.CharField(max_length=128, db_index=True, blank=True,
-                                  help_text="The shopper id asked about (empty for a visitor: asked with items or "
-                                            "text).")
+                                  help_text="The shopper id asked about (empty for a list asked for without one: a "
+                                            "visitor's, with items or text, or a product page's similar items).")
     strategy = models.CharField(max_length=16, db_index=True)
     model_version = models.CharField(max_length=64, db_index=True)
     items = models.JSONField(default=list, help_text="The product ids shown, best first (position 1 first).")

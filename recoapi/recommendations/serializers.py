@@ -105,8 +105,9 @@ NO_COMMA = RegexValidator(r"^[^,]*$", ID_COMMA_MESSAGE)
 class StrictCharField(serializers.CharField):
     """A JSON body string: numbers and booleans are refused, not turned into text."""
 
-    default_error_messages = {"invalid": "Not a valid string; numbers are not read as text: send \"95762\" (in "
-                                         "quotes), not 95762.",
+    default_error_messages = {"invalid": "Not a valid string.",
+                              "number": "Not a valid string; numbers are not read as text: send \"{input}\" (in "
+                                        "quotes), not {input}.",
                               "not_text": "Not a valid string: got {kind}."}
 
     def to_internal_value(self, data: Any) -> str:
@@ -116,6 +117,8 @@ class StrictCharField(serializers.CharField):
             self.fail("not_text", kind="a list")
         if isinstance(data, Mapping):
             self.fail("not_text", kind="an object")
+        if isinstance(data, (int, float)):
+            self.fail("number", input=str(data)[:64])
         if not isinstance(data, str):
             self.fail("invalid")
         return super().to_internal_value(data)
@@ -149,6 +152,10 @@ class StrictFloatField(serializers.FloatField):
         return super().to_internal_value(data)
 
 
+_OFFSET_MINUTES = re.compile(r"T.*[+-]\d{2}:?(\d{2})$")
+"""The minutes of a date and time's offset from UTC (``+01:30``, ``-0500``)."""
+
+
 class AwareDateTimeField(serializers.DateTimeField):
     """An ISO 8601 date and time with its time zone (``Z`` or an offset): one without was read as UTC, so a shop
     sending its local time stored every event hours off (or had it refused as before its list, or in the future)."""
@@ -159,6 +166,9 @@ class AwareDateTimeField(serializers.DateTimeField):
 
     def to_internal_value(self, value: Any) -> datetime:
         if isinstance(value, str):
+            offset = _OFFSET_MINUTES.search(value.strip())
+            if offset and int(offset.group(1)) >= 60:  # read as more hours by the parser's fallback: +01:99 as +02:39
+                self.fail("impossible", input=value[:64], reason="the minutes of its offset must be under 60")
             try:
                 parsed = parse_datetime(value.strip())
             except ValueError as exc:  # the shape of one, not a real one: 30 February, an offset of 25 hours
@@ -458,8 +468,8 @@ class EventInput(BodyInput):
     recommendation_id = StrictCharField(
         required=False, allow_null=True,
         # the pattern says all: a length check beside it repeated the message in other words
-        validators=[RegexValidator(r"^[0-9a-f]{32}$", "Expected the recommendation_id of a recommendations answer "
-                                                      "(32 lowercase hex digits).")],
+        validators=[RegexValidator(r"^[0-9a-f]{32}$", "Expected the recommendation_id of a recommendations or "
+                                                      "similar_items answer (32 lowercase hex digits).")],
         help_text="The recommendation_id of the list that showed this product, with a view, cart or purchase: the "
                   "event is attributed to it (refused with a review or a rating).")
 

@@ -36,6 +36,7 @@ from recoapi.recommendations.engine import Engine, registry, text_encoder
 from recoapi.recommendations.engine import after_request as release_after_request
 from recoapi.recommendations.models import (
     ANONYMOUS,
+    SIMILAR_ITEMS,
     VISITOR,
     Experiment,
     ExperimentArm,
@@ -275,10 +276,6 @@ def _history_payload(engine: Engine, rows: list[tuple[str, int, float, str]]) ->
                       strict=True))
     return [{"item_id": item, "event": event, "timestamp": datetime.fromtimestamp(ts, UTC).isoformat(),
              "title": titles.get(item, "")} for item, ts, _w, event in latest]
-
-
-SIMILAR_ITEMS = "similar_items"
-"""The strategy a ``similar_items`` list is recorded and attributed under (beside the shoppers' strategies)."""
 
 
 def similar_item_list(*, item_id: str, k: int, record: bool = True) -> dict[str, Any]:

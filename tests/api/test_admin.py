@@ -224,7 +224,8 @@ def test_shopper_without_interactions_shows_zero(staff: Client, service: Pipelin
 
 
 def test_the_recommendation_lists_page_tells_a_visitor_s_list_from_a_shopper_s(staff: Client) -> None:
-    """A visitor's list is stored with an empty shopper id (no shopper has one): the page says whose it is."""
+    """A visitor's list (or a product page's) is stored with an empty shopper id (no shopper has one): the page says
+    it has none."""
     from django.utils import timezone
 
     from recoapi.recommendations.models import RecommendationList
@@ -233,4 +234,4 @@ def test_the_recommendation_lists_page_tells_a_visitor_s_list_from_a_shopper_s(s
         RecommendationList.objects.create(id=rid, created_at=timezone.now(), shopper_id=shopper, strategy="content",
                                           model_version="v", items=["p1"])
     page = staff.get("/admin/recommendations/recommendationlist/").content.decode()
-    assert page.count("(a visitor: items or text)") == 1 and ">anonymous<" in page
+    assert page.count("(none: a visitor&#x27;s, or a product page&#x27;s)") == 1 and ">anonymous<" in page

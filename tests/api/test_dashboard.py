@@ -66,6 +66,11 @@ def test_coverage_offline_metrics_and_latency(service: Pipeline) -> None:
     assert cover["coverage"] == pytest.approx(5 / available)
     assert cover["shows"] == sorted(cover["shows"], reverse=True) and sum(cover["shows"]) == 22
     assert len(shown) == 5
+    # A product page's similar items show what is near one product: not what the recommendations cover.
+    others = list(Product.objects.exclude(id__in=shown).values_list("id", flat=True)[:3])
+    RecommendationList.objects.create(id=uuid.uuid4().hex, created_at=datetime.now(UTC), shopper_id="",
+                                      strategy="similar_items", model_version="v", items=others)
+    assert dashboard.coverage() == cover
 
     ModelVersion.objects.create(version="v1", created_at=datetime(2024, 1, 1, tzinfo=UTC),
                                 metrics={"hybrid": {"ndcg@10": 0.2}, "popularity": {"ndcg@10": 0.1}})

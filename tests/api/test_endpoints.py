@@ -247,7 +247,8 @@ def test_reload_model_activates_the_newest_version(service: Pipeline, staff_clie
     # A number is no version name (it was read as the text "20990101"), as for every other body field.
     number = staff_client.post("/reload_model", {"version": 20990101}, format="json")
     assert_error(number, 400)
-    assert "version: Not a valid string; numbers are not read as text" in number.json()["error"]["message"]
+    assert ('version: Not a valid string; numbers are not read as text: send "20990101" (in quotes), not 20990101.'
+            in number.json()["error"]["message"])
 
 
 def test_reload_model_without_a_version_passes_over_candidates_the_gate_refused(service: Pipeline,

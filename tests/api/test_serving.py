@@ -213,7 +213,8 @@ def test_bad_events_are_refused(service: Pipeline, staff_client: APIClient, body
     ({"user": "u", "item": {"id": "x"}, "event": "view"}, "item: Not a valid string: got an object."),
     ({"user": "u", "item": "x", "event": "view", "timestamp": 1700000000}, "unix seconds are not read here"),
     ({"user": "u", "item": "x", "event": "view", "recommendation_id": "xyz"},
-     "recommendation_id: Expected the recommendation_id of a recommendations answer (32 lowercase hex digits)."),
+     "recommendation_id: Expected the recommendation_id of a recommendations or similar_items answer (32 "
+     "lowercase hex digits)."),
 ])
 def test_a_refused_event_says_what_is_expected(service: Pipeline, staff_client: APIClient, body: dict,
                                                said: str) -> None:
@@ -282,6 +283,7 @@ def test_an_event_time_without_its_time_zone_is_refused(service: Pipeline, staff
     ("2026-02-30T00:00:00Z", "day is out of range for month"),
     ("2026-12-06T05:00:00+25:00", "its offset must be under 24 hours"),
     ("2026-12-06T24:00:00Z", "hour must be in 0..23"),
+    ("2026-12-06T05:00:00+01:99", "the minutes of its offset must be under 60"),  # was stored as +02:39
 ])
 def test_an_event_time_in_iso_shape_that_is_no_real_time_is_refused(service: Pipeline, staff_client: APIClient,
                                                                     moment: str, said: str) -> None:
@@ -735,7 +737,7 @@ def test_recommend_batch_refuses_unreadable_input_and_unwritable_output_with_a_m
 @pytest.mark.parametrize(("lines", "said"), [
     ("user_id\na1\na,b\n", "line 3: 2 values, where a line holds one shopper id (a shopper id holds no comma)"),
     ('a1\n"a,b"\n', "line 2: 'a,b' holds a comma, which no shopper id holds"),
-    ('a1\n"unterminated\nA1\n', "line 3: 'unterminated\\nA1' holds a line break, which no shopper id holds"),
+    ('a1\n"unterminated\nA1\n', "line 2: 'unterminated\\nA1' holds a line break, which no shopper id holds"),
     ("a1\nA0000001\x00x\n", "line 2: 'A0000001\\x00x' holds a NUL character, which no shopper id holds"),
 ])
 def test_recommend_batch_refuses_a_line_that_is_no_shopper_id(service: Pipeline, tmp_path: Path, lines: str,

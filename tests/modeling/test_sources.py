@@ -507,7 +507,8 @@ def test_a_shopper_holding_a_share_no_person_could_is_named_in_a_note(tmp_path: 
     assert data.notes == [
         "shopper 'guest' holds 30% of the interactions (78 of 258; the next largest 3): an id that stands for many "
         "people (logged-out visitors, say) is read as one shopper whose history joins theirs; if it is one, leave "
-        "its rows out of the files, or import with load_data --outlier-std 2, which drops shoppers far above the "
+        "its rows out of the files, or import with load_data --outlier-std 2 (RECO_FILTER_OUTLIER_STD=2 for POST "
+        "/reload_data), which drops shoppers far above the "
         "others"]
     # The filter it names drops it, and then nothing is said.
     filtered = load_source("csv", tmp_path, filters=ds.InteractionFilters(outlier_std=2.0))

@@ -25,7 +25,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='recommendationlist',
             name='shopper_id',
-            field=models.CharField(blank=True, db_index=True, help_text='The shopper id asked about (empty for a visitor: asked with items or text).', max_length=128),
+            field=models.CharField(blank=True, db_index=True, help_text="The shopper id asked about (empty for a list asked for without one: a visitor's, with items or text, or a product page's similar items).", max_length=128),
         ),
         migrations.RunPython(visitors_apart, visitors_back),
     ]

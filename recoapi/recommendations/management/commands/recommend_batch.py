@@ -40,8 +40,9 @@ def _read_ids(path: Path, chunk: int) -> Iterator[list[str]]:
     try:
         with open(path, encoding="utf-8-sig", newline="") as handle:
             reader = csv.reader(handle)
+            ended = 0  # the file's line the last row ended on (a quoted value may span several)
             for number, row in enumerate(reader, start=1):
-                line = reader.line_num  # the file's line (a quoted value may span several)
+                line, ended = ended + 1, reader.line_num  # where this row begins
                 value = row[0].strip() if row else ""
                 if any(field.strip() for field in row[1:]):
                     raise CommandError(f"{path}, line {line}: {len(row)} values, where a line holds one shopper id "
