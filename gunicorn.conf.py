@@ -2,6 +2,7 @@
 
 import os
 import re
+import stat
 import sys
 
 # The service's own parsing of variables (recoapi.env needs Django's exception class only, not its settings), from
@@ -28,6 +29,9 @@ except ImproperlyConfigured as _exc:  # one line, not gunicorn's "Failed to read
     sys.exit(f"ImproperlyConfigured: {_exc}")
 
 bind = os.environ.get("RECO_BIND", "127.0.0.1:8000")
+if not bind.strip():  # gunicorn listened on nothing and answered nothing
+    sys.exit("ImproperlyConfigured: environment variable RECO_BIND is empty: give HOST:PORT or unix:/path/to.sock "
+             "(default 127.0.0.1:8000)")
 workers = _WORKERS
 threads = _THREADS
 timeout = 120
@@ -59,6 +63,15 @@ def _control_socket_path(setting: str, bind_address: str) -> str | None:
     if setting.lower() in ("off", "0", "false", "no", "none"):
         return None
     if setting.lower() not in ("", "auto"):
+        # gunicorn removes whatever is at the path before it listens there (a file given by mistake was deleted),
+        # and makes a missing folder for it
+        if os.path.lexists(setting) and not stat.S_ISSOCK(os.lstat(setting).st_mode):
+            sys.exit(f"ImproperlyConfigured: environment variable RECO_CONTROL_SOCKET={setting!r} names something that "
+                     "is not a socket, which gunicorn would delete: give a free path, auto (the default) or off")
+        folder = os.path.dirname(os.path.abspath(setting))
+        if not os.path.isdir(folder):
+            sys.exit(f"ImproperlyConfigured: environment variable RECO_CONTROL_SOCKET={setting!r}: its folder {folder} "
+                     "does not exist")
         return setting
     runtime = os.environ.get("XDG_RUNTIME_DIR", "")
     directory = runtime if runtime and os.path.isdir(runtime) else os.path.join(os.path.expanduser("~"), ".gunicorn")
@@ -126,6 +139,17 @@ def on_exit(server) -> None:  # noqa: ANN001
 
     if os.environ.get("RECO_METRICS_DIR_OWNER") == str(os.getpid()):
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+def post_fork(server, worker) -> None:  # noqa: ANN001  (gunicorn's hook signature)
+    """Read the service's settings before the worker loads the application: a setting that cannot work stops the
+    server with its one line ("App failed to load"), not a traceback from every worker it starts."""
+    try:
+        import recoapi.settings  # noqa: F401
+    except ImproperlyConfigured as exc:
+        sys.stderr.write(f"ImproperlyConfigured: {exc}\n")
+        sys.stderr.flush()
+        sys.exit(4)  # gunicorn's APP_LOAD_ERROR: the master stops the server
 
 
 def post_worker_init(worker) -> None:  # noqa: ANN001  (gunicorn's hook signature)

@@ -275,3 +275,40 @@ def test_gunicorn_says_what_is_wrong_in_one_line() -> None:
                            "--check-config"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr
     assert done.stderr.strip() == "ImproperlyConfigured: environment variable RECO_WORKERS='abc' is not an integer"
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"RECO_BIND": " "}, "RECO_BIND is empty"),  # gunicorn listened on nothing and answered nothing
+    ({"RECO_CONTROL_SOCKET": "/nonexistent-folder/x.ctl"}, "RECO_CONTROL_SOCKET='/nonexistent-folder/x.ctl': its "
+                                                           "folder /nonexistent-folder does not exist"),
+])
+def test_gunicorn_conf_refuses_an_address_it_cannot_use(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        _gunicorn_conf(env)
+    assert str(stopped.value.code).startswith(f"ImproperlyConfigured: environment variable {message}")
+
+
+def test_a_control_socket_path_naming_a_file_is_refused_and_the_file_kept(tmp_path: Path) -> None:
+    """gunicorn removes what is at the control socket's path before it listens there: a file named by mistake
+    (README.md) was deleted."""
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me\n")
+    with pytest.raises(SystemExit) as stopped:
+        _gunicorn_conf({"RECO_CONTROL_SOCKET": str(precious)})
+    assert "names something that is not a socket, which gunicorn would delete" in str(stopped.value.code)
+    assert precious.read_text() == "keep me\n"
+    assert _gunicorn_conf({"RECO_CONTROL_SOCKET": str(tmp_path / "free.ctl")})["control_socket"] == str(
+        tmp_path / "free.ctl")
+
+
+def test_a_setting_the_workers_refuse_stops_gunicorn_with_one_line_per_worker(tmp_path: Path) -> None:
+    """Each worker printed a traceback through Django's settings (2 to 4 of them, 140 to 190 lines)."""
+    env = {**os.environ, "RECO_LOG_LEVEL": "LOUD", "RECO_BIND": f"unix:{tmp_path / 'reco.sock'}",
+           "RECO_CONTROL_SOCKET": "off", "RECO_TEXT_PROCESS": "0", "RECO_WORKERS": "1",
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    done = subprocess.run([str(Path(sys.executable).with_name("gunicorn")), "-c", "gunicorn.conf.py"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 4, done.stderr[-3000:]  # gunicorn's "App failed to load": the master stops
+    assert "Traceback" not in done.stderr
+    assert ("ImproperlyConfigured: environment variable RECO_LOG_LEVEL='LOUD' must be one of DEBUG, INFO, WARNING, "
+            "ERROR") in done.stderr.splitlines()
