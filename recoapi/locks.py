@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from django.db import connection
+from django.db import OperationalError, connection
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,12 @@ def _lock(key: int, suffix: str, *, wait: bool = False,
         return
     # Readable and writable by whoever the umask allows: the commands and the web workers may run as other users
     # (a lock file only the first one could open made every later POST /reload_data a PermissionError).
-    descriptor = os.open(lock_path(suffix), os.O_RDWR | os.O_CREAT, 0o666)
+    path = lock_path(suffix)
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:  # the database's folder is missing or closed to this user: so is the database itself
+        raise OperationalError(f"cannot open {path}, the lock file beside the SQLite database "
+                               f"({exc.strerror or exc})") from exc
     try:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -120,6 +120,20 @@ def test_a_database_url_that_cannot_work_is_one_line(tmp_path: Path, url: str, s
     assert said in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
+@pytest.mark.parametrize("command", [("retrain", "--budget", "0"), ("load_data",)])
+def test_a_sqlite_file_in_a_missing_folder_is_one_line_for_the_commands_that_lock(tmp_path: Path,
+                                                                                 command: tuple[str, ...]) -> None:
+    """load_data, train --activate and retrain ended in a FileNotFoundError traceback from the lock file beside the
+    database (migrate said it in one line)."""
+    env = {**os.environ, "DATABASE_URL": "sqlite:////no-such-folder/below/db.sqlite3",
+           "RECO_LOGS_DIR": str(tmp_path / "logs")}
+    done = subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "cannot open /no-such-folder/below/db.sqlite3." in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
 @pytest.mark.parametrize(("arguments", "said"), [
     (("--interval", "inf"), "--interval (default RECO_RETRAIN_INTERVAL) must be more than 0 and at most"),
     (("--interval", "0"), "got 0"),
