@@ -207,6 +207,12 @@ if RECO_REDIS_URL:
     if urlsplit(RECO_REDIS_URL).scheme not in ("redis", "rediss", "unix"):
         raise ImproperlyConfigured(f"RECO_REDIS_URL={RECO_REDIS_URL!r} is not a Redis URL: redis://host:6379/0, "
                                    "rediss://host:6380/0 (TLS) or unix:///path/to/redis.sock")
+    from redis.connection import parse_url as _parse_redis_url  # the client's own reading (here: only with Redis)
+
+    try:  # a port that is no number passed, and every request then met the client's ValueError: throttling was off
+        _parse_redis_url(RECO_REDIS_URL)
+    except ValueError as _exc:
+        raise ImproperlyConfigured(f"RECO_REDIS_URL={RECO_REDIS_URL!r} cannot be read: {_exc}") from _exc
     _REDIS_TIMEOUT = env_float("RECO_REDIS_TIMEOUT", 0.25)
     if _REDIS_TIMEOUT <= 0:
         raise ImproperlyConfigured(f"RECO_REDIS_TIMEOUT must be a positive number of seconds, got {_REDIS_TIMEOUT:g}")
@@ -324,6 +330,9 @@ if RECO_MAX_USERS < 1:
 # Catalogues with at least this many products are searched with an approximate (FAISS IVF) index, built and
 # tuned when the bundle is published (docs/performance.md); 0: never.
 RECO_ANN_MIN_ITEMS = env_int("RECO_ANN_MIN_ITEMS", ANN_MIN_ITEMS)
+if RECO_ANN_MIN_ITEMS < 0:  # searched every catalogue approximately, the demo's 500 products too
+    raise ImproperlyConfigured(f"RECO_ANN_MIN_ITEMS must be 0 (never) or a number of products, got "
+                               f"{RECO_ANN_MIN_ITEMS}")
 # Inverted lists the approximate index scans per query; 0: the value tuned at publishing.
 RECO_ANN_NPROBE = env_int("RECO_ANN_NPROBE", 0)
 if not 0 <= RECO_ANN_NPROBE <= 1_000_000:  # FAISS scans at most all the index's lists (thousands)

@@ -146,6 +146,10 @@ def test_settings_this_service_cannot_use_are_one_line_at_start(env: dict[str, s
     ({"DATABASE_URL": "sqlite://:memory:"}, "DATABASE_URL names an in-memory SQLite database"),
     # throttling turned itself off, as during a Redis outage
     ({"RECO_REDIS_URL": "http://nope"}, "RECO_REDIS_URL='http://nope' is not a Redis URL"),
+    ({"RECO_REDIS_URL": "redis://:badport"}, "RECO_REDIS_URL='redis://:badport' cannot be read: Port could not be "
+                                            "cast to integer value as 'badport'"),
+    # every catalogue searched approximately, the demo's 500 products too
+    ({"RECO_ANN_MIN_ITEMS": "-1"}, "RECO_ANN_MIN_ITEMS must be 0 (never) or a number of products, got -1"),
     ({"RECO_REDIS_URL": "redis://127.0.0.1:6379/0", "RECO_REDIS_TIMEOUT": "-1"},
      "RECO_REDIS_TIMEOUT must be a positive number of seconds, got -1"),
     ({"RECO_REDIS_URL": "redis://127.0.0.1:6379/0", "RECO_REDIS_TIMEOUT": "0"},
