@@ -65,7 +65,8 @@ def database_error_parts(exc: DatabaseError) -> tuple[str, str, bool]:
     as such: "try again shortly" would send clients and operators waiting for an outage to pass. Told apart by
     the drivers' messages (SQLite "no such table", "no such column" and "has no column named", PostgreSQL
     "relation ... does not exist", "column ... (of relation ...) does not exist" (tables of an earlier version: an
-    upgrade without ``migrate``) and "database ... does not exist"), without another query: while the server is
+    upgrade without ``migrate``), "database ... does not exist", and SQLite's "unable to open database file"), without
+    another query: while the server is
     unreachable a second attempt would wait as long."""
     text = str(exc).lower()
     if ("no such column" in text or "has no column named" in text
@@ -78,6 +79,11 @@ def database_error_parts(exc: DatabaseError) -> tuple[str, str, bool]:
     if "database" in text and "does not exist" in text:
         return ("database_missing", "The database named in DATABASE_URL does not exist: create it, then run "
                 "`manage.py migrate`.", False)
+    if "unable to open database file" in text or "lock file beside the sqlite database" in text:
+        # SQLite's file in a folder that does not exist (or that this user cannot enter): waiting changes nothing
+        return ("database_missing", "The SQLite database file named in DATABASE_URL cannot be opened: its folder does "
+                "not exist or cannot be written by the service; check DATABASE_URL, then run `manage.py migrate`.",
+                False)
     return "database_unavailable", "The database is unavailable; try again shortly.", True
 
 

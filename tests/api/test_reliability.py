@@ -439,6 +439,8 @@ def test_active_pointer_at_a_missing_version(service: Pipeline, client: APIClien
     # Tables of an earlier version (an upgrade without migrate): was "unavailable; try again shortly"
     ("no such column: recommendations_experiment.winner_version", "database_not_migrated"),
     ('column recommendations_experiment.winner_version does not exist', "database_not_migrated"),
+    # SQLite's file in a folder that does not exist: was "unavailable; try again shortly", with Retry-After
+    ("unable to open database file", "database_missing"),
 ])
 def test_a_database_that_is_not_set_up_says_so(service: Pipeline, client: APIClient, monkeypatch, error: str,
                                                code: str) -> None:
