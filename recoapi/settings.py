@@ -121,6 +121,9 @@ if not _DATABASE_URL.strip():  # a deployment's unfilled template: not silently 
 try:
     DATABASES = {"default": dj_database_url.parse(_DATABASE_URL.strip(), conn_max_age=60)}
 except dj_database_url.UnknownSchemeError as _exc:  # postgress://, mysql-connector://...
+    if not _exc.scheme:  # "foo", "postgres//host/shop": no scheme at all (it was called '://')
+        raise ImproperlyConfigured(f"DATABASE_URL has no scheme (not shown: it may hold a password): it starts with "
+                                   f"postgres://, postgresql:// or sqlite:// ({_DATABASE_EXAMPLES})") from _exc
     raise ImproperlyConfigured(f"DATABASE_URL's scheme {_exc.scheme + '://'!r} is not one this service can use: "
                                f"postgres://, postgresql:// or sqlite:// ({_DATABASE_EXAMPLES})") from _exc
 except ValueError as _exc:  # a malformed URL

@@ -108,6 +108,10 @@ def test_train_and_evaluate_show_the_ranking_stages_progress_lines() -> None:
     ("postgress://shop@127.0.0.1/shop", "ImproperlyConfigured: DATABASE_URL's scheme 'postgress://' is not one this "
                                         "service can use: postgres://, postgresql:// or sqlite://"),
     ("postgres://shop@127.0.0.1:port/shop", "ImproperlyConfigured: DATABASE_URL is not a database URL this service"),
+    # both said "scheme '://' is not one this service can use"
+    ("127.0.0.1/shop", "ImproperlyConfigured: DATABASE_URL has no scheme (not shown: it may hold a "
+                       "password): it starts with postgres://"),
+    ("postgres//127.0.0.1/shop", "ImproperlyConfigured: DATABASE_URL has no scheme"),
     ("postgres://shop@127.0.0.1:5432/", "ImproperlyConfigured: DATABASE_URL names no database"),
     ("sqlite:////no-such-folder/below/db.sqlite3", "check DATABASE_URL, that its server is running"),
 ])
