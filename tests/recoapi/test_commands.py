@@ -333,6 +333,14 @@ def test_evaluate_refuses_what_would_fail_only_after_the_evaluation(settings, tm
         call_command("evaluate", "--no-search", *arguments, stdout=StringIO())
 
 
+@pytest.mark.django_db
+def test_demo_examples_say_when_the_staff_user_does_not_exist() -> None:
+    """--username nobody printed the usual placeholder, as if the user were there and only its token missing."""
+    out = StringIO()
+    call_command("demo_examples", "--username", "nobody", stdout=out)
+    assert "Token <token: there is no user 'nobody'; `python manage.py create_staff_user` makes one>" in out.getvalue()
+
+
 def test_evaluate_says_which_folder_of_its_output_is_a_file(settings, tmp_path: Path) -> None:
     """"--output .../x.json: cannot make its folder (File exists)" read as if the output were in the way."""
     settings.RECO_DATA_PATH = tmp_path / "no-data"

@@ -104,7 +104,8 @@ class Command(BaseCommand):
         item = Product.objects.order_by("id").values_list("id", flat=True).first() or "B000000001"
         user = get_user_model().objects.filter(username=options["username"]).first()
         token = Token.objects.filter(user=user).values_list("key", flat=True).first() if user else None
-        token = token or "<token from `python manage.py create_staff_user`>"
+        token = token or (f"<token: there is no user {options['username']!r}; `python manage.py create_staff_user` "
+                          "makes one>" if user is None else "<token from `python manage.py create_staff_user`>")
         lines = []
         if options["banner"]:
             where = address.unix_socket or base
