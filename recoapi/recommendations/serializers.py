@@ -489,6 +489,8 @@ class EventOutput(serializers.Serializer):
     event = serializers.CharField()
     timestamp = serializers.DateTimeField(source="occurred_at")
     weight = serializers.FloatField()
+    rating = serializers.FloatField(allow_null=True)  # as stored: a client could not confirm them
+    text = serializers.CharField(allow_null=True)
     event_id = serializers.CharField(allow_null=True)
     recommendation_id = serializers.CharField(allow_null=True)
     duplicate = serializers.SerializerMethodField(

@@ -178,6 +178,10 @@ def test_event_moves_a_new_shopper_from_popular_to_content(service: Pipeline, st
     response = staff_client.post("/events", {"user": "walk-in", "item": item, "event": "cart"}, format="json")
     assert response.status_code == 201, response.content
     assert response.json()["weight"] == 2.0
+    assert response.json()["rating"] is None and response.json()["text"] is None
+    rated = staff_client.post("/events", {"user": "walk-in-2", "item": item, "event": "review", "rating": 4,
+                                          "text": "Sturdy"}, format="json")
+    assert (rated.json()["rating"], rated.json()["text"]) == (4.0, "Sturdy")  # left out of the reply before
     entry = recommend(staff_client, users="walk-in", k=5)["walk-in"]
     assert entry["strategy"] == "content"
     assert item not in {i["item_id"] for i in entry["items"]}
