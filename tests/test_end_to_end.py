@@ -473,6 +473,15 @@ def test_events_recorded_late_are_new_and_those_a_training_read_are_not(workdir:
     assert (f"retraining skipped: the {imported:,} interaction(s) recorded since the active model's data was read "
             "are those it was trained on, recorded again") in out, out
     assert "0 new interaction(s) since the last training" in run("run_scheduler", "--once", "--min-events", "1")
+    # ...and with one newer event beside them: they are still not new (they were trained on again and activated, with
+    # a gate comparing 0 with 0 on that one event's shopper), and the newer one is held out.
+    interaction_record(user_id="early-bird", item_id=products[1], event="view",
+                       occurred_at=newest + timedelta(minutes=40))
+    out = run("retrain", "--budget", "0")
+    assert (f"the {imported:,} interaction(s) recorded since the active model's data was read and timed at or before "
+            "the newest it trained on are those it was trained on, recorded again") in out, out
+    assert "Retraining skipped: every interaction since the active model's data is within the held-out" in out, out
+    assert TrainingRun.objects.latest("started_at").holdout["recorded_again"] == imported
 
     # Bundles published and runs recorded before the last id was: counted by time, as before.
     for version in artifacts.list_versions(workdir / "models"):

@@ -119,6 +119,12 @@ def _retrain(*, holdout_days: float, tolerance: float, budget_seconds: float,
                           "shoppers": int(split.after[ds.USER_ID].nunique()) if len(split.after) else 0,
                           "newest": int(data.interactions[ds.TIMESTAMP].max()) if len(data.interactions) else None,
                           "newest_id": data.report.get("last_interaction_id"), "late": late}
+        if (previous and late and data.fingerprint != active.get("data_fingerprint")  # the same data: said below
+                and _recorded_again(data, active)):  # a forced import of the same files, and newer rows beside them
+            say(f"the {late:,} interaction(s) recorded since the active model's data was read and timed at or before "
+                "the newest it trained on are those it was trained on, recorded again (an import of the same files): "
+                "not new to it")
+            row["holdout"]["recorded_again"], late = late, 0
         if previous and len(split.after) == 0 and late == 0:
             return finish(TrainingRun.SKIPPED, "no interactions since the active model's training data")
         if previous and late and data.fingerprint == active.get("data_fingerprint"):
@@ -250,6 +256,21 @@ def _unread(last_id: int | None, until: int | None) -> Q:
     if until is not None:
         return Q(occurred_at__gt=_moment(int(until)))
     return Q()
+
+
+def _recorded_again(data: Any, active: dict[str, Any]) -> bool:
+    """Whether ``data``'s interactions timed at or before the active model's ``trained_until`` are exactly those it
+    learned from (its manifest's ``interactions_fingerprint``): after a forced import of the same files every row is
+    recorded anew, with new ids, and would count as recorded late; False where the manifest does not say (bundles
+    published before it was recorded)."""
+    from modeling import datasets as ds
+
+    expected, until = active.get("interactions_fingerprint"), active.get("trained_until")
+    if not expected or until is None:
+        return False
+    interactions = data.interactions
+    return ds.content_fingerprint(data.items.iloc[:0],
+                                  interactions[interactions[ds.TIMESTAMP] <= int(until)]) == expected
 
 
 def _late(data: Any, last_id: int | None, until: int | None) -> int:
