@@ -28,6 +28,30 @@ try:
 except ImproperlyConfigured as _exc:  # one line, not gunicorn's "Failed to read config file" and a traceback
     sys.exit(f"ImproperlyConfigured: {_exc}")
 
+def _settings_refusal() -> str | None:
+    """The one line a setting the workers would refuse is refused with (None: they read every setting), from the
+    service's settings read in a process of its own (about 0.15 s): read by the workers, such a value printed a
+    traceback from every worker gunicorn started (140 to 190 lines); read here, in the master, the settings module
+    would stay what every later worker gets, also after a reload (HUP) meant to load new code, and a check in each
+    worker before its signal handlers are set lost a stop sent meanwhile (the worker then ran on for the whole
+    graceful timeout)."""
+    import subprocess
+
+    script = ("import sys\nfrom django.core.exceptions import ImproperlyConfigured\ntry:\n    import recoapi.settings\n"
+              "except ImproperlyConfigured as exc:\n    sys.exit(f'ImproperlyConfigured: {exc}')\n")
+    try:
+        done = subprocess.run([sys.executable, "-c", script], cwd=os.path.dirname(os.path.abspath(__file__)),
+                              capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):  # not checked here: the workers say it as before
+        return None
+    lines = done.stderr.strip().splitlines()
+    return lines[-1] if done.returncode != 0 and lines and lines[-1].startswith("ImproperlyConfigured: ") else None
+
+
+_refused = _settings_refusal()
+if _refused:
+    sys.exit(_refused)
+
 bind = os.environ.get("RECO_BIND", "127.0.0.1:8000")
 if not bind.strip():  # gunicorn listened on nothing and answered nothing
     sys.exit("ImproperlyConfigured: environment variable RECO_BIND is empty: give HOST:PORT or unix:/path/to.sock "
@@ -139,17 +163,6 @@ def on_exit(server) -> None:  # noqa: ANN001
 
     if os.environ.get("RECO_METRICS_DIR_OWNER") == str(os.getpid()):
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
-
-
-def post_fork(server, worker) -> None:  # noqa: ANN001  (gunicorn's hook signature)
-    """Read the service's settings before the worker loads the application: a setting that cannot work stops the
-    server with its one line ("App failed to load"), not a traceback from every worker it starts."""
-    try:
-        import recoapi.settings  # noqa: F401
-    except ImproperlyConfigured as exc:
-        sys.stderr.write(f"ImproperlyConfigured: {exc}\n")
-        sys.stderr.flush()
-        sys.exit(4)  # gunicorn's APP_LOAD_ERROR: the master stops the server
 
 
 def post_worker_init(worker) -> None:  # noqa: ANN001  (gunicorn's hook signature)
