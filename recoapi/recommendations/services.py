@@ -31,7 +31,7 @@ from recoapi.catalog.services import (
 )
 from recoapi.env import RETENTION_MAX_DAYS
 from recoapi.exceptions import ApplicationError, Conflict, NotFound, ServiceUnavailable
-from recoapi.recommendations import experiments, impressions, model_store
+from recoapi.recommendations import experiments, feedback, impressions, model_store
 from recoapi.recommendations.engine import Engine, registry, text_encoder
 from recoapi.recommendations.engine import after_request as release_after_request
 from recoapi.recommendations.models import (
@@ -662,7 +662,7 @@ def events_record(events: list[EventSpec]) -> RecordResult:
         if shown is None:
             continue
         where = event_place(position, len(events))
-        if shown.shopper_id not in (spec.user_id, VISITOR):
+        if not feedback.credited(list_shopper=shown.shopper_id, event_shopper=spec.user_id):
             raise ApplicationError(f"{where}recommendation_id: that list was shown to another shopper, not to "
                                    f"{spec.user_id!r}.", code="invalid")
         if spec.occurred_at is not None and spec.occurred_at < shown.created_at - LIST_CLOCK_SKEW:
