@@ -29,6 +29,8 @@ def _checked_ids(ids: list[str], limit: int) -> list[str]:
         raise serializers.ValidationError("Surrogate characters are not allowed.")
     if any(len(i) > MAX_ID_LENGTH for i in ids):
         raise serializers.ValidationError(f"ids are at most {MAX_ID_LENGTH} characters")
+    if any("," in i for i in ids):  # a JSON list's: no shopper or product can have one (a GET's are split at them)
+        raise serializers.ValidationError(ID_COMMA_MESSAGE)
     ids = list(dict.fromkeys(ids))
     if len(ids) > limit:
         raise serializers.ValidationError(f"at most {limit} ids per request, got {len(ids)}")
@@ -76,8 +78,6 @@ class IdList(serializers.Field):
         ids = [i.strip() for i in data]
         if not all(ids):
             raise serializers.ValidationError("ids may not be empty")
-        if any("," in i for i in ids):  # no shopper or product can have it: answered as an unknown shopper before
-            raise serializers.ValidationError(ID_COMMA_MESSAGE)
         return _checked_ids(ids, limit)
 
     def to_representation(self, value: Any) -> list[str]:
