@@ -590,6 +590,14 @@ def content_fingerprint(items: pd.DataFrame, interactions: pd.DataFrame, salt: s
     return digest.hexdigest()
 
 
+def interactions_fingerprint(interactions: pd.DataFrame) -> str:
+    """:func:`content_fingerprint` of the interactions alone (no catalogue): what a model learned from, the same
+    whether read from files or from the database (a bundle records it; a retraining compares it)."""
+    import pandas as pd
+
+    return content_fingerprint(pd.DataFrame(columns=list(ITEM_COLUMNS)), interactions)
+
+
 def item_text(items: pd.DataFrame) -> list[str]:
     """One text per item for the sentence encoder: title, brand, category and description.
 

@@ -1121,7 +1121,7 @@ def publish(result: TrainResult, data: ds.CanonicalData, embeddings: Embeddings,
         "trained_until": int(interactions[ds.TIMESTAMP].max()) if len(interactions) else None,
         # what it learned from, however it was read (files or the database): a retraining tells the rows recorded
         # again by a forced import from rows recorded late
-        "interactions_fingerprint": ds.content_fingerprint(data.items.iloc[:0], interactions),
+        "interactions_fingerprint": ds.interactions_fingerprint(interactions),
         # the largest database interaction id when the data was read (None: not read from the service's database)
         "last_interaction_id": data.report.get("last_interaction_id"),
         "popularity_half_life_days": result.popularity_half_life_days,

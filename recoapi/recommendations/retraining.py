@@ -269,8 +269,7 @@ def _recorded_again(data: Any, active: dict[str, Any]) -> bool:
     if not expected or until is None:
         return False
     interactions = data.interactions
-    return ds.content_fingerprint(data.items.iloc[:0],
-                                  interactions[interactions[ds.TIMESTAMP] <= int(until)]) == expected
+    return ds.interactions_fingerprint(interactions[interactions[ds.TIMESTAMP] <= int(until)]) == expected
 
 
 def _late(data: Any, last_id: int | None, until: int | None) -> int:
