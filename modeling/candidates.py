@@ -143,10 +143,10 @@ class HistoryBatch:
     def entries(self, half_life_days: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The non-zero entries of :meth:`matrix` as ``(rows (e,), item positions (e,), weights (e,) float64)``,
         ordered by row, then item (the same weights: a product once per history, capped at 1)."""
-        rows, cols, weights = self._entries((half_life_days,))
+        rows, cols, weights = self.entries_each((half_life_days,))
         return rows, cols, weights[0]
 
-    def _entries(self, half_lives: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def entries_each(self, half_lives: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`entries` for several half-lives at once: ``(rows (e,), items (e,), weights (h, e) float64)``."""
         lengths = np.fromiter((len(h) for h in self.items), dtype=np.int64, count=len(self.items))
         if lengths.sum() == 0:
@@ -179,12 +179,17 @@ class HistoryBatch:
 
     def propagate_each(self, matrix: sp.csr_matrix, half_lives: Sequence[float]) -> list[SparseRows]:
         """:meth:`propagate` for each of ``half_lives``: the rows gathered and keyed once, summed per half-life."""
-        return self._gather(matrix, *self._entries(half_lives))
+        return self._gather(matrix, *self.entries_each(half_lives))
 
     def propagate_recent(self, matrix: sp.csr_matrix, length: int) -> SparseRows:
         """The rows of ``W @ matrix``, W (m, n) holding each history's ``length`` most recent products (consecutive
         repeats once), the most recent weighted 1, the one before it 1/2, and so on (a product met twice sums
         both weights): how the sequential rules source scores a history."""
+        return self._gather(matrix, *self.recent_entries(length))[0]
+
+    def recent_entries(self, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The non-zero entries of :meth:`propagate_recent`'s W: ``(rows (e,), item positions (e,), weights (1, e)
+        float64)``, ordered by row, then item."""
         m = len(self.items)
         lengths = np.fromiter((len(h) for h in self.items), dtype=np.int64, count=m)
         rows = np.repeat(np.arange(m, dtype=np.int64), lengths)
@@ -193,11 +198,11 @@ class HistoryBatch:
         rows, back = np.nonzero(recent >= 0)
         cols = recent[rows, back]
         if len(cols) == 0:
-            return self._gather(matrix, rows, cols, np.zeros((1, 0), dtype=np.float64))[0]
+            return rows, cols, np.zeros((1, 0), dtype=np.float64)
         width = int(cols.max()) + 1
         keys, inverse = np.unique(rows * width + cols, return_inverse=True)
         summed = np.bincount(inverse, weights=1.0 / (back + 1.0), minlength=len(keys))
-        return self._gather(matrix, keys // width, keys % width, summed[None, :])[0]
+        return keys // width, keys % width, summed[None, :]
 
     def _gather(self, matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray,
                 weights: np.ndarray) -> list[SparseRows]:

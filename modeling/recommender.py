@@ -36,7 +36,7 @@ from modeling.features import (
 )
 from modeling.id_index import IdIndex
 from modeling.index import ExactIndex, ItemIndex, make_index
-from modeling.reranker import RETRIEVAL_ORDER, ItemTables, RankingStage, popular_lists
+from modeling.reranker import RETRIEVAL_ORDER, ItemTables, RankingStage, popular_lists, stage_kernel
 from modeling.rows import append_rows, as_float32, release_pages
 
 logger = logging.getLogger(__name__)
@@ -122,6 +122,7 @@ class Recommender:
         self.stage: RankingStage = bundle.stage
         self.attributes = bundle.attributes
         self.tables = self._tables()
+        stage_kernel()  # the stage's native code, compiled and checked now (once per process), not in a request
 
     def _make_index(self) -> ItemIndex:
         """Exact search, or the approximate index (the bundle's; products added later are scored exactly)."""

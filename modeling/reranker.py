@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from modeling import native
 from modeling.candidates import (
     HistoryBatch,
     Sources,
@@ -462,40 +463,108 @@ def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
     query = np.asarray(query, dtype=np.float32)
     lengths = np.fromiter((len(e) for e in exclude), dtype=np.int64, count=m)
     excluded = excluded_keys(exclude, n)
-    item_item, recent = histories.propagate_each(sources.item_item, (config.history_half_life_days,
-                                                                   config.recent_half_life_days))
+
     def wanted(*names: str) -> bool:
         return columns is None or any(name in columns for name in names)
 
-    sequence = histories.propagate_recent(sources.sequence, sources.sequence_history)
-    following = rows_at(sources.transitions, histories.last(1))
-    n_popular = config.popular
     if popular_order is None:
         popular_order = _popular_order(tables, allowed, _popular_needed(config, exclude))
     tt_top, _ = index.search(query, min(config.two_tower, n), exclude, allowed, excluded=excluded)
+    history_sizes = np.fromiter((len(h) for h in histories.items), dtype=np.int64, count=m)
+    proposals = Proposals(histories, sources, tables.popularity_rank, np.asarray(tt_top, dtype=np.int64), excluded,
+                          lengths, allowed, config, np.asarray(popular_order, dtype=np.int64), n,
+                          np.log1p(history_sizes))
+    kernel = stage_kernel()
+    native = kernel(proposals, wanted) if kernel is not None else None
+    rows, cand, feats = native if native is not None else numpy_candidates(proposals, wanted)
+    sizes = np.bincount(rows, minlength=m).astype(np.int64)
+    starts = np.cumsum(sizes) - sizes
+    column = {name: position for position, name in enumerate(FEATURES)}
+    if wanted("two_tower", "two_tower_gap"):
+        two_tower = _row_dots(np.asarray(item_vectors[cand], dtype=np.float32), query, starts, sizes)
+        feats[:, column["two_tower"]] = two_tower
+        feats[:, column["two_tower_gap"]] = two_tower - _row_max(two_tower, starts, sizes)[rows]
+    _history_features(feats, column, tables, histories, rows, cand, starts, sizes, config, wanted)
 
+    width = int(sizes.max(initial=0))
+    candidates = np.full((m, width), -1, dtype=np.int64)
+    features = np.zeros((m, width, len(FEATURES)), dtype=np.float32)
+    places = np.arange(len(rows), dtype=np.int64) - starts[rows]
+    candidates[rows, places] = cand
+    features[rows, places] = feats
+    return candidates, features
+
+
+@dataclass(frozen=True)
+class Proposals:
+    """What the candidates of m shoppers and their sparse features are made from (:func:`numpy_candidates` and
+    the native code of :mod:`modeling.native` compute the same from it).
+
+    Attributes:
+        histories: the m histories.
+        sources: the item-item, transition and sequential-rules matrices over n items.
+        popularity_rank: (n,) float32 popularity percentiles.
+        two_tower: (m, T) int64 the two-tower's top positions, -1 pads.
+        excluded: sorted keys ``row * n + item`` never proposed.
+        excluded_counts: (m,) how many items each shopper excludes.
+        allowed: optional (n,) bool mask of proposable items.
+        config: candidates per source.
+        popular_order: allowed item positions by decreasing popularity (at least the head each shopper reads).
+        n: items.
+        history_length: (m,) float64 the history-length feature (log1p of each history's length).
+    """
+
+    histories: HistoryBatch
+    sources: Sources
+    popularity_rank: np.ndarray
+    two_tower: np.ndarray
+    excluded: np.ndarray
+    excluded_counts: np.ndarray
+    allowed: np.ndarray | None
+    config: StageConfig
+    popular_order: np.ndarray
+    n: int
+    history_length: np.ndarray
+
+
+NATIVE_FEATURES: tuple[str, ...] = (
+    "item_item", "item_item_share", "item_item_recent", "item_item_recent_share", "sequence", "sequence_share",
+    "transition_last", "transition_previous", "popularity_rank", "history_length", "source_count",
+)
+"""The features the candidates' computation fills (:func:`numpy_candidates`), in the order of the native code's
+``COLUMN_*`` constants; the others (two-tower, text and attribute features) are computed from its candidates."""
+
+
+def numpy_candidates(proposals: Proposals, wanted: Callable[..., bool]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The candidates of :class:`Proposals` and their :data:`NATIVE_FEATURES` (those ``wanted`` reads; a share
+    with its score), with numpy: ``(rows (e,) int64 ascending, items (e,) int64, features (e, len(FEATURES))
+    float32)``, each shopper's items ascending, the other features 0."""
+    p, config, n = proposals, proposals.config, proposals.n
+    histories, sources, m = p.histories, p.sources, len(p.histories)
+    item_item, recent = histories.propagate_each(sources.item_item, (config.history_half_life_days,
+                                                                   config.recent_half_life_days))
+    sequence = histories.propagate_recent(sources.sequence, sources.sequence_history)
+    following = rows_at(sources.transitions, histories.last(1))
     # Candidates: the union of every source's proposals per shopper, and how many sources proposed each.
-    popular = _popular_keys(np.asarray(popular_order, dtype=np.int64), n_popular, lengths, n, excluded)
+    popular = _popular_keys(p.popular_order, config.popular, p.excluded_counts, n, p.excluded)
+    tt_top = p.two_tower
     tt_rows = np.repeat(np.arange(m, dtype=np.int64), tt_top.shape[1]).reshape(tt_top.shape)
     stored = {name: entry_keys(scores, n) for name, scores in
               (("item_item", item_item), ("item_item_recent", recent), ("following", following),
                ("sequence", sequence))}
-    proposals = [(tt_rows * n + tt_top)[tt_top >= 0],
-                 _sparse_tops(item_item, stored["item_item"], config.item_item, n, excluded, allowed),
-                 _sparse_tops(recent, stored["item_item_recent"], config.item_item_recent, n, excluded, allowed),
-                 _sparse_tops(following, stored["following"], config.transitions, n, excluded, allowed),
-                 _sparse_tops(sequence, stored["sequence"], config.sequence, n, excluded, allowed), popular]
-    keys, count = np.unique(np.concatenate(proposals).astype(np.int64), return_counts=True)
+    excluded, allowed = p.excluded, p.allowed
+    proposed = [(tt_rows * n + tt_top)[tt_top >= 0],
+                _sparse_tops(item_item, stored["item_item"], config.item_item, n, excluded, allowed),
+                _sparse_tops(recent, stored["item_item_recent"], config.item_item_recent, n, excluded, allowed),
+                _sparse_tops(following, stored["following"], config.transitions, n, excluded, allowed),
+                _sparse_tops(sequence, stored["sequence"], config.sequence, n, excluded, allowed), popular]
+    keys, count = np.unique(np.concatenate(proposed).astype(np.int64), return_counts=True)
     rows, cand = keys // n, keys % n
     sizes = np.bincount(rows, minlength=m).astype(np.int64)
     starts = np.cumsum(sizes) - sizes
 
     column = {name: position for position, name in enumerate(FEATURES)}
     feats = np.zeros((len(keys), len(FEATURES)), dtype=np.float32)
-    if wanted("two_tower", "two_tower_gap"):
-        two_tower = _row_dots(np.asarray(item_vectors[cand], dtype=np.float32), query, starts, sizes)
-        feats[:, column["two_tower"]] = two_tower
-        feats[:, column["two_tower_gap"]] = two_tower - _row_max(two_tower, starts, sizes)[rows]
     for name, scores in (("item_item", item_item), ("item_item_recent", recent), ("sequence", sequence)):
         if not wanted(name, f"{name}_share"):
             continue
@@ -508,19 +577,122 @@ def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
     if wanted("transition_previous"):
         preceding = rows_at(sources.transitions, histories.last(2))
         feats[:, column["transition_previous"]] = sparse_values(preceding, entry_keys(preceding, n), keys)
-    feats[:, column["popularity_rank"]] = tables.popularity_rank[cand]
-    history_sizes = np.fromiter((len(h) for h in histories.items), dtype=np.int64, count=m)
-    feats[:, column["history_length"]] = np.log1p(history_sizes)[rows]
+    feats[:, column["popularity_rank"]] = p.popularity_rank[cand]
+    feats[:, column["history_length"]] = p.history_length[rows]
     feats[:, column["source_count"]] = count
-    _history_features(feats, column, tables, histories, rows, cand, starts, sizes, config, wanted)
+    return rows, cand, feats
 
-    width = int(sizes.max(initial=0))
-    candidates = np.full((m, width), -1, dtype=np.int64)
-    features = np.zeros((m, width, len(FEATURES)), dtype=np.float32)
-    places = np.arange(len(keys), dtype=np.int64) - starts[rows]
-    candidates[rows, places] = cand
-    features[rows, places] = feats
-    return candidates, features
+
+def _native_columns(wanted: Callable[..., bool]) -> np.ndarray:
+    """(len(NATIVE_FEATURES),) int64: the column of each feature the native code fills, -1 where it is not read (a
+    score and its share go together, as in :func:`numpy_candidates`)."""
+    column = {name: position for position, name in enumerate(FEATURES)}
+    read = {name: wanted(name, f"{name}_share") for name in ("item_item", "item_item_recent", "sequence")}
+    read.update({f"{name}_share": value for name, value in read.items()})
+    read.update(transition_last=wanted("transition_last"), transition_previous=wanted("transition_previous"))
+    return np.asarray([column[name] if read.get(name, True) else -1 for name in NATIVE_FEATURES], dtype=np.int64)
+
+
+def native_candidates(function: Any, proposals: Proposals,
+                      wanted: Callable[..., bool]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """:func:`numpy_candidates` by the native code's ``function`` (:func:`modeling.native.stage_function`); None
+    where it cannot read the inputs as they are (a matrix of float64 values, e.g. while sources are fitted)."""
+    p, config = proposals, proposals.config
+    matrices = tuple(native.csr(matrix) for matrix in (p.sources.item_item, p.sources.sequence, p.sources.transitions))
+    rank = np.asarray(p.popularity_rank)
+    if any(matrix is None for matrix in matrices) or rank.dtype != np.float32 or len(rank) != p.n:
+        return None
+    return native.stage_candidates(
+        function, n=p.n, excluded=p.excluded, allowed=p.allowed, matrices=matrices,  # type: ignore[arg-type]
+        item_entries=p.histories.entries_each((config.history_half_life_days, config.recent_half_life_days)),
+        sequence_entries=p.histories.recent_entries(p.sources.sequence_history),
+        last=p.histories.last(1), previous=p.histories.last(2), popular_order=p.popular_order,
+        excluded_counts=p.excluded_counts, two_tower=p.two_tower,
+        counts=(config.item_item, config.item_item_recent, config.transitions, config.sequence, config.popular),
+        popularity_rank=rank, history_length=p.history_length, columns=_native_columns(wanted),
+        n_features=len(FEATURES))
+
+
+def synthetic_proposals(seed: int, *, n: int = 60, m: int = 5) -> Proposals:
+    """Random :class:`Proposals` over ``n`` items for ``m`` shoppers that exercise every case of the candidates'
+    computation: matrices with negative, zero and tied values and each kind of position arrays, empty and
+    repeating histories, exclusions, a filter, pads in the two-tower's top, sources cut short by their counts."""
+    from modeling.candidates import CsrArrays
+
+    rng = np.random.default_rng(seed)
+
+    def matrix(indptr_type: type, indices_type: type) -> CsrArrays:
+        dense = np.where(rng.random((n, n)) < 0.15, rng.choice([-0.5, 0.0, 0.25, 0.5, 1.0, 2.0], (n, n)), 0.0)
+        noise = rng.random((n, n)) < 0.05
+        dense[noise] = rng.normal(size=int(noise.sum()))
+        rows, cols = np.nonzero(dense)
+        indptr = np.searchsorted(rows, np.arange(n + 1)).astype(indptr_type)
+        return CsrArrays(dense[rows, cols].astype(np.float32), cols.astype(indices_type), indptr, (n, n))
+
+    sources = Sources(matrix(np.int64, np.int32), matrix(np.int32, np.int32), "ease", 10.0,
+                      matrix(np.int64, np.int64), 3, int(rng.integers(1, 4)))
+    items, stamps = [], []
+    for row in range(m):
+        length = 0 if row == 0 else int(rng.integers(1, 12))
+        items.append(rng.integers(0, n, length).astype(np.int64))
+        stamps.append(np.sort(rng.integers(1_600_000_000, 1_700_000_000, length)).astype(np.int64))
+    histories = HistoryBatch(items, stamps)
+    exclude = [np.unique(h) for h in items]
+    allowed = rng.random(n) > 0.1 if seed % 2 else None
+    order = np.argsort(-rng.random(n), kind="stable")
+    order = order[allowed[order]] if allowed is not None else order
+    two_tower = np.full((m, 8), -1, dtype=np.int64)
+    for row in range(m):
+        free = [i for i in rng.permutation(n) if i not in set(exclude[row].tolist())
+                and (allowed is None or allowed[i])][:int(rng.integers(0, 9))]
+        two_tower[row, :len(free)] = free
+    config = StageConfig(two_tower=8, item_item=int(rng.integers(1, 8)), transitions=int(rng.integers(0, 4)),
+                         popular=int(rng.integers(1, 6)), item_item_recent=int(rng.integers(0, 6)),
+                         sequence=int(rng.integers(1, 6)), recent_half_life_days=float(rng.choice([0.0, 30.0])))
+    lengths = np.asarray([len(e) for e in exclude], dtype=np.int64)
+    sizes = np.asarray([len(h) for h in items], dtype=np.int64)
+    return Proposals(histories, sources, (rng.permutation(n) / (n - 1)).astype(np.float32), two_tower,
+                     excluded_keys(exclude, n), lengths, allowed, config, order.astype(np.int64), n, np.log1p(sizes))
+
+
+SYNTHETIC_CHECKS = 8
+"""Synthetic shops on which the native code must give numpy's candidates and features before it serves."""
+_kernel_lock = threading.Lock()
+_kernel: dict[str, Any] = {}
+
+
+def stage_kernel() -> Callable[[Proposals, Callable[..., bool]],
+                               tuple[np.ndarray, np.ndarray, np.ndarray] | None] | None:
+    """The native computation of the candidates (:func:`native_candidates`), once it gave the same candidates and
+    features as :func:`numpy_candidates`, bit for bit, on :data:`SYNTHETIC_CHECKS` synthetic shops (checked once
+    per process); None when native code is off or unavailable, or differed (numpy then computes them)."""
+    function = native.stage_function()
+    if function is None:
+        return None
+    with _kernel_lock:
+        if "checked" not in _kernel:
+            _kernel["checked"] = _check_kernel(function)
+        if not _kernel["checked"]:
+            return None
+    return lambda proposals, wanted: native_candidates(function, proposals, wanted)
+
+
+def _check_kernel(function: Any) -> bool:
+    """Whether ``function`` gives :func:`numpy_candidates`' results on the synthetic shops (a log line if not)."""
+    try:
+        for seed in range(SYNTHETIC_CHECKS):
+            proposals = synthetic_proposals(seed)
+            for wanted in (lambda *names: True, lambda *names: "sequence" in names):
+                got = native_candidates(function, proposals, wanted)
+                expected = numpy_candidates(proposals, wanted)
+                if got is None or not all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True)):
+                    logger.warning("the ranking stage's native code differs from numpy on a synthetic shop (seed "
+                                   "%d); numpy computes the candidates", seed)
+                    return False
+    except (MemoryError, ValueError) as exc:
+        logger.warning("the ranking stage's native code failed its check (%s); numpy computes the candidates", exc)
+        return False
+    return True
 
 
 def _popular_keys(order: np.ndarray, count: int, excluded_counts: np.ndarray, n: int,

@@ -343,6 +343,9 @@ if not 0 <= RECO_ANN_NPROBE <= 1_000_000:  # FAISS scans at most all the index's
                                f"lists up to 1000000, got {RECO_ANN_NPROBE}")
 # The C allocator's arenas in each gunicorn worker (recoapi.allocator); 0: glibc's default (8 per core).
 RECO_COMPILED_RANKER = env_bool("RECO_COMPILED_RANKER", True)
+# The ranking stage's candidates computed by native code compiled on first use (modeling.native, which reads the
+# variable itself, as evaluate does; checked here so that a bad value stops the server at start); 0: numpy.
+RECO_NATIVE = env_bool("RECO_NATIVE", True)
 RECO_MALLOC_ARENAS = env_int("RECO_MALLOC_ARENAS", 2)
 if RECO_MALLOC_ARENAS < 0:
     raise ImproperlyConfigured(f"RECO_MALLOC_ARENAS must be 0 (glibc's default) or more, not {RECO_MALLOC_ARENAS}")

@@ -1,0 +1,226 @@
+"""Native code of the ranking stage, compiled on this machine on first use.
+
+The ranking stage's candidates and sparse features (``stage_kernel.c`` beside this file) cost a few hundred numpy
+calls per request, each a few microseconds of dispatch for a few hundred values: most of an answer's time. The C
+function does the same work in one call with the same results, bit for bit (``modeling.reranker`` checks it
+against its numpy code once per process before using it, and falls back to numpy when they differ).
+
+It is compiled, by the first process that needs it, with the machine's C compiler (gcc or clang, as the compiled
+ranker) into ``.native/`` at the repository's root (``RECO_NATIVE_DIR`` elsewhere), under a name that carries a
+digest of the source, the compiler and the platform, so that a changed source or another machine builds its own
+and every later process (a web worker, an evaluation) loads the one built. Compiling takes about half a second;
+the library is written whole or not at all (processes compiling at once each rename their own complete file).
+Without a compiler, with ``RECO_NATIVE=0``, or when compiling or loading fails, the numpy code serves, with one
+log line. The folder holds native code that every worker runs, so it must be writable by the service's own user
+only, as the code itself is.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modeling.atomic import atomic_file
+from modeling.compiled_ranker import toolchain
+
+logger = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("stage_kernel.c")
+DEFAULT_DIR = Path(__file__).resolve().parents[1] / ".native"
+DIR_VARIABLE = "RECO_NATIVE_DIR"
+SWITCH_VARIABLE = "RECO_NATIVE"
+OFF = frozenset({"0", "false", "no", "off"})
+FLAGS: tuple[str, ...] = ("-O2", "-shared", "-fPIC", "-std=gnu11")
+COMPILE_SECONDS = 120
+FUNCTION = "stage_candidates"
+
+
+class Csr(ctypes.Structure):
+    """A square CSR matrix as the C code reads it (``Csr`` in stage_kernel.c)."""
+
+    _fields_ = [("indptr", ctypes.c_void_p), ("indptr_wide", ctypes.c_int32), ("indices", ctypes.c_void_p),
+                ("indices_wide", ctypes.c_int32), ("data", ctypes.c_void_p)]
+
+
+_lock = threading.Lock()
+_loaded: dict[str, Any] = {}
+
+
+def enabled() -> bool:
+    """Whether native code may be used (``RECO_NATIVE``, default 1; 0, false, no or off: never)."""
+    return os.environ.get(SWITCH_VARIABLE, "1").strip().lower() not in OFF
+
+
+def library_dir() -> Path:
+    """Where compiled libraries are kept (``RECO_NATIVE_DIR``, default ``.native/`` at the repository's root)."""
+    configured = os.environ.get(DIR_VARIABLE, "").strip()
+    return Path(configured) if configured else DEFAULT_DIR
+
+
+def library_name(compiler: str, source: bytes) -> str:
+    """The file name of the library built from ``source`` by ``compiler`` on this platform."""
+    digest = hashlib.sha256()
+    for part in (source, compiler.encode(), " ".join(FLAGS).encode(), sys.platform.encode(),
+                 platform.machine().encode()):
+        digest.update(part)
+        digest.update(b"\0")
+    return f"stage_kernel-{digest.hexdigest()[:16]}.so"
+
+
+def build(directory: Path | None = None) -> Path:
+    """The stage library compiled from :data:`SOURCE` (built now into ``directory`` if it is not there yet).
+
+    Raises:
+        OSError: no C compiler, or the folder cannot be written.
+        subprocess.CalledProcessError, subprocess.TimeoutExpired: the compiler failed or hung.
+    """
+    compiler = toolchain()
+    if compiler is None:
+        raise OSError("no C compiler found (tried gcc, clang)")
+    source = SOURCE.read_bytes()
+    directory = library_dir() if directory is None else directory
+    path = directory / library_name(compiler, source)
+    if path.is_file():
+        return path
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as temporary:
+        subprocess.run([compiler, *FLAGS, "-o", str(temporary), str(SOURCE)], check=True, capture_output=True,
+                       timeout=COMPILE_SECONDS)
+    logger.info("compiled the ranking stage's native code: %s", path)
+    return path
+
+
+def stage_function() -> Any | None:
+    """The C function ``stage_candidates`` with its argument types, loaded once per process; None (with one log
+    line) when native code is off, or cannot be built or loaded here."""
+    if not enabled():
+        return None
+    with _lock:
+        if FUNCTION in _loaded:
+            return _loaded[FUNCTION]
+        function = None
+        try:
+            library = ctypes.CDLL(str(build()))
+            function = getattr(library, FUNCTION)
+            pointer, count = ctypes.c_void_p, ctypes.c_int64
+            csr = ctypes.POINTER(Csr)
+            function.argtypes = [
+                count, count, pointer, count, pointer,  # m, n, excluded, n_excluded, allowed
+                csr, csr, csr,  # item-item, sequence, transitions
+                count, pointer, pointer, pointer,  # the item-item entries
+                count, pointer, pointer, pointer,  # the sequence entries
+                pointer, pointer,  # last, previous
+                pointer, count, pointer,  # popular order, its length, excluded counts
+                pointer, count, pointer,  # two-tower top, its width, counts per source
+                pointer, pointer, count, pointer,  # popularity ranks, history lengths, features per row, columns
+                count, pointer, pointer, pointer,  # bound, out rows, out items, features
+            ]
+            function.restype = ctypes.c_int64
+        except (OSError, subprocess.SubprocessError, AttributeError) as exc:
+            detail = getattr(exc, "stderr", b"") or b""
+            logger.warning("the ranking stage's native code is not available (%s%s); numpy computes the candidates",
+                           exc, f": {detail.decode(errors='replace').strip()[:500]}" if detail else "")
+            function = None
+        _loaded[FUNCTION] = function
+        return function
+
+
+def forget() -> None:
+    """Load again on the next :func:`stage_function` (for tests that change the settings)."""
+    with _lock:
+        _loaded.clear()
+
+
+def csr(matrix: Any) -> Csr | None:
+    """The C view of a CSR matrix (``indptr``, ``indices`` and ``data`` arrays, e.g. a bundle's memory-mapped
+    :class:`~modeling.candidates.CsrArrays` or a scipy matrix); None where the C code cannot read it as it is
+    (values not float32, positions not int32 or int64, arrays not contiguous)."""
+    indptr, indices, data = (np.asarray(getattr(matrix, part)) for part in ("indptr", "indices", "data"))
+    if (data.dtype != np.float32 or indptr.dtype not in _POSITIONS or indices.dtype not in _POSITIONS
+            or not all(array.flags.c_contiguous for array in (indptr, indices, data))):
+        return None
+    return Csr(indptr.ctypes.data, int(indptr.dtype == np.int64), indices.ctypes.data,
+               int(indices.dtype == np.int64), data.ctypes.data)
+
+
+_POSITIONS = (np.dtype(np.int32), np.dtype(np.int64))
+
+
+def _int64(values: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(values, dtype=np.int64)
+
+
+def stage_candidates(function: Any, *, n: int, excluded: np.ndarray, allowed: np.ndarray | None,
+                     matrices: tuple[Csr, Csr, Csr], item_entries: tuple[np.ndarray, np.ndarray, np.ndarray],
+                     sequence_entries: tuple[np.ndarray, np.ndarray, np.ndarray], last: np.ndarray,
+                     previous: np.ndarray, popular_order: np.ndarray, excluded_counts: np.ndarray,
+                     two_tower: np.ndarray, counts: tuple[int, int, int, int, int], popularity_rank: np.ndarray,
+                     history_length: np.ndarray, columns: np.ndarray,
+                     n_features: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Call the C function ``stage_candidates`` (:func:`stage_function`) for m shoppers.
+
+    Args:
+        function: :func:`stage_function`'s.
+        n: items.
+        excluded: sorted keys ``row * n + item`` never proposed.
+        allowed: optional (n,) bool.
+        matrices: the item-item, sequence and transition matrices (:func:`csr`).
+        item_entries: the histories' item-item entries ``(rows (e,), items (e,), weights (2, e) float64)``.
+        sequence_entries: their sequential-rules entries (weights (1, e)).
+        last, previous: (m,) each shopper's last and previous product (-1: none).
+        popular_order: allowed positions by decreasing popularity.
+        excluded_counts: (m,) items each shopper excludes.
+        two_tower: (m, T) the two-tower's top, -1 pads.
+        counts: proposals per shopper of the item-item, recent item-item, transition, sequential-rules and popular
+            sources.
+        popularity_rank: (n,) float32.
+        history_length: (m,) float64 the history-length feature.
+        columns: (11,) int64 the feature columns the C code fills (-1: not read).
+        n_features: features per row.
+
+    Returns:
+        ``(rows (e,) int64, items (e,) int64, features (e, n_features) float32)``, the unfilled columns 0.
+
+    Raises:
+        MemoryError: the C code could not allocate its scratch.
+    """
+    m = len(last)
+    two_tower = _int64(two_tower)
+    if two_tower.ndim != 2 or len(two_tower) != m:
+        raise ValueError(f"two_tower must be (m, T) for m = {m} shoppers, got shape {two_tower.shape}")
+    bound = m * (two_tower.shape[1] + int(sum(counts)))
+    out_rows = np.empty(bound, dtype=np.int64)
+    out_items = np.empty(bound, dtype=np.int64)
+    features = np.zeros((bound, n_features), dtype=np.float32)
+    excluded, last, previous = _int64(excluded), _int64(last), _int64(previous)
+    popular_order, excluded_counts = _int64(popular_order), _int64(excluded_counts)
+    item_rows, item_cols = _int64(item_entries[0]), _int64(item_entries[1])
+    item_weights = np.ascontiguousarray(item_entries[2], dtype=np.float64)
+    sequence_rows, sequence_cols = _int64(sequence_entries[0]), _int64(sequence_entries[1])
+    sequence_weights = np.ascontiguousarray(sequence_entries[2], dtype=np.float64)
+    rank = np.ascontiguousarray(popularity_rank, dtype=np.float32)
+    lengths = np.ascontiguousarray(history_length, dtype=np.float64)
+    source_counts, columns = _int64(np.asarray(counts)), _int64(columns)
+    mask = None if allowed is None else np.ascontiguousarray(allowed, dtype=np.bool_)
+    written = function(
+        m, n, excluded.ctypes.data, len(excluded), None if mask is None else mask.ctypes.data,
+        ctypes.byref(matrices[0]), ctypes.byref(matrices[1]), ctypes.byref(matrices[2]),
+        len(item_rows), item_rows.ctypes.data, item_cols.ctypes.data, item_weights.ctypes.data,
+        len(sequence_rows), sequence_rows.ctypes.data, sequence_cols.ctypes.data, sequence_weights.ctypes.data,
+        last.ctypes.data, previous.ctypes.data, popular_order.ctypes.data, len(popular_order),
+        excluded_counts.ctypes.data, two_tower.ctypes.data, two_tower.shape[1], source_counts.ctypes.data,
+        rank.ctypes.data, lengths.ctypes.data, n_features, columns.ctypes.data,
+        bound, out_rows.ctypes.data, out_items.ctypes.data, features.ctypes.data)
+    if written < 0:
+        raise MemoryError(f"the ranking stage's native code failed (code {written})")
+    return out_rows[:written], out_items[:written], features[:written]

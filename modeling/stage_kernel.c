@@ -1,0 +1,374 @@
+/* The ranking stage's candidates and their sparse features, for m shoppers, in one call.
+ *
+ * What modeling/reranker.py's candidate_features does with a few hundred numpy calls per request (each costing
+ * microseconds of interpreter and dispatch for a few hundred values): the item-item, recent item-item and
+ * sequential-rules scores of each history (weighted sums of a sparse matrix's rows), the rows of the last and
+ * previous products' transitions, each source's best candidates, the union of every source's proposals, and the
+ * features read from those scores. The values are those of the numpy code, bit for bit: the same float64 sums in
+ * the same order, the same float32 roundings, the same ties (tests/modeling/test_stage_kernel.py compares both).
+ * What needs a transcendental function (recency decays, logarithms) or a dot product (two-tower and text scores)
+ * stays in numpy, whose results it could not promise to match.
+ *
+ * modeling/native.py compiles this file with the machine's C compiler on first use and loads it with ctypes;
+ * without a compiler the numpy code serves. The call keeps no state between calls but per-thread scratch
+ * buffers (each thread its own: the call runs without the GIL), so any number of threads may call it at once.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ERROR_MEMORY (-1)
+#define ERROR_BOUND (-2)
+
+/* A square CSR matrix: row pointers and column indices each int32 or int64 (wide), float32 values. */
+typedef struct {
+  const void* indptr;
+  int32_t indptr_wide;
+  const void* indices;
+  int32_t indices_wide;
+  const float* data;
+} Csr;
+
+static inline int64_t csr_ptr(const Csr* matrix, int64_t row) {
+  return matrix->indptr_wide ? ((const int64_t*) matrix->indptr)[row] : (int64_t) ((const int32_t*) matrix->indptr)[row];
+}
+
+static inline int64_t csr_index(const Csr* matrix, int64_t at) {
+  return matrix->indices_wide ? ((const int64_t*) matrix->indices)[at] : (int64_t) ((const int32_t*) matrix->indices)[at];
+}
+
+/* Per-thread scratch, grown as needed and kept for the thread's next call; the n-long arrays are all 0 between calls
+   (each call clears what it touched). */
+typedef struct { float value; int64_t item; } Scored;
+
+typedef struct {
+  double* sums;            /* (n, 3): an item's item-item sums (history's and recent half-life) and sequence sum */
+  unsigned char* touched;  /* (n,): bit 1, touched by the item-item gather; bit 2, by the sequence gather */
+  unsigned char* proposals;  /* (n,): how many sources proposed the item */
+  int64_t n;
+  int64_t* columns[2];     /* the items each gather touched, each once, in no order */
+  int64_t width[2];
+  int64_t* proposed;       /* a shopper's proposed items */
+  int64_t proposed_size;
+  Scored* scored;          /* a source's eligible entries */
+  int64_t scored_size;
+} Scratch;
+
+static __thread Scratch scratch;
+
+static int reserve_items(int64_t n) {
+  if (scratch.n >= n) return 0;
+  double* sums = (double*) calloc((size_t) (3 * n), sizeof(double));
+  unsigned char* touched = (unsigned char*) calloc((size_t) n, 1);
+  unsigned char* proposals = (unsigned char*) calloc((size_t) n, 1);
+  if (sums == NULL || touched == NULL || proposals == NULL) {
+    free(sums);
+    free(touched);
+    free(proposals);
+    return ERROR_MEMORY;
+  }
+  free(scratch.sums);
+  free(scratch.touched);
+  free(scratch.proposals);
+  scratch.sums = sums;
+  scratch.touched = touched;
+  scratch.proposals = proposals;
+  scratch.n = n;
+  return 0;
+}
+
+/* Grow *buffer (of *size items of `item` bytes) to hold `needed` items at least. */
+static int grow(void** buffer, int64_t* size, int64_t needed, size_t item) {
+  if (*size >= needed) return 0;
+  int64_t wanted = needed > 2 * *size ? needed : 2 * *size;
+  void* bigger = realloc(*buffer, (size_t) wanted * item);
+  if (bigger == NULL) return ERROR_MEMORY;
+  *buffer = bigger;
+  *size = wanted;
+  return 0;
+}
+
+/* Shopper r's weighted sums of the matrix rows at cols[*at..] (shopper r's entries: rows[] ascending) under
+   `weightings` weightings (weights (weightings, e)), added into scratch.sums[3 * item + first + w]; the items touched
+   are listed once in scratch.columns[slot] (marked with `bit`). The float64 sums add each entry's value times its
+   weight in entry order, as numpy's bincount does. Returns how many items, or an error. */
+static int64_t gather_row(const Csr* matrix, int64_t r, int64_t e, const int64_t* rows, const int64_t* cols,
+                          const double* weights, int weightings, int64_t* at, int slot, int first, unsigned char bit) {
+  int64_t begin = *at, end = begin, total = 0;
+  while (end < e && rows[end] == r) {
+    total += csr_ptr(matrix, cols[end] + 1) - csr_ptr(matrix, cols[end]);
+    ++end;
+  }
+  *at = end;
+  if (grow((void**) &scratch.columns[slot], &scratch.width[slot], total, sizeof(int64_t)) != 0) return ERROR_MEMORY;
+  int64_t* listed = scratch.columns[slot];
+  int64_t count = 0;
+  for (int64_t i = begin; i < end; ++i) {
+    int64_t c = cols[i];
+    for (int64_t j = csr_ptr(matrix, c); j < csr_ptr(matrix, c + 1); ++j) {
+      int64_t item = csr_index(matrix, j);
+      if (!(scratch.touched[item] & bit)) {
+        scratch.touched[item] |= bit;
+        listed[count++] = item;
+      }
+      double value = (double) matrix->data[j];
+      for (int w = 0; w < weightings; ++w) scratch.sums[3 * item + first + w] += value * weights[(int64_t) w * e + i];
+    }
+  }
+  return count;
+}
+
+/* Clear what a gather left in the scratch. */
+static void clear_gathered(int slot, int64_t count, int first, int weightings, unsigned char bit) {
+  for (int64_t p = 0; p < count; ++p) {
+    int64_t item = scratch.columns[slot][p];
+    for (int w = 0; w < weightings; ++w) scratch.sums[3 * item + first + w] = 0.0;
+    scratch.touched[item] &= (unsigned char) ~bit;
+  }
+}
+
+static int is_excluded(const int64_t* keys, int64_t count, int64_t key) {
+  int64_t low = 0, high = count;
+  while (low < high) {
+    int64_t middle = low + (high - low) / 2;
+    if (keys[middle] < key) low = middle + 1; else high = middle;
+  }
+  return low < count && keys[low] == key;
+}
+
+/* Whether x comes before y: the larger value first, then the smaller item (the numpy code's order). */
+static inline int before(const Scored* x, const Scored* y) {
+  return x->value > y->value || (x->value == y->value && x->item < y->item);
+}
+
+/* Rearrange a[0..count) so that its k first entries are the k first in `before` order (in no order among them). */
+static void select_first(Scored* a, int64_t count, int64_t k) {
+  int64_t low = 0, high = count - 1;
+  while (low < high) {
+    int64_t middle = low + (high - low) / 2;
+    /* median of three as the pivot, moved to a[high] */
+    if (before(&a[middle], &a[low])) { Scored t = a[middle]; a[middle] = a[low]; a[low] = t; }
+    if (before(&a[high], &a[low])) { Scored t = a[high]; a[high] = a[low]; a[low] = t; }
+    if (before(&a[middle], &a[high])) { Scored t = a[middle]; a[middle] = a[high]; a[high] = t; }
+    Scored pivot = a[high];
+    int64_t store = low;
+    for (int64_t i = low; i < high; ++i) {
+      if (before(&a[i], &pivot)) { Scored t = a[i]; a[i] = a[store]; a[store] = t; ++store; }
+    }
+    { Scored t = a[store]; a[store] = a[high]; a[high] = t; }
+    if (store == k - 1 || store == k) return;
+    if (store < k) low = store + 1; else high = store - 1;
+  }
+}
+
+/* Propose the `k` first of `count` entries (items each once; values read by `value_of`) in `before` order among
+   those with a positive value, neither excluded nor disallowed. Each proposal counts once more in
+   scratch.proposals; a first one is appended to `proposed`. */
+static int propose_best(const Scored* entries, int64_t count, int64_t k, int64_t r, int64_t n,
+                        const int64_t* excluded, int64_t n_excluded, const unsigned char* allowed,
+                        int64_t* proposed, int64_t* n_proposed) {
+  if (k <= 0 || count == 0) return 0;
+  if (grow((void**) &scratch.scored, &scratch.scored_size, count, sizeof(Scored)) != 0) return ERROR_MEMORY;
+  int64_t eligible = 0;
+  for (int64_t p = 0; p < count; ++p) {
+    int64_t item = entries[p].item;
+    if (!(entries[p].value > 0.0f)) continue;
+    if (allowed != NULL && !allowed[item]) continue;
+    if (n_excluded > 0 && is_excluded(excluded, n_excluded, r * n + item)) continue;
+    scratch.scored[eligible++] = entries[p];
+  }
+  int64_t kept = eligible < k ? eligible : k;
+  if (kept < eligible) select_first(scratch.scored, eligible, kept);
+  for (int64_t p = 0; p < kept; ++p) {
+    int64_t item = scratch.scored[p].item;
+    if (scratch.proposals[item]++ == 0) proposed[(*n_proposed)++] = item;
+  }
+  return 0;
+}
+
+static __thread Scored* listing = NULL;
+static __thread int64_t listing_size = 0;
+
+/* The gathered items of `slot` with their sums of column `at` as float32 (the numpy code's values), into listing. */
+static int list_sums(int slot, int64_t count, int at) {
+  if (grow((void**) &listing, &listing_size, count, sizeof(Scored)) != 0) return ERROR_MEMORY;
+  for (int64_t p = 0; p < count; ++p) {
+    int64_t item = scratch.columns[slot][p];
+    listing[p].item = item;
+    listing[p].value = (float) scratch.sums[3 * item + at];
+  }
+  return 0;
+}
+
+/* A matrix row's items and values (row -1: none), into listing. Returns how many, or an error. */
+static int64_t list_row(const Csr* matrix, int64_t row) {
+  if (row < 0) return 0;
+  int64_t begin = csr_ptr(matrix, row), end = csr_ptr(matrix, row + 1);
+  if (grow((void**) &listing, &listing_size, end - begin, sizeof(Scored)) != 0) return ERROR_MEMORY;
+  for (int64_t j = begin; j < end; ++j) {
+    listing[j - begin].item = csr_index(matrix, j);
+    listing[j - begin].value = matrix->data[j];
+  }
+  return end - begin;
+}
+
+static float csr_value_at(const Csr* matrix, int64_t row, int64_t column) {
+  if (row < 0) return 0.0f;
+  int64_t low = csr_ptr(matrix, row), end = csr_ptr(matrix, row + 1), high = end;
+  while (low < high) {
+    int64_t middle = low + (high - low) / 2;
+    if (csr_index(matrix, middle) < column) low = middle + 1; else high = middle;
+  }
+  return (low < end && csr_index(matrix, low) == column) ? matrix->data[low] : 0.0f;
+}
+
+static void sort_items(int64_t* a, int64_t count) {
+  /* insertion sort below 24 entries, quicksort (median of three) above */
+  while (count > 24) {
+    int64_t middle = count / 2, last = count - 1, t;
+    if (a[middle] < a[0]) { t = a[middle]; a[middle] = a[0]; a[0] = t; }
+    if (a[last] < a[0]) { t = a[last]; a[last] = a[0]; a[0] = t; }
+    if (a[last] < a[middle]) { t = a[last]; a[last] = a[middle]; a[middle] = t; }
+    int64_t pivot = a[middle], i = 0, j = last;
+    while (i <= j) {
+      while (a[i] < pivot) ++i;
+      while (a[j] > pivot) --j;
+      if (i <= j) { t = a[i]; a[i] = a[j]; a[j] = t; ++i; --j; }
+    }
+    if (j + 1 < count - i) { sort_items(a, j + 1); a += i; count -= i; }
+    else { sort_items(a + i, count - i); count = j + 1; }
+  }
+  for (int64_t i = 1; i < count; ++i) {
+    int64_t value = a[i], j = i - 1;
+    while (j >= 0 && a[j] > value) { a[j + 1] = a[j]; --j; }
+    a[j + 1] = value;
+  }
+}
+
+/* Columns of the features this call writes, in `columns` (-1: not read, left as they are). */
+enum {
+  COLUMN_ITEM_ITEM, COLUMN_ITEM_ITEM_SHARE, COLUMN_RECENT, COLUMN_RECENT_SHARE, COLUMN_SEQUENCE, COLUMN_SEQUENCE_SHARE,
+  COLUMN_TRANSITION_LAST, COLUMN_TRANSITION_PREVIOUS, COLUMN_POPULARITY_RANK, COLUMN_HISTORY_LENGTH,
+  COLUMN_SOURCE_COUNT, COLUMNS
+};
+
+/* Sources' proposals per shopper: two-tower, item-item, recent item-item, transitions, sequential rules, popular. */
+enum { COUNT_ITEM_ITEM, COUNT_RECENT, COUNT_TRANSITIONS, COUNT_SEQUENCE, COUNT_POPULAR, COUNTS };
+
+static void write_share(float* features, int64_t f, int64_t entries, int64_t value_column, int64_t share_column) {
+  if (value_column < 0 || share_column < 0) return;
+  float best = -__builtin_inff();
+  for (int64_t p = 0; p < entries; ++p) {
+    float value = features[p * f + value_column];
+    if (value > best) best = value;
+  }
+  for (int64_t p = 0; p < entries; ++p) {
+    float value = features[p * f + value_column];
+    features[p * f + share_column] = best > 0.0f ? (float) ((double) value / (double) best) : 0.0f;
+  }
+}
+
+/* Candidates of m shoppers and their sparse features.
+ *
+ * Inputs: n items; `excluded` sorted keys r * n + item never proposed; `allowed` (n,) or NULL; the item-item,
+ * sequence and transition matrices; the item-item entries of the histories (rows ascending, then cols: e_item of
+ * them, weights (2, e_item): the history's and the recent half-life), the sequence entries (weights (1, e_sequence));
+ * each shopper's last and previous product (-1: none); the popular order (n_order items, allowed ones), how many
+ * excluded items each shopper has; the two-tower's top (m, tt_width), -1 pads; counts per source (COUNTS);
+ * popularity ranks (n,); each shopper's history-length feature (m,); the feature columns (COLUMNS) of rows of
+ * f floats.
+ *
+ * Outputs, entry by entry, shoppers in order and each shopper's candidates ascending: out_rows, out_items and rows
+ * of `features` (bound, f), whose other columns are left as they are. Returns the entries written, or a negative
+ * error (ERROR_MEMORY, ERROR_BOUND).
+ */
+int64_t stage_candidates(
+    int64_t m, int64_t n, const int64_t* excluded, int64_t n_excluded, const unsigned char* allowed,
+    const Csr* item_item, const Csr* sequence, const Csr* transitions,
+    int64_t e_item, const int64_t* item_rows, const int64_t* item_cols, const double* item_weights,
+    int64_t e_sequence, const int64_t* sequence_rows, const int64_t* sequence_cols, const double* sequence_weights,
+    const int64_t* last, const int64_t* previous,
+    const int64_t* popular_order, int64_t n_order, const int64_t* excluded_counts,
+    const int64_t* two_tower, int64_t tt_width, const int64_t* counts,
+    const float* popularity_rank, const double* history_length, int64_t f, const int64_t* columns,
+    int64_t bound, int64_t* out_rows, int64_t* out_items, float* features) {
+  if (reserve_items(n) != 0) return ERROR_MEMORY;
+  int64_t longest = tt_width + counts[COUNT_ITEM_ITEM] + counts[COUNT_RECENT] + counts[COUNT_TRANSITIONS]
+                    + counts[COUNT_SEQUENCE] + counts[COUNT_POPULAR];
+  if (grow((void**) &scratch.proposed, &scratch.proposed_size, longest > 0 ? longest : 1, sizeof(int64_t)) != 0)
+    return ERROR_MEMORY;
+  int64_t written = 0, at_item = 0, at_sequence = 0;
+  for (int64_t r = 0; r < m; ++r) {
+    int64_t n_item = gather_row(item_item, r, e_item, item_rows, item_cols, item_weights, 2, &at_item, 0, 0, 1);
+    if (n_item < 0) return n_item;
+    int64_t n_sequence = gather_row(sequence, r, e_sequence, sequence_rows, sequence_cols, sequence_weights, 1,
+                                    &at_sequence, 1, 2, 2);
+    if (n_sequence < 0) {
+      clear_gathered(0, n_item, 0, 2, 1);
+      return n_sequence;
+    }
+    int64_t* proposed = scratch.proposed;
+    int64_t n_proposed = 0;
+    for (int64_t j = 0; j < tt_width; ++j) {
+      int64_t item = two_tower[r * tt_width + j];
+      if (item >= 0 && scratch.proposals[item]++ == 0) proposed[n_proposed++] = item;
+    }
+    int failed = list_sums(0, n_item, 0)
+                 || propose_best(listing, n_item, counts[COUNT_ITEM_ITEM], r, n, excluded, n_excluded, allowed,
+                                 proposed, &n_proposed)
+                 || list_sums(0, n_item, 1)
+                 || propose_best(listing, n_item, counts[COUNT_RECENT], r, n, excluded, n_excluded, allowed,
+                                 proposed, &n_proposed)
+                 || list_sums(1, n_sequence, 2)
+                 || propose_best(listing, n_sequence, counts[COUNT_SEQUENCE], r, n, excluded, n_excluded, allowed,
+                                 proposed, &n_proposed);
+    int64_t n_following = failed ? 0 : list_row(transitions, last[r]);
+    failed = failed || n_following < 0
+             || propose_best(listing, n_following, counts[COUNT_TRANSITIONS], r, n, excluded, n_excluded, allowed,
+                             proposed, &n_proposed);
+    if (!failed) {
+      int64_t reads = counts[COUNT_POPULAR] + excluded_counts[r];
+      if (reads > n_order) reads = n_order;
+      for (int64_t j = 0, taken = 0; j < reads && taken < counts[COUNT_POPULAR]; ++j) {
+        int64_t item = popular_order[j];
+        if (n_excluded > 0 && is_excluded(excluded, n_excluded, r * n + item)) continue;
+        ++taken;
+        if (scratch.proposals[item]++ == 0) proposed[n_proposed++] = item;
+      }
+    }
+    if (failed || written + n_proposed > bound) {
+      for (int64_t p = 0; p < n_proposed; ++p) scratch.proposals[proposed[p]] = 0;
+      clear_gathered(0, n_item, 0, 2, 1);
+      clear_gathered(1, n_sequence, 2, 1, 2);
+      return failed ? ERROR_MEMORY : ERROR_BOUND;
+    }
+
+    sort_items(proposed, n_proposed);
+    float* rows = features + written * f;
+    for (int64_t p = 0; p < n_proposed; ++p) {
+      int64_t item = proposed[p];
+      float* row = rows + p * f;
+      const double* sums = scratch.sums + 3 * item;  /* 0 where no gather touched the item */
+      out_rows[written + p] = r;
+      out_items[written + p] = item;
+      if (columns[COLUMN_ITEM_ITEM] >= 0) row[columns[COLUMN_ITEM_ITEM]] = (float) sums[0];
+      if (columns[COLUMN_RECENT] >= 0) row[columns[COLUMN_RECENT]] = (float) sums[1];
+      if (columns[COLUMN_SEQUENCE] >= 0) row[columns[COLUMN_SEQUENCE]] = (float) sums[2];
+      if (columns[COLUMN_TRANSITION_LAST] >= 0)
+        row[columns[COLUMN_TRANSITION_LAST]] = csr_value_at(transitions, last[r], item);
+      if (columns[COLUMN_TRANSITION_PREVIOUS] >= 0)
+        row[columns[COLUMN_TRANSITION_PREVIOUS]] = csr_value_at(transitions, previous[r], item);
+      if (columns[COLUMN_POPULARITY_RANK] >= 0) row[columns[COLUMN_POPULARITY_RANK]] = popularity_rank[item];
+      if (columns[COLUMN_HISTORY_LENGTH] >= 0) row[columns[COLUMN_HISTORY_LENGTH]] = (float) history_length[r];
+      if (columns[COLUMN_SOURCE_COUNT] >= 0) row[columns[COLUMN_SOURCE_COUNT]] = (float) scratch.proposals[item];
+      scratch.proposals[item] = 0;
+    }
+    clear_gathered(0, n_item, 0, 2, 1);
+    clear_gathered(1, n_sequence, 2, 1, 2);
+    write_share(rows, f, n_proposed, columns[COLUMN_ITEM_ITEM], columns[COLUMN_ITEM_ITEM_SHARE]);
+    write_share(rows, f, n_proposed, columns[COLUMN_RECENT], columns[COLUMN_RECENT_SHARE]);
+    write_share(rows, f, n_proposed, columns[COLUMN_SEQUENCE], columns[COLUMN_SEQUENCE_SHARE]);
+    written += n_proposed;
+  }
+  return written;
+}

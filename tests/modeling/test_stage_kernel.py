@@ -1,0 +1,156 @@
+"""The ranking stage's native code (modeling/stage_kernel.c) gives numpy's candidates and features, bit for bit.
+
+``numpy_candidates`` is the specification (tests/modeling/test_candidate_features.py holds the whole computation
+equal to a per-shopper loop); the C function must give the same arrays on every synthetic shop, with filters,
+exclusions, ties, negative scores, empty histories, either width of position arrays and sources cut short, from
+several threads at once, and the engine the same lists with it as without it. Where it cannot be used (no
+compiler, ``RECO_NATIVE=0``, a library that differs) numpy computes them.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modeling import native, reranker
+from modeling.compiled_ranker import toolchain
+
+pytestmark = pytest.mark.skipif(toolchain() is None, reason="no C compiler (gcc or clang) on this machine")
+
+WANTED = {
+    "every feature": lambda *names: True,
+    "the sequence's alone": lambda *names: "sequence" in names,
+    "none of them": lambda *names: False,
+}
+
+
+@pytest.fixture
+def function(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The C function, compiled into a fresh folder (a compiler that fails makes this fail, not skip)."""
+    monkeypatch.setenv(native.DIR_VARIABLE, str(tmp_path / "native"))
+    monkeypatch.delenv(native.SWITCH_VARIABLE, raising=False)
+    native.forget()
+    found = native.stage_function()
+    assert found is not None, "the stage's C code did not compile or load (see the log)"
+    assert list((tmp_path / "native").glob("stage_kernel-*.so")), "nothing was compiled into RECO_NATIVE_DIR"
+    yield found
+    native.forget()
+
+
+def _same(got: tuple[np.ndarray, ...] | None, expected: tuple[np.ndarray, ...]) -> bool:
+    return got is not None and all(a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+                                   for a, b in zip(got, expected, strict=True))
+
+
+@pytest.mark.parametrize("wanted", list(WANTED), ids=list(WANTED))
+def test_native_candidates_are_numpys_bit_for_bit(function, wanted: str) -> None:
+    read = WANTED[wanted]
+    checked = 0
+    for seed in range(120):
+        rng = np.random.default_rng(seed)
+        proposals = reranker.synthetic_proposals(seed, n=int(rng.integers(3, 90)), m=int(rng.integers(1, 8)))
+        expected = reranker.numpy_candidates(proposals, read)
+        assert _same(reranker.native_candidates(function, proposals, read), expected), f"seed {seed}"
+        checked += len(expected[0])
+    assert checked > 5_000  # the shops hold candidates: the comparison is not of empty arrays
+
+
+def test_the_synthetic_shops_exercise_what_they_claim() -> None:
+    """Negative and tied scores, empty histories, filters and both widths of positions occur (else the comparison
+    above would pass on easy cases only)."""
+    seen = {"negative": False, "tie": False, "empty history": False, "filter": False, "int32": False, "int64": False}
+    for seed in range(20):
+        proposals = reranker.synthetic_proposals(seed)
+        data = proposals.sources.item_item.data
+        seen["negative"] |= bool((data < 0).any())
+        seen["tie"] |= len(np.unique(data)) < len(data)
+        seen["empty history"] |= any(len(items) == 0 for items in proposals.histories.items)
+        seen["filter"] |= proposals.allowed is not None and not proposals.allowed.all()
+        for matrix in (proposals.sources.item_item, proposals.sources.sequence, proposals.sources.transitions):
+            seen[str(matrix.indices.dtype)] = True
+    assert all(seen.values()), seen
+
+
+def test_threads_calling_at_once_get_what_one_gets(function) -> None:
+    """Each thread has its own scratch: answers computed concurrently equal those computed in turn."""
+    shops = [reranker.synthetic_proposals(seed, n=200, m=6) for seed in range(40)]
+    expected = [reranker.numpy_candidates(shop, WANTED["every feature"]) for shop in shops]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda shop: reranker.native_candidates(function, shop, WANTED["every feature"]),
+                            shops * 3))
+    assert all(_same(answer, expected[at % len(shops)]) for at, answer in enumerate(got))
+
+
+def test_the_engine_serves_the_same_lists_with_and_without_it(pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    from modeling import artifacts
+    from modeling.recommender import History, Recommender
+
+    bundle = artifacts.load_bundle(pipeline.models / pipeline.version)
+    engine = Recommender(bundle)
+    items, users = np.asarray(bundle.arrays.item_ids), [str(u) for u in bundle.arrays.user_ids][:40]
+    rng = np.random.default_rng(3)
+    histories = {}
+    for user in users:
+        length = int(rng.integers(1, 25))
+        histories[user] = History(np.asarray(items[rng.integers(0, len(items), length)], dtype=object),
+                                  np.sort(rng.integers(1_600_000_000, 1_700_000_000, length)), np.ones(length))
+    allowed = rng.random(len(items)) > 0.1
+
+    def answers() -> list[dict]:
+        return [engine.recommend(users, histories, 10, allowed)] + [engine.recommend([u], histories, 10)
+                                                                    for u in users[:10]]
+
+    assert reranker.stage_kernel() is not None
+    calls = []
+    real = reranker.native_candidates
+    monkeypatch.setattr(reranker, "native_candidates", lambda *args: calls.append(1) or real(*args))
+    with_native = answers()
+    assert calls, "the engine did not use the native code"
+    monkeypatch.setattr(reranker, "stage_kernel", lambda: None)
+    with_numpy = answers()
+    for one, other in zip(with_native, with_numpy, strict=True):
+        for user, ranking in one.items():
+            assert np.array_equal(ranking.items, other[user].items) and np.array_equal(ranking.scores,
+                                                                                       other[user].scores)
+
+
+def test_switched_off_numpy_serves(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(native.DIR_VARIABLE, str(tmp_path))
+    monkeypatch.setenv(native.SWITCH_VARIABLE, "off")
+    native.forget()
+    try:
+        assert native.stage_function() is None and reranker.stage_kernel() is None
+        assert not list(tmp_path.iterdir())  # nothing compiled
+    finally:
+        native.forget()
+
+
+def test_without_a_compiler_numpy_serves_with_a_log_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv(native.DIR_VARIABLE, str(tmp_path))
+    monkeypatch.delenv(native.SWITCH_VARIABLE, raising=False)
+    monkeypatch.setattr(native, "toolchain", lambda: None)
+    native.forget()
+    try:
+        with caplog.at_level(logging.WARNING, logger="modeling.native"):
+            assert native.stage_function() is None
+        assert "no C compiler" in caplog.text and "numpy computes the candidates" in caplog.text
+    finally:
+        native.forget()
+
+
+def test_a_library_that_differs_from_numpy_is_not_used(monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """The once-per-process check refuses a function whose answers differ (here: it proposes nothing)."""
+    def proposes_nothing(*args: object) -> int:
+        return 0
+
+    monkeypatch.setattr(native, "stage_function", lambda: proposes_nothing)
+    monkeypatch.setattr(reranker, "_kernel", {})
+    with caplog.at_level(logging.WARNING, logger="modeling.reranker"):
+        assert reranker.stage_kernel() is None
+    assert "differs from numpy" in caplog.text
