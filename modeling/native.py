@@ -25,6 +25,7 @@ import platform
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,9 +118,7 @@ def stage_function() -> Any | None:
             function.argtypes = [
                 count, count, pointer, count, pointer,  # m, n, excluded, n_excluded, allowed
                 csr, csr, csr,  # item-item, sequence, transitions
-                count, pointer, pointer, pointer,  # the item-item entries
-                count, pointer, pointer, pointer,  # the sequence entries
-                pointer, pointer,  # last, previous
+                pointer, pointer, pointer, count, count,  # histories, their decays, which decay, sequence length
                 pointer, count, pointer,  # popular order, its length, excluded counts
                 pointer, count, pointer,  # two-tower top, its width, counts per source
                 pointer, pointer, count, pointer,  # popularity ranks, history lengths, features per row, columns
@@ -161,10 +160,10 @@ def _int64(values: np.ndarray) -> np.ndarray:
 
 
 def stage_candidates(function: Any, *, n: int, excluded: np.ndarray, allowed: np.ndarray | None,
-                     matrices: tuple[Csr, Csr, Csr], item_entries: tuple[np.ndarray, np.ndarray, np.ndarray],
-                     sequence_entries: tuple[np.ndarray, np.ndarray, np.ndarray], last: np.ndarray,
-                     previous: np.ndarray, popular_order: np.ndarray, excluded_counts: np.ndarray,
-                     two_tower: np.ndarray, counts: tuple[int, int, int, int, int], popularity_rank: np.ndarray,
+                     matrices: tuple[Csr, Csr, Csr], history_items: Sequence[np.ndarray],
+                     decays: tuple[np.ndarray | None, np.ndarray | None], sequence_length: int,
+                     popular_order: np.ndarray, excluded_counts: np.ndarray, two_tower: np.ndarray,
+                     counts: tuple[int, int, int, int, int], popularity_rank: np.ndarray,
                      history_length: np.ndarray, columns: np.ndarray,
                      n_features: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Call the C function ``stage_candidates`` (:func:`stage_function`) for m shoppers.
@@ -175,9 +174,10 @@ def stage_candidates(function: Any, *, n: int, excluded: np.ndarray, allowed: np
         excluded: sorted keys ``row * n + item`` never proposed.
         allowed: optional (n,) bool.
         matrices: the item-item, sequence and transition matrices (:func:`csr`).
-        item_entries: the histories' item-item entries ``(rows (e,), items (e,), weights (2, e) float64)``.
-        sequence_entries: their sequential-rules entries (weights (1, e)).
-        last, previous: (m,) each shopper's last and previous product (-1: none).
+        history_items: m arrays of item positions, oldest first.
+        decays: each interaction's (H,) float32 weight under the history's and the recent half-life (histories one
+            after the other), None for a half-life of 0 (weights 1).
+        sequence_length: the most recent products the sequential rules read.
         popular_order: allowed positions by decreasing popularity.
         excluded_counts: (m,) items each shopper excludes.
         two_tower: (m, T) the two-tower's top, -1 pads.
@@ -193,8 +193,9 @@ def stage_candidates(function: Any, *, n: int, excluded: np.ndarray, allowed: np
 
     Raises:
         MemoryError: the C code could not allocate its scratch.
+        ValueError: ``two_tower`` is not (m, T).
     """
-    m = len(last)
+    m = len(history_items)
     two_tower = _int64(two_tower)
     if two_tower.ndim != 2 or len(two_tower) != m:
         raise ValueError(f"two_tower must be (m, T) for m = {m} shoppers, got shape {two_tower.shape}")
@@ -202,25 +203,28 @@ def stage_candidates(function: Any, *, n: int, excluded: np.ndarray, allowed: np
     out_rows = np.empty(bound, dtype=np.int64)
     out_items = np.empty(bound, dtype=np.int64)
     features = np.zeros((bound, n_features), dtype=np.float32)
-    excluded, last, previous = _int64(excluded), _int64(last), _int64(previous)
-    popular_order, excluded_counts = _int64(popular_order), _int64(excluded_counts)
-    item_rows, item_cols = _int64(item_entries[0]), _int64(item_entries[1])
-    item_weights = np.ascontiguousarray(item_entries[2], dtype=np.float64)
-    sequence_rows, sequence_cols = _int64(sequence_entries[0]), _int64(sequence_entries[1])
-    sequence_weights = np.ascontiguousarray(sequence_entries[2], dtype=np.float64)
+    lengths = np.fromiter((len(items) for items in history_items), dtype=np.int64, count=m)
+    pointers = np.zeros(m + 1, dtype=np.int64)
+    np.cumsum(lengths, out=pointers[1:])
+    items = _int64(np.concatenate(history_items)) if m else np.zeros(0, dtype=np.int64)
+    weights = np.zeros((2, len(items)), dtype=np.float32)
+    decayed = 0
+    for at, decay in enumerate(decays):
+        if decay is not None:
+            weights[at] = decay
+            decayed |= 1 << at
+    excluded, popular_order, excluded_counts = _int64(excluded), _int64(popular_order), _int64(excluded_counts)
     rank = np.ascontiguousarray(popularity_rank, dtype=np.float32)
-    lengths = np.ascontiguousarray(history_length, dtype=np.float64)
+    history_feature = np.ascontiguousarray(history_length, dtype=np.float64)
     source_counts, columns = _int64(np.asarray(counts)), _int64(columns)
     mask = None if allowed is None else np.ascontiguousarray(allowed, dtype=np.bool_)
     written = function(
         m, n, excluded.ctypes.data, len(excluded), None if mask is None else mask.ctypes.data,
         ctypes.byref(matrices[0]), ctypes.byref(matrices[1]), ctypes.byref(matrices[2]),
-        len(item_rows), item_rows.ctypes.data, item_cols.ctypes.data, item_weights.ctypes.data,
-        len(sequence_rows), sequence_rows.ctypes.data, sequence_cols.ctypes.data, sequence_weights.ctypes.data,
-        last.ctypes.data, previous.ctypes.data, popular_order.ctypes.data, len(popular_order),
-        excluded_counts.ctypes.data, two_tower.ctypes.data, two_tower.shape[1], source_counts.ctypes.data,
-        rank.ctypes.data, lengths.ctypes.data, n_features, columns.ctypes.data,
-        bound, out_rows.ctypes.data, out_items.ctypes.data, features.ctypes.data)
+        pointers.ctypes.data, items.ctypes.data, weights.ctypes.data, decayed, int(sequence_length),
+        popular_order.ctypes.data, len(popular_order), excluded_counts.ctypes.data, two_tower.ctypes.data,
+        two_tower.shape[1], source_counts.ctypes.data, rank.ctypes.data, history_feature.ctypes.data, n_features,
+        columns.ctypes.data, bound, out_rows.ctypes.data, out_items.ctypes.data, features.ctypes.data)
     if written < 0:
         raise MemoryError(f"the ranking stage's native code failed (code {written})")
     return out_rows[:written], out_items[:written], features[:written]

@@ -604,9 +604,10 @@ def native_candidates(function: Any, proposals: Proposals,
         return None
     return native.stage_candidates(
         function, n=p.n, excluded=p.excluded, allowed=p.allowed, matrices=matrices,  # type: ignore[arg-type]
-        item_entries=p.histories.entries_each((config.history_half_life_days, config.recent_half_life_days)),
-        sequence_entries=p.histories.recent_entries(p.sources.sequence_history),
-        last=p.histories.last(1), previous=p.histories.last(2), popular_order=p.popular_order,
+        history_items=p.histories.items,
+        decays=tuple(p.histories.decays(half_life) if half_life > 0 else None  # type: ignore[arg-type]
+                     for half_life in (config.history_half_life_days, config.recent_half_life_days)),
+        sequence_length=max(1, int(p.sources.sequence_history)), popular_order=p.popular_order,
         excluded_counts=p.excluded_counts, two_tower=p.two_tower,
         counts=(config.item_item, config.item_item_recent, config.transitions, config.sequence, config.popular),
         popularity_rank=rank, history_length=p.history_length, columns=_native_columns(wanted),
@@ -630,11 +631,12 @@ def synthetic_proposals(seed: int, *, n: int = 60, m: int = 5) -> Proposals:
         return CsrArrays(dense[rows, cols].astype(np.float32), cols.astype(indices_type), indptr, (n, n))
 
     sources = Sources(matrix(np.int64, np.int32), matrix(np.int32, np.int32), "ease", 10.0,
-                      matrix(np.int64, np.int64), 3, int(rng.integers(1, 4)))
+                      matrix(np.int64, np.int64), 3, int(rng.choice([1, 2, 3, 10])))
     items, stamps = [], []
     for row in range(m):
-        length = 0 if row == 0 else int(rng.integers(1, 12))
-        items.append(rng.integers(0, n, length).astype(np.int64))
+        length = 0 if row == 0 else int(rng.integers(1, 12) if rng.random() < 0.7 else rng.integers(33, 80))
+        drawn = rng.integers(0, n, length).astype(np.int64)
+        items.append(np.repeat(drawn, rng.integers(1, 3, length))[:length])  # some consecutive repeats
         stamps.append(np.sort(rng.integers(1_600_000_000, 1_700_000_000, length)).astype(np.int64))
     histories = HistoryBatch(items, stamps)
     exclude = [np.unique(h) for h in items]

@@ -88,34 +88,125 @@ static int grow(void** buffer, int64_t* size, int64_t needed, size_t item) {
   return 0;
 }
 
-/* Shopper r's weighted sums of the matrix rows at cols[*at..] (shopper r's entries: rows[] ascending) under
-   `weightings` weightings (weights (weightings, e)), added into scratch.sums[3 * item + first + w]; the items touched
-   are listed once in scratch.columns[slot] (marked with `bit`). The float64 sums add each entry's value times its
-   weight in entry order, as numpy's bincount does. Returns how many items, or an error. */
-static int64_t gather_row(const Csr* matrix, int64_t r, int64_t e, const int64_t* rows, const int64_t* cols,
-                          const double* weights, int weightings, int64_t* at, int slot, int first, unsigned char bit) {
-  int64_t begin = *at, end = begin, total = 0;
-  while (end < e && rows[end] == r) {
-    total += csr_ptr(matrix, cols[end] + 1) - csr_ptr(matrix, cols[end]);
-    ++end;
-  }
-  *at = end;
+/* The weighted sum of the matrix rows at cols[0..count) (ascending) under `weightings` weightings (weights
+   (weightings, stride)), added into scratch.sums[3 * item + first + w]; the items touched are listed once in
+   scratch.columns[slot] (marked with `bit`). The float64 sums add each entry's value times its weight in entry
+   order, as numpy's bincount does. Returns how many items, or an error. */
+static int64_t gather(const Csr* matrix, const int64_t* cols, int64_t count, const double* weights, int64_t stride,
+                      int weightings, int slot, int first, unsigned char bit) {
+  int64_t total = 0;
+  for (int64_t i = 0; i < count; ++i) total += csr_ptr(matrix, cols[i] + 1) - csr_ptr(matrix, cols[i]);
   if (grow((void**) &scratch.columns[slot], &scratch.width[slot], total, sizeof(int64_t)) != 0) return ERROR_MEMORY;
   int64_t* listed = scratch.columns[slot];
-  int64_t count = 0;
-  for (int64_t i = begin; i < end; ++i) {
+  int64_t touched = 0;
+  for (int64_t i = 0; i < count; ++i) {
     int64_t c = cols[i];
     for (int64_t j = csr_ptr(matrix, c); j < csr_ptr(matrix, c + 1); ++j) {
       int64_t item = csr_index(matrix, j);
       if (!(scratch.touched[item] & bit)) {
         scratch.touched[item] |= bit;
-        listed[count++] = item;
+        listed[touched++] = item;
       }
       double value = (double) matrix->data[j];
-      for (int w = 0; w < weightings; ++w) scratch.sums[3 * item + first + w] += value * weights[(int64_t) w * e + i];
+      for (int w = 0; w < weightings; ++w) scratch.sums[3 * item + first + w] += value * weights[w * stride + i];
     }
   }
-  return count;
+  return touched;
+}
+
+/* An entry of a history: an item and its place (its position in the history, or how far back it is). */
+typedef struct { int64_t item; int64_t place; } Placed;
+
+static int compare_placed(const void* a, const void* b) {
+  const Placed* x = (const Placed*) a;
+  const Placed* y = (const Placed*) b;
+  if (x->item != y->item) return (x->item > y->item) - (x->item < y->item);
+  return (x->place > y->place) - (x->place < y->place);
+}
+
+/* Sort by item, then place: insertion for a few entries, qsort for long histories. */
+static void sort_placed(Placed* a, int64_t count) {
+  if (count > 32) {
+    qsort(a, (size_t) count, sizeof(Placed), compare_placed);
+    return;
+  }
+  for (int64_t i = 1; i < count; ++i) {
+    Placed value = a[i];
+    int64_t j = i - 1;
+    while (j >= 0 && (a[j].item > value.item || (a[j].item == value.item && a[j].place > value.place))) {
+      a[j + 1] = a[j];
+      --j;
+    }
+    a[j + 1] = value;
+  }
+}
+
+static __thread Placed* placed = NULL;
+static __thread int64_t placed_size = 0;
+static __thread int64_t* entry_items = NULL;
+static __thread int64_t entry_items_size = 0;
+static __thread double* entry_weights = NULL;
+static __thread int64_t entry_weights_size = 0;
+
+/* A history's item-item entries (HistoryBatch.entries_each): its items once each, ascending, into entry_items, with
+   weights (2, count) into entry_weights: under each half-life whose bit is set in `decayed`, the sum of the item's
+   decays (in history order, as bincount adds them) capped at 1; otherwise 1. Returns how many, or an error. */
+static int64_t history_entries(const int64_t* items, const float* decays, int64_t stride, int64_t count,
+                               int decayed) {
+  if (grow((void**) &placed, &placed_size, count, sizeof(Placed)) != 0
+      || grow((void**) &entry_items, &entry_items_size, count, sizeof(int64_t)) != 0
+      || grow((void**) &entry_weights, &entry_weights_size, 2 * count, sizeof(double)) != 0)
+    return ERROR_MEMORY;
+  for (int64_t i = 0; i < count; ++i) {
+    placed[i].item = items[i];
+    placed[i].place = i;
+  }
+  sort_placed(placed, count);
+  int64_t unique = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    if (i == 0 || placed[i].item != placed[i - 1].item) {
+      entry_items[unique] = placed[i].item;
+      entry_weights[unique] = 0.0;
+      entry_weights[count + unique] = 0.0;
+      ++unique;
+    }
+    for (int w = 0; w < 2; ++w) entry_weights[w * count + unique - 1] += (double) decays[w * stride + placed[i].place];
+  }
+  for (int w = 0; w < 2; ++w) {
+    for (int64_t i = 0; i < unique; ++i) {
+      double* weight = &entry_weights[w * count + i];
+      *weight = (decayed >> w & 1) ? (*weight < 1.0 ? *weight : 1.0) : 1.0;
+    }
+  }
+  return unique;
+}
+
+/* A history's sequential-rules entries (HistoryBatch.recent_entries): its `length` most recent products, a run of
+   one product once, the most recent weighted 1, the one before 1/2, ... (a product met twice sums its weights, the
+   most recent first), ascending, into entry_items and entry_weights (1, count). Returns how many, or an error. */
+static int64_t sequence_entries(const int64_t* items, int64_t count, int64_t length) {
+  if (grow((void**) &placed, &placed_size, count, sizeof(Placed)) != 0
+      || grow((void**) &entry_items, &entry_items_size, count, sizeof(int64_t)) != 0
+      || grow((void**) &entry_weights, &entry_weights_size, 2 * count, sizeof(double)) != 0)
+    return ERROR_MEMORY;
+  int64_t back = 0;
+  for (int64_t i = count - 1; i >= 0 && back < length; --i) {
+    if (i + 1 < count && items[i + 1] == items[i]) continue;  /* the run's last product stands for it */
+    placed[back].item = items[i];
+    placed[back].place = back;
+    ++back;
+  }
+  sort_placed(placed, back);
+  int64_t unique = 0;
+  for (int64_t i = 0; i < back; ++i) {
+    if (i == 0 || placed[i].item != placed[i - 1].item) {
+      entry_items[unique] = placed[i].item;
+      entry_weights[unique] = 0.0;
+      ++unique;
+    }
+    entry_weights[unique - 1] += 1.0 / ((double) placed[i].place + 1.0);
+  }
+  return unique;
 }
 
 /* Clear what a gather left in the scratch. */
@@ -271,12 +362,12 @@ static void write_share(float* features, int64_t f, int64_t entries, int64_t val
 /* Candidates of m shoppers and their sparse features.
  *
  * Inputs: n items; `excluded` sorted keys r * n + item never proposed; `allowed` (n,) or NULL; the item-item,
- * sequence and transition matrices; the item-item entries of the histories (rows ascending, then cols: e_item of
- * them, weights (2, e_item): the history's and the recent half-life), the sequence entries (weights (1, e_sequence));
- * each shopper's last and previous product (-1: none); the popular order (n_order items, allowed ones), how many
- * excluded items each shopper has; the two-tower's top (m, tt_width), -1 pads; counts per source (COUNTS);
- * popularity ranks (n,); each shopper's history-length feature (m,); the feature columns (COLUMNS) of rows of
- * f floats.
+ * sequence and transition matrices; the histories, oldest first (shopper r's items history_items[history_ptr[r] ..
+ * history_ptr[r + 1]), history_ptr[0] = 0), each interaction's decays (2, H) float32 under the history's and the
+ * recent half-life (bit w of `decayed`: half-life w is positive, else its weights are 1); how many recent products
+ * the sequential rules read; the popular order (n_order items, allowed ones), how many excluded items each shopper
+ * has; the two-tower's top (m, tt_width), -1 pads; counts per source (COUNTS); popularity ranks (n,); each
+ * shopper's history-length feature (m,); the feature columns (COLUMNS) of rows of f floats.
  *
  * Outputs, entry by entry, shoppers in order and each shopper's candidates ascending: out_rows, out_items and rows
  * of `features` (bound, f), whose other columns are left as they are. Returns the entries written, or a negative
@@ -285,9 +376,8 @@ static void write_share(float* features, int64_t f, int64_t entries, int64_t val
 int64_t stage_candidates(
     int64_t m, int64_t n, const int64_t* excluded, int64_t n_excluded, const unsigned char* allowed,
     const Csr* item_item, const Csr* sequence, const Csr* transitions,
-    int64_t e_item, const int64_t* item_rows, const int64_t* item_cols, const double* item_weights,
-    int64_t e_sequence, const int64_t* sequence_rows, const int64_t* sequence_cols, const double* sequence_weights,
-    const int64_t* last, const int64_t* previous,
+    const int64_t* history_ptr, const int64_t* history_items, const float* decays, int64_t decayed,
+    int64_t sequence_length,
     const int64_t* popular_order, int64_t n_order, const int64_t* excluded_counts,
     const int64_t* two_tower, int64_t tt_width, const int64_t* counts,
     const float* popularity_rank, const double* history_length, int64_t f, const int64_t* columns,
@@ -297,12 +387,18 @@ int64_t stage_candidates(
                     + counts[COUNT_SEQUENCE] + counts[COUNT_POPULAR];
   if (grow((void**) &scratch.proposed, &scratch.proposed_size, longest > 0 ? longest : 1, sizeof(int64_t)) != 0)
     return ERROR_MEMORY;
-  int64_t written = 0, at_item = 0, at_sequence = 0;
+  int64_t written = 0, total = history_ptr[m] - history_ptr[0];
   for (int64_t r = 0; r < m; ++r) {
-    int64_t n_item = gather_row(item_item, r, e_item, item_rows, item_cols, item_weights, 2, &at_item, 0, 0, 1);
+    const int64_t* items = history_items + history_ptr[r];
+    int64_t count = history_ptr[r + 1] - history_ptr[r];
+    int64_t last = count >= 1 ? items[count - 1] : -1, previous = count >= 2 ? items[count - 2] : -1;
+    int64_t n_entries = history_entries(items, decays + history_ptr[r], total, count, (int) decayed);
+    if (n_entries < 0) return n_entries;
+    int64_t n_item = gather(item_item, entry_items, n_entries, entry_weights, count, 2, 0, 0, 1);
     if (n_item < 0) return n_item;
-    int64_t n_sequence = gather_row(sequence, r, e_sequence, sequence_rows, sequence_cols, sequence_weights, 1,
-                                    &at_sequence, 1, 2, 2);
+    n_entries = sequence_entries(items, count, sequence_length);
+    int64_t n_sequence = n_entries < 0 ? n_entries : gather(sequence, entry_items, n_entries, entry_weights, count,
+                                                             1, 1, 2, 2);
     if (n_sequence < 0) {
       clear_gathered(0, n_item, 0, 2, 1);
       return n_sequence;
@@ -322,7 +418,7 @@ int64_t stage_candidates(
                  || list_sums(1, n_sequence, 2)
                  || propose_best(listing, n_sequence, counts[COUNT_SEQUENCE], r, n, excluded, n_excluded, allowed,
                                  proposed, &n_proposed);
-    int64_t n_following = failed ? 0 : list_row(transitions, last[r]);
+    int64_t n_following = failed ? 0 : list_row(transitions, last);
     failed = failed || n_following < 0
              || propose_best(listing, n_following, counts[COUNT_TRANSITIONS], r, n, excluded, n_excluded, allowed,
                              proposed, &n_proposed);
@@ -355,9 +451,9 @@ int64_t stage_candidates(
       if (columns[COLUMN_RECENT] >= 0) row[columns[COLUMN_RECENT]] = (float) sums[1];
       if (columns[COLUMN_SEQUENCE] >= 0) row[columns[COLUMN_SEQUENCE]] = (float) sums[2];
       if (columns[COLUMN_TRANSITION_LAST] >= 0)
-        row[columns[COLUMN_TRANSITION_LAST]] = csr_value_at(transitions, last[r], item);
+        row[columns[COLUMN_TRANSITION_LAST]] = csr_value_at(transitions, last, item);
       if (columns[COLUMN_TRANSITION_PREVIOUS] >= 0)
-        row[columns[COLUMN_TRANSITION_PREVIOUS]] = csr_value_at(transitions, previous[r], item);
+        row[columns[COLUMN_TRANSITION_PREVIOUS]] = csr_value_at(transitions, previous, item);
       if (columns[COLUMN_POPULARITY_RANK] >= 0) row[columns[COLUMN_POPULARITY_RANK]] = popularity_rank[item];
       if (columns[COLUMN_HISTORY_LENGTH] >= 0) row[columns[COLUMN_HISTORY_LENGTH]] = (float) history_length[r];
       if (columns[COLUMN_SOURCE_COUNT] >= 0) row[columns[COLUMN_SOURCE_COUNT]] = (float) scratch.proposals[item];
