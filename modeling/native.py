@@ -121,7 +121,9 @@ def stage_function() -> Any | None:
                 pointer, pointer, pointer, count, count,  # histories, their decays, which decay, sequence length
                 pointer, count, pointer,  # popular order, its length, excluded counts
                 pointer, count, pointer,  # two-tower top, its width, counts per source
-                pointer, pointer, count, pointer,  # popularity ranks, history lengths, features per row, columns
+                pointer, pointer,  # popularity ranks, history lengths
+                pointer, pointer, pointer, pointer, count,  # categories, brands, prices, recent decays, their width
+                count, pointer,  # features per row, columns
                 count, pointer, pointer, pointer,  # bound, out rows, out items, features
             ]
             function.restype = ctypes.c_int64
@@ -164,7 +166,8 @@ def stage_candidates(function: Any, *, n: int, excluded: np.ndarray, allowed: np
                      decays: tuple[np.ndarray | None, np.ndarray | None], sequence_length: int,
                      popular_order: np.ndarray, excluded_counts: np.ndarray, two_tower: np.ndarray,
                      counts: tuple[int, int, int, int, int], popularity_rank: np.ndarray,
-                     history_length: np.ndarray, columns: np.ndarray,
+                     history_length: np.ndarray,
+                     attributes: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None, columns: np.ndarray,
                      n_features: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Call the C function ``stage_candidates`` (:func:`stage_function`) for m shoppers.
 
@@ -185,7 +188,10 @@ def stage_candidates(function: Any, *, n: int, excluded: np.ndarray, allowed: np
             sources.
         popularity_rank: (n,) float32.
         history_length: (m,) float64 the history-length feature.
-        columns: (11,) int64 the feature columns the C code fills (-1: not read).
+        attributes: for the category, brand and price features, the products' category and brand codes (n,) int32
+            and prices (n,) float32, and each shopper's R most recent products' decays (m, R) float32; None: not
+            read. The price feature is left as the ratio of the price to the recent median (before its logarithm).
+        columns: (15,) int64 the feature columns the C code fills (-1: not read).
         n_features: features per row.
 
     Returns:
@@ -193,7 +199,7 @@ def stage_candidates(function: Any, *, n: int, excluded: np.ndarray, allowed: np
 
     Raises:
         MemoryError: the C code could not allocate its scratch.
-        ValueError: ``two_tower`` is not (m, T).
+        ValueError: ``two_tower`` is not (m, T), or the decays not (m, R) with R at most 128.
     """
     m = len(history_items)
     two_tower = _int64(two_tower)
@@ -217,14 +223,27 @@ def stage_candidates(function: Any, *, n: int, excluded: np.ndarray, allowed: np
     rank = np.ascontiguousarray(popularity_rank, dtype=np.float32)
     history_feature = np.ascontiguousarray(history_length, dtype=np.float64)
     source_counts, columns = _int64(np.asarray(counts)), _int64(columns)
+    if attributes is None:
+        category = brand = price = decay = None
+        width = 0
+    else:
+        category, brand = (np.ascontiguousarray(codes, dtype=np.int32) for codes in attributes[:2])
+        price = np.ascontiguousarray(attributes[2], dtype=np.float32)
+        decay = np.ascontiguousarray(attributes[3], dtype=np.float32)
+        if decay.ndim != 2 or len(decay) != m:
+            raise ValueError(f"the recent products' decays must be (m, R) for m = {m} shoppers, got {decay.shape}")
+        width = decay.shape[1]
     mask = None if allowed is None else np.ascontiguousarray(allowed, dtype=np.bool_)
     written = function(
         m, n, excluded.ctypes.data, len(excluded), None if mask is None else mask.ctypes.data,
         ctypes.byref(matrices[0]), ctypes.byref(matrices[1]), ctypes.byref(matrices[2]),
         pointers.ctypes.data, items.ctypes.data, weights.ctypes.data, decayed, int(sequence_length),
         popular_order.ctypes.data, len(popular_order), excluded_counts.ctypes.data, two_tower.ctypes.data,
-        two_tower.shape[1], source_counts.ctypes.data, rank.ctypes.data, history_feature.ctypes.data, n_features,
-        columns.ctypes.data, bound, out_rows.ctypes.data, out_items.ctypes.data, features.ctypes.data)
+        two_tower.shape[1], source_counts.ctypes.data, rank.ctypes.data, history_feature.ctypes.data,
+        *(None if array is None else array.ctypes.data for array in (category, brand, price, decay)), width,
+        n_features, columns.ctypes.data, bound, out_rows.ctypes.data, out_items.ctypes.data, features.ctypes.data)
+    if written == -2:  # ERROR_BOUND: the only bound the inputs can break is the recent products' width
+        raise ValueError(f"at most 128 recent products for the attribute features, got {width}")
     if written < 0:
         raise MemoryError(f"the ranking stage's native code failed (code {written})")
     return out_rows[:written], out_items[:written], features[:written]

@@ -471,9 +471,12 @@ def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
         popular_order = _popular_order(tables, allowed, _popular_needed(config, exclude))
     tt_top, _ = index.search(query, min(config.two_tower, n), exclude, allowed, excluded=excluded)
     history_sizes = np.fromiter((len(h) for h in histories.items), dtype=np.int64, count=m)
-    proposals = Proposals(histories, sources, tables.popularity_rank, np.asarray(tt_top, dtype=np.int64), excluded,
-                          lengths, allowed, config, np.asarray(popular_order, dtype=np.int64), n,
-                          np.log1p(history_sizes))
+    text, attributes = wanted(*TEXT_FEATURES), wanted(*ATTRIBUTE_FEATURES)
+    recent = _recent_table(histories, TEXT_HISTORY) if text or attributes else None
+    proposals = Proposals(histories, sources, tables, np.asarray(tt_top, dtype=np.int64), excluded, lengths, allowed,
+                          config, np.asarray(popular_order, dtype=np.int64), n, np.log1p(history_sizes),
+                          (recent[0][:, -RECENT_HISTORY:], recent[1][:, -RECENT_HISTORY:])
+                          if recent is not None and attributes else None)
     kernel = stage_kernel()
     native = kernel(proposals, wanted) if kernel is not None else None
     rows, cand, feats = native if native is not None else numpy_candidates(proposals, wanted)
@@ -484,7 +487,8 @@ def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
         two_tower = _row_dots(np.asarray(item_vectors[cand], dtype=np.float32), query, starts, sizes)
         feats[:, column["two_tower"]] = two_tower
         feats[:, column["two_tower_gap"]] = two_tower - _row_max(two_tower, starts, sizes)[rows]
-    _history_features(feats, column, tables, histories, rows, cand, starts, sizes, config, wanted)
+    if recent is not None and text:
+        _text_features(feats, column, tables, *recent, rows, cand, starts, sizes)
 
     width = int(sizes.max(initial=0))
     candidates = np.full((m, width), -1, dtype=np.int64)
@@ -503,7 +507,7 @@ class Proposals:
     Attributes:
         histories: the m histories.
         sources: the item-item, transition and sequential-rules matrices over n items.
-        popularity_rank: (n,) float32 popularity percentiles.
+        tables: the products' popularity ranks, categories, brands and prices.
         two_tower: (m, T) int64 the two-tower's top positions, -1 pads.
         excluded: sorted keys ``row * n + item`` never proposed.
         excluded_counts: (m,) how many items each shopper excludes.
@@ -512,11 +516,13 @@ class Proposals:
         popular_order: allowed item positions by decreasing popularity (at least the head each shopper reads).
         n: items.
         history_length: (m,) float64 the history-length feature (log1p of each history's length).
+        recent: each shopper's :data:`RECENT_HISTORY` most recent products and their times ``(items (m, R) int64,
+            -1 pads, timestamps (m, R) int64)``, right-aligned, for the attribute features (None: none read).
     """
 
     histories: HistoryBatch
     sources: Sources
-    popularity_rank: np.ndarray
+    tables: ItemTables
     two_tower: np.ndarray
     excluded: np.ndarray
     excluded_counts: np.ndarray
@@ -525,14 +531,16 @@ class Proposals:
     popular_order: np.ndarray
     n: int
     history_length: np.ndarray
+    recent: tuple[np.ndarray, np.ndarray] | None = None
 
 
 NATIVE_FEATURES: tuple[str, ...] = (
     "item_item", "item_item_share", "item_item_recent", "item_item_recent_share", "sequence", "sequence_share",
     "transition_last", "transition_previous", "popularity_rank", "history_length", "source_count",
+    "category_match", "category_recent", "brand_match", "price_ratio",
 )
 """The features the candidates' computation fills (:func:`numpy_candidates`), in the order of the native code's
-``COLUMN_*`` constants; the others (two-tower, text and attribute features) are computed from its candidates."""
+``COLUMN_*`` constants; the others (two-tower and text features) are computed from its candidates."""
 
 
 def numpy_candidates(proposals: Proposals, wanted: Callable[..., bool]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -577,9 +585,11 @@ def numpy_candidates(proposals: Proposals, wanted: Callable[..., bool]) -> tuple
     if wanted("transition_previous"):
         preceding = rows_at(sources.transitions, histories.last(2))
         feats[:, column["transition_previous"]] = sparse_values(preceding, entry_keys(preceding, n), keys)
-    feats[:, column["popularity_rank"]] = p.popularity_rank[cand]
+    feats[:, column["popularity_rank"]] = p.tables.popularity_rank[cand]
     feats[:, column["history_length"]] = p.history_length[rows]
     feats[:, column["source_count"]] = count
+    if p.recent is not None and wanted(*ATTRIBUTE_FEATURES):
+        _attribute_features(feats, column, p.tables, *p.recent, rows, cand, config)
     return rows, cand, feats
 
 
@@ -590,6 +600,7 @@ def _native_columns(wanted: Callable[..., bool]) -> np.ndarray:
     read = {name: wanted(name, f"{name}_share") for name in ("item_item", "item_item_recent", "sequence")}
     read.update({f"{name}_share": value for name, value in read.items()})
     read.update(transition_last=wanted("transition_last"), transition_previous=wanted("transition_previous"))
+    read.update({name: wanted(*ATTRIBUTE_FEATURES) for name in ATTRIBUTE_FEATURES})
     return np.asarray([column[name] if read.get(name, True) else -1 for name in NATIVE_FEATURES], dtype=np.int64)
 
 
@@ -599,10 +610,13 @@ def native_candidates(function: Any, proposals: Proposals,
     where it cannot read the inputs as they are (a matrix of float64 values, e.g. while sources are fitted)."""
     p, config = proposals, proposals.config
     matrices = tuple(native.csr(matrix) for matrix in (p.sources.item_item, p.sources.sequence, p.sources.transitions))
-    rank = np.asarray(p.popularity_rank)
-    if any(matrix is None for matrix in matrices) or rank.dtype != np.float32 or len(rank) != p.n:
+    tables = p.tables
+    arrays = (tables.popularity_rank, tables.category, tables.brand, tables.price)
+    if (any(matrix is None for matrix in matrices) or any(len(array) != p.n for array in arrays)
+            or [array.dtype for array in arrays] != [np.float32, np.int32, np.int32, np.float32]):
         return None
-    return native.stage_candidates(
+    attributes = p.recent is not None and wanted(*ATTRIBUTE_FEATURES)
+    rows, items, feats = native.stage_candidates(
         function, n=p.n, excluded=p.excluded, allowed=p.allowed, matrices=matrices,  # type: ignore[arg-type]
         history_items=p.histories.items,
         decays=tuple(p.histories.decays(half_life) if half_life > 0 else None  # type: ignore[arg-type]
@@ -610,8 +624,14 @@ def native_candidates(function: Any, proposals: Proposals,
         sequence_length=max(1, int(p.sources.sequence_history)), popular_order=p.popular_order,
         excluded_counts=p.excluded_counts, two_tower=p.two_tower,
         counts=(config.item_item, config.item_item_recent, config.transitions, config.sequence, config.popular),
-        popularity_rank=rank, history_length=p.history_length, columns=_native_columns(wanted),
-        n_features=len(FEATURES))
+        popularity_rank=tables.popularity_rank, history_length=p.history_length,
+        attributes=(tables.category, tables.brand, tables.price, _recent_decay(*p.recent, config))
+        if attributes and p.recent is not None else None, columns=_native_columns(wanted), n_features=len(FEATURES))
+    if attributes:  # the C code leaves the price's ratio to its median (numpy's logarithm is not C's)
+        price_ratio = FEATURES.index("price_ratio")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            feats[:, price_ratio] = np.log(feats[:, price_ratio])
+    return rows, items, feats
 
 
 def synthetic_proposals(seed: int, *, n: int = 60, m: int = 5) -> Proposals:
@@ -653,8 +673,14 @@ def synthetic_proposals(seed: int, *, n: int = 60, m: int = 5) -> Proposals:
                          sequence=int(rng.integers(1, 6)), recent_half_life_days=float(rng.choice([0.0, 30.0])))
     lengths = np.asarray([len(e) for e in exclude], dtype=np.int64)
     sizes = np.asarray([len(h) for h in items], dtype=np.int64)
-    return Proposals(histories, sources, (rng.permutation(n) / (n - 1)).astype(np.float32), two_tower,
-                     excluded_keys(exclude, n), lengths, allowed, config, order.astype(np.int64), n, np.log1p(sizes))
+    prices = rng.choice([np.nan, 0.0, 9.99, 10.0, 25.5, 100.0], n) * rng.choice([1.0, 1.0, 1.1], n)
+    tables = ItemTables(rng.integers(-1, 4, n).astype(np.int32), rng.integers(-1, 3, n).astype(np.int32),
+                        prices.astype(np.float32), np.zeros((n, 1), dtype=np.float32),
+                        (rng.permutation(n) / max(n - 1, 1)).astype(np.float32), np.zeros(n, dtype=np.float32),
+                        np.arange(n, dtype=np.int64))
+    recent_items, recent_stamps, _ = _recent_table(histories, RECENT_HISTORY)
+    return Proposals(histories, sources, tables, two_tower, excluded_keys(exclude, n), lengths, allowed, config,
+                     order.astype(np.int64), n, np.log1p(sizes), (recent_items, recent_stamps))
 
 
 SYNTHETIC_CHECKS = 8
@@ -687,7 +713,8 @@ def _check_kernel(function: Any) -> bool:
             for wanted in (lambda *names: True, lambda *names: "sequence" in names):
                 got = native_candidates(function, proposals, wanted)
                 expected = numpy_candidates(proposals, wanted)
-                if got is None or not all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True)):
+                if got is None or not all(np.array_equal(a, b, equal_nan=True)
+                                          for a, b in zip(got, expected, strict=True)):
                     logger.warning("the ranking stage's native code differs from numpy on a synthetic shop (seed "
                                    "%d); numpy computes the candidates", seed)
                     return False
@@ -758,29 +785,6 @@ TEXT_FEATURES: tuple[str, ...] = ("text_history", "text_last", "nearest_age_days
 ATTRIBUTE_FEATURES: tuple[str, ...] = ("category_match", "category_recent", "brand_match", "price_ratio")
 
 
-def _history_features(feats: np.ndarray, column: dict[str, int], tables: ItemTables, histories: HistoryBatch,
-                      rows: np.ndarray, cand: np.ndarray, starts: np.ndarray, sizes: np.ndarray,
-                      config: StageConfig, wanted: Callable[..., bool]) -> None:
-    """Fill, in ``feats`` (e, F), the features that compare each candidate with its shopper's history: text
-    similarity and nearest item's age (:data:`TEXT_FEATURES`), category, brand and price matches
-    (:data:`ATTRIBUTE_FEATURES`), each group only when ``wanted`` says one of its features is read.
-
-    Args:
-        rows, cand: (e,) each entry's shopper row and item position (rows ascending).
-        starts, sizes: (m,) where each shopper's entries begin and how many there are.
-        wanted: whether any of the given feature names is read.
-    """
-    text, attributes = wanted(*TEXT_FEATURES), wanted(*ATTRIBUTE_FEATURES)
-    if not (text or attributes):
-        return
-    items, stamps, counts = _recent_table(histories, TEXT_HISTORY)
-    if text:
-        _text_features(feats, column, tables, items, stamps, counts, rows, cand, starts, sizes)
-    if attributes:
-        _attribute_features(feats, column, tables, items[:, -RECENT_HISTORY:], stamps[:, -RECENT_HISTORY:], rows,
-                            cand, config)
-
-
 def _text_features(feats: np.ndarray, column: dict[str, int], tables: ItemTables, items: np.ndarray,
                    stamps: np.ndarray, counts: np.ndarray, rows: np.ndarray, cand: np.ndarray, starts: np.ndarray,
                    sizes: np.ndarray) -> None:
@@ -847,9 +851,7 @@ def _attribute_features(feats: np.ndarray, column: dict[str, int], tables: ItemT
     brands = np.where(present, tables.brand[safe], -1)[rows]
     same = (tables.category[cand][:, None] == cats) & (cats >= 0)
     feats[:, column["category_match"]] = same.sum(axis=1) / count
-    half_life = max(config.recent_half_life_days, 1e-9) * 86_400.0
-    decay = np.where(present, np.power(0.5, (recent_stamps[:, -1:] - recent_stamps) / half_life), 0.0
-                     ).astype(np.float32)  # (m, 10)
+    decay = _recent_decay(recent, recent_stamps, config)  # (m, 10)
     total = decay.sum(axis=1)
     feats[:, column["category_recent"]] = (same * decay[rows]).sum(axis=1) / np.where(total > 0, total, 1.0)[rows]
     feats[:, column["brand_match"]] = ((tables.brand[cand][:, None] == brands) & (brands >= 0)).sum(axis=1) / count
@@ -858,6 +860,14 @@ def _attribute_features(feats: np.ndarray, column: dict[str, int], tables: ItemT
     median = _row_medians(prices)
     with np.errstate(divide="ignore", invalid="ignore"):
         feats[:, column["price_ratio"]] = np.log(tables.price[cand] / median[rows])
+
+
+def _recent_decay(recent: np.ndarray, recent_stamps: np.ndarray, config: StageConfig) -> np.ndarray:
+    """(m, R) float32: each recent product's weight for the category's recency-weighted match, halved every
+    ``recent_half_life_days`` before the shopper's latest product (0 on pads)."""
+    half_life = max(config.recent_half_life_days, 1e-9) * 86_400.0
+    return np.where(recent >= 0, np.power(0.5, (recent_stamps[:, -1:] - recent_stamps) / half_life), 0.0
+                    ).astype(np.float32)
 
 
 def _rows_and_scales(content: np.ndarray | QuantizedRows | StackedRows,

@@ -15,6 +15,7 @@
  */
 #include <stdint.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 #define ERROR_MEMORY (-1)
@@ -340,7 +341,7 @@ static void sort_items(int64_t* a, int64_t count) {
 enum {
   COLUMN_ITEM_ITEM, COLUMN_ITEM_ITEM_SHARE, COLUMN_RECENT, COLUMN_RECENT_SHARE, COLUMN_SEQUENCE, COLUMN_SEQUENCE_SHARE,
   COLUMN_TRANSITION_LAST, COLUMN_TRANSITION_PREVIOUS, COLUMN_POPULARITY_RANK, COLUMN_HISTORY_LENGTH,
-  COLUMN_SOURCE_COUNT, COLUMNS
+  COLUMN_SOURCE_COUNT, COLUMN_CATEGORY_MATCH, COLUMN_CATEGORY_RECENT, COLUMN_BRAND_MATCH, COLUMN_PRICE_RATIO, COLUMNS
 };
 
 /* Sources' proposals per shopper: two-tower, item-item, recent item-item, transitions, sequential rules, popular. */
@@ -359,6 +360,79 @@ static void write_share(float* features, int64_t f, int64_t entries, int64_t val
   }
 }
 
+/* numpy's sum of n float32 values as its reductions add them (pairwise_sum: eight running sums from eight values
+   on, then the rest one by one; below eight, one by one), for n up to 128. */
+static float numpy_sum(const float* a, int64_t n) {
+  float result;
+  if (n < 8) {
+    result = 0.0f;
+    for (int64_t i = 0; i < n; ++i) result += a[i];
+    return result;
+  }
+  float r[8];
+  for (int j = 0; j < 8; ++j) r[j] = a[j];
+  int64_t i;
+  for (i = 8; i < n - (n % 8); i += 8)
+    for (int j = 0; j < 8; ++j) r[j] += a[i + j];
+  result = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+  for (; i < n; ++i) result += a[i];
+  return result;
+}
+
+static int compare_float(const void* a, const void* b) {
+  float x = *(const float*) a, y = *(const float*) b;
+  return (x > y) - (x < y);
+}
+
+#define MAX_RECENT 128
+
+/* A shopper's most recent products as the attribute features read them (reranker._attribute_features): the last
+   `width` of the history, right-aligned (-1 pads), their categories and brands (-1: none or unknown), their recency
+   decays (`decay`, numpy's), the decays' sum and the median of their known prices (NaN: none). */
+typedef struct {
+  int64_t width, present;
+  int32_t category[MAX_RECENT], brand[MAX_RECENT];
+  float decay[MAX_RECENT], total, median;
+} Recent;
+
+static void recent_of(const int64_t* items, int64_t count, int64_t width, const float* decay, const int32_t* category,
+                      const int32_t* brand, const float* price, Recent* recent) {
+  float known[MAX_RECENT];
+  int64_t n_known = 0, pads = width - (count < width ? count : width);
+  recent->width = width;
+  recent->present = width - pads;
+  for (int64_t j = 0; j < width; ++j) {
+    int64_t item = j < pads ? -1 : items[count - width + j];
+    recent->category[j] = item >= 0 ? category[item] : -1;
+    recent->brand[j] = item >= 0 ? brand[item] : -1;
+    recent->decay[j] = decay[j];
+    if (item >= 0 && isfinite(price[item]) && price[item] > 0.0f) known[n_known++] = price[item];
+  }
+  recent->total = numpy_sum(recent->decay, width);
+  qsort(known, (size_t) n_known, sizeof(float), compare_float);
+  recent->median = n_known == 0 ? NAN : (known[(n_known - 1) / 2] + known[n_known / 2]) / 2.0f;
+}
+
+/* The attribute features of one candidate (the price's ratio to the median: the caller takes its logarithm). */
+static void write_attributes(const Recent* recent, int64_t item, const int32_t* category, const int32_t* brand,
+                             const float* price, const int64_t* columns, float* row) {
+  float weighted[MAX_RECENT];
+  int64_t same_category = 0, same_brand = 0;
+  for (int64_t j = 0; j < recent->width; ++j) {
+    int same = recent->category[j] >= 0 && category[item] == recent->category[j];
+    same_category += same;
+    weighted[j] = same ? recent->decay[j] : 0.0f;
+    same_brand += recent->brand[j] >= 0 && brand[item] == recent->brand[j];
+  }
+  double count = (double) (recent->present > 0 ? recent->present : 1);
+  if (columns[COLUMN_CATEGORY_MATCH] >= 0) row[columns[COLUMN_CATEGORY_MATCH]] = (float) ((double) same_category / count);
+  if (columns[COLUMN_BRAND_MATCH] >= 0) row[columns[COLUMN_BRAND_MATCH]] = (float) ((double) same_brand / count);
+  if (columns[COLUMN_CATEGORY_RECENT] >= 0)
+    row[columns[COLUMN_CATEGORY_RECENT]] = numpy_sum(weighted, recent->width) / (recent->total > 0.0f ? recent->total
+                                                                                                       : 1.0f);
+  if (columns[COLUMN_PRICE_RATIO] >= 0) row[columns[COLUMN_PRICE_RATIO]] = price[item] / recent->median;
+}
+
 /* Candidates of m shoppers and their sparse features.
  *
  * Inputs: n items; `excluded` sorted keys r * n + item never proposed; `allowed` (n,) or NULL; the item-item,
@@ -367,7 +441,9 @@ static void write_share(float* features, int64_t f, int64_t entries, int64_t val
  * recent half-life (bit w of `decayed`: half-life w is positive, else its weights are 1); how many recent products
  * the sequential rules read; the popular order (n_order items, allowed ones), how many excluded items each shopper
  * has; the two-tower's top (m, tt_width), -1 pads; counts per source (COUNTS); popularity ranks (n,); each
- * shopper's history-length feature (m,); the feature columns (COLUMNS) of rows of f floats.
+ * shopper's history-length feature (m,); the products' category and brand codes (n,) int32 and prices (n,) float32
+ * with each shopper's `recent_width` most recent products' decays (m, recent_width) float32 for the attribute features
+ * (category NULL: none of them); the feature columns (COLUMNS) of rows of f floats.
  *
  * Outputs, entry by entry, shoppers in order and each shopper's candidates ascending: out_rows, out_items and rows
  * of `features` (bound, f), whose other columns are left as they are. Returns the entries written, or a negative
@@ -380,8 +456,11 @@ int64_t stage_candidates(
     int64_t sequence_length,
     const int64_t* popular_order, int64_t n_order, const int64_t* excluded_counts,
     const int64_t* two_tower, int64_t tt_width, const int64_t* counts,
-    const float* popularity_rank, const double* history_length, int64_t f, const int64_t* columns,
+    const float* popularity_rank, const double* history_length,
+    const int32_t* category, const int32_t* brand, const float* price, const float* recent_decay, int64_t recent_width,
+    int64_t f, const int64_t* columns,
     int64_t bound, int64_t* out_rows, int64_t* out_items, float* features) {
+  if (recent_width > MAX_RECENT) return ERROR_BOUND;
   if (reserve_items(n) != 0) return ERROR_MEMORY;
   int64_t longest = tt_width + counts[COUNT_ITEM_ITEM] + counts[COUNT_RECENT] + counts[COUNT_TRANSITIONS]
                     + counts[COUNT_SEQUENCE] + counts[COUNT_POPULAR];
@@ -440,6 +519,10 @@ int64_t stage_candidates(
     }
 
     sort_items(proposed, n_proposed);
+    Recent recent;
+    int attributes = category != NULL && recent_width > 0;
+    if (attributes)
+      recent_of(items, count, recent_width, recent_decay + r * recent_width, category, brand, price, &recent);
     float* rows = features + written * f;
     for (int64_t p = 0; p < n_proposed; ++p) {
       int64_t item = proposed[p];
@@ -457,6 +540,7 @@ int64_t stage_candidates(
       if (columns[COLUMN_POPULARITY_RANK] >= 0) row[columns[COLUMN_POPULARITY_RANK]] = popularity_rank[item];
       if (columns[COLUMN_HISTORY_LENGTH] >= 0) row[columns[COLUMN_HISTORY_LENGTH]] = (float) history_length[r];
       if (columns[COLUMN_SOURCE_COUNT] >= 0) row[columns[COLUMN_SOURCE_COUNT]] = (float) scratch.proposals[item];
+      if (attributes) write_attributes(&recent, item, category, brand, price, columns, row);
       scratch.proposals[item] = 0;
     }
     clear_gathered(0, n_item, 0, 2, 1);
