@@ -50,6 +50,11 @@ to native code (what publishing writes) and with the same booster scored by Ligh
 compiled, compiled, lightgbm, ...), ROUNDS rounds of each, as above, and how many of 1,000 shoppers' served top 10
 are the same under both; to benchmarks/results/serving-compiled-ranker.json.
 
+With `--compare-native ROUNDS` it runs only, in process, the engine with the ranking stage's candidates and their
+sparse features computed by its native code (modeling/stage_kernel.c, what the service uses where a C compiler is
+found) and by numpy, alternately (numpy, native, native, numpy, ...), ROUNDS rounds of each, as above, and how many
+of 1,000 shoppers' served top 10 are the same under both; to benchmarks/results/serving-native.json.
+
 With `--impressions-overhead ROUNDS` it runs only the cost of recording impressions (a RecommendationList row
 per answer, written by a background thread per worker): per round one gunicorn with RECO_IMPRESSIONS=1 and
 one with =0, in alternating order (on, off; off, on; ...), each warmed up then loaded with "one known
@@ -638,6 +643,42 @@ def compare_compiled_ranker(work: Path, version: str, rounds: int) -> dict:
     return figures
 
 
+class _NativeSwitched:
+    """An engine whose ranking stage computes its candidates with its native code or with numpy (``kernel``: what
+    :func:`modeling.reranker.stage_kernel` gives during each of its calls)."""
+
+    def __init__(self, engine, kernel) -> None:  # noqa: ANN001
+        self.engine, self.kernel = engine, kernel
+
+    def recommend(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        from modeling import reranker
+
+        checked, reranker.stage_kernel = reranker.stage_kernel, self.kernel
+        try:
+            return self.engine.recommend(*args, **kwargs)
+        finally:
+            reranker.stage_kernel = checked
+
+
+def compare_native(work: Path, version: str, rounds: int) -> dict:
+    """The engine with the ranking stage's candidates computed by its native code (modeling/stage_kernel.c) and by
+    numpy, alternately (numpy, native, native, numpy, ...), ROUNDS rounds of each: one shopper (500 calls) and 100
+    shoppers (15 calls), medians per round; and how many of 1,000 shoppers' served top 10 are the same under both."""
+    from modeling import artifacts, reranker
+    from modeling.recommender import Recommender
+
+    bundle = artifacts.load_bundle(work / "models" / version)
+    engine = Recommender(bundle, ann_min_items=ann_min_items())
+    kernel = reranker.stage_kernel
+    if kernel() is None:
+        raise SystemExit("the ranking stage's native code is not available here (no C compiler, or RECO_NATIVE=0)")
+    engines = {"numpy": _NativeSwitched(engine, lambda: None), "native": _NativeSwitched(engine, kernel)}
+    timed, order, (users, history, allowed) = _alternately(engines, bundle, rounds)
+    figures: dict = {"order": order, **timed}
+    figures["served_lists"] = _served_overlap(engines["native"], engines["numpy"], users[:1000], history, allowed)
+    return figures
+
+
 def _write_comparison(output: str, sizes: dict, key: str, compared: dict, names: list[str]) -> None:
     """Write an in-process comparison (``{"sizes": ..., key: compared}``) to ``output`` and print each engine's
     medians per round, one shopper and 100 shoppers per call."""
@@ -1042,6 +1083,10 @@ def main() -> None:
     parser.add_argument("--compare-compiled-ranker", type=int, default=0, metavar="ROUNDS",
                         help="run only the engine in process with the bundle's ranker compiled and scored by LightGBM, "
                              "alternately, ROUNDS rounds of each (to benchmarks/results/serving-compiled-ranker.json)")
+    parser.add_argument("--compare-native", type=int, default=0, metavar="ROUNDS",
+                        help="run only the engine in process with the ranking stage's candidates computed by its "
+                             "native code and by numpy, alternately, ROUNDS rounds of each (to "
+                             "benchmarks/results/serving-native.json)")
     parser.add_argument("--impressions-overhead", type=int, default=0, metavar="ROUNDS",
                         help="run only the cost of recording impressions: ROUNDS rounds of \"one known shopper\" at 2 "
                              "connections with RECO_IMPRESSIONS=1 and =0, alternating the order (0: off)")
@@ -1057,6 +1102,11 @@ def main() -> None:
     if args.compare_compiled_ranker and (args.compare_index_kinds or args.compare_nprobe or args.impressions_overhead
                                          or args.in_process_only):
         parser.error("--compare-compiled-ranker runs alone")
+    if args.compare_native < 0:
+        parser.error("--compare-native: a number of rounds, at least 1")
+    if args.compare_native and (args.compare_compiled_ranker or args.compare_index_kinds or args.compare_nprobe
+                                or args.impressions_overhead or args.in_process_only):
+        parser.error("--compare-native runs alone")
     nprobes: tuple[int, ...] = ()
     if args.compare_nprobe:
         try:
@@ -1073,9 +1123,10 @@ def main() -> None:
                                      "serving-index-kinds.json" if args.compare_index_kinds > 0 else
                                      "serving-nprobe.json" if nprobes else
                                      "serving-compiled-ranker.json" if args.compare_compiled_ranker > 0 else
+                                     "serving-native.json" if args.compare_native > 0 else
                                      "serving.json"))
     if shutil.which("wrk") is None and not (args.in_process_only or args.compare_index_kinds or nprobes
-                                            or args.compare_compiled_ranker):
+                                            or args.compare_compiled_ranker or args.compare_native):
         raise SystemExit("wrk is not installed (Debian/Ubuntu: apt install wrk)")
     work = Path(args.workdir)
     info = build_workspace(work, args.users, args.items, args.interactions)
@@ -1100,6 +1151,8 @@ def main() -> None:
     compared_pair = (
         ("compiled_ranker", compare_compiled_ranker, args.compare_compiled_ranker, ["compiled", "lightgbm"])
         if args.compare_compiled_ranker > 0 else
+        ("native", compare_native, args.compare_native, ["native", "numpy"])
+        if args.compare_native > 0 else
         ("index_kinds", compare_index_kinds, args.compare_index_kinds, ["codes", "flat"])
         if args.compare_index_kinds > 0 else None)
     if compared_pair is not None:  # two engines alternately, and how many of their served lists are the same
