@@ -477,9 +477,9 @@ def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
                           config, np.asarray(popular_order, dtype=np.int64), n, np.log1p(history_sizes),
                           (recent[0][:, -RECENT_HISTORY:], recent[1][:, -RECENT_HISTORY:])
                           if recent is not None and attributes else None)
-    kernel = stage_kernel()
-    native = kernel(proposals, wanted) if kernel is not None else None
-    rows, cand, feats = native if native is not None else numpy_candidates(proposals, wanted)
+    kernel = stage_kernel()  # the stage's native code, where it compiled and gives numpy's values
+    computed = kernel(proposals, wanted) if kernel is not None else None
+    rows, cand, feats = computed if computed is not None else numpy_candidates(proposals, wanted)
     sizes = np.bincount(rows, minlength=m).astype(np.int64)
     starts = np.cumsum(sizes) - sizes
     column = {name: position for position, name in enumerate(FEATURES)}
