@@ -149,15 +149,21 @@ static __thread int64_t entry_items_size = 0;
 static __thread double* entry_weights = NULL;
 static __thread int64_t entry_weights_size = 0;
 
+/* Room for the entries of a history of `count` interactions. */
+static int reserve_entries(int64_t count) {
+  if (grow((void**) &placed, &placed_size, count, sizeof(Placed)) != 0
+      || grow((void**) &entry_items, &entry_items_size, count, sizeof(int64_t)) != 0
+      || grow((void**) &entry_weights, &entry_weights_size, 2 * count, sizeof(double)) != 0)
+    return ERROR_MEMORY;
+  return 0;
+}
+
 /* A history's item-item entries (HistoryBatch.entries_each): its items once each, ascending, into entry_items, with
    weights (2, count) into entry_weights: under each half-life whose bit is set in `decayed`, the sum of the item's
    decays (in history order, as bincount adds them) capped at 1; otherwise 1. Returns how many, or an error. */
 static int64_t history_entries(const int64_t* items, const float* decays, int64_t stride, int64_t count,
                                int decayed) {
-  if (grow((void**) &placed, &placed_size, count, sizeof(Placed)) != 0
-      || grow((void**) &entry_items, &entry_items_size, count, sizeof(int64_t)) != 0
-      || grow((void**) &entry_weights, &entry_weights_size, 2 * count, sizeof(double)) != 0)
-    return ERROR_MEMORY;
+  if (reserve_entries(count) != 0) return ERROR_MEMORY;
   for (int64_t i = 0; i < count; ++i) {
     placed[i].item = items[i];
     placed[i].place = i;
@@ -186,10 +192,7 @@ static int64_t history_entries(const int64_t* items, const float* decays, int64_
    one product once, the most recent weighted 1, the one before 1/2, ... (a product met twice sums its weights, the
    most recent first), ascending, into entry_items and entry_weights (1, count). Returns how many, or an error. */
 static int64_t sequence_entries(const int64_t* items, int64_t count, int64_t length) {
-  if (grow((void**) &placed, &placed_size, count, sizeof(Placed)) != 0
-      || grow((void**) &entry_items, &entry_items_size, count, sizeof(int64_t)) != 0
-      || grow((void**) &entry_weights, &entry_weights_size, 2 * count, sizeof(double)) != 0)
-    return ERROR_MEMORY;
+  if (reserve_entries(count) != 0) return ERROR_MEMORY;
   int64_t back = 0;
   for (int64_t i = count - 1; i >= 0 && back < length; --i) {
     if (i + 1 < count && items[i + 1] == items[i]) continue;  /* the run's last product stands for it */
