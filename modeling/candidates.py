@@ -157,22 +157,25 @@ class HistoryBatch:
         width = int(cols.max()) + 1
         keys, inverse = np.unique(rows * width + cols, return_inverse=True)
         weights = np.ones((len(half_lives), len(keys)), dtype=np.float64)
-        for at, half_life in enumerate(half_lives):
-            if half_life > 0:
-                weights[at] = np.minimum(np.bincount(inverse, weights=self.decays(half_life), minlength=len(keys)),
-                                         1.0)
+        for at, decayed in enumerate(self.decays_each(half_lives)):
+            if decayed is not None:
+                weights[at] = np.minimum(np.bincount(inverse, weights=decayed, minlength=len(keys)), 1.0)
         return keys // width, keys % width, weights
 
-    def decays(self, half_life_days: float) -> np.ndarray:
-        """(H,) float32: each interaction's weight, halved every ``half_life_days`` before its shopper's latest one,
-        the histories one after the other (H interactions in all)."""
+    def decays_each(self, half_lives: Sequence[float]) -> list[np.ndarray | None]:
+        """For each of ``half_lives``: (H,) float32 each interaction's weight, halved every that many days before its
+        shopper's latest one, the histories one after the other (H interactions in all); None for a half-life of
+        0 or less (weights of 1). The histories' times are read once for all of them."""
         lengths = np.fromiter((len(h) for h in self.items), dtype=np.int64, count=len(self.items))
+        if not any(half_life > 0 for half_life in half_lives):
+            return [None] * len(half_lives)
         if lengths.sum() == 0:
-            return np.zeros(0, dtype=np.float32)
+            return [np.zeros(0, dtype=np.float32) if half_life > 0 else None for half_life in half_lives]
         stamps = np.concatenate(self.timestamps).astype(np.float64)
         latest = np.repeat(np.fromiter((t.max() if len(t) else 0 for t in self.timestamps), dtype=np.float64,
                                        count=len(self.timestamps)), lengths)
-        return np.power(0.5, (latest - stamps) / (half_life_days * 86_400.0)).astype(np.float32)
+        return [np.power(0.5, (latest - stamps) / (half_life * 86_400.0)).astype(np.float32) if half_life > 0
+                else None for half_life in half_lives]
 
     def propagate(self, matrix: sp.csr_matrix, half_life_days: float = 0.0) -> SparseRows:
         """The rows of ``self.matrix(n, half_life_days) @ matrix`` (``matrix`` (n, n) csr), indices sorted.

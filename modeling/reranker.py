@@ -619,8 +619,8 @@ def native_candidates(function: Any, proposals: Proposals,
     rows, items, feats = native.stage_candidates(
         function, n=p.n, excluded=p.excluded, allowed=p.allowed, matrices=matrices,  # type: ignore[arg-type]
         history_items=p.histories.items,
-        decays=tuple(p.histories.decays(half_life) if half_life > 0 else None  # type: ignore[arg-type]
-                     for half_life in (config.history_half_life_days, config.recent_half_life_days)),
+        decays=tuple(p.histories.decays_each(  # type: ignore[arg-type]
+            (config.history_half_life_days, config.recent_half_life_days))),
         sequence_length=max(1, int(p.sources.sequence_history)), popular_order=p.popular_order,
         excluded_counts=p.excluded_counts, two_tower=p.two_tower,
         counts=(config.item_item, config.item_item_recent, config.transitions, config.sequence, config.popular),
