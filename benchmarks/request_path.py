@@ -3,6 +3,7 @@
 Usage:
     .venv/bin/python benchmarks/request_path.py                 # the demo shop of benchmarks/peer.py
     .venv/bin/python benchmarks/request_path.py --shop 100k     # the serving benchmark's workspace
+    .venv/bin/python benchmarks/request_path.py --compare-fast-lane 4   # Django against the fast lane
 
 Calls Django's WSGI handler directly, as gunicorn does, with ``GET /recommendations?users=<one known
 shopper>&k=10`` (a different shopper each time), then ``GET /similar_items`` and ``GET /check_users``, and
@@ -24,6 +25,12 @@ shoppers per request (a twentieth as many requests).
 
 Prints the median of each stage per endpoint and writes benchmarks/results/request-path-<shop>.json.
 The read endpoints' validation, authentication and throttling together should stay under 0.3 ms.
+
+With ``--compare-fast-lane ROUNDS`` it times whole requests of one shopper's ``/recommendations`` and of
+``/similar_items`` through Django's handler and through the fast lane in front of it (:mod:`recoapi.fast_lane`,
+what gunicorn serves), ROUNDS rounds of each in turn, ``--requests`` requests per round, and writes each round's
+median and whether both served the same lists to benchmarks/results/request-path-<shop>-fast-lane.json. The
+stage-by-stage figures above are Django's path.
 
 With ``--compare-every-feature ROUNDS`` it times only ``/recommendations`` (whole requests through the same
 handler, one known shopper each), alternately with the ranking stage computing only the features its ranker
@@ -239,6 +246,55 @@ def compare_every_feature(work: Path, requests: int, rounds: int) -> dict[str, A
             "median_ms_per_round": timed, "same_lists": all(served == lists[0] for served in lists)}
 
 
+def compare_fast_lane(work: Path, requests: int, rounds: int) -> dict[str, Any]:
+    """Median ms per round of whole requests through Django's handler and through the fast lane in front of it
+    (:mod:`recoapi.fast_lane`, what gunicorn serves), in turn, for one shopper's ``/recommendations`` and for
+    ``/similar_items``; and whether both served the same lists."""
+    _, bundle = _active(work)
+    from django.core.handlers.wsgi import WSGIHandler
+
+    from recoapi.fast_lane import FastLane
+
+    rng = np.random.default_rng(6)
+    users = [str(u) for u in bundle.arrays.user_ids[rng.integers(0, len(bundle.arrays.user_ids), requests)]]
+    items = [str(i) for i in bundle.arrays.item_ids[rng.integers(0, len(bundle.arrays.item_ids), requests)]]
+    django = WSGIHandler()
+    handlers = {"django": django, "fast_lane": FastLane(django)}
+    endpoints = {"recommendations": ("/recommendations", [f"users={u}&k=10" for u in users]),
+                 "similar_items": ("/similar_items", [f"item={i}&k=10" for i in items])}
+
+    def served(body: bytes) -> list[Any]:
+        answer = json.loads(body)
+        lists = [entry["items"] for entry in answer["recommendations"].values()] if "recommendations" in answer \
+            else [answer["items"]]
+        return [[(item["item_id"], item["score"]) for item in entries] for entries in lists]
+
+    def round_ms(handler: Any, path: str, queries: list[str]) -> tuple[float, list[Any]]:
+        answers, times = [], []
+        for query in queries:
+            started = time.perf_counter()
+            status, body = _call(handler, path, query)
+            times.append(time.perf_counter() - started)
+            if not status.startswith("200"):
+                raise SystemExit(f"{path}?{query}: {status} {body[:300]!r}")
+            answers.append(served(body))
+        return float(np.median(times[len(times) // 10:]) * 1000), answers
+
+    results: dict[str, Any] = {}
+    for endpoint, (path, queries) in endpoints.items():
+        round_ms(handlers["fast_lane"], path, queries[:100])  # warm up
+        round_ms(django, path, queries[:100])
+        timed: dict[str, list[float]] = {"django": [], "fast_lane": []}
+        lists = []
+        for turn in range(rounds):
+            for name in (("django", "fast_lane"), ("fast_lane", "django"))[turn % 2]:
+                median, answers = round_ms(handlers[name], path, queries)
+                timed[name].append(round(median, 3))
+                lists.append(answers)
+        results[endpoint] = {"median_ms_per_round": timed, "same_lists": all(a == lists[0] for a in lists)}
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shop", choices=("demo", "100k"), default="demo")
@@ -246,11 +302,13 @@ def main() -> None:
     parser.add_argument("--output", default=None, help="default: benchmarks/results/request-path-<shop>.json")
     parser.add_argument("--compare-every-feature", type=int, default=0, metavar="ROUNDS",
                         help="time /recommendations with the ranker's features and with every feature, in turn")
+    parser.add_argument("--compare-fast-lane", type=int, default=0, metavar="ROUNDS",
+                        help="time whole read requests through Django and through the fast lane, in turn")
     args = parser.parse_args()
     if args.requests < 100:
         raise SystemExit("--requests must be at least 100")
-    if args.compare_every_feature < 0:
-        raise SystemExit("--compare-every-feature must be a number of rounds")
+    if args.compare_every_feature < 0 or args.compare_fast_lane < 0:
+        raise SystemExit("--compare-every-feature and --compare-fast-lane take a number of rounds")
     from peer import demo_workspace
     from serving import _env, build_workspace
 
@@ -274,6 +332,16 @@ def main() -> None:
         with threadpool_limits(1):
             compared = compare_every_feature(work, args.requests, args.compare_every_feature)
         output = Path(args.output or RESULTS / f"request-path-{args.shop}-features.json")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps({"shop": args.shop, "requests_per_round": args.requests, **compared}, indent=2)
+                          + "\n")
+        print(json.dumps(compared, indent=2))
+        print(f"\nwritten to {os.path.relpath(output, ROOT)}")
+        return
+    if args.compare_fast_lane:
+        with threadpool_limits(1):
+            compared = compare_fast_lane(work, args.requests, args.compare_fast_lane)
+        output = Path(args.output or RESULTS / f"request-path-{args.shop}-fast-lane.json")
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps({"shop": args.shop, "requests_per_round": args.requests, **compared}, indent=2)
                           + "\n")

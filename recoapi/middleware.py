@@ -97,6 +97,18 @@ def _endpoint(request: HttpRequest) -> str:
     return (match.url_name if match is not None else None) or "unmatched"
 
 
+def request_id_of(offered: str) -> str:
+    """A request's id: the client's ``X-Request-ID`` (``offered``) when it is a short token, a new one otherwise."""
+    return offered if _CLIENT_ID.match(offered) else uuid.uuid4().hex
+
+
+def log_answered(method: str, path: str, status: int, seconds: float, data: Any, endpoint: str) -> None:
+    """The request log's line of one answered request and its metrics (``data``: the response's data, for the
+    line's summary; ``endpoint``: the route's name)."""
+    logger.info("%s %s %d %.1fms %s", method, one_line(path), status, seconds * 1000.0, one_line(_summary(data)))
+    metrics.request_answered(endpoint, method, status, seconds)
+
+
 class RequestMiddleware:
     """Assigns the request id, refuses oversized requests and query strings that are not UTF-8, and logs one line
     per request."""
@@ -105,23 +117,20 @@ class RequestMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        offered = request.headers.get("X-Request-ID", "")
-        request_id = offered if _CLIENT_ID.match(offered) else uuid.uuid4().hex
+        request_id = request_id_of(request.headers.get("X-Request-ID", ""))
         request.request_id = request_id  # type: ignore[attr-defined]
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         try:
-            response = self._too_large(request) or self.get_response(request)
+            response = self.refusal(request) or self.get_response(request)
             response["X-Request-ID"] = request_id
             if request.method == "HEAD" and not response.streaming and response.content:
                 # A HEAD answer has the GET's headers and no body (gunicorn warns of every body sent with one).
                 response["Content-Length"] = str(len(response.content))
                 response.content = b""
             if not request.path.startswith(("/static/", "/admin/jsi18n")):
-                elapsed = time.perf_counter() - started
-                logger.info("%s %s %d %.1fms %s", request.method, one_line(request.path), response.status_code,
-                            elapsed * 1000.0, one_line(_summary(getattr(response, "data", None))))
-                metrics.request_answered(_endpoint(request), request.method, response.status_code, elapsed)
+                log_answered(request.method or "", request.path, response.status_code, time.perf_counter() - started,
+                             getattr(response, "data", None), _endpoint(request))
             return response
         finally:
             request_id_var.reset(token)
@@ -138,7 +147,7 @@ class RequestMiddleware:
         return response
 
     @staticmethod
-    def _too_large(request: HttpRequest) -> HttpResponse | None:
+    def refusal(request: HttpRequest) -> HttpResponse | None:
         """413/414 JSON for a body or query string above the configured bounds, 411 for a chunked body, 400 for a
         query string that is not UTF-8 (checked before any parsing)."""
         try:

@@ -346,6 +346,9 @@ RECO_COMPILED_RANKER = env_bool("RECO_COMPILED_RANKER", True)
 # The ranking stage's candidates computed by native code compiled on first use (modeling.native, which reads the
 # variable itself, as evaluate does; checked here so that a bad value stops the server at start); 0: numpy.
 RECO_NATIVE = env_bool("RECO_NATIVE", True)
+# GET /recommendations and /similar_items of anonymous callers answered without Django's middleware and DRF's view
+# machinery, with the same answers (recoapi.fast_lane); 0: every request through Django.
+RECO_FAST_LANE = env_bool("RECO_FAST_LANE", True)
 RECO_MALLOC_ARENAS = env_int("RECO_MALLOC_ARENAS", 2)
 if RECO_MALLOC_ARENAS < 0:
     raise ImproperlyConfigured(f"RECO_MALLOC_ARENAS must be 0 (glibc's default) or more, not {RECO_MALLOC_ARENAS}")

@@ -36,6 +36,10 @@ logger = logging.getLogger(__name__)
 CACHE_RETRY_SECONDS = 5.0
 """After the cache failed, how long the throttles let every request through before trying it again."""
 
+DECIDED = "recoapi.throttles_decided"
+"""The WSGI environ's key under which a request's throttle verdicts, once counted, are kept: scope ->
+``(allowed, window end, time)`` (:mod:`recoapi.fast_lane` counts a request before handing it on to Django)."""
+
 _cache_down_until = float("-inf")
 _cache_state_lock = threading.Lock()
 
@@ -54,6 +58,10 @@ class FixedWindowRateThrottle(SimpleRateThrottle):
     """At most ``num_requests`` per ``duration`` seconds per client, counted in fixed windows."""
 
     def allow_request(self, request: Request, view: Any) -> bool:
+        decided = request.META.get(DECIDED, {}).get(self.scope)
+        if decided is not None:  # counted already (the read endpoints' fast lane): its verdict, not a second count
+            allowed, self._window_end, self.now = decided
+            return allowed
         if self.rate is None:
             return True
         ident = self.get_cache_key(request, view)

@@ -72,7 +72,7 @@ class RecommendationsApi(BodyApiView):
                               422: _NO_PRICES})
     def get(self, request: Request) -> Response:
         """Top-k products per shopper; products a shopper already has are excluded."""
-        return Response(self._recommend(request, s.validated_query(s.RecommendationsInput, request.query_params)))
+        return Response(self.answer(request, s.validated_query(s.RecommendationsInput, request.query_params)))
 
     @extend_schema(operation_id="recommendations_post", request=s.RecommendationsBodyInput,
                    responses={200: s.RecommendationsOutput, 404: s.ErrorOutput, **_ERRORS,
@@ -85,10 +85,15 @@ class RecommendationsApi(BodyApiView):
         """
         data = s.RecommendationsBodyInput(data=request.data)
         data.is_valid(raise_exception=True)
-        return Response(self._recommend(request, data.validated_data))
+        return Response(self.answer(request, data.validated_data))
 
     @staticmethod
-    def _recommend(request: Request, v: dict[str, Any]) -> dict[str, Any]:
+    def answer(request: Request, v: dict[str, Any]) -> dict[str, Any]:
+        """The answer to validated parameters ``v`` (also :mod:`recoapi.fast_lane`'s).
+
+        Raises:
+            NotAuthenticated: parameters that show shoppers' own products, without a token.
+        """
         revealing = v["include_history"] or v.get("explain") or not v["exclude_seen"]
         if v.get("users") and revealing and not request.user.is_authenticated:
             # Shoppers' own products (their events, what each item is "because of", or what a list with them differs
@@ -109,8 +114,12 @@ class SimilarItemsApi(APIView):
                    responses={200: s.SimilarItemsOutput, 404: s.ErrorOutput, **_ERRORS})
     def get(self, request: Request) -> Response:
         """Products nearest to the given product in the candidate-tower space."""
-        v = s.validated_query(s.SimilarItemsInput, request.query_params)
-        return Response(services.similar_item_list(item_id=v["item"], k=v["k"], record=request.method != "HEAD"))
+        return Response(self.answer(request, s.validated_query(s.SimilarItemsInput, request.query_params)))
+
+    @staticmethod
+    def answer(request: Request, v: dict[str, Any]) -> dict[str, Any]:
+        """The answer to validated parameters ``v`` (also :mod:`recoapi.fast_lane`'s)."""
+        return services.similar_item_list(item_id=v["item"], k=v["k"], record=request.method != "HEAD")
 
 
 def _one_or_many(serializer: type[serializers.Serializer], data: Any, name: str, limit: int) -> tuple[bool, list]:
