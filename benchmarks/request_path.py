@@ -328,26 +328,19 @@ def main() -> None:
 
     # One BLAS and OpenMP thread, as each web worker has (gunicorn.conf.py sets it before numpy loads; setting
     # OPENBLAS_NUM_THREADS here, after numpy loaded, changed nothing: this script measured with every core).
-    if args.compare_every_feature:
-        with threadpool_limits(1):
-            compared = compare_every_feature(work, args.requests, args.compare_every_feature)
-        output = Path(args.output or RESULTS / f"request-path-{args.shop}-features.json")
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps({"shop": args.shop, "requests_per_round": args.requests, **compared}, indent=2)
-                          + "\n")
-        print(json.dumps(compared, indent=2))
-        print(f"\nwritten to {os.path.relpath(output, ROOT)}")
-        return
-    if args.compare_fast_lane:
-        with threadpool_limits(1):
-            compared = compare_fast_lane(work, args.requests, args.compare_fast_lane)
-        output = Path(args.output or RESULTS / f"request-path-{args.shop}-fast-lane.json")
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps({"shop": args.shop, "requests_per_round": args.requests, **compared}, indent=2)
-                          + "\n")
-        print(json.dumps(compared, indent=2))
-        print(f"\nwritten to {os.path.relpath(output, ROOT)}")
-        return
+    comparisons = {"features": (args.compare_every_feature, compare_every_feature),
+                   "fast-lane": (args.compare_fast_lane, compare_fast_lane)}
+    for suffix, (rounds, compare) in comparisons.items():
+        if rounds:
+            with threadpool_limits(1):
+                compared = compare(work, args.requests, rounds)
+            output = Path(args.output or RESULTS / f"request-path-{args.shop}-{suffix}.json")
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(json.dumps({"shop": args.shop, "requests_per_round": args.requests, **compared},
+                                         indent=2) + "\n")
+            print(json.dumps(compared, indent=2))
+            print(f"\nwritten to {os.path.relpath(output, ROOT)}")
+            return
     with threadpool_limits(1):
         figures = measure(work, args.requests)
     output = Path(args.output or RESULTS / f"request-path-{args.shop}.json")

@@ -1,14 +1,14 @@
 """The read endpoints' fast lane: ``GET /recommendations`` and ``GET /similar_items`` of anonymous callers
 answered without Django's middleware stack and DRF's view machinery, with the same answers.
 
-Of a recommendation request's 2.6 ms in process on the demo shop, about 0.7 ms went to what surrounds the
-answer: nine middlewares (sessions, CSRF, messages and authentication for the admin), DRF's request wrapping,
-negotiation, authentication and finalising (``benchmarks/request_path.py``). A hot read request needs none of it
-to be answered: :class:`FastLane`, in front of Django's WSGI handler, does only what decides such an answer, with
-the service's own functions: the request id, the query string's bounds, the throttles, the endpoint's validation
-(:func:`recoapi.recommendations.serializers.validated_query`), the endpoint's answer
+A read request spent about half a millisecond around its answer: nine middlewares (sessions, CSRF, messages and
+authentication are for the admin), DRF's request wrapping, negotiation, authentication and finalising. It needs
+none of them to be answered: :class:`FastLane`, in front of Django's WSGI handler, does only what decides such
+an answer, with the service's own functions: the request id, the query string's bounds, the throttles, the
+endpoint's validation (:func:`recoapi.recommendations.serializers.validated_query`), the endpoint's answer
 (``RecommendationsApi.answer``, ``SimilarItemsApi.answer``), DRF's JSON renderer, the same headers, the request
-log's line and metrics, and Django's request signals (the database connections' upkeep).
+log's line and metrics, and Django's request signals (the database connections' upkeep). Measured by
+``benchmarks/request_path.py --compare-fast-lane`` (docs/performance.md).
 
 Everything else is Django's, by construction: a request the lane does not take whole goes to Django untouched
 and gets Django's answer. It takes only a plain ``GET`` of those two paths without credentials (no
