@@ -110,7 +110,11 @@ def _environ(path: str, query: str) -> dict[str, Any]:
 def _call(handler: Any, path: str, query: str) -> tuple[str, bytes]:
     """One GET through Django's WSGI ``handler``, as gunicorn makes it: ``(status line, body)``."""
     statuses: list[str] = []
-    body = b"".join(handler(_environ(path, query), lambda status, headers, *_: statuses.append(status)))
+    answer = handler(_environ(path, query), lambda status, headers, *_: statuses.append(status))
+    try:
+        body = b"".join(answer)
+    finally:
+        getattr(answer, "close", lambda: None)()  # as gunicorn does: Django's request_finished
     return statuses[0], body
 
 

@@ -33,6 +33,9 @@ from recoapi.exceptions import database_error_response, error_body
 logger = logging.getLogger("recoapi.requests")
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+REQUEST_ID = "recoapi.request_id"
+"""The WSGI environ's key of a request's id when it was given before the middleware (by :mod:`recoapi.fast_lane`,
+which hands the requests it does not answer to Django): the middleware keeps it."""
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
 _HIGH_ESCAPE = re.compile(r"%[89A-Fa-f]")  # an escaped byte from 0x80 on: part of a multi-byte sequence, or not
 
@@ -117,12 +120,12 @@ class RequestMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        request_id = request_id_of(request.headers.get("X-Request-ID", ""))
+        request_id = request.META.get(REQUEST_ID) or request_id_of(request.headers.get("X-Request-ID", ""))
         request.request_id = request_id  # type: ignore[attr-defined]
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         try:
-            response = self.refusal(request) or self.get_response(request)
+            response = request_refusal(request) or self.get_response(request)
             response["X-Request-ID"] = request_id
             if request.method == "HEAD" and not response.streaming and response.content:
                 # A HEAD answer has the GET's headers and no body (gunicorn warns of every body sent with one).
@@ -146,34 +149,37 @@ class RequestMiddleware:
             response[name] = value
         return response
 
-    @staticmethod
-    def refusal(request: HttpRequest) -> HttpResponse | None:
-        """413/414 JSON for a body or query string above the configured bounds, 411 for a chunked body, 400 for a
-        query string that is not UTF-8 (checked before any parsing)."""
-        try:
-            length = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            return JsonResponse(error_body("bad_request", "Content-Length is not a number."), status=400)
-        if "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
-            # Django reads a body by its Content-Length: a chunked one was read as empty, without a word (and the
-            # size bound above never applied to it).
-            return JsonResponse(error_body(
-                "length_required", "A chunked request body is not read: send the body with a Content-Length."),
-                status=411)
-        if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
-            return JsonResponse(error_body(
-                "request_too_large",
-                f"The request body is {length} bytes; at most {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} are accepted.",
-            ), status=413)
-        query = request.META.get("QUERY_STRING", "")
-        if len(query) > settings.RECO_MAX_QUERY_STRING:
-            return JsonResponse(error_body(
-                "uri_too_long", f"The query string is longer than {settings.RECO_MAX_QUERY_STRING} characters."
-            ), status=414)
-        if not _is_utf8_query(query, wsgi=isinstance(request, WSGIRequest)):
-            return JsonResponse(error_body(
-                "bad_request", "The query string is not valid UTF-8 once percent-decoded."), status=400)
-        return None
+def request_refusal(request: HttpRequest) -> HttpResponse | None:
+    """413/414 JSON for a body or query string above the configured bounds, 411 for a chunked body, 400 for a
+    query string with more parameters than Django reads or that is not UTF-8 (checked before any parsing)."""
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return JsonResponse(error_body("bad_request", "Content-Length is not a number."), status=400)
+    if "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+        # Django reads a body by its Content-Length: a chunked one was read as empty, without a word (and the
+        # size bound above never applied to it).
+        return JsonResponse(error_body(
+            "length_required", "A chunked request body is not read: send the body with a Content-Length."),
+            status=411)
+    if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+        return JsonResponse(error_body(
+            "request_too_large",
+            f"The request body is {length} bytes; at most {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} are accepted.",
+        ), status=413)
+    query = request.META.get("QUERY_STRING", "")
+    if len(query) > settings.RECO_MAX_QUERY_STRING:
+        return JsonResponse(error_body(
+            "uri_too_long", f"The query string is longer than {settings.RECO_MAX_QUERY_STRING} characters."
+        ), status=414)
+    fields = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+    if fields is not None and query and 1 + query.count("&") > fields:  # Django's count; it raised, a 500 for DRF
+        return JsonResponse(error_body(
+            "bad_request", f"The query string has more than {fields} parameters."), status=400)
+    if not _is_utf8_query(query, wsgi=isinstance(request, WSGIRequest)):
+        return JsonResponse(error_body(
+            "bad_request", "The query string is not valid UTF-8 once percent-decoded."), status=400)
+    return None
 
 
 def _is_utf8_query(query: str, *, wsgi: bool = True) -> bool:

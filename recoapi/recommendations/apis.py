@@ -33,6 +33,18 @@ _STAFF_ERRORS = {**_ERRORS, 401: OpenApiResponse(s.ErrorOutput, description="Not
                  413: OpenApiResponse(s.ErrorOutput, description="Request body too large")}
 
 
+ANSWER_RAISED = "recoapi.answer_raised"
+"""The WSGI environ's key of the exception a read endpoint's answer raised in :mod:`recoapi.fast_lane`, which then
+hands the request to Django: the view raises it again rather than answering a second time (the error is answered
+as the view's own, and the service's work and side effects are not repeated)."""
+
+
+def _raise_what_was_raised(request: Request) -> None:
+    raised = request.META.pop(ANSWER_RAISED, None)
+    if raised is not None:
+        raise raised
+
+
 class BodyApiView(APIView):
     """An endpoint whose POST reads its parameters from a JSON body: a query string on the POST is refused (400)
     once the caller is authenticated, allowed and not throttled, as a GET's unknown parameter is."""
@@ -94,6 +106,7 @@ class RecommendationsApi(BodyApiView):
         Raises:
             NotAuthenticated: parameters that show shoppers' own products, without a token.
         """
+        _raise_what_was_raised(request)
         revealing = v["include_history"] or v.get("explain") or not v["exclude_seen"]
         if v.get("users") and revealing and not request.user.is_authenticated:
             # Shoppers' own products (their events, what each item is "because of", or what a list with them differs
@@ -119,6 +132,7 @@ class SimilarItemsApi(APIView):
     @staticmethod
     def answer(request: Request, v: dict[str, Any]) -> dict[str, Any]:
         """The answer to validated parameters ``v`` (also :mod:`recoapi.fast_lane`'s)."""
+        _raise_what_was_raised(request)
         return services.similar_item_list(item_id=v["item"], k=v["k"], record=request.method != "HEAD")
 
 

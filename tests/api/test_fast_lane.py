@@ -48,7 +48,7 @@ def lanes(service: Pipeline, shown: Any) -> Iterator[tuple[fast_lane.FastLane, _
         signals.request_finished.connect(close_old_connections)
 
 
-def _call(app: Any, path: str, query: str = "", **headers: str) -> tuple[str, dict[str, str], bytes]:
+def _call(app: Any, path: str, query: str = "", **headers: Any) -> tuple[str, list[tuple[str, str]], bytes]:
     environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query, "SERVER_NAME": "127.0.0.1",
                "SERVER_PORT": "8000", "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "127.0.0.1:8000",
                "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(b""),
@@ -61,21 +61,24 @@ def _call(app: Any, path: str, query: str = "", **headers: str) -> tuple[str, di
     finally:
         getattr(body, "close", lambda: None)()
     status, response_headers = started[0]
-    return status, dict(response_headers), content
+    return status, list(response_headers), content
 
 
-def _comparable(answer: tuple[str, dict[str, str], bytes]) -> tuple[str, list[tuple[str, str]], Any]:
+def _comparable(answer: tuple[str, list[tuple[str, str]], bytes]) -> tuple[str, list[tuple[str, str]], Any]:
     """An answer without what differs between two answers to one request: the request and list ids."""
-    status, headers, content = answer
-    body = json.loads(content)
-    request_id = headers.pop("X-Request-ID")
+    status, all_headers, content = answer
+    body = json.loads(content) if content else None
+    request_id = dict(all_headers)["X-Request-ID"]
+    headers = [(name, value) for name, value in all_headers if name != "X-Request-ID"]
+    if body is None:
+        return status, headers, body
     if "error" in body:
         assert body["error"].pop("request_id") == request_id
     for entry in body.get("recommendations", {}).values():
         assert len(entry.pop("recommendation_id")) == 32
     if "recommendation_id" in body:
         assert len(body.pop("recommendation_id")) == 32
-    return status, list(headers.items()), body
+    return status, headers, body
 
 
 def _queries(service: Pipeline) -> list[tuple[str, str]]:
@@ -93,7 +96,7 @@ def _queries(service: Pipeline) -> list[tuple[str, str]]:
     ]
 
 
-def test_the_lane_answers_plain_reads_as_django_does(service: Pipeline, lanes: Any) -> None:
+def test_the_lane_answers_plain_reads_as_django_does(service: Pipeline, lanes: Any, shown: Any) -> None:
     lane, django = lanes
     finished: list[Any] = []
 
@@ -103,11 +106,14 @@ def test_the_lane_answers_plain_reads_as_django_does(service: Pipeline, lanes: A
     signals.request_finished.connect(ended)
     try:
         for path, query in _queries(service):
+            before = shown.pending()
             fast = _call(lane, path, query)
             assert django.calls == 0, (path, query)
+            recorded = shown.pending() - before  # the lists shown, one per shopper or product asked for
             assert len(finished) == 1  # the request ended as Django ends one (its connections' upkeep)
             slow = _call(django, path, query)
             assert fast[0] == "200 OK" and _comparable(fast) == _comparable(slow), (path, query)
+            assert recorded >= 1 and shown.pending() - before == 2 * recorded
             django.calls = 0
             finished.clear()
     finally:
@@ -130,6 +136,9 @@ def test_the_lane_answers_plain_reads_as_django_does(service: Pipeline, lanes: A
     ("/recommendations", "users=%FF", {}, "400"),  # not UTF-8
     ("/recommendations", "users={user}", {"CONTENT_LENGTH": "3", "wsgi.input": io.BytesIO(b"abc")}, "200"),
     ("/recommendations/", "users={user}", {}, "404"),  # not the lane's path
+    ("/recommendations", "users={user}", {"HTTP_ACCEPT": ""}, "406"),  # an empty Accept: DRF refuses it
+    ("/recommendations", "users={user}&" + "&".join(f"p{n}=1" for n in range(1001)), {}, "400"),  # too many fields
+    ("/recommendations", "users={user}", {"REQUEST_METHOD": "HEAD"}, "200"),
 ])
 def test_what_the_lane_does_not_take_is_django_s_whole(service: Pipeline, lanes: Any, path: str, query: str,
                                                         headers: dict[str, str], status: str) -> None:
@@ -146,15 +155,36 @@ def test_behind_an_https_proxy_the_lane_answers_as_django_does(service: Pipeline
     settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     settings.SECURE_SSL_REDIRECT = True
     settings.SECURE_HSTS_SECONDS = 3600
-    _, counted = lanes
     django = _Counted()  # its middlewares read these settings when made
     lane = fast_lane.FastLane(django)
     query = f"users={a_known_user(service)}"
     secure = _call(lane, "/recommendations", query, HTTP_X_FORWARDED_PROTO="https")
-    assert django.calls == 0 and secure[1]["Strict-Transport-Security"] == "max-age=3600"
+    assert django.calls == 0 and dict(secure[1])["Strict-Transport-Security"] == "max-age=3600"
     assert _comparable(secure) == _comparable(_call(django, "/recommendations", query, HTTP_X_FORWARDED_PROTO="https"))
     plain = _call(lane, "/recommendations", query)  # redirected to https, by Django
-    assert django.calls == 2 and plain[0].startswith("301") and plain[1]["Location"].startswith("https://")
+    assert django.calls == 2 and plain[0].startswith("301") and dict(plain[1])["Location"].startswith("https://")
+
+
+def test_an_answer_that_raised_is_answered_by_django_without_asking_again(service: Pipeline, lanes: Any,
+                                                                         monkeypatch) -> None:
+    from django.db import DatabaseError
+
+    from recoapi.recommendations import services
+
+    lane, django = lanes
+    asked: list[list[str]] = []
+
+    def down(*, ids: list[str]) -> dict:
+        asked.append(ids)
+        raise DatabaseError("the database is down")
+
+    monkeypatch.setattr(services.catalog_selectors, "shopper_histories", down)
+    query = f"users={a_known_user(service)}"
+    fast = _call(lane, "/recommendations", query, HTTP_X_REQUEST_ID="outage-request-01")
+    assert fast[0].startswith("503") and django.calls == 1 and len(asked) == 1  # the service was asked once
+    assert json.loads(fast[2])["error"]["request_id"] == "outage-request-01"
+    assert _comparable(fast) == _comparable(_call(django, "/recommendations", query,
+                                                  HTTP_X_REQUEST_ID="outage-request-01"))
 
 
 def test_a_throttled_caller_is_counted_once_and_answered_by_django(service: Pipeline, lanes: Any,
@@ -174,7 +204,7 @@ def test_a_throttled_caller_is_counted_once_and_answered_by_django(service: Pipe
         cache.clear()
     assert [status for status, _, _ in answers] == ["200 OK"] * 3 + ["429 Too Many Requests"] * 2
     assert django.calls == 2  # only the throttled ones
-    assert [headers.get("Retry-After") for _, headers, _ in answers[3:]] == ["30", "30"]
+    assert [dict(headers).get("Retry-After") for _, headers, _ in answers[3:]] == ["30", "30"]
     assert all(json.loads(content)["error"]["code"] == "throttled" for _, _, content in answers[3:])
     after = REGISTRY.get_sample_value("recoapi_throttled_requests_total", {"scope": "anon"}) or 0.0
     assert after == before + 2
@@ -187,7 +217,7 @@ def test_the_lane_logs_and_counts_its_answers(service: Pipeline, lanes: Any, cap
     with caplog.at_level(logging.INFO, logger="recoapi.requests"):
         _, headers, _ = _call(lane, "/recommendations", f"users={a_known_user(service)}",
                               HTTP_X_REQUEST_ID="my-request-0001")
-    assert headers["X-Request-ID"] == "my-request-0001"
+    assert dict(headers)["X-Request-ID"] == "my-request-0001"
     lines = [record.getMessage() for record in caplog.records if record.name == "recoapi.requests"]
     assert len(lines) == 1 and lines[0].startswith("GET /recommendations 200 ") and "users=1" in lines[0]
     assert caplog.records[-1].request_id == "my-request-0001"
