@@ -166,9 +166,9 @@ def _route_problem(path: str, route: Route) -> str | None:
     return None
 
 
-def _added_headers(secure: bool) -> list[tuple[str, str]]:
-    """The headers the clickjacking and security middlewares add to a JSON answer (``secure``: to an HTTPS
-    request), in the order Django's answer has them, read from those middlewares themselves."""
+def _added_headers(secure: bool) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The headers the clickjacking and the security middleware add to a JSON answer (``secure``: to an HTTPS
+    request), each middleware's in the order Django's answer has them, read from those middlewares themselves."""
     environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "SERVER_NAME": "localhost", "SERVER_PORT": "443",
                "wsgi.url_scheme": "https" if secure else "http", "wsgi.input": io.BytesIO()}
     if secure and settings.SECURE_PROXY_SSL_HEADER:
@@ -181,7 +181,7 @@ def _added_headers(secure: bool) -> list[tuple[str, str]]:
     framing = [(name, value) for name, value in response.items() if name not in before]
     before = set(response.headers)
     SecurityMiddleware(lambda _: response).process_response(request, response)
-    return framing + [(name, value) for name, value in response.items() if name not in before]
+    return framing, [(name, value) for name, value in response.items() if name not in before]
 
 
 class FastLane:
@@ -251,9 +251,7 @@ class FastLane:
         """The headers of the route's answers before and after ``Content-Length`` (and the request id)."""
         key = (route.name, secure)
         if key not in self._headers:
-            added = _added_headers(secure)
-            framing = [(name, value) for name, value in added if name == "X-Frame-Options"]
-            security = [(name, value) for name, value in added if name != "X-Frame-Options"]
+            framing, security = _added_headers(secure)
             # The session middleware's Vary: the view's session authentication reads the (empty) session.
             reads_session = any(issubclass(authentication, SessionAuthentication)
                                 for authentication in route.view.authentication_classes)
