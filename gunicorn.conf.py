@@ -11,7 +11,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 
-from recoapi.env import REQUEST_LINE_ROOM, env_bool, env_int, env_query_string_bound  # noqa: E402
+from recoapi.env import REQUEST_LINE_ROOM, env_bool, env_float, env_int, env_query_string_bound  # noqa: E402
+from recoapi.gunicorn_worker import KEEPALIVE_LINGER_SECONDS, JsonErrorWorker  # noqa: E402
 
 try:
     _WORKERS = env_int("RECO_WORKERS", 2)
@@ -19,6 +20,10 @@ try:
     _BLAS_THREADS = env_int("RECO_BLAS_THREADS", 1)
     _MAX_QUERY_STRING = env_query_string_bound()
     _ACCESS_LOG = env_bool("RECO_ACCESS_LOG", False)
+    _KEEPALIVE_LINGER_MS = env_float("RECO_KEEPALIVE_LINGER_MS", KEEPALIVE_LINGER_SECONDS * 1000)
+    if not 0 <= _KEEPALIVE_LINGER_MS <= 1000:
+        raise ImproperlyConfigured(f"environment variable RECO_KEEPALIVE_LINGER_MS={_KEEPALIVE_LINGER_MS:g} must be "
+                                   "from 0 (off) to 1000 milliseconds")
     # empty: the default (on), as before; otherwise a boolean
     _TEXT_PROCESS = env_bool("RECO_TEXT_PROCESS", True) if os.environ.get("RECO_TEXT_PROCESS", "").strip() else True
     for _variable, _value in (("RECO_WORKERS", _WORKERS), ("RECO_THREADS", _THREADS),
@@ -65,6 +70,9 @@ wsgi_app = "recoapi.wsgi:application"
 # gunicorn's own answers (request line or headers over the limits below, unparseable requests) are JSON
 # errors in the service's shape; this worker also lifts gunicorn's 8,190-byte cap on limit_request_line.
 worker_class = "recoapi.gunicorn_worker.JsonErrorWorker"
+# How long a thread that answered on a kept-alive connection waits for that connection's next request and answers
+# it itself, instead of handing the connection back to the worker's main thread (see recoapi/gunicorn_worker.py).
+JsonErrorWorker.keepalive_linger = _KEEPALIVE_LINGER_MS / 1000
 
 # Request bounds. The service refuses a query string over RECO_MAX_QUERY_STRING with its own JSON 414, so
 # the request line (method, path, query and protocol) must fit that bound plus room for the rest; a longer

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+import select
 import time
 import uuid
 from typing import Any
@@ -39,6 +40,10 @@ if message.MAX_REQUEST_LINE < REQUEST_LINE_CEILING:
 #: How long a worker that holds connections leaves a new one to an idle worker (an idle worker, woken by
 #: the same readiness of the listening socket, accepts in well under this).
 ACCEPT_DEFER_SECONDS = 0.001
+
+#: How long a thread that has answered on a kept-alive connection waits for its next request by default
+#: (``gunicorn.conf.py`` sets :attr:`JsonErrorWorker.keepalive_linger` from ``RECO_KEEPALIVE_LINGER_MS``).
+KEEPALIVE_LINGER_SECONDS = 0.002
 
 _CODES = {400: "bad_request", 403: "forbidden", 414: "uri_too_long", 417: "expectation_failed",
           431: "headers_too_large", 500: "internal_error", 501: "not_implemented"}
@@ -79,9 +84,36 @@ def _message(status: int, exc: BaseException) -> str:
     return f"The request could not be parsed: {exc}"
 
 
+def next_request_ready(conn: Any, timeout: float) -> bool:
+    """Whether the connection ``conn`` (gunicorn's ``TConn``) holds the start of its next request within
+    ``timeout`` seconds: bytes its parser already read ahead, or its socket readable (data, or the client's close,
+    which gunicorn's parser then meets as the end of the connection)."""
+    if conn.parser.unreader.buf.getvalue():  # as gunicorn checks it after a body drain
+        return True
+    poller = select.poll()  # not select(): file descriptors above 1,023 are normal in a busy server
+    poller.register(conn.sock, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
+
+
 class JsonErrorWorker(ThreadWorker):
     """gunicorn's threaded worker, with its own error answers rendered as the service's JSON errors, that
-    leaves new connections to idle workers first."""
+    leaves new connections to idle workers first and answers a kept-alive connection's next request in the
+    thread that answered the last one when it comes at once."""
+
+    #: Seconds a thread waits for a kept-alive connection's next request (0: hand it back at once, as gunicorn does).
+    keepalive_linger: float = KEEPALIVE_LINGER_SECONDS
+
+    def handle(self, conn: Any) -> Any:
+        result = super().handle(conn)
+        while result is True and self._may_linger() and next_request_ready(conn, self.keepalive_linger):
+            result = super().handle(conn)  # the connection is set up: the next request is read and answered
+        return result
+
+    def _may_linger(self) -> bool:
+        """Whether this thread may wait for its connection's next request: on, the worker not stopping (nor past
+        ``max_requests``), and no request waiting for a thread (the pool's queue; unknown: no)."""
+        waiting = getattr(self.tpool, "_work_queue", None)
+        return self.keepalive_linger > 0 and self.alive and waiting is not None and waiting.empty()
 
     def accept(self, listener: Any) -> None:
         if self.nr_conns:  # another worker may be idle: give it the first chance (it may take this one)

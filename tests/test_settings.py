@@ -235,6 +235,8 @@ def _gunicorn_conf(env: dict[str, str]) -> dict[str, object]:
     ({"RECO_BLAS_THREADS": "abc"}, "RECO_BLAS_THREADS='abc' is not an integer"),
     ({"RECO_TEXT_PROCESS": "maybe"}, "RECO_TEXT_PROCESS='maybe' is not a boolean"),  # was on
     ({"RECO_ACCESS_LOG": "maybe"}, "RECO_ACCESS_LOG='maybe' is not a boolean"),  # was off
+    ({"RECO_KEEPALIVE_LINGER_MS": "soon"}, "RECO_KEEPALIVE_LINGER_MS='soon' is not a number"),
+    ({"RECO_KEEPALIVE_LINGER_MS": "-1"}, "RECO_KEEPALIVE_LINGER_MS=-1 must be from 0 (off) to 1000 milliseconds"),
     # gunicorn's own "Invalid value for limit_request_line: -976", which does not name the variable
     ({"RECO_MAX_QUERY_STRING": "-2000"}, "RECO_MAX_QUERY_STRING=-2000 must be from 256 to 1047552 characters"),
 ])
@@ -271,6 +273,19 @@ def test_gunicorn_conf_reads_booleans_and_numbers_as_the_settings_do() -> None:
     assert (conf["workers"], conf["threads"], conf["accesslog"]) == (3, 4, "-")
     assert "dirty_apps" not in conf and conf["limit_request_line"] == 1024 * 1024
     assert _gunicorn_conf({"RECO_TEXT_PROCESS": "1"})["dirty_threads"] == 2
+
+
+def test_gunicorn_conf_sets_how_long_a_thread_waits_for_a_kept_alive_connections_next_request() -> None:
+    from recoapi.gunicorn_worker import KEEPALIVE_LINGER_SECONDS, JsonErrorWorker
+
+    try:
+        assert _gunicorn_conf({"RECO_KEEPALIVE_LINGER_MS": "0"})["JsonErrorWorker"].keepalive_linger == 0
+        _gunicorn_conf({"RECO_KEEPALIVE_LINGER_MS": "0.5"})
+        assert JsonErrorWorker.keepalive_linger == 0.0005
+        _gunicorn_conf({})
+        assert JsonErrorWorker.keepalive_linger == KEEPALIVE_LINGER_SECONDS == 0.002
+    finally:
+        JsonErrorWorker.keepalive_linger = KEEPALIVE_LINGER_SECONDS
 
 
 def test_gunicorn_says_what_is_wrong_in_one_line() -> None:

@@ -1,15 +1,21 @@
-"""The worker class leaves a new connection to an idle worker before taking it (kept-alive connections spread)."""
+"""The worker class leaves a new connection to an idle worker before taking it (kept-alive connections spread), and
+answers a kept-alive connection's next request in the thread that answered the last one when it comes at once."""
 
 from __future__ import annotations
 
+import io
+import queue
 import socket
+import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 from gunicorn.config import Config
+from gunicorn.workers.gthread import ThreadWorker
 
 from recoapi import gunicorn_worker
-from recoapi.gunicorn_worker import ACCEPT_DEFER_SECONDS, JsonErrorWorker
+from recoapi.gunicorn_worker import ACCEPT_DEFER_SECONDS, JsonErrorWorker, next_request_ready
 
 
 @pytest.fixture
@@ -70,3 +76,80 @@ def test_a_busy_worker_takes_the_connection_when_no_one_else_does(listener: sock
     busy.accept(listener)
     assert len(busy.enqueued) == 1 and busy.nr_conns == 3
     _close(busy)
+
+
+@pytest.fixture
+def connection() -> Iterator[tuple[SimpleNamespace, socket.socket]]:
+    """(gunicorn's connection as the worker reads it: a socket and its parser's read-ahead buffer, the client's end)."""
+    server, client = socket.socketpair()
+    yield SimpleNamespace(sock=server, parser=SimpleNamespace(unreader=SimpleNamespace(buf=io.BytesIO()))), client
+    server.close()
+    client.close()
+
+
+def test_the_next_request_is_ready_once_the_client_sends_it(connection: tuple[SimpleNamespace, socket.socket]) -> None:
+    conn, client = connection
+    started = time.monotonic()
+    assert not next_request_ready(conn, 0.05)
+    assert time.monotonic() - started >= 0.04  # it waited (about) the time it was given, no more is asserted
+    client.sendall(b"GET / HTTP/1.1\r\n")
+    assert next_request_ready(conn, 0.05)
+
+
+def test_bytes_the_parser_read_ahead_are_a_ready_request(connection: tuple[SimpleNamespace, socket.socket]) -> None:
+    conn, _ = connection
+    conn.parser.unreader.buf.write(b"GET / HTTP/1.1\r\n")  # read behind a body: the socket itself is not readable
+    assert next_request_ready(conn, 0)
+
+
+def test_a_closed_connection_is_handed_to_the_parser(connection: tuple[SimpleNamespace, socket.socket]) -> None:
+    conn, client = connection
+    client.close()  # the parser meets the end of the connection and the worker closes it
+    assert next_request_ready(conn, 0.05)
+
+
+def _lingering(monkeypatch: pytest.MonkeyPatch, answers: list[bool], ready: list[bool], *, linger: float = 0.002,
+               alive: bool = True, waiting: int = 0) -> tuple[JsonErrorWorker, list[str]]:
+    """A worker whose gunicorn ``handle`` answers with ``answers`` in turn (True: kept alive) and whose connection
+    has its next request ready or not as ``ready`` says, in turn; ``waiting`` requests wait for a thread."""
+    worker = object.__new__(JsonErrorWorker)
+    work_queue: queue.SimpleQueue = queue.SimpleQueue()
+    for _ in range(waiting):
+        work_queue.put(object())
+    worker.tpool, worker.alive, worker.keepalive_linger = SimpleNamespace(_work_queue=work_queue), alive, linger
+    calls: list[str] = []
+    answers, ready = list(answers), list(ready)
+
+    def handle(self: ThreadWorker, conn: object) -> bool:
+        calls.append("answered")
+        return answers.pop(0)
+
+    def next_ready(conn: object, timeout: float) -> bool:
+        assert timeout == linger
+        calls.append("waited")
+        return ready.pop(0)
+
+    monkeypatch.setattr(ThreadWorker, "handle", handle)
+    monkeypatch.setattr(gunicorn_worker, "next_request_ready", next_ready)
+    return worker, calls
+
+
+def test_a_thread_answers_its_connections_next_requests_while_they_come_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    worker, calls = _lingering(monkeypatch, [True, True, True], [True, True, False])
+    assert worker.handle(object()) is True  # then handed back to the main thread, kept alive, as gunicorn does
+    assert calls == ["answered", "waited", "answered", "waited", "answered", "waited"]
+
+
+def test_a_closed_connection_is_not_waited_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    worker, calls = _lingering(monkeypatch, [True, False], [True])
+    assert worker.handle(object()) is False
+    assert calls == ["answered", "waited", "answered"]
+
+
+@pytest.mark.parametrize("setting", [{"linger": 0.0}, {"alive": False}, {"waiting": 1}],
+                         ids=["off", "stopping", "another request waits for a thread"])
+def test_the_connection_goes_back_at_once(monkeypatch: pytest.MonkeyPatch, setting: dict) -> None:
+    worker, calls = _lingering(monkeypatch, [True], [], **setting)
+    assert worker.handle(object()) is True
+    assert calls == ["answered"]

@@ -1,5 +1,6 @@
 """Long requests through gunicorn (issue 12, item 1): the documented bounds are reachable, and every
-answer, also gunicorn's own refusals above its limits, is JSON in the service's error shape."""
+answer, also gunicorn's own refusals above its limits, is JSON in the service's error shape. And kept-alive
+connections, whose next request the thread that answered waits for a moment (recoapi/gunicorn_worker.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import os
 import runpy
 import socket
+import time
 import urllib.parse
 from pathlib import Path
 from unittest import mock
@@ -105,6 +107,46 @@ def test_post_recommendations_takes_a_hundred_long_ids_through_gunicorn(live: Se
     get_status, get_body, _ = request(f"{live.base}/recommendations?users={ids[0]}&k=2")
     assert get_status == 200
     assert without_ids(get_body)["recommendations"][ids[0]] == without_ids(body)["recommendations"][ids[0]]
+
+
+def _answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) of the next answer on a kept-alive connection (its body's length is given)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "the connection was closed"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
+    while len(body) < int(headers["content-length"]):
+        chunk = sock.recv(65536)
+        assert chunk, "the connection was closed"
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_kept_alive_connections_are_answered_at_once_later_and_side_by_side(live: Service, pipeline: Pipeline) -> None:
+    # A thread that answered waits a moment for its connection's next request (2 ms by default): requests that come
+    # at once, one that comes after that moment (the connection back with gunicorn's main thread), and another
+    # connection's meanwhile are each answered on their own connection, in order.
+    user = known_user(pipeline)
+    host, port = urllib.parse.urlsplit(live.base).netloc.split(":")
+    lists: list[list[str]] = []
+    with socket.create_connection((host, int(port)), timeout=60) as first, \
+            socket.create_connection((host, int(port)), timeout=60) as second:
+        for pause, k in ((0, 3), (0, 4), (0.3, 5), (0, 3)):
+            time.sleep(pause)
+            first.sendall(f"GET /recommendations?users={user}&k={k} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            second.sendall(f"GET /similar_items?item=nothing-{k} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            status, headers, body = _answer(first)
+            assert status == 200 and headers.get("connection", "").lower() != "close", body[:300]
+            items = [item["item_id"] for item in json.loads(body)["recommendations"][user]["items"]]
+            assert len(items) == k
+            lists.append(items)
+            status, headers, body = _answer(second)
+            assert status == 404 and json.loads(body)["error"]["code"] == "unknown_item", body[:300]
+    assert lists[0] == lists[3]  # the same question on the same connection, the same answer
 
 
 def test_a_body_over_the_bound_is_the_services_413(live: Service) -> None:
