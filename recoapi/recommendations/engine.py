@@ -369,13 +369,21 @@ def _freeze_heap() -> None:
         allocator.release_free_memory()
 
 
+RELEASE_DELAY_SECONDS = 1.0
+"""How long a web worker waits after its last request for many shoppers before it hands the free memory back."""
+
+_quiet_release = allocator.QuietRelease(RELEASE_DELAY_SECONDS)
+
+
 def after_request(shoppers: int) -> bool:
-    """In web workers, after answering ``shoppers`` in one request: hand the free memory malloc keeps back to the
-    system when they were at least RECO_RELEASE_AFTER_SHOPPERS. Returns whether it did."""
+    """In web workers, after answering ``shoppers`` in one request: when they were at least
+    RECO_RELEASE_AFTER_SHOPPERS, hand the free memory malloc keeps back to the system once no such request has come
+    for :data:`RELEASE_DELAY_SECONDS` (:class:`recoapi.allocator.QuietRelease`: not after each one, whose successor
+    would take the pages back at once). Returns whether a release was asked for."""
     threshold = settings.RECO_RELEASE_AFTER_SHOPPERS
     if not _freeze_after_load or not threshold or shoppers < threshold:
         return False
-    allocator.release_free_memory()
+    _quiet_release.request()
     return True
 
 

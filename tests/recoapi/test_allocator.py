@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -114,12 +116,50 @@ def test_a_web_worker_hands_memory_back_after_a_request_for_many_shoppers(monkey
 
     calls: list[str] = []
     monkeypatch.setattr(allocator, "release_free_memory", lambda: calls.append("release") or True)
+    monkeypatch.setattr(engine, "_quiet_release", allocator.QuietRelease(0.01))  # the default waits a second
     settings.RECO_RELEASE_AFTER_SHOPPERS = 20
     monkeypatch.setattr(engine, "_freeze_after_load", False)  # not a web worker (tests, commands): never
-    assert engine.after_request(100) is False and calls == []
+    assert engine.after_request(100) is False
     monkeypatch.setattr(engine, "_freeze_after_load", True)
-    assert engine.after_request(19) is False and calls == []
-    assert engine.after_request(20) is True and calls == ["release"]
+    assert engine.after_request(19) is False
+    time.sleep(0.1)
+    assert calls == []
+    assert engine.after_request(20) is True
+    _wait_for(lambda: calls == ["release"])
     settings.RECO_RELEASE_AFTER_SHOPPERS = 0
-    assert engine.after_request(100) is False and calls == ["release"]
+    assert engine.after_request(100) is False
+    time.sleep(0.1)
+    assert calls == ["release"]
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "not within the bound"
+        time.sleep(0.005)
+
+
+def test_memory_is_handed_back_once_no_request_for_many_shoppers_came_for_the_delay() -> None:
+    now = [100.0]
+    released: list[float] = []
+    quiet = allocator.QuietRelease(10, release=lambda: released.append(now[0]), clock=lambda: now[0])
+
+    def look_at(time_now: float) -> None:  # move the clock, and wait until the thread has looked at it
+        now[0] = time_now
+        checks = quiet.checks
+        quiet.wake()
+        _wait_for(lambda: quiet.checks > checks)
+
+    quiet.request()  # due at 110
+    look_at(105)
+    quiet.request()  # another before then: due at 115
+    look_at(112)
+    assert released == []
+    look_at(115)
+    _wait_for(lambda: released == [115])
+    quiet.request()  # the next one waits again
+    look_at(124)
+    assert released == [115]
+    look_at(125.5)
+    _wait_for(lambda: released == [115, 125.5])
 
