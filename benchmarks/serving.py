@@ -55,6 +55,14 @@ sparse features computed by its native code (modeling/stage_kernel.c, what the s
 found) and by numpy, alternately (numpy, native, native, numpy, ...), ROUNDS rounds of each, as above, and how many
 of 1,000 shoppers' served top 10 are the same under both; to benchmarks/results/serving-native.json.
 
+With `--compare-env NAME=A,B` it runs only the scenarios over HTTP (those ``--only`` names; default "one known
+shopper") against two servers started side by side, one with the environment variable NAME=A and one with NAME=B,
+loaded in turn by wrk (A, B, B, A, ...) for ``--rounds`` rounds of ``--seconds`` each at 2 and at 8 connections: the
+machine's drift and a start's luck (both of wrk's connections on one worker) fall on both alike. It reports the
+median req/s, p50, p99 and the server's CPU time per request (its processes' user and system time, from
+/proc) of each and which one had more req/s in how many rounds, to
+benchmarks/results/serving-compare-<NAME>.json. For example ``--compare-env RECO_KEEPALIVE_LINGER_MS=0,2``.
+
 With `--impressions-overhead ROUNDS` it runs only the cost of recording impressions (a RecommendationList row
 per answer, written by a background thread per worker): per round one gunicorn with RECO_IMPRESSIONS=1 and
 one with =0, in alternating order (on, off; off, on; ...), each warmed up then loaded with "one known
@@ -811,6 +819,22 @@ def _children(pid: int | str) -> list[str]:
     return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
 
 
+def service_cpu_seconds(master_pid: int | str) -> float:
+    """CPU seconds (user and system) the server's processes have used so far: the master and its children (the
+    workers, the text process's arbiter and encoder), from ``/proc/PID/stat``."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total, pending = 0.0, [str(master_pid)]
+    while pending:
+        pid = pending.pop()
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            pending.extend(_children(pid))
+        except OSError:  # gone meanwhile
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime and stime (the 14th and 15th fields)
+    return total
+
+
 def process_memory(pid: int | str) -> dict:
     """Resident and proportional set sizes of one process, its largest resident mapped files, and what it maps."""
     status = _proc_status(pid)
@@ -855,10 +879,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start_gunicorn(work: Path, port: int, workers: int, threads: int,
-                    extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, TextIO]:
-    """gunicorn on loopback with the workspace's settings (plus ``extra_env``); its output to gunicorn.log."""
-    log = open(work / "gunicorn.log", "w")  # noqa: SIM115
+def _start_gunicorn(work: Path, port: int, workers: int, threads: int, extra_env: dict[str, str] | None = None,
+                    log_name: str = "gunicorn.log") -> tuple[subprocess.Popen, TextIO]:
+    """gunicorn on loopback with the workspace's settings (plus ``extra_env``); its output to ``log_name``."""
+    log = open(work / log_name, "w")  # noqa: SIM115
     server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")],
                               env={**_env(work, port, workers, threads), **(extra_env or {})}, cwd=ROOT, stdout=log,
                               stderr=subprocess.STDOUT)
@@ -993,6 +1017,68 @@ def impressions_overhead(work: Path, info: dict, rounds: int, seconds: int, work
     }
 
 
+def compare_env(work: Path, info: dict, name: str, values: tuple[str, str], only: str, rounds: int, seconds: int,
+                workers: int, threads: int) -> dict:
+    """The scenarios whose name holds ``only`` against two servers, NAME=A and NAME=B, started side by side and
+    loaded in turn (A, B, B, A, ...), ``rounds`` rounds of ``seconds`` at 2 and 8 connections each."""
+    from modeling import artifacts
+
+    bundle = artifacts.load_bundle(work / "models" / info["version"])
+    scenarios = {title: paths for title, paths in scenario_paths(bundle.arrays, info["new_users"]).items()
+                 if only in title}
+    if not scenarios:
+        raise SystemExit(f"no scenario's name holds {only!r}")
+    servers: dict[str, tuple[subprocess.Popen, TextIO, str]] = {}
+    try:
+        for value in values:
+            port = _free_port()
+            server, log = _start_gunicorn(work, port, workers, threads, {name: value}, f"gunicorn-{name}-{value}.log")
+            servers[value] = (server, log, f"http://127.0.0.1:{port}")
+        for value, (_, _, base) in servers.items():
+            if not _first_answer(base, next(iter(scenarios.values()))[0]):
+                raise SystemExit(f"the server with {name}={value} did not answer "
+                                 f"(see {work}/gunicorn-{name}-{value}.log)")
+            for paths in scenarios.values():  # warm both workers of each
+                run_wrk(base, paths, 2, 3, work)
+        time.sleep(2)
+        request_log = work / "logs" / "requests.log"
+        runs: list[dict] = []
+        for title, paths in scenarios.items():
+            for connections in (2, 8):
+                for turn in range(rounds):
+                    for value in values if turn % 2 == 0 else values[::-1]:
+                        cpu = service_cpu_seconds(servers[value][0].pid)
+                        run = settled(run_wrk(servers[value][2], paths, connections, seconds, work, request_log))
+                        # the server's CPU per request answered (settled: the requests left in flight are in both)
+                        run["cpu_ms_per_request"] = 1000 * (service_cpu_seconds(servers[value][0].pid) - cpu) / max(
+                            run["requests"], 1)
+                        runs.append({"scenario": title, "value": value, "round": turn, **run})
+                        print(f"{title}, {connections} connections, round {turn}, {name}={value}: {run['rps']:.0f} "
+                              f"req/s, p50 {run['p50_ms']:.2f} ms, p99 {run['p99_ms']:.2f} ms, CPU "
+                              f"{run['cpu_ms_per_request']:.2f} ms a request", flush=True)
+    finally:
+        for server, _, _ in servers.values():
+            server.terminate()
+        for server, log, _ in servers.values():
+            server.wait(timeout=60)
+            log.close()
+    summary = []
+    for title in scenarios:
+        for connections in (2, 8):
+            mine = [run for run in runs if run["scenario"] == title and run["connections"] == connections]
+            row: dict[str, object] = {"scenario": title, "connections": connections}
+            for value in values:
+                own = [run for run in mine if run["value"] == value]
+                row[value] = {key: float(np.median([run[key] for run in own]))
+                              for key in ("rps", "p50_ms", "p99_ms", "cpu_ms_per_request")}
+            by_round = {(run["round"], run["value"]): run["rps"] for run in mine}
+            row[f"rounds_with_more_req_s_for_{values[1]}"] = sum(
+                by_round[turn, values[1]] > by_round[turn, values[0]] for turn in range(rounds))
+            summary.append(row)
+    return {"variable": name, "values": list(values), "rounds": rounds, "seconds": seconds,
+            "order": "A, B then B, A alternately", "summary": summary, "runs": runs}
+
+
 IMPRESSIONS_CPU = """
 import json, os, time, uuid
 import django
@@ -1087,6 +1173,11 @@ def main() -> None:
                         help="run only the engine in process with the ranking stage's candidates computed by its "
                              "native code and by numpy, alternately, ROUNDS rounds of each (to "
                              "benchmarks/results/serving-native.json)")
+    parser.add_argument("--compare-env", default="", metavar="NAME=A,B",
+                        help="run only the scenarios --only names (default \"one known\") against two servers side by "
+                             "side, with the environment variable NAME=A and NAME=B, loaded in turn --rounds times (to "
+                             "benchmarks/results/serving-compare-NAME.json)")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds of each server with --compare-env")
     parser.add_argument("--impressions-overhead", type=int, default=0, metavar="ROUNDS",
                         help="run only the cost of recording impressions: ROUNDS rounds of \"one known shopper\" at 2 "
                              "connections with RECO_IMPRESSIONS=1 and =0, alternating the order (0: off)")
@@ -1118,6 +1209,20 @@ def main() -> None:
                          f"not {args.compare_nprobe!r}")
         if args.compare_index_kinds or args.impressions_overhead or args.in_process_only:
             parser.error("--compare-nprobe runs alone")
+    compared_env: tuple[str, tuple[str, str]] | None = None
+    if args.compare_env:
+        variable, _, listed = args.compare_env.partition("=")
+        pair = tuple(listed.split(","))
+        if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", variable) or len(pair) != 2 or pair[0] == pair[1]:
+            parser.error(f"--compare-env: NAME=A,B with two different values, e.g. RECO_KEEPALIVE_LINGER_MS=0,2, "
+                         f"not {args.compare_env!r}")
+        if args.rounds < 1:
+            parser.error("--rounds: at least 1")
+        if (args.impressions_overhead or args.in_process_only or args.compare_index_kinds or args.compare_nprobe
+                or args.compare_compiled_ranker or args.compare_native):
+            parser.error("--compare-env runs alone")
+        compared_env = (variable, (pair[0], pair[1]))
+        args.output = args.output or str(RESULTS / f"serving-compare-{variable}.json")
     if args.output is None:
         args.output = str(RESULTS / ("serving-impressions.json" if args.impressions_overhead > 0 else
                                      "serving-index-kinds.json" if args.compare_index_kinds > 0 else
@@ -1165,6 +1270,25 @@ def main() -> None:
         served = compared["served_lists"]
         print(f"served top 10 the same: {served['top10_overlap']:.4f} of the products (lowest "
               f"{served['lowest_overlap']:.1f}), {served['identical_lists']:.4f} of the lists identical")
+        print(f"\nwritten to {os.path.relpath(args.output, ROOT)}")
+        return
+    if compared_env is not None:
+        variable, pair = compared_env
+        result = compare_env(work, info, variable, pair, args.only or "one known", args.rounds, args.seconds,
+                             args.workers, args.threads)
+        figures = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                               "python": platform.python_version()},
+                   "sizes": info["sizes"], "gunicorn": f"{args.workers} workers x {args.threads} threads", **result}
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(figures, indent=2) + "\n")
+        print(f"\n{'scenario':<28}{'conns':>6}  " + "  ".join(f"{variable}={value}: req/s, p50, p99, CPU ms a request"
+                                                            for value in pair)
+              + "  rounds with more req/s for the second")
+        for row in result["summary"]:
+            print(f"{row['scenario']:<28}{row['connections']:>6}  " + "  ".join(
+                f"{row[value]['rps']:.0f}, {row[value]['p50_ms']:.2f}, {row[value]['p99_ms']:.2f}, "
+                f"{row[value]['cpu_ms_per_request']:.2f}" for value in pair)
+                + f"  {row[f'rounds_with_more_req_s_for_{pair[1]}']} of {args.rounds}")
         print(f"\nwritten to {os.path.relpath(args.output, ROOT)}")
         return
     if args.impressions_overhead > 0:

@@ -4,7 +4,6 @@ answers a kept-alive connection's next request in the thread that answered the l
 from __future__ import annotations
 
 import io
-import queue
 import socket
 import time
 from collections.abc import Iterator
@@ -109,14 +108,13 @@ def test_a_closed_connection_is_handed_to_the_parser(connection: tuple[SimpleNam
 
 
 def _lingering(monkeypatch: pytest.MonkeyPatch, answers: list[bool], ready: list[bool], *, linger: float = 0.002,
-               alive: bool = True, waiting: int = 0) -> tuple[JsonErrorWorker, list[str]]:
-    """A worker whose gunicorn ``handle`` answers with ``answers`` in turn (True: kept alive) and whose connection
-    has its next request ready or not as ``ready`` says, in turn; ``waiting`` requests wait for a thread."""
+               alive: bool = True, connections: int = 2) -> tuple[JsonErrorWorker, list[str]]:
+    """A worker of 2 threads holding ``connections`` whose gunicorn ``handle`` answers with ``answers`` in turn (True:
+    kept alive) and whose connection has its next request ready or not as ``ready`` says, in turn."""
     worker = object.__new__(JsonErrorWorker)
-    work_queue: queue.SimpleQueue = queue.SimpleQueue()
-    for _ in range(waiting):
-        work_queue.put(object())
-    worker.tpool, worker.alive, worker.keepalive_linger = SimpleNamespace(_work_queue=work_queue), alive, linger
+    worker.cfg, worker.nr_conns = Config(), connections
+    worker.cfg.set("threads", 2)
+    worker.alive, worker.keepalive_linger = alive, linger
     calls: list[str] = []
     answers, ready = list(answers), list(ready)
 
@@ -147,8 +145,8 @@ def test_a_closed_connection_is_not_waited_on(monkeypatch: pytest.MonkeyPatch) -
     assert calls == ["answered", "waited", "answered"]
 
 
-@pytest.mark.parametrize("setting", [{"linger": 0.0}, {"alive": False}, {"waiting": 1}],
-                         ids=["off", "stopping", "another request waits for a thread"])
+@pytest.mark.parametrize("setting", [{"linger": 0.0}, {"alive": False}, {"connections": 3}],
+                         ids=["off", "stopping", "more connections than threads"])
 def test_the_connection_goes_back_at_once(monkeypatch: pytest.MonkeyPatch, setting: dict) -> None:
     worker, calls = _lingering(monkeypatch, [True], [], **setting)
     assert worker.handle(object()) is True
