@@ -84,9 +84,9 @@ class QuietRelease:
 
     Trimming after each large request cost the next one more than the trim: malloc had to take the pages back
     from the system and fault them in again. 100 shoppers per call at 100,000 products, in one process, alternately
-    with and without a trim after each call: 61.2 against 54.3 ms per call (median of 160 calls each), besides
-    the trim's own 0.8 ms. Under a steady stream of large requests the memory they reuse is kept; once they stop,
-    it is handed back.
+    with and without a trim after each call (measured ad hoc): 61.2 against 54.3 ms per call (median of 160 calls
+    each), besides the trim's own 0.8 ms; over HTTP see docs/performance.md. Under a steady stream of large
+    requests the memory they reuse is kept; once they stop, it is handed back.
 
     Args:
         delay: seconds without a request before the release.
