@@ -87,7 +87,11 @@ def _message(status: int, exc: BaseException) -> str:
 def next_request_ready(conn: Any, timeout: float) -> bool:
     """Whether the connection ``conn`` (gunicorn's ``TConn``) holds the start of its next request within
     ``timeout`` seconds: bytes its parser already read ahead, or its socket readable (data, or the client's close,
-    which gunicorn's parser then meets as the end of the connection)."""
+    which gunicorn's parser then meets as the end of the connection).
+
+    Not gunicorn's ``TConn.wait_for_data``: its ``data_ready`` flag stays set once a connection's first request was
+    readable, so it would answer True for every later one and the thread would block reading an idle connection;
+    and it does not look at the read-ahead bytes."""
     if conn.parser.unreader.buf.getvalue():  # as gunicorn checks it after a body drain
         return True
     poller = select.poll()  # not select(): file descriptors above 1,023 are normal in a busy server
