@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -224,7 +223,7 @@ def recommendation_list(
     for user in keys:
         user_engine, ranking, arm = answered[user]
         entry: dict[str, Any] = {
-            "recommendation_id": uuid.uuid4().hex,
+            "recommendation_id": impressions.new_list_id(),
             "strategy": ranking.strategy,
             "items": payloads[user],
         }
@@ -302,7 +301,7 @@ def similar_item_list(*, item_id: str, k: int, record: bool = True) -> dict[str,
     items = _item_payloads(engine, top[0][valid], scores[0][valid])
     for place, item in enumerate(items, start=1):
         item["position"] = place
-    recommendation_id = uuid.uuid4().hex
+    recommendation_id = impressions.new_list_id()
     if record:
         impressions.record([impressions.Shown(recommendation_id, timezone.now(), VISITOR, SIMILAR_ITEMS,
                                               engine.version, [item["item_id"] for item in items])])

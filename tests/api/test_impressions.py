@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+import uuid
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -19,7 +22,7 @@ def test_each_list_has_an_id_positions_and_is_written_as_shown(service: Pipeline
     body = client.get("/recommendations", {"users": f"{user},nobody-at-all", "k": 5}).json()
     lists = body["recommendations"]
     ids = {lists[user]["recommendation_id"], lists["nobody-at-all"]["recommendation_id"]}
-    assert len(ids) == 2 and all(len(i) == 32 for i in ids)
+    assert len(ids) == 2 and all(len(i) == 32 and uuid.UUID(i).version == 7 for i in ids)
     assert [item["position"] for item in lists[user]["items"]] == [1, 2, 3, 4, 5]
     again = client.get("/recommendations", {"users": user, "k": 5}).json()["recommendations"][user]
     assert again["recommendation_id"] not in ids  # every answer is a new list
@@ -30,6 +33,21 @@ def test_each_list_has_an_id_positions_and_is_written_as_shown(service: Pipeline
     assert (row.shopper_id, row.strategy, row.model_version) == (user, lists[user]["strategy"], body["model_version"])
     assert row.items == [item["item_id"] for item in lists[user]["items"]]
     assert shown.pending() == 0 and shown.flush() == 0
+
+
+def test_list_ids_are_uuid7_ordered_by_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Later lists sort after earlier ones (appended to the primary key's index), and ids never repeat."""
+    now = time.time_ns()
+    first = impressions.new_list_id()
+    parsed = uuid.UUID(first)
+    assert len(first) == 32 and parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    assert abs(int(first[:12], 16) - now // 1_000_000) < 60_000  # its first 48 bits: the time in milliseconds
+    batches = []
+    for millisecond in range(3):
+        monkeypatch.setattr(impressions.time, "time_ns", lambda m=millisecond: now + m * 1_000_000)
+        batches.append([impressions.new_list_id() for _ in range(500)])
+    assert len({i for batch in batches for i in batch}) == 1500  # within one millisecond too: 74 random bits
+    assert max(batches[0]) < min(batches[1]) and max(batches[1]) < min(batches[2])
 
 
 def test_events_with_a_recommendation_id_are_attributed_to_the_list_and_position(
