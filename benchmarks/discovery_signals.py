@@ -26,7 +26,6 @@ signal alone as a ranking beside the stage's transitions alone. Prints a table a
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,28 +80,14 @@ VARIANTS = {"+discovery": ("discovery", "discovery_share"), "+reverse": ("revers
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ranker_lists import start
-    from stage_features import alone, finish, measure
+    from stage_features import compare_signals
 
-    from modeling import reranker
-    from modeling.train import history_batch
+    def make(run, histories: list[np.ndarray]) -> dict[str, np.ndarray]:  # noqa: ANN001  (a ranker_lists.Run)
+        inputs = run.inputs
+        return extra_features(run.lists.candidates, histories, inputs.history.users, inputs.history.items,
+                              len(inputs.features.item_ids))
 
-    run = start(__doc__.split("\n\n")[0], argv)
-    lists, in_sample, selection, seed, inputs, measured = (run.lists, run.in_sample, run.selection, run.seed,
-                                                           run.inputs, run.measured)
-    began = time.perf_counter()
-    histories = history_batch(inputs.validation_history, inputs.val_u).items
-    extra = extra_features(lists.candidates, histories, inputs.history.users, inputs.history.items,
-                           len(inputs.features.item_ids))
-    run.seconds["extra_features"] = time.perf_counter() - began
-    single = {name: round(alone(lists, extra[name], measured), 5) for name in ("discovery", "reverse")}
-    single["transition_last"] = round(
-        alone(lists, lists.features[:, :, reranker.FEATURES.index("transition_last")], measured), 5)
-    results = {"stage": measure(lists, in_sample, selection, seed, extra, ())}
-    for name, columns in VARIANTS.items():
-        results[name] = measure(lists, in_sample, selection, seed, extra, columns)
-    finish(run, results, single)
-    return 0
+    return compare_signals(__doc__.split("\n\n")[0], argv, make, ("discovery", "reverse"), VARIANTS)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from modeling import runtime as _runtime  # noqa: E402,F401  (first: environment
 
 import logging  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -214,6 +215,33 @@ def main(argv: list[str] | None = None) -> int:
         alone(attention, attention.features[:, :, reranker.FEATURES.index("two_tower")], measured), 5)
     results["attention"] = measure(attention, in_sample, selection, seed, {}, ())
 
+    finish(run, results, single)
+    return 0
+
+
+def compare_signals(description: str, argv: list[str] | None,
+                    make: Callable[[Any, list[np.ndarray]], dict[str, np.ndarray]], singles: tuple[str, ...],
+                    variants: dict[str, tuple[str, ...]]) -> int:
+    """A signal benchmark's run: every validation shopper's list, ``make(run, histories)``'s new columns (each
+    (v, C) float32; histories: v arrays of item positions, oldest first), each of ``singles`` alone as a ranking
+    beside the transitions alone, and LambdaMART on the stage's features and with each of ``variants``' columns,
+    printed and written as :func:`finish` does."""
+    from ranker_lists import start
+
+    from modeling import reranker
+    from modeling.train import history_batch
+
+    run = start(description, argv)
+    began = time.perf_counter()
+    histories = history_batch(run.inputs.validation_history, run.inputs.val_u).items
+    extra = make(run, histories)
+    run.seconds["extra_features"] = time.perf_counter() - began
+    single = {name: round(alone(run.lists, extra[name], run.measured), 5) for name in singles}
+    single["transition_last"] = round(
+        alone(run.lists, run.lists.features[:, :, reranker.FEATURES.index("transition_last")], run.measured), 5)
+    results = {"stage": measure(run.lists, run.in_sample, run.selection, run.seed, extra, ())}
+    for name, columns in variants.items():
+        results[name] = measure(run.lists, run.in_sample, run.selection, run.seed, extra, columns)
     finish(run, results, single)
     return 0
 
