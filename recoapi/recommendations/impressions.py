@@ -45,9 +45,9 @@ def new_list_id() -> str:
     of that index per list (docs/performance.md, "Time-ordered list ids"). Python 3.14's ``uuid.uuid7()`` makes
     the same layout; this one works on every supported Python.
     """
-    random = int.from_bytes(os.urandom(10), "big")  # 80 bits: 12 for rand_a, 62 for rand_b, 6 unused
-    value = ((time.time_ns() // 1_000_000 & (1 << 48) - 1) << 80 | 0x7 << 76 | (random >> 62 & 0xFFF) << 64
-             | 0b10 << 62 | random & (1 << 62) - 1)
+    bits = int.from_bytes(os.urandom(10), "big")  # 80 random bits: 12 for rand_a, 62 for rand_b, 6 unused
+    value = ((time.time_ns() // 1_000_000 & (1 << 48) - 1) << 80 | 0x7 << 76 | (bits >> 62 & 0xFFF) << 64
+             | 0b10 << 62 | bits & (1 << 62) - 1)
     return f"{value:032x}"
 
 
