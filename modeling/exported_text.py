@@ -223,16 +223,31 @@ class OnnxTextEncoder:
         return int(self.settings["dim"])
 
     def encode(self, texts: list[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        """Unit vectors of ``texts``. Returns (n, t) float32 (``progress`` is accepted for TextEncoder's signature)."""
-        parts = [np.zeros((0, self.dim), dtype=np.float32)]
+        """Unit vectors of ``texts``. Returns (n, t) float32 (``progress`` is accepted for TextEncoder's signature).
+
+        The texts are encoded longest first, as sentence-transformers orders them, so that a batch holds texts of
+        about one length: each batch is padded to its longest text, and one 600-word description among short
+        titles made its 63 neighbours cost as much as it. The vectors come back in the texts' order, the same as
+        in any other batching (ONNX Runtime masks the padding out: measured equal to the bit; see
+        ``benchmarks/text_batches.py``)."""
+        texts = [str(t) for t in texts]
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        vectors = np.empty((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(texts), batch_size):
-            encoded = self.tokenizer.encode_batch([str(t) for t in texts[start:start + batch_size]])
-            ids = np.asarray([e.ids for e in encoded], dtype=np.int64)
-            mask = np.asarray([e.attention_mask for e in encoded], dtype=np.int64)
-            types = np.asarray([e.type_ids for e in encoded], dtype=np.int64)
-            hidden = self.session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
-            weights = mask[:, :, None].astype(np.float32)
-            pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
-            norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-            parts.append((pooled / norms).astype(np.float32))
-        return np.concatenate(parts)
+            batch = order[start:start + batch_size]
+            vectors[batch] = self.encode_batch([texts[n] for n in batch])
+        return vectors
+
+    def encode_batch(self, texts: list[str]) -> np.ndarray:
+        """Unit vectors of ``texts`` run as one batch, padded to the longest. Returns (n, t) float32."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        encoded = self.tokenizer.encode_batch([str(t) for t in texts])
+        ids = np.asarray([e.ids for e in encoded], dtype=np.int64)
+        mask = np.asarray([e.attention_mask for e in encoded], dtype=np.int64)
+        types = np.asarray([e.type_ids for e in encoded], dtype=np.int64)
+        hidden = self.session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
+        weights = mask[:, :, None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+        norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        return (pooled / norms).astype(np.float32)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -54,6 +55,26 @@ def test_the_bundle_names_an_export_that_encodes_like_sentence_transformers(pipe
 def pd_positions(bundle: artifacts.Bundle, ids: list[str]) -> np.ndarray:
     index = {str(item): n for n, item in enumerate(bundle.arrays.item_ids)}
     return np.asarray([index[i] for i in ids])
+
+
+def test_texts_are_encoded_in_batches_of_about_one_length(pipeline: Pipeline) -> None:
+    """Each batch is padded to its longest text: texts go longest first, and the vectors come back in order."""
+    encoder = OnnxTextEncoder(artifacts.text_export_path(artifacts.load_bundle(pipeline.models / pipeline.version)))
+    texts = ["a long product description " * 30 if n % 8 == 0 else f"espresso cup {n}" for n in range(32)]
+    widths: list[tuple[int, int]] = []  # (texts, tokens) of each batch run
+    session = encoder.session
+
+    def run(outputs: object, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        widths.append(inputs["input_ids"].shape)
+        return session.run(outputs, inputs)
+
+    encoder.session = SimpleNamespace(run=run)
+    got = encoder.encode(texts, batch_size=4)
+    assert sorted(widths)[-2][1] < 20 < sorted(widths)[-1][1]  # the 4 long texts in one batch (in turn: one in each)
+    assert sum(rows * tokens for rows, tokens in widths) < 4 * widths[0][1] + 28 * 20
+    encoder.session = session
+    for n in (0, 1, 8, 31):  # each text's own vector, at its place
+        assert np.abs(got[n] - encoder.encode([texts[n]])[0]).max() <= 1e-5
 
 
 def test_the_export_is_made_once_per_text_model(pipeline: Pipeline) -> None:
