@@ -227,9 +227,9 @@ class OnnxTextEncoder:
 
         The texts are encoded longest first, as sentence-transformers orders them, so that a batch holds texts of
         about one length: each batch is padded to its longest text, and one 600-word description among short
-        titles made its 63 neighbours cost as much as it. The vectors come back in the texts' order, the same as
-        in any other batching (ONNX Runtime masks the padding out: measured equal to the bit; see
-        ``benchmarks/text_batches.py``)."""
+        titles made its 63 neighbours cost as much as it. The vectors come back in the texts' order, as another
+        batching gives them up to rounding (ONNX Runtime masks the padding out; on the shared data sets, equal to
+        the bit: ``benchmarks/text_batches.py``)."""
         texts = [str(t) for t in texts]
         order = np.argsort([-len(t) for t in texts], kind="stable")
         vectors = np.empty((len(texts), self.dim), dtype=np.float32)
