@@ -49,42 +49,21 @@ VARIANTS: dict[str, tuple[dict[str, Any], int]] = {
 """Each variant: the settings changed from the stage's, and how many boosters (seeds) are averaged."""
 
 
-class Averaged:
-    """The mean score of several boosters (each as LightGBM's ``predict`` takes rows)."""
-
-    def __init__(self, boosters: list[Any]) -> None:
-        self.boosters = boosters
-
-    def predict(self, features: np.ndarray, num_threads: int = 1) -> np.ndarray:
-        return np.mean([booster.predict(features, num_threads=num_threads) for booster in self.boosters], axis=0)
-
-
-def measure(lists: Any, in_sample: np.ndarray, seed: int, settings: dict[str, Any], boosters: int,
-            folds: int = 3) -> dict[int, np.ndarray]:
+def measure(lists: Any, in_sample: np.ndarray, seed: int, settings: dict[str, Any], boosters: int
+            ) -> dict[int, np.ndarray]:
     """{trees: (v,) NDCG@10} with the stage's settings changed by ``settings``, ``boosters`` averaged; 0 outside the
-    stage's sample."""
-    from ranker_lists import stage_folds
+    stage's sample (:func:`stage_features.measure` while the settings are changed, then put back)."""
+    from stage_features import measure as measure_features
 
     from modeling import reranker
 
-    fold_of = stage_folds(in_sample, seed, folds)
-    results = {trees: np.zeros(len(lists.targets)) for trees in TREES}
     stage = dict(reranker.LIGHTGBM_PARAMS)
     reranker.LIGHTGBM_PARAMS.update(settings)
     try:
-        for fold in range(folds):
-            test, learn = (fold_of == fold) & in_sample, (fold_of != fold) & in_sample
-            trained = [reranker._train_booster(lists.candidates[learn], lists.features[learn], lists.targets[learn],
-                                               max(TREES), seed + 1000 * n) for n in range(boosters)]
-            for trees in TREES:
-                model = Averaged([reranker._Truncated(booster, trees) for booster in trained])
-                ranked, _ = reranker.Ranker("lightgbm", booster=model).order(lists.candidates[test],
-                                                                             lists.features[test], 10)
-                results[trees][test] = reranker._ndcg_at_10(ranked, lists.targets[test])
+        return measure_features(lists, in_sample, seed, {}, (), trees=TREES, boosters=boosters)
     finally:
         reranker.LIGHTGBM_PARAMS.clear()
         reranker.LIGHTGBM_PARAMS.update(stage)
-    return results
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -141,10 +141,22 @@ VARIANTS = {"+session_knn": ("session_knn", "session_knn_share"), "+second_order
             "+both": ("session_knn", "session_knn_share", "second_order", "pair_count")}
 
 
-def measure(lists: Any, in_sample: np.ndarray, selection: np.ndarray, seed: int, extra: dict[str, np.ndarray],
-            columns: tuple[str, ...], folds: int = 3) -> dict[int, np.ndarray]:
+class Averaged:
+    """The mean score of several boosters (each as LightGBM's ``predict`` takes rows)."""
+
+    def __init__(self, boosters: list[Any]) -> None:
+        self.boosters = boosters
+
+    def predict(self, features: np.ndarray, num_threads: int = 1) -> np.ndarray:
+        return np.mean([booster.predict(features, num_threads=num_threads) for booster in self.boosters], axis=0)
+
+
+def measure(lists: Any, in_sample: np.ndarray, seed: int, extra: dict[str, np.ndarray],
+            columns: tuple[str, ...], folds: int = 3, *, trees: tuple[int, ...] = TREES,
+            boosters: int = 1) -> dict[int, np.ndarray]:
     """{trees: (v,) NDCG@10} of LambdaMART on the stage's features plus ``columns`` of ``extra``, trained on the
-    stage's sample in its folds (as ``fit_ranker`` assigns them); 0 outside the sample."""
+    stage's sample in its folds (as ``fit_ranker`` assigns them), after each of ``trees``; 0 outside the sample.
+    ``boosters`` > 1: that many boosters of different seeds in each fold, their scores averaged."""
     from ranker_lists import stage_folds
 
     from modeling import reranker
@@ -154,15 +166,16 @@ def measure(lists: Any, in_sample: np.ndarray, selection: np.ndarray, seed: int,
         features = np.concatenate([features] + [extra[name][:, :, None] for name in columns], axis=2)
     names = reranker.FEATURES + columns
     fold_of = stage_folds(in_sample, seed, folds)
-    results = {trees: np.zeros(len(lists.targets)) for trees in TREES}
+    results = {count: np.zeros(len(lists.targets)) for count in trees}
     for fold in range(folds):
         test, learn = (fold_of == fold) & in_sample, (fold_of != fold) & in_sample
-        booster = reranker._train_booster(lists.candidates[learn], features[learn], lists.targets[learn], max(TREES),
-                                          seed, names=names)
-        for trees in TREES:
-            ranked, _ = reranker.Ranker("lightgbm", booster=reranker._Truncated(booster, trees)).order(
-                lists.candidates[test], features[test], 10)
-            results[trees][test] = reranker._ndcg_at_10(ranked, lists.targets[test])
+        trained = [reranker._train_booster(lists.candidates[learn], features[learn], lists.targets[learn], max(trees),
+                                           seed + 1000 * n, names=names) for n in range(boosters)]
+        for count in trees:
+            truncated = [reranker._Truncated(booster, count) for booster in trained]
+            model = truncated[0] if boosters == 1 else Averaged(truncated)
+            ranked, _ = reranker.Ranker("lightgbm", booster=model).order(lists.candidates[test], features[test], 10)
+            results[count][test] = reranker._ndcg_at_10(ranked, lists.targets[test])
     return results
 
 
@@ -191,8 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     from modeling.two_tower import TwoTowerParams
 
     run = start(__doc__.split("\n\n")[0], argv)
-    lists, in_sample, selection, seed, seconds, inputs = (run.lists, run.in_sample, run.selection, run.seed,
-                                                          run.seconds, run.inputs)
+    lists, in_sample, seed, seconds, inputs = run.lists, run.in_sample, run.seed, run.seconds, run.inputs
     data, embeddings, measured = run.data, run.embeddings, run.measured
     began = time.perf_counter()
     histories = history_batch(inputs.validation_history, inputs.val_u).items
@@ -202,9 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     two_tower = lists.features[:, :, reranker.FEATURES.index("two_tower")]
     single = {name: round(alone(lists, extra[name], measured), 5) for name in ("session_knn", "second_order")}
     single["two_tower"] = round(alone(lists, two_tower, measured), 5)
-    results = {"stage": measure(lists, in_sample, selection, seed, extra, ())}
+    results = {"stage": measure(lists, in_sample, seed, extra, ())}
     for name, columns in VARIANTS.items():
-        results[name] = measure(lists, in_sample, selection, seed, extra, columns)
+        results[name] = measure(lists, in_sample, seed, extra, columns)
         logger.info("%s measured", name)
     del extra
 
@@ -213,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("the two builds of the lists hold different shoppers")
     single["two_tower_with_attention"] = round(
         alone(attention, attention.features[:, :, reranker.FEATURES.index("two_tower")], measured), 5)
-    results["attention"] = measure(attention, in_sample, selection, seed, {}, ())
+    results["attention"] = measure(attention, in_sample, seed, {}, ())
 
     finish(run, results, single)
     return 0
@@ -239,9 +251,9 @@ def compare_signals(description: str, argv: list[str] | None,
     single = {name: round(alone(run.lists, extra[name], run.measured), 5) for name in singles}
     single["transition_last"] = round(
         alone(run.lists, run.lists.features[:, :, reranker.FEATURES.index("transition_last")], run.measured), 5)
-    results = {"stage": measure(run.lists, run.in_sample, run.selection, run.seed, extra, ())}
+    results = {"stage": measure(run.lists, run.in_sample, run.seed, extra, ())}
     for name, columns in variants.items():
-        results[name] = measure(run.lists, run.in_sample, run.selection, run.seed, extra, columns)
+        results[name] = measure(run.lists, run.in_sample, run.seed, extra, columns)
     finish(run, results, single)
     return 0
 

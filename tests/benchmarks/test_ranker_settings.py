@@ -7,7 +7,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from benchmarks.ranker_settings import TREES, Averaged, measure
+from benchmarks.ranker_settings import TREES, measure
+from benchmarks.stage_features import Averaged
 from modeling import reranker
 
 
