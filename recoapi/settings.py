@@ -377,15 +377,27 @@ if LOG_BACKUPS < 1:
     raise ImproperlyConfigured(f"environment variable RECO_LOG_BACKUPS={LOG_BACKUPS} must be at least 1")
 
 
-def _rotating_file(name: str, formatter: str) -> dict:
+# The request log's lines wait in each process at most this many seconds (or until 256 wait) and are written
+# together, under one file lock (recoapi.request_log); 0: every line written at once.
+REQUEST_LOG_FLUSH_SECONDS = env_float("RECO_REQUEST_LOG_FLUSH_SECONDS", 1.0)
+if not 0 <= REQUEST_LOG_FLUSH_SECONDS <= 60:
+    raise ImproperlyConfigured(f"environment variable RECO_REQUEST_LOG_FLUSH_SECONDS={REQUEST_LOG_FLUSH_SECONDS} "
+                               "must be 0 (every line at once) to 60 seconds")
+
+
+def _rotating_file(name: str, formatter: str, *, flush_seconds: float | None = None) -> dict:
     """A log file in LOGS_DIR shared safely by every process, rotated at LOG_MAX_BYTES with LOG_BACKUPS old files.
 
     Records carry the request id. A rotated file holds at least LOG_MAX_BYTES (the check is made before each
-    write, under the lock), so the current file is the only short one.
+    write, under the lock), so the current file is the only short one. With ``flush_seconds``, lines are written
+    in batches (:class:`recoapi.request_log.BatchedRotatingFileHandler`).
     """
-    return {"class": "concurrent_log_handler.ConcurrentRotatingFileHandler", "filename": str(LOGS_DIR / name),
-            "maxBytes": LOG_MAX_BYTES, "backupCount": LOG_BACKUPS, "formatter": formatter,
-            "filters": ["request_id"]}
+    handler = {"class": "concurrent_log_handler.ConcurrentRotatingFileHandler", "filename": str(LOGS_DIR / name),
+               "maxBytes": LOG_MAX_BYTES, "backupCount": LOG_BACKUPS, "formatter": formatter,
+               "filters": ["request_id"]}
+    if flush_seconds is not None:
+        handler.update({"class": "recoapi.request_log.BatchedRotatingFileHandler", "flush_seconds": flush_seconds})
+    return handler
 
 
 LOGGING = {
@@ -401,7 +413,7 @@ LOGGING = {
         "console": {"class": "logging.StreamHandler", "formatter": "plain", "level": CONSOLE_LOG_LEVEL,
                     "filters": ["request_id"]},
         "file": _rotating_file("recoapi.log", "plain"),
-        "requests": _rotating_file("requests.log", "request"),
+        "requests": _rotating_file("requests.log", "request", flush_seconds=REQUEST_LOG_FLUSH_SECONDS),
     },
     "root": {"handlers": ["console", "file"], "level": "WARNING"},
     "loggers": {

@@ -55,6 +55,7 @@ def test_reco_data_source_accepts_the_clickstream_source_and_refuses_unknown_one
     ({"RECO_LOG_MAX_BYTES": "-1"}, "RECO_LOG_MAX_BYTES=-1 must be 0 (no rotation) or a size in bytes"),
     ({"RECO_LOG_MAX_BYTES": "10MB"}, "RECO_LOG_MAX_BYTES='10MB' is not an integer"),
     ({"RECO_LOG_BACKUPS": "0"}, "RECO_LOG_BACKUPS=0 must be at least 1"),
+    ({"RECO_REQUEST_LOG_FLUSH_SECONDS": "-1"}, "RECO_REQUEST_LOG_FLUSH_SECONDS=-1.0 must be 0 (every line at once)"),
 ])
 def test_log_rotation_settings_are_checked_at_start(env: dict[str, str], message: str, tmp_path: Path) -> None:
     result = manage("check", env={**env, "RECO_LOGS_DIR": str(tmp_path)})
