@@ -14,9 +14,10 @@ from django.core.exceptions import DisallowedHost
 from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
 from rest_framework import exceptions, status
-from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
+
+from recoapi.renderers import FastJSONRenderer
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         # No renderer was agreed on: DRF would render the error with the view's first one (the schema view's is
         # YAML). Errors are JSON everywhere.
         request = context["request"]
-        request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
+        request.accepted_renderer, request.accepted_media_type = FastJSONRenderer(), FastJSONRenderer.media_type
     return response
 
 

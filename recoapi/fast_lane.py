@@ -46,13 +46,13 @@ from django.middleware.security import SecurityMiddleware
 from django.urls import Resolver404, resolve, set_script_prefix
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.permissions import AllowAny
-from rest_framework.renderers import JSONRenderer
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from recoapi.middleware import REQUEST_ID, log_answered, request_id_of, request_id_var, request_refusal
 from recoapi.recommendations import apis
 from recoapi.recommendations import serializers as s
+from recoapi.renderers import FastJSONRenderer
 from recoapi.throttling import DECIDED
 
 logger = logging.getLogger(__name__)
@@ -156,8 +156,8 @@ def _route_problem(path: str, route: Route) -> str | None:
     view = route.view
     if getattr(match.func, "view_class", None) is not view or match.url_name != route.name:
         return f"{path} is not routed to {view.__name__} as {route.name!r}"
-    if list(view.permission_classes) != [AllowAny] or list(view.renderer_classes) != [JSONRenderer]:
-        return f"{view.__name__} has other permissions or renderers than AllowAny and JSONRenderer"
+    if list(view.permission_classes) != [AllowAny] or list(view.renderer_classes) != [FastJSONRenderer]:
+        return f"{view.__name__} has other permissions or renderers than AllowAny and FastJSONRenderer"
     if view.versioning_class is not None:
         return f"{view.__name__} is versioned"
     if not all(issubclass(authentication, (TokenAuthentication, SessionAuthentication))
@@ -190,7 +190,7 @@ class FastLane:
 
     def __init__(self, django: Callable[..., Iterable[bytes]]) -> None:
         self.django = django
-        self.renderer = JSONRenderer()
+        self.renderer = FastJSONRenderer()
         self._headers: dict[tuple[str, bool], tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

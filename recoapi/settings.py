@@ -175,7 +175,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_RENDERER_CLASSES": ["recoapi.renderers.FastJSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["recoapi.parsers.SafeJSONParser"],
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "recoapi.negotiation.FormatNegotiation",
     "DEFAULT_SCHEMA_CLASS": "recoapi.schema.AutoSchema",

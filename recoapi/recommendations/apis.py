@@ -11,7 +11,6 @@ from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import permissions, serializers
 from rest_framework.exceptions import NotAuthenticated, ValidationError
-from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -23,6 +22,7 @@ from recoapi.catalog import services as catalog_services
 from recoapi.recommendations import model_store, services
 from recoapi.recommendations import serializers as s
 from recoapi.recommendations.engine import registry
+from recoapi.renderers import FastJSONRenderer
 
 _ERRORS = {400: OpenApiResponse(s.ErrorOutput, description="Invalid input"),
            414: OpenApiResponse(s.ErrorOutput, description="Query string too long"),
@@ -249,7 +249,7 @@ class MetricsApi(APIView):
         """No negotiation: the body is Prometheus's text format whatever the Accept header asks, and an error is
         JSON, as everywhere. Scrapers' own headers (``text/plain;version=0.0.4``, OpenMetrics' media type, without
         ``*/*``) were answered 406, as no JSON renderer matched them."""
-        renderer = JSONRenderer()
+        renderer = FastJSONRenderer()
         return renderer, renderer.media_type
 
     @extend_schema(exclude=True)  # Prometheus's text format, not part of the JSON API

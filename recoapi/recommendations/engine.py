@@ -92,9 +92,10 @@ class Engine:
         """Title, brand, category and price of the product at ``position``."""
         return self.products.info(position)
 
-    def infos(self, positions: np.ndarray) -> list[ItemInfo]:
-        """:meth:`info` of the products at (m,) ``positions``, in order."""
-        return self.products.infos(positions)
+    def item_columns(self, positions: np.ndarray) -> tuple[list[str], list[str], list[str], list[float | None]]:
+        """The titles, brands, categories and prices of the products at (m,) ``positions``, in order
+        (:meth:`ProductTable.columns`)."""
+        return self.products.columns(positions)
 
     @property
     def available(self) -> np.ndarray:

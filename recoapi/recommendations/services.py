@@ -83,10 +83,12 @@ def model_load_failure() -> str | None:
 
 def _item_payloads(engine: Engine, positions: np.ndarray, scores: np.ndarray) -> list[dict[str, Any]]:
     """The items of an answer, in order."""
-    ids = engine.recommender.item_ids
-    return [{"item_id": str(ids[index]), "score": round(score, 6), "title": info.title, "brand": info.brand,
-             "category": info.category, "price": info.price}
-            for index, score, info in zip(positions.tolist(), scores.tolist(), engine.infos(positions), strict=True)]
+    ids = engine.recommender.item_ids[positions].tolist()
+    titles, brands, categories, prices = engine.item_columns(positions)
+    return [{"item_id": str(item), "score": round(score, 6), "title": title, "brand": brand, "category": category,
+             "price": price}
+            for item, score, title, brand, category, price in zip(ids, scores.tolist(), titles, brands, categories,
+                                                                  prices, strict=True)]
 
 
 def _answer_payloads(rankings: dict[str, tuple[Engine, Any]]) -> dict[str, list[dict[str, Any]]]:

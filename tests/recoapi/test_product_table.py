@@ -31,11 +31,15 @@ def test_rows_land_at_their_positions(table: ProductTable) -> None:
     assert np.isnan(table.price[[7, 8, 9]]).all() and table.price[0] == 0.5
 
 
+def _infos(table: ProductTable, positions: np.ndarray) -> list[ItemInfo]:
+    return [ItemInfo(*details) for details in zip(*table.columns(positions), strict=True)]
+
+
 def test_many_at_once_read_as_one_at_a_time(table: ProductTable) -> None:
     positions = np.array([9, 1, 7, 4, 1, 0, 8])
-    assert table.infos(positions) == [table.info(int(p)) for p in positions]
-    assert table.infos(np.array([9])) == [ItemInfo("", "", "", None)]
-    assert table.infos(np.zeros(0, dtype=np.int64)) == []
+    assert _infos(table, positions) == [table.info(int(p)) for p in positions]
+    assert _infos(table, np.array([9])) == [ItemInfo("", "", "", None)]
+    assert table.columns(np.zeros(0, dtype=np.int64)) == ([], [], [], [])
 
 
 def test_category_prefixes_ignore_case_and_unknown_products(table: ProductTable) -> None:
@@ -63,7 +67,7 @@ def test_updates_copy_grow_and_add_new_values(table: ProductTable) -> None:
     assert len(updated) == 12 and updated.known[11] and not updated.known[10]
     assert updated.info(1) == row_info(changes[0]) and updated.info(11) == ItemInfo("Title 11", "Brand 2", "Toys", None)
     assert list(np.flatnonzero(updated.category_mask("garden"))) == [1]
-    assert updated.infos(np.arange(12)) == [updated.info(i) for i in range(12)]
+    assert _infos(updated, np.arange(12)) == [updated.info(i) for i in range(12)]
     assert updated.top_level_categories() == ["Dept 0", "Dept 1", "Garden", "Toys"]
     assert table.info(1) == ItemInfo("Title 1", "Brand 1", "Dept 1 > Sub 1", 1.5) and len(table) == 10  # unchanged
 
