@@ -35,7 +35,8 @@ def _answer() -> dict:
         "when": dt.datetime(2026, 12, 7, 4, 1, 2, 345678, tzinfo=dt.UTC), "day": dt.date(2026, 12, 7),
         "naive": dt.datetime(2026, 12, 7, 4, 1, 2), "time": dt.time(4, 1, 2, 500),
         "id": uuid.UUID(int=7), "decimal": Decimal("1.10"), "lazy": gettext_lazy("Not found."),
-        "numpy": {"int": np.int64(3), "float": np.float32(0.5), "array": np.arange(3)},
+        "numpy": {"int": np.int64(3), "float": np.float32(0.5), "double": np.float64(0.1), "array": np.arange(3),
+                  "bool": np.bool_(True)},
         "separators": "a\u2028b\u2029c", "nested": [[{"empty": {}}, []]],
     }
 
