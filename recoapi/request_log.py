@@ -59,8 +59,7 @@ class BatchedRotatingFileHandler(ConcurrentRotatingFileHandler):
         except Exception:
             self.handleError(record)
             return
-        if self._pid != os.getpid():  # a forked worker: the lines its parent logged are the parent's to write
-            self._pid, self._pending, self._timer_started = os.getpid(), [], False
+        self._own_lines()
         if not self._pending:
             self._first_at = time.monotonic()
         self._pending.append(line)
@@ -94,6 +93,7 @@ class BatchedRotatingFileHandler(ConcurrentRotatingFileHandler):
         ``maxBytes`` or more: a batch is written in as many writes as the rotations it makes, and a rotated file
         passes the maximum by less than one line, as before.
         """
+        self._own_lines()
         if not self._pending:
             return
         lines, self._pending = self._pending, []
@@ -111,6 +111,12 @@ class BatchedRotatingFileHandler(ConcurrentRotatingFileHandler):
                 self._do_unlock()
         except Exception:
             self.handleError(logging.makeLogRecord({"msg": f"{len(lines)} request log lines not written"}))
+
+    def _own_lines(self) -> None:
+        """In a forked process (a gunicorn worker), forget the lines its parent logged: they are the parent's to
+        write (the caller holds :attr:`lock`)."""
+        if self._pid != os.getpid():
+            self._pid, self._pending, self._timer_started = os.getpid(), [], False
 
     def _fitting(self, lines: list[str]) -> int:
         """How many of ``lines`` go into the current file before it reaches ``maxBytes`` (at least 1)."""
