@@ -5,13 +5,13 @@ prices and scores). The standard library's encoder, which DRF's renderer calls, 
 process and about a tenth of a 100-shopper request's time holding the interpreter's lock under load (py-spy,
 docs/performance.md); orjson writes the same bytes in about a tenth of that time.
 
-The bytes are DRF's, with one exception: what orjson does not encode itself goes to DRF's own encoder
-(``default``): dates and times (orjson would write them otherwise), numpy values, dataclasses, lazy strings,
-decimals. A pretty-printed answer (``Accept: application/json; indent=4``), the ``UNICODE_JSON``/``COMPACT_JSON``
-settings turned off, and what orjson refuses (keys that are not strings, integers beyond 64 bits) are rendered by
-DRF's code itself. The one difference: a float below 0.0001 is written in orjson's shortest form (``1e-6``, not
-Python's ``1e-06``) and a NaN or infinite float as ``null`` where DRF's strict mode raised: the same values for
-any JSON reader.
+The bytes are DRF's: what orjson would write otherwise, or not at all, goes to DRF's own encoder (``default``):
+dates and times, numpy values, dataclasses (which DRF refuses), lazy strings, decimals. A pretty-printed answer
+(``Accept: application/json; indent=4``), the ``UNICODE_JSON``/``COMPACT_JSON`` settings turned off, and what
+orjson refuses (keys that are not strings, integers beyond 64 bits) are rendered by DRF's code itself. Two
+differences remain: a float below 0.0001 is written in orjson's shortest form (``1e-6``, not Python's ``1e-06``:
+the same number for any JSON reader), and a NaN or infinite float is written ``null`` where DRF's strict mode
+raised (an error answer before).
 """
 
 from __future__ import annotations
