@@ -46,7 +46,8 @@ class BatchedRotatingFileHandler(ConcurrentRotatingFileHandler):
         self._pending: list[str] = []
         self._first_at = 0.0  # when the oldest waiting line was logged (time.monotonic)
         self._pid = os.getpid()  # the process the waiting lines were logged in
-        self._timer_started = False  # in that process
+        self._timer: threading.Thread | None = None  # its timer thread, once started (a forked worker starts its own)
+        self._closed_here = False  # closed: the timer thread ends
 
     def emit(self, record: logging.LogRecord) -> None:
         """Format ``record`` now; write it with the others waiting when the batch is due (called under
@@ -81,9 +82,10 @@ class BatchedRotatingFileHandler(ConcurrentRotatingFileHandler):
         super().flush()
 
     def close(self) -> None:
-        """Write the waiting lines, then close the file."""
+        """Write the waiting lines, then close the file; the timer thread ends."""
         with self.lock:  # type: ignore[union-attr]
             self._write_pending()
+            self._closed_here = True
         super().close()
 
     def _write_pending(self) -> None:
@@ -116,7 +118,7 @@ class BatchedRotatingFileHandler(ConcurrentRotatingFileHandler):
         """In a forked process (a gunicorn worker), forget the lines its parent logged: they are the parent's to
         write (the caller holds :attr:`lock`)."""
         if self._pid != os.getpid():
-            self._pid, self._pending, self._timer_started = os.getpid(), [], False
+            self._pid, self._pending, self._timer = os.getpid(), [], None
 
     def _fitting(self, lines: list[str]) -> int:
         """How many of ``lines`` go into the current file before it reaches ``maxBytes`` (at least 1)."""
@@ -135,14 +137,15 @@ class BatchedRotatingFileHandler(ConcurrentRotatingFileHandler):
 
     def _ensure_timer(self) -> None:
         """Start this process's timer thread, which writes a batch once it is due when no later line does."""
-        if self._timer_started:
-            return
-        self._timer_started = True
-        threading.Thread(target=self._timer, name="request-log-writer", daemon=True).start()
+        if self._timer is None:
+            self._timer = threading.Thread(target=self._write_when_due, name="request-log-writer", daemon=True)
+            self._timer.start()
 
-    def _timer(self) -> None:
+    def _write_when_due(self) -> None:
         while True:
             with self.lock:  # type: ignore[union-attr]
+                if self._closed_here:
+                    return
                 due = self._first_at + self.flush_seconds - time.monotonic() if self._pending else self.flush_seconds
                 if due <= 0:
                     self._write_pending()

@@ -72,6 +72,17 @@ def test_the_timer_writes_a_batch_when_no_later_line_comes(make_logger) -> None:
     assert _lines(path) == ["the last request of a burst"]
 
 
+def test_closing_writes_the_batch_and_ends_the_timer(make_logger) -> None:
+    log, handler, path = make_logger(flush_seconds=0.2)
+    log.info("last")
+    timer = handler._timer
+    assert timer is not None and timer.is_alive()
+    handler.close()
+    assert _lines(path) == ["last"]
+    timer.join(timeout=20)  # generous: it wakes every 0.2 s
+    assert not timer.is_alive()
+
+
 def test_zero_seconds_writes_every_line_at_once(make_logger) -> None:
     log, handler, path = make_logger(flush_seconds=0)
     log.info("first")
