@@ -55,6 +55,8 @@ def main() -> None:
     from modeling.recommender import History, Recommender
     from modeling.reranker import Ranker
 
+    import faiss  # noqa: F401  (its OpenMP runtime loaded first, so that the limit below reaches it)
+
     threadpool_limits(1)
     bundle_dir = workspace / "models" / (workspace / "models" / "ACTIVE").read_text().strip()
     recommender = Recommender(artifacts.load_bundle(bundle_dir), ann_min_items=ANN_MIN_ITEMS)

@@ -49,6 +49,8 @@ def measure(code: Path, out: Path, workspace: Path) -> None:
     from modeling.index import ANN_MIN_ITEMS
     from modeling.recommender import History, Recommender
 
+    import faiss  # noqa: F401  (its OpenMP runtime loaded first, so that the limit below reaches it)
+
     threadpool_limits(1)
     version = (workspace / "models" / "ACTIVE").read_text().strip()
     recommender = Recommender(artifacts.load_bundle(workspace / "models" / version), ann_min_items=ANN_MIN_ITEMS)

@@ -314,7 +314,7 @@ def main() -> None:
     if args.compare_every_feature < 0 or args.compare_fast_lane < 0:
         raise SystemExit("--compare-every-feature and --compare-fast-lane take a number of rounds")
     from peer import demo_workspace
-    from serving import _env, build_workspace
+    from serving import _env, build_workspace, one_thread
 
     if args.shop == "demo":
         work = ROOT / "benchmarks" / ".work" / "peer-demo"
@@ -328,15 +328,13 @@ def main() -> None:
     # The metrics as under gunicorn: written to the multi-process directory (set before the client loads).
     metrics_dir = tempfile.TemporaryDirectory(prefix="recoapi-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir.name
-    from threadpoolctl import threadpool_limits
-
     # One BLAS and OpenMP thread, as each web worker has (gunicorn.conf.py sets it before numpy loads; setting
     # OPENBLAS_NUM_THREADS here, after numpy loaded, changed nothing: this script measured with every core).
     comparisons = {"features": (args.compare_every_feature, compare_every_feature),
                    "fast-lane": (args.compare_fast_lane, compare_fast_lane)}
     for suffix, (rounds, compare) in comparisons.items():
         if rounds:
-            with threadpool_limits(1):
+            with one_thread():
                 compared = compare(work, args.requests, rounds)
             output = Path(args.output or RESULTS / f"request-path-{args.shop}-{suffix}.json")
             output.parent.mkdir(parents=True, exist_ok=True)
@@ -345,7 +343,7 @@ def main() -> None:
             print(json.dumps(compared, indent=2))
             print(f"\nwritten to {os.path.relpath(output, ROOT)}")
             return
-    with threadpool_limits(1):
+    with one_thread():
         figures = measure(work, args.requests)
     output = Path(args.output or RESULTS / f"request-path-{args.shop}.json")
     output.parent.mkdir(parents=True, exist_ok=True)

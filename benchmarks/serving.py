@@ -92,6 +92,8 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import urllib.request  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from typing import TextIO  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -120,6 +122,26 @@ def _env(work: Path, port: int | None = None, workers: int = 2, threads: int = 2
     if port:
         env["RECO_BIND"] = f"127.0.0.1:{port}"
     return env
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """One BLAS and one OpenMP thread in this process while in the block, as each web worker has (gunicorn.conf.py
+    sets the variables before numpy loads).
+
+    threadpoolctl limits the libraries loaded when the block is entered; FAISS brings its own OpenMP runtime, loaded
+    with faiss, and LightGBM its own, so both are imported first. Before they were, the in-process figures measured
+    the approximate index's search with both cores' threads (a query 0.145 against 0.058 ms with one thread,
+    the same query repeated)."""
+    import faiss  # noqa: F401  (loads its OpenMP runtime, for threadpoolctl to find)
+    from threadpoolctl import threadpool_limits
+
+    try:
+        import lightgbm  # noqa: F401  (the same: scores in process where a bundle's compiled ranker is off)
+    except ImportError:  # a web worker's environment needs no LightGBM
+        pass
+    with threadpool_limits(1):
+        yield
 
 
 def ann_min_items() -> int:
@@ -1268,9 +1290,7 @@ def main() -> None:
     if args.serve_ann_min_items is not None:  # after the build: the workspace's layout follows the default
         os.environ["RECO_ANN_MIN_ITEMS"] = str(args.serve_ann_min_items)
     if nprobes:
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(1):  # one BLAS and OpenMP thread, as each web worker has (gunicorn.conf.py)
+        with one_thread():
             compared = compare_nprobe(work, info["version"], (nprobes[0], nprobes[1]), 4)
         _write_comparison(args.output, info["sizes"], "nprobe", compared, [str(n) for n in nprobes])
         for n in nprobes:
@@ -1287,10 +1307,8 @@ def main() -> None:
         ("index_kinds", compare_index_kinds, args.compare_index_kinds, ["codes", "flat"])
         if args.compare_index_kinds > 0 else None)
     if compared_pair is not None:  # two engines alternately, and how many of their served lists are the same
-        from threadpoolctl import threadpool_limits
-
         key, compare, rounds, names = compared_pair
-        with threadpool_limits(1):  # one BLAS and OpenMP thread, as each web worker has (gunicorn.conf.py)
+        with one_thread():
             compared = compare(work, info["version"], rounds)
         _write_comparison(args.output, info["sizes"], key, compared, names)
         served = compared["served_lists"]
@@ -1337,9 +1355,7 @@ def main() -> None:
         _print_impressions(result)
         print(f"\nwritten to {os.path.relpath(args.output, ROOT)}")
         return
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1):  # one BLAS and OpenMP thread, as each web worker has (gunicorn.conf.py)
+    with one_thread():
         engine = in_process(work, info["version"], info["new_users"])
     if args.in_process_only:
         figures = {"sizes": info["sizes"], "workspace_timings_s": info["timings"],
