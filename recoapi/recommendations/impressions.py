@@ -69,7 +69,7 @@ class ImpressionBuffer:
     """A bounded buffer of answered lists and the thread that writes them (one per process)."""
 
     def __init__(self) -> None:
-        self._pending: deque[Shown] = deque()
+        self._pending: deque[tuple[Any, ...]] = deque()  # lists as rows of adapted values (adapted())
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._write_lock = threading.Lock()  # one writer at a time: the thread or a final flush
@@ -81,9 +81,15 @@ class ImpressionBuffer:
         """Buffer lists to write (never blocks on the database)."""
         if not settings.RECO_IMPRESSIONS:
             return
+        try:
+            rows = adapted(shown)  # here, a little per answer, not in the writer's batch (see adapted())
+        except Exception:  # a value its field refuses: the answer stands, the lists are not recorded
+            logger.exception("%d recommendation lists could not be recorded", len(shown))
+            metrics.impressions_dropped(len(shown))
+            return
         with self._lock:
             before = len(self._pending)
-            self._pending.extend(shown)
+            self._pending.extend(rows)
             dropped = len(self._pending) - settings.RECO_IMPRESSIONS_MAX_BUFFERED
             for _ in range(max(0, dropped)):
                 self._pending.popleft()
@@ -156,46 +162,64 @@ _COLUMNS = ("id", "created_at", "shopper_id", "strategy", "model_version", "item
 _UNIQUE_COLUMNS = frozenset({"id", "shopper_id", "items"})  # adapted per list (the others repeat)
 
 
-def _insert(batch: list[Shown]) -> None:
-    """Insert ``batch`` in one transaction, lists already written (the same id) left as they are.
+def adapted(shown: list[Shown]) -> list[tuple[Any, ...]]:
+    """Each list as its row of the INSERT :func:`_insert` runs, every value adapted by its model field as
+    ``bulk_create`` would write it (the database's own adapters: SQLite's text for a time, PostgreSQL's JSON
+    wrapper...).
 
-    One prepared INSERT executed per row (``executemany``) with each value adapted by its model field, as
-    ``bulk_create`` would write it: ``bulk_create`` built a model instance per list and one statement of
-    every row's placeholders, which took more than half of the write's time (500 lists of 100 shoppers'
-    answers: 19 ms against 8 ms, ad hoc), in a thread that shares each web worker's interpreter lock with
-    its requests. The statement comes from the database backend's own operations (``INSERT OR IGNORE`` on
-    SQLite, ``ON CONFLICT DO NOTHING`` on PostgreSQL).
+    Called by :meth:`ImpressionBuffer.record` in the request's thread, so that the adapting is spread over the
+    answers (about 10 µs a list) instead of done for a whole batch by the writer thread: the writer shares each web
+    worker's interpreter lock with its requests, and a batch's adapting (a few milliseconds for 350 lists) held it
+    in one piece, delaying the requests that came meanwhile (one known shopper per request at 2 connections: p99
+    about 7.5 ms with impressions against 5.5 ms without, docs/performance.md). The answer's time, strategy,
+    model, experiment and arm repeat across its lists (one time for the 100 lists of a 100-shopper answer): each
+    distinct value is adapted once.
     """
-    meta = RecommendationList._meta
-    fields = [meta.get_field(name) for name in _COLUMNS]
+    if not shown:
+        return []
     # This thread's own connection wrapper, looked up once: the module's ``connection`` finds it again (a
     # thread-local lookup) at each attribute the fields' adapters read, several per value: two thirds of the
-    # adapting's time (500 lists: 9.5 against 25 µs a list, ad hoc).
+    # adapting's time (9.5 against 25 µs a list, ad hoc). Adapting needs no open connection.
     database = connections[DEFAULT_DB_ALIAS]
-    ops, quote = database.ops, database.ops.quote_name
-    suffix = ops.on_conflict_suffix_sql(fields, OnConflict.IGNORE, None, None)
-    sql = (f"{ops.insert_statement(on_conflict=OnConflict.IGNORE)} {quote(meta.db_table)} "
-           f"({', '.join(quote(field.column) for field in fields)}) VALUES ({', '.join(['%s'] * len(fields))})"
-           f"{' ' + suffix if suffix else ''}")
-    prepare = [field.get_db_prep_save for field in fields]
-    # The answer's time, strategy, model, experiment and arm repeat across a batch (one time for the 100 lists of
-    # a 100-shopper answer): each distinct value is adapted once. That was two thirds of the adapting, which
-    # holds the interpreter lock that the worker's requests wait for (SQLite's own work releases it).
+    prepare = [field.get_db_prep_save for field in _fields()]
     shared = [name not in _UNIQUE_COLUMNS for name in _COLUMNS]
-    adapted: dict[tuple[int, Any], Any] = {}
+    known: dict[tuple[int, Any], Any] = {}
 
     def adapt(column: int, value: Any) -> Any:
         if not shared[column]:
             return prepare[column](value, database)
         key = (column, value)
-        if key not in adapted:
-            adapted[key] = prepare[column](value, database)
-        return adapted[key]
+        if key not in known:
+            known[key] = prepare[column](value, database)
+        return known[key]
 
-    rows = [tuple(adapt(column, value) for column, value in
+    return [tuple(adapt(column, value) for column, value in
                   enumerate((s.id, s.created_at, s.shopper_id, s.strategy, s.model_version, s.items,
                              s.experiment_id, s.arm)))
-            for s in batch]
+            for s in shown]
+
+
+def _fields() -> list[Any]:
+    meta = RecommendationList._meta
+    return [meta.get_field(name) for name in _COLUMNS]
+
+
+def _insert(rows: list[tuple[Any, ...]]) -> None:
+    """Insert the :func:`adapted` rows in one transaction, lists already written (the same id) left as they are.
+
+    One prepared INSERT executed per row (``executemany``): ``bulk_create`` built a model instance per list and
+    one statement of every row's placeholders, which took more than half of the write's time (500 lists of 100
+    shoppers' answers: 19 ms against 8 ms, ad hoc), in a thread that shares each web worker's interpreter lock
+    with its requests. The statement comes from the database backend's own operations (``INSERT OR IGNORE`` on
+    SQLite, ``ON CONFLICT DO NOTHING`` on PostgreSQL).
+    """
+    database = connections[DEFAULT_DB_ALIAS]
+    fields = _fields()
+    ops, quote = database.ops, database.ops.quote_name
+    suffix = ops.on_conflict_suffix_sql(fields, OnConflict.IGNORE, None, None)
+    sql = (f"{ops.insert_statement(on_conflict=OnConflict.IGNORE)} {quote(RecommendationList._meta.db_table)} "
+           f"({', '.join(quote(field.column) for field in fields)}) VALUES ({', '.join(['%s'] * len(fields))})"
+           f"{' ' + suffix if suffix else ''}")
     with transaction.atomic(using=database.alias), database.cursor() as cursor:
         cursor.executemany(sql, rows)
 
