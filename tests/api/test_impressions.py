@@ -331,3 +331,47 @@ def test_lists_are_written_with_every_field_as_given_and_an_id_written_once(
             row.arm) == (when, "shopper-ü", "two_tower", "20260101T000000Z", ["a", "b'\"c"], None, "")
     row = RecommendationList.objects.get(id=second.id)
     assert (row.items, row.experiment_id, row.arm) == ([], 7, "treatment")
+
+
+def test_lists_are_adapted_where_they_are_recorded_not_by_the_writer(
+        service: Pipeline, shown: impressions.ImpressionBuffer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer thread shares a web worker's interpreter lock with its requests: adapting a whole batch there held
+    the lock in one piece while requests waited. Each answer's lists are adapted as they are recorded."""
+    import threading
+    from datetime import UTC, datetime
+
+    from django.db.models import Field
+
+    adapting: list[str] = []
+    original = Field.get_db_prep_save
+
+    def watched(self, value, connection):  # noqa: ANN001, ANN202
+        adapting.append(threading.current_thread().name)
+        return original(self, value, connection)
+
+    monkeypatch.setattr(Field, "get_db_prep_save", watched)
+    now = datetime.now(UTC)
+    shown.record([impressions.Shown(f"{n:032x}", now, f"u{n}", "popular", "v", ["a", "b"]) for n in range(3)])
+    recorded = len(adapting)
+    assert recorded > 0 and set(adapting) == {threading.current_thread().name}
+    # (the writer's flush, called here: the tests' database is this thread's)
+    assert shown.flush() == 3 and shown.pending() == 0
+    assert len(adapting) == recorded  # the write only inserted
+    assert sorted(RecommendationList.objects.values_list("shopper_id", "items")) == [
+        (f"u{n}", ["a", "b"]) for n in range(3)]
+
+
+def test_a_list_that_cannot_be_adapted_is_dropped_and_counted_not_raised(
+        service: Pipeline, shown: impressions.ImpressionBuffer) -> None:
+    """Recording happens while the answer is built: a value its field refuses must not turn the answer into a 500."""
+    from datetime import UTC, datetime
+
+    from prometheus_client import REGISTRY
+
+    before = REGISTRY.get_sample_value("recoapi_impressions_dropped_total") or 0.0
+    now = datetime.now(UTC)
+    shown.record([impressions.Shown("a" * 32, now, "u", "popular", "v", ["a"], experiment_id="x")])  # type: ignore[arg-type]
+    assert shown.pending() == 0
+    assert REGISTRY.get_sample_value("recoapi_impressions_dropped_total") == before + 1
+    shown.record([impressions.Shown("b" * 32, now, "u", "popular", "v", ["a"])])
+    assert shown.flush() == 1
