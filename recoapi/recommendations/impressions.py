@@ -170,8 +170,9 @@ def adapted(shown: list[Shown]) -> list[tuple[Any, ...]]:
     Called by :meth:`ImpressionBuffer.record` in the request's thread, so that the adapting is spread over the
     answers (about 10 µs a list) instead of done for a whole batch by the writer thread: the writer shares each web
     worker's interpreter lock with its requests, and a batch's adapting (a few milliseconds for 350 lists) held it
-    in one piece, delaying the requests that came meanwhile (one known shopper per request at 2 connections: p99
-    about 7.5 ms with impressions against 5.5 ms without, docs/performance.md). The answer's time, strategy,
+    in one piece, delaying the requests that came meanwhile (one known shopper per request at 2 connections, p99
+    with impressions against without: 7.8 to 8.9 against 4.0 to 6.3 ms before, 5.7 to 6.0 against 3.9 to 5.9 ms
+    since; docs/performance.md). The answer's time, strategy,
     model, experiment and arm repeat across its lists (one time for the 100 lists of a 100-shopper answer): each
     distinct value is adapted once.
     """
