@@ -111,27 +111,22 @@ def measure(lists: Any, in_sample: np.ndarray, selection: np.ndarray, seed: int,
     rest = np.flatnonzero(~in_sample)
     fold_of[rest] = np.random.default_rng(seed + 1).permutation(len(rest)) % folds
     results: dict[str, np.ndarray] = {}
-    stage_leaves = reranker.LIGHTGBM_PARAMS["num_leaves"]
-    try:
-        for leaves in LEAVES:
-            reranker.LIGHTGBM_PARAMS["num_leaves"] = leaves
-            for pool in ("sample", "all"):
-                if pool == "all" and in_sample.all():
-                    continue
-                started = time.perf_counter()
-                for fold in range(folds):
-                    test = (fold_of == fold) & in_sample
-                    learn = (fold_of != fold) & (in_sample if pool == "sample" else True)
-                    booster = reranker._train_booster(candidates[learn], features[learn], targets[learn], max(TREES),
-                                                      seed)
-                    for trees in TREES:
-                        ranked, _ = reranker.Ranker("lightgbm", booster=reranker._Truncated(booster, trees)).order(
-                            candidates[test], features[test], 10)
-                        results.setdefault(f"{pool}-{leaves}:{trees}", np.zeros(len(targets)))[test] = (
-                            reranker._ndcg_at_10(ranked, targets[test]))
-                logger.info("%s lists, %d leaves: %.0f s", pool, leaves, time.perf_counter() - started)
-    finally:
-        reranker.LIGHTGBM_PARAMS["num_leaves"] = stage_leaves
+    for leaves in LEAVES:
+        for pool in ("sample", "all"):
+            if pool == "all" and in_sample.all():
+                continue
+            started = time.perf_counter()
+            for fold in range(folds):
+                test = (fold_of == fold) & in_sample
+                learn = (fold_of != fold) & (in_sample if pool == "sample" else True)
+                booster = reranker._train_booster(candidates[learn], features[learn], targets[learn], max(TREES),
+                                                  seed, params={"num_leaves": leaves})
+                for trees in TREES:
+                    ranked, _ = reranker.Ranker("lightgbm", booster=reranker._Truncated(booster, trees)).order(
+                        candidates[test], features[test], 10)
+                    results.setdefault(f"{pool}-{leaves}:{trees}", np.zeros(len(targets)))[test] = (
+                        reranker._ndcg_at_10(ranked, targets[test]))
+            logger.info("%s lists, %d leaves: %.0f s", pool, leaves, time.perf_counter() - started)
     return results
 
 

@@ -52,18 +52,10 @@ VARIANTS: dict[str, tuple[dict[str, Any], int]] = {
 def measure(lists: Any, in_sample: np.ndarray, seed: int, settings: dict[str, Any], boosters: int
             ) -> dict[int, np.ndarray]:
     """{trees: (v,) NDCG@10} with the stage's settings changed by ``settings``, ``boosters`` averaged; 0 outside the
-    stage's sample (:func:`stage_features.measure` while the settings are changed, then put back)."""
+    stage's sample (:func:`stage_features.measure` with those settings)."""
     from stage_features import measure as measure_features
 
-    from modeling import reranker
-
-    stage = dict(reranker.LIGHTGBM_PARAMS)
-    reranker.LIGHTGBM_PARAMS.update(settings)
-    try:
-        return measure_features(lists, in_sample, seed, {}, (), trees=TREES, boosters=boosters)
-    finally:
-        reranker.LIGHTGBM_PARAMS.clear()
-        reranker.LIGHTGBM_PARAMS.update(stage)
+    return measure_features(lists, in_sample, seed, {}, (), trees=TREES, boosters=boosters, params=settings)
 
 
 def main(argv: list[str] | None = None) -> int:

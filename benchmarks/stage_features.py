@@ -153,10 +153,11 @@ class Averaged:
 
 def measure(lists: Any, in_sample: np.ndarray, seed: int, extra: dict[str, np.ndarray],
             columns: tuple[str, ...], folds: int = 3, *, trees: tuple[int, ...] = TREES,
-            boosters: int = 1) -> dict[int, np.ndarray]:
+            boosters: int = 1, params: dict[str, Any] | None = None) -> dict[int, np.ndarray]:
     """{trees: (v,) NDCG@10} of LambdaMART on the stage's features plus ``columns`` of ``extra``, trained on the
     stage's sample in its folds (as ``fit_ranker`` assigns them), after each of ``trees``; 0 outside the sample.
-    ``boosters`` > 1: that many boosters of different seeds in each fold, their scores averaged."""
+    ``boosters`` > 1: that many boosters of different seeds in each fold, their scores averaged; ``params``:
+    LightGBM settings that replace the stage's (None: the stage's)."""
     from ranker_lists import stage_folds
 
     from modeling import reranker
@@ -170,7 +171,7 @@ def measure(lists: Any, in_sample: np.ndarray, seed: int, extra: dict[str, np.nd
     for fold in range(folds):
         test, learn = (fold_of == fold) & in_sample, (fold_of != fold) & in_sample
         trained = [reranker._train_booster(lists.candidates[learn], features[learn], lists.targets[learn], max(trees),
-                                           seed + 1000 * n, names=names) for n in range(boosters)]
+                                           seed + 1000 * n, names=names, params=params) for n in range(boosters)]
         for count in trees:
             truncated = [reranker._Truncated(booster, count) for booster in trained]
             model = truncated[0] if boosters == 1 else Averaged(truncated)

@@ -26,7 +26,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -1074,9 +1074,12 @@ _IMPORTED: dict[str, Any] = {}
 
 
 def _train_booster(candidates: np.ndarray, features: np.ndarray, targets: np.ndarray, rounds: int,
-                   seed: int, init: np.ndarray | None = None, names: Sequence[str] = FEATURES) -> Any:
+                   seed: int, init: np.ndarray | None = None, names: Sequence[str] = FEATURES,
+                   params: Mapping[str, Any] | None = None) -> Any:
     """LambdaMART over the lists that hold their target; ``init`` (m, C): the scores boosting starts from
-    (none: 0); ``names``: the features' names (benchmarks try columns beyond :data:`FEATURES`)."""
+    (none: 0); ``names``: the features' names (benchmarks try columns beyond :data:`FEATURES`); ``params``:
+    LightGBM settings that replace :data:`LIGHTGBM_PARAMS`' for this booster (benchmarks try others; None: the
+    stage's)."""
     lightgbm = lightgbm_module()
     labels = (candidates == targets[:, None]) & (candidates >= 0)
     useful = labels.any(axis=1)
@@ -1087,7 +1090,7 @@ def _train_booster(candidates: np.ndarray, features: np.ndarray, targets: np.nda
     start = None if init is None else np.concatenate([s[:n] for s, n in zip(init[useful], lengths, strict=True)])
     data = lightgbm.Dataset(rows, y, group=lengths, init_score=start, feature_name=list(names),
                             free_raw_data=True)
-    return lightgbm.train({**LIGHTGBM_PARAMS, "seed": seed}, data, num_boost_round=rounds)
+    return lightgbm.train({**LIGHTGBM_PARAMS, **(params or {}), "seed": seed}, data, num_boost_round=rounds)
 
 
 @dataclass

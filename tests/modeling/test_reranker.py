@@ -17,6 +17,7 @@ from modeling.index import ExactIndex
 from modeling.reranker import (
     CODE_FILES,
     FEATURES,
+    LIGHTGBM_PARAMS,
     PRIOR_ROUNDS,
     PRIOR_SCALE,
     REFERENCE_TRIALS,
@@ -738,3 +739,19 @@ def test_the_line_on_a_served_blend_names_the_parts_its_weights_keep() -> None:
         assert said[-1].startswith(f"ranking stage: {GENERAL_REFERENCE} weighing {describe_blend(weights)} (")
         assert "two_tower x" not in said[-1]  # never part of the transitions + item-item blend
     assert served >= 1
+
+
+def test_a_booster_s_own_lightgbm_settings_apply_to_it_alone() -> None:
+    """Benchmarks train boosters with other settings than the stage's: given to the booster, not by changing the
+    module's settings, which the stage's training reads."""
+    candidates, features, targets = _synthetic_lists(200, 20, "switch", seed=1)
+    before = dict(LIGHTGBM_PARAMS)
+    small = _train_booster(candidates, features, targets, 10, 0, params={"num_leaves": 2})
+    assert LIGHTGBM_PARAMS == before
+    stage = _train_booster(candidates, features, targets, 10, 0)
+    leaves = [tree["num_leaves"] for tree in small.dump_model()["tree_info"]]
+    assert leaves and max(leaves) <= 2
+    assert max(tree["num_leaves"] for tree in stage.dump_model()["tree_info"]) > 2
+    again = _train_booster(candidates, features, targets, 10, 0, params={})
+    np.testing.assert_array_equal(again.predict(features.reshape(-1, features.shape[2])),
+                                  stage.predict(features.reshape(-1, features.shape[2])))
