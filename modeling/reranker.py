@@ -37,6 +37,7 @@ import numpy as np
 
 from modeling import native
 from modeling.candidates import (
+    CsrArrays,
     HistoryBatch,
     Sources,
     SparseRows,
@@ -609,7 +610,8 @@ def native_candidates(function: Any, proposals: Proposals,
     """:func:`numpy_candidates` by the native code's ``function`` (:func:`modeling.native.stage_function`); None
     where it cannot read the inputs as they are (a matrix of float64 values, e.g. while sources are fitted)."""
     p, config = proposals, proposals.config
-    matrices = tuple(native.csr(matrix) for matrix in (p.sources.item_item, p.sources.sequence, p.sources.transitions))
+    matrices = tuple(matrix.native_view if isinstance(matrix, CsrArrays) else native.csr(matrix)
+                     for matrix in (p.sources.item_item, p.sources.sequence, p.sources.transitions))
     tables = p.tables
     arrays = (tables.popularity_rank, tables.category, tables.brand, tables.price)
     if (any(matrix is None for matrix in matrices) or any(len(array) != p.n for array in arrays)
@@ -638,8 +640,6 @@ def synthetic_proposals(seed: int, *, n: int = 60, m: int = 5) -> Proposals:
     """Random :class:`Proposals` over ``n`` items for ``m`` shoppers that exercise every case of the candidates'
     computation: matrices with negative, zero and tied values and each kind of position arrays, empty and
     repeating histories, exclusions, a filter, pads in the two-tower's top, sources cut short by their counts."""
-    from modeling.candidates import CsrArrays
-
     rng = np.random.default_rng(seed)
 
     def matrix(indptr_type: type, indices_type: type) -> CsrArrays:

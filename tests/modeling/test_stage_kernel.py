@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from modeling import native, reranker
+from modeling.candidates import CsrArrays
 from modeling.compiled_ranker import toolchain
 
 pytestmark = pytest.mark.skipif(toolchain() is None, reason="no C compiler (gcc or clang) on this machine")
@@ -57,6 +58,20 @@ def test_native_candidates_are_numpys_bit_for_bit(function, wanted: str) -> None
         assert _same(reranker.native_candidates(function, proposals, read), expected), f"seed {seed}"
         checked += len(expected[0])
     assert checked > 5_000  # the shops hold candidates: the comparison is not of empty arrays
+
+
+def test_a_bundle_matrix_s_c_view_is_made_once_and_reads_its_arrays(function) -> None:
+    """A loaded stage's matrices are read by the C code on every request: their view is kept, not made again, and
+    points at the arrays themselves (the candidates are still numpy's)."""
+    proposals = reranker.synthetic_proposals(3, n=40, m=4)
+    matrix = proposals.sources.item_item
+    assert isinstance(matrix, CsrArrays)
+    view = matrix.native_view
+    assert view is matrix.native_view
+    assert (view.indptr, view.indices, view.data) == (matrix.indptr.ctypes.data, matrix.indices.ctypes.data,
+                                                      matrix.data.ctypes.data)
+    wanted = WANTED["every feature"]
+    assert _same(reranker.native_candidates(function, proposals, wanted), reranker.numpy_candidates(proposals, wanted))
 
 
 def test_the_synthetic_shops_exercise_what_they_claim() -> None:
