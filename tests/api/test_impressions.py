@@ -230,6 +230,36 @@ def test_lists_the_database_refuses_are_kept_for_the_next_write(service: Pipelin
     assert shown.flush() == 2 and shown.pending() == 0
 
 
+def test_the_writer_keeps_its_connection_between_writes_and_drops_it_after_a_refusal(
+        service: Pipeline, shown: impressions.ImpressionBuffer, monkeypatch) -> None:
+    from datetime import UTC, datetime
+
+    from django.db import OperationalError
+
+    closed: list[str] = []
+
+    class Watched:  # the module's connection, its closing counted (the writes still use the test's)
+        @staticmethod
+        def close() -> None:
+            closed.append("closed")
+
+    monkeypatch.setattr(impressions, "connection", Watched)
+    now = datetime.now(UTC)
+    shown.record([impressions.Shown(f"{n:032x}", now, "u", "popular", "v", ["a"]) for n in range(2)])
+    assert shown.write_due() is False and shown.write_due() is False
+    assert closed == [] and RecommendationList.objects.count() == 2
+
+    def refuse(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise OperationalError("database is locked")
+
+    shown.record([impressions.Shown(f"{n:032x}", now, "u", "popular", "v", ["a"]) for n in range(2, 3)])
+    with monkeypatch.context() as patched:
+        patched.setattr(impressions, "_insert", refuse)
+        assert shown.write_due() is True
+    assert closed == ["closed"] and shown.pending() == 1
+    assert shown.write_due() is False and shown.pending() == 0 and closed == ["closed"]
+
+
 def test_lists_arriving_while_a_full_buffer_is_written_are_kept(service: Pipeline, shown: impressions.ImpressionBuffer,
                                                                 settings, monkeypatch) -> None:
     from datetime import UTC, datetime
