@@ -237,6 +237,7 @@ def test_the_writer_keeps_its_connection_between_writes_and_drops_it_after_a_ref
     from django.db import OperationalError
 
     closed: list[str] = []
+    checked: list[str] = []
 
     class Watched:  # the module's connection, its closing counted (the writes still use the test's)
         @staticmethod
@@ -244,10 +245,13 @@ def test_the_writer_keeps_its_connection_between_writes_and_drops_it_after_a_ref
             closed.append("closed")
 
     monkeypatch.setattr(impressions, "connection", Watched)
+    # Counted, not run: inside the test's transaction it would close the test's connection (PostgreSQL).
+    monkeypatch.setattr(impressions, "close_old_connections", lambda: checked.append("checked"))
     now = datetime.now(UTC)
     shown.record([impressions.Shown(f"{n:032x}", now, "u", "popular", "v", ["a"]) for n in range(2)])
     assert shown.write_due() is False and shown.write_due() is False
     assert closed == [] and RecommendationList.objects.count() == 2
+    assert checked == ["checked", "checked"]  # each write first closes a connection too old or unusable
 
     def refuse(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise OperationalError("database is locked")

@@ -8,7 +8,7 @@ from benchmarks.impression_writer import compare
 from recoapi.recommendations import impressions
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # as the writer runs: outside any transaction of the test's
 def test_both_ways_are_timed_in_turn_and_every_list_is_written() -> None:
     with impressions.buffer._lock:  # lists other tests left: not this benchmark's
         impressions.buffer._pending.clear()
