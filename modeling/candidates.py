@@ -112,6 +112,10 @@ class CsrArrays:
         code reads the matrix on every request (three views a request took about 30 µs)."""
         return native.csr(self)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without :attr:`native_view`: its addresses are this process's (another process makes its own)."""
+        return {name: value for name, value in self.__dict__.items() if name != "native_view"}
+
 
 @dataclass
 class HistoryBatch:

@@ -10,6 +10,7 @@ compiler, ``RECO_NATIVE=0``, a library that differs) numpy computes them.
 from __future__ import annotations
 
 import logging
+import pickle
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -72,6 +73,9 @@ def test_a_bundle_matrix_s_c_view_is_made_once_and_reads_its_arrays(function) ->
                                                       matrix.data.ctypes.data)
     wanted = WANTED["every feature"]
     assert _same(reranker.native_candidates(function, proposals, wanted), reranker.numpy_candidates(proposals, wanted))
+    copied = pickle.loads(pickle.dumps(matrix))  # another process's addresses are its own
+    assert "native_view" not in vars(copied) and np.array_equal(copied.data, matrix.data)
+    assert copied.native_view.data == copied.data.ctypes.data != view.data
 
 
 def test_the_synthetic_shops_exercise_what_they_claim() -> None:
