@@ -43,3 +43,23 @@ def test_at_most_three_runs_and_one_worker_alone_is_never_run_again(monkeypatch:
     calls = _scripted(monkeypatch, [[1.0]] * 5)
     assert "one_worker_runs" not in serving.balanced_run("http://x", ["/"], 2, 10, Path("."), Path("log"), workers=1)
     assert len(calls) == 1
+
+
+def test_a_comparison_s_summary_pairs_the_rounds_and_gives_the_p95_beside_the_p99() -> None:
+    def run(value: str, turn: int, connections: int, rps: float, p95: float, p99: float) -> dict:
+        return {"scenario": "one known shopper", "value": value, "round": turn, "connections": connections,
+                "rps": rps, "p50_ms": 1.0, "p95_ms": p95, "p99_ms": p99, "cpu_ms_per_request": 2.0}
+
+    runs = [run("a", 0, 2, 100, 5.0, 9.0), run("b", 0, 2, 120, 6.0, 8.0),
+            run("b", 1, 2, 90, 4.0, 7.0), run("a", 1, 2, 110, 5.0, 10.0),
+            run("a", 2, 2, 100, 5.0, 9.0), run("b", 2, 2, 130, 4.5, 9.5),
+            run("a", 0, 8, 50, 20.0, 30.0), run("b", 0, 8, 40, 25.0, 35.0)]
+    two, eight = serving.compare_summary(runs, ("a", "b"))
+    assert (two["scenario"], two["connections"]) == ("one known shopper", 2)
+    assert two["a"] == {"rps": 100.0, "p50_ms": 1.0, "p95_ms": 5.0, "p99_ms": 9.0, "cpu_ms_per_request": 2.0}
+    assert two["b"]["rps"] == 120.0 and two["b"]["p95_ms"] == 4.5 and two["b"]["p99_ms"] == 8.0
+    assert (two["rounds_with_more_req_s_for_b"], two["rounds_with_lower_p95_for_b"],
+            two["rounds_with_lower_p99_for_b"]) == (2, 2, 2)
+    assert (eight["connections"], eight["rounds_with_more_req_s_for_b"], eight["rounds_with_lower_p95_for_b"],
+            eight["rounds_with_lower_p99_for_b"]) == (8, 0, 0, 0)
+    assert [row["connections"] for row in serving.compare_summary(runs[:6], ("a", "b"))] == [2]
