@@ -29,6 +29,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -47,29 +51,14 @@ def measure(code: Path, out: Path, workspace: Path) -> None:
 
     from modeling import artifacts
     from modeling.index import ANN_MIN_ITEMS
-    from modeling.recommender import History, Recommender
+    from modeling.recommender import Recommender
 
     import faiss  # noqa: F401  (its OpenMP runtime loaded first, so that the limit below reaches it)
 
     threadpool_limits(1)
     version = (workspace / "models" / "ACTIVE").read_text().strip()
     recommender = Recommender(artifacts.load_bundle(workspace / "models" / version), ann_min_items=ANN_MIN_ITEMS)
-    rng = np.random.default_rng(1)
-    n = len(recommender.item_ids)
-    allowed = np.ones(n, dtype=bool)
-    allowed[rng.integers(0, n, 200)] = False
-    users = [str(u) for u in recommender.user_ids[rng.integers(0, len(recommender.user_ids), SHOPPERS)]]
-    with sqlite3.connect(workspace / "db.sqlite3") as connection:
-        rows = connection.execute(
-            "SELECT shopper_id, product_id, CAST(strftime('%s', occurred_at) AS INTEGER), weight "
-            f"FROM catalog_interaction WHERE shopper_id IN ({','.join('?' * len(users))}) "
-            "ORDER BY shopper_id, occurred_at", users).fetchall()
-    raw: dict[str, list[tuple[str, int, float]]] = {}
-    for shopper, product, seconds, weight in rows:
-        raw.setdefault(shopper, []).append((product, seconds, weight))
-    histories = {user: History(np.asarray([r[0] for r in events], dtype=object),
-                               np.asarray([r[1] for r in events], dtype=np.int64),
-                               np.asarray([r[2] for r in events], dtype=np.float64)) for user, events in raw.items()}
+    users, histories, allowed = shoppers(recommender, workspace)
 
     def alone() -> tuple[float, list]:
         times, answers = [], []
@@ -96,6 +85,34 @@ def measure(code: Path, out: Path, workspace: Path) -> None:
     out.write_bytes(pickle.dumps({"one_ms": one_ms, "hundred_ms": hundred_ms, "alone": one_answers,
                                   "batched": hundred_answers,
                                   "mean_history": float(np.mean([len(h.item_ids) for h in histories.values()]))}))
+
+
+def shoppers(recommender: Any, workspace: Path, count: int = SHOPPERS,
+             seed: int = 1) -> tuple[list[str], dict[str, Any], np.ndarray]:
+    """``count`` of the bundle's shoppers (seeded), their histories as the workspace's database holds them
+    (``History`` of the code on the import path) and an (n,) mask of the products that may be recommended, 200
+    random ones out of stock: ``(ids, histories by id, allowed)``."""
+    import numpy as np
+
+    from modeling.recommender import History
+
+    rng = np.random.default_rng(seed)
+    n = len(recommender.item_ids)
+    allowed = np.ones(n, dtype=bool)
+    allowed[rng.integers(0, n, 200)] = False
+    users = [str(u) for u in recommender.user_ids[rng.integers(0, len(recommender.user_ids), count)]]
+    with sqlite3.connect(workspace / "db.sqlite3") as connection:
+        rows = connection.execute(
+            "SELECT shopper_id, product_id, CAST(strftime('%s', occurred_at) AS INTEGER), weight "
+            f"FROM catalog_interaction WHERE shopper_id IN ({','.join('?' * len(users))}) "
+            "ORDER BY shopper_id, occurred_at", users).fetchall()
+    raw: dict[str, list[tuple[str, int, float]]] = {}
+    for shopper, product, seconds, weight in rows:
+        raw.setdefault(shopper, []).append((product, seconds, weight))
+    histories = {user: History(np.asarray([r[0] for r in events], dtype=object),
+                               np.asarray([r[1] for r in events], dtype=np.int64),
+                               np.asarray([r[2] for r in events], dtype=np.float64)) for user, events in raw.items()}
+    return users, histories, allowed
 
 
 def _run(code: Path, workspace: Path) -> dict:
