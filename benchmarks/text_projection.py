@@ -199,6 +199,9 @@ def main() -> None:
         result["summary"][name]["squared_length_kept"] = round(share, 4)
     result.update({"workspace": os.path.relpath(workspace, ROOT), "products": len(recommender.item_ids),
                    "text_dims": int(published.content.shape[1]), "rounds": args.rounds})
+    output = Path(args.output)  # written before the table is printed: a closed terminal loses no result
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{'text rows':<12}{'100 shoppers ms':>16}{'ratio':>7}{'faster':>8}{'text ms':>9}{'1 shopper ms':>14}"
           f"{'ratio':>7}{'faster':>8}{'same top 10':>13}{'kept':>7}")
     for name, row in result["summary"].items():
@@ -207,9 +210,6 @@ def main() -> None:
         print(f"{name:<12}{row['hundred_shoppers_ms']:>16.1f}{row['hundred_ratio_to_published']:>7.3f}{faster:>8}"
               f"{row['text_features_ms']:>9.2f}{row['one_shopper_ms']:>14.2f}{row['one_ratio_to_published']:>7.3f}"
               f"{faster_one:>8}{row['same_top10']:>13.3f}{row['squared_length_kept']:>7.3f}")
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwritten to {os.path.relpath(output, ROOT)}")
 
 
