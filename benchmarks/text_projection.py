@@ -66,7 +66,7 @@ def projected(content: Any, dims: int, *, sample: int = 20_000, seed: int = 0) -
     share = float(np.einsum("ij,ij->", kept, kept)) / total if total > 0 else 1.0
     out = np.empty((n, basis.shape[1]), dtype=np.float32)
     for start in range(0, n, 10_000):
-        part = as_float32(content[np.arange(start, min(start + 10_000, n))]) @ basis
+        part = as_float32(content[start:start + 10_000]) @ basis
         norms = np.linalg.norm(part, axis=1, keepdims=True)
         out[start:start + len(part)] = np.divide(part, norms, out=np.zeros_like(part), where=norms > 0)
     return quantize_rows(out), share
@@ -173,15 +173,12 @@ def main() -> None:
     if not (workspace / "models" / "ACTIVE").is_file() or not (workspace / "db.sqlite3").is_file():
         parser.error(f"no serving workspace at {workspace}: run .venv/bin/python benchmarks/serving.py first")
 
-    import faiss  # noqa: F401  (its OpenMP runtime loaded first, so that the limit below reaches it)
-    from threadpoolctl import threadpool_limits
-
     from benchmarks.engine_versions import shoppers
+    from benchmarks.serving import one_thread
     from modeling import artifacts
     from modeling.index import ANN_MIN_ITEMS
     from modeling.recommender import Recommender
 
-    threadpool_limits(1)
     version = (workspace / "models" / "ACTIVE").read_text().strip()
     recommender = Recommender(artifacts.load_bundle(workspace / "models" / version), ann_min_items=ANN_MIN_ITEMS)
     users, histories, allowed = shoppers(recommender, workspace)
@@ -191,7 +188,8 @@ def main() -> None:
     for dims in args.dims:
         rows, shares[f"{dims} dims"] = projected(published.content, dims)
         variants[f"{dims} dims"] = dataclasses.replace(published, content=rows)
-    result = compare(recommender, variants, users, histories, allowed, args.rounds)
+    with one_thread():  # one BLAS and one OpenMP (FAISS) thread, as each web worker has
+        result = compare(recommender, variants, users, histories, allowed, args.rounds)
     result["stage_reads_text"] = reads_text(recommender)
     if not result["stage_reads_text"]:
         print("this bundle's ranking stage does not read the text features: every variant computes the same")
