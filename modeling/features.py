@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from modeling import datasets as ds
-from modeling.rows import QuantizedRows, as_float32
+from modeling.rows import QuantizedRows, as_float32, take_rows
 
 if TYPE_CHECKING:  # pandas is imported where training needs it; web workers do not load it
     import pandas as pd
@@ -151,7 +151,7 @@ def pooled_vectors(positions: np.ndarray, weights: np.ndarray | None, table: np.
         # Only the windows' products are read and converted (a 5-product history in a window of 50 is 45 pads);
         # pads are zero rows of zero weight, so every sum is the same as over gathered rows, bit for bit.
         gathered = np.zeros((*present.shape, table.shape[1]), dtype=np.float32)  # (b, L, t)
-        gathered[present] = as_float32(table[positions[rows][present]])
+        gathered[present] = as_float32(take_rows(table, positions[rows][present]))
         summed = np.einsum("ml,mlt->mt", np.where(present, weights[rows], 0.0).astype(np.float32), gathered)
         norms = np.linalg.norm(summed, axis=1, keepdims=True)
         np.divide(summed, norms, out=out[rows], where=norms > 0)

@@ -51,7 +51,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from modeling.ranking import excluded_keys, members, top_k
-from modeling.rows import as_float32, dot_rows
+from modeling.rows import as_float32, dot_rows, take_rows
 
 logger = logging.getLogger(__name__)
 
@@ -367,7 +367,7 @@ def _exact_top(vectors: np.ndarray, queries: np.ndarray, k: int, batch: int = 64
 
 def _exact_scores(vectors: np.ndarray, queries: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """(m, c) float32 dot products of each query with its c candidates (-inf where the position is -1)."""
-    rows = as_float32(vectors[np.maximum(positions, 0).ravel()]).reshape(*positions.shape, -1)
+    rows = as_float32(take_rows(vectors, np.maximum(positions, 0).ravel())).reshape(*positions.shape, -1)
     scores = np.einsum("md,mcd->mc", queries, rows).astype(np.float32)
     scores[positions < 0] = -np.inf
     return scores

@@ -60,7 +60,7 @@ from modeling.features import ItemAttributes
 from modeling.index import ItemIndex
 from modeling.optional_imports import hidden
 from modeling.ranking import excluded_keys, members, stable_top_rows
-from modeling.rows import QuantizedRows, StackedRows, append_rows, as_float32, mapped
+from modeling.rows import QuantizedRows, StackedRows, append_rows, as_float32, mapped, take_rows
 
 logger = logging.getLogger(__name__)
 
@@ -485,7 +485,7 @@ def candidate_features(query: np.ndarray, item_vectors: np.ndarray, index: ItemI
     starts = np.cumsum(sizes) - sizes
     column = {name: position for position, name in enumerate(FEATURES)}
     if wanted("two_tower", "two_tower_gap"):
-        two_tower = _row_dots(np.asarray(item_vectors[cand], dtype=np.float32), query, starts, sizes)
+        two_tower = _row_dots(np.asarray(take_rows(item_vectors, cand), dtype=np.float32), query, starts, sizes)
         feats[:, column["two_tower"]] = two_tower
         feats[:, column["two_tower_gap"]] = two_tower - _row_max(two_tower, starts, sizes)[rows]
     if recent is not None and text:
@@ -806,7 +806,7 @@ def _text_features(feats: np.ndarray, column: dict[str, int], tables: ItemTables
     present = np.arange(width)[None, :] >= (width - own_counts)[:, None]  # (s, T): each shopper's last products
     own = items[shoppers][present]  # (h,) every history's products, shopper after shopper, oldest first
     offsets = np.cumsum(own_counts) - own_counts  # where each shopper's products begin in ``own``
-    history = as_float32(tables.content[own])  # (h, t)
+    history = as_float32(take_rows(tables.content, own))  # (h, t)
     # Each shopper's rows followed by its unit mean (zero where the mean is 0): one product gives both features.
     means = (np.add.reduceat(history, offsets, axis=0) / own_counts[:, None]).astype(np.float32)  # np.mean's values
     norms = np.sqrt(np.einsum("st,st->s", means.astype(np.float64), means.astype(np.float64)))
@@ -876,8 +876,9 @@ def _rows_and_scales(content: np.ndarray | QuantizedRows | StackedRows,
     ``(codes (C, t) as float32, scales (C,))``, the rows being codes times scales: a caller that multiplies the
     rows by a few vectors scales the (C, h) products instead, which takes half the time of decoding the rows."""
     if isinstance(content, QuantizedRows):
-        return content.codes[positions].astype(np.float32), np.asarray(content.scales[positions], dtype=np.float32)
-    return as_float32(content[positions]), None
+        return (np.take(content.codes, positions, axis=0).astype(np.float32),
+                np.asarray(np.take(content.scales, positions), dtype=np.float32))
+    return as_float32(take_rows(content, positions)), None
 
 
 def _row_medians(values: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ from modeling.rows import (
     mapped,
     quantize_rows,
     release_pages,
+    take_rows,
 )
 from tests.conftest import Pipeline
 
@@ -175,6 +176,31 @@ def test_quantized_rows_read_as_their_codes_times_their_scales_every_way(monkeyp
         QuantizedRows(quantized.codes.astype(np.int16), quantized.scales)
     with pytest.raises(ValueError, match="scales"):
         QuantizedRows(quantized.codes, quantized.scales[:-1])
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.float16, np.float32])
+def test_rows_taken_are_the_rows_indexing_gives(tmp_path: Path, dtype: type) -> None:
+    """``take_rows`` (np.take, faster on the request path) gives what indexing by the same positions gives, on a
+    mapped bundle array and in memory, for positions of any shape, none, repeated or negative ones; out of range it
+    raises as indexing does; a stack and 8-bit codes answer as they index themselves."""
+    rng = np.random.default_rng(5)
+    values = (rng.normal(size=(50, 7)) * 40).astype(dtype)
+    np.save(tmp_path / "rows.npy", values)
+    for rows in (values, mapped(tmp_path / "rows.npy")):
+        for positions in (np.array([3, 3, 0, 49, -1]), rng.integers(0, 50, (4, 6)), np.zeros(0, dtype=np.int64),
+                          np.array([[7]])):
+            taken = take_rows(rows, positions)
+            assert type(taken) is np.ndarray and taken.dtype == values.dtype
+            assert taken.shape == (*positions.shape, 7) and np.array_equal(taken, rows[positions])
+        with pytest.raises(IndexError):
+            take_rows(rows, np.array([1, 50]))
+    float_rows = values.astype(np.float32)
+    stacked, quantized = StackedRows(float_rows[:30], float_rows[30:]), quantize_rows(float_rows)
+    positions = np.array([[0, 29, 30], [49, 5, 31]])
+    assert np.array_equal(take_rows(stacked, positions), float_rows[positions])
+    decoded = quantized.codes.astype(np.float32) * quantized.scales[:, None]
+    assert np.array_equal(take_rows(quantized, positions), decoded[positions])
+    assert np.array_equal(take_rows(quantized, positions[0]), quantized[positions[0]])
 
 
 def test_mapped_arrays_are_plain_views_of_the_file_map(tmp_path: Path) -> None:
