@@ -12,7 +12,9 @@ checked out (``git worktree``) into a temporary folder and both run over the sam
 whose speed drifts during the run favours neither. Reports the median of each round and whether both versions
 answered every shopper with the same lists and scores (alone and 100 per call), whether the scores at least are the
 same (then only products of equal scores changed places), and whether a shopper gets the same list alone as in a
-batch. Writes benchmarks/results/engine-versions.json.
+batch, and for one shopper and for 100 the median of the rounds' paired ratios (this version's time over the
+other's in the same turn) and in how many rounds this version was the faster. Writes
+benchmarks/results/engine-versions.json.
 
 A run of one version (``--measure ROOT OUT``) is what each process does; it is not meant to be called by hand.
 """
@@ -115,6 +117,19 @@ def shoppers(recommender: Any, workspace: Path, count: int = SHOPPERS,
     return users, histories, allowed
 
 
+def paired(other: list[float], this: list[float]) -> dict[str, Any]:
+    """Round by round, this version's time over the other's (rounds run in turn, so each pair shared the machine's
+    speed of that moment): ``{"median_ratio", "faster_rounds", "rounds"}``, where faster means a ratio below 1 (the
+    ratio of the two versions' medians mixes rounds of different speeds on a machine whose speed drifts)."""
+    if len(other) != len(this) or not other:
+        raise ValueError(f"paired needs as many rounds of each version, at least one: {len(other)} and {len(this)}")
+    ratios = sorted(mine / theirs for theirs, mine in zip(other, this, strict=True))
+    middle = len(ratios) // 2
+    median = ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2
+    return {"median_ratio": round(median, 3), "faster_rounds": sum(ratio < 1 for ratio in ratios),
+            "rounds": len(ratios)}
+
+
 def _run(code: Path, workspace: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="engine-versions-") as folder:
         out = Path(folder) / "run.pickle"
@@ -165,6 +180,9 @@ def main() -> None:
         "mean_history_length": round(first["this"]["mean_history"], 2),
         "one_shopper_ms": {name: [round(r["one_ms"], 3) for r in values] for name, values in runs.items()},
         f"{BATCH}_shoppers_ms": {name: [round(r["hundred_ms"], 2) for r in values] for name, values in runs.items()},
+        "paired": {"one_shopper": paired([r["one_ms"] for r in runs["other"]], [r["one_ms"] for r in runs["this"]]),
+                   f"{BATCH}_shoppers": paired([r["hundred_ms"] for r in runs["other"]],
+                                               [r["hundred_ms"] for r in runs["this"]])},
         "same_answers_alone": first["this"]["alone"] == first["other"]["alone"],
         "same_answers_batched": first["this"]["batched"] == first["other"]["batched"],
         # the same scores in the same places: where the lists differ, only products of equal scores moved
