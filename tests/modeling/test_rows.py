@@ -194,6 +194,8 @@ def test_rows_taken_are_the_rows_indexing_gives(tmp_path: Path, dtype: type) -> 
             assert taken.shape == (*positions.shape, 7) and np.array_equal(taken, rows[positions])
         with pytest.raises(IndexError):
             take_rows(rows, np.array([1, 50]))
+        mask = rng.random(50) > 0.5  # read as indexing reads it, not as np.take would (rows 0 and 1)
+        assert np.array_equal(take_rows(rows, mask), rows[mask])
     float_rows = values.astype(np.float32)
     stacked, quantized = StackedRows(float_rows[:30], float_rows[30:]), quantize_rows(float_rows)
     positions = np.array([[0, 29, 30], [49, 5, 31]])
@@ -201,6 +203,27 @@ def test_rows_taken_are_the_rows_indexing_gives(tmp_path: Path, dtype: type) -> 
     decoded = quantized.codes.astype(np.float32) * quantized.scales[:, None]
     assert np.array_equal(take_rows(quantized, positions), decoded[positions])
     assert np.array_equal(take_rows(quantized, positions[0]), quantized[positions[0]])
+
+
+def test_a_stack_over_8_bit_codes_gathers_its_rows_without_decoding_the_table(monkeypatch) -> None:
+    """Products added after publishing stack the bundle's coded text rows (``append_rows``): a gather reads only the
+    rows asked for, as before; turning the coded table into one array (``np.asarray``, all of it decoded: 150 MB
+    and 0.1 s at 100,000 products, on every gather) is never done on the way."""
+    rng = np.random.default_rng(6)
+    rows = rng.normal(size=(40, 8)).astype(np.float32)
+    quantized = quantize_rows(rows[:36])
+    stacked = append_rows(quantized, rows[36:])
+    assert isinstance(stacked, StackedRows) and stacked.base is quantized
+
+    def whole(*args, **kwargs):
+        raise AssertionError("the whole coded table was decoded")
+
+    monkeypatch.setattr(QuantizedRows, "__array__", whole)
+    decoded = quantized.codes.astype(np.float32) * quantized.scales[:, None]
+    positions = np.array([3, 37, 35, 39, 0])
+    want = np.concatenate([decoded, rows[36:]])[positions]
+    assert np.array_equal(take_rows(stacked, positions), want)
+    assert np.array_equal(stacked[positions], want)
 
 
 def test_mapped_arrays_are_plain_views_of_the_file_map(tmp_path: Path) -> None:
