@@ -26,6 +26,7 @@ import json
 import os
 import pickle
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -123,10 +124,8 @@ def paired(other: list[float], this: list[float]) -> dict[str, Any]:
     ratio of the two versions' medians mixes rounds of different speeds on a machine whose speed drifts)."""
     if len(other) != len(this) or not other:
         raise ValueError(f"paired needs as many rounds of each version, at least one: {len(other)} and {len(this)}")
-    ratios = sorted(mine / theirs for theirs, mine in zip(other, this, strict=True))
-    middle = len(ratios) // 2
-    median = ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2
-    return {"median_ratio": round(median, 3), "faster_rounds": sum(ratio < 1 for ratio in ratios),
+    ratios = [mine / theirs for theirs, mine in zip(other, this, strict=True)]
+    return {"median_ratio": round(statistics.median(ratios), 3), "faster_rounds": sum(ratio < 1 for ratio in ratios),
             "rounds": len(ratios)}
 
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from modeling.errors import ArtifactError
 from modeling.id_index import IdIndex
-from modeling.rows import mapped, release_pages
+from modeling.rows import mapped, release_pages, take_rows
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ class NumpyQueryTower:
         ``present`` (b, L) bool, False on pads. A caller that keeps each product's index (the recommender,
         for the bundle's products) skips turning its positions into ids and the ids back into indices."""
         weights = np.asarray(history_weight, dtype=np.float32)
-        embedded = np.take(self.w["history_embedding"], history_rows, axis=0)  # (b, L, e)
+        embedded = take_rows(self.w["history_embedding"], history_rows)  # (b, L, e)
         present = np.asarray(present, dtype=bool).astype(np.float32)
         recent = int(self.settings["recent_length"])
         parts = [_pooled(embedded, weights * present), _pooled(embedded[:, :recent], present[:, :recent])]

@@ -876,7 +876,7 @@ def _rows_and_scales(content: np.ndarray | QuantizedRows | StackedRows,
     ``(codes (C, t) as float32, scales (C,))``, the rows being codes times scales: a caller that multiplies the
     rows by a few vectors scales the (C, h) products instead, which takes half the time of decoding the rows."""
     if isinstance(content, QuantizedRows):
-        return (np.take(content.codes, positions, axis=0).astype(np.float32),
+        return (take_rows(content.codes, positions).astype(np.float32),
                 np.asarray(content.scales[positions], dtype=np.float32))
     return as_float32(take_rows(content, positions)), None
 

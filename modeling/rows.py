@@ -123,7 +123,7 @@ class QuantizedRows:
         positions = np.asarray(key)
         if positions.dtype == bool:
             positions = np.flatnonzero(positions)
-        return np.take(self.codes, positions, axis=0).astype(np.float32) * self.scales[positions][..., None]
+        return take_rows(self.codes, positions).astype(np.float32) * self.scales[positions][..., None]
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         """Every row in one new float32 array (not for the request path)."""
