@@ -1,17 +1,19 @@
-"""The compiled ranker's two ways to score rows, on the rows real requests score: its own entry point against
-tl2cgen's predictor.
+"""The compiled ranker's ways to score rows, on the rows real requests score: the library tl2cgen generates,
+through its own entry point and through tl2cgen's predictor, and the library lleaves generates.
 
 Usage:
     .venv/bin/python benchmarks/compiled_rows.py                 # 5 rounds
     .venv/bin/python benchmarks/compiled_rows.py --rounds 9 --output benchmarks/results/x.json
 
-On the workspace ``benchmarks/serving.py`` builds (run it first; a workspace built before the entry point existed
-has its ranker compiled again here, in place), ``Recommender.recommend`` answers 50 of its shoppers one at a time
-and 100 in one call while the feature rows its ranker scores are kept. Those rows are then scored by the library's
-``recoapi_predict_rows`` (one ctypes call per matrix, what a worker does from this version) and by tl2cgen's
-predictor (a matrix object and a call through its runtime, what it did before), alternately, ROUNDS rounds of
-each: per round, the fastest of 20 passes over the 50 shoppers' rows (µs per shopper) and of 10 over the batch's
-(ms). Checks that both give the same scores on every row. One BLAS thread, as in a web worker. Writes
+On the workspace ``benchmarks/serving.py`` builds (run it first), ``Recommender.recommend`` answers 50 of its
+shoppers one at a time and 100 in one call while the feature rows its ranker scores are kept. The workspace's
+booster is compiled again into a temporary folder by each generator (``modeling.compiled_ranker.GENERATORS``:
+lleaves, then tl2cgen; a generator that cannot compile here is left out), and the kept rows are scored by
+tl2cgen's library through its ``recoapi_predict_rows`` (one ctypes call per matrix, what a worker does with it),
+through tl2cgen's predictor (a matrix object and a call through its runtime, what workers did before that entry),
+and by lleaves' library through the same entry, in turn (the order rotating each round), ROUNDS rounds of each:
+per round, the fastest of 20 passes over the 50 shoppers' rows (µs per shopper) and of 10 over the batch's (ms).
+Checks that every way gives LightGBM's scores on every row. One BLAS thread, as in a web worker. Writes
 benchmarks/results/compiled-rows.json.
 """
 
@@ -28,7 +30,9 @@ from modeling import runtime as _runtime  # noqa: E402,F401  (first: environment
 import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
+from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -49,8 +53,8 @@ def main() -> None:
         raise SystemExit(f"no serving workspace at {workspace}: run .venv/bin/python benchmarks/serving.py first")
     from threadpoolctl import threadpool_limits
 
-    from modeling import artifacts
-    from modeling.compiled_ranker import compile_booster
+    from modeling import artifacts, compiled_ranker
+    from modeling.compiled_ranker import CompileError, CompiledBooster, LazyBooster, compile_booster
     from modeling.index import ANN_MIN_ITEMS
     from modeling.recommender import History, Recommender
     from modeling.reranker import Ranker
@@ -61,16 +65,10 @@ def main() -> None:
     bundle_dir = workspace / "models" / (workspace / "models" / "ACTIVE").read_text().strip()
     recommender = Recommender(artifacts.load_bundle(bundle_dir), ann_min_items=ANN_MIN_ITEMS)
     ranker = recommender.stage.ranker
-    if ranker.compiled is None:
-        raise SystemExit("the workspace's ranking stage has no compiled ranker")
-    if ranker.compiled._rows is None:  # published before the entry point: compile it again, then load again
-        stage = bundle_dir / "ranking_stage"
-        text = (stage / "ranker.txt").read_text(encoding="utf-8")
-        ranker.compiled = None
-        print("compiled again:", compile_booster(ranker.booster, text, stage / "ranker.so"))
-        recommender = Recommender(artifacts.load_bundle(bundle_dir), ann_min_items=ANN_MIN_ITEMS)
-        ranker = recommender.stage.ranker
-    compiled = ranker.compiled
+    if ranker.kind != "lightgbm":
+        raise SystemExit(f"the workspace's ranking stage orders by {ranker.kind}, not a LightGBM ranker")
+    booster = ranker.booster.get() if isinstance(ranker.booster, LazyBooster) else ranker.booster
+    text = booster.model_to_string()
     rng = np.random.default_rng(1)
     users = [str(u) for u in recommender.user_ids[rng.integers(0, len(recommender.user_ids), 150)]]
     items = recommender.item_ids
@@ -91,40 +89,103 @@ def main() -> None:
     finally:
         Ranker.score = score
     one, batch = kept[:50], np.concatenate(kept[50:])
-    rows_function = compiled._rows
+    with tempfile.TemporaryDirectory(prefix="compiled-rows-") as folder:
+        libraries: dict[str, CompiledBooster] = {}
+        compiled_by: dict[str, Any] = {}
+        for generator in compiled_ranker.GENERATORS:
+            path = Path(folder) / generator / "ranker.so"
+            path.parent.mkdir()
+            original = compiled_ranker.GENERATORS
+            compiled_ranker.GENERATORS = (generator,)
+            try:
+                compiled_by[generator] = compile_booster(booster, text, path)
+                libraries[generator] = CompiledBooster(path)
+            except CompileError as exc:
+                compiled_by[generator] = {"error": str(exc)}
+                print(f"{generator}: {exc}", flush=True)
+            finally:
+                compiled_ranker.GENERATORS = original
+        ways: dict[str, tuple[CompiledBooster, Any]] = {}
+        if "tl2cgen" in libraries:
+            tl2cgen_library = libraries["tl2cgen"]
+            ways["tl2cgen rows entry"] = (tl2cgen_library, tl2cgen_library._rows)
+            ways["tl2cgen predictor"] = (tl2cgen_library, None)
+        if "lleaves" in libraries:
+            ways["lleaves rows entry"] = (libraries["lleaves"], libraries["lleaves"]._rows)
+        if not ways:
+            raise SystemExit("no generator compiled the ranker here")
 
-    def with_(entry: object) -> tuple[float, float]:
-        compiled._rows = entry
-        passes = []
-        for _ in range(20):
-            started = time.perf_counter()
-            for rows in one:
-                compiled.predict(rows)
-            passes.append((time.perf_counter() - started) / len(one) * 1e6)
-        whole = []
-        for _ in range(10):
-            started = time.perf_counter()
-            compiled.predict(batch)
-            whole.append((time.perf_counter() - started) * 1e3)
-        return min(passes), min(whole)
+        def scores(way: str, rows: np.ndarray) -> np.ndarray:
+            library, entry = ways[way]
+            library._rows = entry
+            return library.predict(rows)
 
-    same = True
-    for rows in [*one, batch]:
-        compiled._rows = rows_function
-        first = compiled.predict(rows)
-        compiled._rows = None
-        same &= bool(np.array_equal(first, compiled.predict(rows)))
-    runs: dict[str, list[tuple[float, float]]] = {"rows_function": [], "tl2cgen": []}
-    for turn in range(args.rounds):
-        for name in (("tl2cgen", "rows_function") if turn % 2 == 0 else ("rows_function", "tl2cgen")):
-            runs[name].append(with_(rows_function if name == "rows_function" else None))
-        print(f"round {turn + 1}: " + ", ".join(f"{name} {values[-1][0]:.1f} µs per shopper, {values[-1][1]:.2f} ms "
-                                                f"per batch" for name, values in runs.items()), flush=True)
-    compiled._rows = rows_function
-    report = {"rounds": args.rounds, "rows_per_shopper": round(float(np.mean([len(r) for r in one])), 1),
-              "rows_per_batch": len(batch), "same_scores": same,
-              "us_per_shopper": {name: [round(v[0], 1) for v in values] for name, values in runs.items()},
-              "ms_per_batch": {name: [round(v[1], 2) for v in values] for name, values in runs.items()}}
+        def timed(way: str) -> tuple[float, float]:
+            passes = []
+            for _ in range(20):
+                started = time.perf_counter()
+                for rows in one:
+                    scores(way, rows)
+                passes.append((time.perf_counter() - started) / len(one) * 1e6)
+            whole = []
+            for _ in range(10):
+                started = time.perf_counter()
+                scores(way, batch)
+                whole.append((time.perf_counter() - started) * 1e3)
+            return min(passes), min(whole)
+
+        same = {way: all(bool(np.array_equal(scores(way, rows), booster.predict(rows, num_threads=1)))
+                         for rows in [*one, batch]) for way in ways}
+        runs: dict[str, list[tuple[float, float]]] = {way: [] for way in ways}
+        names = list(ways)
+        for turn in range(args.rounds):
+            for way in names[turn % len(names):] + names[:turn % len(names)]:
+                runs[way].append(timed(way))
+            print(f"round {turn + 1}: " + ", ".join(f"{way} {values[-1][0]:.1f} µs per shopper, {values[-1][1]:.2f} "
+                                                    f"ms per batch" for way, values in runs.items()), flush=True)
+        # The engine's whole call with each library's rows entry as the stage's compiled ranker: what the ranker's
+        # time is of a request's.
+        engine: dict[str, list[tuple[float, float]]] = {}
+        served = ranker.compiled
+        answers: dict[str, list] = {}
+        for turn in range(args.rounds):
+            order = [way for way in names if way.endswith("rows entry")]
+            for way in order if turn % 2 == 0 else order[::-1]:
+                library, entry = ways[way]
+                library._rows = entry
+                ranker.compiled = library
+                alone, lists = [], []
+                for _ in range(3):
+                    started = time.perf_counter()
+                    for user in users[:50]:
+                        lists.append(recommender.recommend([user], histories, 10)[user].items.tolist())
+                    alone.append((time.perf_counter() - started) / 50 * 1e3)
+                together = []
+                for _ in range(3):
+                    started = time.perf_counter()
+                    answered = recommender.recommend(users[50:], histories, 10)
+                    together.append((time.perf_counter() - started) * 1e3)
+                answers[way] = [*lists[:50], *(answered[user].items.tolist() for user in users[50:])]
+                engine.setdefault(way, []).append((min(alone), min(together)))
+        ranker.compiled = served
+    medians = {way: (float(np.median([v[0] for v in values])), float(np.median([v[1] for v in values])))
+               for way, values in runs.items()}
+    report = {"rounds": args.rounds, "trees": booster.num_trees(),
+              "rows_per_shopper": round(float(np.mean([len(r) for r in one])), 1), "rows_per_batch": len(batch),
+              "same_scores_as_lightgbm": same, "compiled": compiled_by,
+              "us_per_shopper": {way: [round(v[0], 1) for v in values] for way, values in runs.items()},
+              "ms_per_batch": {way: [round(v[1], 2) for v in values] for way, values in runs.items()},
+              "median": {way: {"us_per_shopper": round(m[0], 1), "ms_per_batch": round(m[1], 2)}
+                         for way, m in medians.items()},
+              "engine_ms": {way: {"one_shopper": [round(v[0], 3) for v in values],
+                                  "100_shoppers": [round(v[1], 2) for v in values]} for way, values in engine.items()},
+              "engine_same_lists": len({json.dumps(lists) for lists in answers.values()}) == 1}
+    if len(engine) == 2:
+        (first, a), (second, b) = engine.items()
+        report["engine_paired_ratio"] = {
+            "of": f"{second} over {first}",
+            "one_shopper": round(float(np.median([y[0] / x[0] for x, y in zip(a, b, strict=True)])), 3),
+            "100_shoppers": round(float(np.median([y[1] / x[1] for x, y in zip(a, b, strict=True)])), 3)}
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n")

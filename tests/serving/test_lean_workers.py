@@ -79,6 +79,8 @@ def test_known_new_anonymous_and_text_requests_are_served_without_tensorflow_or_
         # scipy (14 MB of anonymous memory on import); tl2cgen, which imports it, only scores where a compiled
         # ranker lacks its rows function.
         assert "/scipy/" not in _mapped(pid) and "tl2cgen" not in _mapped(pid), f"worker {pid} loaded scipy"
+        # The ranker lleaves compiled is linked into the stage's library at publishing: no worker loads LLVM.
+        assert "llvmlite" not in _mapped(pid), f"worker {pid} loaded llvmlite"
 
 
 def test_texts_are_answered_alike_by_the_text_process_by_its_successor_and_in_process(live: Service) -> None:
