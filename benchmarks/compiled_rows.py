@@ -4,6 +4,7 @@ through its own entry point and through tl2cgen's predictor, and the library lle
 Usage:
     .venv/bin/python benchmarks/compiled_rows.py                 # 5 rounds
     .venv/bin/python benchmarks/compiled_rows.py --rounds 9 --output benchmarks/results/x.json
+    .venv/bin/python benchmarks/compiled_rows.py --copy-models benchmarks/.work/serving/models-tl2cgen
 
 On the workspace ``benchmarks/serving.py`` builds (run it first), ``Recommender.recommend`` answers 50 of its
 shoppers one at a time and 100 in one call while the feature rows its ranker scores are kept. The workspace's
@@ -13,8 +14,13 @@ tl2cgen's library through its ``recoapi_predict_rows`` (one ctypes call per matr
 through tl2cgen's predictor (a matrix object and a call through its runtime, what workers did before that entry),
 and by lleaves' library through the same entry, in turn (the order rotating each round), ROUNDS rounds of each:
 per round, the fastest of 20 passes over the 50 shoppers' rows (µs per shopper) and of 10 over the batch's (ms).
-Checks that every way gives LightGBM's scores on every row. One BLAS thread, as in a web worker. Writes
-benchmarks/results/compiled-rows.json.
+Checks that every way gives LightGBM's scores on every row. Then the engine's whole calls (the 50 shoppers alone, the
+100 in one call) with each library's entry as the stage's compiled ranker, alternately, and whether the lists are the
+same. One BLAS thread, as in a web worker. Writes benchmarks/results/compiled-rows.json.
+
+``--copy-models DIR`` only makes DIR a copy of the workspace's models folder (hard links) whose active bundle's ranker
+is compiled by ``--generator`` (default tl2cgen), so that ``benchmarks/serving.py --compare-env
+RECO_MODELS_DIR=DIR,benchmarks/.work/serving/models`` serves the same bundle with either library side by side.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from modeling import runtime as _runtime  # noqa: E402,F401  (first: environment
 import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
@@ -40,17 +47,57 @@ RESULTS = ROOT / "benchmarks" / "results"
 WORKSPACE = ROOT / "benchmarks" / ".work" / "serving"
 
 
+def copy_models(source: Path, target: Path, generator: str) -> None:
+    """Make ``target`` a copy of the models folder ``source`` (hard links) whose active bundle's ranker is compiled by
+    ``generator`` alone: the same bundle served with another library, side by side with the original."""
+    from modeling import compiled_ranker
+    from modeling.compiled_ranker import CompileError, compile_booster
+    from modeling.reranker import lightgbm_module
+
+    if target.exists():
+        raise SystemExit(f"{target} exists: remove it first")
+    stage = target / (source / "ACTIVE").read_text().strip() / "ranking_stage"
+    if not (source / stage.parent.name / "ranking_stage" / "ranker.txt").is_file():
+        raise SystemExit("the workspace's active bundle has no LightGBM ranker")
+    shutil.copytree(source, target, copy_function=os.link)
+    meta = json.loads((stage / "stage.json").read_text(encoding="utf-8"))
+    for name in ("ranker.so", compiled_ranker.PROBE_FILE, "stage.json"):  # the copy's own files, not the links
+        (stage / name).unlink(missing_ok=True)
+    text = (stage / "ranker.txt").read_text(encoding="utf-8")
+    original = compiled_ranker.GENERATORS
+    compiled_ranker.GENERATORS = (generator,)
+    try:
+        meta["compiled"] = compile_booster(lightgbm_module().Booster(model_str=text), text, stage / "ranker.so")
+    except CompileError as exc:
+        shutil.rmtree(target)
+        raise SystemExit(f"{generator} did not compile the ranker: {exc}") from exc
+    finally:
+        compiled_ranker.GENERATORS = original
+    (stage / "stage.json").write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
+    print(f"{target}: the workspace's models, the ranker compiled by {generator} "
+          f"({meta['compiled']['seconds']} s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5, help="rounds of each (default 5)")
     parser.add_argument("--workspace", default=str(WORKSPACE), help="built by benchmarks/serving.py")
     parser.add_argument("--output", default=str(RESULTS / "compiled-rows.json"))
+    parser.add_argument("--copy-models", metavar="DIR", default=None,
+                        help="only make DIR a copy of the workspace's models folder (its files hard links) whose "
+                             "active bundle's ranker is compiled by --generator, for benchmarks/serving.py "
+                             "--compare-env RECO_MODELS_DIR=...")
+    parser.add_argument("--generator", choices=("lleaves", "tl2cgen"), default="tl2cgen",
+                        help="with --copy-models: the generator of the copy's ranker (default tl2cgen)")
     args = parser.parse_args()
     if args.rounds < 1:
         raise SystemExit("--rounds must be at least 1")
     workspace = Path(args.workspace)
     if not (workspace / "models" / "ACTIVE").is_file():
         raise SystemExit(f"no serving workspace at {workspace}: run .venv/bin/python benchmarks/serving.py first")
+    if args.copy_models:
+        copy_models(workspace / "models", Path(args.copy_models), args.generator)
+        return
     from threadpoolctl import threadpool_limits
 
     from modeling import artifacts, compiled_ranker

@@ -1061,6 +1061,11 @@ def impressions_overhead(work: Path, info: dict, rounds: int, seconds: int, work
     }
 
 
+def _log_name(name: str, value: str) -> str:
+    """The log file of the server with NAME=value (a value that is a path, e.g. another models folder, in one name)."""
+    return f"gunicorn-{name}-{re.sub(r'[^A-Za-z0-9_.,=-]', '_', value)}.log"
+
+
 def compare_env(work: Path, info: dict, name: str, values: tuple[str, str], only: str, rounds: int, seconds: int,
                 workers: int, threads: int) -> dict:
     """The scenarios whose name holds ``only`` against two servers, NAME=A and NAME=B, started side by side and
@@ -1076,12 +1081,12 @@ def compare_env(work: Path, info: dict, name: str, values: tuple[str, str], only
     try:
         for value in values:
             port = _free_port()
-            server, log = _start_gunicorn(work, port, workers, threads, {name: value}, f"gunicorn-{name}-{value}.log")
+            server, log = _start_gunicorn(work, port, workers, threads, {name: value}, _log_name(name, value))
             servers[value] = (server, log, f"http://127.0.0.1:{port}")
         for value, (_, _, base) in servers.items():
             if not _first_answer(base, next(iter(scenarios.values()))[0]):
                 raise SystemExit(f"the server with {name}={value} did not answer "
-                                 f"(see {work}/gunicorn-{name}-{value}.log)")
+                                 f"(see {work / _log_name(name, value)})")
             for paths in scenarios.values():  # warm both workers of each
                 run_wrk(base, paths, 2, 3, work)
         time.sleep(2)
