@@ -6,6 +6,7 @@ import gc
 import json
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,15 @@ def test_the_published_stage_scores_with_the_compiled_booster_exactly_as_lightgb
     assert np.array_equal(loaded.compiled.predict(tiny), stage.ranker.booster.predict(tiny, num_threads=1))
 
 
+def _in_threads(work: Callable[[], None], count: int = 4) -> None:
+    """Run ``work`` on ``count`` threads at once and wait for them (two minutes at most)."""
+    threads = [threading.Thread(target=work) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+
 @needs_compiler
 @needs_lleaves
 def test_lleaves_compiles_the_published_ranker_and_threads_score_with_it_at_once(tmp_path: Path) -> None:
@@ -94,11 +104,7 @@ def test_lleaves_compiles_the_published_ranker_and_threads_score_with_it_at_once
         for _ in range(20):
             results.append(bool(np.array_equal(compiled.predict(rows), expected)))
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    _in_threads(work)
     assert len(results) == 80 and all(results)
 
 
@@ -119,11 +125,7 @@ def test_threads_score_at_once_with_their_own_predictors(tmp_path: Path) -> None
             results.append(bool(np.array_equal(compiled.predict(rows), expected)))
         predictors.append(compiled._predictor())
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    _in_threads(work)
     assert len(results) == 120 and all(results)
     assert len({id(p) for p in predictors}) == 4  # the four still referenced: four distinct predictors
 
