@@ -59,21 +59,20 @@ def copy_models(source: Path, target: Path, generator: str) -> None:
     stage = target / (source / "ACTIVE").read_text().strip() / "ranking_stage"
     if not (source / stage.parent.name / "ranking_stage" / "ranker.txt").is_file():
         raise SystemExit("the workspace's active bundle has no LightGBM ranker")
-    shutil.copytree(source, target, copy_function=os.link)
-    meta = json.loads((stage / "stage.json").read_text(encoding="utf-8"))
-    for name in ("ranker.so", compiled_ranker.PROBE_FILE, "stage.json"):  # the copy's own files, not the links
-        (stage / name).unlink(missing_ok=True)
-    text = (stage / "ranker.txt").read_text(encoding="utf-8")
-    original = compiled_ranker.GENERATORS
-    compiled_ranker.GENERATORS = (generator,)
     try:
-        meta["compiled"] = compile_booster(lightgbm_module().Booster(model_str=text), text, stage / "ranker.so")
-    except CompileError as exc:
-        shutil.rmtree(target)
-        raise SystemExit(f"{generator} did not compile the ranker: {exc}") from exc
-    finally:
-        compiled_ranker.GENERATORS = original
-    (stage / "stage.json").write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
+        shutil.copytree(source, target, copy_function=os.link)
+        meta = json.loads((stage / "stage.json").read_text(encoding="utf-8"))
+        for name in ("ranker.so", compiled_ranker.PROBE_FILE, "stage.json"):  # the copy's own files, not the links
+            (stage / name).unlink(missing_ok=True)
+        text = (stage / "ranker.txt").read_text(encoding="utf-8")
+        meta["compiled"] = compile_booster(lightgbm_module().Booster(model_str=text), text, stage / "ranker.so",
+                                           generators=(generator,))
+        (stage / "stage.json").write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
+    except BaseException as exc:  # no half-made copy left (another file system refuses hard links, a failed build)
+        shutil.rmtree(target, ignore_errors=True)
+        if isinstance(exc, CompileError):
+            raise SystemExit(f"{generator} did not compile the ranker: {exc}") from exc
+        raise
     print(f"{target}: the workspace's models, the ranker compiled by {generator} "
           f"({meta['compiled']['seconds']} s)")
 
@@ -142,16 +141,12 @@ def main() -> None:
         for generator in compiled_ranker.GENERATORS:
             path = Path(folder) / generator / "ranker.so"
             path.parent.mkdir()
-            original = compiled_ranker.GENERATORS
-            compiled_ranker.GENERATORS = (generator,)
             try:
-                compiled_by[generator] = compile_booster(booster, text, path)
+                compiled_by[generator] = compile_booster(booster, text, path, generators=(generator,))
                 libraries[generator] = CompiledBooster(path)
             except CompileError as exc:
                 compiled_by[generator] = {"error": str(exc)}
                 print(f"{generator}: {exc}", flush=True)
-            finally:
-                compiled_ranker.GENERATORS = original
         ways: dict[str, tuple[CompiledBooster, Any]] = {}
         if "tl2cgen" in libraries:
             tl2cgen_library = libraries["tl2cgen"]

@@ -9,15 +9,16 @@ scores, bit for bit, in about a third of the time (0.07 and 5.3 ms on the same r
 the libraries made for this (dmlc's tree-model compilers); nothing here walks trees by hand.
 
 Where lleaves (LightGBM's model text compiled through LLVM) is installed, it generates the trees' code instead: a
-loop over the rows with every tree inlined, the same scores again, in about half of tl2cgen's library's time (0.13
-against 0.22 ms for one shopper's ~260 rows, 11 against 21 ms for 100 shoppers', the serving benchmark's ranker of
-100 trees, measured side by side). It compiles in a process of its own (LLVM's in-process loader may abort on a
-forest too large for its code model: the publishing process must survive that), for any processor of the
-architecture (no instructions of the publishing machine's own), with every tree in one block, so that each row's
-trees are summed in the booster's order, as LightGBM sums them (lleaves' default blocks of 34 trees add their
-partial sums: scores a rounding apart). Its object is linked with a small C entry (:data:`LLEAVES_ROWS_SOURCE`) into
-the same ``ranker.so``, which workers load with ctypes: neither lleaves nor LLVM is imported by a worker. Where
-lleaves is missing or fails, or its library fails the check, tl2cgen compiles the booster as before.
+loop over the rows with every tree inlined, the same scores again, in about half of tl2cgen's library's time (0.089
+against 0.167 ms for one shopper's 226 rows, 8.0 against 16.8 ms for 100 shoppers', the serving benchmark's ranker
+of 100 trees, side by side: ``benchmarks/compiled_rows.py``). It compiles in a process of its own (LLVM's
+in-process loader may abort on a forest too large for its code model: the publishing process must survive that),
+for any processor of the architecture (no instructions of the publishing machine's own), with every tree in one
+block, so that each row's trees are summed in the booster's order, as LightGBM sums them (lleaves' default blocks
+of 34 trees add their partial sums: scores a rounding apart). Its object is linked with a small C entry
+(:data:`LLEAVES_ROWS_SOURCE`) into the same ``ranker.so``, which workers load with ctypes: neither lleaves nor LLVM
+is imported by a worker. Where lleaves is missing or fails, or its library fails the check, tl2cgen compiles the
+booster as before.
 
 At publish time :func:`compile_booster` writes ``ranker.so`` beside the booster's text and checks it as
 loading does (a bundle published where no C compiler is found, or whose library fails the check, has none,
@@ -108,7 +109,8 @@ LLEAVES_ROWS_SOURCE = r"""
 /* The entries of a ranker compiled by lleaves (linked with its object at publishing): score n rows of f float32
    (or float64) values, the raw score of row i into out[i]. lleaves' forest_root reads float64 rows; the rows are
    converted a block at a time (NaN: missing; magnitudes of at most LightGBM's zero threshold, 1e-35f: 0, as
-   LightGBM reads them). Keeps nothing between calls: any number of threads may score at once. */
+   LightGBM reads them), each row's first RECOAPI_N_FEATURES values (the booster's, compiled in; more columns are
+   not read, fewer are refused: -2). Keeps nothing between calls: any number of threads may score at once. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -118,13 +120,20 @@ void forest_root(double* data, double* out, int32_t start, int32_t end);
 #define ROWS_BLOCK 256
 
 static int64_t score_rows(const float* rows32, const double* rows64, int64_t n, int64_t f, double* out) {
-  double* block = (double*) malloc(sizeof(double) * (size_t) ROWS_BLOCK * (size_t) (f > 0 ? f : 1));
+  const int64_t width = RECOAPI_N_FEATURES;
+  if (f < width) return -2;
+  if (n <= 0) return 0;
+  int64_t rows = n < ROWS_BLOCK ? n : ROWS_BLOCK;
+  double* block = (double*) malloc(sizeof(double) * (size_t) rows * (size_t) (width > 0 ? width : 1));
   if (block == NULL) return -1;
   for (int64_t start = 0; start < n; start += ROWS_BLOCK) {
     int64_t count = n - start < ROWS_BLOCK ? n - start : ROWS_BLOCK;
-    for (int64_t j = 0; j < count * f; ++j) {
-      double value = rows32 != NULL ? (double) rows32[start * f + j] : rows64[start * f + j];
-      block[j] = (!isnan(value) && fabs(value) <= (double) 1e-35f) ? 0.0 : value;
+    for (int64_t i = 0; i < count; ++i) {
+      for (int64_t j = 0; j < width; ++j) {
+        int64_t at = (start + i) * f + j;
+        double value = rows32 != NULL ? (double) rows32[at] : rows64[at];
+        block[i * width + j] = (!isnan(value) && fabs(value) <= (double) 1e-35f) ? 0.0 : value;
+      }
     }
     forest_root(block, out + start, 0, (int32_t) count);
   }
@@ -156,7 +165,8 @@ object file (argv[2]). One block of every tree, generic code, the small code mod
 GENERATORS: tuple[str, ...] = ("lleaves", "tl2cgen")
 """Code generators tried at publishing, in this order (the first whose library scores as LightGBM does serves)."""
 COMPILE_SECONDS = 600
-"""The most a generator's compilation may take before the next one is tried."""
+"""The most each step of a generator's compilation (lleaves' process, the compiler's) may take before the next
+generator is tried."""
 ROWS_HEADER_NEEDS: tuple[str, ...] = ("#define N_TARGET 1\n", "#define MAX_N_CLASS 1\n", "double fvalue;",
                                      "void predict(union Entry* data, int pred_margin, double* result);")
 """What the generated header must declare for :data:`ROWS_SOURCE` to fit it: one target and class, double values
@@ -172,10 +182,11 @@ def toolchain() -> str | None:
     return next((name for name in TOOLCHAINS if shutil.which(name)), None)
 
 
-def compile_booster(booster: Any, model_text: str, path: Path) -> dict[str, Any]:
+def compile_booster(booster: Any, model_text: str, path: Path,
+                    generators: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Compile a LightGBM ``booster`` (whose text is ``model_text``) into the shared library ``path`` (written
-    whole or not at all), by the first of :data:`GENERATORS` that builds a library scoring the probe rows as
-    LightGBM does.
+    whole or not at all), by the first of ``generators`` (default :data:`GENERATORS`) that builds a library scoring
+    the probe rows as LightGBM does.
 
     Returns:
         what the stage's metadata records: the compiler, the generator and the seconds it took (and why a generator
@@ -183,6 +194,7 @@ def compile_booster(booster: Any, model_text: str, path: Path) -> dict[str, Any]
 
     Raises:
         CompileError: when no C compiler is found or no generator's library serves.
+        ValueError: an unknown generator.
     """
     compiler = toolchain()
     if compiler is None:
@@ -198,11 +210,13 @@ def compile_booster(booster: Any, model_text: str, path: Path) -> dict[str, Any]
     record = {"file": path.name, "compiler": compiler, "probe": PROBE_FILE,
               "probe_sha256": hashlib.sha256(expected.tobytes()).hexdigest(), "text_sha256": text_digest(model_text)}
     failures: dict[str, str] = {}
-    for generator in GENERATORS:
+    for generator in generators or GENERATORS:
+        build = _BUILDERS.get(generator)
+        if build is None:
+            raise ValueError(f"unknown generator {generator!r}; one of {', '.join(_BUILDERS)}")
         try:
             with atomic_file(path) as temporary:
-                with_rows = (_lleaves_library if generator == "lleaves" else _tl2cgen_library)(
-                    booster, model_text, compiler, temporary)
+                with_rows = build(booster, model_text, compiler, temporary)
         except CompileError as exc:
             failures[generator] = str(exc)
             logger.info("the ranker was not compiled by %s: %s", generator, exc)
@@ -259,22 +273,31 @@ def _lleaves_library(booster: Any, model_text: str, compiler: str, target: Path)
     (``booster``: unused, the text is what lleaves reads); it always has :data:`ROWS_FUNCTION`."""
     if not installed("lleaves"):
         raise CompileError("lleaves is not installed")
-    with tempfile.TemporaryDirectory(prefix="ranker-lleaves-") as folder:
-        source = Path(folder)
-        (source / "ranker.txt").write_text(model_text, encoding="utf-8")
-        (source / "rows.c").write_text(LLEAVES_ROWS_SOURCE, encoding="utf-8")
-        steps = ([sys.executable, "-c", LLEAVES_SCRIPT, str(source / "ranker.txt"), str(source / "forest.o")],
-                 [compiler, "-O2", "-shared", "-fPIC", "-std=gnu11", "-o", str(target), str(source / "rows.c"),
-                  str(source / "forest.o")])
-        for step in steps:
-            try:
-                done = subprocess.run(step, capture_output=True, text=True, timeout=COMPILE_SECONDS, check=False)
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                raise CompileError(f"compiling the ranker with lleaves failed: {exc}") from exc
-            if done.returncode != 0:
-                detail = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-                raise CompileError(f"compiling the ranker with lleaves failed: {detail[:500]}")
+    try:
+        width = feature_count(model_text)
+        with tempfile.TemporaryDirectory(prefix="ranker-lleaves-") as folder:
+            source = Path(folder)
+            (source / "ranker.txt").write_text(model_text, encoding="utf-8")
+            (source / "rows.c").write_text(LLEAVES_ROWS_SOURCE, encoding="utf-8")
+            steps = ([sys.executable, "-c", LLEAVES_SCRIPT, str(source / "ranker.txt"), str(source / "forest.o")],
+                     [compiler, "-O2", "-shared", "-fPIC", "-std=gnu11", f"-DRECOAPI_N_FEATURES={width}", "-o",
+                      str(target), str(source / "rows.c"), str(source / "forest.o")])
+            for step in steps:
+                done = subprocess.run(step, capture_output=True, text=True, errors="replace", timeout=COMPILE_SECONDS,
+                                      check=False, cwd=folder)
+                if done.returncode != 0:
+                    logger.debug("ranker compilation by lleaves (%s): %s", Path(step[0]).name, done.stderr.strip())
+                    detail = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+                    raise CompileError(f"compiling the ranker with lleaves failed: {detail[:500]}")
+    except CompileError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (a crash, a timeout, a full disk: tl2cgen is tried next)
+        raise CompileError(f"compiling the ranker with lleaves failed: {exc}") from exc
     return True
+
+
+_BUILDERS: dict[str, Callable[[Any, str, str, Path], bool]] = {"lleaves": _lleaves_library,
+                                                               "tl2cgen": _tl2cgen_library}
 
 
 def text_digest(model_text: str) -> str:
@@ -336,7 +359,10 @@ class CompiledBooster:
         function = self._rows if rows.dtype == np.float32 else self._rows64
         if function is not None and rows.ndim == 2:
             scores = np.empty(len(rows), dtype=np.float64)
-            if function(rows.ctypes.data, len(rows), rows.shape[1], scores.ctypes.data) != len(rows):
+            written = function(rows.ctypes.data, len(rows), rows.shape[1], scores.ctypes.data)
+            if written == -2:
+                raise ValueError(f"the compiled ranker reads more features than the rows' {rows.shape[1]}")
+            if written != len(rows):
                 raise MemoryError("the compiled ranker could not allocate a row")
             return scores
         tiny = (np.abs(rows) <= ZERO_THRESHOLD) & (rows != 0)
@@ -432,6 +458,8 @@ def load_compiled(directory: Path, booster: Any, model_text: str, *, file: str =
         if expected is None:
             expected = booster.predict(probe, num_threads=1)
         difference = float(np.abs(compiled.predict(probe) - expected).max())
+        if compiled._rows64 is not None:  # an lleaves library's float64 entry: the same rows, as float64
+            difference = max(difference, float(np.abs(compiled.predict(probe.astype(np.float64)) - expected).max()))
     except Exception as exc:  # noqa: BLE001  (another platform's library, a damaged file: LightGBM serves)
         logger.warning("%s: the compiled ranker does not load (%s); LightGBM scores instead", path, exc)
         return None

@@ -306,6 +306,51 @@ def test_where_lleaves_fails_or_is_missing_tl2cgen_compiles_the_ranker(tmp_path:
         assert loaded.compiled is not None and np.array_equal(loaded.compiled.predict(rows), expected)
 
 
+@needs_compiler
+@needs_lleaves
+def test_where_both_generators_fail_nothing_is_left_and_the_stage_says_why_for_each(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tl2cgen
+
+    stage, features = _stage()
+
+    def killed(*_: object, **__: object) -> None:
+        raise RuntimeError("the compiler was killed")
+
+    monkeypatch.setattr(compiled_ranker, "LLEAVES_SCRIPT", "import sys\nsys.exit('no forest today')\n")
+    monkeypatch.setattr(tl2cgen, "create_shared", killed)
+    stage.save(tmp_path / "stage", _attributes())
+    folder = tmp_path / "stage"
+    assert sorted(p.name for p in folder.iterdir() if "ranker" in p.name) == ["ranker.txt"]
+    assert not list(folder.glob(".*"))
+    error = json.loads((folder / "stage.json").read_text())["compiled"]["error"]
+    assert "no forest today" in error and "the compiler was killed" in error
+    rows = features.reshape(-1, len(FEATURES))
+    assert np.array_equal(RankingStage.load(folder).ranker.score(rows), stage.ranker.score(rows))
+    with pytest.raises(ValueError, match="unknown generator"):
+        compiled_ranker.compile_booster(stage.ranker.booster, stage.ranker.booster.model_to_string(),
+                                        tmp_path / "other.so", generators=("treelite-4",))
+
+
+@needs_compiler
+@needs_lleaves
+def test_an_lleaves_library_reads_the_booster_s_features_of_wider_rows_and_refuses_narrower_ones(
+        tmp_path: Path) -> None:
+    stage, features = _stage()
+    stage.save(tmp_path / "stage", _attributes())
+    compiled = RankingStage.load(tmp_path / "stage").ranker.compiled
+    assert compiled is not None and compiled._rows64 is not None
+    rows = features.reshape(-1, len(FEATURES))[:300]
+    expected = stage.ranker.booster.predict(rows, num_threads=1)
+    wider = np.concatenate([rows, np.full((len(rows), 3), 7.0, dtype=np.float32)], axis=1)
+    assert np.array_equal(compiled.predict(wider), expected)
+    assert np.array_equal(compiled.predict(wider.astype(np.float64)), expected)
+    for dtype in (np.float32, np.float64):
+        with pytest.raises(ValueError, match="more features"):
+            compiled.predict(rows[:, :-1].astype(dtype))
+    assert compiled.predict(rows[:1]).shape == (1,) and np.array_equal(compiled.predict(rows[:1]), expected[:1])
+
+
 _LOAD_AND_SCORE = """
 import json, sys
 import numpy as np
