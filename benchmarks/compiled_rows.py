@@ -99,6 +99,7 @@ def main() -> None:
         return
     from threadpoolctl import threadpool_limits
 
+    from benchmarks.engine_versions import paired
     from modeling import artifacts, compiled_ranker
     from modeling.compiled_ranker import CompileError, CompiledBooster, LazyBooster, compile_booster
     from modeling.index import ANN_MIN_ITEMS
@@ -226,8 +227,8 @@ def main() -> None:
         (first, a), (second, b) = engine.items()
         report["engine_paired_ratio"] = {
             "of": f"{second} over {first}",
-            "one_shopper": round(float(np.median([y[0] / x[0] for x, y in zip(a, b, strict=True)])), 3),
-            "100_shoppers": round(float(np.median([y[1] / x[1] for x, y in zip(a, b, strict=True)])), 3)}
+            "one_shopper": paired([x[0] for x in a], [y[0] for y in b])["median_ratio"],
+            "100_shoppers": paired([x[1] for x in a], [y[1] for y in b])["median_ratio"]}
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n")
