@@ -275,18 +275,24 @@ class Recommender:
         """Each history's window as the query tower reads it: its ``history_length`` most recent products known
         to the bundle and their weights (recency-weighted). Returns ``(positions (m, L) int64 with -1 pads,
         weights (m, L))``."""
-        user_parts, item_parts, ts_parts, w_parts = [], [], [], []
-        for row, history in enumerate(histories):
-            positions = self.item_lookup(history.item_ids) if looked_up is None else looked_up[row]
-            keep = positions >= 0
-            user_parts.append(np.full(int(keep.sum()), row, dtype=np.int64))
-            item_parts.append(positions[keep])
-            ts_parts.append(np.asarray(history.timestamps, dtype=np.int64)[keep])
-            w_parts.append(np.asarray(history.weights, dtype=np.float64)[keep])
-        joined = sort_history(*(np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-                                for parts in (user_parts, item_parts, ts_parts, w_parts)), len(histories))
-        positions, weights, _ = user_windows(joined, self.history_length, half_life_days=self.history_half_life_days)
-        return positions, weights
+        m = len(histories)
+        found = [self.item_lookup(h.item_ids) for h in histories] if looked_up is None else looked_up
+        # The batch's interactions joined first and masked once (a few array operations for any m, not five per
+        # history): the same rows, in the same order, as masking each history and joining the parts.
+        stamps = [np.asarray(h.timestamps, dtype=np.int64).reshape(-1) for h in histories]
+        weights = [np.asarray(h.weights, dtype=np.float64).reshape(-1) for h in histories]
+        lengths = np.fromiter((len(p) for p in found), dtype=np.int64, count=m)
+        if any(len(t) != size or len(w) != size for t, w, size in zip(stamps, weights, lengths.tolist(), strict=True)):
+            raise ValueError("a history's item ids, timestamps and weights differ in length")
+        empty = np.zeros(0, dtype=np.int64)
+        positions = np.concatenate([np.asarray(p, dtype=np.int64).reshape(-1) for p in found]) if m else empty
+        keep = positions >= 0
+        users = np.repeat(np.arange(m, dtype=np.int64), lengths)[keep]
+        joined = sort_history(users, positions[keep], np.concatenate(stamps)[keep] if m else empty,
+                              np.concatenate(weights)[keep] if m else np.zeros(0, dtype=np.float64), m)
+        windows, window_weights, _ = user_windows(joined, self.history_length,
+                                                  half_life_days=self.history_half_life_days)
+        return windows, window_weights
 
     def added_only(self, positions: np.ndarray) -> bool:
         """Whether a history's products known to the bundle (``positions``, -1 for unknown ids) are all products

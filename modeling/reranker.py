@@ -1466,8 +1466,16 @@ class RankingStage:
         training only, without this stage.
         """
         known = self._linked
-        return np.asarray([bool(len(items)) and bool(known[items[(items >= 0) & (items < len(known))]].any())
-                           for items in histories.items], dtype=bool)
+        m = len(histories.items)
+        if m == 0:
+            return np.zeros(0, dtype=bool)
+        lengths = np.fromiter((len(items) for items in histories.items), dtype=np.int64, count=m)
+        flat = np.concatenate([np.asarray(items, dtype=np.int64).reshape(-1) for items in histories.items])
+        valid = (flat >= 0) & (flat < len(known))
+        linked = np.zeros(len(flat), dtype=bool)
+        linked[valid] = known[flat[valid]]
+        # every history's products at once: a shopper has evidence where one of its products is linked
+        return np.bincount(np.repeat(np.arange(m), lengths)[linked], minlength=m) > 0
 
     def save(self, directory: Path, attributes: ItemAttributes) -> None:
         """Write the stage and the items' category, brand and price (n,) into ``directory`` (created), with

@@ -212,3 +212,24 @@ def test_the_recommender_runs_the_query_tower_on_stored_indices_as_on_the_window
                        history=window_ids(positions, recommender.item_ids), history_weight=weights)
     assert tower.history_lookup(np.array(["NEW-PRODUCT"])).tolist() == [0]  # outside the vocabulary
     assert np.array_equal(got, want)
+
+
+def test_the_windows_of_a_batch_are_each_historys_own_and_uneven_histories_are_refused(pipeline: Pipeline) -> None:
+    """The batch's interactions are joined before the unknown products are dropped: each shopper's window is the
+    one it gets alone (an empty history and one of unknown products included), and a history whose ids,
+    timestamps and weights differ in length is refused instead of lending its times to its neighbour."""
+    from modeling.recommender import History, Recommender
+
+    recommender = Recommender(artifacts.load_bundle(pipeline.models / pipeline.version))
+    ids = [str(i) for i in recommender.item_ids[:4]]
+    histories = [History(np.array(ids[:3], dtype=object), np.array([30, 10, 20]), np.array([1.0, 2.0, 1.0])),
+                 History(np.zeros(0, dtype=object), np.zeros(0, dtype=np.int64), np.zeros(0)),
+                 History(np.array(["nope", ids[3]], dtype=object), np.array([5, 1]), np.ones(2))]
+    positions, weights = recommender._windows(histories)
+    for row, history in enumerate(histories):
+        alone_positions, alone_weights = recommender._windows([history])
+        assert np.array_equal(positions[row], alone_positions[0]) and np.array_equal(weights[row], alone_weights[0])
+    assert recommender._windows([])[0].shape[0] == 0
+    uneven = History(np.array(ids[:2], dtype=object), np.array([1, 2, 3]), np.ones(2))
+    with pytest.raises(ValueError, match="differ in length"):
+        recommender._windows([histories[0], uneven])
