@@ -559,6 +559,11 @@ def test_a_history_without_evidence_is_ordered_by_the_two_tower() -> None:
     histories = HistoryBatch([np.zeros(0, dtype=np.int64), np.array([39]), np.array([5])],
                              [np.zeros(0, dtype=np.int64), np.array([0]), np.array([0])])
     assert stage.has_evidence(histories).tolist() == [False, False, True]
+    # many shoppers at once (the whole batch's products in one pass) as each alone, out-of-range positions included
+    many = HistoryBatch([histories.items[row % 3] for row in range(9)] + [np.array([-1, N_ITEMS + 3, 5])],
+                        [np.zeros(len(histories.items[row % 3]), dtype=np.int64) for row in range(9)] + [np.zeros(3)])
+    alone = [bool(stage.has_evidence(HistoryBatch([items], [np.zeros(len(items))]))[0]) for items in many.items]
+    assert stage.has_evidence(many).tolist() == alone == [False, False, True] * 3 + [True]
     positions, scores = stage.rank(query, vectors, ExactIndex(vectors), _tables(), histories,
                                    [np.zeros(0, dtype=np.int64), np.array([39]), np.array([5])], 5)
     for row in (0, 1):
