@@ -8,12 +8,14 @@ What :mod:`benchmarks.engine_versions` measures for the whole engine, for ``mode
 a change is a few percent of a request and the machine's drift between processes is larger than that. The
 serving benchmark's workspace (built first by ``benchmarks/serving.py``) is served as a web worker serves it (one
 BLAS thread, the bundle's approximate index, 200 products out of stock) for 700 of its shoppers, 100 per call and
-then 300 of them alone, and the inputs of every call of the stage's native code are kept. The other version's
+then 300 of them alone, and the inputs of every call of the stage's native code are kept (the stage hands it a
+batch's shoppers :data:`modeling.reranker.RANK_CHUNK` at a time: 50 per call for 100). The other version's
 ``stage_kernel.c`` (``git show``) is compiled beside this one's (each library under its own digest, as
 ``modeling.native`` names them) and both are called on those same inputs in turn within one process, round after
-round (other, this; this, other; ...). Reports, for the batched and the single calls, each version's median time
-per call, the median of the rounds' paired ratios (this version's over the other's) and in how many rounds this
-one was the faster, and whether both gave the same candidates and features, bit for bit. Writes
+round (other, this; this, other; ...). Reports, for the batched and the single calls, how many shoppers a call
+holds, each version's median time per call, the median of the rounds' paired ratios (this version's over the
+other's) and in how many rounds this one was the faster, and whether both gave the same candidates and features,
+bit for bit. Writes
 benchmarks/results/kernel-versions.json.
 
 The other version's C function must take the arguments this checkout's ``modeling.native`` passes (the same
@@ -145,7 +147,7 @@ def compare(other: Any, this: Any, calls: list[tuple[Any, Any]], rounds: int) ->
             seconds, result = timed(other if name == "other" else this, calls)
             times[name].append(seconds / len(calls) * 1000)
             outputs.setdefault(name, result)
-    return {"calls": len(calls),
+    return {"calls": len(calls), "shoppers_per_call": max((len(p.histories) for p, _ in calls), default=0),
             "ms_per_call": {name: round(statistics.median(values), 4) for name, values in times.items()},
             "rounds_ms": {name: [round(v, 4) for v in values] for name, values in times.items()},
             "paired": paired(times["other"], times["this"]),
@@ -169,17 +171,17 @@ def main() -> None:
         other, this = kernels(other_source(args.against, Path(folder)))
         batched, single = captured_calls(workspace)
         report = {"against": args.against, "rounds": args.rounds,
-                  f"{BATCH}_shoppers": compare(other, this, batched, args.rounds),
+                  "batched": compare(other, this, batched, args.rounds),
                   "one_shopper": compare(other, this, single, args.rounds)}
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n")
-    for name in (f"{BATCH}_shoppers", "one_shopper"):
+    for name in ("batched", "one_shopper"):
         part = report[name]
-        print(f"{name}: {part['calls']} calls, other {part['ms_per_call']['other']:.3f} ms a call, this "
-              f"{part['ms_per_call']['this']:.3f} ms; paired ratio {part['paired']['median_ratio']}, faster in "
-              f"{part['paired']['faster_rounds']} of {part['paired']['rounds']} rounds; same outputs: "
-              f"{part['same_outputs']}")
+        print(f"{name}: {part['calls']} calls of up to {part['shoppers_per_call']} shoppers, other "
+              f"{part['ms_per_call']['other']:.3f} ms a call, this {part['ms_per_call']['this']:.3f} ms; "
+              f"paired ratio {part['paired']['median_ratio']}, faster in {part['paired']['faster_rounds']} of "
+              f"{part['paired']['rounds']} rounds; same outputs: {part['same_outputs']}")
     print(f"\nwritten to {os.path.relpath(output, ROOT)}")
 
 

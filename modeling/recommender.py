@@ -274,7 +274,11 @@ class Recommender:
                  looked_up: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Each history's window as the query tower reads it: its ``history_length`` most recent products known
         to the bundle and their weights (recency-weighted). Returns ``(positions (m, L) int64 with -1 pads,
-        weights (m, L))``."""
+        weights (m, L))``.
+
+        Raises:
+            ValueError: a history whose item ids, timestamps and weights differ in length.
+        """
         m = len(histories)
         found = [self.item_lookup(h.item_ids) for h in histories] if looked_up is None else looked_up
         # The batch's interactions joined first and masked once (a few array operations for any m, not five per

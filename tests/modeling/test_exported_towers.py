@@ -226,10 +226,19 @@ def test_the_windows_of_a_batch_are_each_historys_own_and_uneven_histories_are_r
                  History(np.zeros(0, dtype=object), np.zeros(0, dtype=np.int64), np.zeros(0)),
                  History(np.array(["nope", ids[3]], dtype=object), np.array([5, 1]), np.ones(2))]
     positions, weights = recommender._windows(histories)
+    p = recommender.item_lookup(np.array(ids, dtype=object)).tolist()
+    width = positions.shape[1]
+    # newest first, each product with its own weight (seconds apart: the recency decay leaves them about whole)
+    assert positions[0].tolist() == [p[0], p[2], p[1]] + [-1] * (width - 3)
+    assert np.allclose(weights[0][:3], [1.0, 1.0, 2.0], rtol=1e-3) and not weights[0][3:].any()
+    assert positions[1].tolist() == [-1] * width and not weights[1].any()
+    assert positions[2].tolist() == [p[3]] + [-1] * (width - 1) and np.isclose(weights[2][0], 1.0, rtol=1e-3)
     for row, history in enumerate(histories):
         alone_positions, alone_weights = recommender._windows([history])
         assert np.array_equal(positions[row], alone_positions[0]) and np.array_equal(weights[row], alone_weights[0])
-    assert recommender._windows([])[0].shape[0] == 0
+    none_positions, none_weights = recommender._windows([])
+    assert none_positions.shape == (0, width) and none_positions.dtype == positions.dtype == np.int64
+    assert none_weights.shape == (0, width) and none_weights.dtype == weights.dtype
     uneven = History(np.array(ids[:2], dtype=object), np.array([1, 2, 3]), np.ones(2))
     with pytest.raises(ValueError, match="differ in length"):
         recommender._windows([histories[0], uneven])
