@@ -42,8 +42,10 @@ import hashlib
 import importlib.util
 import io
 import logging
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -182,6 +184,34 @@ def toolchain() -> str | None:
     return next((name for name in TOOLCHAINS if shutil.which(name)), None)
 
 
+def run_bounded(command: list[str], timeout: float, cwd: str | Path | None = None) -> subprocess.CompletedProcess:
+    """``subprocess.run(command, capture_output=True, text=True)`` in a session of its own, whose every process (a
+    compiler's own children: cc1, as, ld; lleaves' LLVM) is killed when ``timeout`` seconds pass, not only the one
+    started (``subprocess.run`` kills that one alone, and its children went on compiling).
+
+    Raises:
+        subprocess.TimeoutExpired: the command ran past ``timeout`` (its processes are killed by then).
+        OSError: the command could not be started.
+    """
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+                               cwd=cwd, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)  # the session's group: its id is the leader's pid
+        process.kill()
+        process.communicate()
+        raise
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.kill()
+        process.wait()
+        raise
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
 def compile_booster(booster: Any, model_text: str, path: Path,
                     generators: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Compile a LightGBM ``booster`` (whose text is ``model_text``) into the shared library ``path`` (written
@@ -283,8 +313,7 @@ def _lleaves_library(booster: Any, model_text: str, compiler: str, target: Path)
                      [compiler, "-O2", "-shared", "-fPIC", "-std=gnu11", f"-DRECOAPI_N_FEATURES={width}", "-o",
                       str(target), str(source / "rows.c"), str(source / "forest.o")])
             for step in steps:
-                done = subprocess.run(step, capture_output=True, text=True, errors="replace", timeout=COMPILE_SECONDS,
-                                      check=False, cwd=folder)
+                done = run_bounded(step, COMPILE_SECONDS, cwd=folder)
                 if done.returncode != 0:
                     logger.debug("ranker compilation by lleaves (%s): %s", Path(step[0]).name, done.stderr.strip())
                     detail = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from modeling.atomic import atomic_file
-from modeling.compiled_ranker import toolchain
+from modeling.compiled_ranker import run_bounded, toolchain
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +100,9 @@ def build(directory: Path | None = None) -> Path:
         return path
     directory.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as temporary:
-        subprocess.run([compiler, *FLAGS, "-o", str(temporary), str(SOURCE)], check=True, capture_output=True,
-                       timeout=COMPILE_SECONDS)
+        done = run_bounded([compiler, *FLAGS, "-o", str(temporary), str(SOURCE)], COMPILE_SECONDS)
+        if done.returncode != 0:
+            raise subprocess.CalledProcessError(done.returncode, done.args, done.stdout, done.stderr)
     logger.info("compiled the ranking stage's native code: %s", path)
     return path
 
@@ -133,9 +134,11 @@ def stage_function() -> Any | None:
             ]
             function.restype = ctypes.c_int64
         except (OSError, subprocess.SubprocessError, AttributeError) as exc:
-            detail = getattr(exc, "stderr", b"") or b""
+            detail = getattr(exc, "stderr", "") or ""
+            if isinstance(detail, bytes):
+                detail = detail.decode(errors="replace")
             logger.warning("the ranking stage's native code is not available (%s%s); numpy computes the candidates",
-                           exc, f": {detail.decode(errors='replace').strip()[:500]}" if detail else "")
+                           exc, f": {detail.strip()[:500]}" if detail.strip() else "")
             function = None
         _loaded[FUNCTION] = function
         return function

@@ -425,3 +425,37 @@ def test_a_damaged_booster_text_fails_the_load_when_lightgbm_must_score(tmp_path
     (tmp_path / "stage" / "ranker.txt").write_text("tree\nnot a model\n", encoding="utf-8")
     with pytest.raises(Exception, match="(?i)model|tree|format"):
         RankingStage.load(tmp_path / "stage")
+
+
+def test_a_bounded_command_gives_its_status_and_output() -> None:
+    done = compiled_ranker.run_bounded(
+        [sys.executable, "-c", "import sys; print('made'); sys.stderr.write('warned'); sys.exit(3)"], 60)
+    assert (done.returncode, done.stdout, done.stderr) == (3, "made\n", "warned")
+
+
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (gone, or a zombie no one has reaped yet)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return fields[0] in ("Z", "X")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes' states from /proc")
+def test_a_command_past_its_time_is_killed_with_the_processes_it_started(tmp_path: Path) -> None:
+    """A compiler that hangs is stopped with its own children (cc1, as, ld; LLVM), which subprocess.run's timeout
+    left running."""
+    import subprocess
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    started = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        compiled_ranker.run_bounded(["sh", "-c", f"sleep 300 & echo $! > {pid_file}; wait"], 5)
+    assert time.monotonic() - started < 60
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 30
+    while not _gone(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone(child), "the command's own child went on running"
