@@ -82,6 +82,7 @@ sys.path.insert(0, str(ROOT))
 from modeling import runtime as _runtime  # noqa: E402,F401  (first: environment for TensorFlow)
 
 import argparse  # noqa: E402
+import hashlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
@@ -1062,8 +1063,11 @@ def impressions_overhead(work: Path, info: dict, rounds: int, seconds: int, work
 
 
 def _log_name(name: str, value: str) -> str:
-    """The log file of the server with NAME=value (a value that is a path, e.g. another models folder, in one name)."""
-    return f"gunicorn-{name}-{re.sub(r'[^A-Za-z0-9_.,=-]', '_', value)}.log"
+    """The log file of the server with NAME=value (a value that is a path, e.g. another models folder, in one name;
+    where a character had to be replaced, a digest of the value keeps two such values' logs apart)."""
+    safe = re.sub(r"[^A-Za-z0-9_.,=-]", "_", value)
+    tag = "" if safe == value else "-" + hashlib.sha256(value.encode()).hexdigest()[:8]
+    return f"gunicorn-{name}-{safe}{tag}.log"
 
 
 def compare_env(work: Path, info: dict, name: str, values: tuple[str, str], only: str, rounds: int, seconds: int,

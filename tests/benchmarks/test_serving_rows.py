@@ -63,3 +63,11 @@ def test_a_comparison_s_summary_pairs_the_rounds_and_gives_the_p95_beside_the_p9
     assert (eight["connections"], eight["rounds_with_more_req_s_for_b"], eight["rounds_with_lower_p95_for_b"],
             eight["rounds_with_lower_p99_for_b"]) == (8, 0, 0, 0)
     assert [row["connections"] for row in serving.compare_summary(runs[:6], ("a", "b"))] == [2]
+
+
+def test_each_compared_value_gets_a_log_of_its_own() -> None:
+    assert serving._log_name("RECO_FAST_LANE", "0") == "gunicorn-RECO_FAST_LANE-0.log"  # plain values as before
+    first = serving._log_name("RECO_MODELS_DIR", "bench/models a")
+    second = serving._log_name("RECO_MODELS_DIR", "bench/models:a")  # the same once the characters are replaced
+    assert first != second and "/" not in first + second and " " not in first
+    assert first == serving._log_name("RECO_MODELS_DIR", "bench/models a")
