@@ -197,17 +197,11 @@ def run_bounded(command: list[str], timeout: float, cwd: str | Path | None = Non
                                cwd=cwd, start_new_session=True)
     try:
         out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except BaseException:  # past its time, or this process interrupted: none of the session's processes is left
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)  # the session's group: its id is the leader's pid
         process.kill()
-        process.communicate()
-        raise
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.kill()
-        process.wait()
+        process.communicate()  # reaped, its pipes closed
         raise
     return subprocess.CompletedProcess(command, process.returncode, out, err)
 
