@@ -3,7 +3,9 @@
 The ranking stage's candidates and sparse features (``stage_kernel.c`` beside this file) cost a few hundred numpy
 calls per request, each a few microseconds of dispatch for a few hundred values: most of an answer's time. The C
 function does the same work in one call with the same results, bit for bit (``modeling.reranker`` checks it
-against its numpy code once per process before using it, and falls back to numpy when they differ).
+against its numpy code once per process before using it, and falls back to numpy when they differ). A second
+function of the same library computes the text features from the bundle's 8-bit text codes (integer dot
+products, exact in any order), checked the same way.
 
 It is compiled, by the first process that needs it, with the machine's C compiler (gcc or clang, as the compiled
 ranker) into ``.native/`` at the repository's root (``RECO_NATIVE_DIR`` elsewhere), under a name that carries a
@@ -49,6 +51,7 @@ multiply and an add into one rounding where the processor has such an instructio
 FMA is in the base instruction set, as on ARM), which numpy's separate roundings would not match."""
 COMPILE_SECONDS = 120
 FUNCTION = "stage_candidates"
+TEXT_FUNCTION = "text_features"
 
 
 class Csr(ctypes.Structure):
@@ -107,41 +110,63 @@ def build(directory: Path | None = None) -> Path:
     return path
 
 
-def stage_function() -> Any | None:
-    """The C function ``stage_candidates`` with its argument types, loaded once per process; None (with one log
-    line) when native code is off, or cannot be built or loaded here."""
+def _load(name: str, argtypes: list[Any]) -> Any | None:
+    """The C function ``name`` of the stage library with its argument types, loaded once per process; None (with
+    one log line) when native code is off, or cannot be built or loaded here."""
     if not enabled():
         return None
     with _lock:
-        if FUNCTION in _loaded:
-            return _loaded[FUNCTION]
+        if name in _loaded:
+            return _loaded[name]
         function = None
         try:
             library = ctypes.CDLL(str(build()))
-            function = getattr(library, FUNCTION)
-            pointer, count = ctypes.c_void_p, ctypes.c_int64
-            csr = ctypes.POINTER(Csr)
-            function.argtypes = [
-                count, count, pointer, count, pointer,  # m, n, excluded, n_excluded, allowed
-                csr, csr, csr,  # item-item, sequence, transitions
-                pointer, pointer, pointer, count, count,  # histories, their decays, which decay, sequence length
-                pointer, count, pointer,  # popular order, its length, excluded counts
-                pointer, count, pointer,  # two-tower top, its width, counts per source
-                pointer, pointer,  # popularity ranks, history lengths
-                pointer, pointer, pointer, pointer, count,  # categories, brands, prices, recent decays, their width
-                count, pointer,  # features per row, columns
-                count, pointer, pointer, pointer,  # bound, out rows, out items, features
-            ]
+            function = getattr(library, name)
+            function.argtypes = argtypes
             function.restype = ctypes.c_int64
         except (OSError, subprocess.SubprocessError, AttributeError) as exc:
             detail = getattr(exc, "stderr", "") or ""
             if isinstance(detail, bytes):
                 detail = detail.decode(errors="replace")
-            logger.warning("the ranking stage's native code is not available (%s%s); numpy computes the candidates",
-                           exc, f": {detail.strip()[:500]}" if detail.strip() else "")
+            logger.warning("the ranking stage's native code is not available (%s%s); numpy computes %s",
+                           exc, f": {detail.strip()[:500]}" if detail.strip() else "", WHAT[name])
             function = None
-        _loaded[FUNCTION] = function
+        _loaded[name] = function
         return function
+
+
+_POINTER, _COUNT = ctypes.c_void_p, ctypes.c_int64
+WHAT = {FUNCTION: "the candidates", TEXT_FUNCTION: "the text features"}
+
+
+def stage_function() -> Any | None:
+    """The C function ``stage_candidates`` with its argument types, loaded once per process; None (with one log
+    line) when native code is off, or cannot be built or loaded here."""
+    pointer, count = _POINTER, _COUNT
+    csr = ctypes.POINTER(Csr)
+    return _load(FUNCTION, [
+        count, count, pointer, count, pointer,  # m, n, excluded, n_excluded, allowed
+        csr, csr, csr,  # item-item, sequence, transitions
+        pointer, pointer, pointer, count, count,  # histories, their decays, which decay, sequence length
+        pointer, count, pointer,  # popular order, its length, excluded counts
+        pointer, count, pointer,  # two-tower top, its width, counts per source
+        pointer, pointer,  # popularity ranks, history lengths
+        pointer, pointer, pointer, pointer, count,  # categories, brands, prices, recent decays, their width
+        count, pointer,  # features per row, columns
+        count, pointer, pointer, pointer,  # bound, out rows, out items, features
+    ])
+
+
+def text_function() -> Any | None:
+    """The C function ``text_features`` (the text features from 8-bit codes) with its argument types, loaded once
+    per process; None (with one log line) when native code is off, or cannot be built or loaded here."""
+    pointer, count = _POINTER, _COUNT
+    return _load(TEXT_FUNCTION, [
+        count, count, count, pointer, pointer,  # shoppers, history width, dimensions, codes, scales
+        pointer, pointer, pointer,  # histories' products and times (m, width), right-aligned, and their lengths
+        pointer, pointer, pointer,  # candidates, each shopper's start and size
+        pointer, count, count, count, count,  # features, their width, the three columns
+    ])
 
 
 def forget() -> None:
@@ -255,3 +280,42 @@ def stage_candidates(function: Any, *, n: int, excluded: np.ndarray, allowed: np
     if written < 0:
         raise MemoryError(f"the ranking stage's native code failed (code {written})")
     return out_rows[:written], out_items[:written], features[:written]
+
+
+def text_features(function: Any, *, codes: np.ndarray, scales: np.ndarray, items: np.ndarray, stamps: np.ndarray,
+                  counts: np.ndarray, cand: np.ndarray, starts: np.ndarray, sizes: np.ndarray, features: np.ndarray,
+                  columns: tuple[int, int, int]) -> None:
+    """Call the C function ``text_features`` (:func:`text_function`) for m shoppers; writes ``features`` in place.
+
+    Args:
+        function: :func:`text_function`'s.
+        codes: (n, t) int8 text codes, C-contiguous (a product's vector is its codes times its scale).
+        scales: (n,) float32.
+        items, stamps: (m, w) int64 each shopper's most recent products and their times, right-aligned (oldest
+            first), the last ``counts`` (m,) of each row present; positions below n.
+        cand: (e,) int64 candidates, below n; ``starts``, ``sizes`` (m,) int64 each shopper's part of them.
+        features: (e, f) float32 C-contiguous, written at the columns ``(text_history, text_last,
+            nearest_age_days)`` (-1: not written).
+
+    Raises:
+        ValueError: arrays of the wrong type, shape or layout, or that do not agree (the C code would read past
+            them).
+        MemoryError: the C code could not allocate its scratch.
+    """
+    m = len(counts)
+    if codes.dtype != np.int8 or codes.ndim != 2 or not codes.flags.c_contiguous:
+        raise ValueError(f"codes must be C-contiguous (n, t) int8, got {codes.dtype} {codes.shape}")
+    if features.dtype != np.float32 or features.ndim != 2 or not features.flags.c_contiguous:
+        raise ValueError(f"features must be C-contiguous (e, f) float32, got {features.dtype} {features.shape}")
+    items, stamps, counts, cand, starts, sizes = (_int64(a) for a in (items, stamps, counts, cand, starts, sizes))
+    if (items.ndim != 2 or items.shape != stamps.shape or len(items) != m or len(starts) != m or len(sizes) != m
+            or len(cand) != len(features) or len(scales) != len(codes) or (m and int(counts.max()) > items.shape[1])
+            or (m and int((starts + sizes).max()) > len(cand))
+            or (len(cand) and (int(cand.min()) < 0 or int(cand.max()) >= len(codes)))):
+        raise ValueError("the histories, their lengths, the candidates and their features do not agree in shape")
+    scales = np.ascontiguousarray(scales, dtype=np.float32)
+    written = function(m, items.shape[1], codes.shape[1], codes.ctypes.data, scales.ctypes.data, items.ctypes.data,
+                       stamps.ctypes.data, counts.ctypes.data, cand.ctypes.data, starts.ctypes.data,
+                       sizes.ctypes.data, features.ctypes.data, features.shape[1], *columns)
+    if written < 0:
+        raise MemoryError(f"the ranking stage's native text features failed (code {written})")

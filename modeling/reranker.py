@@ -60,7 +60,7 @@ from modeling.features import ItemAttributes
 from modeling.index import ItemIndex
 from modeling.optional_imports import hidden
 from modeling.ranking import excluded_keys, members, stable_top_rows
-from modeling.rows import QuantizedRows, StackedRows, append_rows, as_float32, mapped, take_rows
+from modeling.rows import CODE_LEVELS, QuantizedRows, StackedRows, append_rows, as_float32, mapped, take_rows
 
 logger = logging.getLogger(__name__)
 
@@ -724,6 +724,71 @@ def _check_kernel(function: Any) -> bool:
     return True
 
 
+def text_kernel() -> Callable[..., None] | None:
+    """The native computation of the text features from 8-bit codes (:func:`modeling.native.text_features`), once
+    it gave the same values as numpy (:func:`_code_similarities`, :func:`_write_text_features`), bit for bit, on
+    :data:`SYNTHETIC_CHECKS` synthetic batches (checked once per process); None when native code is off or
+    unavailable, or differed (numpy then computes them)."""
+    function = native.text_function()
+    if function is None:
+        return None
+    with _kernel_lock:
+        if "text checked" not in _kernel:
+            _kernel["text checked"] = _check_text_kernel(function)
+        if not _kernel["text checked"]:
+            return None
+    return lambda **arguments: native.text_features(function, **arguments)
+
+
+def synthetic_text_batch(seed: int, *, dims: int = 24) -> dict[str, Any]:
+    """A batch of 1 to 6 shoppers' text-feature inputs over 40 products of 8-bit codes, as :func:`_text_features`
+    gets them: right-aligned histories of 0 to 12 products with repeats, shoppers without candidates, candidates
+    that may be history products, products whose codes cancel (a history's mean of 0) or are equal (ties for the
+    nearest product), and a feature table of zeros (``features``, 5 columns)."""
+    rng = np.random.default_rng(seed)
+    n, width = 40, 12
+    codes = rng.integers(-CODE_LEVELS, CODE_LEVELS + 1, size=(n, dims)).astype(np.int8)
+    codes[1] = -codes[0]  # products 0 and 1 cancel: a history of both has a mean of 0
+    codes[2] = codes[3]  # equal rows: ties for the nearest product
+    scales = rng.uniform(0.001, 0.02, size=n).astype(np.float32)
+    scales[1] = scales[0]
+    m = int(rng.integers(1, 7))
+    counts = rng.integers(0, width + 1, size=m).astype(np.int64)
+    items = rng.integers(0, n, size=(m, width)).astype(np.int64)
+    items[np.arange(width)[None, :] < (width - counts)[:, None]] = -1
+    if m > 1:
+        counts[0] = 2
+        items[0, -2:] = (0, 1)
+    sizes = rng.integers(0, 30, size=m).astype(np.int64)
+    return {"content": QuantizedRows(codes, scales), "items": items,
+            "stamps": np.sort(rng.integers(0, 10**8, size=(m, width)), axis=1), "counts": counts,
+            "cand": rng.integers(0, n, size=int(sizes.sum())).astype(np.int64),
+            "starts": (np.cumsum(sizes) - sizes).astype(np.int64), "sizes": sizes,
+            "features": np.zeros((int(sizes.sum()), 5), dtype=np.float32)}
+
+
+def _check_text_kernel(function: Any) -> bool:
+    """Whether ``function`` gives numpy's text features (:func:`numpy_text_features`) on the synthetic batches (a log
+    line if not)."""
+    targets = (1, 3, 0)
+    try:
+        for seed in range(SYNTHETIC_CHECKS):
+            batch = synthetic_text_batch(seed)
+            content, expected = batch.pop("content"), batch.pop("features")
+            got = expected.copy()
+            numpy_text_features(content, **batch, feats=expected, targets=targets)
+            native.text_features(function, codes=content.codes, scales=content.scales, features=got, columns=targets,
+                                 **batch)
+            if not np.array_equal(got, expected, equal_nan=True):
+                logger.warning("the ranking stage's native text features differ from numpy on a synthetic batch "
+                               "(seed %d); numpy computes them", seed)
+                return False
+    except (MemoryError, ValueError) as exc:
+        logger.warning("the ranking stage's native text features failed their check (%s); numpy computes them", exc)
+        return False
+    return True
+
+
 def _popular_keys(order: np.ndarray, count: int, excluded_counts: np.ndarray, n: int,
                   excluded: np.ndarray) -> np.ndarray:
     """Keys (``row * n + item``) of the first ``count`` items of ``order`` each shopper has not excluded: row r
@@ -792,51 +857,92 @@ def _text_features(feats: np.ndarray, column: dict[str, int], tables: ItemTables
     history), from each shopper's :data:`TEXT_HISTORY` most recent products (``items``, ``stamps`` (m, T), the
     last ``counts`` (m,) of each row present).
 
-    What concerns the histories alone is computed for the whole batch first: their rows, their unit means and
-    which places hold a product's first occurrence. Each shopper then costs one gather of its candidates' rows
-    and one matrix product with its history rows and unit mean stacked ((C, t) @ (t, h + 1)): the same shapes
-    whether the shopper is answered alone or in a batch, so a batch gives each shopper what it would get alone.
+    A candidate's cosine to each history product is computed once, and the cosine to the history's mean from their
+    sum: c . mean / |mean| = (sum of c . h_i) / (count |mean|), summed in float64 in history order. With a bundle's
+    8-bit codes (:class:`~modeling.rows.QuantizedRows`) each cosine is the codes' integer dot product times both
+    rows' scales (:func:`_code_similarities`), and the mean's norm comes from the history's integer dot products
+    (:func:`_code_mean_norm`): exact whatever the order of the additions, so the stage's native code
+    (:func:`text_kernel`) gives numpy's values bit for bit, for the whole batch in one call. Other rows (float
+    vectors; products added after publishing) are multiplied by BLAS. Either way each shopper's values are the same
+    whether it is answered alone or in a batch.
     """
-    feats[counts[rows] == 0, column["nearest_age_days"]] = np.nan
-    shoppers = np.flatnonzero((counts > 0) & (sizes > 0))
-    if len(shoppers) == 0:
+    targets = (column["text_history"], column["text_last"], column["nearest_age_days"])
+    content = tables.content
+    kernel = text_kernel() if isinstance(content, QuantizedRows) else None
+    if kernel is not None:
+        kernel(codes=content.codes, scales=content.scales, items=items, stamps=stamps, counts=counts, cand=cand,
+               starts=starts, sizes=sizes, features=feats, columns=targets)
         return
+    numpy_text_features(content, items, stamps, counts, cand, starts, sizes, feats, targets)
+
+
+def numpy_text_features(content: Any, items: np.ndarray, stamps: np.ndarray, counts: np.ndarray, cand: np.ndarray,
+                        starts: np.ndarray, sizes: np.ndarray, feats: np.ndarray,
+                        targets: tuple[int, int, int]) -> None:
+    """:func:`_text_features` by numpy, one shopper at a time: the native code's values for 8-bit codes (see
+    ``text_features`` in stage_kernel.c), ``content`` being the (n, t) text rows and ``targets`` the columns of
+    ``feats`` for text_history, text_last and nearest_age_days."""
     width = items.shape[1]
-    own_counts = counts[shoppers]
-    present = np.arange(width)[None, :] >= (width - own_counts)[:, None]  # (s, T): each shopper's last products
-    own = items[shoppers][present]  # (h,) every history's products, shopper after shopper, oldest first
-    offsets = np.cumsum(own_counts) - own_counts  # where each shopper's products begin in ``own``
-    history = as_float32(take_rows(tables.content, own))  # (h, t)
-    # Each shopper's rows followed by its unit mean (zero where the mean is 0): one product gives both features.
-    means = (np.add.reduceat(history, offsets, axis=0) / own_counts[:, None]).astype(np.float32)  # np.mean's values
-    norms = np.sqrt(np.einsum("st,st->s", means.astype(np.float64), means.astype(np.float64)))
-    units = np.where(norms[:, None] > 0, means / np.where(norms > 0, norms, 1.0)[:, None], 0.0).astype(np.float32)
-    stacked = np.empty((len(own) + len(shoppers), history.shape[1]), dtype=np.float32)
-    at = np.arange(len(own)) + np.repeat(np.arange(len(shoppers)), own_counts)  # each history row's place
-    stacked[at] = history
-    stacked[offsets + own_counts + np.arange(len(shoppers))] = units
-    # A product met twice is one column, at its first place: which of its equal columns wins does not depend on
-    # how the matrix product rounded each (BLAS kernels differ).
-    owner = np.repeat(np.arange(len(shoppers), dtype=np.int64), own_counts)
-    first = np.zeros(len(own), dtype=bool)
-    first[np.unique(owner * (int(own.max()) + 1) + own, return_index=True)[1]] = True
-    times = stamps[shoppers][present]
-    for place, row in enumerate(shoppers.tolist()):
-        part = slice(starts[row], starts[row] + sizes[row])
-        begin, count = int(offsets[place]), int(own_counts[place])
-        block = stacked[begin + place:begin + place + count + 1]  # (h_u + 1, t)
-        content, scale = _rows_and_scales(tables.content, cand[part])  # gathered per shopper (a batch's: large)
-        # (C, h_u + 1): to each product, then to the unit mean. The block transposed into its own contiguous copy:
-        # BLAS multiplies by it in 12 instead of 30 µs for 220 candidates, as numpy hands it the transposed view.
-        similarity = content @ np.ascontiguousarray(block.T)
-        if scale is not None:  # each candidate's row scale, on its (h_u + 1,) products instead of its (t,) row
-            similarity *= scale[:, None]
-        feats[part, column["text_history"]] = similarity[:, -1]
-        feats[part, column["text_last"]] = similarity[:, -2]
-        columns = np.flatnonzero(first[begin:begin + count])
-        nearest = columns[similarity[:, columns].argmax(axis=1)]
-        own_times = times[begin:begin + count]
-        feats[part, column["nearest_age_days"]] = (own_times[-1] - own_times[nearest]) / 86_400.0
+    codes = isinstance(content, QuantizedRows)
+    for row in np.flatnonzero(sizes > 0).tolist():
+        part = slice(int(starts[row]), int(starts[row] + sizes[row]))
+        count = int(counts[row])
+        if count == 0:
+            feats[part, targets[2]] = np.nan
+            continue
+        history, times = items[row, width - count:], stamps[row, width - count:]
+        if codes:
+            similarity = _code_similarities(content, cand[part], history)
+            norm = _code_mean_norm(content, history)
+        else:  # (C, h) float32; the history rows transposed into a contiguous copy, which BLAS multiplies faster
+            rows = as_float32(take_rows(content, history))
+            similarity = as_float32(take_rows(content, cand[part])) @ np.ascontiguousarray(rows.T)
+            norm = float(np.linalg.norm(rows.astype(np.float64).mean(axis=0)))
+        first = np.zeros(count, dtype=bool)
+        first[np.unique(history, return_index=True)[1]] = True  # a product met twice: its first place
+        _write_text_features(feats, targets, part, similarity, first, times, norm)
+
+
+def _code_mean_norm(content: QuantizedRows, history: np.ndarray) -> float:
+    """The norm of the mean of the 8-bit-coded rows at ``history`` (h,): the square root of the sum, in order, of
+    (scale_i * scale_j) * (the integer dot product of rows i and j) over i, then j, divided by h (the native code's
+    value)."""
+    rows = take_rows(content.codes, history).astype(np.float64)
+    gram = rows @ rows.T  # integers below 2 ** 53: exact in any order
+    scale = content.scales[history].astype(np.float64)
+    total = float(np.cumsum(((scale[:, None] * scale[None, :]) * gram).ravel())[-1])
+    return float(np.sqrt(max(total, 0.0))) / len(history)
+
+
+def _code_similarities(content: QuantizedRows, candidates: np.ndarray, history: np.ndarray) -> np.ndarray:
+    """(C, h) float32 cosines of the 8-bit-coded rows at ``candidates`` (C,) with those at ``history`` (h,): each
+    pair's integer dot product of codes, times the candidate's scale, times the history product's scale (the
+    native code's values: see ``text_features`` in stage_kernel.c)."""
+    left = take_rows(content.codes, candidates)
+    right = take_rows(content.codes, history)
+    # Products of codes are integers up to 127 * 127 and so are their sums: as long as every partial sum stays below
+    # 2 ** 24, float32 holds each exactly and the matrix product is exact in any order (else float64, below 2 ** 53).
+    exact = np.float32 if left.shape[1] * CODE_LEVELS**2 < 2**24 else np.float64
+    dots = (left.astype(exact) @ np.ascontiguousarray(right.astype(exact).T)).astype(np.float32)
+    return dots * content.scales[candidates].astype(np.float32)[:, None] * content.scales[history].astype(np.float32)
+
+
+def _write_text_features(feats: np.ndarray, targets: tuple[int, int, int], part: slice, similarity: np.ndarray,
+                         first: np.ndarray, times: np.ndarray, norm: float) -> None:
+    """One shopper's text features at rows ``part`` of ``feats`` from its candidates' (C, h) float32 cosines to its
+    h history products (oldest first), which of them are a product's first place, their times and the norm of the
+    history's mean: in the native code's arithmetic (the float64 sum in history order, the earliest of equal
+    nearest products)."""
+    text_history, text_last, age = targets
+    feats[part, text_last] = similarity[:, -1]
+    if norm > 0:
+        summed = np.cumsum(similarity.astype(np.float64), axis=1)[:, -1]  # cumsum adds in order (sum pairs them)
+        feats[part, text_history] = (summed / (similarity.shape[1] * norm)).astype(np.float32)
+    else:
+        feats[part, text_history] = 0.0
+    columns = np.flatnonzero(first)
+    nearest = columns[similarity[:, columns].argmax(axis=1)]
+    feats[part, age] = (times[-1] - times[nearest]) / 86_400.0
 
 
 def _attribute_features(feats: np.ndarray, column: dict[str, int], tables: ItemTables, recent: np.ndarray,
@@ -868,17 +974,6 @@ def _recent_decay(recent: np.ndarray, recent_stamps: np.ndarray, config: StageCo
     half_life = max(config.recent_half_life_days, 1e-9) * 86_400.0
     return np.where(recent >= 0, np.power(0.5, (recent_stamps[:, -1:] - recent_stamps) / half_life), 0.0
                     ).astype(np.float32)
-
-
-def _rows_and_scales(content: np.ndarray | QuantizedRows | StackedRows,
-                     positions: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """The rows of ``content`` at (C,) ``positions``: ``(rows (C, t) float32, None)``, or for 8-bit codes
-    ``(codes (C, t) as float32, scales (C,))``, the rows being codes times scales: a caller that multiplies the
-    rows by a few vectors scales the (C, h) products instead, which takes half the time of decoding the rows."""
-    if isinstance(content, QuantizedRows):
-        return (take_rows(content.codes, positions).astype(np.float32),
-                np.asarray(content.scales[positions], dtype=np.float32))
-    return as_float32(take_rows(content, positions)), None
 
 
 def _row_medians(values: np.ndarray) -> np.ndarray:

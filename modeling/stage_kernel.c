@@ -6,8 +6,9 @@
  * previous products' transitions, each source's best candidates, the union of every source's proposals, and the
  * features read from those scores. The values are those of the numpy code, bit for bit: the same float64 sums in
  * the same order, the same float32 roundings, the same ties (tests/modeling/test_stage_kernel.py compares both).
- * What needs a transcendental function (recency decays, logarithms) or a dot product (two-tower and text scores)
- * stays in numpy, whose results it could not promise to match.
+ * What needs a transcendental function (recency decays, logarithms) or a dot product of float vectors (two-tower
+ * scores) stays in numpy, whose results it could not promise to match. The text features are dot products of 8-bit
+ * codes, which are integers and exact in any order: text_features (the end of this file) computes them.
  *
  * modeling/native.py compiles this file with the machine's C compiler on first use and loads it with ctypes;
  * without a compiler the numpy code serves. The call keeps no state between calls but per-thread scratch
@@ -586,4 +587,87 @@ int64_t stage_candidates(
     written += n_proposed;
   }
   return written;
+}
+
+/* The dot product of two rows of t 8-bit codes, as an integer: exact, whatever the order of the additions (the
+   compiler may vectorise it freely). Each product is at most 127 * 127, so t up to 133,000 fits in 32 bits. */
+static inline int32_t dot_codes(const int8_t* a, const int8_t* b, int64_t t) {
+  int32_t sum = 0;
+  for (int64_t k = 0; k < t; k++) sum += (int32_t) a[k] * (int32_t) b[k];
+  return sum;
+}
+
+/* The text features of the candidates of m shoppers whose products' text vectors are 8-bit codes with a scale per
+ * row (a product's vector is codes[item] * scales[item]), as reranker.py's numpy code computes them (values bit for
+ * bit, tests/modeling/test_stage_kernel.py):
+ *   similarity to history product i: ((float) dot(codes[c], codes[h_i]) * scales[c]) * scales[h_i], float32 (the
+ *     integer dot is exact, so the order of its additions changes nothing);
+ *   text_last: the similarity to the shopper's last product;
+ *   text_history: the similarities summed in float64 in history order, over (count * the norm of the history's
+ *     mean vector), as float32; 0 where that norm is 0. The norm is sqrt(sum over i, j in order of
+ *     (scales[h_i] * scales[h_j]) * dot(codes[h_i], codes[h_j]), in float64) / count;
+ *   nearest_age_days: (the last product's time - the time of the history product of highest similarity, among
+ *     each product's first place in the history, the earliest such on ties) / 86400; NaN for a shopper without a
+ *     history.
+ *
+ * Shopper r's history is the last counts[r] entries of row r of items and stamps ((m, width), oldest first); its
+ * candidates are cand[starts[r] .. starts[r] + sizes[r]) and their rows of `features` (f columns) the same places;
+ * a column of -1 is not written. Returns 0, or ERROR_MEMORY.
+ */
+int64_t text_features(
+    int64_t m, int64_t width, int64_t t, const int8_t* codes, const float* scales,
+    const int64_t* items, const int64_t* stamps, const int64_t* counts,
+    const int64_t* cand, const int64_t* starts, const int64_t* sizes,
+    float* features, int64_t f, int64_t column_history, int64_t column_last, int64_t column_age) {
+  unsigned char* first = (unsigned char*) malloc((size_t) (width > 0 ? width : 1));
+  if (!first) return ERROR_MEMORY;
+  for (int64_t r = 0; r < m; r++) {
+    const int64_t count = counts[r], start = starts[r], size = sizes[r];
+    if (size == 0) continue;
+    if (count == 0) {
+      if (column_age >= 0)
+        for (int64_t j = 0; j < size; j++) features[(start + j) * f + column_age] = NAN;
+      continue;
+    }
+    const int64_t* history = items + r * width + (width - count);
+    const int64_t* times = stamps + r * width + (width - count);
+    double total = 0.0;  /* the squared norm of the history's summed vector */
+    for (int64_t i = 0; i < count; i++) {
+      first[i] = 1;
+      for (int64_t k = 0; k < i; k++)
+        if (history[k] == history[i]) { first[i] = 0; break; }
+      const int8_t* left = codes + history[i] * t;
+      for (int64_t j = 0; j < count; j++)
+        total += ((double) scales[history[i]] * (double) scales[history[j]])
+                 * (double) dot_codes(left, codes + history[j] * t, t);
+    }
+    const double norm = sqrt(total > 0.0 ? total : 0.0) / (double) count;
+    for (int64_t j = 0; j < size; j++) {
+      if (j + AHEAD < size) {  /* the candidate rows are read at random from the whole catalogue's */
+        const int8_t* ahead = codes + cand[start + j + AHEAD] * t;
+        for (int64_t line = 0; line < t; line += 64) PREFETCH(ahead + line);
+      }
+      const int64_t item = cand[start + j];
+      const int8_t* row = codes + item * t;
+      const float scale = scales[item];
+      double sum = 0.0;
+      float last = 0.0f, best = 0.0f;
+      int64_t nearest = -1;
+      for (int64_t i = 0; i < count; i++) {
+        const float similarity = ((float) dot_codes(row, codes + history[i] * t, t) * scale) * scales[history[i]];
+        sum += (double) similarity;
+        last = similarity;
+        if (first[i] && (nearest < 0 || similarity > best)) {
+          best = similarity;
+          nearest = i;
+        }
+      }
+      float* out = features + (start + j) * f;
+      if (column_last >= 0) out[column_last] = last;
+      if (column_history >= 0) out[column_history] = norm > 0.0 ? (float) (sum / ((double) count * norm)) : 0.0f;
+      if (column_age >= 0) out[column_age] = (float) ((double) (times[count - 1] - times[nearest]) / 86400.0);
+    }
+  }
+  free(first);
+  return 0;
 }

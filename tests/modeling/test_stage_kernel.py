@@ -130,11 +130,171 @@ def test_the_engine_serves_the_same_lists_with_and_without_it(pipeline, monkeypa
     with_native = answers()
     assert calls, "the engine did not use the native code"
     monkeypatch.setattr(reranker, "stage_kernel", lambda: None)
+    monkeypatch.setattr(reranker, "text_kernel", lambda: None)
     with_numpy = answers()
     for one, other in zip(with_native, with_numpy, strict=True):
         for user, ranking in one.items():
             assert np.array_equal(ranking.items, other[user].items) and np.array_equal(ranking.scores,
                                                                                        other[user].scores)
+
+
+@pytest.fixture
+def text_function(function):
+    """The C function ``text_features`` of the same freshly compiled library."""
+    found = native.text_function()
+    assert found is not None
+    return found
+
+
+def _text_batch(seed: int, dims: int = 24) -> tuple[dict, np.ndarray, np.ndarray]:
+    """A synthetic batch without its content and features, numpy's features, and the C code's."""
+    batch = reranker.synthetic_text_batch(seed, dims=dims)
+    content, expected = batch.pop("content"), batch.pop("features")
+    got = expected.copy()
+    reranker.numpy_text_features(content, **batch, feats=expected, targets=TEXT_COLUMNS)
+    return {"content": content, **batch}, expected, got
+
+
+TEXT_COLUMNS = (1, 3, 0)  # text_history, text_last, nearest_age_days in the synthetic batches' 5 columns
+
+
+@pytest.mark.parametrize("dims", [24, 384, 1100], ids=["24-d", "384-d", "1100-d (float64 products in numpy)"])
+def test_native_text_features_are_numpys_bit_for_bit(text_function, dims: int) -> None:
+    written = 0
+    for seed in range(150 if dims < 1000 else 20):
+        batch, expected, got = _text_batch(seed, dims)
+        content = batch.pop("content")
+        native.text_features(text_function, codes=content.codes, scales=content.scales, features=got,
+                             columns=TEXT_COLUMNS, **batch)
+        assert np.array_equal(got, expected, equal_nan=True), f"seed {seed}"
+        assert not got[:, [2, 4]].any()  # columns not asked for are left alone
+        written += int(np.count_nonzero(got))
+    assert written > 1_000
+
+
+def test_the_synthetic_text_batches_exercise_what_they_claim() -> None:
+    """Shoppers without a history and without candidates, histories with repeats and a mean of 0, tied nearest
+    products and candidates from the history occur (else the comparison above would pass on easy cases only)."""
+    seen = dict.fromkeys(("no history", "no candidates", "repeat", "mean of 0", "tie", "candidate in history"), False)
+    for seed in range(30):
+        batch, expected, _ = _text_batch(seed)
+        counts, sizes, items = batch["counts"], batch["sizes"], batch["items"]
+        seen["no history"] |= bool(((counts == 0) & (sizes > 0)).any())
+        seen["no candidates"] |= bool((sizes == 0).any())
+        for row in range(len(counts)):
+            history = items[row, items.shape[1] - counts[row]:]
+            part = batch["cand"][batch["starts"][row]:batch["starts"][row] + batch["sizes"][row]]
+            seen["repeat"] |= len(np.unique(history)) < len(history)
+            seen["mean of 0"] |= bool(len(part) and list(history) == [0, 1])
+            seen["tie"] |= bool(len(part) and {2, 3} <= set(history.tolist()))
+            seen["candidate in history"] |= bool(np.isin(part, history).any())
+    assert all(seen.values()), seen
+
+
+def test_the_text_features_are_the_cosines_they_name() -> None:
+    """Summed from the per-product cosines, the features equal the direct computation from the rows as float64
+    vectors: cosine to the history's unit mean, to its last product, and the age of the most similar product."""
+    for seed in range(40):
+        batch, got, _ = _text_batch(seed)
+        content = batch["content"]
+        vectors = content.codes.astype(np.float64) * content.scales.astype(np.float64)[:, None]
+        width = batch["items"].shape[1]
+        for row, count in enumerate(batch["counts"].tolist()):
+            part = slice(int(batch["starts"][row]), int(batch["starts"][row] + batch["sizes"][row]))
+            candidates = vectors[batch["cand"][part]]
+            if count == 0 or not len(candidates):
+                assert np.isnan(got[part, 0]).all()
+                continue
+            history = batch["items"][row, width - count:]
+            mean = vectors[history].mean(axis=0)
+            norm = np.linalg.norm(mean)
+            expected_history = candidates @ mean / norm if norm > 1e-9 else np.zeros(len(candidates))
+            assert np.allclose(got[part, 1], expected_history, atol=1e-5)
+            assert np.allclose(got[part, 3], candidates @ vectors[history[-1]], atol=1e-6)
+            similarity = candidates @ vectors[history].T
+            best = similarity.max(axis=1)
+            nearest_age = (batch["stamps"][row, -1] - batch["stamps"][row, width - count:]) / 86_400.0
+            for at in range(len(candidates)):  # the age of one of the products of (nearly) the highest cosine
+                close = np.flatnonzero(similarity[at] >= best[at] - 1e-6)
+                assert np.isclose(got[part, 0][at], nearest_age[close], rtol=1e-6).any()
+
+
+def test_threads_computing_text_features_at_once_get_what_one_gets(text_function) -> None:
+    batches = [_text_batch(seed, 384) for seed in range(30)]
+
+    def compute(at: int) -> np.ndarray:
+        batch, expected, _ = batches[at % len(batches)]
+        batch = dict(batch)
+        content = batch.pop("content")
+        got = np.zeros_like(expected)
+        native.text_features(text_function, codes=content.codes, scales=content.scales, features=got,
+                             columns=TEXT_COLUMNS, **batch)
+        return got
+
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(compute, range(len(batches) * 3)))
+    assert all(np.array_equal(answer, batches[at % len(batches)][1], equal_nan=True) for at, answer in enumerate(got))
+
+
+def test_the_text_features_refuse_inputs_the_c_code_would_read_past(text_function) -> None:
+    batch, expected, got = _text_batch(4)
+    content = batch.pop("content")
+    arguments = {"codes": content.codes, "scales": content.scales, "features": got, "columns": TEXT_COLUMNS, **batch}
+    bad = {"codes": content.codes.astype(np.int16), "features": got.astype(np.float64),
+           "cand": np.full_like(batch["cand"], len(content.codes)), "counts": batch["counts"] + 20,
+           "sizes": batch["sizes"] + 5, "stamps": batch["stamps"][:, 1:]}
+    for name, value in bad.items():
+        with pytest.raises(ValueError):
+            native.text_features(text_function, **{**arguments, name: value})
+    assert np.array_equal(got, np.zeros_like(got))  # nothing was written by a refused call
+
+
+def test_a_text_library_that_differs_from_numpy_is_not_used(monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """The once-per-process check refuses a text function whose answers differ (here: it writes nothing)."""
+    def writes_nothing(*args: object) -> int:
+        return 0
+
+    monkeypatch.setattr(native, "text_function", lambda: writes_nothing)
+    monkeypatch.setattr(reranker, "_kernel", {})
+    with caplog.at_level(logging.WARNING, logger="modeling.reranker"):
+        assert reranker.text_kernel() is None
+    assert "text features differ from numpy" in caplog.text
+
+
+def test_a_bundle_s_text_features_are_the_same_with_and_without_it(pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every feature of a published bundle's candidates (its 8-bit text codes, memory-mapped), for a batch and for
+    shoppers alone, with the native text features and with numpy's."""
+    from modeling import artifacts
+    from modeling.candidates import HistoryBatch
+    from modeling.recommender import Recommender
+    from modeling.rows import QuantizedRows
+
+    engine = Recommender(artifacts.load_bundle(pipeline.models / pipeline.version))
+    assert isinstance(engine.tables.content, QuantizedRows)
+    n = len(engine.item_vectors)
+    rng = np.random.default_rng(5)
+    lengths = rng.integers(0, 60, 30)
+    batch = HistoryBatch([rng.integers(0, n, length).astype(np.int64) for length in lengths],
+                         [np.sort(rng.integers(1_600_000_000, 1_700_000_000, length)) for length in lengths])
+    query = rng.normal(size=(len(lengths), engine.item_vectors.shape[1])).astype(np.float32)
+
+    def features(rows: slice) -> tuple[np.ndarray, np.ndarray]:
+        part = HistoryBatch(batch.items[rows], batch.timestamps[rows])
+        return reranker.candidate_features(query[rows], engine.item_vectors, engine.index, engine.stage.sources,
+                                           engine.tables, part, list(part.items), None, engine.stage.config)
+
+    calls = []
+    real = native.text_features
+    monkeypatch.setattr(native, "text_features", lambda *args, **kw: calls.append(1) or real(*args, **kw))
+    with_native = [features(slice(None)), *(features(slice(at, at + 1)) for at in range(5))]
+    assert calls, "the native text features were not used"
+    monkeypatch.setattr(reranker, "text_kernel", lambda: None)
+    with_numpy = [features(slice(None)), *(features(slice(at, at + 1)) for at in range(5))]
+    for (candidates, got), (same_candidates, expected) in zip(with_native, with_numpy, strict=True):
+        assert np.array_equal(candidates, same_candidates) and np.array_equal(got, expected, equal_nan=True)
+    text = [reranker.FEATURES.index(name) for name in reranker.TEXT_FEATURES]
+    assert np.count_nonzero(with_native[0][1][..., text]) > 1_000  # the text features were computed
 
 
 def test_switched_off_numpy_serves(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -143,6 +303,7 @@ def test_switched_off_numpy_serves(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     native.forget()
     try:
         assert native.stage_function() is None and reranker.stage_kernel() is None
+        assert native.text_function() is None and reranker.text_kernel() is None
         assert not list(tmp_path.iterdir())  # nothing compiled
     finally:
         native.forget()
