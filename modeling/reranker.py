@@ -695,31 +695,45 @@ def stage_kernel() -> Callable[[Proposals, Callable[..., bool]],
     features as :func:`numpy_candidates`, bit for bit, on :data:`SYNTHETIC_CHECKS` synthetic shops (checked once
     per process); None when native code is off or unavailable, or differed (numpy then computes them)."""
     function = native.stage_function()
-    if function is None:
+    if function is None or not _checked_once("candidates", function, _check_kernel):
         return None
-    with _kernel_lock:
-        if "checked" not in _kernel:
-            _kernel["checked"] = _check_kernel(function)
-        if not _kernel["checked"]:
-            return None
     return lambda proposals, wanted: native_candidates(function, proposals, wanted)
+
+
+def _checked_once(name: str, function: Any, check: Callable[[Any], bool]) -> bool:
+    """``check(function)``, made once per process for each ``name`` (the native code's candidates, its text
+    features) and remembered."""
+    with _kernel_lock:
+        if name not in _kernel:
+            _kernel[name] = check(function)
+        return bool(_kernel[name])
 
 
 def _check_kernel(function: Any) -> bool:
     """Whether ``function`` gives :func:`numpy_candidates`' results on the synthetic shops (a log line if not)."""
+    def same(seed: int) -> bool:
+        proposals = synthetic_proposals(seed)
+        for wanted in (lambda *names: True, lambda *names: "sequence" in names):
+            got = native_candidates(function, proposals, wanted)
+            expected = numpy_candidates(proposals, wanted)
+            if got is None or not all(np.array_equal(a, b, equal_nan=True) for a, b in zip(got, expected, strict=True)):
+                return False
+        return True
+
+    return _same_on_synthetic_cases("the candidates", same)
+
+
+def _same_on_synthetic_cases(what: str, same: Callable[[int], bool]) -> bool:
+    """Whether ``same(seed)`` holds for each of the :data:`SYNTHETIC_CHECKS` seeds: the native code gives numpy's
+    values for ``what`` on that seed's synthetic case (a log line where it does not, or fails)."""
     try:
         for seed in range(SYNTHETIC_CHECKS):
-            proposals = synthetic_proposals(seed)
-            for wanted in (lambda *names: True, lambda *names: "sequence" in names):
-                got = native_candidates(function, proposals, wanted)
-                expected = numpy_candidates(proposals, wanted)
-                if got is None or not all(np.array_equal(a, b, equal_nan=True)
-                                          for a, b in zip(got, expected, strict=True)):
-                    logger.warning("the ranking stage's native code differs from numpy on a synthetic shop (seed "
-                                   "%d); numpy computes the candidates", seed)
-                    return False
+            if not same(seed):
+                logger.warning("the ranking stage's native code differs from numpy on a synthetic case (seed %d); "
+                               "numpy computes %s", seed, what)
+                return False
     except (MemoryError, ValueError) as exc:
-        logger.warning("the ranking stage's native code failed its check (%s); numpy computes the candidates", exc)
+        logger.warning("the ranking stage's native code failed its check (%s); numpy computes %s", exc, what)
         return False
     return True
 
@@ -730,13 +744,8 @@ def text_kernel() -> Callable[..., None] | None:
     :data:`SYNTHETIC_CHECKS` synthetic batches (checked once per process); None when native code is off or
     unavailable, or differed (numpy then computes them)."""
     function = native.text_function()
-    if function is None:
+    if function is None or not _checked_once("text features", function, _check_text_kernel):
         return None
-    with _kernel_lock:
-        if "text checked" not in _kernel:
-            _kernel["text checked"] = _check_text_kernel(function)
-        if not _kernel["text checked"]:
-            return None
     return lambda **arguments: native.text_features(function, **arguments)
 
 
@@ -771,22 +780,17 @@ def _check_text_kernel(function: Any) -> bool:
     """Whether ``function`` gives numpy's text features (:func:`numpy_text_features`) on the synthetic batches (a log
     line if not)."""
     targets = (1, 3, 0)
-    try:
-        for seed in range(SYNTHETIC_CHECKS):
-            batch = synthetic_text_batch(seed)
-            content, expected = batch.pop("content"), batch.pop("features")
-            got = expected.copy()
-            numpy_text_features(content, **batch, feats=expected, targets=targets)
-            native.text_features(function, codes=content.codes, scales=content.scales, features=got, columns=targets,
-                                 **batch)
-            if not np.array_equal(got, expected, equal_nan=True):
-                logger.warning("the ranking stage's native text features differ from numpy on a synthetic batch "
-                               "(seed %d); numpy computes them", seed)
-                return False
-    except (MemoryError, ValueError) as exc:
-        logger.warning("the ranking stage's native text features failed their check (%s); numpy computes them", exc)
-        return False
-    return True
+
+    def same(seed: int) -> bool:
+        batch = synthetic_text_batch(seed)
+        content, expected = batch.pop("content"), batch.pop("features")
+        got = expected.copy()
+        numpy_text_features(content, **batch, feats=expected, targets=targets)
+        native.text_features(function, codes=content.codes, scales=content.scales, features=got, columns=targets,
+                             **batch)
+        return np.array_equal(got, expected, equal_nan=True)
+
+    return _same_on_synthetic_cases("the text features", same)
 
 
 def _popular_keys(order: np.ndarray, count: int, excluded_counts: np.ndarray, n: int,

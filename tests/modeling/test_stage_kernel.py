@@ -249,19 +249,6 @@ def test_the_text_features_refuse_inputs_the_c_code_would_read_past(text_functio
     assert np.array_equal(got, np.zeros_like(got))  # nothing was written by a refused call
 
 
-def test_a_text_library_that_differs_from_numpy_is_not_used(monkeypatch: pytest.MonkeyPatch,
-                                                            caplog: pytest.LogCaptureFixture) -> None:
-    """The once-per-process check refuses a text function whose answers differ (here: it writes nothing)."""
-    def writes_nothing(*args: object) -> int:
-        return 0
-
-    monkeypatch.setattr(native, "text_function", lambda: writes_nothing)
-    monkeypatch.setattr(reranker, "_kernel", {})
-    with caplog.at_level(logging.WARNING, logger="modeling.reranker"):
-        assert reranker.text_kernel() is None
-    assert "text features differ from numpy" in caplog.text
-
-
 def test_a_bundle_s_text_features_are_the_same_with_and_without_it(pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every feature of a published bundle's candidates (its 8-bit text codes, memory-mapped), for a batch and for
     shoppers alone, with the native text features and with numpy's."""
@@ -323,14 +310,19 @@ def test_without_a_compiler_numpy_serves_with_a_log_line(monkeypatch: pytest.Mon
         native.forget()
 
 
+@pytest.mark.parametrize(("loader", "kernel", "message"), [
+    ("stage_function", "stage_kernel", "numpy computes the candidates"),
+    ("text_function", "text_kernel", "numpy computes the text features"),
+], ids=["candidates", "text features"])
 def test_a_library_that_differs_from_numpy_is_not_used(monkeypatch: pytest.MonkeyPatch,
-                                                       caplog: pytest.LogCaptureFixture) -> None:
-    """The once-per-process check refuses a function whose answers differ (here: it proposes nothing)."""
-    def proposes_nothing(*args: object) -> int:
+                                                       caplog: pytest.LogCaptureFixture, loader: str, kernel: str,
+                                                       message: str) -> None:
+    """The once-per-process check refuses a function whose answers differ (here: it writes nothing)."""
+    def writes_nothing(*args: object) -> int:
         return 0
 
-    monkeypatch.setattr(native, "stage_function", lambda: proposes_nothing)
+    monkeypatch.setattr(native, loader, lambda: writes_nothing)
     monkeypatch.setattr(reranker, "_kernel", {})
     with caplog.at_level(logging.WARNING, logger="modeling.reranker"):
-        assert reranker.stage_kernel() is None
-    assert "differs from numpy" in caplog.text
+        assert getattr(reranker, kernel)() is None
+    assert "native code differs from numpy" in caplog.text and message in caplog.text
