@@ -4,6 +4,7 @@ variant answers the same calls, the published rows unchanged afterwards."""
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -53,7 +54,9 @@ def test_the_text_features_timer_adds_up_and_puts_the_function_back_after_an_err
     spent = [0.0]
     try:
         with timed_text_features(spent):
-            reranker._text_features(np.zeros((0, 1)), {"nearest_age_days": 0}, None, np.zeros((0, 1)), np.zeros((0, 1)),
+            columns = {"text_history": 0, "text_last": 0, "nearest_age_days": 0}
+            tables = SimpleNamespace(content=np.zeros((1, 1), dtype=np.float32))  # float rows: numpy's loop, empty
+            reranker._text_features(np.zeros((0, 1)), columns, tables, np.zeros((0, 1)), np.zeros((0, 1)),
                                     np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64),
                                     np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64),
                                     np.zeros(0, dtype=np.int64))
